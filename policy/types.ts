@@ -1,0 +1,137 @@
+// Shared shapes of the policy engine: compiled roles, the catalog snapshot, statements and decisions.
+
+/** Milliseconds. */
+export type Millis = number;
+
+/** A relation pattern from the policy: an exact `schema.name` or every relation of a schema (`schema.*`). */
+export interface RelationPattern {
+  schema: string;
+  /** '*' matches every relation in the schema. */
+  name: string;
+}
+
+export type WriteKind = 'insert' | 'update' | 'delete' | 'merge' | 'truncate' | 'copy_from';
+
+/** One role of a policy file after validation and compilation. Names are compared exactly as the parser returns them. */
+export interface RolePolicy {
+  name: string;
+  /** 'shadow' logs what would be denied and allows it. */
+  mode: 'enforce' | 'shadow';
+  readOnly: boolean;
+  /** Relations the role may read. */
+  relations: RelationPattern[];
+  /** Read-write roles: statement kinds they may run and the relations they may write. */
+  write: { kinds: WriteKind[]; relations: RelationPattern[] } | undefined;
+  /** `schema.relation` → denied column names. */
+  deniedColumns: ReadonlyMap<string, ReadonlySet<string>>;
+  /** Qualified `schema.function` names added to (allow) or removed from (deny) the default function policy. */
+  functions: { allow: ReadonlySet<string>; deny: ReadonlySet<string> };
+  /** Extra session settings the role may SET beyond the built-in harmless list. */
+  settings: ReadonlySet<string>;
+  /** 'introspection' allows the catalog queries psql's \d family and drivers issue. */
+  catalog: 'none' | 'introspection';
+  maxRows: number | undefined;
+  onRowCap: 'truncate' | 'error';
+  statementTimeout: Millis | undefined;
+  dbRole: string | undefined;
+  /** Schemas pinned as search_path on the upstream session (default ['public']). */
+  searchPath: string[];
+}
+
+export interface CompiledPolicy {
+  /** Bumped on every successful load; part of every cache key. */
+  version: number;
+  /** sha256 of the source text, for audit. */
+  digest: string;
+  roles: ReadonlyMap<string, RolePolicy>;
+}
+
+/** Column of a relation in the upstream catalog. */
+export interface CatalogColumn {
+  name: string;
+  type: string;
+}
+
+export interface CatalogRelation {
+  schema: string;
+  name: string;
+  /** r table, v view, m matview, p partitioned table, f foreign table. */
+  kind: string;
+  columns: CatalogColumn[];
+}
+
+export interface CatalogFunction {
+  schema: string;
+  name: string;
+  /** i immutable, s stable, v volatile. */
+  volatility: 'i' | 's' | 'v';
+  /** f function, a aggregate, w window, p procedure. */
+  kind: string;
+  argTypes: string[];
+  returnsSet: boolean;
+}
+
+/** What pgwarden knows of the upstream database, read at startup, on reload and on demand. */
+export interface CatalogSnapshot {
+  /** current_database() upstream; 3-part names must match it. */
+  database: string;
+  schemas: ReadonlySet<string>;
+  /** key `schema.name` */
+  relations: ReadonlyMap<string, CatalogRelation>;
+  /** key `schema.name` → every overload */
+  functions: ReadonlyMap<string, CatalogFunction[]>;
+  /** key `schema.name` of operators outside pg_catalog → their function */
+  userOperators: ReadonlySet<string>;
+}
+
+/** Per-session facts the policy reads (never mutates). */
+export interface SessionView {
+  role: RolePolicy;
+  /** SQL-level PREPARE names that passed the policy. */
+  preparedNames: ReadonlySet<string>;
+  /** Cursors declared in this session. */
+  cursorNames: ReadonlySet<string>;
+}
+
+/** What a statement does, for the session, the audit trail and `policy explain`. */
+export interface StatementSummary {
+  /** libpg-query node name, e.g. SelectStmt, VariableSetStmt. */
+  kind: string;
+  relations: string[];
+  columns: string[];
+  functions: string[];
+}
+
+/** Session-visible side effects of an allowed statement, applied by the session once it succeeds. */
+export type Effect =
+  | { type: 'prepare'; name: string }
+  | { type: 'deallocate'; name: string | null }
+  | { type: 'declare'; name: string }
+  | { type: 'close'; name: string | null }
+  /** RESET ALL / DISCARD ALL: the session must re-apply the stamped identity and limits. */
+  | { type: 'restamp' };
+
+export type Decision =
+  | {
+      allow: true;
+      ruleId: string;
+      statements: StatementSummary[];
+      /** SQL to send instead of the client's (LIMIT capping); already re-parsed and re-checked. */
+      rewrittenSql: string | undefined;
+      rowCap: { maxRows: number; onRowCap: 'truncate' | 'error' } | undefined;
+      effects: Effect[];
+      /** Set in shadow mode when enforcement would have denied. */
+      shadowDenied: { reason: string; message: string } | undefined;
+    }
+  | {
+      allow: false;
+      ruleId: string | undefined;
+      sqlstate: '42501' | '0A000';
+      /** Client-safe text naming the statement kind and the reason. */
+      message: string;
+      detail: string | undefined;
+      hint: string | undefined;
+      /** Low-cardinality reason for metrics, e.g. 'write_in_read_only', 'relation_not_allowed'. */
+      reason: string;
+      statements: StatementSummary[];
+    };

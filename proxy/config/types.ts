@@ -1,0 +1,66 @@
+// The validated, frozen configuration every other module reads (shape only; load.ts builds it).
+
+/** Durations are held in milliseconds after loading ("15m", "300s", "250ms", or a number of seconds). */
+export type Millis = number;
+
+export interface TlsServerConfig {
+  certFile: string;
+  keyFile: string;
+}
+
+export interface UpstreamConfig {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  /** Resolved at load time from passwordFile or passwordEnv; never from the policy file. Undefined means trust auth. */
+  password: string | undefined;
+  /** 'disable' | 'require' (TLS, no verification) | 'verify-full' (TLS, CA + hostname). */
+  sslmode: 'disable' | 'require' | 'verify-full';
+  /** PEM CA bundle contents for verify-full; undefined uses the system store. */
+  sslRootCert: string | undefined;
+  connectTimeout: Millis;
+}
+
+export interface AuthConfig {
+  issuer: string | string[];
+  audience: string | string[];
+  /** Pinned: the token's own `alg` header only selects among these. */
+  algorithms: string[];
+  /** Exactly one key source is set. */
+  secretFile: string | undefined;
+  publicKeyFile: string | undefined;
+  jwksUrl: string | undefined;
+  /** For `token mint` with an asymmetric algorithm. */
+  privateKeyFile: string | undefined;
+  maxTokenLifetime: Millis;
+  clockSkew: Millis;
+  /** Cleartext token over non-TLS: 'loopback' (default), 'always' or 'never'. */
+  allowCleartext: 'loopback' | 'always' | 'never';
+  /** JWKS: minimum time between refetches triggered by an unknown kid, and cache lifetime. */
+  jwksCooldown: Millis;
+  jwksCacheMaxAge: Millis;
+}
+
+export interface LimitsConfig {
+  /** Largest regular message a client may send (bytes); the startup packet is capped at 10,000 like Postgres. */
+  maxMessageSize: number;
+  /** Time allowed from TCP accept to a completed login. */
+  handshakeTimeout: Millis;
+  /** Grace period after token expiry for a running statement; default 0. */
+  expiryGrace: Millis;
+  maxClientConnections: number;
+  idleSessionTimeout: Millis;
+}
+
+export interface Config {
+  /** Directory of the config file; relative paths in it were resolved against this. */
+  baseDir: string;
+  listen: { host: string; port: number; tls: TlsServerConfig | undefined };
+  upstream: UpstreamConfig;
+  auth: AuthConfig;
+  policyFile: string;
+  metrics: { host: string; port: number } | undefined;
+  limits: LimitsConfig;
+  log: { level: string };
+}
