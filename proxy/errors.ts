@@ -16,6 +16,7 @@ export const ErrorCatalog = {
   ERR_ROW_CAP: { sqlstate: SqlState.ProgramLimitExceeded, severity: 'ERROR', doc: 'a result passed the role maxRows with onRowCap: error' },
   ERR_NOT_READY: { sqlstate: SqlState.CannotConnectNow, severity: 'FATAL', doc: 'no valid policy is loaded yet' },
   ERR_SHUTDOWN: { sqlstate: SqlState.AdminShutdown, severity: 'FATAL', doc: 'pgwarden is shutting down or ended the session administratively' },
+  ERR_IDLE_TIMEOUT: { sqlstate: SqlState.IdleSessionTimeout, severity: 'FATAL', doc: 'the session was idle longer than limits.idleSessionTimeout' },
   ERR_TOO_MANY: { sqlstate: SqlState.TooManyConnections, severity: 'FATAL', doc: 'the connection limit was reached' },
   ERR_UPSTREAM: { sqlstate: SqlState.ConnectionFailure, severity: 'FATAL', doc: 'the upstream database could not be reached, refused our login, or was lost' },
   ERR_TIMEOUT: { sqlstate: SqlState.ProtocolViolation, severity: 'FATAL', doc: 'the client did not complete a protocol phase in time' },

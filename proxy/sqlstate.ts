@@ -17,6 +17,7 @@ export const SqlState = {
   QueryCanceled: '57014',
   AdminShutdown: '57P01',
   CannotConnectNow: '57P03',
+  IdleSessionTimeout: '57P05',
   InternalError: 'XX000',
 } as const;
 export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState];

@@ -1,0 +1,81 @@
+// The accept loop: one Session per client connection, connection limits, and a graceful close that ends every session.
+import net from 'node:net';
+import { ProxyError } from './errors.ts';
+import { encodeProxyError } from './wire/backend.ts';
+import { Session, type EndReason, type SessionDeps } from './session/session.ts';
+
+export interface ProxyServer {
+  readonly sessions: ReadonlySet<Session>;
+  listen(host: string, port: number): Promise<{ host: string; port: number }>;
+  /** Stops accepting; running statements get `drainMs` to finish, then every session ends with 57P01. */
+  close(drainMs?: number): Promise<void>;
+  /** Ends every live session matching `pred` with the given error (revocation, role removed). */
+  endSessions(pred: (s: Session) => boolean, err: ProxyError, reason: EndReason): number;
+}
+
+export function createServer(deps: SessionDeps): ProxyServer {
+  const sessions = new Set<Session>();
+  let closing = false;
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    if (closing) {
+      socket.end(encodeProxyError(new ProxyError('ERR_SHUTDOWN', 'pgwarden is shutting down')));
+      return;
+    }
+    if (sessions.size >= deps.config.limits.maxClientConnections) {
+      socket.end(
+        encodeProxyError(
+          new ProxyError('ERR_TOO_MANY', 'sorry, too many clients already', { hint: 'try again later; pgwarden is at its connection limit' }),
+        ),
+      );
+      return;
+    }
+    const session = new Session(socket, {
+      ...deps,
+      events: {
+        ...deps.events,
+        sessionEnded(s, reason) {
+          sessions.delete(s);
+          deps.events?.sessionEnded?.(s, reason);
+        },
+      },
+    });
+    sessions.add(session);
+  });
+
+  return {
+    sessions,
+    listen(host, port) {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          const addr = server.address();
+          if (typeof addr === 'object' && addr) resolve({ host: addr.address, port: addr.port });
+          else reject(new Error('server has no address'));
+        });
+      });
+    },
+    async close(drainMs = 0) {
+      closing = true;
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      const deadline = Date.now() + drainMs;
+      while (drainMs > 0 && Date.now() < deadline && [...sessions].some((s) => s.busy)) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      for (const s of [...sessions]) {
+        s.endWith(new ProxyError('ERR_SHUTDOWN', 'terminating connection due to administrator command', { hint: 'pgwarden is shutting down; reconnect shortly' }), 'shutdown');
+      }
+      await stopped;
+    },
+    endSessions(pred, err, reason) {
+      let n = 0;
+      for (const s of [...sessions]) {
+        if (pred(s)) {
+          s.endWith(err, reason);
+          n++;
+        }
+      }
+      return n;
+    },
+  };
+}

@@ -1,0 +1,277 @@
+// Matches upstream responses to the client messages that caused them: swaps in refusals, counts rows and enforces row caps.
+//
+// How a refusal lands where Postgres would put it: in place of a refused message the session sends
+// upstream a message Postgres is certain to reject (a Parse or Query of text that cannot parse).
+// Postgres then produces the ErrorResponse at exactly the right point of the stream, discards the
+// rest of the extended-protocol batch until Sync, and marks an explicit transaction failed, so a
+// later COMMIT commits nothing. This tracker recognises that ErrorResponse (it belongs to the
+// pending entry carrying a `denial`) and replaces it with pgwarden's own error. Nothing the client
+// wrote in the refused message ever reaches Postgres.
+import { BackendType, FrontendType } from '../wire/codes.ts';
+import type { Frame } from '../wire/framer.ts';
+import {
+  decodeCommandComplete,
+  decodeReadyForQuery,
+  encodeCommandComplete,
+  encodeErrorResponse,
+  encodeNoticeResponse,
+  encodeProxyError,
+} from '../wire/backend.ts';
+import { ProxyError } from '../errors.ts';
+import { SqlState } from '../sqlstate.ts';
+
+/** SQL that every Postgres version rejects at parse time, without touching any object. */
+export const SENTINEL_SQL = 'pgwarden refused this statement';
+
+export interface RowCap {
+  maxRows: number;
+  onRowCap: 'truncate' | 'error';
+}
+
+interface Pending {
+  /** FrontendType of the message this entry answers for. */
+  kind: number;
+  /** Set when the message was refused: its upstream ErrorResponse is replaced by this error. */
+  denial: ProxyError | undefined;
+  /** Execute: the portal, so row caps count across Executes of one portal. */
+  portal: string | undefined;
+}
+
+/** Per result set being streamed: how many rows went to the client and whether the cap cut it. */
+interface RowState {
+  sent: number;
+  truncated: boolean;
+  errored: boolean;
+}
+
+export type TxStatus = 'I' | 'T' | 'E';
+
+export class ResponseTracker {
+  private queue: Pending[] = [];
+  private head = 0;
+  private rows: RowState = { sent: 0, truncated: false, errored: false };
+  /** Rows already sent per suspended portal, so `Execute(portal, maxRows)` repeated cannot evade the cap. */
+  private readonly portalRows = new Map<string, { sent: number; truncated: boolean }>();
+  /** Set after an error inside a simple Query so later results of the same Query are not forwarded (capped error mode). */
+  private swallowUntilReady = false;
+  txStatus: TxStatus = 'I';
+  rowsForwarded = 0;
+  truncations = 0;
+
+  constructor(public rowCap: RowCap | undefined) {}
+
+  /** Records a message sent upstream that will produce responses. */
+  expect(kind: number, denial?: ProxyError, portal?: string): void {
+    this.queue.push({ kind, denial, portal });
+  }
+
+  /** A Bind resets the row count of its portal. */
+  portalBound(portal: string): void {
+    this.portalRows.delete(portal);
+  }
+
+  portalClosed(portal: string): void {
+    this.portalRows.delete(portal);
+  }
+
+  /** True while any response is outstanding (a statement is running or a batch awaits Sync). */
+  get busy(): boolean {
+    return this.head < this.queue.length;
+  }
+
+  private current(): Pending | undefined {
+    return this.queue[this.head];
+  }
+
+  private pop(): void {
+    this.head++;
+    if (this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  private resetRows(): void {
+    this.rows = { sent: 0, truncated: false, errored: false };
+  }
+
+  /**
+   * Handles one upstream frame. Pushes what the client should receive onto `out` and returns
+   * true when that is exactly `frame.raw` (so the caller may forward the original chunk).
+   */
+  onFrame(frame: Frame, out: Buffer[]): boolean {
+    const head = this.current();
+    switch (frame.type) {
+      case BackendType.DataRow:
+      case BackendType.CopyData:
+        return this.onRow(frame, head, out);
+      case BackendType.CommandComplete:
+        return this.onCommandComplete(frame, head, out);
+      case BackendType.EmptyQueryResponse:
+        if (head?.kind === FrontendType.Execute) this.pop();
+        return this.forward(frame, out);
+      case BackendType.PortalSuspended:
+        if (head?.kind === FrontendType.Execute) {
+          if (head.portal !== undefined) this.notePortalSuspended(head.portal);
+          this.pop();
+        }
+        if (this.swallowUntilReady) return false;
+        return this.forward(frame, out);
+      case BackendType.ParseComplete:
+      case BackendType.BindComplete:
+      case BackendType.CloseComplete:
+      case BackendType.NoData:
+        this.pop();
+        return this.forward(frame, out);
+      case BackendType.RowDescription:
+        // Describe answers with RowDescription and is done; a simple Query or Execute streams rows next.
+        if (head?.kind === FrontendType.Describe) this.pop();
+        else this.resetRows();
+        if (this.swallowUntilReady) return false;
+        return this.forward(frame, out);
+      case BackendType.CopyOutResponse:
+        this.resetRows();
+        if (this.swallowUntilReady) return false;
+        return this.forward(frame, out);
+      case BackendType.ErrorResponse:
+        return this.onError(frame, head, out);
+      case BackendType.ReadyForQuery: {
+        this.txStatus = decodeReadyForQuery(frame.body);
+        // ReadyForQuery closes a simple Query, a FunctionCall or a Sync; drop anything Postgres skipped.
+        while (this.busy) {
+          const k = this.current()?.kind;
+          this.pop();
+          if (k === FrontendType.Query || k === FrontendType.Sync || k === FrontendType.FunctionCall) break;
+        }
+        this.swallowUntilReady = false;
+        this.resetRows();
+        return this.forward(frame, out);
+      }
+      default:
+        // ParameterDescription, NoticeResponse, NotificationResponse, ParameterStatus, Copy* and the rest pass.
+        if (this.swallowUntilReady && frame.type !== BackendType.ParameterStatus && frame.type !== BackendType.NotificationResponse) {
+          return false;
+        }
+        return this.forward(frame, out);
+    }
+  }
+
+  private forward(frame: Frame, out: Buffer[]): boolean {
+    out.push(frame.raw);
+    return true;
+  }
+
+  private onRow(frame: Frame, head: Pending | undefined, out: Buffer[]): boolean {
+    if (this.swallowUntilReady) return false;
+    const cap = this.rowCap;
+    if (cap === undefined || frame.type === BackendType.CopyData && head?.kind !== FrontendType.Query && head?.kind !== FrontendType.Execute) {
+      this.rowsForwarded++;
+      return this.forward(frame, out);
+    }
+    const portalBase = head?.kind === FrontendType.Execute && head.portal !== undefined ? (this.portalRows.get(head.portal)?.sent ?? 0) : 0;
+    if (portalBase + this.rows.sent < cap.maxRows) {
+      this.rows.sent++;
+      this.rowsForwarded++;
+      return this.forward(frame, out);
+    }
+    if (cap.onRowCap === 'truncate') {
+      this.rows.truncated = true;
+      return false;
+    }
+    if (!this.rows.errored) {
+      this.rows.errored = true;
+      out.push(
+        encodeProxyError(
+          new ProxyError('ERR_ROW_CAP', `result exceeds the limit of ${cap.maxRows} rows for this role`, {
+            detail: 'rule: role maxRows with onRowCap: error',
+            hint: 'narrow the query with WHERE or add LIMIT so it returns fewer rows',
+          }),
+        ),
+      );
+      // The rest of this Query's (or batch's) results are not the client's to see after an error.
+      this.swallowUntilReady = true;
+    }
+    return false;
+  }
+
+  private onCommandComplete(frame: Frame, head: Pending | undefined, out: Buffer[]): boolean {
+    if (this.swallowUntilReady) {
+      if (head?.kind === FrontendType.Execute) this.pop();
+      return false;
+    }
+    let verbatim = true;
+    const suspended = head?.kind === FrontendType.Execute && head.portal !== undefined ? this.portalRows.get(head.portal) : undefined;
+    if ((this.rows.truncated || suspended?.truncated) && this.rowCap) {
+      const tag = decodeCommandComplete(frame.body);
+      const sent = this.rows.sent;
+      out.push(
+        encodeNoticeResponse({
+          severity: 'WARNING',
+          sqlstate: SqlState.Warning,
+          message: `pgwarden truncated the result at ${this.rowCap.maxRows} rows`,
+          detail: 'rule: role maxRows with onRowCap: truncate',
+          hint: 'add WHERE conditions or LIMIT/OFFSET to fetch a smaller slice',
+        }),
+      );
+      out.push(encodeCommandComplete(rewriteTagCount(tag, sent)));
+      this.truncations++;
+      verbatim = false;
+    } else {
+      out.push(frame.raw);
+    }
+    if (head?.kind === FrontendType.Execute) {
+      if (head.portal !== undefined) this.portalRows.delete(head.portal);
+      this.pop();
+    }
+    this.resetRows();
+    return verbatim;
+  }
+
+  private onError(frame: Frame, head: Pending | undefined, out: Buffer[]): boolean {
+    let verbatim = true;
+    if (head?.denial) {
+      out.push(encodeProxyError(head.denial));
+      verbatim = false;
+    } else if (this.swallowUntilReady) {
+      // The cap already reported an error for this Query; a cancel-induced error is not news.
+      verbatim = false;
+    } else {
+      out.push(frame.raw);
+    }
+    if (head && head.kind !== FrontendType.Query && head.kind !== FrontendType.FunctionCall) {
+      // Extended protocol: Postgres skips every message until Sync; so do our expectations.
+      while (this.busy && this.current()?.kind !== FrontendType.Sync) this.pop();
+    }
+    this.resetRows();
+    return verbatim;
+  }
+
+  /** Called when Execute finishes with PortalSuspended: remember rows so the next Execute continues the count. */
+  private notePortalSuspended(portal: string): void {
+    const prev = this.portalRows.get(portal);
+    this.portalRows.set(portal, { sent: (prev?.sent ?? 0) + this.rows.sent, truncated: (prev?.truncated ?? false) || this.rows.truncated });
+    this.resetRows();
+  }
+}
+
+/** `SELECT 150` → `SELECT 100`; `INSERT 0 5` → `INSERT 0 n`; keeps the command words. */
+export function rewriteTagCount(tag: string, count: number): string {
+  const parts = tag.split(' ');
+  const last = parts[parts.length - 1];
+  if (last !== undefined && /^\d+$/.test(last)) parts[parts.length - 1] = String(count);
+  return parts.join(' ');
+}
+
+/** An ErrorResponse the proxy originates outside any pending message (e.g. a FATAL before closing). */
+export function fatalFrame(err: ProxyError): Buffer {
+  return encodeErrorResponse({
+    severity: 'FATAL',
+    sqlstate: err.sqlstate,
+    message: err.message,
+    detail: err.detail,
+    hint: err.hint,
+  });
+}

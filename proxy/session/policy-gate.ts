@@ -1,0 +1,57 @@
+// The StatementGate sessions use: the policy store's current policy and catalog, evaluate(), and a decision cache.
+import { LRUCache } from 'lru-cache';
+import type { Decision, SessionView } from '../../policy/types.ts';
+import { evaluate } from '../../policy/evaluate.ts';
+import type { PolicyStore } from '../../policy/store.ts';
+import type { StatementGate } from './gate.ts';
+
+/** Statement kinds whose decision depends on session state (prepared names, cursors), never cached. */
+const SESSION_DEPENDENT = new Set(['ExecuteStmt', 'FetchStmt', 'ClosePortalStmt', 'DeallocateStmt']);
+
+export interface GateStats {
+  hits: number;
+  misses: number;
+}
+
+export function createPolicyGate(store: PolicyStore, opts: { cacheSize?: number } = {}): StatementGate & { stats: GateStats } {
+  // Key: policy version, role, mode and the exact SQL. A reload bumps the version, so stale entries are never read.
+  const cache = new LRUCache<string, Decision>({ max: opts.cacheSize ?? 10_000 });
+  const stats: GateStats = { hits: 0, misses: 0 };
+  return {
+    stats,
+    get version() {
+      return store.current.policy.version;
+    },
+    role(name) {
+      return store.current.policy.roles.get(name);
+    },
+    decide(sql: string, mode: 'simple' | 'parse', view: SessionView): Decision {
+      // One read of the store per decision: policy and catalog come from the same swap.
+      const { policy, catalog } = store.current;
+      // The session's role object may predate a reload; decide with the role as the policy now defines it.
+      const role = policy.roles.get(view.role.name);
+      if (!role) {
+        return {
+          allow: false,
+          ruleId: undefined,
+          sqlstate: '42501',
+          message: `permission denied by pgwarden: role "${view.role.name}" no longer exists in the policy`,
+          detail: undefined,
+          hint: 'reconnect with a token for a role defined in the current policy',
+          reason: 'role_removed',
+          statements: [],
+        };
+      }
+      const key = `${policy.version}\u0000${role.name}\u0000${mode}\u0000${sql}`;
+      const hit = cache.get(key);
+      if (hit) {
+        stats.hits++;
+        return hit;
+      }
+      stats.misses++;
+      const decision = evaluate(sql, mode, { ...view, role }, catalog, policy.version);
+      if (!decision.statements.some((s) => SESSION_DEPENDENT.has(s.kind))) cache.set(key, decision);
+      return decision;
+    },
+  };
+}

@@ -1,0 +1,667 @@
+// One client session: handshake, token login, brokered upstream, per-statement decisions, relay and expiry. The only place that does socket I/O for a client.
+import { randomUUID } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Logger } from 'pino';
+import type { Config } from '../config/types.ts';
+import { ProxyError, toClientError } from '../errors.ts';
+import type { Identity, TokenVerifier } from '../auth/jwt.ts';
+import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
+import { BackendType, FrontendType } from '../wire/codes.ts';
+import { MessageFramer, type Frame, type StartupMessage } from '../wire/framer.ts';
+import {
+  encodeAuthenticationCleartextPassword,
+  encodeAuthenticationOk,
+  encodeBackendKeyData,
+  encodeNegotiateProtocolVersion,
+  encodeParameterStatus,
+  encodeProxyError,
+  encodeReadyForQuery,
+  encodeSSLResponse,
+} from '../wire/backend.ts';
+import { decodeBind, decodeClose, decodeExecute, decodeParse, decodePassword, decodeQuery } from '../wire/frontend.ts';
+import { encodeParse, encodeQuery } from '../wire/frontend.ts';
+import { connectUpstream, sendUpstreamCancel, UPSTREAM_MAX_MESSAGE, type UpstreamConnection } from '../upstream/connect.ts';
+import type { CancelRegistry } from './cancel.ts';
+import type { StatementGate } from './gate.ts';
+import { Phase, canTransition } from './phase.ts';
+import { ResponseTracker, SENTINEL_SQL, fatalFrame } from './pipeline.ts';
+import { readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
+
+/** Why a session ended; a low-cardinality metric label. */
+export type EndReason =
+  | 'client'
+  | 'expired'
+  | 'revoked'
+  | 'policy_reload'
+  | 'upstream_lost'
+  | 'shutdown'
+  | 'auth_failed'
+  | 'protocol_error'
+  | 'timeout'
+  | 'internal';
+
+/** Observers of a session (metrics, audit); every method is optional and must not throw. */
+export interface SessionEvents {
+  loginSucceeded?(s: Session): void;
+  loginFailed?(s: Session, reason: string, err: ProxyError): void;
+  statementDecided?(s: Session, info: { mode: 'simple' | 'parse' | 'bind'; sql: string; decision: Decision; micros: number }): void;
+  sessionEnded?(s: Session, reason: EndReason): void;
+}
+
+export interface SessionDeps {
+  config: Config;
+  verifier: TokenVerifier;
+  gate: StatementGate;
+  cancels: CancelRegistry;
+  log: Logger;
+  tlsContext: tls.SecureContext | undefined;
+  events?: SessionEvents;
+  /** Revocation check at login; returns a reason when the identity is revoked. */
+  isRevoked?(id: Identity): string | undefined;
+  now?: () => number;
+}
+
+const TOKEN_HINT = 'request a new token from your token issuer and reconnect with it as the password';
+
+function isLoopback(address: string | undefined): boolean {
+  if (!address) return false;
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
+}
+
+interface NamedStatement {
+  sql: string;
+  version: number;
+  allowed: boolean;
+}
+
+export class Session {
+  readonly id = randomUUID();
+  phase: Phase = Phase.AwaitingStartup;
+  identity: Identity | undefined;
+  role: RolePolicy | undefined;
+  readonly remoteAddress: string | undefined;
+  endReason: EndReason | undefined;
+  private socket: net.Socket;
+  private isTls = false;
+  private readonly framer: MessageFramer;
+  private upstream: UpstreamConnection | undefined;
+  private upstreamFramer: MessageFramer | undefined;
+  private tracker: ResponseTracker | undefined;
+  private startup: ClientStartup | undefined;
+  private backendKey: { processId: number; secretKey: Buffer } | undefined;
+  private handshakeTimer: NodeJS.Timeout | undefined;
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private readonly statements = new Map<string, NamedStatement>();
+  private readonly preparedNames = new Set<string>();
+  private readonly cursorNames = new Set<string>();
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private closed = false;
+  private processingClient = false;
+
+  constructor(
+    socket: net.Socket,
+    private readonly deps: SessionDeps,
+  ) {
+    this.socket = socket;
+    this.remoteAddress = socket.remoteAddress;
+    this.now = deps.now ?? Date.now;
+    this.log = deps.log.child({ sessionId: this.id });
+    this.framer = new MessageFramer({ maxMessageSize: deps.config.limits.maxMessageSize });
+    socket.setNoDelay(true);
+    this.attachClient(socket);
+    this.handshakeTimer = setTimeout(() => {
+      this.fail(new ProxyError('ERR_TIMEOUT', 'timed out waiting for the client to complete login'), 'timeout');
+    }, deps.config.limits.handshakeTimeout);
+  }
+
+  // ---- socket plumbing -------------------------------------------------------------------------
+
+  private attachClient(socket: net.Socket): void {
+    socket.on('data', this.onClientData);
+    socket.on('error', this.onClientError);
+    socket.on('close', this.onClientClose);
+  }
+
+  private detachClient(socket: net.Socket): void {
+    socket.off('data', this.onClientData);
+    socket.off('error', this.onClientError);
+    socket.off('close', this.onClientClose);
+  }
+
+  private readonly onClientError = (err: Error): void => {
+    this.log.debug({ err }, 'client socket error');
+    this.close('client');
+  };
+
+  private readonly onClientClose = (): void => {
+    this.close('client');
+  };
+
+  private transition(to: Phase): void {
+    if (!canTransition(this.phase, to)) {
+      throw new ProxyError('ERR_INTERNAL', 'internal error in pgwarden', {
+        cause: new Error(`illegal transition ${this.phase} → ${to}`),
+      });
+    }
+    this.log.trace({ from: this.phase, to }, 'phase');
+    this.phase = to;
+  }
+
+  private writeClient(data: Buffer | Buffer[]): void {
+    if (this.closed) return;
+    if (Array.isArray(data)) {
+      if (data.length === 0) return;
+      const ok = this.socket.write(data.length === 1 ? (data[0] as Buffer) : Buffer.concat(data));
+      if (!ok) this.upstream?.socket.pause();
+    } else if (!this.socket.write(data)) {
+      this.upstream?.socket.pause();
+    }
+  }
+
+  private writeUpstream(data: Buffer[]): void {
+    const up = this.upstream;
+    if (!up || data.length === 0) return;
+    const ok = up.socket.write(data.length === 1 ? (data[0] as Buffer) : Buffer.concat(data));
+    if (!ok) this.socket.pause();
+  }
+
+  // ---- client input ----------------------------------------------------------------------------
+
+  private readonly onClientData = (chunk: Buffer): void => {
+    if (this.closed) return;
+    try {
+      this.framer.push(chunk);
+      this.processClient();
+    } catch (err) {
+      this.fail(err, err instanceof ProxyError && err.code === 'ERR_PROTOCOL' ? 'protocol_error' : 'internal');
+    }
+  };
+
+  private processClient(): void {
+    if (this.processingClient) return;
+    this.processingClient = true;
+    try {
+      for (;;) {
+        if (this.closed) return;
+        if (this.phase === Phase.AwaitingStartup) {
+          const msg = this.framer.nextStartup();
+          if (!msg) return;
+          this.onStartupMessage(msg);
+        } else if (this.phase === Phase.Authenticating) {
+          const frame = this.framer.next();
+          if (!frame) return;
+          this.onPassword(frame);
+        } else if (this.phase === Phase.Ready) {
+          this.relayClientFrames();
+          return;
+        } else {
+          // TLS handshake or upstream connect in progress: keep bytes buffered (pipelining drivers send ahead).
+          return;
+        }
+      }
+    } finally {
+      this.processingClient = false;
+    }
+  }
+
+  private onStartupMessage(msg: StartupMessage): void {
+    switch (msg.kind) {
+      case 'ssl': {
+        if (!this.deps.tlsContext || this.isTls) {
+          this.writeClient(encodeSSLResponse(false));
+          return;
+        }
+        // Bytes sent after SSLRequest but before the handshake would be read as if encrypted: refuse (CVE-2021-23214 class).
+        if (this.framer.buffered > 0) {
+          throw new ProxyError('ERR_PROTOCOL', 'received unencrypted data after SSL request');
+        }
+        this.writeClient(encodeSSLResponse(true));
+        this.transition(Phase.TlsHandshake);
+        this.upgradeToTls();
+        return;
+      }
+      case 'gssenc':
+        this.writeClient(encodeSSLResponse(false));
+        return;
+      case 'cancel':
+        this.deps.cancels.cancel(msg.processId, msg.secretKey);
+        this.close('client');
+        return;
+      case 'startup':
+        this.onStartup(msg);
+        return;
+      default: {
+        const never: never = msg;
+        throw new ProxyError('ERR_PROTOCOL', `unexpected startup message ${String(never)}`);
+      }
+    }
+  }
+
+  private upgradeToTls(): void {
+    const raw = this.socket;
+    this.detachClient(raw);
+    const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: this.deps.tlsContext });
+    this.socket = secure;
+    secure.once('secure', () => {
+      this.isTls = true;
+      this.transition(Phase.AwaitingStartup);
+      this.processClient();
+    });
+    this.attachClient(secure);
+  }
+
+  private onStartup(msg: Extract<StartupMessage, { kind: 'startup' }>): void {
+    const cfg = this.deps.config;
+    this.startup = readClientStartup(msg.params, cfg.upstream.database);
+    if (msg.minor > 0 || this.startup.unsupportedProtocolOptions.length > 0) {
+      // We speak 3.0; tell a newer client so it can fall back instead of failing.
+      this.writeClient(encodeNegotiateProtocolVersion(0, this.startup.unsupportedProtocolOptions));
+    }
+    if (!this.isTls) {
+      const mode = cfg.auth.allowCleartext;
+      if (mode === 'never' || (mode === 'loopback' && !isLoopback(this.remoteAddress))) {
+        throw new ProxyError('ERR_TLS_REQUIRED', 'pgwarden requires TLS: the token would travel in cleartext', {
+          hint: 'connect with sslmode=require (or verify-full)',
+        });
+      }
+    }
+    this.transition(Phase.Authenticating);
+    this.writeClient(encodeAuthenticationCleartextPassword());
+  }
+
+  private onPassword(frame: Frame): void {
+    if (frame.type !== FrontendType.PasswordMessage) {
+      throw new ProxyError('ERR_PROTOCOL', `expected a password message, got message type ${frame.type}`);
+    }
+    const token = decodePassword(frame.body);
+    this.transition(Phase.ConnectingUpstream);
+    void this.login(token);
+  }
+
+  private async login(token: string): Promise<void> {
+    const { config, verifier, gate } = this.deps;
+    const result = await verifier.verify(token, {
+      roleExists: (name: string) => gate.role(name) !== undefined,
+      isRevoked: this.deps.isRevoked,
+      now: this.now(),
+    });
+    if (this.closed) return;
+    if (!result.ok) {
+      this.deps.events?.loginFailed?.(this, result.reason, result.error);
+      this.log.warn({ reason: result.reason }, 'login refused');
+      this.fail(result.error, 'auth_failed');
+      return;
+    }
+    const identity = result.identity;
+    const role = gate.role(identity.role);
+    if (!role) {
+      this.fail(new ProxyError('ERR_TOKEN_REJECTED', `token role "${identity.role}" is not defined in the policy`, { hint: TOKEN_HINT }), 'auth_failed');
+      return;
+    }
+    this.identity = identity;
+    this.role = role;
+    this.log.info({ sub: identity.sub, agent: identity.agent, role: identity.role, jti: identity.jti }, 'token accepted');
+    try {
+      const startup = this.startup;
+      if (!startup) throw new Error('startup missing');
+      const params = stampParameters({
+        sessionId: this.id,
+        sub: identity.sub,
+        agent: identity.agent,
+        tenant: identity.tenant,
+        jti: identity.jti,
+        roleName: identity.role,
+        readOnly: role.readOnly,
+        statementTimeoutMs: role.statementTimeout,
+        dbRole: role.dbRole,
+        searchPath: role.searchPath,
+        clientApplicationName: startup.applicationName,
+        forwarded: startup.forwarded,
+      });
+      const up = await connectUpstream(config.upstream, params);
+      if (this.closed) {
+        up.socket.destroy();
+        return;
+      }
+      this.upstream = up;
+      this.onUpstreamReady(up);
+    } catch (err) {
+      const e = toClientError(err);
+      if (e.code === 'ERR_UPSTREAM') this.log.error({ err }, 'upstream connect failed');
+      this.deps.events?.loginFailed?.(this, 'upstream', e);
+      this.fail(e, e.code === 'ERR_UPSTREAM' ? 'upstream_lost' : 'internal');
+    }
+  }
+
+  private onUpstreamReady(up: UpstreamConnection): void {
+    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = undefined;
+    this.upstreamFramer = new MessageFramer({ maxMessageSize: UPSTREAM_MAX_MESSAGE });
+    const leftover = up.framer.takeRemaining();
+    if (leftover.length > 0) this.upstreamFramer.push(leftover);
+    this.tracker = new ResponseTracker(this.rowCap());
+    const key = this.deps.cancels.issue({ cancelUpstream: () => this.cancelUpstream() });
+    this.backendKey = key;
+    const out: Buffer[] = [encodeAuthenticationOk()];
+    for (const [name, value] of up.parameters) out.push(encodeParameterStatus(name, value));
+    out.push(...up.notices);
+    out.push(encodeBackendKeyData(key.processId, key.secretKey));
+    out.push(encodeReadyForQuery('I'));
+    this.writeClient(out);
+    up.socket.on('data', this.onUpstreamData);
+    up.socket.on('error', this.onUpstreamError);
+    up.socket.on('close', this.onUpstreamClose);
+    up.socket.on('drain', () => this.socket.resume());
+    this.socket.on('drain', () => up.socket.resume());
+    this.transition(Phase.Ready);
+    this.scheduleExpiry();
+    this.armIdle();
+    this.deps.events?.loginSucceeded?.(this);
+    // Anything the client pipelined behind its password is handled now.
+    this.processClient();
+  }
+
+  private rowCap() {
+    const r = this.role;
+    return r?.maxRows !== undefined ? { maxRows: r.maxRows, onRowCap: r.onRowCap } : undefined;
+  }
+
+  // ---- expiry ----------------------------------------------------------------------------------
+
+  private scheduleExpiry(): void {
+    const exp = this.identity?.exp;
+    if (exp === undefined) return;
+    const due = exp * 1000 - this.now();
+    // setTimeout caps at 2^31-1 ms; re-arm for longer lifetimes.
+    const delay = Math.max(0, Math.min(due, 2 ** 31 - 1));
+    this.expiryTimer = setTimeout(() => {
+      if (exp * 1000 - this.now() > 0) this.scheduleExpiry();
+      else this.onExpired();
+    }, delay);
+    this.expiryTimer.unref?.();
+  }
+
+  private onExpired(): void {
+    const grace = this.deps.config.limits.expiryGrace;
+    if (grace > 0 && this.tracker?.busy) {
+      // A documented grace for the running statement only; no new statement is accepted meanwhile.
+      this.socket.pause();
+      const t = setTimeout(() => this.expireNow(), grace);
+      t.unref?.();
+      return;
+    }
+    this.expireNow();
+  }
+
+  private expireNow(): void {
+    const exp = this.identity?.exp ?? 0;
+    this.endWith(
+      new ProxyError('ERR_TOKEN_EXPIRED_SESSION', `terminating connection because the credential expired at ${new Date(exp * 1000).toISOString()}`, {
+        hint: 'request a new token and reconnect with it as the password',
+      }),
+      'expired',
+    );
+  }
+
+  /** Ends a live session administratively (expiry, revocation, role removed, shutdown): cancel running work, FATAL, close. */
+  endWith(err: ProxyError, reason: EndReason): void {
+    if (this.closed) return;
+    if (this.tracker?.busy) this.cancelUpstream();
+    this.fail(err, reason);
+  }
+
+  private armIdle(): void {
+    const ms = this.deps.config.limits.idleSessionTimeout;
+    if (!ms) return;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      if (this.tracker?.busy) return this.armIdle();
+      this.endWith(new ProxyError('ERR_IDLE_TIMEOUT', 'terminating connection due to idle timeout', { hint: 'reconnect when you need the database again' }), 'timeout');
+    }, ms);
+    this.idleTimer.unref?.();
+  }
+
+  // ---- ready: client → upstream ----------------------------------------------------------------
+
+  private view(): SessionView {
+    const role = this.role;
+    if (!role) throw new Error('no role');
+    return { role, preparedNames: this.preparedNames, cursorNames: this.cursorNames };
+  }
+
+  private decide(sql: string, mode: 'simple' | 'parse' | 'bind'): Decision {
+    const t0 = process.hrtime.bigint();
+    const decision = this.deps.gate.decide(sql, mode === 'bind' ? 'parse' : mode, this.view());
+    const micros = Number(process.hrtime.bigint() - t0) / 1000;
+    this.deps.events?.statementDecided?.(this, { mode, sql, decision, micros });
+    if (decision.allow) {
+      for (const e of decision.effects) {
+        if (e.type === 'prepare') this.preparedNames.add(e.name);
+        else if (e.type === 'deallocate') e.name === null ? this.preparedNames.clear() : this.preparedNames.delete(e.name);
+        else if (e.type === 'declare') this.cursorNames.add(e.name);
+        else if (e.type === 'close') e.name === null ? this.cursorNames.clear() : this.cursorNames.delete(e.name);
+        // 'restamp' needs nothing here: identity and limits are startup parameters, which RESET ALL restores.
+      }
+      if (decision.shadowDenied) this.log.warn({ reason: decision.shadowDenied.reason }, 'shadow mode: would deny');
+    } else {
+      this.log.info({ reason: decision.reason, rule: decision.ruleId }, 'statement denied');
+    }
+    return decision;
+  }
+
+  private denial(decision: Extract<Decision, { allow: false }>): ProxyError {
+    return new ProxyError(decision.sqlstate === '0A000' ? 'ERR_FEATURE' : 'ERR_STATEMENT_DENIED', decision.message, {
+      detail: decision.detail,
+      hint: decision.hint,
+    });
+  }
+
+  private relayClientFrames(): void {
+    const tracker = this.tracker;
+    if (!tracker) return;
+    const out: Buffer[] = [];
+    let sawTerminate = false;
+    for (let frame = this.framer.next(); frame; frame = this.framer.next()) {
+      if (this.handleClientFrame(frame, tracker, out)) {
+        sawTerminate = true;
+        break;
+      }
+    }
+    this.writeUpstream(out);
+    this.armIdle();
+    if (sawTerminate) this.close('client');
+  }
+
+  /** Returns true on Terminate. */
+  private handleClientFrame(frame: Frame, tracker: ResponseTracker, out: Buffer[]): boolean {
+    switch (frame.type) {
+      case FrontendType.Query: {
+        const { sql } = decodeQuery(frame.body);
+        const d = this.decide(sql, 'simple');
+        if (d.allow) {
+          tracker.expect(FrontendType.Query);
+          out.push(d.rewrittenSql !== undefined ? encodeQuery(d.rewrittenSql) : frame.raw);
+        } else {
+          tracker.expect(FrontendType.Query, this.denial(d));
+          out.push(encodeQuery(SENTINEL_SQL));
+        }
+        return false;
+      }
+      case FrontendType.Parse: {
+        const p = decodeParse(frame.body);
+        const d = this.decide(p.sql, 'parse');
+        this.statements.set(p.name, { sql: p.sql, version: this.deps.gate.version, allowed: d.allow });
+        if (d.allow) {
+          tracker.expect(FrontendType.Parse);
+          out.push(d.rewrittenSql !== undefined ? encodeParse(p.name, d.rewrittenSql, p.paramTypes) : frame.raw);
+        } else {
+          tracker.expect(FrontendType.Parse, this.denial(d));
+          // Same statement name, so a later Bind to it fails as the name was never created.
+          out.push(encodeParse(p.name, SENTINEL_SQL, []));
+        }
+        return false;
+      }
+      case FrontendType.Bind: {
+        const b = decodeBind(frame.body);
+        const st = this.statements.get(b.statement);
+        if (st && st.allowed && st.version !== this.deps.gate.version) {
+          // Decided under an older policy: decide again before it runs.
+          const d = this.decide(st.sql, 'bind');
+          st.version = this.deps.gate.version;
+          st.allowed = d.allow;
+          if (!d.allow) {
+            tracker.expect(FrontendType.Parse, this.denial(d));
+            out.push(encodeParse('', SENTINEL_SQL, []));
+            return false;
+          }
+        }
+        tracker.portalBound(b.portal);
+        tracker.expect(FrontendType.Bind);
+        out.push(frame.raw);
+        return false;
+      }
+      case FrontendType.Execute: {
+        const e = decodeExecute(frame.body);
+        tracker.expect(FrontendType.Execute, undefined, e.portal);
+        out.push(frame.raw);
+        return false;
+      }
+      case FrontendType.Describe:
+        tracker.expect(FrontendType.Describe);
+        out.push(frame.raw);
+        return false;
+      case FrontendType.Close: {
+        const c = decodeClose(frame.body);
+        if (c.target === 'S') this.statements.delete(c.name);
+        else tracker.portalClosed(c.name);
+        tracker.expect(FrontendType.Close);
+        out.push(frame.raw);
+        return false;
+      }
+      case FrontendType.Sync:
+        tracker.expect(FrontendType.Sync);
+        out.push(frame.raw);
+        return false;
+      case FrontendType.Flush:
+        out.push(frame.raw);
+        return false;
+      case FrontendType.FunctionCall:
+        // The fast-path function call runs a function by OID with no SQL for the policy to see.
+        tracker.expect(
+          FrontendType.FunctionCall,
+          new ProxyError('ERR_FEATURE', 'the FunctionCall protocol message is not supported by pgwarden', {
+            hint: 'call the function with a SELECT statement instead',
+          }),
+        );
+        out.push(encodeQuery(SENTINEL_SQL));
+        return false;
+      case FrontendType.CopyData:
+      case FrontendType.CopyDone:
+      case FrontendType.CopyFail:
+        // Only reachable upstream when a policy allowed COPY FROM STDIN; otherwise Postgres ignores them.
+        out.push(frame.raw);
+        return false;
+      case FrontendType.Terminate:
+        out.push(frame.raw);
+        return true;
+      default:
+        throw new ProxyError('ERR_PROTOCOL', `invalid frontend message type ${frame.type}`);
+    }
+  }
+
+  // ---- ready: upstream → client ----------------------------------------------------------------
+
+  private readonly onUpstreamData = (chunk: Buffer): void => {
+    const framer = this.upstreamFramer;
+    const tracker = this.tracker;
+    if (!framer || !tracker || this.closed) return;
+    try {
+      const clean = framer.buffered === 0;
+      framer.push(chunk);
+      const out: Buffer[] = [];
+      let verbatim = clean;
+      for (let frame = framer.next(); frame; frame = framer.next()) {
+        if (!tracker.onFrame(frame, out)) verbatim = false;
+        if (frame.type === BackendType.ErrorResponse && this.isFatalFrame(frame)) {
+          // Postgres is ending the session (e.g. admin shutdown): pass its FATAL on and close.
+          this.writeClient(out);
+          this.close('upstream_lost');
+          return;
+        }
+      }
+      // Fast path: nothing was changed or held back, so the chunk goes out as received.
+      if (verbatim && framer.buffered === 0) this.writeClient(chunk);
+      else this.writeClient(out);
+    } catch (err) {
+      this.fail(err, 'internal');
+    }
+  };
+
+  private isFatalFrame(frame: Frame): boolean {
+    // Severity field 'S' comes first in Postgres's ErrorResponse; check for FATAL/PANIC without a full decode.
+    const body = frame.body;
+    return body[0] === 0x53 && (body.subarray(1, 6).toString('latin1') === 'FATAL' || body.subarray(1, 6).toString('latin1') === 'PANIC');
+  }
+
+  private readonly onUpstreamError = (err: Error): void => {
+    this.log.warn({ err }, 'upstream socket error');
+  };
+
+  private readonly onUpstreamClose = (): void => {
+    if (this.closed) return;
+    this.fail(new ProxyError('ERR_UPSTREAM', 'the connection to the upstream database was lost', {
+      hint: 'reconnect; if it keeps happening, contact the operator',
+    }), 'upstream_lost');
+  };
+
+  private cancelUpstream(): void {
+    const up = this.upstream;
+    if (!up) return;
+    void sendUpstreamCancel(this.deps.config.upstream, up.processId, up.secretKey);
+  }
+
+  // ---- ending ----------------------------------------------------------------------------------
+
+  /** Sends the error to the client (FATAL unless it is a plain ERROR, which is still followed by close) and closes. */
+  private fail(err: unknown, reason: EndReason): void {
+    if (this.closed) return;
+    const e = toClientError(err);
+    if (e.code === 'ERR_INTERNAL') this.log.error({ err }, 'internal error');
+    else this.log.debug({ code: e.code, msg: e.message }, 'session failed');
+    this.writeClient(e.severity === 'FATAL' ? encodeProxyError(e) : fatalFrame(e));
+    this.close(reason);
+  }
+
+  /** Closes both sides once; idempotent. */
+  close(reason: EndReason): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.endReason = reason;
+    if (this.phase !== Phase.Closing) this.phase = Phase.Closing;
+    for (const t of [this.handshakeTimer, this.expiryTimer, this.idleTimer]) if (t) clearTimeout(t);
+    if (this.backendKey) this.deps.cancels.release(this.backendKey.processId);
+    const up = this.upstream;
+    if (up) {
+      up.socket.off('data', this.onUpstreamData);
+      up.socket.off('close', this.onUpstreamClose);
+      // Terminate politely so Postgres logs a normal disconnect, then drop the socket.
+      if (!up.socket.destroyed) up.socket.end(Buffer.from([0x58, 0, 0, 0, 4]));
+      setTimeout(() => up.socket.destroy(), 1000).unref?.();
+    }
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 1000).unref?.();
+    this.deps.events?.sessionEnded?.(this, reason);
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** True while a statement is running or a batch awaits Sync. */
+  get busy(): boolean {
+    return this.tracker?.busy ?? false;
+  }
+}

@@ -1,0 +1,176 @@
+// Which client startup parameters pass, and the upstream startup parameters that stamp a session's identity and limits.
+import { ProxyError } from '../errors.ts';
+
+/**
+ * Parameters drivers send that cannot change identity, limits or how SQL is lexed; forwarded as given.
+ * application_name is handled separately (appended to ours); client_encoding is pinned to UTF8.
+ */
+export const FORWARDED_STARTUP_PARAMS: ReadonlySet<string> = new Set([
+  'DateStyle',
+  'datestyle',
+  'TimeZone',
+  'timezone',
+  'extra_float_digits',
+  'IntervalStyle',
+  'intervalstyle',
+  'bytea_output',
+  'lc_monetary',
+  'lc_numeric',
+  'lc_time',
+]);
+
+/**
+ * Encodings whose bytes are exactly what our UTF-8 check validated. Others (SJIS, BIG5, GBK…) let a
+ * multibyte character end in a backslash or quote byte, which changes how the server lexes SQL.
+ */
+const ACCEPTED_CLIENT_ENCODINGS = new Set(['utf8', 'utf-8', 'unicode', 'sql_ascii', 'auto']);
+
+export interface ClientStartup {
+  user: string;
+  database: string | undefined;
+  applicationName: string | undefined;
+  /** Parameters to forward upstream unchanged. */
+  forwarded: Record<string, string>;
+  /** `_pq_.*` protocol options we do not support (reported in NegotiateProtocolVersion). */
+  unsupportedProtocolOptions: string[];
+}
+
+function refuse(message: string, hint?: string): ProxyError {
+  return new ProxyError('ERR_STARTUP_PARAM', message, { hint });
+}
+
+/** Validates the client's startup parameters; throws a FATAL ProxyError naming the first refused one. */
+export function readClientStartup(params: ReadonlyMap<string, string>, expectedDatabase: string): ClientStartup {
+  const user = params.get('user');
+  if (user === undefined || user === '') {
+    throw new ProxyError('ERR_PROTOCOL', 'no PostgreSQL user name specified in startup packet');
+  }
+  const forwarded: Record<string, string> = {};
+  const unsupportedProtocolOptions: string[] = [];
+  let database: string | undefined;
+  let applicationName: string | undefined;
+  for (const [name, value] of params) {
+    if (name === 'user') continue;
+    if (name === 'database') {
+      database = value;
+      continue;
+    }
+    if (name.startsWith('_pq_.')) {
+      unsupportedProtocolOptions.push(name);
+      continue;
+    }
+    if (name === 'application_name') {
+      applicationName = value;
+      continue;
+    }
+    if (name === 'client_encoding') {
+      if (!ACCEPTED_CLIENT_ENCODINGS.has(value.toLowerCase())) {
+        throw refuse(`client_encoding "${value}" is not supported by pgwarden`, 'connect with client_encoding=UTF8');
+      }
+      continue;
+    }
+    if (FORWARDED_STARTUP_PARAMS.has(name)) {
+      forwarded[name] = value;
+      continue;
+    }
+    if (name === 'options') {
+      throw refuse(
+        'startup parameter "options" is not allowed through pgwarden',
+        'remove PGOPTIONS / the options connection parameter; session settings are set by pgwarden from your token and policy',
+      );
+    }
+    if (name === 'replication') {
+      throw refuse('replication connections are not allowed through pgwarden');
+    }
+    throw refuse(
+      `startup parameter "${name}" is not allowed through pgwarden`,
+      `allowed startup parameters: user, database, application_name, client_encoding, ${[...FORWARDED_STARTUP_PARAMS].filter((p) => p === p.toLowerCase() || !FORWARDED_STARTUP_PARAMS.has(p.toLowerCase())).join(', ')}`,
+    );
+  }
+  if (database !== undefined && database !== '' && database !== expectedDatabase) {
+    throw new ProxyError('ERR_TOKEN_REJECTED', `database "${database}" is not served by this pgwarden`, {
+      hint: `connect to database "${expectedDatabase}"`,
+      sqlstate: '28000',
+    });
+  }
+  return { user, database, applicationName, forwarded, unsupportedProtocolOptions };
+}
+
+/** Postgres truncates names to NAMEDATALEN-1 bytes; application_name is limited the same way. */
+export const MAX_APPLICATION_NAME_BYTES = 63;
+
+function truncateUtf8(s: string, maxBytes: number): string {
+  const buf = Buffer.from(s, 'utf8');
+  if (buf.length <= maxBytes) return s;
+  // Cut at a character boundary: drop continuation bytes (10xxxxxx) at the cut.
+  let end = maxBytes;
+  while (end > 0 && ((buf[end] ?? 0) & 0xc0) === 0x80) end--;
+  return buf.subarray(0, end).toString('utf8');
+}
+
+/** Keeps only printable ASCII: application_name is shown in pg_stat_activity and logs, and Postgres replaces the rest with '?'. */
+function printable(s: string): string {
+  return s.replace(/[^\x20-\x7e]/g, '?');
+}
+
+/** `pgwarden:<sub>/<agent>`, then the client's own application_name after a space only when all of it fits in 63 bytes. */
+export function composeApplicationName(sub: string, agent: string | undefined, clientApp: string | undefined): string {
+  const base = truncateUtf8(printable(`pgwarden:${sub}${agent ? `/${agent}` : ''}`), MAX_APPLICATION_NAME_BYTES);
+  if (clientApp) {
+    const withClient = `${base} ${printable(clientApp)}`;
+    if (Buffer.byteLength(withClient, 'utf8') <= MAX_APPLICATION_NAME_BYTES) return withClient;
+  }
+  return base;
+}
+
+export interface StampInput {
+  sessionId: string;
+  sub: string;
+  agent: string | undefined;
+  tenant: string | undefined;
+  jti: string | undefined;
+  roleName: string;
+  readOnly: boolean;
+  statementTimeoutMs: number | undefined;
+  dbRole: string | undefined;
+  searchPath: string[];
+  clientApplicationName: string | undefined;
+  forwarded: Record<string, string>;
+}
+
+/** Quotes an identifier for a search_path value, as quote_ident would. */
+function quoteIdent(name: string): string {
+  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
+}
+
+/**
+ * Upstream startup parameters. Setting identity and limits here, rather than with SET after login,
+ * makes them the session's reset values: RESET ALL, DISCARD ALL and RESET ROLE fall back to them.
+ */
+export function stampParameters(s: StampInput): Record<string, string> {
+  for (const [claim, value] of Object.entries({ sub: s.sub, agent: s.agent, tenant: s.tenant, jti: s.jti })) {
+    if (value !== undefined && value.includes('\0')) {
+      throw new ProxyError('ERR_TOKEN_INVALID', `token claim "${claim}" contains a NUL character`, {
+        hint: 'request a new token from your token issuer and reconnect with it as the password',
+      });
+    }
+  }
+  const out: Record<string, string> = {
+    ...s.forwarded,
+    client_encoding: 'UTF8',
+    // Pinned so the server lexes SQL exactly as libpg-query does (backslashes in '' are literal).
+    standard_conforming_strings: 'on',
+    application_name: composeApplicationName(s.sub, s.agent, s.clientApplicationName),
+    search_path: s.searchPath.map(quoteIdent).join(', '),
+    'pgwarden.sub': s.sub,
+    'pgwarden.agent': s.agent ?? '',
+    'pgwarden.role': s.roleName,
+    'pgwarden.tenant': s.tenant ?? '',
+    'pgwarden.jti': s.jti ?? '',
+    'pgwarden.session_id': s.sessionId,
+  };
+  if (s.statementTimeoutMs !== undefined) out.statement_timeout = String(Math.max(0, Math.round(s.statementTimeoutMs)));
+  if (s.readOnly) out.default_transaction_read_only = 'on';
+  if (s.dbRole !== undefined) out.role = s.dbRole;
+  return out;
+}

@@ -1,0 +1,269 @@
+// Opens pgwarden's own connection to Postgres: TCP/TLS, startup with the stamped parameters, SCRAM/md5/cleartext/trust login.
+import net from 'node:net';
+import tls from 'node:tls';
+import type { UpstreamConfig } from '../config/types.ts';
+import { ProxyError } from '../errors.ts';
+import { AuthenticationCode as AuthCode, BackendType, SSL_REQUEST_CODE } from '../wire/codes.ts';
+import { MessageFramer, type Frame } from '../wire/framer.ts';
+import {
+  decodeAuthentication,
+  decodeBackendKeyData,
+  decodeErrorFields,
+  decodeParameterStatus,
+  decodeReadyForQuery,
+} from '../wire/backend.ts';
+import {
+  encodeCancelRequest,
+  encodePasswordMessage,
+  encodeSASLInitialResponse,
+  encodeSASLResponse,
+  encodeStartupMessage,
+} from '../wire/frontend.ts';
+import { md5Password, scramContinue, scramFinish, scramStart, type ScramState } from './scram.ts';
+
+/** The largest message we accept from our own upstream (Postgres itself caps messages at 1 GB). */
+export const UPSTREAM_MAX_MESSAGE = 1024 * 1024 * 1024;
+
+export interface UpstreamConnection {
+  socket: net.Socket;
+  /** Framer holding any bytes that arrived after ReadyForQuery (normally none). */
+  framer: MessageFramer;
+  processId: number;
+  secretKey: Buffer;
+  /** ParameterStatus values reported during login, in arrival order. */
+  parameters: Map<string, string>;
+  /** NoticeResponse frames received during login (e.g. a warning about a setting), forwarded to the client. */
+  notices: Buffer[];
+}
+
+function upstreamError(message: string, cause?: unknown): ProxyError {
+  return new ProxyError('ERR_UPSTREAM', message, {
+    cause,
+    hint: 'the database behind pgwarden is unavailable or refused pgwarden; try again later or contact the operator',
+  });
+}
+
+/** Connects, negotiates TLS when configured, and logs in; rejects with a client-safe ProxyError (08006). */
+export async function connectUpstream(
+  cfg: UpstreamConfig,
+  startupParams: Record<string, string>,
+): Promise<UpstreamConnection> {
+  const deadline = Date.now() + cfg.connectTimeout;
+  let socket: net.Socket = await tcpConnect(cfg, deadline);
+  try {
+    if (cfg.sslmode !== 'disable') socket = await negotiateTls(socket, cfg, deadline);
+    return await login(socket, cfg, startupParams, deadline);
+  } catch (err) {
+    socket.destroy();
+    throw err instanceof ProxyError ? err : upstreamError('could not connect to the upstream database', err);
+  }
+}
+
+function tcpConnect(cfg: UpstreamConfig, deadline: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: cfg.host, port: cfg.port });
+    socket.setNoDelay(true);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(upstreamError('timed out connecting to the upstream database'));
+    }, Math.max(1, deadline - Date.now()));
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(upstreamError('could not connect to the upstream database', err));
+    });
+  });
+}
+
+async function negotiateTls(socket: net.Socket, cfg: UpstreamConfig, deadline: number): Promise<net.Socket> {
+  const req = Buffer.alloc(8);
+  req.writeInt32BE(8, 0);
+  req.writeInt32BE(SSL_REQUEST_CODE, 4);
+  socket.write(req);
+  const answer = await readBytes(socket, 1, deadline);
+  if (answer[0] !== 0x53 /* S */) {
+    throw upstreamError('the upstream database does not accept TLS but the configuration requires it');
+  }
+  return await new Promise((resolve, reject) => {
+    const secure = tls.connect({
+      socket,
+      servername: net.isIP(cfg.host) ? undefined : cfg.host,
+      rejectUnauthorized: cfg.sslmode === 'verify-full',
+      ca: cfg.sslRootCert,
+      checkServerIdentity: cfg.sslmode === 'verify-full' ? tls.checkServerIdentity : () => undefined,
+    });
+    const timer = setTimeout(() => {
+      secure.destroy();
+      reject(upstreamError('timed out negotiating TLS with the upstream database'));
+    }, Math.max(1, deadline - Date.now()));
+    secure.once('secureConnect', () => {
+      clearTimeout(timer);
+      secure.removeAllListeners('error');
+      resolve(secure);
+    });
+    secure.once('error', (err) => {
+      clearTimeout(timer);
+      reject(upstreamError('TLS with the upstream database failed', err));
+    });
+  });
+}
+
+function readBytes(socket: net.Socket, n: number, deadline: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    let got = Buffer.alloc(0);
+    const done = (err?: Error, buf?: Buffer) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+      if (err) reject(err);
+      else resolve(buf ?? Buffer.alloc(0));
+    };
+    const onData = (chunk: Buffer) => {
+      got = Buffer.concat([got, chunk]);
+      if (got.length >= n) {
+        // Bytes beyond the single-byte answer would be a server speaking before TLS: refuse.
+        if (got.length > n) done(upstreamError('upstream sent unexpected data before TLS'));
+        else done(undefined, got);
+      }
+    };
+    const onError = (err: Error) => done(upstreamError('upstream connection failed', err));
+    const onClose = () => done(upstreamError('upstream closed the connection'));
+    const timer = setTimeout(() => done(upstreamError('timed out waiting for the upstream database')), Math.max(1, deadline - Date.now()));
+    socket.on('data', onData);
+    socket.once('error', onError);
+    socket.once('close', onClose);
+  });
+}
+
+/** Drives the startup/authentication exchange message by message until ReadyForQuery. */
+async function login(
+  socket: net.Socket,
+  cfg: UpstreamConfig,
+  startupParams: Record<string, string>,
+  deadline: number,
+): Promise<UpstreamConnection> {
+  const framer = new MessageFramer({ maxMessageSize: 64 * 1024 * 1024 });
+  socket.write(encodeStartupMessage({ ...startupParams, user: cfg.user, database: cfg.database }));
+  const parameters = new Map<string, string>();
+  const notices: Buffer[] = [];
+  let processId = 0;
+  let secretKey = Buffer.alloc(0);
+  let scram: ScramState | undefined;
+
+  return await new Promise<UpstreamConnection>((resolve, reject) => {
+    let finished = false;
+    const timer = setTimeout(() => fail(upstreamError('timed out logging in to the upstream database')), Math.max(1, deadline - Date.now()));
+    const cleanup = () => {
+      finished = true;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+    };
+    const fail = (err: unknown) => {
+      if (finished) return;
+      cleanup();
+      reject(err);
+    };
+    const needPassword = (): string => {
+      if (cfg.password === undefined) throw upstreamError('the upstream database asked for a password but none is configured');
+      return cfg.password;
+    };
+    const handle = (frame: Frame): boolean => {
+      switch (frame.type) {
+        case BackendType.Authentication: {
+          const { code, data } = decodeAuthentication(frame.body);
+          if (code === AuthCode.Ok) return false;
+          if (code === AuthCode.CleartextPassword) {
+            socket.write(encodePasswordMessage(needPassword()));
+          } else if (code === AuthCode.MD5Password) {
+            socket.write(encodePasswordMessage(md5Password(cfg.user, needPassword(), data.subarray(0, 4))));
+          } else if (code === AuthCode.SASL) {
+            const mechanisms = data.toString('utf8').split('\0').filter(Boolean);
+            if (!mechanisms.includes('SCRAM-SHA-256')) throw upstreamError('upstream offers no SASL mechanism pgwarden supports');
+            const start = scramStart(needPassword());
+            scram = start.state;
+            socket.write(encodeSASLInitialResponse('SCRAM-SHA-256', Buffer.from(start.message, 'utf8')));
+          } else if (code === AuthCode.SASLContinue) {
+            if (!scram) throw upstreamError('upstream sent SASLContinue out of order');
+            socket.write(encodeSASLResponse(Buffer.from(scramContinue(scram, data.toString('utf8')), 'utf8')));
+          } else if (code === AuthCode.SASLFinal) {
+            if (!scram) throw upstreamError('upstream sent SASLFinal out of order');
+            scramFinish(scram, data.toString('utf8'));
+          } else {
+            throw upstreamError(`upstream asked for an authentication method pgwarden does not support (code ${code})`);
+          }
+          return false;
+        }
+        case BackendType.ParameterStatus: {
+          const { name, value } = decodeParameterStatus(frame.body);
+          parameters.set(name, value);
+          return false;
+        }
+        case BackendType.BackendKeyData: {
+          const key = decodeBackendKeyData(frame.body);
+          processId = key.processId;
+          secretKey = Buffer.from(key.secretKey);
+          return false;
+        }
+        case BackendType.NoticeResponse:
+          notices.push(Buffer.from(frame.raw));
+          return false;
+        case BackendType.ErrorResponse: {
+          const e = decodeErrorFields(frame.body);
+          // Only the SQLSTATE travels to the client: upstream messages may name the upstream user or host.
+          throw upstreamError(`the upstream database refused pgwarden's login (SQLSTATE ${e.sqlstate})`);
+        }
+        case BackendType.NegotiateProtocolVersion:
+          return false;
+        case BackendType.ReadyForQuery:
+          decodeReadyForQuery(frame.body);
+          return true;
+        default:
+          throw upstreamError(`upstream sent an unexpected message during login (type ${frame.type})`);
+      }
+    };
+    const onData = (chunk: Buffer) => {
+      try {
+        framer.push(chunk);
+        for (let frame = framer.next(); frame; frame = framer.next()) {
+          if (handle(frame)) {
+            cleanup();
+            resolve({ socket, framer, processId, secretKey, parameters, notices });
+            return;
+          }
+        }
+      } catch (err) {
+        fail(err instanceof ProxyError ? err : upstreamError('upstream login failed', err));
+      }
+    };
+    const onError = (err: Error) => fail(upstreamError('upstream connection failed', err));
+    const onClose = () => fail(upstreamError('upstream closed the connection during login'));
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+  });
+}
+
+/** Sends a CancelRequest for an upstream backend on a fresh connection; best effort, never throws. */
+export function sendUpstreamCancel(cfg: UpstreamConfig, processId: number, secretKey: Buffer): Promise<void> {
+  return new Promise((resolve) => {
+    // Cancel requests go over plain TCP or TLS like any startup; Postgres accepts them unencrypted.
+    const socket = net.connect({ host: cfg.host, port: cfg.port });
+    const timer = setTimeout(() => socket.destroy(), cfg.connectTimeout);
+    socket.once('connect', () => socket.end(encodeCancelRequest(processId, secretKey)));
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    socket.once('error', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
