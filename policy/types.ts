@@ -82,6 +82,8 @@ export interface CatalogSnapshot {
   functions: ReadonlyMap<string, CatalogFunction[]>;
   /** key `schema.name` of operators outside pg_catalog → their function */
   userOperators: ReadonlySet<string>;
+  /** Optional: operator key `schema.name` → the `schema.function`s implementing its overloads (from pg_operator.oprcode). */
+  userOperatorFunctions?: ReadonlyMap<string, readonly string[]>;
 }
 
 /** Per-session facts the policy reads (never mutates). */

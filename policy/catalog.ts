@@ -1,0 +1,277 @@
+// Reads the upstream catalog the policy engine needs (relations, columns, functions, operators) and checks the upstream user's privileges.
+import { frozenMap, frozenSet, quoteIdent, relationKey } from './load.ts';
+import type { CatalogFunction, CatalogRelation, CatalogSnapshot, RelationPattern } from './types.ts';
+
+/** What loadCatalog needs from a database connection: node-postgres's `client.query` or `pool.query` fit. */
+export type CatalogQuery = (sql: string, params?: unknown[]) => Promise<{ rows: any[] }>;
+
+/** Relation kinds the engine reasons about: table, view, matview, partitioned table, foreign table. */
+const RELKINDS = `('r','v','m','p','f')`;
+
+/**
+ * The catalog reads. Every object is schema-qualified (pg_catalog.*) so a hostile object earlier on the
+ * upstream search_path cannot stand in for a system catalog. Patterns travel as one JSON parameter
+ * (`[[schema, name|null], …]`, null meaning `schema.*`) because text parameters work with every driver.
+ */
+export const CATALOG_QUERIES = {
+  database: `select pg_catalog.current_database() as database`,
+
+  // Per-backend temp and toast schemas come and go and never hold policy objects.
+  schemas: `select n.nspname as name from pg_catalog.pg_namespace n where n.nspname !~ '^pg_(toast|temp_)'`,
+
+  relations: `
+    with wanted as (
+      select x->>0 as schema, x->>1 as name from pg_catalog.json_array_elements($1::json) x
+    )
+    select n.nspname as schema, c.relname as name, c.relkind::text as kind,
+      (select pg_catalog.json_agg(pg_catalog.json_build_array(a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)) order by a.attnum)
+         from pg_catalog.pg_attribute a
+        where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped) as columns
+    from pg_catalog.pg_class c
+    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+    where c.relkind in ${RELKINDS}
+      and exists (select 1 from wanted w where w.schema = n.nspname and (w.name is null or w.name = c.relname))`,
+
+  // Every schema: the engine must know the volatility and kind of any function a statement can name.
+  functions: `
+    select n.nspname as schema, p.proname as name, p.provolatile::text as volatility, p.prokind::text as kind,
+      pg_catalog.oidvectortypes(p.proargtypes) as args, p.proretset as retset
+    from pg_catalog.pg_proc p
+    join pg_catalog.pg_namespace n on n.oid = p.pronamespace`,
+
+  // Operators outside pg_catalog run user (or extension) code; the engine checks the function behind them.
+  operators: `
+    select n.nspname as schema, o.oprname as name, fn.nspname as fschema, p.proname as fname
+    from pg_catalog.pg_operator o
+    join pg_catalog.pg_namespace n on n.oid = o.oprnamespace
+    left join pg_catalog.pg_proc p on p.oid = o.oprcode
+    left join pg_catalog.pg_namespace fn on fn.oid = p.pronamespace
+    where n.nspname <> 'pg_catalog'`,
+
+  currentUser: `
+    select r.rolname as name, r.rolsuper as super, r.rolbypassrls as bypassrls
+    from pg_catalog.pg_roles r where r.rolname = current_user`,
+
+  // Relations whose owner's privileges the given role holds (owners bypass RLS and GRANTs, and may ALTER or DROP).
+  ownedRelations: `
+    with wanted as (
+      select x->>0 as schema, x->>1 as name from pg_catalog.json_array_elements($1::json) x
+    )
+    select n.nspname as schema, c.relname as name, pg_catalog.pg_get_userbyid(c.relowner) as owner
+    from pg_catalog.pg_class c
+    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+    where c.relkind in ${RELKINDS}
+      and exists (select 1 from wanted w where w.schema = n.nspname and (w.name is null or w.name = c.relname))
+      and pg_catalog.pg_has_role($2::text, c.relowner, 'USAGE')
+    order by 1, 2`,
+
+  dbRoles: `
+    select r.rolname as name, r.rolsuper as super, r.rolbypassrls as bypassrls,
+      pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER') as member
+    from pg_catalog.pg_roles r where r.rolname = any (select pg_catalog.json_array_elements_text($1::json))`,
+} as const;
+
+/** System schemas loaded whole so an introspection role's catalog queries can be checked column by column. */
+export const SYSTEM_SCHEMAS = ['pg_catalog', 'information_schema'] as const;
+
+export interface LoadCatalogOptions {
+  /** Relations the policy mentions: compiled patterns, or catalog keys `schema.name` / `schema.*` (see toPatterns). */
+  relations?: readonly (string | RelationPattern)[];
+  /** Also load pg_catalog and information_schema relations (default true). */
+  includeSystem?: boolean;
+}
+
+/**
+ * Strings are catalog keys (`schema.name` or `schema.*`, raw names joined by the first dot, as in
+ * CatalogSnapshot.relations), not policy syntax: `sales.Orders` means the relation named `Orders`.
+ * Pass RolePolicy.relations (RelationPattern objects) to be exact about names that contain dots.
+ */
+function toPatterns(list: readonly (string | RelationPattern)[] | undefined): RelationPattern[] {
+  const out: RelationPattern[] = [];
+  for (const item of list ?? []) {
+    if (typeof item !== 'string') {
+      out.push(item);
+      continue;
+    }
+    const dot = item.indexOf('.');
+    // Our own caller passes names from the compiled policy; an unqualified one is a programming error.
+    if (dot <= 0 || dot === item.length - 1) throw new TypeError(`loadCatalog: relation ${JSON.stringify(item)} must be schema.name or schema.*`);
+    out.push({ schema: item.slice(0, dot), name: item.slice(dot + 1) });
+  }
+  return out;
+}
+
+function patternsParam(patterns: readonly RelationPattern[]): string {
+  return JSON.stringify(patterns.map((p) => [p.schema, p.name === '*' ? null : p.name]));
+}
+
+/** Drivers differ on whether json columns arrive parsed; accept both. */
+function json<T>(v: unknown, fallback: T): T {
+  if (v == null) return fallback;
+  return (typeof v === 'string' ? JSON.parse(v) : v) as T;
+}
+
+/** `integer, "my type", text[]` → items, splitting on commas outside double quotes (format_type quotes odd names). */
+export function splitTypeList(s: string): string[] {
+  if (s === '') return [];
+  const out: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (const ch of s) {
+    if (ch === '"') quoted = !quoted;
+    if (ch === ',' && !quoted) {
+      out.push(cur.trim());
+      cur = '';
+    } else cur += ch;
+  }
+  out.push(cur.trim());
+  return out;
+}
+
+function asVolatility(v: unknown): CatalogFunction['volatility'] {
+  // Unknown values are treated as volatile: the most restrictive reading.
+  return v === 'i' || v === 's' ? v : 'v';
+}
+
+/**
+ * Reads a CatalogSnapshot: the database name, schemas, the relations the policy mentions (every relation of
+ * `schema.*` schemas, and of pg_catalog/information_schema) with columns, all functions and user operators.
+ * The reads are separate statements; a DDL landing between them is picked up by the next refresh.
+ */
+export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions = {}): Promise<CatalogSnapshot> {
+  const patterns = toPatterns(opts.relations);
+  if (opts.includeSystem !== false) for (const schema of SYSTEM_SCHEMAS) patterns.push({ schema, name: '*' });
+
+  const db = await query(CATALOG_QUERIES.database);
+  const schemas = await query(CATALOG_QUERIES.schemas);
+  const rels = patterns.length > 0 ? await query(CATALOG_QUERIES.relations, [patternsParam(patterns)]) : { rows: [] };
+  const fns = await query(CATALOG_QUERIES.functions);
+  const ops = await query(CATALOG_QUERIES.operators);
+
+  const database = String(db.rows[0]?.database ?? '');
+  if (database === '') throw new Error('loadCatalog: current_database() returned nothing');
+
+  const relations = new Map<string, CatalogRelation>();
+  for (const r of rels.rows) {
+    const columns = json<[string, string][]>(r.columns, []).map(([name, type]) => Object.freeze({ name, type }));
+    relations.set(relationKey(r.schema, r.name), Object.freeze({ schema: r.schema, name: r.name, kind: r.kind, columns: Object.freeze(columns) as typeof columns }));
+  }
+
+  const functions = new Map<string, CatalogFunction[]>();
+  for (const f of fns.rows) {
+    const key = relationKey(f.schema, f.name);
+    const list = functions.get(key) ?? [];
+    list.push(
+      Object.freeze({
+        schema: f.schema,
+        name: f.name,
+        volatility: asVolatility(f.volatility),
+        kind: String(f.kind),
+        argTypes: Object.freeze(splitTypeList(String(f.args ?? ''))) as string[],
+        returnsSet: f.retset === true || f.retset === 't',
+      }),
+    );
+    functions.set(key, list);
+  }
+
+  const userOperators = new Set<string>();
+  const operatorFunctions = new Map<string, Set<string>>();
+  for (const o of ops.rows) {
+    const key = relationKey(o.schema, o.name);
+    userOperators.add(key);
+    if (o.fschema != null && o.fname != null) {
+      const set = operatorFunctions.get(key) ?? new Set<string>();
+      set.add(relationKey(o.fschema, o.fname));
+      operatorFunctions.set(key, set);
+    }
+  }
+
+  return Object.freeze({
+    database,
+    schemas: frozenSet(schemas.rows.map((s) => String(s.name))),
+    relations: frozenMap(relations),
+    functions: frozenMap([...functions].map(([k, v]) => [k, Object.freeze(v) as CatalogFunction[]] as const)),
+    userOperators: frozenSet(userOperators),
+    userOperatorFunctions: frozenMap([...operatorFunctions].map(([k, v]) => [k, Object.freeze([...v]) as string[]] as const)),
+  });
+}
+
+/** An empty snapshot (no relations, functions or operators), for tests and for tools that run without a database. */
+export function emptyCatalog(database = 'postgres'): CatalogSnapshot {
+  return Object.freeze({
+    database,
+    schemas: frozenSet(['pg_catalog', 'information_schema', 'public']),
+    relations: frozenMap<string, CatalogRelation>([]),
+    functions: frozenMap<string, CatalogFunction[]>([]),
+    userOperators: frozenSet<string>([]),
+  });
+}
+
+/** Exact relations the policy names that the catalog does not hold (typos, or objects not created yet). */
+export function missingRelations(patterns: readonly RelationPattern[], catalog: CatalogSnapshot): string[] {
+  const out: string[] = [];
+  for (const p of patterns) {
+    if (p.name === '*') {
+      if (!catalog.schemas.has(p.schema)) out.push(`${quoteIdent(p.schema)}.*`);
+    } else if (!catalog.relations.has(relationKey(p.schema, p.name))) {
+      out.push(`${quoteIdent(p.schema)}.${quoteIdent(p.name)}`);
+    }
+  }
+  return out;
+}
+
+function listSome(names: string[], max = 10): string {
+  return names.length <= max ? names.join(', ') : `${names.slice(0, max).join(', ')} and ${names.length - max} more`;
+}
+
+/**
+ * Defense in depth: warnings when the upstream user (or a role's dbRole) could step around the policy's
+ * effect on the database side — a superuser, a BYPASSRLS role, or an owner of an allowed relation.
+ */
+export async function checkUpstreamPrivileges(
+  query: CatalogQuery,
+  relations: readonly (string | RelationPattern)[],
+  opts: { dbRoles?: readonly string[] } = {},
+): Promise<string[]> {
+  const warnings: string[] = [];
+  // System catalogs are owned by the bootstrap superuser; leave them out of ownership checks.
+  const patterns = toPatterns(relations).filter((p) => !(SYSTEM_SCHEMAS as readonly string[]).includes(p.schema));
+  const param = patternsParam(patterns);
+
+  const check = async (who: string, label: string, isSuper: boolean, bypassRls: boolean): Promise<void> => {
+    if (isSuper) {
+      // A superuser owns everything in effect; listing owned relations would only repeat this warning.
+      warnings.push(`${label} ${quoteIdent(who)} is a superuser: it bypasses every GRANT and row-level security policy; use a dedicated NOSUPERUSER role`);
+      return;
+    }
+    if (bypassRls) warnings.push(`${label} ${quoteIdent(who)} has BYPASSRLS: row-level security policies do not apply to it`);
+    if (patterns.length === 0) return;
+    const owned = await query(CATALOG_QUERIES.ownedRelations, [param, who]);
+    if (owned.rows.length > 0) {
+      const names = owned.rows.map((r) => `${quoteIdent(r.schema)}.${quoteIdent(r.name)}`);
+      warnings.push(
+        `${label} ${quoteIdent(who)} owns (or has its owner's privileges on) ${listSome(names)}: owners bypass row-level security and may ALTER or DROP; grant access from a non-owner role`,
+      );
+    }
+  };
+
+  const me = await query(CATALOG_QUERIES.currentUser);
+  const row = me.rows[0];
+  if (row) await check(String(row.name), 'upstream user', row.super === true, row.bypassrls === true);
+
+  const wanted = [...new Set(opts.dbRoles ?? [])];
+  if (wanted.length > 0) {
+    const found = await query(CATALOG_QUERIES.dbRoles, [JSON.stringify(wanted)]);
+    const byName = new Map(found.rows.map((r) => [String(r.name), r] as const));
+    for (const name of wanted) {
+      const r = byName.get(name);
+      if (!r) {
+        warnings.push(`dbRole ${quoteIdent(name)} does not exist upstream: sessions for roles using it will fail`);
+        continue;
+      }
+      if (r.member !== true) warnings.push(`upstream user cannot SET ROLE ${quoteIdent(name)} (not a member): sessions for roles using it will fail`);
+      await check(name, 'dbRole', r.super === true, r.bypassrls === true);
+    }
+  }
+  return warnings;
+}

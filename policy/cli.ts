@@ -1,0 +1,53 @@
+// Text output of the `pgwarden policy …` commands, as pure functions the CLI prints (no process.exit, no logging).
+import { compilePolicy, formatIssue, loadPolicyFile, quoteIdent } from './load.ts';
+import type { RelationPattern, RolePolicy } from './types.ts';
+
+function pattern(p: RelationPattern): string {
+  return `${quoteIdent(p.schema)}.${p.name === '*' ? '*' : quoteIdent(p.name)}`;
+}
+
+function durationText(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+/** One role as a few indented lines: what an operator wants to confirm after editing the file. */
+export function describeRole(r: RolePolicy): string[] {
+  const lines = [`${r.name}: ${r.mode}${r.mode === 'shadow' ? ' (denials are logged, not enforced)' : ''}, ${r.readOnly ? 'read-only' : 'read-write'}`];
+  lines.push(`  read: ${r.relations.length > 0 ? r.relations.map(pattern).join(', ') : '(no relations)'}`);
+  if (r.write) lines.push(`  write: ${r.write.kinds.join(', ')} on ${r.write.relations.map(pattern).join(', ')}`);
+  for (const [rel, cols] of r.deniedColumns) {
+    const dot = rel.indexOf('.');
+    lines.push(`  denied columns of ${quoteIdent(rel.slice(0, dot))}.${quoteIdent(rel.slice(dot + 1))}: ${[...cols].map(quoteIdent).join(', ')}`);
+  }
+  if (r.functions.allow.size > 0) lines.push(`  functions allowed: ${[...r.functions.allow].join(', ')}`);
+  if (r.functions.deny.size > 0) lines.push(`  functions denied: ${[...r.functions.deny].join(', ')}`);
+  if (r.settings.size > 0) lines.push(`  extra settings: ${[...r.settings].join(', ')}`);
+  const limits = [
+    r.maxRows === undefined ? 'no row cap' : `maxRows ${r.maxRows} (${r.onRowCap})`,
+    r.statementTimeout === undefined ? 'no statement timeout' : `statementTimeout ${durationText(r.statementTimeout)}`,
+    `catalog ${r.catalog}`,
+    `searchPath ${r.searchPath.map(quoteIdent).join(', ') || '(empty)'}`,
+  ];
+  if (r.dbRole !== undefined) limits.push(`dbRole ${quoteIdent(r.dbRole)}`);
+  lines.push(`  ${limits.join('; ')}`);
+  return lines;
+}
+
+/** `pgwarden policy check FILE`: every issue with its path and line, or a summary of each role; ok=false means exit non-zero. */
+export async function policyCheck(file: string): Promise<{ ok: boolean; output: string }> {
+  const loaded = await loadPolicyFile(file);
+  if (!loaded.ok) {
+    const n = loaded.issues.length;
+    const lines = loaded.issues.map((i) => formatIssue(i, file));
+    lines.push(`${file}: ${n} issue${n === 1 ? '' : 's'}; this policy would not be loaded`);
+    return { ok: false, output: lines.join('\n') + '\n' };
+  }
+  const policy = compilePolicy(loaded.doc, 1, loaded.digest);
+  const n = policy.roles.size;
+  const lines = [`${file}: OK, ${n} role${n === 1 ? '' : 's'} (sha256 ${policy.digest.slice(0, 12)})`];
+  for (const role of policy.roles.values()) lines.push(...describeRole(role).map((l) => '  ' + l));
+  return { ok: true, output: lines.join('\n') + '\n' };
+}

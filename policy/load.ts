@@ -1,0 +1,708 @@
+// Policy files: YAML/JSON text → every issue with its path, or a validated PolicyDoc → a frozen CompiledPolicy.
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
+import type { CompiledPolicy, Millis, RelationPattern, RolePolicy, WriteKind } from './types.ts';
+
+// ---------------------------------------------------------------------------------------------
+// The file format (kept in step with policy/schema.json by test/unit/policy/load.test.ts)
+// ---------------------------------------------------------------------------------------------
+
+export const WRITE_KINDS = ['insert', 'update', 'delete', 'merge', 'truncate', 'copy_from'] as const satisfies readonly WriteKind[];
+// Fails to compile if types.ts grows a WriteKind the file format cannot name.
+const writeKindsAreComplete: Exclude<WriteKind, (typeof WRITE_KINDS)[number]> extends never ? true : never = true;
+void writeKindsAreComplete;
+
+export const MODES = ['enforce', 'shadow'] as const;
+export const CATALOG_MODES = ['none', 'introspection'] as const;
+export const ON_ROW_CAP = ['truncate', 'error'] as const;
+
+/** One role as written in the file (after validation; names not yet folded). */
+export interface RoleDoc {
+  mode?: (typeof MODES)[number];
+  readOnly?: boolean;
+  relations?: string[];
+  write?: { statements: WriteKind[]; relations: string[] };
+  deniedColumns?: Record<string, string[]>;
+  functions?: { allow?: string[]; deny?: string[] };
+  settings?: string[];
+  catalog?: (typeof CATALOG_MODES)[number];
+  maxRows?: number;
+  onRowCap?: (typeof ON_ROW_CAP)[number];
+  /** "5s", "250ms", "2m", "1h", or a number of seconds. */
+  statementTimeout?: string | number;
+  dbRole?: string;
+  searchPath?: string[];
+}
+
+/** A whole policy file as written, after validation. */
+export interface PolicyDoc {
+  /** Lets JSON editors find policy/schema.json; ignored. */
+  $schema?: string;
+  version?: 1;
+  roles: Record<string, RoleDoc>;
+}
+
+export const TOP_LEVEL_KEYS = ['$schema', 'version', 'roles'] as const satisfies readonly (keyof PolicyDoc)[];
+export const ROLE_KEYS = [
+  'mode',
+  'readOnly',
+  'relations',
+  'write',
+  'deniedColumns',
+  'functions',
+  'settings',
+  'catalog',
+  'maxRows',
+  'onRowCap',
+  'statementTimeout',
+  'dbRole',
+  'searchPath',
+] as const satisfies readonly (keyof RoleDoc)[];
+export const WRITE_KEYS = ['statements', 'relations'] as const;
+export const FUNCTIONS_KEYS = ['allow', 'deny'] as const;
+
+/**
+ * Settings a role may never be allowed to SET: pgwarden pins them on the upstream session (identity, name
+ * resolution, limits, read-only mode, RLS), so letting the client change them would undo the policy.
+ */
+export const PINNED_SETTINGS: ReadonlySet<string> = new Set([
+  'role',
+  'session_authorization',
+  'search_path',
+  'statement_timeout',
+  'transaction_read_only',
+  'default_transaction_read_only',
+  'row_security',
+  'session_replication_role',
+  'session_preload_libraries',
+  'local_preload_libraries',
+]);
+
+/** Postgres truncates identifiers to NAMEDATALEN-1 bytes; a longer name in the policy would never match. */
+export const MAX_IDENTIFIER_BYTES = 63;
+/** Postgres caps statement_timeout at INT_MAX milliseconds. */
+export const MAX_TIMEOUT_MS = 2_147_483_647;
+/** Policy files are small; refuse anything that looks like the wrong file. */
+export const MAX_POLICY_BYTES = 1 << 20;
+
+export interface PolicyIssue {
+  /** Where in the document, e.g. `roles.analyst.maxRows`; '' for the document as a whole. */
+  path: string;
+  message: string;
+  /** 1-based line in the source, when known. */
+  line?: number;
+}
+
+export type ParseResult = { ok: true; doc: PolicyDoc } | { ok: false; issues: PolicyIssue[] };
+export type LoadResult =
+  | { ok: true; doc: PolicyDoc; digest: string; source: string }
+  | { ok: false; issues: PolicyIssue[]; source: string };
+
+// ---------------------------------------------------------------------------------------------
+// Identifiers: written as Postgres would fold them
+// ---------------------------------------------------------------------------------------------
+
+export interface NamePart {
+  value: string;
+  quoted: boolean;
+}
+
+/** Unquoted identifier characters as Postgres's scanner accepts them (high-bit characters count as letters). */
+const IDENT_START = /[A-Za-z_\u0080-\uFFFF]/;
+const IDENT_CONT = /[A-Za-z0-9_$\u0080-\uFFFF]/;
+
+function unexpected(c: string): string {
+  return /\s/.test(c)
+    ? 'must not contain spaces (quote a name that really has one: "My Table")'
+    : `has an unexpected character ${JSON.stringify(c)} (quote names that are not simple identifiers, e.g. "my-table")`;
+}
+
+/**
+ * Splits `a.b."C"` into parts the way Postgres reads a qualified name: unquoted parts are lowercased
+ * (ASCII only, like downcase_identifier for UTF8), quoted parts keep their case and `""` is one quote.
+ * A bare `*` part is returned unquoted with value `*` so callers can accept it as a wildcard.
+ */
+export function splitQualifiedName(text: string): { ok: true; parts: NamePart[] } | { ok: false; message: string } {
+  const parts: NamePart[] = [];
+  let i = 0;
+  for (;;) {
+    const c = text[i];
+    if (c === undefined) return { ok: false, message: parts.length === 0 ? 'must not be empty' : 'must not end with "."' };
+    if (c === '"') {
+      let value = '';
+      i++;
+      for (;;) {
+        const q = text[i];
+        if (q === undefined) return { ok: false, message: 'has an unterminated quoted identifier' };
+        if (q === '"') {
+          if (text[i + 1] === '"') {
+            value += '"';
+            i += 2;
+            continue;
+          }
+          i++;
+          break;
+        }
+        value += q;
+        i++;
+      }
+      if (value === '') return { ok: false, message: 'has a zero-length quoted identifier ""' };
+      parts.push({ value, quoted: true });
+    } else if (c === '*') {
+      parts.push({ value: '*', quoted: false });
+      i++;
+    } else if (IDENT_START.test(c)) {
+      let value = '';
+      while (i < text.length && IDENT_CONT.test(text[i] ?? '')) value += text[i++];
+      parts.push({ value: value.replace(/[A-Z]/g, (ch) => ch.toLowerCase()), quoted: false });
+    } else {
+      return { ok: false, message: unexpected(c) };
+    }
+    const last = parts[parts.length - 1];
+    if (last && Buffer.byteLength(last.value, 'utf8') > MAX_IDENTIFIER_BYTES) {
+      return { ok: false, message: `has a name longer than ${MAX_IDENTIFIER_BYTES} bytes, which Postgres would truncate` };
+    }
+    if (i === text.length) return { ok: true, parts };
+    const next = text[i] ?? '';
+    if (next !== '.') return { ok: false, message: unexpected(next) };
+    i++;
+  }
+}
+
+/** Quotes a name part only when Postgres would need it, for messages and `policy explain`. */
+export function quoteIdent(name: string): string {
+  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
+}
+
+/** The map key used by RolePolicy.deniedColumns and CatalogSnapshot.relations: raw parts joined by a dot. */
+export function relationKey(schema: string, name: string): string {
+  return `${schema}.${name}`;
+}
+
+function isWildcard(p: NamePart): boolean {
+  return p.value === '*' && !p.quoted;
+}
+
+/** `schema.name` or `schema.*` → RelationPattern; `allowWildcard: false` for places that need one relation. */
+export function parseRelationPattern(
+  text: string,
+  opts: { allowWildcard?: boolean; what?: string } = {},
+): { ok: true; pattern: RelationPattern } | { ok: false; message: string } {
+  const what = opts.what ?? 'relation';
+  const split = splitQualifiedName(text);
+  if (!split.ok) return split;
+  const parts = split.parts;
+  const [schema, name] = parts;
+  if (parts.length === 1) {
+    return { ok: false, message: `must be schema-qualified: write ${quoteIdent('public')}.${text} (or the schema it lives in)` };
+  }
+  if (parts.length > 2 || schema === undefined || name === undefined) {
+    return { ok: false, message: `must be schema.name (database-qualified names are not accepted)` };
+  }
+  if (isWildcard(schema)) return { ok: false, message: 'must name its schema; "*.x" wildcards are not supported' };
+  if (isWildcard(name) && opts.allowWildcard === false) {
+    return { ok: false, message: `must name one ${what}; "${schema.value}.*" is not accepted here` };
+  }
+  if (name.quoted && name.value === '*') {
+    return { ok: false, message: 'names a relation literally called "*", which would read as a wildcard; rename it' };
+  }
+  return { ok: true, pattern: { schema: schema.value, name: name.value } };
+}
+
+/** One identifier (a schema, column or database role), folded like Postgres. */
+export function parseIdentifier(text: string): { ok: true; name: string } | { ok: false; message: string } {
+  const split = splitQualifiedName(text);
+  if (!split.ok) return split;
+  const [only] = split.parts;
+  if (split.parts.length !== 1 || only === undefined) return { ok: false, message: 'must be a single name, not a qualified one' };
+  if (isWildcard(only)) return { ok: false, message: 'must be a name, not "*"' };
+  return { ok: true, name: only.value };
+}
+
+/** "5s", "250ms", "2m", "1h" or a number of seconds → milliseconds (rounded), or a message. */
+export function parseDurationMs(v: unknown): { ok: true; ms: Millis } | { ok: false; message: string } {
+  let ms: number;
+  if (typeof v === 'number') {
+    ms = v * 1000;
+  } else if (typeof v === 'string') {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v);
+    if (!m) return { ok: false, message: 'must be a duration like "250ms", "5s", "2m", "1h", or a number of seconds' };
+    const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+    ms = Number(m[1]) * unit;
+  } else {
+    return { ok: false, message: 'must be a duration like "250ms", "5s", "2m", "1h", or a number of seconds' };
+  }
+  if (!Number.isFinite(ms) || Math.round(ms) < 1) return { ok: false, message: 'must be at least 1ms (leave it out for no timeout)' };
+  if (Math.round(ms) > MAX_TIMEOUT_MS) return { ok: false, message: `must be at most ${MAX_TIMEOUT_MS}ms (Postgres's limit)` };
+  return { ok: true, ms: Math.round(ms) };
+}
+
+/** A role name: what tokens carry and logs print, so kept to a plain identifier. */
+const ROLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const SETTING_NAME = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$/;
+
+// ---------------------------------------------------------------------------------------------
+// Validation: walk the plain JS value, collect every issue with its path
+// ---------------------------------------------------------------------------------------------
+
+type Seg = string | number;
+interface RawIssue {
+  segs: Seg[];
+  message: string;
+}
+
+/** `roles.analyst.deniedColumns["public.customers"][0]`: dotted while keys are simple, bracketed otherwise. */
+export function formatPath(segs: readonly Seg[]): string {
+  let out = '';
+  for (const s of segs) {
+    if (typeof s === 'number') out += `[${s}]`;
+    else if (/^[A-Za-z_$][A-Za-z0-9_$]*$/.test(s)) out += out === '' ? s : `.${s}`;
+    else out += `[${JSON.stringify(s)}]`;
+  }
+  return out;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0] ?? 0;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j] ?? 0;
+      row[j] = Math.min(cur + 1, (row[j - 1] ?? 0) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length] ?? 0;
+}
+
+class Validator {
+  readonly issues: RawIssue[] = [];
+
+  add(segs: Seg[], message: string): void {
+    this.issues.push({ segs, message });
+  }
+
+  /** Reports keys outside `allowed`, suggesting the closest one (typos like `maxrows` are the usual case). */
+  keys(obj: Record<string, unknown>, allowed: readonly string[], segs: Seg[]): void {
+    for (const k of Object.keys(obj)) {
+      if (allowed.includes(k)) continue;
+      const near = allowed
+        .map((a) => ({ a, d: editDistance(a.toLowerCase(), k.toLowerCase()) }))
+        .sort((x, y) => x.d - y.d)[0];
+      const hint = near && near.d <= 2 ? ` (did you mean "${near.a}"?)` : ` (expected one of: ${allowed.join(', ')})`;
+      this.add([...segs, k], `unknown key${hint}`);
+    }
+  }
+
+  oneOf<T extends string>(v: unknown, values: readonly T[], segs: Seg[]): v is T {
+    if (typeof v === 'string' && (values as readonly string[]).includes(v)) return true;
+    this.add(segs, `must be one of ${values.join(', ')} (got ${describe(v)})`);
+    return false;
+  }
+
+  /** A list of strings; each item checked by `item`, which returns a message or undefined. */
+  stringList(v: unknown, segs: Seg[], item: (s: string, i: number) => string | undefined, opts: { nonEmpty?: boolean } = {}): void {
+    if (!Array.isArray(v)) {
+      this.add(segs, `must be a list (got ${describe(v)})`);
+      return;
+    }
+    if (opts.nonEmpty && v.length === 0) this.add(segs, 'must not be empty');
+    v.forEach((s, i) => {
+      if (typeof s !== 'string') {
+        this.add([...segs, i], `must be a string (got ${describe(s)})`);
+        return;
+      }
+      const msg = item(s, i);
+      if (msg) this.add([...segs, i], msg);
+    });
+  }
+}
+
+function checkRelationItem(s: string, opts: { allowWildcard?: boolean; what?: string } = {}): string | undefined {
+  const r = parseRelationPattern(s, opts);
+  return r.ok ? undefined : r.message;
+}
+
+function patternCovers(patterns: readonly RelationPattern[], schema: string, name: string): boolean {
+  return patterns.some((p) => p.schema === schema && (p.name === '*' || p.name === name));
+}
+
+function parsedPatterns(v: unknown): RelationPattern[] {
+  if (!Array.isArray(v)) return [];
+  const out: RelationPattern[] = [];
+  for (const s of v) {
+    if (typeof s !== 'string') continue;
+    const r = parseRelationPattern(s);
+    if (r.ok) out.push(r.pattern);
+  }
+  return out;
+}
+
+function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
+  if (!isRecord(raw)) {
+    val.add(segs, `must be a mapping of role settings (got ${describe(raw)})`);
+    return;
+  }
+  val.keys(raw, ROLE_KEYS, segs);
+  const at = (k: string): Seg[] => [...segs, k];
+
+  if ('mode' in raw) val.oneOf(raw.mode, MODES, at('mode'));
+  if ('readOnly' in raw && typeof raw.readOnly !== 'boolean') val.add(at('readOnly'), `must be true or false (got ${describe(raw.readOnly)})`);
+  const readOnly = raw.readOnly !== false;
+
+  if ('relations' in raw) val.stringList(raw.relations, at('relations'), (s) => checkRelationItem(s));
+
+  if ('write' in raw) {
+    const w = raw.write;
+    if (readOnly) val.add(at('write'), 'is only allowed with readOnly: false (roles are read-only by default)');
+    if (!isRecord(w)) {
+      val.add(at('write'), `must be a mapping with statements and relations (got ${describe(w)})`);
+    } else {
+      val.keys(w, WRITE_KEYS, at('write'));
+      if (!('statements' in w)) val.add([...segs, 'write', 'statements'], `is required: list the statement kinds the role may run (${WRITE_KINDS.join(', ')})`);
+      else
+        val.stringList(w.statements, [...segs, 'write', 'statements'], (s) =>
+          (WRITE_KINDS as readonly string[]).includes(s) ? undefined : `must be one of ${WRITE_KINDS.join(', ')}`,
+        { nonEmpty: true });
+      if (!('relations' in w)) val.add([...segs, 'write', 'relations'], 'is required: list the relations the role may write');
+      else val.stringList(w.relations, [...segs, 'write', 'relations'], (s) => checkRelationItem(s), { nonEmpty: true });
+    }
+  } else if (!readOnly && raw.readOnly === false) {
+    val.add(at('readOnly'), 'is false but the role has no write section: add write: { statements: [...], relations: [...] } or remove readOnly');
+  }
+
+  if ('deniedColumns' in raw) {
+    const dc = raw.deniedColumns;
+    if (!isRecord(dc)) {
+      val.add(at('deniedColumns'), `must be a mapping of schema.relation to a list of columns (got ${describe(dc)})`);
+    } else {
+      // A denied column on a relation the role cannot touch is almost always a typo that leaves the real column readable.
+      const reachable = [...parsedPatterns(raw.relations), ...parsedPatterns(isRecord(raw.write) ? raw.write.relations : undefined)];
+      for (const [rel, cols] of Object.entries(dc)) {
+        const relSegs: Seg[] = [...segs, 'deniedColumns', rel];
+        const r = parseRelationPattern(rel, { allowWildcard: false });
+        if (!r.ok) val.add(relSegs, r.message);
+        else if (!patternCovers(reachable, r.pattern.schema, r.pattern.name)) {
+          val.add(relSegs, `is not among the role's relations, so denying its columns has no effect (a typo?)`);
+        }
+        val.stringList(cols, relSegs, (s) => {
+          const c = parseIdentifier(s);
+          return c.ok ? undefined : c.message;
+        }, { nonEmpty: true });
+      }
+    }
+  }
+
+  if ('functions' in raw) {
+    const f = raw.functions;
+    if (!isRecord(f)) {
+      val.add(at('functions'), `must be a mapping with allow and/or deny lists (got ${describe(f)})`);
+    } else {
+      val.keys(f, FUNCTIONS_KEYS, at('functions'));
+      const seen = new Map<string, number>();
+      for (const k of FUNCTIONS_KEYS) {
+        if (!(k in f)) continue;
+        val.stringList(f[k], [...segs, 'functions', k], (s, i) => {
+          const r = parseRelationPattern(s, { allowWildcard: false, what: 'function' });
+          if (!r.ok) return r.message.replace('relation', 'function');
+          const key = relationKey(r.pattern.schema, r.pattern.name);
+          if (k === 'deny' && seen.has(key)) return `is also in functions.allow[${seen.get(key)}]; a function cannot be both`;
+          if (k === 'allow') seen.set(key, i);
+          return undefined;
+        });
+      }
+    }
+  }
+
+  if ('settings' in raw) {
+    val.stringList(raw.settings, at('settings'), (s) => {
+      if (!SETTING_NAME.test(s)) return 'must be a setting name like work_mem or myapp.tenant';
+      if (PINNED_SETTINGS.has(s.toLowerCase())) return `cannot be made SET-able: pgwarden pins ${s.toLowerCase()} for the session`;
+      return undefined;
+    });
+  }
+
+  if ('catalog' in raw) val.oneOf(raw.catalog, CATALOG_MODES, at('catalog'));
+
+  if ('maxRows' in raw) {
+    const m = raw.maxRows;
+    if (typeof m !== 'number' || !Number.isSafeInteger(m) || m < 1) val.add(at('maxRows'), `must be a positive integer (got ${describe(m)})`);
+  }
+  if ('onRowCap' in raw) {
+    val.oneOf(raw.onRowCap, ON_ROW_CAP, at('onRowCap'));
+    if (!('maxRows' in raw)) val.add(at('onRowCap'), 'has no effect without maxRows');
+  }
+
+  if ('statementTimeout' in raw) {
+    const d = parseDurationMs(raw.statementTimeout);
+    if (!d.ok) val.add(at('statementTimeout'), d.message);
+  }
+
+  if ('dbRole' in raw) {
+    if (typeof raw.dbRole !== 'string') val.add(at('dbRole'), `must be a database role name (got ${describe(raw.dbRole)})`);
+    else {
+      const r = parseIdentifier(raw.dbRole);
+      if (!r.ok) val.add(at('dbRole'), r.message);
+    }
+  }
+
+  if ('searchPath' in raw) {
+    val.stringList(raw.searchPath, at('searchPath'), (s) => {
+      if (s === '$user' || s === '"$user"') return 'cannot be $user: name the schemas explicitly so the policy sees what Postgres sees';
+      const r = parseIdentifier(s);
+      return r.ok ? undefined : r.message;
+    });
+  }
+}
+
+function validateDoc(value: unknown): RawIssue[] {
+  const val = new Validator();
+  if (!isRecord(value)) {
+    val.add([], `must be a mapping with a roles key (got ${value == null ? 'an empty document' : describe(value)})`);
+    return val.issues;
+  }
+  val.keys(value, TOP_LEVEL_KEYS, []);
+  if ('$schema' in value && typeof value.$schema !== 'string') val.add(['$schema'], 'must be a string');
+  if ('version' in value && value.version !== 1) val.add(['version'], `must be 1 (got ${describe(value.version)})`);
+  if (!('roles' in value)) {
+    val.add(['roles'], 'is required: a mapping of role name to its settings');
+    return val.issues;
+  }
+  const roles = value.roles;
+  if (!isRecord(roles)) {
+    val.add(['roles'], `must be a mapping of role name to its settings (got ${describe(roles)})`);
+    return val.issues;
+  }
+  const names = Object.keys(roles);
+  if (names.length === 0) val.add(['roles'], 'must define at least one role');
+  const folded = new Map<string, string>();
+  for (const name of names) {
+    if (!ROLE_NAME.test(name) || name.length > MAX_IDENTIFIER_BYTES) {
+      val.add(['roles', name], `is not a valid role name: use letters, digits and _ (starting with a letter or _), at most ${MAX_IDENTIFIER_BYTES} characters`);
+    }
+    // Role names travel in tokens and usernames; two that differ only in case are a mistake waiting to happen.
+    const lower = name.toLowerCase();
+    const other = folded.get(lower);
+    if (other !== undefined) val.add(['roles', name], `collides with role "${other}" (role names are compared case-insensitively)`);
+    else folded.set(lower, name);
+    checkRole(val, roles[name], ['roles', name]);
+  }
+  return val.issues;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing text
+// ---------------------------------------------------------------------------------------------
+
+/** The line of the key (or value) a path points at, so `policy check` can print file:line. */
+function lineOf(doc: Document, counter: LineCounter, segs: readonly Seg[]): number | undefined {
+  for (let n = segs.length; n >= 0; n--) {
+    const prefix = segs.slice(0, n);
+    if (n > 0) {
+      const parent = doc.getIn(prefix.slice(0, -1), true);
+      const last = prefix[prefix.length - 1];
+      if (isMap(parent) && typeof last === 'string') {
+        const pair = parent.items.find((p) => isScalar(p.key) && String(p.key.value) === last);
+        const range = isScalar(pair?.key) ? pair.key.range : undefined;
+        if (range) return counter.linePos(range[0]).line;
+      }
+    }
+    const node = n === 0 ? doc.contents : doc.getIn(prefix, true);
+    const range = (node as { range?: [number, number, number] } | null | undefined)?.range;
+    if (range) return counter.linePos(range[0]).line;
+  }
+  return undefined;
+}
+
+/** Parses and validates policy text; `source` names it in messages. Every issue is reported, not just the first. */
+export function parsePolicyText(text: string, format: 'yaml' | 'json', source: string): ParseResult {
+  void source; // Issues carry paths and lines; callers prefix the source (see formatIssue).
+  const counter = new LineCounter();
+  let value: unknown;
+  if (format === 'json') {
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      return { ok: false, issues: [{ path: '', message: `is not valid JSON: ${(err as Error).message}` }] };
+    }
+  }
+  // YAML parses JSON too; for JSON we use it only to catch duplicate keys, which JSON.parse silently merges.
+  const doc = parseDocument(text, { lineCounter: counter, merge: true, uniqueKeys: true, prettyErrors: false });
+  const syntax = doc.errors.filter((e) => format === 'yaml' || e.code === 'DUPLICATE_KEY');
+  if (syntax.length > 0) {
+    return {
+      ok: false,
+      issues: syntax.map((e) => {
+        const line = e.pos?.[0] === undefined ? undefined : counter.linePos(e.pos[0]).line;
+        // The error points at the key's first character; read the key token from there.
+        const key = /^("(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|[^:,\n{}[\]]+)/.exec(text.slice(e.pos[0]))?.[1]?.trim();
+        const message = e.code === 'DUPLICATE_KEY' ? `has a duplicate key ${key || '(unnamed)'} (each key may appear once in a mapping)` : `is not valid ${format.toUpperCase()}: ${e.message.split('\n')[0]}`;
+        return line === undefined ? { path: '', message } : { path: '', message, line };
+      }),
+    };
+  }
+  if (format === 'yaml') {
+    try {
+      value = doc.toJS({ maxAliasCount: 100 });
+    } catch (err) {
+      return { ok: false, issues: [{ path: '', message: `could not be read: ${(err as Error).message}` }] };
+    }
+  }
+  const raw = validateDoc(value);
+  if (raw.length > 0) {
+    const issues = raw.map((r) => {
+      const line = lineOf(doc, counter, r.segs);
+      const issue: PolicyIssue = { path: formatPath(r.segs), message: r.message };
+      if (line !== undefined) issue.line = line;
+      return issue;
+    });
+    // Reading order is easiest to act on; sort is stable, so issues on one line keep validation order.
+    issues.sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity));
+    return { ok: false, issues };
+  }
+  return { ok: true, doc: value as PolicyDoc };
+}
+
+/** `policy.yaml:7: roles.analyst.maxRows: must be a positive integer` */
+export function formatIssue(issue: PolicyIssue, source: string): string {
+  const where = issue.line === undefined ? source : `${source}:${issue.line}`;
+  return issue.path === '' ? `${where}: ${issue.message}` : `${where}: ${issue.path}: ${issue.message}`;
+}
+
+/** JSON for `.json` files, YAML otherwise (YAML reads the rest). */
+export function formatForFile(file: string): 'yaml' | 'json' {
+  return path.extname(file).toLowerCase() === '.json' ? 'json' : 'yaml';
+}
+
+/** sha256 of the source text, recorded in the compiled policy for audit. */
+export function digestOf(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
+
+/** Reads, parses and validates a policy file; read errors are issues too. */
+export async function loadPolicyFile(file: string): Promise<LoadResult> {
+  const source = file;
+  let buf: Buffer;
+  try {
+    buf = await readFile(file);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const message = e.code === 'ENOENT' ? 'does not exist' : `could not be read: ${e.code ?? e.message}`;
+    return { ok: false, source, issues: [{ path: '', message }] };
+  }
+  if (buf.length > MAX_POLICY_BYTES) {
+    return { ok: false, source, issues: [{ path: '', message: `is larger than ${MAX_POLICY_BYTES} bytes; is this the right file?` }] };
+  }
+  const text = buf.toString('utf8');
+  const parsed = parsePolicyText(text, formatForFile(file), source);
+  if (!parsed.ok) return { ok: false, source, issues: parsed.issues };
+  return { ok: true, source, doc: parsed.doc, digest: digestOf(text) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compiling
+// ---------------------------------------------------------------------------------------------
+
+/** A Map whose mutators throw: the compiled policy and catalog are shared by every session. */
+export function frozenMap<K, V>(entries: Iterable<readonly [K, V]>): ReadonlyMap<K, V> {
+  const m = new Map<K, V>(entries);
+  for (const k of ['set', 'delete', 'clear'] as const) {
+    Object.defineProperty(m, k, { value: () => { throw new TypeError('frozen map'); } });
+  }
+  return Object.freeze(m);
+}
+
+/** A Set whose mutators throw. */
+export function frozenSet<T>(values: Iterable<T>): ReadonlySet<T> {
+  const s = new Set<T>(values);
+  for (const k of ['add', 'delete', 'clear'] as const) {
+    Object.defineProperty(s, k, { value: () => { throw new TypeError('frozen set'); } });
+  }
+  return Object.freeze(s);
+}
+
+function must<R extends { ok: true } | { ok: false; message: string }>(r: R, what: string): Extract<R, { ok: true }> {
+  // compilePolicy takes validated docs; anything else is a programming error, not bad input.
+  if (!r.ok) throw new TypeError(`compilePolicy: ${what} ${(r as { message: string }).message} (validate with parsePolicyText first)`);
+  return r as Extract<R, { ok: true }>;
+}
+
+function compilePatterns(list: readonly string[] | undefined): RelationPattern[] {
+  const seen = new Map<string, RelationPattern>();
+  for (const s of list ?? []) {
+    const { pattern } = must(parseRelationPattern(s), `relation ${JSON.stringify(s)}`);
+    seen.set(relationKey(pattern.schema, pattern.name), Object.freeze(pattern));
+  }
+  return Object.freeze([...seen.values()]) as RelationPattern[];
+}
+
+function compileRole(name: string, doc: RoleDoc): RolePolicy {
+  const readOnly = doc.readOnly !== false;
+  const denied = new Map<string, Set<string>>();
+  for (const [rel, cols] of Object.entries(doc.deniedColumns ?? {})) {
+    const { pattern } = must(parseRelationPattern(rel, { allowWildcard: false }), `deniedColumns key ${JSON.stringify(rel)}`);
+    const key = relationKey(pattern.schema, pattern.name);
+    const set = denied.get(key) ?? new Set<string>();
+    for (const c of cols) set.add(must(parseIdentifier(c), `column ${JSON.stringify(c)}`).name);
+    denied.set(key, set);
+  }
+  const fnNames = (list: readonly string[] | undefined): ReadonlySet<string> =>
+    frozenSet(
+      (list ?? []).map((s) => {
+        const { pattern } = must(parseRelationPattern(s, { allowWildcard: false }), `function ${JSON.stringify(s)}`);
+        return relationKey(pattern.schema, pattern.name);
+      }),
+    );
+  const timeout = doc.statementTimeout === undefined ? undefined : must(parseDurationMs(doc.statementTimeout), 'statementTimeout').ms;
+  const write: RolePolicy['write'] =
+    !readOnly && doc.write
+      ? Object.freeze({ kinds: Object.freeze([...new Set(doc.write.statements)]) as WriteKind[], relations: compilePatterns(doc.write.relations) })
+      : undefined;
+  const role: RolePolicy = {
+    name,
+    mode: doc.mode ?? 'enforce',
+    readOnly,
+    relations: compilePatterns(doc.relations),
+    write,
+    deniedColumns: frozenMap([...denied].map(([k, v]) => [k, frozenSet(v)] as const)),
+    functions: Object.freeze({ allow: fnNames(doc.functions?.allow), deny: fnNames(doc.functions?.deny) }),
+    settings: frozenSet((doc.settings ?? []).map((s) => s.toLowerCase())),
+    catalog: doc.catalog ?? 'none',
+    maxRows: doc.maxRows,
+    onRowCap: doc.onRowCap ?? 'truncate',
+    statementTimeout: timeout,
+    dbRole: doc.dbRole === undefined ? undefined : must(parseIdentifier(doc.dbRole), 'dbRole').name,
+    searchPath: Object.freeze((doc.searchPath ?? ['public']).map((s) => must(parseIdentifier(s), `searchPath ${JSON.stringify(s)}`).name)) as string[],
+  };
+  return Object.freeze(role);
+}
+
+/** Turns a validated document into the frozen policy the engine reads; `version` and `digest` come from the store. */
+export function compilePolicy(doc: PolicyDoc, version: number, digest: string): CompiledPolicy {
+  if (!Number.isSafeInteger(version) || version < 1) throw new TypeError(`compilePolicy: version must be a positive integer, got ${version}`);
+  const roles = Object.entries(doc.roles).map(([name, r]) => [name, compileRole(name, r)] as const);
+  return Object.freeze({ version, digest, roles: frozenMap(roles) });
+}
+
+/** Every relation pattern any role reads or writes (denied columns are validated to lie within them), for loadCatalog and privilege checks. */
+export function policyRelations(policy: CompiledPolicy): RelationPattern[] {
+  const out = new Map<string, RelationPattern>();
+  for (const role of policy.roles.values()) {
+    for (const p of [...role.relations, ...(role.write?.relations ?? [])]) out.set(relationKey(p.schema, p.name), p);
+  }
+  return [...out.values()];
+}

@@ -1,0 +1,335 @@
+// The current policy and catalog as one swappable reference: load, hot reload (file watch, SIGHUP, API), versions and change events.
+import { watch, statSync, type FSWatcher } from 'node:fs';
+import path from 'node:path';
+import { compilePolicy, formatIssue, loadPolicyFile, type PolicyIssue } from './load.ts';
+import type { CatalogSnapshot, CompiledPolicy, RolePolicy } from './types.ts';
+
+export type StoreLogLevel = 'info' | 'warn' | 'error';
+export type StoreLog = (level: StoreLogLevel, msg: string, fields?: object) => void;
+export type ReloadReason = 'file' | 'signal' | 'api';
+
+export interface PolicyStoreOptions {
+  file: string;
+  /** Reads the upstream catalog for a freshly compiled policy (which relations it mentions). */
+  loadCatalog: (policy: CompiledPolicy) => Promise<CatalogSnapshot>;
+  log?: StoreLog;
+  /** Watch the file (and its directory, for editors that replace by rename) and reload on change. Default true. */
+  watch?: boolean;
+  /** Quiet time after the last file event before reloading. Default 200ms. */
+  debounceMs?: number;
+  /** Optional defense-in-depth check run after each successful load; each string is logged as a warning. */
+  checkPrivileges?: (policy: CompiledPolicy, catalog: CatalogSnapshot) => Promise<string[]>;
+}
+
+/** One consistent pair: a session reads `store.current` once per batch. */
+export interface PolicyState {
+  readonly policy: CompiledPolicy;
+  readonly catalog: CatalogSnapshot;
+}
+
+export type ReloadResult = { ok: true; version: number; changed: boolean } | { ok: false; issues: PolicyIssue[] };
+
+export interface PolicyChange {
+  reason: ReloadReason | 'catalog';
+  version: number;
+  previousVersion: number;
+  policy: CompiledPolicy;
+  catalog: CatalogSnapshot;
+  /** Roles in the new policy only, in the old one only, and in both but with different settings. */
+  addedRoles: string[];
+  removedRoles: string[];
+  changedRoles: string[];
+}
+
+export type ChangeListener = (change: PolicyChange) => void;
+
+/** Thrown by PolicyStore.open when the first load fails; carries every issue. */
+export class PolicyLoadError extends Error {
+  readonly code = 'ERR_POLICY_INVALID';
+  readonly issues: PolicyIssue[];
+  constructor(file: string, issues: PolicyIssue[], cause?: unknown) {
+    super(`policy ${file} is invalid:\n${issues.map((i) => '  ' + formatIssue(i, file)).join('\n')}`, cause === undefined ? undefined : { cause });
+    this.name = 'PolicyLoadError';
+    this.issues = issues;
+  }
+}
+
+/** A stable text form of a role, so reloads can tell which roles actually changed. */
+function roleFingerprint(r: RolePolicy): string {
+  return JSON.stringify(r, (_k, v: unknown) => {
+    if (v instanceof Map) return [...v].sort(([a], [b]) => (String(a) < String(b) ? -1 : 1));
+    if (v instanceof Set) return [...v].sort();
+    return v === undefined ? null : v;
+  });
+}
+
+function diffRoles(before: CompiledPolicy, after: CompiledPolicy): Pick<PolicyChange, 'addedRoles' | 'removedRoles' | 'changedRoles'> {
+  const addedRoles: string[] = [];
+  const removedRoles: string[] = [];
+  const changedRoles: string[] = [];
+  for (const [name, role] of after.roles) {
+    const old = before.roles.get(name);
+    if (!old) addedRoles.push(name);
+    else if (roleFingerprint(old) !== roleFingerprint(role)) changedRoles.push(name);
+  }
+  for (const name of before.roles.keys()) if (!after.roles.has(name)) removedRoles.push(name);
+  return { addedRoles, removedRoles, changedRoles };
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class PolicyStore {
+  readonly file: string;
+  #state: PolicyState;
+  #opts: PolicyStoreOptions;
+  #log: StoreLog;
+  /** Tail of the reload queue: every reload and catalog refresh runs after the previous one settles. */
+  #queue: Promise<unknown> = Promise.resolve();
+  #listeners = new Set<ChangeListener>();
+  #closed = false;
+  #dirWatcher: FSWatcher | undefined;
+  #fileWatcher: FSWatcher | undefined;
+  /** Inode the file watcher follows; a rename-replace gives the path a new inode and the watcher must move. */
+  #fileIno: number | undefined;
+  #timer: NodeJS.Timeout | undefined;
+
+  private constructor(opts: PolicyStoreOptions, state: PolicyState) {
+    this.file = path.resolve(opts.file);
+    this.#opts = opts;
+    this.#log = opts.log ?? (() => {});
+    this.#state = state;
+  }
+
+  /** Loads, validates and compiles the file and reads the catalog; throws PolicyLoadError if the file is invalid. */
+  static async open(opts: PolicyStoreOptions): Promise<PolicyStore> {
+    const started = Date.now();
+    const loaded = await loadPolicyFile(opts.file);
+    if (!loaded.ok) throw new PolicyLoadError(opts.file, loaded.issues);
+    const policy = compilePolicy(loaded.doc, 1, loaded.digest);
+    // No last good catalog to fall back on at startup: a catalog failure fails the open.
+    const catalog = await opts.loadCatalog(policy);
+    const store = new PolicyStore(opts, Object.freeze({ policy, catalog }));
+    store.#log('info', 'policy loaded', {
+      file: store.file,
+      version: 1,
+      reason: 'startup',
+      digest: policy.digest.slice(0, 12),
+      roles: [...policy.roles.keys()],
+      ms: Date.now() - started,
+    });
+    await store.#checkPrivileges(store.#state);
+    if (opts.watch ?? true) store.#startWatching();
+    return store;
+  }
+
+  /** The current policy and catalog, swapped together. */
+  get current(): PolicyState {
+    return this.#state;
+  }
+
+  /** Bumped on every successful reload and catalog refresh; equals `current.policy.version`. */
+  get version(): number {
+    return this.#state.policy.version;
+  }
+
+  /** Re-reads the file; an invalid file is logged and the current policy stays. Serialized with other reloads. */
+  reload(reason: ReloadReason): Promise<ReloadResult> {
+    return this.#enqueue(() => this.#reload(reason));
+  }
+
+  /** Re-reads the catalog for the current policy (after DDL upstream); bumps the version so cached decisions expire. */
+  refreshCatalog(): Promise<ReloadResult> {
+    return this.#enqueue(() => this.#refreshCatalog());
+  }
+
+  /** Calls `listener` after every successful swap; returns an unsubscribe function. */
+  onChange(listener: ChangeListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Stops watching; a reload already running completes. Safe to call twice. */
+  close(): void {
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#dirWatcher?.close();
+    this.#dirWatcher = undefined;
+    this.#closeFileWatcher();
+    this.#listeners.clear();
+  }
+
+  #enqueue<T>(job: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(job, job);
+    // The queue only orders jobs; each caller sees its own job's result or error.
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #reload(reason: ReloadReason): Promise<ReloadResult> {
+    const started = Date.now();
+    const before = this.#state;
+    const loaded = await loadPolicyFile(this.file);
+    if (!loaded.ok) {
+      this.#log('error', 'policy reload failed; keeping the current policy', {
+        file: this.file,
+        reason,
+        version: before.policy.version,
+        issues: loaded.issues.map((i) => formatIssue(i, this.file)),
+      });
+      return { ok: false, issues: loaded.issues };
+    }
+    // Editors fire several events per save; an unchanged file is not a new policy (and must not flush caches).
+    if (reason === 'file' && loaded.digest === before.policy.digest) return { ok: true, version: before.policy.version, changed: false };
+
+    const version = before.policy.version + 1;
+    let policy: CompiledPolicy;
+    try {
+      policy = compilePolicy(loaded.doc, version, loaded.digest);
+    } catch (err) {
+      // Validation should make this unreachable; if not, it is still a failed reload, not a crash.
+      const issues = [{ path: '', message: `could not be compiled: ${errorMessage(err)}` }];
+      this.#log('error', 'policy reload failed; keeping the current policy', { file: this.file, reason, issues });
+      return { ok: false, issues };
+    }
+    let catalog = before.catalog;
+    let catalogStale = false;
+    try {
+      catalog = await this.#opts.loadCatalog(policy);
+    } catch (err) {
+      // Still apply the new policy: a revocation must not wait for the database. With the old catalog,
+      // relations it has never seen are unknown to the engine, which denies them (fail closed).
+      catalogStale = true;
+      this.#log('warn', 'catalog reload failed; applying the new policy with the previous catalog', { reason, error: errorMessage(err) });
+    }
+    const next: PolicyState = Object.freeze({ policy, catalog });
+    const diff = diffRoles(before.policy, policy);
+    this.#swap(next, reason, before, diff);
+    this.#log('info', 'policy reloaded', {
+      file: this.file,
+      reason,
+      version,
+      previousVersion: before.policy.version,
+      digest: policy.digest.slice(0, 12),
+      ...diff,
+      catalogStale,
+      ms: Date.now() - started,
+    });
+    await this.#checkPrivileges(next);
+    return { ok: true, version, changed: true };
+  }
+
+  async #refreshCatalog(): Promise<ReloadResult> {
+    const started = Date.now();
+    const before = this.#state;
+    let catalog: CatalogSnapshot;
+    try {
+      catalog = await this.#opts.loadCatalog(before.policy);
+    } catch (err) {
+      const issues = [{ path: 'catalog', message: `could not be read: ${errorMessage(err)}` }];
+      this.#log('error', 'catalog refresh failed; keeping the current catalog', { error: errorMessage(err) });
+      return { ok: false, issues };
+    }
+    const version = before.policy.version + 1;
+    // Same roles, new version: decisions cached against the old catalog must not be reused.
+    const policy: CompiledPolicy = Object.freeze({ ...before.policy, version });
+    this.#swap(Object.freeze({ policy, catalog }), 'catalog', before, { addedRoles: [], removedRoles: [], changedRoles: [] });
+    this.#log('info', 'catalog refreshed', {
+      version,
+      relations: catalog.relations.size,
+      functions: catalog.functions.size,
+      ms: Date.now() - started,
+    });
+    return { ok: true, version, changed: true };
+  }
+
+  #swap(next: PolicyState, reason: PolicyChange['reason'], before: PolicyState, diff: Pick<PolicyChange, 'addedRoles' | 'removedRoles' | 'changedRoles'>): void {
+    // One assignment: readers see either the old pair or the new one, never a mix.
+    this.#state = next;
+    const change: PolicyChange = { reason, version: next.policy.version, previousVersion: before.policy.version, policy: next.policy, catalog: next.catalog, ...diff };
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(change);
+      } catch (err) {
+        this.#log('error', 'policy change listener failed', { error: errorMessage(err) });
+      }
+    }
+  }
+
+  async #checkPrivileges(state: PolicyState): Promise<void> {
+    if (!this.#opts.checkPrivileges) return;
+    try {
+      for (const w of await this.#opts.checkPrivileges(state.policy, state.catalog)) this.#log('warn', w, { check: 'upstream_privileges' });
+    } catch (err) {
+      this.#log('warn', 'could not check upstream privileges', { error: errorMessage(err) });
+    }
+  }
+
+  // --- file watching ------------------------------------------------------------------------------
+
+  #startWatching(): void {
+    const dir = path.dirname(this.file);
+    const base = path.basename(this.file);
+    try {
+      // The directory sees saves done by rename (vim, VS Code, `mv`), deletes and re-creates, and Kubernetes
+      // ConfigMap updates (a `..data` symlink swapped in the directory).
+      this.#dirWatcher = watch(dir, { persistent: true }, (_event, filename) => {
+        const name = filename?.toString();
+        if (name === undefined || name === base || name.startsWith('..')) this.#schedule();
+      });
+      this.#dirWatcher.on('error', (err) => this.#log('warn', 'policy directory watcher failed', { dir, error: errorMessage(err) }));
+    } catch (err) {
+      this.#log('warn', 'cannot watch the policy directory; reload with SIGHUP', { dir, error: errorMessage(err) });
+    }
+    this.#armFileWatcher();
+  }
+
+  /** Watches the file itself: catches in-place writes even when the path is a symlink into another directory. */
+  #armFileWatcher(): void {
+    this.#closeFileWatcher();
+    if (this.#closed) return;
+    try {
+      const ino = statSync(this.file).ino;
+      const w = watch(this.file, { persistent: true }, () => this.#schedule());
+      w.on('error', () => {
+        // Typically the file was deleted; the directory watcher sees it come back, and #schedule re-arms.
+        this.#closeFileWatcher();
+        this.#schedule();
+      });
+      this.#fileWatcher = w;
+      this.#fileIno = ino;
+    } catch {
+      // The file is missing right now; the directory watcher will notice it reappear.
+    }
+  }
+
+  #closeFileWatcher(): void {
+    this.#fileWatcher?.close();
+    this.#fileWatcher = undefined;
+    this.#fileIno = undefined;
+  }
+
+  #schedule(): void {
+    if (this.#closed) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#closed) return;
+      this.#rearmIfReplaced();
+      this.reload('file').catch((err) => this.#log('error', 'policy reload crashed', { error: errorMessage(err) }));
+    }, this.#opts.debounceMs ?? 200);
+  }
+
+  #rearmIfReplaced(): void {
+    let ino: number | undefined;
+    try {
+      ino = statSync(this.file).ino;
+    } catch {
+      ino = undefined;
+    }
+    if (ino === undefined) this.#closeFileWatcher();
+    else if (ino !== this.#fileIno || !this.#fileWatcher) this.#armFileWatcher();
+  }
+}
