@@ -40,6 +40,8 @@ export interface AuthConfig {
   /** JWKS: minimum time between refetches triggered by an unknown kid, and cache lifetime. */
   jwksCooldown: Millis;
   jwksCacheMaxAge: Millis;
+  /** JWKS: time allowed for one fetch (optional so hand-built configs in tests need not set it; load sets 5s). */
+  jwksTimeout?: Millis;
 }
 
 export interface LimitsConfig {

@@ -1,0 +1,273 @@
+// JWT password verification: token → Identity, or a FATAL ProxyError that says exactly why (jose does the cryptography).
+import * as jose from 'jose';
+import { ProxyError } from '../errors.ts';
+import type { AuthConfig } from '../config/types.ts';
+import { KeyAlgorithmMismatchError, KeyUnavailableError, loadVerificationKeys, type KeyResolver } from './keys.ts';
+
+/** Who a verified token says the session is for; claims are copied out, never the token. */
+export interface Identity {
+  sub: string;
+  role: string;
+  /** The `agent` claim, else RFC 8693 `act.sub` (the actor acting for `sub`). */
+  agent: string | undefined;
+  tenant: string | undefined;
+  jti: string | undefined;
+  iss: string;
+  /** Seconds since the epoch, as in the token. */
+  exp: number;
+  iat: number;
+  nbf: number | undefined;
+}
+
+export type AuthFailureReason =
+  | 'not_a_jwt'
+  | 'bad_signature'
+  | 'algorithm_not_allowed'
+  | 'expired'
+  | 'not_yet_valid'
+  | 'wrong_issuer'
+  | 'wrong_audience'
+  | 'lifetime_exceeded'
+  | 'missing_claim'
+  | 'unknown_role'
+  | 'key_unavailable'
+  | 'revoked';
+
+export type VerifyResult = { ok: true; identity: Identity } | { ok: false; reason: AuthFailureReason; error: ProxyError };
+
+export interface TokenVerifier {
+  verify(
+    token: string,
+    ctx: {
+      roleExists(role: string): boolean;
+      /** Returns a reason text when the identity (e.g. its jti or sub) is revoked. */
+      isRevoked?(id: Identity): string | undefined;
+      /** Milliseconds since the epoch; overrides the verifier's clock for this call. */
+      now?: number;
+    },
+  ): Promise<VerifyResult>;
+  close(): void;
+}
+
+/**
+ * Longest password treated as a token. Postgres passwords have no limit of their own (the message size cap
+ * applies), but no JWT needs 64 KiB and jose should not parse megabytes of attacker-chosen base64.
+ */
+export const MAX_TOKEN_LENGTH = 64 * 1024;
+
+// JWS compact serialization: three base64url segments. The signature may be empty only for alg "none",
+// which is then refused by the algorithm check with a precise reason instead of "not a JWT".
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+const REQUIRED_CLAIMS = ['sub', 'role', 'exp', 'iat'];
+
+const HINT_NEW_TOKEN = 'Request a new token and reconnect with it as the password.';
+const HINT_ROLE = 'Request a token for a role defined in the pgwarden policy and reconnect with it as the password.';
+const HINT_KEYS = 'pgwarden could not obtain the key to check this token. Request a new token and reconnect with it as the password; if this persists, tell the operator.';
+
+/**
+ * Build a verifier for `auth`: loads the key source once (throws on misconfiguration) and checks each token with
+ * jose, algorithms pinned from config, then lifetime, claims, revocation and role.
+ */
+export async function createTokenVerifier(auth: AuthConfig, deps: { now?: () => number } = {}): Promise<TokenVerifier> {
+  const keys = await loadVerificationKeys(auth);
+  const clock = deps.now ?? Date.now;
+  const allowed = new Set(auth.algorithms);
+  const maxLifetimeSec = auth.maxTokenLifetime / 1000;
+  const skewSec = auth.clockSkew / 1000;
+
+  return {
+    async verify(token, ctx) {
+      const nowMs = ctx.now ?? clock();
+
+      // Cheap structural checks first, so garbage never reaches jose and the reason is precise.
+      if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) {
+        return fail('not_a_jwt', 'password is not a JWT');
+      }
+      let header: jose.ProtectedHeaderParameters;
+      try {
+        header = jose.decodeProtectedHeader(token);
+      } catch {
+        return fail('not_a_jwt', 'password is not a JWT');
+      }
+      // Pinned algorithms: the token's alg only selects among the configured ones ("none" is never configured).
+      if (typeof header.alg !== 'string' || !allowed.has(header.alg)) {
+        return fail('algorithm_not_allowed', `token algorithm is not allowed; accepted: ${auth.algorithms.join(', ')}`);
+      }
+
+      let payload: jose.JWTPayload;
+      try {
+        ({ payload } = await verifyJwt(token, keys.resolve, {
+          algorithms: [...auth.algorithms],
+          issuer: auth.issuer,
+          audience: auth.audience,
+          clockTolerance: skewSec,
+          currentDate: new Date(nowMs),
+          requiredClaims: REQUIRED_CLAIMS,
+        }));
+      } catch (err) {
+        return joseFailure(err, auth);
+      }
+
+      // jose checked exp and nbf; iat and the lifetime bound are ours. An iat in the future would let a
+      // token stretch its life past maxTokenLifetime (exp − iat small, exp − now large), so it is refused.
+      const nowSec = nowMs / 1000;
+      const iat = payload.iat as number;
+      const exp = payload.exp as number;
+      if (iat > nowSec + skewSec) return fail('not_yet_valid', `token is not valid before ${isoTime(iat)} (its issue time is in the future)`);
+      const lifetime = exp - iat;
+      if (lifetime > maxLifetimeSec) {
+        return fail('lifetime_exceeded', `token lifetime ${formatSeconds(lifetime)}s exceeds the maximum of ${formatSeconds(maxLifetimeSec)}s`);
+      }
+
+      const claims = readClaims(payload);
+      if (!claims.ok) return claims.result;
+      const identity = claims.identity;
+
+      const revoked = ctx.isRevoked?.(identity);
+      if (revoked !== undefined) return fail('revoked', `token has been revoked: ${revoked}`);
+      if (!ctx.roleExists(identity.role)) {
+        return fail('unknown_role', `token role ${quoteClaim(identity.role)} is not defined in the policy`, HINT_ROLE);
+      }
+      return { ok: true, identity };
+    },
+    close() {
+      keys.close();
+    },
+  };
+}
+
+/** jose's jwtVerify, plus trying each candidate when a key set has several keys matching the header (no kid). */
+async function verifyJwt(token: string, resolve: KeyResolver, options: jose.JWTVerifyOptions): Promise<jose.JWTVerifyResult> {
+  try {
+    return await jose.jwtVerify(token, resolve, options);
+  } catch (err) {
+    if (!(err instanceof jose.errors.JWKSMultipleMatchingKeys)) throw err;
+    for await (const key of err) {
+      try {
+        return await jose.jwtVerify(token, key, options);
+      } catch (inner) {
+        if (inner instanceof jose.errors.JWSSignatureVerificationFailed) continue;
+        throw inner;
+      }
+    }
+    throw new jose.errors.JWSSignatureVerificationFailed();
+  }
+}
+
+type ClaimsResult = { ok: true; identity: Identity } | { ok: false; result: VerifyResult };
+
+// jose guarantees presence of sub/role/exp/iat and numeric exp/iat/nbf; types of the rest are checked here.
+function readClaims(payload: jose.JWTPayload): ClaimsResult {
+  const bad = (message: string): ClaimsResult => ({ ok: false, result: fail('missing_claim', message) });
+  const sub = payload.sub;
+  if (typeof sub !== 'string' || sub.length === 0) return bad('token claim "sub" must be a non-empty string');
+  const role = payload['role'];
+  if (typeof role !== 'string' || role.length === 0) return bad('token claim "role" must be a non-empty string');
+
+  const optional: Record<'agent' | 'tenant' | 'jti', string | undefined> = { agent: undefined, tenant: undefined, jti: undefined };
+  for (const name of ['agent', 'tenant', 'jti'] as const) {
+    const value = payload[name];
+    if (value === undefined) continue;
+    if (typeof value !== 'string' || value.length === 0) return bad(`token claim "${name}" must be a non-empty string`);
+    optional[name] = value;
+  }
+  let agent = optional.agent;
+  if (agent === undefined && payload['act'] !== undefined) {
+    // RFC 8693 §4.1: `act` names the party acting on behalf of `sub`; its `sub` identifies that actor.
+    const act = payload['act'];
+    const actSub = typeof act === 'object' && act !== null ? (act as Record<string, unknown>)['sub'] : undefined;
+    if (typeof actSub !== 'string' || actSub.length === 0) return bad('token claim "act" must be an object with a non-empty "sub"');
+    agent = actSub;
+  }
+
+  const identity: Identity = {
+    sub,
+    role,
+    agent,
+    tenant: optional.tenant,
+    jti: optional.jti,
+    iss: payload.iss as string,
+    exp: payload.exp as number,
+    iat: payload.iat as number,
+    nbf: payload.nbf,
+  };
+  return { ok: true, identity: Object.freeze(identity) };
+}
+
+/** Map a jose (or key source) error to a reason and client-safe text; jose's own messages are never forwarded. */
+function joseFailure(err: unknown, auth: AuthConfig): VerifyResult {
+  if (err instanceof KeyUnavailableError) {
+    switch (err.kind) {
+      case 'no_matching_key':
+        return fail('key_unavailable', 'no configured key matches the token (unknown key id or algorithm)', HINT_NEW_TOKEN, err);
+      case 'fetch_failed':
+        return fail('key_unavailable', 'the keys to verify the token could not be fetched', HINT_KEYS, err);
+      case 'closed':
+        return fail('key_unavailable', 'the token verifier is shut down', HINT_KEYS, err);
+      default: {
+        const never: never = err.kind;
+        return never;
+      }
+    }
+  }
+  if (err instanceof KeyAlgorithmMismatchError) return fail('algorithm_not_allowed', 'token algorithm cannot be used with the configured key');
+  if (err instanceof jose.errors.JOSEAlgNotAllowed) {
+    return fail('algorithm_not_allowed', `token algorithm is not allowed; accepted: ${auth.algorithms.join(', ')}`);
+  }
+  // The alg was checked against the configured (supported) list already, so "not supported" here is a `crit`
+  // header extension jose does not implement: the token demands processing we cannot do.
+  if (err instanceof jose.errors.JOSENotSupported) return fail('not_a_jwt', 'token requires a header extension (crit) that is not supported');
+  if (err instanceof jose.errors.JWSSignatureVerificationFailed) return fail('bad_signature', 'token signature is invalid');
+  if (err instanceof jose.errors.JWTExpired) {
+    return fail('expired', `token expired at ${isoTime(err.payload.exp)}`);
+  }
+  if (err instanceof jose.errors.JWTClaimValidationFailed) {
+    const claim = err.claim;
+    if (err.reason === 'missing') return fail('missing_claim', `token is missing the "${claim}" claim`);
+    if (err.reason === 'invalid') return fail('missing_claim', `token claim "${claim}" must be a number`);
+    switch (claim) {
+      case 'iss':
+        return fail('wrong_issuer', `token issuer does not match ${quoteList(auth.issuer)}`);
+      case 'aud':
+        return fail('wrong_audience', `token audience does not match ${quoteList(auth.audience)}`);
+      case 'nbf':
+        return fail('not_yet_valid', `token is not valid before ${isoTime(err.payload.nbf)}`);
+      default:
+        return fail('not_a_jwt', `token claim "${claim}" is not acceptable`);
+    }
+  }
+  if (err instanceof jose.errors.JWSInvalid || err instanceof jose.errors.JWTInvalid) {
+    return fail('not_a_jwt', 'token is malformed');
+  }
+  // Anything else (a TypeError from an unusable key, e.g. a short RSA key in a JWKS) fails closed.
+  return fail('key_unavailable', 'token could not be verified with the configured keys', HINT_KEYS);
+}
+
+function fail(reason: AuthFailureReason, message: string, hint: string = HINT_NEW_TOKEN, cause?: KeyUnavailableError): VerifyResult {
+  const code = reason === 'unknown_role' || reason === 'revoked' ? 'ERR_TOKEN_REJECTED' : 'ERR_TOKEN_INVALID';
+  // Only key-source failures carry a cause (network errors, for the log); jose's claim errors hold the payload.
+  const error = new ProxyError(code, message, { hint, severity: 'FATAL', ...(cause === undefined ? {} : { cause }) });
+  return { ok: false, reason, error };
+}
+
+function isoTime(seconds: unknown): string {
+  if (typeof seconds !== 'number' || !Number.isFinite(seconds)) return 'an invalid time';
+  const date = new Date(seconds * 1000);
+  return Number.isNaN(date.getTime()) ? `${seconds} (seconds since the epoch)` : date.toISOString();
+}
+
+function formatSeconds(s: number): string {
+  return Number.isInteger(s) ? String(s) : s.toFixed(3);
+}
+
+function quoteList(v: string | readonly string[]): string {
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (v.length === 1) return JSON.stringify(v[0]);
+  return `any of ${v.map((x) => JSON.stringify(x)).join(', ')}`;
+}
+
+// The role claim is echoed so the agent knows which role failed; bound it and escape control characters.
+function quoteClaim(value: string): string {
+  return JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}…` : value);
+}

@@ -1,0 +1,95 @@
+// The table of every config setting: key path, type, default, env var and one doc line (like pgbouncer's bouncer_params[]).
+
+/** How a setting's raw value is read; load.ts has one parser per type. */
+export type SettingType =
+  | 'string' // non-empty string
+  | 'host' // non-empty host name or address, no spaces
+  | 'port' // integer in [min ?? 1, 65535]
+  | 'integer' // integer in [min, max]
+  | 'duration' // "15m", "300s", "250ms", "1h", "2d" or a number of seconds → milliseconds
+  | 'bytes' // a number of bytes or "512kB", "1MB" (1024-based) → bytes
+  | 'enum' // one of `values`
+  | 'stringOrList' // a string or a non-empty list of strings
+  | 'stringList' // a non-empty list of strings
+  | 'path' // a file path, resolved against the config file's directory
+  | 'url' // an absolute URL
+  | 'envName'; // the name of an environment variable
+
+export interface Setting {
+  /** Dotted key path in the config file, e.g. "auth.maxTokenLifetime". */
+  readonly key: string;
+  readonly type: SettingType;
+  /** The parsed default (milliseconds for durations, bytes for sizes); absent means "unset". */
+  readonly default?: string | number;
+  /** Must be given (within its section, for the optional sections listen.tls and metrics). */
+  readonly required?: boolean;
+  /** Environment variable that overrides the file. Only non-secret, non-path settings have one. */
+  readonly env?: string;
+  readonly values?: readonly string[];
+  readonly min?: number;
+  readonly max?: number;
+  readonly doc: string;
+}
+
+/** Longest duration Node's timers can wait (setTimeout fires at once above 2^31-1 ms). */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** Sections that may be left out entirely; when given, their `required` settings must be too. */
+export const OPTIONAL_SECTIONS = ['listen.tls', 'metrics'] as const;
+
+/** Every setting pgwarden reads. Order is documentation order; load.ts validates every entry. */
+export const settings = [
+  { key: 'listen.host', type: 'host', default: '127.0.0.1', env: 'PGWARDEN_LISTEN_HOST', doc: 'address the proxy listens on for Postgres clients' },
+  { key: 'listen.port', type: 'port', default: 6432, min: 0, env: 'PGWARDEN_LISTEN_PORT', doc: 'port the proxy listens on (0 picks a free port)' },
+  { key: 'listen.tls.certFile', type: 'path', required: true, doc: 'PEM certificate chain offered to clients that request SSL; with keyFile, enables TLS' },
+  { key: 'listen.tls.keyFile', type: 'path', required: true, doc: 'PEM private key for listen.tls.certFile' },
+
+  { key: 'upstream.host', type: 'host', required: true, env: 'PGWARDEN_UPSTREAM_HOST', doc: 'PostgreSQL server host the proxy connects to' },
+  { key: 'upstream.port', type: 'port', default: 5432, env: 'PGWARDEN_UPSTREAM_PORT', doc: 'PostgreSQL server port' },
+  { key: 'upstream.database', type: 'string', required: true, env: 'PGWARDEN_UPSTREAM_DATABASE', doc: 'database every session connects to' },
+  { key: 'upstream.user', type: 'string', required: true, env: 'PGWARDEN_UPSTREAM_USER', doc: 'PostgreSQL role the proxy logs in as' },
+  { key: 'upstream.passwordFile', type: 'path', doc: 'file holding the upstream password (trailing newline ignored); or use passwordEnv' },
+  { key: 'upstream.passwordEnv', type: 'envName', doc: 'name of an environment variable holding the upstream password; or use passwordFile' },
+  { key: 'upstream.sslmode', type: 'enum', values: ['disable', 'require', 'verify-full'], default: 'disable', env: 'PGWARDEN_UPSTREAM_SSLMODE', doc: 'TLS to the upstream: disable, require (no verification) or verify-full (CA + host name)' },
+  { key: 'upstream.sslRootCert', type: 'path', doc: 'PEM CA bundle for sslmode verify-full; the system store when unset' },
+  { key: 'upstream.connectTimeout', type: 'duration', default: 10_000, min: 1, doc: 'time allowed to connect and log in to the upstream' },
+
+  { key: 'auth.issuer', type: 'stringOrList', required: true, doc: 'accepted token "iss" value(s)' },
+  { key: 'auth.audience', type: 'stringOrList', required: true, doc: 'accepted token "aud" value(s); a token must name one of them' },
+  { key: 'auth.algorithms', type: 'stringList', required: true, doc: 'accepted JWS algorithms, pinned: HS* with secretFile, RS*/PS*/ES*/EdDSA with publicKeyFile or jwksUrl' },
+  { key: 'auth.secretFile', type: 'path', doc: 'HMAC secret (raw bytes, at least 32, trailing newline ignored); one of secretFile, publicKeyFile, jwksUrl' },
+  { key: 'auth.publicKeyFile', type: 'path', doc: 'SPKI PEM public key, or a JWK / JWKS JSON file; one of secretFile, publicKeyFile, jwksUrl' },
+  { key: 'auth.jwksUrl', type: 'url', doc: 'JWKS endpoint (https, or http to a loopback host); one of secretFile, publicKeyFile, jwksUrl' },
+  { key: 'auth.privateKeyFile', type: 'path', doc: 'PKCS8 PEM or private JWK used by `pgwarden token mint` with an asymmetric algorithm' },
+  { key: 'auth.maxTokenLifetime', type: 'duration', default: 15 * 60_000, min: 1_000, max: 24 * 3_600_000, doc: 'longest exp − iat a token may have' },
+  { key: 'auth.clockSkew', type: 'duration', default: 30_000, max: 5 * 60_000, doc: 'tolerance when checking exp, nbf and iat against the clock' },
+  { key: 'auth.allowCleartext', type: 'enum', values: ['loopback', 'always', 'never'], default: 'loopback', doc: 'accept a token over a non-TLS connection: from loopback only, always, or never' },
+  { key: 'auth.jwksCooldown', type: 'duration', default: 30_000, doc: 'minimum time between JWKS refetches triggered by an unknown key id' },
+  { key: 'auth.jwksCacheMaxAge', type: 'duration', default: 10 * 60_000, min: 1, doc: 'how long fetched JWKS keys are trusted before a refetch' },
+  { key: 'auth.jwksTimeout', type: 'duration', default: 5_000, min: 1, doc: 'time allowed for one JWKS fetch' },
+
+  { key: 'policyFile', type: 'path', required: true, doc: 'policy file (roles and rules), hot-reloaded' },
+
+  { key: 'metrics.host', type: 'host', default: '127.0.0.1', doc: 'address of the Prometheus /metrics endpoint' },
+  { key: 'metrics.port', type: 'port', required: true, min: 0, env: 'PGWARDEN_METRICS_PORT', doc: 'port of the /metrics endpoint; metrics are off unless the metrics section (or this env var) is given' },
+
+  { key: 'limits.maxMessageSize', type: 'bytes', default: 1024 * 1024, min: 8 * 1024, max: 1024 ** 3, doc: 'largest message a client may send, in bytes or "1MB" / "512kB"' },
+  { key: 'limits.handshakeTimeout', type: 'duration', default: 10_000, min: 1, doc: 'time from TCP accept to a completed login' },
+  { key: 'limits.expiryGrace', type: 'duration', default: 0, doc: 'grace after token expiry for a running statement before the session ends' },
+  { key: 'limits.maxClientConnections', type: 'integer', default: 1000, min: 1, max: 1_000_000, env: 'PGWARDEN_MAX_CLIENT_CONNECTIONS', doc: 'client connections accepted at once' },
+  { key: 'limits.idleSessionTimeout', type: 'duration', default: 0, doc: 'end a session idle this long; 0 turns it off' },
+
+  { key: 'log.level', type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info', env: 'PGWARDEN_LOG_LEVEL', doc: 'log level' },
+] as const satisfies readonly Setting[];
+
+export type SettingKey = (typeof settings)[number]['key'];
+
+/** Keys that look like settings but are refused on purpose, with the reason shown to the operator. */
+export const forbiddenKeys: Readonly<Record<string, string>> = {
+  'upstream.password':
+    'the upstream password must not be written in the config file (it is often committed or shared); put it in a file and set upstream.passwordFile, or set upstream.passwordEnv to the name of an environment variable',
+  'auth.secret':
+    'the HMAC secret must not be written in the config file; put it in a file and set auth.secretFile',
+  'auth.privateKey':
+    'a private key must not be written in the config file; put it in a file and set auth.privateKeyFile',
+};
