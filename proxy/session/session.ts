@@ -607,7 +607,9 @@ export class Session {
   }
 
   private readonly onUpstreamError = (err: Error): void => {
-    this.log.warn({ err }, 'upstream socket error');
+    // A reset after we ended the session is expected; one during a live session is worth a warning.
+    if (this.closed) this.log.debug({ err }, 'upstream socket error after close');
+    else this.log.warn({ err }, 'upstream socket error');
   };
 
   private readonly onUpstreamClose = (): void => {

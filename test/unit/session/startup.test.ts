@@ -1,0 +1,81 @@
+// Startup parameter allow list, application_name composition and the stamped upstream parameters.
+import { describe, expect, it } from 'vitest';
+import { composeApplicationName, readClientStartup, stampParameters } from '../../../proxy/session/startup.ts';
+import { ProxyError } from '../../../proxy/errors.ts';
+
+const params = (o: Record<string, string>) => new Map(Object.entries(o));
+
+function refusal(fn: () => unknown): ProxyError {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof ProxyError) return e;
+    throw e;
+  }
+  throw new Error('expected a refusal');
+}
+
+describe('client startup parameters', () => {
+  it('forwards what drivers send and keeps the application_name aside', () => {
+    const s = readClientStartup(
+      params({ user: 'a', database: 'app', client_encoding: 'UTF8', DateStyle: 'ISO, MDY', TimeZone: 'UTC', extra_float_digits: '3', application_name: 'psql' }),
+      'app',
+    );
+    expect(s.forwarded).toEqual({ DateStyle: 'ISO, MDY', TimeZone: 'UTC', extra_float_digits: '3' });
+    expect(s.applicationName).toBe('psql');
+  });
+
+  it.each(['options', 'replication', 'standard_conforming_strings', 'search_path', 'role', 'session_authorization', 'statement_timeout', 'default_transaction_read_only', 'pgwarden.sub', 'backslash_quote'])(
+    'refuses %s with a FATAL that names it',
+    (name) => {
+      const e = refusal(() => readClientStartup(params({ user: 'a', [name]: 'x' }), 'app'));
+      expect(e.severity).toBe('FATAL');
+      expect(e.message).toContain(name === 'replication' ? 'replication' : `"${name}"`);
+    },
+  );
+
+  it('refuses client encodings whose multibyte characters can hide quotes or backslashes', () => {
+    for (const enc of ['SJIS', 'BIG5', 'GBK', 'GB18030', 'LATIN1']) {
+      expect(refusal(() => readClientStartup(params({ user: 'a', client_encoding: enc }), 'app')).message).toMatch(/client_encoding/);
+    }
+    expect(() => readClientStartup(params({ user: 'a', client_encoding: 'SQL_ASCII' }), 'app')).not.toThrow();
+  });
+
+  it('requires a user, refuses another database and reports _pq_ options as unsupported', () => {
+    expect(refusal(() => readClientStartup(params({ database: 'app' }), 'app')).sqlstate).toBe('08P01');
+    expect(refusal(() => readClientStartup(params({ user: 'a', database: 'other' }), 'app')).sqlstate).toBe('28000');
+    expect(readClientStartup(params({ user: 'a', '_pq_.compression': 'on' }), 'app').unsupportedProtocolOptions).toEqual(['_pq_.compression']);
+  });
+});
+
+describe('application_name', () => {
+  it('is pgwarden:<sub>/<agent>, with the client name only when it all fits in 63 bytes', () => {
+    expect(composeApplicationName('alice', 'bot', 'psql')).toBe('pgwarden:alice/bot psql');
+    expect(composeApplicationName('alice', undefined, undefined)).toBe('pgwarden:alice');
+    const long = composeApplicationName('a'.repeat(80), 'bot', 'psql');
+    expect(Buffer.byteLength(long)).toBeLessThanOrEqual(63);
+    expect(long.startsWith('pgwarden:aaaa')).toBe(true);
+    expect(composeApplicationName('alice', 'bot', 'x'.repeat(60))).toBe('pgwarden:alice/bot');
+    expect(composeApplicationName('ålice\n', 'bot', undefined)).toBe('pgwarden:?lice?/bot');
+  });
+});
+
+describe('stamped upstream parameters', () => {
+  const base = {
+    sessionId: 'sid', sub: 'alice', agent: 'bot', tenant: 'acme', jti: 'j1', roleName: 'analyst', readOnly: true,
+    statementTimeoutMs: 5000, dbRole: 'analyst_ro', searchPath: ['public', 'Sales'], clientApplicationName: undefined, forwarded: { DateStyle: 'ISO' },
+  };
+
+  it('pins lexing, identity and limits; client values cannot override them', () => {
+    const p = stampParameters({ ...base, forwarded: { DateStyle: 'ISO', standard_conforming_strings: 'off' } });
+    expect(p).toMatchObject({
+      client_encoding: 'UTF8', standard_conforming_strings: 'on', 'pgwarden.sub': 'alice', 'pgwarden.agent': 'bot', 'pgwarden.tenant': 'acme',
+      'pgwarden.jti': 'j1', 'pgwarden.role': 'analyst', 'pgwarden.session_id': 'sid', statement_timeout: '5000',
+      default_transaction_read_only: 'on', role: 'analyst_ro', search_path: 'public, "Sales"', DateStyle: 'ISO',
+    });
+  });
+
+  it('refuses a claim with a NUL byte (it would end the startup string early)', () => {
+    expect(refusal(() => stampParameters({ ...base, sub: 'alice\0role' })).sqlstate).toBe('28P01');
+  });
+});
