@@ -1,0 +1,565 @@
+// The audit trail: one JSON event per login, statement decision, session end, policy reload and revocation change, on its own pino destination.
+//
+// Why a separate stream: the operational log (log.ts) is for operators and can be turned down to `warn`; the audit
+// trail is evidence of who did what and must always be complete, in a fixed shape that SIEMs can parse.
+//
+// What never reaches it: tokens, passwords, upstream credentials. The Session never holds the token; every event is
+// built from an explicit list of fields (never by spreading a session or identity), pino `redact` blanks `password`
+// and `token` keys anyway, and any string that looks like a JWT is replaced — even inside SQL text.
+//
+// Failure policy (the choice the operator makes with `onFailure`):
+//   - 'refuse' (default): when the destination reports an error (unwritable file, disk full, closed pipe) `healthy`
+//     turns false and `auditGate()` returns false: the proxy refuses new logins and statements until a write
+//     succeeds again. No statement runs unrecorded once the failure is known. Events written just before the
+//     failure stay in the destination's buffer and are retried, so nothing already decided is silently lost
+//     unless the process dies meanwhile.
+//   - 'continue': the failure (and the recovery) is reported on stderr / the operational log and traffic goes on;
+//     events queue in memory up to MAX_BUFFERED_BYTES, beyond that they are dropped and counted.
+// On failure an `audit_gap` event is queued; while unhealthy a probe re-opens a file destination (or flushes an fd)
+// every few seconds, and the first successful write (normally of the queued events and that marker) flips `healthy`
+// back. A plain stream passed in cannot recover (Node destroys a stream after 'error').
+import os from 'node:os';
+import { loadModule, scanSync } from 'libpg-query';
+import pino, { type Logger } from 'pino';
+import type { Identity } from './auth/jwt.ts';
+import { ProxyError } from './errors.ts';
+import type { StatementGate } from './session/gate.ts';
+import type { EndReason, Session, SessionEvents } from './session/session.ts';
+import type { Decision } from '../policy/types.ts';
+
+/** Bumped when a field changes meaning or is removed (adding a field does not bump it). */
+export const AUDIT_SCHEMA_VERSION = 1;
+
+/** Longest SQL text written per statement event; longer text is cut and `sqlTruncated` set. */
+export const MAX_AUDIT_SQL = 16 * 1024;
+
+/** In-memory queue bound while the destination cannot keep up or is failing (`continue` mode). */
+export const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+
+/** Keys pino blanks wherever they appear at the top level or one level down. */
+export const AUDIT_REDACT_PATHS = ['password', 'token', 'secret', 'authorization', '*.password', '*.token', '*.secret', '*.authorization'];
+
+// Three base64url segments whose header starts with '{"' (eyJ): a JWS compact token.
+const JWT_LIKE = /eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g;
+
+export type AuditSqlMode = 'full' | 'normalized' | 'none';
+export type AuditFailurePolicy = 'refuse' | 'continue';
+
+export interface AuditOptions {
+  /** 'stdout', 'stderr', a file path (appended to, directories created), or any writable stream. */
+  destination: 'stdout' | 'stderr' | string | NodeJS.WritableStream;
+  /** SQL text in statement events: as sent, literals replaced by `?`, or left out. */
+  sql: AuditSqlMode;
+  onFailure: AuditFailurePolicy;
+  /** Version of the policy in force, stamped on statement events (the lead passes `() => store.version`). */
+  policyVersion?: () => number;
+  /** Where failure and recovery of the audit sink are reported; a JSON line on stderr when absent. */
+  log?: Pick<Logger, 'error' | 'warn' | 'info'>;
+  /** Probe interval while unhealthy. Default 5 s. */
+  probeMs?: number;
+}
+
+/** Identity fields shared by every session-scoped event. Absent values are omitted from the JSON. */
+export interface AuditSessionFields {
+  sessionId: string;
+  clientAddress?: string;
+  sub?: string;
+  agent?: string;
+  tenant?: string;
+  role?: string;
+  jti?: string;
+  /** Token expiry, ISO 8601. */
+  tokenExp?: string;
+}
+
+export type AuditEvent =
+  | ({ event: 'session_start' } & AuditSessionFields)
+  | ({ event: 'login_refused'; reason: string; sqlstate: string; code: string; message: string } & AuditSessionFields)
+  | ({
+      event: 'statement';
+      mode: 'simple' | 'parse' | 'bind';
+      /** libpg-query node names, e.g. ['SelectStmt']; empty when the text did not parse. */
+      kinds: string[];
+      /** Per the `sql` setting; absent with 'none'. */
+      sql?: string;
+      sqlTruncated?: boolean;
+      relations: string[];
+      decision: 'allow' | 'deny' | 'shadow_deny';
+      rule?: string;
+      /** Why it was denied (or would have been, for shadow_deny). */
+      reason?: string;
+      policyVersion?: number;
+      decisionMicros: number;
+      /** Filled by the relay when available: rows returned, execution time and the final SQLSTATE. For a deny, sqlstate is the refusal's. */
+      rows?: number;
+      durationMs?: number;
+      sqlstate?: string;
+    } & AuditSessionFields)
+  | ({ event: 'session_end'; reason: EndReason; durationMs?: number; statements: number; denied: number } & AuditSessionFields)
+  | ({ event: 'policy_reload' } & PolicyReloadInfo)
+  | ({ event: 'revocation' } & RevocationInfo)
+  /** Written when the destination fails and delivered once it works again: events between may be missing. */
+  | { event: 'audit_gap'; failedAt: string; error: string; dropped: number };
+
+export interface PolicyReloadInfo {
+  version: number;
+  previousVersion?: number;
+  /** 'file' | 'signal' | 'api' | 'catalog'. */
+  reason: string;
+  digest?: string;
+  addedRoles?: string[];
+  removedRoles?: string[];
+  changedRoles?: string[];
+  /** Sessions ended because their role disappeared. */
+  sessionsEnded?: number;
+  [extra: string]: unknown;
+}
+
+export interface RevocationInfo {
+  /** 'file' | 'table'. */
+  source: string;
+  /** Entries in force after the change. */
+  entries: number;
+  added?: RevocationEntrySummary[];
+  removed?: RevocationEntrySummary[];
+  /** Live sessions ended because of this change. */
+  sessionsEnded?: number;
+  [extra: string]: unknown;
+}
+
+export interface RevocationEntrySummary {
+  jti?: string;
+  sub?: string;
+  agent?: string;
+  reason?: string;
+  expiresAt?: string;
+}
+
+export interface Audit {
+  /** Observers to combine into the proxy's SessionEvents. */
+  readonly events: SessionEvents;
+  /** False after the destination reported an error and until a write succeeds again. */
+  readonly healthy: boolean;
+  readonly onFailure: AuditFailurePolicy;
+  /** Events dropped because the queue was full while the destination failed. */
+  readonly dropped: number;
+  /** Re-opens a file destination (log rotation: SIGUSR2 after the file was moved). No-op for stdout/stderr/streams. */
+  reopen(): void;
+  policyReloaded(info: PolicyReloadInfo): void;
+  revocationChanged(info: RevocationInfo): void;
+  /** Writes one event (for the relay's later fields or events defined elsewhere); fields are scrubbed like the rest. */
+  write(event: AuditEvent): void;
+  /** Flushes and closes the destination (stdout/stderr are flushed, not closed). */
+  close(): Promise<void>;
+}
+
+/** True when a new login or statement may proceed: the trail is healthy, or the operator chose 'continue'. */
+export function auditGate(audit: Pick<Audit, 'healthy' | 'onFailure'>): boolean {
+  return audit.healthy || audit.onFailure === 'continue';
+}
+
+/** The FATAL for a login refused while the audit trail is down (57P03, like "not ready"). */
+export function auditUnavailableError(): ProxyError {
+  return new ProxyError('ERR_NOT_READY', 'pgwarden cannot record an audit trail right now, so it accepts no sessions', {
+    hint: 'try again shortly; the operator has been alerted',
+  });
+}
+
+/**
+ * Wraps a StatementGate so every statement is denied while `auditGate(audit)` is false ('refuse' and unhealthy).
+ * The denial goes through the normal refusal path (42501 with a message and hint), so the batch and any explicit
+ * transaction fail exactly as for a policy denial and nothing reaches the database.
+ */
+export function withAuditGate(gate: StatementGate, audit: Pick<Audit, 'healthy' | 'onFailure'>): StatementGate {
+  return {
+    get version() {
+      return gate.version;
+    },
+    role: (name) => gate.role(name),
+    decide(sql, mode, view): Decision {
+      if (auditGate(audit)) return gate.decide(sql, mode, view);
+      return {
+        allow: false,
+        ruleId: undefined,
+        sqlstate: '42501',
+        message: 'statement refused by pgwarden: the audit trail cannot be written right now',
+        detail: 'pgwarden is configured to refuse statements it cannot record (audit.onFailure: refuse)',
+        hint: 'retry shortly; the operator has been alerted',
+        reason: 'audit_unavailable',
+        statements: [],
+      };
+    },
+  };
+}
+
+type Destination = NodeJS.WritableStream & {
+  reopen?: (file?: string) => void;
+  flush?: (cb?: (err?: Error) => void) => void;
+  flushSync?: () => void;
+  end: () => unknown;
+};
+
+export async function createAudit(opts: AuditOptions): Promise<Audit> {
+  // scanSync needs the wasm module; loading is idempotent and shared with the policy parser.
+  if (opts.sql === 'normalized') await loadModule();
+  const sqlMode = opts.sql;
+  const probeMs = opts.probeMs ?? 5_000;
+  const report = opts.log ?? stderrReporter();
+
+  const opened = openDestination(opts.destination);
+  const { filePath, isStd } = opened;
+  let stream = opened.stream;
+  let healthy = true;
+  let dropped = 0;
+  let probe: NodeJS.Timeout | undefined;
+  let closed = false;
+  let closing = false;
+  // Lines produced while unhealthy are held here, not pushed into the failing destination: a SonicBoom whose
+  // first open failed has no fd, and a write into it would wedge it for good.
+  let held: string[] = [];
+  let heldBytes = 0;
+
+  const hold = (line: string) => {
+    if (heldBytes + line.length > MAX_BUFFERED_BYTES) {
+      dropped++;
+      return;
+    }
+    held.push(line);
+    heldBytes += line.length;
+  };
+  const release = () => {
+    const lines = held;
+    held = [];
+    heldBytes = 0;
+    for (const line of lines) {
+      try {
+        stream.write(line);
+      } catch {
+        dropped++;
+      }
+    }
+  };
+  const sink = {
+    write(line: string): boolean {
+      if (!healthy || closed) {
+        hold(line);
+        return true;
+      }
+      try {
+        return stream.write(line);
+      } catch (err) {
+        hold(line);
+        markUnhealthy(err instanceof Error ? err : new Error(String(err)));
+        return true;
+      }
+    },
+  };
+
+  const markUnhealthy = (err: Error) => {
+    if (!healthy || closing) return;
+    healthy = false;
+    const code = (err as NodeJS.ErrnoException).code;
+    const fields = { err: { message: err.message, code }, onFailure: opts.onFailure };
+    if (opts.onFailure === 'refuse') report.error(fields, 'audit destination failed: refusing new logins and statements until it recovers');
+    else report.error(fields, 'audit destination failed: continuing without a complete audit trail (onFailure: continue)');
+    // First in the held queue: its successful write is what proves recovery, and it marks where the gap began.
+    emit({ event: 'audit_gap', failedAt: new Date().toISOString(), error: code ?? err.message, dropped });
+    if (probe === undefined) {
+      probe = setInterval(() => {
+        try {
+          // A file is re-opened (re-creating a deleted file or directory, picking up fixed permissions; the path is
+          // passed because SonicBoom only remembers it after a successful open) and the held lines follow on 'ready'.
+          // Other destinations get the held lines written again; success shows as a 'write' event.
+          if (filePath !== undefined) reopenFile(filePath);
+          else release();
+        } catch {
+          // Still broken; the next tick tries again.
+        }
+      }, probeMs);
+      probe.unref();
+    }
+  };
+  const markHealthy = () => {
+    if (healthy || closed) return;
+    healthy = true;
+    if (probe) clearInterval(probe);
+    probe = undefined;
+    release();
+    report.info({ dropped }, 'audit destination recovered');
+  };
+  const attach = (st: Destination) => {
+    st.on('error', (err: Error) => markUnhealthy(err));
+    // SonicBoom emits 'write' once bytes reached the destination: proof it works (again).
+    st.on('write', () => markHealthy());
+    // A re-opened file: send what was held; its 'write' then flips healthy.
+    st.on('ready', () => {
+      if (!healthy) release();
+    });
+    st.on('drop', () => {
+      dropped++;
+    });
+    // A plain stream can be closed underneath us (pipe reader gone) without an error.
+    if (!isStd) {
+      st.on('close', () => {
+        if (!closing && st === stream) markUnhealthy(new Error('audit destination closed'));
+      });
+    }
+  };
+  attach(stream);
+
+  /**
+   * Rotation and recovery for a file. SonicBoom's reopen() needs a first successful open (it learns the path, and
+   * closes the old fd, only then), so a destination that never opened is replaced by a fresh one instead.
+   */
+  const reopenFile = (file: string) => {
+    const boom = stream as Destination & { fd?: number; _opening?: boolean };
+    if (boom.fd !== -1) {
+      boom.reopen?.(file);
+      return;
+    }
+    if (boom._opening) return;
+    // 'close' unregisters pino's exit hook, which would otherwise throw "not ready" at process exit; then it is dropped.
+    boom.emit('close');
+    boom.removeAllListeners();
+    boom.on('error', () => {});
+    stream = openDestination(file).stream;
+    attach(stream);
+  };
+
+  const logger = pino(
+    {
+      base: { hostname: os.hostname(), pid: process.pid, auditVersion: AUDIT_SCHEMA_VERSION },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      // No level: every audit line matters equally. A constant source tag takes its place (an empty object here
+      // would make pino write invalid JSON), so audit lines are recognizable when they share stdout with other logs.
+      formatters: { level: () => ({ source: 'pgwarden-audit' }) },
+      redact: { paths: AUDIT_REDACT_PATHS, censor: '[redacted]' },
+    },
+    sink,
+  );
+
+  function emit(event: AuditEvent): void {
+    if (closed) return;
+    try {
+      logger.info(scrub(event) as object);
+    } catch (err) {
+      markUnhealthy(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  // Per-session counters for session_end; WeakMap so a leaked Session never pins memory here.
+  const perSession = new WeakMap<Session, { start: number; statements: number; denied: number }>();
+
+  const events: SessionEvents = {
+    loginSucceeded(s) {
+      perSession.set(s, { start: Date.now(), statements: 0, denied: 0 });
+      emit({ event: 'session_start', ...sessionFields(s) });
+    },
+    loginFailed(s, reason, err: ProxyError) {
+      emit({ event: 'login_refused', ...sessionFields(s), reason, sqlstate: err.sqlstate, code: err.code, message: err.message });
+    },
+    statementDecided(s, info) {
+      const counters = perSession.get(s);
+      if (counters) {
+        counters.statements++;
+        if (!info.decision.allow) counters.denied++;
+      }
+      emit(statementEvent(s, info, sqlMode, opts.policyVersion?.()));
+    },
+    sessionEnded(s, reason) {
+      const counters = perSession.get(s);
+      // Sessions that never logged in (cancel requests, probes, refused logins) have login_refused or nothing.
+      if (!counters) return;
+      perSession.delete(s);
+      emit({
+        event: 'session_end',
+        ...sessionFields(s),
+        reason,
+        durationMs: Date.now() - counters.start,
+        statements: counters.statements,
+        denied: counters.denied,
+      });
+    },
+  };
+
+  return {
+    events,
+    get healthy() {
+      return healthy;
+    },
+    onFailure: opts.onFailure,
+    get dropped() {
+      return dropped;
+    },
+    reopen() {
+      if (filePath === undefined || closed) return;
+      try {
+        reopenFile(filePath);
+      } catch (err) {
+        markUnhealthy(err instanceof Error ? err : new Error(String(err)));
+      }
+    },
+    policyReloaded(info) {
+      emit({ ...info, event: 'policy_reload' });
+    },
+    revocationChanged(info) {
+      emit({ ...info, event: 'revocation' });
+    },
+    write(event) {
+      emit(event);
+    },
+    async close() {
+      if (closed || closing) return;
+      closing = true;
+      if (probe) clearInterval(probe);
+      probe = undefined;
+      await new Promise<void>((resolve) => {
+        const done = () => resolve();
+        try {
+          if (isStd) {
+            // Never close fd 1/2: the operational log may share them.
+            if (stream.flush) stream.flush(() => done());
+            else done();
+          } else if ((stream as { destroyed?: boolean }).destroyed) {
+            done();
+          } else if (filePath !== undefined && (stream as { fd?: number }).fd === -1) {
+            // Never opened: SonicBoom's end() would wait for an open that never comes, and pino's exit hook would
+            // throw "not ready" at process exit. 'close' is what unregisters that hook; nothing is left to flush.
+            stream.emit('close');
+            done();
+          } else {
+            // SonicBoom's end() takes no callback; it (and a Node stream) emits 'finish' then 'close'.
+            stream.once('close', done);
+            stream.once('finish', done);
+            stream.end();
+          }
+        } catch {
+          done();
+        }
+        // A broken destination may never call back; do not hang shutdown on it.
+        setTimeout(done, 2_000).unref();
+      });
+      closed = true;
+    },
+  };
+}
+
+function openDestination(dest: AuditOptions['destination']): { stream: Destination; filePath: string | undefined; isStd: boolean } {
+  if (typeof dest !== 'string') return { stream: dest as Destination, filePath: undefined, isStd: false };
+  const common = { sync: false, maxLength: MAX_BUFFERED_BYTES };
+  if (dest === 'stdout') return { stream: pino.destination({ ...common, dest: 1 }) as unknown as Destination, filePath: undefined, isStd: true };
+  if (dest === 'stderr') return { stream: pino.destination({ ...common, dest: 2 }) as unknown as Destination, filePath: undefined, isStd: true };
+  return { stream: pino.destination({ ...common, dest, mkdir: true }) as unknown as Destination, filePath: dest, isStd: false };
+}
+
+function stderrReporter(): Pick<Logger, 'error' | 'warn' | 'info'> {
+  const line = (level: string) => (fields: object, msg?: string) => {
+    process.stderr.write(JSON.stringify({ level, time: new Date().toISOString(), service: 'pgwarden', component: 'audit', ...fields, msg }) + '\n');
+  };
+  return { error: line('error'), warn: line('warn'), info: line('info') } as unknown as Pick<Logger, 'error' | 'warn' | 'info'>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event construction: explicit fields only, so whatever else a Session or Identity carries stays out.
+
+export function sessionFields(s: Pick<Session, 'id' | 'remoteAddress' | 'identity' | 'role'>): AuditSessionFields {
+  const id: Identity | undefined = s.identity;
+  const out: AuditSessionFields = { sessionId: s.id };
+  if (s.remoteAddress !== undefined) out.clientAddress = s.remoteAddress;
+  if (id) {
+    out.sub = id.sub;
+    if (id.agent !== undefined) out.agent = id.agent;
+    if (id.tenant !== undefined) out.tenant = id.tenant;
+    out.role = id.role;
+    if (id.jti !== undefined) out.jti = id.jti;
+    if (Number.isFinite(id.exp)) out.tokenExp = new Date(id.exp * 1000).toISOString();
+  } else if (s.role) {
+    out.role = s.role.name;
+  }
+  return out;
+}
+
+export function statementEvent(
+  s: Pick<Session, 'id' | 'remoteAddress' | 'identity' | 'role'>,
+  info: { mode: 'simple' | 'parse' | 'bind'; sql: string; decision: Decision; micros: number },
+  sqlMode: AuditSqlMode,
+  policyVersion: number | undefined,
+): AuditEvent {
+  const d = info.decision;
+  const relations = [...new Set(d.statements.flatMap((st) => st.relations))];
+  const ev: Extract<AuditEvent, { event: 'statement' }> = {
+    event: 'statement',
+    ...sessionFields(s),
+    mode: info.mode,
+    kinds: d.statements.map((st) => st.kind),
+    relations,
+    decision: d.allow ? (d.shadowDenied ? 'shadow_deny' : 'allow') : 'deny',
+    decisionMicros: Math.round(info.micros * 1000) / 1000,
+  };
+  if (sqlMode !== 'none') {
+    let text = sqlMode === 'full' ? info.sql : normalizeSql(info.sql);
+    if (text.length > MAX_AUDIT_SQL) {
+      text = text.slice(0, MAX_AUDIT_SQL);
+      ev.sqlTruncated = true;
+    }
+    ev.sql = text;
+  }
+  if (d.ruleId !== undefined) ev.rule = d.ruleId;
+  if (!d.allow) {
+    ev.reason = d.reason;
+    ev.sqlstate = d.sqlstate;
+  } else if (d.shadowDenied) {
+    ev.reason = d.shadowDenied.reason;
+  }
+  if (policyVersion !== undefined) ev.policyVersion = policyVersion;
+  return ev;
+}
+
+// Token types of PostgreSQL's scanner (gram.h) that are literal values; names first, numbers as a fallback
+// because libpg-query reports some (BCONST, XCONST, USCONST) as UNKNOWN by name.
+const LITERAL_TOKEN_NAMES = new Set(['SCONST', 'USCONST', 'BCONST', 'XCONST', 'ICONST', 'FCONST']);
+const LITERAL_TOKEN_TYPES = new Set([260, 261, 262, 263, 264, 266]);
+const COMMENT_TOKEN_NAMES = new Set(['SQL_COMMENT', 'C_COMMENT']);
+// Any quoted-string form, whatever the scanner calls it: '…', E'…', B'…', X'…', N'…', U&'…', $tag$…$tag$.
+const QUOTED_LITERAL = /^(?:[eEbBxXnN]|[uU]&)?'|^\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$/;
+
+/**
+ * SQL with every literal replaced by `?` and comments dropped, rebuilt from scanner tokens only (whitespace between
+ * tokens becomes one space), so nothing the scanner did not classify can leak. Text the scanner rejects (an
+ * unterminated quote) is not written at all.
+ */
+export function normalizeSql(sql: string): string {
+  let tokens;
+  try {
+    tokens = scanSync(sql).tokens;
+  } catch {
+    return `[unscannable statement, ${Buffer.byteLength(sql)} bytes]`;
+  }
+  let out = '';
+  let prevEnd = 0;
+  for (const t of tokens) {
+    if (COMMENT_TOKEN_NAMES.has(t.tokenName)) {
+      prevEnd = t.end;
+      if (out.length > 0 && !out.endsWith(' ')) out += ' ';
+      continue;
+    }
+    if (t.start > prevEnd && out.length > 0 && !out.endsWith(' ')) out += ' ';
+    const literal = LITERAL_TOKEN_NAMES.has(t.tokenName) || LITERAL_TOKEN_TYPES.has(t.tokenType) || QUOTED_LITERAL.test(t.text);
+    // Offsets are UTF-8 byte positions, so the token's own text is used, never a slice of the JS string.
+    out += literal ? '?' : t.text;
+    prevEnd = t.end;
+  }
+  return out.trimEnd();
+}
+
+/** Replaces JWT-looking strings in every string field, at any depth (defence in depth beside `redact`). */
+function scrub(value: unknown): unknown {
+  if (typeof value === 'string') return value.includes('eyJ') ? value.replace(JWT_LIKE, '[redacted-jwt]') : value;
+  if (Array.isArray(value)) return value.map(scrub);
+  if (typeof value === 'object' && value !== null) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = scrub(v);
+    return out;
+  }
+  return value;
+}

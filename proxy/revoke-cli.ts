@@ -1,0 +1,121 @@
+// `pgwarden revoke`: appends one jti/sub/agent entry to the configured revocation file, which running proxies pick up by file watch.
+import { parseArgs } from 'node:util';
+import { parseDuration } from './config/duration.ts';
+import { formatConfigIssues, type ConfigIssue } from './config/load.ts';
+import { revoke, type RevocationEntry } from './revocation.ts';
+
+export const REVOKE_USAGE = `usage:
+  pgwarden revoke --config FILE (--jti ID | --sub SUBJECT | --agent AGENT) [--reason TEXT] [--expires 1h|ISO-TIME]
+
+Appends an entry to revocation.file; every pgwarden watching that file refuses new logins for it and ends live
+sessions that match. --expires bounds the entry (a jti never needs longer than auth.maxTokenLifetime);
+the reason is shown to the refused client.
+`;
+
+/** The part of the config this command reads; `revocation` is optional until the lead adds the section. */
+export interface RevokeConfigView {
+  revocation?: { file?: string; table?: { schema: string; name: string; channel?: string } } | undefined;
+}
+
+export type RevokeLoadConfig = (file: string) => { ok: true; config: RevokeConfigView } | { ok: false; issues: ConfigIssue[] };
+
+export interface RevokeIo {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  now: () => number;
+}
+
+const defaultIo: RevokeIo = {
+  out: (t) => void process.stdout.write(t),
+  err: (t) => void process.stderr.write(t),
+  now: Date.now,
+};
+
+/** Returns the process exit code: 0 done, 1 failed (config, file), 2 usage error. */
+export async function revokeCommand(argv: string[], loadConfigFn: RevokeLoadConfig, io: RevokeIo = defaultIo): Promise<number> {
+  let values: { config?: string; jti?: string; sub?: string; agent?: string; reason?: string; expires?: string; help?: boolean };
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        config: { type: 'string', short: 'c' },
+        jti: { type: 'string' },
+        sub: { type: 'string' },
+        agent: { type: 'string' },
+        reason: { type: 'string' },
+        expires: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    io.err(`pgwarden revoke: ${(err as Error).message}\n${REVOKE_USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    io.out(REVOKE_USAGE);
+    return 0;
+  }
+  if (!values.config) {
+    io.err(`pgwarden revoke: --config FILE is required\n${REVOKE_USAGE}`);
+    return 2;
+  }
+  const keys = (['jti', 'sub', 'agent'] as const).filter((k) => values[k] !== undefined);
+  if (keys.length !== 1) {
+    io.err(`pgwarden revoke: give exactly one of --jti, --sub, --agent\n${REVOKE_USAGE}`);
+    return 2;
+  }
+  const key = keys[0] as 'jti' | 'sub' | 'agent';
+  const id = values[key] ?? '';
+  if (id.length === 0) {
+    io.err(`pgwarden revoke: --${key} must not be empty\n`);
+    return 2;
+  }
+  let expiresAt: string | undefined;
+  if (values.expires !== undefined) {
+    const parsed = parseExpires(values.expires, io.now());
+    if (parsed === undefined) {
+      io.err(`pgwarden revoke: --expires: not a duration ("1h", "30m") or an ISO 8601 time in the future ("${values.expires}")\n`);
+      return 2;
+    }
+    expiresAt = parsed;
+  }
+
+  const loaded = loadConfigFn(values.config);
+  if (!loaded.ok) {
+    io.err(`pgwarden revoke: invalid configuration ${values.config}:\n${formatConfigIssues(loaded.issues)}\n`);
+    return 1;
+  }
+  const file = loaded.config.revocation?.file;
+  if (file === undefined) {
+    const table = loaded.config.revocation?.table;
+    io.err(
+      table
+        ? `pgwarden revoke: revocation.file is not set; this config uses the table ${table.schema}.${table.name}: INSERT INTO it instead (see docs/revocation.md)\n`
+        : 'pgwarden revoke: revocation.file is not set in the configuration\n',
+    );
+    return 1;
+  }
+
+  const entry: RevocationEntry = { [key]: id };
+  if (values.reason !== undefined) entry.reason = values.reason;
+  if (expiresAt !== undefined) entry.expiresAt = expiresAt;
+  try {
+    const written = await revoke(file, entry);
+    io.out(`revoked ${key} ${JSON.stringify(id)} in ${file}${written.expiresAt ? ` until ${written.expiresAt}` : ''}\n`);
+    return 0;
+  } catch (err) {
+    io.err(`pgwarden revoke: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+/** "1h" (from now) or an absolute ISO 8601 time; undefined when neither, or not in the future. */
+export function parseExpires(text: string, now: number): string | undefined {
+  const ms = /^\d+(\.\d+)?(ms|s|m|h|d)?$/.test(text) ? parseDuration(text) : undefined;
+  if (ms !== undefined) return ms > 0 ? new Date(now + ms).toISOString() : undefined;
+  const at = Date.parse(text);
+  if (!Number.isFinite(at) || at <= now) return undefined;
+  return new Date(at).toISOString();
+}

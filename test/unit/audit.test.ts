@@ -1,0 +1,346 @@
+// Audit trail: event shapes, SQL modes (normalized hides literals), no token ever written, failure policy and rotation.
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { loadModule } from 'libpg-query';
+import type { Identity } from '../../proxy/auth/jwt.ts';
+import { ProxyError } from '../../proxy/errors.ts';
+import { auditGate, createAudit, normalizeSql, withAuditGate, type Audit, type AuditOptions } from '../../proxy/audit.ts';
+import type { StatementGate } from '../../proxy/session/gate.ts';
+import type { Session } from '../../proxy/session/session.ts';
+import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
+
+// A syntactically real JWT (header {"alg":"HS256","typ":"JWT"}); it must never show up in audit output.
+const TOKEN = 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsInJvbGUiOiJhbmFseXN0In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ';
+
+class Capture extends Writable {
+  text = '';
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.text += chunk.toString();
+    cb();
+  }
+  get events(): Record<string, unknown>[] {
+    return this.text
+      .split('\n')
+      .filter((l) => l.length > 0)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+}
+
+const silent = { error: () => {}, warn: () => {}, info: () => {} } as unknown as NonNullable<AuditOptions['log']>;
+
+function fakeSession(extra: Record<string, unknown> = {}): Session {
+  const identity = {
+    sub: 'alice',
+    role: 'analyst',
+    agent: 'report-bot',
+    tenant: 'acme',
+    jti: 'jti-1',
+    iss: 'pgwarden-test',
+    exp: 1_900_000_000,
+    iat: 1_899_999_700,
+    nbf: undefined,
+    // Fields a careless refactor might add to an Identity: never copied to the trail.
+    token: TOKEN,
+    password: TOKEN,
+    raw: { token: TOKEN },
+  } as Identity;
+  return { id: 'sess-1', remoteAddress: '127.0.0.1', identity, role: { name: 'analyst' } as RolePolicy, ...extra } as unknown as Session;
+}
+
+const allow = (over: Partial<Extract<Decision, { allow: true }>> = {}): Decision => ({
+  allow: true,
+  ruleId: 'analyst.read',
+  statements: [{ kind: 'SelectStmt', relations: ['public.orders', 'public.customers'], columns: [], functions: [] }],
+  rewrittenSql: undefined,
+  rowCap: undefined,
+  effects: [],
+  shadowDenied: undefined,
+  ...over,
+});
+
+const deny: Decision = {
+  allow: false,
+  ruleId: 'analyst.readOnly',
+  sqlstate: '42501',
+  message: 'permission denied by pgwarden: DELETE is not allowed for read-only role "analyst"',
+  detail: undefined,
+  hint: undefined,
+  reason: 'write_in_read_only',
+  statements: [{ kind: 'DeleteStmt', relations: ['public.orders'], columns: [], functions: [] }],
+};
+
+const audits: Audit[] = [];
+const dirs: string[] = [];
+
+async function open(opts: Partial<AuditOptions> & { destination: AuditOptions['destination'] }): Promise<Audit> {
+  const a = await createAudit({ sql: 'normalized', onFailure: 'refuse', log: silent, ...opts });
+  audits.push(a);
+  return a;
+}
+
+function tmpDir(): string {
+  const d = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-audit-'));
+  dirs.push(d);
+  return d;
+}
+
+async function until(cond: () => boolean, ms = 3_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+beforeAll(async () => {
+  await loadModule();
+});
+
+afterEach(async () => {
+  for (const a of audits.splice(0)) await a.close();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+describe('event shapes', () => {
+  it('writes session_start, statement (allow/deny/shadow_deny), session_end with identity fields', async () => {
+    const out = new Capture();
+    const audit = await open({ destination: out, policyVersion: () => 7 });
+    const s = fakeSession();
+    audit.events.loginSucceeded?.(s);
+    audit.events.statementDecided?.(s, { mode: 'simple', sql: 'SELECT * FROM orders WHERE id = 5', decision: allow(), micros: 12.3456 });
+    audit.events.statementDecided?.(s, { mode: 'parse', sql: 'DELETE FROM orders', decision: deny, micros: 3 });
+    audit.events.statementDecided?.(s, {
+      mode: 'bind',
+      sql: 'SELECT 1',
+      decision: allow({ shadowDenied: { reason: 'relation_not_allowed', message: 'm' } }),
+      micros: 1,
+    });
+    audit.events.sessionEnded?.(s, 'client');
+    const [start, st1, st2, st3, end] = out.events;
+
+    const who = {
+      sessionId: 'sess-1',
+      clientAddress: '127.0.0.1',
+      sub: 'alice',
+      agent: 'report-bot',
+      tenant: 'acme',
+      role: 'analyst',
+      jti: 'jti-1',
+      tokenExp: new Date(1_900_000_000_000).toISOString(),
+    };
+    expect(start).toMatchObject({ event: 'session_start', auditVersion: 1, ...who });
+    expect(typeof start?.['time']).toBe('string');
+    expect(start).not.toHaveProperty('level');
+    expect(start?.['source']).toBe('pgwarden-audit');
+    expect(st1).toMatchObject({
+      event: 'statement',
+      ...who,
+      mode: 'simple',
+      kinds: ['SelectStmt'],
+      relations: ['public.orders', 'public.customers'],
+      sql: 'SELECT * FROM orders WHERE id = ?',
+      decision: 'allow',
+      rule: 'analyst.read',
+      policyVersion: 7,
+      decisionMicros: 12.346,
+    });
+    expect(st1).not.toHaveProperty('reason');
+    expect(st2).toMatchObject({ event: 'statement', decision: 'deny', reason: 'write_in_read_only', rule: 'analyst.readOnly', sqlstate: '42501', kinds: ['DeleteStmt'] });
+    expect(st3).toMatchObject({ event: 'statement', mode: 'bind', decision: 'shadow_deny', reason: 'relation_not_allowed' });
+    expect(end).toMatchObject({ event: 'session_end', ...who, reason: 'client', statements: 3, denied: 1 });
+    expect(typeof end?.['durationMs']).toBe('number');
+  });
+
+  it('writes login_refused with reason and SQLSTATE, and no session_end for a session that never logged in', async () => {
+    const out = new Capture();
+    const audit = await open({ destination: out });
+    const s = fakeSession({ identity: undefined, role: undefined });
+    audit.events.loginFailed?.(s, 'expired', new ProxyError('ERR_TOKEN_INVALID', 'token expired at 2020-01-01T00:00:00.000Z'));
+    audit.events.sessionEnded?.(s, 'auth_failed');
+    const events = out.events;
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({
+      event: 'login_refused',
+      sessionId: 'sess-1',
+      clientAddress: '127.0.0.1',
+      reason: 'expired',
+      sqlstate: '28P01',
+      code: 'ERR_TOKEN_INVALID',
+      message: 'token expired at 2020-01-01T00:00:00.000Z',
+    });
+    expect(events[0]).not.toHaveProperty('sub');
+  });
+
+  it('writes policy_reload and revocation events', async () => {
+    const out = new Capture();
+    const audit = await open({ destination: out });
+    audit.policyReloaded({ version: 3, previousVersion: 2, reason: 'signal', digest: 'abc', removedRoles: ['ops'], sessionsEnded: 1 });
+    audit.revocationChanged({ source: 'file', entries: 1, added: [{ jti: 'j9', reason: 'leaked' }], removed: [], sessionsEnded: 2 });
+    expect(out.events[0]).toMatchObject({ event: 'policy_reload', version: 3, previousVersion: 2, reason: 'signal', removedRoles: ['ops'], sessionsEnded: 1 });
+    expect(out.events[1]).toMatchObject({ event: 'revocation', source: 'file', entries: 1, added: [{ jti: 'j9', reason: 'leaked' }], sessionsEnded: 2 });
+  });
+});
+
+describe('SQL modes', () => {
+  it('normalized replaces every kind of literal and drops comments', () => {
+    const sql = `SELECT name FROM customers WHERE ssn = '123-45-6789' AND id = 42 AND score > 1.5e3 AND b = B'1011' AND x = X'ff'
+      AND e = E'it\\'s' AND d = $$dollar secret$$ AND t = $q$tagged secret$q$ AND u = U&'d\\0061ta' AND n = N'nat' -- secret comment
+      /* another 'secret' */ AND p = $1`;
+    const n = normalizeSql(sql);
+    for (const leak of ['123-45-6789', '42', '1.5e3', '1011', 'ff', "it\\'s", 'dollar', 'tagged', 'd\\0061ta', 'nat', 'secret']) {
+      expect(n, leak).not.toContain(leak);
+    }
+    expect(n).toBe(
+      'SELECT name FROM customers WHERE ssn = ? AND id = ? AND score > ? AND b = ? AND x = ? AND e = ? AND d = ? AND t = ? AND u = ? AND n = N? AND p = $1',
+    );
+  });
+
+  it('keeps non-ASCII identifiers intact (scanner offsets are bytes)', () => {
+    expect(normalizeSql(`SELECT "ñame", 'héllo' FROM "tâble"`)).toBe('SELECT "ñame", ? FROM "tâble"');
+  });
+
+  it('writes nothing of a statement the scanner cannot read', () => {
+    const n = normalizeSql("SELECT 'unterminated secret");
+    expect(n).not.toContain('secret');
+    expect(n).toMatch(/^\[unscannable statement, \d+ bytes\]$/);
+  });
+
+  it("'none' leaves sql out, 'full' keeps it but still scrubs a JWT in it", async () => {
+    const none = new Capture();
+    const a = await open({ destination: none, sql: 'none' });
+    a.events.statementDecided?.(fakeSession(), { mode: 'simple', sql: "SELECT 'x'", decision: allow(), micros: 1 });
+    expect(none.events[0]).not.toHaveProperty('sql');
+
+    const full = new Capture();
+    const b = await open({ destination: full, sql: 'full' });
+    b.events.statementDecided?.(fakeSession(), { mode: 'simple', sql: `SELECT 'x', '${TOKEN}'`, decision: allow(), micros: 1 });
+    expect(full.events[0]?.['sql']).toBe("SELECT 'x', '[redacted-jwt]'");
+  });
+
+  it('truncates very long SQL and says so', async () => {
+    const out = new Capture();
+    const a = await open({ destination: out, sql: 'full' });
+    a.events.statementDecided?.(fakeSession(), { mode: 'simple', sql: `SELECT ${'1,'.repeat(20_000)}1`, decision: allow(), micros: 1 });
+    expect((out.events[0]?.['sql'] as string).length).toBe(16 * 1024);
+    expect(out.events[0]?.['sqlTruncated']).toBe(true);
+  });
+});
+
+describe('no credentials in the trail', () => {
+  it('never writes a token, whatever field of the session or identity carries it', async () => {
+    const out = new Capture();
+    const audit = await open({ destination: out, sql: 'full' });
+    // The token in a claim that IS copied (tenant), in fields that are not, and as a property of the session.
+    const s = fakeSession({ token: TOKEN, password: 'hunter2' });
+    (s.identity as { tenant: string }).tenant = TOKEN;
+    audit.events.loginSucceeded?.(s);
+    audit.events.loginFailed?.(s, 'bad_signature', new ProxyError('ERR_TOKEN_INVALID', `token signature is invalid ${TOKEN}`));
+    audit.events.statementDecided?.(s, { mode: 'simple', sql: 'SELECT 1', decision: allow(), micros: 1 });
+    audit.events.sessionEnded?.(s, 'client');
+    expect(out.events).toHaveLength(4);
+    expect(out.text).not.toContain(TOKEN);
+    expect(out.text).not.toContain('hunter2');
+    // The one whitelisted field that held it is kept as a field, with the value redacted.
+    expect(out.events[0]?.['tenant']).toBe('[redacted-jwt]');
+  });
+
+  it('redacts password/token keys in caller-supplied info (pino redact)', async () => {
+    const out = new Capture();
+    const audit = await open({ destination: out });
+    audit.policyReloaded({ version: 2, reason: 'api', token: 'opaque-token-value', password: 'pw-value', upstream: { password: 'up-pw', token: 'tk' } });
+    const line = out.text;
+    for (const secret of ['opaque-token-value', 'pw-value', 'up-pw', '"tk"']) expect(line).not.toContain(secret);
+    expect(out.events[0]).toMatchObject({ token: '[redacted]', password: '[redacted]', upstream: { password: '[redacted]', token: '[redacted]' } });
+  });
+});
+
+describe('failure policy', () => {
+  class Failing extends Writable {
+    override _write(_c: Buffer, _e: BufferEncoding, cb: (err?: Error | null) => void): void {
+      const err = new Error('no space left on device') as NodeJS.ErrnoException;
+      err.code = 'ENOSPC';
+      cb(err);
+    }
+  }
+
+  it("an erroring destination flips healthy; 'refuse' closes the gate and denies statements", async () => {
+    const errors: string[] = [];
+    const log = { error: (_f: object, m: string) => errors.push(m), warn: () => {}, info: () => {} } as unknown as NonNullable<AuditOptions['log']>;
+    const audit = await open({ destination: new Failing(), onFailure: 'refuse', log });
+    expect(audit.healthy).toBe(true);
+    expect(auditGate(audit)).toBe(true);
+    audit.events.statementDecided?.(fakeSession(), { mode: 'simple', sql: 'SELECT 1', decision: allow(), micros: 1 });
+    await until(() => !audit.healthy);
+    expect(auditGate(audit)).toBe(false);
+    expect(errors[0]).toMatch(/refusing new logins and statements/);
+
+    const inner: StatementGate = { version: 4, role: () => undefined, decide: () => allow() };
+    const gated = withAuditGate(inner, audit);
+    expect(gated.version).toBe(4);
+    const d = gated.decide('SELECT 1', 'simple', {} as SessionView);
+    expect(d).toMatchObject({ allow: false, reason: 'audit_unavailable', sqlstate: '42501' });
+  });
+
+  it("'continue' keeps the gate open and reports on the operational log", async () => {
+    const errors: string[] = [];
+    const log = { error: (_f: object, m: string) => errors.push(m), warn: () => {}, info: () => {} } as unknown as NonNullable<AuditOptions['log']>;
+    const audit = await open({ destination: new Failing(), onFailure: 'continue', log });
+    audit.events.loginSucceeded?.(fakeSession());
+    await until(() => !audit.healthy);
+    expect(auditGate(audit)).toBe(true);
+    const inner: StatementGate = { version: 1, role: () => undefined, decide: () => allow() };
+    expect(withAuditGate(inner, audit).decide('SELECT 1', 'simple', {} as SessionView).allow).toBe(true);
+    expect(errors[0]).toMatch(/continuing without a complete audit trail/);
+  });
+
+  it.skipIf(!existsSync('/dev/full'))('a full disk (ENOSPC on write) makes a file destination unhealthy', async () => {
+    const errors: object[] = [];
+    const log = { error: (f: object) => errors.push(f), warn: () => {}, info: () => {} } as unknown as NonNullable<AuditOptions['log']>;
+    const audit = await open({ destination: '/dev/full', log });
+    audit.events.loginSucceeded?.(fakeSession());
+    await until(() => !audit.healthy);
+    expect(errors[0]).toMatchObject({ err: { code: 'ENOSPC' } });
+  });
+
+  it('a file destination that cannot be opened is unhealthy, and recovers (with an audit_gap marker) once it can', async () => {
+    const dir = tmpDir();
+    // The parent "directory" is a regular file: open (and mkdir) fail with ENOTDIR / EEXIST.
+    const blocker = path.join(dir, 'logs');
+    writeFileSync(blocker, 'not a directory');
+    const file = path.join(blocker, 'audit.jsonl');
+    const audit = await open({ destination: file, probeMs: 30 });
+    await until(() => !audit.healthy);
+    audit.events.loginSucceeded?.(fakeSession());
+    rmSync(blocker);
+    await until(() => audit.healthy);
+    await audit.close();
+    const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => l['event'])).toContain('audit_gap');
+    expect(lines.map((l) => l['event'])).toContain('session_start');
+  });
+});
+
+describe('file destination and rotation', () => {
+  it('appends JSON lines and reopen() starts a new file after the old one was moved', async () => {
+    const dir = tmpDir();
+    const file = path.join(dir, 'nested', 'audit.jsonl');
+    const audit = await open({ destination: file });
+    audit.events.loginSucceeded?.(fakeSession());
+    await until(() => existsSync(file) && readFileSync(file, 'utf8').includes('session_start'));
+    renameSync(file, `${file}.1`);
+    audit.reopen();
+    audit.events.sessionEnded?.(fakeSession(), 'client');
+    // The old session object has no session_start in this audit: use a fresh one to get a session_end.
+    const s = fakeSession({ id: 'sess-2' });
+    audit.events.loginSucceeded?.(s);
+    await until(() => existsSync(file) && readFileSync(file, 'utf8').includes('sess-2'));
+    await audit.close();
+    expect(readFileSync(`${file}.1`, 'utf8')).toContain('session_start');
+    expect(readFileSync(`${file}.1`, 'utf8')).not.toContain('sess-2');
+    expect(readFileSync(file, 'utf8')).toContain('sess-2');
+    expect(audit.healthy).toBe(true);
+  });
+});
