@@ -8,6 +8,8 @@ export default defineConfig({
     hookTimeout: 60_000,
     pool: 'forks',
     include: ['test/**/*.test.ts'],
-    reporters: ['default'],
+    // CI also writes a JSON report so .ci/run can print one plain 'N passed, N failed' line.
+    reporters: process.env.PGWARDEN_TEST_REPORT ? ['default', 'json'] : ['default'],
+    outputFile: process.env.PGWARDEN_TEST_REPORT ? { json: process.env.PGWARDEN_TEST_REPORT } : undefined,
   },
 });

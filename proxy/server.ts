@@ -13,12 +13,22 @@ export interface ProxyServer {
   endSessions(pred: (s: Session) => boolean, err: ProxyError, reason: EndReason): number;
 }
 
-export function createServer(deps: SessionDeps): ProxyServer {
+export interface ServerOptions {
+  /** Checked for every new connection; an error refuses it (e.g. the audit trail is down and must not be bypassed). */
+  admit?: () => ProxyError | undefined;
+}
+
+export function createServer(deps: SessionDeps, opts: ServerOptions = {}): ProxyServer {
   const sessions = new Set<Session>();
   let closing = false;
   const server = net.createServer({ noDelay: true }, (socket) => {
     if (closing) {
       socket.end(encodeProxyError(new ProxyError('ERR_SHUTDOWN', 'pgwarden is shutting down')));
+      return;
+    }
+    const refusal = opts.admit?.();
+    if (refusal) {
+      socket.end(encodeProxyError(refusal));
       return;
     }
     if (sessions.size >= deps.config.limits.maxClientConnections) {

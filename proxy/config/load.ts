@@ -164,8 +164,29 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
       idleSessionTimeout: must('limits.idleSessionTimeout'),
     },
     log: { level: must('log.level') },
+    audit: {
+      destination: resolveDestination(must('audit.destination'), baseDir),
+      sql: must('audit.sql'),
+      onFailure: must('audit.onFailure'),
+    },
+    revocation: {
+      file: get('revocation.file'),
+      table: sectionGiven('revocation.table')
+        ? {
+            schema: must('revocation.table.schema'),
+            name: must('revocation.table.name'),
+            channel: must('revocation.table.channel'),
+            refreshMs: must('revocation.table.refresh'),
+          }
+        : undefined,
+    },
   };
   return { ok: true, config: deepFreeze(config) };
+}
+
+/** stdout/stderr stay names; anything else is a file path relative to the config file. */
+function resolveDestination(dest: string, baseDir: string): string {
+  return dest === 'stdout' || dest === 'stderr' || isAbsolute(dest) ? dest : resolve(baseDir, dest);
 }
 
 /** Format issues for the CLI: a count, then one "path: message" line each. */

@@ -35,7 +35,7 @@ export interface Setting {
 export const MAX_TIMER_MS = 2_147_483_647;
 
 /** Sections that may be left out entirely; when given, their `required` settings must be too. */
-export const OPTIONAL_SECTIONS = ['listen.tls', 'metrics'] as const;
+export const OPTIONAL_SECTIONS = ['listen.tls', 'metrics', 'revocation.table'] as const;
 
 /** Every setting pgwarden reads. Order is documentation order; load.ts validates every entry. */
 export const settings = [
@@ -78,6 +78,16 @@ export const settings = [
   { key: 'limits.expiryGrace', type: 'duration', default: 0, doc: 'grace after token expiry for a running statement before the session ends' },
   { key: 'limits.maxClientConnections', type: 'integer', default: 1000, min: 1, max: 1_000_000, env: 'PGWARDEN_MAX_CLIENT_CONNECTIONS', doc: 'client connections accepted at once' },
   { key: 'limits.idleSessionTimeout', type: 'duration', default: 0, doc: 'end a session idle this long; 0 turns it off' },
+
+  { key: 'audit.destination', type: 'string', default: 'stdout', env: 'PGWARDEN_AUDIT_DESTINATION', doc: 'audit trail: stdout, stderr or a file path (appended; SIGUSR2 reopens it for rotation)' },
+  { key: 'audit.sql', type: 'enum', values: ['normalized', 'full', 'none'], default: 'normalized', doc: 'SQL text in statement events: literals replaced by ?, as sent, or left out' },
+  { key: 'audit.onFailure', type: 'enum', values: ['refuse', 'continue'], default: 'refuse', doc: 'when the audit destination fails: refuse new logins and statements, or continue and log the failure' },
+
+  { key: 'revocation.file', type: 'path', doc: 'revocation list (YAML/JSON), hot-reloaded; `pgwarden revoke` appends to it' },
+  { key: 'revocation.table.schema', type: 'string', required: true, doc: 'schema of the upstream revocation table (fleets)' },
+  { key: 'revocation.table.name', type: 'string', required: true, doc: 'name of the upstream revocation table' },
+  { key: 'revocation.table.channel', type: 'string', default: 'pgwarden_revocations', doc: 'NOTIFY channel the table trigger signals' },
+  { key: 'revocation.table.refresh', type: 'duration', default: 30_000, min: 1_000, doc: 'safety-net re-read interval of the revocation table' },
 
   { key: 'log.level', type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info', env: 'PGWARDEN_LOG_LEVEL', doc: 'log level' },
 ] as const satisfies readonly Setting[];

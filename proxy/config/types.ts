@@ -65,4 +65,11 @@ export interface Config {
   metrics: { host: string; port: number } | undefined;
   limits: LimitsConfig;
   log: { level: string };
+  /** Audit trail; defaults (stdout, normalized SQL, refuse on failure) when absent. */
+  audit?: { destination: string; sql: 'full' | 'normalized' | 'none'; onFailure: 'refuse' | 'continue' };
+  /** Revocation sources: a hot-reloaded file and/or an upstream table watched with LISTEN/NOTIFY. */
+  revocation?: {
+    file: string | undefined;
+    table: { schema: string; name: string; channel: string; refreshMs: number } | undefined;
+  };
 }

@@ -13,7 +13,10 @@ export interface GateStats {
   misses: number;
 }
 
-export function createPolicyGate(store: PolicyStore, opts: { cacheSize?: number } = {}): StatementGate & { stats: GateStats } {
+export function createPolicyGate(
+  store: PolicyStore,
+  opts: { cacheSize?: number; onLookup?: (hit: boolean) => void } = {},
+): StatementGate & { stats: GateStats } {
   // Key: policy version, role, mode and the exact SQL. A reload bumps the version, so stale entries are never read.
   const cache = new LRUCache<string, Decision>({ max: opts.cacheSize ?? 10_000 });
   const stats: GateStats = { hits: 0, misses: 0 };
@@ -46,11 +49,13 @@ export function createPolicyGate(store: PolicyStore, opts: { cacheSize?: number 
       const hit = cache.get(key);
       if (hit) {
         stats.hits++;
+        opts.onLookup?.(true);
         return hit;
       }
       stats.misses++;
+      opts.onLookup?.(false);
       const decision = evaluate(sql, mode, { ...view, role }, catalog, policy.version);
-      if (!decision.statements.some((s) => SESSION_DEPENDENT.has(s.kind))) cache.set(key, decision);
+      if (!decision.statements.some((st) => SESSION_DEPENDENT.has(st.kind))) cache.set(key, decision);
       return decision;
     },
   };

@@ -278,6 +278,8 @@ export class Session {
     }
     const token = decodePassword(frame.body);
     this.transition(Phase.ConnectingUpstream);
+    // Stop reading while we verify and connect: what the client pipelines stays in the kernel's buffers, not ours.
+    this.socket.pause();
     void this.login(token);
   }
 
@@ -357,6 +359,7 @@ export class Session {
     up.socket.on('drain', () => this.socket.resume());
     this.socket.on('drain', () => up.socket.resume());
     this.transition(Phase.Ready);
+    this.socket.resume();
     this.scheduleExpiry();
     this.armIdle();
     this.deps.events?.loginSucceeded?.(this);

@@ -1,0 +1,123 @@
+// The pgwarden command line: serve, token mint, demo, policy check/explain; SIGTERM drains, SIGHUP reloads.
+import { parseArgs } from 'node:util';
+import { loadConfig, formatConfigIssues } from './config/load.ts';
+import { parseDuration } from './config/duration.ts';
+import { mintToken } from './auth/mint.ts';
+import { createProxy } from './index.ts';
+import { runDemo } from './demo.ts';
+
+const USAGE = `usage:
+  pgwarden serve --config FILE
+  pgwarden token mint --config FILE --sub S --role R [--agent A] [--tenant T] [--ttl 300s] [--jti ID]
+  pgwarden demo [--port 6432]
+  pgwarden revoke --config FILE (--jti J | --sub S | --agent A) [--reason TEXT] [--expires 1h]
+  pgwarden policy check FILE
+  pgwarden policy explain --config FILE --role R --sql "SQL"
+`;
+
+function die(msg: string, code = 2): never {
+  process.stderr.write(msg.endsWith('\n') ? msg : msg + '\n');
+  process.exit(code);
+}
+
+function load(configFile: string | undefined) {
+  if (!configFile) die(`--config FILE is required\n${USAGE}`);
+  const res = loadConfig(configFile);
+  if (!res.ok) die(`pgwarden: invalid configuration ${configFile}:\n${formatConfigIssues(res.issues)}`, 1);
+  return res.config;
+}
+
+async function serve(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' } } });
+  const config = load(values.config);
+  const proxy = await createProxy(config);
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    proxy.log.info({ signal }, 'shutting down: no new connections, draining running statements');
+    await proxy.close(10_000);
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGHUP', () => void proxy.reload());
+  // Log rotation: the audit file was moved; reopen it by name.
+  process.on('SIGUSR2', () => proxy.audit.reopen());
+}
+
+async function tokenMint(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      config: { type: 'string', short: 'c' },
+      sub: { type: 'string' },
+      role: { type: 'string' },
+      agent: { type: 'string' },
+      tenant: { type: 'string' },
+      ttl: { type: 'string', default: '300s' },
+      jti: { type: 'string' },
+    },
+  });
+  const config = load(values.config);
+  if (!values.sub || !values.role) die(`--sub and --role are required\n${USAGE}`);
+  const ttl = parseDuration(values.ttl);
+  if (ttl === undefined || ttl <= 0) die(`--ttl: not a duration ("${values.ttl}")`);
+  const token = await mintToken(config.auth, { sub: values.sub, role: values.role, agent: values.agent, tenant: values.tenant, jti: values.jti }, ttl);
+  process.stdout.write(token + '\n');
+}
+
+async function policy(argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv;
+  if (sub === 'check') {
+    const { policyCheck } = await import('../policy/cli.ts');
+    const file = rest[0];
+    if (!file) die(`policy check needs a FILE\n${USAGE}`);
+    const res = await policyCheck(file);
+    process.stdout.write(res.output.endsWith('\n') ? res.output : res.output + '\n');
+    process.exit(res.ok ? 0 : 1);
+  }
+  if (sub === 'explain') {
+    const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, role: { type: 'string' }, sql: { type: 'string' } } });
+    const config = load(values.config);
+    if (!values.role || values.sql === undefined) die(`--role and --sql are required\n${USAGE}`);
+    const { explain } = await import('./explain.ts');
+    const out = await explain(config, values.role, values.sql);
+    process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+    process.exit(0);
+  }
+  die(USAGE);
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'serve':
+      return await serve(rest);
+    case 'token':
+      if (rest[0] !== 'mint') die(USAGE);
+      return await tokenMint(rest.slice(1));
+    case 'demo': {
+      const { values } = parseArgs({ args: rest, options: { port: { type: 'string', default: '6432' } } });
+      return await runDemo({ port: Number(values.port) });
+    }
+    case 'policy':
+      return await policy(rest);
+    case 'revoke': {
+      const { revokeCommand } = await import('./revoke-cli.ts');
+      process.exit(await revokeCommand(rest, loadConfig));
+    }
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(USAGE);
+      return;
+    default:
+      die(`unknown command "${cmd}"\n${USAGE}`);
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  die(`pgwarden: ${err instanceof Error ? err.message : String(err)}`, 1);
+});

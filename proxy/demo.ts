@@ -1,0 +1,103 @@
+// `pgwarden demo`: a real embedded Postgres with a sample schema behind pgwarden, a fresh 10-minute token, and psql commands to paste.
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { startPostgres } from './embedded/postgres.ts';
+import { SAMPLE_DATABASE, SAMPLE_POLICY_YAML, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from './embedded/sample.ts';
+import { loadConfig, formatConfigIssues } from './config/load.ts';
+import { mintToken } from './auth/mint.ts';
+import { createProxy } from './index.ts';
+import { createLogger } from './log.ts';
+
+function step(msg: string): void {
+  process.stderr.write(`pgwarden demo: ${msg}\n`);
+}
+
+export async function runDemo(opts: { port: number }): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-demo-'));
+  step('starting an embedded PostgreSQL (from npm)…');
+  const db = await startPostgres();
+  let proxy: Awaited<ReturnType<typeof createProxy>> | undefined;
+  let stopping = false;
+  const stop = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    step('stopping…');
+    await proxy?.close(0).catch(() => {});
+    await db.stop().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+    step('stopped; nothing left running.');
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stop(0));
+  process.on('SIGTERM', () => void stop(0));
+  try {
+    step(`PostgreSQL ${db.port} is up; loading the sample schema (orders, customers with PII, secrets)…`);
+    const upstreamPassword = randomBytes(18).toString('base64url');
+    const admin = new pg.Client({ connectionString: db.url() });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${SAMPLE_DATABASE}`);
+    await admin.end();
+    const app = new pg.Client({ connectionString: db.url(SAMPLE_DATABASE) });
+    await app.connect();
+    await app.query(sampleSchemaSql(upstreamPassword));
+    await app.end();
+
+    step(`writing a demo config and policy to ${dir}…`);
+    mkdirSync(path.join(dir, 'secrets'), { mode: 0o700 });
+    writeFileSync(path.join(dir, 'secrets', 'upstream-password'), upstreamPassword + '\n', { mode: 0o600 });
+    writeFileSync(path.join(dir, 'secrets', 'jwt-secret'), randomBytes(32).toString('base64url') + '\n', { mode: 0o600 });
+    writeFileSync(path.join(dir, 'policy.yaml'), SAMPLE_POLICY_YAML);
+    const configFile = path.join(dir, 'pgwarden.yaml');
+    writeFileSync(
+      configFile,
+      `# pgwarden demo configuration
+listen: { host: 127.0.0.1, port: ${opts.port} }
+upstream:
+  host: 127.0.0.1
+  port: ${db.port}
+  database: ${SAMPLE_DATABASE}
+  user: ${SAMPLE_UPSTREAM_USER}
+  passwordFile: ./secrets/upstream-password
+auth:
+  issuer: pgwarden-dev
+  audience: pgwarden
+  algorithms: [HS256]
+  secretFile: ./secrets/jwt-secret
+  maxTokenLifetime: 15m
+policyFile: ./policy.yaml
+`,
+    );
+    const loaded = loadConfig(configFile);
+    if (!loaded.ok) throw new Error(`demo config is invalid:\n${formatConfigIssues(loaded.issues)}`);
+    const config = loaded.config;
+
+    step(`starting the proxy on 127.0.0.1:${opts.port}…`);
+    proxy = await createProxy(config, { logger: createLogger(process.env.PGWARDEN_LOG_LEVEL ?? 'warn') });
+    const token = await mintToken(config.auth, { sub: 'alice', role: 'analyst', agent: 'demo-agent' }, 10 * 60_000);
+    const conn = `host=127.0.0.1 port=${proxy.port} dbname=${SAMPLE_DATABASE} user=alice sslmode=disable`;
+    process.stdout.write(`
+pgwarden is running on 127.0.0.1:${proxy.port} in front of a real PostgreSQL (database "${SAMPLE_DATABASE}").
+Your token (role "analyst", subject "alice", valid 10 minutes) is the password:
+
+  export PGPASSWORD='${token}'
+
+Then, in another terminal with that variable set:
+
+  psql "${conn}" -c "SELECT current_setting('pgwarden.sub')"
+  psql "${conn}" -c "SELECT id, total, status FROM orders ORDER BY id LIMIT 5"
+  psql "${conn}" -c "SELECT ssn FROM customers"          # refused: denied column
+  psql "${conn}" -c "DELETE FROM orders"                 # refused: read-only role
+  psql "${conn}"                                         # interactive; try \\dt and \\d orders
+
+Mint another token:  npx pgwarden token mint --config ${configFile} --sub alice --role analyst --ttl 10m
+Edit the policy:     ${path.join(dir, 'policy.yaml')} (reloaded on save)
+The session ends when the token expires. Press Ctrl-C to stop everything.
+`);
+  } catch (err) {
+    step(`failed: ${err instanceof Error ? err.message : String(err)}`);
+    await stop(1);
+  }
+}

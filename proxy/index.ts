@@ -1,0 +1,222 @@
+// createProxy(config, deps): the one public entry point that wires parser, policy store, token verifier and server together.
+import { readFileSync } from 'node:fs';
+import tls from 'node:tls';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { Config } from './config/types.ts';
+import { createTokenVerifier, type TokenVerifier } from './auth/jwt.ts';
+import { ProxyError } from './errors.ts';
+import { createLogger } from './log.ts';
+import { createMetrics, startMetricsServer, type Metrics } from './metrics.ts';
+import { auditGate, auditUnavailableError, createAudit, withAuditGate, type Audit } from './audit.ts';
+import { combineRevocations, RevocationList, revokedSessionError, type RevocationSource } from './revocation.ts';
+import { revocationClientConfig, TableRevocations } from './revocation-table.ts';
+import { createServer, type ProxyServer } from './server.ts';
+import { CancelRegistry } from './session/cancel.ts';
+import type { SessionEvents } from './session/session.ts';
+import { createPolicyGate } from './session/policy-gate.ts';
+import { initParser } from '../policy/parser.ts';
+import { PolicyStore } from '../policy/store.ts';
+import { loadCatalog, checkUpstreamPrivileges } from '../policy/catalog.ts';
+import type { CompiledPolicy } from '../policy/types.ts';
+
+export interface ProxyDeps {
+  logger?: Logger;
+  now?: () => number;
+  events?: SessionEvents;
+  /** Watch the policy file for changes (default true). */
+  watchPolicy?: boolean;
+}
+
+export interface Proxy {
+  readonly host: string;
+  readonly port: number;
+  readonly server: ProxyServer;
+  readonly store: PolicyStore;
+  readonly verifier: TokenVerifier;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly audit: Audit;
+  readonly revocations: RevocationSource;
+  /** Port of the metrics/health listener when configured. */
+  readonly metricsPort: number | undefined;
+  /** Reloads the policy (SIGHUP); sessions whose role disappeared are ended. */
+  reload(): Promise<void>;
+  close(drainMs?: number): Promise<void>;
+}
+
+/** Runs one query against the upstream database with pgwarden's own credentials (catalog reads, checks). */
+export function upstreamQuerier(config: Config): (sql: string, params?: unknown[]) => Promise<{ rows: any[] }> {
+  const u = config.upstream;
+  return async (sql, params) => {
+    const client = new pg.Client({
+      host: u.host,
+      port: u.port,
+      database: u.database,
+      user: u.user,
+      password: u.password,
+      application_name: 'pgwarden:catalog',
+      connectionTimeoutMillis: u.connectTimeout,
+      ssl: u.sslmode === 'disable' ? false : { rejectUnauthorized: u.sslmode === 'verify-full', ca: u.sslRootCert },
+    });
+    await client.connect();
+    try {
+      return await client.query(sql, params as any[]);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  };
+}
+
+/** Every relation pattern the policy names, as `schema.name` / `schema.*`, for the catalog loader. */
+export function policyRelations(policy: CompiledPolicy): string[] {
+  return [...policy.roles.values()].flatMap((r) => [...r.relations, ...(r.write?.relations ?? [])].map((p) => `${p.schema}.${p.name}`));
+}
+
+export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise<Proxy> {
+  const log = deps.logger ?? createLogger(config.log.level);
+  const metrics = createMetrics();
+  // The parser must be loaded before the first connection is accepted (parseSync on the hot path).
+  await initParser();
+  const query = upstreamQuerier(config);
+  const store = await PolicyStore.open({
+    file: config.policyFile,
+    watch: deps.watchPolicy ?? true,
+    loadCatalog: async (policy) => await loadCatalog(query, { relations: policyRelations(policy) }),
+    checkPrivileges: async (policy) => await checkUpstreamPrivileges(query, policyRelations(policy)),
+    log: (level, msg, fields) => {
+      if (msg.startsWith('policy reload failed')) metrics.policyReloads.inc({ result: 'invalid' });
+      log[level](fields ?? {}, msg);
+    },
+  });
+  const verifier = await createTokenVerifier(config.auth, deps.now ? { now: deps.now } : undefined);
+  const auditConfig = config.audit ?? { destination: 'stdout', sql: 'normalized', onFailure: 'refuse' };
+  const audit = await createAudit({ ...auditConfig, policyVersion: () => store.version, log: log.child({ component: 'audit' }) });
+  const sources: RevocationSource[] = [];
+  const revocationLog = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => log[level](fields ?? {}, msg);
+  if (config.revocation?.file) {
+    sources.push(await RevocationList.open({ file: config.revocation.file, watch: deps.watchPolicy ?? true, log: revocationLog }));
+  }
+  if (config.revocation?.table) {
+    const t = config.revocation.table;
+    sources.push(
+      await TableRevocations.open({
+        connection: revocationClientConfig(config.upstream),
+        schema: t.schema,
+        table: t.name,
+        channel: t.channel,
+        refreshMs: t.refreshMs,
+        log: revocationLog,
+      }),
+    );
+  }
+  const revocations = combineRevocations(...sources);
+  // While the audit trail is down (onFailure: refuse), every statement is refused rather than run unaudited.
+  const policyGate = createPolicyGate(store, { onLookup: (hit) => metrics.cacheLookups.inc({ result: hit ? 'hit' : 'miss' }) });
+  const gate = withAuditGate(policyGate, audit);
+  const tlsContext = config.listen.tls
+    ? tls.createSecureContext({ cert: readFileSync(config.listen.tls.certFile), key: readFileSync(config.listen.tls.keyFile) })
+    : undefined;
+  const cancels = new CancelRegistry();
+  const events = combineEvents(metrics.events, audit.events, deps.events);
+  const server = createServer(
+    { config, verifier, gate, cancels, log, tlsContext, events, now: deps.now, isRevoked: (id) => revocations.match(id)?.reason },
+    { admit: () => (auditGate(audit) ? undefined : auditUnavailableError()) },
+  );
+  revocations.onChange((change) => {
+    // A live session whose token now matches a revocation ends within the same tick, with its own reason.
+    let ended = 0;
+    for (const s of [...server.sessions]) {
+      const m = s.identity ? revocations.match(s.identity) : undefined;
+      if (m) {
+        s.endWith(revokedSessionError(m.reason), 'revoked');
+        ended++;
+      }
+    }
+    audit.revocationChanged({ ...change, sessionsEnded: ended });
+  });
+  metrics.policyVersion.set(store.version);
+
+  const endRemovedRoles = (): number => {
+    const roles = store.current.policy.roles;
+    return server.endSessions(
+      (s) => s.role !== undefined && !roles.has(s.role.name),
+      new ProxyError('ERR_SHUTDOWN', 'terminating connection because the role of this session was removed from the policy', {
+        hint: 'request a token for a role that exists in the current policy',
+      }),
+      'policy_reload',
+    );
+  };
+  store.onChange((change) => {
+    if (change.reason !== 'catalog') metrics.policyReloads.inc({ result: 'ok' });
+    metrics.policyVersion.set(change.version);
+    const sessionsEnded = endRemovedRoles();
+    audit.policyReloaded({
+      version: change.version,
+      previousVersion: change.previousVersion,
+      reason: change.reason,
+      digest: change.policy.digest.slice(0, 12),
+      addedRoles: change.addedRoles,
+      removedRoles: change.removedRoles,
+      changedRoles: change.changedRoles,
+      sessionsEnded,
+    });
+  });
+
+  let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
+  if (config.metrics) {
+    metricsServer = await startMetricsServer(metrics, config.metrics.host, config.metrics.port, async () => {
+      // Ready: a valid policy is loaded (the store exists), the audit trail can be written, and upstream answers.
+      if (!auditGate(audit)) return false;
+      await query('SELECT 1');
+      return true;
+    });
+  }
+
+  const addr = await server.listen(config.listen.host, config.listen.port);
+  log.info({ host: addr.host, port: addr.port, policyVersion: store.version }, 'pgwarden listening');
+  return {
+    host: addr.host,
+    port: addr.port,
+    server,
+    store,
+    verifier,
+    log,
+    metrics,
+    audit,
+    revocations,
+    metricsPort: metricsServer?.port,
+    async reload() {
+      await store.reload('signal');
+      for (const src of sources) if ('reload' in src && typeof src.reload === 'function') await (src.reload as () => Promise<unknown>)();
+    },
+    async close(drainMs = 0) {
+      await server.close(drainMs);
+      await metricsServer?.close();
+      store.close();
+      verifier.close();
+      await revocations.close();
+      await audit.close();
+    },
+  };
+}
+
+/** Calls every observer; one failing observer never breaks a session or the others. */
+function combineEvents(...all: (SessionEvents | undefined)[]): SessionEvents {
+  const list = all.filter((e): e is SessionEvents => e !== undefined);
+  const call = <K extends keyof SessionEvents>(k: K, args: Parameters<NonNullable<SessionEvents[K]>>) => {
+    for (const e of list) {
+      try {
+        (e[k] as ((...a: unknown[]) => void) | undefined)?.(...args);
+      } catch {
+        // Observers must not throw; ignore rather than disturb the session.
+      }
+    }
+  };
+  return {
+    loginSucceeded: (...a) => call('loginSucceeded', a),
+    loginFailed: (...a) => call('loginFailed', a),
+    statementDecided: (...a) => call('statementDecided', a),
+    sessionEnded: (...a) => call('sessionEnded', a),
+  };
+}

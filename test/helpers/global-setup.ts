@@ -1,0 +1,52 @@
+// Starts one real Postgres for the whole run (npm's embedded build by default) and loads the sample database.
+import pg from 'pg';
+import type { TestProject } from 'vitest/node';
+import { startPostgres, type EmbeddedPostgres } from '../../proxy/embedded/postgres.ts';
+import { SAMPLE_DATABASE, sampleSchemaSql } from '../../proxy/embedded/sample.ts';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    pg: { host: string; port: number; superUrl: string; upstreamPassword: string; binDir: string };
+  }
+}
+
+let server: EmbeddedPostgres | undefined;
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const upstreamPassword = `up-${Math.random().toString(36).slice(2)}`;
+  let host: string;
+  let port: number;
+  let superUrl: string;
+  let binDir = '';
+  const external = process.env.PGWARDEN_TEST_PG_URL;
+  if (external) {
+    // An operator-provided server: we need a superuser URL to create the sample database.
+    const u = new URL(external);
+    host = u.hostname;
+    port = Number(u.port || 5432);
+    superUrl = external;
+  } else {
+    const source = process.env.PGWARDEN_TEST_PG === 'system' ? 'system' : 'auto';
+    server = await startPostgres({ source, settings: { log_statement: 'all', log_min_messages: 'warning' } });
+    host = server.host;
+    port = server.port;
+    superUrl = server.url();
+    binDir = server.binDir;
+  }
+  const admin = new pg.Client({ connectionString: superUrl });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${SAMPLE_DATABASE}`);
+  await admin.query(`CREATE DATABASE ${SAMPLE_DATABASE}`);
+  await admin.end();
+  const appUrl = new URL(superUrl);
+  appUrl.pathname = `/${SAMPLE_DATABASE}`;
+  const app = new pg.Client({ connectionString: appUrl.toString() });
+  await app.connect();
+  await app.query(`DROP ROLE IF EXISTS pgwarden; DROP ROLE IF EXISTS analyst_ro;`).catch(() => {});
+  await app.query(sampleSchemaSql(upstreamPassword));
+  await app.end();
+  project.provide('pg', { host, port, superUrl: appUrl.toString(), upstreamPassword, binDir });
+  return async () => {
+    await server?.stop();
+  };
+}
