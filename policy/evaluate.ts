@@ -1,0 +1,715 @@
+// SQL text + session + catalog → Decision: the pure, synchronous statement policy (fail closed; never throws).
+import { deparseSync } from 'pgsql-deparser';
+import type { CatalogSnapshot, Decision, Effect, RelationPattern, RolePolicy, SessionView, StatementSummary } from './types.ts';
+import { parseStatements, type RawStmt } from './parser.ts';
+import { analyzeStatement, type Analysis } from './analyze.ts';
+import { judgeFunction, isReadableSetting } from './functions.ts';
+import { judgeVariableSet, judgeTransactionOptions } from './settings.ts';
+import { DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, INTROSPECTION_RELATIONS, isSystemRelation } from './introspection.ts';
+import { SqlState } from '../proxy/sqlstate.ts';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyNode = Record<string, any>;
+
+type Deny = Extract<Decision, { allow: false }>;
+type Allow = Extract<Decision, { allow: true }>;
+
+/** A denial before the message text is assembled. */
+interface Denial {
+  reason: string;
+  ruleId: string | undefined;
+  sqlstate: '42501' | '0A000';
+  /** What the statement does wrong, after "permission denied by pgwarden: <KIND> ". */
+  what: string;
+  detail: string | undefined;
+  hint: string | undefined;
+}
+
+/** Extra facts for the decision cache. */
+export interface EvaluationFacts {
+  decision: Decision;
+  /** The decision may change with a literal's value: do not share it across normalised keys. */
+  literalSensitive: boolean;
+  /** The decision reads session state (prepared statement or cursor names): never cache it. */
+  sessionDependent: boolean;
+}
+
+/** Reasons shadow mode still enforces: they protect pgwarden itself or the protocol, not the data policy. */
+const SHADOW_ENFORCED = new Set(['internal', 'parser_unavailable', 'parser_trap', 'statement_too_large', 'statement_too_complex', 'multiple_statements_in_parse']);
+
+/** Statement kinds that change data or schema: denied to read-only roles as writes. */
+const WRITE_KINDS = new Set([
+  'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'TruncateStmt', 'CreateTableAsStmt', 'RefreshMatViewStmt',
+]);
+
+/** Kinds whose text mentions a statement that may be allowed (EXPLAIN / PREPARE bodies). */
+const EXPLAINABLE = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'ExecuteStmt', 'DeclareCursorStmt']);
+const PREPARABLE = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
+
+/** SHOW of these would reveal server filesystem layout. */
+export const SHOW_DENIED: ReadonlySet<string> = new Set(['data_directory', 'config_file', 'hba_file', 'ident_file', 'external_pid_file']);
+
+const KIND_WORDS: Record<string, string> = {
+  SelectStmt: 'SELECT',
+  InsertStmt: 'INSERT',
+  UpdateStmt: 'UPDATE',
+  DeleteStmt: 'DELETE',
+  MergeStmt: 'MERGE',
+  TruncateStmt: 'TRUNCATE',
+  CopyStmt: 'COPY',
+  ExplainStmt: 'EXPLAIN',
+  PrepareStmt: 'PREPARE',
+  ExecuteStmt: 'EXECUTE',
+  DeallocateStmt: 'DEALLOCATE',
+  DeclareCursorStmt: 'DECLARE CURSOR',
+  FetchStmt: 'FETCH',
+  ClosePortalStmt: 'CLOSE',
+  VariableSetStmt: 'SET',
+  VariableShowStmt: 'SHOW',
+  DiscardStmt: 'DISCARD',
+  TransactionStmt: 'transaction control',
+  DoStmt: 'DO',
+  CallStmt: 'CALL',
+  ListenStmt: 'LISTEN',
+  NotifyStmt: 'NOTIFY',
+  UnlistenStmt: 'UNLISTEN',
+  LockStmt: 'LOCK',
+  VacuumStmt: 'VACUUM/ANALYZE',
+  CreateTableAsStmt: 'CREATE TABLE AS',
+  AlterSystemStmt: 'ALTER SYSTEM',
+  LoadStmt: 'LOAD',
+  CheckPointStmt: 'CHECKPOINT',
+  GrantStmt: 'GRANT/REVOKE',
+  GrantRoleStmt: 'GRANT/REVOKE role',
+  CreateStmt: 'CREATE TABLE',
+  IndexStmt: 'CREATE INDEX',
+  ViewStmt: 'CREATE VIEW',
+  CreateFunctionStmt: 'CREATE FUNCTION',
+  DropStmt: 'DROP',
+  ReindexStmt: 'REINDEX',
+  ClusterStmt: 'CLUSTER',
+  RefreshMatViewStmt: 'REFRESH MATERIALIZED VIEW',
+};
+
+/** "AlterTableStmt" → "ALTER TABLE" for kinds without a curated name. */
+export function kindInWords(kind: string): string {
+  const w = KIND_WORDS[kind];
+  if (w !== undefined) return w;
+  return kind.replace(/Stmt$/, '').replace(/([a-z])([A-Z])/g, '$1 $2').toUpperCase();
+}
+
+function quoteIdent(s: string): string {
+  return /^[a-z_][a-z0-9_$]*$/.test(s) ? s : `"${s.replace(/"/g, '""')}"`;
+}
+
+function displayRel(key: string): string {
+  const dot = key.indexOf('.');
+  if (dot < 0) return quoteIdent(key);
+  return `${quoteIdent(key.slice(0, dot))}.${quoteIdent(key.slice(dot + 1))}`;
+}
+
+function patternText(p: RelationPattern): string {
+  return p.name === '*' ? `${quoteIdent(p.schema)}.*` : `${quoteIdent(p.schema)}.${quoteIdent(p.name)}`;
+}
+
+function listHint(label: string, items: string[]): string {
+  if (items.length === 0) return `${label}: none`;
+  const shown = items.slice(0, 20).join(', ');
+  return `${label}: ${shown}${items.length > 20 ? `, … (${items.length - 20} more)` : ''}`;
+}
+
+export function matchesRelation(patterns: readonly RelationPattern[], schema: string, name: string): boolean {
+  for (const p of patterns) if (p.schema === schema && (p.name === '*' || p.name === name)) return true;
+  return false;
+}
+
+function summarize(a: Analysis): StatementSummary {
+  return {
+    kind: a.kind,
+    relations: [...new Set(a.relations.map((r) => r.key))],
+    columns: [...new Set(a.columns.map((c) => `${c.relation}.${c.column}`))],
+    functions: [...new Set(a.functions.map((f) => f.key))],
+  };
+}
+
+interface StatementOk {
+  ok: true;
+  effects: Effect[];
+  rank: number;
+  ruleId: string;
+  sessionDependent: boolean;
+}
+type StatementResult = StatementOk | { ok: false; denial: Denial };
+
+const ALLOW_RANK = { statements: 0, catalog: 1, relations: 2, write: 3 } as const;
+
+/** Checks the facts every statement kind shares: writes, relations, columns, functions, operators, casts. */
+function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: number; ruleId: string } {
+  const r = `roles.${role.name}`;
+  for (const p of a.problems) {
+    switch (p.code) {
+      case 'too_complex':
+        return { reason: 'statement_too_complex', ruleId: 'builtin.parser', sqlstate: SqlState.FeatureNotSupported, what: 'is too deeply nested to analyse', detail: p.message, hint: 'simplify the statement' };
+      case 'cross_database':
+        return { reason: 'relation_not_allowed', ruleId: `${r}.relations`, sqlstate: SqlState.InsufficientPrivilege, what: `names another database (${p.subject})`, detail: p.message, hint: 'use one- or two-part names' };
+      case 'unknown_relation':
+        return {
+          reason: 'unknown_relation',
+          ruleId: `${r}.relations`,
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `reads relation ${p.subject}, which pgwarden cannot resolve`,
+          detail: p.message,
+          hint: listHint('allowed relations', role.relations.map(patternText)),
+        };
+      case 'unknown_function':
+        return { reason: 'function_denied', ruleId: `${r}.functions`, sqlstate: SqlState.InsufficientPrivilege, what: `calls function ${p.subject}, which pgwarden cannot resolve`, detail: p.message, hint: undefined };
+      case 'user_operator':
+        return { reason: 'operator_denied', ruleId: `${r}.functions`, sqlstate: SqlState.InsufficientPrivilege, what: `uses operator ${p.subject}, which is not a pg_catalog operator`, detail: `${p.message} (rule: builtin.operators)`, hint: 'use built-in operators or call an allowed function' };
+    }
+  }
+  let rank: number = ALLOW_RANK.statements;
+  let ruleId = `${r}.statements`;
+  for (const w of a.writes) {
+    const kindWord = kindInWords(w.kind === 'CopyFrom' ? 'CopyStmt' : w.kind) + (w.kind === 'CopyFrom' ? ' FROM' : '');
+    const target = w.relation !== undefined ? displayRel(w.relation.key) : 'a relation';
+    if (role.readOnly || role.write === undefined) {
+      return {
+        reason: 'write_in_read_only',
+        ruleId: `${r}.readOnly`,
+        sqlstate: SqlState.InsufficientPrivilege,
+        what: `${w.nested ? `contains a nested ${kindWord}, which` : ''} writes to ${target} and role "${role.name}" is read-only`.replace(/^ /, ''),
+        detail: `role "${role.name}" is read-only (rule: ${r}.readOnly)`,
+        hint: 'read-only roles may run SELECT, VALUES, TABLE, SHOW, EXPLAIN, transaction control, cursors and COPY … TO STDOUT',
+      };
+    }
+    if (!role.write.kinds.includes(w.writeKind)) {
+      return {
+        reason: 'write_kind_denied',
+        ruleId: `${r}.write.kinds`,
+        sqlstate: SqlState.InsufficientPrivilege,
+        what: `is a ${w.writeKind} and role "${role.name}" may not run it`,
+        detail: `${w.writeKind} is not in ${r}.write.kinds (rule: ${r}.write.kinds)`,
+        hint: listHint('allowed write kinds', [...role.write.kinds]),
+      };
+    }
+    if (w.relation === undefined || !matchesRelation(role.write.relations, w.relation.schema, w.relation.name)) {
+      return {
+        reason: 'relation_not_allowed',
+        ruleId: `${r}.write.relations`,
+        sqlstate: SqlState.InsufficientPrivilege,
+        what: `writes to ${target}, which role "${role.name}" may not write`,
+        detail: `${target} is not in ${r}.write.relations (rule: ${r}.write.relations)`,
+        hint: listHint('writable relations', role.write.relations.map(patternText)),
+      };
+    }
+    rank = ALLOW_RANK.write;
+    ruleId = `${r}.write.relations`;
+  }
+  for (const rel of a.relations) {
+    if (rel.access !== 'read') continue;
+    if (isSystemRelation(rel.schema)) {
+      const why = DENIED_SYSTEM_RELATIONS.get(rel.key);
+      if (why !== undefined) {
+        return { reason: 'catalog_denied', ruleId: 'builtin.catalog', sqlstate: SqlState.InsufficientPrivilege, what: `reads ${displayRel(rel.key)}, which pgwarden never allows`, detail: `${displayRel(rel.key)} holds ${why} (rule: builtin.catalog)`, hint: undefined };
+      }
+      const listed = matchesRelation(role.relations, rel.schema, rel.name);
+      if (role.catalog === 'introspection' && (INTROSPECTION_RELATIONS.has(rel.key) || listed)) {
+        if (rank < ALLOW_RANK.catalog) {
+          rank = ALLOW_RANK.catalog;
+          ruleId = `${r}.catalog`;
+        }
+        continue;
+      }
+      return {
+        reason: 'catalog_denied',
+        ruleId: `${r}.catalog`,
+        sqlstate: SqlState.InsufficientPrivilege,
+        what: `reads system catalog ${displayRel(rel.key)}, which role "${role.name}" may not read`,
+        detail: role.catalog === 'introspection'
+          ? `${displayRel(rel.key)} is not among the introspection relations (rule: ${r}.catalog)`
+          : `role "${role.name}" has no catalog access (rule: ${r}.catalog)`,
+        hint: role.catalog === 'introspection' ? undefined : 'set catalog: introspection on the role to allow psql \\d and driver metadata queries',
+      };
+    }
+    if (!matchesRelation(role.relations, rel.schema, rel.name)) {
+      return {
+        reason: 'relation_not_allowed',
+        ruleId: `${r}.relations`,
+        sqlstate: SqlState.InsufficientPrivilege,
+        what: `reads relation ${displayRel(rel.key)}, which role "${role.name}" may not read`,
+        detail: `${displayRel(rel.key)} is not in ${r}.relations (rule: ${r}.relations)`,
+        hint: listHint('allowed relations', role.relations.map(patternText)),
+      };
+    }
+    if (rank < ALLOW_RANK.relations) {
+      rank = ALLOW_RANK.relations;
+      ruleId = `${r}.relations`;
+    }
+  }
+  for (const c of a.columns) {
+    const denied = role.deniedColumns.get(c.relation);
+    if (denied === undefined || denied.size === 0) continue;
+    const allowedCols = (a.relations.find((x) => x.key === c.relation)?.relation?.columns ?? []).map((x) => x.name).filter((n) => !denied.has(n));
+    if (c.column === '*') {
+      const deniedList = [...denied].join(', ');
+      const form = c.how === 'star' ? '* over' : c.how === 'write' ? 'writes every column of' : 'a whole-row reference to';
+      return {
+        reason: 'column_denied',
+        ruleId: `${r}.deniedColumns`,
+        sqlstate: SqlState.InsufficientPrivilege,
+        what: `uses ${form} ${displayRel(c.relation)}, which includes denied column ${deniedList}`,
+        detail: `${displayRel(c.relation)}: ${deniedList} denied by ${r}.deniedColumns (rule: ${r}.deniedColumns)`,
+        hint: `list the columns explicitly; ${listHint(`allowed columns of ${displayRel(c.relation)}`, allowedCols)}`,
+      };
+    }
+    if (denied.has(c.column)) {
+      return {
+        reason: 'column_denied',
+        ruleId: `${r}.deniedColumns`,
+        sqlstate: SqlState.InsufficientPrivilege,
+        what: `${c.how === 'write' ? 'writes' : 'references'} column ${displayRel(c.relation)}.${quoteIdent(c.column)}, which role "${role.name}" may not read`,
+        detail: `${displayRel(c.relation)}.${quoteIdent(c.column)} is in ${r}.deniedColumns (rule: ${r}.deniedColumns)`,
+        hint: listHint(`allowed columns of ${displayRel(c.relation)}`, allowedCols),
+      };
+    }
+  }
+  for (const f of a.functions) {
+    if (role.catalog === 'introspection' && INTROSPECTION_EXTRA_FUNCTIONS.includes(f.key)) continue;
+    const v = judgeFunction(f.schema, f.name, f.overloads, role);
+    if (!v.allow) {
+      const rule = v.rule === 'builtin' ? 'builtin.functions' : `${r}.functions`;
+      let hint: string | undefined;
+      if (v.code === 'not_pg_catalog' || v.code === 'volatile') hint = `an administrator can add ${f.key} to ${r}.functions.allow`;
+      if (v.code === 'introspection_only') hint = 'set catalog: introspection on the role';
+      return {
+        reason: 'function_denied',
+        ruleId: rule,
+        sqlstate: SqlState.InsufficientPrivilege,
+        what: `calls function ${displayRel(f.key)}, which role "${role.name}" may not call`,
+        detail: `${displayRel(f.key)}: ${v.why} (rule: ${rule})`,
+        hint,
+      };
+    }
+    // Introspection roles can read every setting through pg_settings anyway.
+    if (f.schema === 'pg_catalog' && f.name === 'current_setting' && role.catalog !== 'introspection') {
+      const setting = f.constArgs[0];
+      if (setting === undefined || !isReadableSetting(setting)) {
+        return {
+          reason: 'function_denied',
+          ruleId: 'builtin.functions',
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: setting === undefined ? 'calls current_setting with a non-constant setting name' : `reads setting ${setting} with current_setting`,
+          detail: 'current_setting may read only display, identity and limit settings (rule: builtin.functions)',
+          hint: 'SHOW works for any setting',
+        };
+      }
+    }
+  }
+  if (a.regTypes.length > 0 && role.catalog !== 'introspection') {
+    return {
+      reason: 'catalog_denied',
+      ruleId: `${r}.catalog`,
+      sqlstate: SqlState.InsufficientPrivilege,
+      what: `casts to ${a.regTypes[0] ?? 'a reg* type'}, which looks names up in the system catalogs`,
+      detail: `reg* casts need catalog: introspection (rule: ${r}.catalog)`,
+      hint: 'compare names as text instead',
+    };
+  }
+  return { rank, ruleId };
+}
+
+function kindDenial(kind: string, role: RolePolicy, why?: string): Denial {
+  const r = `roles.${role.name}`;
+  if (role.readOnly && (WRITE_KINDS.has(kind) || /^(Create|Alter|Drop|Grant|Comment|Rename|Reindex|Cluster|Vacuum|Lock|SecLabel|ImportForeignSchema|Refresh)/.test(kind))) {
+    return {
+      reason: 'write_in_read_only',
+      ruleId: `${r}.readOnly`,
+      sqlstate: SqlState.InsufficientPrivilege,
+      what: `changes the database and role "${role.name}" is read-only`,
+      detail: `role "${role.name}" is read-only (rule: ${r}.readOnly)`,
+      hint: 'read-only roles may run SELECT, VALUES, TABLE, SHOW, EXPLAIN, transaction control, cursors and COPY … TO STDOUT',
+    };
+  }
+  return {
+    reason: 'statement_kind_denied',
+    ruleId: 'builtin.statementKinds',
+    sqlstate: SqlState.InsufficientPrivilege,
+    what: why ?? 'is not a statement pgwarden allows',
+    detail: `no rule allows ${kindInWords(kind)} statements (rule: builtin.statementKinds)`,
+    hint: undefined,
+  };
+}
+
+function unwrap(node: unknown): { kind: string; body: AnyNode } | undefined {
+  if (node === null || typeof node !== 'object') return undefined;
+  const kind = Object.keys(node)[0];
+  if (kind === undefined) return undefined;
+  const body = (node as AnyNode)[kind];
+  if (body === null || typeof body !== 'object') return undefined;
+  return { kind, body };
+}
+
+/** Kind-level rules for one statement node (recursing into EXPLAIN/PREPARE/DECLARE bodies); facts are checked once by the caller. */
+function checkKind(kind: string, body: AnyNode, a: Analysis, session: SessionView, top: boolean): Denial | { effects: Effect[]; sessionDependent: boolean } {
+  const role = session.role;
+  const r = `roles.${role.name}`;
+  const ok = (effects: Effect[] = [], sessionDependent = false) => ({ effects, sessionDependent });
+  switch (kind) {
+    case 'SelectStmt':
+      if (a.hasInto) {
+        return role.readOnly
+          ? { ...kindDenial('CreateTableAsStmt', role), what: `… INTO creates a table and role "${role.name}" is read-only` }
+          : kindDenial('CreateTableAsStmt', role, 'with INTO creates a table, which pgwarden does not allow');
+      }
+      if (a.hasLocking) {
+        const canLock = !role.readOnly && role.write !== undefined && role.write.kinds.includes('update') &&
+          a.relations.every((x) => x.access !== 'read' || matchesRelation(role.write?.relations ?? [], x.schema, x.name));
+        if (!canLock) {
+          return {
+            reason: 'write_in_read_only',
+            ruleId: `${r}.readOnly`,
+            sqlstate: SqlState.InsufficientPrivilege,
+            what: `with FOR UPDATE/SHARE locks rows and role "${role.name}" may not`,
+            detail: role.readOnly ? `role "${role.name}" is read-only (rule: ${r}.readOnly)` : `row locks need update on every locked relation (rule: ${r}.write.relations)`,
+            hint: 'remove the locking clause',
+          };
+        }
+      }
+      return ok();
+    case 'InsertStmt':
+    case 'UpdateStmt':
+    case 'DeleteStmt':
+    case 'MergeStmt':
+      return ok(); // writes are judged with the facts
+    case 'TruncateStmt':
+      if (body.behavior === 'DROP_CASCADE') return kindDenial('TruncateStmt', role, 'CASCADE truncates relations the statement does not name');
+      return ok();
+    case 'CopyStmt':
+      if (body.filename !== undefined || body.is_program === true) {
+        return { reason: 'statement_kind_denied', ruleId: 'builtin.statementKinds', sqlstate: SqlState.InsufficientPrivilege, what: `${body.is_program === true ? 'runs a server program' : 'reads or writes a server file'}`, detail: 'only COPY … TO STDOUT (and FROM STDIN for writers) is allowed (rule: builtin.statementKinds)', hint: 'use COPY … TO STDOUT' };
+      }
+      if (body.query !== undefined) {
+        const inner = unwrap(body.query);
+        if (inner === undefined) return kindDenial(kind, role);
+        return checkKind(inner.kind, inner.body, a, session, false);
+      }
+      return ok();
+    case 'ExplainStmt': {
+      const inner = unwrap(body.query);
+      if (inner === undefined || !EXPLAINABLE.has(inner.kind)) return kindDenial(inner?.kind ?? kind, role);
+      const res = checkKind(inner.kind, inner.body, a, session, false);
+      if ('reason' in res) return res;
+      return ok([], res.sessionDependent);
+    }
+    case 'PrepareStmt': {
+      const inner = unwrap(body.query);
+      if (inner === undefined || !PREPARABLE.has(inner.kind)) return kindDenial(inner?.kind ?? kind, role);
+      const res = checkKind(inner.kind, inner.body, a, session, false);
+      if ('reason' in res) return res;
+      return ok(top ? [{ type: 'prepare', name: String(body.name ?? '') }] : []);
+    }
+    case 'ExecuteStmt': {
+      const name = String(body.name ?? '');
+      if (!session.preparedNames.has(name)) {
+        return {
+          reason: 'unknown_prepared_statement',
+          ruleId: 'builtin.prepared',
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `runs prepared statement ${quoteIdent(name)}, which was not prepared through pgwarden`,
+          detail: 'EXECUTE may run only statements whose PREPARE passed the policy in this session (rule: builtin.prepared)',
+          hint: 'PREPARE it first',
+        };
+      }
+      return ok([], true);
+    }
+    case 'DeclareCursorStmt': {
+      const inner = unwrap(body.query);
+      if (inner === undefined || inner.kind !== 'SelectStmt') return kindDenial(inner?.kind ?? kind, role);
+      const res = checkKind(inner.kind, inner.body, a, session, false);
+      if ('reason' in res) return res;
+      return ok(top ? [{ type: 'declare', name: String(body.portalname ?? '') }] : []);
+    }
+    case 'FetchStmt': {
+      const name = String(body.portalname ?? '');
+      if (!session.cursorNames.has(name)) {
+        return {
+          reason: 'unknown_cursor',
+          ruleId: 'builtin.cursors',
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `reads cursor ${quoteIdent(name)}, which was not declared through pgwarden`,
+          detail: 'FETCH and MOVE may use only cursors whose DECLARE passed the policy (rule: builtin.cursors)',
+          hint: 'DECLARE it first',
+        };
+      }
+      return ok([], true);
+    }
+    case 'ClosePortalStmt':
+      return ok([{ type: 'close', name: typeof body.portalname === 'string' ? body.portalname : null }]);
+    case 'DeallocateStmt':
+      return ok([{ type: 'deallocate', name: body.isall === true || typeof body.name !== 'string' ? null : body.name }]);
+    case 'DiscardStmt':
+      if (body.target === 'DISCARD_ALL') return ok([{ type: 'restamp' }, { type: 'deallocate', name: null }, { type: 'close', name: null }]);
+      return ok();
+    case 'VariableSetStmt': {
+      const v = judgeVariableSet(body, role);
+      if (!v.allow) {
+        const rule = v.rule === 'builtin' ? 'builtin.settings' : `${r}.settings`;
+        return { reason: 'setting_denied', ruleId: rule, sqlstate: SqlState.InsufficientPrivilege, what: `changes a setting pgwarden does not allow`, detail: `${v.why} (rule: ${rule})`, hint: v.hint };
+      }
+      return ok(v.restamp ? [{ type: 'restamp' }] : []);
+    }
+    case 'VariableShowStmt': {
+      const name = String(body.name ?? '').toLowerCase();
+      if (SHOW_DENIED.has(name)) return kindDenial(kind, role, `of ${name} reveals the server's filesystem layout`);
+      return ok();
+    }
+    case 'TransactionStmt': {
+      switch (body.kind) {
+        case 'TRANS_STMT_BEGIN':
+        case 'TRANS_STMT_START': {
+          const v = judgeTransactionOptions(body.options, role);
+          if (!v.allow) {
+            const rule = v.rule === 'builtin' ? 'builtin.settings' : `${r}.readOnly`;
+            return { reason: v.rule === 'builtin' ? 'setting_denied' : 'write_in_read_only', ruleId: rule, sqlstate: SqlState.InsufficientPrivilege, what: 'starts a READ WRITE transaction', detail: `${v.why} (rule: ${rule})`, hint: v.hint };
+          }
+          return ok();
+        }
+        case 'TRANS_STMT_COMMIT':
+        case 'TRANS_STMT_ROLLBACK':
+        case 'TRANS_STMT_SAVEPOINT':
+        case 'TRANS_STMT_RELEASE':
+        case 'TRANS_STMT_ROLLBACK_TO':
+          return ok();
+        default:
+          return kindDenial(kind, role, 'of a two-phase (prepared) transaction is not allowed');
+      }
+    }
+    case 'UnlistenStmt':
+      return ok();
+    case 'ConstraintsSetStmt':
+      return role.readOnly ? kindDenial(kind, role) : ok();
+    default:
+      return kindDenial(kind, role);
+  }
+}
+
+function checkStatement(raw: RawStmt, a: Analysis, session: SessionView): StatementResult {
+  const un = unwrap(raw.stmt);
+  if (un === undefined) return { ok: false, denial: internalDenial('statement without a node') };
+  const k = checkKind(un.kind, un.body, a, session, true);
+  if ('reason' in k) return { ok: false, denial: k };
+  const facts = checkFacts(a, session.role);
+  if ('reason' in facts) return { ok: false, denial: facts };
+  return { ok: true, effects: k.effects, rank: facts.rank, ruleId: facts.ruleId, sessionDependent: k.sessionDependent };
+}
+
+function internalDenial(why: string): Denial {
+  return { reason: 'internal', ruleId: undefined, sqlstate: SqlState.InsufficientPrivilege, what: 'could not be evaluated', detail: why, hint: undefined };
+}
+
+function toDeny(kind: string | undefined, d: Denial, statements: StatementSummary[]): Deny {
+  const subject = kind === undefined ? 'statement' : kindInWords(kind);
+  return {
+    allow: false,
+    ruleId: d.ruleId,
+    sqlstate: d.sqlstate,
+    message: `permission denied by pgwarden: ${subject} ${d.what}`.replace(/\s+$/, ''),
+    detail: d.detail,
+    hint: d.hint,
+    reason: d.reason,
+    statements,
+  };
+}
+
+// ------------------------------------------------------------------ row caps
+
+/** Builds an A_Const integer node; 0 is `{ ival: {} }` exactly as the parser produces it. */
+function intConst(n: number): AnyNode {
+  return { A_Const: { ival: n === 0 ? {} : { ival: n } } };
+}
+
+/** The capped LIMIT for a top-level SELECT, or undefined when it needs no change. */
+export function cappedLimit(sel: AnyNode, cap: number): { limitCount: AnyNode; limitOption: string } | undefined {
+  if (sel.intoClause !== undefined) return undefined;
+  const option = String(sel.limitOption ?? 'LIMIT_OPTION_DEFAULT');
+  if (option === 'LIMIT_OPTION_WITH_TIES') return undefined; // the wire-level cap handles ties
+  const count: AnyNode | undefined = sel.limitCount;
+  if (count === undefined) return { limitCount: intConst(cap), limitOption: 'LIMIT_OPTION_COUNT' };
+  const c = count.A_Const;
+  if (c !== undefined) {
+    if (c.isnull === true) return { limitCount: intConst(cap), limitOption: 'LIMIT_OPTION_COUNT' }; // LIMIT ALL / NULL
+    if (c.ival !== undefined) {
+      const v = Number(c.ival.ival ?? 0);
+      return v <= cap ? undefined : { limitCount: intConst(cap), limitOption: 'LIMIT_OPTION_COUNT' };
+    }
+    if (c.fval !== undefined) {
+      const v = Number(c.fval.fval);
+      if (Number.isFinite(v) && v <= cap) return undefined;
+      if (Number.isFinite(v)) return { limitCount: intConst(cap), limitOption: 'LIMIT_OPTION_COUNT' };
+    }
+  }
+  // $n, expressions, subqueries: LEAST ignores NULL, so LIMIT NULL via a parameter is capped too.
+  if (count.MinMaxExpr?.op === 'IS_LEAST') {
+    const args: AnyNode[] = count.MinMaxExpr.args ?? [];
+    if (args.some((x) => x?.A_Const?.ival !== undefined && Number(x.A_Const.ival.ival ?? 0) <= cap)) return undefined;
+  }
+  return { limitCount: { MinMaxExpr: { op: 'IS_LEAST', args: [count, intConst(cap)] } }, limitOption: 'LIMIT_OPTION_COUNT' };
+}
+
+/** Byte-offset slicing: stmt_location / stmt_len count UTF-8 bytes. */
+function sliceStatement(buf: Buffer, raw: RawStmt): string {
+  const start = raw.stmt_location ?? 0;
+  const len = raw.stmt_len ?? 0;
+  return buf.subarray(start, len > 0 ? start + len : buf.length).toString('utf8');
+}
+
+function rewriteForCap(sql: string, stmts: RawStmt[], cap: number): { sql: string; changed: number[] } | undefined {
+  const pieces: string[] = [];
+  const changed: number[] = [];
+  let buf: Buffer | undefined;
+  for (let i = 0; i < stmts.length; i++) {
+    const raw = stmts[i];
+    if (raw === undefined) return undefined;
+    const sel: AnyNode | undefined = (raw.stmt as AnyNode | undefined)?.SelectStmt;
+    const capped = sel !== undefined ? cappedLimit(sel, cap) : undefined;
+    if (sel !== undefined && capped !== undefined) {
+      // Shallow copy: the rest of the tree is shared, never mutated.
+      const node = { SelectStmt: { ...sel, limitCount: capped.limitCount, limitOption: capped.limitOption } };
+      const text = deparseSync({ version: 0, stmts: [{ stmt: node }] } as never, { pretty: false });
+      if (typeof text !== 'string' || text.trim() === '') return undefined;
+      pieces.push(text);
+      changed.push(i);
+    } else {
+      buf ??= Buffer.from(sql, 'utf8');
+      pieces.push(sliceStatement(buf, raw).trim().replace(/;\s*$/, ''));
+    }
+  }
+  if (changed.length === 0) return undefined;
+  return { sql: pieces.join(';\n'), changed };
+}
+
+// ------------------------------------------------------------------ entry points
+
+/**
+ * Decides one simple Query ('simple') or one Parse message ('parse'). Pure and synchronous: the same
+ * inputs give the same decision, and any internal failure is a denial with reason 'internal'.
+ */
+export function evaluate(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, policyVersion?: number): Decision {
+  return evaluateWithFacts(sql, mode, session, catalog, policyVersion).decision;
+}
+
+/** evaluate() plus the facts the decision cache needs. */
+export function evaluateWithFacts(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, _policyVersion?: number): EvaluationFacts {
+  try {
+    return evaluateInner(sql, mode, session, catalog, true);
+  } catch (err) {
+    const detail = err instanceof Error ? err.message : String(err);
+    return { decision: toDeny(undefined, internalDenial(detail), []), literalSensitive: true, sessionDependent: true };
+  }
+}
+
+function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, allowRewrite: boolean): EvaluationFacts {
+  const role = session.role;
+  const parsed = parseStatements(sql);
+  if (!parsed.ok) {
+    const sqlstate = parsed.reason === 'statement_too_large' || parsed.reason === 'statement_too_complex' ? SqlState.FeatureNotSupported : SqlState.InsufficientPrivilege;
+    const what = parsed.reason === 'parse_error' ? 'could not be parsed' : parsed.reason === 'invalid_input' ? 'is not valid statement text' : parsed.reason === 'statement_too_large' ? 'is too large' : parsed.reason === 'statement_too_complex' ? 'is too deeply nested' : 'could not be parsed';
+    return shadowed(role, toDeny(undefined, { reason: parsed.reason, ruleId: 'builtin.parser', sqlstate, what, detail: `${parsed.message} (rule: builtin.parser)`, hint: parsed.reason === 'parse_error' ? 'check the SQL syntax' : undefined }, []), false, false);
+  }
+  const stmts = parsed.stmts;
+  const rowCap = role.maxRows !== undefined ? { maxRows: role.maxRows, onRowCap: role.onRowCap } : undefined;
+  if (stmts.length === 0) {
+    const allow: Allow = { allow: true, ruleId: 'builtin.empty', statements: [], rewrittenSql: undefined, rowCap, effects: [], shadowDenied: undefined };
+    return { decision: allow, literalSensitive: false, sessionDependent: false };
+  }
+  if (mode === 'parse' && stmts.length > 1) {
+    return shadowed(role, toDeny(undefined, {
+      reason: 'multiple_statements_in_parse',
+      ruleId: 'builtin.protocol',
+      sqlstate: SqlState.FeatureNotSupported,
+      what: `text holds ${stmts.length} statements`,
+      detail: 'a prepared statement (Parse message) may hold only one statement (rule: builtin.protocol)',
+      hint: 'send one statement per Parse, or use the simple query protocol',
+    }, []), false, false);
+  }
+  const summaries: StatementSummary[] = [];
+  const analyses: Analysis[] = [];
+  for (const raw of stmts) {
+    const a = analyzeStatement((raw.stmt ?? {}) as AnyNode, catalog, role);
+    analyses.push(a);
+    summaries.push(summarize(a));
+  }
+  let literalSensitive = analyses.some((a) => a.literalSensitive);
+  let sessionDependent = false;
+  const effects: Effect[] = [];
+  let rank = -1;
+  let ruleId = `roles.${role.name}.statements`;
+  for (let i = 0; i < stmts.length; i++) {
+    const raw = stmts[i];
+    const a = analyses[i];
+    if (raw === undefined || a === undefined) continue;
+    const res = checkStatement(raw, a, session);
+    if (!res.ok) {
+      return shadowed(role, toDeny(a.kind, res.denial, summaries), literalSensitive, true);
+    }
+    effects.push(...res.effects);
+    if (res.sessionDependent) sessionDependent = true;
+    if (res.rank > rank) {
+      rank = res.rank;
+      ruleId = res.ruleId;
+    }
+  }
+  let rewrittenSql: string | undefined;
+  if (role.maxRows !== undefined) {
+    // A LIMIT's value decides whether the statement is rewritten.
+    if (analyses.some((a) => a.limit?.count !== undefined)) literalSensitive = true;
+    if (allowRewrite) rewrittenSql = capRewrite(sql, mode, stmts, session, catalog, summaries, role.maxRows + 1);
+  }
+  const allow: Allow = { allow: true, ruleId, statements: summaries, rewrittenSql, rowCap, effects, shadowDenied: undefined };
+  return { decision: allow, literalSensitive, sessionDependent };
+}
+
+/**
+ * Rewrites top-level SELECTs to LIMIT cap (maxRows + 1, so the wire counter can tell truncation
+ * happened), then re-parses and re-evaluates the result: it must be allowed, touch the same
+ * relations, and carry the cap. Any doubt → no rewrite (the wire-level cap still applies).
+ */
+function capRewrite(sql: string, mode: 'simple' | 'parse', stmts: RawStmt[], session: SessionView, catalog: CatalogSnapshot, before: StatementSummary[], cap: number): string | undefined {
+  let rewritten: { sql: string; changed: number[] } | undefined;
+  try {
+    rewritten = rewriteForCap(sql, stmts, cap);
+  } catch {
+    return undefined;
+  }
+  if (rewritten === undefined) return undefined;
+  const again = evaluateInner(rewritten.sql, mode, session, catalog, false).decision;
+  if (!again.allow || again.statements.length !== before.length) return undefined;
+  for (let i = 0; i < before.length; i++) {
+    const a = before[i];
+    const b = again.statements[i];
+    if (a === undefined || b === undefined || a.kind !== b.kind) return undefined;
+    if ([...a.relations].sort().join('\u0000') !== [...b.relations].sort().join('\u0000')) return undefined;
+    if ([...a.functions].sort().join('\u0000') !== [...b.functions].sort().join('\u0000')) return undefined;
+  }
+  const reparsed = parseStatements(rewritten.sql);
+  if (!reparsed.ok) return undefined;
+  for (const i of rewritten.changed) {
+    const sel: AnyNode | undefined = (reparsed.stmts[i]?.stmt as AnyNode | undefined)?.SelectStmt;
+    if (sel === undefined || cappedLimit(sel, cap) !== undefined) return undefined;
+  }
+  return rewritten.sql;
+}
+
+function shadowed(role: RolePolicy, deny: Deny, literalSensitive: boolean, sessionDependent: boolean): EvaluationFacts {
+  if (role.mode !== 'shadow' || SHADOW_ENFORCED.has(deny.reason)) return { decision: deny, literalSensitive, sessionDependent };
+  const allow: Allow = {
+    allow: true,
+    ruleId: deny.ruleId ?? 'shadow',
+    statements: deny.statements,
+    rewrittenSql: undefined,
+    rowCap: role.maxRows !== undefined ? { maxRows: role.maxRows, onRowCap: role.onRowCap } : undefined,
+    effects: [],
+    shadowDenied: { reason: deny.reason, message: deny.message },
+  };
+  return { decision: allow, literalSensitive, sessionDependent };
+}

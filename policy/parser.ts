@@ -1,0 +1,383 @@
+// SQL text → RawStmt[] with PostgreSQL's own grammar (libpg-query WASM), failing closed and containing the parser's own failure modes.
+//
+// Containment of the WASM stack-overflow trap (see /work/shared/notes/parsers.md §5.7):
+// libpg-query turns the raw parse tree into JSON with recursive C code on a fixed WASM stack. A tree
+// nested deeper than roughly 7,000 nodes (e.g. `SELECT 1+1+…` with ~7,400 terms, 1,960 nested
+// scalar subqueries, 4,200 nested function calls) overflows it: parseSync throws a RangeError, and
+// after ~30 such traps the instance hangs or misbehaves. Measured on 18.1.5 (bison's own stack limit
+// turns deeper *parenthesised* nesting into an ordinary "memory exhausted" SqlError first).
+// Defence in three layers:
+//   1. Hard size cap (`maxBytes`, default 1 MiB): bigger inputs are denied before any work.
+//   2. Nesting pre-screen for inputs above `screenAboveBytes` (default 4 KiB). Below that size no
+//      statement can come near the trap depth (the shallowest trap needs ~13 KB of text), so short
+//      statements pay nothing. Above it, a cheap upper bound is computed in JS first (every
+//      operator character and nesting keyword counted, parentheses weighted); only when that bound
+//      exceeds `maxNestingEstimate` do we run the real scanner (scanSync) and compute a per-level
+//      estimate of the tree depth (operator chains and set operations/joins at each parenthesis
+//      level, plus a weight per open parenthesis). Inputs over the bound are denied as too complex.
+//      The JS bound is always ≥ the scanner estimate, so skipping the scan never lets more through.
+//   3. If parseSync still throws something that is not a SqlError (RangeError, WebAssembly
+//      RuntimeError), the statement is denied, the trap counted, and the instance retired: a spare
+//      instance (loaded at init) takes over synchronously and a new spare loads in the background.
+//      A fresh instance is obtained by importing the library's ESM entry under a distinct URL
+//      (`…/index.js?instance=N`), which gives a new module record and so a new WASM instance.
+//      Retired instances cannot be unloaded, so replacements are capped; past the cap, and while
+//      no healthy instance is available, every input is denied ('parser_unavailable').
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import type { RawStmt, ParseResult, ScanResult, ScanToken } from 'libpg-query';
+
+export type { RawStmt, ScanToken };
+
+export interface ParserLimits {
+  /** Inputs longer than this many UTF-8 bytes are denied outright. */
+  maxBytes: number;
+  /** Inputs at or below this many bytes skip the nesting pre-screen. */
+  screenAboveBytes: number;
+  /** Upper bound on the estimated parse-tree nesting; above it the input is denied. */
+  maxNestingEstimate: number;
+  /** How many times a trapped instance may be replaced before the parser gives up (fail closed). */
+  maxReplacements: number;
+}
+
+export const DEFAULT_PARSER_LIMITS: Readonly<ParserLimits> = Object.freeze({
+  maxBytes: 1024 * 1024,
+  screenAboveBytes: 4096,
+  // Traps start at ~7,000 nesting levels; 2,000 leaves a 3.5× margin and is far above real SQL.
+  maxNestingEstimate: 2000,
+  maxReplacements: 8,
+});
+
+export type ParseFailureReason =
+  | 'parse_error'
+  | 'invalid_input'
+  | 'statement_too_large'
+  | 'statement_too_complex'
+  | 'parser_trap'
+  | 'parser_unavailable';
+
+export type ParseOutcome =
+  | { ok: true; stmts: RawStmt[] }
+  | { ok: false; reason: ParseFailureReason; message: string };
+
+interface LibPgQuery {
+  loadModule(): Promise<void>;
+  parseSync(sql: string): ParseResult;
+  scanSync(sql: string): ScanResult;
+  SqlError: new (...args: never[]) => Error;
+}
+
+interface Instance {
+  lib: LibPgQuery;
+  traps: number;
+}
+
+let limits: ParserLimits = { ...DEFAULT_PARSER_LIMITS };
+let primary: Instance | undefined;
+let spare: Instance | undefined;
+let spareLoading: Promise<void> | undefined;
+let instanceCounter = 0;
+let replacements = 0;
+let totalTraps = 0;
+let esmEntry: string | undefined;
+
+/** A trapped instance may still be used for a couple more inputs while no spare is ready. */
+const MAX_TRAPS_PER_INSTANCE = 3;
+
+/** Locates the library's ESM entry (wasm/index.js) so fresh instances can be imported by URL. */
+function resolveEsmEntry(): string | undefined {
+  try {
+    const require = createRequire(import.meta.url);
+    const main = require.resolve('libpg-query');
+    if (!/index\.c?js$/.test(main)) return undefined;
+    return pathToFileURL(main.replace(/index\.c?js$/, 'index.js')).href;
+  } catch {
+    return undefined;
+  }
+}
+
+async function loadInstance(): Promise<Instance> {
+  let lib: LibPgQuery;
+  if (esmEntry !== undefined) {
+    instanceCounter += 1;
+    lib = (await import(`${esmEntry}?instance=${instanceCounter}`)) as LibPgQuery;
+  } else {
+    lib = (await import('libpg-query')) as unknown as LibPgQuery;
+  }
+  await lib.loadModule();
+  // Smoke test: an instance that cannot parse a trivial statement is not used.
+  const probe = lib.parseSync('SELECT 1');
+  if (probe.stmts?.length !== 1) throw new Error('libpg-query instance failed its self-test');
+  return { lib, traps: 0 };
+}
+
+function startSpare(): void {
+  if (spare !== undefined || spareLoading !== undefined || esmEntry === undefined) return;
+  if (replacements >= limits.maxReplacements) return;
+  spareLoading = loadInstance()
+    .then((inst) => {
+      spare = inst;
+    })
+    .catch(() => {
+      // No spare: a later trap leaves the parser unavailable (fail closed) rather than crashing.
+    })
+    .finally(() => {
+      spareLoading = undefined;
+    });
+}
+
+/** Loads the WASM parser (and a spare instance); must finish before the first parseStatements call. */
+export async function initParser(overrides: Partial<ParserLimits> = {}): Promise<void> {
+  limits = { ...DEFAULT_PARSER_LIMITS, ...overrides };
+  if (primary !== undefined) return;
+  esmEntry ??= resolveEsmEntry();
+  try {
+    primary = await loadInstance();
+  } catch {
+    // The query-string import is a convenience; fall back to the package entry (no replacement).
+    esmEntry = undefined;
+    primary = await loadInstance();
+  }
+  startSpare();
+  if (spareLoading !== undefined) await spareLoading;
+}
+
+/** True once initParser has completed and a healthy instance is available. */
+export function isParserReady(): boolean {
+  return primary !== undefined && primary.traps < MAX_TRAPS_PER_INSTANCE;
+}
+
+/** Counters for metrics and health checks. */
+export function parserStats(): { traps: number; replacements: number; ready: boolean; spareReady: boolean } {
+  return { traps: totalTraps, replacements, ready: isParserReady(), spareReady: spare !== undefined };
+}
+
+function recordTrap(inst: Instance): void {
+  totalTraps += 1;
+  inst.traps += 1;
+  if (inst !== primary) return;
+  if (spare !== undefined && replacements < limits.maxReplacements) {
+    primary = spare;
+    spare = undefined;
+    replacements += 1;
+  }
+  startSpare();
+}
+
+function usable(): Instance | undefined {
+  if (primary === undefined || primary.traps >= MAX_TRAPS_PER_INSTANCE) return undefined;
+  return primary;
+}
+
+/** UTF-8 length, computed only when the UTF-16 length alone cannot decide. */
+function exceedsBytes(sql: string, max: number): boolean {
+  if (sql.length > max) return true;
+  if (sql.length * 3 <= max) return false;
+  return Buffer.byteLength(sql, 'utf8') > max;
+}
+
+function byteLengthAbove(sql: string, threshold: number): boolean {
+  if (sql.length > threshold) return true;
+  if (sql.length * 3 <= threshold) return false;
+  return Buffer.byteLength(sql, 'utf8') > threshold;
+}
+
+// Weights of the nesting estimate. An open parenthesis or bracket can start a scalar subquery
+// (≈3.8 tree levels each at the trap point), CASE adds ≈3.7; operators and set operations add ≤ 2.
+const PAREN_WEIGHT = 4;
+const CASE_WEIGHT = 4;
+const OPERATOR_CHARS = new Set('+-*/%^<>=~!@#&|`?:'.split('').map((c) => c.charCodeAt(0)));
+/** Keywords that build left- or right-deep trees without parentheses. AND/OR are absent: Postgres flattens them. */
+const NESTING_KEYWORDS = new Set(['UNION', 'INTERSECT', 'EXCEPT', 'JOIN', 'NOT', 'IS', 'ISNULL', 'NOTNULL', 'LIKE', 'ILIKE', 'SIMILAR', 'BETWEEN', 'COLLATE', 'AT', 'OVERLAPS', 'IN', 'WHEN']);
+const NESTING_KEYWORD_RE = /\b(?:union|intersect|except|join|not|is|isnull|notnull|like|ilike|similar|between|collate|at|overlaps|in|when)\b/gi;
+const CASE_RE = /\bcase\b/gi;
+/** Keywords that do not reset the chain at a comma: set operations and joins chain across select lists. */
+const CHAINING_KEYWORDS = new Set(['UNION', 'INTERSECT', 'EXCEPT', 'JOIN']);
+
+/** Upper bound of the scanner-based estimate, from raw characters (counts inside strings and comments too). */
+function cheapNestingBound(sql: string): number {
+  let total = 0;
+  for (let i = 0; i < sql.length; i++) {
+    const c = sql.charCodeAt(i);
+    if (c === 40 /* ( */ || c === 91 /* [ */) total += PAREN_WEIGHT;
+    else if (OPERATOR_CHARS.has(c)) total += 1;
+  }
+  total += (sql.match(NESTING_KEYWORD_RE)?.length ?? 0) + CASE_WEIGHT * (sql.match(CASE_RE)?.length ?? 0);
+  return total;
+}
+
+/**
+ * Estimates the deepest parse-tree nesting from real scanner tokens: per parenthesis level, the
+ * length of the current operator chain (reset at a comma, AND and OR) plus set operations and joins (never
+ * reset), summed over the enclosing levels plus a weight per level.
+ */
+function scannedNestingEstimate(tokens: ScanToken[]): number {
+  const chain: number[] = [0];
+  const setops: number[] = [0];
+  let enclosing = 0; // sum over enclosing levels, excluding the innermost
+  let max = 0;
+  for (const t of tokens) {
+    const type = t.tokenType;
+    let top = chain.length - 1;
+    if (type === 40 || type === 91) {
+      enclosing += (chain[top] ?? 0) + (setops[top] ?? 0) + PAREN_WEIGHT;
+      chain.push(0);
+      setops.push(0);
+    } else if (type === 41 || type === 93) {
+      if (chain.length > 1) {
+        chain.pop();
+        setops.pop();
+        top = chain.length - 1;
+        enclosing -= (chain[top] ?? 0) + (setops[top] ?? 0) + PAREN_WEIGHT;
+      }
+    } else if (type === 44 /* , */) {
+      chain[top] = 0;
+    } else if (type === 59 /* ; */) {
+      chain.length = 1;
+      setops.length = 1;
+      chain[0] = 0;
+      setops[0] = 0;
+      enclosing = 0;
+    } else if (t.keywordKind !== 0) {
+      const kw = t.text.toUpperCase();
+      if (CHAINING_KEYWORDS.has(kw)) setops[top] = (setops[top] ?? 0) + 1;
+      // Postgres flattens AND/OR chains into one BoolExpr: each operand is a subtree of its own.
+      else if (kw === 'AND' || kw === 'OR') chain[top] = 0;
+      else if (kw === 'CASE') chain[top] = (chain[top] ?? 0) + CASE_WEIGHT;
+      else if (NESTING_KEYWORDS.has(kw)) chain[top] = (chain[top] ?? 0) + 1;
+    } else if (type < 256 ? OPERATOR_CHARS.has(type) : type >= 265 && type <= 274 && type !== 266 && type !== 267) {
+      // Single-character operators, Op, TYPECAST, DOT_DOT, :=, =>, <=, >=, <> (not ICONST/PARAM).
+      chain[top] = (chain[top] ?? 0) + 1;
+    }
+    top = chain.length - 1;
+    const here = enclosing + (chain[top] ?? 0) + (setops[top] ?? 0);
+    if (here > max) max = here;
+  }
+  return max;
+}
+
+type Screen = { ok: true } | { ok: false; reason: ParseFailureReason; message: string };
+
+function screen(sql: string, inst: Instance): Screen {
+  if (exceedsBytes(sql, limits.maxBytes)) {
+    return { ok: false, reason: 'statement_too_large', message: `statement text exceeds ${limits.maxBytes} bytes` };
+  }
+  if (!byteLengthAbove(sql, limits.screenAboveBytes)) return { ok: true };
+  if (cheapNestingBound(sql) <= limits.maxNestingEstimate) return { ok: true };
+  let tokens: ScanToken[];
+  try {
+    tokens = inst.lib.scanSync(sql).tokens;
+  } catch (err) {
+    if (err instanceof RangeError || isWasmRuntimeError(err)) {
+      recordTrap(inst);
+      return { ok: false, reason: 'parser_trap', message: 'the SQL scanner failed on this input' };
+    }
+    // scanSync reports lexical errors (e.g. an unterminated string) as plain Errors.
+    return { ok: false, reason: 'parse_error', message: errorText(err) };
+  }
+  const estimate = scannedNestingEstimate(tokens);
+  if (estimate > limits.maxNestingEstimate) {
+    return {
+      ok: false,
+      reason: 'statement_too_complex',
+      message: `statement nesting estimate ${estimate} exceeds ${limits.maxNestingEstimate}`,
+    };
+  }
+  return { ok: true };
+}
+
+function isWasmRuntimeError(err: unknown): boolean {
+  // WebAssembly.RuntimeError (traps such as `unreachable` or out-of-bounds memory); the WebAssembly
+  // namespace is not in this project's lib typings, so it is recognised by name.
+  return err instanceof Error && (err.constructor?.name === 'RuntimeError' || err.name === 'RuntimeError');
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** True for text Postgres treats as an empty query (only whitespace); libpg-query throws on ''. */
+function isBlank(sql: string): boolean {
+  for (let i = 0; i < sql.length; i++) {
+    const c = sql.charCodeAt(i);
+    // Postgres scanner whitespace: space, \t, \n, \r, \f, \v.
+    if (c !== 32 && c !== 9 && c !== 10 && c !== 13 && c !== 12 && c !== 11) return false;
+  }
+  return true;
+}
+
+/**
+ * Parses every statement in `sql`. Never throws: any failure is a value, and callers deny on it.
+ * Zero statements (blank, `;`, comment only) is `{ ok: true, stmts: [] }`.
+ */
+export function parseStatements(sql: string): ParseOutcome {
+  try {
+    if (typeof sql !== 'string') return { ok: false, reason: 'invalid_input', message: 'statement text is not a string' };
+    // The wire layer rejects NUL too; the parser would silently stop at it (a statement hidden behind
+    // a NUL would never be classified), so it is checked again here.
+    if (sql.includes('\0')) return { ok: false, reason: 'invalid_input', message: 'statement text contains a NUL byte' };
+    if (isBlank(sql)) return { ok: true, stmts: [] };
+    const inst = usable();
+    if (inst === undefined) {
+      startSpare();
+      return {
+        ok: false,
+        reason: 'parser_unavailable',
+        message: primary === undefined ? 'the SQL parser is not initialised' : 'the SQL parser is unavailable after repeated failures',
+      };
+    }
+    const screened = screen(sql, inst);
+    if (!screened.ok) return screened;
+    let result: ParseResult;
+    try {
+      result = inst.lib.parseSync(sql);
+    } catch (err) {
+      if (err instanceof inst.lib.SqlError || (err instanceof Error && err.name === 'SqlError')) {
+        return { ok: false, reason: 'parse_error', message: errorText(err) };
+      }
+      if (err instanceof RangeError || isWasmRuntimeError(err)) {
+        recordTrap(inst);
+        return { ok: false, reason: 'parser_trap', message: 'the SQL parser failed on this input' };
+      }
+      // Any other exception (a JSON error, an allocation failure) denies without retiring the instance.
+      return { ok: false, reason: 'parse_error', message: errorText(err) };
+    }
+    const stmts = result?.stmts;
+    if (!Array.isArray(stmts)) return { ok: true, stmts: [] };
+    return { ok: true, stmts };
+  } catch (err) {
+    return { ok: false, reason: 'parse_error', message: errorText(err) };
+  }
+}
+
+/**
+ * Scanner tokens of `sql` (for cache-key normalisation), or undefined when the input is too large,
+ * does not lex, or the parser is unavailable.
+ */
+export function scanTokens(sql: string): ScanToken[] | undefined {
+  try {
+    const inst = usable();
+    if (inst === undefined || sql.includes('\0') || exceedsBytes(sql, limits.maxBytes)) return undefined;
+    return inst.lib.scanSync(sql).tokens;
+  } catch (err) {
+    const inst = usable();
+    if (inst !== undefined && (err instanceof RangeError || isWasmRuntimeError(err))) recordTrap(inst);
+    return undefined;
+  }
+}
+
+/** For tests: the nesting estimate of the pre-screen, scanner-based (undefined if the text does not lex). */
+export function nestingEstimateForTest(sql: string): { cheap: number; scanned: number | undefined } {
+  const tokens = scanTokens(sql);
+  return { cheap: cheapNestingBound(sql), scanned: tokens === undefined ? undefined : scannedNestingEstimate(tokens) };
+}
+
+/** For tests: simulate a trap on the current instance (exercises the replacement path). */
+export function simulateTrapForTest(): void {
+  if (primary !== undefined) recordTrap(primary);
+}
+
+/** Waits for a background spare load, if any (tests). */
+export async function spareSettledForTest(): Promise<void> {
+  if (spareLoading !== undefined) await spareLoading;
+}

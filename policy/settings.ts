@@ -1,0 +1,160 @@
+// Which session settings a role may SET / RESET, and the transaction-mode checks for BEGIN / SET TRANSACTION.
+import type { Node, VariableSetStmt, DefElem } from 'libpg-query';
+import type { RolePolicy } from './types.ts';
+
+/** Settings any role may change: display and client-side behaviour only. Keys are lower-case, as the parser returns them. */
+export const HARMLESS_SETTINGS: ReadonlyMap<string, string> = new Map([
+  ['datestyle', 'date display format'],
+  ['timezone', 'time zone for display and date arithmetic'],
+  ['intervalstyle', 'interval display format'],
+  ['extra_float_digits', 'float display precision (pgJDBC sets it)'],
+  ['bytea_output', 'bytea display format'],
+  ['lc_messages', 'language of server messages'],
+  ['lc_monetary', 'money display locale'],
+  ['lc_numeric', 'number display locale'],
+  ['lc_time', 'time display locale'],
+  ['xmloption', 'XML parse mode'],
+  ['client_min_messages', 'which notices the client receives'],
+  ['statement_timeout', 'only at or below the role\'s statementTimeout, and never 0 when the role has one'],
+  ['lock_timeout', 'gives up on locks sooner'],
+  ['idle_in_transaction_session_timeout', 'ends the client\'s own idle session sooner'],
+  ['transaction_isolation', 'stricter or looser isolation for this transaction'],
+  ['default_transaction_isolation', 'isolation of later transactions'],
+  ['default_transaction_deferrable', 'deferrable read-only transactions'],
+  ['transaction_deferrable', 'deferrable read-only transactions'],
+]);
+
+/**
+ * Settings no role may change, even if its policy lists them: they would change identity, name
+ * resolution, the lexer (and so what the proxy's parser saw), or read-only enforcement.
+ */
+export const NEVER_SETTINGS: ReadonlyMap<string, string> = new Map([
+  ['search_path', 'pinned by pgwarden: unqualified names must resolve as the policy resolved them'],
+  ['role', 'SET ROLE changes the database identity'],
+  ['session_authorization', 'changes the database identity'],
+  ['standard_conforming_strings', 'changes how the server lexes strings: the proxy\'s parser would see different statements'],
+  ['client_encoding', 'changes how the server decodes bytes the proxy already checked'],
+  ['backslash_quote', 'changes string lexing'],
+  ['escape_string_warning', 'string-lexing related; pinned with standard_conforming_strings'],
+  ['session_replication_role', 'disables triggers and foreign keys'],
+  ['local_preload_libraries', 'loads server libraries on the next connection'],
+  ['session_preload_libraries', 'loads server libraries'],
+  ['default_transaction_read_only', 'read-only enforcement (allowed only for read-write roles)'],
+  ['transaction_read_only', 'read-only enforcement (allowed only for read-write roles)'],
+  ['row_security', 'row-level security mode'],
+]);
+
+/** Prefix-namespaced settings no role may change. */
+export const NEVER_SETTING_PREFIXES: readonly string[] = ['pgwarden.'];
+
+/** Settings in NEVER_SETTINGS that read-write roles may still change. */
+const READ_WRITE_ONLY = new Set(['default_transaction_read_only', 'transaction_read_only']);
+
+export type SettingVerdict =
+  | { allow: true; restamp: boolean }
+  | { allow: false; rule: 'builtin' | 'role'; why: string; hint: string | undefined };
+
+const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A statement_timeout value in milliseconds, or undefined when it cannot be read with certainty. */
+export function parseTimeoutMs(arg: Node | undefined): number | undefined {
+  if (arg === undefined || !('A_Const' in arg)) return undefined;
+  const c = arg.A_Const;
+  if (c.ival !== undefined) return c.ival.ival ?? 0; // `ival: {}` is 0
+  let text: string | undefined;
+  if (c.sval !== undefined) text = c.sval.sval ?? '';
+  else if (c.fval !== undefined) text = c.fval.fval ?? '';
+  if (text === undefined) return undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*$/.exec(text);
+  if (m === null) return undefined;
+  const n = Number(m[1]);
+  const unit = m[2] ?? 'ms';
+  const factor = UNIT_MS[unit];
+  if (factor === undefined || !Number.isFinite(n)) return undefined;
+  return n * factor;
+}
+
+function settingListed(role: RolePolicy, name: string): boolean {
+  if (role.settings.has(name)) return true;
+  for (const s of role.settings) if (s.toLowerCase() === name) return true;
+  return false;
+}
+
+/**
+ * Judges a SET / SET LOCAL / RESET / SET … TO DEFAULT / RESET ALL statement.
+ * SET TRANSACTION and SET SESSION CHARACTERISTICS (VAR_SET_MULTI) are judged by judgeTransactionOptions.
+ */
+export function judgeVariableSet(stmt: VariableSetStmt, role: RolePolicy): SettingVerdict {
+  const kind = stmt.kind;
+  if (kind === 'VAR_RESET_ALL') return { allow: true, restamp: true };
+  if (kind === 'VAR_SET_MULTI') {
+    const name = (stmt.name ?? '').toUpperCase();
+    if (name === 'TRANSACTION' || name === 'SESSION CHARACTERISTICS') return judgeTransactionOptions(stmt.args, role);
+    return { allow: false, rule: 'builtin', why: `SET ${stmt.name ?? ''} is not supported through pgwarden`, hint: undefined };
+  }
+  const name = (stmt.name ?? '').toLowerCase();
+  if (name === '') return { allow: false, rule: 'builtin', why: 'unnamed setting', hint: undefined };
+  const never = NEVER_SETTINGS.get(name);
+  if (never !== undefined && !(READ_WRITE_ONLY.has(name) && !role.readOnly)) {
+    return { allow: false, rule: 'builtin', why: `${name}: ${never}`, hint: undefined };
+  }
+  if (READ_WRITE_ONLY.has(name)) return { allow: true, restamp: false };
+  for (const prefix of NEVER_SETTING_PREFIXES) {
+    if (name.startsWith(prefix)) return { allow: false, rule: 'builtin', why: `${prefix}* settings are stamped by pgwarden`, hint: undefined };
+  }
+  if (name === 'statement_timeout') return judgeStatementTimeout(stmt, role);
+  if (HARMLESS_SETTINGS.has(name) || settingListed(role, name)) return { allow: true, restamp: false };
+  const allowed = [...HARMLESS_SETTINGS.keys(), ...role.settings].join(', ');
+  return {
+    allow: false,
+    rule: 'role',
+    why: `setting ${name} is not in the harmless list or roles.${role.name}.settings`,
+    hint: `settings this role may change: ${allowed}`,
+  };
+}
+
+function judgeStatementTimeout(stmt: VariableSetStmt, role: RolePolicy): SettingVerdict {
+  const limit = role.statementTimeout;
+  if (limit === undefined) return { allow: true, restamp: false };
+  const hint = `statement_timeout may be set between 1 and ${limit} ms`;
+  // RESET / DEFAULT revert to the server default, which may be no limit at all.
+  if (stmt.kind !== 'VAR_SET_VALUE') {
+    return { allow: false, rule: 'role', why: `resetting statement_timeout would drop the role's limit of ${limit} ms`, hint };
+  }
+  const args = stmt.args ?? [];
+  const ms = args.length === 1 ? parseTimeoutMs(args[0]) : undefined;
+  if (ms === undefined) return { allow: false, rule: 'role', why: 'statement_timeout value could not be read', hint };
+  if (ms <= 0) return { allow: false, rule: 'role', why: `statement_timeout 0 disables the role's limit of ${limit} ms`, hint };
+  if (ms > limit) return { allow: false, rule: 'role', why: `statement_timeout ${ms} ms exceeds the role's limit of ${limit} ms`, hint };
+  return { allow: true, restamp: false };
+}
+
+/** True when a DefElem list asks for READ WRITE (`transaction_read_only` = false). */
+export function requestsReadWrite(options: readonly Node[] | undefined): boolean {
+  for (const opt of options ?? []) {
+    if (!('DefElem' in opt)) return true; // unknown shape: assume the worst
+    const d: DefElem = opt.DefElem;
+    if (d.defname !== 'transaction_read_only') continue;
+    const arg = d.arg;
+    if (arg === undefined || !('A_Const' in arg)) return true;
+    const c = arg.A_Const;
+    if (c.ival === undefined) return true;
+    if ((c.ival.ival ?? 0) === 0) return true;
+  }
+  return false;
+}
+
+/** Judges BEGIN/START TRANSACTION options and SET [SESSION CHARACTERISTICS AS] TRANSACTION. */
+export function judgeTransactionOptions(options: readonly Node[] | undefined, role: RolePolicy): SettingVerdict {
+  for (const opt of options ?? []) {
+    if (!('DefElem' in opt)) return { allow: false, rule: 'builtin', why: 'unrecognised transaction option', hint: undefined };
+    const name = opt.DefElem.defname;
+    if (name !== 'transaction_read_only' && name !== 'transaction_isolation' && name !== 'transaction_deferrable') {
+      return { allow: false, rule: 'builtin', why: `transaction option ${name ?? '?'} is not supported through pgwarden`, hint: undefined };
+    }
+  }
+  if (role.readOnly && requestsReadWrite(options)) {
+    return { allow: false, rule: 'role', why: `role "${role.name}" is read-only; READ WRITE transactions are not allowed`, hint: 'use READ ONLY or omit the access mode' };
+  }
+  return { allow: true, restamp: false };
+}

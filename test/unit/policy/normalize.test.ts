@@ -1,0 +1,119 @@
+// Cache keys from the real scanner, and the decision cache: literal-insensitive sharing only.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initParser } from '../../../policy/parser.ts';
+import { DecisionCache, cacheKeyFor } from '../../../policy/normalize.ts';
+import { CATALOG, ROLES, makeCatalog, sessionFor } from '../../fixtures/catalog.ts';
+
+beforeAll(async () => {
+  await initParser();
+});
+
+describe('cacheKeyFor', () => {
+  it('maps pgbench statements with changing literals to one key', () => {
+    const a = cacheKeyFor('SELECT abalance FROM pgbench_accounts WHERE aid = 123;');
+    const b = cacheKeyFor('SELECT  abalance FROM pgbench_accounts /* c */ WHERE aid = 98765;');
+    expect(a).toBeDefined();
+    expect(a).toBe(b);
+  });
+
+  it('keeps structure, identifiers, operators and the constant type', () => {
+    const k = (s: string) => cacheKeyFor(s);
+    expect(k('SELECT a FROM t WHERE x = 1')).not.toBe(k('SELECT b FROM t WHERE x = 1'));
+    expect(k('SELECT a FROM t WHERE x = 1')).not.toBe(k('SELECT a FROM t WHERE x = 1.5'));
+    expect(k("SELECT a FROM t WHERE x = 1")).not.toBe(k("SELECT a FROM t WHERE x = '1'"));
+    expect(k('SELECT a FROM t WHERE x = 1')).not.toBe(k('SELECT a FROM t WHERE x < 1'));
+    expect(k('SELECT a FROM t WHERE x = 1')).not.toBe(k('SELECT a FROM "t" WHERE x = 1'));
+    // the real lexer decides where a literal ends: a comment-looking quote is not a literal
+    expect(k("SELECT /* ' */ 1; DELETE FROM victim; SELECT /* ' */ 2")).not.toBe(k('SELECT 1'));
+  });
+
+  it('returns undefined when there is no literal, for long text, and for text that does not lex', () => {
+    expect(cacheKeyFor('SELECT a FROM t')).toBeUndefined();
+    expect(cacheKeyFor(`SELECT ${'1,'.repeat(5000)}1`)).toBeUndefined();
+    expect(cacheKeyFor("SELECT 'x")).toBeUndefined();
+  });
+});
+
+describe('DecisionCache', () => {
+  const s = () => sessionFor(ROLES.analyst);
+
+  it('serves exact repeats and shares literal-insensitive decisions', () => {
+    const c = new DecisionCache();
+    const d1 = c.decide('SELECT abalance FROM pgbench_accounts WHERE aid = 1', 'simple', s(), CATALOG, 1);
+    const d2 = c.decide('SELECT abalance FROM pgbench_accounts WHERE aid = 1', 'simple', s(), CATALOG, 1);
+    const d3 = c.decide('SELECT abalance FROM pgbench_accounts WHERE aid = 2', 'simple', s(), CATALOG, 1);
+    expect(d1.allow && d2 === d1 && d3 === d1).toBe(true);
+    expect(c.stats).toEqual({ exactHits: 1, normalizedHits: 1, misses: 1 });
+  });
+
+  it('current_setting(a) and current_setting(b) are not shared', () => {
+    const c = new DecisionCache();
+    expect(c.decide("SELECT current_setting('TimeZone')", 'simple', s(), CATALOG, 1).allow).toBe(true);
+    expect(c.decide("SELECT current_setting('data_directory')", 'simple', s(), CATALOG, 1).allow).toBe(false);
+  });
+
+  it('reg* casts, SET values and LIMITs under a row cap are not shared', () => {
+    const c = new DecisionCache();
+    const intro = sessionFor(ROLES.timed);
+    expect(c.decide("SET statement_timeout = '1s'", 'simple', intro, CATALOG, 1).allow).toBe(true);
+    expect(c.decide("SET statement_timeout = '1h'", 'simple', intro, CATALOG, 1).allow).toBe(false);
+    const capped = sessionFor(ROLES.capped);
+    const small = c.decide('SELECT id FROM orders LIMIT 5', 'simple', capped, CATALOG, 1);
+    const large = c.decide('SELECT id FROM orders LIMIT 5000', 'simple', capped, CATALOG, 1);
+    expect(small.allow && small.rewrittenSql).toBeUndefined();
+    expect(large.allow && large.rewrittenSql).toBe('SELECT id FROM orders LIMIT 101');
+    // a rewrite embeds the literals: a new literal gets its own rewrite
+    const a = c.decide('SELECT id FROM orders WHERE id = 1', 'simple', capped, CATALOG, 1);
+    const b = c.decide('SELECT id FROM orders WHERE id = 2', 'simple', capped, CATALOG, 1);
+    expect(a.allow && a.rewrittenSql).toBe('SELECT id FROM orders WHERE id = 1 LIMIT 101');
+    expect(b.allow && b.rewrittenSql).toBe('SELECT id FROM orders WHERE id = 2 LIMIT 101');
+  });
+
+  it('keys by policy version, role and mode; a new catalog snapshot clears it', () => {
+    const c = new DecisionCache();
+    const sql = 'SELECT 1; SELECT 2';
+    expect(c.decide(sql, 'simple', s(), CATALOG, 1).allow).toBe(true);
+    expect(c.decide(sql, 'parse', s(), CATALOG, 1).allow).toBe(false);
+    expect(c.decide('DELETE FROM orders WHERE id = 1', 'simple', sessionFor(ROLES.writer), CATALOG, 1).allow).toBe(true);
+    expect(c.decide('DELETE FROM orders WHERE id = 1', 'simple', s(), CATALOG, 1).allow).toBe(false);
+    const base = makeCatalog();
+    const relations = new Map(base.relations);
+    relations.delete('public.orders');
+    const other = { ...base, relations };
+    expect(c.decide('SELECT id FROM orders', 'simple', s(), CATALOG, 1).allow).toBe(true);
+    expect(c.decide('SELECT id FROM orders', 'simple', s(), other, 1).allow).toBe(false);
+    expect(c.decide('SELECT id FROM orders', 'simple', s(), other, 2).allow).toBe(false);
+  });
+
+  it('never caches decisions that read session state', () => {
+    const c = new DecisionCache();
+    expect(c.decide('EXECUTE p', 'simple', sessionFor(ROLES.analyst, ['p']), CATALOG, 1).allow).toBe(true);
+    expect(c.decide('EXECUTE p', 'simple', sessionFor(ROLES.analyst, []), CATALOG, 1).allow).toBe(false);
+    expect(c.decide('FETCH 1 FROM c', 'simple', sessionFor(ROLES.analyst, [], ['c']), CATALOG, 1).allow).toBe(true);
+    expect(c.decide('FETCH 1 FROM c', 'simple', sessionFor(ROLES.analyst), CATALOG, 1).allow).toBe(false);
+  });
+
+  it('cached decisions are frozen', () => {
+    const c = new DecisionCache();
+    const d = c.decide('SELECT id FROM orders WHERE id = 1', 'simple', s(), CATALOG, 1);
+    expect(Object.isFrozen(d)).toBe(true);
+    expect(Object.isFrozen(d.statements)).toBe(true);
+  });
+
+  it('an exact hit costs well under 2 µs', () => {
+    const c = new DecisionCache();
+    const sql = 'SELECT abalance FROM pgbench_accounts WHERE aid = 123;';
+    c.decide(sql, 'simple', s(), CATALOG, 1);
+    const session = s();
+    for (let i = 0; i < 10_000; i++) c.decide(sql, 'simple', session, CATALOG, 1);
+    // Best of several batches: the suite shares the CPU with other test files.
+    let perCallUs = Infinity;
+    for (let batch = 0; batch < 10; batch++) {
+      const n = 20_000;
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < n; i++) c.decide(sql, 'simple', session, CATALOG, 1);
+      perCallUs = Math.min(perCallUs, Number(process.hrtime.bigint() - t0) / n / 1000);
+    }
+    expect(perCallUs).toBeLessThan(2);
+  });
+});

@@ -1,0 +1,81 @@
+// The parser wrapper fails closed: NUL, size cap, nesting pre-screen, and containment of WASM traps.
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  DEFAULT_PARSER_LIMITS, initParser, nestingEstimateForTest, parseStatements, parserStats, simulateTrapForTest, spareSettledForTest,
+} from '../../../policy/parser.ts';
+
+beforeAll(async () => {
+  await initParser();
+});
+
+describe('parseStatements', () => {
+  it('parses every statement of a message', () => {
+    const r = parseStatements('SELECT 1; SELECT 2; DELETE FROM t');
+    expect(r.ok && r.stmts.map((s) => Object.keys(s.stmt ?? {})[0])).toEqual(['SelectStmt', 'SelectStmt', 'DeleteStmt']);
+  });
+
+  it('blank and comment-only input is zero statements', () => {
+    for (const sql of ['', ' ', '\n\t', ';', '-- x', '/* x */']) expect(parseStatements(sql)).toEqual({ ok: true, stmts: [] });
+  });
+
+  it('rejects NUL anywhere', () => {
+    expect(parseStatements('SELECT 1\0; DELETE FROM t')).toMatchObject({ ok: false, reason: 'invalid_input' });
+  });
+
+  it('syntax errors are values, not exceptions', () => {
+    expect(parseStatements('SELEC 1')).toMatchObject({ ok: false, reason: 'parse_error' });
+    expect(parseStatements("SELECT 'x")).toMatchObject({ ok: false, reason: 'parse_error' });
+  });
+
+  it('denies input above the hard size cap', () => {
+    const big = `SELECT '${'x'.repeat(DEFAULT_PARSER_LIMITS.maxBytes)}'`;
+    expect(parseStatements(big)).toMatchObject({ ok: false, reason: 'statement_too_large' });
+    // multi-byte characters count as UTF-8 bytes
+    const wide = `SELECT '${'é'.repeat(DEFAULT_PARSER_LIMITS.maxBytes / 2)}'`;
+    expect(parseStatements(wide)).toMatchObject({ ok: false, reason: 'statement_too_large' });
+  });
+
+  it('denies the deep left-nested expression that traps the WASM stack, without trapping', () => {
+    const before = parserStats().traps;
+    for (let i = 0; i < 40; i++) {
+      const deep = `SELECT ${Array(9500).fill('1').join('+')}`;
+      expect(parseStatements(deep)).toMatchObject({ ok: false, reason: 'statement_too_complex' });
+    }
+    expect(parserStats().traps).toBe(before);
+    expect(parseStatements('SELECT 1')).toMatchObject({ ok: true });
+  });
+
+  it.each([
+    ['nested subqueries', `SELECT ${'(SELECT '.repeat(2000)}1${')'.repeat(2000)}`],
+    ['nested CASE', `SELECT ${'CASE WHEN true THEN '.repeat(2100)}1${' END'.repeat(2100)}`],
+    ['long UNION chain', Array(2500).fill('SELECT 1').join(' UNION ')],
+    ['long JOIN chain', `SELECT 1 FROM t0${Array.from({ length: 2500 }, (_, i) => ` JOIN t${i + 1} ON true`).join('')}`],
+    ['nested function calls', `SELECT ${'f('.repeat(4500)}1${')'.repeat(4500)}`],
+  ])('pre-screen denies %s', (_label, sql) => {
+    expect(parseStatements(sql)).toMatchObject({ ok: false });
+  });
+
+  it('large but flat statements pass the pre-screen', () => {
+    expect(parseStatements(`SELECT 1 WHERE a IN (${Array(20000).fill('1').join(',')})`).ok).toBe(true);
+    expect(parseStatements(`SELECT ${Array(3000).fill('a + b').join(', ')}`).ok).toBe(true);
+    expect(parseStatements(`SELECT 1 WHERE ${Array(3000).fill('a = 1').join(' OR ')}`).ok).toBe(true);
+  });
+
+  it('the cheap bound never undercuts the scanner estimate', () => {
+    for (const sql of ['SELECT 1 WHERE a IN (1,2)', `SELECT ${Array(3000).fill('a+b').join(', ')}`, 'SELECT (a::int + b) * -c FROM t UNION SELECT 1', "SELECT '((((' || x FROM t JOIN u ON NOT a IS NULL"]) {
+      const e = nestingEstimateForTest(sql);
+      expect(e.scanned).toBeDefined();
+      expect(e.cheap).toBeGreaterThanOrEqual(e.scanned ?? Infinity);
+    }
+  });
+
+  it('a trap retires the instance: the spare takes over and a new spare loads', async () => {
+    const before = parserStats();
+    simulateTrapForTest();
+    const after = parserStats();
+    expect(after.traps).toBe(before.traps + 1);
+    expect(after.ready).toBe(true);
+    await spareSettledForTest();
+    expect(parseStatements('SELECT 1 FROM t').ok).toBe(true);
+  });
+});
