@@ -403,7 +403,9 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
       emit({ ...info, event: 'policy_reload' });
     },
     revocationChanged(info) {
-      emit({ ...info, event: 'revocation' });
+      // 'source' is every audit line's own field (pgwarden-audit); the revocation's origin goes in revocationSource.
+      const { source, ...rest } = info;
+      emit({ ...rest, revocationSource: source, event: 'revocation' } as unknown as AuditEvent);
     },
     write(event) {
       emit(event);

@@ -9,7 +9,7 @@ import { runDemo } from './demo.ts';
 const USAGE = `usage:
   pgwarden serve --config FILE
   pgwarden token mint --config FILE --sub S --role R [--agent A] [--tenant T] [--ttl 300s] [--jti ID]
-  pgwarden demo [--port 6432]
+  pgwarden demo [--port 6432] [--metrics-port 9187]
   pgwarden revoke --config FILE (--jti J | --sub S | --agent A) [--reason TEXT] [--expires 1h]
   pgwarden policy check FILE
   pgwarden policy explain --config FILE --role R --sql "SQL"
@@ -98,8 +98,8 @@ export async function main(argv: string[]): Promise<void> {
       if (rest[0] !== 'mint') die(USAGE);
       return await tokenMint(rest.slice(1));
     case 'demo': {
-      const { values } = parseArgs({ args: rest, options: { port: { type: 'string', default: '6432' } } });
-      return await runDemo({ port: Number(values.port) });
+      const { values } = parseArgs({ args: rest, options: { port: { type: 'string', default: '6432' }, 'metrics-port': { type: 'string', default: '9187' } } });
+      return await runDemo({ port: Number(values.port), metricsPort: Number(values['metrics-port']) });
     }
     case 'policy':
       return await policy(rest);

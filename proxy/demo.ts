@@ -15,7 +15,7 @@ function step(msg: string): void {
   process.stderr.write(`pgwarden demo: ${msg}\n`);
 }
 
-export async function runDemo(opts: { port: number }): Promise<void> {
+export async function runDemo(opts: { port: number; metricsPort: number }): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-demo-'));
   step('starting an embedded PostgreSQL (from npm)…');
   const db = await startPostgres();
@@ -68,6 +68,9 @@ auth:
   secretFile: ./secrets/jwt-secret
   maxTokenLifetime: 15m
 policyFile: ./policy.yaml
+revocation: { file: ./revocations.yaml }
+metrics: { host: 127.0.0.1, port: ${opts.metricsPort} }
+audit: { destination: ./audit.jsonl, sql: full }
 `,
     );
     const loaded = loadConfig(configFile);
@@ -94,6 +97,9 @@ Then, in another terminal with that variable set:
 
 Mint another token:  npx pgwarden token mint --config ${configFile} --sub alice --role analyst --ttl 10m
 Edit the policy:     ${path.join(dir, 'policy.yaml')} (reloaded on save)
+Audit trail:         tail -f ${path.join(dir, 'audit.jsonl')}
+Metrics:             curl -s http://127.0.0.1:${proxy.metricsPort}/metrics | grep ^pgwarden_
+Revoke the token:    npx pgwarden revoke --config ${configFile} --sub alice --reason demo   (ends live sessions)
 The session ends when the token expires. Press Ctrl-C to stop everything.
 `);
   } catch (err) {

@@ -95,6 +95,8 @@ export class Session {
   private idleTimer: NodeJS.Timeout | undefined;
   private readonly statements = new Map<string, NamedStatement>();
   private readonly preparedNames = new Set<string>();
+  /** Policy version under which the SQL-level PREPAREs in preparedNames were checked. */
+  private preparedVersion = -1;
   private readonly cursorNames = new Set<string>();
   private readonly log: Logger;
   private readonly now: () => number;
@@ -436,6 +438,12 @@ export class Session {
   }
 
   private decide(sql: string, mode: 'simple' | 'parse' | 'bind'): Decision {
+    const version = this.deps.gate.version;
+    if (version !== this.preparedVersion) {
+      // SQL-level PREPAREs were checked under an older policy: forget them, so EXECUTE is refused until re-prepared.
+      this.preparedNames.clear();
+      this.preparedVersion = version;
+    }
     const t0 = process.hrtime.bigint();
     const decision = this.deps.gate.decide(sql, mode === 'bind' ? 'parse' : mode, this.view());
     const micros = Number(process.hrtime.bigint() - t0) / 1000;

@@ -180,7 +180,7 @@ describe('event shapes', () => {
     audit.policyReloaded({ version: 3, previousVersion: 2, reason: 'signal', digest: 'abc', removedRoles: ['ops'], sessionsEnded: 1 });
     audit.revocationChanged({ source: 'file', entries: 1, added: [{ jti: 'j9', reason: 'leaked' }], removed: [], sessionsEnded: 2 });
     expect(out.events[0]).toMatchObject({ event: 'policy_reload', version: 3, previousVersion: 2, reason: 'signal', removedRoles: ['ops'], sessionsEnded: 1 });
-    expect(out.events[1]).toMatchObject({ event: 'revocation', source: 'file', entries: 1, added: [{ jti: 'j9', reason: 'leaked' }], sessionsEnded: 2 });
+    expect(out.events[1]).toMatchObject({ event: 'revocation', source: 'pgwarden-audit', revocationSource: 'file', entries: 1, added: [{ jti: 'j9', reason: 'leaked' }], sessionsEnded: 2 });
   });
 });
 
