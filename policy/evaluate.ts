@@ -563,6 +563,21 @@ function sliceStatement(buf: Buffer, raw: RawStmt): string {
   return buf.subarray(start, len > 0 ? start + len : buf.length).toString('utf8');
 }
 
+/**
+ * The SELECT a statement's row cap applies to, and the cap: a top-level SELECT gets `cap`
+ * (maxRows + 1, so the wire counter sees truncation); a cursor's query gets maxRows exactly,
+ * because FETCHes page through it and only a LIMIT inside the cursor bounds their total.
+ */
+function cappable(stmt: AnyNode | undefined, cap: number): { sel: AnyNode; cap: number; wrap: (sel: AnyNode) => AnyNode } | undefined {
+  if (stmt?.SelectStmt !== undefined) return { sel: stmt.SelectStmt, cap, wrap: (sel) => ({ SelectStmt: sel }) };
+  const decl: AnyNode | undefined = stmt?.DeclareCursorStmt;
+  const inner: AnyNode | undefined = decl?.query?.SelectStmt;
+  if (decl !== undefined && inner !== undefined) {
+    return { sel: inner, cap: Math.max(0, cap - 1), wrap: (sel) => ({ DeclareCursorStmt: { ...decl, query: { SelectStmt: sel } } }) };
+  }
+  return undefined;
+}
+
 function rewriteForCap(sql: string, stmts: RawStmt[], cap: number): { sql: string; changed: number[] } | undefined {
   const pieces: string[] = [];
   const changed: number[] = [];
@@ -570,11 +585,11 @@ function rewriteForCap(sql: string, stmts: RawStmt[], cap: number): { sql: strin
   for (let i = 0; i < stmts.length; i++) {
     const raw = stmts[i];
     if (raw === undefined) return undefined;
-    const sel: AnyNode | undefined = (raw.stmt as AnyNode | undefined)?.SelectStmt;
-    const capped = sel !== undefined ? cappedLimit(sel, cap) : undefined;
-    if (sel !== undefined && capped !== undefined) {
+    const target = cappable(raw.stmt as AnyNode | undefined, cap);
+    const capped = target !== undefined ? cappedLimit(target.sel, target.cap) : undefined;
+    if (target !== undefined && capped !== undefined) {
       // Shallow copy: the rest of the tree is shared, never mutated.
-      const node = { SelectStmt: { ...sel, limitCount: capped.limitCount, limitOption: capped.limitOption } };
+      const node = target.wrap({ ...target.sel, limitCount: capped.limitCount, limitOption: capped.limitOption });
       const text = deparseSync({ version: 0, stmts: [{ stmt: node }] } as never, { pretty: false });
       if (typeof text !== 'string' || text.trim() === '') return undefined;
       pieces.push(text);
@@ -606,6 +621,18 @@ export function evaluateWithFacts(sql: string, mode: 'simple' | 'parse', session
     const detail = err instanceof Error ? err.message : String(err);
     return { decision: toDeny(undefined, internalDenial(detail), []), literalSensitive: true, sessionDependent: true };
   }
+}
+
+/** The session as the next statement of the same Query sees it: names prepared or declared so far added. */
+function withEffects(view: SessionView, effects: readonly Effect[]): SessionView {
+  if (!effects.some((e) => e.type === 'prepare' || e.type === 'declare')) return view;
+  const preparedNames = new Set(view.preparedNames);
+  const cursorNames = new Set(view.cursorNames);
+  for (const e of effects) {
+    if (e.type === 'prepare') preparedNames.add(e.name);
+    else if (e.type === 'declare') cursorNames.add(e.name);
+  }
+  return { ...view, preparedNames, cursorNames };
 }
 
 function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, allowRewrite: boolean): EvaluationFacts {
@@ -644,15 +671,18 @@ function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionVi
   const effects: Effect[] = [];
   let rank = -1;
   let ruleId = `roles.${role.name}.statements`;
+  // Statements later in one Query see the PREPAREs and DECLAREs earlier in it (`DECLARE c …; FETCH 10 FROM c`).
+  let view: SessionView = session;
   for (let i = 0; i < stmts.length; i++) {
     const raw = stmts[i];
     const a = analyses[i];
     if (raw === undefined || a === undefined) continue;
-    const res = checkStatement(raw, a, session);
+    const res = checkStatement(raw, a, view);
     if (!res.ok) {
       return shadowed(role, toDeny(a.kind, res.denial, summaries), literalSensitive, true);
     }
     effects.push(...res.effects);
+    view = withEffects(view, res.effects);
     if (res.sessionDependent) sessionDependent = true;
     if (res.rank > rank) {
       rank = res.rank;
@@ -694,8 +724,8 @@ function capRewrite(sql: string, mode: 'simple' | 'parse', stmts: RawStmt[], ses
   const reparsed = parseStatements(rewritten.sql);
   if (!reparsed.ok) return undefined;
   for (const i of rewritten.changed) {
-    const sel: AnyNode | undefined = (reparsed.stmts[i]?.stmt as AnyNode | undefined)?.SelectStmt;
-    if (sel === undefined || cappedLimit(sel, cap) !== undefined) return undefined;
+    const target = cappable(reparsed.stmts[i]?.stmt as AnyNode | undefined, cap);
+    if (target === undefined || cappedLimit(target.sel, target.cap) !== undefined) return undefined;
   }
   return rewritten.sql;
 }

@@ -56,13 +56,19 @@ describe('truncate mode (analyst: maxRows 100)', () => {
     }
   });
 
-  it('cursors: repeated FETCH cannot read past the cap in one fetch', async () => {
+  it('cursors: one FETCH and the cursor as a whole stop at the cap', async () => {
     const c = await connectPg(tp);
     try {
       await c.query('BEGIN');
       await c.query('DECLARE cur CURSOR FOR SELECT id FROM orders');
       const r = await c.query('FETCH 400 FROM cur');
       expect(r.rows.length).toBe(100);
+      // Paging on does not reach row 101: the cursor's own query was capped in the database.
+      expect((await c.query('FETCH 100 FROM cur')).rows.length).toBe(0);
+      await c.query('DECLARE cur2 CURSOR FOR SELECT id FROM orders ORDER BY id');
+      let total = 0;
+      for (let i = 0; i < 10; i++) total += (await c.query('FETCH 30 FROM cur2')).rows.length;
+      expect(total).toBe(100);
       await c.query('COMMIT');
     } finally {
       await c.end();

@@ -100,20 +100,13 @@ describe('DecisionCache', () => {
     expect(Object.isFrozen(d.statements)).toBe(true);
   });
 
-  it('an exact hit costs well under 2 µs', () => {
+  it('an exact-text hit returns the cached decision without evaluating again (its cost is measured in bench/)', () => {
     const c = new DecisionCache();
     const sql = 'SELECT abalance FROM pgbench_accounts WHERE aid = 123;';
-    c.decide(sql, 'simple', s(), CATALOG, 1);
-    const session = s();
-    for (let i = 0; i < 10_000; i++) c.decide(sql, 'simple', session, CATALOG, 1);
-    // Best of several batches: the suite shares the CPU with other test files.
-    let perCallUs = Infinity;
-    for (let batch = 0; batch < 10; batch++) {
-      const n = 20_000;
-      const t0 = process.hrtime.bigint();
-      for (let i = 0; i < n; i++) c.decide(sql, 'simple', session, CATALOG, 1);
-      perCallUs = Math.min(perCallUs, Number(process.hrtime.bigint() - t0) / n / 1000);
-    }
-    expect(perCallUs).toBeLessThan(2);
+    const first = c.decide(sql, 'simple', s(), CATALOG, 1);
+    const before = { ...c.stats };
+    const again = c.decide(sql, 'simple', s(), CATALOG, 1);
+    expect(again).toBe(first);
+    expect(c.stats.misses).toBe(before.misses);
   });
 });

@@ -89,3 +89,19 @@ describe('LIMIT rewrite', () => {
     expect(e.allow && e.rewrittenSql).toBe('SELECT id FROM orders LIMIT 11');
   });
 });
+
+describe('cursor caps', () => {
+  it('a cursor query is capped at maxRows exactly: FETCHes cannot page past it', () => {
+    expect(rewrite('DECLARE c CURSOR FOR SELECT id FROM orders')).toBe('DECLARE c CURSOR FOR SELECT id FROM orders LIMIT 100');
+    expect(rewrite('DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT id FROM orders LIMIT ALL')).toBe('DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT id FROM orders LIMIT 100');
+    expect(rewrite('DECLARE c CURSOR FOR SELECT id FROM orders LIMIT 7')).toBeUndefined();
+  });
+
+  it('a FETCH may follow its DECLARE in the same Query, but not precede it', () => {
+    const none = sessionFor(ROLES.capped, [], []);
+    const d = evaluate('BEGIN; DECLARE k CURSOR FOR SELECT id FROM orders; FETCH 10 FROM k', 'simple', none, CATALOG);
+    expect(d.allow).toBe(true);
+    expect(evaluate('FETCH 10 FROM k; DECLARE k CURSOR FOR SELECT id FROM orders', 'simple', none, CATALOG).allow).toBe(false);
+    expect(evaluate('PREPARE q AS SELECT id FROM orders; EXECUTE q', 'simple', none, CATALOG).allow).toBe(true);
+  });
+});
