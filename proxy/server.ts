@@ -3,6 +3,7 @@ import net from 'node:net';
 import { ProxyError } from './errors.ts';
 import { encodeProxyError } from './wire/backend.ts';
 import { Session, type EndReason, type SessionDeps } from './session/session.ts';
+import type { Identity } from './auth/jwt.ts';
 
 export interface ProxyServer {
   readonly sessions: ReadonlySet<Session>;
@@ -41,6 +42,7 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
     }
     const session = new Session(socket, {
       ...deps,
+      admitIdentity: (id, self) => admitIdentity(id, self),
       events: {
         ...deps.events,
         sessionEnded(s, reason) {
@@ -51,6 +53,27 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
     });
     sessions.add(session);
   });
+
+  /** Optional per-subject and per-agent limits; counted over sessions that are logged in. */
+  const admitIdentity = (id: Identity, self: Session): ProxyError | undefined => {
+    const perSub = deps.config.limits.maxSessionsPerSub ?? 0;
+    const perAgent = deps.config.limits.maxSessionsPerAgent ?? 0;
+    if (perSub === 0 && perAgent === 0) return undefined;
+    let bySub = 0;
+    let byAgent = 0;
+    for (const s of sessions) {
+      if (s === self || !s.identity) continue;
+      if (s.identity.sub === id.sub) bySub++;
+      if (id.agent !== undefined && s.identity.agent === id.agent) byAgent++;
+    }
+    if (perSub > 0 && bySub >= perSub) {
+      return new ProxyError('ERR_TOO_MANY', `too many sessions for subject "${id.sub}" (limit ${perSub})`, { hint: 'close an idle session and try again' });
+    }
+    if (perAgent > 0 && id.agent !== undefined && byAgent >= perAgent) {
+      return new ProxyError('ERR_TOO_MANY', `too many sessions for agent "${id.agent}" (limit ${perAgent})`, { hint: 'close an idle session and try again' });
+    }
+    return undefined;
+  };
 
   return {
     sessions,

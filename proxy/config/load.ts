@@ -111,6 +111,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
   checkListenTls(get, sectionGiven('listen.tls'), issue);
   checkAuth(get, provided, issue);
   checkPolicyFile(get<string>('policyFile'), issue);
+  const peers = parsePeers(get<string[]>('cluster.peers') ?? [], get<number>('cluster.replicaId') ?? 0, issue);
   const metricsEnabled = sectionGiven('metrics');
   if (metricsEnabled && get('metrics.port') !== 0 && get('metrics.port') === get('listen.port') && get('metrics.host') === get('listen.host')) {
     issue('metrics.port', 'is the same address as listen; choose another port');
@@ -162,7 +163,10 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
       expiryGrace: must('limits.expiryGrace'),
       maxClientConnections: must('limits.maxClientConnections'),
       idleSessionTimeout: must('limits.idleSessionTimeout'),
+      maxSessionsPerSub: must('limits.maxSessionsPerSub'),
+      maxSessionsPerAgent: must('limits.maxSessionsPerAgent'),
     },
+    cluster: { replicaId: must('cluster.replicaId'), peers },
     log: { level: must('log.level') },
     audit: {
       destination: resolveDestination(must('audit.destination'), baseDir),
@@ -182,6 +186,28 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
     },
   };
   return { ok: true, config: deepFreeze(config) };
+}
+
+/** Peers are written "id@host:port"; ids are 0..127 and distinct from ours and each other. */
+function parsePeers(list: readonly string[], self: number, issue: (path: string, message: string) => void): { id: number; host: string; port: number }[] {
+  const out: { id: number; host: string; port: number }[] = [];
+  const seen = new Set<number>();
+  for (const entry of list) {
+    const m = /^(\d{1,3})@([^\s/@]+):(\d{1,5})$/.exec(entry);
+    const id = m ? Number(m[1]) : NaN;
+    const port = m ? Number(m[3]) : NaN;
+    if (!m || id > 127 || port < 1 || port > 65_535) {
+      issue('cluster.peers', `"${entry}" is not "id@host:port" with id 0..127`);
+      continue;
+    }
+    if (id === self || seen.has(id)) {
+      issue('cluster.peers', `peer id ${id} is ${id === self ? 'this replica\'s own id' : 'listed twice'}`);
+      continue;
+    }
+    seen.add(id);
+    out.push({ id, host: m[2] as string, port });
+  }
+  return out;
 }
 
 /** stdout/stderr stay names; anything else is a file path relative to the config file. */

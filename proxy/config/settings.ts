@@ -79,6 +79,12 @@ export const settings = [
   { key: 'limits.maxClientConnections', type: 'integer', default: 1000, min: 1, max: 1_000_000, env: 'PGWARDEN_MAX_CLIENT_CONNECTIONS', doc: 'client connections accepted at once' },
   { key: 'limits.idleSessionTimeout', type: 'duration', default: 0, doc: 'end a session idle this long; 0 turns it off' },
 
+  { key: 'limits.maxSessionsPerSub', type: 'integer', default: 0, min: 0, doc: 'live sessions one token subject may hold; 0 means no limit' },
+  { key: 'limits.maxSessionsPerAgent', type: 'integer', default: 0, min: 0, doc: 'live sessions one agent may hold; 0 means no limit' },
+
+  { key: 'cluster.replicaId', type: 'integer', default: 0, min: 0, max: 127, env: 'PGWARDEN_REPLICA_ID', doc: 'this replica\'s id, encoded in every cancel key so a cancel landing on another replica finds its way back' },
+  { key: 'cluster.peers', type: 'stringList', doc: 'other replicas as "id@host:port", where CancelRequests for their keys are forwarded' },
+
   { key: 'audit.destination', type: 'string', default: 'stdout', env: 'PGWARDEN_AUDIT_DESTINATION', doc: 'audit trail: stdout, stderr or a file path (appended; SIGUSR2 reopens it for rotation)' },
   { key: 'audit.sql', type: 'enum', values: ['normalized', 'full', 'none'], default: 'normalized', doc: 'SQL text in statement events: literals replaced by ?, as sent, or left out' },
   { key: 'audit.onFailure', type: 'enum', values: ['refuse', 'continue'], default: 'refuse', doc: 'when the audit destination fails: refuse new logins and statements, or continue and log the failure' },

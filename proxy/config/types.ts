@@ -53,6 +53,9 @@ export interface LimitsConfig {
   expiryGrace: Millis;
   maxClientConnections: number;
   idleSessionTimeout: Millis;
+  /** Live sessions per token subject / per agent; 0 = unlimited. Optional for hand-built configs. */
+  maxSessionsPerSub?: number;
+  maxSessionsPerAgent?: number;
 }
 
 export interface Config {
@@ -65,6 +68,8 @@ export interface Config {
   metrics: { host: string; port: number } | undefined;
   limits: LimitsConfig;
   log: { level: string };
+  /** Scale-out: this replica's id (in every cancel key) and the peers cancels are forwarded to. */
+  cluster?: { replicaId: number; peers: { id: number; host: string; port: number }[] };
   /** Audit trail; defaults (stdout, normalized SQL, refuse on failure) when absent. */
   audit?: { destination: string; sql: 'full' | 'normalized' | 'none'; onFailure: 'refuse' | 'continue' };
   /** Revocation sources: a hot-reloaded file and/or an upstream table watched with LISTEN/NOTIFY. */

@@ -57,6 +57,8 @@ export interface SessionDeps {
   log: Logger;
   tlsContext: tls.SecureContext | undefined;
   events?: SessionEvents;
+  /** Per-identity admission (session limits per sub/agent); an error refuses the login. */
+  admitIdentity?(id: Identity, self: Session): ProxyError | undefined;
   /** Revocation check at login; returns a reason when the identity is revoked. */
   isRevoked?(id: Identity): string | undefined;
   now?: () => number;
@@ -303,6 +305,12 @@ export class Session {
     const role = gate.role(identity.role);
     if (!role) {
       this.fail(new ProxyError('ERR_TOKEN_REJECTED', `token role "${identity.role}" is not defined in the policy`, { hint: TOKEN_HINT }), 'auth_failed');
+      return;
+    }
+    const refusal = this.deps.admitIdentity?.(identity, this);
+    if (refusal) {
+      this.deps.events?.loginFailed?.(this, 'session_limit', refusal);
+      this.fail(refusal, 'auth_failed');
       return;
     }
     this.identity = identity;

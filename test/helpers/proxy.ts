@@ -48,7 +48,7 @@ export interface TestProxy {
   sign(claims: Record<string, unknown>, header?: Record<string, unknown>): Promise<string>;
   /** Connection settings for `pg`, with the given token as password. */
   pgConfig(password: string, extra?: Partial<pg.ClientConfig>): pg.ClientConfig;
-  close(): Promise<void>;
+  close(drainMs?: number): Promise<void>;
 }
 
 export const testPg = () => inject('pg');
@@ -67,12 +67,14 @@ export interface StartOptions {
   listen?: Partial<Config['listen']>;
   deps?: ProxyDeps;
   config?: Partial<Config>;
+  /** HMAC secret to use (replicas of one deployment share it); random by default. */
+  secret?: Buffer;
 }
 
 export async function startTestProxy(opts: StartOptions = {}): Promise<TestProxy> {
   const info = testPg();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-test-'));
-  const secret = randomBytes(32);
+  const secret = opts.secret ?? randomBytes(32);
   const secretFile = path.join(dir, 'jwt-secret');
   writeFileSync(secretFile, secret);
   const policyFile = path.join(dir, 'policy.yaml');
@@ -155,8 +157,8 @@ export async function startTestProxy(opts: StartOptions = {}): Promise<TestProxy
       password,
       ...extra,
     }),
-    async close() {
-      await proxy.close(0);
+    async close(drainMs = 0) {
+      await proxy.close(drainMs);
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -106,6 +106,8 @@ describe('the documented example', () => {
       expiryGrace: 0,
       maxClientConnections: 1000,
       idleSessionTimeout: 0,
+      maxSessionsPerSub: 0,
+      maxSessionsPerAgent: 0,
     });
     expect(config.log).toEqual({ level: 'info' });
   });
@@ -355,5 +357,30 @@ describe('values and sources', () => {
       'listen.tls.certFile',
       'listen.tls.keyFile',
     ]);
+  });
+});
+
+describe('cluster, limits, audit and revocation sections', () => {
+  it('parses peers as id@host:port and defaults to a lone replica 0', () => {
+    expect(loadOk(minimal()).cluster).toEqual({ replicaId: 0, peers: [] });
+    const c = loadOk(minimal(undefined, 'cluster: { replicaId: 1, peers: ["2@pgwarden-1.pgwarden:6432", "3@10.0.0.3:6432"] }\n'));
+    expect(c.cluster).toEqual({ replicaId: 1, peers: [{ id: 2, host: 'pgwarden-1.pgwarden', port: 6432 }, { id: 3, host: '10.0.0.3', port: 6432 }] });
+  });
+
+  it('refuses malformed peers, our own id and duplicates', () => {
+    const issues = loadIssues(minimal(undefined, 'cluster: { replicaId: 1, peers: ["nope", "1@a:1", "200@a:1"] }\n'));
+    expect(paths(issues).filter((p) => p === 'cluster.peers').length).toBe(3);
+    expect(paths(loadIssues(minimal(undefined, 'cluster: { replicaId: 300 }\n')))).toContain('cluster.replicaId');
+  });
+
+  it('audit defaults to stdout, normalized SQL and refusing when it fails; a relative file resolves against the config', () => {
+    expect(loadOk(minimal()).audit).toEqual({ destination: 'stdout', sql: 'normalized', onFailure: 'refuse' });
+    expect(loadOk(minimal(undefined, 'audit: { destination: ./audit.jsonl }\n')).audit?.destination).toBe(join(dir, 'audit.jsonl'));
+    expect(paths(loadIssues(minimal(undefined, 'audit: { sql: everything }\n')))).toContain('audit.sql');
+  });
+
+  it('a revocation table section needs its schema and name', () => {
+    expect(loadOk(minimal(undefined, 'revocation: { table: { schema: ops, name: revocations } }\n')).revocation?.table).toMatchObject({ schema: 'ops', name: 'revocations', channel: 'pgwarden_revocations' });
+    expect(paths(loadIssues(minimal(undefined, 'revocation: { table: { schema: ops } }\n')))).toContain('revocation.table.name');
   });
 });

@@ -29,3 +29,22 @@ describe('CancelRegistry', () => {
     expect(ids.size).toBe(1000);
   });
 });
+
+describe('replica ids in cancel keys', () => {
+  it('every key carries the issuing replica id, and a key of an unknown replica goes nowhere', () => {
+    const reg = new CancelRegistry(5, [{ id: 6, host: '127.0.0.1', port: 1 }]);
+    for (let i = 0; i < 200; i++) {
+      const k = reg.issue({ cancelUpstream: () => {} });
+      expect(CancelRegistry.replicaOf(k.processId)).toBe(5);
+      expect(k.processId).toBeGreaterThan(0);
+      expect(k.processId).toBeLessThanOrEqual(0x7fffffff);
+    }
+    // A key of replica 9 (not a configured peer) is neither matched locally nor forwarded.
+    expect(reg.cancel((9 << 24) | 1234, Buffer.alloc(4))).toBe(false);
+  });
+
+  it('refuses replica ids outside 0..127', () => {
+    expect(() => new CancelRegistry(128)).toThrow(TypeError);
+    expect(() => new CancelRegistry(-1)).toThrow(TypeError);
+  });
+});
