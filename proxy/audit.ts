@@ -77,6 +77,8 @@ export type AuditEvent =
   | ({ event: 'login_refused'; reason: string; sqlstate: string; code: string; message: string } & AuditSessionFields)
   | ({
       event: 'statement';
+      /** Decision number within the session; the matching statement_end carries the same seq. */
+      seq?: number;
       mode: 'simple' | 'parse' | 'bind';
       /** libpg-query node names, e.g. ['SelectStmt']; empty when the text did not parse. */
       kinds: string[];
@@ -95,6 +97,12 @@ export type AuditEvent =
       durationMs?: number;
       sqlstate?: string;
     } & AuditSessionFields)
+  /**
+   * Written when an allowed statement has finished: rows sent to the client, time from send to completion,
+   * and its SQLSTATE if it failed. The decision is written first, before the statement runs, so nothing ever
+   * runs unaudited; this event completes it (matched by sessionId + seq).
+   */
+  | ({ event: 'statement_end'; seq: number; rows: number; durationMs: number; sqlstate?: string; truncated?: boolean; rowCapError?: boolean } & AuditSessionFields)
   | ({ event: 'session_end'; reason: EndReason; durationMs?: number; statements: number; denied: number } & AuditSessionFields)
   | ({ event: 'policy_reload' } & PolicyReloadInfo)
   | ({ event: 'revocation' } & RevocationInfo)
@@ -366,6 +374,19 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
       }
       emit(statementEvent(s, info, sqlMode, opts.policyVersion?.()));
     },
+    statementFinished(s, o) {
+      const ev: Extract<AuditEvent, { event: 'statement_end' }> = {
+        event: 'statement_end',
+        ...sessionFields(s),
+        seq: o.seq,
+        rows: o.rows,
+        durationMs: Math.round(o.durationMs * 1000) / 1000,
+      };
+      if (o.sqlstate !== undefined) ev.sqlstate = o.sqlstate;
+      if (o.truncated) ev.truncated = true;
+      if (o.rowCapError) ev.rowCapError = true;
+      emit(ev);
+    },
     sessionEnded(s, reason) {
       const counters = perSession.get(s);
       // Sessions that never logged in (cancel requests, probes, refused logins) have login_refused or nothing.
@@ -483,7 +504,7 @@ export function sessionFields(s: Pick<Session, 'id' | 'remoteAddress' | 'identit
 
 export function statementEvent(
   s: Pick<Session, 'id' | 'remoteAddress' | 'identity' | 'role'>,
-  info: { mode: 'simple' | 'parse' | 'bind'; sql: string; decision: Decision; micros: number },
+  info: { seq?: number; mode: 'simple' | 'parse' | 'bind'; sql: string; decision: Decision; micros: number },
   sqlMode: AuditSqlMode,
   policyVersion: number | undefined,
 ): AuditEvent {
@@ -492,6 +513,7 @@ export function statementEvent(
   const ev: Extract<AuditEvent, { event: 'statement' }> = {
     event: 'statement',
     ...sessionFields(s),
+    ...(info.seq !== undefined ? { seq: info.seq } : {}),
     mode: info.mode,
     kinds: d.statements.map((st) => st.kind),
     relations,

@@ -217,6 +217,9 @@ function combineEvents(...all: (SessionEvents | undefined)[]): SessionEvents {
     loginSucceeded: (...a) => call('loginSucceeded', a),
     loginFailed: (...a) => call('loginFailed', a),
     statementDecided: (...a) => call('statementDecided', a),
+    statementFinished: (...a) => call('statementFinished', a),
+    traffic: (...a) => call('traffic', a),
+    upstreamConnected: (...a) => call('upstreamConnected', a),
     sessionEnded: (...a) => call('sessionEnded', a),
   };
 }

@@ -14,6 +14,11 @@ export interface Metrics {
   policyReloads: client.Counter<'result'>;
   policyVersion: client.Gauge;
   cacheLookups: client.Counter<'result'>;
+  statementSeconds: client.Histogram<'outcome'>;
+  rowsForwarded: client.Counter;
+  rowCap: client.Counter<'action'>;
+  upstreamConnectSeconds: client.Histogram;
+  bytes: client.Counter<'direction'>;
 }
 
 /** Statement kinds become label values only from this bounded set; anything else is 'other'. */
@@ -45,6 +50,23 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   const policyVersion = new client.Gauge({ name: 'pgwarden_policy_version', help: 'Version of the policy in force', registers: [registry] });
   const cacheLookups = new client.Counter({ name: 'pgwarden_decision_cache_total', help: 'Decision cache lookups by result', labelNames: ['result'] as const, registers: [registry] });
 
+  const statementSeconds = new client.Histogram({
+    name: 'pgwarden_statement_duration_seconds',
+    help: 'Time from forwarding a statement to its completion, as the proxy observes it',
+    labelNames: ['outcome'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry],
+  });
+  const rowsForwarded = new client.Counter({ name: 'pgwarden_rows_forwarded_total', help: 'Result rows (DataRow and COPY rows) forwarded to clients', registers: [registry] });
+  const rowCap = new client.Counter({ name: 'pgwarden_row_cap_total', help: 'Statements cut by a role row cap, by action (truncate, error)', labelNames: ['action'] as const, registers: [registry] });
+  const upstreamConnectSeconds = new client.Histogram({
+    name: 'pgwarden_upstream_connect_seconds',
+    help: 'Time to connect and log in to the upstream database for a new session',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  const bytes = new client.Counter({ name: 'pgwarden_client_bytes_total', help: 'Bytes read from (in) and written to (out) clients', labelNames: ['direction'] as const, registers: [registry] });
+
   // Roles are bounded by the policy file; still, cap label values defensively.
   const roleLabel = (r: string | undefined) => (r && r.length <= 63 ? r : 'unknown');
   const events: SessionEvents = {
@@ -63,12 +85,28 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
       }
       decisionSeconds.observe(info.micros / 1e6);
     },
+    statementFinished(_s, o) {
+      statementSeconds.observe({ outcome: o.sqlstate === undefined ? 'ok' : 'error' }, o.durationMs / 1000);
+      rowsForwarded.inc(o.rows);
+      if (o.truncated) rowCap.inc({ action: 'truncate' });
+      if (o.rowCapError) rowCap.inc({ action: 'error' });
+    },
+    traffic(_s, bytesIn, bytesOut) {
+      if (bytesIn > 0) bytes.inc({ direction: 'in' }, bytesIn);
+      if (bytesOut > 0) bytes.inc({ direction: 'out' }, bytesOut);
+    },
+    upstreamConnected(_s, ms) {
+      upstreamConnectSeconds.observe(ms / 1000);
+    },
     sessionEnded(s, reason) {
       sessionsEnded.inc({ reason });
       if (s.identity && s.role && reason !== 'auth_failed') activeSessions.dec();
     },
   };
-  return { registry, events, activeSessions, logins, statements, decisionSeconds, sessionsEnded, policyReloads, policyVersion, cacheLookups };
+  return {
+    registry, events, activeSessions, logins, statements, decisionSeconds, sessionsEnded, policyReloads, policyVersion, cacheLookups,
+    statementSeconds, rowsForwarded, rowCap, upstreamConnectSeconds, bytes,
+  };
 }
 
 /** Serves /metrics, /healthz (alive) and /readyz (`ready()` says whether a policy is loaded and upstream answers). */

@@ -11,6 +11,7 @@ import { BackendType, FrontendType } from '../wire/codes.ts';
 import type { Frame } from '../wire/framer.ts';
 import {
   decodeCommandComplete,
+  decodeErrorFields,
   decodeReadyForQuery,
   encodeCommandComplete,
   encodeErrorResponse,
@@ -28,6 +29,17 @@ export interface RowCap {
   onRowCap: 'truncate' | 'error';
 }
 
+/** What happened to one executed statement (a simple Query, an Execute, a FunctionCall), for audit and metrics. */
+export interface StatementTrace {
+  /** Sequence number of the decision it belongs to within the session. */
+  seq: number;
+  startedAt: number;
+  rows: number;
+  sqlstate: string | undefined;
+  truncated: boolean;
+  rowCapError: boolean;
+}
+
 interface Pending {
   /** FrontendType of the message this entry answers for. */
   kind: number;
@@ -35,6 +47,8 @@ interface Pending {
   denial: ProxyError | undefined;
   /** Execute: the portal, so row caps count across Executes of one portal. */
   portal: string | undefined;
+  /** Query, Execute and FunctionCall entries carry a trace that is reported when they finish. */
+  trace: StatementTrace | undefined;
 }
 
 /** Per result set being streamed: how many rows went to the client and whether the cap cut it. */
@@ -58,11 +72,14 @@ export class ResponseTracker {
   rowsForwarded = 0;
   truncations = 0;
 
+  /** Called once for every traced entry when its responses are complete. */
+  onFinish: ((trace: StatementTrace) => void) | undefined;
+
   constructor(public rowCap: RowCap | undefined) {}
 
   /** Records a message sent upstream that will produce responses. */
-  expect(kind: number, denial?: ProxyError, portal?: string): void {
-    this.queue.push({ kind, denial, portal });
+  expect(kind: number, denial?: ProxyError, portal?: string, trace?: StatementTrace): void {
+    this.queue.push({ kind, denial, portal, trace });
   }
 
   /** A Bind resets the row count of its portal. */
@@ -84,6 +101,8 @@ export class ResponseTracker {
   }
 
   private pop(): void {
+    const done = this.queue[this.head];
+    if (done?.trace !== undefined) this.onFinish?.(done.trace);
     this.head++;
     if (this.head === this.queue.length) {
       this.queue.length = 0;
@@ -169,20 +188,27 @@ export class ResponseTracker {
     const cap = this.rowCap;
     if (cap === undefined || frame.type === BackendType.CopyData && head?.kind !== FrontendType.Query && head?.kind !== FrontendType.Execute) {
       this.rowsForwarded++;
+      if (head?.trace) head.trace.rows++;
       return this.forward(frame, out);
     }
     const portalBase = head?.kind === FrontendType.Execute && head.portal !== undefined ? (this.portalRows.get(head.portal)?.sent ?? 0) : 0;
     if (portalBase + this.rows.sent < cap.maxRows) {
       this.rows.sent++;
       this.rowsForwarded++;
+      if (head?.trace) head.trace.rows++;
       return this.forward(frame, out);
     }
     if (cap.onRowCap === 'truncate') {
       this.rows.truncated = true;
+      if (head?.trace) head.trace.truncated = true;
       return false;
     }
     if (!this.rows.errored) {
       this.rows.errored = true;
+      if (head?.trace) {
+        head.trace.rowCapError = true;
+        head.trace.sqlstate ??= SqlState.ProgramLimitExceeded;
+      }
       out.push(
         encodeProxyError(
           new ProxyError('ERR_ROW_CAP', `result exceeds the limit of ${cap.maxRows} rows for this role`, {
@@ -232,6 +258,10 @@ export class ResponseTracker {
 
   private onError(frame: Frame, head: Pending | undefined, out: Buffer[]): boolean {
     let verbatim = true;
+    // Only errors of traced entries are decoded: the fast path never reads error text.
+    const needsCode = head?.trace !== undefined || (head !== undefined && head.kind !== FrontendType.Query && this.queue.some((p, i) => i > this.head && p.trace));
+    const code = needsCode ? (head?.denial?.sqlstate ?? decodeErrorFields(frame.body).sqlstate) : undefined;
+    if (head?.trace && head.trace.sqlstate === undefined) head.trace.sqlstate = code;
     if (head?.denial) {
       out.push(encodeProxyError(head.denial));
       verbatim = false;
@@ -243,7 +273,12 @@ export class ResponseTracker {
     }
     if (head && head.kind !== FrontendType.Query && head.kind !== FrontendType.FunctionCall) {
       // Extended protocol: Postgres skips every message until Sync; so do our expectations.
-      while (this.busy && this.current()?.kind !== FrontendType.Sync) this.pop();
+      // A skipped Execute never ran: its trace reports the batch's error, not success.
+      while (this.busy && this.current()?.kind !== FrontendType.Sync) {
+        const skipped = this.current()?.trace;
+        if (skipped && skipped.sqlstate === undefined) skipped.sqlstate = code;
+        this.pop();
+      }
     }
     this.resetRows();
     return verbatim;

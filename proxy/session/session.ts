@@ -25,7 +25,7 @@ import { connectUpstream, sendUpstreamCancel, UPSTREAM_MAX_MESSAGE, type Upstrea
 import type { CancelRegistry } from './cancel.ts';
 import type { StatementGate } from './gate.ts';
 import { Phase, canTransition } from './phase.ts';
-import { ResponseTracker, SENTINEL_SQL, fatalFrame } from './pipeline.ts';
+import { ResponseTracker, SENTINEL_SQL, fatalFrame, type StatementTrace } from './pipeline.ts';
 import { readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
 
 /** Why a session ended; a low-cardinality metric label. */
@@ -41,11 +41,26 @@ export type EndReason =
   | 'timeout'
   | 'internal';
 
+export interface StatementOutcome {
+  /** The `seq` of the decision this execution belongs to. */
+  seq: number;
+  rows: number;
+  durationMs: number;
+  sqlstate: string | undefined;
+  truncated: boolean;
+  rowCapError: boolean;
+}
+
 /** Observers of a session (metrics, audit); every method is optional and must not throw. */
 export interface SessionEvents {
   loginSucceeded?(s: Session): void;
   loginFailed?(s: Session, reason: string, err: ProxyError): void;
-  statementDecided?(s: Session, info: { mode: 'simple' | 'parse' | 'bind'; sql: string; decision: Decision; micros: number }): void;
+  statementDecided?(s: Session, info: { seq: number; mode: 'simple' | 'parse' | 'bind'; sql: string; decision: Decision; micros: number }): void;
+  /** A statement (Query, Execute or FunctionCall) finished: rows sent, time from send to completion, its SQLSTATE if it failed. */
+  statementFinished?(s: Session, info: StatementOutcome): void;
+  /** Bytes read from the client and written to it since the last report (reported per statement and at the end). */
+  traffic?(s: Session, bytesIn: number, bytesOut: number): void;
+  upstreamConnected?(s: Session, ms: number): void;
   sessionEnded?(s: Session, reason: EndReason): void;
 }
 
@@ -75,6 +90,8 @@ interface NamedStatement {
   sql: string;
   version: number;
   allowed: boolean;
+  /** Decision sequence number, so executions of the statement are reported against it. */
+  seq: number;
 }
 
 export class Session {
@@ -104,6 +121,12 @@ export class Session {
   private readonly now: () => number;
   private closed = false;
   private processingClient = false;
+  /** Decisions made in this session; each audit 'statement' event and its outcome share the number. */
+  private seq = 0;
+  /** Portal → decision seq of the statement bound to it. */
+  private readonly portals = new Map<string, number>();
+  private bytesIn = 0;
+  private bytesOut = 0;
 
   constructor(
     socket: net.Socket,
@@ -156,13 +179,21 @@ export class Session {
 
   private writeClient(data: Buffer | Buffer[]): void {
     if (this.closed) return;
-    if (Array.isArray(data)) {
-      if (data.length === 0) return;
-      const ok = this.socket.write(data.length === 1 ? (data[0] as Buffer) : Buffer.concat(data));
-      if (!ok) this.upstream?.socket.pause();
-    } else if (!this.socket.write(data)) {
-      this.upstream?.socket.pause();
-    }
+    const buf = Array.isArray(data) ? (data.length === 1 ? (data[0] as Buffer) : data.length === 0 ? undefined : Buffer.concat(data)) : data;
+    if (buf === undefined) return;
+    this.bytesOut += buf.length;
+    if (!this.socket.write(buf)) this.upstream?.socket.pause();
+  }
+
+  private reportTraffic(): void {
+    if (this.bytesIn === 0 && this.bytesOut === 0) return;
+    this.deps.events?.traffic?.(this, this.bytesIn, this.bytesOut);
+    this.bytesIn = 0;
+    this.bytesOut = 0;
+  }
+
+  private trace(seq: number): StatementTrace {
+    return { seq, startedAt: performance.now(), rows: 0, sqlstate: undefined, truncated: false, rowCapError: false };
   }
 
   private writeUpstream(data: Buffer[]): void {
@@ -176,6 +207,7 @@ export class Session {
 
   private readonly onClientData = (chunk: Buffer): void => {
     if (this.closed) return;
+    this.bytesIn += chunk.length;
     try {
       this.framer.push(chunk);
       this.processClient();
@@ -333,7 +365,9 @@ export class Session {
         clientApplicationName: startup.applicationName,
         forwarded: startup.forwarded,
       });
+      const t0 = performance.now();
       const up = await connectUpstream(config.upstream, params);
+      this.deps.events?.upstreamConnected?.(this, performance.now() - t0);
       if (this.closed) {
         up.socket.destroy();
         return;
@@ -355,6 +389,17 @@ export class Session {
     const leftover = up.framer.takeRemaining();
     if (leftover.length > 0) this.upstreamFramer.push(leftover);
     this.tracker = new ResponseTracker(this.rowCap());
+    this.tracker.onFinish = (t) => {
+      this.deps.events?.statementFinished?.(this, {
+        seq: t.seq,
+        rows: t.rows,
+        durationMs: performance.now() - t.startedAt,
+        sqlstate: t.sqlstate,
+        truncated: t.truncated,
+        rowCapError: t.rowCapError,
+      });
+      this.reportTraffic();
+    };
     const key = this.deps.cancels.issue({ cancelUpstream: () => this.cancelUpstream() });
     this.backendKey = key;
     const out: Buffer[] = [encodeAuthenticationOk()];
@@ -455,7 +500,8 @@ export class Session {
     const t0 = process.hrtime.bigint();
     const decision = this.deps.gate.decide(sql, mode === 'bind' ? 'parse' : mode, this.view());
     const micros = Number(process.hrtime.bigint() - t0) / 1000;
-    this.deps.events?.statementDecided?.(this, { mode, sql, decision, micros });
+    this.seq++;
+    this.deps.events?.statementDecided?.(this, { seq: this.seq, mode, sql, decision, micros });
     if (decision.allow) {
       for (const e of decision.effects) {
         if (e.type === 'prepare') this.preparedNames.add(e.name);
@@ -501,7 +547,7 @@ export class Session {
         const { sql } = decodeQuery(frame.body);
         const d = this.decide(sql, 'simple');
         if (d.allow) {
-          tracker.expect(FrontendType.Query);
+          tracker.expect(FrontendType.Query, undefined, undefined, this.trace(this.seq));
           out.push(d.rewrittenSql !== undefined ? encodeQuery(d.rewrittenSql) : frame.raw);
         } else {
           tracker.expect(FrontendType.Query, this.denial(d));
@@ -512,7 +558,7 @@ export class Session {
       case FrontendType.Parse: {
         const p = decodeParse(frame.body);
         const d = this.decide(p.sql, 'parse');
-        this.statements.set(p.name, { sql: p.sql, version: this.deps.gate.version, allowed: d.allow });
+        this.statements.set(p.name, { sql: p.sql, version: this.deps.gate.version, allowed: d.allow, seq: this.seq });
         if (d.allow) {
           tracker.expect(FrontendType.Parse);
           out.push(d.rewrittenSql !== undefined ? encodeParse(p.name, d.rewrittenSql, p.paramTypes) : frame.raw);
@@ -531,6 +577,7 @@ export class Session {
           const d = this.decide(st.sql, 'bind');
           st.version = this.deps.gate.version;
           st.allowed = d.allow;
+          st.seq = this.seq;
           if (!d.allow) {
             tracker.expect(FrontendType.Parse, this.denial(d));
             out.push(encodeParse('', SENTINEL_SQL, []));
@@ -538,13 +585,14 @@ export class Session {
           }
         }
         tracker.portalBound(b.portal);
+        this.portals.set(b.portal, st?.seq ?? 0);
         tracker.expect(FrontendType.Bind);
         out.push(frame.raw);
         return false;
       }
       case FrontendType.Execute: {
         const e = decodeExecute(frame.body);
-        tracker.expect(FrontendType.Execute, undefined, e.portal);
+        tracker.expect(FrontendType.Execute, undefined, e.portal, this.trace(this.portals.get(e.portal) ?? 0));
         out.push(frame.raw);
         return false;
       }
@@ -555,7 +603,10 @@ export class Session {
       case FrontendType.Close: {
         const c = decodeClose(frame.body);
         if (c.target === 'S') this.statements.delete(c.name);
-        else tracker.portalClosed(c.name);
+        else {
+          tracker.portalClosed(c.name);
+          this.portals.delete(c.name);
+        }
         tracker.expect(FrontendType.Close);
         out.push(frame.raw);
         return false;
@@ -664,6 +715,7 @@ export class Session {
     if (this.phase !== Phase.Closing) this.phase = Phase.Closing;
     for (const t of [this.handshakeTimer, this.expiryTimer, this.idleTimer]) if (t) clearTimeout(t);
     if (this.backendKey) this.deps.cancels.release(this.backendKey.processId);
+    this.reportTraffic();
     const up = this.upstream;
     if (up) {
       up.socket.off('data', this.onUpstreamData);

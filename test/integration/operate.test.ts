@@ -68,6 +68,12 @@ describe('metrics and audit', () => {
     expect(text).toMatch(/pgwarden_statements_total\{role="analyst",decision="deny",kind="DeleteStmt",reason="[a-z_]+"\} [1-9]/);
     expect(text).toMatch(/pgwarden_sessions_ended_total\{reason="client"\} [1-9]/);
     expect(text).toMatch(/pgwarden_policy_decision_seconds_count [1-9]/);
+    expect(text).toMatch(/pgwarden_statement_duration_seconds_count\{outcome="ok"\} [1-9]/);
+    expect(text).toMatch(/pgwarden_rows_forwarded_total [1-9]/);
+    expect(text).toMatch(/pgwarden_client_bytes_total\{direction="in"\} [1-9]/);
+    expect(text).toMatch(/pgwarden_client_bytes_total\{direction="out"\} [1-9]/);
+    expect(text).toMatch(/pgwarden_upstream_connect_seconds_count [1-9]/);
+    expect(text).toMatch(/pgwarden_decision_cache_total\{result="miss"\} [1-9]/);
     expect(before).not.toBe(await tp.proxy.metrics.registry.getSingleMetricAsString('pgwarden_statements_total'));
     // Labels never carry subjects, SQL or addresses.
     expect(text).not.toContain('metrics-user');
@@ -81,6 +87,9 @@ describe('metrics and audit', () => {
     const c = await connectPg(tp, token);
     await c.query('SELECT id FROM orders WHERE id = 1');
     await pgError(() => c.query('SELECT ssn FROM customers'));
+    await c.query('SELECT id FROM orders');
+    await pgError(() => c.query('SELECT 1/0'));
+    await c.query({ text: 'SELECT id FROM orders WHERE id <= $1', values: [3] });
     await c.end();
     await new Promise((r) => setTimeout(r, 200));
     const events = tp.auditLines().map((l) => JSON.parse(l));
@@ -92,6 +101,16 @@ describe('metrics and audit', () => {
     expect(denied).toMatchObject({ role: 'analyst' });
     expect(denied.rule ?? denied.ruleId).toBeTruthy();
     expect(mine.some((e) => e.event === 'session_end')).toBe(true);
+    // Each allowed statement is completed by a statement_end with the same seq: rows, duration, SQLSTATE.
+    const ends = new Map(mine.filter((e) => e.event === 'statement_end').map((e) => [e.seq, e]));
+    expect(ends.get(allowed.seq)).toMatchObject({ rows: 1 });
+    const capped = mine.find((e) => e.event === 'statement' && e.sql === 'SELECT id FROM orders');
+    expect(ends.get(capped.seq)).toMatchObject({ rows: 100, truncated: true });
+    const failed = mine.find((e) => e.event === 'statement' && e.sql === 'SELECT 1/0');
+    expect(ends.get(failed.seq)).toMatchObject({ sqlstate: '22012', rows: 0 });
+    const extended = mine.find((e) => e.event === 'statement' && e.mode === 'parse' && /\$1/.test(e.sql));
+    expect(ends.get(extended.seq)).toMatchObject({ rows: 3 });
+    expect(ends.has(denied.seq)).toBe(false);
     const all = tp.auditLines().join('\n') + tp.logs.join('');
     for (const part of token.split('.')) expect(all).not.toContain(part);
   });

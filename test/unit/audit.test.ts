@@ -110,9 +110,10 @@ describe('event shapes', () => {
     const audit = await open({ destination: out, policyVersion: () => 7 });
     const s = fakeSession();
     audit.events.loginSucceeded?.(s);
-    audit.events.statementDecided?.(s, { mode: 'simple', sql: 'SELECT * FROM orders WHERE id = 5', decision: allow(), micros: 12.3456 });
-    audit.events.statementDecided?.(s, { mode: 'parse', sql: 'DELETE FROM orders', decision: deny, micros: 3 });
+    audit.events.statementDecided?.(s, { seq: 1, mode: 'simple', sql: 'SELECT * FROM orders WHERE id = 5', decision: allow(), micros: 12.3456 });
+    audit.events.statementDecided?.(s, { seq: 1, mode: 'parse', sql: 'DELETE FROM orders', decision: deny, micros: 3 });
     audit.events.statementDecided?.(s, {
+      seq: 3,
       mode: 'bind',
       sql: 'SELECT 1',
       decision: allow({ shadowDenied: { reason: 'relation_not_allowed', message: 'm' } }),
@@ -211,19 +212,19 @@ describe('SQL modes', () => {
   it("'none' leaves sql out, 'full' keeps it but still scrubs a JWT in it", async () => {
     const none = new Capture();
     const a = await open({ destination: none, sql: 'none' });
-    a.events.statementDecided?.(fakeSession(), { mode: 'simple', sql: "SELECT 'x'", decision: allow(), micros: 1 });
+    a.events.statementDecided?.(fakeSession(), { seq: 1, mode: 'simple', sql: "SELECT 'x'", decision: allow(), micros: 1 });
     expect(none.events[0]).not.toHaveProperty('sql');
 
     const full = new Capture();
     const b = await open({ destination: full, sql: 'full' });
-    b.events.statementDecided?.(fakeSession(), { mode: 'simple', sql: `SELECT 'x', '${TOKEN}'`, decision: allow(), micros: 1 });
+    b.events.statementDecided?.(fakeSession(), { seq: 1, mode: 'simple', sql: `SELECT 'x', '${TOKEN}'`, decision: allow(), micros: 1 });
     expect(full.events[0]?.['sql']).toBe("SELECT 'x', '[redacted-jwt]'");
   });
 
   it('truncates very long SQL and says so', async () => {
     const out = new Capture();
     const a = await open({ destination: out, sql: 'full' });
-    a.events.statementDecided?.(fakeSession(), { mode: 'simple', sql: `SELECT ${'1,'.repeat(20_000)}1`, decision: allow(), micros: 1 });
+    a.events.statementDecided?.(fakeSession(), { seq: 1, mode: 'simple', sql: `SELECT ${'1,'.repeat(20_000)}1`, decision: allow(), micros: 1 });
     expect((out.events[0]?.['sql'] as string).length).toBe(16 * 1024);
     expect(out.events[0]?.['sqlTruncated']).toBe(true);
   });
@@ -238,7 +239,7 @@ describe('no credentials in the trail', () => {
     (s.identity as { tenant: string }).tenant = TOKEN;
     audit.events.loginSucceeded?.(s);
     audit.events.loginFailed?.(s, 'bad_signature', new ProxyError('ERR_TOKEN_INVALID', `token signature is invalid ${TOKEN}`));
-    audit.events.statementDecided?.(s, { mode: 'simple', sql: 'SELECT 1', decision: allow(), micros: 1 });
+    audit.events.statementDecided?.(s, { seq: 1, mode: 'simple', sql: 'SELECT 1', decision: allow(), micros: 1 });
     audit.events.sessionEnded?.(s, 'client');
     expect(out.events).toHaveLength(4);
     expect(out.text).not.toContain(TOKEN);
@@ -272,7 +273,7 @@ describe('failure policy', () => {
     const audit = await open({ destination: new Failing(), onFailure: 'refuse', log });
     expect(audit.healthy).toBe(true);
     expect(auditGate(audit)).toBe(true);
-    audit.events.statementDecided?.(fakeSession(), { mode: 'simple', sql: 'SELECT 1', decision: allow(), micros: 1 });
+    audit.events.statementDecided?.(fakeSession(), { seq: 1, mode: 'simple', sql: 'SELECT 1', decision: allow(), micros: 1 });
     await until(() => !audit.healthy);
     expect(auditGate(audit)).toBe(false);
     expect(errors[0]).toMatch(/refusing new logins and statements/);
