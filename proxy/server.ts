@@ -21,23 +21,29 @@ export interface ServerOptions {
 
 export function createServer(deps: SessionDeps, opts: ServerOptions = {}): ProxyServer {
   const sessions = new Set<Session>();
+  /** Every open client socket, so close() can reap any the client never closed. */
+  const sockets = new Set<net.Socket>();
   let closing = false;
+  /** Answers a connection we will not serve and makes sure it goes away even if the client never closes. */
+  const refuse = (socket: net.Socket, err: ProxyError) => {
+    socket.end(encodeProxyError(err));
+    setTimeout(() => socket.destroy(), 1000).unref();
+  };
   const server = net.createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
     if (closing) {
-      socket.end(encodeProxyError(new ProxyError('ERR_SHUTDOWN', 'pgwarden is shutting down')));
+      refuse(socket, new ProxyError('ERR_SHUTDOWN', 'pgwarden is shutting down'));
       return;
     }
     const refusal = opts.admit?.();
     if (refusal) {
-      socket.end(encodeProxyError(refusal));
+      refuse(socket, refusal);
       return;
     }
     if (sessions.size >= deps.config.limits.maxClientConnections) {
-      socket.end(
-        encodeProxyError(
-          new ProxyError('ERR_TOO_MANY', 'sorry, too many clients already', { hint: 'try again later; pgwarden is at its connection limit' }),
-        ),
-      );
+      refuse(socket, new ProxyError('ERR_TOO_MANY', 'sorry, too many clients already', { hint: 'try again later; pgwarden is at its connection limit' }));
       return;
     }
     const session = new Session(socket, {
@@ -98,7 +104,12 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
       for (const s of [...sessions]) {
         s.endWith(new ProxyError('ERR_SHUTDOWN', 'terminating connection due to administrator command', { hint: 'pgwarden is shutting down; reconnect shortly' }), 'shutdown');
       }
+      // Sessions half-close their sockets and the clients normally finish the close; reap any that do not.
+      const reaper = setTimeout(() => {
+        for (const sock of sockets) sock.destroy();
+      }, 1000);
       await stopped;
+      clearTimeout(reaper);
     },
     endSessions(pred, err, reason) {
       let n = 0;

@@ -164,6 +164,21 @@ describe('limits and shutdown', () => {
     await Promise.all([c1.end(), c2.end(), c3.end()]);
   });
 
+  it('an idle session is ended after limits.idleSessionTimeout with 57P05, a busy one is not', async () => {
+    const idleProxy = await startTestProxy({ limits: { idleSessionTimeout: 400 } });
+    try {
+      const c = await connectPg(idleProxy);
+      const ended = endedWith(c);
+      // A statement longer than the timeout keeps the session alive while it runs.
+      await c.query('SELECT count(*) FROM generate_series(1, 3000000)');
+      const err = await ended;
+      expect(err.code).toBe('57P05');
+      await c.end().catch(() => {});
+    } finally {
+      await idleProxy.close();
+    }
+  });
+
   it('shutdown lets a running statement finish within the drain timeout, then ends sessions with 57P01', async () => {
     const drainer = await startTestProxy();
     const c = await connectPg(drainer);
