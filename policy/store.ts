@@ -1,6 +1,6 @@
 // The current policy and catalog as one swappable reference: load, hot reload (file watch, SIGHUP, API), versions and change events.
-import { watch, statSync, type FSWatcher } from 'node:fs';
 import path from 'node:path';
+import { FileWatcher } from './watch.ts';
 import { compilePolicy, formatIssue, loadPolicyFile, type PolicyIssue } from './load.ts';
 import type { CatalogSnapshot, CompiledPolicy, RolePolicy } from './types.ts';
 
@@ -89,11 +89,7 @@ export class PolicyStore {
   #queue: Promise<unknown> = Promise.resolve();
   #listeners = new Set<ChangeListener>();
   #closed = false;
-  #dirWatcher: FSWatcher | undefined;
-  #fileWatcher: FSWatcher | undefined;
-  /** Inode the file watcher follows; a rename-replace gives the path a new inode and the watcher must move. */
-  #fileIno: number | undefined;
-  #timer: NodeJS.Timeout | undefined;
+  #watcher: FileWatcher | undefined;
 
   private constructor(opts: PolicyStoreOptions, state: PolicyState) {
     this.file = path.resolve(opts.file);
@@ -120,7 +116,15 @@ export class PolicyStore {
       ms: Date.now() - started,
     });
     await store.#checkPrivileges(store.#state);
-    if (opts.watch ?? true) store.#startWatching();
+    if (opts.watch ?? true) {
+      store.#watcher = new FileWatcher(store.file, {
+        debounceMs: opts.debounceMs ?? 200,
+        persistent: true,
+        what: 'policy',
+        warn: (msg, fields) => store.#log('warn', msg, fields),
+        onChange: () => store.reload('file').catch((err) => store.#log('error', 'policy reload crashed', { error: errorMessage(err) })),
+      });
+    }
     return store;
   }
 
@@ -153,11 +157,8 @@ export class PolicyStore {
   /** Stops watching; a reload already running completes. Safe to call twice. */
   close(): void {
     this.#closed = true;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#dirWatcher?.close();
-    this.#dirWatcher = undefined;
-    this.#closeFileWatcher();
+    this.#watcher?.close();
+    this.#watcher = undefined;
     this.#listeners.clear();
   }
 
@@ -265,71 +266,5 @@ export class PolicyStore {
     } catch (err) {
       this.#log('warn', 'could not check upstream privileges', { error: errorMessage(err) });
     }
-  }
-
-  // --- file watching ------------------------------------------------------------------------------
-
-  #startWatching(): void {
-    const dir = path.dirname(this.file);
-    const base = path.basename(this.file);
-    try {
-      // The directory sees saves done by rename (vim, VS Code, `mv`), deletes and re-creates, and Kubernetes
-      // ConfigMap updates (a `..data` symlink swapped in the directory).
-      this.#dirWatcher = watch(dir, { persistent: true }, (_event, filename) => {
-        const name = filename?.toString();
-        if (name === undefined || name === base || name.startsWith('..')) this.#schedule();
-      });
-      this.#dirWatcher.on('error', (err) => this.#log('warn', 'policy directory watcher failed', { dir, error: errorMessage(err) }));
-    } catch (err) {
-      this.#log('warn', 'cannot watch the policy directory; reload with SIGHUP', { dir, error: errorMessage(err) });
-    }
-    this.#armFileWatcher();
-  }
-
-  /** Watches the file itself: catches in-place writes even when the path is a symlink into another directory. */
-  #armFileWatcher(): void {
-    this.#closeFileWatcher();
-    if (this.#closed) return;
-    try {
-      const ino = statSync(this.file).ino;
-      const w = watch(this.file, { persistent: true }, () => this.#schedule());
-      w.on('error', () => {
-        // Typically the file was deleted; the directory watcher sees it come back, and #schedule re-arms.
-        this.#closeFileWatcher();
-        this.#schedule();
-      });
-      this.#fileWatcher = w;
-      this.#fileIno = ino;
-    } catch {
-      // The file is missing right now; the directory watcher will notice it reappear.
-    }
-  }
-
-  #closeFileWatcher(): void {
-    this.#fileWatcher?.close();
-    this.#fileWatcher = undefined;
-    this.#fileIno = undefined;
-  }
-
-  #schedule(): void {
-    if (this.#closed) return;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      if (this.#closed) return;
-      this.#rearmIfReplaced();
-      this.reload('file').catch((err) => this.#log('error', 'policy reload crashed', { error: errorMessage(err) }));
-    }, this.#opts.debounceMs ?? 200);
-  }
-
-  #rearmIfReplaced(): void {
-    let ino: number | undefined;
-    try {
-      ino = statSync(this.file).ino;
-    } catch {
-      ino = undefined;
-    }
-    if (ino === undefined) this.#closeFileWatcher();
-    else if (ino !== this.#fileIno || !this.#fileWatcher) this.#armFileWatcher();
   }
 }

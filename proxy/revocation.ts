@@ -4,12 +4,13 @@
 // never un-revoke anybody); an invalid file at startup refuses to start. A missing file at startup is an empty list,
 // so the path can be configured before the first revocation (`pgwarden revoke` creates it).
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, watch, writeSync, type FSWatcher } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Document, isSeq, parseDocument, YAMLSeq } from 'yaml';
 import type { Identity } from './auth/jwt.ts';
 import { ProxyError } from './errors.ts';
+import { FileWatcher } from '../policy/watch.ts';
 
 export interface RevocationEntry {
   /** Exactly one of jti, sub, agent. */
@@ -174,10 +175,7 @@ export class RevocationList implements RevocationSource {
   #opts: RevocationListOptions;
   #listeners = new Set<RevocationListener>();
   #closed = false;
-  #dirWatcher: FSWatcher | undefined;
-  #fileWatcher: FSWatcher | undefined;
-  #fileIno: number | undefined;
-  #timer: NodeJS.Timeout | undefined;
+  #watcher: FileWatcher | undefined;
   #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(opts: RevocationListOptions, index: RevocationIndex) {
@@ -195,7 +193,15 @@ export class RevocationList implements RevocationSource {
     const list = new RevocationList(opts, new RevocationIndex(read.kind === 'ok' ? read.entries : []));
     if (read.kind === 'missing') list.#log('warn', 'revocation file does not exist yet; no entries in force', { file });
     else list.#log('info', 'revocation list loaded', { file, entries: read.entries.length });
-    if (opts.watch ?? true) list.#startWatching();
+    if (opts.watch ?? true) {
+      list.#watcher = new FileWatcher(list.file, {
+        debounceMs: opts.debounceMs ?? 100,
+        persistent: false,
+        what: 'revocation',
+        warn: (msg, fields) => list.#log('warn', msg, fields),
+        onChange: () => list.reload().catch((err) => list.#log('error', 'revocation reload crashed', { error: errorMessage(err) })),
+      });
+    }
     return list;
   }
 
@@ -222,11 +228,8 @@ export class RevocationList implements RevocationSource {
 
   close(): void {
     this.#closed = true;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#dirWatcher?.close();
-    this.#dirWatcher = undefined;
-    this.#closeFileWatcher();
+    this.#watcher?.close();
+    this.#watcher = undefined;
     this.#listeners.clear();
   }
 
@@ -255,65 +258,6 @@ export class RevocationList implements RevocationSource {
       }
     }
     return { ok: true, changed: true, entries: next.entries.length };
-  }
-
-  // --- file watching (same approach as the policy store: directory + file, re-armed on rename-replace) -------------
-
-  #startWatching(): void {
-    const dir = path.dirname(this.file);
-    const base = path.basename(this.file);
-    try {
-      this.#dirWatcher = watch(dir, { persistent: false }, (_event, filename) => {
-        const name = filename?.toString();
-        // `..data` is how Kubernetes swaps a mounted ConfigMap/Secret.
-        if (name === undefined || name === base || name.startsWith('..')) this.#schedule();
-      });
-      this.#dirWatcher.on('error', (err) => this.#log('warn', 'revocation directory watcher failed', { dir, error: errorMessage(err) }));
-    } catch (err) {
-      this.#log('warn', 'cannot watch the revocation directory; reload with SIGHUP', { dir, error: errorMessage(err) });
-    }
-    this.#armFileWatcher();
-  }
-
-  #armFileWatcher(): void {
-    this.#closeFileWatcher();
-    if (this.#closed) return;
-    try {
-      const ino = statSync(this.file).ino;
-      const w = watch(this.file, { persistent: false }, () => this.#schedule());
-      w.on('error', () => {
-        this.#closeFileWatcher();
-        this.#schedule();
-      });
-      this.#fileWatcher = w;
-      this.#fileIno = ino;
-    } catch {
-      // Missing for now; the directory watcher sees it appear.
-    }
-  }
-
-  #closeFileWatcher(): void {
-    this.#fileWatcher?.close();
-    this.#fileWatcher = undefined;
-    this.#fileIno = undefined;
-  }
-
-  #schedule(): void {
-    if (this.#closed) return;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      if (this.#closed) return;
-      let ino: number | undefined;
-      try {
-        ino = statSync(this.file).ino;
-      } catch {
-        ino = undefined;
-      }
-      // A rename-replace gives the path a new inode; the old file watcher would follow the old file.
-      if (ino !== this.#fileIno) this.#armFileWatcher();
-      this.reload().catch((err) => this.#log('error', 'revocation reload crashed', { error: errorMessage(err) }));
-    }, this.#opts.debounceMs ?? 100);
   }
 }
 

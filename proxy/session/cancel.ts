@@ -1,8 +1,7 @@
 // Our own BackendKeyData per session, mapped to the upstream backend's key; cancels are forwarded only for keys we issued,
 // or passed to the replica whose id the key carries.
 import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
-import net from 'node:net';
-import { encodeCancelRequest } from '../wire/frontend.ts';
+import { sendCancelRequest } from '../upstream/connect.ts';
 
 /**
  * processId layout: bit 31 is 0 (positive int32), bits 24–30 hold the replica id (0–127), bits 0–23
@@ -18,21 +17,9 @@ export interface Peer {
   port: number;
 }
 
-/** Sends a CancelRequest to a peer pgwarden; best effort, bounded, never throws. */
+/** Passes a CancelRequest to a peer pgwarden; best effort, bounded, never throws. */
 export function forwardCancel(peer: Peer, processId: number, secretKey: Buffer, timeoutMs = 2000): Promise<void> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: peer.host, port: peer.port });
-    const timer = setTimeout(() => socket.destroy(), timeoutMs);
-    socket.once('connect', () => socket.end(encodeCancelRequest(processId, secretKey)));
-    socket.once('close', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    socket.once('error', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
+  return sendCancelRequest(peer.host, peer.port, processId, secretKey, timeoutMs);
 }
 
 export interface CancelTarget {

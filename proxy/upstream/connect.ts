@@ -250,12 +250,12 @@ async function login(
   });
 }
 
-/** Sends a CancelRequest for an upstream backend on a fresh connection; best effort, never throws. */
-export function sendUpstreamCancel(cfg: UpstreamConfig, processId: number, secretKey: Buffer): Promise<void> {
+/** Sends a CancelRequest on a fresh connection to host:port (Postgres or a peer pgwarden); best effort, bounded, never throws. */
+export function sendCancelRequest(host: string, port: number, processId: number, secretKey: Buffer, timeoutMs: number): Promise<void> {
   return new Promise((resolve) => {
-    // Cancel requests go over plain TCP or TLS like any startup; Postgres accepts them unencrypted.
-    const socket = net.connect({ host: cfg.host, port: cfg.port });
-    const timer = setTimeout(() => socket.destroy(), cfg.connectTimeout);
+    // Cancel requests go over plain TCP like any startup packet; Postgres accepts them unencrypted.
+    const socket = net.connect({ host, port });
+    const timer = setTimeout(() => socket.destroy(), timeoutMs);
     socket.once('connect', () => socket.end(encodeCancelRequest(processId, secretKey)));
     socket.once('close', () => {
       clearTimeout(timer);
@@ -266,4 +266,9 @@ export function sendUpstreamCancel(cfg: UpstreamConfig, processId: number, secre
       resolve();
     });
   });
+}
+
+/** Asks the upstream backend to cancel its running statement. */
+export function sendUpstreamCancel(cfg: UpstreamConfig, processId: number, secretKey: Buffer): Promise<void> {
+  return sendCancelRequest(cfg.host, cfg.port, processId, secretKey, cfg.connectTimeout);
 }

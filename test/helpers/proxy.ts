@@ -1,6 +1,7 @@
 // Starts pgwarden in-process on port 0 against the test Postgres, with a temp config, HMAC secret and policy; mints tokens.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -189,4 +190,33 @@ export async function canaryCount(): Promise<number> {
   } finally {
     await c.end();
   }
+}
+
+/** Sends a raw CancelRequest for (pid, secret) to a proxy port, as a client library would. */
+export function sendCancel(port: number, pid: number, secret: number): Promise<void> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => {
+      const b = Buffer.alloc(16);
+      b.writeInt32BE(16, 0);
+      b.writeInt32BE(80877102, 4);
+      b.writeInt32BE(pid, 8);
+      b.writeInt32BE(secret, 12);
+      s.end(b);
+    });
+    s.on('close', () => resolve());
+    s.on('error', () => resolve());
+  });
+}
+
+/** Attempts a login that must fail and returns the error (FATAL from the proxy). */
+export async function loginError(config: pg.ClientConfig): Promise<{ code?: string; message: string; hint?: string; detail?: string; severity?: string }> {
+  return await pgError(async () => {
+    const c = new pg.Client(config);
+    c.on('error', () => {});
+    try {
+      await c.connect();
+    } finally {
+      await c.end().catch(() => {});
+    }
+  });
 }

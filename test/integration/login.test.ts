@@ -1,7 +1,7 @@
 // Token login through the real proxy: acceptance, every refusal by SQLSTATE, identity stamping and its protection.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { connectPg, pgError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { connectPg, pgError, startTestProxy, superClient, type TestProxy, loginError } from '../helpers/proxy.ts';
 
 let tp: TestProxy;
 beforeAll(async () => {
@@ -14,17 +14,7 @@ afterAll(async () => {
 const now = () => Math.floor(Date.now() / 1000);
 const base = () => ({ sub: 'alice', role: 'analyst', iss: 'pgwarden-test', aud: 'pgwarden', iat: now(), exp: now() + 120 });
 
-async function loginError(password: string) {
-  return await pgError(async () => {
-    const c = new pg.Client(tp.pgConfig(password));
-    c.on('error', () => {});
-    try {
-      await c.connect();
-    } finally {
-      await c.end().catch(() => {});
-    }
-  });
-}
+const refusedLogin = (password: string) => loginError(tp.pgConfig(password));
 
 describe('login with a JWT as the password', () => {
   it('accepts a minted HS256 token and stamps the identity on the upstream session', async () => {
@@ -80,7 +70,7 @@ describe('login with a JWT as the password', () => {
     ['missing sub', () => tp.sign({ role: 'analyst', iss: 'pgwarden-test', aud: 'pgwarden', iat: now(), exp: now() + 60 }), '28P01', /sub/],
   ])('refuses a token: %s', async (_name, make, code, message) => {
     const token = await make();
-    const err = await loginError(token);
+    const err = await refusedLogin(token);
     expect(err.code).toBe(code);
     expect(err.message).toMatch(message);
     expect(err.severity).toBe('FATAL');
@@ -92,10 +82,10 @@ describe('login with a JWT as the password', () => {
   it('refuses alg=none and HS256 tokens signed with another key', async () => {
     const header = Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url');
     const payload = Buffer.from(JSON.stringify(base())).toString('base64url');
-    expect((await loginError(`${header}.${payload}.`)).code).toBe('28P01');
+    expect((await refusedLogin(`${header}.${payload}.`)).code).toBe('28P01');
     const { SignJWT } = await import('jose');
     const forged = await new SignJWT(base()).setProtectedHeader({ alg: 'HS256' }).sign(Buffer.alloc(32, 7));
-    expect((await loginError(forged)).code).toBe('28P01');
+    expect((await refusedLogin(forged)).code).toBe('28P01');
   });
 
   it('accepts a token several kilobytes long', async () => {
@@ -114,7 +104,7 @@ describe('login with a JWT as the password', () => {
     const c = await connectPg(tp, token);
     await c.query('SELECT 1');
     await c.end();
-    await loginError(token.slice(0, -2) + 'xx');
+    await refusedLogin(token.slice(0, -2) + 'xx');
     const all = tp.logs.join('');
     expect(all.length).toBeGreaterThan(0);
     expect(all).not.toContain(token.split('.')[2]!);
@@ -124,15 +114,7 @@ describe('login with a JWT as the password', () => {
   it('refuses startup options that could change identity or lexing', async () => {
     for (const extra of [{ options: '-c pgwarden.sub=mallory' }, { options: '-c standard_conforming_strings=off' }]) {
       const token = await tp.token();
-      const err = await pgError(async () => {
-        const c = new pg.Client({ ...tp.pgConfig(token), ...extra } as pg.ClientConfig);
-        c.on('error', () => {});
-        try {
-          await c.connect();
-        } finally {
-          await c.end().catch(() => {});
-        }
-      });
+      const err = await loginError({ ...tp.pgConfig(token), ...extra } as pg.ClientConfig);
       expect(err.severity).toBe('FATAL');
       expect(err.message).toMatch(/options/);
     }
@@ -140,15 +122,7 @@ describe('login with a JWT as the password', () => {
 
   it('refuses a database other than the one it serves', async () => {
     const token = await tp.token();
-    const err = await pgError(async () => {
-      const c = new pg.Client(tp.pgConfig(token, { database: 'postgres' }));
-      c.on('error', () => {});
-      try {
-        await c.connect();
-      } finally {
-        await c.end().catch(() => {});
-      }
-    });
+    const err = await loginError(tp.pgConfig(token, { database: 'postgres' }));
     expect(err.code).toBe('28000');
   });
 });
@@ -203,7 +177,7 @@ describe('brokered upstream', () => {
     const info = (await import('../helpers/proxy.ts')).testPg();
     try {
       await su.query(`ALTER ROLE pgwarden PASSWORD 'temporarily-wrong'`);
-      const err = await loginError(await tp.token());
+      const err = await refusedLogin(await tp.token());
       expect(err.code).toBe('08006');
       expect(err.severity).toBe('FATAL');
       const text = JSON.stringify(err);

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { revoke } from '../../proxy/revocation.ts';
-import { connectPg, pgError, startTestProxy, type TestProxy } from '../helpers/proxy.ts';
+import { connectPg, pgError, startTestProxy, type TestProxy, loginError } from '../helpers/proxy.ts';
 
 let tp: TestProxy;
 beforeAll(async () => {
@@ -26,15 +26,7 @@ describe('revocation', () => {
     expect(err.code).toBe('57P01');
     expect(err.message).toMatch(/revoked/);
     await c.end().catch(() => {});
-    const login = await pgError(async () => {
-      const c2 = new pg.Client(tp.pgConfig(token));
-      c2.on('error', () => {});
-      try {
-        await c2.connect();
-      } finally {
-        await c2.end().catch(() => {});
-      }
-    });
+    const login = await loginError(tp.pgConfig(token));
     expect(login.code).toBe('28000');
     expect(login.message).toMatch(/revoked/);
     // Other subjects are unaffected.
@@ -51,15 +43,7 @@ describe('metrics and audit', () => {
     await c.query('SELECT count(*) FROM orders');
     await pgError(() => c.query('DELETE FROM orders'));
     await c.end();
-    await pgError(async () => {
-      const bad = new pg.Client(tp.pgConfig('not-a-token'));
-      bad.on('error', () => {});
-      try {
-        await bad.connect();
-      } finally {
-        await bad.end().catch(() => {});
-      }
-    });
+    await loginError(tp.pgConfig('not-a-token'));
     await new Promise((r) => setTimeout(r, 50));
     const text = await tp.proxy.metrics.registry.metrics();
     expect(text).toMatch(/pgwarden_logins_total\{result="ok",reason="ok"\} [1-9]/);

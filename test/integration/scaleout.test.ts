@@ -10,24 +10,9 @@ import { freePort } from '../../proxy/embedded/postgres.ts';
 import { CancelRegistry } from '../../proxy/session/cancel.ts';
 import { revoke } from '../../proxy/revocation.ts';
 import { REVOCATION_TABLE_SQL } from '../../proxy/revocation-table.ts';
-import { connectPg, pgError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { connectPg, pgError, startTestProxy, superClient, type TestProxy, sendCancel, loginError } from '../helpers/proxy.ts';
 
 const SLOW_SQL = 'SELECT count(*) FROM orders a, orders b, orders c';
-
-function sendCancel(port: number, pid: number, secret: number): Promise<void> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => {
-      const b = Buffer.alloc(16);
-      b.writeInt32BE(16, 0);
-      b.writeInt32BE(80877102, 4);
-      b.writeInt32BE(pid, 8);
-      b.writeInt32BE(secret, 12);
-      s.end(b);
-    });
-    s.on('close', () => resolve());
-    s.on('error', () => resolve());
-  });
-}
 
 /** Resolves with the first error the client reports (the FATAL); later ones ("terminated") are absorbed. */
 function endedWith(c: pg.Client): Promise<{ code?: string; message: string }> {
@@ -140,26 +125,10 @@ describe('limits and shutdown', () => {
   it('refuses a third session for one subject and a fourth connection with 53300', async () => {
     const c1 = await connectPg(tp, await tp.token({ sub: 'limited' }));
     const c2 = await connectPg(tp, await tp.token({ sub: 'limited' }));
-    const third = await pgError(async () => {
-      const c = new pg.Client(tp.pgConfig(await tp.token({ sub: 'limited' })));
-      c.on('error', () => {});
-      try {
-        await c.connect();
-      } finally {
-        await c.end().catch(() => {});
-      }
-    });
+    const third = await loginError(tp.pgConfig(await tp.token({ sub: 'limited' })));
     expect(third.code).toBe('53300');
     const c3 = await connectPg(tp, await tp.token({ sub: 'other' }));
-    const full = await pgError(async () => {
-      const c = new pg.Client(tp.pgConfig(await tp.token({ sub: 'yet-another' })));
-      c.on('error', () => {});
-      try {
-        await c.connect();
-      } finally {
-        await c.end().catch(() => {});
-      }
-    });
+    const full = await loginError(tp.pgConfig(await tp.token({ sub: 'yet-another' })));
     expect(full.code).toBe('53300');
     await Promise.all([c1.end(), c2.end(), c3.end()]);
   });

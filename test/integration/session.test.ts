@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import postgres from 'postgres';
-import { connectPg, pgError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { connectPg, pgError, startTestProxy, superClient, type TestProxy, sendCancel, loginError } from '../helpers/proxy.ts';
 
 let tp: TestProxy;
 beforeAll(async () => {
@@ -73,22 +73,6 @@ describe('expiry by default', () => {
     await c.end().catch(() => {});
   });
 });
-
-/** Sends a CancelRequest for (pid, secret) on a raw socket. */
-function sendCancel(port: number, pid: number, secret: number): Promise<void> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => {
-      const b = Buffer.alloc(16);
-      b.writeInt32BE(16, 0);
-      b.writeInt32BE(80877102, 4);
-      b.writeInt32BE(pid, 8);
-      b.writeInt32BE(secret, 12);
-      s.end(b);
-    });
-    s.on('close', () => resolve());
-    s.on('error', () => resolve());
-  });
-}
 
 describe('cancel requests', () => {
   it('cancels the running statement for a key pgwarden issued, and ignores a forged key', async () => {
@@ -194,15 +178,7 @@ describe.skipIf(!openssl)('TLS termination', () => {
 
   it('refuses a cleartext token without TLS when the config says never', async () => {
     const token = await tlsProxy.token();
-    const err = await pgError(async () => {
-      const c = new pg.Client(tlsProxy.pgConfig(token, { ssl: false }));
-      c.on('error', () => {});
-      try {
-        await c.connect();
-      } finally {
-        await c.end().catch(() => {});
-      }
-    });
+    const err = await loginError(tlsProxy.pgConfig(token, { ssl: false }));
     expect(err.code).toBe('28000');
     expect(err.message).toMatch(/TLS/);
   });
