@@ -25,6 +25,8 @@ const FROM_PGWARDEN = /pgwarden/i;
 /** The role's statementTimeout is 5 s: anything that reaches Postgres ends well within this. */
 const QUERY_TIMEOUT_MS = 8_000;
 const START_TIMEOUT_MS = 20_000;
+/** The policy's maxRows (onRowCap: truncate): no statement returns more. */
+const MAX_ROWS = 100;
 /** Files a leaked COPY … TO / TO PROGRAM / lo_export would create on the (local) server. */
 const LEAK_FILES = ['/tmp/pgwarden-corpus-orders.csv', '/tmp/pgwarden-corpus-select.csv', '/tmp/pgwarden-corpus-pwned', '/tmp/pgwarden-corpus-lo'];
 
@@ -39,7 +41,13 @@ interface Entry {
   sql: string;
   /** Statements in the text per libpg-query (undefined when it does not parse). */
   statements: number | undefined;
+  /** `-- params:` values: the entry runs through the extended protocol only, with these bound. */
+  params?: unknown[];
+  /** `-- param-types:` type OIDs sent in the Parse message. */
+  paramTypes?: number[];
 }
+
+const DIRECTIVE = /^-- (params|param-types):\s*(.*)$/;
 
 function loadCorpus(file: string): Entry[] {
   const text = readFileSync(path.join(CORPUS_DIR, file), 'utf8');
@@ -48,7 +56,13 @@ function loadCorpus(file: string): Entry[] {
   let chunk: { start: number; lines: string[] } = { start: 1, lines: [] };
   const flush = () => {
     const familyIdx = chunk.lines.findIndex((l) => l.startsWith('-- family:'));
-    const body = chunk.lines.filter((_, i) => i !== familyIdx);
+    const directives: Record<string, unknown> = {};
+    const body: string[] = [];
+    chunk.lines.forEach((l, i) => {
+      const d = DIRECTIVE.exec(l);
+      if (d && familyIdx >= 0) directives[d[1] ?? ''] = JSON.parse(d[2] ?? '');
+      else if (i !== familyIdx) body.push(l);
+    });
     const sql = body.join('\n').trim();
     if (familyIdx < 0) {
       // Only the file header may lack a family line, and it must be comments only.
@@ -60,14 +74,17 @@ function loadCorpus(file: string): Entry[] {
     const family = (chunk.lines[familyIdx] ?? '').slice('-- family:'.length).trim();
     if (!family || !sql) throw new Error(`${file}:${chunk.start}: empty family or SQL`);
     const firstSqlLine = body.findIndex((l) => l.trim() !== '');
-    const offset = firstSqlLine + (familyIdx <= firstSqlLine ? 1 : 0);
+    const offset = firstSqlLine + 1 + Object.keys(directives).length;
     let statements: number | undefined;
     try {
       statements = parseSync(sql).stmts?.length ?? 0;
     } catch {
       statements = undefined;
     }
-    entries.push({ family, n: entries.length + 1, line: chunk.start + offset, sql, statements });
+    const params = directives.params as unknown[] | undefined;
+    const paramTypes = directives['param-types'] as number[] | undefined;
+    if (paramTypes && !params) throw new Error(`${file}:${chunk.start}: param-types without params`);
+    entries.push({ family, n: entries.length + 1, line: chunk.start + offset, sql, statements, ...(params ? { params } : {}), ...(paramTypes ? { paramTypes } : {}) });
   };
   lines.forEach((l, i) => {
     if (l === '-- ---') {
@@ -285,6 +302,14 @@ async function run(live: Live, q: string | pg.QueryConfig): Promise<Outcome> {
   return out;
 }
 
+/** The extended-protocol form of an entry: Parse (with any parameter type OIDs), Bind (its params or none), Execute. */
+function extendedQuery(e: Entry): pg.QueryConfig {
+  const q: Record<string, unknown> = { text: e.sql, values: e.params ?? [], queryMode: 'extended' };
+  // pg sends \`types\` as the Parse message's parameter OIDs and also asks it for result parsers.
+  if (e.paramTypes) q.types = Object.assign([...e.paramTypes], { getTypeParser: pg.types.getTypeParser });
+  return q as unknown as pg.QueryConfig;
+}
+
 function describeOutcome(o: Outcome): string {
   if (o.ok) return `SUCCESS: ${o.results.map((r) => `${r.command ?? '?'} (${r.rows?.length ?? 0} rows)`).join('; ')}`;
   return `${o.code ?? 'no SQLSTATE'} ${o.severity ?? ''} ${o.message}${o.detail ? ` [${o.detail}]` : ''}`.replace(/\s+/g, ' ');
@@ -389,6 +414,12 @@ function bypassCases(entries: Entry[]): BypassCase[] {
   const cases: BypassCase[] = [];
   for (const e of entries) {
     const label = `#${String(e.n).padStart(3, '0')} ${oneLine(e.sql)}`;
+    if (e.params) {
+      // The simple protocol cannot carry parameters.
+      const types = e.paramTypes ? ` types ${JSON.stringify(e.paramTypes)}` : '';
+      cases.push({ name: `${label} [extended${types} params ${JSON.stringify(e.params)}]`, entry: e, protocol: 'extended' });
+      continue;
+    }
     cases.push({ name: `${label} [simple]`, entry: e, protocol: 'simple' });
     // The extended protocol carries one statement per Parse: multi-statement entries are simple-only.
     if (e.statements === undefined || e.statements === 1) cases.push({ name: `${label} [extended]`, entry: e, protocol: 'extended' });
@@ -399,11 +430,9 @@ function bypassCases(entries: Entry[]): BypassCase[] {
 describe(`bypass corpus: ${BYPASS.length} entries in ${byFamily(BYPASS).length} families, each refused by pgwarden (42501/0A000)`, () => {
   for (const [family, entries] of byFamily(BYPASS)) {
     describe(`${family} (${entries.length} entries)`, () => {
-      it.each(bypassCases(entries))('$name', async ({ entry, protocol }) => {
+      it.each(bypassCases(entries).map((c) => [c.name, c] as const))('%s', async (_name, { entry, protocol }) => {
         const live = await bypassSession();
-        const q: string | pg.QueryConfig =
-          protocol === 'simple' ? entry.sql : ({ text: entry.sql, values: [], queryMode: 'extended' } as pg.QueryConfig);
-        const outcome = await run(live, q);
+        const outcome = await run(live, protocol === 'simple' ? entry.sql : extendedQuery(entry));
         const problems: string[] = [];
         if (outcome.ok) {
           problems.push('reached Postgres and succeeded');
@@ -448,11 +477,11 @@ async function copyOut(sql: string): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-describe(`legitimate corpus: ${LEGIT.length} analyst queries pass and return rows`, () => {
+describe(`legitimate corpus: ${LEGIT.length} analyst queries pass and return rows (at most ${MAX_ROWS} per statement)`, () => {
   for (const [family, entries] of byFamily(LEGIT)) {
     describe(`${family} (${entries.length} entries)`, () => {
       const cases = entries.map((e) => ({ name: `#${String(e.n).padStart(3, '0')} ${oneLine(e.sql)}`, entry: e }));
-      it.each(cases)('$name', async ({ entry }) => {
+      it.each(cases.map((c) => [c.name, c] as const))('%s', async (_name, { entry }) => {
         if (/^COPY\b/i.test(entry.sql)) {
           // COPY … TO STDOUT through postgres.js (pg has no COPY-out stream without pg-copy-streams).
           let data: Buffer | undefined;
@@ -468,17 +497,24 @@ describe(`legitimate corpus: ${LEGIT.length} analyst queries pass and return row
           if (error || !data || data.length === 0) {
             failures.push({ file: 'legit.sql', line: entry.line, family, protocol: 'copy', sql: entry.sql, outcome: error || 'no COPY data' });
           }
+          const lines = data ? data.toString('utf8').split('\n').filter(Boolean).length : 0;
+          const rows = lines - (/\bHEADER\b/i.test(entry.sql) ? 1 : 0);
+          if (!error && rows > MAX_ROWS) {
+            failures.push({ file: 'legit.sql', line: entry.line, family, protocol: 'copy', sql: entry.sql, outcome: `${rows} COPY rows, over maxRows ${MAX_ROWS}` });
+          }
           expect(error, `legit.sql:${entry.line}`).toBe('');
           expect(data?.length ?? 0).toBeGreaterThan(0);
+          expect(rows, `legit.sql:${entry.line}: COPY rows`).toBeLessThanOrEqual(MAX_ROWS);
           return;
         }
         const live = await legitSession();
-        const outcome = await run(live, entry.sql);
+        const outcome = await run(live, entry.params ? extendedQuery(entry) : entry.sql);
         const problems: string[] = [];
         if (!outcome.ok) problems.push(describeOutcome(outcome));
         else {
           for (const r of outcome.results) {
             if ((r.fields?.length ?? 0) > 0 && (r.rows?.length ?? 0) === 0) problems.push(`${r.command} returned no rows`);
+            if ((r.rows?.length ?? 0) > MAX_ROWS) problems.push(`${r.command} returned ${r.rows.length} rows, over maxRows ${MAX_ROWS}`);
           }
         }
         if (problems.length > 0) {
