@@ -7,7 +7,7 @@
 // Nothing here decides; evaluate.ts applies the role to these facts. Where a fact is uncertain
 // (an unqualified column that several FROM items could supply) every possibility is reported, so
 // the decision errs towards denying.
-import type { CatalogFunction, CatalogRelation, CatalogSnapshot, RolePolicy, WriteKind } from './types.ts';
+import type { CatalogType, CatalogFunction, CatalogRelation, CatalogSnapshot, RolePolicy, WriteKind } from './types.ts';
 import { INTROSPECTION_RELATION_NAMES } from './introspection.ts';
 
 /* The parse tree is a JSON value; handlers read it through this loose shape and check every field. */
@@ -54,6 +54,7 @@ export type ProblemCode =
   | 'cross_database'
   | 'unknown_function'
   | 'user_operator'
+  | 'unknown_type'
   | 'too_complex';
 
 export interface Problem {
@@ -716,6 +717,41 @@ class Analyzer {
     if (last !== undefined && REG_TYPES.has(last) && (names.length === 1 || names[0] === 'pg_catalog')) {
       this.out.regTypes.push(last);
       this.out.literalSensitive = true;
+    }
+    this.resolveType(names);
+  }
+
+  /**
+   * Resolves a type name as Postgres would (pg_catalog, then the pinned search path). A table's row
+   * type (`NULL::secrets`, `json_populate_record(NULL::t, …)`) reads that relation's shape, so it is
+   * a relation reference and a whole-row use; a name that resolves to nothing is denied.
+   */
+  private resolveType(names: string[]): void {
+    const types = this.catalog.types;
+    if (types === undefined || names.length === 0) return;
+    const last = names[names.length - 1] ?? '';
+    const display = names.join('.');
+    let found: CatalogType | undefined;
+    if (names.length === 1) {
+      for (const schema of this.relPath) {
+        found = types.get(`${schema}.${last}`);
+        if (found !== undefined) break;
+      }
+    } else {
+      if (names.length === 3 && names[0] !== this.catalog.database) {
+        this.problem('cross_database', display, `type ${display} names database ${names[0]}, not ${this.catalog.database}`);
+        return;
+      }
+      found = types.get(`${names[names.length - 2]}.${last}`);
+    }
+    if (found === undefined) {
+      this.problem('unknown_type', display, `type ${display} was not found in pgwarden's catalog snapshot (search_path: ${this.relPath.join(', ')})`);
+      return;
+    }
+    if (found.relation !== undefined) {
+      const dot = found.relation.indexOf('.');
+      const use = this.relation({ schemaname: found.relation.slice(0, dot), relname: found.relation.slice(dot + 1) }, 'read');
+      if (use !== undefined) this.useColumn(use.key, '*', 'whole_row');
     }
   }
 

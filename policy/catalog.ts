@@ -1,6 +1,6 @@
 // Reads the upstream catalog the policy engine needs (relations, columns, functions, operators) and checks the upstream user's privileges.
 import { frozenMap, frozenSet, quoteIdent, relationKey } from './load.ts';
-import type { CatalogFunction, CatalogRelation, CatalogSnapshot, RelationPattern } from './types.ts';
+import type { CatalogType, CatalogFunction, CatalogRelation, CatalogSnapshot, RelationPattern } from './types.ts';
 
 /** What loadCatalog needs from a database connection: node-postgres's `client.query` or `pool.query` fit. */
 export type CatalogQuery = (sql: string, params?: unknown[]) => Promise<{ rows: any[] }>;
@@ -47,6 +47,20 @@ export const CATALOG_QUERIES = {
     left join pg_catalog.pg_proc p on p.oid = o.oprcode
     left join pg_catalog.pg_namespace fn on fn.oid = p.pronamespace
     where n.nspname <> 'pg_catalog'`,
+
+  // Every type, with the relation behind a row type (or an array of one): type names in SQL and Parse
+  // parameter type OIDs are resolved against this, so a relation cannot be reached through its type.
+  types: `
+    select t.oid::int8 as oid, n.nspname as schema, t.typname as name,
+      coalesce(rn.nspname || '.' || r.relname, ern.nspname || '.' || er.relname) as relation
+    from pg_catalog.pg_type t
+    join pg_catalog.pg_namespace n on n.oid = t.typnamespace
+    left join pg_catalog.pg_class r on r.oid = t.typrelid and r.relkind in ${RELKINDS}
+    left join pg_catalog.pg_namespace rn on rn.oid = r.relnamespace
+    left join pg_catalog.pg_type e on e.oid = t.typelem and t.typcategory = 'A'
+    left join pg_catalog.pg_class er on er.oid = e.typrelid and er.relkind in ${RELKINDS}
+    left join pg_catalog.pg_namespace ern on ern.oid = er.relnamespace
+    where n.nspname !~ '^pg_(toast|temp_)'`,
 
   currentUser: `
     select r.rolname as name, r.rolsuper as super, r.rolbypassrls as bypassrls
@@ -147,6 +161,7 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
   const rels = patterns.length > 0 ? await query(CATALOG_QUERIES.relations, [patternsParam(patterns)]) : { rows: [] };
   const fns = await query(CATALOG_QUERIES.functions);
   const ops = await query(CATALOG_QUERIES.operators);
+  const typeRows = await query(CATALOG_QUERIES.types);
 
   const database = String(db.rows[0]?.database ?? '');
   if (database === '') throw new Error('loadCatalog: current_database() returned nothing');
@@ -186,8 +201,18 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
     }
   }
 
+  const types = new Map<string, CatalogType>();
+  const typesByOid = new Map<number, CatalogType>();
+  for (const t of typeRows.rows) {
+    const type: CatalogType = Object.freeze({ oid: Number(t.oid), schema: String(t.schema), name: String(t.name), relation: t.relation == null ? undefined : String(t.relation) });
+    types.set(relationKey(type.schema, type.name), type);
+    typesByOid.set(type.oid, type);
+  }
+
   return Object.freeze({
     database,
+    types: frozenMap(types),
+    typesByOid: frozenMap(typesByOid),
     schemas: frozenSet(schemas.rows.map((s) => String(s.name))),
     relations: frozenMap(relations),
     functions: frozenMap([...functions].map(([k, v]) => [k, Object.freeze(v) as CatalogFunction[]] as const)),

@@ -15,6 +15,8 @@ export interface FunctionEntry {
  */
 export const ALWAYS_DENIED: readonly FunctionEntry[] = [
   { pattern: 'set_config', reason: 'changes settings (search_path, read-only mode, lexer settings) behind the SET policy' },
+  { pattern: 'txid_current', reason: 'marked stable but assigns a transaction id: a write to server state from a read-only session' },
+  { pattern: 'pg_current_xact_id', reason: 'marked stable but assigns a transaction id: a write to server state from a read-only session' },
   { pattern: 'pg_terminate_backend', reason: 'ends other sessions' },
   { pattern: 'pg_cancel_backend', reason: 'cancels other sessions\' queries' },
   { pattern: 'pg_reload_conf', reason: 'reloads the server configuration' },

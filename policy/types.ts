@@ -71,6 +71,15 @@ export interface CatalogFunction {
   returnsSet: boolean;
 }
 
+/** A type in the upstream catalog. Table rowtypes matter: `NULL::secrets` reads the shape of a relation. */
+export interface CatalogType {
+  oid: number;
+  schema: string;
+  name: string;
+  /** `schema.name` of the table/view whose row type this is (or whose row type this is an array of). */
+  relation: string | undefined;
+}
+
 /** What pgwarden knows of the upstream database, read at startup, on reload and on demand. */
 export interface CatalogSnapshot {
   /** current_database() upstream; 3-part names must match it. */
@@ -82,6 +91,9 @@ export interface CatalogSnapshot {
   functions: ReadonlyMap<string, CatalogFunction[]>;
   /** key `schema.name` of operators outside pg_catalog → their function */
   userOperators: ReadonlySet<string>;
+  /** Types by `schema.name` and by OID; a statement naming a type that is not here is denied. */
+  types?: ReadonlyMap<string, CatalogType>;
+  typesByOid?: ReadonlyMap<number, CatalogType>;
   /** Optional: operator key `schema.name` → the `schema.function`s implementing its overloads (from pg_operator.oprcode). */
   userOperatorFunctions?: ReadonlyMap<string, readonly string[]>;
 }

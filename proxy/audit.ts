@@ -184,8 +184,8 @@ export function withAuditGate(gate: StatementGate, audit: Pick<Audit, 'healthy' 
       return gate.version;
     },
     role: (name) => gate.role(name),
-    decide(sql, mode, view): Decision {
-      if (auditGate(audit)) return gate.decide(sql, mode, view);
+    decide(sql, mode, view, paramTypes): Decision {
+      if (auditGate(audit)) return gate.decide(sql, mode, view, paramTypes);
       return {
         allow: false,
         ruleId: undefined,

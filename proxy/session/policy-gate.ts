@@ -1,7 +1,7 @@
 // The StatementGate sessions use: the policy store's current policy and catalog, evaluate(), and a decision cache.
 import { LRUCache } from 'lru-cache';
 import type { Decision, SessionView } from '../../policy/types.ts';
-import { evaluate } from '../../policy/evaluate.ts';
+import { evaluate, judgeParameterTypes } from '../../policy/evaluate.ts';
 import type { PolicyStore } from '../../policy/store.ts';
 import type { StatementGate } from './gate.ts';
 
@@ -28,7 +28,7 @@ export function createPolicyGate(
     role(name) {
       return store.current.policy.roles.get(name);
     },
-    decide(sql: string, mode: 'simple' | 'parse', view: SessionView): Decision {
+    decide(sql: string, mode: 'simple' | 'parse', view: SessionView, paramTypes?: readonly number[]): Decision {
       // One read of the store per decision: policy and catalog come from the same swap.
       const { policy, catalog } = store.current;
       // The session's role object may predate a reload; decide with the role as the policy now defines it.
@@ -44,6 +44,10 @@ export function createPolicyGate(
           reason: 'role_removed',
           statements: [],
         };
+      }
+      if (paramTypes !== undefined && paramTypes.some((oid) => oid !== 0)) {
+        const refused = judgeParameterTypes(paramTypes, { ...view, role }, catalog);
+        if (refused !== undefined) return refused;
       }
       const key = `${policy.version}\u0000${role.name}\u0000${mode}\u0000${sql}`;
       const hit = cache.get(key);

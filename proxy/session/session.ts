@@ -88,6 +88,7 @@ function isLoopback(address: string | undefined): boolean {
 
 interface NamedStatement {
   sql: string;
+  paramTypes: readonly number[];
   version: number;
   allowed: boolean;
   /** Decision sequence number, so executions of the statement are reported against it. */
@@ -490,7 +491,7 @@ export class Session {
     return { role, preparedNames: this.preparedNames, cursorNames: this.cursorNames };
   }
 
-  private decide(sql: string, mode: 'simple' | 'parse' | 'bind'): Decision {
+  private decide(sql: string, mode: 'simple' | 'parse' | 'bind', paramTypes?: readonly number[]): Decision {
     const version = this.deps.gate.version;
     if (version !== this.preparedVersion) {
       // SQL-level PREPAREs were checked under an older policy: forget them, so EXECUTE is refused until re-prepared.
@@ -498,7 +499,7 @@ export class Session {
       this.preparedVersion = version;
     }
     const t0 = process.hrtime.bigint();
-    const decision = this.deps.gate.decide(sql, mode === 'bind' ? 'parse' : mode, this.view());
+    const decision = this.deps.gate.decide(sql, mode === 'bind' ? 'parse' : mode, this.view(), paramTypes);
     const micros = Number(process.hrtime.bigint() - t0) / 1000;
     this.seq++;
     this.deps.events?.statementDecided?.(this, { seq: this.seq, mode, sql, decision, micros });
@@ -557,8 +558,8 @@ export class Session {
       }
       case FrontendType.Parse: {
         const p = decodeParse(frame.body);
-        const d = this.decide(p.sql, 'parse');
-        this.statements.set(p.name, { sql: p.sql, version: this.deps.gate.version, allowed: d.allow, seq: this.seq });
+        const d = this.decide(p.sql, 'parse', p.paramTypes);
+        this.statements.set(p.name, { sql: p.sql, paramTypes: p.paramTypes, version: this.deps.gate.version, allowed: d.allow, seq: this.seq });
         if (d.allow) {
           tracker.expect(FrontendType.Parse);
           out.push(d.rewrittenSql !== undefined ? encodeParse(p.name, d.rewrittenSql, p.paramTypes) : frame.raw);
@@ -574,7 +575,7 @@ export class Session {
         const st = this.statements.get(b.statement);
         if (st && st.allowed && st.version !== this.deps.gate.version) {
           // Decided under an older policy: decide again before it runs.
-          const d = this.decide(st.sql, 'bind');
+          const d = this.decide(st.sql, 'bind', st.paramTypes);
           st.version = this.deps.gate.version;
           st.allowed = d.allow;
           st.seq = this.seq;
