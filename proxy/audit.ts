@@ -19,7 +19,7 @@
 // every few seconds, and the first successful write (normally of the queued events and that marker) flips `healthy`
 // back. A plain stream passed in cannot recover (Node destroys a stream after 'error').
 import os from 'node:os';
-import { loadModule, scanSync } from 'libpg-query';
+import { loadModule, normalizeSync, scanSync } from 'libpg-query';
 import pino, { type Logger } from 'pino';
 import type { Identity } from './auth/jwt.ts';
 import { ProxyError } from './errors.ts';
@@ -553,6 +553,28 @@ const QUOTED_LITERAL = /^(?:[eEbBxXnN]|[uU]&)?'|^\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$
  * unterminated quote) is not written at all.
  */
 export function normalizeSql(sql: string): string {
+  // Fast path: the server's own normalizer (pg_stat_statements style, constants become $n), in C.
+  let quick: string | undefined;
+  try {
+    quick = normalizeSync(sql);
+  } catch {
+    quick = undefined;
+  }
+  if (quick !== undefined && isCleanNormalization(quick)) return quick.replace(/\s+/g, ' ').trim().replace(/;$/, '');
+  return normalizeByTokens(sql);
+}
+
+/**
+ * The normalizer keeps comments (which may hold data) and returns some scanner errors as if they were
+ * results ("unterminated quoted string at or near \"'…\""). Its output is used only when it cannot be
+ * either: no comment markers, no quote of any kind left, no dollar quote, no error phrasing.
+ */
+function isCleanNormalization(text: string): boolean {
+  return !text.includes('--') && !text.includes('/*') && !text.includes("'") && !/\$\$|\$[A-Za-z_][A-Za-z_0-9]*\$/.test(text) && !text.includes(' at or near ') && !text.includes('at end of input');
+}
+
+/** Rebuilds the statement from scanner tokens: literals become `?`, comments are dropped. */
+function normalizeByTokens(sql: string): string {
   let tokens;
   try {
     tokens = scanSync(sql).tokens;

@@ -142,7 +142,7 @@ describe('event shapes', () => {
       mode: 'simple',
       kinds: ['SelectStmt'],
       relations: ['public.orders', 'public.customers'],
-      sql: 'SELECT * FROM orders WHERE id = ?',
+      sql: 'SELECT * FROM orders WHERE id = $1',
       decision: 'allow',
       rule: 'analyst.read',
       policyVersion: 7,
@@ -200,13 +200,23 @@ describe('SQL modes', () => {
   });
 
   it('keeps non-ASCII identifiers intact (scanner offsets are bytes)', () => {
-    expect(normalizeSql(`SELECT "ñame", 'héllo' FROM "tâble"`)).toBe('SELECT "ñame", ? FROM "tâble"');
+    expect(normalizeSql(`SELECT "ñame", 'héllo' FROM "tâble"`)).toBe('SELECT "ñame", $1 FROM "tâble"');
+    expect(normalizeSql(`SELECT "ñame", 'héllo' /* c */ FROM "tâble"`)).toBe('SELECT "ñame", ? FROM "tâble"');
+  });
+
+  it('without comments, uses the server normalizer: constants become $n after the statement\'s own parameters', () => {
+    expect(normalizeSql('SELECT abalance FROM pgbench_accounts WHERE aid = 12345;')).toBe('SELECT abalance FROM pgbench_accounts WHERE aid = $1');
+    const n = normalizeSql("SELECT $1, 'ssn-123', 42 FROM t WHERE x = E'secret'");
+    for (const leak of ['ssn-123', '42', 'secret']) expect(n).not.toContain(leak);
+    expect(n).toBe('SELECT $1, $2, $3 FROM t WHERE x = $4');
   });
 
   it('writes nothing of a statement the scanner cannot read', () => {
-    const n = normalizeSql("SELECT 'unterminated secret");
-    expect(n).not.toContain('secret');
-    expect(n).toMatch(/^\[unscannable statement, \d+ bytes\]$/);
+    for (const bad of ["SELECT 'unterminated secret", 'SELECT $$unterminated secret', "SELECT x'secret", 'SELECT "unterminated secret']) {
+      const n = normalizeSql(bad);
+      expect(n).not.toContain('secret');
+      expect(n).toMatch(/^\[unscannable statement, \d+ bytes\]$/);
+    }
   });
 
   it("'none' leaves sql out, 'full' keeps it but still scrubs a JWT in it", async () => {
