@@ -605,6 +605,31 @@ function rewriteForCap(sql: string, stmts: RawStmt[], cap: number): { sql: strin
   return { sql: pieces.join(';\n'), changed };
 }
 
+/**
+ * The common case without deparsing: one top-level SELECT (or VALUES / set operation) with no LIMIT
+ * gets `LIMIT cap` appended to its own text. The result is parsed again and accepted only if its tree
+ * is the original tree exactly, apart from the new limit, so it needs no second policy check: same
+ * relations, columns and functions by construction. (Appended after a newline so a trailing `--`
+ * comment cannot swallow it.) Anything else returns undefined and takes the deparse path.
+ */
+function spliceLimit(sql: string, stmts: RawStmt[], cap: number): string | undefined {
+  if (stmts.length !== 1) return undefined;
+  const raw = stmts[0];
+  const sel: AnyNode | undefined = (raw?.stmt as AnyNode | undefined)?.SelectStmt;
+  if (raw === undefined || sel === undefined || sel.limitCount !== undefined || sel.intoClause !== undefined) return undefined;
+  if ((raw.stmt_location ?? 0) !== 0) return undefined;
+  const text = sliceStatement(Buffer.from(sql, 'utf8'), raw).trimEnd();
+  const candidate = `${text}\nLIMIT ${cap}`;
+  const again = parseStatements(candidate);
+  if (!again.ok || again.stmts.length !== 1) return undefined;
+  const next: AnyNode | undefined = (again.stmts[0]?.stmt as AnyNode | undefined)?.SelectStmt;
+  if (next === undefined || next.limitOption !== 'LIMIT_OPTION_COUNT') return undefined;
+  // The parser adds a location to the new constant; compare the value itself.
+  if (cap <= 0 || Number(next.limitCount?.A_Const?.ival?.ival) !== cap) return undefined;
+  const strip = (n: AnyNode) => JSON.stringify({ ...n, limitCount: undefined, limitOption: undefined });
+  return strip(next) === strip(sel) ? candidate : undefined;
+}
+
 // ------------------------------------------------------------------ entry points
 
 /**
@@ -707,6 +732,8 @@ function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionVi
  * relations, and carry the cap. Any doubt → no rewrite (the wire-level cap still applies).
  */
 function capRewrite(sql: string, mode: 'simple' | 'parse', stmts: RawStmt[], session: SessionView, catalog: CatalogSnapshot, before: StatementSummary[], cap: number): string | undefined {
+  const quick = spliceLimit(sql, stmts, cap);
+  if (quick !== undefined) return quick;
   let rewritten: { sql: string; changed: number[] } | undefined;
   try {
     rewritten = rewriteForCap(sql, stmts, cap);

@@ -69,6 +69,19 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
 
   // Roles are bounded by the policy file; still, cap label values defensively.
   const roleLabel = (r: string | undefined) => (r && r.length <= 63 ? r : 'unknown');
+  // Label children cached by a composed key: prom-client hashes a label object on every inc() otherwise.
+  const statementChildren = new Map<string, client.Counter.Internal>();
+  const statementChild = (role: string, decision: string, kind: string, reason: string) => {
+    const key = `${role}\u0000${decision}\u0000${kind}\u0000${reason}`;
+    let child = statementChildren.get(key);
+    if (child === undefined) {
+      child = statements.labels({ role, decision, kind, reason });
+      statementChildren.set(key, child);
+    }
+    return child;
+  };
+  const statementOk = statementSeconds.labels({ outcome: 'ok' });
+  const statementError = statementSeconds.labels({ outcome: 'error' });
   const events: SessionEvents = {
     loginSucceeded() {
       logins.inc({ result: 'ok', reason: 'ok' });
@@ -81,12 +94,12 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
       const d = info.decision;
       const kinds = d.statements.length > 0 ? d.statements.map((st) => (KNOWN_KINDS.has(st.kind) ? st.kind : 'other')) : ['none'];
       for (const kind of kinds) {
-        statements.inc({ role: roleLabel(s.role?.name), decision: d.allow ? (d.shadowDenied ? 'shadow_deny' : 'allow') : 'deny', kind, reason: d.allow ? '' : d.reason });
+        statementChild(roleLabel(s.role?.name), d.allow ? (d.shadowDenied ? 'shadow_deny' : 'allow') : 'deny', kind, d.allow ? '' : d.reason).inc();
       }
       decisionSeconds.observe(info.micros / 1e6);
     },
     statementFinished(_s, o) {
-      statementSeconds.observe({ outcome: o.sqlstate === undefined ? 'ok' : 'error' }, o.durationMs / 1000);
+      (o.sqlstate === undefined ? statementOk : statementError).observe(o.durationMs / 1000);
       rowsForwarded.inc(o.rows);
       if (o.truncated) rowCap.inc({ action: 'truncate' });
       if (o.rowCapError) rowCap.inc({ action: 'error' });

@@ -73,7 +73,7 @@ policyFile: ./policy.yaml
     expect(d).toMatchObject({ role: 'analyst', decision: 'deny', reason: 'column_denied' });
     expect(d.message).toMatch(/ssn/);
     const allow = JSON.parse((await pgwarden(['policy', 'explain', '--config', configFile, '--role', 'analyst', '--sql', 'SELECT id, total FROM orders'])).stdout);
-    expect(allow).toMatchObject({ decision: 'allow', rewrittenSql: 'SELECT id, total FROM orders LIMIT 101' });
+    expect(allow).toMatchObject({ decision: 'allow', rewrittenSql: 'SELECT id, total FROM orders\nLIMIT 101' });
     expect(allow.statements[0].relations).toEqual(['public.orders']);
   });
 

@@ -65,8 +65,8 @@ describe('DecisionCache', () => {
     // a rewrite embeds the literals: a new literal gets its own rewrite
     const a = c.decide('SELECT id FROM orders WHERE id = 1', 'simple', capped, CATALOG, 1);
     const b = c.decide('SELECT id FROM orders WHERE id = 2', 'simple', capped, CATALOG, 1);
-    expect(a.allow && a.rewrittenSql).toBe('SELECT id FROM orders WHERE id = 1 LIMIT 101');
-    expect(b.allow && b.rewrittenSql).toBe('SELECT id FROM orders WHERE id = 2 LIMIT 101');
+    expect(a.allow && a.rewrittenSql).toBe('SELECT id FROM orders WHERE id = 1\nLIMIT 101');
+    expect(b.allow && b.rewrittenSql).toBe('SELECT id FROM orders WHERE id = 2\nLIMIT 101');
   });
 
   it('keys by policy version, role and mode; a new catalog snapshot clears it', () => {

@@ -20,20 +20,20 @@ beforeAll(async () => {
 
 describe('LIMIT rewrite', () => {
   it.each([
-    ['SELECT abalance FROM pgbench_accounts WHERE aid = 123', 'SELECT abalance FROM pgbench_accounts WHERE aid = 123 LIMIT 101'],
-    ['SELECT abalance FROM pgbench_accounts WHERE aid = $1', 'SELECT abalance FROM pgbench_accounts WHERE aid = $1 LIMIT 101'],
+    ['SELECT abalance FROM pgbench_accounts WHERE aid = 123', 'SELECT abalance FROM pgbench_accounts WHERE aid = 123\nLIMIT 101'],
+    ['SELECT abalance FROM pgbench_accounts WHERE aid = $1', 'SELECT abalance FROM pgbench_accounts WHERE aid = $1\nLIMIT 101'],
     ['SELECT id FROM orders LIMIT 1000', 'SELECT id FROM orders LIMIT 101'],
     ['SELECT id FROM orders LIMIT ALL', 'SELECT id FROM orders LIMIT 101'],
     ['SELECT id FROM orders LIMIT NULL', 'SELECT id FROM orders LIMIT 101'],
     ['SELECT id FROM orders LIMIT $1', 'SELECT id FROM orders LIMIT LEAST($1, 101)'],
     ['SELECT id FROM orders LIMIT 10 + 1000', 'SELECT id FROM orders LIMIT LEAST(10 + 1000, 101)'],
-    ['SELECT id FROM orders OFFSET 5', 'SELECT id FROM orders LIMIT 101 OFFSET 5'],
+    ['SELECT id FROM orders OFFSET 5', 'SELECT id FROM orders OFFSET 5\nLIMIT 101'],
     ['SELECT id FROM orders ORDER BY id FETCH FIRST 500 ROWS ONLY', 'SELECT id FROM orders ORDER BY id LIMIT 101'],
-    ['SELECT id FROM orders UNION ALL SELECT order_id FROM order_items', 'SELECT id FROM orders UNION ALL SELECT order_id FROM order_items LIMIT 101'],
+    ['SELECT id FROM orders UNION ALL SELECT order_id FROM order_items', 'SELECT id FROM orders UNION ALL SELECT order_id FROM order_items\nLIMIT 101'],
     ['SELECT id FROM orders UNION SELECT order_id FROM order_items ORDER BY 1 LIMIT 5000', 'SELECT id FROM orders UNION SELECT order_id FROM order_items ORDER BY 1 LIMIT 101'],
-    ['VALUES (1), (2)', 'VALUES (1), (2) LIMIT 101'],
-    ['TABLE orders', 'SELECT * FROM orders LIMIT 101'],
-    ['WITH t AS (SELECT id FROM orders) SELECT id FROM t', 'WITH t AS (SELECT id FROM orders) SELECT id FROM t LIMIT 101'],
+    ['VALUES (1), (2)', 'VALUES (1), (2)\nLIMIT 101'],
+    ['TABLE orders', 'TABLE orders\nLIMIT 101'],
+    ['WITH t AS (SELECT id FROM orders) SELECT id FROM t', 'WITH t AS (SELECT id FROM orders) SELECT id FROM t\nLIMIT 101'],
     ['SELECT 1; SELECT 2 LIMIT 5', 'SELECT 1 LIMIT 101;\nSELECT 2 LIMIT 5'],
   ])('%s', (sql, expected) => {
     expect(rewrite(sql)).toBe(expected);
@@ -77,7 +77,7 @@ describe('LIMIT rewrite', () => {
   });
 
   it('parse mode rewrites the single statement', () => {
-    expect(rewrite('SELECT id FROM orders WHERE id = $1', 'parse')).toBe('SELECT id FROM orders WHERE id = $1 LIMIT 101');
+    expect(rewrite('SELECT id FROM orders WHERE id = $1', 'parse')).toBe('SELECT id FROM orders WHERE id = $1\nLIMIT 101');
   });
 
   it('no rowCap and no rewrite without maxRows; error mode is passed through', () => {
@@ -86,7 +86,7 @@ describe('LIMIT rewrite', () => {
     expect(d.allow && d.rewrittenSql).toBeUndefined();
     const e = evaluate('SELECT id FROM orders', 'simple', sessionFor(makeRole({ maxRows: 10, onRowCap: 'error' })), CATALOG);
     expect(e.allow && e.rowCap).toEqual({ maxRows: 10, onRowCap: 'error' });
-    expect(e.allow && e.rewrittenSql).toBe('SELECT id FROM orders LIMIT 11');
+    expect(e.allow && e.rewrittenSql).toBe('SELECT id FROM orders\nLIMIT 11');
   });
 });
 
@@ -103,5 +103,18 @@ describe('cursor caps', () => {
     expect(d.allow).toBe(true);
     expect(evaluate('FETCH 10 FROM k; DECLARE k CURSOR FOR SELECT id FROM orders', 'simple', none, CATALOG).allow).toBe(false);
     expect(evaluate('PREPARE q AS SELECT id FROM orders; EXECUTE q', 'simple', none, CATALOG).allow).toBe(true);
+  });
+});
+
+describe('LIMIT splice (no deparse)', () => {
+  it('appends after a newline, so a trailing line comment cannot swallow the limit', () => {
+    expect(rewrite('SELECT id FROM orders -- all of them')).toBe('SELECT id FROM orders -- all of them\nLIMIT 101');
+    expect(rewrite('SELECT id FROM orders;  ')).toBe('SELECT id FROM orders\nLIMIT 101');
+  });
+
+  it('falls back to the deparser whenever the spliced text would not be the same tree plus a limit', () => {
+    // Existing limits, multi-statement text and FOR … clauses take the deparse path and are still capped.
+    expect(rewrite('SELECT id FROM orders LIMIT 5000')).toBe('SELECT id FROM orders LIMIT 101');
+    expect(rewrite('SELECT 1; SELECT id FROM orders')).toBe('SELECT 1 LIMIT 101;\nSELECT id FROM orders LIMIT 101');
   });
 });
