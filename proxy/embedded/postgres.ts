@@ -1,6 +1,6 @@
 // Starts and stops a throwaway real PostgreSQL server (npm's embedded binaries or the machine's) for the demo, tests and benchmarks.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
@@ -48,10 +48,33 @@ export function findPostgresBinaries(source: StartOptions['source'] = 'auto'): s
   if (source !== 'embedded') {
     for (const v of ['18', '17', '16', '15', '14']) candidates.push(`/usr/lib/postgresql/${v}/bin`);
   }
+  const user = runAsUser();
   for (const dir of candidates) {
-    if (existsSync(path.join(dir, 'postgres')) && existsSync(path.join(dir, 'initdb'))) return dir;
+    if (!existsSync(path.join(dir, 'postgres')) || !existsSync(path.join(dir, 'initdb'))) continue;
+    // As root, the server runs as the postgres user, who must be able to reach the binaries
+    // (a checkout under a 0700 home directory is not reachable); then try the next candidate.
+    if (user && !reachableBy(dir, user)) continue;
+    return dir;
   }
-  throw new Error(`no PostgreSQL server binaries found (looked in: ${candidates.join(', ')})`);
+  throw new Error(`no PostgreSQL server binaries found that ${user ? 'the postgres user can run ' : ''}(looked in: ${candidates.join(', ')})`);
+}
+
+/** True when every directory from / down to `dir` lets `user` traverse it. */
+function reachableBy(dir: string, user: { uid: number; gid: number }): boolean {
+  let current = path.resolve(dir);
+  for (;;) {
+    let st;
+    try {
+      st = statSync(current);
+    } catch {
+      return false;
+    }
+    const bit = st.uid === user.uid ? 0o100 : st.gid === user.gid ? 0o010 : 0o001;
+    if ((st.mode & bit) === 0) return false;
+    const parent = path.dirname(current);
+    if (parent === current) return true;
+    current = parent;
+  }
 }
 
 /** Asks the kernel for a free loopback port. */
