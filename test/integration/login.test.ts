@@ -1,7 +1,7 @@
 // Token login through the real proxy: acceptance, every refusal by SQLSTATE, identity stamping and its protection.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { connectPg, pgError, startTestProxy, superClient, type TestProxy, loginError } from '../helpers/proxy.ts';
+import { connectPg, pgError, startTestProxy, superClient, testPg, type TestProxy, loginError } from '../helpers/proxy.ts';
 
 let tp: TestProxy;
 beforeAll(async () => {
@@ -173,24 +173,33 @@ describe('the stamped identity cannot be changed by the client', () => {
 
 describe('brokered upstream', () => {
   it('an upstream login failure reaches the client as FATAL 08006 without upstream names or secrets', async () => {
+    // A dedicated upstream role, so changing its password cannot disturb suites running in parallel.
     const su = await superClient();
-    const info = (await import('../helpers/proxy.ts')).testPg();
+    const info = testPg();
+    await su.query(`DROP ROLE IF EXISTS pgwarden_flaky; CREATE ROLE pgwarden_flaky LOGIN PASSWORD 'right-password'; GRANT SELECT ON orders, customers TO pgwarden_flaky`);
+    const own = await startTestProxy({
+      config: {
+        upstream: { host: info.host, port: info.port, database: 'app', user: 'pgwarden_flaky', password: 'right-password', sslmode: 'disable', sslRootCert: undefined, connectTimeout: 5_000 },
+      },
+    });
     try {
-      await su.query(`ALTER ROLE pgwarden PASSWORD 'temporarily-wrong'`);
-      const err = await refusedLogin(await tp.token());
+      await su.query(`ALTER ROLE pgwarden_flaky PASSWORD 'temporarily-wrong'`);
+      const err = await loginError(own.pgConfig(await own.token()));
       expect(err.code).toBe('08006');
       expect(err.severity).toBe('FATAL');
       const text = JSON.stringify(err);
-      expect(text).not.toContain(info.upstreamPassword);
+      expect(text).not.toContain('right-password');
       expect(text).not.toContain('temporarily-wrong');
-      expect(text).not.toMatch(/pgwarden"|user "pgwarden/);
+      expect(text).not.toMatch(/pgwarden_flaky/);
+      // And the proxy recovers as soon as the upstream accepts it again.
+      await su.query(`ALTER ROLE pgwarden_flaky PASSWORD 'right-password'`);
+      const c = await connectPg(own);
+      expect((await c.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+      await c.end();
     } finally {
-      await su.query(`ALTER ROLE pgwarden PASSWORD '${info.upstreamPassword}'`);
+      await own.close();
+      await su.query('DROP OWNED BY pgwarden_flaky; DROP ROLE pgwarden_flaky').catch(() => {});
       await su.end();
     }
-    // And the proxy recovers as soon as the upstream accepts it again.
-    const c = await connectPg(tp);
-    expect((await c.query('SELECT 1 AS one')).rows[0].one).toBe(1);
-    await c.end();
   });
 });
