@@ -115,7 +115,7 @@ async function startPgwarden(
   profileDir: string | undefined,
 ): Promise<Pgwarden> {
   const secretFile = path.join(dir, 'jwt-secret');
-  writeFileSync(secretFile, randomBytes(32), { mode: 0o600 });
+  writeFileSync(secretFile, randomBytes(32).toString('base64url'), { mode: 0o600 }); // text: a trailing 0x0a byte would be trimmed
   const policyFile = path.join(dir, 'policy.yaml');
   writeFileSync(policyFile, BENCH_POLICY_YAML);
   const spec: PgwardenSpec = {

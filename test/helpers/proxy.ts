@@ -75,7 +75,8 @@ export interface StartOptions {
 export async function startTestProxy(opts: StartOptions = {}): Promise<TestProxy> {
   const info = testPg();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-test-'));
-  const secret = opts.secret ?? randomBytes(32);
+  // Text, not raw bytes: the loader ignores a trailing newline, so random bytes ending in 0x0a would lose one.
+  const secret = opts.secret ?? Buffer.from(randomBytes(32).toString('base64url'));
   const secretFile = path.join(dir, 'jwt-secret');
   writeFileSync(secretFile, secret);
   const policyFile = path.join(dir, 'policy.yaml');
