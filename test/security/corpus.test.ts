@@ -13,6 +13,7 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freePort } from '../../proxy/embedded/postgres.ts';
+import { EXAMPLE_POLICY_YAML, exampleConfigYaml } from '../fixtures/example.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CORPUS_DIR = path.join(ROOT, 'test/fixtures/corpus');
@@ -126,35 +127,11 @@ let childOutput = '';
 let before: Fingerprint | undefined;
 
 function configYaml(pgHost: string, pgPort: number, port: number, metricsPort: number): string {
-  // The README's example, with the test server's address and free ports, plus an audit file.
-  return `listen: { host: 127.0.0.1, port: ${port} }
-upstream:
-  host: ${pgHost}
-  port: ${pgPort}
-  database: app
-  user: pgwarden
-  passwordFile: ./secrets/upstream-password
-auth:
-  issuer: pgwarden-dev
-  audience: pgwarden
-  algorithms: [HS256]
-  secretFile: ./secrets/jwt-secret
-  maxTokenLifetime: 15m
-policyFile: ./policy.yaml
-metrics: { host: 127.0.0.1, port: ${metricsPort} }
-audit: { destination: ./audit.jsonl }
-`;
+  // The issue's example, with the test server's address and free ports, plus an audit file.
+  return exampleConfigYaml({ listenPort: port, upstreamHost: pgHost, upstreamPort: pgPort, metricsPort, extra: 'audit: { destination: ./audit.jsonl }\n' });
 }
 
-const POLICY_YAML = `roles:
-  analyst:
-    readOnly: true
-    relations: [public.orders, public.customers]
-    deniedColumns: { public.customers: [ssn] }
-    maxRows: 100
-    onRowCap: truncate
-    statementTimeout: 5s
-`;
+const POLICY_YAML = EXAMPLE_POLICY_YAML;
 
 /** The environment for the CLI, without PGWARDEN_* overrides that would change the config under test. */
 function cliEnv(): NodeJS.ProcessEnv {

@@ -5,23 +5,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { formatConfigIssues, loadConfig, type ConfigIssue } from '../../../proxy/config/load.ts';
 import type { Config } from '../../../proxy/config/types.ts';
 import { generateKeyFiles, makeTempDir, writeHmacSecret, writeJwks } from '../../helpers/keys.ts';
+import { exampleConfigYaml } from '../../fixtures/example.ts';
 
-const EXAMPLE = `listen: { host: 127.0.0.1, port: 6432 }
-upstream:
-  host: 127.0.0.1
-  port: 5432
-  database: app
-  user: pgwarden
-  passwordFile: ./secrets/upstream-password
-auth:
-  issuer: pgwarden-dev
-  audience: pgwarden
-  algorithms: [HS256]
-  secretFile: ./secrets/jwt-secret
-  maxTokenLifetime: 15m
-policyFile: ./policy.yaml
-metrics: { host: 127.0.0.1, port: 9187 }
-`;
+const EXAMPLE = exampleConfigYaml();
 
 // The smallest valid config, for tests that vary one thing; `auth` lines are replaced by callers as needed.
 function minimal(auth = '  algorithms: [HS256]\n  secretFile: ./secrets/jwt-secret\n', extra = ''): string {

@@ -24,17 +24,9 @@ import {
   type PolicyIssue,
 } from '../../../policy/load.ts';
 import { policyCheck } from '../../../policy/cli.ts';
+import { EXAMPLE_POLICY_YAML } from '../../fixtures/example.ts';
 
-const EXAMPLE = `# policy.yaml — this exact example must load
-roles:
-  analyst:
-    readOnly: true
-    relations: [public.orders, public.customers]
-    deniedColumns: { public.customers: [ssn] }
-    maxRows: 100
-    onRowCap: truncate
-    statementTimeout: 5s
-`;
+const EXAMPLE = `# policy.yaml — this exact example must load\n${EXAMPLE_POLICY_YAML}`;
 
 function issuesOf(text: string, format: 'yaml' | 'json' = 'yaml'): PolicyIssue[] {
   const r = parsePolicyText(text, format, 'test');
