@@ -29,20 +29,8 @@ import {
   readCommandTagRows,
 } from '../../../proxy/wire/backend.ts';
 import { Bytes, typed } from '../../helpers/bytes.ts';
+import { expectProtocolError } from '../../helpers/errors.ts';
 
-function expectProtocolError(fn: () => unknown): ProxyError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(ProxyError);
-  const err = caught as ProxyError;
-  expect(err.code).toBe('ERR_PROTOCOL');
-  expect(err.sqlstate).toBe('08P01');
-  return err;
-}
 
 /** What node-postgres would make of our bytes: an independent reader of backend messages. */
 function parseWithPg(buf: Buffer): Record<string, unknown>[] {

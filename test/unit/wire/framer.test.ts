@@ -3,22 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { ProxyError } from '../../../proxy/errors.ts';
 import { MessageFramer, type Frame } from '../../../proxy/wire/framer.ts';
 import { Bytes, splitAt, startupPacket, typed, untyped } from '../../helpers/bytes.ts';
+import { expectProtocolError } from '../../helpers/errors.ts';
 
 const MB = 1024 * 1024;
 
-function expectProtocolError(fn: () => unknown): ProxyError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(ProxyError);
-  const err = caught as ProxyError;
-  expect(err.code).toBe('ERR_PROTOCOL');
-  expect(err.sqlstate).toBe('08P01');
-  return err;
-}
 
 function drain(framer: MessageFramer): Frame[] {
   const frames: Frame[] = [];

@@ -29,20 +29,8 @@ import {
   encodeTerminate,
 } from '../../../proxy/wire/frontend.ts';
 import { Bytes, typed, untyped } from '../../helpers/bytes.ts';
+import { expectProtocolError } from '../../helpers/errors.ts';
 
-function expectProtocolError(fn: () => unknown): ProxyError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(ProxyError);
-  const err = caught as ProxyError;
-  expect(err.code).toBe('ERR_PROTOCOL');
-  expect(err.sqlstate).toBe('08P01');
-  return err;
-}
 
 describe('decodeQuery', () => {
   it('decodes the SQL text', () => {
