@@ -69,8 +69,6 @@ export class ResponseTracker {
   /** Set after an error inside a simple Query so later results of the same Query are not forwarded (capped error mode). */
   private swallowUntilReady = false;
   txStatus: TxStatus = 'I';
-  rowsForwarded = 0;
-  truncations = 0;
 
   /** Called once for every traced entry when its responses are complete. */
   onFinish: ((trace: StatementTrace) => void) | undefined;
@@ -187,14 +185,12 @@ export class ResponseTracker {
     if (this.swallowUntilReady) return false;
     const cap = this.rowCap;
     if (cap === undefined || frame.type === BackendType.CopyData && head?.kind !== FrontendType.Query && head?.kind !== FrontendType.Execute) {
-      this.rowsForwarded++;
       if (head?.trace) head.trace.rows++;
       return this.forward(frame, out);
     }
     const portalBase = head?.kind === FrontendType.Execute && head.portal !== undefined ? (this.portalRows.get(head.portal)?.sent ?? 0) : 0;
     if (portalBase + this.rows.sent < cap.maxRows) {
       this.rows.sent++;
-      this.rowsForwarded++;
       if (head?.trace) head.trace.rows++;
       return this.forward(frame, out);
     }
@@ -243,7 +239,6 @@ export class ResponseTracker {
         }),
       );
       out.push(encodeCommandComplete(rewriteTagCount(tag, sent)));
-      this.truncations++;
       verbatim = false;
     } else {
       out.push(frame.raw);

@@ -1,27 +1,17 @@
 // The StatementGate sessions use: the policy store's current policy and catalog, evaluate(), and a decision cache.
 import { LRUCache } from 'lru-cache';
 import type { Decision, SessionView } from '../../policy/types.ts';
-import { evaluate, judgeParameterTypes } from '../../policy/evaluate.ts';
+import { evaluateWithFacts, judgeParameterTypes } from '../../policy/evaluate.ts';
 import type { PolicyStore } from '../../policy/store.ts';
 import type { StatementGate } from './gate.ts';
-
-/** Statement kinds whose decision depends on session state (prepared names, cursors), never cached. */
-const SESSION_DEPENDENT = new Set(['ExecuteStmt', 'FetchStmt', 'ClosePortalStmt', 'DeallocateStmt']);
-
-export interface GateStats {
-  hits: number;
-  misses: number;
-}
 
 export function createPolicyGate(
   store: PolicyStore,
   opts: { cacheSize?: number; onLookup?: (hit: boolean) => void } = {},
-): StatementGate & { stats: GateStats } {
+): StatementGate {
   // Key: policy version, role, mode and the exact SQL. A reload bumps the version, so stale entries are never read.
   const cache = new LRUCache<string, Decision>({ max: opts.cacheSize ?? 10_000 });
-  const stats: GateStats = { hits: 0, misses: 0 };
   return {
-    stats,
     get version() {
       return store.current.policy.version;
     },
@@ -52,14 +42,13 @@ export function createPolicyGate(
       const key = `${policy.version}\u0000${role.name}\u0000${mode}\u0000${sql}`;
       const hit = cache.get(key);
       if (hit) {
-        stats.hits++;
         opts.onLookup?.(true);
         return hit;
       }
-      stats.misses++;
       opts.onLookup?.(false);
-      const decision = evaluate(sql, mode, { ...view, role }, catalog, policy.version);
-      if (!decision.statements.some((st) => SESSION_DEPENDENT.has(st.kind))) cache.set(key, decision);
+      // evaluate() reports whether the decision read session state (prepared names, cursors); those are never cached.
+      const { decision, sessionDependent } = evaluateWithFacts(sql, mode, { ...view, role }, catalog, policy.version);
+      if (!sessionDependent) cache.set(key, decision);
       return decision;
     },
   };

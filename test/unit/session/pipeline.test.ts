@@ -1,6 +1,6 @@
 // The response tracker: refusals replace the right ErrorResponse, extended batches skip to Sync, row caps cut honestly.
 import { describe, expect, it } from 'vitest';
-import { ResponseTracker, rewriteTagCount } from '../../../proxy/session/pipeline.ts';
+import { ResponseTracker, rewriteTagCount, type StatementTrace } from '../../../proxy/session/pipeline.ts';
 import { FrontendType } from '../../../proxy/wire/codes.ts';
 import { MessageFramer } from '../../../proxy/wire/framer.ts';
 import { ProxyError } from '../../../proxy/errors.ts';
@@ -79,10 +79,12 @@ describe('ResponseTracker', () => {
 
   it('truncate mode: stops forwarding at the cap, warns and reports the rows actually sent', () => {
     const t = new ResponseTracker({ maxRows: 2, onRowCap: 'truncate' });
-    t.expect(FrontendType.Query);
+    const finished: StatementTrace[] = [];
+    t.onFinish = (tr) => finished.push(tr);
+    t.expect(FrontendType.Query, undefined, undefined, { seq: 1, startedAt: 0, rows: 0, sqlstate: undefined, truncated: false, rowCapError: false });
     const seen = run(t, [rowDesc, dataRow('1'), dataRow('2'), dataRow('3'), dataRow('4'), complete('SELECT 4'), ready('I')]);
     expect(seen).toEqual([['T', ''], ['D', ''], ['D', ''], ['N', '01000'], ['C', 'SELECT 2'], ['Z', 'I']]);
-    expect(t.truncations).toBe(1);
+    expect(finished).toMatchObject([{ seq: 1, rows: 2, truncated: true, rowCapError: false }]);
   });
 
   it('error mode: 54000 in place of the surplus rows, and nothing more from that Query', () => {
