@@ -1,49 +1,19 @@
-// The decision cache: exact-text hits first, then a literal-normalised key from the real scanner when the decision cannot depend on literal values.
+// The decision cache: exact-text hits first, then a literal-normalised key when the decision cannot depend on literal values.
 import { LRUCache } from 'lru-cache';
 import type { CatalogSnapshot, Decision, SessionView } from './types.ts';
-import { scanTokens } from './parser.ts';
+import { literalShape } from './literals.ts';
 import { evaluateWithFacts } from './evaluate.ts';
 
-// Token types of libpg-query 18's scanner (gram.y order): constants are replaced, comments dropped.
-const FCONST = 260;
-const SCONST = 261;
-const USCONST = 262;
-const BCONST = 263;
-const XCONST = 264;
-const ICONST = 266;
-const SQL_COMMENT = 275;
-const C_COMMENT = 276;
-const CONSTANT_TYPES = new Set([FCONST, SCONST, USCONST, BCONST, XCONST, ICONST]);
-
-/** Longer texts are only cached by exact text: scanning them costs more than a cache saves. */
-export const MAX_NORMALIZE_LENGTH = 4096;
-
 /**
- * A key under which statements that differ only in the values of literal constants (and in
- * whitespace and comments) coincide, e.g. pgbench's `… WHERE aid = 123` for every aid.
- * Built from the real scanner's tokens, so comment and quoting rules are PostgreSQL's: each token
- * is length-prefixed (no two token sequences share a key), and a constant keeps its token type.
- * Returns undefined when the text should not be cached by a normalised form (too long, does not
- * lex, contains no constant). Whether a given decision may be shared under the key is decided by
- * the evaluation (EvaluationFacts.literalSensitive), not here.
+ * A key under which statements that differ only in the values of literal constants coincide, e.g.
+ * pgbench's `… WHERE aid = 123` for every aid: the text outside constants verbatim, each constant
+ * replaced by its class (policy/literals.ts). Returns undefined when the text should be cached by its
+ * exact text only (no constant, too long, or lexical forms the scanner does not handle). Whether a
+ * given decision may be shared under the key is decided by the evaluation
+ * (EvaluationFacts.literalSensitive), not here.
  */
 export function cacheKeyFor(sql: string): string | undefined {
-  if (sql.length > MAX_NORMALIZE_LENGTH) return undefined;
-  const tokens = scanTokens(sql);
-  if (tokens === undefined) return undefined;
-  let key = '';
-  let constants = 0;
-  for (const t of tokens) {
-    const type = t.tokenType;
-    if (type === SQL_COMMENT || type === C_COMMENT) continue;
-    if (CONSTANT_TYPES.has(type)) {
-      key += `?${type};`;
-      constants++;
-    } else {
-      key += `${type}:${t.text.length}:${t.text};`;
-    }
-  }
-  return constants === 0 ? undefined : key;
+  return literalShape(sql)?.key;
 }
 
 /** Statement kinds whose decision depends only on structure once literal-sensitive constructs are excluded. */
@@ -67,22 +37,35 @@ function deepFreeze<T>(value: T): T {
 }
 
 /**
+ * A decision shared under a normalised key. A LIMIT-capping rewrite of the form "the text up to
+ * `keep` characters from its end, then `append`" is shared too when the dropped end lies after the
+ * last constant: every text with the key has those same characters there, so its rewrite is its own
+ * prefix plus the same `append` (what the rewrite would have produced for it).
+ */
+interface SharedDecision {
+  decision: Decision;
+  /** Characters dropped from the end of the text before `append`; -1 when the decision has no rewrite. */
+  dropTail: number;
+  append: string;
+}
+
+/**
  * LRU of decisions keyed by policy version, role, protocol mode and SQL. A different catalog
  * snapshot object clears it (decisions depend on relation and function resolution). Decisions
  * that read session state (EXECUTE, FETCH) or pgwarden's own health are never cached; decisions
- * with a LIMIT rewrite are cached by exact text only (the rewrite embeds the literals).
+ * that read a literal's value are cached by exact text only.
  */
 export class DecisionCache {
   /** SQL text → (version/role/mode prefix → decision): the hot path hashes the client's string as is, without concatenating. */
   private readonly exact: LRUCache<string, Map<string, Decision>>;
-  private readonly normalized: LRUCache<string, Decision>;
+  private readonly normalized: LRUCache<string, SharedDecision>;
   private catalog: CatalogSnapshot | undefined;
   readonly stats: DecisionCacheStats = { exactHits: 0, normalizedHits: 0, misses: 0 };
 
   constructor(opts: { max?: number } = {}) {
     const max = opts.max ?? 10_000;
     this.exact = new LRUCache<string, Map<string, Decision>>({ max });
-    this.normalized = new LRUCache<string, Decision>({ max });
+    this.normalized = new LRUCache<string, SharedDecision>({ max });
   }
 
   clear(): void {
@@ -103,13 +86,15 @@ export class DecisionCache {
       this.stats.exactHits++;
       return hit;
     }
-    const norm = cacheKeyFor(sql);
-    const normKey = norm === undefined ? undefined : prefix + norm;
+    const shape = literalShape(sql);
+    const normKey = shape === undefined ? undefined : prefix + shape.key;
     if (normKey !== undefined) {
-      const nhit = this.normalized.get(normKey);
-      if (nhit !== undefined) {
+      const shared = this.normalized.get(normKey);
+      if (shared !== undefined) {
         this.stats.normalizedHits++;
-        return nhit;
+        const d = shared.decision;
+        if (shared.dropTail < 0 || !d.allow) return d;
+        return { ...d, rewrittenSql: sql.slice(0, sql.length - shared.dropTail) + shared.append };
       }
     }
     this.stats.misses++;
@@ -120,13 +105,22 @@ export class DecisionCache {
     deepFreeze(d);
     if (bySql !== undefined) bySql.set(prefix, d);
     else this.exact.set(sql, new Map([[prefix, d]]));
-    const shareable =
-      normKey !== undefined &&
-      !facts.literalSensitive &&
-      d.statements.length > 0 &&
-      d.statements.every((s) => NORMALIZABLE_KINDS.has(s.kind)) &&
-      (!d.allow || (d.rewrittenSql === undefined && d.effects.length === 0));
-    if (shareable) this.normalized.set(normKey, d);
+    if (normKey === undefined || shape === undefined || facts.literalSensitive) return d;
+    if (d.statements.length === 0 || !d.statements.every((s) => NORMALIZABLE_KINDS.has(s.kind))) return d;
+    if (d.allow && d.effects.length > 0) return d;
+    let dropTail = -1;
+    let append = '';
+    if (d.allow && d.rewrittenSql !== undefined) {
+      const r = d.rewrittenSql;
+      let p = 0;
+      const max = Math.min(sql.length, r.length);
+      while (p < max && sql.charCodeAt(p) === r.charCodeAt(p)) p++;
+      dropTail = sql.length - p;
+      // The rewrite changed text before the last constant (a deparsed rewrite): exact text only.
+      if (dropTail > shape.tail) return d;
+      append = r.slice(p);
+    }
+    this.normalized.set(normKey, { decision: d, dropTail, append });
     return d;
   }
 }

@@ -1,7 +1,7 @@
-// The StatementGate sessions use: the policy store's current policy and catalog, evaluate(), and a decision cache.
-import { LRUCache } from 'lru-cache';
+// The StatementGate sessions use: the policy store's current policy and catalog, and the decision cache in front of evaluate().
 import type { Decision, SessionView } from '../../policy/types.ts';
-import { evaluateWithFacts, judgeParameterTypes } from '../../policy/evaluate.ts';
+import { judgeParameterTypes } from '../../policy/evaluate.ts';
+import { DecisionCache } from '../../policy/normalize.ts';
 import type { PolicyStore } from '../../policy/store.ts';
 import type { StatementGate } from './gate.ts';
 
@@ -9,8 +9,9 @@ export function createPolicyGate(
   store: PolicyStore,
   opts: { cacheSize?: number; onLookup?: (hit: boolean) => void } = {},
 ): StatementGate {
-  // Key: policy version, role, mode and the exact SQL. A reload bumps the version, so stale entries are never read.
-  const cache = new LRUCache<string, Decision>({ max: opts.cacheSize ?? 10_000 });
+  // Keyed by policy version, role, mode and the SQL (exact, then literal-normalised): a reload bumps the version, so
+  // stale entries are never read, and a new catalog snapshot empties it.
+  const cache = new DecisionCache({ max: opts.cacheSize ?? 10_000 });
   return {
     get version() {
       return store.current.policy.version;
@@ -39,16 +40,9 @@ export function createPolicyGate(
         const refused = judgeParameterTypes(paramTypes, { ...view, role }, catalog);
         if (refused !== undefined) return refused;
       }
-      const key = `${policy.version}\u0000${role.name}\u0000${mode}\u0000${sql}`;
-      const hit = cache.get(key);
-      if (hit) {
-        opts.onLookup?.(true);
-        return hit;
-      }
-      opts.onLookup?.(false);
-      // evaluate() reports whether the decision read session state (prepared names, cursors); those are never cached.
-      const { decision, sessionDependent } = evaluateWithFacts(sql, mode, { ...view, role }, catalog, policy.version);
-      if (!sessionDependent) cache.set(key, decision);
+      const misses = cache.stats.misses;
+      const decision = cache.decide(sql, mode, { ...view, role }, catalog, policy.version);
+      opts.onLookup?.(cache.stats.misses === misses);
       return decision;
     },
   };

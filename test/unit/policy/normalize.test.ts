@@ -1,4 +1,4 @@
-// Cache keys from the real scanner, and the decision cache: literal-insensitive sharing only.
+// Literal-normalised cache keys, and the decision cache: literal-insensitive sharing only.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initParser } from '../../../policy/parser.ts';
 import { DecisionCache, cacheKeyFor } from '../../../policy/normalize.ts';
@@ -11,9 +11,12 @@ beforeAll(async () => {
 describe('cacheKeyFor', () => {
   it('maps pgbench statements with changing literals to one key', () => {
     const a = cacheKeyFor('SELECT abalance FROM pgbench_accounts WHERE aid = 123;');
-    const b = cacheKeyFor('SELECT  abalance FROM pgbench_accounts /* c */ WHERE aid = 98765;');
+    const b = cacheKeyFor('SELECT abalance FROM pgbench_accounts WHERE aid = 98765;');
     expect(a).toBeDefined();
     expect(a).toBe(b);
+    // Everything outside constants is kept verbatim, and a comment is left to the exact-text cache.
+    expect(cacheKeyFor('SELECT  abalance FROM pgbench_accounts WHERE aid = 98765;')).not.toBe(a);
+    expect(cacheKeyFor('SELECT abalance FROM pgbench_accounts /* c */ WHERE aid = 98765;')).toBeUndefined();
   });
 
   it('keeps structure, identifiers, operators and the constant type', () => {
@@ -67,6 +70,30 @@ describe('DecisionCache', () => {
     const b = c.decide('SELECT id FROM orders WHERE id = 2', 'simple', capped, CATALOG, 1);
     expect(a.allow && a.rewrittenSql).toBe('SELECT id FROM orders WHERE id = 1\nLIMIT 101');
     expect(b.allow && b.rewrittenSql).toBe('SELECT id FROM orders WHERE id = 2\nLIMIT 101');
+    // the second came from the shared entry, with its own literal spliced in
+    expect(c.stats.normalizedHits).toBe(1);
+    // a trailing semicolon and newline are dropped by the rewrite; they sit after the last literal, so it is shared
+    c.decide('SELECT id FROM orders WHERE id = 7;\n', 'simple', capped, CATALOG, 1);
+    const longer = c.decide('SELECT id FROM orders WHERE id = 123456789;\n', 'simple', capped, CATALOG, 1);
+    expect(longer.allow && longer.rewrittenSql).toBe('SELECT id FROM orders WHERE id = 123456789\nLIMIT 101');
+    expect(c.stats.normalizedHits).toBe(2);
+    // the same result as deciding it afresh
+    const fresh = new DecisionCache().decide('SELECT id FROM orders WHERE id = 123456789;\n', 'simple', capped, CATALOG, 1);
+    expect(fresh.allow && fresh.rewrittenSql).toBe(longer.allow && longer.rewrittenSql);
+  });
+
+  it('a rewrite that changed text before the last literal is not shared', () => {
+    const c = new DecisionCache();
+    const capped = sessionFor(ROLES.capped);
+    // A UNION needs the deparse path: its rewrite is re-emitted text, so the next literal must be decided afresh.
+    const a = c.decide("SELECT id FROM orders WHERE id = 1 UNION SELECT id FROM orders WHERE id = 2", 'simple', capped, CATALOG, 1);
+    const b = c.decide("SELECT id FROM orders WHERE id = 3 UNION SELECT id FROM orders WHERE id = 4", 'simple', capped, CATALOG, 1);
+    expect(a.allow && b.allow).toBe(true);
+    if (a.allow && b.allow && a.rewrittenSql !== undefined) {
+      expect(b.rewrittenSql).toContain('3');
+      expect(b.rewrittenSql).toContain('4');
+      expect(b.rewrittenSql).not.toContain('= 1');
+    }
   });
 
   it('keys by policy version, role and mode; a new catalog snapshot clears it', () => {
