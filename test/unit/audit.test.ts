@@ -223,11 +223,15 @@ describe('SQL modes', () => {
     const none = new Capture();
     const a = await open({ destination: none, sql: 'none' });
     a.events.statementDecided?.(fakeSession(), { seq: 1, mode: 'simple', sql: "SELECT 'x'", decision: allow(), micros: 1 });
+    // Statement events are batched for at most BATCH_MS; flush() hands them over now.
+    expect(none.events).toHaveLength(0);
+    a.flush();
     expect(none.events[0]).not.toHaveProperty('sql');
 
     const full = new Capture();
     const b = await open({ destination: full, sql: 'full' });
     b.events.statementDecided?.(fakeSession(), { seq: 1, mode: 'simple', sql: `SELECT 'x', '${TOKEN}'`, decision: allow(), micros: 1 });
+    await until(() => full.events.length === 1, 1_000);
     expect(full.events[0]?.['sql']).toBe("SELECT 'x', '[redacted-jwt]'");
   });
 
@@ -235,6 +239,7 @@ describe('SQL modes', () => {
     const out = new Capture();
     const a = await open({ destination: out, sql: 'full' });
     a.events.statementDecided?.(fakeSession(), { seq: 1, mode: 'simple', sql: `SELECT ${'1,'.repeat(20_000)}1`, decision: allow(), micros: 1 });
+    a.flush();
     expect((out.events[0]?.['sql'] as string).length).toBe(16 * 1024);
     expect(out.events[0]?.['sqlTruncated']).toBe(true);
   });
