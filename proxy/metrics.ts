@@ -92,10 +92,11 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
     },
     statementDecided(s, info) {
       const d = info.decision;
-      const kinds = d.statements.length > 0 ? d.statements.map((st) => (KNOWN_KINDS.has(st.kind) ? st.kind : 'other')) : ['none'];
-      for (const kind of kinds) {
-        statementChild(roleLabel(s.role?.name), d.allow ? (d.shadowDenied ? 'shadow_deny' : 'allow') : 'deny', kind, d.allow ? '' : d.reason).inc();
-      }
+      const role = roleLabel(s.role?.name);
+      const outcome = d.allow ? (d.shadowDenied ? 'shadow_deny' : 'allow') : 'deny';
+      const reason = d.allow ? '' : d.reason;
+      if (d.statements.length === 0) statementChild(role, outcome, 'none', reason).inc();
+      for (const st of d.statements) statementChild(role, outcome, KNOWN_KINDS.has(st.kind) ? st.kind : 'other', reason).inc();
       decisionSeconds.observe(info.micros / 1e6);
     },
     statementFinished(_s, o) {

@@ -127,6 +127,7 @@ export class Session {
   /** Portal → decision seq of the statement bound to it. */
   private readonly portals = new Map<string, number>();
   private bytesIn = 0;
+  private trafficReportedAt = 0;
   private bytesOut = 0;
 
   constructor(
@@ -186,7 +187,12 @@ export class Session {
     if (!this.socket.write(buf)) this.upstream?.socket.pause();
   }
 
-  private reportTraffic(): void {
+  /** Byte counts go to the metrics at most once a second while statements run (and at the end): per statement they cost more than the rest of the metrics. */
+  private reportTraffic(now?: number): void {
+    if (now !== undefined) {
+      if (now - this.trafficReportedAt < 1000) return;
+      this.trafficReportedAt = now;
+    }
     if (this.bytesIn === 0 && this.bytesOut === 0) return;
     this.deps.events?.traffic?.(this, this.bytesIn, this.bytesOut);
     this.bytesIn = 0;
@@ -391,15 +397,16 @@ export class Session {
     if (leftover.length > 0) this.upstreamFramer.push(leftover);
     this.tracker = new ResponseTracker(this.rowCap());
     this.tracker.onFinish = (t) => {
+      const now = performance.now();
       this.deps.events?.statementFinished?.(this, {
         seq: t.seq,
         rows: t.rows,
-        durationMs: performance.now() - t.startedAt,
+        durationMs: now - t.startedAt,
         sqlstate: t.sqlstate,
         truncated: t.truncated,
         rowCapError: t.rowCapError,
       });
-      this.reportTraffic();
+      this.reportTraffic(now);
     };
     const key = this.deps.cancels.issue({ cancelUpstream: () => this.cancelUpstream() });
     this.backendKey = key;
@@ -498,9 +505,9 @@ export class Session {
       this.preparedNames.clear();
       this.preparedVersion = version;
     }
-    const t0 = process.hrtime.bigint();
+    const t0 = performance.now();
     const decision = this.deps.gate.decide(sql, mode === 'bind' ? 'parse' : mode, this.view(), paramTypes);
-    const micros = Number(process.hrtime.bigint() - t0) / 1000;
+    const micros = (performance.now() - t0) * 1000;
     this.seq++;
     this.deps.events?.statementDecided?.(this, { seq: this.seq, mode, sql, decision, micros });
     if (decision.allow) {
