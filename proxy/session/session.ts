@@ -127,6 +127,8 @@ export class Session {
   /** Portal → decision seq of the statement bound to it. */
   private readonly portals = new Map<string, number>();
   private bytesIn = 0;
+  /** The chunk most recently received from the client: forwarded whole when it held exactly the frames relayed unchanged. */
+  private lastClientChunk: Buffer | undefined;
   private trafficReportedAt = 0;
   private bytesOut = 0;
 
@@ -217,6 +219,7 @@ export class Session {
     this.bytesIn += chunk.length;
     try {
       this.framer.push(chunk);
+      this.lastClientChunk = chunk;
       this.processClient();
     } catch (err) {
       this.fail(err, err instanceof ProxyError && err.code === 'ERR_PROTOCOL' ? 'protocol_error' : 'internal');
@@ -537,13 +540,29 @@ export class Session {
     if (!tracker) return;
     const out: Buffer[] = [];
     let sawTerminate = false;
+    // Whether `out` is the client's last chunk, frame for frame and unchanged (the common case: one round trip's
+    // messages in one segment); then that chunk is written as received instead of a concatenation of its views.
+    let verbatim = true;
+    let bytes = 0;
     for (let frame = this.framer.next(); frame; frame = this.framer.next()) {
-      if (this.handleClientFrame(frame, tracker, out)) {
+      const before = out.length;
+      const end = this.handleClientFrame(frame, tracker, out);
+      if (verbatim && (out.length !== before + 1 || out[before] !== frame.raw)) verbatim = false;
+      bytes += frame.raw.length;
+      if (end) {
         sawTerminate = true;
         break;
       }
     }
-    this.writeUpstream(out);
+    const chunk = this.lastClientChunk;
+    this.lastClientChunk = undefined;
+    const first = out[0];
+    if (verbatim && first !== undefined && chunk !== undefined && bytes === chunk.length && first.buffer === chunk.buffer && first.byteOffset === chunk.byteOffset) {
+      // The framer hands out consecutive views of a chunk, so these views laid end to end are the chunk itself.
+      this.writeUpstream([chunk]);
+    } else {
+      this.writeUpstream(out);
+    }
     this.armIdle();
     if (sawTerminate) this.close('client');
   }
