@@ -9,12 +9,12 @@ export interface Metrics {
   activeSessions: client.Gauge;
   logins: client.Counter<'result' | 'reason'>;
   statements: client.Counter<'role' | 'decision' | 'kind' | 'reason'>;
-  decisionSeconds: client.Histogram;
+  decisionSeconds: HotHistogram;
   sessionsEnded: client.Counter<'reason'>;
   policyReloads: client.Counter<'result'>;
   policyVersion: client.Gauge;
   cacheLookups: client.Counter<'result'>;
-  statementSeconds: client.Histogram<'outcome'>;
+  statementSeconds: HotHistogram;
   rowsForwarded: client.Counter;
   rowCap: client.Counter<'action'>;
   upstreamConnectSeconds: client.Histogram;
@@ -33,31 +33,45 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   if (opts.collectDefault ?? true) client.collectDefaultMetrics({ register: registry, prefix: 'pgwarden_' }); // prom-client adds process_ itself
   const activeSessions = new client.Gauge({ name: 'pgwarden_sessions_active', help: 'Client sessions logged in now', registers: [registry] });
   const logins = new client.Counter({ name: 'pgwarden_logins_total', help: 'Login attempts by result and reason', labelNames: ['result', 'reason'] as const, registers: [registry] });
+  // Per-statement counts are kept in plain numbers and added to prom-client's counters when it collects (every
+  // scrape): prom-client hashes the label set on every inc(), which cost more than the rest of a cached decision.
+  const pendingStatements = new Map<string, { labels: { role: string; decision: string; kind: string; reason: string }; n: number }>();
+  let pendingRows = 0;
   const statements = new client.Counter({
     name: 'pgwarden_statements_total',
     help: 'Statements decided, by role, decision, statement kind and denial reason',
     labelNames: ['role', 'decision', 'kind', 'reason'] as const,
     registers: [registry],
+    collect() {
+      for (const p of pendingStatements.values()) {
+        if (p.n > 0) this.inc(p.labels, p.n);
+        p.n = 0;
+      }
+    },
   });
-  const decisionSeconds = new client.Histogram({
-    name: 'pgwarden_policy_decision_seconds',
-    help: 'Time to decide one message (parse + policy, or a cache hit)',
-    buckets: [1e-6, 2e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2],
-    registers: [registry],
-  });
+  const decisionSeconds = new HotHistogram(registry, 'pgwarden_policy_decision_seconds', 'Time to decide one message (parse + policy, or a cache hit)', [
+    1e-6, 2e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2,
+  ]);
   const sessionsEnded = new client.Counter({ name: 'pgwarden_sessions_ended_total', help: 'Sessions ended, by reason', labelNames: ['reason'] as const, registers: [registry] });
   const policyReloads = new client.Counter({ name: 'pgwarden_policy_reloads_total', help: 'Policy reloads by result', labelNames: ['result'] as const, registers: [registry] });
   const policyVersion = new client.Gauge({ name: 'pgwarden_policy_version', help: 'Version of the policy in force', registers: [registry] });
   const cacheLookups = new client.Counter({ name: 'pgwarden_decision_cache_total', help: 'Decision cache lookups by result', labelNames: ['result'] as const, registers: [registry] });
 
-  const statementSeconds = new client.Histogram({
-    name: 'pgwarden_statement_duration_seconds',
-    help: 'Time from forwarding a statement to its completion, as the proxy observes it',
-    labelNames: ['outcome'] as const,
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  const statementSeconds = new HotHistogram(
+    registry,
+    'pgwarden_statement_duration_seconds',
+    'Time from forwarding a statement to its completion, as the proxy observes it',
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  );
+  const rowsForwarded = new client.Counter({
+    name: 'pgwarden_rows_forwarded_total',
+    help: 'Result rows (DataRow and COPY rows) forwarded to clients',
     registers: [registry],
+    collect() {
+      if (pendingRows > 0) this.inc(pendingRows);
+      pendingRows = 0;
+    },
   });
-  const rowsForwarded = new client.Counter({ name: 'pgwarden_rows_forwarded_total', help: 'Result rows (DataRow and COPY rows) forwarded to clients', registers: [registry] });
   const rowCap = new client.Counter({ name: 'pgwarden_row_cap_total', help: 'Statements cut by a role row cap, by action (truncate, error)', labelNames: ['action'] as const, registers: [registry] });
   const upstreamConnectSeconds = new client.Histogram({
     name: 'pgwarden_upstream_connect_seconds',
@@ -69,19 +83,15 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
 
   // Roles are bounded by the policy file; still, cap label values defensively.
   const roleLabel = (r: string | undefined) => (r && r.length <= 63 ? r : 'unknown');
-  // Label children cached by a composed key: prom-client hashes a label object on every inc() otherwise.
-  const statementChildren = new Map<string, client.Counter.Internal>();
-  const statementChild = (role: string, decision: string, kind: string, reason: string) => {
+  const countStatement = (role: string, decision: string, kind: string, reason: string) => {
     const key = `${role}\u0000${decision}\u0000${kind}\u0000${reason}`;
-    let child = statementChildren.get(key);
-    if (child === undefined) {
-      child = statements.labels({ role, decision, kind, reason });
-      statementChildren.set(key, child);
-    }
-    return child;
+    const p = pendingStatements.get(key);
+    if (p !== undefined) p.n++;
+    else pendingStatements.set(key, { labels: { role, decision, kind, reason }, n: 1 });
   };
-  const statementOk = statementSeconds.labels({ outcome: 'ok' });
-  const statementError = statementSeconds.labels({ outcome: 'error' });
+  const statementOk = statementSeconds.series({ outcome: 'ok' });
+  const statementError = statementSeconds.series({ outcome: 'error' });
+  const decisionAll = decisionSeconds.series({});
   const events: SessionEvents = {
     loginSucceeded() {
       logins.inc({ result: 'ok', reason: 'ok' });
@@ -95,13 +105,13 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
       const role = roleLabel(s.role?.name);
       const outcome = d.allow ? (d.shadowDenied ? 'shadow_deny' : 'allow') : 'deny';
       const reason = d.allow ? '' : d.reason;
-      if (d.statements.length === 0) statementChild(role, outcome, 'none', reason).inc();
-      for (const st of d.statements) statementChild(role, outcome, KNOWN_KINDS.has(st.kind) ? st.kind : 'other', reason).inc();
-      decisionSeconds.observe(info.micros / 1e6);
+      if (d.statements.length === 0) countStatement(role, outcome, 'none', reason);
+      for (const st of d.statements) countStatement(role, outcome, KNOWN_KINDS.has(st.kind) ? st.kind : 'other', reason);
+      decisionAll.observe(info.micros / 1e6);
     },
     statementFinished(_s, o) {
       (o.sqlstate === undefined ? statementOk : statementError).observe(o.durationMs / 1000);
-      rowsForwarded.inc(o.rows);
+      pendingRows += o.rows;
       if (o.truncated) rowCap.inc({ action: 'truncate' });
       if (o.rowCapError) rowCap.inc({ action: 'error' });
     },
@@ -170,4 +180,84 @@ export async function startMetricsServer(
     port: typeof addr === 'object' && addr ? addr.port : port,
     close: () => new Promise((r) => server.close(() => r())),
   };
+}
+
+/** One labelled series of a HotHistogram: cumulative counts are computed only when collected. */
+interface HotSeries {
+  readonly labels: Readonly<Record<string, string>>;
+  /** Observations per bucket (not cumulative); the last slot is +Inf. */
+  readonly counts: Float64Array;
+  sum: number;
+  count: number;
+  observe(value: number): void;
+}
+
+/**
+ * A Prometheus histogram for the per-statement path. prom-client's Histogram hashes the label set and builds a
+ * closure on every observe(), about a microsecond each, twice per statement; here a series is bound once and an
+ * observation is a bucket search and three additions. It registers with prom-client's registry as a metric object,
+ * so it is scraped and formatted exactly like a prom-client Histogram (_bucket with le, _sum, _count).
+ */
+export class HotHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  private readonly all = new Map<string, HotSeries>();
+
+  constructor(
+    registry: client.Registry,
+    readonly name: string,
+    readonly help: string,
+    private readonly bounds: readonly number[],
+  ) {
+    registry.registerMetric(this as unknown as client.Metric);
+  }
+
+  /** The series for these labels, created on first use; keep it and call observe() on it. */
+  series(labels: Record<string, string>): HotSeries {
+    const key = JSON.stringify(labels);
+    let s = this.all.get(key);
+    if (s === undefined) {
+      const bounds = this.bounds;
+      const counts = new Float64Array(bounds.length + 1);
+      const series: HotSeries = {
+        labels: { ...labels },
+        counts,
+        sum: 0,
+        count: 0,
+        observe(value: number) {
+          let i = 0;
+          while (i < bounds.length && value > (bounds[i] as number)) i++;
+          counts[i] = (counts[i] ?? 0) + 1;
+          series.sum += value;
+          series.count++;
+        },
+      };
+      s = series;
+      this.all.set(key, s);
+    }
+    return s;
+  }
+
+  /** What prom-client's registry reads on a scrape. */
+  async get(): Promise<client.MetricObjectWithValues<client.MetricValueWithName<string>>> {
+    const values: client.MetricValueWithName<string>[] = [];
+    for (const s of this.all.values()) {
+      let acc = 0;
+      for (let i = 0; i <= this.bounds.length; i++) {
+        acc += s.counts[i] ?? 0;
+        values.push({ metricName: `${this.name}_bucket`, labels: { ...s.labels, le: i < this.bounds.length ? (this.bounds[i] as number) : '+Inf' }, value: acc });
+      }
+      values.push({ metricName: `${this.name}_sum`, labels: { ...s.labels }, value: s.sum });
+      values.push({ metricName: `${this.name}_count`, labels: { ...s.labels }, value: s.count });
+    }
+    return { name: this.name, help: this.help, type: 'histogram' as unknown as client.MetricType, values, aggregator: 'sum', collect: () => {} };
+  }
+
+  reset(): void {
+    for (const s of this.all.values()) {
+      s.counts.fill(0);
+      s.sum = 0;
+      s.count = 0;
+    }
+  }
 }
