@@ -88,6 +88,15 @@ function integerClass(digits: string): string {
  * scanner does not handle exactly as PostgreSQL would.
  */
 export function literalShape(sql: string): LiteralShape | undefined {
+  const shape = scanLiterals(sql);
+  return shape === undefined || shape.spans.length === 0 ? undefined : shape;
+}
+
+/**
+ * Like literalShape, but a text this scanner reads completely and that holds no constant (an extended-protocol
+ * statement with only $n parameters, say) has a shape with no spans rather than none.
+ */
+export function scanLiterals(sql: string): LiteralShape | undefined {
   // The decision cache and the audit trail ask about the same string one after the other.
   if (sql === memoSql) return memoShape;
   const shape = scan(sql);
@@ -242,7 +251,6 @@ function scan(sql: string): LiteralShape | undefined {
     // Control characters, backslashes, braces and anything else unexpected.
     return undefined;
   }
-  if (spans.length === 0) return undefined;
   key += sql.slice(last);
   return { key, spans, tail: n - last, maxParam };
 }

@@ -28,7 +28,7 @@ import { ProxyError } from './errors.ts';
 import type { StatementGate } from './session/gate.ts';
 import type { EndReason, Session, SessionEvents } from './session/session.ts';
 import type { Decision } from '../policy/types.ts';
-import { literalShape, replaceLiterals } from '../policy/literals.ts';
+import { replaceLiterals, scanLiterals } from '../policy/literals.ts';
 
 /** Bumped when a field changes meaning or is removed (adding a field does not bump it). */
 export const AUDIT_SCHEMA_VERSION = 1;
@@ -632,9 +632,10 @@ const QUOTED_LITERAL = /^(?:[eEbBxXnN]|[uU]&)?'|^\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$
  */
 export function normalizeSql(sql: string): string {
   // Fastest path: the statement has only the plain lexical forms policy/literals.ts handles exactly (the common
-  // case: the decision cache has just scanned it); its constants become $n as the server's normalizer does.
-  const shape = literalShape(sql);
-  if (shape !== undefined) return tidy(replaceLiterals(sql, shape));
+  // case: the decision cache has just scanned it); its constants become $n as the server's normalizer does, and
+  // a statement without constants (only $n parameters) is written as it is.
+  const shape = scanLiterals(sql);
+  if (shape !== undefined) return tidy(shape.spans.length === 0 ? sql : replaceLiterals(sql, shape));
   // Fast path: the server's own normalizer (pg_stat_statements style, constants become $n), in C.
   let quick: string | undefined;
   try {

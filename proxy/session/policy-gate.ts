@@ -36,12 +36,13 @@ export function createPolicyGate(
           statements: [],
         };
       }
+      const current = view.role === role ? view : { ...view, role };
       if (paramTypes !== undefined && paramTypes.some((oid) => oid !== 0)) {
-        const refused = judgeParameterTypes(paramTypes, { ...view, role }, catalog);
+        const refused = judgeParameterTypes(paramTypes, current, catalog);
         if (refused !== undefined) return refused;
       }
       const misses = cache.stats.misses;
-      const decision = cache.decide(sql, mode, { ...view, role }, catalog, policy.version);
+      const decision = cache.decide(sql, mode, current, catalog, policy.version);
       opts.onLookup?.(cache.stats.misses === misses);
       return decision;
     },

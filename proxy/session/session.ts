@@ -495,10 +495,16 @@ export class Session {
 
   // ---- ready: client → upstream ----------------------------------------------------------------
 
+  private cachedView: SessionView | undefined;
+
+  /** What the policy sees of the session; the name sets are live, so one object serves until the role changes. */
   private view(): SessionView {
     const role = this.role;
     if (!role) throw new Error('no role');
-    return { role, preparedNames: this.preparedNames, cursorNames: this.cursorNames };
+    const v = this.cachedView;
+    if (v !== undefined && v.role === role) return v;
+    this.cachedView = { role, preparedNames: this.preparedNames, cursorNames: this.cursorNames };
+    return this.cachedView;
   }
 
   private decide(sql: string, mode: 'simple' | 'parse' | 'bind', paramTypes?: readonly number[]): Decision {
