@@ -123,6 +123,13 @@ function scan(sql: string): LiteralShape | undefined {
   let lastIdent = -1;
   let lastIdentEnd = -1;
   let parenAfterIdent = false;
+  const constant = (start: number, end: number, cls: string): void => {
+    key += sql.slice(last, start) + '\u0000' + cls;
+    spans.push(start, end);
+    last = end;
+    parenAfterIdent = false;
+    lastIdent = -1;
+  };
   let i = 0;
   while (i < n) {
     const c = sql.charCodeAt(i);
@@ -164,57 +171,24 @@ function scan(sql: string): LiteralShape | undefined {
       // Junk after a number (`1abc`, `0x1F`, `1_000`, `1.2.3`) means different things in different releases.
       if (j < n && (isIdentCont(sql.charCodeAt(j)) || sql.charCodeAt(j) === DOT)) return undefined;
       if (parenAfterIdent && PRECISION_WORDS.has(sql.slice(lastIdent, lastIdentEnd).toLowerCase())) return undefined;
-      const cls = float ? 'n' : integerClass(sql.slice(i, j));
-      key += sql.slice(last, i) + '\u0000' + cls;
-      spans.push(i, j);
-      last = j;
+      constant(i, j, float ? 'n' : integerClass(sql.slice(i, j)));
       i = j;
       afterString = false;
-      parenAfterIdent = false;
-      lastIdent = -1;
       continue;
     }
     if (c === QUOTE) {
       if (afterString) return undefined;
-      let j = i + 1;
-      for (;;) {
-        if (j >= n) return undefined;
-        const d = sql.charCodeAt(j);
-        if (d === BACKSLASH || d === 0) return undefined;
-        if (d === QUOTE) {
-          if (j + 1 < n && sql.charCodeAt(j + 1) === QUOTE) {
-            j += 2;
-            continue;
-          }
-          break;
-        }
-        j++;
-      }
-      j++;
-      key += sql.slice(last, i) + '\u0000s';
-      spans.push(i, j);
-      last = j;
-      i = j;
+      const j = closingQuote(sql, i, QUOTE);
+      if (j < 0) return undefined;
+      constant(i, j + 1, 's');
+      i = j + 1;
       afterString = true;
-      parenAfterIdent = false;
-      lastIdent = -1;
       continue;
     }
     if (c === DQUOTE) {
-      let j = i + 1;
-      for (;;) {
-        if (j >= n) return undefined;
-        if (sql.charCodeAt(j) === DQUOTE) {
-          if (j + 1 < n && sql.charCodeAt(j + 1) === DQUOTE) {
-            j += 2;
-            continue;
-          }
-          break;
-        }
-        j++;
-      }
+      const j = closingQuote(sql, i, DQUOTE);
       // `""` is a lexical error (zero-length delimited identifier).
-      if (j === i + 1) return undefined;
+      if (j < 0 || j === i + 1) return undefined;
       i = j + 1;
       afterString = false;
       parenAfterIdent = false;
@@ -253,6 +227,27 @@ function scan(sql: string): LiteralShape | undefined {
   }
   key += sql.slice(last);
   return { key, spans, tail: n - last, maxParam };
+}
+
+/**
+ * Index of the quote that closes the one at `open` (a doubled quote stands for itself), or -1 when there is none
+ * or the text holds something whose meaning depends on settings: a backslash in a string (standard_conforming_strings)
+ * or a NUL.
+ */
+function closingQuote(sql: string, open: number, quote: number): number {
+  const n = sql.length;
+  for (let j = open + 1; j < n; j++) {
+    const d = sql.charCodeAt(j);
+    if (d === quote) {
+      if (j + 1 < n && sql.charCodeAt(j + 1) === quote) {
+        j++;
+        continue;
+      }
+      return j;
+    }
+    if (d === 0 || (d === BACKSLASH && quote === QUOTE)) return -1;
+  }
+  return -1;
 }
 
 /**
