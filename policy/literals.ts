@@ -123,15 +123,11 @@ function scan(sql: string): LiteralShape | undefined {
   let lastIdent = -1;
   let lastIdentEnd = -1;
   let parenAfterIdent = false;
-  const constant = (start: number, end: number, cls: string): void => {
-    key += sql.slice(last, start) + '\u0000' + cls;
-    spans.push(start, end);
-    last = end;
-    parenAfterIdent = false;
-    lastIdent = -1;
-  };
   let i = 0;
   while (i < n) {
+    // Set by the number and string branches: a constant of class `cls` ends at `end`.
+    let cls: string;
+    let end: number;
     const c = sql.charCodeAt(i);
     if (isSpace(c)) {
       i++;
@@ -171,21 +167,17 @@ function scan(sql: string): LiteralShape | undefined {
       // Junk after a number (`1abc`, `0x1F`, `1_000`, `1.2.3`) means different things in different releases.
       if (j < n && (isIdentCont(sql.charCodeAt(j)) || sql.charCodeAt(j) === DOT)) return undefined;
       if (parenAfterIdent && PRECISION_WORDS.has(sql.slice(lastIdent, lastIdentEnd).toLowerCase())) return undefined;
-      constant(i, j, float ? 'n' : integerClass(sql.slice(i, j)));
-      i = j;
+      cls = float ? 'n' : integerClass(sql.slice(i, j));
+      end = j;
       afterString = false;
-      continue;
-    }
-    if (c === QUOTE) {
+    } else if (c === QUOTE) {
       if (afterString) return undefined;
       const j = closingQuote(sql, i, QUOTE);
       if (j < 0) return undefined;
-      constant(i, j + 1, 's');
-      i = j + 1;
+      cls = 's';
+      end = j + 1;
       afterString = true;
-      continue;
-    }
-    if (c === DQUOTE) {
+    } else if (c === DQUOTE) {
       const j = closingQuote(sql, i, DQUOTE);
       // `""` is a lexical error (zero-length delimited identifier).
       if (j < 0 || j === i + 1) return undefined;
@@ -194,8 +186,7 @@ function scan(sql: string): LiteralShape | undefined {
       parenAfterIdent = false;
       lastIdent = -1;
       continue;
-    }
-    if (c === DOLLAR) {
+    } else if (c === DOLLAR) {
       // $n is a parameter; anything else starting with $ is a dollar quote.
       let j = i + 1;
       while (j < n && isDigit(sql.charCodeAt(j))) j++;
@@ -208,8 +199,7 @@ function scan(sql: string): LiteralShape | undefined {
       parenAfterIdent = false;
       lastIdent = -1;
       continue;
-    }
-    if (c < 128 && PUNCT[c] === 1) {
+    } else if (c < 128 && PUNCT[c] === 1) {
       const next = i + 1 < n ? sql.charCodeAt(i + 1) : 0;
       // Comments, and U&'…' / U&"…" (Unicode escapes with a UESCAPE clause of their own).
       if ((c === MINUS && next === MINUS) || (c === SLASH && next === STAR)) return undefined;
@@ -221,9 +211,17 @@ function scan(sql: string): LiteralShape | undefined {
       i++;
       afterString = false;
       continue;
+    } else {
+      // Control characters, backslashes, braces and anything else unexpected.
+      return undefined;
     }
-    // Control characters, backslashes, braces and anything else unexpected.
-    return undefined;
+    // A constant at [i, end).
+    key += sql.slice(last, i) + '\u0000' + cls;
+    spans.push(i, end);
+    last = end;
+    i = end;
+    parenAfterIdent = false;
+    lastIdent = -1;
   }
   key += sql.slice(last);
   return { key, spans, tail: n - last, maxParam };
