@@ -7,7 +7,7 @@
 // built from an explicit list of fields (never by spreading a session or identity), pino `redact` blanks `password`
 // and `token` keys anyway, and any string that looks like a JWT is replaced — even inside SQL text. Statement events,
 // one or two per statement, are serialised by hand from fixed fields (no key there can be a secret's), bypassing
-// pino's generic path, and written to the same destination in batches.
+// pino's generic path, encoded once into a batch buffer and written to the same destination in batches.
 //
 // Failure policy (the choice the operator makes with `onFailure`):
 //   - 'refuse' (default): when the destination reports an error (unwritable file, disk full, closed pipe) `healthy`
@@ -40,6 +40,8 @@ export const MAX_AUDIT_SQL = 16 * 1024;
 export const BATCH_MS = 10;
 /** …or as soon as a batch holds this many characters. */
 const BATCH_BYTES = 64 * 1024;
+/** The batch buffer: room for a full batch plus the longest line (16 KiB of SQL, up to 3 bytes a unit, and fields). */
+const ARENA_BYTES = 256 * 1024;
 
 /** In-memory queue bound while the destination cannot keep up or is failing (`continue` mode). */
 export const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
@@ -234,10 +236,10 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
   let closing = false;
   // Lines produced while unhealthy are held here, not pushed into the failing destination: a SonicBoom whose
   // first open failed has no fd, and a write into it would wedge it for good.
-  let held: string[] = [];
+  let held: Buffer[] = [];
   let heldBytes = 0;
 
-  const hold = (line: string) => {
+  const hold = (line: Buffer) => {
     if (heldBytes + line.length > MAX_BUFFERED_BYTES) {
       dropped++;
       return;
@@ -259,13 +261,13 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
   };
   // Lines are gathered and handed to the destination in batches (at most BATCH_MS later, or at BATCH_BYTES):
   // each write to a file is a trip through libuv's thread pool, and one trip per event woke a thread per
-  // statement, which on a busy machine costs more CPU than building the events.
-  // Lines of the batch, joined once when written: a string grown by += is a rope that every later step (SonicBoom's
-  // byte count, the UTF-8 conversion) would flatten again.
-  let pending: string[] = [];
-  let pendingLength = 0;
+  // statement, which on a busy machine costs more CPU than building the events. Each line is encoded to UTF-8
+  // once, into the batch buffer; the destination takes bytes (SonicBoom in buffer mode), so nothing counts,
+  // joins or converts the text again.
+  const arena = Buffer.allocUnsafeSlow(ARENA_BYTES);
+  let used = 0;
   let batchTimer: NodeJS.Timeout | undefined;
-  const writeNow = (chunk: string): void => {
+  const writeNow = (chunk: Buffer): void => {
     if (!healthy || closed) {
       hold(chunk);
       return;
@@ -282,32 +284,43 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
       clearTimeout(batchTimer);
       batchTimer = undefined;
     }
-    if (pending.length === 0) return;
-    const chunk = pending.length === 1 ? (pending[0] as string) : pending.join('');
-    pending = [];
-    pendingLength = 0;
+    if (used === 0) return;
+    // A copy: the destination may hold the bytes until its write completes, and the batch buffer is reused.
+    const chunk = Buffer.from(arena.subarray(0, used));
+    used = 0;
     writeNow(chunk);
+  };
+  const append = (line: string): void => {
+    // A UTF-16 unit never takes more than 3 bytes in UTF-8.
+    if (used + line.length * 3 > arena.length) {
+      flushPending();
+      if (line.length * 3 > arena.length) {
+        writeNow(Buffer.from(line, 'utf8'));
+        return;
+      }
+    }
+    used += arena.write(line, used, 'utf8');
   };
   /** Statement events: batched. */
   const batch = (line: string): void => {
     if (!healthy || closed) {
       flushPending();
-      hold(line);
+      hold(Buffer.from(line, 'utf8'));
       return;
     }
-    pending.push(line);
-    pendingLength += line.length;
-    if (pendingLength >= BATCH_BYTES) flushPending();
-    else if (batchTimer === undefined) batchTimer = setTimeout(flushPending, BATCH_MS);
+    append(line);
+    if (used >= BATCH_BYTES) flushPending();
+    else if (used > 0 && batchTimer === undefined) batchTimer = setTimeout(flushPending, BATCH_MS);
   };
   /** pino's lines (logins, session ends, reloads, revocations, gaps): rare, so written at once, after any batch. */
   const sink = {
     write(line: string): boolean {
-      if (pending.length > 0) {
-        pending.push(line);
+      if (used > 0 && healthy && !closed) {
+        append(line);
         flushPending();
       } else {
-        writeNow(line);
+        flushPending();
+        writeNow(Buffer.from(line, 'utf8'));
       }
       return true;
     },
@@ -543,7 +556,8 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
 
 function openDestination(dest: AuditOptions['destination']): { stream: Destination; filePath: string | undefined; isStd: boolean } {
   if (typeof dest !== 'string') return { stream: dest as Destination, filePath: undefined, isStd: false };
-  const common = { sync: false, maxLength: MAX_BUFFERED_BYTES };
+  // Buffer mode: the audit trail hands SonicBoom bytes it has already encoded (see the batch in createAudit).
+  const common = { sync: false, maxLength: MAX_BUFFERED_BYTES, contentMode: 'buffer' as const };
   if (dest === 'stdout') return { stream: pino.destination({ ...common, dest: 1 }) as unknown as Destination, filePath: undefined, isStd: true };
   if (dest === 'stderr') return { stream: pino.destination({ ...common, dest: 2 }) as unknown as Destination, filePath: undefined, isStd: true };
   return { stream: pino.destination({ ...common, dest, mkdir: true }) as unknown as Destination, filePath: dest, isStd: false };
