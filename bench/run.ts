@@ -16,7 +16,7 @@
 // whole run exceeds its time limit.
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -104,6 +104,30 @@ interface Pgwarden {
   auth: AuthConfig;
   logFile: string;
   stop(): Promise<void>;
+}
+
+/**
+ * The before/after table of bench/HISTORY.md (rows added by hand after each performance change, from full runs),
+ * so RESULTS.md shows it next to this run's figures; the notes on each change stay in HISTORY.md.
+ */
+function historyTable(): string {
+  const file = path.join(here, 'HISTORY.md');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return '(bench/HISTORY.md is missing)';
+  }
+  const lines = text.split('\n');
+  const start = lines.findIndex((l) => l.startsWith('|'));
+  if (start < 0) return '(no table in bench/HISTORY.md)';
+  let end = start;
+  while (end < lines.length && (lines[end] ?? '').startsWith('|')) end++;
+  return [
+    'TPS at 8 clients (median) and pgwarden / PgBouncer in the same run, from earlier full runs on this kind of machine; what each change was and how it was measured: [HISTORY.md](HISTORY.md).',
+    '',
+    ...lines.slice(start, end),
+  ].join('\n');
 }
 
 async function startPgwarden(
@@ -512,6 +536,10 @@ async function main(): Promise<void> {
     md.push(tpsTable(summary, records, opts.modes, opts.clients, targets));
     md.push('');
     md.push('![TPS by mode and client count](tps.svg)');
+    md.push('');
+    md.push('## What each change bought');
+    md.push('');
+    md.push(historyTable());
     md.push('');
     md.push('## Latency (from `pgbench -l` per-transaction logs, all rounds pooled)');
     md.push('');
