@@ -21,6 +21,9 @@ export function decodeUtf8(bytes: Uint8Array): string {
   }
 }
 
+/** Strings up to this many bytes are checked for pure ASCII before the strict UTF-8 decoder is used. */
+const SHORT_ASCII = 256;
+
 /** Cursor over a Buffer with explicit bounds checks (Postgres's pq_getmsgint/pq_getmsgstring/pq_getmsgend). */
 export class Reader {
   private readonly buf: Buffer;
@@ -99,7 +102,20 @@ export class Reader {
 
   /** A NUL-terminated string, strictly UTF-8. Ends at the first NUL, exactly as Postgres reads it. */
   cstring(): string {
-    return decodeUtf8(this.cstringBytes());
+    const buf = this.buf;
+    const start = this.pos;
+    const nul = buf.indexOf(0, start);
+    if (nul === -1) throw protocolViolation('invalid string in message', 'missing NUL terminator');
+    this.pos = nul + 1;
+    // Names are mostly empty (the unnamed statement and portal) and short texts mostly ASCII, which is valid UTF-8
+    // and decodes byte for byte: both without the strict decoder's per-call cost.
+    if (nul === start) return '';
+    if (nul - start <= SHORT_ASCII) {
+      let i = start;
+      while (i < nul && (buf[i] as number) < 0x80) i++;
+      if (i === nul) return buf.toString('latin1', start, nul);
+    }
+    return decodeUtf8(buf.subarray(start, nul));
   }
 
   /** A NUL-terminated string with invalid UTF-8 replaced by U+FFFD; only for text we observe, never decide on. */

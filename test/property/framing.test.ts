@@ -12,6 +12,7 @@ import {
   type ErrorSeverity,
 } from '../../proxy/wire/backend.ts';
 import { MessageFramer, type Frame } from '../../proxy/wire/framer.ts';
+import { Reader } from '../../proxy/wire/reader.ts';
 import {
   decodeBind,
   decodeClose,
@@ -206,6 +207,38 @@ describe('encode → decode round-trips', () => {
       fc.property(bind, (msg) => {
         expect(decodeBind(body(encodeBind(msg)))).toEqual(msg);
       }),
+    );
+  });
+});
+
+describe('Reader.cstring', () => {
+  const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  it('reads exactly what a strict UTF-8 decoder reads, or refuses exactly when it refuses (ASCII fast path included)', () => {
+    const byte = fc.oneof(fc.integer({ min: 1, max: 0x7f }), fc.integer({ min: 1, max: 0xff }));
+    // Valid UTF-8 of any text (multi-byte sequences included), and raw bytes (mostly invalid once a high byte appears).
+    const validText = fc.string({ unit: 'binary', maxLength: 120 }).map((t) => [...Buffer.from(t.replaceAll('\0', ''), 'utf8')]);
+    const text = fc.oneof(validText, fc.array(byte, { maxLength: 300 }));
+    fc.assert(
+      fc.property(text, fc.array(byte, { maxLength: 8 }), (text, after) => {
+        const buf = Buffer.from([...text, 0, ...after]);
+        let expected: string | 'invalid';
+        try {
+          expected = strict.decode(Uint8Array.from(text));
+        } catch {
+          expected = 'invalid';
+        }
+        const r = new Reader(buf);
+        let got: string | 'invalid';
+        try {
+          got = r.cstring();
+        } catch (err) {
+          expect(err).toBeInstanceOf(ProxyError);
+          got = 'invalid';
+        }
+        expect(got).toBe(expected);
+        if (got !== 'invalid') expect(r.remaining).toBe(after.length);
+      }),
+      { numRuns: 3000 },
     );
   });
 });
