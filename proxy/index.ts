@@ -112,7 +112,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   }
   const revocations = combineRevocations(...sources);
   // While the audit trail is down (onFailure: refuse), every statement is refused rather than run unaudited.
-  const policyGate = createPolicyGate(store, { onLookup: (hit) => metrics.cacheLookups.inc({ result: hit ? 'hit' : 'miss' }) });
+  const policyGate = createPolicyGate(store, { onLookup: (hit) => metrics.cacheLookup(hit) });
   const gate = withAuditGate(policyGate, audit);
   const tlsContext = config.listen.tls
     ? tls.createSecureContext({ cert: readFileSync(config.listen.tls.certFile), key: readFileSync(config.listen.tls.keyFile) })

@@ -14,6 +14,8 @@ export interface Metrics {
   policyReloads: client.Counter<'result'>;
   policyVersion: client.Gauge;
   cacheLookups: client.Counter<'result'>;
+  /** Counts one decision-cache lookup (added to cacheLookups at the next scrape). */
+  cacheLookup(hit: boolean): void;
   statementSeconds: HotHistogram;
   rowsForwarded: client.Counter;
   rowCap: client.Counter<'action'>;
@@ -55,7 +57,19 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   const sessionsEnded = new client.Counter({ name: 'pgwarden_sessions_ended_total', help: 'Sessions ended, by reason', labelNames: ['reason'] as const, registers: [registry] });
   const policyReloads = new client.Counter({ name: 'pgwarden_policy_reloads_total', help: 'Policy reloads by result', labelNames: ['result'] as const, registers: [registry] });
   const policyVersion = new client.Gauge({ name: 'pgwarden_policy_version', help: 'Version of the policy in force', registers: [registry] });
-  const cacheLookups = new client.Counter({ name: 'pgwarden_decision_cache_total', help: 'Decision cache lookups by result', labelNames: ['result'] as const, registers: [registry] });
+  const pendingLookups = { hit: 0, miss: 0 };
+  const cacheLookups = new client.Counter({
+    name: 'pgwarden_decision_cache_total',
+    help: 'Decision cache lookups by result',
+    labelNames: ['result'] as const,
+    registers: [registry],
+    collect() {
+      if (pendingLookups.hit > 0) this.inc({ result: 'hit' }, pendingLookups.hit);
+      if (pendingLookups.miss > 0) this.inc({ result: 'miss' }, pendingLookups.miss);
+      pendingLookups.hit = 0;
+      pendingLookups.miss = 0;
+    },
+  });
 
   const statementSeconds = new HotHistogram(
     registry,
@@ -129,6 +143,10 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   };
   return {
     registry, events, activeSessions, logins, statements, decisionSeconds, sessionsEnded, policyReloads, policyVersion, cacheLookups,
+    cacheLookup(hit) {
+      if (hit) pendingLookups.hit++;
+      else pendingLookups.miss++;
+    },
     statementSeconds, rowsForwarded, rowCap, upstreamConnectSeconds, bytes,
   };
 }

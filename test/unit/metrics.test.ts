@@ -68,7 +68,12 @@ describe('per-statement metrics', () => {
     expect(text).toMatch(/^pgwarden_policy_decision_seconds_count 3$/m);
     expect(text).toMatch(/^pgwarden_statement_duration_seconds_count\{outcome="error"\} 1$/m);
     m.events.statementDecided?.(s, { seq: 4, mode: 'simple', sql: 'SELECT 1', decision: d, micros: 2 });
+    m.cacheLookup(true);
+    m.cacheLookup(true);
+    m.cacheLookup(false);
     text = await m.registry.metrics();
+    expect(text).toMatch(/^pgwarden_decision_cache_total\{result="hit"\} 2$/m);
+    expect(text).toMatch(/^pgwarden_decision_cache_total\{result="miss"\} 1$/m);
     expect(text).toMatch(/^pgwarden_statements_total\{role="analyst",decision="allow",kind="SelectStmt",reason=""\} 4$/m);
     expect(text).toMatch(/^pgwarden_rows_forwarded_total 7$/m);
   });
