@@ -1,20 +1,12 @@
-// The decision cache: exact-text hits first, then a literal-normalised key when the decision cannot depend on literal values.
+// The decision cache: by the text with its literals taken out when the decision cannot depend on their values, else by exact text.
+//
+// The normalised key is policy/literals.ts's: the text outside constants verbatim, each constant replaced by its
+// class, so pgbench's `… WHERE aid = 123` for every aid shares one entry. Whether a decision may be shared under it
+// is the evaluation's call (EvaluationFacts.literalSensitive), and only for the statement kinds below.
 import { LRUCache } from 'lru-cache';
 import type { CatalogSnapshot, Decision, SessionView } from './types.ts';
 import { literalShape } from './literals.ts';
 import { evaluateWithFacts } from './evaluate.ts';
-
-/**
- * A key under which statements that differ only in the values of literal constants coincide, e.g.
- * pgbench's `… WHERE aid = 123` for every aid: the text outside constants verbatim, each constant
- * replaced by its class (policy/literals.ts). Returns undefined when the text should be cached by its
- * exact text only (no constant, too long, or lexical forms the scanner does not handle). Whether a
- * given decision may be shared under the key is decided by the evaluation
- * (EvaluationFacts.literalSensitive), not here.
- */
-export function cacheKeyFor(sql: string): string | undefined {
-  return literalShape(sql)?.key;
-}
 
 /** Statement kinds whose decision depends only on structure once literal-sensitive constructs are excluded. */
 const NORMALIZABLE_KINDS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
@@ -37,8 +29,8 @@ function deepFreeze<T>(value: T): T {
 }
 
 /**
- * A decision shared under a normalised key. A LIMIT-capping rewrite of the form "the text up to
- * `keep` characters from its end, then `append`" is shared too when the dropped end lies after the
+ * A decision shared under a normalised key. A LIMIT-capping rewrite of the form "the text without
+ * its last `dropTail` characters, then `append`" is shared too when the dropped end lies after the
  * last constant: every text with the key has those same characters there, so its rewrite is its own
  * prefix plus the same `append` (what the rewrite would have produced for it).
  */
