@@ -8,19 +8,19 @@ export interface Metrics {
   events: SessionEvents;
   activeSessions: client.Gauge;
   logins: client.Counter<'result' | 'reason'>;
-  statements: client.Counter<'role' | 'decision' | 'kind' | 'reason'>;
+  statements: DeferredCounter<'role' | 'decision' | 'kind' | 'reason'>;
   decisionSeconds: HotHistogram;
   sessionsEnded: client.Counter<'reason'>;
   policyReloads: client.Counter<'result'>;
   policyVersion: client.Gauge;
-  cacheLookups: client.Counter<'result'>;
+  cacheLookups: DeferredCounter<'result'>;
   /** Counts one decision-cache lookup (added to cacheLookups at the next scrape). */
   cacheLookup(hit: boolean): void;
   statementSeconds: HotHistogram;
-  rowsForwarded: client.Counter;
+  rowsForwarded: DeferredCounter<never>;
   rowCap: client.Counter<'action'>;
   upstreamConnectSeconds: client.Histogram;
-  bytes: client.Counter<'direction'>;
+  bytes: DeferredCounter<'direction'>;
 }
 
 /** Statement kinds become label values only from this bounded set; anything else is 'other'. */
@@ -35,41 +35,18 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   if (opts.collectDefault ?? true) client.collectDefaultMetrics({ register: registry, prefix: 'pgwarden_' }); // prom-client adds process_ itself
   const activeSessions = new client.Gauge({ name: 'pgwarden_sessions_active', help: 'Client sessions logged in now', registers: [registry] });
   const logins = new client.Counter({ name: 'pgwarden_logins_total', help: 'Login attempts by result and reason', labelNames: ['result', 'reason'] as const, registers: [registry] });
-  // Per-statement counts are kept in plain numbers and added to prom-client's counters when it collects (every
-  // scrape): prom-client hashes the label set on every inc(), which cost more than the rest of a cached decision.
-  const pendingStatements = new Map<string, { labels: { role: string; decision: string; kind: string; reason: string }; n: number }>();
-  let pendingRows = 0;
-  const statements = new client.Counter({
-    name: 'pgwarden_statements_total',
-    help: 'Statements decided, by role, decision, statement kind and denial reason',
-    labelNames: ['role', 'decision', 'kind', 'reason'] as const,
-    registers: [registry],
-    collect() {
-      for (const p of pendingStatements.values()) {
-        if (p.n > 0) this.inc(p.labels, p.n);
-        p.n = 0;
-      }
-    },
-  });
+  const statements = new DeferredCounter(registry, 'pgwarden_statements_total', 'Statements decided, by role, decision, statement kind and denial reason', [
+    'role', 'decision', 'kind', 'reason',
+  ] as const);
   const decisionSeconds = new HotHistogram(registry, 'pgwarden_policy_decision_seconds', 'Time to decide one message (parse + policy, or a cache hit)', [
     1e-6, 2e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2,
   ]);
   const sessionsEnded = new client.Counter({ name: 'pgwarden_sessions_ended_total', help: 'Sessions ended, by reason', labelNames: ['reason'] as const, registers: [registry] });
   const policyReloads = new client.Counter({ name: 'pgwarden_policy_reloads_total', help: 'Policy reloads by result', labelNames: ['result'] as const, registers: [registry] });
   const policyVersion = new client.Gauge({ name: 'pgwarden_policy_version', help: 'Version of the policy in force', registers: [registry] });
-  const pendingLookups = { hit: 0, miss: 0 };
-  const cacheLookups = new client.Counter({
-    name: 'pgwarden_decision_cache_total',
-    help: 'Decision cache lookups by result',
-    labelNames: ['result'] as const,
-    registers: [registry],
-    collect() {
-      if (pendingLookups.hit > 0) this.inc({ result: 'hit' }, pendingLookups.hit);
-      if (pendingLookups.miss > 0) this.inc({ result: 'miss' }, pendingLookups.miss);
-      pendingLookups.hit = 0;
-      pendingLookups.miss = 0;
-    },
-  });
+  const cacheLookups = new DeferredCounter(registry, 'pgwarden_decision_cache_total', 'Decision cache lookups by result', ['result'] as const);
+  const cacheHits = cacheLookups.handle({ result: 'hit' });
+  const cacheMisses = cacheLookups.handle({ result: 'miss' });
 
   const statementSeconds = new HotHistogram(
     registry,
@@ -77,15 +54,8 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
     'Time from forwarding a statement to its completion, as the proxy observes it',
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
   );
-  const rowsForwarded = new client.Counter({
-    name: 'pgwarden_rows_forwarded_total',
-    help: 'Result rows (DataRow and COPY rows) forwarded to clients',
-    registers: [registry],
-    collect() {
-      if (pendingRows > 0) this.inc(pendingRows);
-      pendingRows = 0;
-    },
-  });
+  const rowsForwarded = new DeferredCounter(registry, 'pgwarden_rows_forwarded_total', 'Result rows (DataRow and COPY rows) forwarded to clients', [] as const);
+  const rowsAll = rowsForwarded.handle({});
   const rowCap = new client.Counter({ name: 'pgwarden_row_cap_total', help: 'Statements cut by a role row cap, by action (truncate, error)', labelNames: ['action'] as const, registers: [registry] });
   const upstreamConnectSeconds = new client.Histogram({
     name: 'pgwarden_upstream_connect_seconds',
@@ -93,15 +63,14 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [registry],
   });
-  const bytes = new client.Counter({ name: 'pgwarden_client_bytes_total', help: 'Bytes read from (in) and written to (out) clients', labelNames: ['direction'] as const, registers: [registry] });
+  const bytes = new DeferredCounter(registry, 'pgwarden_client_bytes_total', 'Bytes read from (in) and written to (out) clients', ['direction'] as const);
+  const bytesIn = bytes.handle({ direction: 'in' });
+  const bytesOut = bytes.handle({ direction: 'out' });
 
   // Roles are bounded by the policy file; still, cap label values defensively.
   const roleLabel = (r: string | undefined) => (r && r.length <= 63 ? r : 'unknown');
   const countStatement = (role: string, decision: string, kind: string, reason: string) => {
-    const key = `${role}\u0000${decision}\u0000${kind}\u0000${reason}`;
-    const p = pendingStatements.get(key);
-    if (p !== undefined) p.n++;
-    else pendingStatements.set(key, { labels: { role, decision, kind, reason }, n: 1 });
+    statements.handle({ role, decision, kind, reason }).n++;
   };
   const statementOk = statementSeconds.series({ outcome: 'ok' });
   const statementError = statementSeconds.series({ outcome: 'error' });
@@ -125,13 +94,13 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
     },
     statementFinished(_s, o) {
       (o.sqlstate === undefined ? statementOk : statementError).observe(o.durationMs / 1000);
-      pendingRows += o.rows;
+      rowsAll.n += o.rows;
       if (o.truncated) rowCap.inc({ action: 'truncate' });
       if (o.rowCapError) rowCap.inc({ action: 'error' });
     },
-    traffic(_s, bytesIn, bytesOut) {
-      if (bytesIn > 0) bytes.inc({ direction: 'in' }, bytesIn);
-      if (bytesOut > 0) bytes.inc({ direction: 'out' }, bytesOut);
+    traffic(_s, inBytes, outBytes) {
+      bytesIn.n += inBytes;
+      bytesOut.n += outBytes;
     },
     upstreamConnected(_s, ms) {
       upstreamConnectSeconds.observe(ms / 1000);
@@ -144,8 +113,7 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   return {
     registry, events, activeSessions, logins, statements, decisionSeconds, sessionsEnded, policyReloads, policyVersion, cacheLookups,
     cacheLookup(hit) {
-      if (hit) pendingLookups.hit++;
-      else pendingLookups.miss++;
+      (hit ? cacheHits : cacheMisses).n++;
     },
     statementSeconds, rowsForwarded, rowCap, upstreamConnectSeconds, bytes,
   };
@@ -198,6 +166,45 @@ export async function startMetricsServer(
     port: typeof addr === 'object' && addr ? addr.port : port,
     close: () => new Promise((r) => server.close(() => r())),
   };
+}
+
+/**
+ * A prom-client Counter for the per-statement path. prom-client's inc() hashes the label set on every call, which
+ * cost more than the rest of a cached decision; here a label set's running count is a handle whose `n` the caller
+ * adds to, and the counts are handed to prom-client's Counter when it collects, on every scrape, so a scrape sees
+ * exactly what happened.
+ */
+export class DeferredCounter<L extends string> {
+  readonly counter: client.Counter<L>;
+  private readonly handles = new Map<string, { labels: Partial<Record<L, string>>; n: number }>();
+
+  constructor(registry: client.Registry, name: string, help: string, private readonly labelNames: readonly L[]) {
+    const handles = this.handles;
+    this.counter = new client.Counter<L>({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect() {
+        for (const h of handles.values()) {
+          if (h.n > 0) this.inc(h.labels, h.n);
+          h.n = 0;
+        }
+      },
+    });
+  }
+
+  /** The running count for these labels (created on first use); add to its `n`. */
+  handle(labels: Record<L, string>): { n: number } {
+    let key = '';
+    for (const l of this.labelNames) key += `${labels[l]}\u0000`;
+    let h = this.handles.get(key);
+    if (h === undefined) {
+      h = { labels: { ...labels }, n: 0 };
+      this.handles.set(key, h);
+    }
+    return h;
+  }
 }
 
 /** One labelled series of a HotHistogram: cumulative counts are computed only when collected. */

@@ -129,7 +129,6 @@ export class Session {
   private bytesIn = 0;
   /** The chunk most recently received from the client: forwarded whole when it held exactly the frames relayed unchanged. */
   private lastClientChunk: Buffer | undefined;
-  private trafficReportedAt = 0;
   private bytesOut = 0;
 
   constructor(
@@ -189,12 +188,7 @@ export class Session {
     if (!this.socket.write(buf)) this.upstream?.socket.pause();
   }
 
-  /** Byte counts go to the metrics at most once a second while statements run (and at the end): per statement they cost more than the rest of the metrics. */
-  private reportTraffic(now?: number): void {
-    if (now !== undefined) {
-      if (now - this.trafficReportedAt < 1000) return;
-      this.trafficReportedAt = now;
-    }
+  private reportTraffic(): void {
     if (this.bytesIn === 0 && this.bytesOut === 0) return;
     this.deps.events?.traffic?.(this, this.bytesIn, this.bytesOut);
     this.bytesIn = 0;
@@ -400,16 +394,15 @@ export class Session {
     if (leftover.length > 0) this.upstreamFramer.push(leftover);
     this.tracker = new ResponseTracker(this.rowCap());
     this.tracker.onFinish = (t) => {
-      const now = performance.now();
       this.deps.events?.statementFinished?.(this, {
         seq: t.seq,
         rows: t.rows,
-        durationMs: now - t.startedAt,
+        durationMs: performance.now() - t.startedAt,
         sqlstate: t.sqlstate,
         truncated: t.truncated,
         rowCapError: t.rowCapError,
       });
-      this.reportTraffic(now);
+      this.reportTraffic();
     };
     const key = this.deps.cancels.issue({ cancelUpstream: () => this.cancelUpstream() });
     this.backendKey = key;

@@ -71,9 +71,13 @@ describe('per-statement metrics', () => {
     m.cacheLookup(true);
     m.cacheLookup(true);
     m.cacheLookup(false);
+    m.events.traffic?.(s, 10, 200);
+    m.events.traffic?.(s, 5, 0);
     text = await m.registry.metrics();
     expect(text).toMatch(/^pgwarden_decision_cache_total\{result="hit"\} 2$/m);
     expect(text).toMatch(/^pgwarden_decision_cache_total\{result="miss"\} 1$/m);
+    expect(text).toMatch(/^pgwarden_client_bytes_total\{direction="in"\} 15$/m);
+    expect(text).toMatch(/^pgwarden_client_bytes_total\{direction="out"\} 200$/m);
     expect(text).toMatch(/^pgwarden_statements_total\{role="analyst",decision="allow",kind="SelectStmt",reason=""\} 4$/m);
     expect(text).toMatch(/^pgwarden_rows_forwarded_total 7$/m);
   });
