@@ -206,7 +206,7 @@ function scan(sql: string): LiteralShape | undefined {
       if (c === AMP && (next === QUOTE || next === DQUOTE)) return undefined;
       // `..` is one token (DOT_DOT) in PostgreSQL's lexer, so `..5` is not `.` then `.5`.
       if (c === DOT && next === DOT) return undefined;
-      parenAfterIdent = c === LPAREN && lastIdent >= 0 && lastIdentEnd >= 0;
+      parenAfterIdent = c === LPAREN && lastIdent >= 0;
       if (c !== LPAREN) lastIdent = -1;
       i++;
       afterString = false;

@@ -315,13 +315,9 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
   /** pino's lines (logins, session ends, reloads, revocations, gaps): rare, so written at once, after any batch. */
   const sink = {
     write(line: string): boolean {
-      if (used > 0 && healthy && !closed) {
-        append(line);
-        flushPending();
-      } else {
-        flushPending();
-        writeNow(Buffer.from(line, 'utf8'));
-      }
+      // Behind the batch so far, and handed over with it (or held with it while the destination fails).
+      append(line);
+      flushPending();
       return true;
     },
   };
@@ -454,7 +450,7 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
           text = text.slice(0, MAX_AUDIT_SQL);
           truncated = true;
         }
-        if (text.includes('eyJ')) text = text.replace(JWT_LIKE, '[redacted-jwt]');
+        text = scrubText(text);
         line += `,"sql":${JSON.stringify(text)}`;
         if (truncated) line += ',"sqlTruncated":true';
       }
@@ -623,7 +619,7 @@ function decisionFragment(d: Decision): string {
   if (d.ruleId !== undefined) json += `,"rule":${JSON.stringify(d.ruleId)}`;
   if (!d.allow) json += `,"reason":${JSON.stringify(d.reason)},"sqlstate":${JSON.stringify(d.sqlstate)}`;
   else if (d.shadowDenied) json += `,"reason":${JSON.stringify(d.shadowDenied.reason)}`;
-  if (mayHoldJwt(json)) json = json.replace(JWT_LIKE, '[redacted-jwt]');
+  json = scrubText(json);
   decisionFragments.set(d.statements, { d, json });
   return json;
 }
@@ -708,6 +704,11 @@ function normalizeByTokens(sql: string): string {
   return out.trimEnd();
 }
 
+/** The text with JWT-looking runs replaced; the regular expression runs only when 'eyJ' occurs. */
+function scrubText(text: string): string {
+  return text.includes('eyJ') ? text.replace(JWT_LIKE, '[redacted-jwt]') : text;
+}
+
 /** True when any string at any depth contains the start of a base64url JSON header ('eyJ'); allocates nothing. */
 function mayHoldJwt(value: unknown): boolean {
   if (typeof value === 'string') return value.includes('eyJ');
@@ -720,7 +721,7 @@ function mayHoldJwt(value: unknown): boolean {
 
 /** Replaces JWT-looking strings in every string field, at any depth (defence in depth beside `redact`). */
 function scrub(value: unknown): unknown {
-  if (typeof value === 'string') return value.includes('eyJ') ? value.replace(JWT_LIKE, '[redacted-jwt]') : value;
+  if (typeof value === 'string') return scrubText(value);
   if (Array.isArray(value)) return value.map(scrub);
   if (typeof value === 'object' && value !== null) {
     const out: Record<string, unknown> = {};
