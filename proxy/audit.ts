@@ -442,7 +442,7 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
       // Built by hand from fixed fields (what pino would write, without its generic path: about a tenth of the cost).
       let line = `{"source":"pgwarden-audit","time":"${isoNow()}${statementBase}${fieldsOf(s)}`;
       if (info.seq !== undefined) line += `,"seq":${info.seq}`;
-      line += `,"mode":"${info.mode}"${decisionFragment(info.decision)},"decisionMicros":${Math.round(info.micros * 1000) / 1000}`;
+      line += `,"mode":"${info.mode}"${decisionFragment(info.decision)},"decisionMicros":${fixed3(info.micros)}`;
       if (sqlMode !== 'none') {
         let text = sqlMode === 'full' ? info.sql : normalizeSql(info.sql);
         let truncated = false;
@@ -451,7 +451,7 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
           truncated = true;
         }
         text = scrubText(text);
-        line += `,"sql":${JSON.stringify(text)}`;
+        line += `,"sql":${jsonString(text)}`;
         if (truncated) line += ',"sqlTruncated":true';
       }
       const version = opts.policyVersion?.();
@@ -460,7 +460,7 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
     },
     statementFinished(s, o) {
       if (closed) return;
-      let line = `{"source":"pgwarden-audit","time":"${isoNow()}${statementEndBase}${fieldsOf(s)},"seq":${o.seq},"rows":${o.rows},"durationMs":${Math.round(o.durationMs * 1000) / 1000}`;
+      let line = `{"source":"pgwarden-audit","time":"${isoNow()}${statementEndBase}${fieldsOf(s)},"seq":${o.seq},"rows":${o.rows},"durationMs":${fixed3(o.durationMs)}`;
       if (o.sqlstate !== undefined) line += `,"sqlstate":${JSON.stringify(o.sqlstate)}`;
       if (o.truncated) line += ',"truncated":true';
       if (o.rowCapError) line += ',"rowCapError":true';
@@ -605,6 +605,22 @@ function isoNow(): string {
 }
 
 /**
+ * `x` rounded to 3 decimals, as JSON: the same number `Math.round(x * 1000) / 1000` is, written with integer
+ * arithmetic (V8 prints a fractional double by a slow general algorithm, and there are two per statement).
+ */
+export function fixed3(x: number): string {
+  const n = Math.round(x * 1000);
+  if (!(n >= 0 && n <= 0x3fffffff)) return Number.isFinite(n) ? String(n / 1000) : 'null';
+  const whole = Math.floor(n / 1000);
+  const frac = n - whole * 1000;
+  if (frac === 0) return String(whole);
+  // Trailing zeros dropped, as JSON.stringify would: 0.5, not 0.500.
+  if (frac % 100 === 0) return `${whole}.${frac / 100}`;
+  if (frac % 10 === 0) return `${whole}.${frac < 100 ? '0' : ''}${frac / 10}`;
+  return `${whole}.${frac < 10 ? '00' : frac < 100 ? '0' : ''}${frac}`;
+}
+
+/**
  * The decision's part of a statement event (kinds, relations, outcome, rule, reason), cached per decision: the
  * decision cache hands out the same decision object (or a copy with its own rewrite and the same statement list)
  * for every repeat, so this is built once per distinct statement shape.
@@ -665,9 +681,41 @@ export function normalizeSql(sql: string): string {
 /** Whitespace runs become one space, no space at either end, no final semicolon (regular expressions only when needed). */
 function tidy(text: string): string {
   let t = text;
-  if (/\s\s|[\t\n\r\f\v]/.test(t)) t = t.replace(/\s+/g, ' ');
+  if (needsCollapse(t)) t = t.replace(/\s+/g, ' ');
   if (t.charCodeAt(0) === 32 || t.charCodeAt(t.length - 1) === 32) t = t.trim();
   return t.charCodeAt(t.length - 1) === 59 ? t.slice(0, -1) : t;
+}
+
+/**
+ * Whether `t` holds two whitespace characters in a row or any whitespace but a space: what `/\s\s|[\t\n\r\f\v]/`
+ * tests, by hand, because V8 ran that expression through its slow runtime path on every statement.
+ */
+export function needsCollapse(t: string): boolean {
+  let previous = false;
+  for (let i = 0; i < t.length; i++) {
+    const c = t.charCodeAt(i);
+    let space = c === 32;
+    if (!space) {
+      if (c >= 9 && c <= 13) return true;
+      // The rest of \s: no-break and typographic spaces, separators, the byte-order mark.
+      space = c >= 0xa0 && (c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff);
+    }
+    if (space && previous) return true;
+    previous = space;
+  }
+  return false;
+}
+
+/**
+ * `JSON.stringify(text)`, without the call when nothing in the text needs an escape (the usual statement): no
+ * quote, backslash, control character or surrogate (JSON.stringify escapes a lone one; a pair is left to it too).
+ */
+export function jsonString(text: string): string {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 32 || c === 34 || c === 92 || (c >= 0xd800 && c <= 0xdfff)) return JSON.stringify(text);
+  }
+  return `"${text}"`;
 }
 
 /**

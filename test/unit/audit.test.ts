@@ -4,10 +4,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { loadModule } from 'libpg-query';
 import type { Identity } from '../../proxy/auth/jwt.ts';
 import { ProxyError } from '../../proxy/errors.ts';
-import { auditGate, createAudit, normalizeSql, withAuditGate, type Audit, type AuditOptions } from '../../proxy/audit.ts';
+import { auditGate, createAudit, fixed3, jsonString, needsCollapse, normalizeSql, withAuditGate, type Audit, type AuditOptions } from '../../proxy/audit.ts';
 import type { StatementGate } from '../../proxy/session/gate.ts';
 import type { Session } from '../../proxy/session/session.ts';
 import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
@@ -182,6 +183,37 @@ describe('event shapes', () => {
     audit.revocationChanged({ source: 'file', entries: 1, added: [{ jti: 'j9', reason: 'leaked' }], removed: [], sessionsEnded: 2 });
     expect(out.events[0]).toMatchObject({ event: 'policy_reload', version: 3, previousVersion: 2, reason: 'signal', removedRoles: ['ops'], sessionsEnded: 1 });
     expect(out.events[1]).toMatchObject({ event: 'revocation', source: 'pgwarden-audit', revocationSource: 'file', entries: 1, added: [{ jti: 'j9', reason: 'leaked' }], sessionsEnded: 2 });
+  });
+});
+
+describe('fixed3 (durations in statement events)', () => {
+  it('writes exactly the JSON number Math.round(x * 1000) / 1000 is, for any duration', () => {
+    const same = (x: number) => {
+      const text = fixed3(x);
+      expect(JSON.parse(text)).toBe(Math.round(x * 1000) / 1000);
+      // No trailing zeros, no exponent below the integer fallback: what JSON.stringify writes for the same number.
+      expect(text).toBe(JSON.stringify(Math.round(x * 1000) / 1000));
+    };
+    for (const x of [0, 0.0004, 0.0005, 0.001, 0.01, 0.1, 0.5, 1, 1.05, 2.3, 12.3456, 999.9995, 1073741.823, 1073741.824, 5e9]) same(x);
+    fc.assert(fc.property(fc.double({ min: 0, max: 2e6, noNaN: true }), same), { numRuns: 20_000 });
+    fc.assert(fc.property(fc.integer({ min: 0, max: 0x3fffffff }), (n) => same(n / 1000)), { numRuns: 20_000 });
+  });
+
+  it('never writes invalid JSON for a number JSON cannot hold', () => {
+    expect(fixed3(Number.NaN)).toBe('null');
+    expect(fixed3(Number.POSITIVE_INFINITY)).toBe('null');
+  });
+});
+
+describe('hand-written string helpers of statement events', () => {
+  // Whitespace of every kind \s knows, quotes, backslashes, control characters, surrogates (paired and lone).
+  const alphabet = ['a', 'Z', '0', ' ', '  ', '\t', '\n', '\r', '\f', '\v', '\u00a0', '\u1680', '\u2000', '\u200a', '\u200b', '\u2028', '\u2029', '\u202f', '\u205f', '\u3000', '\ufeff', '\u0085', '"', '\\', '\u0000', '\u001f', '\u007f', 'é', '\ud83d\ude00', '\ud83d', '\ude00', "'", '$'];
+  const text = fc.array(fc.constantFrom(...alphabet), { maxLength: 40 }).map((parts) => parts.join(''));
+  it('needsCollapse answers what /\\s\\s|[\\t\\n\\r\\f\\v]/ does', () => {
+    fc.assert(fc.property(fc.oneof(text, fc.string({ unit: 'binary', maxLength: 40 })), (t) => needsCollapse(t) === /\s\s|[\t\n\r\f\v]/.test(t)), { numRuns: 20_000 });
+  });
+  it('jsonString writes what JSON.stringify does', () => {
+    fc.assert(fc.property(fc.oneof(text, fc.string({ unit: 'binary', maxLength: 40 })), (t) => jsonString(t) === JSON.stringify(t)), { numRuns: 20_000 });
   });
 });
 
