@@ -2,16 +2,17 @@
 //
 // 1. Parser comparison (bench/parsers.bench.ts) and framing / parse+decide micro-benchmarks (bench/framing.bench.ts).
 // 2. End to end: a throwaway PostgreSQL 15 tuned for benchmarking, `pgbench -i -s 10`, PgBouncer (session mode; skipped
-//    with a clear note when not installed) and pgwarden in its own process (bench/pgwarden-server.ts); then
-//    `pgbench -S -n` in -M simple/extended/prepared at -c 1/8/64 (-j 2) against direct, PgBouncer and pgwarden,
-//    interleaved over several rounds, with -l logs for latency; pgwarden's (and PgBouncer's) CPU and RSS from /proc.
+//    with a clear note when not installed), a bare Node.js relay (bench/node-relay.ts: the platform's floor) and
+//    pgwarden in its own process (bench/pgwarden-server.ts); then `pgbench -S -n` in -M simple/extended/prepared at
+//    -c 1/8/64 (-j 2) against each, interleaved over several rounds, with -l logs for latency; the proxies' CPU and
+//    RSS from /proc.
 // 3. Connection figures: login latency and rate (pg clients) direct vs PgBouncer vs pgwarden, and pgwarden's RSS per
 //    idle session at 1,000 and 5,000 sessions.
 // 4. bench/RESULTS.md and bench/tps.svg.
 //
 // Options: --quick, --seconds N, --rounds N, --clients 1,8,64, --modes simple,extended,prepared, --sessions 1000,5000,
-//          --no-micro (skip 1.), --no-idle, --out DIR (default bench/), --profile [--profile-dir D] (V8 CPU profile of
-//          pgwarden, written when it exits), --limit-minutes N (hard stop), --logins N, --scale N.
+//          --no-micro (skip 1.), --no-idle, --no-relay, --out DIR (default bench/), --profile [--profile-dir D] (V8 CPU
+//          profile of pgwarden, written when it exits), --limit-minutes N (hard stop), --logins N, --scale N.
 // Loopback only. Every child process is tracked and ended by pid at the end, on error, on SIGINT/SIGTERM, and when the
 // whole run exceeds its time limit.
 import { randomBytes } from 'node:crypto';
@@ -58,6 +59,8 @@ interface Options {
   sessions: number[];
   micro: boolean;
   idle: boolean;
+  /** Run the bare Node.js relay (bench/node-relay.ts) as a fourth target. */
+  relay: boolean;
   outDir: string;
   loginN: number;
   scale: number;
@@ -86,6 +89,7 @@ function parseArgs(argv: string[]): Options {
     sessions: list('--sessions', quick ? '1000' : '1000,5000').map(Number),
     micro: !argv.includes('--no-micro'),
     idle: !argv.includes('--no-idle'),
+    relay: !argv.includes('--no-relay'),
     outDir: path.resolve(val('--out') ?? here),
     loginN: Number(val('--logins') ?? (quick ? 50 : 200)),
     scale: Number(val('--scale') ?? 10),
@@ -231,6 +235,56 @@ async function startPgwarden(
   };
 }
 
+interface Relay {
+  port: number;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** bench/node-relay.ts in its own process (so its CPU is measured like the other proxies'), relaying to Postgres. */
+async function startRelay(pgsrv: EmbeddedPostgres, limitMs: number): Promise<Relay> {
+  const child = track(
+    spawn(process.execPath, ['--import', 'tsx', path.join(here, 'node-relay.ts'), pgsrv.host, String(pgsrv.port), String(limitMs)], {
+      cwd: repo,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, NODE_ENV: 'production' },
+    }),
+  );
+  let out = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (out = (out + d.toString('utf8')).slice(-1000)));
+  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-4000)));
+  const port = await new Promise<number>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`the Node.js relay did not report READY within 30 s; stderr: ${stderr.trim()}`)), 30_000);
+    const onData = () => {
+      const m = /READY (\d+)/.exec(out);
+      if (!m) return;
+      clearTimeout(t);
+      child.stdout.off('data', onData);
+      resolve(Number(m[1]));
+    };
+    child.stdout.on('data', onData);
+    child.once('exit', (code, sig) => {
+      clearTimeout(t);
+      reject(new Error(`the Node.js relay exited during startup (code ${code}, signal ${sig}): ${stderr.trim()}`));
+    });
+  });
+  let exited = false;
+  child.once('exit', () => (exited = true));
+  return {
+    port,
+    pid: child.pid ?? -1,
+    async stop() {
+      if (exited || child.pid === undefined) return;
+      const done = new Promise<void>((r) => child.once('exit', () => r()));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await done;
+      clearTimeout(t);
+    },
+  };
+}
+
 async function superQuery(pgsrv: EmbeddedPostgres, db: string, sql: string): Promise<pg.QueryResult> {
   const c = new pg.Client({ connectionString: pgsrv.url(db) });
   await c.connect();
@@ -272,11 +326,13 @@ async function main(): Promise<void> {
   let pgsrv: EmbeddedPostgres | undefined;
   let bouncer: PgBouncer | undefined;
   let warden: Pgwarden | undefined;
+  let relay: Relay | undefined;
 
   let cleaning: Promise<void> | undefined;
   const cleanup = () =>
     (cleaning ??= (async () => {
       await warden?.stop().catch(() => {});
+      await relay?.stop().catch(() => {});
       await bouncer?.stop().catch(() => {});
       await pgsrv?.stop().catch(() => {});
       await endStartedChildren();
@@ -377,6 +433,16 @@ async function main(): Promise<void> {
         log(`PgBouncer failed to start: ${String(err)}`);
       }
     }
+    if (opts.relay) {
+      try {
+        relay = await startRelay(pgsrv, opts.limitMs);
+        targets.push('relay');
+        log(`bare Node.js relay on port ${relay.port} (pid ${relay.pid})`);
+      } catch (err) {
+        notes.push(`The bare Node.js relay failed to start: ${err instanceof Error ? err.message : String(err)}`);
+        log(`Node.js relay failed to start: ${String(err)}`);
+      }
+    }
     log('starting pgwarden (separate process)…');
     warden = await startPgwarden(work, pgsrv, upstreamPassword, Math.max(1000, maxSessions + 500), opts.limitMs, opts.profileDir);
     if (opts.profileDir) notes.push(`pgwarden ran with --cpu-prof (profile in ${path.relative(repo, opts.profileDir)}/): its numbers include the profiler's overhead.`);
@@ -405,9 +471,11 @@ async function main(): Promise<void> {
     const endpoint = async (t: Target) => {
       if (t === 'direct') return { port: pgsrv!.port, user: SAMPLE_UPSTREAM_USER, password: upstreamPassword };
       if (t === 'pgbouncer') return { port: bouncer!.port, user: SAMPLE_UPSTREAM_USER, password: upstreamPassword };
+      // The relay passes the client's own SCRAM login through to Postgres, byte for byte.
+      if (t === 'relay') return { port: relay!.port, user: SAMPLE_UPSTREAM_USER, password: upstreamPassword };
       return { port: w.port, user: 'bench', password: await token() };
     };
-    const proxyPid = (t: Target) => (t === 'pgwarden' ? w.pid : t === 'pgbouncer' ? bouncer?.pid : undefined);
+    const proxyPid = (t: Target) => (t === 'pgwarden' ? w.pid : t === 'pgbouncer' ? bouncer?.pid : t === 'relay' ? relay?.pid : undefined);
 
     // 4. The matrix, interleaved: for every (mode, clients) cell, each target in turn; the order rotates each round.
     const records: RunRecord[] = [];
@@ -465,7 +533,8 @@ async function main(): Promise<void> {
     // 5. Connection figures.
     log(`login latency: ${opts.loginN} sequential + ${opts.loginN} with 8 concurrent connects per target…`);
     const logins = new Map<Target, LoginStats>();
-    for (const t of targets) {
+    // The relay's login is direct's plus one hop: it says nothing the other rows do not.
+    for (const t of targets.filter((x) => x !== 'relay')) {
       const ep = await endpoint(t);
       const tokens = t === 'pgwarden' ? await Promise.all(Array.from({ length: opts.loginN * 2 }, () => token())) : [];
       const s = await loginStats(
@@ -524,7 +593,7 @@ async function main(): Promise<void> {
     md.push(`- Node ${machine.node}; ${pgVersion.split(',')[0]} (${pgsrv.binDir}); ${pgbenchVersion}; PgBouncer: ${bouncerVersion}${psql ? `; ${firstLine(psql, ['--version'])}` : ''}`);
     md.push(`- PostgreSQL settings: ${Object.entries(pgSettings).map(([k, v]) => `${k}=${v}`).join(', ')}`);
     md.push(`- PgBouncer: ${bouncer ? `session pooling, auth_type scram-sha-256 (plaintext userlist), default_pool_size ${Math.max(...opts.clients) + 16}` : 'not run'}; pgwarden: separate process, log level info to a file, policy role \`${BENCH_ROLE}\` (read-only, pgbench_* tables, maxRows 1000, catalog introspection), HS256 token as password.`);
-    md.push(`- Everything (pgbench, PostgreSQL, PgBouncer, pgwarden) runs on the same ${machine.nproc}-CPU machine over loopback, so a proxy's CPU is taken from the same cores the client and the server use.`);
+    md.push(`- Everything (pgbench, PostgreSQL, PgBouncer, the bare Node.js relay, pgwarden) runs on the same ${machine.nproc}-CPU machine over loopback, so a proxy's CPU is taken from the same cores the client and the server use.`);
     const loadEnd = os.loadavg();
     md.push(`- Load average (1/5/15 min) at start ${loadStart.map((x) => x.toFixed(2)).join(' / ')}, at end ${loadEnd.map((x) => x.toFixed(2)).join(' / ')}: anything else running on the machine shows up as noise in every column (the interleaving spreads it across targets).`);
     for (const n of notes) md.push(`- ${n}`);
@@ -537,6 +606,10 @@ async function main(): Promise<void> {
     md.push('');
     md.push('![TPS by mode and client count](tps.svg)');
     md.push('');
+    if (targets.includes('relay')) {
+      md.push('`relay` is [node-relay.ts](node-relay.ts): a bare Node.js TCP relay (sockets with Nagle off, each chunk written on as it arrives; no framing, no policy, no audit, no metrics), in its own process like pgwarden. It is the floor for any proxy written on Node.js on this machine: *relay / PgBouncer* is what the platform alone allows, *pgwarden / relay* is what pgwarden\'s own work (framing, policy decisions, row caps, audit trail, metrics) costs on top of it.');
+      md.push('');
+    }
     md.push('## What each change bought');
     md.push('');
     md.push(historyTable());
@@ -608,7 +681,8 @@ async function main(): Promise<void> {
     for (const mode of opts.modes) {
       for (const c of opts.clients) {
         const cell = summary.get(`${mode}/${c}`);
-        log(`  ${mode.padEnd(8)} c=${String(c).padStart(2)}: ${targets.map((t) => `${t} ${Math.round(cell?.get(t)?.tpsMedian ?? NaN)}`).join(', ')}; pgwarden/direct ${fmtRatio(ratio(records, mode, c, 'pgwarden', 'direct'))}${targets.includes('pgbouncer') ? `, pgwarden/PgBouncer ${fmtRatio(ratio(records, mode, c, 'pgwarden', 'pgbouncer'))}` : ''}`);
+        const r = (x: Target, y: Target) => (targets.includes(x) && targets.includes(y) ? `, ${x}/${y} ${fmtRatio(ratio(records, mode, c, x, y))}` : '');
+        log(`  ${mode.padEnd(8)} c=${String(c).padStart(2)}: ${targets.map((t) => `${t} ${Math.round(cell?.get(t)?.tpsMedian ?? NaN)}`).join(', ')}${r('pgwarden', 'direct')}${r('pgwarden', 'pgbouncer')}${r('relay', 'pgbouncer')}${r('pgwarden', 'relay')}`);
       }
     }
   } finally {

@@ -2,7 +2,8 @@
 import { latencyStats, type LatencyStats, type Mode } from './pgbench.ts';
 import { median } from './timing.ts';
 
-export type Target = 'direct' | 'pgbouncer' | 'pgwarden';
+/** `relay` is bench/node-relay.ts: a bare Node.js TCP relay, the floor any Node.js proxy starts from. */
+export type Target = 'direct' | 'pgbouncer' | 'relay' | 'pgwarden';
 
 export interface RunRecord {
   round: number;
@@ -99,8 +100,16 @@ export const fmtRatio = (r: RatioSummary) =>
   Number.isFinite(r.median) ? `${r.median.toFixed(2)} (${r.min.toFixed(2)}–${r.max.toFixed(2)})` : '–';
 
 export function tpsTable(sum: Map<string, Map<Target, CellSummary>>, records: RunRecord[], modes: Mode[], clients: number[], targets: Target[]): string {
-  const hasB = targets.includes('pgbouncer');
-  const head = ['mode', 'clients', ...targets.map((t) => `${t} TPS`), ...(hasB ? ['pgwarden / PgBouncer'] : []), 'pgwarden / direct'];
+  // Ratios, each only when both of its targets ran: pgwarden against PgBouncer (the issue's target), the bare Node.js
+  // relay against PgBouncer (what the platform alone allows), pgwarden against that relay (what pgwarden's own work
+  // costs), and pgwarden against direct.
+  const pairs = ([
+    ['pgwarden', 'pgbouncer', 'pgwarden / PgBouncer'],
+    ['relay', 'pgbouncer', 'relay / PgBouncer'],
+    ['pgwarden', 'relay', 'pgwarden / relay'],
+    ['pgwarden', 'direct', 'pgwarden / direct'],
+  ] as const).filter(([a, b]) => targets.includes(a) && targets.includes(b));
+  const head = ['mode', 'clients', ...targets.map((t) => `${t} TPS`), ...pairs.map((p) => p[2])];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`];
   for (const mode of modes) {
     for (const c of clients) {
@@ -112,8 +121,8 @@ export function tpsTable(sum: Map<string, Map<Target, CellSummary>>, records: Ru
         const spread = s.rounds - s.failed > 1 ? ` (${fmtTps(s.tpsMin)}–${fmtTps(s.tpsMax)})` : '';
         return `${fmtTps(s.tpsMedian)}${spread}${s.failed ? ` ⚠${s.failed} failed` : ''}`;
       });
-      const rb = hasB ? [fmtRatio(ratio(records, mode, c, 'pgwarden', 'pgbouncer'))] : [];
-      lines.push(`| ${mode} | ${c} | ${tcols.join(' | ')} | ${rb.join(' | ')}${hasB ? ' | ' : ''}${fmtRatio(ratio(records, mode, c, 'pgwarden', 'direct'))} |`);
+      const rcols = pairs.map(([a, b]) => fmtRatio(ratio(records, mode, c, a, b)));
+      lines.push(`| ${mode} | ${c} | ${[...tcols, ...rcols].join(' | ')} |`);
     }
   }
   return lines.join('\n');
@@ -153,8 +162,8 @@ export function proxyCostTable(sum: Map<string, Map<Target, CellSummary>>, modes
   return lines.join('\n');
 }
 
-const COLORS: Record<Target, string> = { direct: '#4e79a7', pgbouncer: '#f28e2b', pgwarden: '#59a14f' };
-const LABELS: Record<Target, string> = { direct: 'direct', pgbouncer: 'PgBouncer (session)', pgwarden: 'pgwarden' };
+const COLORS: Record<Target, string> = { direct: '#4e79a7', pgbouncer: '#f28e2b', relay: '#bab0ac', pgwarden: '#59a14f' };
+const LABELS: Record<Target, string> = { direct: 'direct', pgbouncer: 'PgBouncer (session)', relay: 'bare Node.js relay', pgwarden: 'pgwarden' };
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -189,7 +198,7 @@ export function tpsSvg(sum: Map<string, Map<Target, CellSummary>>, modes: Mode[]
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
   out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
-  out.push(`<text x="${left}" y="24" font-size="16" font-weight="bold">pgbench -S throughput: direct vs PgBouncer vs pgwarden</text>`);
+  out.push(`<text x="${left}" y="24" font-size="16" font-weight="bold">pgbench -S throughput: ${esc(targets.map((t) => LABELS[t]).join(', '))}</text>`);
   out.push(`<text x="${left}" y="44" fill="#555">${esc(subtitle)}</text>`);
   for (let v = 0; v <= yMax + 1e-9; v += step) {
     out.push(`<line x1="${left}" x2="${W - right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#e3e3e3"/>`);
