@@ -16,7 +16,7 @@
 // Loopback only. Every child process is tracked and ended by pid at the end, on error, on SIGINT/SIGTERM, and when the
 // whole run exceeds its time limit.
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -190,22 +190,7 @@ async function startPgwarden(
       gcWaiters.shift()?.(fig);
     }
   });
-  const port = await new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`pgwarden did not report READY within 60 s; stderr: ${stderr.trim()}`)), 60_000);
-    const onData = () => {
-      const m = /READY (\d+)/.exec(out);
-      if (m) {
-        clearTimeout(t);
-        child.stdout.off('data', onData);
-        resolve(Number(m[1]));
-      }
-    };
-    child.stdout.on('data', onData);
-    child.once('exit', (code, sig) => {
-      clearTimeout(t);
-      reject(new Error(`pgwarden exited during startup (code ${code}, signal ${sig}): ${stderr.trim()}`));
-    });
-  });
+  const port = await readyPort(child, 'pgwarden', () => out, () => stderr, 60_000);
   let exited = false;
   child.once('exit', () => (exited = true));
   return {
@@ -224,15 +209,37 @@ async function startPgwarden(
         child.stdin.write('gc\n');
       });
     },
-    async stop() {
-      if (exited || child.pid === undefined) return;
-      const done = new Promise<void>((r) => child.once('exit', () => r()));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 8_000);
-      await done;
-      clearTimeout(t);
-    },
+    stop: () => stopChild(child, () => exited, 8_000),
   };
+}
+
+/** Waits for the "READY <port>" line a benchmark server prints on stdout; fails if it exits first or is late. */
+function readyPort(child: ChildProcessWithoutNullStreams, name: string, out: () => string, stderr: () => string, timeoutMs: number): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${name} did not report READY within ${timeoutMs / 1000} s; stderr: ${stderr().trim()}`)), timeoutMs);
+    const onData = () => {
+      const m = /READY (\d+)/.exec(out());
+      if (!m) return;
+      clearTimeout(t);
+      child.stdout.off('data', onData);
+      resolve(Number(m[1]));
+    };
+    child.stdout.on('data', onData);
+    child.once('exit', (code, sig) => {
+      clearTimeout(t);
+      reject(new Error(`${name} exited during startup (code ${code}, signal ${sig}): ${stderr().trim()}`));
+    });
+  });
+}
+
+/** SIGTERM, then SIGKILL if the child is still there after `graceMs`; resolves once it has exited. */
+async function stopChild(child: ChildProcessWithoutNullStreams, exited: () => boolean, graceMs: number): Promise<void> {
+  if (exited() || child.pid === undefined) return;
+  const done = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await done;
+  clearTimeout(t);
 }
 
 interface Relay {
@@ -254,35 +261,10 @@ async function startRelay(pgsrv: EmbeddedPostgres, limitMs: number): Promise<Rel
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (out = (out + d.toString('utf8')).slice(-1000)));
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-4000)));
-  const port = await new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`the Node.js relay did not report READY within 30 s; stderr: ${stderr.trim()}`)), 30_000);
-    const onData = () => {
-      const m = /READY (\d+)/.exec(out);
-      if (!m) return;
-      clearTimeout(t);
-      child.stdout.off('data', onData);
-      resolve(Number(m[1]));
-    };
-    child.stdout.on('data', onData);
-    child.once('exit', (code, sig) => {
-      clearTimeout(t);
-      reject(new Error(`the Node.js relay exited during startup (code ${code}, signal ${sig}): ${stderr.trim()}`));
-    });
-  });
+  const port = await readyPort(child, 'the Node.js relay', () => out, () => stderr, 30_000);
   let exited = false;
   child.once('exit', () => (exited = true));
-  return {
-    port,
-    pid: child.pid ?? -1,
-    async stop() {
-      if (exited || child.pid === undefined) return;
-      const done = new Promise<void>((r) => child.once('exit', () => r()));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      await done;
-      clearTimeout(t);
-    },
-  };
+  return { port, pid: child.pid ?? -1, stop: () => stopChild(child, () => exited, 5_000) };
 }
 
 async function superQuery(pgsrv: EmbeddedPostgres, db: string, sql: string): Promise<pg.QueryResult> {
