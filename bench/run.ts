@@ -582,7 +582,7 @@ async function main(): Promise<void> {
     md.push('');
     md.push('## Throughput (`pgbench -S -n`)');
     md.push('');
-    md.push(`Each cell: median TPS over ${opts.rounds} round(s) of ${opts.seconds} s (min–max in parentheses); ratios are per-round TPS ratios, median (min–max). Targets run interleaved (every cell runs each target in turn, order rotated each round). Users: direct and PgBouncer log in as \`${SAMPLE_UPSTREAM_USER}\` with SCRAM; pgwarden with a JWT, then logs in upstream as \`${SAMPLE_UPSTREAM_USER}\`.`);
+    md.push(`Each cell: median TPS over ${opts.rounds} round(s) of ${opts.seconds} s (min–max in parentheses); ratios are per-round TPS ratios, median (min–max). Targets run interleaved (every cell runs each target in turn, order rotated each round). Users: direct, PgBouncer and the relay log in as \`${SAMPLE_UPSTREAM_USER}\` with SCRAM; pgwarden with a JWT, then logs in upstream as \`${SAMPLE_UPSTREAM_USER}\`.`);
     md.push('');
     md.push(tpsTable(summary, records, opts.modes, opts.clients, targets));
     md.push('');
