@@ -93,20 +93,23 @@ export class Reader {
 
   /** The raw bytes of a NUL-terminated string, terminator consumed but not included; a view. */
   cstringBytes(): Buffer {
+    const start = this.pos;
+    return this.buf.subarray(start, this.skipCstring());
+  }
+
+  /** Moves the cursor past the NUL-terminated string at it; returns the NUL's index (the string's end). */
+  private skipCstring(): number {
     const nul = this.buf.indexOf(0, this.pos);
     if (nul === -1) throw protocolViolation('invalid string in message', 'missing NUL terminator');
-    const bytes = this.buf.subarray(this.pos, nul);
     this.pos = nul + 1;
-    return bytes;
+    return nul;
   }
 
   /** A NUL-terminated string, strictly UTF-8. Ends at the first NUL, exactly as Postgres reads it. */
   cstring(): string {
     const buf = this.buf;
     const start = this.pos;
-    const nul = buf.indexOf(0, start);
-    if (nul === -1) throw protocolViolation('invalid string in message', 'missing NUL terminator');
-    this.pos = nul + 1;
+    const nul = this.skipCstring();
     // Names are mostly empty (the unnamed statement and portal) and short texts mostly ASCII, which is valid UTF-8
     // and decodes byte for byte: both without the strict decoder's per-call cost.
     if (nul === start) return '';
