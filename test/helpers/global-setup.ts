@@ -1,4 +1,5 @@
 // Starts one real Postgres for the whole run (npm's embedded build by default) and loads the sample database.
+// PGWARDEN_TEST_PG_VERSION=18 picks PostgreSQL 18 (npm's alias package); unset, it is PostgreSQL 15.
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { startPostgres, type EmbeddedPostgres } from '../../proxy/embedded/postgres.ts';
@@ -6,7 +7,8 @@ import { SAMPLE_DATABASE, sampleSchemaSql } from '../../proxy/embedded/sample.ts
 
 declare module 'vitest' {
   export interface ProvidedContext {
-    pg: { host: string; port: number; superUrl: string; upstreamPassword: string; binDir: string };
+    /** `version` is the server's major version (15, 18, ...). */
+    pg: { host: string; port: number; superUrl: string; upstreamPassword: string; binDir: string; version: number };
   }
 }
 
@@ -27,7 +29,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
     superUrl = external;
   } else {
     const source = process.env.PGWARDEN_TEST_PG === 'system' ? 'system' : 'auto';
-    server = await startPostgres({ source, settings: { log_statement: 'all', log_min_messages: 'warning' } });
+    server = await startPostgres({
+      source,
+      version: process.env.PGWARDEN_TEST_PG_VERSION ? Number(process.env.PGWARDEN_TEST_PG_VERSION) : undefined,
+      settings: { log_statement: 'all', log_min_messages: 'warning' },
+    });
     host = server.host;
     port = server.port;
     superUrl = server.url();
@@ -35,6 +41,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   }
   const admin = new pg.Client({ connectionString: superUrl });
   await admin.connect();
+  // The major version of whichever server this is (ours or the operator's): server_version_num is e.g. 180004.
+  const version = Math.floor(Number((await admin.query<{ v: string }>('SHOW server_version_num')).rows[0]!.v) / 10000);
   await admin.query(`DROP DATABASE IF EXISTS ${SAMPLE_DATABASE}`);
   await admin.query(`CREATE DATABASE ${SAMPLE_DATABASE}`);
   await admin.end();
@@ -45,7 +53,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   await app.query(`DROP ROLE IF EXISTS pgwarden; DROP ROLE IF EXISTS analyst_ro;`).catch(() => {});
   await app.query(sampleSchemaSql(upstreamPassword));
   await app.end();
-  project.provide('pg', { host, port, superUrl: appUrl.toString(), upstreamPassword, binDir });
+  project.provide('pg', { host, port, superUrl: appUrl.toString(), upstreamPassword, binDir, version });
   return async () => {
     await server?.stop();
   };
