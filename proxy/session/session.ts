@@ -26,6 +26,7 @@ import type { CancelRegistry } from './cancel.ts';
 import type { StatementGate } from './gate.ts';
 import { Phase, canTransition } from './phase.ts';
 import { ResponseTracker, SENTINEL_SQL, fatalFrame, type StatementTrace } from './pipeline.ts';
+import { scrubForwarded } from './scrub.ts';
 import { readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
 
 /** Why a session ended; a low-cardinality metric label. */
@@ -680,7 +681,13 @@ export class Session {
       const out: Buffer[] = [];
       let verbatim = clean;
       for (let frame = framer.next(); frame; frame = framer.next()) {
+        const before = out.length;
         if (!tracker.onFrame(frame, out)) verbatim = false;
+        // Postgres quotes row values in some errors and notices (constraint violations, rejected input); the
+        // scrubbed copy replaces the original. Only these two types are looked at, so rows stay on the fast path.
+        if ((frame.type === BackendType.ErrorResponse || frame.type === BackendType.NoticeResponse) && scrubForwarded(frame, out, before)) {
+          verbatim = false;
+        }
         if (frame.type === BackendType.ErrorResponse && this.isFatalFrame(frame)) {
           // Postgres is ending the session (e.g. admin shutdown): pass its FATAL on and close.
           this.writeClient(out);
