@@ -42,7 +42,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const admin = new pg.Client({ connectionString: superUrl });
   await admin.connect();
   // The major version of whichever server this is (ours or the operator's): server_version_num is e.g. 180004.
-  const version = Math.floor(Number((await admin.query<{ v: string }>('SHOW server_version_num')).rows[0]!.v) / 10000);
+  const version = Math.floor(
+    Number((await admin.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v) / 10000,
+  );
   await admin.query(`DROP DATABASE IF EXISTS ${SAMPLE_DATABASE}`);
   await admin.query(`CREATE DATABASE ${SAMPLE_DATABASE}`);
   await admin.end();
