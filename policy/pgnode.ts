@@ -1,0 +1,323 @@
+// Reads PostgreSQL's node text format (nodeToString, as debug_print_parse and pg_node_tree columns print it) into plain objects; any doubt is an error.
+//
+// The grammar is read.c's: tokens are separated by whitespace, `(` `)` `{` `}` are tokens of their own, a
+// backslash makes the next byte ordinary, `<>` is NULL. A node is `{NAME :field value …}`, a list is `(…)`
+// whose first token may say what it holds (`b` bitmapset, `i` integers, `o` OIDs, `x` XIDs), and a Datum is
+// `len [ byte … ]`.
+//
+// The text debug_print_parse sends is wrapped at 78 bytes by format_node_dump. A line break there either
+// replaces one space or, when a line holds no space at all, is inserted inside a token. Treating a line break
+// as whitespace undoes the first case exactly (a replaced escaped space `\ ` reads as an escaped line break,
+// still inside its token). The second case can only split a token of 69 bytes or more, because every
+// structural run in the format is short; no token the server prints is that long except an identifier full
+// of escaped characters, so such a token is refused rather than guessed at (MAX_TOKEN_BYTES).
+
+/** A parsed node: its name (`QUERY`, `FUNCEXPR`, …) and its fields in order. */
+export interface PgNode {
+  readonly type: string;
+  readonly fields: ReadonlyMap<string, PgValue>;
+}
+
+/** A typed list of numbers: bitmapset members (`b`), integers (`i`), OIDs (`o`) or XIDs (`x`). */
+export interface PgNumberList {
+  readonly kind: 'b' | 'i' | 'o' | 'x';
+  readonly values: readonly number[];
+}
+
+/** A Datum as outDatum prints it: its length and bytes (pass-by-value datums print 8 bytes). */
+export interface PgDatum {
+  readonly length: number;
+  readonly bytes: Uint8Array;
+}
+
+/** A bare token (numbers, booleans, enum letters, identifiers) or a quoted string, already de-escaped. */
+export type PgScalar = { readonly word: string } | { readonly string: string };
+
+export type PgValue = PgNode | PgNumberList | PgDatum | PgScalar | readonly PgValue[] | null;
+
+export class NodeReadError extends Error {
+  override readonly name = 'NodeReadError';
+}
+
+/** Longer tokens may have been split by format_node_dump's wrapping; see the header. */
+export const MAX_TOKEN_BYTES = 68;
+
+export interface ReadLimits {
+  /** Deepest nesting of nodes and lists accepted. */
+  maxDepth: number;
+  /** Most tokens accepted. */
+  maxTokens: number;
+}
+
+const DEFAULT_LIMITS: ReadLimits = { maxDepth: 2000, maxTokens: 20_000_000 };
+
+const SPACE = 0x20;
+const LF = 0x0a;
+const CR = 0x0d;
+const TAB = 0x09;
+const BACKSLASH = 0x5c;
+const LPAREN = 0x28;
+const RPAREN = 0x29;
+const LBRACE = 0x7b;
+const RBRACE = 0x7d;
+
+function isSpace(c: number): boolean {
+  return c === SPACE || c === LF || c === TAB || c === CR;
+}
+
+function isSpecial(c: number): boolean {
+  return c === LPAREN || c === RPAREN || c === LBRACE || c === RBRACE;
+}
+
+/** A token: its raw text (escapes kept, latin1 so one char is one byte) and whether it is one of `(){}`. */
+interface Token {
+  raw: string;
+  special: boolean;
+}
+
+class Tokenizer {
+  private pos = 0;
+  private count = 0;
+  private peeked: Token | undefined | null = null;
+
+  constructor(
+    private readonly text: string,
+    private readonly maxTokens: number,
+  ) {}
+
+  peek(): Token | undefined {
+    if (this.peeked === null) this.peeked = this.read();
+    return this.peeked;
+  }
+
+  next(): Token | undefined {
+    const t = this.peek();
+    this.peeked = null;
+    return t;
+  }
+
+  private read(): Token | undefined {
+    const s = this.text;
+    let p = this.pos;
+    while (p < s.length && isSpace(s.charCodeAt(p))) p++;
+    if (p >= s.length) {
+      this.pos = p;
+      return undefined;
+    }
+    if (++this.count > this.maxTokens) throw new NodeReadError('node tree has too many tokens');
+    const c = s.charCodeAt(p);
+    if (isSpecial(c)) {
+      this.pos = p + 1;
+      return { raw: s[p] as string, special: true };
+    }
+    const start = p;
+    while (p < s.length) {
+      const ch = s.charCodeAt(p);
+      if (ch === BACKSLASH) {
+        if (p + 1 >= s.length) throw new NodeReadError('node tree ends inside an escape');
+        p += 2;
+        continue;
+      }
+      if (isSpace(ch) || isSpecial(ch)) break;
+      p++;
+    }
+    this.pos = p;
+    if (p - start > MAX_TOKEN_BYTES) throw new NodeReadError(`node tree token of ${p - start} bytes may have been split by line wrapping`);
+    return { raw: s.slice(start, p), special: false };
+  }
+}
+
+/** Removes read.c's protective backslashes (debackslash). A line break after a backslash was a wrapped escaped space. */
+function unescape(raw: string): string {
+  if (!raw.includes('\\')) return raw;
+  let out = '';
+  for (let i = 0; i < raw.length; i++) {
+    const ch = raw[i] as string;
+    if (ch === '\\' && i + 1 < raw.length) {
+      const nx = raw[++i] as string;
+      out += nx === '\n' ? ' ' : nx;
+    } else out += ch;
+  }
+  return out;
+}
+
+const NODE_NAME = /^[A-Z][A-Z0-9_]*$/;
+const FIELD_NAME = /^:[A-Za-z_][A-Za-z0-9_]*$/;
+const NUMBER = /^-?[0-9]+$/;
+
+function toNumber(raw: string): number {
+  if (!NUMBER.test(raw)) throw new NodeReadError(`expected a number, found "${raw.slice(0, 20)}"`);
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n)) throw new NodeReadError(`number out of range: ${raw.slice(0, 20)}`);
+  return n;
+}
+
+class Reader {
+  private depth = 0;
+
+  constructor(
+    private readonly tok: Tokenizer,
+    private readonly maxDepth: number,
+  ) {}
+
+  private enter(): void {
+    if (++this.depth > this.maxDepth) throw new NodeReadError('node tree is nested too deeply');
+  }
+
+  /** One value: a node, a list, `<>`, or a word (with a following `[ … ]` making it a Datum). */
+  value(): PgValue {
+    const t = this.tok.next();
+    if (t === undefined) throw new NodeReadError('node tree ends where a value was expected');
+    if (t.special) {
+      if (t.raw === '{') return this.nodeBody();
+      if (t.raw === '(') return this.listBody();
+      throw new NodeReadError(`unexpected "${t.raw}" where a value was expected`);
+    }
+    if (t.raw === '<>') return null;
+    if (t.raw.startsWith(':')) throw new NodeReadError(`field name ${t.raw.slice(0, 30)} where a value was expected`);
+    // outNode prints `?` for a node type it cannot write (PostgreSQL 15 does so for EXPLAIN's inner statement):
+    // the tree is incomplete, whatever the rest of it says.
+    if (t.raw === '?') throw new NodeReadError('the server could not print part of the tree');
+    const after = this.tok.peek();
+    if (after !== undefined && !after.special && after.raw === '[') {
+      this.tok.next();
+      return this.datum(toNumber(t.raw));
+    }
+    return this.scalar(t.raw);
+  }
+
+  private scalar(raw: string): PgScalar {
+    if (raw.startsWith('"')) {
+      if (raw.length < 2 || !raw.endsWith('"') || raw.endsWith('\\"')) throw new NodeReadError('unterminated string in node tree');
+      return { string: unescape(raw.slice(1, -1)) };
+    }
+    return { word: unescape(raw) };
+  }
+
+  private datum(length: number): PgDatum {
+    const bytes: number[] = [];
+    for (;;) {
+      const t = this.tok.next();
+      if (t === undefined || t.special) throw new NodeReadError('unterminated datum in node tree');
+      if (t.raw === ']') break;
+      const b = toNumber(t.raw);
+      if (b < -128 || b > 255) throw new NodeReadError('datum byte out of range');
+      bytes.push(b & 0xff);
+    }
+    return { length, bytes: Uint8Array.from(bytes) };
+  }
+
+  /** After `{`: NAME then `:field value` pairs up to `}`. */
+  private nodeBody(): PgNode {
+    this.enter();
+    const name = this.tok.next();
+    if (name === undefined || name.special || !NODE_NAME.test(name.raw)) {
+      throw new NodeReadError(`expected a node name after "{", found "${name?.raw.slice(0, 30) ?? 'end'}"`);
+    }
+    const fields = new Map<string, PgValue>();
+    for (;;) {
+      const t = this.tok.next();
+      if (t === undefined) throw new NodeReadError(`node ${name.raw} is not closed`);
+      if (t.special && t.raw === '}') break;
+      if (t.special || !FIELD_NAME.test(t.raw)) throw new NodeReadError(`expected a field of ${name.raw}, found "${t.raw.slice(0, 30)}"`);
+      const field = t.raw.slice(1);
+      if (fields.has(field)) throw new NodeReadError(`field ${field} repeated in ${name.raw}`);
+      fields.set(field, this.value());
+    }
+    this.depth--;
+    return { type: name.raw, fields };
+  }
+
+  /** After `(`: a typed number list, or values up to `)`. */
+  private listBody(): PgNumberList | PgValue[] {
+    this.enter();
+    const first = this.tok.peek();
+    if (first !== undefined && !first.special && (first.raw === 'b' || first.raw === 'i' || first.raw === 'o' || first.raw === 'x')) {
+      this.tok.next();
+      const kind = first.raw;
+      const values: number[] = [];
+      for (;;) {
+        const t = this.tok.next();
+        if (t === undefined) throw new NodeReadError('unterminated list in node tree');
+        if (t.special) {
+          if (t.raw !== ')') throw new NodeReadError(`unexpected "${t.raw}" in a number list`);
+          break;
+        }
+        values.push(toNumber(t.raw));
+      }
+      this.depth--;
+      return { kind, values };
+    }
+    const items: PgValue[] = [];
+    for (;;) {
+      const t = this.tok.peek();
+      if (t === undefined) throw new NodeReadError('unterminated list in node tree');
+      if (t.special && t.raw === ')') {
+        this.tok.next();
+        break;
+      }
+      items.push(this.value());
+    }
+    this.depth--;
+    return items;
+  }
+}
+
+/**
+ * Reads one node tree. `text` must hold the bytes as latin1 (one character per byte) so token lengths are
+ * byte lengths; identifiers in the result are therefore latin1-decoded, which nothing here relies on.
+ */
+export function readNodeTree(text: string, limits: Partial<ReadLimits> = {}): PgValue {
+  const l = { ...DEFAULT_LIMITS, ...limits };
+  const tok = new Tokenizer(text, l.maxTokens);
+  const value = new Reader(tok, l.maxDepth).value();
+  const rest = tok.next();
+  if (rest !== undefined) throw new NodeReadError(`unexpected "${rest.raw.slice(0, 30)}" after the node tree`);
+  return value;
+}
+
+export function isNode(v: PgValue | undefined): v is PgNode {
+  return v !== null && v !== undefined && typeof v === 'object' && 'type' in v && 'fields' in v;
+}
+
+export function isNumberList(v: PgValue | undefined): v is PgNumberList {
+  return v !== null && v !== undefined && typeof v === 'object' && 'kind' in v && 'values' in v;
+}
+
+/** A field's numeric value (`:relid 16384`), or undefined when absent or not a number. */
+export function numberField(node: PgNode, field: string): number | undefined {
+  const v = node.fields.get(field);
+  if (v === null || v === undefined || typeof v !== 'object' || !('word' in v) || !NUMBER.test(v.word)) return undefined;
+  return Number(v.word);
+}
+
+/** A field's bare word (`:relkind r`, `:inh true`). */
+export function wordField(node: PgNode, field: string): string | undefined {
+  const v = node.fields.get(field);
+  if (v === null || v === undefined || typeof v !== 'object' || !('word' in v)) return undefined;
+  return v.word;
+}
+
+/** Members of a bitmapset field (`:selectedCols (b 8 11)`); `<>` and `(b)` are empty. */
+export function bitmapField(node: PgNode, field: string): readonly number[] | undefined {
+  const v = node.fields.get(field);
+  if (v === null) return [];
+  if (isNumberList(v) && v.kind === 'b') return v.values;
+  return undefined;
+}
+
+/** Calls `visit` on every node of the tree, depth first, parents before children. */
+export function walkNodes(root: PgValue, visit: (node: PgNode) => void): void {
+  const stack: PgValue[] = [root];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (v === null || v === undefined || typeof v !== 'object') continue;
+    if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) stack.push(v[i] as PgValue);
+    } else if (isNode(v)) {
+      visit(v);
+      const children = [...v.fields.values()];
+      for (let i = children.length - 1; i >= 0; i--) stack.push(children[i] as PgValue);
+    }
+  }
+}
