@@ -15,7 +15,7 @@ type Deny = Extract<Decision, { allow: false }>;
 type Allow = Extract<Decision, { allow: true }>;
 
 /** A denial before the message text is assembled. */
-interface Denial {
+export interface Denial {
   reason: string;
   ruleId: string | undefined;
   sqlstate: '42501' | '0A000';
@@ -144,7 +144,7 @@ type StatementResult = StatementOk | { ok: false; denial: Denial };
 const ALLOW_RANK = { statements: 0, catalog: 1, relations: 2, write: 3 } as const;
 
 /** Checks the facts every statement kind shares: writes, relations, columns, functions, operators, casts. */
-function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: number; ruleId: string } {
+export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: number; ruleId: string } {
   const r = `roles.${role.name}`;
   for (const p of a.problems) {
     switch (p.code) {
@@ -509,7 +509,7 @@ function internalDenial(why: string): Denial {
   return { reason: 'internal', ruleId: undefined, sqlstate: SqlState.InsufficientPrivilege, what: 'could not be evaluated', detail: why, hint: undefined };
 }
 
-function toDeny(kind: string | undefined, d: Denial, statements: StatementSummary[]): Deny {
+export function toDeny(kind: string | undefined, d: Denial, statements: StatementSummary[]): Deny {
   const subject = kind === undefined ? 'statement' : kindInWords(kind);
   return {
     allow: false,

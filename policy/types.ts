@@ -140,7 +140,8 @@ export type Decision =
   | {
       allow: false;
       ruleId: string | undefined;
-      sqlstate: '42501' | '0A000';
+      /** 42501 or 0A000 for pgwarden's own refusals; PostgreSQL's own code when its analysis of the statement failed. */
+      sqlstate: string;
       /** Client-safe text naming the statement kind and the reason. */
       message: string;
       detail: string | undefined;
@@ -148,4 +149,6 @@ export type Decision =
       /** Low-cardinality reason for metrics, e.g. 'write_in_read_only', 'relation_not_allowed'. */
       reason: string;
       statements: StatementSummary[];
+      /** 1-based character position in the client's text, when PostgreSQL's analysis reported one. */
+      position?: number;
     };

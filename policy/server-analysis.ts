@@ -1,0 +1,445 @@
+// Turns PostgreSQL's own analysed query trees (by OID) into the facts the policy decides on: relations with the columns the server will check, functions, operators, types.
+//
+// The trees come from the upstream server (debug_print_parse on pgwarden's analysis connection), so
+// name resolution, function and operator choice, coercions and column numbering are the server's,
+// not a re-implementation. Permissions are read where the executor will check them: the range table
+// entries' requiredPerms and selected/inserted/updated column sets (PostgreSQL ≤ 15) or the Query's
+// RTEPermissionInfo list (16+). The facts are handed to evaluate.ts's checkFacts, so both analyses
+// are judged by the same rules and speak with the same messages.
+//
+// Fail closed: a node type this file does not know, an OID the catalog does not return, a column
+// number the relation does not have, or a tree shape that is not a Query is a denial.
+import type { Analysis, ColumnUse, FunctionUse, RelationUse, WriteUse } from './analyze.ts';
+import { REG_TYPES } from './analyze.ts';
+import type { Denial } from './evaluate.ts';
+import { bitmapField, isNode, isNumberList, numberField, wordField, walkNodes, type PgNode, type PgValue } from './pgnode.ts';
+import type { CatalogFunction, CatalogRelation, RolePolicy, WriteKind } from './types.ts';
+import { SqlState } from '../proxy/sqlstate.ts';
+
+export interface ServerRelation {
+  schema: string;
+  name: string;
+  /** pg_class.relkind */
+  kind: string;
+  /** attnum → attname of live columns (attnum > 0). */
+  columns: ReadonlyMap<number, string>;
+}
+
+export interface ServerFunction {
+  schema: string;
+  name: string;
+  /** prokind: f, a, w, p */
+  kind: string;
+  volatility: 'i' | 's' | 'v';
+  returnsSet: boolean;
+  argTypes: string[];
+}
+
+export interface ServerOperator {
+  schema: string;
+  name: string;
+  /** pg_operator.oprcode; 0 for a shell operator. */
+  funcOid: number;
+}
+
+export interface ServerType {
+  schema: string;
+  name: string;
+  /** pg_type.typtype: b, c, d, e, p, r, m */
+  typtype: string;
+  /** Relation of a row type (0 when none). */
+  relid: number;
+  /** Base type of a domain (0 when none). */
+  baseType: number;
+  /** Element type of an array (0 when none). */
+  elemType: number;
+  /** CHECK constraint expressions of a domain, as trees (pg_constraint.conbin). */
+  constraints: readonly PgValue[];
+}
+
+/** What pgwarden has learnt from the server about the OIDs the trees mention; absent = not fetched yet, null = does not exist. */
+export interface OidCatalog {
+  relations: ReadonlyMap<number, ServerRelation | null>;
+  functions: ReadonlyMap<number, ServerFunction | null>;
+  operators: ReadonlyMap<number, ServerOperator | null>;
+  types: ReadonlyMap<number, ServerType | null>;
+}
+
+export interface OidSets {
+  relations: Set<number>;
+  functions: Set<number>;
+  operators: Set<number>;
+  types: Set<number>;
+}
+
+/** Node types of analysed queries (PostgreSQL 13–18) whose OID-bearing fields this file reads. */
+export const KNOWN_NODES: ReadonlySet<string> = new Set([
+  // Query structure
+  'QUERY', 'RANGETBLENTRY', 'RTEPERMISSIONINFO', 'ALIAS', 'RANGETBLREF', 'FROMEXPR', 'JOINEXPR', 'TARGETENTRY',
+  'SORTGROUPCLAUSE', 'GROUPINGSET', 'WINDOWCLAUSE', 'ROWMARKCLAUSE', 'COMMONTABLEEXPR', 'CTESEARCHCLAUSE',
+  'CTECYCLECLAUSE', 'SETOPERATIONSTMT', 'ONCONFLICTEXPR', 'MERGEACTION', 'RANGETBLFUNCTION', 'TABLESAMPLECLAUSE',
+  'TABLEFUNC', 'INFERENCEELEM', 'WITHCHECKOPTION',
+  // Expressions
+  'VAR', 'CONST', 'PARAM', 'AGGREF', 'GROUPINGFUNC', 'WINDOWFUNC', 'SUBSCRIPTINGREF', 'FUNCEXPR', 'NAMEDARGEXPR',
+  'OPEXPR', 'DISTINCTEXPR', 'NULLIFEXPR', 'SCALARARRAYOPEXPR', 'BOOLEXPR', 'SUBLINK', 'FIELDSELECT', 'FIELDSTORE',
+  'RELABELTYPE', 'COERCEVIAIO', 'ARRAYCOERCEEXPR', 'CONVERTROWTYPEEXPR', 'COLLATEEXPR', 'CASEEXPR', 'CASEWHEN',
+  'CASETESTEXPR', 'ARRAYEXPR', 'ROWEXPR', 'ROWCOMPAREEXPR', 'COALESCEEXPR', 'MINMAXEXPR', 'SQLVALUEFUNCTION',
+  'XMLEXPR', 'NULLTEST', 'BOOLEANTEST', 'COERCETODOMAIN', 'COERCETODOMAINVALUE', 'SETTODEFAULT', 'CURRENTOFEXPR',
+  // Utility statements whose inner query parse analysis transforms
+  'DECLARECURSORSTMT', 'EXPLAINSTMT', 'DEFELEM',
+]);
+
+/** Fields holding a function OID. */
+const FUNCTION_FIELDS = ['funcid', 'aggfnoid', 'winfnoid', 'opfuncid', 'hashfuncid', 'negfuncid', 'startInRangeFunc', 'endInRangeFunc', 'tsmhandler'];
+/** Fields holding an operator OID or a list of them. */
+const OPERATOR_FIELDS = ['opno', 'eqop', 'sortop', 'cycle_mark_neop', 'opnos'];
+/** Fields holding a type OID or a list of them. */
+const TYPE_FIELDS = [
+  'vartype', 'consttype', 'paramtype', 'aggtype', 'wintype', 'funcresulttype', 'opresulttype', 'resulttype', 'casetype',
+  'array_typeid', 'element_typeid', 'row_typeid', 'coalescetype', 'minmaxtype', 'refcontainertype', 'refelemtype',
+  'refrestype', 'typeId', 'typid', 'cycle_mark_type', 'ctecoltypes', 'funccoltypes', 'coltypes', 'aggargtypes',
+];
+
+/** ACL bits of requiredPerms (utils/acl.h / parsenodes.h). */
+const ACL_INSERT = 1 << 0;
+const ACL_SELECT = 1 << 1;
+const ACL_UPDATE = 1 << 2;
+const ACL_DELETE = 1 << 3;
+
+/** Bitmapset members are attno - FirstLowInvalidHeapAttributeNumber; that constant is -7 since PostgreSQL 12. */
+const ATTNO_OFFSET = 7;
+
+/** CMD_MERGE exists from PostgreSQL 15 on, where it is 5. */
+const CMD_MERGE = 5;
+
+const TEXT_OID = 25;
+
+export class ServerAnalysisError extends Error {
+  override readonly name = 'ServerAnalysisError';
+}
+
+function oidsOf(node: PgNode, field: string): number[] {
+  const v = node.fields.get(field);
+  if (v === undefined || v === null) return [];
+  if (isNumberList(v)) return v.values.filter((n) => n !== 0);
+  const n = numberField(node, field);
+  return n === undefined || n === 0 ? [] : [n];
+}
+
+interface PermUse {
+  relid: number;
+  perms: number;
+  selected: readonly number[];
+  inserted: readonly number[];
+  updated: readonly number[];
+  merge: boolean;
+  nested: boolean;
+}
+
+/** Everything the trees (and the domain constraints they reach) refer to. */
+interface Collected {
+  perms: PermUse[];
+  /** Relations named by an RTE (with or without permission info). */
+  relations: Set<number>;
+  functions: Set<number>;
+  operators: Set<number>;
+  types: Set<number>;
+  /** Setting names passed to current_setting as constants; undefined for a non-constant argument. */
+  settingCalls: { funcid: number; setting: string | undefined }[];
+  unknownNodes: Set<string>;
+}
+
+function emptyCollected(): Collected {
+  return { perms: [], relations: new Set(), functions: new Set(), operators: new Set(), types: new Set(), settingCalls: [], unknownNodes: new Set() };
+}
+
+/** A text Const's value (varlena, little-endian header), or undefined. */
+function constText(v: PgValue | undefined): string | undefined {
+  if (!isNode(v) || v.type !== 'CONST') return undefined;
+  if (numberField(v, 'consttype') !== TEXT_OID || wordField(v, 'constisnull') !== 'false') return undefined;
+  const d = v.fields.get('constvalue');
+  if (d === null || d === undefined || typeof d !== 'object' || !('bytes' in d)) return undefined;
+  const b = d.bytes;
+  if (b.length < 1) return undefined;
+  const b0 = b[0] as number;
+  let start: number;
+  let end: number;
+  if ((b0 & 1) === 1) {
+    start = 1;
+    end = b0 >> 1;
+  } else {
+    if (b.length < 4) return undefined;
+    start = 4;
+    end = ((b0 | ((b[1] as number) << 8) | ((b[2] as number) << 16)) + (b[3] as number) * 2 ** 24) / 4;
+  }
+  if (end < start || end > b.length) return undefined;
+  return Buffer.from(b.subarray(start, end)).toString('utf8');
+}
+
+function collectInto(c: Collected, root: PgValue, baseDepth: number, settingFuncs: ReadonlySet<number>): void {
+  let queryDepth = baseDepth;
+  walkNodes(root, (node) => {
+    if (!KNOWN_NODES.has(node.type)) {
+      c.unknownNodes.add(node.type);
+      return;
+    }
+    for (const f of FUNCTION_FIELDS) for (const oid of oidsOf(node, f)) c.functions.add(oid);
+    for (const f of OPERATOR_FIELDS) for (const oid of oidsOf(node, f)) c.operators.add(oid);
+    for (const f of TYPE_FIELDS) for (const oid of oidsOf(node, f)) c.types.add(oid);
+    if (node.type === 'FUNCEXPR') {
+      const funcid = numberField(node, 'funcid');
+      if (funcid !== undefined && settingFuncs.has(funcid)) {
+        const args = node.fields.get('args');
+        c.settingCalls.push({ funcid, setting: Array.isArray(args) ? constText(args[0] as PgValue) : undefined });
+      }
+    }
+    if (node.type === 'RANGETBLENTRY' && numberField(node, 'rtekind') === 0) {
+      const relid = numberField(node, 'relid');
+      if (relid === undefined || relid === 0) throw new ServerAnalysisError('a relation range table entry without a relation OID');
+      c.relations.add(relid);
+    }
+    if (node.type === 'QUERY') {
+      const nested = queryDepth++ > 0;
+      const merge = numberField(node, 'commandType') === CMD_MERGE && node.fields.has('mergeActionList');
+      const perminfos = node.fields.get('rteperminfos');
+      const holders: PgValue[] = [];
+      const rtable = node.fields.get('rtable');
+      if (Array.isArray(rtable)) holders.push(...rtable);
+      if (Array.isArray(perminfos)) holders.push(...perminfos);
+      for (const h of holders) {
+        if (!isNode(h) || !h.fields.has('requiredPerms')) continue;
+        if (h.type === 'RANGETBLENTRY' && numberField(h, 'rtekind') !== 0) continue;
+        const relid = numberField(h, 'relid');
+        const perms = numberField(h, 'requiredPerms');
+        const selected = bitmapField(h, 'selectedCols');
+        const inserted = bitmapField(h, 'insertedCols');
+        const updated = bitmapField(h, 'updatedCols');
+        if (relid === undefined || perms === undefined || !selected || !inserted || !updated) {
+          throw new ServerAnalysisError(`${h.type} without readable permission fields`);
+        }
+        c.perms.push({ relid, perms, selected, inserted, updated, merge, nested });
+      }
+    }
+  });
+}
+
+/** current_setting's OIDs are found by name once the catalog knows the functions. */
+function settingFunctions(cat: OidCatalog): Set<number> {
+  const out = new Set<number>();
+  for (const [oid, f] of cat.functions) if (f && f.schema === 'pg_catalog' && f.name === 'current_setting') out.add(oid);
+  return out;
+}
+
+/**
+ * Collects what the trees refer to, following operators to their functions and types to their domain
+ * constraints, element types and relations, as far as `cat` already knows them. `missing` lists the OIDs
+ * to fetch before the facts are complete.
+ */
+export function collectReferences(trees: readonly PgValue[], cat: OidCatalog): { collected: Collected; missing: OidSets } {
+  const c = emptyCollected();
+  const settingFuncs = settingFunctions(cat);
+  for (const t of trees) collectInto(c, t, 0, settingFuncs);
+  const walkedDomains = new Set<number>();
+  // Expand until nothing new appears: a domain's constraint can name another domain, an operator, a row type.
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const oid of [...c.operators]) {
+      const op = cat.operators.get(oid);
+      if (op && op.funcOid !== 0 && !c.functions.has(op.funcOid)) {
+        c.functions.add(op.funcOid);
+        changed = true;
+      }
+    }
+    for (const oid of [...c.types]) {
+      const t = cat.types.get(oid);
+      if (!t) continue;
+      for (const next of [t.baseType, t.elemType]) {
+        if (next !== 0 && !c.types.has(next)) {
+          c.types.add(next);
+          changed = true;
+        }
+      }
+      if (t.relid !== 0 && !c.relations.has(t.relid)) {
+        c.relations.add(t.relid);
+        changed = true;
+      }
+      if (t.typtype === 'd' && !walkedDomains.has(oid)) {
+        walkedDomains.add(oid);
+        // Constraint expressions run as part of the statement; their permission entries are none, so depth 1.
+        for (const tree of t.constraints) collectInto(c, tree, 1, settingFuncs);
+        changed = true;
+      }
+    }
+  }
+  const missing: OidSets = { relations: new Set(), functions: new Set(), operators: new Set(), types: new Set() };
+  for (const oid of c.relations) if (!cat.relations.has(oid)) missing.relations.add(oid);
+  for (const p of c.perms) if (!cat.relations.has(p.relid)) missing.relations.add(p.relid);
+  for (const oid of c.functions) if (!cat.functions.has(oid)) missing.functions.add(oid);
+  for (const oid of c.operators) if (!cat.operators.has(oid)) missing.operators.add(oid);
+  for (const oid of c.types) if (!cat.types.has(oid)) missing.types.add(oid);
+  return { collected: c, missing };
+}
+
+export function hasMissing(m: OidSets): boolean {
+  return m.relations.size + m.functions.size + m.operators.size + m.types.size > 0;
+}
+
+function unanalysable(what: string, detail: string): Denial {
+  return {
+    reason: 'analysis_failed',
+    ruleId: 'builtin.analysis',
+    sqlstate: SqlState.InsufficientPrivilege,
+    what,
+    detail: `${detail} (rule: builtin.analysis)`,
+    hint: 'rewrite the statement with ordinary SQL; if it is ordinary SQL, report it to the operator',
+  };
+}
+
+const RELKINDS_WITH_DATA = new Set(['r', 'v', 'm', 'p', 'f']);
+
+function writeKindFor(bit: number, merge: boolean, copyFrom: boolean): { kind: WriteUse['kind']; writeKind: WriteKind } {
+  if (copyFrom) return { kind: 'CopyFrom', writeKind: 'copy_from' };
+  if (merge) return { kind: 'MergeStmt', writeKind: 'merge' };
+  if (bit === ACL_INSERT) return { kind: 'InsertStmt', writeKind: 'insert' };
+  if (bit === ACL_UPDATE) return { kind: 'UpdateStmt', writeKind: 'update' };
+  return { kind: 'DeleteStmt', writeKind: 'delete' };
+}
+
+function catalogFunction(f: ServerFunction): CatalogFunction {
+  return { schema: f.schema, name: f.name, volatility: f.volatility, kind: f.kind, argTypes: f.argTypes, returnsSet: f.returnsSet };
+}
+
+function catalogRelation(r: ServerRelation): CatalogRelation {
+  return { schema: r.schema, name: r.name, kind: r.kind, columns: [...r.columns.values()].map((name) => ({ name, type: '' })) };
+}
+
+export interface ServerFacts {
+  /** The facts for checkFacts, or the reason none could be built. */
+  analysis: Analysis | undefined;
+  denial: Denial | undefined;
+  /** The decision may depend on a constant's value (reg* constants, current_setting's argument). */
+  literalSensitive: boolean;
+}
+
+/**
+ * Builds checkFacts' input from the trees once `cat` holds every OID they reach (collectReferences reports
+ * none missing). `kind` is the statement kind libpg-query reported, for messages.
+ */
+export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: OidCatalog, opts: { copyFrom?: boolean } = {}): ServerFacts {
+  for (const t of trees) {
+    if (!isNode(t) || t.type !== 'QUERY') return { analysis: undefined, denial: unanalysable('could not be analysed', 'the server\'s analysis is not a query tree'), literalSensitive: false };
+  }
+  const { collected: c, missing } = collectReferences(trees, cat);
+  if (c.unknownNodes.size > 0) {
+    const names = [...c.unknownNodes].sort().join(', ');
+    return { analysis: undefined, denial: unanalysable('uses a construct pgwarden does not know', `the server's analysis contains ${names}, which pgwarden does not classify`), literalSensitive: false };
+  }
+  if (hasMissing(missing)) throw new ServerAnalysisError('facts requested before every OID was fetched');
+  const relations: RelationUse[] = [];
+  const columns: ColumnUse[] = [];
+  const writes: WriteUse[] = [];
+  const problems: Analysis['problems'] = [];
+  const relUse = (oid: number): { r: ServerRelation; key: string } | undefined => {
+    const r = cat.relations.get(oid);
+    if (!r) {
+      problems.push({ code: 'unknown_relation', subject: `OID ${oid}`, message: `relation OID ${oid} is not in the server's catalog (rule: builtin.analysis)` });
+      return undefined;
+    }
+    return { r, key: `${r.schema}.${r.name}` };
+  };
+  const colName = (r: ServerRelation, key: string, member: number): string | undefined => {
+    const attno = member - ATTNO_OFFSET;
+    if (attno < 0) return undefined; // system columns (ctid, xmin, …) are never policy columns
+    if (attno === 0) return '*';
+    const name = r.columns.get(attno);
+    if (name === undefined) problems.push({ code: 'unknown_relation', subject: key, message: `${key} has no column ${attno} (rule: builtin.analysis)` });
+    return name;
+  };
+  const permRelids = new Set<number>();
+  for (const p of c.perms) {
+    permRelids.add(p.relid);
+    const u = relUse(p.relid);
+    if (!u) continue;
+    const { r, key } = u;
+    const rel = catalogRelation(r);
+    if ((p.perms & ACL_SELECT) !== 0 || p.selected.length > 0) {
+      relations.push({ schema: r.schema, name: r.name, key, access: 'read', writeKind: undefined, relation: rel });
+      for (const m of p.selected) {
+        const col = colName(r, key, m);
+        if (col !== undefined) columns.push({ relation: key, column: col, how: col === '*' ? 'whole_row' : 'column' });
+      }
+    }
+    for (const bit of [ACL_INSERT, ACL_UPDATE, ACL_DELETE]) {
+      if ((p.perms & bit) === 0) continue;
+      const k = writeKindFor(bit, p.merge, opts.copyFrom === true);
+      writes.push({ kind: k.kind, writeKind: k.writeKind, relation: { schema: r.schema, name: r.name, key, access: 'write', writeKind: k.writeKind, relation: rel }, nested: p.nested });
+    }
+    // Any other privilege bit (TRUNCATE, REFERENCES, TRIGGER) cannot come from a DML tree: refuse rather than guess.
+    if ((p.perms & ~(ACL_INSERT | ACL_SELECT | ACL_UPDATE | ACL_DELETE)) !== 0) {
+      return { analysis: undefined, denial: unanalysable('asks for privileges pgwarden does not classify', `requiredPerms ${p.perms} on ${key}`), literalSensitive: false };
+    }
+    for (const m of [...p.inserted, ...p.updated]) {
+      const col = colName(r, key, m);
+      if (col !== undefined) columns.push({ relation: key, column: col, how: 'write' });
+    }
+  }
+  // Relations reached without permission info: row types (`NULL::t`), and RTEs the server checks elsewhere.
+  for (const oid of c.relations) {
+    if (permRelids.has(oid)) continue;
+    const u = relUse(oid);
+    if (!u || !RELKINDS_WITH_DATA.has(u.r.kind)) continue;
+    relations.push({ schema: u.r.schema, name: u.r.name, key: u.key, access: 'read', writeKind: undefined, relation: catalogRelation(u.r) });
+  }
+  const functions: FunctionUse[] = [];
+  const settingByFunc = new Map<number, (string | undefined)[]>();
+  for (const s of c.settingCalls) settingByFunc.set(s.funcid, [...(settingByFunc.get(s.funcid) ?? []), s.setting]);
+  for (const oid of c.functions) {
+    const f = cat.functions.get(oid);
+    if (!f) {
+      problems.push({ code: 'unknown_function', subject: `OID ${oid}`, message: `function OID ${oid} is not in the server's catalog (rule: builtin.analysis)` });
+      continue;
+    }
+    const use: FunctionUse = { schema: f.schema, name: f.name, key: `${f.schema}.${f.name}`, overloads: [catalogFunction(f)], constArgs: [], argc: f.argTypes.length };
+    const settings = settingByFunc.get(oid);
+    if (settings === undefined) functions.push(use);
+    // One use per call, so each constant setting name is judged.
+    else for (const s of settings) functions.push({ ...use, constArgs: [s] });
+  }
+  for (const oid of c.operators) {
+    const op = cat.operators.get(oid);
+    if (!op) {
+      problems.push({ code: 'unknown_function', subject: `operator OID ${oid}`, message: `operator OID ${oid} is not in the server's catalog (rule: builtin.analysis)` });
+      continue;
+    }
+    if (op.schema !== 'pg_catalog') problems.push({ code: 'user_operator', subject: `${op.schema}.${op.name}`, message: `operator ${op.schema}.${op.name} runs code outside pg_catalog` });
+  }
+  const regTypes: string[] = [];
+  for (const oid of c.types) {
+    const t = cat.types.get(oid);
+    if (!t) {
+      problems.push({ code: 'unknown_type', subject: `OID ${oid}`, message: `type OID ${oid} is not in the server's catalog (rule: builtin.analysis)` });
+      continue;
+    }
+    // Text search configurations and dictionaries are named by every full-text query (`to_tsvector('english', …)`)
+    // and name nothing a role could not already see; the other reg* types name relations, functions, types, roles.
+    if (t.schema === 'pg_catalog' && REG_TYPES.has(t.name) && t.name !== 'regconfig' && t.name !== 'regdictionary') regTypes.push(t.name);
+  }
+  const analysis: Analysis = {
+    kind,
+    relations,
+    columns,
+    functions,
+    operators: [],
+    regTypes,
+    writes,
+    hasInto: false,
+    hasLocking: false,
+    limit: undefined,
+    problems,
+    literalSensitive: regTypes.length > 0 || c.settingCalls.length > 0,
+  };
+  return { analysis, denial: undefined, literalSensitive: analysis.literalSensitive };
+}
+
+/** The role-independent part of a verdict is in the facts; this applies the role (a thin seam for tests). */
+export type FactsJudge = (a: Analysis, role: RolePolicy) => Denial | { rank: number; ruleId: string };
