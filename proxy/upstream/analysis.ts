@@ -1,0 +1,395 @@
+// pgwarden's analysis connections: upstream sessions that return PostgreSQL's analysed tree of a statement without running it, and look OIDs up in the catalog.
+//
+// Each connection logs in with pgwarden's own credentials and the session context that changes name
+// resolution (the role's dbRole as `role`, its pinned search_path), with debug_print_parse on and
+// client_min_messages at LOG, so a Parse message answers with a LOG notice whose DETAIL is the Query tree
+// after parse analysis. Parse analysis resolves names, functions, operators and coercions but neither plans
+// nor executes. Requests are pipelined: each is a run of messages ending in Sync, answered in order.
+import type { UpstreamConfig } from '../config/types.ts';
+import { ProxyError } from '../errors.ts';
+import { BackendType } from '../wire/codes.ts';
+import { MessageFramer, type Frame } from '../wire/framer.ts';
+import { encodeBind, encodeExecute, encodeParse, encodeQuery, encodeSync, encodeTerminate } from '../wire/frontend.ts';
+import { connectUpstream, type UpstreamConnection } from './connect.ts';
+import type { OidSets, ServerFunction, ServerOperator, ServerRelation, ServerType } from '../../policy/server-analysis.ts';
+import { readNodeTree, type PgValue } from '../../policy/pgnode.ts';
+
+/** An error the server raised while analysing (the statement would fail the same way). */
+export interface ServerError {
+  sqlstate: string;
+  message: string;
+  detail: string | undefined;
+  hint: string | undefined;
+  position: number | undefined;
+}
+
+export type TreeResult = { ok: true; tree: string } | { ok: false; error: ServerError };
+
+/** Raised when the connection cannot answer (down, timed out, protocol trouble): the caller denies. */
+export class AnalysisUnavailable extends Error {
+  override readonly name = 'AnalysisUnavailable';
+}
+
+export interface AnalysisContext {
+  dbRole: string | undefined;
+  searchPath: readonly string[];
+  /** Settings that change how constants are read (DateStyle, IntervalStyle, TimeZone), as the session has them at login. */
+  display: Readonly<Record<string, string>>;
+}
+
+export function contextKey(c: AnalysisContext): string {
+  return JSON.stringify([c.dbRole ?? null, c.searchPath, Object.entries(c.display).sort()]);
+}
+
+interface Pending {
+  /** ReadyForQuery messages still to come before this request is complete. */
+  readyLeft: number;
+  frames: Frame[];
+  resolve(frames: Frame[]): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+/** Fields of an ErrorResponse/NoticeResponse body; values latin1 so node text keeps one character per byte. */
+function rawFields(body: Buffer): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  let p = 0;
+  while (p < body.length) {
+    const code = body[p++] as number;
+    if (code === 0) break;
+    const end = body.indexOf(0, p);
+    if (end < 0) throw new AnalysisUnavailable('malformed notice from the analysis connection');
+    out.set(String.fromCharCode(code), body.subarray(p, end));
+    p = end + 1;
+  }
+  return out;
+}
+
+function serverError(body: Buffer): ServerError {
+  const f = rawFields(body);
+  const text = (k: string) => f.get(k)?.toString('utf8');
+  const pos = text('P');
+  return {
+    sqlstate: text('C') ?? 'XX000',
+    message: text('M') ?? 'error',
+    detail: text('D'),
+    hint: text('H'),
+    position: pos === undefined ? undefined : Number(pos),
+  };
+}
+
+/** Parse trees carried by LOG notices among `frames`. */
+function parseTrees(frames: readonly Frame[]): string[] {
+  const out: string[] = [];
+  for (const fr of frames) {
+    if (fr.type !== BackendType.NoticeResponse) continue;
+    const f = rawFields(fr.body);
+    if (f.get('V')?.toString('latin1') !== 'LOG' || f.get('M')?.toString('latin1') !== 'parse tree:') continue;
+    const d = f.get('D');
+    if (d === undefined) throw new AnalysisUnavailable('parse tree notice without its tree');
+    out.push(d.toString('latin1'));
+  }
+  return out;
+}
+
+function firstError(frames: readonly Frame[]): ServerError | undefined {
+  const e = frames.find((f) => f.type === BackendType.ErrorResponse);
+  return e === undefined ? undefined : serverError(e.body);
+}
+
+export interface AnalysisConnectionOptions {
+  /** Longest wait for one answer; past it the connection is dropped and pending requests fail. */
+  timeoutMs: number;
+  /** Largest tree accepted, in bytes. */
+  maxTreeBytes: number;
+}
+
+export class AnalysisConnection {
+  private readonly framer = new MessageFramer({ maxMessageSize: 64 * 1024 * 1024 });
+  private readonly queue: Pending[] = [];
+  private failed: Error | undefined;
+  /** The server's major version (server_version_num / 10000). */
+  readonly major: number;
+
+  private constructor(
+    private readonly up: UpstreamConnection,
+    private readonly opts: AnalysisConnectionOptions,
+  ) {
+    const num = Number(up.parameters.get('server_version_num') ?? up.parameters.get('server_version')?.replace(/^(\d+)\.?(\d*).*/, (_m, a, b) => String(Number(a) * 10000 + Number(b || 0))) ?? 0);
+    this.major = Math.floor(num / 10000);
+    const leftover = up.framer.takeRemaining();
+    if (leftover.length > 0) this.framer.push(leftover);
+    up.socket.setNoDelay(true);
+    up.socket.setKeepAlive(true, 10_000);
+    up.socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    up.socket.on('error', (err) => this.fail(new AnalysisUnavailable(`analysis connection error: ${err.message}`)));
+    up.socket.on('close', () => this.fail(new AnalysisUnavailable('analysis connection closed')));
+  }
+
+  static async open(cfg: UpstreamConfig, ctx: AnalysisContext, opts: AnalysisConnectionOptions): Promise<AnalysisConnection> {
+    const params: Record<string, string> = {
+      ...ctx.display,
+      client_encoding: 'UTF8',
+      standard_conforming_strings: 'on',
+      application_name: 'pgwarden-analysis',
+      search_path: ctx.searchPath.map((s) => (/^[a-z_][a-z0-9_$]*$/.test(s) ? s : `"${s.replace(/"/g, '""')}"`)).join(', '),
+      default_transaction_read_only: 'on',
+      statement_timeout: String(opts.timeoutMs),
+      debug_print_parse: 'on',
+      debug_pretty_print: 'off',
+      client_min_messages: 'log',
+    };
+    if (ctx.dbRole !== undefined) params.role = ctx.dbRole;
+    const up = await connectUpstream(cfg, params);
+    return new AnalysisConnection(up, opts);
+  }
+
+  get isFailed(): boolean {
+    return this.failed !== undefined;
+  }
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  private onData(chunk: Buffer): void {
+    try {
+      this.framer.push(chunk);
+      for (let f = this.framer.next(); f; f = this.framer.next()) {
+        const head = this.queue[0];
+        if (head === undefined) {
+          // Nothing asked: a notice or parameter change from the server is fine, anything else is not.
+          if (f.type === BackendType.NoticeResponse || f.type === BackendType.ParameterStatus || f.type === BackendType.NotificationResponse) continue;
+          throw new AnalysisUnavailable(`unexpected message ${String.fromCharCode(f.type)} on the analysis connection`);
+        }
+        if (f.type === BackendType.ErrorResponse && rawFields(f.body).get('V')?.toString('latin1') === 'FATAL') {
+          throw new AnalysisUnavailable(`analysis connection ended by the server: ${serverError(f.body).message}`);
+        }
+        if (f.type === BackendType.NoticeResponse && f.body.length > this.opts.maxTreeBytes) {
+          // Too large to read safely; keep the request's place and fail it when it completes.
+          head.frames.push({ type: BackendType.ErrorResponse, body: Buffer.alloc(0), raw: Buffer.alloc(0) });
+          continue;
+        }
+        // Copy: the framer's views would pin whole chunks.
+        head.frames.push({ type: f.type, body: Buffer.from(f.body), raw: Buffer.alloc(0) });
+        if (f.type === BackendType.ReadyForQuery && --head.readyLeft === 0) {
+          this.queue.shift();
+          clearTimeout(head.timer);
+          head.resolve(head.frames);
+        }
+      }
+    } catch (err) {
+      this.fail(err instanceof Error ? err : new AnalysisUnavailable(String(err)));
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.failed === undefined) this.failed = err;
+    for (const p of this.queue.splice(0)) {
+      clearTimeout(p.timer);
+      p.reject(this.failed);
+    }
+    if (!this.up.socket.destroyed) this.up.socket.destroy();
+  }
+
+  close(): void {
+    if (!this.up.socket.destroyed) this.up.socket.end(encodeTerminate());
+    this.fail(new AnalysisUnavailable('analysis connection closed by pgwarden'));
+  }
+
+  private request(messages: Buffer[], readyCount: number): Promise<Frame[]> {
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise<Frame[]>((resolve, reject) => {
+      const timer = setTimeout(() => this.fail(new AnalysisUnavailable(`the analysis connection did not answer within ${this.opts.timeoutMs} ms`)), this.opts.timeoutMs);
+      timer.unref?.();
+      this.queue.push({ readyLeft: readyCount, frames: [], resolve, reject, timer });
+      this.up.socket.write(messages.length === 1 ? (messages[0] as Buffer) : Buffer.concat(messages));
+    });
+  }
+
+  private static oversized(frames: readonly Frame[]): boolean {
+    return frames.some((f) => f.type === BackendType.ErrorResponse && f.body.length === 0);
+  }
+
+  /** The analysed tree of one statement sent as a Parse message (never bound or executed). */
+  async parseTree(text: string, paramTypes: readonly number[]): Promise<TreeResult> {
+    const frames = await this.request([encodeParse('', text, [...paramTypes]), encodeSync()], 1);
+    if (AnalysisConnection.oversized(frames)) return { ok: false, error: tooLarge() };
+    const err = firstError(frames);
+    if (err !== undefined) return { ok: false, error: err };
+    const trees = parseTrees(frames);
+    if (trees.length !== 1) throw new AnalysisUnavailable(`expected one parse tree, got ${trees.length}`);
+    return { ok: true, tree: trees[0] as string };
+  }
+
+  /**
+   * Type OIDs of type names as written in SQL (PREPARE's parameter list), resolved on this connection's
+   * search_path as PREPARE would; a name that does not resolve is an error the caller passes on.
+   */
+  async typeOids(names: readonly string[]): Promise<{ ok: true; oids: number[] } | { ok: false; error: ServerError }> {
+    const oids: number[] = [];
+    for (const name of names) {
+      // The name travels as a bind parameter, never spliced into SQL.
+      const frames = await this.request([
+        encodeParse('', 'SELECT $1::pg_catalog.regtype::pg_catalog.oid::pg_catalog.int8', [25]),
+        encodeBind({ portal: '', statement: '', paramFormats: [], params: [Buffer.from(name, 'utf8')], resultFormats: [] }),
+        encodeExecute('', 0),
+        encodeSync(),
+      ], 1);
+      const err = firstError(frames);
+      if (err !== undefined) return { ok: false, error: err };
+      const row = frames.find((f) => f.type === BackendType.DataRow);
+      if (row === undefined) throw new AnalysisUnavailable('type lookup returned no row');
+      const cols = dataRow(row.body);
+      oids.push(Number(cols[0]));
+    }
+    return { ok: true, oids };
+  }
+
+  /** Runs a catalog query (text results) and returns its rows. */
+  async rows(sql: string): Promise<(string | null)[][]> {
+    const frames = await this.request([encodeQuery(sql)], 1);
+    const err = firstError(frames);
+    if (err !== undefined) throw new AnalysisUnavailable(`catalog lookup failed: ${err.message}`);
+    return frames.filter((f) => f.type === BackendType.DataRow).map((f) => dataRow(f.body));
+  }
+}
+
+/** A DataRow's columns as text (null for SQL NULL). */
+function dataRow(b: Buffer): (string | null)[] {
+  const n = b.readInt16BE(0);
+  let p = 2;
+  const row: (string | null)[] = [];
+  for (let i = 0; i < n; i++) {
+    const len = b.readInt32BE(p);
+    p += 4;
+    if (len < 0) row.push(null);
+    else {
+      row.push(b.subarray(p, p + len).toString('utf8'));
+      p += len;
+    }
+  }
+  return row;
+}
+
+function tooLarge(): ServerError {
+  return { sqlstate: '54000', message: 'statement is too complex for pgwarden to analyse', detail: undefined, hint: 'split the statement into simpler ones', position: undefined };
+}
+
+export interface FetchedOids {
+  relations: Map<number, ServerRelation | null>;
+  functions: Map<number, ServerFunction | null>;
+  operators: Map<number, ServerOperator | null>;
+  types: Map<number, ServerType | null>;
+}
+
+function oidArray(s: ReadonlySet<number>): string {
+  return `'{${[...s].filter((n) => Number.isSafeInteger(n) && n > 0).join(',')}}'::pg_catalog.oid[]`;
+}
+
+/**
+ * Looks the OIDs up in one round trip. Every object is schema-qualified so nothing on the search_path can
+ * stand in for a catalog. OIDs not found come back as null (the caller denies statements that use them).
+ */
+export async function fetchOids(conn: AnalysisConnection, want: OidSets): Promise<FetchedOids> {
+  const parts: string[] = [];
+  if (want.relations.size > 0) {
+    parts.push(`select 'r', c.oid::pg_catalog.text, n.nspname::pg_catalog.text, c.relname::pg_catalog.text, c.relkind::pg_catalog.text,
+      coalesce((select pg_catalog.json_agg(pg_catalog.json_build_array(a.attnum, a.attname))::pg_catalog.text
+        from pg_catalog.pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped), '[]')
+      from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = any(${oidArray(want.relations)})`);
+  }
+  if (want.functions.size > 0) {
+    parts.push(`select 'f', p.oid::pg_catalog.text, n.nspname::pg_catalog.text, p.proname::pg_catalog.text, p.prokind::pg_catalog.text,
+      pg_catalog.json_build_array(p.provolatile, p.proretset, pg_catalog.oidvectortypes(p.proargtypes))::pg_catalog.text
+      from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace where p.oid = any(${oidArray(want.functions)})`);
+  }
+  if (want.operators.size > 0) {
+    parts.push(`select 'o', o.oid::pg_catalog.text, n.nspname::pg_catalog.text, o.oprname::pg_catalog.text, o.oprcode::pg_catalog.oid::pg_catalog.text, ''
+      from pg_catalog.pg_operator o join pg_catalog.pg_namespace n on n.oid = o.oprnamespace where o.oid = any(${oidArray(want.operators)})`);
+  }
+  if (want.types.size > 0) {
+    parts.push(`select 't', t.oid::pg_catalog.text, n.nspname::pg_catalog.text, t.typname::pg_catalog.text, t.typtype::pg_catalog.text,
+      pg_catalog.json_build_array(t.typrelid, t.typbasetype, t.typelem,
+        (select pg_catalog.json_agg(k.conbin::pg_catalog.text) from pg_catalog.pg_constraint k where k.contypid = t.oid and k.contype = 'c'))::pg_catalog.text
+      from pg_catalog.pg_type t join pg_catalog.pg_namespace n on n.oid = t.typnamespace where t.oid = any(${oidArray(want.types)})`);
+  }
+  const out: FetchedOids = { relations: new Map(), functions: new Map(), operators: new Map(), types: new Map() };
+  for (const o of want.relations) out.relations.set(o, null);
+  for (const o of want.functions) out.functions.set(o, null);
+  for (const o of want.operators) out.operators.set(o, null);
+  for (const o of want.types) out.types.set(o, null);
+  if (parts.length === 0) return out;
+  const rows = await conn.rows(parts.join('\nunion all\n'));
+  for (const [k, oidText, schema, name, kind, extra] of rows) {
+    const oid = Number(oidText);
+    if (schema == null || name == null || kind == null || extra == null) continue;
+    if (k === 'r') {
+      const cols = new Map<number, string>();
+      for (const [attnum, attname] of JSON.parse(extra) as [unknown, string][]) cols.set(Number(attnum), attname);
+      out.relations.set(oid, { schema, name, kind, columns: cols });
+    } else if (k === 'f') {
+      const [vol, retset, args] = JSON.parse(extra) as [string, boolean, string];
+      if (vol !== 'i' && vol !== 's' && vol !== 'v') continue;
+      out.functions.set(oid, { schema, name, kind, volatility: vol, returnsSet: retset, argTypes: args === '' ? [] : args.split(', ') });
+    } else if (k === 'o') {
+      out.operators.set(oid, { schema, name, funcOid: Number(kind) });
+    } else if (k === 't') {
+      // json_build_array writes OIDs as strings (oid has no JSON form); Number() reads both.
+      const [relid, base, elem, cons] = JSON.parse(extra) as [unknown, unknown, unknown, string[] | null];
+      const constraints: PgValue[] = (cons ?? []).map((text) => readNodeTree(Buffer.from(text, 'utf8').toString('latin1')));
+      out.types.set(oid, { schema, name, typtype: kind, relid: Number(relid), baseType: Number(base), elemType: Number(elem), constraints });
+    }
+  }
+  return out;
+}
+
+export interface AnalysisPoolOptions extends AnalysisConnectionOptions {
+  /** Most contexts (connections) kept open at once; the least recently used is closed past it. */
+  maxContexts: number;
+}
+
+/** One analysis connection per context, opened on first use and replaced when it fails. */
+export class AnalysisPool {
+  private readonly conns = new Map<string, Promise<AnalysisConnection>>();
+  private closed = false;
+
+  constructor(
+    private readonly cfg: UpstreamConfig,
+    private readonly opts: AnalysisPoolOptions,
+  ) {}
+
+  async connection(ctx: AnalysisContext): Promise<AnalysisConnection> {
+    if (this.closed) throw new AnalysisUnavailable('pgwarden is shutting down');
+    const key = contextKey(ctx);
+    const existing = this.conns.get(key);
+    if (existing !== undefined) {
+      const c = await existing.catch(() => undefined);
+      if (c !== undefined && !c.isFailed) {
+        // Refresh its place in the LRU order.
+        this.conns.delete(key);
+        this.conns.set(key, existing);
+        return c;
+      }
+      if (this.conns.get(key) === existing) this.conns.delete(key);
+    }
+    const opening = AnalysisConnection.open(this.cfg, ctx, this.opts).catch((err: unknown) => {
+      this.conns.delete(key);
+      throw new AnalysisUnavailable(err instanceof ProxyError || err instanceof Error ? err.message : String(err));
+    });
+    this.conns.set(key, opening);
+    while (this.conns.size > this.opts.maxContexts) {
+      const oldest = this.conns.keys().next().value as string;
+      const p = this.conns.get(oldest);
+      this.conns.delete(oldest);
+      void p?.then((c) => c.close(), () => undefined);
+    }
+    return opening;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const p of this.conns.values()) void p.then((c) => c.close(), () => undefined);
+    this.conns.clear();
+  }
+}
