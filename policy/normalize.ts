@@ -14,6 +14,18 @@ const NORMALIZABLE_KINDS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'D
 /** Reasons that say something about pgwarden's state, not the statement: never cached. */
 const UNCACHEABLE_REASONS = new Set(['internal', 'parser_trap', 'parser_unavailable']);
 
+/**
+ * Per-entry state a caller may attach to a cached decision (the server analysis verdicts): it lives and dies
+ * with the entry, so a reload, a catalog change or an eviction forgets it too.
+ */
+export interface DecisionSlot {
+  server: Map<string, unknown> | undefined;
+}
+
+function newSlot(): DecisionSlot {
+  return { server: undefined };
+}
+
 export interface DecisionCacheStats {
   exactHits: number;
   normalizedHits: number;
@@ -36,6 +48,7 @@ function deepFreeze<T>(value: T): T {
  */
 interface SharedDecision {
   decision: Decision;
+  slot: DecisionSlot;
   /** Characters dropped from the end of the text before `append`; -1 when the decision has no rewrite. */
   dropTail: number;
   append: string;
@@ -49,14 +62,14 @@ interface SharedDecision {
  */
 export class DecisionCache {
   /** SQL text → (version/role/mode prefix → decision): the hot path hashes the client's string as is, without concatenating. */
-  private readonly exact: LRUCache<string, Map<string, Decision>>;
+  private readonly exact: LRUCache<string, Map<string, { decision: Decision; slot: DecisionSlot }>>;
   private readonly normalized: LRUCache<string, SharedDecision>;
   private catalog: CatalogSnapshot | undefined;
   readonly stats: DecisionCacheStats = { exactHits: 0, normalizedHits: 0, misses: 0 };
 
   constructor(opts: { max?: number } = {}) {
     const max = opts.max ?? 10_000;
-    this.exact = new LRUCache<string, Map<string, Decision>>({ max });
+    this.exact = new LRUCache<string, Map<string, { decision: Decision; slot: DecisionSlot }>>({ max });
     this.normalized = new LRUCache<string, SharedDecision>({ max });
   }
 
@@ -78,6 +91,11 @@ export class DecisionCache {
 
   /** The decision for `sql`, from the cache or from evaluate(); same contract as evaluate(). */
   decide(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, policyVersion: number): Decision {
+    return this.lookup(sql, mode, session, catalog, policyVersion).decision;
+  }
+
+  /** decide(), with the entry's slot (a fresh, unshared one when the decision is not cached). */
+  lookup(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, policyVersion: number): { decision: Decision; slot: DecisionSlot } {
     if (catalog !== this.catalog) {
       this.clear();
       this.catalog = catalog;
@@ -91,8 +109,8 @@ export class DecisionCache {
       if (shared !== undefined) {
         this.stats.normalizedHits++;
         const d = shared.decision;
-        if (shared.dropTail < 0 || !d.allow) return d;
-        return { ...d, rewrittenSql: sql.slice(0, sql.length - shared.dropTail) + shared.append };
+        if (shared.dropTail < 0 || !d.allow) return shared;
+        return { decision: { ...d, rewrittenSql: sql.slice(0, sql.length - shared.dropTail) + shared.append }, slot: shared.slot };
       }
     }
     const bySql = this.exact.get(sql);
@@ -104,14 +122,15 @@ export class DecisionCache {
     this.stats.misses++;
     const facts = evaluateWithFacts(sql, mode, session, catalog, policyVersion);
     const d = facts.decision;
-    if (facts.sessionDependent) return d;
-    if (!d.allow && UNCACHEABLE_REASONS.has(d.reason)) return d;
+    const entry = { decision: d, slot: newSlot() };
+    if (facts.sessionDependent) return entry;
+    if (!d.allow && UNCACHEABLE_REASONS.has(d.reason)) return entry;
     deepFreeze(d);
-    if (bySql !== undefined) bySql.set(prefix, d);
-    else this.exact.set(sql, new Map([[prefix, d]]));
-    if (normKey === undefined || shape === undefined || facts.literalSensitive) return d;
-    if (d.statements.length === 0 || !d.statements.every((s) => NORMALIZABLE_KINDS.has(s.kind))) return d;
-    if (d.allow && d.effects.length > 0) return d;
+    if (bySql !== undefined) bySql.set(prefix, entry);
+    else this.exact.set(sql, new Map([[prefix, entry]]));
+    if (normKey === undefined || shape === undefined || facts.literalSensitive) return entry;
+    if (d.statements.length === 0 || !d.statements.every((s) => NORMALIZABLE_KINDS.has(s.kind))) return entry;
+    if (d.allow && d.effects.length > 0) return entry;
     let dropTail = -1;
     let append = '';
     if (d.allow && d.rewrittenSql !== undefined) {
@@ -121,10 +140,11 @@ export class DecisionCache {
       while (p < max && sql.charCodeAt(p) === r.charCodeAt(p)) p++;
       dropTail = sql.length - p;
       // The rewrite changed text before the last constant (a deparsed rewrite): exact text only.
-      if (dropTail > shape.tail) return d;
+      if (dropTail > shape.tail) return entry;
       append = r.slice(p);
     }
-    this.normalized.set(normKey, { decision: d, dropTail, append });
-    return d;
+    // The exact and the shared entry are one decision, so they share one slot.
+    this.normalized.set(normKey, { decision: d, slot: entry.slot, dropTail, append });
+    return entry;
   }
 }

@@ -196,7 +196,7 @@ export function withAuditGate(gate: StatementGate, audit: Pick<Audit, 'healthy' 
       return gate.version;
     },
     role: (name) => gate.role(name),
-    decide(sql, mode, view, paramTypes): Decision {
+    decide(sql, mode, view, paramTypes): Decision | Promise<Decision> {
       if (auditGate(audit)) return gate.decide(sql, mode, view, paramTypes);
       return {
         allow: false,

@@ -13,6 +13,7 @@ export const ErrorCatalog = {
   ERR_TOKEN_EXPIRED_SESSION: { sqlstate: SqlState.AdminShutdown, severity: 'FATAL', doc: 'the session reached its token expiry and was ended' },
   ERR_STATEMENT_DENIED: { sqlstate: SqlState.InsufficientPrivilege, severity: 'ERROR', doc: 'a statement the policy does not allow' },
   ERR_FEATURE: { sqlstate: SqlState.FeatureNotSupported, severity: 'ERROR', doc: 'a protocol feature pgwarden does not pass (FunctionCall, COPY FROM STDIN, replication)' },
+  ERR_SERVER_ANALYSIS: { sqlstate: SqlState.InsufficientPrivilege, severity: 'ERROR', doc: 'PostgreSQL\'s own analysis of the statement failed (it would fail the same way when run); passed on with PostgreSQL\'s SQLSTATE, message and position' },
   ERR_ROW_CAP: { sqlstate: SqlState.ProgramLimitExceeded, severity: 'ERROR', doc: 'a result passed the role maxRows with onRowCap: error' },
   ERR_NOT_READY: { sqlstate: SqlState.CannotConnectNow, severity: 'FATAL', doc: 'no valid policy is loaded yet' },
   ERR_SHUTDOWN: { sqlstate: SqlState.AdminShutdown, severity: 'FATAL', doc: 'pgwarden is shutting down or ended the session administratively' },
@@ -31,14 +32,18 @@ export interface ProxyErrorOptions {
   cause?: unknown;
   /** Override the catalog severity (e.g. a denial that must end the session). */
   severity?: Severity;
-  sqlstate?: SqlStateCode;
+  /** A catalog constant, or (ERR_SERVER_ANALYSIS) the SQLSTATE PostgreSQL itself reported. */
+  sqlstate?: SqlStateCode | string;
+  /** 1-based character position in the client's query text. */
+  position?: number;
 }
 
 /** An error whose `message`, `detail` and `hint` are safe to send to the client. */
 export class ProxyError extends Error {
   readonly code: ErrorCode;
-  readonly sqlstate: SqlStateCode;
+  readonly sqlstate: SqlStateCode | string;
   readonly severity: Severity;
+  readonly position: number | undefined;
   readonly detail: string | undefined;
   readonly hint: string | undefined;
 
@@ -51,6 +56,7 @@ export class ProxyError extends Error {
     this.severity = opts.severity ?? entry.severity;
     this.detail = opts.detail;
     this.hint = opts.hint;
+    this.position = opts.position;
   }
 }
 

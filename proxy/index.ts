@@ -15,6 +15,8 @@ import { createServer, type ProxyServer } from './server.ts';
 import { CancelRegistry } from './session/cancel.ts';
 import type { SessionEvents } from './session/session.ts';
 import { createPolicyGate } from './session/policy-gate.ts';
+import { ServerChecker } from './session/server-check.ts';
+import { AnalysisPool } from './upstream/analysis.ts';
 import { initParser } from '../policy/parser.ts';
 import { PolicyStore } from '../policy/store.ts';
 import { loadCatalog, checkUpstreamPrivileges } from '../policy/catalog.ts';
@@ -112,7 +114,25 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   }
   const revocations = combineRevocations(...sources);
   // While the audit trail is down (onFailure: refuse), every statement is refused rather than run unaudited.
-  const policyGate = createPolicyGate(store, { onLookup: (hit) => metrics.cacheLookup(hit) });
+  // PostgreSQL's own analysis confirms every statement pgwarden's allows (docs/policy.md, "Two analyses").
+  const analysisConfig = config.analysis ?? { cacheTtl: 10_000, timeout: 5_000, maxContexts: 16, ddlChannel: 'pgwarden_ddl' };
+  const analysisPool = new AnalysisPool(config.upstream, { timeoutMs: analysisConfig.timeout, maxTreeBytes: 16 * 1024 * 1024, maxContexts: analysisConfig.maxContexts });
+  const analysisLog = log.child({ component: 'analysis' });
+  const serverCheck = new ServerChecker({
+    pool: analysisPool,
+    log: analysisLog,
+    ttlMs: analysisConfig.cacheTtl,
+    onAnalysis: ({ ms, outcome }) => {
+      metrics.analyses.inc({ outcome });
+      metrics.analysisSeconds.observe(ms / 1000);
+    },
+    onDisagreement: ({ reason, role }) => {
+      metrics.analysisDisagreements.inc({ reason });
+      // The statement itself is in the audit trail (with the operator's choice of SQL detail), refused with this reason.
+      analysisLog.warn({ reason, role }, 'pgwarden allowed a statement the server\'s analysis denies');
+    },
+  });
+  const policyGate = createPolicyGate(store, { onLookup: (hit) => metrics.cacheLookup(hit), server: serverCheck });
   const gate = withAuditGate(policyGate, audit);
   const tlsContext = config.listen.tls
     ? tls.createSecureContext({ cert: readFileSync(config.listen.tls.certFile), key: readFileSync(config.listen.tls.keyFile) })
@@ -194,6 +214,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
       await server.close(drainMs);
       await metricsServer?.close();
       store.close();
+      analysisPool.close();
       verifier.close();
       await revocations.close();
       await audit.close();

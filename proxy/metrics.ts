@@ -21,6 +21,11 @@ export interface Metrics {
   rowCap: client.Counter<'action'>;
   upstreamConnectSeconds: client.Histogram;
   bytes: DeferredCounter<'direction'>;
+  /** PostgreSQL's own analysis of statements (decision-cache misses), by outcome, and how long each took. */
+  analyses: client.Counter<'outcome'>;
+  analysisSeconds: client.Histogram;
+  /** pgwarden's analysis allowed, the server's denied: each one is a bug in one of the two. */
+  analysisDisagreements: client.Counter<'reason'>;
 }
 
 /** Statement kinds become label values only from this bounded set; anything else is 'other'. */
@@ -44,6 +49,9 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   const sessionsEnded = new client.Counter({ name: 'pgwarden_sessions_ended_total', help: 'Sessions ended, by reason', labelNames: ['reason'] as const, registers: [registry] });
   const policyReloads = new client.Counter({ name: 'pgwarden_policy_reloads_total', help: 'Policy reloads by result', labelNames: ['result'] as const, registers: [registry] });
   const policyVersion = new client.Gauge({ name: 'pgwarden_policy_version', help: 'Version of the policy in force', registers: [registry] });
+  const analyses = new client.Counter({ name: 'pgwarden_analysis_total', help: 'Statements analysed by the upstream server (decision-cache misses), by outcome: allow, deny, error (the server rejected the statement or its tree could not be read), unavailable', labelNames: ['outcome'] as const, registers: [registry] });
+  const analysisSeconds = new client.Histogram({ name: 'pgwarden_analysis_seconds', help: 'Time to obtain and judge the server\'s analysis of one statement', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2], registers: [registry] });
+  const analysisDisagreements = new client.Counter({ name: 'pgwarden_analysis_disagreements_total', help: 'Statements pgwarden\'s own analysis allowed and the server\'s analysis denied, by reason (each is a bug in one of the two)', labelNames: ['reason'] as const, registers: [registry] });
   const cacheLookups = new DeferredCounter(registry, 'pgwarden_decision_cache_total', 'Decision cache lookups by result', ['result'] as const);
   const cacheHits = cacheLookups.handle({ result: 'hit' });
   const cacheMisses = cacheLookups.handle({ result: 'miss' });
@@ -112,6 +120,7 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   };
   return {
     registry, events, activeSessions, logins, statements, decisionSeconds, sessionsEnded, policyReloads, policyVersion, cacheLookups,
+    analyses, analysisSeconds, analysisDisagreements,
     cacheLookup(hit) {
       (hit ? cacheHits : cacheMisses).n++;
     },

@@ -166,6 +166,12 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
       maxSessionsPerSub: must('limits.maxSessionsPerSub'),
       maxSessionsPerAgent: must('limits.maxSessionsPerAgent'),
     },
+    analysis: {
+      cacheTtl: must('analysis.cacheTtl'),
+      timeout: must('analysis.timeout'),
+      maxContexts: must('analysis.maxContexts'),
+      ddlChannel: must('analysis.ddlChannel'),
+    },
     cluster: { replicaId: must('cluster.replicaId'), peers },
     log: { level: must('log.level') },
     audit: {

@@ -82,6 +82,11 @@ export const settings = [
   { key: 'limits.maxSessionsPerSub', type: 'integer', default: 0, min: 0, doc: 'live sessions one token subject may hold; 0 means no limit' },
   { key: 'limits.maxSessionsPerAgent', type: 'integer', default: 0, min: 0, doc: 'live sessions one agent may hold; 0 means no limit' },
 
+  { key: 'analysis.cacheTtl', type: 'duration', default: 10_000, min: 1, max: 10 * 60_000, doc: 'longest time a decision confirmed by PostgreSQL\'s own analysis is reused before the server is asked again (the bound on staleness after DDL)' },
+  { key: 'analysis.timeout', type: 'duration', default: 5_000, min: 1, doc: 'time allowed for the server to analyse one statement; past it the statement is refused (58000)' },
+  { key: 'analysis.maxContexts', type: 'integer', default: 16, min: 1, max: 1000, doc: 'analysis connections kept open, one per distinct dbRole and search_path of the policy\'s roles' },
+  { key: 'analysis.ddlChannel', type: 'string', default: 'pgwarden_ddl', doc: 'NOTIFY channel whose notifications make pgwarden forget every analysed decision at once (see docs/policy.md for the event trigger)' },
+
   { key: 'cluster.replicaId', type: 'integer', default: 0, min: 0, max: 127, env: 'PGWARDEN_REPLICA_ID', doc: 'this replica\'s id, encoded in every cancel key so a cancel landing on another replica finds its way back' },
   { key: 'cluster.peers', type: 'stringList', doc: 'other replicas as "id@host:port", where CancelRequests for their keys are forwarded' },
 

@@ -67,6 +67,8 @@ export interface Config {
   policyFile: string;
   metrics: { host: string; port: number } | undefined;
   limits: LimitsConfig;
+  /** PostgreSQL's own analysis of each statement; defaults when absent (hand-built configs in tests). */
+  analysis?: { cacheTtl: Millis; timeout: Millis; maxContexts: number; ddlChannel: string };
   log: { level: string };
   /** Scale-out: this replica's id (in every cancel key) and the peers cancels are forwarded to. */
   cluster?: { replicaId: number; peers: { id: number; host: string; port: number }[] };

@@ -1,17 +1,28 @@
-// The StatementGate sessions use: the policy store's current policy and catalog, and the decision cache in front of evaluate().
-import type { Decision, SessionView } from '../../policy/types.ts';
+// The StatementGate sessions use: the policy store's current policy and catalog, the decision cache in front of evaluate(), and PostgreSQL's own analysis behind it.
+import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
 import { judgeParameterTypes } from '../../policy/evaluate.ts';
 import { DecisionCache } from '../../policy/normalize.ts';
 import type { PolicyStore } from '../../policy/store.ts';
 import type { StatementGate } from './gate.ts';
+import { needsServerAnalysis, type ServerChecker, type ServerVerdict } from './server-check.ts';
+
+type Allow = Extract<Decision, { allow: true }>;
+
+/** Both analyses must allow; in shadow mode the server's refusal is reported, not enforced. */
+function combine(local: Allow, v: ServerVerdict, role: RolePolicy): Decision {
+  if (v.deny === undefined) return local;
+  if (role.mode === 'shadow') return { ...local, shadowDenied: { reason: v.deny.reason, message: v.deny.message } };
+  return v.deny;
+}
 
 export function createPolicyGate(
   store: PolicyStore,
-  opts: { cacheSize?: number; onLookup?: (hit: boolean) => void } = {},
+  opts: { cacheSize?: number; onLookup?: (hit: boolean) => void; server?: ServerChecker } = {},
 ): StatementGate {
   // Keyed by policy version, role, mode and the SQL (exact, then literal-normalised): a reload bumps the version, so
   // stale entries are never read, and a new catalog snapshot empties it.
   const cache = new DecisionCache({ max: opts.cacheSize ?? 10_000 });
+  const server = opts.server;
   return {
     get version() {
       return store.current.policy.version;
@@ -19,7 +30,7 @@ export function createPolicyGate(
     role(name) {
       return store.current.policy.roles.get(name);
     },
-    decide(sql: string, mode: 'simple' | 'parse', view: SessionView, paramTypes?: readonly number[]): Decision {
+    decide(sql: string, mode: 'simple' | 'parse', view: SessionView, paramTypes?: readonly number[]): Decision | Promise<Decision> {
       // One read of the store per decision: policy and catalog come from the same swap.
       const { policy, catalog } = store.current;
       // The session's role object may predate a reload; decide with the role as the policy now defines it.
@@ -42,9 +53,32 @@ export function createPolicyGate(
         if (refused !== undefined) return refused;
       }
       const misses = cache.stats.misses;
-      const decision = cache.decide(sql, mode, current, catalog, policy.version);
+      const { decision, slot } = cache.lookup(sql, mode, current, catalog, policy.version);
       opts.onLookup?.(cache.stats.misses === misses);
-      return decision;
+      if (server === undefined || !decision.allow || !needsServerAnalysis(decision)) return decision;
+      const paramKey = paramTypes === undefined || paramTypes.length === 0 ? '' : paramTypes.join(',');
+      const analyse = (): Promise<ServerVerdict> => {
+        const pending = server.check(sql, paramTypes ?? [], role, { dbRole: role.dbRole, searchPath: role.searchPath, display: {} }, decision).then((verdict) => {
+          const map = (slot.server ??= new Map());
+          if (map.get(paramKey) === pending) {
+            // Kept for every text of the entry unless it read a constant's value; failures are not kept.
+            if (verdict.expires > 0 && verdict.sql === undefined) map.set(paramKey, verdict);
+            else if (verdict.expires > 0) map.set(paramKey, verdict);
+            else map.delete(paramKey);
+          }
+          return verdict;
+        });
+        (slot.server ??= new Map()).set(paramKey, pending);
+        return pending;
+      };
+      const held = slot.server?.get(paramKey);
+      if (held instanceof Promise) {
+        // One analysis per entry at a time: a concurrent miss waits for it, and asks again if it held for another text only.
+        return (held as Promise<ServerVerdict>).then((v) => (v.sql !== undefined && v.sql !== sql ? analyse() : v)).then((v) => combine(decision, v, role));
+      }
+      const v = server.cached(slot.server, paramKey, sql);
+      if (v !== undefined) return combine(decision, v, role);
+      return analyse().then((verdict) => combine(decision, verdict, role));
     },
   };
 }

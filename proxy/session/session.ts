@@ -501,7 +501,11 @@ export class Session {
     return this.cachedView;
   }
 
-  private decide(sql: string, mode: 'simple' | 'parse' | 'bind', paramTypes?: readonly number[]): Decision {
+  /**
+   * The decision for one statement: at once when it is cached, else a Promise (PostgreSQL's own analysis is
+   * being obtained). Bookkeeping (sequence number, audit event, effects) happens when the decision is known.
+   */
+  private decide(sql: string, mode: 'simple' | 'parse' | 'bind', paramTypes?: readonly number[]): Decision | Promise<Decision> {
     const version = this.deps.gate.version;
     if (version !== this.preparedVersion) {
       // SQL-level PREPAREs were checked under an older policy: forget them, so EXECUTE is refused until re-prepared.
@@ -510,6 +514,11 @@ export class Session {
     }
     const t0 = performance.now();
     const decision = this.deps.gate.decide(sql, mode === 'bind' ? 'parse' : mode, this.view(), paramTypes);
+    if (decision instanceof Promise) return decision.then((d) => this.decided(d, sql, mode, t0));
+    return this.decided(decision, sql, mode, t0);
+  }
+
+  private decided(decision: Decision, sql: string, mode: 'simple' | 'parse' | 'bind', t0: number): Decision {
     const micros = (performance.now() - t0) * 1000;
     this.seq++;
     this.deps.events?.statementDecided?.(this, { seq: this.seq, mode, sql, decision, micros });
@@ -528,16 +537,51 @@ export class Session {
     return decision;
   }
 
+  /** True while a decision is being obtained: the client's later messages wait (in order) until it is known. */
+  private holding = false;
+
+  /**
+   * Runs `then` with the decision now, or once it is known; in the meantime nothing more is read from the client,
+   * so the messages after this one keep their order.
+   */
+  private withDecision(d: Decision | Promise<Decision>, out: Buffer[], then: (d: Decision, out: Buffer[]) => void): void {
+    if (!(d instanceof Promise)) {
+      then(d, out);
+      return;
+    }
+    this.holding = true;
+    this.socket.pause();
+    void d.then((decision) => {
+      if (this.closed) return;
+      const later: Buffer[] = [];
+      try {
+        then(decision, later);
+      } catch (err) {
+        this.fail(err, 'internal');
+        return;
+      }
+      this.writeUpstream(later);
+      this.holding = false;
+      this.socket.resume();
+      this.processClient();
+    });
+  }
+
   private denial(decision: Extract<Decision, { allow: false }>): ProxyError {
+    if (decision.reason === 'server_error') {
+      // PostgreSQL's own analysis failed: the client sees what running the statement would have shown.
+      return new ProxyError('ERR_SERVER_ANALYSIS', decision.message, { detail: decision.detail, hint: decision.hint, sqlstate: decision.sqlstate, position: decision.position });
+    }
     return new ProxyError(decision.sqlstate === '0A000' ? 'ERR_FEATURE' : 'ERR_STATEMENT_DENIED', decision.message, {
       detail: decision.detail,
       hint: decision.hint,
+      sqlstate: decision.sqlstate === '0A000' || decision.sqlstate === '42501' ? undefined : decision.sqlstate,
     });
   }
 
   private relayClientFrames(): void {
     const tracker = this.tracker;
-    if (!tracker) return;
+    if (!tracker || this.holding) return;
     const out: Buffer[] = [];
     let sawTerminate = false;
     // Whether `out` is the client's last chunk, frame for frame and unchanged (the common case: one round trip's
@@ -553,6 +597,7 @@ export class Session {
         sawTerminate = true;
         break;
       }
+      if (this.holding) break;
     }
     const chunk = this.lastClientChunk;
     this.lastClientChunk = undefined;
@@ -572,49 +617,59 @@ export class Session {
     switch (frame.type) {
       case FrontendType.Query: {
         const { sql } = decodeQuery(frame.body);
-        const d = this.decide(sql, 'simple');
-        if (d.allow) {
-          tracker.expect(FrontendType.Query, undefined, undefined, this.trace(this.seq));
-          out.push(d.rewrittenSql !== undefined ? encodeQuery(d.rewrittenSql) : frame.raw);
-        } else {
-          tracker.expect(FrontendType.Query, this.denial(d));
-          out.push(encodeQuery(SENTINEL_SQL));
-        }
+        this.withDecision(this.decide(sql, 'simple'), out, (d, o) => {
+          if (d.allow) {
+            tracker.expect(FrontendType.Query, undefined, undefined, this.trace(this.seq));
+            o.push(d.rewrittenSql !== undefined ? encodeQuery(d.rewrittenSql) : frame.raw);
+          } else {
+            tracker.expect(FrontendType.Query, this.denial(d));
+            o.push(encodeQuery(SENTINEL_SQL));
+          }
+        });
         return false;
       }
       case FrontendType.Parse: {
         const p = decodeParse(frame.body);
-        const d = this.decide(p.sql, 'parse', p.paramTypes);
-        this.statements.set(p.name, { sql: p.sql, paramTypes: p.paramTypes, version: this.deps.gate.version, allowed: d.allow, seq: this.seq });
-        if (d.allow) {
-          tracker.expect(FrontendType.Parse);
-          out.push(d.rewrittenSql !== undefined ? encodeParse(p.name, d.rewrittenSql, p.paramTypes) : frame.raw);
-        } else {
-          tracker.expect(FrontendType.Parse, this.denial(d));
-          // Same statement name, so a later Bind to it fails as the name was never created.
-          out.push(encodeParse(p.name, SENTINEL_SQL, []));
-        }
+        const version = this.deps.gate.version;
+        this.withDecision(this.decide(p.sql, 'parse', p.paramTypes), out, (d, o) => {
+          this.statements.set(p.name, { sql: p.sql, paramTypes: p.paramTypes, version, allowed: d.allow, seq: this.seq });
+          if (d.allow) {
+            tracker.expect(FrontendType.Parse);
+            o.push(d.rewrittenSql !== undefined ? encodeParse(p.name, d.rewrittenSql, p.paramTypes) : frame.raw);
+          } else {
+            tracker.expect(FrontendType.Parse, this.denial(d));
+            // Same statement name, so a later Bind to it fails as the name was never created.
+            o.push(encodeParse(p.name, SENTINEL_SQL, []));
+          }
+        });
         return false;
       }
       case FrontendType.Bind: {
         const b = decodeBind(frame.body);
         const st = this.statements.get(b.statement);
+        const bind = (o: Buffer[]): void => {
+          tracker.portalBound(b.portal);
+          this.portals.set(b.portal, st?.seq ?? 0);
+          tracker.expect(FrontendType.Bind);
+          o.push(frame.raw);
+        };
         if (st && st.allowed && st.version !== this.deps.gate.version) {
           // Decided under an older policy: decide again before it runs.
-          const d = this.decide(st.sql, 'bind', st.paramTypes);
-          st.version = this.deps.gate.version;
-          st.allowed = d.allow;
-          st.seq = this.seq;
-          if (!d.allow) {
-            tracker.expect(FrontendType.Parse, this.denial(d));
-            out.push(encodeParse('', SENTINEL_SQL, []));
-            return false;
-          }
+          const version = this.deps.gate.version;
+          this.withDecision(this.decide(st.sql, 'bind', st.paramTypes), out, (d, o) => {
+            st.version = version;
+            st.allowed = d.allow;
+            st.seq = this.seq;
+            if (!d.allow) {
+              tracker.expect(FrontendType.Parse, this.denial(d));
+              o.push(encodeParse('', SENTINEL_SQL, []));
+              return;
+            }
+            bind(o);
+          });
+          return false;
         }
-        tracker.portalBound(b.portal);
-        this.portals.set(b.portal, st?.seq ?? 0);
-        tracker.expect(FrontendType.Bind);
-        out.push(frame.raw);
+        bind(out);
         return false;
       }
       case FrontendType.Execute: {

@@ -98,7 +98,7 @@ export function encodeNoticeResponse(input: ErrorFieldsInput<NoticeSeverity>): B
 
 /** ErrorResponse for a ProxyError, carrying only its client-safe fields (never `cause`). */
 export function encodeProxyError(err: ProxyError): Buffer {
-  return encodeErrorResponse({ severity: err.severity, sqlstate: err.sqlstate, message: err.message, detail: err.detail, hint: err.hint });
+  return encodeErrorResponse({ severity: err.severity, sqlstate: err.sqlstate, message: err.message, detail: err.detail, hint: err.hint, position: err.position });
 }
 
 /**

@@ -340,7 +340,7 @@ describe('failure policy', () => {
     await until(() => !audit.healthy);
     expect(auditGate(audit)).toBe(true);
     const inner: StatementGate = { version: 1, role: () => undefined, decide: () => allow() };
-    expect(withAuditGate(inner, audit).decide('SELECT 1', 'simple', {} as SessionView).allow).toBe(true);
+    expect((await withAuditGate(inner, audit).decide('SELECT 1', 'simple', {} as SessionView)).allow).toBe(true);
     expect(errors[0]).toMatch(/continuing without a complete audit trail/);
   });
 

@@ -1,0 +1,268 @@
+// The second opinion on every statement pgwarden allows: PostgreSQL's own analysis of the text, judged by the same rules, with verdicts cached for a bounded time.
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import { checkFacts, toDeny, type Denial } from '../../policy/evaluate.ts';
+import { NodeReadError, readNodeTree, type PgValue } from '../../policy/pgnode.ts';
+import { collectReferences, factsFromTrees, hasMissing, ServerAnalysisError, type OidCatalog, type OidSets, type ServerFunction, type ServerOperator, type ServerRelation, type ServerType } from '../../policy/server-analysis.ts';
+import { planServerAnalysis, type AnalysisText } from '../../policy/server-plan.ts';
+import type { Decision, RolePolicy } from '../../policy/types.ts';
+import { AnalysisUnavailable, fetchOids, type AnalysisConnection, type AnalysisContext, type AnalysisPool, type ServerError } from '../upstream/analysis.ts';
+
+type Allow = Extract<Decision, { allow: true }>;
+type Deny = Extract<Decision, { allow: false }>;
+
+/** A cached server verdict for one statement text (or shape) and parameter types. */
+export interface ServerVerdict {
+  /** The denial, or undefined when the server's analysis allows. */
+  deny: Deny | undefined;
+  /** Valid until (ms since the epoch). */
+  expires: number;
+  /** Set when the verdict holds for this exact text only (it read a constant's value). */
+  sql: string | undefined;
+}
+
+export interface ServerCheckOptions {
+  pool: AnalysisPool;
+  log: Logger;
+  /** Longest time a verdict or a catalog fact is reused before the server is asked again. */
+  ttlMs: number;
+  /** Catalog facts kept (OIDs). */
+  maxOids?: number;
+  now?: () => number;
+  /** Called once per analysed statement (cache miss) with its duration and outcome. */
+  onAnalysis?(info: { ms: number; outcome: 'allow' | 'deny' | 'error' | 'unavailable' }): void;
+  /** Called when pgwarden's own analysis allowed and the server's denied: each one is a bug in one of them. */
+  onDisagreement?(info: { reason: string; role: string; sql: string }): void;
+}
+
+/** Statement kinds whose decision the server's analysis must confirm. */
+const ANALYSED_KINDS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'ExplainStmt', 'DeclareCursorStmt', 'PrepareStmt', 'CopyStmt', 'ExecuteStmt']);
+
+export function needsServerAnalysis(d: Allow): boolean {
+  for (const s of d.statements) if (ANALYSED_KINDS.has(s.kind)) return true;
+  return false;
+}
+
+function unavailable(why: string): Deny {
+  return {
+    allow: false,
+    ruleId: 'builtin.analysis',
+    sqlstate: '58000',
+    message: 'statement refused by pgwarden: the database\'s own analysis of it could not be obtained, so it was not run',
+    detail: `${why} (rule: builtin.analysis)`,
+    hint: 'retry shortly; if it keeps failing, the operator should check pgwarden\'s connection to the database',
+    reason: 'analysis_unavailable',
+    statements: [],
+  };
+}
+
+/** The statement would fail on the server with this error: say so exactly as PostgreSQL would. */
+function fromServerError(e: ServerError, t: AnalysisText, statements: Deny['statements']): Deny {
+  return {
+    allow: false,
+    ruleId: 'builtin.analysis',
+    sqlstate: e.sqlstate,
+    message: e.message,
+    detail: e.detail,
+    hint: e.hint,
+    reason: 'server_error',
+    statements,
+    position: e.position !== undefined && t.clientOffset !== undefined ? e.position + t.clientOffset : undefined,
+  };
+}
+
+/** One LRU of catalog facts by OID; a boxed null records "does not exist" (lru-cache stores no null). */
+class OidLru<V> {
+  private readonly lru: LRUCache<number, { v: V | null }>;
+
+  constructor(max: number, ttl: number) {
+    this.lru = new LRUCache<number, { v: V | null }>({ max, ttl });
+  }
+
+  pick(keys: Iterable<number>): Map<number, V | null> {
+    const out = new Map<number, V | null>();
+    for (const k of keys) {
+      const e = this.lru.get(k);
+      if (e !== undefined) out.set(k, e.v);
+    }
+    return out;
+  }
+
+  store(m: ReadonlyMap<number, V | null>): void {
+    for (const [k, v] of m) this.lru.set(k, { v });
+  }
+
+  clear(): void {
+    this.lru.clear();
+  }
+}
+
+/** Catalog facts shared by every session; entries expire with the verdict TTL, so DDL is seen within it. */
+class OidCache {
+  readonly relations: OidLru<ServerRelation>;
+  readonly functions: OidLru<ServerFunction>;
+  readonly operators: OidLru<ServerOperator>;
+  readonly types: OidLru<ServerType>;
+
+  constructor(max: number, ttl: number) {
+    this.relations = new OidLru(max, ttl);
+    this.functions = new OidLru(max, ttl);
+    this.operators = new OidLru(max, ttl);
+    this.types = new OidLru(max, ttl);
+  }
+
+  snapshot(want: OidSets): OidCatalog {
+    return {
+      relations: this.relations.pick(want.relations),
+      functions: this.functions.pick(want.functions),
+      operators: this.operators.pick(want.operators),
+      types: this.types.pick(want.types),
+    };
+  }
+
+  store(f: OidCatalog): void {
+    this.relations.store(f.relations);
+    this.functions.store(f.functions);
+    this.operators.store(f.operators);
+    this.types.store(f.types);
+  }
+
+  clear(): void {
+    this.relations.clear();
+    this.functions.clear();
+    this.operators.clear();
+    this.types.clear();
+  }
+}
+
+/** Merges `b` into `a` (mutating `a`'s maps). */
+function merge(a: { relations: Map<number, ServerRelation | null>; functions: Map<number, ServerFunction | null>; operators: Map<number, ServerOperator | null>; types: Map<number, ServerType | null> }, b: OidCatalog): void {
+  for (const [k, v] of b.relations) a.relations.set(k, v);
+  for (const [k, v] of b.functions) a.functions.set(k, v);
+  for (const [k, v] of b.operators) a.operators.set(k, v);
+  for (const [k, v] of b.types) a.types.set(k, v);
+}
+
+/** Catalog facts are looked up in at most this many rounds (operators → functions, domains → constraints → …). */
+const MAX_LOOKUP_ROUNDS = 6;
+
+export class ServerChecker {
+  private readonly oids: OidCache;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: ServerCheckOptions) {
+    this.now = opts.now ?? Date.now;
+    this.oids = new OidCache(opts.maxOids ?? 50_000, opts.ttlMs);
+  }
+
+  get ttlMs(): number {
+    return this.opts.ttlMs;
+  }
+
+  /** Forgets every catalog fact (DDL was announced); verdicts held by decision-cache entries expire by TTL or are cleared by the caller. */
+  invalidate(): void {
+    this.oids.clear();
+  }
+
+  /** A cached verdict for `sql` with these parameter types, if still valid. */
+  cached(slot: Map<string, unknown> | undefined, paramKey: string, sql: string): ServerVerdict | undefined {
+    const v = slot?.get(paramKey) as ServerVerdict | undefined;
+    if (v === undefined || v.expires <= this.now() || (v.sql !== undefined && v.sql !== sql)) return undefined;
+    return v;
+  }
+
+  /**
+   * Asks the server to analyse what `local` allowed and judges the result with the role. Never rejects:
+   * every failure is a denial.
+   */
+  async check(sql: string, paramTypes: readonly number[], role: RolePolicy, ctx: AnalysisContext, local: Allow): Promise<ServerVerdict> {
+    const t0 = performance.now();
+    const expires = this.now() + this.opts.ttlMs;
+    const text = local.rewrittenSql ?? sql;
+    const plan = planServerAnalysis(text, paramTypes);
+    if (!plan.ok) {
+      this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
+      return { deny: toDeny(undefined, unanalysable(plan.why), local.statements), expires, sql };
+    }
+    let conn: AnalysisConnection;
+    try {
+      conn = await this.opts.pool.connection(ctx);
+    } catch (err) {
+      this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
+      return { deny: { ...unavailable(err instanceof Error ? err.message : String(err)), statements: local.statements }, expires: 0, sql };
+    }
+    let literalSensitive = false;
+    for (const t of plan.texts) {
+      let result: { ok: true; tree: string } | { ok: false; error: ServerError };
+      try {
+        let types: readonly number[] | ServerError = t.paramTypes;
+        if (t.paramTypeNames !== undefined && t.paramTypeNames.length > 0) {
+          const r = await conn.typeOids(t.paramTypeNames);
+          types = r.ok ? r.oids : r.error;
+        }
+        result = Array.isArray(types) ? await conn.parseTree(t.text, types) : { ok: false, error: types as ServerError };
+      } catch (err) {
+        this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
+        return { deny: { ...unavailable(err instanceof Error ? err.message : String(err)), statements: local.statements }, expires: 0, sql };
+      }
+      if (!result.ok) {
+        this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
+        // An error can depend on a constant's value (invalid input syntax), so it holds for this text only.
+        return { deny: fromServerError(result.error, t, local.statements), expires, sql };
+      }
+      let judged: { denial: Denial | undefined; literalSensitive: boolean };
+      try {
+        judged = await this.judge(conn, t, readNodeTree(result.tree), role);
+      } catch (err) {
+        if (err instanceof AnalysisUnavailable) {
+          this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
+          return { deny: { ...unavailable(err.message), statements: local.statements }, expires: 0, sql };
+        }
+        if (!(err instanceof NodeReadError || err instanceof ServerAnalysisError)) this.opts.log.error({ err }, 'server analysis failed');
+        this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
+        return { deny: toDeny(t.kind, unanalysable(err instanceof Error ? err.message : String(err)), local.statements), expires, sql };
+      }
+      literalSensitive ||= judged.literalSensitive;
+      if (judged.denial !== undefined) {
+        const deny = toDeny(t.kind, judged.denial, local.statements);
+        this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'deny' });
+        this.opts.onDisagreement?.({ reason: deny.reason, role: role.name, sql });
+        return { deny, expires, sql: judged.literalSensitive ? sql : undefined };
+      }
+    }
+    this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'allow' });
+    return { deny: undefined, expires, sql: literalSensitive ? sql : undefined };
+  }
+
+  private async judge(conn: AnalysisConnection, t: AnalysisText, tree: PgValue, role: RolePolicy): Promise<{ denial: Denial | undefined; literalSensitive: boolean }> {
+    const known = { relations: new Map<number, ServerRelation | null>(), functions: new Map<number, ServerFunction | null>(), operators: new Map<number, ServerOperator | null>(), types: new Map<number, ServerType | null>() };
+    for (let round = 0; ; round++) {
+      const { missing } = collectReferences([tree], known);
+      if (!hasMissing(missing)) break;
+      if (round >= MAX_LOOKUP_ROUNDS) throw new ServerAnalysisError('catalog references nest too deeply');
+      const cached = this.oids.snapshot(missing);
+      merge(known, cached);
+      const still = collectReferences([tree], known).missing;
+      if (!hasMissing(still)) continue;
+      const fetched = await fetchOids(conn, still);
+      this.oids.store(fetched);
+      merge(known, fetched);
+    }
+    const facts = factsFromTrees(t.kind, [tree], known, { copyFrom: t.copyFrom });
+    if (facts.denial !== undefined) return { denial: facts.denial, literalSensitive: facts.literalSensitive };
+    if (facts.analysis === undefined) return { denial: unanalysable('no facts'), literalSensitive: false };
+    const verdict = checkFacts(facts.analysis, role);
+    return { denial: 'reason' in verdict ? verdict : undefined, literalSensitive: facts.literalSensitive };
+  }
+}
+
+function unanalysable(why: string): Denial {
+  return {
+    reason: 'analysis_failed',
+    ruleId: 'builtin.analysis',
+    sqlstate: '42501',
+    what: 'could not be analysed, so it was not run',
+    detail: `${why} (rule: builtin.analysis)`,
+    hint: 'rewrite the statement with ordinary SQL; if it is ordinary SQL, report it to the operator',
+  };
+}
