@@ -141,6 +141,18 @@ function unescape(raw: string): string {
   return out;
 }
 
+/** Whether the token's last character is the second half of a backslash pair. */
+function lastCharEscaped(raw: string): boolean {
+  let escaped = false;
+  for (let i = 0; i < raw.length; i++) {
+    if (raw.charCodeAt(i) === BACKSLASH && i + 1 < raw.length) {
+      i++;
+      escaped = i === raw.length - 1;
+    } else escaped = false;
+  }
+  return escaped;
+}
+
 const NODE_NAME = /^[A-Z][A-Z0-9_]*$/;
 const FIELD_NAME = /^:[A-Za-z_][A-Za-z0-9_]*$/;
 const NUMBER = /^-?[0-9]+$/;
@@ -174,7 +186,8 @@ class Reader {
       throw new NodeReadError(`unexpected "${t.raw}" where a value was expected`);
     }
     if (t.raw === '<>') return null;
-    if (t.raw.startsWith(':')) throw new NodeReadError(`field name ${t.raw.slice(0, 30)} where a value was expected`);
+    // A value may start with ':' (an alias named ":x" prints bare): in value position it is a word. A missing
+    // value then shows up as a structural error at the next token.
     // outNode prints `?` for a node type it cannot write (PostgreSQL 15 does so for EXPLAIN's inner statement):
     // the tree is incomplete, whatever the rest of it says.
     if (t.raw === '?') throw new NodeReadError('the server could not print part of the tree');
@@ -188,7 +201,7 @@ class Reader {
 
   private scalar(raw: string): PgScalar {
     if (raw.startsWith('"')) {
-      if (raw.length < 2 || !raw.endsWith('"') || raw.endsWith('\\"')) throw new NodeReadError('unterminated string in node tree');
+      if (raw.length < 2 || !raw.endsWith('"') || lastCharEscaped(raw)) throw new NodeReadError('unterminated string in node tree');
       return { string: unescape(raw.slice(1, -1)) };
     }
     return { word: unescape(raw) };

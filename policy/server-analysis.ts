@@ -85,6 +85,9 @@ export const KNOWN_NODES: ReadonlySet<string> = new Set([
   'RELABELTYPE', 'COERCEVIAIO', 'ARRAYCOERCEEXPR', 'CONVERTROWTYPEEXPR', 'COLLATEEXPR', 'CASEEXPR', 'CASEWHEN',
   'CASETESTEXPR', 'ARRAYEXPR', 'ROWEXPR', 'ROWCOMPAREEXPR', 'COALESCEEXPR', 'MINMAXEXPR', 'SQLVALUEFUNCTION',
   'XMLEXPR', 'NULLTEST', 'BOOLEANTEST', 'COERCETODOMAIN', 'COERCETODOMAINVALUE', 'SETTODEFAULT', 'CURRENTOFEXPR',
+  // SQL/JSON (16+: constructors, IS JSON; 17+: JSON_VALUE/QUERY/EXISTS/TABLE, merge_action(); 18: RETURNING old/new)
+  'JSONCONSTRUCTOREXPR', 'JSONRETURNING', 'JSONFORMAT', 'JSONVALUEEXPR', 'JSONISPREDICATE', 'JSONEXPR', 'JSONBEHAVIOR',
+  'JSONTABLEPATH', 'JSONTABLEPATHSCAN', 'JSONTABLESIBLINGJOIN', 'MERGESUPPORTFUNC', 'RETURNINGEXPR',
   // Utility statements whose inner query parse analysis transforms
   'DECLARECURSORSTMT', 'EXPLAINSTMT', 'DEFELEM',
 ]);
@@ -97,7 +100,8 @@ const OPERATOR_FIELDS = ['opno', 'eqop', 'sortop', 'cycle_mark_neop', 'opnos'];
 const TYPE_FIELDS = [
   'vartype', 'consttype', 'paramtype', 'aggtype', 'wintype', 'funcresulttype', 'opresulttype', 'resulttype', 'casetype',
   'array_typeid', 'element_typeid', 'row_typeid', 'coalescetype', 'minmaxtype', 'refcontainertype', 'refelemtype',
-  'refrestype', 'typeId', 'typid', 'cycle_mark_type', 'ctecoltypes', 'funccoltypes', 'coltypes', 'aggargtypes',
+  'refrestype', 'typeId', 'typid', 'cycle_mark_type', 'ctecoltypes', 'funccoltypes', 'coltypes', 'colTypes', 'aggargtypes',
+  'msftype',
 ];
 
 /** ACL bits of requiredPerms (utils/acl.h / parsenodes.h). */
@@ -113,6 +117,12 @@ const ATTNO_OFFSET = 7;
 const CMD_MERGE = 5;
 
 const TEXT_OID = 25;
+
+/** CoercionForm: a plain call `f(x)`, not a cast written as `x::t` or inserted implicitly. */
+const COERCE_EXPLICIT_CALL = 0;
+
+/** Functions whose reg* result names only the type of their own argument, which the statement already has. */
+const REG_RESULT_HARMLESS = new Set(['pg_catalog.pg_typeof']);
 
 export class ServerAnalysisError extends Error {
   override readonly name = 'ServerAnalysisError';
@@ -146,11 +156,15 @@ interface Collected {
   types: Set<number>;
   /** Setting names passed to current_setting as constants; undefined for a non-constant argument. */
   settingCalls: { funcid: number; setting: string | undefined }[];
+  /** Types that are the result of a plain function call, with the function: pg_typeof's regtype names no catalog object of its own. */
+  resultOf: Map<number, Set<number>>;
+  /** Types used by anything other than a function's result. */
+  typesElsewhere: Set<number>;
   unknownNodes: Set<string>;
 }
 
 function emptyCollected(): Collected {
-  return { perms: [], relations: new Set(), functions: new Set(), operators: new Set(), types: new Set(), settingCalls: [], unknownNodes: new Set() };
+  return { perms: [], relations: new Set(), functions: new Set(), operators: new Set(), types: new Set(), settingCalls: [], resultOf: new Map(), typesElsewhere: new Set(), unknownNodes: new Set() };
 }
 
 /** A text Const's value (varlena, little-endian header), or undefined. */
@@ -185,7 +199,17 @@ function collectInto(c: Collected, root: PgValue, baseDepth: number, settingFunc
     }
     for (const f of FUNCTION_FIELDS) for (const oid of oidsOf(node, f)) c.functions.add(oid);
     for (const f of OPERATOR_FIELDS) for (const oid of oidsOf(node, f)) c.operators.add(oid);
-    for (const f of TYPE_FIELDS) for (const oid of oidsOf(node, f)) c.types.add(oid);
+    const funcid = node.type === 'FUNCEXPR' && numberField(node, 'funcformat') === COERCE_EXPLICIT_CALL ? numberField(node, 'funcid') : undefined;
+    for (const f of TYPE_FIELDS) {
+      for (const oid of oidsOf(node, f)) {
+        c.types.add(oid);
+        if (funcid !== undefined && f === 'funcresulttype') {
+          const s = c.resultOf.get(oid) ?? new Set<number>();
+          s.add(funcid);
+          c.resultOf.set(oid, s);
+        } else c.typesElsewhere.add(oid);
+      }
+    }
     if (node.type === 'FUNCEXPR') {
       const funcid = numberField(node, 'funcid');
       if (funcid !== undefined && settingFuncs.has(funcid)) {
@@ -421,8 +445,14 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
       continue;
     }
     // Text search configurations and dictionaries are named by every full-text query (`to_tsvector('english', …)`)
-    // and name nothing a role could not already see; the other reg* types name relations, functions, types, roles.
-    if (t.schema === 'pg_catalog' && REG_TYPES.has(t.name) && t.name !== 'regconfig' && t.name !== 'regdictionary') regTypes.push(t.name);
+    // and name nothing a role could not already see; the other reg* types name relations, functions, types, roles
+    // (a cast of any number to regclass prints a relation's name), unless the value is pg_typeof's own answer.
+    if (t.schema !== 'pg_catalog' || !REG_TYPES.has(t.name) || t.name === 'regconfig' || t.name === 'regdictionary') continue;
+    const onlyHarmless = !c.typesElsewhere.has(oid) && [...(c.resultOf.get(oid) ?? [])].every((f) => {
+      const fn = cat.functions.get(f);
+      return fn !== undefined && fn !== null && REG_RESULT_HARMLESS.has(`${fn.schema}.${fn.name}`);
+    });
+    if (!onlyHarmless) regTypes.push(t.name);
   }
   const analysis: Analysis = {
     kind,
