@@ -8,7 +8,7 @@
 // (an unqualified column that several FROM items could supply) every possibility is reported, so
 // the decision errs towards denying.
 import type { CatalogType, CatalogFunction, CatalogRelation, CatalogSnapshot, RolePolicy, WriteKind } from './types.ts';
-import { INTROSPECTION_RELATION_NAMES } from './introspection.ts';
+import { INTROSPECTION_RELATION_NAMES, SYSTEM_DENIED_COLUMNS, SYSTEM_DENIED_COLUMN_REASONS } from './introspection.ts';
 
 /* The parse tree is a JSON value; handlers read it through this loose shape and check every field. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -501,6 +501,21 @@ class Analyzer {
     if (this.seenCol.has(k)) return;
     this.seenCol.add(k);
     this.out.columns.push({ relation, column, how });
+    // Columns no role may read (other roles' settings, data values): reported through the problem list,
+    // which every caller of the analysis refuses, as the role's deniedColumns would be. Only introspection
+    // roles can read system relations at all; `*` counts the hidden columns the relation has (all when
+    // unknown, but a snapshot without system columns turns every `t.oid` into a possible whole-row read:
+    // there only real stars count).
+    const hidden = SYSTEM_DENIED_COLUMNS.get(relation);
+    if (hidden !== undefined && this.role.catalog === 'introspection') {
+      const known = this.catalog.relations.get(relation)?.columns.map((c) => c.name);
+      const whole = column === '*' && (known !== undefined || how === 'star');
+      const cols = whole ? [...hidden].filter((c) => known === undefined || known.includes(c)) : hidden.has(column) ? [column] : [];
+      if (cols.length === 0) return;
+      const why = cols.map((c) => `${c} (${SYSTEM_DENIED_COLUMN_REASONS.get(relation)?.get(c) ?? 'hidden'})`).join(', ');
+      const what = column === '*' ? `* or a whole-row reference to ${relation} includes` : `column ${column} of ${relation} holds`;
+      this.problem('unknown_relation', `${relation}.${column}`, `${what} ${why}: pgwarden lets no role read it (rule: builtin.catalog)`);
+    }
   }
 
   /** Marks every column of every base relation under `item` as read in full (star or whole row). */

@@ -1,5 +1,6 @@
 // The curated function policy: which SQL functions a role may call by default, and why; shared by evaluate, tests and docs/functions.md.
 import type { CatalogFunction, RolePolicy } from './types.ts';
+import { REVIEWED_SCHEMAS, reviewedFunction } from './review/review.ts';
 
 /** One curated entry: an exact function name or a `prefix*` pattern, with a one-line reason. */
 export interface FunctionEntry {
@@ -68,7 +69,50 @@ export const ALWAYS_DENIED: readonly FunctionEntry[] = [
   { pattern: 'pg_hba_file_rules', reason: 'reads pg_hba.conf' },
   { pattern: 'pg_ident_file_mappings', reason: 'reads pg_ident.conf' },
   { pattern: 'pg_get_backend_memory_contexts', reason: 'server internals of this backend' },
-  { pattern: 'pg_get_shmem_allocations', reason: 'server shared-memory internals' },
+  { pattern: 'pg_get_shmem_allocations*', reason: 'server shared-memory internals' },
+  // From the catalog review (policy/review/): functions behind denied views, other sessions' activity, data, writes.
+  { pattern: 'pg_lock_status', reason: 'locks of every session: produces the denied pg_locks view' },
+  { pattern: 'pg_prepared_xact', reason: 'prepared transactions of every session: produces the denied pg_prepared_xacts view' },
+  { pattern: 'pg_config', reason: 'server build paths: produces the denied pg_config view' },
+  { pattern: 'pg_stat_get_progress_info', reason: 'other sessions\' running commands by pid (produces pg_stat_progress_*)' },
+  { pattern: 'pg_stat_get_wal_senders', reason: 'replication connections and their client addresses (produces pg_stat_replication)' },
+  { pattern: 'pg_stat_get_wal_receiver', reason: 'the WAL receiver\'s connection string and sender host (produces pg_stat_wal_receiver)' },
+  { pattern: 'pg_stat_get_subscription', reason: 'logical replication workers of other sessions (produces pg_stat_subscription)' },
+  { pattern: 'pg_get_replication_slots', reason: 'replication slots and the pids using them (produces pg_replication_slots)' },
+  { pattern: 'pg_show_replication_origin_status', reason: 'replication origin progress' },
+  { pattern: 'pg_get_aios', reason: 'in-progress I/O of every backend' },
+  { pattern: 'pg_get_loaded_modules', reason: 'server library files loaded into the backend' },
+  { pattern: 'pg_blocking_pids', reason: 'which sessions block a given pid: other sessions\' activity' },
+  { pattern: 'pg_safe_snapshot_blocking_pids', reason: 'which sessions block a given pid: other sessions\' activity' },
+  { pattern: 'pg_isolation_test_session_is_blocked', reason: 'whether a given pid is blocked: other sessions\' activity' },
+  { pattern: 'pg_get_multixact_members', reason: 'the transactions locking a row: other sessions\' activity' },
+  { pattern: 'pg_last_committed_xact', reason: 'the latest commit of any session' },
+  { pattern: 'pg_xact_commit_timestamp*', reason: 'commit time of any transaction: other sessions\' activity' },
+  { pattern: 'txid_status', reason: 'commit status of any transaction: other sessions\' activity' },
+  { pattern: 'pg_xact_status', reason: 'commit status of any transaction: other sessions\' activity' },
+  { pattern: 'pg_current_snapshot', reason: 'the transaction ids other sessions have in progress' },
+  { pattern: 'txid_current_snapshot', reason: 'the transaction ids other sessions have in progress' },
+  { pattern: 'pg_sequence_last_value', reason: 'the current value of any sequence: data (pg_sequences.last_value is hidden too)' },
+  { pattern: 'pg_get_sequence_data', reason: 'the current value of any sequence: data' },
+  { pattern: 'pg_mcv_list_*', reason: 'sampled column values of extended statistics (pg_statistic_ext_data is denied)' },
+  { pattern: 'currtid2', reason: 'reads a row location in a table named by a runtime value' },
+  { pattern: 'pg_log_standby_snapshot', reason: 'writes to the WAL' },
+  { pattern: 'brin_summarize_*', reason: 'index maintenance: writes' },
+  { pattern: 'brin_desummarize_range', reason: 'index maintenance: writes' },
+  { pattern: 'gin_clean_pending_list', reason: 'index maintenance: writes' },
+  { pattern: 'pg_extension_config_dump', reason: 'changes an extension\'s catalog entry' },
+  { pattern: 'pg_nextoid', reason: 'initdb and pg_upgrade internals' },
+  { pattern: 'pg_stop_making_pinned_objects', reason: 'initdb internals' },
+  { pattern: 'pg_clear_*_stats', reason: 'writes planner statistics into the catalog' },
+  { pattern: 'pg_restore_*_stats', reason: 'writes planner statistics into the catalog' },
+  { pattern: 'pg_sync_replication_slots', reason: 'replication slot management' },
+  { pattern: 'pg_stat_have_stats', reason: 'statistics-system internals (EXECUTE revoked from PUBLIC)' },
+  { pattern: 'pg_available_wal_summaries', reason: 'lists server WAL summary files' },
+  { pattern: 'pg_wal_summary_contents', reason: 'reads server WAL summary files' },
+  { pattern: 'fmgr_*_validator', reason: 'validator support functions, not meant to be called from SQL' },
+  { pattern: 'plpgsql_validator', reason: 'validator support function, not meant to be called from SQL' },
+  { pattern: 'postgresql_fdw_validator', reason: 'validator support function, not meant to be called from SQL' },
+  { pattern: 'amvalidate', reason: 'validator support function, not meant to be called from SQL' },
 ];
 
 /**
@@ -115,18 +159,39 @@ export const INTROSPECTION_FUNCTIONS: readonly FunctionEntry[] = [
   { pattern: 'pg_index_has_property', reason: 'index metadata' },
   { pattern: 'pg_index_column_has_property', reason: 'index metadata' },
   { pattern: 'pg_sequence_parameters', reason: 'sequence metadata' },
-  { pattern: 'pg_sequence_last_value', reason: 'sequence state' },
   { pattern: 'pg_is_other_temp_schema', reason: 'temp-schema metadata' },
   { pattern: 'pg_my_temp_schema', reason: 'temp-schema metadata' },
-  { pattern: 'pg_blocking_pids', reason: 'lock waits of other sessions' },
   { pattern: 'pg_collation_actual_version', reason: 'collation metadata' },
   { pattern: 'pg_database_collation_actual_version', reason: 'collation metadata' },
-  { pattern: 'pg_lock_status', reason: 'locks of every session (pg_locks)' },
-  { pattern: 'pg_prepared_xact', reason: 'prepared transactions of every session' },
   { pattern: 'pg_control_*', reason: 'control file contents' },
   { pattern: 'pg_last_*', reason: 'replication position' },
   { pattern: 'pg_current_wal_*', reason: 'WAL position' },
-  { pattern: 'pg_mcv_list_items', reason: 'extended statistics sample values' },
+  // From the catalog review (policy/review/): names of catalog objects and server-wide state.
+  { pattern: 'reg*out', reason: 'output function of a reg* type: prints the catalog name of any oid' },
+  { pattern: 'reg*send', reason: 'send function of a reg* type: the catalog name of any oid' },
+  { pattern: 'regclass', reason: 'looks up a relation name at run time (existence oracle)' },
+  { pattern: 'oidvectortypes', reason: 'prints the type names of oids (table row types name tables)' },
+  { pattern: 'format_type', reason: 'prints the name of any type by oid (table row types name tables)' },
+  { pattern: 'acl*', reason: 'ACL values name roles (aclitemout prints role names for oids)' },
+  { pattern: 'makeaclitem', reason: 'an ACL naming roles given by oid' },
+  { pattern: 'row_security_active', reason: 'looks up a table by name or oid (existence oracle)' },
+  { pattern: 'satisfies_hash_partition', reason: 'looks up a partitioned table by oid' },
+  { pattern: 'pg_indexam_progress_phasename', reason: 'index access method metadata' },
+  { pattern: 'pg_basetype', reason: 'type metadata by oid' },
+  { pattern: 'pg_input_is_valid', reason: 'resolves a type name at run time (table row types too: existence oracle)' },
+  { pattern: 'pg_input_error_info', reason: 'resolves a type name at run time (table row types too: existence oracle)' },
+  { pattern: 'record_in', reason: 'input function taking a type oid: reads that type (row types name tables)' },
+  { pattern: 'enum_in', reason: 'input function taking a type oid: reads that enum\'s labels' },
+  { pattern: 'domain_in', reason: 'input function taking a type oid: reads that domain' },
+  { pattern: 'array_in', reason: 'input function taking a type oid' },
+  { pattern: '*range_in', reason: 'input function taking a type oid' },
+  { pattern: 'pg_available_*', reason: 'extensions installed on the server (produces pg_available_extensions)' },
+  { pattern: 'pg_extension_update_paths', reason: 'extension scripts installed on the server' },
+  { pattern: 'pg_timezone_*', reason: 'the server\'s time zone database (produces pg_timezone_names, pg_timezone_abbrevs)' },
+  { pattern: 'inet_server_*', reason: 'the upstream server\'s address: infrastructure behind the proxy' },
+  { pattern: 'inet_client_*', reason: 'pgwarden\'s own address as the server sees it' },
+  { pattern: 'pg_postmaster_start_time', reason: 'server-wide state: when the server started' },
+  { pattern: 'pg_conf_load_time', reason: 'server-wide state: when the configuration was last loaded' },
 ];
 
 /**
@@ -140,6 +205,11 @@ export const VOLATILE_ALLOWED: readonly FunctionEntry[] = [
   { pattern: 'gen_random_uuid', reason: 'a random UUID' },
   { pattern: 'pg_is_in_recovery', reason: 'whether the server is a standby (HA-aware drivers ask)' },
   { pattern: 'pg_jit_available', reason: 'whether JIT is available' },
+  { pattern: 'random_normal', reason: 'a random number (PostgreSQL 16 and later)' },
+  { pattern: 'array_sample', reason: 'random elements of an array (PostgreSQL 16 and later)' },
+  { pattern: 'array_shuffle', reason: 'an array in random order (PostgreSQL 16 and later)' },
+  { pattern: 'uuidv4', reason: 'a random UUID (PostgreSQL 18 and later)' },
+  { pattern: 'uuidv7', reason: 'a time-ordered random UUID (PostgreSQL 18 and later)' },
 ];
 
 /**
@@ -211,13 +281,25 @@ export type FunctionVerdict =
       allow: false;
       /** 'builtin' rules cannot be lifted by a policy; 'role' is the role's own deny; 'default' can be lifted with functions.allow. */
       rule: 'builtin' | 'role' | 'default';
-      code: 'always_denied' | 'role_denied' | 'not_pg_catalog' | 'volatile' | 'introspection_only' | 'unknown_function';
+      code: 'always_denied' | 'role_denied' | 'not_pg_catalog' | 'volatile' | 'introspection_only' | 'unknown_function' | 'unclassified';
       why: string;
+      /** What an operator can do about it, when there is something (set for 'unclassified'). */
+      hint?: string;
     };
 
+/** The reason given for a system function the catalog review has not classified. */
+export const UNCLASSIFIED_REASON = 'not yet reviewed for this PostgreSQL version';
+export const UNCLASSIFIED_HINT =
+  'an operator can classify it in pgwarden\'s catalog review (policy/review/functions.json, see docs/functions.md) or allow it with functions.allow';
+
 /**
- * Judges one resolved function name against the curated lists and the role.
+ * Judges one resolved function name against the curated lists, the catalog review and the role.
  * `overloads` are the catalog's entries for `schema.name` (undefined when the catalog has none).
+ *
+ * Order: ALWAYS_DENIED (any schema) → the role's functions.deny → unknown to the catalog → the review's
+ * `denied` class (builtin) → the role's functions.allow → outside pg_catalog/information_schema →
+ * not in the review (`unclassified`) → the review's class (introspection, volatile, volatile_allowed, safe).
+ * functions.allow lifts `unclassified` like every other 'default' rule, but never a `denied` one.
  */
 export function judgeFunction(
   schema: string,
@@ -234,21 +316,35 @@ export function judgeFunction(
   if (overloads === undefined || overloads.length === 0) {
     return { allow: false, rule: 'default', code: 'unknown_function', why: 'not found in pgwarden\'s catalog snapshot' };
   }
+  const system = REVIEWED_SCHEMAS.has(schema);
+  const reviewed = system ? reviewedFunction(schema, name) : undefined;
+  if (reviewed?.class === 'denied') {
+    return { allow: false, rule: 'builtin', code: 'always_denied', why: reviewed.reason ?? 'denied by pgwarden\'s catalog review' };
+  }
   if (role.functions.allow.has(qualified)) return { allow: true, via: 'role_allow' };
-  if (schema !== 'pg_catalog') {
+  if (!system) {
     return { allow: false, rule: 'default', code: 'not_pg_catalog', why: 'functions outside pg_catalog must be listed in functions.allow' };
   }
-  const intro = findEntry(INTROSPECTION_FUNCTIONS, name);
-  if (intro !== undefined) {
-    if (role.catalog === 'introspection') return { allow: true, via: 'introspection' };
-    return { allow: false, rule: 'default', code: 'introspection_only', why: `${intro.reason}; needs catalog: introspection` };
+  if (reviewed === undefined) {
+    return { allow: false, rule: 'default', code: 'unclassified', why: UNCLASSIFIED_REASON, hint: UNCLASSIFIED_HINT };
   }
-  // Postgres picks an overload by argument types, so every overload of the name must be acceptable.
-  if (overloads.some((f) => f.volatility === 'v')) {
-    if (findEntry(VOLATILE_ALLOWED, name) !== undefined) return { allow: true, via: 'volatile_allowed' };
-    return { allow: false, rule: 'default', code: 'volatile', why: 'volatile functions may have side effects' };
+  switch (reviewed.class) {
+    case 'introspection': {
+      if (role.catalog === 'introspection') return { allow: true, via: 'introspection' };
+      const why = reviewed.reason ?? findEntry(INTROSPECTION_FUNCTIONS, name)?.reason ?? 'catalog metadata';
+      return { allow: false, rule: 'default', code: 'introspection_only', why: `${why}; needs catalog: introspection` };
+    }
+    case 'volatile_allowed':
+      return { allow: true, via: 'volatile_allowed' };
+    case 'volatile':
+      return { allow: false, rule: 'default', code: 'volatile', why: 'volatile functions may have side effects' };
+    case 'safe':
+      // Reviewed as computation; a server whose overloads are volatile is not the catalog that was reviewed.
+      if (overloads.some((f) => f.volatility === 'v')) {
+        return { allow: false, rule: 'default', code: 'volatile', why: 'volatile functions may have side effects' };
+      }
+      return { allow: true, via: 'default' };
   }
-  return { allow: true, via: 'default' };
 }
 
 /** Every curated list, for docs and tests. */

@@ -63,7 +63,47 @@ export const DENIED_SYSTEM_RELATIONS: ReadonlyMap<string, string> = new Map([
   ['pg_catalog.pg_subscription', 'connection strings that may hold passwords'],
   ['pg_catalog.pg_config', 'server build paths'],
   ['pg_catalog.pg_db_role_setting', 'settings of other roles'],
+  ['information_schema._pg_user_mappings', 'foreign-server credentials'],
+  // Other sessions' activity: the views behind the per-backend functions judgeFunction denies.
+  ['pg_catalog.pg_stat_ssl', 'other sessions\' TLS details (client certificate names)'],
+  ['pg_catalog.pg_stat_gssapi', 'other sessions\' GSSAPI principals'],
+  ['pg_catalog.pg_stat_progress_analyze', 'other sessions\' running commands'],
+  ['pg_catalog.pg_stat_progress_basebackup', 'other sessions\' running commands'],
+  ['pg_catalog.pg_stat_progress_cluster', 'other sessions\' running commands'],
+  ['pg_catalog.pg_stat_progress_copy', 'other sessions\' running commands'],
+  ['pg_catalog.pg_stat_progress_create_index', 'other sessions\' running commands'],
+  ['pg_catalog.pg_stat_progress_vacuum', 'other sessions\' running commands'],
+  ['pg_catalog.pg_stat_replication', 'replication connections and their client addresses'],
+  ['pg_catalog.pg_stat_wal_receiver', 'the WAL receiver\'s connection string'],
+  ['pg_catalog.pg_stat_subscription', 'logical replication workers of other sessions'],
+  ['pg_catalog.pg_replication_slots', 'replication slots and the sessions using them'],
+  ['pg_catalog.pg_replication_origin_status', 'replication progress (EXECUTE of its function is revoked from PUBLIC)'],
+  ['pg_catalog.pg_backend_memory_contexts', 'server memory internals'],
+  ['pg_catalog.pg_shmem_allocations', 'server shared-memory internals'],
+  ['pg_catalog.pg_shmem_allocations_numa', 'server shared-memory internals'],
+  ['pg_catalog.pg_aios', 'other sessions\' in-progress I/O'],
 ]);
+
+/**
+ * Columns of allowed introspection relations that no role may read, and why: other roles' settings,
+ * data values and server file paths. Reading one by name, through `*` or a whole-row reference is
+ * refused as if the role's deniedColumns listed it. Keys are qualified relation names.
+ */
+export const SYSTEM_DENIED_COLUMN_REASONS: ReadonlyMap<string, ReadonlyMap<string, string>> = new Map([
+  ['pg_catalog.pg_roles', new Map([['rolconfig', 'per-role settings of every role (what pg_db_role_setting holds)']])],
+  ['pg_catalog.pg_user', new Map([['useconfig', 'per-role settings of every role (what pg_db_role_setting holds)']])],
+  ['pg_catalog.pg_attribute', new Map([['attmissingval', 'a stored column value (the default of rows written before ADD COLUMN)']])],
+  ['pg_catalog.pg_sequences', new Map([['last_value', 'the current value of every sequence: data']])],
+  ['pg_catalog.pg_settings', new Map([
+    ['sourcefile', 'server configuration file paths'],
+    ['sourceline', 'positions in the server configuration files'],
+  ])],
+]);
+
+/** `schema.relation` → columns no role may read (SYSTEM_DENIED_COLUMN_REASONS without the reasons). */
+export const SYSTEM_DENIED_COLUMNS: ReadonlyMap<string, ReadonlySet<string>> = new Map(
+  [...SYSTEM_DENIED_COLUMN_REASONS].map(([rel, cols]) => [rel, new Set(cols.keys())]),
+);
 
 /** Functions outside pg_catalog that introspection queries call (pgJDBC uses _pg_expandarray). */
 export const INTROSPECTION_EXTRA_FUNCTIONS: readonly string[] = [

@@ -1,6 +1,7 @@
-// Which session settings a role may SET / RESET, and the transaction-mode checks for BEGIN / SET TRANSACTION.
+// Which session settings a role may SET / RESET or read (SHOW, current_setting), and the transaction-mode checks for BEGIN / SET TRANSACTION.
 import type { Node, VariableSetStmt, DefElem } from 'libpg-query';
 import type { RolePolicy } from './types.ts';
+import { isReadableSetting } from './functions.ts';
 
 /** Settings any role may change: display and client-side behaviour only. Keys are lower-case, as the parser returns them. */
 export const HARMLESS_SETTINGS: ReadonlyMap<string, string> = new Map([
@@ -46,6 +47,44 @@ export const NEVER_SETTINGS: ReadonlyMap<string, string> = new Map([
 
 /** Prefix-namespaced settings no role may change. */
 export const NEVER_SETTING_PREFIXES: readonly string[] = ['pgwarden.'];
+
+/** Settings that name the server's files: no role may read them (SHOW, current_setting), introspection or not. */
+export const FILE_LOCATION_SETTINGS: ReadonlyMap<string, string> = new Map([
+  ['data_directory', 'the server\'s data directory'],
+  ['config_file', 'the server\'s configuration file'],
+  ['hba_file', 'the server\'s pg_hba.conf'],
+  ['ident_file', 'the server\'s pg_ident.conf'],
+  ['external_pid_file', 'the server\'s pid file'],
+]);
+
+export type SettingReadVerdict =
+  | { allow: true }
+  | { allow: false; rule: 'builtin' | 'role'; why: string; hint: string | undefined };
+
+/**
+ * Whether the role may read a setting, by `SHOW name` or `current_setting('name')`: one rule for both,
+ * so SHOW refuses exactly what current_setting() refuses. `name` is as the parser returns it (SHOW TIME
+ * ZONE is `timezone`, SHOW TRANSACTION ISOLATION LEVEL is `transaction_isolation`, SHOW ALL is `all`).
+ * - the server's file locations: never;
+ * - introspection roles: every other setting (they can read pg_settings anyway), and SHOW ALL;
+ * - other roles: the readable-settings list (READABLE_SETTINGS in functions.ts) only, so not SHOW ALL,
+ *   other roles' or extensions' custom settings (`myext.api_key`), or server paths and limits.
+ */
+export function judgeSettingRead(name: string, role: RolePolicy): SettingReadVerdict {
+  const key = name.toLowerCase();
+  const file = FILE_LOCATION_SETTINGS.get(key);
+  if (file !== undefined) return { allow: false, rule: 'builtin', why: `${key} reveals ${file}`, hint: undefined };
+  if (role.catalog === 'introspection') return { allow: true };
+  if (key !== 'all' && isReadableSetting(key)) return { allow: true };
+  return {
+    allow: false,
+    rule: 'role',
+    why: key === 'all'
+      ? 'SHOW ALL reads every setting; roles without catalog: introspection may read only display, identity and limit settings'
+      : `setting ${key} is not among the display, identity and limit settings roles without catalog: introspection may read`,
+    hint: 'readable settings are listed in docs/functions.md; catalog: introspection reads every setting',
+  };
+}
 
 /** Settings in NEVER_SETTINGS that read-write roles may still change. */
 const READ_WRITE_ONLY = new Set(['default_transaction_read_only', 'transaction_read_only']);
