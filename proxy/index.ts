@@ -116,9 +116,18 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   // While the audit trail is down (onFailure: refuse), every statement is refused rather than run unaudited.
   // PostgreSQL's own analysis confirms every statement pgwarden's allows (docs/policy.md, "Two analyses").
   const analysisConfig = config.analysis ?? { cacheTtl: 10_000, timeout: 5_000, maxContexts: 16, ddlChannel: 'pgwarden_ddl' };
-  const analysisPool = new AnalysisPool(config.upstream, { timeoutMs: analysisConfig.timeout, maxTreeBytes: 16 * 1024 * 1024, maxContexts: analysisConfig.maxContexts });
   const analysisLog = log.child({ component: 'analysis' });
-  const serverCheck = new ServerChecker({
+  const analysisPool = new AnalysisPool(config.upstream, {
+    timeoutMs: analysisConfig.timeout,
+    maxTreeBytes: 16 * 1024 * 1024,
+    maxContexts: analysisConfig.maxContexts,
+    ddlChannel: analysisConfig.ddlChannel,
+    onDdl: () => {
+      analysisLog.debug('DDL announced: analysed decisions forgotten');
+      serverCheck.invalidate();
+    },
+  });
+  const serverCheck: ServerChecker = new ServerChecker({
     pool: analysisPool,
     log: analysisLog,
     ttlMs: analysisConfig.cacheTtl,

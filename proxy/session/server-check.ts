@@ -6,7 +6,9 @@ import { NodeReadError, readNodeTree, type PgValue } from '../../policy/pgnode.t
 import { collectReferences, factsFromTrees, hasMissing, ServerAnalysisError, type OidCatalog, type OidSets, type ServerFunction, type ServerOperator, type ServerRelation, type ServerType } from '../../policy/server-analysis.ts';
 import { planServerAnalysis, type AnalysisText } from '../../policy/server-plan.ts';
 import type { Decision, RolePolicy } from '../../policy/types.ts';
-import { AnalysisUnavailable, fetchOids, type AnalysisConnection, type AnalysisContext, type AnalysisPool, type ServerError } from '../upstream/analysis.ts';
+import { BackendType } from '../wire/codes.ts';
+import { scrubErrorFrame } from './scrub.ts';
+import { AnalysisUnavailable, fetchOids, serverError, type AnalysisConnection, type AnalysisContext, type AnalysisPool, type ServerError } from '../upstream/analysis.ts';
 
 type Allow = Extract<Decision, { allow: true }>;
 type Deny = Extract<Decision, { allow: false }>;
@@ -19,6 +21,8 @@ export interface ServerVerdict {
   expires: number;
   /** Set when the verdict holds for this exact text only (it read a constant's value). */
   sql: string | undefined;
+  /** The checker's generation when the analysis started; a DDL announcement starts a new one. */
+  generation: number;
 }
 
 export interface ServerCheckOptions {
@@ -56,8 +60,13 @@ function unavailable(why: string): Deny {
   };
 }
 
-/** The statement would fail on the server with this error: say so exactly as PostgreSQL would. */
-function fromServerError(e: ServerError, t: AnalysisText, statements: Deny['statements']): Deny {
+/** The statement would fail on the server with this error: say so exactly as PostgreSQL would, values scrubbed as for any upstream error. */
+function fromServerError(raw: ServerError, t: AnalysisText, statements: Deny['statements']): Deny {
+  let e = raw;
+  if (raw.body !== undefined) {
+    const scrubbed = scrubErrorFrame({ type: BackendType.ErrorResponse, body: raw.body, raw: raw.body });
+    if (scrubbed !== undefined) e = serverError(scrubbed.subarray(5));
+  }
   return {
     allow: false,
     ruleId: 'builtin.analysis',
@@ -147,8 +156,10 @@ function merge(a: { relations: Map<number, ServerRelation | null>; functions: Ma
 const MAX_LOOKUP_ROUNDS = 6;
 
 export class ServerChecker {
-  private readonly oids: OidCache;
+  private oids: OidCache;
   private readonly now: () => number;
+  /** Bumped when DDL is announced: every verdict and catalog fact from before is forgotten at once. */
+  private generation = 0;
 
   constructor(private readonly opts: ServerCheckOptions) {
     this.now = opts.now ?? Date.now;
@@ -159,15 +170,19 @@ export class ServerChecker {
     return this.opts.ttlMs;
   }
 
-  /** Forgets every catalog fact (DDL was announced); verdicts held by decision-cache entries expire by TTL or are cleared by the caller. */
+  /**
+   * Forgets every verdict and catalog fact (DDL was announced). O(1): a new generation and a new fact cache, so
+   * a storm of notifications costs re-analysis, never a long pause.
+   */
   invalidate(): void {
-    this.oids.clear();
+    this.generation++;
+    this.oids = new OidCache(this.opts.maxOids ?? 50_000, this.opts.ttlMs);
   }
 
   /** A cached verdict for `sql` with these parameter types, if still valid. */
   cached(slot: Map<string, unknown> | undefined, paramKey: string, sql: string): ServerVerdict | undefined {
     const v = slot?.get(paramKey) as ServerVerdict | undefined;
-    if (v === undefined || v.expires <= this.now() || (v.sql !== undefined && v.sql !== sql)) return undefined;
+    if (v === undefined || v.generation !== this.generation || v.expires <= this.now() || (v.sql !== undefined && v.sql !== sql)) return undefined;
     return v;
   }
 
@@ -176,6 +191,13 @@ export class ServerChecker {
    * every failure is a denial.
    */
   async check(sql: string, paramTypes: readonly number[], role: RolePolicy, ctx: AnalysisContext, local: Allow): Promise<ServerVerdict> {
+    const generation = this.generation;
+    const v = await this.analyse(sql, paramTypes, role, ctx, local);
+    // DDL announced while the server was analysing: the verdict may predate it, so it is used once and not kept.
+    return { ...v, generation, expires: generation === this.generation ? v.expires : 0 };
+  }
+
+  private async analyse(sql: string, paramTypes: readonly number[], role: RolePolicy, ctx: AnalysisContext, local: Allow): Promise<Omit<ServerVerdict, 'generation'>> {
     const t0 = performance.now();
     const expires = this.now() + this.opts.ttlMs;
     const text = local.rewrittenSql ?? sql;

@@ -16,6 +16,8 @@ import { readNodeTree, type PgValue } from '../../policy/pgnode.ts';
 
 /** An error the server raised while analysing (the statement would fail the same way). */
 export interface ServerError {
+  /** The ErrorResponse body as received (for the scrubber). */
+  body?: Buffer;
   sqlstate: string;
   message: string;
   detail: string | undefined;
@@ -65,11 +67,12 @@ function rawFields(body: Buffer): Map<string, Buffer> {
   return out;
 }
 
-function serverError(body: Buffer): ServerError {
+export function serverError(body: Buffer): ServerError {
   const f = rawFields(body);
   const text = (k: string) => f.get(k)?.toString('utf8');
   const pos = text('P');
   return {
+    body,
     sqlstate: text('C') ?? 'XX000',
     message: text('M') ?? 'error',
     detail: text('D'),
@@ -102,6 +105,15 @@ export interface AnalysisConnectionOptions {
   timeoutMs: number;
   /** Largest tree accepted, in bytes. */
   maxTreeBytes: number;
+  /** A NOTIFY channel that announces DDL: the connection LISTENs and calls onDdl for each notification. */
+  ddlChannel?: string;
+  onDdl?(): void;
+}
+
+/** NotificationResponse: process id, channel, payload. */
+function notificationChannel(body: Buffer): string | undefined {
+  const end = body.indexOf(0, 4);
+  return end < 0 ? undefined : body.subarray(4, end).toString('utf8');
 }
 
 export class AnalysisConnection {
@@ -141,7 +153,16 @@ export class AnalysisConnection {
     };
     if (ctx.dbRole !== undefined) params.role = ctx.dbRole;
     const up = await connectUpstream(cfg, params);
-    return new AnalysisConnection(up, opts);
+    const conn = new AnalysisConnection(up, opts);
+    if (opts.ddlChannel !== undefined) {
+      const frames = await conn.request([encodeQuery(`LISTEN "${opts.ddlChannel.replace(/"/g, '""')}"`)], 1);
+      const err = firstError(frames);
+      if (err !== undefined) {
+        conn.close();
+        throw new AnalysisUnavailable(`LISTEN ${opts.ddlChannel} failed: ${err.message}`);
+      }
+    }
+    return conn;
   }
 
   get isFailed(): boolean {
@@ -156,6 +177,10 @@ export class AnalysisConnection {
     try {
       this.framer.push(chunk);
       for (let f = this.framer.next(); f; f = this.framer.next()) {
+        if (f.type === BackendType.NotificationResponse) {
+          if (this.opts.ddlChannel !== undefined && notificationChannel(f.body) === this.opts.ddlChannel) this.opts.onDdl?.();
+          continue;
+        }
         const head = this.queue[0];
         if (head === undefined) {
           // Nothing asked: a notice or parameter change from the server is fine, anything else is not.
