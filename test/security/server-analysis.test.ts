@@ -44,6 +44,7 @@ const POLICY = `${DEFAULT_POLICY}  nocat:
     readOnly: true
     relations: [public.orders]
     searchPath: [public, redteam]
+    functions: { allow: [redteam.harmless] }
   leaky:
     readOnly: true
     relations: [public.customers]
@@ -79,9 +80,10 @@ CREATE TABLE redteam.log (id serial PRIMARY KEY, what text NOT NULL);
 CREATE SEQUENCE redteam.seq;
 -- Every side effect below goes through mark(): a session advisory lock (allowed even in a read-only transaction, so
 -- the read-only roles' pinned transaction mode cannot hide a call) and, where writes are possible, a row in log.
+-- The lock key is the backend's pid, so a lock leaked by one session never blocks another.
 CREATE FUNCTION redteam.mark(what text) RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
-  PERFORM pg_advisory_lock(4242, 4242);
+  PERFORM pg_advisory_lock(4242, pg_backend_pid());
   IF current_setting('transaction_read_only') = 'off' THEN INSERT INTO redteam.log (what) VALUES (what); END IF;
   RETURN true;
 END $$;
@@ -101,6 +103,34 @@ CREATE TYPE redteam.box AS (v int);
 CREATE FUNCTION redteam.f2c(v int) RETURNS redteam.box LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN PERFORM redteam.mark('f2c'); RETURN ROW(v)::redteam.box; END $$;
 CREATE CAST (int AS redteam.box) WITH FUNCTION redteam.f2c(int);
+-- A default btree operator class for redteam.box whose support function has a side effect: ORDER BY, DISTINCT,
+-- GROUP BY, UNION and GREATEST on the type call it without the statement naming any function or operator.
+CREATE FUNCTION redteam.box_cmp(a redteam.box, b redteam.box) RETURNS int LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN PERFORM redteam.mark('box_cmp'); RETURN CASE WHEN a.v < b.v THEN -1 WHEN a.v > b.v THEN 1 ELSE 0 END; END $$;
+CREATE FUNCTION redteam.box_lt(a redteam.box, b redteam.box) RETURNS bool LANGUAGE sql IMMUTABLE AS $$ SELECT redteam.box_cmp(a, b) < 0 $$;
+CREATE FUNCTION redteam.box_le(a redteam.box, b redteam.box) RETURNS bool LANGUAGE sql IMMUTABLE AS $$ SELECT redteam.box_cmp(a, b) <= 0 $$;
+CREATE FUNCTION redteam.box_eq(a redteam.box, b redteam.box) RETURNS bool LANGUAGE sql IMMUTABLE AS $$ SELECT redteam.box_cmp(a, b) = 0 $$;
+CREATE FUNCTION redteam.box_ge(a redteam.box, b redteam.box) RETURNS bool LANGUAGE sql IMMUTABLE AS $$ SELECT redteam.box_cmp(a, b) >= 0 $$;
+CREATE FUNCTION redteam.box_gt(a redteam.box, b redteam.box) RETURNS bool LANGUAGE sql IMMUTABLE AS $$ SELECT redteam.box_cmp(a, b) > 0 $$;
+CREATE OPERATOR redteam.< (LEFTARG = redteam.box, RIGHTARG = redteam.box, FUNCTION = redteam.box_lt);
+CREATE OPERATOR redteam.<= (LEFTARG = redteam.box, RIGHTARG = redteam.box, FUNCTION = redteam.box_le);
+CREATE OPERATOR redteam.= (LEFTARG = redteam.box, RIGHTARG = redteam.box, FUNCTION = redteam.box_eq);
+CREATE OPERATOR redteam.>= (LEFTARG = redteam.box, RIGHTARG = redteam.box, FUNCTION = redteam.box_ge);
+CREATE OPERATOR redteam.> (LEFTARG = redteam.box, RIGHTARG = redteam.box, FUNCTION = redteam.box_gt);
+CREATE OPERATOR CLASS redteam.box_ops DEFAULT FOR TYPE redteam.box USING btree AS
+  OPERATOR 1 redteam.<, OPERATOR 2 redteam.<=, OPERATOR 3 redteam.=, OPERATOR 4 redteam.>=, OPERATOR 5 redteam.>,
+  FUNCTION 1 redteam.box_cmp(redteam.box, redteam.box);
+-- A range over that type: range_in compares the bounds with box_cmp, and an unknown-type literal is converted
+-- by its type's input function during parse analysis, before anything runs.
+CREATE TYPE redteam.boxrange AS RANGE (subtype = redteam.box, multirange_type_name = redteam.boxmultirange);
+-- A composite with a field of the side-effect domain: record_in runs the field's domain_in, CHECK included.
+CREATE TYPE redteam.dbox AS (v redteam.d);
+-- A domain whose CHECK (security invoker: it runs as whoever analyses or runs the statement, pgwarden's login,
+-- which may read customers) raises an error quoting every ssn: an error, not a row, carries the data out.
+CREATE FUNCTION redteam.leak_check(v int) RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE s text := (SELECT string_agg(ssn, ',') FROM public.customers);
+BEGIN RAISE EXCEPTION USING MESSAGE = 'leak ' || s, DETAIL = 'detail ' || s, HINT = 'hint ' || s; END $$;
+CREATE DOMAIN redteam.dleak AS int CHECK (redteam.leak_check(VALUE));
 -- Mislabelled IMMUTABLE: a planner that folds constants (EXPLAIN, or planning on a side connection) would run it.
 CREATE FUNCTION redteam.imm_side(v int) RETURNS int LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN PERFORM redteam.mark('imm_side'); RETURN v; END $$;
@@ -112,6 +142,12 @@ BEGIN PERFORM redteam.mark('agg'); RETURN coalesce(s, 0) + 1; END $$;
 CREATE FUNCTION redteam."json_scalar"(v int) RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN PERFORM redteam.mark('json_scalar'); RETURN v::text; END $$;
 CREATE AGGREGATE redteam."json_arrayagg"(int) (SFUNC = redteam.agg_side, STYPE = int);
+-- For the sqljson role (search_path public, redteam): an exact-type match that beats pg_catalog.lower(text),
+-- an operator PostgreSQL picks for int || int, and a function the policy allows by name.
+CREATE FUNCTION redteam.lower(v int) RETURNS int LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN PERFORM redteam.mark('lower'); RETURN v; END $$;
+CREATE OPERATOR redteam.|| (LEFTARG = int, RIGHTARG = int, FUNCTION = redteam.leak);
+CREATE FUNCTION redteam.harmless(v int) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT v + 1 $$;
 GRANT USAGE ON SCHEMA redteam TO pgwarden;
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE redteam.seq TO pgwarden;
 `;
@@ -484,6 +520,26 @@ const FUNCTION_ATTACKS: Attack[] = [
   { name: 'domain CHECK on a literal', sql: "SELECT '1'::redteam.d" },
   { name: 'domain CHECK in an array', sql: 'SELECT ARRAY[1]::redteam.d[]' },
   { name: 'domain CHECK on a parameter', sql: 'SELECT $1::redteam.d', values: [1] },
+  // The type's default btree operator class runs redteam.box_cmp: nothing in the text names it.
+  { name: 'ORDER BY a type with a side-effect operator class', sql: 'SELECT x FROM (VALUES (ROW(2)::redteam.box), (ROW(1)::redteam.box)) AS v(x) ORDER BY x' },
+  { name: 'DISTINCT on that type', sql: 'SELECT DISTINCT x FROM (VALUES (ROW(2)::redteam.box), (ROW(1)::redteam.box)) AS v(x)' },
+  { name: 'GROUP BY that type', sql: 'SELECT max(o.id) FROM orders o GROUP BY ROW(o.id % 2)::redteam.box' },
+  { name: 'ORDER BY an expression of that type', sql: 'SELECT o.id FROM orders o ORDER BY ROW(o.id)::redteam.box LIMIT 2' },
+  { name: 'UNION of that type', sql: 'SELECT ROW(1)::redteam.box UNION SELECT ROW(2)::redteam.box' },
+  { name: 'GREATEST of that type', sql: 'SELECT greatest(ROW(2)::redteam.box, ROW(1)::redteam.box)' },
+  { name: 'LEAST of that type', sql: 'SELECT least(ROW(2)::redteam.box, ROW(1)::redteam.box)' },
+  // pg_catalog array functions compare elements with the element type's default operator class.
+  { name: 'array < array of that type (pg_catalog.array_lt)', sql: 'SELECT ARRAY[ROW(1)::redteam.box] < ARRAY[ROW(2)::redteam.box]' },
+  { name: 'array = array of that type (pg_catalog.array_eq)', sql: 'SELECT ARRAY[ROW(1)::redteam.box] = ARRAY[ROW(2)::redteam.box]' },
+  { name: 'array @> array of that type', sql: 'SELECT ARRAY[ROW(1)::redteam.box] @> ARRAY[ROW(1)::redteam.box]' },
+  { name: 'max() of arrays of that type', sql: 'SELECT max(ARRAY[ROW(o.id)::redteam.box]) FROM orders o WHERE o.id < 3' },
+  { name: 'array_position over that type', sql: 'SELECT array_position(ARRAY[ROW(1)::redteam.box, ROW(2)::redteam.box], ROW(2)::redteam.box)' },
+  { name: 'array_remove over that type', sql: 'SELECT array_remove(ARRAY[ROW(1)::redteam.box], ROW(1)::redteam.box)' },
+  { name: 'width_bucket over that type', sql: 'SELECT width_bucket(ROW(1)::redteam.box, ARRAY[ROW(0)::redteam.box, ROW(2)::redteam.box])' },
+  { name: 'count(DISTINCT) of that type', sql: 'SELECT count(DISTINCT ROW(o.id % 2)::redteam.box) FROM orders o' },
+  { name: 'window ORDER BY that type', sql: 'SELECT rank() OVER (ORDER BY ROW(o.id)::redteam.box) FROM orders o WHERE o.id < 3' },
+  // Expressions in TABLESAMPLE.
+  { name: 'lo_create in TABLESAMPLE … REPEATABLE', sql: 'SELECT id FROM orders TABLESAMPLE BERNOULLI (1) REPEATABLE (((0::oid).lo_create)::int8::float8) LIMIT 1' },
   // Would run at planning time (constant folding), so it must not be planned on any connection either.
   { name: 'IMMUTABLE function with a side effect', sql: 'SELECT redteam.imm_side(1)' },
 ];
@@ -500,6 +556,34 @@ describe('functions reached through notation, operators and casts', () => {
   ])('PostgreSQL rejects %s: not a success, nothing ran', async (_n, sql) => {
     await attack('analyst', 'simple', sql, 'reject');
     await attack('analyst', 'extended', sql, 'reject');
+  });
+});
+
+// ------------------------------------------------------------------ parse analysis itself runs input functions
+
+describe('statements whose mere analysis runs user code', () => {
+  // PostgreSQL converts an unknown-type literal with the target type's input function during parse analysis: for
+  // an array of a domain that is domain_in (the CHECK), for a range it is range_in (the subtype's comparison).
+  // Parse/PREPARE alone fires them, so whichever connection analyses these must not be asked to, or must not let
+  // the effect land; WHERE false shows the effect does not depend on execution.
+  const AT_ANALYSIS: Attack[] = [
+    { name: 'array-of-domain literal (domain CHECK at analysis)', sql: "SELECT '{1}'::redteam.d[]" },
+    { name: 'array-of-domain literal under WHERE false', sql: "SELECT 1 WHERE false AND '{7}'::redteam.d[] IS NULL" },
+    { name: 'CAST of an array-of-domain literal', sql: "SELECT CAST('{1,2}' AS redteam.d[])" },
+    { name: 'range literal over a side-effect operator class', sql: `SELECT '["(1)","(2)"]'::redteam.boxrange` },
+    { name: 'range literal under WHERE false', sql: `SELECT 1 WHERE false AND '["(1)","(2)"]'::redteam.boxrange IS NULL` },
+    { name: 'multirange literal over a side-effect operator class', sql: `SELECT '{["(1)","(2)"]}'::redteam.boxmultirange` },
+    { name: 'composite literal with a side-effect domain field', sql: "SELECT '(1)'::redteam.dbox" },
+    { name: 'composite literal with a side-effect domain field under WHERE false', sql: "SELECT 1 WHERE false AND '(1)'::redteam.dbox IS NULL" },
+    // The error raised by the CHECK quotes ssn: at analysis (array literal) or at run time (cast).
+    { name: 'error channel: array literal of a domain whose CHECK raises ssn', sql: "SELECT '{1}'::redteam.dleak[]" },
+    { name: 'error channel: the same under WHERE false', sql: "SELECT 1 WHERE false AND '{1}'::redteam.dleak[] IS NULL" },
+    { name: 'error channel: cast to a domain whose CHECK raises ssn', sql: 'SELECT 1::redteam.dleak' },
+    { name: 'error channel: column cast to that domain', sql: 'SELECT CAST(o.id AS redteam.dleak) FROM orders o LIMIT 1' },
+    { name: 'array-of-domain literal in a writer\'s INSERT', sql: "INSERT INTO canary SELECT 1, 'x' WHERE false AND '{3}'::redteam.d[] IS NULL", role: 'writer', modes: WRITE_MODES },
+  ];
+  it.each(cases(AT_ANALYSIS))('%s', async (_n, a, mode) => {
+    await attack(a.role ?? 'analyst', mode, a.sql, 'refuse', a.values);
   });
 });
 
@@ -625,6 +709,7 @@ describe('column-name resolution that hides ssn', () => {
     ['cast item keeps its column name (no column text)', 'SELECT text FROM (SELECT ssn::text FROM customers) s'],
     ['c.text is not a cast of the row', 'SELECT c.text FROM customers c'],
     ['hidden join input', 'SELECT c.ssn FROM (customers c JOIN orders o ON true) AS j'],
+    ['inner JOIN … ON cannot see the outer item', 'SELECT o.id FROM customers c1 JOIN (orders o JOIN customers c2 ON c1.ssn = c2.ssn) ON true'],
   ])('PostgreSQL rejects %s: not a success, no ssn', async (_n, sql) => {
     await attack('analyst', 'simple', sql, 'reject');
     await attack('analyst', 'extended', sql, 'reject');
@@ -675,6 +760,34 @@ describe('SQL/JSON names that are functions on PostgreSQL 15', () => {
   });
 });
 
+describe('resolution through the role\'s own search_path (public, redteam)', () => {
+  const VIA_PATH: Attack[] = [
+    { name: 'lower(int) resolves to redteam.lower, not pg_catalog.lower(text)', sql: 'SELECT lower(id) FROM orders WHERE id = 1' },
+    { name: 'int || int resolves to redteam.||', sql: 'SELECT id || 1 FROM orders WHERE id = 1' },
+    { name: 'unqualified prefix ### resolves to redteam.###', sql: 'SELECT ### 1' },
+    { name: 'unqualified domain d resolves to redteam.d', sql: 'SELECT 1::d' },
+    { name: 'unqualified json_scalar quoted', sql: 'SELECT "json_scalar"(id) FROM orders WHERE id = 1' },
+  ];
+  it.each(cases(VIA_PATH))('sqljson: %s', async (_n, a, mode) => {
+    await attack('sqljson', mode, a.sql, 'refuse', a.values);
+  });
+
+  // The server's analysis must run with the session's search_path, or these would not resolve (or resolve elsewhere).
+  it.each(cases([
+    { name: 'allowed function by its unqualified name', sql: 'SELECT harmless(id) FROM orders ORDER BY id LIMIT 3' },
+    { name: 'allowed function qualified', sql: 'SELECT redteam.harmless(1)' },
+  ]))('control, sqljson: %s', async (_n, a, mode) => {
+    const s = await connectAs('sqljson');
+    try {
+      const out = await run(s, mode, a.sql, a.values);
+      expect(out.error ? `${out.error.code} ${out.error.message}` : 'ok', `${mode}: ${a.sql}`).toBe('ok');
+      if (mode === 'simple' || mode === 'extended') expect(out.rows.length).toBeGreaterThan(0);
+    } finally {
+      await s.client.end().catch(() => {});
+    }
+  });
+});
+
 // ------------------------------------------------------------------ 5. catalog name oracles with catalog: none
 
 const CATALOG_ATTACKS: Attack[] = [
@@ -704,6 +817,9 @@ const CATALOG_ATTACKS: Attack[] = [
   { name: 'acldefault names the owner role', sql: "SELECT acldefault('r', 10)::text" },
   { name: 'makeaclitem names roles', sql: "SELECT makeaclitem(10, 10, 'SELECT', false)::text" },
   { name: 'format_type of row types by oid', sql: 'SELECT format_type(o.id + 16000, NULL) FROM orders o' },
+  { name: 'information_schema.tables', sql: 'SELECT table_name FROM information_schema.tables' },
+  { name: 'information_schema.columns', sql: "SELECT column_name FROM information_schema.columns WHERE table_name = 'secrets'" },
+  { name: 'pg_tables view', sql: 'SELECT tablename FROM pg_tables' },
   { name: 'regclass parameter', sql: 'SELECT $1::regclass::oid', values: ['secrets'] },
   { name: 'regclass output of a parameter', sql: 'SELECT $1::oid::regclass::text', values: [16384] },
 ];
@@ -769,9 +885,57 @@ describe('wrapper statements that run what they wrap', () => {
     ['COPY table (ssn) TO STDOUT', ['COPY customers (ssn) TO STDOUT']],
     ['COPY (TABLE customers) TO STDOUT', ['COPY (TABLE customers) TO STDOUT']],
     ['COPY renamed ssn as CSV with header', ['COPY (SELECT d FROM customers AS c(i,n,e,d)) TO STDOUT WITH (FORMAT csv, HEADER)']],
+    // One simple Query message holding several statements: each must be analysed.
+    ['multi-statement: allowed then (x).lo_create', ['SELECT id FROM orders LIMIT 1; SELECT (0::oid).lo_create']],
+    ['multi-statement: allowed then renamed ssn', ['SELECT 1; SELECT d FROM customers AS c(i,n,e,d)']],
+    ['multi-statement: BEGIN, DECLARE, FETCH, COMMIT', ['BEGIN; DECLARE redteam_m CURSOR FOR SELECT (0::oid).lo_create; FETCH ALL FROM redteam_m; COMMIT']],
+    ['multi-statement: PREPARE then EXECUTE', ['PREPARE redteam_m AS SELECT (0::oid).lo_create; EXECUTE redteam_m']],
     ['SELECT INTO a temp table', ['SELECT d INTO TEMP redteam_t FROM customers AS c(i,n,e,d)', 'SELECT * FROM redteam_t']],
   ] as [string, string[]][])('analyst: %s', async (_n, statements) => {
     await attackWith('analyst', statements.join('; '), sequence(...statements), 'refuse');
+  });
+});
+
+// ------------------------------------------------------------------ parameter types declared in Parse
+
+describe('parameter types declared in the Parse message', () => {
+  // The statement text holds no cast: the declared type's input function (a domain's CHECK, a reg* lookup) runs
+  // at Bind on the session itself, so the decision must account for the declared types.
+  it.each([
+    ['analyst', 'SELECT $1', 'redteam.d', '1', 'a domain whose CHECK has a side effect'],
+    ['analyst', 'SELECT $1::int + 1', 'redteam.d', '1', 'a side-effect domain, then cast'],
+    ['analyst', 'SELECT $1', 'redteam.d[]', '{1,2}', 'an array of a side-effect domain'],
+    ['writer', 'INSERT INTO canary VALUES (1, $1) ON CONFLICT (id) DO NOTHING', 'redteam.d', '1', 'a side-effect domain assigned to text'],
+    ['nocat', 'SELECT $1', 'regclass', 'secrets', 'regclass by name (existence oracle)'],
+    ['nocat', 'SELECT $1', 'regclass', '16384', 'regclass by oid (name oracle)'],
+    ['nocat', 'SELECT $1::text', 'regrole', '10', 'regrole by oid'],
+    ['nocat', 'SELECT $1', 'regproc', '1242', 'regproc by oid'],
+    ['nocat', 'SELECT $1', 'regnamespace', '2200', 'regnamespace by oid'],
+  ] as [Role, string, string, string, string][])('%s: %s declared %s (%s)', async (role, sql, typeName, value) => {
+    const oid = (await su.query<{ oid: number }>('SELECT $1::regtype::oid::int AS oid', [typeName])).rows[0]!.oid;
+    const q = { text: sql, values: [value], queryMode: 'extended', types: Object.assign([oid], { getTypeParser: pg.types.getTypeParser }) };
+    await attackWith(role, `${sql} [$1 ${typeName}]`, (s) => step(s, q as unknown as pg.QueryConfig), 'refuse');
+  });
+});
+
+// ------------------------------------------------------------------ statistics as a channel
+
+describe('planner statistics of a denied column', () => {
+  // pg_stats shows histogram bounds for every column the *upstream login* may read, and it may read ssn: after
+  // ANALYZE the histogram of a unique column holds its values. The introspection catalog must not hand them out.
+  beforeAll(async () => {
+    await su.query('ANALYZE public.customers');
+    const r = await su.query(`SELECT histogram_bounds::text AS h FROM pg_stats WHERE schemaname = 'public' AND tablename = 'customers' AND attname = 'ssn'`);
+    expect(SSNS.some((v) => String(r.rows[0]?.h ?? '').includes(v)), 'ANALYZE put ssn values in pg_stats').toBe(true);
+  });
+
+  it.each([
+    ['histogram of ssn', "SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'customers' AND attname = 'ssn'"],
+    ['every column of pg_stats for customers', "SELECT * FROM pg_catalog.pg_stats WHERE tablename = 'customers'"],
+    ['all histograms and common values', 'SELECT attname, most_common_vals::text, histogram_bounds::text FROM pg_stats'],
+    ['histogram through a join', "SELECT s.histogram_bounds::text FROM pg_stats s JOIN pg_class c ON c.relname = s.tablename WHERE c.relname = 'customers'"],
+  ])('analyst: %s', async (_n, sql) => {
+    for (const mode of ['simple', 'extended', 'copy'] as Mode[]) await attack('analyst', mode, sql, 'harmless');
   });
 });
 
@@ -872,7 +1036,15 @@ describe('ground truth: the cases mean what they claim on this PostgreSQL', () =
   });
 
   it.each([
+    ['redteam.lower(int)', 'SET LOCAL search_path = public, redteam; SELECT lower(1)'],
+    ['redteam.|| (int, int)', 'SET LOCAL search_path = public, redteam; SELECT 1 || 1'],
     ['domain CHECK', 'SELECT 1::redteam.d'],
+    ['operator class (ORDER BY)', 'SELECT x FROM (VALUES (ROW(2)::redteam.box), (ROW(1)::redteam.box)) AS v(x) ORDER BY x'],
+    ['operator class (GREATEST)', 'SELECT greatest(ROW(2)::redteam.box, ROW(1)::redteam.box)'],
+    ['operator class (array =)', 'SELECT ARRAY[ROW(1)::redteam.box] = ARRAY[ROW(2)::redteam.box]'],
+    ['array-of-domain literal, at PREPARE (analysis only)', "PREPARE redteam_gt AS SELECT 1 WHERE false AND '{7}'::redteam.d[] IS NULL"],
+    ['composite literal, at PREPARE (analysis only)', "PREPARE redteam_gt AS SELECT 1 WHERE false AND '(1)'::redteam.dbox IS NULL"],
+    ['range literal, at PREPARE (analysis only)', `PREPARE redteam_gt AS SELECT 1 WHERE false AND '["(1)","(2)"]'::redteam.boxrange IS NULL`],
     ['infix operator', 'SELECT 1 OPERATOR(redteam.###) 2'],
     ['prefix operator', 'SELECT OPERATOR(redteam.###) 2'],
     ['cast function', 'SELECT 7::redteam.box'],
@@ -889,6 +1061,15 @@ describe('ground truth: the cases mean what they claim on this PostgreSQL', () =
     } finally {
       await su.query('ROLLBACK');
       await su.query('SELECT pg_advisory_unlock_all()');
+      await su.query('DEALLOCATE ALL');
+    }
+  });
+
+  it('the dleak domain raises an error quoting ssn, even from analysis alone', async () => {
+    for (const sql of ['SELECT 1::redteam.dleak', "PREPARE redteam_gt AS SELECT 1 WHERE false AND '{1}'::redteam.dleak[] IS NULL"]) {
+      const r = await asPostgres(sql, false);
+      expect(r.error?.message).toContain(SSNS[0]);
+      await su.query('DEALLOCATE ALL');
     }
   });
 
