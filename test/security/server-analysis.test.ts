@@ -102,7 +102,8 @@ CREATE DOMAIN redteam.d AS int CHECK (redteam.side_effect(VALUE));
 CREATE TYPE redteam.box AS (v int);
 CREATE FUNCTION redteam.f2c(v int) RETURNS redteam.box LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN PERFORM redteam.mark('f2c'); RETURN ROW(v)::redteam.box; END $$;
-CREATE CAST (int AS redteam.box) WITH FUNCTION redteam.f2c(int);
+-- AS ASSIGNMENT: also used where PostgreSQL coerces by assignment (EXECUTE arguments, INSERT/UPDATE targets).
+CREATE CAST (int AS redteam.box) WITH FUNCTION redteam.f2c(int) AS ASSIGNMENT;
 -- A default btree operator class for redteam.box whose support function has a side effect: ORDER BY, DISTINCT,
 -- GROUP BY, UNION and GREATEST on the type call it without the statement naming any function or operator.
 CREATE FUNCTION redteam.box_cmp(a redteam.box, b redteam.box) RETURNS int LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
@@ -936,6 +937,28 @@ describe('planner statistics of a denied column', () => {
     ['histogram through a join', "SELECT s.histogram_bounds::text FROM pg_stats s JOIN pg_class c ON c.relname = s.tablename WHERE c.relname = 'customers'"],
   ])('analyst: %s', async (_n, sql) => {
     for (const mode of ['simple', 'extended', 'copy'] as Mode[]) await attack('analyst', mode, sql, 'harmless');
+  });
+});
+
+// ------------------------------------------------------------------ EXECUTE arguments are coerced to PREPARE's types
+
+describe('EXECUTE arguments coerced to the prepared statement\'s declared types', () => {
+  // EXECUTE converts each argument to the parameter type PREPARE declared, by assignment: a cast function, a
+  // domain CHECK, an input function run on the session. `SELECT <arguments>` alone shows none of it.
+  it.each([
+    ['analyst', 'assignment cast function', ['PREPARE redteam_x(redteam.box) AS SELECT $1', 'EXECUTE redteam_x(7)']],
+    ['analyst', 'domain CHECK', ['PREPARE redteam_x(redteam.d) AS SELECT $1', 'EXECUTE redteam_x(1)']],
+    ['analyst', 'array-of-domain input', ['PREPARE redteam_x(redteam.d[]) AS SELECT 1', "EXECUTE redteam_x('{1}')"]],
+    ['analyst', 'composite with a domain field', ['PREPARE redteam_x(redteam.dbox) AS SELECT 1', "EXECUTE redteam_x('(1)')"]],
+    ['analyst', 'range over a side-effect operator class', ['PREPARE redteam_x(redteam.boxrange) AS SELECT 1', `EXECUTE redteam_x('["(1)","(2)"]')`]],
+    ['analyst', 'domain CHECK raising every ssn', ['PREPARE redteam_x(redteam.dleak) AS SELECT 1', 'EXECUTE redteam_x(1)']],
+    ['analyst', 'EXPLAIN ANALYZE EXECUTE with a domain CHECK', ['PREPARE redteam_x(redteam.d) AS SELECT $1', 'EXPLAIN ANALYZE EXECUTE redteam_x(1)']],
+    ['nocat', 'regclass input of a name (existence oracle)', ['PREPARE redteam_x(regclass) AS SELECT $1::oid', "EXECUTE redteam_x('secrets')"]],
+    ['nocat', 'regclass input of a missing name', ['PREPARE redteam_x(regclass) AS SELECT 1', "EXECUTE redteam_x('no_such_relation_redteam')"]],
+    ['nocat', 'regrole input', ['PREPARE redteam_x(regrole) AS SELECT $1::oid', "EXECUTE redteam_x('postgres')"]],
+    ['writer', 'assignment cast inside an INSERT', ['PREPARE redteam_x(redteam.box) AS INSERT INTO canary VALUES (1, $1::text) ON CONFLICT (id) DO NOTHING', 'EXECUTE redteam_x(7)']],
+  ] as [Role, string, string[]][])('%s: %s', async (role, _n, statements) => {
+    await attackWith(role, statements.join('; '), sequence(...statements), 'refuse');
   });
 });
 
