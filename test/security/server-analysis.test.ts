@@ -132,6 +132,12 @@ CREATE FUNCTION redteam.leak_check(v int) RETURNS boolean LANGUAGE plpgsql SET s
 DECLARE s text := (SELECT string_agg(ssn, ',') FROM public.customers);
 BEGIN RAISE EXCEPTION USING MESSAGE = 'leak ' || s, DETAIL = 'detail ' || s, HINT = 'hint ' || s; END $$;
 CREATE DOMAIN redteam.dleak AS int CHECK (redteam.leak_check(VALUE));
+CREATE TYPE redteam.dleakbox AS (v redteam.dleak);
+-- An enum with a cast to json: to_json and friends look the cast up at run time and call it.
+CREATE TYPE redteam.mood AS ENUM ('a');
+CREATE FUNCTION redteam.mood2json(m redteam.mood) RETURNS json LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN PERFORM redteam.mark('mood2json'); RETURN '1'::json; END $$;
+CREATE CAST (redteam.mood AS json) WITH FUNCTION redteam.mood2json(redteam.mood);
 -- Mislabelled IMMUTABLE: a planner that folds constants (EXPLAIN, or planning on a side connection) would run it.
 CREATE FUNCTION redteam.imm_side(v int) RETURNS int LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN PERFORM redteam.mark('imm_side'); RETURN v; END $$;
@@ -584,6 +590,33 @@ describe('statements whose mere analysis runs user code', () => {
     { name: 'array-of-domain literal in a writer\'s INSERT', sql: "INSERT INTO canary SELECT 1, 'x' WHERE false AND '{3}'::redteam.d[] IS NULL", role: 'writer', modes: WRITE_MODES },
   ];
   it.each(cases(AT_ANALYSIS))('%s', async (_n, a, mode) => {
+    await attack(a.role ?? 'analyst', mode, a.sql, 'refuse', a.values);
+  });
+});
+
+// ------------------------------------------------------------------ user code found at run time
+
+describe('user code the executor finds at run time (not named in the analysed tree)', () => {
+  const AT_RUN_TIME: Attack[] = [
+    // json.c looks for a cast to json of a non-builtin type and calls it.
+    { name: 'to_json of an enum with a cast to json', sql: "SELECT to_json('a'::redteam.mood)" },
+    { name: 'to_jsonb of that enum', sql: "SELECT to_jsonb('a'::redteam.mood)" },
+    { name: 'json_build_object with that enum', sql: "SELECT json_build_object('k', 'a'::redteam.mood)" },
+    { name: 'row_to_json of a row holding that enum', sql: "SELECT row_to_json(ROW('a'::redteam.mood))" },
+    { name: 'json_agg of that enum', sql: "SELECT json_agg(m) FROM (VALUES ('a'::redteam.mood)) AS v(m)" },
+    // Record population converts fields with their types' input: domain CHECKs run.
+    { name: 'jsonb_populate_record into a composite with a domain field', sql: `SELECT jsonb_populate_record(NULL::redteam.dbox, '{"v":1}')` },
+    { name: 'jsonb_to_record with a domain column', sql: `SELECT * FROM jsonb_to_record('{"v":1}') AS x(v redteam.d)` },
+    { name: 'json_to_recordset with a domain column', sql: `SELECT * FROM json_to_recordset('[{"v":1}]') AS x(v redteam.d)` },
+    // Text converted by I/O (CoerceViaIO): the target type's input function runs on each row.
+    { name: 'text to a composite with a domain field', sql: "SELECT ('(' || o.id || ')')::redteam.dbox FROM orders o LIMIT 1" },
+    { name: 'text to an array of a domain', sql: "SELECT ('{' || o.id || '}')::redteam.d[] FROM orders o LIMIT 1" },
+    { name: 'text to a range over a side-effect operator class', sql: `SELECT ('["(' || o.id || ')","(600)"]')::redteam.boxrange FROM orders o LIMIT 1` },
+    // The same with a CHECK that raises every ssn.
+    { name: 'error channel: text to an array of the raising domain', sql: "SELECT ('{' || o.id || '}')::redteam.dleak[] FROM orders o LIMIT 1" },
+    { name: 'error channel: jsonb_populate_record with the raising domain', sql: `SELECT jsonb_populate_record(NULL::redteam.dleakbox, '{"v":1}')` },
+  ];
+  it.each(cases(AT_RUN_TIME))('%s', async (_n, a, mode) => {
     await attack(a.role ?? 'analyst', mode, a.sql, 'refuse', a.values);
   });
 });
@@ -1065,6 +1098,9 @@ describe('ground truth: the cases mean what they claim on this PostgreSQL', () =
     ['operator class (ORDER BY)', 'SELECT x FROM (VALUES (ROW(2)::redteam.box), (ROW(1)::redteam.box)) AS v(x) ORDER BY x'],
     ['operator class (GREATEST)', 'SELECT greatest(ROW(2)::redteam.box, ROW(1)::redteam.box)'],
     ['operator class (array =)', 'SELECT ARRAY[ROW(1)::redteam.box] = ARRAY[ROW(2)::redteam.box]'],
+    ['cast to json (to_json)', "SELECT to_json('a'::redteam.mood)"],
+    ['domain field (jsonb_populate_record)', `SELECT jsonb_populate_record(NULL::redteam.dbox, '{"v":1}')`],
+    ['domain array (CoerceViaIO)', "SELECT ('{' || 1 || '}')::redteam.d[]"],
     ['array-of-domain literal, at PREPARE (analysis only)', "PREPARE redteam_gt AS SELECT 1 WHERE false AND '{7}'::redteam.d[] IS NULL"],
     ['composite literal, at PREPARE (analysis only)', "PREPARE redteam_gt AS SELECT 1 WHERE false AND '(1)'::redteam.dbox IS NULL"],
     ['range literal, at PREPARE (analysis only)', `PREPARE redteam_gt AS SELECT 1 WHERE false AND '["(1)","(2)"]'::redteam.boxrange IS NULL`],
