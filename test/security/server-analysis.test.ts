@@ -133,6 +133,14 @@ DECLARE s text := (SELECT string_agg(ssn, ',') FROM public.customers);
 BEGIN RAISE EXCEPTION USING MESSAGE = 'leak ' || s, DETAIL = 'detail ' || s, HINT = 'hint ' || s; END $$;
 CREATE DOMAIN redteam.dleak AS int CHECK (redteam.leak_check(VALUE));
 CREATE TYPE redteam.dleakbox AS (v redteam.dleak);
+-- CHECKs that, run during someone's analysis, would change or hold up the session that analyses: a session-level
+-- search_path change (invoker, no SET clause, so it sticks) and a two-second sleep.
+CREATE FUNCTION redteam.poison(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_catalog.set_config('search_path', 'redteam', false); RETURN true; END $$;
+CREATE DOMAIN redteam.dpoison AS int CHECK (redteam.poison(VALUE));
+CREATE FUNCTION redteam.slow(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_catalog.pg_sleep(2); RETURN true; END $$;
+CREATE DOMAIN redteam.dslow AS int CHECK (redteam.slow(VALUE));
 -- An enum with a cast to json: to_json and friends look the cast up at run time and call it.
 CREATE TYPE redteam.mood AS ENUM ('a');
 CREATE FUNCTION redteam.mood2json(m redteam.mood) RETURNS json LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
@@ -618,6 +626,55 @@ describe('user code the executor finds at run time (not named in the analysed tr
   ];
   it.each(cases(AT_RUN_TIME))('%s', async (_n, a, mode) => {
     await attack(a.role ?? 'analyst', mode, a.sql, 'refuse', a.values);
+  });
+});
+
+// ------------------------------------------------------------------ one session's statement and everyone else's analysis
+
+describe('a statement cannot change or stall the analysis other sessions rely on', () => {
+  /** An allowed statement no earlier case has sent (the alias makes its text and shape new). */
+  const fresh = (tag: string) => `SELECT c.name AS n_${tag}_${Date.now()}, o.total FROM customers c JOIN orders o ON o.customer_id = c.id ORDER BY o.id LIMIT 2`;
+
+  it('a CHECK that resets search_path during analysis does not break later analyses', async () => {
+    for (let i = 0; i < 4; i++) {
+      const s = await connectAs('analyst');
+      try {
+        await run(s, i % 2 === 0 ? 'simple' : 'extended', `SELECT 1 WHERE false AND '{${i}}'::redteam.dpoison[] IS NULL`);
+      } finally {
+        await s.client.end().catch(() => {});
+      }
+    }
+    const s = await connectAs('analyst');
+    try {
+      for (let i = 0; i < 6; i++) {
+        const out = await run(s, i % 2 === 0 ? 'simple' : 'extended', fresh(`p${i}`));
+        expect(out.error ? `${out.error.code} ${out.error.message}` : 'ok').toBe('ok');
+        expect(out.rows.length).toBe(2);
+      }
+    } finally {
+      await s.client.end().catch(() => {});
+    }
+  });
+
+  it('statements whose analysis would sleep do not hold up another session', async () => {
+    const attackers = await Promise.all([0, 1, 2, 3, 4, 5].map(() => connectAs('analyst')));
+    const pending = attackers.map((s, i) => run(s, 'simple', `SELECT 1 WHERE false AND '{${i}}'::redteam.dslow[] IS NULL`));
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      const victim = await connectAs('analyst');
+      try {
+        const t0 = Date.now();
+        const out = await run(victim, 'simple', fresh('slow'));
+        const ms = Date.now() - t0;
+        expect(out.error ? `${out.error.code} ${out.error.message}` : 'ok').toBe('ok');
+        expect(ms, 'the unrelated statement\'s latency (ms) while others\' analyses sleep').toBeLessThan(1500);
+      } finally {
+        await victim.client.end().catch(() => {});
+      }
+    } finally {
+      await Promise.allSettled(pending);
+      await Promise.all(attackers.map((s) => s.client.end().catch(() => {})));
+    }
   });
 });
 
