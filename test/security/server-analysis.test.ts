@@ -39,7 +39,7 @@ const POLICY = `${DEFAULT_POLICY}  nocat:
     readOnly: false
     relations: [public.orders, public.customers, public.canary]
     deniedColumns: { public.customers: [ssn] }
-    write: { statements: [insert, update, delete], relations: [public.canary] }
+    write: { statements: [insert, update, delete, merge], relations: [public.canary] }
   sqljson:
     readOnly: true
     relations: [public.orders]
@@ -1094,6 +1094,12 @@ const WRITER_ATTACKS: Attack[] = [
   { name: 'RETURNING old.x where old is customers', sql: 'UPDATE canary SET note = canary.note FROM customers AS old(i,n,e,x) WHERE old.i = canary.id RETURNING old.x', modes: [...WRITE_MODES, 'copy'] },
   { name: 'RETURNING old.* where old is customers', sql: 'UPDATE canary SET note = canary.note FROM customers AS old WHERE old.id = canary.id RETURNING old.*', modes: [...WRITE_MODES, 'copy'] },
   { name: 'UPDATE … FROM swapped alias list', sql: 'UPDATE canary SET note = c.email FROM customers AS c(id, name, ssn, email) WHERE c.id = canary.id' },
+  // MERGE (PostgreSQL 15+): its source, join condition and actions.
+  { name: 'MERGE … UPDATE SET from renamed ssn', sql: 'MERGE INTO canary t USING (SELECT i, d FROM customers AS c(i,n,e,d)) s ON t.id = s.i WHEN MATCHED THEN UPDATE SET note = s.d' },
+  { name: 'MERGE … WHEN MATCHED AND reading ssn', sql: "MERGE INTO canary t USING customers c ON t.id = c.id WHEN MATCHED AND c.ssn LIKE '1%' THEN DO NOTHING" },
+  { name: 'MERGE source whole row', sql: 'MERGE INTO canary t USING customers c ON t.id = c.id WHEN MATCHED THEN UPDATE SET note = c::text' },
+  { name: 'MERGE with lo_create via notation in a condition', sql: 'MERGE INTO canary t USING (SELECT 1 AS id) s ON t.id = s.id WHEN MATCHED AND ((0::oid).lo_create) > 0 THEN DO NOTHING' },
+  { name: 'MERGE with a domain CHECK in an action', sql: "MERGE INTO canary t USING (SELECT 1 AS id) s ON t.id = s.id WHEN MATCHED THEN UPDATE SET note = (1::redteam.d)::text || '' WHEN NOT MATCHED THEN DO NOTHING" },
   // Side effects inside an otherwise permitted write (ON CONFLICT DO NOTHING on an existing id: canary never changes).
   { name: 'INSERT through a user-defined cast', sql: "INSERT INTO canary VALUES (1, (7::redteam.box)::text) ON CONFLICT (id) DO NOTHING" },
   { name: 'INSERT through a domain CHECK', sql: 'INSERT INTO canary VALUES ((1::redteam.d)::int, $1) ON CONFLICT (id) DO NOTHING', values: ['x'] },
