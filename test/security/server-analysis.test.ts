@@ -51,12 +51,12 @@ const POLICY = `${DEFAULT_POLICY}  nocat:
 `;
 
 type Role = 'analyst' | 'writer' | 'clerk' | 'nocat' | 'sqljson' | 'leaky';
-type Mode = 'simple' | 'extended' | 'copy' | 'cursor' | 'prepare' | 'explain';
+type Mode = 'simple' | 'extended' | 'named' | 'copy' | 'cursor' | 'prepare' | 'explain';
 /** refuse: SQLSTATE 42501. reject: any error (PostgreSQL's own analysis fails). harmless: any outcome, no leak. */
 type Expect = 'refuse' | 'reject' | 'harmless';
 
-const ALL_MODES: Mode[] = ['simple', 'extended', 'copy', 'cursor', 'prepare', 'explain'];
-const WRITE_MODES: Mode[] = ['simple', 'extended', 'prepare', 'explain'];
+const ALL_MODES: Mode[] = ['simple', 'extended', 'named', 'copy', 'cursor', 'prepare', 'explain'];
+const WRITE_MODES: Mode[] = ['simple', 'extended', 'named', 'prepare', 'explain'];
 
 interface Attack {
   name: string;
@@ -172,6 +172,7 @@ const TEARDOWN_SQL = `DROP SCHEMA IF EXISTS redteam CASCADE;`;
 /** What a refused statement must leave unchanged (read as superuser). */
 const SNAPSHOT_SQL = `SELECT
   (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata)::int AS "largeObjects",
+  (SELECT coalesce(max(oid::int8), 0)::text FROM pg_catalog.pg_largeobject_metadata) AS "largestLargeObject",
   (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory')::int AS "advisoryLocks",
   (SELECT string_agg(id || ':' || note, ',' ORDER BY id) FROM public.canary) AS canary,
   (SELECT count(*) FROM redteam.log)::int AS "sideEffects",
@@ -205,10 +206,6 @@ afterAll(async () => {
 
 async function snapshot(): Promise<Record<string, unknown>> {
   return (await su.query(SNAPSHOT_SQL)).rows[0] as Record<string, unknown>;
-}
-
-async function largestLargeObject(): Promise<number> {
-  return (await su.query<{ m: number }>('SELECT coalesce(max(oid::int8), 0)::int8::float8 AS m FROM pg_catalog.pg_largeobject_metadata')).rows[0]!.m;
 }
 
 /**
@@ -289,6 +286,12 @@ async function run(s: Session, mode: Mode, sql: string, values?: unknown[]): Pro
       return step(s, sql);
     case 'extended':
       return step(s, extended(sql, values ?? []));
+    case 'named': {
+      // A named prepared statement, executed twice (the second Bind/Execute reuses the Parse).
+      const q = { name: `redteam_named_${++namedCount}`, text: sql, values: values ?? [] } as pg.QueryConfig;
+      const first = await step(s, q);
+      return first.ok ? step(s, q) : first;
+    }
     case 'copy':
       return step(s, `COPY (${sql}) TO STDOUT`);
     case 'explain':
@@ -316,6 +319,29 @@ async function run(s: Session, mode: Mode, sql: string, values?: unknown[]): Pro
   }
 }
 
+let namedCount = 0;
+
+/** Idle sessions per role: a case that passed leaves its session clean and hands it to the next case. */
+const idle = new Map<Role, Session[]>();
+
+async function acquire(role: Role): Promise<Session> {
+  const s = idle.get(role)?.pop();
+  if (s === undefined) return connectAs(role);
+  s.seen.length = 0;
+  return s;
+}
+
+function release(role: Role, s: Session): void {
+  const list = idle.get(role) ?? [];
+  list.push(s);
+  idle.set(role, list);
+}
+
+afterAll(async () => {
+  for (const list of idle.values()) for (const s of list) await s.client.end().catch(() => {});
+  idle.clear();
+});
+
 function leaked(seen: string[]): string[] {
   const text = seen.join('\n');
   return SSNS.filter((v) => text.includes(v));
@@ -323,7 +349,7 @@ function leaked(seen: string[]): string[] {
 
 /** The whole check for one attack in one mode: outcome, usable session, no side effects, no leak. */
 async function attack(role: Role, mode: Mode, sql: string, want: Expect, values?: unknown[]): Promise<void> {
-  await attackWith(role, `${mode}: ${sql}`, (s) => run(s, mode, sql, values), want);
+  await attackWith(role, `${mode}: ${sql}`, (s) => run(s, mode, sql, values), want, true);
 }
 
 /** Runs statements in order on one session, stopping at the first error (which is the outcome). */
@@ -344,11 +370,12 @@ function sequence(...statements: string[]): (s: Session) => Promise<Outcome> {
   };
 }
 
-async function attackWith(role: Role, label: string, runner: (s: Session) => Promise<Outcome>, want: Expect): Promise<void> {
+async function attackWith(role: Role, label: string, runner: (s: Session) => Promise<Outcome>, want: Expect, reuse = false): Promise<void> {
   const before = await snapshot();
-  const maxLo = await largestLargeObject();
-  const s = await connectAs(role);
+  const maxLo = Number(before.largestLargeObject);
+  const s = reuse ? await acquire(role) : await connectAs(role);
   let after: Record<string, unknown> = before;
+  let passed = false;
   try {
     const out = await runner(s);
     const after1 = await step(s, 'SELECT 1 AS one');
@@ -369,8 +396,11 @@ async function attackWith(role: Role, label: string, runner: (s: Session) => Pro
       ssnValuesSeen: [],
     };
     expect(got, `${role} ${label}\n${out.error ? `error: ${out.error.code} ${out.error.message}` : `rows: ${JSON.stringify(out.rows).slice(0, 300)}`}`).toEqual(wanted);
+    passed = true;
   } finally {
-    await s.client.end().catch(() => {});
+    // Only a session whose case passed (nothing happened, SELECT 1 works) is reused.
+    if (reuse && passed) release(role, s);
+    else await s.client.end().catch(() => {});
     await undo(before, after, maxLo);
   }
 }
@@ -378,7 +408,7 @@ async function attackWith(role: Role, label: string, runner: (s: Session) => Pro
 /** it.each rows: one per (attack, mode). */
 function cases(attacks: Attack[], defaultModes: Mode[] = ALL_MODES): [string, Attack, Mode][] {
   return attacks.flatMap((a) => {
-    const modes = a.values ? ['extended' as Mode] : (a.modes ?? defaultModes);
+    const modes = a.values ? (['extended', 'named'] as Mode[]) : (a.modes ?? defaultModes);
     return modes.map((m): [string, Attack, Mode] => [`${a.name} [${m}]`, a, m]);
   });
 }
