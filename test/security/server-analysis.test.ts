@@ -141,6 +141,13 @@ CREATE DOMAIN redteam.dpoison AS int CHECK (redteam.poison(VALUE));
 CREATE FUNCTION redteam.slow(v int) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN PERFORM pg_catalog.pg_sleep(2); RETURN true; END $$;
 CREATE DOMAIN redteam.dslow AS int CHECK (redteam.slow(VALUE));
+-- A CHECK whose running time depends on a denied value (invoker: it reads customers as pgwarden's login does).
+CREATE FUNCTION redteam.time_oracle(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_catalog.pg_sleep(CASE WHEN (SELECT c.ssn FROM public.customers c WHERE c.id = v) LIKE '1%' THEN 0.8 ELSE 0 END);
+  RETURN true;
+END $$;
+CREATE DOMAIN redteam.dtime AS int CHECK (redteam.time_oracle(VALUE));
 -- An enum with a cast to json: to_json and friends look the cast up at run time and call it.
 CREATE TYPE redteam.mood AS ENUM ('a');
 CREATE FUNCTION redteam.mood2json(m redteam.mood) RETURNS json LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
@@ -650,6 +657,10 @@ describe('user code the executor finds at run time (not named in the analysed tr
     { name: 'text to a composite with a domain field', sql: "SELECT ('(' || o.id || ')')::redteam.dbox FROM orders o LIMIT 1" },
     { name: 'text to an array of a domain', sql: "SELECT ('{' || o.id || '}')::redteam.d[] FROM orders o LIMIT 1" },
     { name: 'text to a range over a side-effect operator class', sql: `SELECT ('["(' || o.id || ')","(600)"]')::redteam.boxrange FROM orders o LIMIT 1` },
+    // XMLTABLE converts each column with its type's input function, and evaluates column DEFAULT expressions.
+    { name: 'XMLTABLE column of a side-effect domain', sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r><v>1</v></r>' AS xml) COLUMNS v redteam.d PATH 'v')" },
+    { name: 'XMLTABLE column DEFAULT calling lo_create via notation', sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r/>' AS xml) COLUMNS v int8 PATH 'v' DEFAULT ((0::oid).lo_create)::int8)" },
+    { name: 'error channel: XMLTABLE column of the raising domain', sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r><v>1</v></r>' AS xml) COLUMNS v redteam.dleak PATH 'v')" },
     // The same with a CHECK that raises every ssn.
     { name: 'error channel: text to an array of the raising domain', sql: "SELECT ('{' || o.id || '}')::redteam.dleak[] FROM orders o LIMIT 1" },
     { name: 'error channel: jsonb_populate_record with the raising domain', sql: `SELECT jsonb_populate_record(NULL::redteam.dleakbox, '{"v":1}')` },
@@ -684,6 +695,26 @@ describe('a statement cannot change or stall the analysis other sessions rely on
     } finally {
       await s.client.end().catch(() => {});
     }
+  });
+
+  it('how long a refusal takes does not depend on a denied value (no timing oracle)', async () => {
+    // customers 1's ssn starts with 1, there is no customer 0: if anything runs the CHECK, the first is 0.8 s slower.
+    const times: Record<string, number[]> = { withValue: [], without: [] };
+    for (let i = 0; i < 2; i++) {
+      for (const [key, id] of [['withValue', 1], ['without', 0]] as const) {
+        const s = await connectAs('analyst');
+        try {
+          const t0 = Date.now();
+          const out = await run(s, 'simple', `SELECT 1 AS t_${key}_${i}_${Date.now()} WHERE false AND '{${id}}'::redteam.dtime[] IS NULL`);
+          times[key]!.push(Date.now() - t0);
+          expect(out.ok).toBe(false);
+        } finally {
+          await s.client.end().catch(() => {});
+        }
+      }
+    }
+    const slowest = (xs: number[]) => Math.max(...xs);
+    expect(slowest(times.withValue!) - slowest(times.without!), JSON.stringify(times)).toBeLessThan(400);
   });
 
   it('statements whose analysis would sleep do not hold up another session', async () => {
@@ -785,6 +816,7 @@ const READ_LIST: Attack[] = [
   { name: 'c.* expanded into concat()', sql: 'SELECT concat(c.*) FROM customers c' },
   { name: 'c.* expanded into format()', sql: "SELECT format('%s', c.*) FROM customers c" },
   { name: 'TABLE customers', sql: 'TABLE customers' },
+  { name: 'XMLTABLE document built from renamed ssn', sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r>' || (SELECT d FROM customers AS c(i,n,e,d) LIMIT 1) || '</r>' AS xml) COLUMNS v text PATH '.')" },
   { name: 'whole row in ORDER BY', sql: 'SELECT id FROM customers c ORDER BY c' },
   // Set operations.
   { name: 'UNION with ssn', sql: 'SELECT name FROM customers UNION SELECT ssn FROM customers' },
