@@ -80,10 +80,10 @@ CREATE TABLE redteam.log (id serial PRIMARY KEY, what text NOT NULL);
 CREATE SEQUENCE redteam.seq;
 -- Every side effect below goes through mark(): a session advisory lock (allowed even in a read-only transaction, so
 -- the read-only roles' pinned transaction mode cannot hide a call) and, where writes are possible, a row in log.
--- The lock key is the backend's pid, so a lock leaked by one session never blocks another.
+-- Each call takes a fresh random key: a lock leaked earlier never blocks a later call, and every call adds a lock.
 CREATE FUNCTION redteam.mark(what text) RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
-  PERFORM pg_advisory_lock(4242, pg_backend_pid());
+  PERFORM pg_advisory_lock(4242, (random() * 2000000000)::int);
   IF current_setting('transaction_read_only') = 'off' THEN INSERT INTO redteam.log (what) VALUES (what); END IF;
   RETURN true;
 END $$;
@@ -180,7 +180,7 @@ const TEARDOWN_SQL = `DROP SCHEMA IF EXISTS redteam CASCADE;`;
 const SNAPSHOT_SQL = `SELECT
   (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata)::int AS "largeObjects",
   (SELECT coalesce(max(oid::int8), 0)::text FROM pg_catalog.pg_largeobject_metadata) AS "largestLargeObject",
-  (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory')::int AS "advisoryLocks",
+  (SELECT coalesce(json_agg(l.pid || ':' || l.classid || ':' || l.objid || ':' || l.objsubid ORDER BY 1), '[]') FROM pg_catalog.pg_locks l WHERE l.locktype = 'advisory') AS "advisoryLocks",
   (SELECT string_agg(id || ':' || note, ',' ORDER BY id) FROM public.canary) AS canary,
   (SELECT count(*) FROM redteam.log)::int AS "sideEffects",
   (SELECT last_value || '/' || is_called FROM redteam.seq) AS sequence`;
@@ -214,6 +214,23 @@ afterAll(async () => {
 async function snapshot(): Promise<Record<string, unknown>> {
   return (await su.query(SNAPSHOT_SQL)).rows[0] as Record<string, unknown>;
 }
+
+/**
+ * What happened upstream between two snapshots. Only additions count for locks and large objects: a lock or
+ * large object that an earlier case leaked may go away at any moment (its session ends, undo() unlinks it).
+ */
+function changes(before: Record<string, unknown>, after: Record<string, unknown>) {
+  const locksBefore = new Set(before.advisoryLocks as string[]);
+  return {
+    newAdvisoryLocks: (after.advisoryLocks as string[]).filter((l) => !locksBefore.has(l)),
+    newLargeObjects: Number(after.largestLargeObject) > Number(before.largestLargeObject) || Number(after.largeObjects) > Number(before.largeObjects),
+    canary: after.canary === before.canary ? 'unchanged' : after.canary,
+    newSideEffectRows: Number(after.sideEffects) - Number(before.sideEffects),
+    sequence: after.sequence === before.sequence ? 'unchanged' : after.sequence,
+  };
+}
+
+const NO_CHANGES = { newAdvisoryLocks: [], newLargeObjects: false, canary: 'unchanged', newSideEffectRows: 0, sequence: 'unchanged' };
 
 /**
  * After a case that got through: removes large objects it created and puts canary back, so a bypass found here
@@ -392,14 +409,14 @@ async function attackWith(role: Role, label: string, runner: (s: Session) => Pro
       succeeded: out.ok,
       code: out.error?.code,
       sessionUsable: after1.ok && (after1.rows[0] as { one?: number } | undefined)?.one === 1,
-      upstream: after,
+      upstream: changes(before, after),
       ssnValuesSeen: leaked(s.seen),
     };
     const wanted = {
       succeeded: want === 'harmless' ? got.succeeded : false,
       code: want === 'refuse' ? '42501' : want === 'reject' ? expect.any(String) : got.code,
       sessionUsable: true,
-      upstream: before,
+      upstream: NO_CHANGES,
       ssnValuesSeen: [],
     };
     expect(got, `${role} ${label}\n${out.error ? `error: ${out.error.code} ${out.error.message}` : `rows: ${JSON.stringify(out.rows).slice(0, 300)}`}`).toEqual(wanted);
