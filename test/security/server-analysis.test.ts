@@ -641,6 +641,15 @@ describe('statements whose mere analysis runs user code', () => {
     { name: 'CAST of an array-of-domain literal', sql: "SELECT CAST('{1,2}' AS redteam.d[])" },
     { name: 'range literal over a side-effect operator class', sql: `SELECT '["(1)","(2)"]'::redteam.boxrange` },
     { name: 'range literal under WHERE false', sql: `SELECT 1 WHERE false AND '["(1)","(2)"]'::redteam.boxrange IS NULL` },
+    // Other spellings of the same types: the array type's own name, SQL-standard ARRAY, quoted names, the
+    // `type 'literal'` form, and (for the role whose search_path includes redteam) unqualified names.
+    { name: 'array type by its internal name _d', sql: "SELECT 1 WHERE false AND '{1}'::redteam._d IS NULL" },
+    { name: 'SQL-standard d ARRAY', sql: "SELECT 1 WHERE false AND '{1}'::redteam.d ARRAY IS NULL" },
+    { name: 'quoted "redteam"."d"[]', sql: `SELECT 1 WHERE false AND '{1}'::"redteam"."d"[] IS NULL` },
+    { name: "type 'literal' form of the composite", sql: "SELECT 1 WHERE false AND redteam.dbox '(1)' IS NULL" },
+    { name: 'unqualified d[] through search_path', sql: "SELECT 1 WHERE false AND '{1}'::d[] IS NULL", role: 'sqljson' },
+    { name: 'unqualified dbox through search_path', sql: "SELECT 1 WHERE false AND dbox '(1)' IS NULL", role: 'sqljson' },
+    { name: 'unqualified boxrange through search_path', sql: `SELECT 1 WHERE false AND '["(1)","(2)"]'::boxrange IS NULL`, role: 'sqljson' },
     { name: 'multirange literal over a side-effect operator class', sql: `SELECT '{["(1)","(2)"]}'::redteam.boxmultirange` },
     { name: 'composite literal with a side-effect domain field', sql: "SELECT '(1)'::redteam.dbox" },
     { name: 'composite literal with a side-effect domain field under WHERE false', sql: "SELECT 1 WHERE false AND '(1)'::redteam.dbox IS NULL" },
