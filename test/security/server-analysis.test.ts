@@ -1,12 +1,20 @@
 // Red-team cases for "PostgreSQL's own parse analysis decides too": statements whose meaning depends on how
 // PostgreSQL resolves names, functions, casts and operators (the places a re-implementation of the analyser drifts),
-// run through pgwarden in every protocol and wrapper. Each must be refused (42501), or rejected by PostgreSQL itself
-// where PostgreSQL cannot analyse it, with the session still usable and nothing observable happening upstream:
-// no large objects, no advisory locks, canary untouched, no side-effect rows, no ssn value in any reply.
+// run through pgwarden in every protocol and wrapper (simple, extended, named, COPY, DECLARE/FETCH, PREPARE/EXECUTE,
+// EXPLAIN). Each must be refused (42501), or rejected by PostgreSQL itself where PostgreSQL cannot analyse it, with
+// the session still usable and nothing observable happening upstream: no new large objects or advisory locks,
+// canary untouched, no side-effect rows, no ssn value in any row, COPY data, error or notice.
+//
+// Beyond name resolution it covers what a Query tree does not name: code the executor finds through a type
+// (operator classes, casts to json, input functions of domains, arrays, composites and ranges), code that parse
+// analysis itself runs (so the analysing connection must not be the one to run it, nor leak its errors or timing),
+// EXECUTE arguments coerced to PREPARE's declared types, declared Parse parameter types, lexer settings, and
+// session resets.
 //
 // The expectations are checked against PostgreSQL itself ("ground truth" blocks): every read attack really reads
 // customers.ssn (a role holding SELECT on every column of customers except ssn is refused by PostgreSQL's column
-// privileges), every control is allowed under those same privileges, and every function attack is valid SQL.
+// privileges), every control is allowed under those same privileges, every function attack is valid SQL, and
+// every side-effect fixture really has its side effect.
 //
 // Fixtures created here (and dropped in afterAll) live in schema `redteam` only, so other test files that
 // fingerprint `public` and pg_roles are unaffected; the column-privilege oracle role exists only inside
