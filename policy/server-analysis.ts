@@ -55,6 +55,14 @@ export interface ServerType {
   elemType: number;
   /** CHECK constraint expressions of a domain, as trees (pg_constraint.conbin). */
   constraints: readonly PgValue[];
+  /**
+   * Functions the executor reaches through the type itself, never named in a tree: the default btree and hash
+   * operator classes' comparison and hash procedures and operator functions (GREATEST, DISTINCT, array and row
+   * comparison, hashing), and a range type's canonical and subtype_diff functions.
+   */
+  implicitFunctions: readonly number[];
+  /** Types compared or hashed along with this one: a composite's column types, a range's subtype. */
+  memberTypes: readonly number[];
 }
 
 /** What pgwarden has learnt from the server about the OIDs the trees mention; absent = not fetched yet, null = does not exist. */
@@ -259,10 +267,17 @@ function settingFunctions(cat: OidCatalog): Set<number> {
  * constraints, element types and relations, as far as `cat` already knows them. `missing` lists the OIDs
  * to fetch before the facts are complete.
  */
-export function collectReferences(trees: readonly PgValue[], cat: OidCatalog): { collected: Collected; missing: OidSets } {
+export function collectReferences(trees: readonly PgValue[], cat: OidCatalog, extraTypes: readonly number[] = []): { collected: Collected; missing: OidSets } {
   const c = emptyCollected();
   const settingFuncs = settingFunctions(cat);
   for (const t of trees) collectInto(c, t, 0, settingFuncs);
+  // Parameter types the client or PREPARE declared: Bind and EXECUTE values go through their input functions
+  // (a domain's CHECK included) whether or not the statement uses the parameter.
+  for (const oid of extraTypes) {
+    if (oid === 0) continue;
+    c.types.add(oid);
+    c.typesElsewhere.add(oid);
+  }
   const walkedDomains = new Set<number>();
   // Expand until nothing new appears: a domain's constraint can name another domain, an operator, a row type.
   for (let changed = true; changed; ) {
@@ -277,9 +292,15 @@ export function collectReferences(trees: readonly PgValue[], cat: OidCatalog): {
     for (const oid of [...c.types]) {
       const t = cat.types.get(oid);
       if (!t) continue;
-      for (const next of [t.baseType, t.elemType]) {
+      for (const next of [t.baseType, t.elemType, ...t.memberTypes]) {
         if (next !== 0 && !c.types.has(next)) {
           c.types.add(next);
+          changed = true;
+        }
+      }
+      for (const f of t.implicitFunctions) {
+        if (f !== 0 && !c.functions.has(f)) {
+          c.functions.add(f);
           changed = true;
         }
       }
@@ -349,11 +370,11 @@ export interface ServerFacts {
  * Builds checkFacts' input from the trees once `cat` holds every OID they reach (collectReferences reports
  * none missing). `kind` is the statement kind libpg-query reported, for messages.
  */
-export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: OidCatalog, opts: { copyFrom?: boolean } = {}): ServerFacts {
+export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: OidCatalog, opts: { copyFrom?: boolean; extraTypes?: readonly number[] } = {}): ServerFacts {
   for (const t of trees) {
     if (!isNode(t) || t.type !== 'QUERY') return { analysis: undefined, denial: unanalysable('could not be analysed', 'the server\'s analysis is not a query tree'), literalSensitive: false };
   }
-  const { collected: c, missing } = collectReferences(trees, cat);
+  const { collected: c, missing } = collectReferences(trees, cat, opts.extraTypes);
   if (c.unknownNodes.size > 0) {
     const names = [...c.unknownNodes].sort().join(', ');
     return { analysis: undefined, denial: unanalysable('uses a construct pgwarden does not know', `the server's analysis contains ${names}, which pgwarden does not classify`), literalSensitive: false };
@@ -467,6 +488,7 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
     limit: undefined,
     problems,
     literalSensitive: regTypes.length > 0 || c.settingCalls.length > 0,
+    exactColumns: true,
   };
   return { analysis, denial: undefined, literalSensitive: analysis.literalSensitive };
 }

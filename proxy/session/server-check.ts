@@ -8,7 +8,7 @@ import { planServerAnalysis, type AnalysisText } from '../../policy/server-plan.
 import type { Decision, RolePolicy } from '../../policy/types.ts';
 import { BackendType } from '../wire/codes.ts';
 import { scrubErrorFrame } from './scrub.ts';
-import { AnalysisUnavailable, fetchOids, serverError, type AnalysisConnection, type AnalysisContext, type AnalysisPool, type ServerError } from '../upstream/analysis.ts';
+import { AnalysisUnavailable, fetchOids, serverError, type TreeResult, type AnalysisConnection, type AnalysisContext, type AnalysisPool, type ServerError } from '../upstream/analysis.ts';
 
 type Allow = Extract<Decision, { allow: true }>;
 type Deny = Extract<Decision, { allow: false }>;
@@ -215,26 +215,32 @@ export class ServerChecker {
     }
     let literalSensitive = false;
     for (const t of plan.texts) {
-      let result: { ok: true; tree: string } | { ok: false; error: ServerError };
+      let parsedTypes: readonly number[] = [];
+      let result: TreeResult;
       try {
         let types: readonly number[] | ServerError = t.paramTypes;
         if (t.paramTypeNames !== undefined && t.paramTypeNames.length > 0) {
           const r = await conn.typeOids(t.paramTypeNames);
           types = r.ok ? r.oids : r.error;
         }
+        if (Array.isArray(types)) parsedTypes = types;
         result = Array.isArray(types) ? await conn.parseTree(t.text, types) : { ok: false, error: types as ServerError };
+        if (!result.ok && 'userCode' in result) {
+          this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'deny' });
+          return { deny: toDeny(t.kind, ranUserCode(), local.statements), expires, sql };
+        }
       } catch (err) {
         this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
         return { deny: { ...unavailable(err instanceof Error ? err.message : String(err)), statements: local.statements }, expires: 0, sql };
       }
-      if (!result.ok) {
+      if (!result.ok && 'error' in result) {
         this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
         // An error can depend on a constant's value (invalid input syntax), so it holds for this text only.
         return { deny: fromServerError(result.error, t, local.statements), expires, sql };
       }
       let judged: { denial: Denial | undefined; literalSensitive: boolean };
       try {
-        judged = await this.judge(conn, t, readNodeTree(result.tree), role);
+        judged = await this.judge(conn, t, readNodeTree(result.tree), role, parsedTypes);
       } catch (err) {
         if (err instanceof AnalysisUnavailable) {
           this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
@@ -256,26 +262,37 @@ export class ServerChecker {
     return { deny: undefined, expires, sql: literalSensitive ? sql : undefined };
   }
 
-  private async judge(conn: AnalysisConnection, t: AnalysisText, tree: PgValue, role: RolePolicy): Promise<{ denial: Denial | undefined; literalSensitive: boolean }> {
+  private async judge(conn: AnalysisConnection, t: AnalysisText, tree: PgValue, role: RolePolicy, paramTypes: readonly number[]): Promise<{ denial: Denial | undefined; literalSensitive: boolean }> {
     const known = { relations: new Map<number, ServerRelation | null>(), functions: new Map<number, ServerFunction | null>(), operators: new Map<number, ServerOperator | null>(), types: new Map<number, ServerType | null>() };
     for (let round = 0; ; round++) {
-      const { missing } = collectReferences([tree], known);
+      const { missing } = collectReferences([tree], known, paramTypes);
       if (!hasMissing(missing)) break;
       if (round >= MAX_LOOKUP_ROUNDS) throw new ServerAnalysisError('catalog references nest too deeply');
       const cached = this.oids.snapshot(missing);
       merge(known, cached);
-      const still = collectReferences([tree], known).missing;
+      const still = collectReferences([tree], known, paramTypes).missing;
       if (!hasMissing(still)) continue;
       const fetched = await fetchOids(conn, still);
       this.oids.store(fetched);
       merge(known, fetched);
     }
-    const facts = factsFromTrees(t.kind, [tree], known, { copyFrom: t.copyFrom });
+    const facts = factsFromTrees(t.kind, [tree], known, { copyFrom: t.copyFrom, extraTypes: paramTypes });
     if (facts.denial !== undefined) return { denial: facts.denial, literalSensitive: facts.literalSensitive };
     if (facts.analysis === undefined) return { denial: unanalysable('no facts'), literalSensitive: false };
     const verdict = checkFacts(facts.analysis, role);
     return { denial: 'reason' in verdict ? verdict : undefined, literalSensitive: facts.literalSensitive };
   }
+}
+
+function ranUserCode(): Denial {
+  return {
+    reason: 'analysis_ran_user_code',
+    ruleId: 'builtin.analysis',
+    sqlstate: '42501',
+    what: 'makes PostgreSQL run user-defined code while merely analysing it (a constant whose type\'s input reaches a domain CHECK or a comparison function)',
+    detail: 'such code runs before anything could be decided; what it said is not passed on (rule: builtin.analysis)',
+    hint: 'use constants of built-in types, or ask the operator to allow the function the type relies on',
+  };
 }
 
 function unanalysable(why: string): Denial {

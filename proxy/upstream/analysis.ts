@@ -23,9 +23,15 @@ export interface ServerError {
   detail: string | undefined;
   hint: string | undefined;
   position: number | undefined;
+  /** CONTEXT: present when the error came from inside a function, i.e. from user code run by the analysis. */
+  context: string | undefined;
 }
 
-export type TreeResult = { ok: true; tree: string } | { ok: false; error: ServerError };
+export type TreeResult =
+  | { ok: true; tree: string }
+  | { ok: false; error: ServerError }
+  /** Analysing the statement ran SQL of its own (a domain CHECK or a comparison function reached by a constant's input function). */
+  | { ok: false; userCode: true };
 
 /** Raised when the connection cannot answer (down, timed out, protocol trouble): the caller denies. */
 export class AnalysisUnavailable extends Error {
@@ -78,6 +84,7 @@ export function serverError(body: Buffer): ServerError {
     detail: text('D'),
     hint: text('H'),
     position: pos === undefined ? undefined : Number(pos),
+    context: text('W'),
   };
 }
 
@@ -91,6 +98,20 @@ function parseTrees(frames: readonly Frame[]): string[] {
     const d = f.get('D');
     if (d === undefined) throw new AnalysisUnavailable('parse tree notice without its tree');
     out.push(d.toString('latin1'));
+  }
+  return out;
+}
+
+/** The frames answering the n-th message run that ends in ReadyForQuery (0-based), without that ReadyForQuery. */
+function segment(frames: readonly Frame[], n: number): Frame[] {
+  let seen = 0;
+  const out: Frame[] = [];
+  for (const f of frames) {
+    if (f.type === BackendType.ReadyForQuery) {
+      if (seen++ === n) break;
+      continue;
+    }
+    if (seen === n) out.push(f);
   }
   return out;
 }
@@ -236,14 +257,30 @@ export class AnalysisConnection {
     return frames.some((f) => f.type === BackendType.ErrorResponse && f.body.length === 0);
   }
 
-  /** The analysed tree of one statement sent as a Parse message (never bound or executed). */
+  /**
+   * The analysed tree of one statement sent as a Parse message (never bound or executed).
+   *
+   * Parse analysis runs a constant's input function, and for arrays, composites and ranges of user types that
+   * can reach SQL: a domain's CHECK, a range subtype's comparison function. So the Parse runs inside a READ ONLY
+   * transaction that is rolled back, followed by releasing every session advisory lock: whatever such code does
+   * to this connection (settings, LISTEN, locks) is undone before the next analysis. Such code also prints parse
+   * trees of its own statements (or could RAISE a forged one): more than one tree means it ran, and the statement
+   * is refused without reading any of them.
+   */
   async parseTree(text: string, paramTypes: readonly number[]): Promise<TreeResult> {
-    const frames = await this.request([encodeParse('', text, [...paramTypes]), encodeSync()], 1);
-    if (AnalysisConnection.oversized(frames)) return { ok: false, error: tooLarge() };
-    const err = firstError(frames);
-    if (err !== undefined) return { ok: false, error: err };
-    const trees = parseTrees(frames);
-    if (trees.length !== 1) throw new AnalysisUnavailable(`expected one parse tree, got ${trees.length}`);
+    const frames = await this.request(
+      [encodeQuery('BEGIN READ ONLY'), encodeParse('', text, [...paramTypes]), encodeSync(), encodeQuery('ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()')],
+      3,
+    );
+    const own = segment(frames, 1);
+    if (AnalysisConnection.oversized(own)) return { ok: false, error: tooLarge() };
+    const err = firstError(own);
+    if (err !== undefined) return err.context !== undefined ? { ok: false, userCode: true } : { ok: false, error: err };
+    const trees = parseTrees(own);
+    if (trees.length > 1) return { ok: false, userCode: true };
+    if (trees.length !== 1) throw new AnalysisUnavailable('the server sent no parse tree');
+    const cleanup = firstError(segment(frames, 2));
+    if (cleanup !== undefined) throw new AnalysisUnavailable(`could not reset the analysis connection: ${cleanup.message}`);
     return { ok: true, tree: trees[0] as string };
   }
 
@@ -255,6 +292,7 @@ export class AnalysisConnection {
     const oids: number[] = [];
     for (const name of names) {
       // The name travels as a bind parameter, never spliced into SQL.
+      // Parsing this fixed text prints a tree we do not read; regtypein and typmod input functions are C.
       const frames = await this.request([
         encodeParse('', 'SELECT $1::pg_catalog.regtype::pg_catalog.oid::pg_catalog.int8', [25]),
         encodeBind({ portal: '', statement: '', paramFormats: [], params: [Buffer.from(name, 'utf8')], resultFormats: [] }),
@@ -273,7 +311,8 @@ export class AnalysisConnection {
 
   /** Runs a catalog query (text results) and returns its rows. */
   async rows(sql: string): Promise<(string | null)[][]> {
-    const frames = await this.request([encodeQuery(sql)], 1);
+    // Our own catalog queries need no tree: printing one would only cost bytes.
+    const frames = await this.request([encodeQuery(`SET debug_print_parse = off; ${sql}; SET debug_print_parse = on`)], 1);
     const err = firstError(frames);
     if (err !== undefined) throw new AnalysisUnavailable(`catalog lookup failed: ${err.message}`);
     return frames.filter((f) => f.type === BackendType.DataRow).map((f) => dataRow(f.body));
@@ -298,7 +337,7 @@ function dataRow(b: Buffer): (string | null)[] {
 }
 
 function tooLarge(): ServerError {
-  return { sqlstate: '54000', message: 'statement is too complex for pgwarden to analyse', detail: undefined, hint: 'split the statement into simpler ones', position: undefined };
+  return { sqlstate: '54000', message: 'statement is too complex for pgwarden to analyse', detail: undefined, hint: 'split the statement into simpler ones', position: undefined, context: undefined };
 }
 
 export interface FetchedOids {
@@ -336,7 +375,35 @@ export async function fetchOids(conn: AnalysisConnection, want: OidSets): Promis
   if (want.types.size > 0) {
     parts.push(`select 't', t.oid::pg_catalog.text, n.nspname::pg_catalog.text, t.typname::pg_catalog.text, t.typtype::pg_catalog.text,
       pg_catalog.json_build_array(t.typrelid, t.typbasetype, t.typelem,
-        (select pg_catalog.json_agg(k.conbin::pg_catalog.text) from pg_catalog.pg_constraint k where k.contypid = t.oid and k.contype = 'c'))::pg_catalog.text
+        (select pg_catalog.json_agg(k.conbin::pg_catalog.text) from pg_catalog.pg_constraint k where k.contypid = t.oid and k.contype = 'c'),
+        (select pg_catalog.json_agg(x.f) from (
+            select pr.amproc::pg_catalog.oid as f
+              from pg_catalog.pg_opclass oc join pg_catalog.pg_am am on am.oid = oc.opcmethod
+              join pg_catalog.pg_amproc pr on pr.amprocfamily = oc.opcfamily and pr.amproclefttype = oc.opcintype and pr.amprocrighttype = oc.opcintype
+             where oc.opcintype = t.oid and oc.opcdefault and am.amname in ('btree', 'hash') and pr.amprocnum in (1, 2)
+            union
+            select o.oprcode::pg_catalog.oid
+              from pg_catalog.pg_opclass oc join pg_catalog.pg_am am on am.oid = oc.opcmethod
+              join pg_catalog.pg_amop ao on ao.amopfamily = oc.opcfamily and ao.amoplefttype = oc.opcintype and ao.amoprighttype = oc.opcintype
+              join pg_catalog.pg_operator o on o.oid = ao.amopopr
+             where oc.opcintype = t.oid and oc.opcdefault and am.amname in ('btree', 'hash')
+            union
+            select r.rngcanonical::pg_catalog.oid from pg_catalog.pg_range r where r.rngtypid = t.oid
+            union
+            select r.rngsubdiff::pg_catalog.oid from pg_catalog.pg_range r where r.rngtypid = t.oid
+            union
+            -- to_json, json_agg, row_to_json, … use a type's cast to json(b) when it has one
+            select c.castfunc from pg_catalog.pg_cast c
+             where c.castsource = t.oid and c.casttarget in ('pg_catalog.json'::pg_catalog.regtype, 'pg_catalog.jsonb'::pg_catalog.regtype)
+          ) x join pg_catalog.pg_proc xp on xp.oid = x.f join pg_catalog.pg_language xl on xl.oid = xp.prolang
+          -- C and internal functions are the server's own or a superuser's; SQL and PL code is what can be judged
+          where xl.lanname not in ('c', 'internal')),
+        (select pg_catalog.json_agg(y.m) from (
+            select a.atttypid as m from pg_catalog.pg_attribute a where a.attrelid = t.typrelid and t.typrelid <> 0 and a.attnum > 0 and not a.attisdropped
+            union
+            select r.rngsubtype from pg_catalog.pg_range r where r.rngtypid = t.oid
+            union
+            select r.rngtypid from pg_catalog.pg_range r where r.rngmultitypid = t.oid) y))::pg_catalog.text
       from pg_catalog.pg_type t join pg_catalog.pg_namespace n on n.oid = t.typnamespace where t.oid = any(${oidArray(want.types)})`);
   }
   const out: FetchedOids = { relations: new Map(), functions: new Map(), operators: new Map(), types: new Map() };
@@ -361,22 +428,37 @@ export async function fetchOids(conn: AnalysisConnection, want: OidSets): Promis
       out.operators.set(oid, { schema, name, funcOid: Number(kind) });
     } else if (k === 't') {
       // json_build_array writes OIDs as strings (oid has no JSON form); Number() reads both.
-      const [relid, base, elem, cons] = JSON.parse(extra) as [unknown, unknown, unknown, string[] | null];
+      const [relid, base, elem, cons, implicit, members] = JSON.parse(extra) as [unknown, unknown, unknown, string[] | null, unknown[] | null, unknown[] | null];
       const constraints: PgValue[] = (cons ?? []).map((text) => readNodeTree(Buffer.from(text, 'utf8').toString('latin1')));
-      out.types.set(oid, { schema, name, typtype: kind, relid: Number(relid), baseType: Number(base), elemType: Number(elem), constraints });
+      out.types.set(oid, {
+        schema,
+        name,
+        typtype: kind,
+        relid: Number(relid),
+        baseType: Number(base),
+        elemType: Number(elem),
+        constraints,
+        implicitFunctions: (implicit ?? []).map(Number).filter((n) => n !== 0),
+        memberTypes: (members ?? []).map(Number).filter((n) => n !== 0),
+      });
     }
   }
   return out;
 }
 
 export interface AnalysisPoolOptions extends AnalysisConnectionOptions {
-  /** Most contexts (connections) kept open at once; the least recently used is closed past it. */
+  /** Most contexts kept open at once; the least recently used context's connections are closed past it. */
   maxContexts: number;
+  /**
+   * Connections per context. A statement whose analysis is slow (it waits for a lock, or a constant's input runs
+   * a slow CHECK) holds only its own connection: others go to an idle one, opened on demand up to this many.
+   */
+  perContext?: number;
 }
 
-/** One analysis connection per context, opened on first use and replaced when it fails. */
+/** Analysis connections per context, opened on first use and replaced when they fail. */
 export class AnalysisPool {
-  private readonly conns = new Map<string, Promise<AnalysisConnection>>();
+  private readonly contexts = new Map<string, Promise<AnalysisConnection>[]>();
   private closed = false;
 
   constructor(
@@ -384,37 +466,52 @@ export class AnalysisPool {
     private readonly opts: AnalysisPoolOptions,
   ) {}
 
+  private open(key: string, ctx: AnalysisContext, list: Promise<AnalysisConnection>[]): Promise<AnalysisConnection> {
+    const opening = AnalysisConnection.open(this.cfg, ctx, this.opts).catch((err: unknown) => {
+      const i = list.indexOf(opening);
+      if (i >= 0) list.splice(i, 1);
+      throw new AnalysisUnavailable(err instanceof ProxyError || err instanceof Error ? err.message : String(err));
+    });
+    list.push(opening);
+    return opening;
+  }
+
   async connection(ctx: AnalysisContext): Promise<AnalysisConnection> {
     if (this.closed) throw new AnalysisUnavailable('pgwarden is shutting down');
     const key = contextKey(ctx);
-    const existing = this.conns.get(key);
-    if (existing !== undefined) {
-      const c = await existing.catch(() => undefined);
-      if (c !== undefined && !c.isFailed) {
-        // Refresh its place in the LRU order.
-        this.conns.delete(key);
-        this.conns.set(key, existing);
-        return c;
+    let list = this.contexts.get(key);
+    if (list === undefined) {
+      list = [];
+      this.contexts.set(key, list);
+      while (this.contexts.size > this.opts.maxContexts) {
+        const oldest = this.contexts.keys().next().value as string;
+        const conns = this.contexts.get(oldest) ?? [];
+        this.contexts.delete(oldest);
+        for (const p of conns) void p.then((c) => c.close(), () => undefined);
       }
-      if (this.conns.get(key) === existing) this.conns.delete(key);
+    } else {
+      // Refresh the context's place in the LRU order.
+      this.contexts.delete(key);
+      this.contexts.set(key, list);
     }
-    const opening = AnalysisConnection.open(this.cfg, ctx, this.opts).catch((err: unknown) => {
-      this.conns.delete(key);
-      throw new AnalysisUnavailable(err instanceof ProxyError || err instanceof Error ? err.message : String(err));
-    });
-    this.conns.set(key, opening);
-    while (this.conns.size > this.opts.maxContexts) {
-      const oldest = this.conns.keys().next().value as string;
-      const p = this.conns.get(oldest);
-      this.conns.delete(oldest);
-      void p?.then((c) => c.close(), () => undefined);
+    const settled = await Promise.all(list.map((p) => p.then((c) => c, () => undefined)));
+    // Forget failed connections; their requests were already rejected.
+    for (let i = settled.length - 1; i >= 0; i--) {
+      const c = settled[i];
+      if (c === undefined || c.isFailed) list.splice(i, 1);
     }
-    return opening;
+    const live = settled.filter((c): c is AnalysisConnection => c !== undefined && !c.isFailed);
+    const idle = live.find((c) => c.pending === 0);
+    if (idle !== undefined) return idle;
+    if (list.length < (this.opts.perContext ?? 4)) return this.open(key, ctx, list);
+    let best = live[0];
+    for (const c of live) if (best === undefined || c.pending < best.pending) best = c;
+    return best ?? this.open(key, ctx, list);
   }
 
   close(): void {
     this.closed = true;
-    for (const p of this.conns.values()) void p.then((c) => c.close(), () => undefined);
-    this.conns.clear();
+    for (const list of this.contexts.values()) for (const p of list) void p.then((c) => c.close(), () => undefined);
+    this.contexts.clear();
   }
 }
