@@ -55,6 +55,7 @@ export type ProblemCode =
   | 'unknown_function'
   | 'user_operator'
   | 'unknown_type'
+  | 'input_runs_code'
   | 'too_complex';
 
 export interface Problem {
@@ -95,6 +96,8 @@ export interface Analysis {
   problems: Problem[];
   /** True when the decision may depend on the value of a literal (so the cache must not normalise it away). */
   literalSensitive: boolean;
+  /** Columns are exactly those the server will check (PostgreSQL's own analysis), not pgwarden's estimate. */
+  exactColumns?: boolean;
 }
 
 /** Object-identifier types whose input function looks names up in the catalog. */
@@ -132,6 +135,8 @@ interface FromItem {
   hidesChildren: boolean;
   /** `(a JOIN b) AS j(x, y)`: renamed join output columns (mapped conservatively to whole rows). */
   joinRenamed?: readonly string[];
+  /** A join without USING or NATURAL: its output columns are its inputs' columns, left then right. */
+  joinPlain?: boolean;
 }
 
 interface Scope {
@@ -369,7 +374,7 @@ class Analyzer {
         this.walk(n.node, ctx);
         return;
       case 'TypeCast':
-        if (n.typeName !== undefined) this.typeName(n.typeName);
+        if (n.typeName !== undefined) this.typeName(n.typeName, constString(n.arg) !== undefined);
         if (n.typeName !== undefined && isRegType(n.typeName)) this.out.literalSensitive = true;
         this.walk(n.arg, ctx);
         return;
@@ -486,6 +491,19 @@ class Analyzer {
   private renamedJoinColumn(item: FromItem, name: string): boolean {
     if (item.children === undefined) return false;
     if (item.joinRenamed !== undefined && item.joinRenamed.includes(name)) {
+      // `(a JOIN b ON …) AS j(x, y)` renames the join's output columns by position: left's, then right's.
+      const i = item.joinRenamed.indexOf(name);
+      const [left, right] = item.children;
+      const lc = left === undefined ? undefined : outputColumns(left);
+      const rc = right === undefined ? undefined : outputColumns(right);
+      if (item.joinPlain === true && item.children.length === 2 && item.joinRenamed.lastIndexOf(name) === i && lc !== undefined && rc !== undefined) {
+        const side = i < lc.length ? left : right;
+        const orig = i < lc.length ? lc[i] : rc[i - lc.length];
+        if (side !== undefined && orig !== undefined) {
+          this.qualifiedColumn(side, orig);
+          return true;
+        }
+      }
       this.wholeItem(item, 'whole_row');
       return true;
     }
@@ -726,14 +744,23 @@ class Analyzer {
     }
   }
 
-  private typeName(t: AnyNode): void {
+  private typeName(t: AnyNode, fromString = false): void {
     const names = stringsOf(t.names);
     const last = names[names.length - 1];
     if (last !== undefined && REG_TYPES.has(last) && (names.length === 1 || names[0] === 'pg_catalog')) {
       this.out.regTypes.push(last);
       this.out.literalSensitive = true;
     }
-    this.resolveType(names);
+    const found = this.resolveType(names);
+    // `'{1}'::some_domain[]`: the server converts the constant while analysing the statement, before any
+    // decision, and that conversion would run the domain's CHECK (or a range subtype's comparison function).
+    const isArray = Array.isArray(t.arrayBounds) && t.arrayBounds.length > 0;
+    // `t[]` is t's array type, named `_t` in t's schema.
+    const elemRunsCode = isArray && found !== undefined && this.catalog.types?.get(`${found.schema}._${found.name}`)?.inputRunsCode === true;
+    if (fromString && found !== undefined && (found.inputRunsCode === true || elemRunsCode)) {
+      const display = names.join('.') + (isArray ? '[]' : '');
+      this.problem('input_runs_code', display, `converting a string to ${display} runs SQL code (a domain CHECK or a comparison function) while PostgreSQL merely analyses the statement (rule: builtin.types)`);
+    }
   }
 
   /**
@@ -741,9 +768,9 @@ class Analyzer {
    * type (`NULL::secrets`, `json_populate_record(NULL::t, …)`) reads that relation's shape, so it is
    * a relation reference and a whole-row use; a name that resolves to nothing is denied.
    */
-  private resolveType(names: string[]): void {
+  private resolveType(names: string[]): CatalogType | undefined {
     const types = this.catalog.types;
-    if (types === undefined || names.length === 0) return;
+    if (types === undefined || names.length === 0) return undefined;
     const last = names[names.length - 1] ?? '';
     const display = names.join('.');
     let found: CatalogType | undefined;
@@ -755,19 +782,20 @@ class Analyzer {
     } else {
       if (names.length === 3 && names[0] !== this.catalog.database) {
         this.problem('cross_database', display, `type ${display} names database ${names[0]}, not ${this.catalog.database}`);
-        return;
+        return undefined;
       }
       found = types.get(`${names[names.length - 2]}.${last}`);
     }
     if (found === undefined) {
       this.problem('unknown_type', display, `type ${display} was not found in pgwarden's catalog snapshot (search_path: ${this.relPath.join(', ')})`);
-      return;
+      return undefined;
     }
     if (found.relation !== undefined) {
       const dot = found.relation.indexOf('.');
       const use = this.relation({ schemaname: found.relation.slice(0, dot), relname: found.relation.slice(dot + 1) }, 'read');
       if (use !== undefined) this.useColumn(use.key, '*', 'whole_row');
     }
+    return found;
   }
 
   // ---------------------------------------------------------------- statements
@@ -828,7 +856,20 @@ class Analyzer {
     this.walk(s.havingClause, inner);
     this.walk(s.windowClause, inner);
     this.walk(s.distinctClause, inner);
-    this.walk(s.sortClause, inner);
+    // ORDER BY a bare name that is an output column's alias sorts by that output column (PostgreSQL's
+    // findTargetlistEntrySQL92), whose own references the target list walk above has recorded.
+    const aliases = new Set<string>();
+    for (const t of Array.isArray(s.targetList) ? s.targetList : []) if (typeof t?.ResTarget?.name === 'string') aliases.add(t.ResTarget.name);
+    for (const item of Array.isArray(s.sortClause) ? s.sortClause : []) {
+      const by: AnyNode | undefined = item?.SortBy;
+      const fields = by?.node?.ColumnRef?.fields;
+      const only = Array.isArray(fields) && fields.length === 1 ? fields[0]?.String?.sval : undefined;
+      if (typeof only === 'string' && aliases.has(only)) {
+        this.walk({ ...by, node: undefined }, inner);
+        continue;
+      }
+      this.walk(item, inner);
+    }
     this.walk(s.limitCount, inner);
     this.walk(s.limitOffset, inner);
     if (Array.isArray(s.lockingClause)) {
@@ -905,6 +946,7 @@ class Analyzer {
       const item: FromItem = { refname: alias, base: undefined, columns: undefined, children, hidesChildren: alias !== undefined };
       const renamed = stringsOf(j.alias?.colnames);
       if (renamed.length > 0) item.joinRenamed = renamed;
+      item.joinPlain = stringsOf(j.usingClause).length === 0 && j.isNatural !== true;
       if (j.join_using_alias?.aliasname !== undefined) {
         // `USING (a) AS x`: x.a names the merged column of both sides.
         const using = stringsOf(j.usingClause);

@@ -52,7 +52,13 @@ export const CATALOG_QUERIES = {
   // parameter type OIDs are resolved against this, so a relation cannot be reached through its type.
   types: `
     select t.oid::int8 as oid, n.nspname as schema, t.typname as name,
-      coalesce(rn.nspname || '.' || r.relname, ern.nspname || '.' || er.relname) as relation
+      coalesce(rn.nspname || '.' || r.relname, ern.nspname || '.' || er.relname) as relation,
+      t.typtype::text as typtype, (case when t.typcategory = 'A' then t.typelem else 0 end)::int8 as elem, t.typbasetype::int8 as base,
+      exists (select 1 from pg_catalog.pg_constraint k where k.contypid = t.oid and k.contype = 'c') as checks,
+      (select g.rngsubtype::int8 from pg_catalog.pg_range g where g.rngtypid = t.oid) as rngsub,
+      (select g.rngtypid::int8 from pg_catalog.pg_range g where g.rngmultitypid = t.oid) as mrrange,
+      (select pg_catalog.array_agg(a.atttypid::int8) from pg_catalog.pg_attribute a
+        where t.typtype = 'c' and a.attrelid = t.typrelid and a.attnum > 0 and not a.attisdropped) as cols
     from pg_catalog.pg_type t
     join pg_catalog.pg_namespace n on n.oid = t.typnamespace
     left join pg_catalog.pg_class r on r.oid = t.typrelid and r.relkind in ${RELKINDS}
@@ -203,8 +209,28 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
 
   const types = new Map<string, CatalogType>();
   const typesByOid = new Map<number, CatalogType>();
+  const shapes = new Map<number, TypeShape>();
   for (const t of typeRows.rows) {
-    const type: CatalogType = Object.freeze({ oid: Number(t.oid), schema: String(t.schema), name: String(t.name), relation: t.relation == null ? undefined : String(t.relation) });
+    shapes.set(Number(t.oid), {
+      schema: String(t.schema),
+      typtype: String(t.typtype ?? 'b'),
+      elem: Number(t.elem ?? 0),
+      base: Number(t.base ?? 0),
+      checks: t.checks === true,
+      rangeSubtype: t.rngsub == null ? 0 : Number(t.rngsub),
+      multirangeOf: t.mrrange == null ? 0 : Number(t.mrrange),
+      columns: Array.isArray(t.cols) ? t.cols.map(Number) : [],
+    });
+  }
+  for (const t of typeRows.rows) {
+    const oid = Number(t.oid);
+    const type: CatalogType = Object.freeze({
+      oid,
+      schema: String(t.schema),
+      name: String(t.name),
+      relation: t.relation == null ? undefined : String(t.relation),
+      inputRunsCode: inputRunsCode(oid, shapes, false, new Set()),
+    });
     types.set(relationKey(type.schema, type.name), type);
     typesByOid.set(type.oid, type);
   }
@@ -219,6 +245,36 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
     userOperators: frozenSet(userOperators),
     userOperatorFunctions: frozenMap([...operatorFunctions].map(([k, v]) => [k, Object.freeze([...v]) as string[]] as const)),
   });
+}
+
+interface TypeShape {
+  schema: string;
+  typtype: string;
+  elem: number;
+  base: number;
+  checks: boolean;
+  rangeSubtype: number;
+  multirangeOf: number;
+  columns: number[];
+}
+
+/**
+ * Whether converting a string to this type (a constant's input, which parse analysis runs) can reach SQL or
+ * PL code: an array, composite, range or multirange whose elements, fields or bounds include a domain with
+ * CHECK constraints (domain_in runs them) or a range over a type outside pg_catalog (range_in compares the
+ * bounds with the subtype's comparison function). A plain domain's CHECK runs later, at execution, where the
+ * server's analysis sees it.
+ */
+function inputRunsCode(oid: number, shapes: ReadonlyMap<number, TypeShape>, inContainer: boolean, seen: Set<number>): boolean {
+  const t = shapes.get(oid);
+  if (t === undefined || seen.has(oid)) return false;
+  seen.add(oid);
+  if (t.typtype === 'd') return (inContainer && t.checks) || inputRunsCode(t.base, shapes, inContainer, seen);
+  if (t.elem !== 0) return inputRunsCode(t.elem, shapes, true, seen);
+  if (t.typtype === 'c') return t.columns.some((c) => inputRunsCode(c, shapes, true, seen));
+  if (t.typtype === 'r') return shapes.get(t.rangeSubtype)?.schema !== 'pg_catalog' || inputRunsCode(t.rangeSubtype, shapes, true, seen);
+  if (t.typtype === 'm') return inputRunsCode(t.multirangeOf, shapes, true, seen);
+  return false;
 }
 
 /** An empty snapshot (no relations, functions or operators), for tests and for tools that run without a database. */

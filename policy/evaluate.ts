@@ -4,8 +4,8 @@ import type { CatalogSnapshot, Decision, Effect, RelationPattern, RolePolicy, Se
 import { parseStatements, type RawStmt } from './parser.ts';
 import { analyzeStatement, REG_TYPES, type Analysis } from './analyze.ts';
 import { judgeFunction, isReadableSetting } from './functions.ts';
-import { judgeVariableSet, judgeTransactionOptions } from './settings.ts';
-import { DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, INTROSPECTION_RELATIONS, isSystemRelation } from './introspection.ts';
+import { judgeSettingRead, judgeVariableSet, judgeTransactionOptions } from './settings.ts';
+import { DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, INTROSPECTION_RELATIONS, SYSTEM_DENIED_COLUMNS, isSystemRelation } from './introspection.ts';
 import { SqlState } from '../proxy/sqlstate.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -165,6 +165,8 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         return { reason: 'function_denied', ruleId: `${r}.functions`, sqlstate: SqlState.InsufficientPrivilege, what: `calls function ${p.subject}, which pgwarden cannot resolve`, detail: p.message, hint: undefined };
       case 'unknown_type':
         return { reason: 'type_denied', ruleId: `${r}.relations`, sqlstate: SqlState.InsufficientPrivilege, what: `uses type ${p.subject}, which pgwarden cannot resolve`, detail: p.message, hint: 'use built-in types' };
+      case 'input_runs_code':
+        return { reason: 'analysis_ran_user_code', ruleId: 'builtin.types', sqlstate: SqlState.InsufficientPrivilege, what: `converts a string constant to ${p.subject}, which runs SQL code while the statement is merely analysed`, detail: p.message, hint: 'pass the value as a parameter of a built-in type, or ask the operator to review the type' };
       case 'user_operator':
         return { reason: 'operator_denied', ruleId: `${r}.functions`, sqlstate: SqlState.InsufficientPrivilege, what: `uses operator ${p.subject}, which is not a pg_catalog operator`, detail: `${p.message} (rule: builtin.operators)`, hint: 'use built-in operators or call an allowed function' };
     }
@@ -249,6 +251,21 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
     }
   }
   for (const c of a.columns) {
+    // Columns of system relations no role may read (other roles' settings, sampled values), whatever the policy.
+    // A whole-row '*' counts only when the columns are exact (the server's analysis); pgwarden's own analysis
+    // reports unknown system-relation columns as '*' and judges its stars in analyze.ts.
+    const hidden = SYSTEM_DENIED_COLUMNS.get(c.relation);
+    if (hidden !== undefined && (hidden.has(c.column) || (c.column === '*' && a.exactColumns === true))) {
+      const cols = c.column === '*' ? [...hidden].join(', ') : c.column;
+      return {
+        reason: 'column_denied',
+        ruleId: 'builtin.catalog',
+        sqlstate: SqlState.InsufficientPrivilege,
+        what: `reads ${c.column === '*' ? `every column of ${displayRel(c.relation)}, including` : `column ${displayRel(c.relation)}.${quoteIdent(c.column)}, which holds`} ${cols}, which pgwarden lets no role read`,
+        detail: `${displayRel(c.relation)}: ${cols} (rule: builtin.catalog)`,
+        hint: 'select the columns you need by name',
+      };
+    }
     const denied = role.deniedColumns.get(c.relation);
     if (denied === undefined || denied.size === 0) continue;
     const allowedCols = (a.relations.find((x) => x.key === c.relation)?.relation?.columns ?? []).map((x) => x.name).filter((n) => !denied.has(n));
@@ -292,17 +309,18 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         hint,
       };
     }
-    // Introspection roles can read every setting through pg_settings anyway.
-    if (f.schema === 'pg_catalog' && f.name === 'current_setting' && role.catalog !== 'introspection') {
+    // The same rule as SHOW (judgeSettingRead); a name that is not a constant could be any setting.
+    if (f.schema === 'pg_catalog' && f.name === 'current_setting') {
       const setting = f.constArgs[0];
-      if (setting === undefined || !isReadableSetting(setting)) {
+      const v = setting === undefined ? undefined : judgeSettingRead(setting, role);
+      if (setting === undefined ? role.catalog !== 'introspection' : v !== undefined && !v.allow) {
         return {
           reason: 'function_denied',
           ruleId: 'builtin.functions',
           sqlstate: SqlState.InsufficientPrivilege,
           what: setting === undefined ? 'calls current_setting with a non-constant setting name' : `reads setting ${setting} with current_setting`,
-          detail: 'current_setting may read only display, identity and limit settings (rule: builtin.functions)',
-          hint: 'SHOW works for any setting',
+          detail: `${v !== undefined && !v.allow ? v.why : 'current_setting may read only display, identity and limit settings'} (rule: builtin.functions)`,
+          hint: v !== undefined && !v.allow ? v.hint : undefined,
         };
       }
     }
@@ -463,6 +481,12 @@ function checkKind(kind: string, body: AnyNode, a: Analysis, session: SessionVie
     case 'VariableShowStmt': {
       const name = String(body.name ?? '').toLowerCase();
       if (SHOW_DENIED.has(name)) return kindDenial(kind, role, `of ${name} reveals the server's filesystem layout`);
+      // One rule with current_setting(): SHOW must not read what current_setting() may not.
+      const v = judgeSettingRead(name, role);
+      if (!v.allow) {
+        const rule = v.rule === 'builtin' ? 'builtin.settings' : `${r}.catalog`;
+        return { reason: 'setting_denied', ruleId: rule, sqlstate: SqlState.InsufficientPrivilege, what: `reads setting ${name}, which role "${role.name}" may not read`, detail: `${v.why} (rule: ${rule})`, hint: v.hint };
+      }
       return ok();
     }
     case 'TransactionStmt': {

@@ -67,15 +67,16 @@ export type SettingReadVerdict =
  * ZONE is `timezone`, SHOW TRANSACTION ISOLATION LEVEL is `transaction_isolation`, SHOW ALL is `all`).
  * - the server's file locations: never;
  * - introspection roles: every other setting (they can read pg_settings anyway), and SHOW ALL;
- * - other roles: the readable-settings list (READABLE_SETTINGS in functions.ts) only, so not SHOW ALL,
- *   other roles' or extensions' custom settings (`myext.api_key`), or server paths and limits.
+ * - other roles: the readable-settings list (READABLE_SETTINGS in functions.ts) and the settings they may SET,
+ *   so not SHOW ALL, extensions' custom settings (`myext.api_key`), or server paths and configuration.
  */
 export function judgeSettingRead(name: string, role: RolePolicy): SettingReadVerdict {
   const key = name.toLowerCase();
   const file = FILE_LOCATION_SETTINGS.get(key);
   if (file !== undefined) return { allow: false, rule: 'builtin', why: `${key} reveals ${file}`, hint: undefined };
   if (role.catalog === 'introspection') return { allow: true };
-  if (key !== 'all' && isReadableSetting(key)) return { allow: true };
+  // What the role may set it may read; otherwise only the display, identity and limit settings.
+  if (key !== 'all' && (isReadableSetting(key) || HARMLESS_SETTINGS.has(key) || role.settings.has(key))) return { allow: true };
   return {
     allow: false,
     rule: 'role',

@@ -78,6 +78,8 @@ export interface CatalogType {
   name: string;
   /** `schema.name` of the table/view whose row type this is (or whose row type this is an array of). */
   relation: string | undefined;
+  /** A string constant of this type runs SQL or PL code when it is converted, i.e. during parse analysis (catalog.ts inputRunsCode). */
+  inputRunsCode?: boolean;
 }
 
 /** What pgwarden knows of the upstream database, read at startup, on reload and on demand. */

@@ -280,7 +280,10 @@ const families: Record<string, Case[]> = {
     ['fnallow', "SELECT pg_relation_size('orders')", 'allow'],
     ['intro', "SELECT 'orders'::regclass", 'allow'],
     ['intro', "SELECT pg_relation_size('orders'), pg_get_viewdef('v_orders'::regclass)", 'allow'],
-    ['analyst', "SELECT pg_size_pretty(1024::bigint), format_type(23, NULL)", 'allow'],
+    ['analyst', "SELECT pg_size_pretty(1024::bigint)", 'allow'],
+    // format_type prints any type's name, table row types included: a name oracle like regtypeout.
+    ['analyst', "SELECT format_type(23, NULL)", 'deny', 'function_denied'],
+    ['intro', "SELECT format_type(23, NULL)", 'allow'],
   ],
   // current_setting reads only an allow list of settings.
   'current_setting': [
@@ -517,10 +520,14 @@ const families: Record<string, Case[]> = {
     ['analyst', 'CLOSE c', 'allow'],
     ['analyst', 'CLOSE ALL', 'allow'],
   ],
-  // SHOW is allowed except the server's filesystem layout.
+  // SHOW reads what current_setting may read: never the server's filesystem layout; without catalog: introspection,
+  // only display, identity and limit settings and those the role may SET.
   'SHOW': [
-    ['analyst', 'SHOW work_mem', 'allow'],
-    ['analyst', 'SHOW ALL', 'allow'],
+    // SHOW follows current_setting's rule (policy/settings.ts judgeSettingRead): a setting the role may neither
+    // SET nor read with current_setting is refused to a role without catalog: introspection.
+    ['analyst', 'SHOW work_mem', 'deny', 'setting_denied'],
+    ['analyst', 'SHOW statement_timeout', 'allow'],
+    ['analyst', 'SHOW ALL', 'deny', 'setting_denied'],
     ['analyst', 'SHOW TIME ZONE', 'allow'],
     ['analyst', 'SHOW TRANSACTION ISOLATION LEVEL', 'allow'],
     ['analyst', 'SHOW data_directory', 'deny', 'statement_kind_denied'],

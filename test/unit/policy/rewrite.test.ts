@@ -45,7 +45,7 @@ describe('LIMIT rewrite', () => {
     ['SELECT id FROM orders LIMIT 50 OFFSET 1000'],
     ['SELECT id FROM orders ORDER BY id FETCH FIRST 500 ROWS WITH TIES'],
     ['SELECT id FROM orders LIMIT LEAST($1, 5)'],
-    ['SHOW work_mem'],
+    ['SHOW TimeZone'],
     ['BEGIN'],
     ['EXPLAIN SELECT id FROM orders'],
     ['FETCH 1000 FROM c'],
