@@ -1,6 +1,7 @@
 // The benchmark suite: `npm run bench` (about 12–15 min on 2 cores) or `npm run bench -- --quick` (under 3 min).
 //
-// 1. Parser comparison (bench/parsers.bench.ts) and framing / parse+decide micro-benchmarks (bench/framing.bench.ts).
+// 1. Parser comparison (bench/parsers.bench.ts), framing / parse+decide micro-benchmarks (bench/framing.bench.ts) and
+//    the server-analysis miss cost (bench/analysis.bench.ts).
 // 2. End to end: a throwaway PostgreSQL 15 tuned for benchmarking, `pgbench -i -s 10`, PgBouncer (session mode; skipped
 //    with a clear note when not installed), a bare Node.js relay (bench/node-relay.ts: the platform's floor) and
 //    pgwarden in its own process (bench/pgwarden-server.ts); then `pgbench -S -n` in -M simple/extended/prepared at
@@ -28,6 +29,7 @@ import { mintToken } from '../proxy/auth/mint.ts';
 import type { AuthConfig } from '../proxy/config/types.ts';
 import { runParserBench } from './parsers.bench.ts';
 import { runFramingBench } from './framing.bench.ts';
+import { runAnalysisBench } from './analysis.bench.ts';
 import { BENCH_POLICY_YAML, BENCH_ROLE } from './lib/policy.ts';
 import { benchConfig, type PgwardenSpec } from './lib/pgwarden-config.ts';
 import { runPgbench, type Mode } from './lib/pgbench.ts';
@@ -345,6 +347,7 @@ async function main(): Promise<void> {
     // 1. Micro-benchmarks (in this process, before anything else loads the machine).
     let parserMd = '_skipped (--no-micro)_';
     let framingMd = '_skipped (--no-micro)_';
+    let analysisMd = '_skipped (--no-micro)_';
     if (opts.micro) {
       log('parser comparison (libpg-query vs pgsql-ast-parser)…');
       parserMd = (await runParserBench({ quick: opts.quick, log })).markdown;
@@ -354,6 +357,13 @@ async function main(): Promise<void> {
       } catch (err) {
         framingMd = `_failed: ${err instanceof Error ? err.message : String(err)}_`;
         log(`framing bench failed: ${String(err)}`);
+      }
+      log('server analysis (decision-cache miss) micro-benchmark…');
+      try {
+        analysisMd = (await runAnalysisBench({ quick: opts.quick, log })).markdown;
+      } catch (err) {
+        analysisMd = `_failed: ${err instanceof Error ? err.message : String(err)}_`;
+        log(`analysis bench failed: ${String(err)}`);
       }
     }
 
@@ -638,6 +648,10 @@ async function main(): Promise<void> {
     md.push('');
     md.push(framingMd);
     md.push('');
+    md.push('## PostgreSQL\'s own analysis: the cost of a decision-cache miss');
+    md.push('');
+    md.push(analysisMd);
+    md.push('');
     const failures = records.filter((r) => !r.ok);
     if (failures.length) {
       md.push('## Failed runs');
@@ -653,6 +667,7 @@ async function main(): Promise<void> {
     md.push(`${command}`);
     md.push('node --import tsx bench/parsers.bench.ts    # parser comparison alone (~25 s)');
     md.push('node --import tsx bench/framing.bench.ts    # framing and parse+decide alone (~15 s)');
+    md.push('node --import tsx bench/analysis.bench.ts   # the server-analysis miss cost alone (~20 s)');
     md.push('node --import tsx bench/corpus/build.ts     # re-capture and re-validate the parser corpus (needs psql, pgbench)');
     md.push('```');
     md.push('');
