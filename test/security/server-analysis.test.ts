@@ -134,6 +134,17 @@ CREATE OPERATOR CLASS redteam.box_ops DEFAULT FOR TYPE redteam.box USING btree A
 CREATE TYPE redteam.boxrange AS RANGE (subtype = redteam.box, multirange_type_name = redteam.boxmultirange);
 -- A composite with a field of the side-effect domain: record_in runs the field's domain_in, CHECK included.
 CREATE TYPE redteam.dbox AS (v redteam.d);
+-- Deeper: a composite holding an array of that composite; and a table's row type with a domain column.
+CREATE TYPE redteam.deep AS (x redteam.dbox[]);
+CREATE TABLE redteam.wt (v redteam.d);
+-- A range over plain int4 whose subtype operator class is a NON-default one with a side-effect comparison:
+-- range_in and every range comparison call it, though int4's default operator class is pg_catalog's.
+CREATE FUNCTION redteam.int_cmp_side(a int4, b int4) RETURNS int LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN PERFORM redteam.mark('int_cmp_side'); RETURN btint4cmp(a, b); END $$;
+CREATE OPERATOR CLASS redteam.int_side_ops FOR TYPE int4 USING btree AS
+  OPERATOR 1 pg_catalog.<, OPERATOR 2 pg_catalog.<=, OPERATOR 3 pg_catalog.=, OPERATOR 4 pg_catalog.>=, OPERATOR 5 pg_catalog.>,
+  FUNCTION 1 redteam.int_cmp_side(int4, int4);
+CREATE TYPE redteam.irange AS RANGE (subtype = int4, subtype_opclass = redteam.int_side_ops, multirange_type_name = redteam.imultirange);
 -- A domain whose CHECK (security invoker: it runs as whoever analyses or runs the statement, pgwarden's login,
 -- which may read customers) raises an error quoting every ssn: an error, not a row, carries the data out.
 CREATE FUNCTION redteam.leak_check(v int) RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog AS $$
@@ -658,6 +669,11 @@ describe('statements whose mere analysis runs user code', () => {
     { name: 'unqualified d[] through search_path', sql: "SELECT 1 WHERE false AND '{1}'::d[] IS NULL", role: 'sqljson' },
     { name: 'unqualified dbox through search_path', sql: "SELECT 1 WHERE false AND dbox '(1)' IS NULL", role: 'sqljson' },
     { name: 'unqualified boxrange through search_path', sql: `SELECT 1 WHERE false AND '["(1)","(2)"]'::boxrange IS NULL`, role: 'sqljson' },
+    { name: 'range over int4 with a non-default side-effect subtype opclass', sql: "SELECT 1 WHERE false AND '[1,2]'::redteam.irange IS NULL" },
+    { name: 'multirange over that range', sql: "SELECT 1 WHERE false AND '{[1,2]}'::redteam.imultirange IS NULL" },
+    { name: 'unqualified irange through search_path', sql: "SELECT 1 WHERE false AND '[1,2]'::irange IS NULL", role: 'sqljson' },
+    { name: 'composite holding an array of the domain composite', sql: `SELECT 1 WHERE false AND '("{""(1)""}")'::redteam.deep IS NULL` },
+    { name: 'a table row type with a domain column', sql: "SELECT 1 WHERE false AND '(1)'::redteam.wt IS NULL" },
     { name: 'multirange literal over a side-effect operator class', sql: `SELECT '{["(1)","(2)"]}'::redteam.boxmultirange` },
     { name: 'composite literal with a side-effect domain field', sql: "SELECT '(1)'::redteam.dbox" },
     { name: 'composite literal with a side-effect domain field under WHERE false', sql: "SELECT 1 WHERE false AND '(1)'::redteam.dbox IS NULL" },
@@ -695,6 +711,8 @@ describe('user code the executor finds at run time (not named in the analysed tr
     { name: 'XMLTABLE column of a side-effect domain', sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r><v>1</v></r>' AS xml) COLUMNS v redteam.d PATH 'v')" },
     { name: 'XMLTABLE column DEFAULT calling lo_create via notation', sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r/>' AS xml) COLUMNS v int8 PATH 'v' DEFAULT ((0::oid).lo_create)::int8)" },
     { name: 'error channel: XMLTABLE column of the raising domain', sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r><v>1</v></r>' AS xml) COLUMNS v redteam.dleak PATH 'v')" },
+    { name: 'text to a range with a non-default side-effect subtype opclass', sql: "SELECT ('[' || o.id || ',600]')::redteam.irange FROM orders o LIMIT 1" },
+    { name: 'DISTINCT over that range', sql: "SELECT DISTINCT ('[' || o.id || ',600]')::redteam.irange FROM orders o WHERE o.id < 3" },
     // The same with a CHECK that raises every ssn.
     { name: 'error channel: text to an array of the raising domain', sql: "SELECT ('{' || o.id || '}')::redteam.dleak[] FROM orders o LIMIT 1" },
     { name: 'error channel: jsonb_populate_record with the raising domain', sql: `SELECT jsonb_populate_record(NULL::redteam.dleakbox, '{"v":1}')` },
@@ -1094,6 +1112,8 @@ describe('parameter types declared in the Parse message', () => {
     ['analyst', 'SELECT $1', 'redteam.d', '1', 'a domain whose CHECK has a side effect'],
     ['analyst', 'SELECT $1::int + 1', 'redteam.d', '1', 'a side-effect domain, then cast'],
     ['analyst', 'SELECT $1', 'redteam.d[]', '{1,2}', 'an array of a side-effect domain'],
+    ['analyst', 'SELECT 1', 'redteam.irange', '[1,2]', 'a range with a side-effect subtype opclass, unused'],
+    ['analyst', 'SELECT $1', 'redteam.deep', '("{""(1)""}")', 'a nested composite reaching the domain'],
     ['writer', 'INSERT INTO canary VALUES (1, $1) ON CONFLICT (id) DO NOTHING', 'redteam.d', '1', 'a side-effect domain assigned to text'],
     ['nocat', 'SELECT $1', 'regclass', 'secrets', 'regclass by name (existence oracle)'],
     ['nocat', 'SELECT $1', 'regclass', '16384', 'regclass by oid (name oracle)'],
@@ -1140,6 +1160,7 @@ describe('EXECUTE arguments coerced to the prepared statement\'s declared types'
     ['analyst', 'composite with a domain field', ['PREPARE redteam_x(redteam.dbox) AS SELECT 1', "EXECUTE redteam_x('(1)')"]],
     ['analyst', 'range over a side-effect operator class', ['PREPARE redteam_x(redteam.boxrange) AS SELECT 1', `EXECUTE redteam_x('["(1)","(2)"]')`]],
     ['analyst', 'domain CHECK raising every ssn', ['PREPARE redteam_x(redteam.dleak) AS SELECT 1', 'EXECUTE redteam_x(1)']],
+    ['analyst', 'range with a side-effect subtype opclass', ['PREPARE redteam_x(redteam.irange) AS SELECT 1', "EXECUTE redteam_x('[1,2]')"]],
     ['analyst', 'EXPLAIN ANALYZE EXECUTE with a domain CHECK', ['PREPARE redteam_x(redteam.d) AS SELECT $1', 'EXPLAIN ANALYZE EXECUTE redteam_x(1)']],
     ['nocat', 'regclass input of a name (existence oracle)', ['PREPARE redteam_x(regclass) AS SELECT $1::oid', "EXECUTE redteam_x('secrets')"]],
     ['nocat', 'regclass input of a missing name', ['PREPARE redteam_x(regclass) AS SELECT 1', "EXECUTE redteam_x('no_such_relation_redteam')"]],
@@ -1290,6 +1311,8 @@ describe('ground truth: the cases mean what they claim on this PostgreSQL', () =
     ['domain array (CoerceViaIO)', "SELECT ('{' || 1 || '}')::redteam.d[]"],
     ['array-of-domain literal, at PREPARE (analysis only)', "PREPARE redteam_gt AS SELECT 1 WHERE false AND '{7}'::redteam.d[] IS NULL"],
     ['composite literal, at PREPARE (analysis only)', "PREPARE redteam_gt AS SELECT 1 WHERE false AND '(1)'::redteam.dbox IS NULL"],
+    ['irange literal, at PREPARE (analysis only)', "PREPARE redteam_gt AS SELECT 1 WHERE false AND '[1,2]'::redteam.irange IS NULL"],
+    ['deep composite literal, at PREPARE (analysis only)', `PREPARE redteam_gt AS SELECT 1 WHERE false AND '("{""(1)""}")'::redteam.deep IS NULL`],
     ['range literal, at PREPARE (analysis only)', `PREPARE redteam_gt AS SELECT 1 WHERE false AND '["(1)","(2)"]'::redteam.boxrange IS NULL`],
     ['infix operator', 'SELECT 1 OPERATOR(redteam.###) 2'],
     ['prefix operator', 'SELECT OPERATOR(redteam.###) 2'],
