@@ -879,6 +879,7 @@ const READ_LIST: Attack[] = [
   // Spellings of the name itself.
   { name: 'upper-case SSN folds to ssn', sql: 'SELECT SSN FROM customers' },
   { name: 'Unicode-escaped identifier', sql: 'SELECT U&"\\0073sn" FROM customers' },
+  { name: 'Unicode-escaped identifier with UESCAPE', sql: "SELECT U&\"!0073sn\" UESCAPE '!' FROM customers" },
   { name: 'four-part column reference', sql: 'SELECT app.public.customers.ssn FROM customers' },
   { name: 'WHERE ssn', sql: "SELECT id FROM customers WHERE ssn LIKE '1%'" },
   { name: 'WHERE renamed ssn', sql: "SELECT i FROM customers AS c(i,n,e,s) WHERE s LIKE '1%'" },
