@@ -529,6 +529,10 @@ const CONTROLS: Attack[] = [
   { name: 'WHERE on allowed column', sql: "SELECT id FROM customers WHERE name LIKE 'customer 1%'" },
   // ORDER BY a bare name prefers the output column: this sorts by name, PostgreSQL's column privileges allow it.
   { name: 'ORDER BY an output alias called ssn', sql: 'SELECT name AS ssn FROM customers ORDER BY ssn' },
+  { name: 'ORDER BY (ssn), parenthesised: still the output alias', sql: 'SELECT name AS ssn FROM customers ORDER BY (ssn)' },
+  { name: 'ORDER BY ssn DESC NULLS LAST: still the output alias', sql: 'SELECT name AS ssn FROM customers ORDER BY ssn DESC NULLS LAST' },
+  { name: 'GROUP BY name, ORDER BY the alias ssn', sql: 'SELECT name AS ssn FROM customers GROUP BY name ORDER BY ssn' },
+  { name: 'DISTINCT ON resolves like ORDER BY: the output alias', sql: 'SELECT DISTINCT ON (ssn) name AS ssn FROM customers' },
   // Column notation wins over function notation: these read a column, they call nothing.
   { name: 'column named lo_create', sql: 'SELECT x.lo_create FROM (SELECT 7) AS x(lo_create)' },
   { name: 'column named pg_advisory_lock', sql: 'SELECT x.pg_advisory_lock FROM (SELECT 7::bigint) AS x(pg_advisory_lock)' },
@@ -821,6 +825,7 @@ const READ_LIST: Attack[] = [
   { name: 'whole row via an alias named lower', sql: 'SELECT lower FROM customers AS lower' },
   // Joins.
   { name: 'join alias list hiding its inputs', sql: 'SELECT j.x FROM (customers JOIN orders ON true) AS j(a,b,c,x) LIMIT 5' },
+  { name: 'join alias list shorter than the join: unqualified a is customers.ssn', sql: 'SELECT a FROM (customers AS c(x,y,z,a) JOIN orders ON true) AS j(q) LIMIT 3' },
   { name: 'join alias list over USING', sql: 'SELECT j.d FROM (customers JOIN orders USING (id)) AS j(i,n,e,d)' },
   { name: 'join alias list over ON', sql: 'SELECT j.d FROM (customers c JOIN orders o ON c.id = o.customer_id) AS j(a,b,e,d) LIMIT 5' },
   { name: 'JOIN … USING (ssn) against a guess', sql: "SELECT id FROM customers JOIN (VALUES ('100007919')) AS v(ssn) USING (ssn)" },
@@ -885,6 +890,11 @@ const READ_LIST: Attack[] = [
   { name: 'WHERE renamed ssn', sql: "SELECT i FROM customers AS c(i,n,e,s) WHERE s LIKE '1%'" },
   { name: 'ORDER BY ssn', sql: 'SELECT id FROM customers ORDER BY ssn' },
   { name: 'ORDER BY expression: input column, not the output alias', sql: "SELECT name AS ssn FROM customers ORDER BY ssn || ''" },
+  { name: 'ORDER BY ssn COLLATE: an expression, so the input column', sql: 'SELECT name AS ssn FROM customers ORDER BY ssn COLLATE "C"' },
+  { name: 'ORDER BY ssn::text: an expression, so the input column', sql: 'SELECT name AS ssn FROM customers ORDER BY ssn::text' },
+  { name: 'ORDER BY customers.ssn beside an output alias ssn', sql: 'SELECT name AS ssn FROM customers ORDER BY customers.ssn' },
+  { name: 'GROUP BY prefers the input column over an output alias ssn', sql: 'SELECT count(*) AS ssn FROM customers GROUP BY ssn' },
+  { name: 'window ORDER BY sees input columns only, not the output alias ssn', sql: 'SELECT name AS ssn, rank() OVER (ORDER BY ssn) FROM customers' },
   { name: 'GROUP BY ssn', sql: 'SELECT count(*) FROM customers GROUP BY ssn' },
   { name: 'HAVING on ssn', sql: "SELECT id FROM customers GROUP BY id HAVING max(ssn) > '5'" },
   { name: 'GROUP BY renamed ssn', sql: 'SELECT min(n) FROM customers AS c(i,n,e,d) GROUP BY d' },
@@ -915,6 +925,8 @@ describe('column-name resolution that hides ssn', () => {
     ['cast item keeps its column name (no column text)', 'SELECT text FROM (SELECT ssn::text FROM customers) s'],
     ['c.text is not a cast of the row', 'SELECT c.text FROM customers c'],
     ['hidden join input', 'SELECT c.ssn FROM (customers c JOIN orders o ON true) AS j'],
+    ['join alias column a is ambiguous', 'SELECT j.a FROM (customers AS c(x,y,z,a) JOIN orders ON true) AS j(a)'],
+    ['two output columns called ssn in ORDER BY', 'SELECT name AS ssn, email AS ssn FROM customers ORDER BY ssn'],
     ['inner JOIN … ON cannot see the outer item', 'SELECT o.id FROM customers c1 JOIN (orders o JOIN customers c2 ON c1.ssn = c2.ssn) ON true'],
   ])('PostgreSQL rejects %s: not a success, no ssn', async (_n, sql) => {
     await attack('analyst', 'simple', sql, 'reject');
