@@ -17,9 +17,13 @@
 //     unless the process dies meanwhile.
 //   - 'continue': the failure (and the recovery) is reported on stderr / the operational log and traffic goes on;
 //     events queue in memory up to MAX_BUFFERED_BYTES, beyond that they are dropped and counted.
-// On failure an `audit_gap` event is queued; while unhealthy a probe re-opens a file destination (or flushes an fd)
-// every few seconds, and the first successful write (normally of the queued events and that marker) flips `healthy`
-// back. A plain stream passed in cannot recover (Node destroys a stream after 'error').
+// A destination that stops draining (a paused stdout reader, a stuck pipe) is a failure like any other: once the
+// bytes it has not yet taken plus the lines held here would pass MAX_BUFFERED_BYTES, the trail is `stalled` (not
+// healthy) with the same consequences per `onFailure`; it recovers when the destination has drained to half that.
+// On failure an `audit_gap` marker is queued first; it is written when the trail recovers, with `dropped` counting
+// the events lost in between. While unhealthy a probe re-opens a file destination (or flushes an fd) every few
+// seconds, and the first successful write (normally of the marker and the queued events) flips `healthy` back.
+// A plain stream passed in cannot recover from an error (Node destroys a stream after 'error'), only from a stall.
 import os from 'node:os';
 import { loadModule, normalizeSync, scanSync } from 'libpg-query';
 import pino, { type Logger } from 'pino';
@@ -43,8 +47,19 @@ const BATCH_BYTES = 64 * 1024;
 /** The batch buffer: room for a full batch plus the longest line (16 KiB of SQL, up to 3 bytes a unit, and fields). */
 const ARENA_BYTES = 256 * 1024;
 
-/** In-memory queue bound while the destination cannot keep up or is failing (`continue` mode). */
+/**
+ * Memory bound of the trail: bytes handed to the destination and not yet taken by it, plus lines held here while
+ * the destination fails. Reaching it is a failure ('stalled'); beyond it events are dropped and counted.
+ */
 export const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+/**
+ * The trail is declared stalled when the destination would hold more than this; the rest of the bound is kept for
+ * what comes after (the batch that tripped it, statement_end of statements already running, refusals), so with
+ * onFailure 'refuse' a statement that was allowed is never the one dropped.
+ */
+const STALL_BYTES = MAX_BUFFERED_BYTES - 2 * 1024 * 1024;
+/** A stalled destination counts as recovered once it holds no more than this. */
+const RESUME_BYTES = MAX_BUFFERED_BYTES / 2;
 
 /** Keys pino blanks wherever they appear at the top level or one level down. */
 export const AUDIT_REDACT_PATHS = ['password', 'token', 'secret', 'authorization', '*.password', '*.token', '*.secret', '*.authorization'];
@@ -54,6 +69,8 @@ const JWT_LIKE = /eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g;
 
 export type AuditSqlMode = 'full' | 'normalized' | 'none';
 export type AuditFailurePolicy = 'refuse' | 'continue';
+/** 'failed': the destination reported an error; 'stalled': it stopped taking bytes and the memory bound was reached. */
+export type AuditState = 'ok' | 'failed' | 'stalled';
 
 export interface AuditOptions {
   /** 'stdout', 'stderr', a file path (appended to, directories created), or any writable stream. */
@@ -116,8 +133,11 @@ export type AuditEvent =
   | ({ event: 'session_end'; reason: EndReason; durationMs?: number; statements: number; denied: number } & AuditSessionFields)
   | ({ event: 'policy_reload' } & PolicyReloadInfo)
   | ({ event: 'revocation' } & RevocationInfo)
-  /** Written when the destination fails and delivered once it works again: events between may be missing. */
-  | { event: 'audit_gap'; failedAt: string; error: string; dropped: number };
+  /**
+   * Written first when the trail recovers from a failure: `dropped` events between failedAt and recoveredAt are
+   * missing (those that fit in memory follow this line).
+   */
+  | { event: 'audit_gap'; failedAt: string; recoveredAt?: string; error: string; dropped: number };
 
 export interface PolicyReloadInfo {
   version: number;
@@ -156,11 +176,14 @@ export interface RevocationEntrySummary {
 export interface Audit {
   /** Observers to combine into the proxy's SessionEvents. */
   readonly events: SessionEvents;
-  /** False after the destination reported an error and until a write succeeds again. */
+  /** False after the destination reported an error or stalled, until it works (or has drained) again. */
   readonly healthy: boolean;
+  readonly state: AuditState;
   readonly onFailure: AuditFailurePolicy;
-  /** Events dropped because the queue was full while the destination failed. */
+  /** Events dropped because memory was full while the destination failed or stalled (since start). */
   readonly dropped: number;
+  /** Bytes waiting: handed to the destination and not yet taken, plus held here. */
+  readonly bufferedBytes: number;
   /** Re-opens a file destination (log rotation: SIGUSR2 after the file was moved). No-op for stdout/stderr/streams. */
   reopen(): void;
   policyReloaded(info: PolicyReloadInfo): void;
@@ -230,18 +253,27 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
   const { filePath, isStd } = opened;
   let stream = opened.stream;
   let healthy = true;
+  let failure: Exclude<AuditState, 'ok'> | undefined;
   let dropped = 0;
   let probe: NodeJS.Timeout | undefined;
   let closed = false;
   let closing = false;
   // Lines produced while unhealthy are held here, not pushed into the failing destination: a SonicBoom whose
   // first open failed has no fd, and a write into it would wedge it for good.
-  let held: Buffer[] = [];
+  // The audit_gap marker is held as a function: its line is built when it is written, with the final count.
+  let held: (Buffer | (() => Buffer))[] = [];
   let heldBytes = 0;
 
+  /** Bytes the destination has accepted and not yet written (SonicBoom's buffer, or a Node stream's). */
+  const pendingBytes = (): number => {
+    const s = stream as { _len?: unknown; writableLength?: unknown };
+    if (typeof s._len === 'number') return s._len;
+    if (typeof s.writableLength === 'number') return s.writableLength;
+    return 0;
+  };
   const hold = (line: Buffer) => {
-    if (heldBytes + line.length > MAX_BUFFERED_BYTES) {
-      dropped++;
+    if (heldBytes + pendingBytes() + line.length > MAX_BUFFERED_BYTES) {
+      dropped += countLines(line);
       return;
     }
     held.push(line);
@@ -251,11 +283,12 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
     const lines = held;
     held = [];
     heldBytes = 0;
-    for (const line of lines) {
+    for (const entry of lines) {
+      const line = typeof entry === 'function' ? entry() : entry;
       try {
         stream.write(line);
       } catch {
-        dropped++;
+        dropped += countLines(line);
       }
     }
   };
@@ -272,11 +305,18 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
       hold(chunk);
       return;
     }
+    const pending = pendingBytes();
+    if (pending > 0 && pending + chunk.length > STALL_BYTES) {
+      // The destination is not taking what it was given: a failure, not a reason to grow without bound.
+      markUnhealthy(new Error(`audit destination is not draining (${pending} bytes waiting)`), 'stalled');
+      hold(chunk);
+      return;
+    }
     try {
       stream.write(chunk);
     } catch (err) {
-      hold(chunk);
       markUnhealthy(err instanceof Error ? err : new Error(String(err)));
+      hold(chunk);
     }
   };
   const flushPending = (): void => {
@@ -322,17 +362,32 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
     },
   };
 
-  const markUnhealthy = (err: Error) => {
+  const markUnhealthy = (err: Error, kind: Exclude<AuditState, 'ok'> = 'failed') => {
     if (!healthy || closing) return;
     healthy = false;
-    const code = (err as NodeJS.ErrnoException).code;
-    const fields = { err: { message: err.message, code }, onFailure: opts.onFailure };
+    failure = kind;
+    const code = kind === 'stalled' ? 'stalled' : (err as NodeJS.ErrnoException).code;
+    const fields = { err: { message: err.message, code }, onFailure: opts.onFailure, dropped };
     if (opts.onFailure === 'refuse') report.error(fields, 'audit destination failed: refusing new logins and statements until it recovers');
     else report.error(fields, 'audit destination failed: continuing without a complete audit trail (onFailure: continue)');
     // First in the held queue: its successful write is what proves recovery, and it marks where the gap began.
-    emit({ event: 'audit_gap', failedAt: new Date().toISOString(), error: code ?? err.message, dropped });
+    // Held whatever the bound (it is one short line); its count is taken when it is written.
+    const failedAt = new Date().toISOString();
+    const droppedBefore = dropped;
+    const marker = () =>
+      Buffer.from(
+        `{"source":"pgwarden-audit","time":"${isoNow()}${lineBase('audit_gap')},"failedAt":"${failedAt}"${healthy ? `,"recoveredAt":"${new Date().toISOString()}"` : ''},"error":${JSON.stringify(scrubText(code ?? err.message))},"dropped":${dropped - droppedBefore}}\n`,
+        'utf8',
+      );
+    held.push(marker);
+    heldBytes += 256;
     if (probe === undefined) {
       probe = setInterval(() => {
+        // A stall ends when the destination has drained (its 'drain'/'write' events usually say so first).
+        if (failure === 'stalled') {
+          markHealthy();
+          return;
+        }
         try {
           // A file is re-opened (re-creating a deleted file or directory, picking up fixed permissions; the path is
           // passed because SonicBoom only remembers it after a successful open) and the held lines follow on 'ready'.
@@ -348,7 +403,9 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
   };
   const markHealthy = () => {
     if (healthy || closed) return;
+    if (failure === 'stalled' && pendingBytes() > RESUME_BYTES) return;
     healthy = true;
+    failure = undefined;
     if (probe) clearInterval(probe);
     probe = undefined;
     release();
@@ -362,8 +419,14 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
     st.on('ready', () => {
       if (!healthy) release();
     });
-    st.on('drop', () => {
-      dropped++;
+    // A stalled destination that has drained.
+    st.on('drain', () => {
+      if (failure === 'stalled') markHealthy();
+    });
+    // SonicBoom's own bound (none is set: the bound is kept above); counted and a stall if it ever fires.
+    st.on('drop', (data: Buffer | string) => {
+      dropped += typeof data === 'string' ? countLines(Buffer.from(data)) : countLines(data);
+      markUnhealthy(new Error('audit destination buffer full'), 'stalled');
     });
     // A plain stream can be closed underneath us (pipe reader gone) without an error.
     if (!isStd) {
@@ -487,9 +550,15 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
     get healthy() {
       return healthy;
     },
+    get state() {
+      return failure ?? 'ok';
+    },
     onFailure: opts.onFailure,
     get dropped() {
       return dropped;
+    },
+    get bufferedBytes() {
+      return pendingBytes() + heldBytes;
     },
     reopen() {
       if (filePath === undefined || closed) return;
@@ -516,6 +585,9 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
     async close() {
       if (closed || closing) return;
       flushPending();
+      // A stalled destination still works, slowly: what is held goes to it too, so that a reader that resumes after
+      // shutdown began still gets every event (an erroring destination would only lose them again).
+      if (failure === 'stalled') release();
       closing = true;
       if (probe) clearInterval(probe);
       probe = undefined;
@@ -553,7 +625,8 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
 function openDestination(dest: AuditOptions['destination']): { stream: Destination; filePath: string | undefined; isStd: boolean } {
   if (typeof dest !== 'string') return { stream: dest as Destination, filePath: undefined, isStd: false };
   // Buffer mode: the audit trail hands SonicBoom bytes it has already encoded (see the batch in createAudit).
-  const common = { sync: false, maxLength: MAX_BUFFERED_BYTES, contentMode: 'buffer' as const };
+  // No maxLength: SonicBoom would drop silently past it; createAudit keeps the bound and treats reaching it as a failure.
+  const common = { sync: false, contentMode: 'buffer' as const };
   if (dest === 'stdout') return { stream: pino.destination({ ...common, dest: 1 }) as unknown as Destination, filePath: undefined, isStd: true };
   if (dest === 'stderr') return { stream: pino.destination({ ...common, dest: 2 }) as unknown as Destination, filePath: undefined, isStd: true };
   return { stream: pino.destination({ ...common, dest, mkdir: true }) as unknown as Destination, filePath: dest, isStd: false };
@@ -750,6 +823,13 @@ function normalizeByTokens(sql: string): string {
     prevEnd = t.end;
   }
   return out.trimEnd();
+}
+
+/** Events in a chunk of JSON lines (each ends with a newline). */
+function countLines(chunk: Buffer): number {
+  let n = 0;
+  for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) n++;
+  return Math.max(n, 1);
 }
 
 /** The text with JWT-looking runs replaced; the regular expression runs only when 'eyJ' occurs. */

@@ -7,7 +7,7 @@ import type { Config } from './config/types.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/jwt.ts';
 import { ProxyError } from './errors.ts';
 import { createLogger } from './log.ts';
-import { createMetrics, startMetricsServer, type Metrics } from './metrics.ts';
+import { createMetrics, registerAuditMetrics, startMetricsServer, type Metrics } from './metrics.ts';
 import { auditGate, auditUnavailableError, createAudit, withAuditGate, type Audit } from './audit.ts';
 import { combineRevocations, RevocationList, revokedSessionError, type RevocationSource } from './revocation.ts';
 import { revocationClientConfig, TableRevocations } from './revocation-table.ts';
@@ -94,6 +94,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   const verifier = await createTokenVerifier(config.auth, deps.now ? { now: deps.now } : undefined);
   const auditConfig = config.audit ?? { destination: 'stdout', sql: 'normalized', onFailure: 'refuse' };
   const audit = await createAudit({ ...auditConfig, policyVersion: () => store.version, log: log.child({ component: 'audit' }) });
+  registerAuditMetrics(metrics, audit);
   const sources: RevocationSource[] = [];
   const revocationLog = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => log[level](fields ?? {}, msg);
   if (config.revocation?.file) {
@@ -196,8 +197,10 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   if (config.metrics) {
     metricsServer = await startMetricsServer(metrics, config.metrics.host, config.metrics.port, async () => {
       // Ready: a valid policy is loaded (the store exists), the audit trail can be written, and upstream answers.
-      if (!auditGate(audit)) return false;
+      if (!auditGate(audit)) return { ok: false, detail: `audit trail ${audit.state} (onFailure: refuse)` };
       await query('SELECT 1');
+      // onFailure: continue keeps serving while the trail is down; /readyz says so (and pgwarden_audit_healthy).
+      if (!audit.healthy) return { ok: true, detail: `audit trail ${audit.state}, ${audit.dropped} events dropped so far (onFailure: continue)` };
       return true;
     });
   }

@@ -1,6 +1,7 @@
 // Prometheus metrics (prom-client) and the /metrics, /healthz, /readyz listener; labels stay low-cardinality.
 import http from 'node:http';
 import client from 'prom-client';
+import type { Audit } from './audit.ts';
 import type { SessionEvents } from './session/session.ts';
 
 export interface Metrics {
@@ -128,12 +129,62 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   };
 }
 
+/**
+ * The audit trail's state, read at each scrape: healthy (1/0), state (ok, failed, stalled: one series is 1), events
+ * dropped since start (memory full while the destination failed or stalled), and bytes waiting in memory.
+ */
+export function registerAuditMetrics(metrics: Pick<Metrics, 'registry'>, audit: Pick<Audit, 'healthy' | 'state' | 'dropped' | 'bufferedBytes'>): void {
+  const registers = [metrics.registry];
+  new client.Gauge({
+    name: 'pgwarden_audit_healthy',
+    help: 'Whether the audit trail is being written (0 while its destination fails or stalls)',
+    registers,
+    collect() {
+      this.set(audit.healthy ? 1 : 0);
+    },
+  });
+  new client.Gauge({
+    name: 'pgwarden_audit_state',
+    help: 'State of the audit trail: ok, failed (the destination reported an error) or stalled (it stopped draining)',
+    labelNames: ['state'] as const,
+    registers,
+    collect() {
+      for (const state of ['ok', 'failed', 'stalled'] as const) this.set({ state }, audit.state === state ? 1 : 0);
+    },
+  });
+  let counted = 0;
+  new client.Counter({
+    name: 'pgwarden_audit_dropped_events_total',
+    help: 'Audit events lost because memory was full while the destination failed or stalled (each gap is also an audit_gap event)',
+    registers,
+    collect() {
+      const now = audit.dropped;
+      if (now > counted) this.inc(now - counted);
+      counted = now;
+    },
+  });
+  new client.Gauge({
+    name: 'pgwarden_audit_buffered_bytes',
+    help: 'Audit bytes in memory: handed to the destination and not yet written, plus held while it fails',
+    registers,
+    collect() {
+      this.set(audit.bufferedBytes);
+    },
+  });
+}
+
+/** A readiness answer with a reason: `ok: true` with a detail is ready but degraded (e.g. audit events being dropped). */
+export interface Readiness {
+  ok: boolean;
+  detail?: string;
+}
+
 /** Serves /metrics, /healthz (alive) and /readyz (`ready()` says whether a policy is loaded and upstream answers). */
 export async function startMetricsServer(
   metrics: Metrics,
   host: string,
   port: number,
-  ready: () => Promise<boolean>,
+  ready: () => Promise<boolean | Readiness>,
 ): Promise<{ port: number; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
@@ -153,9 +204,10 @@ export async function startMetricsServer(
       res.end('ok\n');
     } else if (url === '/readyz') {
       ready()
-        .then((ok) => {
+        .then((r) => {
+          const { ok, detail } = typeof r === 'boolean' ? { ok: r, detail: undefined } : r;
           res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' });
-          res.end(ok ? 'ready\n' : 'not ready\n');
+          res.end(`${ok ? 'ready' : 'not ready'}${detail ? `: ${detail}` : ''}\n`);
         })
         .catch(() => {
           res.writeHead(503);
