@@ -978,6 +978,22 @@ describe('SQL/JSON names that are functions on PostgreSQL 15', () => {
   });
 });
 
+// SQL/JSON query functions (PostgreSQL 17+): RETURNING and COLUMNS types are converted with their input functions,
+// and DEFAULT … ON EMPTY / ON ERROR expressions are evaluated.
+describe.runIf(PG_VERSION >= 17)('SQL/JSON query functions (PostgreSQL 17+)', () => {
+  const SQLJSON17: Attack[] = [
+    { name: 'JSON_TABLE column of a side-effect domain', sql: `SELECT * FROM JSON_TABLE(jsonb '{"v":1}', '$' COLUMNS (v redteam.d PATH '$.v')) AS jt` },
+    { name: 'JSON_VALUE RETURNING a side-effect domain', sql: `SELECT JSON_VALUE(jsonb '{"v":1}', '$.v' RETURNING redteam.d)` },
+    { name: 'JSON_QUERY RETURNING a composite with a domain field', sql: `SELECT JSON_QUERY(jsonb '{"v":{"v":1}}', '$.v' RETURNING redteam.dbox)` },
+    { name: 'JSON_TABLE column DEFAULT calling lo_create via notation', sql: `SELECT * FROM JSON_TABLE(jsonb '{}', '$' COLUMNS (v int8 PATH '$.v' DEFAULT ((0::oid).lo_create)::int8 ON EMPTY)) AS jt` },
+    { name: 'JSON_VALUE DEFAULT calling lo_create via notation', sql: `SELECT JSON_VALUE(jsonb '{}', '$.v' RETURNING int8 DEFAULT ((0::oid).lo_create)::int8 ON EMPTY)` },
+    { name: 'JSON_TABLE over renamed ssn', sql: `SELECT jt.* FROM customers AS c(i,n,e,d), JSON_TABLE(jsonb_build_object('s', d), '$' COLUMNS (s text PATH '$.s')) AS jt` },
+  ];
+  it.each(cases(SQLJSON17))('%s', async (_n, a, mode) => {
+    await attack(a.role ?? 'analyst', mode, a.sql, 'refuse', a.values);
+  });
+});
+
 describe('resolution through the role\'s own search_path (public, redteam)', () => {
   const VIA_PATH: Attack[] = [
     // (No = or < by name in these: redteam defines = and < for redteam.box, and pgwarden refuses an operator name
@@ -1033,6 +1049,9 @@ const CATALOG_ATTACKS: Attack[] = [
   { name: 'regroleout(10)', sql: 'SELECT regroleout(10)' },
   { name: '10::regrole', sql: 'SELECT 10::regrole::text' },
   { name: 'regprocedureout/regoperout/regcollationout', sql: 'SELECT regprocedureout(1242), regoperout(96), regcollationout(100)' },
+  { name: 'regoperatorout/regconfigout/regdictionaryout', sql: 'SELECT regoperatorout(96), regconfigout(3748), regdictionaryout(3765)' },
+  { name: 'regclassin by name', sql: "SELECT regclassin('secrets')::oid" },
+  { name: 'aclexplode of a default ACL', sql: "SELECT grantee, privilege_type FROM aclexplode(acldefault('r', 10))" },
   { name: 'oidvectortypes', sql: "SELECT oidvectortypes('23 25'::oidvector)" },
   { name: 'acldefault names the owner role', sql: "SELECT acldefault('r', 10)::text" },
   { name: 'makeaclitem names roles', sql: "SELECT makeaclitem(10, 10, 'SELECT', false)::text" },
