@@ -855,16 +855,19 @@ class Analyzer {
     this.walk(s.groupClause, inner);
     this.walk(s.havingClause, inner);
     this.walk(s.windowClause, inner);
-    this.walk(s.distinctClause, inner);
-    // ORDER BY a bare name that is an output column's alias sorts by that output column (PostgreSQL's
-    // findTargetlistEntrySQL92), whose own references the target list walk above has recorded.
+    // ORDER BY and DISTINCT ON a bare name that is an output column's alias use that output column
+    // (PostgreSQL's findTargetlistEntrySQL92), whose own references the target list walk above has recorded.
     const aliases = new Set<string>();
     for (const t of Array.isArray(s.targetList) ? s.targetList : []) if (typeof t?.ResTarget?.name === 'string') aliases.add(t.ResTarget.name);
+    const isAlias = (node: AnyNode | undefined): boolean => {
+      const fields = node?.ColumnRef?.fields;
+      const only = Array.isArray(fields) && fields.length === 1 ? fields[0]?.String?.sval : undefined;
+      return typeof only === 'string' && aliases.has(only);
+    };
+    for (const item of Array.isArray(s.distinctClause) ? s.distinctClause : []) if (!isAlias(item)) this.walk(item, inner);
     for (const item of Array.isArray(s.sortClause) ? s.sortClause : []) {
       const by: AnyNode | undefined = item?.SortBy;
-      const fields = by?.node?.ColumnRef?.fields;
-      const only = Array.isArray(fields) && fields.length === 1 ? fields[0]?.String?.sval : undefined;
-      if (typeof only === 'string' && aliases.has(only)) {
+      if (isAlias(by?.node)) {
         this.walk({ ...by, node: undefined }, inner);
         continue;
       }

@@ -56,6 +56,10 @@ export const CATALOG_QUERIES = {
       t.typtype::text as typtype, (case when t.typcategory = 'A' then t.typelem else 0 end)::int8 as elem, t.typbasetype::int8 as base,
       exists (select 1 from pg_catalog.pg_constraint k where k.contypid = t.oid and k.contype = 'c') as checks,
       (select g.rngsubtype::int8 from pg_catalog.pg_range g where g.rngtypid = t.oid) as rngsub,
+      exists (select 1 from pg_catalog.pg_range g join pg_catalog.pg_opclass oc on oc.oid = g.rngsubopc
+          join pg_catalog.pg_amproc pr on pr.amprocfamily = oc.opcfamily and pr.amprocnum = 1
+          join pg_catalog.pg_proc p on p.oid = pr.amproc join pg_catalog.pg_language l on l.oid = p.prolang
+        where g.rngtypid = t.oid and l.lanname not in ('c', 'internal')) as rngusercmp,
       (select g.rngtypid::int8 from pg_catalog.pg_range g where g.rngmultitypid = t.oid) as mrrange,
       (select pg_catalog.array_agg(a.atttypid::int8) from pg_catalog.pg_attribute a
         where t.typtype = 'c' and a.attrelid = t.typrelid and a.attnum > 0 and not a.attisdropped) as cols
@@ -218,6 +222,7 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
       base: Number(t.base ?? 0),
       checks: t.checks === true,
       rangeSubtype: t.rngsub == null ? 0 : Number(t.rngsub),
+      rangeUserCompare: t.rngusercmp === true,
       multirangeOf: t.mrrange == null ? 0 : Number(t.mrrange),
       columns: Array.isArray(t.cols) ? t.cols.map(Number) : [],
     });
@@ -254,6 +259,8 @@ interface TypeShape {
   base: number;
   checks: boolean;
   rangeSubtype: number;
+  /** The range's subtype operator class compares with SQL or PL code. */
+  rangeUserCompare: boolean;
   multirangeOf: number;
   columns: number[];
 }
@@ -261,8 +268,8 @@ interface TypeShape {
 /**
  * Whether converting a string to this type (a constant's input, which parse analysis runs) can reach SQL or
  * PL code: an array, composite, range or multirange whose elements, fields or bounds include a domain with
- * CHECK constraints (domain_in runs them) or a range over a type outside pg_catalog (range_in compares the
- * bounds with the subtype's comparison function). A plain domain's CHECK runs later, at execution, where the
+ * CHECK constraints (domain_in runs them), or a range over a type outside pg_catalog or whose subtype operator
+ * class compares with SQL or PL code (range_in compares the bounds with it). A plain domain's CHECK runs later, at execution, where the
  * server's analysis sees it.
  */
 function inputRunsCode(oid: number, shapes: ReadonlyMap<number, TypeShape>, inContainer: boolean, seen: Set<number>): boolean {
@@ -272,7 +279,7 @@ function inputRunsCode(oid: number, shapes: ReadonlyMap<number, TypeShape>, inCo
   if (t.typtype === 'd') return (inContainer && t.checks) || inputRunsCode(t.base, shapes, inContainer, seen);
   if (t.elem !== 0) return inputRunsCode(t.elem, shapes, true, seen);
   if (t.typtype === 'c') return t.columns.some((c) => inputRunsCode(c, shapes, true, seen));
-  if (t.typtype === 'r') return shapes.get(t.rangeSubtype)?.schema !== 'pg_catalog' || inputRunsCode(t.rangeSubtype, shapes, true, seen);
+  if (t.typtype === 'r') return t.rangeUserCompare || shapes.get(t.rangeSubtype)?.schema !== 'pg_catalog' || inputRunsCode(t.rangeSubtype, shapes, true, seen);
   if (t.typtype === 'm') return inputRunsCode(t.multirangeOf, shapes, true, seen);
   return false;
 }

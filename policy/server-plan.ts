@@ -193,8 +193,11 @@ export function planServerAnalysis(sql: string, paramTypes: readonly number[], d
       if (body.is_from === true) {
         if (body.whereClause !== undefined) return { ok: false, why: 'COPY FROM … WHERE is not analysed' };
         const target = rel.replace(/^ONLY /, '');
+        // NULLs, not DEFAULTs: each is coerced to its column's type, so a domain column's CHECK is in the tree
+        // (COPY converts every field through the column type's input, CHECK included). Without a column list,
+        // `(NULL::t).*` is every column with its own type.
         texts.push({
-          text: cols.length > 0 ? `INSERT INTO ${target} (${cols.join(', ')}) VALUES (${cols.map(() => 'DEFAULT').join(', ')})` : `INSERT INTO ${target} DEFAULT VALUES`,
+          text: cols.length > 0 ? `INSERT INTO ${target} (${cols.join(', ')}) VALUES (${cols.map(() => 'NULL').join(', ')})` : `INSERT INTO ${target} SELECT (NULL::${target}).*`,
           paramTypes: [],
           kind,
           copyFrom: true,

@@ -246,7 +246,9 @@ export class AnalysisConnection {
   private request(messages: Buffer[], readyCount: number): Promise<Frame[]> {
     if (this.failed) return Promise.reject(this.failed);
     return new Promise<Frame[]>((resolve, reject) => {
-      const timer = setTimeout(() => this.fail(new AnalysisUnavailable(`the analysis connection did not answer within ${this.opts.timeoutMs} ms`)), this.opts.timeoutMs);
+      // The server's own statement_timeout (the same value) cancels a slow analysis first and the connection
+      // lives on; this timer is for a server that does not answer at all.
+      const timer = setTimeout(() => this.fail(new AnalysisUnavailable(`the analysis connection did not answer within ${this.opts.timeoutMs} ms`)), this.opts.timeoutMs + 2_000);
       timer.unref?.();
       this.queue.push({ readyLeft: readyCount, frames: [], resolve, reject, timer });
       this.up.socket.write(messages.length === 1 ? (messages[0] as Buffer) : Buffer.concat(messages));
@@ -387,6 +389,12 @@ export async function fetchOids(conn: AnalysisConnection, want: OidSets): Promis
               join pg_catalog.pg_amop ao on ao.amopfamily = oc.opcfamily and ao.amoplefttype = oc.opcintype and ao.amoprighttype = oc.opcintype
               join pg_catalog.pg_operator o on o.oid = ao.amopopr
              where oc.opcintype = t.oid and oc.opcdefault and am.amname in ('btree', 'hash')
+            union
+            -- range_in, range comparison and DISTINCT compare bounds with the range's subtype operator class
+            select pr.amproc::pg_catalog.oid
+              from pg_catalog.pg_range r join pg_catalog.pg_opclass oc on oc.oid = r.rngsubopc
+              join pg_catalog.pg_amproc pr on pr.amprocfamily = oc.opcfamily and pr.amproclefttype = oc.opcintype and pr.amprocrighttype = oc.opcintype
+             where r.rngtypid = t.oid and pr.amprocnum = 1
             union
             select r.rngcanonical::pg_catalog.oid from pg_catalog.pg_range r where r.rngtypid = t.oid
             union
