@@ -98,7 +98,8 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   const sources: RevocationSource[] = [];
   const revocationLog = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => log[level](fields ?? {}, msg);
   if (config.revocation?.file) {
-    sources.push(await RevocationList.open({ file: config.revocation.file, watch: deps.watchPolicy ?? true, log: revocationLog }));
+    const ifMissing = config.revocation.fileMissing ?? 'empty';
+    sources.push(await RevocationList.open({ file: config.revocation.file, ifMissing, watch: deps.watchPolicy ?? true, log: revocationLog }));
   }
   if (config.revocation?.table) {
     const t = config.revocation.table;

@@ -6,7 +6,7 @@
 import pg from 'pg';
 import type { Identity } from './auth/jwt.ts';
 import type { UpstreamConfig } from './config/types.ts';
-import { RevocationIndex, validateEntry, type RevocationEntry, type RevocationListener, type RevocationLog, type RevocationSource } from './revocation.ts';
+import { reasonText, RevocationIndex, type RevocationEntry, type RevocationListener, type RevocationLog, type RevocationSource } from './revocation.ts';
 
 export const DEFAULT_REVOCATION_CHANNEL = 'pgwarden_revocations';
 
@@ -77,6 +77,35 @@ DROP TRIGGER IF EXISTS ${trg} ON ${t};
 CREATE TRIGGER ${trg} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${t}
   FOR EACH STATEMENT EXECUTE FUNCTION ${fn}();
 `;
+}
+
+/**
+ * Table rows as entries. A row is never skipped for what it holds: identifiers of any length (even empty) are
+ * matched exactly, an empty or over-long reason only changes the message (see reasonText), and a row naming several
+ * keys (a table made without the CHECK) revokes by each. Only a row naming none revokes nothing; it is logged.
+ */
+export function rowsToEntries(
+  rows: readonly { jti: string | null; sub: string | null; agent: string | null; reason: string | null; expires_at: Date | number | null }[],
+  log: RevocationLog = () => {},
+): RevocationEntry[] {
+  const out: RevocationEntry[] = [];
+  for (const r of rows) {
+    const entry: RevocationEntry = {};
+    if (r.jti !== null) entry.jti = r.jti;
+    if (r.sub !== null) entry.sub = r.sub;
+    if (r.agent !== null) entry.agent = r.agent;
+    if (entry.jti === undefined && entry.sub === undefined && entry.agent === undefined) {
+      log('warn', 'a revocation row names none of jti, sub, agent; it revokes nothing', {});
+      continue;
+    }
+    const reason = reasonText(r.reason);
+    if (reason !== undefined) entry.reason = reason;
+    // 'infinity' arrives as a number, not a Date: no expiry, like NULL.
+    const exp: unknown = r.expires_at;
+    if (exp instanceof Date && Number.isFinite(exp.getTime())) entry.expiresAt = exp.toISOString();
+    out.push(entry);
+  }
+  return out;
 }
 
 export class TableRevocations implements RevocationSource {
@@ -252,15 +281,8 @@ export class TableRevocations implements RevocationSource {
   }
 
   async #read(client: pg.Client): Promise<RevocationEntry[]> {
-    const res = await client.query<{ jti: string | null; sub: string | null; agent: string | null; reason: string | null; expires_at: Date | null }>(this.#selectSql);
-    const out: RevocationEntry[] = [];
-    for (const r of res.rows) {
-      const v = validateEntry({ jti: r.jti, sub: r.sub, agent: r.agent, reason: r.reason, expiresAt: r.expires_at?.toISOString() });
-      // The CHECK constraint should make this unreachable (a table made without it could hold a bad row).
-      if (v.ok) out.push(v.entry);
-      else this.#log('warn', 'ignoring an invalid revocation row', { issues: v.issues });
-    }
-    return out;
+    const res = await client.query<{ jti: string | null; sub: string | null; agent: string | null; reason: string | null; expires_at: Date | number | null }>(this.#selectSql);
+    return rowsToEntries(res.rows, this.#log);
   }
 
   #apply(entries: RevocationEntry[]): void {

@@ -1,8 +1,11 @@
 // The file revocation list: entries by jti, sub or agent in a YAML/JSON file, hot-reloaded, matched at login and against live sessions; plus atomic append for `pgwarden revoke`.
 //
 // Fail-closed choices: an invalid file, or a file that disappears at runtime, keeps the last good list (a typo must
-// never un-revoke anybody); an invalid file at startup refuses to start. A missing file at startup is an empty list,
-// so the path can be configured before the first revocation (`pgwarden revoke` creates it).
+// never un-revoke anybody); an invalid file at startup refuses to start, and so does a missing one unless the
+// operator chose `ifMissing: 'empty'` (a volume that did not mount, or a deploy that lost the file, must not
+// un-revoke everybody at the next restart). An entry is never skipped for what it holds: an identifier of any
+// length (a token's claims can be up to 64 KiB) is matched exactly; an empty or over-long reason only changes what
+// the refused client is told.
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -55,7 +58,8 @@ export class RevocationFileError extends Error {
 
 const KEYS = ['jti', 'sub', 'agent'] as const;
 const ALLOWED_FIELDS = new Set(['jti', 'sub', 'agent', 'reason', 'expiresAt']);
-const MAX_FIELD = 1024;
+/** Longest reason shown to a refused client and written to the log; a longer one is cut (the entry still revokes). */
+export const MAX_REASON = 1024;
 
 /** Validates one entry; returns the entry in canonical form or the problems with it. */
 export function validateEntry(raw: unknown, where = 'entry'): { ok: true; entry: RevocationEntry } | { ok: false; issues: string[] } {
@@ -66,12 +70,16 @@ export function validateEntry(raw: unknown, where = 'entry'): { ok: true; entry:
   const keys = KEYS.filter((k) => obj[k] !== undefined && obj[k] !== null);
   if (keys.length !== 1) issues.push(`${where}: must have exactly one of jti, sub, agent (has ${keys.length === 0 ? 'none' : keys.join(', ')})`);
   const entry: RevocationEntry = {};
-  for (const k of [...KEYS, 'reason'] as const) {
+  for (const k of KEYS) {
     const v = obj[k];
     if (v === undefined || v === null) continue;
-    if (typeof v !== 'string' || v.length === 0 || v.length > MAX_FIELD) issues.push(`${where}.${k}: must be a non-empty string of at most ${MAX_FIELD} characters`);
+    // Any length: whatever a token can carry can be revoked. Not a number: YAML reads `jti: 0x1F` as 31, and a
+    // revocation of a different value than the operator wrote would never match; quoting it says what is meant.
+    if (typeof v !== 'string' || v.length === 0) issues.push(`${where}.${k}: must be a non-empty string (quote it in YAML)`);
     else entry[k] = v;
   }
+  const reason = reasonText(obj['reason']);
+  if (reason !== undefined) entry.reason = reason;
   const exp = obj['expiresAt'];
   if (exp !== undefined && exp !== null) {
     // YAML reads an unquoted timestamp as a Date; accept both forms.
@@ -80,6 +88,17 @@ export function validateEntry(raw: unknown, where = 'entry'): { ok: true; entry:
     else entry.expiresAt = new Date(ms).toISOString();
   }
   return issues.length > 0 ? { ok: false, issues } : { ok: true, entry };
+}
+
+/**
+ * The reason as shown to a refused client: absent or empty means none (the default "jti revoked" is shown), a
+ * non-string is written as text, and anything over MAX_REASON characters is cut. Never a reason to ignore an entry.
+ */
+export function reasonText(v: unknown): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  const text = typeof v === 'string' ? v : v instanceof Date ? v.toISOString() : JSON.stringify(v) ?? String(v);
+  if (text.trim().length === 0) return undefined;
+  return text.length > MAX_REASON ? `${text.slice(0, MAX_REASON - 1)}…` : text;
 }
 
 /** Parses a revocation file's text: `revoked: [ … ]` or a bare list; JSON is YAML too. */
@@ -164,6 +183,12 @@ export interface RevocationListOptions {
   log?: RevocationLog;
   /** Quiet time after the last file event before re-reading. Default 100 ms. */
   debounceMs?: number;
+  /**
+   * A file that does not exist at startup: 'refuse' throws RevocationFileError, since a file that vanished (unmounted
+   * volume, lost in a deploy) would otherwise silently un-revoke everybody; 'empty' (the default here) starts with no
+   * entries. The configuration's default, revocation.fileMissing, is 'refuse'.
+   */
+  ifMissing?: 'refuse' | 'empty';
 }
 
 export type RevocationReloadResult = { ok: true; changed: boolean; entries: number } | { ok: false; issues: string[] };
@@ -185,13 +210,19 @@ export class RevocationList implements RevocationSource {
     this.#index = index;
   }
 
-  /** Reads the file (missing = empty list); throws RevocationFileError when it exists but is invalid. */
+  /** Reads the file; throws RevocationFileError when it is invalid, or missing (unless `ifMissing: 'empty'`). */
   static async open(opts: RevocationListOptions): Promise<RevocationList> {
     const file = path.resolve(opts.file);
     const read = await readRevocationFile(file);
     if (read.kind === 'invalid') throw new RevocationFileError(file, read.issues);
+    if (read.kind === 'missing' && opts.ifMissing === 'refuse') {
+      throw new RevocationFileError(file, [
+        'does not exist: pgwarden will not start without its revocation list, since a lost file would un-revoke everybody; ' +
+          'create it with "revoked: []" (or run pgwarden revoke), or set revocation.fileMissing: empty',
+      ]);
+    }
     const list = new RevocationList(opts, new RevocationIndex(read.kind === 'ok' ? read.entries : []));
-    if (read.kind === 'missing') list.#log('warn', 'revocation file does not exist yet; no entries in force', { file });
+    if (read.kind === 'missing') list.#log('warn', 'revocation file does not exist yet; no entries in force (revocation.fileMissing: empty)', { file });
     else list.#log('info', 'revocation list loaded', { file, entries: read.entries.length });
     if (opts.watch ?? true) {
       list.#watcher = new FileWatcher(list.file, {

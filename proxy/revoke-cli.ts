@@ -1,4 +1,5 @@
 // `pgwarden revoke`: appends one jti/sub/agent entry to the configured revocation file, which running proxies pick up by file watch.
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseDuration } from './config/duration.ts';
 import { formatConfigIssues, type ConfigIssue } from './config/load.ts';
@@ -6,10 +7,13 @@ import { revoke, type RevocationEntry } from './revocation.ts';
 
 export const REVOKE_USAGE = `usage:
   pgwarden revoke --config FILE (--jti ID | --sub SUBJECT | --agent AGENT) [--reason TEXT] [--expires 1h|ISO-TIME]
+  pgwarden revoke --config FILE (--jti-file F | --sub-file F | --agent-file F) …   (the value is F's content; - is stdin)
 
 Appends an entry to revocation.file; every pgwarden watching that file refuses new logins for it and ends live
 sessions that match. --expires bounds the entry (a jti never needs longer than auth.maxTokenLifetime);
-the reason is shown to the refused client.
+the reason is shown to the refused client. Any value a token can carry can be revoked, of any length; a value too
+long for the command line (tokens carry up to 64 KiB) is read from a file or stdin with --jti-file and friends
+(exactly the file's content, one final newline removed).
 `;
 
 /** The part of the config this command reads; `revocation` is optional until the lead adds the section. */
@@ -33,7 +37,18 @@ const defaultIo: RevokeIo = {
 
 /** Returns the process exit code: 0 done, 1 failed (config, file), 2 usage error. */
 export async function revokeCommand(argv: string[], loadConfigFn: RevokeLoadConfig, io: RevokeIo = defaultIo): Promise<number> {
-  let values: { config?: string; jti?: string; sub?: string; agent?: string; reason?: string; expires?: string; help?: boolean };
+  let values: {
+    config?: string;
+    jti?: string;
+    sub?: string;
+    agent?: string;
+    'jti-file'?: string;
+    'sub-file'?: string;
+    'agent-file'?: string;
+    reason?: string;
+    expires?: string;
+    help?: boolean;
+  };
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -44,6 +59,9 @@ export async function revokeCommand(argv: string[], loadConfigFn: RevokeLoadConf
         jti: { type: 'string' },
         sub: { type: 'string' },
         agent: { type: 'string' },
+        'jti-file': { type: 'string' },
+        'sub-file': { type: 'string' },
+        'agent-file': { type: 'string' },
         reason: { type: 'string' },
         expires: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -61,13 +79,30 @@ export async function revokeCommand(argv: string[], loadConfigFn: RevokeLoadConf
     io.err(`pgwarden revoke: --config FILE is required\n${REVOKE_USAGE}`);
     return 2;
   }
-  const keys = (['jti', 'sub', 'agent'] as const).filter((k) => values[k] !== undefined);
-  if (keys.length !== 1) {
-    io.err(`pgwarden revoke: give exactly one of --jti, --sub, --agent\n${REVOKE_USAGE}`);
+  const given = (['jti', 'sub', 'agent'] as const).flatMap((k) => [
+    ...(values[k] !== undefined ? [{ key: k, flag: k }] : []),
+    ...(values[`${k}-file`] !== undefined ? [{ key: k, flag: `${k}-file` as const }] : []),
+  ]);
+  const one = given[0];
+  if (given.length !== 1 || one === undefined) {
+    io.err(`pgwarden revoke: give exactly one of --jti, --sub, --agent (or --jti-file, --sub-file, --agent-file)\n${REVOKE_USAGE}`);
     return 2;
   }
-  const key = keys[0] as 'jti' | 'sub' | 'agent';
-  const id = values[key] ?? '';
+  const key = one.key;
+  let id: string;
+  if (one.flag === key) id = values[key] ?? '';
+  else {
+    const source = values[one.flag] ?? '';
+    try {
+      id = readFileSync(source === '-' ? 0 : source, 'utf8');
+    } catch (err) {
+      io.err(`pgwarden revoke: --${one.flag}: ${(err as Error).message}\n`);
+      return 1;
+    }
+    // What `echo value > file` adds; anything else in the file is part of the value.
+    if (id.endsWith('\r\n')) id = id.slice(0, -2);
+    else if (id.endsWith('\n')) id = id.slice(0, -1);
+  }
   if (id.length === 0) {
     io.err(`pgwarden revoke: --${key} must not be empty\n`);
     return 2;
@@ -103,7 +138,8 @@ export async function revokeCommand(argv: string[], loadConfigFn: RevokeLoadConf
   if (expiresAt !== undefined) entry.expiresAt = expiresAt;
   try {
     const written = await revoke(file, entry);
-    io.out(`revoked ${key} ${JSON.stringify(id)} in ${file}${written.expiresAt ? ` until ${written.expiresAt}` : ''}\n`);
+    const shown = id.length > 80 ? `${JSON.stringify(id.slice(0, 80))}… (${id.length} characters)` : JSON.stringify(id);
+    io.out(`revoked ${key} ${shown} in ${file}${written.expiresAt ? ` until ${written.expiresAt}` : ''}\n`);
     return 0;
   } catch (err) {
     io.err(`pgwarden revoke: ${(err as Error).message}\n`);

@@ -181,6 +181,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
     },
     revocation: {
       file: get('revocation.file'),
+      fileMissing: must('revocation.fileMissing'),
       table: sectionGiven('revocation.table')
         ? {
             schema: must('revocation.table.schema'),

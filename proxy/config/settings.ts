@@ -95,6 +95,7 @@ export const settings = [
   { key: 'audit.onFailure', type: 'enum', values: ['refuse', 'continue'], default: 'refuse', doc: 'when the audit destination fails: refuse new logins and statements, or continue and log the failure' },
 
   { key: 'revocation.file', type: 'path', doc: 'revocation list (YAML/JSON), hot-reloaded; `pgwarden revoke` appends to it' },
+  { key: 'revocation.fileMissing', type: 'enum', values: ['refuse', 'empty'], default: 'refuse', doc: 'revocation.file missing at startup: refuse to start (a lost file must not un-revoke anybody), or start with no entries' },
   { key: 'revocation.table.schema', type: 'string', required: true, doc: 'schema of the upstream revocation table (fleets)' },
   { key: 'revocation.table.name', type: 'string', required: true, doc: 'name of the upstream revocation table' },
   { key: 'revocation.table.channel', type: 'string', default: 'pgwarden_revocations', doc: 'NOTIFY channel the table trigger signals' },

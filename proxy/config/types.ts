@@ -77,6 +77,8 @@ export interface Config {
   /** Revocation sources: a hot-reloaded file and/or an upstream table watched with LISTEN/NOTIFY. */
   revocation?: {
     file: string | undefined;
+    /** revocation.file missing at startup: refuse to start (loadConfig's default) or start empty (absent: empty, for hand-built configs). */
+    fileMissing?: 'refuse' | 'empty';
     table: { schema: string; name: string; channel: string; refreshMs: number } | undefined;
   };
 }
