@@ -973,7 +973,8 @@ class Analyzer {
     // JSON_TABLE and anything newer: walk it, expose unknown columns.
     const tag = Object.keys(node)[0] ?? '';
     const body: AnyNode | undefined = node[tag];
-    this.walk(node, { scope, ctes: ctx.ctes, depth: ctx.depth + 1 });
+    // The body's fields, not the tagged node: walking `{JsonTable: …}` would come straight back here.
+    this.walk(body, { scope, ctes: ctx.ctes, depth: ctx.depth + 1 });
     return { refname: body?.alias?.aliasname, base: undefined, columns: undefined, children: undefined, hidesChildren: false };
   }
 
