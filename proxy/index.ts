@@ -17,6 +17,7 @@ import type { SessionEvents } from './session/session.ts';
 import { createPolicyGate } from './session/policy-gate.ts';
 import { ServerChecker } from './session/server-check.ts';
 import { AnalysisPool } from './upstream/analysis.ts';
+import { pgSslOptions } from './upstream/connect.ts';
 import { initParser } from '../policy/parser.ts';
 import { PolicyStore } from '../policy/store.ts';
 import { loadCatalog, checkUpstreamPrivileges } from '../policy/catalog.ts';
@@ -59,7 +60,7 @@ export function upstreamQuerier(config: Config): (sql: string, params?: unknown[
       password: u.password,
       application_name: 'pgwarden:catalog',
       connectionTimeoutMillis: u.connectTimeout,
-      ssl: u.sslmode === 'disable' ? false : { rejectUnauthorized: u.sslmode === 'verify-full', ca: u.sslRootCert },
+      ssl: pgSslOptions(u),
     });
     await client.connect();
     try {

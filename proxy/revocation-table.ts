@@ -6,6 +6,7 @@
 import pg from 'pg';
 import type { Identity } from './auth/jwt.ts';
 import type { UpstreamConfig } from './config/types.ts';
+import { pgSslOptions } from './upstream/connect.ts';
 import { reasonText, RevocationIndex, type RevocationEntry, type RevocationListener, type RevocationLog, type RevocationSource } from './revocation.ts';
 
 export const DEFAULT_REVOCATION_CHANNEL = 'pgwarden_revocations';
@@ -38,7 +39,7 @@ export function revocationClientConfig(u: UpstreamConfig): pg.ClientConfig {
     keepAlive: true,
     // A wedged read must not hold the list hostage; the next tick retries.
     query_timeout: 10_000,
-    ssl: u.sslmode === 'disable' ? false : { rejectUnauthorized: u.sslmode === 'verify-full', ca: u.sslRootCert },
+    ssl: pgSslOptions(u),
   };
 }
 

@@ -94,7 +94,8 @@ async function negotiateTls(socket: net.Socket, cfg: UpstreamConfig, deadline: n
       servername: net.isIP(cfg.host) ? undefined : cfg.host,
       rejectUnauthorized: cfg.sslmode === 'verify-full',
       ca: cfg.sslRootCert,
-      checkServerIdentity: cfg.sslmode === 'verify-full' ? tls.checkServerIdentity : () => undefined,
+      // Node passes 'localhost' as the name when no servername is set (an IP host): the configured host is checked.
+      checkServerIdentity: cfg.sslmode === 'verify-full' ? (_name, cert) => verifyPeerName(cfg.host, cert) : () => undefined,
     });
     const timer = setTimeout(() => {
       secure.destroy();
@@ -110,6 +111,89 @@ async function negotiateTls(socket: net.Socket, cfg: UpstreamConfig, deadline: n
       reject(upstreamError('TLS with the upstream database failed', err));
     });
   });
+}
+
+/**
+ * TLS options for a `pg` client (pgwarden's own catalog, readiness and revocation connections) with the same
+ * verification as sessions: libpq's sslmode semantics, the configured host checked by verifyPeerName.
+ */
+export function pgSslOptions(cfg: Pick<UpstreamConfig, 'host' | 'sslmode' | 'sslRootCert'>): false | tls.ConnectionOptions {
+  if (cfg.sslmode === 'disable') return false;
+  const verify = cfg.sslmode === 'verify-full';
+  return {
+    rejectUnauthorized: verify,
+    ca: cfg.sslRootCert,
+    checkServerIdentity: verify ? (_name, cert) => verifyPeerName(cfg.host, cert) : () => undefined,
+  };
+}
+
+/**
+ * libpq's verify-full host check (fe-secure-openssl.c, PostgreSQL 14+), on a certificate that already chained to a
+ * trusted CA: `host` is what the configuration names, never a default.
+ *   - A host name matches a dNSName SAN (case-insensitive; "*." wildcard for exactly one leftmost label); the
+ *     Common Name is checked only when the certificate has no dNSName SAN.
+ *   - An IP address matches an iPAddress SAN with the same address (4 or 16 bytes), or a dNSName SAN spelled as that
+ *     address; the Common Name is checked only when the certificate has no iPAddress SAN.
+ * Returns an Error describing the mismatch, or undefined when the certificate names the host.
+ */
+export function verifyPeerName(host: string, cert: Pick<tls.PeerCertificate, 'subject' | 'subjectaltname'>): Error | undefined {
+  if (host.length === 0) return new Error('host name must be specified for a verified TLS connection');
+  const family = net.isIP(host);
+  const sans = parseSubjectAltName(cert.subjectaltname ?? '');
+  const dnsNames = sans.filter((n) => n.type === 'DNS').map((n) => n.value);
+  const ipNames = sans.filter((n) => n.type === 'IP Address').map((n) => n.value);
+  const matchesName = (pattern: string) => certNameMatches(pattern, host);
+  if (dnsNames.some(matchesName)) return undefined;
+  if (family !== 0 && ipNames.some((ip) => sameAddress(ip, host, family))) return undefined;
+  // The Common Name is a fallback only when no SAN of the host's own kind is present.
+  const hasSanOfKind = family === 0 ? dnsNames.length > 0 : ipNames.length > 0;
+  const cn = cert.subject?.CN;
+  const firstCn = Array.isArray(cn) ? cn[0] : cn;
+  if (!hasSanOfKind && typeof firstCn === 'string' && matchesName(firstCn)) return undefined;
+  const named = [...dnsNames.map((n) => `DNS:${n}`), ...ipNames.map((n) => `IP:${n}`)];
+  if (!hasSanOfKind && typeof firstCn === 'string') named.push(`CN=${firstCn}`);
+  const err = new Error(`server certificate does not match host "${host}" (it names ${named.length > 0 ? named.join(', ') : 'nothing usable'})`);
+  (err as NodeJS.ErrnoException).code = 'ERR_TLS_CERT_ALTNAME_INVALID';
+  return err;
+}
+
+/** Node's subjectaltname text ("DNS:a, IP Address:1.2.3.4"; values with separators are JSON-quoted) as a list. */
+function parseSubjectAltName(text: string): { type: string; value: string }[] {
+  const out: { type: string; value: string }[] = [];
+  const re = /([A-Za-z ]+):("(?:[^"\\]|\\.)*"|[^,]*)(?:, |$)/g;
+  for (let m = re.exec(text); m !== null && m[0].length > 0; m = re.exec(text)) {
+    const type = m[1] ?? '';
+    let value = m[2] ?? '';
+    if (value.startsWith('"')) {
+      try {
+        value = JSON.parse(value) as string;
+      } catch {
+        continue;
+      }
+    }
+    out.push({ type, value });
+  }
+  return out;
+}
+
+/** libpq's name match: case-insensitive, a leading "*." matches exactly one label, no NUL bytes. */
+function certNameMatches(pattern: string, host: string): boolean {
+  if (pattern.includes('\0')) return false;
+  const p = pattern.toLowerCase();
+  const h = host.toLowerCase();
+  if (p === h) return true;
+  if (!p.startsWith('*.') || net.isIP(h) !== 0) return false;
+  const suffix = p.slice(1);
+  if (h.length <= suffix.length || !h.endsWith(suffix)) return false;
+  return !h.slice(0, h.length - suffix.length).includes('.');
+}
+
+/** Whether two textual addresses of the host's family are the same address (IPv6 in any spelling). */
+function sameAddress(certIp: string, host: string, family: number): boolean {
+  if (net.isIP(certIp) !== family) return false;
+  const list = new net.BlockList();
+  list.addAddress(certIp, family === 6 ? 'ipv6' : 'ipv4');
+  return list.check(host, family === 6 ? 'ipv6' : 'ipv4');
 }
 
 function readBytes(socket: net.Socket, n: number, deadline: number): Promise<Buffer> {
