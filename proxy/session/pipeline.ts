@@ -7,6 +7,12 @@
 // later COMMIT commits nothing. This tracker recognises that ErrorResponse (it belongs to the
 // pending entry carrying a `denial`) and replaces it with pgwarden's own error. Nothing the client
 // wrote in the refused message ever reaches Postgres.
+//
+// Row caps come from each statement's own decision (the policy in force when it was decided), passed
+// with its entry; rows read from a cursor are also counted per cursor, across every FETCH and Execute,
+// so a cursor whose own query is not capped in the database (WITH TIES, or a cap tightened after its
+// DECLARE) still stops at the cap. Entries marked `internal` are messages pgwarden itself sent (closing
+// a prepared statement or cursor the policy no longer allows): their responses are not forwarded.
 import { BackendType, FrontendType } from '../wire/codes.ts';
 import type { Frame } from '../wire/framer.ts';
 import {
@@ -49,6 +55,21 @@ interface Pending {
   portal: string | undefined;
   /** Query, Execute and FunctionCall entries carry a trace that is reported when they finish. */
   trace: StatementTrace | undefined;
+  /** The row cap of this statement's decision (Query, Execute). */
+  cap: RowCap | undefined;
+  /** Query: the cursor each statement reads (FETCH), by position; Execute: the cursor when the portal is one. */
+  cursors: readonly (string | undefined)[] | undefined;
+  /** Query: index of the statement whose results are streaming. */
+  statement: number;
+  /** Sent by pgwarden itself: successful responses are swallowed. */
+  internal: boolean;
+}
+
+/** Per-entry options of `expect`. */
+export interface ExpectOptions {
+  cap?: RowCap | undefined;
+  cursors?: readonly (string | undefined)[];
+  internal?: boolean;
 }
 
 /** Per result set being streamed: how many rows went to the client and whether the cap cut it. */
@@ -66,6 +87,8 @@ export class ResponseTracker {
   private rows: RowState = { sent: 0, truncated: false, errored: false };
   /** Rows already sent per suspended portal, so `Execute(portal, maxRows)` repeated cannot evade the cap. */
   private readonly portalRows = new Map<string, { sent: number; truncated: boolean }>();
+  /** Rows sent from each cursor since it was declared, so repeated FETCHes cannot read past the cap. */
+  private readonly cursorRows = new Map<string, number>();
   /** Set after an error inside a simple Query so later results of the same Query are not forwarded (capped error mode). */
   private swallowUntilReady = false;
   txStatus: TxStatus = 'I';
@@ -73,11 +96,26 @@ export class ResponseTracker {
   /** Called once for every traced entry when its responses are complete. */
   onFinish: ((trace: StatementTrace) => void) | undefined;
 
+  /** `rowCap` is the default for entries whose `expect` names none (unit tests); sessions pass each decision's cap. */
   constructor(public rowCap: RowCap | undefined) {}
 
   /** Records a message sent upstream that will produce responses. */
-  expect(kind: number, denial?: ProxyError, portal?: string, trace?: StatementTrace): void {
-    this.queue.push({ kind, denial, portal, trace });
+  expect(kind: number, denial?: ProxyError, portal?: string, trace?: StatementTrace, opts?: ExpectOptions): void {
+    const cap = opts !== undefined && 'cap' in opts ? opts.cap : this.rowCap;
+    this.queue.push({ kind, denial, portal, trace, cap, cursors: opts?.cursors, statement: 0, internal: opts?.internal ?? false });
+  }
+
+  /** A cursor was declared (or closed): its row count starts again. */
+  cursorReset(name: string | null): void {
+    if (name === null) this.cursorRows.clear();
+    else this.cursorRows.delete(name);
+  }
+
+  /** True when no extended-protocol batch is open: nothing is pending, or the last message sent ends a batch. */
+  get atBatchBoundary(): boolean {
+    const last = this.queue[this.queue.length - 1];
+    if (this.head >= this.queue.length || last === undefined) return true;
+    return last.kind === FrontendType.Query || last.kind === FrontendType.Sync || last.kind === FrontendType.FunctionCall;
   }
 
   /** A Bind resets the row count of its portal. */
@@ -121,6 +159,7 @@ export class ResponseTracker {
    */
   onFrame(frame: Frame, out: Buffer[]): boolean {
     const head = this.current();
+    if (head?.internal) return this.onInternal(frame, out);
     switch (frame.type) {
       case BackendType.DataRow:
       case BackendType.CopyData:
@@ -176,6 +215,33 @@ export class ResponseTracker {
     }
   }
 
+  /** Responses to pgwarden's own messages: only asynchronous messages (notices, parameter changes) reach the client. */
+  private onInternal(frame: Frame, out: Buffer[]): boolean {
+    switch (frame.type) {
+      case BackendType.ReadyForQuery:
+        this.txStatus = decodeReadyForQuery(frame.body);
+        while (this.busy) {
+          const k = this.current()?.kind;
+          this.pop();
+          if (k === FrontendType.Query || k === FrontendType.Sync) break;
+        }
+        return false;
+      case BackendType.ErrorResponse:
+        // Postgres skips to the internal Sync; its ReadyForQuery closes the entry.
+        while (this.busy && this.current()?.internal && this.current()?.kind !== FrontendType.Sync && this.current()?.kind !== FrontendType.Query) this.pop();
+        return false;
+      case BackendType.ParameterStatus:
+      case BackendType.NoticeResponse:
+      case BackendType.NotificationResponse:
+        return this.forward(frame, out);
+      case BackendType.CommandComplete:
+        return false;
+      default:
+        if (this.current()?.kind !== FrontendType.Query) this.pop();
+        return false;
+    }
+  }
+
   private forward(frame: Frame, out: Buffer[]): boolean {
     out.push(frame.raw);
     return true;
@@ -183,14 +249,17 @@ export class ResponseTracker {
 
   private onRow(frame: Frame, head: Pending | undefined, out: Buffer[]): boolean {
     if (this.swallowUntilReady) return false;
-    const cap = this.rowCap;
+    const cap = head?.cap;
     if (cap === undefined || frame.type === BackendType.CopyData && head?.kind !== FrontendType.Query && head?.kind !== FrontendType.Execute) {
       if (head?.trace) head.trace.rows++;
       return this.forward(frame, out);
     }
     const portalBase = head?.kind === FrontendType.Execute && head.portal !== undefined ? (this.portalRows.get(head.portal)?.sent ?? 0) : 0;
-    if (portalBase + this.rows.sent < cap.maxRows) {
+    const cursor = head?.cursors?.[head.kind === FrontendType.Query ? head.statement : 0];
+    const cursorSent = cursor !== undefined ? (this.cursorRows.get(cursor) ?? 0) : 0;
+    if (portalBase + this.rows.sent < cap.maxRows && cursorSent < cap.maxRows) {
       this.rows.sent++;
+      if (cursor !== undefined) this.cursorRows.set(cursor, cursorSent + 1);
       if (head?.trace) head.trace.rows++;
       return this.forward(frame, out);
     }
@@ -220,20 +289,23 @@ export class ResponseTracker {
   }
 
   private onCommandComplete(frame: Frame, head: Pending | undefined, out: Buffer[]): boolean {
+    // Each statement of a simple Query ends with one CommandComplete: the next rows belong to the next statement.
+    if (head?.kind === FrontendType.Query) head.statement++;
     if (this.swallowUntilReady) {
       if (head?.kind === FrontendType.Execute) this.pop();
       return false;
     }
     let verbatim = true;
     const suspended = head?.kind === FrontendType.Execute && head.portal !== undefined ? this.portalRows.get(head.portal) : undefined;
-    if ((this.rows.truncated || suspended?.truncated) && this.rowCap) {
+    const cap = head?.cap;
+    if ((this.rows.truncated || suspended?.truncated) && cap) {
       const tag = decodeCommandComplete(frame.body);
       const sent = this.rows.sent;
       out.push(
         encodeNoticeResponse({
           severity: 'WARNING',
           sqlstate: SqlState.Warning,
-          message: `pgwarden truncated the result at ${this.rowCap.maxRows} rows`,
+          message: `pgwarden truncated the result at ${cap.maxRows} rows`,
           detail: 'rule: role maxRows with onRowCap: truncate',
           hint: 'add WHERE conditions or LIMIT/OFFSET to fetch a smaller slice',
         }),
