@@ -183,6 +183,8 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
     if (change.reason !== 'catalog') metrics.policyReloads.inc({ result: 'ok' });
     metrics.policyVersion.set(change.version);
     const sessionsEnded = endRemovedRoles();
+    // Open sessions of changed roles: a changed login-time setting ends them at their next idle point (docs/policy.md, "Hot reload").
+    if (change.changedRoles.length > 0) for (const s of [...server.sessions]) s.policyChanged();
     audit.policyReloaded({
       version: change.version,
       previousVersion: change.previousVersion,

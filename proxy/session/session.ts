@@ -20,12 +20,13 @@ import {
   encodeSSLResponse,
 } from '../wire/backend.ts';
 import { decodeBind, decodeClose, decodeExecute, decodeParse, decodePassword, decodeQuery } from '../wire/frontend.ts';
-import { encodeParse, encodeQuery } from '../wire/frontend.ts';
+import { encodeClose, encodeParse, encodeQuery, encodeSync } from '../wire/frontend.ts';
 import { connectUpstream, sendUpstreamCancel, UPSTREAM_MAX_MESSAGE, type UpstreamConnection } from '../upstream/connect.ts';
 import type { CancelRegistry } from './cancel.ts';
 import type { StatementGate } from './gate.ts';
 import { Phase, canTransition } from './phase.ts';
-import { ResponseTracker, SENTINEL_SQL, fatalFrame, type StatementTrace } from './pipeline.ts';
+import { ResponseTracker, SENTINEL_SQL, fatalFrame, type RowCap, type StatementTrace } from './pipeline.ts';
+import { parseStatements } from '../../policy/parser.ts';
 import { scrubForwarded } from './scrub.ts';
 import { readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
 
@@ -94,6 +95,90 @@ interface NamedStatement {
   allowed: boolean;
   /** Decision sequence number, so executions of the statement are reported against it. */
   seq: number;
+  rowCap: RowCap | undefined;
+  /** Allowed once, refused when decided again after a reload: it still exists upstream until closed. */
+  revoked?: string;
+}
+
+/**
+ * A prepared statement made by SQL PREPARE, or a cursor made by DECLARE: the text of that one statement and the
+ * policy version it was decided under, so that after a reload it is decided again before its next use.
+ */
+interface SqlObject {
+  /** The PREPARE or DECLARE statement alone; undefined when it could not be told apart (then it is refused after a reload). */
+  sql: string | undefined;
+  version: number;
+  rowCap: RowCap | undefined;
+}
+
+/** A portal bound by a Bind message: what to decide again if it is executed under a newer policy. */
+interface BoundPortal {
+  seq: number;
+  sql: string;
+  mode: 'simple' | 'bind';
+  paramTypes: readonly number[];
+  version: number;
+  rowCap: RowCap | undefined;
+}
+
+/** Why a prepared statement, portal or cursor is refused after a reload (client-facing). */
+function policyChangedError(what: string, name: string, refusal: string | undefined): ProxyError {
+  return new ProxyError('ERR_STATEMENT_DENIED', `${what} ${quoteName(name)} is no longer allowed: the policy changed`, {
+    detail: refusal,
+    hint: what === 'cursor' ? 'declare the cursor again if the current policy allows its query' : 'prepare the statement again if the current policy allows it',
+  });
+}
+
+function quoteName(name: string): string {
+  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
+}
+
+/** The text of the PREPARE (or DECLARE) statement named `name` within `sql`, or undefined. Offsets count UTF-8 bytes. */
+function statementText(sql: string, kind: 'prepare' | 'declare', name: string): string | undefined {
+  const parsed = parseStatements(sql);
+  if (!parsed.ok) return undefined;
+  const buf = Buffer.from(sql, 'utf8');
+  for (const raw of parsed.stmts) {
+    const node = raw.stmt as Record<string, any> | undefined;
+    const hit = kind === 'prepare' ? node?.PrepareStmt?.name === name : node?.DeclareCursorStmt?.portalname === name;
+    if (!hit) continue;
+    const start = raw.stmt_location ?? 0;
+    const len = raw.stmt_len ?? 0;
+    return buf.subarray(start, len > 0 ? start + len : buf.length).toString('utf8').trim();
+  }
+  return undefined;
+}
+
+/** Per top-level statement of `sql`: the cursor a FETCH reads, else undefined. */
+function fetchedCursors(sql: string): (string | undefined)[] | undefined {
+  const parsed = parseStatements(sql);
+  if (!parsed.ok) return undefined;
+  return parsed.stmts.map((raw) => {
+    const f = (raw.stmt as Record<string, any> | undefined)?.FetchStmt;
+    return f !== undefined && f.ismove !== true && typeof f.portalname === 'string' ? f.portalname : undefined;
+  });
+}
+
+/** Names `sql` runs through EXECUTE (anywhere, e.g. under EXPLAIN) and reads through FETCH/MOVE. */
+function usedNames(sql: string): { prepared: Set<string>; cursors: Set<string> } {
+  const prepared = new Set<string>();
+  const cursors = new Set<string>();
+  const parsed = parseStatements(sql);
+  if (!parsed.ok) return { prepared, cursors };
+  const walk = (n: unknown): void => {
+    if (Array.isArray(n)) {
+      for (const x of n) walk(x);
+      return;
+    }
+    if (n === null || typeof n !== 'object') return;
+    for (const [k, v] of Object.entries(n as Record<string, unknown>)) {
+      if (k === 'ExecuteStmt' && typeof (v as { name?: unknown }).name === 'string') prepared.add((v as { name: string }).name);
+      if (k === 'FetchStmt' && typeof (v as { portalname?: unknown }).portalname === 'string') cursors.add((v as { portalname: string }).portalname);
+      walk(v);
+    }
+  };
+  walk(parsed.stmts.map((r) => r.stmt));
+  return { prepared, cursors };
 }
 
 export class Session {
@@ -116,17 +201,27 @@ export class Session {
   private idleTimer: NodeJS.Timeout | undefined;
   private readonly statements = new Map<string, NamedStatement>();
   private readonly preparedNames = new Set<string>();
-  /** Policy version under which the SQL-level PREPAREs in preparedNames were checked. */
-  private preparedVersion = -1;
   private readonly cursorNames = new Set<string>();
+  /** SQL-level PREPAREs and DECLAREs (the names in preparedNames / cursorNames) with their text, for deciding again. */
+  private readonly sqlPrepared = new Map<string, SqlObject>();
+  private readonly sqlCursors = new Map<string, SqlObject>();
+  /** Names refused when decided again after a reload → the refusal, so a use says the policy changed. */
+  private readonly revokedPrepared = new Map<string, string>();
+  private readonly revokedCursors = new Map<string, string>();
+  /** Refused statements ('S') and cursors ('P') still open upstream: closed at the next batch boundary. */
+  private readonly pendingClose: { target: 'S' | 'P'; name: string }[] = [];
+  /** Policy version the SQL-level statements and cursors were last checked against. */
+  private checkedVersion = -1;
+  /** Set when a reload changed a setting stamped at login: the session ends at its next idle point outside a transaction. */
+  private stampChange: ProxyError | undefined;
   private readonly log: Logger;
   private readonly now: () => number;
   private closed = false;
   private processingClient = false;
   /** Decisions made in this session; each audit 'statement' event and its outcome share the number. */
   private seq = 0;
-  /** Portal → decision seq of the statement bound to it. */
-  private readonly portals = new Map<string, number>();
+  /** Portals bound by Bind messages. */
+  private readonly portals = new Map<string, BoundPortal>();
   private bytesIn = 0;
   /** The chunk most recently received from the client: forwarded whole when it held exactly the frames relayed unchanged. */
   private lastClientChunk: Buffer | undefined;
@@ -393,7 +488,9 @@ export class Session {
     this.upstreamFramer = new MessageFramer({ maxMessageSize: UPSTREAM_MAX_MESSAGE });
     const leftover = up.framer.takeRemaining();
     if (leftover.length > 0) this.upstreamFramer.push(leftover);
-    this.tracker = new ResponseTracker(this.rowCap());
+    // Each entry carries its own decision's row cap; there is no session-wide default.
+    this.tracker = new ResponseTracker(undefined);
+    this.checkedVersion = this.deps.gate.version;
     this.tracker.onFinish = (t) => {
       this.deps.events?.statementFinished?.(this, {
         seq: t.seq,
@@ -425,11 +522,6 @@ export class Session {
     this.deps.events?.loginSucceeded?.(this);
     // Anything the client pipelined behind its password is handled now.
     this.processClient();
-  }
-
-  private rowCap() {
-    const r = this.role;
-    return r?.maxRows !== undefined ? { maxRows: r.maxRows, onRowCap: r.onRowCap } : undefined;
   }
 
   // ---- expiry ----------------------------------------------------------------------------------
@@ -505,29 +597,57 @@ export class Session {
    * The decision for one statement: at once when it is cached, else a Promise (PostgreSQL's own analysis is
    * being obtained). Bookkeeping (sequence number, audit event, effects) happens when the decision is known.
    */
-  private decide(sql: string, mode: 'simple' | 'parse' | 'bind', paramTypes?: readonly number[]): Decision | Promise<Decision> {
+  /** `again`: an existing prepared statement, portal or cursor is being decided again; its effects make nothing new. */
+  private decide(sql: string, mode: 'simple' | 'parse' | 'bind', paramTypes?: readonly number[], again = false): Decision | Promise<Decision> {
     const version = this.deps.gate.version;
-    if (version !== this.preparedVersion) {
-      // SQL-level PREPAREs were checked under an older policy: forget them, so EXECUTE is refused until re-prepared.
-      this.preparedNames.clear();
-      this.preparedVersion = version;
-    }
     const t0 = performance.now();
     const decision = this.deps.gate.decide(sql, mode === 'bind' ? 'parse' : mode, this.view(), paramTypes);
-    if (decision instanceof Promise) return decision.then((d) => this.decided(d, sql, mode, t0));
-    return this.decided(decision, sql, mode, t0);
+    if (decision instanceof Promise) return decision.then((d) => this.decided(d, sql, mode, t0, version, again));
+    return this.decided(decision, sql, mode, t0, version, again);
   }
 
-  private decided(decision: Decision, sql: string, mode: 'simple' | 'parse' | 'bind', t0: number): Decision {
+  private decided(decision: Decision, sql: string, mode: 'simple' | 'parse' | 'bind', t0: number, version: number, again = false): Decision {
     const micros = (performance.now() - t0) * 1000;
     this.seq++;
+    if (!decision.allow) decision = this.explainRevokedUse(decision, sql);
     this.deps.events?.statementDecided?.(this, { seq: this.seq, mode, sql, decision, micros });
     if (decision.allow) {
       for (const e of decision.effects) {
-        if (e.type === 'prepare') this.preparedNames.add(e.name);
-        else if (e.type === 'deallocate') e.name === null ? this.preparedNames.clear() : this.preparedNames.delete(e.name);
-        else if (e.type === 'declare') this.cursorNames.add(e.name);
-        else if (e.type === 'close') e.name === null ? this.cursorNames.clear() : this.cursorNames.delete(e.name);
+        if (e.type === 'prepare') {
+          this.preparedNames.add(e.name);
+          this.sqlPrepared.set(e.name, { sql: statementText(sql, 'prepare', e.name), version, rowCap: decision.rowCap });
+          this.revokedPrepared.delete(e.name);
+        } else if (e.type === 'deallocate') {
+          if (e.name === null) {
+            this.preparedNames.clear();
+            this.sqlPrepared.clear();
+            this.revokedPrepared.clear();
+          } else {
+            this.preparedNames.delete(e.name);
+            this.sqlPrepared.delete(e.name);
+            this.revokedPrepared.delete(e.name);
+          }
+        } else if (e.type === 'declare') {
+          this.cursorNames.add(e.name);
+          this.sqlCursors.set(e.name, { sql: statementText(sql, 'declare', e.name), version, rowCap: decision.rowCap });
+          this.revokedCursors.delete(e.name);
+          if (!again) {
+            // A new cursor: its rows are counted from zero.
+            this.portals.delete(e.name);
+            this.tracker?.cursorReset(e.name);
+          }
+        } else if (e.type === 'close') {
+          if (e.name === null) {
+            this.cursorNames.clear();
+            this.sqlCursors.clear();
+            this.revokedCursors.clear();
+          } else {
+            this.cursorNames.delete(e.name);
+            this.sqlCursors.delete(e.name);
+            this.revokedCursors.delete(e.name);
+          }
+          this.tracker?.cursorReset(e.name);
+        }
         // 'restamp' needs nothing here: identity and limits are startup parameters, which RESET ALL restores.
       }
       if (decision.shadowDenied) this.log.warn({ reason: decision.shadowDenied.reason }, 'shadow mode: would deny');
@@ -535,6 +655,126 @@ export class Session {
       this.log.info({ reason: decision.reason, rule: decision.ruleId }, 'statement denied');
     }
     return decision;
+  }
+
+  /** A use of a prepared statement or cursor that a reload revoked is refused saying so, not as if it never existed. */
+  private explainRevokedUse(d: Extract<Decision, { allow: false }>, sql: string): Decision {
+    if (d.reason !== 'unknown_prepared_statement' && d.reason !== 'unknown_cursor') return d;
+    if (this.revokedPrepared.size === 0 && this.revokedCursors.size === 0) return d;
+    const used = usedNames(sql);
+    for (const [name, refusal] of this.revokedPrepared) {
+      if (used.prepared.has(name)) return this.revokedDecision(d, policyChangedError('prepared statement', name, refusal));
+    }
+    for (const [name, refusal] of this.revokedCursors) {
+      if (used.cursors.has(name)) return this.revokedDecision(d, policyChangedError('cursor', name, refusal));
+    }
+    return d;
+  }
+
+  private revokedDecision(d: Extract<Decision, { allow: false }>, err: ProxyError): Decision {
+    return { ...d, reason: 'policy_changed', message: err.message, detail: err.detail, hint: err.hint };
+  }
+
+  /** The row cap the current policy sets for this session's role (for portals pgwarden did not see created). */
+  private currentCap(): RowCap | undefined {
+    const r = this.role ? this.deps.gate.role(this.role.name) : undefined;
+    return r?.maxRows !== undefined ? { maxRows: r.maxRows, onRowCap: r.onRowCap } : undefined;
+  }
+
+  /**
+   * After a reload, decides every SQL-level prepared statement and cursor again, before the client's next message
+   * is handled. Those now refused are forgotten as allowed (so EXECUTE, FETCH, MOVE, Bind and Execute of them are
+   * refused, saying the policy changed) and queued to be closed upstream. Returns a Promise while decisions are
+   * being obtained.
+   */
+  private revalidate(): Promise<void> | undefined {
+    const version = this.deps.gate.version;
+    if (version === this.checkedVersion) return undefined;
+    this.checkedVersion = version;
+    const jobs: { kind: 'S' | 'P'; name: string; d: Decision | Promise<Decision> }[] = [];
+    const refusedText: Decision = {
+      allow: false,
+      ruleId: undefined,
+      sqlstate: '42501',
+      message: 'its statement text could not be decided again',
+      detail: undefined,
+      hint: undefined,
+      reason: 'internal',
+      statements: [],
+    };
+    for (const [name, obj] of this.sqlPrepared) {
+      if (obj.version !== version) jobs.push({ kind: 'S', name, d: obj.sql === undefined ? refusedText : this.decide(obj.sql, 'simple', undefined, true) });
+    }
+    for (const [name, obj] of this.sqlCursors) {
+      if (obj.version !== version) jobs.push({ kind: 'P', name, d: obj.sql === undefined ? refusedText : this.decide(obj.sql, 'simple', undefined, true) });
+    }
+    const apply = (decisions: Decision[]): void => {
+      jobs.forEach((job, i) => {
+        const d = decisions[i];
+        if (d === undefined || d.allow) return;
+        const refusal = this.denial(d).message;
+        if (job.kind === 'S') {
+          this.preparedNames.delete(job.name);
+          this.sqlPrepared.delete(job.name);
+          this.revokedPrepared.set(job.name, refusal);
+        } else {
+          this.cursorNames.delete(job.name);
+          this.sqlCursors.delete(job.name);
+          this.revokedCursors.set(job.name, refusal);
+        }
+        this.pendingClose.push({ target: job.kind, name: job.name });
+        this.log.info({ kind: job.kind === 'S' ? 'prepared statement' : 'cursor', name: job.name, version }, 'refused after a policy change; closing it');
+      });
+    };
+    if (jobs.every((j) => !(j.d instanceof Promise))) {
+      apply(jobs.map((j) => j.d as Decision));
+      return undefined;
+    }
+    return Promise.all(jobs.map((j) => j.d)).then(apply);
+  }
+
+  /** Closes refused statements and cursors upstream: a Close per name and a Sync, all pgwarden's own (responses not forwarded). */
+  private flushCloses(tracker: ResponseTracker, out: Buffer[]): void {
+    for (const c of this.pendingClose.splice(0)) {
+      tracker.expect(FrontendType.Close, undefined, undefined, undefined, { internal: true });
+      out.push(encodeClose(c.target, c.name));
+    }
+    tracker.expect(FrontendType.Sync, undefined, undefined, undefined, { internal: true });
+    out.push(encodeSync());
+  }
+
+  /**
+   * Called after every policy swap. A change to a setting stamped on the upstream session at login (readOnly,
+   * statementTimeout, dbRole, searchPath) cannot be applied under a running transaction or statement: the session
+   * ends (57P01) at its next idle point outside a transaction, or at once when it is idle now.
+   */
+  policyChanged(): void {
+    const login = this.role;
+    if (this.closed || login === undefined || this.stampChange !== undefined) return;
+    const now = this.deps.gate.role(login.name);
+    if (now === undefined) return; // a removed role's sessions are ended by the caller
+    const same =
+      now.readOnly === login.readOnly &&
+      now.statementTimeout === login.statementTimeout &&
+      now.dbRole === login.dbRole &&
+      now.searchPath.join('\u0000') === login.searchPath.join('\u0000');
+    if (same) return;
+    this.stampChange = new ProxyError('ERR_SHUTDOWN', 'terminating connection because the policy for this role changed its session settings', {
+      detail: 'readOnly, statementTimeout, dbRole or searchPath changed; they are applied when a session starts',
+      hint: 'reconnect to continue under the current policy',
+    });
+    this.log.info({ role: login.name }, 'session settings changed by a reload; ending the session when it is idle');
+    this.endIfIdle();
+  }
+
+  /** Ends the session for a stamped-setting change when nothing is running and no transaction is open. */
+  private endIfIdle(): boolean {
+    const err = this.stampChange;
+    const tracker = this.tracker;
+    if (err === undefined || tracker === undefined || this.closed || this.holding) return false;
+    if (tracker.busy || tracker.txStatus !== 'I') return false;
+    this.endWith(err, 'policy_reload');
+    return true;
   }
 
   /** True while a decision is being obtained: the client's later messages wait (in order) until it is known. */
@@ -582,6 +822,24 @@ export class Session {
   private relayClientFrames(): void {
     const tracker = this.tracker;
     if (!tracker || this.holding) return;
+    if (this.framer.buffered > 0) {
+      // A reload since the last message: decide SQL-level prepared statements and cursors again before anything uses them.
+      const pending = this.revalidate();
+      if (pending !== undefined) {
+        this.holding = true;
+        this.socket.pause();
+        pending.then(
+          () => {
+            if (this.closed) return;
+            this.holding = false;
+            this.socket.resume();
+            this.processClient();
+          },
+          (err: unknown) => this.fail(err, 'internal'),
+        );
+        return;
+      }
+    }
     const out: Buffer[] = [];
     let sawTerminate = false;
     // Whether `out` is the client's last chunk, frame for frame and unchanged (the common case: one round trip's
@@ -589,6 +847,12 @@ export class Session {
     let verbatim = true;
     let bytes = 0;
     for (let frame = this.framer.next(); frame; frame = this.framer.next()) {
+      // A stamped setting changed and the session is idle outside a transaction: end it instead of running more.
+      if (this.stampChange !== undefined && out.length === 0 && this.endIfIdle()) return;
+      if (this.pendingClose.length > 0 && tracker.atBatchBoundary) {
+        this.flushCloses(tracker, out);
+        verbatim = false;
+      }
       const before = out.length;
       const end = this.handleClientFrame(frame, tracker, out);
       if (verbatim && (out.length !== before + 1 || out[before] !== frame.raw)) verbatim = false;
@@ -619,7 +883,10 @@ export class Session {
         const { sql } = decodeQuery(frame.body);
         this.withDecision(this.decide(sql, 'simple'), out, (d, o) => {
           if (d.allow) {
-            tracker.expect(FrontendType.Query, undefined, undefined, this.trace(this.seq));
+            const text = d.rewrittenSql ?? sql;
+            // FETCHes are counted per cursor too, so paging through a cursor cannot read past the cap.
+            const cursors = d.rowCap !== undefined && d.statements.some((st) => st.kind === 'FetchStmt') ? fetchedCursors(text) : undefined;
+            tracker.expect(FrontendType.Query, undefined, undefined, this.trace(this.seq), { cap: d.rowCap, cursors });
             o.push(d.rewrittenSql !== undefined ? encodeQuery(d.rewrittenSql) : frame.raw);
           } else {
             tracker.expect(FrontendType.Query, this.denial(d));
@@ -632,7 +899,14 @@ export class Session {
         const p = decodeParse(frame.body);
         const version = this.deps.gate.version;
         this.withDecision(this.decide(p.sql, 'parse', p.paramTypes), out, (d, o) => {
-          this.statements.set(p.name, { sql: p.sql, paramTypes: p.paramTypes, version, allowed: d.allow, seq: this.seq });
+          const previous = this.statements.get(p.name);
+          const entry: NamedStatement = { sql: p.sql, paramTypes: p.paramTypes, version, allowed: d.allow, seq: this.seq, rowCap: d.allow ? d.rowCap : undefined };
+          if (!d.allow && p.name !== '' && previous !== undefined && (previous.allowed || previous.revoked !== undefined)) {
+            // The sentinel fails before the name is checked, so the earlier statement of that name stays upstream: keep refusing it.
+            entry.revoked = this.denial(d).message;
+            this.pendingClose.push({ target: 'S', name: p.name });
+          }
+          this.statements.set(p.name, entry);
           if (d.allow) {
             tracker.expect(FrontendType.Parse);
             o.push(d.rewrittenSql !== undefined ? encodeParse(p.name, d.rewrittenSql, p.paramTypes) : frame.raw);
@@ -647,35 +921,109 @@ export class Session {
       case FrontendType.Bind: {
         const b = decodeBind(frame.body);
         const st = this.statements.get(b.statement);
-        const bind = (o: Buffer[]): void => {
+        const sp = st === undefined ? this.sqlPrepared.get(b.statement) : undefined;
+        const version = this.deps.gate.version;
+        const refuse = (err: ProxyError, o: Buffer[]): void => {
+          tracker.expect(FrontendType.Parse, err);
+          o.push(encodeParse('', SENTINEL_SQL, []));
+        };
+        const bind = (o: Buffer[], portal: BoundPortal): void => {
           tracker.portalBound(b.portal);
-          this.portals.set(b.portal, st?.seq ?? 0);
+          this.portals.set(b.portal, portal);
           tracker.expect(FrontendType.Bind);
           o.push(frame.raw);
         };
-        if (st && st.allowed && st.version !== this.deps.gate.version) {
-          // Decided under an older policy: decide again before it runs.
-          const version = this.deps.gate.version;
-          this.withDecision(this.decide(st.sql, 'bind', st.paramTypes), out, (d, o) => {
-            st.version = version;
-            st.allowed = d.allow;
-            st.seq = this.seq;
-            if (!d.allow) {
-              tracker.expect(FrontendType.Parse, this.denial(d));
-              o.push(encodeParse('', SENTINEL_SQL, []));
-              return;
-            }
-            bind(o);
-          });
+        if (st !== undefined) {
+          if (st.revoked !== undefined) {
+            refuse(policyChangedError('prepared statement', b.statement, st.revoked), out);
+            return false;
+          }
+          if (st.allowed && st.version !== version) {
+            // Decided under an older policy: decide again before it runs.
+            this.withDecision(this.decide(st.sql, 'bind', st.paramTypes, true), out, (d, o) => {
+              st.version = version;
+              st.seq = this.seq;
+              if (!d.allow) {
+                st.allowed = false;
+                st.revoked = this.denial(d).message;
+                this.pendingClose.push({ target: 'S', name: b.statement });
+                refuse(b.statement === '' ? this.denial(d) : policyChangedError('prepared statement', b.statement, st.revoked), o);
+                return;
+              }
+              st.rowCap = d.rowCap;
+              bind(o, { seq: st.seq, sql: st.sql, mode: 'bind', paramTypes: st.paramTypes, version, rowCap: d.rowCap });
+            });
+            return false;
+          }
+          bind(out, { seq: st.seq, sql: st.sql, mode: 'bind', paramTypes: st.paramTypes, version: st.version, rowCap: st.rowCap });
           return false;
         }
-        bind(out);
+        if (sp !== undefined && sp.sql !== undefined) {
+          // Made by SQL PREPARE: decided again after every reload (revalidate), so it is current here.
+          bind(out, { seq: this.seq, sql: sp.sql, mode: 'simple', paramTypes: [], version: sp.version, rowCap: sp.rowCap });
+          return false;
+        }
+        const revoked = this.revokedPrepared.get(b.statement);
+        if (revoked !== undefined) {
+          refuse(policyChangedError('prepared statement', b.statement, revoked), out);
+          return false;
+        }
+        // Not made through pgwarden (or already closed): Postgres would run whatever holds the name, unchecked.
+        refuse(
+          new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: prepared statement ${quoteName(b.statement)} was not prepared through pgwarden`, {
+            detail: 'Bind may use only statements whose Parse or PREPARE passed the policy in this session (rule: builtin.prepared)',
+            hint: 'prepare it first',
+          }),
+          out,
+        );
         return false;
       }
       case FrontendType.Execute: {
         const e = decodeExecute(frame.body);
-        tracker.expect(FrontendType.Execute, undefined, e.portal, this.trace(this.portals.get(e.portal) ?? 0));
-        out.push(frame.raw);
+        const portal = this.portals.get(e.portal);
+        const cursor = portal === undefined ? this.sqlCursors.get(e.portal) : undefined;
+        const version = this.deps.gate.version;
+        const refuse = (err: ProxyError, o: Buffer[]): void => {
+          tracker.expect(FrontendType.Parse, err);
+          o.push(encodeParse('', SENTINEL_SQL, []));
+        };
+        const execute = (o: Buffer[], cap: RowCap | undefined, seq: number): void => {
+          tracker.expect(FrontendType.Execute, undefined, e.portal, this.trace(seq), { cap, cursors: portal === undefined ? [e.portal] : undefined });
+          o.push(frame.raw);
+        };
+        if (portal !== undefined) {
+          if (portal.version !== version) {
+            // Bound under an older policy: decide its statement again before it runs.
+            this.withDecision(this.decide(portal.sql, portal.mode, portal.paramTypes, true), out, (d, o) => {
+              if (!d.allow) {
+                this.portals.delete(e.portal);
+                refuse(policyChangedError('portal', e.portal, this.denial(d).message), o);
+                return;
+              }
+              portal.version = version;
+              portal.rowCap = d.rowCap;
+              execute(o, d.rowCap, portal.seq);
+            });
+            return false;
+          }
+          execute(out, portal.rowCap, portal.seq);
+          return false;
+        }
+        if (cursor !== undefined) {
+          // A cursor made by DECLARE, read through the protocol: the cursor's current decision and its row count apply.
+          execute(out, cursor.rowCap, 0);
+          return false;
+        }
+        const revoked = this.revokedCursors.get(e.portal);
+        refuse(
+          revoked !== undefined
+            ? policyChangedError('cursor', e.portal, revoked)
+            : new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: portal ${quoteName(e.portal)} was not bound or declared through pgwarden`, {
+                detail: 'Execute may use only portals bound to allowed statements and cursors whose DECLARE passed the policy (rule: builtin.cursors)',
+                hint: 'bind the statement or declare the cursor first',
+              }),
+          out,
+        );
         return false;
       }
       case FrontendType.Describe:
@@ -684,10 +1032,18 @@ export class Session {
         return false;
       case FrontendType.Close: {
         const c = decodeClose(frame.body);
-        if (c.target === 'S') this.statements.delete(c.name);
-        else {
+        if (c.target === 'S') {
+          // Prepared statements made by Parse and by SQL PREPARE share one namespace upstream.
+          this.statements.delete(c.name);
+          this.preparedNames.delete(c.name);
+          this.sqlPrepared.delete(c.name);
+        } else {
           tracker.portalClosed(c.name);
           this.portals.delete(c.name);
+          // Portals and cursors share one namespace too.
+          this.cursorNames.delete(c.name);
+          this.sqlCursors.delete(c.name);
+          tracker.cursorReset(c.name);
         }
         tracker.expect(FrontendType.Close);
         out.push(frame.raw);
@@ -753,6 +1109,8 @@ export class Session {
       // Fast path: nothing was changed or held back, so the chunk goes out as received.
       if (verbatim && framer.buffered === 0) this.writeClient(chunk);
       else this.writeClient(out);
+      // A reload changed a stamped setting: the session ends once it is idle outside a transaction.
+      if (this.stampChange !== undefined) this.endIfIdle();
     } catch (err) {
       this.fail(err, 'internal');
     }
