@@ -50,6 +50,8 @@ export async function runDemo(opts: { port: number; metricsPort: number }): Prom
     writeFileSync(path.join(dir, 'secrets', 'upstream-password'), upstreamPassword + '\n', { mode: 0o600 });
     writeFileSync(path.join(dir, 'secrets', 'jwt-secret'), randomBytes(32).toString('base64url') + '\n', { mode: 0o600 });
     writeFileSync(path.join(dir, 'policy.yaml'), SAMPLE_POLICY_YAML);
+    // pgwarden refuses to start without its revocation list (a lost file must not un-revoke anybody).
+    writeFileSync(path.join(dir, 'revocations.yaml'), 'revoked: []\n');
     const configFile = path.join(dir, 'pgwarden.yaml');
     writeFileSync(
       configFile,
