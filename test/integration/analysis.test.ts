@@ -5,6 +5,7 @@ import { initParser } from '../../policy/parser.ts';
 import type { Decision, RolePolicy } from '../../policy/types.ts';
 import { ServerChecker } from '../../proxy/session/server-check.ts';
 import { AnalysisPool } from '../../proxy/upstream/analysis.ts';
+import { makeRole } from '../fixtures/catalog.ts';
 import { connectPg, pgError, startTestProxy, superClient, testPg, type TestProxy } from '../helpers/proxy.ts';
 
 /** A role whose search_path puts public before pg_catalog, so a new public function can shadow a built-in. */
@@ -197,22 +198,7 @@ describe('staleness after DDL is bounded', () => {
 });
 
 describe('fails closed', () => {
-  const role: RolePolicy = {
-    name: 'r',
-    mode: 'enforce',
-    readOnly: true,
-    relations: [{ schema: 'public', name: 'orders' }],
-    write: undefined,
-    deniedColumns: new Map(),
-    functions: { allow: new Set(), deny: new Set() },
-    settings: new Set(),
-    catalog: 'none',
-    maxRows: undefined,
-    onRowCap: 'truncate',
-    statementTimeout: undefined,
-    dbRole: undefined,
-    searchPath: ['public'],
-  };
+  const role: RolePolicy = makeRole({ name: 'r', relations: [{ schema: 'public', name: 'orders' }], deniedColumns: new Map() });
   const local: Extract<Decision, { allow: true }> = {
     allow: true,
     ruleId: 'roles.r.relations',
