@@ -61,9 +61,9 @@ export function createPolicyGate(
         const pending = server.check(sql, paramTypes ?? [], role, { dbRole: role.dbRole, searchPath: role.searchPath, display: {} }, decision).then((verdict) => {
           const map = (slot.server ??= new Map());
           if (map.get(paramKey) === pending) {
-            // Kept for every text of the entry unless it read a constant's value; failures are not kept.
-            if (verdict.expires > 0 && verdict.sql === undefined) map.set(paramKey, verdict);
-            else if (verdict.expires > 0) map.set(paramKey, verdict);
+            // Kept (for every text of the entry, or for its own text when it read a constant's value) unless it
+            // is a failure to analyse, which is never kept.
+            if (verdict.expires > 0) map.set(paramKey, verdict);
             else map.delete(paramKey);
           }
           return verdict;
