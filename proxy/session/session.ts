@@ -751,14 +751,7 @@ export class Session {
   policyChanged(): void {
     const login = this.role;
     if (this.closed || login === undefined || this.stampChange !== undefined) return;
-    const now = this.deps.gate.role(login.name);
-    if (now === undefined) return; // a removed role's sessions are ended by the caller
-    const same =
-      now.readOnly === login.readOnly &&
-      now.statementTimeout === login.statementTimeout &&
-      now.dbRole === login.dbRole &&
-      now.searchPath.join('\u0000') === login.searchPath.join('\u0000');
-    if (same) return;
+    if (!this.stampedSettingsChanged()) return;
     this.stampChange = new ProxyError('ERR_SHUTDOWN', 'terminating connection because the policy for this role changed its session settings', {
       detail: 'readOnly, statementTimeout, dbRole or searchPath changed; they are applied when a session starts',
       hint: 'reconnect to continue under the current policy',
@@ -767,12 +760,30 @@ export class Session {
     this.endIfIdle();
   }
 
+  /** Whether the current policy's role differs from the login-time role in a setting stamped at login (a removed role does not count here). */
+  private stampedSettingsChanged(): boolean {
+    const login = this.role;
+    const now = login ? this.deps.gate.role(login.name) : undefined;
+    if (login === undefined || now === undefined) return false;
+    return (
+      now.readOnly !== login.readOnly ||
+      now.statementTimeout !== login.statementTimeout ||
+      now.dbRole !== login.dbRole ||
+      now.searchPath.join('\u0000') !== login.searchPath.join('\u0000')
+    );
+  }
+
   /** Ends the session for a stamped-setting change when nothing is running and no transaction is open. */
   private endIfIdle(): boolean {
     const err = this.stampChange;
     const tracker = this.tracker;
     if (err === undefined || tracker === undefined || this.closed || this.holding) return false;
     if (tracker.busy || tracker.txStatus !== 'I') return false;
+    if (!this.stampedSettingsChanged()) {
+      // Changed back before the session was idle: nothing to apply.
+      this.stampChange = undefined;
+      return false;
+    }
     this.endWith(err, 'policy_reload');
     return true;
   }
