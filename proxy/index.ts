@@ -199,14 +199,26 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
 
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   if (config.metrics) {
-    metricsServer = await startMetricsServer(metrics, config.metrics.host, config.metrics.port, async () => {
-      // Ready: a valid policy is loaded (the store exists), the audit trail can be written, and upstream answers.
-      if (!auditGate(audit)) return { ok: false, detail: `audit trail ${audit.state} (onFailure: refuse)` };
-      await query('SELECT 1');
-      // onFailure: continue keeps serving while the trail is down; /readyz says so (and pgwarden_audit_healthy).
-      if (!audit.healthy) return { ok: true, detail: `audit trail ${audit.state}, ${audit.dropped} events dropped so far (onFailure: continue)` };
-      return true;
-    });
+    // Ready: a valid policy is loaded (the store exists), the audit trail can be written, and upstream answers.
+    // The upstream check runs on the admin listener's schedule (one login every few seconds, whatever the probe
+    // rate); the audit trail's state is read on every request.
+    metricsServer = await startMetricsServer(
+      metrics,
+      config.metrics.host,
+      config.metrics.port,
+      async () => {
+        await query('SELECT 1');
+        return true;
+      },
+      {
+        live: () => {
+          if (!auditGate(audit)) return { ok: false, detail: `audit trail ${audit.state} (onFailure: refuse)` };
+          // onFailure: continue keeps serving while the trail is down; /readyz says so (and pgwarden_audit_healthy).
+          if (!audit.healthy) return { ok: true, detail: `audit trail ${audit.state}, ${audit.dropped} events dropped so far (onFailure: continue)` };
+          return true;
+        },
+      },
+    );
   }
 
   const addr = await server.listen(config.listen.host, config.listen.port);
@@ -227,6 +239,8 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
       for (const src of sources) if ('reload' in src && typeof src.reload === 'function') await (src.reload as () => Promise<unknown>)();
     },
     async close(drainMs = 0) {
+      // Not ready from the first moment of shutdown; the admin listener itself closes once sessions have drained.
+      metricsServer?.markDraining();
       await server.close(drainMs);
       await metricsServer?.close();
       store.close();

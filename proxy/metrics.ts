@@ -179,14 +179,83 @@ export interface Readiness {
   detail?: string;
 }
 
-/** Serves /metrics, /healthz (alive) and /readyz (`ready()` says whether a policy is loaded and upstream answers). */
+export interface AdminListenerOptions {
+  /**
+   * Checked for every /readyz request; must be cheap and local (the audit trail's state, draining). A false (or
+   * not-ok) answer wins over the scheduled check.
+   */
+  live?: () => boolean | Readiness;
+  /** How often the scheduled (upstream) check runs. Default 5 s. */
+  checkIntervalMs?: number;
+  /** Longest a scheduled check may take before it counts as failed. Default 3 s. */
+  checkTimeoutMs?: number;
+  /** Connections the admin listener holds at once; more are dropped at accept. Default 32. */
+  maxConnections?: number;
+  /** Time allowed to receive a request's headers, and the whole request. Default 5 s. */
+  requestTimeoutMs?: number;
+}
+
+export interface AdminListener {
+  port: number;
+  /** /readyz answers 503 "draining" from now on (shutdown has begun); /healthz and /metrics go on. */
+  markDraining(): void;
+  /** Stops the schedule, closes the listener and every connection it holds (keep-alive ones too). */
+  close(): Promise<void>;
+}
+
+/**
+ * Serves /metrics, /healthz (alive) and /readyz on the admin listener. `ready()` (is a policy loaded, does the
+ * upstream answer) runs on a schedule, never per request: /readyz answers from its last result, so probes and
+ * scrapes cost no upstream logins however often they come. A result older than three intervals (a check that
+ * hangs) is not ready. The listener has its own connection cap and timeouts, so a client that opens many
+ * connections or sends headers slowly cannot hold it (or the process's file descriptors).
+ */
 export async function startMetricsServer(
   metrics: Metrics,
   host: string,
   port: number,
   ready: () => Promise<boolean | Readiness>,
-): Promise<{ port: number; close(): Promise<void> }> {
-  const server = http.createServer((req, res) => {
+  opts: AdminListenerOptions = {},
+): Promise<AdminListener> {
+  const intervalMs = opts.checkIntervalMs ?? 5_000;
+  const timeoutMs = opts.checkTimeoutMs ?? 3_000;
+  const requestTimeoutMs = opts.requestTimeoutMs ?? 5_000;
+  let last: { ok: boolean; detail?: string; at: number } | undefined;
+  let draining = false;
+  let closed = false;
+  let timer: NodeJS.Timeout | undefined;
+
+  const asReadiness = (r: boolean | Readiness): Readiness => (typeof r === 'boolean' ? { ok: r } : r);
+  const check = async (): Promise<void> => {
+    let guard: NodeJS.Timeout | undefined;
+    try {
+      const timeout = new Promise<Readiness>((resolve) => {
+        guard = setTimeout(() => resolve({ ok: false, detail: `readiness check took longer than ${timeoutMs} ms` }), timeoutMs);
+      });
+      const r = await Promise.race([ready().then(asReadiness), timeout]);
+      last = { ...r, at: Date.now() };
+    } catch (err) {
+      last = { ok: false, detail: `readiness check failed: ${err instanceof Error ? err.message : String(err)}`, at: Date.now() };
+    } finally {
+      clearTimeout(guard);
+    }
+    if (!closed) {
+      timer = setTimeout(() => void check(), intervalMs);
+      timer.unref();
+    }
+  };
+  const answer = (): Readiness => {
+    if (draining) return { ok: false, detail: 'draining' };
+    const live = opts.live ? asReadiness(opts.live()) : { ok: true };
+    if (!live.ok) return live;
+    if (last === undefined) return { ok: false, detail: 'first readiness check pending' };
+    if (Date.now() - last.at > 3 * intervalMs + timeoutMs) return { ok: false, detail: 'readiness check is stale' };
+    if (!last.ok) return last;
+    const detail = [last.detail, live.detail].filter(Boolean).join('; ');
+    return detail ? { ok: true, detail } : { ok: true };
+  };
+
+  const server = http.createServer({ requestTimeout: requestTimeoutMs, headersTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1_000, requestTimeoutMs) }, (req, res) => {
     const url = req.url ?? '/';
     if (url === '/metrics') {
       metrics.registry
@@ -203,29 +272,38 @@ export async function startMetricsServer(
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end('ok\n');
     } else if (url === '/readyz') {
-      ready()
-        .then((r) => {
-          const { ok, detail } = typeof r === 'boolean' ? { ok: r, detail: undefined } : r;
-          res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' });
-          res.end(`${ok ? 'ready' : 'not ready'}${detail ? `: ${detail}` : ''}\n`);
-        })
-        .catch(() => {
-          res.writeHead(503);
-          res.end('not ready\n');
-        });
+      const { ok, detail } = answer();
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' });
+      res.end(`${ok ? 'ready' : 'not ready'}${detail ? `: ${detail}` : ''}\n`);
     } else {
       res.writeHead(404);
       res.end();
     }
   });
+  server.maxConnections = opts.maxConnections ?? 32;
+  server.keepAliveTimeout = requestTimeoutMs;
+  // An idle connection (no request in flight) is closed after this long.
+  server.timeout = 2 * requestTimeoutMs;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve());
   });
+  // The first check before the first probe can ask; bounded by its timeout.
+  await check();
   const addr = server.address();
   return {
     port: typeof addr === 'object' && addr ? addr.port : port,
-    close: () => new Promise((r) => server.close(() => r())),
+    markDraining() {
+      draining = true;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        closed = true;
+        draining = true;
+        clearTimeout(timer);
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }
 
