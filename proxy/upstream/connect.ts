@@ -24,6 +24,12 @@ import { md5Password, scramContinue, scramFinish, scramStart, type ScramState } 
 /** The largest message we accept from our own upstream (Postgres itself caps messages at 1 GB). */
 export const UPSTREAM_MAX_MESSAGE = 1024 * 1024 * 1024;
 
+/**
+ * Idle time before the first TCP keepalive probe on upstream sockets. Node then sets 10 probes 1 s apart (TCP_KEEPCNT,
+ * TCP_KEEPINTVL, where the platform has them), so a silently dead upstream is found in about 40 s.
+ */
+export const UPSTREAM_KEEPALIVE_IDLE_MS = 30_000;
+
 export interface UpstreamConnection {
   socket: net.Socket;
   /** Framer holding any bytes that arrived after ReadyForQuery (normally none). */
@@ -61,8 +67,12 @@ export async function connectUpstream(
 
 function tcpConnect(cfg: UpstreamConfig, deadline: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
+    // TCP keepalive from the first byte: an upstream that vanished without a FIN or RST (host down, a NAT or firewall
+    // that forgot the flow) is found by the kernel's probes and the session ends with upstream_lost, instead of
+    // waiting until the token expires. The TLS layer runs over this same socket, so it covers TLS too.
     const socket = net.connect({ host: cfg.host, port: cfg.port });
     socket.setNoDelay(true);
+    socket.setKeepAlive(true, UPSTREAM_KEEPALIVE_IDLE_MS);
     const timer = setTimeout(() => {
       socket.destroy();
       reject(upstreamError('timed out connecting to the upstream database'));
