@@ -439,6 +439,13 @@ export class Session {
       this.fail(new ProxyError('ERR_TOKEN_REJECTED', `token role "${identity.role}" is not defined in the policy`, { hint: TOKEN_HINT }), 'auth_failed');
       return;
     }
+    // Verification may have waited for a JWKS fetch: a token that expired meanwhile opens no upstream connection.
+    if (identity.exp * 1000 <= this.now()) {
+      const expired = new ProxyError('ERR_TOKEN_INVALID', `token expired at ${new Date(identity.exp * 1000).toISOString()}`, { hint: TOKEN_HINT, severity: 'FATAL' });
+      this.deps.events?.loginFailed?.(this, 'expired', expired);
+      this.fail(expired, 'auth_failed');
+      return;
+    }
     const refusal = this.deps.admitIdentity?.(identity, this);
     if (refusal) {
       this.deps.events?.loginFailed?.(this, 'session_limit', refusal);
@@ -451,20 +458,9 @@ export class Session {
     try {
       const startup = this.startup;
       if (!startup) throw new Error('startup missing');
-      const params = stampParameters({
-        sessionId: this.id,
-        sub: identity.sub,
-        agent: identity.agent,
-        tenant: identity.tenant,
-        jti: identity.jti,
-        roleName: identity.role,
-        readOnly: role.readOnly,
-        statementTimeoutMs: role.statementTimeout,
-        dbRole: role.dbRole,
-        searchPath: role.searchPath,
-        clientApplicationName: startup.applicationName,
-        forwarded: startup.forwarded,
-      });
+      const params = this.stamps(identity, role, startup);
+      // The role's own idle-in-transaction limit (stampParameters stamps the 60 s default otherwise).
+      if (role.idleInTransactionTimeout !== undefined) params.idle_in_transaction_session_timeout = String(role.idleInTransactionTimeout);
       const t0 = performance.now();
       const up = await connectUpstream(config.upstream, params);
       this.deps.events?.upstreamConnected?.(this, performance.now() - t0);
@@ -760,17 +756,39 @@ export class Session {
     this.endIfIdle();
   }
 
-  /** Whether the current policy's role differs from the login-time role in a setting stamped at login (a removed role does not count here). */
+  /**
+   * The upstream startup parameters for this session under `role`: what login stamps, and what a reload is compared
+   * against, so every setting stamped here (now or later) is one whose change ends the session.
+   */
+  private stamps(identity: Identity, role: RolePolicy, startup: ClientStartup): Record<string, string> {
+    return stampParameters({
+      sessionId: this.id,
+      sub: identity.sub,
+      agent: identity.agent,
+      tenant: identity.tenant,
+      jti: identity.jti,
+      roleName: identity.role,
+      readOnly: role.readOnly,
+      statementTimeoutMs: role.statementTimeout,
+      dbRole: role.dbRole,
+      searchPath: role.searchPath,
+      clientApplicationName: startup.applicationName,
+      forwarded: startup.forwarded,
+    });
+  }
+
+  /** Whether the current policy's role would stamp this session differently from its login-time role (a removed role does not count here). */
   private stampedSettingsChanged(): boolean {
     const login = this.role;
+    const identity = this.identity;
+    const startup = this.startup;
     const now = login ? this.deps.gate.role(login.name) : undefined;
-    if (login === undefined || now === undefined) return false;
-    return (
-      now.readOnly !== login.readOnly ||
-      now.statementTimeout !== login.statementTimeout ||
-      now.dbRole !== login.dbRole ||
-      now.searchPath.join('\u0000') !== login.searchPath.join('\u0000')
-    );
+    if (login === undefined || now === undefined || identity === undefined || startup === undefined) return false;
+    const a = this.stamps(identity, login, startup);
+    const b = this.stamps(identity, now, startup);
+    const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+    for (const k of keys) if (a[k] !== b[k]) return true;
+    return false;
   }
 
   /** Ends the session for a stamped-setting change when nothing is running and no transaction is open. */
