@@ -32,6 +32,8 @@ export interface RoleDoc {
   onRowCap?: (typeof ON_ROW_CAP)[number];
   /** "5s", "250ms", "2m", "1h", or a number of seconds. */
   statementTimeout?: string | number;
+  /** idle_in_transaction_session_timeout stamped on the role's sessions; default 60s. Clients may only lower it. */
+  idleInTransactionTimeout?: string | number;
   dbRole?: string;
   searchPath?: string[];
 }
@@ -57,6 +59,7 @@ export const ROLE_KEYS = [
   'maxRows',
   'onRowCap',
   'statementTimeout',
+  'idleInTransactionTimeout',
   'dbRole',
   'searchPath',
 ] as const satisfies readonly (keyof RoleDoc)[];
@@ -451,6 +454,10 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
     const d = parseDurationMs(raw.statementTimeout);
     if (!d.ok) val.add(at('statementTimeout'), d.message);
   }
+  if ('idleInTransactionTimeout' in raw) {
+    const d = parseDurationMs(raw.idleInTransactionTimeout);
+    if (!d.ok) val.add(at('idleInTransactionTimeout'), d.message);
+  }
 
   if ('dbRole' in raw) {
     if (typeof raw.dbRole !== 'string') val.add(at('dbRole'), `must be a database role name (got ${describe(raw.dbRole)})`);
@@ -685,6 +692,7 @@ function compileRole(name: string, doc: RoleDoc): RolePolicy {
     maxRows: doc.maxRows,
     onRowCap: doc.onRowCap ?? 'truncate',
     statementTimeout: timeout,
+    idleInTransactionTimeout: doc.idleInTransactionTimeout === undefined ? undefined : must(parseDurationMs(doc.idleInTransactionTimeout), 'idleInTransactionTimeout').ms,
     dbRole: doc.dbRole === undefined ? undefined : must(parseIdentifier(doc.dbRole), 'dbRole').name,
     searchPath: Object.freeze((doc.searchPath ?? ['public']).map((s) => must(parseIdentifier(s), `searchPath ${JSON.stringify(s)}`).name)) as string[],
   };

@@ -16,9 +16,9 @@ export const HARMLESS_SETTINGS: ReadonlyMap<string, string> = new Map([
   ['lc_time', 'time display locale'],
   ['xmloption', 'XML parse mode'],
   ['client_min_messages', 'which notices the client receives'],
-  ['statement_timeout', 'only at or below the role\'s statementTimeout, and never 0 when the role has one'],
-  ['lock_timeout', 'gives up on locks sooner'],
-  ['idle_in_transaction_session_timeout', 'ends the client\'s own idle session sooner'],
+  ['statement_timeout', 'only between 1 ms (before PostgreSQL rounds: 400us is refused) and the role\'s statementTimeout, when it has one'],
+  ['lock_timeout', 'gives up on locks sooner (0, wait forever, is allowed: statement_timeout still bounds the wait)'],
+  ['idle_in_transaction_session_timeout', 'only between 1 ms and the stamped value (the role\'s idleInTransactionTimeout, default 60 s); never 0'],
   ['transaction_isolation', 'stricter or looser isolation for this transaction'],
   ['default_transaction_isolation', 'isolation of later transactions'],
   ['default_transaction_deferrable', 'deferrable read-only transactions'],
@@ -96,7 +96,20 @@ export type SettingVerdict =
 
 const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** A statement_timeout value in milliseconds, or undefined when it cannot be read with certainty. */
+/** idle_in_transaction_session_timeout stamped for roles without idleInTransactionTimeout (milliseconds). */
+export const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
+
+/** The idle_in_transaction_session_timeout stamped on a role's sessions. */
+export function idleInTransactionTimeoutMs(role: RolePolicy): number {
+  return role.idleInTransactionTimeout ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS;
+}
+
+/**
+ * A millisecond-unit setting's value (statement_timeout, idle_in_transaction_session_timeout) in milliseconds,
+ * before PostgreSQL rounds it to an integer, or undefined when it cannot be read with certainty. A bare number is
+ * milliseconds; units are us, ms, s, min, h, d (case-sensitive, as in PostgreSQL). Spellings PostgreSQL reads
+ * differently (strtol base 0: '010' is octal 8, '0x10' is 16; exponents) are not read, and so refused.
+ */
 export function parseTimeoutMs(arg: Node | undefined): number | undefined {
   if (arg === undefined || !('A_Const' in arg)) return undefined;
   const c = arg.A_Const;
@@ -105,7 +118,7 @@ export function parseTimeoutMs(arg: Node | undefined): number | undefined {
   if (c.sval !== undefined) text = c.sval.sval ?? '';
   else if (c.fval !== undefined) text = c.fval.fval ?? '';
   if (text === undefined) return undefined;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*$/.exec(text);
+  const m = /^\s*((?:0|[1-9]\d*)(?:\.\d+)?|\.\d+)\s*(us|ms|s|min|h|d)?\s*$/.exec(text);
   if (m === null) return undefined;
   const n = Number(m[1]);
   const unit = m[2] ?? 'ms';
@@ -143,6 +156,7 @@ export function judgeVariableSet(stmt: VariableSetStmt, role: RolePolicy): Setti
     if (name.startsWith(prefix)) return { allow: false, rule: 'builtin', why: `${prefix}* settings are stamped by pgwarden`, hint: undefined };
   }
   if (name === 'statement_timeout') return judgeStatementTimeout(stmt, role);
+  if (name === 'idle_in_transaction_session_timeout') return judgeIdleInTransactionTimeout(stmt, role);
   if (HARMLESS_SETTINGS.has(name) || settingListed(role, name)) return { allow: true, restamp: false };
   const allowed = [...HARMLESS_SETTINGS.keys(), ...role.settings].join(', ');
   return {
@@ -153,20 +167,44 @@ export function judgeVariableSet(stmt: VariableSetStmt, role: RolePolicy): Setti
   };
 }
 
+/**
+ * A value for a millisecond setting bounded by `limit`: at least 1 ms before rounding (PostgreSQL rounds 400us,
+ * and 0.4, to 0, which disables the limit) and at most `limit`. Values between 0.5 and 1 ms that PostgreSQL would
+ * round up to 1 are refused too: the rule does not depend on its rounding.
+ */
+function judgeBoundedMs(name: string, stmt: VariableSetStmt, limit: number, whose: string): SettingVerdict {
+  const hint = `${name} may be set between 1 and ${limit} ms`;
+  const args = stmt.args ?? [];
+  const ms = args.length === 1 ? parseTimeoutMs(args[0]) : undefined;
+  if (ms === undefined) return { allow: false, rule: 'role', why: `${name} value could not be read`, hint };
+  if (ms <= 0) return { allow: false, rule: 'role', why: `${name} 0 disables ${whose} of ${limit} ms`, hint };
+  if (ms < 1) return { allow: false, rule: 'role', why: `${name} ${ms} ms is below 1 ms: PostgreSQL would round it to 0, which disables ${whose} of ${limit} ms`, hint };
+  if (ms > limit) return { allow: false, rule: 'role', why: `${name} ${ms} ms exceeds ${whose} of ${limit} ms`, hint };
+  return { allow: true, restamp: false };
+}
+
 function judgeStatementTimeout(stmt: VariableSetStmt, role: RolePolicy): SettingVerdict {
   const limit = role.statementTimeout;
   if (limit === undefined) return { allow: true, restamp: false };
-  const hint = `statement_timeout may be set between 1 and ${limit} ms`;
-  // RESET / DEFAULT revert to the server default, which may be no limit at all.
+  // Refused although RESET / DEFAULT restore the stamped value (a startup parameter): kept strict, and harmless.
   if (stmt.kind !== 'VAR_SET_VALUE') {
+    const hint = `statement_timeout may be set between 1 and ${limit} ms`;
     return { allow: false, rule: 'role', why: `resetting statement_timeout would drop the role's limit of ${limit} ms`, hint };
   }
-  const args = stmt.args ?? [];
-  const ms = args.length === 1 ? parseTimeoutMs(args[0]) : undefined;
-  if (ms === undefined) return { allow: false, rule: 'role', why: 'statement_timeout value could not be read', hint };
-  if (ms <= 0) return { allow: false, rule: 'role', why: `statement_timeout 0 disables the role's limit of ${limit} ms`, hint };
-  if (ms > limit) return { allow: false, rule: 'role', why: `statement_timeout ${ms} ms exceeds the role's limit of ${limit} ms`, hint };
-  return { allow: true, restamp: false };
+  return judgeBoundedMs('statement_timeout', stmt, limit, "the role's limit");
+}
+
+/**
+ * idle_in_transaction_session_timeout only goes down: an open transaction holds its locks, and a DDL statement
+ * queued behind them blocks every later reader of the table. RESET / DEFAULT restore the stamped value.
+ */
+function judgeIdleInTransactionTimeout(stmt: VariableSetStmt, role: RolePolicy): SettingVerdict {
+  if (stmt.kind === 'VAR_SET_DEFAULT' || stmt.kind === 'VAR_RESET') return { allow: true, restamp: false };
+  const limit = idleInTransactionTimeoutMs(role);
+  if (stmt.kind !== 'VAR_SET_VALUE') {
+    return { allow: false, rule: 'role', why: 'idle_in_transaction_session_timeout can only be set to a value', hint: undefined };
+  }
+  return judgeBoundedMs('idle_in_transaction_session_timeout', stmt, limit, "the role's idle-in-transaction limit");
 }
 
 /** True when a DefElem list asks for READ WRITE (`transaction_read_only` = false). */

@@ -33,6 +33,8 @@ export interface RolePolicy {
   maxRows: number | undefined;
   onRowCap: 'truncate' | 'error';
   statementTimeout: Millis | undefined;
+  /** Stamped idle_in_transaction_session_timeout; absent means the built-in default (60 s, policy/settings.ts). */
+  idleInTransactionTimeout?: Millis | undefined;
   dbRole: string | undefined;
   /** Schemas pinned as search_path on the upstream session (default ['public']). */
   searchPath: string[];

@@ -1,5 +1,6 @@
 // Which client startup parameters pass, and the upstream startup parameters that stamp a session's identity and limits.
 import { ProxyError } from '../errors.ts';
+import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS } from '../../policy/settings.ts';
 
 /**
  * Parameters drivers send that cannot change identity, limits or how SQL is lexed; forwarded as given.
@@ -132,6 +133,8 @@ export interface StampInput {
   roleName: string;
   readOnly: boolean;
   statementTimeoutMs: number | undefined;
+  /** idle_in_transaction_session_timeout; the built-in default (60 s) when undefined, so a session never has none. */
+  idleInTransactionTimeoutMs?: number | undefined;
   dbRole: string | undefined;
   searchPath: string[];
   clientApplicationName: string | undefined;
@@ -170,6 +173,8 @@ export function stampParameters(s: StampInput): Record<string, string> {
     'pgwarden.session_id': s.sessionId,
   };
   if (s.statementTimeoutMs !== undefined) out.statement_timeout = String(Math.max(0, Math.round(s.statementTimeoutMs)));
+  // Always stamped: an idle open transaction holds its locks, and DDL queued behind them blocks every reader.
+  out.idle_in_transaction_session_timeout = String(Math.max(1, Math.round(s.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS)));
   if (s.readOnly) out.default_transaction_read_only = 'on';
   if (s.dbRole !== undefined) out.role = s.dbRole;
   return out;
