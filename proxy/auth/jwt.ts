@@ -28,6 +28,8 @@ export type AuthFailureReason =
   | 'wrong_issuer'
   | 'wrong_audience'
   | 'lifetime_exceeded'
+  | 'invalid_lifetime'
+  | 'header_not_allowed'
   | 'missing_claim'
   | 'unknown_role'
   | 'key_unavailable'
@@ -60,6 +62,13 @@ export const MAX_TOKEN_LENGTH = 64 * 1024;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 const REQUIRED_CLAIMS = ['sub', 'role', 'exp', 'iat'];
+
+/**
+ * JWS header parameters that say where to find the key (RFC 7515 §4.1.2–4.1.6). pgwarden takes its keys only from
+ * its configuration and never reads these; a token carrying one was made for a verifier that trusts it, or by
+ * someone hoping for one, so it is refused rather than ignored.
+ */
+export const KEY_LOCATION_HEADERS: readonly string[] = ['jku', 'jwk', 'x5u', 'x5c'];
 
 const HINT_NEW_TOKEN = 'Request a new token and reconnect with it as the password.';
 const HINT_ROLE = 'Request a token for a role defined in the pgwarden policy and reconnect with it as the password.';
@@ -94,6 +103,10 @@ export async function createTokenVerifier(auth: AuthConfig, deps: { now?: () => 
       if (typeof header.alg !== 'string' || !allowed.has(header.alg)) {
         return fail('algorithm_not_allowed', `token algorithm is not allowed; accepted: ${auth.algorithms.join(', ')}`);
       }
+      const located = KEY_LOCATION_HEADERS.filter((name) => Object.hasOwn(header, name));
+      if (located.length > 0) {
+        return fail('header_not_allowed', `token header parameter ${located.map((n) => `"${n}"`).join(', ')} is not accepted: pgwarden uses only its configured keys`);
+      }
 
       let payload: jose.JWTPayload;
       try {
@@ -115,6 +128,10 @@ export async function createTokenVerifier(auth: AuthConfig, deps: { now?: () => 
       const iat = payload.iat as number;
       const exp = payload.exp as number;
       if (iat > nowSec + skewSec) return fail('not_yet_valid', `token is not valid before ${isoTime(iat)} (its issue time is in the future)`);
+      if (exp <= iat) return fail('invalid_lifetime', `token expires at ${isoTime(exp)}, not after its issue time ${isoTime(iat)}`);
+      // The skew forgives an issuer's clock running ahead (iat, nbf), but a session ends at exp by this clock, so a
+      // token already past exp would open an upstream connection only to be ended at once.
+      if (exp <= nowSec) return fail('expired', `token expired at ${isoTime(exp)}`);
       const lifetime = exp - iat;
       if (lifetime > maxLifetimeSec) {
         return fail('lifetime_exceeded', `token lifetime ${formatSeconds(lifetime)}s exceeds the maximum of ${formatSeconds(maxLifetimeSec)}s`);

@@ -170,12 +170,27 @@ describe('refusals', () => {
     expectRefused(await verifier.verify(noAlg, ctx), 'algorithm_not_allowed', noAlg);
   });
 
-  it('refuses an expired token, allowing the configured clock skew', async () => {
+  it('refuses an expired token, even within the clock skew (the session would end at exp at once)', async () => {
     const token = await sign(validClaims(NOW - 600, { exp: NOW - 31 }));
     const r = expectRefused(await verifier.verify(token, ctx), 'expired', token);
     expect(r.error.message).toBe(`token expired at ${new Date((NOW - 31) * 1000).toISOString()}`);
     const withinSkew = await sign(validClaims(NOW - 600, { exp: NOW - 20 }));
-    expect((await verifier.verify(withinSkew, ctx)).ok).toBe(true);
+    const r2 = expectRefused(await verifier.verify(withinSkew, ctx), 'expired', withinSkew);
+    expect(r2.error.message).toBe(`token expired at ${new Date((NOW - 20) * 1000).toISOString()}`);
+    const atNow = await sign(validClaims(NOW - 600, { exp: NOW }));
+    expectRefused(await verifier.verify(atNow, ctx), 'expired', atNow);
+    // The skew still forgives an issuer whose clock runs ahead.
+    const issuedAhead = await sign(validClaims(NOW + 20, { exp: NOW + 200 }));
+    expect((await verifier.verify(issuedAhead, ctx)).ok).toBe(true);
+  });
+
+  it('refuses a token whose exp is not after its iat', async () => {
+    // iat within the skew ahead of the clock, exp still in the future: only exp ≤ iat is wrong.
+    for (const exp of [NOW + 20, NOW + 10]) {
+      const token = await sign(validClaims(NOW + 20, { exp }));
+      const r = expectRefused(await verifier.verify(token, ctx), 'invalid_lifetime', token);
+      expect(r.error.message).toContain('not after its issue time');
+    }
   });
 
   it('refuses a token not yet valid (nbf, or iat in the future)', async () => {
@@ -330,7 +345,7 @@ describe('attacks on the key choice', () => {
     }
   });
 
-  it('ignores jwk, jku and x5u headers pointing at the attacker’s key', async () => {
+  it('refuses jwk, jku, x5u and x5c headers (never fetched, never used)', async () => {
     let fetched = 0;
     const evil = await generateKeyFiles(dir, 'RS256', 'evil');
     const server = createServer((_req, res) => {
@@ -345,11 +360,17 @@ describe('attacks on the key choice', () => {
       { alg: 'RS256', jwk: evil.publicJwk },
       { alg: 'RS256', kid: 'evil', jku: evilUrl },
       { alg: 'RS256', kid: 'real', x5u: evilUrl },
+      { alg: 'RS256', kid: 'real', x5c: ['MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA'] },
     ];
     for (const header of headers) {
       const token = await signToken(evil.privateKey, validClaims(NOW, { role: 'admin' }), header);
-      expectRefused(await verifier.verify(token, ctx), 'bad_signature', token);
+      const r = expectRefused(await verifier.verify(token, ctx), 'header_not_allowed', token);
+      expect(r.error.message).toMatch(/token header parameter "(jwk|jku|x5u|x5c)" is not accepted/);
     }
+    // Even when signed with the real key: the parameter itself is refused.
+    const real = await signToken(rsa.privateKey, validClaims(NOW), { alg: 'RS256', jku: evilUrl });
+    expectRefused(await verifier.verify(real, ctx), 'header_not_allowed', real);
+    expect((await verifier.verify(await signToken(rsa.privateKey, validClaims(NOW), { alg: 'RS256' }), ctx)).ok).toBe(true);
     expect(fetched).toBe(0);
   });
 });
