@@ -5,7 +5,7 @@ import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import postgres from 'postgres';
-import { DEFAULT_POLICY, connectPg, pgError, startTestProxy, type TestProxy } from '../helpers/proxy.ts';
+import { DEFAULT_POLICY, canaryCount, connectPg, pgError, startTestProxy, type TestProxy } from '../helpers/proxy.ts';
 import { Bytes, startupPacket, typed } from '../helpers/bytes.ts';
 
 let tp: TestProxy;
@@ -31,6 +31,7 @@ const NO_CUSTOMERS = DEFAULT_POLICY.replace('relations: [public.orders, public.c
   '    deniedColumns: { public.customers: [ssn] }\n',
   '',
 );
+const WRITER_NO_CANARY = DEFAULT_POLICY.replace('relations: [public.canary] }', 'relations: [public.orders] }');
 const TIMEOUT_2S = DEFAULT_POLICY.replace('statementTimeout: 5s', 'statementTimeout: 2s');
 
 // ---- a raw protocol client: every message by hand, so Bind and Execute can name anything ----
@@ -277,6 +278,29 @@ describe('prepared statements are decided again after a reload, however they wer
       // p was closed upstream: the name is free again.
       ok(await raw.query('PREPARE p AS SELECT 1'));
       expect(ok(await raw.query('EXECUTE p')).rows).toBe(1);
+    } finally {
+      raw.end();
+    }
+  });
+
+  it('a revoked DELETE never reaches Postgres, by EXECUTE, by Bind+Execute, or inside a transaction (canary rows stay)', async () => {
+    const raw = await RawClient.open(tp.proxy.port, await tp.token({ role: 'writer' }));
+    const before = await canaryCount();
+    expect(before).toBeGreaterThan(0);
+    try {
+      ok(await raw.query('PREPARE w AS DELETE FROM canary'));
+      await setPolicy(WRITER_NO_CANARY);
+      expect((await raw.query('EXECUTE w')).errors[0]?.code).toBe('42501');
+      expect((await raw.bindExecute('w')).errors[0]?.code).toBe('42501');
+      ok(await raw.query('BEGIN'));
+      const inTx = await raw.bindExecute('w');
+      expect(inTx.errors.map((e) => e.code)).toEqual(['42501']);
+      // The refusal failed the transaction, so COMMIT commits nothing.
+      expect((await raw.query('COMMIT')).tags).toEqual(['ROLLBACK']);
+      await setPolicy(DEFAULT_POLICY);
+      // Still refused under a policy that allows DELETE again: it was closed; PREPARE it again to use it.
+      expect((await raw.query('EXECUTE w')).errors[0]?.code).toBe('42501');
+      expect(await canaryCount()).toBe(before);
     } finally {
       raw.end();
     }
