@@ -149,7 +149,8 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   const tlsContext = config.listen.tls
     ? tls.createSecureContext({ cert: readFileSync(config.listen.tls.certFile), key: readFileSync(config.listen.tls.keyFile) })
     : undefined;
-  const cancels = new CancelRegistry(config.cluster?.replicaId ?? 0, config.cluster?.peers ?? []);
+  // Throws (pgwarden does not start) when the peer list names this replica itself, by id or by its listen address.
+  const cancels = new CancelRegistry(config.cluster?.replicaId ?? 0, config.cluster?.peers ?? [], { listen: config.listen });
   const events = combineEvents(metrics.events, audit.events, deps.events);
   const server = createServer(
     { config, verifier, gate, cancels, log, tlsContext, events, now: deps.now, isRevoked: (id) => revocations.match(id)?.reason },

@@ -1,6 +1,8 @@
 // Our own BackendKeyData per session, mapped to the upstream backend's key; cancels are forwarded only for keys we issued,
-// or passed to the replica whose id the key carries.
+// or passed (one hop, rate-limited) to the replica whose id the key carries.
 import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
+import net from 'node:net';
+import os from 'node:os';
 import { sendCancelRequest } from '../upstream/connect.ts';
 
 /**
@@ -10,6 +12,12 @@ import { sendCancelRequest } from '../upstream/connect.ts';
  */
 export const REPLICA_SHIFT = 24;
 export const MAX_REPLICA_ID = 127;
+/**
+ * Set in the processId of a cancel passed from one replica to another (keys we issue never have it: bit 31 is 0).
+ * A replica acts on such a cancel only if it issued the key, and never passes it on: one hop at most, so a peer list
+ * that is wrong (a replica listed under another's id, or pointing back at itself) cannot make cancels circulate.
+ */
+export const FORWARDED_BIT = 0x80000000;
 
 export interface Peer {
   id: number;
@@ -20,6 +28,28 @@ export interface Peer {
 /** Passes a CancelRequest to a peer pgwarden; best effort, bounded, never throws. */
 export function forwardCancel(peer: Peer, processId: number, secretKey: Buffer, timeoutMs = 2000): Promise<void> {
   return sendCancelRequest(peer.host, peer.port, processId, secretKey, timeoutMs);
+}
+
+export interface CancelRegistryOptions {
+  /** This replica's own listen address: a peer at that address is this replica itself, refused at startup. */
+  listen?: { host: string; port: number };
+  /** Cancels passed to peers per second, sustained (token bucket). Default 50. */
+  forwardPerSecond?: number;
+  /** Burst above that rate. Default 100. */
+  forwardBurst?: number;
+  /** Forwarding connections open at once. Default 32. */
+  maxForwardsInFlight?: number;
+  /** How a cancel is passed on (tests replace it). */
+  forward?: (peer: Peer, processId: number, secretKey: Buffer) => Promise<void>;
+}
+
+export interface CancelStats {
+  /** Cancels passed to a peer. */
+  forwarded: number;
+  /** Cancels for a peer's key not passed on: over the rate or in-flight limit. */
+  rateLimited: number;
+  /** Cancels that arrived already forwarded for a key this replica did not issue: dropped, never passed on again. */
+  secondHop: number;
 }
 
 export interface CancelTarget {
@@ -36,14 +66,32 @@ interface Entry {
 export class CancelRegistry {
   private readonly entries = new Map<number, Entry>();
   private readonly peers: ReadonlyMap<number, Peer>;
+  private readonly ratePerMs: number;
+  private readonly burst: number;
+  private readonly maxInFlight: number;
+  private readonly forward: (peer: Peer, processId: number, secretKey: Buffer) => Promise<void>;
+  private tokens: number;
+  private refilledAt = Date.now();
+  private inFlight = 0;
+  readonly stats: CancelStats = { forwarded: 0, rateLimited: 0, secondHop: 0 };
 
-  /** `replicaId` is encoded in every key; `peers` are the other replicas cancels may be passed to. */
+  /**
+   * `replicaId` is encoded in every key; `peers` are the other replicas cancels may be passed to. Throws a TypeError
+   * when the peer list names this replica (its id, or its own listen address), an id or an address twice.
+   */
   constructor(
     readonly replicaId = 0,
     peers: readonly Peer[] = [],
+    opts: CancelRegistryOptions = {},
   ) {
     if (!Number.isInteger(replicaId) || replicaId < 0 || replicaId > MAX_REPLICA_ID) throw new TypeError(`replicaId must be 0..${MAX_REPLICA_ID}`);
-    this.peers = new Map(peers.filter((p) => p.id !== replicaId).map((p) => [p.id, p]));
+    validatePeers(replicaId, peers, opts.listen);
+    this.peers = new Map(peers.map((p) => [p.id, p]));
+    this.ratePerMs = (opts.forwardPerSecond ?? 50) / 1000;
+    this.burst = opts.forwardBurst ?? 100;
+    this.tokens = this.burst;
+    this.maxInFlight = opts.maxForwardsInFlight ?? 32;
+    this.forward = opts.forward ?? ((peer, processId, secretKey) => forwardCancel(peer, processId, secretKey));
   }
 
   /** The replica that issued a key. */
@@ -68,13 +116,21 @@ export class CancelRegistry {
   }
 
   /** Returns true when the key matched a live session and its cancel was forwarded. Foreign keys are ignored silently, as Postgres does. */
-  cancel(processId: number, secretKey: Buffer): boolean {
+  cancel(rawProcessId: number, secretKey: Buffer): boolean {
+    const forwarded = (rawProcessId & FORWARDED_BIT) !== 0;
+    const processId = rawProcessId & ~FORWARDED_BIT;
     const owner = CancelRegistry.replicaOf(processId);
     if (owner !== this.replicaId) {
-      // Another replica issued this key: pass the request on verbatim; it checks the secret itself.
-      // Only configured peers are contacted, so a client cannot make us connect anywhere else.
+      if (forwarded) {
+        // Already passed on once: whatever the peer lists say, it goes no further.
+        this.stats.secondHop++;
+        return false;
+      }
+      // Another replica issued this key: pass the request on, marked as forwarded; the owner checks the secret.
+      // Only configured peers are contacted, so a client cannot make us connect anywhere else, and at a bounded rate,
+      // so a flood of cancels for foreign keys cannot be turned into a flood of connections to the peers.
       const peer = this.peers.get(owner);
-      if (peer) void forwardCancel(peer, processId, secretKey);
+      if (peer) this.passOn(peer, processId, secretKey);
       return false;
     }
     const entry = this.entries.get(processId);
@@ -87,4 +143,62 @@ export class CancelRegistry {
   get size(): number {
     return this.entries.size;
   }
+
+  private passOn(peer: Peer, processId: number, secretKey: Buffer): void {
+    const now = Date.now();
+    this.tokens = Math.min(this.burst, this.tokens + (now - this.refilledAt) * this.ratePerMs);
+    this.refilledAt = now;
+    if (this.tokens < 1 || this.inFlight >= this.maxInFlight) {
+      this.stats.rateLimited++;
+      return;
+    }
+    this.tokens -= 1;
+    this.inFlight++;
+    this.stats.forwarded++;
+    // `| 0`: the marked id as the signed int32 the wire encoder writes.
+    this.forward(peer, (processId | FORWARDED_BIT) | 0, secretKey)
+      .catch(() => {})
+      .finally(() => {
+        this.inFlight--;
+      });
+  }
+}
+
+/** Refuses a peer list that names this replica (by id or by its own listen address) or names an id or address twice. */
+export function validatePeers(replicaId: number, peers: readonly Peer[], listen?: { host: string; port: number }): void {
+  const ids = new Set<number>();
+  const addresses = new Set<string>();
+  for (const p of peers) {
+    if (p.id === replicaId) throw new TypeError(`cluster.peers: peer ${p.id}@${p.host}:${p.port} has this replica's own id ${replicaId}`);
+    if (ids.has(p.id)) throw new TypeError(`cluster.peers: peer id ${p.id} is listed twice`);
+    const address = `${p.host.toLowerCase()}:${p.port}`;
+    if (addresses.has(address)) throw new TypeError(`cluster.peers: ${p.host}:${p.port} is listed twice`);
+    if (listen && isOwnAddress(p, listen)) throw new TypeError(`cluster.peers: peer ${p.id}@${p.host}:${p.port} is this replica's own listen address`);
+    ids.add(p.id);
+    addresses.add(address);
+  }
+}
+
+function isOwnAddress(peer: Peer, listen: { host: string; port: number }): boolean {
+  if (peer.port !== listen.port) return false;
+  const host = peer.host.toLowerCase();
+  const own = listen.host.toLowerCase();
+  if (host === own) return true;
+  // Listening on every interface: any name or address of this host reaches this replica.
+  if (own === '0.0.0.0' || own === '::') return localNames().has(host) || isLoopbackV4(host);
+  // localhost and the loopback address are the same listener.
+  const loopback = new Set(['localhost', '127.0.0.1', '::1']);
+  return loopback.has(host) && loopback.has(own);
+}
+
+/** Names and addresses that mean this host: loopback, localhost, the host name, every interface address. */
+function localNames(): Set<string> {
+  const names = new Set<string>(['localhost', '::1', os.hostname().toLowerCase()]);
+  for (const list of Object.values(os.networkInterfaces())) for (const i of list ?? []) names.add(i.address.toLowerCase());
+  return names;
+}
+
+/** True for any 127.0.0.0/8 address, which is loopback whether or not an interface lists it. */
+export function isLoopbackV4(host: string): boolean {
+  return net.isIPv4(host) && host.startsWith('127.');
 }
