@@ -98,6 +98,8 @@ interface NamedStatement {
   rowCap: RowCap | undefined;
   /** Allowed once, refused when decided again after a reload: it still exists upstream until closed. */
   revoked?: string;
+  /** Set with `revoked` when the refusal was of a new Parse under the name of an allowed statement (not a reload). */
+  replaced?: boolean;
 }
 
 /**
@@ -933,6 +935,7 @@ export class Session {
           if (!d.allow && p.name !== '' && previous !== undefined && (previous.allowed || previous.revoked !== undefined)) {
             // The sentinel fails before the name is checked, so the earlier statement of that name stays upstream: keep refusing it.
             entry.revoked = this.denial(d).message;
+            entry.replaced = true;
             this.pendingClose.push({ target: 'S', name: p.name });
           }
           this.statements.set(p.name, entry);
@@ -964,7 +967,15 @@ export class Session {
         };
         if (st !== undefined) {
           if (st.revoked !== undefined) {
-            refuse(policyChangedError('prepared statement', b.statement, st.revoked), out);
+            refuse(
+              st.replaced
+                ? new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: prepared statement ${quoteName(b.statement)} was refused when it was last prepared`, {
+                    detail: st.revoked,
+                    hint: 'prepare it again with a statement the policy allows',
+                  })
+                : policyChangedError('prepared statement', b.statement, st.revoked),
+              out,
+            );
             return false;
           }
           if (st.allowed && st.version !== version) {

@@ -113,6 +113,11 @@ class RawClient {
     return result(await this.untilReady());
   }
 
+  async parse(name: string, sql: string): Promise<Result> {
+    this.send(typed('P', new Bytes().cstr(name).cstr(sql).i16(0)), typed('S'));
+    return result(await this.untilReady());
+  }
+
   async execute(portal: string, maxRows = 0): Promise<Result> {
     this.send(typed('E', new Bytes().cstr(portal).i32(maxRows)), typed('S'));
     return result(await this.untilReady());
@@ -320,6 +325,23 @@ describe('prepared statements are decided again after a reload, however they wer
       expect((await c.query('SELECT 1 AS one')).rows[0].one).toBe(1);
     } finally {
       await c.end();
+    }
+  });
+
+  it('a refused Parse under the name of an allowed statement leaves neither to run: Bind is refused until it is prepared again', async () => {
+    const raw = await RawClient.open(tp.proxy.port, await tp.token());
+    try {
+      ok(await raw.parse('r', 'SELECT id FROM orders ORDER BY id LIMIT 2'));
+      expect(ok(await raw.bindExecute('r')).rows).toBe(2);
+      expect((await raw.parse('r', 'SELECT value FROM secrets')).errors[0]?.code).toBe('42501');
+      const bound = await raw.bindExecute('r');
+      expect(bound.rows).toBe(0);
+      expect(bound.errors[0]?.code).toBe('42501');
+      // The old statement was closed upstream, so the name can be prepared again.
+      ok(await raw.parse('r', 'SELECT 1'));
+      expect(ok(await raw.bindExecute('r')).rows).toBe(1);
+    } finally {
+      raw.end();
     }
   });
 
