@@ -57,6 +57,13 @@ export interface TokenVerifier {
  */
 export const MAX_TOKEN_LENGTH = 64 * 1024;
 
+/**
+ * Largest length field of a message a client may send before it is logged in (its PasswordMessage): the longest
+ * token, its NUL and the length field, with room to spare. Independent of limits.maxMessageSize, which applies
+ * from login on: an unauthenticated client never gets a megabyte of buffer.
+ */
+export const MAX_PASSWORD_MESSAGE_LENGTH = MAX_TOKEN_LENGTH + 1024;
+
 // JWS compact serialization: three base64url segments. The signature may be empty only for alg "none",
 // which is then refused by the algorithm check with a precise reason instead of "not a JWT".
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;

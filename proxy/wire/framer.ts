@@ -1,5 +1,6 @@
 // Chunks → whole frames: the untyped startup phase and the typed regular phase, with hostile length fields checked before buffering.
 import {
+  FrontendType,
   CANCEL_REQUEST_CODE,
   GSSENC_REQUEST_CODE,
   MAX_CANCEL_KEY_LENGTH,
@@ -27,7 +28,19 @@ export type StartupMessage =
 export interface MessageFramerOptions {
   /** Largest accepted value of a regular message's length field (which counts itself and the body, not the type byte). */
   maxMessageSize: number;
+  /**
+   * Type bytes a regular message may start with; any other is refused as soon as its first byte is here, before its
+   * length or body is read or waited for. Absent: any type (the upstream side, which the pipeline checks itself).
+   */
+  validTypes?: Iterable<number>;
 }
+
+/**
+ * Every type byte a client may send (FrontendType). A StartupMessage, SSLRequest or CancelRequest sent after the
+ * startup phase starts with its Int32 length, so its first byte is 0x00 for any length the startup phase accepts:
+ * refused at once, rather than after waiting for whatever body its bytes would declare as a regular message.
+ */
+export const FRONTEND_MESSAGE_TYPES: ReadonlySet<number> = new Set<number>(Object.values(FrontendType));
 
 /** Type byte + Int32 length. */
 const HEADER_LENGTH = 5;
@@ -55,7 +68,9 @@ const ACCUMULATOR_SIZE = 16 * 1024;
  * trustworthy message boundary left, and the connection must be closed.
  */
 export class MessageFramer {
-  private readonly maxMessageSize: number;
+  private maxMessageSize: number;
+  /** 1 at each accepted type byte, or null when every type is accepted. */
+  private readonly validTypes: Uint8Array | null;
   /** Unreturned bytes: chunks[0] from `head` on, then the rest of the chunks whole. */
   private chunks: Buffer[] = [];
   private head = 0;
@@ -68,11 +83,24 @@ export class MessageFramer {
   private accView: Buffer | null = null;
 
   constructor(opts: MessageFramerOptions) {
-    const max = opts.maxMessageSize;
-    if (!Number.isInteger(max) || max < 4 || max > MAX_INT32) {
-      throw new TypeError(`maxMessageSize must be an integer in 4..${MAX_INT32}, got ${String(max)}`);
+    this.maxMessageSize = checkedMax(opts.maxMessageSize);
+    if (opts.validTypes === undefined) {
+      this.validTypes = null;
+    } else {
+      this.validTypes = new Uint8Array(256);
+      for (const t of opts.validTypes) {
+        if (!Number.isInteger(t) || t < 0 || t > 255) throw new TypeError(`validTypes must hold bytes, got ${String(t)}`);
+        this.validTypes[t] = 1;
+      }
     }
-    this.maxMessageSize = max;
+  }
+
+  /**
+   * Changes the largest accepted length field from the next message on: a session caps what an unauthenticated
+   * client may send tightly, and raises the cap to limits.maxMessageSize once it is logged in.
+   */
+  setMaxMessageSize(max: number): void {
+    this.maxMessageSize = checkedMax(max);
   }
 
   /** Bytes held that no next()/nextStartup() has returned yet. */
@@ -123,7 +151,10 @@ export class MessageFramer {
    * @see https://www.postgresql.org/docs/current/protocol-overview.html#PROTOCOL-MESSAGE-CONCEPTS
    */
   next(): Frame | null {
-    if (this.size < HEADER_LENGTH) return null;
+    if (this.size < HEADER_LENGTH) {
+      if (this.size > 0 && this.validTypes !== null) this.checkType(this.peekByte(0));
+      return null;
+    }
     const first = this.chunks[0];
     if (first === undefined) return null;
     let type: number;
@@ -135,6 +166,7 @@ export class MessageFramer {
       type = this.peekByte(0);
       length = this.peekInt32(1);
     }
+    if (this.validTypes !== null) this.checkType(type);
     // The length counts itself but not the type byte. A negative Int32 fails the first test.
     if (length < 4) throw protocolViolation('invalid message length', `length field ${length} is below 4`);
     if (length > this.maxMessageSize) {
@@ -211,6 +243,17 @@ export class MessageFramer {
     return out;
   }
 
+  private checkType(type: number): void {
+    if (this.validTypes === null || this.validTypes[type] === 1) return;
+    if (type === 0) {
+      throw protocolViolation(
+        'invalid frontend message type 0',
+        'a StartupMessage, SSLRequest, GSSENCRequest or CancelRequest may only be the first message of a connection',
+      );
+    }
+    throw protocolViolation(`invalid frontend message type ${type}`);
+  }
+
   /** Byte at `offset` past the read position; the caller has checked `offset < size`. */
   private peekByte(offset: number): number {
     let skip = this.head + offset;
@@ -263,6 +306,13 @@ export class MessageFramer {
     this.head = start;
     return out;
   }
+}
+
+function checkedMax(max: number): number {
+  if (!Number.isInteger(max) || max < 4 || max > MAX_INT32) {
+    throw new TypeError(`maxMessageSize must be an integer in 4..${MAX_INT32}, got ${String(max)}`);
+  }
+  return max;
 }
 
 /**

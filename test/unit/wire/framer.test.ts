@@ -1,7 +1,8 @@
 // MessageFramer: frame boundaries, zero-copy views, hostile lengths and the startup phase.
 import { describe, expect, it } from 'vitest';
 import { ProxyError } from '../../../proxy/errors.ts';
-import { MessageFramer, type Frame } from '../../../proxy/wire/framer.ts';
+import { FRONTEND_MESSAGE_TYPES, MessageFramer, type Frame } from '../../../proxy/wire/framer.ts';
+import { MAX_PASSWORD_MESSAGE_LENGTH, MAX_TOKEN_LENGTH } from '../../../proxy/auth/jwt.ts';
 import { Bytes, splitAt, startupPacket, typed, untyped } from '../../helpers/bytes.ts';
 import { expectProtocolError } from '../../helpers/errors.ts';
 
@@ -366,5 +367,70 @@ describe('MessageFramer startup phase', () => {
       const err = expectProtocolError(() => framer.nextStartup());
       expect(err.message, name).toMatch(/startup packet|UTF-8/);
     }
+  });
+});
+
+describe('MessageFramer frontend types and the pre-login cap', () => {
+  const frontend = () => new MessageFramer({ maxMessageSize: MB, validTypes: FRONTEND_MESSAGE_TYPES });
+  const sslRequest = new Bytes().i32(8).i32(80877103).build();
+  const cancelRequest = new Bytes().i32(16).i32(80877102).i32(1).i32(2).build();
+
+  it('accepts every frontend message type', () => {
+    const framer = frontend();
+    framer.push(stream);
+    expect(drain(framer).map((f) => String.fromCharCode(f.type))).toEqual(['Q', 'P', 'S', 'D', 'X']);
+    for (const t of FRONTEND_MESSAGE_TYPES) {
+      framer.push(typed(t));
+      expect(framer.next()?.type).toBe(t);
+    }
+  });
+
+  it.each([
+    ['a second StartupMessage', startupPacket([['user', 'mallory']])],
+    ['an SSLRequest', sslRequest],
+    ['a CancelRequest', cancelRequest],
+  ])('refuses %s in the regular phase at its first byte, without waiting for a body', (_name, packet) => {
+    const framer = frontend();
+    framer.push(typed('S'));
+    expect(framer.next()?.type).toBe(0x53);
+    framer.push(packet.subarray(0, 1));
+    const err = expectProtocolError(() => framer.next());
+    expect(err.message).toBe('invalid frontend message type 0');
+    expect(err.detail).toMatch(/may only be the first message/);
+    // Whole packets too: 00 00 00 08 would otherwise be read as type 0 with a length of 2048 bytes.
+    const whole = frontend();
+    whole.push(packet);
+    expectProtocolError(() => whole.next());
+  });
+
+  it('refuses any other unknown type byte at once, and leaves the upstream side (no validTypes) untouched', () => {
+    for (const t of [0x5a, 0x01, 0xff, 0x52]) {
+      const framer = frontend();
+      framer.push(Buffer.from([t]));
+      expect(expectProtocolError(() => framer.next()).message).toBe(`invalid frontend message type ${t}`);
+    }
+    const any = new MessageFramer({ maxMessageSize: MB });
+    any.push(sslRequest);
+    expect(any.next()).toBeNull(); // read as type 0 with length 0x804, waiting for a body that never comes
+  });
+
+  it('caps a pre-login message at MAX_PASSWORD_MESSAGE_LENGTH and raises the cap with setMaxMessageSize', () => {
+    expect(MAX_PASSWORD_MESSAGE_LENGTH).toBeGreaterThan(MAX_TOKEN_LENGTH + 5);
+    expect(MAX_PASSWORD_MESSAGE_LENGTH).toBeLessThanOrEqual(MAX_TOKEN_LENGTH + 4096);
+    const framer = new MessageFramer({ maxMessageSize: MAX_PASSWORD_MESSAGE_LENGTH, validTypes: FRONTEND_MESSAGE_TYPES });
+    // The longest token the verifier reads still fits.
+    const longest = typed('p', new Bytes().cstr('a'.repeat(MAX_TOKEN_LENGTH)));
+    framer.push(longest);
+    expect(framer.next()?.raw.length).toBe(longest.length);
+    // A megabyte is refused after its 5-byte header, whatever limits.maxMessageSize says.
+    framer.push(new Bytes().u8(0x70).i32(MB).build());
+    expect(expectProtocolError(() => framer.next()).detail).toContain(`exceeds the limit of ${MAX_PASSWORD_MESSAGE_LENGTH}`);
+
+    const after = new MessageFramer({ maxMessageSize: MAX_PASSWORD_MESSAGE_LENGTH, validTypes: FRONTEND_MESSAGE_TYPES });
+    after.setMaxMessageSize(MB);
+    const big = typed('Q', new Bytes().cstr('x'.repeat(200_000)));
+    after.push(big);
+    expect(after.next()?.raw.length).toBe(big.length);
+    expect(() => after.setMaxMessageSize(2)).toThrow(TypeError);
   });
 });
