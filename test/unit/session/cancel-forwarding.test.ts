@@ -13,7 +13,7 @@ describe('one hop', () => {
     reg.cancel(keyOf(2), Buffer.alloc(4));
     expect(sent).toHaveLength(1);
     expect(sent[0]?.peer.id).toBe(2);
-    expect(sent[0]?.processId & FORWARDED_BIT).not.toBe(0);
+    expect((sent[0]?.processId ?? 0) & FORWARDED_BIT).not.toBe(0);
     expect((sent[0]?.processId ?? 0) & ~FORWARDED_BIT).toBe(keyOf(2));
     expect(reg.stats.forwarded).toBe(1);
   });
