@@ -460,9 +460,8 @@ export class Session {
     try {
       const startup = this.startup;
       if (!startup) throw new Error('startup missing');
+      // Every stamped setting goes through stamps(), which a reload is compared against (policyChanged).
       const params = this.stamps(identity, role, startup);
-      // The role's own idle-in-transaction limit (stampParameters stamps the 60 s default otherwise).
-      if (role.idleInTransactionTimeout !== undefined) params.idle_in_transaction_session_timeout = String(role.idleInTransactionTimeout);
       const t0 = performance.now();
       const up = await connectUpstream(config.upstream, params);
       this.deps.events?.upstreamConnected?.(this, performance.now() - t0);
@@ -772,6 +771,7 @@ export class Session {
       roleName: identity.role,
       readOnly: role.readOnly,
       statementTimeoutMs: role.statementTimeout,
+      idleInTransactionTimeoutMs: role.idleInTransactionTimeout,
       dbRole: role.dbRole,
       searchPath: role.searchPath,
       clientApplicationName: startup.applicationName,

@@ -434,6 +434,18 @@ describe('stamped settings', () => {
     }
   });
 
+  it('a changed idleInTransactionTimeout (stamped too) ends an idle session with 57P01', async () => {
+    const c = new pg.Client(tp.pgConfig(await tp.token()));
+    await c.connect();
+    try {
+      const gone = ended(c);
+      await setPolicy(DEFAULT_POLICY.replace('statementTimeout: 5s', 'statementTimeout: 5s\n    idleInTransactionTimeout: 30s'));
+      expect((await gone).code).toBe('57P01');
+    } finally {
+      await c.end().catch(() => {});
+    }
+  });
+
   it('a setting changed and changed back while a transaction is open ends nothing', async () => {
     const c = await connectPg(tp);
     try {
