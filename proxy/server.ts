@@ -42,41 +42,89 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
       refuse(socket, refusal);
       return;
     }
-    if (sessions.size >= deps.config.limits.maxClientConnections) {
-      refuse(socket, new ProxyError('ERR_TOO_MANY', 'sorry, too many clients already', { hint: 'try again later; pgwarden is at its connection limit' }));
+    // Not logged in yet: counted against limits.maxUnauthenticated (and per address), never against
+    // limits.maxClientConnections, which only logged-in sessions fill (checked at login, in admitIdentity).
+    const address = socket.remoteAddress ?? '';
+    const unauthRefusal = admitUnauthenticated(address);
+    if (unauthRefusal) {
+      refuse(socket, unauthRefusal);
       return;
     }
     const session = new Session(socket, {
       ...deps,
-      admitIdentity: (id, self) => admitIdentity(id, self),
+      admitIdentity: (id, self) => {
+        const err = admitIdentity(id, self);
+        // Admitted: from here on the session is counted as logged in, not as unauthenticated.
+        if (err === undefined) releaseUnauthenticated(self);
+        return err;
+      },
       events: {
         ...deps.events,
         sessionEnded(s, reason) {
           sessions.delete(s);
+          releaseUnauthenticated(s);
           deps.events?.sessionEnded?.(s, reason);
         },
       },
     });
     sessions.add(session);
+    unauthenticated.set(session, address);
+    unauthenticatedByAddress.set(address, (unauthenticatedByAddress.get(address) ?? 0) + 1);
   });
 
-  /** Optional per-subject and per-agent limits; counted over sessions that are logged in. */
+  /** Sessions not logged in yet (startup, TLS, password, token check) → their client address. */
+  const unauthenticated = new Map<Session, string>();
+  const unauthenticatedByAddress = new Map<string, number>();
+
+  const admitUnauthenticated = (address: string): ProxyError | undefined => {
+    const max = deps.config.limits.maxUnauthenticated ?? 0;
+    const perAddress = deps.config.limits.maxUnauthenticatedPerAddress ?? 0;
+    if (max > 0 && unauthenticated.size >= max) {
+      return new ProxyError('ERR_TOO_MANY', `too many connections not yet logged in (limits.maxUnauthenticated = ${max})`, {
+        hint: 'try again later; logged-in sessions are not affected by this limit',
+      });
+    }
+    if (perAddress > 0 && (unauthenticatedByAddress.get(address) ?? 0) >= perAddress) {
+      return new ProxyError('ERR_TOO_MANY', `too many connections not yet logged in from this address (limits.maxUnauthenticatedPerAddress = ${perAddress})`, {
+        hint: 'complete or close pending logins before opening more connections',
+      });
+    }
+    return undefined;
+  };
+
+  const releaseUnauthenticated = (s: Session): void => {
+    const address = unauthenticated.get(s);
+    if (address === undefined) return;
+    unauthenticated.delete(s);
+    const n = (unauthenticatedByAddress.get(address) ?? 1) - 1;
+    if (n <= 0) unauthenticatedByAddress.delete(address);
+    else unauthenticatedByAddress.set(address, n);
+  };
+
+  /** limits.maxClientConnections, then the per-subject and per-agent limits; counted over sessions that are logged in. */
   const admitIdentity = (id: Identity, self: Session): ProxyError | undefined => {
+    const maxSessions = deps.config.limits.maxClientConnections;
     const perSub = deps.config.limits.maxSessionsPerSub ?? 0;
     const perAgent = deps.config.limits.maxSessionsPerAgent ?? 0;
-    if (perSub === 0 && perAgent === 0) return undefined;
+    let loggedIn = 0;
     let bySub = 0;
     let byAgent = 0;
     for (const s of sessions) {
       if (s === self || !s.identity) continue;
+      loggedIn++;
       if (s.identity.sub === id.sub) bySub++;
       if (id.agent !== undefined && s.identity.agent === id.agent) byAgent++;
     }
+    if (loggedIn >= maxSessions) {
+      return new ProxyError('ERR_TOO_MANY', `sorry, too many clients already (limits.maxClientConnections = ${maxSessions})`, {
+        hint: 'try again later; pgwarden is at its connection limit',
+      });
+    }
     if (perSub > 0 && bySub >= perSub) {
-      return new ProxyError('ERR_TOO_MANY', `too many sessions for subject "${id.sub}" (limit ${perSub})`, { hint: 'close an idle session and try again' });
+      return new ProxyError('ERR_TOO_MANY', `too many sessions for subject "${id.sub}" (limits.maxSessionsPerSub = ${perSub})`, { hint: 'close an idle session and try again' });
     }
     if (perAgent > 0 && id.agent !== undefined && byAgent >= perAgent) {
-      return new ProxyError('ERR_TOO_MANY', `too many sessions for agent "${id.agent}" (limit ${perAgent})`, { hint: 'close an idle session and try again' });
+      return new ProxyError('ERR_TOO_MANY', `too many sessions for agent "${id.agent}" (limits.maxSessionsPerAgent = ${perAgent})`, { hint: 'close an idle session and try again' });
     }
     return undefined;
   };

@@ -162,6 +162,8 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
       handshakeTimeout: must('limits.handshakeTimeout'),
       expiryGrace: must('limits.expiryGrace'),
       maxClientConnections: must('limits.maxClientConnections'),
+      maxUnauthenticated: must('limits.maxUnauthenticated'),
+      maxUnauthenticatedPerAddress: must('limits.maxUnauthenticatedPerAddress'),
       idleSessionTimeout: must('limits.idleSessionTimeout'),
       maxSessionsPerSub: must('limits.maxSessionsPerSub'),
       maxSessionsPerAgent: must('limits.maxSessionsPerAgent'),

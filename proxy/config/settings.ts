@@ -74,13 +74,15 @@ export const settings = [
   { key: 'metrics.port', type: 'port', required: true, min: 0, env: 'PGWARDEN_METRICS_PORT', doc: 'port of the /metrics endpoint; metrics are off unless the metrics section (or this env var) is given' },
 
   { key: 'limits.maxMessageSize', type: 'bytes', default: 1024 * 1024, min: 8 * 1024, max: 1024 ** 3, doc: 'largest message a client may send, in bytes or "1MB" / "512kB"' },
-  { key: 'limits.handshakeTimeout', type: 'duration', default: 10_000, min: 1, doc: 'time from TCP accept to a completed login' },
+  { key: 'limits.handshakeTimeout', type: 'duration', default: 5_000, min: 1, doc: 'time from TCP accept to a completed login' },
   { key: 'limits.expiryGrace', type: 'duration', default: 0, doc: 'grace after token expiry for a running statement before the session ends' },
-  { key: 'limits.maxClientConnections', type: 'integer', default: 1000, min: 1, max: 1_000_000, env: 'PGWARDEN_MAX_CLIENT_CONNECTIONS', doc: 'client connections accepted at once' },
+  { key: 'limits.maxClientConnections', type: 'integer', default: 1000, min: 1, max: 1_000_000, env: 'PGWARDEN_MAX_CLIENT_CONNECTIONS', doc: 'logged-in sessions at once (connections still logging in count against maxUnauthenticated instead)' },
+  { key: 'limits.maxUnauthenticated', type: 'integer', default: 256, min: 1, max: 1_000_000, doc: 'connections not yet logged in at once; they never take a logged-in session\'s place' },
+  { key: 'limits.maxUnauthenticatedPerAddress', type: 'integer', default: 32, min: 1, max: 1_000_000, doc: 'connections not yet logged in at once from one client address' },
   { key: 'limits.idleSessionTimeout', type: 'duration', default: 0, doc: 'end a session idle this long; 0 turns it off' },
 
-  { key: 'limits.maxSessionsPerSub', type: 'integer', default: 0, min: 0, doc: 'live sessions one token subject may hold; 0 means no limit' },
-  { key: 'limits.maxSessionsPerAgent', type: 'integer', default: 0, min: 0, doc: 'live sessions one agent may hold; 0 means no limit' },
+  { key: 'limits.maxSessionsPerSub', type: 'integer', default: 50, min: 0, doc: 'live sessions one token subject may hold; 0 means no limit' },
+  { key: 'limits.maxSessionsPerAgent', type: 'integer', default: 100, min: 0, doc: 'live sessions one agent may hold; 0 means no limit' },
 
   { key: 'analysis.cacheTtl', type: 'duration', default: 10_000, min: 1, max: 10 * 60_000, doc: 'longest time a decision confirmed by PostgreSQL\'s own analysis is reused before the server is asked again (the bound on staleness after DDL)' },
   { key: 'analysis.timeout', type: 'duration', default: 5_000, min: 1, doc: 'time allowed for the server to analyse one statement; past it the statement is refused (58000)' },

@@ -51,7 +51,11 @@ export interface LimitsConfig {
   handshakeTimeout: Millis;
   /** Grace period after token expiry for a running statement; default 0. */
   expiryGrace: Millis;
+  /** Logged-in sessions at once (checked at login); connections still logging in are counted separately. */
   maxClientConnections: number;
+  /** Connections not yet logged in, in all and per client address; absent or 0 = unlimited (hand-built configs). */
+  maxUnauthenticated?: number;
+  maxUnauthenticatedPerAddress?: number;
   idleSessionTimeout: Millis;
   /** Live sessions per token subject / per agent; 0 = unlimited. Optional for hand-built configs. */
   maxSessionsPerSub?: number;

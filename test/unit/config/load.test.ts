@@ -88,12 +88,14 @@ describe('the documented example', () => {
     expect(config.metrics).toEqual({ host: '127.0.0.1', port: 9187 });
     expect(config.limits).toEqual({
       maxMessageSize: 1024 * 1024,
-      handshakeTimeout: 10_000,
+      handshakeTimeout: 5_000,
       expiryGrace: 0,
       maxClientConnections: 1000,
+      maxUnauthenticated: 256,
+      maxUnauthenticatedPerAddress: 32,
       idleSessionTimeout: 0,
-      maxSessionsPerSub: 0,
-      maxSessionsPerAgent: 0,
+      maxSessionsPerSub: 50,
+      maxSessionsPerAgent: 100,
     });
     expect(config.log).toEqual({ level: 'info' });
   });
