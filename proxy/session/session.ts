@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import { ProxyError, toClientError } from '../errors.ts';
 import type { Identity, TokenVerifier } from '../auth/jwt.ts';
+import { MAX_PASSWORD_MESSAGE_LENGTH } from '../auth/jwt.ts';
 import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
 import { BackendType, FrontendType } from '../wire/codes.ts';
 import { MessageFramer, type Frame, type StartupMessage } from '../wire/framer.ts';
@@ -237,7 +238,9 @@ export class Session {
     this.remoteAddress = socket.remoteAddress;
     this.now = deps.now ?? Date.now;
     this.log = deps.log.child({ sessionId: this.id });
-    this.framer = new MessageFramer({ maxMessageSize: deps.config.limits.maxMessageSize });
+    // Until login only a PasswordMessage is expected: capped at the longest token, not limits.maxMessageSize (raised
+    // in login). A startup-shaped packet after the startup phase starts with 0x00 and is refused at its first byte.
+    this.framer = new MessageFramer({ maxMessageSize: MAX_PASSWORD_MESSAGE_LENGTH, validTypes: Object.values(FrontendType) });
     socket.setNoDelay(true);
     this.attachClient(socket);
     this.handshakeTimer = setTimeout(() => {
@@ -470,6 +473,7 @@ export class Session {
         return;
       }
       this.upstream = up;
+      this.framer.setMaxMessageSize(config.limits.maxMessageSize);
       this.onUpstreamReady(up);
     } catch (err) {
       const e = toClientError(err);
