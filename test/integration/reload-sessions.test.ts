@@ -113,6 +113,17 @@ class RawClient {
     return result(await this.untilReady());
   }
 
+  /** One statement through the extended protocol: Parse (unnamed), Bind, Execute, Sync. */
+  async extended(sql: string): Promise<Result> {
+    this.send(typed('P', new Bytes().cstr('').cstr(sql).i16(0)));
+    return this.bindExecute('');
+  }
+
+  /** The next ErrorResponse the proxy sends on its own (e.g. a FATAL ending the session). */
+  async nextError(): Promise<{ code: string; message: string }> {
+    return result(await this.next((m) => m.type === 'E')).errors[0] ?? { code: '', message: '' };
+  }
+
   async parse(name: string, sql: string): Promise<Result> {
     this.send(typed('P', new Bytes().cstr(name).cstr(sql).i16(0)), typed('S'));
     return result(await this.untilReady());
@@ -443,6 +454,19 @@ describe('stamped settings', () => {
       expect((await gone).code).toBe('57P01');
     } finally {
       await c.end().catch(() => {});
+    }
+  });
+
+  it('extended protocol: a session inside a transaction at the reload ends with 57P01 once it commits', async () => {
+    const raw = await RawClient.open(tp.proxy.port, await tp.token());
+    try {
+      ok(await raw.extended('BEGIN'));
+      await setPolicy(TIMEOUT_2S);
+      expect(ok(await raw.extended('SELECT id FROM orders ORDER BY id LIMIT 2')).rows).toBe(2);
+      ok(await raw.extended('COMMIT'));
+      expect((await raw.nextError()).code).toBe('57P01');
+    } finally {
+      raw.end();
     }
   });
 
