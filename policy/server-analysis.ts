@@ -162,8 +162,8 @@ interface Collected {
   functions: Set<number>;
   operators: Set<number>;
   types: Set<number>;
-  /** Setting names passed to current_setting as constants; undefined for a non-constant argument. */
-  settingCalls: { funcid: number; setting: string | undefined }[];
+  /** Every plain call's first argument when it is a text constant (undefined otherwise), by function: current_setting's setting names. */
+  firstArgs: { funcid: number; text: string | undefined }[];
   /** Types that are the result of a plain function call, with the function: pg_typeof's regtype names no catalog object of its own. */
   resultOf: Map<number, Set<number>>;
   /** Types used by anything other than a function's result. */
@@ -172,7 +172,46 @@ interface Collected {
 }
 
 function emptyCollected(): Collected {
-  return { perms: [], relations: new Set(), functions: new Set(), operators: new Set(), types: new Set(), settingCalls: [], resultOf: new Map(), typesElsewhere: new Set(), unknownNodes: new Set() };
+  return { perms: [], relations: new Set(), functions: new Set(), operators: new Set(), types: new Set(), firstArgs: [], resultOf: new Map(), typesElsewhere: new Set(), unknownNodes: new Set() };
+}
+
+/** One walk per tree (a statement's, a domain constraint's): the decision asks for its references several times. */
+const walked = new WeakMap<object, Map<number, Collected>>();
+
+function walkedTree(tree: PgValue, baseDepth: number): Collected {
+  if (tree === null || typeof tree !== 'object') {
+    const c = emptyCollected();
+    collectInto(c, tree, baseDepth);
+    return c;
+  }
+  let byDepth = walked.get(tree);
+  if (byDepth === undefined) {
+    byDepth = new Map();
+    walked.set(tree, byDepth);
+  }
+  let c = byDepth.get(baseDepth);
+  if (c === undefined) {
+    c = emptyCollected();
+    collectInto(c, tree, baseDepth);
+    byDepth.set(baseDepth, c);
+  }
+  return c;
+}
+
+function mergeInto(into: Collected, from: Collected): void {
+  into.perms.push(...from.perms);
+  for (const x of from.relations) into.relations.add(x);
+  for (const x of from.functions) into.functions.add(x);
+  for (const x of from.operators) into.operators.add(x);
+  for (const x of from.types) into.types.add(x);
+  into.firstArgs.push(...from.firstArgs);
+  for (const [k, v] of from.resultOf) {
+    const s = into.resultOf.get(k) ?? new Set<number>();
+    for (const f of v) s.add(f);
+    into.resultOf.set(k, s);
+  }
+  for (const x of from.typesElsewhere) into.typesElsewhere.add(x);
+  for (const x of from.unknownNodes) into.unknownNodes.add(x);
 }
 
 /** A text Const's value (varlena, little-endian header), or undefined. */
@@ -198,7 +237,7 @@ function constText(v: PgValue | undefined): string | undefined {
   return Buffer.from(b.subarray(start, end)).toString('utf8');
 }
 
-function collectInto(c: Collected, root: PgValue, baseDepth: number, settingFuncs: ReadonlySet<number>): void {
+function collectInto(c: Collected, root: PgValue, baseDepth: number): void {
   let queryDepth = baseDepth;
   walkNodes(root, (node) => {
     if (!KNOWN_NODES.has(node.type)) {
@@ -219,10 +258,10 @@ function collectInto(c: Collected, root: PgValue, baseDepth: number, settingFunc
       }
     }
     if (node.type === 'FUNCEXPR') {
-      const funcid = numberField(node, 'funcid');
-      if (funcid !== undefined && settingFuncs.has(funcid)) {
+      const id = numberField(node, 'funcid');
+      if (id !== undefined) {
         const args = node.fields.get('args');
-        c.settingCalls.push({ funcid, setting: Array.isArray(args) ? constText(args[0] as PgValue) : undefined });
+        c.firstArgs.push({ funcid: id, text: Array.isArray(args) ? constText(args[0] as PgValue) : undefined });
       }
     }
     if (node.type === 'RANGETBLENTRY' && numberField(node, 'rtekind') === 0) {
@@ -255,13 +294,6 @@ function collectInto(c: Collected, root: PgValue, baseDepth: number, settingFunc
   });
 }
 
-/** current_setting's OIDs are found by name once the catalog knows the functions. */
-function settingFunctions(cat: OidCatalog): Set<number> {
-  const out = new Set<number>();
-  for (const [oid, f] of cat.functions) if (f && f.schema === 'pg_catalog' && f.name === 'current_setting') out.add(oid);
-  return out;
-}
-
 /**
  * Collects what the trees refer to, following operators to their functions and types to their domain
  * constraints, element types and relations, as far as `cat` already knows them. `missing` lists the OIDs
@@ -269,8 +301,7 @@ function settingFunctions(cat: OidCatalog): Set<number> {
  */
 export function collectReferences(trees: readonly PgValue[], cat: OidCatalog, extraTypes: readonly number[] = []): { collected: Collected; missing: OidSets } {
   const c = emptyCollected();
-  const settingFuncs = settingFunctions(cat);
-  for (const t of trees) collectInto(c, t, 0, settingFuncs);
+  for (const t of trees) mergeInto(c, walkedTree(t, 0));
   // Parameter types the client or PREPARE declared: Bind and EXECUTE values go through their input functions
   // (a domain's CHECK included) whether or not the statement uses the parameter.
   for (const oid of extraTypes) {
@@ -311,7 +342,7 @@ export function collectReferences(trees: readonly PgValue[], cat: OidCatalog, ex
       if (t.typtype === 'd' && !walkedDomains.has(oid)) {
         walkedDomains.add(oid);
         // Constraint expressions run as part of the statement; their permission entries are none, so depth 1.
-        for (const tree of t.constraints) collectInto(c, tree, 1, settingFuncs);
+        for (const tree of t.constraints) mergeInto(c, walkedTree(tree, 1));
         changed = true;
       }
     }
@@ -436,8 +467,13 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
     relations.push({ schema: u.r.schema, name: u.r.name, key: u.key, access: 'read', writeKind: undefined, relation: catalogRelation(u.r) });
   }
   const functions: FunctionUse[] = [];
+  // current_setting('name'): each constant setting name is judged (policy/settings.ts judgeSettingRead).
   const settingByFunc = new Map<number, (string | undefined)[]>();
-  for (const s of c.settingCalls) settingByFunc.set(s.funcid, [...(settingByFunc.get(s.funcid) ?? []), s.setting]);
+  for (const a of c.firstArgs) {
+    const f = cat.functions.get(a.funcid);
+    if (!f || f.schema !== 'pg_catalog' || f.name !== 'current_setting') continue;
+    settingByFunc.set(a.funcid, [...(settingByFunc.get(a.funcid) ?? []), a.text]);
+  }
   for (const oid of c.functions) {
     const f = cat.functions.get(oid);
     if (!f) {
@@ -487,7 +523,7 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
     hasLocking: false,
     limit: undefined,
     problems,
-    literalSensitive: regTypes.length > 0 || c.settingCalls.length > 0,
+    literalSensitive: regTypes.length > 0 || settingByFunc.size > 0,
     exactColumns: true,
   };
   return { analysis, denial: undefined, literalSensitive: analysis.literalSensitive };

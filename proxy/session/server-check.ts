@@ -153,7 +153,7 @@ function merge(a: { relations: Map<number, ServerRelation | null>; functions: Ma
 }
 
 /** Catalog facts are looked up in at most this many rounds (operators → functions, domains → constraints → …). */
-const MAX_LOOKUP_ROUNDS = 6;
+const MAX_LOOKUP_ROUNDS = 12;
 
 export class ServerChecker {
   private oids: OidCache;
@@ -264,15 +264,22 @@ export class ServerChecker {
 
   private async judge(conn: AnalysisConnection, t: AnalysisText, tree: PgValue, role: RolePolicy, paramTypes: readonly number[]): Promise<{ denial: Denial | undefined; literalSensitive: boolean }> {
     const known = { relations: new Map<number, ServerRelation | null>(), functions: new Map<number, ServerFunction | null>(), operators: new Map<number, ServerOperator | null>(), types: new Map<number, ServerType | null>() };
+    // Facts come from the cache where it has them; only what it lacks is fetched (each round can reveal more:
+    // an operator's function, a domain's constraint, a type's members).
     for (let round = 0; ; round++) {
       const { missing } = collectReferences([tree], known, paramTypes);
       if (!hasMissing(missing)) break;
       if (round >= MAX_LOOKUP_ROUNDS) throw new ServerAnalysisError('catalog references nest too deeply');
       const cached = this.oids.snapshot(missing);
       merge(known, cached);
-      const still = collectReferences([tree], known, paramTypes).missing;
-      if (!hasMissing(still)) continue;
-      const fetched = await fetchOids(conn, still);
+      const lacking: OidSets = {
+        relations: new Set([...missing.relations].filter((o) => !cached.relations.has(o))),
+        functions: new Set([...missing.functions].filter((o) => !cached.functions.has(o))),
+        operators: new Set([...missing.operators].filter((o) => !cached.operators.has(o))),
+        types: new Set([...missing.types].filter((o) => !cached.types.has(o))),
+      };
+      if (!hasMissing(lacking)) continue;
+      const fetched = await fetchOids(conn, lacking);
       this.oids.store(fetched);
       merge(known, fetched);
     }
