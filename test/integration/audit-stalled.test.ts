@@ -60,6 +60,8 @@ describe.skipIf(!hasMkfifo)('an audit destination that stops draining', () => {
 
     // A reader appears and drains the FIFO.
     const reader = spawn('sh', ['-c', `cat "${fifo}" > "${drained}"`], { stdio: 'ignore' });
+    // Listened for now: cat exits as soon as the proxy closes the FIFO, which may be before the end of this test.
+    const readerDone = new Promise((r) => reader.once('close', r));
     const end = Date.now() + 20_000;
     while (!t.proxy.audit.healthy && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
     expect(t.proxy.audit.healthy).toBe(true);
@@ -69,7 +71,7 @@ describe.skipIf(!hasMkfifo)('an audit destination that stops draining', () => {
     await c.end();
     await t.close();
     tp = undefined;
-    await new Promise((r) => reader.once('close', r));
+    await readerDone;
     expect(existsSync(drained)).toBe(true);
     const events = readFileSync(drained, 'utf8')
       .split('\n')
