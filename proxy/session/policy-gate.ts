@@ -1,7 +1,7 @@
 // The StatementGate sessions use: the policy store's current policy and catalog, the decision cache in front of evaluate(), and PostgreSQL's own analysis behind it.
 import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
 import { judgeParameterTypes } from '../../policy/evaluate.ts';
-import { DecisionCache } from '../../policy/normalize.ts';
+import { DecisionCache, type DecisionSlot } from '../../policy/normalize.ts';
 import type { PolicyStore } from '../../policy/store.ts';
 import type { StatementGate } from './gate.ts';
 import { needsServerAnalysis, type ServerChecker, type ServerVerdict } from './server-check.ts';
@@ -13,6 +13,30 @@ function combine(local: Allow, v: ServerVerdict, role: RolePolicy): Decision {
   if (v.deny === undefined) return local;
   if (role.mode === 'shadow') return { ...local, shadowDenied: { reason: v.deny.reason, message: v.deny.message } };
   return v.deny;
+}
+
+/** Asks the server and keeps the verdict in the entry's slot; concurrent misses of the entry wait for this one. */
+function analyse(
+  server: ServerChecker,
+  slot: DecisionSlot,
+  paramKey: string,
+  sql: string,
+  paramTypes: readonly number[] | undefined,
+  role: RolePolicy,
+  decision: Allow,
+): Promise<ServerVerdict> {
+  const map = (slot.server ??= new Map());
+  const pending: Promise<ServerVerdict> = server.check(sql, paramTypes ?? [], role, { dbRole: role.dbRole, searchPath: role.searchPath, display: {} }, decision).then((verdict) => {
+    if (map.get(paramKey) === pending) {
+      // Kept (for every text of the entry, or for its own text when it read a constant's value) unless it is a
+      // failure to analyse, which is never kept.
+      if (verdict.expires > 0) map.set(paramKey, verdict);
+      else map.delete(paramKey);
+    }
+    return verdict;
+  });
+  map.set(paramKey, pending);
+  return pending;
 }
 
 export function createPolicyGate(
@@ -57,28 +81,17 @@ export function createPolicyGate(
       opts.onLookup?.(cache.stats.misses === misses);
       if (server === undefined || !decision.allow || !needsServerAnalysis(decision)) return decision;
       const paramKey = paramTypes === undefined || paramTypes.length === 0 ? '' : paramTypes.join(',');
-      const analyse = (): Promise<ServerVerdict> => {
-        const pending = server.check(sql, paramTypes ?? [], role, { dbRole: role.dbRole, searchPath: role.searchPath, display: {} }, decision).then((verdict) => {
-          const map = (slot.server ??= new Map());
-          if (map.get(paramKey) === pending) {
-            // Kept (for every text of the entry, or for its own text when it read a constant's value) unless it
-            // is a failure to analyse, which is never kept.
-            if (verdict.expires > 0) map.set(paramKey, verdict);
-            else map.delete(paramKey);
-          }
-          return verdict;
-        });
-        (slot.server ??= new Map()).set(paramKey, pending);
-        return pending;
-      };
+      // The hit path first and without allocating: a closure per decision costs more than the lookup.
+      const v = server.cached(slot.server, paramKey, sql);
+      if (v !== undefined) return combine(decision, v, role);
       const held = slot.server?.get(paramKey);
       if (held instanceof Promise) {
         // One analysis per entry at a time: a concurrent miss waits for it, and asks again if it held for another text only.
-        return (held as Promise<ServerVerdict>).then((v) => (v.sql !== undefined && v.sql !== sql ? analyse() : v)).then((v) => combine(decision, v, role));
+        return (held as Promise<ServerVerdict>)
+          .then((w) => (w.sql !== undefined && w.sql !== sql ? analyse(server, slot, paramKey, sql, paramTypes, role, decision) : w))
+          .then((w) => combine(decision, w, role));
       }
-      const v = server.cached(slot.server, paramKey, sql);
-      if (v !== undefined) return combine(decision, v, role);
-      return analyse().then((verdict) => combine(decision, verdict, role));
+      return analyse(server, slot, paramKey, sql, paramTypes, role, decision).then((w) => combine(decision, w, role));
     },
   };
 }

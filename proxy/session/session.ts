@@ -184,6 +184,12 @@ function usedNames(sql: string): { prepared: Set<string>; cursors: Set<string> }
   return { prepared, cursors };
 }
 
+/** A refused extended-protocol message: the sentinel makes the refusal land where PostgreSQL would put the error. */
+function refuseMessage(tracker: ResponseTracker, err: ProxyError, o: Buffer[]): void {
+  tracker.expect(FrontendType.Parse, err);
+  o.push(encodeParse('', SENTINEL_SQL, []));
+}
+
 export class Session {
   readonly id = randomUUID();
   phase: Phase = Phase.AwaitingStartup;
@@ -854,6 +860,20 @@ export class Session {
     });
   }
 
+  /** Bind of an allowed statement: the portal is tracked with the decision it runs under. */
+  private bindPortal(tracker: ResponseTracker, name: string, frame: Frame, o: Buffer[], portal: BoundPortal): void {
+    tracker.portalBound(name);
+    this.portals.set(name, portal);
+    tracker.expect(FrontendType.Bind);
+    o.push(frame.raw);
+  }
+
+  /** Execute of a portal (or of a DECLAREd cursor read through the protocol) under its decision's row cap. */
+  private executePortal(tracker: ResponseTracker, name: string, isCursor: boolean, frame: Frame, o: Buffer[], cap: RowCap | undefined, seq: number): void {
+    tracker.expect(FrontendType.Execute, undefined, name, this.trace(seq), { cap, cursors: isCursor ? [name] : undefined });
+    o.push(frame.raw);
+  }
+
   private relayClientFrames(): void {
     const tracker = this.tracker;
     if (!tracker || this.holding) return;
@@ -959,19 +979,10 @@ export class Session {
         const st = this.statements.get(b.statement);
         const sp = st === undefined ? this.sqlPrepared.get(b.statement) : undefined;
         const version = this.deps.gate.version;
-        const refuse = (err: ProxyError, o: Buffer[]): void => {
-          tracker.expect(FrontendType.Parse, err);
-          o.push(encodeParse('', SENTINEL_SQL, []));
-        };
-        const bind = (o: Buffer[], portal: BoundPortal): void => {
-          tracker.portalBound(b.portal);
-          this.portals.set(b.portal, portal);
-          tracker.expect(FrontendType.Bind);
-          o.push(frame.raw);
-        };
+        // Methods, not closures: a named closure per message costs more than the rest of this path.
         if (st !== undefined) {
           if (st.revoked !== undefined) {
-            refuse(
+            refuseMessage(tracker, 
               st.replaced
                 ? new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: prepared statement ${quoteName(b.statement)} was refused when it was last prepared`, {
                     detail: st.revoked,
@@ -991,29 +1002,29 @@ export class Session {
                 st.allowed = false;
                 st.revoked = this.denial(d).message;
                 this.pendingClose.push({ target: 'S', name: b.statement });
-                refuse(b.statement === '' ? this.denial(d) : policyChangedError('prepared statement', b.statement, st.revoked), o);
+                refuseMessage(tracker, b.statement === '' ? this.denial(d) : policyChangedError('prepared statement', b.statement, st.revoked), o);
                 return;
               }
               st.rowCap = d.rowCap;
-              bind(o, { seq: st.seq, sql: st.sql, mode: 'bind', paramTypes: st.paramTypes, version, rowCap: d.rowCap });
+              this.bindPortal(tracker, b.portal, frame, o, { seq: st.seq, sql: st.sql, mode: 'bind', paramTypes: st.paramTypes, version, rowCap: d.rowCap });
             });
             return false;
           }
-          bind(out, { seq: st.seq, sql: st.sql, mode: 'bind', paramTypes: st.paramTypes, version: st.version, rowCap: st.rowCap });
+          this.bindPortal(tracker, b.portal, frame, out, { seq: st.seq, sql: st.sql, mode: 'bind', paramTypes: st.paramTypes, version: st.version, rowCap: st.rowCap });
           return false;
         }
         if (sp !== undefined && sp.sql !== undefined) {
           // Made by SQL PREPARE: decided again after every reload (revalidate), so it is current here.
-          bind(out, { seq: this.seq, sql: sp.sql, mode: 'simple', paramTypes: [], version: sp.version, rowCap: sp.rowCap });
+          this.bindPortal(tracker, b.portal, frame, out, { seq: this.seq, sql: sp.sql, mode: 'simple', paramTypes: [], version: sp.version, rowCap: sp.rowCap });
           return false;
         }
         const revoked = this.revokedPrepared.get(b.statement);
         if (revoked !== undefined) {
-          refuse(policyChangedError('prepared statement', b.statement, revoked), out);
+          refuseMessage(tracker, policyChangedError('prepared statement', b.statement, revoked), out);
           return false;
         }
         // Not made through pgwarden (or already closed): Postgres would run whatever holds the name, unchecked.
-        refuse(
+        refuseMessage(tracker, 
           new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: prepared statement ${quoteName(b.statement)} was not prepared through pgwarden`, {
             detail: 'Bind may use only statements whose Parse or PREPARE passed the policy in this session (rule: builtin.prepared)',
             hint: 'prepare it first',
@@ -1027,39 +1038,31 @@ export class Session {
         const portal = this.portals.get(e.portal);
         const cursor = portal === undefined ? this.sqlCursors.get(e.portal) : undefined;
         const version = this.deps.gate.version;
-        const refuse = (err: ProxyError, o: Buffer[]): void => {
-          tracker.expect(FrontendType.Parse, err);
-          o.push(encodeParse('', SENTINEL_SQL, []));
-        };
-        const execute = (o: Buffer[], cap: RowCap | undefined, seq: number): void => {
-          tracker.expect(FrontendType.Execute, undefined, e.portal, this.trace(seq), { cap, cursors: portal === undefined ? [e.portal] : undefined });
-          o.push(frame.raw);
-        };
         if (portal !== undefined) {
           if (portal.version !== version) {
             // Bound under an older policy: decide its statement again before it runs.
             this.withDecision(this.decide(portal.sql, portal.mode, portal.paramTypes, true), out, (d, o) => {
               if (!d.allow) {
                 this.portals.delete(e.portal);
-                refuse(policyChangedError('portal', e.portal, this.denial(d).message), o);
+                refuseMessage(tracker, policyChangedError('portal', e.portal, this.denial(d).message), o);
                 return;
               }
               portal.version = version;
               portal.rowCap = d.rowCap;
-              execute(o, d.rowCap, portal.seq);
+              this.executePortal(tracker, e.portal, portal === undefined, frame, o, d.rowCap, portal.seq);
             });
             return false;
           }
-          execute(out, portal.rowCap, portal.seq);
+          this.executePortal(tracker, e.portal, portal === undefined, frame, out, portal.rowCap, portal.seq);
           return false;
         }
         if (cursor !== undefined) {
           // A cursor made by DECLARE, read through the protocol: the cursor's current decision and its row count apply.
-          execute(out, cursor.rowCap, 0);
+          this.executePortal(tracker, e.portal, portal === undefined, frame, out, cursor.rowCap, 0);
           return false;
         }
         const revoked = this.revokedCursors.get(e.portal);
-        refuse(
+        refuseMessage(tracker, 
           revoked !== undefined
             ? policyChangedError('cursor', e.portal, revoked)
             : new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: portal ${quoteName(e.portal)} was not bound or declared through pgwarden`, {
