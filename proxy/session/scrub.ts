@@ -28,6 +28,7 @@
 //   src/backend/utils/adt/xml.c         DETAIL: libxml's message with the offending input line (2200M, 2200N)
 //   src/backend/commands/copyfromparse.c CopyFromErrorCallback: CONTEXT `COPY t, line 1, column c: "v"` and `COPY t, line 1: "…"`
 // Hints (errhint) never carry row values in these paths; they are kept unless they match a value pattern anyway.
+import { splitErrorFields } from '../wire/backend.ts';
 import { BackendType } from '../wire/codes.ts';
 import type { Frame } from '../wire/framer.ts';
 import { Writer } from '../wire/writer.ts';
@@ -125,7 +126,7 @@ const carriesRowValues = (text: string): boolean => ROW_VALUES.some((re) => re.t
  */
 export function scrubErrorFrame(frame: Frame): Buffer | undefined {
   if (frame.type !== BackendType.ErrorResponse && frame.type !== BackendType.NoticeResponse) return undefined;
-  const fields = splitFields(frame.body);
+  const fields = splitErrorFields(frame.body);
   if (fields === undefined) return malformedReplacement(frame.type);
   let sqlstate = '';
   for (const f of fields) if (f.code === Field.Code) sqlstate = f.bytes.toString('latin1');
@@ -260,21 +261,6 @@ function redactQuoted(text: string): string {
     const last = text.lastIndexOf('"');
     out += `${text.slice(i, open)}"${REDACTED_VALUE}"`;
     i = last + 1;
-  }
-}
-
-/** Splits a body into (code, value) views; undefined when it is not well formed (no final NUL, stray bytes). */
-function splitFields(body: Buffer): { code: number; bytes: Buffer }[] | undefined {
-  const fields: { code: number; bytes: Buffer }[] = [];
-  let i = 0;
-  for (;;) {
-    const code = body[i];
-    if (code === undefined) return undefined;
-    if (code === 0) return i === body.length - 1 ? fields : undefined;
-    const nul = body.indexOf(0, i + 1);
-    if (nul === -1) return undefined;
-    fields.push({ code, bytes: body.subarray(i + 1, nul) });
-    i = nul + 1;
   }
 }
 

@@ -7,12 +7,14 @@
 // nor executes. Requests are pipelined: each is a run of messages ending in Sync, answered in order.
 import type { UpstreamConfig } from '../config/types.ts';
 import { ProxyError } from '../errors.ts';
+import { splitErrorFields } from '../wire/backend.ts';
 import { BackendType } from '../wire/codes.ts';
 import { MessageFramer, type Frame } from '../wire/framer.ts';
 import { encodeBind, encodeExecute, encodeParse, encodeQuery, encodeSync, encodeTerminate } from '../wire/frontend.ts';
 import { connectUpstream, type UpstreamConnection } from './connect.ts';
 import type { OidSets, ServerFunction, ServerOperator, ServerRelation, ServerType } from '../../policy/server-analysis.ts';
 import { readNodeTree, type PgValue } from '../../policy/pgnode.ts';
+import { quoteIdent } from '../../policy/load.ts';
 
 /** An error the server raised while analysing (the statement would fail the same way). */
 export interface ServerError {
@@ -58,19 +60,11 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
-/** Fields of an ErrorResponse/NoticeResponse body; values latin1 so node text keeps one character per byte. */
+/** Fields of an ErrorResponse/NoticeResponse body by type letter, as raw bytes (node text is read as latin1, one character per byte). */
 function rawFields(body: Buffer): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  let p = 0;
-  while (p < body.length) {
-    const code = body[p++] as number;
-    if (code === 0) break;
-    const end = body.indexOf(0, p);
-    if (end < 0) throw new AnalysisUnavailable('malformed notice from the analysis connection');
-    out.set(String.fromCharCode(code), body.subarray(p, end));
-    p = end + 1;
-  }
-  return out;
+  const fields = splitErrorFields(body);
+  if (fields === undefined) throw new AnalysisUnavailable('malformed notice or error from the analysis connection');
+  return new Map(fields.map((f) => [String.fromCharCode(f.code), f.bytes]));
 }
 
 export function serverError(body: Buffer): ServerError {
@@ -165,7 +159,7 @@ export class AnalysisConnection {
       client_encoding: 'UTF8',
       standard_conforming_strings: 'on',
       application_name: 'pgwarden-analysis',
-      search_path: ctx.searchPath.map((s) => (/^[a-z_][a-z0-9_$]*$/.test(s) ? s : `"${s.replace(/"/g, '""')}"`)).join(', '),
+      search_path: ctx.searchPath.map(quoteIdent).join(', '),
       default_transaction_read_only: 'on',
       statement_timeout: String(opts.timeoutMs),
       debug_print_parse: 'on',
@@ -176,7 +170,7 @@ export class AnalysisConnection {
     const up = await connectUpstream(cfg, params);
     const conn = new AnalysisConnection(up, opts);
     if (opts.ddlChannel !== undefined) {
-      const frames = await conn.request([encodeQuery(`LISTEN "${opts.ddlChannel.replace(/"/g, '""')}"`)], 1);
+      const frames = await conn.request([encodeQuery(`LISTEN ${quoteIdent(opts.ddlChannel)}`)], 1);
       const err = firstError(frames);
       if (err !== undefined) {
         conn.close();

@@ -229,6 +229,24 @@ export function decodeErrorFields(body: Buffer): DecodedErrorFields {
   return { severity, sqlstate, message, detail: fields.get(ErrorField.Detail), hint: fields.get(ErrorField.Hint), fields };
 }
 
+/**
+ * The fields of an ErrorResponse or NoticeResponse body as raw bytes, in order, without decoding any text; undefined
+ * when the body is not a run of (type byte, NUL-terminated string) pairs ended by one zero byte.
+ */
+export function splitErrorFields(body: Buffer): { code: number; bytes: Buffer }[] | undefined {
+  const fields: { code: number; bytes: Buffer }[] = [];
+  let i = 0;
+  for (;;) {
+    const code = body[i];
+    if (code === undefined) return undefined;
+    if (code === 0) return i === body.length - 1 ? fields : undefined;
+    const nul = body.indexOf(0, i + 1);
+    if (nul === -1) return undefined;
+    fields.push({ code, bytes: body.subarray(i + 1, nul) });
+    i = nul + 1;
+  }
+}
+
 /** @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-PARAMETERSTATUS */
 export function decodeParameterStatus(body: Buffer): ParameterStatusMessage {
   const r = new Reader(body);
