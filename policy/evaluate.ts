@@ -3,7 +3,8 @@ import { deparseSync } from 'pgsql-deparser';
 import type { CatalogSnapshot, Decision, Effect, RelationPattern, RolePolicy, SessionView, StatementSummary } from './types.ts';
 import { parseStatements, type RawStmt } from './parser.ts';
 import { analyzeStatement, REG_TYPES, type Analysis } from './analyze.ts';
-import { judgeFunction, isReadableSetting } from './functions.ts';
+import { judgeFunction } from './functions.ts';
+import { quoteIdent } from './load.ts';
 import { judgeSettingRead, judgeVariableSet, judgeTransactionOptions } from './settings.ts';
 import { DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, INTROSPECTION_RELATIONS, SYSTEM_DENIED_COLUMNS, isSystemRelation } from './introspection.ts';
 import { SqlState } from '../proxy/sqlstate.ts';
@@ -96,10 +97,6 @@ export function kindInWords(kind: string): string {
   const w = KIND_WORDS[kind];
   if (w !== undefined) return w;
   return kind.replace(/Stmt$/, '').replace(/([a-z])([A-Z])/g, '$1 $2').toUpperCase();
-}
-
-function quoteIdent(s: string): string {
-  return /^[a-z_][a-z0-9_$]*$/.test(s) ? s : `"${s.replace(/"/g, '""')}"`;
 }
 
 function displayRel(key: string): string {

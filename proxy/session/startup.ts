@@ -1,6 +1,7 @@
 // Which client startup parameters pass, and the upstream startup parameters that stamp a session's identity and limits.
 import { ProxyError } from '../errors.ts';
 import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS } from '../../policy/settings.ts';
+import { quoteIdent } from '../../policy/load.ts';
 
 /**
  * Parameters drivers send that cannot change identity, limits or how SQL is lexed; forwarded as given.
@@ -139,11 +140,6 @@ export interface StampInput {
   searchPath: string[];
   clientApplicationName: string | undefined;
   forwarded: Record<string, string>;
-}
-
-/** Quotes an identifier for a search_path value, as quote_ident would. */
-function quoteIdent(name: string): string {
-  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
 }
 
 /**
