@@ -360,7 +360,8 @@ export function hasMissing(m: OidSets): boolean {
   return m.relations.size + m.functions.size + m.operators.size + m.types.size > 0;
 }
 
-function unanalysable(what: string, detail: string): Denial {
+/** A statement whose analysis cannot be read or classified: refused, never guessed at. */
+export function unanalysable(what: string, detail: string): Denial {
   return {
     reason: 'analysis_failed',
     ruleId: 'builtin.analysis',
@@ -528,6 +529,3 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
   };
   return { analysis, denial: undefined, literalSensitive: analysis.literalSensitive };
 }
-
-/** The role-independent part of a verdict is in the facts; this applies the role (a thin seam for tests). */
-export type FactsJudge = (a: Analysis, role: RolePolicy) => Denial | { rank: number; ruleId: string };

@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { checkFacts, toDeny, type Denial } from '../../policy/evaluate.ts';
 import { NodeReadError, readNodeTree, type PgValue } from '../../policy/pgnode.ts';
-import { collectReferences, factsFromTrees, hasMissing, ServerAnalysisError, type OidCatalog, type OidSets, type ServerFunction, type ServerOperator, type ServerRelation, type ServerType } from '../../policy/server-analysis.ts';
+import { collectReferences, factsFromTrees, hasMissing, ServerAnalysisError, unanalysable, type OidCatalog, type OidSets, type ServerFunction, type ServerOperator, type ServerRelation, type ServerType } from '../../policy/server-analysis.ts';
 import { planServerAnalysis, type AnalysisText } from '../../policy/server-plan.ts';
 import type { Decision, RolePolicy } from '../../policy/types.ts';
 import { BackendType } from '../wire/codes.ts';
@@ -155,6 +155,8 @@ function merge(a: { relations: Map<number, ServerRelation | null>; functions: Ma
 /** Catalog facts are looked up in at most this many rounds (operators → functions, domains → constraints → …). */
 const MAX_LOOKUP_ROUNDS = 12;
 
+const NOT_ANALYSED = 'could not be analysed, so it was not run';
+
 export class ServerChecker {
   private oids: OidCache;
   private readonly now: () => number;
@@ -163,11 +165,11 @@ export class ServerChecker {
 
   constructor(private readonly opts: ServerCheckOptions) {
     this.now = opts.now ?? Date.now;
-    this.oids = new OidCache(opts.maxOids ?? 50_000, opts.ttlMs);
+    this.oids = this.freshOids();
   }
 
-  get ttlMs(): number {
-    return this.opts.ttlMs;
+  private freshOids(): OidCache {
+    return new OidCache(this.opts.maxOids ?? 50_000, this.opts.ttlMs);
   }
 
   /**
@@ -176,7 +178,7 @@ export class ServerChecker {
    */
   invalidate(): void {
     this.generation++;
-    this.oids = new OidCache(this.opts.maxOids ?? 50_000, this.opts.ttlMs);
+    this.oids = this.freshOids();
   }
 
   /** A cached verdict for `sql` with these parameter types, if still valid. */
@@ -204,7 +206,7 @@ export class ServerChecker {
     const plan = planServerAnalysis(text, paramTypes);
     if (!plan.ok) {
       this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
-      return { deny: toDeny(undefined, unanalysable(plan.why), local.statements), expires, sql };
+      return { deny: toDeny(undefined, unanalysable(NOT_ANALYSED, plan.why), local.statements), expires, sql };
     }
     let conn: AnalysisConnection;
     try {
@@ -248,7 +250,7 @@ export class ServerChecker {
         }
         if (!(err instanceof NodeReadError || err instanceof ServerAnalysisError)) this.opts.log.error({ err }, 'server analysis failed');
         this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
-        return { deny: toDeny(t.kind, unanalysable(err instanceof Error ? err.message : String(err)), local.statements), expires, sql };
+        return { deny: toDeny(t.kind, unanalysable(NOT_ANALYSED, err instanceof Error ? err.message : String(err)), local.statements), expires, sql };
       }
       literalSensitive ||= judged.literalSensitive;
       if (judged.denial !== undefined) {
@@ -285,7 +287,7 @@ export class ServerChecker {
     }
     const facts = factsFromTrees(t.kind, [tree], known, { copyFrom: t.copyFrom, extraTypes: paramTypes });
     if (facts.denial !== undefined) return { denial: facts.denial, literalSensitive: facts.literalSensitive };
-    if (facts.analysis === undefined) return { denial: unanalysable('no facts'), literalSensitive: false };
+    if (facts.analysis === undefined) return { denial: unanalysable(NOT_ANALYSED, 'no facts'), literalSensitive: false };
     const verdict = checkFacts(facts.analysis, role);
     return { denial: 'reason' in verdict ? verdict : undefined, literalSensitive: facts.literalSensitive };
   }
@@ -299,16 +301,5 @@ function ranUserCode(): Denial {
     what: 'makes PostgreSQL run user-defined code while merely analysing it (a constant whose type\'s input reaches a domain CHECK or a comparison function)',
     detail: 'such code runs before anything could be decided; what it said is not passed on (rule: builtin.analysis)',
     hint: 'use constants of built-in types, or ask the operator to allow the function the type relies on',
-  };
-}
-
-function unanalysable(why: string): Denial {
-  return {
-    reason: 'analysis_failed',
-    ruleId: 'builtin.analysis',
-    sqlstate: '42501',
-    what: 'could not be analysed, so it was not run',
-    detail: `${why} (rule: builtin.analysis)`,
-    hint: 'rewrite the statement with ordinary SQL; if it is ordinary SQL, report it to the operator',
   };
 }
