@@ -4,6 +4,7 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { DEFAULT_POLICY, connectPg, pgError, startTestProxy, type TestProxy } from '../helpers/proxy.ts';
+import { until } from '../helpers/until.ts';
 
 let tp: TestProxy;
 beforeAll(async () => {
@@ -13,13 +14,6 @@ afterAll(async () => {
   await tp?.close();
 });
 
-async function until(cond: () => boolean, ms = 3000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 /** Replaces the policy file the way editors do (write a temp file, rename over). */
 function writePolicy(text: string): void {

@@ -5,6 +5,7 @@ import { inject } from 'vitest';
 import type { Identity } from '../../proxy/auth/jwt.ts';
 import { REVOCATION_TABLE_SQL, TableRevocations } from '../../proxy/revocation-table.ts';
 import type { RevocationChange } from '../../proxy/revocation.ts';
+import { until } from '../helpers/until.ts';
 
 const SCHEMA = 'pgwarden_admin';
 const TABLE = 'revocations';
@@ -26,13 +27,6 @@ const id = (over: Partial<Identity> = {}): Identity => ({
 let admin: pg.Client;
 let sources: TableRevocations[] = [];
 
-async function until(cond: () => boolean | Promise<boolean>, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`condition not met within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 async function start(opts: { refreshMs?: number } = {}): Promise<TableRevocations> {
   const info = inject('pg');

@@ -12,6 +12,7 @@ import { auditGate, createAudit, MAX_BUFFERED_BYTES, type Audit, type AuditOptio
 import { createMetrics, registerAuditMetrics } from '../../proxy/metrics.ts';
 import type { Session } from '../../proxy/session/session.ts';
 import type { Decision, RolePolicy } from '../../policy/types.ts';
+import { until } from '../helpers/until.ts';
 
 /** A reader that takes nothing until resume(): every write stays in the stream's buffer. */
 class Stalled extends Writable {
@@ -61,13 +62,6 @@ function statement(a: Audit, seq: number): void {
   a.flush();
 }
 
-async function until(cond: () => boolean, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 beforeAll(async () => {
   await loadModule();
@@ -93,11 +87,11 @@ describe('a destination that does not drain', () => {
     expect(audit.dropped).toBeGreaterThan(0);
 
     out.resume();
-    await until(() => audit.healthy);
+    await until(() => audit.healthy, 5_000);
     expect(audit.state).toBe('ok');
     expect(auditGate(audit)).toBe(true);
     statement(audit, ++sent);
-    await until(() => out.events.filter((e) => e['event'] === 'statement').length + audit.dropped === sent);
+    await until(() => out.events.filter((e) => e['event'] === 'statement').length + audit.dropped === sent, 5_000);
     const events = out.events;
     const gaps = events.filter((e) => e['event'] === 'audit_gap');
     expect(gaps).toHaveLength(1);
@@ -125,8 +119,8 @@ describe('a destination that does not drain', () => {
     expect(text).toMatch(/^pgwarden_audit_state\{state="stalled"\} 1$/m);
 
     out.resume();
-    await until(() => audit.healthy);
-    await until(() => out.events.some((e) => e['event'] === 'audit_gap'));
+    await until(() => audit.healthy, 5_000);
+    await until(() => out.events.some((e) => e['event'] === 'audit_gap'), 5_000);
     const events = out.events;
     expect(events.find((e) => e['event'] === 'audit_gap')).toMatchObject({ error: 'stalled', dropped });
     expect(events.filter((e) => e['event'] === 'statement').length + dropped).toBe(1_500);

@@ -12,6 +12,7 @@ import { auditGate, createAudit, fixed3, jsonString, needsCollapse, normalizeSql
 import type { StatementGate } from '../../proxy/session/gate.ts';
 import type { Session } from '../../proxy/session/session.ts';
 import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
+import { until } from '../helpers/until.ts';
 
 // A syntactically real JWT (header {"alg":"HS256","typ":"JWT"}); it must never show up in audit output.
 const TOKEN = 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsInJvbGUiOiJhbmFseXN0In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ';
@@ -88,13 +89,6 @@ function tmpDir(): string {
   return d;
 }
 
-async function until(cond: () => boolean, ms = 3_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 beforeAll(async () => {
   await loadModule();

@@ -14,6 +14,7 @@ import {
   type RevocationChange,
 } from '../../proxy/revocation.ts';
 import { revokeCommand, type RevokeLoadConfig } from '../../proxy/revoke-cli.ts';
+import { until } from '../helpers/until.ts';
 
 const id = (over: Partial<Identity> = {}): Identity => ({
   sub: 'alice',
@@ -51,13 +52,6 @@ async function open(watch = true): Promise<RevocationList> {
   return l;
 }
 
-async function until(cond: () => boolean, ms = 3_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('parsing and matching', () => {
   it('matches by jti, sub and agent, with the reason or a default', async () => {
