@@ -375,7 +375,7 @@ describe('docker/k8s manifests', () => {
   const configMap = byKind('ConfigMap')[0];
 
   it('parse (multi-document) into the expected kinds, listed by the kustomization', () => {
-    expect(docs.map((d) => d.kind).sort()).toEqual(['ConfigMap', 'Deployment', 'PodDisruptionBudget', 'Secret', 'Secret', 'Service']);
+    expect(docs.map((d) => d.kind).sort()).toEqual(['ConfigMap', 'Deployment', 'NetworkPolicy', 'PodDisruptionBudget', 'Secret', 'Secret', 'Service', 'Service']);
     const kustomization = yamlFile('k8s/kustomization.yaml');
     const files = new Set(docs.map((d) => d.__file));
     expect(new Set(kustomization.resources)).toEqual(files);
@@ -392,15 +392,28 @@ describe('docker/k8s manifests', () => {
     expect(pod.securityContext.runAsNonRoot).toBe(true);
     expect(container.securityContext).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
     expect(container.args).toEqual(['serve', '--config', '/etc/pgwarden/pgwarden.yaml']);
-    const service = byKind('Service')[0];
-    expect(service.spec.selector).toEqual(deployment.spec.template.metadata.labels);
-    expect(service.spec.ports.map((p: any) => [p.port, p.protocol, p.targetPort])).toEqual([
-      [6432, 'TCP', 'postgres'],
-      [9187, 'TCP', 'metrics'],
-    ]);
     const named = new Map(container.ports.map((p: any) => [p.name, p.containerPort]));
     expect(named.get('postgres')).toBe(6432);
     expect(named.get('metrics')).toBe(yamlFile('pgwarden/pgwarden.yaml').metrics.port);
+  });
+
+  it('keep the admin listener off the clients\' Service and admit only Prometheus to it', () => {
+    const services = new Map(byKind('Service').map((s) => [s.metadata.name, s]));
+    for (const s of services.values()) expect(s.spec.selector).toEqual(deployment.spec.template.metadata.labels);
+    const ports = (name: string) => services.get(name).spec.ports.map((p: any) => [p.port, p.protocol, p.targetPort]);
+    // The clients' Service may become a LoadBalancer; the unauthenticated admin port must not ride along.
+    expect(ports('pgwarden')).toEqual([[6432, 'TCP', 'postgres']]);
+    expect(ports('pgwarden-admin')).toEqual([[9187, 'TCP', 'metrics']]);
+    expect(services.get('pgwarden-admin').spec.type).toBe('ClusterIP');
+    const np = byKind('NetworkPolicy')[0];
+    expect(np.spec.podSelector.matchLabels).toEqual(deployment.spec.template.metadata.labels);
+    expect(np.spec.policyTypes).toEqual(['Ingress']);
+    // Every rule that opens the metrics port names who may use it; the rule without `from` opens only postgres.
+    for (const rule of np.spec.ingress) {
+      const opened = rule.ports.map((p: any) => p.port);
+      if (opened.includes('metrics')) expect(rule.from?.length ?? 0).toBeGreaterThan(0);
+      if (rule.from === undefined) expect(opened).toEqual(['postgres']);
+    }
   });
 
   it('mount every file the embedded config names from a ConfigMap or Secret key that exists', () => {
