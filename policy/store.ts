@@ -1,10 +1,11 @@
 // The current policy and catalog as one swappable reference: load, hot reload (file watch, SIGHUP, API), versions and change events.
 import path from 'node:path';
-import { FileWatcher } from './watch.ts';
-import { compilePolicy, formatIssue, loadPolicyFile, type PolicyIssue } from './load.ts';
+import { Coalescer } from './coalesce.ts';
+import { FileWatcher, readSettled } from './watch.ts';
+import { compilePolicy, digestOf, formatIssue, loadPolicyFile, type PolicyIssue } from './load.ts';
 import type { CatalogSnapshot, CompiledPolicy, RolePolicy } from './types.ts';
 
-export type StoreLogLevel = 'info' | 'warn' | 'error';
+export type StoreLogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type StoreLog = (level: StoreLogLevel, msg: string, fields?: object) => void;
 export type ReloadReason = 'file' | 'signal' | 'api';
 
@@ -17,6 +18,13 @@ export interface PolicyStoreOptions {
   watch?: boolean;
   /** Quiet time after the last file event before reloading. Default 200ms. */
   debounceMs?: number;
+  /**
+   * A reload reads the file until two reads this far apart agree (size, mtime, bytes), so a file rewritten in place
+   * is not applied half-written. Default 500ms.
+   */
+  settleMs?: number;
+  /** A file still changing after this long is not applied (the reload fails; the next change tries again). Default 10s. */
+  settleMaxMs?: number;
   /** Optional defense-in-depth check run after each successful load; each string is logged as a warning. */
   checkPrivileges?: (policy: CompiledPolicy, catalog: CatalogSnapshot) => Promise<string[]>;
 }
@@ -90,6 +98,14 @@ export class PolicyStore {
   #listeners = new Set<ChangeListener>();
   #closed = false;
   #watcher: FileWatcher | undefined;
+  /** A burst of reload requests (signals, file events) is one reload in flight plus at most one pending. */
+  readonly #reloads = new Coalescer<ReloadResult>(() => {
+    const reason = this.#requested ?? 'api';
+    this.#requested = undefined;
+    return this.#enqueue(() => this.#reload(reason));
+  });
+  /** The reason of the reload that has not started yet; a signal or api request outranks a file event. */
+  #requested: ReloadReason | undefined;
 
   private constructor(opts: PolicyStoreOptions, state: PolicyState) {
     this.file = path.resolve(opts.file);
@@ -138,9 +154,13 @@ export class PolicyStore {
     return this.#state.policy.version;
   }
 
-  /** Re-reads the file; an invalid file is logged and the current policy stays. Serialized with other reloads. */
+  /**
+   * Re-reads the file once it has settled; an invalid file is logged and the current policy stays. Requests made while
+   * a reload runs share one later reload (so it reads what changed meanwhile); serialized with catalog refreshes.
+   */
   reload(reason: ReloadReason): Promise<ReloadResult> {
-    return this.#enqueue(() => this.#reload(reason));
+    if (this.#requested === undefined || this.#requested === 'file') this.#requested = reason;
+    return this.#reloads.run();
   }
 
   /** Re-reads the catalog for the current policy (after DDL upstream); bumps the version so cached decisions expire. */
@@ -172,7 +192,7 @@ export class PolicyStore {
   async #reload(reason: ReloadReason): Promise<ReloadResult> {
     const started = Date.now();
     const before = this.#state;
-    const loaded = await loadPolicyFile(this.file);
+    const loaded = await this.#loadSettled();
     if (!loaded.ok) {
       this.#log('error', 'policy reload failed; keeping the current policy', {
         file: this.file,
@@ -183,7 +203,10 @@ export class PolicyStore {
       return { ok: false, issues: loaded.issues };
     }
     // Editors fire several events per save; an unchanged file is not a new policy (and must not flush caches).
-    if (reason === 'file' && loaded.digest === before.policy.digest) return { ok: true, version: before.policy.version, changed: false };
+    if (reason === 'file' && loaded.digest === before.policy.digest) {
+      this.#log('debug', 'policy file unchanged', { file: this.file, reason, version: before.policy.version });
+      return { ok: true, version: before.policy.version, changed: false };
+    }
 
     const version = before.policy.version + 1;
     let policy: CompiledPolicy;
@@ -220,6 +243,25 @@ export class PolicyStore {
     });
     await this.#checkPrivileges(next);
     return { ok: true, version, changed: true };
+  }
+
+  /** loadPolicyFile of a settled file: the text parsed is the text that stayed the same across two reads. */
+  async #loadSettled(): ReturnType<typeof loadPolicyFile> {
+    const settleMs = this.#opts.settleMs ?? 500;
+    const deadline = Date.now() + (this.#opts.settleMaxMs ?? 10_000);
+    for (;;) {
+      const settled = await readSettled(this.file, settleMs, Math.max(0, deadline - Date.now()));
+      // Missing or unreadable: loadPolicyFile says so in its own words.
+      if (!settled.ok && settled.reason !== 'unsettled') return await loadPolicyFile(this.file);
+      if (!settled.ok) return { ok: false, source: this.file, issues: [{ path: '', message: settled.message }] };
+      const loaded = await loadPolicyFile(this.file);
+      // Changed again between the settled read and this one: settle again.
+      if (loaded.ok && loaded.digest !== digestOf(settled.data.toString('utf8'))) {
+        if (Date.now() < deadline) continue;
+        return { ok: false, source: this.file, issues: [{ path: '', message: 'kept changing while it was read; not applied (replace the file by rename)' }] };
+      }
+      return loaded;
+    }
   }
 
   async #refreshCatalog(): Promise<ReloadResult> {

@@ -1,5 +1,6 @@
-// Watches one file for changes the way editors, `mv` and Kubernetes ConfigMaps change it: directory plus file, debounced.
+// Watches one file for changes the way editors, `mv` and Kubernetes ConfigMaps change it (directory plus file, debounced), and reads it only once it has settled.
 import { watch, statSync, type FSWatcher } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 export interface FileWatcherOptions {
@@ -99,4 +100,37 @@ export class FileWatcher {
 
 function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+export type SettledRead = { ok: true; data: Buffer } | { ok: false; reason: 'missing' | 'unreadable' | 'unsettled'; message: string };
+
+/**
+ * Reads `file` until two reads `settleMs` apart agree on size, modification time and bytes, so a file being
+ * rewritten in place (truncated, then written in steps) is not taken half-written. Gives up after `maxWaitMs`
+ * ('unsettled'). A writer that pauses longer than `settleMs` between steps cannot be told from a finished one:
+ * replacing the file by rename is the only way to be safe against every writer.
+ */
+export async function readSettled(file: string, settleMs: number, maxWaitMs: number): Promise<SettledRead> {
+  const deadline = Date.now() + maxWaitMs;
+  let previous = await readOnce(file);
+  for (;;) {
+    if (!previous.ok) return previous;
+    await new Promise((r) => setTimeout(r, settleMs));
+    const next = await readOnce(file);
+    if (!next.ok) return next;
+    if (next.size === previous.size && next.mtimeMs === previous.mtimeMs && next.data.equals(previous.data)) return { ok: true, data: next.data };
+    if (Date.now() >= deadline) return { ok: false, reason: 'unsettled', message: `kept changing for ${maxWaitMs} ms; not applied (replace the file by rename instead of rewriting it in place)` };
+    previous = next;
+  }
+}
+
+async function readOnce(file: string): Promise<{ ok: true; size: number; mtimeMs: number; data: Buffer } | { ok: false; reason: 'missing' | 'unreadable'; message: string }> {
+  try {
+    const before = await stat(file);
+    const data = await readFile(file);
+    return { ok: true, size: before.size, mtimeMs: before.mtimeMs, data };
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    return e.code === 'ENOENT' ? { ok: false, reason: 'missing', message: 'does not exist' } : { ok: false, reason: 'unreadable', message: `could not be read: ${e.code ?? e.message}` };
+  }
 }

@@ -1,5 +1,5 @@
 // PolicyStore: first load, reloads (file watch, rename-replace, signal, api), last-good on error, versions, serialization, watcher cleanup.
-import { mkdtempSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, renameSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -54,6 +54,7 @@ async function open(opts: Partial<PolicyStoreOptions> = {}): Promise<PolicyStore
     log: (level, msg, fields) => logs.push(fields === undefined ? { level, msg } : { level, msg, fields }),
     watch: false,
     debounceMs: 30,
+    settleMs: 20,
     ...opts,
   });
   stores.push(store);
@@ -185,7 +186,7 @@ describe('reload', () => {
     expect(versions).toEqual([1, 2, 3, 3, 4, 5, 6, 7, 8]);
   });
 
-  it('concurrent reloads are serialized, in call order', async () => {
+  it('concurrent reloads are serialized, in call order; requests made while one runs share one later reload', async () => {
     let running = 0;
     let maxRunning = 0;
     const store = await open({
@@ -199,8 +200,9 @@ describe('reload', () => {
     });
     const results = await Promise.all([store.reload('api'), store.refreshCatalog(), store.reload('signal'), store.reload('api')]);
     expect(maxRunning).toBe(1);
-    expect(results.map((r) => (r.ok ? r.version : -1))).toEqual([2, 3, 4, 5]);
-    expect(store.version).toBe(5);
+    // The signal and the second api request arrived while the first reload ran: one reload after it covers both.
+    expect(results.map((r) => (r.ok ? r.version : -1))).toEqual([2, 3, 4, 4]);
+    expect(store.version).toBe(4);
   });
 
   it('a catalog failure on reload still applies the new policy, with the previous catalog', async () => {
@@ -230,6 +232,57 @@ describe('reload', () => {
     expect(store.current.policy.roles).toBe(roles);
     expect(store.current.policy.version).toBe(2);
     expect(store.current.catalog.database).toBe('db2');
+  });
+});
+
+describe('bursts and partial writes', () => {
+  it('a burst of 50 reload requests is at most two reloads, and every caller gets a result', async () => {
+    const store = await open();
+    writeFileSync(file, POLICY_B);
+    const results = await Promise.all(Array.from({ length: 50 }, () => store.reload('signal')));
+    expect(results.every((r) => r.ok)).toBe(true);
+    // One reload ran at once, every later request joined the one pending reload: two catalog reads beyond startup.
+    expect(catalogCalls).toBe(1 + 2);
+    expect(store.version).toBe(3);
+    expect(logs.filter((l) => l.msg === 'policy reloaded')).toHaveLength(2);
+  });
+
+  it('a file rewritten in place in two steps is applied only once complete (read until it settles)', async () => {
+    const store = await open({ watch: true, settleMs: 300 });
+    const seen: CompiledPolicy[] = [];
+    store.onChange((c) => seen.push(c.policy));
+    // The new policy adds a role and keeps the denied column; its first half is valid YAML without deniedColumns.
+    const full = POLICY_A + '  auditor:\n    relations: [public.audit]\n';
+    const cut = full.indexOf('    deniedColumns');
+    const fd = openSync(file, 'w');
+    try {
+      writeSync(fd, full.slice(0, cut));
+      await sleep(150);
+      writeSync(fd, full.slice(cut));
+    } finally {
+      closeSync(fd);
+    }
+    await waitFor(() => store.current.policy.roles.has('auditor'), 'the complete file applied');
+    await sleep(400);
+    // Every policy ever applied is the complete one: the half without deniedColumns never was.
+    expect(seen.length).toBeGreaterThanOrEqual(1);
+    for (const p of seen) expect([...(p.roles.get('analyst')?.deniedColumns.get('public.customers') ?? [])]).toEqual(['ssn']);
+    expect(store.version).toBe(2);
+  });
+
+  it('a file that keeps changing is not applied until it settles', async () => {
+    const store = await open({ settleMs: 50, settleMaxMs: 300 });
+    let n = 0;
+    const writer = setInterval(() => writeFileSync(file, POLICY_B + `# ${n++}\n`), 20);
+    try {
+      const r = await store.reload('api');
+      expect(r.ok).toBe(false);
+      if (!r.ok) expect(r.issues[0]?.message).toMatch(/kept changing/);
+      expect(store.version).toBe(1);
+    } finally {
+      clearInterval(writer);
+    }
+    expect(await store.reload('api')).toMatchObject({ ok: true, version: 2 });
   });
 });
 
