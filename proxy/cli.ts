@@ -24,6 +24,7 @@ function load(configFile: string | undefined) {
   if (!configFile) die(`--config FILE is required\n${USAGE}`);
   const res = loadConfig(configFile);
   if (!res.ok) die(`pgwarden: invalid configuration ${configFile}:\n${formatConfigIssues(res.issues)}`, 1);
+  for (const w of res.warnings) process.stderr.write(`pgwarden: warning: ${w.path}: ${w.message}\n`);
   return res.config;
 }
 

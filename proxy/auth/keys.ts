@@ -1,6 +1,6 @@
 // Key material for tokens: HMAC secret files, PEM / JWK / JWKS files, and remote JWKS, parsed with node:crypto and imported with jose.
 import { createPrivateKey, createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync, type Stats } from 'node:fs';
 import * as jose from 'jose';
 import type { AuthConfig } from '../config/types.ts';
 
@@ -60,6 +60,37 @@ export function readKeyFile(path: string): { ok: true; data: Buffer } | { ok: fa
   } catch (err) {
     return { ok: false, message: describeFsError(path, err) };
   }
+}
+
+/**
+ * Read a file holding a secret (HMAC key, private key, upstream password). Its permissions are checked the way libpq
+ * checks a client key file, with one difference: writable by group or others is refused (anyone in them could
+ * replace the secret), readable by them is a warning (libpq refuses; container runtimes often mount secrets 0644 or
+ * 0440 with a group, see docs/deploy.md). Messages never name the file: a secret written where its path belongs
+ * must not be echoed.
+ */
+export function readSecretFile(path: string): { ok: true; data: Buffer; warning: string | undefined } | { ok: false; message: string } {
+  let st: Stats;
+  let data: Buffer;
+  try {
+    st = statSync(path);
+    data = readFileSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    const why = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' || code === 'EPERM' ? 'is not readable (permission denied)' : code === 'EISDIR' ? 'is a directory' : `cannot be read (${code ?? 'error'})`;
+    return { ok: false, message: `the file it names ${why}` };
+  }
+  const mode = st.mode & 0o777;
+  const octal = mode.toString(8).padStart(4, '0');
+  if ((mode & 0o022) !== 0) {
+    return { ok: false, message: `the file it names is writable by ${mode & 0o020 ? 'its group' : 'others'} (mode ${octal}), so it could be replaced; chmod go-w it` };
+  }
+  // libpq's rule for key files: 0600 or less, or 0640 or less when owned by root (a group of readers the admin chose).
+  const tooOpen = (mode & 0o004) !== 0 || ((mode & 0o040) !== 0 && st.uid !== 0);
+  const warning = tooOpen
+    ? `the file it names is readable by ${(mode & 0o004) !== 0 ? 'every user' : 'its group'} (mode ${octal}); make it 0600 (or 0640 owned by root), as libpq requires of key files`
+    : undefined;
+  return { ok: true, data, warning };
 }
 
 export function describeFsError(path: string, err: unknown): string {

@@ -13,6 +13,7 @@ import {
   isSupportedAlgorithm,
   parseKeyText,
   readKeyFile,
+  readSecretFile,
   trimTrailingNewlines,
   type KeyMaterial,
 } from '../auth/keys.ts';
@@ -26,7 +27,8 @@ export interface ConfigIssue {
   message: string;
 }
 
-export type LoadResult = { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] };
+/** `warnings`: accepted but worth fixing (a secret file readable by other users); the CLI prints them. */
+export type LoadResult = { ok: true; config: Config; warnings: ConfigIssue[] } | { ok: false; issues: ConfigIssue[] };
 
 export interface LoadOptions {
   /** Environment to read PGWARDEN_* settings and upstream.passwordEnv from; process.env when absent. */
@@ -49,6 +51,13 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
   const issues: ConfigIssue[] = [];
   const issue = (path: string, message: string): void => {
     issues.push({ path, message });
+  };
+  const warnings: ConfigIssue[] = [];
+  /** Reads a secret file, its permission warning noted under `path`. */
+  const secret = (path: string, file: string): ReturnType<typeof readSecretFile> => {
+    const read = readSecretFile(file);
+    if (read.ok && read.warning !== undefined) warnings.push({ path, message: read.warning });
+    return read;
   };
 
   // 1. Read and parse. A file that cannot be parsed yields no settings to check, so stop here.
@@ -106,10 +115,10 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
 
   // 4. Rules that span settings, and the files they name.
   const get = <T>(key: SettingKey): T | undefined => values.get(key) as T | undefined;
-  const upstreamPassword = checkUpstream(get, env, issue);
+  const upstreamPassword = checkUpstream(get, env, issue, secret);
   const sslRootCert = checkSslRootCert(get, issue);
-  checkListenTls(get, sectionGiven('listen.tls'), issue);
-  checkAuth(get, provided, issue);
+  checkListenTls(get, sectionGiven('listen.tls'), issue, secret);
+  checkAuth(get, provided, issue, secret);
   checkPolicyFile(get<string>('policyFile'), issue);
   const peers = parsePeers(get<string[]>('cluster.peers') ?? [], get<number>('cluster.replicaId') ?? 0, issue);
   const metricsEnabled = sectionGiven('metrics');
@@ -153,6 +162,8 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
       sslmode: must('upstream.sslmode'),
       sslRootCert,
       connectTimeout: must('upstream.connectTimeout'),
+      checkInterval: must('upstream.checkInterval'),
+      checkTimeout: must('upstream.checkTimeout'),
     },
     auth,
     policyFile: must('policyFile'),
@@ -179,6 +190,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
     audit: {
       destination: resolveDestination(must('audit.destination'), baseDir),
       sql: must('audit.sql'),
+    shutdown: { drainTimeout: must('shutdown.drainTimeout') },
       onFailure: must('audit.onFailure'),
     },
     revocation: {
@@ -194,7 +206,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
         : undefined,
     },
   };
-  return { ok: true, config: deepFreeze(config) };
+  return { ok: true, config: deepFreeze(config), warnings };
 }
 
 /** Peers are written "id@host:port"; ids are 0..127 and distinct from ours and each other. */
@@ -376,7 +388,10 @@ function parseSetting(setting: Setting, v: unknown, baseDir: string): Parsed {
       }
     }
     case 'envName':
-      return typeof v === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(v) ? { value: v } : { error: `not an environment variable name (${show(v)})` };
+      // The value is not shown: what is written here instead of a name is usually the secret itself.
+      return typeof v === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(v)
+        ? { value: v }
+        : { error: 'not an environment variable name (letters, digits and _, not starting with a digit); the value is not shown, in case it is the secret itself' };
     default: {
       const never: never = setting.type;
       return never;
@@ -402,27 +417,29 @@ function isNonEmptyStringList(v: unknown): v is string[] {
 type Getter = <T>(key: SettingKey) => T | undefined;
 type IssueFn = (path: string, message: string) => void;
 
-function checkUpstream(get: Getter, env: NodeJS.ProcessEnv, issue: IssueFn): string | undefined {
+// Secrets are never echoed: not a password placed where its variable's name belongs, nor a file path that may be one.
+function checkUpstream(get: Getter, env: NodeJS.ProcessEnv, issue: IssueFn, secret: SecretReader): string | undefined {
   const file = get<string>('upstream.passwordFile');
+type SecretReader = (path: string, file: string) => ReturnType<typeof readSecretFile>;
   const envName = get<string>('upstream.passwordEnv');
   if (file !== undefined && envName !== undefined) {
     issue('upstream', 'set only one of passwordFile and passwordEnv');
     return undefined;
   }
   if (file !== undefined) {
-    const read = readKeyFile(file);
+    const read = secret('upstream.passwordFile', file);
     if (!read.ok) {
       issue('upstream.passwordFile', read.message);
       return undefined;
     }
     const password = Buffer.from(trimTrailingNewlines(read.data)).toString('utf8');
-    if (password.length === 0) issue('upstream.passwordFile', `file ${file} is empty`);
+    if (password.length === 0) issue('upstream.passwordFile', 'the file it names is empty');
     return password;
   }
   if (envName !== undefined) {
     const password = env[envName];
-    if (password === undefined) issue('upstream.passwordEnv', `environment variable ${envName} is not set`);
-    else if (password === '') issue('upstream.passwordEnv', `environment variable ${envName} is empty`);
+    if (password === undefined) issue('upstream.passwordEnv', 'the environment variable it names is not set (the name is not shown, in case it is the password itself)');
+    else if (password === '') issue('upstream.passwordEnv', 'the environment variable it names is empty');
     return password;
   }
   return undefined; // trust / peer authentication upstream
@@ -443,7 +460,7 @@ function checkSslRootCert(get: Getter, issue: IssueFn): string | undefined {
   return pem;
 }
 
-function checkListenTls(get: Getter, given: boolean, issue: IssueFn): void {
+function checkListenTls(get: Getter, given: boolean, issue: IssueFn, secret: SecretReader): void {
   if (!given) return;
   const files = [
     ['listen.tls.certFile', '-----BEGIN CERTIFICATE-----', 'PEM certificate'],
@@ -452,13 +469,13 @@ function checkListenTls(get: Getter, given: boolean, issue: IssueFn): void {
   for (const [key, marker, what] of files) {
     const file = get<string>(key);
     if (file === undefined) continue;
-    const read = readKeyFile(file);
+    const read = key === 'listen.tls.keyFile' ? secret(key, file) : readKeyFile(file);
     if (!read.ok) issue(key, read.message);
-    else if (!read.data.toString('utf8').includes(marker)) issue(key, `file ${file} holds no ${what}`);
+    else if (!read.data.toString('utf8').includes(marker)) issue(key, key === 'listen.tls.keyFile' ? `the file it names holds no ${what}` : `file ${file} holds no ${what}`);
   }
 }
 
-function checkAuth(get: Getter, provided: ReadonlySet<string>, issue: IssueFn): void {
+function checkAuth(get: Getter, provided: ReadonlySet<string>, issue: IssueFn, secret: SecretReader): void {
   const secretFile = get<string>('auth.secretFile');
   const publicKeyFile = get<string>('auth.publicKeyFile');
   const jwksUrl = get<string>('auth.jwksUrl');
@@ -483,7 +500,7 @@ function checkAuth(get: Getter, provided: ReadonlySet<string>, issue: IssueFn): 
   }
 
   if (secretFile !== undefined) {
-    const read = readKeyFile(secretFile);
+    const read = secret('auth.secretFile', secretFile);
     if (!read.ok) issue('auth.secretFile', read.message);
     else {
       const length = trimTrailingNewlines(read.data).length;
@@ -519,7 +536,7 @@ function checkAuth(get: Getter, provided: ReadonlySet<string>, issue: IssueFn): 
       issue('auth.privateKeyFile', 'is not used with auth.secretFile (HS* tokens are minted with the secret)');
       return;
     }
-    const material = readKeyMaterial('auth.privateKeyFile', privateKeyFile, 'private', issue);
+    const material = readKeyMaterial('auth.privateKeyFile', privateKeyFile, 'private', issue, secret);
     const first = algorithms[0];
     const key = material?.keys[0];
     if (material === undefined || key === undefined || first === undefined || !isSupportedAlgorithm(first)) return;
@@ -532,15 +549,15 @@ function checkAuth(get: Getter, provided: ReadonlySet<string>, issue: IssueFn): 
   }
 }
 
-function readKeyMaterial(path: string, file: string, want: 'public' | 'private', issue: IssueFn): KeyMaterial | undefined {
-  const read = readKeyFile(file);
+function readKeyMaterial(path: string, file: string, want: 'public' | 'private', issue: IssueFn, secret?: SecretReader): KeyMaterial | undefined {
+  const read = secret ? secret(path, file) : readKeyFile(file);
   if (!read.ok) {
     issue(path, read.message);
     return undefined;
   }
   const parsed = parseKeyText(read.data.toString('utf8'), want);
   if (!parsed.ok) {
-    issue(path, `file ${file} ${parsed.message}`);
+    issue(path, secret ? `the file it names ${parsed.message}` : `file ${file} ${parsed.message}`);
     return undefined;
   }
   return parsed.material;

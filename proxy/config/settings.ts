@@ -53,6 +53,8 @@ export const settings = [
   { key: 'upstream.sslmode', type: 'enum', values: ['disable', 'require', 'verify-full'], default: 'disable', env: 'PGWARDEN_UPSTREAM_SSLMODE', doc: 'TLS to the upstream: disable, require (no verification) or verify-full (CA + host name)' },
   { key: 'upstream.sslRootCert', type: 'path', doc: 'PEM CA bundle for sslmode verify-full; the system store when unset' },
   { key: 'upstream.connectTimeout', type: 'duration', default: 10_000, min: 1, doc: 'time allowed to connect and log in to the upstream' },
+  { key: 'upstream.checkInterval', type: 'duration', default: 30_000, doc: 'an idle session (no statement running, no transaction open) checks its upstream connection this often with a Sync round trip; 0 turns it off' },
+  { key: 'upstream.checkTimeout', type: 'duration', default: 10_000, min: 1, doc: 'time the upstream has to answer that check before the session ends with 08006 (the upstream connection was lost)' },
 
   { key: 'auth.issuer', type: 'stringOrList', required: true, doc: 'accepted token "iss" value(s)' },
   { key: 'auth.audience', type: 'stringOrList', required: true, doc: 'accepted token "aud" value(s); a token must name one of them' },
@@ -105,6 +107,8 @@ export const settings = [
 
   { key: 'log.level', type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info', env: 'PGWARDEN_LOG_LEVEL', doc: 'log level' },
 ] as const satisfies readonly Setting[];
+
+  { key: 'shutdown.drainTimeout', type: 'duration', default: 10_000, min: 1_000, max: 10 * 60_000, doc: 'SIGTERM to exit at most: running statements may finish until the last 2 s (a quarter, when shorter), then every session ends and pgwarden exits' },
 
 export type SettingKey = (typeof settings)[number]['key'];
 

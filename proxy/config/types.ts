@@ -20,6 +20,9 @@ export interface UpstreamConfig {
   /** PEM CA bundle contents for verify-full; undefined uses the system store. */
   sslRootCert: string | undefined;
   connectTimeout: Millis;
+  /** Idle sessions check their upstream connection this often (0: never), and end when it does not answer in checkTimeout. Optional for hand-built configs (30 s / 10 s). */
+  checkInterval?: Millis;
+  checkTimeout?: Millis;
 }
 
 export interface AuthConfig {
@@ -83,6 +86,8 @@ export interface Config {
     file: string | undefined;
     /** revocation.file missing at startup: refuse to start (loadConfig's default) or start empty (absent: empty, for hand-built configs). */
     fileMissing?: 'refuse' | 'empty';
+  /** SIGTERM: the most time from the signal to exit (default 10 s when absent). */
+  shutdown?: { drainTimeout: Millis };
     table: { schema: string; name: string; channel: string; refreshMs: number } | undefined;
   };
 }

@@ -1,5 +1,5 @@
 // loadConfig: the documented example loads with its defaults, and every kind of mistake is reported at once with its key path.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { formatConfigIssues, loadConfig, type ConfigIssue } from '../../../proxy/config/load.ts';
@@ -68,6 +68,8 @@ describe('the documented example', () => {
       sslmode: 'disable',
       sslRootCert: undefined,
       connectTimeout: 10_000,
+      checkInterval: 30_000,
+      checkTimeout: 10_000,
     });
     expect(config.auth).toEqual({
       issuer: 'pgwarden-dev',
@@ -93,9 +95,12 @@ describe('the documented example', () => {
       maxClientConnections: 1000,
       maxUnauthenticated: 256,
       maxUnauthenticatedPerAddress: 32,
-      idleSessionTimeout: 0,
+      idleSessionTimeout: 5 * 60_000,
       maxSessionsPerSub: 50,
       maxSessionsPerAgent: 100,
+      loginFailuresPerMinute: 30,
+      cancelRequestsPerMinute: 60,
+      maxUpstreamConnections: 0,
     });
     expect(config.log).toEqual({ level: 'info' });
   });
@@ -213,7 +218,46 @@ describe('upstream', () => {
     const text = minimal().replace('user: pgwarden }', 'user: pgwarden, passwordEnv: PG_UP_PASS }');
     expect(loadOk(text, { PG_UP_PASS: 'from-env' }).upstream.password).toBe('from-env');
     const issues = loadIssues(text, {});
-    expect(issues).toEqual([{ path: 'upstream.passwordEnv', message: 'environment variable PG_UP_PASS is not set' }]);
+    expect(issues).toEqual([{ path: 'upstream.passwordEnv', message: expect.stringContaining('the environment variable it names is not set') }]);
+  });
+
+  it('never echoes a secret written where its name or path belongs', () => {
+    // A password pasted into passwordEnv: not a variable name, or (name-shaped) a variable that is not set.
+    for (const pasted of ['hunter2!Secret#pw', 'Tr0ub4dorAndThree']) {
+      const text = minimal().replace('user: pgwarden }', `user: pgwarden, passwordEnv: "${pasted}" }`);
+      const issues = loadIssues(text, {});
+      expect(paths(issues)).toEqual(['upstream.passwordEnv']);
+      expect(formatConfigIssues(issues)).not.toContain(pasted);
+    }
+    // The same through the environment variable is impossible (passwordEnv has none), and a password pasted into
+    // passwordFile or secretFile is a path that does not exist: the error says so without naming it.
+    const file = loadIssues(minimal().replace('user: pgwarden }', 'user: pgwarden, passwordFile: "c0rrect-horse-battery" }'));
+    expect(file).toEqual([{ path: 'upstream.passwordFile', message: 'the file it names does not exist' }]);
+    const hmac = loadIssues(minimal('  algorithms: [HS256]\n  secretFile: "kQ8vZ2-not-a-path-but-a-key"\n'));
+    expect(hmac).toEqual([{ path: 'auth.secretFile', message: 'the file it names does not exist' }]);
+    expect(formatConfigIssues(hmac)).not.toContain('kQ8vZ2');
+  });
+
+  it('refuses secret files others can write and warns about ones others can read (libpq\'s rule for key files)', () => {
+    const pw = join(dir, 'secrets', 'upstream-password');
+    const secretFile = join(dir, 'secrets', 'jwt-secret');
+    const text = minimal().replace('user: pgwarden }', 'user: pgwarden, passwordFile: ./secrets/upstream-password }');
+    chmodSync(pw, 0o600);
+    chmodSync(secretFile, 0o600);
+    const tight = loadConfig(write(text), { env: {} });
+    expect(tight.ok && tight.warnings).toEqual([]);
+    chmodSync(pw, 0o644);
+    const readable = loadConfig(write(text), { env: {} });
+    expect(readable.ok && readable.warnings).toEqual([{ path: 'upstream.passwordFile', message: expect.stringMatching(/readable by every user \(mode 0644\).*0600/) }]);
+    // Group-readable is fine only for a file root owns (as libpq allows); the test user is not root.
+    chmodSync(pw, 0o640);
+    const group = loadConfig(write(text), { env: {} });
+    if (process.getuid?.() !== 0) expect(group.ok && group.warnings).toEqual([{ path: 'upstream.passwordFile', message: expect.stringContaining('readable by its group') }]);
+    chmodSync(pw, 0o600);
+    chmodSync(secretFile, 0o620);
+    expect(loadIssues(text)).toEqual([{ path: 'auth.secretFile', message: expect.stringMatching(/writable by its group \(mode 0620\)/) }]);
+    chmodSync(secretFile, 0o602);
+    expect(loadIssues(text)).toEqual([{ path: 'auth.secretFile', message: expect.stringMatching(/writable by others/) }]);
   });
 
   it('refuses both passwordFile and passwordEnv, a missing passwordFile, and a CA without verify-full', () => {
