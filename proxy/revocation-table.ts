@@ -1,15 +1,40 @@
-// The fleet revocation source: a table in the upstream database, re-read on LISTEN/NOTIFY, on reconnect and on a timer, so every pgwarden sees a revocation within a second.
+// The fleet revocation source: a table in the upstream database, read incrementally (only rows changed since the last read) on LISTEN/NOTIFY and a timer, and in full, page by page, on connect, on a schedule and when rows were deleted or updated.
+//
+// Incremental reads: every row carries `changed_xid`, the id of the transaction that last wrote it (a BEFORE trigger
+// sets it). A read in one REPEATABLE READ snapshot takes the rows with changed_xid >= the previous read's snapshot
+// xmin, the oldest transaction still running then: whatever committed since, or was still open, is at or above it,
+// whatever order the transactions commit in. Rows are re-read at most a little (idempotent), never missed.
+// Incremental reads only add: a DELETE, an UPDATE that shortens or moves a revocation, or a TRUNCATE lifts it at the
+// next full read (their NOTIFY asks for one, rate-limited; the schedule and SIGHUP also run one). Until then the old
+// revocation stays in force, which is the safe direction.
+//
+// A NOTIFY from anyone costs at most an incremental read: notifications only set flags, one read runs at a time,
+// reads are spaced, and full reads asked for by a notification come from a small budget refilled at a rate that
+// keeps them under a tenth of the time. A full read pages through the table by primary key, yielding to the event
+// loop between pages, and the index in force keeps answering until the read sweeps what it did not see.
 //
 // Staleness: while the connection is down the last list read stays in force (fail closed for what is known) and
-// revocations made meanwhile are seen on reconnect; the safety-net timer also covers a NOTIFY lost to a silently
-// dead connection. `connected` and `lastLoadedAt` let the lead export that state as health/metrics.
+// revocations made meanwhile are seen on reconnect; health() exports that state for metrics and readiness.
 import pg from 'pg';
 import type { Identity } from './auth/jwt.ts';
 import type { UpstreamConfig } from './config/types.ts';
 import { pgSslOptions } from './upstream/connect.ts';
-import { reasonText, RevocationIndex, type RevocationEntry, type RevocationListener, type RevocationLog, type RevocationSource } from './revocation.ts';
+import { MAX_LISTED_CHANGES, RevocationIndex, type ChangeList } from './revocation-index.ts';
+import {
+  emitChange,
+  reasonText,
+  type RevocationEntry,
+  type RevocationHealth,
+  type RevocationListener,
+  type RevocationLog,
+  type RevocationReadInfo,
+  type RevocationSource,
+} from './revocation.ts';
 
 export const DEFAULT_REVOCATION_CHANNEL = 'pgwarden_revocations';
+
+/** A listener down for longer than this makes /readyz answer not ready: the replica may be missing revocations. */
+export const REVOCATION_LISTENER_DOWN_NOT_READY_MS = 60_000;
 
 export interface TableRevocationsOptions {
   /** How to reach the database: pgwarden's upstream credentials (see `revocationClientConfig`). */
@@ -18,12 +43,25 @@ export interface TableRevocationsOptions {
   table: string;
   /** NOTIFY channel the trigger signals. Default 'pgwarden_revocations'. */
   channel?: string;
-  /** Safety-net re-read interval. Default 30 s. */
+  /** Safety-net incremental read (a NOTIFY lost to a dead connection). Default 30 s; 0 turns it off. */
   refreshMs?: number;
+  /** Scheduled full read (deletes whose NOTIFY was lost, expired rows pruned). Default 5 min; 0 turns it off. */
+  fullRefreshMs?: number;
+  /**
+   * Full reads asked for by notifications (DELETE, UPDATE, TRUNCATE): two at once, then one per this interval or ten
+   * times the last full read's duration, whichever is longer. Default 10 s.
+   */
+  minFullReadIntervalMs?: number;
+  /** Least time between the end of one read and the start of the next. Default 50 ms. */
+  minReadIntervalMs?: number;
+  /** Rows per page of a read. Default 5,000. */
+  pageSize?: number;
   /** Reconnect backoff bounds. Defaults 250 ms … 30 s (doubling, with jitter). */
   minBackoffMs?: number;
   maxBackoffMs?: number;
   log?: RevocationLog;
+  /** Called after every read (metrics). */
+  onRead?: (info: RevocationReadInfo) => void;
 }
 
 /** pg settings for the listener from the upstream config (a dedicated connection, never a client session's). */
@@ -37,23 +75,29 @@ export function revocationClientConfig(u: UpstreamConfig): pg.ClientConfig {
     application_name: 'pgwarden:revocations',
     connectionTimeoutMillis: u.connectTimeout,
     keepAlive: true,
-    // A wedged read must not hold the list hostage; the next tick retries.
+    // A wedged read must not hold the list hostage; the next tick retries. Each query is one page.
     query_timeout: 10_000,
     ssl: pgSslOptions(u),
   };
 }
 
 /**
- * SQL that creates the revocation table (one of jti/sub/agent per row), a statement-level trigger that NOTIFYs on
- * INSERT/UPDATE/DELETE/TRUNCATE, and closes it to PUBLIC. Idempotent. Run it as an administrator, then
+ * SQL that creates the revocation table (one of jti/sub/agent per row), the `changed_xid` column and its BEFORE
+ * trigger (incremental reads), a statement-level trigger that NOTIFYs on INSERT/UPDATE/DELETE/TRUNCATE with the
+ * operation as payload, and closes it to PUBLIC. Idempotent, and it migrates a table created by an older pgwarden
+ * (adds the column, its index and trigger). Run it as an administrator, then
  * `GRANT USAGE ON SCHEMA <schema> TO pgwarden; GRANT SELECT ON <schema>.<table> TO pgwarden;` — pgwarden needs only
  * SELECT, so the sessions it brokers (which log in as the same upstream user) can never delete a revocation.
+ * Needs PostgreSQL 13 or later (xid8).
  */
 export function REVOCATION_TABLE_SQL(schema: string, table: string, channel: string = DEFAULT_REVOCATION_CHANNEL): string {
   const s = pg.escapeIdentifier(schema);
   const t = `${s}.${pg.escapeIdentifier(table)}`;
   const fn = `${s}.${pg.escapeIdentifier(`${table}_notify`)}`;
   const trg = pg.escapeIdentifier(`${table}_notify`);
+  const stampFn = `${s}.${pg.escapeIdentifier(`${table}_stamp`)}`;
+  const stamp = pg.escapeIdentifier(`${table}_stamp`);
+  const idx = pg.escapeIdentifier(`${table}_changed_xid`);
   const ch = pg.escapeLiteral(channel);
   return `CREATE SCHEMA IF NOT EXISTS ${s};
 CREATE TABLE IF NOT EXISTS ${t} (
@@ -65,9 +109,21 @@ CREATE TABLE IF NOT EXISTS ${t} (
   expires_at  timestamptz,
   created_at  timestamptz NOT NULL DEFAULT now(),
   created_by  text NOT NULL DEFAULT current_user,
+  changed_xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
   CONSTRAINT ${pg.escapeIdentifier(`${table}_one_key`)} CHECK (num_nonnulls(jti, sub, agent) = 1)
 );
+ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS changed_xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX IF NOT EXISTS ${idx} ON ${t} (changed_xid);
 REVOKE ALL ON ${t} FROM PUBLIC;
+CREATE OR REPLACE FUNCTION ${stampFn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  NEW.changed_xid := pg_current_xact_id();
+  RETURN NEW;
+END
+$fn$;
+DROP TRIGGER IF EXISTS ${stamp} ON ${t};
+CREATE TRIGGER ${stamp} BEFORE INSERT OR UPDATE ON ${t}
+  FOR EACH ROW EXECUTE FUNCTION ${stampFn}();
 CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
   PERFORM pg_notify(${ch}, TG_OP);
@@ -109,30 +165,60 @@ export function rowsToEntries(
   return out;
 }
 
+/** Row of a read, in array mode: id (text), jti, sub, agent, reason, expiry in ms since the epoch (null: never). */
+type Row = [string | null, string | null, string | null, string | null, string | null, number | null];
+
+/** Counts since open, for metrics and tests. */
+export interface TableRevocationStats {
+  notifications: number;
+  fullReads: number;
+  incrementalReads: number;
+  failedReads: number;
+}
+
+const FULL_READ_BUDGET = 2;
+/** A full read asked for by a notification waits until full reads have taken at most this share of the time. */
+const FULL_READ_SHARE = 0.1;
+
 export class TableRevocations implements RevocationSource {
   #opts: TableRevocationsOptions;
   #log: RevocationLog;
-  #index = new RevocationIndex([]);
+  #index = new RevocationIndex();
   #listeners = new Set<RevocationListener>();
   #client: pg.Client | undefined;
   #closed = false;
   #connected = false;
+  #downSince: number | undefined;
   #lastLoadedAt: number | undefined;
   #backoff: number;
   #reconnectTimer: NodeJS.Timeout | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
-  #refreshing: Promise<void> | undefined;
-  #refreshAgain = false;
-  readonly #selectSql: string;
+  #fullTimer: NodeJS.Timeout | undefined;
+  #budgetTimer: NodeJS.Timeout | undefined;
+  /** The table has changed_xid (incremental reads) and id (paged full reads); learnt at each connect. */
+  #hasXid = false;
+  #hasId = false;
+  /** Snapshot xmin of the last incremental (or first full) read: the next incremental read starts there. */
+  #watermark: string | undefined;
+  #wantIncremental = false;
+  #wantFull: 'forced' | 'asked' | undefined;
+  #fullWaiters: (() => void)[] = [];
+  #pumping: Promise<void> | undefined;
+  #lastReadEnd = 0;
+  #budget = FULL_READ_BUDGET;
+  #lastFullMs = 0;
+  #stats: TableRevocationStats = { notifications: 0, fullReads: 0, incrementalReads: 0, failedReads: 0 };
+  readonly #t: string;
   readonly #listenSql: string;
+  readonly #channel: string;
 
   private constructor(opts: TableRevocationsOptions) {
     this.#opts = opts;
     this.#log = opts.log ?? (() => {});
     this.#backoff = opts.minBackoffMs ?? 250;
-    const t = `${pg.escapeIdentifier(opts.schema)}.${pg.escapeIdentifier(opts.table)}`;
-    this.#selectSql = `SELECT jti, sub, agent, reason, expires_at FROM ${t} WHERE expires_at IS NULL OR expires_at > now()`;
-    this.#listenSql = `LISTEN ${pg.escapeIdentifier(opts.channel ?? DEFAULT_REVOCATION_CHANNEL)}`;
+    this.#t = `${pg.escapeIdentifier(opts.schema)}.${pg.escapeIdentifier(opts.table)}`;
+    this.#channel = opts.channel ?? DEFAULT_REVOCATION_CHANNEL;
+    this.#listenSql = `LISTEN ${pg.escapeIdentifier(this.#channel)}`;
   }
 
   /**
@@ -142,7 +228,7 @@ export class TableRevocations implements RevocationSource {
   static async open(opts: TableRevocationsOptions): Promise<TableRevocations> {
     const src = new TableRevocations(opts);
     await src.#connect();
-    src.#armRefreshTimer();
+    src.#armTimers();
     return src;
   }
 
@@ -155,8 +241,23 @@ export class TableRevocations implements RevocationSource {
     return this.#lastLoadedAt;
   }
 
+  /** Every entry, one per identifier (built on demand; O(entries)). */
   get entries(): readonly RevocationEntry[] {
     return this.#index.entries;
+  }
+
+  /** Identifiers revoked now. */
+  get size(): number {
+    return this.#index.size;
+  }
+
+  /** Whether reads are incremental (the table has changed_xid) or every read is a full one (a table not yet migrated). */
+  get incremental(): boolean {
+    return this.#hasXid;
+  }
+
+  get stats(): Readonly<TableRevocationStats> {
+    return { ...this.#stats };
   }
 
   match(id: Identity, now = Date.now()): { reason: string } | undefined {
@@ -168,20 +269,31 @@ export class TableRevocations implements RevocationSource {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Re-reads the table now (SIGHUP). Concurrent calls coalesce into at most one more read. */
-  async reload(): Promise<void> {
-    await this.#refresh();
+  health(): RevocationHealth {
+    return { source: 'table', up: this.#connected, downSince: this.#downSince, entries: this.#index.size, lastReadAt: this.#lastLoadedAt };
+  }
+
+  /** Re-reads the whole table now (SIGHUP); resolves once a full read that started after this call has ended. */
+  reload(): Promise<void> {
+    if (this.#closed || !this.#client) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      this.#fullWaiters.push(resolve);
+      this.#wantFull = 'forced';
+      this.#kick();
+    });
   }
 
   async close(): Promise<void> {
     this.#closed = true;
-    if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
+    for (const t of [this.#reconnectTimer, this.#fullTimer, this.#budgetTimer]) if (t) clearTimeout(t);
     if (this.#refreshTimer) clearInterval(this.#refreshTimer);
     this.#listeners.clear();
+    this.#resolveFullWaiters();
     const c = this.#client;
     this.#client = undefined;
     this.#connected = false;
     if (c) await c.end().catch(() => {});
+    await this.#pumping;
   }
 
   async #connect(): Promise<void> {
@@ -190,25 +302,52 @@ export class TableRevocations implements RevocationSource {
     client.on('error', (err) => this.#lost(client, err));
     client.on('end', () => this.#lost(client, undefined));
     client.on('notification', (n) => {
-      if (n.channel === (this.#opts.channel ?? DEFAULT_REVOCATION_CHANNEL)) void this.#refresh();
+      if (n.channel !== this.#channel) return;
+      this.#stats.notifications++;
+      // Anyone with CONNECT can NOTIFY: the payload is only a hint, and what it can cost is bounded (see #pump).
+      if (n.payload === 'DELETE' || n.payload === 'UPDATE' || n.payload === 'TRUNCATE') this.#wantFull ??= 'asked';
+      this.#wantIncremental = true;
+      this.#kick();
     });
     try {
       await client.connect();
       await client.query(this.#listenSql);
-      // LISTEN first, then read: a change committed between the two is either in the read or NOTIFYs us.
-      const rows = await this.#read(client);
+      const cols = await client.query<{ attname: string }>(
+        `SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attname IN ('id', 'changed_xid') AND attnum > 0 AND NOT attisdropped`,
+        [this.#t],
+      );
+      const names = new Set(cols.rows.map((r) => r.attname));
+      this.#hasXid = names.has('changed_xid');
+      this.#hasId = names.has('id');
+      if (!this.#hasXid) {
+        this.#log('warn', 'revocation table has no changed_xid column: every read is a full read; run REVOCATION_TABLE_SQL again to migrate it (docs/revocation.md)', {
+          schema: this.#opts.schema,
+          table: this.#opts.table,
+        });
+      }
+      // LISTEN first, then read: a change committed between the two is either in the read or NOTIFYs us. Whatever
+      // happened while disconnected is in this full read; incremental reads continue from its snapshot.
+      this.#watermark = undefined;
+      await this.#fullRead(client, false);
       if (this.#closed) {
         await client.end().catch(() => {});
         return;
       }
       this.#client = client;
       this.#connected = true;
+      this.#downSince = undefined;
       this.#backoff = this.#opts.minBackoffMs ?? 250;
-      this.#apply(rows);
-      this.#log('info', 'revocation table listener connected', { schema: this.#opts.schema, table: this.#opts.table, entries: rows.length });
+      this.#log('info', 'revocation table listener connected', {
+        schema: this.#opts.schema,
+        table: this.#opts.table,
+        entries: this.#index.size,
+        incremental: this.#hasXid,
+      });
+      if (this.#wantIncremental || this.#wantFull) this.#kick();
     } catch (err) {
       client.removeAllListeners('end');
       client.removeAllListeners('error');
+      client.removeAllListeners('notification');
       client.on('error', () => {});
       await client.end().catch(() => {});
       throw err;
@@ -219,13 +358,15 @@ export class TableRevocations implements RevocationSource {
     if (client !== this.#client || this.#closed) return;
     this.#client = undefined;
     this.#connected = false;
+    this.#downSince = Date.now();
     client.removeAllListeners('notification');
     // pg may emit 'error' again while ending; swallow it, the connection is already abandoned.
     client.on('error', () => {});
     client.end().catch(() => {});
+    this.#resolveFullWaiters();
     this.#log('warn', 'revocation table listener lost its connection; keeping the last list and reconnecting', {
       error: err?.message,
-      entries: this.#index.entries.length,
+      entries: this.#index.size,
     });
     this.#scheduleReconnect();
   }
@@ -247,58 +388,222 @@ export class TableRevocations implements RevocationSource {
     this.#reconnectTimer.unref();
   }
 
-  #armRefreshTimer(): void {
-    const ms = this.#opts.refreshMs ?? 30_000;
-    if (ms <= 0) return;
-    this.#refreshTimer = setInterval(() => void this.#refresh(), ms);
-    this.#refreshTimer.unref();
+  #armTimers(): void {
+    const refresh = this.#opts.refreshMs ?? 30_000;
+    if (refresh > 0) {
+      this.#refreshTimer = setInterval(() => {
+        this.#wantIncremental = true;
+        this.#kick();
+      }, refresh);
+      this.#refreshTimer.unref();
+    }
+    this.#scheduleFull();
   }
 
-  /** One read at a time; a NOTIFY during a read schedules exactly one more, so bursts cost two reads. */
-  #refresh(): Promise<void> {
-    if (this.#refreshing) {
-      this.#refreshAgain = true;
-      return this.#refreshing;
-    }
-    const run = async () => {
-      do {
-        this.#refreshAgain = false;
-        const client = this.#client;
-        if (!client || this.#closed) return;
-        try {
-          this.#apply(await this.#read(client));
-        } catch (err) {
-          // A failed read on a live-looking connection means it is not live: drop it and reconnect.
-          this.#log('warn', 'revocation table read failed', { error: err instanceof Error ? err.message : String(err) });
-          this.#lost(client, err instanceof Error ? err : new Error(String(err)));
+  #scheduleFull(): void {
+    const full = this.#opts.fullRefreshMs ?? 300_000;
+    if (full <= 0 || this.#closed) return;
+    if (this.#fullTimer) clearTimeout(this.#fullTimer);
+    this.#fullTimer = setTimeout(() => {
+      this.#fullTimer = undefined;
+      this.#wantFull = 'forced';
+      this.#kick();
+    }, full);
+    this.#fullTimer.unref();
+  }
+
+  /** Starts the read loop unless it runs already (then the flags it will see are set: one read queued at most). */
+  #kick(): void {
+    if (this.#pumping || this.#closed || !this.#client) return;
+    this.#pumping = this.#pump().finally(() => {
+      this.#pumping = undefined;
+      // A flag set while the loop was finishing (after its last check) starts it again.
+      if ((this.#wantIncremental || this.#wantFull === 'forced') && this.#client && !this.#closed) this.#kick();
+    });
+  }
+
+  async #pump(): Promise<void> {
+    for (;;) {
+      const client = this.#client;
+      if (!client || this.#closed) return;
+      // Reads are spaced: a storm of notifications is at most one read per interval, whatever its rate.
+      const wait = this.#lastReadEnd + (this.#opts.minReadIntervalMs ?? 50) - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      if (this.#client !== client || this.#closed) return;
+      let full = this.#wantFull === 'forced';
+      if (!full && this.#wantFull === 'asked') {
+        if (this.#budget > 0) {
+          this.#budget--;
+          full = true;
+        } else this.#refillLater();
+      }
+      // A table without changed_xid can only be read in full; notifications then draw on the same budget.
+      if (!full && this.#wantIncremental && !this.#hasXid) {
+        this.#wantIncremental = false;
+        this.#wantFull ??= 'asked';
+        if (this.#budget > 0) {
+          this.#budget--;
+          full = true;
+        } else {
+          this.#refillLater();
           return;
         }
-      } while (this.#refreshAgain);
-    };
-    this.#refreshing = run().finally(() => {
-      this.#refreshing = undefined;
-    });
-    return this.#refreshing;
-  }
-
-  async #read(client: pg.Client): Promise<RevocationEntry[]> {
-    const res = await client.query<{ jti: string | null; sub: string | null; agent: string | null; reason: string | null; expires_at: Date | number | null }>(this.#selectSql);
-    return rowsToEntries(res.rows, this.#log);
-  }
-
-  #apply(entries: RevocationEntry[]): void {
-    this.#lastLoadedAt = Date.now();
-    const next = new RevocationIndex(entries);
-    const { added, removed } = this.#index.diff(next);
-    if (added.length === 0 && removed.length === 0) return;
-    this.#index = next;
-    const change = { source: 'table' as const, entries: next.entries.length, added, removed };
-    for (const l of [...this.#listeners]) {
-      try {
-        l(change);
-      } catch (err) {
-        this.#log('error', 'revocation change listener failed', { error: err instanceof Error ? err.message : String(err) });
       }
+      try {
+        if (full) await this.#fullRead(client, true);
+        else if (this.#wantIncremental) await this.#incrementalRead(client);
+        else return;
+      } catch (err) {
+        // A failed read on a live-looking connection means it is not live: drop it and reconnect.
+        this.#log('warn', 'revocation table read failed', { error: err instanceof Error ? err.message : String(err) });
+        this.#lost(client, err instanceof Error ? err : new Error(String(err)));
+        return;
+      } finally {
+        this.#lastReadEnd = Date.now();
+      }
+    }
+  }
+
+  /** Gives back one full read to the notification budget after the interval that keeps full reads rare. */
+  #refillLater(): void {
+    if (this.#budgetTimer || this.#closed) return;
+    const interval = Math.max(this.#opts.minFullReadIntervalMs ?? 10_000, this.#lastFullMs / FULL_READ_SHARE);
+    this.#budgetTimer = setTimeout(() => {
+      this.#budgetTimer = undefined;
+      this.#budget = Math.min(FULL_READ_BUDGET, this.#budget + 1);
+      if (this.#budget < FULL_READ_BUDGET) this.#refillLater();
+      if (this.#wantFull) this.#kick();
+    }, interval);
+    this.#budgetTimer.unref();
+  }
+
+  #resolveFullWaiters(): void {
+    const waiters = this.#fullWaiters;
+    this.#fullWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  #select(): string {
+    // date_part gives double precision: 'infinity' arrives as Infinity, NULL as null; no Date object per row.
+    return `SELECT id::text, jti, sub, agent, reason, date_part('epoch', expires_at) * 1000 FROM ${this.#t}`;
+  }
+
+  /**
+   * Reads every row, page by page in primary-key order (each page its own statement, so notifications and
+   * incremental reads interleave), marking what it sees; then sweeps what it did not see and what has expired.
+   * `notify`: tell listeners what changed (not for the first read at open).
+   */
+  async #fullRead(client: pg.Client, notify: boolean): Promise<void> {
+    const started = performance.now();
+    this.#wantFull = undefined;
+    const waiters = this.#fullWaiters;
+    this.#fullWaiters = [];
+    const added: ChangeList = { listed: [], count: 0 };
+    const live = '(expires_at IS NULL OR expires_at > now())';
+    let ok = false;
+    this.#index.beginFullRead();
+    try {
+      if (this.#hasXid) {
+        const x = await client.query<{ x: string }>('SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x');
+        // On (re)connect incremental reads start from this read's start: what commits meanwhile is read by them.
+        this.#watermark ??= x.rows[0]?.x;
+      }
+      const size = this.#opts.pageSize ?? 5_000;
+      if (!this.#hasId) {
+        const res = await client.query<Row>({ text: `${this.#select()} WHERE ${live}`, rowMode: 'array' });
+        for (const row of res.rows) this.#applyRow(row, added);
+      } else {
+        let after = '-9223372036854775808';
+        for (;;) {
+          const res = await client.query<Row>({ text: `${this.#select()} WHERE id > $1 AND ${live} ORDER BY id LIMIT ${size}`, values: [after], rowMode: 'array' });
+          for (const row of res.rows) this.#applyRow(row, added);
+          const last = res.rows[res.rows.length - 1];
+          if (res.rows.length < size || !last || last[0] === null) break;
+          after = last[0];
+          // A revocation inserted meanwhile is enforced now, not after the last page.
+          if (this.#wantIncremental && this.#hasXid && this.#watermark !== undefined) await this.#incrementalRead(client);
+        }
+      }
+      const removed = await this.#index.sweep();
+      ok = true;
+      this.#stats.fullReads++;
+      this.#lastLoadedAt = Date.now();
+      this.#lastFullMs = performance.now() - started;
+      this.#scheduleFull();
+      if (notify && (added.count > 0 || removed.count > 0)) emitChange(this.#listeners, this.#log, 'table', this.#index.size, added, removed);
+    } finally {
+      if (!ok) {
+        this.#index.abandonFullRead();
+        this.#stats.failedReads++;
+      }
+      this.#opts.onRead?.({ source: 'table', kind: 'full', ok, ms: performance.now() - started });
+      for (const w of waiters) w();
+    }
+  }
+
+  /** Rows written by transactions at or after the watermark, in one snapshot, fetched in pages from a cursor. */
+  async #incrementalRead(client: pg.Client): Promise<void> {
+    const started = performance.now();
+    this.#wantIncremental = false;
+    const w = this.#watermark;
+    let ok = false;
+    try {
+      if (w === undefined || !/^\d+$/.test(w)) throw new Error('internal error: no incremental read watermark');
+      const size = this.#opts.pageSize ?? 5_000;
+      const added: ChangeList = { listed: [], count: 0 };
+      // One round trip for the usual case: snapshot, its xmin, the cursor and its first page.
+      const results = (await client.query({
+        text:
+          'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;' +
+          'SELECT pg_snapshot_xmin(pg_current_snapshot())::text;' +
+          `DECLARE pgwarden_revocations_changed NO SCROLL CURSOR FOR ${this.#select()} WHERE changed_xid >= '${w}'::xid8 AND (expires_at IS NULL OR expires_at > now());` +
+          `FETCH ${size} FROM pgwarden_revocations_changed`,
+        rowMode: 'array',
+      })) as unknown as pg.QueryArrayResult[];
+      const next = results[1]?.rows[0]?.[0];
+      let page = results[3]?.rows as Row[] | undefined;
+      if (typeof next !== 'string' || page === undefined) throw new Error('unexpected answer to the incremental revocation read');
+      for (;;) {
+        for (const row of page) this.#applyRow(row, added);
+        if (page.length < size) break;
+        page = (await client.query<Row>({ text: `FETCH ${size} FROM pgwarden_revocations_changed`, rowMode: 'array' })).rows;
+      }
+      // Live sessions are checked now, not after one more round trip: the rows are in force already.
+      if (added.count > 0) emitChange(this.#listeners, this.#log, 'table', this.#index.size, added, { listed: [], count: 0 });
+      await client.query('COMMIT');
+      this.#watermark = next;
+      ok = true;
+      this.#stats.incrementalReads++;
+      this.#lastLoadedAt = Date.now();
+    } finally {
+      if (!ok) this.#stats.failedReads++;
+      this.#opts.onRead?.({ source: 'table', kind: 'incremental', ok, ms: performance.now() - started });
+    }
+  }
+
+  /** One row into the index, by each key it names (a row naming none revokes nothing and is logged). */
+  #applyRow(row: Row, added: ChangeList): void {
+    const [, jti, sub, agent, rawReason, exp] = row;
+    if (jti === null && sub === null && agent === null) {
+      this.#log('warn', 'a revocation row names none of jti, sub, agent; it revokes nothing', { id: row[0] });
+      return;
+    }
+    const reason = reasonText(rawReason);
+    const expiresMs = exp === null ? Number.POSITIVE_INFINITY : exp;
+    let changed = false;
+    if (jti !== null && this.#index.addKey('jti', jti, expiresMs, reason)) changed = true;
+    if (sub !== null && this.#index.addKey('sub', sub, expiresMs, reason)) changed = true;
+    if (agent !== null && this.#index.addKey('agent', agent, expiresMs, reason)) changed = true;
+    if (!changed) return;
+    added.count++;
+    if (added.listed.length < MAX_LISTED_CHANGES) {
+      const e: RevocationEntry = {};
+      if (jti !== null) e.jti = jti;
+      if (sub !== null) e.sub = sub;
+      if (agent !== null) e.agent = agent;
+      if (reason !== undefined) e.reason = reason;
+      if (Number.isFinite(expiresMs)) e.expiresAt = new Date(expiresMs).toISOString();
+      added.listed.push(e);
     }
   }
 }

@@ -1,4 +1,4 @@
-// The file revocation list: entries by jti, sub or agent in a YAML/JSON file, hot-reloaded, matched at login and against live sessions; plus atomic append for `pgwarden revoke`.
+// The file revocation list: entries by jti, sub or agent in a YAML/JSON or JSON Lines file, hot-reloaded without stalling the event loop, matched at login and against live sessions; plus atomic append for `pgwarden revoke`.
 //
 // Fail-closed choices: an invalid file, or a file that disappears at runtime, keeps the last good list (a typo must
 // never un-revoke anybody); an invalid file at startup refuses to start, and so does a missing one unless the
@@ -6,44 +6,69 @@
 // un-revoke everybody at the next restart). An entry is never skipped for what it holds: an identifier of any
 // length (a token's claims can be up to 64 KiB) is matched exactly; an empty or over-long reason only changes what
 // the refused client is told.
-import { randomBytes } from 'node:crypto';
+//
+// Scale: a JSON Lines file (`.jsonl`, one entry per line) is read in chunks that yield to the event loop, and a file
+// that only grew (same inode, same bytes up to where the last read stopped) is read from there on: appending one
+// revocation to a million-line file costs the new line plus hashing the old bytes. A YAML/JSON file is parsed in a
+// worker thread (the yaml library needs seconds and a lot of memory for 100k entries, none of it on the loop) and
+// its entries are then indexed in chunks. The old index answers until the new one is complete.
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { Document, isSeq, parseDocument, YAMLSeq } from 'yaml';
 import type { Identity } from './auth/jwt.ts';
 import { ProxyError } from './errors.ts';
+import { MAX_LISTED_CHANGES, RevocationIndex, yieldToLoop, type ChangeList, type RevocationEntry } from './revocation-index.ts';
 import { FileWatcher } from '../policy/watch.ts';
 
-export interface RevocationEntry {
-  /** Exactly one of jti, sub, agent. */
-  jti?: string;
-  sub?: string;
-  agent?: string;
-  /** Shown to the client in the refusal ("token has been revoked: <reason>") and written to the audit trail. */
-  reason?: string;
-  /** ISO 8601; the entry is ignored from then on. */
-  expiresAt?: string;
-}
+export { RevocationIndex, MAX_LISTED_CHANGES, type RevocationEntry } from './revocation-index.ts';
 
 export type RevocationLogLevel = 'info' | 'warn' | 'error';
 export type RevocationLog = (level: RevocationLogLevel, msg: string, fields?: object) => void;
 
 export interface RevocationChange {
   source: 'file' | 'table';
-  /** Entries in force after the change (expired ones included until they are removed from the source). */
+  /** Identifiers revoked after the change (expired ones included until they are pruned). */
   entries: number;
+  /** What was added or now revokes differently (at most MAX_LISTED_CHANGES; `addedCount` gives the total when more). */
   added: RevocationEntry[];
   removed: RevocationEntry[];
+  addedCount?: number;
+  removedCount?: number;
 }
 
 export type RevocationListener = (change: RevocationChange) => void;
+
+/** One read of a source, for metrics: a full read, or only what changed since the last one. */
+export interface RevocationReadInfo {
+  source: 'file' | 'table';
+  kind: 'full' | 'incremental';
+  ok: boolean;
+  ms: number;
+}
+
+/** A source's state for metrics and readiness. */
+export interface RevocationHealth {
+  source: 'file' | 'table';
+  /** Table: the listener connection is up. File: the last read succeeded (an invalid or missing file keeps the old list). */
+  up: boolean;
+  /** Since when it has been down (ms since the epoch); undefined while up. */
+  downSince: number | undefined;
+  /** Identifiers revoked now. */
+  entries: number;
+  /** Last successful read (ms since the epoch). */
+  lastReadAt: number | undefined;
+}
 
 /** What the proxy needs from any revocation source (file, table, or several combined). */
 export interface RevocationSource {
   match(id: Identity, now?: number): { reason: string } | undefined;
   onChange(listener: RevocationListener): () => void;
   close(): void | Promise<void>;
+  health?(): RevocationHealth;
 }
 
 /** Thrown by RevocationList.open when the file exists but is invalid; carries every issue. */
@@ -60,6 +85,8 @@ const KEYS = ['jti', 'sub', 'agent'] as const;
 const ALLOWED_FIELDS = new Set(['jti', 'sub', 'agent', 'reason', 'expiresAt']);
 /** Longest reason shown to a refused client and written to the log; a longer one is cut (the entry still revokes). */
 export const MAX_REASON = 1024;
+/** Issues listed for an invalid file (the count of the rest is given). */
+const MAX_ISSUES = 20;
 
 /** Validates one entry; returns the entry in canonical form or the problems with it. */
 export function validateEntry(raw: unknown, where = 'entry'): { ok: true; entry: RevocationEntry } | { ok: false; issues: string[] } {
@@ -101,7 +128,35 @@ export function reasonText(v: unknown): string | undefined {
   return text.length > MAX_REASON ? `${text.slice(0, MAX_REASON - 1)}…` : text;
 }
 
-/** Parses a revocation file's text: `revoked: [ … ]` or a bare list; JSON is YAML too. */
+/** A YAML/JSON file's parsed top level, reduced to what decides its validity (also what the parse worker reports). */
+interface TopLevel {
+  top: 'empty' | 'list' | 'mapping' | 'other';
+  /** Keys of a top-level mapping other than `revoked`. */
+  extraKeys: string[];
+  /** The mapping's `revoked` is a list (or absent/null: no entries). */
+  revokedIsList: boolean;
+}
+
+function topLevelOf(raw: unknown): { shape: TopLevel; list: unknown[] } {
+  if (raw === null || raw === undefined) return { shape: { top: 'empty', extraKeys: [], revokedIsList: true }, list: [] };
+  if (Array.isArray(raw)) return { shape: { top: 'list', extraKeys: [], revokedIsList: true }, list: raw };
+  if (typeof raw !== 'object') return { shape: { top: 'other', extraKeys: [], revokedIsList: false }, list: [] };
+  const obj = raw as Record<string, unknown>;
+  const revoked = obj['revoked'] ?? [];
+  return {
+    shape: { top: 'mapping', extraKeys: Object.keys(obj).filter((k) => k !== 'revoked'), revokedIsList: Array.isArray(revoked) },
+    list: Array.isArray(revoked) ? revoked : [],
+  };
+}
+
+function topLevelIssues(shape: TopLevel): string[] {
+  if (shape.top === 'other') return ['must be a list of entries or a mapping with "revoked"'];
+  if (shape.extraKeys.length > 0) return shape.extraKeys.map((k) => `${k}: unknown key (the file holds "revoked: [ … ]")`);
+  if (!shape.revokedIsList) return ['revoked: must be a list of entries'];
+  return [];
+}
+
+/** Parses a revocation file's text: `revoked: [ … ]` or a bare list; JSON is YAML too. Synchronous: for small files. */
 export function parseRevocationText(text: string): { ok: true; entries: RevocationEntry[] } | { ok: false; issues: string[] } {
   const doc = parseDocument(text, { uniqueKeys: true });
   if (doc.errors.length > 0) return { ok: false, issues: doc.errors.map((e) => `syntax error: ${e.message.split('\n')[0] ?? e.message}`) };
@@ -111,15 +166,9 @@ export function parseRevocationText(text: string): { ok: true; entries: Revocati
   } catch (err) {
     return { ok: false, issues: [`cannot be read: ${(err as Error).message}`] };
   }
-  if (raw === null || raw === undefined) return { ok: true, entries: [] };
-  let list: unknown;
-  if (Array.isArray(raw)) list = raw;
-  else if (typeof raw === 'object') {
-    const extra = Object.keys(raw).filter((k) => k !== 'revoked');
-    if (extra.length > 0) return { ok: false, issues: extra.map((k) => `${k}: unknown key (the file holds "revoked: [ … ]")`) };
-    list = (raw as Record<string, unknown>)['revoked'] ?? [];
-  } else return { ok: false, issues: ['must be a list of entries or a mapping with "revoked"'] };
-  if (!Array.isArray(list)) return { ok: false, issues: ['revoked: must be a list of entries'] };
+  const { shape, list } = topLevelOf(raw);
+  const top = topLevelIssues(shape);
+  if (top.length > 0) return { ok: false, issues: top };
   const entries: RevocationEntry[] = [];
   const issues: string[] = [];
   list.forEach((item, i) => {
@@ -130,46 +179,35 @@ export function parseRevocationText(text: string): { ok: true; entries: Revocati
   return issues.length > 0 ? { ok: false, issues } : { ok: true, entries };
 }
 
-/** An immutable index over entries; shared by the file and table sources. */
-export class RevocationIndex {
-  readonly entries: readonly RevocationEntry[];
-  private readonly byKey: Record<(typeof KEYS)[number], Map<string, RevocationEntry[]>> = { jti: new Map(), sub: new Map(), agent: new Map() };
-
-  constructor(entries: readonly RevocationEntry[]) {
-    this.entries = Object.freeze(entries.map((e) => Object.freeze({ ...e })));
-    for (const e of this.entries) {
-      for (const k of KEYS) {
-        const v = e[k];
-        if (v === undefined) continue;
-        const list = this.byKey[k].get(v);
-        if (list) list.push(e);
-        else this.byKey[k].set(v, [e]);
-      }
-    }
-  }
-
-  match(id: Pick<Identity, 'jti' | 'sub' | 'agent'>, now = Date.now()): { reason: string } | undefined {
-    for (const k of KEYS) {
-      const v = id[k];
-      if (v === undefined) continue;
-      for (const e of this.byKey[k].get(v) ?? []) {
-        if (e.expiresAt !== undefined && Date.parse(e.expiresAt) <= now) continue;
-        return { reason: e.reason ?? `${k} revoked` };
-      }
-    }
-    return undefined;
-  }
-
-  /** Entries in `next` and not here (added) and the reverse (removed), compared by content. */
-  diff(next: RevocationIndex): { added: RevocationEntry[]; removed: RevocationEntry[] } {
-    const mine = new Set(this.entries.map(entryKey));
-    const theirs = new Set(next.entries.map(entryKey));
-    return { added: next.entries.filter((e) => !mine.has(entryKey(e))), removed: this.entries.filter((e) => !theirs.has(entryKey(e))) };
-  }
+/** Whether a file holds JSON Lines (one entry per line; appended to in place) rather than one YAML/JSON document. */
+export function isJsonLines(file: string): boolean {
+  return /\.(jsonl|ndjson)$/i.test(file);
 }
 
-function entryKey(e: RevocationEntry): string {
-  return JSON.stringify([e.jti ?? null, e.sub ?? null, e.agent ?? null, e.reason ?? null, e.expiresAt ?? null]);
+/** Parses JSON Lines text (blank lines and lines starting with # are skipped). Synchronous: for small texts and tests. */
+export function parseRevocationLines(text: string): { ok: true; entries: RevocationEntry[] } | { ok: false; issues: string[] } {
+  const entries: RevocationEntry[] = [];
+  const issues: string[] = [];
+  text.split('\n').forEach((line, i) => {
+    const r = parseLine(line, `line ${i + 1}`);
+    if (r === undefined) return;
+    if (r.ok) entries.push(r.entry);
+    else issues.push(...r.issues);
+  });
+  return issues.length > 0 ? { ok: false, issues } : { ok: true, entries };
+}
+
+function parseLine(line: string, where: string): ReturnType<typeof validateEntry> | undefined {
+  const text = line.endsWith('\r') ? line.slice(0, -1) : line;
+  const trimmed = text.trimStart();
+  if (trimmed === '' || trimmed.startsWith('#')) return undefined;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    return { ok: false, issues: [`${where}: not JSON (${(err as Error).message})`] };
+  }
+  return validateEntry(raw, where);
 }
 
 function errorMessage(err: unknown): string {
@@ -189,31 +227,54 @@ export interface RevocationListOptions {
    * entries. The configuration's default, revocation.fileMissing, is 'refuse'.
    */
   ifMissing?: 'refuse' | 'empty';
+  /** Called after every read (metrics). */
+  onRead?: (info: RevocationReadInfo) => void;
 }
 
 export type RevocationReloadResult = { ok: true; changed: boolean; entries: number } | { ok: false; issues: string[] };
 
+/** Where the last successful read of a JSON Lines file stopped, so a file that only grew is read from there. */
+interface LinesMark {
+  dev: number;
+  ino: number;
+  /** Bytes read: through the last newline. */
+  offset: number;
+  /** Lines in those bytes (for line numbers in issues). */
+  lines: number;
+  /** sha256 of those bytes: the prefix must be unchanged for an appended read. */
+  digest: string;
+}
+
 export class RevocationList implements RevocationSource {
   readonly file: string;
   #index: RevocationIndex;
+  #mark: LinesMark | undefined;
   #log: RevocationLog;
   #opts: RevocationListOptions;
   #listeners = new Set<RevocationListener>();
   #closed = false;
   #watcher: FileWatcher | undefined;
-  #queue: Promise<unknown> = Promise.resolve();
+  #running: Promise<RevocationReloadResult> | undefined;
+  #queued: Promise<RevocationReloadResult> | undefined;
+  #up = true;
+  #downSince: number | undefined;
+  #lastReadAt: number | undefined;
 
-  private constructor(opts: RevocationListOptions, index: RevocationIndex) {
+  private constructor(opts: RevocationListOptions, index: RevocationIndex, mark: LinesMark | undefined) {
     this.file = path.resolve(opts.file);
     this.#opts = opts;
     this.#log = opts.log ?? (() => {});
     this.#index = index;
+    this.#mark = mark;
+    this.#lastReadAt = Date.now();
   }
 
   /** Reads the file; throws RevocationFileError when it is invalid, or missing (unless `ifMissing: 'empty'`). */
   static async open(opts: RevocationListOptions): Promise<RevocationList> {
     const file = path.resolve(opts.file);
-    const read = await readRevocationFile(file);
+    const started = performance.now();
+    const read = await readRevocationFile(file, undefined);
+    opts.onRead?.({ source: 'file', kind: 'full', ok: read.kind === 'ok', ms: performance.now() - started });
     if (read.kind === 'invalid') throw new RevocationFileError(file, read.issues);
     if (read.kind === 'missing' && opts.ifMissing === 'refuse') {
       throw new RevocationFileError(file, [
@@ -221,9 +282,9 @@ export class RevocationList implements RevocationSource {
           'create it with "revoked: []" (or run pgwarden revoke), or set revocation.fileMissing: empty',
       ]);
     }
-    const list = new RevocationList(opts, new RevocationIndex(read.kind === 'ok' ? read.entries : []));
+    const list = new RevocationList(opts, read.kind === 'ok' ? read.index : new RevocationIndex(), read.kind === 'ok' ? read.mark : undefined);
     if (read.kind === 'missing') list.#log('warn', 'revocation file does not exist yet; no entries in force (revocation.fileMissing: empty)', { file });
-    else list.#log('info', 'revocation list loaded', { file, entries: read.entries.length });
+    else list.#log('info', 'revocation list loaded', { file, entries: list.#index.size });
     if (opts.watch ?? true) {
       list.#watcher = new FileWatcher(list.file, {
         debounceMs: opts.debounceMs ?? 100,
@@ -236,8 +297,14 @@ export class RevocationList implements RevocationSource {
     return list;
   }
 
+  /** Every entry, one per identifier (built on demand; O(entries)). */
   get entries(): readonly RevocationEntry[] {
     return this.#index.entries;
+  }
+
+  /** Identifiers revoked now. */
+  get size(): number {
+    return this.#index.size;
   }
 
   match(id: Identity, now = Date.now()): { reason: string } | undefined {
@@ -249,12 +316,31 @@ export class RevocationList implements RevocationSource {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Re-reads the file (SIGHUP, or after a file event); an invalid or vanished file keeps the current list. */
+  health(): RevocationHealth {
+    return { source: 'file', up: this.#up, downSince: this.#downSince, entries: this.#index.size, lastReadAt: this.#lastReadAt };
+  }
+
+  /**
+   * Re-reads the file (SIGHUP, or after a file event); an invalid or vanished file keeps the current list. A burst
+   * of calls is one read in flight plus at most one more, which every later caller shares.
+   */
   reload(): Promise<RevocationReloadResult> {
-    const job = () => this.#reload();
-    const run = this.#queue.then(job, job);
-    this.#queue = run.catch(() => {});
-    return run;
+    if (this.#queued) return this.#queued;
+    if (!this.#running) {
+      this.#running = this.#reload().finally(() => {
+        this.#running = undefined;
+      });
+      return this.#running;
+    }
+    const after = this.#running.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#queued = after.then(() => {
+      this.#queued = undefined;
+      return this.reload();
+    });
+    return this.#queued;
   }
 
   close(): void {
@@ -265,45 +351,271 @@ export class RevocationList implements RevocationSource {
   }
 
   async #reload(): Promise<RevocationReloadResult> {
-    if (this.#closed) return { ok: true, changed: false, entries: this.#index.entries.length };
-    const read = await readRevocationFile(this.file);
-    if (read.kind === 'missing') {
-      this.#log('error', 'revocation file is missing; keeping the current list (write an empty list to clear it)', { file: this.file });
-      return { ok: false, issues: ['file is missing'] };
-    }
-    if (read.kind === 'invalid') {
+    if (this.#closed) return { ok: true, changed: false, entries: this.#index.size };
+    const started = performance.now();
+    const read = await readRevocationFile(this.file, this.#mark);
+    this.#opts.onRead?.({ source: 'file', kind: read.kind === 'appended' ? 'incremental' : 'full', ok: read.kind === 'ok' || read.kind === 'appended', ms: performance.now() - started });
+    if (read.kind === 'missing' || read.kind === 'invalid') {
+      this.#up = false;
+      this.#downSince ??= Date.now();
+      if (read.kind === 'missing') {
+        this.#log('error', 'revocation file is missing; keeping the current list (write an empty list to clear it)', { file: this.file });
+        return { ok: false, issues: ['file is missing'] };
+      }
       this.#log('error', 'revocation file is invalid; keeping the current list', { file: this.file, issues: read.issues });
       return { ok: false, issues: read.issues };
     }
-    const next = new RevocationIndex(read.entries);
-    const { added, removed } = this.#index.diff(next);
-    if (added.length === 0 && removed.length === 0) return { ok: true, changed: false, entries: next.entries.length };
-    this.#index = next;
-    this.#log('info', 'revocation list reloaded', { file: this.file, entries: next.entries.length, added: added.length, removed: removed.length });
-    const change: RevocationChange = { source: 'file', entries: next.entries.length, added, removed };
-    for (const l of [...this.#listeners]) {
-      try {
-        l(change);
-      } catch (err) {
-        this.#log('error', 'revocation change listener failed', { error: errorMessage(err) });
+    this.#up = true;
+    this.#downSince = undefined;
+    this.#lastReadAt = Date.now();
+    if (this.#closed) return { ok: true, changed: false, entries: this.#index.size };
+    let added: ChangeList;
+    let removed: ChangeList = { listed: [], count: 0 };
+    if (read.kind === 'appended') {
+      // Only new lines: applied to the index in force (nothing can have been removed from an append-only file).
+      added = { listed: [], count: 0 };
+      for (const e of read.entries) {
+        if (this.#index.add(e)) {
+          added.count++;
+          if (added.listed.length < MAX_LISTED_CHANGES) added.listed.push(e);
+        }
       }
+      this.#mark = read.mark;
+    } else {
+      ({ added, removed } = await this.#index.diff(read.index));
+      this.#index = read.index;
+      this.#mark = read.mark;
     }
-    return { ok: true, changed: true, entries: next.entries.length };
+    const entries = this.#index.size;
+    if (added.count === 0 && removed.count === 0) return { ok: true, changed: false, entries };
+    this.#log('info', 'revocation list reloaded', { file: this.file, entries, added: added.count, removed: removed.count, appended: read.kind === 'appended' });
+    emitChange(this.#listeners, this.#log, 'file', entries, added, removed);
+    return { ok: true, changed: true, entries };
   }
 }
 
-type FileRead = { kind: 'ok'; entries: RevocationEntry[] } | { kind: 'missing' } | { kind: 'invalid'; issues: string[] };
+/** Tells listeners about a change; one failing listener never stops the others. */
+export function emitChange(listeners: Set<RevocationListener>, log: RevocationLog, source: 'file' | 'table', entries: number, added: ChangeList, removed: ChangeList): void {
+  const change: RevocationChange = { source, entries, added: added.listed, removed: removed.listed };
+  if (added.count > added.listed.length) change.addedCount = added.count;
+  if (removed.count > removed.listed.length) change.removedCount = removed.count;
+  for (const l of [...listeners]) {
+    try {
+      l(change);
+    } catch (err) {
+      log('error', 'revocation change listener failed', { error: errorMessage(err) });
+    }
+  }
+}
 
-async function readRevocationFile(file: string): Promise<FileRead> {
-  let text: string;
+type FileRead =
+  | { kind: 'ok'; index: RevocationIndex; mark: LinesMark | undefined }
+  | { kind: 'appended'; entries: RevocationEntry[]; mark: LinesMark }
+  | { kind: 'missing' }
+  | { kind: 'invalid'; issues: string[] };
+
+/** Files up to this size are parsed on the loop (a few milliseconds); larger YAML/JSON goes to a worker thread. */
+const INLINE_PARSE_BYTES = 256 * 1024;
+/** Bytes read per chunk of a JSON Lines file; each chunk's lines are parsed before the next read (which yields). */
+const READ_CHUNK = 256 * 1024;
+/** Entries indexed between yields to the event loop. */
+const INDEX_CHUNK = 5_000;
+
+async function readRevocationFile(file: string, mark: LinesMark | undefined): Promise<FileRead> {
   try {
-    text = await readFile(file, 'utf8');
+    return isJsonLines(file) ? await readLinesFile(file, mark) : await readDocumentFile(file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
     return { kind: 'invalid', issues: [`cannot be read: ${errorMessage(err)}`] };
   }
-  const parsed = parseRevocationText(text);
-  return parsed.ok ? { kind: 'ok', entries: parsed.entries } : { kind: 'invalid', issues: parsed.issues };
+}
+
+/**
+ * Reads a JSON Lines file in chunks. With a mark from the last read, and the same file (inode) whose bytes up to the
+ * mark hash the same, only the lines after the mark are parsed ('appended'); otherwise the whole file is read into a
+ * new index. Only complete lines are taken: a line still being written (no newline yet) waits for the next read,
+ * except at the end of a full read, where an unterminated last line must be a whole entry.
+ */
+async function readLinesFile(file: string, mark: LinesMark | undefined): Promise<FileRead> {
+  const fh = await open(file, 'r');
+  try {
+    const st = await fh.stat();
+    const canAppend = mark !== undefined && mark.dev === st.dev && mark.ino === st.ino && st.size >= mark.offset;
+    const hash = createHash('sha256');
+    let pos = 0;
+    let lineNo = 0;
+    if (canAppend) {
+      // The prefix must be byte-for-byte what was read; hashing it costs I/O and native hashing, no parsing.
+      pos = await hashRange(fh, hash, 0, mark.offset);
+      if (pos !== mark.offset || hash.copy().digest('hex') !== mark.digest) return await readLinesFile(file, undefined);
+      lineNo = mark.lines;
+    }
+    const index = canAppend ? undefined : new RevocationIndex();
+    const appended: RevocationEntry[] = [];
+    const issues: string[] = [];
+    let issueCount = 0;
+    let carry = Buffer.alloc(0);
+    let sinceYield = 0;
+    const buf = Buffer.allocUnsafe(READ_CHUNK);
+    const take = (line: string) => {
+      lineNo++;
+      const r = parseLine(line, `line ${lineNo}`);
+      if (r === undefined) return;
+      if (!r.ok) {
+        issueCount += r.issues.length;
+        for (const i of r.issues) if (issues.length < MAX_ISSUES) issues.push(i);
+      } else if (index) index.add(r.entry);
+      else appended.push(r.entry);
+    };
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, pos);
+      if (bytesRead === 0) break;
+      const chunk = carry.length > 0 ? Buffer.concat([carry, buf.subarray(0, bytesRead)]) : buf.subarray(0, bytesRead);
+      let start = 0;
+      for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
+        take(chunk.toString('utf8', start, nl));
+        start = nl + 1;
+        if (++sinceYield >= INDEX_CHUNK) {
+          sinceYield = 0;
+          await yieldToLoop();
+        }
+      }
+      hash.update(chunk.subarray(0, start));
+      carry = Buffer.from(chunk.subarray(start));
+      pos += bytesRead;
+    }
+    const offset = pos - carry.length;
+    let lines = lineNo;
+    if (!canAppend && carry.length > 0) {
+      // A file whose last line has no newline (hand-written): it counts, and must be whole.
+      take(carry.toString('utf8'));
+      // Not in the mark: an append after it would join this line; the next read starts over.
+      lines = lineNo - 1;
+    }
+    if (issueCount > 0) {
+      if (issueCount > issues.length) issues.push(`… and ${issueCount - issues.length} more`);
+      return { kind: 'invalid', issues };
+    }
+    const next: LinesMark = { dev: st.dev, ino: st.ino, offset, lines, digest: hash.digest('hex') };
+    if (index) {
+      await index.sweep();
+      return { kind: 'ok', index, mark: carry.length > 0 ? undefined : next };
+    }
+    return { kind: 'appended', entries: appended, mark: next };
+  } finally {
+    await fh.close();
+  }
+}
+
+async function hashRange(fh: Awaited<ReturnType<typeof open>>, hash: Hash, from: number, to: number): Promise<number> {
+  const buf = Buffer.allocUnsafe(1024 * 1024);
+  let pos = from;
+  while (pos < to) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, to - pos), pos);
+    if (bytesRead === 0) break;
+    hash.update(buf.subarray(0, bytesRead));
+    pos += bytesRead;
+  }
+  return pos;
+}
+
+/** A YAML/JSON document: small ones parsed here, large ones in a worker; the entries are then indexed in chunks. */
+async function readDocumentFile(file: string): Promise<FileRead> {
+  const text = await readFile(file, 'utf8');
+  if (text.length <= INLINE_PARSE_BYTES) {
+    const parsed = parseRevocationText(text);
+    if (!parsed.ok) return { kind: 'invalid', issues: parsed.issues };
+    return { kind: 'ok', index: new RevocationIndex(parsed.entries), mark: undefined };
+  }
+  const raw = await parseInWorker(text);
+  if ('issues' in raw) return { kind: 'invalid', issues: raw.issues };
+  const top = topLevelIssues(raw.shape);
+  if (top.length > 0) return { kind: 'invalid', issues: top };
+  const index = new RevocationIndex();
+  const issues: string[] = [];
+  let issueCount = 0;
+  for (let i = 0; i < raw.items.length; i++) {
+    const r = validateEntry(raw.items[i], `revoked[${i}]`);
+    if (r.ok) index.add(r.entry);
+    else {
+      issueCount += r.issues.length;
+      for (const x of r.issues) if (issues.length < MAX_ISSUES) issues.push(x);
+    }
+    if ((i + 1) % INDEX_CHUNK === 0) await yieldToLoop();
+  }
+  if (issueCount > 0) {
+    if (issueCount > issues.length) issues.push(`… and ${issueCount - issues.length} more`);
+    return { kind: 'invalid', issues };
+  }
+  await index.sweep();
+  return { kind: 'ok', index, mark: undefined };
+}
+
+/** Memory the YAML parse worker may use; a file that needs more is reported as too large (use JSON Lines). */
+const WORKER_HEAP_MB = 1024;
+
+/**
+ * The parse worker (plain JavaScript, run with eval so it needs no loader): the yaml library's parse and toJS, the
+ * top-level shape, and each list item as one JSON text. Dates become ISO strings, which validateEntry accepts.
+ */
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { parseDocument } = require(workerData.yaml);
+const doc = parseDocument(workerData.text, { uniqueKeys: true });
+if (doc.errors.length > 0) {
+  parentPort.postMessage({ issues: doc.errors.map((e) => 'syntax error: ' + (e.message.split('\\n')[0] || e.message)) });
+} else {
+  let raw;
+  try { raw = doc.toJS({ maxAliasCount: 100 }); } catch (err) { raw = err; }
+  if (raw instanceof Error) parentPort.postMessage({ issues: ['cannot be read: ' + raw.message] });
+  else {
+    let shape, list = [];
+    if (raw === null || raw === undefined) shape = { top: 'empty', extraKeys: [], revokedIsList: true };
+    else if (Array.isArray(raw)) { shape = { top: 'list', extraKeys: [], revokedIsList: true }; list = raw; }
+    else if (typeof raw !== 'object') shape = { top: 'other', extraKeys: [], revokedIsList: false };
+    else {
+      const revoked = raw.revoked ?? [];
+      shape = { top: 'mapping', extraKeys: Object.keys(raw).filter((k) => k !== 'revoked'), revokedIsList: Array.isArray(revoked) };
+      if (Array.isArray(revoked)) list = revoked;
+    }
+    parentPort.postMessage({ shape, items: list.map((x) => JSON.stringify(x === undefined ? null : x)).join('\\n') });
+  }
+}
+`;
+
+const yamlPath = createRequire(import.meta.url).resolve('yaml');
+
+async function parseInWorker(text: string): Promise<{ shape: TopLevel; items: unknown[] } | { issues: string[] }> {
+  const msg = await new Promise<{ shape: TopLevel; items: string } | { issues: string[] }>((resolve) => {
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { text, yaml: yamlPath }, resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB } });
+    let done = false;
+    const finish = (v: { shape: TopLevel; items: string } | { issues: string[] }) => {
+      if (done) return;
+      done = true;
+      resolve(v);
+      void worker.terminate();
+    };
+    worker.once('message', finish);
+    worker.once('error', (err) =>
+      finish({
+        issues: [
+          (err as NodeJS.ErrnoException).code === 'ERR_WORKER_OUT_OF_MEMORY'
+            ? `too large to parse as YAML within ${WORKER_HEAP_MB} MB; use the JSON Lines format (.jsonl) for large lists`
+            : `cannot be read: ${errorMessage(err)}`,
+        ],
+      }),
+    );
+    worker.once('exit', (code) => finish({ issues: [`cannot be read: the parser stopped (exit code ${code})`] }));
+  });
+  if ('issues' in msg) return msg;
+  // One JSON text per item: parsed here in chunks, so a long list never stalls the loop in one piece.
+  const lines = msg.items === '' ? [] : msg.items.split('\n');
+  const items: unknown[] = new Array(lines.length);
+  for (let i = 0; i < lines.length; i++) {
+    items[i] = JSON.parse(lines[i] as string);
+    if ((i + 1) % INDEX_CHUNK === 0) await yieldToLoop();
+  }
+  return { shape: msg.shape, items };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -317,7 +629,8 @@ const LOCK_WAIT_MS = 10_000;
  * Appends `entry` to the file atomically: a lock file serializes concurrent `revoke` runs (no lost update), the new
  * content goes to a temp file in the same directory, is fsynced, then renamed over the original, so a reader (the
  * watcher) sees the old list or the new one, never a torn write. YAML comments and layout are kept; a `.json` file
- * stays JSON. Refuses to touch a file that is currently invalid (it would otherwise be overwritten).
+ * stays JSON; a `.jsonl` file gets one line appended in place instead (see appendLine). Refuses to touch a file that
+ * is currently invalid (it would otherwise be overwritten).
  */
 export async function revoke(file: string, entry: RevocationEntry): Promise<RevocationEntry> {
   const checked = validateEntry(entry);
@@ -332,6 +645,10 @@ export async function revoke(file: string, entry: RevocationEntry): Promise<Revo
       mode = statSync(target).mode & 0o777;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    if (isJsonLines(target)) {
+      appendLine(target, text, checked.entry, mode);
+      return checked.entry;
     }
     const isJson = target.toLowerCase().endsWith('.json');
     let next: string;
@@ -353,6 +670,27 @@ export async function revoke(file: string, entry: RevocationEntry): Promise<Revo
     return checked.entry;
   } finally {
     release();
+  }
+}
+
+/**
+ * Appends one line to a JSON Lines file in place (O_APPEND, one write, fsync), so running proxies read only the new
+ * bytes. Refuses a file that is invalid now: the proxies keep their last good list while it is, so the new line would
+ * not be enforced either.
+ */
+function appendLine(target: string, text: string | undefined, entry: RevocationEntry, mode: number): void {
+  if (text !== undefined) {
+    const parsed = parseRevocationLines(text);
+    if (!parsed.ok) throw new RevocationFileError(target, parsed.issues.slice(0, MAX_ISSUES));
+  }
+  // A hand-written last line without a newline would otherwise be joined to this one.
+  const sep = text !== undefined && text.length > 0 && !text.endsWith('\n') ? '\n' : '';
+  const fd = openSync(target, 'a', mode);
+  try {
+    writeSync(fd, `${sep}${JSON.stringify(entry)}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
