@@ -7,7 +7,7 @@ import type { Config } from './config/types.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/jwt.ts';
 import { ProxyError } from './errors.ts';
 import { createLogger } from './log.ts';
-import { createMetrics, registerAuditMetrics, startMetricsServer, type Metrics } from './metrics.ts';
+import { createMetrics, registerAuditMetrics, registerUpstreamCapMetrics, startMetricsServer, type Metrics } from './metrics.ts';
 import { auditGate, auditUnavailableError, createAudit, withAuditGate, type Audit } from './audit.ts';
 import { combineRevocations, RevocationList, revokedSessionError, type RevocationSource } from './revocation.ts';
 import { revocationClientConfig, TableRevocations } from './revocation-table.ts';
@@ -17,7 +17,9 @@ import type { SessionEvents } from './session/session.ts';
 import { createPolicyGate } from './session/policy-gate.ts';
 import { ServerChecker } from './session/server-check.ts';
 import { AnalysisPool } from './upstream/analysis.ts';
-import { pgSslOptions } from './upstream/connect.ts';
+import { pgSslOptions, type CountedUpstream } from './upstream/connect.ts';
+import { chooseCap, OWN_HEADROOM, readServerSlots, UpstreamCap } from './upstream/cap.ts';
+import { warnAboutRoleSettings } from './upstream/role-settings.ts';
 import { initParser } from '../policy/parser.ts';
 import { PolicyStore } from '../policy/store.ts';
 import { loadCatalog, checkUpstreamPrivileges } from '../policy/catalog.ts';
@@ -49,9 +51,11 @@ export interface Proxy {
 }
 
 /** Runs one query against the upstream database with pgwarden's own credentials (catalog reads, checks). */
-export function upstreamQuerier(config: Config): (sql: string, params?: unknown[]) => Promise<{ rows: any[] }> {
+export function upstreamQuerier(config: Config, counted: CountedUpstream = {}): (sql: string, params?: unknown[]) => Promise<{ rows: any[] }> {
   const u = config.upstream;
   return async (sql, params) => {
+    // Counted against limits.maxUpstreamConnections once the cap is known (it is derived with this querier).
+    const release = counted.cap?.acquireOwn();
     const client = new pg.Client({
       host: u.host,
       port: u.port,
@@ -62,13 +66,44 @@ export function upstreamQuerier(config: Config): (sql: string, params?: unknown[
       connectionTimeoutMillis: u.connectTimeout,
       ssl: pgSslOptions(u),
     });
-    await client.connect();
     try {
+      await client.connect();
       return await client.query(sql, params as any[]);
     } finally {
       await client.end().catch(() => {});
+      release?.();
     }
   };
+}
+
+/**
+ * limits.maxUpstreamConnections in force: derived from the server's slots (0 configured), or the configured value
+ * when lower; undefined (no cap) only for hand-built configs that leave it out. Logs what was chosen and why.
+ */
+async function upstreamCapFor(config: Config, query: ReturnType<typeof upstreamQuerier>, log: Logger): Promise<UpstreamCap | undefined> {
+  const configured = config.limits.maxUpstreamConnections;
+  if (configured === undefined) return undefined;
+  let max: number;
+  try {
+    const slots = await readServerSlots(query);
+    const choice = chooseCap(slots, configured);
+    max = choice.max;
+    log.info(
+      { maxUpstreamConnections: max, derived: choice.derived, configured: configured || undefined, superuser: slots.superuser || undefined },
+      configured > 0 && configured <= choice.derived
+        ? 'limits.maxUpstreamConnections: the configured value'
+        : `limits.maxUpstreamConnections derived from the server: ${choice.reason}`,
+    );
+  } catch (err) {
+    if (configured === 0) {
+      log.warn({ err }, 'could not read the server\'s connection slots: no upstream connection cap (set limits.maxUpstreamConnections)');
+      return undefined;
+    }
+    max = configured;
+    log.warn({ err, maxUpstreamConnections: max }, 'could not read the server\'s connection slots: using the configured limits.maxUpstreamConnections');
+  }
+  if (max <= OWN_HEADROOM) log.error({ maxUpstreamConnections: max }, `limits.maxUpstreamConnections ${max} leaves no room for sessions (${OWN_HEADROOM} are kept for pgwarden's own connections): every login will be refused`);
+  return new UpstreamCap(max);
 }
 
 /** Every relation pattern the policy names, as `schema.name` / `schema.*`, for the catalog loader. */
@@ -81,7 +116,13 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   const metrics = createMetrics();
   // The parser must be loaded before the first connection is accepted (parseSync on the hot path).
   await initParser();
-  const query = upstreamQuerier(config);
+  const counted: CountedUpstream = {};
+  const query = upstreamQuerier(config, counted);
+  const upstreamCap = await upstreamCapFor(config, query, log);
+  counted.cap = upstreamCap;
+  if (upstreamCap) registerUpstreamCapMetrics(metrics, upstreamCap);
+  // A DBA's settings on pgwarden's upstream role bound what any session can cost; say which ones are missing.
+  await warnAboutRoleSettings(query, log);
   const store = await PolicyStore.open({
     file: config.policyFile,
     watch: deps.watchPolicy ?? true,
@@ -104,6 +145,8 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   }
   if (config.revocation?.table) {
     const t = config.revocation.table;
+    // The listener holds one upstream connection for pgwarden's lifetime (reconnecting when lost).
+    upstreamCap?.acquireOwn();
     sources.push(
       await TableRevocations.open({
         connection: revocationClientConfig(config.upstream),
@@ -120,7 +163,9 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   // PostgreSQL's own analysis confirms every statement pgwarden's allows (docs/policy.md, "Two analyses").
   const analysisConfig = config.analysis ?? { cacheTtl: 10_000, timeout: 5_000, maxContexts: 16, ddlChannel: 'pgwarden_ddl' };
   const analysisLog = log.child({ component: 'analysis' });
-  const analysisPool = new AnalysisPool(config.upstream, {
+  // Analysis connections count against limits.maxUpstreamConnections as they open (connectUpstream reads `cap`).
+  const analysisUpstream: Config['upstream'] & CountedUpstream = { ...config.upstream, cap: upstreamCap };
+  const analysisPool = new AnalysisPool(analysisUpstream, {
     timeoutMs: analysisConfig.timeout,
     maxTreeBytes: 16 * 1024 * 1024,
     maxContexts: analysisConfig.maxContexts,
@@ -150,11 +195,28 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
     ? tls.createSecureContext({ cert: readFileSync(config.listen.tls.certFile), key: readFileSync(config.listen.tls.keyFile) })
     : undefined;
   // Throws (pgwarden does not start) when the peer list names this replica itself, by id or by its listen address.
-  const cancels = new CancelRegistry(config.cluster?.replicaId ?? 0, config.cluster?.peers ?? [], { listen: config.listen });
+  const cancels = new CancelRegistry(config.cluster?.replicaId ?? 0, config.cluster?.peers ?? [], {
+    listen: config.listen,
+    perAddressPerMinute: config.limits.cancelRequestsPerMinute,
+    onAddressLimited: () => metrics.rateLimited.inc({ limit: 'cancel_requests' }),
+  });
   const events = combineEvents(metrics.events, audit.events, deps.events);
   const server = createServer(
     { config, verifier, gate, cancels, log, tlsContext, events, now: deps.now, isRevoked: (id) => revocations.match(id)?.reason },
-    { admit: () => (auditGate(audit) ? undefined : auditUnavailableError()) },
+    {
+      admit: () => (auditGate(audit) ? undefined : auditUnavailableError()),
+      upstreamCap,
+      onLoginRateLimited: () => {
+        metrics.rateLimited.inc({ limit: 'login_failures' });
+        metrics.logins.inc({ result: 'refused', reason: 'rate_limited' });
+      },
+      onLoginFailuresExceeded: (s, retryAfterMs) => {
+        const perMinute = config.limits.loginFailuresPerMinute ?? 0;
+        const message = `too many failed logins from this address (limits.loginFailuresPerMinute = ${perMinute}): its connections are refused for ${Math.ceil(retryAfterMs / 1000)} s`;
+        log.warn({ clientAddress: s.remoteAddress, retryAfterMs }, message);
+        audit.write({ event: 'login_refused', sessionId: s.id, clientAddress: s.remoteAddress, reason: 'login_failures_exceeded', sqlstate: '53300', code: 'ERR_TOO_MANY', message });
+      },
+    },
   );
   revocations.onChange((change) => {
     // A live session whose token now matches a revocation ends within the same tick, with its own reason.

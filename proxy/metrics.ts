@@ -27,6 +27,8 @@ export interface Metrics {
   analysisSeconds: client.Histogram;
   /** pgwarden's analysis allowed, the server's denied: each one is a bug in one of the two. */
   analysisDisagreements: client.Counter<'reason'>;
+  /** Connections refused (login_failures) and CancelRequests dropped (cancel_requests) by a per-address rate limit. */
+  rateLimited: client.Counter<'limit'>;
 }
 
 /** Statement kinds become label values only from this bounded set; anything else is 'other'. */
@@ -53,6 +55,7 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   const analyses = new client.Counter({ name: 'pgwarden_analysis_total', help: 'Statements analysed by the upstream server (decision-cache misses), by outcome: allow, deny, error (the server rejected the statement or its tree could not be read), unavailable', labelNames: ['outcome'] as const, registers: [registry] });
   const analysisSeconds = new client.Histogram({ name: 'pgwarden_analysis_seconds', help: 'Time to obtain and judge the server\'s analysis of one statement', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2], registers: [registry] });
   const analysisDisagreements = new client.Counter({ name: 'pgwarden_analysis_disagreements_total', help: 'Statements pgwarden\'s own analysis allowed and the server\'s analysis denied, by reason (each is a bug in one of the two)', labelNames: ['reason'] as const, registers: [registry] });
+  const rateLimited = new client.Counter({ name: 'pgwarden_rate_limited_total', help: 'Per-address rate limits: connections refused because their address had too many failed logins (login_failures), CancelRequests dropped (cancel_requests)', labelNames: ['limit'] as const, registers: [registry] });
   const cacheLookups = new DeferredCounter(registry, 'pgwarden_decision_cache_total', 'Decision cache lookups by result', ['result'] as const);
   const cacheHits = cacheLookups.handle({ result: 'hit' });
   const cacheMisses = cacheLookups.handle({ result: 'miss' });
@@ -121,7 +124,7 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   };
   return {
     registry, events, activeSessions, logins, statements, decisionSeconds, sessionsEnded, policyReloads, policyVersion, cacheLookups,
-    analyses, analysisSeconds, analysisDisagreements,
+    analyses, analysisSeconds, analysisDisagreements, rateLimited,
     cacheLookup(hit) {
       (hit ? cacheHits : cacheMisses).n++;
     },
@@ -169,6 +172,28 @@ export function registerAuditMetrics(metrics: Pick<Metrics, 'registry'>, audit: 
     registers,
     collect() {
       this.set(audit.bufferedBytes);
+    },
+  });
+}
+
+/** pgwarden's upstream connections against limits.maxUpstreamConnections, read at each scrape. */
+export function registerUpstreamCapMetrics(metrics: Pick<Metrics, 'registry'>, cap: { readonly max: number; readonly sessions: number; readonly own: number }): void {
+  new client.Gauge({
+    name: 'pgwarden_upstream_connections',
+    help: 'Upstream connections pgwarden holds, by kind: session (client sessions, from login) and own (analysis, revocation listener, checks)',
+    labelNames: ['kind'] as const,
+    registers: [metrics.registry],
+    collect() {
+      this.set({ kind: 'session' }, cap.sessions);
+      this.set({ kind: 'own' }, cap.own);
+    },
+  });
+  new client.Gauge({
+    name: 'pgwarden_upstream_connections_max',
+    help: 'limits.maxUpstreamConnections in force (derived at startup from the server\'s max_connections, or configured lower)',
+    registers: [metrics.registry],
+    collect() {
+      this.set(cap.max);
     },
   });
 }

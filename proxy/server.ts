@@ -4,6 +4,11 @@ import { ProxyError } from './errors.ts';
 import { encodeProxyError } from './wire/backend.ts';
 import { Session, type EndReason, type SessionDeps } from './session/session.ts';
 import type { Identity } from './auth/jwt.ts';
+import { AddressRateLimiter } from './rate-limit.ts';
+import type { UpstreamCap } from './upstream/cap.ts';
+
+/** Login failures that count against limits.loginFailuresPerMinute: the client's credentials were wrong, not pgwarden's limits or upstream. */
+const NOT_CLIENT_FAILURES = new Set(['session_limit', 'upstream', 'key_unavailable']);
 
 export interface ProxyServer {
   readonly sessions: ReadonlySet<Session>;
@@ -17,6 +22,12 @@ export interface ProxyServer {
 export interface ServerOptions {
   /** Checked for every new connection; an error refuses it (e.g. the audit trail is down and must not be bypassed). */
   admit?: () => ProxyError | undefined;
+  /** limits.maxUpstreamConnections: a login that would pass it is refused before its upstream connection is opened. */
+  upstreamCap?: UpstreamCap;
+  /** Told when a failed login used its address's last allowed failure (log, audit): its connections are refused for `retryAfterMs`. */
+  onLoginFailuresExceeded?(s: Session, retryAfterMs: number): void;
+  /** Told of each connection refused because its address is over limits.loginFailuresPerMinute. */
+  onLoginRateLimited?(address: string): void;
 }
 
 export function createServer(deps: SessionDeps, opts: ServerOptions = {}): ProxyServer {
@@ -24,6 +35,11 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
   /** Every open client socket, so close() can reap any the client never closed. */
   const sockets = new Set<net.Socket>();
   let closing = false;
+  const failuresPerMinute = deps.config.limits.loginFailuresPerMinute ?? 0;
+  /** Failed logins per client address; while an address has none left, its connections are refused at accept, before any token is read. */
+  const loginFailures = failuresPerMinute > 0 ? new AddressRateLimiter({ perMinute: failuresPerMinute }) : undefined;
+  /** Sessions counted against the upstream cap (admitted at login), released when they end. */
+  const holdingUpstream = new Set<Session>();
   /** Answers a connection we will not serve and makes sure it goes away even if the client never closes. */
   const refuse = (socket: net.Socket, err: ProxyError) => {
     socket.end(encodeProxyError(err));
@@ -45,6 +61,12 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
     // Not logged in yet: counted against limits.maxUnauthenticated (and per address), never against
     // limits.maxClientConnections, which only logged-in sessions fill (checked at login, in admitIdentity).
     const address = socket.remoteAddress ?? '';
+    const wait = loginFailures?.retryAfter(address) ?? 0;
+    if (wait > 0) {
+      opts.onLoginRateLimited?.(address);
+      refuse(socket, loginRateLimited(failuresPerMinute, wait));
+      return;
+    }
     const unauthRefusal = admitUnauthenticated(address);
     if (unauthRefusal) {
       refuse(socket, unauthRefusal);
@@ -60,9 +82,18 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
       },
       events: {
         ...deps.events,
+        loginFailed(s, reason, err) {
+          if (loginFailures && !NOT_CLIENT_FAILURES.has(reason)) {
+            loginFailures.take(s.remoteAddress);
+            const after = loginFailures.retryAfter(s.remoteAddress);
+            if (after > 0) opts.onLoginFailuresExceeded?.(s, after);
+          }
+          deps.events?.loginFailed?.(s, reason, err);
+        },
         sessionEnded(s, reason) {
           sessions.delete(s);
           releaseUnauthenticated(s);
+          if (holdingUpstream.delete(s)) opts.upstreamCap?.releaseSession();
           deps.events?.sessionEnded?.(s, reason);
         },
       },
@@ -126,6 +157,12 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
     if (perAgent > 0 && id.agent !== undefined && byAgent >= perAgent) {
       return new ProxyError('ERR_TOO_MANY', `too many sessions for agent "${id.agent}" (limits.maxSessionsPerAgent = ${perAgent})`, { hint: 'close an idle session and try again' });
     }
+    // Last, so a refusal by another limit never holds an upstream slot; counted until the session ends.
+    if (opts.upstreamCap && !holdingUpstream.has(self)) {
+      const capRefusal = opts.upstreamCap.admitSession();
+      if (capRefusal) return capRefusal;
+      holdingUpstream.add(self);
+    }
     return undefined;
   };
 
@@ -170,4 +207,11 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
       return n;
     },
   };
+}
+
+/** The refusal of a connection from an address over limits.loginFailuresPerMinute. */
+export function loginRateLimited(perMinute: number, retryAfterMs: number): ProxyError {
+  return new ProxyError('ERR_TOO_MANY', `too many failed logins from this address (limits.loginFailuresPerMinute = ${perMinute})`, {
+    hint: `try again in ${Math.max(1, Math.ceil(retryAfterMs / 1000))} s with a valid token`,
+  });
 }

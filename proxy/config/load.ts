@@ -178,6 +178,9 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
       idleSessionTimeout: must('limits.idleSessionTimeout'),
       maxSessionsPerSub: must('limits.maxSessionsPerSub'),
       maxSessionsPerAgent: must('limits.maxSessionsPerAgent'),
+      loginFailuresPerMinute: must('limits.loginFailuresPerMinute'),
+      cancelRequestsPerMinute: must('limits.cancelRequestsPerMinute'),
+      maxUpstreamConnections: must('limits.maxUpstreamConnections'),
     },
     analysis: {
       cacheTtl: must('analysis.cacheTtl'),
@@ -187,10 +190,10 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
     },
     cluster: { replicaId: must('cluster.replicaId'), peers },
     log: { level: must('log.level') },
+    shutdown: { drainTimeout: must('shutdown.drainTimeout') },
     audit: {
       destination: resolveDestination(must('audit.destination'), baseDir),
       sql: must('audit.sql'),
-    shutdown: { drainTimeout: must('shutdown.drainTimeout') },
       onFailure: must('audit.onFailure'),
     },
     revocation: {
@@ -416,11 +419,11 @@ function isNonEmptyStringList(v: unknown): v is string[] {
 
 type Getter = <T>(key: SettingKey) => T | undefined;
 type IssueFn = (path: string, message: string) => void;
+type SecretReader = (path: string, file: string) => ReturnType<typeof readSecretFile>;
 
 // Secrets are never echoed: not a password placed where its variable's name belongs, nor a file path that may be one.
 function checkUpstream(get: Getter, env: NodeJS.ProcessEnv, issue: IssueFn, secret: SecretReader): string | undefined {
   const file = get<string>('upstream.passwordFile');
-type SecretReader = (path: string, file: string) => ReturnType<typeof readSecretFile>;
   const envName = get<string>('upstream.passwordEnv');
   if (file !== undefined && envName !== undefined) {
     issue('upstream', 'set only one of passwordFile and passwordEnv');

@@ -81,7 +81,10 @@ export const settings = [
   { key: 'limits.maxClientConnections', type: 'integer', default: 1000, min: 1, max: 1_000_000, env: 'PGWARDEN_MAX_CLIENT_CONNECTIONS', doc: 'logged-in sessions at once (connections still logging in count against maxUnauthenticated instead)' },
   { key: 'limits.maxUnauthenticated', type: 'integer', default: 256, min: 1, max: 1_000_000, doc: 'connections not yet logged in at once; they never take a logged-in session\'s place' },
   { key: 'limits.maxUnauthenticatedPerAddress', type: 'integer', default: 32, min: 1, max: 1_000_000, doc: 'connections not yet logged in at once from one client address' },
-  { key: 'limits.idleSessionTimeout', type: 'duration', default: 0, doc: 'end a session idle this long; 0 turns it off' },
+  { key: 'limits.idleSessionTimeout', type: 'duration', default: 5 * 60_000, doc: 'end a session idle this long (it holds an upstream connection); 0 turns it off' },
+  { key: 'limits.loginFailuresPerMinute', type: 'integer', default: 30, min: 0, max: 1_000_000, doc: 'failed logins one client address may have per minute (token bucket, burst as large); past it every connection from that address is refused (53300) until a token is back; 0 means no limit' },
+  { key: 'limits.cancelRequestsPerMinute', type: 'integer', default: 60, min: 0, max: 1_000_000, doc: 'CancelRequests one client address may send per minute; the rest are dropped unanswered, as PostgreSQL drops a cancel for an unknown key; 0 means no limit' },
+  { key: 'limits.maxUpstreamConnections', type: 'integer', default: 0, min: 0, max: 1_000_000, doc: 'upstream connections pgwarden holds at most (sessions, analysis, revocation listener, checks); 0 derives it at startup from the server\'s max_connections, reserved slots and connections already in use; a value above that is lowered to it' },
 
   { key: 'limits.maxSessionsPerSub', type: 'integer', default: 50, min: 0, doc: 'live sessions one token subject may hold; 0 means no limit' },
   { key: 'limits.maxSessionsPerAgent', type: 'integer', default: 100, min: 0, doc: 'live sessions one agent may hold; 0 means no limit' },
@@ -105,10 +108,10 @@ export const settings = [
   { key: 'revocation.table.channel', type: 'string', default: 'pgwarden_revocations', doc: 'NOTIFY channel the table trigger signals' },
   { key: 'revocation.table.refresh', type: 'duration', default: 30_000, min: 1_000, doc: 'safety-net re-read interval of the revocation table' },
 
+  { key: 'shutdown.drainTimeout', type: 'duration', default: 10_000, min: 1_000, max: 10 * 60_000, doc: 'SIGTERM to exit at most: running statements may finish until the last 2 s (a quarter, when shorter), then every session ends and pgwarden exits' },
+
   { key: 'log.level', type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info', env: 'PGWARDEN_LOG_LEVEL', doc: 'log level' },
 ] as const satisfies readonly Setting[];
-
-  { key: 'shutdown.drainTimeout', type: 'duration', default: 10_000, min: 1_000, max: 10 * 60_000, doc: 'SIGTERM to exit at most: running statements may finish until the last 2 s (a quarter, when shorter), then every session ends and pgwarden exits' },
 
 export type SettingKey = (typeof settings)[number]['key'];
 

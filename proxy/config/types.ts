@@ -63,6 +63,11 @@ export interface LimitsConfig {
   /** Live sessions per token subject / per agent; 0 = unlimited. Optional for hand-built configs. */
   maxSessionsPerSub?: number;
   maxSessionsPerAgent?: number;
+  /** Failed logins / CancelRequests per client address per minute; absent or 0 = no limit (hand-built configs). */
+  loginFailuresPerMinute?: number;
+  cancelRequestsPerMinute?: number;
+  /** Upstream connections pgwarden holds at most; 0 = derived from the server at startup; absent = no cap (hand-built configs). */
+  maxUpstreamConnections?: number;
 }
 
 export interface Config {
@@ -81,13 +86,13 @@ export interface Config {
   cluster?: { replicaId: number; peers: { id: number; host: string; port: number }[] };
   /** Audit trail; defaults (stdout, normalized SQL, refuse on failure) when absent. */
   audit?: { destination: string; sql: 'full' | 'normalized' | 'none'; onFailure: 'refuse' | 'continue' };
+  /** SIGTERM: the most time from the signal to exit (default 10 s when absent). */
+  shutdown?: { drainTimeout: Millis };
   /** Revocation sources: a hot-reloaded file and/or an upstream table watched with LISTEN/NOTIFY. */
   revocation?: {
     file: string | undefined;
     /** revocation.file missing at startup: refuse to start (loadConfig's default) or start empty (absent: empty, for hand-built configs). */
     fileMissing?: 'refuse' | 'empty';
-  /** SIGTERM: the most time from the signal to exit (default 10 s when absent). */
-  shutdown?: { drainTimeout: Millis };
     table: { schema: string; name: string; channel: string; refreshMs: number } | undefined;
   };
 }

@@ -1,9 +1,10 @@
 // Our own BackendKeyData per session, mapped to the upstream backend's key; cancels are forwarded only for keys we issued,
-// or passed (one hop, rate-limited) to the replica whose id the key carries.
+// or passed (one hop, rate-limited) to the replica whose id the key carries; each client address may send only so many.
 import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
 import { sendCancelRequest } from '../upstream/connect.ts';
+import { AddressRateLimiter } from '../rate-limit.ts';
 
 /**
  * processId layout: bit 31 is 0 (positive int32), bits 24–30 hold the replica id (0–127), bits 0–23
@@ -39,6 +40,14 @@ export interface CancelRegistryOptions {
   forwardBurst?: number;
   /** Forwarding connections open at once. Default 32. */
   maxForwardsInFlight?: number;
+  /**
+   * CancelRequests one client address may send per minute (limits.cancelRequestsPerMinute); the rest are dropped
+   * unanswered. 0 or absent: no limit. Cancels a peer replica forwards (marked) have their own bucket per address at
+   * the rate a peer may forward them (forwardPerSecond × 60), so a busy peer is not held to one client's rate.
+   */
+  perAddressPerMinute?: number;
+  /** Told of each cancel dropped by the per-address limit (metrics). */
+  onAddressLimited?(address: string | undefined): void;
   /** How a cancel is passed on (tests replace it). */
   forward?: (peer: Peer, processId: number, secretKey: Buffer) => Promise<void>;
 }
@@ -50,6 +59,8 @@ export interface CancelStats {
   rateLimited: number;
   /** Cancels that arrived already forwarded for a key this replica did not issue: dropped, never passed on again. */
   secondHop: number;
+  /** Cancels dropped because their client address was over limits.cancelRequestsPerMinute. */
+  addressLimited: number;
 }
 
 export interface CancelTarget {
@@ -73,7 +84,10 @@ export class CancelRegistry {
   private tokens: number;
   private refilledAt = Date.now();
   private inFlight = 0;
-  readonly stats: CancelStats = { forwarded: 0, rateLimited: 0, secondHop: 0 };
+  private readonly byAddress: AddressRateLimiter | undefined;
+  private readonly forwardedByAddress: AddressRateLimiter | undefined;
+  private readonly onAddressLimited: ((address: string | undefined) => void) | undefined;
+  readonly stats: CancelStats = { forwarded: 0, rateLimited: 0, secondHop: 0, addressLimited: 0 };
 
   /**
    * `replicaId` is encoded in every key; `peers` are the other replicas cancels may be passed to. Throws a TypeError
@@ -92,6 +106,13 @@ export class CancelRegistry {
     this.tokens = this.burst;
     this.maxInFlight = opts.maxForwardsInFlight ?? 32;
     this.forward = opts.forward ?? ((peer, processId, secretKey) => forwardCancel(peer, processId, secretKey));
+    const perMinute = opts.perAddressPerMinute ?? 0;
+    if (perMinute > 0) {
+      this.byAddress = new AddressRateLimiter({ perMinute });
+      const peerPerMinute = (opts.forwardPerSecond ?? 50) * 60;
+      this.forwardedByAddress = new AddressRateLimiter({ perMinute: Math.max(perMinute, peerPerMinute), burst: Math.max(perMinute, opts.forwardBurst ?? 100) });
+    }
+    this.onAddressLimited = opts.onAddressLimited;
   }
 
   /** The replica that issued a key. */
@@ -115,9 +136,19 @@ export class CancelRegistry {
     this.entries.delete(processId);
   }
 
-  /** Returns true when the key matched a live session and its cancel was forwarded. Foreign keys are ignored silently, as Postgres does. */
-  cancel(rawProcessId: number, secretKey: Buffer): boolean {
+  /**
+   * Returns true when the key matched a live session and its cancel was forwarded. Foreign keys are ignored silently,
+   * as Postgres does, and so are cancels from an address over its rate (`from`: the client's address).
+   */
+  cancel(rawProcessId: number, secretKey: Buffer, from?: string): boolean {
     const forwarded = (rawProcessId & FORWARDED_BIT) !== 0;
+    const limiter = forwarded ? this.forwardedByAddress : this.byAddress;
+    if (limiter !== undefined && from !== undefined && !limiter.take(from)) {
+      // Checked before the key: guessing secrets is held to the same rate whether the guesses are right or not.
+      this.stats.addressLimited++;
+      this.onAddressLimited?.(from);
+      return false;
+    }
     const processId = rawProcessId & ~FORWARDED_BIT;
     const owner = CancelRegistry.replicaOf(processId);
     if (owner !== this.replicaId) {

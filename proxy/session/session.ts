@@ -374,7 +374,7 @@ export class Session {
         this.writeClient(encodeSSLResponse(false));
         return;
       case 'cancel':
-        this.deps.cancels.cancel(msg.processId, msg.secretKey);
+        this.deps.cancels.cancel(msg.processId, msg.secretKey, this.remoteAddress);
         this.close('client');
         return;
       case 'startup':

@@ -51,18 +51,34 @@ function upstreamError(message: string, cause?: unknown): ProxyError {
 
 /** Connects, negotiates TLS when configured, and logs in; rejects with a client-safe ProxyError (08006). */
 export async function connectUpstream(
-  cfg: UpstreamConfig,
+  cfg: UpstreamConfig & CountedUpstream,
   startupParams: Record<string, string>,
 ): Promise<UpstreamConnection> {
+  // pgwarden's own connections (analysis) are counted against limits.maxUpstreamConnections from before the
+  // connect until the socket closes; sessions are counted at login instead (server.ts), so they carry no cap here.
+  const release = cfg.cap?.acquireOwn();
   const deadline = Date.now() + cfg.connectTimeout;
-  let socket: net.Socket = await tcpConnect(cfg, deadline);
+  let socket: net.Socket;
+  try {
+    socket = await tcpConnect(cfg, deadline);
+  } catch (err) {
+    release?.();
+    throw err;
+  }
+  if (release) socket.once('close', release);
   try {
     if (cfg.sslmode !== 'disable') socket = await negotiateTls(socket, cfg, deadline);
     return await login(socket, cfg, startupParams, deadline);
   } catch (err) {
     socket.destroy();
+    release?.();
     throw err instanceof ProxyError ? err : upstreamError('could not connect to the upstream database', err);
   }
+}
+
+/** An upstream config whose connections count against a cap (pgwarden's own connections; see upstream/cap.ts). */
+export interface CountedUpstream {
+  cap?: { acquireOwn(): () => void };
 }
 
 function tcpConnect(cfg: UpstreamConfig, deadline: number): Promise<net.Socket> {

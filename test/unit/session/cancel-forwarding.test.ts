@@ -61,7 +61,7 @@ describe('one hop', () => {
       await new Promise((r) => setTimeout(r, 300));
       // The client's request, then the one forward to "replica 1" (itself), which goes no further.
       expect(received).toBe(2);
-      expect(reg.stats).toEqual({ forwarded: 1, rateLimited: 0, secondHop: 1 });
+      expect(reg.stats).toEqual({ forwarded: 1, rateLimited: 0, secondHop: 1, addressLimited: 0 });
     });
   });
 });

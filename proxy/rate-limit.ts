@@ -1,0 +1,125 @@
+// Per-source-address token buckets (login failures, cancel requests) in bounded memory: the least recently seen address is forgotten first.
+import net from 'node:net';
+
+/** Addresses tracked per limiter by default: about 100 bytes each, so about 1 MB at most. */
+export const DEFAULT_MAX_TRACKED_ADDRESSES = 10_000;
+
+/**
+ * The key an address is limited under. IPv4 (also written IPv4-mapped, `::ffff:1.2.3.4`) as is; IPv6 by its /64,
+ * since one host or customer usually holds a whole /64 and could otherwise take a fresh address per attempt.
+ */
+export function addressKey(address: string | undefined): string {
+  if (address === undefined || address === '') return '';
+  const bare = address.split('%')[0] ?? address;
+  const lower = bare.toLowerCase();
+  if (lower.startsWith('::ffff:') && net.isIPv4(lower.slice(7))) return lower.slice(7);
+  if (net.isIPv6(lower)) {
+    const groups = expandV6(lower);
+    if (groups !== undefined) return `${groups.slice(0, 4).join(':')}::/64`;
+  }
+  return lower;
+}
+
+/** The eight 16-bit groups of an IPv6 address (with `::` and a dotted IPv4 tail expanded), as hex without leading zeros. */
+function expandV6(a: string): string[] | undefined {
+  let text = a;
+  const lastColon = text.lastIndexOf(':');
+  const tail = text.slice(lastColon + 1);
+  if (net.isIPv4(tail)) {
+    const [b0, b1, b2, b3] = tail.split('.').map(Number) as [number, number, number, number];
+    text = `${text.slice(0, lastColon + 1)}${((b0 << 8) | b1).toString(16)}:${((b2 << 8) | b3).toString(16)}`;
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) return undefined;
+  const head = halves[0] === '' || halves[0] === undefined ? [] : halves[0].split(':');
+  const rest = halves.length === 2 ? (halves[1] === '' || halves[1] === undefined ? [] : halves[1].split(':')) : [];
+  const missing = 8 - head.length - rest.length;
+  if (missing < 0 || (halves.length === 1 && missing !== 0)) return undefined;
+  const groups = [...head, ...Array<string>(missing).fill('0'), ...rest];
+  return groups.map((g) => parseInt(g, 16).toString(16));
+}
+
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+export interface AddressRateLimiterOptions {
+  /** Events one address may have per minute, sustained. */
+  perMinute: number;
+  /** Events allowed at once after a quiet spell; default `perMinute`. */
+  burst?: number;
+  /** Addresses remembered at once; past it the least recently seen one is forgotten (its bucket starts full again). */
+  maxAddresses?: number;
+  now?: () => number;
+}
+
+/**
+ * A token bucket per address: `burst` tokens, refilled at `perMinute` a minute. An address whose bucket is full
+ * again holds no memory; the map's insertion order is its recency order, so eviction is O(1).
+ */
+export class AddressRateLimiter {
+  private readonly buckets = new Map<string, Bucket>();
+  private readonly perMs: number;
+  private readonly burst: number;
+  private readonly maxAddresses: number;
+  private readonly now: () => number;
+  /** Addresses forgotten to stay within maxAddresses (an operator can see the bound is being hit). */
+  evicted = 0;
+
+  constructor(opts: AddressRateLimiterOptions) {
+    if (!(opts.perMinute > 0)) throw new TypeError('perMinute must be positive');
+    this.perMs = opts.perMinute / 60_000;
+    this.burst = Math.max(1, opts.burst ?? opts.perMinute);
+    this.maxAddresses = Math.max(1, opts.maxAddresses ?? DEFAULT_MAX_TRACKED_ADDRESSES);
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** The bucket of `key` refilled to now, or undefined when it would be full (nothing to remember). */
+  private refill(key: string, now: number): Bucket | undefined {
+    const b = this.buckets.get(key);
+    if (b === undefined) return undefined;
+    b.tokens = Math.min(this.burst, b.tokens + (now - b.at) * this.perMs);
+    b.at = now;
+    if (b.tokens >= this.burst) {
+      this.buckets.delete(key);
+      return undefined;
+    }
+    return b;
+  }
+
+  /** Milliseconds until `address` may have one more event; 0 when it may now. Spends nothing. */
+  retryAfter(address: string | undefined): number {
+    const b = this.refill(addressKey(address), this.now());
+    if (b === undefined || b.tokens >= 1) return 0;
+    return Math.ceil((1 - b.tokens) / this.perMs);
+  }
+
+  /** Spends one token of `address`; false when it had none left (the event is over the rate). */
+  take(address: string | undefined): boolean {
+    const key = addressKey(address);
+    const now = this.now();
+    let b = this.refill(key, now);
+    if (b === undefined) {
+      while (this.buckets.size >= this.maxAddresses) {
+        const oldest = this.buckets.keys().next().value;
+        if (oldest === undefined) break;
+        this.buckets.delete(oldest);
+        this.evicted++;
+      }
+      b = { tokens: this.burst, at: now };
+    } else {
+      // Most recently seen last: the map's first key is the one to forget.
+      this.buckets.delete(key);
+    }
+    this.buckets.set(key, b);
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
+  /** Addresses remembered now. */
+  get size(): number {
+    return this.buckets.size;
+  }
+}
