@@ -1,0 +1,114 @@
+// The soak's report pieces: latency percentiles per traffic class, errors by SQLSTATE, and the RSS-over-time SVG
+// (hand-written like report.ts's tpsSvg; no dependency).
+import type { ErrorCount, Recorder } from './soak-traffic.ts';
+import { percentile } from './timing.ts';
+
+export interface RssSample {
+  /** Seconds since the traffic started (negative: before). */
+  t: number;
+  rssKb: number;
+  /** Logged-in sessions (pgwarden_sessions_active from /metrics), when read at this sample. */
+  sessions?: number;
+}
+
+export interface Marker {
+  t: number;
+  kind: 'reload' | 'revocation';
+  label: string;
+}
+
+const f1 = (x: number) => (Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)) : '–');
+
+export function latencyTable(rec: Recorder): string {
+  const rows = ['| traffic class | ok | p50 ms | p95 ms | p99 ms | max ms |', '|---|---:|---:|---:|---:|---:|'];
+  for (const [cls, xs] of [...rec.latencies.entries()].sort(([a], [b]) => a.localeCompare(b))) {
+    const s = Float64Array.from(xs).sort();
+    const arr = Array.from(s);
+    rows.push(`| ${cls} | ${arr.length.toLocaleString('en-US')} | ${f1(percentile(arr, 0.5))} | ${f1(percentile(arr, 0.95))} | ${f1(percentile(arr, 0.99))} | ${f1(arr[arr.length - 1] ?? NaN)} |`);
+  }
+  return rows.join('\n');
+}
+
+export function errorTable(errors: ErrorCount[]): string {
+  if (errors.length === 0) return '_none_';
+  const rows = ['| traffic class | SQLSTATE / error | count | expected | example |', '|---|---|---:|---|---|'];
+  const sorted = [...errors].sort((a, b) => Number(a.expected) - Number(b.expected) || a.cls.localeCompare(b.cls) || b.count - a.count);
+  for (const e of sorted) rows.push(`| ${e.cls} | \`${e.code}\` | ${e.count.toLocaleString('en-US')} | ${e.expected ? 'yes' : '**no**'} | ${e.sample.replace(/\|/g, '\\|')} |`);
+  return rows.join('\n');
+}
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+function niceStep(max: number, ticks: number): number {
+  const raw = max / ticks;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * mag >= raw) return m * mag;
+  return 10 * mag;
+}
+
+/** pgwarden's RSS (MiB, left axis) and logged-in sessions (right axis) over the run; reloads and revocations marked. */
+export function rssSvg(samples: RssSample[], markers: Marker[], title: string, subtitle: string): string {
+  const W = 900;
+  const H = 420;
+  const left = 70;
+  const right = 70;
+  const top = 64;
+  const bottom = 70;
+  const plotW = W - left - right;
+  const plotH = H - top - bottom;
+  const pts = samples.filter((s) => Number.isFinite(s.rssKb));
+  const tMin = Math.min(0, ...pts.map((s) => s.t));
+  const tMax = Math.max(1, ...pts.map((s) => s.t));
+  const rssMax = Math.max(1, ...pts.map((s) => s.rssKb / 1024));
+  const yStep = niceStep(rssMax * 1.1, 6);
+  const yMax = Math.ceil((rssMax * 1.1) / yStep) * yStep;
+  const sess = pts.filter((s) => s.sessions !== undefined && Number.isFinite(s.sessions));
+  const sMaxRaw = Math.max(1, ...sess.map((s) => s.sessions as number));
+  const sStep = niceStep(sMaxRaw * 1.1, 6);
+  const sMax = Math.ceil((sMaxRaw * 1.1) / sStep) * sStep;
+  const x = (t: number) => left + ((t - tMin) / (tMax - tMin)) * plotW;
+  const y = (mib: number) => top + plotH - (mib / yMax) * plotH;
+  const ys = (n: number) => top + plotH - (n / sMax) * plotH;
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
+  out.push(`<text x="${left}" y="24" font-size="16" font-weight="bold">${esc(title)}</text>`);
+  out.push(`<text x="${left}" y="44" fill="#555">${esc(subtitle)}</text>`);
+  for (let v = 0; v <= yMax + 1e-9; v += yStep) {
+    out.push(`<line x1="${left}" x2="${W - right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#e3e3e3"/>`);
+    out.push(`<text x="${left - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end" fill="#444">${v}</text>`);
+  }
+  if (sess.length) for (let v = 0; v <= sMax + 1e-9; v += sStep) out.push(`<text x="${W - right + 6}" y="${(ys(v) + 4).toFixed(1)}" fill="#888">${v}</text>`);
+  const tStep = niceStep(tMax - tMin, 10);
+  for (let t = Math.ceil(tMin / tStep) * tStep; t <= tMax + 1e-9; t += tStep) {
+    out.push(`<line x1="${x(t).toFixed(1)}" x2="${x(t).toFixed(1)}" y1="${top + plotH}" y2="${top + plotH + 4}" stroke="#333"/>`);
+    out.push(`<text x="${x(t).toFixed(1)}" y="${top + plotH + 18}" text-anchor="middle" fill="#444">${t}</text>`);
+  }
+  out.push(`<text x="${left + plotW / 2}" y="${top + plotH + 36}" text-anchor="middle" fill="#444">seconds since the traffic started</text>`);
+  out.push(`<text transform="translate(18 ${top + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#444">pgwarden RSS (MiB, VmRSS)</text>`);
+  if (sess.length) out.push(`<text transform="translate(${W - 16} ${top + plotH / 2}) rotate(90)" text-anchor="middle" fill="#888">logged-in sessions</text>`);
+  for (const m of markers) {
+    const color = m.kind === 'reload' ? '#4e79a7' : '#e15759';
+    out.push(`<line x1="${x(m.t).toFixed(1)}" x2="${x(m.t).toFixed(1)}" y1="${top}" y2="${top + plotH}" stroke="${color}" stroke-dasharray="3,3" stroke-width="1"><title>${esc(`${m.t.toFixed(1)} s: ${m.label}`)}</title></line>`);
+  }
+  if (sess.length > 1) out.push(`<polyline fill="none" stroke="#999" stroke-width="1" points="${sess.map((s) => `${x(s.t).toFixed(1)},${ys(s.sessions as number).toFixed(1)}`).join(' ')}"/>`);
+  if (pts.length > 1) out.push(`<polyline fill="none" stroke="#59a14f" stroke-width="2" points="${pts.map((s) => `${x(s.t).toFixed(1)},${y(s.rssKb / 1024).toFixed(1)}`).join(' ')}"/>`);
+  out.push(`<line x1="${left}" x2="${W - right}" y1="${y(0)}" y2="${y(0)}" stroke="#333"/>`);
+  const ly = H - 12;
+  const legend: [string, string, boolean][] = [
+    ['#59a14f', 'pgwarden RSS', false],
+    ['#999', 'logged-in sessions (right axis)', false],
+    ['#4e79a7', 'policy reload', true],
+    ['#e15759', 'revocation', true],
+  ];
+  let lx = left;
+  for (const [color, label, dashed] of legend) {
+    out.push(`<line x1="${lx}" x2="${lx + 18}" y1="${ly - 4}" y2="${ly - 4}" stroke="${color}" stroke-width="2"${dashed ? ' stroke-dasharray="3,3"' : ''}/>`);
+    out.push(`<text x="${lx + 22}" y="${ly}">${esc(label)}</text>`);
+    lx += 40 + label.length * 6.5;
+  }
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
