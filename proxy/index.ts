@@ -7,10 +7,10 @@ import type { Config } from './config/types.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/jwt.ts';
 import { ProxyError } from './errors.ts';
 import { createLogger } from './log.ts';
-import { createMetrics, registerAuditMetrics, registerUpstreamCapMetrics, startMetricsServer, type Metrics } from './metrics.ts';
+import { createMetrics, registerAuditMetrics, registerRevocationMetrics, registerUpstreamCapMetrics, startMetricsServer, type Metrics } from './metrics.ts';
 import { auditGate, auditUnavailableError, createAudit, withAuditGate, type Audit } from './audit.ts';
 import { combineRevocations, RevocationList, revokedSessionError, type RevocationSource } from './revocation.ts';
-import { revocationClientConfig, TableRevocations } from './revocation-table.ts';
+import { revocationClientConfig, revocationListenerNotReady, TableRevocations } from './revocation-table.ts';
 import { createServer, type ProxyServer } from './server.ts';
 import { CancelRegistry } from './session/cancel.ts';
 import type { SessionEvents } from './session/session.ts';
@@ -138,10 +138,11 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   const audit = await createAudit({ ...auditConfig, policyVersion: () => store.version, log: log.child({ component: 'audit' }) });
   registerAuditMetrics(metrics, audit);
   const sources: RevocationSource[] = [];
+  const onRevocationRead = registerRevocationMetrics(metrics, () => sources.flatMap((s) => (s.health ? [s.health()] : [])));
   const revocationLog = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => log[level](fields ?? {}, msg);
   if (config.revocation?.file) {
     const ifMissing = config.revocation.fileMissing ?? 'empty';
-    sources.push(await RevocationList.open({ file: config.revocation.file, ifMissing, watch: deps.watchPolicy ?? true, log: revocationLog }));
+    sources.push(await RevocationList.open({ file: config.revocation.file, ifMissing, watch: deps.watchPolicy ?? true, log: revocationLog, onRead: onRevocationRead }));
   }
   if (config.revocation?.table) {
     const t = config.revocation.table;
@@ -155,6 +156,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
         channel: t.channel,
         refreshMs: t.refreshMs,
         log: revocationLog,
+        onRead: onRevocationRead,
       }),
     );
   }
@@ -276,6 +278,9 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
       {
         live: () => {
           if (!auditGate(audit)) return { ok: false, detail: `audit trail ${audit.state} (onFailure: refuse)` };
+          // A revocation listener down for long: this replica may be missing revocations (docs/revocation.md).
+          const revocationDown = revocationListenerNotReady(sources);
+          if (revocationDown) return { ok: false, detail: revocationDown };
           // onFailure: continue keeps serving while the trail is down; /readyz says so (and pgwarden_audit_healthy).
           if (!audit.healthy) return { ok: true, detail: `audit trail ${audit.state}, ${audit.dropped} events dropped so far (onFailure: continue)` };
           return true;

@@ -2,6 +2,7 @@
 import http from 'node:http';
 import client from 'prom-client';
 import type { Audit } from './audit.ts';
+import type { RevocationHealth, RevocationReadInfo } from './revocation.ts';
 import type { SessionEvents } from './session/session.ts';
 
 export interface Metrics {
@@ -196,6 +197,76 @@ export function registerUpstreamCapMetrics(metrics: Pick<Metrics, 'registry'>, c
       this.set(cap.max);
     },
   });
+}
+
+/**
+ * The revocation sources' state, read at each scrape (listener up, entries, last successful read), and their reads,
+ * counted and timed as they happen through the returned callback (pass it to the sources as `onRead`).
+ */
+export function registerRevocationMetrics(
+  metrics: Pick<Metrics, 'registry'>,
+  health: () => readonly RevocationHealth[],
+): (info: RevocationReadInfo) => void {
+  const registers = [metrics.registry];
+  new client.Gauge({
+    name: 'pgwarden_revocation_listener_up',
+    help: 'Whether a revocation source is current: the table listener is connected (1) or not (0); for a file, the last read succeeded',
+    labelNames: ['source'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const h of health()) this.set({ source: h.source }, h.up ? 1 : 0);
+    },
+  });
+  new client.Gauge({
+    name: 'pgwarden_revocation_entries',
+    help: 'Identifiers (jti, sub, agent) revoked now, by source',
+    labelNames: ['source'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const h of health()) this.set({ source: h.source }, h.entries);
+    },
+  });
+  new client.Gauge({
+    name: 'pgwarden_revocation_last_read_timestamp_seconds',
+    help: 'When a revocation source was last read successfully (seconds since the epoch)',
+    labelNames: ['source'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const h of health()) if (h.lastReadAt !== undefined) this.set({ source: h.source }, h.lastReadAt / 1000);
+    },
+  });
+  let notified = 0;
+  new client.Counter({
+    name: 'pgwarden_revocation_notifications_total',
+    help: 'NOTIFYs received on the revocation channel (a burst of them is coalesced into few reads: compare pgwarden_revocation_reads_total)',
+    registers,
+    collect() {
+      let now = 0;
+      for (const h of health()) now += h.notifications ?? 0;
+      if (now > notified) this.inc(now - notified);
+      notified = now;
+    },
+  });
+  const reads = new client.Counter({
+    name: 'pgwarden_revocation_reads_total',
+    help: 'Reads of a revocation source by kind (full, incremental) and result (ok, error)',
+    labelNames: ['source', 'kind', 'result'] as const,
+    registers,
+  });
+  const readSeconds = new client.Histogram({
+    name: 'pgwarden_revocation_read_duration_seconds',
+    help: 'Time to read a revocation source, by kind: incremental (changes only) or full',
+    labelNames: ['source', 'kind'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers,
+  });
+  return (info) => {
+    reads.inc({ source: info.source, kind: info.kind, result: info.ok ? 'ok' : 'error' });
+    readSeconds.observe({ source: info.source, kind: info.kind }, info.ms / 1000);
+  };
 }
 
 /** A readiness answer with a reason: `ok: true` with a detail is ready but degraded (e.g. audit events being dropped). */

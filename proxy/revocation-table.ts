@@ -270,7 +270,14 @@ export class TableRevocations implements RevocationSource {
   }
 
   health(): RevocationHealth {
-    return { source: 'table', up: this.#connected, downSince: this.#downSince, entries: this.#index.size, lastReadAt: this.#lastLoadedAt };
+    return {
+      source: 'table',
+      up: this.#connected,
+      downSince: this.#downSince,
+      entries: this.#index.size,
+      lastReadAt: this.#lastLoadedAt,
+      notifications: this.#stats.notifications,
+    };
   }
 
   /** Re-reads the whole table now (SIGHUP); resolves once a full read that started after this call has ended. */
@@ -485,7 +492,8 @@ export class TableRevocations implements RevocationSource {
 
   #select(): string {
     // date_part gives double precision: 'infinity' arrives as Infinity, NULL as null; no Date object per row.
-    return `SELECT id::text, jti, sub, agent, reason, date_part('epoch', expires_at) * 1000 FROM ${this.#t}`;
+    // The id is aliased: ORDER BY id must sort by the bigint column, not by this text.
+    return `SELECT id::text AS row_id, jti, sub, agent, reason, date_part('epoch', expires_at) * 1000 FROM ${this.#t}`;
   }
 
   /**
@@ -606,4 +614,18 @@ export class TableRevocations implements RevocationSource {
       added.listed.push(e);
     }
   }
+}
+
+/**
+ * Why /readyz should say not ready because of revocations: a table listener down for longer than
+ * REVOCATION_LISTENER_DOWN_NOT_READY_MS (this replica may be missing revocations made since). Undefined when fine.
+ */
+export function revocationListenerNotReady(sources: readonly RevocationSource[], now = Date.now(), boundMs = REVOCATION_LISTENER_DOWN_NOT_READY_MS): string | undefined {
+  for (const s of sources) {
+    const h = s.health?.();
+    if (h === undefined || h.source !== 'table' || h.up || h.downSince === undefined) continue;
+    const down = now - h.downSince;
+    if (down > boundMs) return `revocation table listener down for ${Math.round(down / 1000)} s (revocations made since may be missing)`;
+  }
+  return undefined;
 }

@@ -61,6 +61,8 @@ export interface RevocationHealth {
   entries: number;
   /** Last successful read (ms since the epoch). */
   lastReadAt: number | undefined;
+  /** Table: NOTIFYs received since open. */
+  notifications?: number;
 }
 
 /** What the proxy needs from any revocation source (file, table, or several combined). */
