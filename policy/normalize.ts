@@ -6,13 +6,13 @@
 import { LRUCache } from 'lru-cache';
 import type { CatalogSnapshot, Decision, SessionView } from './types.ts';
 import { literalShape } from './literals.ts';
-import { evaluateWithFacts } from './evaluate.ts';
+import { evaluateWithFacts, type EvaluationFacts } from './evaluate.ts';
 
 /** Statement kinds whose decision depends only on structure once literal-sensitive constructs are excluded. */
 const NORMALIZABLE_KINDS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
 
 /** Reasons that say something about pgwarden's state, not the statement: never cached. */
-const UNCACHEABLE_REASONS = new Set(['internal', 'parser_trap', 'parser_unavailable']);
+const UNCACHEABLE_REASONS = new Set(['internal', 'parser_trap', 'parser_unavailable', 'decide_pool_busy', 'decide_timeout', 'decide_worker_failed']);
 
 /**
  * Per-entry state a caller may attach to a cached decision (the server analysis verdicts): it lives and dies
@@ -54,11 +54,48 @@ interface SharedDecision {
   append: string;
 }
 
+/** Where a miss is to be stored once its decision is known (DecisionCache.probe → DecisionCache.store). */
+export interface CacheMiss {
+  readonly sql: string;
+  readonly prefix: string;
+  readonly normKey: string | undefined;
+  readonly shapeTail: number;
+  /** The snapshot the decision was asked under: a decision made under another one is not stored. */
+  readonly catalog: CatalogSnapshot;
+}
+
+export type CacheProbe = { hit: true; entry: { decision: Decision; slot: DecisionSlot } } | { hit: false; miss: CacheMiss };
+
+/** Default byte budget of the cache (both of its maps together). */
+export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+
+/** Bytes an entry costs beyond its strings: the map entry, the decision object and its arrays (a rough, fixed figure). */
+const ENTRY_OVERHEAD = 256;
+
+/** An estimate of the memory a decision holds (strings at 2 bytes per UTF-16 unit), computed once when it is stored. */
+export function decisionBytes(d: Decision): number {
+  let n = ENTRY_OVERHEAD;
+  const str = (x: string | undefined) => (x === undefined ? 0 : 2 * x.length + 16);
+  for (const st of d.statements) {
+    n += 64 + str(st.kind);
+    for (const r of st.relations) n += str(r);
+    for (const c of st.columns) n += str(c);
+    for (const f of st.functions) n += str(f);
+  }
+  if (d.allow) {
+    n += str(d.rewrittenSql) + 32 * d.effects.length;
+  } else {
+    n += str(d.message) + str(d.detail) + str(d.hint);
+  }
+  return n;
+}
+
 /**
- * LRU of decisions keyed by policy version, role, protocol mode and SQL. A different catalog
- * snapshot object clears it (decisions depend on relation and function resolution). Decisions
- * that read session state (EXECUTE, FETCH) or pgwarden's own health are never cached; decisions
- * that read a literal's value are cached by exact text only.
+ * LRU of decisions keyed by policy version, role, protocol mode and SQL, bounded in entries and in bytes (the SQL
+ * text of an entry is its key, so without a byte bound 10,000 distinct 1 MiB statements would hold 20 GB). A
+ * different catalog snapshot object clears it (decisions depend on relation and function resolution). Decisions that
+ * read session state (EXECUTE, FETCH) or pgwarden's own health are never cached; decisions that read a literal's
+ * value are cached by exact text only.
  */
 export class DecisionCache {
   /** SQL text → (version/role/mode prefix → decision): the hot path hashes the client's string as is, without concatenating. */
@@ -66,11 +103,38 @@ export class DecisionCache {
   private readonly normalized: LRUCache<string, SharedDecision>;
   private catalog: CatalogSnapshot | undefined;
   readonly stats: DecisionCacheStats = { exactHits: 0, normalizedHits: 0, misses: 0 };
+  /** Bytes of each exact entry's decisions (its key is counted by sizeCalculation). */
+  private readonly decisionSizes = new WeakMap<Map<string, { decision: Decision; slot: DecisionSlot }>, number>();
 
-  constructor(opts: { max?: number } = {}) {
+  /**
+   * `max` entries per map (default 10,000) and `maxBytes` in all (default 64 MiB): three quarters for entries by exact
+   * text (their keys are the statements), one quarter for the shared, literal-normalised ones (keys ≤ 8 KiB).
+   */
+  constructor(opts: { max?: number; maxBytes?: number } = {}) {
     const max = opts.max ?? 10_000;
-    this.exact = new LRUCache<string, Map<string, { decision: Decision; slot: DecisionSlot }>>({ max });
-    this.normalized = new LRUCache<string, SharedDecision>({ max });
+    const maxBytes = opts.maxBytes ?? DEFAULT_CACHE_BYTES;
+    if (!(maxBytes >= 4096)) throw new TypeError('DecisionCache maxBytes must be at least 4096');
+    const exactBytes = Math.floor((maxBytes * 3) / 4);
+    this.exact = new LRUCache<string, Map<string, { decision: Decision; slot: DecisionSlot }>>({
+      max,
+      maxSize: exactBytes,
+      sizeCalculation: (m, sql) => 2 * sql.length + (this.decisionSizes.get(m) ?? ENTRY_OVERHEAD),
+    });
+    this.normalized = new LRUCache<string, SharedDecision>({
+      max,
+      maxSize: maxBytes - exactBytes,
+      sizeCalculation: (v, key) => 2 * key.length + 2 * v.append.length + ENTRY_OVERHEAD,
+    });
+  }
+
+  /** Bytes held now (as the bound counts them), both maps. */
+  get bytes(): number {
+    return this.exact.calculatedSize + this.normalized.calculatedSize;
+  }
+
+  /** Entries held now, both maps. */
+  get size(): number {
+    return this.exact.size + this.normalized.size;
   }
 
   private lastPrefix = { version: -1, role: '', mode: '', prefix: '' };
@@ -96,6 +160,16 @@ export class DecisionCache {
 
   /** decide(), with the entry's slot (a fresh, unshared one when the decision is not cached). */
   lookup(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, policyVersion: number): { decision: Decision; slot: DecisionSlot } {
+    const p = this.probe(sql, mode, session, catalog, policyVersion);
+    if (p.hit) return p.entry;
+    return this.store(p.miss, evaluateWithFacts(sql, mode, session, catalog, policyVersion));
+  }
+
+  /**
+   * The cached decision for `sql`, or where to store the one evaluateWithFacts gives for it (store()): the two halves
+   * of lookup(), for a caller that evaluates elsewhere (a decide worker) in between.
+   */
+  probe(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, policyVersion: number): CacheProbe {
     if (catalog !== this.catalog) {
       this.clear();
       this.catalog = catalog;
@@ -109,26 +183,42 @@ export class DecisionCache {
       if (shared !== undefined) {
         this.stats.normalizedHits++;
         const d = shared.decision;
-        if (shared.dropTail < 0 || !d.allow) return shared;
-        return { decision: { ...d, rewrittenSql: sql.slice(0, sql.length - shared.dropTail) + shared.append }, slot: shared.slot };
+        if (shared.dropTail < 0 || !d.allow) return { hit: true, entry: shared };
+        return { hit: true, entry: { decision: { ...d, rewrittenSql: sql.slice(0, sql.length - shared.dropTail) + shared.append }, slot: shared.slot } };
       }
     }
-    const bySql = this.exact.get(sql);
-    const hit = bySql?.get(prefix);
+    const hit = this.exact.get(sql)?.get(prefix);
     if (hit !== undefined) {
       this.stats.exactHits++;
-      return hit;
+      return { hit: true, entry: hit };
     }
     this.stats.misses++;
-    const facts = evaluateWithFacts(sql, mode, session, catalog, policyVersion);
+    return { hit: false, miss: { sql, prefix, normKey, shapeTail: shape?.tail ?? 0, catalog } };
+  }
+
+  /** Keeps the decision evaluateWithFacts gave for a probe's miss (when it may be kept) and returns its entry. */
+  store(miss: CacheMiss, facts: EvaluationFacts): { decision: Decision; slot: DecisionSlot } {
+    const { sql, prefix, normKey } = miss;
     const d = facts.decision;
     const entry = { decision: d, slot: newSlot() };
     if (facts.sessionDependent) return entry;
     if (!d.allow && UNCACHEABLE_REASONS.has(d.reason)) return entry;
+    // The catalog changed while this was decided elsewhere: the decision belongs to the old snapshot.
+    if (miss.catalog !== this.catalog) return entry;
     deepFreeze(d);
-    if (bySql !== undefined) bySql.set(prefix, entry);
-    else this.exact.set(sql, new Map([[prefix, entry]]));
-    if (normKey === undefined || shape === undefined || facts.literalSensitive) return entry;
+    const size = decisionBytes(d);
+    const bySql = this.exact.get(sql);
+    if (bySql !== undefined) {
+      bySql.set(prefix, entry);
+      // Set again so the LRU counts the added decision.
+      this.decisionSizes.set(bySql, (this.decisionSizes.get(bySql) ?? 0) + size);
+      this.exact.set(sql, bySql);
+    } else {
+      const m = new Map([[prefix, entry]]);
+      this.decisionSizes.set(m, size);
+      this.exact.set(sql, m);
+    }
+    if (normKey === undefined || facts.literalSensitive) return entry;
     if (d.statements.length === 0 || !d.statements.every((s) => NORMALIZABLE_KINDS.has(s.kind))) return entry;
     if (d.allow && d.effects.length > 0) return entry;
     let dropTail = -1;
@@ -140,7 +230,7 @@ export class DecisionCache {
       while (p < max && sql.charCodeAt(p) === r.charCodeAt(p)) p++;
       dropTail = sql.length - p;
       // The rewrite changed text before the last constant (a deparsed rewrite): exact text only.
-      if (dropTail > shape.tail) return entry;
+      if (dropTail > miss.shapeTail) return entry;
       append = r.slice(p);
     }
     // The exact and the shared entry are one decision, so they share one slot.

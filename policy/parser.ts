@@ -142,6 +142,11 @@ export async function initParser(overrides: Partial<ParserLimits> = {}): Promise
   if (spareLoading !== undefined) await spareLoading;
 }
 
+/** The limits in force (a decide worker starts its own parser with the same ones, so it decides alike). */
+export function currentParserLimits(): Readonly<ParserLimits> {
+  return { ...limits };
+}
+
 /** True once initParser has completed and a healthy instance is available. */
 export function isParserReady(): boolean {
   return primary !== undefined && primary.traps < MAX_TRAPS_PER_INSTANCE;

@@ -12,6 +12,7 @@ export const SqlState = {
   InsufficientPrivilege: '42501',
   SyntaxError: '42601',
   InFailedSqlTransaction: '25P02',
+  InsufficientResources: '53000',
   TooManyConnections: '53300',
   ProgramLimitExceeded: '54000',
   QueryCanceled: '57014',

@@ -1,12 +1,32 @@
 // The StatementGate sessions use: the policy store's current policy and catalog, the decision cache in front of evaluate(), and PostgreSQL's own analysis behind it.
+//
+// Long statements (more than `offloadAboveBytes`) that miss the cache are decided on a worker thread (decide-pool.ts)
+// by the same evaluate(), and the session waits for that answer as it waits for a server analysis: the event loop
+// stays free for every other session whatever one of them sends. Shorter ones are decided here, synchronously.
 import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
 import { judgeParameterTypes } from '../../policy/evaluate.ts';
-import { DecisionCache, type DecisionSlot } from '../../policy/normalize.ts';
+import { DecisionCache, DEFAULT_CACHE_BYTES, type DecisionSlot } from '../../policy/normalize.ts';
+import { DEFAULT_PARSER_LIMITS, currentParserLimits } from '../../policy/parser.ts';
 import type { PolicyStore } from '../../policy/store.ts';
 import type { StatementGate } from './gate.ts';
+import { DecidePool, failedRefusal, type DecidePoolOptions } from './decide-pool.ts';
 import { needsServerAnalysis, type ServerChecker, type ServerVerdict } from './server-check.ts';
 
+/**
+ * Statements longer than this (UTF-16 units, a lower bound of their UTF-8 bytes) are decided on a worker. It is the
+ * parser's nesting pre-screen threshold: below it no text can reach the expensive scan, and parsing and deciding the
+ * worst 4 KiB text costs about 10 ms; at 32 KiB a hostile text costs over 100 ms (bench/RESULTS.md, "Hostile statements").
+ */
+export const DEFAULT_OFFLOAD_ABOVE = DEFAULT_PARSER_LIMITS.screenAboveBytes;
+
 type Allow = Extract<Decision, { allow: true }>;
+
+/** UTF-8 length of `sql` above `bytes`, measured only when the UTF-16 length cannot tell. */
+function longerThan(sql: string, bytes: number): boolean {
+  if (sql.length > bytes) return true;
+  if (sql.length * 3 <= bytes) return false;
+  return Buffer.byteLength(sql, 'utf8') > bytes;
+}
 
 /** Both analyses must allow; in shadow mode the server's refusal is reported, not enforced. */
 function combine(local: Allow, v: ServerVerdict, role: RolePolicy): Decision {
@@ -39,15 +59,63 @@ function analyse(
   return pending;
 }
 
-export function createPolicyGate(
-  store: PolicyStore,
-  opts: { cacheSize?: number; onLookup?: (hit: boolean) => void; server?: ServerChecker } = {},
-): StatementGate {
+export interface PolicyGateOptions {
+  /** Decision cache entries (per map, default 10,000). */
+  cacheSize?: number;
+  /** Decision cache bytes (default 64 MiB; limits.decisionCacheBytes). */
+  cacheBytes?: number;
+  onLookup?: (hit: boolean) => void;
+  server?: ServerChecker;
+  /** Statements longer than this are decided on a worker thread (default 4096); Infinity decides everything here. */
+  offloadAboveBytes?: number;
+  /** The worker pool's bounds (decide-pool.ts), or a pool to use. */
+  pool?: DecidePool | DecidePoolOptions;
+}
+
+/** A StatementGate that can also be closed: close() ends its decide workers. */
+export interface PolicyGate extends StatementGate {
+  close(): Promise<void>;
+  /** The decide pool, once a long statement has made one (for metrics and tests). */
+  readonly pool: DecidePool | undefined;
+}
+
+export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {}): PolicyGate {
   // Keyed by policy version, role, mode and the SQL (exact, then literal-normalised): a reload bumps the version, so
   // stale entries are never read, and a new catalog snapshot empties it.
-  const cache = new DecisionCache({ max: opts.cacheSize ?? 10_000 });
+  const cache = new DecisionCache({ max: opts.cacheSize ?? 10_000, maxBytes: opts.cacheBytes ?? DEFAULT_CACHE_BYTES });
   const server = opts.server;
+  const offloadAbove = opts.offloadAboveBytes ?? DEFAULT_OFFLOAD_ABOVE;
+  // Made on the first long statement, so a proxy that never sees one never starts a thread.
+  let pool: DecidePool | undefined = opts.pool instanceof DecidePool ? opts.pool : undefined;
+  const poolOptions = opts.pool instanceof DecidePool ? undefined : opts.pool;
+  const getPool = (): DecidePool => (pool ??= new DecidePool({ parserLimits: currentParserLimits(), ...poolOptions }));
+
+  /** The local decision is known: PostgreSQL's own analysis confirms what it allows. */
+  const confirm = (decision: Decision, slot: DecisionSlot, sql: string, role: RolePolicy, paramTypes: readonly number[] | undefined): Decision | Promise<Decision> => {
+    if (server === undefined || !decision.allow || !needsServerAnalysis(decision)) return decision;
+    const paramKey = paramTypes === undefined || paramTypes.length === 0 ? '' : paramTypes.join(',');
+    // The hit path first and without allocating: a closure per decision costs more than the lookup.
+    const v = server.cached(slot.server, paramKey, sql);
+    if (v !== undefined) return combine(decision, v, role);
+    const held = slot.server?.get(paramKey);
+    if (held instanceof Promise) {
+      // One analysis per entry at a time: a concurrent miss waits for it, and asks again if it held for another text only.
+      return (held as Promise<ServerVerdict>)
+        .then((w) => (w.sql !== undefined && w.sql !== sql ? analyse(server, slot, paramKey, sql, paramTypes, role, decision) : w))
+        .then((w) => combine(decision, w, role));
+    }
+    return analyse(server, slot, paramKey, sql, paramTypes, role, decision).then((w) => combine(decision, w, role));
+  };
+
   return {
+    get pool() {
+      return pool;
+    },
+    async close() {
+      const p = pool;
+      pool = undefined;
+      await p?.close();
+    },
     get version() {
       return store.current.policy.version;
     },
@@ -76,22 +144,25 @@ export function createPolicyGate(
         const refused = judgeParameterTypes(paramTypes, current, catalog);
         if (refused !== undefined) return refused;
       }
+      if (longerThan(sql, offloadAbove)) {
+        // A long text: a cache hit is answered here; a miss is decided on a worker, never on the event loop.
+        const probe = cache.probe(sql, mode, current, catalog, policy.version);
+        opts.onLookup?.(probe.hit);
+        if (probe.hit) return confirm(probe.entry.decision, probe.entry.slot, sql, role, paramTypes);
+        return getPool()
+          .decide({ sql, mode, view: current, catalog, policyVersion: policy.version })
+          .then((answer) => {
+            if (!answer.ok) return answer.decision;
+            const { decision, slot } = cache.store(probe.miss, answer.facts);
+            return confirm(decision, slot, sql, role, paramTypes);
+          })
+          // Never rejects: anything unexpected on the way back is a refusal, as on the main thread.
+          .catch(() => failedRefusal('decide_worker_failed', 'internal error'));
+      }
       const misses = cache.stats.misses;
       const { decision, slot } = cache.lookup(sql, mode, current, catalog, policy.version);
       opts.onLookup?.(cache.stats.misses === misses);
-      if (server === undefined || !decision.allow || !needsServerAnalysis(decision)) return decision;
-      const paramKey = paramTypes === undefined || paramTypes.length === 0 ? '' : paramTypes.join(',');
-      // The hit path first and without allocating: a closure per decision costs more than the lookup.
-      const v = server.cached(slot.server, paramKey, sql);
-      if (v !== undefined) return combine(decision, v, role);
-      const held = slot.server?.get(paramKey);
-      if (held instanceof Promise) {
-        // One analysis per entry at a time: a concurrent miss waits for it, and asks again if it held for another text only.
-        return (held as Promise<ServerVerdict>)
-          .then((w) => (w.sql !== undefined && w.sql !== sql ? analyse(server, slot, paramKey, sql, paramTypes, role, decision) : w))
-          .then((w) => combine(decision, w, role));
-      }
-      return analyse(server, slot, paramKey, sql, paramTypes, role, decision).then((w) => combine(decision, w, role));
+      return confirm(decision, slot, sql, role, paramTypes);
     },
   };
 }

@@ -1,0 +1,62 @@
+// One decide worker thread: parses and decides large statements with the same evaluate() the main thread runs, so its answer is the main thread's.
+//
+// Messages (proxy/session/decide-pool.ts is the other side): the pool sends `{ type: 'job', … }` with the statement, the
+// session view and the catalog (the catalog only when this worker has not seen that snapshot yet, by id); the worker
+// answers `{ type: 'done', id, facts }` or `{ type: 'failed', id, message }`. `{ type: 'ready' }` once the parser is loaded.
+import { parentPort, workerData } from 'node:worker_threads';
+import { initParser, type ParserLimits } from '../parser.ts';
+import { evaluateWithFacts } from '../evaluate.ts';
+import type { CatalogSnapshot, SessionView } from '../types.ts';
+
+export interface DecideJob {
+  type: 'job';
+  id: number;
+  sql: string;
+  mode: 'simple' | 'parse';
+  view: SessionView;
+  policyVersion: number;
+  catalogId: number;
+  /** Present when the worker may not hold snapshot `catalogId` yet. */
+  catalog: CatalogSnapshot | undefined;
+}
+
+export type WorkerReply =
+  | { type: 'ready' }
+  | { type: 'done'; id: number; facts: ReturnType<typeof evaluateWithFacts> }
+  | { type: 'failed'; id: number; message: string }
+  /** Asked for a catalog it does not hold (the pool sends it again with the snapshot). */
+  | { type: 'needCatalog'; id: number };
+
+export interface DecideWorkerData {
+  parserLimits: ParserLimits;
+}
+
+const port = parentPort;
+if (port === null) throw new Error('decide-worker.ts runs only as a worker thread');
+const data = workerData as DecideWorkerData;
+
+// One snapshot at a time: the pool always decides against the store's current catalog.
+let catalogId = -1;
+let catalog: CatalogSnapshot | undefined;
+
+await initParser(data.parserLimits);
+
+port.on('message', (job: DecideJob) => {
+  if (job.catalog !== undefined) {
+    catalogId = job.catalogId;
+    catalog = job.catalog;
+  }
+  if (catalog === undefined || catalogId !== job.catalogId) {
+    port.postMessage({ type: 'needCatalog', id: job.id } satisfies WorkerReply);
+    return;
+  }
+  let reply: WorkerReply;
+  try {
+    // evaluateWithFacts never throws (an internal failure is a denial), but posting a result that cannot be cloned can.
+    reply = { type: 'done', id: job.id, facts: evaluateWithFacts(job.sql, job.mode, job.view, catalog, job.policyVersion) };
+    port.postMessage(reply);
+  } catch (err) {
+    port.postMessage({ type: 'failed', id: job.id, message: err instanceof Error ? err.message : String(err) } satisfies WorkerReply);
+  }
+});
+port.postMessage({ type: 'ready' } satisfies WorkerReply);

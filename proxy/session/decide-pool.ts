@@ -1,0 +1,358 @@
+// A small, bounded pool of worker threads that parse and decide large statements, so no statement text can stall the event loop every session shares.
+//
+// Why: parsing is synchronous WASM (policy/parser.ts). A 1 MiB statement of nested parentheses or a `1+1+…` chain
+// costs seconds of the parser's time and grows its WASM memory by up to ~1 GB, which WASM can never give back.
+// Statements longer than `offloadAboveBytes` (policy-gate.ts; the nesting pre-screen threshold, 4 KiB, by default:
+// shorter ones cannot cost more than a few milliseconds) are decided here by the very same evaluateWithFacts() on a
+// copy of the same role, session view and catalog, so the answer is the main thread's.
+//
+// Bounds, each a refusal of that one statement, never a wait without end:
+//   - `size` workers at most, started on demand; each job runs alone on its worker.
+//   - `maxQueue` jobs waiting; one more is refused at once with 53000 (insufficient_resources), as is a job that waited
+//     longer than `queueTimeoutMs`.
+//   - `timeoutMs` to decide one statement; past it the worker is terminated and replaced and the statement refused with
+//     54000 (program_limit_exceeded). A worker that fails (an exception, exit, or running out of its heap limit,
+//     `maxHeapMb`) refuses its statement the same way. Fail closed: no statement is ever allowed for want of an answer.
+//   - Memory: a worker that decided a text of `recycleAboveBytes` or more is replaced after it (its WASM memory stays
+//     at its high-water mark), and workers idle for `idleMs` end, so a burst of large statements leaves nothing behind.
+// Workers are unref'd: they never keep the process alive, and close() ends them.
+import { Worker } from 'node:worker_threads';
+import os from 'node:os';
+import type { CatalogSnapshot, Decision, SessionView } from '../../policy/types.ts';
+import type { EvaluationFacts } from '../../policy/evaluate.ts';
+import { DEFAULT_PARSER_LIMITS, type ParserLimits } from '../../policy/parser.ts';
+import type { DecideJob, DecideWorkerData, WorkerReply } from '../../policy/worker/decide-worker.ts';
+import { SqlState } from '../sqlstate.ts';
+
+type Deny = Extract<Decision, { allow: false }>;
+
+export interface DecidePoolOptions {
+  /** Workers at most (default: one fewer than the CPUs, at least 1, at most 4). */
+  size?: number;
+  /** Jobs waiting for a worker at most; beyond, a job is refused at once (53000). */
+  maxQueue?: number;
+  /** Time allowed to decide one statement once a worker has it; past it, 54000 and the worker is replaced. */
+  timeoutMs?: number;
+  /** Longest wait for a worker; past it, 53000. */
+  queueTimeoutMs?: number;
+  /** A worker idle this long ends. */
+  idleMs?: number;
+  /** A worker that decided a text at least this long (UTF-16 units) is replaced afterwards. */
+  recycleAboveBytes?: number;
+  /** V8 old-generation limit of each worker, in MB; a worker that exceeds it dies and its statement is refused. */
+  maxHeapMb?: number;
+  /** Parser limits the workers use (those of the main thread). */
+  parserLimits?: ParserLimits;
+}
+
+export const DECIDE_POOL_DEFAULTS = {
+  size: Math.max(1, Math.min(4, os.availableParallelism() - 1)),
+  maxQueue: 16,
+  timeoutMs: 10_000,
+  queueTimeoutMs: 10_000,
+  idleMs: 5_000,
+  recycleAboveBytes: 64 * 1024,
+  maxHeapMb: 512,
+} as const;
+
+export type PoolAnswer = { ok: true; facts: EvaluationFacts } | { ok: false; decision: Deny };
+
+export interface DecideRequest {
+  sql: string;
+  mode: 'simple' | 'parse';
+  view: SessionView;
+  catalog: CatalogSnapshot;
+  policyVersion: number;
+}
+
+export interface DecidePoolStats {
+  decided: number;
+  refusedBusy: number;
+  timedOut: number;
+  workerFailures: number;
+  workersStarted: number;
+  running: number;
+  queued: number;
+  workers: number;
+}
+
+interface Job {
+  id: number;
+  req: DecideRequest;
+  resolve: (a: PoolAnswer) => void;
+  queuedAt: number;
+  queueTimer: NodeJS.Timeout | undefined;
+}
+
+interface Slot {
+  worker: Worker;
+  ready: boolean;
+  job: Job | undefined;
+  /** The catalog snapshot this worker holds, by pool-wide id. */
+  catalogId: number;
+  timer: NodeJS.Timeout | undefined;
+  idleTimer: NodeJS.Timeout | undefined;
+  /** Replace after the current job (it decided a long text). */
+  retire: boolean;
+  gone: boolean;
+}
+
+const BOOTSTRAP = new URL('../../policy/worker/bootstrap.mjs', import.meta.url);
+
+function refusal(sqlstate: string, reason: string, message: string, hint: string | undefined): Deny {
+  return { allow: false, ruleId: 'builtin.decide', sqlstate, message, detail: `${reason} (rule: builtin.decide)`, hint, reason, statements: [] };
+}
+
+/** 53000: too many large statements are waiting to be decided. */
+export function busyRefusal(why: string): Deny {
+  return refusal(
+    SqlState.InsufficientResources,
+    'decide_pool_busy',
+    `statement refused by pgwarden: too many large statements are being decided at once (${why})`,
+    'retry shortly, or send shorter statements',
+  );
+}
+
+/** 54000: deciding this statement took too long or failed; it was not run. */
+export function failedRefusal(reason: 'decide_timeout' | 'decide_worker_failed', why: string): Deny {
+  return refusal(SqlState.ProgramLimitExceeded, reason, `statement refused by pgwarden: it could not be decided (${why}), so it was not run`, 'simplify or shorten the statement');
+}
+
+export class DecidePool {
+  private readonly opts: Required<Omit<DecidePoolOptions, 'parserLimits'>> & { parserLimits: ParserLimits };
+  private readonly slots = new Set<Slot>();
+  private readonly queue: Job[] = [];
+  private nextJobId = 1;
+  private readonly catalogIds = new WeakMap<CatalogSnapshot, number>();
+  private nextCatalogId = 1;
+  private closed = false;
+  readonly stats: Omit<DecidePoolStats, 'running' | 'queued' | 'workers'> = { decided: 0, refusedBusy: 0, timedOut: 0, workerFailures: 0, workersStarted: 0 };
+
+  constructor(opts: DecidePoolOptions = {}) {
+    this.opts = {
+      size: opts.size ?? DECIDE_POOL_DEFAULTS.size,
+      maxQueue: opts.maxQueue ?? DECIDE_POOL_DEFAULTS.maxQueue,
+      timeoutMs: opts.timeoutMs ?? DECIDE_POOL_DEFAULTS.timeoutMs,
+      queueTimeoutMs: opts.queueTimeoutMs ?? DECIDE_POOL_DEFAULTS.queueTimeoutMs,
+      idleMs: opts.idleMs ?? DECIDE_POOL_DEFAULTS.idleMs,
+      recycleAboveBytes: opts.recycleAboveBytes ?? DECIDE_POOL_DEFAULTS.recycleAboveBytes,
+      maxHeapMb: opts.maxHeapMb ?? DECIDE_POOL_DEFAULTS.maxHeapMb,
+      parserLimits: opts.parserLimits ?? { ...DEFAULT_PARSER_LIMITS },
+    };
+    if (!Number.isInteger(this.opts.size) || this.opts.size < 1) throw new TypeError('DecidePool size must be a positive integer');
+    if (!Number.isInteger(this.opts.maxQueue) || this.opts.maxQueue < 0) throw new TypeError('DecidePool maxQueue must be a non-negative integer');
+  }
+
+  /** Current counters and occupancy. */
+  snapshot(): DecidePoolStats {
+    let running = 0;
+    for (const s of this.slots) if (s.job !== undefined) running++;
+    return { ...this.stats, running, queued: this.queue.length, workers: this.slots.size };
+  }
+
+  /** Decides `req` on a worker. Never rejects: every failure is a refusal of this statement. */
+  decide(req: DecideRequest): Promise<PoolAnswer> {
+    if (this.closed) return Promise.resolve({ ok: false, decision: busyRefusal('pgwarden is shutting down') });
+    return new Promise<PoolAnswer>((resolve) => {
+      const job: Job = { id: this.nextJobId++, req, resolve, queuedAt: Date.now(), queueTimer: undefined };
+      const idle = this.idleSlot();
+      if (idle !== undefined) {
+        this.run(idle, job);
+        return;
+      }
+      if (this.queue.length >= this.opts.maxQueue) {
+        this.stats.refusedBusy++;
+        resolve({ ok: false, decision: busyRefusal(`${this.queue.length} waiting`) });
+        return;
+      }
+      job.queueTimer = setTimeout(() => {
+        const i = this.queue.indexOf(job);
+        if (i < 0) return;
+        this.queue.splice(i, 1);
+        this.stats.refusedBusy++;
+        resolve({ ok: false, decision: busyRefusal(`no worker free within ${this.opts.queueTimeoutMs} ms`) });
+      }, this.opts.queueTimeoutMs);
+      job.queueTimer.unref();
+      this.queue.push(job);
+      this.grow();
+    });
+  }
+
+  /** Ends every worker; waiting and running statements are refused. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const job of this.queue.splice(0)) {
+      clearTimeout(job.queueTimer);
+      job.resolve({ ok: false, decision: busyRefusal('pgwarden is shutting down') });
+    }
+    const ending: Promise<number>[] = [];
+    for (const s of [...this.slots]) {
+      const job = s.job;
+      this.drop(s);
+      job?.resolve({ ok: false, decision: busyRefusal('pgwarden is shutting down') });
+      ending.push(s.worker.terminate());
+    }
+    await Promise.allSettled(ending);
+  }
+
+  /** For tests: makes every busy worker exit as a crash would (its statement is refused, the worker replaced). */
+  async crashBusyWorkersForTest(): Promise<void> {
+    const busy = [...this.slots].filter((s) => s.job !== undefined);
+    await Promise.all(busy.map((s) => s.worker.terminate()));
+  }
+
+  private idleSlot(): Slot | undefined {
+    for (const s of this.slots) if (s.ready && s.job === undefined && !s.gone) return s;
+    return undefined;
+  }
+
+  /** Starts a worker when jobs wait and the pool is not full. */
+  private grow(): void {
+    if (this.closed || this.queue.length === 0) return;
+    let starting = 0;
+    for (const s of this.slots) if (!s.ready) starting++;
+    // One worker starting per waiting job at most, within the size.
+    if (this.slots.size >= this.opts.size || starting >= this.queue.length) return;
+    this.spawn();
+  }
+
+  private spawn(): void {
+    const data: DecideWorkerData = { parserLimits: this.opts.parserLimits };
+    const worker = new Worker(BOOTSTRAP, {
+      workerData: data,
+      resourceLimits: { maxOldGenerationSizeMb: this.opts.maxHeapMb },
+      stdout: false,
+      stderr: false,
+    });
+    worker.unref();
+    this.stats.workersStarted++;
+    const slot: Slot = { worker, ready: false, job: undefined, catalogId: -1, timer: undefined, idleTimer: undefined, retire: false, gone: false };
+    this.slots.add(slot);
+    worker.on('message', (m: WorkerReply) => this.onMessage(slot, m));
+    worker.on('error', (err) => this.onFailure(slot, err instanceof Error ? err.message : String(err)));
+    worker.on('exit', (code) => this.onFailure(slot, `worker exited with code ${code}`));
+  }
+
+  private onMessage(slot: Slot, m: WorkerReply): void {
+    if (slot.gone) return;
+    if (m.type === 'ready') {
+      slot.ready = true;
+      this.next(slot);
+      return;
+    }
+    const job = slot.job;
+    if (job === undefined || m.id !== job.id) return;
+    if (m.type === 'needCatalog') {
+      slot.catalogId = -1;
+      this.send(slot, job);
+      return;
+    }
+    clearTimeout(slot.timer);
+    slot.job = undefined;
+    if (m.type === 'done') {
+      this.stats.decided++;
+      job.resolve({ ok: true, facts: m.facts });
+    } else {
+      this.stats.workerFailures++;
+      job.resolve({ ok: false, decision: failedRefusal('decide_worker_failed', 'the decision could not be returned') });
+    }
+    if (slot.retire) {
+      this.drop(slot);
+      void slot.worker.terminate();
+      this.grow();
+      return;
+    }
+    this.next(slot);
+  }
+
+  /** A worker errored or exited: its statement is refused, the worker forgotten, and another started if jobs wait. */
+  private onFailure(slot: Slot, why: string): void {
+    if (slot.gone) return;
+    const job = slot.job;
+    this.drop(slot);
+    if (job !== undefined) {
+      this.stats.workerFailures++;
+      job.resolve({ ok: false, decision: failedRefusal('decide_worker_failed', /memory/i.test(why) ? 'deciding it needed too much memory' : 'the decision failed') });
+    } else if (!slot.ready && this.queue.length > 0 && !this.closed) {
+      // A worker that cannot even start: refuse what waits rather than retry in a loop.
+      this.stats.workerFailures++;
+      for (const j of this.queue.splice(0)) {
+        clearTimeout(j.queueTimer);
+        j.resolve({ ok: false, decision: failedRefusal('decide_worker_failed', 'no decide worker could be started') });
+      }
+      return;
+    }
+    this.grow();
+  }
+
+  private drop(slot: Slot): void {
+    slot.gone = true;
+    slot.job = undefined;
+    clearTimeout(slot.timer);
+    clearTimeout(slot.idleTimer);
+    this.slots.delete(slot);
+  }
+
+  /** Gives the slot the next waiting job, or lets it idle (and end after idleMs). */
+  private next(slot: Slot): void {
+    const job = this.queue.shift();
+    if (job === undefined) {
+      clearTimeout(slot.idleTimer);
+      slot.idleTimer = setTimeout(() => {
+        if (slot.job !== undefined || slot.gone) return;
+        this.drop(slot);
+        void slot.worker.terminate();
+      }, this.opts.idleMs);
+      slot.idleTimer.unref();
+      return;
+    }
+    clearTimeout(job.queueTimer);
+    this.run(slot, job);
+  }
+
+  private run(slot: Slot, job: Job): void {
+    clearTimeout(slot.idleTimer);
+    slot.job = job;
+    if (job.req.sql.length >= this.opts.recycleAboveBytes) slot.retire = true;
+    slot.timer = setTimeout(() => {
+      if (slot.job !== job) return;
+      this.stats.timedOut++;
+      this.drop(slot);
+      void slot.worker.terminate();
+      job.resolve({ ok: false, decision: failedRefusal('decide_timeout', `it took longer than ${this.opts.timeoutMs} ms`) });
+      this.grow();
+    }, this.opts.timeoutMs);
+    slot.timer.unref();
+    this.send(slot, job);
+  }
+
+  private send(slot: Slot, job: Job): void {
+    const { req } = job;
+    let id = this.catalogIds.get(req.catalog);
+    if (id === undefined) {
+      id = this.nextCatalogId++;
+      this.catalogIds.set(req.catalog, id);
+    }
+    const msg: DecideJob = {
+      type: 'job',
+      id: job.id,
+      sql: req.sql,
+      mode: req.mode,
+      view: { role: req.view.role, preparedNames: req.view.preparedNames, cursorNames: req.view.cursorNames },
+      policyVersion: req.policyVersion,
+      catalogId: id,
+      catalog: slot.catalogId === id ? undefined : req.catalog,
+    };
+    try {
+      slot.worker.postMessage(msg);
+      slot.catalogId = id;
+    } catch (err) {
+      // Something in the request cannot be copied to a worker: refuse it rather than decide it some other way.
+      clearTimeout(slot.timer);
+      slot.job = undefined;
+      this.stats.workerFailures++;
+      job.resolve({ ok: false, decision: failedRefusal('decide_worker_failed', 'the statement could not be handed to a worker') });
+      this.next(slot);
+    }
+  }
+}
