@@ -93,6 +93,9 @@ export class ResponseTracker {
   private swallowUntilReady = false;
   txStatus: TxStatus = 'I';
 
+  /** Rows (DataRow and CopyData) forwarded to the client since the tracker was made; per-agent budgets read the growth. */
+  rowsRelayed = 0;
+
   /** Called once for every traced entry when its responses are complete. */
   onFinish: ((trace: StatementTrace) => void) | undefined;
 
@@ -125,6 +128,11 @@ export class ResponseTracker {
 
   portalClosed(portal: string): void {
     this.portalRows.delete(portal);
+  }
+
+  /** Messages sent upstream whose responses have not all arrived: the pipeline depth a session bounds. */
+  get outstanding(): number {
+    return this.queue.length - this.head;
   }
 
   /** True while any response is outstanding (a statement is running or a batch awaits Sync). */
@@ -248,11 +256,29 @@ export class ResponseTracker {
   }
 
   private onRow(frame: Frame, head: Pending | undefined, out: Buffer[]): boolean {
+    return this.admitRow(frame.type, head, out) ? this.forward(frame, out) : false;
+  }
+
+  /**
+   * A DataRow or CopyData too large to hold whole is starting (the session streams its bytes through as they
+   * arrive): counted and capped exactly as onFrame would count a whole one. True when its bytes go to the client;
+   * anything pgwarden sends instead (a row-cap error) is pushed onto `out`.
+   */
+  onStreamStart(type: number, out: Buffer[]): boolean {
+    const head = this.current();
+    // pgwarden's own messages produce no rows; nothing of theirs reaches the client.
+    if (head?.internal) return false;
+    return this.admitRow(type, head, out);
+  }
+
+  /** Counts one row against its statement's cap; true when it is forwarded. */
+  private admitRow(type: number, head: Pending | undefined, out: Buffer[]): boolean {
     if (this.swallowUntilReady) return false;
     const cap = head?.cap;
-    if (cap === undefined || frame.type === BackendType.CopyData && head?.kind !== FrontendType.Query && head?.kind !== FrontendType.Execute) {
+    if (cap === undefined || type === BackendType.CopyData && head?.kind !== FrontendType.Query && head?.kind !== FrontendType.Execute) {
       if (head?.trace) head.trace.rows++;
-      return this.forward(frame, out);
+      this.rowsRelayed++;
+      return true;
     }
     const portalBase = head?.kind === FrontendType.Execute && head.portal !== undefined ? (this.portalRows.get(head.portal)?.sent ?? 0) : 0;
     const cursor = head?.cursors?.[head.kind === FrontendType.Query ? head.statement : 0];
@@ -261,7 +287,8 @@ export class ResponseTracker {
       this.rows.sent++;
       if (cursor !== undefined) this.cursorRows.set(cursor, cursorSent + 1);
       if (head?.trace) head.trace.rows++;
-      return this.forward(frame, out);
+      this.rowsRelayed++;
+      return true;
     }
     if (cap.onRowCap === 'truncate') {
       this.rows.truncated = true;

@@ -9,7 +9,7 @@ import type { Identity, TokenVerifier } from '../auth/jwt.ts';
 import { MAX_PASSWORD_MESSAGE_LENGTH } from '../auth/jwt.ts';
 import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
 import { BackendType, FrontendType } from '../wire/codes.ts';
-import { MessageFramer, type Frame, type StartupMessage } from '../wire/framer.ts';
+import { MessageFramer, isPart, type Frame, type FramePart, type StartupMessage } from '../wire/framer.ts';
 import {
   encodeAuthenticationCleartextPassword,
   encodeAuthenticationOk,
@@ -83,6 +83,63 @@ export interface SessionDeps {
 }
 
 const TOKEN_HINT = 'request a new token from your token issuer and reconnect with it as the password';
+
+// ---- memory bounds (docs/limits.md, "Memory") ----------------------------------------------------
+
+/** Upstream DataRow and CopyData messages longer than this are streamed to the client in parts as they arrive, never assembled. */
+export const STREAM_THRESHOLD = 64 * 1024;
+/**
+ * Other upstream messages are assembled whole, up to this length. PostgreSQL's largest are far below it: a
+ * ParameterDescription of 65,535 parameters is 256 KiB, a RowDescription of 1,664 columns about 150 KiB.
+ */
+export const UPSTREAM_MAX_ASSEMBLED = 1024 * 1024;
+/**
+ * An upstream ErrorResponse or NoticeResponse longer than STREAM_THRESHOLD (a RAISE of a huge text) keeps its first
+ * this many bytes, which are scrubbed and forwarded as a message of their own; the rest is dropped as it arrives.
+ */
+export const NOTICE_KEEP = STREAM_THRESHOLD;
+/**
+ * Messages sent upstream whose responses are still due. A client that pipelines without reading would otherwise
+ * grow the tracker's queue by one entry per message for as long as the server keeps up: at this depth the client
+ * is not read until half of them are answered. Safe from deadlock because PostgreSQL flushes its 8 KiB output
+ * buffer when full, so at most ~1,600 (5-byte) responses can be held back there.
+ */
+export const MAX_PIPELINE_DEPTH = 4096;
+
+/**
+ * Why a socket is not being read. Each reason is set and cleared on its own, so (say) the upstream draining cannot
+ * resume a client that is paused because a decision is pending.
+ */
+const Hold = {
+  /** The upstream socket's write buffer is full: stop reading the client (backpressure client → database). */
+  UpstreamFull: 1,
+  /** A decision is being obtained: the client's later messages wait, in order, in the kernel. */
+  Deciding: 2,
+  /** Verifying the token and connecting upstream. */
+  Login: 4,
+  /** The token expired while a statement runs (limits.expiryGrace): nothing new is read. */
+  Expiring: 8,
+  /** MAX_PIPELINE_DEPTH responses are due. */
+  PipelineDepth: 16,
+  /** The client socket's write buffer is full: stop reading upstream (backpressure database → client). */
+  ClientFull: 32,
+} as const;
+
+/**
+ * An ErrorResponse or NoticeResponse cut to `prefix` (its first bytes, header included): the last field is cut
+ * short and terminated, the length field rewritten. PostgreSQL sends S, V, C and M first, so severity, SQLSTATE and
+ * the start of the message survive.
+ */
+function truncatedMessage(type: number, prefix: Buffer): Frame {
+  const fields = prefix.subarray(5);
+  const terminated = fields.length > 0 && fields[fields.length - 1] === 0;
+  const body = Buffer.concat([fields, terminated ? Buffer.from([0]) : Buffer.from([0, 0])]);
+  const raw = Buffer.allocUnsafe(5 + body.length);
+  raw[0] = type;
+  raw.writeInt32BE(4 + body.length, 1);
+  body.copy(raw, 5);
+  return { type, body: raw.subarray(5), raw };
+}
 
 function isLoopback(address: string | undefined): boolean {
   if (!address) return false;
@@ -235,6 +292,13 @@ export class Session {
   /** The chunk most recently received from the client: forwarded whole when it held exactly the frames relayed unchanged. */
   private lastClientChunk: Buffer | undefined;
   private bytesOut = 0;
+  /** Bits of Hold: why the client socket, and the upstream socket, are not being read now. */
+  private clientHolds = 0;
+  private upstreamHolds = 0;
+  /** While a large DataRow or CopyData is streamed through: whether its parts go to the client (a row cap may drop it). */
+  private streamForward = false;
+  /** While a large ErrorResponse or NoticeResponse arrives: its first NOTICE_KEEP bytes. */
+  private cutMessage: { kept: Buffer[]; size: number } | undefined;
 
   constructor(
     socket: net.Socket,
@@ -292,7 +356,48 @@ export class Session {
     const buf = Array.isArray(data) ? (data.length === 1 ? (data[0] as Buffer) : data.length === 0 ? undefined : Buffer.concat(data)) : data;
     if (buf === undefined) return;
     this.bytesOut += buf.length;
-    if (!this.socket.write(buf)) this.upstream?.socket.pause();
+    if (!this.socket.write(buf)) this.holdUpstream(Hold.ClientFull);
+  }
+
+  /** Stops reading the client for `reason` (a Hold bit) until releaseClient(reason) and every other reason is cleared. */
+  private holdClient(reason: number): void {
+    if (this.clientHolds === 0) this.socket.pause();
+    this.clientHolds |= reason;
+  }
+
+  private releaseClient(reason: number): void {
+    if ((this.clientHolds & reason) === 0) return;
+    this.clientHolds &= ~reason;
+    if (this.clientHolds === 0 && !this.closed) this.socket.resume();
+  }
+
+  private holdUpstream(reason: number): void {
+    const up = this.upstream;
+    if (!up) return;
+    if (this.upstreamHolds === 0) up.socket.pause();
+    this.upstreamHolds |= reason;
+  }
+
+  private releaseUpstream(reason: number): void {
+    if ((this.upstreamHolds & reason) === 0) return;
+    this.upstreamHolds &= ~reason;
+    if (this.upstreamHolds === 0 && !this.closed) this.upstream?.socket.resume();
+  }
+
+  /**
+   * Bytes this session holds in pgwarden's memory now: both framers, both sockets' read and write buffers, and a
+   * cut error or notice. Bounded by construction (docs/limits.md, "Memory"); what the kernel buffers is not counted.
+   */
+  get bufferedBytes(): number {
+    const up = this.upstream?.socket;
+    return (
+      this.framer.buffered +
+      (this.upstreamFramer?.buffered ?? 0) +
+      this.socket.readableLength +
+      this.socket.writableLength +
+      (up ? up.readableLength + up.writableLength : 0) +
+      (this.cutMessage?.size ?? 0)
+    );
   }
 
   private reportTraffic(): void {
@@ -310,7 +415,7 @@ export class Session {
     const up = this.upstream;
     if (!up || data.length === 0) return;
     const ok = up.socket.write(data.length === 1 ? (data[0] as Buffer) : Buffer.concat(data));
-    if (!ok) this.socket.pause();
+    if (!ok) this.holdClient(Hold.UpstreamFull);
   }
 
   // ---- client input ----------------------------------------------------------------------------
@@ -426,7 +531,7 @@ export class Session {
     const token = decodePassword(frame.body);
     this.transition(Phase.ConnectingUpstream);
     // Stop reading while we verify and connect: what the client pipelines stays in the kernel's buffers, not ours.
-    this.socket.pause();
+    this.holdClient(Hold.Login);
     void this.login(token);
   }
 
@@ -492,7 +597,16 @@ export class Session {
   private onUpstreamReady(up: UpstreamConnection): void {
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
-    this.upstreamFramer = new MessageFramer({ maxMessageSize: UPSTREAM_MAX_MESSAGE });
+    // Rows and COPY data are relayed unchanged: a large one streams through in parts instead of being assembled, and
+    // so do errors and notices, which are cut to NOTICE_KEEP bytes (onUpstreamPart). Other messages are small.
+    this.upstreamFramer = new MessageFramer({
+      maxMessageSize: UPSTREAM_MAX_ASSEMBLED,
+      stream: {
+        types: [BackendType.DataRow, BackendType.CopyData, BackendType.ErrorResponse, BackendType.NoticeResponse],
+        threshold: STREAM_THRESHOLD,
+        maxSize: UPSTREAM_MAX_MESSAGE,
+      },
+    });
     const leftover = up.framer.takeRemaining();
     if (leftover.length > 0) this.upstreamFramer.push(leftover);
     // Each entry carries its own decision's row cap; there is no session-wide default.
@@ -520,10 +634,10 @@ export class Session {
     up.socket.on('data', this.onUpstreamData);
     up.socket.on('error', this.onUpstreamError);
     up.socket.on('close', this.onUpstreamClose);
-    up.socket.on('drain', () => this.socket.resume());
-    this.socket.on('drain', () => up.socket.resume());
+    up.socket.on('drain', () => this.releaseClient(Hold.UpstreamFull));
+    this.socket.on('drain', () => this.releaseUpstream(Hold.ClientFull));
     this.transition(Phase.Ready);
-    this.socket.resume();
+    this.releaseClient(Hold.Login);
     this.scheduleExpiry();
     this.armIdle();
     this.deps.events?.loginSucceeded?.(this);
@@ -550,7 +664,7 @@ export class Session {
     const grace = this.deps.config.limits.expiryGrace;
     if (grace > 0 && this.tracker?.busy) {
       // A documented grace for the running statement only; no new statement is accepted meanwhile.
-      this.socket.pause();
+      this.holdClient(Hold.Expiring);
       const t = setTimeout(() => this.expireNow(), grace);
       t.unref?.();
       return;
@@ -831,7 +945,7 @@ export class Session {
       return;
     }
     this.holding = true;
-    this.socket.pause();
+    this.holdClient(Hold.Deciding);
     void d.then((decision) => {
       if (this.closed) return;
       const later: Buffer[] = [];
@@ -843,7 +957,7 @@ export class Session {
       }
       this.writeUpstream(later);
       this.holding = false;
-      this.socket.resume();
+      this.releaseClient(Hold.Deciding);
       this.processClient();
     });
   }
@@ -882,12 +996,12 @@ export class Session {
       const pending = this.revalidate();
       if (pending !== undefined) {
         this.holding = true;
-        this.socket.pause();
+        this.holdClient(Hold.Deciding);
         pending.then(
           () => {
             if (this.closed) return;
             this.holding = false;
-            this.socket.resume();
+            this.releaseClient(Hold.Deciding);
             this.processClient();
           },
           (err: unknown) => this.fail(err, 'internal'),
@@ -917,6 +1031,11 @@ export class Session {
         break;
       }
       if (this.holding) break;
+      if (tracker.outstanding >= MAX_PIPELINE_DEPTH) {
+        // The rest stays in the framer (and the kernel) until responses are read: see MAX_PIPELINE_DEPTH.
+        this.holdClient(Hold.PipelineDepth);
+        break;
+      }
     }
     const chunk = this.lastClientChunk;
     this.lastClientChunk = undefined;
@@ -1138,30 +1257,81 @@ export class Session {
       framer.push(chunk);
       const out: Buffer[] = [];
       let verbatim = clean;
-      for (let frame = framer.next(); frame; frame = framer.next()) {
-        const before = out.length;
-        if (!tracker.onFrame(frame, out)) verbatim = false;
-        // Postgres quotes row values in some errors and notices (constraint violations, rejected input); the
-        // scrubbed copy replaces the original. Only these two types are looked at, so rows stay on the fast path.
-        if ((frame.type === BackendType.ErrorResponse || frame.type === BackendType.NoticeResponse) && scrubForwarded(frame, out, before)) {
+      for (let next = framer.nextPart(); next; next = framer.nextPart()) {
+        let frame: Frame | undefined;
+        if (isPart(next)) {
           verbatim = false;
+          frame = this.onUpstreamPart(next, tracker, out);
+          if (frame === undefined) continue;
+        } else {
+          frame = next;
         }
-        if (frame.type === BackendType.ErrorResponse && this.isFatalFrame(frame)) {
-          // Postgres is ending the session (e.g. admin shutdown): pass its FATAL on and close.
-          this.writeClient(out);
-          this.close('upstream_lost');
-          return;
-        }
+        const relayed = this.relayUpstreamFrame(frame, tracker, out);
+        if (relayed === 'closed') return;
+        if (!relayed) verbatim = false;
       }
       // Fast path: nothing was changed or held back, so the chunk goes out as received.
       if (verbatim && framer.buffered === 0) this.writeClient(chunk);
       else this.writeClient(out);
+      if ((this.clientHolds & Hold.PipelineDepth) !== 0 && tracker.outstanding <= MAX_PIPELINE_DEPTH / 2) {
+        this.releaseClient(Hold.PipelineDepth);
+        // Messages already read wait in the framer.
+        this.processClient();
+      }
       // A reload changed a stamped setting: the session ends once it is idle outside a transaction.
       if (this.stampChange !== undefined) this.endIfIdle();
     } catch (err) {
       this.fail(err, 'internal');
     }
   };
+
+  /**
+   * One whole upstream message: the tracker decides what the client gets (pushed onto `out`). Returns true when that
+   * is the message unchanged, false when it was changed or held back, 'closed' when the session ended.
+   */
+  private relayUpstreamFrame(frame: Frame, tracker: ResponseTracker, out: Buffer[]): boolean | 'closed' {
+    const before = out.length;
+    let verbatim = tracker.onFrame(frame, out);
+    // Postgres quotes row values in some errors and notices (constraint violations, rejected input); the
+    // scrubbed copy replaces the original. Only these two types are looked at, so rows stay on the fast path.
+    if ((frame.type === BackendType.ErrorResponse || frame.type === BackendType.NoticeResponse) && scrubForwarded(frame, out, before)) {
+      verbatim = false;
+    }
+    if (frame.type === BackendType.ErrorResponse && this.isFatalFrame(frame)) {
+      // Postgres is ending the session (e.g. admin shutdown): pass its FATAL on and close.
+      this.writeClient(out);
+      this.close('upstream_lost');
+      return 'closed';
+    }
+    return verbatim;
+  }
+
+  /**
+   * One part of an upstream message too large to hold whole (STREAM_THRESHOLD). A row's bytes go to the client as
+   * they arrive, counted against its row cap at the first part; an error or notice keeps its first NOTICE_KEEP bytes
+   * and comes back, cut, as a whole message once its last part is here.
+   */
+  private onUpstreamPart(part: FramePart, tracker: ResponseTracker, out: Buffer[]): Frame | undefined {
+    if (part.type === BackendType.ErrorResponse || part.type === BackendType.NoticeResponse) {
+      if (part.first) this.cutMessage = { kept: [], size: 0 };
+      const cut = this.cutMessage;
+      if (cut === undefined) throw new Error('a message part without its first part');
+      const room = NOTICE_KEEP - cut.size;
+      if (room > 0) {
+        // Copied: a view would pin the whole chunk it arrived in.
+        const piece = Buffer.from(part.bytes.subarray(0, room));
+        cut.kept.push(piece);
+        cut.size += piece.length;
+      }
+      if (!part.last) return undefined;
+      this.cutMessage = undefined;
+      this.log.debug({ type: String.fromCharCode(part.type), length: part.length }, 'upstream message cut to NOTICE_KEEP bytes');
+      return truncatedMessage(part.type, Buffer.concat(cut.kept, cut.size));
+    }
+    if (part.first) this.streamForward = tracker.onStreamStart(part.type, out);
+    if (this.streamForward) out.push(part.bytes);
+    return undefined;
+  }
 
   private isFatalFrame(frame: Frame): boolean {
     // Severity field 'S' comes first in Postgres's ErrorResponse; check for FATAL/PANIC without a full decode.
@@ -1224,6 +1394,11 @@ export class Session {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** Messages sent upstream whose responses are still due (bounded by MAX_PIPELINE_DEPTH plus one read's worth). */
+  get pendingResponses(): number {
+    return this.tracker?.outstanding ?? 0;
   }
 
   /** True while a statement is running or a batch awaits Sync. */

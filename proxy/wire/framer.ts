@@ -1,4 +1,4 @@
-// Chunks → whole frames: the untyped startup phase and the typed regular phase, with hostile length fields checked before buffering.
+// Chunks → whole frames (or, for relayed message types, parts streamed as they arrive): the untyped startup phase and the typed regular phase, with hostile length fields checked before buffering.
 import {
   FrontendType,
   CANCEL_REQUEST_CODE,
@@ -25,9 +25,31 @@ export type StartupMessage =
   | { kind: 'gssenc' }
   | { kind: 'cancel'; processId: number; secretKey: Buffer };
 
+/**
+ * A piece of one message too large to hold whole (see MessageFramerOptions.stream). The parts of a message laid end
+ * to end are its bytes exactly: the first starts with the type byte and length, the last ends the message.
+ */
+export interface FramePart {
+  type: number;
+  /** Length field of the whole message (counts itself and the body, not the type byte). */
+  length: number;
+  bytes: Buffer;
+  first: boolean;
+  last: boolean;
+}
+
 export interface MessageFramerOptions {
-  /** Largest accepted value of a regular message's length field (which counts itself and the body, not the type byte). */
+  /**
+   * Largest accepted value of a regular message's length field (which counts itself and the body, not the type
+   * byte): the bound on what is held to be returned whole.
+   */
   maxMessageSize: number;
+  /**
+   * Messages of these types longer than `threshold` bytes (type byte included) are not assembled: `nextPart()` returns
+   * them as FrameParts as their bytes arrive, so a 200 MB DataRow costs no more memory than a small one. Their length
+   * field may go up to `maxSize` rather than maxMessageSize. Absent: every message is assembled (`next()`).
+   */
+  stream?: { types: Iterable<number>; threshold: number; maxSize: number };
   /**
    * Type bytes a regular message may start with; any other is refused as soon as its first byte is here, before its
    * length or body is read or waited for. Absent: any type (the upstream side, which the pipeline checks itself).
@@ -81,6 +103,14 @@ export class MessageFramer {
   private accEnd = 0;
   /** The queue entry that views acc[accStart, accEnd), so it can be extended in place. */
   private accView: Buffer | null = null;
+  /** 1 at each streamed type byte, or null when nothing is streamed. */
+  private readonly streamTypes: Uint8Array | null = null;
+  private readonly streamThreshold: number = 0;
+  private readonly streamMax: number = 0;
+  /** While a message is being streamed: its type, length field, and bytes not yet returned (0: none in progress). */
+  private streamType = 0;
+  private streamLength = 0;
+  private streamRemaining = 0;
 
   constructor(opts: MessageFramerOptions) {
     this.maxMessageSize = checkedMax(opts.maxMessageSize);
@@ -91,6 +121,17 @@ export class MessageFramer {
       for (const t of opts.validTypes) {
         if (!Number.isInteger(t) || t < 0 || t > 255) throw new TypeError(`validTypes must hold bytes, got ${String(t)}`);
         this.validTypes[t] = 1;
+      }
+    }
+    if (opts.stream !== undefined) {
+      const { threshold, maxSize } = opts.stream;
+      if (!Number.isInteger(threshold) || threshold < HEADER_LENGTH + 1) throw new TypeError(`stream.threshold must be an integer above ${HEADER_LENGTH}, got ${String(threshold)}`);
+      this.streamMax = checkedMax(maxSize);
+      this.streamThreshold = threshold;
+      this.streamTypes = new Uint8Array(256);
+      for (const t of opts.stream.types) {
+        if (!Number.isInteger(t) || t < 0 || t > 255) throw new TypeError(`stream.types must hold bytes, got ${String(t)}`);
+        this.streamTypes[t] = 1;
       }
     }
   }
@@ -151,6 +192,24 @@ export class MessageFramer {
    * @see https://www.postgresql.org/docs/current/protocol-overview.html#PROTOCOL-MESSAGE-CONCEPTS
    */
   next(): Frame | null {
+    if (this.streamTypes !== null) throw new TypeError('a streaming framer is read with nextPart()');
+    const f = this.nextWhole();
+    // Without `stream` options nothing is ever returned in parts.
+    return f === null || isPart(f) ? null : f;
+  }
+
+  /**
+   * The next whole message, or the next part of a streamed one (see MessageFramerOptions.stream), or null when more
+   * bytes are needed. A streamed message's parts are views of the pushed chunks, returned as soon as they arrive;
+   * the framer keeps none of its bytes. Messages of other types, and short ones, come back whole as from `next()`.
+   * @throws ProxyError ERR_PROTOCOL as `next()` does.
+   */
+  nextPart(): Frame | FramePart | null {
+    if (this.streamRemaining > 0) return this.continueStream();
+    return this.nextWhole();
+  }
+
+  private nextWhole(): Frame | FramePart | null {
     if (this.size < HEADER_LENGTH) {
       if (this.size > 0 && this.validTypes !== null) this.checkType(this.peekByte(0));
       return null;
@@ -169,6 +228,16 @@ export class MessageFramer {
     if (this.validTypes !== null) this.checkType(type);
     // The length counts itself but not the type byte. A negative Int32 fails the first test.
     if (length < 4) throw protocolViolation('invalid message length', `length field ${length} is below 4`);
+    if (this.streamTypes !== null && this.streamTypes[type] === 1 && length + 1 > this.streamThreshold) {
+      if (length > this.streamMax) {
+        throw protocolViolation('invalid message length', `length field ${length} exceeds the limit of ${this.streamMax}`);
+      }
+      // Streamed even when it is all here already: one rule, and no copy of a message that straddles chunks.
+      this.streamType = type;
+      this.streamLength = length;
+      this.streamRemaining = length + 1;
+      return this.continueStream();
+    }
     if (length > this.maxMessageSize) {
       throw protocolViolation('invalid message length', `length field ${length} exceeds the limit of ${this.maxMessageSize}`);
     }
@@ -219,8 +288,22 @@ export class MessageFramer {
     }
   }
 
+  /** The next part of the message being streamed: a view of what the first queued chunk holds of it (the header whole). */
+  private continueStream(): FramePart | null {
+    const first = this.chunks[0];
+    if (first === undefined || this.size === 0) return null;
+    const isFirst = this.streamRemaining === this.streamLength + 1;
+    let n = Math.min(first.length - this.head, this.streamRemaining);
+    // The first part carries the whole 5-byte header even when it straddles chunks (a 5-byte copy at most).
+    if (isFirst && n < HEADER_LENGTH) n = HEADER_LENGTH;
+    const bytes = this.take(n);
+    this.streamRemaining -= n;
+    return { type: this.streamType, length: this.streamLength, bytes, first: isFirst, last: this.streamRemaining === 0 };
+  }
+
   /** Everything not yet returned (for handing leftovers to the next stage, e.g. a relay), and forgets it. */
   takeRemaining(): Buffer {
+    if (this.streamRemaining > 0) throw new TypeError('takeRemaining() in the middle of a streamed message');
     let out: Buffer;
     const first = this.chunks[0];
     if (first === undefined || this.size === 0) {
@@ -306,6 +389,11 @@ export class MessageFramer {
     this.head = start;
     return out;
   }
+}
+
+/** True for a FramePart, false for a whole Frame. */
+export function isPart(f: Frame | FramePart): f is FramePart {
+  return (f as FramePart).first !== undefined;
 }
 
 function checkedMax(max: number): number {

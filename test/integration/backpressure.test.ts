@@ -1,0 +1,281 @@
+// Backpressure both ways: a client that does not read costs pgwarden a bounded number of bytes, whatever the database sends, and still gets every byte.
+import { createHash } from 'node:crypto';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import type { Session } from '../../proxy/session/session.ts';
+import { MAX_PIPELINE_DEPTH } from '../../proxy/session/session.ts';
+import { connectPg, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { until } from '../helpers/until.ts';
+
+/** What a stalled session may hold in pgwarden's memory: "a few hundred KiB". */
+const BOUND = 1024 * 1024;
+/** 8-digit numbers 1..N laid end to end: every 8-byte position differs, so a lost, repeated or reordered piece shows. */
+const VALUE_DIGITS = 8 * 1024 * 1024; // 64 MiB of text
+const VALUE_SQL = `SELECT string_agg(lpad(i::text, 8, '0'), '') AS v FROM generate_series(1, ${VALUE_DIGITS}) i`;
+
+function expectedDigest(): string {
+  const h = createHash('sha256');
+  const batch: string[] = [];
+  for (let i = 1; i <= VALUE_DIGITS; i++) {
+    batch.push(String(i).padStart(8, '0'));
+    if (batch.length === 65536) {
+      h.update(batch.join(''));
+      batch.length = 0;
+    }
+  }
+  h.update(batch.join(''));
+  return h.digest('hex');
+}
+
+let tp: TestProxy;
+let expected: string;
+// No statementTimeout and no maxRows: the stall may last as long as the test wants, and no LIMIT is added.
+const POLICY = `roles:
+  bulk:
+    readOnly: true
+    relations: [public.orders]
+`;
+
+beforeAll(async () => {
+  tp = await startTestProxy({ policy: POLICY });
+  expected = expectedDigest();
+});
+afterAll(async () => {
+  await tp?.close();
+});
+
+function onlySession(): Session {
+  const live = [...tp.proxy.server.sessions].filter((s) => s.identity !== undefined && !s.isClosed);
+  expect(live).toHaveLength(1);
+  return live[0] as Session;
+}
+
+/** Waits until PostgreSQL's backend running `like` is blocked writing to pgwarden: backpressure reached the database. */
+async function untilServerBlocked(like: string): Promise<void> {
+  const su = await superClient();
+  try {
+    await until(async () => {
+      const r = await su.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'ClientWrite' AND query LIKE $1", [like]);
+      return r.rows[0].n > 0;
+    }, 60_000, 50);
+  } finally {
+    await su.end();
+  }
+}
+
+/** The most the session holds over a short while (the stall is steady, but sample a few times). */
+async function maxBuffered(s: Session, samples = 10): Promise<number> {
+  let max = 0;
+  for (let i = 0; i < samples; i++) {
+    max = Math.max(max, s.bufferedBytes);
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  return max;
+}
+
+// ---- a minimal protocol client whose reading we control ----------------------------------------
+
+function typedMessage(type: string, body: Buffer): Buffer {
+  const head = Buffer.alloc(5);
+  head.write(type, 0, 'latin1');
+  head.writeInt32BE(body.length + 4, 1);
+  return Buffer.concat([head, body]);
+}
+
+const query = (sql: string) => typedMessage('Q', Buffer.from(`${sql}\0`, 'utf8'));
+
+/** Reads whole backend messages from a socket; `onMessage` sees each (type, body). */
+class RawClient {
+  readonly socket: net.Socket;
+  private buf = Buffer.alloc(0);
+  private waiters: { pred: (type: string, body: Buffer) => boolean; resolve: () => void }[] = [];
+  onMessage: (type: string, body: Buffer) => void = () => {};
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+    // Chunks are joined only once a whole message is here: joining on every chunk is quadratic for a 64 MiB message.
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let need = 5;
+    socket.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      size += chunk.length;
+      while (size >= need) {
+        this.buf = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
+        chunks.length = 0;
+        chunks.push(this.buf);
+        const len = this.buf.readInt32BE(1);
+        if (this.buf.length < len + 1) {
+          need = len + 1;
+          break;
+        }
+        const type = String.fromCharCode(this.buf[0] as number);
+        const body = this.buf.subarray(5, len + 1);
+        this.buf = this.buf.subarray(len + 1);
+        chunks.length = 0;
+        if (this.buf.length > 0) chunks.push(this.buf);
+        size = this.buf.length;
+        need = 5;
+        this.onMessage(type, body);
+        this.waiters = this.waiters.filter((w) => {
+          if (!w.pred(type, body)) return true;
+          w.resolve();
+          return false;
+        });
+      }
+    });
+  }
+
+  static async connect(port: number, token: string): Promise<RawClient> {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    socket.on('error', () => {});
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+    const c = new RawClient(socket);
+    const params = Buffer.from('user\0alice\0database\0app\0\0', 'utf8');
+    const startup = Buffer.alloc(8);
+    startup.writeInt32BE(8 + params.length, 0);
+    startup.writeInt32BE(196608, 4);
+    const asked = c.next((t) => t === 'R');
+    socket.write(Buffer.concat([startup, params]));
+    await asked;
+    const ready = c.next((t) => t === 'Z');
+    socket.write(typedMessage('p', Buffer.from(`${token}\0`, 'utf8')));
+    await ready;
+    return c;
+  }
+
+  /** Resolves at the next message matching `pred`. */
+  next(pred: (type: string, body: Buffer) => boolean): Promise<void> {
+    return new Promise((resolve) => this.waiters.push({ pred, resolve }));
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+// Generating 64 MiB in PostgreSQL takes seconds on a busy 2-core machine; these bounds are hang guards.
+describe('a client that stops reading', { timeout: 120_000 }, () => {
+  it('a 64 MiB value: pgwarden holds under 1 MiB while the client does not read, then the client gets every byte (pg)', async () => {
+    const c: pg.Client = await connectPg(tp, await tp.token({ role: 'bulk' }));
+    try {
+      const stream = (c as unknown as { connection: { stream: net.Socket } }).connection.stream;
+      stream.pause();
+      const result = c.query(VALUE_SQL);
+      await untilServerBlocked('%string_agg(lpad%');
+      const held = await maxBuffered(onlySession());
+      expect(held).toBeLessThan(BOUND);
+      stream.resume();
+      const r = await result;
+      const v = r.rows[0].v as string;
+      expect(v.length).toBe(VALUE_DIGITS * 8);
+      expect(createHash('sha256').update(v).digest('hex')).toBe(expected);
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('COPY … TO STDOUT of the same value: bounded while stalled, every byte once reading resumes', async () => {
+    const c = await RawClient.connect(tp.proxy.port, await tp.token({ role: 'bulk' }));
+    try {
+      const h = createHash('sha256');
+      let copied = 0;
+      c.onMessage = (type, body) => {
+        if (type !== 'd') return;
+        // COPY's text format ends the row with a newline.
+        const row = body[body.length - 1] === 0x0a ? body.subarray(0, body.length - 1) : body;
+        h.update(row);
+        copied += row.length;
+      };
+      c.socket.pause();
+      const done = c.next((t) => t === 'Z');
+      c.socket.write(query(`COPY (${VALUE_SQL}) TO STDOUT`));
+      await untilServerBlocked('COPY (SELECT string_agg%');
+      const held = await maxBuffered(onlySession());
+      expect(held).toBeLessThan(BOUND);
+      c.socket.resume();
+      await done;
+      expect(copied).toBe(VALUE_DIGITS * 8);
+      expect(h.digest('hex')).toBe(expected);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('a pipelining client that writes 2,000 queries of 64 KiB results without reading: bounded, and every result arrives in order', async () => {
+    const c = await RawClient.connect(tp.proxy.port, await tp.token({ role: 'bulk' }));
+    try {
+      const n = 2000;
+      const rows: string[] = [];
+      let ready = 0;
+      c.onMessage = (type, body) => {
+        if (type === 'D') {
+          // One column: Int16 count, Int32 length, the text.
+          const len = body.readInt32BE(2);
+          rows.push(body.subarray(6, 6 + len).toString('latin1'));
+        }
+        if (type === 'Z') ready++;
+      };
+      c.socket.pause();
+      const all: Buffer[] = [];
+      for (let i = 0; i < n; i++) all.push(query(`SELECT repeat(chr(${65 + (i % 26)}), 65536) AS pad${i}`));
+      const finished = new Promise<void>((resolve) => {
+        const check = c.onMessage;
+        c.onMessage = (type, body) => {
+          check(type, body);
+          if (type === 'Z' && ready === n) resolve();
+        };
+      });
+      c.socket.write(Buffer.concat(all));
+      await untilServerBlocked('SELECT repeat(chr(%');
+      const s = onlySession();
+      const held = await maxBuffered(s);
+      expect(held).toBeLessThan(BOUND);
+      expect(s.pendingResponses).toBeLessThanOrEqual(MAX_PIPELINE_DEPTH);
+      c.socket.resume();
+      await finished;
+      expect(rows).toHaveLength(n);
+      rows.forEach((row, i) => {
+        expect(row.length).toBe(65536);
+        expect(row[0]).toBe(String.fromCharCode(65 + (i % 26)));
+      });
+    } finally {
+      c.close();
+    }
+  });
+
+  it('a client flooding small queries without reading stops being read at MAX_PIPELINE_DEPTH responses due', async () => {
+    const c = await RawClient.connect(tp.proxy.port, await tp.token({ role: 'bulk' }));
+    try {
+      const n = 30_000;
+      let ready = 0;
+      const finished = new Promise<void>((resolve) => {
+        c.onMessage = (type) => {
+          if (type === 'Z' && ++ready === n) resolve();
+        };
+      });
+      c.socket.pause();
+      const one = query('SELECT 1');
+      c.socket.write(Buffer.concat(Array.from({ length: n }, () => one)));
+      const s = onlySession();
+      // The server answers quickly; wait until pgwarden has stopped reading the client (its depth stays put).
+      await until(() => s.pendingResponses >= MAX_PIPELINE_DEPTH / 2, 20_000, 20);
+      let maxDepth = 0;
+      for (let i = 0; i < 20; i++) {
+        maxDepth = Math.max(maxDepth, s.pendingResponses);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(maxDepth).toBeLessThanOrEqual(MAX_PIPELINE_DEPTH);
+      expect(await maxBuffered(s)).toBeLessThan(BOUND);
+      c.socket.resume();
+      await finished;
+      expect(ready).toBe(n);
+    } finally {
+      c.close();
+    }
+  });
+});
