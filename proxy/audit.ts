@@ -40,6 +40,15 @@ export const AUDIT_SCHEMA_VERSION = 1;
 /** Longest SQL text written per statement event; longer text is cut and `sqlTruncated` set. */
 export const MAX_AUDIT_SQL = 16 * 1024;
 
+/**
+ * Longest SQL text normalised per statement event ('normalized' mode): longer text is cut to this *before* it is
+ * normalised (and `sqlTruncated` set), because the normaliser's passes (the server's normaliser in WASM, the scanner)
+ * cost about 1 ms per KiB on a hostile text and grow the WASM memory for good; a 1 MiB statement used to stall the
+ * event loop for seconds here. 8 KiB is policy/literals.ts's MAX_SHAPE_LENGTH, so the cut text still takes the
+ * exact JS fast path when it can.
+ */
+export const MAX_NORMALIZED_SQL_INPUT = 8 * 1024;
+
 /** Events are written in batches: at most this long after the first of a batch… */
 export const BATCH_MS = 10;
 /** …or as soon as a batch holds this many characters. */
@@ -463,6 +472,8 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
       // would make pino write invalid JSON), so audit lines are recognizable when they share stdout with other logs.
       formatters: { level: () => ({ source: 'pgwarden-audit' }) },
       redact: { paths: paths, censor: '[redacted]' },
+      // Line and paragraph separators and C1 controls escaped, as in statement events (escapeSeparators).
+      hooks: { streamWrite: escapeSeparators },
   });
   // Statement events (below) are written to the same sink by hand, so all lines keep their order.
   const logger = pino(loggerOptions(AUDIT_REDACT_PATHS), sink);
@@ -507,12 +518,9 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
       if (info.seq !== undefined) line += `,"seq":${info.seq}`;
       line += `,"mode":"${info.mode}"${decisionFragment(info.decision)},"decisionMicros":${fixed3(info.micros)}`;
       if (sqlMode !== 'none') {
-        let text = sqlMode === 'full' ? info.sql : normalizeSql(info.sql);
-        let truncated = false;
-        if (text.length > MAX_AUDIT_SQL) {
-          text = text.slice(0, MAX_AUDIT_SQL);
-          truncated = true;
-        }
+        const audited = auditSqlText(info.sql, sqlMode);
+        let text = audited.text;
+        const truncated = audited.truncated;
         text = scrubText(text);
         line += `,"sql":${jsonString(text)}`;
         if (truncated) line += ',"sqlTruncated":true';
@@ -661,7 +669,7 @@ export function sessionFields(s: Pick<Session, 'id' | 'remoteAddress' | 'identit
 
 /** The session fields as a JSON fragment (`,"sessionId":…`), JWT-looking values scrubbed like every other field. */
 function sessionFragment(fields: AuditSessionFields): string {
-  const json = JSON.stringify(mayHoldJwt(fields) ? scrub(fields) : fields);
+  const json = escapeSeparators(JSON.stringify(mayHoldJwt(fields) ? scrub(fields) : fields));
   return json.length > 2 ? `,${json.slice(1, -1)}` : '';
 }
 
@@ -730,11 +738,43 @@ const COMMENT_TOKEN_NAMES = new Set(['SQL_COMMENT', 'C_COMMENT']);
 const QUOTED_LITERAL = /^(?:[eEbBxXnN]|[uU]&)?'|^\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$/;
 
 /**
+ * The SQL text a statement event records, cut *before* any pass over it: at most MAX_NORMALIZED_SQL_INPUT characters
+ * are normalised ('normalized') and at most MAX_AUDIT_SQL written. A cut text is normalised as a prefix of the
+ * statement: the scanner reads a prefix exactly as it reads the whole text up to the cut, so every complete token is
+ * classified as in the whole; only the last one can be cut short, and a cut literal, quoted identifier or comment does
+ * not scan. Then the cut moves back to before the last quote, dollar sign or comment start and tries again, a few
+ * times, and writes a placeholder rather than anything the normaliser has not accepted.
+ */
+export function auditSqlText(sql: string, mode: 'full' | 'normalized'): { text: string; truncated: boolean } {
+  if (mode === 'full') return sql.length > MAX_AUDIT_SQL ? { text: sql.slice(0, MAX_AUDIT_SQL), truncated: true } : { text: sql, truncated: false };
+  if (sql.length <= MAX_NORMALIZED_SQL_INPUT) {
+    const text = normalizeSql(sql);
+    return text.length > MAX_AUDIT_SQL ? { text: text.slice(0, MAX_AUDIT_SQL), truncated: true } : { text, truncated: false };
+  }
+  let prefix = sql.slice(0, MAX_NORMALIZED_SQL_INPUT);
+  // A cut between the two halves of a surrogate pair would leave a lone half.
+  if (/[\ud800-\udbff]$/.test(prefix)) prefix = prefix.slice(0, -1);
+  for (let attempt = 0; attempt < 4 && prefix.length > 0; attempt++) {
+    const text = tryNormalize(prefix);
+    if (text !== undefined) return { text: text.slice(0, MAX_AUDIT_SQL), truncated: true };
+    const back = Math.max(prefix.lastIndexOf("'"), prefix.lastIndexOf('"'), prefix.lastIndexOf('$'), prefix.lastIndexOf('/*'), prefix.lastIndexOf('--'));
+    if (back < 0) break;
+    prefix = prefix.slice(0, back);
+  }
+  return { text: `[statement of ${Buffer.byteLength(sql)} bytes; its first ${MAX_NORMALIZED_SQL_INPUT} characters could not be normalised]`, truncated: true };
+}
+
+/**
  * SQL with every literal replaced by `?` and comments dropped, rebuilt from scanner tokens only (whitespace between
  * tokens becomes one space), so nothing the scanner did not classify can leak. Text the scanner rejects (an
  * unterminated quote) is not written at all.
  */
 export function normalizeSql(sql: string): string {
+  return tryNormalize(sql) ?? `[unscannable statement, ${Buffer.byteLength(sql)} bytes]`;
+}
+
+/** normalizeSql(), or undefined when the scanner cannot read the text. */
+function tryNormalize(sql: string): string | undefined {
   // Fastest path: the statement has only the plain lexical forms policy/literals.ts handles exactly (the common
   // case: the decision cache has just scanned it); its constants become $n as the server's normalizer does, and
   // a statement without constants (only $n parameters) is written as it is.
@@ -780,15 +820,28 @@ export function needsCollapse(t: string): boolean {
 }
 
 /**
- * `JSON.stringify(text)`, without the call when nothing in the text needs an escape (the usual statement): no
- * quote, backslash, control character or surrogate (JSON.stringify escapes a lone one; a pair is left to it too).
+ * `JSON.stringify(text)` with U+2028, U+2029 and the C1 controls (U+0080–U+009F) escaped too, without the call when
+ * nothing in the text needs an escape (the usual statement): no quote, backslash, control character or surrogate
+ * (JSON.stringify escapes a lone one; a pair is left to it too). Valid JSON either way; the extra escapes keep a line
+ * one line for readers that split on Unicode line separators (JavaScript before ES2019, some log shippers) and keep
+ * C1 controls, which some terminals act on, out of the raw text.
  */
 export function jsonString(text: string): string {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c < 32 || c === 34 || c === 92 || (c >= 0xd800 && c <= 0xdfff)) return JSON.stringify(text);
+    if (c < 32 || c === 34 || c === 92 || (c >= 0xd800 && c <= 0xdfff) || (c >= 0x80 && c <= 0x9f) || c === 0x2028 || c === 0x2029) return escapeSeparators(JSON.stringify(text));
   }
   return `"${text}"`;
+}
+
+const SEPARATORS = /[\u0080-\u009f\u2028\u2029]/g;
+
+/** JSON text with U+2028, U+2029 and C1 controls written as \uXXXX (they can only occur inside strings). */
+export function escapeSeparators(json: string): string {
+  SEPARATORS.lastIndex = 0;
+  if (!SEPARATORS.test(json)) return json;
+  SEPARATORS.lastIndex = 0;
+  return json.replace(SEPARATORS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /**
@@ -800,13 +853,13 @@ function isCleanNormalization(text: string): boolean {
   return !text.includes('--') && !text.includes('/*') && !text.includes("'") && !/\$\$|\$[A-Za-z_][A-Za-z_0-9]*\$/.test(text) && !text.includes(' at or near ') && !text.includes('at end of input');
 }
 
-/** Rebuilds the statement from scanner tokens: literals become `?`, comments are dropped. */
-function normalizeByTokens(sql: string): string {
+/** Rebuilds the statement from scanner tokens: literals become `?`, comments are dropped; undefined when it does not scan. */
+function normalizeByTokens(sql: string): string | undefined {
   let tokens;
   try {
     tokens = scanSync(sql).tokens;
   } catch {
-    return `[unscannable statement, ${Buffer.byteLength(sql)} bytes]`;
+    return undefined;
   }
   let out = '';
   let prevEnd = 0;

@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { loadModule } from 'libpg-query';
 import type { Identity } from '../../proxy/auth/jwt.ts';
 import { ProxyError } from '../../proxy/errors.ts';
-import { auditGate, createAudit, fixed3, jsonString, needsCollapse, normalizeSql, withAuditGate, type Audit, type AuditOptions } from '../../proxy/audit.ts';
+import { auditGate, auditSqlText, createAudit, fixed3, jsonString, MAX_NORMALIZED_SQL_INPUT, needsCollapse, normalizeSql, withAuditGate, type Audit, type AuditOptions } from '../../proxy/audit.ts';
 import type { StatementGate } from '../../proxy/session/gate.ts';
 import type { Session } from '../../proxy/session/session.ts';
 import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
@@ -206,8 +206,16 @@ describe('hand-written string helpers of statement events', () => {
   it('needsCollapse answers what /\\s\\s|[\\t\\n\\r\\f\\v]/ does', () => {
     fc.assert(fc.property(fc.oneof(text, fc.string({ unit: 'binary', maxLength: 40 })), (t) => needsCollapse(t) === /\s\s|[\t\n\r\f\v]/.test(t)), { numRuns: 20_000 });
   });
-  it('jsonString writes what JSON.stringify does', () => {
-    fc.assert(fc.property(fc.oneof(text, fc.string({ unit: 'binary', maxLength: 40 })), (t) => jsonString(t) === JSON.stringify(t)), { numRuns: 20_000 });
+  it('jsonString writes what JSON.stringify does, with U+2028, U+2029 and C1 controls escaped too', () => {
+    const raw = /[\u0080-\u009f\u2028\u2029]/;
+    fc.assert(
+      fc.property(fc.oneof(text, fc.string({ unit: 'binary', maxLength: 40 })), (t) => {
+        const j = jsonString(t);
+        return JSON.parse(j) === t && !raw.test(j) && (raw.test(t) || j === JSON.stringify(t));
+      }),
+      { numRuns: 20_000 },
+    );
+    expect(jsonString('a\u2028b\u2029c\u0085d\u009f')).toBe('"a\\u2028b\\u2029c\\u0085d\\u009f"');
   });
 });
 
@@ -268,6 +276,50 @@ describe('SQL modes', () => {
     a.flush();
     expect((out.events[0]?.['sql'] as string).length).toBe(16 * 1024);
     expect(out.events[0]?.['sqlTruncated']).toBe(true);
+  });
+});
+
+describe('long statements are cut before they are normalised', () => {
+  it('normalises only a prefix, never writes a literal cut in two, and says it was cut', () => {
+    const secret = 's3cr3t';
+    // The cut (MAX_NORMALIZED_SQL_INPUT) falls inside the string constant.
+    const head = `SELECT id FROM orders WHERE note = 'a' AND id IN (${'1,'.repeat((MAX_NORMALIZED_SQL_INPUT - 60) / 2)}1) AND x = '`;
+    const sql = `${head}${secret.repeat(4000)}'`;
+    const a = auditSqlText(sql, 'normalized');
+    expect(a.truncated).toBe(true);
+    expect(a.text).not.toContain(secret);
+    expect(a.text.startsWith('SELECT id FROM orders WHERE note = $1 AND id IN (')).toBe(true);
+    expect(a.text.length).toBeLessThanOrEqual(MAX_NORMALIZED_SQL_INPUT * 2);
+    // A cut inside a comment or a dollar quote writes nothing of it either.
+    for (const open of ['/* ', '$q$', '"']) {
+      const b = auditSqlText(`SELECT 1, ${open}${secret.repeat(4000)}`, 'normalized');
+      expect(b.truncated).toBe(true);
+      expect(b.text).not.toContain(secret);
+    }
+  });
+
+  it('a 1 MiB statement costs one normalisation of a few KiB', () => {
+    const sql = `SELECT ${'('.repeat(512 * 1024)}1${')'.repeat(512 * 1024)}`;
+    const a = auditSqlText(sql, 'normalized');
+    expect(a.truncated).toBe(true);
+    expect(a.text.length).toBeLessThanOrEqual(MAX_NORMALIZED_SQL_INPUT);
+    const f = auditSqlText(sql, 'full');
+    expect([f.text.length, f.truncated]).toEqual([16 * 1024, true]);
+  });
+
+  it('events written through pino escape U+2028, U+2029 and C1 controls too', async () => {
+    const out = new Capture();
+    const a = await open({ destination: out, sql: 'full' });
+    const s = fakeSession();
+    (s.identity as { agent: string }).agent = 'bot\u2028x\u0085y';
+    a.events.loginSucceeded?.(s);
+    a.events.statementDecided?.(s, { seq: 1, mode: 'simple', sql: "SELECT '\u2029'", decision: allow(), micros: 1 });
+    a.flush();
+    await until(() => out.events.length === 2, 1_000);
+    expect(out.text).not.toMatch(/[\u0080-\u009f\u2028\u2029]/);
+    expect(out.text).toContain('bot\\u2028x\\u0085y');
+    expect(out.events[0]?.['agent']).toBe('bot\u2028x\u0085y');
+    expect(out.events[1]?.['sql']).toBe("SELECT '\u2029'");
   });
 });
 
