@@ -278,4 +278,22 @@ describe('a client that stops reading', { timeout: 120_000 }, () => {
       c.close();
     }
   });
+
+  it('an ErrorResponse far longer than 64 KiB (PostgreSQL quoting a 600 kB parameter) reaches the client cut, with its SQLSTATE, and the session goes on', async () => {
+    const c: pg.Client = await connectPg(tp, await tp.token({ role: 'bulk' }));
+    try {
+      // A parameter, so the error comes from running the statement (a literal would fail pgwarden's analysis first).
+      const err = await c.query('SELECT $1::int AS n', ['7x'.repeat(300_000)]).then(
+        () => undefined,
+        (e: { code?: string; message: string }) => e,
+      );
+      expect(err?.code).toBe('22P02');
+      expect(err?.message.length ?? Infinity).toBeLessThan(64 * 1024);
+      // It took the streamed path: held to 64 KiB as it arrived, not assembled whole.
+      expect(tp.logs.some((l) => l.includes('upstream message cut to NOTICE_KEEP bytes'))).toBe(true);
+      expect((await c.query('SELECT 41 + 1 AS n')).rows[0].n).toBe(42);
+    } finally {
+      await c.end();
+    }
+  });
 });
