@@ -2,7 +2,7 @@
 // process, with policy reloads and revocations, reporting RSS over time, latency per traffic class, errors by
 // SQLSTATE, and that nothing was lost.
 //
-//   node --import tsx bench/soak.ts [--sessions 200] [--seconds 300] [--out DIR] [--think-ms 150] [--limit-minutes N]
+//   node --import tsx bench/soak.ts [--sessions 200] [--seconds 300] [--out DIR] [--think-ms 400] [--limit-minutes N]
 //
 // Starts a throwaway PostgreSQL and pgwarden (bench/lib/soak-server.ts, its own process, --expose-gc), sets up
 // soak_ledger (what writers insert) and soak_big (wider than any row cap), then runs --sessions client sessions for
@@ -27,7 +27,7 @@ import { revoke } from '../proxy/revocation.ts';
 import { benchConfig } from './lib/pgwarden-config.ts';
 import type { MemoryFigures } from './lib/connections.ts';
 import type { SoakServerSpec } from './lib/soak-server.ts';
-import { errorTable, latencyTable, rssSvg, type Marker, type RssSample } from './lib/soak-report.ts';
+import { errorTable, latencyTable, latencyTimeline, rssSvg, type Marker, type RssSample } from './lib/soak-report.ts';
 import {
   cappedRead,
   hostileBadToken,
@@ -92,7 +92,7 @@ function parseArgs(argv: string[]): Options {
     sessions,
     seconds,
     outDir: path.resolve(val('--out') ?? mkdtempSync(path.join(os.tmpdir(), 'pgwarden-soak-out-'))),
-    thinkMs: num('--think-ms', 150),
+    thinkMs: num('--think-ms', 400),
     reloadEveryS: num('--reload-every', 10),
     slowPauseMs: num('--slow-pause-ms', 10_000),
     cancelRate: num('--cancel-rate', 250),
@@ -397,6 +397,7 @@ async function main(): Promise<number> {
     const ownLoop = monitorEventLoopDelay({ resolution: 10 });
     ownLoop.enable();
     const t0 = Date.now();
+    rec.origin = t0;
     const ctx: SoakContext = {
       port: srv.port,
       database: SAMPLE_DATABASE,
@@ -646,7 +647,7 @@ async function main(): Promise<number> {
     const svgName = inBench ? 'soak-rss.svg' : 'rss.svg';
     const mdName = inBench ? 'SOAK.md' : 'soak.md';
     const subtitle = `${opts.sessions} sessions, ${opts.seconds} s; reload every ${opts.reloadEveryS} s; ${revoked.length} revocations; ${machine.nproc} CPUs shared with PostgreSQL and the clients; ${started.toISOString().slice(0, 10)}`;
-    writeFileSync(path.join(opts.outDir, svgName), rssSvg(samples, markers, 'pgwarden RSS during the soak', subtitle));
+    writeFileSync(path.join(opts.outDir, svgName), rssSvg(samples, markers, latencyTimeline(rec.timeline), 'pgwarden RSS and legitimate latency during the soak', subtitle));
     const md: string[] = [];
     md.push('# pgwarden soak');
     md.push('');
@@ -682,7 +683,8 @@ async function main(): Promise<number> {
     md.push(`| peak during the soak (1 s samples) | ${mib(peak.rssKb)} at ${peak.t.toFixed(0)} s | | | |`);
     md.push(`| end (sessions closed, 3 s, gc) | ${mib(rssEndKb)} (${rssEndKb >= rssStartKb ? '+' : ''}${((rssEndKb - rssStartKb) / 1024).toFixed(0)} MiB) | ${mibB(gcEnd?.heapUsed)} | ${mibB(gcEnd?.external)} | ${mibB(gcEnd?.arrayBuffers)} |`);
     md.push('');
-    md.push(`Logged-in sessions after the soak (pgwarden_sessions_active): ${sessionsAfter ?? '–'}.`);
+    const grown = (rssEndKb - rssStartKb) / 1024;
+    md.push(`RSS after the soak is ${grown >= 0 ? `${grown.toFixed(0)} MiB above` : `${(-grown).toFixed(0)} MiB below`} where it started (issue 12 item 1's target: back within 50 MB). Logged-in sessions after the soak (pgwarden_sessions_active): ${sessionsAfter ?? '–'}. The lower panel of the plot is the latency of every legitimate statement (reads, inserts, SELECT 1) by the second it finished in.`);
     md.push('');
     md.push('## Latency per traffic class');
     md.push('');

@@ -32,6 +32,18 @@ export class Recorder {
   readonly errors = new Map<ErrorKey, ErrorCount>();
   readonly ok = new Map<string, number>();
   readonly counters = new Map<string, number>();
+  /** Latencies of legitimate statements by the second they finished in (since `origin`), for the plot. */
+  readonly timeline = new Map<number, number[]>();
+  origin = Date.now();
+
+  /** A legitimate statement's latency, also kept by second for the latency-over-time plot. */
+  legit(cls: string, ms: number): void {
+    this.latency(cls, ms);
+    const sec = Math.floor((Date.now() - this.origin) / 1000);
+    let a = this.timeline.get(sec);
+    if (!a) this.timeline.set(sec, (a = []));
+    a.push(ms);
+  }
 
   latency(cls: string, ms: number): void {
     let a = this.latencies.get(cls);
@@ -170,6 +182,9 @@ async function openPg(ctx: SoakContext, password: string, appName: string, local
   return s;
 }
 
+/** The expected-error set of legitimate traffic: none. */
+const NONE: ReadonlySet<string> = new Set();
+
 /** Runs one statement, recording its latency under `cls`, or its error (expected when its code is in `expected`). */
 async function timed<T>(
   ctx: SoakContext,
@@ -180,7 +195,9 @@ async function timed<T>(
   const t0 = process.hrtime.bigint();
   try {
     const value = await fn();
-    ctx.rec.latency(cls, ms(t0));
+    // Classes that expect no error are the legitimate ones: their latencies also go on the timeline.
+    if (expected === NONE) ctx.rec.legit(cls, ms(t0));
+    else ctx.rec.latency(cls, ms(t0));
     ctx.rec.count('statements ok');
     return { ok: true, value };
   } catch (err) {
@@ -190,8 +207,6 @@ async function timed<T>(
     return { ok: false, code };
   }
 }
-
-const NONE: ReadonlySet<string> = new Set();
 
 /**
  * A legitimate pg session for the whole run: `step` runs one statement; a session lost unexpectedly is recorded
@@ -472,7 +487,9 @@ export async function hostileDenied(ctx: SoakContext, i: number): Promise<void> 
   });
 }
 
-const LARGE_EXPECTED = new Set(['42501', '54000', '54001', '54011', '42601', '0A000', '53400', '53200', '57014', '58000']);
+// Any refusal: by policy (42501, 0A000), by size or depth (54000, 54001, 54011), for lack of a free worker or memory
+// (53000, 53200, 53400), a timeout (57014, 58000), or PostgreSQL's own syntax error. Not XX000, not a hang.
+const LARGE_EXPECTED = new Set(['42501', '54000', '54001', '54011', '42601', '0A000', '53000', '53400', '53200', '57014', '58000']);
 
 /** One large statement (256 KiB–~1 MiB), distinct each time so no cache helps; four shapes. */
 export function largeStatement(n: number): { sql: string; deniable: boolean } {
