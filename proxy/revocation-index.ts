@@ -1,4 +1,4 @@
-// The in-memory revocation index: one Map per key kind (jti, sub, agent) from identifier to a slot whose expiry, reason and read generation live in flat arrays, so a million entries cost about a hundred bytes each.
+// The in-memory revocation index: Maps per key kind (jti, sub, agent) from identifier to a slot whose expiry, reason and read generation live in flat arrays, so a million entries cost about a hundred bytes each.
 //
 // Why slots and not one object per entry: an object per revocation (plus the arrays the old index kept per key)
 // cost about 1.8 KB per entry; here an entry is its key string, one Map entry and three array cells. Several
@@ -28,6 +28,20 @@ export const MAX_LISTED_CHANGES = 1000;
 /** How many slots a chunked pass (sweep, diff) handles before it yields to the event loop. */
 const CHUNK = 20_000;
 
+/**
+ * Maps per key kind. A Map grows by rehashing every entry at once: one Map of a million entries pauses the event loop
+ * for tens of milliseconds when it doubles; 64 shards of it pause for a 64th of that.
+ */
+const SHARDS = 64;
+
+/** The shard of an identifier: its last two characters, cheap and spread for random or sequential identifiers. */
+function shardOf(v: string): number {
+  const n = v.length;
+  return n === 0 ? 0 : ((v.charCodeAt(n - 1) * 31 + (n > 1 ? v.charCodeAt(n - 2) : 0)) & (SHARDS - 1));
+}
+
+const newShards = (): Map<string, number>[] => Array.from({ length: SHARDS }, () => new Map<string, number>());
+
 /** Distinct reasons kept shared (one string per distinct reason); beyond this each slot keeps its own copy. */
 const MAX_INTERNED_REASONS = 10_000;
 
@@ -47,7 +61,8 @@ function note(list: ChangeList, e: RevocationEntry): void {
 }
 
 export class RevocationIndex {
-  readonly #maps: Record<RevocationKey, Map<string, number>> = { jti: new Map(), sub: new Map(), agent: new Map() };
+  readonly #maps: Record<RevocationKey, Map<string, number>[]> = { jti: newShards(), sub: newShards(), agent: newShards() };
+  #count = 0;
   #expires: Float64Array;
   #gens: Uint32Array;
   #reasons: (string | undefined)[] = [];
@@ -65,13 +80,13 @@ export class RevocationIndex {
 
   /** Identifiers revoked (one per key kind and value; expired ones count until swept). */
   get size(): number {
-    return this.#maps.jti.size + this.#maps.sub.size + this.#maps.agent.size;
+    return this.#count;
   }
 
   /** Every entry, one per identifier (built on demand: O(size), for tests, diagnostics and small lists). */
   get entries(): RevocationEntry[] {
     const out: RevocationEntry[] = [];
-    for (const k of KEYS) for (const [v, slot] of this.#maps[k]) out.push(this.#entry(k, v, slot));
+    for (const k of KEYS) for (const map of this.#maps[k]) for (const [v, slot] of map) out.push(this.#entry(k, v, slot));
     return out;
   }
 
@@ -79,14 +94,14 @@ export class RevocationIndex {
     for (const k of KEYS) {
       const v = id[k];
       if (v === undefined) continue;
-      const slot = this.#maps[k].get(v);
+      const slot = (this.#maps[k][shardOf(v)] as Map<string, number>).get(v);
       if (slot === undefined || (this.#expires[slot] as number) <= now) continue;
       return { reason: this.#reasons[slot] ?? `${k} revoked` };
     }
     return undefined;
   }
 
-  /** Adds an entry (each key it names); returns the entries that are new or now revoke longer, for change events. */
+  /** Adds an entry (each key it names); returns whether anything is new or now revokes differently. */
   add(e: RevocationEntry): boolean {
     const exp = e.expiresAt === undefined ? Number.POSITIVE_INFINITY : Date.parse(e.expiresAt);
     let changed = false;
@@ -103,13 +118,14 @@ export class RevocationIndex {
    * sightings merge. Returns whether anything changed.
    */
   addKey(kind: RevocationKey, value: string, expiresMs: number, reason: string | undefined): boolean {
-    const map = this.#maps[kind];
+    const map = this.#maps[kind][shardOf(value)] as Map<string, number>;
     const exp = Number.isNaN(expiresMs) ? Number.POSITIVE_INFINITY : expiresMs;
     const r = reason === undefined ? undefined : this.#intern(reason);
     let slot = map.get(value);
     if (slot === undefined) {
       slot = this.#allocate();
       map.set(value, slot);
+      this.#count++;
       this.#expires[slot] = exp;
       this.#reasons[slot] = r;
       this.#gens[slot] = this.#gen;
@@ -154,13 +170,13 @@ export class RevocationIndex {
     const removed = emptyChangeList();
     let n = 0;
     for (const k of KEYS) {
-      const map = this.#maps[k];
-      for (const [v, slot] of map) {
+      for (const map of this.#maps[k]) for (const [v, slot] of map) {
         const unseen = sweepUnseen && this.#gens[slot] !== gen;
         const expired = (this.#expires[slot] as number) <= now;
         if (unseen || expired) {
           if (unseen && !expired) note(removed, this.#entry(k, v, slot));
           map.delete(v);
+          this.#count--;
           this.#release(slot);
         }
         if (++n % CHUNK === 0) await yieldToLoop();
@@ -176,13 +192,13 @@ export class RevocationIndex {
     const removed = emptyChangeList();
     let n = 0;
     for (const k of KEYS) {
-      for (const [v, slot] of next.#maps[k]) {
-        const mine = this.#maps[k].get(v);
+      for (const shard of next.#maps[k]) for (const [v, slot] of shard) {
+        const mine = (this.#maps[k][shardOf(v)] as Map<string, number>).get(v);
         if (mine === undefined || this.#expires[mine] !== next.#expires[slot] || this.#reasons[mine] !== next.#reasons[slot]) note(added, next.#entry(k, v, slot));
         if (++n % CHUNK === 0) await yieldToLoop();
       }
-      for (const [v, slot] of this.#maps[k]) {
-        const theirs = next.#maps[k].get(v);
+      for (const shard of this.#maps[k]) for (const [v, slot] of shard) {
+        const theirs = (next.#maps[k][shardOf(v)] as Map<string, number>).get(v);
         if (theirs === undefined || this.#expires[slot] !== next.#expires[theirs] || this.#reasons[slot] !== next.#reasons[theirs]) note(removed, this.#entry(k, v, slot));
         if (++n % CHUNK === 0) await yieldToLoop();
       }

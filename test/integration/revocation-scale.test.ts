@@ -191,7 +191,9 @@ describe('full reads', () => {
     await src.reload();
     expect(src.size).toBe(19_998);
     expect(src.match(id({ jti: 'bulk-7' }))).toBeUndefined();
-    expect(changes).toEqual([{ source: 'table', entries: 19_998, added: [], removed: [expect.objectContaining({ jti: 'bulk-7' }), expect.objectContaining({ jti: 'bulk-19999' })] }]);
+    expect(changes).toHaveLength(1);
+    expect(changes[0]).toMatchObject({ source: 'table', entries: 19_998, added: [] });
+    expect(changes[0]?.removed.map((e) => e.jti).sort()).toEqual(['bulk-19999', 'bulk-7']);
   });
 });
 
