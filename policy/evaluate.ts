@@ -4,7 +4,7 @@ import type { CatalogSnapshot, Decision, Effect, RelationPattern, RolePolicy, Se
 import { parseStatements, type RawStmt } from './parser.ts';
 import { analyzeStatement, REG_TYPES, type Analysis } from './analyze.ts';
 import { judgeFunction } from './functions.ts';
-import { quoteIdent } from './load.ts';
+import { DEFAULT_HOLD_CURSORS, quoteIdent } from './load.ts';
 import { judgeSettingRead, judgeVariableSet, judgeTransactionOptions } from './settings.ts';
 import { DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, INTROSPECTION_RELATIONS, SYSTEM_DENIED_COLUMNS, isSystemRelation } from './introspection.ts';
 import { SqlState } from '../proxy/sqlstate.ts';
@@ -19,7 +19,7 @@ type Allow = Extract<Decision, { allow: true }>;
 export interface Denial {
   reason: string;
   ruleId: string | undefined;
-  sqlstate: '42501' | '0A000';
+  sqlstate: '42501' | '0A000' | '54000';
   /** What the statement does wrong, after "permission denied by pgwarden: <KIND> ". */
   what: string;
   detail: string | undefined;
@@ -444,7 +444,33 @@ function checkKind(kind: string, body: AnyNode, a: Analysis, session: SessionVie
       if (inner === undefined || inner.kind !== 'SelectStmt') return kindDenial(inner?.kind ?? kind, role);
       const res = checkKind(inner.kind, inner.body, a, session, false);
       if ('reason' in res) return res;
-      return ok(top ? [{ type: 'declare', name: String(body.portalname ?? '') }] : []);
+      if (!top) return ok();
+      const name = String(body.portalname ?? '');
+      const hold = typeof body.options === 'number' && (body.options & CURSOR_OPT_HOLD) !== 0;
+      if (!hold) return ok([{ type: 'declare', name }]);
+      const limit = holdCursorLimit(role);
+      if (limit === 0) {
+        return {
+          reason: 'hold_cursor_denied',
+          ruleId: `${r}.holdCursors`,
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `WITH HOLD keeps the cursor's whole result on the server after the transaction, and role "${role.name}" may not`,
+          detail: `role "${role.name}" may have no WITH HOLD cursors (rule: ${r}.holdCursors = 0)`,
+          hint: HOLD_HINT,
+        };
+      }
+      // Depends on the session's open held cursors: never cached across sessions.
+      if (openHoldCursors(session, name) >= limit) {
+        return {
+          reason: 'hold_cursor_limit',
+          ruleId: `${r}.holdCursors`,
+          sqlstate: SqlState.ProgramLimitExceeded,
+          what: `WITH HOLD would open more held cursors than role "${role.name}" may have`,
+          detail: `at most ${limit} WITH HOLD cursor${limit === 1 ? '' : 's'} may be open in one session (rule: ${r}.holdCursors)`,
+          hint: `CLOSE a held cursor you no longer need; or ${HOLD_HINT}`,
+        };
+      }
+      return ok([{ type: 'declare', name, hold: true }], true);
     }
     case 'FetchStmt': {
       const name = String(body.portalname ?? '');
@@ -671,16 +697,38 @@ export function evaluateWithFacts(sql: string, mode: 'simple' | 'parse', session
   }
 }
 
+/** DECLARE's WITH HOLD bit in DeclareCursorStmt.options (PostgreSQL's CURSOR_OPT_HOLD). */
+const CURSOR_OPT_HOLD = 0x0020;
+
+const HOLD_HINT = 'use a cursor without HOLD inside a transaction (BEGIN; DECLARE …; FETCH …; COMMIT), or ask for holdCursors on the role';
+
+/** WITH HOLD cursors a session of `role` may have open: the policy's holdCursors, else 0 for read-only roles, 2 for read-write ones. */
+export function holdCursorLimit(role: RolePolicy): number {
+  return role.holdCursors ?? (role.readOnly ? DEFAULT_HOLD_CURSORS.readOnly : DEFAULT_HOLD_CURSORS.readWrite);
+}
+
+/** Held cursors open in the session, other than `except` (declaring a name again replaces that cursor, or fails upstream). */
+function openHoldCursors(session: SessionView, except: string): number {
+  let n = 0;
+  for (const name of session.holdCursorNames ?? []) if (name !== except && session.cursorNames.has(name)) n++;
+  return n;
+}
+
 /** The session as the next statement of the same Query sees it: names prepared or declared so far added. */
 function withEffects(view: SessionView, effects: readonly Effect[]): SessionView {
   if (!effects.some((e) => e.type === 'prepare' || e.type === 'declare')) return view;
   const preparedNames = new Set(view.preparedNames);
   const cursorNames = new Set(view.cursorNames);
+  const holdCursorNames = new Set(view.holdCursorNames);
   for (const e of effects) {
     if (e.type === 'prepare') preparedNames.add(e.name);
-    else if (e.type === 'declare') cursorNames.add(e.name);
+    else if (e.type === 'declare') {
+      cursorNames.add(e.name);
+      if (e.hold === true) holdCursorNames.add(e.name);
+      else holdCursorNames.delete(e.name);
+    }
   }
-  return { ...view, preparedNames, cursorNames };
+  return { ...view, preparedNames, cursorNames, holdCursorNames };
 }
 
 function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, allowRewrite: boolean): EvaluationFacts {

@@ -34,6 +34,8 @@ export interface RoleDoc {
   statementTimeout?: string | number;
   /** idle_in_transaction_session_timeout stamped on the role's sessions; default 60s. Clients may only lower it. */
   idleInTransactionTimeout?: string | number;
+  /** WITH HOLD cursors one session may have open; default 0 for read-only roles, 2 for read-write ones. */
+  holdCursors?: number;
   dbRole?: string;
   searchPath?: string[];
 }
@@ -60,10 +62,19 @@ export const ROLE_KEYS = [
   'onRowCap',
   'statementTimeout',
   'idleInTransactionTimeout',
+  'holdCursors',
   'dbRole',
   'searchPath',
 ] as const satisfies readonly (keyof RoleDoc)[];
 export const WRITE_KEYS = ['statements', 'relations'] as const;
+
+/**
+ * WITH HOLD cursors per session by default. A held cursor's whole result is materialized when its transaction
+ * commits and kept (in memory, then temporary files) until CLOSE or disconnect: read-only roles get none unless the
+ * policy says so, read-write roles a couple. Their count is bounded by MAX_HOLD_CURSORS whatever the policy says.
+ */
+export const DEFAULT_HOLD_CURSORS = { readOnly: 0, readWrite: 2 } as const;
+export const MAX_HOLD_CURSORS = 1000;
 export const FUNCTIONS_KEYS = ['allow', 'deny'] as const;
 
 /**
@@ -459,6 +470,11 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
     if (!d.ok) val.add(at('idleInTransactionTimeout'), d.message);
   }
 
+  if ('holdCursors' in raw) {
+    const h = raw.holdCursors;
+    if (typeof h !== 'number' || !Number.isSafeInteger(h) || h < 0 || h > MAX_HOLD_CURSORS) val.add(at('holdCursors'), `must be an integer from 0 to ${MAX_HOLD_CURSORS} (got ${describe(h)})`);
+  }
+
   if ('dbRole' in raw) {
     if (typeof raw.dbRole !== 'string') val.add(at('dbRole'), `must be a database role name (got ${describe(raw.dbRole)})`);
     else {
@@ -693,6 +709,7 @@ function compileRole(name: string, doc: RoleDoc): RolePolicy {
     onRowCap: doc.onRowCap ?? 'truncate',
     statementTimeout: timeout,
     idleInTransactionTimeout: doc.idleInTransactionTimeout === undefined ? undefined : must(parseDurationMs(doc.idleInTransactionTimeout), 'idleInTransactionTimeout').ms,
+    holdCursors: doc.holdCursors ?? (readOnly ? DEFAULT_HOLD_CURSORS.readOnly : DEFAULT_HOLD_CURSORS.readWrite),
     dbRole: doc.dbRole === undefined ? undefined : must(parseIdentifier(doc.dbRole), 'dbRole').name,
     searchPath: Object.freeze((doc.searchPath ?? ['public']).map((s) => must(parseIdentifier(s), `searchPath ${JSON.stringify(s)}`).name)) as string[],
   };

@@ -35,6 +35,8 @@ export interface RolePolicy {
   statementTimeout: Millis | undefined;
   /** Stamped idle_in_transaction_session_timeout; absent means the built-in default (60 s, policy/settings.ts). */
   idleInTransactionTimeout?: Millis | undefined;
+  /** WITH HOLD cursors one session may have open; absent means the default for the role (holdCursorLimit in evaluate.ts). */
+  holdCursors?: number;
   dbRole: string | undefined;
   /** Schemas pinned as search_path on the upstream session (default ['public']). */
   searchPath: string[];
@@ -109,6 +111,8 @@ export interface SessionView {
   preparedNames: ReadonlySet<string>;
   /** Cursors declared in this session. */
   cursorNames: ReadonlySet<string>;
+  /** Of those, the ones declared WITH HOLD (names no longer in cursorNames are closed and not counted). */
+  holdCursorNames?: ReadonlySet<string>;
 }
 
 /** What a statement does, for the session, the audit trail and `policy explain`. */
@@ -124,7 +128,7 @@ export interface StatementSummary {
 export type Effect =
   | { type: 'prepare'; name: string }
   | { type: 'deallocate'; name: string | null }
-  | { type: 'declare'; name: string }
+  | { type: 'declare'; name: string; hold?: boolean }
   | { type: 'close'; name: string | null }
   /** RESET ALL / DISCARD ALL: the session must re-apply the stamped identity and limits. */
   | { type: 'restamp' };

@@ -23,6 +23,7 @@ export const DEFAULT_POLICY = `roles:
     onRowCap: truncate
     statementTimeout: 5s
     catalog: introspection
+    holdCursors: 2
   capped:
     readOnly: true
     relations: [public.orders]

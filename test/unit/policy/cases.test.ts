@@ -511,7 +511,8 @@ const families: Record<string, Case[]> = {
   // Cursors: DECLARE checked, no FOR UPDATE; FETCH only declared names.
   'cursors': [
     ['analyst', 'DECLARE c CURSOR FOR SELECT id FROM orders FOR UPDATE', 'deny', 'write_in_read_only'],
-    ['analyst', 'DECLARE c2 CURSOR WITH HOLD FOR SELECT id FROM orders', 'allow'],
+    ['analyst', 'DECLARE c2 CURSOR WITH HOLD FOR SELECT id FROM orders', 'deny', 'hold_cursor_denied'],
+    ['writer', 'DECLARE c2 CURSOR WITH HOLD FOR SELECT id FROM orders', 'allow'],
     ['analyst', 'DECLARE c2 SCROLL CURSOR FOR SELECT ssn FROM customers', 'deny', 'column_denied'],
     ['analyst', 'FETCH 10 FROM c', 'allow'],
     ['analyst', 'FETCH ALL IN c', 'allow'],

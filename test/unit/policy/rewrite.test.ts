@@ -93,7 +93,9 @@ describe('LIMIT rewrite', () => {
 describe('cursor caps', () => {
   it('a cursor query is capped at maxRows exactly: FETCHes cannot page past it', () => {
     expect(rewrite('DECLARE c CURSOR FOR SELECT id FROM orders')).toBe('DECLARE c CURSOR FOR SELECT id FROM orders LIMIT 100');
-    expect(rewrite('DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT id FROM orders LIMIT ALL')).toBe('DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT id FROM orders LIMIT 100');
+    // A read-only role needs holdCursors for WITH HOLD at all.
+    const held = evaluate('DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT id FROM orders LIMIT ALL', 'simple', sessionFor({ ...ROLES.capped, holdCursors: 1 }, ['p'], ['c']), CATALOG);
+    expect(held.allow && held.rewrittenSql).toBe('DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT id FROM orders LIMIT 100');
     expect(rewrite('DECLARE c CURSOR FOR SELECT id FROM orders LIMIT 7')).toBeUndefined();
   });
 
