@@ -268,6 +268,8 @@ export class Session {
   private readonly statements = new Map<string, NamedStatement>();
   private readonly preparedNames = new Set<string>();
   private readonly cursorNames = new Set<string>();
+  /** Of those, the ones declared WITH HOLD, counted against the role's holdCursors (only names still in cursorNames count). */
+  private readonly holdCursorNames = new Set<string>();
   /** SQL-level PREPAREs and DECLAREs (the names in preparedNames / cursorNames) with their text, for deciding again. */
   private readonly sqlPrepared = new Map<string, SqlObject>();
   private readonly sqlCursors = new Map<string, SqlObject>();
@@ -710,7 +712,7 @@ export class Session {
     if (!role) throw new Error('no role');
     const v = this.cachedView;
     if (v !== undefined && v.role === role) return v;
-    this.cachedView = { role, preparedNames: this.preparedNames, cursorNames: this.cursorNames };
+    this.cachedView = { role, preparedNames: this.preparedNames, cursorNames: this.cursorNames, holdCursorNames: this.holdCursorNames };
     return this.cachedView;
   }
 
@@ -750,6 +752,8 @@ export class Session {
           }
         } else if (e.type === 'declare') {
           this.cursorNames.add(e.name);
+          if (e.hold === true) this.holdCursorNames.add(e.name);
+          else this.holdCursorNames.delete(e.name);
           this.sqlCursors.set(e.name, { sql: statementText(sql, 'declare', e.name), version, rowCap: decision.rowCap });
           this.revokedCursors.delete(e.name);
           if (!again) {
@@ -760,10 +764,12 @@ export class Session {
         } else if (e.type === 'close') {
           if (e.name === null) {
             this.cursorNames.clear();
+            this.holdCursorNames.clear();
             this.sqlCursors.clear();
             this.revokedCursors.clear();
           } else {
             this.cursorNames.delete(e.name);
+            this.holdCursorNames.delete(e.name);
             this.sqlCursors.delete(e.name);
             this.revokedCursors.delete(e.name);
           }
