@@ -33,11 +33,23 @@ async function serve(argv: string[]): Promise<void> {
   const config = load(values.config);
   const proxy = await createProxy(config);
   let stopping = false;
+  const drainTimeout = config.shutdown?.drainTimeout ?? 10_000;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    proxy.log.info({ signal }, 'shutting down: no new connections, draining running statements');
-    await proxy.close(10_000);
+    // Whatever hangs below (a stalled audit reader, a socket that never closes), the process is gone at drainTimeout.
+    setTimeout(() => {
+      proxy.log.error({ signal, drainTimeout }, 'shutdown did not finish within shutdown.drainTimeout; exiting');
+      process.exit(1);
+    }, drainTimeout);
+    // Running statements get all but the last 2 s (a quarter, when shorter), which closing everything else needs.
+    const closing = Math.min(2_000, drainTimeout / 4);
+    proxy.log.info({ signal, drainMs: drainTimeout - closing }, 'shutting down: no new connections or statements, draining running statements');
+    try {
+      await proxy.close(drainTimeout - closing);
+    } catch (err) {
+      proxy.log.error({ err }, 'error while shutting down');
+    }
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));

@@ -22,6 +22,7 @@ import { chooseCap, OWN_HEADROOM, readServerSlots, UpstreamCap } from './upstrea
 import { warnAboutRoleSettings } from './upstream/role-settings.ts';
 import { initParser } from '../policy/parser.ts';
 import { PolicyStore } from '../policy/store.ts';
+import { Coalescer } from '../policy/coalesce.ts';
 import { loadCatalog, checkUpstreamPrivileges } from '../policy/catalog.ts';
 import type { CompiledPolicy } from '../policy/types.ts';
 
@@ -289,8 +290,26 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
     );
   }
 
+  // SIGHUP: the policy and every revocation source reload side by side, so a revocation never waits for the policy's
+  // catalog read (up to upstream.connectTimeout when the database is slow); a burst of signals is one reload in
+  // flight plus at most one pending.
+  const reloads = new Coalescer(async () => {
+    const jobs: Promise<unknown>[] = [store.reload('signal')];
+    for (const src of sources) if ('reload' in src && typeof src.reload === 'function') jobs.push((src.reload as () => Promise<unknown>)());
+    for (const r of await Promise.allSettled(jobs)) if (r.status === 'rejected') log.error({ err: r.reason }, 'reload failed');
+  });
+
+  // Idle sessions check their upstream connection on a schedule (docs/deploy.md, "A silently dead upstream").
+  const checkInterval = config.upstream.checkInterval ?? 30_000;
+  const checkTimer =
+    checkInterval > 0
+      ? setInterval(() => {
+          for (const s of server.sessions) s.checkUpstream(config.upstream.checkTimeout ?? 10_000);
+        }, checkInterval).unref()
+      : undefined;
+
   const addr = await server.listen(config.listen.host, config.listen.port);
-  log.info({ host: addr.host, port: addr.port, policyVersion: store.version }, 'pgwarden listening');
+  log.info({ host: addr.host, port: addr.port, metricsPort: metricsServer?.port, policyVersion: store.version }, 'pgwarden listening');
   return {
     host: addr.host,
     port: addr.port,
@@ -303,12 +322,12 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
     revocations,
     metricsPort: metricsServer?.port,
     async reload() {
-      await store.reload('signal');
-      for (const src of sources) if ('reload' in src && typeof src.reload === 'function') await (src.reload as () => Promise<unknown>)();
+      await reloads.run();
     },
     async close(drainMs = 0) {
       // Not ready from the first moment of shutdown; the admin listener itself closes once sessions have drained.
       metricsServer?.markDraining();
+      clearInterval(checkTimer);
       await server.close(drainMs);
       await metricsServer?.close();
       store.close();

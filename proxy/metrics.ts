@@ -88,9 +88,13 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   const statementOk = statementSeconds.series({ outcome: 'ok' });
   const statementError = statementSeconds.series({ outcome: 'error' });
   const decisionAll = decisionSeconds.series({});
+  // Sessions counted in pgwarden_sessions_active: a session that ends is taken off only if it was counted (a login
+  // that failed after the token was accepted, e.g. at the upstream, ends with an identity but was never counted).
+  const counted = new WeakSet<object>();
   const events: SessionEvents = {
-    loginSucceeded() {
+    loginSucceeded(s) {
       logins.inc({ result: 'ok', reason: 'ok' });
+      counted.add(s);
       activeSessions.inc();
     },
     loginFailed(_s, reason) {
@@ -120,7 +124,7 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
     },
     sessionEnded(s, reason) {
       sessionsEnded.inc({ reason });
-      if (s.identity && s.role && reason !== 'auth_failed') activeSessions.dec();
+      if (counted.delete(s)) activeSessions.dec();
     },
   };
   return {

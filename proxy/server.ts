@@ -13,7 +13,7 @@ const NOT_CLIENT_FAILURES = new Set(['session_limit', 'upstream', 'key_unavailab
 export interface ProxyServer {
   readonly sessions: ReadonlySet<Session>;
   listen(host: string, port: number): Promise<{ host: string; port: number }>;
-  /** Stops accepting; running statements get `drainMs` to finish, then every session ends with 57P01. */
+  /** Stops accepting and refuses new statements; running statements get `drainMs` to finish, then every session ends with 57P01. */
   close(drainMs?: number): Promise<void>;
   /** Ends every live session matching `pred` with the given error (revocation, role removed). */
   endSessions(pred: (s: Session) => boolean, err: ProxyError, reason: EndReason): number;
@@ -182,13 +182,15 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
     async close(drainMs = 0) {
       closing = true;
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      const shutdown = () =>
+        new ProxyError('ERR_SHUTDOWN', 'terminating connection due to administrator command', { detail: 'pgwarden is shutting down', hint: 'reconnect shortly' });
+      // Nothing new runs from here: idle sessions end now, the others when their running statement completes.
+      for (const s of [...sessions]) s.drain(shutdown());
       const deadline = Date.now() + drainMs;
-      while (drainMs > 0 && Date.now() < deadline && [...sessions].some((s) => s.busy)) {
+      while (sessions.size > 0 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 50));
       }
-      for (const s of [...sessions]) {
-        s.endWith(new ProxyError('ERR_SHUTDOWN', 'terminating connection due to administrator command', { hint: 'pgwarden is shutting down; reconnect shortly' }), 'shutdown');
-      }
+      for (const s of [...sessions]) s.endWith(shutdown(), 'shutdown');
       // Sessions half-close their sockets and the clients normally finish the close; reap any that do not.
       const reaper = setTimeout(() => {
         for (const sock of sockets) sock.destroy();

@@ -316,7 +316,10 @@ export class Session {
     socket.setNoDelay(true);
     this.attachClient(socket);
     this.handshakeTimer = setTimeout(() => {
-      this.fail(new ProxyError('ERR_TIMEOUT', 'timed out waiting for the client to complete login'), 'timeout');
+      // Past the password the client has done its part: a slow token check or upstream login is not its fault.
+      if (this.phase !== Phase.ConnectingUpstream) this.fail(new ProxyError('ERR_TIMEOUT', 'timed out waiting for the client to complete login'), 'timeout');
+      else if (this.identity === undefined) this.fail(new ProxyError('ERR_TIMEOUT', 'timed out verifying the token (limits.handshakeTimeout)'), 'timeout');
+      else this.fail(new ProxyError('ERR_UPSTREAM', 'timed out waiting for the upstream database to complete login (limits.handshakeTimeout)', { hint: 'the database behind pgwarden is slow or unreachable; try again later or contact the operator' }), 'upstream_lost');
     }, deps.config.limits.handshakeTimeout);
   }
 
@@ -1024,6 +1027,11 @@ export class Session {
     for (let frame = this.framer.next(); frame; frame = this.framer.next()) {
       // A stamped setting changed and the session is idle outside a transaction: end it instead of running more.
       if (this.stampChange !== undefined && out.length === 0 && this.endIfIdle()) return;
+      // Shutting down: no new statement starts (an open extended-protocol batch may complete); the session ends when idle.
+      if (this.drainError !== undefined && tracker.atBatchBoundary) {
+        if (out.length === 0 && !tracker.busy) return this.fail(this.drainError, 'shutdown');
+        break;
+      }
       if (this.pendingClose.length > 0 && tracker.atBatchBoundary) {
         this.flushCloses(tracker, out);
         verbatim = false;
@@ -1286,6 +1294,8 @@ export class Session {
       }
       // A reload changed a stamped setting: the session ends once it is idle outside a transaction.
       if (this.stampChange !== undefined) this.endIfIdle();
+      // Shutting down: the running statement has completed, so the session ends now.
+      if (this.drainError !== undefined && !tracker.busy && !this.holding) this.fail(this.drainError, 'shutdown');
     } catch (err) {
       this.fail(err, 'internal');
     }
@@ -1382,7 +1392,7 @@ export class Session {
     this.closed = true;
     this.endReason = reason;
     if (this.phase !== Phase.Closing) this.phase = Phase.Closing;
-    for (const t of [this.handshakeTimer, this.expiryTimer, this.idleTimer]) if (t) clearTimeout(t);
+    for (const t of [this.handshakeTimer, this.expiryTimer, this.idleTimer, this.upstreamCheck]) if (t) clearTimeout(t);
     if (this.backendKey) this.deps.cancels.release(this.backendKey.processId);
     this.reportTraffic();
     const up = this.upstream;
@@ -1396,6 +1406,44 @@ export class Session {
     this.socket.end();
     setTimeout(() => this.socket.destroy(), 1000).unref?.();
     this.deps.events?.sessionEnded?.(this, reason);
+  }
+
+  /** Set when shutdown began: nothing new runs, and the session ends with this error at its next idle point. */
+  private drainError: ProxyError | undefined;
+  private upstreamCheck: NodeJS.Timeout | undefined;
+
+  /** Shutdown has begun: ends the session now when nothing is running, else once the running statement (or open batch) completes. */
+  drain(err: ProxyError): void {
+    if (this.closed) return;
+    this.drainError = err;
+    if (this.phase !== Phase.Ready || (!this.busy && !this.holding)) this.fail(err, 'shutdown');
+  }
+
+  /**
+   * Dead-upstream check of an idle session: a Sync, which runs nothing and is answered by ReadyForQuery. Never sent
+   * inside a transaction (it would restart idle_in_transaction_session_timeout) or while anything is outstanding.
+   * No byte back within `timeoutMs` means the upstream is gone though its socket looks open: the session ends (08006).
+   */
+  checkUpstream(timeoutMs: number): void {
+    const up = this.upstream;
+    const tracker = this.tracker;
+    if (this.closed || up === undefined || tracker === undefined || this.phase !== Phase.Ready || this.upstreamCheck !== undefined) return;
+    if (tracker.busy || tracker.txStatus !== 'I' || this.holding || this.framer.buffered > 0 || this.drainError !== undefined) return;
+    let answered = false;
+    const onAnswer = (): void => {
+      answered = true;
+    };
+    up.socket.once('data', onAnswer);
+    tracker.expect(FrontendType.Sync, undefined, undefined, undefined, { internal: true });
+    this.writeUpstream([encodeSync()]);
+    this.upstreamCheck = setTimeout(() => {
+      this.upstreamCheck = undefined;
+      up.socket.off('data', onAnswer);
+      if (answered || this.closed) return;
+      this.log.warn({ timeoutMs }, 'the upstream did not answer an idle check; ending the session');
+      this.fail(new ProxyError('ERR_UPSTREAM', `the upstream connection was lost: no answer to a check within ${timeoutMs} ms`, { hint: 'reconnect; if it keeps happening, contact the operator' }), 'upstream_lost');
+    }, timeoutMs);
+    this.upstreamCheck.unref?.();
   }
 
   get isClosed(): boolean {
