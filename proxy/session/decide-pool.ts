@@ -338,7 +338,7 @@ export class DecidePool {
       id: job.id,
       sql: req.sql,
       mode: req.mode,
-      view: { role: req.view.role, preparedNames: req.view.preparedNames, cursorNames: req.view.cursorNames },
+      view: { role: req.view.role, preparedNames: req.view.preparedNames, cursorNames: req.view.cursorNames, holdCursorNames: req.view.holdCursorNames },
       policyVersion: req.policyVersion,
       catalogId: id,
       catalog: slot.catalogId === id ? undefined : req.catalog,
