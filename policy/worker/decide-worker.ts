@@ -2,11 +2,21 @@
 //
 // Messages (proxy/session/decide-pool.ts is the other side): the pool sends `{ type: 'job', … }` with the statement, the
 // session view and the catalog (the catalog only when this worker has not seen that snapshot yet, by id); the worker
-// answers `{ type: 'done', id, facts }` or `{ type: 'failed', id, message }`. `{ type: 'ready' }` once the parser is loaded.
+// answers `{ type: 'done', id, facts }` or `{ type: 'failed', id, message }`. `{ type: 'plan', … }` asks for the server
+// analysis plan of an allowed text (`{ type: 'planned', id, plan }`). `{ type: 'ready' }` once the parser is loaded.
 import { parentPort, workerData } from 'node:worker_threads';
 import { initParser, type ParserLimits } from '../parser.ts';
 import { evaluateWithFacts } from '../evaluate.ts';
+import { planServerAnalysis, type AnalysisPlan } from '../server-plan.ts';
 import type { CatalogSnapshot, SessionView } from '../types.ts';
+
+/** The texts the server must analyse for an allowed statement (policy/server-plan.ts parses the text again). */
+export interface PlanJob {
+  type: 'plan';
+  id: number;
+  text: string;
+  paramTypes: readonly number[];
+}
 
 export interface DecideJob {
   type: 'job';
@@ -23,6 +33,7 @@ export interface DecideJob {
 export type WorkerReply =
   | { type: 'ready' }
   | { type: 'done'; id: number; facts: ReturnType<typeof evaluateWithFacts> }
+  | { type: 'planned'; id: number; plan: AnalysisPlan }
   | { type: 'failed'; id: number; message: string }
   /** Asked for a catalog it does not hold (the pool sends it again with the snapshot). */
   | { type: 'needCatalog'; id: number };
@@ -41,7 +52,15 @@ let catalog: CatalogSnapshot | undefined;
 
 await initParser(data.parserLimits);
 
-port.on('message', (job: DecideJob) => {
+port.on('message', (job: DecideJob | PlanJob) => {
+  if (job.type === 'plan') {
+    try {
+      port.postMessage({ type: 'planned', id: job.id, plan: planServerAnalysis(job.text, job.paramTypes) } satisfies WorkerReply);
+    } catch (err) {
+      port.postMessage({ type: 'failed', id: job.id, message: err instanceof Error ? err.message : String(err) } satisfies WorkerReply);
+    }
+    return;
+  }
   if (job.catalog !== undefined) {
     catalogId = job.catalogId;
     catalog = job.catalog;

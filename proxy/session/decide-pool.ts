@@ -21,7 +21,8 @@ import os from 'node:os';
 import type { CatalogSnapshot, Decision, SessionView } from '../../policy/types.ts';
 import type { EvaluationFacts } from '../../policy/evaluate.ts';
 import { DEFAULT_PARSER_LIMITS, type ParserLimits } from '../../policy/parser.ts';
-import type { DecideJob, DecideWorkerData, WorkerReply } from '../../policy/worker/decide-worker.ts';
+import type { AnalysisPlan } from '../../policy/server-plan.ts';
+import type { DecideJob, DecideWorkerData, PlanJob, WorkerReply } from '../../policy/worker/decide-worker.ts';
 import { SqlState } from '../sqlstate.ts';
 
 type Deny = Extract<Decision, { allow: false }>;
@@ -56,6 +57,10 @@ export const DECIDE_POOL_DEFAULTS = {
 } as const;
 
 export type PoolAnswer = { ok: true; facts: EvaluationFacts } | { ok: false; decision: Deny };
+export type PlanAnswer = { ok: true; plan: AnalysisPlan } | { ok: false; decision: Deny };
+
+type Reply = { ok: true; value: unknown } | { ok: false; decision: Deny };
+type Request = { type: 'decide'; req: DecideRequest } | { type: 'plan'; text: string; paramTypes: readonly number[] };
 
 export interface DecideRequest {
   sql: string;
@@ -78,8 +83,8 @@ export interface DecidePoolStats {
 
 interface Job {
   id: number;
-  req: DecideRequest;
-  resolve: (a: PoolAnswer) => void;
+  req: Request;
+  resolve: (a: Reply) => void;
   queuedAt: number;
   queueTimer: NodeJS.Timeout | undefined;
 }
@@ -151,9 +156,20 @@ export class DecidePool {
   }
 
   /** Decides `req` on a worker. Never rejects: every failure is a refusal of this statement. */
-  decide(req: DecideRequest): Promise<PoolAnswer> {
+  async decide(req: DecideRequest): Promise<PoolAnswer> {
+    const r = await this.submit({ type: 'decide', req });
+    return r.ok ? { ok: true, facts: r.value as EvaluationFacts } : r;
+  }
+
+  /** The server analysis plan of an allowed text (policy/server-plan.ts), made on a worker. Never rejects. */
+  async plan(text: string, paramTypes: readonly number[]): Promise<PlanAnswer> {
+    const r = await this.submit({ type: 'plan', text, paramTypes });
+    return r.ok ? { ok: true, plan: r.value as AnalysisPlan } : r;
+  }
+
+  private submit(req: Request): Promise<Reply> {
     if (this.closed) return Promise.resolve({ ok: false, decision: busyRefusal('pgwarden is shutting down') });
-    return new Promise<PoolAnswer>((resolve) => {
+    return new Promise<Reply>((resolve) => {
       const job: Job = { id: this.nextJobId++, req, resolve, queuedAt: Date.now(), queueTimer: undefined };
       const idle = this.idleSlot();
       if (idle !== undefined) {
@@ -249,9 +265,9 @@ export class DecidePool {
     }
     clearTimeout(slot.timer);
     slot.job = undefined;
-    if (m.type === 'done') {
+    if (m.type === 'done' || m.type === 'planned') {
       this.stats.decided++;
-      job.resolve({ ok: true, facts: m.facts });
+      job.resolve({ ok: true, value: m.type === 'done' ? m.facts : m.plan });
     } else {
       this.stats.workerFailures++;
       job.resolve({ ok: false, decision: failedRefusal('decide_worker_failed', 'the decision could not be returned') });
@@ -313,7 +329,7 @@ export class DecidePool {
   private run(slot: Slot, job: Job): void {
     clearTimeout(slot.idleTimer);
     slot.job = job;
-    if (job.req.sql.length >= this.opts.recycleAboveBytes) slot.retire = true;
+    if ((job.req.type === 'decide' ? job.req.req.sql : job.req.text).length >= this.opts.recycleAboveBytes) slot.retire = true;
     slot.timer = setTimeout(() => {
       if (slot.job !== job) return;
       this.stats.timedOut++;
@@ -327,26 +343,33 @@ export class DecidePool {
   }
 
   private send(slot: Slot, job: Job): void {
-    const { req } = job;
-    let id = this.catalogIds.get(req.catalog);
-    if (id === undefined) {
-      id = this.nextCatalogId++;
-      this.catalogIds.set(req.catalog, id);
+    let msg: DecideJob | PlanJob;
+    let catalogId = slot.catalogId;
+    if (job.req.type === 'plan') {
+      msg = { type: 'plan', id: job.id, text: job.req.text, paramTypes: job.req.paramTypes };
+    } else {
+      const { req } = job.req;
+      let id = this.catalogIds.get(req.catalog);
+      if (id === undefined) {
+        id = this.nextCatalogId++;
+        this.catalogIds.set(req.catalog, id);
+      }
+      catalogId = id;
+      msg = {
+        type: 'job',
+        id: job.id,
+        sql: req.sql,
+        mode: req.mode,
+        view: { role: req.view.role, preparedNames: req.view.preparedNames, cursorNames: req.view.cursorNames, holdCursorNames: req.view.holdCursorNames },
+        policyVersion: req.policyVersion,
+        catalogId: id,
+        catalog: slot.catalogId === id ? undefined : req.catalog,
+      };
     }
-    const msg: DecideJob = {
-      type: 'job',
-      id: job.id,
-      sql: req.sql,
-      mode: req.mode,
-      view: { role: req.view.role, preparedNames: req.view.preparedNames, cursorNames: req.view.cursorNames, holdCursorNames: req.view.holdCursorNames },
-      policyVersion: req.policyVersion,
-      catalogId: id,
-      catalog: slot.catalogId === id ? undefined : req.catalog,
-    };
     try {
       slot.worker.postMessage(msg);
-      slot.catalogId = id;
-    } catch (err) {
+      slot.catalogId = catalogId;
+    } catch {
       // Something in the request cannot be copied to a worker: refuse it rather than decide it some other way.
       clearTimeout(slot.timer);
       slot.job = undefined;

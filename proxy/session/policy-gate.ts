@@ -10,7 +10,7 @@ import { DEFAULT_PARSER_LIMITS, currentParserLimits } from '../../policy/parser.
 import type { PolicyStore } from '../../policy/store.ts';
 import type { StatementGate } from './gate.ts';
 import { DecidePool, failedRefusal, type DecidePoolOptions } from './decide-pool.ts';
-import { needsServerAnalysis, type ServerChecker, type ServerVerdict } from './server-check.ts';
+import { needsServerAnalysis, type AnalysisPlanner, type ServerChecker, type ServerVerdict } from './server-check.ts';
 
 /**
  * Statements longer than this (UTF-16 units, a lower bound of their UTF-8 bytes) are decided on a worker. It is the
@@ -44,9 +44,10 @@ function analyse(
   paramTypes: readonly number[] | undefined,
   role: RolePolicy,
   decision: Allow,
+  planner: AnalysisPlanner | undefined,
 ): Promise<ServerVerdict> {
   const map = (slot.server ??= new Map());
-  const pending: Promise<ServerVerdict> = server.check(sql, paramTypes ?? [], role, { dbRole: role.dbRole, searchPath: role.searchPath, display: {} }, decision).then((verdict) => {
+  const pending: Promise<ServerVerdict> = server.check(sql, paramTypes ?? [], role, { dbRole: role.dbRole, searchPath: role.searchPath, display: {} }, decision, planner).then((verdict) => {
     if (map.get(paramKey) === pending) {
       // Kept (for every text of the entry, or for its own text when it read a constant's value) unless it is a
       // failure to analyse, which is never kept.
@@ -89,6 +90,9 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
   let pool: DecidePool | undefined = opts.pool instanceof DecidePool ? opts.pool : undefined;
   const poolOptions = opts.pool instanceof DecidePool ? undefined : opts.pool;
   const getPool = (): DecidePool => (pool ??= new DecidePool({ parserLimits: currentParserLimits(), ...poolOptions }));
+  // The server analysis parses an allowed text again to cut it into statements: a long one is cut on a worker too.
+  const workerPlanner: AnalysisPlanner = (text, types) => getPool().plan(text, types).then((a) => (a.ok ? a.plan : { refused: a.decision }));
+  const plannerFor = (sql: string): AnalysisPlanner | undefined => (longerThan(sql, offloadAbove) ? workerPlanner : undefined);
 
   /** The local decision is known: PostgreSQL's own analysis confirms what it allows. */
   const confirm = (decision: Decision, slot: DecisionSlot, sql: string, role: RolePolicy, paramTypes: readonly number[] | undefined): Decision | Promise<Decision> => {
@@ -101,10 +105,10 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     if (held instanceof Promise) {
       // One analysis per entry at a time: a concurrent miss waits for it, and asks again if it held for another text only.
       return (held as Promise<ServerVerdict>)
-        .then((w) => (w.sql !== undefined && w.sql !== sql ? analyse(server, slot, paramKey, sql, paramTypes, role, decision) : w))
+        .then((w) => (w.sql !== undefined && w.sql !== sql ? analyse(server, slot, paramKey, sql, paramTypes, role, decision, plannerFor(sql)) : w))
         .then((w) => combine(decision, w, role));
     }
-    return analyse(server, slot, paramKey, sql, paramTypes, role, decision).then((w) => combine(decision, w, role));
+    return analyse(server, slot, paramKey, sql, paramTypes, role, decision, plannerFor(sql)).then((w) => combine(decision, w, role));
   };
 
   return {

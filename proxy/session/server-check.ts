@@ -4,9 +4,10 @@ import type { Logger } from 'pino';
 import { checkFacts, toDeny, type Denial } from '../../policy/evaluate.ts';
 import { NodeReadError, readNodeTree, type PgValue } from '../../policy/pgnode.ts';
 import { collectReferences, factsFromTrees, hasMissing, ServerAnalysisError, unanalysable, type OidCatalog, type OidSets, type ServerFunction, type ServerOperator, type ServerRelation, type ServerType } from '../../policy/server-analysis.ts';
-import { planServerAnalysis, type AnalysisText } from '../../policy/server-plan.ts';
+import { planServerAnalysis, type AnalysisPlan, type AnalysisText } from '../../policy/server-plan.ts';
 import type { Decision, RolePolicy } from '../../policy/types.ts';
 import { BackendType } from '../wire/codes.ts';
+import { SqlState } from '../sqlstate.ts';
 import { scrubErrorFrame } from './scrub.ts';
 import { AnalysisUnavailable, fetchOids, serverError, type TreeResult, type AnalysisConnection, type AnalysisContext, type AnalysisPool, type ServerError } from '../upstream/analysis.ts';
 
@@ -38,6 +39,18 @@ export interface ServerCheckOptions {
   /** Called when pgwarden's own analysis allowed and the server's denied: each one is a bug in one of them. */
   onDisagreement?(info: { reason: string; role: string; sql: string }): void;
 }
+
+/**
+ * Makes the analysis plan of a text: policy/server-plan.ts here, or on a decide worker for a long text (it parses the
+ * text again). A refusal instead of a plan (the worker pool was busy or failed) is the statement's answer.
+ */
+export type AnalysisPlanner = (text: string, paramTypes: readonly number[]) => Promise<AnalysisPlan | { refused: Deny }>;
+
+/**
+ * Statements of one Query analysed at most: each is one round trip to the server and one tree to read, so a Query of
+ * tens of thousands of statements would keep the analysis busy for minutes. More are refused with 54000.
+ */
+export const MAX_ANALYSED_STATEMENTS = 1000;
 
 /** Statement kinds whose decision the server's analysis must confirm. */
 const ANALYSED_KINDS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'ExplainStmt', 'DeclareCursorStmt', 'PrepareStmt', 'CopyStmt', 'ExecuteStmt']);
@@ -192,18 +205,27 @@ export class ServerChecker {
    * Asks the server to analyse what `local` allowed and judges the result with the role. Never rejects:
    * every failure is a denial.
    */
-  async check(sql: string, paramTypes: readonly number[], role: RolePolicy, ctx: AnalysisContext, local: Allow): Promise<ServerVerdict> {
+  async check(sql: string, paramTypes: readonly number[], role: RolePolicy, ctx: AnalysisContext, local: Allow, planner?: AnalysisPlanner): Promise<ServerVerdict> {
     const generation = this.generation;
-    const v = await this.analyse(sql, paramTypes, role, ctx, local);
+    const v = await this.analyse(sql, paramTypes, role, ctx, local, planner);
     // DDL announced while the server was analysing: the verdict may predate it, so it is used once and not kept.
     return { ...v, generation, expires: generation === this.generation ? v.expires : 0 };
   }
 
-  private async analyse(sql: string, paramTypes: readonly number[], role: RolePolicy, ctx: AnalysisContext, local: Allow): Promise<Omit<ServerVerdict, 'generation'>> {
+  private async analyse(sql: string, paramTypes: readonly number[], role: RolePolicy, ctx: AnalysisContext, local: Allow, planner?: AnalysisPlanner): Promise<Omit<ServerVerdict, 'generation'>> {
     const t0 = performance.now();
     const expires = this.now() + this.opts.ttlMs;
     const text = local.rewrittenSql ?? sql;
-    const plan = planServerAnalysis(text, paramTypes);
+    if (local.statements.length > MAX_ANALYSED_STATEMENTS) {
+      this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
+      return { deny: tooManyStatements(local.statements), expires, sql: undefined };
+    }
+    const planned = planner === undefined ? planServerAnalysis(text, paramTypes) : await planner(text, paramTypes);
+    if ('refused' in planned) {
+      this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
+      return { deny: { ...planned.refused, statements: local.statements }, expires: 0, sql };
+    }
+    const plan = planned;
     if (!plan.ok) {
       this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
       return { deny: toDeny(undefined, unanalysable(NOT_ANALYSED, plan.why), local.statements), expires, sql };
@@ -291,6 +313,19 @@ export class ServerChecker {
     const verdict = checkFacts(facts.analysis, role);
     return { denial: 'reason' in verdict ? verdict : undefined, literalSensitive: facts.literalSensitive };
   }
+}
+
+function tooManyStatements(statements: Deny['statements']): Deny {
+  return {
+    allow: false,
+    ruleId: 'builtin.analysis',
+    sqlstate: SqlState.ProgramLimitExceeded,
+    message: `statement refused by pgwarden: the query holds ${statements.length} statements, more than the ${MAX_ANALYSED_STATEMENTS} its analysis takes in one query`,
+    detail: 'each statement is analysed by the database before it runs (rule: builtin.analysis)',
+    hint: `send at most ${MAX_ANALYSED_STATEMENTS} statements per query`,
+    reason: 'too_many_statements',
+    statements,
+  };
 }
 
 function ranUserCode(): Denial {

@@ -136,11 +136,28 @@ describe('readNodeTree refuses what it cannot be sure of', () => {
     ['unprintable node', '{QUERY :utilityStmt ?}'],
     ['datum byte out of range', '{CONST :constvalue 1 [ 300 ]}'],
     ['unterminated datum', '{CONST :constvalue 1 [ 3 }'],
+    ['datum at the end of the text', '{CONST :constvalue 1 [ 3'],
+    ['datum byte glued to a parenthesis', '{CONST :constvalue 1 [ 3) ]}'],
+    ['datum byte glued to a bracket', '{CONST :constvalue 1 [ 3] }'],
+    ['datum byte that is a word', '{CONST :constvalue 1 [ 3x ]}'],
+    ['datum byte that is an escape', '{CONST :constvalue 1 [ \\3 ]}'],
+    ['datum byte that is a bare sign', '{CONST :constvalue 1 [ - ]}'],
+    ['datum byte below -128', '{CONST :constvalue 1 [ -129 ]}'],
+    ['datum byte with too many digits', `{CONST :constvalue 1 [ ${'0'.repeat(MAX_TOKEN_BYTES + 1)} ]}`],
     ['escape at end', '{QUERY :a x\\'],
     ['number out of range in a number list', '{QUERY :a (b 99999999999999999999)}'],
     ['a token long enough to have been split', `{ALIAS :aliasname ${'x'.repeat(MAX_TOKEN_BYTES + 1)}}`],
   ])('%s', (_name, text) => {
     expect(() => readNodeTree(text)).toThrow(NodeReadError);
+  });
+
+  it('reads a datum of a million bytes, each as written', () => {
+    const bytes = Array.from({ length: 1 << 20 }, (_, i) => (i % 256) - 128);
+    const t = readNodeTree(`{CONST :constvalue ${bytes.length} [ ${bytes.join(' ')} ]}`) as PgNode;
+    const d = t.fields.get('constvalue') as { length: number; bytes: Uint8Array };
+    expect(d.length).toBe(bytes.length);
+    expect(Buffer.from(d.bytes).equals(Buffer.from(bytes.map((b) => b & 0xff)))).toBe(true);
+    expect(readNodeTree('{CONST :constvalue 0 [ ]}')).toEqual({ type: 'CONST', fields: new Map([['constvalue', { length: 0, bytes: new Uint8Array(0) }]]) });
   });
 
   it('limits depth', () => {
