@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
-import type { CompiledPolicy, Millis, RelationPattern, RolePolicy, WriteKind } from './types.ts';
+import type { CompiledPolicy, Millis, RelationPattern, RoleBudget, RolePolicy, WriteKind } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The file format (kept in step with policy/schema.json by test/unit/policy/load.test.ts)
@@ -36,9 +36,24 @@ export interface RoleDoc {
   idleInTransactionTimeout?: string | number;
   /** WITH HOLD cursors one session may have open; default 0 for read-only roles, 2 for read-write ones. */
   holdCursors?: number;
+  /** Per-agent budget: `{ per: agent, statementsPerMinute: 600, rowsPerMinute: 1e6, bytesPerMinute: 1GB, concurrentStatements: 4 }`. */
+  budget?: BudgetDoc;
   dbRole?: string;
   searchPath?: string[];
 }
+
+/** A role's budget as written: every limit optional; bytesPerMinute a number or a size such as "512MB". */
+export interface BudgetDoc {
+  per: (typeof BUDGET_PER)[number];
+  statementsPerMinute?: number;
+  rowsPerMinute?: number;
+  bytesPerMinute?: number | string;
+  concurrentStatements?: number;
+}
+
+export const BUDGET_PER = ['subject', 'agent'] as const;
+export const BUDGET_KEYS = ['per', 'statementsPerMinute', 'rowsPerMinute', 'bytesPerMinute', 'concurrentStatements'] as const satisfies readonly (keyof BudgetDoc)[];
+const BUDGET_COUNTS = ['statementsPerMinute', 'rowsPerMinute', 'concurrentStatements'] as const;
 
 /** A whole policy file as written, after validation. */
 export interface PolicyDoc {
@@ -63,6 +78,7 @@ export const ROLE_KEYS = [
   'statementTimeout',
   'idleInTransactionTimeout',
   'holdCursors',
+  'budget',
   'dbRole',
   'searchPath',
 ] as const satisfies readonly (keyof RoleDoc)[];
@@ -475,6 +491,8 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
     if (typeof h !== 'number' || !Number.isSafeInteger(h) || h < 0 || h > MAX_HOLD_CURSORS) val.add(at('holdCursors'), `must be an integer from 0 to ${MAX_HOLD_CURSORS} (got ${describe(h)})`);
   }
 
+  if ('budget' in raw) checkBudget(val, raw.budget, [...segs, 'budget']);
+
   if ('dbRole' in raw) {
     if (typeof raw.dbRole !== 'string') val.add(at('dbRole'), `must be a database role name (got ${describe(raw.dbRole)})`);
     else {
@@ -710,10 +728,54 @@ function compileRole(name: string, doc: RoleDoc): RolePolicy {
     statementTimeout: timeout,
     idleInTransactionTimeout: doc.idleInTransactionTimeout === undefined ? undefined : must(parseDurationMs(doc.idleInTransactionTimeout), 'idleInTransactionTimeout').ms,
     holdCursors: doc.holdCursors ?? (readOnly ? DEFAULT_HOLD_CURSORS.readOnly : DEFAULT_HOLD_CURSORS.readWrite),
+    budget: doc.budget === undefined ? undefined : compileBudget(doc.budget),
     dbRole: doc.dbRole === undefined ? undefined : must(parseIdentifier(doc.dbRole), 'dbRole').name,
     searchPath: Object.freeze((doc.searchPath ?? ['public']).map((s) => must(parseIdentifier(s), `searchPath ${JSON.stringify(s)}`).name)) as string[],
   };
   return Object.freeze(role);
+}
+
+/** "1GB", "512MB", "64kB", "100B" (binary units, as limits.maxMessageSize) or a whole number of bytes; undefined if not one. */
+export function parseByteSize(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isSafeInteger(v) && v >= 1 ? v : undefined;
+  if (typeof v !== 'string') return undefined;
+  const m = /^([0-9]+(?:\.[0-9]+)?)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?$/.exec(v.trim());
+  if (m === null) return undefined;
+  const unit = (m[2] ?? 'B').toUpperCase().replace('I', '');
+  const mult: Record<string, number> = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 };
+  const n = Math.round(Number(m[1]) * (mult[unit] ?? NaN));
+  return Number.isSafeInteger(n) && n >= 1 ? n : undefined;
+}
+
+function checkBudget(val: Validator, b: unknown, segs: Seg[]): void {
+  if (!isRecord(b)) {
+    val.add(segs, `must be a mapping such as { per: agent, statementsPerMinute: 600 } (got ${describe(b)})`);
+    return;
+  }
+  val.keys(b, BUDGET_KEYS, segs);
+  if (!('per' in b)) val.add([...segs, 'per'], 'is required: count per subject (every session of one token sub) or per agent');
+  else val.oneOf(b.per, BUDGET_PER, [...segs, 'per']);
+  for (const k of BUDGET_COUNTS) {
+    if (!(k in b)) continue;
+    const n = b[k];
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) val.add([...segs, k], `must be a positive integer (got ${describe(n)})`);
+  }
+  if ('bytesPerMinute' in b && parseByteSize(b.bytesPerMinute) === undefined) {
+    val.add([...segs, 'bytesPerMinute'], `must be a positive number of bytes or a size such as "512MB" or "1GB" (got ${describe(b.bytesPerMinute)})`);
+  }
+  if (!BUDGET_COUNTS.some((k) => k in b) && !('bytesPerMinute' in b)) {
+    val.add(segs, 'sets no limit: give statementsPerMinute, rowsPerMinute, bytesPerMinute or concurrentStatements');
+  }
+}
+
+function compileBudget(doc: BudgetDoc): RoleBudget {
+  return Object.freeze({
+    per: doc.per,
+    statementsPerMinute: doc.statementsPerMinute,
+    rowsPerMinute: doc.rowsPerMinute,
+    bytesPerMinute: doc.bytesPerMinute === undefined ? undefined : parseByteSize(doc.bytesPerMinute),
+    concurrentStatements: doc.concurrentStatements,
+  });
 }
 
 /** Turns a validated document into the frozen policy the engine reads; `version` and `digest` come from the store. */

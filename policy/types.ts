@@ -37,9 +37,27 @@ export interface RolePolicy {
   idleInTransactionTimeout?: Millis | undefined;
   /** WITH HOLD cursors one session may have open; absent means the default for the role (holdCursorLimit in evaluate.ts). */
   holdCursors?: number;
+  /** Per-agent budget (docs/policy.md, "Budgets"); absent: none. */
+  budget?: RoleBudget | undefined;
   dbRole: string | undefined;
   /** Schemas pinned as search_path on the upstream session (default ['public']). */
   searchPath: string[];
+}
+
+/**
+ * Use a role's sessions may make of the database, counted together for every session of one token subject (`sub`)
+ * or of one agent (`agent` claim, else `sub`) in one pgwarden process. Each limit is optional.
+ */
+export interface RoleBudget {
+  per: 'subject' | 'agent';
+  /** Statements forwarded in any 60 s window (each statement of a simple Query, each Execute). */
+  statementsPerMinute: number | undefined;
+  /** Rows (DataRow, COPY rows) relayed to clients in any 60 s window. */
+  rowsPerMinute: number | undefined;
+  /** Result bytes relayed from the database to clients in any 60 s window. */
+  bytesPerMinute: number | undefined;
+  /** Sessions running a statement at the same time. */
+  concurrentStatements: number | undefined;
 }
 
 export interface CompiledPolicy {

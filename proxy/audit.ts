@@ -138,6 +138,8 @@ export type AuditEvent =
    * and its SQLSTATE if it failed. The decision is written first, before the statement runs, so nothing ever
    * runs unaudited; this event completes it (matched by sessionId + seq).
    */
+  /** A statement the policy allowed, refused because a role budget of its subject or agent was used up (53400). */
+  | ({ event: 'budget_exceeded'; seq: number; kind: string; per: string; limit: number; retryInMs?: number; sqlstate: string } & AuditSessionFields)
   | ({ event: 'statement_end'; seq: number; rows: number; durationMs: number; sqlstate?: string; truncated?: boolean; rowCapError?: boolean } & AuditSessionFields)
   | ({ event: 'session_end'; reason: EndReason; durationMs?: number; statements: number; denied: number } & AuditSessionFields)
   | ({ event: 'policy_reload' } & PolicyReloadInfo)
@@ -536,6 +538,9 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
       if (o.truncated) line += ',"truncated":true';
       if (o.rowCapError) line += ',"rowCapError":true';
       batch(line + '}\n');
+    },
+    budgetExceeded(s, info) {
+      emit({ event: 'budget_exceeded', ...sessionFields(s), seq: info.seq, kind: info.kind, per: info.per, limit: info.limit, retryInMs: info.retryInMs, sqlstate: '53400' });
     },
     sessionEnded(s, reason) {
       const counters = perSession.get(s);

@@ -15,6 +15,7 @@ export const ErrorCatalog = {
   ERR_FEATURE: { sqlstate: SqlState.FeatureNotSupported, severity: 'ERROR', doc: 'a protocol feature pgwarden does not pass (FunctionCall, COPY FROM STDIN, replication)' },
   ERR_SERVER_ANALYSIS: { sqlstate: SqlState.InsufficientPrivilege, severity: 'ERROR', doc: 'PostgreSQL\'s own analysis of the statement failed (it would fail the same way when run); passed on with PostgreSQL\'s SQLSTATE, message and position' },
   ERR_ROW_CAP: { sqlstate: SqlState.ProgramLimitExceeded, severity: 'ERROR', doc: 'a result passed the role maxRows with onRowCap: error' },
+  ERR_BUDGET: { sqlstate: SqlState.ConfigurationLimitExceeded, severity: 'ERROR', doc: 'a role budget (statements, rows or bytes per minute, or concurrent statements) of the subject or agent is used up; the hint says when to retry' },
   ERR_NOT_READY: { sqlstate: SqlState.CannotConnectNow, severity: 'FATAL', doc: 'no valid policy is loaded yet' },
   ERR_SHUTDOWN: { sqlstate: SqlState.AdminShutdown, severity: 'FATAL', doc: 'pgwarden is shutting down or ended the session administratively' },
   ERR_IDLE_TIMEOUT: { sqlstate: SqlState.IdleSessionTimeout, severity: 'FATAL', doc: 'the session was idle longer than limits.idleSessionTimeout' },

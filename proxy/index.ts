@@ -12,6 +12,7 @@ import { auditGate, auditUnavailableError, createAudit, withAuditGate, type Audi
 import { combineRevocations, RevocationList, revokedSessionError, type RevocationSource } from './revocation.ts';
 import { revocationClientConfig, revocationListenerNotReady, TableRevocations } from './revocation-table.ts';
 import { createServer, type ProxyServer } from './server.ts';
+import { BudgetLedger } from './session/budget.ts';
 import { CancelRegistry } from './session/cancel.ts';
 import type { SessionEvents } from './session/session.ts';
 import { createPolicyGate } from './session/policy-gate.ts';
@@ -205,7 +206,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   });
   const events = combineEvents(metrics.events, audit.events, deps.events);
   const server = createServer(
-    { config, verifier, gate, cancels, log, tlsContext, events, now: deps.now, isRevoked: (id) => revocations.match(id)?.reason },
+    { config, verifier, gate, cancels, log, tlsContext, events, now: deps.now, isRevoked: (id) => revocations.match(id)?.reason, budgets: new BudgetLedger(deps.now) },
     {
       admit: () => (auditGate(audit) ? undefined : auditUnavailableError()),
       upstreamCap,
@@ -358,6 +359,7 @@ function combineEvents(...all: (SessionEvents | undefined)[]): SessionEvents {
     statementFinished: (...a) => call('statementFinished', a),
     traffic: (...a) => call('traffic', a),
     upstreamConnected: (...a) => call('upstreamConnected', a),
+    budgetExceeded: (...a) => call('budgetExceeded', a),
     sessionEnded: (...a) => call('sessionEnded', a),
   };
 }

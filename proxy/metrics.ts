@@ -28,6 +28,8 @@ export interface Metrics {
   analysisSeconds: client.Histogram;
   /** pgwarden's analysis allowed, the server's denied: each one is a bug in one of the two. */
   analysisDisagreements: client.Counter<'reason'>;
+  /** Statements refused because a role budget was used up, by role and budget kind (statements, rows, bytes, concurrency). */
+  budgetExceeded: client.Counter<'role' | 'kind'>;
   /** Connections refused (login_failures) and CancelRequests dropped (cancel_requests) by a per-address rate limit. */
   rateLimited: client.Counter<'limit'>;
 }
@@ -57,6 +59,7 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   const analysisSeconds = new client.Histogram({ name: 'pgwarden_analysis_seconds', help: 'Time to obtain and judge the server\'s analysis of one statement', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2], registers: [registry] });
   const analysisDisagreements = new client.Counter({ name: 'pgwarden_analysis_disagreements_total', help: 'Statements pgwarden\'s own analysis allowed and the server\'s analysis denied, by reason (each is a bug in one of the two)', labelNames: ['reason'] as const, registers: [registry] });
   const rateLimited = new client.Counter({ name: 'pgwarden_rate_limited_total', help: 'Per-address rate limits: connections refused because their address had too many failed logins (login_failures), CancelRequests dropped (cancel_requests)', labelNames: ['limit'] as const, registers: [registry] });
+  const budgetExceeded = new client.Counter({ name: 'pgwarden_budget_exceeded_total', help: 'Statements refused because a role budget of their subject or agent was used up, by role and kind (statements, rows, bytes, concurrency)', labelNames: ['role', 'kind'] as const, registers: [registry] });
   const cacheLookups = new DeferredCounter(registry, 'pgwarden_decision_cache_total', 'Decision cache lookups by result', ['result'] as const);
   const cacheHits = cacheLookups.handle({ result: 'hit' });
   const cacheMisses = cacheLookups.handle({ result: 'miss' });
@@ -122,6 +125,9 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
     upstreamConnected(_s, ms) {
       upstreamConnectSeconds.observe(ms / 1000);
     },
+    budgetExceeded(s, info) {
+      budgetExceeded.inc({ role: roleLabel(s.role?.name), kind: info.kind });
+    },
     sessionEnded(s, reason) {
       sessionsEnded.inc({ reason });
       if (counted.delete(s)) activeSessions.dec();
@@ -129,7 +135,7 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   };
   return {
     registry, events, activeSessions, logins, statements, decisionSeconds, sessionsEnded, policyReloads, policyVersion, cacheLookups,
-    analyses, analysisSeconds, analysisDisagreements, rateLimited,
+    analyses, analysisSeconds, analysisDisagreements, rateLimited, budgetExceeded,
     cacheLookup(hit) {
       (hit ? cacheHits : cacheMisses).n++;
     },

@@ -14,6 +14,7 @@ export const SqlState = {
   InFailedSqlTransaction: '25P02',
   InsufficientResources: '53000',
   TooManyConnections: '53300',
+  ConfigurationLimitExceeded: '53400',
   ProgramLimitExceeded: '54000',
   QueryCanceled: '57014',
   AdminShutdown: '57P01',

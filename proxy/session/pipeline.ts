@@ -44,6 +44,8 @@ export interface StatementTrace {
   sqlstate: string | undefined;
   truncated: boolean;
   rowCapError: boolean;
+  /** Counted against a per-agent budget: its session holds a concurrency slot until it finishes. */
+  budgeted?: boolean;
 }
 
 interface Pending {

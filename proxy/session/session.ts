@@ -27,6 +27,7 @@ import type { CancelRegistry } from './cancel.ts';
 import type { StatementGate } from './gate.ts';
 import { Phase, canTransition } from './phase.ts';
 import { ResponseTracker, SENTINEL_SQL, fatalFrame, type RowCap, type StatementTrace } from './pipeline.ts';
+import { checkBudget, type BudgetAccount, type BudgetKind, type BudgetLedger, type BudgetRefusal } from './budget.ts';
 import { parseStatements } from '../../policy/parser.ts';
 import { scrubForwarded } from './scrub.ts';
 import { readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
@@ -64,6 +65,8 @@ export interface SessionEvents {
   /** Bytes read from the client and written to it since the last report (reported per statement and at the end). */
   traffic?(s: Session, bytesIn: number, bytesOut: number): void;
   upstreamConnected?(s: Session, ms: number): void;
+  /** A statement the policy allowed was refused because its subject's or agent's budget is used up (53400). */
+  budgetExceeded?(s: Session, info: { seq: number; kind: BudgetKind; per: 'subject' | 'agent'; limit: number; retryInMs: number | undefined }): void;
   sessionEnded?(s: Session, reason: EndReason): void;
 }
 
@@ -77,6 +80,8 @@ export interface SessionDeps {
   events?: SessionEvents;
   /** Per-identity admission (session limits per sub/agent); an error refuses the login. */
   admitIdentity?(id: Identity, self: Session): ProxyError | undefined;
+  /** Per-agent budget accounts shared by the sessions of this process; without it budgets are not enforced. */
+  budgets?: BudgetLedger;
   /** Revocation check at login; returns a reason when the identity is revoked. */
   isRevoked?(id: Identity): string | undefined;
   now?: () => number;
@@ -247,6 +252,25 @@ function refuseMessage(tracker: ResponseTracker, err: ProxyError, o: Buffer[]): 
   o.push(encodeParse('', SENTINEL_SQL, []));
 }
 
+/** What a client sees when a budget is used up: 53400, the limit, and when to retry. */
+function budgetError(r: BudgetRefusal, per: 'subject' | 'agent', count: number): ProxyError {
+  const whose = per === 'agent' ? 'this agent' : 'this token subject';
+  const what: Record<BudgetKind, string> = {
+    statements: `${r.limit} statements per minute`,
+    rows: `${r.limit} rows per minute`,
+    bytes: `${r.limit} result bytes per minute`,
+    concurrency: `${r.limit} concurrent statements`,
+  };
+  let hint: string;
+  if (r.retryInMs !== undefined) hint = `retry in ${Math.ceil(r.retryInMs / 1000)} s`;
+  else if (r.kind === 'concurrency') hint = `retry when one of the ${r.limit} running statements of ${whose} finishes`;
+  else hint = `send fewer statements at once: this query has ${count}, more than the ${r.limit} a minute allowed`;
+  return new ProxyError('ERR_BUDGET', `statement refused by pgwarden: the budget of ${what[r.kind]} for ${whose} is used up`, {
+    detail: `rule: role budget ${r.kind === 'concurrency' ? 'concurrentStatements' : `${r.kind}PerMinute`}, counted per ${per} on this pgwarden instance`,
+    hint,
+  });
+}
+
 export class Session {
   readonly id = randomUUID();
   phase: Phase = Phase.AwaitingStartup;
@@ -301,6 +325,10 @@ export class Session {
   private streamForward = false;
   /** While a large ErrorResponse or NoticeResponse arrives: its first NOTICE_KEEP bytes. */
   private cutMessage: { kept: Buffer[]; size: number } | undefined;
+  /** The budget account this session counts against (set at its first statement under a role budget). */
+  private budgetAccount: BudgetAccount | undefined;
+  /** Statements of this session in flight that were counted against a budget; the account's `running` holds one slot while any are. */
+  private budgetRunning = 0;
 
   constructor(
     socket: net.Socket,
@@ -618,6 +646,7 @@ export class Session {
     this.tracker = new ResponseTracker(undefined);
     this.checkedVersion = this.deps.gate.version;
     this.tracker.onFinish = (t) => {
+      if (t.budgeted === true) this.endBudgeted();
       this.deps.events?.statementFinished?.(this, {
         seq: t.seq,
         rows: t.rows,
@@ -993,8 +1022,75 @@ export class Session {
 
   /** Execute of a portal (or of a DECLAREd cursor read through the protocol) under its decision's row cap. */
   private executePortal(tracker: ResponseTracker, name: string, isCursor: boolean, frame: Frame, o: Buffer[], cap: RowCap | undefined, seq: number): void {
-    tracker.expect(FrontendType.Execute, undefined, name, this.trace(seq), { cap, cursors: isCursor ? [name] : undefined });
+    const overBudget = this.spendBudget(1, seq);
+    if (overBudget !== undefined) {
+      refuseMessage(tracker, overBudget, o);
+      return;
+    }
+    tracker.expect(FrontendType.Execute, undefined, name, this.startBudgeted(this.trace(seq)), { cap, cursors: isCursor ? [name] : undefined });
     o.push(frame.raw);
+  }
+
+  // ---- per-agent budgets (budget.ts) -------------------------------------------------------------
+
+  /**
+   * For `count` statements about to be forwarded: the 53400 refusal when the role's budget for this subject or
+   * agent is used up, else undefined, the statements counted. Read from the policy in force, so a reload applies at
+   * the next statement.
+   */
+  private spendBudget(count: number, seq = this.seq): ProxyError | undefined {
+    const ledger = this.deps.budgets;
+    const identity = this.identity;
+    const name = this.role?.name;
+    if (ledger === undefined || identity === undefined || name === undefined) return undefined;
+    const budget = this.deps.gate.role(name)?.budget;
+    if (budget === undefined) return undefined;
+    const account = ledger.account(name, budget, identity);
+    if (account !== this.budgetAccount) {
+      // First statement under a budget, or a reload changed what it is counted per.
+      if (this.budgetAccount !== undefined) {
+        this.budgetAccount.sessions--;
+        if (this.budgetRunning > 0) this.budgetAccount.running--;
+      }
+      account.sessions++;
+      if (this.budgetRunning > 0) account.running++;
+      this.budgetAccount = account;
+    }
+    const now = ledger.nowMs();
+    const refusal = checkBudget(account, budget, count, this.budgetRunning > 0, now);
+    if (refusal === undefined) {
+      account.statements.add(count, now);
+      return undefined;
+    }
+    this.log.info({ kind: refusal.kind, limit: refusal.limit, per: budget.per, retryInMs: refusal.retryInMs }, 'statement refused: budget used up');
+    this.deps.events?.budgetExceeded?.(this, { seq, kind: refusal.kind, per: budget.per, limit: refusal.limit, retryInMs: refusal.retryInMs });
+    return budgetError(refusal, budget.per, count);
+  }
+
+  /** Marks a forwarded statement as counted against the budget account: it holds the session's concurrency slot until it finishes. */
+  private startBudgeted(trace: StatementTrace): StatementTrace {
+    const account = this.budgetAccount;
+    if (account === undefined) return trace;
+    if (this.budgetRunning === 0) account.running++;
+    this.budgetRunning++;
+    trace.budgeted = true;
+    return trace;
+  }
+
+  private endBudgeted(): void {
+    if (this.budgetRunning === 0) return;
+    this.budgetRunning--;
+    if (this.budgetRunning === 0 && this.budgetAccount !== undefined) this.budgetAccount.running--;
+  }
+
+  /** Rows and result bytes relayed, counted against the budget account (a running statement is never cut for them). */
+  private chargeBudget(rows: number, bytes: number): void {
+    const account = this.budgetAccount;
+    const ledger = this.deps.budgets;
+    if (account === undefined || ledger === undefined) return;
+    const now = ledger.nowMs();
+    if (rows > 0) account.rows.add(rows, now);
+    account.bytes.add(bytes, now);
   }
 
   private relayClientFrames(): void {
@@ -1070,11 +1166,16 @@ export class Session {
       case FrontendType.Query: {
         const { sql } = decodeQuery(frame.body);
         this.withDecision(this.decide(sql, 'simple'), out, (d, o) => {
-          if (d.allow) {
+          const overBudget = d.allow ? this.spendBudget(Math.max(1, d.statements.length)) : undefined;
+          if (overBudget !== undefined) {
+            // Refused like a denied statement: the sentinel runs nothing, and the session stays usable.
+            tracker.expect(FrontendType.Query, overBudget);
+            o.push(encodeQuery(SENTINEL_SQL));
+          } else if (d.allow) {
             const text = d.rewrittenSql ?? sql;
             // FETCHes are counted per cursor too, so paging through a cursor cannot read past the cap.
             const cursors = d.rowCap !== undefined && d.statements.some((st) => st.kind === 'FetchStmt') ? fetchedCursors(text) : undefined;
-            tracker.expect(FrontendType.Query, undefined, undefined, this.trace(this.seq), { cap: d.rowCap, cursors });
+            tracker.expect(FrontendType.Query, undefined, undefined, this.startBudgeted(this.trace(this.seq)), { cap: d.rowCap, cursors });
             o.push(d.rewrittenSql !== undefined ? encodeQuery(d.rewrittenSql) : frame.raw);
           } else {
             tracker.expect(FrontendType.Query, this.denial(d));
@@ -1271,6 +1372,7 @@ export class Session {
       framer.push(chunk);
       const out: Buffer[] = [];
       let verbatim = clean;
+      const rowsBefore = tracker.rowsRelayed;
       for (let next = framer.nextPart(); next; next = framer.nextPart()) {
         let frame: Frame | undefined;
         if (isPart(next)) {
@@ -1287,6 +1389,7 @@ export class Session {
       // Fast path: nothing was changed or held back, so the chunk goes out as received.
       if (verbatim && framer.buffered === 0) this.writeClient(chunk);
       else this.writeClient(out);
+      if (this.budgetAccount !== undefined) this.chargeBudget(tracker.rowsRelayed - rowsBefore, chunk.length);
       if ((this.clientHolds & Hold.PipelineDepth) !== 0 && tracker.outstanding <= MAX_PIPELINE_DEPTH / 2) {
         this.releaseClient(Hold.PipelineDepth);
         // Messages already read wait in the framer.
@@ -1394,6 +1497,11 @@ export class Session {
     if (this.phase !== Phase.Closing) this.phase = Phase.Closing;
     for (const t of [this.handshakeTimer, this.expiryTimer, this.idleTimer, this.upstreamCheck]) if (t) clearTimeout(t);
     if (this.backendKey) this.deps.cancels.release(this.backendKey.processId);
+    if (this.budgetAccount !== undefined) {
+      this.budgetAccount.sessions--;
+      if (this.budgetRunning > 0) this.budgetAccount.running--;
+      this.budgetRunning = 0;
+    }
     this.reportTraffic();
     const up = this.upstream;
     if (up) {
