@@ -33,7 +33,8 @@ describe('policy hot reload', () => {
 
       const v2 = tp.proxy.store.version;
       writePolicy('roles:\n  analyst:\n    readOnly: maybe\n');
-      await new Promise((r) => setTimeout(r, 600));
+      // A reload waits for the file to settle (500 ms) after the watcher's debounce (200 ms).
+      await until(() => /policy reload failed; keeping the current policy/.test(tp.logs.join('')), 5_000);
       expect(tp.proxy.store.version).toBe(v2);
       expect((await c.query('SELECT count(*)::int AS n FROM secrets')).rows[0].n).toBe(2);
       expect(tp.logs.join('')).toMatch(/policy reload failed; keeping the current policy/);
@@ -98,6 +99,8 @@ describe('policy hot reload', () => {
       writePolicy(i % 2 === 0 ? DEFAULT_POLICY.replace('maxRows: 100', 'maxRows: 99') : DEFAULT_POLICY);
       await new Promise((r) => setTimeout(r, 250));
     }
+    // A file rewritten every 250 ms has not settled; its last version is applied once it has, still under load.
+    await until(() => tp.proxy.store.version > start, 5_000);
     stop = true;
     await Promise.all(loops);
     expect(tp.proxy.store.version).toBeGreaterThan(start);
