@@ -502,9 +502,17 @@ async function main(): Promise<number> {
     })();
 
     let lastReport = Date.now();
+    let crashed: string | undefined;
     while (Date.now() < ctx.stopAt) {
       await sleep(Math.min(1_000, ctx.stopAt - Date.now()));
-      if (srv.exited()) throw new Error(`pgwarden exited during the soak: ${srv.stderr().trim()}`);
+      if (srv.exited()) {
+        // Still a result: stop the traffic, then check and report what there is.
+        crashed = `pgwarden exited ${((Date.now() - t0) / 1000).toFixed(0)} s into the traffic: ${srv.stderr().trim().slice(-600) || '(no stderr)'}`;
+        notes.push(`**${crashed}**`);
+        log(crashed);
+        ctx.stopAt = Date.now();
+        break;
+      }
       if (Date.now() - lastReport >= 15_000) {
         lastReport = Date.now();
         const last = samples[samples.length - 1];
@@ -589,7 +597,13 @@ async function main(): Promise<number> {
       ok: (revoked.length > 0 || targets.length === 0) && badRelogin.length === 0,
       detail: `${revoked.length - badRelogin.length} of ${revoked.length} refused${badRelogin.length ? `; others: ${badRelogin.map((t) => `${t.kind} → ${t.reloginCode ?? 'not tried'}`).join(', ')}` : ''}`,
     });
-    const audit = readFileSync(spec.auditFile, 'utf8').split('\n').filter(Boolean);
+    let auditText = '';
+    try {
+      auditText = readFileSync(spec.auditFile, 'utf8');
+    } catch (err) {
+      notes.push(`The audit trail could not be read: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    const audit = auditText.split('\n').filter(Boolean);
     const events = new Map<string, number>();
     let allow = 0;
     let deny = 0;
@@ -624,7 +638,11 @@ async function main(): Promise<number> {
       ok: fileReloads >= reloads.length,
       detail: `${fileReloads} policy_reload events (reason file) for ${reloads.length} rewrites; pgwarden_policy_version moved within 15 s for ${applied.length} (${applied.length ? `${Math.min(...applied.map((r) => r.appliedMs as number))}–${Math.max(...applied.map((r) => r.appliedMs as number))} ms after the rename` : '–'})`,
     });
-    checks.push({ name: 'pgwarden still serves after the soak', ok: finalQuery.startsWith('ok'), detail: `SELECT 1 through a new session: ${finalQuery}` });
+    checks.push({
+      name: 'pgwarden ran through and still serves after the soak',
+      ok: crashed === undefined && finalQuery.startsWith('ok'),
+      detail: `${crashed ? `${crashed}; ` : ''}SELECT 1 through a new session: ${finalQuery}`,
+    });
     const unexpected = rec.unexpected();
     checks.push({
       name: 'no unexpected error',
@@ -634,7 +652,7 @@ async function main(): Promise<number> {
 
     // 7. Report.
     const lost = checks.filter((c) => !c.ok);
-    const mib = (kb: number) => `${(kb / 1024).toFixed(0)} MiB`;
+    const mib = (kb: number) => (Number.isFinite(kb) ? `${(kb / 1024).toFixed(0)} MiB` : '–');
     const mibB = (b: number | undefined) => (b === undefined ? '–' : `${(b / 2 ** 20).toFixed(1)} MiB`);
     const metricLine = (name: string) =>
       metricsText

@@ -20,7 +20,7 @@ export interface Marker {
 const f1 = (x: number) => (Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)) : '–');
 
 export function latencyTable(rec: Recorder): string {
-  const rows = ['| traffic class | ok | p50 ms | p95 ms | p99 ms | max ms |', '|---|---:|---:|---:|---:|---:|'];
+  const rows = ['| traffic class | n | p50 ms | p95 ms | p99 ms | max ms |', '|---|---:|---:|---:|---:|---:|'];
   for (const [cls, xs] of [...rec.latencies.entries()].sort(([a], [b]) => a.localeCompare(b))) {
     const s = Float64Array.from(xs).sort();
     const arr = Array.from(s);

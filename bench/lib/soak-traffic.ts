@@ -191,19 +191,23 @@ async function timed<T>(
   cls: string,
   expected: ReadonlySet<string> | ((code: string) => boolean),
   fn: () => Promise<T>,
+  latencyCls = cls,
 ): Promise<{ ok: true; value: T } | { ok: false; code: string }> {
   const t0 = process.hrtime.bigint();
   try {
     const value = await fn();
     // Classes that expect no error are the legitimate ones: their latencies also go on the timeline.
-    if (expected === NONE) ctx.rec.legit(cls, ms(t0));
-    else ctx.rec.latency(cls, ms(t0));
+    if (expected === NONE) ctx.rec.legit(latencyCls, ms(t0));
+    else ctx.rec.latency(latencyCls, ms(t0));
     ctx.rec.count('statements ok');
     return { ok: true, value };
   } catch (err) {
     const code = codeOf(err);
     if (code === '42501') ctx.rec.count('statements refused (42501)');
-    ctx.rec.error(cls, code, typeof expected === 'function' ? expected(code) : expected.has(code), messageOf(err));
+    const isExpected = typeof expected === 'function' ? expected(code) : expected.has(code);
+    ctx.rec.error(cls, code, isExpected, messageOf(err));
+    // Hostile classes time their refusals (under a class of their own): how long pgwarden took to say no.
+    if (isExpected && latencyCls !== cls) ctx.rec.latency(latencyCls, ms(t0));
     return { ok: false, code };
   }
 }
@@ -482,7 +486,7 @@ export async function hostileDenied(ctx: SoakContext, i: number): Promise<void> 
   let n = 0;
   await pgLoop(ctx, cls, { sub: `soak-deny-${i}`, role: asWriter ? WRITER_ROLE : READER_ROLE, agent: `soak-deny-${i % 4}` }, async (c) => {
     const [text, params] = statements[n++ % statements.length] as [string, unknown[]?];
-    const r = await timed(ctx, `${cls} (time to refusal)`, expected, () => c.query(text, params));
+    const r = await timed(ctx, cls, expected, () => c.query(text, params), `${cls} (time to refusal)`);
     if (r.ok) ctx.rec.error(cls, 'ALLOWED', false, `pgwarden let through: ${text}`);
   });
 }
@@ -516,7 +520,7 @@ export function hostileLarge(ctx: SoakContext, i: number): Promise<void> {
   let n = i * 1_000_000;
   return pgLoop(ctx, cls, { sub: `soak-large-${i}`, role: READER_ROLE, agent: 'soak-large' }, async (c) => {
     const st = largeStatement(n++);
-    const r = await timed(ctx, `${cls} (time to answer)`, LARGE_EXPECTED, () => c.query(st.sql));
+    const r = await timed(ctx, cls, LARGE_EXPECTED, () => c.query(st.sql), `${cls} (time to answer)`);
     if (r.ok && st.deniable) ctx.rec.error(cls, 'ALLOWED', false, `pgwarden let through a ${st.sql.length}-byte statement on secrets/ssn`);
     ctx.rec.count('large statements sent');
     ctx.rec.count('large statement bytes sent', st.sql.length);
@@ -560,7 +564,7 @@ export async function hostileMalformed(ctx: SoakContext, i: number): Promise<voi
         const login = await ctx.loginSlots.run(() => rawLogin(ctx.port, ADDRESS.malformed, 'soak', ctx.database, token));
         conn = login.conn;
         if (login.error) {
-          ctx.rec.error(`${cls} (login)`, login.error, false, `raw login refused: ${login.error}`);
+          ctx.rec.error(`${cls} (login)`, login.error, false, `raw login refused: ${login.error} ${login.message ?? ''}`);
           continue;
         }
       } else conn = await RawConnection.connect(ctx.port, ADDRESS.malformed);
@@ -656,7 +660,7 @@ export async function slowReader(ctx: SoakContext, i: number, pauseMs: number): 
     ctx.live.add(handle);
     try {
       if (login.error) {
-        ctx.rec.error(`${cls} (login)`, login.error, false, `raw login refused: ${login.error}`);
+        ctx.rec.error(`${cls} (login)`, login.error, false, `raw login refused: ${login.error} ${login.message ?? ''}`);
         await sleep(1_000);
         continue;
       }

@@ -39,18 +39,20 @@ export interface BackendMessage {
   body: Buffer;
 }
 
-/** The SQLSTATE (field C) of an ErrorResponse body. */
-export function errorCode(body: Buffer): string | undefined {
+/** One field of an ErrorResponse body (C: SQLSTATE, M: message). */
+export function errorField(body: Buffer, want: 'C' | 'M'): string | undefined {
   let i = 0;
   while (i < body.length && body[i] !== 0) {
     const field = String.fromCharCode(body[i] as number);
     const end = body.indexOf(0, i + 1);
     if (end < 0) return undefined;
-    if (field === 'C') return body.toString('utf8', i + 1, end);
+    if (field === want) return body.toString('utf8', i + 1, end);
     i = end + 1;
   }
   return undefined;
 }
+
+export const errorCode = (body: Buffer) => errorField(body, 'C');
 
 /**
  * A socket to pgwarden that splits what comes back into backend messages. `next()` resolves with the next message,
@@ -163,13 +165,13 @@ export class RawConnection {
 }
 
 /** Logs in with a token as the password (cleartext over loopback); resolves at ReadyForQuery or with the refusal's SQLSTATE. */
-export async function rawLogin(port: number, localAddress: string, user: string, database: string, token: string): Promise<{ conn: RawConnection; error?: string }> {
+export async function rawLogin(port: number, localAddress: string, user: string, database: string, token: string): Promise<{ conn: RawConnection; error?: string; message?: string }> {
   const conn = await RawConnection.connect(port, localAddress);
   conn.write(startupMessage({ user, database, application_name: 'soak-raw' }));
   for (;;) {
     const m = await conn.next(15_000);
     if (!m) return { conn, error: conn.timedOut ? 'timeout' : 'conn-closed' };
-    if (m.type === 'E') return { conn, error: errorCode(m.body) ?? 'E' };
+    if (m.type === 'E') return { conn, error: errorCode(m.body) ?? 'E', message: errorField(m.body, 'M') ?? '' };
     if (m.type === 'R' && m.body.readInt32BE(0) === 3) conn.write(passwordMessage(token));
     if (m.type === 'Z') return { conn };
   }
