@@ -11,7 +11,8 @@
 // A NOTIFY from anyone costs at most an incremental read: notifications only set flags, one read runs at a time,
 // reads are spaced, and full reads asked for by a notification come from a small budget refilled at a rate that
 // keeps them under a tenth of the time. A full read pages through the table by primary key, yielding to the event
-// loop between pages, and the index in force keeps answering until the read sweeps what it did not see.
+// loop between pages (after the first read, pausing three times each page's duration), and the index in force keeps
+// answering until the read sweeps what it did not see.
 //
 // Staleness: while the connection is down the last list read stays in force (fail closed for what is known) and
 // revocations made meanwhile are seen on reconnect; health() exports that state for metrics and readiness.
@@ -180,6 +181,8 @@ export interface TableRevocationStats {
 }
 
 const FULL_READ_BUDGET = 1;
+/** A full read after the first waits this many times each page's duration before the next page (a 25 % duty cycle). */
+const FULL_READ_PACE = 3;
 /** A full read asked for by a notification waits until full reads have taken at most this share of the time. */
 const FULL_READ_SHARE = 0.1;
 
@@ -512,6 +515,7 @@ export class TableRevocations implements RevocationSource {
     const added: ChangeList = { listed: [], count: 0 };
     const live = '(expires_at IS NULL OR expires_at > now())';
     let ok = false;
+    let busyMs = 0;
     this.#index.beginFullRead();
     try {
       if (this.#hasXid) {
@@ -532,12 +536,17 @@ export class TableRevocations implements RevocationSource {
           `WHERE id > $1 AND ${live} ORDER BY id LIMIT ${size}) p`;
         let after = '-9223372036854775808';
         for (;;) {
+          const pageStarted = performance.now();
           const res = await client.query<[number, string | null, string]>({ text: page, values: [after], rowMode: 'array' });
           const [n, last, json] = res.rows[0] ?? [0, null, '[]'];
           const rows = JSON.parse(json) as Row[];
           for (let i = 0; i < rows.length; i++) this.#applyRow(rows[i] as Row, added);
+          busyMs += performance.now() - pageStarted;
           if (n < size || last === null) break;
           after = last;
+          // After the first read, a full read is paced: the index in force answers meanwhile, and sessions keep most
+          // of the CPU (this process's and the database's) however large the table.
+          if (notify) await new Promise((r) => setTimeout(r, FULL_READ_PACE * (performance.now() - pageStarted)));
           // A revocation inserted meanwhile is enforced now, not after the last page.
           if (this.#wantIncremental && this.#hasXid && this.#watermark !== undefined) await this.#incrementalRead(client);
         }
@@ -546,7 +555,8 @@ export class TableRevocations implements RevocationSource {
       ok = true;
       this.#stats.fullReads++;
       this.#lastLoadedAt = Date.now();
-      this.#lastFullMs = performance.now() - started;
+      // The refill interval of the notification budget scales with the work a full read takes, pauses excluded.
+      this.#lastFullMs = this.#hasId ? busyMs : performance.now() - started;
       this.#scheduleFull();
       if (notify && (added.count > 0 || removed.count > 0)) emitChange(this.#listeners, this.#log, 'table', this.#index.size, added, removed);
     } finally {
