@@ -7,7 +7,7 @@ import type { Config } from './config/types.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/jwt.ts';
 import { ProxyError } from './errors.ts';
 import { createLogger } from './log.ts';
-import { createMetrics, registerAuditMetrics, registerRevocationMetrics, registerUpstreamCapMetrics, startMetricsServer, type Metrics } from './metrics.ts';
+import { createMetrics, registerAuditMetrics, registerRevocationMetrics, registerSessionBufferMetrics, registerUpstreamCapMetrics, startMetricsServer, type Metrics } from './metrics.ts';
 import { auditGate, auditUnavailableError, createAudit, withAuditGate, type Audit } from './audit.ts';
 import { combineRevocations, RevocationList, revokedSessionError, type RevocationSource } from './revocation.ts';
 import { revocationClientConfig, revocationListenerNotReady, TableRevocations } from './revocation-table.ts';
@@ -234,6 +234,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
     }
     audit.revocationChanged({ ...change, sessionsEnded: ended });
   });
+  registerSessionBufferMetrics(metrics, () => server.sessions);
   metrics.policyVersion.set(store.version);
 
   const endRemovedRoles = (): number => {

@@ -187,6 +187,30 @@ export function registerAuditMetrics(metrics: Pick<Metrics, 'registry'>, audit: 
   });
 }
 
+/**
+ * Bytes client sessions hold in pgwarden's buffers (framers, socket buffers), read at each scrape: in all, and the
+ * most one session holds. Backpressure keeps each session's share to a few hundred KiB (docs/limits.md, "Memory").
+ */
+export function registerSessionBufferMetrics(metrics: Pick<Metrics, 'registry'>, sessions: () => Iterable<{ readonly bufferedBytes: number }>): void {
+  new client.Gauge({
+    name: 'pgwarden_session_buffered_bytes',
+    help: 'Bytes client sessions hold in pgwarden\'s buffers now, by stat: sum over sessions, max of one session',
+    labelNames: ['stat'] as const,
+    registers: [metrics.registry],
+    collect() {
+      let sum = 0;
+      let max = 0;
+      for (const s of sessions()) {
+        const n = s.bufferedBytes;
+        sum += n;
+        if (n > max) max = n;
+      }
+      this.set({ stat: 'sum' }, sum);
+      this.set({ stat: 'max' }, max);
+    },
+  });
+}
+
 /** pgwarden's upstream connections against limits.maxUpstreamConnections, read at each scrape. */
 export function registerUpstreamCapMetrics(metrics: Pick<Metrics, 'registry'>, cap: { readonly max: number; readonly sessions: number; readonly own: number }): void {
   new client.Gauge({

@@ -169,6 +169,11 @@ describe('a client that stops reading', { timeout: 120_000 }, () => {
       await untilServerBlocked('%string_agg(lpad%');
       const held = await maxBuffered(onlySession());
       expect(held).toBeLessThan(BOUND);
+      // The same figure is exported for operators.
+      const gauge = await tp.proxy.metrics.registry.getSingleMetric('pgwarden_session_buffered_bytes')?.get();
+      const max = gauge?.values.find((v) => v.labels.stat === 'max')?.value;
+      expect(max).toBeGreaterThan(0);
+      expect(max).toBeLessThan(BOUND);
       stream.resume();
       const r = await result;
       const v = r.rows[0].v as string;
