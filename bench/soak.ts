@@ -41,8 +41,10 @@ import {
   reconnector,
   Recorder,
   revocable,
+  runaway,
   selectOne,
   Semaphore,
+  sessionHog,
   slowReader,
   writer,
   type Ledger,
@@ -116,6 +118,8 @@ const MIX = [
   ['bad-token', 'hostile: bad tokens', 0.03, Infinity],
   ['cancel', 'hostile: cancel flood', 0.01, 2],
   ['slow', 'hostile: slow reader', 0.02, 4],
+  ['hog', 'hostile: one subject over its session limit', 0.005, 1],
+  ['runaway', 'runaway agent (budget)', 0.01, 2],
 ] as const;
 type MixKey = (typeof MIX)[number][0] | 'select1';
 const MIX_KEYS: readonly string[] = ['select1', ...MIX.map((m) => m[0])];
@@ -133,6 +137,8 @@ function allocate(sessions: number, without: ReadonlySet<string>): Map<MixKey, {
 }
 
 const ROW_CAPS = [1000, 500] as const;
+/** Statements per minute the runaway agents' role may run (its budget). */
+const RUNAWAY_BUDGET = 300;
 
 function policyYaml(revision: number, rowCap: number, spare: string): string {
   return `# pgwarden soak policy (written by bench/soak.ts), revision ${revision}
@@ -152,6 +158,10 @@ roles:
   soak_spare:
     readOnly: true
     relations: [${spare}]
+  soak_runaway:
+    readOnly: true
+    relations: [public.orders]
+    budget: { per: agent, statementsPerMinute: ${RUNAWAY_BUDGET} }
 `;
 }
 
@@ -364,6 +374,10 @@ async function main(): Promise<number> {
       maxUnauthenticated: 256,
       maxUnauthenticatedPerAddress: 32,
       handshakeTimeoutMs: 5_000,
+      loginFailuresPerMinute: 30,
+      cancelRequestsPerMinute: 60,
+      maxUpstreamConnections: 0,
+      idleSessionTimeoutMs: 5 * 60_000,
     };
     const specFile = path.join(work, 'soak-spec.json');
     writeFileSync(specFile, JSON.stringify(spec, null, 2));
@@ -443,6 +457,13 @@ async function main(): Promise<number> {
     for (let i = 0; i < n('bad-token'); i++) spawnWorker('hostile bad token', () => hostileBadToken(ctx, i));
     for (let i = 0; i < n('cancel'); i++) spawnWorker('hostile cancel flood', () => hostileCancelFlood(ctx, opts.cancelRate));
     for (let i = 0; i < n('slow'); i++) spawnWorker('hostile slow reader', () => slowReader(ctx, i, opts.slowPauseMs));
+    for (let i = 0; i < n('hog'); i++) spawnWorker('hostile session hog', () => sessionHog(ctx, i, spec.maxSessionsPerSub));
+    const runawayOk: number[][] = [];
+    for (let i = 0; i < n('runaway'); i++) {
+      const ok: number[] = [];
+      runawayOk.push(ok);
+      spawnWorker('runaway', () => runaway(ctx, i, 'soak_runaway', ok));
+    }
 
     // 4. Meanwhile: RSS every second (sessions from /metrics), reloads, revocations.
     const samples: RssSample[] = [{ t: -1, rssKb: rssStartKb }];
@@ -643,6 +664,23 @@ async function main(): Promise<number> {
       ok: crashed === undefined && finalQuery.startsWith('ok'),
       detail: `${crashed ? `${crashed}; ` : ''}SELECT 1 through a new session: ${finalQuery}`,
     });
+    // Any 58 s of the client's clock lies within one 60 s window of pgwarden's one-second buckets.
+    const busiest = runawayOk.map((ts) => {
+      let best = 0;
+      for (let a = 0, b = 0; b < ts.length; b++) {
+        while ((ts[b] as number) - (ts[a] as number) >= 58_000) a++;
+        best = Math.max(best, b - a + 1);
+      }
+      return best;
+    });
+    const budgetRefusals = [...rec.errors.values()].filter((e) => e.cls === 'runaway agent (budget)' && e.code === '53400').reduce((a, e) => a + e.count, 0);
+    checks.push({
+      name: `runaway agents stay within their budget (${RUNAWAY_BUDGET} statements a minute; the rest 53400)`,
+      ok: busiest.every((b) => b <= RUNAWAY_BUDGET) && (runawayOk.length === 0 || opts.seconds < 60 || budgetRefusals > 0),
+      detail: runawayOk.length
+        ? `${runawayOk.length} agent(s): ${runawayOk.map((ts, k) => `${ts.length} statements ran, at most ${busiest[k]} in any 58 s`).join('; ')}; ${budgetRefusals.toLocaleString('en-US')} refused with 53400`
+        : 'not run (--without runaway)',
+    });
     const unexpected = rec.unexpected();
     checks.push({
       name: 'no unexpected error',
@@ -683,10 +721,10 @@ async function main(): Promise<number> {
     md.push(`- ${machine.nproc} CPUs × ${machine.cpu}; ${machine.memory}; ${machine.kernel}; Node ${machine.node}; PostgreSQL ${pgVersion} (max_connections ${maxConnections}, fsync off). Clients, pgwarden and PostgreSQL share the machine over loopback.`);
     const loadEnd = os.loadavg();
     md.push(`- Load average (1/5/15 min) at start ${loadStart.map((x) => x.toFixed(2)).join(' / ')}, at end ${loadEnd.map((x) => x.toFixed(2)).join(' / ')}.`);
-    md.push(`- pgwarden: its own process (bench/lib/soak-server.ts, \`--expose-gc\`), log to a file at info, audit trail to a file (\`sql: normalized\`, \`onFailure: refuse\`), policy and revocation files watched; limits: maxClientConnections ${spec.maxClientConnections}, maxSessionsPerSub ${spec.maxSessionsPerSub}, maxSessionsPerAgent ${spec.maxSessionsPerAgent}, maxUnauthenticated ${spec.maxUnauthenticated} (${spec.maxUnauthenticatedPerAddress} per address), handshakeTimeout ${spec.handshakeTimeoutMs / 1000} s, maxMessageSize 1 MiB.`);
-    md.push(`- Sessions (${opts.sessions}): ${mixText}${opts.without.size ? ` (left out with --without: ${[...opts.without].join(', ')})` : ''}. Legitimate sessions pause ${opts.thinkMs / 2}–${(opts.thinkMs * 3) / 2} ms between statements and log in from 127.0.0.1 (at most 16 logins at once); each hostile kind connects from its own loopback address (127.0.0.3 bad tokens, .4 cancels, .5 malformed frames, .6 slow readers), so per-address limits land on it.`);
+    md.push(`- pgwarden: its own process (bench/lib/soak-server.ts, \`--expose-gc\`), log to a file at info, audit trail to a file (\`sql: normalized\`, \`onFailure: refuse\`), policy and revocation files watched; limits: maxClientConnections ${spec.maxClientConnections}, maxSessionsPerSub ${spec.maxSessionsPerSub}, maxSessionsPerAgent ${spec.maxSessionsPerAgent}, maxUnauthenticated ${spec.maxUnauthenticated} (${spec.maxUnauthenticatedPerAddress} per address), handshakeTimeout ${spec.handshakeTimeoutMs / 1000} s, loginFailuresPerMinute ${spec.loginFailuresPerMinute} and cancelRequestsPerMinute ${spec.cancelRequestsPerMinute} per address, maxUpstreamConnections ${spec.maxUpstreamConnections} (derived from max_connections), idleSessionTimeout ${spec.idleSessionTimeoutMs / 60_000} min, maxMessageSize 1 MiB (pgwarden's defaults, except maxClientConnections).`);
+    md.push(`- Sessions (${opts.sessions}): ${mixText}${opts.without.size ? ` (left out with --without: ${[...opts.without].join(', ')})` : ''}. Legitimate sessions pause ${opts.thinkMs / 2}–${(opts.thinkMs * 3) / 2} ms between statements and log in from 127.0.0.1 (at most 16 logins at once); each hostile kind connects from its own loopback address (127.0.0.3 bad tokens, .4 cancels, .5 malformed frames before login, .7 after login, .6 slow readers, .8 the session hog), so per-address limits land on it.`);
     md.push('- Legitimate: `SELECT 1` (pg, simple protocol); reads of orders/customers (pg simple, pg extended, postgres.js with named prepared statements); capped reads of `soak_big` (2,000 rows; the rows returned must equal one of the two row caps); writers inserting unique ids into `soak_ledger` (pg extended, postgres.js prepared), each acknowledged id remembered; short tokens (4–8 s) that are ended at `exp` (57P01) and log in again; revocable readers.');
-    md.push('- Hostile: statements the policy refuses (denied column `customers.ssn`, `secrets`, writes to `canary` and `soak_ledger` from a read-only role, DELETE/UPDATE/TRUNCATE from the insert-only writer, DDL, a multi-statement Query hiding a DELETE); 256 KiB–1 MiB statements back to back, distinct each time (`SELECT 1,1,…`, nested parentheses, `1+1+…`, a huge IN list on `secrets`, a huge literal against `ssn`); malformed frames before and after login (startup length 2³¹−1, protocol 2.0, 100 KiB password message, Query with length 3, second StartupMessage, unknown type byte, Query declaring 2 MiB); bad tokens (garbage, wrong key, expired, unknown role); CancelRequest floods with made-up keys (4 connections at a time, at most ' + String(opts.cancelRate) + '/s per flooding session); slow readers that read 256 KiB of a 16 MiB result, stop reading for 10 s, then read the rest.');
+    md.push('- Hostile: statements the policy refuses (denied column `customers.ssn`, `secrets`, writes to `canary` and `soak_ledger` from a read-only role, DELETE/UPDATE/TRUNCATE from the insert-only writer, DDL, a multi-statement Query hiding a DELETE); 256 KiB–1 MiB statements back to back, distinct each time (`SELECT 1,1,…`, nested parentheses, `1+1+…`, a huge IN list on `secrets`, a huge literal against `ssn`); malformed frames before and after login (startup length 2³¹−1, protocol 2.0, 100 KiB password message, Query with length 3, second StartupMessage, unknown type byte, Query declaring 2 MiB); bad tokens (garbage, wrong key, expired, unknown role); CancelRequest floods with made-up keys (4 connections at a time, at most ' + String(opts.cancelRate) + '/s per flooding session); slow readers that read 256 KiB of a 16 MiB result, stop reading for 10 s, then read the rest; one subject opening ' + String(spec.maxSessionsPerSub + 5) + ' sessions every 30 s (exactly ' + String(spec.maxSessionsPerSub) + ' must get in, the rest 53300). A runaway agent runs `SELECT 1` in a tight loop under a role budget of ' + String(RUNAWAY_BUDGET) + ' statements a minute (the rest must be refused with 53400).');
     md.push(`- Every ${opts.reloadEveryS} s the policy file is replaced atomically (temp file + rename), alternately an irrelevant change (another role's relations) and \`soak_reader\`'s \`maxRows\` (${ROW_CAPS.join(' ↔ ')}). ${targets.length} revocable sessions are revoked one at a time across the run, by jti, sub and agent in turn, with \`revoke()\` (what \`pgwarden revoke\` does) on the watched revocation file; the session must end with 57P01 and the identity's next login must be refused with 28000.`);
     md.push(`- The clients run in one Node.js process (this script); its own event-loop delay during the traffic, which every client-side latency below includes: p50 ${(ownLoop.percentile(50) / 1e6).toFixed(1)} ms, p99 ${(ownLoop.percentile(99) / 1e6).toFixed(1)} ms, max ${(ownLoop.max / 1e6).toFixed(0)} ms.`);
     for (const note of notes) md.push(`- ${note}`);
@@ -725,7 +763,7 @@ async function main(): Promise<number> {
     md.push('');
     md.push('## Not exercised');
     md.push('');
-    md.push('Per-agent budgets (53400) and login-failure / cancel rate limits are not configured by this run; the bad-token and cancel-flood clients accept 53300 (a rate limit) as well as 28P01/28000 when those limits exist.');
+    md.push('The revocation table (only the file is used), TLS, scale-out cancel forwarding between replicas, and `statementTimeout` / `idleInTransactionTimeout` changes in a reload (they end sessions at their next idle point by design, which would blur the revocation and expiry checks).');
     md.push('');
     writeFileSync(path.join(opts.outDir, mdName), md.join('\n'));
     log(`wrote ${path.join(opts.outDir, mdName)} and ${path.join(opts.outDir, svgName)}`);

@@ -19,6 +19,11 @@ export interface SoakServerSpec extends PgwardenSpec {
   maxUnauthenticated: number;
   maxUnauthenticatedPerAddress: number;
   handshakeTimeoutMs: number;
+  loginFailuresPerMinute: number;
+  cancelRequestsPerMinute: number;
+  /** 0: derived from the server's max_connections at startup. */
+  maxUpstreamConnections: number;
+  idleSessionTimeoutMs: number;
 }
 
 /** The bench Config (bench/lib/pgwarden-config.ts) with the soak's revocation file, admin listener and limits. */
@@ -34,6 +39,10 @@ export function soakConfig(spec: SoakServerSpec): Config {
       maxSessionsPerAgent: spec.maxSessionsPerAgent,
       maxUnauthenticated: spec.maxUnauthenticated,
       maxUnauthenticatedPerAddress: spec.maxUnauthenticatedPerAddress,
+      loginFailuresPerMinute: spec.loginFailuresPerMinute,
+      cancelRequestsPerMinute: spec.cancelRequestsPerMinute,
+      maxUpstreamConnections: spec.maxUpstreamConnections,
+      idleSessionTimeout: spec.idleSessionTimeoutMs,
     },
     revocation: { file: spec.revocationFile, fileMissing: 'refuse', table: undefined },
   };

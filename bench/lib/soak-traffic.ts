@@ -14,7 +14,7 @@ export const WRITER_ROLE = 'soak_writer';
 
 /** Loopback source addresses: legitimate sessions from 127.0.0.1, each hostile kind from its own, so per-address
  * login-failure and unauthenticated-connection limits hit the attacker and not the agents sharing 127.0.0.1. */
-export const ADDRESS = { legit: '127.0.0.1', badToken: '127.0.0.3', cancel: '127.0.0.4', malformed: '127.0.0.5', slow: '127.0.0.6' } as const;
+export const ADDRESS = { legit: '127.0.0.1', badToken: '127.0.0.3', cancel: '127.0.0.4', malformed: '127.0.0.5', slow: '127.0.0.6', malformedLoggedIn: '127.0.0.7', hog: '127.0.0.8' } as const;
 
 export type ErrorKey = string;
 
@@ -216,7 +216,7 @@ async function timed<T>(
  * A legitimate pg session for the whole run: `step` runs one statement; a session lost unexpectedly is recorded
  * (under `cls`) and opened again.
  */
-async function pgLoop(ctx: SoakContext, cls: string, claims: MintClaims, step: (c: pg.Client) => Promise<unknown>): Promise<void> {
+async function pgLoop(ctx: SoakContext, cls: string, claims: MintClaims, step: (c: pg.Client) => Promise<unknown>, pause = true): Promise<void> {
   const token = await ctx.mint(claims, ctx.longTtlMs);
   while (running(ctx)) {
     const s = await openPg(ctx, token, cls);
@@ -227,7 +227,7 @@ async function pgLoop(ctx: SoakContext, cls: string, claims: MintClaims, step: (
     }
     while (running(ctx) && !s.fatal) {
       await step(s.client);
-      await think(ctx);
+      if (pause) await think(ctx);
     }
     if (s.fatal && running(ctx)) ctx.rec.error(`${cls} (session lost)`, s.fatal.code, false, s.fatal.message);
     s.close();
@@ -536,13 +536,14 @@ interface MalformedCase {
 }
 
 const MALFORMED: MalformedCase[] = [
-  { name: 'startup length 2^31-1', loggedIn: false, bytes: () => Buffer.from([0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]), expected: new Set(['08P01', 'conn-closed']) },
-  { name: 'startup protocol 2.0', loggedIn: false, bytes: () => startupMessage({ user: 'soak', database: 'app' }, 131072), expected: new Set(['0A000', '08P01', 'conn-closed']) },
+  // Before login, 53300 too: a per-address limit (login failures, unauthenticated connections) may refuse the source first.
+  { name: 'startup length 2^31-1', loggedIn: false, bytes: () => Buffer.from([0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]), expected: new Set(['08P01', '53300', 'conn-closed']) },
+  { name: 'startup protocol 2.0', loggedIn: false, bytes: () => startupMessage({ user: 'soak', database: 'app' }, 131072), expected: new Set(['0A000', '08P01', '53300', 'conn-closed']) },
   {
     name: '100 KiB password message',
     loggedIn: false,
     bytes: () => Buffer.concat([startupMessage({ user: 'soak', database: 'app' }), passwordMessage('x'.repeat(100 * 1024))]),
-    expected: new Set(['08P01', '28P01', 'conn-closed']),
+    expected: new Set(['08P01', '28P01', '53300', 'conn-closed']),
   },
   { name: 'Query with length 3', loggedIn: true, bytes: () => Buffer.from([0x51, 0, 0, 0, 3]), expected: new Set(['08P01']) },
   { name: 'second StartupMessage', loggedIn: true, bytes: () => startupMessage({ user: 'soak', database: 'app' }), expected: new Set(['08P01']) },
@@ -561,7 +562,8 @@ export async function hostileMalformed(ctx: SoakContext, i: number): Promise<voi
     try {
       if (c.loggedIn) {
         const token = await ctx.mint({ sub: `soak-mal-${i}`, role: READER_ROLE, agent: 'soak-malformed' }, 60_000);
-        const login = await ctx.loginSlots.run(() => rawLogin(ctx.port, ADDRESS.malformed, 'soak', ctx.database, token));
+        // From another address than the pre-login garbage, which a login-failure limit may rightly hold against its source.
+        const login = await ctx.loginSlots.run(() => rawLogin(ctx.port, ADDRESS.malformedLoggedIn, 'soak', ctx.database, token));
         conn = login.conn;
         if (login.error) {
           ctx.rec.error(`${cls} (login)`, login.error, false, `raw login refused: ${login.error} ${login.message ?? ''}`);
@@ -700,4 +702,50 @@ export async function slowReader(ctx: SoakContext, i: number, pauseMs: number): 
       conn.destroy();
     }
   }
+}
+
+/**
+ * One token opening more sessions than limits.maxSessionsPerSub allows, every 30 s: exactly `limit` must log in and
+ * the rest be refused with 53300, and the ones that got in must work; then all are closed again.
+ */
+export async function sessionHog(ctx: SoakContext, i: number, limit: number): Promise<void> {
+  const cls = 'hostile: one subject over its session limit';
+  const extra = 5;
+  while (running(ctx)) {
+    const token = await ctx.mint({ sub: `soak-hog-${i}`, role: READER_ROLE, agent: `soak-hog-${i}` }, 120_000);
+    const opened: PgSession[] = [];
+    let refused = 0;
+    const t0 = process.hrtime.bigint();
+    // One after another, so the count at each login is exact.
+    for (let k = 0; k < limit + extra && running(ctx); k++) {
+      const s = await openPg(ctx, token, 'soak-hog', ADDRESS.hog);
+      if ('error' in s) {
+        ctx.rec.error(cls, s.error, s.error === '53300' && opened.length >= limit, s.message);
+        if (s.error === '53300') refused++;
+      } else opened.push(s);
+    }
+    if (running(ctx)) {
+      ctx.rec.latency(`${cls} (time to open ${limit + extra})`, ms(t0));
+      if (opened.length > limit) ctx.rec.error(cls, 'over limit', false, `${opened.length} sessions of one sub logged in; limits.maxSessionsPerSub is ${limit}`);
+      const probe = opened[opened.length - 1];
+      if (probe) await timed(ctx, cls, NONE, () => probe.client.query('SELECT 1'), `${cls} (a session within the limit)`);
+      ctx.rec.count('session-limit refusals (53300)', refused);
+    }
+    await sleep(Math.min(10_000, ctx.stopAt - Date.now()));
+    for (const s of opened) s.close();
+    await sleep(Math.min(20_000, ctx.stopAt - Date.now()));
+  }
+}
+
+/**
+ * A runaway agent: SELECT 1 in a tight loop under a role with a budget of `perMinute` statements. Statements past
+ * the budget are refused with 53400; the successes' times are kept to check that no minute held more than the budget.
+ */
+export async function runaway(ctx: SoakContext, i: number, role: string, successes: number[]): Promise<void> {
+  const cls = 'runaway agent (budget)';
+  return pgLoop(ctx, cls, { sub: `soak-runaway-${i}`, role, agent: `soak-runaway-${i}` }, async (c) => {
+    const r = await timed(ctx, cls, new Set(['53400']), () => c.query('SELECT 1'), `${cls} (any answer)`);
+    if (r.ok) successes.push(Date.now());
+    await sleep(Math.min(r.ok ? 10 : 50, ctx.stopAt - Date.now()));
+  }, false);
 }
