@@ -21,7 +21,7 @@ import { Worker } from 'node:worker_threads';
 import { Document, isSeq, parseDocument, YAMLSeq } from 'yaml';
 import type { Identity } from './auth/jwt.ts';
 import { ProxyError } from './errors.ts';
-import { MAX_LISTED_CHANGES, RevocationIndex, yieldToLoop, type ChangeList, type RevocationEntry } from './revocation-index.ts';
+import { MAX_LISTED_CHANGES, RevocationIndex, yieldToLoop, type ChangeList, type RevocationEntry, type RevocationKey } from './revocation-index.ts';
 import { FileWatcher } from '../policy/watch.ts';
 
 export { RevocationIndex, MAX_LISTED_CHANGES, type RevocationEntry } from './revocation-index.ts';
@@ -192,14 +192,14 @@ export function parseRevocationLines(text: string): { ok: true; entries: Revocat
   const issues: string[] = [];
   text.split('\n').forEach((line, i) => {
     const r = parseLine(line, `line ${i + 1}`);
-    if (r === undefined) return;
+    if (r === undefined || r === 'added') return;
     if (r.ok) entries.push(r.entry);
     else issues.push(...r.issues);
   });
   return issues.length > 0 ? { ok: false, issues } : { ok: true, entries };
 }
 
-function parseLine(line: string, where: string): ReturnType<typeof validateEntry> | undefined {
+function parseLine(line: string, where: string, into?: RevocationIndex): ReturnType<typeof validateEntry> | 'added' | undefined {
   const text = line.endsWith('\r') ? line.slice(0, -1) : line;
   const trimmed = text.trimStart();
   if (trimmed === '' || trimmed.startsWith('#')) return undefined;
@@ -209,7 +209,37 @@ function parseLine(line: string, where: string): ReturnType<typeof validateEntry
   } catch (err) {
     return { ok: false, issues: [`${where}: not JSON (${(err as Error).message})`] };
   }
+  if (into !== undefined && addPlainEntry(into, raw)) return 'added';
   return validateEntry(raw, where);
+}
+
+/**
+ * The common entry straight into an index, by validateEntry's rules without building the canonical entry (a third of
+ * the cost of reading a million lines). False for anything else, which then takes validateEntry's path.
+ */
+function addPlainEntry(index: RevocationIndex, raw: unknown): boolean {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return false;
+  const obj = raw as Record<string, unknown>;
+  let kind: RevocationKey | undefined;
+  let value = '';
+  let expires = Number.POSITIVE_INFINITY;
+  for (const k of Object.keys(obj)) {
+    const v = obj[k];
+    if (k === 'jti' || k === 'sub' || k === 'agent') {
+      if (v === null || v === undefined) continue;
+      if (kind !== undefined || typeof v !== 'string' || v.length === 0) return false;
+      kind = k;
+      value = v;
+    } else if (k === 'expiresAt') {
+      if (v === null || v === undefined) continue;
+      if (typeof v !== 'string') return false;
+      expires = Date.parse(v);
+      if (!Number.isFinite(expires)) return false;
+    } else if (k !== 'reason') return false;
+  }
+  if (kind === undefined) return false;
+  index.addKey(kind, value, expires, reasonText(obj['reason']));
+  return true;
 }
 
 function errorMessage(err: unknown): string {
@@ -461,8 +491,8 @@ async function readLinesFile(file: string, mark: LinesMark | undefined): Promise
     const buf = Buffer.allocUnsafe(READ_CHUNK);
     const take = (line: string) => {
       lineNo++;
-      const r = parseLine(line, `line ${lineNo}`);
-      if (r === undefined) return;
+      const r = parseLine(line, `line ${lineNo}`, index);
+      if (r === undefined || r === 'added') return;
       if (!r.ok) {
         issueCount += r.issues.length;
         for (const i of r.issues) if (issues.length < MAX_ISSUES) issues.push(i);
@@ -537,13 +567,14 @@ async function readDocumentFile(file: string): Promise<FileRead> {
   const issues: string[] = [];
   let issueCount = 0;
   for (let i = 0; i < raw.items.length; i++) {
+    if ((i + 1) % INDEX_CHUNK === 0) await yieldToLoop();
+    if (addPlainEntry(index, raw.items[i])) continue;
     const r = validateEntry(raw.items[i], `revoked[${i}]`);
     if (r.ok) index.add(r.entry);
     else {
       issueCount += r.issues.length;
       for (const x of r.issues) if (issues.length < MAX_ISSUES) issues.push(x);
     }
-    if ((i + 1) % INDEX_CHUNK === 0) await yieldToLoop();
   }
   if (issueCount > 0) {
     if (issueCount > issues.length) issues.push(`… and ${issueCount - issues.length} more`);

@@ -129,6 +129,31 @@ describe('JSON Lines files', () => {
     expect(turns).toBeGreaterThan(5);
   });
 
+  it('the fast path for plain lines indexes exactly what validateEntry accepts', async () => {
+    const file = path.join(dir, 'revoked.jsonl');
+    const text = [
+      '{"jti":"a","sub":null,"agent":null}',
+      '{"jti":"b","reason":5}',
+      '{"sub":"c","expiresAt":"2099-01-01"}',
+      '{"agent":"d","reason":"   ","expiresAt":"2099-01-01T00:00:00.123456Z"}',
+      `{"jti":"e","reason":"${'r'.repeat(2_000)}"}`,
+      '{"sub":"f","expiresAt":null,"reason":null}',
+      '  {"jti":"g"}\r',
+    ].join('\n');
+    writeFileSync(file, `${text}\n`);
+    const l = await open(file);
+    const general = parseRevocationLines(text);
+    expect(general.ok).toBe(true);
+    const byKey = (es: readonly object[]) => [...es].map((e) => JSON.stringify(e)).sort();
+    expect(byKey(l.entries)).toEqual(byKey(new RevocationIndex(general.ok ? general.entries : []).entries));
+    expect(l.size).toBe(7);
+    // Lines the fast path declines go the general way, and are refused there.
+    for (const bad of ['{"__proto__":{"x":1},"jti":"h"}', '{"jti":"i","sub":"j"}', '{"jti":""}', '{"jti":"k","expiresAt":"soon"}', '{"jti":"l","extra":1}']) {
+      writeFileSync(file, `${bad}\n`);
+      expect((await l.reload()).ok, bad).toBe(false);
+    }
+  });
+
   it('a file that only grew is read from where the last read stopped; a changed prefix is read in full', async () => {
     const file = path.join(dir, 'revoked.jsonl');
     writeFileSync(file, jtiLines(0, 1000));
