@@ -88,11 +88,16 @@ export class AddressRateLimiter {
     return b;
   }
 
-  /** Milliseconds until `address` may have one more event; 0 when it may now. Spends nothing. */
-  retryAfter(address: string | undefined): number {
+  /**
+   * Milliseconds until `address` may have one more event; 0 when it may now. Spends nothing. `reserved`: events
+   * already under way that may still spend a token (logins being verified), counted only once the address has spent
+   * some: an address with a full bucket is never held back, however many it has under way.
+   */
+  retryAfter(address: string | undefined, reserved = 0): number {
     const b = this.refill(addressKey(address), this.now());
-    if (b === undefined || b.tokens >= 1) return 0;
-    return Math.ceil((1 - b.tokens) / this.perMs);
+    const need = 1 + Math.max(0, reserved);
+    if (b === undefined || b.tokens >= need) return 0;
+    return Math.ceil((need - b.tokens) / this.perMs);
   }
 
   /** Spends one token of `address`; false when it had none left (the event is over the rate). */

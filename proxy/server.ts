@@ -61,7 +61,9 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
     // Not logged in yet: counted against limits.maxUnauthenticated (and per address), never against
     // limits.maxClientConnections, which only logged-in sessions fill (checked at login, in admitIdentity).
     const address = socket.remoteAddress ?? '';
-    const wait = loginFailures?.retryAfter(address) ?? 0;
+    // Logins from the address still being verified may fail too: once it has failed at all, they are counted, so
+    // many attempts in flight at once cannot all pass while the count of failures catches up.
+    const wait = loginFailures?.retryAfter(address, unauthenticatedByAddress.get(address) ?? 0) ?? 0;
     if (wait > 0) {
       opts.onLoginRateLimited?.(address);
       refuse(socket, loginRateLimited(failuresPerMinute, wait));

@@ -43,6 +43,19 @@ describe('AddressRateLimiter', () => {
     expect(l.take('10.0.0.1')).toBe(false);
   });
 
+  it('counts events under way against an address that has spent tokens, never against a full bucket', () => {
+    let now = 0;
+    const l = new AddressRateLimiter({ perMinute: 30, now: () => now });
+    // Untracked (full bucket): any number under way.
+    expect(l.retryAfter('10.0.0.1', 100)).toBe(0);
+    for (let i = 0; i < 28; i++) l.take('10.0.0.1');
+    // 2 tokens left: one under way leaves room for one more, two do not.
+    expect(l.retryAfter('10.0.0.1', 1)).toBe(0);
+    expect(l.retryAfter('10.0.0.1', 2)).toBe(2_000);
+    now += 2_000;
+    expect(l.retryAfter('10.0.0.1', 2)).toBe(0);
+  });
+
   it('forgets an address once its bucket is full again', () => {
     let now = 0;
     const l = new AddressRateLimiter({ perMinute: 60, now: () => now });
