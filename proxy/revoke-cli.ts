@@ -9,8 +9,9 @@ export const REVOKE_USAGE = `usage:
   pgwarden revoke --config FILE (--jti ID | --sub SUBJECT | --agent AGENT) [--reason TEXT] [--expires 1h|ISO-TIME]
   pgwarden revoke --config FILE (--jti-file F | --sub-file F | --agent-file F) …   (the value is F's content; - is stdin)
 
-Appends an entry to revocation.file; every pgwarden watching that file refuses new logins for it and ends live
-sessions that match. --expires bounds the entry (a jti never needs longer than auth.maxTokenLifetime);
+Appends an entry to revocation.file (YAML/JSON: rewritten atomically; JSON Lines, *.jsonl: one line appended in
+place, which running proxies read without re-reading the rest); every pgwarden watching that file refuses new
+logins for it and ends live sessions that match. --expires bounds the entry (a jti never needs longer than auth.maxTokenLifetime);
 the reason is shown to the refused client. Any value a token can carry can be revoked, of any length; a value too
 long for the command line (tokens carry up to 64 KiB) is read from a file or stdin with --jti-file and friends
 (exactly the file's content, one final newline removed).
