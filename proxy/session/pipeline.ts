@@ -104,8 +104,16 @@ export class ResponseTracker {
   /** `rowCap` is the default for entries whose `expect` names none (unit tests); sessions pass each decision's cap. */
   constructor(public rowCap: RowCap | undefined) {}
 
+  /**
+   * True from a ReadyForQuery that ended every outstanding message outside a transaction until the next message is
+   * sent: then no transaction, implicit or explicit, is open upstream (a Bind followed by Flush alone opens one
+   * that only ReadyForQuery reports ended).
+   */
+  idleSinceReady = false;
+
   /** Records a message sent upstream that will produce responses. */
   expect(kind: number, denial?: ProxyError, portal?: string, trace?: StatementTrace, opts?: ExpectOptions): void {
+    this.idleSinceReady = false;
     const cap = opts !== undefined && 'cap' in opts ? opts.cap : this.rowCap;
     this.queue.push({ kind, denial, portal, trace, cap, cursors: opts?.cursors, statement: 0, internal: opts?.internal ?? false });
   }
@@ -130,6 +138,11 @@ export class ResponseTracker {
 
   portalClosed(portal: string): void {
     this.portalRows.delete(portal);
+  }
+
+  /** No transaction is open any more: every portal is gone upstream, and so are their row counts. */
+  transactionEnded(): void {
+    this.portalRows.clear();
   }
 
   /** Messages sent upstream whose responses have not all arrived: the pipeline depth a session bounds. */
@@ -214,6 +227,7 @@ export class ResponseTracker {
         }
         this.swallowUntilReady = false;
         this.resetRows();
+        this.idleSinceReady = this.txStatus === 'I' && !this.busy;
         return this.forward(frame, out);
       }
       default:

@@ -5,6 +5,7 @@ import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import { ProxyError, toClientError } from '../errors.ts';
+import { SqlState } from '../sqlstate.ts';
 import type { Identity, TokenVerifier } from '../auth/jwt.ts';
 import { MAX_PASSWORD_MESSAGE_LENGTH } from '../auth/jwt.ts';
 import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
@@ -110,6 +111,35 @@ export const NOTICE_KEEP = STREAM_THRESHOLD;
  * buffer when full, so at most ~1,600 (5-byte) responses can be held back there.
  */
 export const MAX_PIPELINE_DEPTH = 4096;
+/**
+ * SQL text a session keeps for its named prepared statements and its SQL-level PREPAREs and cursors (to decide them
+ * again after a reload), in UTF-16 code units. A named Parse past it is refused (54000, close some first); a PREPARE
+ * or DECLARE past it runs but keeps no text, so it is refused after the next reload rather than decided again.
+ */
+export const MAX_RETAINED_SQL = 4 * 1024 * 1024;
+
+/** A Map of named statements or cursors that keeps the total length of the SQL text its values hold. */
+class TextMap<V extends { sql: string | undefined }> extends Map<string, V> {
+  textLength = 0;
+
+  override set(key: string, value: V): this {
+    const old = super.get(key);
+    if (old?.sql !== undefined) this.textLength -= old.sql.length;
+    if (value.sql !== undefined) this.textLength += value.sql.length;
+    return super.set(key, value);
+  }
+
+  override delete(key: string): boolean {
+    const old = super.get(key);
+    if (old?.sql !== undefined) this.textLength -= old.sql.length;
+    return super.delete(key);
+  }
+
+  override clear(): void {
+    this.textLength = 0;
+    super.clear();
+  }
+}
 
 /**
  * Why a socket is not being read. Each reason is set and cleared on its own, so (say) the upstream draining cannot
@@ -289,14 +319,14 @@ export class Session {
   private handshakeTimer: NodeJS.Timeout | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
-  private readonly statements = new Map<string, NamedStatement>();
+  private readonly statements = new TextMap<NamedStatement>();
   private readonly preparedNames = new Set<string>();
   private readonly cursorNames = new Set<string>();
   /** Of those, the ones declared WITH HOLD, counted against the role's holdCursors (only names still in cursorNames count). */
   private readonly holdCursorNames = new Set<string>();
   /** SQL-level PREPAREs and DECLAREs (the names in preparedNames / cursorNames) with their text, for deciding again. */
-  private readonly sqlPrepared = new Map<string, SqlObject>();
-  private readonly sqlCursors = new Map<string, SqlObject>();
+  private readonly sqlPrepared = new TextMap<SqlObject>();
+  private readonly sqlCursors = new TextMap<SqlObject>();
   /** Names refused when decided again after a reload → the refusal, so a use says the policy changed. */
   private readonly revokedPrepared = new Map<string, string>();
   private readonly revokedCursors = new Map<string, string>();
@@ -770,23 +800,26 @@ export class Session {
       for (const e of decision.effects) {
         if (e.type === 'prepare') {
           this.preparedNames.add(e.name);
-          this.sqlPrepared.set(e.name, { sql: statementText(sql, 'prepare', e.name), version, rowCap: decision.rowCap });
+          this.sqlPrepared.set(e.name, { sql: this.retainable(statementText(sql, 'prepare', e.name), this.sqlPrepared.get(e.name)?.sql), version, rowCap: decision.rowCap });
           this.revokedPrepared.delete(e.name);
         } else if (e.type === 'deallocate') {
+          // DEALLOCATE drops protocol-level (Parse) statements too: one namespace upstream.
           if (e.name === null) {
             this.preparedNames.clear();
             this.sqlPrepared.clear();
             this.revokedPrepared.clear();
+            this.statements.clear();
           } else {
             this.preparedNames.delete(e.name);
             this.sqlPrepared.delete(e.name);
             this.revokedPrepared.delete(e.name);
+            this.statements.delete(e.name);
           }
         } else if (e.type === 'declare') {
           this.cursorNames.add(e.name);
           if (e.hold === true) this.holdCursorNames.add(e.name);
           else this.holdCursorNames.delete(e.name);
-          this.sqlCursors.set(e.name, { sql: statementText(sql, 'declare', e.name), version, rowCap: decision.rowCap });
+          this.sqlCursors.set(e.name, { sql: this.retainable(statementText(sql, 'declare', e.name), this.sqlCursors.get(e.name)?.sql), version, rowCap: decision.rowCap });
           this.revokedCursors.delete(e.name);
           if (!again) {
             // A new cursor: its rows are counted from zero.
@@ -1186,6 +1219,18 @@ export class Session {
       }
       case FrontendType.Parse: {
         const p = decodeParse(frame.body);
+        if (p.name !== '' && this.retainedSql() - (this.statements.get(p.name)?.sql?.length ?? 0) + p.sql.length > MAX_RETAINED_SQL) {
+          // Before any decision: the text would not be kept, and a named statement must be decidable again after a reload.
+          refuseMessage(
+            tracker,
+            new ProxyError('ERR_STATEMENT_DENIED', `too much prepared statement text in this session (over ${MAX_RETAINED_SQL} characters)`, {
+              sqlstate: SqlState.ProgramLimitExceeded,
+              hint: 'close (or DEALLOCATE) prepared statements the session no longer needs, or use unnamed statements',
+            }),
+            out,
+          );
+          return false;
+        }
         const version = this.deps.gate.version;
         this.withDecision(this.decide(p.sql, 'parse', p.paramTypes), out, (d, o) => {
           const previous = this.statements.get(p.name);
@@ -1390,6 +1435,12 @@ export class Session {
       if (verbatim && framer.buffered === 0) this.writeClient(chunk);
       else this.writeClient(out);
       if (this.budgetAccount !== undefined) this.chargeBudget(tracker.rowsRelayed - rowsBefore, chunk.length);
+      // Portals made by Bind end with their transaction (PostgreSQL drops them at commit or rollback): idle outside a
+      // transaction with nothing outstanding, none the session tracks exists any more, so the map cannot grow forever.
+      if (this.portals.size > 0 && tracker.idleSinceReady) {
+        this.portals.clear();
+        tracker.transactionEnded();
+      }
       if ((this.clientHolds & Hold.PipelineDepth) !== 0 && tracker.outstanding <= MAX_PIPELINE_DEPTH / 2) {
         this.releaseClient(Hold.PipelineDepth);
         // Messages already read wait in the framer.
@@ -1556,6 +1607,18 @@ export class Session {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** SQL text kept for named statements, SQL-level prepared statements and cursors (see MAX_RETAINED_SQL). */
+  private retainedSql(): number {
+    return this.statements.textLength + this.sqlPrepared.textLength + this.sqlCursors.textLength;
+  }
+
+  /** `text` if keeping it (in place of `replaced`) stays within MAX_RETAINED_SQL, else undefined (decided again never: refused after a reload). */
+  private retainable(text: string | undefined, replaced: string | undefined): string | undefined {
+    if (text === undefined || this.retainedSql() - (replaced?.length ?? 0) + text.length <= MAX_RETAINED_SQL) return text;
+    this.log.info({ length: text.length }, 'statement text not kept: MAX_RETAINED_SQL reached; the name is refused after the next reload');
+    return undefined;
   }
 
   /** Messages sent upstream whose responses are still due (bounded by MAX_PIPELINE_DEPTH plus one read's worth). */

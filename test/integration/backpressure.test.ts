@@ -1,11 +1,12 @@
 // Backpressure both ways: a client that does not read costs pgwarden a bounded number of bytes, whatever the database sends, and still gets every byte.
 import { createHash } from 'node:crypto';
-import net from 'node:net';
+import type net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import type { Session } from '../../proxy/session/session.ts';
 import { MAX_PIPELINE_DEPTH } from '../../proxy/session/session.ts';
 import { connectPg, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { RawClient, query } from '../helpers/raw-client.ts';
 import { until } from '../helpers/until.ts';
 
 /** What a stalled session may hold in pgwarden's memory: "a few hundred KiB". */
@@ -72,90 +73,6 @@ async function maxBuffered(s: Session, samples = 10): Promise<number> {
     await new Promise((r) => setTimeout(r, 30));
   }
   return max;
-}
-
-// ---- a minimal protocol client whose reading we control ----------------------------------------
-
-function typedMessage(type: string, body: Buffer): Buffer {
-  const head = Buffer.alloc(5);
-  head.write(type, 0, 'latin1');
-  head.writeInt32BE(body.length + 4, 1);
-  return Buffer.concat([head, body]);
-}
-
-const query = (sql: string) => typedMessage('Q', Buffer.from(`${sql}\0`, 'utf8'));
-
-/** Reads whole backend messages from a socket; `onMessage` sees each (type, body). */
-class RawClient {
-  readonly socket: net.Socket;
-  private buf = Buffer.alloc(0);
-  private waiters: { pred: (type: string, body: Buffer) => boolean; resolve: () => void }[] = [];
-  onMessage: (type: string, body: Buffer) => void = () => {};
-
-  private constructor(socket: net.Socket) {
-    this.socket = socket;
-    // Chunks are joined only once a whole message is here: joining on every chunk is quadratic for a 64 MiB message.
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let need = 5;
-    socket.on('data', (chunk: Buffer) => {
-      chunks.push(chunk);
-      size += chunk.length;
-      while (size >= need) {
-        this.buf = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
-        chunks.length = 0;
-        chunks.push(this.buf);
-        const len = this.buf.readInt32BE(1);
-        if (this.buf.length < len + 1) {
-          need = len + 1;
-          break;
-        }
-        const type = String.fromCharCode(this.buf[0] as number);
-        const body = this.buf.subarray(5, len + 1);
-        this.buf = this.buf.subarray(len + 1);
-        chunks.length = 0;
-        if (this.buf.length > 0) chunks.push(this.buf);
-        size = this.buf.length;
-        need = 5;
-        this.onMessage(type, body);
-        this.waiters = this.waiters.filter((w) => {
-          if (!w.pred(type, body)) return true;
-          w.resolve();
-          return false;
-        });
-      }
-    });
-  }
-
-  static async connect(port: number, token: string): Promise<RawClient> {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    socket.on('error', () => {});
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('error', reject);
-    });
-    const c = new RawClient(socket);
-    const params = Buffer.from('user\0alice\0database\0app\0\0', 'utf8');
-    const startup = Buffer.alloc(8);
-    startup.writeInt32BE(8 + params.length, 0);
-    startup.writeInt32BE(196608, 4);
-    const asked = c.next((t) => t === 'R');
-    socket.write(Buffer.concat([startup, params]));
-    await asked;
-    const ready = c.next((t) => t === 'Z');
-    socket.write(typedMessage('p', Buffer.from(`${token}\0`, 'utf8')));
-    await ready;
-    return c;
-  }
-
-  /** Resolves at the next message matching `pred`. */
-  next(pred: (type: string, body: Buffer) => boolean): Promise<void> {
-    return new Promise((resolve) => this.waiters.push({ pred, resolve }));
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
 }
 
 // Generating 64 MiB in PostgreSQL takes seconds on a busy 2-core machine; these bounds are hang guards.
