@@ -28,6 +28,7 @@ import { benchConfig } from './lib/pgwarden-config.ts';
 import type { MemoryFigures } from './lib/connections.ts';
 import type { SoakServerSpec } from './lib/soak-server.ts';
 import { errorTable, latencyTable, latencyTimeline, rssSvg, type Marker, type RssSample } from './lib/soak-report.ts';
+import { percentile } from './lib/timing.ts';
 import {
   cappedRead,
   hostileBadToken,
@@ -52,7 +53,7 @@ import {
   type RevocationTarget,
   type SoakContext,
 } from './lib/soak-traffic.ts';
-import { endStartedChildren, firstLine, machineInfo, procStatusKb, startedChildren, track } from './lib/tools.ts';
+import { cpuSeconds, endStartedChildren, firstLine, machineInfo, procStatusKb, startedChildren, track } from './lib/tools.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
@@ -70,6 +71,8 @@ interface Options {
   slowPauseMs: number;
   /** CancelRequests per second each cancel-flood session sends at most. */
   cancelRate: number;
+  /** Keep the run's directory (pgwarden's log, audit trail, policy and revocation files) instead of deleting it. */
+  keep: boolean;
   limitMs: number;
 }
 
@@ -98,6 +101,7 @@ function parseArgs(argv: string[]): Options {
     reloadEveryS: num('--reload-every', 10),
     slowPauseMs: num('--slow-pause-ms', 10_000),
     cancelRate: num('--cancel-rate', 250),
+    keep: argv.includes('--keep'),
     limitMs: num('--limit-minutes', seconds / 60 + 6) * 60_000,
   };
 }
@@ -267,6 +271,24 @@ async function metric(port: number, name: string): Promise<number | undefined> {
   }
 }
 
+/**
+ * CPU seconds of the postmaster and every backend it forked (its children in /proc), including backends that already
+ * exited (the postmaster's cutime/cstime), so connection churn is counted.
+ */
+function postgresCpuSeconds(postmaster: number): number {
+  let total = 0;
+  try {
+    const stat = readFileSync(`/proc/${postmaster}/stat`, 'utf8');
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime, stime, cutime, cstime: fields 14-17 (1-based), 11-14 in `rest`.
+    total += (Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14])) / 100;
+    for (const pid of readFileSync(`/proc/${postmaster}/task/${postmaster}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) total += cpuSeconds(Number(pid));
+  } catch {
+    return NaN;
+  }
+  return total;
+}
+
 async function superQuery(pgsrv: EmbeddedPostgres, db: string, sql: string, params?: unknown[]): Promise<pg.QueryResult> {
   const c = new pg.Client({ connectionString: pgsrv.url(db) });
   await c.connect();
@@ -307,7 +329,8 @@ async function main(): Promise<number> {
       await server?.stop().catch(() => {});
       await pgsrv?.stop().catch(() => {});
       await endStartedChildren();
-      rmSync(work, { recursive: true, force: true });
+      if (opts.keep) log(`kept ${work} (pgwarden.log, audit.jsonl, policy.yaml, revoked.yaml)`);
+      else rmSync(work, { recursive: true, force: true });
     })());
   const onSignal = (sig: NodeJS.Signals) => {
     log(`${sig}: ending every process this run started`);
@@ -412,6 +435,7 @@ async function main(): Promise<number> {
     ownLoop.enable();
     const t0 = Date.now();
     rec.origin = t0;
+    const cpu0 = { pgwarden: cpuSeconds(srv.pid), postgres: postgresCpuSeconds(pgs.pid), self: process.cpuUsage() };
     const ctx: SoakContext = {
       port: srv.port,
       database: SAMPLE_DATABASE,
@@ -542,6 +566,13 @@ async function main(): Promise<number> {
       }
     }
     ownLoop.disable();
+    const wall = (Date.now() - t0) / 1000;
+    const selfCpu = process.cpuUsage(cpu0.self);
+    const cores = {
+      pgwarden: (cpuSeconds(srv.pid) - cpu0.pgwarden) / wall,
+      postgres: (postgresCpuSeconds(pgs.pid) - cpu0.postgres) / wall,
+      clients: (selfCpu.user + selfCpu.system) / 1e6 / wall,
+    };
     log('traffic stopped; waiting for sessions to finish (30 s at most)…');
     await Promise.race([Promise.all(workers), sleep(30_000)]);
     const stragglers = live.size;
@@ -552,6 +583,9 @@ async function main(): Promise<number> {
 
     // 5. Settle: pgwarden must still serve, and give back what the soak took.
     let finalQuery = 'ok';
+    // The row cap of the last rewrite must be the one in force: the policy pgwarden ends with is the file's.
+    const finalCap = ROW_CAPS[capIndex] as number;
+    let finalRows: number | undefined;
     {
       const token = await mintToken(auth, { sub: 'soak-final', role: 'soak_reader' }, 60_000);
       const c = new pg.Client({ host: '127.0.0.1', port: srv.port, user: 'soak', database: SAMPLE_DATABASE, password: token, connectionTimeoutMillis: 10_000, query_timeout: 10_000 });
@@ -560,6 +594,7 @@ async function main(): Promise<number> {
         const t = process.hrtime.bigint();
         await c.query('SELECT 1');
         finalQuery = `ok (${(Number(process.hrtime.bigint() - t) / 1e6).toFixed(2)} ms)`;
+        finalRows = (await c.query('SELECT id FROM soak_big')).rows.length;
       } catch (err) {
         finalQuery = `failed: ${err instanceof Error ? err.message : String(err)}`;
       } finally {
@@ -653,11 +688,24 @@ async function main(): Promise<number> {
       ok: (events.get('revocation') ?? 0) >= revoked.length,
       detail: `${events.get('revocation') ?? 0} revocation events for ${revoked.length} revocations`,
     });
+    // pgwarden's own account of each reload's duration (read file, compile, read the catalog, swap), from its log.
+    const reloadMs: number[] = [];
+    try {
+      for (const line of readFileSync(spec.logFile, 'utf8').split('\n')) {
+        if (!line.includes('"policy reloaded"')) continue;
+        const e = JSON.parse(line) as { reason?: string; ms?: number };
+        if (e.reason === 'file' && typeof e.ms === 'number') reloadMs.push(e.ms);
+      }
+    } catch {
+      // no log: the figure is left out
+    }
+    reloadMs.sort((a, b) => a - b);
     const applied = reloads.filter((r) => r.appliedMs !== undefined);
+    const applyMs = applied.map((r) => r.appliedMs as number).sort((a, b) => a - b);
     checks.push({
-      name: 'every policy rewrite was applied (a policy_reload audit event each)',
-      ok: fileReloads >= reloads.length,
-      detail: `${fileReloads} policy_reload events (reason file) for ${reloads.length} rewrites; pgwarden_policy_version moved within 15 s for ${applied.length} (${applied.length ? `${Math.min(...applied.map((r) => r.appliedMs as number))}–${Math.max(...applied.map((r) => r.appliedMs as number))} ms after the rename` : '–'})`,
+      name: 'the last policy rewrite is in force at the end (its row cap)',
+      ok: reloads.length === 0 || finalRows === finalCap,
+      detail: `${reloads.length} rewrites; SELECT id FROM soak_big returned ${finalRows ?? '–'} rows after the soak, the last rewrite's cap is ${finalCap}. ${fileReloads} policy_reload audit events (reason file); pgwarden_policy_version moved within 15 s of ${applied.length} of the rewrites, ${applyMs.length ? `median ${percentile(applyMs, 0.5)} ms, max ${applyMs[applyMs.length - 1]} ms after the rename` : ''}${applied.length < reloads.length ? ` (the others were applied only together with a later rewrite, or later)` : ''}${reloadMs.length ? `; pgwarden's log: each reload took median ${percentile(reloadMs, 0.5)} ms, max ${reloadMs[reloadMs.length - 1]} ms` : ''}`,
     });
     checks.push({
       name: 'pgwarden ran through and still serves after the soak',
@@ -726,6 +774,7 @@ async function main(): Promise<number> {
     md.push('- Legitimate: `SELECT 1` (pg, simple protocol); reads of orders/customers (pg simple, pg extended, postgres.js with named prepared statements); capped reads of `soak_big` (2,000 rows; the rows returned must equal one of the two row caps); writers inserting unique ids into `soak_ledger` (pg extended, postgres.js prepared), each acknowledged id remembered; short tokens (4–8 s) that are ended at `exp` (57P01) and log in again; revocable readers.');
     md.push('- Hostile: statements the policy refuses (denied column `customers.ssn`, `secrets`, writes to `canary` and `soak_ledger` from a read-only role, DELETE/UPDATE/TRUNCATE from the insert-only writer, DDL, a multi-statement Query hiding a DELETE); 256 KiB–1 MiB statements back to back, distinct each time (`SELECT 1,1,…`, nested parentheses, `1+1+…`, a huge IN list on `secrets`, a huge literal against `ssn`); malformed frames before and after login (startup length 2³¹−1, protocol 2.0, 100 KiB password message, Query with length 3, second StartupMessage, unknown type byte, Query declaring 2 MiB); bad tokens (garbage, wrong key, expired, unknown role); CancelRequest floods with made-up keys (4 connections at a time, at most ' + String(opts.cancelRate) + '/s per flooding session); slow readers that read 256 KiB of a 16 MiB result, stop reading for 10 s, then read the rest; one subject opening ' + String(spec.maxSessionsPerSub + 5) + ' sessions every 30 s (exactly ' + String(spec.maxSessionsPerSub) + ' must get in, the rest 53300). A runaway agent runs `SELECT 1` in a tight loop under a role budget of ' + String(RUNAWAY_BUDGET) + ' statements a minute (the rest must be refused with 53400).');
     md.push(`- Every ${opts.reloadEveryS} s the policy file is replaced atomically (temp file + rename), alternately an irrelevant change (another role's relations) and \`soak_reader\`'s \`maxRows\` (${ROW_CAPS.join(' ↔ ')}). ${targets.length} revocable sessions are revoked one at a time across the run, by jti, sub and agent in turn, with \`revoke()\` (what \`pgwarden revoke\` does) on the watched revocation file; the session must end with 57P01 and the identity's next login must be refused with 28000.`);
+    md.push(`- CPU during the traffic (cores = CPU seconds / wall seconds, from /proc): pgwarden ${cores.pgwarden.toFixed(2)} (its worker threads included), PostgreSQL ${Number.isFinite(cores.postgres) ? cores.postgres.toFixed(2) : '–'} (postmaster and backends), the clients ${cores.clients.toFixed(2)}, of ${machine.nproc}; the rest of the machine (other work) is in the load average.`);
     md.push(`- The clients run in one Node.js process (this script); its own event-loop delay during the traffic, which every client-side latency below includes: p50 ${(ownLoop.percentile(50) / 1e6).toFixed(1)} ms, p99 ${(ownLoop.percentile(99) / 1e6).toFixed(1)} ms, max ${(ownLoop.max / 1e6).toFixed(0)} ms.`);
     for (const note of notes) md.push(`- ${note}`);
     md.push('');

@@ -122,7 +122,10 @@ export function codeOf(err: unknown): string {
 }
 const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
-function pgClient(ctx: SoakContext, password: string, appName: string, localAddress?: string, queryTimeoutMs = 30_000): pg.Client {
+/** A token, or a function pg calls for it when the server asks for the password (a token minted at that moment). */
+type Password = string | (() => Promise<string>);
+
+function pgClient(ctx: SoakContext, password: Password, appName: string, localAddress?: string, queryTimeoutMs = 30_000): pg.Client {
   const cfg: pg.ClientConfig = {
     host: '127.0.0.1',
     port: ctx.port,
@@ -153,7 +156,7 @@ interface PgSession {
 }
 
 /** Connects a pg client (inside the login slots), tracking the error that ends it; undefined with the error code on failure. */
-async function openPg(ctx: SoakContext, password: string, appName: string, localAddress?: string, queryTimeoutMs?: number): Promise<PgSession | { error: string; message: string }> {
+async function openPg(ctx: SoakContext, password: Password, appName: string, localAddress?: string, queryTimeoutMs?: number): Promise<PgSession | { error: string; message: string }> {
   const client = pgClient(ctx, password, appName, localAddress, queryTimeoutMs);
   const s: PgSession = {
     client,
@@ -351,14 +354,19 @@ export async function reconnector(ctx: SoakContext, i: number): Promise<void> {
   const cls = 'short token (pg)';
   const claims = { sub: `soak-rc-${i}`, role: READER_ROLE, agent: `soak-rc-${i % 8}` };
   while (running(ctx)) {
-    const now = Date.now();
-    const ttl = 4_000 + Math.floor(Math.random() * 5) * 1_000;
-    const token = await ctx.mint(claims, ttl, now);
-    const expMs = (Math.floor(now / 1000) + ttl / 1000) * 1000;
+    const ttl = 5_000 + Math.floor(Math.random() * 4) * 1_000;
+    let expMs = Infinity;
+    // Minted when pgwarden asks for the password, as an agent would fetch a fresh token right before connecting.
+    const token = async () => {
+      const now = Date.now();
+      expMs = (Math.floor(now / 1000) + ttl / 1000) * 1000;
+      return await ctx.mint(claims, ttl, now);
+    };
     const s = await openPg(ctx, token, cls);
     if ('error' in s) {
-      // A token that expired while waiting for a login slot is refused, as it should be.
+      // A login slower than the token's life is refused, as it should be (and counts as a failed login).
       ctx.rec.error(`${cls} (login)`, s.error, s.error === '28P01' && Date.now() >= expMs - 1_000, s.message);
+      await sleep(1_000);
       continue;
     }
     ctx.rec.count('short-token sessions opened');
