@@ -29,6 +29,8 @@ interface Options {
   limitMs: number;
   /** Size of each hostile statement's text, in bytes (ASCII). */
   bytes: number;
+  /** Write V8 CPU profiles of pgwarden (and its worker threads) into this directory. */
+  profileDir: string | undefined;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -39,11 +41,12 @@ function parseArgs(argv: string[]): Options {
   return {
     seconds: Number(val('--seconds') ?? 20),
     baselineSeconds: Number(val('--baseline-seconds') ?? 3),
-    settleSeconds: Number(val('--settle-seconds') ?? 5),
+    settleSeconds: Number(val('--settle-seconds') ?? 10),
     sessions: Number(val('--sessions') ?? 4),
     limitMs: Number(val('--limit-minutes') ?? 4) * 60_000,
     // Under limits.maxMessageSize (1 MiB, which counts the message header too) and the parser's 1 MiB cap.
     bytes: Number(val('--bytes') ?? 1024 * 1024 - 64),
+    profileDir: argv.includes('--profile') ? path.resolve(val('--profile-dir') ?? 'bench/profiles') : undefined,
   };
 }
 
@@ -140,7 +143,7 @@ async function main(): Promise<void> {
     await superQuery('postgres', `CREATE DATABASE ${SAMPLE_DATABASE}`);
     await superQuery(SAMPLE_DATABASE, sampleSchemaSql(upstreamPassword));
     await superQuery(SAMPLE_DATABASE, `${PGBENCH_DDL}\nGRANT SELECT ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO ${SAMPLE_UPSTREAM_USER};`);
-    warden = await startPgwardenProcess({ dir: work, pgsrv, upstreamPassword, policyYaml: BENCH_POLICY_YAML, maxClients: 100, limitMs: opts.limitMs });
+    warden = await startPgwardenProcess({ dir: work, pgsrv, upstreamPassword, policyYaml: BENCH_POLICY_YAML, maxClients: 100, limitMs: opts.limitMs, nodeArgs: opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`] : [] });
     const w = warden;
     log(`pgwarden on port ${w.port} (pid ${w.pid})`);
     const connect = async (agent: string): Promise<pg.Client> => {
@@ -168,9 +171,11 @@ async function main(): Promise<void> {
     const gcRss = async (): Promise<number> => {
       await w.gc();
       await new Promise((r) => setTimeout(r, 200));
-      await w.gc();
+      const m = await w.gc();
       await new Promise((r) => setTimeout(r, 200));
-      return procStatusKb(w.pid, 'VmRSS');
+      const kb = procStatusKb(w.pid, 'VmRSS');
+      if (m) log(`  RSS ${(kb / 1024).toFixed(0)} MiB: heap used ${(m.heapUsed / 2 ** 20).toFixed(0)} MiB, external ${(m.external / 2 ** 20).toFixed(0)} MiB (array buffers ${(m.arrayBuffers / 2 ** 20).toFixed(0)} MiB)`);
+      return kb;
     };
     const rssBeforeKb = await gcRss();
     log(`pgwarden RSS before: ${(rssBeforeKb / 1024).toFixed(0)} MiB; SELECT 1 alone for ${opts.baselineSeconds} s…`);

@@ -7,7 +7,8 @@
 // after ~30 such traps the instance hangs or misbehaves. Measured on 18.1.5 (bison's own stack limit
 // turns deeper *parenthesised* nesting into an ordinary "memory exhausted" SqlError first).
 // Defence in three layers:
-//   1. Hard size cap (`maxBytes`, default 1 MiB): bigger inputs are denied before any work.
+//   1. Hard size cap (`maxBytes`, default 1 MiB): bigger inputs are denied before any work. (And at most
+//      `maxStatements`, 1,000, statements per text, checked after parsing: each one costs work downstream.)
 //   2. Nesting pre-screen for inputs above `screenAboveBytes` (default 4 KiB). Below that size no
 //      statement can come near the trap depth (the shallowest trap needs ~13 KB of text), so short
 //      statements pay nothing. Above it, a cheap upper bound is computed in JS first (every
@@ -38,6 +39,11 @@ export interface ParserLimits {
   maxNestingEstimate: number;
   /** How many times a trapped instance may be replaced before the parser gives up (fail closed). */
   maxReplacements: number;
+  /**
+   * Statements one text may hold; more are denied as too large. Every statement is analysed, summarised, audited and
+   * (when allowed) confirmed by the server one by one, so a Query of 70,000 `SELECT 1;` kept pgwarden busy for minutes.
+   */
+  maxStatements: number;
 }
 
 export const DEFAULT_PARSER_LIMITS: Readonly<ParserLimits> = Object.freeze({
@@ -46,6 +52,7 @@ export const DEFAULT_PARSER_LIMITS: Readonly<ParserLimits> = Object.freeze({
   // Traps start at ~7,000 nesting levels; 2,000 leaves a 3.5× margin and is far above real SQL.
   maxNestingEstimate: 2000,
   maxReplacements: 8,
+  maxStatements: 1000,
 });
 
 export type ParseFailureReason =
@@ -80,6 +87,8 @@ let instanceCounter = 0;
 let replacements = 0;
 let totalTraps = 0;
 let esmEntry: string | undefined;
+/** False in a decide worker: a worker whose parser traps is replaced whole, so it keeps no spare instance. */
+let keepSpare = true;
 
 /** A trapped instance may still be used for a couple more inputs while no spare is ready. */
 const MAX_TRAPS_PER_INSTANCE = 3;
@@ -112,6 +121,7 @@ async function loadInstance(): Promise<Instance> {
 }
 
 function startSpare(): void {
+  if (!keepSpare) return;
   if (spare !== undefined || spareLoading !== undefined || esmEntry === undefined) return;
   if (replacements >= limits.maxReplacements) return;
   spareLoading = loadInstance()
@@ -126,9 +136,13 @@ function startSpare(): void {
     });
 }
 
-/** Loads the WASM parser (and a spare instance); must finish before the first parseStatements call. */
-export async function initParser(overrides: Partial<ParserLimits> = {}): Promise<void> {
+/**
+ * Loads the WASM parser (and a spare instance, unless `opts.spare` is false); must finish before the first
+ * parseStatements call.
+ */
+export async function initParser(overrides: Partial<ParserLimits> = {}, opts: { spare?: boolean } = {}): Promise<void> {
   limits = { ...DEFAULT_PARSER_LIMITS, ...overrides };
+  keepSpare = opts.spare ?? true;
   if (primary !== undefined) return;
   esmEntry ??= resolveEsmEntry();
   try {
@@ -349,6 +363,9 @@ export function parseStatements(sql: string): ParseOutcome {
     }
     const stmts = result?.stmts;
     if (!Array.isArray(stmts)) return { ok: true, stmts: [] };
+    if (stmts.length > limits.maxStatements) {
+      return { ok: false, reason: 'statement_too_large', message: `the text holds ${stmts.length} statements, more than the ${limits.maxStatements} one query may hold` };
+    }
     return { ok: true, stmts };
   } catch (err) {
     return { ok: false, reason: 'parse_error', message: errorText(err) };

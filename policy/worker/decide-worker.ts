@@ -32,8 +32,8 @@ export interface DecideJob {
 
 export type WorkerReply =
   | { type: 'ready' }
-  | { type: 'done'; id: number; facts: ReturnType<typeof evaluateWithFacts> }
-  | { type: 'planned'; id: number; plan: AnalysisPlan }
+  | { type: 'done'; id: number; facts: ReturnType<typeof evaluateWithFacts>; grownBytes: number }
+  | { type: 'planned'; id: number; plan: AnalysisPlan; grownBytes: number }
   | { type: 'failed'; id: number; message: string }
   /** Asked for a catalog it does not hold (the pool sends it again with the snapshot). */
   | { type: 'needCatalog'; id: number };
@@ -50,12 +50,21 @@ const data = workerData as DecideWorkerData;
 let catalogId = -1;
 let catalog: CatalogSnapshot | undefined;
 
-await initParser(data.parserLimits);
+// No spare parser instance: a worker whose parser traps is replaced whole by the pool (a spare would double the
+// WASM compile and memory of every worker for nothing).
+await initParser(data.parserLimits, { spare: false });
+
+// The WASM parser's memory only ever grows (memory.grow past its initial 128 MiB), and a grown memory counts in this
+// isolate's external memory. Each answer says how far it has grown since the worker started, and the pool replaces a
+// worker that has grown too much.
+const baseExternal = process.memoryUsage().external;
+const grown = (): number => Math.max(0, process.memoryUsage().external - baseExternal);
 
 port.on('message', (job: DecideJob | PlanJob) => {
   if (job.type === 'plan') {
     try {
-      port.postMessage({ type: 'planned', id: job.id, plan: planServerAnalysis(job.text, job.paramTypes) } satisfies WorkerReply);
+      const plan = planServerAnalysis(job.text, job.paramTypes);
+      port.postMessage({ type: 'planned', id: job.id, plan, grownBytes: grown() } satisfies WorkerReply);
     } catch (err) {
       port.postMessage({ type: 'failed', id: job.id, message: err instanceof Error ? err.message : String(err) } satisfies WorkerReply);
     }
@@ -72,7 +81,8 @@ port.on('message', (job: DecideJob | PlanJob) => {
   let reply: WorkerReply;
   try {
     // evaluateWithFacts never throws (an internal failure is a denial), but posting a result that cannot be cloned can.
-    reply = { type: 'done', id: job.id, facts: evaluateWithFacts(job.sql, job.mode, job.view, catalog, job.policyVersion) };
+    const facts = evaluateWithFacts(job.sql, job.mode, job.view, catalog, job.policyVersion);
+    reply = { type: 'done', id: job.id, facts, grownBytes: grown() };
     port.postMessage(reply);
   } catch (err) {
     port.postMessage({ type: 'failed', id: job.id, message: err instanceof Error ? err.message : String(err) } satisfies WorkerReply);

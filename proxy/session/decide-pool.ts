@@ -13,8 +13,13 @@
 //   - `timeoutMs` to decide one statement; past it the worker is terminated and replaced and the statement refused with
 //     54000 (program_limit_exceeded). A worker that fails (an exception, exit, or running out of its heap limit,
 //     `maxHeapMb`) refuses its statement the same way. Fail closed: no statement is ever allowed for want of an answer.
-//   - Memory: a worker that decided a text of `recycleAboveBytes` or more is replaced after it (its WASM memory stays
-//     at its high-water mark), and workers idle for `idleMs` end, so a burst of large statements leaves nothing behind.
+//   - Memory: the WASM parser's memory never shrinks: its pages stay touched up to the high-water mark of the largest
+//     input (128 MiB initially, growing to ~1 GB for a hostile 1 MiB text). A worker that decided a text of
+//     `recycleAfterTextBytes` (256 KiB) or more, or whose WASM memory grew by more than `recycleAfterGrowthBytes`, is
+//     replaced after its job, and workers idle for `idleMs` end, so a burst of large statements leaves nothing behind
+//     but what the C allocator keeps in its per-thread arenas (docs/limits.md, MALLOC_ARENA_MAX). Not after every job:
+//     each new thread costs ~0.4 s of CPU and some of that arena memory. A worker whose parser trapped is replaced too
+//     (it keeps no spare parser instance).
 // Workers are unref'd: they never keep the process alive, and close() ends them.
 import { Worker } from 'node:worker_threads';
 import os from 'node:os';
@@ -38,8 +43,10 @@ export interface DecidePoolOptions {
   queueTimeoutMs?: number;
   /** A worker idle this long ends. */
   idleMs?: number;
-  /** A worker that decided a text at least this long (UTF-16 units) is replaced afterwards. */
-  recycleAboveBytes?: number;
+  /** A worker that decided a text at least this long (UTF-16 units) is replaced afterwards: it touched much of its WASM memory. */
+  recycleAfterTextBytes?: number;
+  /** A worker whose WASM memory grew by more than this beyond its initial size is replaced after its job. */
+  recycleAfterGrowthBytes?: number;
   /** V8 old-generation limit of each worker, in MB; a worker that exceeds it dies and its statement is refused. */
   maxHeapMb?: number;
   /** Parser limits the workers use (those of the main thread). */
@@ -52,7 +59,8 @@ export const DECIDE_POOL_DEFAULTS = {
   timeoutMs: 10_000,
   queueTimeoutMs: 10_000,
   idleMs: 5_000,
-  recycleAboveBytes: 64 * 1024,
+  recycleAfterTextBytes: 256 * 1024,
+  recycleAfterGrowthBytes: 32 * 1024 * 1024,
   maxHeapMb: 512,
 } as const;
 
@@ -140,7 +148,8 @@ export class DecidePool {
       timeoutMs: opts.timeoutMs ?? DECIDE_POOL_DEFAULTS.timeoutMs,
       queueTimeoutMs: opts.queueTimeoutMs ?? DECIDE_POOL_DEFAULTS.queueTimeoutMs,
       idleMs: opts.idleMs ?? DECIDE_POOL_DEFAULTS.idleMs,
-      recycleAboveBytes: opts.recycleAboveBytes ?? DECIDE_POOL_DEFAULTS.recycleAboveBytes,
+      recycleAfterTextBytes: opts.recycleAfterTextBytes ?? DECIDE_POOL_DEFAULTS.recycleAfterTextBytes,
+      recycleAfterGrowthBytes: opts.recycleAfterGrowthBytes ?? DECIDE_POOL_DEFAULTS.recycleAfterGrowthBytes,
       maxHeapMb: opts.maxHeapMb ?? DECIDE_POOL_DEFAULTS.maxHeapMb,
       parserLimits: opts.parserLimits ?? { ...DEFAULT_PARSER_LIMITS },
     };
@@ -267,6 +276,8 @@ export class DecidePool {
     slot.job = undefined;
     if (m.type === 'done' || m.type === 'planned') {
       this.stats.decided++;
+      if (m.grownBytes > this.opts.recycleAfterGrowthBytes) slot.retire = true;
+      if (m.type === 'done' && !m.facts.decision.allow && (m.facts.decision.reason === 'parser_trap' || m.facts.decision.reason === 'parser_unavailable')) slot.retire = true;
       job.resolve({ ok: true, value: m.type === 'done' ? m.facts : m.plan });
     } else {
       this.stats.workerFailures++;
@@ -329,7 +340,7 @@ export class DecidePool {
   private run(slot: Slot, job: Job): void {
     clearTimeout(slot.idleTimer);
     slot.job = job;
-    if ((job.req.type === 'decide' ? job.req.req.sql : job.req.text).length >= this.opts.recycleAboveBytes) slot.retire = true;
+    if ((job.req.type === 'decide' ? job.req.req.sql : job.req.text).length >= this.opts.recycleAfterTextBytes) slot.retire = true;
     slot.timer = setTimeout(() => {
       if (slot.job !== job) return;
       this.stats.timedOut++;

@@ -35,6 +35,14 @@ describe('parseStatements', () => {
     expect(parseStatements(wide)).toMatchObject({ ok: false, reason: 'statement_too_large' });
   });
 
+  it('denies a text of more than maxStatements statements as too large', () => {
+    const n = DEFAULT_PARSER_LIMITS.maxStatements;
+    const at = parseStatements('SELECT 1;'.repeat(n));
+    expect(at.ok && at.stmts.length).toBe(n);
+    const over = parseStatements('SELECT 1;'.repeat(n + 1));
+    expect(over.ok ? 'ok' : over.reason).toBe('statement_too_large');
+  });
+
   it('denies the deep left-nested expression that traps the WASM stack, without trapping', () => {
     const before = parserStats().traps;
     for (let i = 0; i < 40; i++) {

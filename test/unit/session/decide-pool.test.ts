@@ -75,7 +75,7 @@ describe('DecidePool', () => {
     }
     await Promise.all(jobs);
     expect(compared).toBe(roles.length * statements.length);
-    // Large texts made workers retire; the pool never exceeded its size.
+    // The pool never exceeded its size.
     expect(p.snapshot().workers).toBeLessThanOrEqual(2);
   }, 120_000);
 
@@ -94,11 +94,12 @@ describe('DecidePool', () => {
   });
 
   it('refuses with 54000 a statement that takes longer than the timeout, and replaces the worker', async () => {
-    const p = pool({ size: 1, timeoutMs: 30 });
+    const p = pool({ size: 1, timeoutMs: 1_000 });
     const view = sessionFor(ROLES.analyst);
     // Warm: the worker is started and ready before the timed job.
     expect((await p.decide({ sql: 'SELECT 1', mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })).ok).toBe(true);
-    const slow = Array.from({ length: 20_000 }, (_, i) => `SELECT id FROM orders WHERE id = ${i};`).join('');
+    // Seconds of scanning: far beyond the second allowed.
+    const slow = `SELECT ${'('.repeat(512 * 1024 - 8)}1${')'.repeat(512 * 1024 - 8)}`;
     const a = await p.decide({ sql: slow, mode: 'simple', view, catalog: CATALOG, policyVersion: 1 });
     expect(a.ok).toBe(false);
     if (!a.ok) {
@@ -163,6 +164,20 @@ describe('DecidePool', () => {
     const a = await p.decide({ sql: 'SELECT 1', mode: 'simple', view, catalog: CATALOG, policyVersion: 1 });
     expect(a.ok).toBe(false);
     if (!a.ok) expect(a.decision.sqlstate).toBe('53000');
+  });
+
+  it('replaces a worker that decided a text of recycleAfterTextBytes or more once its job is done', async () => {
+    const view = sessionFor(ROLES.analyst);
+    const long = `SELECT 1${',1'.repeat(128 * 1024)}`;
+    const kept = pool({ size: 1, recycleAfterTextBytes: long.length + 1 });
+    expect((await kept.decide({ sql: long, mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })).ok).toBe(true);
+    expect(kept.snapshot().workers).toBe(1);
+    const recycled = pool({ size: 1, recycleAfterTextBytes: long.length });
+    const a = await recycled.decide({ sql: long, mode: 'simple', view, catalog: CATALOG, policyVersion: 1 });
+    expect(a.ok && a.facts).toEqual({ ...evaluateWithFacts(long, 'simple', view, CATALOG, 1) });
+    expect(recycled.snapshot().workers).toBe(0);
+    expect((await recycled.decide({ sql: 'SELECT 1', mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })).ok).toBe(true);
+    expect(recycled.stats.workersStarted).toBe(2);
   });
 
   it('ends idle workers, and refuses everything once closed', async () => {
