@@ -1,6 +1,6 @@
 // Revocations at scale: a million entries in the upstream table and in a JSON Lines file — load time, heap and event-loop delay while loading; insert → enforced latency; what a NOTIFY storm costs a running pgwarden (login and statement throughput, event-loop delay).
 //
-//   node --expose-gc --import tsx bench/revocation.ts [--entries N] [--storm-seconds S] [--quick] [--limit-minutes M]
+//   node --expose-gc --import tsx bench/revocation.ts [--entries N] [--storm-seconds S] [--rounds R] [--quick] [--limit-minutes M]
 //
 // One PostgreSQL from npm on loopback. Part 1 runs each source alone in this process (gc before and after, so the heap
 // figure is the source's own). Part 2 runs pgwarden in a child process with both sources and the Kubernetes manifest's
@@ -81,6 +81,8 @@ function memory(): { heapMb: number; rssMb: number } {
 interface Options {
   entries: number;
   stormSeconds: number;
+  /** The three load phases run interleaved this many times; the table shows each phase's median. */
+  rounds: number;
   limitMs: number;
 }
 
@@ -93,7 +95,8 @@ function parseOptions(argv: string[]): Options {
   return {
     entries: Number(val('--entries') ?? (quick ? 100_000 : 1_000_000)),
     stormSeconds: Number(val('--storm-seconds') ?? (quick ? 3 : 10)),
-    limitMs: Number(val('--limit-minutes') ?? 8) * 60_000,
+    rounds: Number(val('--rounds') ?? (quick ? 1 : 3)),
+    limitMs: Number(val('--limit-minutes') ?? 12) * 60_000,
   };
 }
 
@@ -250,7 +253,7 @@ async function main(): Promise<void> {
     md.push('| source | load | heap kept | per entry | event-loop delay p99 / max | insert → enforced (median) | re-read |');
     md.push('|---|---:|---:|---:|---:|---:|---:|');
     md.push(
-      `| table (${fmt(N)} rows) | ${fmt(tableLoad.ms / 1000, 2)} s | ${fmt(tableLoad.heapMb)} MiB | ${fmt((tableLoad.heapMb * 2 ** 20) / N)} B | ${fmt(tableLoad.p99Ms, 1)} / ${fmt(tableLoad.maxMs, 1)} ms | ${fmt(median(insertMs), 1)} ms (INSERT, NOTIFY, incremental read) | full: ${fmt(tableReread.ms / 1000, 2)} s, loop p99 / max ${fmt(tableReread.p99Ms, 1)} / ${fmt(tableReread.maxMs, 1)} ms |`,
+      `| table (${fmt(N)} rows) | ${fmt(tableLoad.ms / 1000, 2)} s | ${fmt(tableLoad.heapMb)} MiB | ${fmt((tableLoad.heapMb * 2 ** 20) / N)} B | ${fmt(tableLoad.p99Ms, 1)} / ${fmt(tableLoad.maxMs, 1)} ms | ${fmt(median(insertMs), 1)} ms (INSERT, NOTIFY, incremental read) | full (paced to 25 %): ${fmt(tableReread.ms / 1000, 2)} s, loop p99 / max ${fmt(tableReread.p99Ms, 1)} / ${fmt(tableReread.maxMs, 1)} ms |`,
     );
     md.push(
       `| JSON Lines file (${fmt(fileMb, 1)} MiB) | ${fmt(fileLoad.ms / 1000, 2)} s | ${fmt(fileLoad.heapMb)} MiB | ${fmt((fileLoad.heapMb * 2 ** 20) / N)} B | ${fmt(fileLoad.p99Ms, 1)} / ${fmt(fileLoad.maxMs, 1)} ms | ${fmt(median(appendMs), 1)} ms (one line appended, file watch with 20 ms debounce, appended bytes read) | unchanged file: ${fmt(fileReread.ms, 0)} ms (prefix hashed, nothing parsed) |`,
@@ -303,10 +306,17 @@ async function main(): Promise<void> {
     const lines = createInterface({ input: child.stdout });
     const waiters: ((line: string) => void)[] = [];
     lines.on('line', (l) => waiters.shift()?.(l));
+    let exited: Error | undefined;
+    const onExit: ((err: Error) => void)[] = [];
+    child.once('exit', (code, sig) => {
+      exited = new Error(`pgwarden exited (${code ?? sig}): ${stderr}`);
+      for (const f of onExit.splice(0)) f(exited);
+    });
     const nextLine = (prefix: string, timeoutMs: number) =>
       new Promise<string>((resolve, reject) => {
+        if (exited) return reject(exited);
         const timer = setTimeout(() => reject(new Error(`pgwarden did not answer ${prefix} within ${timeoutMs} ms: ${stderr}`)), timeoutMs);
-        child?.once('exit', (code, sig) => reject(new Error(`pgwarden exited (${code ?? sig}): ${stderr}`)));
+        onExit.push(reject);
         waiters.push((l) => {
           clearTimeout(timer);
           if (l.startsWith(`${prefix} `)) resolve(l.slice(prefix.length + 1));
@@ -360,11 +370,11 @@ async function main(): Promise<void> {
     const notifier = new pg.Client(connection);
     await notifier.connect();
     clients.push(notifier);
-    const storm = (payload: string, seconds: number) => async () => {
+    const storm = (payload: string, seconds: number, channel = CHANNEL) => async () => {
       const deadline = Date.now() + seconds * 1000;
       let next = Date.now();
       while (Date.now() < deadline) {
-        await notifier.query('SELECT pg_notify($1, $2)', [CHANNEL, payload]);
+        await notifier.query('SELECT pg_notify($1, $2)', [channel, payload]);
         next += 10;
         await sleep(Math.max(0, next - Date.now()));
       }
@@ -372,12 +382,24 @@ async function main(): Promise<void> {
     const S = opts.stormSeconds;
     // Warm-up: decision cache, JIT, upstream connections; not reported.
     await load(2);
-    log(`quiet: ${S} s`);
-    const quiet = await load(S);
-    log(`NOTIFY storm (payload INSERT, 100/s): ${S} s`);
-    const stormInsert = await load(S, storm('INSERT', S));
-    log(`NOTIFY storm (payload DELETE, 100/s): ${S} s`);
-    const stormDelete = await load(S, storm('DELETE', S));
+    type Phase = Awaited<ReturnType<typeof load>>;
+    const phases: Record<'quiet' | 'elsewhere' | 'insert' | 'delete', Phase[]> = { quiet: [], elsewhere: [], insert: [], delete: [] };
+    const loadBefore = os.loadavg()[0] ?? 0;
+    // Interleaved rounds: on a shared machine the load drifts; each phase sees the same drift.
+    for (let r = 1; r <= opts.rounds; r++) {
+      log(`round ${r}/${opts.rounds}: quiet, NOTIFYs elsewhere, NOTIFY storm (INSERT), NOTIFY storm (DELETE), ${S} s each`);
+      phases.quiet.push(await load(S));
+      // The same NOTIFYs on a channel nobody listens to: what they cost the database, not pgwarden.
+      phases.elsewhere.push(await load(S, storm('INSERT', S, 'pgwarden_bench_elsewhere')));
+      phases.insert.push(await load(S, storm('INSERT', S)));
+      phases.delete.push(await load(S, storm('DELETE', S)));
+    }
+    const loadAfter = os.loadavg()[0] ?? 0;
+    const mid = (xs: Phase[]): Phase => {
+      const m = (f: (p: Phase) => number) => median(xs.map(f));
+      return { statementsPerS: m((p) => p.statementsPerS), loginsPerS: m((p) => p.loginsPerS), eld: { p99Ms: m((p) => p.eld.p99Ms), maxMs: m((p) => p.eld.maxMs) }, heapMb: m((p) => p.heapMb), rssMb: m((p) => p.rssMb) };
+    };
+    const range = (xs: Phase[], f: (p: Phase) => number) => (xs.length > 1 ? ` (${fmt(Math.min(...xs.map(f)))}–${fmt(Math.max(...xs.map(f)))})` : '');
 
     // Insert → enforced, end to end: a live session whose jti is revoked is ended (57P01).
     const ended = async (revokeIt: (jti: string) => Promise<unknown>) => {
@@ -411,16 +433,23 @@ async function main(): Promise<void> {
         `A revocation ends a live session in ${fmt(tableEnforced, 0)} ms from the table (INSERT) and ${fmt(fileEnforced, 0)} ms from the file (append; file watch debounce 100 ms), medians of 5.`,
     );
     md.push('');
-    md.push(`Load for ${S} s each: 4 sessions running \`SELECT 1\` back to back, 1 client logging in, running \`SELECT 1\` and logging out in a loop; NOTIFYs sent as pgwarden's upstream role:`);
+    md.push(
+      `Load for ${S} s per phase, ${opts.rounds} interleaved rounds (medians; 1-minute load average ${fmt(loadBefore, 1)} before, ${fmt(loadAfter, 1)} after, on ${os.availableParallelism()} cores): ` +
+        `4 sessions running \`SELECT 1\` back to back, 1 client logging in, running \`SELECT 1\` and logging out in a loop; NOTIFYs sent as pgwarden's upstream role:`,
+    );
     md.push('');
-    md.push('| phase | statements/s | logins/s | pgwarden event-loop delay p99 / max |');
+    md.push('| phase | statements/s (min–max) | logins/s (min–max) | pgwarden event-loop delay p99 / max |');
     md.push('|---|---:|---:|---:|');
-    for (const [label, r] of [
-      ['quiet', quiet],
-      ['NOTIFY storm, 100/s, payload INSERT (each may cause an incremental read)', stormInsert],
-      ['NOTIFY storm, 100/s, payload DELETE (asks for full reads: 2, then at most 1 per max(10 s, 10 × a full read))', stormDelete],
+    for (const [label, xs] of [
+      ['quiet', phases.quiet],
+      ['100 NOTIFY/s on another channel (the database\'s share of a storm)', phases.elsewhere],
+      ['NOTIFY storm, 100/s, payload INSERT (each may cause an incremental read)', phases.insert],
+      ['NOTIFY storm, 100/s, payload DELETE (asks for full reads: 1 at once, then 1 per max(10 s, 10 × a full read\'s work), paced to 25 %)', phases.delete],
     ] as const) {
-      md.push(`| ${label} | ${fmt(r.statementsPerS)} | ${fmt(r.loginsPerS, 1)} | ${fmt(r.eld.p99Ms, 1)} / ${fmt(r.eld.maxMs, 1)} ms |`);
+      const r = mid(xs);
+      md.push(
+        `| ${label} | ${fmt(r.statementsPerS)}${range(xs, (p) => p.statementsPerS)} | ${fmt(r.loginsPerS, 1)}${range(xs, (p) => p.loginsPerS)} | ${fmt(r.eld.p99Ms, 1)} / ${fmt(r.eld.maxMs, 1)} ms |`,
+      );
     }
     md.push('');
     process.stdout.write(`${md.join('\n')}\n`);

@@ -148,30 +148,35 @@ export class RevocationIndex {
     return false;
   }
 
-  /** Starts a full read: every key seen until `sweep` is kept, every key not seen is removed by it. */
-  beginFullRead(): void {
+  /**
+   * Starts a full read: every key seen until `sweep` is kept, every key not seen is removed by it. Returns the read's
+   * generation; a newer full read supersedes an older one still running (a connection lost and re-made), whose
+   * sweep then removes nothing it did not see.
+   */
+  beginFullRead(): number {
     this.#gen = (this.#gen + 1) >>> 0;
     this.#marking = true;
+    return this.#gen;
   }
 
   /** Ends a full read without sweeping (it failed midway): keys not seen stay, nothing is lost. */
-  abandonFullRead(): void {
-    this.#marking = false;
+  abandonFullRead(gen: number): void {
+    if (gen === this.#gen) this.#marking = false;
   }
 
   /**
-   * Removes keys the full read did not see (when one is ending) and keys expired at `now`, in chunks that yield to
-   * the event loop. Returns what was removed, expired keys not included (they had stopped matching already).
+   * Removes keys the full read `gen` did not see (when it is the current one) and keys expired at `now`, in chunks
+   * that yield to the event loop. Returns what was removed, expired keys not included (they had stopped matching).
    */
-  async sweep(now = Date.now()): Promise<ChangeList> {
-    const sweepUnseen = this.#marking;
-    this.#marking = false;
-    const gen = this.#gen;
+  async sweep(now = Date.now(), gen?: number): Promise<ChangeList> {
+    const sweepUnseen = this.#marking && gen === this.#gen;
+    if (gen === this.#gen) this.#marking = false;
+    const current = this.#gen;
     const removed = emptyChangeList();
     let n = 0;
     for (const k of KEYS) {
       for (const map of this.#maps[k]) for (const [v, slot] of map) {
-        const unseen = sweepUnseen && this.#gens[slot] !== gen;
+        const unseen = sweepUnseen && this.#gens[slot] !== current;
         const expired = (this.#expires[slot] as number) <= now;
         if (unseen || expired) {
           if (unseen && !expired) note(removed, this.#entry(k, v, slot));

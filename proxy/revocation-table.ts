@@ -516,7 +516,7 @@ export class TableRevocations implements RevocationSource {
     const live = '(expires_at IS NULL OR expires_at > now())';
     let ok = false;
     let busyMs = 0;
-    this.#index.beginFullRead();
+    const gen = this.#index.beginFullRead();
     try {
       if (this.#hasXid) {
         const x = await client.query<{ x: string }>('SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x');
@@ -551,7 +551,7 @@ export class TableRevocations implements RevocationSource {
           if (this.#wantIncremental && this.#hasXid && this.#watermark !== undefined) await this.#incrementalRead(client);
         }
       }
-      const removed = await this.#index.sweep();
+      const removed = await this.#index.sweep(Date.now(), gen);
       ok = true;
       this.#stats.fullReads++;
       this.#lastLoadedAt = Date.now();
@@ -561,7 +561,7 @@ export class TableRevocations implements RevocationSource {
       if (notify && (added.count > 0 || removed.count > 0)) emitChange(this.#listeners, this.#log, 'table', this.#index.size, added, removed);
     } finally {
       if (!ok) {
-        this.#index.abandonFullRead();
+        this.#index.abandonFullRead(gen);
         this.#stats.failedReads++;
       }
       this.#opts.onRead?.({ source: 'table', kind: 'full', ok, ms: performance.now() - started });

@@ -77,22 +77,31 @@ describe('RevocationIndex', () => {
       { jti: 'gone' },
       { agent: 'expired', expiresAt: '2029-01-01T00:00:00Z' },
     ]);
-    x.beginFullRead();
+    const gen = x.beginFullRead();
     expect(x.addKey('jti', 'kept', Number.POSITIVE_INFINITY, 'new reason')).toBe(true);
     expect(x.addKey('sub', 'new', Number.POSITIVE_INFINITY, undefined)).toBe(true);
     // Until the sweep, an identifier the read has not (yet) seen is still revoked: the old index keeps answering.
     expect(x.match(id({ jti: 'gone' }), now)).toEqual({ reason: 'jti revoked' });
-    const removed = await x.sweep(now);
+    const removed = await x.sweep(now, gen);
     expect(removed).toEqual({ count: 1, listed: [{ jti: 'gone' }] });
     expect(x.match(id({ jti: 'gone' }), now)).toBeUndefined();
     expect(x.match(id({ jti: 'kept' }), now)).toEqual({ reason: 'new reason' });
     expect(x.match(id({ jti: 'x', sub: 'new' }), now)).toEqual({ reason: 'sub revoked' });
     expect(x.size).toBe(2);
     // An abandoned full read (the source failed midway) removes nothing.
-    x.beginFullRead();
-    x.abandonFullRead();
-    await x.sweep(now);
+    const failed = x.beginFullRead();
+    x.abandonFullRead(failed);
+    await x.sweep(now, failed);
     expect(x.size).toBe(2);
+    // A full read superseded by a newer one (a reconnect) sweeps nothing it did not see; the newer one does.
+    const older = x.beginFullRead();
+    const newer = x.beginFullRead();
+    x.addKey('jti', 'kept', Number.POSITIVE_INFINITY, 'new reason');
+    x.abandonFullRead(older);
+    await x.sweep(now, older);
+    expect(x.size).toBe(2);
+    expect((await x.sweep(now, newer)).listed).toEqual([{ sub: 'new' }]);
+    expect(x.size).toBe(1);
   });
 
   it('diff lists what was added, changed and removed, with true counts beyond the listed ones', async () => {
