@@ -193,7 +193,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
       analysisLog.warn({ reason, role }, 'pgwarden allowed a statement the server\'s analysis denies');
     },
   });
-  const policyGate = createPolicyGate(store, { onLookup: (hit) => metrics.cacheLookup(hit), server: serverCheck });
+  const policyGate = createPolicyGate(store, { onLookup: (hit) => metrics.cacheLookup(hit), server: serverCheck, cacheBytes: config.limits.decisionCacheBytes });
   const gate = withAuditGate(policyGate, audit);
   const tlsContext = config.listen.tls
     ? tls.createSecureContext({ cert: readFileSync(config.listen.tls.certFile), key: readFileSync(config.listen.tls.keyFile) })
@@ -334,6 +334,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
       await metricsServer?.close();
       store.close();
       analysisPool.close();
+      await policyGate.close();
       verifier.close();
       await revocations.close();
       await audit.close();

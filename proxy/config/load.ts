@@ -181,6 +181,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
       loginFailuresPerMinute: must('limits.loginFailuresPerMinute'),
       cancelRequestsPerMinute: must('limits.cancelRequestsPerMinute'),
       maxUpstreamConnections: must('limits.maxUpstreamConnections'),
+      decisionCacheBytes: must('limits.decisionCacheBytes'),
     },
     analysis: {
       cacheTtl: must('analysis.cacheTtl'),

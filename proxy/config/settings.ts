@@ -86,6 +86,7 @@ export const settings = [
   { key: 'limits.cancelRequestsPerMinute', type: 'integer', default: 60, min: 0, max: 1_000_000, doc: 'CancelRequests one client address may send per minute; the rest are dropped unanswered, as PostgreSQL drops a cancel for an unknown key; 0 means no limit' },
   { key: 'limits.maxUpstreamConnections', type: 'integer', default: 0, min: 0, max: 1_000_000, doc: 'upstream connections pgwarden holds at most (sessions, analysis, revocation listener, checks); 0 derives it at startup from the server\'s max_connections, reserved slots and connections already in use; a value above that is lowered to it' },
 
+  { key: 'limits.decisionCacheBytes', type: 'bytes', default: 64 * 1024 * 1024, min: 1024 * 1024, max: 16 * 1024 ** 3, doc: 'memory the decision cache may hold, statement texts (its keys) included, beside its 10,000 entries; least recently used decisions go first' },
   { key: 'limits.maxSessionsPerSub', type: 'integer', default: 50, min: 0, doc: 'live sessions one token subject may hold; 0 means no limit' },
   { key: 'limits.maxSessionsPerAgent', type: 'integer', default: 100, min: 0, doc: 'live sessions one agent may hold; 0 means no limit' },
 

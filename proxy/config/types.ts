@@ -68,6 +68,8 @@ export interface LimitsConfig {
   cancelRequestsPerMinute?: number;
   /** Upstream connections pgwarden holds at most; 0 = derived from the server at startup; absent = no cap (hand-built configs). */
   maxUpstreamConnections?: number;
+  /** Bytes the decision cache may hold (keys included); absent = 64 MiB (hand-built configs). */
+  decisionCacheBytes?: number;
 }
 
 export interface Config {

@@ -101,6 +101,7 @@ describe('the documented example', () => {
       loginFailuresPerMinute: 30,
       cancelRequestsPerMinute: 60,
       maxUpstreamConnections: 0,
+      decisionCacheBytes: 64 * 1024 * 1024,
     });
     expect(config.log).toEqual({ level: 'info' });
   });
