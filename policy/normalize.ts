@@ -209,10 +209,11 @@ export class DecisionCache {
     const size = decisionBytes(d);
     const bySql = this.exact.get(sql);
     if (bySql !== undefined) {
-      bySql.set(prefix, entry);
-      // Set again so the LRU counts the added decision.
-      this.decisionSizes.set(bySql, (this.decisionSizes.get(bySql) ?? 0) + size);
-      this.exact.set(sql, bySql);
+      // A new map under the same key, so the LRU counts the added decision (it keeps the size of a value set again).
+      const m = new Map(bySql);
+      m.set(prefix, entry);
+      this.decisionSizes.set(m, (this.decisionSizes.get(bySql) ?? 0) + size);
+      this.exact.set(sql, m);
     } else {
       const m = new Map([[prefix, entry]]);
       this.decisionSizes.set(m, size);

@@ -3,6 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initParser } from '../../../policy/parser.ts';
 import { DecisionCache } from '../../../policy/normalize.ts';
 import { literalShape } from '../../../policy/literals.ts';
+import { evaluateWithFacts } from '../../../policy/evaluate.ts';
 
 /** The normalised part of the cache key. */
 const cacheKeyFor = (sql: string): string | undefined => literalShape(sql)?.key;
@@ -143,5 +144,51 @@ describe('DecisionCache', () => {
     const again = c.decide(sql, 'simple', s(), CATALOG, 1);
     expect(again).toBe(first);
     expect(c.stats.misses).toBe(before.misses);
+  });
+});
+
+describe('DecisionCache byte bound', () => {
+  const s = () => sessionFor(ROLES.analyst);
+  const long = (i: number) => `SELECT id FROM orders WHERE note = '${String(i).padStart(6, '0')}${'x'.repeat(100 * 1024)}'`;
+
+  it('holds at most maxBytes, statement texts included: the least recently used go first', () => {
+    const budget = 1024 * 1024;
+    const c = new DecisionCache({ maxBytes: budget });
+    for (let i = 0; i < 20; i++) c.decide(long(i), 'simple', s(), CATALOG, 1);
+    // Each entry costs at least its key (2 bytes per character, ~200 KiB): three quarters of 1 MiB holds 3.
+    expect(c.bytes).toBeLessThanOrEqual(budget);
+    expect(c.size).toBeLessThan(20);
+    expect(c.size).toBeGreaterThan(0);
+    const misses = c.stats.misses;
+    c.decide(long(19), 'simple', s(), CATALOG, 1);
+    expect(c.stats.misses).toBe(misses);
+    c.decide(long(0), 'simple', s(), CATALOG, 1);
+    expect(c.stats.misses).toBe(misses + 1);
+  });
+
+  it('counts every decision a text holds (several roles under one key)', () => {
+    const c = new DecisionCache({ maxBytes: 8 * 1024 * 1024 });
+    const sql = long(1);
+    c.decide(sql, 'simple', s(), CATALOG, 1);
+    const one = c.bytes;
+    c.decide(sql, 'simple', sessionFor(ROLES.writer), CATALOG, 1);
+    expect(c.bytes).toBeGreaterThan(one);
+    expect(c.bytes).toBeLessThan(2 * one);
+  });
+
+  it('a decision made elsewhere under an older catalog snapshot is not stored (probe, then store)', () => {
+    const c = new DecisionCache();
+    const sql = 'SELECT id FROM orders';
+    const p = c.probe(sql, 'simple', s(), CATALOG, 1);
+    expect(p.hit).toBe(false);
+    // The store swaps in a new snapshot while the decision is being made on a worker.
+    const other = makeCatalog();
+    expect(c.probe('SELECT 1', 'simple', s(), other, 1).hit).toBe(false);
+    if (!p.hit) c.store(p.miss, evaluateWithFacts(sql, 'simple', s(), CATALOG, 1));
+    expect(c.probe(sql, 'simple', s(), other, 1).hit).toBe(false);
+    // Under the current snapshot it is.
+    const q = c.probe(sql, 'simple', s(), other, 1);
+    if (!q.hit) c.store(q.miss, evaluateWithFacts(sql, 'simple', s(), other, 1));
+    expect(c.probe(sql, 'simple', s(), other, 1).hit).toBe(true);
   });
 });
