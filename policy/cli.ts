@@ -1,6 +1,8 @@
 // Text output of the `pgwarden policy …` commands, as pure functions the CLI prints (no process.exit, no logging).
 import { compilePolicy, formatIssue, loadPolicyFile, quoteIdent } from './load.ts';
-import type { RelationPattern, RolePolicy } from './types.ts';
+import { holdCursorLimit } from './evaluate.ts';
+import { idleInTransactionTimeoutMs } from './settings.ts';
+import type { RelationPattern, RoleBudget, RolePolicy } from './types.ts';
 
 function pattern(p: RelationPattern): string {
   return `${quoteIdent(p.schema)}.${p.name === '*' ? '*' : quoteIdent(p.name)}`;
@@ -28,12 +30,24 @@ export function describeRole(r: RolePolicy): string[] {
   const limits = [
     r.maxRows === undefined ? 'no row cap' : `maxRows ${r.maxRows} (${r.onRowCap})`,
     r.statementTimeout === undefined ? 'no statement timeout' : `statementTimeout ${durationText(r.statementTimeout)}`,
+    `idleInTransactionTimeout ${durationText(idleInTransactionTimeoutMs(r))}`,
+    `holdCursors ${holdCursorLimit(r)}`,
     `catalog ${r.catalog}`,
     `searchPath ${r.searchPath.map(quoteIdent).join(', ') || '(empty)'}`,
   ];
   if (r.dbRole !== undefined) limits.push(`dbRole ${quoteIdent(r.dbRole)}`);
   lines.push(`  ${limits.join('; ')}`);
+  if (r.budget !== undefined) lines.push(`  budget per ${r.budget.per}: ${budgetText(r.budget)}`);
   return lines;
+}
+
+function budgetText(b: RoleBudget): string {
+  const parts: string[] = [];
+  if (b.statementsPerMinute !== undefined) parts.push(`${b.statementsPerMinute} statements/min`);
+  if (b.rowsPerMinute !== undefined) parts.push(`${b.rowsPerMinute} rows/min`);
+  if (b.bytesPerMinute !== undefined) parts.push(`${b.bytesPerMinute} bytes/min`);
+  if (b.concurrentStatements !== undefined) parts.push(`${b.concurrentStatements} concurrent statements`);
+  return parts.join(', ') || '(no limits)';
 }
 
 /** `pgwarden policy check FILE`: every issue with its path and line, or a summary of each role; ok=false means exit non-zero. */

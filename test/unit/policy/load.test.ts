@@ -351,7 +351,20 @@ describe('files and policy check', () => {
     expect(r.ok).toBe(true);
     expect(r.output).toMatch(/OK, 1 role/);
     expect(r.output).toContain('denied columns of public.customers: ssn');
-    expect(r.output).toContain('maxRows 100 (truncate); statementTimeout 5s');
+    expect(r.output).toContain('maxRows 100 (truncate); statementTimeout 5s; idleInTransactionTimeout 1m; holdCursors 0');
+  });
+
+  it('policy check shows hold cursors, idle-in-transaction timeout and budget as they will apply', async () => {
+    const file = path.join(dir, 'budget.yaml');
+    writeFileSync(
+      file,
+      'roles:\n  etl:\n    readOnly: false\n    relations: [public.orders]\n    write: { statements: [insert], relations: [public.orders] }\n' +
+        '    idleInTransactionTimeout: 15s\n    holdCursors: 5\n    budget: { per: agent, statementsPerMinute: 600, concurrentStatements: 4 }\n',
+    );
+    const r = await policyCheck(file);
+    expect(r.ok, r.output).toBe(true);
+    expect(r.output).toContain('idleInTransactionTimeout 15s; holdCursors 5');
+    expect(r.output).toContain('budget per agent: 600 statements/min, 4 concurrent statements');
   });
 });
 
