@@ -8,7 +8,7 @@ import { ProxyError, toClientError } from '../errors.ts';
 import { SqlState } from '../sqlstate.ts';
 import type { Identity, TokenVerifier } from '../auth/jwt.ts';
 import { MAX_PASSWORD_MESSAGE_LENGTH } from '../auth/jwt.ts';
-import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
+import type { Decision, RoleBudget, RolePolicy, SessionView } from '../../policy/types.ts';
 import { BackendType, FrontendType } from '../wire/codes.ts';
 import { MessageFramer, isPart, type Frame, type FramePart, type StartupMessage } from '../wire/framer.ts';
 import {
@@ -359,6 +359,9 @@ export class Session {
   private budgetAccount: BudgetAccount | undefined;
   /** Statements of this session in flight that were counted against a budget; the account's `running` holds one slot while any are. */
   private budgetRunning = 0;
+  /** The role's budget under policy version `budgetVersion`. */
+  private budget: RoleBudget | undefined;
+  private budgetVersion = -1;
 
   constructor(
     socket: net.Socket,
@@ -1076,7 +1079,13 @@ export class Session {
     const identity = this.identity;
     const name = this.role?.name;
     if (ledger === undefined || identity === undefined || name === undefined) return undefined;
-    const budget = this.deps.gate.role(name)?.budget;
+    // The role as the policy in force defines it, looked up once per policy version (this runs per statement).
+    const version = this.deps.gate.version;
+    if (version !== this.budgetVersion) {
+      this.budgetVersion = version;
+      this.budget = this.deps.gate.role(name)?.budget;
+    }
+    const budget = this.budget;
     if (budget === undefined) return undefined;
     const account = ledger.account(name, budget, identity);
     if (account !== this.budgetAccount) {

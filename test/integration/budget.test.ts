@@ -1,4 +1,5 @@
 // Per-agent budgets end to end: each kind refuses with 53400 and a retry hint, the refused statement never reaches the database, counting is shared across sessions, and the session stays usable.
+import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { connectPg, pgError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
@@ -185,6 +186,24 @@ describe('concurrentStatements (per agent)', () => {
     } finally {
       await su.query('ROLLBACK').catch(() => {});
       await Promise.all([a.end(), b.end(), su.end()]);
+    }
+  });
+});
+
+describe('reloads', () => {
+  it('a budget added by a reload applies from the next statement of a session already open', async () => {
+    writeFileSync(tp.policyFile, `${POLICY}  later:\n    readOnly: true\n    relations: [public.orders]\n`);
+    await tp.proxy.reload();
+    const a = await as('later', 'agent-l');
+    try {
+      for (let i = 0; i < 5; i++) await a.query('SELECT 1');
+      writeFileSync(tp.policyFile, `${POLICY}  later:\n    readOnly: true\n    relations: [public.orders]\n    budget: { per: agent, statementsPerMinute: 2 }\n`);
+      await tp.proxy.reload();
+      await a.query('SELECT 1');
+      await a.query('SELECT 2');
+      expect((await pgError(() => a.query('SELECT 3'))).code).toBe('53400');
+    } finally {
+      await a.end();
     }
   });
 });
