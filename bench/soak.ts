@@ -640,7 +640,9 @@ async function main(): Promise<number> {
     });
     const revoked = targets.filter((t) => t.revokedAt !== undefined);
     const liveRevoked = revoked.filter((t) => t.liveAtRevocation);
-    const notEnded = liveRevoked.filter((t) => t.endedAt === undefined || t.endCode !== '57P01');
+    // Every revoked identity's session must end: a live one with 57P01, one logging in at that moment by a refusal
+    // (or, if the login won the race, by 57P01 once admitted): a session that never ended outlived its revocation.
+    const notEnded = revoked.filter((t) => t.endedAt === undefined || (t.liveAtRevocation && t.endCode !== '57P01'));
     const endDelays = liveRevoked.filter((t) => t.endedAt !== undefined).map((t) => (t.endedAt as number) - (t.revokedAt as number));
     checks.push({
       name: 'every revoked session ended (57P01)',

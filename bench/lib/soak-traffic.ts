@@ -155,7 +155,7 @@ interface PgSession {
   close(): void;
 }
 
-/** Connects a pg client (inside the login slots), tracking the error that ends it; undefined with the error code on failure. */
+/** Connects a pg client (inside the login slots), tracking the error that ends it; on failure, the refusal's code and message. */
 async function openPg(ctx: SoakContext, password: Password, appName: string, localAddress?: string, queryTimeoutMs?: number): Promise<PgSession | { error: string; message: string }> {
   const client = pgClient(ctx, password, appName, localAddress, queryTimeoutMs);
   const s: PgSession = {
