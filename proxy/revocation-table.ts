@@ -183,6 +183,8 @@ export interface TableRevocationStats {
 const FULL_READ_BUDGET = 1;
 /** A full read after the first waits this many times each page's duration before the next page (a 25 % duty cycle). */
 const FULL_READ_PACE = 3;
+/** Longest pause between two pages of a paced full read (a page slowed by a busy database must not stall it for long). */
+const MAX_PAUSE_MS = 1_000;
 /** A full read asked for by a notification waits until full reads have taken at most this share of the time. */
 const FULL_READ_SHARE = 0.1;
 
@@ -467,6 +469,8 @@ export class TableRevocations implements RevocationSource {
         else if (this.#wantIncremental) await this.#incrementalRead(client);
         else return;
       } catch (err) {
+        // Closed, or already replaced by a new connection: nothing to report.
+        if (this.#closed || this.#client !== client) return;
         // A failed read on a live-looking connection means it is not live: drop it and reconnect.
         this.#log('warn', 'revocation table read failed', { error: err instanceof Error ? err.message : String(err) });
         this.#lost(client, err instanceof Error ? err : new Error(String(err)));
@@ -546,7 +550,11 @@ export class TableRevocations implements RevocationSource {
           after = last;
           // After the first read, a full read is paced: the index in force answers meanwhile, and sessions keep most
           // of the CPU (this process's and the database's) however large the table.
-          if (notify) await new Promise((r) => setTimeout(r, FULL_READ_PACE * (performance.now() - pageStarted)));
+          if (notify) {
+            await new Promise((r) => setTimeout(r, Math.min(MAX_PAUSE_MS, FULL_READ_PACE * (performance.now() - pageStarted))));
+            // Closed or reconnected during the pause: this read is over (the new connection makes its own).
+            if (this.#closed || this.#client !== client) throw new Error('revocation table listener closed or reconnected during a full read');
+          }
           // A revocation inserted meanwhile is enforced now, not after the last page.
           if (this.#wantIncremental && this.#hasXid && this.#watermark !== undefined) await this.#incrementalRead(client);
         }

@@ -197,6 +197,22 @@ describe('full reads', () => {
   });
 });
 
+describe('closing', () => {
+  it('close() during a paced full read ends it at the next page without a warning, and removes nothing', async () => {
+    await admin.query(`INSERT INTO ${T} (jti) SELECT 'c-' || g FROM generate_series(1, 3000) g`);
+    const logs: string[] = [];
+    const src = await start({ pageSize: 10, log: (level, msg) => level !== 'info' && logs.push(msg) });
+    // 300 pages, each followed by a pause: the second full read is still running 50 ms in.
+    const reading = src.reload();
+    await new Promise((r) => setTimeout(r, 50));
+    await src.close();
+    await reading;
+    expect(src.stats.fullReads).toBe(1);
+    expect(src.size).toBe(3000);
+    expect(logs).toEqual([]);
+  });
+});
+
 describe('a table created by an older pgwarden', () => {
   it('is read in full on every notification until migrated; REVOCATION_TABLE_SQL migrates it and reads become incremental', async () => {
     const logs: string[] = [];
