@@ -1,6 +1,9 @@
 // Revocations at scale: a million entries in the upstream table and in a JSON Lines file — load time, heap and event-loop delay while loading; insert → enforced latency; what a NOTIFY storm costs a running pgwarden (login and statement throughput, event-loop delay).
 //
-//   node --expose-gc --import tsx bench/revocation.ts [--entries N] [--storm-seconds S] [--rounds R] [--quick] [--limit-minutes M]
+//   node --expose-gc --import tsx bench/revocation.ts [--entries N] [--storm-seconds S] [--rounds R] [--quick] [--limit-minutes M] [--write]
+//
+// Prints its Markdown; --write also puts it in bench/RESULTS.md as the section "Revocations at scale" (replacing the
+// previous one, or before "Reproduce").
 //
 // One PostgreSQL from npm on loopback. Part 1 runs each source alone in this process (gc before and after, so the heap
 // figure is the source's own). Part 2 runs pgwarden in a child process with both sources and the Kubernetes manifest's
@@ -21,6 +24,7 @@ import type { Config } from '../proxy/config/types.ts';
 import { freePort, startPostgres, type EmbeddedPostgres } from '../proxy/embedded/postgres.ts';
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from '../proxy/embedded/sample.ts';
 import { mintToken } from '../proxy/auth/mint.ts';
+import { isMain } from './lib/tools.ts';
 import { REVOCATION_TABLE_SQL, TableRevocations } from '../proxy/revocation-table.ts';
 import { revoke, RevocationList } from '../proxy/revocation.ts';
 
@@ -79,6 +83,7 @@ function memory(): { heapMb: number; rssMb: number } {
 // The parent
 
 interface Options {
+  write: boolean;
   entries: number;
   stormSeconds: number;
   /** The three load phases run interleaved this many times; the table shows each phase's median. */
@@ -93,6 +98,7 @@ function parseOptions(argv: string[]): Options {
   };
   const quick = argv.includes('--quick');
   return {
+    write: argv.includes('--write'),
     entries: Number(val('--entries') ?? (quick ? 100_000 : 1_000_000)),
     stormSeconds: Number(val('--storm-seconds') ?? (quick ? 3 : 10)),
     rounds: Number(val('--rounds') ?? (quick ? 1 : 3)),
@@ -452,14 +458,36 @@ async function main(): Promise<void> {
       );
     }
     md.push('');
+    const command = `node --expose-gc --import tsx bench/revocation.ts${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}`;
+    md.unshift(`Measured on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`${command.replace(' --write', '')}\` (${os.availableParallelism()} cores, shared with everything else on the machine):`, '');
     process.stdout.write(`${md.join('\n')}\n`);
+    if (opts.write) writeResultsSection(md.join('\n'));
   } finally {
     clearTimeout(limit);
     await cleanup();
   }
 }
 
-if (process.argv.includes('--serve')) {
+/** Puts `body` in bench/RESULTS.md as "## Revocations at scale", replacing that section or adding it before "## Reproduce". */
+export function writeResultsSection(body: string, file = path.join(here, 'RESULTS.md')): void {
+  const heading = '## Revocations at scale';
+  const section = `${heading}\n\n${body.trim()}\n\n`;
+  const text = readFileSync(file, 'utf8');
+  const at = text.indexOf(`${heading}\n`);
+  let next: string;
+  if (at >= 0) {
+    const end = text.indexOf('\n## ', at + heading.length);
+    next = text.slice(0, at) + section + (end >= 0 ? text.slice(end + 1) : '');
+  } else {
+    const reproduce = text.indexOf('## Reproduce');
+    next = reproduce >= 0 ? text.slice(0, reproduce) + section + text.slice(reproduce) : `${text.trimEnd()}\n\n${section}`;
+  }
+  writeFileSync(file, next);
+}
+
+if (!isMain(import.meta.url)) {
+  // Imported (writeResultsSection): nothing runs.
+} else if (process.argv.includes('--serve')) {
   const i = process.argv.indexOf('--serve');
   serve(process.argv[i + 1] ?? '').catch((err: unknown) => {
     process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
