@@ -13,7 +13,7 @@
 // error was not one the traffic class expects. Loopback only; every process it starts is ended by pid, also on
 // failure, on SIGINT/SIGTERM and at --limit-minutes.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,9 +25,8 @@ import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from '../proxy
 import { mintToken } from '../proxy/auth/mint.ts';
 import { revoke } from '../proxy/revocation.ts';
 import { benchConfig } from './lib/pgwarden-config.ts';
-import type { MemoryFigures } from './lib/connections.ts';
-import type { SoakServerSpec } from './lib/soak-server.ts';
-import { errorTable, latencyTable, latencyTimeline, rssSvg, type Marker, type RssSample } from './lib/soak-report.ts';
+import { startSoakServer, type SoakServer, type SoakServerSpec } from './lib/soak-server.ts';
+import { busiestWindow, errorTable, latencyTable, latencyTimeline, readAudit, reloadDurations, rssSvg, type Marker, type RssSample } from './lib/soak-report.ts';
 import { percentile } from './lib/timing.ts';
 import {
   cappedRead,
@@ -53,7 +52,7 @@ import {
   type RevocationTarget,
   type SoakContext,
 } from './lib/soak-traffic.ts';
-import { cpuSeconds, endStartedChildren, firstLine, machineInfo, procStatusKb, startedChildren, track } from './lib/tools.ts';
+import { cpuSeconds, endStartedChildren, firstLine, machineInfo, procStatusKb, startedChildren } from './lib/tools.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
@@ -174,86 +173,6 @@ function writeAtomically(file: string, text: string): void {
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   writeFileSync(tmp, text);
   renameSync(tmp, file);
-}
-
-interface SoakServer {
-  port: number;
-  metricsPort: number;
-  pid: number;
-  gc(): Promise<MemoryFigures | undefined>;
-  stderr(): string;
-  exited(): boolean;
-  stop(): Promise<void>;
-}
-
-async function startSoakServer(specFile: string): Promise<SoakServer> {
-  const child: ChildProcessWithoutNullStreams = track(
-    spawn(process.execPath, ['--expose-gc', '--import', 'tsx', path.join(here, 'lib', 'soak-server.ts'), specFile], {
-      cwd: repo,
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, NODE_ENV: 'production' },
-    }),
-  );
-  let stderr = '';
-  let out = '';
-  let exited = false;
-  child.once('exit', () => (exited = true));
-  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-4000)));
-  const gcWaiters: ((m: MemoryFigures | undefined) => void)[] = [];
-  child.stdout.on('data', (d: Buffer) => {
-    out = (out + d.toString('utf8')).slice(-4096);
-    for (let m = /GC (\{[^\n]*\})\n/.exec(out); m; m = /GC (\{[^\n]*\})\n/.exec(out)) {
-      out = out.replace(m[0], '');
-      let fig: MemoryFigures | undefined;
-      try {
-        fig = JSON.parse(m[1] ?? '') as MemoryFigures;
-      } catch {
-        fig = undefined;
-      }
-      gcWaiters.shift()?.(fig);
-    }
-  });
-  const [port, metricsPort] = await new Promise<[number, number]>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`pgwarden did not report READY within 60 s; stderr: ${stderr.trim()}`)), 60_000);
-    const onData = () => {
-      const m = /READY (\d+) (\d+)/.exec(out);
-      if (!m) return;
-      clearTimeout(t);
-      child.stdout.off('data', onData);
-      resolve([Number(m[1]), Number(m[2])]);
-    };
-    child.stdout.on('data', onData);
-    child.once('exit', (code, sig) => {
-      clearTimeout(t);
-      reject(new Error(`pgwarden exited during startup (code ${code}, signal ${sig}): ${stderr.trim()}`));
-    });
-  });
-  return {
-    port,
-    metricsPort,
-    pid: child.pid ?? -1,
-    stderr: () => stderr,
-    exited: () => exited,
-    async gc() {
-      if (exited) return undefined;
-      return await new Promise<MemoryFigures | undefined>((resolve) => {
-        const t = setTimeout(() => resolve(undefined), 5_000);
-        gcWaiters.push((m) => {
-          clearTimeout(t);
-          resolve(m);
-        });
-        child.stdin.write('gc\n');
-      });
-    },
-    async stop() {
-      if (exited || child.pid === undefined) return;
-      const done = new Promise<void>((r) => child.once('exit', () => r()));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 12_000);
-      await done;
-      clearTimeout(t);
-    },
-  };
 }
 
 /** One gauge or counter value from pgwarden's /metrics (summed over label sets), or undefined. */
@@ -655,35 +574,16 @@ async function main(): Promise<number> {
       ok: (revoked.length > 0 || targets.length === 0) && badRelogin.length === 0,
       detail: `${revoked.length - badRelogin.length} of ${revoked.length} refused${badRelogin.length ? `; others: ${badRelogin.map((t) => `${t.kind} → ${t.reloginCode ?? 'not tried'}`).join(', ')}` : ''}`,
     });
-    let auditText = '';
-    try {
-      auditText = readFileSync(spec.auditFile, 'utf8');
-    } catch (err) {
-      notes.push(`The audit trail could not be read: ${err instanceof Error ? err.message : String(err)}`);
-    }
-    const audit = auditText.split('\n').filter(Boolean);
-    const events = new Map<string, number>();
-    let allow = 0;
-    let deny = 0;
-    let fileReloads = 0;
-    for (const line of audit) {
-      try {
-        const e = JSON.parse(line) as { event?: string; decision?: string; reason?: string };
-        if (e.event === 'policy_reload' && e.reason === 'file') fileReloads++;
-        events.set(e.event ?? '?', (events.get(e.event ?? '?') ?? 0) + 1);
-        if (e.event === 'statement' && e.decision === 'allow') allow++;
-        if (e.event === 'statement' && e.decision === 'deny') deny++;
-      } catch {
-        events.set('unparsable', (events.get('unparsable') ?? 0) + 1);
-      }
-    }
+    const audit = readAudit(spec.auditFile);
+    if (audit.error) notes.push(`The audit trail could not be read: ${audit.error}`);
+    const { events, allow, deny, fileReloads } = audit;
     const statementsOk = rec.counters.get('statements ok') ?? 0;
     const refused = rec.counters.get('statements refused (42501)') ?? 0;
     const ends = events.get('statement_end') ?? 0;
     checks.push({
       name: 'audit trail: a statement_end for every statement a client saw succeed, a deny for every 42501',
       ok: ends >= statementsOk && deny >= refused && (events.get('audit_gap') ?? 0) === 0,
-      detail: `${audit.length.toLocaleString('en-US')} lines: ${[...events].sort().map(([k, v]) => `${k} ${v.toLocaleString('en-US')}`).join(', ')} (statement: ${allow.toLocaleString('en-US')} allow, ${deny.toLocaleString('en-US')} deny); clients saw ${statementsOk.toLocaleString('en-US')} statements succeed and ${refused.toLocaleString('en-US')} refused with 42501`,
+      detail: `${audit.lines.toLocaleString('en-US')} lines: ${[...events].sort().map(([k, v]) => `${k} ${v.toLocaleString('en-US')}`).join(', ')} (statement: ${allow.toLocaleString('en-US')} allow, ${deny.toLocaleString('en-US')} deny); clients saw ${statementsOk.toLocaleString('en-US')} statements succeed and ${refused.toLocaleString('en-US')} refused with 42501`,
     });
     checks.push({
       name: 'the audit trail records every revocation',
@@ -691,17 +591,7 @@ async function main(): Promise<number> {
       detail: `${events.get('revocation') ?? 0} revocation events for ${revoked.length} revocations`,
     });
     // pgwarden's own account of each reload's duration (read file, compile, read the catalog, swap), from its log.
-    const reloadMs: number[] = [];
-    try {
-      for (const line of readFileSync(spec.logFile, 'utf8').split('\n')) {
-        if (!line.includes('"policy reloaded"')) continue;
-        const e = JSON.parse(line) as { reason?: string; ms?: number };
-        if (e.reason === 'file' && typeof e.ms === 'number') reloadMs.push(e.ms);
-      }
-    } catch {
-      // no log: the figure is left out
-    }
-    reloadMs.sort((a, b) => a - b);
+    const reloadMs = reloadDurations(spec.logFile);
     const applied = reloads.filter((r) => r.appliedMs !== undefined);
     const applyMs = applied.map((r) => r.appliedMs as number).sort((a, b) => a - b);
     checks.push({
@@ -715,14 +605,7 @@ async function main(): Promise<number> {
       detail: `${crashed ? `${crashed}; ` : ''}SELECT 1 through a new session: ${finalQuery}`,
     });
     // Any 58 s of the client's clock lies within one 60 s window of pgwarden's one-second buckets.
-    const busiest = runawayOk.map((ts) => {
-      let best = 0;
-      for (let a = 0, b = 0; b < ts.length; b++) {
-        while ((ts[b] as number) - (ts[a] as number) >= 58_000) a++;
-        best = Math.max(best, b - a + 1);
-      }
-      return best;
-    });
+    const busiest = runawayOk.map((ts) => busiestWindow(ts, 58_000));
     const budgetRefusals = [...rec.errors.values()].filter((e) => e.cls === 'runaway agent (budget)' && e.code === '53400').reduce((a, e) => a + e.count, 0);
     checks.push({
       name: `runaway agents stay within their budget (${RUNAWAY_BUDGET} statements a minute; the rest 53400)`,

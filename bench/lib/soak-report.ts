@@ -1,5 +1,6 @@
-// The soak's report pieces: latency percentiles per traffic class, errors by SQLSTATE, and the RSS-over-time SVG
-// (hand-written like report.ts's tpsSvg; no dependency).
+// The soak's report pieces: latency percentiles per traffic class, errors by SQLSTATE, the RSS-over-time SVG
+// (hand-written like report.ts's tpsSvg; no dependency), and what pgwarden's audit trail and log say about the run.
+import { readFileSync } from 'node:fs';
 import type { ErrorCount, Recorder } from './soak-traffic.ts';
 import { percentile } from './timing.ts';
 
@@ -151,4 +152,74 @@ export function rssSvg(samples: RssSample[], markers: Marker[], latency: Latency
   }
   out.push('</svg>');
   return out.join('\n') + '\n';
+}
+
+export interface AuditSummary {
+  lines: number;
+  /** Lines per `event`. */
+  events: Map<string, number>;
+  /** `statement` events by decision. */
+  allow: number;
+  deny: number;
+  /** `policy_reload` events with reason `file`. */
+  fileReloads: number;
+  error?: string;
+}
+
+/** Counts the audit trail's events (one JSON object per line). */
+export function readAudit(file: string): AuditSummary {
+  const out: AuditSummary = { lines: 0, events: new Map(), allow: 0, deny: 0, fileReloads: 0 };
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    return { ...out, error: err instanceof Error ? err.message : String(err) };
+  }
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    out.lines++;
+    let e: { event?: string; decision?: string; reason?: string };
+    try {
+      e = JSON.parse(line) as typeof e;
+    } catch {
+      e = { event: 'unparsable' };
+    }
+    const ev = e.event ?? '?';
+    out.events.set(ev, (out.events.get(ev) ?? 0) + 1);
+    if (ev === 'statement' && e.decision === 'allow') out.allow++;
+    if (ev === 'statement' && e.decision === 'deny') out.deny++;
+    if (ev === 'policy_reload' && e.reason === 'file') out.fileReloads++;
+  }
+  return out;
+}
+
+/** How long each file-triggered policy reload took by pgwarden's own log ("policy reloaded", ms), sorted; [] without a log. */
+export function reloadDurations(logFile: string): number[] {
+  const out: number[] = [];
+  let text = '';
+  try {
+    text = readFileSync(logFile, 'utf8');
+  } catch {
+    return out;
+  }
+  for (const line of text.split('\n')) {
+    if (!line.includes('"policy reloaded"')) continue;
+    try {
+      const e = JSON.parse(line) as { reason?: string; ms?: number };
+      if (e.reason === 'file' && typeof e.ms === 'number') out.push(e.ms);
+    } catch {
+      // a line cut by a crash: skipped
+    }
+  }
+  return out.sort((a, b) => a - b);
+}
+
+/** The most timestamps (ms, ascending) that fall within any `windowMs` span. */
+export function busiestWindow(ts: readonly number[], windowMs: number): number {
+  let best = 0;
+  for (let a = 0, b = 0; b < ts.length; b++) {
+    while ((ts[b] as number) - (ts[a] as number) >= windowMs) a++;
+    best = Math.max(best, b - a + 1);
+  }
+  return best;
 }

@@ -1,16 +1,23 @@
 // pgwarden as its own process for the soak benchmark: bench/pgwarden-server.ts's lifecycle plus what the soak needs
-// (policy and revocation files watched, the admin /metrics listener, session limits), from a JSON spec bench/soak.ts wrote.
+// (policy and revocation files watched, the admin /metrics listener, production limits), from a JSON spec
+// bench/soak.ts wrote; and startSoakServer, the parent's side (READY, "gc" answers, stop by pid).
 //
 //   node --expose-gc --import tsx bench/lib/soak-server.ts <spec.json>
 //
 // Prints "READY <port> <metricsPort>"; answers a "gc" line on stdin with "GC <process.memoryUsage() JSON>"; exits on
 // SIGTERM/SIGINT, when its stdin closes (its parent went away, even by SIGKILL), or at spec.maxLifetimeMs.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { createProxy } from '../../proxy/index.ts';
 import type { Config } from '../../proxy/config/types.ts';
 import { benchConfig, type PgwardenSpec } from './pgwarden-config.ts';
-import { isMain } from './tools.ts';
+import type { MemoryFigures } from './connections.ts';
+import { isMain, track } from './tools.ts';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export interface SoakServerSpec extends PgwardenSpec {
   revocationFile: string;
@@ -86,5 +93,87 @@ async function main(): Promise<void> {
   process.stdout.write(`READY ${proxy.port} ${proxy.metricsPort ?? 0}\n`);
 }
 
-// Imported for soakConfig by the parent; runs only as the child's entry point.
+/** The running pgwarden child, as the soak's parent sees it. */
+export interface SoakServer {
+  port: number;
+  metricsPort: number;
+  pid: number;
+  gc(): Promise<MemoryFigures | undefined>;
+  stderr(): string;
+  exited(): boolean;
+  stop(): Promise<void>;
+}
+
+/** Starts this file as a child (--expose-gc) with `specFile`; resolves at its READY line. Tracked, so it is ended by pid. */
+export async function startSoakServer(specFile: string): Promise<SoakServer> {
+  const child: ChildProcessWithoutNullStreams = track(
+    spawn(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), specFile], {
+      cwd: repo,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, NODE_ENV: 'production' },
+    }),
+  );
+  let stderr = '';
+  let out = '';
+  let exited = false;
+  child.once('exit', () => (exited = true));
+  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-4000)));
+  const gcWaiters: ((m: MemoryFigures | undefined) => void)[] = [];
+  child.stdout.on('data', (d: Buffer) => {
+    out = (out + d.toString('utf8')).slice(-4096);
+    for (let m = /GC (\{[^\n]*\})\n/.exec(out); m; m = /GC (\{[^\n]*\})\n/.exec(out)) {
+      out = out.replace(m[0], '');
+      let fig: MemoryFigures | undefined;
+      try {
+        fig = JSON.parse(m[1] ?? '') as MemoryFigures;
+      } catch {
+        fig = undefined;
+      }
+      gcWaiters.shift()?.(fig);
+    }
+  });
+  const [port, metricsPort] = await new Promise<[number, number]>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`pgwarden did not report READY within 60 s; stderr: ${stderr.trim()}`)), 60_000);
+    const onData = () => {
+      const m = /READY (\d+) (\d+)/.exec(out);
+      if (!m) return;
+      clearTimeout(t);
+      child.stdout.off('data', onData);
+      resolve([Number(m[1]), Number(m[2])]);
+    };
+    child.stdout.on('data', onData);
+    child.once('exit', (code, sig) => {
+      clearTimeout(t);
+      reject(new Error(`pgwarden exited during startup (code ${code}, signal ${sig}): ${stderr.trim()}`));
+    });
+  });
+  return {
+    port,
+    metricsPort,
+    pid: child.pid ?? -1,
+    stderr: () => stderr,
+    exited: () => exited,
+    async gc() {
+      if (exited) return undefined;
+      return await new Promise<MemoryFigures | undefined>((resolve) => {
+        const t = setTimeout(() => resolve(undefined), 5_000);
+        gcWaiters.push((m) => {
+          clearTimeout(t);
+          resolve(m);
+        });
+        child.stdin.write('gc\n');
+      });
+    },
+    async stop() {
+      if (exited || child.pid === undefined) return;
+      const done = new Promise<void>((r) => child.once('exit', () => r()));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 12_000);
+      await done;
+      clearTimeout(t);
+    },
+  };
+}
+
+// Imported by the parent for startSoakServer; runs only as the child's entry point.
 if (isMain(import.meta.url)) await main();
