@@ -1,6 +1,7 @@
 // Hostile statements vs. everybody else: while 4 sessions send distinct ~1 MiB hostile statements back to back, another session's `SELECT 1` latency and pgwarden's RSS.
 //
-//   node --import tsx bench/hostile.ts [--seconds 20] [--baseline-seconds 3] [--settle-seconds 5] [--sessions 4] [--limit-minutes 4]
+//   node --import tsx bench/hostile.ts [--seconds 20] [--baseline-seconds 3] [--settle-seconds 10] [--sessions 4] [--limit-minutes 4]
+//                                     [--bytes N] [--malloc-arena-max 2] [--profile [--profile-dir D]]
 //
 // Shapes (issue 12): nested parentheses, a long SELECT list, a `1+1+…` operator chain, a huge string literal, many
 // statements in one Query, and an extended-protocol Parse of a long operator chain. Every statement differs from
@@ -31,6 +32,8 @@ interface Options {
   bytes: number;
   /** Write V8 CPU profiles of pgwarden (and its worker threads) into this directory. */
   profileDir: string | undefined;
+  /** MALLOC_ARENA_MAX for pgwarden (as the Docker image sets it), or undefined for glibc's default. */
+  arenaMax: string | undefined;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -47,6 +50,7 @@ function parseArgs(argv: string[]): Options {
     // Under limits.maxMessageSize (1 MiB, which counts the message header too) and the parser's 1 MiB cap.
     bytes: Number(val('--bytes') ?? 1024 * 1024 - 64),
     profileDir: argv.includes('--profile') ? path.resolve(val('--profile-dir') ?? 'bench/profiles') : undefined,
+    arenaMax: val('--malloc-arena-max'),
   };
 }
 
@@ -143,7 +147,7 @@ async function main(): Promise<void> {
     await superQuery('postgres', `CREATE DATABASE ${SAMPLE_DATABASE}`);
     await superQuery(SAMPLE_DATABASE, sampleSchemaSql(upstreamPassword));
     await superQuery(SAMPLE_DATABASE, `${PGBENCH_DDL}\nGRANT SELECT ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO ${SAMPLE_UPSTREAM_USER};`);
-    warden = await startPgwardenProcess({ dir: work, pgsrv, upstreamPassword, policyYaml: BENCH_POLICY_YAML, maxClients: 100, limitMs: opts.limitMs, nodeArgs: opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`] : [] });
+    warden = await startPgwardenProcess({ dir: work, pgsrv, upstreamPassword, policyYaml: BENCH_POLICY_YAML, maxClients: 100, limitMs: opts.limitMs, nodeArgs: opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`] : [], env: opts.arenaMax ? { MALLOC_ARENA_MAX: opts.arenaMax } : {} });
     const w = warden;
     log(`pgwarden on port ${w.port} (pid ${w.pid})`);
     const connect = async (agent: string): Promise<pg.Client> => {

@@ -36,6 +36,8 @@ export async function startPgwardenProcess(opts: {
   maxClients: number;
   limitMs: number;
   nodeArgs?: string[];
+  /** Extra environment variables for pgwarden only (e.g. MALLOC_ARENA_MAX). */
+  env?: Record<string, string>;
 }): Promise<PgwardenProcess> {
   const { dir, pgsrv } = opts;
   const secretFile = path.join(dir, 'jwt-secret');
@@ -61,7 +63,7 @@ export async function startPgwardenProcess(opts: {
     spawn(process.execPath, ['--expose-gc', ...(opts.nodeArgs ?? []), '--import', 'tsx', path.join(repo, 'bench', 'pgwarden-server.ts'), specFile], {
       cwd: repo,
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, NODE_ENV: 'production' },
+      env: { ...process.env, NODE_ENV: 'production', ...opts.env },
     }),
   );
   let stderr = '';
