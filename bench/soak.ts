@@ -2,16 +2,18 @@
 // process, with policy reloads and revocations, reporting RSS over time, latency per traffic class, errors by
 // SQLSTATE, and that nothing was lost.
 //
-//   node --import tsx bench/soak.ts [--sessions 200] [--seconds 300] [--out DIR] [--think-ms 400] [--limit-minutes N]
+//   node --import tsx bench/soak.ts [--sessions 200] [--seconds 300] [--out DIR] [--think-ms 400] [--without CLASSES]
+//                                   [--reload-every 10] [--cancel-rate 250] [--keep] [--limit-minutes N]
 //
 // Starts a throwaway PostgreSQL and pgwarden (bench/lib/soak-server.ts, its own process, --expose-gc), sets up
 // soak_ledger (what writers insert) and soak_big (wider than any row cap), then runs --sessions client sessions for
 // --seconds (bench/lib/soak-traffic.ts); meanwhile rewrites the policy file every 10 s (alternately an irrelevant
 // change and the readers' row cap) and revokes a few sessions by jti, sub or agent through the revocation file.
 // Writes DIR/soak.md and DIR/rss.svg (bench/SOAK.md and bench/soak-rss.svg when DIR is bench/). Exits 1 when an
-// acknowledged insert is missing, the canary changed, a revoked session lived on, the audit trail is short, or any
-// error was not one the traffic class expects. Loopback only; every process it starts is ended by pid, also on
-// failure, on SIGINT/SIGTERM and at --limit-minutes.
+// acknowledged insert is missing or a refused write arrived, the canary changed, a revoked session lived on or its
+// identity logged in again, the audit trail is short, the last policy rewrite is not in force, a runaway agent ran
+// past its budget, pgwarden crashed, or any error was not one its traffic class expects. Loopback only; every process
+// it starts is ended by pid, also on failure, on SIGINT/SIGTERM and at --limit-minutes.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -87,7 +89,7 @@ function parseArgs(argv: string[]): Options {
     return v;
   };
   const sessions = Math.floor(num('--sessions', 200));
-  if (sessions < 14) throw new Error('--sessions must be at least 14 (one per traffic class)');
+  if (sessions < MIX.length + 1) throw new Error(`--sessions must be at least ${MIX.length + 1} (one per traffic class)`);
   const seconds = num('--seconds', 300);
   const without = new Set((val('--without') ?? '').split(',').map((x) => x.trim()).filter(Boolean));
   for (const w of without) if (!MIX_KEYS.includes(w)) throw new Error(`--without: unknown class ${w} (classes: ${MIX_KEYS.join(', ')})`);
@@ -328,7 +330,7 @@ async function main(): Promise<number> {
     const auth = benchConfig(spec).auth;
     log(`pgwarden on port ${srv.port} (pid ${srv.pid}), admin listener on ${srv.metricsPort}`);
 
-    // Warm-up: one session of each role, so lazily loaded code and the catalog are in the baseline.
+    // Warm-up: one reader session, so lazily loaded code and the catalog are in the baseline (and the row cap holds).
     {
       const token = await mintToken(auth, { sub: 'soak-warmup', role: 'soak_reader' }, 60_000);
       const c = new pg.Client({ host: '127.0.0.1', port: srv.port, user: 'soak', database: SAMPLE_DATABASE, password: token });
