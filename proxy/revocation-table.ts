@@ -11,8 +11,8 @@
 // A NOTIFY from anyone costs at most an incremental read: notifications only set flags, one read runs at a time,
 // reads are spaced, and full reads asked for by a notification come from a small budget refilled at a rate that
 // keeps them under a tenth of the time. A full read pages through the table by primary key, yielding to the event
-// loop between pages (after the first read, pausing three times each page's duration), and the index in force keeps
-// answering until the read sweeps what it did not see.
+// loop between pages (scheduled and notification-asked ones pausing three times each page's duration), and the
+// index in force keeps answering until the read sweeps what it did not see.
 //
 // Staleness: while the connection is down the last list read stays in force (fail closed for what is known) and
 // revocations made meanwhile are seen on reconnect; health() exports that state for metrics and readiness.
@@ -181,7 +181,7 @@ export interface TableRevocationStats {
 }
 
 const FULL_READ_BUDGET = 1;
-/** A full read after the first waits this many times each page's duration before the next page (a 25 % duty cycle). */
+/** A paced full read waits this many times each page's duration before the next page (a 25 % duty cycle). */
 const FULL_READ_PACE = 3;
 /** Longest pause between two pages of a paced full read (a page slowed by a busy database must not stall it for long). */
 const MAX_PAUSE_MS = 1_000;
@@ -209,7 +209,8 @@ export class TableRevocations implements RevocationSource {
   /** Snapshot xmin of the last incremental (or first full) read: the next incremental read starts there. */
   #watermark: string | undefined;
   #wantIncremental = false;
-  #wantFull: 'forced' | 'asked' | undefined;
+  /** A full read wanted: 'now' (SIGHUP), 'scheduled' (paced), 'asked' by a notification (budgeted, paced). */
+  #wantFull: 'now' | 'scheduled' | 'asked' | undefined;
   #fullWaiters: (() => void)[] = [];
   #pumping: Promise<void> | undefined;
   #lastReadEnd = 0;
@@ -293,7 +294,7 @@ export class TableRevocations implements RevocationSource {
     if (this.#closed || !this.#client) return Promise.resolve();
     return new Promise<void>((resolve) => {
       this.#fullWaiters.push(resolve);
-      this.#wantFull = 'forced';
+      this.#wantFull = 'now';
       this.#kick();
     });
   }
@@ -343,6 +344,8 @@ export class TableRevocations implements RevocationSource {
       // LISTEN first, then read: a change committed between the two is either in the read or NOTIFYs us. Whatever
       // happened while disconnected is in this full read; incremental reads continue from its snapshot.
       this.#watermark = undefined;
+      // Not paced: the list in force may be missing what changed while disconnected. At open there are no listeners
+      // yet; on reconnect they hear what changed meanwhile, so live sessions revoked meanwhile are ended.
       await this.#fullRead(client, false);
       if (this.#closed) {
         await client.end().catch(() => {});
@@ -421,7 +424,7 @@ export class TableRevocations implements RevocationSource {
     if (this.#fullTimer) clearTimeout(this.#fullTimer);
     this.#fullTimer = setTimeout(() => {
       this.#fullTimer = undefined;
-      this.#wantFull = 'forced';
+      if (this.#wantFull !== 'now') this.#wantFull = 'scheduled';
       this.#kick();
     }, full);
     this.#fullTimer.unref();
@@ -433,7 +436,7 @@ export class TableRevocations implements RevocationSource {
     this.#pumping = this.#pump().finally(() => {
       this.#pumping = undefined;
       // A flag set while the loop was finishing (after its last check) starts it again.
-      if ((this.#wantIncremental || this.#wantFull === 'forced') && this.#client && !this.#closed) this.#kick();
+      if ((this.#wantIncremental || this.#wantFull === 'now' || this.#wantFull === 'scheduled') && this.#client && !this.#closed) this.#kick();
     });
   }
 
@@ -445,7 +448,8 @@ export class TableRevocations implements RevocationSource {
       const wait = this.#lastReadEnd + (this.#opts.minReadIntervalMs ?? 50) - Date.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       if (this.#client !== client || this.#closed) return;
-      let full = this.#wantFull === 'forced';
+      let full = this.#wantFull === 'now' || this.#wantFull === 'scheduled';
+      const paced = this.#wantFull !== 'now';
       if (!full && this.#wantFull === 'asked') {
         if (this.#budget > 0) {
           this.#budget--;
@@ -465,7 +469,7 @@ export class TableRevocations implements RevocationSource {
         }
       }
       try {
-        if (full) await this.#fullRead(client, true);
+        if (full) await this.#fullRead(client, paced);
         else if (this.#wantIncremental) await this.#incrementalRead(client);
         else return;
       } catch (err) {
@@ -509,9 +513,9 @@ export class TableRevocations implements RevocationSource {
   /**
    * Reads every row, page by page in primary-key order (each page its own statement, so notifications and
    * incremental reads interleave), marking what it sees; then sweeps what it did not see and what has expired.
-   * `notify`: tell listeners what changed (not for the first read at open).
+   * `paced`: pause between pages (scheduled and notification-asked reads; not at connect or on SIGHUP).
    */
-  async #fullRead(client: pg.Client, notify: boolean): Promise<void> {
+  async #fullRead(client: pg.Client, paced: boolean): Promise<void> {
     const started = performance.now();
     this.#wantFull = undefined;
     const waiters = this.#fullWaiters;
@@ -548,9 +552,9 @@ export class TableRevocations implements RevocationSource {
           busyMs += performance.now() - pageStarted;
           if (n < size || last === null) break;
           after = last;
-          // After the first read, a full read is paced: the index in force answers meanwhile, and sessions keep most
-          // of the CPU (this process's and the database's) however large the table.
-          if (notify) {
+          // Scheduled and notification-asked reads are paced: the index in force answers meanwhile, and sessions keep
+          // most of the CPU (this process's and the database's) however large the table.
+          if (paced) {
             await new Promise((r) => setTimeout(r, Math.min(MAX_PAUSE_MS, FULL_READ_PACE * (performance.now() - pageStarted))));
             // Closed or reconnected during the pause: this read is over (the new connection makes its own).
             if (this.#closed || this.#client !== client) throw new Error('revocation table listener closed or reconnected during a full read');
@@ -566,7 +570,7 @@ export class TableRevocations implements RevocationSource {
       // The refill interval of the notification budget scales with the work a full read takes, pauses excluded.
       this.#lastFullMs = this.#hasId ? busyMs : performance.now() - started;
       this.#scheduleFull();
-      if (notify && (added.count > 0 || removed.count > 0)) emitChange(this.#listeners, this.#log, 'table', this.#index.size, added, removed);
+      if (added.count > 0 || removed.count > 0) emitChange(this.#listeners, this.#log, 'table', this.#index.size, added, removed);
     } finally {
       if (!ok) {
         this.#index.abandonFullRead(gen);

@@ -202,11 +202,11 @@ describe('closing', () => {
     await admin.query(`INSERT INTO ${T} (jti) SELECT 'c-' || g FROM generate_series(1, 3000) g`);
     const logs: string[] = [];
     const src = await start({ pageSize: 10, log: (level, msg) => level !== 'info' && logs.push(msg) });
-    // 300 pages, each followed by a pause: the second full read is still running 50 ms in.
-    const reading = src.reload();
+    // A DELETE payload asks for a (paced) full read: 300 pages, each followed by a pause; still running 50 ms in.
+    await admin.query(`NOTIFY ${CHANNEL}, 'DELETE'`);
+    await until(() => src.stats.notifications === 1, 2_000);
     await new Promise((r) => setTimeout(r, 50));
     await src.close();
-    await reading;
     expect(src.stats.fullReads).toBe(1);
     expect(src.size).toBe(3000);
     expect(logs).toEqual([]);
@@ -266,13 +266,19 @@ describe('listener health', () => {
       await new Promise((r) => setTimeout(r, 20));
       expect(revocationListenerNotReady([src], Date.now(), 10)).toMatch(/revocation table listener down for/);
       expect(revocationListenerNotReady([src], Date.now(), 60_000)).toBeUndefined();
-      // The last list stays in force while down.
+      // The last list stays in force while down; a revocation made meanwhile is told to listeners on reconnect (so
+      // live sessions it names are ended), although no NOTIFY reached this listener.
       expect(src.size).toBe(0);
+      await admin.query(`INSERT INTO ${T} (agent, reason) VALUES ('while-down', 'runaway')`);
     } finally {
       await admin.query('ALTER ROLE pgwarden LOGIN');
     }
+    const changes: RevocationChange[] = [];
+    src.onChange((c) => changes.push(c));
     await until(() => src.connected, 5_000);
     expect(await up()).toBe('1');
+    expect(src.match(id({ agent: 'while-down' }))).toEqual({ reason: 'runaway' });
+    expect(changes).toEqual([{ source: 'table', entries: 1, added: [{ agent: 'while-down', reason: 'runaway' }], removed: [] }]);
     expect(revocationListenerNotReady([src], Date.now(), 0)).toBeUndefined();
   });
 });
