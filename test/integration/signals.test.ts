@@ -1,5 +1,5 @@
 // pgwarden serve as a child process: a burst of SIGHUPs is one or two reloads and keeps PREPAREd statements; SIGTERM drains and exits in time.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -228,4 +228,43 @@ describe('SIGTERM', () => {
       await su.end();
     }
   }, 60_000);
+});
+
+describe('refusing to start', () => {
+  /** Runs `pgwarden serve` with `yaml` as its config (in the test directory) and returns how it ended. */
+  function serve(yaml: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stderr: string }> {
+    const file = path.join(dir, 'refused.yaml');
+    writeFileSync(file, yaml);
+    return new Promise((resolve) => {
+      execFile('node', [BIN, 'serve', '--config', file], { env: { ...process.env, ...env }, timeout: 30_000 }, (err, _out, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr });
+      });
+    });
+  }
+  const base = (extra: string) => `listen: { host: 127.0.0.1, port: 0 }
+auth: { issuer: pgwarden-dev, audience: pgwarden, algorithms: [HS256], secretFile: ./jwt-secret, maxTokenLifetime: 15m }
+policyFile: ./policy.yaml
+audit: { destination: ./audit-refused.jsonl }
+${extra}`;
+
+  it('a configured revocation file that is missing stops the process: revocations never vanish on restart', async () => {
+    const r = await serve(base(`upstream: { host: 127.0.0.1, port: ${fwd.port}, database: ${SAMPLE_DATABASE}, user: pgwarden, passwordFile: ./upstream-password }
+revocation: { file: ./gone.yaml }
+`));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/gone\.yaml/);
+    expect(r.stderr).toMatch(/does not exist/);
+  }, 40_000);
+
+  it('a password placed in upstream.passwordEnv is not echoed in the error', async () => {
+    const pasted = 'S3cr3t-Passw0rd!';
+    const r = await serve(base(`upstream: { host: 127.0.0.1, port: ${fwd.port}, database: ${SAMPLE_DATABASE}, user: pgwarden, passwordEnv: "${pasted}" }\n`));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/upstream\.passwordEnv/);
+    expect(r.stderr).not.toContain(pasted);
+    const nameShaped = 'Tr0ub4dorAndThree';
+    const r2 = await serve(base(`upstream: { host: 127.0.0.1, port: ${fwd.port}, database: ${SAMPLE_DATABASE}, user: pgwarden, passwordEnv: ${nameShaped} }\n`));
+    expect(r2.code).toBe(1);
+    expect(r2.stderr).not.toContain(nameShaped);
+  }, 40_000);
 });
