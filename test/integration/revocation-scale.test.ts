@@ -8,6 +8,7 @@ import type { Identity } from '../../proxy/auth/jwt.ts';
 import { createMetrics, registerRevocationMetrics } from '../../proxy/metrics.ts';
 import { REVOCATION_TABLE_SQL, revocationListenerNotReady, TableRevocations, type TableRevocationsOptions } from '../../proxy/revocation-table.ts';
 import type { RevocationChange } from '../../proxy/revocation.ts';
+import { startTestProxy } from '../helpers/proxy.ts';
 import { until } from '../helpers/until.ts';
 
 // Its own schema and channel: other revocation test files may run at the same time.
@@ -280,5 +281,32 @@ describe('listener health', () => {
     expect(src.match(id({ agent: 'while-down' }))).toEqual({ reason: 'runaway' });
     expect(changes).toEqual([{ source: 'table', entries: 1, added: [{ agent: 'while-down', reason: 'runaway' }], removed: [] }]);
     expect(revocationListenerNotReady([src], Date.now(), 0)).toBeUndefined();
+  });
+});
+
+describe('wired into pgwarden', () => {
+  it('/metrics exports both sources\' state and reads, and /readyz is ready with the listener up', async () => {
+    const tp = await startTestProxy({
+      config: {
+        metrics: { host: '127.0.0.1', port: 0 },
+        revocation: { file: undefined, table: { schema: SCHEMA, name: TABLE, channel: CHANNEL, refreshMs: 30_000 } },
+      },
+    });
+    try {
+      await admin.query(`INSERT INTO ${T} (sub) VALUES ('wired')`);
+      await until(() => tp.proxy.revocations.match(id({ sub: 'wired' })) !== undefined, 2_000);
+      const port = tp.proxy.metricsPort;
+      expect(port).toBeGreaterThan(0);
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(text).toMatch(/^pgwarden_revocation_listener_up\{source="table"\} 1$/m);
+      expect(text).toMatch(/^pgwarden_revocation_entries\{source="table"\} 1$/m);
+      expect(text).toMatch(/^pgwarden_revocation_reads_total\{source="table",kind="full",result="ok"\} 1$/m);
+      expect(text).toMatch(/^pgwarden_revocation_reads_total\{source="table",kind="incremental",result="ok"\} [1-9]\d*$/m);
+      expect(text).toMatch(/^pgwarden_revocation_notifications_total [1-9]\d*$/m);
+      const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+      expect(ready.status).toBe(200);
+    } finally {
+      await tp.close();
+    }
   });
 });
