@@ -373,7 +373,13 @@ export class Session {
     this.log = deps.log.child({ sessionId: this.id });
     // Until login only a PasswordMessage is expected: capped at the longest token, not limits.maxMessageSize (raised
     // in login). A startup-shaped packet after the startup phase starts with 0x00 and is refused at its first byte.
-    this.framer = new MessageFramer({ maxMessageSize: MAX_PASSWORD_MESSAGE_LENGTH, validTypes: Object.values(FrontendType) });
+    // CopyData (COPY FROM STDIN) is relayed unchanged: past STREAM_THRESHOLD it streams through in parts, never
+    // assembled; it is still held to the same length limit as every other message.
+    this.framer = new MessageFramer({
+      maxMessageSize: MAX_PASSWORD_MESSAGE_LENGTH,
+      validTypes: Object.values(FrontendType),
+      stream: { types: [FrontendType.CopyData], threshold: STREAM_THRESHOLD, maxSize: MAX_PASSWORD_MESSAGE_LENGTH },
+    });
     socket.setNoDelay(true);
     this.attachClient(socket);
     this.handshakeTimer = setTimeout(() => {
@@ -509,8 +515,9 @@ export class Session {
           if (!msg) return;
           this.onStartupMessage(msg);
         } else if (this.phase === Phase.Authenticating) {
-          const frame = this.framer.next();
+          const frame = this.framer.nextPart();
           if (!frame) return;
+          if (isPart(frame)) throw new ProxyError('ERR_PROTOCOL', `expected a password message, got message type ${frame.type}`);
           this.onPassword(frame);
         } else if (this.phase === Phase.Ready) {
           this.relayClientFrames();
@@ -650,7 +657,7 @@ export class Session {
         return;
       }
       this.upstream = up;
-      this.framer.setMaxMessageSize(config.limits.maxMessageSize);
+      this.framer.setMaxMessageSize(config.limits.maxMessageSize, config.limits.maxMessageSize);
       this.onUpstreamReady(up);
     } catch (err) {
       const e = toClientError(err);
@@ -1162,7 +1169,14 @@ export class Session {
     // messages in one segment); then that chunk is written as received instead of a concatenation of its views.
     let verbatim = true;
     let bytes = 0;
-    for (let frame = this.framer.next(); frame; frame = this.framer.next()) {
+    for (let frame = this.framer.nextPart(); frame; frame = this.framer.nextPart()) {
+      if (isPart(frame)) {
+        // A large CopyData, passed on as it arrives (as whole ones are; Postgres ignores it outside COPY FROM STDIN).
+        out.push(frame.bytes);
+        bytes += frame.bytes.length;
+        verbatim = false;
+        continue;
+      }
       // A stamped setting changed and the session is idle outside a transaction: end it instead of running more.
       if (this.stampChange !== undefined && out.length === 0 && this.endIfIdle()) return;
       // Shutting down: no new statement starts (an open extended-protocol batch may complete); the session ends when idle.
@@ -1597,6 +1611,8 @@ export class Session {
     const tracker = this.tracker;
     if (this.closed || up === undefined || tracker === undefined || this.phase !== Phase.Ready || this.upstreamCheck !== undefined) return;
     if (tracker.busy || tracker.txStatus !== 'I' || this.holding || this.framer.buffered > 0 || this.drainError !== undefined) return;
+    // Not while reading the upstream is paused (a client slow to read its last result): an answer could not be seen.
+    if (up.socket.isPaused() || this.socket.writableLength > 0) return;
     let answered = false;
     const onAnswer = (): void => {
       answered = true;

@@ -106,7 +106,7 @@ export class MessageFramer {
   /** 1 at each streamed type byte, or null when nothing is streamed. */
   private readonly streamTypes: Uint8Array | null = null;
   private readonly streamThreshold: number = 0;
-  private readonly streamMax: number = 0;
+  private streamMax: number = 0;
   /** While a message is being streamed: its type, length field, and bytes not yet returned (0: none in progress). */
   private streamType = 0;
   private streamLength = 0;
@@ -140,8 +140,9 @@ export class MessageFramer {
    * Changes the largest accepted length field from the next message on: a session caps what an unauthenticated
    * client may send tightly, and raises the cap to limits.maxMessageSize once it is logged in.
    */
-  setMaxMessageSize(max: number): void {
+  setMaxMessageSize(max: number, streamedMax?: number): void {
     this.maxMessageSize = checkedMax(max);
+    if (streamedMax !== undefined) this.streamMax = checkedMax(streamedMax);
   }
 
   /** Bytes held that no next()/nextStartup() has returned yet. */

@@ -2,12 +2,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_RETAINED_SQL } from '../../proxy/session/session.ts';
 import { RawClient, bind, closeMessage, errorCode, execute, flush, parse, query, sync } from '../helpers/raw-client.ts';
-import { startTestProxy, type TestProxy } from '../helpers/proxy.ts';
+import postgres from 'postgres';
+import { startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
 
 const POLICY = `roles:
   bulk:
     readOnly: true
     relations: [public.orders]
+  loader:
+    readOnly: false
+    relations: [public.canary]
+    write: { statements: [copy_from], relations: [public.canary] }
+    catalog: introspection
 `;
 
 let tp: TestProxy;
@@ -71,4 +77,27 @@ describe('per-session memory of named objects', () => {
       c.close();
     }
   });
+
+  it('COPY FROM STDIN: a CopyData message of 900 kB streams through in parts and the row arrives intact', async () => {
+    const sql = postgres({ host: '127.0.0.1', port: tp.proxy.port, user: 'alice', database: 'app', pass: await tp.token({ role: 'loader' }), max: 1, onnotice: () => {} });
+    const su = await superClient();
+    try {
+      const note = Array.from({ length: 90_000 }, (_, i) => String(i % 10_000).padStart(10, '.')).join('');
+      const w = await sql`COPY public.canary (id, note) FROM STDIN`.writable();
+      await new Promise<void>((resolve, reject) => {
+        w.on('error', reject);
+        w.on('finish', resolve);
+        // One write is one CopyData message of ~900 kB.
+        w.write(`9300\t${note}\n`);
+        w.end();
+      });
+      const r = await su.query('SELECT note FROM public.canary WHERE id = 9300');
+      expect(r.rows[0]?.note).toBe(note);
+    } finally {
+      await su.query('DELETE FROM public.canary WHERE id = 9300').catch(() => {});
+      await su.end();
+      await sql.end();
+    }
+  });
 });
+
