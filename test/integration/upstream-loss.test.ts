@@ -46,7 +46,8 @@ async function session(): Promise<{ c: pg.Client; pair: ForwardedPair; error: Pr
   fwd.setNewConnections('forward');
   const before = fwd.pairs.length;
   const c = await connectPg(tp);
-  const error = new Promise<Error & { code?: string }>((resolve) => c.once('error', resolve));
+  // Kept attached: after the FATAL the driver also reports the closed connection, which must not go unhandled.
+  const error = new Promise<Error & { code?: string }>((resolve) => c.on('error', resolve));
   // The login opened exactly one upstream connection: the session's own (the catalog and analysis connections are older).
   expect(fwd.pairs.length).toBe(before + 1);
   const pair = fwd.pairs[before] as ForwardedPair;
