@@ -13,7 +13,7 @@
 // worker thread (the yaml library needs seconds and a lot of memory for 100k entries, none of it on the loop) and
 // its entries are then indexed in chunks. The old index answers until the new one is complete.
 import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -671,6 +671,10 @@ export async function revoke(file: string, entry: RevocationEntry): Promise<Revo
   const target = path.resolve(file);
   const release = await acquireLock(target);
   try {
+    if (isJsonLines(target)) {
+      await appendLine(target, checked.entry);
+      return checked.entry;
+    }
     let text: string | undefined;
     let mode = 0o644;
     try {
@@ -678,10 +682,6 @@ export async function revoke(file: string, entry: RevocationEntry): Promise<Revo
       mode = statSync(target).mode & 0o777;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
-    if (isJsonLines(target)) {
-      appendLine(target, text, checked.entry, mode);
-      return checked.entry;
     }
     const isJson = target.toLowerCase().endsWith('.json');
     let next: string;
@@ -711,13 +711,33 @@ export async function revoke(file: string, entry: RevocationEntry): Promise<Revo
  * bytes. Refuses a file that is invalid now: the proxies keep their last good list while it is, so the new line would
  * not be enforced either.
  */
-function appendLine(target: string, text: string | undefined, entry: RevocationEntry, mode: number): void {
-  if (text !== undefined) {
-    const parsed = parseRevocationLines(text);
-    if (!parsed.ok) throw new RevocationFileError(target, parsed.issues.slice(0, MAX_ISSUES));
+async function appendLine(target: string, entry: RevocationEntry): Promise<void> {
+  let mode = 0o644;
+  let sep = '';
+  let size = -1;
+  try {
+    const st = statSync(target);
+    mode = st.mode & 0o777;
+    size = st.size;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  // A hand-written last line without a newline would otherwise be joined to this one.
-  const sep = text !== undefined && text.length > 0 && !text.endsWith('\n') ? '\n' : '';
+  if (size >= 0) {
+    // The proxies' own reader decides: the same verdict they will reach, at the same cost (chunked, fast path).
+    const read = await readLinesFile(target, undefined);
+    if (read.kind === 'invalid') throw new RevocationFileError(target, read.issues);
+  }
+  if (size > 0) {
+    // A hand-written last line without a newline would otherwise be joined to this one.
+    const fd = openSync(target, 'r');
+    try {
+      const last = Buffer.alloc(1);
+      readSync(fd, last, 0, 1, size - 1);
+      if (last[0] !== 0x0a) sep = '\n';
+    } finally {
+      closeSync(fd);
+    }
+  }
   const fd = openSync(target, 'a', mode);
   try {
     writeSync(fd, `${sep}${JSON.stringify(entry)}\n`);
