@@ -28,7 +28,7 @@ import { mintToken } from '../proxy/auth/mint.ts';
 import { revoke } from '../proxy/revocation.ts';
 import { benchConfig } from './lib/pgwarden-config.ts';
 import { startSoakServer, type SoakServer, type SoakServerSpec } from './lib/soak-server.ts';
-import { busiestWindow, errorTable, latencyTable, latencyTimeline, readAudit, reloadDurations, rssSvg, type Marker, type RssSample } from './lib/soak-report.ts';
+import { errorTable, latencyTable, latencyTimeline, mostWithin, readAudit, reloadDurations, rssSvg, type Marker, type RssSample } from './lib/soak-report.ts';
 import { percentile } from './lib/timing.ts';
 import {
   cappedRead,
@@ -203,7 +203,11 @@ function postgresCpuSeconds(postmaster: number): number {
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // utime, stime, cutime, cstime: fields 14-17 (1-based), 11-14 in `rest`.
     total += (Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14])) / 100;
-    for (const pid of readFileSync(`/proc/${postmaster}/task/${postmaster}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) total += cpuSeconds(Number(pid));
+    for (const pid of readFileSync(`/proc/${postmaster}/task/${postmaster}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) {
+      // A backend that exits between the listing and the read is counted in cutime/cstime instead, later.
+      const c = cpuSeconds(Number(pid));
+      if (Number.isFinite(c)) total += c;
+    }
   } catch {
     return NaN;
   }
@@ -403,9 +407,9 @@ async function main(): Promise<number> {
     for (let i = 0; i < n('cancel'); i++) spawnWorker('hostile cancel flood', () => hostileCancelFlood(ctx, opts.cancelRate));
     for (let i = 0; i < n('slow'); i++) spawnWorker('hostile slow reader', () => slowReader(ctx, i, opts.slowPauseMs));
     for (let i = 0; i < n('hog'); i++) spawnWorker('hostile session hog', () => sessionHog(ctx, i, spec.maxSessionsPerSub));
-    const runawayOk: number[][] = [];
+    const runawayOk: [number, number][][] = [];
     for (let i = 0; i < n('runaway'); i++) {
-      const ok: number[] = [];
+      const ok: [number, number][] = [];
       runawayOk.push(ok);
       spawnWorker('runaway', () => runaway(ctx, i, 'soak_runaway', ok));
     }
@@ -606,14 +610,15 @@ async function main(): Promise<number> {
       ok: crashed === undefined && finalQuery.startsWith('ok'),
       detail: `${crashed ? `${crashed}; ` : ''}SELECT 1 through a new session: ${finalQuery}`,
     });
-    // Any 58 s of the client's clock lies within one 60 s window of pgwarden's one-second buckets.
-    const busiest = runawayOk.map((ts) => busiestWindow(ts, 58_000));
+    // pgwarden counted each statement at some moment between its send and its result; statements whose sends and
+    // results all lie within 59 s fell into one of its 60-second windows of one-second buckets, whatever the delays.
+    const busiest = runawayOk.map((ts) => mostWithin(ts, 59_000));
     const budgetRefusals = [...rec.errors.values()].filter((e) => e.cls === 'runaway agent (budget)' && e.code === '53400').reduce((a, e) => a + e.count, 0);
     checks.push({
       name: `runaway agents stay within their budget (${RUNAWAY_BUDGET} statements a minute; the rest 53400)`,
       ok: busiest.every((b) => b <= RUNAWAY_BUDGET) && (runawayOk.length === 0 || opts.seconds < 60 || budgetRefusals > 0),
       detail: runawayOk.length
-        ? `${runawayOk.length} agent(s): ${runawayOk.map((ts, k) => `${ts.length} statements ran, at most ${busiest[k]} in any 58 s`).join('; ')}; ${budgetRefusals.toLocaleString('en-US')} refused with 53400`
+        ? `${runawayOk.length} agent(s): ${runawayOk.map((ts, k) => `${ts.length} statements ran, at most ${busiest[k]} certainly within one minute window`).join('; ')}; ${budgetRefusals.toLocaleString('en-US')} refused with 53400`
         : 'not run (--without runaway)',
     });
     const unexpected = rec.unexpected();

@@ -214,11 +214,14 @@ export function reloadDurations(logFile: string): number[] {
   return out.sort((a, b) => a - b);
 }
 
-/** The most timestamps (ms, ascending) that fall within any `windowMs` span. */
-export function busiestWindow(ts: readonly number[], windowMs: number): number {
+/**
+ * The most of a sequential client's statements ([sent, answered] ms, in order, each answered before the next is
+ * sent) that certainly happened within `windowMs` of each other: the first's send to the last's answer is shorter.
+ */
+export function mostWithin(statements: readonly (readonly [number, number])[], windowMs: number): number {
   let best = 0;
-  for (let a = 0, b = 0; b < ts.length; b++) {
-    while ((ts[b] as number) - (ts[a] as number) >= windowMs) a++;
+  for (let a = 0, b = 0; b < statements.length; b++) {
+    while (a <= b && (statements[b] as readonly [number, number])[1] - (statements[a] as readonly [number, number])[0] >= windowMs) a++;
     best = Math.max(best, b - a + 1);
   }
   return best;

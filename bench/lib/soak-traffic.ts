@@ -746,14 +746,15 @@ export async function sessionHog(ctx: SoakContext, i: number, limit: number): Pr
 }
 
 /**
- * A runaway agent: SELECT 1 in a tight loop under a role with a budget of `perMinute` statements. Statements past
- * the budget are refused with 53400; the successes' times are kept to check that no minute held more than the budget.
+ * A runaway agent: SELECT 1 in a tight loop under a role with a per-minute statement budget. Statements past the
+ * budget are refused with 53400; each success's send and answer times are kept to check no minute held more.
  */
-export async function runaway(ctx: SoakContext, i: number, role: string, successes: number[]): Promise<void> {
+export async function runaway(ctx: SoakContext, i: number, role: string, successes: [number, number][]): Promise<void> {
   const cls = 'runaway agent (budget)';
   return pgLoop(ctx, cls, { sub: `soak-runaway-${i}`, role, agent: `soak-runaway-${i}` }, async (c) => {
+    const sent = Date.now();
     const r = await timed(ctx, cls, new Set(['53400']), () => c.query('SELECT 1'), `${cls} (any answer)`);
-    if (r.ok) successes.push(Date.now());
+    if (r.ok) successes.push([sent, Date.now()]);
     await sleep(Math.min(r.ok ? 10 : 50, ctx.stopAt - Date.now()));
   }, false);
 }
