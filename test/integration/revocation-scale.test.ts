@@ -250,32 +250,28 @@ describe('a table created by an older pgwarden', () => {
 
 describe('listener health', () => {
   it('pgwarden_revocation_listener_up goes to 0 when the backend is terminated and back to 1 on reconnect', async () => {
-    const src = await start();
+    // Reconnects wait 0.5–1 s: long enough to observe the down state and to commit a revocation meanwhile.
+    const src = await start({ minBackoffMs: 1_000, maxBackoffMs: 1_000 });
     const metrics = createMetrics({ collectDefault: false });
     const onRead = registerRevocationMetrics(metrics, () => [src.health()]);
     onRead({ source: 'table', kind: 'full', ok: true, ms: 1 });
     const up = async () => /^pgwarden_revocation_listener_up\{source="table"\} (\d)$/m.exec(await metrics.registry.metrics())?.[1];
     expect(await up()).toBe('1');
     expect(revocationListenerNotReady([src], Date.now(), 0)).toBeUndefined();
-    // Hold reconnects off long enough to observe the down state: the database refuses the role meanwhile.
-    await admin.query('ALTER ROLE pgwarden NOLOGIN');
-    try {
-      const killed = await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [APP]);
-      expect(killed.rows.length).toBe(1);
-      await until(() => !src.connected, 2_000);
-      expect(await up()).toBe('0');
-      await new Promise((r) => setTimeout(r, 20));
-      expect(revocationListenerNotReady([src], Date.now(), 10)).toMatch(/revocation table listener down for/);
-      expect(revocationListenerNotReady([src], Date.now(), 60_000)).toBeUndefined();
-      // The last list stays in force while down; a revocation made meanwhile is told to listeners on reconnect (so
-      // live sessions it names are ended), although no NOTIFY reached this listener.
-      expect(src.size).toBe(0);
-      await admin.query(`INSERT INTO ${T} (agent, reason) VALUES ('while-down', 'runaway')`);
-    } finally {
-      await admin.query('ALTER ROLE pgwarden LOGIN');
-    }
     const changes: RevocationChange[] = [];
+    const killed = await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [APP]);
+    expect(killed.rows.length).toBe(1);
+    await until(() => !src.connected, 2_000);
+    // The last list stays in force while down; a revocation made meanwhile is told to listeners on reconnect (so
+    // live sessions it names are ended), although no NOTIFY reached this listener.
+    await admin.query(`INSERT INTO ${T} (agent, reason) VALUES ('while-down', 'runaway')`);
     src.onChange((c) => changes.push(c));
+    expect(await up()).toBe('0');
+    expect(src.connected).toBe(false);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(revocationListenerNotReady([src], Date.now(), 10)).toMatch(/revocation table listener down for/);
+    expect(revocationListenerNotReady([src], Date.now(), 60_000)).toBeUndefined();
+    expect(src.size).toBe(0);
     await until(() => src.connected, 5_000);
     expect(await up()).toBe('1');
     expect(src.match(id({ agent: 'while-down' }))).toEqual({ reason: 'runaway' });
@@ -300,7 +296,8 @@ describe('wired into pgwarden', () => {
       const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
       expect(text).toMatch(/^pgwarden_revocation_listener_up\{source="table"\} 1$/m);
       expect(text).toMatch(/^pgwarden_revocation_entries\{source="table"\} 1$/m);
-      expect(text).toMatch(/^pgwarden_revocation_reads_total\{source="table",kind="full",result="ok"\} 1$/m);
+      // At least one: another test file may terminate every 'pgwarden:revocations' backend, causing a reconnect.
+      expect(text).toMatch(/^pgwarden_revocation_reads_total\{source="table",kind="full",result="ok"\} [1-9]\d*$/m);
       expect(text).toMatch(/^pgwarden_revocation_reads_total\{source="table",kind="incremental",result="ok"\} [1-9]\d*$/m);
       expect(text).toMatch(/^pgwarden_revocation_notifications_total [1-9]\d*$/m);
       const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
