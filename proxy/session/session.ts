@@ -1610,7 +1610,9 @@ export class Session {
     const up = this.upstream;
     const tracker = this.tracker;
     if (this.closed || up === undefined || tracker === undefined || this.phase !== Phase.Ready || this.upstreamCheck !== undefined) return;
-    if (tracker.busy || tracker.txStatus !== 'I' || this.holding || this.framer.buffered > 0 || this.drainError !== undefined) return;
+    if (tracker.busy) return this.checkRunning(up.socket, tracker.atBatchBoundary, timeoutMs);
+    this.quiet = undefined;
+    if (tracker.txStatus !== 'I' || this.holding || this.framer.buffered > 0 || this.drainError !== undefined) return;
     // Not while reading the upstream is paused (a client slow to read its last result): an answer could not be seen.
     if (up.socket.isPaused() || this.socket.writableLength > 0) return;
     // Not while reading the upstream is paused (a client slow to read its last result): an answer could not be seen.
@@ -1630,6 +1632,32 @@ export class Session {
       this.fail(new ProxyError('ERR_UPSTREAM', `the upstream connection was lost: no answer to a check within ${timeoutMs} ms`, { hint: 'reconnect; if it keeps happening, contact the operator' }), 'upstream_lost');
     }, timeoutMs);
     this.upstreamCheck.unref?.();
+  }
+
+  /** Upstream bytes read at the last check of a running statement, and since when that count has not moved. */
+  private quiet: { bytesRead: number; since: number } | undefined;
+
+  /**
+   * A statement running on an upstream gone silent. PostgreSQL answers within the statement_timeout stamped at login
+   * (the role's statementTimeout; lock waits and COPY count too), so no byte for statementTimeout + `timeoutMs`, with
+   * a whole batch sent (nothing awaited from the client) and reading not paused by pgwarden, means it is gone.
+   */
+  private checkRunning(up: net.Socket, batchSent: boolean, timeoutMs: number): void {
+    const limit = this.role?.statementTimeout;
+    const now = Date.now();
+    if (limit === undefined || !batchSent || up.isPaused() || this.quiet === undefined || this.quiet.bytesRead !== up.bytesRead) {
+      this.quiet = { bytesRead: up.bytesRead, since: now };
+      return;
+    }
+    const silent = now - this.quiet.since;
+    if (silent < limit + timeoutMs) return;
+    this.log.warn({ silentMs: silent, statementTimeout: limit }, 'the upstream sent nothing for longer than the statement timeout allows; ending the session');
+    this.endWith(
+      new ProxyError('ERR_UPSTREAM', `the upstream connection was lost: no answer for ${silent} ms while a statement ran (its statementTimeout is ${limit} ms)`, {
+        hint: 'reconnect; if it keeps happening, contact the operator',
+      }),
+      'upstream_lost',
+    );
   }
 
   get isClosed(): boolean {

@@ -48,8 +48,9 @@ export async function startForwarder(target: { host: string; port: number }): Pr
     client.on('end', () => {
       if (!dropping) upstream?.end();
     });
+    // end(), not destroy(): what Postgres sent last (a FATAL before it closes) must still reach pgwarden.
     upstream?.on('close', () => {
-      if (!dropping) client.destroy();
+      if (!dropping) client.end();
     });
     pairs.push({
       client,

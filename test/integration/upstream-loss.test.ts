@@ -104,6 +104,23 @@ describe('the upstream goes away under a live session', () => {
     await c.end().catch(() => {});
   });
 
+  it('a statement sent into a silently dead upstream ends with 08006 once statementTimeout + checkTimeout pass without a byte', async () => {
+    // The analyst role has statementTimeout 5s: PostgreSQL itself would have answered (or cancelled) by then.
+    const { c, pair } = await session();
+    pair.blackhole();
+    const t0 = Date.now();
+    // With a query in flight the driver hands the FATAL to that query.
+    const running = c.query('SELECT id FROM orders WHERE id = 3').then(
+      () => undefined,
+      (e: Error & { code?: string; severity?: string }) => e,
+    );
+    const err = await within(running, 5_000 + CHECK_TIMEOUT + CHECK_INTERVAL + 4_000, 'the query error');
+    expect(err).toMatchObject({ code: '08006', severity: 'FATAL' });
+    expect(err?.message).toMatch(/upstream connection was lost: no answer for \d+ ms while a statement ran \(its statementTimeout is 5000 ms\)/);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(5_000);
+    await c.end().catch(() => {});
+  }, 20_000);
+
   it('idle checks do not disturb a working session, in or out of a transaction', async () => {
     const { c, error } = await session();
     let failed: unknown;
