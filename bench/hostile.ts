@@ -159,14 +159,26 @@ async function main(): Promise<void> {
     };
 
     // Probe: SELECT 1 in a loop on its own session, timing each round trip.
-    const probe = await connect('probe');
-    for (let i = 0; i < 200; i++) await probe.query('SELECT 1');
-    const probeFor = async (ms: number, until?: () => boolean): Promise<number[]> => {
+
+    // A SELECT 1 that fails (pgwarden refused it, or ended the session) is timed and counted too: the probe goes on.
+    const probeErrors = new Map<string, number>();
+    let probe = await connect('probe');
+    const probeFor = async (ms: number): Promise<number[]> => {
       const times: number[] = [];
       const end = Date.now() + ms;
-      while (Date.now() < end && !(until?.() ?? false)) {
+      while (Date.now() < end) {
         const t0 = process.hrtime.bigint();
-        await probe.query('SELECT 1');
+        try {
+          await probe.query('SELECT 1');
+        } catch (err) {
+          const code = (err as { code?: string }).code ?? 'client-error';
+          probeErrors.set(code, (probeErrors.get(code) ?? 0) + 1);
+          if ((err as { severity?: string }).severity === 'FATAL' || code === 'client-error') {
+            clients.delete(probe);
+            await probe.end().catch(() => {});
+            probe = await connect('probe');
+          }
+        }
         times.push(Number(process.hrtime.bigint() - t0) / 1e6);
       }
       return times.sort((a, b) => a - b);
@@ -181,6 +193,7 @@ async function main(): Promise<void> {
       if (m) log(`  RSS ${(kb / 1024).toFixed(0)} MiB: heap used ${(m.heapUsed / 2 ** 20).toFixed(0)} MiB, external ${(m.external / 2 ** 20).toFixed(0)} MiB (array buffers ${(m.arrayBuffers / 2 ** 20).toFixed(0)} MiB)`);
       return kb;
     };
+    for (let i = 0; i < 200; i++) await probe.query('SELECT 1');
     const rssBeforeKb = await gcRss();
     log(`pgwarden RSS before: ${(rssBeforeKb / 1024).toFixed(0)} MiB; SELECT 1 alone for ${opts.baselineSeconds} s…`);
     const idle = await probeFor(opts.baselineSeconds * 1000);
@@ -213,7 +226,16 @@ async function main(): Promise<void> {
             if (t.reconnects++ === 0) log(`${shape}: session ended (${code} ${(err as Error).message}); reconnecting`);
             clients.delete(c);
             await c.end().catch(() => {});
-            c = await connect(`hostile-${k}`);
+            // pgwarden may be too busy to log in right away: a few tries, then this session gives up.
+            for (let attempt = 1; ; attempt++) {
+              try {
+                c = await connect(`hostile-${k}`);
+                break;
+              } catch (e) {
+                if (attempt >= 3 || stop) throw e;
+                await new Promise((r) => setTimeout(r, 1_000));
+              }
+            }
           }
         }
       }
@@ -254,6 +276,7 @@ async function main(): Promise<void> {
       `| SELECT 1 alone, p50 / p99 / max | ${lat(idle)} |`,
       `| SELECT 1 during the hostile load, p50 / p99 / max | ${lat(loaded)} |`,
       `| SELECT 1 after the load, p50 / p99 / max | ${lat(after)} |`,
+      `| SELECT 1 that failed (SQLSTATE × n) | ${[...probeErrors].map(([code, n]) => `${code} × ${n}`).join(', ') || 'none'} |`,
       `| pgwarden RSS before (after gc) / peak (VmRSS sampled every 50 ms; VmHWM) / after ${opts.settleSeconds} s + gc | ${mib(rssBeforeKb)} / ${mib(peakRssKb)} (${mib(peakHwmKb)}) / ${mib(rssAfterKb)} MiB |`,
       `| hostile statements sent / refused, ${opts.sessions} sessions, ${loadSeconds.toFixed(1)} s | ${totalSent} / ${totalRefused} |`,
       `| target: p99 < 50 ms, RSS after − before < 50 MB | p99 ${p99.toFixed(1)} ms ${p99 < 50 ? 'met' : 'missed'}; RSS ${rssDeltaMb >= 0 ? '+' : ''}${rssDeltaMb.toFixed(0)} MiB ${rssDeltaMb < 50 ? 'met' : 'missed'} |`,

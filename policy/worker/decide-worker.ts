@@ -4,7 +4,6 @@
 // session view and the catalog (the catalog only when this worker has not seen that snapshot yet, by id); the worker
 // answers `{ type: 'done', id, facts }` or `{ type: 'failed', id, message }`. `{ type: 'plan', … }` asks for the server
 // analysis plan of an allowed text (`{ type: 'planned', id, plan }`). `{ type: 'ready' }` once the parser is loaded.
-import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { initParser, type ParserLimits } from '../parser.ts';
 import { evaluateWithFacts } from '../evaluate.ts';
@@ -41,7 +40,7 @@ export type WorkerReply =
 
 export interface DecideWorkerData {
   parserLimits: ParserLimits;
-  /** The worker thread's nice value (default 10). */
+  /** The worker thread's nice value (default 10; bootstrap.mjs sets it before anything loads). */
   nice?: number;
 }
 
@@ -52,14 +51,6 @@ const data = workerData as DecideWorkerData;
 // One snapshot at a time: the pool always decides against the store's current catalog.
 let catalogId = -1;
 let catalog: CatalogSnapshot | undefined;
-
-// A lower CPU priority for this thread only (on Linux the nice value is per thread): on a machine with few cores the
-// event loop every session shares takes the CPU from a worker grinding through a hostile text, not the reverse.
-try {
-  os.setPriority(0, data.nice ?? 10);
-} catch {
-  // Not permitted or not supported: the worker runs at the process's priority.
-}
 
 // No spare parser instance: a worker whose parser traps is replaced whole by the pool (a spare would double the
 // WASM compile and memory of every worker for nothing).
