@@ -111,9 +111,31 @@ export class ResponseTracker {
    */
   idleSinceReady = false;
 
+  /**
+   * After an error in an extended-protocol batch with no Sync sent yet, PostgreSQL discards every message until the
+   * next Sync and answers none of them: while this is set, messages sent are not queued (a client could otherwise
+   * grow the queue without bound, and a queue waiting for answers that never come would stall the session's depth
+   * bound until the Sync it holds back). The code is the batch error's, for the traces of discarded statements.
+   */
+  private skippingToSync = false;
+  private skipCode: string | undefined;
+
   /** Records a message sent upstream that will produce responses. */
   expect(kind: number, denial?: ProxyError, portal?: string, trace?: StatementTrace, opts?: ExpectOptions): void {
     this.idleSinceReady = false;
+    if (this.skippingToSync) {
+      if (kind === FrontendType.Sync) {
+        // This Sync ends the skipping upstream; it and what follows are answered again.
+        this.skippingToSync = false;
+      } else {
+        // Discarded upstream: never ran, reported with the batch's error.
+        if (trace !== undefined) {
+          trace.sqlstate ??= this.skipCode;
+          this.onFinish?.(trace);
+        }
+        return;
+      }
+    }
     const cap = opts !== undefined && 'cap' in opts ? opts.cap : this.rowCap;
     this.queue.push({ kind, denial, portal, trace, cap, cursors: opts?.cursors, statement: 0, internal: opts?.internal ?? false });
   }
@@ -219,6 +241,7 @@ export class ResponseTracker {
         return this.onError(frame, head, out);
       case BackendType.ReadyForQuery: {
         this.txStatus = decodeReadyForQuery(frame.body);
+        this.skippingToSync = false;
         // ReadyForQuery closes a simple Query, a FunctionCall or a Sync; drop anything Postgres skipped.
         while (this.busy) {
           const k = this.current()?.kind;
@@ -369,7 +392,9 @@ export class ResponseTracker {
   private onError(frame: Frame, head: Pending | undefined, out: Buffer[]): boolean {
     let verbatim = true;
     // Only errors of traced entries are decoded: the fast path never reads error text.
-    const needsCode = head?.trace !== undefined || (head !== undefined && head.kind !== FrontendType.Query && this.queue.some((p, i) => i > this.head && p.trace));
+    const extended = head !== undefined && head.kind !== FrontendType.Query && head.kind !== FrontendType.FunctionCall;
+    // An extended batch's error is always decoded: statements sent before its Sync are reported with it (skipCode).
+    const needsCode = head?.trace !== undefined || extended;
     const code = needsCode ? (head?.denial?.sqlstate ?? decodeErrorFields(frame.body).sqlstate) : undefined;
     if (head?.trace && head.trace.sqlstate === undefined) head.trace.sqlstate = code;
     if (head?.denial) {
@@ -381,7 +406,7 @@ export class ResponseTracker {
     } else {
       out.push(frame.raw);
     }
-    if (head && head.kind !== FrontendType.Query && head.kind !== FrontendType.FunctionCall) {
+    if (extended) {
       // Extended protocol: Postgres skips every message until Sync; so do our expectations.
       // A skipped Execute never ran: its trace reports the batch's error, not success.
       while (this.busy && this.current()?.kind !== FrontendType.Sync) {
@@ -389,6 +414,9 @@ export class ResponseTracker {
         if (skipped && skipped.sqlstate === undefined) skipped.sqlstate = code;
         this.pop();
       }
+      // No Sync sent yet: what is sent until one is will be discarded too (see skippingToSync).
+      this.skippingToSync = !this.busy;
+      this.skipCode = code;
     }
     this.resetRows();
     return verbatim;

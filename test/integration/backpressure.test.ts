@@ -6,7 +6,7 @@ import type pg from 'pg';
 import type { Session } from '../../proxy/session/session.ts';
 import { MAX_PIPELINE_DEPTH } from '../../proxy/session/session.ts';
 import { connectPg, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
-import { RawClient, query } from '../helpers/raw-client.ts';
+import { RawClient, bind, errorCode, execute, flush, parse, query, sync } from '../helpers/raw-client.ts';
 import { until } from '../helpers/until.ts';
 
 /** What a stalled session may hold in pgwarden's memory: "a few hundred KiB". */
@@ -218,4 +218,32 @@ describe('a client that stops reading', { timeout: 120_000 }, () => {
       await c.end();
     }
   });
+
+  it('after an error in an extended batch, thousands of messages PostgreSQL discards until Sync neither stall the session nor queue up', async () => {
+    const c = await RawClient.connect(tp.proxy.port, await tp.token({ role: 'bulk' }));
+    try {
+      const seen: [string, string | undefined][] = [];
+      c.onMessage = (type, body) => seen.push([type, type === 'E' ? errorCode(body) : undefined]);
+      // A Bind with too few parameters fails; no Sync yet, so PostgreSQL now discards everything until one.
+      const failed = c.next((t) => t === 'E');
+      c.socket.write(Buffer.concat([parse('s0', 'SELECT 1 AS n'), parse('s1', 'SELECT $1::int AS n'), bind('', 's1'), flush()]));
+      await failed;
+      const flood: Buffer[] = [];
+      for (let i = 0; i < 3 * MAX_PIPELINE_DEPTH; i++) flood.push(bind('', 's0'), execute(''));
+      const ready = c.next((t) => t === 'Z');
+      c.socket.write(Buffer.concat([...flood, sync()]));
+      await ready;
+      expect(seen.map(([t]) => t)).toEqual(['1', '1', 'E', 'Z']);
+      expect(onlySession().pendingResponses).toBe(0);
+      // The session goes on normally.
+      seen.length = 0;
+      const again = c.next((t) => t === 'Z');
+      c.socket.write(query('SELECT 2 AS n'));
+      await again;
+      expect(seen.map(([t]) => t)).toEqual(['T', 'D', 'C', 'Z']);
+    } finally {
+      c.close();
+    }
+  });
 });
+

@@ -78,3 +78,38 @@ describe('ResponseTracker.idleSinceReady', () => {
     expect(t.idleSinceReady).toBe(false);
   });
 });
+
+describe('ResponseTracker after an extended-protocol error', () => {
+  const error = (code: string) => typed('E', new Bytes().u8(0x53).cstr('ERROR').u8(0x43).cstr(code).u8(0x4d).cstr('bad').u8(0));
+
+  it('with no Sync sent, what is sent until one is is not queued (PostgreSQL discards it) and its statements finish with the error', () => {
+    const t = new ResponseTracker(undefined);
+    const finished: (string | undefined)[] = [];
+    t.onFinish = (tr) => finished.push(tr.sqlstate);
+    t.expect(FrontendType.Bind);
+    const [e] = frames(error('08P01'));
+    t.onFrame(e!, []);
+    expect(t.outstanding).toBe(0);
+    for (let i = 0; i < 100; i++) {
+      t.expect(FrontendType.Bind);
+      t.expect(FrontendType.Execute, undefined, '', { seq: i, startedAt: 0, rows: 0, sqlstate: undefined, truncated: false, rowCapError: false });
+    }
+    expect(t.outstanding).toBe(0);
+    expect(finished).toHaveLength(100);
+    expect(new Set(finished)).toEqual(new Set(['08P01']));
+    // The Sync ends the skipping: it and what follows are answered again.
+    t.expect(FrontendType.Sync);
+    t.expect(FrontendType.Parse);
+    expect(t.outstanding).toBe(2);
+  });
+
+  it('with a Sync already sent, messages after it are answered and stay queued', () => {
+    const t = new ResponseTracker(undefined);
+    t.expect(FrontendType.Bind);
+    t.expect(FrontendType.Sync);
+    const [e] = frames(error('22P02'));
+    t.onFrame(e!, []);
+    t.expect(FrontendType.Parse);
+    expect(t.outstanding).toBe(2);
+  });
+});
