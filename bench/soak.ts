@@ -263,6 +263,16 @@ async function main(): Promise<number> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  // A throw or rejection nobody catches must not leave PostgreSQL running: end everything, then exit 1. From the
+  // start of the traffic on, they are recorded as unexpected errors instead (onStray, below) and the run goes on.
+  let onStray: ((err: unknown) => void) | undefined;
+  const fatal = (err: unknown) => {
+    if (onStray) return onStray(err);
+    console.error(err instanceof Error ? (err.stack ?? err.message) : err);
+    void cleanup().finally(() => process.exit(1));
+  };
+  process.on('uncaughtException', fatal);
+  process.on('unhandledRejection', fatal);
   const watchdog = setTimeout(() => {
     log(`time limit of ${(opts.limitMs / 60_000).toFixed(1)} min reached: stopping`);
     void cleanup().finally(() => process.exit(124));
@@ -353,7 +363,7 @@ async function main(): Promise<number> {
     const rec = new Recorder();
     // A driver's promise nobody awaits (postgres.js's own type fetch, a socket error after close) is an error of the
     // run, not a crash of it.
-    process.on('unhandledRejection', (err) => rec.error('unhandled rejection', 'unhandled', false, err instanceof Error ? err.message : String(err)));
+    onStray = (err) => rec.error('unhandled rejection', 'unhandled', false, err instanceof Error ? err.message : String(err));
     const ledger: Ledger = { acked: new Set(), inDoubt: new Set() };
     // This process's own event-loop delay: every latency below includes it, so the report says how large it was.
     const ownLoop = monitorEventLoopDelay({ resolution: 10 });
