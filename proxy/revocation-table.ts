@@ -506,8 +506,10 @@ export class TableRevocations implements RevocationSource {
 
   #select(): string {
     // date_part gives double precision: 'infinity' arrives as Infinity, NULL as null; no Date object per row.
-    // The id is aliased: ORDER BY id must sort by the bigint column, not by this text.
-    return `SELECT id::text AS row_id, jti, sub, agent, reason, date_part('epoch', expires_at) * 1000 FROM ${this.#t}`;
+    // The id is aliased: ORDER BY id must sort by the bigint column, not by this text. A table made without one
+    // (not the shipped definition) is read without it.
+    const id = this.#hasId ? 'id::text' : 'NULL::text';
+    return `SELECT ${id} AS row_id, jti, sub, agent, reason, date_part('epoch', expires_at) * 1000 FROM ${this.#t}`;
   }
 
   /**

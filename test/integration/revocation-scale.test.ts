@@ -248,6 +248,26 @@ describe('a table created by an older pgwarden', () => {
   });
 });
 
+describe('a table of its own making', () => {
+  it('without id or changed_xid columns (only what the matching needs) is read in full, and works', async () => {
+    const own = `${SCHEMA}.bare`;
+    await admin.query(`CREATE TABLE ${own} (jti text, sub text, agent text, reason text, expires_at timestamptz)`);
+    try {
+      await admin.query(`GRANT SELECT ON ${own} TO pgwarden`);
+      await admin.query(`INSERT INTO ${own} (sub, reason) VALUES ('bare', 'no id')`);
+      const src = await start({ table: 'bare' });
+      expect(src.incremental).toBe(false);
+      expect(src.match(id({ sub: 'bare' }))).toEqual({ reason: 'no id' });
+      // No trigger on this table: the operator NOTIFYs by hand.
+      await admin.query(`INSERT INTO ${own} (jti) VALUES ('bare-2')`);
+      await admin.query(`NOTIFY ${CHANNEL}`);
+      await until(() => src.match(id({ jti: 'bare-2' })) !== undefined, 2_000);
+    } finally {
+      await admin.query(`DROP TABLE ${own}`);
+    }
+  });
+});
+
 describe('listener health', () => {
   it('pgwarden_revocation_listener_up goes to 0 when the backend is terminated and back to 1 on reconnect', async () => {
     // Reconnects wait 0.5–1 s: long enough to observe the down state and to commit a revocation meanwhile.
