@@ -306,7 +306,9 @@ export class RevocationList implements RevocationSource {
     const file = path.resolve(opts.file);
     const started = performance.now();
     const read = await readRevocationFile(file, undefined);
-    opts.onRead?.({ source: 'file', kind: 'full', ok: read.kind === 'ok', ms: performance.now() - started });
+    // A missing file is a failed read only when it stops pgwarden (ifMissing: 'refuse').
+    const ok = read.kind === 'ok' || (read.kind === 'missing' && opts.ifMissing !== 'refuse');
+    opts.onRead?.({ source: 'file', kind: 'full', ok, ms: performance.now() - started });
     if (read.kind === 'invalid') throw new RevocationFileError(file, read.issues);
     if (read.kind === 'missing' && opts.ifMissing === 'refuse') {
       throw new RevocationFileError(file, [
