@@ -13,7 +13,8 @@
 //      statement can come near the trap depth (the shallowest trap needs ~13 KB of text), so short
 //      statements pay nothing. Above it, a cheap upper bound is computed in JS first (every
 //      operator character and nesting keyword counted, parentheses weighted); only when that bound
-//      exceeds `maxNestingEstimate` do we run the real scanner (scanSync) and compute a per-level
+//      exceeds `maxNestingEstimate` do we look closer: a small JS lexer's lower bound of the estimate first (over the
+//      limit: denied without scanning; see lexicalNestingLowerBound), then the real scanner (scanSync) and a per-level
 //      estimate of the tree depth (operator chains and set operations/joins at each parenthesis
 //      level, plus a weight per open parenthesis). Inputs over the bound are denied as too complex.
 //      The JS bound is always ≥ the scanner estimate, so skipping the scan never lets more through.
@@ -275,6 +276,174 @@ function scannedNestingEstimate(tokens: ScanToken[]): number {
   return max;
 }
 
+/** PostgreSQL's operator characters (scan.l `op_chars`); ':' is a self character, not one of them. */
+const PG_OP_CHARS = new Set('~!@#^&|`?+-*/%<>='.split('').map((c) => c.charCodeAt(0)));
+
+function isPgSpace(c: number): boolean {
+  return c === 32 || c === 9 || c === 10 || c === 13 || c === 12 || c === 11;
+}
+
+function isIdentStartChar(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95 || c >= 128;
+}
+
+function isIdentChar(c: number): boolean {
+  return isIdentStartChar(c) || (c >= 48 && c <= 57) || c === 36;
+}
+
+/**
+ * A lower bound of scannedNestingEstimate computed by a small JS lexer, without the real scanner, or undefined when
+ * the text uses anything this lexer does not follow exactly (then the scanner decides).
+ *
+ * Why: the scanner (scanSync) costs seconds and up to ~1 GB of WASM memory on a 1 MiB hostile text, only to find a
+ * nesting far beyond the limit. This lexer sees every token the estimate reacts to at least as the scanner does:
+ * parentheses, brackets, commas and semicolons exactly; each run of operator characters, `:` and `::` as one counted
+ * token (the scanner may split a run into several, each counted: more, never fewer); AND and OR reset a chain as
+ * keywords do. It never counts what the scanner does not: the keywords the estimate counts are left out (fewer), and
+ * it gives up (undefined) on everything whose tokenisation it does not know for certain: quotes with a prefix (E'',
+ * B'', X'', N'', U&), backslashes in strings, dollar quotes, unterminated strings or comments, operator runs holding a
+ * comment start, numbers glued to letters, and any character outside the plain grammar. So when this bound exceeds
+ * the limit, the scanner's estimate does too, and the text is denied without scanning it.
+ */
+function lexicalNestingLowerBound(sql: string): number | undefined {
+  const chain: number[] = [0];
+  let enclosing = 0;
+  let max = 0;
+  const n = sql.length;
+  let i = 0;
+  const counted = () => {
+    const top = chain.length - 1;
+    chain[top] = (chain[top] ?? 0) + 1;
+  };
+  while (i < n) {
+    const c = sql.charCodeAt(i);
+    if (isPgSpace(c)) {
+      i++;
+      continue;
+    }
+    const next = i + 1 < n ? sql.charCodeAt(i + 1) : -1;
+    if (c === 40 /* ( */ || c === 91 /* [ */) {
+      enclosing += (chain[chain.length - 1] ?? 0) + PAREN_WEIGHT;
+      chain.push(0);
+      i++;
+    } else if (c === 41 /* ) */ || c === 93 /* ] */) {
+      if (chain.length > 1) {
+        chain.pop();
+        enclosing -= (chain[chain.length - 1] ?? 0) + PAREN_WEIGHT;
+      }
+      i++;
+    } else if (c === 44 /* , */) {
+      chain[chain.length - 1] = 0;
+      i++;
+    } else if (c === 59 /* ; */) {
+      chain.length = 1;
+      chain[0] = 0;
+      enclosing = 0;
+      i++;
+    } else if (c === 45 /* - */ && next === 45) {
+      // -- comment, to the end of the line.
+      while (i < n && sql.charCodeAt(i) !== 10 && sql.charCodeAt(i) !== 13) i++;
+    } else if (c === 47 /* / */ && next === 42 /* * */) {
+      // /* comment */, nested as PostgreSQL nests them.
+      let depth = 1;
+      i += 2;
+      while (depth > 0) {
+        if (i + 1 >= n) return undefined;
+        const a = sql.charCodeAt(i);
+        const b = sql.charCodeAt(i + 1);
+        if (a === 47 && b === 42) {
+          depth++;
+          i += 2;
+        } else if (a === 42 && b === 47) {
+          depth--;
+          i += 2;
+        } else i++;
+      }
+    } else if (PG_OP_CHARS.has(c)) {
+      let j = i + 1;
+      while (j < n && PG_OP_CHARS.has(sql.charCodeAt(j))) {
+        const d = sql.charCodeAt(j);
+        // A comment start inside the run ends the operator there: not followed here.
+        if ((d === 45 && sql.charCodeAt(j - 1) === 45) || (d === 42 && sql.charCodeAt(j - 1) === 47)) return undefined;
+        j++;
+      }
+      counted();
+      i = j;
+    } else if (c === 58 /* : */) {
+      counted();
+      i += next === 58 || next === 61 ? 2 : 1;
+    } else if (c === 39 /* ' */) {
+      // A plain string (standard_conforming_strings): '' stands for a quote; a backslash is given up on.
+      let j = i + 1;
+      for (;;) {
+        if (j >= n) return undefined;
+        const d = sql.charCodeAt(j);
+        if (d === 92) return undefined;
+        if (d === 39) {
+          if (j + 1 < n && sql.charCodeAt(j + 1) === 39) {
+            j += 2;
+            continue;
+          }
+          break;
+        }
+        j++;
+      }
+      i = j + 1;
+    } else if (c === 34 /* " */) {
+      const j = sql.indexOf('"', i + 1);
+      if (j < 0) return undefined;
+      // "" inside a quoted identifier stands for a quote: the identifier goes on.
+      i = j + 1;
+      while (i < n && sql.charCodeAt(i) === 34) {
+        const k = sql.indexOf('"', i + 1);
+        if (k < 0) return undefined;
+        i = k + 1;
+      }
+    } else if (c === 36 /* $ */) {
+      // $n is a parameter; anything else starting with $ is a dollar quote.
+      let j = i + 1;
+      while (j < n && sql.charCodeAt(j) >= 48 && sql.charCodeAt(j) <= 57) j++;
+      if (j === i + 1 || (j < n && isIdentChar(sql.charCodeAt(j)))) return undefined;
+      i = j;
+    } else if ((c >= 48 && c <= 57) || (c === 46 /* . */ && next >= 48 && next <= 57)) {
+      let j = i;
+      while (j < n && sql.charCodeAt(j) >= 48 && sql.charCodeAt(j) <= 57) j++;
+      if (j < n && sql.charCodeAt(j) === 46) {
+        if (j + 1 < n && sql.charCodeAt(j + 1) === 46) return undefined;
+        j++;
+        while (j < n && sql.charCodeAt(j) >= 48 && sql.charCodeAt(j) <= 57) j++;
+      }
+      if (j < n && (sql.charCodeAt(j) | 32) === 101 /* e */) {
+        let k = j + 1;
+        if (k < n && (sql.charCodeAt(k) === 43 || sql.charCodeAt(k) === 45)) k++;
+        if (k >= n || sql.charCodeAt(k) < 48 || sql.charCodeAt(k) > 57) return undefined;
+        while (k < n && sql.charCodeAt(k) >= 48 && sql.charCodeAt(k) <= 57) k++;
+        j = k;
+      }
+      // 1abc, 0x1F, 1_000, 1.2.3: forms whose tokens differ between releases.
+      if (j < n && (isIdentChar(sql.charCodeAt(j)) || sql.charCodeAt(j) === 46)) return undefined;
+      i = j;
+    } else if (isIdentStartChar(c)) {
+      let j = i + 1;
+      while (j < n && isIdentChar(sql.charCodeAt(j))) j++;
+      // E'…', B'…', X'…', N'…' and U&'…' / U&"…" are one token of another kind.
+      if (j < n && sql.charCodeAt(j) === 39) return undefined;
+      if (j < n && sql.charCodeAt(j) === 38 /* & */ && j + 1 < n && (sql.charCodeAt(j + 1) === 39 || sql.charCodeAt(j + 1) === 34)) return undefined;
+      if (j - i === 3 ? /^and$/i.test(sql.slice(i, j)) : j - i === 2 && /^or$/i.test(sql.slice(i, j))) chain[chain.length - 1] = 0;
+      i = j;
+    } else if (c === 46 /* . */) {
+      if (next === 46) return undefined;
+      i++;
+    } else {
+      // Backslashes, braces, control characters: left to the scanner.
+      return undefined;
+    }
+    const here = enclosing + (chain[chain.length - 1] ?? 0);
+    if (here > max) max = here;
+  }
+  return max;
+}
+
 type Screen = { ok: true } | { ok: false; reason: ParseFailureReason; message: string };
 
 function screen(sql: string, inst: Instance): Screen {
@@ -283,6 +452,14 @@ function screen(sql: string, inst: Instance): Screen {
   }
   if (!byteLengthAbove(sql, limits.screenAboveBytes)) return { ok: true };
   if (cheapNestingBound(sql) <= limits.maxNestingEstimate) return { ok: true };
+  const lower = lexicalNestingLowerBound(sql);
+  if (lower !== undefined && lower > limits.maxNestingEstimate) {
+    return {
+      ok: false,
+      reason: 'statement_too_complex',
+      message: `statement nesting estimate of at least ${lower} exceeds ${limits.maxNestingEstimate}`,
+    };
+  }
   let tokens: ScanToken[];
   try {
     tokens = inst.lib.scanSync(sql).tokens;
@@ -389,9 +566,9 @@ export function scanTokens(sql: string): ScanToken[] | undefined {
 }
 
 /** For tests: the nesting estimate of the pre-screen, scanner-based (undefined if the text does not lex). */
-export function nestingEstimateForTest(sql: string): { cheap: number; scanned: number | undefined } {
+export function nestingEstimateForTest(sql: string): { cheap: number; scanned: number | undefined; lower: number | undefined } {
   const tokens = scanTokens(sql);
-  return { cheap: cheapNestingBound(sql), scanned: tokens === undefined ? undefined : scannedNestingEstimate(tokens) };
+  return { cheap: cheapNestingBound(sql), scanned: tokens === undefined ? undefined : scannedNestingEstimate(tokens), lower: lexicalNestingLowerBound(sql) };
 }
 
 /** For tests: simulate a trap on the current instance (exercises the replacement path). */

@@ -1,4 +1,6 @@
 // The parser wrapper fails closed: NUL, size cap, nesting pre-screen, and containment of WASM traps.
+import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   DEFAULT_PARSER_LIMITS, initParser, nestingEstimateForTest, parseStatements, parserStats, simulateTrapForTest, spareSettledForTest,
@@ -61,6 +63,46 @@ describe('parseStatements', () => {
     ['nested function calls', `SELECT ${'f('.repeat(4500)}1${')'.repeat(4500)}`],
   ])('pre-screen denies %s', (_label, sql) => {
     expect(parseStatements(sql)).toMatchObject({ ok: false });
+  });
+
+  it('the lexical lower bound never exceeds the scanner estimate (random token soup)', () => {
+    const pieces = [
+      '(', ')', '[', ']', ',', ';', ' ', '\n', '+', '-', '*', '/', '<', '>', '=', '<=', '<>', '!=', '||', '+-', '-+', '@-', '~', '!', '?', ':', '::', ':=', '=>',
+      '--', '/*', '*/', "'", "''", "'a'", "'(('", "'\\'", 'E', "E'x'", 'U&', '"', '"a"', '"a""b"', '"and"', '$', '$1', '$$', '$a$',
+      '1', '1.5', '.5', '1e5', '1e', '1e+5', '0x1F', '1_000', '..', '.', 'a', 'x1', 'and', 'AND', 'or', 'Or', 'not', 'is', 'case', 'union',
+      'select', '\\', '{', '\t', 'é', '\u00a0',
+    ];
+    const soup = fc.array(fc.constantFrom(...pieces), { maxLength: 60 }).map((p) => p.join(''));
+    let compared = 0;
+    fc.assert(
+      fc.property(soup, (sql) => {
+        const e = nestingEstimateForTest(sql);
+        if (e.lower === undefined || e.scanned === undefined) return true;
+        compared++;
+        return e.lower <= e.scanned;
+      }),
+      { numRuns: 20_000, seed: 12 },
+    );
+    expect(compared).toBeGreaterThan(2_000);
+  });
+
+  it('the lexical lower bound never exceeds the scanner estimate on the corpora, and denies hostile nesting without scanning', () => {
+    const corpus = ['legit.sql', 'bypass.sql'].flatMap((f) => readFileSync(new URL(`../../fixtures/corpus/${f}`, import.meta.url), 'utf8').split(/^-- ---$/m));
+    let compared = 0;
+    for (const sql of corpus) {
+      const e = nestingEstimateForTest(sql);
+      if (e.lower === undefined || e.scanned === undefined) continue;
+      compared++;
+      expect(e.lower, sql).toBeLessThanOrEqual(e.scanned);
+    }
+    expect(compared).toBeGreaterThan(300);
+    for (const sql of [`SELECT ${'('.repeat(5000)}1${')'.repeat(5000)}`, `SELECT 1${'+1'.repeat(5000)}`, `SELECT $1::int${' - 1'.repeat(5000)}`]) {
+      const e = nestingEstimateForTest(sql);
+      expect(e.lower).toBeGreaterThan(DEFAULT_PARSER_LIMITS.maxNestingEstimate);
+      expect(e.lower).toBeLessThanOrEqual(e.scanned ?? Infinity);
+      const r = parseStatements(sql);
+      expect(r.ok ? 'ok' : r.reason).toBe('statement_too_complex');
+    }
   });
 
   it('large but flat statements pass the pre-screen', () => {
