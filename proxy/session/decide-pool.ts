@@ -154,7 +154,8 @@ export class DecidePool {
       parserLimits: opts.parserLimits ?? { ...DEFAULT_PARSER_LIMITS },
     };
     if (!Number.isInteger(this.opts.size) || this.opts.size < 1) throw new TypeError('DecidePool size must be a positive integer');
-    if (!Number.isInteger(this.opts.maxQueue) || this.opts.maxQueue < 0) throw new TypeError('DecidePool maxQueue must be a non-negative integer');
+    // A job reaches a starting worker through the queue, so a pool without one could never start a worker.
+    if (!Number.isInteger(this.opts.maxQueue) || this.opts.maxQueue < 1) throw new TypeError('DecidePool maxQueue must be a positive integer');
   }
 
   /** Current counters and occupancy. */
