@@ -3,6 +3,7 @@
 // The normalised key is policy/literals.ts's: the text outside constants verbatim, each constant replaced by its
 // class, so pgbench's `… WHERE aid = 123` for every aid shares one entry. Whether a decision may be shared under it
 // is the evaluation's call (EvaluationFacts.literalSensitive), and only for the statement kinds below.
+import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { CatalogSnapshot, Decision, SessionView } from './types.ts';
 import { literalShape } from './literals.ts';
@@ -57,6 +58,8 @@ interface SharedDecision {
 /** Where a miss is to be stored once its decision is known (DecisionCache.probe → DecisionCache.store). */
 export interface CacheMiss {
   readonly sql: string;
+  /** The exact map's key for `sql` (the text, or its hash when long). */
+  readonly key: string;
   readonly prefix: string;
   readonly normKey: string | undefined;
   readonly shapeTail: number;
@@ -65,6 +68,17 @@ export interface CacheMiss {
 }
 
 export type CacheProbe = { hit: true; entry: { decision: Decision; slot: DecisionSlot } } | { hit: false; miss: CacheMiss };
+
+/**
+ * Texts longer than this are keyed by their SHA-256 rather than by themselves: a cache of denied 1 MiB hostile texts
+ * would otherwise hold a MiB per entry for the key alone. A NUL first keeps such keys apart from every SQL text (no
+ * query text can contain a NUL). Hashing reads the text once, as the map's own string hash does.
+ */
+export const HASHED_KEY_ABOVE = 4096;
+
+function exactKey(sql: string): string {
+  return sql.length > HASHED_KEY_ABOVE ? `\u0000${createHash('sha256').update(sql, 'utf8').digest('base64')}` : sql;
+}
 
 /** Default byte budget of the cache (both of its maps together). */
 export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
@@ -98,7 +112,10 @@ export function decisionBytes(d: Decision): number {
  * value are cached by exact text only.
  */
 export class DecisionCache {
-  /** SQL text → (version/role/mode prefix → decision): the hot path hashes the client's string as is, without concatenating. */
+  /**
+   * SQL text (its SHA-256 above HASHED_KEY_ABOVE) → (version/role/mode prefix → decision): the hot path hashes the
+   * client's string as is, without concatenating.
+   */
   private readonly exact: LRUCache<string, Map<string, { decision: Decision; slot: DecisionSlot }>>;
   private readonly normalized: LRUCache<string, SharedDecision>;
   private catalog: CatalogSnapshot | undefined;
@@ -108,7 +125,8 @@ export class DecisionCache {
 
   /**
    * `max` entries per map (default 10,000) and `maxBytes` in all (default 64 MiB): three quarters for entries by exact
-   * text (their keys are the statements), one quarter for the shared, literal-normalised ones (keys ≤ 8 KiB).
+   * text (their keys are the statements, up to 4 KiB, or a hash), one quarter for the shared, literal-normalised ones
+   * (keys ≤ 8 KiB).
    */
   constructor(opts: { max?: number; maxBytes?: number } = {}) {
     const max = opts.max ?? 10_000;
@@ -187,18 +205,19 @@ export class DecisionCache {
         return { hit: true, entry: { decision: { ...d, rewrittenSql: sql.slice(0, sql.length - shared.dropTail) + shared.append }, slot: shared.slot } };
       }
     }
-    const hit = this.exact.get(sql)?.get(prefix);
+    const key = exactKey(sql);
+    const hit = this.exact.get(key)?.get(prefix);
     if (hit !== undefined) {
       this.stats.exactHits++;
       return { hit: true, entry: hit };
     }
     this.stats.misses++;
-    return { hit: false, miss: { sql, prefix, normKey, shapeTail: shape?.tail ?? 0, catalog } };
+    return { hit: false, miss: { sql, key, prefix, normKey, shapeTail: shape?.tail ?? 0, catalog } };
   }
 
   /** Keeps the decision evaluateWithFacts gave for a probe's miss (when it may be kept) and returns its entry. */
   store(miss: CacheMiss, facts: EvaluationFacts): { decision: Decision; slot: DecisionSlot } {
-    const { sql, prefix, normKey } = miss;
+    const { sql, key, prefix, normKey } = miss;
     const d = facts.decision;
     const entry = { decision: d, slot: newSlot() };
     if (facts.sessionDependent) return entry;
@@ -207,17 +226,17 @@ export class DecisionCache {
     if (miss.catalog !== this.catalog) return entry;
     deepFreeze(d);
     const size = decisionBytes(d);
-    const bySql = this.exact.get(sql);
+    const bySql = this.exact.get(key);
     if (bySql !== undefined) {
       // A new map under the same key, so the LRU counts the added decision (it keeps the size of a value set again).
       const m = new Map(bySql);
       m.set(prefix, entry);
       this.decisionSizes.set(m, (this.decisionSizes.get(bySql) ?? 0) + size);
-      this.exact.set(sql, m);
+      this.exact.set(key, m);
     } else {
       const m = new Map([[prefix, entry]]);
       this.decisionSizes.set(m, size);
-      this.exact.set(sql, m);
+      this.exact.set(key, m);
     }
     if (normKey === undefined || facts.literalSensitive) return entry;
     if (d.statements.length === 0 || !d.statements.every((s) => NORMALIZABLE_KINDS.has(s.kind))) return entry;

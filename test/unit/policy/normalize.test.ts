@@ -149,20 +149,36 @@ describe('DecisionCache', () => {
 
 describe('DecisionCache byte bound', () => {
   const s = () => sessionFor(ROLES.analyst);
-  const long = (i: number) => `SELECT id FROM orders WHERE note = '${String(i).padStart(6, '0')}${'x'.repeat(100 * 1024)}'`;
+  // A comment keeps the text out of the literal-normalised map: exact entries only.
+  const text = (i: number, size: number) => `SELECT id FROM orders /* ${String(i).padStart(6, '0')}${'x'.repeat(size)} */`;
+  const long = (i: number) => text(i, 100 * 1024);
 
   it('holds at most maxBytes, statement texts included: the least recently used go first', () => {
-    const budget = 1024 * 1024;
+    const budget = 64 * 1024;
     const c = new DecisionCache({ maxBytes: budget });
-    for (let i = 0; i < 20; i++) c.decide(long(i), 'simple', s(), CATALOG, 1);
-    // Each entry costs at least its key (2 bytes per character, ~200 KiB): three quarters of 1 MiB holds 3.
+    // 4 KiB texts are their own keys (8 KiB each as counted): three quarters of 64 KiB hold a handful.
+    for (let i = 0; i < 20; i++) c.decide(text(i, 4000), 'simple', s(), CATALOG, 1);
     expect(c.bytes).toBeLessThanOrEqual(budget);
     expect(c.size).toBeLessThan(20);
     expect(c.size).toBeGreaterThan(0);
     const misses = c.stats.misses;
-    c.decide(long(19), 'simple', s(), CATALOG, 1);
+    c.decide(text(19, 4000), 'simple', s(), CATALOG, 1);
     expect(c.stats.misses).toBe(misses);
-    c.decide(long(0), 'simple', s(), CATALOG, 1);
+    c.decide(text(0, 4000), 'simple', s(), CATALOG, 1);
+    expect(c.stats.misses).toBe(misses + 1);
+  });
+
+  it('keys a long text by its hash: a 100 KiB statement costs its decision, not its text', () => {
+    const c = new DecisionCache();
+    for (let i = 0; i < 20; i++) c.decide(long(i), 'simple', s(), CATALOG, 1);
+    expect(c.size).toBe(20);
+    expect(c.bytes).toBeLessThan(20 * 4096);
+    const misses = c.stats.misses;
+    expect(c.decide(long(3), 'simple', s(), CATALOG, 1).allow).toBe(true);
+    expect(c.stats.misses).toBe(misses);
+    // Texts differing in their last character are different entries.
+    const other = `${long(3).slice(0, -4)}y */`;
+    c.decide(other, 'simple', s(), CATALOG, 1);
     expect(c.stats.misses).toBe(misses + 1);
   });
 
@@ -174,6 +190,10 @@ describe('DecisionCache byte bound', () => {
     c.decide(sql, 'simple', sessionFor(ROLES.writer), CATALOG, 1);
     expect(c.bytes).toBeGreaterThan(one);
     expect(c.bytes).toBeLessThan(2 * one);
+    // A row-capped role's decision holds its rewritten text: counted too, though the key is a hash.
+    const before = c.bytes;
+    c.decide(sql, 'simple', sessionFor(ROLES.capped), CATALOG, 1);
+    expect(c.bytes - before).toBeGreaterThan(2 * sql.length);
   });
 
   it('a decision made elsewhere under an older catalog snapshot is not stored (probe, then store)', () => {
