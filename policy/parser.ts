@@ -162,6 +162,21 @@ export function currentParserLimits(): Readonly<ParserLimits> {
   return { ...limits };
 }
 
+/** The longest text (UTF-16 units) handed to the WASM parser or scanner since this thread loaded it. */
+let wasmInputHighWater = 0;
+
+function noteWasmInput(sql: string): void {
+  if (sql.length > wasmInputHighWater) wasmInputHighWater = sql.length;
+}
+
+/**
+ * The longest text handed to the WASM parser or scanner so far: its memory's pages stay touched up to what that
+ * input needed (a decide worker is replaced when this is large; a text refused before reaching WASM costs nothing).
+ */
+export function wasmInputHighWaterMark(): number {
+  return wasmInputHighWater;
+}
+
 /** True once initParser has completed and a healthy instance is available. */
 export function isParserReady(): boolean {
   return primary !== undefined && primary.traps < MAX_TRAPS_PER_INSTANCE;
@@ -462,6 +477,7 @@ function screen(sql: string, inst: Instance): Screen {
   }
   let tokens: ScanToken[];
   try {
+    noteWasmInput(sql);
     tokens = inst.lib.scanSync(sql).tokens;
   } catch (err) {
     if (err instanceof RangeError || isWasmRuntimeError(err)) {
@@ -526,6 +542,7 @@ export function parseStatements(sql: string): ParseOutcome {
     if (!screened.ok) return screened;
     let result: ParseResult;
     try {
+      noteWasmInput(sql);
       result = inst.lib.parseSync(sql);
     } catch (err) {
       if (err instanceof inst.lib.SqlError || (err instanceof Error && err.name === 'SqlError')) {
@@ -557,6 +574,7 @@ export function scanTokens(sql: string): ScanToken[] | undefined {
   try {
     const inst = usable();
     if (inst === undefined || sql.includes('\0') || exceedsBytes(sql, limits.maxBytes)) return undefined;
+    noteWasmInput(sql);
     return inst.lib.scanSync(sql).tokens;
   } catch (err) {
     const inst = usable();

@@ -5,7 +5,7 @@
 // answers `{ type: 'done', id, facts }` or `{ type: 'failed', id, message }`. `{ type: 'plan', … }` asks for the server
 // analysis plan of an allowed text (`{ type: 'planned', id, plan }`). `{ type: 'ready' }` once the parser is loaded.
 import { parentPort, workerData } from 'node:worker_threads';
-import { initParser, type ParserLimits } from '../parser.ts';
+import { initParser, wasmInputHighWaterMark, type ParserLimits } from '../parser.ts';
 import { evaluateWithFacts } from '../evaluate.ts';
 import { planServerAnalysis, type AnalysisPlan } from '../server-plan.ts';
 import type { CatalogSnapshot, SessionView } from '../types.ts';
@@ -32,8 +32,8 @@ export interface DecideJob {
 
 export type WorkerReply =
   | { type: 'ready' }
-  | { type: 'done'; id: number; facts: ReturnType<typeof evaluateWithFacts>; grownBytes: number }
-  | { type: 'planned'; id: number; plan: AnalysisPlan; grownBytes: number }
+  | { type: 'done'; id: number; facts: ReturnType<typeof evaluateWithFacts>; grownBytes: number; wasmInput: number }
+  | { type: 'planned'; id: number; plan: AnalysisPlan; grownBytes: number; wasmInput: number }
   | { type: 'failed'; id: number; message: string }
   /** Asked for a catalog it does not hold (the pool sends it again with the snapshot). */
   | { type: 'needCatalog'; id: number };
@@ -66,7 +66,7 @@ port.on('message', (job: DecideJob | PlanJob) => {
   if (job.type === 'plan') {
     try {
       const plan = planServerAnalysis(job.text, job.paramTypes);
-      port.postMessage({ type: 'planned', id: job.id, plan, grownBytes: grown() } satisfies WorkerReply);
+      port.postMessage({ type: 'planned', id: job.id, plan, grownBytes: grown(), wasmInput: wasmInputHighWaterMark() } satisfies WorkerReply);
     } catch (err) {
       port.postMessage({ type: 'failed', id: job.id, message: err instanceof Error ? err.message : String(err) } satisfies WorkerReply);
     }
@@ -84,7 +84,7 @@ port.on('message', (job: DecideJob | PlanJob) => {
   try {
     // evaluateWithFacts never throws (an internal failure is a denial), but posting a result that cannot be cloned can.
     const facts = evaluateWithFacts(job.sql, job.mode, job.view, catalog, job.policyVersion);
-    reply = { type: 'done', id: job.id, facts, grownBytes: grown() };
+    reply = { type: 'done', id: job.id, facts, grownBytes: grown(), wasmInput: wasmInputHighWaterMark() };
     port.postMessage(reply);
   } catch (err) {
     port.postMessage({ type: 'failed', id: job.id, message: err instanceof Error ? err.message : String(err) } satisfies WorkerReply);
