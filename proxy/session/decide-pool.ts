@@ -14,7 +14,7 @@
 //     54000 (program_limit_exceeded). A worker that fails (an exception, exit, or running out of its heap limit,
 //     `maxHeapMb`) refuses its statement the same way. Fail closed: no statement is ever allowed for want of an answer.
 //   - Memory: the WASM parser's memory never shrinks: its pages stay touched up to the high-water mark of the largest
-//     input (128 MiB initially, growing to ~1 GB for a hostile 1 MiB text). A worker whose parser was handed a text of
+//     input (128 MiB initially, growing to ~1 GB for a hostile 1 MiB text). A worker given a text of
 //     `recycleAfterTextBytes` (256 KiB) or more, or whose WASM memory grew by more than `recycleAfterGrowthBytes`, is
 //     replaced after its job, and workers idle for `idleMs` end, so a burst of large statements leaves nothing behind
 //     but what the C allocator keeps in its per-thread arenas (docs/limits.md, MALLOC_ARENA_MAX). Not after every job:
@@ -44,9 +44,8 @@ export interface DecidePoolOptions {
   /** A worker idle this long ends. */
   idleMs?: number;
   /**
-   * A worker whose WASM parser or scanner was handed a text at least this long (UTF-16 units) is replaced after its job:
-   * that touched much of its WASM memory. (A text refused before it reaches WASM, by a cap or the nesting lower bound,
-   * does not count: replacing the worker would cost more than it frees.)
+   * A worker given a text at least this long (UTF-16 units), or whose WASM parser was handed one, is replaced after its
+   * job: the parser's memory stays touched up to what its largest input needed.
    */
   recycleAfterTextBytes?: number;
   /** A worker whose WASM memory grew by more than this beyond its initial size is replaced after its job. */
@@ -345,6 +344,9 @@ export class DecidePool {
   private run(slot: Slot, job: Job): void {
     clearTimeout(slot.idleTimer);
     slot.job = job;
+    // Measured (bench/hostile.ts): replacing the worker after every long text, even one refused before it reached WASM,
+    // leaves less memory behind than keeping it for the next one; each thread's malloc arena keeps what it freed.
+    if ((job.req.type === 'decide' ? job.req.req.sql : job.req.text).length >= this.opts.recycleAfterTextBytes) slot.retire = true;
     slot.timer = setTimeout(() => {
       if (slot.job !== job) return;
       this.stats.timedOut++;
