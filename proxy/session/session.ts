@@ -1615,8 +1615,6 @@ export class Session {
     if (tracker.txStatus !== 'I' || this.holding || this.framer.buffered > 0 || this.drainError !== undefined) return;
     // Not while reading the upstream is paused (a client slow to read its last result): an answer could not be seen.
     if (up.socket.isPaused() || this.socket.writableLength > 0) return;
-    // Not while reading the upstream is paused (a client slow to read its last result): an answer could not be seen.
-    if (up.socket.isPaused() || this.socket.writableLength > 0) return;
     let answered = false;
     const onAnswer = (): void => {
       answered = true;
