@@ -28,7 +28,7 @@ export const flush = () => typedMessage('H', Buffer.alloc(0));
 /** Reads whole backend messages from a socket; `onMessage` sees each (type, body). */
 export class RawClient {
   readonly socket: net.Socket;
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
   private waiters: { pred: (type: string, body: Buffer) => boolean; resolve: () => void }[] = [];
   onMessage: (type: string, body: Buffer) => void = () => {};
 
