@@ -136,6 +136,24 @@ function historyTable(): string {
   ].join('\n');
 }
 
+/** The `## ` sections of an existing RESULTS.md that this run does not write, each with its lines, in file order. */
+function foreignSections(file: string, own: ReadonlySet<string>): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  let keep = false;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('## ')) keep = !own.has(line);
+    if (keep) out.push(line);
+  }
+  if (out.length > 0 && out[out.length - 1] !== '') out.push('');
+  return out;
+}
+
 async function startPgwarden(
   dir: string,
   pgsrv: EmbeddedPostgres,
@@ -659,6 +677,10 @@ async function main(): Promise<void> {
       for (const f of failures.slice(0, 30)) md.push(`- round ${f.round}, ${f.target}, -M ${f.mode}, -c ${f.clients}: ${f.error}`);
       md.push('');
     }
+    // Sections other benchmarks write (bench/revocation.ts, bench/hostile.ts, …) stay as they were in the file.
+    const mdPath = path.join(opts.outDir, 'RESULTS.md');
+    const own = new Set(md.filter((l) => l.startsWith('## ')).concat('## Reproduce', '## Failed runs'));
+    md.push(...foreignSections(mdPath, own));
     md.push('## Reproduce');
     md.push('');
     md.push('```sh');
@@ -671,7 +693,6 @@ async function main(): Promise<void> {
     md.push('node --import tsx bench/corpus/build.ts     # re-capture and re-validate the parser corpus (needs psql, pgbench)');
     md.push('```');
     md.push('');
-    const mdPath = path.join(opts.outDir, 'RESULTS.md');
     writeFileSync(mdPath, md.join('\n'));
     log(`wrote ${path.relative(process.cwd(), mdPath)} and ${path.relative(process.cwd(), svgPath)}`);
     // A short summary on the console.
