@@ -1,7 +1,8 @@
 // A small, bounded pool of worker threads that parse and decide large statements, so no statement text can stall the event loop every session shares.
 //
-// Why: parsing is synchronous WASM (policy/parser.ts). A 1 MiB statement of nested parentheses or a `1+1+…` chain
-// costs seconds of the parser's time and grows its WASM memory by up to ~1 GB, which WASM can never give back.
+// Why: parsing is synchronous WASM (policy/parser.ts). A 1 MiB statement costs seconds of the parser's time (a long
+// SELECT list still does; nesting too deep is now found without the scanner) and grows its WASM memory by up to ~1 GB,
+// which WASM can never give back.
 // Statements longer than `offloadAboveBytes` (policy-gate.ts; the nesting pre-screen threshold, 4 KiB, by default:
 // shorter ones cannot cost more than a few milliseconds) are decided here by the very same evaluateWithFacts() on a
 // copy of the same role, session view and catalog, so the answer is the main thread's.
@@ -20,6 +21,7 @@
 //     but what the C allocator keeps in its per-thread arenas (docs/limits.md, MALLOC_ARENA_MAX). Not after every job:
 //     each new thread costs ~0.4 s of CPU and some of that arena memory. A worker whose parser trapped is replaced too
 //     (it keeps no spare parser instance).
+// Workers run at nice 10 (policy/worker/bootstrap.mjs), so the event loop takes the CPU from them, not the reverse.
 // Workers are unref'd: they never keep the process alive, and close() ends them.
 import { Worker } from 'node:worker_threads';
 import os from 'node:os';
