@@ -55,19 +55,28 @@ interface SharedDecision {
   append: string;
 }
 
-/** Where a miss is to be stored once its decision is known (DecisionCache.probe → DecisionCache.store). */
-export interface CacheMiss {
-  readonly sql: string;
-  /** The exact map's key for `sql` (the text, or its hash when long). */
-  readonly key: string;
-  readonly prefix: string;
-  readonly normKey: string | undefined;
-  readonly shapeTail: number;
-  /** The snapshot the decision was asked under: a decision made under another one is not stored. */
-  readonly catalog: CatalogSnapshot;
+/**
+ * Where a miss is to be stored once its decision is known (DecisionCache.probe → DecisionCache.store). A class, so a
+ * probe's answer is told apart with instanceof and a hit allocates nothing.
+ */
+export class CacheMiss {
+  constructor(
+    readonly sql: string,
+    /** The exact map's key for `sql` (the text, or its hash when long). */
+    readonly key: string,
+    readonly prefix: string,
+    readonly normKey: string | undefined,
+    readonly shapeTail: number,
+    /** The snapshot the decision was asked under: a decision made under another one is not stored. */
+    readonly catalog: CatalogSnapshot,
+  ) {}
 }
 
-export type CacheProbe = { hit: true; entry: { decision: Decision; slot: DecisionSlot } } | { hit: false; miss: CacheMiss };
+/** A cached decision and its slot. */
+export interface CacheEntry {
+  decision: Decision;
+  slot: DecisionSlot;
+}
 
 /**
  * Texts longer than this are keyed by their SHA-256 rather than by themselves: a cache of denied 1 MiB hostile texts
@@ -179,15 +188,15 @@ export class DecisionCache {
   /** decide(), with the entry's slot (a fresh, unshared one when the decision is not cached). */
   lookup(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, policyVersion: number): { decision: Decision; slot: DecisionSlot } {
     const p = this.probe(sql, mode, session, catalog, policyVersion);
-    if (p.hit) return p.entry;
-    return this.store(p.miss, evaluateWithFacts(sql, mode, session, catalog, policyVersion));
+    if (!(p instanceof CacheMiss)) return p;
+    return this.store(p, evaluateWithFacts(sql, mode, session, catalog, policyVersion));
   }
 
   /**
    * The cached decision for `sql`, or where to store the one evaluateWithFacts gives for it (store()): the two halves
    * of lookup(), for a caller that evaluates elsewhere (a decide worker) in between.
    */
-  probe(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, policyVersion: number): CacheProbe {
+  probe(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, policyVersion: number): CacheEntry | CacheMiss {
     if (catalog !== this.catalog) {
       this.clear();
       this.catalog = catalog;
@@ -201,18 +210,18 @@ export class DecisionCache {
       if (shared !== undefined) {
         this.stats.normalizedHits++;
         const d = shared.decision;
-        if (shared.dropTail < 0 || !d.allow) return { hit: true, entry: shared };
-        return { hit: true, entry: { decision: { ...d, rewrittenSql: sql.slice(0, sql.length - shared.dropTail) + shared.append }, slot: shared.slot } };
+        if (shared.dropTail < 0 || !d.allow) return shared;
+        return { decision: { ...d, rewrittenSql: sql.slice(0, sql.length - shared.dropTail) + shared.append }, slot: shared.slot };
       }
     }
     const key = exactKey(sql);
     const hit = this.exact.get(key)?.get(prefix);
     if (hit !== undefined) {
       this.stats.exactHits++;
-      return { hit: true, entry: hit };
+      return hit;
     }
     this.stats.misses++;
-    return { hit: false, miss: { sql, key, prefix, normKey, shapeTail: shape?.tail ?? 0, catalog } };
+    return new CacheMiss(sql, key, prefix, normKey, shape?.tail ?? 0, catalog);
   }
 
   /** Keeps the decision evaluateWithFacts gave for a probe's miss (when it may be kept) and returns its entry. */

@@ -5,7 +5,7 @@
 // stays free for every other session whatever one of them sends. Shorter ones are decided here, synchronously.
 import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
 import { judgeParameterTypes } from '../../policy/evaluate.ts';
-import { DecisionCache, DEFAULT_CACHE_BYTES, type DecisionSlot } from '../../policy/normalize.ts';
+import { CacheMiss, DecisionCache, DEFAULT_CACHE_BYTES, type DecisionSlot } from '../../policy/normalize.ts';
 import { DEFAULT_PARSER_LIMITS, currentParserLimits } from '../../policy/parser.ts';
 import type { PolicyStore } from '../../policy/store.ts';
 import type { StatementGate } from './gate.ts';
@@ -151,13 +151,13 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
       if (longerThan(sql, offloadAbove)) {
         // A long text: a cache hit is answered here; a miss is decided on a worker, never on the event loop.
         const probe = cache.probe(sql, mode, current, catalog, policy.version);
-        opts.onLookup?.(probe.hit);
-        if (probe.hit) return confirm(probe.entry.decision, probe.entry.slot, sql, role, paramTypes);
+        opts.onLookup?.(!(probe instanceof CacheMiss));
+        if (!(probe instanceof CacheMiss)) return confirm(probe.decision, probe.slot, sql, role, paramTypes);
         return getPool()
           .decide({ sql, mode, view: current, catalog, policyVersion: policy.version })
           .then((answer) => {
             if (!answer.ok) return answer.decision;
-            const { decision, slot } = cache.store(probe.miss, answer.facts);
+            const { decision, slot } = cache.store(probe, answer.facts);
             return confirm(decision, slot, sql, role, paramTypes);
           })
           // Never rejects: anything unexpected on the way back is a refusal, as on the main thread.

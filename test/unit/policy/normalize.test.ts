@@ -1,7 +1,7 @@
 // Literal-normalised cache keys, and the decision cache: literal-insensitive sharing only.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initParser } from '../../../policy/parser.ts';
-import { DecisionCache } from '../../../policy/normalize.ts';
+import { CacheMiss, DecisionCache } from '../../../policy/normalize.ts';
 import { literalShape } from '../../../policy/literals.ts';
 import { evaluateWithFacts } from '../../../policy/evaluate.ts';
 
@@ -200,15 +200,15 @@ describe('DecisionCache byte bound', () => {
     const c = new DecisionCache();
     const sql = 'SELECT id FROM orders';
     const p = c.probe(sql, 'simple', s(), CATALOG, 1);
-    expect(p.hit).toBe(false);
+    expect(p).toBeInstanceOf(CacheMiss);
     // The store swaps in a new snapshot while the decision is being made on a worker.
     const other = makeCatalog();
-    expect(c.probe('SELECT 1', 'simple', s(), other, 1).hit).toBe(false);
-    if (!p.hit) c.store(p.miss, evaluateWithFacts(sql, 'simple', s(), CATALOG, 1));
-    expect(c.probe(sql, 'simple', s(), other, 1).hit).toBe(false);
+    expect(c.probe('SELECT 1', 'simple', s(), other, 1)).toBeInstanceOf(CacheMiss);
+    if (p instanceof CacheMiss) c.store(p, evaluateWithFacts(sql, 'simple', s(), CATALOG, 1));
+    expect(c.probe(sql, 'simple', s(), other, 1)).toBeInstanceOf(CacheMiss);
     // Under the current snapshot it is.
     const q = c.probe(sql, 'simple', s(), other, 1);
-    if (!q.hit) c.store(q.miss, evaluateWithFacts(sql, 'simple', s(), other, 1));
-    expect(c.probe(sql, 'simple', s(), other, 1).hit).toBe(true);
+    if (q instanceof CacheMiss) c.store(q, evaluateWithFacts(sql, 'simple', s(), other, 1));
+    expect(c.probe(sql, 'simple', s(), other, 1)).not.toBeInstanceOf(CacheMiss);
   });
 });
