@@ -7,7 +7,7 @@ import type { Config } from './config/types.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/jwt.ts';
 import { ProxyError } from './errors.ts';
 import { createLogger } from './log.ts';
-import { createMetrics, registerAuditMetrics, registerRevocationMetrics, registerSessionBufferMetrics, registerUpstreamCapMetrics, startMetricsServer, type Metrics } from './metrics.ts';
+import { createMetrics, registerAuditMetrics, registerRevocationMetrics, registerDecidePoolMetrics, registerSessionBufferMetrics, registerUpstreamCapMetrics, startMetricsServer, type Metrics } from './metrics.ts';
 import { auditGate, auditUnavailableError, createAudit, withAuditGate, type Audit } from './audit.ts';
 import { combineRevocations, RevocationList, revokedSessionError, type RevocationSource } from './revocation.ts';
 import { revocationClientConfig, revocationListenerNotReady, TableRevocations } from './revocation-table.ts';
@@ -16,6 +16,7 @@ import { BudgetLedger } from './session/budget.ts';
 import { CancelRegistry } from './session/cancel.ts';
 import type { SessionEvents } from './session/session.ts';
 import { createPolicyGate } from './session/policy-gate.ts';
+import { decidePoolOptions } from './session/decide-pool.ts';
 import { ServerChecker } from './session/server-check.ts';
 import { AnalysisPool } from './upstream/analysis.ts';
 import { pgSslOptions, type CountedUpstream } from './upstream/connect.ts';
@@ -193,7 +194,9 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
       analysisLog.warn({ reason, role }, 'pgwarden allowed a statement the server\'s analysis denies');
     },
   });
-  const policyGate = createPolicyGate(store, { onLookup: (hit) => metrics.cacheLookup(hit), server: serverCheck, cacheBytes: config.limits.decisionCacheBytes });
+  const policyGate = createPolicyGate(store, { onLookup: (hit) => metrics.cacheLookup(hit), server: serverCheck, cacheBytes: config.limits.decisionCacheBytes,
+    pool: decidePoolOptions(config.limits),
+  });
   const gate = withAuditGate(policyGate, audit);
   const tlsContext = config.listen.tls
     ? tls.createSecureContext({ cert: readFileSync(config.listen.tls.certFile), key: readFileSync(config.listen.tls.keyFile) })
@@ -235,6 +238,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
     audit.revocationChanged({ ...change, sessionsEnded: ended });
   });
   registerSessionBufferMetrics(metrics, () => server.sessions);
+  registerDecidePoolMetrics(metrics, () => policyGate.pool?.snapshot());
   metrics.policyVersion.set(store.version);
 
   const endRemovedRoles = (): number => {

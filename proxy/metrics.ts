@@ -211,6 +211,64 @@ export function registerSessionBufferMetrics(metrics: Pick<Metrics, 'registry'>,
   });
 }
 
+/**
+ * The decide pool (statements over 4 KiB parsed and decided off the event loop), read at each scrape: what it decided,
+ * what it refused and why, and how busy it is. Undefined until the first long statement starts the pool.
+ */
+export function registerDecidePoolMetrics(
+  metrics: Pick<Metrics, 'registry'>,
+  snapshot: () => { decided: number; refusedBusy: number; timedOut: number; workerFailures: number; workersStarted: number; running: number; queued: number; workers: number } | undefined,
+): void {
+  new client.Gauge({
+    name: 'pgwarden_decide_pool_jobs',
+    help: 'Long statements on the decide pool now, by state: running (on a worker) or queued (waiting for one)',
+    labelNames: ['state'] as const,
+    registers: [metrics.registry],
+    collect() {
+      const s = snapshot();
+      this.set({ state: 'running' }, s?.running ?? 0);
+      this.set({ state: 'queued' }, s?.queued ?? 0);
+    },
+  });
+  new client.Gauge({
+    name: 'pgwarden_decide_pool_workers',
+    help: 'Decide worker threads alive now',
+    registers: [metrics.registry],
+    collect() {
+      this.set(snapshot()?.workers ?? 0);
+    },
+  });
+  // Counters kept by the pool itself; exported as gauges of their running totals would lose the _total contract, so a
+  // counter is moved up to the pool's figure at each scrape (they only grow).
+  const outcomes = new client.Counter({
+    name: 'pgwarden_decide_pool_jobs_total',
+    help: 'Long statements the decide pool answered, by outcome: decided, refused_busy (53000: queue full or waited too long), timed_out and worker_failed (54000)',
+    labelNames: ['outcome'] as const,
+    registers: [metrics.registry],
+    collect() {
+      const s = snapshot();
+      if (s === undefined) return;
+      for (const [outcome, n] of [['decided', s.decided], ['refused_busy', s.refusedBusy], ['timed_out', s.timedOut], ['worker_failed', s.workerFailures]] as const) {
+        const seen = seenOutcomes.get(outcome) ?? 0;
+        if (n > seen) outcomes.inc({ outcome }, n - seen);
+        seenOutcomes.set(outcome, Math.max(seen, n));
+      }
+    },
+  });
+  const seenOutcomes = new Map<string, number>();
+  const started = new client.Counter({
+    name: 'pgwarden_decide_pool_workers_started_total',
+    help: 'Decide worker threads started (on demand, and to replace one recycled after a long text, timed out or failed)',
+    registers: [metrics.registry],
+    collect() {
+      const n = snapshot()?.workersStarted ?? 0;
+      if (n > startedSeen) started.inc(n - startedSeen);
+      startedSeen = Math.max(startedSeen, n);
+    },
+  });
+  let startedSeen = 0;
+}
+
 /** pgwarden's upstream connections against limits.maxUpstreamConnections, read at each scrape. */
 export function registerUpstreamCapMetrics(metrics: Pick<Metrics, 'registry'>, cap: { readonly max: number; readonly sessions: number; readonly own: number }): void {
   new client.Gauge({

@@ -182,6 +182,8 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
       cancelRequestsPerMinute: must('limits.cancelRequestsPerMinute'),
       maxUpstreamConnections: must('limits.maxUpstreamConnections'),
       decisionCacheBytes: must('limits.decisionCacheBytes'),
+      decideWorkers: must('limits.decideWorkers'),
+      decideWorkerHeap: must('limits.decideWorkerHeap'),
     },
     analysis: {
       cacheTtl: must('analysis.cacheTtl'),

@@ -87,6 +87,8 @@ export const settings = [
   { key: 'limits.maxUpstreamConnections', type: 'integer', default: 0, min: 0, max: 1_000_000, doc: 'upstream connections pgwarden holds at most (sessions, analysis, revocation listener, checks); 0 derives it at startup from the server\'s max_connections, reserved slots and connections already in use; a value above that is lowered to it' },
 
   { key: 'limits.decisionCacheBytes', type: 'bytes', default: 64 * 1024 * 1024, min: 1024 * 1024, max: 16 * 1024 ** 3, doc: 'memory the decision cache may hold, statement texts (its keys) included, beside its 10,000 entries; least recently used decisions go first' },
+  { key: 'limits.decideWorkers', type: 'integer', default: 0, min: 0, max: 64, doc: 'worker threads that parse and decide statements over 4 KiB off the event loop; 0 = one fewer than the CPUs, at least 1, at most 4. Each may briefly need ~1 GB while parsing a hostile 1 MiB text: size the memory limit with it (docs/limits.md, "Memory")' },
+  { key: 'limits.decideWorkerHeap', type: 'bytes', default: 512 * 1024 * 1024, min: 64 * 1024 * 1024, max: 16 * 1024 ** 3, doc: 'V8 heap limit of each decide worker; a decision needing more ends the worker and refuses its statement (54000)' },
   { key: 'limits.maxSessionsPerSub', type: 'integer', default: 50, min: 0, doc: 'live sessions one token subject may hold; 0 means no limit' },
   { key: 'limits.maxSessionsPerAgent', type: 'integer', default: 100, min: 0, doc: 'live sessions one agent may hold; 0 means no limit' },
 

@@ -70,6 +70,10 @@ export interface LimitsConfig {
   maxUpstreamConnections?: number;
   /** Bytes the decision cache may hold (keys included); absent = 64 MiB (hand-built configs). */
   decisionCacheBytes?: number;
+  /** Decide workers at most; 0 or absent = one fewer than the CPUs, at least 1, at most 4. */
+  decideWorkers?: number;
+  /** V8 heap limit of each decide worker, in bytes; absent = 512 MiB. */
+  decideWorkerHeap?: number;
 }
 
 export interface Config {

@@ -69,6 +69,14 @@ export const DECIDE_POOL_DEFAULTS = {
   maxHeapMb: 512,
 } as const;
 
+/** The pool's options from the config's limits (limits.decideWorkers, limits.decideWorkerHeap); 0 or absent keeps a default. */
+export function decidePoolOptions(limits: { readonly decideWorkers?: number | undefined; readonly decideWorkerHeap?: number | undefined }): DecidePoolOptions {
+  const opts: DecidePoolOptions = {};
+  if (limits.decideWorkers !== undefined && limits.decideWorkers > 0) opts.size = limits.decideWorkers;
+  if (limits.decideWorkerHeap !== undefined && limits.decideWorkerHeap > 0) opts.maxHeapMb = Math.max(16, Math.floor(limits.decideWorkerHeap / (1024 * 1024)));
+  return opts;
+}
+
 export type PoolAnswer = { ok: true; facts: EvaluationFacts } | { ok: false; decision: Deny };
 export type PlanAnswer = { ok: true; plan: AnalysisPlan } | { ok: false; decision: Deny };
 

@@ -87,4 +87,14 @@ describe('hostile statements', () => {
       await c.end();
     }
   });
+
+  it('the decide pool is on /metrics: what it decided and how busy it is', async () => {
+    const text = await tp.proxy.metrics.registry.metrics();
+    const decided = /^pgwarden_decide_pool_jobs_total\{outcome="decided"\} (\d+)$/m.exec(text);
+    // The tests above sent long statements, each decided on a worker (the refused ones too: the worker refused them).
+    expect(Number(decided?.[1] ?? 0)).toBeGreaterThanOrEqual(3);
+    expect(text).toMatch(/^pgwarden_decide_pool_jobs\{state="queued"\} 0$/m);
+    expect(Number(/^pgwarden_decide_pool_workers_started_total (\d+)$/m.exec(text)?.[1] ?? 0)).toBeGreaterThanOrEqual(1);
+    expect(text).toMatch(/^pgwarden_decide_pool_workers \d+$/m);
+  });
 });

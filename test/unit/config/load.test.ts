@@ -102,6 +102,8 @@ describe('the documented example', () => {
       cancelRequestsPerMinute: 60,
       maxUpstreamConnections: 0,
       decisionCacheBytes: 64 * 1024 * 1024,
+      decideWorkers: 0,
+      decideWorkerHeap: 512 * 1024 * 1024,
     });
     expect(config.log).toEqual({ level: 'info' });
   });
