@@ -69,6 +69,12 @@ function isSpecial(c: number): boolean {
   return c === LPAREN || c === RPAREN || c === LBRACE || c === RBRACE;
 }
 
+/** A Datum being read: the bytes so far (out[0..n)). */
+interface DatumState {
+  out: Uint8Array;
+  n: number;
+}
+
 /** A token: its raw text (escapes kept, latin1 so one char is one byte) and whether it is one of `(){}`. */
 interface Token {
   raw: string;
@@ -102,12 +108,28 @@ class Tokenizer {
    * and reading those as tokens cost ~300 ms of the event loop.
    */
   datumBytes(): Uint8Array {
+    const st: DatumState = { out: new Uint8Array(64), n: 0 };
+    while (!this.datumStep(st, Infinity));
+    return st.out.subarray(0, st.n);
+  }
+
+  /**
+   * Reads up to `maxBytes` more bytes of a Datum into `st`: true when its `]` was read (the bytes are then
+   * `st.out.subarray(0, st.n)`), false when there is more. The cooperative reader calls it in slices.
+   */
+  datumStep(st: DatumState, maxBytes: number): boolean {
     if (this.peeked !== null) throw new NodeReadError('datum read after a peek');
     const s = this.text;
     let p = this.pos;
-    let out = new Uint8Array(64);
-    let n = 0;
-    for (;;) {
+    let out = st.out;
+    let n = st.n;
+    for (let budget = maxBytes; ; budget--) {
+      if (budget <= 0) {
+        this.pos = p;
+        st.out = out;
+        st.n = n;
+        return false;
+      }
       while (p < s.length && isSpace(s.charCodeAt(p))) p++;
       if (p >= s.length) throw new NodeReadError('unterminated datum in node tree');
       if (++this.count > this.maxTokens) throw new NodeReadError('node tree has too many tokens');
@@ -116,7 +138,9 @@ class Tokenizer {
       if (isSpecial(c)) throw new NodeReadError('unterminated datum in node tree');
       if (c === 0x5d /* ] */ && (p + 1 >= s.length || isSpace(s.charCodeAt(p + 1)) || isSpecial(s.charCodeAt(p + 1)))) {
         this.pos = p + 1;
-        return out.subarray(0, n);
+        st.out = out;
+        st.n = n;
+        return true;
       }
       let negative = false;
       if (c === 0x2d /* - */) {
@@ -218,6 +242,15 @@ function toNumber(raw: string): number {
   return n;
 }
 
+/** A bare word or a quoted string token as a value. */
+function scalarOf(raw: string): PgScalar {
+  if (raw.startsWith('"')) {
+    if (raw.length < 2 || !raw.endsWith('"') || lastCharEscaped(raw)) throw new NodeReadError('unterminated string in node tree');
+    return { string: unescape(raw.slice(1, -1)) };
+  }
+  return { word: unescape(raw) };
+}
+
 class Reader {
   private depth = 0;
 
@@ -250,15 +283,7 @@ class Reader {
       this.tok.next();
       return this.datum(toNumber(t.raw));
     }
-    return this.scalar(t.raw);
-  }
-
-  private scalar(raw: string): PgScalar {
-    if (raw.startsWith('"')) {
-      if (raw.length < 2 || !raw.endsWith('"') || lastCharEscaped(raw)) throw new NodeReadError('unterminated string in node tree');
-      return { string: unescape(raw.slice(1, -1)) };
-    }
-    return { word: unescape(raw) };
+    return scalarOf(t.raw);
   }
 
   private datum(length: number): PgDatum {
@@ -333,6 +358,241 @@ export function readNodeTree(text: string, limits: Partial<ReadLimits> = {}): Pg
   const rest = tok.next();
   if (rest !== undefined) throw new NodeReadError(`unexpected "${rest.raw.slice(0, 30)}" after the node tree`);
   return value;
+}
+
+/** Trees shorter than this are read in one go (a pgbench -S tree is ~2 KiB and reads in well under a millisecond). */
+export const COOPERATIVE_READ_BYTES = 32 * 1024;
+
+/**
+ * A long pass done in slices: each run() works until the tree is done (true) or the clock (performance.now()) has
+ * passed `until` (false), checking the clock every few hundred steps. The caller decides what happens between
+ * slices (proxy/session/server-check.ts gives the event loop a turn); policy/ itself stays synchronous.
+ */
+export interface Incremental {
+  run(until: number): boolean;
+}
+
+/** Checked by the cooperative passes every this many steps: performance.now() costs ~50 ns, a step ~100 ns. */
+const STEPS_PER_CLOCK_CHECK = 512;
+
+/** Bytes of a Datum read per step of the cooperative reader (a 1 MiB constant prints as ~4 MB of digits). */
+const DATUM_BYTES_PER_STEP = 256;
+
+type Frame =
+  | { kind: 'node'; name: string; fields: Map<string, PgValue>; field: string | undefined }
+  | { kind: 'list'; items: PgValue[] }
+  | { kind: 'numbers'; listKind: PgNumberList['kind']; values: number[] }
+  | { kind: 'datum'; length: number; st: DatumState };
+
+/**
+ * The same grammar as Reader with an explicit stack instead of recursion, so it can stop between any two tokens and
+ * go on later. It consumes tokens in exactly Reader's order and throws the same errors at the same tokens, so its
+ * result (and its failure) is Reader's; test/unit/policy/pgnode-cooperative.test.ts compares them.
+ */
+class SteppingReader {
+  private readonly stack: Frame[] = [];
+  private depth = 0;
+  /** A value is to be read next (into the frame on top, or as the root). */
+  private wantValue = true;
+  private done = false;
+  private result: PgValue = null;
+
+  constructor(
+    private readonly tok: Tokenizer,
+    private readonly maxDepth: number,
+    private readonly stepsPerCheck: number,
+  ) {}
+
+  private enter(): void {
+    if (++this.depth > this.maxDepth) throw new NodeReadError('node tree is nested too deeply');
+  }
+
+  /** Hands a finished value to the frame on top, or ends the read when there is none. */
+  private deliver(v: PgValue): void {
+    const top = this.stack[this.stack.length - 1];
+    if (top === undefined) {
+      this.result = v;
+      this.done = true;
+    } else if (top.kind === 'node') {
+      top.fields.set(top.field as string, v);
+      top.field = undefined;
+    } else if (top.kind === 'list') top.items.push(v);
+    else throw new NodeReadError('value delivered to a number list or datum'); // unreachable: those frames read no values
+  }
+
+  /** Reader.value() up to its first nested read: a finished scalar is delivered, a node or list opens a frame. */
+  private startValue(): void {
+    const t = this.tok.next();
+    if (t === undefined) throw new NodeReadError('node tree ends where a value was expected');
+    if (t.special) {
+      if (t.raw === '{') {
+        this.enter();
+        const name = this.tok.next();
+        if (name === undefined || name.special || !NODE_NAME.test(name.raw)) {
+          throw new NodeReadError(`expected a node name after "{", found "${name?.raw.slice(0, 30) ?? 'end'}"`);
+        }
+        this.stack.push({ kind: 'node', name: name.raw, fields: new Map(), field: undefined });
+        return;
+      }
+      if (t.raw === '(') {
+        this.enter();
+        const first = this.tok.peek();
+        if (first !== undefined && !first.special && (first.raw === 'b' || first.raw === 'i' || first.raw === 'o' || first.raw === 'x')) {
+          this.tok.next();
+          this.stack.push({ kind: 'numbers', listKind: first.raw, values: [] });
+        } else this.stack.push({ kind: 'list', items: [] });
+        return;
+      }
+      throw new NodeReadError(`unexpected "${t.raw}" where a value was expected`);
+    }
+    if (t.raw === '<>') return this.deliver(null);
+    if (t.raw === '?') throw new NodeReadError('the server could not print part of the tree');
+    const after = this.tok.peek();
+    if (after !== undefined && !after.special && after.raw === '[') {
+      this.tok.next();
+      this.stack.push({ kind: 'datum', length: toNumber(t.raw), st: { out: new Uint8Array(64), n: 0 } });
+      return;
+    }
+    this.deliver(scalarOf(t.raw));
+  }
+
+  /** One step: a token or a slice of a Datum's bytes. */
+  private step(): void {
+    if (this.wantValue) {
+      this.wantValue = false;
+      this.startValue();
+      return;
+    }
+    const top = this.stack[this.stack.length - 1] as Frame;
+    switch (top.kind) {
+      case 'node': {
+        const t = this.tok.next();
+        if (t === undefined) throw new NodeReadError(`node ${top.name} is not closed`);
+        if (t.special && t.raw === '}') {
+          this.stack.pop();
+          this.depth--;
+          return this.deliver({ type: top.name, fields: top.fields });
+        }
+        if (t.special || !FIELD_NAME.test(t.raw)) throw new NodeReadError(`expected a field of ${top.name}, found "${t.raw.slice(0, 30)}"`);
+        const field = t.raw.slice(1);
+        if (top.fields.has(field)) throw new NodeReadError(`field ${field} repeated in ${top.name}`);
+        top.field = field;
+        this.wantValue = true;
+        return;
+      }
+      case 'list': {
+        const t = this.tok.peek();
+        if (t === undefined) throw new NodeReadError('unterminated list in node tree');
+        if (t.special && t.raw === ')') {
+          this.tok.next();
+          this.stack.pop();
+          this.depth--;
+          return this.deliver(top.items);
+        }
+        this.wantValue = true;
+        return;
+      }
+      case 'numbers': {
+        const t = this.tok.next();
+        if (t === undefined) throw new NodeReadError('unterminated list in node tree');
+        if (t.special) {
+          if (t.raw !== ')') throw new NodeReadError(`unexpected "${t.raw}" in a number list`);
+          this.stack.pop();
+          this.depth--;
+          return this.deliver({ kind: top.listKind, values: top.values });
+        }
+        top.values.push(toNumber(t.raw));
+        return;
+      }
+      case 'datum': {
+        if (!this.tok.datumStep(top.st, DATUM_BYTES_PER_STEP)) return;
+        this.stack.pop();
+        return this.deliver({ length: top.length, bytes: top.st.out.slice(0, top.st.n) });
+      }
+    }
+  }
+
+  /** Runs until the tree is read (true) or `until` (performance.now()) has passed (false). */
+  run(until: number): boolean {
+    for (let i = 1; !this.done; i++) {
+      this.step();
+      if (i % this.stepsPerCheck === 0 && !this.done && performance.now() >= until) return false;
+    }
+    return true;
+  }
+
+  get value(): PgValue {
+    return this.result;
+  }
+}
+
+export interface IncrementalOptions {
+  /** Steps between two looks at the clock (the default suits production; tests stop after every few steps). */
+  stepsPerClockCheck?: number;
+}
+
+/**
+ * readNodeTree in slices (see Incremental): the same result, or the same NodeReadError at the same point of the
+ * text. Several reads can be in progress at once.
+ */
+export class IncrementalTreeRead implements Incremental {
+  private readonly tok: Tokenizer;
+  private readonly reader: SteppingReader;
+  private finished = false;
+
+  constructor(text: string, limits: Partial<ReadLimits> = {}, opts: IncrementalOptions = {}) {
+    const l = { ...DEFAULT_LIMITS, ...limits };
+    this.tok = new Tokenizer(text, l.maxTokens);
+    this.reader = new SteppingReader(this.tok, l.maxDepth, opts.stepsPerClockCheck ?? STEPS_PER_CLOCK_CHECK);
+  }
+
+  run(until: number): boolean {
+    if (this.finished) return true;
+    if (!this.reader.run(until)) return false;
+    const rest = this.tok.next();
+    if (rest !== undefined) throw new NodeReadError(`unexpected "${rest.raw.slice(0, 30)}" after the node tree`);
+    this.finished = true;
+    return true;
+  }
+
+  /** The tree, once run() returned true. */
+  get value(): PgValue {
+    if (!this.finished) throw new NodeReadError('node tree read not finished');
+    return this.reader.value;
+  }
+}
+
+/** walkNodes in slices (see Incremental): the same visits in the same order. */
+export class IncrementalWalk implements Incremental {
+  private readonly stack: PgValue[];
+
+  private readonly stepsPerCheck: number;
+
+  constructor(
+    root: PgValue,
+    private readonly visit: (node: PgNode) => void,
+    opts: IncrementalOptions = {},
+  ) {
+    this.stack = [root];
+    this.stepsPerCheck = opts.stepsPerClockCheck ?? STEPS_PER_CLOCK_CHECK;
+  }
+
+  run(until: number): boolean {
+    const stack = this.stack;
+    for (let i = 1; stack.length > 0; i++) {
+      if (i % this.stepsPerCheck === 0 && performance.now() >= until) return false;
+      const v = stack.pop();
+      if (v === null || v === undefined || typeof v !== 'object') continue;
+      if (Array.isArray(v)) {
+        for (let j = v.length - 1; j >= 0; j--) stack.push(v[j] as PgValue);
+      } else if (isNode(v)) {
+        this.visit(v);
+        const children = [...v.fields.values()];
+        for (let j = children.length - 1; j >= 0; j--) stack.push(children[j] as PgValue);
+      }
+    }
+    return true;
+  }
 }
 
 export function isNode(v: PgValue | undefined): v is PgNode {

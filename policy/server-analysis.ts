@@ -12,7 +12,7 @@
 import type { Analysis, ColumnUse, FunctionUse, RelationUse, WriteUse } from './analyze.ts';
 import { REG_TYPES } from './analyze.ts';
 import type { Denial } from './evaluate.ts';
-import { bitmapField, isNode, isNumberList, numberField, wordField, walkNodes, type PgNode, type PgValue } from './pgnode.ts';
+import { bitmapField, IncrementalWalk, isNode, isNumberList, numberField, walkNodes, wordField, type Incremental, type IncrementalOptions, type PgNode, type PgValue } from './pgnode.ts';
 import type { CatalogFunction, CatalogRelation, RolePolicy, WriteKind } from './types.ts';
 import { SqlState } from '../proxy/sqlstate.ts';
 
@@ -238,8 +238,33 @@ function constText(v: PgValue | undefined): string | undefined {
 }
 
 function collectInto(c: Collected, root: PgValue, baseDepth: number): void {
+  walkNodes(root, collector(c, baseDepth));
+}
+
+/**
+ * Walks a statement's tree in slices (see Incremental) and, when done, keeps what it found for collectReferences and
+ * factsFromTrees, which then do not walk it again. The same visits as their own walk, so the same result; for the big
+ * trees of long allowed statements (a 20,000-element IN list: 20,000 nodes), so the caller can pause between slices.
+ */
+export function incrementalReferenceWalk(tree: PgValue, opts: IncrementalOptions = {}): Incremental {
+  if (tree === null || typeof tree !== 'object' || walked.get(tree)?.has(0)) return { run: () => true };
+  const c = emptyCollected();
+  const walk = new IncrementalWalk(tree, collector(c, 0), opts);
+  return {
+    run(until: number): boolean {
+      if (!walk.run(until)) return false;
+      const byDepth = walked.get(tree) ?? new Map<number, Collected>();
+      walked.set(tree, byDepth);
+      if (!byDepth.has(0)) byDepth.set(0, c);
+      return true;
+    },
+  };
+}
+
+/** The visit of one node: records its references into `c`; `baseDepth` is the Query nesting the walk starts at. */
+function collector(c: Collected, baseDepth: number): (node: PgNode) => void {
   let queryDepth = baseDepth;
-  walkNodes(root, (node) => {
+  return (node) => {
     if (!KNOWN_NODES.has(node.type)) {
       c.unknownNodes.add(node.type);
       return;
@@ -291,7 +316,7 @@ function collectInto(c: Collected, root: PgValue, baseDepth: number): void {
         c.perms.push({ relid, perms, selected, inserted, updated, merge, nested });
       }
     }
-  });
+  };
 }
 
 /**

@@ -2,8 +2,8 @@
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { checkFacts, toDeny, type Denial } from '../../policy/evaluate.ts';
-import { NodeReadError, readNodeTree, type PgValue } from '../../policy/pgnode.ts';
-import { collectReferences, factsFromTrees, hasMissing, ServerAnalysisError, unanalysable, type OidCatalog, type OidSets, type ServerFunction, type ServerOperator, type ServerRelation, type ServerType } from '../../policy/server-analysis.ts';
+import { COOPERATIVE_READ_BYTES, IncrementalTreeRead, NodeReadError, readNodeTree, type Incremental, type PgValue } from '../../policy/pgnode.ts';
+import { collectReferences, factsFromTrees, hasMissing, incrementalReferenceWalk, ServerAnalysisError, unanalysable, type OidCatalog, type OidSets, type ServerFunction, type ServerOperator, type ServerRelation, type ServerType } from '../../policy/server-analysis.ts';
 import { planServerAnalysis, type AnalysisPlan, type AnalysisText } from '../../policy/server-plan.ts';
 import type { Decision, RolePolicy } from '../../policy/types.ts';
 import { BackendType } from '../wire/codes.ts';
@@ -264,7 +264,7 @@ export class ServerChecker {
       }
       let judged: { denial: Denial | undefined; literalSensitive: boolean };
       try {
-        judged = await this.judge(conn, t, readNodeTree(result.tree), role, parsedTypes);
+        judged = await this.judge(conn, t, await readTree(result.tree), role, parsedTypes);
       } catch (err) {
         if (err instanceof AnalysisUnavailable) {
           this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
@@ -313,6 +313,29 @@ export class ServerChecker {
     const verdict = checkFacts(facts.analysis, role);
     return { denial: 'reason' in verdict ? verdict : undefined, literalSensitive: facts.literalSensitive };
   }
+}
+
+/** Longest stretch of work on one tree between two turns of the event loop. */
+const TREE_SLICE_MS = 3;
+
+/** Runs `job` in slices of TREE_SLICE_MS, letting every other session's I/O and timers run between them. */
+async function inSlices(job: Incremental): Promise<void> {
+  while (!job.run(performance.now() + TREE_SLICE_MS)) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Reads a statement's analysed tree. A big one (a long IN list, VALUES list or array constant that the role may run:
+ * 3 MB of tree for 20,000 elements, up to the 16 MiB cap) is read and walked for its references in slices, so other
+ * sessions are served meanwhile and several big trees interleave; judge() then finds the walk done. A small one (every
+ * ordinary statement) is read at once, as before.
+ */
+async function readTree(text: string): Promise<PgValue> {
+  if (text.length < COOPERATIVE_READ_BYTES) return readNodeTree(text);
+  const read = new IncrementalTreeRead(text);
+  await inSlices(read);
+  const tree = read.value;
+  await inSlices(incrementalReferenceWalk(tree));
+  return tree;
 }
 
 function tooManyStatements(statements: Deny['statements']): Deny {

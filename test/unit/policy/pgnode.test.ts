@@ -1,9 +1,9 @@
-// The node-text reader: real trees from PostgreSQL 15 and 18, malformed input, and format_node_dump's line wrapping (property test).
+// The node-text reader: real trees from PostgreSQL 15 and 18, malformed input, format_node_dump's line wrapping (property test), and the incremental reader and walk giving exactly the same results.
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { MAX_TOKEN_BYTES, NodeReadError, bitmapField, isNode, numberField, readNodeTree, walkNodes, type PgNode } from '../../../policy/pgnode.ts';
-import { KNOWN_NODES } from '../../../policy/server-analysis.ts';
+import { IncrementalTreeRead, IncrementalWalk, MAX_TOKEN_BYTES, NodeReadError, bitmapField, isNode, numberField, readNodeTree, walkNodes, type PgNode, type PgValue, type ReadLimits } from '../../../policy/pgnode.ts';
+import { KNOWN_NODES, collectReferences, incrementalReferenceWalk, type OidCatalog } from '../../../policy/server-analysis.ts';
 
 interface Fixture {
   sql: string;
@@ -122,8 +122,7 @@ describe('readNodeTree on real server output', () => {
   });
 });
 
-describe('readNodeTree refuses what it cannot be sure of', () => {
-  it.each([
+const MALFORMED: [string, string][] = [
     ['empty', ''],
     ['unclosed node', '{QUERY :a 1'],
     ['unclosed list', '{QUERY :a (1 2}'],
@@ -147,7 +146,10 @@ describe('readNodeTree refuses what it cannot be sure of', () => {
     ['escape at end', '{QUERY :a x\\'],
     ['number out of range in a number list', '{QUERY :a (b 99999999999999999999)}'],
     ['a token long enough to have been split', `{ALIAS :aliasname ${'x'.repeat(MAX_TOKEN_BYTES + 1)}}`],
-  ])('%s', (_name, text) => {
+];
+
+describe('readNodeTree refuses what it cannot be sure of', () => {
+  it.each(MALFORMED)('%s', (_name, text) => {
     expect(() => readNodeTree(text)).toThrow(NodeReadError);
   });
 
@@ -200,5 +202,151 @@ describe('format_node_dump wrapping (property)', () => {
       expect(readNodeTree(wrapped)).toEqual(readNodeTree(dump));
     }
     expect(brokenInside).toBeGreaterThan(0);
+  });
+});
+
+type Outcome = { tree: PgValue } | { error: string };
+
+function atOnce(text: string, limits?: Partial<ReadLimits>): Outcome {
+  try {
+    return { tree: readNodeTree(text, limits) };
+  } catch (err) {
+    if (!(err instanceof NodeReadError)) throw err;
+    return { error: err.message };
+  }
+}
+
+/** The incremental reader stopped after every `every` steps (until = 0 has always passed): the outcome and the slices it took. */
+function inSlices(text: string, every: number, limits?: Partial<ReadLimits>): Outcome & { slices: number } {
+  const read = new IncrementalTreeRead(text, limits, { stepsPerClockCheck: every });
+  let slices = 1;
+  try {
+    while (!read.run(0)) slices++;
+    return { tree: read.value, slices };
+  } catch (err) {
+    if (!(err instanceof NodeReadError)) throw err;
+    return { error: err.message, slices };
+  }
+}
+
+const noCatalog: OidCatalog = { relations: new Map(), functions: new Map(), operators: new Map(), types: new Map() };
+
+/** A tree the shape of a long IN list's: `n` integer constants in one list. */
+const constList = (n: number): string => `{QUERY :commandType 1 :args (${'{CONST :consttype 23 :constlen 4 :constvalue 4 [ 1 0 0 0 ] :location 30} '.repeat(n)}) :location 0}`;
+
+describe('IncrementalTreeRead: readNodeTree in slices, with the same result', () => {
+  for (const v of ['pg15', 'pg18']) {
+    it(`reads every ${v} fixture as readNodeTree does, stopped every 1, 7 or 512 steps; the reference walk in slices collects the same`, () => {
+      for (const f of fixtures(v)) {
+        const text = latin1(f.tree);
+        const want = atOnce(text);
+        for (const every of [1, 7, 512]) {
+          const got = inSlices(text, every);
+          const { slices, ...outcome } = got;
+          expect(outcome, `${f.sql} every ${every}`).toEqual(want);
+          if (every === 1 && 'tree' in want) expect(slices).toBeGreaterThan(10);
+        }
+        if (!('tree' in want)) continue;
+        // Two reads of the text, so neither shares the other's cached walk.
+        const sliced = inSlices(text, 3) as { tree: PgValue };
+        const walk = incrementalReferenceWalk(sliced.tree, { stepsPerClockCheck: 3 });
+        let walkSlices = 1;
+        while (!walk.run(0)) walkSlices++;
+        expect(walkSlices, f.sql).toBeGreaterThan(1);
+        expect(collectReferences([sliced.tree], noCatalog), f.sql).toEqual(collectReferences([want.tree], noCatalog));
+      }
+    });
+  }
+
+  it.each(MALFORMED)('refuses as readNodeTree does: %s', (_name, text) => {
+    const want = atOnce(text);
+    expect('error' in want).toBe(true);
+    for (const every of [1, 2, 512]) {
+      const { slices: _s, ...outcome } = inSlices(text, every);
+      expect(outcome).toEqual(want);
+    }
+  });
+
+  it('fails closed at the same point of every truncated real tree', () => {
+    const texts = [...fixtures('pg15'), ...fixtures('pg18')].map((f) => latin1(f.tree));
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: texts.length - 1 }), fc.double({ min: 0, max: 1, noNaN: true }), fc.integer({ min: 1, max: 40 }), (i, frac, every) => {
+        const full = texts[i] as string;
+        const text = full.slice(0, Math.floor(full.length * frac));
+        const { slices: _s, ...outcome } = inSlices(text, every);
+        expect(outcome).toEqual(atOnce(text));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('reads generated trees, wrapped or not, as readNodeTree does (property)', () => {
+    fc.assert(
+      fc.property(node(3), fc.boolean(), fc.integer({ min: 1, max: 20 }), (dump, wrapped, every) => {
+        const text = wrapped ? wrap(dump) : dump;
+        const { slices: _s, ...outcome } = inSlices(text, every);
+        expect(outcome).toEqual(atOnce(text));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('keeps the token and depth limits, failing with the same error', () => {
+    const big = constList(2000);
+    for (const limits of [{ maxTokens: 5000 }, { maxTokens: 100_000 }, { maxDepth: 2 }, { maxDepth: 3 }]) {
+      const { slices: _s, ...outcome } = inSlices(big, 64, limits);
+      expect(outcome, JSON.stringify(limits)).toEqual(atOnce(big, limits));
+    }
+    expect(atOnce(big, { maxTokens: 5000 })).toEqual({ error: 'node tree has too many tokens' });
+    expect(atOnce(big, { maxDepth: 2 })).toEqual({ error: 'node tree is nested too deeply' });
+    const deep = `${'{A :x '.repeat(3000)}1${'}'.repeat(3000)}`;
+    expect(inSlices(deep, 100)).toMatchObject({ error: 'node tree is nested too deeply' });
+  });
+
+  it('reads a datum of a million bytes in slices, each byte as written', () => {
+    const bytes = Array.from({ length: 1 << 20 }, (_, i) => (i % 256) - 128);
+    const text = `{CONST :constvalue ${bytes.length} [ ${bytes.join(' ')} ]}`;
+    const got = inSlices(text, 16);
+    expect(got.slices).toBeGreaterThan(100);
+    const want = atOnce(text);
+    const datum = (o: Outcome) => ('tree' in o && isNode(o.tree) ? (o.tree.fields.get('constvalue') as { length: number; bytes: Uint8Array }) : undefined);
+    expect(datum(got)?.length).toBe(bytes.length);
+    expect(Buffer.from(datum(got)?.bytes ?? []).equals(Buffer.from(datum(want)?.bytes ?? [0]))).toBe(true);
+  });
+
+  it('stops within a slice of a long IN-list tree and resumes; two reads in progress at once do not disturb each other', () => {
+    const a = constList(20_000);
+    const b = constList(15_000).replace(':location 0}', ':location 1}');
+    const ra = new IncrementalTreeRead(a);
+    const rb = new IncrementalTreeRead(b);
+    let slices = 0;
+    let doneA = false;
+    let doneB = false;
+    while (!(doneA && doneB)) {
+      if (!doneA) doneA = ra.run(0);
+      if (!doneB) doneB = rb.run(0);
+      slices++;
+    }
+    // 20,000 constants are ~300,000 steps: hundreds of slices of 512 steps each.
+    expect(slices).toBeGreaterThan(100);
+    expect(ra.value).toEqual(readNodeTree(a));
+    expect(rb.value).toEqual(readNodeTree(b));
+    expect(() => new IncrementalTreeRead(a).value).toThrow(NodeReadError);
+  });
+});
+
+describe('IncrementalWalk: walkNodes in slices', () => {
+  it('visits the same nodes in the same order', () => {
+    for (const f of [...fixtures('pg15'), ...fixtures('pg18')]) {
+      const t = atOnce(latin1(f.tree));
+      if (!('tree' in t)) continue;
+      const want: PgNode[] = [];
+      walkNodes(t.tree, (n) => want.push(n));
+      const got: PgNode[] = [];
+      const walk = new IncrementalWalk(t.tree, (n) => got.push(n), { stepsPerClockCheck: 2 });
+      while (!walk.run(0));
+      expect(got.length, f.sql).toBe(want.length);
+      expect(got.every((n, i) => n === want[i]), f.sql).toBe(true);
+    }
   });
 });
