@@ -72,7 +72,29 @@ interface Options {
   profileDir: string | undefined;
 }
 
+const FLAGS = new Set(['--quick', '--no-micro', '--no-idle', '--no-relay', '--profile']);
+const VALUED = new Set(['--seconds', '--rounds', '--clients', '--modes', '--sessions', '--out', '--logins', '--scale', '--limit-minutes', '--profile-dir']);
+
+/** Options this file's header lists; anything else (a typo, --help) stops before a 15-minute run starts. */
+function checkArgs(argv: string[]): void {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (FLAGS.has(a)) continue;
+    if (VALUED.has(a) && i + 1 < argv.length) {
+      i++;
+      continue;
+    }
+    if (VALUED.has(a.split('=')[0] as string) && a.includes('=')) continue;
+    const help = a === '--help' || a === '-h';
+    (help ? console.log : console.error)(
+      `${help ? '' : `unknown option ${a}\n`}usage: node --import tsx bench/run.ts [${[...FLAGS].join('] [')}] [${[...VALUED].map((v) => `${v} V`).join('] [')}]\n(see the header of bench/run.ts)`,
+    );
+    process.exit(help ? 0 : 2);
+  }
+}
+
 function parseArgs(argv: string[]): Options {
+  checkArgs(argv);
   const quick = argv.includes('--quick');
   const val = (name: string) => {
     const i = argv.indexOf(name);
