@@ -109,12 +109,17 @@ export type SettledRead = { ok: true; data: Buffer } | { ok: false; reason: 'mis
  * rewritten in place (truncated, then written in steps) is not taken half-written. Gives up after `maxWaitMs`
  * ('unsettled'). A writer that pauses longer than `settleMs` between steps cannot be told from a finished one:
  * replacing the file by rename is the only way to be safe against every writer.
+ *
+ * `onUnsettled`, when given, sees each read not yet confirmed (the first one, and each one that differed from the
+ * one before) as soon as it is made and is awaited before the wait: a caller can act early on what is safe to take
+ * from a possibly incomplete file (the revocation list applies additions at once). Its time counts against `maxWaitMs`.
  */
-export async function readSettled(file: string, settleMs: number, maxWaitMs: number): Promise<SettledRead> {
+export async function readSettled(file: string, settleMs: number, maxWaitMs: number, onUnsettled?: (data: Buffer) => void | Promise<void>): Promise<SettledRead> {
   const deadline = Date.now() + maxWaitMs;
   let previous = await readOnce(file);
   for (;;) {
     if (!previous.ok) return previous;
+    if (onUnsettled) await onUnsettled(previous.data);
     await new Promise((r) => setTimeout(r, settleMs));
     const next = await readOnce(file);
     if (!next.ok) return next;

@@ -191,6 +191,22 @@ export class RevocationIndex {
     return removed;
   }
 
+  /**
+   * Adds what `other` revokes without removing or shortening anything here (the later expiry wins, as in addKey): how
+   * a possibly incomplete read's additions are applied early. Chunked like sweep; returns what is new or revokes longer.
+   */
+  async merge(other: RevocationIndex): Promise<ChangeList> {
+    const added = emptyChangeList();
+    let n = 0;
+    for (const k of KEYS) {
+      for (const shard of other.#maps[k]) for (const [v, slot] of shard) {
+        if (this.addKey(k, v, other.#expires[slot] as number, other.#reasons[slot])) note(added, other.#entry(k, v, slot));
+        if (++n % CHUNK === 0) await yieldToLoop();
+      }
+    }
+    return added;
+  }
+
   /** What `next` holds that this index does not (or holds differently), and the reverse; chunked like sweep. */
   async diff(next: RevocationIndex): Promise<{ added: ChangeList; removed: ChangeList }> {
     const added = emptyChangeList();

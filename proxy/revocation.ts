@@ -14,7 +14,7 @@
 // its entries are then indexed in chunks. The old index answers until the new one is complete.
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
-import { open, readFile, stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -22,7 +22,7 @@ import { Document, isSeq, parseDocument, YAMLSeq } from 'yaml';
 import type { Identity } from './auth/jwt.ts';
 import { ProxyError } from './errors.ts';
 import { MAX_LISTED_CHANGES, RevocationIndex, yieldToLoop, type ChangeList, type RevocationEntry, type RevocationKey } from './revocation-index.ts';
-import { FileWatcher } from '../policy/watch.ts';
+import { FileWatcher, readSettled } from '../policy/watch.ts';
 
 export { RevocationIndex, MAX_LISTED_CHANGES, type RevocationEntry } from './revocation-index.ts';
 
@@ -261,6 +261,13 @@ export interface RevocationListOptions {
   ifMissing?: 'refuse' | 'empty';
   /** Called after every read (metrics). */
   onRead?: (info: RevocationReadInfo) => void;
+  /**
+   * A rewritten file (anything but a pure append to a JSON Lines file) is applied once two reads this far apart agree,
+   * so a file rewritten in place is never applied half-written. Default 500 ms, like the policy file.
+   */
+  settleMs?: number;
+  /** A rewritten file that has not settled after this long is not applied: the current list stays. Default 10 s. */
+  settleMaxMs?: number;
 }
 
 export type RevocationReloadResult = { ok: true; changed: boolean; entries: number } | { ok: false; issues: string[] };
@@ -291,6 +298,11 @@ export class RevocationList implements RevocationSource {
   #up = true;
   #downSince: number | undefined;
   #lastReadAt: number | undefined;
+  /**
+   * What reads of a rewrite not yet settled revoke, matched beside the list in force (a login is refused at once).
+   * Listeners hear of it with the settled change, so they still get one change per reload.
+   */
+  #early: RevocationIndex | undefined;
 
   private constructor(opts: RevocationListOptions, index: RevocationIndex, mark: LinesMark | undefined) {
     this.file = path.resolve(opts.file);
@@ -305,11 +317,14 @@ export class RevocationList implements RevocationSource {
   static async open(opts: RevocationListOptions): Promise<RevocationList> {
     const file = path.resolve(opts.file);
     const started = performance.now();
-    const read = await readRevocationFile(file, undefined);
+    // The first read settles too: a list taken half-written at startup would leave out whatever came after the cut.
+    const read = await readRevocationFile(file, undefined, settleOf(opts));
     // A missing file is a failed read only when it stops pgwarden (ifMissing: 'refuse').
     const ok = read.kind === 'ok' || (read.kind === 'missing' && opts.ifMissing !== 'refuse');
     opts.onRead?.({ source: 'file', kind: 'full', ok, ms: performance.now() - started });
     if (read.kind === 'invalid') throw new RevocationFileError(file, read.issues);
+    // No list to keep yet: starting with a list that may be incomplete would un-revoke whatever it lacks.
+    if (read.kind === 'unsettled') throw new RevocationFileError(file, [read.message]);
     if (read.kind === 'missing' && opts.ifMissing === 'refuse') {
       throw new RevocationFileError(file, [
         'does not exist: pgwarden will not start without its revocation list, since a lost file would un-revoke everybody; ' +
@@ -342,7 +357,7 @@ export class RevocationList implements RevocationSource {
   }
 
   match(id: Identity, now = Date.now()): { reason: string } | undefined {
-    return this.#index.match(id, now);
+    return this.#index.match(id, now) ?? this.#early?.match(id, now);
   }
 
   onChange(listener: RevocationListener): () => void {
@@ -387,14 +402,21 @@ export class RevocationList implements RevocationSource {
   async #reload(): Promise<RevocationReloadResult> {
     if (this.#closed) return { ok: true, changed: false, entries: this.#index.size };
     const started = performance.now();
-    const read = await readRevocationFile(this.file, this.#mark);
+    // Additions from a read that may be incomplete are applied at once (a revocation applied early is always safe);
+    // removals and shortened expiries wait until the file has settled.
+    const read = await readRevocationFile(this.file, this.#mark, settleOf(this.#opts), async (early) => await this.#applyEarly(early));
     this.#opts.onRead?.({ source: 'file', kind: read.kind === 'appended' ? 'incremental' : 'full', ok: read.kind === 'ok' || read.kind === 'appended', ms: performance.now() - started });
-    if (read.kind === 'missing' || read.kind === 'invalid') {
+    if (read.kind === 'missing' || read.kind === 'invalid' || read.kind === 'unsettled') {
       this.#up = false;
       this.#downSince ??= Date.now();
+      await this.#keepEarly();
       if (read.kind === 'missing') {
         this.#log('error', 'revocation file is missing; keeping the current list (write an empty list to clear it)', { file: this.file });
         return { ok: false, issues: ['file is missing'] };
+      }
+      if (read.kind === 'unsettled') {
+        this.#log('warn', 'revocation file did not settle; keeping the current list', { file: this.file, error: read.message });
+        return { ok: false, issues: [read.message] };
       }
       this.#log('error', 'revocation file is invalid; keeping the current list', { file: this.file, issues: read.issues });
       return { ok: false, issues: read.issues };
@@ -420,12 +442,40 @@ export class RevocationList implements RevocationSource {
       this.#index = read.index;
       this.#mark = read.mark;
     }
+    this.#early = undefined;
     const entries = this.#index.size;
     if (added.count === 0 && removed.count === 0) return { ok: true, changed: false, entries };
     this.#log('info', 'revocation list reloaded', { file: this.file, entries, added: added.count, removed: removed.count, appended: read.kind === 'appended' });
     emitChange(this.#listeners, this.#log, 'file', entries, added, removed);
     return { ok: true, changed: true, entries };
   }
+
+  /**
+   * A read of a rewrite not yet settled: what it revokes is matched at once, beside the list in force, which nothing
+   * here shortens. Earlier reads of the same rewrite stay matched too (a later, shorter read lifts nothing). `index`
+   * is never written to: it may become the list in force once the file settles.
+   */
+  async #applyEarly(index: RevocationIndex): Promise<void> {
+    if (this.#closed) return;
+    if (this.#early === undefined) this.#early = index;
+    else await this.#early.merge(index);
+  }
+
+  /** A rewrite that was not applied (invalid, gone, never settled): what its reads revoked stays revoked. */
+  async #keepEarly(): Promise<void> {
+    const early = this.#early;
+    if (early === undefined || this.#closed) return;
+    const added = await this.#index.merge(early);
+    this.#early = undefined;
+    if (added.count === 0) return;
+    const entries = this.#index.size;
+    this.#log('warn', 'revocation file not applied; the revocations its partial reads added stay in force', { file: this.file, entries, added: added.count });
+    emitChange(this.#listeners, this.#log, 'file', entries, added, { listed: [], count: 0 });
+  }
+}
+
+function settleOf(opts: RevocationListOptions): Settle {
+  return { settleMs: opts.settleMs ?? 500, maxMs: opts.settleMaxMs ?? 10_000 };
 }
 
 /** Tells listeners about a change; one failing listener never stops the others. */
@@ -446,7 +496,13 @@ type FileRead =
   | { kind: 'ok'; index: RevocationIndex; mark: LinesMark | undefined }
   | { kind: 'appended'; entries: RevocationEntry[]; mark: LinesMark }
   | { kind: 'missing' }
-  | { kind: 'invalid'; issues: string[] };
+  | { kind: 'invalid'; issues: string[] }
+  | { kind: 'unsettled'; message: string };
+
+interface Settle {
+  settleMs: number;
+  maxMs: number;
+}
 
 /** Files up to this size are parsed on the loop (a few milliseconds); larger YAML/JSON goes to a worker thread. */
 const INLINE_PARSE_BYTES = 256 * 1024;
@@ -455,93 +511,167 @@ const READ_CHUNK = 256 * 1024;
 /** Entries indexed between yields to the event loop. */
 const INDEX_CHUNK = 5_000;
 
-async function readRevocationFile(file: string, mark: LinesMark | undefined): Promise<FileRead> {
+/**
+ * Reads the file for a reload. A JSON Lines file that only grew since `mark` is read from there, whole lines only,
+ * at once: nothing already read can have changed. Anything else is a rewrite, read until two reads `settle.settleMs`
+ * apart agree (readSettled) and parsed from those bytes; `onEarly` gets the index of each read not yet confirmed.
+ */
+async function readRevocationFile(file: string, mark: LinesMark | undefined, settle: Settle, onEarly?: (index: RevocationIndex) => Promise<void>): Promise<FileRead> {
+  const lines = isJsonLines(file);
   try {
-    return isJsonLines(file) ? await readLinesFile(file, mark) : await readDocumentFile(file);
+    if (lines && mark !== undefined) {
+      const appended = await readLinesFile(file, mark);
+      if (appended.kind !== 'rewritten') return appended;
+    }
+    const parse = async (data: Buffer): Promise<FileRead> =>
+      lines ? await readLines(bufferSource(data), { ...(await identityOf(file)), size: data.length }, undefined) : await parseDocumentText(data.toString('utf8'));
+    let early: { data: Buffer; read: FileRead } | undefined;
+    const settled = await readSettled(
+      file,
+      settle.settleMs,
+      settle.maxMs,
+      onEarly &&
+        (async (data) => {
+          // A JSON Lines line still being written is left out, so the whole lines before it count at once.
+          const read = await parse(lines ? data.subarray(0, data.lastIndexOf(10) + 1) : data);
+          early = { data, read };
+          if (read.kind === 'ok') await onEarly(read.index);
+        }),
+    );
+    if (!settled.ok) {
+      if (settled.reason === 'missing') return { kind: 'missing' };
+      if (settled.reason === 'unsettled') return { kind: 'unsettled', message: settled.message };
+      return { kind: 'invalid', issues: [settled.message] };
+    }
+    // The last unconfirmed read is usually the settled one: parsed once.
+    if (early !== undefined && early.data.equals(settled.data)) return early.read;
+    return await parse(settled.data);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
     return { kind: 'invalid', issues: [`cannot be read: ${errorMessage(err)}`] };
   }
 }
 
+/** The file's identity for a JSON Lines mark; a file gone or replaced since gives a mark the next read will not trust. */
+async function identityOf(file: string): Promise<{ dev: number; ino: number }> {
+  try {
+    const st = await stat(file);
+    return { dev: st.dev, ino: st.ino };
+  } catch {
+    return { dev: -1, ino: -1 };
+  }
+}
+
+interface FileIdentity {
+  dev: number;
+  ino: number;
+  size: number;
+}
+
+/** Where readLines takes bytes from: an open file, or the bytes of a settled read. */
+interface ByteSource {
+  read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+}
+
+function bufferSource(data: Buffer): ByteSource {
+  return {
+    read: async (buffer, offset, length, position) => {
+      const n = Math.max(0, Math.min(length, data.length - position));
+      data.copy(buffer, offset, position, position + n);
+      return { bytesRead: n };
+    },
+  };
+}
+
 /**
- * Reads a JSON Lines file in chunks. With a mark from the last read, and the same file (inode) whose bytes up to the
- * mark hash the same, only the lines after the mark are parsed ('appended'); otherwise the whole file is read into a
- * new index. Only complete lines are taken: a line still being written (no newline yet) waits for the next read,
- * except at the end of a full read, where an unterminated last line must be a whole entry.
+ * Reads a JSON Lines file: with `mark`, only what was appended after it ('appended'), or 'rewritten' when the file is
+ * not the one read with its old bytes intact; without, the whole file (the `revoke` command's check).
  */
-async function readLinesFile(file: string, mark: LinesMark | undefined): Promise<FileRead> {
+async function readLinesFile(file: string, mark: LinesMark | undefined): Promise<FileRead | { kind: 'rewritten' }> {
   const fh = await open(file, 'r');
   try {
-    const st = await fh.stat();
-    const canAppend = mark !== undefined && mark.dev === st.dev && mark.ino === st.ino && st.size >= mark.offset;
-    const hash = createHash('sha256');
-    let pos = 0;
-    let lineNo = 0;
-    if (canAppend) {
-      // The prefix must be byte-for-byte what was read; hashing it costs I/O and native hashing, no parsing.
-      pos = await hashRange(fh, hash, 0, mark.offset);
-      if (pos !== mark.offset || hash.copy().digest('hex') !== mark.digest) return await readLinesFile(file, undefined);
-      lineNo = mark.lines;
-    }
-    const index = canAppend ? undefined : new RevocationIndex();
-    const appended: RevocationEntry[] = [];
-    const issues: string[] = [];
-    let issueCount = 0;
-    let carry = Buffer.alloc(0);
-    let sinceYield = 0;
-    const buf = Buffer.allocUnsafe(READ_CHUNK);
-    const take = (line: string) => {
-      lineNo++;
-      const r = parseLine(line, `line ${lineNo}`, index);
-      if (r === undefined || r === 'added') return;
-      if (!r.ok) {
-        issueCount += r.issues.length;
-        for (const i of r.issues) if (issues.length < MAX_ISSUES) issues.push(i);
-      } else if (index) index.add(r.entry);
-      else appended.push(r.entry);
-    };
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, pos);
-      if (bytesRead === 0) break;
-      const chunk = carry.length > 0 ? Buffer.concat([carry, buf.subarray(0, bytesRead)]) : buf.subarray(0, bytesRead);
-      let start = 0;
-      for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
-        take(chunk.toString('utf8', start, nl));
-        start = nl + 1;
-        if (++sinceYield >= INDEX_CHUNK) {
-          sinceYield = 0;
-          await yieldToLoop();
-        }
-      }
-      hash.update(chunk.subarray(0, start));
-      carry = Buffer.from(chunk.subarray(start));
-      pos += bytesRead;
-    }
-    const offset = pos - carry.length;
-    let lines = lineNo;
-    if (!canAppend && carry.length > 0) {
-      // A file whose last line has no newline (hand-written): it counts, and must be whole.
-      take(carry.toString('utf8'));
-      // Not in the mark: an append after it would join this line; the next read starts over.
-      lines = lineNo - 1;
-    }
-    if (issueCount > 0) {
-      if (issueCount > issues.length) issues.push(`… and ${issueCount - issues.length} more`);
-      return { kind: 'invalid', issues };
-    }
-    const next: LinesMark = { dev: st.dev, ino: st.ino, offset, lines, digest: hash.digest('hex') };
-    if (index) {
-      await index.sweep();
-      return { kind: 'ok', index, mark: carry.length > 0 ? undefined : next };
-    }
-    return { kind: 'appended', entries: appended, mark: next };
+    return await readLines(fh, await fh.stat(), mark);
   } finally {
     await fh.close();
   }
 }
 
-async function hashRange(fh: Awaited<ReturnType<typeof open>>, hash: Hash, from: number, to: number): Promise<number> {
+/**
+ * Reads JSON Lines in chunks. With a mark from the last read, and the same file (inode) whose bytes up to the mark
+ * hash the same, only the lines after the mark are parsed ('appended'); a mark that does not fit gives 'rewritten';
+ * without a mark the whole file is read into a new index. Only complete lines are taken: a line still being written
+ * (no newline yet) waits for the next read, except at the end of a full read (of a settled file), where an
+ * unterminated last line must be a whole entry.
+ */
+function readLines(src: ByteSource, st: FileIdentity, mark: undefined): Promise<FileRead>;
+function readLines(src: ByteSource, st: FileIdentity, mark: LinesMark | undefined): Promise<FileRead | { kind: 'rewritten' }>;
+async function readLines(src: ByteSource, st: FileIdentity, mark: LinesMark | undefined): Promise<FileRead | { kind: 'rewritten' }> {
+  const canAppend = mark !== undefined && mark.dev === st.dev && mark.ino === st.ino && st.size >= mark.offset;
+  if (mark !== undefined && !canAppend) return { kind: 'rewritten' };
+  const hash = createHash('sha256');
+  let pos = 0;
+  let lineNo = 0;
+  if (canAppend) {
+    // The prefix must be byte-for-byte what was read; hashing it costs I/O and native hashing, no parsing.
+    pos = await hashRange(src, hash, 0, mark.offset);
+    if (pos !== mark.offset || hash.copy().digest('hex') !== mark.digest) return { kind: 'rewritten' };
+    lineNo = mark.lines;
+  }
+  const index = canAppend ? undefined : new RevocationIndex();
+  const appended: RevocationEntry[] = [];
+  const issues: string[] = [];
+  let issueCount = 0;
+  let carry = Buffer.alloc(0);
+  let sinceYield = 0;
+  const buf = Buffer.allocUnsafe(READ_CHUNK);
+  const take = (line: string) => {
+    lineNo++;
+    const r = parseLine(line, `line ${lineNo}`, index);
+    if (r === undefined || r === 'added') return;
+    if (!r.ok) {
+      issueCount += r.issues.length;
+      for (const i of r.issues) if (issues.length < MAX_ISSUES) issues.push(i);
+    } else if (index) index.add(r.entry);
+    else appended.push(r.entry);
+  };
+  for (;;) {
+    const { bytesRead } = await src.read(buf, 0, READ_CHUNK, pos);
+    if (bytesRead === 0) break;
+    const chunk = carry.length > 0 ? Buffer.concat([carry, buf.subarray(0, bytesRead)]) : buf.subarray(0, bytesRead);
+    let start = 0;
+    for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
+      take(chunk.toString('utf8', start, nl));
+      start = nl + 1;
+      if (++sinceYield >= INDEX_CHUNK) {
+        sinceYield = 0;
+        await yieldToLoop();
+      }
+    }
+    hash.update(chunk.subarray(0, start));
+    carry = Buffer.from(chunk.subarray(start));
+    pos += bytesRead;
+  }
+  const offset = pos - carry.length;
+  let lines = lineNo;
+  if (!canAppend && carry.length > 0) {
+    // A file whose last line has no newline (hand-written): it counts, and must be whole.
+    take(carry.toString('utf8'));
+    // Not in the mark: an append after it would join this line; the next read starts over.
+    lines = lineNo - 1;
+  }
+  if (issueCount > 0) {
+    if (issueCount > issues.length) issues.push(`… and ${issueCount - issues.length} more`);
+    return { kind: 'invalid', issues };
+  }
+  const next: LinesMark = { dev: st.dev, ino: st.ino, offset, lines, digest: hash.digest('hex') };
+  if (index) {
+    await index.sweep();
+    return { kind: 'ok', index, mark: carry.length > 0 ? undefined : next };
+  }
+  return { kind: 'appended', entries: appended, mark: next };
+}
+
+async function hashRange(fh: ByteSource, hash: Hash, from: number, to: number): Promise<number> {
   const buf = Buffer.allocUnsafe(1024 * 1024);
   let pos = from;
   while (pos < to) {
@@ -554,8 +684,7 @@ async function hashRange(fh: Awaited<ReturnType<typeof open>>, hash: Hash, from:
 }
 
 /** A YAML/JSON document: small ones parsed here, large ones in a worker; the entries are then indexed in chunks. */
-async function readDocumentFile(file: string): Promise<FileRead> {
-  const text = await readFile(file, 'utf8');
+async function parseDocumentText(text: string): Promise<FileRead> {
   if (text.length <= INLINE_PARSE_BYTES) {
     const parsed = parseRevocationText(text);
     if (!parsed.ok) return { kind: 'invalid', issues: parsed.issues };
