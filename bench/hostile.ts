@@ -2,12 +2,15 @@
 //
 //   node --import tsx bench/hostile.ts [--seconds 20] [--baseline-seconds 3] [--settle-seconds 10] [--sessions 4] [--limit-minutes 4]
 //                                     [--bytes N] [--malloc-arena-max 2] [--profile [--profile-dir D]]
+//                                     [--shape in-list|values|array [--elements 20000]]
 //
 // Shapes (issue 12): nested parentheses, a long SELECT list, a `1+1+…` operator chain, a huge string literal, many
 // statements in one Query, and an extended-protocol Parse of a long operator chain. Every statement differs from
 // the ones before it (a counter inside), so no cache answers. Figures: SELECT 1 p50/p99/max before and during the
 // load, pgwarden's VmRSS before (after gc), at its peak (sampled every 50 ms) and after the load (settle + gc), and
-// how many hostile statements were refused, by SQLSTATE. Loopback only; Postgres and pgwarden are started here and
+// how many hostile statements were refused, by SQLSTATE. With --shape, every hostile statement is instead an *allowed*
+// long one of that shape (an IN list, a VALUES list or an ARRAY[...] constant of --elements integers on a table the
+// role may read): small texts whose analysed trees are big (20,000 elements: ~110 KiB of text, ~3 MB of tree). Loopback only; Postgres and pgwarden are started here and
 // stopped by pid at the end, on error, on SIGINT/SIGTERM, and when the time limit is reached.
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -34,6 +37,10 @@ interface Options {
   profileDir: string | undefined;
   /** MALLOC_ARENA_MAX for pgwarden (as the Docker image sets it), or undefined for glibc's default. */
   arenaMax: string | undefined;
+  /** Send only this allowed long shape (see LONG_SHAPES) instead of cycling through the hostile ones. */
+  longShape: LongShape | undefined;
+  /** Elements of each long statement's list. */
+  elements: number;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -51,6 +58,8 @@ function parseArgs(argv: string[]): Options {
     bytes: Number(val('--bytes') ?? 1024 * 1024 - 64),
     profileDir: argv.includes('--profile') ? path.resolve(val('--profile-dir') ?? 'bench/profiles') : undefined,
     arenaMax: val('--malloc-arena-max'),
+    longShape: longShape(val('--shape')),
+    elements: Number(val('--elements') ?? 20_000),
   };
 }
 
@@ -62,11 +71,36 @@ function fill(head: string, unit: string, tail: string, bytes: number): string {
   return head + unit.repeat(n) + tail;
 }
 
-type Shape = 'nested_parens' | 'select_list' | 'operator_chain' | 'string_literal' | 'many_statements' | 'parse_chain';
-const SHAPES: readonly Shape[] = ['nested_parens', 'select_list', 'operator_chain', 'string_literal', 'many_statements', 'parse_chain'];
+type HostileShape = 'nested_parens' | 'select_list' | 'operator_chain' | 'string_literal' | 'many_statements' | 'parse_chain';
+const HOSTILE_SHAPES: readonly HostileShape[] = ['nested_parens', 'select_list', 'operator_chain', 'string_literal', 'many_statements', 'parse_chain'];
+
+/** Allowed statements with big analysed trees (issue 12 item 1: the tree is read and judged on the event loop). */
+const LONG_SHAPES = { 'in-list': 'in_list', values: 'values_list', array: 'array_constant' } as const;
+type LongShape = (typeof LONG_SHAPES)[keyof typeof LONG_SHAPES];
+type Shape = HostileShape | LongShape;
+
+function longShape(arg: string | undefined): LongShape | undefined {
+  if (arg === undefined) return undefined;
+  const s = (LONG_SHAPES as Record<string, LongShape>)[arg];
+  if (s === undefined) throw new Error(`--shape ${arg}: expected one of ${Object.keys(LONG_SHAPES).join(', ')}`);
+  return s;
+}
+
+/** The `seq`-th allowed long statement of a shape with `n` elements: distinct text every time (the first element). */
+function longStatement(shape: LongShape, seq: number, n: number): string {
+  const ints = `${seq + 1_000_000}${',1'.repeat(Math.max(0, n - 1))}`;
+  switch (shape) {
+    case 'in_list':
+      return `SELECT aid, abalance FROM pgbench_accounts WHERE aid IN (${ints})`;
+    case 'values_list':
+      return `SELECT a.aid FROM pgbench_accounts a JOIN (VALUES (${ints.replaceAll(',', '),(')})) v(x) ON a.aid = v.x`;
+    case 'array_constant':
+      return `SELECT aid, abalance FROM pgbench_accounts WHERE aid = ANY (ARRAY[${ints}])`;
+  }
+}
 
 /** The `seq`-th hostile statement of a shape: distinct text every time. */
-function hostile(shape: Shape, seq: number, bytes: number): { text: string; values?: unknown[] } {
+function hostile(shape: HostileShape, seq: number, bytes: number): { text: string; values?: unknown[] } {
   const tag = `${seq}`;
   switch (shape) {
     case 'nested_parens': {
@@ -199,6 +233,7 @@ async function main(): Promise<void> {
     const idle = await probeFor(opts.baselineSeconds * 1000);
 
     // The hostile sessions.
+    const SHAPES: readonly Shape[] = opts.longShape ? [opts.longShape] : HOSTILE_SHAPES;
     const tally = new Map<Shape, Tally>(SHAPES.map((s) => [s, { sent: 0, ok: 0, refused: new Map(), reconnects: 0 }]));
     let stop = false;
     let seq = 1;
@@ -212,7 +247,7 @@ async function main(): Promise<void> {
       for (let i = k; !stop; i++) {
         const shape = SHAPES[i % SHAPES.length] ?? 'nested_parens';
         const t = tally.get(shape)!;
-        const q = hostile(shape, seq++, opts.bytes);
+        const q = opts.longShape ? { text: longStatement(opts.longShape, seq++, opts.elements) } : hostile(shape as HostileShape, seq++, opts.bytes);
         t.sent++;
         try {
           await c.query(q.values ? { text: q.text, values: q.values } : q.text);
