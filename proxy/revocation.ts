@@ -405,6 +405,8 @@ export class RevocationList implements RevocationSource {
     // Additions from a read that may be incomplete are applied at once (a revocation applied early is always safe);
     // removals and shortened expiries wait until the file has settled.
     const read = await readRevocationFile(this.file, this.#mark, settleOf(this.#opts), async (early) => await this.#applyEarly(early));
+    // Closed while the file settled (shutdown, or a test's list): nothing to apply, report or log.
+    if (this.#closed) return { ok: true, changed: false, entries: this.#index.size };
     this.#opts.onRead?.({ source: 'file', kind: read.kind === 'appended' ? 'incremental' : 'full', ok: read.kind === 'ok' || read.kind === 'appended', ms: performance.now() - started });
     if (read.kind === 'missing' || read.kind === 'invalid' || read.kind === 'unsettled') {
       this.#up = false;
