@@ -5,7 +5,10 @@
 // operator chose `ifMissing: 'empty'` (a volume that did not mount, or a deploy that lost the file, must not
 // un-revoke everybody at the next restart). An entry is never skipped for what it holds: an identifier of any
 // length (a token's claims can be up to 64 KiB) is matched exactly; an empty or over-long reason only changes what
-// the refused client is told.
+// the refused client is told. Only a file complete when read is applied: a rewrite (anything but an append to a
+// JSON Lines file) waits until two reads agree (readSettled), since a half-written file that still parses would
+// lift what comes after the cut; meanwhile what its reads add is matched at once, and removals wait. An append is
+// taken at once, whole lines only.
 //
 // Scale: a JSON Lines file (`.jsonl`, one entry per line) is read in chunks that yield to the event loop, and a file
 // that only grew (same inode, same bytes up to where the last read stopped) is read from there on: appending one
@@ -454,8 +457,9 @@ export class RevocationList implements RevocationSource {
 
   /**
    * A read of a rewrite not yet settled: what it revokes is matched at once, beside the list in force, which nothing
-   * here shortens. Earlier reads of the same rewrite stay matched too (a later, shorter read lifts nothing). `index`
-   * is never written to: it may become the list in force once the file settles.
+   * here shortens. Earlier reads of the same rewrite stay matched too (a later, shorter read lifts nothing): they are
+   * merged into the first read's index, which by then is no longer the read readRevocationFile may return; `index`
+   * itself is never written to, since it may become the list in force once the file settles.
    */
   async #applyEarly(index: RevocationIndex): Promise<void> {
     if (this.#closed) return;
