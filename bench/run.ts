@@ -23,18 +23,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { startPostgres, freePort, type EmbeddedPostgres } from '../proxy/embedded/postgres.ts';
+import { startPostgres, type EmbeddedPostgres } from '../proxy/embedded/postgres.ts';
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from '../proxy/embedded/sample.ts';
 import { mintToken } from '../proxy/auth/mint.ts';
-import type { AuthConfig } from '../proxy/config/types.ts';
 import { runParserBench } from './parsers.bench.ts';
 import { runFramingBench } from './framing.bench.ts';
 import { runAnalysisBench } from './analysis.bench.ts';
 import { BENCH_POLICY_YAML, BENCH_ROLE } from './lib/policy.ts';
-import { benchConfig, type PgwardenSpec } from './lib/pgwarden-config.ts';
+import { readyPort, startPgwardenProcess, stopChild, type PgwardenProcess } from './lib/pgwarden-process.ts';
 import { runPgbench, type Mode } from './lib/pgbench.ts';
 import { findPgbouncer, pgbouncerVersion, startPgbouncer, type PgBouncer } from './lib/pgbouncer.ts';
-import { idleSessions, loginStats, type IdlePoint, type LoginStats, type MemoryFigures } from './lib/connections.ts';
+import { idleSessions, loginStats, type IdlePoint, type LoginStats } from './lib/connections.ts';
 import { latencyTable, proxyCostTable, summarize, tpsSvg, tpsTable, ratio, fmtRatio, type RunRecord, type Target } from './lib/report.ts';
 import {
   cpuSeconds,
@@ -124,15 +123,7 @@ function parseArgs(argv: string[]): Options {
 
 const log = (s: string) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}`);
 
-interface Pgwarden {
-  port: number;
-  pid: number;
-  /** Asks the server to collect garbage and waits for its memory figures (at most 5 s). */
-  gc(): Promise<MemoryFigures | undefined>;
-  auth: AuthConfig;
-  logFile: string;
-  stop(): Promise<void>;
-}
+type Pgwarden = PgwardenProcess;
 
 /**
  * The before/after table of bench/HISTORY.md (rows added by hand after each performance change, from full runs),
@@ -176,112 +167,17 @@ function foreignSections(file: string, own: ReadonlySet<string>): string[] {
   return out;
 }
 
-async function startPgwarden(
-  dir: string,
-  pgsrv: EmbeddedPostgres,
-  upstreamPassword: string,
-  maxClients: number,
-  limitMs: number,
-  profileDir: string | undefined,
-): Promise<Pgwarden> {
-  const secretFile = path.join(dir, 'jwt-secret');
-  writeFileSync(secretFile, randomBytes(32).toString('base64url'), { mode: 0o600 }); // text: a trailing 0x0a byte would be trimmed
-  const policyFile = path.join(dir, 'policy.yaml');
-  writeFileSync(policyFile, BENCH_POLICY_YAML);
-  const spec: PgwardenSpec = {
-    listenPort: await freePort(),
-    upstream: { host: pgsrv.host, port: pgsrv.port, database: SAMPLE_DATABASE, user: SAMPLE_UPSTREAM_USER, password: upstreamPassword },
-    secretFile,
-    policyFile,
-    logFile: path.join(dir, 'pgwarden.log'),
-    auditFile: path.join(dir, 'pgwarden-audit.jsonl'),
-    logLevel: 'info',
-    maxTokenLifetimeMs: 30 * 60_000,
-    maxClientConnections: maxClients,
-    maxLifetimeMs: limitMs,
-    baseDir: dir,
-  };
-  const specFile = path.join(dir, 'pgwarden-spec.json');
-  writeFileSync(specFile, JSON.stringify(spec, null, 2));
-  const child = track(
-    spawn(process.execPath, [
-      '--expose-gc',
-      ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
-      '--import', 'tsx', path.join(here, 'pgwarden-server.ts'), specFile,
-    ], {
-      cwd: repo,
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, NODE_ENV: 'production' },
-    }),
-  );
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-4000)));
-  // stdout carries only "READY <port>" and "GC" answers; it is always drained.
-  let out = '';
-  const gcWaiters: ((m: MemoryFigures | undefined) => void)[] = [];
-  child.stdout.on('data', (d: Buffer) => {
-    out = (out + d.toString('utf8')).slice(-4096);
-    for (let m = /GC (\{[^\n]*\})\n/.exec(out); m; m = /GC (\{[^\n]*\})\n/.exec(out)) {
-      out = out.replace(m[0], '');
-      let fig: MemoryFigures | undefined;
-      try {
-        fig = JSON.parse(m[1] ?? '') as MemoryFigures;
-      } catch {
-        fig = undefined;
-      }
-      gcWaiters.shift()?.(fig);
-    }
+/** pgwarden (bench/pgwarden-server.ts) in its own process with the benchmark policy; `profileDir` adds a V8 CPU profile. */
+function startPgwarden(dir: string, pgsrv: EmbeddedPostgres, upstreamPassword: string, maxClients: number, limitMs: number, profileDir: string | undefined): Promise<Pgwarden> {
+  return startPgwardenProcess({
+    dir,
+    pgsrv,
+    upstreamPassword,
+    policyYaml: BENCH_POLICY_YAML,
+    maxClients,
+    limitMs,
+    nodeArgs: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
   });
-  const port = await readyPort(child, 'pgwarden', () => out, () => stderr, 60_000);
-  let exited = false;
-  child.once('exit', () => (exited = true));
-  return {
-    port,
-    pid: child.pid ?? -1,
-    auth: benchConfig(spec).auth,
-    logFile: spec.logFile,
-    async gc() {
-      if (exited) return undefined;
-      return await new Promise<MemoryFigures | undefined>((resolve) => {
-        const t = setTimeout(() => resolve(undefined), 5_000);
-        gcWaiters.push((m) => {
-          clearTimeout(t);
-          resolve(m);
-        });
-        child.stdin.write('gc\n');
-      });
-    },
-    stop: () => stopChild(child, () => exited, 8_000),
-  };
-}
-
-/** Waits for the "READY <port>" line a benchmark server prints on stdout; fails if it exits first or is late. */
-function readyPort(child: ChildProcessWithoutNullStreams, name: string, out: () => string, stderr: () => string, timeoutMs: number): Promise<number> {
-  return new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${name} did not report READY within ${timeoutMs / 1000} s; stderr: ${stderr().trim()}`)), timeoutMs);
-    const onData = () => {
-      const m = /READY (\d+)/.exec(out());
-      if (!m) return;
-      clearTimeout(t);
-      child.stdout.off('data', onData);
-      resolve(Number(m[1]));
-    };
-    child.stdout.on('data', onData);
-    child.once('exit', (code, sig) => {
-      clearTimeout(t);
-      reject(new Error(`${name} exited during startup (code ${code}, signal ${sig}): ${stderr().trim()}`));
-    });
-  });
-}
-
-/** SIGTERM, then SIGKILL if the child is still there after `graceMs`; resolves once it has exited. */
-async function stopChild(child: ChildProcessWithoutNullStreams, exited: () => boolean, graceMs: number): Promise<void> {
-  if (exited() || child.pid === undefined) return;
-  const done = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill('SIGTERM');
-  const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
-  await done;
-  clearTimeout(t);
 }
 
 interface Relay {

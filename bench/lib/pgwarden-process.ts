@@ -86,7 +86,7 @@ export async function startPgwardenProcess(opts: {
   });
   let exited = false;
   child.once('exit', () => (exited = true));
-  const port = await readyPort(child, () => out, () => stderr, 60_000);
+  const port = await readyPort(child, 'pgwarden', () => out, () => stderr, 60_000);
   return {
     port,
     pid: child.pid ?? -1,
@@ -108,9 +108,10 @@ export async function startPgwardenProcess(opts: {
   };
 }
 
-function readyPort(child: ChildProcessWithoutNullStreams, out: () => string, stderr: () => string, timeoutMs: number): Promise<number> {
+/** Waits for the "READY <port>" line a benchmark server prints on stdout; fails if it exits first or is late. */
+export function readyPort(child: ChildProcessWithoutNullStreams, name: string, out: () => string, stderr: () => string, timeoutMs: number): Promise<number> {
   return new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`pgwarden did not report READY within ${timeoutMs / 1000} s; stderr: ${stderr().trim()}`)), timeoutMs);
+    const t = setTimeout(() => reject(new Error(`${name} did not report READY within ${timeoutMs / 1000} s; stderr: ${stderr().trim()}`)), timeoutMs);
     const onData = () => {
       const m = /READY (\d+)/.exec(out());
       if (!m) return;
@@ -121,12 +122,13 @@ function readyPort(child: ChildProcessWithoutNullStreams, out: () => string, std
     child.stdout.on('data', onData);
     child.once('exit', (code, sig) => {
       clearTimeout(t);
-      reject(new Error(`pgwarden exited during startup (code ${code}, signal ${sig}): ${stderr().trim()}`));
+      reject(new Error(`${name} exited during startup (code ${code}, signal ${sig}): ${stderr().trim()}`));
     });
   });
 }
 
-async function stopChild(child: ChildProcessWithoutNullStreams, exited: () => boolean, graceMs: number): Promise<void> {
+/** SIGTERM by pid, then SIGKILL if the child is still there after `graceMs`; resolves once it has exited. */
+export async function stopChild(child: ChildProcessWithoutNullStreams, exited: () => boolean, graceMs: number): Promise<void> {
   if (exited() || child.pid === undefined) return;
   const done = new Promise<void>((r) => child.once('exit', () => r()));
   process.kill(child.pid, 'SIGTERM');
