@@ -310,6 +310,7 @@ async function main(): Promise<void> {
       `| --- | --- |`,
       `| SELECT 1 alone, p50 / p99 / max | ${lat(idle)} |`,
       `| SELECT 1 during the hostile load, p50 / p99 / max | ${lat(loaded)} |`,
+      `| SELECT 1 during the load: p99.9; slower than 50 / 200 ms | ${percentile(loaded, 0.999).toFixed(1)} ms; ${loaded.filter((x) => x > 50).length} / ${loaded.filter((x) => x > 200).length} |`,
       `| SELECT 1 after the load, p50 / p99 / max | ${lat(after)} |`,
       `| SELECT 1 that failed (SQLSTATE × n) | ${[...probeErrors].map(([code, n]) => `${code} × ${n}`).join(', ') || 'none'} |`,
       `| pgwarden RSS before (after gc) / peak (VmRSS sampled every 50 ms; VmHWM) / after ${opts.settleSeconds} s + gc | ${mib(rssBeforeKb)} / ${mib(peakRssKb)} (${mib(peakHwmKb)}) / ${mib(rssAfterKb)} MiB |`,
