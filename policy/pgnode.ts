@@ -11,6 +11,10 @@
 // still inside its token). The second case can only split a token of 69 bytes or more, because every
 // structural run in the format is short; no token the server prints is that long except an identifier full
 // of escaped characters, so such a token is refused rather than guessed at (MAX_TOKEN_BYTES).
+//
+// readNodeTree reads a tree in one go. A big one (an allowed 20,000-element IN list prints 3 MB) is read instead by
+// IncrementalTreeRead, the same grammar on an explicit stack that can stop between any two tokens, so the caller can
+// give the event loop a turn between slices (proxy/session/server-check.ts); both give the same tree or the same error.
 
 /** A parsed node: its name (`QUERY`, `FUNCEXPR`, …) and its fields in order. */
 export interface PgNode {
