@@ -324,28 +324,32 @@ interface TreeJob {
   reject(err: unknown): void;
 }
 
-/** Tree work waiting for its next slice, served in turn. */
+/** Tree work waiting for its next slice, oldest first. */
 const treeJobs: TreeJob[] = [];
 let treeTurnScheduled = false;
 
 /**
- * One turn's tree work: the jobs in turn, TREE_SLICE_MS for all of them together, then the event loop's turn (every
- * other session's I/O and timers). The budget is shared so that four big trees in flight cost a `SELECT 1` what one
- * does, instead of four slices per turn; a job not finished goes to the back of the line, so big trees interleave.
+ * One turn's tree work: TREE_SLICE_MS for all jobs together, then the event loop's turn (every other session's I/O
+ * and timers). The budget is shared so that four big trees in flight cost a `SELECT 1` what one does, instead of four
+ * slices per turn. The oldest job is finished before the next starts: the total work is the same as taking turns,
+ * but only one big tree is being built at a time (four built side by side left RSS ~100 MiB higher after a burst of
+ * IN lists), and the first statement is answered first instead of all of them last.
  */
 function treeTurn(): void {
   const until = performance.now() + TREE_SLICE_MS;
   while (treeJobs.length > 0 && performance.now() < until) {
-    const t = treeJobs.shift() as TreeJob;
+    const t = treeJobs[0] as TreeJob;
     let done: boolean;
     try {
       done = t.job.run(until);
     } catch (err) {
+      treeJobs.shift();
       t.reject(err);
       continue;
     }
-    if (done) t.resolve();
-    else treeJobs.push(t);
+    if (!done) break;
+    treeJobs.shift();
+    t.resolve();
   }
   if (treeJobs.length > 0) setImmediate(treeTurn);
   else treeTurnScheduled = false;
@@ -362,19 +366,38 @@ function inSlices(job: Incremental): Promise<void> {
   });
 }
 
+/** Reads a tree, then walks it for its references, as one job (so the walk does not queue behind other trees' reads). */
+class ReadAndWalk implements Incremental {
+  private readonly read: IncrementalTreeRead;
+  private walk: Incremental | undefined;
+  tree: PgValue | undefined;
+
+  constructor(text: string) {
+    this.read = new IncrementalTreeRead(text);
+  }
+
+  run(until: number): boolean {
+    if (this.walk === undefined) {
+      if (!this.read.run(until)) return false;
+      this.tree = this.read.value;
+      this.walk = incrementalReferenceWalk(this.tree);
+      if (performance.now() >= until) return false;
+    }
+    return this.walk.run(until);
+  }
+}
+
 /**
  * Reads a statement's analysed tree. A big one (a long IN list, VALUES list or array constant that the role may run:
  * 3 MB of tree for 20,000 elements, up to the 16 MiB cap) is read and walked for its references in slices, so other
- * sessions are served meanwhile and several big trees interleave; judge() then finds the walk done. A small one (every
- * ordinary statement) is read at once, as before.
+ * sessions are served meanwhile; judge() then finds the walk done. A small one (every ordinary statement) is read at
+ * once, as before.
  */
 async function readTree(text: string): Promise<PgValue> {
   if (text.length < COOPERATIVE_READ_BYTES) return readNodeTree(text);
-  const read = new IncrementalTreeRead(text);
-  await inSlices(read);
-  const tree = read.value;
-  await inSlices(incrementalReferenceWalk(tree));
-  return tree;
+  const job = new ReadAndWalk(text);
+  await inSlices(job);
+  return job.tree as PgValue;
 }
 
 function tooManyStatements(statements: Deny['statements']): Deny {
