@@ -43,6 +43,10 @@ export async function runDemo(opts: { port: number; metricsPort: number }): Prom
     const app = new pg.Client({ connectionString: db.url(SAMPLE_DATABASE) });
     await app.connect();
     await app.query(sampleSchemaSql(upstreamPassword));
+    // The backstops docs/deploy.md ("Role settings") asks a DBA to set on pgwarden's upstream role, set as a DBA would.
+    for (const [name, value] of [['temp_file_limit', '1GB'], ['statement_timeout', '5min'], ['idle_in_transaction_session_timeout', '5min']]) {
+      await app.query(`ALTER ROLE ${pg.escapeIdentifier(SAMPLE_UPSTREAM_USER)} IN DATABASE ${pg.escapeIdentifier(SAMPLE_DATABASE)} SET ${name} = ${pg.escapeLiteral(value as string)}`);
+    }
     await app.end();
 
     step(`writing a demo config and policy to ${dir}…`);
