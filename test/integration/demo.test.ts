@@ -1,0 +1,77 @@
+// The README's quick start (`npm run demo`): pgwarden in front of npm's PostgreSQL, a token that works, refusals, and a clean stop.
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import pg from 'pg';
+
+const CLI = path.resolve('proxy/cli.ts');
+
+/** Resolves once `re` matches the child's stdout so far (or rejects when the child exits or time runs out). */
+function waitFor(out: () => string, child: ReturnType<typeof spawn>, re: RegExp, ms: number): Promise<RegExpExecArray> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => done(new Error(`no ${re} within ${ms} ms; output so far:\n${out()}`)), ms);
+    const check = () => {
+      const m = re.exec(out());
+      if (m) done(undefined, m);
+    };
+    const onExit = (code: number | null) => done(new Error(`demo exited (${code}) before ${re}:\n${out()}`));
+    const done = (err?: Error, m?: RegExpExecArray) => {
+      clearTimeout(t);
+      child.stdout?.off('data', check);
+      child.off('exit', onExit);
+      if (err) reject(err);
+      else resolve(m as RegExpExecArray);
+    };
+    child.stdout?.on('data', check);
+    child.once('exit', onExit);
+    check();
+  });
+}
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
+describe('the quick-start demo', () => {
+  it('prints a token that logs in, refuses what the policy denies, and stops everything on Ctrl-C', { timeout: 120_000 }, async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'demo', '--port', '0', '--metrics-port', '0'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NODE_ENV: 'production' },
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      const pgPort = Number((await waitFor(() => out, child, /PostgreSQL (\d+) is up/, 60_000))[1]);
+      const port = Number((await waitFor(() => out, child, /running on 127\.0\.0\.1:(\d+)/, 60_000))[1]);
+      const token = (await waitFor(() => out, child, /export PGPASSWORD='([^']+)'/, 10_000))[1] as string;
+      // The demo is the first thing a user sees: no warning or error lines before the instructions.
+      expect(out).not.toMatch(/"level":(40|50|60)/);
+      const c = new pg.Client({ host: '127.0.0.1', port, database: 'app', user: 'alice', password: token });
+      await c.connect();
+      try {
+        expect((await c.query("SELECT current_setting('pgwarden.sub') AS sub")).rows[0].sub).toBe('alice');
+        expect((await c.query('SELECT id, total, status FROM orders ORDER BY id LIMIT 5')).rows.length).toBeGreaterThan(0);
+        await expect(c.query('SELECT ssn FROM customers')).rejects.toMatchObject({ code: '42501' });
+        await expect(c.query('DELETE FROM orders')).rejects.toMatchObject({ code: '42501' });
+        expect((await c.query('SELECT count(*)::int AS n FROM orders')).rows[0].n).toBeGreaterThan(0);
+      } finally {
+        await c.end();
+      }
+      child.kill('SIGINT');
+      expect(await exited).toBe(0);
+      expect(out).toContain('nothing left running');
+      expect(await portOpen(pgPort)).toBe(false);
+    } finally {
+      if (child.exitCode === null && child.pid !== undefined) child.kill('SIGKILL');
+    }
+  });
+});
