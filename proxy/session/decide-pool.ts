@@ -144,6 +144,15 @@ export function failedRefusal(reason: 'decide_timeout' | 'decide_worker_failed',
   return refusal(SqlState.ProgramLimitExceeded, reason, `statement refused by pgwarden: it could not be decided (${why}), so it was not run`, 'simplify or shorten the statement');
 }
 
+/**
+ * The session view a worker decides with: its fields copied by name (the session's object may carry more than a
+ * worker can be sent), every field of SessionView present, so a field added to the type fails to compile here
+ * instead of silently going missing on the worker and giving long statements a different decision.
+ */
+function workerView(v: SessionView): { [K in keyof Required<SessionView>]: SessionView[K] } {
+  return { role: v.role, preparedNames: v.preparedNames, cursorNames: v.cursorNames, holdCursorNames: v.holdCursorNames };
+}
+
 export class DecidePool {
   private readonly opts: Required<Omit<DecidePoolOptions, 'parserLimits'>> & { parserLimits: ParserLimits };
   private readonly slots = new Set<Slot>();
@@ -298,8 +307,7 @@ export class DecidePool {
       job.resolve({ ok: false, decision: failedRefusal('decide_worker_failed', 'the decision could not be returned') });
     }
     if (slot.retire) {
-      this.drop(slot);
-      void slot.worker.terminate();
+      this.end(slot);
       this.grow();
       return;
     }
@@ -334,6 +342,12 @@ export class DecidePool {
     this.slots.delete(slot);
   }
 
+  /** Forgets the slot and ends its thread (retired after a long text, idle too long, or timed out). */
+  private end(slot: Slot): void {
+    this.drop(slot);
+    void slot.worker.terminate();
+  }
+
   /** Gives the slot the next waiting job, or lets it idle (and end after idleMs). */
   private next(slot: Slot): void {
     const job = this.queue.shift();
@@ -341,8 +355,7 @@ export class DecidePool {
       clearTimeout(slot.idleTimer);
       slot.idleTimer = setTimeout(() => {
         if (slot.job !== undefined || slot.gone) return;
-        this.drop(slot);
-        void slot.worker.terminate();
+        this.end(slot);
       }, this.opts.idleMs);
       slot.idleTimer.unref();
       return;
@@ -360,8 +373,7 @@ export class DecidePool {
     slot.timer = setTimeout(() => {
       if (slot.job !== job) return;
       this.stats.timedOut++;
-      this.drop(slot);
-      void slot.worker.terminate();
+      this.end(slot);
       job.resolve({ ok: false, decision: failedRefusal('decide_timeout', `it took longer than ${this.opts.timeoutMs} ms`) });
       this.grow();
     }, this.opts.timeoutMs);
@@ -387,7 +399,7 @@ export class DecidePool {
         id: job.id,
         sql: req.sql,
         mode: req.mode,
-        view: { role: req.view.role, preparedNames: req.view.preparedNames, cursorNames: req.view.cursorNames, holdCursorNames: req.view.holdCursorNames },
+        view: workerView(req.view),
         policyVersion: req.policyVersion,
         catalogId: id,
         catalog: slot.catalogId === id ? undefined : req.catalog,
