@@ -25,6 +25,7 @@ import { Document, isSeq, parseDocument, YAMLSeq } from 'yaml';
 import type { Identity } from './auth/jwt.ts';
 import { ProxyError } from './errors.ts';
 import { MAX_LISTED_CHANGES, RevocationIndex, yieldToLoop, type ChangeList, type RevocationEntry, type RevocationKey } from './revocation-index.ts';
+import { Coalescer } from '../policy/coalesce.ts';
 import { FileWatcher, readSettled } from '../policy/watch.ts';
 
 export { RevocationIndex, MAX_LISTED_CHANGES, type RevocationEntry } from './revocation-index.ts';
@@ -296,8 +297,8 @@ export class RevocationList implements RevocationSource {
   #listeners = new Set<RevocationListener>();
   #closed = false;
   #watcher: FileWatcher | undefined;
-  #running: Promise<RevocationReloadResult> | undefined;
-  #queued: Promise<RevocationReloadResult> | undefined;
+  /** A burst of reload requests is one read in flight plus at most one pending. */
+  readonly #reloads = new Coalescer<RevocationReloadResult>(() => this.#reload());
   #up = true;
   #downSince: number | undefined;
   #lastReadAt: number | undefined;
@@ -377,22 +378,7 @@ export class RevocationList implements RevocationSource {
    * of calls is one read in flight plus at most one more, which every later caller shares.
    */
   reload(): Promise<RevocationReloadResult> {
-    if (this.#queued) return this.#queued;
-    if (!this.#running) {
-      this.#running = this.#reload().finally(() => {
-        this.#running = undefined;
-      });
-      return this.#running;
-    }
-    const after = this.#running.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#queued = after.then(() => {
-      this.#queued = undefined;
-      return this.reload();
-    });
-    return this.#queued;
+    return this.#reloads.run();
   }
 
   close(): void {
