@@ -30,6 +30,7 @@ import { Phase, canTransition } from './phase.ts';
 import { ResponseTracker, SENTINEL_SQL, fatalFrame, type RowCap, type StatementTrace } from './pipeline.ts';
 import { checkBudget, type BudgetAccount, type BudgetKind, type BudgetLedger, type BudgetRefusal } from './budget.ts';
 import { parseStatements } from '../../policy/parser.ts';
+import { quoteIdent } from '../../policy/load.ts';
 import { scrubForwarded } from './scrub.ts';
 import { readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
 
@@ -218,14 +219,10 @@ interface BoundPortal {
 
 /** Why a prepared statement, portal or cursor is refused after a reload (client-facing). */
 function policyChangedError(what: string, name: string, refusal: string | undefined): ProxyError {
-  return new ProxyError('ERR_STATEMENT_DENIED', `${what} ${quoteName(name)} is no longer allowed: the policy changed`, {
+  return new ProxyError('ERR_STATEMENT_DENIED', `${what} ${quoteIdent(name)} is no longer allowed: the policy changed`, {
     detail: refusal,
     hint: what === 'cursor' ? 'declare the cursor again if the current policy allows its query' : 'prepare the statement again if the current policy allows it',
   });
-}
-
-function quoteName(name: string): string {
-  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
 }
 
 /** The text of the PREPARE (or DECLARE) statement named `name` within `sql`, or undefined. Offsets count UTF-8 bytes. */
@@ -1286,7 +1283,7 @@ export class Session {
           if (st.revoked !== undefined) {
             refuseMessage(tracker, 
               st.replaced
-                ? new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: prepared statement ${quoteName(b.statement)} was refused when it was last prepared`, {
+                ? new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: prepared statement ${quoteIdent(b.statement)} was refused when it was last prepared`, {
                     detail: st.revoked,
                     hint: 'prepare it again with a statement the policy allows',
                   })
@@ -1327,7 +1324,7 @@ export class Session {
         }
         // Not made through pgwarden (or already closed): Postgres would run whatever holds the name, unchecked.
         refuseMessage(tracker, 
-          new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: prepared statement ${quoteName(b.statement)} was not prepared through pgwarden`, {
+          new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: prepared statement ${quoteIdent(b.statement)} was not prepared through pgwarden`, {
             detail: 'Bind may use only statements whose Parse or PREPARE passed the policy in this session (rule: builtin.prepared)',
             hint: 'prepare it first',
           }),
@@ -1367,7 +1364,7 @@ export class Session {
         refuseMessage(tracker, 
           revoked !== undefined
             ? policyChangedError('cursor', e.portal, revoked)
-            : new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: portal ${quoteName(e.portal)} was not bound or declared through pgwarden`, {
+            : new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: portal ${quoteIdent(e.portal)} was not bound or declared through pgwarden`, {
                 detail: 'Execute may use only portals bound to allowed statements and cursors whose DECLARE passed the policy (rule: builtin.cursors)',
                 hint: 'bind the statement or declare the cursor first',
               }),
