@@ -68,7 +68,26 @@ export async function startPgwardenProcess(opts: {
   );
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-4000)));
-  // stdout carries only "READY <port>" and "GC" answers; it is always drained.
+  let exited = false;
+  child.once('exit', () => (exited = true));
+  const answers = gcAnswers(child, () => exited);
+  const port = await readyPort(child, 'pgwarden', answers.out, () => stderr, 60_000);
+  return {
+    port,
+    pid: child.pid ?? -1,
+    auth: benchConfig(spec).auth,
+    logFile: spec.logFile,
+    stderr: () => stderr,
+    gc: answers.gc,
+    stop: () => stopChild(child, () => exited, 8_000),
+  };
+}
+
+/**
+ * Drains a benchmark server's stdout, which carries only its READY line and "GC <memory JSON>" answers: `out()` is
+ * what is left of it (for the READY line), `gc()` writes "gc" to its stdin and waits for the answer (at most 5 s).
+ */
+export function gcAnswers(child: ChildProcessWithoutNullStreams, exited: () => boolean): { out(): string; gc(): Promise<MemoryFigures | undefined> } {
   let out = '';
   const gcWaiters: ((m: MemoryFigures | undefined) => void)[] = [];
   child.stdout.on('data', (d: Buffer) => {
@@ -84,17 +103,10 @@ export async function startPgwardenProcess(opts: {
       gcWaiters.shift()?.(fig);
     }
   });
-  let exited = false;
-  child.once('exit', () => (exited = true));
-  const port = await readyPort(child, 'pgwarden', () => out, () => stderr, 60_000);
   return {
-    port,
-    pid: child.pid ?? -1,
-    auth: benchConfig(spec).auth,
-    logFile: spec.logFile,
-    stderr: () => stderr,
+    out: () => out,
     async gc() {
-      if (exited) return undefined;
+      if (exited()) return undefined;
       return await new Promise<MemoryFigures | undefined>((resolve) => {
         const t = setTimeout(() => resolve(undefined), 5_000);
         gcWaiters.push((m) => {
@@ -104,7 +116,6 @@ export async function startPgwardenProcess(opts: {
         child.stdin.write('gc\n');
       });
     },
-    stop: () => stopChild(child, () => exited, 8_000),
   };
 }
 

@@ -15,6 +15,7 @@ import { createProxy } from '../../proxy/index.ts';
 import type { Config } from '../../proxy/config/types.ts';
 import { benchConfig, type PgwardenSpec } from './pgwarden-config.ts';
 import type { MemoryFigures } from './connections.ts';
+import { gcAnswers, stopChild } from './pgwarden-process.ts';
 import { isMain, track } from './tools.ts';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -114,28 +115,14 @@ export async function startSoakServer(specFile: string): Promise<SoakServer> {
     }),
   );
   let stderr = '';
-  let out = '';
   let exited = false;
   child.once('exit', () => (exited = true));
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-4000)));
-  const gcWaiters: ((m: MemoryFigures | undefined) => void)[] = [];
-  child.stdout.on('data', (d: Buffer) => {
-    out = (out + d.toString('utf8')).slice(-4096);
-    for (let m = /GC (\{[^\n]*\})\n/.exec(out); m; m = /GC (\{[^\n]*\})\n/.exec(out)) {
-      out = out.replace(m[0], '');
-      let fig: MemoryFigures | undefined;
-      try {
-        fig = JSON.parse(m[1] ?? '') as MemoryFigures;
-      } catch {
-        fig = undefined;
-      }
-      gcWaiters.shift()?.(fig);
-    }
-  });
+  const answers = gcAnswers(child, () => exited);
   const [port, metricsPort] = await new Promise<[number, number]>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`pgwarden did not report READY within 60 s; stderr: ${stderr.trim()}`)), 60_000);
     const onData = () => {
-      const m = /READY (\d+) (\d+)/.exec(out);
+      const m = /READY (\d+) (\d+)/.exec(answers.out());
       if (!m) return;
       clearTimeout(t);
       child.stdout.off('data', onData);
@@ -153,25 +140,8 @@ export async function startSoakServer(specFile: string): Promise<SoakServer> {
     pid: child.pid ?? -1,
     stderr: () => stderr,
     exited: () => exited,
-    async gc() {
-      if (exited) return undefined;
-      return await new Promise<MemoryFigures | undefined>((resolve) => {
-        const t = setTimeout(() => resolve(undefined), 5_000);
-        gcWaiters.push((m) => {
-          clearTimeout(t);
-          resolve(m);
-        });
-        child.stdin.write('gc\n');
-      });
-    },
-    async stop() {
-      if (exited || child.pid === undefined) return;
-      const done = new Promise<void>((r) => child.once('exit', () => r()));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 12_000);
-      await done;
-      clearTimeout(t);
-    },
+    gc: answers.gc,
+    stop: () => stopChild(child, () => exited, 12_000),
   };
 }
 
