@@ -10,7 +10,7 @@ import type { Identity, TokenVerifier } from '../auth/jwt.ts';
 import { MAX_PASSWORD_MESSAGE_LENGTH } from '../auth/jwt.ts';
 import type { Decision, RoleBudget, RolePolicy, SessionView } from '../../policy/types.ts';
 import { BackendType, FrontendType } from '../wire/codes.ts';
-import { MessageFramer, isPart, type Frame, type FramePart, type StartupMessage } from '../wire/framer.ts';
+import { FRONTEND_MESSAGE_TYPES, MessageFramer, isPart, type Frame, type FramePart, type StartupMessage } from '../wire/framer.ts';
 import {
   encodeAuthenticationCleartextPassword,
   encodeAuthenticationOk,
@@ -374,7 +374,7 @@ export class Session {
     // assembled; it is still held to the same length limit as every other message.
     this.framer = new MessageFramer({
       maxMessageSize: MAX_PASSWORD_MESSAGE_LENGTH,
-      validTypes: Object.values(FrontendType),
+      validTypes: FRONTEND_MESSAGE_TYPES,
       stream: { types: [FrontendType.CopyData], threshold: STREAM_THRESHOLD, maxSize: MAX_PASSWORD_MESSAGE_LENGTH },
     });
     socket.setNoDelay(true);
