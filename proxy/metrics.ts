@@ -147,6 +147,33 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
  * The audit trail's state, read at each scrape: healthy (1/0), state (ok, failed, stalled: one series is 1), events
  * dropped since start (memory full while the destination failed or stalled), and bytes waiting in memory.
  */
+/**
+ * A counter that follows running totals kept elsewhere (the audit trail's drops, the decide pool's outcomes, the
+ * revocation listeners' notifications): at each scrape it is moved up by what the totals grew since the last one, so
+ * it keeps the counter contract (`_total`, only grows) without the owner knowing about prom-client. A total that went
+ * down (its owner was replaced) is followed from its new value.
+ */
+function totalsCounter(
+  opts: { name: string; help: string; labelNames?: readonly string[]; registers: client.Registry[] },
+  totals: () => Iterable<readonly [Record<string, string>, number]>,
+): void {
+  const seen = new Map<string, number>();
+  new client.Counter({
+    name: opts.name,
+    help: opts.help,
+    labelNames: opts.labelNames ?? [],
+    registers: opts.registers,
+    collect() {
+      for (const [labels, now] of totals()) {
+        const key = JSON.stringify(labels);
+        const before = seen.get(key) ?? 0;
+        if (now > before) this.inc(labels, now - before);
+        seen.set(key, now);
+      }
+    },
+  });
+}
+
 export function registerAuditMetrics(metrics: Pick<Metrics, 'registry'>, audit: Pick<Audit, 'healthy' | 'state' | 'dropped' | 'bufferedBytes'>): void {
   const registers = [metrics.registry];
   new client.Gauge({
@@ -166,17 +193,14 @@ export function registerAuditMetrics(metrics: Pick<Metrics, 'registry'>, audit: 
       for (const state of ['ok', 'failed', 'stalled'] as const) this.set({ state }, audit.state === state ? 1 : 0);
     },
   });
-  let counted = 0;
-  new client.Counter({
-    name: 'pgwarden_audit_dropped_events_total',
-    help: 'Audit events lost because memory was full while the destination failed or stalled (each gap is also an audit_gap event)',
-    registers,
-    collect() {
-      const now = audit.dropped;
-      if (now > counted) this.inc(now - counted);
-      counted = now;
+  totalsCounter(
+    {
+      name: 'pgwarden_audit_dropped_events_total',
+      help: 'Audit events lost because memory was full while the destination failed or stalled (each gap is also an audit_gap event)',
+      registers,
     },
-  });
+    () => [[{}, audit.dropped]],
+  );
   new client.Gauge({
     name: 'pgwarden_audit_buffered_bytes',
     help: 'Audit bytes in memory: handed to the destination and not yet written, plus held while it fails',
@@ -238,35 +262,36 @@ export function registerDecidePoolMetrics(
       this.set(snapshot()?.workers ?? 0);
     },
   });
-  // Counters kept by the pool itself; exported as gauges of their running totals would lose the _total contract, so a
-  // counter is moved up to the pool's figure at each scrape (they only grow).
-  const outcomes = new client.Counter({
-    name: 'pgwarden_decide_pool_jobs_total',
-    help: 'Long statements the decide pool answered, by outcome: decided, refused_busy (53000: queue full or waited too long), timed_out and worker_failed (54000)',
-    labelNames: ['outcome'] as const,
-    registers: [metrics.registry],
-    collect() {
+  // Kept by the pool as running totals; exported as counters that follow them.
+  totalsCounter(
+    {
+      name: 'pgwarden_decide_pool_jobs_total',
+      help: 'Long statements the decide pool answered, by outcome: decided, refused_busy (53000: queue full or waited too long), timed_out and worker_failed (54000)',
+      labelNames: ['outcome'],
+      registers: [metrics.registry],
+    },
+    () => {
       const s = snapshot();
-      if (s === undefined) return;
-      for (const [outcome, n] of [['decided', s.decided], ['refused_busy', s.refusedBusy], ['timed_out', s.timedOut], ['worker_failed', s.workerFailures]] as const) {
-        const seen = seenOutcomes.get(outcome) ?? 0;
-        if (n > seen) outcomes.inc({ outcome }, n - seen);
-        seenOutcomes.set(outcome, Math.max(seen, n));
-      }
+      if (s === undefined) return [];
+      return [
+        [{ outcome: 'decided' }, s.decided],
+        [{ outcome: 'refused_busy' }, s.refusedBusy],
+        [{ outcome: 'timed_out' }, s.timedOut],
+        [{ outcome: 'worker_failed' }, s.workerFailures],
+      ];
     },
-  });
-  const seenOutcomes = new Map<string, number>();
-  const started = new client.Counter({
-    name: 'pgwarden_decide_pool_workers_started_total',
-    help: 'Decide worker threads started (on demand, and to replace one recycled after a long text, timed out or failed)',
-    registers: [metrics.registry],
-    collect() {
-      const n = snapshot()?.workersStarted ?? 0;
-      if (n > startedSeen) started.inc(n - startedSeen);
-      startedSeen = Math.max(startedSeen, n);
+  );
+  totalsCounter(
+    {
+      name: 'pgwarden_decide_pool_workers_started_total',
+      help: 'Decide worker threads started (on demand, and to replace one recycled after a long text, timed out or failed)',
+      registers: [metrics.registry],
     },
-  });
-  let startedSeen = 0;
+    () => {
+      const s = snapshot();
+      return s === undefined ? [] : [[{}, s.workersStarted]];
+    },
+  );
 }
 
 /** pgwarden's upstream connections against limits.maxUpstreamConnections, read at each scrape. */
@@ -330,18 +355,18 @@ export function registerRevocationMetrics(
       for (const h of health()) if (h.lastReadAt !== undefined) this.set({ source: h.source }, h.lastReadAt / 1000);
     },
   });
-  let notified = 0;
-  new client.Counter({
-    name: 'pgwarden_revocation_notifications_total',
-    help: 'NOTIFYs received on the revocation channel (a burst of them is coalesced into few reads: compare pgwarden_revocation_reads_total)',
-    registers,
-    collect() {
+  totalsCounter(
+    {
+      name: 'pgwarden_revocation_notifications_total',
+      help: 'NOTIFYs received on the revocation channel (a burst of them is coalesced into few reads: compare pgwarden_revocation_reads_total)',
+      registers,
+    },
+    () => {
       let now = 0;
       for (const h of health()) now += h.notifications ?? 0;
-      if (now > notified) this.inc(now - notified);
-      notified = now;
+      return [[{}, now]];
     },
-  });
+  );
   const reads = new client.Counter({
     name: 'pgwarden_revocation_reads_total',
     help: 'Reads of a revocation source by kind (full, incremental) and result (ok, error)',
