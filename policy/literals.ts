@@ -52,12 +52,12 @@ function isDigit(c: number): boolean {
 }
 
 /** PostgreSQL's ident_start: letters, underscore and any non-ASCII character. */
-function isIdentStart(c: number): boolean {
+export function isIdentStart(c: number): boolean {
   return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95 || c >= 128;
 }
 
 /** PostgreSQL's ident_cont: ident_start plus digits and `$`. */
-function isIdentCont(c: number): boolean {
+export function isIdentCont(c: number): boolean {
   return isIdentStart(c) || isDigit(c) || c === DOLLAR;
 }
 

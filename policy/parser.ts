@@ -28,6 +28,7 @@
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import type { RawStmt, ParseResult, ScanResult, ScanToken } from 'libpg-query';
+import { isIdentCont, isIdentStart } from './literals.ts';
 
 export type { RawStmt, ScanToken };
 
@@ -298,13 +299,6 @@ function isPgSpace(c: number): boolean {
   return c === 32 || c === 9 || c === 10 || c === 13 || c === 12 || c === 11;
 }
 
-function isIdentStartChar(c: number): boolean {
-  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95 || c >= 128;
-}
-
-function isIdentChar(c: number): boolean {
-  return isIdentStartChar(c) || (c >= 48 && c <= 57) || c === 36;
-}
 
 /**
  * A lower bound of scannedNestingEstimate computed by a small JS lexer, without the real scanner, or undefined when
@@ -418,7 +412,7 @@ function lexicalNestingLowerBound(sql: string): number | undefined {
       // $n is a parameter; anything else starting with $ is a dollar quote.
       let j = i + 1;
       while (j < n && sql.charCodeAt(j) >= 48 && sql.charCodeAt(j) <= 57) j++;
-      if (j === i + 1 || (j < n && isIdentChar(sql.charCodeAt(j)))) return undefined;
+      if (j === i + 1 || (j < n && isIdentCont(sql.charCodeAt(j)))) return undefined;
       i = j;
     } else if ((c >= 48 && c <= 57) || (c === 46 /* . */ && next >= 48 && next <= 57)) {
       let j = i;
@@ -436,11 +430,11 @@ function lexicalNestingLowerBound(sql: string): number | undefined {
         j = k;
       }
       // 1abc, 0x1F, 1_000, 1.2.3: forms whose tokens differ between releases.
-      if (j < n && (isIdentChar(sql.charCodeAt(j)) || sql.charCodeAt(j) === 46)) return undefined;
+      if (j < n && (isIdentCont(sql.charCodeAt(j)) || sql.charCodeAt(j) === 46)) return undefined;
       i = j;
-    } else if (isIdentStartChar(c)) {
+    } else if (isIdentStart(c)) {
       let j = i + 1;
-      while (j < n && isIdentChar(sql.charCodeAt(j))) j++;
+      while (j < n && isIdentCont(sql.charCodeAt(j))) j++;
       // E'…', B'…', X'…', N'…' and U&'…' / U&"…" are one token of another kind.
       if (j < n && sql.charCodeAt(j) === 39) return undefined;
       if (j < n && sql.charCodeAt(j) === 38 /* & */ && j + 1 < n && (sql.charCodeAt(j + 1) === 39 || sql.charCodeAt(j + 1) === 34)) return undefined;
