@@ -4,12 +4,12 @@
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import type { Identity } from '../../proxy/auth/jwt.ts';
 import { createMetrics, registerRevocationMetrics } from '../../proxy/metrics.ts';
 import { REVOCATION_TABLE_SQL, revocationListenerNotReady, TableRevocations, type TableRevocationsOptions } from '../../proxy/revocation-table.ts';
 import type { RevocationChange } from '../../proxy/revocation.ts';
 import { startTestProxy } from '../helpers/proxy.ts';
 import { until } from '../helpers/until.ts';
+import { identityFactory } from '../helpers/revocation.ts';
 
 // Its own schema and channel: other revocation test files may run at the same time.
 const SCHEMA = 'pgwarden_admin_scale';
@@ -18,18 +18,7 @@ const T = `${SCHEMA}.${TABLE}`;
 const CHANNEL = 'pgwarden_revocations_scale';
 const APP = 'pgwarden:revocations-scale';
 
-const id = (over: Partial<Identity> = {}): Identity => ({
-  sub: 'nobody',
-  role: 'analyst',
-  agent: undefined,
-  tenant: undefined,
-  jti: 'none',
-  iss: 'test',
-  exp: 2_000_000_000,
-  iat: 1_999_999_000,
-  nbf: undefined,
-  ...over,
-});
+const id = identityFactory({});
 
 let admin: pg.Client;
 let sources: TableRevocations[] = [];

@@ -3,27 +3,16 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import type { Identity } from '../../proxy/auth/jwt.ts';
 import { REVOCATION_TABLE_SQL, TableRevocations } from '../../proxy/revocation-table.ts';
 import { MAX_REASON } from '../../proxy/revocation.ts';
+import { identityFactory } from '../helpers/revocation.ts';
 
 // Its own schema: other files use pgwarden_admin and may run at the same time.
 const SCHEMA = 'pgwarden_admin_values';
 const TABLE = 'revocations';
 const T = `${SCHEMA}.${TABLE}`;
 
-const id = (over: Partial<Identity> = {}): Identity => ({
-  sub: 'alice',
-  role: 'analyst',
-  agent: undefined,
-  tenant: undefined,
-  jti: 'jti-x',
-  iss: 'test',
-  exp: 2_000_000_000,
-  iat: 1_999_999_000,
-  nbf: undefined,
-  ...over,
-});
+const id = identityFactory({ sub: 'alice', jti: 'jti-x' });
 
 let admin: pg.Client;
 let src: TableRevocations | undefined;

@@ -2,31 +2,19 @@
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import type { Identity } from '../../proxy/auth/jwt.ts';
 import { REVOCATION_TABLE_SQL, TableRevocations } from '../../proxy/revocation-table.ts';
 import type { RevocationChange } from '../../proxy/revocation.ts';
 import { until } from '../helpers/until.ts';
+import { identityFactory } from '../helpers/revocation.ts';
 
 const SCHEMA = 'pgwarden_admin';
 const TABLE = 'revocations';
 const T = `${SCHEMA}.${TABLE}`;
 
-const id = (over: Partial<Identity> = {}): Identity => ({
-  sub: 'alice',
-  role: 'analyst',
-  agent: undefined,
-  tenant: undefined,
-  jti: 'jti-table-1',
-  iss: 'test',
-  exp: 2_000_000_000,
-  iat: 1_999_999_000,
-  nbf: undefined,
-  ...over,
-});
+const id = identityFactory({ sub: 'alice', jti: 'jti-table-1' });
 
 let admin: pg.Client;
 let sources: TableRevocations[] = [];
-
 
 async function start(opts: { refreshMs?: number } = {}): Promise<TableRevocations> {
   const info = inject('pg');

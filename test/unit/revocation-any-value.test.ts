@@ -5,25 +5,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Identity } from '../../proxy/auth/jwt.ts';
 import { MAX_TOKEN_LENGTH } from '../../proxy/auth/jwt.ts';
 import { settings } from '../../proxy/config/settings.ts';
 import { MAX_REASON, parseRevocationText, revoke, RevocationFileError, RevocationIndex, RevocationList } from '../../proxy/revocation.ts';
 import { rowsToEntries } from '../../proxy/revocation-table.ts';
 import { revokeCommand, type RevokeLoadConfig } from '../../proxy/revoke-cli.ts';
+import { identityFactory } from '../helpers/revocation.ts';
 
-const id = (over: Partial<Identity> = {}): Identity => ({
-  sub: 'alice',
-  role: 'analyst',
-  agent: 'bot-1',
-  tenant: undefined,
-  jti: 'jti-1',
-  iss: 'test',
-  exp: 2_000_000_000,
-  iat: 1_999_999_000,
-  nbf: undefined,
-  ...over,
-});
+const id = identityFactory({ sub: 'alice', agent: 'bot-1', jti: 'jti-1' });
 
 // Claims as long as a token can carry (each a bit under the 64 KiB token limit would allow for one of them).
 const long = (c: string) => c.repeat(40_000);

@@ -4,7 +4,6 @@ import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Identity } from '../../proxy/auth/jwt.ts';
 import { createMetrics, registerRevocationMetrics } from '../../proxy/metrics.ts';
 import {
   parseRevocationLines,
@@ -16,19 +15,9 @@ import {
   type RevocationReadInfo,
 } from '../../proxy/revocation.ts';
 import { until } from '../helpers/until.ts';
+import { identityFactory } from '../helpers/revocation.ts';
 
-const id = (over: Partial<Identity> = {}): Identity => ({
-  sub: 'alice',
-  role: 'analyst',
-  agent: undefined,
-  tenant: undefined,
-  jti: 'none',
-  iss: 'test',
-  exp: 2_000_000_000,
-  iat: 1_999_999_000,
-  nbf: undefined,
-  ...over,
-});
+const id = identityFactory({ sub: 'alice' });
 
 let dir: string;
 let lists: RevocationList[];

@@ -3,22 +3,11 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } fr
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Identity } from '../../proxy/auth/jwt.ts';
 import { RevocationList, type RevocationChange, type RevocationListOptions, type RevocationReadInfo } from '../../proxy/revocation.ts';
 import { until } from '../helpers/until.ts';
+import { identityFactory } from '../helpers/revocation.ts';
 
-const id = (over: Partial<Identity> = {}): Identity => ({
-  sub: 'nobody',
-  role: 'analyst',
-  agent: undefined,
-  tenant: undefined,
-  jti: 'none',
-  iss: 'test',
-  exp: 2_000_000_000,
-  iat: 1_999_999_000,
-  nbf: undefined,
-  ...over,
-});
+const id = identityFactory({});
 const jti = (v: string) => id({ jti: v });
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

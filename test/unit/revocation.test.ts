@@ -3,7 +3,6 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync,
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Identity } from '../../proxy/auth/jwt.ts';
 import {
   combineRevocations,
   parseRevocationText,
@@ -15,19 +14,9 @@ import {
 } from '../../proxy/revocation.ts';
 import { revokeCommand, type RevokeLoadConfig } from '../../proxy/revoke-cli.ts';
 import { until } from '../helpers/until.ts';
+import { identityFactory } from '../helpers/revocation.ts';
 
-const id = (over: Partial<Identity> = {}): Identity => ({
-  sub: 'alice',
-  role: 'analyst',
-  agent: 'bot-1',
-  tenant: undefined,
-  jti: 'jti-1',
-  iss: 'test',
-  exp: 2_000_000_000,
-  iat: 1_999_999_000,
-  nbf: undefined,
-  ...over,
-});
+const id = identityFactory({ sub: 'alice', agent: 'bot-1', jti: 'jti-1' });
 
 let dir: string;
 let file: string;
@@ -51,7 +40,6 @@ async function open(watch = true): Promise<RevocationList> {
   lists.push(l);
   return l;
 }
-
 
 describe('parsing and matching', () => {
   it('matches by jti, sub and agent, with the reason or a default', async () => {
