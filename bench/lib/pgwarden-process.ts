@@ -84,6 +84,40 @@ export async function startPgwardenProcess(opts: {
 }
 
 /**
+ * The child's side (bench/pgwarden-server.ts, bench/lib/soak-server.ts): keeps `proxy` serving until SIGTERM/SIGINT,
+ * its stdin closing (the parent went away, even by SIGKILL) — exit 0 — or `maxLifetimeMs` — exit 3; exits anyway
+ * `hardExitMs` after shutdown began. A line "gc" on stdin: collect garbage (started with --expose-gc) and answer
+ * "GC <process.memoryUsage() JSON>", so the parent reads settled memory figures.
+ */
+export function serveUntilStopped(proxy: { close(drainMs?: number): Promise<void> }, logger: { flush(): void }, maxLifetimeMs: number, hardExitMs: number): void {
+  let closing = false;
+  const shutdown = async (code: number): Promise<void> => {
+    if (closing) return;
+    closing = true;
+    const hard = setTimeout(() => process.exit(code), hardExitMs);
+    hard.unref();
+    try {
+      await proxy.close(0);
+    } finally {
+      logger.flush();
+      process.exit(code);
+    }
+  };
+  process.on('SIGTERM', () => void shutdown(0));
+  process.on('SIGINT', () => void shutdown(0));
+  process.stdin.on('end', () => void shutdown(0));
+  process.stdin.on('error', () => void shutdown(0));
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', (d: string) => {
+    if (!d.includes('gc')) return;
+    (globalThis as { gc?: () => void }).gc?.();
+    const m = process.memoryUsage();
+    process.stdout.write(`GC ${JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers })}\n`);
+  });
+  setTimeout(() => void shutdown(3), maxLifetimeMs).unref();
+}
+
+/**
  * Drains a benchmark server's stdout, which carries only its READY line and "GC <memory JSON>" answers: `out()` is
  * what is left of it (for the READY line), `gc()` writes "gc" to its stdin and waits for the answer (at most 5 s).
  */

@@ -15,7 +15,7 @@ import { createProxy } from '../../proxy/index.ts';
 import type { Config } from '../../proxy/config/types.ts';
 import { benchConfig, type PgwardenSpec } from './pgwarden-config.ts';
 import type { MemoryFigures } from './connections.ts';
-import { gcAnswers, stopChild } from './pgwarden-process.ts';
+import { gcAnswers, serveUntilStopped, stopChild } from './pgwarden-process.ts';
 import { isMain, track } from './tools.ts';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -66,31 +66,7 @@ async function main(): Promise<void> {
   const logger = pino({ level: spec.logLevel }, pino.destination({ dest: spec.logFile, sync: false, mkdir: true }));
   // watchPolicy: the soak rewrites the policy and revocation files and expects pgwarden to notice, as in production.
   const proxy = await createProxy(soakConfig(spec), { logger, watchPolicy: true });
-  let closing = false;
-  const shutdown = async (code: number): Promise<void> => {
-    if (closing) return;
-    closing = true;
-    const hard = setTimeout(() => process.exit(code), 10_000);
-    hard.unref();
-    try {
-      await proxy.close(0);
-    } finally {
-      logger.flush();
-      process.exit(code);
-    }
-  };
-  process.on('SIGTERM', () => void shutdown(0));
-  process.on('SIGINT', () => void shutdown(0));
-  process.stdin.on('end', () => void shutdown(0));
-  process.stdin.on('error', () => void shutdown(0));
-  process.stdin.setEncoding('utf8');
-  process.stdin.on('data', (d: string) => {
-    if (!d.includes('gc')) return;
-    (globalThis as { gc?: () => void }).gc?.();
-    const m = process.memoryUsage();
-    process.stdout.write(`GC ${JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers })}\n`);
-  });
-  setTimeout(() => void shutdown(3), spec.maxLifetimeMs).unref();
+  serveUntilStopped(proxy, logger, spec.maxLifetimeMs, 10_000);
   process.stdout.write(`READY ${proxy.port} ${proxy.metricsPort ?? 0}\n`);
 }
 
