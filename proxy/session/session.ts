@@ -1011,7 +1011,15 @@ export class Session {
   }
 
   /** True while a decision is being obtained: the client's later messages wait (in order) until it is known. */
-  private holding = false;
+  private get holding(): boolean {
+    return (this.clientHolds & Hold.Deciding) !== 0;
+  }
+
+  /** The decisions the client was held for are known: read it again, starting with the messages already framed. */
+  private decisionsKnown(): void {
+    this.releaseClient(Hold.Deciding);
+    this.processClient();
+  }
 
   /**
    * Runs `then` with the decision now, or once it is known; in the meantime nothing more is read from the client,
@@ -1022,7 +1030,6 @@ export class Session {
       then(d, out);
       return;
     }
-    this.holding = true;
     this.holdClient(Hold.Deciding);
     void d.then((decision) => {
       if (this.closed) return;
@@ -1034,9 +1041,7 @@ export class Session {
         return;
       }
       this.writeUpstream(later);
-      this.holding = false;
-      this.releaseClient(Hold.Deciding);
-      this.processClient();
+      this.decisionsKnown();
     });
   }
 
@@ -1146,14 +1151,10 @@ export class Session {
       // A reload since the last message: decide SQL-level prepared statements and cursors again before anything uses them.
       const pending = this.revalidate();
       if (pending !== undefined) {
-        this.holding = true;
         this.holdClient(Hold.Deciding);
         pending.then(
           () => {
-            if (this.closed) return;
-            this.holding = false;
-            this.releaseClient(Hold.Deciding);
-            this.processClient();
+            if (!this.closed) this.decisionsKnown();
           },
           (err: unknown) => this.fail(err, 'internal'),
         );
