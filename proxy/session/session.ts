@@ -1088,25 +1088,27 @@ export class Session {
     const identity = this.identity;
     const name = this.role?.name;
     if (ledger === undefined || identity === undefined || name === undefined) return undefined;
-    // The role as the policy in force defines it, looked up once per policy version (this runs per statement).
+    // The role as the policy in force defines it, and the account it counts under, looked up once per policy version
+    // (this runs per statement). The account stays the same until a reload: this session's attachment keeps it in the ledger.
     const version = this.deps.gate.version;
     if (version !== this.budgetVersion) {
       this.budgetVersion = version;
       this.budget = this.deps.gate.role(name)?.budget;
+      const account = this.budget !== undefined ? ledger.account(name, this.budget, identity) : undefined;
+      if (account !== undefined && account !== this.budgetAccount) {
+        // First statement under a budget, or a reload changed what it is counted per.
+        if (this.budgetAccount !== undefined) {
+          this.budgetAccount.sessions--;
+          if (this.budgetRunning > 0) this.budgetAccount.running--;
+        }
+        account.sessions++;
+        if (this.budgetRunning > 0) account.running++;
+        this.budgetAccount = account;
+      }
     }
     const budget = this.budget;
-    if (budget === undefined) return undefined;
-    const account = ledger.account(name, budget, identity);
-    if (account !== this.budgetAccount) {
-      // First statement under a budget, or a reload changed what it is counted per.
-      if (this.budgetAccount !== undefined) {
-        this.budgetAccount.sessions--;
-        if (this.budgetRunning > 0) this.budgetAccount.running--;
-      }
-      account.sessions++;
-      if (this.budgetRunning > 0) account.running++;
-      this.budgetAccount = account;
-    }
+    const account = this.budgetAccount;
+    if (budget === undefined || account === undefined) return undefined;
     const now = ledger.nowMs();
     const refusal = checkBudget(account, budget, count, this.budgetRunning > 0, now);
     if (refusal === undefined) {
