@@ -23,7 +23,7 @@ import { mintToken } from '../proxy/auth/mint.ts';
 import { BENCH_POLICY_YAML, BENCH_ROLE, PGBENCH_DDL } from './lib/policy.ts';
 import { startPgwardenProcess, type PgwardenProcess } from './lib/pgwarden-process.ts';
 import { percentile } from './lib/timing.ts';
-import { endStartedChildren, machineInfo, procStatusKb } from './lib/tools.ts';
+import { endStartedChildren, guardRun, machineInfo, procStatusKb } from './lib/tools.ts';
 
 interface Options {
   seconds: number;
@@ -152,17 +152,7 @@ async function main(): Promise<void> {
       await endStartedChildren();
       rmSync(work, { recursive: true, force: true });
     })());
-  const onSignal = (sig: NodeJS.Signals) => {
-    log(`${sig}: stopping everything this run started`);
-    void cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const watchdog = setTimeout(() => {
-    log(`time limit of ${opts.limitMs / 60_000} min reached: stopping`);
-    void cleanup().finally(() => process.exit(124));
-  }, opts.limitMs);
-  watchdog.unref();
+  const watchdog = guardRun(opts.limitMs, cleanup, log);
 
   try {
     const machine = machineInfo();

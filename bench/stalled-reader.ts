@@ -19,7 +19,7 @@ import { startPostgres, type EmbeddedPostgres } from '../proxy/embedded/postgres
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from '../proxy/embedded/sample.ts';
 import { mintToken } from '../proxy/auth/mint.ts';
 import { startPgwardenProcess, type PgwardenProcess } from './lib/pgwarden-process.ts';
-import { endStartedChildren, machineInfo, procStatusKb } from './lib/tools.ts';
+import { endStartedChildren, guardRun, machineInfo, procStatusKb } from './lib/tools.ts';
 
 interface Options {
   mb: number;
@@ -106,17 +106,7 @@ async function main(): Promise<void> {
       await endStartedChildren();
       rmSync(work, { recursive: true, force: true });
     })());
-  const onSignal = (sig: NodeJS.Signals) => {
-    log(`${sig}: stopping everything this run started`);
-    void cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const watchdog = setTimeout(() => {
-    log(`time limit of ${opts.limitMs / 60_000} min reached: stopping`);
-    void cleanup().finally(() => process.exit(124));
-  }, opts.limitMs);
-  watchdog.unref();
+  const watchdog = guardRun(opts.limitMs, cleanup, log);
 
   try {
     const machine = machineInfo();

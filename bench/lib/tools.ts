@@ -88,6 +88,25 @@ export function isMain(metaUrl: string): boolean {
   return path.resolve(arg) === fileURLToPath(metaUrl);
 }
 
+/**
+ * A run that is interrupted still ends what it started: on SIGINT/SIGTERM, `cleanup` then exit 130/143; at `limitMs`,
+ * `cleanup` then exit 124. Returns the time-limit timer (unref'd), to clear when the run finishes by itself.
+ */
+export function guardRun(limitMs: number, cleanup: () => Promise<void>, log: (line: string) => void): NodeJS.Timeout {
+  const onSignal = (sig: NodeJS.Signals) => {
+    log(`${sig}: stopping everything this run started`);
+    void cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const watchdog = setTimeout(() => {
+    log(`time limit of ${limitMs / 60_000} min reached: stopping`);
+    void cleanup().finally(() => process.exit(124));
+  }, limitMs);
+  watchdog.unref();
+  return watchdog;
+}
+
 // ----------------------------------------------------------------------------------------------------------------
 // Every child process the benchmarks start is tracked here, so it can be ended by its pid on exit, error or signal.
 
