@@ -1351,16 +1351,16 @@ export class Session {
               }
               portal.version = version;
               portal.rowCap = d.rowCap;
-              this.executePortal(tracker, e.portal, portal === undefined, frame, o, d.rowCap, portal.seq);
+              this.executePortal(tracker, e.portal, false, frame, o, d.rowCap, portal.seq);
             });
             return false;
           }
-          this.executePortal(tracker, e.portal, portal === undefined, frame, out, portal.rowCap, portal.seq);
+          this.executePortal(tracker, e.portal, false, frame, out, portal.rowCap, portal.seq);
           return false;
         }
         if (cursor !== undefined) {
           // A cursor made by DECLARE, read through the protocol: the cursor's current decision and its row count apply.
-          this.executePortal(tracker, e.portal, portal === undefined, frame, out, cursor.rowCap, 0);
+          this.executePortal(tracker, e.portal, true, frame, out, cursor.rowCap, 0);
           return false;
         }
         const revoked = this.revokedCursors.get(e.portal);
