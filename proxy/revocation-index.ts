@@ -53,9 +53,10 @@ export interface ChangeList {
   count: number;
 }
 
-const emptyChangeList = (): ChangeList => ({ listed: [], count: 0 });
+export const emptyChangeList = (): ChangeList => ({ listed: [], count: 0 });
 
-function note(list: ChangeList, e: RevocationEntry): void {
+/** Counts `e` in `list`, listing it while fewer than MAX_LISTED_CHANGES are listed. */
+export function noteChange(list: ChangeList, e: RevocationEntry): void {
   list.count++;
   if (list.listed.length < MAX_LISTED_CHANGES) list.listed.push(e);
 }
@@ -179,7 +180,7 @@ export class RevocationIndex {
         const unseen = sweepUnseen && this.#gens[slot] !== current;
         const expired = (this.#expires[slot] as number) <= now;
         if (unseen || expired) {
-          if (unseen && !expired) note(removed, this.#entry(k, v, slot));
+          if (unseen && !expired) noteChange(removed, this.#entry(k, v, slot));
           map.delete(v);
           this.#count--;
           this.#release(slot);
@@ -200,7 +201,7 @@ export class RevocationIndex {
     let n = 0;
     for (const k of KEYS) {
       for (const shard of other.#maps[k]) for (const [v, slot] of shard) {
-        if (this.addKey(k, v, other.#expires[slot] as number, other.#reasons[slot])) note(added, other.#entry(k, v, slot));
+        if (this.addKey(k, v, other.#expires[slot] as number, other.#reasons[slot])) noteChange(added, other.#entry(k, v, slot));
         if (++n % CHUNK === 0) await yieldToLoop();
       }
     }
@@ -215,12 +216,12 @@ export class RevocationIndex {
     for (const k of KEYS) {
       for (const shard of next.#maps[k]) for (const [v, slot] of shard) {
         const mine = (this.#maps[k][shardOf(v)] as Map<string, number>).get(v);
-        if (mine === undefined || this.#expires[mine] !== next.#expires[slot] || this.#reasons[mine] !== next.#reasons[slot]) note(added, next.#entry(k, v, slot));
+        if (mine === undefined || this.#expires[mine] !== next.#expires[slot] || this.#reasons[mine] !== next.#reasons[slot]) noteChange(added, next.#entry(k, v, slot));
         if (++n % CHUNK === 0) await yieldToLoop();
       }
       for (const shard of this.#maps[k]) for (const [v, slot] of shard) {
         const theirs = (next.#maps[k][shardOf(v)] as Map<string, number>).get(v);
-        if (theirs === undefined || this.#expires[slot] !== next.#expires[theirs] || this.#reasons[slot] !== next.#reasons[theirs]) note(removed, this.#entry(k, v, slot));
+        if (theirs === undefined || this.#expires[slot] !== next.#expires[theirs] || this.#reasons[slot] !== next.#reasons[theirs]) noteChange(removed, this.#entry(k, v, slot));
         if (++n % CHUNK === 0) await yieldToLoop();
       }
     }

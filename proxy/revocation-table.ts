@@ -20,7 +20,7 @@ import pg from 'pg';
 import type { Identity } from './auth/jwt.ts';
 import type { UpstreamConfig } from './config/types.ts';
 import { pgSslOptions } from './upstream/connect.ts';
-import { MAX_LISTED_CHANGES, RevocationIndex, type ChangeList } from './revocation-index.ts';
+import { emptyChangeList, MAX_LISTED_CHANGES, RevocationIndex, type ChangeList } from './revocation-index.ts';
 import {
   emitChange,
   reasonText,
@@ -522,7 +522,7 @@ export class TableRevocations implements RevocationSource {
     this.#wantFull = undefined;
     const waiters = this.#fullWaiters;
     this.#fullWaiters = [];
-    const added: ChangeList = { listed: [], count: 0 };
+    const added = emptyChangeList();
     const live = '(expires_at IS NULL OR expires_at > now())';
     let ok = false;
     let busyMs = 0;
@@ -592,7 +592,7 @@ export class TableRevocations implements RevocationSource {
     try {
       if (w === undefined || !/^\d+$/.test(w)) throw new Error('internal error: no incremental read watermark');
       const size = this.#opts.pageSize ?? 5_000;
-      const added: ChangeList = { listed: [], count: 0 };
+      const added = emptyChangeList();
       // One round trip for the usual case: snapshot, its xmin, the cursor and its first page.
       const results = (await client.query({
         text:
@@ -611,7 +611,7 @@ export class TableRevocations implements RevocationSource {
         page = (await client.query<Row>({ text: `FETCH ${size} FROM pgwarden_revocations_changed`, rowMode: 'array' })).rows;
       }
       // Live sessions are checked now, not after one more round trip: the rows are in force already.
-      if (added.count > 0) emitChange(this.#listeners, this.#log, 'table', this.#index.size, added, { listed: [], count: 0 });
+      if (added.count > 0) emitChange(this.#listeners, this.#log, 'table', this.#index.size, added, emptyChangeList());
       await client.query('COMMIT');
       this.#watermark = next;
       ok = true;

@@ -24,7 +24,7 @@ import { Worker } from 'node:worker_threads';
 import { Document, isSeq, parseDocument, YAMLSeq } from 'yaml';
 import type { Identity } from './auth/jwt.ts';
 import { ProxyError } from './errors.ts';
-import { MAX_LISTED_CHANGES, RevocationIndex, yieldToLoop, type ChangeList, type RevocationEntry, type RevocationKey } from './revocation-index.ts';
+import { emptyChangeList, noteChange, RevocationIndex, yieldToLoop, type ChangeList, type RevocationEntry, type RevocationKey } from './revocation-index.ts';
 import { Coalescer } from '../policy/coalesce.ts';
 import { FileWatcher, readSettled } from '../policy/watch.ts';
 
@@ -417,16 +417,11 @@ export class RevocationList implements RevocationSource {
     this.#lastReadAt = Date.now();
     if (this.#closed) return { ok: true, changed: false, entries: this.#index.size };
     let added: ChangeList;
-    let removed: ChangeList = { listed: [], count: 0 };
+    let removed = emptyChangeList();
     if (read.kind === 'appended') {
       // Only new lines: applied to the index in force (nothing can have been removed from an append-only file).
-      added = { listed: [], count: 0 };
-      for (const e of read.entries) {
-        if (this.#index.add(e)) {
-          added.count++;
-          if (added.listed.length < MAX_LISTED_CHANGES) added.listed.push(e);
-        }
-      }
+      added = emptyChangeList();
+      for (const e of read.entries) if (this.#index.add(e)) noteChange(added, e);
       this.#mark = read.mark;
     } else {
       ({ added, removed } = await this.#index.diff(read.index));
@@ -462,7 +457,7 @@ export class RevocationList implements RevocationSource {
     if (added.count === 0) return;
     const entries = this.#index.size;
     this.#log('warn', 'revocation file not applied; the revocations its partial reads added stay in force', { file: this.file, entries, added: added.count });
-    emitChange(this.#listeners, this.#log, 'file', entries, added, { listed: [], count: 0 });
+    emitChange(this.#listeners, this.#log, 'file', entries, added, emptyChangeList());
   }
 }
 
