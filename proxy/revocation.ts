@@ -24,7 +24,7 @@ import { Worker } from 'node:worker_threads';
 import { Document, isSeq, parseDocument, YAMLSeq } from 'yaml';
 import type { Identity } from './auth/jwt.ts';
 import { ProxyError } from './errors.ts';
-import { emptyChangeList, noteChange, RevocationIndex, yieldToLoop, type ChangeList, type RevocationEntry, type RevocationKey } from './revocation-index.ts';
+import { emptyChangeList, KEYS, noteChange, RevocationIndex, yieldToLoop, type ChangeList, type RevocationEntry, type RevocationKey } from './revocation-index.ts';
 import { Coalescer } from '../policy/coalesce.ts';
 import { FileWatcher, readSettled } from '../policy/watch.ts';
 
@@ -87,7 +87,6 @@ export class RevocationFileError extends Error {
   }
 }
 
-const KEYS = ['jti', 'sub', 'agent'] as const;
 const ALLOWED_FIELDS = new Set(['jti', 'sub', 'agent', 'reason', 'expiresAt']);
 /** Longest reason shown to a refused client and written to the log; a longer one is cut (the entry still revokes). */
 export const MAX_REASON = 1024;
@@ -186,7 +185,7 @@ export function parseRevocationText(text: string): { ok: true; entries: Revocati
 }
 
 /** Whether a file holds JSON Lines (one entry per line; appended to in place) rather than one YAML/JSON document. */
-export function isJsonLines(file: string): boolean {
+function isJsonLines(file: string): boolean {
   return /\.(jsonl|ndjson)$/i.test(file);
 }
 
