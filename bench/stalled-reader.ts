@@ -19,6 +19,7 @@ import { startPostgres, type EmbeddedPostgres } from '../proxy/embedded/postgres
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from '../proxy/embedded/sample.ts';
 import { mintToken } from '../proxy/auth/mint.ts';
 import { startPgwardenProcess, type PgwardenProcess } from './lib/pgwarden-process.ts';
+import { passwordMessage, queryMessage, startupMessage } from './lib/soak-wire.ts';
 import { endStartedChildren, guardRun, machineInfo, procStatusKb } from './lib/tools.ts';
 
 interface Options {
@@ -49,13 +50,6 @@ const POLICY = `roles:
     relations: [public.orders]
 `;
 
-function typed(type: string, body: Buffer): Buffer {
-  const head = Buffer.alloc(5);
-  head.write(type, 0, 'latin1');
-  head.writeInt32BE(body.length + 4, 1);
-  return Buffer.concat([head, body]);
-}
-
 /** Logs in over the wire and returns the socket, positioned after the first ReadyForQuery. */
 async function login(port: number, token: string): Promise<net.Socket> {
   const socket = net.connect({ host: '127.0.0.1', port });
@@ -63,10 +57,6 @@ async function login(port: number, token: string): Promise<net.Socket> {
     socket.once('connect', resolve);
     socket.once('error', reject);
   });
-  const params = Buffer.from(`user\0reader\0database\0${SAMPLE_DATABASE}\0\0`, 'utf8');
-  const startup = Buffer.alloc(8);
-  startup.writeInt32BE(8 + params.length, 0);
-  startup.writeInt32BE(196608, 4);
   let seen = Buffer.alloc(0);
   const until = (pred: (b: Buffer) => boolean) =>
     new Promise<void>((resolve, reject) => {
@@ -81,11 +71,11 @@ async function login(port: number, token: string): Promise<net.Socket> {
       socket.on('data', onData);
     });
   const asked = until((b) => b.length >= 9 && b[0] === 0x52);
-  socket.write(Buffer.concat([startup, params]));
+  socket.write(startupMessage({ user: 'reader', database: SAMPLE_DATABASE }));
   await asked;
   seen = Buffer.alloc(0);
   const ready = until((b) => b.length >= 6 && b[b.length - 6] === 0x5a);
-  socket.write(typed('p', Buffer.from(`${token}\0`, 'utf8')));
+  socket.write(passwordMessage(token));
   await ready;
   return socket;
 }
@@ -148,7 +138,7 @@ async function main(): Promise<void> {
     socket = s;
     s.pause();
     const sql = opts.copy ? `COPY (${valueSql}) TO STDOUT` : valueSql;
-    s.write(typed('Q', Buffer.from(`${sql}\0`, 'utf8')));
+    s.write(queryMessage(sql));
 
     let peakKb = rssBeforeKb;
     const sampler = setInterval(() => {

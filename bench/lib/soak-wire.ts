@@ -1,5 +1,6 @@
 // Raw PostgreSQL wire clients for the soak's hostile traffic: frames no driver would send (malformed, oversized,
 // CancelRequest floods) and a reader that stops reading, over plain sockets from a chosen loopback source address.
+// bench/stalled-reader.ts logs in and queries with these messages too.
 import net from 'node:net';
 
 export const PROTOCOL_3 = 196608;
