@@ -4,13 +4,14 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Identity } from '../../proxy/auth/jwt.ts';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.ts';
+import { identityFactory } from '../helpers/revocation.ts';
 import { until } from '../helpers/until.ts';
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const id = (jti: string): Identity => ({ sub: 'settle-user', role: 'analyst', agent: undefined, tenant: undefined, jti, iss: 'test', exp: 2_000_000_000, iat: 1_999_999_000, nbf: undefined });
+const settleUser = identityFactory({ sub: 'settle-user' });
+const id = (jti: string) => settleUser({ jti });
 
 /** One login with `token`: 'ok', or the SQLSTATE it was refused with (and the message, for the reason shown). */
 async function login(tp: TestProxy, token: string): Promise<{ code: string; message: string }> {
