@@ -242,12 +242,7 @@ export class ResponseTracker {
       case BackendType.ReadyForQuery: {
         this.txStatus = decodeReadyForQuery(frame.body);
         this.skippingToSync = false;
-        // ReadyForQuery closes a simple Query, a FunctionCall or a Sync; drop anything Postgres skipped.
-        while (this.busy) {
-          const k = this.current()?.kind;
-          this.pop();
-          if (k === FrontendType.Query || k === FrontendType.Sync || k === FrontendType.FunctionCall) break;
-        }
+        this.popThroughReady();
         this.swallowUntilReady = false;
         this.resetRows();
         this.idleSinceReady = this.txStatus === 'I' && !this.busy;
@@ -267,11 +262,7 @@ export class ResponseTracker {
     switch (frame.type) {
       case BackendType.ReadyForQuery:
         this.txStatus = decodeReadyForQuery(frame.body);
-        while (this.busy) {
-          const k = this.current()?.kind;
-          this.pop();
-          if (k === FrontendType.Query || k === FrontendType.Sync) break;
-        }
+        this.popThroughReady();
         return false;
       case BackendType.ErrorResponse:
         // Postgres skips to the internal Sync; its ReadyForQuery closes the entry.
@@ -286,6 +277,15 @@ export class ResponseTracker {
       default:
         if (this.current()?.kind !== FrontendType.Query) this.pop();
         return false;
+    }
+  }
+
+  /** ReadyForQuery closes a simple Query, a FunctionCall or a Sync: pops that entry and anything before it Postgres skipped. */
+  private popThroughReady(): void {
+    while (this.busy) {
+      const k = this.current()?.kind;
+      this.pop();
+      if (k === FrontendType.Query || k === FrontendType.Sync || k === FrontendType.FunctionCall) break;
     }
   }
 
