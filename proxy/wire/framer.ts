@@ -114,25 +114,13 @@ export class MessageFramer {
 
   constructor(opts: MessageFramerOptions) {
     this.maxMessageSize = checkedMax(opts.maxMessageSize);
-    if (opts.validTypes === undefined) {
-      this.validTypes = null;
-    } else {
-      this.validTypes = new Uint8Array(256);
-      for (const t of opts.validTypes) {
-        if (!Number.isInteger(t) || t < 0 || t > 255) throw new TypeError(`validTypes must hold bytes, got ${String(t)}`);
-        this.validTypes[t] = 1;
-      }
-    }
+    this.validTypes = opts.validTypes === undefined ? null : byteTable(opts.validTypes, 'validTypes');
     if (opts.stream !== undefined) {
       const { threshold, maxSize } = opts.stream;
       if (!Number.isInteger(threshold) || threshold < HEADER_LENGTH + 1) throw new TypeError(`stream.threshold must be an integer above ${HEADER_LENGTH}, got ${String(threshold)}`);
       this.streamMax = checkedMax(maxSize);
       this.streamThreshold = threshold;
-      this.streamTypes = new Uint8Array(256);
-      for (const t of opts.stream.types) {
-        if (!Number.isInteger(t) || t < 0 || t > 255) throw new TypeError(`stream.types must hold bytes, got ${String(t)}`);
-        this.streamTypes[t] = 1;
-      }
+      this.streamTypes = byteTable(opts.stream.types, 'stream.types');
     }
   }
 
@@ -395,6 +383,16 @@ export class MessageFramer {
 /** True for a FramePart, false for a whole Frame. */
 export function isPart(f: Frame | FramePart): f is FramePart {
   return (f as FramePart).first !== undefined;
+}
+
+/** 1 at each of `types` (bytes), 0 elsewhere. */
+function byteTable(types: Iterable<number>, option: string): Uint8Array {
+  const table = new Uint8Array(256);
+  for (const t of types) {
+    if (!Number.isInteger(t) || t < 0 || t > 255) throw new TypeError(`${option} must hold bytes, got ${String(t)}`);
+    table[t] = 1;
+  }
+  return table;
 }
 
 function checkedMax(max: number): number {
