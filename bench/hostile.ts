@@ -21,7 +21,7 @@ import { startPostgres, type EmbeddedPostgres } from '../proxy/embedded/postgres
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from '../proxy/embedded/sample.ts';
 import { mintToken } from '../proxy/auth/mint.ts';
 import { BENCH_POLICY_YAML, BENCH_ROLE, PGBENCH_DDL } from './lib/policy.ts';
-import { startPgwardenProcess, type PgwardenProcess } from './lib/pgwarden-process.ts';
+import { peakRssSampler, settledRssKb, startPgwardenProcess, type PgwardenProcess } from './lib/pgwarden-process.ts';
 import { percentile } from './lib/timing.ts';
 import { endStartedChildren, guardRun, machineInfo, procStatusKb } from './lib/tools.ts';
 
@@ -209,11 +209,7 @@ async function main(): Promise<void> {
     };
 
     const gcRss = async (): Promise<number> => {
-      await w.gc();
-      await new Promise((r) => setTimeout(r, 200));
-      const m = await w.gc();
-      await new Promise((r) => setTimeout(r, 200));
-      const kb = procStatusKb(w.pid, 'VmRSS');
+      const { kb, figures: m } = await settledRssKb(w);
       if (m) log(`  RSS ${(kb / 1024).toFixed(0)} MiB: heap used ${(m.heapUsed / 2 ** 20).toFixed(0)} MiB, external ${(m.external / 2 ** 20).toFixed(0)} MiB (array buffers ${(m.arrayBuffers / 2 ** 20).toFixed(0)} MiB)`);
       return kb;
     };
@@ -227,11 +223,7 @@ async function main(): Promise<void> {
     const tally = new Map<Shape, Tally>(SHAPES.map((s) => [s, { sent: 0, ok: 0, refused: new Map(), reconnects: 0 }]));
     let stop = false;
     let seq = 1;
-    let peakRssKb = rssBeforeKb;
-    const sampler = setInterval(() => {
-      const kb = procStatusKb(w.pid, 'VmRSS');
-      if (kb > peakRssKb) peakRssKb = kb;
-    }, 50);
+    const sampler = peakRssSampler(w.pid, rssBeforeKb);
     const hostileSession = async (k: number) => {
       let c = await connect(`hostile-${k}`);
       for (let i = k; !stop; i++) {
@@ -275,7 +267,8 @@ async function main(): Promise<void> {
     // The senders finish the statement each has in flight (bounded by the watchdog).
     await Promise.allSettled(senders);
     const loadSeconds = (Date.now() - t0) / 1000;
-    clearInterval(sampler);
+    sampler.stop();
+    const peakRssKb = sampler.peak();
     const peakHwmKb = procStatusKb(w.pid, 'VmHWM');
     log(`load done in ${loadSeconds.toFixed(1)} s; settling ${opts.settleSeconds} s…`);
     await new Promise((r) => setTimeout(r, opts.settleSeconds * 1000));

@@ -18,9 +18,9 @@ import pg from 'pg';
 import { startPostgres, type EmbeddedPostgres } from '../proxy/embedded/postgres.ts';
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from '../proxy/embedded/sample.ts';
 import { mintToken } from '../proxy/auth/mint.ts';
-import { startPgwardenProcess, type PgwardenProcess } from './lib/pgwarden-process.ts';
+import { peakRssSampler, settledRssKb, startPgwardenProcess, type PgwardenProcess } from './lib/pgwarden-process.ts';
 import { passwordMessage, queryMessage, startupMessage } from './lib/soak-wire.ts';
-import { endStartedChildren, guardRun, machineInfo, procStatusKb } from './lib/tools.ts';
+import { endStartedChildren, guardRun, machineInfo } from './lib/tools.ts';
 
 interface Options {
   mb: number;
@@ -123,13 +123,7 @@ async function main(): Promise<void> {
     const valueSql = `SELECT string_agg(lpad(i::text, 8, '0'), '') AS v FROM generate_series(1, ${digits}) i`;
     const expectedMd5 = await su(SAMPLE_DATABASE, async (c) => (await c.query(`SELECT md5(v) AS m FROM (${valueSql}) s`)).rows[0].m as string);
 
-    const gcRss = async (): Promise<number> => {
-      await w.gc();
-      await new Promise((r) => setTimeout(r, 200));
-      await w.gc();
-      await new Promise((r) => setTimeout(r, 200));
-      return procStatusKb(w.pid, 'VmRSS');
-    };
+    const gcRss = async () => (await settledRssKb(w)).kb;
     const rssBeforeKb = await gcRss();
     log(`pgwarden RSS before: ${(rssBeforeKb / 1024).toFixed(0)} MiB`);
 
@@ -140,11 +134,7 @@ async function main(): Promise<void> {
     const sql = opts.copy ? `COPY (${valueSql}) TO STDOUT` : valueSql;
     s.write(queryMessage(sql));
 
-    let peakKb = rssBeforeKb;
-    const sampler = setInterval(() => {
-      const kb = procStatusKb(w.pid, 'VmRSS');
-      if (kb > peakKb) peakKb = kb;
-    }, 50);
+    const sampler = peakRssSampler(w.pid, rssBeforeKb);
     // Wait for PostgreSQL to block on sending (or give up after the value should long have been built).
     const t0 = Date.now();
     let blocked = false;
@@ -154,7 +144,7 @@ async function main(): Promise<void> {
     }
     log(blocked ? `PostgreSQL waits on ClientWrite after ${((Date.now() - t0) / 1000).toFixed(1)} s; stalling ${opts.stallSeconds} s` : 'PostgreSQL never blocked on ClientWrite (pgwarden took everything)');
     await new Promise((r) => setTimeout(r, opts.stallSeconds * 1000));
-    const stallPeakKb = peakKb;
+    const stallPeakKb = sampler.peak();
 
     // Read everything: the value's bytes are hashed as they arrive (the row's or COPY's data, framing stripped).
     const hash = createHash('md5');
@@ -200,7 +190,8 @@ async function main(): Promise<void> {
       });
       s.resume();
     });
-    clearInterval(sampler);
+    sampler.stop();
+    const peakKb = sampler.peak();
     const readSeconds = (Date.now() - readStart) / 1000;
     const gotMd5 = hash.digest('hex');
     const rssAfterKb = await gcRss();

@@ -9,7 +9,7 @@ import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER } from '../../proxy/embedded/samp
 import type { AuthConfig } from '../../proxy/config/types.ts';
 import { benchConfig, type PgwardenSpec } from './pgwarden-config.ts';
 import type { MemoryFigures } from './connections.ts';
-import { track } from './tools.ts';
+import { procStatusKb, track } from './tools.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..', '..');
@@ -81,6 +81,28 @@ export async function startPgwardenProcess(opts: {
     gc: answers.gc,
     stop: () => stopChild(child, () => exited, 8_000),
   };
+}
+
+/**
+ * pgwarden's settled VmRSS: gc, 200 ms, gc, 200 ms, then VmRSS from /proc; with the memory figures of the second gc
+ * (undefined when it did not answer).
+ */
+export async function settledRssKb(w: PgwardenProcess): Promise<{ kb: number; figures: MemoryFigures | undefined }> {
+  await w.gc();
+  await new Promise((r) => setTimeout(r, 200));
+  const figures = await w.gc();
+  await new Promise((r) => setTimeout(r, 200));
+  return { kb: procStatusKb(w.pid, 'VmRSS'), figures };
+}
+
+/** Samples `pid`'s VmRSS every 50 ms until stop(); peak() is the highest sample so far, or `fromKb` if higher. */
+export function peakRssSampler(pid: number, fromKb: number): { peak(): number; stop(): void } {
+  let peakKb = fromKb;
+  const timer = setInterval(() => {
+    const kb = procStatusKb(pid, 'VmRSS');
+    if (kb > peakKb) peakKb = kb;
+  }, 50);
+  return { peak: () => peakKb, stop: () => clearInterval(timer) };
 }
 
 /**
