@@ -874,12 +874,6 @@ export class Session {
     return { ...d, reason: 'policy_changed', message: err.message, detail: err.detail, hint: err.hint };
   }
 
-  /** The row cap the current policy sets for this session's role (for portals pgwarden did not see created). */
-  private currentCap(): RowCap | undefined {
-    const r = this.role ? this.deps.gate.role(this.role.name) : undefined;
-    return r?.maxRows !== undefined ? { maxRows: r.maxRows, onRowCap: r.onRowCap } : undefined;
-  }
-
   /**
    * After a reload, decides every SQL-level prepared statement and cursor again, before the client's next message
    * is handled. Those now refused are forgotten as allowed (so EXECUTE, FETCH, MOVE, Bind and Execute of them are
