@@ -24,7 +24,6 @@ import { chooseCap, OWN_HEADROOM, readServerSlots, UpstreamCap } from './upstrea
 import { warnAboutRoleSettings } from './upstream/role-settings.ts';
 import { initParser } from '../policy/parser.ts';
 import { PolicyStore } from '../policy/store.ts';
-import { Coalescer } from '../policy/coalesce.ts';
 import { loadCatalog, checkUpstreamPrivileges } from '../policy/catalog.ts';
 import type { CompiledPolicy } from '../policy/types.ts';
 
@@ -297,13 +296,14 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   }
 
   // SIGHUP: the policy and every revocation source reload side by side, so a revocation never waits for the policy's
-  // catalog read (up to upstream.connectTimeout when the database is slow); a burst of signals is one reload in
-  // flight plus at most one pending.
-  const reloads = new Coalescer(async () => {
+  // catalog read (up to upstream.connectTimeout when the database is slow). Each coalesces its own bursts (one reload
+  // in flight plus at most one pending): a second coalescer around both would make a revocation wait for the previous
+  // signal's policy reload.
+  const reloadAll = async (): Promise<void> => {
     const jobs: Promise<unknown>[] = [store.reload('signal')];
     for (const src of sources) if ('reload' in src && typeof src.reload === 'function') jobs.push((src.reload as () => Promise<unknown>)());
     for (const r of await Promise.allSettled(jobs)) if (r.status === 'rejected') log.error({ err: r.reason }, 'reload failed');
-  });
+  };
 
   // Idle sessions check their upstream connection on a schedule (docs/deploy.md, "A silently dead upstream").
   const checkInterval = config.upstream.checkInterval ?? 30_000;
@@ -328,7 +328,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
     revocations,
     metricsPort: metricsServer?.port,
     async reload() {
-      await reloads.run();
+      await reloadAll();
     },
     async close(drainMs = 0) {
       // Not ready from the first moment of shutdown; the admin listener itself closes once sessions have drained.
