@@ -165,11 +165,13 @@ export function proxyCostTable(sum: Map<string, Map<Target, CellSummary>>, modes
 const COLORS: Record<Target, string> = { direct: '#4e79a7', pgbouncer: '#f28e2b', relay: '#bab0ac', pgwarden: '#59a14f' };
 const LABELS: Record<Target, string> = { direct: 'direct', pgbouncer: 'PgBouncer (session)', relay: 'bare Node.js relay', pgwarden: 'pgwarden' };
 
-function esc(s: string): string {
+/** Text escaped for SVG. */
+export function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
-function niceStep(max: number, ticks: number): number {
+/** A round axis step (1, 2, 2.5 or 5 × a power of ten) giving about `ticks` ticks up to `max`. */
+export function niceStep(max: number, ticks: number): number {
   const raw = max / ticks;
   const mag = 10 ** Math.floor(Math.log10(raw));
   for (const m of [1, 2, 2.5, 5, 10]) if (m * mag >= raw) return m * mag;

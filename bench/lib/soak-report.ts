@@ -2,6 +2,7 @@
 // (hand-written like report.ts's tpsSvg; no dependency), and what pgwarden's audit trail and log say about the run.
 import { readFileSync } from 'node:fs';
 import type { ErrorCount, Recorder } from './soak-traffic.ts';
+import { esc, niceStep } from './report.ts';
 import { percentile } from './timing.ts';
 
 export interface RssSample {
@@ -36,17 +37,6 @@ export function errorTable(errors: ErrorCount[]): string {
   const sorted = [...errors].sort((a, b) => Number(a.expected) - Number(b.expected) || a.cls.localeCompare(b.cls) || b.count - a.count);
   for (const e of sorted) rows.push(`| ${e.cls} | \`${e.code}\` | ${e.count.toLocaleString('en-US')} | ${e.expected ? 'yes' : '**no**'} | ${e.sample.replace(/\|/g, '\\|')} |`);
   return rows.join('\n');
-}
-
-function esc(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-}
-
-function niceStep(max: number, ticks: number): number {
-  const raw = max / ticks;
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * mag >= raw) return m * mag;
-  return 10 * mag;
 }
 
 /** Per second: median and maximum latency of the legitimate statements that finished in it (ms). */
