@@ -645,6 +645,12 @@ export async function loadPolicyFile(file: string): Promise<LoadResult> {
     const message = e.code === 'ENOENT' ? 'does not exist' : `could not be read: ${e.code ?? e.message}`;
     return { ok: false, source, issues: [{ path: '', message }] };
   }
+  return loadPolicyBytes(file, buf);
+}
+
+/** loadPolicyFile of bytes already read from `file` (a reload parses exactly the bytes that stayed the same across reads). */
+export function loadPolicyBytes(file: string, buf: Buffer): LoadResult {
+  const source = file;
   if (buf.length > MAX_POLICY_BYTES) {
     return { ok: false, source, issues: [{ path: '', message: `is larger than ${MAX_POLICY_BYTES} bytes; is this the right file?` }] };
   }

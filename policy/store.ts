@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { Coalescer } from './coalesce.ts';
 import { FileWatcher, readSettled } from './watch.ts';
-import { compilePolicy, digestOf, formatIssue, loadPolicyFile, type PolicyIssue } from './load.ts';
+import { compilePolicy, formatIssue, loadPolicyBytes, loadPolicyFile, type PolicyIssue } from './load.ts';
 import type { CatalogSnapshot, CompiledPolicy, RolePolicy } from './types.ts';
 
 export type StoreLogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -245,23 +245,14 @@ export class PolicyStore {
     return { ok: true, version, changed: true };
   }
 
-  /** loadPolicyFile of a settled file: the text parsed is the text that stayed the same across two reads. */
+  /** loadPolicyFile of a settled file: the bytes parsed are the ones that stayed the same across two reads. */
   async #loadSettled(): ReturnType<typeof loadPolicyFile> {
     const settleMs = this.#opts.settleMs ?? 500;
-    const deadline = Date.now() + (this.#opts.settleMaxMs ?? 10_000);
-    for (;;) {
-      const settled = await readSettled(this.file, settleMs, Math.max(0, deadline - Date.now()));
-      // Missing or unreadable: loadPolicyFile says so in its own words.
-      if (!settled.ok && settled.reason !== 'unsettled') return await loadPolicyFile(this.file);
-      if (!settled.ok) return { ok: false, source: this.file, issues: [{ path: '', message: settled.message }] };
-      const loaded = await loadPolicyFile(this.file);
-      // Changed again between the settled read and this one: settle again.
-      if (loaded.ok && loaded.digest !== digestOf(settled.data.toString('utf8'))) {
-        if (Date.now() < deadline) continue;
-        return { ok: false, source: this.file, issues: [{ path: '', message: 'kept changing while it was read; not applied (replace the file by rename)' }] };
-      }
-      return loaded;
-    }
+    const settled = await readSettled(this.file, settleMs, this.#opts.settleMaxMs ?? 10_000);
+    // Missing or unreadable: loadPolicyFile says so in its own words.
+    if (!settled.ok && settled.reason !== 'unsettled') return await loadPolicyFile(this.file);
+    if (!settled.ok) return { ok: false, source: this.file, issues: [{ path: '', message: settled.message }] };
+    return loadPolicyBytes(this.file, settled.data);
   }
 
   async #refreshCatalog(): Promise<ReloadResult> {
