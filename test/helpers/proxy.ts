@@ -174,6 +174,14 @@ export async function connectPg(tp: TestProxy, password?: string, extra: Partial
   return c;
 }
 
+/** Connects a `pg` client through the proxy with a token for `role`, its 'error' events ignored (the test looks at what each query returns); the caller ends it. */
+export async function connectAs(tp: TestProxy, role: string): Promise<pg.Client> {
+  const c = new pg.Client(tp.pgConfig(await tp.token({ role })));
+  c.on('error', () => {});
+  await c.connect();
+  return c;
+}
+
 /** Runs `fn` expecting a Postgres error and returns it (fails the test when there is none). */
 export async function pgError(fn: () => Promise<unknown>): Promise<{ code?: string; message: string; hint?: string; detail?: string; severity?: string }> {
   try {

@@ -1,7 +1,7 @@
 // Allowed long statements whose analysed trees are big (IN lists, VALUES lists, array constants) are read in slices and still give the right rows; a tree over the cap is refused as before.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { connectAs, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
 
 let tp: TestProxy;
 beforeAll(async () => {
@@ -11,12 +11,7 @@ afterAll(async () => {
   await tp?.close();
 });
 
-async function client(role: string): Promise<pg.Client> {
-  const c = new pg.Client(tp.pgConfig(await tp.token({ role })));
-  c.on('error', () => {});
-  await c.connect();
-  return c;
-}
+const client = (role: string) => connectAs(tp, role);
 
 async function refusal(p: Promise<unknown>): Promise<{ code?: string; message?: string } | undefined> {
   try {

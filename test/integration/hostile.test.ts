@@ -1,7 +1,6 @@
 // A huge hostile statement is refused with its SQLSTATE, decided off the event loop, while another session keeps working; long legitimate statements still run.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
-import { startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { connectAs, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
 
 let tp: TestProxy;
 beforeAll(async () => {
@@ -11,12 +10,7 @@ afterAll(async () => {
   await tp?.close();
 });
 
-async function client(role: string): Promise<pg.Client> {
-  const c = new pg.Client(tp.pgConfig(await tp.token({ role })));
-  c.on('error', () => {});
-  await c.connect();
-  return c;
-}
+const client = (role: string) => connectAs(tp, role);
 
 async function sqlstate(p: Promise<unknown>): Promise<string | undefined> {
   try {
