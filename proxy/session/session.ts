@@ -29,7 +29,7 @@ import type { StatementGate } from './gate.ts';
 import { Phase, canTransition } from './phase.ts';
 import { ResponseTracker, SENTINEL_SQL, fatalFrame, type RowCap, type StatementTrace } from './pipeline.ts';
 import { checkBudget, type BudgetAccount, type BudgetKind, type BudgetLedger, type BudgetRefusal } from './budget.ts';
-import { parseStatements } from '../../policy/parser.ts';
+import { parseStatements, type ParseOutcome } from '../../policy/parser.ts';
 import { quoteIdent } from '../../policy/load.ts';
 import { scrubForwarded } from './scrub.ts';
 import { readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
@@ -225,9 +225,11 @@ function policyChangedError(what: string, name: string, refusal: string | undefi
   });
 }
 
-/** The text of the PREPARE (or DECLARE) statement named `name` within `sql`, or undefined. Offsets count UTF-8 bytes. */
-function statementText(sql: string, kind: 'prepare' | 'declare', name: string): string | undefined {
-  const parsed = parseStatements(sql);
+/**
+ * The text of the PREPARE (or DECLARE) statement named `name` within `sql` (`parsed` is parseStatements(sql)), or
+ * undefined. Offsets count UTF-8 bytes.
+ */
+function statementText(sql: string, parsed: ParseOutcome, kind: 'prepare' | 'declare', name: string): string | undefined {
   if (!parsed.ok) return undefined;
   const buf = Buffer.from(sql, 'utf8');
   for (const raw of parsed.stmts) {
@@ -804,10 +806,13 @@ export class Session {
     if (!decision.allow) decision = this.explainRevokedUse(decision, sql);
     this.deps.events?.statementDecided?.(this, { seq: this.seq, mode, sql, decision, micros });
     if (decision.allow) {
+      // The text is parsed once for all the PREPAREs and DECLAREs it holds, not once for each.
+      let parsed: ParseOutcome | undefined;
       for (const e of decision.effects) {
         if (e.type === 'prepare') {
           this.preparedNames.add(e.name);
-          this.sqlPrepared.set(e.name, { sql: this.retainable(statementText(sql, 'prepare', e.name), this.sqlPrepared.get(e.name)?.sql), version, rowCap: decision.rowCap });
+          parsed ??= parseStatements(sql);
+          this.sqlPrepared.set(e.name, { sql: this.retainable(statementText(sql, parsed, 'prepare', e.name), this.sqlPrepared.get(e.name)?.sql), version, rowCap: decision.rowCap });
           this.revokedPrepared.delete(e.name);
         } else if (e.type === 'deallocate') {
           // DEALLOCATE drops protocol-level (Parse) statements too: one namespace upstream.
@@ -826,7 +831,8 @@ export class Session {
           this.cursorNames.add(e.name);
           if (e.hold === true) this.holdCursorNames.add(e.name);
           else this.holdCursorNames.delete(e.name);
-          this.sqlCursors.set(e.name, { sql: this.retainable(statementText(sql, 'declare', e.name), this.sqlCursors.get(e.name)?.sql), version, rowCap: decision.rowCap });
+          parsed ??= parseStatements(sql);
+          this.sqlCursors.set(e.name, { sql: this.retainable(statementText(sql, parsed, 'declare', e.name), this.sqlCursors.get(e.name)?.sql), version, rowCap: decision.rowCap });
           this.revokedCursors.delete(e.name);
           if (!again) {
             // A new cursor: its rows are counted from zero.
