@@ -1,29 +1,23 @@
 // A minimal protocol client whose reading the test controls (pause, resume) and whose messages it writes byte by byte.
 import net from 'node:net';
+import { typed } from './bytes.ts';
 
-/** A typed frontend message: type letter, Int32 length (itself + body), body. */
-export function typedMessage(type: string, body: Buffer): Buffer {
-  const head = Buffer.alloc(5);
-  head.write(type, 0, 'latin1');
-  head.writeInt32BE(body.length + 4, 1);
-  return Buffer.concat([head, body]);
-}
 
 const cstr = (s: string) => Buffer.from(`${s}\0`, 'utf8');
 
-export const query = (sql: string) => typedMessage('Q', cstr(sql));
+export const query = (sql: string) => typed('Q', cstr(sql));
 /** Parse with no parameter types. */
-export const parse = (name: string, sql: string) => typedMessage('P', Buffer.concat([cstr(name), cstr(sql), Buffer.from([0, 0])]));
+export const parse = (name: string, sql: string) => typed('P', Buffer.concat([cstr(name), cstr(sql), Buffer.from([0, 0])]));
 /** Bind with no parameters and text results. */
-export const bind = (portal: string, statement: string) => typedMessage('B', Buffer.concat([cstr(portal), cstr(statement), Buffer.from([0, 0, 0, 0, 0, 0])]));
+export const bind = (portal: string, statement: string) => typed('B', Buffer.concat([cstr(portal), cstr(statement), Buffer.from([0, 0, 0, 0, 0, 0])]));
 export const execute = (portal: string, maxRows = 0) => {
   const n = Buffer.alloc(4);
   n.writeInt32BE(maxRows, 0);
-  return typedMessage('E', Buffer.concat([cstr(portal), n]));
+  return typed('E', Buffer.concat([cstr(portal), n]));
 };
-export const closeMessage = (target: 'S' | 'P', name: string) => typedMessage('C', Buffer.concat([Buffer.from(target, 'latin1'), cstr(name)]));
-export const sync = () => typedMessage('S', Buffer.alloc(0));
-export const flush = () => typedMessage('H', Buffer.alloc(0));
+export const closeMessage = (target: 'S' | 'P', name: string) => typed('C', Buffer.concat([Buffer.from(target, 'latin1'), cstr(name)]));
+export const sync = () => typed('S', Buffer.alloc(0));
+export const flush = () => typed('H', Buffer.alloc(0));
 
 /** Reads whole backend messages from a socket; `onMessage` sees each (type, body). */
 export class RawClient {
@@ -83,7 +77,7 @@ export class RawClient {
     socket.write(Buffer.concat([startup, params]));
     await asked;
     const ready = c.next((t) => t === 'Z');
-    socket.write(typedMessage('p', Buffer.from(`${token}\0`, 'utf8')));
+    socket.write(typed('p', Buffer.from(`${token}\0`, 'utf8')));
     await ready;
     return c;
   }
