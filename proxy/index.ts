@@ -19,7 +19,7 @@ import { createPolicyGate } from './session/policy-gate.ts';
 import { decidePoolOptions } from './session/decide-pool.ts';
 import { ServerChecker } from './session/server-check.ts';
 import { AnalysisPool } from './upstream/analysis.ts';
-import { pgSslOptions, type CountedUpstream } from './upstream/connect.ts';
+import { pgSslOptions, tcpUpstream, type CountedUpstream, type UpstreamConnector } from './upstream/connect.ts';
 import { chooseCap, OWN_HEADROOM, readServerSlots, UpstreamCap } from './upstream/cap.ts';
 import { warnAboutRoleSettings } from './upstream/role-settings.ts';
 import { initParser } from '../policy/parser.ts';
@@ -33,6 +33,11 @@ export interface ProxyDeps {
   events?: SessionEvents;
   /** Watch the policy file for changes (default true). */
   watchPolicy?: boolean;
+  /**
+   * How sessions and analysis connections reach Postgres (default tcpUpstream). pgwarden's own catalog, readiness
+   * and revocation connections use `pg` and are not routed through it.
+   */
+  upstream?: UpstreamConnector;
 }
 
 export interface Proxy {
@@ -169,7 +174,9 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   const analysisLog = log.child({ component: 'analysis' });
   // Analysis connections count against limits.maxUpstreamConnections as they open (connectUpstream reads `cap`).
   const analysisUpstream: Config['upstream'] & CountedUpstream = { ...config.upstream, cap: upstreamCap };
+  const upstream = deps.upstream ?? tcpUpstream;
   const analysisPool = new AnalysisPool(analysisUpstream, {
+    connector: upstream,
     timeoutMs: analysisConfig.timeout,
     maxTreeBytes: 16 * 1024 * 1024,
     maxContexts: analysisConfig.maxContexts,
@@ -208,7 +215,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   });
   const events = combineEvents(metrics.events, audit.events, deps.events);
   const server = createServer(
-    { config, verifier, gate, cancels, log, tlsContext, events, now: deps.now, isRevoked: (id) => revocations.match(id)?.reason, budgets: new BudgetLedger(deps.now) },
+    { config, verifier, gate, cancels, log, tlsContext, events, now: deps.now, isRevoked: (id) => revocations.match(id)?.reason, budgets: new BudgetLedger(deps.now), upstream },
     {
       admit: () => (auditGate(audit) ? undefined : auditUnavailableError()),
       upstreamCap,

@@ -1,6 +1,7 @@
 // One client session: handshake, token login, brokered upstream, per-statement decisions, relay and expiry. The only place that does socket I/O for a client.
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
@@ -23,7 +24,7 @@ import {
 } from '../wire/backend.ts';
 import { decodeBind, decodeClose, decodeExecute, decodeParse, decodePassword, decodeQuery } from '../wire/frontend.ts';
 import { encodeClose, encodeParse, encodeQuery, encodeSync } from '../wire/frontend.ts';
-import { connectUpstream, sendUpstreamCancel, UPSTREAM_MAX_MESSAGE, type UpstreamConnection } from '../upstream/connect.ts';
+import { tcpUpstream, UPSTREAM_MAX_MESSAGE, type UpstreamConnection, type UpstreamConnector } from '../upstream/connect.ts';
 import type { CancelRegistry } from './cancel.ts';
 import type { StatementGate } from './gate.ts';
 import { Phase, canTransition } from './phase.ts';
@@ -87,7 +88,15 @@ export interface SessionDeps {
   /** Revocation check at login; returns a reason when the identity is revoked. */
   isRevoked?(id: Identity): string | undefined;
   now?: () => number;
+  /** How the session reaches Postgres (default tcpUpstream); a test passes a scripted in-memory backend. */
+  upstream?: UpstreamConnector;
 }
+
+/**
+ * The client's byte stream: the accepted net.Socket in real use, any Duplex in a test (bytes in, bytes out). The
+ * address decides allowCleartext 'loopback'; a stream without one counts as remote.
+ */
+export type ClientStream = Duplex & Partial<Pick<net.Socket, 'remoteAddress' | 'setNoDelay'>>;
 
 const TOKEN_HINT = 'request a new token from your token issuer and reconnect with it as the password';
 
@@ -307,7 +316,7 @@ export class Session {
   role: RolePolicy | undefined;
   readonly remoteAddress: string | undefined;
   endReason: EndReason | undefined;
-  private socket: net.Socket;
+  private socket: ClientStream;
   private isTls = false;
   private readonly framer: MessageFramer;
   private upstream: UpstreamConnection | undefined;
@@ -347,6 +356,8 @@ export class Session {
   /** The chunk most recently received from the client: forwarded whole when it held exactly the frames relayed unchanged. */
   private lastClientChunk: Buffer | undefined;
   private bytesOut = 0;
+  /** Bytes received from the upstream (checkRunning: has a running statement's upstream gone silent). */
+  private upstreamBytesRead = 0;
   /** Bits of Hold: why the client socket, and the upstream socket, are not being read now. */
   private clientHolds = 0;
   private upstreamHolds = 0;
@@ -363,7 +374,7 @@ export class Session {
   private budgetVersion = -1;
 
   constructor(
-    socket: net.Socket,
+    socket: ClientStream,
     private readonly deps: SessionDeps,
   ) {
     this.socket = socket;
@@ -379,7 +390,7 @@ export class Session {
       validTypes: FRONTEND_MESSAGE_TYPES,
       stream: { types: [FrontendType.CopyData], threshold: STREAM_THRESHOLD, maxSize: MAX_PASSWORD_MESSAGE_LENGTH },
     });
-    socket.setNoDelay(true);
+    socket.setNoDelay?.(true);
     this.attachClient(socket);
     this.handshakeTimer = setTimeout(() => {
       // Past the password the client has done its part: a slow token check or upstream login is not its fault.
@@ -391,13 +402,13 @@ export class Session {
 
   // ---- socket plumbing -------------------------------------------------------------------------
 
-  private attachClient(socket: net.Socket): void {
+  private attachClient(socket: ClientStream): void {
     socket.on('data', this.onClientData);
     socket.on('error', this.onClientError);
     socket.on('close', this.onClientClose);
   }
 
-  private detachClient(socket: net.Socket): void {
+  private detachClient(socket: ClientStream): void {
     socket.off('data', this.onClientData);
     socket.off('error', this.onClientError);
     socket.off('close', this.onClientClose);
@@ -649,7 +660,7 @@ export class Session {
       // Every stamped setting goes through stamps(), which a reload is compared against (policyChanged).
       const params = this.stamps(identity, role, startup);
       const t0 = performance.now();
-      const up = await connectUpstream(config.upstream, params);
+      const up = await (this.deps.upstream ?? tcpUpstream).connect(config.upstream, params);
       this.deps.events?.upstreamConnected?.(this, performance.now() - t0);
       if (this.closed) {
         up.socket.destroy();
@@ -1432,6 +1443,8 @@ export class Session {
   // ---- ready: upstream → client ----------------------------------------------------------------
 
   private readonly onUpstreamData = (chunk: Buffer): void => {
+    // Counted here rather than read from net.Socket's bytesRead, so an in-memory upstream is checked the same way.
+    this.upstreamBytesRead += chunk.length;
     const framer = this.upstreamFramer;
     const tracker = this.tracker;
     if (!framer || !tracker || this.closed) return;
@@ -1548,7 +1561,7 @@ export class Session {
   private cancelUpstream(): void {
     const up = this.upstream;
     if (!up) return;
-    void sendUpstreamCancel(this.deps.config.upstream, up.processId, up.secretKey);
+    void (this.deps.upstream ?? tcpUpstream).cancel(this.deps.config.upstream, up.processId, up.secretKey);
   }
 
   // ---- ending ----------------------------------------------------------------------------------
@@ -1640,11 +1653,11 @@ export class Session {
    * (the role's statementTimeout; lock waits and COPY count too), so no byte for statementTimeout + `timeoutMs`, with
    * a whole batch sent (nothing awaited from the client) and reading not paused by pgwarden, means it is gone.
    */
-  private checkRunning(up: net.Socket, batchSent: boolean, timeoutMs: number): void {
+  private checkRunning(up: Duplex, batchSent: boolean, timeoutMs: number): void {
     const limit = this.role?.statementTimeout;
     const now = Date.now();
-    if (limit === undefined || !batchSent || up.isPaused() || this.quiet === undefined || this.quiet.bytesRead !== up.bytesRead) {
-      this.quiet = { bytesRead: up.bytesRead, since: now };
+    if (limit === undefined || !batchSent || up.isPaused() || this.quiet === undefined || this.quiet.bytesRead !== this.upstreamBytesRead) {
+      this.quiet = { bytesRead: this.upstreamBytesRead, since: now };
       return;
     }
     const silent = now - this.quiet.since;

@@ -11,7 +11,7 @@ import { splitErrorFields } from '../wire/backend.ts';
 import { BackendType } from '../wire/codes.ts';
 import { MessageFramer, type Frame } from '../wire/framer.ts';
 import { encodeBind, encodeExecute, encodeParse, encodeQuery, encodeSync, encodeTerminate } from '../wire/frontend.ts';
-import { connectUpstream, type UpstreamConnection } from './connect.ts';
+import { tcpUpstream, type UpstreamConnection, type UpstreamConnector } from './connect.ts';
 import type { OidSets, ServerFunction, ServerOperator, ServerRelation, ServerType } from '../../policy/server-analysis.ts';
 import { readNodeTree, type PgValue } from '../../policy/pgnode.ts';
 import { quoteIdent } from '../../policy/load.ts';
@@ -123,6 +123,8 @@ export interface AnalysisConnectionOptions {
   /** A NOTIFY channel that announces DDL: the connection LISTENs and calls onDdl for each notification. */
   ddlChannel?: string;
   onDdl?(): void;
+  /** How connections are opened (default tcpUpstream; a test may script the backend). */
+  connector?: UpstreamConnector;
 }
 
 /** NotificationResponse: process id, channel, payload. */
@@ -146,8 +148,8 @@ export class AnalysisConnection {
     this.major = Math.floor(num / 10000);
     const leftover = up.framer.takeRemaining();
     if (leftover.length > 0) this.framer.push(leftover);
-    up.socket.setNoDelay(true);
-    up.socket.setKeepAlive(true, 10_000);
+    up.socket.setNoDelay?.(true);
+    up.socket.setKeepAlive?.(true, 10_000);
     up.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     up.socket.on('error', (err) => this.fail(new AnalysisUnavailable(`analysis connection error: ${err.message}`)));
     up.socket.on('close', () => this.fail(new AnalysisUnavailable('analysis connection closed')));
@@ -167,7 +169,7 @@ export class AnalysisConnection {
       client_min_messages: 'log',
     };
     if (ctx.dbRole !== undefined) params.role = ctx.dbRole;
-    const up = await connectUpstream(cfg, params);
+    const up = await (opts.connector ?? tcpUpstream).connect(cfg, params);
     const conn = new AnalysisConnection(up, opts);
     if (opts.ddlChannel !== undefined) {
       const frames = await conn.request([encodeQuery(`LISTEN ${quoteIdent(opts.ddlChannel)}`)], 1);

@@ -1,5 +1,6 @@
 // Opens pgwarden's own connection to Postgres: TCP/TLS, startup with the stamped parameters, SCRAM/md5/cleartext/trust login.
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { UpstreamConfig } from '../config/types.ts';
 import { ProxyError } from '../errors.ts';
@@ -30,8 +31,14 @@ export const UPSTREAM_MAX_MESSAGE = 1024 * 1024 * 1024;
  */
 export const UPSTREAM_KEEPALIVE_IDLE_MS = 30_000;
 
+/**
+ * The byte stream to Postgres: a net.Socket or tls.TLSSocket from connectUpstream. A test's connector may hand back
+ * any Duplex (an in-memory fake backend); the TCP socket options are then absent, and callers set them only if present.
+ */
+export type UpstreamStream = Duplex & Partial<Pick<net.Socket, 'setNoDelay' | 'setKeepAlive'>>;
+
 export interface UpstreamConnection {
-  socket: net.Socket;
+  socket: UpstreamStream;
   /** Framer holding any bytes that arrived after ReadyForQuery (normally none). */
   framer: MessageFramer;
   processId: number;
@@ -68,12 +75,23 @@ export async function connectUpstream(
   if (release) socket.once('close', release);
   try {
     if (cfg.sslmode !== 'disable') socket = await negotiateTls(socket, cfg, deadline);
-    return await login(socket, cfg, startupParams, deadline);
+    return await loginUpstream(socket, cfg, startupParams, deadline);
   } catch (err) {
     socket.destroy();
     release?.();
     throw err instanceof ProxyError ? err : upstreamError('could not connect to the upstream database', err);
   }
+}
+
+/**
+ * How sessions and analysis connections reach Postgres and cancel what runs there. Injected through
+ * createProxy(config, deps) so a test can put a scripted backend behind a Session; real use takes tcpUpstream.
+ */
+export interface UpstreamConnector {
+  /** Opens a logged-in connection (ReadyForQuery received); rejects with a client-safe ProxyError. */
+  connect(cfg: UpstreamConfig & CountedUpstream, startupParams: Record<string, string>): Promise<UpstreamConnection>;
+  /** Asks the backend `processId` to cancel its running statement; best effort, never rejects. */
+  cancel(cfg: UpstreamConfig, processId: number, secretKey: Buffer): Promise<void>;
 }
 
 /** An upstream config whose connections count against a cap (pgwarden's own connections; see upstream/cap.ts). */
@@ -250,9 +268,12 @@ function readBytes(socket: net.Socket, n: number, deadline: number): Promise<Buf
   });
 }
 
-/** Drives the startup/authentication exchange message by message until ReadyForQuery. */
-async function login(
-  socket: net.Socket,
+/**
+ * Drives the startup/authentication exchange message by message until ReadyForQuery, over a stream already open to
+ * Postgres (connectUpstream's socket, or a test's in-memory backend).
+ */
+export async function loginUpstream(
+  socket: UpstreamStream,
   cfg: UpstreamConfig,
   startupParams: Record<string, string>,
   deadline: number,
@@ -382,3 +403,6 @@ export function sendCancelRequest(host: string, port: number, processId: number,
 export function sendUpstreamCancel(cfg: UpstreamConfig, processId: number, secretKey: Buffer): Promise<void> {
   return sendCancelRequest(cfg.host, cfg.port, processId, secretKey, cfg.connectTimeout);
 }
+
+/** The real connector: TCP (and TLS as configured) to the upstream named in the configuration. */
+export const tcpUpstream: UpstreamConnector = { connect: connectUpstream, cancel: sendUpstreamCancel };
