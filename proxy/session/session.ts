@@ -11,7 +11,7 @@ import type { Identity, TokenVerifier } from '../auth/jwt.ts';
 import { MAX_PASSWORD_MESSAGE_LENGTH } from '../auth/jwt.ts';
 import type { Decision, RoleBudget, RolePolicy, SessionView } from '../../policy/types.ts';
 import { BackendType, FrontendType } from '../wire/codes.ts';
-import { FRONTEND_MESSAGE_TYPES, MessageFramer, isPart, type Frame, type FramePart, type StartupMessage } from '../wire/framer.ts';
+import { FRONTEND_MESSAGE_TYPES, MessageFramer, UnansweredStartupPacket, isPart, type Frame, type FramePart, type StartupMessage } from '../wire/framer.ts';
 import {
   encodeAuthenticationCleartextPassword,
   encodeAuthenticationOk,
@@ -394,7 +394,9 @@ export class Session {
     this.attachClient(socket);
     this.handshakeTimer = setTimeout(() => {
       // Past the password the client has done its part: a slow token check or upstream login is not its fault.
-      if (this.phase !== Phase.ConnectingUpstream) this.fail(new ProxyError('ERR_TIMEOUT', 'timed out waiting for the client to complete login'), 'timeout');
+      // No startup packet yet (none, or half of one): PostgreSQL's authentication_timeout closes without a message.
+      if (this.phase === Phase.AwaitingStartup) this.close('timeout');
+      else if (this.phase !== Phase.ConnectingUpstream) this.fail(new ProxyError('ERR_TIMEOUT', 'timed out waiting for the client to complete login'), 'timeout');
       else if (this.identity === undefined) this.fail(new ProxyError('ERR_TIMEOUT', 'timed out verifying the token (limits.handshakeTimeout)'), 'timeout');
       else this.fail(new ProxyError('ERR_UPSTREAM', 'timed out waiting for the upstream database to complete login (limits.handshakeTimeout)', { hint: 'the database behind pgwarden is slow or unreachable; try again later or contact the operator' }), 'upstream_lost');
     }, deps.config.limits.handshakeTimeout);
@@ -510,6 +512,12 @@ export class Session {
       this.lastClientChunk = chunk;
       this.processClient();
     } catch (err) {
+      if (err instanceof UnansweredStartupPacket) {
+        // As PostgreSQL: a first packet it cannot frame gets no answer, only a log line.
+        this.log.debug({ msg: err.message, detail: err.detail }, 'startup packet dropped');
+        this.close('protocol_error');
+        return;
+      }
       this.fail(err, err instanceof ProxyError && err.code === 'ERR_PROTOCOL' ? 'protocol_error' : 'internal');
     }
   };

@@ -10,6 +10,13 @@ import {
   SSL_REQUEST_CODE,
 } from './codes.ts';
 import { decodeUtf8, protocolViolation } from './reader.ts';
+import { ProxyError } from '../errors.ts';
+
+/**
+ * A first packet PostgreSQL drops without a word (it only logs it, as COMMERROR): a length outside 8..10000, a
+ * CancelRequest of the wrong length. The session closes the connection without sending anything, as the server does.
+ */
+export class UnansweredStartupPacket extends ProxyError {}
 
 /** One typed message. `raw` is the whole message (type byte + length + body); `body` excludes both. Usually views. */
 export interface Frame {
@@ -247,7 +254,7 @@ export class MessageFramer {
     if (this.size < 4) return null;
     const length = this.peekInt32(0);
     if (length < NEGOTIATE_REQUEST_LENGTH || length > MAX_STARTUP_PACKET_LENGTH) {
-      throw protocolViolation('invalid length of startup packet', `length field ${length} is outside 8..${MAX_STARTUP_PACKET_LENGTH}`);
+      throw new UnansweredStartupPacket('ERR_PROTOCOL', 'invalid length of startup packet', { detail: `length field ${length} is outside 8..${MAX_STARTUP_PACKET_LENGTH}` });
     }
     if (this.size < length) return null;
     const raw = this.take(length);
@@ -255,12 +262,12 @@ export class MessageFramer {
     switch (code) {
       case SSL_REQUEST_CODE:
       case GSSENC_REQUEST_CODE:
-        if (length !== NEGOTIATE_REQUEST_LENGTH) throw protocolViolation('invalid length of startup packet', 'an encryption request is exactly 8 bytes');
+        // PostgreSQL answers an encryption request whatever its length; the bytes past the code are ignored with it.
         return code === SSL_REQUEST_CODE ? { kind: 'ssl' } : { kind: 'gssenc' };
       case CANCEL_REQUEST_CODE: {
         const keyLength = length - CANCEL_HEADER_LENGTH;
         if (keyLength < MIN_CANCEL_KEY_LENGTH || keyLength > MAX_CANCEL_KEY_LENGTH) {
-          throw protocolViolation('invalid length of cancel request packet', `secret key of ${keyLength} bytes is outside ${MIN_CANCEL_KEY_LENGTH}..${MAX_CANCEL_KEY_LENGTH}`);
+          throw new UnansweredStartupPacket('ERR_PROTOCOL', 'invalid length of cancel request packet', { detail: `secret key of ${keyLength} bytes is outside ${MIN_CANCEL_KEY_LENGTH}..${MAX_CANCEL_KEY_LENGTH}` });
         }
         // Copied: the key outlives this packet and should not pin the chunk it arrived in.
         return { kind: 'cancel', processId: raw.readInt32BE(8), secretKey: Buffer.from(raw.subarray(CANCEL_HEADER_LENGTH)) };
@@ -270,7 +277,8 @@ export class MessageFramer {
         const minor = code & 0xffff;
         // Covers protocol 2 (gone since Postgres 14) and any request code in the 1234.x space we do not know.
         if (major !== PROTOCOL_MAJOR_3) {
-          throw protocolViolation('unsupported frontend protocol', `protocol ${major}.${minor} or unknown request code ${code}`);
+          // PostgreSQL's FATAL, word for word (it is sent: the client asked for a protocol, and is told which we speak).
+          throw new ProxyError('ERR_FEATURE', `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`, { severity: 'FATAL' });
         }
         return { kind: 'startup', major, minor, params: parseStartupParams(raw), raw };
       }

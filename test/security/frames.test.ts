@@ -69,18 +69,29 @@ async function loggedIn(extra: Buffer[]): Promise<Buffer> {
   return await exchange([startupPacket({ user: 'alice', database: 'app' }), message('p', Buffer.from(token + '\0')), ...extra]);
 }
 
-describe('malformed frames get 08P01 and never crash the proxy', () => {
-  it('startup length below the minimum', async () => {
-    expect(sqlstateOf(await exchange([int32(3), Buffer.alloc(4)]))).toBe('08P01');
+describe('malformed frames get 08P01 (or, in the first packet, what PostgreSQL does) and never crash the proxy', () => {
+  // PostgreSQL only logs these (COMMERROR) and closes: the client reads nothing before the close.
+  it('startup length below the minimum: closed without a message', async () => {
+    expect((await exchange([int32(3), Buffer.alloc(4)])).length).toBe(0);
   });
 
-  it('startup length above 10,000 bytes is refused before it is buffered', async () => {
-    expect(sqlstateOf(await exchange([int32(1_000_000), Buffer.alloc(16)]))).toBe('08P01');
+  it('startup length above 10,000 bytes is dropped before it is buffered, without a message', async () => {
+    expect((await exchange([int32(1_000_000), Buffer.alloc(16)])).length).toBe(0);
   });
 
-  it('unknown protocol version', async () => {
+  it('a CancelRequest of the wrong length: closed without a message', async () => {
+    expect((await exchange([int32(12), int32(80877102), int32(1)])).length).toBe(0);
+  });
+
+  it('a client that connects and disconnects at once, or mid-packet, gets nothing and leaves the proxy serving', async () => {
+    expect((await exchange([], 300)).length).toBe(0);
+    expect((await exchange([int32(40).subarray(0, 2)], 300)).length).toBe(0);
+    expect((await exchange([int32(40), int32(196608)], 300)).length).toBe(0);
+  });
+
+  it('unknown protocol version: PostgreSQL\'s FATAL 0A000', async () => {
     const body = Buffer.concat([int32(2 << 16), Buffer.from('user\0x\0\0')]);
-    expect(sqlstateOf(await exchange([int32(body.length + 4), body]))).toBe('08P01');
+    expect(sqlstateOf(await exchange([int32(body.length + 4), body]))).toBe('0A000');
   });
 
   it('a non-password message during authentication', async () => {
@@ -107,9 +118,16 @@ describe('malformed frames get 08P01 and never crash the proxy', () => {
     expect(sqlstateOf(out)).toBe('08P01');
   });
 
-  it('a client that never finishes the handshake is cut off by the handshake timeout', async () => {
+  it('a client that never finishes its startup packet is cut off by the handshake timeout, silently as PostgreSQL does', async () => {
     const t0 = Date.now();
     const out = await exchange([int32(100)], 5000);
+    expect(Date.now() - t0).toBeLessThan(4000);
+    expect(out.length).toBe(0);
+  });
+
+  it('a client that never sends its password is cut off by the handshake timeout with 08P01', async () => {
+    const t0 = Date.now();
+    const out = await exchange([startupPacket({ user: 'alice' })], 5000);
     expect(Date.now() - t0).toBeLessThan(4000);
     expect(sqlstateOf(out)).toBe('08P01');
   });

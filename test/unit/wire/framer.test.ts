@@ -1,7 +1,7 @@
 // MessageFramer: frame boundaries, zero-copy views, hostile lengths and the startup phase.
 import { describe, expect, it } from 'vitest';
 import { ProxyError } from '../../../proxy/errors.ts';
-import { FRONTEND_MESSAGE_TYPES, MessageFramer, type Frame } from '../../../proxy/wire/framer.ts';
+import { FRONTEND_MESSAGE_TYPES, MessageFramer, UnansweredStartupPacket, type Frame } from '../../../proxy/wire/framer.ts';
 import { MAX_PASSWORD_MESSAGE_LENGTH, MAX_TOKEN_LENGTH } from '../../../proxy/auth/jwt.ts';
 import { Bytes, splitAt, startupPacket, typed, untyped } from '../../helpers/bytes.ts';
 import { expectProtocolError } from '../../helpers/errors.ts';
@@ -274,14 +274,14 @@ describe('MessageFramer startup phase', () => {
 
     const tooLong = new MessageFramer({ maxMessageSize: MB });
     tooLong.push(new Bytes().i32(10001).build());
-    expectProtocolError(() => tooLong.nextStartup());
+    expect(expectProtocolError(() => tooLong.nextStartup())).toBeInstanceOf(UnansweredStartupPacket);
   });
 
-  it('rejects a length below 8 as soon as 4 bytes are here', () => {
+  it('rejects a length below 8 as soon as 4 bytes are here, as a packet PostgreSQL drops unanswered', () => {
     for (const length of [0, 4, 7, -1]) {
       const framer = new MessageFramer({ maxMessageSize: MB });
       framer.push(new Bytes().i32(length).build());
-      expectProtocolError(() => framer.nextStartup());
+      expect(expectProtocolError(() => framer.nextStartup())).toBeInstanceOf(UnansweredStartupPacket);
     }
   });
 
@@ -312,11 +312,12 @@ describe('MessageFramer startup phase', () => {
     expect(framer.buffered).toBeGreaterThan(0);
   });
 
-  it('rejects SSLRequest and GSSENCRequest with extra bytes', () => {
-    for (const code of [80877103, 80877104]) {
+  it('reads SSLRequest and GSSENCRequest with extra bytes as PostgreSQL does: the request, its extra bytes dropped', () => {
+    for (const [code, kind] of [[80877103, 'ssl'], [80877104, 'gssenc']] as const) {
       const framer = new MessageFramer({ maxMessageSize: MB });
       framer.push(untyped(new Bytes().i32(code).i32(0)));
-      expectProtocolError(() => framer.nextStartup());
+      expect(framer.nextStartup()).toEqual({ kind });
+      expect(framer.buffered).toBe(0);
     }
   });
 
@@ -336,15 +337,25 @@ describe('MessageFramer startup phase', () => {
     for (const keyLength of [0, 3, 257]) {
       const framer = new MessageFramer({ maxMessageSize: MB });
       framer.push(untyped(new Bytes().i32(80877102).i32(1).raw(Buffer.alloc(keyLength))));
-      expectProtocolError(() => framer.nextStartup());
+      expect(expectProtocolError(() => framer.nextStartup())).toBeInstanceOf(UnansweredStartupPacket);
     }
   });
 
-  it('rejects unknown request codes and protocol versions other than 3', () => {
+  it('rejects unknown request codes and protocol versions other than 3 with PostgreSQL\'s FATAL 0A000', () => {
     for (const code of [80877105, (1234 << 16) | 1, 2 << 16, 4 << 16, 0]) {
       const framer = new MessageFramer({ maxMessageSize: MB });
       framer.push(untyped(new Bytes().i32(code).cstr('user').cstr('u').u8(0)));
-      expectProtocolError(() => framer.nextStartup());
+      let caught: unknown;
+      try {
+        framer.nextStartup();
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught).toBeInstanceOf(ProxyError);
+      expect(caught).not.toBeInstanceOf(UnansweredStartupPacket);
+      const e = caught as ProxyError;
+      expect([e.sqlstate, e.severity]).toEqual(['0A000', 'FATAL']);
+      expect(e.message).toBe(`unsupported frontend protocol ${code >>> 16}.${code & 0xffff}: server supports 3.0 to 3.0`);
     }
   });
 
