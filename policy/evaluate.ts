@@ -36,7 +36,7 @@ export interface EvaluationFacts {
 }
 
 /** Reasons shadow mode still enforces: they protect pgwarden itself or the protocol, not the data policy. */
-const SHADOW_ENFORCED = new Set(['internal', 'parser_unavailable', 'parser_trap', 'statement_too_large', 'statement_too_complex', 'multiple_statements_in_parse']);
+const SHADOW_ENFORCED = new Set(['internal', 'parser_unavailable', 'parser_trap', 'statement_too_large', 'statement_too_complex', 'multiple_statements_in_parse', 'setting_pinned']);
 
 /** Statement kinds that change data or schema: denied to read-only roles as writes. */
 const WRITE_KINDS = new Set([
@@ -298,7 +298,8 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
       if (v.code === 'not_pg_catalog' || v.code === 'volatile') hint = `an administrator can add ${f.key} to ${r}.functions.allow`;
       if (v.code === 'introspection_only') hint = 'set catalog: introspection on the role';
       return {
-        reason: 'function_denied',
+        // set_config can change what SET may not (client_encoding, the lexer settings, the identity stamps): refused in shadow mode too.
+        reason: f.name === 'set_config' && v.rule === 'builtin' ? 'setting_pinned' : 'function_denied',
         ruleId: rule,
         sqlstate: SqlState.InsufficientPrivilege,
         what: `calls function ${displayRel(f.key)}, which role "${role.name}" may not call`,
@@ -497,7 +498,8 @@ function checkKind(kind: string, body: AnyNode, a: Analysis, session: SessionVie
       const v = judgeVariableSet(body, role);
       if (!v.allow) {
         const rule = v.rule === 'builtin' ? 'builtin.settings' : `${r}.settings`;
-        return { reason: 'setting_denied', ruleId: rule, sqlstate: SqlState.InsufficientPrivilege, what: `changes a setting pgwarden does not allow`, detail: `${v.why} (rule: ${rule})`, hint: v.hint };
+        // Pinned settings (client_encoding, the lexer, the identity stamps) are refused in shadow mode too.
+        return { reason: v.pinned === true ? 'setting_pinned' : 'setting_denied', ruleId: rule, sqlstate: SqlState.InsufficientPrivilege, what: `changes a setting pgwarden does not allow`, detail: `${v.why} (rule: ${rule})`, hint: v.hint };
       }
       return ok(v.restamp ? [{ type: 'restamp' }] : []);
     }

@@ -90,9 +90,17 @@ export function judgeSettingRead(name: string, role: RolePolicy): SettingReadVer
 /** Settings in NEVER_SETTINGS that read-write roles may still change. */
 const READ_WRITE_ONLY = new Set(['default_transaction_read_only', 'transaction_read_only']);
 
+/**
+ * `pinned`: a refusal that holds in every mode, shadow included, because pgwarden itself depends on the setting
+ * (client_encoding and the lexer settings: what its UTF-8 check and parser saw is what the server runs; the identity
+ * stamps: application_name's prefix, pgwarden.*).
+ */
 export type SettingVerdict =
   | { allow: true; restamp: boolean }
-  | { allow: false; rule: 'builtin' | 'role'; why: string; hint: string | undefined };
+  | { allow: false; rule: 'builtin' | 'role'; why: string; hint: string | undefined; pinned?: true };
+
+/** NEVER_SETTINGS refused in shadow mode too: they change how the server decodes or lexes what pgwarden checked. */
+const PINNED_SETTINGS = new Set(['client_encoding', 'standard_conforming_strings', 'backslash_quote']);
 
 const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 };
 
@@ -147,13 +155,15 @@ export function judgeVariableSet(stmt: VariableSetStmt, role: RolePolicy): Setti
   }
   const name = (stmt.name ?? '').toLowerCase();
   if (name === '') return { allow: false, rule: 'builtin', why: 'unnamed setting', hint: undefined };
+  if (name === 'client_encoding') return judgeClientEncoding(stmt);
+  if (name === 'application_name') return judgeApplicationName(stmt);
   const never = NEVER_SETTINGS.get(name);
   if (never !== undefined && !(READ_WRITE_ONLY.has(name) && !role.readOnly)) {
-    return { allow: false, rule: 'builtin', why: `${name}: ${never}`, hint: undefined };
+    return { allow: false, rule: 'builtin', why: `${name}: ${never}`, hint: undefined, ...(PINNED_SETTINGS.has(name) ? { pinned: true as const } : {}) };
   }
   if (READ_WRITE_ONLY.has(name)) return { allow: true, restamp: false };
   for (const prefix of NEVER_SETTING_PREFIXES) {
-    if (name.startsWith(prefix)) return { allow: false, rule: 'builtin', why: `${prefix}* settings are stamped by pgwarden`, hint: undefined };
+    if (name.startsWith(prefix)) return { allow: false, rule: 'builtin', why: `${prefix}* settings are stamped by pgwarden`, hint: undefined, pinned: true };
   }
   if (name === 'statement_timeout') return judgeStatementTimeout(stmt, role);
   if (name === 'idle_in_transaction_session_timeout') return judgeIdleInTransactionTimeout(stmt, role);
@@ -165,6 +175,64 @@ export function judgeVariableSet(stmt: VariableSetStmt, role: RolePolicy): Setti
     why: `setting ${name} is not in the harmless list or roles.${role.name}.settings`,
     hint: `settings this role may change: ${allowed}`,
   };
+}
+
+/**
+ * The same rule for a startup parameter `name=value` as for `SET name = 'value'` (a startup parameter is a string, as
+ * a quoted SET value is; PostgreSQL parses both with the setting's own input function).
+ */
+export function judgeStartupSetting(name: string, value: string, role: RolePolicy): SettingVerdict {
+  const stmt: VariableSetStmt = { kind: 'VAR_SET_VALUE', name, args: [{ A_Const: { sval: { sval: value } } }], is_local: false };
+  return judgeVariableSet(stmt, role);
+}
+
+/** Encoding names PostgreSQL reads as UTF8: it drops every non-alphanumeric character and lower-cases (clean_encoding_name). */
+export function isUtf8EncodingName(value: string): boolean {
+  const clean = value.replace(/[^A-Za-z0-9]/g, '').toLowerCase();
+  return clean === 'utf8' || clean === 'unicode';
+}
+
+/**
+ * client_encoding stays UTF8, in every mode: pgwarden checks that the bytes it reads are UTF-8, and parses them as
+ * such. Setting it to UTF8 again, RESET and DEFAULT (the stamped UTF8) change nothing and are allowed.
+ */
+function judgeClientEncoding(stmt: VariableSetStmt): SettingVerdict {
+  if (stmt.kind === 'VAR_RESET' || stmt.kind === 'VAR_SET_DEFAULT' || stmt.kind === 'VAR_SET_CURRENT') return { allow: true, restamp: false };
+  const args = stmt.args ?? [];
+  const arg = args.length === 1 ? args[0] : undefined;
+  const text = arg !== undefined && 'A_Const' in arg ? arg.A_Const.sval?.sval : undefined;
+  if (stmt.kind === 'VAR_SET_VALUE' && text !== undefined && isUtf8EncodingName(text)) return { allow: true, restamp: false };
+  return { allow: false, rule: 'builtin', why: `client_encoding: ${NEVER_SETTINGS.get('client_encoding') ?? ''}`, hint: "pgwarden speaks UTF8 only; SET client_encoding TO 'UTF8' is allowed", pinned: true };
+}
+
+/**
+ * The value a client asks for in `SET application_name = <value>` as PostgreSQL reads it (a string as written, a
+ * number as its text), or undefined when the statement does not set one constant value (RESET, DEFAULT, FROM CURRENT,
+ * several values, NULL).
+ */
+export function applicationNameValue(stmt: VariableSetStmt): string | undefined {
+  if (stmt.kind !== 'VAR_SET_VALUE') return undefined;
+  const args = stmt.args ?? [];
+  const arg = args.length === 1 ? args[0] : undefined;
+  if (arg === undefined || !('A_Const' in arg)) return undefined;
+  const c = arg.A_Const;
+  if (c.isnull === true) return undefined;
+  if (c.sval !== undefined) return c.sval.sval ?? '';
+  if (c.ival !== undefined) return String(c.ival.ival ?? 0);
+  if (c.fval !== undefined) return c.fval.fval;
+  return undefined;
+}
+
+/**
+ * application_name: allowed to every role without a `settings:` entry, because pgwarden rewrites a SET of a value
+ * into a SET of its identity prefix plus the value (proxy/session/app-name.ts), so the server applies the prefixed
+ * name itself. RESET, DEFAULT and FROM CURRENT restore or keep a prefixed value and pass unchanged; any other shape
+ * (several values) is refused in every mode, as it could not be rewritten.
+ */
+function judgeApplicationName(stmt: VariableSetStmt): SettingVerdict {
+  if (stmt.kind === 'VAR_RESET' || stmt.kind === 'VAR_SET_DEFAULT' || stmt.kind === 'VAR_SET_CURRENT') return { allow: true, restamp: false };
+  if (applicationNameValue(stmt) !== undefined) return { allow: true, restamp: false };
+  return { allow: false, rule: 'builtin', why: 'application_name takes one constant value, which pgwarden appends to its identity prefix', hint: "SET application_name = 'my-app'", pinned: true };
 }
 
 /**

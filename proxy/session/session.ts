@@ -34,6 +34,7 @@ import { parseStatements, type ParseOutcome } from '../../policy/parser.ts';
 import { quoteIdent } from '../../policy/load.ts';
 import { scrubForwarded } from './scrub.ts';
 import { readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
+import { rewriteApplicationName } from './app-name.ts';
 
 /** Why a session ended; a low-cardinality metric label. */
 export type EndReason =
@@ -823,6 +824,7 @@ export class Session {
     const micros = (performance.now() - t0) * 1000;
     this.seq++;
     if (!decision.allow) decision = this.explainRevokedUse(decision, sql);
+    else if (decision.statements.some((st) => st.kind === 'VariableSetStmt')) decision = this.withApplicationName(decision, sql);
     this.deps.events?.statementDecided?.(this, { seq: this.seq, mode, sql, decision, micros });
     if (decision.allow) {
       // The text is parsed once for all the PREPAREs and DECLAREs it holds, not once for each.
@@ -879,6 +881,29 @@ export class Session {
       this.log.info({ reason: decision.reason, rule: decision.ruleId }, 'statement denied');
     }
     return decision;
+  }
+
+  /**
+   * An allowed text that sets application_name is sent with the value rewritten to pgwarden's identity prefix plus
+   * the client's name (app-name.ts), in every mode: the server applies the prefixed name itself, and undoes it itself
+   * when the transaction rolls back. A SET it cannot rewrite with certainty refuses the message.
+   */
+  private withApplicationName(d: Extract<Decision, { allow: true }>, sql: string): Decision {
+    const id = this.identity;
+    if (id === undefined) throw new Error('no identity');
+    const r = rewriteApplicationName(d.rewrittenSql ?? sql, id.sub, id.agent);
+    if (r.kind === 'unchanged') return d;
+    if (r.kind === 'rewritten') return { ...d, rewrittenSql: r.sql };
+    return {
+      allow: false,
+      ruleId: 'builtin.settings',
+      sqlstate: SqlState.InsufficientPrivilege,
+      message: 'permission denied by pgwarden: SET changes a setting pgwarden does not allow',
+      detail: `application_name: ${r.why} (rule: builtin.settings)`,
+      hint: "SET application_name = 'my-app'",
+      reason: 'setting_pinned',
+      statements: d.statements,
+    };
   }
 
   /** A use of a prepared statement or cursor that a reload revoked is refused saying so, not as if it never existed. */

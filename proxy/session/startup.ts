@@ -101,28 +101,42 @@ export function readClientStartup(params: ReadonlyMap<string, string>, expectedD
 /** Postgres truncates names to NAMEDATALEN-1 bytes; application_name is limited the same way. */
 export const MAX_APPLICATION_NAME_BYTES = 63;
 
-function truncateUtf8(s: string, maxBytes: number): string {
-  const buf = Buffer.from(s, 'utf8');
-  if (buf.length <= maxBytes) return s;
-  // Cut at a character boundary: drop continuation bytes (10xxxxxx) at the cut.
-  let end = maxBytes;
-  while (end > 0 && ((buf[end] ?? 0) & 0xc0) === 0x80) end--;
-  return buf.subarray(0, end).toString('utf8');
-}
-
 /** Keeps only printable ASCII: application_name is shown in pg_stat_activity and logs, and Postgres replaces the rest with '?'. */
 function printable(s: string): string {
   return s.replace(/[^\x20-\x7e]/g, '?');
 }
 
-/** `pgwarden:<sub>/<agent>`, then the client's own application_name after a space only when all of it fits in 63 bytes. */
-export function composeApplicationName(sub: string, agent: string | undefined, clientApp: string | undefined): string {
-  const base = truncateUtf8(printable(`pgwarden:${sub}${agent ? `/${agent}` : ''}`), MAX_APPLICATION_NAME_BYTES);
-  if (clientApp) {
-    const withClient = `${base} ${printable(clientApp)}`;
-    if (Buffer.byteLength(withClient, 'utf8') <= MAX_APPLICATION_NAME_BYTES) return withClient;
+/**
+ * A token claim as it appears in the prefix: printable ASCII other than ' ', '%' and '/' as is, every other
+ * character as its UTF-8 bytes percent-encoded. So no two claims look alike ('a/b' is not sub 'a' with agent 'b',
+ * 'é' is not 'ü'), and the first space of an application name always ends pgwarden's part of it.
+ */
+function claimText(s: string): string {
+  let out = '';
+  for (const ch of s) {
+    const c = ch.charCodeAt(0);
+    if (ch.length === 1 && c > 0x20 && c < 0x7f && ch !== '%' && ch !== '/') out += ch;
+    else for (const b of Buffer.from(ch, 'utf8')) out += `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
   }
-  return base;
+  return out;
+}
+
+/** `pgwarden:<sub>/<agent>`: the identity prefix of every application_name a session has. ASCII, at most 63 bytes. */
+export function applicationNamePrefix(sub: string, agent: string | undefined): string {
+  return `pgwarden:${claimText(sub)}${agent ? `/${claimText(agent)}` : ''}`.slice(0, MAX_APPLICATION_NAME_BYTES);
+}
+
+/**
+ * The identity prefix, then the client's own application_name (from the startup packet or a SET) after a space,
+ * its non-printable characters as '?' and cut so the whole fits in 63 bytes: what PostgreSQL shows is exactly
+ * what pgwarden computed (nothing for it to truncate or clean), and the prefix always comes first, whole.
+ */
+export function composeApplicationName(sub: string, agent: string | undefined, clientApp: string | undefined): string {
+  const base = applicationNamePrefix(sub, agent);
+  if (!clientApp) return base;
+  // All ASCII here, so characters are bytes and slicing cannot split one.
+  const room = MAX_APPLICATION_NAME_BYTES - base.length - 1;
+  return room > 0 ? `${base} ${printable(clientApp).slice(0, room)}` : base;
 }
 
 export interface StampInput {

@@ -134,7 +134,9 @@ describe('the stamped identity cannot be changed by the client', () => {
     `SET LOCAL pgwarden.agent = 'x'`,
     `RESET pgwarden.sub`,
     `SELECT set_config('pgwarden.sub', 'mallory', false)`,
-    `SET application_name = 'innocent'`,
+    // A SET of one value is allowed and rewritten under the prefix (app-name.test.ts); one it cannot rewrite is refused.
+    `SET application_name = 'innocent', 'other'`,
+    `SELECT set_config('application_name', 'innocent', false)`,
     `SET ROLE NONE`,
     `RESET ROLE`,
     `SET SESSION AUTHORIZATION DEFAULT`,

@@ -55,8 +55,16 @@ describe('application_name', () => {
     const long = composeApplicationName('a'.repeat(80), 'bot', 'psql');
     expect(Buffer.byteLength(long)).toBeLessThanOrEqual(63);
     expect(long.startsWith('pgwarden:aaaa')).toBe(true);
-    expect(composeApplicationName('alice', 'bot', 'x'.repeat(60))).toBe('pgwarden:alice/bot');
-    expect(composeApplicationName('ålice\n', 'bot', undefined)).toBe('pgwarden:?lice?/bot');
+    // The client's part is cut to fit; the prefix never is (unless it alone is longer than 63 bytes).
+    expect(composeApplicationName('alice', 'bot', 'x'.repeat(60))).toBe(`pgwarden:alice/bot ${'x'.repeat(44)}`);
+    expect(composeApplicationName('a'.repeat(53), undefined, 'psql')).toBe(`pgwarden:${'a'.repeat(53)}`);
+    expect(composeApplicationName('a'.repeat(52), undefined, 'psql')).toBe(`pgwarden:${'a'.repeat(52)} p`);
+    // Claims are percent-encoded (unambiguous: the first space ends the identity); the client's part gets '?'.
+    expect(composeApplicationName('ålice\n', 'bot', undefined)).toBe('pgwarden:%C3%A5lice%0A/bot');
+    expect(composeApplicationName('al ice', undefined, 'x')).toBe('pgwarden:al%20ice x');
+    expect(composeApplicationName('a/b', undefined, undefined)).not.toBe(composeApplicationName('a', 'b', undefined));
+    expect(composeApplicationName('a%2Fb', undefined, undefined)).not.toBe(composeApplicationName('a/b', undefined, undefined));
+    expect(composeApplicationName('alice', 'bot', 'é\u0000\x1b[31m')).toBe('pgwarden:alice/bot ???[31m');
   });
 });
 
