@@ -20,6 +20,7 @@ export const SqlState = {
   AdminShutdown: '57P01',
   CannotConnectNow: '57P03',
   IdleSessionTimeout: '57P05',
+  SystemError: '58000',
   InternalError: 'XX000',
 } as const;
 export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState];

@@ -64,7 +64,7 @@ function unavailable(why: string): Deny {
   return {
     allow: false,
     ruleId: 'builtin.analysis',
-    sqlstate: '58000',
+    sqlstate: SqlState.SystemError,
     message: 'statement refused by pgwarden: the database\'s own analysis of it could not be obtained, so it was not run',
     detail: `${why} (rule: builtin.analysis)`,
     hint: 'retry shortly; if it keeps failing, the operator should check pgwarden\'s connection to the database',
