@@ -3,27 +3,169 @@ import { SqlState, type SqlStateCode } from './sqlstate.ts';
 
 export type Severity = 'ERROR' | 'FATAL';
 
-/** Every error pgwarden can send, with its SQLSTATE, severity and one doc line. Tested for uniqueness. */
+/**
+ * One kind of error pgwarden originates. `message` and `hint` are shapes, ‹placeholders› for what varies by site;
+ * docs/errors.md is generated from these fields (tools/errors-doc.ts), and test/unit/errors.test.ts checks them and
+ * every construction site against this table. A field added here (issue 15's machine-readable `reasons`, say) is one
+ * more optional property and one more column in the generator.
+ */
+export interface CatalogEntry {
+  /** The SQLSTATE sent, one of the named constants in sqlstate.ts. */
+  readonly sqlstate: SqlStateCode;
+  /** Other named SQLSTATEs a site may send under this code instead (a limit rather than a rule, say). */
+  readonly alsoSqlstates?: readonly SqlStateCode[];
+  /** Set when the SQLSTATE is normally PostgreSQL's own, passed on from its analysis. */
+  readonly serverSqlstate?: true;
+  readonly severity: Severity;
+  /** When it is sent, in one line. */
+  readonly doc: string;
+  /** The client-facing message. */
+  readonly message: string;
+  /** The usual hint, if any; sites may word it for the case. */
+  readonly hint: string | undefined;
+}
+
+/** Every error pgwarden can send: its code, SQLSTATE, severity, when it is sent, and the shape of its text. */
 export const ErrorCatalog = {
-  ERR_PROTOCOL: { sqlstate: SqlState.ProtocolViolation, severity: 'FATAL', doc: 'malformed frame, bad length or a message not allowed in this phase' },
-  ERR_STARTUP_PARAM: { sqlstate: SqlState.FeatureNotSupported, severity: 'FATAL', doc: 'a startup parameter that could change identity, limits or lexing (options, replication, …)' },
-  ERR_TLS_REQUIRED: { sqlstate: SqlState.InvalidAuthorizationSpecification, severity: 'FATAL', doc: 'a cleartext token on a non-TLS connection from a non-loopback address' },
-  ERR_TOKEN_INVALID: { sqlstate: SqlState.InvalidPassword, severity: 'FATAL', doc: 'the password is not a valid token: malformed, bad signature, expired, wrong issuer/audience, lifetime over the maximum' },
-  ERR_TOKEN_REJECTED: { sqlstate: SqlState.InvalidAuthorizationSpecification, severity: 'FATAL', doc: 'a valid token that may not log in: unknown role, revoked' },
-  ERR_TOKEN_EXPIRED_SESSION: { sqlstate: SqlState.AdminShutdown, severity: 'FATAL', doc: 'the session reached its token expiry and was ended' },
-  ERR_STATEMENT_DENIED: { sqlstate: SqlState.InsufficientPrivilege, severity: 'ERROR', doc: 'a statement the policy does not allow' },
-  ERR_FEATURE: { sqlstate: SqlState.FeatureNotSupported, severity: 'ERROR', doc: 'a protocol feature pgwarden does not pass (FunctionCall, COPY FROM STDIN, replication)' },
-  ERR_SERVER_ANALYSIS: { sqlstate: SqlState.InsufficientPrivilege, severity: 'ERROR', doc: 'PostgreSQL\'s own analysis of the statement failed (it would fail the same way when run); passed on with PostgreSQL\'s SQLSTATE, message and position' },
-  ERR_ROW_CAP: { sqlstate: SqlState.ProgramLimitExceeded, severity: 'ERROR', doc: 'a result passed the role maxRows with onRowCap: error' },
-  ERR_BUDGET: { sqlstate: SqlState.ConfigurationLimitExceeded, severity: 'ERROR', doc: 'a role budget (statements, rows or bytes per minute, or concurrent statements) of the subject or agent is used up; the hint says when to retry' },
-  ERR_NOT_READY: { sqlstate: SqlState.CannotConnectNow, severity: 'FATAL', doc: 'no valid policy is loaded yet' },
-  ERR_SHUTDOWN: { sqlstate: SqlState.AdminShutdown, severity: 'FATAL', doc: 'pgwarden is shutting down or ended the session administratively' },
-  ERR_IDLE_TIMEOUT: { sqlstate: SqlState.IdleSessionTimeout, severity: 'FATAL', doc: 'the session was idle longer than limits.idleSessionTimeout' },
-  ERR_TOO_MANY: { sqlstate: SqlState.TooManyConnections, severity: 'FATAL', doc: 'the connection limit was reached' },
-  ERR_UPSTREAM: { sqlstate: SqlState.ConnectionFailure, severity: 'FATAL', doc: 'the upstream database could not be reached, refused our login, or was lost' },
-  ERR_TIMEOUT: { sqlstate: SqlState.ProtocolViolation, severity: 'FATAL', doc: 'the client did not complete a protocol phase in time' },
-  ERR_INTERNAL: { sqlstate: SqlState.InternalError, severity: 'FATAL', doc: 'a bug in pgwarden; details are in the log, never sent to the client' },
-} as const satisfies Record<string, { sqlstate: SqlStateCode; severity: Severity; doc: string }>;
+  ERR_PROTOCOL: {
+    sqlstate: SqlState.ProtocolViolation,
+    severity: 'FATAL',
+    doc: 'malformed frame, bad length or a message not allowed in this phase',
+    message: '‹what was wrong›, e.g. invalid frontend message type ‹n›; expected a password message, got message type ‹n›; invalid UTF-8 in message',
+    hint: undefined,
+  },
+  ERR_STARTUP_PARAM: {
+    sqlstate: SqlState.FeatureNotSupported,
+    severity: 'FATAL',
+    doc: 'a startup parameter that could change identity, limits or lexing (options, replication, …)',
+    message: 'startup parameter "‹name›" is not allowed through pgwarden (or: client_encoding "‹name›" is not supported by pgwarden)',
+    hint: 'allowed startup parameters: user, database, application_name, client_encoding, ‹the forwarded ones›',
+  },
+  ERR_TLS_REQUIRED: {
+    sqlstate: SqlState.InvalidAuthorizationSpecification,
+    severity: 'FATAL',
+    doc: 'a cleartext token on a non-TLS connection from a non-loopback address',
+    message: 'pgwarden requires TLS: the token would travel in cleartext',
+    hint: 'connect with sslmode=require (or verify-full)',
+  },
+  ERR_TOKEN_INVALID: {
+    sqlstate: SqlState.InvalidPassword,
+    severity: 'FATAL',
+    doc: 'the password is not a valid token: malformed, bad signature, expired, wrong issuer/audience, lifetime over the maximum',
+    message: 'token ‹what is wrong›, e.g. password is not a JWT; token signature is invalid; token expired at ‹time›; token issuer does not match ‹issuers›',
+    hint: 'Request a new token and reconnect with it as the password.',
+  },
+  ERR_TOKEN_REJECTED: {
+    sqlstate: SqlState.InvalidAuthorizationSpecification,
+    severity: 'FATAL',
+    doc: 'a valid token that may not log in: unknown role, revoked, or a database this pgwarden does not serve',
+    message: 'token role "‹role›" is not defined in the policy; token has been revoked: ‹reason›; database "‹name›" is not served by this pgwarden',
+    hint: 'Request a token for a role defined in the pgwarden policy and reconnect with it as the password.',
+  },
+  ERR_TOKEN_EXPIRED_SESSION: {
+    sqlstate: SqlState.AdminShutdown,
+    severity: 'FATAL',
+    doc: 'the session reached its token expiry and was ended',
+    message: 'terminating connection because the credential expired at ‹time›',
+    hint: 'request a new token and reconnect with it as the password',
+  },
+  ERR_STATEMENT_DENIED: {
+    sqlstate: SqlState.InsufficientPrivilege,
+    // 54000: too much prepared statement text, or a statement that could not be decided; 53000: too many large
+    // statements being decided at once; 58000: PostgreSQL's own analysis of it could not be obtained.
+    alsoSqlstates: [SqlState.ProgramLimitExceeded, SqlState.InsufficientResources, SqlState.SystemError],
+    severity: 'ERROR',
+    doc: 'a statement the policy does not allow, or one pgwarden could not decide (then 54000, 53000 or 58000); the detail names the rule',
+    message: 'permission denied by pgwarden: ‹statement› ‹why› (or: statement refused by pgwarden: ‹why›)',
+    hint: 'what the policy allows instead, when there is something to say',
+  },
+  ERR_FEATURE: {
+    sqlstate: SqlState.FeatureNotSupported,
+    severity: 'ERROR',
+    doc: 'a protocol feature pgwarden does not pass (FunctionCall, COPY FROM STDIN, replication)',
+    message: '‹feature› is not supported by pgwarden',
+    hint: 'the supported way to do the same, e.g. call the function with a SELECT statement instead',
+  },
+  ERR_SERVER_ANALYSIS: {
+    sqlstate: SqlState.InsufficientPrivilege,
+    alsoSqlstates: [SqlState.ProgramLimitExceeded],
+    serverSqlstate: true,
+    severity: 'ERROR',
+    doc: 'PostgreSQL\'s own analysis of the statement failed (it would fail the same way when run); passed on with PostgreSQL\'s SQLSTATE, message and position (54000 when too complex to analyse)',
+    message: 'PostgreSQL\'s own message, values scrubbed as in any upstream error',
+    hint: 'PostgreSQL\'s own hint',
+  },
+  ERR_ROW_CAP: {
+    sqlstate: SqlState.ProgramLimitExceeded,
+    severity: 'ERROR',
+    doc: 'a result passed the role maxRows with onRowCap: error',
+    message: 'result exceeds the limit of ‹n› rows for this role',
+    hint: 'narrow the query with WHERE or add LIMIT so it returns fewer rows',
+  },
+  ERR_BUDGET: {
+    sqlstate: SqlState.ConfigurationLimitExceeded,
+    severity: 'ERROR',
+    doc: 'a role budget (statements, rows or bytes per minute, or concurrent statements) of the subject or agent is used up; the hint says when to retry',
+    message: 'statement refused by pgwarden: the budget of ‹limit› for ‹this agent | this token subject› is used up',
+    hint: 'retry in ‹n› s',
+  },
+  ERR_NOT_READY: {
+    sqlstate: SqlState.CannotConnectNow,
+    severity: 'FATAL',
+    doc: 'pgwarden cannot serve yet or now: no valid policy loaded, or the audit trail cannot be written (audit.onFailure: refuse)',
+    message: 'pgwarden cannot record an audit trail right now, so it accepts no sessions',
+    hint: 'try again shortly; the operator has been alerted',
+  },
+  ERR_SHUTDOWN: {
+    sqlstate: SqlState.AdminShutdown,
+    severity: 'FATAL',
+    doc: 'pgwarden is shutting down or ended the session administratively (revoked credential, role removed or changed by a reload)',
+    message: 'terminating connection ‹why›, e.g. due to administrator command; because its credential was revoked: ‹reason›',
+    hint: 'reconnect shortly (or what to change first)',
+  },
+  ERR_IDLE_TIMEOUT: {
+    sqlstate: SqlState.IdleSessionTimeout,
+    severity: 'FATAL',
+    doc: 'the session was idle longer than limits.idleSessionTimeout',
+    message: 'terminating connection due to idle timeout',
+    hint: 'reconnect when you need the database again',
+  },
+  ERR_TOO_MANY: {
+    sqlstate: SqlState.TooManyConnections,
+    severity: 'FATAL',
+    doc: 'a connection limit was reached: clients, sessions per subject or agent, logins in progress, failed logins, upstream connections',
+    message: 'too many ‹what› (limits.‹setting› = ‹n›)',
+    hint: 'try again later (or which connections to close first)',
+  },
+  ERR_UPSTREAM: {
+    sqlstate: SqlState.ConnectionFailure,
+    severity: 'FATAL',
+    doc: 'the upstream database could not be reached, refused our login, or was lost',
+    message: 'could not connect to the upstream database; the connection to the upstream database was lost; …',
+    hint: 'reconnect; if it keeps happening, contact the operator',
+  },
+  ERR_UPSTREAM_MALFORMED: {
+    sqlstate: SqlState.InternalError,
+    severity: 'ERROR',
+    doc: 'an ErrorResponse from the database that pgwarden could not parse (so could not scrub) was withheld; this stands in for it and the session goes on',
+    message: 'pgwarden withheld a malformed error message from the database',
+    hint: undefined,
+  },
+  ERR_TIMEOUT: {
+    sqlstate: SqlState.ProtocolViolation,
+    severity: 'FATAL',
+    doc: 'the client did not complete a protocol phase in time',
+    message: 'timed out waiting for the client to complete login (or: verifying the token)',
+    hint: undefined,
+  },
+  ERR_INTERNAL: {
+    sqlstate: SqlState.InternalError,
+    severity: 'FATAL',
+    doc: 'a bug in pgwarden; details are in the log, never sent to the client',
+    message: 'internal error in pgwarden',
+    hint: undefined,
+  },
+} as const satisfies Record<string, CatalogEntry>;
 
 export type ErrorCode = keyof typeof ErrorCatalog;
 
