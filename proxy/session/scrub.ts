@@ -28,10 +28,11 @@
 //   src/backend/utils/adt/xml.c         DETAIL: libxml's message with the offending input line (2200M, 2200N)
 //   src/backend/commands/copyfromparse.c CopyFromErrorCallback: CONTEXT `COPY t, line 1, column c: "v"` and `COPY t, line 1: "…"`
 // Hints (errhint) never carry row values in these paths; they are kept unless they match a value pattern anyway.
-import { splitErrorFields } from '../wire/backend.ts';
+import { encodeNoticeResponse, encodeProxyError, splitErrorFields } from '../wire/backend.ts';
 import { BackendType } from '../wire/codes.ts';
 import type { Frame } from '../wire/framer.ts';
 import { Writer } from '../wire/writer.ts';
+import { ProxyError } from '../errors.ts';
 import { SqlState } from '../sqlstate.ts';
 
 /** What replaces a DETAIL (or HINT, or internal query) that carried row values. */
@@ -266,12 +267,6 @@ function redactQuoted(text: string): string {
 
 /** An upstream error or notice we cannot parse cannot be checked, so none of its text passes. */
 function malformedReplacement(type: number): Buffer {
-  const isError = type === BackendType.ErrorResponse;
-  const severity = isError ? 'ERROR' : 'WARNING';
-  const w = new Writer(128);
-  w.uint8(Field.Severity).cstring(severity);
-  w.uint8(Field.SeverityNonLocalized).cstring(severity);
-  w.uint8(Field.Code).cstring(isError ? SqlState.InternalError : SqlState.Warning);
-  w.uint8(Field.Message).cstring(`pgwarden withheld a malformed ${isError ? 'error' : 'notice'} message from the database`);
-  return w.uint8(0).frame(type);
+  if (type === BackendType.ErrorResponse) return encodeProxyError(new ProxyError('ERR_UPSTREAM_MALFORMED', 'pgwarden withheld a malformed error message from the database'));
+  return encodeNoticeResponse({ severity: 'WARNING', sqlstate: SqlState.Warning, message: 'pgwarden withheld a malformed notice message from the database' });
 }
