@@ -1,0 +1,256 @@
+// The error catalog is honest: unique codes with named SQLSTATEs, every site that builds an error uses a catalog code and a SQLSTATE the catalog lists for it, and docs/errors.md is generated from it.
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { ErrorCatalog, ProxyError, type CatalogEntry } from '../../proxy/errors.ts';
+import { SqlState } from '../../proxy/sqlstate.ts';
+import { ERRORS_DOC, renderErrorsDoc } from '../../tools/errors-doc.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const CATALOG = ErrorCatalog as Record<string, CatalogEntry>;
+const NAMED = new Map<string, string>(Object.entries(SqlState));
+const NAMED_VALUES = new Set<string>(Object.values(SqlState));
+
+interface Source {
+  file: string;
+  text: string;
+}
+
+/** Every TypeScript source of the proxy and the policy engine (what can build an error a client sees). */
+function sources(): Source[] {
+  const out: Source[] = [];
+  const walk = (dir: string): void => {
+    for (const e of readdirSync(path.join(ROOT, dir), { withFileTypes: true })) {
+      const rel = path.join(dir, e.name);
+      if (e.isDirectory()) walk(rel);
+      else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) out.push({ file: rel, text: readFileSync(path.join(ROOT, rel), 'utf8') });
+    }
+  };
+  walk('proxy');
+  walk('policy');
+  return out;
+}
+
+/** Source with line comments and comment-only lines blanked (a code named in prose is not a use); strings kept. */
+function code(text: string): string {
+  return text
+    .split('\n')
+    .map((line) => {
+      const t = line.trimStart();
+      if (t.startsWith('//') || t.startsWith('*') || t.startsWith('/*')) return '';
+      const i = line.indexOf(' // ');
+      return i >= 0 ? line.slice(0, i) : line;
+    })
+    .join('\n');
+}
+
+/** Index just past the string literal starting at `i` (quote or backtick; template substitutions skipped whole). */
+function skipString(text: string, i: number): number {
+  const q = text[i];
+  let j = i + 1;
+  while (j < text.length && text[j] !== q) {
+    if (text[j] === '\\') j += 2;
+    else if (q === '`' && text[j] === '$' && text[j + 1] === '{') j = skipBalanced(text, j + 1, '{', '}');
+    else j++;
+  }
+  return j + 1;
+}
+
+/** Index just past the bracket matching the one at `i`, skipping strings. */
+function skipBalanced(text: string, i: number, open: string, close: string): number {
+  let depth = 0;
+  let j = i;
+  while (j < text.length) {
+    const c = text[j];
+    if (c === '\'' || c === '"' || c === '`') {
+      j = skipString(text, j);
+      continue;
+    }
+    if (c === open) depth++;
+    else if (c === close && --depth === 0) return j + 1;
+    j++;
+  }
+  throw new Error(`unbalanced ${open} at ${i}`);
+}
+
+/** The text of each call `name(…)` in `text` (arguments only, without the parentheses). */
+function calls(text: string, name: string): string[] {
+  const out: string[] = [];
+  for (let i = text.indexOf(name); i >= 0; i = text.indexOf(name, i + 1)) {
+    const open = i + name.length;
+    if (text[open] !== '(') continue;
+    out.push(text.slice(open + 1, skipBalanced(text, open, '(', ')') - 1));
+  }
+  return out;
+}
+
+/** The first top-level argument of an argument list. */
+function firstArg(args: string): string {
+  let j = 0;
+  while (j < args.length && args[j] !== ',') {
+    const c = args[j];
+    if (c === '\'' || c === '"' || c === '`') j = skipString(args, j);
+    else if (c === '(' || c === '{' || c === '[') j = skipBalanced(args, j, c, c === '(' ? ')' : c === '{' ? '}' : ']');
+    else j++;
+  }
+  return args.slice(0, j).trim();
+}
+
+/**
+ * SQLSTATE values written at `sqlstate` sites of a text: `sqlstate: '42501'`, `sqlstate === '0A000'`, `SqlState.X`;
+ * with `assigned`, only those given as a value (`sqlstate: …`), not compared against.
+ */
+function sqlstatesIn(text: string, assigned = false): { value: string | undefined; spelled: string }[] {
+  const out: { value: string | undefined; spelled: string }[] = [];
+  for (const m of text.matchAll(assigned ? /sqlstate\s*:\s*'([^']*)'/g : /sqlstate\s*(?::|===|!==)\s*'([^']*)'/g)) out.push({ value: m[1], spelled: m[0] });
+  for (const m of text.matchAll(assigned ? /sqlstate\s*:\s*SqlState\.(\w+)/g : /\bSqlState\.(\w+)/g)) out.push({ value: NAMED.get(m[1] ?? ''), spelled: m[0] });
+  return out;
+}
+
+/** Node.js's own error codes, which pgwarden compares against (or sets on a Node-style error); not ProxyError codes. */
+const NODE_ERROR_CODES = new Set(['ERR_WORKER_OUT_OF_MEMORY', 'ERR_TLS_CERT_ALTNAME_INVALID']);
+
+/** Codes of errors that never reach a client: a failed first policy load stops pgwarden from starting (CLI output). */
+const STARTUP_ERROR_CODES = new Set(['ERR_POLICY_INVALID']);
+
+const allowedFor = (e: CatalogEntry): Set<string> => new Set([e.sqlstate, ...(e.alsoSqlstates ?? [])]);
+const CATALOG_SQLSTATES = new Set(Object.values(CATALOG).flatMap((e) => [...allowedFor(e)]));
+
+/** Everything wrong with how these sources build errors; empty when every site uses the catalog. */
+function problems(files: Source[]): string[] {
+  const out: string[] = [];
+  for (const { file, text: raw } of files) {
+    const text = code(raw);
+    // Any error code spelled anywhere (a construction, a comparison, an audit field) is one the catalog has.
+    for (const m of text.matchAll(/'(ERR_[A-Z0-9_]+)'/g)) {
+      const c = m[1] as string;
+      if (!(c in CATALOG) && !NODE_ERROR_CODES.has(c) && !STARTUP_ERROR_CODES.has(c)) out.push(`${file}: ${m[0]} is not in the error catalog`);
+    }
+    for (const args of calls(text, 'new ProxyError')) {
+      const first = firstArg(args);
+      const codes = [...first.matchAll(/'(ERR_[A-Z0-9_]+)'/g)].map((m) => m[1] as string);
+      // An identifier is typed ErrorCode by the constructor; a cast would let any string through.
+      if (codes.length === 0 && !/^[A-Za-z_$][\w$]*$/.test(first)) out.push(`${file}: new ProxyError(${first}, …) does not name a catalog code`);
+      for (const c of codes) {
+        const entry = CATALOG[c];
+        if (entry === undefined) continue;
+        for (const s of sqlstatesIn(args.slice(first.length), true)) {
+          if (s.value !== undefined && !allowedFor(entry).has(s.value)) out.push(`${file}: ${c} is sent with ${s.spelled} (${s.value}), which the catalog does not list for it`);
+        }
+      }
+    }
+    // Notices are not errors (the row-cap truncation WARNING); they still use named SQLSTATEs.
+    const notices = calls(text, 'encodeNoticeResponse').join('\n');
+    for (const s of sqlstatesIn(notices)) {
+      if (s.value === undefined || !NAMED_VALUES.has(s.value)) out.push(`${file}: notice with ${s.spelled}, not a named SQLSTATE`);
+    }
+    if (!file.startsWith(path.join('proxy', 'wire'))) {
+      // A frame built field by field would bypass the catalog and the one encoder.
+      for (const m of text.matchAll(/Field\.Code\)\.cstring\(|\.cstring\(SqlState\.\w+/g)) out.push(`${file}: ${m[0]}: an error or notice built by hand; use encodeProxyError or encodeNoticeResponse`);
+      // Outside the encoder, an ErrorResponse carries a ProxyError's fields, never a SQLSTATE of its own.
+      for (const args of calls(text, 'encodeErrorResponse')) {
+        const m = /sqlstate:\s*([^,}\n]+)/.exec(args);
+        if (m === null || !/^\w+\.sqlstate$/.test((m[1] ?? '').trim())) out.push(`${file}: encodeErrorResponse with ${m?.[0] ?? 'no sqlstate'}: build a ProxyError instead`);
+      }
+    }
+    // Every SQLSTATE written at a sqlstate site (decisions, audit events, overrides) is named and in the catalog.
+    let rest = text;
+    for (const n of calls(text, 'encodeNoticeResponse')) rest = rest.replace(n, '');
+    for (const s of sqlstatesIn(rest)) {
+      if (s.value === undefined || !NAMED_VALUES.has(s.value)) out.push(`${file}: ${s.spelled} is not a named SQLSTATE (proxy/sqlstate.ts)`);
+      else if (!CATALOG_SQLSTATES.has(s.value)) out.push(`${file}: ${s.spelled} (${s.value}) is sent by no catalog entry`);
+    }
+  }
+  return out;
+}
+
+describe('the error catalog', () => {
+  it('has each code once, spelled ERR_*, and as many entries as the source writes', () => {
+    const text = readFileSync(path.join(ROOT, 'proxy', 'errors.ts'), 'utf8');
+    const block = text.slice(text.indexOf('export const ErrorCatalog = {'), text.indexOf('} as const satisfies'));
+    // Read from the source: an object literal keeps only the last of two equal keys, so the object cannot tell.
+    const written = [...block.matchAll(/^ {2}(\w+): \{/gm)].map((m) => m[1]);
+    expect(written.length).toBeGreaterThan(10);
+    expect(new Set(written).size).toBe(written.length);
+    expect(written).toEqual(Object.keys(CATALOG));
+    for (const c of written) expect(c).toMatch(/^ERR_[A-Z][A-Z0-9_]*$/);
+  });
+
+  it('gives every entry a named SQLSTATE, a severity, and its own doc line, message and hint shape', () => {
+    const docs = new Set<string>();
+    for (const [c, e] of Object.entries(CATALOG)) {
+      expect(NAMED_VALUES, `${c}: ${e.sqlstate}`).toContain(e.sqlstate);
+      for (const s of e.alsoSqlstates ?? []) {
+        expect(NAMED_VALUES, `${c}: ${s}`).toContain(s);
+        expect(s, c).not.toBe(e.sqlstate);
+      }
+      expect(['ERROR', 'FATAL']).toContain(e.severity);
+      expect(e.doc.length, c).toBeGreaterThan(10);
+      expect(e.message.length, c).toBeGreaterThan(5);
+      expect(e.hint === undefined || e.hint.length > 0, c).toBe(true);
+      expect(docs.has(e.doc), `${c} repeats another entry's doc line`).toBe(false);
+      docs.add(e.doc);
+    }
+  });
+
+  it('ProxyError takes its SQLSTATE and severity from the catalog unless a site overrides them', () => {
+    for (const [c, e] of Object.entries(CATALOG)) {
+      const err = new ProxyError(c as keyof typeof ErrorCatalog, 'm');
+      expect([err.code, err.sqlstate, err.severity]).toEqual([c, e.sqlstate, e.severity]);
+    }
+  });
+});
+
+describe('every error pgwarden builds uses the catalog', () => {
+  const files = sources();
+
+  it('reads the sources it checks', () => {
+    expect(files.some((f) => f.file === path.join('proxy', 'session', 'session.ts'))).toBe(true);
+    expect(files.length).toBeGreaterThan(40);
+  });
+
+  it('finds no construction, SQLSTATE or ErrorResponse outside the catalog', () => {
+    expect(problems(files)).toEqual([]);
+  });
+
+  it('uses every catalog code somewhere (no entry describes an error nothing sends)', () => {
+    const all = files.filter((f) => f.file !== path.join('proxy', 'errors.ts')).map((f) => code(f.text)).join('\n');
+    const unused = Object.keys(CATALOG).filter((c) => !all.includes(`'${c}'`));
+    // ERR_INTERNAL is also built by toClientError in errors.ts itself; it is used by the session too.
+    expect(unused).toEqual([]);
+  });
+
+  it('catches what it is meant to catch (the checker itself can fail)', () => {
+    const bad: Source = {
+      file: 'proxy/bad.ts',
+      text: [
+        "throw new ProxyError('ERR_NOPE', 'x');",
+        "throw new ProxyError('ERR_TOO_MANY', `too many (${n})`, { sqlstate: SqlState.InsufficientPrivilege });",
+        "w.uint8(Field.Code).cstring(SqlState.InternalError);",
+        "throw new ProxyError(code as ErrorCode, 'x');",
+        "const d = { allow: false, sqlstate: '58P02', message: 'x' };",
+        "const e = { sqlstate: '22012' };",
+        "out.push(encodeErrorResponse({ severity: 'ERROR', sqlstate: '42501', message: 'x' }));",
+        "// new ProxyError('ERR_IN_A_COMMENT', 'prose is not a use')",
+      ].join('\n'),
+    };
+    expect(problems([bad])).toEqual([
+      "proxy/bad.ts: 'ERR_NOPE' is not in the error catalog",
+      'proxy/bad.ts: ERR_TOO_MANY is sent with sqlstate: SqlState.InsufficientPrivilege (42501), which the catalog does not list for it',
+      'proxy/bad.ts: new ProxyError(code as ErrorCode, …) does not name a catalog code',
+      'proxy/bad.ts: Field.Code).cstring(: an error or notice built by hand; use encodeProxyError or encodeNoticeResponse',
+      "proxy/bad.ts: encodeErrorResponse with sqlstate: '42501': build a ProxyError instead",
+      "proxy/bad.ts: sqlstate: '58P02' is not a named SQLSTATE (proxy/sqlstate.ts)",
+      "proxy/bad.ts: sqlstate: '22012' is not a named SQLSTATE (proxy/sqlstate.ts)",
+    ]);
+  });
+});
+
+describe('docs/errors.md', () => {
+  it('is the table generated from the catalog (npm run docs:errors), listing every code', () => {
+    const doc = readFileSync(ERRORS_DOC, 'utf8');
+    expect(doc).toBe(renderErrorsDoc());
+    for (const [c, e] of Object.entries(CATALOG)) expect(doc).toContain(`| \`${c}\` | ${e.serverSqlstate === true ? 'PostgreSQL\'s own; placeholder ' : ''}\`${e.sqlstate}\``);
+  });
+});
