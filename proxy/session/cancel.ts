@@ -1,24 +1,34 @@
-// Our own BackendKeyData per session, mapped to the upstream backend's key; cancels are forwarded only for keys we issued,
+// Our own cancel secret per session, beside the upstream backend's pid; cancels are forwarded only for keys we issued,
 // or passed (one hop, rate-limited) to the replica whose id the key carries; each client address may send only so many.
-import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
 import { sendCancelRequest } from '../upstream/connect.ts';
 import { AddressRateLimiter } from '../rate-limit.ts';
 
 /**
- * processId layout: bit 31 is 0 (positive int32), bits 24–30 hold the replica id (0–127), bits 0–23
- * are random. A CancelRequest that lands on another replica behind a TCP load balancer carries the
- * id of the replica that issued it, so it can be passed on without any shared state.
+ * The key a client gets in BackendKeyData: the upstream backend's own pid, so pg_backend_pid(), pg_stat_activity and
+ * notification sender pids agree with it, and a 4-byte secret of pgwarden's own, by which cancels are looked up (two
+ * upstream servers may give two sessions the same pid; the pid must match too). A client that learns another
+ * session's pid still needs that session's secret, as with PostgreSQL itself.
+ *
+ * In a cluster (a replica id other than 0, or peers), the secret's first byte carries the issuing replica's id in its
+ * low 7 bits (the other 25 bits are random), so a CancelRequest that lands on another replica behind a TCP load
+ * balancer can be passed on without any shared state. A lone replica's secret is 32 random bits.
  */
-export const REPLICA_SHIFT = 24;
 export const MAX_REPLICA_ID = 127;
 /**
- * Set in the processId of a cancel passed from one replica to another (keys we issue never have it: bit 31 is 0).
- * A replica acts on such a cancel only if it issued the key, and never passes it on: one hop at most, so a peer list
- * that is wrong (a replica listed under another's id, or pointing back at itself) cannot make cancels circulate.
+ * Set in the processId of a cancel passed from one replica to another (the pids we report never have it: PostgreSQL's
+ * pids are positive int32). A replica acts on such a cancel only if it issued the key, and never passes it on: one hop
+ * at most, so a peer list that is wrong (a replica listed under another's id, or pointing back at itself) cannot make
+ * cancels circulate.
  */
 export const FORWARDED_BIT = 0x80000000;
+
+export interface IssuedKey {
+  processId: number;
+  secretKey: Buffer;
+}
 
 export interface Peer {
   id: number;
@@ -69,14 +79,20 @@ export interface CancelTarget {
 }
 
 interface Entry {
+  processId: number;
   secret: Buffer;
   target: CancelTarget;
 }
 
-/** Issues unguessable keys and resolves CancelRequests against them in constant time. */
+const SECRET_LENGTH = 4;
+
+/** Issues unguessable secrets and resolves CancelRequests against them. */
 export class CancelRegistry {
+  /** By the secret as an unsigned 32-bit number: unique among live sessions. */
   private readonly entries = new Map<number, Entry>();
   private readonly peers: ReadonlyMap<number, Peer>;
+  /** Whether secrets carry the replica id (see IssuedKey). */
+  private readonly clustered: boolean;
   private readonly ratePerMs: number;
   private readonly burst: number;
   private readonly maxInFlight: number;
@@ -90,8 +106,9 @@ export class CancelRegistry {
   readonly stats: CancelStats = { forwarded: 0, rateLimited: 0, secondHop: 0, addressLimited: 0 };
 
   /**
-   * `replicaId` is encoded in every key; `peers` are the other replicas cancels may be passed to. Throws a TypeError
-   * when the peer list names this replica (its id, or its own listen address), an id or an address twice.
+   * `replicaId` is encoded in every secret when clustered; `peers` are the other replicas cancels may be passed to.
+   * Throws a TypeError when the peer list names this replica (its id, or its own listen address), an id or an
+   * address twice.
    */
   constructor(
     readonly replicaId = 0,
@@ -101,6 +118,7 @@ export class CancelRegistry {
     if (!Number.isInteger(replicaId) || replicaId < 0 || replicaId > MAX_REPLICA_ID) throw new TypeError(`replicaId must be 0..${MAX_REPLICA_ID}`);
     validatePeers(replicaId, peers, opts.listen);
     this.peers = new Map(peers.map((p) => [p.id, p]));
+    this.clustered = replicaId !== 0 || peers.length > 0;
     this.ratePerMs = (opts.forwardPerSecond ?? 50) / 1000;
     this.burst = opts.forwardBurst ?? 100;
     this.tokens = this.burst;
@@ -115,25 +133,33 @@ export class CancelRegistry {
     this.onAddressLimited = opts.onAddressLimited;
   }
 
-  /** The replica that issued a key. */
-  static replicaOf(processId: number): number {
-    return (processId >>> REPLICA_SHIFT) & MAX_REPLICA_ID;
+  /** The replica that issued a secret (meaningful in a cluster): the low 7 bits of its first byte. */
+  static replicaOf(secretKey: Buffer | number): number {
+    const first = typeof secretKey === 'number' ? secretKey >>> 24 : (secretKey[0] ?? 0);
+    return first & MAX_REPLICA_ID;
   }
 
-  /** Registers a session and returns the key the client will see in BackendKeyData. */
-  issue(target: CancelTarget): { processId: number; secretKey: Buffer } {
-    let processId: number;
+  /**
+   * Registers a session whose upstream backend has pid `processId`, and returns the key the client will see in
+   * BackendKeyData: that pid and a fresh secret of ours (never the upstream's, which only pgwarden uses).
+   */
+  issue(target: CancelTarget, processId: number): IssuedKey {
+    if (!Number.isInteger(processId) || processId <= 0 || processId > 0x7fffffff) throw new TypeError(`backend pid ${processId} is not a positive int32`);
+    let secretKey: Buffer;
+    let n: number;
     do {
-      // Positive int32, never 0 in the random part (some drivers treat 0 as "no key").
-      processId = ((this.replicaId << REPLICA_SHIFT) | randomInt(1, 1 << REPLICA_SHIFT)) >>> 0;
-    } while (this.entries.has(processId));
-    const secretKey = randomBytes(4);
-    this.entries.set(processId, { secret: secretKey, target });
+      secretKey = randomBytes(SECRET_LENGTH);
+      if (this.clustered) secretKey[0] = ((secretKey[0] ?? 0) & 0x80) | this.replicaId;
+      n = secretKey.readUInt32BE(0);
+    } while (this.entries.has(n));
+    this.entries.set(n, { processId, secret: secretKey, target });
     return { processId, secretKey };
   }
 
-  release(processId: number): void {
-    this.entries.delete(processId);
+  /** Forgets a session's key (it ended); a key issued since to another session is left alone. */
+  release(key: IssuedKey): void {
+    const n = key.secretKey.readUInt32BE(0);
+    if (this.entries.get(n)?.secret === key.secretKey) this.entries.delete(n);
   }
 
   /**
@@ -149,24 +175,29 @@ export class CancelRegistry {
       this.onAddressLimited?.(from);
       return false;
     }
-    const processId = rawProcessId & ~FORWARDED_BIT;
-    const owner = CancelRegistry.replicaOf(processId);
-    if (owner !== this.replicaId) {
-      if (forwarded) {
-        // Already passed on once: whatever the peer lists say, it goes no further.
-        this.stats.secondHop++;
+    // Keys we issue are exactly 4 bytes (a protocol 3.2 client may send up to 256; none of ours is that long).
+    if (secretKey.length !== SECRET_LENGTH) return false;
+    const processId = (rawProcessId & ~FORWARDED_BIT) >>> 0;
+    if (this.clustered) {
+      const owner = CancelRegistry.replicaOf(secretKey);
+      if (owner !== this.replicaId) {
+        if (forwarded) {
+          // Already passed on once: whatever the peer lists say, it goes no further.
+          this.stats.secondHop++;
+          return false;
+        }
+        // Another replica issued this key: pass the request on, marked as forwarded; the owner checks the secret.
+        // Only configured peers are contacted, so a client cannot make us connect anywhere else, and at a bounded rate,
+        // so a flood of cancels for foreign keys cannot be turned into a flood of connections to the peers.
+        const peer = this.peers.get(owner);
+        if (peer) this.passOn(peer, processId, secretKey);
         return false;
       }
-      // Another replica issued this key: pass the request on, marked as forwarded; the owner checks the secret.
-      // Only configured peers are contacted, so a client cannot make us connect anywhere else, and at a bounded rate,
-      // so a flood of cancels for foreign keys cannot be turned into a flood of connections to the peers.
-      const peer = this.peers.get(owner);
-      if (peer) this.passOn(peer, processId, secretKey);
-      return false;
     }
-    const entry = this.entries.get(processId);
+    const entry = this.entries.get(secretKey.readUInt32BE(0));
     if (!entry) return false;
-    if (entry.secret.length !== secretKey.length || !timingSafeEqual(entry.secret, secretKey)) return false;
+    // The secret found the entry; the pid must be that session's too (a secret alone is not the key).
+    if (!timingSafeEqual(entry.secret, secretKey) || entry.processId !== processId) return false;
     entry.target.cancelUpstream();
     return true;
   }

@@ -716,7 +716,8 @@ export class Session {
       });
       this.reportTraffic();
     };
-    const key = this.deps.cancels.issue({ cancelUpstream: () => this.cancelUpstream() });
+    // The upstream backend's pid (what pg_backend_pid() and pg_stat_activity say) with a secret of pgwarden's own.
+    const key = this.deps.cancels.issue({ cancelUpstream: () => this.cancelUpstream() }, up.processId);
     this.backendKey = key;
     const out: Buffer[] = [encodeAuthenticationOk()];
     for (const [name, value] of up.parameters) out.push(encodeParameterStatus(name, value));
@@ -1616,7 +1617,7 @@ export class Session {
     this.endReason = reason;
     if (this.phase !== Phase.Closing) this.phase = Phase.Closing;
     for (const t of [this.handshakeTimer, this.expiryTimer, this.idleTimer, this.upstreamCheck]) if (t) clearTimeout(t);
-    if (this.backendKey) this.deps.cancels.release(this.backendKey.processId);
+    if (this.backendKey) this.deps.cancels.release(this.backendKey);
     if (this.budgetAccount !== undefined) {
       this.budgetAccount.sessions--;
       if (this.budgetRunning > 0) this.budgetAccount.running--;

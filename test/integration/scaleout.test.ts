@@ -49,10 +49,11 @@ describe('two replicas behind one load balancer', () => {
     await b?.close();
   });
 
-  it('each replica encodes its id in the cancel keys it hands out', async () => {
+  it('each replica encodes its id in the cancel secrets it hands out, beside the upstream pid', async () => {
     const c = await connectPg(a);
-    const pid = (c as unknown as { processID: number }).processID;
-    expect(CancelRegistry.replicaOf(pid)).toBe(1);
+    const k = c as unknown as { processID: number; secretKey: number };
+    expect(CancelRegistry.replicaOf(k.secretKey)).toBe(1);
+    expect(k.processID).toBe((await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid);
     await c.end();
   });
 

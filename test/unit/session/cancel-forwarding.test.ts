@@ -4,24 +4,30 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CancelRegistry, FORWARDED_BIT, forwardCancel, validatePeers, type Peer } from '../../../proxy/session/cancel.ts';
 
-const keyOf = (replica: number, n = 1234) => ((replica << 24) | n) >>> 0;
+/** A secret whose first byte names `replica` (the rest arbitrary), as a clustered replica issues them. */
+const secretOf = (replica: number, n = 1234) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE((((replica & 0x7f) << 24) | (n & 0xffffff)) >>> 0);
+  return b;
+};
+const PID = 4321;
 
 describe('one hop', () => {
   it('passes a foreign key on once, marked as forwarded', () => {
     const sent: { peer: Peer; processId: number }[] = [];
     const reg = new CancelRegistry(1, [{ id: 2, host: 'b', port: 1 }], { forward: async (peer, processId) => void sent.push({ peer, processId }) });
-    reg.cancel(keyOf(2), Buffer.alloc(4));
+    reg.cancel(PID, secretOf(2));
     expect(sent).toHaveLength(1);
     expect(sent[0]?.peer.id).toBe(2);
     expect((sent[0]?.processId ?? 0) & FORWARDED_BIT).not.toBe(0);
-    expect((sent[0]?.processId ?? 0) & ~FORWARDED_BIT).toBe(keyOf(2));
+    expect((sent[0]?.processId ?? 0) & ~FORWARDED_BIT).toBe(PID);
     expect(reg.stats.forwarded).toBe(1);
   });
 
   it('never passes on a cancel that was already forwarded', () => {
     const sent: number[] = [];
     const reg = new CancelRegistry(1, [{ id: 2, host: 'b', port: 1 }], { forward: async (_p, processId) => void sent.push(processId) });
-    expect(reg.cancel((keyOf(2) | FORWARDED_BIT) | 0, Buffer.alloc(4))).toBe(false);
+    expect(reg.cancel((PID | FORWARDED_BIT) | 0, secretOf(2))).toBe(false);
     expect(sent).toHaveLength(0);
     expect(reg.stats.secondHop).toBe(1);
   });
@@ -29,8 +35,10 @@ describe('one hop', () => {
   it('the owner acts on a forwarded cancel for its own key, checking the secret', () => {
     const reg = new CancelRegistry(3);
     let cancelled = 0;
-    const key = reg.issue({ cancelUpstream: () => cancelled++ });
-    expect(reg.cancel((key.processId | FORWARDED_BIT) | 0, Buffer.alloc(4))).toBe(false);
+    const key = reg.issue({ cancelUpstream: () => cancelled++ }, PID);
+    const wrong = Buffer.from(key.secretKey);
+    wrong[3] = (wrong[3]! + 1) & 0xff;
+    expect(reg.cancel((key.processId | FORWARDED_BIT) | 0, wrong)).toBe(false);
     expect(reg.cancel((key.processId | FORWARDED_BIT) | 0, key.secretKey)).toBe(true);
     expect(cancelled).toBe(1);
   });
@@ -57,7 +65,7 @@ describe('one hop', () => {
       const port = (server.address() as net.AddressInfo).port;
       // Replica 2 believes replica 1 lives at its own address (say, through a DNS name validation cannot see through).
       reg = new CancelRegistry(2, [{ id: 1, host: '127.0.0.1', port }]);
-      await forwardCancel({ id: 2, host: '127.0.0.1', port }, keyOf(1), Buffer.alloc(4));
+      await forwardCancel({ id: 2, host: '127.0.0.1', port }, PID, secretOf(1));
       await new Promise((r) => setTimeout(r, 300));
       // The client's request, then the one forward to "replica 1" (itself), which goes no further.
       expect(received).toBe(2);
@@ -70,7 +78,7 @@ describe('limits', () => {
   it('forwards at most the burst, then at the sustained rate', () => {
     let sent = 0;
     const reg = new CancelRegistry(1, [{ id: 2, host: 'b', port: 1 }], { forwardPerSecond: 0.001, forwardBurst: 5, forward: async () => void sent++ });
-    for (let i = 0; i < 1_000; i++) reg.cancel(keyOf(2, i + 1), Buffer.alloc(4));
+    for (let i = 0; i < 1_000; i++) reg.cancel(PID, secretOf(2, i + 1));
     expect(sent).toBe(5);
     expect(reg.stats.rateLimited).toBe(995);
   });
@@ -82,7 +90,7 @@ describe('limits', () => {
       maxForwardsInFlight: 3,
       forward: () => new Promise<void>((r) => pending.push(r)),
     });
-    for (let i = 0; i < 10; i++) reg.cancel(keyOf(2, i + 1), Buffer.alloc(4));
+    for (let i = 0; i < 10; i++) reg.cancel(PID, secretOf(2, i + 1));
     expect(pending).toHaveLength(3);
     expect(reg.stats.rateLimited).toBe(7);
   });
@@ -90,7 +98,7 @@ describe('limits', () => {
   it('the defaults are bounded', () => {
     let sent = 0;
     const reg = new CancelRegistry(1, [{ id: 2, host: 'b', port: 1 }], { forward: async () => void sent++ });
-    for (let i = 0; i < 10_000; i++) reg.cancel(keyOf(2, i + 1), Buffer.alloc(4));
+    for (let i = 0; i < 10_000; i++) reg.cancel(PID, secretOf(2, i + 1));
     expect(sent).toBeLessThanOrEqual(101);
   });
 });

@@ -7,7 +7,7 @@ describe('CancelRegistry per-address limit', () => {
     let cancelled = 0;
     const limited: (string | undefined)[] = [];
     const reg = new CancelRegistry(0, [], { perAddressPerMinute: 3, onAddressLimited: (a) => limited.push(a) });
-    const key = reg.issue({ cancelUpstream: () => cancelled++ });
+    const key = reg.issue({ cancelUpstream: () => cancelled++ }, 1234);
     const wrong = Buffer.from([0, 0, 0, 0]);
     for (let i = 0; i < 3; i++) expect(reg.cancel(key.processId, wrong, '10.0.0.1')).toBe(false);
     expect(reg.cancel(key.processId, key.secretKey, '10.0.0.1')).toBe(false);
@@ -21,7 +21,7 @@ describe('CancelRegistry per-address limit', () => {
   it('cancels marked as forwarded by a peer have their own, larger bucket', () => {
     let cancelled = 0;
     const reg = new CancelRegistry(0, [], { perAddressPerMinute: 2, forwardPerSecond: 50, forwardBurst: 100 });
-    const key = reg.issue({ cancelUpstream: () => cancelled++ });
+    const key = reg.issue({ cancelUpstream: () => cancelled++ }, 1234);
     const wrong = Buffer.from([0, 0, 0, 0]);
     for (let i = 0; i < 2; i++) reg.cancel(key.processId, wrong, '10.0.0.9');
     expect(reg.cancel(key.processId, key.secretKey, '10.0.0.9')).toBe(false);
@@ -33,7 +33,7 @@ describe('CancelRegistry per-address limit', () => {
 
   it('without a rate (0 or absent) nothing is limited', () => {
     const reg = new CancelRegistry(0, []);
-    const key = reg.issue({ cancelUpstream: () => {} });
+    const key = reg.issue({ cancelUpstream: () => {} }, 1234);
     for (let i = 0; i < 500; i++) reg.cancel(key.processId, key.secretKey, '10.0.0.1');
     expect(reg.stats.addressLimited).toBe(0);
   });

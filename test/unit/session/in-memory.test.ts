@@ -197,10 +197,11 @@ describe('in-memory session: startup and token verification', () => {
     expect(Buffer.concat(after.slice(0, 4).map((m) => m.raw))).toEqual(
       Buffer.concat([typed('R', new Bytes().i32(0)), ...b.parameters.map(([k, v]) => typed('S', new Bytes().cstr(k).cstr(v)))]),
     );
-    // The client gets pgwarden's key, never the upstream backend's (a cancel must come through pgwarden).
+    // The client gets the upstream backend's pid with pgwarden's own secret, never the upstream's (a cancel must come through pgwarden).
     const key = after[4]?.body;
     expect(key?.length).toBe(8);
-    expect(key?.readInt32BE(0)).not.toBe(b.processId);
+    expect(key?.readInt32BE(0)).toBe(b.processId);
+    expect(key?.subarray(4).equals(b.secretKey)).toBe(false);
     expect(after[5]?.raw).toEqual(ready('I'));
     expect(h.session.identity?.sub).toBe('alice');
   });

@@ -1,0 +1,136 @@
+// BackendKeyData carries the upstream backend's pid (pg_backend_pid(), pg_stat_activity, pg_terminate_backend agree with it) and pgwarden's own secret: cancel works and stays isolated.
+import pg from 'pg';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectPg, pgError, sendCancel, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { until } from '../helpers/until.ts';
+
+let tp: TestProxy;
+let su: pg.Client;
+beforeAll(async () => {
+  tp = await startTestProxy();
+  su = await superClient();
+});
+afterAll(async () => {
+  await su?.end();
+  await tp?.close();
+});
+
+type Keyed = pg.Client & { processID: number; secretKey: number };
+
+async function keyed(): Promise<Keyed> {
+  const c = (await connectPg(tp)) as Keyed;
+  c.on('error', () => {});
+  return c;
+}
+
+// Slow enough to still be running when the cancel arrives; the role's statementTimeout (5 s) bounds it regardless.
+const SLOW_SQL = 'SELECT count(*) FROM orders a, orders b, orders c, orders d';
+
+/** Waits until the upstream backend `pid` is running a statement. */
+async function running(pid: number): Promise<void> {
+  await until(async () => (await su.query(`SELECT state FROM pg_stat_activity WHERE pid = $1`, [pid])).rows[0]?.state === 'active', 5_000);
+}
+
+describe('the reported backend pid is the server\'s', () => {
+  it('pg: BackendKeyData pid = pg_backend_pid(), and pg_stat_activity shows this session under it', async () => {
+    const c = await keyed();
+    try {
+      const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+      expect(c.processID).toBe(pid);
+      const a = await su.query('SELECT application_name, usename FROM pg_stat_activity WHERE pid = $1', [pid]);
+      expect(a.rows[0]).toEqual({ application_name: 'pgwarden:alice/test-agent', usename: 'pgwarden' });
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('postgres.js: pg_backend_pid() names this very session in pg_stat_activity', async () => {
+    const sql = postgres({ host: '127.0.0.1', port: tp.proxy.port, user: 'alice', database: 'app', pass: await tp.token(), max: 1, onnotice: () => {} });
+    try {
+      const [{ pid }] = (await sql`SELECT pg_backend_pid() AS pid`) as unknown as [{ pid: number }];
+      const a = await su.query('SELECT application_name FROM pg_stat_activity WHERE pid = $1', [pid]);
+      // postgres.js sends application_name 'postgres.js' at startup.
+      expect(a.rows[0]?.application_name).toBe('pgwarden:alice/test-agent postgres.js');
+    } finally {
+      await sql.end({ timeout: 2 });
+    }
+  });
+
+  it('pg_terminate_backend(reported pid) by an operator ends the session as it would directly (57P01)', async () => {
+    const c = await keyed();
+    const errors: { code?: string }[] = [];
+    c.removeAllListeners('error');
+    c.on('error', (e) => errors.push(e as { code?: string }));
+    const ended = new Promise<void>((r) => c.once('end', () => r()));
+    const r = await su.query('SELECT pg_terminate_backend($1) AS ok', [c.processID]);
+    expect(r.rows[0].ok).toBe(true);
+    await ended;
+    expect(errors.map((e) => e.code)).toContain('57P01');
+    const left = await su.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1', [c.processID]);
+    expect(left.rows[0].n).toBe(0);
+  });
+
+  it('pg_terminate_backend(pg_backend_pid()) from inside the session stays refused by pgwarden (42501), as every pg_terminate_backend call is', async () => {
+    const c = await keyed();
+    try {
+      const err = await pgError(() => c.query('SELECT pg_terminate_backend(pg_backend_pid())'));
+      expect(err.code).toBe('42501');
+      expect((await c.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+    } finally {
+      await c.end();
+    }
+  });
+});
+
+describe('cancel still works and is still isolated', () => {
+  it('the client\'s own key (server pid, pgwarden secret) cancels its running statement (57014)', async () => {
+    const c = await keyed();
+    try {
+      const q = c.query(SLOW_SQL);
+      await running(c.processID);
+      await sendCancel(tp.proxy.port, c.processID, c.secretKey);
+      expect((await pgError(() => q)).code).toBe('57014');
+      expect((await c.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('a client that knows another session\'s pid cannot cancel it: not with its own secret, a guessed one, or the server\'s own key sent to pgwarden', async () => {
+    const victim = await keyed();
+    const attacker = await keyed();
+    try {
+      const q = victim.query(SLOW_SQL);
+      await running(victim.processID);
+      await sendCancel(tp.proxy.port, victim.processID, attacker.secretKey);
+      await sendCancel(tp.proxy.port, victim.processID, victim.secretKey ^ 1);
+      await sendCancel(tp.proxy.port, victim.processID, 0);
+      await sendCancel(tp.proxy.port, attacker.processID, victim.secretKey);
+      // Still running after all of them: give the proxy time to have acted on each.
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await su.query(`SELECT state FROM pg_stat_activity WHERE pid = $1`, [victim.processID])).rows[0]?.state).toBe('active');
+      // Then the right key ends it: the statement really was cancellable.
+      await sendCancel(tp.proxy.port, victim.processID, victim.secretKey);
+      expect((await pgError(() => q)).code).toBe('57014');
+    } finally {
+      await victim.end();
+      await attacker.end();
+    }
+  });
+
+  it('a cancel for a session that has ended does nothing to the session that reuses nothing of it', async () => {
+    const a = await keyed();
+    const old = { pid: a.processID, secret: a.secretKey };
+    await a.end();
+    const b = await keyed();
+    try {
+      const q = b.query('SELECT count(*)::int AS n FROM orders a, orders b');
+      await sendCancel(tp.proxy.port, old.pid, old.secret);
+      await sendCancel(tp.proxy.port, b.processID, old.secret);
+      await expect(q).resolves.toBeDefined();
+    } finally {
+      await b.end();
+    }
+  });
+});
