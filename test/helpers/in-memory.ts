@@ -262,12 +262,23 @@ export class FakeBackend {
   }
 
   private run(sql: string, out: Buffer[], withDescription: boolean): boolean {
+    if (this.txStatus === 'E' && sql !== 'COMMIT' && sql !== 'ROLLBACK') {
+      out.push(encodeErrorResponse({ severity: 'ERROR', sqlstate: '25P02', message: 'current transaction is aborted, commands ignored until end of transaction block' }));
+      return false;
+    }
+    if (this.txStatus === 'E') {
+      // COMMIT of a failed transaction rolls it back, and says so in its tag.
+      out.push(encodeCommandComplete('ROLLBACK'));
+      this.txStatus = 'I';
+      return true;
+    }
     const r = this.results.get(sql);
     if (r === undefined) {
       out.push(encodeErrorResponse({ severity: 'ERROR', sqlstate: '42601', message: `syntax error at or near "${sql.split(' ')[0] ?? ''}"`, position: 1 }));
       return false;
     }
-    if (withDescription) out.push(rowDescription(r.columns));
+    // A command without columns (BEGIN, COMMIT, INSERT, …) sends no RowDescription.
+    if (withDescription && r.columns.length > 0) out.push(rowDescription(r.columns));
     let sent = 0;
     for (const row of r.rows) {
       if (r.dieAfterRows !== undefined && sent === r.dieAfterRows) {

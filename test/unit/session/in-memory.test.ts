@@ -281,6 +281,39 @@ describe('in-memory session: statements', () => {
     expect(h.session.isClosed).toBe(false);
   });
 
+  it('refuses a query text of several statements whole when one is denied: none of them reaches upstream', async () => {
+    const h = start();
+    const n = await login(h);
+    const sql = `${SELECT_ORDERS}; DELETE FROM orders`;
+    h.client.write(query(sql));
+    await h.got.typeAfter('Z', n);
+    const d = denial(sql, 'simple');
+    expect(h.upstream.backends[0]?.received.map((m) => m.raw)).toEqual([query(SENTINEL_SQL)]);
+    expect(h.got.bytes(n)).toEqual(Buffer.concat([errorResponse('ERROR', '42501', d.message, d.detail, d.hint), ready('I')]));
+  });
+
+  it('a refusal inside a transaction block fails the upstream transaction, so a later COMMIT commits nothing', async () => {
+    const h = start();
+    const n = await login(h);
+    const b = h.upstream.backends[0];
+    if (b === undefined) throw new Error('no upstream connection');
+    b.results.set('BEGIN', { columns: [], rows: [], tag: 'BEGIN' });
+    h.client.write(query('BEGIN'));
+    await h.got.typeAfter('Z', n);
+    expect(h.got.bytes(n)).toEqual(Buffer.concat([complete('BEGIN'), ready('T')]));
+    const m = h.got.messages.length;
+    h.client.write(query('DELETE FROM orders'));
+    await h.got.typeAfter('Z', m);
+    const d = denial('DELETE FROM orders', 'simple');
+    // The sentinel failed the transaction upstream, as the refused statement would have; the client is told so.
+    expect(h.got.bytes(m)).toEqual(Buffer.concat([errorResponse('ERROR', '42501', d.message, d.detail, d.hint), ready('E')]));
+    const k = h.got.messages.length;
+    h.client.write(query('COMMIT'));
+    await h.got.typeAfter('Z', k);
+    expect(h.got.bytes(k)).toEqual(Buffer.concat([complete('ROLLBACK'), ready('I')]));
+    expect(b.received.map((x) => x.raw)).toEqual([query('BEGIN'), query(SENTINEL_SQL), query('COMMIT')]);
+  });
+
   it('a refused Parse in a pipeline: responses before it arrive first, then 42501, then nothing until Sync; the next batch runs', async () => {
     const h = start();
     const n = await login(h);
