@@ -1,0 +1,29 @@
+// The one list of compatibility checks that fail through pgwarden today, each with the issue 13 item whose fix makes it pass.
+import { test } from 'vitest';
+
+export type Driver = 'pg' | 'postgres.js' | 'psycopg' | 'pgjdbc';
+
+/**
+ * check name → why it fails through pgwarden (never directly). A listed check runs as `test.fails` for the
+ * proxied target, so when a fix lands the check passes, its `test.fails` fails, and the entry must be removed:
+ * this list can only shrink as the fixes land, never silently hide a regression.
+ */
+export const EXPECTED_PROXIED_FAILURES: Record<Driver, Record<string, string>> = {
+  pg: {
+    'backend pid is the server process id': 'item 5: BackendKeyData carries pgwarden\'s pid, not the server\'s',
+    'SET application_name': 'item 1: SET application_name is refused (42501)',
+    'startup statement_timeout and options': 'item 3: startup parameters are refused where the same SET is allowed (FATAL 0A000)',
+    'syntax error is 42601 with its position': 'item 4: a syntax error comes back as 42501',
+    'unknown table is 42P01': 'item 4: an unknown table comes back as 42501',
+    'LISTEN / NOTIFY': 'item 2: LISTEN/NOTIFY is refused whatever the policy says',
+    'temporary table': 'item 2: CREATE TEMP TABLE is refused whatever the policy says',
+  },
+  'postgres.js': {},
+  psycopg: {},
+  pgjdbc: {},
+};
+
+/** `test` for a check expected to pass on this target, `test.fails` for one listed above (proxied only). */
+export function checkTest(driver: Driver, target: 'direct' | 'proxied', name: string): typeof test | typeof test.fails {
+  return target === 'proxied' && name in EXPECTED_PROXIED_FAILURES[driver] ? test.fails : test;
+}

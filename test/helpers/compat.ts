@@ -1,0 +1,225 @@
+// The compatibility suite's two targets: PostgreSQL directly (pgwarden's own upstream login) and pgwarden with a permissive role on a schema of its own.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync, execFile } from 'node:child_process';
+import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER } from '../../proxy/embedded/sample.ts';
+import { startTestProxy, superClient, testPg, type TestProxy } from './proxy.ts';
+
+/** Where a driver connects: the same database, either straight to Postgres or through pgwarden. */
+export interface CompatTarget {
+  name: 'direct' | 'proxied';
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  database: string;
+  /** The suite's schema: every name the checks use is qualified with it, so search_path cannot differ. */
+  schema: string;
+}
+
+export interface CompatEnv {
+  schema: string;
+  proxy: TestProxy;
+  direct: CompatTarget;
+  proxied: CompatTarget;
+  /** Both targets, in the order describe.each runs them. */
+  targets: CompatTarget[];
+  close(): Promise<void>;
+}
+
+/**
+ * The role the issue measured with (issue 13): read-write, every write kind on the suite's schema, catalog
+ * introspection, the schema's functions callable. Keys that later fixes add (scoped DDL, LISTEN/NOTIFY) are not
+ * here yet; their checks are listed in test/compat/expected-failures.ts.
+ */
+export function compatPolicy(schema: string): string {
+  return `roles:
+  compat:
+    readOnly: false
+    relations: [public.*, ${schema}.*]
+    write:
+      statements: [insert, update, delete, merge, truncate, copy_from]
+      relations: [${schema}.*]
+    functions: { allow: [${schema}.add_one, ${schema}.add_out] }
+    catalog: introspection
+`;
+}
+
+/** Fixture tables every driver's checks use, created by the superuser and granted (not owned) to the upstream login. */
+function schemaSql(schema: string): string {
+  const u = SAMPLE_UPSTREAM_USER;
+  return `
+DROP SCHEMA IF EXISTS ${schema} CASCADE;
+CREATE SCHEMA ${schema};
+CREATE TABLE ${schema}.items (
+  id serial PRIMARY KEY, name text NOT NULL, qty int, price numeric(12,2), tags text[], meta jsonb, at timestamptz
+);
+CREATE TABLE ${schema}.kv (k text PRIMARY KEY, v text);
+CREATE TABLE ${schema}.copy_t (id int NOT NULL, t text, b bytea);
+CREATE TABLE ${schema}.wide (id int PRIMARY KEY, body text);
+INSERT INTO ${schema}.kv SELECT 'k' || g, 'v' || g FROM generate_series(1, 100) g;
+CREATE FUNCTION ${schema}.add_one(i int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT i + 1';
+CREATE FUNCTION ${schema}.add_out(i int, OUT j int, OUT k text) LANGUAGE sql IMMUTABLE AS 'SELECT i + 1, ''x'' || i';
+GRANT USAGE ON SCHEMA ${schema} TO ${u};
+GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA ${schema} TO ${u};
+GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA ${schema} TO ${u};
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} TO ${u};
+`;
+}
+
+/**
+ * Creates the schema `compat_<name>` (one per test file: files run in parallel) and starts pgwarden with the
+ * permissive role. maxMessageSize is raised to 8MB, as a deployment whose clients bind 1 MiB values would set it
+ * (the default 1MB would refuse such a Bind with 08P01 before it reaches the policy).
+ */
+export async function startCompat(name: string): Promise<CompatEnv> {
+  const schema = `compat_${name}`;
+  const su = await superClient();
+  try {
+    await su.query(schemaSql(schema));
+  } finally {
+    await su.end();
+  }
+  const proxy = await startTestProxy({ policy: compatPolicy(schema), limits: { maxMessageSize: 8 * 1024 * 1024 } });
+  const info = testPg();
+  const direct: CompatTarget = {
+    name: 'direct',
+    host: info.host,
+    port: info.port,
+    user: SAMPLE_UPSTREAM_USER,
+    password: info.upstreamPassword,
+    database: SAMPLE_DATABASE,
+    schema,
+  };
+  // A token long enough for the slowest driver run (the JVM compiles and starts within it).
+  const token = await proxy.token({ role: 'compat', sub: 'compat' }, 10 * 60_000);
+  const proxied: CompatTarget = {
+    name: 'proxied',
+    host: '127.0.0.1',
+    port: proxy.proxy.port,
+    user: 'compat',
+    password: token,
+    database: SAMPLE_DATABASE,
+    schema,
+  };
+  return {
+    schema,
+    proxy,
+    direct,
+    proxied,
+    targets: [direct, proxied],
+    async close() {
+      await proxy.close();
+      const c = await superClient();
+      try {
+        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
+}
+
+/** Empties the schema's tables between the direct and the proxied run, so each starts from the same rows. */
+export async function resetCompatTables(schema: string): Promise<void> {
+  const c = await superClient();
+  try {
+    await c.query(`TRUNCATE ${schema}.items, ${schema}.copy_t, ${schema}.wide RESTART IDENTITY`);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Whether an executable is on PATH or at an absolute path. */
+export function hasTool(cmd: string): boolean {
+  try {
+    execFileSync(cmd, ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** One check's outcome as an out-of-process driver program (Python, Java) reports it. */
+export interface CheckResult {
+  name: string;
+  ok: boolean;
+  /** What went wrong: the driver's exception class, SQLSTATE and message. */
+  error?: string;
+}
+
+/**
+ * Runs a driver program that prints one JSON line per check ({name, ok, error}) and returns them by name.
+ * The program's pid is the child's; execFile kills it on timeout, so it is stopped also when it hangs.
+ */
+export function runCheckProgram(cmd: string, args: string[], env: Record<string, string>, timeoutMs: number): Promise<Map<string, CheckResult>> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      const results = new Map<string, CheckResult>();
+      for (const line of stdout.split('\n')) {
+        if (!line.startsWith('{')) continue;
+        const r = JSON.parse(line) as CheckResult;
+        results.set(r.name, r);
+      }
+      if (err && results.size === 0) reject(new Error(`${cmd} failed: ${err.message}\n${stderr}`));
+      else resolve(results);
+    });
+  });
+}
+
+/** The environment a driver program reads its target from. */
+export function targetEnv(t: CompatTarget): Record<string, string> {
+  return {
+    COMPAT_HOST: t.host,
+    COMPAT_PORT: String(t.port),
+    COMPAT_USER: t.user,
+    COMPAT_PASSWORD: t.password,
+    COMPAT_DATABASE: t.database,
+    COMPAT_SCHEMA: t.schema,
+    COMPAT_TARGET: t.name,
+  };
+}
+
+/** A temporary directory removed by the returned function (for javac's classes). */
+export function tempDir(prefix: string): { dir: string; remove(): void } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * Holds a row lock on kv 'k100' from a superuser session until the returned function is called, so a driver's
+ * `UPDATE … WHERE k = 'k100'` waits without using CPU: what cancel and timeout checks interrupt (pg_sleep is
+ * refused by pgwarden's built-in function policy whatever the role says, so it cannot be the waiting statement).
+ */
+export async function holdKvLock(schema: string): Promise<() => Promise<void>> {
+  const c = await superClient();
+  await c.query('BEGIN');
+  await c.query(`SELECT * FROM ${schema}.kv WHERE k = 'k100' FOR UPDATE`);
+  return async () => {
+    await c.query('ROLLBACK').catch(() => {});
+    await c.end();
+  };
+}
+
+/** The statement that waits on holdKvLock's lock. */
+export const blockedUpdate = (schema: string): string => `UPDATE ${schema}.kv SET v = v WHERE k = 'k100'`;
+
+/** Resolves once some session waits on a lock in `schema` (the driver's blocked statement has reached the server). */
+export async function waitForLockWait(schema: string, timeoutMs = 5_000): Promise<void> {
+  const c = await superClient();
+  try {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await c.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1`,
+        [`%${schema}.kv%`],
+      );
+      if (r.rows[0].n > 0) return;
+      if (Date.now() > deadline) throw new Error(`no statement waited on the lock in ${schema} within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    await c.end();
+  }
+}
