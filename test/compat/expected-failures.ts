@@ -18,7 +18,12 @@ export const EXPECTED_PROXIED_FAILURES: Record<Driver, Record<string, string>> =
     'LISTEN / NOTIFY': 'item 2: LISTEN/NOTIFY is refused whatever the policy says',
     'temporary table': 'item 2: CREATE TEMP TABLE is refused whatever the policy says',
   },
-  'postgres.js': {},
+  'postgres.js': {
+    'syntax error is 42601 with its position': 'item 4: a syntax error comes back as 42501',
+    'unknown table is 42P01': 'item 4: an unknown table comes back as 42501',
+    'LISTEN / NOTIFY': 'item 2: LISTEN/NOTIFY is refused whatever the policy says',
+    'temporary table': 'item 2: CREATE TEMP TABLE is refused whatever the policy says',
+  },
   psycopg: {},
   pgjdbc: {},
 };
