@@ -24,7 +24,15 @@ export const EXPECTED_PROXIED_FAILURES: Record<Driver, Record<string, string>> =
     'LISTEN / NOTIFY': 'item 2: LISTEN/NOTIFY is refused whatever the policy says',
     'temporary table': 'item 2: CREATE TEMP TABLE is refused whatever the policy says',
   },
-  psycopg: {},
+  psycopg: {
+    backend_pid: 'item 5: BackendKeyData carries pgwarden\'s pid, not the server\'s',
+    startup_options: 'item 3: the options startup parameter is refused (FATAL) where the same SET is allowed',
+    prepared_statements_view: 'not an issue 13 item: pg_catalog.pg_prepared_statements is not among catalog: introspection\'s relations (psycopg\'s own prepare tests read it)',
+    syntax_error_class: 'item 4: a syntax error comes back as 42501, so psycopg raises InsufficientPrivilege, not SyntaxError',
+    undefined_table_class: 'item 4: an unknown table comes back as 42501, not UndefinedTable',
+    listen_notify: 'item 2: LISTEN/NOTIFY is refused whatever the policy says',
+    temp_table: 'item 2: CREATE TEMP TABLE is refused whatever the policy says',
+  },
   pgjdbc: {},
 };
 

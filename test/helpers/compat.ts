@@ -149,12 +149,19 @@ export interface CheckResult {
   error?: string;
 }
 
+/** What a driver program reported: its checks by name, and how it ended (for checks it never reported). */
+export interface CheckRun {
+  results: Map<string, CheckResult>;
+  /** Exit status, timeout or spawn error, and the tail of stderr; empty when it exited 0. */
+  ending: string;
+}
+
 /**
  * Runs a driver program that prints one JSON line per check ({name, ok, error}) and returns them by name.
- * The program's pid is the child's; execFile kills it on timeout, so it is stopped also when it hangs.
+ * execFile kills the child (by its pid) on timeout, so a hung driver is stopped and its unfinished checks fail.
  */
-export function runCheckProgram(cmd: string, args: string[], env: Record<string, string>, timeoutMs: number): Promise<Map<string, CheckResult>> {
-  return new Promise((resolve, reject) => {
+export function runCheckProgram(cmd: string, args: string[], env: Record<string, string>, timeoutMs: number): Promise<CheckRun> {
+  return new Promise((resolve) => {
     execFile(cmd, args, { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
       const results = new Map<string, CheckResult>();
       for (const line of stdout.split('\n')) {
@@ -162,8 +169,8 @@ export function runCheckProgram(cmd: string, args: string[], env: Record<string,
         const r = JSON.parse(line) as CheckResult;
         results.set(r.name, r);
       }
-      if (err && results.size === 0) reject(new Error(`${cmd} failed: ${err.message}\n${stderr}`));
-      else resolve(results);
+      const ending = err ? `${err.killed ? `killed after ${timeoutMs} ms` : err.message.split('\n')[0]}; stderr: ${stderr.slice(-1500)}` : '';
+      resolve({ results, ending });
     });
   });
 }
