@@ -1,4 +1,4 @@
-// Test projects: `fast` needs no database (unit and property tests); `db` starts one real Postgres for the run (integration, security, regressions).
+// Test projects: `fast` needs no database (unit and property tests); `db` starts one real Postgres for the run (integration, security, regressions, compat).
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -24,7 +24,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'db',
-          include: ['test/integration/**/*.test.ts', 'test/security/**/*.test.ts', 'test/regressions/**/*.test.ts'],
+          include: ['test/integration/**/*.test.ts', 'test/security/**/*.test.ts', 'test/regressions/**/*.test.ts', 'test/compat/**/*.test.ts'],
           globalSetup: ['./test/helpers/global-setup.ts'],
         },
       },

@@ -111,7 +111,7 @@ public class JdbcChecks {
       try (Connection c = connect()) {
         c.setClientInfo("ApplicationName", "compat-jdbc");
         String app = (String) one(c, "SHOW application_name");
-        if (!app.contains("compat-jdbc")) throw new AssertionError("application_name " + app);
+        if (!app.endsWith("compat-jdbc")) throw new AssertionError("application_name " + app);
       }
     });
 

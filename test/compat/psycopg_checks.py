@@ -88,7 +88,7 @@ def connect_and_info():
         if not c.info.server_version >= 150000:
             raise AssertionError(f"server_version {c.info.server_version}")
         app = c.execute("SHOW application_name").fetchone()[0]
-        if "compat-psycopg" not in app:
+        if not app.endswith("compat-psycopg"):
             raise AssertionError(f"application_name {app!r}")
 
 
