@@ -108,7 +108,7 @@ afterEach(() => {
 });
 
 /** A Session on one end of an in-memory pair; the test writes to and reads from the other end. */
-function start(address = '127.0.0.1'): Harness {
+function start(address = '127.0.0.1', cancels = new CancelRegistry()): Harness {
   const [client, server] = duplexPair();
   // A Duplex has no address; the session reads it to apply allowCleartext: 'loopback'.
   Object.assign(server, { remoteAddress: address });
@@ -120,7 +120,7 @@ function start(address = '127.0.0.1'): Harness {
     config,
     verifier,
     gate,
-    cancels: new CancelRegistry(),
+    cancels,
     log: pino({ level: 'silent' }),
     tlsContext: undefined,
     upstream,
@@ -359,6 +359,40 @@ describe('in-memory session: statements', () => {
       ['V', 'ERROR'],
       ['C', '42501'],
     ]);
+  });
+});
+
+describe('in-memory session: cancel', () => {
+  /** A CancelRequest for the key the client was given (BackendKeyData's pid and secret), secret bytes optionally changed. */
+  function cancelRequest(key: Buffer, flip = false): Buffer {
+    const secret = Buffer.from(key.subarray(4));
+    if (flip) secret[0] = (secret[0] ?? 0) ^ 0xff;
+    return new Bytes().i32(16).i32(80877102).raw(key.subarray(0, 4)).raw(secret).build();
+  }
+
+  it('a CancelRequest with the session\'s key reaches the upstream through the connector, with the backend\'s own key; a wrong secret does not', async () => {
+    const cancels = new CancelRegistry();
+    const h = start('127.0.0.1', cancels);
+    const n = await login(h);
+    const key = h.got.messages[n - 2]?.body;
+    if (key === undefined || h.got.messages[n - 2]?.type !== 'K') throw new Error('no BackendKeyData');
+
+    const wrong = start('127.0.0.1', cancels);
+    wrong.client.write(cancelRequest(key, true));
+    await wrong.got.endOfStream();
+    expect(wrong.got.messages).toEqual([]);
+    expect(h.upstream.cancels).toEqual([]);
+
+    const right = start('127.0.0.1', cancels);
+    right.client.write(cancelRequest(key));
+    // PostgreSQL answers a CancelRequest with nothing but closing the connection.
+    await right.got.endOfStream();
+    expect(right.got.messages).toEqual([]);
+    const b = h.upstream.backends[0];
+    expect(h.upstream.cancels).toEqual([{ processId: b?.processId, secretKey: b?.secretKey }]);
+    // The cancel connections never logged in, so they opened nothing upstream.
+    expect([wrong.upstream.backends, right.upstream.backends]).toEqual([[], []]);
+    expect(h.session.isClosed).toBe(false);
   });
 });
 
