@@ -10,7 +10,6 @@ export type Driver = 'pg' | 'postgres.js' | 'psycopg' | 'pgjdbc';
  */
 export const EXPECTED_PROXIED_FAILURES: Record<Driver, Record<string, string>> = {
   pg: {
-    'backend pid is the server process id': 'item 5: BackendKeyData carries pgwarden\'s pid, not the server\'s',
     'startup statement_timeout and options': 'item 3: startup parameters are refused where the same SET is allowed (FATAL 0A000)',
     'syntax error is 42601 with its position': 'item 4: a syntax error comes back as 42501',
     'unknown table is 42P01': 'item 4: an unknown table comes back as 42501',
@@ -24,7 +23,6 @@ export const EXPECTED_PROXIED_FAILURES: Record<Driver, Record<string, string>> =
     'temporary table': 'item 2: CREATE TEMP TABLE is refused whatever the policy says',
   },
   psycopg: {
-    backend_pid: 'item 5: BackendKeyData carries pgwarden\'s pid, not the server\'s',
     startup_options: 'item 3: the options startup parameter is refused (FATAL) where the same SET is allowed',
     prepared_statements_view: 'not an issue 13 item: pg_catalog.pg_prepared_statements is not among catalog: introspection\'s relations (psycopg\'s own prepare tests read it)',
     syntax_error_class: 'item 4: a syntax error comes back as 42501, so psycopg raises InsufficientPrivilege, not SyntaxError',
@@ -36,7 +34,6 @@ export const EXPECTED_PROXIED_FAILURES: Record<Driver, Record<string, string>> =
     'SQLState 42601 for a syntax error': 'item 4: a syntax error comes back as 42501',
     'SQLState 42P01 for an unknown table': 'item 4: an unknown table comes back as 42501',
     'LISTEN / NOTIFY': 'item 2: LISTEN/NOTIFY is refused whatever the policy says',
-    'backend pid': 'item 5: BackendKeyData carries pgwarden\'s pid, not the server\'s',
     'temporary table': 'item 2: CREATE TEMP TABLE is refused whatever the policy says',
   },
 };
