@@ -1,5 +1,5 @@
 // Text output of the `pgwarden policy …` commands, as pure functions the CLI prints (no process.exit, no logging).
-import { compilePolicy, formatIssue, loadPolicyFile, quoteIdent } from './load.ts';
+import { compilePolicy, formatIssue, loadPolicyFile, policyWarnings, quoteIdent } from './load.ts';
 import { holdCursorLimit } from './evaluate.ts';
 import { idleInTransactionTimeoutMs } from './settings.ts';
 import type { RelationPattern, RoleBudget, RolePolicy } from './types.ts';
@@ -27,6 +27,15 @@ export function describeRole(r: RolePolicy): string[] {
   if (r.functions.allow.size > 0) lines.push(`  functions allowed: ${[...r.functions.allow].join(', ')}`);
   if (r.functions.deny.size > 0) lines.push(`  functions denied: ${[...r.functions.deny].join(', ')}`);
   if (r.settings.size > 0) lines.push(`  extra settings: ${[...r.settings].join(', ')}`);
+  if (r.ddl !== undefined) lines.push(`  ddl: ${r.ddl.kinds.join(', ')} on ${[...r.ddl.schemas.map((s) => `${quoteIdent(s)}.*`), ...(r.ddl.temporary ? ['temporary objects'] : [])].join(', ')}`);
+  const utility = [
+    ...(r.maintenance ?? []).map((m) => m.toUpperCase()),
+    ...(r.lock === true ? ['LOCK'] : []),
+    ...(r.do === true ? ['DO (unrestricted)'] : []),
+  ];
+  if (utility.length > 0) lines.push(`  also: ${utility.join(', ')}`);
+  const ch = (ps: readonly { name: string; prefix: boolean }[]) => ps.map((p) => `${p.name === '' ? '' : quoteIdent(p.name)}${p.prefix ? '*' : ''}`).join(', ');
+  if (r.channels !== undefined) lines.push(`  channels: listen ${ch(r.channels.listen) || '(none)'}; notify ${ch(r.channels.notify) || '(none)'}`);
   const limits = [
     r.maxRows === undefined ? 'no row cap' : `maxRows ${r.maxRows} (${r.onRowCap})`,
     r.statementTimeout === undefined ? 'no statement timeout' : `statementTimeout ${durationText(r.statementTimeout)}`,
@@ -63,5 +72,6 @@ export async function policyCheck(file: string): Promise<{ ok: boolean; output: 
   const n = policy.roles.size;
   const lines = [`${file}: OK, ${n} role${n === 1 ? '' : 's'} (sha256 ${policy.digest.slice(0, 12)})`];
   for (const role of policy.roles.values()) lines.push(...describeRole(role).map((l) => '  ' + l));
+  for (const w of policyWarnings(policy)) lines.push(`warning: ${w}`);
   return { ok: true, output: lines.join('\n') + '\n' };
 }

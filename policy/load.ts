@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
-import type { CompiledPolicy, Millis, RelationPattern, RoleBudget, RolePolicy, WriteKind } from './types.ts';
+import type { ChannelPattern, CompiledPolicy, DdlKind, MaintenanceKind, Millis, RelationPattern, RoleBudget, RolePolicy, WriteKind } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The file format (kept in step with policy/schema.json by test/unit/policy/load.test.ts)
@@ -13,6 +13,21 @@ export const WRITE_KINDS = ['insert', 'update', 'delete', 'merge', 'truncate', '
 // Fails to compile if types.ts grows a WriteKind the file format cannot name.
 const writeKindsAreComplete: Exclude<WriteKind, (typeof WRITE_KINDS)[number]> extends never ? true : never = true;
 void writeKindsAreComplete;
+
+/** Scoped DDL kinds (docs/policy.md, "Scoped DDL"). */
+export const DDL_KINDS = [
+  'create_table', 'create_index', 'create_view', 'create_materialized_view', 'create_sequence', 'alter_table', 'drop', 'comment',
+] as const satisfies readonly DdlKind[];
+const ddlKindsAreComplete: Exclude<DdlKind, (typeof DDL_KINDS)[number]> extends never ? true : never = true;
+void ddlKindsAreComplete;
+export const DDL_KEYS = ['kinds', 'schemas', 'temporary'] as const;
+export const MAINTENANCE_KINDS = ['analyze', 'vacuum'] as const satisfies readonly MaintenanceKind[];
+export const CHANNELS_KEYS = ['listen', 'notify'] as const;
+/**
+ * Schemas no policy can open to DDL: the system catalogs and their TOAST, the SQL-standard views, and the
+ * per-session temporary schemas (temporary objects have their own switch, ddl.temporary).
+ */
+export const DDL_FORBIDDEN_SCHEMAS = /^(pg_catalog|information_schema|pg_toast|pg_temp|pg_temp_\d+|pg_toast_temp_\d+)$/;
 
 export const MODES = ['enforce', 'shadow'] as const;
 export const CATALOG_MODES = ['none', 'introspection'] as const;
@@ -40,6 +55,16 @@ export interface RoleDoc {
   budget?: BudgetDoc;
   dbRole?: string;
   searchPath?: string[];
+  /** Scoped DDL: `{ kinds: [create_table, …], schemas: [app_scratch], temporary: true }`. Read-write roles only. */
+  ddl?: { kinds: DdlKind[]; schemas?: string[]; temporary?: boolean };
+  /** ANALYZE / VACUUM on relations the role may write. Read-write roles only. */
+  maintenance?: MaintenanceKind[];
+  /** LOCK: any mode on writable relations, ACCESS SHARE on readable ones. */
+  lock?: boolean;
+  /** LISTEN / NOTIFY channels: exact names or prefixes (`jobs_*`). notify: read-write roles only. */
+  channels?: { listen?: string[]; notify?: string[] };
+  /** DO blocks, a full escape from statement-level policy (warned about at every load). Read-write roles only. */
+  do?: boolean;
 }
 
 /** A role's budget as written: every limit optional; bytesPerMinute a number or a size such as "512MB". */
@@ -81,6 +106,11 @@ export const ROLE_KEYS = [
   'budget',
   'dbRole',
   'searchPath',
+  'ddl',
+  'maintenance',
+  'lock',
+  'channels',
+  'do',
 ] as const satisfies readonly (keyof RoleDoc)[];
 export const WRITE_KEYS = ['statements', 'relations'] as const;
 
@@ -251,6 +281,16 @@ export function parseIdentifier(text: string): { ok: true; name: string } | { ok
   return { ok: true, name: only.value };
 }
 
+/** A channel name as LISTEN would fold it, or a prefix ending in `*` (`jobs_*`; `*` alone is every channel). */
+export function parseChannelPattern(text: string): { ok: true; pattern: ChannelPattern } | { ok: false; message: string } {
+  const prefix = text.endsWith('*');
+  const head = prefix ? text.slice(0, -1) : text;
+  if (prefix && head === '') return { ok: true, pattern: { name: '', prefix: true } };
+  const r = parseIdentifier(head);
+  if (!r.ok) return { ok: false, message: `${r.message} (a channel is a name, optionally ending in * for a prefix: jobs_*)` };
+  return { ok: true, pattern: { name: r.name, prefix } };
+}
+
 /** "5s", "250ms", "2m", "1h" or a number of seconds → milliseconds (rounded), or a message. */
 export function parseDurationMs(v: unknown): { ok: true; ms: Millis } | { ok: false; message: string } {
   let ms: number;
@@ -336,6 +376,16 @@ class Validator {
       const hint = near && near.d <= 2 ? ` (did you mean "${near.a}"?)` : ` (expected one of: ${allowed.join(', ')})`;
       this.add([...segs, k], `unknown key${hint}`);
     }
+  }
+
+  /** A message for a value outside `values`, with the nearest one when it looks like a typo. */
+  static notOneOf(v: string, values: readonly string[]): string {
+    const near = values.map((a) => ({ a, d: editDistance(a, v.toLowerCase()) })).sort((x, y) => x.d - y.d)[0];
+    return near && near.d <= 3 ? `must be one of ${values.join(', ')} (did you mean "${near.a}"?)` : `must be one of ${values.join(', ')}`;
+  }
+
+  boolean(raw: Record<string, unknown>, key: string, segs: Seg[]): void {
+    if (key in raw && typeof raw[key] !== 'boolean') this.add([...segs, key], `must be true or false (got ${describe(raw[key])})`);
   }
 
   oneOf<T extends string>(v: unknown, values: readonly T[], segs: Seg[]): v is T {
@@ -492,6 +542,7 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
   }
 
   if ('budget' in raw) checkBudget(val, raw.budget, [...segs, 'budget']);
+  checkUtilityKeys(val, raw, segs, readOnly);
 
   if ('dbRole' in raw) {
     if (typeof raw.dbRole !== 'string') val.add(at('dbRole'), `must be a database role name (got ${describe(raw.dbRole)})`);
@@ -508,6 +559,55 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
       return r.ok ? undefined : r.message;
     });
   }
+}
+
+/** ddl, maintenance, lock, channels, do: each off unless written, and none with side effects for a read-only role. */
+function checkUtilityKeys(val: Validator, raw: Record<string, unknown>, segs: Seg[], readOnly: boolean): void {
+  const at = (...k: Seg[]): Seg[] => [...segs, ...k];
+  const readOnlyNote = 'is only allowed with readOnly: false (a read-only role may not change the database)';
+  if ('ddl' in raw) {
+    const d = raw.ddl;
+    if (readOnly) val.add(at('ddl'), readOnlyNote);
+    if (!isRecord(d)) val.add(at('ddl'), `must be a mapping with kinds, schemas and/or temporary (got ${describe(d)})`);
+    else {
+      val.keys(d, DDL_KEYS, at('ddl'));
+      if (!('kinds' in d)) val.add(at('ddl', 'kinds'), `is required: list the DDL the role may run (${DDL_KINDS.join(', ')})`);
+      else val.stringList(d.kinds, at('ddl', 'kinds'), (s) => ((DDL_KINDS as readonly string[]).includes(s) ? undefined : Validator.notOneOf(s, DDL_KINDS)), { nonEmpty: true });
+      if ('schemas' in d) {
+        val.stringList(d.schemas, at('ddl', 'schemas'), (s) => {
+          const r = parseIdentifier(s);
+          if (!r.ok) return r.message;
+          if (DDL_FORBIDDEN_SCHEMAS.test(r.name)) return r.name.startsWith('pg_temp') ? 'cannot be a temporary schema: use ddl.temporary: true for temporary objects' : `cannot be ${r.name}: pgwarden never allows DDL on system schemas`;
+          return undefined;
+        });
+      }
+      val.boolean(d, 'temporary', at('ddl'));
+      const schemas = Array.isArray(d.schemas) ? d.schemas.length : 0;
+      if (schemas === 0 && d.temporary !== true) val.add(at('ddl'), 'allows nothing: list ddl.schemas the role may change, or set ddl.temporary: true');
+    }
+  }
+  if ('maintenance' in raw) {
+    if (readOnly) val.add(at('maintenance'), readOnlyNote);
+    val.stringList(raw.maintenance, at('maintenance'), (s) => ((MAINTENANCE_KINDS as readonly string[]).includes(s) ? undefined : Validator.notOneOf(s, MAINTENANCE_KINDS)), { nonEmpty: true });
+  }
+  val.boolean(raw, 'lock', segs);
+  if ('channels' in raw) {
+    const c = raw.channels;
+    if (!isRecord(c)) val.add(at('channels'), `must be a mapping with listen and/or notify lists (got ${describe(c)})`);
+    else {
+      val.keys(c, CHANNELS_KEYS, at('channels'));
+      for (const k of CHANNELS_KEYS) {
+        if (!(k in c)) continue;
+        val.stringList(c[k], at('channels', k), (s) => {
+          const r = parseChannelPattern(s);
+          return r.ok ? undefined : r.message;
+        });
+      }
+      if ('notify' in c && readOnly) val.add(at('channels', 'notify'), 'is only allowed with readOnly: false (NOTIFY is a write: PostgreSQL refuses it in a read-only transaction)');
+    }
+  }
+  val.boolean(raw, 'do', segs);
+  if (raw.do === true && readOnly) val.add(at('do'), 'is only allowed with readOnly: false (a DO block can do anything the database role can, including writes)');
 }
 
 function validateDoc(value: unknown): RawIssue[] {
@@ -737,8 +837,36 @@ function compileRole(name: string, doc: RoleDoc): RolePolicy {
     budget: doc.budget === undefined ? undefined : compileBudget(doc.budget),
     dbRole: doc.dbRole === undefined ? undefined : must(parseIdentifier(doc.dbRole), 'dbRole').name,
     searchPath: Object.freeze((doc.searchPath ?? ['public']).map((s) => must(parseIdentifier(s), `searchPath ${JSON.stringify(s)}`).name)) as string[],
+    ddl: doc.ddl === undefined || readOnly
+      ? undefined
+      : Object.freeze({
+          kinds: Object.freeze([...new Set(doc.ddl.kinds)]),
+          schemas: Object.freeze([...new Set((doc.ddl.schemas ?? []).map((s) => must(parseIdentifier(s), `ddl schema ${JSON.stringify(s)}`).name))]),
+          temporary: doc.ddl.temporary === true,
+        }),
+    maintenance: doc.maintenance === undefined || readOnly ? undefined : Object.freeze([...new Set(doc.maintenance)]),
+    lock: doc.lock === true ? true : undefined,
+    channels: doc.channels === undefined
+      ? undefined
+      : Object.freeze({
+          listen: Object.freeze((doc.channels.listen ?? []).map((s) => Object.freeze(must(parseChannelPattern(s), `channel ${JSON.stringify(s)}`).pattern))),
+          notify: readOnly ? [] : Object.freeze((doc.channels.notify ?? []).map((s) => Object.freeze(must(parseChannelPattern(s), `channel ${JSON.stringify(s)}`).pattern))),
+        }),
+    do: doc.do === true && !readOnly ? true : undefined,
   };
   return Object.freeze(role);
+}
+
+/**
+ * What a valid policy allows that an operator should know at every load: `do: true` hands the role's sessions
+ * everything the database role can do, whatever the rest of the policy says.
+ */
+export function policyWarnings(policy: CompiledPolicy): string[] {
+  const out: string[] = [];
+  for (const r of policy.roles.values()) {
+    if (r.do === true) out.push(`roles.${r.name}.do: DO blocks run any SQL as the database role${r.dbRole !== undefined ? ` ${quoteIdent(r.dbRole)}` : ''}; pgwarden cannot see inside them, so only that role's privileges limit what this role's sessions can do`);
+  }
+  return out;
 }
 
 /** "1GB", "512MB", "64kB", "100B" (binary units, as limits.maxMessageSize) or a whole number of bytes; undefined if not one. */

@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { Coalescer } from './coalesce.ts';
 import { FileWatcher, readSettled } from './watch.ts';
-import { compilePolicy, formatIssue, loadPolicyBytes, loadPolicyFile, type PolicyIssue } from './load.ts';
+import { compilePolicy, formatIssue, loadPolicyBytes, loadPolicyFile, policyWarnings, type PolicyIssue } from './load.ts';
 import type { CatalogSnapshot, CompiledPolicy, RolePolicy } from './types.ts';
 
 export type StoreLogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -293,6 +293,7 @@ export class PolicyStore {
   }
 
   async #checkPrivileges(state: PolicyState): Promise<void> {
+    for (const w of policyWarnings(state.policy)) this.#log('warn', w, { check: 'policy' });
     if (!this.#opts.checkPrivileges) return;
     try {
       for (const w of await this.#opts.checkPrivileges(state.policy, state.catalog)) this.#log('warn', w, { check: 'upstream_privileges' });

@@ -12,6 +12,25 @@ export interface RelationPattern {
 
 export type WriteKind = 'insert' | 'update' | 'delete' | 'merge' | 'truncate' | 'copy_from';
 
+/** DDL a role may run on objects in its `ddl.schemas` (docs/policy.md, "Scoped DDL"); each is off unless listed. */
+export type DdlKind = 'create_table' | 'create_index' | 'create_view' | 'create_materialized_view' | 'create_sequence' | 'alter_table' | 'drop' | 'comment';
+
+/** Scoped DDL: the kinds, the schemas they may touch, and whether temporary objects (pg_temp) may be made. */
+export interface RoleDdl {
+  kinds: readonly DdlKind[];
+  schemas: readonly string[];
+  temporary: boolean;
+}
+
+/** Maintenance commands a role may run on relations it may write. */
+export type MaintenanceKind = 'analyze' | 'vacuum';
+
+/** A channel name from the policy: exact, or every channel starting with `prefix` (`jobs_*`). */
+export interface ChannelPattern {
+  name: string;
+  prefix: boolean;
+}
+
 /** One role of a policy file after validation and compilation. Names are compared exactly as the parser returns them. */
 export interface RolePolicy {
   name: string;
@@ -42,6 +61,16 @@ export interface RolePolicy {
   dbRole: string | undefined;
   /** Schemas pinned as search_path on the upstream session (default ['public']). */
   searchPath: string[];
+  /** Scoped DDL; absent: none. */
+  ddl?: RoleDdl | undefined;
+  /** ANALYZE / VACUUM on writable relations; absent: none. */
+  maintenance?: readonly MaintenanceKind[] | undefined;
+  /** LOCK: any mode on writable relations, ACCESS SHARE on readable ones; absent: false. */
+  lock?: boolean | undefined;
+  /** LISTEN and NOTIFY / pg_notify() channels; absent: none (UNLISTEN is always allowed). */
+  channels?: { listen: readonly ChannelPattern[]; notify: readonly ChannelPattern[] } | undefined;
+  /** DO blocks: a full escape from statement-level policy; absent: false. */
+  do?: boolean | undefined;
 }
 
 /**
