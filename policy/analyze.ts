@@ -713,7 +713,7 @@ class Analyzer {
     for (const schema of candidates) {
       const key = `${schema}.${fname}`;
       const overloads = this.catalog.functions.get(key);
-      if (fname === 'current_setting' || fname === 'set_config' || /^to_reg/.test(fname)) this.out.literalSensitive = true;
+      if (fname === 'current_setting' || fname === 'set_config' || fname === 'pg_notify' || /^to_reg/.test(fname)) this.out.literalSensitive = true;
       const dedupe = `${key}\u0000${constArgs.join('\u0001')}`;
       if (this.seenFn.has(dedupe)) continue;
       this.seenFn.add(dedupe);

@@ -493,11 +493,12 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
     relations.push({ schema: u.r.schema, name: u.r.name, key: u.key, access: 'read', writeKind: undefined, relation: catalogRelation(u.r) });
   }
   const functions: FunctionUse[] = [];
-  // current_setting('name'): each constant setting name is judged (policy/settings.ts judgeSettingRead).
+  // current_setting('name'): each constant setting name is judged (policy/settings.ts judgeSettingRead); pg_notify('channel', …):
+  // each constant channel (evaluate.ts checkFacts).
   const settingByFunc = new Map<number, (string | undefined)[]>();
   for (const a of c.firstArgs) {
     const f = cat.functions.get(a.funcid);
-    if (!f || f.schema !== 'pg_catalog' || f.name !== 'current_setting') continue;
+    if (!f || f.schema !== 'pg_catalog' || (f.name !== 'current_setting' && f.name !== 'pg_notify')) continue;
     settingByFunc.set(a.funcid, [...(settingByFunc.get(a.funcid) ?? []), a.text]);
   }
   for (const oid of c.functions) {

@@ -8,10 +8,13 @@
 //   - COPY relation: a SELECT (TO) or INSERT (FROM) of the named relation and columns, built from the
 //     parser's identifiers, so the server resolves the name;
 //   - EXECUTE with arguments: `SELECT <arguments>`, the argument list cut at its parentheses;
-//   - anything else (SET, SHOW, transaction control, FETCH, …) touches no relation or function the server
+//   - scoped DDL, LOCK, ANALYZE/VACUUM: the queries their bodies and expressions amount to, and the relations they
+//     name (policy/ddl.ts utilityQueries; the same texts pgwarden's own analysis judged);
+//   - anything else (SET, SHOW, transaction control, FETCH, DROP, …) touches no relation or function the server
 //     would resolve differently and is decided by pgwarden alone.
 import { parseStatements, scanTokens, type RawStmt } from './parser.ts';
 import { quoteIdent } from './load.ts';
+import { utilityQueries, UTILITY_ANALYSED_KINDS, type NamedNeed } from './ddl.ts';
 
 export interface AnalysisText {
   /** Sent as a Parse message; never bound or executed. */
@@ -26,6 +29,8 @@ export interface AnalysisText {
   copyFrom: boolean;
   /** Characters before `text` in the client's string, when `text` is cut from it unchanged (to map error positions). */
   clientOffset?: number;
+  /** The relations `text` names are judged by this need (LOCK, ANALYZE, VACUUM), not as reads. */
+  named?: NamedNeed;
 }
 
 export type AnalysisPlan = { ok: true; texts: AnalysisText[] } | { ok: false; why: string };
@@ -37,7 +42,7 @@ const AS_IS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', '
 const LOCAL_ONLY = new Set([
   'VariableSetStmt', 'VariableShowStmt', 'TransactionStmt', 'FetchStmt', 'ClosePortalStmt', 'DeallocateStmt',
   'DiscardStmt', 'ListenStmt', 'UnlistenStmt', 'NotifyStmt', 'CheckPointStmt', 'LoadStmt', 'TruncateStmt',
-  'LockStmt', 'ConstraintsSetStmt',
+  'ConstraintsSetStmt', 'DoStmt', 'RefreshMatViewStmt', 'CreateSeqStmt', 'AlterSeqStmt', 'RenameStmt', 'DropStmt', 'CommentStmt',
 ]);
 
 function byteSlice(buf: Buffer, start: number, end: number): string {
@@ -212,6 +217,10 @@ export function planServerAnalysis(sql: string, paramTypes: readonly number[], d
       const args = parenthesised(sql, buf, start, end);
       if (args === undefined) return { ok: false, why: 'could not find the arguments of EXECUTE' };
       texts.push({ text: `SELECT ${args}`, paramTypes, kind, copyFrom: false });
+    } else if (UTILITY_ANALYSED_KINDS.has(kind)) {
+      const u = utilityQueries(kind, body as Record<string, unknown>);
+      if (!u.ok) return { ok: false, why: u.why };
+      for (const q of u.queries) texts.push({ text: q.text, paramTypes: [], kind, copyFrom: false, ...(q.named !== undefined ? { named: q.named } : {}) });
     } else if (!LOCAL_ONLY.has(kind)) {
       return { ok: false, why: `${kind} is not analysed by the server` };
     }

@@ -1,7 +1,8 @@
 // The second opinion on every statement pgwarden allows: PostgreSQL's own analysis of the text, judged by the same rules, with verdicts cached for a bounded time.
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import { checkFacts, toDeny, type Denial } from '../../policy/evaluate.ts';
+import { checkFacts, checkNamed, toDeny, type Denial } from '../../policy/evaluate.ts';
+import { UTILITY_ANALYSED_KINDS } from '../../policy/ddl.ts';
 import { COOPERATIVE_READ_BYTES, IncrementalTreeRead, NodeReadError, readNodeTree, type Incremental, type PgValue } from '../../policy/pgnode.ts';
 import { collectReferences, factsFromTrees, hasMissing, incrementalReferenceWalk, ServerAnalysisError, unanalysable, type OidCatalog, type OidSets, type ServerFunction, type ServerOperator, type ServerRelation, type ServerType } from '../../policy/server-analysis.ts';
 import { planServerAnalysis, type AnalysisPlan, type AnalysisText } from '../../policy/server-plan.ts';
@@ -53,7 +54,7 @@ export type AnalysisPlanner = (text: string, paramTypes: readonly number[]) => P
 export const MAX_ANALYSED_STATEMENTS = 1000;
 
 /** Statement kinds whose decision the server's analysis must confirm. */
-const ANALYSED_KINDS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'ExplainStmt', 'DeclareCursorStmt', 'PrepareStmt', 'CopyStmt', 'ExecuteStmt']);
+const ANALYSED_KINDS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'ExplainStmt', 'DeclareCursorStmt', 'PrepareStmt', 'CopyStmt', 'ExecuteStmt', ...UTILITY_ANALYSED_KINDS]);
 
 export function needsServerAnalysis(d: Allow): boolean {
   for (const s of d.statements) if (ANALYSED_KINDS.has(s.kind)) return true;
@@ -310,7 +311,7 @@ export class ServerChecker {
     const facts = factsFromTrees(t.kind, [tree], known, { copyFrom: t.copyFrom, extraTypes: paramTypes });
     if (facts.denial !== undefined) return { denial: facts.denial, literalSensitive: facts.literalSensitive };
     if (facts.analysis === undefined) return { denial: unanalysable(NOT_ANALYSED, 'no facts'), literalSensitive: false };
-    const verdict = checkFacts(facts.analysis, role);
+    const verdict = t.named !== undefined ? checkNamed(facts.analysis, role, t.named) : checkFacts(facts.analysis, role);
     return { denial: 'reason' in verdict ? verdict : undefined, literalSensitive: facts.literalSensitive };
   }
 }

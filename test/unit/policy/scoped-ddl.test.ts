@@ -1,0 +1,287 @@
+// Scoped DDL, maintenance, LOCK, LISTEN/NOTIFY and DO: pgwarden's own decisions, and the queries handed to the server's analysis.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initParser, parseStatements } from '../../../policy/parser.ts';
+import { evaluate } from '../../../policy/evaluate.ts';
+import { utilityQueries } from '../../../policy/ddl.ts';
+import { planServerAnalysis } from '../../../policy/server-plan.ts';
+import { CATALOG, ROLES, makeRole, sessionFor } from '../../fixtures/catalog.ts';
+import type { RolePolicy } from '../../../policy/types.ts';
+import { compilePolicy, parsePolicyText, policyWarnings } from '../../../policy/load.ts';
+
+const writer = ROLES.writer;
+const migrator: RolePolicy = makeRole({
+  ...writer,
+  name: 'migrator',
+  relations: [...writer.relations, { schema: 'scratch', name: '*' }],
+  ddl: { kinds: ['create_table', 'create_index', 'create_view', 'create_materialized_view', 'create_sequence', 'alter_table', 'drop', 'comment'], schemas: ['scratch'], temporary: true },
+  maintenance: ['analyze', 'vacuum'],
+  lock: true,
+  channels: { listen: [{ name: 'jobs_', prefix: true }], notify: [{ name: 'jobs_done', prefix: false }] },
+});
+/** Every schema of its search_path is one it may change: unqualified names are fine. */
+const scratchPath: RolePolicy = { ...migrator, name: 'scratchpath', searchPath: ['scratch'] };
+/** DDL on its schema, but no temporary objects and only some kinds. */
+const narrow: RolePolicy = { ...migrator, name: 'narrow', ddl: { kinds: ['create_table'], schemas: ['scratch'], temporary: false }, maintenance: ['analyze'], lock: undefined, channels: undefined };
+const doer: RolePolicy = { ...writer, name: 'doer', do: true };
+const reader: RolePolicy = { ...ROLES.analyst, name: 'reader', lock: true, channels: { listen: [{ name: 'news', prefix: false }], notify: [] } };
+
+const roles = { migrator, scratchPath, narrow, doer, reader, writer, analyst: ROLES.analyst };
+type Case = [keyof typeof roles, string, 'allow' | 'deny', string?];
+
+const families: Record<string, Case[]> = {
+  'off by default': [
+    ['writer', 'CREATE TABLE scratch.t (a int)', 'deny', 'ddl_denied'],
+    ['analyst', 'CREATE TABLE scratch.t (a int)', 'deny', 'write_in_read_only'],
+    ['writer', 'CREATE TEMP TABLE t (a int)', 'deny', 'ddl_denied'],
+    ['writer', 'ANALYZE orders', 'deny', 'statement_kind_denied'],
+    ['writer', 'LOCK orders', 'deny', 'statement_kind_denied'],
+    ['writer', 'LISTEN jobs_a', 'deny', 'channel_denied'],
+    ['writer', 'NOTIFY jobs_done', 'deny', 'channel_denied'],
+    ['writer', "SELECT pg_notify('jobs_done', 'x')", 'deny', 'function_denied'],
+    ['writer', 'DO $$ BEGIN END $$', 'deny', 'statement_kind_denied'],
+    ['writer', 'UNLISTEN *', 'allow'],
+  ],
+  'tables in allowed schemas': [
+    ['migrator', 'CREATE TABLE scratch.t (a int PRIMARY KEY, b text NOT NULL DEFAULT now()::text)', 'allow', 'roles.migrator.ddl'],
+    ['migrator', 'CREATE TABLE IF NOT EXISTS scratch.t (id serial, b text CHECK (length(b) > 2))', 'allow'],
+    ['migrator', 'CREATE TABLE public.t (a int)', 'deny', 'ddl_denied'],
+    ['migrator', 'CREATE TABLE t (a int)', 'deny', 'ddl_denied'],
+    ['migrator', 'CREATE TABLE "Scratch".t (a int)', 'deny', 'ddl_denied'],
+    ['migrator', 'CREATE TABLE SCRATCH.t (a int)', 'allow'],
+    ['migrator', 'CREATE TABLE pg_catalog.t (a int)', 'deny', 'ddl_denied'],
+    ['migrator', 'CREATE TABLE app.scratch.t (a int)', 'allow'],
+    ['migrator', 'CREATE TABLE other.scratch.t (a int)', 'deny', 'ddl_denied'],
+    ['scratchPath', 'CREATE TABLE t (a int)', 'allow'],
+    ['scratchPath', 'DROP TABLE t', 'allow'],
+    ['migrator', 'CREATE TABLE scratch.t (LIKE public.customers)', 'deny', 'statement_kind_denied'],
+    ['migrator', 'CREATE TABLE scratch.t () INHERITS (public.orders)', 'deny', 'statement_kind_denied'],
+    ['migrator', 'CREATE TABLE scratch.t PARTITION OF public.orders FOR VALUES IN (1)', 'deny', 'statement_kind_denied'],
+  ],
+  'temporary objects': [
+    ['migrator', 'CREATE TEMP TABLE t (a int) ON COMMIT DROP', 'allow'],
+    ['migrator', 'CREATE TEMPORARY TABLE t (a int)', 'allow'],
+    ['migrator', 'CREATE TABLE pg_temp.t (a int)', 'allow'],
+    ['migrator', 'CREATE TEMP TABLE public.t (a int)', 'deny', 'ddl_denied'],
+    ['migrator', 'CREATE TABLE pg_temp_3.t (a int)', 'deny', 'ddl_denied'],
+    ['narrow', 'CREATE TEMP TABLE t (a int)', 'deny', 'ddl_denied'],
+    ['narrow', 'CREATE TABLE scratch.t (a int)', 'allow'],
+    ['narrow', 'CREATE INDEX ON scratch.t (a)', 'deny', 'ddl_denied'],
+    ['migrator', 'CREATE TEMP VIEW v AS SELECT id FROM orders', 'allow'],
+    ['migrator', 'DROP TABLE pg_temp.t', 'allow'],
+  ],
+  'bodies are reads': [
+    ['migrator', 'CREATE VIEW scratch.v AS SELECT id, name FROM customers', 'allow'],
+    ['migrator', 'CREATE VIEW scratch.v AS SELECT ssn FROM customers', 'deny', 'column_denied'],
+    ['migrator', 'CREATE VIEW scratch.v AS SELECT * FROM customers', 'deny', 'column_denied'],
+    ['migrator', 'CREATE VIEW scratch.v AS SELECT c FROM customers c', 'deny', 'column_denied'],
+    ['migrator', 'CREATE VIEW scratch.v AS SELECT value FROM secrets', 'deny', 'relation_not_allowed'],
+    ['migrator', 'CREATE OR REPLACE VIEW scratch.v AS SELECT id FROM orders WITH CHECK OPTION', 'allow'],
+    ['migrator', 'CREATE RECURSIVE VIEW scratch.r (n) AS SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3', 'allow'],
+    ['migrator', 'CREATE TABLE scratch.c AS SELECT id, total FROM orders WITH NO DATA', 'allow'],
+    ['migrator', 'CREATE TABLE scratch.c AS SELECT value FROM secrets', 'deny', 'relation_not_allowed'],
+    ['migrator', 'CREATE TABLE scratch.c AS SELECT ssn FROM customers', 'deny', 'column_denied'],
+    ['migrator', 'CREATE MATERIALIZED VIEW scratch.m AS SELECT ssn FROM customers', 'deny', 'column_denied'],
+    ['migrator', 'CREATE MATERIALIZED VIEW scratch.m AS SELECT id FROM orders', 'allow'],
+    ['migrator', 'REFRESH MATERIALIZED VIEW scratch.m', 'allow'],
+    ['migrator', 'CREATE TABLE scratch.c AS EXECUTE p', 'deny', 'statement_kind_denied'],
+    ['migrator', 'SELECT id INTO scratch.c FROM orders', 'deny', 'statement_kind_denied'],
+    ['migrator', 'CREATE VIEW scratch.v AS WITH d AS (DELETE FROM victim RETURNING x) SELECT x FROM d', 'deny', 'relation_not_allowed'],
+  ],
+  'expressions call functions': [
+    ['migrator', "CREATE TABLE scratch.t (a text DEFAULT public.leak('x'))", 'deny', 'function_denied'],
+    ['migrator', 'CREATE TABLE scratch.t (a int DEFAULT public.add_one(1))', 'deny', 'function_denied'],
+    ['migrator', "CREATE TABLE scratch.t (a text CHECK (public.leak(a) IS NOT NULL))", 'deny', 'function_denied'],
+    ['migrator', 'CREATE TABLE scratch.t (a int, b int GENERATED ALWAYS AS (public.add_one(a)) STORED)', 'deny', 'function_denied'],
+    ['migrator', "CREATE TABLE scratch.t (a int DEFAULT (SELECT count(*) FROM secrets))", 'deny', 'relation_not_allowed'],
+    ['migrator', "CREATE TABLE scratch.t (a int, CHECK (a > 0))", 'allow'],
+    ['migrator', 'CREATE TABLE scratch.t (a int DEFAULT pg_sleep(1)::text::int)', 'deny', 'function_denied'],
+    ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.orders (id))', 'allow'],
+    ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.secrets (id))', 'deny', 'relation_not_allowed'],
+    ['migrator', 'CREATE TABLE scratch.t (a text REFERENCES public.customers (ssn))', 'deny', 'column_denied'],
+    ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.customers)', 'deny', 'column_denied'],
+    ['migrator', 'CREATE TABLE scratch.t (a int, FOREIGN KEY (a) REFERENCES public.secrets (id))', 'deny', 'relation_not_allowed'],
+    ['migrator', 'CREATE TABLE scratch.t (a int, EXCLUDE USING gist (a WITH =))', 'deny', 'statement_kind_denied'],
+  ],
+  'indexes': [
+    ['migrator', 'CREATE INDEX ON scratch.t (a)', 'allow'],
+    ['migrator', 'CREATE INDEX i ON public.customers (name)', 'deny', 'ddl_denied'],
+    ['migrator', "CREATE INDEX ON scratch.t ((public.leak(a)))", 'deny', 'function_denied'],
+    ['migrator', 'CREATE INDEX ON scratch.t (a) WHERE public.leak(b) IS NULL', 'deny', 'function_denied'],
+    ['migrator', 'CREATE INDEX ON scratch.t (a public.my_ops)', 'deny', 'statement_kind_denied'],
+    ['migrator', 'CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON scratch.t (upper(a)) INCLUDE (b)', 'allow'],
+  ],
+  'alter, drop, comment': [
+    ['migrator', 'ALTER TABLE scratch.t ADD COLUMN c int DEFAULT 0', 'allow'],
+    ['migrator', "ALTER TABLE scratch.t ADD COLUMN c text DEFAULT public.leak('x')", 'deny', 'function_denied'],
+    ['migrator', 'ALTER TABLE scratch.t ALTER COLUMN a TYPE bigint USING public.add_one(a)', 'deny', 'function_denied'],
+    ['migrator', 'ALTER TABLE scratch.t ALTER COLUMN a SET DEFAULT 3, ALTER COLUMN b SET NOT NULL', 'allow'],
+    ['migrator', 'ALTER TABLE scratch.t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES public.secrets (id)', 'deny', 'relation_not_allowed'],
+    ['migrator', 'ALTER TABLE scratch.t OWNER TO postgres', 'deny', 'statement_kind_denied'],
+    ['migrator', 'ALTER TABLE scratch.t ENABLE ROW LEVEL SECURITY', 'deny', 'statement_kind_denied'],
+    ['migrator', 'ALTER TABLE scratch.t DROP COLUMN a CASCADE', 'deny', 'statement_kind_denied'],
+    ['migrator', 'ALTER TABLE scratch.t DROP COLUMN a', 'allow'],
+    ['migrator', 'ALTER TABLE public.orders ADD COLUMN x int', 'deny', 'ddl_denied'],
+    ['migrator', 'ALTER TABLE scratch.t SET SCHEMA public', 'deny'],
+    ['migrator', 'ALTER TABLE scratch.t RENAME TO u', 'allow'],
+    ['migrator', 'ALTER TABLE scratch.t RENAME COLUMN a TO b', 'allow'],
+    ['migrator', 'ALTER TABLE public.orders RENAME TO o', 'deny', 'ddl_denied'],
+    ['migrator', 'DROP TABLE scratch.t, scratch.u', 'allow'],
+    ['migrator', 'DROP TABLE IF EXISTS scratch.t', 'allow'],
+    ['migrator', 'DROP TABLE scratch.t, public.orders', 'deny', 'ddl_denied'],
+    ['migrator', 'DROP TABLE scratch.t CASCADE', 'deny', 'statement_kind_denied'],
+    ['migrator', 'DROP TABLE t', 'deny', 'ddl_denied'],
+    ['migrator', 'DROP SCHEMA scratch', 'deny', 'statement_kind_denied'],
+    ['migrator', 'DROP FUNCTION public.leak', 'deny', 'statement_kind_denied'],
+    ['migrator', 'CREATE SEQUENCE scratch.s OWNED BY scratch.t.a', 'allow'],
+    ['migrator', 'CREATE SEQUENCE scratch.s OWNED BY public.orders.id', 'deny', 'ddl_denied'],
+    ['migrator', "COMMENT ON TABLE scratch.t IS 'x'", 'allow'],
+    ['migrator', "COMMENT ON COLUMN scratch.t.a IS 'x'", 'allow'],
+    ['migrator', "COMMENT ON COLUMN public.orders.id IS 'x'", 'deny', 'ddl_denied'],
+    ['migrator', "COMMENT ON FUNCTION public.leak(text) IS 'x'", 'deny', 'statement_kind_denied'],
+  ],
+  'always refused': [
+    ['migrator', 'CREATE FUNCTION scratch.f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$', 'deny', 'statement_kind_denied'],
+    ['migrator', 'CREATE TRIGGER t BEFORE INSERT ON scratch.t FOR EACH ROW EXECUTE FUNCTION scratch.f()', 'deny', 'statement_kind_denied'],
+    ['migrator', 'CREATE RULE r AS ON INSERT TO scratch.t DO INSTEAD NOTHING', 'deny', 'statement_kind_denied'],
+    ['migrator', 'CREATE SCHEMA s2', 'deny', 'statement_kind_denied'],
+    ['migrator', 'CREATE EXTENSION dblink', 'deny', 'statement_kind_denied'],
+    ['migrator', 'GRANT SELECT ON scratch.t TO PUBLIC', 'deny', 'statement_kind_denied'],
+    ['migrator', 'ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC', 'deny', 'statement_kind_denied'],
+    ['migrator', 'CREATE POLICY p ON scratch.t USING (true)', 'deny', 'statement_kind_denied'],
+    ['migrator', "SELECT lo_import('/etc/passwd')", 'deny', 'function_denied'],
+    ['migrator', 'DO $$ BEGIN END $$', 'deny', 'statement_kind_denied'],
+  ],
+  'maintenance and LOCK': [
+    ['migrator', 'ANALYZE orders', 'allow', 'roles.migrator.maintenance'],
+    ['migrator', 'VACUUM pgbench_branches', 'allow'],
+    ['migrator', 'VACUUM (ANALYZE) orders', 'allow'],
+    ['narrow', 'VACUUM orders', 'deny', 'statement_kind_denied'],
+    ['narrow', 'VACUUM ANALYZE orders', 'deny', 'statement_kind_denied'],
+    ['migrator', 'VACUUM FULL orders', 'deny', 'statement_kind_denied'],
+    ['migrator', 'ANALYZE customers', 'deny', 'relation_not_allowed'],
+    ['migrator', 'ANALYZE', 'deny', 'statement_kind_denied'],
+    ['migrator', 'ANALYZE pg_class', 'deny', 'relation_not_allowed'],
+    ['migrator', 'LOCK orders IN ACCESS EXCLUSIVE MODE', 'allow', 'roles.migrator.lock'],
+    ['migrator', 'LOCK customers IN SHARE MODE', 'deny', 'relation_not_allowed'],
+    ['migrator', 'LOCK customers IN ACCESS SHARE MODE', 'allow'],
+    ['migrator', 'LOCK secrets IN ACCESS SHARE MODE', 'deny', 'relation_not_allowed'],
+    ['reader', 'LOCK orders IN ACCESS SHARE MODE', 'allow'],
+    ['reader', 'LOCK orders', 'deny', 'write_in_read_only'],
+    ['narrow', 'LOCK orders', 'deny', 'statement_kind_denied'],
+  ],
+  'LISTEN and NOTIFY': [
+    ['migrator', 'LISTEN jobs_a', 'allow', 'roles.migrator.channels.listen'],
+    ['migrator', 'LISTEN "jobs_A"', 'allow'],
+    ['migrator', 'LISTEN JOBS_A', 'allow'],
+    ['migrator', 'LISTEN other', 'deny', 'channel_denied'],
+    ['migrator', 'LISTEN "Jobs_a"', 'deny', 'channel_denied'],
+    ['migrator', 'NOTIFY jobs_done', 'allow'],
+    ['migrator', "NOTIFY jobs_done, 'payload'", 'allow'],
+    ['migrator', 'NOTIFY jobs_a', 'deny', 'channel_denied'],
+    ['migrator', "SELECT pg_notify('jobs_done', 'x')", 'allow'],
+    ['migrator', "SELECT pg_notify('jobs_other', 'x')", 'deny', 'channel_denied'],
+    ['migrator', "SELECT pg_notify(lower('JOBS_DONE'), 'x')", 'deny', 'channel_denied'],
+    ['migrator', "SELECT pg_notify(status, 'x') FROM orders", 'deny', 'channel_denied'],
+    ['migrator', "SELECT pg_notify('jobs_' || 'done', 'x')", 'deny', 'channel_denied'],
+    ['migrator', 'UNLISTEN *', 'allow'],
+    ['reader', 'LISTEN news', 'allow'],
+    ['reader', 'NOTIFY news', 'deny'],
+    ['reader', "SELECT pg_notify('news', 'x')", 'deny', 'function_denied'],
+  ],
+  'DO': [
+    ['doer', 'DO $$ BEGIN PERFORM 1; END $$', 'allow', 'roles.doer.do'],
+    ['analyst', 'DO $$ BEGIN END $$', 'deny'],
+  ],
+};
+
+beforeAll(async () => {
+  await initParser();
+});
+
+for (const [family, cases] of Object.entries(families)) {
+  describe(family, () => {
+    it.each(cases)('%s: %s → %s', (role, sql, expected, why) => {
+      const d = evaluate(sql, 'simple', sessionFor(roles[role]), CATALOG);
+      const got = d.allow ? 'allow' : 'deny';
+      expect(got, d.allow ? 'allowed' : `${d.reason}: ${d.message} / ${d.detail}`).toBe(expected);
+      if (why !== undefined) expect(d.allow ? d.ruleId : d.reason).toBe(why);
+      if (!d.allow) expect(d.sqlstate).toBe('42501');
+    });
+  });
+}
+
+describe('messages', () => {
+  it('names the schema, the rule and what is allowed', () => {
+    const d = evaluate('CREATE TABLE public.t (a int)', 'simple', sessionFor(migrator), CATALOG);
+    expect(d.allow).toBe(false);
+    if (d.allow) return;
+    expect(d.message).toBe('permission denied by pgwarden: CREATE TABLE touches schema public, which is not in ddl.schemas');
+    expect(d.detail).toContain('(rule: roles.migrator.ddl.schemas)');
+    expect(d.hint).toBe('schemas this role may change: scratch');
+  });
+  it('tells an unqualified name to qualify', () => {
+    const d = evaluate('CREATE TABLE t (a int)', 'simple', sessionFor(migrator), CATALOG);
+    expect(!d.allow && d.hint).toBe('qualify the name with its schema, e.g. scratch.name');
+  });
+});
+
+describe('restated queries', () => {
+  const body = (sql: string) => {
+    const p = parseStatements(sql);
+    if (!p.ok) throw new Error(p.message);
+    const n = p.stmts[0]?.stmt as unknown as Record<string, Record<string, unknown>>;
+    const kind = Object.keys(n)[0] ?? '';
+    return utilityQueries(kind, n[kind] ?? {});
+  };
+  it('a table\'s expressions are selected over its own columns', () => {
+    expect(body('CREATE TABLE scratch."T" (a serial, b text DEFAULT upper(\'x\') CHECK (b <> a::text))')).toEqual({
+      ok: true,
+      queries: [{ text: `SELECT (upper('x')), (b <> a::text) FROM (SELECT NULL::int AS a, NULL::text AS b) AS "T"` }],
+    });
+  });
+  it('an index reads its columns, expressions and predicate from the table alone', () => {
+    expect(body('CREATE INDEX ON scratch.t (a, (lower(b))) WHERE c > 0')).toEqual({ ok: true, queries: [{ text: 'SELECT (a), (lower(b)) FROM ONLY scratch.t WHERE (c > 0)' }] });
+  });
+  it('LOCK names its relations for the server to resolve', () => {
+    expect(body('LOCK orders, scratch.t IN ACCESS SHARE MODE')).toEqual({ ok: true, queries: [{ text: 'SELECT FROM ONLY orders, ONLY scratch.t', named: 'readable' }] });
+    expect(body('VACUUM ANALYZE orders (id)')).toEqual({ ok: true, queries: [{ text: 'SELECT FROM ONLY orders', named: 'writable' }] });
+  });
+  it('the server analyses the body of a view and a CTAS', () => {
+    const plan = planServerAnalysis('CREATE VIEW scratch.v AS SELECT id FROM orders WHERE total > 10; DROP TABLE scratch.t', []);
+    expect(plan).toEqual({ ok: true, texts: [{ text: 'SELECT id FROM orders WHERE total > 10', paramTypes: [], kind: 'ViewStmt', copyFrom: false }] });
+  });
+});
+
+describe('validation', () => {
+  const check = (role: Record<string, unknown>) => {
+    const r = parsePolicyText(JSON.stringify({ roles: { m: { readOnly: false, write: { statements: ['insert'], relations: ['app.t'] }, ...role } } }), 'json', 'p.json');
+    return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+  };
+  it('suggests the nearest key and kind', () => {
+    expect(check({ dll: { kinds: ['create_table'], schemas: ['s'] } })).toEqual(['roles.m.dll: unknown key (did you mean "ddl"?)']);
+    expect(check({ ddl: { kinds: ['create_tabel'], schemas: ['s'], temprary: true } })).toEqual([
+      'roles.m.ddl.temprary: unknown key (did you mean "temporary"?)',
+      'roles.m.ddl.kinds[0]: must be one of create_table, create_index, create_view, create_materialized_view, create_sequence, alter_table, drop, comment (did you mean "create_table"?)',
+    ]);
+    expect(check({ maintenance: ['analyse'] })).toEqual(['roles.m.maintenance[0]: must be one of analyze, vacuum (did you mean "analyze"?)']);
+    expect(check({ channels: { listn: ['a'] } })).toEqual(['roles.m.channels.listn: unknown key (did you mean "listen"?)']);
+  });
+  it('says why system and temporary schemas cannot be listed', () => {
+    expect(check({ ddl: { kinds: ['drop'], schemas: ['pg_catalog', 'pg_temp'] } })).toEqual([
+      'roles.m.ddl.schemas[0]: cannot be pg_catalog: pgwarden never allows DDL on system schemas',
+      'roles.m.ddl.schemas[1]: cannot be a temporary schema: use ddl.temporary: true for temporary objects',
+    ]);
+  });
+  it('refuses side effects on a read-only role', () => {
+    const r = parsePolicyText(JSON.stringify({ roles: { ro: { ddl: { kinds: ['drop'], schemas: ['s'] }, channels: { notify: ['x'] }, do: true, maintenance: ['analyze'] } } }), 'json', 'p.json');
+    expect(r.ok ? [] : r.issues.map((i) => i.path)).toEqual(['roles.ro.ddl', 'roles.ro.maintenance', 'roles.ro.channels.notify', 'roles.ro.do']);
+  });
+  it('compiles channels folded like LISTEN, and warns about DO at every load', () => {
+    const r = parsePolicyText(JSON.stringify({ roles: { m: { readOnly: false, write: { statements: ['insert'], relations: ['app.t'] }, channels: { listen: ['Jobs_*', '"Q"'] }, do: true } } }), 'json', 'p.json');
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    const policy = compilePolicy(r.doc, 1, 'x');
+    expect(policy.roles.get('m')?.channels?.listen).toEqual([{ name: 'jobs_', prefix: true }, { name: 'Q', prefix: false }]);
+    expect(policyWarnings(policy)).toEqual(['roles.m.do: DO blocks run any SQL as the database role; pgwarden cannot see inside them, so only that role\'s privileges limit what this role\'s sessions can do']);
+  });
+});
