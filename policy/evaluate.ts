@@ -744,11 +744,14 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     return deny('ddl_denied', `${r}.ddl`, `is DDL and role "${role.name}" may run none`, `role "${role.name}" has no ddl section`, 'an administrator can add ddl: { kinds: [...], schemas: [...] } to the role');
   }
   if (!role.ddl.kinds.includes(ddlKind)) {
-    return deny('ddl_denied', `${r}.ddl.kinds`, `is ${ddlKind} and role "${role.name}" may not run it`, `${ddlKind} is not in ${r}.ddl.kinds`, listHint('DDL this role may run', [...role.ddl.kinds]));
+    return deny('ddl_denied', `${r}.ddl.kinds`, `is DDL of kind ${ddlKind}, which role "${role.name}" may not run`, `${ddlKind} is not in ${r}.ddl.kinds`, listHint('DDL this role may run', [...role.ddl.kinds]));
   }
   for (const p of places) {
     const placed = placeObject(p.schema, p.temporary, role, catalog, p.catalogName);
-    if (!placed.ok) return deny('ddl_denied', `${r}.ddl.${p.temporary || p.schema === 'pg_temp' ? 'temporary' : 'schemas'}`, placed.why, `objects must be in ${r}.ddl.schemas${role.ddl.temporary ? ' or temporary' : ''}`, placed.hint);
+    if (!placed.ok) {
+      const temp = p.temporary || p.schema === 'pg_temp';
+      return deny('ddl_denied', `${r}.ddl.${temp ? 'temporary' : 'schemas'}`, placed.why, temp ? `temporary objects need ${r}.ddl.temporary: true` : `objects must be in ${r}.ddl.schemas${role.ddl.temporary ? ' or temporary' : ''}`, placed.hint);
+    }
   }
   return restatedChecks(kind, body, role, catalog, `${r}.ddl`);
 }
