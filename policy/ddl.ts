@@ -95,6 +95,14 @@ function castTypeName(tn: AnyNode): AnyNode {
   return { ...tn, names: [{ String: { sval: 'pg_catalog' } }, { String: { sval: mapped } }] };
 }
 
+/**
+ * A default or generated value as stored: converted to its column's type, which can call a cast function. An explicit
+ * cast allows every conversion an assignment does, so the analysis sees at least the functions the column will call.
+ */
+function asColumnType(expr: AnyNode, typeName: AnyNode): AnyNode {
+  return { TypeCast: { arg: expr, typeName: castTypeName(typeName) } };
+}
+
 interface NewColumn {
   name: string;
   typeName: AnyNode;
@@ -200,7 +208,7 @@ interface ExprSink {
 }
 
 /** The expressions and foreign keys of column or table constraints; exclusion constraints are refused (their operators run user code). */
-function constraintParts(list: unknown, sink: ExprSink, ownColumns: readonly string[]): void {
+function constraintParts(list: unknown, sink: ExprSink, ownColumns: readonly string[], columnType?: AnyNode): void {
   for (const item of Array.isArray(list) ? list : []) {
     const c: AnyNode | undefined = (item as AnyNode)?.Constraint;
     if (c === undefined) {
@@ -209,8 +217,10 @@ function constraintParts(list: unknown, sink: ExprSink, ownColumns: readonly str
     }
     switch (c.contype) {
       case 'CONSTR_DEFAULT':
-      case 'CONSTR_CHECK':
       case 'CONSTR_GENERATED':
+        if (c.raw_expr !== undefined) sink.exprs.push(columnType === undefined ? c.raw_expr : asColumnType(c.raw_expr, columnType));
+        break;
+      case 'CONSTR_CHECK':
         if (c.raw_expr !== undefined) sink.exprs.push(c.raw_expr);
         break;
       case 'CONSTR_FOREIGN': {
@@ -260,8 +270,8 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
         if (cd !== undefined) {
           if (typeof cd.colname !== 'string' || cd.typeName === undefined) return fail('a column without a name or type');
           cols.push({ name: cd.colname, typeName: cd.typeName });
-          if (cd.raw_default !== undefined) sink.exprs.push(cd.raw_default);
-          constraintParts(cd.constraints, sink, cols.map((c) => c.name));
+          if (cd.raw_default !== undefined) sink.exprs.push(asColumnType(cd.raw_default, cd.typeName));
+          constraintParts(cd.constraints, sink, cols.map((c) => c.name), cd.typeName);
         } else if ((e as AnyNode)?.Constraint !== undefined) {
           constraintParts([e], sink, []);
         } else return fail('a table element other than a column or constraint (LIKE)');
@@ -294,8 +304,8 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
           const cd: AnyNode | undefined = def?.ColumnDef;
           if (cd === undefined || typeof cd.colname !== 'string' || cd.typeName === undefined) return fail('ADD COLUMN without a name or type');
           added.push({ name: cd.colname, typeName: cd.typeName });
-          if (cd.raw_default !== undefined) sink.exprs.push(cd.raw_default);
-          constraintParts(cd.constraints, sink, [cd.colname]);
+          if (cd.raw_default !== undefined) sink.exprs.push(asColumnType(cd.raw_default, cd.typeName));
+          constraintParts(cd.constraints, sink, [cd.colname], cd.typeName);
         } else if (cmd.subtype === 'AT_ColumnDefault' && def !== undefined) {
           sink.exprs.push(def);
         } else if (cmd.subtype === 'AT_AlterColumnType') {

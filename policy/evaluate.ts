@@ -194,6 +194,18 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         hint: listHint('allowed write kinds', [...role.write.kinds]),
       };
     }
+    // A view the role may have created (auto-updatable, or not yet known to pgwarden's snapshot) would write its base
+    // relations as the view's owner: writes reach ddl schemas' tables only.
+    if (w.relation !== undefined && w.relation.relation?.kind === 'v' && (role.ddl?.schemas.includes(w.relation.schema) ?? false)) {
+      return {
+        reason: 'relation_not_allowed',
+        ruleId: `${r}.ddl.schemas`,
+        sqlstate: SqlState.InsufficientPrivilege,
+        what: `writes through view ${target}, in a schema role "${role.name}" may change`,
+        detail: `a view in ddl.schemas would write its base relations as its owner (rule: ${r}.ddl.schemas)`,
+        hint: 'write the base table itself',
+      };
+    }
     if (w.relation === undefined || !matchesRelation(role.write.relations, w.relation.schema, w.relation.name)) {
       return {
         reason: 'relation_not_allowed',
@@ -671,10 +683,18 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       if (body.query?.SelectStmt === undefined) return refuse('of anything but a query is not allowed', 'CREATE TABLE AS EXECUTE hides the query being stored');
       if (!rvPlace(body.into?.rel, true)) return internalDenial('CREATE TABLE AS without a name');
       break;
-    case 'ViewStmt':
+    case 'ViewStmt': {
       ddlKind = 'create_view';
-      if (!rvPlace(body.view, true)) return internalDenial('CREATE VIEW without a name');
+      // A view redirects reads and (auto-updatable) writes to its base relations. Made in pg_temp, or in a schema on the
+      // search_path, it could stand in for another relation of the same name in a statement of the same transaction,
+      // which the server's analysis (on its own connection) resolves to the other one.
+      const rv: AnyNode | undefined = body.view;
+      if (rv?.relpersistence === 't' || rv?.schemaname === undefined || rv.schemaname === 'pg_temp') return refuse('must name its schema and may not be temporary', 'a temporary or unqualified view could stand in for a relation of the same name');
+      const onPath = role.ddl?.schemas.find((x) => role.searchPath.includes(x));
+      if (onPath !== undefined) return refuse('is not allowed while a ddl schema is on the role\'s search_path', `${quoteIdent(onPath)} is both in ${r}.ddl.schemas and ${r}.searchPath, so a view made there could stand in for a relation of the same name`);
+      if (!rvPlace(rv, true)) return internalDenial('CREATE VIEW without a name');
       break;
+    }
     case 'RefreshMatViewStmt':
       ddlKind = 'create_materialized_view';
       if (!rvPlace(body.relation, false)) return internalDenial('REFRESH without a name');
@@ -793,7 +813,9 @@ export function checkNamed(a: Analysis, role: RolePolicy, need: NamedNeed): Deni
   for (const rel of a.relations) {
     const writable = !role.readOnly && matchesRelation(role.write?.relations ?? [], rel.schema, rel.name);
     const readable = matchesRelation(role.relations, rel.schema, rel.name);
-    if (!isSystemRelation(rel.schema) && (writable || (need === 'readable' && readable))) continue;
+    // LOCK on a view locks every relation its query reads, in the same mode.
+    const view = rel.relation?.kind === 'v' && need === 'writable';
+    if (!isSystemRelation(rel.schema) && !view && (writable || (need === 'readable' && readable))) continue;
     return {
       reason: 'relation_not_allowed',
       ruleId: `${r}.write.relations`,

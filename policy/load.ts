@@ -582,6 +582,14 @@ function checkUtilityKeys(val: Validator, raw: Record<string, unknown>, segs: Se
         });
       }
       val.boolean(d, 'temporary', at('ddl'));
+      // policy/evaluate.ts refuses CREATE VIEW in that case too; saying so here saves a surprise.
+      const kinds = Array.isArray(d.kinds) ? d.kinds : [];
+      const path = Array.isArray(raw.searchPath) ? raw.searchPath.filter((x): x is string => typeof x === 'string').map((x) => parseIdentifier(x)).filter((x) => x.ok).map((x) => x.name) : ['public'];
+      const listed = Array.isArray(d.schemas) ? d.schemas.filter((x): x is string => typeof x === 'string').map((x) => parseIdentifier(x)).filter((x) => x.ok).map((x) => x.name) : [];
+      const both = listed.find((x) => path.includes(x));
+      if (kinds.includes('create_view') && both !== undefined) {
+        val.add(at('ddl', 'kinds'), `cannot include create_view while ${both} is also on searchPath: a view made there in a transaction could stand in for a relation of the same name, which pgwarden's analysis would resolve to the other one`);
+      }
       const schemas = Array.isArray(d.schemas) ? d.schemas.length : 0;
       if (schemas === 0 && d.temporary !== true) val.add(at('ddl'), 'allows nothing: list ddl.schemas the role may change, or set ddl.temporary: true');
     }

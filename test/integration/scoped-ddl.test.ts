@@ -179,6 +179,23 @@ describe('bypass attempts are refused and never reach the database', () => {
   });
 });
 
+describe('views the role made cannot redirect writes or locks', () => {
+  it('a write or strong LOCK through a view in a ddl schema is refused, also once pgwarden\'s snapshot knows the view', async () => {
+    const c = await as('migrator');
+    await c.query(`CREATE VIEW ${S}.canary_v AS SELECT id, note FROM public.canary`);
+    expect((await pgError(() => c.query('CREATE TEMP VIEW canary AS SELECT id, note FROM public.canary'))).code).toBe('42501');
+    const attempts = [`DELETE FROM ${S}.canary_v`, `UPDATE ${S}.canary_v SET note = 'gone'`, `BEGIN; LOCK ${S}.canary_v IN ACCESS EXCLUSIVE MODE; COMMIT`];
+    for (const sql of attempts) expect((await pgError(() => c.query(sql))).code, sql).toBe('42501');
+    await c.query('ROLLBACK');
+    // The catalog re-read (a reload) makes pgwarden's own analysis know the view; both analyses still refuse.
+    await tp.proxy.reload();
+    for (const sql of attempts) expect((await pgError(() => c.query(sql))).code, sql).toBe('42501');
+    await c.query('ROLLBACK');
+    expect(await canaryCount()).toBe(2);
+    expect(await su(async (s) => (await s.query(`SELECT count(*)::int AS n FROM public.canary WHERE note = 'still here'`)).rows[0].n)).toBe(2);
+  });
+});
+
 describe('maintenance and LOCK', () => {
   it('ANALYZE, VACUUM and LOCK on writable relations; ACCESS SHARE on readable ones', async () => {
     const c = await as('migrator');

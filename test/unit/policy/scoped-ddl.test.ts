@@ -5,7 +5,7 @@ import { evaluate } from '../../../policy/evaluate.ts';
 import { utilityQueries } from '../../../policy/ddl.ts';
 import { planServerAnalysis } from '../../../policy/server-plan.ts';
 import { CATALOG, ROLES, makeRole, sessionFor } from '../../fixtures/catalog.ts';
-import type { RolePolicy } from '../../../policy/types.ts';
+import type { CatalogSnapshot, RolePolicy } from '../../../policy/types.ts';
 import { compilePolicy, parsePolicyText, policyWarnings } from '../../../policy/load.ts';
 
 const writer = ROLES.writer;
@@ -13,6 +13,7 @@ const migrator: RolePolicy = makeRole({
   ...writer,
   name: 'migrator',
   relations: [...writer.relations, { schema: 'scratch', name: '*' }],
+  write: { kinds: ['insert', 'update', 'delete', 'merge', 'copy_from'], relations: [...(writer.write?.relations ?? []), { schema: 'scratch', name: '*' }] },
   ddl: { kinds: ['create_table', 'create_index', 'create_view', 'create_materialized_view', 'create_sequence', 'alter_table', 'drop', 'comment'], schemas: ['scratch'], temporary: true },
   maintenance: ['analyze', 'vacuum'],
   lock: true,
@@ -24,6 +25,16 @@ const scratchPath: RolePolicy = { ...migrator, name: 'scratchpath', searchPath: 
 const narrow: RolePolicy = { ...migrator, name: 'narrow', ddl: { kinds: ['create_table'], schemas: ['scratch'], temporary: false }, maintenance: ['analyze'], lock: undefined, channels: undefined };
 const doer: RolePolicy = { ...writer, name: 'doer', do: true };
 const reader: RolePolicy = { ...ROLES.analyst, name: 'reader', lock: true, channels: { listen: [{ name: 'news', prefix: false }], notify: [] } };
+
+/** The test catalog plus a table and a view in the role's ddl schema. */
+const catalog: CatalogSnapshot = {
+  ...CATALOG,
+  relations: new Map([
+    ...CATALOG.relations,
+    ['scratch.t', { schema: 'scratch', name: 't', kind: 'r', columns: [{ name: 'x', type: 'text' }] }],
+    ['scratch.v', { schema: 'scratch', name: 'v', kind: 'v', columns: [{ name: 'x', type: 'text' }] }],
+  ]),
+};
 
 const roles = { migrator, scratchPath, narrow, doer, reader, writer, analyst: ROLES.analyst };
 type Case = [keyof typeof roles, string, 'allow' | 'deny', string?];
@@ -53,6 +64,9 @@ const families: Record<string, Case[]> = {
     ['migrator', 'CREATE TABLE other.scratch.t (a int)', 'deny', 'ddl_denied'],
     ['scratchPath', 'CREATE TABLE t (a int)', 'allow'],
     ['scratchPath', 'DROP TABLE t', 'allow'],
+    // A view made on the search_path could stand in for a relation of the same name in the same transaction.
+    ['scratchPath', 'CREATE VIEW scratch.orders AS SELECT x FROM victim', 'deny', 'statement_kind_denied'],
+    ['migrator', 'CREATE VIEW v AS SELECT x FROM victim', 'deny', 'statement_kind_denied'],
     ['migrator', 'CREATE TABLE scratch.t (LIKE public.customers)', 'deny', 'statement_kind_denied'],
     ['migrator', 'CREATE TABLE scratch.t () INHERITS (public.orders)', 'deny', 'statement_kind_denied'],
     ['migrator', 'CREATE TABLE scratch.t PARTITION OF public.orders FOR VALUES IN (1)', 'deny', 'statement_kind_denied'],
@@ -66,7 +80,8 @@ const families: Record<string, Case[]> = {
     ['narrow', 'CREATE TEMP TABLE t (a int)', 'deny', 'ddl_denied'],
     ['narrow', 'CREATE TABLE scratch.t (a int)', 'allow'],
     ['narrow', 'CREATE INDEX ON scratch.t (a)', 'deny', 'ddl_denied'],
-    ['migrator', 'CREATE TEMP VIEW v AS SELECT id FROM orders', 'allow'],
+    ['migrator', 'CREATE TEMP VIEW orders AS SELECT x FROM victim', 'deny', 'statement_kind_denied'],
+    ['migrator', 'CREATE VIEW pg_temp.orders AS SELECT x FROM victim', 'deny', 'statement_kind_denied'],
     ['migrator', 'DROP TABLE pg_temp.t', 'allow'],
   ],
   'bodies are reads': [
@@ -151,6 +166,14 @@ const families: Record<string, Case[]> = {
     ['migrator', "SELECT lo_import('/etc/passwd')", 'deny', 'function_denied'],
     ['migrator', 'DO $$ BEGIN END $$', 'deny', 'statement_kind_denied'],
   ],
+  'views the role may have made': [
+    ['migrator', 'DELETE FROM scratch.v', 'deny', 'relation_not_allowed'],
+    ['migrator', "UPDATE scratch.v SET x = 'y'", 'deny', 'relation_not_allowed'],
+    ['migrator', "INSERT INTO scratch.t VALUES ('y')", 'allow'],
+    ['migrator', 'LOCK scratch.v IN ACCESS EXCLUSIVE MODE', 'deny', 'relation_not_allowed'],
+    ['migrator', 'LOCK scratch.v IN ACCESS SHARE MODE', 'allow'],
+    ['migrator', 'LOCK scratch.t IN ACCESS EXCLUSIVE MODE', 'allow'],
+  ],
   'maintenance and LOCK': [
     ['migrator', 'ANALYZE orders', 'allow', 'roles.migrator.maintenance'],
     ['migrator', 'VACUUM pgbench_branches', 'allow'],
@@ -201,7 +224,7 @@ beforeAll(async () => {
 for (const [family, cases] of Object.entries(families)) {
   describe(family, () => {
     it.each(cases)('%s: %s → %s', (role, sql, expected, why) => {
-      const d = evaluate(sql, 'simple', sessionFor(roles[role]), CATALOG);
+      const d = evaluate(sql, 'simple', sessionFor(roles[role]), catalog);
       const got = d.allow ? 'allow' : 'deny';
       expect(got, d.allow ? 'allowed' : `${d.reason}: ${d.message} / ${d.detail}`).toBe(expected);
       if (why !== undefined) expect(d.allow ? d.ruleId : d.reason).toBe(why);
@@ -236,7 +259,7 @@ describe('restated queries', () => {
   it('a table\'s expressions are selected over its own columns', () => {
     expect(body('CREATE TABLE scratch."T" (a serial, b text DEFAULT upper(\'x\') CHECK (b <> a::text))')).toEqual({
       ok: true,
-      queries: [{ text: `SELECT (upper('x')), (b <> a::text) FROM (SELECT NULL::int AS a, NULL::text AS b) AS "T"` }],
+      queries: [{ text: `SELECT ((upper('x'))::text), (b <> a::text) FROM (SELECT NULL::int AS a, NULL::text AS b) AS "T"` }],
     });
   });
   it('an index reads its columns, expressions and predicate from the table alone', () => {
@@ -262,6 +285,9 @@ describe('validation', () => {
     expect(check({ ddl: { kinds: ['create_tabel'], schemas: ['s'], temprary: true } })).toEqual([
       'roles.m.ddl.temprary: unknown key (did you mean "temporary"?)',
       'roles.m.ddl.kinds[0]: must be one of create_table, create_index, create_view, create_materialized_view, create_sequence, alter_table, drop, comment (did you mean "create_table"?)',
+    ]);
+    expect(check({ ddl: { kinds: ['create_view'], schemas: ['app', 'public'] } })).toEqual([
+      'roles.m.ddl.kinds: cannot include create_view while public is also on searchPath: a view made there in a transaction could stand in for a relation of the same name, which pgwarden\'s analysis would resolve to the other one',
     ]);
     expect(check({ maintenance: ['analyse'] })).toEqual(['roles.m.maintenance[0]: must be one of analyze, vacuum (did you mean "analyze"?)']);
     expect(check({ channels: { listn: ['a'] } })).toEqual(['roles.m.channels.listn: unknown key (did you mean "listen"?)']);
