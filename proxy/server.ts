@@ -8,7 +8,8 @@ import { AddressRateLimiter } from './rate-limit.ts';
 import type { UpstreamCap } from './upstream/cap.ts';
 
 /** Login failures that count against limits.loginFailuresPerMinute: the client's credentials were wrong, not pgwarden's limits or upstream. */
-const NOT_CLIENT_FAILURES = new Set(['session_limit', 'upstream', 'key_unavailable']);
+// startup_parameter: a valid token with a startup setting its role may not SET (a client's configuration, not a guess).
+const NOT_CLIENT_FAILURES = new Set(['session_limit', 'upstream', 'key_unavailable', 'startup_parameter']);
 
 export interface ProxyServer {
   readonly sessions: ReadonlySet<Session>;

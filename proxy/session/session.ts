@@ -33,7 +33,7 @@ import { checkBudget, type BudgetAccount, type BudgetKind, type BudgetLedger, ty
 import { parseStatements, type ParseOutcome } from '../../policy/parser.ts';
 import { quoteIdent } from '../../policy/load.ts';
 import { scrubForwarded } from './scrub.ts';
-import { readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
+import { acceptStartupSettings, readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
 import { rewriteApplicationName } from './app-name.ts';
 
 /** Why a session ended; a low-cardinality metric label. */
@@ -654,6 +654,17 @@ export class Session {
       this.fail(expired, 'auth_failed');
       return;
     }
+    if (this.startup !== undefined) {
+      try {
+        // Startup settings follow the role's SET rules: a refused one ends the login before any upstream connection.
+        acceptStartupSettings(this.startup.settings, role);
+      } catch (err) {
+        const e = toClientError(err);
+        this.deps.events?.loginFailed?.(this, 'startup_parameter', e);
+        this.fail(e, 'auth_failed');
+        return;
+      }
+    }
     const refusal = this.deps.admitIdentity?.(identity, this);
     if (refusal) {
       this.deps.events?.loginFailed?.(this, 'session_limit', refusal);
@@ -997,7 +1008,7 @@ export class Session {
     if (this.closed || login === undefined || this.stampChange !== undefined) return;
     if (!this.stampedSettingsChanged()) return;
     this.stampChange = new ProxyError('ERR_SHUTDOWN', 'terminating connection because the policy for this role changed its session settings', {
-      detail: 'readOnly, statementTimeout, dbRole or searchPath changed; they are applied when a session starts',
+      detail: 'readOnly, statementTimeout, dbRole or searchPath changed, or a setting the session started with is no longer allowed; they are applied when a session starts',
       hint: 'reconnect to continue under the current policy',
     });
     this.log.info({ role: login.name }, 'session settings changed by a reload; ending the session when it is idle');
@@ -1023,6 +1034,7 @@ export class Session {
       searchPath: role.searchPath,
       clientApplicationName: startup.applicationName,
       forwarded: startup.forwarded,
+      settings: acceptStartupSettings(startup.settings, role),
     });
   }
 
@@ -1034,7 +1046,13 @@ export class Session {
     const now = login ? this.deps.gate.role(login.name) : undefined;
     if (login === undefined || now === undefined || identity === undefined || startup === undefined) return false;
     const a = this.stamps(identity, login, startup);
-    const b = this.stamps(identity, now, startup);
+    let b: Record<string, string>;
+    try {
+      b = this.stamps(identity, now, startup);
+    } catch {
+      // A startup setting the role no longer allows: the session cannot go on as it started.
+      return true;
+    }
     const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
     for (const k of keys) if (a[k] !== b[k]) return true;
     return false;

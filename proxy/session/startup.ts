@@ -1,7 +1,8 @@
 // Which client startup parameters pass, and the upstream startup parameters that stamp a session's identity and limits.
 import { ProxyError } from '../errors.ts';
-import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS } from '../../policy/settings.ts';
+import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, judgeStartupSetting } from '../../policy/settings.ts';
 import { quoteIdent } from '../../policy/load.ts';
+import type { RolePolicy } from '../../policy/types.ts';
 
 /**
  * Parameters drivers send that cannot change identity, limits or how SQL is lexed; forwarded as given.
@@ -33,6 +34,11 @@ export interface ClientStartup {
   applicationName: string | undefined;
   /** Parameters to forward upstream unchanged. */
   forwarded: Record<string, string>;
+  /**
+   * Other settings the client asked for (statement_timeout, custom settings…), in packet order: judged after login
+   * by the rule for `SET name = 'value'` under the token's role (acceptStartupSettings), refused FATAL otherwise.
+   */
+  settings: [string, string][];
   /** `_pq_.*` protocol options we do not support (reported in NegotiateProtocolVersion). */
   unsupportedProtocolOptions: string[];
 }
@@ -48,6 +54,7 @@ export function readClientStartup(params: ReadonlyMap<string, string>, expectedD
     throw new ProxyError('ERR_PROTOCOL', 'no PostgreSQL user name specified in startup packet');
   }
   const forwarded: Record<string, string> = {};
+  const settings: [string, string][] = [];
   const unsupportedProtocolOptions: string[] = [];
   let database: string | undefined;
   let applicationName: string | undefined;
@@ -84,10 +91,8 @@ export function readClientStartup(params: ReadonlyMap<string, string>, expectedD
     if (name === 'replication') {
       throw refuse('replication connections are not allowed through pgwarden');
     }
-    throw refuse(
-      `startup parameter "${name}" is not allowed through pgwarden`,
-      `allowed startup parameters: user, database, application_name, client_encoding, ${[...FORWARDED_STARTUP_PARAMS].filter((p) => p === p.toLowerCase() || !FORWARDED_STARTUP_PARAMS.has(p.toLowerCase())).join(', ')}`,
-    );
+    // Any other name is a setting: the role is not known yet, so it is judged at login.
+    settings.push([name, value]);
   }
   if (database !== undefined && database !== '' && database !== expectedDatabase) {
     throw new ProxyError('ERR_TOKEN_REJECTED', `database "${database}" is not served by this pgwarden`, {
@@ -95,7 +100,30 @@ export function readClientStartup(params: ReadonlyMap<string, string>, expectedD
       sqlstate: '28000',
     });
   }
-  return { user, database, applicationName, forwarded, unsupportedProtocolOptions };
+  return { user, database, applicationName, forwarded, settings, unsupportedProtocolOptions };
+}
+
+/**
+ * The client's startup settings under `role`, by the rule that decides `SET name = 'value'` (policy/settings.ts):
+ * the same settings, the same bounds (a timeout only lower than the role's), keyed by the lower-case name PostgreSQL
+ * uses (the last of two spellings wins, as it does in PostgreSQL). The first one refused throws a FATAL with the SET
+ * refusal's SQLSTATE and message, before any upstream connection is opened, as PostgreSQL refuses a bad startup option.
+ */
+export function acceptStartupSettings(settings: readonly [string, string][], role: RolePolicy): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of settings) {
+    const v = judgeStartupSetting(name, value, role);
+    if (!v.allow) {
+      const rule = v.rule === 'builtin' ? 'builtin.settings' : `roles.${role.name}.settings`;
+      throw new ProxyError('ERR_STATEMENT_DENIED', 'permission denied by pgwarden: SET changes a setting pgwarden does not allow', {
+        severity: 'FATAL',
+        detail: `startup parameter "${name}": ${v.why} (rule: ${rule})`,
+        hint: v.hint,
+      });
+    }
+    out[name.toLowerCase()] = value;
+  }
+  return out;
 }
 
 /** Postgres truncates names to NAMEDATALEN-1 bytes; application_name is limited the same way. */
@@ -154,6 +182,8 @@ export interface StampInput {
   searchPath: string[];
   clientApplicationName: string | undefined;
   forwarded: Record<string, string>;
+  /** The client's startup settings as acceptStartupSettings accepted them (lower-case names). */
+  settings?: Record<string, string>;
 }
 
 /**
@@ -187,5 +217,11 @@ export function stampParameters(s: StampInput): Record<string, string> {
   out.idle_in_transaction_session_timeout = String(Math.max(1, Math.round(s.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS)));
   if (s.readOnly) out.default_transaction_read_only = 'on';
   if (s.dbRole !== undefined) out.role = s.dbRole;
+  // Accepted client settings: the timeouts were judged within the role's bounds, so the client's lower value is the
+  // session's (its reset value too); nothing else accepted is a name stamped above (those SETs are refused).
+  for (const [name, value] of Object.entries(s.settings ?? {})) {
+    if (name in out && name !== 'statement_timeout' && name !== 'idle_in_transaction_session_timeout') continue;
+    out[name] = value;
+  }
   return out;
 }

@@ -1,6 +1,7 @@
 // Startup parameter allow list, application_name composition and the stamped upstream parameters.
 import { describe, expect, it } from 'vitest';
-import { composeApplicationName, readClientStartup, stampParameters } from '../../../proxy/session/startup.ts';
+import { acceptStartupSettings, composeApplicationName, readClientStartup, stampParameters } from '../../../proxy/session/startup.ts';
+import { makeRole } from '../../fixtures/catalog.ts';
 import { ProxyError } from '../../../proxy/errors.ts';
 
 const params = (o: Record<string, string>) => new Map(Object.entries(o));
@@ -25,14 +26,77 @@ describe('client startup parameters', () => {
     expect(s.applicationName).toBe('psql');
   });
 
-  it.each(['options', 'replication', 'standard_conforming_strings', 'search_path', 'role', 'session_authorization', 'statement_timeout', 'default_transaction_read_only', 'pgwarden.sub', 'backslash_quote'])(
-    'refuses %s with a FATAL that names it',
-    (name) => {
-      const e = refusal(() => readClientStartup(params({ user: 'a', [name]: 'x' }), 'app'));
-      expect(e.severity).toBe('FATAL');
-      expect(e.message).toContain(name === 'replication' ? 'replication' : `"${name}"`);
-    },
-  );
+  it.each(['options', 'replication'])('refuses %s with a FATAL that names it, before login', (name) => {
+    const e = refusal(() => readClientStartup(params({ user: 'a', [name]: 'x' }), 'app'));
+    expect(e.severity).toBe('FATAL');
+    expect(e.message).toContain(name === 'replication' ? 'replication' : `"${name}"`);
+  });
+
+  it('keeps every other parameter, in packet order, to be judged at login', () => {
+    const s = readClientStartup(params({ user: 'a', statement_timeout: '1s', 'myapp.tenant': 't1', search_path: 'evil' }), 'app');
+    expect(s.settings).toEqual([['statement_timeout', '1s'], ['myapp.tenant', 't1'], ['search_path', 'evil']]);
+  });
+});
+
+describe('startup settings follow the role\'s SET rules', () => {
+  const timed = makeRole({ name: 'timed', statementTimeout: 5000, idleInTransactionTimeout: 30_000, settings: new Set(['myapp.tenant']) });
+  const open = makeRole({ name: 'open', readOnly: false });
+  const judge = (role: ReturnType<typeof makeRole>, name: string, value: string) => acceptStartupSettings([[name, value]], role);
+
+  it.each([
+    ['statement_timeout', '1s', { statement_timeout: '1s' }],
+    ['statement_timeout', '5000', { statement_timeout: '5000' }],
+    ['Statement_Timeout', '100ms', { statement_timeout: '100ms' }],
+    ['idle_in_transaction_session_timeout', '10s', { idle_in_transaction_session_timeout: '10s' }],
+    ['lock_timeout', '2s', { lock_timeout: '2s' }],
+    ['myapp.tenant', 'acme', { 'myapp.tenant': 'acme' }],
+    ['MyApp.Tenant', 'acme', { 'myapp.tenant': 'acme' }],
+    ['application_name', 'x', { application_name: 'x' }],
+  ] as const)('accepts %s=%s where SET would be allowed', (name, value, out) => {
+    expect(judge(timed, name, value)).toEqual(out);
+  });
+
+  it.each([
+    ['statement_timeout', '0'],
+    ['statement_timeout', '10s'],
+    ['statement_timeout', '400us'],
+    ['statement_timeout', '010'],
+    ['statement_timeout', 'abc'],
+    ['idle_in_transaction_session_timeout', '0'],
+    ['idle_in_transaction_session_timeout', '1h'],
+    ['work_mem', '1GB'],
+    ['myapp.other', 'x'],
+    ['search_path', 'evil, public'],
+    ['role', 'postgres'],
+    ['session_authorization', 'postgres'],
+    ['pgwarden.sub', 'mallory'],
+    ['standard_conforming_strings', 'off'],
+    ['default_transaction_read_only', 'off'],
+    ['session_replication_role', 'replica'],
+  ])('refuses %s=%s with the SET refusal: FATAL 42501, the parameter named in the detail', (name, value) => {
+    const e = refusal(() => judge(timed, name, value));
+    expect([e.severity, e.sqlstate]).toEqual(['FATAL', '42501']);
+    expect(e.message).toBe('permission denied by pgwarden: SET changes a setting pgwarden does not allow');
+    expect(e.detail).toContain(`startup parameter "${name}"`);
+  });
+
+  it('a role without statementTimeout may start with any statement_timeout, as it may SET any; read-write roles may set read-only mode', () => {
+    expect(judge(open, 'statement_timeout', '0')).toEqual({ statement_timeout: '0' });
+    expect(judge(open, 'default_transaction_read_only', 'on')).toEqual({ default_transaction_read_only: 'on' });
+    expect(() => judge(open, 'idle_in_transaction_session_timeout', '0')).toThrow(ProxyError);
+  });
+
+  it('an accepted timeout replaces the stamped one (it is lower); a stamped identity never gives way', () => {
+    const base = {
+      sessionId: 's', sub: 'alice', agent: undefined, tenant: undefined, jti: undefined, roleName: 'timed', readOnly: true,
+      statementTimeoutMs: 5000, idleInTransactionTimeoutMs: 30_000, dbRole: undefined, searchPath: ['public'], clientApplicationName: undefined, forwarded: {},
+    };
+    const out = stampParameters({ ...base, settings: acceptStartupSettings([['statement_timeout', '1s'], ['idle_in_transaction_session_timeout', '2s'], ['myapp.tenant', 'acme']], timed) });
+    expect(out).toMatchObject({ statement_timeout: '1s', idle_in_transaction_session_timeout: '2s', 'myapp.tenant': 'acme', 'pgwarden.sub': 'alice', search_path: 'public' });
+    // Even if a caller passed one, a stamped name other than the timeouts keeps pgwarden's value.
+    const forged = stampParameters({ ...base, settings: { 'pgwarden.sub': 'mallory', search_path: 'evil', application_name: 'x' } });
+    expect(forged).toMatchObject({ 'pgwarden.sub': 'alice', search_path: 'public', application_name: 'pgwarden:alice' });
+  });
 
   it('refuses client encodings whose multibyte characters can hide quotes or backslashes', () => {
     for (const enc of ['SJIS', 'BIG5', 'GBK', 'GB18030', 'LATIN1']) {

@@ -1,0 +1,125 @@
+// Startup parameters follow the role's SET rules: what SET would allow is applied (a timeout only lower than the role's), the rest is a FATAL 42501 before any upstream connection.
+import pg from 'pg';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_POLICY, connectPg, loginError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+
+// analyst: statementTimeout 5s, idle-in-transaction 60 s (the default). tenanted lists a custom setting.
+const POLICY = `${DEFAULT_POLICY}  tenanted:
+    readOnly: true
+    relations: [public.orders]
+    statementTimeout: 3s
+    idleInTransactionTimeout: 20s
+    settings: [myapp.tenant]
+`;
+
+let tp: TestProxy;
+beforeAll(async () => {
+  tp = await startTestProxy({ policy: POLICY });
+});
+afterAll(async () => {
+  await tp?.close();
+});
+
+async function show(c: pg.Client, name: string): Promise<string> {
+  return (await c.query(`SHOW ${name}`)).rows[0][name] as string;
+}
+
+/** Upstream sessions of `sub`, as pg_stat_activity shows them (their application_name starts with the identity). */
+async function upstreamSessions(sub: string): Promise<number> {
+  const su = await superClient();
+  try {
+    const r = await su.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1`, [`pgwarden:${sub}%`]);
+    return r.rows[0].n as number;
+  } finally {
+    await su.end();
+  }
+}
+
+describe('pg (node-postgres sends these as startup parameters)', () => {
+  it('statement_timeout and idle_in_transaction_session_timeout below the role\'s are applied, and are what RESET ALL returns to', async () => {
+    const c = await connectPg(tp, await tp.token({ sub: 'sp-lower' }), { statement_timeout: 1000, idle_in_transaction_session_timeout: 2000, lock_timeout: 500 });
+    try {
+      expect(await show(c, 'statement_timeout')).toBe('1s');
+      expect(await show(c, 'idle_in_transaction_session_timeout')).toBe('2s');
+      expect(await show(c, 'lock_timeout')).toBe('500ms');
+      await c.query('RESET ALL');
+      expect(await show(c, 'statement_timeout')).toBe('1s');
+      expect(await show(c, 'idle_in_transaction_session_timeout')).toBe('2s');
+      // The client's limit is enforced by the server.
+      await expect(c.query('SELECT count(*) FROM orders a, orders b, orders c, orders d, orders e')).rejects.toMatchObject({ code: '57014' });
+    } finally {
+      await c.end();
+    }
+  });
+
+  it.each([
+    ['statement_timeout above the role\'s', { statement_timeout: 10_000 }],
+    ['idle_in_transaction_session_timeout above the stamped 60 s', { idle_in_transaction_session_timeout: 3_600_000 }],
+  ] as [string, Partial<pg.ClientConfig>][])('%s is refused FATAL 42501 as the SET would be, and no upstream session opens', async (_what, extra) => {
+    const sub = `sp-refused-${Object.keys(extra)[0]}-${Object.values(extra)[0]}`;
+    const err = await loginError(tp.pgConfig(await tp.token({ sub }), extra));
+    expect([err.code, err.severity]).toEqual(['42501', 'FATAL']);
+    expect(err.message).toBe('permission denied by pgwarden: SET changes a setting pgwarden does not allow');
+    expect(err.detail).toMatch(/^startup parameter "/);
+    expect(await upstreamSessions(sub)).toBe(0);
+  });
+
+  it('options (PGOPTIONS) stays refused before login', async () => {
+    const err = await loginError(tp.pgConfig(await tp.token(), { options: '-c statement_timeout=0' }));
+    expect([err.code, err.severity]).toEqual(['0A000', 'FATAL']);
+  });
+});
+
+describe('postgres.js (arbitrary startup parameters through `connection`)', () => {
+  const connect = async (role: string, connection: Record<string, string>, sub = 'sp-js') =>
+    postgres({ host: '127.0.0.1', port: tp.proxy.port, user: sub, database: 'app', pass: await tp.token({ sub, role }), max: 1, onnotice: () => {}, fetch_types: false, connection });
+
+  it('a custom setting the role lists is applied; the timeouts within the role\'s', async () => {
+    const sql = await connect('tenanted', { 'myapp.tenant': 'acme', statement_timeout: '2s', idle_in_transaction_session_timeout: '5s' });
+    try {
+      const [row] = await sql`SELECT current_setting('myapp.tenant') AS t, current_setting('statement_timeout') AS st, current_setting('idle_in_transaction_session_timeout') AS it`;
+      expect(row).toEqual({ t: 'acme', st: '2s', it: '5s' });
+    } finally {
+      await sql.end({ timeout: 2 });
+    }
+  });
+
+  it.each([
+    ['a custom setting the role does not list', 'analyst', { 'myapp.tenant': 'acme' }],
+    ['a timeout above the role\'s', 'tenanted', { statement_timeout: '4s' }],
+    ['statement_timeout 0 (no limit)', 'tenanted', { statement_timeout: '0' }],
+    ['statement_timeout in octal', 'tenanted', { statement_timeout: '010' }],
+    ['search_path', 'tenanted', { search_path: 'evil, public' }],
+    ['role', 'tenanted', { role: 'postgres' }],
+    ['session_authorization', 'tenanted', { session_authorization: 'postgres' }],
+    ['a pgwarden.* stamp', 'tenanted', { 'pgwarden.sub': 'mallory' }],
+    ['a pgwarden.* stamp in another case', 'tenanted', { 'PGWARDEN.SUB': 'mallory' }],
+    ['standard_conforming_strings', 'tenanted', { standard_conforming_strings: 'off' }],
+    ['client_encoding in another case', 'tenanted', { Client_Encoding: 'SJIS' }],
+    ['default_transaction_read_only for a read-only role', 'tenanted', { default_transaction_read_only: 'off' }],
+  ] as [string, string, Record<string, string>][])('%s is refused FATAL 42501 with the SET refusal', async (_what, role, connection) => {
+    const sql = await connect(role, connection, 'sp-js-refused');
+    try {
+      const err = await sql`SELECT 1`.then(() => undefined, (e: { code?: string; severity?: string; message: string }) => e);
+      expect(err).toBeDefined();
+      expect([err?.code, err?.severity]).toEqual(['42501', 'FATAL']);
+      expect(err?.message).toBe('permission denied by pgwarden: SET changes a setting pgwarden does not allow');
+    } finally {
+      await sql.end({ timeout: 2 });
+    }
+    expect(await upstreamSessions('sp-js-refused')).toBe(0);
+  });
+
+  it('a stamped name in another case that the policy allows is overridden by the stamp, not applied', async () => {
+    // Application_Name (not the exact startup key) is judged as SET application_name, allowed, and the stamp wins.
+    const sql = await connect('tenanted', { Application_Name: 'forged', Client_Encoding: 'UTF8' }, 'sp-js-case');
+    try {
+      const [row] = await sql`SELECT current_setting('application_name') AS app, current_setting('client_encoding') AS enc`;
+      expect(row?.app).toMatch(/^pgwarden:sp-js-case\/test-agent/);
+      expect(row?.enc).toBe('UTF8');
+    } finally {
+      await sql.end({ timeout: 2 });
+    }
+  });
+});
