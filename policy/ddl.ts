@@ -48,9 +48,12 @@ function stringsOf(list: unknown): string[] {
 }
 
 /** The tree without positions, keys sorted: two pieces of SQL with the same canonical form are the same statement text for PostgreSQL. */
+/** Fields that only record where something was written (byte offsets): they differ between a text and its restatement. */
+const POSITION_FIELDS = new Set(['location', 'list_start', 'list_end', 'rexpr_list_start', 'rexpr_list_end', 'name_location', 'stmt_location', 'stmt_len']);
+
 function canonical(n: unknown): string {
   return JSON.stringify(n, (k, v: unknown) => {
-    if (k === 'location') return undefined;
+    if (POSITION_FIELDS.has(k) && typeof v === 'number') return undefined;
     if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
       const o = v as AnyNode;
       return Object.fromEntries(Object.keys(o).sort().map((key) => [key, o[key]]));
@@ -221,7 +224,8 @@ function constraintParts(list: unknown, sink: ExprSink, ownColumns: readonly str
         if (c.raw_expr !== undefined) sink.exprs.push(columnType === undefined ? c.raw_expr : asColumnType(c.raw_expr, columnType));
         break;
       case 'CONSTR_CHECK':
-        if (c.raw_expr !== undefined) sink.exprs.push(c.raw_expr);
+        // Coerced to boolean as a CHECK is (an explicit cast allows every conversion the implicit one does).
+        if (c.raw_expr !== undefined) sink.exprs.push({ TypeCast: { arg: c.raw_expr, typeName: { names: [{ String: { sval: 'pg_catalog' } }, { String: { sval: 'bool' } }], typemod: -1 } } });
         break;
       case 'CONSTR_FOREIGN': {
         const q = foreignKeyQuery(c);
@@ -311,9 +315,8 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
         } else if (cmd.subtype === 'AT_AlterColumnType') {
           const cd: AnyNode | undefined = def?.ColumnDef;
           if (cd?.typeName === undefined) return fail('ALTER COLUMN TYPE without a type');
-          // The converted column is read (USING, or the implicit cast of the column itself).
-          sink.exprs.push(cd.raw_default ?? { ColumnRef: { fields: [{ String: { sval: String(cmd.name ?? '') } }] } });
-          sink.exprs.push({ TypeCast: { arg: { A_Const: { isnull: true } }, typeName: cd.typeName } });
+          // The converted column is read (USING, or the column itself) and converted to the new type, maybe by a cast function.
+          sink.exprs.push(asColumnType(cd.raw_default ?? { ColumnRef: { fields: [{ String: { sval: String(cmd.name ?? '') } }] } }, cd.typeName));
         } else if (cmd.subtype === 'AT_AddConstraint') {
           constraintParts([def], sink, []);
         }
