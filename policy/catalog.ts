@@ -1,5 +1,6 @@
 // Reads the upstream catalog the policy engine needs (relations, columns, functions, operators) and checks the upstream user's privileges.
-import { frozenMap, frozenSet, quoteIdent, relationKey } from './load.ts';
+import { frozenMap, frozenSet, relationKey } from './load.ts';
+import { quoteIdent } from '../lib/ident.ts';
 import type { CatalogType, CatalogFunction, CatalogRelation, CatalogSnapshot, RelationPattern } from './types.ts';
 
 /** What loadCatalog needs from a database connection: node-postgres's `client.query` or `pool.query` fit. */

@@ -1,5 +1,6 @@
 // Text output of the `pgwarden policy …` commands, as pure functions the CLI prints (no process.exit, no logging).
-import { compilePolicy, formatIssue, loadPolicyFile, policyWarnings, quoteIdent } from './load.ts';
+import { compilePolicy, formatIssue, loadPolicyFile, policyWarnings } from './load.ts';
+import { quoteIdent } from '../lib/ident.ts';
 import { holdCursorLimit } from './evaluate.ts';
 import { idleInTransactionTimeoutMs } from './settings.ts';
 import type { RelationPattern, RoleBudget, RolePolicy } from './types.ts';

@@ -10,7 +10,7 @@
 // The object rules (which schema a name lands in) are decided here from the parse tree alone.
 import { deparseSync } from 'pgsql-deparser';
 import { parseStatements } from './parser.ts';
-import { quoteIdent } from './load.ts';
+import { quoteIdent } from '../lib/ident.ts';
 import type { CatalogSnapshot, ChannelPattern, RolePolicy } from './types.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

@@ -4,10 +4,11 @@ import type { CatalogSnapshot, DdlKind, Decision, Effect, RelationPattern, RoleP
 import { parseStatements, type RawStmt } from './parser.ts';
 import { analyzeStatement, REG_TYPES, type Analysis } from './analyze.ts';
 import { judgeFunction } from './functions.ts';
-import { DEFAULT_HOLD_CURSORS, quoteIdent } from './load.ts';
+import { DEFAULT_HOLD_CURSORS } from './load.ts';
+import { quoteIdent } from '../lib/ident.ts';
 import { judgeSettingRead, judgeVariableSet, judgeTransactionOptions } from './settings.ts';
 import { DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, INTROSPECTION_RELATIONS, SYSTEM_DENIED_COLUMNS, isSystemRelation } from './introspection.ts';
-import { SqlState } from '../proxy/sqlstate.ts';
+import { SqlState } from '../lib/sqlstate.ts';
 import { channelAllowed, placeObject, utilityQueries, UTILITY_KINDS, type NamedNeed } from './ddl.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

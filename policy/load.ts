@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
 import type { ChannelPattern, CompiledPolicy, DdlKind, MaintenanceKind, Millis, RelationPattern, RoleBudget, RolePolicy, WriteKind } from './types.ts';
+import { editDistance, quoteIdent } from '../lib/ident.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The file format (kept in step with policy/schema.json by test/unit/policy/load.test.ts)
@@ -231,11 +232,6 @@ export function splitQualifiedName(text: string): { ok: true; parts: NamePart[] 
   }
 }
 
-/** Quotes a name part only when Postgres would need it, for messages and `policy explain`. */
-export function quoteIdent(name: string): string {
-  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
-}
-
 /** The map key used by RolePolicy.deniedColumns and CatalogSnapshot.relations: raw parts joined by a dot. */
 export function relationKey(schema: string, name: string): string {
   return `${schema}.${name}`;
@@ -343,20 +339,6 @@ function describe(v: unknown): string {
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';
   return `${typeof v} ${JSON.stringify(v)}`;
-}
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0] ?? 0;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = row[j] ?? 0;
-      row[j] = Math.min(cur + 1, (row[j - 1] ?? 0) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return row[b.length] ?? 0;
 }
 
 class Validator {

@@ -14,7 +14,7 @@ import { REG_TYPES } from './analyze.ts';
 import type { Denial } from './evaluate.ts';
 import { bitmapField, IncrementalWalk, isNode, isNumberList, numberField, walkNodes, wordField, type Incremental, type IncrementalOptions, type PgNode, type PgValue } from './pgnode.ts';
 import type { CatalogFunction, CatalogRelation, RolePolicy, WriteKind } from './types.ts';
-import { SqlState } from '../proxy/sqlstate.ts';
+import { SqlState } from '../lib/sqlstate.ts';
 
 export interface ServerRelation {
   schema: string;

@@ -13,7 +13,7 @@
 //   - anything else (SET, SHOW, transaction control, FETCH, DROP, …) touches no relation or function the server
 //     would resolve differently and is decided by pgwarden alone.
 import { parseStatements, scanTokens, type RawStmt } from './parser.ts';
-import { quoteIdent } from './load.ts';
+import { quoteIdent } from '../lib/ident.ts';
 import { utilityQueries, UTILITY_ANALYSED_KINDS, type NamedNeed } from './ddl.ts';
 
 export interface AnalysisText {

@@ -1,7 +1,7 @@
 // The current policy and catalog as one swappable reference: load, hot reload (file watch, SIGHUP, API), versions and change events.
 import path from 'node:path';
-import { Coalescer } from './coalesce.ts';
-import { FileWatcher, readSettled } from './watch.ts';
+import { Coalescer } from '../lib/coalesce.ts';
+import { FileWatcher, readSettled } from '../lib/watch.ts';
 import { compilePolicy, formatIssue, loadPolicyBytes, loadPolicyFile, policyWarnings, type PolicyIssue } from './load.ts';
 import type { CatalogSnapshot, CompiledPolicy, RolePolicy } from './types.ts';
 

@@ -28,7 +28,7 @@ import os from 'node:os';
 import { loadModule, normalizeSync, scanSync } from 'libpg-query';
 import pino, { type Logger } from 'pino';
 import type { Identity } from './auth/jwt.ts';
-import { ProxyError } from './errors.ts';
+import { ProxyError } from '../lib/errors.ts';
 import type { StatementGate } from './session/gate.ts';
 import type { EndReason, Session, SessionEvents } from './session/session.ts';
 import type { Decision } from '../policy/types.ts';

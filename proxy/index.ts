@@ -5,7 +5,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from './config/types.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/jwt.ts';
-import { ProxyError } from './errors.ts';
+import { ProxyError } from '../lib/errors.ts';
 import { createLogger } from './log.ts';
 import { createMetrics, registerAuditMetrics, registerRevocationMetrics, registerDecidePoolMetrics, registerSessionBufferMetrics, registerUpstreamCapMetrics, startMetricsServer, type Metrics } from './metrics.ts';
 import { auditGate, auditUnavailableError, createAudit, withAuditGate, type Audit } from './audit.ts';

@@ -23,10 +23,10 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Document, isSeq, parseDocument, YAMLSeq } from 'yaml';
 import type { Identity } from './auth/jwt.ts';
-import { ProxyError } from './errors.ts';
+import { ProxyError } from '../lib/errors.ts';
 import { emptyChangeList, KEYS, noteChange, RevocationIndex, yieldToLoop, type ChangeList, type RevocationEntry, type RevocationKey } from './revocation-index.ts';
-import { Coalescer } from '../policy/coalesce.ts';
-import { FileWatcher, readSettled } from '../policy/watch.ts';
+import { Coalescer } from '../lib/coalesce.ts';
+import { FileWatcher, readSettled } from '../lib/watch.ts';
 
 export { RevocationIndex, MAX_LISTED_CHANGES, type RevocationEntry } from './revocation-index.ts';
 

@@ -1,10 +1,10 @@
 // The accept loop: one Session per client connection, connection limits, and a graceful close that ends every session.
 import net from 'node:net';
-import { ProxyError } from './errors.ts';
+import { ProxyError } from '../lib/errors.ts';
 import { encodeProxyError } from './wire/backend.ts';
 import { Session, type EndReason, type SessionDeps } from './session/session.ts';
 import type { Identity } from './auth/jwt.ts';
-import { AddressRateLimiter } from './rate-limit.ts';
+import { AddressRateLimiter } from '../lib/rate-limit.ts';
 import type { UpstreamCap } from './upstream/cap.ts';
 
 /** Login failures that count against limits.loginFailuresPerMinute: the client's credentials were wrong, not pgwarden's limits or upstream. */

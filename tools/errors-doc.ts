@@ -1,15 +1,15 @@
-// Generates docs/errors.md from the error catalog (proxy/errors.ts); `--write` updates the file, `--check` fails when it is stale.
+// Generates docs/errors.md from the error catalog (lib/errors.ts); `--write` updates the file, `--check` fails when it is stale.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ErrorCatalog, type CatalogEntry } from '../proxy/errors.ts';
-import { SqlState } from '../proxy/sqlstate.ts';
+import { ErrorCatalog, type CatalogEntry } from '../lib/errors.ts';
+import { SqlState } from '../lib/sqlstate.ts';
 
 export const ERRORS_DOC = fileURLToPath(new URL('../docs/errors.md', import.meta.url));
 
 /** PostgreSQL's condition name for a SQLSTATE we name (SqlState.InsufficientPrivilege → insufficient_privilege). */
 function conditionName(sqlstate: string): string {
   const name = Object.entries(SqlState).find(([, v]) => v === sqlstate)?.[0];
-  if (name === undefined) throw new Error(`SQLSTATE ${sqlstate} is not a named constant in proxy/sqlstate.ts`);
+  if (name === undefined) throw new Error(`SQLSTATE ${sqlstate} is not a named constant in lib/sqlstate.ts`);
   return name.replace(/([a-z])([A-Z])/g, '$1_$2').toLowerCase();
 }
 
@@ -42,9 +42,9 @@ export function renderErrorsDoc(): string {
   const lines = [
     '# Errors pgwarden sends',
     '',
-    '<!-- Generated from proxy/errors.ts by `npm run docs:errors`; test/unit/errors.test.ts fails when this file is stale. -->',
+    '<!-- Generated from lib/errors.ts by `npm run docs:errors`; test/unit/errors.test.ts fails when this file is stale. -->',
     '',
-    'Every error pgwarden itself originates has a code in its catalog (`proxy/errors.ts`). Clients see the',
+    'Every error pgwarden itself originates has a code in its catalog (`lib/errors.ts`). Clients see the',
     'SQLSTATE, severity, message and hint; the code appears in pgwarden\'s log and audit trail (`code` of a',
     '`login_refused` event). `ERROR` leaves the session usable; `FATAL` ends it. Errors PostgreSQL raises while',
     'running an allowed statement reach the client unchanged and are not listed here.',

@@ -1,6 +1,6 @@
 // JWT password verification: token → Identity, or a FATAL ProxyError that says exactly why (jose does the cryptography).
 import * as jose from 'jose';
-import { ProxyError } from '../errors.ts';
+import { ProxyError } from '../../lib/errors.ts';
 import type { AuthConfig } from '../config/types.ts';
 import { KeyAlgorithmMismatchError, KeyUnavailableError, loadVerificationKeys, type KeyResolver } from './keys.ts';
 

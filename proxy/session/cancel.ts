@@ -4,7 +4,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
 import { sendCancelRequest } from '../upstream/connect.ts';
-import { AddressRateLimiter } from '../rate-limit.ts';
+import { AddressRateLimiter } from '../../lib/rate-limit.ts';
 
 /**
  * The key a client gets in BackendKeyData: the upstream backend's own pid, so pg_backend_pid(), pg_stat_activity and

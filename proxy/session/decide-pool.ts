@@ -30,7 +30,7 @@ import type { EvaluationFacts } from '../../policy/evaluate.ts';
 import { DEFAULT_PARSER_LIMITS, type ParserLimits } from '../../policy/parser.ts';
 import type { AnalysisPlan } from '../../policy/server-plan.ts';
 import type { DecideJob, DecideWorkerData, PlanJob, WorkerReply } from '../../policy/worker/decide-worker.ts';
-import { SqlState } from '../sqlstate.ts';
+import { SqlState } from '../../lib/sqlstate.ts';
 
 type Deny = Extract<Decision, { allow: false }>;
 

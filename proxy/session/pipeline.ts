@@ -24,8 +24,8 @@ import {
   encodeNoticeResponse,
   encodeProxyError,
 } from '../wire/backend.ts';
-import { ProxyError } from '../errors.ts';
-import { SqlState } from '../sqlstate.ts';
+import { ProxyError } from '../../lib/errors.ts';
+import { SqlState } from '../../lib/sqlstate.ts';
 
 /** SQL that every Postgres version rejects at parse time, without touching any object. */
 export const SENTINEL_SQL = 'pgwarden refused this statement';

@@ -32,8 +32,8 @@ import { encodeNoticeResponse, encodeProxyError, splitErrorFields } from '../wir
 import { BackendType } from '../wire/codes.ts';
 import type { Frame } from '../wire/framer.ts';
 import { Writer } from '../wire/writer.ts';
-import { ProxyError } from '../errors.ts';
-import { SqlState } from '../sqlstate.ts';
+import { ProxyError } from '../../lib/errors.ts';
+import { SqlState } from '../../lib/sqlstate.ts';
 
 /** What replaces a DETAIL (or HINT, or internal query) that carried row values. */
 export const WITHHELD_DETAIL = 'row values withheld by pgwarden';

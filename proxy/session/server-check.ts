@@ -8,7 +8,7 @@ import { collectReferences, factsFromTrees, hasMissing, incrementalReferenceWalk
 import { planServerAnalysis, type AnalysisPlan, type AnalysisText } from '../../policy/server-plan.ts';
 import type { Decision, RolePolicy } from '../../policy/types.ts';
 import { BackendType } from '../wire/codes.ts';
-import { SqlState } from '../sqlstate.ts';
+import { SqlState } from '../../lib/sqlstate.ts';
 import { scrubErrorFrame } from './scrub.ts';
 import { AnalysisUnavailable, fetchOids, serverError, type TreeResult, type AnalysisConnection, type AnalysisContext, type AnalysisPool, type ServerError } from '../upstream/analysis.ts';
 

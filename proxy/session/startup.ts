@@ -1,7 +1,7 @@
 // Which client startup parameters pass, and the upstream startup parameters that stamp a session's identity and limits.
-import { ProxyError } from '../errors.ts';
+import { ProxyError } from '../../lib/errors.ts';
 import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, judgeStartupSetting } from '../../policy/settings.ts';
-import { quoteIdent } from '../../policy/load.ts';
+import { quoteIdent } from '../../lib/ident.ts';
 import type { RolePolicy } from '../../policy/types.ts';
 
 /**

@@ -6,7 +6,7 @@
 // after parse analysis. Parse analysis resolves names, functions, operators and coercions but neither plans
 // nor executes. Requests are pipelined: each is a run of messages ending in Sync, answered in order.
 import type { UpstreamConfig } from '../config/types.ts';
-import { ProxyError } from '../errors.ts';
+import { ProxyError } from '../../lib/errors.ts';
 import { splitErrorFields } from '../wire/backend.ts';
 import { BackendType } from '../wire/codes.ts';
 import { MessageFramer, type Frame } from '../wire/framer.ts';
@@ -14,7 +14,7 @@ import { encodeBind, encodeExecute, encodeParse, encodeQuery, encodeSync, encode
 import { tcpUpstream, type UpstreamConnection, type UpstreamConnector } from './connect.ts';
 import type { OidSets, ServerFunction, ServerOperator, ServerRelation, ServerType } from '../../policy/server-analysis.ts';
 import { readNodeTree, type PgValue } from '../../policy/pgnode.ts';
-import { quoteIdent } from '../../policy/load.ts';
+import { quoteIdent } from '../../lib/ident.ts';
 
 /** An error the server raised while analysing (the statement would fail the same way). */
 export interface ServerError {

@@ -1,5 +1,5 @@
 // pgwarden's upstream connections counted against one cap, derived at startup from the server's max_connections so pgwarden never takes the server's last slots.
-import { ProxyError } from '../errors.ts';
+import { ProxyError } from '../../lib/errors.ts';
 
 /**
  * Room a login leaves free for pgwarden's own connections (an analysis connection, a readiness check, a catalog

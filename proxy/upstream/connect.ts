@@ -3,7 +3,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { UpstreamConfig } from '../config/types.ts';
-import { ProxyError } from '../errors.ts';
+import { ProxyError } from '../../lib/errors.ts';
 import { AuthenticationCode as AuthCode, BackendType, SSL_REQUEST_CODE } from '../wire/codes.ts';
 import { MessageFramer, type Frame } from '../wire/framer.ts';
 import {

@@ -1,6 +1,6 @@
 // At startup: the settings a DBA should put on pgwarden's upstream role (docs/deploy.md), checked once, and one warning naming the missing ones with the ALTER ROLE to run.
 import type { Logger } from 'pino';
-import { quoteIdent } from '../../policy/load.ts';
+import { quoteIdent } from '../../lib/ident.ts';
 
 /** A recommended setting: what a fresh session of the role has, why it matters, and the value to suggest. */
 interface Recommendation {

@@ -1,6 +1,6 @@
 // Client side of SCRAM-SHA-256 (RFC 5802/7677) for pgwarden's own upstream login; no channel binding.
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
-import { ProxyError } from '../errors.ts';
+import { ProxyError } from '../../lib/errors.ts';
 
 export interface ScramState {
   clientNonce: string;

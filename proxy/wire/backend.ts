@@ -1,5 +1,5 @@
 // Backend (server → client) message bodies: encoders for what the proxy originates, decoders for the upstream messages it acts on.
-import type { ProxyError } from '../errors.ts';
+import type { ProxyError } from '../../lib/errors.ts';
 import {
   AuthenticationCode,
   BackendType,

@@ -10,7 +10,7 @@ import {
   SSL_REQUEST_CODE,
 } from './codes.ts';
 import { decodeUtf8, protocolViolation } from './reader.ts';
-import { ProxyError } from '../errors.ts';
+import { ProxyError } from '../../lib/errors.ts';
 
 /**
  * A first packet PostgreSQL drops without a word (it only logs it, as COMMERROR): a length outside 8..10000, a

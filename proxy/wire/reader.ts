@@ -1,5 +1,5 @@
 // Bounds-checked cursor over one message body: every read checks what is left and throws ERR_PROTOCOL, never reads past the end.
-import { ProxyError } from '../errors.ts';
+import { ProxyError } from '../../lib/errors.ts';
 
 /** A 08P01 ProxyError; the wording follows Postgres's own pq_getmsg* errors so logs read alike. */
 export function protocolViolation(message: string, detail?: string): ProxyError {

@@ -1,6 +1,6 @@
 // Assertion helper shared by the wire tests: the call must fail with pgwarden's protocol-violation error.
 import { expect } from 'vitest';
-import { ProxyError } from '../../proxy/errors.ts';
+import { ProxyError } from '../../lib/errors.ts';
 
 /** Runs `fn` and returns the ProxyError it threw, asserting it is ERR_PROTOCOL / 08P01. */
 export function expectProtocolError(fn: () => unknown): ProxyError {

@@ -1,7 +1,7 @@
 // Property tests for the framer's streaming path: any chunking gives the same bytes, the same message boundaries, and never holds a streamed message.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ProxyError } from '../../proxy/errors.ts';
+import { ProxyError } from '../../lib/errors.ts';
 import { MessageFramer, isPart, type Frame, type FramePart } from '../../proxy/wire/framer.ts';
 import { splitAt, typed } from '../helpers/bytes.ts';
 

@@ -1,7 +1,7 @@
 // Property tests for wire/: chunking never changes frames, hostile bytes only ever yield frames or 08P01, encoders round-trip.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ProxyError } from '../../proxy/errors.ts';
+import { ProxyError } from '../../lib/errors.ts';
 import {
   decodeBackendKeyData,
   decodeErrorFields,

@@ -7,7 +7,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { loadModule } from 'libpg-query';
 import type { Identity } from '../../proxy/auth/jwt.ts';
-import { ProxyError } from '../../proxy/errors.ts';
+import { ProxyError } from '../../lib/errors.ts';
 import { auditGate, auditSqlText, createAudit, fixed3, jsonString, MAX_NORMALIZED_SQL_INPUT, needsCollapse, normalizeSql, withAuditGate, type Audit, type AuditOptions } from '../../proxy/audit.ts';
 import type { StatementGate } from '../../proxy/session/gate.ts';
 import type { Session } from '../../proxy/session/session.ts';

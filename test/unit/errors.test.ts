@@ -3,8 +3,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ErrorCatalog, ProxyError, type CatalogEntry } from '../../proxy/errors.ts';
-import { SqlState } from '../../proxy/sqlstate.ts';
+import { ErrorCatalog, ProxyError, type CatalogEntry } from '../../lib/errors.ts';
+import { SqlState } from '../../lib/sqlstate.ts';
 import { ERRORS_DOC, renderErrorsDoc } from '../../tools/errors-doc.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -161,7 +161,7 @@ function problems(files: Source[]): string[] {
     let rest = text;
     for (const n of calls(text, 'encodeNoticeResponse')) rest = rest.replace(n, '');
     for (const s of sqlstatesIn(rest)) {
-      if (s.value === undefined || !NAMED_VALUES.has(s.value)) out.push(`${file}: ${s.spelled} is not a named SQLSTATE (proxy/sqlstate.ts)`);
+      if (s.value === undefined || !NAMED_VALUES.has(s.value)) out.push(`${file}: ${s.spelled} is not a named SQLSTATE (lib/sqlstate.ts)`);
       else if (!CATALOG_SQLSTATES.has(s.value)) out.push(`${file}: ${s.spelled} (${s.value}) is sent by no catalog entry`);
     }
   }
@@ -252,8 +252,8 @@ describe('every error pgwarden builds uses the catalog', () => {
       'proxy/bad.ts: new ProxyError(code as ErrorCode, …) does not name a catalog code',
       'proxy/bad.ts: Field.Code).cstring(: an error or notice built by hand; use encodeProxyError or encodeNoticeResponse',
       "proxy/bad.ts: encodeErrorResponse with sqlstate: '42501': build a ProxyError instead",
-      "proxy/bad.ts: sqlstate: '58P02' is not a named SQLSTATE (proxy/sqlstate.ts)",
-      "proxy/bad.ts: sqlstate: '22012' is not a named SQLSTATE (proxy/sqlstate.ts)",
+      "proxy/bad.ts: sqlstate: '58P02' is not a named SQLSTATE (lib/sqlstate.ts)",
+      "proxy/bad.ts: sqlstate: '22012' is not a named SQLSTATE (lib/sqlstate.ts)",
     ]);
   });
 });

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ResponseTracker, rewriteTagCount, type StatementTrace } from '../../../proxy/session/pipeline.ts';
 import { FrontendType } from '../../../proxy/wire/codes.ts';
 import { MessageFramer } from '../../../proxy/wire/framer.ts';
-import { ProxyError } from '../../../proxy/errors.ts';
+import { ProxyError } from '../../../lib/errors.ts';
 import { Bytes, typed } from '../../helpers/bytes.ts';
 
 const dataRow = (v: string) => typed('D', new Bytes().i16(1).i32(Buffer.byteLength(v)).str(v));

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { acceptStartupSettings, composeApplicationName, readClientStartup, stampParameters } from '../../../proxy/session/startup.ts';
 import { makeRole } from '../../fixtures/catalog.ts';
-import { ProxyError } from '../../../proxy/errors.ts';
+import { ProxyError } from '../../../lib/errors.ts';
 
 const params = (o: Record<string, string>) => new Map(Object.entries(o));
 

@@ -1,7 +1,7 @@
 // Backend encoders (against hand-built bytes and pg-protocol's client parser) and decoders of upstream messages.
 import { Parser } from 'pg-protocol/dist/parser.js';
 import { describe, expect, it } from 'vitest';
-import { ProxyError } from '../../../proxy/errors.ts';
+import { ProxyError } from '../../../lib/errors.ts';
 import {
   decodeAuthentication,
   decodeBackendKeyData,

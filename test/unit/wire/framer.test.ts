@@ -1,6 +1,6 @@
 // MessageFramer: frame boundaries, zero-copy views, hostile lengths and the startup phase.
 import { describe, expect, it } from 'vitest';
-import { ProxyError } from '../../../proxy/errors.ts';
+import { ProxyError } from '../../../lib/errors.ts';
 import { FRONTEND_MESSAGE_TYPES, MessageFramer, UnansweredStartupPacket, type Frame } from '../../../proxy/wire/framer.ts';
 import { MAX_PASSWORD_MESSAGE_LENGTH, MAX_TOKEN_LENGTH } from '../../../proxy/auth/jwt.ts';
 import { Bytes, splitAt, startupPacket, typed, untyped } from '../../helpers/bytes.ts';
