@@ -3,4 +3,4 @@
 import { register } from 'tsx/esm/api';
 
 register();
-await import('../proxy/cli.ts');
+await import('../proxy/cli/main.ts');

@@ -1,7 +1,6 @@
 // createProxy(config, deps): the one public entry point that wires parser, policy store, token verifier and server together.
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
-import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from './config/types.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/jwt.ts';
@@ -19,7 +18,8 @@ import { createPolicyGate } from './session/policy-gate.ts';
 import { decidePoolOptions } from './session/decide-pool.ts';
 import { ServerChecker } from './session/server-check.ts';
 import { AnalysisPool } from './upstream/analysis.ts';
-import { pgSslOptions, tcpUpstream, type CountedUpstream, type UpstreamConnector } from './upstream/connect.ts';
+import { tcpUpstream, type CountedUpstream, type UpstreamConnector } from './upstream/connect.ts';
+import { upstreamQuerier } from './upstream/querier.ts';
 import { chooseCap, OWN_HEADROOM, readServerSlots, UpstreamCap } from './upstream/cap.ts';
 import { warnAboutRoleSettings } from './upstream/role-settings.ts';
 import { initParser } from '../policy/parser.ts';
@@ -55,32 +55,6 @@ export interface Proxy {
   /** Reloads the policy (SIGHUP); sessions whose role disappeared are ended. */
   reload(): Promise<void>;
   close(drainMs?: number): Promise<void>;
-}
-
-/** Runs one query against the upstream database with pgwarden's own credentials (catalog reads, checks). */
-export function upstreamQuerier(config: Config, counted: CountedUpstream = {}): (sql: string, params?: unknown[]) => Promise<{ rows: any[] }> {
-  const u = config.upstream;
-  return async (sql, params) => {
-    // Counted against limits.maxUpstreamConnections once the cap is known (it is derived with this querier).
-    const release = counted.cap?.acquireOwn();
-    const client = new pg.Client({
-      host: u.host,
-      port: u.port,
-      database: u.database,
-      user: u.user,
-      password: u.password,
-      application_name: 'pgwarden:catalog',
-      connectionTimeoutMillis: u.connectTimeout,
-      ssl: pgSslOptions(u),
-    });
-    try {
-      await client.connect();
-      return await client.query(sql, params as any[]);
-    } finally {
-      await client.end().catch(() => {});
-      release?.();
-    }
-  };
 }
 
 /**

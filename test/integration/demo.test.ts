@@ -5,7 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import pg from 'pg';
 
-const CLI = path.resolve('proxy/cli.ts');
+const CLI = path.resolve('proxy/cli/main.ts');
 
 /** Resolves once `re` matches the child's stdout so far (or rejects when the child exits or time runs out). */
 function waitFor(out: () => string, child: ReturnType<typeof spawn>, re: RegExp, ms: number): Promise<RegExpExecArray> {

@@ -11,7 +11,7 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { loadModule, parseSync } from 'libpg-query';
 import { formatConfigIssues, loadConfig } from '../../proxy/config/load.ts';
 import { startMetricsServer } from '../../proxy/metrics.ts';
-import { policyCheck } from '../../policy/cli.ts';
+import { policyCheck } from '../../proxy/cli/policy.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DOCKER = path.join(ROOT, 'docker');

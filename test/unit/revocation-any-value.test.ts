@@ -9,7 +9,7 @@ import { MAX_TOKEN_LENGTH } from '../../proxy/auth/jwt.ts';
 import { settings } from '../../proxy/config/settings.ts';
 import { MAX_REASON, parseRevocationText, revoke, RevocationFileError, RevocationIndex, RevocationList } from '../../proxy/revocation.ts';
 import { rowsToEntries } from '../../proxy/revocation-table.ts';
-import { revokeCommand, type RevokeLoadConfig } from '../../proxy/revoke-cli.ts';
+import { revokeCommand, type RevokeLoadConfig } from '../../proxy/cli/revoke.ts';
 import { identityFactory } from '../helpers/revocation.ts';
 
 const id = identityFactory({ sub: 'alice', agent: 'bot-1', jti: 'jti-1' });

@@ -12,7 +12,7 @@ import {
   RevocationList,
   type RevocationChange,
 } from '../../proxy/revocation.ts';
-import { revokeCommand, type RevokeLoadConfig } from '../../proxy/revoke-cli.ts';
+import { revokeCommand, type RevokeLoadConfig } from '../../proxy/cli/revoke.ts';
 import { until } from '../helpers/until.ts';
 import { identityFactory } from '../helpers/revocation.ts';
 

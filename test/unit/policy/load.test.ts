@@ -23,7 +23,7 @@ import {
   splitQualifiedName,
   type PolicyIssue,
 } from '../../../policy/load.ts';
-import { policyCheck } from '../../../policy/cli.ts';
+import { policyCheck } from '../../../proxy/cli/policy.ts';
 import { EXAMPLE_POLICY_YAML } from '../../fixtures/example.ts';
 
 const EXAMPLE = `# policy.yaml — this exact example must load\n${EXAMPLE_POLICY_YAML}`;

@@ -1,11 +1,12 @@
 // `pgwarden policy explain`: decides one statement for a role against the live upstream catalog and returns the decision as data.
-import type { Config } from './config/types.ts';
-import { policyRelations, upstreamQuerier } from './index.ts';
-import { initParser } from '../policy/parser.ts';
-import { PolicyStore } from '../policy/store.ts';
-import { loadCatalog } from '../policy/catalog.ts';
-import { evaluate } from '../policy/evaluate.ts';
-import type { Decision } from '../policy/types.ts';
+import type { Config } from '../config/types.ts';
+import { policyRelations } from '../index.ts';
+import { upstreamQuerier } from '../upstream/querier.ts';
+import { initParser } from '../../policy/parser.ts';
+import { PolicyStore } from '../../policy/store.ts';
+import { loadCatalog } from '../../policy/catalog.ts';
+import { evaluate } from '../../policy/evaluate.ts';
+import type { Decision } from '../../policy/types.ts';
 
 export interface Explanation {
   role: string;

@@ -1,6 +1,6 @@
 // AddressRateLimiter and addressKey: buckets per address, refill over time, bounded memory, IPv6 grouped by /64.
 import { describe, expect, it } from 'vitest';
-import { AddressRateLimiter, addressKey } from '../../lib/rate-limit.ts';
+import { AddressRateLimiter, addressKey } from '../../../lib/rate-limit.ts';
 
 describe('addressKey', () => {
   it.each([

@@ -1,9 +1,9 @@
 // Text output of the `pgwarden policy …` commands, as pure functions the CLI prints (no process.exit, no logging).
-import { compilePolicy, formatIssue, loadPolicyFile, policyWarnings } from './load.ts';
-import { quoteIdent } from '../lib/ident.ts';
-import { holdCursorLimit } from './evaluate.ts';
-import { idleInTransactionTimeoutMs } from './settings.ts';
-import type { RelationPattern, RoleBudget, RolePolicy } from './types.ts';
+import { compilePolicy, formatIssue, loadPolicyFile, policyWarnings } from '../../policy/load.ts';
+import { quoteIdent } from '../../lib/ident.ts';
+import { holdCursorLimit } from '../../policy/evaluate.ts';
+import { idleInTransactionTimeoutMs } from '../../policy/settings.ts';
+import type { RelationPattern, RoleBudget, RolePolicy } from '../../policy/types.ts';
 
 function pattern(p: RelationPattern): string {
   return `${quoteIdent(p.schema)}.${p.name === '*' ? '*' : quoteIdent(p.name)}`;

@@ -4,12 +4,12 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { startPostgres } from './embedded/postgres.ts';
-import { SAMPLE_DATABASE, SAMPLE_POLICY_YAML, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from './embedded/sample.ts';
-import { loadConfig, formatConfigIssues } from './config/load.ts';
-import { mintToken } from './auth/mint.ts';
-import { createProxy } from './index.ts';
-import { createLogger } from './log.ts';
+import { startPostgres } from '../embedded/postgres.ts';
+import { SAMPLE_DATABASE, SAMPLE_POLICY_YAML, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from '../embedded/sample.ts';
+import { loadConfig, formatConfigIssues } from '../config/load.ts';
+import { mintToken } from '../auth/mint.ts';
+import { createProxy } from '../index.ts';
+import { createLogger } from '../log.ts';
 
 function step(msg: string): void {
   process.stderr.write(`pgwarden demo: ${msg}\n`);

@@ -1,9 +1,9 @@
 // The pgwarden command line: serve, token mint, demo, policy check/explain; SIGTERM drains, SIGHUP reloads.
 import { parseArgs } from 'node:util';
-import { loadConfig, formatConfigIssues } from './config/load.ts';
-import { parseDuration } from './config/duration.ts';
-import { mintToken } from './auth/mint.ts';
-import { createProxy } from './index.ts';
+import { loadConfig, formatConfigIssues } from '../config/load.ts';
+import { parseDuration } from '../config/duration.ts';
+import { mintToken } from '../auth/mint.ts';
+import { createProxy } from '../index.ts';
 import { runDemo } from './demo.ts';
 
 const USAGE = `usage:
@@ -83,7 +83,7 @@ async function tokenMint(argv: string[]): Promise<void> {
 async function policy(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
   if (sub === 'check') {
-    const { policyCheck } = await import('../policy/cli.ts');
+    const { policyCheck } = await import('./policy.ts');
     const file = rest[0];
     if (!file) die(`policy check needs a FILE\n${USAGE}`);
     const res = await policyCheck(file);
@@ -117,7 +117,7 @@ export async function main(argv: string[]): Promise<void> {
     case 'policy':
       return await policy(rest);
     case 'revoke': {
-      const { revokeCommand } = await import('./revoke-cli.ts');
+      const { revokeCommand } = await import('./revoke.ts');
       process.exit(await revokeCommand(rest, loadConfig));
     }
     case undefined:

@@ -1,9 +1,9 @@
 // `pgwarden revoke`: appends one jti/sub/agent entry to the configured revocation file, which running proxies pick up by file watch.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { parseDuration } from './config/duration.ts';
-import { formatConfigIssues, type ConfigIssue } from './config/load.ts';
-import { revoke, type RevocationEntry } from './revocation.ts';
+import { parseDuration } from '../config/duration.ts';
+import { formatConfigIssues, type ConfigIssue } from '../config/load.ts';
+import { revoke, type RevocationEntry } from '../revocation.ts';
 
 export const REVOKE_USAGE = `usage:
   pgwarden revoke --config FILE (--jti ID | --sub SUBJECT | --agent AGENT) [--reason TEXT] [--expires 1h|ISO-TIME]
