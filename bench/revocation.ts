@@ -25,8 +25,8 @@ import { freePort, startPostgres, type EmbeddedPostgres } from '../proxy/embedde
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from '../proxy/embedded/sample.ts';
 import { mintToken } from '../proxy/auth/mint.ts';
 import { isMain } from './lib/tools.ts';
-import { REVOCATION_TABLE_SQL, TableRevocations } from '../proxy/revocation-table.ts';
-import { revoke, RevocationList } from '../proxy/revocation.ts';
+import { REVOCATION_TABLE_SQL, TableRevocations } from '../proxy/revocation/table.ts';
+import { revoke, RevocationList } from '../proxy/revocation/file.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SCHEMA = 'pgwarden_admin';

@@ -25,7 +25,7 @@ import pg from 'pg';
 import { startPostgres, freePort, type EmbeddedPostgres } from '../proxy/embedded/postgres.ts';
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from '../proxy/embedded/sample.ts';
 import { mintToken } from '../proxy/auth/mint.ts';
-import { revoke } from '../proxy/revocation.ts';
+import { revoke } from '../proxy/revocation/file.ts';
 import { benchConfig } from './lib/pgwarden-config.ts';
 import { startSoakServer, type SoakServer, type SoakServerSpec } from './lib/soak-server.ts';
 import { errorTable, latencyTable, latencyTimeline, mostWithin, readAudit, reloadDurations, rssSvg, type Marker, type RssSample } from './lib/soak-report.ts';

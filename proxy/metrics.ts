@@ -2,7 +2,7 @@
 import http from 'node:http';
 import client from 'prom-client';
 import type { Audit } from './audit.ts';
-import type { RevocationHealth, RevocationReadInfo } from './revocation.ts';
+import type { RevocationHealth, RevocationReadInfo } from './revocation/source.ts';
 import type { SessionEvents } from './session/session.ts';
 
 export interface Metrics {

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../config/duration.ts';
 import { formatConfigIssues, type ConfigIssue } from '../config/load.ts';
-import { revoke, type RevocationEntry } from '../revocation.ts';
+import { revoke, type RevocationEntry } from '../revocation/file.ts';
 
 export const REVOKE_USAGE = `usage:
   pgwarden revoke --config FILE (--jti ID | --sub SUBJECT | --agent AGENT) [--reason TEXT] [--expires 1h|ISO-TIME]

@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { revoke } from '../../proxy/revocation.ts';
+import { revoke } from '../../proxy/revocation/file.ts';
 import { connectPg, pgError, startTestProxy, type TestProxy, loginError } from '../helpers/proxy.ts';
 
 let tp: TestProxy;

@@ -3,8 +3,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import { REVOCATION_TABLE_SQL, TableRevocations } from '../../proxy/revocation-table.ts';
-import { MAX_REASON } from '../../proxy/revocation.ts';
+import { REVOCATION_TABLE_SQL, TableRevocations } from '../../proxy/revocation/table.ts';
+import { MAX_REASON } from '../../proxy/revocation/source.ts';
 import { identityFactory } from '../helpers/revocation.ts';
 
 // Its own schema: other files use pgwarden_admin and may run at the same time.

@@ -2,8 +2,8 @@
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import { REVOCATION_TABLE_SQL, TableRevocations } from '../../proxy/revocation-table.ts';
-import type { RevocationChange } from '../../proxy/revocation.ts';
+import { REVOCATION_TABLE_SQL, TableRevocations } from '../../proxy/revocation/table.ts';
+import type { RevocationChange } from '../../proxy/revocation/source.ts';
 import { until } from '../helpers/until.ts';
 import { identityFactory } from '../helpers/revocation.ts';
 

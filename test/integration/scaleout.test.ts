@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { freePort } from '../../proxy/embedded/postgres.ts';
 import { CancelRegistry } from '../../proxy/session/cancel.ts';
-import { revoke } from '../../proxy/revocation.ts';
-import { REVOCATION_TABLE_SQL } from '../../proxy/revocation-table.ts';
+import { revoke } from '../../proxy/revocation/file.ts';
+import { REVOCATION_TABLE_SQL } from '../../proxy/revocation/table.ts';
 import { connectPg, pgError, startTestProxy, superClient, type TestProxy, sendCancel, loginError } from '../helpers/proxy.ts';
 
 const SLOW_SQL = 'SELECT count(*) FROM orders a, orders b, orders c';

@@ -5,12 +5,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { MAX_TOKEN_LENGTH } from '../../proxy/auth/jwt.ts';
-import { settings } from '../../proxy/config/settings.ts';
-import { MAX_REASON, parseRevocationText, revoke, RevocationFileError, RevocationIndex, RevocationList } from '../../proxy/revocation.ts';
-import { rowsToEntries } from '../../proxy/revocation-table.ts';
-import { revokeCommand, type RevokeLoadConfig } from '../../proxy/cli/revoke.ts';
-import { identityFactory } from '../helpers/revocation.ts';
+import { MAX_TOKEN_LENGTH } from '../../../proxy/auth/jwt.ts';
+import { settings } from '../../../proxy/config/settings.ts';
+import { parseRevocationText, revoke, RevocationFileError, RevocationIndex, RevocationList } from '../../../proxy/revocation/file.ts';
+import { MAX_REASON } from '../../../proxy/revocation/source.ts';
+import { rowsToEntries } from '../../../proxy/revocation/table.ts';
+import { revokeCommand, type RevokeLoadConfig } from '../../../proxy/cli/revoke.ts';
+import { identityFactory } from '../../helpers/revocation.ts';
 
 const id = identityFactory({ sub: 'alice', agent: 'bot-1', jti: 'jti-1' });
 

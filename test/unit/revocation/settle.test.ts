@@ -3,9 +3,10 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } fr
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { RevocationList, type RevocationChange, type RevocationListOptions, type RevocationReadInfo } from '../../proxy/revocation.ts';
-import { until } from '../helpers/until.ts';
-import { identityFactory } from '../helpers/revocation.ts';
+import { RevocationList, type RevocationListOptions } from '../../../proxy/revocation/file.ts';
+import { type RevocationChange, type RevocationReadInfo } from '../../../proxy/revocation/source.ts';
+import { until } from '../../helpers/until.ts';
+import { identityFactory } from '../../helpers/revocation.ts';
 
 const id = identityFactory({});
 const jti = (v: string) => id({ jti: v });

@@ -6,7 +6,7 @@
 // reason is shown): a key is revoked exactly as long as any entry revokes it. A full re-read of a source marks every
 // slot it sees with a new generation and then sweeps the unmarked ones (removed from the source) and the expired
 // ones, in chunks that yield to the event loop, while the index keeps answering.
-import type { Identity } from './auth/jwt.ts';
+import type { Identity } from '../auth/jwt.ts';
 
 export const KEYS = ['jti', 'sub', 'agent'] as const;
 export type RevocationKey = (typeof KEYS)[number];

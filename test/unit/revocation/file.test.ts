@@ -3,18 +3,11 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync,
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import {
-  combineRevocations,
-  parseRevocationText,
-  revoke,
-  revokedSessionError,
-  RevocationFileError,
-  RevocationList,
-  type RevocationChange,
-} from '../../proxy/revocation.ts';
-import { revokeCommand, type RevokeLoadConfig } from '../../proxy/cli/revoke.ts';
-import { until } from '../helpers/until.ts';
-import { identityFactory } from '../helpers/revocation.ts';
+import { parseRevocationText, revoke, RevocationFileError, RevocationList } from '../../../proxy/revocation/file.ts';
+import { combineRevocations, revokedSessionError, type RevocationChange } from '../../../proxy/revocation/source.ts';
+import { revokeCommand, type RevokeLoadConfig } from '../../../proxy/cli/revoke.ts';
+import { until } from '../../helpers/until.ts';
+import { identityFactory } from '../../helpers/revocation.ts';
 
 const id = identityFactory({ sub: 'alice', agent: 'bot-1', jti: 'jti-1' });
 

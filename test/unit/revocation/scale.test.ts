@@ -4,18 +4,11 @@ import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createMetrics, registerRevocationMetrics } from '../../proxy/metrics.ts';
-import {
-  parseRevocationLines,
-  revoke,
-  RevocationFileError,
-  RevocationIndex,
-  RevocationList,
-  type RevocationChange,
-  type RevocationReadInfo,
-} from '../../proxy/revocation.ts';
-import { until } from '../helpers/until.ts';
-import { identityFactory } from '../helpers/revocation.ts';
+import { createMetrics, registerRevocationMetrics } from '../../../proxy/metrics.ts';
+import { parseRevocationLines, revoke, RevocationFileError, RevocationIndex, RevocationList } from '../../../proxy/revocation/file.ts';
+import { type RevocationChange, type RevocationReadInfo } from '../../../proxy/revocation/source.ts';
+import { until } from '../../helpers/until.ts';
+import { identityFactory } from '../../helpers/revocation.ts';
 
 const id = identityFactory({ sub: 'alice' });
 

@@ -17,20 +17,12 @@
 // Staleness: while the connection is down the last list read stays in force (fail closed for what is known) and
 // revocations made meanwhile are seen on reconnect; health() exports that state for metrics and readiness.
 import pg from 'pg';
-import type { Identity } from './auth/jwt.ts';
-import type { UpstreamConfig } from './config/types.ts';
-import { pgSslOptions } from './upstream/connect.ts';
-import { emptyChangeList, MAX_LISTED_CHANGES, RevocationIndex, type ChangeList } from './revocation-index.ts';
-import {
-  emitChange,
-  reasonText,
-  type RevocationEntry,
-  type RevocationHealth,
-  type RevocationListener,
-  type RevocationLog,
-  type RevocationReadInfo,
-  type RevocationSource,
-} from './revocation.ts';
+import type { Identity } from '../auth/jwt.ts';
+import type { UpstreamConfig } from '../config/types.ts';
+import { pgSslOptions } from '../upstream/connect.ts';
+import { emptyChangeList, MAX_LISTED_CHANGES, RevocationIndex, type ChangeList } from './entry-index.ts';
+import { type RevocationEntry } from './file.ts';
+import { emitChange, reasonText, type RevocationHealth, type RevocationListener, type RevocationLog, type RevocationReadInfo, type RevocationSource } from './source.ts';
 
 export const DEFAULT_REVOCATION_CHANNEL = 'pgwarden_revocations';
 
