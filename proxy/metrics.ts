@@ -1,7 +1,7 @@
 // Prometheus metrics (prom-client) and the /metrics, /healthz, /readyz listener; labels stay low-cardinality.
 import http from 'node:http';
 import client from 'prom-client';
-import type { Audit } from './audit.ts';
+import type { Audit } from './audit/sink.ts';
 import type { RevocationHealth, RevocationReadInfo } from './revocation/source.ts';
 import type { SessionEvents } from './session/session.ts';
 

@@ -1,4 +1,4 @@
-// The audit trail: one JSON event per login, statement decision, session end, policy reload and revocation change, on its own pino destination.
+// The audit trail's sink: one JSON event per login, statement decision, session end, policy reload and revocation change, on its own pino destination.
 //
 // Why a separate stream: the operational log (log.ts) is for operators and can be turned down to `warn`; the audit
 // trail is evidence of who did what and must always be complete, in a fixed shape that SIEMs can parse.
@@ -25,29 +25,13 @@
 // seconds, and the first successful write (normally of the marker and the queued events) flips `healthy` back.
 // A plain stream passed in cannot recover from an error (Node destroys a stream after 'error'), only from a stall.
 import os from 'node:os';
-import { loadModule, normalizeSync, scanSync } from 'libpg-query';
+import { loadModule } from 'libpg-query';
 import pino, { type Logger } from 'pino';
-import type { Identity } from './auth/jwt.ts';
-import { ProxyError } from '../lib/errors.ts';
-import type { StatementGate } from './session/gate.ts';
-import type { EndReason, Session, SessionEvents } from './session/session.ts';
-import type { Decision } from '../policy/types.ts';
-import { replaceLiterals, scanLiterals } from '../policy/literals.ts';
-
-/** Bumped when a field changes meaning or is removed (adding a field does not bump it). */
-export const AUDIT_SCHEMA_VERSION = 1;
-
-/** Longest SQL text written per statement event; longer text is cut and `sqlTruncated` set. */
-export const MAX_AUDIT_SQL = 16 * 1024;
-
-/**
- * Longest SQL text normalised per statement event ('normalized' mode): longer text is cut to this *before* it is
- * normalised (and `sqlTruncated` set), because the normaliser's passes (the server's normaliser in WASM, the scanner)
- * cost about 1 ms per KiB on a hostile text and grow the WASM memory for good; a 1 MiB statement used to stall the
- * event loop for seconds here. 8 KiB is policy/literals.ts's MAX_SHAPE_LENGTH, so the cut text still takes the
- * exact JS fast path when it can.
- */
-export const MAX_NORMALIZED_SQL_INPUT = 8 * 1024;
+import { ProxyError } from '../../lib/errors.ts';
+import type { Session, SessionEvents } from '../session/session.ts';
+import { AUDIT_SCHEMA_VERSION, decisionFragment, escapeSeparators, fixed3, isoNow, jsonString, sessionFields, sessionFragment, type AuditEvent, type PolicyReloadInfo, type RevocationInfo } from './events.ts';
+import { AUDIT_REDACT_PATHS, mayHoldJwt, scrub, scrubText } from './redact.ts';
+import { auditSqlText, type AuditSqlMode } from './sql-text.ts';
 
 /** Events are written in batches: at most this long after the first of a batch… */
 export const BATCH_MS = 10;
@@ -70,13 +54,6 @@ const STALL_BYTES = MAX_BUFFERED_BYTES - 2 * 1024 * 1024;
 /** A stalled destination counts as recovered once it holds no more than this. */
 const RESUME_BYTES = MAX_BUFFERED_BYTES / 2;
 
-/** Keys pino blanks wherever they appear at the top level or one level down. */
-export const AUDIT_REDACT_PATHS = ['password', 'token', 'secret', 'authorization', '*.password', '*.token', '*.secret', '*.authorization'];
-
-// Three base64url segments whose header starts with '{"' (eyJ): a JWS compact token.
-const JWT_LIKE = /eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g;
-
-export type AuditSqlMode = 'full' | 'normalized' | 'none';
 export type AuditFailurePolicy = 'refuse' | 'continue';
 /** 'failed': the destination reported an error; 'stalled': it stopped taking bytes and the memory bound was reached. */
 export type AuditState = 'ok' | 'failed' | 'stalled';
@@ -93,95 +70,6 @@ export interface AuditOptions {
   log?: Pick<Logger, 'error' | 'warn' | 'info'>;
   /** Probe interval while unhealthy. Default 5 s. */
   probeMs?: number;
-}
-
-/** Identity fields shared by every session-scoped event. Absent values are omitted from the JSON. */
-export interface AuditSessionFields {
-  sessionId: string;
-  clientAddress?: string;
-  sub?: string;
-  agent?: string;
-  tenant?: string;
-  role?: string;
-  jti?: string;
-  /** Token expiry, ISO 8601. */
-  tokenExp?: string;
-}
-
-export type AuditEvent =
-  | ({ event: 'session_start' } & AuditSessionFields)
-  | ({ event: 'login_refused'; reason: string; sqlstate: string; code: string; message: string } & AuditSessionFields)
-  | ({
-      event: 'statement';
-      /** Decision number within the session; the matching statement_end carries the same seq. */
-      seq?: number;
-      mode: 'simple' | 'parse' | 'bind';
-      /** libpg-query node names, e.g. ['SelectStmt']; empty when the text did not parse. */
-      kinds: string[];
-      /** Per the `sql` setting; absent with 'none'. */
-      sql?: string;
-      sqlTruncated?: boolean;
-      relations: string[];
-      decision: 'allow' | 'deny' | 'shadow_deny';
-      rule?: string;
-      /** Why it was denied (or would have been, for shadow_deny). */
-      reason?: string;
-      policyVersion?: number;
-      decisionMicros: number;
-      /** Filled by the relay when available: rows returned, execution time and the final SQLSTATE. For a deny, sqlstate is the refusal's. */
-      rows?: number;
-      durationMs?: number;
-      sqlstate?: string;
-    } & AuditSessionFields)
-  /**
-   * Written when an allowed statement has finished: rows sent to the client, time from send to completion,
-   * and its SQLSTATE if it failed. The decision is written first, before the statement runs, so nothing ever
-   * runs unaudited; this event completes it (matched by sessionId + seq).
-   */
-  /** A statement the policy allowed, refused because a role budget of its subject or agent was used up (53400). */
-  | ({ event: 'budget_exceeded'; seq: number; kind: string; per: string; limit: number; retryInMs?: number; sqlstate: string } & AuditSessionFields)
-  | ({ event: 'statement_end'; seq: number; rows: number; durationMs: number; sqlstate?: string; truncated?: boolean; rowCapError?: boolean } & AuditSessionFields)
-  | ({ event: 'session_end'; reason: EndReason; durationMs?: number; statements: number; denied: number } & AuditSessionFields)
-  | ({ event: 'policy_reload' } & PolicyReloadInfo)
-  | ({ event: 'revocation' } & RevocationInfo)
-  /**
-   * Written first when the trail recovers from a failure: `dropped` events between failedAt and recoveredAt are
-   * missing (those that fit in memory follow this line).
-   */
-  | { event: 'audit_gap'; failedAt: string; recoveredAt?: string; error: string; dropped: number };
-
-export interface PolicyReloadInfo {
-  version: number;
-  previousVersion?: number;
-  /** 'file' | 'signal' | 'api' | 'catalog'. */
-  reason: string;
-  digest?: string;
-  addedRoles?: string[];
-  removedRoles?: string[];
-  changedRoles?: string[];
-  /** Sessions ended because their role disappeared. */
-  sessionsEnded?: number;
-  [extra: string]: unknown;
-}
-
-export interface RevocationInfo {
-  /** 'file' | 'table'. */
-  source: string;
-  /** Entries in force after the change. */
-  entries: number;
-  added?: RevocationEntrySummary[];
-  removed?: RevocationEntrySummary[];
-  /** Live sessions ended because of this change. */
-  sessionsEnded?: number;
-  [extra: string]: unknown;
-}
-
-export interface RevocationEntrySummary {
-  jti?: string;
-  sub?: string;
-  agent?: string;
-  reason?: string;
-  expiresAt?: string;
 }
 
 export interface Audit {
@@ -205,45 +93,6 @@ export interface Audit {
   flush(): void;
   /** Flushes and closes the destination (stdout/stderr are flushed, not closed). */
   close(): Promise<void>;
-}
-
-/** True when a new login or statement may proceed: the trail is healthy, or the operator chose 'continue'. */
-export function auditGate(audit: Pick<Audit, 'healthy' | 'onFailure'>): boolean {
-  return audit.healthy || audit.onFailure === 'continue';
-}
-
-/** The FATAL for a login refused while the audit trail is down (57P03, like "not ready"). */
-export function auditUnavailableError(): ProxyError {
-  return new ProxyError('ERR_NOT_READY', 'pgwarden cannot record an audit trail right now, so it accepts no sessions', {
-    hint: 'try again shortly; the operator has been alerted',
-  });
-}
-
-/**
- * Wraps a StatementGate so every statement is denied while `auditGate(audit)` is false ('refuse' and unhealthy).
- * The denial goes through the normal refusal path (42501 with a message and hint), so the batch and any explicit
- * transaction fail exactly as for a policy denial and nothing reaches the database.
- */
-export function withAuditGate(gate: StatementGate, audit: Pick<Audit, 'healthy' | 'onFailure'>): StatementGate {
-  return {
-    get version() {
-      return gate.version;
-    },
-    role: (name) => gate.role(name),
-    decide(sql, mode, view, paramTypes): Decision | Promise<Decision> {
-      if (auditGate(audit)) return gate.decide(sql, mode, view, paramTypes);
-      return {
-        allow: false,
-        ruleId: undefined,
-        sqlstate: '42501',
-        message: 'statement refused by pgwarden: the audit trail cannot be written right now',
-        detail: 'pgwarden is configured to refuse statements it cannot record (audit.onFailure: refuse)',
-        hint: 'retry shortly; the operator has been alerted',
-        reason: 'audit_unavailable',
-        statements: [],
-      };
-    },
-  };
 }
 
 type Destination = NodeJS.WritableStream & {
@@ -652,267 +501,9 @@ function stderrReporter(): Pick<Logger, 'error' | 'warn' | 'info'> {
   return { error: line('error'), warn: line('warn'), info: line('info') } as unknown as Pick<Logger, 'error' | 'warn' | 'info'>;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Event construction: explicit fields only, so whatever else a Session or Identity carries stays out.
-
-export function sessionFields(s: Pick<Session, 'id' | 'remoteAddress' | 'identity' | 'role'>): AuditSessionFields {
-  const id: Identity | undefined = s.identity;
-  const out: AuditSessionFields = { sessionId: s.id };
-  if (s.remoteAddress !== undefined) out.clientAddress = s.remoteAddress;
-  if (id) {
-    out.sub = id.sub;
-    if (id.agent !== undefined) out.agent = id.agent;
-    if (id.tenant !== undefined) out.tenant = id.tenant;
-    out.role = id.role;
-    if (id.jti !== undefined) out.jti = id.jti;
-    if (Number.isFinite(id.exp)) out.tokenExp = new Date(id.exp * 1000).toISOString();
-  } else if (s.role) {
-    out.role = s.role.name;
-  }
-  return out;
-}
-
-/** The session fields as a JSON fragment (`,"sessionId":…`), JWT-looking values scrubbed like every other field. */
-function sessionFragment(fields: AuditSessionFields): string {
-  const json = escapeSeparators(JSON.stringify(mayHoldJwt(fields) ? scrub(fields) : fields));
-  return json.length > 2 ? `,${json.slice(1, -1)}` : '';
-}
-
-let lastMs = 0;
-let lastIso = '';
-/** ISO 8601 time of now, formatted once per millisecond. */
-function isoNow(): string {
-  const ms = Date.now();
-  if (ms !== lastMs) {
-    lastMs = ms;
-    lastIso = new Date(ms).toISOString();
-  }
-  return lastIso;
-}
-
-/**
- * `x` rounded to 3 decimals, as JSON: the same number `Math.round(x * 1000) / 1000` is, written with integer
- * arithmetic (V8 prints a fractional double by a slow general algorithm, and there are two per statement).
- */
-export function fixed3(x: number): string {
-  const n = Math.round(x * 1000);
-  if (!(n >= 0 && n <= 0x3fffffff)) return Number.isFinite(n) ? String(n / 1000) : 'null';
-  const whole = Math.floor(n / 1000);
-  const frac = n - whole * 1000;
-  if (frac === 0) return String(whole);
-  // Trailing zeros dropped, as JSON.stringify would: 0.5, not 0.500.
-  if (frac % 100 === 0) return `${whole}.${frac / 100}`;
-  if (frac % 10 === 0) return `${whole}.${frac < 100 ? '0' : ''}${frac / 10}`;
-  return `${whole}.${frac < 10 ? '00' : frac < 100 ? '0' : ''}${frac}`;
-}
-
-/**
- * The decision's part of a statement event (kinds, relations, outcome, rule, reason), cached per decision: the
- * decision cache hands out the same decision object (or a copy with its own rewrite and the same statement list)
- * for every repeat, so this is built once per distinct statement shape.
- */
-const decisionFragments = new WeakMap<object, { d: Decision; json: string }>();
-function decisionFragment(d: Decision): string {
-  const cached = decisionFragments.get(d.statements);
-  if (cached !== undefined && sameOutcome(cached.d, d)) return cached.json;
-  const relations = [...new Set(d.statements.flatMap((st) => st.relations))];
-  let json = `,"kinds":${JSON.stringify(d.statements.map((st) => st.kind))},"relations":${JSON.stringify(relations)}`;
-  json += `,"decision":"${d.allow ? (d.shadowDenied ? 'shadow_deny' : 'allow') : 'deny'}"`;
-  if (d.ruleId !== undefined) json += `,"rule":${JSON.stringify(d.ruleId)}`;
-  if (!d.allow) json += `,"reason":${JSON.stringify(d.reason)},"sqlstate":${JSON.stringify(d.sqlstate)}`;
-  else if (d.shadowDenied) json += `,"reason":${JSON.stringify(d.shadowDenied.reason)}`;
-  json = scrubText(json);
-  decisionFragments.set(d.statements, { d, json });
-  return json;
-}
-
-function sameOutcome(a: Decision, b: Decision): boolean {
-  if (a === b) return true;
-  if (a.allow !== b.allow || a.ruleId !== b.ruleId) return false;
-  if (!a.allow && !b.allow) return a.reason === b.reason && a.sqlstate === b.sqlstate;
-  if (a.allow && b.allow) return a.shadowDenied?.reason === b.shadowDenied?.reason;
-  return false;
-}
-
-// Token types of PostgreSQL's scanner (gram.h) that are literal values; names first, numbers as a fallback
-// because libpg-query reports some (BCONST, XCONST, USCONST) as UNKNOWN by name.
-const LITERAL_TOKEN_NAMES = new Set(['SCONST', 'USCONST', 'BCONST', 'XCONST', 'ICONST', 'FCONST']);
-const LITERAL_TOKEN_TYPES = new Set([260, 261, 262, 263, 264, 266]);
-const COMMENT_TOKEN_NAMES = new Set(['SQL_COMMENT', 'C_COMMENT']);
-// Any quoted-string form, whatever the scanner calls it: '…', E'…', B'…', X'…', N'…', U&'…', $tag$…$tag$.
-const QUOTED_LITERAL = /^(?:[eEbBxXnN]|[uU]&)?'|^\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$/;
-
-/**
- * The SQL text a statement event records, cut *before* any pass over it: at most MAX_NORMALIZED_SQL_INPUT characters
- * are normalised ('normalized') and at most MAX_AUDIT_SQL written. A cut text is normalised as a prefix of the
- * statement: the scanner reads a prefix exactly as it reads the whole text up to the cut, so every complete token is
- * classified as in the whole; only the last one can be cut short, and a cut literal, quoted identifier or comment does
- * not scan. Then the cut moves back to before the last quote, dollar sign or comment start and tries again, a few
- * times, and writes a placeholder rather than anything the normaliser has not accepted.
- */
-export function auditSqlText(sql: string, mode: 'full' | 'normalized'): { text: string; truncated: boolean } {
-  if (mode === 'full') return sql.length > MAX_AUDIT_SQL ? { text: sql.slice(0, MAX_AUDIT_SQL), truncated: true } : { text: sql, truncated: false };
-  if (sql.length <= MAX_NORMALIZED_SQL_INPUT) {
-    const text = normalizeSql(sql);
-    return text.length > MAX_AUDIT_SQL ? { text: text.slice(0, MAX_AUDIT_SQL), truncated: true } : { text, truncated: false };
-  }
-  let prefix = sql.slice(0, MAX_NORMALIZED_SQL_INPUT);
-  // A cut between the two halves of a surrogate pair would leave a lone half.
-  if (/[\ud800-\udbff]$/.test(prefix)) prefix = prefix.slice(0, -1);
-  for (let attempt = 0; attempt < 4 && prefix.length > 0; attempt++) {
-    const text = tryNormalize(prefix);
-    if (text !== undefined) return { text: text.slice(0, MAX_AUDIT_SQL), truncated: true };
-    const back = Math.max(prefix.lastIndexOf("'"), prefix.lastIndexOf('"'), prefix.lastIndexOf('$'), prefix.lastIndexOf('/*'), prefix.lastIndexOf('--'));
-    if (back < 0) break;
-    prefix = prefix.slice(0, back);
-  }
-  return { text: `[statement of ${Buffer.byteLength(sql)} bytes; its first ${MAX_NORMALIZED_SQL_INPUT} characters could not be normalised]`, truncated: true };
-}
-
-/**
- * SQL with every literal replaced by `?` and comments dropped, rebuilt from scanner tokens only (whitespace between
- * tokens becomes one space), so nothing the scanner did not classify can leak. Text the scanner rejects (an
- * unterminated quote) is not written at all.
- */
-export function normalizeSql(sql: string): string {
-  return tryNormalize(sql) ?? `[unscannable statement, ${Buffer.byteLength(sql)} bytes]`;
-}
-
-/** normalizeSql(), or undefined when the scanner cannot read the text. */
-function tryNormalize(sql: string): string | undefined {
-  // Fastest path: the statement has only the plain lexical forms policy/literals.ts handles exactly (the common
-  // case: the decision cache has just scanned it); its constants become $n as the server's normalizer does, and
-  // a statement without constants (only $n parameters) is written as it is.
-  const shape = scanLiterals(sql);
-  if (shape !== undefined) return tidy(shape.spans.length === 0 ? sql : replaceLiterals(sql, shape));
-  // Fast path: the server's own normalizer (pg_stat_statements style, constants become $n), in C.
-  let quick: string | undefined;
-  try {
-    quick = normalizeSync(sql);
-  } catch {
-    quick = undefined;
-  }
-  if (quick !== undefined && isCleanNormalization(quick)) return tidy(quick);
-  return normalizeByTokens(sql);
-}
-
-/** Whitespace runs become one space, no space at either end, no final semicolon (regular expressions only when needed). */
-function tidy(text: string): string {
-  let t = text;
-  if (needsCollapse(t)) t = t.replace(/\s+/g, ' ');
-  if (t.charCodeAt(0) === 32 || t.charCodeAt(t.length - 1) === 32) t = t.trim();
-  return t.charCodeAt(t.length - 1) === 59 ? t.slice(0, -1) : t;
-}
-
-/**
- * Whether `t` holds two whitespace characters in a row or any whitespace but a space: what `/\s\s|[\t\n\r\f\v]/`
- * tests, by hand, because V8 ran that expression through its slow runtime path on every statement.
- */
-export function needsCollapse(t: string): boolean {
-  let previous = false;
-  for (let i = 0; i < t.length; i++) {
-    const c = t.charCodeAt(i);
-    let space = c === 32;
-    if (!space) {
-      if (c >= 9 && c <= 13) return true;
-      // The rest of \s: no-break and typographic spaces, separators, the byte-order mark.
-      space = c >= 0xa0 && (c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff);
-    }
-    if (space && previous) return true;
-    previous = space;
-  }
-  return false;
-}
-
-/**
- * `JSON.stringify(text)` with U+2028, U+2029 and the C1 controls (U+0080–U+009F) escaped too, without the call when
- * nothing in the text needs an escape (the usual statement): no quote, backslash, control character or surrogate
- * (JSON.stringify escapes a lone one; a pair is left to it too). Valid JSON either way; the extra escapes keep a line
- * one line for readers that split on Unicode line separators (JavaScript before ES2019, some log shippers) and keep
- * C1 controls, which some terminals act on, out of the raw text.
- */
-export function jsonString(text: string): string {
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 32 || c === 34 || c === 92 || (c >= 0xd800 && c <= 0xdfff) || (c >= 0x80 && c <= 0x9f) || c === 0x2028 || c === 0x2029) return escapeSeparators(JSON.stringify(text));
-  }
-  return `"${text}"`;
-}
-
-const SEPARATORS = /[\u0080-\u009f\u2028\u2029]/g;
-
-/** JSON text with U+2028, U+2029 and C1 controls written as \uXXXX (they can only occur inside strings). */
-export function escapeSeparators(json: string): string {
-  SEPARATORS.lastIndex = 0;
-  if (!SEPARATORS.test(json)) return json;
-  SEPARATORS.lastIndex = 0;
-  return json.replace(SEPARATORS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
-
-/**
- * The normalizer keeps comments (which may hold data) and returns some scanner errors as if they were
- * results ("unterminated quoted string at or near \"'…\""). Its output is used only when it cannot be
- * either: no comment markers, no quote of any kind left, no dollar quote, no error phrasing.
- */
-function isCleanNormalization(text: string): boolean {
-  return !text.includes('--') && !text.includes('/*') && !text.includes("'") && !/\$\$|\$[A-Za-z_][A-Za-z_0-9]*\$/.test(text) && !text.includes(' at or near ') && !text.includes('at end of input');
-}
-
-/** Rebuilds the statement from scanner tokens: literals become `?`, comments are dropped; undefined when it does not scan. */
-function normalizeByTokens(sql: string): string | undefined {
-  let tokens;
-  try {
-    tokens = scanSync(sql).tokens;
-  } catch {
-    return undefined;
-  }
-  let out = '';
-  let prevEnd = 0;
-  for (const t of tokens) {
-    if (COMMENT_TOKEN_NAMES.has(t.tokenName)) {
-      prevEnd = t.end;
-      if (out.length > 0 && !out.endsWith(' ')) out += ' ';
-      continue;
-    }
-    if (t.start > prevEnd && out.length > 0 && !out.endsWith(' ')) out += ' ';
-    const literal = LITERAL_TOKEN_NAMES.has(t.tokenName) || LITERAL_TOKEN_TYPES.has(t.tokenType) || QUOTED_LITERAL.test(t.text);
-    // Offsets are UTF-8 byte positions, so the token's own text is used, never a slice of the JS string.
-    out += literal ? '?' : t.text;
-    prevEnd = t.end;
-  }
-  return out.trimEnd();
-}
-
 /** Events in a chunk of JSON lines (each ends with a newline). */
 function countLines(chunk: Buffer): number {
   let n = 0;
   for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) n++;
   return Math.max(n, 1);
-}
-
-/** The text with JWT-looking runs replaced; the regular expression runs only when 'eyJ' occurs. */
-function scrubText(text: string): string {
-  return text.includes('eyJ') ? text.replace(JWT_LIKE, '[redacted-jwt]') : text;
-}
-
-/** True when any string at any depth contains the start of a base64url JSON header ('eyJ'); allocates nothing. */
-function mayHoldJwt(value: unknown): boolean {
-  if (typeof value === 'string') return value.includes('eyJ');
-  if (Array.isArray(value)) return value.some(mayHoldJwt);
-  if (typeof value === 'object' && value !== null) {
-    for (const k in value) if (mayHoldJwt((value as Record<string, unknown>)[k])) return true;
-  }
-  return false;
-}
-
-/** Replaces JWT-looking strings in every string field, at any depth (defence in depth beside `redact`). */
-function scrub(value: unknown): unknown {
-  if (typeof value === 'string') return scrubText(value);
-  if (Array.isArray(value)) return value.map(scrub);
-  if (typeof value === 'object' && value !== null) {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = scrub(v);
-    return out;
-  }
-  return value;
 }

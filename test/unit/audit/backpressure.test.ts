@@ -8,11 +8,12 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadModule } from 'libpg-query';
-import { auditGate, createAudit, MAX_BUFFERED_BYTES, type Audit, type AuditOptions } from '../../proxy/audit.ts';
-import { createMetrics, registerAuditMetrics } from '../../proxy/metrics.ts';
-import type { Session } from '../../proxy/session/session.ts';
-import type { Decision, RolePolicy } from '../../policy/types.ts';
-import { until } from '../helpers/until.ts';
+import { createAudit, MAX_BUFFERED_BYTES, type Audit, type AuditOptions } from '../../../proxy/audit/sink.ts';
+import { auditGate } from '../../../proxy/audit/gate.ts';
+import { createMetrics, registerAuditMetrics } from '../../../proxy/metrics.ts';
+import type { Session } from '../../../proxy/session/session.ts';
+import type { Decision, RolePolicy } from '../../../policy/types.ts';
+import { until } from '../../helpers/until.ts';
 
 /** A reader that takes nothing until resume(): every write stays in the stream's buffer. */
 class Stalled extends Writable {
@@ -132,7 +133,8 @@ describe('stdout whose reader is paused (the reported case)', () => {
   it('a child writing its trail to a pipe nobody reads stops admitting work instead of losing events silently', async () => {
     // A child process so the pipe really fills: its stdout is a pipe this test does not read until the end.
     const script = `
-      import { createAudit, auditGate } from ${JSON.stringify(path.resolve('proxy/audit.ts'))};
+      import { createAudit } from ${JSON.stringify(path.resolve('proxy/audit/sink.ts'))};
+      import { auditGate } from ${JSON.stringify(path.resolve('proxy/audit/gate.ts'))};
       const silent = { error: () => {}, warn: () => {}, info: () => {} };
       const a = await createAudit({ destination: 'stdout', sql: 'full', onFailure: 'refuse', log: silent, probeMs: 20 });
       const s = { id: 's', identity: undefined, role: { name: 'r' } };

@@ -6,13 +6,16 @@ import { Writable } from 'node:stream';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { loadModule } from 'libpg-query';
-import type { Identity } from '../../proxy/auth/jwt.ts';
-import { ProxyError } from '../../lib/errors.ts';
-import { auditGate, auditSqlText, createAudit, fixed3, jsonString, MAX_NORMALIZED_SQL_INPUT, needsCollapse, normalizeSql, withAuditGate, type Audit, type AuditOptions } from '../../proxy/audit.ts';
-import type { StatementGate } from '../../proxy/session/gate.ts';
-import type { Session } from '../../proxy/session/session.ts';
-import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
-import { until } from '../helpers/until.ts';
+import type { Identity } from '../../../proxy/auth/jwt.ts';
+import { ProxyError } from '../../../lib/errors.ts';
+import { createAudit, type Audit, type AuditOptions } from '../../../proxy/audit/sink.ts';
+import { auditGate, withAuditGate } from '../../../proxy/audit/gate.ts';
+import { auditSqlText, MAX_NORMALIZED_SQL_INPUT, needsCollapse, normalizeSql } from '../../../proxy/audit/sql-text.ts';
+import { fixed3, jsonString } from '../../../proxy/audit/events.ts';
+import type { StatementGate } from '../../../proxy/session/gate.ts';
+import type { Session } from '../../../proxy/session/session.ts';
+import type { Decision, RolePolicy, SessionView } from '../../../policy/types.ts';
+import { until } from '../../helpers/until.ts';
 
 // A syntactically real JWT (header {"alg":"HS256","typ":"JWT"}); it must never show up in audit output.
 const TOKEN = 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsInJvbGUiOiJhbmFseXN0In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ';
