@@ -12,7 +12,7 @@ import { INTROSPECTION_RELATION_NAMES, SYSTEM_DENIED_COLUMNS, SYSTEM_DENIED_COLU
 
 /* The parse tree is a JSON value; handlers read it through this loose shape and check every field. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-type AnyNode = Record<string, any>;
+export type AnyNode = Record<string, any>;
 
 export interface RelationUse {
   schema: string;

@@ -1,8 +1,8 @@
 // SQL text + session + catalog → Decision: the pure, synchronous statement policy (fail closed; never throws).
-import { deparseSync } from 'pgsql-deparser';
 import type { CatalogSnapshot, DdlKind, Decision, Effect, RelationPattern, RolePolicy, SessionView, StatementSummary } from './types.ts';
 import { parseStatements, type RawStmt } from './parser.ts';
-import { analyzeStatement, REG_TYPES, type Analysis } from './analyze.ts';
+import { cappable, cappedLimit, rewriteForCap, spliceLimit } from './rowcap.ts';
+import { analyzeStatement, type Analysis, type AnyNode } from './analyze.ts';
 import { judgeFunction } from './functions.ts';
 import { DEFAULT_HOLD_CURSORS } from './load.ts';
 import { quoteIdent } from '../lib/ident.ts';
@@ -10,9 +10,6 @@ import { judgeSettingRead, judgeVariableSet, judgeTransactionOptions } from './s
 import { DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, INTROSPECTION_RELATIONS, SYSTEM_DENIED_COLUMNS, isSystemRelation } from './introspection.ts';
 import { SqlState } from '../lib/sqlstate.ts';
 import { channelAllowed, placeObject, utilityQueries, UTILITY_KINDS, type NamedNeed } from './ddl.ts';
-
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type AnyNode = Record<string, any>;
 
 type Deny = Extract<Decision, { allow: false }>;
 type Allow = Extract<Decision, { allow: true }>;
@@ -852,113 +849,6 @@ export function toDeny(kind: string | undefined, d: Denial, statements: Statemen
   };
 }
 
-// ------------------------------------------------------------------ row caps
-
-/** Builds an A_Const integer node; 0 is `{ ival: {} }` exactly as the parser produces it. */
-function intConst(n: number): AnyNode {
-  return { A_Const: { ival: n === 0 ? {} : { ival: n } } };
-}
-
-/** The capped LIMIT for a top-level SELECT, or undefined when it needs no change. */
-export function cappedLimit(sel: AnyNode, cap: number): { limitCount: AnyNode; limitOption: string } | undefined {
-  if (sel.intoClause !== undefined) return undefined;
-  const option = String(sel.limitOption ?? 'LIMIT_OPTION_DEFAULT');
-  if (option === 'LIMIT_OPTION_WITH_TIES') return undefined; // the wire-level cap handles ties
-  const count: AnyNode | undefined = sel.limitCount;
-  if (count === undefined) return { limitCount: intConst(cap), limitOption: 'LIMIT_OPTION_COUNT' };
-  const c = count.A_Const;
-  if (c !== undefined) {
-    if (c.isnull === true) return { limitCount: intConst(cap), limitOption: 'LIMIT_OPTION_COUNT' }; // LIMIT ALL / NULL
-    if (c.ival !== undefined) {
-      const v = Number(c.ival.ival ?? 0);
-      return v <= cap ? undefined : { limitCount: intConst(cap), limitOption: 'LIMIT_OPTION_COUNT' };
-    }
-    if (c.fval !== undefined) {
-      const v = Number(c.fval.fval);
-      if (Number.isFinite(v) && v <= cap) return undefined;
-      if (Number.isFinite(v)) return { limitCount: intConst(cap), limitOption: 'LIMIT_OPTION_COUNT' };
-    }
-  }
-  // $n, expressions, subqueries: LEAST ignores NULL, so LIMIT NULL via a parameter is capped too.
-  if (count.MinMaxExpr?.op === 'IS_LEAST') {
-    const args: AnyNode[] = count.MinMaxExpr.args ?? [];
-    if (args.some((x) => x?.A_Const?.ival !== undefined && Number(x.A_Const.ival.ival ?? 0) <= cap)) return undefined;
-  }
-  return { limitCount: { MinMaxExpr: { op: 'IS_LEAST', args: [count, intConst(cap)] } }, limitOption: 'LIMIT_OPTION_COUNT' };
-}
-
-/** Byte-offset slicing: stmt_location / stmt_len count UTF-8 bytes. */
-function sliceStatement(buf: Buffer, raw: RawStmt): string {
-  const start = raw.stmt_location ?? 0;
-  const len = raw.stmt_len ?? 0;
-  return buf.subarray(start, len > 0 ? start + len : buf.length).toString('utf8');
-}
-
-/**
- * The SELECT a statement's row cap applies to, and the cap: a top-level SELECT gets `cap`
- * (maxRows + 1, so the wire counter sees truncation); a cursor's query gets maxRows exactly,
- * because FETCHes page through it and only a LIMIT inside the cursor bounds their total.
- */
-function cappable(stmt: AnyNode | undefined, cap: number): { sel: AnyNode; cap: number; wrap: (sel: AnyNode) => AnyNode } | undefined {
-  if (stmt?.SelectStmt !== undefined) return { sel: stmt.SelectStmt, cap, wrap: (sel) => ({ SelectStmt: sel }) };
-  const decl: AnyNode | undefined = stmt?.DeclareCursorStmt;
-  const inner: AnyNode | undefined = decl?.query?.SelectStmt;
-  if (decl !== undefined && inner !== undefined) {
-    return { sel: inner, cap: Math.max(0, cap - 1), wrap: (sel) => ({ DeclareCursorStmt: { ...decl, query: { SelectStmt: sel } } }) };
-  }
-  return undefined;
-}
-
-function rewriteForCap(sql: string, stmts: RawStmt[], cap: number): { sql: string; changed: number[] } | undefined {
-  const pieces: string[] = [];
-  const changed: number[] = [];
-  let buf: Buffer | undefined;
-  for (let i = 0; i < stmts.length; i++) {
-    const raw = stmts[i];
-    if (raw === undefined) return undefined;
-    const target = cappable(raw.stmt as AnyNode | undefined, cap);
-    const capped = target !== undefined ? cappedLimit(target.sel, target.cap) : undefined;
-    if (target !== undefined && capped !== undefined) {
-      // Shallow copy: the rest of the tree is shared, never mutated.
-      const node = target.wrap({ ...target.sel, limitCount: capped.limitCount, limitOption: capped.limitOption });
-      const text = deparseSync({ version: 0, stmts: [{ stmt: node }] } as never, { pretty: false });
-      if (typeof text !== 'string' || text.trim() === '') return undefined;
-      pieces.push(text);
-      changed.push(i);
-    } else {
-      buf ??= Buffer.from(sql, 'utf8');
-      pieces.push(sliceStatement(buf, raw).trim().replace(/;\s*$/, ''));
-    }
-  }
-  if (changed.length === 0) return undefined;
-  return { sql: pieces.join(';\n'), changed };
-}
-
-/**
- * The common case without deparsing: one top-level SELECT (or VALUES / set operation) with no LIMIT
- * gets `LIMIT cap` appended to its own text. The result is parsed again and accepted only if its tree
- * is the original tree exactly, apart from the new limit, so it needs no second policy check: same
- * relations, columns and functions by construction. (Appended after a newline so a trailing `--`
- * comment cannot swallow it.) Anything else returns undefined and takes the deparse path.
- */
-function spliceLimit(sql: string, stmts: RawStmt[], cap: number): string | undefined {
-  if (stmts.length !== 1) return undefined;
-  const raw = stmts[0];
-  const sel: AnyNode | undefined = (raw?.stmt as AnyNode | undefined)?.SelectStmt;
-  if (raw === undefined || sel === undefined || sel.limitCount !== undefined || sel.intoClause !== undefined) return undefined;
-  if ((raw.stmt_location ?? 0) !== 0) return undefined;
-  const text = sliceStatement(Buffer.from(sql, 'utf8'), raw).trimEnd();
-  const candidate = `${text}\nLIMIT ${cap}`;
-  const again = parseStatements(candidate);
-  if (!again.ok || again.stmts.length !== 1) return undefined;
-  const next: AnyNode | undefined = (again.stmts[0]?.stmt as AnyNode | undefined)?.SelectStmt;
-  if (next === undefined || next.limitOption !== 'LIMIT_OPTION_COUNT') return undefined;
-  // The parser adds a location to the new constant; compare the value itself.
-  if (cap <= 0 || Number(next.limitCount?.A_Const?.ival?.ival) !== cap) return undefined;
-  const strip = (n: AnyNode) => JSON.stringify({ ...n, limitCount: undefined, limitOption: undefined });
-  return strip(next) === strip(sel) ? candidate : undefined;
-}
-
 // ------------------------------------------------------------------ entry points
 
 /**
@@ -1110,7 +1000,7 @@ function capRewrite(sql: string, mode: 'simple' | 'parse', stmts: RawStmt[], ses
   return rewritten.sql;
 }
 
-function shadowed(role: RolePolicy, deny: Deny, literalSensitive: boolean, sessionDependent: boolean): EvaluationFacts {
+export function shadowed(role: RolePolicy, deny: Deny, literalSensitive: boolean, sessionDependent: boolean): EvaluationFacts {
   if (role.mode !== 'shadow' || SHADOW_ENFORCED.has(deny.reason)) return { decision: deny, literalSensitive, sessionDependent };
   const allow: Allow = {
     allow: true,
@@ -1122,38 +1012,4 @@ function shadowed(role: RolePolicy, deny: Deny, literalSensitive: boolean, sessi
     shadowDenied: { reason: deny.reason, message: deny.message },
   };
   return { decision: allow, literalSensitive, sessionDependent };
-}
-
-/** OIDs of the reg* types (and their arrays) in every PostgreSQL release, for snapshots without a type catalog. */
-const REG_TYPE_OIDS: ReadonlySet<number> = new Set([24, 2202, 2203, 2204, 2205, 2206, 4096, 4089, 3734, 3769, 4191, 1008, 2207, 2208, 2209, 2210, 2211, 4097, 4090, 3735, 3770, 4192]);
-
-/**
- * Parameter type OIDs of a Parse message act like casts of the bound values: a reg* type makes Postgres
- * look the value up by name, and a table's row type reveals the table. Returns a denial, or undefined
- * when every OID is unspecified (0) or a type the role may use. An OID the snapshot does not know is denied.
- */
-export function judgeParameterTypes(oids: readonly number[], session: SessionView, catalog: CatalogSnapshot): Decision | undefined {
-  const role = session.role;
-  const r = `roles.${role.name}`;
-  for (const oid of oids) {
-    if (oid === 0) continue;
-    const type = catalog.typesByOid?.get(oid);
-    const name = type ? `${type.schema}.${type.name}` : `OID ${oid}`;
-    const isReg = REG_TYPE_OIDS.has(oid) || (type !== undefined && type.schema === 'pg_catalog' && REG_TYPES.has(type.name.replace(/^_/, '')));
-    let denial: Denial | undefined;
-    if (isReg && role.catalog !== 'introspection') {
-      denial = { reason: 'catalog_denied', ruleId: `${r}.catalog`, sqlstate: SqlState.InsufficientPrivilege, what: `declares a parameter of type ${name}, which looks up catalog objects by name`, detail: `role "${role.name}" has no catalog introspection (rule: ${r}.catalog)`, hint: 'declare the parameter as text or leave its type unspecified' };
-    } else if (catalog.typesByOid !== undefined && type === undefined) {
-      denial = { reason: 'type_denied', ruleId: `${r}.relations`, sqlstate: SqlState.InsufficientPrivilege, what: `declares a parameter of type ${name}, which pgwarden cannot resolve`, detail: 'parameter type OIDs must name a type in the upstream catalog (rule: builtin.types)', hint: 'leave the parameter type unspecified (0)' };
-    } else if (type?.relation !== undefined) {
-      const dot = type.relation.indexOf('.');
-      const allowed = matchesRelation(role.relations, type.relation.slice(0, dot), type.relation.slice(dot + 1));
-      const denied = role.deniedColumns.get(type.relation);
-      if (!allowed || (denied !== undefined && denied.size > 0)) {
-        denial = { reason: allowed ? 'column_denied' : 'relation_not_allowed', ruleId: `${r}.${allowed ? 'deniedColumns' : 'relations'}`, sqlstate: SqlState.InsufficientPrivilege, what: `declares a parameter of the row type of ${type.relation}, which role "${role.name}" may not read whole`, detail: `a row type parameter reads every column of ${type.relation} (rule: ${r}.${allowed ? 'deniedColumns' : 'relations'})`, hint: 'leave the parameter type unspecified (0)' };
-      }
-    }
-    if (denial !== undefined) return shadowed(role, toDeny('PrepareStmt', denial, []), false, false).decision;
-  }
-  return undefined;
 }

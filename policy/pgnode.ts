@@ -424,7 +424,7 @@ type Frame =
 /**
  * The same grammar as Reader with an explicit stack instead of recursion, so it can stop between any two tokens and
  * go on later. It consumes tokens in exactly Reader's order and throws the same errors at the same tokens, so its
- * result (and its failure) is Reader's; test/unit/policy/pgnode-cooperative.test.ts compares them.
+ * result (and its failure) is Reader's; test/unit/policy/pgnode.test.ts compares them.
  */
 class SteppingReader {
   private readonly intern = new Interner();

@@ -4,8 +4,8 @@
 // by the same evaluate(), and the session waits for that answer as it waits for a server analysis: the event loop
 // stays free for every other session whatever one of them sends. Shorter ones are decided here, synchronously.
 import type { Decision, RolePolicy, SessionView } from '../../policy/types.ts';
-import { judgeParameterTypes } from '../../policy/evaluate.ts';
-import { CacheMiss, DecisionCache, DEFAULT_CACHE_BYTES, type DecisionSlot } from '../../policy/normalize.ts';
+import { judgeParameterTypes } from '../../policy/param-types.ts';
+import { CacheMiss, DecisionCache, DEFAULT_CACHE_BYTES, type DecisionSlot } from '../../policy/decision-cache.ts';
 import { DEFAULT_PARSER_LIMITS, currentParserLimits } from '../../policy/parser.ts';
 import type { PolicyStore } from '../../policy/store.ts';
 import type { StatementGate } from './gate.ts';

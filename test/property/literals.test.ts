@@ -536,7 +536,7 @@ const CORPORA: Array<[string, () => string[]]> = [
   ['test/fixtures/corpus/bypass.sql', () => corpusFile('bypass.sql')],
 ];
 
-/** Statement kinds whose decisions policy/normalize.ts may share under a key (its NORMALIZABLE_KINDS). */
+/** Statement kinds whose decisions policy/decision-cache.ts may share under a key (its NORMALIZABLE_KINDS). */
 const SHAREABLE_KINDS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
 
 /** One value of each class, for rewriting a statement's constants. */

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initParser } from '../../../policy/parser.ts';
 import { evaluate, holdCursorLimit } from '../../../policy/evaluate.ts';
 import { compilePolicy, parsePolicyText } from '../../../policy/load.ts';
-import { DecisionCache } from '../../../policy/normalize.ts';
+import { DecisionCache } from '../../../policy/decision-cache.ts';
 import type { SessionView } from '../../../policy/types.ts';
 import { CATALOG, ROLES, makeRole } from '../../fixtures/catalog.ts';
 

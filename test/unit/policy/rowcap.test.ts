@@ -1,7 +1,8 @@
 // LIMIT capping: the rewritten SQL carries min(limit, maxRows + 1), re-parses, and is re-checked.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initParser, parseStatements } from '../../../policy/parser.ts';
-import { cappedLimit, evaluate } from '../../../policy/evaluate.ts';
+import { evaluate } from '../../../policy/evaluate.ts';
+import { cappedLimit } from '../../../policy/rowcap.ts';
 import { CATALOG, ROLES, makeRole, sessionFor } from '../../fixtures/catalog.ts';
 
 const capped = () => sessionFor(ROLES.capped, ['p'], ['c']); // maxRows 100 → LIMIT 101

@@ -1,7 +1,7 @@
 // Literal-normalised cache keys, and the decision cache: literal-insensitive sharing only.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initParser } from '../../../policy/parser.ts';
-import { CacheMiss, DecisionCache } from '../../../policy/normalize.ts';
+import { CacheMiss, DecisionCache } from '../../../policy/decision-cache.ts';
 import { literalShape } from '../../../policy/literals.ts';
 import { evaluateWithFacts } from '../../../policy/evaluate.ts';
 

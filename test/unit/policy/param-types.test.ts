@@ -1,7 +1,8 @@
 // Types are names too: a table's row type reads the table, reg* parameter types look names up, unknown types are denied.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initParser } from '../../../policy/parser.ts';
-import { evaluate, judgeParameterTypes } from '../../../policy/evaluate.ts';
+import { evaluate } from '../../../policy/evaluate.ts';
+import { judgeParameterTypes } from '../../../policy/param-types.ts';
 import { CATALOG, ROLES, sessionFor } from '../../fixtures/catalog.ts';
 
 beforeAll(async () => {
