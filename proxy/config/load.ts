@@ -16,7 +16,7 @@ import {
   readSecretFile,
   trimTrailingNewlines,
   type KeyMaterial,
-} from '../auth/keys.ts';
+} from './key-files.ts';
 import { formatBytes, formatDuration, parseBytes, parseDuration } from './duration.ts';
 import { forbiddenKeys, MAX_TIMER_MS, OPTIONAL_SECTIONS, settings, type Setting, type SettingKey } from './settings.ts';
 import type { AuthConfig, Config } from './types.ts';
