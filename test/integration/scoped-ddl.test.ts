@@ -179,6 +179,21 @@ describe('bypass attempts are refused and never reach the database', () => {
   });
 });
 
+describe('every path to the server is decided the same way', () => {
+  it('the extended protocol, a Query of several statements, PREPARE and EXPLAIN', async () => {
+    const c = await as('migrator');
+    // Parse/Bind/Execute (node-postgres sends a Parse when values are given).
+    await c.query({ text: `CREATE TABLE ${S}.via_parse (a int DEFAULT 1)`, values: [] });
+    expect(await exists('via_parse')).toBe(true);
+    expect((await pgError(() => c.query({ text: `CREATE VIEW ${S}.parse_ssn AS SELECT ssn FROM public.customers`, values: [] }))).code).toBe('42501');
+    // One refused statement refuses the whole Query: the allowed CREATE before it never runs.
+    expect((await pgError(() => c.query(`CREATE TABLE ${S}.first_ok (a int); CREATE VIEW ${S}.second_bad AS SELECT ssn FROM public.customers`))).code).toBe('42501');
+    expect((await pgError(() => c.query(`PREPARE p AS CREATE TABLE ${S}.prepared (a int)`))).code).toBe('42501');
+    expect((await pgError(() => c.query(`EXPLAIN ANALYZE CREATE TABLE ${S}.explained AS SELECT ssn FROM public.customers`))).code).toBe('42501');
+    for (const name of ['parse_ssn', 'first_ok', 'second_bad', 'prepared', 'explained']) expect(await exists(name), name).toBe(false);
+  });
+});
+
 describe('views the role made cannot redirect writes or locks', () => {
   it('a write or strong LOCK through a view in a ddl schema is refused, also once pgwarden\'s snapshot knows the view', async () => {
     const c = await as('migrator');
