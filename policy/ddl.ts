@@ -317,6 +317,9 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
           if (cd?.typeName === undefined) return fail('ALTER COLUMN TYPE without a type');
           // The converted column is read (USING, or the column itself) and converted to the new type, maybe by a cast function.
           sink.exprs.push(asColumnType(cd.raw_default ?? { ColumnRef: { fields: [{ String: { sval: String(cmd.name ?? '') } }] } }, cd.typeName));
+        } else if (cmd.subtype === 'AT_SetNotNull' || cmd.subtype === 'AT_SetStatistics') {
+          // SET NOT NULL scans the column and fails on a NULL; statistics are gathered from its values.
+          sink.exprs.push({ ColumnRef: { fields: [{ String: { sval: String(cmd.name ?? '') } }] } });
         } else if (cmd.subtype === 'AT_AddConstraint') {
           constraintParts([def], sink, []);
         }

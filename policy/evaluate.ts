@@ -667,6 +667,8 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     return true;
   };
   const cascade = (b: unknown) => b === 'DROP_CASCADE';
+  /** A refusal that depends on the objects being placed first (so a name outside ddl.schemas is reported as such). */
+  let late: Denial | undefined;
   const refuse = (what: string, why: string): Denial => deny('statement_kind_denied', 'builtin.ddl', what, why);
   switch (kind) {
     case 'CreateStmt':
@@ -731,11 +733,25 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       }
       if (!rvPlace(body.relation, false)) return internalDenial('ALTER TABLE without a name');
       break;
-    case 'RenameStmt':
+    case 'RenameStmt': {
       ddlKind = 'alter_table';
       if (!RENAME_TYPES.has(String(body.renameType))) return refuse('of this kind of object is not allowed', `only tables, indexes, views, materialized views, sequences, their columns and constraints can be renamed`);
       if (!rvPlace(body.relation, false)) return refuse('of this object is not allowed', 'the object has no relation name');
+      // The policy names relations and columns: a rename must not move data from under one rule to another.
+      const rv: AnyNode = body.relation;
+      const keys = (typeof rv.schemaname === 'string' ? [rv.schemaname] : role.searchPath).map((sch) => ({ schema: sch, name: String(rv.relname) }));
+      if (body.renameType === 'OBJECT_COLUMN' && keys.some((k) => role.deniedColumns.has(`${k.schema}.${k.name}`))) {
+        late = deny('column_denied', `${r}.deniedColumns`, 'renames a column of a relation with denied columns', 'deniedColumns name columns: renaming one would let its values be read under another name', undefined);
+      }
+      if (DDL_OBJECT_TYPES.has(String(body.renameType)) && typeof body.newname === 'string') {
+        const same = (ps: readonly RelationPattern[]) => keys.every((k) => matchesRelation(ps, k.schema, k.name) === matchesRelation(ps, k.schema, body.newname));
+        const denied = keys.some((k) => role.deniedColumns.has(`${k.schema}.${k.name}`) || role.deniedColumns.has(`${k.schema}.${body.newname}`));
+        if (denied || !same(role.relations) || !same(role.write?.relations ?? [])) {
+          late = deny('relation_not_allowed', `${r}.relations`, `renames a relation to ${quoteIdent(body.newname)}, which the policy treats differently`, 'the old and new names must be allowed alike by relations and write.relations, with no denied columns under either', 'use a schema-wide pattern (schema.*) for relations the role renames');
+        }
+      }
       break;
+    }
     case 'DropStmt':
       ddlKind = 'drop';
       if (!DDL_OBJECT_TYPES.has(String(body.removeType))) return refuse('of this kind of object is not allowed', 'only tables, indexes, views, materialized views and sequences can be dropped');
@@ -771,6 +787,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       return deny('ddl_denied', `${r}.ddl.${temp ? 'temporary' : 'schemas'}`, placed.why, temp ? `temporary objects need ${r}.ddl.temporary: true` : `objects must be in ${r}.ddl.schemas${role.ddl.temporary ? ' or temporary' : ''}`, placed.hint);
     }
   }
+  if (late !== undefined) return late;
   return restatedChecks(kind, body, role, catalog, `${r}.ddl`);
 }
 

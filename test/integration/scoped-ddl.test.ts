@@ -147,6 +147,12 @@ describe('bypass attempts are refused and never reach the database', () => {
     }
     expect(await exists('people_name')).toBe(true);
     expect((await pgError(() => c.query(`ALTER TABLE ${S}.people ALTER COLUMN id TYPE text USING secret`))).code).toBe('42501');
+    // Renames would move the values out from under the deniedColumns entry.
+    expect((await pgError(() => c.query(`ALTER TABLE ${S}.people RENAME COLUMN secret TO leaked`))).code).toBe('42501');
+    expect((await pgError(() => c.query(`ALTER TABLE ${S}.people RENAME TO folks`))).code).toBe('42501');
+    expect((await pgError(() => c.query(`ALTER TABLE ${S}.people ALTER COLUMN secret SET NOT NULL`))).code).toBe('42501');
+    expect(await exists('folks')).toBe(false);
+    expect((await su((s) => s.query(`SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = '${S}.people'::regclass AND attnum > 0 ORDER BY attnum`))).rows.map((x) => x.attname)).toEqual(['id', 'name', 'secret']);
     expect((await su((s) => s.query(`SELECT data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'people' AND column_name = 'id'`, [S]))).rows).toEqual([{ data_type: 'integer' }]);
   });
 

@@ -23,6 +23,14 @@ const migrator: RolePolicy = makeRole({
 const scratchPath: RolePolicy = { ...migrator, name: 'scratchpath', searchPath: ['scratch'] };
 /** DDL on its schema, but no temporary objects and only some kinds. */
 const narrow: RolePolicy = { ...migrator, name: 'narrow', ddl: { kinds: ['create_table'], schemas: ['scratch'], temporary: false }, maintenance: ['analyze'], lock: undefined, channels: undefined };
+/** Reads only some relations of its ddl schema, and has a denied column there. */
+const narrowRead: RolePolicy = {
+  ...migrator,
+  name: 'narrowRead',
+  relations: [...writer.relations, { schema: 'scratch', name: 'open' }, { schema: 'scratch', name: 'people' }, { schema: 'scratch', name: 'other' }],
+  write: { kinds: ['insert'], relations: [{ schema: 'scratch', name: '*' }] },
+  deniedColumns: new Map([...migrator.deniedColumns, ['scratch.people', new Set(['secret'])]]),
+};
 const doer: RolePolicy = { ...writer, name: 'doer', do: true };
 const reader: RolePolicy = { ...ROLES.analyst, name: 'reader', lock: true, channels: { listen: [{ name: 'news', prefix: false }], notify: [] } };
 
@@ -33,10 +41,12 @@ const catalog: CatalogSnapshot = {
     ...CATALOG.relations,
     ['scratch.t', { schema: 'scratch', name: 't', kind: 'r', columns: [{ name: 'x', type: 'text' }] }],
     ['scratch.v', { schema: 'scratch', name: 'v', kind: 'v', columns: [{ name: 'x', type: 'text' }] }],
+    ['scratch.people', { schema: 'scratch', name: 'people', kind: 'r', columns: [{ name: 'id', type: 'int' }, { name: 'name', type: 'text' }, { name: 'secret', type: 'text' }] }],
+    ['scratch.private', { schema: 'scratch', name: 'private', kind: 'r', columns: [{ name: 'a', type: 'int' }] }],
   ]),
 };
 
-const roles = { migrator, scratchPath, narrow, doer, reader, writer, analyst: ROLES.analyst };
+const roles = { migrator, narrowRead, scratchPath, narrow, doer, reader, writer, analyst: ROLES.analyst };
 type Case = [keyof typeof roles, string, 'allow' | 'deny', string?];
 
 const families: Record<string, Case[]> = {
@@ -143,6 +153,20 @@ const families: Record<string, Case[]> = {
     ['migrator', 'ALTER TABLE scratch.t RENAME TO u', 'allow'],
     ['migrator', 'ALTER TABLE scratch.t RENAME COLUMN a TO b', 'allow'],
     ['migrator', 'ALTER TABLE public.orders RENAME TO o', 'deny', 'ddl_denied'],
+    // Renames may not move data from under one rule to another.
+    ['narrowRead', 'ALTER TABLE scratch.private RENAME TO open', 'deny', 'relation_not_allowed'],
+    ['narrowRead', 'ALTER TABLE scratch.open RENAME TO private', 'deny', 'relation_not_allowed'],
+    ['narrowRead', 'ALTER TABLE scratch.private RENAME TO hidden', 'allow'],
+    ['narrowRead', 'ALTER TABLE scratch.private RENAME TO other', 'deny', 'relation_not_allowed'],
+    ['narrowRead', 'ALTER TABLE scratch.people RENAME TO folk', 'deny', 'relation_not_allowed'],
+    ['narrowRead', 'ALTER TABLE scratch.people RENAME COLUMN secret TO name2', 'deny', 'column_denied'],
+    ['narrowRead', 'ALTER TABLE scratch.people ALTER COLUMN secret SET NOT NULL', 'deny', 'column_denied'],
+    ['narrowRead', 'ALTER TABLE scratch.people ALTER COLUMN name SET NOT NULL', 'allow'],
+    ['narrowRead', 'ALTER TABLE scratch.people ADD PRIMARY KEY (secret)', 'deny', 'column_denied'],
+    ['narrowRead', 'CREATE UNIQUE INDEX ON scratch.people (secret)', 'deny', 'column_denied'],
+    ['narrowRead', "ALTER TABLE scratch.people ADD CHECK (secret <> 'guess')", 'deny', 'column_denied'],
+    ['narrowRead', 'ALTER TABLE scratch.people ALTER COLUMN secret TYPE varchar(9)', 'deny', 'column_denied'],
+    ['narrowRead', 'ALTER TABLE scratch.private ADD CHECK (a > 0)', 'deny', 'relation_not_allowed'],
     ['migrator', 'DROP TABLE scratch.t, scratch.u', 'allow'],
     ['migrator', 'DROP TABLE IF EXISTS scratch.t', 'allow'],
     ['migrator', 'DROP TABLE scratch.t, public.orders', 'deny', 'ddl_denied'],
