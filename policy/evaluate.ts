@@ -37,6 +37,9 @@ export interface EvaluationFacts {
 /** Reasons shadow mode still enforces: they protect pgwarden itself or the protocol, not the data policy. */
 const SHADOW_ENFORCED = new Set(['internal', 'parser_unavailable', 'parser_trap', 'statement_too_large', 'statement_too_complex', 'multiple_statements_in_parse', 'setting_pinned']);
 
+/** Words that may set client_encoding, the lexer settings, application_name or the pgwarden.* stamps (SET NAMES included). */
+const PINNED_MENTION = /client_encoding|names|standard_conforming_strings|backslash_quote|application_name|set_config|pgwarden\./i;
+
 /** Statement kinds that change data or schema: denied to read-only roles as writes. */
 const WRITE_KINDS = new Set([
   'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'TruncateStmt', 'CreateTableAsStmt', 'RefreshMatViewStmt',
@@ -926,7 +929,10 @@ function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionVi
   if (!parsed.ok) {
     const sqlstate = parsed.reason === 'statement_too_large' || parsed.reason === 'statement_too_complex' ? SqlState.FeatureNotSupported : SqlState.InsufficientPrivilege;
     const what = parsed.reason === 'parse_error' ? 'could not be parsed' : parsed.reason === 'invalid_input' ? 'is not valid statement text' : parsed.reason === 'statement_too_large' ? 'is too large' : parsed.reason === 'statement_too_complex' ? 'is too deeply nested' : 'could not be parsed';
-    return shadowed(role, toDeny(undefined, { reason: parsed.reason, ruleId: 'builtin.parser', sqlstate, what, detail: `${parsed.message} (rule: builtin.parser)`, hint: parsed.reason === 'parse_error' ? 'check the SQL syntax' : undefined }, []), false, false);
+    // Shadow mode lets an unparsed text through, unseen: not one that names a setting pgwarden itself depends on
+    // (its SET could not be rewritten or refused), in case the server's grammar reads what this parser could not.
+    const reason = role.mode === 'shadow' && PINNED_MENTION.test(sql) ? 'setting_pinned' : parsed.reason;
+    return shadowed(role, toDeny(undefined, { reason, ruleId: 'builtin.parser', sqlstate, what, detail: `${parsed.message} (rule: builtin.parser)`, hint: parsed.reason === 'parse_error' ? 'check the SQL syntax' : undefined }, []), false, false);
   }
   const stmts = parsed.stmts;
   const rowCap = role.maxRows !== undefined ? { maxRows: role.maxRows, onRowCap: role.onRowCap } : undefined;

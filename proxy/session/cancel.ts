@@ -168,6 +168,9 @@ export class CancelRegistry {
    */
   cancel(rawProcessId: number, secretKey: Buffer, from?: string): boolean {
     const forwarded = (rawProcessId & FORWARDED_BIT) !== 0;
+    // Outside a cluster no peer forwards: a marked cancel is a client's, which would otherwise get the peers' larger
+    // rate for guessing secrets.
+    if (forwarded && !this.clustered) return false;
     const limiter = forwarded ? this.forwardedByAddress : this.byAddress;
     if (limiter !== undefined && from !== undefined && !limiter.take(from)) {
       // Checked before the key: guessing secrets is held to the same rate whether the guesses are right or not.

@@ -615,6 +615,11 @@ const families: Record<string, Case[]> = {
     ['shadow', 'SET standard_conforming_strings = off', 'deny', 'setting_pinned'],
     ['shadow', "SET pgwarden.sub = 'mallory'", 'deny', 'setting_pinned'],
     ['shadow', "SET client_encoding = 'UTF8'", 'allow'],
+    // A text the parser cannot read passes in shadow mode, unless it names one of those settings.
+    ['shadow', 'SELECT FROM WHERE', 'allow'],
+    ["shadow", "SET client_encoding = 'SJIS'; SELECT FROM WHERE", 'deny', 'setting_pinned'],
+    ["shadow", "SET application_name = 'x'; SELECT FROM WHERE", 'deny', 'setting_pinned'],
+    ["shadow", "SET NAMES 'SJIS' SELECT", 'deny', 'setting_pinned'],
     ['shadow', 'SET work_mem = 1', 'allow'],
   ],
   // Protocol: a Parse message holds one statement (checked separately below).

@@ -18,9 +18,18 @@ describe('CancelRegistry per-address limit', () => {
     expect(cancelled).toBe(1);
   });
 
-  it('cancels marked as forwarded by a peer have their own, larger bucket', () => {
+  it('a lone replica drops every cancel marked as forwarded (no peer sends it one): the mark buys a client no larger rate', () => {
     let cancelled = 0;
-    const reg = new CancelRegistry(0, [], { perAddressPerMinute: 2, forwardPerSecond: 50, forwardBurst: 100 });
+    const reg = new CancelRegistry(0, [], { perAddressPerMinute: 2 });
+    const key = reg.issue({ cancelUpstream: () => cancelled++ }, 1234);
+    for (let i = 0; i < 5; i++) expect(reg.cancel((key.processId | FORWARDED_BIT) | 0, key.secretKey, '10.0.0.9')).toBe(false);
+    expect(cancelled).toBe(0);
+    expect(reg.cancel(key.processId, key.secretKey, '10.0.0.9')).toBe(true);
+  });
+
+  it('in a cluster, cancels marked as forwarded by a peer have their own, larger bucket', () => {
+    let cancelled = 0;
+    const reg = new CancelRegistry(1, [{ id: 2, host: 'b', port: 1 }], { perAddressPerMinute: 2, forwardPerSecond: 50, forwardBurst: 100 });
     const key = reg.issue({ cancelUpstream: () => cancelled++ }, 1234);
     const wrong = Buffer.from([0, 0, 0, 0]);
     for (let i = 0; i < 2; i++) reg.cancel(key.processId, wrong, '10.0.0.9');
