@@ -1,5 +1,8 @@
 // A client's SET application_name is applied by the server as pgwarden's identity prefix plus the client's name, through pg, postgres.js and psql, and cannot replace or forge the prefix.
 import { execFile, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import postgres from 'postgres';
@@ -55,6 +58,8 @@ describe('SET application_name through pg (simple and extended protocol)', () =>
     [`SET application_name = '${'é'.repeat(60)}'`, `${PREFIX} ${'?'.repeat(44)}`],
     [`SET application_name = '${'x'.repeat(100)}'`, `${PREFIX} ${'x'.repeat(44)}`],
     [`/* c */ SET application_name = 'after-comment' -- trailing`, `${PREFIX} after-comment`],
+    [`SET "Application_Name" = 'quoted-name'`, `${PREFIX} quoted-name`],
+    [`SET /* a */ application_name /* b */ TO /* c */ U&'\\0041pp'`, `${PREFIX} App`],
   ])('%s → %s, in SHOW and pg_stat_activity', async (sql, expected) => {
     const c = await client();
     try {
@@ -99,6 +104,17 @@ describe('SET application_name through pg (simple and extended protocol)', () =>
       expect(r[2]!.rows[0].app).toBe(`${PREFIX} multi`);
       await c.query(`SET application_name = 'one'; SET LOCAL application_name = 'two'; SET application_name = 'three'`);
       expect((await names(c)).show).toBe(`${PREFIX} three`);
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('beside a statement the row cap rewrites (LIMIT added), both rewrites apply', async () => {
+    const c = await client();
+    try {
+      const r = (await c.query(`SELECT id FROM orders ORDER BY id; SET application_name = 'capped'; SELECT current_setting('application_name') AS app`)) as unknown as pg.QueryResult[];
+      expect(r[0]!.rows.length).toBeLessThanOrEqual(100);
+      expect(r[2]!.rows[0].app).toBe(`${PREFIX} capped`);
     } finally {
       await c.end();
     }
@@ -238,5 +254,41 @@ describe.skipIf(!hasPsql)('psql', () => {
       { env: { ...process.env, PGPASSWORD: token, PGAPPNAME: 'psql-app' }, timeout: 10_000 },
     );
     expect(stdout.trim().split('\n')).toEqual([`${PREFIX} psql-app`, 'SET', `${PREFIX} psql-set`]);
+  });
+});
+
+const JDBC_JAR = '/usr/share/java/postgresql.jar';
+const hasJdbc = existsSync(JDBC_JAR) && spawnSync('java', ['-version']).status === 0;
+
+describe.skipIf(!hasJdbc)('pgJDBC', () => {
+  it('connects with default settings (it sends SET application_name after login) and shows its name under the prefix', { timeout: 60_000 }, async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-jdbc-'));
+    try {
+      const src = path.join(dir, 'AppName.java');
+      writeFileSync(
+        src,
+        `import java.sql.*;
+public class AppName {
+  public static void main(String[] a) throws Exception {
+    try (Connection c = DriverManager.getConnection(a[0], a[1], a[2]); Statement s = c.createStatement()) {
+      try (ResultSet r = s.executeQuery("SHOW application_name")) { r.next(); System.out.println(r.getString(1)); }
+      c.setClientInfo("ApplicationName", "jdbc-set");
+      try (ResultSet r = s.executeQuery("SELECT current_setting('application_name'), pg_backend_pid()")) { r.next(); System.out.println(r.getString(1)); System.out.println(r.getInt(2)); }
+    }
+  }
+}
+`,
+      );
+      const token = await tp.token({ sub: 'alice', agent: 'bot' });
+      const url = `jdbc:postgresql://127.0.0.1:${tp.proxy.port}/app?sslmode=disable`;
+      const { stdout } = await promisify(execFile)('java', ['-cp', JDBC_JAR, src, url, 'alice', token], { timeout: 50_000 });
+      const [first, second, pid] = stdout.trim().split('\n');
+      // pgJDBC's own default name.
+      expect(first).toBe(`${PREFIX} PostgreSQL JDBC Driver`);
+      expect(second).toBe(`${PREFIX} jdbc-set`);
+      expect(Number(pid)).toBeGreaterThan(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
