@@ -110,7 +110,11 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
     file: config.policyFile,
     watch: deps.watchPolicy ?? true,
     loadCatalog: async (policy) => await loadCatalog(query, { relations: policyRelations(policy) }),
-    checkPrivileges: async (policy) => await checkUpstreamPrivileges(query, policyRelations(policy)),
+    // Relations in a role's ddl.schemas are owned by the upstream user by design (the role creates them there).
+    checkPrivileges: async (policy) => {
+      const ddl = new Set([...policy.roles.values()].flatMap((r) => r.ddl?.schemas ?? []));
+      return await checkUpstreamPrivileges(query, policyRelations(policy).filter((p) => !ddl.has(p.slice(0, p.lastIndexOf('.')))));
+    },
     log: (level, msg, fields) => {
       if (msg.startsWith('policy reload failed')) metrics.policyReloads.inc({ result: 'invalid' });
       log[level](fields ?? {}, msg);
