@@ -447,6 +447,30 @@ public class JdbcChecks {
       }
     });
 
+    check("DDL in a writable schema", () -> {
+      String exists = "SELECT count(*)::int FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace "
+          + "WHERE n.nspname = '" + S + "' AND r.relname = 'made'";
+      try (Connection c = connect(); Statement st = c.createStatement()) {
+        st.execute("CREATE TABLE " + S + ".made (id int PRIMARY KEY, v text)");
+        st.execute("CREATE INDEX made_v ON " + S + ".made (v)");
+        st.execute("ALTER TABLE " + S + ".made ADD COLUMN w int");
+        st.execute("COMMENT ON TABLE " + S + ".made IS 'made by the compat suite'");
+        eq(one(c, exists), 1);
+        st.execute("DROP TABLE " + S + ".made");
+        eq(one(c, exists), 0);
+      }
+    });
+
+    check("ANALYZE, VACUUM and LOCK", () -> {
+      try (Connection c = connect(); Statement st = c.createStatement()) {
+        st.execute("ANALYZE " + S + ".items");
+        st.execute("VACUUM " + S + ".kv");
+        c.setAutoCommit(false);
+        st.execute("LOCK TABLE " + S + ".items IN SHARE ROW EXCLUSIVE MODE");
+        c.commit();
+      }
+    });
+
     check("temporary table", () -> {
       try (Connection c = connect(); Statement st = c.createStatement()) {
         st.execute("CREATE TEMP TABLE scratch (id int)");

@@ -15,12 +15,15 @@ export const EXPECTED_PROXIED_FAILURES: Record<Driver, Record<string, string>> =
     'unknown table is 42P01': 'item 4: an unknown table comes back as 42501',
     'LISTEN / NOTIFY': 'item 2: LISTEN/NOTIFY is refused whatever the policy says',
     'temporary table': 'item 2: CREATE TEMP TABLE is refused whatever the policy says',
+    'DDL in a writable schema': 'item 2: DDL is refused whatever the policy says (the ddl key comes with the fix)',
+    'ANALYZE, VACUUM and LOCK': 'item 2: ANALYZE, VACUUM and LOCK are refused whatever the policy says (maintenance and lock keys come with the fix)',
   },
   'postgres.js': {
     'syntax error is 42601 with its position': 'item 4: a syntax error comes back as 42501',
     'unknown table is 42P01': 'item 4: an unknown table comes back as 42501',
     'LISTEN / NOTIFY': 'item 2: LISTEN/NOTIFY is refused whatever the policy says',
     'temporary table': 'item 2: CREATE TEMP TABLE is refused whatever the policy says',
+    'DDL in a writable schema': 'item 2: DDL is refused whatever the policy says (the ddl key comes with the fix)',
   },
   psycopg: {
     startup_options: 'item 3: the options startup parameter is refused (FATAL) where the same SET is allowed',
@@ -29,12 +32,16 @@ export const EXPECTED_PROXIED_FAILURES: Record<Driver, Record<string, string>> =
     undefined_table_class: 'item 4: an unknown table comes back as 42501, not UndefinedTable',
     listen_notify: 'item 2: LISTEN/NOTIFY is refused whatever the policy says',
     temp_table: 'item 2: CREATE TEMP TABLE is refused whatever the policy says',
+    ddl_in_writable_schema: 'item 2: DDL is refused whatever the policy says (the ddl key comes with the fix)',
+    analyze_vacuum_lock: 'item 2: ANALYZE, VACUUM and LOCK are refused whatever the policy says (maintenance and lock keys come with the fix)',
   },
   pgjdbc: {
     'SQLState 42601 for a syntax error': 'item 4: a syntax error comes back as 42501',
     'SQLState 42P01 for an unknown table': 'item 4: an unknown table comes back as 42501',
     'LISTEN / NOTIFY': 'item 2: LISTEN/NOTIFY is refused whatever the policy says',
     'temporary table': 'item 2: CREATE TEMP TABLE is refused whatever the policy says',
+    'DDL in a writable schema': 'item 2: DDL is refused whatever the policy says (the ddl key comes with the fix)',
+    'ANALYZE, VACUUM and LOCK': 'item 2: ANALYZE, VACUUM and LOCK are refused whatever the policy says (maintenance and lock keys come with the fix)',
   },
 };
 

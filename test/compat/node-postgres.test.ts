@@ -294,6 +294,28 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
     expect((await c.query('SELECT count(*)::int AS n FROM scratch')).rows).toEqual([{ n: 2 }]);
   });
 
+  check('DDL in a writable schema', async () => {
+    const c = await connect();
+    const exists = async () =>
+      (await c.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname = $1 AND r.relname = 'made'`, [s()])).rows[0].n;
+    await c.query(`CREATE TABLE ${s()}.made (id int PRIMARY KEY, v text)`);
+    await c.query(`CREATE INDEX made_v ON ${s()}.made (v)`);
+    await c.query(`ALTER TABLE ${s()}.made ADD COLUMN w int`);
+    await c.query(`COMMENT ON TABLE ${s()}.made IS 'made by the compat suite'`);
+    expect(await exists()).toBe(1);
+    await c.query(`DROP TABLE ${s()}.made`);
+    expect(await exists()).toBe(0);
+  });
+
+  check('ANALYZE, VACUUM and LOCK', async () => {
+    const c = await connect();
+    await c.query(`ANALYZE ${s()}.items`);
+    await c.query(`VACUUM ${s()}.kv`);
+    await c.query('BEGIN');
+    await c.query(`LOCK TABLE ${s()}.items IN SHARE ROW EXCLUSIVE MODE`);
+    await c.query('COMMIT');
+  });
+
   check('1 MiB text parameter', async () => {
     const c = await connect();
     const big = 'x'.repeat(1024 * 1024 - 7) + 'é✓end';

@@ -214,6 +214,18 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
     expect(await got).toBe('hi there');
   });
 
+  check('DDL in a writable schema', async () => {
+    const sql = connect();
+    const exists = async () =>
+      (await sql`SELECT count(*)::int AS n FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname = ${s()} AND r.relname = 'made'`)[0]!.n;
+    await sql`CREATE TABLE ${sql(s())}.made (id int PRIMARY KEY, v text)`;
+    await sql`CREATE INDEX made_v ON ${sql(s())}.made (v)`;
+    await sql`ALTER TABLE ${sql(s())}.made ADD COLUMN w int`;
+    expect(await exists()).toBe(1);
+    await sql`DROP TABLE ${sql(s())}.made`;
+    expect(await exists()).toBe(0);
+  });
+
   check('temporary table', async () => {
     const sql = connect();
     await sql`CREATE TEMP TABLE t_scratch (id int)`;

@@ -358,6 +358,29 @@ def temp_table():
 
 
 @check
+def ddl_in_writable_schema():
+    with connect(autocommit=True) as c:
+        def exists():
+            return c.execute("SELECT count(*) FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace "
+                             "WHERE n.nspname = %s AND r.relname = 'made'", (SCHEMA,)).fetchone()[0]
+        c.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, v text)").format(t("made")))
+        c.execute(sql.SQL("CREATE INDEX made_v ON {} (v)").format(t("made")))
+        c.execute(sql.SQL("ALTER TABLE {} ADD COLUMN w int").format(t("made")))
+        eq(exists(), 1)
+        c.execute(sql.SQL("DROP TABLE {}").format(t("made")))
+        eq(exists(), 0)
+
+
+@check
+def analyze_vacuum_lock():
+    with connect(autocommit=True) as c:
+        c.execute(sql.SQL("ANALYZE {}").format(t("items")))
+        c.execute(sql.SQL("VACUUM {}").format(t("kv")))
+        with c.transaction():
+            c.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(t("items")))
+
+
+@check
 def large_text_parameter():
     with connect() as c:
         big = "é" * (512 * 1024)

@@ -61,7 +61,8 @@ CREATE TABLE ${schema}.wide (id int PRIMARY KEY, body text);
 INSERT INTO ${schema}.kv SELECT 'k' || g, 'v' || g FROM generate_series(1, 100) g;
 CREATE FUNCTION ${schema}.add_one(i int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT i + 1';
 CREATE FUNCTION ${schema}.add_out(i int, OUT j int, OUT k text) LANGUAGE sql IMMUTABLE AS 'SELECT i + 1, ''x'' || i';
-GRANT USAGE ON SCHEMA ${schema} TO ${u};
+-- CREATE too: the DDL checks make and drop their own objects here (owned by the upstream login, as pgwarden's docs ask).
+GRANT USAGE, CREATE ON SCHEMA ${schema} TO ${u};
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA ${schema} TO ${u};
 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA ${schema} TO ${u};
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} TO ${u};
