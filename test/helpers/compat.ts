@@ -30,8 +30,9 @@ export interface CompatEnv {
 
 /**
  * The role the issue measured with (issue 13): read-write, every write kind on the suite's schema, catalog
- * introspection, the schema's functions callable. Keys that later fixes add (scoped DDL, LISTEN/NOTIFY) are not
- * here yet; their checks are listed in test/compat/expected-failures.ts.
+ * introspection, the schema's functions callable; plus what item 2's keys allow a real application role: DDL in
+ * the suite's schema and temporary objects, ANALYZE/VACUUM, LOCK, and every notification channel. `do` stays off
+ * (a full escape from the policy, which no driver needs).
  */
 export function compatPolicy(schema: string): string {
   return `roles:
@@ -43,6 +44,13 @@ export function compatPolicy(schema: string): string {
       relations: [${schema}.*]
     functions: { allow: [${schema}.add_one, ${schema}.add_out] }
     catalog: introspection
+    ddl:
+      kinds: [create_table, create_index, create_sequence, alter_table, drop, comment]
+      schemas: [${schema}]
+      temporary: true
+    maintenance: [analyze, vacuum]
+    lock: true
+    channels: { listen: ['*'], notify: ['*'] }
 `;
 }
 
