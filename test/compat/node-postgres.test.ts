@@ -66,10 +66,15 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
     expect((await c.query('SHOW application_name')).rows[0].application_name).toMatch(/compat-set$/);
   });
 
-  check('startup statement_timeout and options', async () => {
-    const c = await connect({ statement_timeout: 4321, options: '-c lock_timeout=1234' });
+  check('startup statement_timeout', async () => {
+    const c = await connect({ statement_timeout: 4321 });
     expect((await c.query('SHOW statement_timeout')).rows[0].statement_timeout).toBe('4321ms');
+  });
+
+  check('startup options (-c settings)', async () => {
+    const c = await connect({ options: '-c lock_timeout=1234 -c DateStyle=ISO,DMY' });
     expect((await c.query('SHOW lock_timeout')).rows[0].lock_timeout).toBe('1234ms');
+    expect((await c.query('SHOW DateStyle')).rows[0].DateStyle).toBe('ISO, DMY');
   });
 
   check('scalar type round trips', async () => {

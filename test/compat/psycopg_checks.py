@@ -100,6 +100,7 @@ def backend_pid():
 
 @check
 def startup_options():
+    # libpq's options (PGOPTIONS): the usual way Python applications set session settings at connect.
     with connect(options="-c statement_timeout=4321 -c lock_timeout=1234") as c:
         eq(c.execute("SHOW statement_timeout").fetchone()[0], "4321ms")
         eq(c.execute("SHOW lock_timeout").fetchone()[0], "1234ms")
