@@ -214,6 +214,40 @@ public class JdbcChecks {
       }
     });
 
+    check("batch with a failing row", () -> {
+      try (Connection c = connect(); PreparedStatement ps = c.prepareStatement("INSERT INTO " + S + ".kv VALUES (?, ?)")) {
+        c.setAutoCommit(false);
+        for (String k : new String[] {"b1", "b2", "k1", "b3"}) {
+          ps.setString(1, k);
+          ps.setString(2, "batch");
+          ps.addBatch();
+        }
+        try {
+          ps.executeBatch();
+          throw new AssertionError("no BatchUpdateException");
+        } catch (BatchUpdateException e) {
+          eq(e.getSQLState(), "23505");
+          eq(e.getNextException() == null ? null : e.getNextException().getSQLState(), "23505");
+        }
+        c.rollback();
+        eq(one(c, "SELECT count(*)::int FROM " + S + ".kv WHERE k LIKE 'b%'"), 0);
+      }
+    });
+
+    check("read-only connection and isolation level", () -> {
+      try (Connection c = connect()) {
+        c.setAutoCommit(false);
+        c.setReadOnly(true);
+        c.setTransactionIsolation(Connection.TRANSACTION_SERIALIZABLE);
+        eq(one(c, "SHOW transaction_isolation"), "serializable");
+        try (Statement st = c.createStatement()) {
+          eq(sqlState(() -> st.executeUpdate("INSERT INTO " + S + ".wide VALUES (-1, 'no')")), "25006");
+        }
+        c.rollback();
+        eq(c.isReadOnly(), true);
+      }
+    });
+
     check("getGeneratedKeys", () -> {
       try (Connection c = connect();
            PreparedStatement ps = c.prepareStatement("INSERT INTO " + S + ".items (name) VALUES (?)", Statement.RETURN_GENERATED_KEYS)) {

@@ -321,6 +321,40 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
     await c.query('COMMIT');
   });
 
+  check('server notices reach the client', async () => {
+    const c = await connect();
+    const notices: string[] = [];
+    c.on('notice', (n) => notices.push(`${n.code}: ${n.message}`));
+    await c.query(`DROP TABLE IF EXISTS ${s()}.never_made`);
+    expect(notices).toEqual([`00000: table "never_made" does not exist, skipping`]);
+  });
+
+  check('empty query', async () => {
+    const c = await connect();
+    const r = await c.query('');
+    expect(r.rows).toEqual([]);
+    expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+  });
+
+  check('large result (50,000 rows)', async () => {
+    const c = await connect();
+    const r = await c.query(`SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 50000) g`);
+    expect(r.rowCount).toBe(50000);
+    expect(r.rows[49999]).toEqual({ g: 50000, pad: 'x'.repeat(100) });
+  });
+
+  check('isolation levels and read-only transactions', async () => {
+    const c = await connect();
+    await c.query('BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY');
+    expect((await c.query('SHOW transaction_isolation')).rows[0].transaction_isolation).toBe('serializable');
+    expect((await pgError(() => c.query(`INSERT INTO ${s()}.wide VALUES (-1, 'no')`))).code).toBe('25006');
+    await c.query('ROLLBACK');
+    await c.query('BEGIN');
+    await c.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+    expect((await c.query('SHOW transaction_isolation')).rows[0].transaction_isolation).toBe('repeatable read');
+    await c.query('COMMIT');
+  });
+
   check('1 MiB text parameter', async () => {
     const c = await connect();
     const big = 'x'.repeat(1024 * 1024 - 7) + 'é✓end';

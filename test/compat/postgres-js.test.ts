@@ -90,6 +90,12 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
     expect(rs.map((r) => r[0]!.d)).toEqual(Array.from({ length: 50 }, (_, i) => i * 3));
   });
 
+  check('an error in the middle of a pipeline fails only its own query', async () => {
+    const sql = connect();
+    const rs = await Promise.allSettled([sql`SELECT 1 AS a`, sql`SELECT 1 / ${0}::int AS b`, sql`SELECT 3 AS c`]);
+    expect(rs.map((r) => (r.status === 'fulfilled' ? r.value[0] : (r.reason as postgres.PostgresError).code))).toEqual([{ a: 1 }, '22012', { c: 3 }]);
+  });
+
   check('describe a statement', async () => {
     const sql = connect();
     const d = await sql`SELECT k, v FROM ${sql(s())}.kv WHERE k = ${'k1'}`.describe();

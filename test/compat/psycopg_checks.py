@@ -265,6 +265,26 @@ def transactions_and_savepoints():
 
 
 @check
+def isolation_and_read_only():
+    with connect() as c:
+        c.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+        c.read_only = True
+        eq(c.execute("SHOW transaction_isolation").fetchone(), ("serializable",))
+        code, _ = sqlstate_of(lambda: c.execute(sql.SQL("INSERT INTO {} VALUES (-1, 'no')").format(t("wide"))))
+        eq(code, "25006")
+        c.rollback()
+
+
+@check
+def notices():
+    with connect(autocommit=True) as c:
+        got = []
+        c.add_notice_handler(lambda d: got.append((d.sqlstate, d.message_primary)))
+        c.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(t("never_made")))
+        eq(got, [("00000", 'table "never_made" does not exist, skipping')])
+
+
+@check
 def error_inside_transaction():
     with connect() as c:
         code, _ = sqlstate_of(lambda: c.execute("SELECT 1 / 0"))
