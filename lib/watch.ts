@@ -2,6 +2,7 @@
 import { watch, statSync, type FSWatcher } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { errorMessage } from './error-message.ts';
 
 export interface FileWatcherOptions {
   /** Quiet time after the last event before `onChange` runs. */
@@ -96,10 +97,6 @@ export class FileWatcher {
       this.opts.onChange();
     }, this.opts.debounceMs);
   }
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 export type SettledRead = { ok: true; data: Buffer } | { ok: false; reason: 'missing' | 'unreadable' | 'unsettled'; message: string };

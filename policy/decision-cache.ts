@@ -8,6 +8,7 @@ import { LRUCache } from 'lru-cache';
 import type { CatalogSnapshot, Decision, SessionView } from './types.ts';
 import { literalShape } from './literals.ts';
 import { evaluateWithFacts, type EvaluationFacts } from './evaluate.ts';
+import { deepFreeze } from '../lib/freeze.ts';
 
 /** Statement kinds whose decision depends only on structure once literal-sensitive constructs are excluded. */
 const NORMALIZABLE_KINDS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
@@ -31,14 +32,6 @@ export interface DecisionCacheStats {
   exactHits: number;
   normalizedHits: number;
   misses: number;
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const v of Object.values(value as Record<string, unknown>)) deepFreeze(v);
-  }
-  return value;
 }
 
 /**

@@ -4,6 +4,7 @@ import { Coalescer } from '../lib/coalesce.ts';
 import { FileWatcher, readSettled } from '../lib/watch.ts';
 import { compilePolicy, formatIssue, loadPolicyBytes, loadPolicyFile, policyWarnings, type PolicyIssue } from './load.ts';
 import type { CatalogSnapshot, CompiledPolicy, RolePolicy } from './types.ts';
+import { errorMessage } from '../lib/error-message.ts';
 
 export type StoreLogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type StoreLog = (level: StoreLogLevel, msg: string, fields?: object) => void;
@@ -82,10 +83,6 @@ function diffRoles(before: CompiledPolicy, after: CompiledPolicy): Pick<PolicyCh
   }
   for (const name of before.roles.keys()) if (!after.roles.has(name)) removedRoles.push(name);
   return { addedRoles, removedRoles, changedRoles };
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 export class PolicyStore {

@@ -20,6 +20,8 @@ import {
 import { formatBytes, formatDuration, parseBytes, parseDuration } from './duration.ts';
 import { forbiddenKeys, MAX_TIMER_MS, OPTIONAL_SECTIONS, settings, type Setting, type SettingKey } from './settings.ts';
 import type { AuthConfig, Config } from './types.ts';
+import { editDistance } from '../../lib/ident.ts';
+import { deepFreeze } from '../../lib/freeze.ts';
 
 export interface ConfigIssue {
   /** Dotted key path ("auth.maxTokenLifetime"), a section ("auth"), or "(file)" for the file as a whole. */
@@ -326,19 +328,6 @@ function suggest(key: string, prefix: string): string | undefined {
   return best;
 }
 
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      cur.push(Math.min((prev[j] ?? 0) + 1, (cur[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + cost));
-    }
-    prev = cur;
-  }
-  return prev[b.length] ?? Math.max(a.length, b.length);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Per-type parsing
 
@@ -620,10 +609,3 @@ function firstLine(message: string): string {
   return (message.split('\n')[0] ?? message).replace(/:$/, '');
 }
 
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const child of Object.values(value)) deepFreeze(child);
-  }
-  return value;
-}

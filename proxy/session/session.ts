@@ -23,7 +23,7 @@ import {
   encodeSSLResponse,
 } from '../wire/backend.ts';
 import { decodeBind, decodeClose, decodeExecute, decodeParse, decodePassword, decodeQuery } from '../wire/frontend.ts';
-import { encodeClose, encodeParse, encodeQuery, encodeSync } from '../wire/frontend.ts';
+import { encodeClose, encodeParse, encodeQuery, encodeSync, encodeTerminate } from '../wire/frontend.ts';
 import { tcpUpstream, UPSTREAM_MAX_MESSAGE, type UpstreamConnection, type UpstreamConnector } from '../upstream/connect.ts';
 import type { CancelRegistry } from './cancel.ts';
 import type { StatementGate } from './gate.ts';
@@ -1647,7 +1647,7 @@ export class Session {
       up.socket.off('data', this.onUpstreamData);
       up.socket.off('close', this.onUpstreamClose);
       // Terminate politely so Postgres logs a normal disconnect, then drop the socket.
-      if (!up.socket.destroyed) up.socket.end(Buffer.from([0x58, 0, 0, 0, 4]));
+      if (!up.socket.destroyed) up.socket.end(encodeTerminate());
       setTimeout(() => up.socket.destroy(), 1000).unref?.();
     }
     this.socket.end();
