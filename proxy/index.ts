@@ -26,8 +26,8 @@ import { chooseCap, OWN_HEADROOM, readServerSlots, UpstreamCap } from './upstrea
 import { warnAboutRoleSettings } from './upstream/role-settings.ts';
 import { initParser } from '../policy/parser.ts';
 import { PolicyStore } from '../policy/store.ts';
+import { policyRelations } from '../policy/load.ts';
 import { loadCatalog, checkUpstreamPrivileges } from '../policy/catalog.ts';
-import type { CompiledPolicy } from '../policy/types.ts';
 
 export interface ProxyDeps {
   logger?: Logger;
@@ -89,11 +89,6 @@ async function upstreamCapFor(config: Config, query: ReturnType<typeof upstreamQ
   return new UpstreamCap(max);
 }
 
-/** Every relation pattern the policy names, as `schema.name` / `schema.*`, for the catalog loader. */
-export function policyRelations(policy: CompiledPolicy): string[] {
-  return [...policy.roles.values()].flatMap((r) => [...r.relations, ...(r.write?.relations ?? [])].map((p) => `${p.schema}.${p.name}`));
-}
-
 export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise<Proxy> {
   const log = deps.logger ?? createLogger(config.log.level);
   const metrics = createMetrics();
@@ -113,7 +108,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
     // Relations in a role's ddl.schemas are owned by the upstream user by design (the role creates them there).
     checkPrivileges: async (policy) => {
       const ddl = new Set([...policy.roles.values()].flatMap((r) => r.ddl?.schemas ?? []));
-      return await checkUpstreamPrivileges(query, policyRelations(policy).filter((p) => !ddl.has(p.slice(0, p.lastIndexOf('.')))));
+      return await checkUpstreamPrivileges(query, policyRelations(policy).filter((p) => !ddl.has(p.schema)));
     },
     log: (level, msg, fields) => {
       if (msg.startsWith('policy reload failed')) metrics.policyReloads.inc({ result: 'invalid' });

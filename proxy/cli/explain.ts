@@ -1,6 +1,6 @@
 // `pgwarden policy explain`: decides one statement for a role against the live upstream catalog and returns the decision as data.
 import type { Config } from '../config/types.ts';
-import { policyRelations } from '../index.ts';
+import { policyRelations } from '../../policy/load.ts';
 import { upstreamQuerier } from '../upstream/querier.ts';
 import { initParser } from '../../policy/parser.ts';
 import { PolicyStore } from '../../policy/store.ts';
