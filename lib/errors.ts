@@ -37,9 +37,9 @@ export const ErrorCatalog = {
   ERR_STARTUP_PARAM: {
     sqlstate: SqlState.FeatureNotSupported,
     severity: 'FATAL',
-    doc: 'a startup parameter that could change identity, limits or lexing (options, replication, …)',
-    message: 'startup parameter "‹name›" is not allowed through pgwarden (or: client_encoding "‹name›" is not supported by pgwarden)',
-    hint: 'allowed startup parameters: user, database, application_name, client_encoding, ‹the forwarded ones›',
+    doc: 'a startup parameter refused before login: replication, a client_encoding other than UTF8, a word in options other than -c name=value / --name=value (settings are judged at login as SET is: 42501)',
+    message: 'replication connections are not allowed through pgwarden (or: client_encoding "‹name›" is not supported by pgwarden; options: "‹word›" is not allowed through pgwarden)',
+    hint: 'options (PGOPTIONS) may hold only -c name=value and --name=value settings',
   },
   ERR_TLS_REQUIRED: {
     sqlstate: SqlState.InvalidAuthorizationSpecification,

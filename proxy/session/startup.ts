@@ -55,6 +55,7 @@ export function readClientStartup(params: ReadonlyMap<string, string>, expectedD
   }
   const forwarded: Record<string, string> = {};
   const settings: [string, string][] = [];
+  const optionSettings: [string, string][] = [];
   const unsupportedProtocolOptions: string[] = [];
   let database: string | undefined;
   let applicationName: string | undefined;
@@ -83,10 +84,9 @@ export function readClientStartup(params: ReadonlyMap<string, string>, expectedD
       continue;
     }
     if (name === 'options') {
-      throw refuse(
-        'startup parameter "options" is not allowed through pgwarden',
-        'remove PGOPTIONS / the options connection parameter; session settings are set by pgwarden from your token and policy',
-      );
+      // Its settings come first: PostgreSQL applies the other parameters after it, so they win.
+      optionSettings.push(...parseOptions(value));
+      continue;
     }
     if (name === 'replication') {
       throw refuse('replication connections are not allowed through pgwarden');
@@ -100,7 +100,67 @@ export function readClientStartup(params: ReadonlyMap<string, string>, expectedD
       sqlstate: '28000',
     });
   }
-  return { user, database, applicationName, forwarded, settings, unsupportedProtocolOptions };
+  for (const [name, value] of optionSettings) {
+    // `-c application_name=x` names the client as the parameter does (which wins when both are given).
+    if (name.toLowerCase() === 'application_name') applicationName ??= value;
+  }
+  return {
+    user,
+    database,
+    applicationName,
+    forwarded,
+    settings: [...optionSettings.filter(([n]) => n.toLowerCase() !== 'application_name'), ...settings],
+    unsupportedProtocolOptions,
+  };
+}
+
+const OPTIONS_HINT = 'options (PGOPTIONS) may hold only -c name=value and --name=value settings';
+
+/**
+ * The settings in an `options` startup parameter, split as PostgreSQL splits it (pg_split_opts: words separated by
+ * white space, a backslash makes the next character literal) and read as its `-c name=value` / `-cname=value` /
+ * `--name=value` switches (ParseLongOption: '-' in a name is '_'). They are then judged one by one like any other
+ * startup setting and sent upstream as separate parameters: the options string itself never reaches the server, so
+ * its other switches (-P, -F, -d, -o…) cannot either; any other word is refused.
+ */
+export function parseOptions(options: string): [string, string][] {
+  // C isspace(), not JavaScript's \s (which also matches no-break and other Unicode spaces).
+  const space = (c: string | undefined) => c !== undefined && c.length === 1 && ' \t\n\v\f\r'.includes(c);
+  const words: string[] = [];
+  let i = 0;
+  while (i < options.length) {
+    while (space(options[i])) i++;
+    if (i >= options.length) break;
+    let word = '';
+    let escaped = false;
+    for (; i < options.length; i++) {
+      const c = options[i] ?? '';
+      if (space(c) && !escaped) break;
+      if (!escaped && c === '\\') escaped = true;
+      else {
+        escaped = false;
+        word += c;
+      }
+    }
+    words.push(word);
+  }
+  const out: [string, string][] = [];
+  const setting = (text: string): void => {
+    const eq = text.indexOf('=');
+    if (eq <= 0) throw refuse(`options: "${text}" is not a name=value setting`, OPTIONS_HINT);
+    out.push([text.slice(0, eq).replace(/-/g, '_'), text.slice(eq + 1)]);
+  };
+  for (let w = 0; w < words.length; w++) {
+    const word = words[w] ?? '';
+    if (word === '-c') {
+      const next = words[++w];
+      if (next === undefined) throw refuse('options: -c requires a value', OPTIONS_HINT);
+      setting(next);
+    } else if (word.startsWith('-c')) setting(word.slice(2));
+    else if (word.startsWith('--')) setting(word.slice(2));
+    else throw refuse(`options: "${word}" is not allowed through pgwarden`, OPTIONS_HINT);
+  }
+  return out;
 }
 
 /**

@@ -112,11 +112,11 @@ describe('login with a JWT as the password', () => {
   });
 
   it('refuses startup options that could change identity or lexing', async () => {
-    for (const extra of [{ options: '-c pgwarden.sub=mallory' }, { options: '-c standard_conforming_strings=off' }]) {
+    // Settings in options are judged as SET is (42501); other switches are refused before login (0A000).
+    for (const [options, code] of [['-c pgwarden.sub=mallory', '42501'], ['-c standard_conforming_strings=off', '42501'], ['--search-path=evil', '42501'], ['-P', '0A000'], ['-c x', '0A000']]) {
       const token = await tp.token();
-      const err = await loginError({ ...tp.pgConfig(token), ...extra } as pg.ClientConfig);
-      expect(err.severity).toBe('FATAL');
-      expect(err.message).toMatch(/options/);
+      const err = await loginError({ ...tp.pgConfig(token), options } as pg.ClientConfig);
+      expect([err.severity, err.code], options).toEqual(['FATAL', code]);
     }
   });
 

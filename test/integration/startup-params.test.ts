@@ -1,4 +1,6 @@
 // Startup parameters follow the role's SET rules: what SET would allow is applied (a timeout only lower than the role's), the rest is a FATAL 42501 before any upstream connection.
+import { execFile, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -65,9 +67,18 @@ describe('pg (node-postgres sends these as startup parameters)', () => {
     expect(await upstreamSessions(sub)).toBe(0);
   });
 
-  it('options (PGOPTIONS) stays refused before login', async () => {
-    const err = await loginError(tp.pgConfig(await tp.token(), { options: '-c statement_timeout=0' }));
-    expect([err.code, err.severity]).toEqual(['0A000', 'FATAL']);
+  it('options (PGOPTIONS): its -c settings are judged the same way; its other switches are refused before login', async () => {
+    const c = await connectPg(tp, await tp.token({ sub: 'sp-options' }), { options: '-c statement_timeout=1500 --lock-timeout=250ms' });
+    try {
+      expect(await show(c, 'statement_timeout')).toBe('1500ms');
+      expect(await show(c, 'lock_timeout')).toBe('250ms');
+    } finally {
+      await c.end();
+    }
+    const zero = await loginError(tp.pgConfig(await tp.token(), { options: '-c statement_timeout=0' }));
+    expect([zero.code, zero.severity]).toEqual(['42501', 'FATAL']);
+    const other = await loginError(tp.pgConfig(await tp.token(), { options: '-P' }));
+    expect([other.code, other.severity]).toEqual(['0A000', 'FATAL']);
   });
 });
 
@@ -121,5 +132,18 @@ describe('postgres.js (arbitrary startup parameters through `connection`)', () =
     } finally {
       await sql.end({ timeout: 2 });
     }
+  });
+});
+
+const hasPsql = spawnSync('psql', ['--version']).status === 0;
+
+describe.skipIf(!hasPsql)('psql', () => {
+  it('PGOPTIONS -c settings within the role\'s bounds are applied', async () => {
+    const { stdout } = await promisify(execFile)(
+      'psql',
+      ['-X', '-A', '-t', '-c', 'SHOW statement_timeout', '-c', 'SHOW lock_timeout', `host=127.0.0.1 port=${tp.proxy.port} dbname=app user=alice sslmode=disable`],
+      { env: { ...process.env, PGPASSWORD: await tp.token(), PGOPTIONS: '-c statement_timeout=2s -c lock_timeout=100' }, timeout: 10_000 },
+    );
+    expect(stdout.trim().split('\n')).toEqual(['2s', '100ms']);
   });
 });

@@ -1,6 +1,6 @@
 // Startup parameter allow list, application_name composition and the stamped upstream parameters.
 import { describe, expect, it } from 'vitest';
-import { acceptStartupSettings, composeApplicationName, readClientStartup, stampParameters } from '../../../proxy/session/startup.ts';
+import { acceptStartupSettings, composeApplicationName, parseOptions, readClientStartup, stampParameters } from '../../../proxy/session/startup.ts';
 import { makeRole } from '../../fixtures/catalog.ts';
 import { ProxyError } from '../../../lib/errors.ts';
 
@@ -26,10 +26,28 @@ describe('client startup parameters', () => {
     expect(s.applicationName).toBe('psql');
   });
 
-  it.each(['options', 'replication'])('refuses %s with a FATAL that names it, before login', (name) => {
-    const e = refusal(() => readClientStartup(params({ user: 'a', [name]: 'x' }), 'app'));
-    expect(e.severity).toBe('FATAL');
-    expect(e.message).toContain(name === 'replication' ? 'replication' : `"${name}"`);
+  it('refuses replication with a FATAL, before login', () => {
+    const e = refusal(() => readClientStartup(params({ user: 'a', replication: 'database' }), 'app'));
+    expect([e.severity, e.sqlstate]).toEqual(['FATAL', '0A000']);
+    expect(e.message).toContain('replication');
+  });
+
+  it('reads options as PostgreSQL splits them, keeping only -c / -- settings, ahead of the other parameters', () => {
+    expect(parseOptions('-c statement_timeout=1s  -cwork_mem=4MB\t--lock-timeout=2s')).toEqual([['statement_timeout', '1s'], ['work_mem', '4MB'], ['lock_timeout', '2s']]);
+    expect(parseOptions('-c myapp.name=a\\ b\\\\c')).toEqual([['myapp.name', 'a b\\c']]);
+    expect(parseOptions('  ')).toEqual([]);
+    expect(parseOptions('-c search_path=')).toEqual([['search_path', '']]);
+    // A no-break space is not C white space: it stays inside the word.
+    expect(parseOptions('-c a=b\u00a0c')).toEqual([['a', 'b\u00a0c']]);
+    for (const bad of ['-P', '-F', '-d 5', '-o x', 'statement_timeout=1', '-c', '-c novalue', '--novalue', '-c =x']) {
+      const e = refusal(() => parseOptions(bad));
+      expect([e.severity, e.sqlstate], bad).toEqual(['FATAL', '0A000']);
+    }
+    const s = readClientStartup(params({ user: 'a', statement_timeout: '2s', options: '-c statement_timeout=1s -c application_name=from-options' }), 'app');
+    // Plain parameters come after options' settings, so they win as in PostgreSQL; application_name goes aside.
+    expect(s.settings).toEqual([['statement_timeout', '1s'], ['statement_timeout', '2s']]);
+    expect(s.applicationName).toBe('from-options');
+    expect(readClientStartup(params({ user: 'a', application_name: 'param', options: '-c application_name=opt' }), 'app').applicationName).toBe('param');
   });
 
   it('keeps every other parameter, in packet order, to be judged at login', () => {
