@@ -7,10 +7,6 @@ export type Driver = 'pg' | 'postgres.js' | 'psycopg' | 'pgjdbc';
 const TEMP_TABLE_DML =
   'item 2 as landed: CREATE TEMP TABLE is allowed, but INSERT/SELECT on the new table is refused ("pgwarden cannot resolve": temporary objects are never in the catalog snapshot)';
 
-/** Why the checks that set session settings through the options startup parameter fail. */
-const STARTUP_OPTIONS =
-  "item 3 as landed: settings sent as their own startup parameters follow the role's SET rules, but the options parameter (-c name=value, libpq's PGOPTIONS) is still refused with FATAL";
-
 /**
  * check name → why it fails through pgwarden (never directly). A listed check runs as `test.fails` for the
  * proxied target, so when a fix lands the check passes, its `test.fails` fails, and the entry must be removed:
@@ -18,7 +14,6 @@ const STARTUP_OPTIONS =
  */
 export const EXPECTED_PROXIED_FAILURES: Record<Driver, Record<string, string>> = {
   pg: {
-    'startup options (-c settings)': STARTUP_OPTIONS,
     'syntax error is 42601 with its position': 'item 4: a syntax error comes back as 42501',
     'unknown table is 42P01': 'item 4: an unknown table comes back as 42501',
     'temporary table': TEMP_TABLE_DML,
@@ -30,7 +25,6 @@ export const EXPECTED_PROXIED_FAILURES: Record<Driver, Record<string, string>> =
     'temporary table': TEMP_TABLE_DML,
   },
   psycopg: {
-    startup_options: STARTUP_OPTIONS,
     prepared_statements_view: 'not an issue 13 item: pg_catalog.pg_prepared_statements is not among catalog: introspection\'s relations (psycopg\'s own prepare tests read it)',
     syntax_error_class: 'item 4: a syntax error comes back as 42501, so psycopg raises InsufficientPrivilege, not SyntaxError',
     undefined_table_class: 'item 4: an unknown table comes back as 42501, not UndefinedTable',
