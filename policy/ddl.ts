@@ -231,6 +231,9 @@ function constraintParts(list: unknown, sink: ExprSink, ownColumns: readonly str
         const q = foreignKeyQuery(c);
         if (q === undefined) sink.bad ??= 'a foreign key pgwarden cannot restate';
         else sink.queries.push({ text: q });
+        // The referencing columns are read too: whether the constraint can be added, and which referenced rows can then
+        // be deleted, answers questions about their values.
+        for (const k of stringsOf(c.fk_attrs)) if (!ownColumns.includes(k)) sink.exprs.push(...columnRefs([k]));
         break;
       }
       case 'CONSTR_PRIMARY':

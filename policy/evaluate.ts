@@ -604,6 +604,21 @@ const COMMENT_TYPES = new Set([...DDL_OBJECT_TYPES, 'OBJECT_COLUMN', 'OBJECT_TAB
 
 type UtilityOk = { rank: number; ruleId: string };
 
+/** Options that name a sequence or the column owning one, wherever they appear in a DDL statement's tree. */
+const SEQUENCE_NAME_OPTIONS = new Set(['sequence_name', 'owned_by']);
+
+/** Every DefElem in a tree whose name is one of `names`. */
+function defElemsNamed(n: unknown, names: ReadonlySet<string>, out: AnyNode[] = []): AnyNode[] {
+  if (Array.isArray(n)) {
+    for (const x of n) defElemsNamed(x, names, out);
+  } else if (n !== null && typeof n === 'object') {
+    const d = (n as AnyNode).DefElem;
+    if (d !== undefined && typeof d.defname === 'string' && names.has(d.defname)) out.push(d);
+    for (const v of Object.values(n as AnyNode)) defElemsNamed(v, names, out);
+  }
+  return out;
+}
+
 /** A name list (`[schema, name]`, `[name]`, …) of `objectParts` trailing parts after the relation: its schema and database. */
 function nameListPlace(items: unknown, trailing: number): { schema: string | undefined; catalogName: string | undefined } | undefined {
   const names: string[] = [];
@@ -775,6 +790,16 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     }
     default:
       return kindDenial(kind, role);
+  }
+  // Sequences named inside other statements: an identity column's SEQUENCE NAME is created where it says (unqualified,
+  // beside its table), and OWNED BY ties a sequence to another table's column.
+  for (const d of defElemsNamed(body, SEQUENCE_NAME_OPTIONS)) {
+    const items: unknown[] = d.arg?.List?.items ?? [];
+    if (d.defname === 'owned_by' && items.length === 1 && stringsOf(items)[0] === 'none') continue;
+    const p = nameListPlace(items, d.defname === 'owned_by' ? 1 : 0);
+    if (p === undefined) return internalDenial(`${String(d.defname)} without a readable name`);
+    if (d.defname === 'sequence_name' && p.schema === undefined && p.catalogName === undefined) continue;
+    places.push({ schema: p.schema, temporary: false, catalogName: p.catalogName });
   }
   if (role.ddl === undefined) {
     if (role.readOnly) return kindDenial(kind, role);
