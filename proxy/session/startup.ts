@@ -1,4 +1,5 @@
 // Which client startup parameters pass, and the upstream startup parameters that stamp a session's identity and limits.
+import { createHash } from 'node:crypto';
 import { ProxyError } from '../../lib/errors.ts';
 import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, judgeStartupSetting } from '../../policy/settings.ts';
 import { quoteIdent } from '../../lib/ident.ts';
@@ -209,9 +210,19 @@ function claimText(s: string): string {
   return out;
 }
 
-/** `pgwarden:<sub>/<agent>`: the identity prefix of every application_name a session has. ASCII, at most 63 bytes. */
+/** Bytes of a cut identity kept before its digest: `%#` and 11 base64url characters (66 bits) follow. */
+const CUT_PREFIX_BYTES = MAX_APPLICATION_NAME_BYTES - 13;
+
+/**
+ * `pgwarden:<sub>/<agent>`: the identity prefix of every application_name a session has. ASCII, at most 63 bytes. One
+ * too long to fit is cut and ends in `%#` and a digest of the whole: cutting alone would let two identities (two agents
+ * of a long sub, or a sub that starts with another) show the same name, and `%#` never occurs in an uncut prefix
+ * (claimText writes `%` only before two hex digits).
+ */
 export function applicationNamePrefix(sub: string, agent: string | undefined): string {
-  return `pgwarden:${claimText(sub)}${agent ? `/${claimText(agent)}` : ''}`.slice(0, MAX_APPLICATION_NAME_BYTES);
+  const full = `pgwarden:${claimText(sub)}${agent ? `/${claimText(agent)}` : ''}`;
+  if (full.length <= MAX_APPLICATION_NAME_BYTES) return full;
+  return `${full.slice(0, CUT_PREFIX_BYTES)}%#${createHash('sha256').update(full).digest('base64url').slice(0, 11)}`;
 }
 
 /**

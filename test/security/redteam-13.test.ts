@@ -320,6 +320,22 @@ describe('application_name and startup parameters', () => {
     expect(await shown(c)).toBe(PREFIX);
   });
 
+  it('identities too long for NAMEDATALEN still show different names (cut, then a digest of the whole)', async () => {
+    const long = 'tenant-0123456789-'.repeat(3);
+    const seen: string[] = [];
+    for (const [sub, agent] of [[long, 'agent-a'], [long, 'agent-b'], [`${long}x`, undefined], [long, undefined]] as const) {
+      const c = await connectPg(tp, await tp.token({ role: 'reader', sub, ...(agent ? { agent } : {}) }), { application_name: 'app' });
+      clients.push(c);
+      const name = (await c.query('SHOW application_name')).rows[0].application_name as string;
+      const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+      expect(await su(async (s) => (await s.query('SELECT application_name FROM pg_stat_activity WHERE pid = $1', [pid])).rows[0].application_name)).toBe(name);
+      expect(Buffer.byteLength(name)).toBeLessThanOrEqual(63);
+      expect(name.startsWith(`pgwarden:${long.slice(0, 41)}`)).toBe(true);
+      seen.push(name);
+    }
+    expect(new Set(seen).size).toBe(seen.length);
+  });
+
   it('read-only enforcement cannot be switched off by a startup parameter in any spelling', async () => {
     const spellings: Record<string, string>[] = [{ Default_Transaction_Read_Only: 'off' }, { transaction_read_only: 'off' }, { TRANSACTION_READ_ONLY: 'false' }, { default_transaction_read_only: '0' }];
     for (const connection of spellings) {
