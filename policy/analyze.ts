@@ -433,6 +433,10 @@ class Analyzer {
         }
       }
     }
+    // A relation written with its schema, in a schema the role may change (docs/policy.md, "Scoped DDL"), may have been
+    // created after the snapshot was read. Its name needs no search_path, and the server's analysis, which always follows
+    // for statements that read or write relations, resolves it and judges its columns.
+    if (schema === undefined && schemaname !== undefined && this.role.ddl?.schemas.includes(schemaname) === true) schema = schemaname;
     if (schema === undefined) {
       this.problem('unknown_relation', display, `relation ${display} was not found in pgwarden's catalog snapshot (search_path: ${this.relPath.join(', ')})`);
       return undefined;
@@ -467,7 +471,8 @@ class Analyzer {
     if (aliasColnames.length > 0 && original !== undefined) columns = [...aliasColnames, ...original.slice(aliasColnames.length)];
     return {
       refname,
-      base: { key: use.key, schema: use.schema, name: use.name, columns, original, opaque: aliasColnames.length > 0 && original === undefined },
+      // A relation of a ddl schema made after the snapshot was read has unknown columns: any use of one counts as the whole row.
+      base: { key: use.key, schema: use.schema, name: use.name, columns, original, opaque: (aliasColnames.length > 0 && original === undefined) || (use.relation === undefined && this.role.ddl?.schemas.includes(use.schema) === true) },
       columns: undefined,
       children: undefined,
       hidesChildren: false,

@@ -39,6 +39,14 @@ export const UTILITY_KINDS: ReadonlySet<string> = new Set([
   'ListenStmt', 'NotifyStmt', 'DoStmt',
 ]);
 
+/**
+ * Kinds that change what names and column numbers mean (DO can run any of them): once one is allowed, facts the server's
+ * analysis cached about the catalog may be stale, so they are dropped (proxy/session/policy-gate.ts).
+ */
+export const CATALOG_CHANGING_KINDS: ReadonlySet<string> = new Set([
+  'CreateStmt', 'CreateTableAsStmt', 'ViewStmt', 'IndexStmt', 'AlterTableStmt', 'RenameStmt', 'DropStmt', 'CreateSeqStmt', 'AlterSeqStmt', 'DoStmt',
+]);
+
 /** PostgreSQL's lock modes (storage/lockdefs.h); 1 is ACCESS SHARE, what every SELECT takes. */
 export const ACCESS_SHARE_LOCK = 1;
 

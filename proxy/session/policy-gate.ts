@@ -11,6 +11,7 @@ import type { PolicyStore } from '../../policy/store.ts';
 import type { StatementGate } from './gate.ts';
 import { DecidePool, failedRefusal, type DecidePoolOptions } from './decide-pool.ts';
 import { needsServerAnalysis, type AnalysisPlanner, type ServerChecker, type ServerVerdict } from './server-check.ts';
+import { CATALOG_CHANGING_KINDS } from '../../policy/ddl.ts';
 
 /**
  * Statements longer than this (UTF-16 units, a lower bound of their UTF-8 bytes) are decided on a worker. It is the
@@ -96,6 +97,9 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
 
   /** The local decision is known: PostgreSQL's own analysis confirms what it allows. */
   const confirm = (decision: Decision, slot: DecisionSlot, sql: string, role: RolePolicy, paramTypes: readonly number[] | undefined): Decision | Promise<Decision> => {
+    // Scoped DDL (or DO) is about to change the catalog: what the server's analysis cached about it may go stale, and
+    // the session's next statement must be analysed against what the DDL made (a column it added, a table it dropped).
+    if (server !== undefined && decision.allow && decision.statements.some((s) => CATALOG_CHANGING_KINDS.has(s.kind))) server.invalidate();
     if (server === undefined || !decision.allow || !needsServerAnalysis(decision)) return decision;
     const paramKey = paramTypes === undefined || paramTypes.length === 0 ? '' : paramTypes.join(',');
     // The hit path first and without allocating: a closure per decision costs more than the lookup.
