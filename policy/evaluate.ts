@@ -832,6 +832,9 @@ function restatedChecks(kind: string, body: AnyNode, role: RolePolicy, catalog: 
     const stmt = parsed.ok && parsed.stmts.length === 1 ? (parsed.stmts[0]?.stmt as AnyNode | undefined) : undefined;
     if (stmt === undefined) return internalDenial('a restated query did not parse');
     const qa = analyzeStatement(stmt, catalog, role);
+    // Row locks (FOR UPDATE/SHARE) in a view or CTAS body would be taken on relations the role may only read, and
+    // SELECT … INTO inside one would create a table nowhere placed.
+    if (qa.hasLocking || qa.hasInto) return { reason: 'statement_kind_denied', ruleId: 'builtin.ddl', sqlstate: SqlState.InsufficientPrivilege, what: `has a ${qa.hasInto ? 'SELECT … INTO' : 'FOR UPDATE/SHARE'} in its query`, detail: 'a body or expression may only read (rule: builtin.ddl)', hint: qa.hasInto ? undefined : 'remove the locking clause' };
     const problems = qa.problems.filter((p) => !(p.code === 'unknown_relation' && ownObject(p.subject, role, catalog)));
     const facts = { ...qa, problems };
     const v = q.named !== undefined ? checkNamed(facts, role, q.named) : checkFacts(facts, role);
