@@ -24,7 +24,7 @@ export const CATALOG_QUERIES = {
     with wanted as (
       select x->>0 as schema, x->>1 as name from pg_catalog.json_array_elements($1::json) x
     )
-    select n.nspname as schema, c.relname as name, c.relkind::text as kind,
+    select n.nspname as schema, c.relname as name, c.relkind::text as kind, c.relhassubclass as has_children,
       (select pg_catalog.json_agg(pg_catalog.json_build_array(a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)) order by a.attnum)
          from pg_catalog.pg_attribute a
         where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped) as columns
@@ -180,7 +180,7 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
   const relations = new Map<string, CatalogRelation>();
   for (const r of rels.rows) {
     const columns = json<[string, string][]>(r.columns, []).map(([name, type]) => Object.freeze({ name, type }));
-    relations.set(relationKey(r.schema, r.name), Object.freeze({ schema: r.schema, name: r.name, kind: r.kind, columns: Object.freeze(columns) as typeof columns }));
+    relations.set(relationKey(r.schema, r.name), Object.freeze({ schema: r.schema, name: r.name, kind: r.kind, columns: Object.freeze(columns) as typeof columns, ...(r.has_children === true || r.has_children === 't' ? { hasChildren: true } : {}) }));
   }
 
   const functions = new Map<string, CatalogFunction[]>();

@@ -1,10 +1,10 @@
 // SQL text + session + catalog → Decision: the pure, synchronous statement policy (fail closed; never throws).
-import type { CatalogSnapshot, DdlKind, Decision, Effect, RelationPattern, RolePolicy, SessionView, StatementSummary } from './types.ts';
+import type { CatalogRelation, CatalogSnapshot, DdlKind, Decision, Effect, RelationPattern, RolePolicy, SessionView, StatementSummary } from './types.ts';
 import { parseStatements, type RawStmt } from './parser.ts';
 import { cappable, cappedLimit, rewriteForCap, spliceLimit } from './rowcap.ts';
 import { analyzeStatement, type Analysis, type AnyNode } from './analyze.ts';
 import { judgeFunction } from './functions.ts';
-import { DEFAULT_HOLD_CURSORS } from './load.ts';
+import { DEFAULT_HOLD_CURSORS, relationKey } from './load.ts';
 import { quoteIdent } from '../lib/ident.ts';
 import { judgeSettingRead, judgeVariableSet, judgeTransactionOptions } from './settings.ts';
 import { DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, INTROSPECTION_RELATIONS, SYSTEM_DENIED_COLUMNS, isSystemRelation } from './introspection.ts';
@@ -687,6 +687,8 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
   const cascade = (b: unknown) => b === 'DROP_CASCADE';
   /** A refusal that depends on the objects being placed first (so a name outside ddl.schemas is reported as such). */
   let late: Denial | undefined;
+  /** The relation whose children the statement also changes (unless ONLY), or always (DROP). */
+  const recursive: { rv: AnyNode; always: boolean }[] = [];
   const refuse = (what: string, why: string): Denial => deny('statement_kind_denied', 'builtin.ddl', what, why);
   switch (kind) {
     case 'CreateStmt':
@@ -720,6 +722,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     case 'IndexStmt':
       ddlKind = 'create_index';
       if (!rvPlace(body.relation, false)) return internalDenial('CREATE INDEX without a table');
+      recursive.push({ rv: body.relation, always: false });
       for (const p of [...(body.indexParams ?? []), ...(body.indexIncludingParams ?? [])]) {
         const opclass = stringsOf(p?.IndexElem?.opclass);
         if (opclass.length > 0 && !(opclass.length === 2 && opclass[0] === 'pg_catalog')) return refuse('names an operator class outside pg_catalog', 'operator classes outside pg_catalog run user code; write pg_catalog.<opclass> for a built-in one');
@@ -750,11 +753,13 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
         if (cmd.subtype === 'AT_AddConstraint' && cmd.def?.Constraint?.contype === 'CONSTR_EXCLUSION') return refuse('with an exclusion constraint is not allowed', 'exclusion operators run user code');
       }
       if (!rvPlace(body.relation, false)) return internalDenial('ALTER TABLE without a name');
+      recursive.push({ rv: body.relation, always: false });
       break;
     case 'RenameStmt': {
       ddlKind = 'alter_table';
       if (!RENAME_TYPES.has(String(body.renameType))) return refuse('of this kind of object is not allowed', `only tables, indexes, views, materialized views, sequences, their columns and constraints can be renamed`);
       if (!rvPlace(body.relation, false)) return refuse('of this object is not allowed', 'the object has no relation name');
+      if (body.renameType === 'OBJECT_COLUMN' || body.renameType === 'OBJECT_TABCONSTRAINT') recursive.push({ rv: body.relation, always: false });
       // The policy names relations and columns: a rename must not move data from under one rule to another.
       const rv: AnyNode = body.relation;
       const keys = (typeof rv.schemaname === 'string' ? [rv.schemaname] : role.searchPath).map((sch) => ({ schema: sch, name: String(rv.relname) }));
@@ -778,6 +783,8 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
         const p = nameListPlace(o?.List?.items, 0);
         if (p === undefined) return internalDenial('DROP of an unreadable name');
         places.push({ schema: p.schema, temporary: false, catalogName: p.catalogName });
+        const names = stringsOf(o?.List?.items);
+        recursive.push({ rv: { schemaname: p.schema, relname: names[names.length - 1] }, always: true });
       }
       break;
     case 'CommentStmt': {
@@ -816,6 +823,15 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     }
   }
   if (late !== undefined) return late;
+  // DDL on a parent reaches its inheritance children and partitions, which may lie in any schema: ALTER TABLE (and a
+  // column or constraint RENAME) without ONLY changes them, CREATE INDEX without ONLY indexes every partition (in the
+  // partition's schema), DROP of a partitioned table drops its partitions.
+  for (const { rv, always } of recursive) {
+    const parent = resolveRelation(rv, role, catalog);
+    if (parent !== undefined && (parent.kind === 'p' || parent.hasChildren === true) && (always || rv.inh !== false)) {
+      return refuse(`reaches the inheritance children or partitions of ${displayRel(relationKey(parent.schema, parent.name))}, which may lie outside ddl.schemas`, always ? 'dropping a table drops its partitions, in any schema' : 'without ONLY, PostgreSQL applies it to every child and partition, in any schema; write ONLY where PostgreSQL allows it');
+    }
+  }
   return restatedChecks(kind, body, role, catalog, `${r}.ddl`);
 }
 
@@ -841,6 +857,20 @@ function restatedChecks(kind: string, body: AnyNode, role: RolePolicy, catalog: 
     if ('reason' in v) return v;
   }
   return { rank: ALLOW_RANK.write, ruleId: rule };
+}
+
+/**
+ * The snapshot's relation a RangeVar names: qualified, or the first schema of the role's pinned search_path that has it
+ * (pg_catalog, searched first, holds nothing the role's DDL reaches). Undefined when pgwarden does not know it.
+ */
+function resolveRelation(rv: AnyNode, role: RolePolicy, catalog: CatalogSnapshot): CatalogRelation | undefined {
+  if (typeof rv.relname !== 'string') return undefined;
+  if (typeof rv.schemaname === 'string') return catalog.relations.get(relationKey(rv.schemaname, rv.relname));
+  for (const schema of role.searchPath) {
+    const r = catalog.relations.get(relationKey(schema, rv.relname));
+    if (r !== undefined) return r;
+  }
+  return undefined;
 }
 
 /** An unresolved relation name that lies in a schema the role may change (or its temporary schema). */

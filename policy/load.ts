@@ -909,11 +909,13 @@ export function compilePolicy(doc: PolicyDoc, version: number, digest: string): 
   return Object.freeze({ version, digest, roles: frozenMap(roles) });
 }
 
-/** Every relation pattern any role reads or writes (denied columns are validated to lie within them), for loadCatalog and privilege checks. */
+/** Every relation pattern any role reads or writes (denied columns are validated to lie within them), and every relation of its ddl.schemas, for loadCatalog and privilege checks. */
 export function policyRelations(policy: CompiledPolicy): RelationPattern[] {
   const out = new Map<string, RelationPattern>();
   for (const role of policy.roles.values()) {
     for (const p of [...role.relations, ...(role.write?.relations ?? [])]) out.set(relationKey(p.schema, p.name), p);
+    // What DDL may change there must be known too: a parent's partitions and children (policy/evaluate.ts, checkUtility).
+    for (const schema of role.ddl?.schemas ?? []) out.set(relationKey(schema, '*'), { schema, name: '*' });
   }
   return [...out.values()];
 }

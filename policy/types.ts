@@ -109,6 +109,8 @@ export interface CatalogRelation {
   /** r table, v view, m matview, p partitioned table, f foreign table. */
   kind: string;
   columns: CatalogColumn[];
+  /** It has (or has had: PostgreSQL clears the flag lazily) inheritance children or partitions (relhassubclass). */
+  hasChildren?: boolean;
 }
 
 export interface CatalogFunction {

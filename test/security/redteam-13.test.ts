@@ -29,6 +29,11 @@ const POLICY = `roles:
     write: { statements: [insert], relations: [${S}.*] }
     ddl: { kinds: [create_table, alter_table, drop], schemas: [${S}] }
     searchPath: [${S}]
+  ddlonly:
+    readOnly: false
+    relations: [public.orders]
+    write: { statements: [insert], relations: [public.canary] }
+    ddl: { kinds: [create_index, alter_table, drop], schemas: [${S}] }
   reader:
     relations: [public.orders]
     channels: { listen: [jobs_done] }
@@ -48,9 +53,9 @@ async function relExists(schema: string, name: string): Promise<boolean> {
   return su(async (c) => (await c.query(`SELECT 1 FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace WHERE k.relname = $1 AND n.nspname = $2`, [name, schema])).rowCount === 1);
 }
 
-/** Relations in the other schema: it must stay empty whatever the role tries. */
+/** Relations in the other schema besides the inheritance child and partition the setup puts there: none, whatever the role tries. */
 async function otherSchemaObjects(): Promise<string[]> {
-  return su(async (c) => (await c.query(`SELECT k.relname FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace WHERE n.nspname = $1 ORDER BY 1`, [O])).rows.map((r) => r.relname as string));
+  return su(async (c) => (await c.query(`SELECT k.relname FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace WHERE n.nspname = $1 AND k.relname NOT IN ('child', 'ptab_1') ORDER BY 1`, [O])).rows.map((r) => r.relname as string));
 }
 
 /** Constraints on the people table, as the superuser sees them. */
@@ -90,6 +95,14 @@ beforeAll(async () => {
     ALTER TABLE ${S}.people OWNER TO pgwarden;
     CREATE TABLE ${S}.probe (v text PRIMARY KEY);
     ALTER TABLE ${S}.probe OWNER TO pgwarden;
+    CREATE TABLE ${S}.parent (a text);
+    CREATE TABLE ${O}.child (b text) INHERITS (${S}.parent);
+    INSERT INTO ${O}.child VALUES ('child-a', 'child-b');
+    CREATE TABLE ${S}.ptab (k int, v text) PARTITION BY RANGE (k);
+    CREATE TABLE ${O}.ptab_1 PARTITION OF ${S}.ptab FOR VALUES FROM (0) TO (100);
+    INSERT INTO ${S}.ptab VALUES (1, 'kept');
+    ALTER TABLE ${S}.parent OWNER TO pgwarden; ALTER TABLE ${O}.child OWNER TO pgwarden;
+    ALTER TABLE ${S}.ptab OWNER TO pgwarden; ALTER TABLE ${O}.ptab_1 OWNER TO pgwarden;
   `));
   tp = await startTestProxy({ policy: POLICY });
 });
@@ -164,6 +177,35 @@ describe('deniedColumns cannot be escaped by DDL on the table that holds them', 
 });
 
 describe('objects land only in ddl.schemas', () => {
+  it('DDL on a parent does not reach its inheritance children or partitions in another schema', async () => {
+    const childShape = () => su(async (c) => ({
+      child: (await c.query(`SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'child' ORDER BY ordinal_position`, [O])).rows.map((r) => r.column_name as string),
+      partition: (await c.query(`SELECT count(*)::int AS n FROM ${O}.ptab_1`)).rows[0].n as number,
+      indexes: (await c.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_indexes WHERE schemaname = $1`, [O])).rows[0].n as number,
+      constraints: (await c.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_constraint WHERE conrelid = '${O}.child'::regclass`)).rows[0].n as number,
+    }));
+    const before = await childShape();
+    expect(before).toEqual({ child: ['a', 'b'], partition: 1, indexes: 0, constraints: 0 });
+    for (const role of ['builder', 'ddlonly']) {
+      const c = await as(role);
+      for (const sql of [
+        `ALTER TABLE ${S}.parent ADD COLUMN z int`,
+        `ALTER TABLE ${S}.parent ALTER COLUMN a TYPE varchar(100)`,
+        `ALTER TABLE ${S}.parent ADD CONSTRAINT parent_chk CHECK (a <> 'x')`,
+        `ALTER TABLE ${S}.parent RENAME COLUMN a TO renamed`,
+        `ALTER TABLE ${S}.parent ALTER COLUMN a SET NOT NULL`,
+        `CREATE INDEX ptab_v ON ${S}.ptab (v)`,
+        `ALTER TABLE ${S}.ptab ADD COLUMN z int`,
+        `DROP TABLE ${S}.ptab`,
+        `DROP TABLE ${S}.probe, ${S}.ptab`,
+      ]) {
+        expect((await pgError(() => c.query(sql))).code, `${role}: ${sql}`).toBe('42501');
+      }
+    }
+    expect(await childShape()).toEqual(before);
+    expect(await relExists(S, 'probe')).toBe(true);
+  });
+
   it('an identity column\'s SEQUENCE NAME in another schema is refused (CREATE TABLE, ADD COLUMN, ADD IDENTITY)', async () => {
     const c = await as('builder');
     await c.query(`CREATE TABLE ${S}.ident_base (id int NOT NULL)`);
