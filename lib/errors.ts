@@ -4,10 +4,41 @@ import { SqlState, type SqlStateCode } from './sqlstate.ts';
 export type Severity = 'ERROR' | 'FATAL';
 
 /**
+ * The machine-readable reason every error carries, sent as the first line of DETAIL (`reason=scope_missing`) so an
+ * agent or a tool can switch on it without parsing prose; any detail the site gives follows on the next line. The set
+ * is closed and documented in docs/errors.md: a name, once published, keeps its meaning.
+ */
+export const Reasons = {
+  credential_invalid: 'the password is not a token pgwarden accepts (malformed, bad signature, wrong issuer or audience, a lifetime over the maximum, not yet valid): get a new token',
+  credential_expired: 'the token expired, at login or during the session: get a new token and reconnect',
+  credential_revoked: 'the token was revoked: get a new token (the operator revoked this one, usually on purpose)',
+  credential_rejected: 'a valid token that may not log in here: its role is not in the policy, or this database is not served',
+  tls_required: 'the connection must use TLS before a token is sent',
+  scope_missing: 'the statement names a relation, column, function, type, channel or setting outside the role (SELECT * FROM pgwarden.scope lists what is inside): ask for a token whose role includes it',
+  policy_denied: 'the role may not run this kind of statement (a write in a read-only role, DDL, DO, a system catalog, a setting it may not change): rewrite the statement or ask for another role',
+  statement_invalid: 'PostgreSQL would reject the statement as written (its own SQLSTATE and message follow), or it names a prepared statement or portal pgwarden does not know',
+  unsupported: 'a protocol feature, startup parameter or statement form pgwarden does not pass: use the supported way the hint names',
+  limit_reached: 'a limit was reached (statement size or depth, maxRows with onRowCap: error, connections or sessions): make the statement or result smaller, or close sessions',
+  budget_exceeded: 'the role\'s budget (statements, rows or bytes per minute, concurrent statements) is used up: retry after the time in the hint',
+  rate_limited: 'too many attempts from this address (failed logins, logins in progress): wait and retry',
+  unavailable: 'pgwarden or the database cannot serve right now (no policy, audit trail unwritable, upstream down, keys unreachable, analysis unavailable): retry later',
+  session_ended: 'the session was ended administratively: shutdown, idle timeout, or the policy of its role changed; reconnect',
+  protocol_error: 'the client broke the wire protocol or did not complete a phase in time',
+  internal_error: 'a fault inside pgwarden or a malformed message from the database; details are in the operator\'s log',
+} as const;
+
+export type ReasonCode = keyof typeof Reasons;
+
+/** The DETAIL sent with `err`: its reason on the first line, the site's own detail (if any) after it. */
+export function detailWithReason(reason: ReasonCode, detail: string | undefined): string {
+  return detail === undefined || detail === '' ? `reason=${reason}` : `reason=${reason}\n${detail}`;
+}
+
+/**
  * One kind of error pgwarden originates. `message` and `hint` are shapes, ‹placeholders› for what varies by site;
  * docs/errors.md is generated from these fields (tools/errors-doc.ts), and test/unit/errors.test.ts checks them and
- * every construction site against this table. A field added here (issue 15's machine-readable `reasons`, say) is one
- * more optional property and one more column in the generator.
+ * every construction site against this table. A field added here is one more property and one more column in the
+ * generator.
  */
 export interface CatalogEntry {
   /** The SQLSTATE sent, one of the named constants in sqlstate.ts. */
@@ -23,6 +54,8 @@ export interface CatalogEntry {
   readonly message: string;
   /** The usual hint, if any; sites may word it for the case. */
   readonly hint: string | undefined;
+  /** The reasons this code is sent with; the first is the default, a site sending another names it (`reason:`). */
+  readonly reasons: readonly [ReasonCode, ...ReasonCode[]];
 }
 
 /** Every error pgwarden can send: its code, SQLSTATE, severity, when it is sent, and the shape of its text. */
@@ -33,6 +66,7 @@ export const ErrorCatalog = {
     doc: 'malformed frame, bad length or a message not allowed in this phase',
     message: '‹what was wrong›, e.g. invalid frontend message type ‹n›; expected a password message, got message type ‹n›; invalid UTF-8 in message',
     hint: undefined,
+    reasons: ['protocol_error'],
   },
   ERR_STARTUP_PARAM: {
     sqlstate: SqlState.FeatureNotSupported,
@@ -40,6 +74,7 @@ export const ErrorCatalog = {
     doc: 'a startup parameter refused before login: replication, a client_encoding other than UTF8, a word in options other than -c name=value / --name=value (settings are judged at login as SET is: 42501)',
     message: 'replication connections are not allowed through pgwarden (or: client_encoding "‹name›" is not supported by pgwarden; options: "‹word›" is not allowed through pgwarden)',
     hint: 'options (PGOPTIONS) may hold only -c name=value and --name=value settings',
+    reasons: ['unsupported'],
   },
   ERR_TLS_REQUIRED: {
     sqlstate: SqlState.InvalidAuthorizationSpecification,
@@ -47,6 +82,7 @@ export const ErrorCatalog = {
     doc: 'a cleartext token on a non-TLS connection from a non-loopback address',
     message: 'pgwarden requires TLS: the token would travel in cleartext',
     hint: 'connect with sslmode=require (or verify-full)',
+    reasons: ['tls_required'],
   },
   ERR_TOKEN_INVALID: {
     sqlstate: SqlState.InvalidPassword,
@@ -54,6 +90,7 @@ export const ErrorCatalog = {
     doc: 'the password is not a valid token: malformed, bad signature, expired, wrong issuer/audience, lifetime over the maximum',
     message: 'token ‹what is wrong›, e.g. password is not a JWT; token signature is invalid; token expired at ‹time›; token issuer does not match ‹issuers›',
     hint: 'Request a new token and reconnect with it as the password.',
+    reasons: ['credential_invalid', 'credential_expired', 'unavailable'],
   },
   ERR_TOKEN_REJECTED: {
     sqlstate: SqlState.InvalidAuthorizationSpecification,
@@ -61,6 +98,7 @@ export const ErrorCatalog = {
     doc: 'a valid token that may not log in: unknown role, revoked, or a database this pgwarden does not serve',
     message: 'token role "‹role›" is not defined in the policy; token has been revoked: ‹reason›; database "‹name›" is not served by this pgwarden',
     hint: 'Request a token for a role defined in the pgwarden policy and reconnect with it as the password.',
+    reasons: ['credential_rejected', 'credential_revoked'],
   },
   ERR_TOKEN_EXPIRED_SESSION: {
     sqlstate: SqlState.AdminShutdown,
@@ -68,6 +106,7 @@ export const ErrorCatalog = {
     doc: 'the session reached its token expiry and was ended',
     message: 'terminating connection because the credential expired at ‹time›',
     hint: 'request a new token and reconnect with it as the password',
+    reasons: ['credential_expired'],
   },
   ERR_STATEMENT_DENIED: {
     sqlstate: SqlState.InsufficientPrivilege,
@@ -78,6 +117,7 @@ export const ErrorCatalog = {
     doc: 'a statement the policy does not allow, or one pgwarden could not decide (then 54000, 53000 or 58000); the detail names the rule',
     message: 'permission denied by pgwarden: ‹statement› ‹why› (or: statement refused by pgwarden: ‹why›)',
     hint: 'what the policy allows instead, when there is something to say',
+    reasons: ['policy_denied', 'scope_missing', 'statement_invalid', 'limit_reached', 'unavailable', 'credential_rejected', 'internal_error'],
   },
   ERR_FEATURE: {
     sqlstate: SqlState.FeatureNotSupported,
@@ -85,6 +125,7 @@ export const ErrorCatalog = {
     doc: 'a protocol feature pgwarden does not pass (FunctionCall, COPY FROM STDIN, replication)',
     message: '‹feature› is not supported by pgwarden',
     hint: 'the supported way to do the same, e.g. call the function with a SELECT statement instead',
+    reasons: ['unsupported', 'limit_reached'],
   },
   ERR_SERVER_ANALYSIS: {
     sqlstate: SqlState.InsufficientPrivilege,
@@ -94,6 +135,7 @@ export const ErrorCatalog = {
     doc: 'PostgreSQL\'s own analysis of the statement failed (it would fail the same way when run); passed on with PostgreSQL\'s SQLSTATE, message and position (54000 when too complex to analyse)',
     message: 'PostgreSQL\'s own message, values scrubbed as in any upstream error',
     hint: 'PostgreSQL\'s own hint',
+    reasons: ['statement_invalid', 'limit_reached'],
   },
   ERR_ROW_CAP: {
     sqlstate: SqlState.ProgramLimitExceeded,
@@ -101,6 +143,7 @@ export const ErrorCatalog = {
     doc: 'a result passed the role maxRows with onRowCap: error',
     message: 'result exceeds the limit of ‹n› rows for this role',
     hint: 'narrow the query with WHERE or add LIMIT so it returns fewer rows',
+    reasons: ['limit_reached'],
   },
   ERR_BUDGET: {
     sqlstate: SqlState.ConfigurationLimitExceeded,
@@ -108,6 +151,7 @@ export const ErrorCatalog = {
     doc: 'a role budget (statements, rows or bytes per minute, or concurrent statements) of the subject or agent is used up; the hint says when to retry',
     message: 'statement refused by pgwarden: the budget of ‹limit› for ‹this agent | this token subject› is used up',
     hint: 'retry in ‹n› s',
+    reasons: ['budget_exceeded'],
   },
   ERR_NOT_READY: {
     sqlstate: SqlState.CannotConnectNow,
@@ -115,6 +159,7 @@ export const ErrorCatalog = {
     doc: 'pgwarden cannot serve yet or now: no valid policy loaded, or the audit trail cannot be written (audit.onFailure: refuse)',
     message: 'pgwarden cannot record an audit trail right now, so it accepts no sessions',
     hint: 'try again shortly; the operator has been alerted',
+    reasons: ['unavailable'],
   },
   ERR_SHUTDOWN: {
     sqlstate: SqlState.AdminShutdown,
@@ -122,6 +167,7 @@ export const ErrorCatalog = {
     doc: 'pgwarden is shutting down or ended the session administratively (revoked credential, role removed or changed by a reload)',
     message: 'terminating connection ‹why›, e.g. due to administrator command; because its credential was revoked: ‹reason›',
     hint: 'reconnect shortly (or what to change first)',
+    reasons: ['session_ended', 'credential_revoked'],
   },
   ERR_IDLE_TIMEOUT: {
     sqlstate: SqlState.IdleSessionTimeout,
@@ -129,6 +175,7 @@ export const ErrorCatalog = {
     doc: 'the session was idle longer than limits.idleSessionTimeout',
     message: 'terminating connection due to idle timeout',
     hint: 'reconnect when you need the database again',
+    reasons: ['session_ended'],
   },
   ERR_TOO_MANY: {
     sqlstate: SqlState.TooManyConnections,
@@ -136,6 +183,7 @@ export const ErrorCatalog = {
     doc: 'a connection limit was reached: clients, sessions per subject or agent, logins in progress, failed logins, upstream connections',
     message: 'too many ‹what› (limits.‹setting› = ‹n›)',
     hint: 'try again later (or which connections to close first)',
+    reasons: ['limit_reached', 'rate_limited'],
   },
   ERR_UPSTREAM: {
     sqlstate: SqlState.ConnectionFailure,
@@ -143,6 +191,7 @@ export const ErrorCatalog = {
     doc: 'the upstream database could not be reached, refused our login, or was lost',
     message: 'could not connect to the upstream database; the connection to the upstream database was lost; …',
     hint: 'reconnect; if it keeps happening, contact the operator',
+    reasons: ['unavailable'],
   },
   ERR_UPSTREAM_MALFORMED: {
     sqlstate: SqlState.InternalError,
@@ -150,6 +199,7 @@ export const ErrorCatalog = {
     doc: 'an ErrorResponse from the database that pgwarden could not parse (so could not scrub) was withheld; this stands in for it and the session goes on',
     message: 'pgwarden withheld a malformed error message from the database',
     hint: undefined,
+    reasons: ['internal_error'],
   },
   ERR_TIMEOUT: {
     sqlstate: SqlState.ProtocolViolation,
@@ -157,6 +207,7 @@ export const ErrorCatalog = {
     doc: 'the client did not complete a protocol phase in time',
     message: 'timed out waiting for the client to complete login (or: verifying the token)',
     hint: undefined,
+    reasons: ['protocol_error'],
   },
   ERR_INTERNAL: {
     sqlstate: SqlState.InternalError,
@@ -164,6 +215,7 @@ export const ErrorCatalog = {
     doc: 'a bug in pgwarden; details are in the log, never sent to the client',
     message: 'internal error in pgwarden',
     hint: undefined,
+    reasons: ['internal_error'],
   },
 } as const satisfies Record<string, CatalogEntry>;
 
@@ -179,6 +231,10 @@ export interface ProxyErrorOptions {
   sqlstate?: SqlStateCode | string;
   /** 1-based character position in the client's query text. */
   position?: number;
+  /** One of the catalog entry's reasons; its first when left out. */
+  reason?: ReasonCode;
+  /** What the operator could change, for the audit trail and log only; never sent to the client. */
+  operatorHint?: string;
 }
 
 /** An error whose `message`, `detail` and `hint` are safe to send to the client. */
@@ -189,6 +245,8 @@ export class ProxyError extends Error {
   readonly position: number | undefined;
   readonly detail: string | undefined;
   readonly hint: string | undefined;
+  readonly reason: ReasonCode;
+  readonly operatorHint: string | undefined;
 
   constructor(code: ErrorCode, message: string, opts: ProxyErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
@@ -200,6 +258,10 @@ export class ProxyError extends Error {
     this.detail = opts.detail;
     this.hint = opts.hint;
     this.position = opts.position;
+    // A reason the entry does not list would make docs/errors.md untrue; the entry's first is the honest fallback.
+    const reasons: readonly ReasonCode[] = entry.reasons;
+    this.reason = opts.reason !== undefined && reasons.includes(opts.reason) ? opts.reason : entry.reasons[0];
+    this.operatorHint = opts.operatorHint;
   }
 }
 

@@ -22,7 +22,10 @@ export interface Denial {
   /** What the statement does wrong, after "permission denied by pgwarden: <KIND> ". */
   what: string;
   detail: string | undefined;
+  /** For the agent: what it can do itself (rewrite the statement, ask for another token). */
   hint: string | undefined;
+  /** For the operator, in the audit event only: what to change in the policy to allow it. */
+  operatorHint?: string;
 }
 
 /** Extra facts for the decision cache. */
@@ -243,7 +246,8 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         detail: role.catalog === 'introspection'
           ? `${displayRel(rel.key)} is not among the introspection relations (rule: ${r}.catalog)`
           : `role "${role.name}" has no catalog access (rule: ${r}.catalog)`,
-        hint: role.catalog === 'introspection' ? undefined : 'set catalog: introspection on the role to allow psql \\d and driver metadata queries',
+        hint: role.catalog === 'introspection' ? undefined : 'SELECT * FROM pgwarden.scope lists the relations and columns this role may use (no catalog access needed)',
+        operatorHint: role.catalog === 'introspection' ? undefined : 'set catalog: introspection on the role to allow psql \\d and driver metadata queries',
       };
     }
     if (!matchesRelation(role.relations, rel.schema, rel.name)) {
@@ -253,7 +257,8 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         sqlstate: SqlState.InsufficientPrivilege,
         what: `reads relation ${displayRel(rel.key)}, which role "${role.name}" may not read`,
         detail: `${displayRel(rel.key)} is not in ${r}.relations (rule: ${r}.relations)`,
-        hint: listHint('allowed relations', role.relations.map(patternText)),
+        hint: `${listHint('allowed relations', role.relations.map(patternText))}; otherwise request a token whose role includes ${displayRel(rel.key)}`,
+        operatorHint: `add ${displayRel(rel.key)} to ${r}.relations`,
       };
     }
     if (rank < ALLOW_RANK.relations) {
@@ -322,8 +327,15 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
     if (!v.allow) {
       const rule = v.rule === 'builtin' ? 'builtin.functions' : `${r}.functions`;
       let hint: string | undefined;
-      if (v.code === 'not_pg_catalog' || v.code === 'volatile') hint = `an administrator can add ${f.key} to ${r}.functions.allow`;
-      if (v.code === 'introspection_only') hint = 'set catalog: introspection on the role';
+      let operatorHint: string | undefined;
+      if (v.code === 'not_pg_catalog' || v.code === 'volatile') {
+        hint = `request a token whose role may call ${displayRel(f.key)}`;
+        operatorHint = `add ${f.key} to ${r}.functions.allow`;
+      }
+      if (v.code === 'introspection_only') {
+        hint = 'SELECT * FROM pgwarden.scope lists the relations and columns this role may use (no catalog access needed)';
+        operatorHint = 'set catalog: introspection on the role';
+      }
       return {
         // set_config can change what SET may not (client_encoding, the lexer settings, the identity stamps): refused in shadow mode too.
         reason: f.name === 'set_config' && v.rule === 'builtin' ? 'setting_pinned' : 'function_denied',
@@ -332,6 +344,7 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         what: `calls function ${displayRel(f.key)}, which role "${role.name}" may not call`,
         detail: `${displayRel(f.key)}: ${v.why} (rule: ${rule})`,
         hint,
+        operatorHint,
       };
     }
     // The same rule as SHOW (judgeSettingRead); a name that is not a constant could be any setting.
@@ -635,14 +648,14 @@ function nameListPlace(items: unknown, trailing: number): { schema: string | und
 /** A DDL, maintenance, LOCK, LISTEN/NOTIFY or DO statement: its switch, the place of every object it names, and the queries its bodies amount to. */
 function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: CatalogSnapshot): Denial | UtilityOk {
   const r = `roles.${role.name}`;
-  const deny = (reason: string, rule: string, what: string, detail: string, hint?: string): Denial => ({ reason, ruleId: rule, sqlstate: SqlState.InsufficientPrivilege, what, detail: `${detail} (rule: ${rule})`, hint });
+  const deny = (reason: string, rule: string, what: string, detail: string, hint?: string, operatorHint?: string): Denial => ({ reason, ruleId: rule, sqlstate: SqlState.InsufficientPrivilege, what, detail: `${detail} (rule: ${rule})`, hint, operatorHint });
   const ok = (rule: string): UtilityOk => ({ rank: ALLOW_RANK.write, ruleId: rule });
   switch (kind) {
     case 'DoStmt':
       if (role.do !== true) {
         return role.readOnly
           ? kindDenial(kind, role)
-          : deny('statement_kind_denied', `${r}.do`, 'runs code pgwarden cannot inspect', `role "${role.name}" may not run DO blocks`, 'an administrator can set do: true on the role, which lets it do anything the database role can');
+          : deny('statement_kind_denied', `${r}.do`, 'runs code pgwarden cannot inspect', `role "${role.name}" may not run DO blocks`, 'write it as plain SQL statements, or request a token for a role that may run DO blocks', 'set do: true on the role (it lets the role do anything the database role can)');
       }
       return ok(`${r}.do`);
     case 'ListenStmt':
@@ -658,7 +671,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     }
     case 'LockStmt':
       if (role.lock !== true && role.readOnly) return kindDenial(kind, role);
-      if (role.lock !== true) return deny('statement_kind_denied', `${r}.lock`, `is not allowed for role "${role.name}"`, `role "${role.name}" has no lock: true`, 'an administrator can set lock: true on the role');
+      if (role.lock !== true) return deny('statement_kind_denied', `${r}.lock`, `is not allowed for role "${role.name}"`, `role "${role.name}" has no lock: true`, 'request a token for a role that may take locks', 'set lock: true on the role');
       if (role.readOnly && body.mode !== 1) return deny('write_in_read_only', `${r}.readOnly`, `takes a lock stronger than ACCESS SHARE and role "${role.name}" is read-only`, `read-only roles may LOCK only IN ACCESS SHARE MODE`, 'use LOCK … IN ACCESS SHARE MODE');
       return restatedChecks(kind, body, role, catalog, `${r}.lock`);
     case 'VacuumStmt': {
@@ -810,7 +823,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
   }
   if (role.ddl === undefined) {
     if (role.readOnly) return kindDenial(kind, role);
-    return deny('ddl_denied', `${r}.ddl`, `is DDL and role "${role.name}" may run none`, `role "${role.name}" has no ddl section`, 'an administrator can add ddl: { kinds: [...], schemas: [...] } to the role');
+    return deny('ddl_denied', `${r}.ddl`, `is DDL and role "${role.name}" may run none`, `role "${role.name}" has no ddl section`, 'request a token for a role that may run DDL', 'add ddl: { kinds: [...], schemas: [...] } to the role');
   }
   if (!role.ddl.kinds.includes(ddlKind)) {
     return deny('ddl_denied', `${r}.ddl.kinds`, `is DDL of kind ${ddlKind}, which role "${role.name}" may not run`, `${ddlKind} is not in ${r}.ddl.kinds`, listHint('DDL this role may run', [...role.ddl.kinds]));
@@ -922,6 +935,7 @@ export function toDeny(kind: string | undefined, d: Denial, statements: Statemen
     message: `permission denied by pgwarden: ${subject} ${d.what}`.replace(/\s+$/, ''),
     detail: d.detail,
     hint: d.hint,
+    ...(d.operatorHint === undefined ? {} : { operatorHint: d.operatorHint }),
     reason: d.reason,
     statements,
   };

@@ -202,7 +202,10 @@ export type Decision =
       /** Client-safe text naming the statement kind and the reason. */
       message: string;
       detail: string | undefined;
+      /** For the agent; speaks of what it can do itself. */
       hint: string | undefined;
+      /** For the operator (what to change in the policy): the audit event and log only, never the client. */
+      operatorHint?: string;
       /** Low-cardinality reason for metrics, e.g. 'write_in_read_only', 'relation_not_allowed'. */
       reason: string;
       statements: StatementSummary[];

@@ -202,7 +202,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
         const perMinute = config.limits.loginFailuresPerMinute ?? 0;
         const message = `too many failed logins from this address (limits.loginFailuresPerMinute = ${perMinute}): its connections are refused for ${Math.ceil(retryAfterMs / 1000)} s`;
         log.warn({ clientAddress: s.remoteAddress, retryAfterMs }, message);
-        audit.write({ event: 'login_refused', sessionId: s.id, clientAddress: s.remoteAddress, reason: 'login_failures_exceeded', sqlstate: '53300', code: 'ERR_TOO_MANY', message });
+        audit.write({ event: 'login_refused', sessionId: s.id, clientAddress: s.remoteAddress, reason: 'login_failures_exceeded', refusal: 'rate_limited', sqlstate: '53300', code: 'ERR_TOO_MANY', message });
       },
     },
   );
@@ -228,6 +228,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
       (s) => s.role !== undefined && !roles.has(s.role.name),
       new ProxyError('ERR_SHUTDOWN', 'terminating connection because the role of this session was removed from the policy', {
         hint: 'request a token for a role that exists in the current policy',
+        reason: 'session_ended',
       }),
       'policy_reload',
     );

@@ -51,7 +51,7 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
     socket.once('close', () => sockets.delete(socket));
     socket.on('error', () => {});
     if (closing) {
-      refuse(socket, new ProxyError('ERR_SHUTDOWN', 'pgwarden is shutting down'));
+      refuse(socket, new ProxyError('ERR_SHUTDOWN', 'pgwarden is shutting down', { reason: 'session_ended' }));
       return;
     }
     const refusal = opts.admit?.();
@@ -116,10 +116,12 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
     if (max > 0 && unauthenticated.size >= max) {
       return new ProxyError('ERR_TOO_MANY', `too many connections not yet logged in (limits.maxUnauthenticated = ${max})`, {
         hint: 'try again later; logged-in sessions are not affected by this limit',
+        reason: 'limit_reached',
       });
     }
     if (perAddress > 0 && (unauthenticatedByAddress.get(address) ?? 0) >= perAddress) {
       return new ProxyError('ERR_TOO_MANY', `too many connections not yet logged in from this address (limits.maxUnauthenticatedPerAddress = ${perAddress})`, {
+        reason: 'rate_limited',
         hint: 'complete or close pending logins before opening more connections',
       });
     }
@@ -152,13 +154,14 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
     if (loggedIn >= maxSessions) {
       return new ProxyError('ERR_TOO_MANY', `sorry, too many clients already (limits.maxClientConnections = ${maxSessions})`, {
         hint: 'try again later; pgwarden is at its connection limit',
+        reason: 'limit_reached',
       });
     }
     if (perSub > 0 && bySub >= perSub) {
-      return new ProxyError('ERR_TOO_MANY', `too many sessions for subject "${id.sub}" (limits.maxSessionsPerSub = ${perSub})`, { hint: 'close an idle session and try again' });
+      return new ProxyError('ERR_TOO_MANY', `too many sessions for subject "${id.sub}" (limits.maxSessionsPerSub = ${perSub})`, { hint: 'close an idle session and try again', reason: 'limit_reached' });
     }
     if (perAgent > 0 && id.agent !== undefined && byAgent >= perAgent) {
-      return new ProxyError('ERR_TOO_MANY', `too many sessions for agent "${id.agent}" (limits.maxSessionsPerAgent = ${perAgent})`, { hint: 'close an idle session and try again' });
+      return new ProxyError('ERR_TOO_MANY', `too many sessions for agent "${id.agent}" (limits.maxSessionsPerAgent = ${perAgent})`, { hint: 'close an idle session and try again', reason: 'limit_reached' });
     }
     // Last, so a refusal by another limit never holds an upstream slot; counted until the session ends.
     if (opts.upstreamCap && !holdingUpstream.has(self)) {
@@ -186,7 +189,7 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
       closing = true;
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
       const shutdown = () =>
-        new ProxyError('ERR_SHUTDOWN', 'terminating connection due to administrator command', { detail: 'pgwarden is shutting down', hint: 'reconnect shortly' });
+        new ProxyError('ERR_SHUTDOWN', 'terminating connection due to administrator command', { detail: 'pgwarden is shutting down', hint: 'reconnect shortly', reason: 'session_ended' });
       // Nothing new runs from here: idle sessions end now, the others when their running statement completes.
       for (const s of [...sessions]) s.drain(shutdown());
       const deadline = Date.now() + drainMs;
@@ -217,6 +220,7 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
 /** The refusal of a connection from an address over limits.loginFailuresPerMinute. */
 export function loginRateLimited(perMinute: number, retryAfterMs: number): ProxyError {
   return new ProxyError('ERR_TOO_MANY', `too many failed logins from this address (limits.loginFailuresPerMinute = ${perMinute})`, {
+    reason: 'rate_limited',
     hint: `try again in ${Math.max(1, Math.ceil(retryAfterMs / 1000))} s with a valid token`,
   });
 }

@@ -1,7 +1,7 @@
 // Generates docs/errors.md from the error catalog (lib/errors.ts); `--write` updates the file, `--check` fails when it is stale.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ErrorCatalog, type CatalogEntry } from '../lib/errors.ts';
+import { ErrorCatalog, Reasons, type CatalogEntry, type ReasonCode } from '../lib/errors.ts';
 import { SqlState } from '../lib/sqlstate.ts';
 
 export const ERRORS_DOC = fileURLToPath(new URL('../docs/errors.md', import.meta.url));
@@ -34,6 +34,7 @@ const COLUMNS: { title: string; value(code: string, e: CatalogEntry): string }[]
   { title: 'when', value: (_code, e) => cell(e.doc) },
   { title: 'message', value: (_code, e) => cell(e.message) },
   { title: 'hint', value: (_code, e) => (e.hint === undefined ? '—' : cell(e.hint)) },
+  { title: 'reasons', value: (_code, e) => e.reasons.map((r) => `\`${r}\``).join(', ') },
 ];
 
 /** The whole of docs/errors.md. */
@@ -55,6 +56,23 @@ export function renderErrorsDoc(): string {
     `| ${COLUMNS.map((c) => c.title).join(' | ')} |`,
     `| ${COLUMNS.map(() => '---').join(' | ')} |`,
     ...entries.map(([code, e]) => `| ${COLUMNS.map((c) => c.value(code, e)).join(' | ')} |`),
+    '',
+    '## Reasons',
+    '',
+    'Every error also carries a machine-readable reason, sent as the **first line of DETAIL**: `reason=scope_missing`;',
+    'whatever detail the site gives (the rule that applied, PostgreSQL\'s own detail) follows on the next line. A program',
+    'switches on `detail.split(\'\\n\')[0]` (node-postgres `err.detail`, postgres.js `err.detail`, psycopg',
+    '`e.diag.message_detail`, pgJDBC `getServerErrorMessage().getDetail()`); psql shows it as `DETAIL:  reason=…`. The set',
+    'below is closed: a name keeps its meaning once published. The hint speaks to the agent (what it can do itself);',
+    'what an operator could change in the policy goes to the audit trail (`operatorHint` of the `statement` or',
+    '`login_refused` event, next to `refusal`, the same reason), never to the client.',
+    '',
+    '| reason | what it means, and what to do | sent with |',
+    '| --- | --- | --- |',
+    ...(Object.entries(Reasons) as [ReasonCode, string][]).map(([reason, doc]) => {
+      const users = entries.filter(([, e]) => e.reasons.includes(reason)).map(([code, e]) => `\`${code}\` (${[e.sqlstate, ...(e.alsoSqlstates ?? [])].map((s) => `\`${s}\``).join(', ')})`);
+      return `| \`${reason}\` | ${cell(doc)} | ${users.join(', ')} |`;
+    }),
     '',
     'A result cut at a role\'s `maxRows` with `onRowCap: truncate` is not an error: the rows up to the cap arrive,',
     'then a `WARNING` notice (`01000`) saying so, then the command tag with the count sent.',

@@ -2,6 +2,8 @@
 import type { Identity } from '../auth/jwt.ts';
 import type { EndReason, Session } from '../session/session.ts';
 import type { Decision } from '../../policy/types.ts';
+import type { ReasonCode } from '../../lib/errors.ts';
+import { refusalReason } from '../../policy/reasons.ts';
 import { mayHoldJwt, scrub, scrubText } from './redact.ts';
 
 /** Bumped when a field changes meaning or is removed (adding a field does not bump it). */
@@ -22,7 +24,7 @@ export interface AuditSessionFields {
 
 export type AuditEvent =
   | ({ event: 'session_start' } & AuditSessionFields)
-  | ({ event: 'login_refused'; reason: string; sqlstate: string; code: string; message: string } & AuditSessionFields)
+  | ({ event: 'login_refused'; reason: string; refusal: ReasonCode; sqlstate: string; code: string; message: string; operatorHint?: string } & AuditSessionFields)
   | ({
       event: 'statement';
       /** Decision number within the session; the matching statement_end carries the same seq. */
@@ -163,7 +165,10 @@ export function decisionFragment(d: Decision): string {
   let json = `,"kinds":${JSON.stringify(d.statements.map((st) => st.kind))},"relations":${JSON.stringify(relations)}`;
   json += `,"decision":"${d.allow ? (d.shadowDenied ? 'shadow_deny' : 'allow') : 'deny'}"`;
   if (d.ruleId !== undefined) json += `,"rule":${JSON.stringify(d.ruleId)}`;
-  if (!d.allow) json += `,"reason":${JSON.stringify(d.reason)},"sqlstate":${JSON.stringify(d.sqlstate)}`;
+  if (!d.allow) {
+    json += `,"reason":${JSON.stringify(d.reason)},"refusal":${JSON.stringify(refusalReason(d))},"sqlstate":${JSON.stringify(d.sqlstate)}`;
+    if (d.operatorHint !== undefined) json += `,"operatorHint":${JSON.stringify(d.operatorHint)}`;
+  }
   else if (d.shadowDenied) json += `,"reason":${JSON.stringify(d.shadowDenied.reason)}`;
   json = scrubText(json);
   decisionFragments.set(d.statements, { d, json });
@@ -173,7 +178,7 @@ export function decisionFragment(d: Decision): string {
 function sameOutcome(a: Decision, b: Decision): boolean {
   if (a === b) return true;
   if (a.allow !== b.allow || a.ruleId !== b.ruleId) return false;
-  if (!a.allow && !b.allow) return a.reason === b.reason && a.sqlstate === b.sqlstate;
+  if (!a.allow && !b.allow) return a.reason === b.reason && a.sqlstate === b.sqlstate && a.operatorHint === b.operatorHint;
   if (a.allow && b.allow) return a.shadowDenied?.reason === b.shadowDenied?.reason;
   return false;
 }

@@ -355,7 +355,7 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
       emit({ event: 'session_start', ...fields });
     },
     loginFailed(s, reason, err: ProxyError) {
-      emit({ event: 'login_refused', ...sessionFields(s), reason, sqlstate: err.sqlstate, code: err.code, message: err.message });
+      emit({ event: 'login_refused', ...sessionFields(s), reason, refusal: err.reason, sqlstate: err.sqlstate, code: err.code, message: err.message, ...(err.operatorHint === undefined ? {} : { operatorHint: err.operatorHint }) });
     },
     statementDecided(s, info) {
       const counters = perSession.get(s);

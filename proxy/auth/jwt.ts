@@ -270,8 +270,9 @@ function joseFailure(err: unknown, auth: AuthConfig): VerifyResult {
 
 function fail(reason: AuthFailureReason, message: string, hint: string = HINT_NEW_TOKEN, cause?: KeyUnavailableError): VerifyResult {
   const code = reason === 'unknown_role' || reason === 'revoked' ? 'ERR_TOKEN_REJECTED' : 'ERR_TOKEN_INVALID';
+  const agent = reason === 'revoked' ? 'credential_revoked' : reason === 'unknown_role' ? 'credential_rejected' : reason === 'expired' ? 'credential_expired' : reason === 'key_unavailable' ? 'unavailable' : 'credential_invalid';
   // Only key-source failures carry a cause (network errors, for the log); jose's claim errors hold the payload.
-  const error = new ProxyError(code, message, { hint, severity: 'FATAL', ...(cause === undefined ? {} : { cause }) });
+  const error = new ProxyError(code, message, { hint, severity: 'FATAL', reason: agent, ...(cause === undefined ? {} : { cause }) });
   return { ok: false, reason, error };
 }
 

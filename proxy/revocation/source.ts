@@ -136,5 +136,6 @@ export function combineRevocations(...sources: RevocationSource[]): RevocationSo
 export function revokedSessionError(reason: string): ProxyError {
   return new ProxyError('ERR_SHUTDOWN', `terminating connection because its credential was revoked: ${reason}`, {
     hint: 'request a new token from your token issuer; this identity may not be allowed to reconnect',
+    reason: 'credential_revoked',
   });
 }

@@ -24,7 +24,7 @@ import {
   encodeNoticeResponse,
   encodeProxyError,
 } from '../wire/backend.ts';
-import { ProxyError } from '../../lib/errors.ts';
+import { detailWithReason, ProxyError } from '../../lib/errors.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
 
 /** SQL that every Postgres version rejects at parse time, without touching any object. */
@@ -444,7 +444,7 @@ export function fatalFrame(err: ProxyError): Buffer {
     severity: 'FATAL',
     sqlstate: err.sqlstate,
     message: err.message,
-    detail: err.detail,
+    detail: detailWithReason(err.reason, err.detail),
     hint: err.hint,
   });
 }

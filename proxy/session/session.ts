@@ -31,6 +31,7 @@ import { Phase, canTransition } from './phase.ts';
 import { ResponseTracker, SENTINEL_SQL, fatalFrame, type RowCap, type StatementTrace } from './pipeline.ts';
 import { checkBudget, type BudgetAccount, type BudgetKind, type BudgetLedger, type BudgetRefusal } from './budget.ts';
 import { parseStatements, type ParseOutcome } from '../../policy/parser.ts';
+import { refusalReason } from '../../policy/reasons.ts';
 import { quoteIdent } from '../../lib/ident.ts';
 import { scrubForwarded } from './scrub.ts';
 import { acceptStartupSettings, readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
@@ -231,6 +232,7 @@ interface BoundPortal {
 function policyChangedError(what: string, name: string, refusal: string | undefined): ProxyError {
   return new ProxyError('ERR_STATEMENT_DENIED', `${what} ${quoteIdent(name)} is no longer allowed: the policy changed`, {
     detail: refusal,
+    reason: 'policy_denied',
     hint: what === 'cursor' ? 'declare the cursor again if the current policy allows its query' : 'prepare the statement again if the current policy allows it',
   });
 }
@@ -644,12 +646,12 @@ export class Session {
     const identity = result.identity;
     const role = gate.role(identity.role);
     if (!role) {
-      this.fail(new ProxyError('ERR_TOKEN_REJECTED', `token role "${identity.role}" is not defined in the policy`, { hint: TOKEN_HINT }), 'auth_failed');
+      this.fail(new ProxyError('ERR_TOKEN_REJECTED', `token role "${identity.role}" is not defined in the policy`, { hint: TOKEN_HINT, reason: 'credential_rejected' }), 'auth_failed');
       return;
     }
     // Verification may have waited for a JWKS fetch: a token that expired meanwhile opens no upstream connection.
     if (identity.exp * 1000 <= this.now()) {
-      const expired = new ProxyError('ERR_TOKEN_INVALID', `token expired at ${new Date(identity.exp * 1000).toISOString()}`, { hint: TOKEN_HINT, severity: 'FATAL' });
+      const expired = new ProxyError('ERR_TOKEN_INVALID', `token expired at ${new Date(identity.exp * 1000).toISOString()}`, { hint: TOKEN_HINT, severity: 'FATAL', reason: 'credential_expired' });
       this.deps.events?.loginFailed?.(this, 'expired', expired);
       this.fail(expired, 'auth_failed');
       return;
@@ -1010,6 +1012,7 @@ export class Session {
     this.stampChange = new ProxyError('ERR_SHUTDOWN', 'terminating connection because the policy for this role changed its session settings', {
       detail: 'readOnly, statementTimeout, dbRole or searchPath changed, or a setting the session started with is no longer allowed; they are applied when a session starts',
       hint: 'reconnect to continue under the current policy',
+      reason: 'session_ended',
     });
     this.log.info({ role: login.name }, 'session settings changed by a reload; ending the session when it is idle');
     this.endIfIdle();
@@ -1111,11 +1114,13 @@ export class Session {
   private denial(decision: Extract<Decision, { allow: false }>): ProxyError {
     if (decision.reason === 'server_error') {
       // PostgreSQL's own analysis failed: the client sees what running the statement would have shown.
-      return new ProxyError('ERR_SERVER_ANALYSIS', decision.message, { detail: decision.detail, hint: decision.hint, sqlstate: decision.sqlstate, position: decision.position });
+      return new ProxyError('ERR_SERVER_ANALYSIS', decision.message, { detail: decision.detail, hint: decision.hint, sqlstate: decision.sqlstate, position: decision.position, reason: refusalReason(decision) });
     }
     return new ProxyError(decision.sqlstate === '0A000' ? 'ERR_FEATURE' : 'ERR_STATEMENT_DENIED', decision.message, {
       detail: decision.detail,
       hint: decision.hint,
+      reason: refusalReason(decision),
+      operatorHint: decision.operatorHint,
       sqlstate: decision.sqlstate === '0A000' || decision.sqlstate === '42501' ? undefined : decision.sqlstate,
     });
   }
@@ -1311,6 +1316,7 @@ export class Session {
             tracker,
             new ProxyError('ERR_STATEMENT_DENIED', `too much prepared statement text in this session (over ${MAX_RETAINED_SQL} characters)`, {
               sqlstate: SqlState.ProgramLimitExceeded,
+              reason: 'limit_reached',
               hint: 'close (or DEALLOCATE) prepared statements the session no longer needs, or use unnamed statements',
             }),
             out,
@@ -1352,6 +1358,7 @@ export class Session {
                 ? new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: prepared statement ${quoteIdent(b.statement)} was refused when it was last prepared`, {
                     detail: st.revoked,
                     hint: 'prepare it again with a statement the policy allows',
+                    reason: 'policy_denied',
                   })
                 : policyChangedError('prepared statement', b.statement, st.revoked),
               out,
@@ -1392,6 +1399,7 @@ export class Session {
         refuseMessage(tracker, 
           new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: prepared statement ${quoteIdent(b.statement)} was not prepared through pgwarden`, {
             detail: 'Bind may use only statements whose Parse or PREPARE passed the policy in this session (rule: builtin.prepared)',
+            reason: 'statement_invalid',
             hint: 'prepare it first',
           }),
           out,
@@ -1432,6 +1440,7 @@ export class Session {
             ? policyChangedError('cursor', e.portal, revoked)
             : new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: portal ${quoteIdent(e.portal)} was not bound or declared through pgwarden`, {
                 detail: 'Execute may use only portals bound to allowed statements and cursors whose DECLARE passed the policy (rule: builtin.cursors)',
+                reason: 'statement_invalid',
                 hint: 'bind the statement or declare the cursor first',
               }),
           out,
@@ -1474,6 +1483,7 @@ export class Session {
           FrontendType.FunctionCall,
           new ProxyError('ERR_FEATURE', 'the FunctionCall protocol message is not supported by pgwarden', {
             hint: 'call the function with a SELECT statement instead',
+            reason: 'unsupported',
           }),
         );
         out.push(encodeQuery(SENTINEL_SQL));

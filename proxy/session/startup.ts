@@ -99,6 +99,7 @@ export function readClientStartup(params: ReadonlyMap<string, string>, expectedD
     throw new ProxyError('ERR_TOKEN_REJECTED', `database "${database}" is not served by this pgwarden`, {
       hint: `connect to database "${expectedDatabase}"`,
       sqlstate: '28000',
+      reason: 'credential_rejected',
     });
   }
   for (const [name, value] of optionSettings) {
@@ -179,6 +180,7 @@ export function acceptStartupSettings(settings: readonly [string, string][], rol
       throw new ProxyError('ERR_STATEMENT_DENIED', 'permission denied by pgwarden: SET changes a setting pgwarden does not allow', {
         severity: 'FATAL',
         detail: `startup parameter "${name}": ${v.why} (rule: ${rule})`,
+        reason: v.pinned === true ? 'policy_denied' : 'scope_missing',
         hint: v.hint,
       });
     }
@@ -266,6 +268,7 @@ export function stampParameters(s: StampInput): Record<string, string> {
     if (value !== undefined && value.includes('\0')) {
       throw new ProxyError('ERR_TOKEN_INVALID', `token claim "${claim}" contains a NUL character`, {
         hint: 'request a new token from your token issuer and reconnect with it as the password',
+        reason: 'credential_invalid',
       });
     }
   }

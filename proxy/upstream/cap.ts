@@ -105,6 +105,7 @@ export class UpstreamCap {
       return new ProxyError('ERR_TOO_MANY', `too many upstream connections (limits.maxUpstreamConnections = ${this.max})`, {
         detail: `pgwarden holds ${this.sessions} session and ${this.own} own connections to the database and keeps ${this.headroom} free for checking statements`,
         hint: 'try again later; pgwarden keeps its upstream connections below the database server\'s max_connections',
+        reason: 'limit_reached',
       });
     }
     this.sessions++;
@@ -120,6 +121,7 @@ export class UpstreamCap {
     if (this.inUse >= this.max) {
       throw new ProxyError('ERR_TOO_MANY', `too many upstream connections (limits.maxUpstreamConnections = ${this.max})`, {
         hint: 'pgwarden is at its upstream connection cap; try again later',
+        reason: 'limit_reached',
       });
     }
     this.own++;

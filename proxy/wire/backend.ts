@@ -1,5 +1,5 @@
 // Backend (server → client) message bodies: encoders for what the proxy originates, decoders for the upstream messages it acts on.
-import type { ProxyError } from '../../lib/errors.ts';
+import { detailWithReason, type ProxyError } from '../../lib/errors.ts';
 import {
   AuthenticationCode,
   BackendType,
@@ -98,7 +98,8 @@ export function encodeNoticeResponse(input: ErrorFieldsInput<NoticeSeverity>): B
 
 /** ErrorResponse for a ProxyError, carrying only its client-safe fields (never `cause`). */
 export function encodeProxyError(err: ProxyError): Buffer {
-  return encodeErrorResponse({ severity: err.severity, sqlstate: err.sqlstate, message: err.message, detail: err.detail, hint: err.hint, position: err.position });
+  // The reason leads DETAIL so a program can switch on it; the operator hint stays in the audit trail and log.
+  return encodeErrorResponse({ severity: err.severity, sqlstate: err.sqlstate, message: err.message, detail: detailWithReason(err.reason, err.detail), hint: err.hint, position: err.position });
 }
 
 /**

@@ -278,7 +278,7 @@ export class MessageFramer {
         // Covers protocol 2 (gone since Postgres 14) and any request code in the 1234.x space we do not know.
         if (major !== PROTOCOL_MAJOR_3) {
           // PostgreSQL's FATAL, word for word (it is sent: the client asked for a protocol, and is told which we speak).
-          throw new ProxyError('ERR_FEATURE', `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`, { severity: 'FATAL' });
+          throw new ProxyError('ERR_FEATURE', `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`, { severity: 'FATAL', reason: 'unsupported' });
         }
         return { kind: 'startup', major, minor, params: parseStartupParams(raw), raw };
       }

@@ -47,7 +47,8 @@ describe('holdCursors', () => {
       expect((await c.query('FETCH 1 FROM a')).rows).toHaveLength(1);
       const err = await pgError(() => c.query('DECLARE b CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id'));
       expect(err.code).toBe('54000');
-      expect(err.detail).toBe('at most 1 WITH HOLD cursor may be open in one session (rule: roles.held.holdCursors)');
+      // The reason leads DETAIL (docs/errors.md), the rule's own detail follows.
+      expect(err.detail).toBe('reason=limit_reached\nat most 1 WITH HOLD cursor may be open in one session (rule: roles.held.holdCursors)');
       expect(err.hint).toMatch(/^CLOSE a held cursor you no longer need/);
       // Another session of the same role has its own count (the refusal above was not cached for it).
       await other.query('DECLARE b CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id');

@@ -63,7 +63,7 @@ describe('pg (node-postgres sends these as startup parameters)', () => {
     const err = await loginError(tp.pgConfig(await tp.token({ sub }), extra));
     expect([err.code, err.severity]).toEqual(['42501', 'FATAL']);
     expect(err.message).toBe('permission denied by pgwarden: SET changes a setting pgwarden does not allow');
-    expect(err.detail).toMatch(/^startup parameter "/);
+    expect(err.detail).toMatch(/^reason=scope_missing\nstartup parameter "/);
     expect(await upstreamSessions(sub)).toBe(0);
   });
 

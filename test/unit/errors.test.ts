@@ -1,9 +1,11 @@
-// The error catalog is honest: unique codes with named SQLSTATEs, every site that builds an error uses a catalog code and a SQLSTATE the catalog lists for it, and docs/errors.md is generated from it.
+// The error catalog is honest: unique codes with named SQLSTATEs and reasons, every site that builds an error uses a catalog code and a SQLSTATE and reason the catalog lists for it, every refusing decision maps to a reason, and docs/errors.md is generated from it.
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ErrorCatalog, ProxyError, type CatalogEntry } from '../../lib/errors.ts';
+import { detailWithReason, ErrorCatalog, ProxyError, Reasons, type CatalogEntry, type ReasonCode } from '../../lib/errors.ts';
+import { DECISION_REASONS, refusalReason } from '../../policy/reasons.ts';
+import { encodeProxyError } from '../../proxy/wire/backend.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
 import { ERRORS_DOC, renderErrorsDoc } from '../../tools/errors-doc.ts';
 
@@ -134,6 +136,14 @@ function problems(files: Source[]): string[] {
       const codes = [...first.matchAll(/'(ERR_[A-Z0-9_]+)'/g)].map((m) => m[1] as string);
       // An identifier is typed ErrorCode by the constructor; a cast would let any string through.
       if (codes.length === 0 && !/^[A-Za-z_$][\w$]*$/.test(first)) out.push(`${file}: new ProxyError(${first}, …) does not name a catalog code`);
+      // The reason: a code with one reason gets it by default; with several (or a code not spelled here) the site names it.
+      const rest = args.slice(first.length);
+      const hasReason = /\breason\s*[:,}]/.test(rest);
+      if ((codes.length === 0 || codes.some((c) => (CATALOG[c]?.reasons.length ?? 0) > 1)) && !hasReason) out.push(`${file}: new ProxyError(${first}, …) sends a code with several reasons without naming one`);
+      for (const m of rest.matchAll(/\breason\s*:\s*'([^']*)'/g)) {
+        const r = m[1] as string;
+        for (const c of codes) if (CATALOG[c] !== undefined && !(CATALOG[c].reasons as readonly string[]).includes(r)) out.push(`${file}: ${c} is sent with reason '${r}', which the catalog does not list for it`);
+      }
       for (const c of codes) {
         const entry = CATALOG[c];
         if (entry === undefined) continue;
@@ -244,17 +254,84 @@ describe('every error pgwarden builds uses the catalog', () => {
         "const e = { sqlstate: '22012' };",
         "out.push(encodeErrorResponse({ severity: 'ERROR', sqlstate: '42501', message: 'x' }));",
         "// new ProxyError('ERR_IN_A_COMMENT', 'prose is not a use')",
+        "throw new ProxyError('ERR_SHUTDOWN', 'x', { reason: 'budget_exceeded' });",
       ].join('\n'),
     };
     expect(problems([bad])).toEqual([
       "proxy/bad.ts: 'ERR_NOPE' is not in the error catalog",
+      'proxy/bad.ts: new ProxyError(\'ERR_TOO_MANY\', …) sends a code with several reasons without naming one',
       'proxy/bad.ts: ERR_TOO_MANY is sent with sqlstate: SqlState.InsufficientPrivilege (42501), which the catalog does not list for it',
       'proxy/bad.ts: new ProxyError(code as ErrorCode, …) does not name a catalog code',
+      'proxy/bad.ts: new ProxyError(code as ErrorCode, …) sends a code with several reasons without naming one',
+      "proxy/bad.ts: ERR_SHUTDOWN is sent with reason 'budget_exceeded', which the catalog does not list for it",
       'proxy/bad.ts: Field.Code).cstring(: an error or notice built by hand; use encodeProxyError or encodeNoticeResponse',
       "proxy/bad.ts: encodeErrorResponse with sqlstate: '42501': build a ProxyError instead",
       "proxy/bad.ts: sqlstate: '58P02' is not a named SQLSTATE (lib/sqlstate.ts)",
       "proxy/bad.ts: sqlstate: '22012' is not a named SQLSTATE (lib/sqlstate.ts)",
     ]);
+  });
+});
+
+/** Files that build refusing decisions (the policy and the session's own refusals). */
+const DECISION_SOURCES = (files: Source[]): Source[] =>
+  files.filter((f) => f.file.startsWith(`policy${path.sep}`) || f.file.startsWith(path.join('proxy', 'session') + path.sep));
+
+/** Reasons spelled in those files that are not a refusal's: the policy store's load reason. */
+const NOT_REFUSALS = new Set(['startup']);
+
+describe('every refusal carries a reason', () => {
+  it('gives every catalog entry its reasons from the documented set, and uses every reason', () => {
+    const used = new Set<string>();
+    for (const [c, e] of Object.entries(CATALOG)) {
+      expect(e.reasons.length, c).toBeGreaterThan(0);
+      expect(new Set(e.reasons).size, c).toBe(e.reasons.length);
+      for (const r of e.reasons) {
+        expect(Object.keys(Reasons), c).toContain(r);
+        used.add(r);
+      }
+    }
+    expect([...used].sort()).toEqual(Object.keys(Reasons).sort());
+    for (const [r, doc] of Object.entries(Reasons)) expect(doc.length, r).toBeGreaterThan(20);
+  });
+
+  it('maps every reason a refusing decision is built with to an agent-facing one', () => {
+    const found = new Set<string>();
+    for (const { text: raw } of DECISION_SOURCES(sources())) {
+      const text = code(raw);
+      // Decision literals, deny('…'), failedRefusal('…'), refusal(SqlState.X, '…'); the parser's reasons are a type the table must cover.
+      for (const m of text.matchAll(/\breason:\s*'([a-z_]+)'|\bdeny\('([a-z_]+)'|Refusal\('([a-z_]+)'|\brefusal\(\s*SqlState\.\w+,\s*'([a-z_]+)'/g)) found.add((m[1] ?? m[2] ?? m[3] ?? m[4]) as string);
+    }
+    expect(found.size).toBeGreaterThan(25);
+    const unmapped = [...found].filter((r) => !Object.hasOwn(DECISION_REASONS, r) && !NOT_REFUSALS.has(r) && !Object.hasOwn(Reasons, r));
+    expect(unmapped).toEqual([]);
+    // What a refusing decision maps to is a reason the code it is sent under lists (else the constructor would fall back).
+    const statementReasons: readonly string[] = ErrorCatalog.ERR_STATEMENT_DENIED.reasons;
+    for (const r of Object.values(DECISION_REASONS)) expect(statementReasons).toContain(r);
+  });
+
+  it('sends the reason a decision maps to, keeping the SQLSTATE class the catalog lists for it', () => {
+    expect(refusalReason({ reason: 'relation_not_allowed', sqlstate: '42501' })).toBe('scope_missing');
+    expect(refusalReason({ reason: 'write_in_read_only', sqlstate: '42501' })).toBe('policy_denied');
+    expect(refusalReason({ reason: 'server_error', sqlstate: '42P01' })).toBe('statement_invalid');
+    expect(refusalReason({ reason: 'server_error', sqlstate: '54000' })).toBe('limit_reached');
+    expect(refusalReason({ reason: 'statement_too_large', sqlstate: '0A000' })).toBe('limit_reached');
+    expect(refusalReason({ reason: 'parse_error', sqlstate: '0A000' })).toBe('unsupported');
+    // Unknown to the table: refused all the same, and said so.
+    expect(refusalReason({ reason: 'something_new', sqlstate: '42501' })).toBe('policy_denied');
+  });
+
+  it('puts the reason on the first line of DETAIL, the site\'s detail after it, and never the operator hint', () => {
+    const err = new ProxyError('ERR_STATEMENT_DENIED', 'permission denied by pgwarden: x', { detail: 'a\nb', hint: 'h', reason: 'scope_missing', operatorHint: 'add public.x to roles.r.relations' });
+    expect(err.reason).toBe('scope_missing');
+    const frame = encodeProxyError(err).toString('utf8');
+    expect(frame).toContain('Dreason=scope_missing\na\nb\0');
+    expect(frame).not.toContain('roles.r.relations');
+    expect(detailWithReason('policy_denied', undefined)).toBe('reason=policy_denied');
+    // Every code's default is its first reason; a reason the entry does not list falls back to it.
+    for (const [c, e] of Object.entries(CATALOG)) {
+      expect(new ProxyError(c as keyof typeof ErrorCatalog, 'm').reason, c).toBe(e.reasons[0]);
+      expect(new ProxyError(c as keyof typeof ErrorCatalog, 'm', { reason: 'nonexistent' as ReasonCode }).reason, c).toBe(e.reasons[0]);
+    }
   });
 });
 

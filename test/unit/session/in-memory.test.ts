@@ -29,6 +29,7 @@ import { Bytes, startupPacket, typed } from '../../helpers/bytes.ts';
 import { FakeUpstream, MessageReader, dataRow, duplexPair, errorFields, errorResponse, rowDescription } from '../../helpers/in-memory.ts';
 import { makeTempDir, signToken, writeHmacSecret } from '../../helpers/keys.ts';
 import { bind, execute, parse, query, sync } from '../../helpers/raw-client.ts';
+import { refusalReason } from '../../../policy/reasons.ts';
 
 const POLICY = `roles:
   analyst:
@@ -206,13 +207,13 @@ describe('in-memory session: startup and token verification', () => {
     expect(h.session.identity?.sub).toBe('alice');
   });
 
-  const refused: [string, () => Promise<string>, string][] = [
-    ['a token that is not a JWT', async () => 'not-a-token', '28P01'],
-    ['a token signed with another secret', async () => await signToken(new Uint8Array(32).fill(7), { iss: 'pgwarden-test', aud: 'pgwarden', sub: 'alice', role: 'analyst', exp: Math.floor(Date.now() / 1000) + 60 }, { alg: 'HS256' }), '28P01'],
-    ['an expired token', async () => await signToken(secret, { iss: 'pgwarden-test', aud: 'pgwarden', sub: 'alice', role: 'analyst', iat: Math.floor(Date.now() / 1000) - 120, exp: Math.floor(Date.now() / 1000) - 60 }, { alg: 'HS256' }), '28P01'],
-    ['a token for a role the policy does not define', async () => await token({ role: 'nobody' }), '28000'],
+  const refused: [string, () => Promise<string>, string, string][] = [
+    ['a token that is not a JWT', async () => 'not-a-token', '28P01', 'credential_invalid'],
+    ['a token signed with another secret', async () => await signToken(new Uint8Array(32).fill(7), { iss: 'pgwarden-test', aud: 'pgwarden', sub: 'alice', role: 'analyst', exp: Math.floor(Date.now() / 1000) + 60 }, { alg: 'HS256' }), '28P01', 'credential_invalid'],
+    ['an expired token', async () => await signToken(secret, { iss: 'pgwarden-test', aud: 'pgwarden', sub: 'alice', role: 'analyst', iat: Math.floor(Date.now() / 1000) - 120, exp: Math.floor(Date.now() / 1000) - 60 }, { alg: 'HS256' }), '28P01', 'credential_expired'],
+    ['a token for a role the policy does not define', async () => await token({ role: 'nobody' }), '28000', 'credential_rejected'],
   ];
-  it.each(refused)('refuses %s with one FATAL ErrorResponse and ends, opening no upstream connection', async (_what, make, sqlstate) => {
+  it.each(refused)('refuses %s with one FATAL ErrorResponse and ends, opening no upstream connection', async (_what, make, sqlstate, reason) => {
     const h = start();
     h.client.write(STARTUP);
     h.client.write(password(await make()));
@@ -226,7 +227,9 @@ describe('in-memory session: startup and token verification', () => {
       ['V', 'FATAL'],
       ['C', sqlstate],
     ]);
-    expect(fields.map(([k]) => k)).toEqual(['S', 'V', 'C', 'M', 'H']);
+    expect(fields.map(([k]) => k)).toEqual(['S', 'V', 'C', 'M', 'D', 'H']);
+    // The machine-readable reason is DETAIL's first line (docs/errors.md).
+    expect(fields.find(([k]) => k === 'D')?.[1]).toBe(`reason=${reason}`);
     expect(h.upstream.backends).toHaveLength(0);
   });
 
@@ -270,7 +273,7 @@ describe('in-memory session: statements', () => {
     const d = denial(sql, 'simple');
     expect(d.sqlstate).toBe('42501');
     // PostgreSQL's own 42601 for the sentinel is replaced by pgwarden's refusal; nothing else is sent.
-    expect(h.got.bytes(n)).toEqual(Buffer.concat([errorResponse('ERROR', '42501', d.message, d.detail, d.hint), ready('I')]));
+    expect(h.got.bytes(n)).toEqual(Buffer.concat([errorResponse('ERROR', '42501', d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint), ready('I')]));
     expect(h.upstream.backends[0]?.received.map((m) => m.raw)).toEqual([query(SENTINEL_SQL)]);
 
     const m = h.got.messages.length;
@@ -289,7 +292,7 @@ describe('in-memory session: statements', () => {
     await h.got.typeAfter('Z', n);
     const d = denial(sql, 'simple');
     expect(h.upstream.backends[0]?.received.map((m) => m.raw)).toEqual([query(SENTINEL_SQL)]);
-    expect(h.got.bytes(n)).toEqual(Buffer.concat([errorResponse('ERROR', '42501', d.message, d.detail, d.hint), ready('I')]));
+    expect(h.got.bytes(n)).toEqual(Buffer.concat([errorResponse('ERROR', '42501', d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint), ready('I')]));
   });
 
   it('a refusal inside a transaction block fails the upstream transaction, so a later COMMIT commits nothing', async () => {
@@ -306,7 +309,7 @@ describe('in-memory session: statements', () => {
     await h.got.typeAfter('Z', m);
     const d = denial('DELETE FROM orders', 'simple');
     // The sentinel failed the transaction upstream, as the refused statement would have; the client is told so.
-    expect(h.got.bytes(m)).toEqual(Buffer.concat([errorResponse('ERROR', '42501', d.message, d.detail, d.hint), ready('E')]));
+    expect(h.got.bytes(m)).toEqual(Buffer.concat([errorResponse('ERROR', '42501', d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint), ready('E')]));
     const k = h.got.messages.length;
     h.client.write(query('COMMIT'));
     await h.got.typeAfter('Z', k);
@@ -334,7 +337,7 @@ describe('in-memory session: statements', () => {
       sync(),
     ]);
     expect(h.got.bytes(n)).toEqual(
-      Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, dataRow(['1']), dataRow(['2']), complete('SELECT 2'), errorResponse('ERROR', d.sqlstate, d.message, d.detail, d.hint), ready('I')]),
+      Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, dataRow(['1']), dataRow(['2']), complete('SELECT 2'), errorResponse('ERROR', d.sqlstate, d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint), ready('I')]),
     );
 
     const m = h.got.messages.length;
@@ -430,6 +433,7 @@ describe('in-memory session: ending', () => {
       ['V', 'FATAL'],
       ['C', '08006'],
       ['M', 'the connection to the upstream database was lost'],
+      ['D', 'reason=unavailable'],
       ['H', 'reconnect; if it keeps happening, contact the operator'],
     ]);
     expect(h.got.partial).toBe(0);
