@@ -42,6 +42,18 @@ export interface FunctionUse {
   constArgs: (string | undefined)[];
   /** Number of arguments. */
   argc: number;
+  /** The first argument is a call of pg_catalog.pg_backend_pid() (see SELF_BACKEND_FUNCTIONS in evaluate.ts). */
+  ownBackend?: true;
+}
+
+/** `pg_backend_pid()` or `pg_catalog.pg_backend_pid()` as written: a call with no arguments, no aggregate or window parts. */
+function isOwnBackendPid(n: AnyNode | undefined): boolean {
+  const f = n?.FuncCall;
+  if (f === undefined) return false;
+  const names = stringsOf(f.funcname);
+  const named = (names.length === 1 && names[0] === 'pg_backend_pid') || (names.length === 2 && names[0] === 'pg_catalog' && names[1] === 'pg_backend_pid');
+  const bare = (f.args === undefined || (Array.isArray(f.args) && f.args.length === 0)) && f.agg_order === undefined && f.agg_filter === undefined && f.over === undefined && f.agg_star !== true && f.agg_distinct !== true && f.func_variadic !== true;
+  return named && bare;
 }
 
 export interface OperatorUse {
@@ -690,7 +702,7 @@ class Analyzer {
   private funcCall(n: AnyNode, ctx: Ctx): void {
     const names = stringsOf(n.funcname);
     const args: AnyNode[] = Array.isArray(n.args) ? n.args : [];
-    this.resolveFunction(names, args.map((a) => constString(a)), args.length);
+    this.resolveFunction(names, args.map((a) => constString(a)), args.length, isOwnBackendPid(args[0]));
     this.walk(n.args, ctx);
     this.walk(n.agg_order, ctx);
     this.walk(n.agg_filter, ctx);
@@ -698,7 +710,7 @@ class Analyzer {
   }
 
   /** Records every function a call may reach (all schemas of the path that define the name). */
-  resolveFunction(names: string[], constArgs: (string | undefined)[], argc: number): void {
+  resolveFunction(names: string[], constArgs: (string | undefined)[], argc: number, ownBackend = false): void {
     let candidates: string[];
     let fname: string;
     if (names.length === 1) {
@@ -719,10 +731,10 @@ class Analyzer {
       const key = `${schema}.${fname}`;
       const overloads = this.catalog.functions.get(key);
       if (fname === 'current_setting' || fname === 'set_config' || fname === 'pg_notify' || /^to_reg/.test(fname)) this.out.literalSensitive = true;
-      const dedupe = `${key}\u0000${constArgs.join('\u0001')}`;
+      const dedupe = `${key}\u0000${constArgs.join('\u0001')}\u0000${ownBackend ? 'own' : ''}`;
       if (this.seenFn.has(dedupe)) continue;
       this.seenFn.add(dedupe);
-      this.out.functions.push({ schema, name: fname, key, overloads, constArgs, argc });
+      this.out.functions.push({ schema, name: fname, key, overloads, constArgs, argc, ...(ownBackend ? { ownBackend: true as const } : {}) });
     }
   }
 

@@ -43,6 +43,12 @@ const SHADOW_ENFORCED = new Set(['internal', 'parser_unavailable', 'parser_trap'
 /** Words that may set client_encoding, the lexer settings, application_name or the pgwarden.* stamps (SET NAMES included). */
 const PINNED_MENTION = /client_encoding|names|standard_conforming_strings|backslash_quote|application_name|set_config|pgwarden\./i;
 
+/**
+ * Always-denied functions allowed in one form, `f(pg_backend_pid())` (pg_catalog's, as written and in the server's
+ * plan): they can then reach only the session's own backend, as pg_terminate_backend(pg_backend_pid()) does directly.
+ */
+const SELF_BACKEND_FUNCTIONS: ReadonlySet<string> = new Set(['pg_terminate_backend', 'pg_cancel_backend']);
+
 /** Statement kinds that change data or schema: denied to read-only roles as writes. */
 const WRITE_KINDS = new Set([
   'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'TruncateStmt', 'CreateTableAsStmt', 'RefreshMatViewStmt',
@@ -310,6 +316,8 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
   }
   for (const f of a.functions) {
     if (role.catalog === 'introspection' && INTROSPECTION_EXTRA_FUNCTIONS.includes(f.key)) continue;
+    // Ending or cancelling the session's own backend is what closing the connection or a CancelRequest does.
+    if (f.ownBackend === true && f.schema === 'pg_catalog' && SELF_BACKEND_FUNCTIONS.has(f.name)) continue;
     // pg_notify is NOTIFY as a function: the same channels rule, so its channel must be a constant.
     if (f.schema === 'pg_catalog' && f.name === 'pg_notify' && (role.channels?.notify.length ?? 0) > 0) {
       const channel = f.constArgs[0];

@@ -163,7 +163,7 @@ interface Collected {
   operators: Set<number>;
   types: Set<number>;
   /** Every plain call's first argument when it is a text constant (undefined otherwise), by function: current_setting's setting names. */
-  firstArgs: { funcid: number; text: string | undefined }[];
+  firstArgs: { funcid: number; text: string | undefined; call?: number }[];
   /** Types that are the result of a plain function call, with the function: pg_typeof's regtype names no catalog object of its own. */
   resultOf: Map<number, Set<number>>;
   /** Types used by anything other than a function's result. */
@@ -286,7 +286,10 @@ function collector(c: Collected, baseDepth: number): (node: PgNode) => void {
       const id = numberField(node, 'funcid');
       if (id !== undefined) {
         const args = node.fields.get('args');
-        c.firstArgs.push({ funcid: id, text: Array.isArray(args) ? constText(args[0] as PgValue) : undefined });
+        const first = Array.isArray(args) ? (args[0] as PgValue) : undefined;
+        // A first argument that is itself a call with no arguments (pg_backend_pid(): evaluate.ts SELF_BACKEND_FUNCTIONS).
+        const inner = isNode(first) && first.type === 'FUNCEXPR' && !(Array.isArray(first.fields.get('args')) && (first.fields.get('args') as unknown[]).length > 0) ? numberField(first, 'funcid') : undefined;
+        c.firstArgs.push({ funcid: id, text: constText(first), ...(inner !== undefined ? { call: inner } : {}) });
       }
     }
     if (node.type === 'RANGETBLENTRY' && numberField(node, 'rtekind') === 0) {
@@ -508,6 +511,13 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
       continue;
     }
     const use: FunctionUse = { schema: f.schema, name: f.name, key: `${f.schema}.${f.name}`, overloads: [catalogFunction(f)], constArgs: [], argc: f.argTypes.length };
+    // Every call of it has pg_catalog.pg_backend_pid() as its first argument: it can only reach this session's own backend.
+    const calls = c.firstArgs.filter((a) => a.funcid === oid);
+    const isOwnPid = (call: number | undefined) => {
+      const g = call === undefined ? undefined : cat.functions.get(call);
+      return g !== undefined && g !== null && g.schema === 'pg_catalog' && g.name === 'pg_backend_pid';
+    };
+    if (f.schema === 'pg_catalog' && calls.length > 0 && calls.every((a) => isOwnPid(a.call))) use.ownBackend = true;
     const settings = settingByFunc.get(oid);
     if (settings === undefined) functions.push(use);
     // One use per call, so each constant setting name is judged.

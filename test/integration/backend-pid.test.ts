@@ -2,7 +2,7 @@
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectPg, pgError, sendCancel, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { connectPg, pgError, sendCancel, startTestProxy, superClient, testPg, type TestProxy } from '../helpers/proxy.ts';
 import { until } from '../helpers/until.ts';
 
 let tp: TestProxy;
@@ -71,16 +71,36 @@ describe('the reported backend pid is the server\'s', () => {
     expect(left.rows[0].n).toBe(0);
   });
 
-  it('pg_terminate_backend(pg_backend_pid()) from inside the session stays refused by pgwarden (42501), as every pg_terminate_backend call is', async () => {
-    const c = await keyed();
+  /** What `sql` does to a session: the error it gets (if any) and whether the session is still usable after. */
+  async function outcome(c: pg.Client, sql: string): Promise<{ code: string | undefined; usable: boolean }> {
+    c.on('error', () => {});
+    let code: string | undefined;
     try {
-      const err = await pgError(() => c.query('SELECT pg_terminate_backend(pg_backend_pid())'));
-      expect(err.code).toBe('42501');
-      expect((await c.query('SELECT 1 AS one')).rows[0].one).toBe(1);
-    } finally {
-      await c.end();
+      await c.query(sql);
+    } catch (e) {
+      code = (e as { code?: string }).code;
     }
+    const usable = await c.query('SELECT 1').then(() => true, () => false);
+    await c.end().catch(() => {});
+    return { code, usable };
+  }
+
+  it.each([
+    ['SELECT pg_terminate_backend(pg_backend_pid())', { code: '57P01', usable: false }],
+    ['SELECT pg_cancel_backend(pg_backend_pid())', { code: '57014', usable: true }],
+  ])('%s from inside the session behaves as it does directly', async (sql, expected) => {
+    const direct = new pg.Client({ connectionString: testPg().superUrl });
+    await direct.connect();
+    expect(await outcome(direct, sql)).toEqual(expected);
+    expect(await outcome(await keyed(), sql)).toEqual(expected);
   });
+
+  it.each(['SELECT pg_terminate_backend(pg_backend_pid() + 1)', 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity', 'SELECT pg_cancel_backend(pg_backend_pid()), pg_cancel_backend(1)'])(
+    '%s (another backend, possibly) stays refused (42501)',
+    async (sql) => {
+      expect(await outcome(await keyed(), sql)).toEqual({ code: '42501', usable: true });
+    },
+  );
 });
 
 describe('cancel still works and is still isolated', () => {
