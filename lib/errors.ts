@@ -119,6 +119,22 @@ export const ErrorCatalog = {
     hint: 'what the policy allows instead, when there is something to say',
     reasons: ['policy_denied', 'scope_missing', 'statement_invalid', 'limit_reached', 'unavailable', 'credential_rejected', 'internal_error'],
   },
+  ERR_SYNTAX: {
+    sqlstate: SqlState.SyntaxError,
+    severity: 'ERROR',
+    doc: 'text PostgreSQL\'s grammar rejects, or several statements in one Parse message: refused before it reaches the database, with what PostgreSQL sends for it (docs/policy.md, "Syntax errors")',
+    message: 'PostgreSQL\'s parser message, with its position: syntax error at or near "‹token›"; unterminated quoted string at or near "‹text›"; … (or: cannot insert multiple commands into a prepared statement)',
+    hint: undefined,
+    reasons: ['statement_invalid'],
+  },
+  ERR_UNDEFINED_RELATION: {
+    sqlstate: SqlState.UndefinedTable,
+    severity: 'ERROR',
+    doc: 'a relation the role\'s relations cover does not exist; outside them the refusal is ERR_STATEMENT_DENIED whether it exists or not (docs/policy.md, "Unknown and forbidden relations")',
+    message: 'relation "‹name as written›" does not exist, with its position',
+    hint: 'a relation created since pgwarden last read the catalog is seen after a policy reload',
+    reasons: ['statement_invalid'],
+  },
   ERR_FEATURE: {
     sqlstate: SqlState.FeatureNotSupported,
     severity: 'ERROR',

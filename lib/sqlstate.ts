@@ -11,6 +11,7 @@ export const SqlState = {
   InvalidParameterValue: '22023',
   InsufficientPrivilege: '42501',
   SyntaxError: '42601',
+  UndefinedTable: '42P01',
   InFailedSqlTransaction: '25P02',
   InsufficientResources: '53000',
   TooManyConnections: '53300',

@@ -21,8 +21,15 @@ export interface RelationUse {
   key: string;
   access: 'read' | 'write';
   writeKind: WriteKind | undefined;
-  /** The catalog entry, undefined for system relations the snapshot does not carry. */
+  /** The catalog entry, undefined for system relations the snapshot does not carry (and for `absent` ones). */
   relation: CatalogRelation | undefined;
+  /** The name's parts as the statement first wrote them (`secrets`, `public.secrets`): refusals name it so, whether it exists or not. */
+  written?: readonly string[];
+  /**
+   * True when the name resolves to nothing and lies outside the role's relations: it is reported as if it existed
+   * (in the first schema on its path the role may not use), so the refusal is the one an existing relation gets.
+   */
+  absent?: boolean;
 }
 
 export interface ColumnUse {
@@ -63,6 +70,8 @@ export interface OperatorUse {
 
 export type ProblemCode =
   | 'unknown_relation'
+  /** A relation the role's relations cover (or a system catalog name) that does not exist: PostgreSQL's 42P01. */
+  | 'undefined_relation'
   | 'cross_database'
   | 'unknown_function'
   | 'user_operator'
@@ -74,6 +83,8 @@ export interface Problem {
   code: ProblemCode;
   subject: string;
   message: string;
+  /** Byte offset of the construct in the statement text (libpg-query's `location`), when known. */
+  location?: number;
 }
 
 export interface WriteUse {
@@ -281,8 +292,8 @@ class Analyzer {
     return this.out;
   }
 
-  private problem(code: ProblemCode, subject: string, message: string): void {
-    this.out.problems.push({ code, subject, message });
+  private problem(code: ProblemCode, subject: string, message: string, location?: number): void {
+    this.out.problems.push(location === undefined ? { code, subject, message } : { code, subject, message, location });
   }
 
   private deeper(ctx: Ctx): Ctx {
@@ -449,18 +460,44 @@ class Analyzer {
     // created after the snapshot was read. Its name needs no search_path, and the server's analysis, which always follows
     // for statements that read or write relations, resolves it and judges its columns.
     if (schema === undefined && schemaname !== undefined && this.role.ddl?.schemas.includes(schemaname) === true) schema = schemaname;
+    // PostgreSQL names a relation in its errors as written, without the database part.
+    const written = schemaname !== undefined ? `${schemaname}.${relname}` : relname;
+    let absent = false;
     if (schema === undefined) {
-      this.problem('unknown_relation', display, `relation ${display} was not found in pgwarden's catalog snapshot (search_path: ${this.relPath.join(', ')})`);
-      return undefined;
+      // Unknown and forbidden relations (docs/policy.md, "Unknown and forbidden relations"): a name the role's
+      // relations cover on every schema it could resolve to does not exist (42P01, as PostgreSQL says it); any other
+      // name is refused as the forbidden relation it may be, so that whether it exists never shows.
+      const candidates = schemaname !== undefined ? [schemaname] : this.relPath;
+      const outside = candidates.find((s) => !this.inScope(s, relname));
+      if (outside === undefined) {
+        const where = schemaname !== undefined ? '' : ` on the search path (${this.relPath.join(', ')})`;
+        this.problem('undefined_relation', written, `pgwarden's catalog snapshot holds no table, view, materialized view, partitioned or foreign table ${display}${where}`, typeof rv.location === 'number' ? rv.location : undefined);
+        return undefined;
+      }
+      schema = outside;
+      absent = true;
     }
     const key = `${schema}.${relname}`;
     const seenKey = `${access}:${writeKind ?? ''}:${key}`;
     const seen = this.seenRel.get(seenKey);
     if (seen !== undefined) return seen;
-    const use: RelationUse = { schema, name: relname, key, access, writeKind, relation: this.catalog.relations.get(key) };
+    const use: RelationUse = { schema, name: relname, key, access, writeKind, relation: absent ? undefined : this.catalog.relations.get(key), written: schemaname !== undefined ? [schemaname, relname] : [relname] };
+    if (absent) use.absent = true;
     this.seenRel.set(seenKey, use);
     this.out.relations.push(use);
     return use;
+  }
+
+  /**
+   * True when `schema.name` is one the role may know about: in its relations or write relations, or a system catalog
+   * name (pg_catalog and information_schema are the same in every database of a server version, and loaded whole).
+   */
+  private inScope(schema: string, name: string): boolean {
+    if (schema === 'pg_catalog' || schema === 'information_schema') return true;
+    for (const list of [this.role.relations, this.role.write?.relations ?? []]) {
+      for (const p of list) if (p.schema === schema && (p.name === '*' || p.name === name)) return true;
+    }
+    return false;
   }
 
   private relationExists(schema: string, name: string): boolean {

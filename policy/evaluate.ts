@@ -18,7 +18,7 @@ type Allow = Extract<Decision, { allow: true }>;
 export interface Denial {
   reason: string;
   ruleId: string | undefined;
-  sqlstate: '42501' | '0A000' | '54000';
+  sqlstate: '42501' | '0A000' | '54000' | '42601' | '42P01';
   /** What the statement does wrong, after "permission denied by pgwarden: <KIND> ". */
   what: string;
   detail: string | undefined;
@@ -26,6 +26,10 @@ export interface Denial {
   hint: string | undefined;
   /** For the operator, in the audit event only: what to change in the policy to allow it. */
   operatorHint?: string;
+  /** PostgreSQL's own message, sent instead of "permission denied by pgwarden: …" (42P01 names the relation as written). */
+  message?: string;
+  /** Byte offset in the statement text PostgreSQL would point at (a RangeVar's location); sent as a 1-based character position. */
+  location?: number;
 }
 
 /** Extra facts for the decision cache. */
@@ -116,6 +120,15 @@ function displayRel(key: string): string {
   return `${quoteIdent(key.slice(0, dot))}.${quoteIdent(key.slice(dot + 1))}`;
 }
 
+/**
+ * A relation as a refusal names it: as the statement wrote it (PostgreSQL's quoting of each part), never as pgwarden
+ * resolved it, so the text is the same whether the relation exists or not (docs/policy.md, "Unknown and forbidden
+ * relations"). Uses from the server's analysis carry no written form and are named by their key.
+ */
+function writtenRel(use: { key: string; written?: readonly string[] | undefined }): string {
+  return use.written === undefined ? displayRel(use.key) : use.written.map(quoteIdent).join('.');
+}
+
 function patternText(p: RelationPattern): string {
   return p.name === '*' ? `${quoteIdent(p.schema)}.*` : `${quoteIdent(p.schema)}.${quoteIdent(p.name)}`;
 }
@@ -160,6 +173,17 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         return { reason: 'statement_too_complex', ruleId: 'builtin.parser', sqlstate: SqlState.FeatureNotSupported, what: 'is too deeply nested to analyse', detail: p.message, hint: 'simplify the statement' };
       case 'cross_database':
         return { reason: 'relation_not_allowed', ruleId: `${r}.relations`, sqlstate: SqlState.InsufficientPrivilege, what: `names another database (${p.subject})`, detail: p.message, hint: 'use one- or two-part names' };
+      case 'undefined_relation':
+        return {
+          reason: 'undefined_relation',
+          ruleId: `${r}.relations`,
+          sqlstate: SqlState.UndefinedTable,
+          what: `reads relation ${p.subject}, which does not exist`,
+          message: `relation "${p.subject}" does not exist`,
+          detail: `${p.message} (rule: ${r}.relations)`,
+          hint: 'a relation created since pgwarden last read the catalog is seen after a policy reload',
+          location: p.location,
+        };
       case 'unknown_relation':
         return {
           reason: 'unknown_relation',
@@ -183,7 +207,7 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
   let ruleId = `${r}.statements`;
   for (const w of a.writes) {
     const kindWord = kindInWords(w.kind === 'CopyFrom' ? 'CopyStmt' : w.kind) + (w.kind === 'CopyFrom' ? ' FROM' : '');
-    const target = w.relation !== undefined ? displayRel(w.relation.key) : 'a relation';
+    const target = w.relation !== undefined ? writtenRel(w.relation) : 'a relation';
     if (role.readOnly || role.write === undefined) {
       return {
         reason: 'write_in_read_only',
@@ -261,9 +285,9 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         reason: 'relation_not_allowed',
         ruleId: `${r}.relations`,
         sqlstate: SqlState.InsufficientPrivilege,
-        what: `reads relation ${displayRel(rel.key)}, which role "${role.name}" may not read`,
-        detail: `${displayRel(rel.key)} is not in ${r}.relations (rule: ${r}.relations)`,
-        hint: `${listHint('allowed relations', role.relations.map(patternText))}; otherwise request a token whose role includes ${displayRel(rel.key)}`,
+        what: `reads relation ${writtenRel(rel)}, which role "${role.name}" may not read`,
+        detail: `${writtenRel(rel)} is not in ${r}.relations (rule: ${r}.relations)`,
+        hint: `${listHint('allowed relations', role.relations.map(patternText))}; otherwise request a token whose role includes ${writtenRel(rel)}`,
         operatorHint: `add ${displayRel(rel.key)} to ${r}.relations`,
       };
     }
@@ -934,13 +958,17 @@ function internalDenial(why: string): Denial {
   return { reason: 'internal', ruleId: undefined, sqlstate: SqlState.InsufficientPrivilege, what: 'could not be evaluated', detail: why, hint: undefined };
 }
 
-export function toDeny(kind: string | undefined, d: Denial, statements: StatementSummary[]): Deny {
+/**
+ * `message` replaces the "permission denied by pgwarden: …" text where PostgreSQL itself would refuse the
+ * statement with a message of its own, which clients and drivers match on (42601 for several statements in a Parse).
+ */
+export function toDeny(kind: string | undefined, d: Denial, statements: StatementSummary[], message?: string): Deny {
   const subject = kind === undefined ? 'statement' : kindInWords(kind);
   return {
     allow: false,
     ruleId: d.ruleId,
     sqlstate: d.sqlstate,
-    message: `permission denied by pgwarden: ${subject} ${d.what}`.replace(/\s+$/, ''),
+    message: message ?? d.message ?? `permission denied by pgwarden: ${subject} ${d.what}`.replace(/\s+$/, ''),
     detail: d.detail,
     hint: d.hint,
     ...(d.operatorHint === undefined ? {} : { operatorHint: d.operatorHint }),
@@ -1006,6 +1034,7 @@ function withEffects(view: SessionView, effects: readonly Effect[]): SessionView
 function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, allowRewrite: boolean): EvaluationFacts {
   const role = session.role;
   const parsed = parseStatements(sql);
+  if (!parsed.ok && parsed.syntax !== undefined) return syntaxDenial(role, parsed.syntax);
   if (!parsed.ok) {
     const sqlstate = parsed.reason === 'statement_too_large' || parsed.reason === 'statement_too_complex' ? SqlState.FeatureNotSupported : SqlState.InsufficientPrivilege;
     const what = parsed.reason === 'parse_error' ? 'could not be parsed' : parsed.reason === 'invalid_input' ? 'is not valid statement text' : parsed.reason === 'statement_too_large' ? 'is too large' : parsed.reason === 'statement_too_complex' ? 'is too deeply nested' : 'could not be parsed';
@@ -1024,11 +1053,11 @@ function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionVi
     return shadowed(role, toDeny(undefined, {
       reason: 'multiple_statements_in_parse',
       ruleId: 'builtin.protocol',
-      sqlstate: SqlState.FeatureNotSupported,
+      sqlstate: SqlState.SyntaxError,
       what: `text holds ${stmts.length} statements`,
-      detail: 'a prepared statement (Parse message) may hold only one statement (rule: builtin.protocol)',
-      hint: 'send one statement per Parse, or use the simple query protocol',
-    }, []), false, false);
+      detail: undefined,
+      hint: undefined,
+    }, [], 'cannot insert multiple commands into a prepared statement'), false, false);
   }
   const summaries: StatementSummary[] = [];
   const analyses: Analysis[] = [];
@@ -1050,7 +1079,11 @@ function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionVi
     if (raw === undefined || a === undefined) continue;
     const res = checkStatement(raw, a, view, catalog);
     if (!res.ok) {
-      return shadowed(role, toDeny(a.kind, res.denial, summaries), literalSensitive, true);
+      const deny = toDeny(a.kind, res.denial, summaries);
+      const position = res.denial.location === undefined ? undefined : characterPosition(sql, res.denial.location);
+      if (position !== undefined) deny.position = position;
+      // A position moves with the length of the literals before it: such a denial is never shared across literals.
+      return shadowed(role, deny, literalSensitive || position !== undefined, true);
     }
     effects.push(...res.effects);
     view = withEffects(view, res.effects);
@@ -1101,6 +1134,45 @@ function capRewrite(sql: string, mode: 'simple' | 'parse', stmts: RawStmt[], ses
     if (target === undefined || cappedLimit(target.sel, target.cap) !== undefined) return undefined;
   }
   return rewritten.sql;
+}
+
+/**
+ * The 1-based character position PostgreSQL reports for a parse-tree location (a byte offset into the UTF-8 text):
+ * the number of characters (code points, as the server counts them in UTF-8) before it, plus one.
+ */
+export function characterPosition(sql: string, byteOffset: number): number | undefined {
+  if (!Number.isInteger(byteOffset) || byteOffset < 0) return undefined;
+  let bytes = 0;
+  let chars = 0;
+  for (const ch of sql) {
+    if (bytes >= byteOffset) break;
+    const cp = ch.codePointAt(0) ?? 0;
+    bytes += cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    chars += 1;
+  }
+  return bytes >= byteOffset ? chars + 1 : undefined;
+}
+
+/**
+ * Text PostgreSQL's grammar rejects: refused (nothing reaches the server), with what PostgreSQL sends for it —
+ * 42601, the parser's own message, its position, no detail or hint — so drivers raise a syntax error and point at
+ * the token. The position moves with the length of literals before it, so the decision is literal-sensitive (never
+ * shared across texts that differ only in literals). Texts libpg-query's grammar (PostgreSQL 18) rejects and an
+ * older server would accept get the same answer: see docs/errors.md, "Syntax errors".
+ */
+function syntaxDenial(role: RolePolicy, syntax: { message: string; position: number | undefined }): EvaluationFacts {
+  const deny: Deny = {
+    allow: false,
+    ruleId: 'builtin.parser',
+    sqlstate: SqlState.SyntaxError,
+    message: syntax.message,
+    detail: undefined,
+    hint: undefined,
+    reason: 'parse_error',
+    statements: [],
+  };
+  if (syntax.position !== undefined) deny.position = syntax.position;
+  return shadowed(role, deny, true, false);
 }
 
 export function shadowed(role: RolePolicy, deny: Deny, literalSensitive: boolean, sessionDependent: boolean): EvaluationFacts {

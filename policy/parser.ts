@@ -67,13 +67,24 @@ export type ParseFailureReason =
 
 export type ParseOutcome =
   | { ok: true; stmts: RawStmt[] }
-  | { ok: false; reason: ParseFailureReason; message: string };
+  | {
+      ok: false;
+      reason: ParseFailureReason;
+      message: string;
+      /**
+       * Set when PostgreSQL's grammar itself rejected the text (a SqlError from the parser or its scanner): the
+       * parser's own message and, when it reported one, the 1-based character (code point) position in `sql`,
+       * exactly what PostgreSQL puts in the ErrorResponse. Absent for pgwarden's own refusals (size, nesting,
+       * traps) and for failures of the library around the grammar.
+       */
+      syntax?: { message: string; position: number | undefined };
+    };
 
 interface LibPgQuery {
   loadModule(): Promise<void>;
   parseSync(sql: string): ParseResult;
   scanSync(sql: string): ScanResult;
-  SqlError: new (...args: never[]) => Error;
+  SqlError: new (...args: never[]) => Error & { sqlDetails?: { cursorPosition?: number } };
 }
 
 interface Instance {
@@ -478,8 +489,10 @@ function screen(sql: string, inst: Instance): Screen {
       recordTrap(inst);
       return { ok: false, reason: 'parser_trap', message: 'the SQL scanner failed on this input' };
     }
-    // scanSync reports lexical errors (e.g. an unterminated string) as plain Errors.
-    return { ok: false, reason: 'parse_error', message: errorText(err) };
+    // scanSync reports lexical errors (e.g. an unterminated string) as unreadable plain Errors (its own JSON fails):
+    // the parser reports the same error properly. It cannot trap on such text: a lexical error ends the parse before
+    // any tree is turned into JSON, and bison's own stack limit still applies.
+    return { ok: true };
   }
   const estimate = scannedNestingEstimate(tokens);
   if (estimate > limits.maxNestingEstimate) {
@@ -500,6 +513,32 @@ function isWasmRuntimeError(err: unknown): boolean {
 
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** libpg-query's 0-based cursor position of a SqlError, or undefined when it has none. */
+function cursorOf(err: unknown): number | undefined {
+  const details = (err as { sqlDetails?: { cursorPosition?: unknown } }).sqlDetails;
+  const pos = details?.cursorPosition;
+  return typeof pos === 'number' && Number.isInteger(pos) && pos >= 0 ? pos : undefined;
+}
+
+/**
+ * The 1-based character position PostgreSQL reports for a parse error of `sql`, or undefined when it reports none.
+ * libpg-query passes PostgreSQL's cursorpos (1-based, counted in characters of the UTF-8 text, as the server counts
+ * them) minus one, and maps "no position" (0) to 0 too. A 0 is told apart by parsing the text again behind one space,
+ * which moves a real position by exactly one and leaves "none" at 0 (whitespace changes nothing else; only error
+ * paths pay for it).
+ */
+function errorPosition(inst: Instance, sql: string, err: unknown): number | undefined {
+  const pos = cursorOf(err);
+  if (pos === undefined) return undefined;
+  if (pos > 0) return pos + 1;
+  try {
+    inst.lib.parseSync(` ${sql}`);
+  } catch (again) {
+    return cursorOf(again) === 1 ? 1 : undefined;
+  }
+  return undefined;
 }
 
 /** True for text Postgres treats as an empty query (only whitespace); libpg-query throws on ''. */
@@ -540,7 +579,8 @@ export function parseStatements(sql: string): ParseOutcome {
       result = inst.lib.parseSync(sql);
     } catch (err) {
       if (err instanceof inst.lib.SqlError || (err instanceof Error && err.name === 'SqlError')) {
-        return { ok: false, reason: 'parse_error', message: errorText(err) };
+        const message = errorText(err);
+        return { ok: false, reason: 'parse_error', message, syntax: { message, position: errorPosition(inst, sql, err) } };
       }
       if (err instanceof RangeError || isWasmRuntimeError(err)) {
         recordTrap(inst);

@@ -33,6 +33,8 @@ export const DECISION_REASONS = {
   invalid_input: 'statement_invalid',
   server_error: 'statement_invalid',
   multiple_statements_in_parse: 'statement_invalid',
+  // A relation inside the role's relations that does not exist (42P01, docs/policy.md "Unknown and forbidden relations").
+  undefined_relation: 'statement_invalid',
   unknown_prepared_statement: 'statement_invalid',
   unknown_cursor: 'statement_invalid',
   policy_changed: 'policy_denied',

@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
-import { ProxyError, toClientError } from '../../lib/errors.ts';
+import { ProxyError, toClientError, type ErrorCode } from '../../lib/errors.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
 import type { Identity, TokenVerifier } from '../auth/jwt.ts';
 import { MAX_PASSWORD_MESSAGE_LENGTH } from '../auth/jwt.ts';
@@ -99,6 +99,14 @@ export interface SessionDeps {
  * address decides allowCleartext 'loopback'; a stream without one counts as remote.
  */
 export type ClientStream = Duplex & Partial<Pick<net.Socket, 'remoteAddress' | 'setNoDelay'>>;
+
+/** Refusal SQLSTATEs with an error catalog entry of their own; any other SQLSTATE rides on ERR_STATEMENT_DENIED. */
+const DENIAL_CODES: ReadonlyMap<string, ErrorCode> = new Map<string, ErrorCode>([
+  [SqlState.InsufficientPrivilege, 'ERR_STATEMENT_DENIED'],
+  [SqlState.FeatureNotSupported, 'ERR_FEATURE'],
+  [SqlState.SyntaxError, 'ERR_SYNTAX'],
+  [SqlState.UndefinedTable, 'ERR_UNDEFINED_RELATION'],
+]);
 
 const TOKEN_HINT = 'request a new token from your token issuer and reconnect with it as the password';
 
@@ -1116,12 +1124,14 @@ export class Session {
       // PostgreSQL's own analysis failed: the client sees what running the statement would have shown.
       return new ProxyError('ERR_SERVER_ANALYSIS', decision.message, { detail: decision.detail, hint: decision.hint, sqlstate: decision.sqlstate, position: decision.position, reason: refusalReason(decision) });
     }
-    return new ProxyError(decision.sqlstate === '0A000' ? 'ERR_FEATURE' : 'ERR_STATEMENT_DENIED', decision.message, {
+    const code = DENIAL_CODES.get(decision.sqlstate);
+    return new ProxyError(code ?? 'ERR_STATEMENT_DENIED', decision.message, {
       detail: decision.detail,
       hint: decision.hint,
       reason: refusalReason(decision),
       operatorHint: decision.operatorHint,
-      sqlstate: decision.sqlstate === '0A000' || decision.sqlstate === '42501' ? undefined : decision.sqlstate,
+      sqlstate: code === undefined ? decision.sqlstate : undefined,
+      position: decision.position,
     });
   }
 

@@ -341,8 +341,9 @@ const families: Record<string, Case[]> = {
     ['analyst', 'SELECT id FROM orders LIMIT (SELECT count(*) FROM secrets)', 'deny', 'relation_not_allowed'],
     ['analyst', 'VALUES ((SELECT value FROM secrets))', 'deny', 'relation_not_allowed'],
     ['analyst', 'SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM secrets)) FROM orders', 'deny', 'relation_not_allowed'],
-    ['analyst', 'SELECT * FROM nosuchtable', 'deny', 'unknown_relation'],
-    ['analyst', 'SELECT * FROM pg_temp.x', 'deny', 'unknown_relation'],
+    // A name outside the role's relations is refused alike whether it exists or not; pg_temp is a system schema.
+    ['analyst', 'SELECT * FROM nosuchtable', 'deny', 'relation_not_allowed'],
+    ['analyst', 'SELECT * FROM pg_temp.x', 'deny', 'catalog_denied'],
   ],
   // CTE names are scoped: a CTE only hides a relation where it is visible.
   'CTE shadowing': [
@@ -352,12 +353,12 @@ const families: Record<string, Case[]> = {
     ['analyst', 'WITH RECURSIVE secrets(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM secrets WHERE n < 3) SELECT n FROM secrets', 'allow'],
     ['analyst', '(WITH secrets AS (SELECT 1) SELECT 1) UNION ALL SELECT 1 FROM secrets', 'deny', 'relation_not_allowed'],
     ['analyst', 'SELECT (WITH secrets AS (SELECT 1 AS v) SELECT v FROM secrets), (SELECT value FROM secrets LIMIT 1)', 'deny', 'relation_not_allowed'],
-    ['analyst', 'WITH x AS (SELECT 1) SELECT * FROM public.x', 'deny', 'unknown_relation'],
+    ['analyst', 'WITH x AS (SELECT 1) SELECT * FROM public.x', 'deny', 'relation_not_allowed'],
     ['analyst', 'WITH orders AS (SELECT 1 AS id) SELECT * FROM public.orders', 'allow'],
   ],
   // Quoting, case, Unicode escapes, 3-part and over-long names resolve as Postgres does.
   'identifier tricks': [
-    ['analyst', 'SELECT * FROM "Secrets"', 'deny', 'unknown_relation'],
+    ['analyst', 'SELECT * FROM "Secrets"', 'deny', 'relation_not_allowed'],
     ['analyst', 'SELECT * FROM SECRETS', 'deny', 'relation_not_allowed'],
     ['analyst', 'SELECT * FROM Public.Secrets', 'deny', 'relation_not_allowed'],
     ['analyst', 'SELECT * FROM U&"s\\0065crets"', 'deny', 'relation_not_allowed'],
@@ -366,9 +367,10 @@ const families: Record<string, Case[]> = {
     ['analyst', 'SELECT id FROM app.public.orders', 'allow'],
     ['analyst', 'SELECT id FROM other.public.orders', 'deny', 'relation_not_allowed'],
     ['analyst', `SELECT id FROM ${LONG}`, 'allow'],
-    ['analyst', `SELECT * FROM secrets_${'y'.repeat(70)}`, 'deny', 'unknown_relation'],
+    ['analyst', `SELECT * FROM secrets_${'y'.repeat(70)}`, 'deny', 'relation_not_allowed'],
     ['analyst', 'SELECT id FROM sales."Orders"', 'allow'],
-    ['analyst', 'SELECT id FROM sales.orders', 'deny', 'unknown_relation'],
+    // sales.* is the analyst's: a missing relation there is PostgreSQL's 42P01.
+    ['analyst', 'SELECT id FROM sales.orders', 'deny', 'undefined_relation'],
     ['analyst', 'SELECT * FROM pg_class', 'deny', 'catalog_denied'],
     ['analyst', 'SELECT * FROM public.pg_class', 'deny', 'relation_not_allowed'],
   ],
@@ -660,8 +662,14 @@ describe('policy cases', () => {
         else expect(d.reason).toBe(tag);
       }
       if (!d.allow) {
-        expect(d.message).toMatch(/^permission denied by pgwarden: /);
-        expect(['42501', '0A000']).toContain(d.sqlstate);
+        // pgwarden's own refusals say so; text PostgreSQL's grammar rejects (42601) and a missing relation the role's
+        // relations cover (42P01) get PostgreSQL's own message instead (docs/errors.md).
+        if (d.sqlstate === '42601') expect(d.reason).toBe('parse_error');
+        else if (d.sqlstate === '42P01') expect(d.message).toMatch(/^relation ".+" does not exist$/);
+        else {
+          expect(d.message).toMatch(/^permission denied by pgwarden: /);
+          expect(['42501', '0A000']).toContain(d.sqlstate);
+        }
       }
     }
   });
@@ -670,12 +678,13 @@ describe('policy cases', () => {
 describe('decision details', () => {
   const s = () => sessionFor(ROLES.analyst, ['p'], ['c']);
 
-  it('a Parse message holding more than one statement is denied (0A000)', () => {
+  it('a Parse message holding more than one statement is denied as PostgreSQL denies it (42601)', () => {
     const d = evaluate('SELECT 1; SELECT 2', 'parse', s(), CATALOG);
     expect(d.allow).toBe(false);
     if (!d.allow) {
       expect(d.reason).toBe('multiple_statements_in_parse');
-      expect(d.sqlstate).toBe('0A000');
+      expect(d.sqlstate).toBe('42601');
+      expect(d.message).toBe('cannot insert multiple commands into a prepared statement');
     }
     expect(evaluate('SELECT 1', 'parse', s(), CATALOG).allow).toBe(true);
   });
