@@ -5,6 +5,7 @@ import path from 'node:path';
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
 import type { ChannelPattern, CompiledPolicy, DdlKind, MaintenanceKind, Millis, RelationPattern, RoleBudget, RolePolicy, WriteKind } from './types.ts';
 import { editDistance, quoteIdent } from '../lib/ident.ts';
+import { DENIED_SYSTEM_RELATIONS } from './introspection.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The file format (kept in step with policy/schema.json by test/unit/policy/load.test.ts)
@@ -399,6 +400,29 @@ function checkRelationItem(s: string, opts: { allowWildcard?: boolean; what?: st
   return r.ok ? undefined : r.message;
 }
 
+/**
+ * A system relation in `relations:` takes effect only where the catalog rules let it (docs/policy.md, "System
+ * catalogs in relations"): it adds to the introspection relations of a `catalog: introspection` role, and never opens
+ * what pgwarden refuses every role. An entry that would do nothing is an error naming the key that decides instead.
+ */
+function checkSystemRelationItem(s: string, catalog: unknown): string | undefined {
+  const r = parseRelationPattern(s);
+  if (!r.ok) return undefined;
+  const { schema, name } = r.pattern;
+  if (schema.startsWith('pg_toast')) {
+    return `names ${schema}, which holds the stored values of every table's long columns: pgwarden lets no role read it; remove the entry`;
+  }
+  if (schema !== 'pg_catalog' && schema !== 'information_schema') return undefined;
+  const never = name === '*' ? undefined : DENIED_SYSTEM_RELATIONS.get(`${schema}.${name}`);
+  if (never !== undefined) {
+    return `names ${schema}.${name}, which holds ${never}: pgwarden lets no role read it, so the entry would have no effect; remove it`;
+  }
+  if (catalog !== 'introspection') {
+    return `names a system catalog relation, which a role reads only with catalog: introspection (the entry then adds ${schema}.${name} to the introspection relations); set catalog: introspection on the role or remove the entry`;
+  }
+  return undefined;
+}
+
 function patternCovers(patterns: readonly RelationPattern[], schema: string, name: string): boolean {
   return patterns.some((p) => p.schema === schema && (p.name === '*' || p.name === name));
 }
@@ -426,7 +450,7 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
   if ('readOnly' in raw && typeof raw.readOnly !== 'boolean') val.add(at('readOnly'), `must be true or false (got ${describe(raw.readOnly)})`);
   const readOnly = raw.readOnly !== false;
 
-  if ('relations' in raw) val.stringList(raw.relations, at('relations'), (s) => checkRelationItem(s));
+  if ('relations' in raw) val.stringList(raw.relations, at('relations'), (s) => checkRelationItem(s) ?? checkSystemRelationItem(s, raw.catalog));
 
   if ('write' in raw) {
     const w = raw.write;
