@@ -73,6 +73,10 @@ export const CATALOG_QUERIES = {
     left join pg_catalog.pg_namespace ern on ern.oid = er.relnamespace
     where n.nspname !~ '^pg_(toast|temp_)'`,
 
+  // The server's own keyword categories: a word pgwarden's grammar (libpg-query, PostgreSQL 18) reserves more strictly
+  // than an older server does makes text the server accepts fail to parse in pgwarden (evaluate.ts syntaxDenial).
+  keywords: `select word, catcode::text as catcode from pg_catalog.pg_get_keywords()`,
+
   currentUser: `
     select r.rolname as name, r.rolsuper as super, r.rolbypassrls as bypassrls
     from pg_catalog.pg_roles r where r.rolname = current_user`,
@@ -173,6 +177,7 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
   const fns = await query(CATALOG_QUERIES.functions);
   const ops = await query(CATALOG_QUERIES.operators);
   const typeRows = await query(CATALOG_QUERIES.types);
+  const keywordRows = await query(CATALOG_QUERIES.keywords);
 
   const database = String(db.rows[0]?.database ?? '');
   if (database === '') throw new Error('loadCatalog: current_database() returned nothing');
@@ -250,6 +255,7 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
     functions: frozenMap([...functions].map(([k, v]) => [k, Object.freeze(v) as CatalogFunction[]] as const)),
     userOperators: frozenSet(userOperators),
     userOperatorFunctions: frozenMap([...operatorFunctions].map(([k, v]) => [k, Object.freeze([...v]) as string[]] as const)),
+    keywords: frozenMap(keywordRows.rows.map((k) => [String(k.word), String(k.catcode)] as const)),
   });
 }
 

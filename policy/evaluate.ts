@@ -1,6 +1,6 @@
 // SQL text + session + catalog → Decision: the pure, synchronous statement policy (fail closed; never throws).
 import type { CatalogRelation, CatalogSnapshot, DdlKind, Decision, Effect, RelationPattern, RolePolicy, SessionView, StatementSummary } from './types.ts';
-import { parseStatements, type RawStmt } from './parser.ts';
+import { parseStatements, scanTokens, type RawStmt } from './parser.ts';
 import { cappable, cappedLimit, rewriteForCap, spliceLimit } from './rowcap.ts';
 import { analyzeStatement, type Analysis, type AnyNode } from './analyze.ts';
 import { judgeFunction } from './functions.ts';
@@ -8,6 +8,7 @@ import { DEFAULT_HOLD_CURSORS, relationKey } from './load.ts';
 import { quoteIdent } from '../lib/ident.ts';
 import { judgeSettingRead, judgeVariableSet, judgeTransactionOptions } from './settings.ts';
 import { DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, INTROSPECTION_RELATIONS, SYSTEM_DENIED_COLUMNS, isSystemRelation } from './introspection.ts';
+import { isIdentCont, isIdentStart } from './literals.ts';
 import { SqlState } from '../lib/sqlstate.ts';
 import { channelAllowed, placeObject, utilityQueries, UTILITY_KINDS, type NamedNeed } from './ddl.ts';
 
@@ -1034,7 +1035,7 @@ function withEffects(view: SessionView, effects: readonly Effect[]): SessionView
 function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, allowRewrite: boolean): EvaluationFacts {
   const role = session.role;
   const parsed = parseStatements(sql);
-  if (!parsed.ok && parsed.syntax !== undefined) return syntaxDenial(role, parsed.syntax);
+  if (!parsed.ok && parsed.syntax !== undefined) return syntaxDenial(role, sql, parsed.syntax, catalog);
   if (!parsed.ok) {
     const sqlstate = parsed.reason === 'statement_too_large' || parsed.reason === 'statement_too_complex' ? SqlState.FeatureNotSupported : SqlState.InsufficientPrivilege;
     const what = parsed.reason === 'parse_error' ? 'could not be parsed' : parsed.reason === 'invalid_input' ? 'is not valid statement text' : parsed.reason === 'statement_too_large' ? 'is too large' : parsed.reason === 'statement_too_complex' ? 'is too deeply nested' : 'could not be parsed';
@@ -1160,19 +1161,54 @@ export function characterPosition(sql: string, byteOffset: number): number | und
  * shared across texts that differ only in literals). Texts libpg-query's grammar (PostgreSQL 18) rejects and an
  * older server would accept get the same answer: see docs/errors.md, "Syntax errors".
  */
-function syntaxDenial(role: RolePolicy, syntax: { message: string; position: number | undefined }): EvaluationFacts {
-  const deny: Deny = {
-    allow: false,
-    ruleId: 'builtin.parser',
-    sqlstate: SqlState.SyntaxError,
-    message: syntax.message,
-    detail: undefined,
-    hint: undefined,
-    reason: 'parse_error',
-    statements: [],
-  };
+function syntaxDenial(role: RolePolicy, sql: string, syntax: { message: string; position: number | undefined }, catalog: CatalogSnapshot): EvaluationFacts {
+  const newer = newerKeyword(sql, syntax.position, catalog);
+  const deny: Deny = newer === undefined
+    ? { allow: false, ruleId: 'builtin.parser', sqlstate: SqlState.SyntaxError, message: syntax.message, detail: undefined, hint: undefined, reason: 'parse_error', statements: [] }
+    : {
+        allow: false,
+        ruleId: 'builtin.parser',
+        sqlstate: SqlState.FeatureNotSupported,
+        message: `pgwarden cannot parse this statement: ${syntax.message}`,
+        detail: `${newer.word.toUpperCase()} is ${KEYWORD_CATEGORY[newer.ours]} keyword in the grammar pgwarden parses with (PostgreSQL 18) but ${newer.theirs === undefined ? 'not a keyword' : `${KEYWORD_CATEGORY[newer.theirs]} keyword`} on the database server, which may accept this text (rule: builtin.parser)`,
+        hint: `write it as a quoted identifier ("${newer.word}"), which both grammars read alike`,
+        reason: 'parse_error',
+        statements: [],
+      };
   if (syntax.position !== undefined) deny.position = syntax.position;
   return shadowed(role, deny, true, false);
+}
+
+const KEYWORD_CATEGORY: Record<string, string> = { U: 'an unreserved', C: 'a column-name', T: 'a type- or function-name', R: 'a reserved' };
+/** How many places a keyword of a category cannot stand as an identifier: none < U < C, T < R. */
+const KEYWORD_RANK: Record<string, number> = { U: 1, C: 2, T: 2, R: 3 };
+/** libpg-query's ScanToken.keywordKind → pg_get_keywords' catcode. */
+const KEYWORD_KIND = ['', 'U', 'C', 'T', 'R'];
+
+/**
+ * The word a syntax error points at when pgwarden's grammar reserves it more than the upstream server does (a keyword
+ * added or promoted after the server's release, e.g. SYSTEM_USER, reserved since PostgreSQL 16), or undefined. Such a
+ * syntax error is likely pgwarden's alone: the text is still refused, as 0A000 (a statement pgwarden does not support)
+ * rather than a 42601 the server would not have sent. Only the word at the error counts: a newer keyword elsewhere
+ * (`::json`) says nothing about this error. Unknown without the server's keyword list (then 42601).
+ */
+function newerKeyword(sql: string, position: number | undefined, catalog: CatalogSnapshot): { word: string; ours: string; theirs: string | undefined } | undefined {
+  const theirsByWord = catalog.keywords;
+  if (theirsByWord === undefined || theirsByWord.size === 0 || position === undefined) return undefined;
+  // The word is read from the text at the error (scanning a whole text of up to 1 MiB on every syntax error would cost
+  // seconds); only that word goes through the scanner, for its keyword category in pgwarden's grammar.
+  let i = 0;
+  for (let chars = 1; chars < position && i < sql.length; chars++) i += (sql.codePointAt(i) ?? 0) > 0xffff ? 2 : 1;
+  if (i >= sql.length || !isIdentStart(sql.charCodeAt(i))) return undefined;
+  let j = i + 1;
+  while (j < sql.length && isIdentCont(sql.charCodeAt(j))) j++;
+  if (j - i > 64) return undefined;
+  const word = sql.slice(i, j).toLowerCase();
+  const ours = KEYWORD_KIND[scanTokens(word)?.[0]?.keywordKind ?? 0] ?? '';
+  if (ours === '') return undefined;
+  const theirs = theirsByWord.get(word);
+  const more = (KEYWORD_RANK[ours] ?? 0) > (theirs === undefined ? 0 : (KEYWORD_RANK[theirs] ?? 0)) || (theirs !== undefined && theirs !== ours && KEYWORD_RANK[ours] === KEYWORD_RANK[theirs]);
+  return more ? { word, ours, theirs } : undefined;
 }
 
 export function shadowed(role: RolePolicy, deny: Deny, literalSensitive: boolean, sessionDependent: boolean): EvaluationFacts {

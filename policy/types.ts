@@ -149,6 +149,11 @@ export interface CatalogSnapshot {
   /** Types by `schema.name` and by OID; a statement naming a type that is not here is denied. */
   types?: ReadonlyMap<string, CatalogType>;
   typesByOid?: ReadonlyMap<number, CatalogType>;
+  /**
+   * Optional: the upstream server's keywords (pg_get_keywords: word → catcode U, C, T or R), to tell a syntax error
+   * of pgwarden's newer grammar from one the server would make too (evaluate.ts syntaxDenial).
+   */
+  keywords?: ReadonlyMap<string, string>;
   /** Optional: operator key `schema.name` → the `schema.function`s implementing its overloads (from pg_operator.oprcode). */
   userOperatorFunctions?: ReadonlyMap<string, readonly string[]>;
 }

@@ -1,7 +1,7 @@
 // Refusals carry the SQLSTATE, message and position PostgreSQL itself sends: syntax errors, several statements in a Parse, unknown relations.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { canaryCount, pgError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { canaryCount, pgError, startTestProxy, superClient, testPg, type TestProxy } from '../helpers/proxy.ts';
 
 const POLICY = `roles:
   scoped:
@@ -124,6 +124,33 @@ describe('syntax errors reach the client as PostgreSQL sends them', () => {
     const want = await failure(direct, text, 'simple');
     const got = await failure(proxied, text, 'simple');
     expect({ code: got.code, message: got.message, position: got.position }).toEqual({ code: want.code, message: want.message, position: want.position });
+  });
+});
+
+describe('text pgwarden\'s grammar (PostgreSQL 18) rejects and an older server accepts', () => {
+  // SYSTEM_USER became a reserved keyword in PostgreSQL 16: on 15 it is an ordinary name, here a table alias.
+  const text = 'SELECT id FROM orders system_user WHERE system_user.id = 1';
+
+  it('is still refused; on an older server as 0A000 naming the keyword, on a server that agrees as its own 42601', async () => {
+    const got = await failure(proxied, text, 'simple');
+    if (testPg().version < 16) {
+      expect((await direct.query(text)).rows).toHaveLength(1);
+      expect(got).toMatchObject({ code: '0A000', message: 'pgwarden cannot parse this statement: syntax error at or near "system_user"', position: '23' });
+      expect(got.detail).toMatch(/SYSTEM_USER is a reserved keyword in the grammar pgwarden parses with \(PostgreSQL 18\) but not a keyword on the database server/);
+      expect(got.hint).toBe('write it as a quoted identifier ("system_user"), which both grammars read alike');
+      // Quoted, both grammars agree and the statement runs.
+      expect((await proxied.query('SELECT id FROM orders "system_user" WHERE "system_user".id = 1')).rows).toHaveLength(1);
+    } else {
+      const want = await failure(direct, text, 'simple');
+      expect({ code: got.code, message: got.message, position: got.position }).toEqual({ code: want.code, message: want.message, position: want.position });
+    }
+  });
+
+  it('an ordinary syntax error next to a newer keyword is still 42601', async () => {
+    const other = "SELECT '{}'::json FORM orders x";
+    const want = await failure(direct, other, 'simple');
+    const got = await failure(proxied, other, 'simple');
+    expect({ code: got.code, message: got.message, position: got.position }).toEqual({ code: '42601', message: want.message, position: want.position });
   });
 });
 
