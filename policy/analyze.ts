@@ -30,6 +30,8 @@ export interface RelationUse {
    * (in the first schema on its path the role may not use), so the refusal is the one an existing relation gets.
    */
   absent?: boolean;
+  /** Named as a type (`NULL::secrets`, a row type): refused as a type the role may not use, whether the relation exists or not. */
+  viaType?: boolean;
 }
 
 export interface ColumnUse {
@@ -436,7 +438,7 @@ class Analyzer {
   // ---------------------------------------------------------------- relations
 
   /** Resolves a RangeVar to a catalog relation (or reports why it cannot be). */
-  private relation(rv: AnyNode, access: 'read' | 'write', writeKind?: WriteKind): RelationUse | undefined {
+  private relation(rv: AnyNode, access: 'read' | 'write', writeKind?: WriteKind, asType?: { written: string[] }): RelationUse | undefined {
     const relname = typeof rv.relname === 'string' ? rv.relname : '';
     const schemaname = typeof rv.schemaname === 'string' && rv.schemaname !== '' ? rv.schemaname : undefined;
     const catalogname = typeof rv.catalogname === 'string' && rv.catalogname !== '' ? rv.catalogname : undefined;
@@ -481,8 +483,9 @@ class Analyzer {
     const seenKey = `${access}:${writeKind ?? ''}:${key}`;
     const seen = this.seenRel.get(seenKey);
     if (seen !== undefined) return seen;
-    const use: RelationUse = { schema, name: relname, key, access, writeKind, relation: absent ? undefined : this.catalog.relations.get(key), written: schemaname !== undefined ? [schemaname, relname] : [relname] };
+    const use: RelationUse = { schema, name: relname, key, access, writeKind, relation: absent ? undefined : this.catalog.relations.get(key), written: asType?.written ?? (schemaname !== undefined ? [schemaname, relname] : [relname]) };
     if (absent) use.absent = true;
+    if (asType !== undefined) use.viaType = true;
     this.seenRel.set(seenKey, use);
     this.out.relations.push(use);
     return use;
@@ -840,13 +843,24 @@ class Analyzer {
       }
       found = types.get(`${names[names.length - 2]}.${last}`);
     }
+    // A row type names its relation: written as in the statement, so that the refusal of `NULL::secrets` and of
+    // `NULL::missing` read alike (docs/errors.md, "Unknown and forbidden relations").
+    const written = names.slice(-2);
     if (found === undefined) {
-      this.problem('unknown_type', display, `type ${display} was not found in pgwarden's catalog snapshot (search_path: ${this.relPath.join(', ')})`);
+      const schemaname = names.length > 1 ? names[names.length - 2] : undefined;
+      const candidates = schemaname !== undefined ? [schemaname] : this.relPath;
+      if (candidates.every((s) => this.inScope(s, last))) {
+        this.problem('unknown_type', display, `type ${display} was not found in pgwarden's catalog snapshot (search_path: ${this.relPath.join(', ')})`);
+      } else {
+        // It may be the row type of a relation outside the role's relations: refused as that, existing or not.
+        const use = this.relation({ schemaname, relname: last }, 'read', undefined, { written });
+        if (use !== undefined) this.useColumn(use.key, '*', 'whole_row');
+      }
       return undefined;
     }
     if (found.relation !== undefined) {
       const dot = found.relation.indexOf('.');
-      const use = this.relation({ schemaname: found.relation.slice(0, dot), relname: found.relation.slice(dot + 1) }, 'read');
+      const use = this.relation({ schemaname: found.relation.slice(0, dot), relname: found.relation.slice(dot + 1) }, 'read', undefined, { written });
       if (use !== undefined) this.useColumn(use.key, '*', 'whole_row');
     }
     return found;

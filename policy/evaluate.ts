@@ -286,8 +286,12 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         reason: 'relation_not_allowed',
         ruleId: `${r}.relations`,
         sqlstate: SqlState.InsufficientPrivilege,
-        what: `reads relation ${writtenRel(rel)}, which role "${role.name}" may not read`,
-        detail: `${writtenRel(rel)} is not in ${r}.relations (rule: ${r}.relations)`,
+        what: rel.viaType === true
+          ? `uses type ${writtenRel(rel)}, which role "${role.name}" may not use (a relation's row type reads the relation)`
+          : `reads relation ${writtenRel(rel)}, which role "${role.name}" may not read`,
+        detail: rel.viaType === true
+          ? `${writtenRel(rel)} is not among the catalog's types, or is the row type of a relation outside ${r}.relations (rule: ${r}.relations)`
+          : `${writtenRel(rel)} is not in ${r}.relations (rule: ${r}.relations)`,
         hint: `${listHint('allowed relations', role.relations.map(patternText))}; otherwise request a token whose role includes ${writtenRel(rel)}`,
         operatorHint: `add ${displayRel(rel.key)} to ${r}.relations`,
       };

@@ -208,6 +208,9 @@ describe('unknown and forbidden relations (docs/policy.md, "Unknown and forbidde
         ['SELECT * FROM nope_in_scope, secrets', 'SELECT * FROM nope_in_scope, nosucht', 'secrets', 'nosucht'],
         ['SELECT * FROM orders WHERE id IN (SELECT id FROM secrets)', 'SELECT * FROM orders WHERE id IN (SELECT id FROM nosucht)', 'secrets', 'nosucht'],
         ['SELECT * FROM canary', 'SELECT * FROM canarx', 'canary', 'canarx'],
+        // A row type names its relation.
+        ['SELECT NULL::secrets', 'SELECT NULL::nosucht', 'secrets', 'nosucht'],
+        ["SELECT (json_populate_record(NULL::public.secrets, '{}')).*", "SELECT (json_populate_record(NULL::public.nosucht, '{}')).*", 'secrets', 'nosucht'],
       ];
       for (const [exists, missing, a, b] of pairs) {
         const x = await failure(proxied, exists, protocol);

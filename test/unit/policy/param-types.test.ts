@@ -23,14 +23,26 @@ describe('type names in SQL', () => {
     ['SELECT NULL::_secrets', 'relation'],
     // A row type of an allowed relation with a denied column reads that column.
     ['SELECT (NULL::customers).*', 'column'],
-    // A name that is no type at all is denied, not passed on for Postgres to resolve.
-    ['SELECT NULL::no_such_type', 'type'],
+    // A name that is no type at all is denied, not passed on for Postgres to resolve: outside the role's relations as
+    // the row type of a relation it may not read (it could be one: docs/errors.md), inside them as an unknown type.
+    ['SELECT NULL::no_such_type', 'relation'],
+    ['SELECT NULL::sales.no_such_type', 'type'],
     ['SELECT CAST(1 AS other_db.public.int4)', 'database'],
   ])('%s is denied', (sql, why) => {
     const d = decide(sql);
     expect(d.allow, sql).toBe(false);
     if (!d.allow && why === 'type') expect(d.reason).toBe('type_denied');
     if (!d.allow && why === 'column') expect(d.reason).toBe('column_denied');
+    if (!d.allow && why === 'relation') expect(d.reason).toBe('relation_not_allowed');
+  });
+
+  it('the row type of an existing forbidden relation and a missing name are refused with the same words', () => {
+    const text = (sql: string) => {
+      const d = decide(sql);
+      return d.allow ? 'allowed' : JSON.stringify([d.sqlstate, d.message, d.detail, d.hint]);
+    };
+    expect(text('SELECT NULL::secrets')).toBe(text('SELECT NULL::nosucht').split('nosucht').join('secrets'));
+    expect(text('SELECT (NULL::public.secrets).*')).toBe(text('SELECT (NULL::public.nosucht).*').split('nosucht').join('secrets'));
   });
 
   it.each([
@@ -67,6 +79,12 @@ describe('parameter type OIDs of a Parse message', () => {
 
   it('a row type parameter counts as reading the relation in full', () => {
     expect(judgeParameterTypes([rowtypeOid('secrets')], analyst(), CATALOG)?.allow).toBe(false);
+    // Refused as an unknown OID is, never naming the relation behind it (an OID probe would learn relation names).
+    const forbidden = judgeParameterTypes([rowtypeOid('secrets')], analyst(), CATALOG);
+    const unknown = judgeParameterTypes([123456789], analyst(), CATALOG);
+    const words = (d: typeof forbidden) => (d === undefined || d.allow ? 'allowed' : JSON.stringify([d.sqlstate, d.message, d.detail, d.hint]).replace(/OID \d+/g, 'OID n'));
+    expect(words(forbidden)).toBe(words(unknown));
+    expect(words(forbidden)).not.toContain('secrets');
     expect(judgeParameterTypes([rowtypeOid('customers')], analyst(), CATALOG)?.allow).toBe(false); // ssn is denied
     expect(judgeParameterTypes([rowtypeOid('orders')], analyst(), CATALOG)).toBeUndefined();
   });
