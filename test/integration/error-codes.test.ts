@@ -105,6 +105,24 @@ describe('syntax errors reach the client as PostgreSQL sends them', () => {
     });
   }
 
+  it('text only the server rejects (its grammar is older than pgwarden\'s) gets the server\'s own error and position', async () => {
+    // Non-decimal and underscored integers are PostgreSQL 16 syntax: 15's scanner calls them trailing junk.
+    for (const text of ["SELECT 'ä', 0x1F AS n FROM orders LIMIT 1", "SELECT 'ä', 1_000 AS n FROM orders LIMIT 1"]) {
+      let want: Seen | undefined;
+      try {
+        await direct.query(text);
+      } catch (e) {
+        want = e as Seen;
+      }
+      if (want === undefined) {
+        expect((await proxied.query(text)).rows, text).toHaveLength(1);
+        continue;
+      }
+      const got = await failure(proxied, text, 'simple');
+      expect({ code: got.code, message: got.message, position: got.position }, text).toEqual({ code: want.code, message: want.message, position: want.position });
+    }
+  });
+
   it('a position at the very first character (libpg-query reports it as 0, like "no position") is 1', async () => {
     const got = await failure(proxied, 'FORM orders', 'simple');
     expect(got).toMatchObject({ code: '42601', message: 'syntax error at or near "FORM"', position: '1' });
