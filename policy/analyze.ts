@@ -844,7 +844,7 @@ class Analyzer {
       found = types.get(`${names[names.length - 2]}.${last}`);
     }
     // A row type names its relation: written as in the statement, so that the refusal of `NULL::secrets` and of
-    // `NULL::missing` read alike (docs/errors.md, "Unknown and forbidden relations").
+    // `NULL::missing` read alike (docs/policy.md, "Unknown and forbidden relations").
     const written = names.slice(-2);
     if (found === undefined) {
       const schemaname = names.length > 1 ? names[names.length - 2] : undefined;

@@ -1163,7 +1163,7 @@ export function characterPosition(sql: string, byteOffset: number): number | und
  * 42601, the parser's own message, its position, no detail or hint — so drivers raise a syntax error and point at
  * the token. The position moves with the length of literals before it, so the decision is literal-sensitive (never
  * shared across texts that differ only in literals). Texts libpg-query's grammar (PostgreSQL 18) rejects and an
- * older server would accept get the same answer: see docs/errors.md, "Syntax errors".
+ * older server would accept get the same answer: see docs/policy.md, "Syntax errors".
  */
 function syntaxDenial(role: RolePolicy, sql: string, syntax: { message: string; position: number | undefined }, catalog: CatalogSnapshot): EvaluationFacts {
   const newer = newerKeyword(sql, syntax.position, catalog);

@@ -663,7 +663,7 @@ describe('policy cases', () => {
       }
       if (!d.allow) {
         // pgwarden's own refusals say so; text PostgreSQL's grammar rejects (42601) and a missing relation the role's
-        // relations cover (42P01) get PostgreSQL's own message instead (docs/errors.md).
+        // relations cover (42P01) get PostgreSQL's own message instead (docs/policy.md, "Refusals as PostgreSQL makes them").
         if (d.sqlstate === '42601') expect(d.reason).toBe('parse_error');
         else if (d.sqlstate === '42P01') expect(d.message).toMatch(/^relation ".+" does not exist$/);
         else {

@@ -24,7 +24,7 @@ describe('type names in SQL', () => {
     // A row type of an allowed relation with a denied column reads that column.
     ['SELECT (NULL::customers).*', 'column'],
     // A name that is no type at all is denied, not passed on for Postgres to resolve: outside the role's relations as
-    // the row type of a relation it may not read (it could be one: docs/errors.md), inside them as an unknown type.
+    // the row type of a relation it may not read (it could be one: docs/policy.md), inside them as an unknown type.
     ['SELECT NULL::no_such_type', 'relation'],
     ['SELECT NULL::sales.no_such_type', 'type'],
     ['SELECT CAST(1 AS other_db.public.int4)', 'database'],
