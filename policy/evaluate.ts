@@ -1039,13 +1039,15 @@ function withEffects(view: SessionView, effects: readonly Effect[]): SessionView
 function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, allowRewrite: boolean): EvaluationFacts {
   const role = session.role;
   const parsed = parseStatements(sql);
-  if (!parsed.ok && parsed.syntax !== undefined) return syntaxDenial(role, sql, parsed.syntax, catalog);
+  // Shadow mode's refusal of an unparsed text naming a pinned setting (below) is pgwarden's own, not a syntax error.
+  const pinnedInShadow = role.mode === 'shadow' && PINNED_MENTION.test(sql);
+  if (!parsed.ok && parsed.syntax !== undefined && !pinnedInShadow) return syntaxDenial(role, sql, parsed.syntax, catalog);
   if (!parsed.ok) {
     const sqlstate = parsed.reason === 'statement_too_large' || parsed.reason === 'statement_too_complex' ? SqlState.FeatureNotSupported : SqlState.InsufficientPrivilege;
     const what = parsed.reason === 'parse_error' ? 'could not be parsed' : parsed.reason === 'invalid_input' ? 'is not valid statement text' : parsed.reason === 'statement_too_large' ? 'is too large' : parsed.reason === 'statement_too_complex' ? 'is too deeply nested' : 'could not be parsed';
     // Shadow mode lets an unparsed text through, unseen: not one that names a setting pgwarden itself depends on
     // (its SET could not be rewritten or refused), in case the server's grammar reads what this parser could not.
-    const reason = role.mode === 'shadow' && PINNED_MENTION.test(sql) ? 'setting_pinned' : parsed.reason;
+    const reason = pinnedInShadow ? 'setting_pinned' : parsed.reason;
     return shadowed(role, toDeny(undefined, { reason, ruleId: 'builtin.parser', sqlstate, what, detail: `${parsed.message} (rule: builtin.parser)`, hint: parsed.reason === 'parse_error' ? 'check the SQL syntax' : undefined }, []), false, false);
   }
   const stmts = parsed.stmts;
