@@ -469,7 +469,9 @@ class Analyzer {
       // Unknown and forbidden relations (docs/policy.md, "Unknown and forbidden relations"): a name the role's
       // relations cover on every schema it could resolve to does not exist (42P01, as PostgreSQL says it); any other
       // name is refused as the forbidden relation it may be, so that whether it exists never shows.
-      const candidates = schemaname !== undefined ? [schemaname] : this.relPath;
+      // A role that may make temporary objects may have one of this name, which PostgreSQL would find first
+      // (pg_temp is searched before the path) and the snapshot never holds: such a name is never known missing.
+      const candidates = schemaname !== undefined ? [schemaname] : this.role.ddl?.temporary === true ? ['pg_temp', ...this.relPath] : this.relPath;
       const outside = candidates.find((s) => !this.inScope(s, relname));
       if (outside === undefined) {
         const where = schemaname !== undefined ? '' : ` on the search path (${this.relPath.join(', ')})`;

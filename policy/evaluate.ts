@@ -256,7 +256,8 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
   }
   for (const rel of a.relations) {
     if (rel.access !== 'read') continue;
-    if (isSystemRelation(rel.schema)) {
+    // A missing name outside the role's relations (absent) is refused as a relation, whatever schema it was placed in.
+    if (isSystemRelation(rel.schema) && rel.absent !== true) {
       const why = DENIED_SYSTEM_RELATIONS.get(rel.key);
       if (why !== undefined) {
         return { reason: 'catalog_denied', ruleId: 'builtin.catalog', sqlstate: SqlState.InsufficientPrivilege, what: `reads ${displayRel(rel.key)}, which pgwarden never allows`, detail: `${displayRel(rel.key)} holds ${why} (rule: builtin.catalog)`, hint: undefined };

@@ -7,6 +7,11 @@ const POLICY = `roles:
   scoped:
     readOnly: true
     relations: [public.orders, public.customers, public.ephemeral, public.nope_in_scope, archive.*]
+  temper:
+    readOnly: false
+    relations: [public.orders, public.nope_in_scope]
+    write: { statements: [insert], relations: [public.canary] }
+    ddl: { kinds: [create_table], schemas: [], temporary: true }
   writer:
     readOnly: false
     relations: [public.orders]
@@ -263,6 +268,28 @@ describe('unknown and forbidden relations (docs/policy.md, "Unknown and forbidde
       expect(await canaryCount()).toBe(before);
     } finally {
       await w.end();
+    }
+  });
+
+  it('a role that may make temporary tables: an unqualified missing name could be one, so it is refused like a forbidden one', async () => {
+    const t = new pg.Client(tp.pgConfig(await tp.token({ role: 'temper' })));
+    t.on('error', () => {});
+    await t.connect();
+    try {
+      await t.query('CREATE TEMP TABLE tmpx (id int)');
+      // The temp table exists, but pgwarden cannot see it: it must not say "does not exist".
+      const temp = await failure(t, 'SELECT * FROM tmpx', 'simple');
+      const missing = await failure(t, 'SELECT * FROM tmpy', 'simple');
+      const forbidden = await failure(t, 'SELECT * FROM secrets', 'simple');
+      expect(temp.code).toBe('42501');
+      expect(without(temp, 'tmpx')).toBe(without(missing, 'tmpy'));
+      expect(without(forbidden, 'secrets')).toBe(without(missing, 'tmpy'));
+      // Qualified, the schema is known: PostgreSQL's 42P01.
+      const want = await failure(direct, 'SELECT * FROM public.nope_in_scope', 'simple');
+      const got = await failure(t, 'SELECT * FROM public.nope_in_scope', 'simple');
+      expect({ code: got.code, message: got.message, position: got.position }).toEqual({ code: want.code, message: want.message, position: want.position });
+    } finally {
+      await t.end();
     }
   });
 

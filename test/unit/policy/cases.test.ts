@@ -341,9 +341,9 @@ const families: Record<string, Case[]> = {
     ['analyst', 'SELECT id FROM orders LIMIT (SELECT count(*) FROM secrets)', 'deny', 'relation_not_allowed'],
     ['analyst', 'VALUES ((SELECT value FROM secrets))', 'deny', 'relation_not_allowed'],
     ['analyst', 'SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM secrets)) FROM orders', 'deny', 'relation_not_allowed'],
-    // A name outside the role's relations is refused alike whether it exists or not; pg_temp is a system schema.
+    // A name outside the role's relations is refused alike whether it exists or not (temporary relations too).
     ['analyst', 'SELECT * FROM nosuchtable', 'deny', 'relation_not_allowed'],
-    ['analyst', 'SELECT * FROM pg_temp.x', 'deny', 'catalog_denied'],
+    ['analyst', 'SELECT * FROM pg_temp.x', 'deny', 'relation_not_allowed'],
   ],
   // CTE names are scoped: a CTE only hides a relation where it is visible.
   'CTE shadowing': [
