@@ -466,16 +466,21 @@ class Analyzer {
     const written = schemaname !== undefined ? `${schemaname}.${relname}` : relname;
     let absent = false;
     if (schema === undefined) {
-      // Unknown and forbidden relations (docs/policy.md, "Unknown and forbidden relations"): a name the role's
-      // relations cover on every schema it could resolve to does not exist (42P01, as PostgreSQL says it); any other
-      // name is refused as the forbidden relation it may be, so that whether it exists never shows.
-      // A role that may make temporary objects may have one of this name, which PostgreSQL would find first
-      // (pg_temp is searched before the path) and the snapshot never holds: such a name is never known missing.
+      // Unknown and forbidden relations (docs/policy.md, "Unknown and forbidden relations"). Where PostgreSQL could
+      // resolve the name (the schema written, else pg_temp for a role that may make temporary objects, which is
+      // searched first, then the path): if one of those lies outside the role's relations (and is not a schema it
+      // may change), the name is analysed as the forbidden relation it may be, so whether it exists never shows;
+      // else, if one is a schema the role may change (ddl.schemas, pg_temp), the role may have just made it and the
+      // snapshot cannot know: refused as unresolved; else it does not exist: PostgreSQL's 42P01.
       const candidates = schemaname !== undefined ? [schemaname] : this.role.ddl?.temporary === true ? ['pg_temp', ...this.relPath] : this.relPath;
-      const outside = candidates.find((s) => !this.inScope(s, relname));
+      const outside = candidates.find((s) => !this.inScope(s, relname) && !this.ownSchema(s));
       if (outside === undefined) {
         const where = schemaname !== undefined ? '' : ` on the search path (${this.relPath.join(', ')})`;
-        this.problem('undefined_relation', written, `pgwarden's catalog snapshot holds no table, view, materialized view, partitioned or foreign table ${display}${where}`, typeof rv.location === 'number' ? rv.location : undefined);
+        if (candidates.some((s) => this.ownSchema(s))) {
+          this.problem('unknown_relation', written, `relation ${display} is not in pgwarden's catalog snapshot${where}; objects made since pgwarden read the catalog are known after a reload`);
+        } else {
+          this.problem('undefined_relation', written, `pgwarden's catalog snapshot holds no table, view, materialized view, partitioned or foreign table ${display}${where}`, typeof rv.location === 'number' ? rv.location : undefined);
+        }
         return undefined;
       }
       schema = outside;
@@ -503,6 +508,13 @@ class Analyzer {
       for (const p of list) if (p.schema === schema && (p.name === '*' || p.name === name)) return true;
     }
     return false;
+  }
+
+  /** A schema the role may make objects in (ddl.schemas, or pg_temp with ddl.temporary): the snapshot lags behind it. */
+  private ownSchema(schema: string): boolean {
+    const ddl = this.role.ddl;
+    if (ddl === undefined) return false;
+    return schema === 'pg_temp' ? ddl.temporary : ddl.schemas.includes(schema);
   }
 
   private relationExists(schema: string, name: string): boolean {

@@ -902,8 +902,10 @@ function restatedChecks(kind: string, body: AnyNode, role: RolePolicy, catalog: 
     // Row locks (FOR UPDATE/SHARE) in a view or CTAS body would be taken on relations the role may only read, and
     // SELECT … INTO inside one would create a table nowhere placed.
     if (qa.hasLocking || qa.hasInto) return { reason: 'statement_kind_denied', ruleId: 'builtin.ddl', sqlstate: SqlState.InsufficientPrivilege, what: `has a ${qa.hasInto ? 'SELECT … INTO' : 'FOR UPDATE/SHARE'} in its query`, detail: 'a body or expression may only read (rule: builtin.ddl)', hint: qa.hasInto ? undefined : 'remove the locking clause' };
-    const problems = qa.problems.filter((p) => !(p.code === 'unknown_relation' && ownObject(p.subject, role, catalog)));
-    const facts = { ...qa, problems };
+    // Unresolved names: a problem inside the role's relations (undefined_relation), an absent use outside them.
+    const problems = qa.problems.filter((p) => !((p.code === 'unknown_relation' || p.code === 'undefined_relation') && ownObject(p.subject, role, catalog)));
+    const relations = qa.relations.filter((u) => !(u.absent === true && ownObject((u.written ?? [u.key]).join('.'), role, catalog)));
+    const facts = { ...qa, problems, relations };
     const v = q.named !== undefined ? checkNamed(facts, role, q.named) : checkFacts(facts, role);
     if ('reason' in v) return v;
   }

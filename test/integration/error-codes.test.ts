@@ -67,6 +67,7 @@ const MALFORMED = [
   'SELECT id FROM orders WHERE id = = 1',
   'SELECT (1',
   'SELECT 1 +',
+  'PREPARE p AS CREATE TABLE x (a int)',
   // Characters before the error are counted as characters, not bytes: two-byte, three-byte and four-byte ones.
   "SELECT 'é', 'ü' FORM orders x",
   "SELECT '€€€' AS money FROM orders WHERE",
