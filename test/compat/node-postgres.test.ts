@@ -235,6 +235,13 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
     expect((await pgError(() => c.query(`SELECT * FROM ${s()}.no_such_table`))).code).toBe('42P01');
   });
 
+  check('unknown unqualified table is 42P01', async () => {
+    const c = await connect();
+    const e = (await pgError(() => c.query('SELECT * FROM no_such_table'))) as { code?: string; position?: string };
+    expect(e.code).toBe('42P01');
+    expect(e.position).toBe('15');
+  });
+
   check('metadata queries (information_schema and pg_catalog)', async () => {
     const c = await connect();
     const cols = await c.query(
