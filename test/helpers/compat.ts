@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execFileSync, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER } from '../../proxy/embedded/sample.ts';
 import { startTestProxy, superClient, testPg, type TestProxy } from './proxy.ts';
 
@@ -137,16 +137,6 @@ export async function resetCompatTables(schema: string): Promise<void> {
     await c.query(`TRUNCATE ${schema}.items, ${schema}.copy_t, ${schema}.wide RESTART IDENTITY`);
   } finally {
     await c.end();
-  }
-}
-
-/** Whether an executable is on PATH or at an absolute path. */
-export function hasTool(cmd: string): boolean {
-  try {
-    execFileSync(cmd, ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
   }
 }
 
