@@ -263,6 +263,16 @@ describe('objects land only in ddl.schemas', () => {
     expect((await pgError(() => c.query({ text: `CREATE TABLE ${O}.via_parse (a int)`, values: [] }))).code).toBe('42501');
     expect((await pgError(() => c.query(`CREATE TABLE ${S}.multi_ok (a int); CREATE TABLE ${O}.multi_bad (a int)`))).code).toBe('42501');
     expect((await pgError(() => c.query(`CREATE TABLE ${S}.multi_ok2 (a int); SET search_path = ${O}; CREATE TABLE multi_bad2 (a int)`))).code).toBe('42501');
+    // DDL wrapped in EXPLAIN ANALYZE (which runs it) is not a way around the DDL rules.
+    for (const sql of [
+      `EXPLAIN ANALYZE CREATE TABLE ${O}.via_explain AS SELECT 1 AS a`,
+      `EXPLAIN (ANALYZE) CREATE MATERIALIZED VIEW ${O}.via_explain_mv AS SELECT 1 AS a`,
+      `EXPLAIN ANALYZE SELECT 1 AS a INTO ${O}.via_explain_into`,
+      `EXPLAIN (ANALYZE, FORMAT JSON) CREATE TABLE ${S}.via_explain AS SELECT secret FROM ${S}.people`,
+    ]) {
+      expect((await pgError(() => c.query(sql))).code, sql).toBe('42501');
+    }
+    expect(await relExists(S, 'via_explain')).toBe(false);
     expect(await otherSchemaObjects()).toEqual([]);
     expect(await relExists(S, 'multi_ok')).toBe(false);
     expect(await relExists(S, 'multi_ok2')).toBe(false);
