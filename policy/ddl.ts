@@ -294,7 +294,8 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
       if (sink.bad !== undefined) return fail(sink.bad);
       // Table constraints name the new table's columns, which exist only in the restated scope.
       const own = sink.exprs.filter((x) => !(x.ColumnRef !== undefined && cols.some((c) => c.name === x.ColumnRef.fields?.[0]?.String?.sval && x.ColumnRef.fields.length === 1)));
-      if (own.length > 0) {
+      // Restated even without expressions: each column's type is judged (a domain's CHECK and DEFAULT run on insert).
+      if (own.length > 0 || cols.length > 0) {
         const t = restate(own, { alias: String(body.relation?.relname ?? 'pgwarden new table'), newColumns: cols });
         if (t === undefined) return fail('a column expression could not be restated for analysis');
         sink.queries.push({ text: t });
@@ -339,6 +340,11 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
       if (sink.exprs.length > 0) {
         const t = restate(sink.exprs, { rv: body.relation, newColumns: added });
         if (t === undefined) return fail('an expression of ALTER TABLE could not be restated for analysis');
+        sink.queries.push({ text: t });
+      } else if (added.length > 0) {
+        // The added columns' types alone (a domain's DEFAULT is computed for every existing row, its CHECK run on it).
+        const t = restate([], { newColumns: added });
+        if (t === undefined) return fail('a column type of ALTER TABLE could not be restated for analysis');
         sink.queries.push({ text: t });
       }
       return { ok: true, queries: sink.queries };

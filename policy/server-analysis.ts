@@ -53,7 +53,7 @@ export interface ServerType {
   baseType: number;
   /** Element type of an array (0 when none). */
   elemType: number;
-  /** CHECK constraint expressions of a domain, as trees (pg_constraint.conbin). */
+  /** CHECK constraint expressions of a domain and its DEFAULT expression, as trees (pg_constraint.conbin, pg_type.typdefaultbin). */
   constraints: readonly PgValue[];
   /**
    * Functions the executor reaches through the type itself, never named in a tree: the default btree and hash

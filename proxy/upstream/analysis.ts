@@ -373,7 +373,11 @@ export async function fetchOids(conn: AnalysisConnection, want: OidSets): Promis
   if (want.types.size > 0) {
     parts.push(`select 't', t.oid::pg_catalog.text, n.nspname::pg_catalog.text, t.typname::pg_catalog.text, t.typtype::pg_catalog.text,
       pg_catalog.json_build_array(t.typrelid, t.typbasetype, t.typelem,
-        (select pg_catalog.json_agg(k.conbin::pg_catalog.text) from pg_catalog.pg_constraint k where k.contypid = t.oid and k.contype = 'c'),
+        -- a domain's CHECK expressions and its DEFAULT (computed for a column of the domain that has none of its own)
+        (select pg_catalog.json_agg(d.e) from (
+            select k.conbin::pg_catalog.text as e from pg_catalog.pg_constraint k where k.contypid = t.oid and k.contype = 'c'
+            union all
+            select t.typdefaultbin::pg_catalog.text where t.typtype = 'd' and t.typdefaultbin is not null) d),
         (select pg_catalog.json_agg(x.f) from (
             select pr.amproc::pg_catalog.oid as f
               from pg_catalog.pg_opclass oc join pg_catalog.pg_am am on am.oid = oc.opcmethod

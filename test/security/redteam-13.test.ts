@@ -104,12 +104,21 @@ beforeAll(async () => {
     ALTER TABLE ${S}.parent OWNER TO pgwarden; ALTER TABLE ${O}.child OWNER TO pgwarden;
     ALTER TABLE ${S}.ptab OWNER TO pgwarden; ALTER TABLE ${O}.ptab_1 OWNER TO pgwarden;
   `));
+  // A domain whose DEFAULT, and one whose CHECK, call a function no role may call; each call is recorded.
+  await su((c) => c.query(`
+    DROP TABLE IF EXISTS public.rt13_calls; CREATE TABLE public.rt13_calls (what text); GRANT INSERT ON public.rt13_calls TO pgwarden;
+    DROP DOMAIN IF EXISTS public.rt13_dom_default; DROP DOMAIN IF EXISTS public.rt13_dom_check;
+    CREATE OR REPLACE FUNCTION public.rt13_leak(w text) RETURNS text LANGUAGE sql VOLATILE AS $$ INSERT INTO public.rt13_calls VALUES (w) RETURNING w $$;
+    CREATE DOMAIN public.rt13_dom_default AS text DEFAULT public.rt13_leak('domain default');
+    CREATE DOMAIN public.rt13_dom_check AS text CHECK (public.rt13_leak('domain check') IS NOT NULL);
+  `));
   tp = await startTestProxy({ policy: POLICY });
 });
 afterAll(async () => {
   for (const c of clients) await c.end().catch(() => {});
   await tp?.close();
-  await su((c) => c.query(`DROP SCHEMA IF EXISTS ${S} CASCADE; DROP SCHEMA IF EXISTS ${O} CASCADE`));
+  await su((c) => c.query(`DROP SCHEMA IF EXISTS ${S} CASCADE; DROP SCHEMA IF EXISTS ${O} CASCADE;
+    DROP DOMAIN IF EXISTS public.rt13_dom_default; DROP DOMAIN IF EXISTS public.rt13_dom_check; DROP FUNCTION IF EXISTS public.rt13_leak(text); DROP TABLE IF EXISTS public.rt13_calls`));
 });
 
 describe('deniedColumns cannot be escaped by DDL on the table that holds them', () => {
@@ -173,6 +182,29 @@ describe('deniedColumns cannot be escaped by DDL on the table that holds them', 
     }
     expect(await peopleShape()).toEqual({ table: true, columns: ['id', 'name', 'secret'] });
     expect(await relExists(S, 'leak')).toBe(false);
+  });
+});
+
+describe('column types a role chooses bring their code into the decision', () => {
+  it('a column of a domain whose DEFAULT or CHECK calls a denied function is refused when made, and nothing runs', async () => {
+    const c = await as('builder');
+    await c.query(`CREATE TABLE ${S}.dom_base (id int)`);
+    await c.query(`INSERT INTO ${S}.dom_base VALUES (1)`);
+    for (const sql of [
+      `CREATE TABLE ${S}.dom_t (id int, c public.rt13_dom_default)`,
+      `CREATE TABLE ${S}.dom_t (id int, c public.rt13_dom_check)`,
+      // Adding the column computes the domain's DEFAULT for every existing row, there and then.
+      `ALTER TABLE ${S}.dom_base ADD COLUMN c public.rt13_dom_default`,
+      `ALTER TABLE ${S}.dom_base ADD COLUMN c public.rt13_dom_check`,
+      `ALTER TABLE ${S}.dom_base ADD COLUMN c public.rt13_dom_default[]`,
+    ]) {
+      expect((await pgError(() => c.query(sql))).code, sql).toBe('42501');
+    }
+    expect(await relExists(S, 'dom_t')).toBe(false);
+    expect(await su(async (s) => (await s.query('SELECT what FROM public.rt13_calls')).rows)).toEqual([]);
+    // Plain types are unaffected.
+    await c.query(`ALTER TABLE ${S}.dom_base ADD COLUMN plain text[], ADD COLUMN n numeric(10, 2)`);
+    await c.query(`CREATE TABLE ${S}.dom_ok (id serial, note varchar(20))`);
   });
 });
 
