@@ -11,6 +11,7 @@ import { DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, INTROSPECTION_R
 import { isIdentCont, isIdentStart } from './literals.ts';
 import { SqlState } from '../lib/sqlstate.ts';
 import { channelAllowed, placeObject, utilityQueries, UTILITY_KINDS, type NamedNeed } from './ddl.ts';
+import { rewriteScope } from './scope.ts';
 
 type Deny = Extract<Decision, { allow: false }>;
 type Allow = Extract<Decision, { allow: true }>;
@@ -998,7 +999,24 @@ export function evaluate(sql: string, mode: 'simple' | 'parse', session: Session
 /** evaluate() plus the facts the decision cache needs. */
 export function evaluateWithFacts(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, _policyVersion?: number): EvaluationFacts {
   try {
-    return evaluateInner(sql, mode, session, catalog, true);
+    // pgwarden.scope / pgwarden.session / SHOW pgwarden.<name>: the rewritten text is what is decided and run.
+    const scoped = rewriteScope(sql, session.role, catalog);
+    if (scoped === undefined) return evaluateInner(sql, mode, session, catalog, true);
+    if (!scoped.ok) {
+      return shadowed(session.role, toDeny(undefined, {
+        reason: 'scope_unrewritable',
+        ruleId: 'builtin.scope',
+        sqlstate: SqlState.FeatureNotSupported,
+        what: 'uses pgwarden\'s virtual relations in a form pgwarden cannot rewrite',
+        detail: `${scoped.why} (rule: builtin.scope)`,
+        hint: 'select from pgwarden.scope or pgwarden.session by that plain name, in FROM or a join',
+      }, []), false, false);
+    }
+    const facts = evaluateInner(scoped.sql, mode, session, catalog, true);
+    const d = facts.decision;
+    // The rewrite depends on the role and the catalog (both in the cache key) and on no literal of the text, but its
+    // text differs from the client's before the last constant: cached by exact text only.
+    return { ...facts, literalSensitive: true, decision: d.allow ? { ...d, rewrittenSql: d.rewrittenSql ?? scoped.sql } : d };
   } catch (err) {
     const detail = err instanceof Error ? err.message : String(err);
     return { decision: toDeny(undefined, internalDenial(detail), []), literalSensitive: true, sessionDependent: true };

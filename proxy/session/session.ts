@@ -1038,6 +1038,7 @@ export class Session {
       tenant: identity.tenant,
       jti: identity.jti,
       roleName: identity.role,
+      expiresAt: identity.exp,
       readOnly: role.readOnly,
       statementTimeoutMs: role.statementTimeout,
       idleInTransactionTimeoutMs: role.idleInTransactionTimeout,

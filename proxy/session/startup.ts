@@ -247,6 +247,8 @@ export interface StampInput {
   tenant: string | undefined;
   jti: string | undefined;
   roleName: string;
+  /** The token's expiry (seconds since the epoch), stamped as pgwarden.expires_at for pgwarden.session. */
+  expiresAt?: number | undefined;
   readOnly: boolean;
   statementTimeoutMs: number | undefined;
   /** idle_in_transaction_session_timeout; the built-in default (60 s) when undefined, so a session never has none. */
@@ -257,6 +259,13 @@ export interface StampInput {
   forwarded: Record<string, string>;
   /** The client's startup settings as acceptStartupSettings accepted them (lower-case names). */
   settings?: Record<string, string>;
+}
+
+/** An expiry as ISO text, or '' when there is none or it is not a representable time. */
+function expiresText(seconds: number | undefined): string {
+  if (seconds === undefined || !Number.isFinite(seconds)) return '';
+  const d = new Date(seconds * 1000);
+  return Number.isNaN(d.getTime()) ? '' : d.toISOString();
 }
 
 /**
@@ -285,6 +294,7 @@ export function stampParameters(s: StampInput): Record<string, string> {
     'pgwarden.tenant': s.tenant ?? '',
     'pgwarden.jti': s.jti ?? '',
     'pgwarden.session_id': s.sessionId,
+    'pgwarden.expires_at': expiresText(s.expiresAt),
   };
   if (s.statementTimeoutMs !== undefined) out.statement_timeout = String(Math.max(0, Math.round(s.statementTimeoutMs)));
   // Always stamped: an idle open transaction holds its locks, and DDL queued behind them blocks every reader.
