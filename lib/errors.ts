@@ -121,6 +121,8 @@ export const ErrorCatalog = {
   },
   ERR_SYNTAX: {
     sqlstate: SqlState.SyntaxError,
+    // PostgreSQL's grammar raises a few of its errors with another SQLSTATE (policy/parser.ts GRAMMAR_SQLSTATES).
+    alsoSqlstates: [SqlState.InvalidEscapeSequence, SqlState.WindowingError],
     severity: 'ERROR',
     doc: 'text PostgreSQL\'s grammar rejects, or several statements in one Parse message: refused before it reaches the database, with what PostgreSQL sends for it (docs/policy.md, "Syntax errors")',
     message: 'PostgreSQL\'s parser message, with its position: syntax error at or near "‹token›"; unterminated quoted string at or near "‹text›"; … (or: cannot insert multiple commands into a prepared statement)',

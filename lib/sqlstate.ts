@@ -12,6 +12,8 @@ export const SqlState = {
   InsufficientPrivilege: '42501',
   SyntaxError: '42601',
   UndefinedTable: '42P01',
+  InvalidEscapeSequence: '22025',
+  WindowingError: '42P20',
   InFailedSqlTransaction: '25P02',
   InsufficientResources: '53000',
   TooManyConnections: '53300',

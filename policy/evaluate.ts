@@ -1188,10 +1188,10 @@ export function characterPosition(sql: string, byteOffset: number): number | und
  * shared across texts that differ only in literals). Texts libpg-query's grammar (PostgreSQL 18) rejects and an
  * older server would accept get the same answer: see docs/policy.md, "Syntax errors".
  */
-function syntaxDenial(role: RolePolicy, sql: string, syntax: { message: string; position: number | undefined }, catalog: CatalogSnapshot): EvaluationFacts {
-  const newer = newerKeyword(sql, syntax.position, catalog);
+function syntaxDenial(role: RolePolicy, sql: string, syntax: { message: string; position: number | undefined; sqlstate: string; hint: string | undefined }, catalog: CatalogSnapshot): EvaluationFacts {
+  const newer = syntax.sqlstate === SqlState.SyntaxError ? newerKeyword(sql, syntax.position, catalog) : undefined;
   const deny: Deny = newer === undefined
-    ? { allow: false, ruleId: 'builtin.parser', sqlstate: SqlState.SyntaxError, message: syntax.message, detail: undefined, hint: undefined, reason: 'parse_error', statements: [] }
+    ? { allow: false, ruleId: 'builtin.parser', sqlstate: syntax.sqlstate, message: syntax.message, detail: undefined, hint: syntax.hint, reason: 'parse_error', statements: [] }
     : {
         allow: false,
         ruleId: 'builtin.parser',

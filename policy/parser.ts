@@ -29,6 +29,7 @@ import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import type { RawStmt, ParseResult, ScanResult, ScanToken } from 'libpg-query';
 import { isIdentCont, isIdentStart } from './literals.ts';
+import { SqlState } from '../lib/sqlstate.ts';
 
 export type { RawStmt, ScanToken };
 
@@ -77,7 +78,7 @@ export type ParseOutcome =
        * exactly what PostgreSQL puts in the ErrorResponse. Absent for pgwarden's own refusals (size, nesting,
        * traps) and for failures of the library around the grammar.
        */
-      syntax?: { message: string; position: number | undefined };
+      syntax?: { message: string; position: number | undefined; sqlstate: string; hint: string | undefined };
     };
 
 interface LibPgQuery {
@@ -515,6 +516,19 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/**
+ * The grammar's errors PostgreSQL raises with a SQLSTATE other than syntax_error (42601), by message (libpg-query
+ * passes no SQLSTATE): an E'' string's bad \u escape (scan.l, 22025, with its hint) and the window frame checks of
+ * gram.y (42P20). Everything else the raw parser raises for a SELECT-like text is 42601; DDL-only checks of gram.y
+ * that use other codes (0A000 for some constraint options) are answered 42601.
+ */
+function grammarSqlstate(err: unknown, message: string): { sqlstate: string; hint: string | undefined } {
+  const fn = (err as { sqlDetails?: { functionName?: unknown } }).sqlDetails?.functionName;
+  if (message === 'invalid Unicode escape' && fn === 'core_yylex') return { sqlstate: SqlState.InvalidEscapeSequence, hint: 'Unicode escapes must be \\uXXXX or \\UXXXXXXXX.' };
+  if (/^frame (start cannot be|end cannot be|starting from (current|following) row cannot )/.test(message)) return { sqlstate: SqlState.WindowingError, hint: undefined };
+  return { sqlstate: SqlState.SyntaxError, hint: undefined };
+}
+
 /** libpg-query's 0-based cursor position of a SqlError, or undefined when it has none. */
 function cursorOf(err: unknown): number | undefined {
   const details = (err as { sqlDetails?: { cursorPosition?: unknown } }).sqlDetails;
@@ -580,7 +594,8 @@ export function parseStatements(sql: string): ParseOutcome {
     } catch (err) {
       if (err instanceof inst.lib.SqlError || (err instanceof Error && err.name === 'SqlError')) {
         const message = errorText(err);
-        return { ok: false, reason: 'parse_error', message, syntax: { message, position: errorPosition(inst, sql, err) } };
+        const own = grammarSqlstate(err, message);
+        return { ok: false, reason: 'parse_error', message, syntax: { message, position: errorPosition(inst, sql, err), sqlstate: own.sqlstate, hint: own.hint } };
       }
       if (err instanceof RangeError || isWasmRuntimeError(err)) {
         recordTrap(inst);

@@ -106,6 +106,8 @@ const DENIAL_CODES: ReadonlyMap<string, ErrorCode> = new Map<string, ErrorCode>(
   [SqlState.FeatureNotSupported, 'ERR_FEATURE'],
   [SqlState.SyntaxError, 'ERR_SYNTAX'],
   [SqlState.UndefinedTable, 'ERR_UNDEFINED_RELATION'],
+  [SqlState.InvalidEscapeSequence, 'ERR_SYNTAX'],
+  [SqlState.WindowingError, 'ERR_SYNTAX'],
 ]);
 
 const TOKEN_HINT = 'request a new token from your token issuer and reconnect with it as the password';
@@ -1131,7 +1133,8 @@ export class Session {
       hint: decision.hint,
       reason: refusalReason(decision),
       operatorHint: decision.operatorHint,
-      sqlstate: code === undefined ? decision.sqlstate : undefined,
+      // The decision's own SQLSTATE: the catalog's for the code, or another the code lists (42P20 for ERR_SYNTAX, say).
+      sqlstate: decision.sqlstate,
       position: decision.position,
     });
   }

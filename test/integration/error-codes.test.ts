@@ -129,6 +129,23 @@ describe('syntax errors reach the client as PostgreSQL sends them', () => {
     }
   });
 
+  it('the grammar\'s errors PostgreSQL raises with another SQLSTATE keep it (22025 with its hint, 42P20)', async () => {
+    for (const text of [
+      "SELECT 'é', E'\\u00'",
+      'SELECT sum(id) OVER (ROWS UNBOUNDED FOLLOWING) FROM orders',
+      'SELECT sum(id) OVER (ROWS BETWEEN CURRENT ROW AND UNBOUNDED PRECEDING) FROM orders',
+      'SELECT sum(id) OVER (ROWS BETWEEN 1 FOLLOWING AND CURRENT ROW) FROM orders',
+      'SELECT sum(id) OVER (ROWS BETWEEN CURRENT ROW AND 1 PRECEDING) FROM orders',
+    ]) {
+      for (const protocol of ['simple', 'parse'] as const) {
+        const want = await failure(direct, text, protocol);
+        const got = await failure(proxied, text, protocol);
+        expect(['22025', '42P20'], text).toContain(want.code);
+        expect({ code: got.code, message: got.message, position: got.position, hint: got.hint }, text).toEqual({ code: want.code, message: want.message, position: want.position, hint: want.hint });
+      }
+    }
+  });
+
   it('a position at the very first character (libpg-query reports it as 0, like "no position") is 1', async () => {
     const got = await failure(proxied, 'FORM orders', 'simple');
     expect(got).toMatchObject({ code: '42601', message: 'syntax error at or near "FORM"', position: '1' });
