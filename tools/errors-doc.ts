@@ -75,7 +75,8 @@ export function renderErrorsDoc(): string {
     }),
     '',
     'A result cut at a role\'s `maxRows` with `onRowCap: truncate` is not an error: the rows up to the cap arrive,',
-    'then a `WARNING` notice (`01000`) saying so, then the command tag with the count sent.',
+    'then a `WARNING` notice (`01000`) saying so, whose DETAIL starts `reason=limit_reached`, then the command tag with',
+    'the count sent ([policy.md](policy.md#row-cap-maxrows-and-onrowcap) says how each driver surfaces the notice).',
     '',
   ];
   return lines.join('\n');

@@ -372,7 +372,9 @@ export class ResponseTracker {
           severity: 'WARNING',
           sqlstate: SqlState.Warning,
           message: `pgwarden truncated the result at ${cap.maxRows} rows`,
-          detail: 'rule: role maxRows with onRowCap: truncate',
+          // The same first line an error has, so a program's notice handler can switch on it (docs/policy.md, row cap);
+          // the tag keeps its plain `SELECT n` (n = rows sent): pgJDBC and libpq reject any other shape.
+          detail: detailWithReason('limit_reached', `max_rows=${cap.maxRows}\nrule: role maxRows with onRowCap: truncate`),
           hint: 'add WHERE conditions or LIMIT/OFFSET to fetch a smaller slice',
         }),
       );

@@ -91,6 +91,12 @@ describe('rewriteScope', () => {
     expect(parseStatements(two).ok).toBe(true);
   });
 
+  it('counts byte offsets: multi-byte text before the reference and in names', () => {
+    const sql = rewritten('SELECT \'héllo ✓\' AS "naïve", s.table_name FROM pgwarden.scope s WHERE s.column_name <> \'ü\'');
+    expect(sql.startsWith('SELECT \'héllo ✓\' AS "naïve", s.table_name FROM (SELECT * FROM (VALUES ')).toBe(true);
+    expect(sql.endsWith(')) s WHERE s.column_name <> \'ü\'')).toBe(true);
+  });
+
   it('answers SHOW pgwarden.<name> for the session columns, from the role as the policy has it now', () => {
     expect(rewritten('SHOW pgwarden.max_rows', CATALOG, makeRole({ maxRows: 42 }))).toBe('SELECT (42::bigint)::text AS "pgwarden.max_rows"');
     expect(rewritten('SHOW pgwarden.role;', CATALOG, makeRole({ name: 'o\'brien' }))).toBe('SELECT (\'o\'\'brien\'::text)::text AS "pgwarden.role";');

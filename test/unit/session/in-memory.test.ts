@@ -185,6 +185,8 @@ describe('in-memory session: startup and token verification', () => {
       'pgwarden.tenant': '',
       'pgwarden.jti': expect.any(String),
       'pgwarden.session_id': h.session.id,
+      // The token's exp, for pgwarden.session.
+      'pgwarden.expires_at': new Date((h.session.identity?.exp ?? 0) * 1000).toISOString(),
       statement_timeout: '5000',
       idle_in_transaction_session_timeout: expect.stringMatching(/^\d+$/),
       default_transaction_read_only: 'on',
