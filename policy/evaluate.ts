@@ -210,6 +210,18 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
   for (const w of a.writes) {
     const kindWord = kindInWords(w.kind === 'CopyFrom' ? 'CopyStmt' : w.kind) + (w.kind === 'CopyFrom' ? ' FROM' : '');
     const target = w.relation !== undefined ? writtenRel(w.relation) : 'a relation';
+    // pg_settings' UPDATE rule calls set_config: it changes what SET may not (client_encoding, the identity stamps),
+    // so it is refused as set_config is, in shadow mode too.
+    if (w.relation?.schema === 'pg_catalog' && w.relation.name === 'pg_settings') {
+      return {
+        reason: 'setting_pinned',
+        ruleId: 'builtin.settings',
+        sqlstate: SqlState.InsufficientPrivilege,
+        what: `writes to ${target}, which changes settings behind the SET policy`,
+        detail: 'an UPDATE of pg_settings is a set_config call (rule: builtin.settings)',
+        hint: 'use SET for the settings the role may change',
+      };
+    }
     if (role.readOnly || role.write === undefined) {
       return {
         reason: 'write_in_read_only',
@@ -1238,8 +1250,19 @@ function newerKeyword(sql: string, position: number | undefined, catalog: Catalo
   return more ? { word, ours, theirs } : undefined;
 }
 
+/**
+ * Statements that install or run code pgwarden cannot see: in shadow mode they would let that code change the settings
+ * pgwarden pins even there (set_config of client_encoding, the lexer settings, the pgwarden.* stamps), so they stay
+ * refused in shadow mode (a DO block only for roles without do: true, which have chosen the escape).
+ */
+const SHADOW_CODE_KINDS: ReadonlySet<string> = new Set([
+  'DoStmt', 'CreateFunctionStmt', 'AlterFunctionStmt', 'CreateTrigStmt', 'RuleStmt', 'CreateEventTrigStmt', 'CreateCastStmt',
+  'DefineStmt', 'CreateConversionStmt', 'CreateOpClassStmt', 'CreateTransformStmt', 'CreatePLangStmt', 'CreateExtensionStmt', 'AlterExtensionStmt',
+]);
+
 export function shadowed(role: RolePolicy, deny: Deny, literalSensitive: boolean, sessionDependent: boolean): EvaluationFacts {
   if (role.mode !== 'shadow' || SHADOW_ENFORCED.has(deny.reason)) return { decision: deny, literalSensitive, sessionDependent };
+  if (deny.statements.some((st) => SHADOW_CODE_KINDS.has(st.kind) && !(st.kind === 'DoStmt' && role.do === true))) return { decision: deny, literalSensitive, sessionDependent };
   const allow: Allow = {
     allow: true,
     ruleId: deny.ruleId ?? 'shadow',

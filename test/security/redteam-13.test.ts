@@ -37,6 +37,14 @@ const POLICY = `roles:
   reader:
     relations: [public.orders]
     channels: { listen: [jobs_done] }
+  shadowro:
+    mode: shadow
+    relations: [public.orders]
+  shadowrw:
+    mode: shadow
+    readOnly: false
+    relations: [public.orders]
+    write: { statements: [insert], relations: [public.canary] }
 `;
 
 async function su<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
@@ -374,6 +382,31 @@ describe('maintenance and LOCK', () => {
     } finally {
       await c.query('ROLLBACK');
     }
+  });
+});
+
+describe('shadow mode keeps the pinned settings pinned', () => {
+  it('pg_settings\' UPDATE rule, DO blocks and functions the role would make cannot change them', async () => {
+    const rw = await as('shadowrw');
+    const ro = await as('shadowro');
+    const shown = async (c: pg.Client, name: string) => (await c.query(`SELECT current_setting('${name}') AS v`)).rows[0].v as string;
+    for (const [c, sql] of [
+      [rw, `UPDATE pg_settings SET setting = 'SJIS' WHERE name = 'client_encoding'`],
+      [rw, `UPDATE pg_catalog.pg_settings SET setting = 'pgwarden:admin' WHERE name = 'application_name'`],
+      [ro, `DO $$ BEGIN PERFORM set_config('pgwarden.sub', 'admin', false); END $$`],
+      [rw, `SELECT 1; DO $$ BEGIN PERFORM set_config('client_encoding', 'SJIS', false); END $$`],
+      [rw, `CREATE FUNCTION ${S}.pin_escape() RETURNS text LANGUAGE sql AS $f$ SELECT set_config('pgwarden.sub', 'admin', false) $f$`],
+    ] as const) {
+      expect((await pgError(() => c.query(sql))).code, sql).toBe('42501');
+    }
+    for (const c of [rw, ro]) {
+      expect(await shown(c, 'client_encoding')).toBe('UTF8');
+      expect(await shown(c, 'pgwarden.sub')).toBe('mallory');
+      expect((await shown(c, 'application_name')).startsWith('pgwarden:mallory/bot')).toBe(true);
+    }
+    expect(await su(async (x) => (await x.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_proc WHERE proname = 'pin_escape'`)).rows[0].n)).toBe(0);
+    // Still shadow mode: what only the data policy would refuse runs, and is logged.
+    expect((await rw.query('SELECT count(*)::int AS n FROM public.customers')).rows[0].n).toBeGreaterThan(0);
   });
 });
 
