@@ -387,6 +387,10 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         hint = 'SELECT * FROM pgwarden.scope lists the relations and columns this role may use (no catalog access needed)';
         operatorHint = 'set catalog: introspection on the role';
       }
+      if (v.code === 'unclassified') {
+        hint = 'use a function pgwarden has reviewed for this PostgreSQL version (docs/functions.md lists them)';
+        operatorHint = v.hint;
+      }
       return {
         // set_config can change what SET may not (client_encoding, the lexer settings, the identity stamps): refused in shadow mode too.
         reason: f.name === 'set_config' && v.rule === 'builtin' ? 'setting_pinned' : 'function_denied',
