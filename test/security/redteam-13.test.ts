@@ -437,6 +437,27 @@ describe('application_name and startup parameters', () => {
     expect(await shown(c)).toBe(PREFIX);
   });
 
+  it('options (PGOPTIONS) cannot name the session without the prefix or carry a pinned setting', async () => {
+    for (const options of ['-c application_name=pgwarden:admin', '--application-name=pgwarden:admin', '-capplication_name=pgwarden:admin', '-c Application_Name=pgwarden:admin']) {
+      const c = await as('builder', { options });
+      expect((await shown(c)).startsWith(`${PREFIX} `), options).toBe(true);
+    }
+    for (const options of ['-c search_path=public', '--search-path=public', '-c client_encoding=SJIS', '-c pgwarden.sub=admin', '-c standard_conforming_strings=off', '-c session_authorization=postgres', '-c role=postgres', '-c default_transaction_read_only=off']) {
+      const role = options.includes('read_only') ? 'reader' : 'builder';
+      const e = await pgError(async () => {
+        const c = new pg.Client(tp.pgConfig(await tp.token({ role, sub: 'mallory', agent: 'bot' }), { options }));
+        c.on('error', () => {});
+        try {
+          await c.connect();
+          await c.query('SELECT 1');
+        } finally {
+          await c.end().catch(() => {});
+        }
+      });
+      expect(e.code, options).toBe('42501');
+    }
+  });
+
   it('identities too long for NAMEDATALEN still show different names (cut, then a digest of the whole)', async () => {
     const long = 'tenant-0123456789-'.repeat(3);
     const seen: string[] = [];
