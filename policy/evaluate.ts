@@ -1020,12 +1020,12 @@ export function evaluateWithFacts(sql: string, mode: 'simple' | 'parse', session
     if (scoped === undefined) return evaluateInner(sql, mode, session, catalog, true);
     if (!scoped.ok) {
       return shadowed(session.role, toDeny(undefined, {
-        reason: 'scope_unrewritable',
+        reason: scoped.tooLarge === true ? 'statement_too_large' : 'scope_unrewritable',
         ruleId: 'builtin.scope',
         sqlstate: SqlState.FeatureNotSupported,
-        what: 'uses pgwarden\'s virtual relations in a form pgwarden cannot rewrite',
+        what: scoped.tooLarge === true ? 'lists more of the role\'s scope than pgwarden can send in one statement' : 'uses pgwarden\'s virtual relations in a form pgwarden cannot rewrite',
         detail: `${scoped.why} (rule: builtin.scope)`,
-        hint: 'select from pgwarden.scope or pgwarden.session by that plain name, in FROM or a join',
+        hint: scoped.tooLarge === true ? 'ask the operator for a role with fewer relations (schema.* patterns over large schemas list every column)' : 'select from pgwarden.scope or pgwarden.session by that plain name, in FROM or a join',
       }, []), false, false);
     }
     const facts = evaluateInner(scoped.sql, mode, session, catalog, true);

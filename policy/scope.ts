@@ -87,7 +87,7 @@ interface Splice {
   text: string;
 }
 
-export type ScopeRewrite = { ok: true; sql: string } | { ok: false; why: string };
+export type ScopeRewrite = { ok: true; sql: string } | { ok: false; why: string; tooLarge?: true };
 
 /** A scanned identifier's value as the parser reads it (unquoted: lower-cased), or undefined for U&"…" and the like. */
 function identValue(text: string): string | undefined {
@@ -199,6 +199,9 @@ export function rewriteScope(sql: string, role: RolePolicy, catalog: CatalogSnap
   const out = Buffer.concat(parts).toString('utf8');
   // The result must parse, hold as many statements, and name the virtual relations nowhere in FROM any more.
   const again = parseStatements(out);
+  if (!again.ok && (again.reason === 'statement_too_large' || again.reason === 'statement_too_complex')) {
+    return { ok: false, why: `the role's scope is too large to list in one statement (${again.message})`, tooLarge: true };
+  }
   if (!again.ok || again.stmts.length !== parsed.stmts.length) return { ok: false, why: 'the rewritten text did not parse as the original did' };
   let left = false;
   for (const raw of again.stmts) fromRangeVars(raw.stmt, (rv) => {

@@ -3,6 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { evaluate } from '../../../policy/evaluate.ts';
 import { initParser, parseStatements } from '../../../policy/parser.ts';
 import { rewriteScope, scopeRows } from '../../../policy/scope.ts';
+import { refusalReason } from '../../../policy/reasons.ts';
 import type { AnyNode } from '../../../policy/analyze.ts';
 import type { CatalogRelation, CatalogSnapshot } from '../../../policy/types.ts';
 import { CATALOG, makeRole, sessionFor } from '../../fixtures/catalog.ts';
@@ -112,6 +113,13 @@ describe('rewriteScope', () => {
     }
     const d = evaluate('SELECT * FROM ONLY pgwarden.scope', 'simple', sessionFor(role), CATALOG);
     expect(d.allow === false && [d.sqlstate, d.reason]).toEqual(['0A000', 'scope_unrewritable']);
+  });
+
+  it('a scope too large to list in one statement is refused as a limit, not sent', () => {
+    const columns = Array.from({ length: 12_000 }, (_, i) => ({ name: `column_number_${i}`, type: 'character varying(200)' }));
+    const rel: CatalogRelation = { schema: 'sales', name: 'wide', kind: 'r', columns };
+    const d = evaluate('SELECT count(*) FROM pgwarden.scope', 'simple', sessionFor(role), { ...CATALOG, relations: new Map([['sales.wide', rel]]) });
+    expect(d.allow === false && [d.sqlstate, d.reason, refusalReason(d)]).toEqual(['0A000', 'statement_too_large', 'limit_reached']);
   });
 
   it('is decided on the rewritten text: a join with a relation outside the role is refused, the row cap applies', () => {
