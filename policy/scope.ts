@@ -135,6 +135,21 @@ function fromRangeVars(node: unknown, visit: (rv: AnyNode) => void): void {
   walk(node);
 }
 
+/** Statements whose FROM lists are rewritten: queries and DML, not DDL (a view or function would keep a copy of the scope). */
+const QUERY_KINDS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
+
+/** Whether a top-level statement is (or wraps, in EXPLAIN, PREPARE, DECLARE or COPY) a query or DML. */
+function rewritable(stmt: AnyNode | undefined): boolean {
+  if (stmt === undefined) return false;
+  const [kind, body] = Object.entries(stmt)[0] ?? [];
+  if (kind === undefined) return false;
+  if (QUERY_KINDS.has(kind)) return true;
+  const b = body as AnyNode | undefined;
+  if (kind === 'ExplainStmt' || kind === 'PrepareStmt' || kind === 'DeclareCursorStmt') return rewritable(b?.query as AnyNode | undefined);
+  if (kind === 'CopyStmt') return b?.query !== undefined && rewritable(b.query as AnyNode);
+  return false;
+}
+
 /** Whether a RangeVar names one of the virtual relations (a three-part name never does). */
 function virtualName(rv: AnyNode): 'scope' | 'session' | undefined {
   if (rv.schemaname !== SCOPE_SCHEMA || (rv.catalogname ?? '') !== '') return undefined;
@@ -167,6 +182,8 @@ export function rewriteScope(sql: string, role: RolePolicy, catalog: CatalogSnap
       }
       continue;
     }
+    // In DDL the names stay as written: the policy then judges them as ordinary relations (and refuses them).
+    if (!rewritable(stmt)) continue;
     fromRangeVars(stmt, (rv) => {
       const which = virtualName(rv);
       if (which === undefined) return;

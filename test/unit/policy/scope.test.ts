@@ -84,6 +84,12 @@ describe('rewriteScope', () => {
     expect(sql).toMatch(/NULL::text AS table_schema.*NULL::boolean AS writable WHERE false/);
   });
 
+  it('rewrites inside EXPLAIN, PREPARE, DECLARE, COPY (query), CTEs and subqueries', () => {
+    for (const sql of ['EXPLAIN SELECT * FROM pgwarden.scope', 'PREPARE p AS SELECT * FROM pgwarden.session', 'DECLARE c CURSOR FOR SELECT * FROM pgwarden.scope', 'COPY (SELECT * FROM pgwarden.scope) TO STDOUT', 'WITH x AS (SELECT * FROM pgwarden.scope) SELECT * FROM x', 'SELECT * FROM orders WHERE EXISTS (SELECT 1 FROM pgwarden.scope)']) {
+      expect(rewritten(sql), sql).toMatch(/VALUES|current_setting/);
+    }
+  });
+
   it('keeps aliases, column aliases, comments and quoting around the name, and rewrites every reference', () => {
     expect(rewritten('SELECT s.table_name FROM pgwarden.scope s')).toMatch(/^SELECT s\.table_name FROM \(SELECT \* FROM \(VALUES .*\)\) s$/);
     expect(rewritten('SELECT a FROM "pgwarden"/* x */."scope" AS t(a)')).toMatch(/\)\) AS t\(a\)$/);
@@ -107,7 +113,9 @@ describe('rewriteScope', () => {
   it('refuses references it cannot rewrite exactly, and leaves other positions to the policy (which refuses them)', () => {
     expect(rewriteScope('SELECT * FROM ONLY pgwarden.scope', role, CATALOG)).toMatchObject({ ok: false });
     expect(rewriteScope('SELECT * FROM U&"\\0070gwarden".scope, pgwarden.session', role, CATALOG)).toMatchObject({ ok: false });
-    for (const sql of ['INSERT INTO pgwarden.scope VALUES (1)', 'DELETE FROM orders USING pgwarden.scope', 'LOCK pgwarden.scope', 'SELECT * FROM app.pgwarden.scope']) {
+    // DDL keeps the name (a view or SQL function would keep a copy of this role's scope for whoever reads it).
+    const ddl = ['CREATE VIEW v AS SELECT * FROM pgwarden.scope', 'CREATE TABLE t AS SELECT * FROM pgwarden.scope', 'EXPLAIN ANALYZE CREATE TABLE t AS SELECT * FROM pgwarden.scope', 'CREATE FUNCTION f() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM pgwarden.scope; END'];
+    for (const sql of ['INSERT INTO pgwarden.scope VALUES (1)', 'DELETE FROM orders USING pgwarden.scope', 'LOCK pgwarden.scope', 'SELECT * FROM app.pgwarden.scope', ...ddl]) {
       expect(rewriteScope(sql, role, CATALOG), sql).toBeUndefined();
       expect(evaluate(sql, 'simple', sessionFor(role), CATALOG).allow, sql).toBe(false);
     }
