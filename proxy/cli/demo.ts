@@ -95,7 +95,8 @@ Your token (role "analyst", subject "alice", valid 10 minutes) is the password:
 
 Then, in another terminal with that variable set:
 
-  psql "${conn}" -c "SELECT current_setting('pgwarden.sub')"
+  psql "${conn}" -c "SELECT * FROM pgwarden.scope"       # what this token may query (no catalog access needed)
+  psql "${conn}" -c "SELECT * FROM pgwarden.session"     # who you are, your limits, when the token expires
   psql "${conn}" -c "SELECT id, total, status FROM orders ORDER BY id LIMIT 5"
   psql "${conn}" -c "SELECT ssn FROM customers"          # refused: denied column
   psql "${conn}" -c "DELETE FROM orders"                 # refused: read-only role

@@ -58,6 +58,11 @@ describe('the quick-start demo', () => {
       const c = new pg.Client({ host: '127.0.0.1', port, database: 'app', user: 'alice', password: token });
       await c.connect();
       try {
+        // The commands the demo prints first: scope discovery.
+        expect(out).toContain('-c "SELECT * FROM pgwarden.scope"');
+        const scope = (await c.query('SELECT DISTINCT table_name FROM pgwarden.scope ORDER BY 1')).rows.map((r) => r.table_name);
+        expect(scope).toEqual(['customers', 'orders']);
+        expect((await c.query('SELECT sub, role FROM pgwarden.session')).rows).toEqual([{ sub: 'alice', role: 'analyst' }]);
         expect((await c.query("SELECT current_setting('pgwarden.sub') AS sub")).rows[0].sub).toBe('alice');
         expect((await c.query('SELECT id, total, status FROM orders ORDER BY id LIMIT 5')).rows.length).toBeGreaterThan(0);
         await expect(c.query('SELECT ssn FROM customers')).rejects.toMatchObject({ code: '42501' });
