@@ -675,6 +675,18 @@ type UtilityOk = { rank: number; ruleId: string };
 /** Options that name a sequence or the column owning one, wherever they appear in a DDL statement's tree. */
 const SEQUENCE_NAME_OPTIONS = new Set(['sequence_name', 'owned_by']);
 
+/** Every Constraint node of this type in a tree. */
+function constraintsNamed(n: unknown, contype: string, out: AnyNode[] = []): AnyNode[] {
+  if (Array.isArray(n)) {
+    for (const x of n) constraintsNamed(x, contype, out);
+  } else if (n !== null && typeof n === 'object') {
+    const c = (n as AnyNode).Constraint;
+    if (c !== undefined && c.contype === contype) out.push(c);
+    for (const v of Object.values(n as AnyNode)) constraintsNamed(v, contype, out);
+  }
+  return out;
+}
+
 /** Every DefElem in a tree whose name is one of `names`. */
 function defElemsNamed(n: unknown, names: ReadonlySet<string>, out: AnyNode[] = []): AnyNode[] {
   if (Array.isArray(n)) {
@@ -900,7 +912,22 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       return refuse(`reaches the inheritance children or partitions of ${displayRel(relationKey(parent.schema, parent.name))}, which may lie outside ddl.schemas`, always ? 'dropping a table drops its partitions, in any schema' : 'without ONLY, PostgreSQL applies it to every child and partition, in any schema; write ONLY where PostgreSQL allows it');
     }
   }
-  return restatedChecks(kind, body, role, catalog, `${r}.ddl`);
+  const restated = restatedChecks(kind, body, role, catalog, `${r}.ddl`);
+  if ('reason' in restated) return restated;
+  // A foreign key adds triggers to the table it references, takes a lock on it, and from then on refuses deletes and key
+  // updates there by anyone while a row refers to them: a change to that table, which must be one the role may change
+  // (in ddl.schemas) or write.
+  for (const c of constraintsNamed(body, 'CONSTR_FOREIGN')) {
+    const pk: AnyNode | undefined = c.pktable;
+    if (pk === undefined || typeof pk.relname !== 'string') return internalDenial('a foreign key without a referenced table');
+    const schema = typeof pk.schemaname === 'string' ? pk.schemaname : undefined;
+    if (placeObject(schema, false, role, catalog, typeof pk.catalogname === 'string' ? pk.catalogname : undefined).ok) continue;
+    const target = schema !== undefined ? { schema, name: pk.relname } : resolveRelation(pk, role, catalog);
+    if (target !== undefined && !role.readOnly && matchesRelation(role.write?.relations ?? [], target.schema, target.name)) continue;
+    const shown = target !== undefined ? displayRel(relationKey(target.schema, target.name)) : quoteIdent(pk.relname);
+    return deny('relation_not_allowed', `${r}.write.relations`, `references ${shown}, which role "${role.name}" may neither change nor write`, `a foreign key adds triggers to ${shown} and blocks deletes and key updates there`, 'reference a relation in ddl.schemas or in write.relations');
+  }
+  return restated;
 }
 
 /**

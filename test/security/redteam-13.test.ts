@@ -280,6 +280,30 @@ describe('objects land only in ddl.schemas', () => {
     expect(await relExists(S, 'ident_ok_seq')).toBe(true);
   });
 
+  it('a foreign key to a relation the role may only read (it adds triggers there and blocks others\' deletes) is refused', async () => {
+    const c = await as('builder');
+    const triggers = () => su(async (x) => (await x.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_trigger WHERE tgrelid = 'public.orders'::regclass`)).rows[0].n as number);
+    const before = await triggers();
+    await su((x) => x.query('GRANT REFERENCES ON public.orders TO pgwarden'));
+    try {
+      await c.query(`CREATE TABLE ${S}.fk_base (order_id int)`);
+      for (const sql of [
+        `CREATE TABLE ${S}.fk_orders (order_id int REFERENCES public.orders (id))`,
+        `CREATE TABLE ${S}.fk_orders (order_id int, FOREIGN KEY (order_id) REFERENCES public.orders (id) ON DELETE CASCADE)`,
+        `ALTER TABLE ${S}.fk_base ADD CONSTRAINT fk FOREIGN KEY (order_id) REFERENCES public.orders (id) NOT VALID`,
+        `ALTER TABLE ${S}.fk_base ADD COLUMN o2 int REFERENCES public.orders`,
+      ]) {
+        expect((await pgError(() => c.query(sql))).code, sql).toBe('42501');
+      }
+      expect(await relExists(S, 'fk_orders')).toBe(false);
+      expect(await triggers()).toBe(before);
+      // Within the schema it may change, foreign keys are fine.
+      await c.query(`CREATE TABLE ${S}.fk_ok (v text REFERENCES ${S}.probe (v))`);
+    } finally {
+      await su((x) => x.query('REVOKE REFERENCES ON public.orders FROM pgwarden'));
+    }
+  });
+
   it('OWNED BY a table in another schema is refused on CREATE SEQUENCE, ALTER SEQUENCE and identity options', async () => {
     const c = await as('builder');
     await su((s) => s.query(`CREATE TABLE ${O}.owner_t (a int); ALTER TABLE ${O}.owner_t OWNER TO pgwarden`));

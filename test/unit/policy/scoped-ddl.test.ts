@@ -128,6 +128,10 @@ const families: Record<string, Case[]> = {
     ['migrator', 'ALTER TABLE scratch.t ALTER COLUMN a TYPE int', 'allow'],
     ['migrator', 'CREATE TABLE scratch.t (a int DEFAULT pg_sleep(1)::text::int)', 'deny', 'function_denied'],
     ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.orders (id))', 'allow'],
+    // A foreign key changes the referenced table (its triggers, others' deletes there): readable is not enough.
+    ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.customers (id))', 'deny', 'relation_not_allowed'],
+    ['migrator', 'ALTER TABLE scratch.t ADD FOREIGN KEY (a) REFERENCES public.customers (id)', 'deny', 'relation_not_allowed'],
+    ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES scratch.other (id))', 'allow'],
     ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.secrets (id))', 'deny', 'relation_not_allowed'],
     ['migrator', 'CREATE TABLE scratch.t (a text REFERENCES public.customers (ssn))', 'deny', 'column_denied'],
     ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.customers)', 'deny', 'column_denied'],
