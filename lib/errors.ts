@@ -155,6 +155,14 @@ export const ErrorCatalog = {
     hint: 'PostgreSQL\'s own hint',
     reasons: ['statement_invalid', 'limit_reached'],
   },
+  ERR_ANALYSIS_LOCKED: {
+    sqlstate: SqlState.LockNotAvailable,
+    severity: 'ERROR',
+    doc: 'PostgreSQL\'s analysis of the statement could not lock a relation it uses: the session\'s own open transaction holds a conflicting lock (after TRUNCATE, ALTER, DROP, CREATE INDEX or LOCK in it; refused at once, reason unsupported), or another transaction held one for all of analysis.timeout (reason unavailable); the statement was not run and the transaction stays usable',
+    message: 'pgwarden cannot analyse this statement while this session\'s own transaction holds a lock on "‹relation›" (…), so it was not run (or: statement refused by pgwarden: relation "‹relation›" is locked by another transaction; PostgreSQL\'s analysis of it waited ‹n› ms, so it was not run)',
+    hint: 'commit the transaction that ran TRUNCATE/ALTER/LOCK on "‹relation›" before using it, or use it in a later transaction (or: retry when the other transaction has ended)',
+    reasons: ['unsupported', 'unavailable'],
+  },
   ERR_ROW_CAP: {
     sqlstate: SqlState.ProgramLimitExceeded,
     severity: 'ERROR',

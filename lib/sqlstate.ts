@@ -19,6 +19,7 @@ export const SqlState = {
   TooManyConnections: '53300',
   ConfigurationLimitExceeded: '53400',
   ProgramLimitExceeded: '54000',
+  LockNotAvailable: '55P03',
   QueryCanceled: '57014',
   AdminShutdown: '57P01',
   CannotConnectNow: '57P03',

@@ -50,6 +50,9 @@ export const DECISION_REASONS = {
   decide_pool_busy: 'unavailable',
   parser_unavailable: 'unavailable',
   analysis_unavailable: 'unavailable',
+  // PostgreSQL's analysis could not lock a relation: the session's own transaction holds the lock (commit first), or another's did until analysis.timeout.
+  analysis_self_locked: 'unsupported',
+  analysis_lock_timeout: 'unavailable',
   internal: 'internal_error',
 } as const satisfies Record<string, ReasonCode> & Record<ParseFailureReason, ReasonCode>;
 

@@ -167,6 +167,8 @@ export interface SessionView {
   cursorNames: ReadonlySet<string>;
   /** Of those, the ones declared WITH HOLD (names no longer in cursorNames are closed and not counted). */
   holdCursorNames?: ReadonlySet<string>;
+  /** The session's upstream backend pid: the server's analysis tells a lock the session's own transaction holds from another's. */
+  backendPid?: number;
 }
 
 /** What a statement does, for the session, the audit trail and `policy explain`. */

@@ -150,7 +150,7 @@ export function failedRefusal(reason: 'decide_timeout' | 'decide_worker_failed',
  * instead of silently going missing on the worker and giving long statements a different decision.
  */
 function workerView(v: SessionView): { [K in keyof Required<SessionView>]: SessionView[K] } {
-  return { role: v.role, preparedNames: v.preparedNames, cursorNames: v.cursorNames, holdCursorNames: v.holdCursorNames };
+  return { role: v.role, preparedNames: v.preparedNames, cursorNames: v.cursorNames, holdCursorNames: v.holdCursorNames, backendPid: v.backendPid };
 }
 
 export class DecidePool {

@@ -46,9 +46,10 @@ function analyse(
   role: RolePolicy,
   decision: Allow,
   planner: AnalysisPlanner | undefined,
+  sessionPid: number | undefined,
 ): Promise<ServerVerdict> {
   const map = (slot.server ??= new Map());
-  const pending: Promise<ServerVerdict> = server.check(sql, paramTypes ?? [], role, { dbRole: role.dbRole, searchPath: role.searchPath, display: {} }, decision, planner).then((verdict) => {
+  const pending: Promise<ServerVerdict> = server.check(sql, paramTypes ?? [], role, { dbRole: role.dbRole, searchPath: role.searchPath, display: {}, sessionPid }, decision, planner).then((verdict) => {
     if (map.get(paramKey) === pending) {
       // Kept (for every text of the entry, or for its own text when it read a constant's value) unless it is a
       // failure to analyse, which is never kept.
@@ -96,7 +97,7 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
   const plannerFor = (sql: string): AnalysisPlanner | undefined => (longerThan(sql, offloadAbove) ? workerPlanner : undefined);
 
   /** The local decision is known: PostgreSQL's own analysis confirms what it allows. */
-  const confirm = (decision: Decision, slot: DecisionSlot, sql: string, role: RolePolicy, paramTypes: readonly number[] | undefined): Decision | Promise<Decision> => {
+  const confirm = (decision: Decision, slot: DecisionSlot, sql: string, role: RolePolicy, paramTypes: readonly number[] | undefined, pid: number | undefined): Decision | Promise<Decision> => {
     // Scoped DDL (or DO) is about to change the catalog: what the server's analysis cached about it may go stale, and
     // the session's next statement must be analysed against what the DDL made (a column it added, a table it dropped).
     if (server !== undefined && decision.allow && decision.statements.some((s) => CATALOG_CHANGING_KINDS.has(s.kind))) server.invalidate();
@@ -107,12 +108,13 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     if (v !== undefined) return combine(decision, v, role);
     const held = slot.server?.get(paramKey);
     if (held instanceof Promise) {
-      // One analysis per entry at a time: a concurrent miss waits for it, and asks again if it held for another text only.
+      // One analysis per entry at a time: a concurrent miss waits for it, and asks again if it held for another text
+      // only, or for another session only (that session's own locks).
       return (held as Promise<ServerVerdict>)
-        .then((w) => (w.sql !== undefined && w.sql !== sql ? analyse(server, slot, paramKey, sql, paramTypes, role, decision, plannerFor(sql)) : w))
+        .then((w) => ((w.sql !== undefined && w.sql !== sql) || (w.forPid !== undefined && w.forPid !== pid) ? analyse(server, slot, paramKey, sql, paramTypes, role, decision, plannerFor(sql), pid) : w))
         .then((w) => combine(decision, w, role));
     }
-    return analyse(server, slot, paramKey, sql, paramTypes, role, decision, plannerFor(sql)).then((w) => combine(decision, w, role));
+    return analyse(server, slot, paramKey, sql, paramTypes, role, decision, plannerFor(sql), pid).then((w) => combine(decision, w, role));
   };
 
   return {
@@ -156,13 +158,13 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
         // A long text: a cache hit is answered here; a miss is decided on a worker, never on the event loop.
         const probe = cache.probe(sql, mode, current, catalog, policy.version);
         opts.onLookup?.(!(probe instanceof CacheMiss));
-        if (!(probe instanceof CacheMiss)) return confirm(probe.decision, probe.slot, sql, role, paramTypes);
+        if (!(probe instanceof CacheMiss)) return confirm(probe.decision, probe.slot, sql, role, paramTypes, current.backendPid);
         return getPool()
           .decide({ sql, mode, view: current, catalog, policyVersion: policy.version })
           .then((answer) => {
             if (!answer.ok) return answer.decision;
             const { decision, slot } = cache.store(probe, answer.facts);
-            return confirm(decision, slot, sql, role, paramTypes);
+            return confirm(decision, slot, sql, role, paramTypes, current.backendPid);
           })
           // Never rejects: anything unexpected on the way back is a refusal, as on the main thread.
           .catch(() => failedRefusal('decide_worker_failed', 'internal error'));
@@ -170,7 +172,7 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
       const misses = cache.stats.misses;
       const { decision, slot } = cache.lookup(sql, mode, current, catalog, policy.version);
       opts.onLookup?.(cache.stats.misses === misses);
-      return confirm(decision, slot, sql, role, paramTypes);
+      return confirm(decision, slot, sql, role, paramTypes, current.backendPid);
     },
   };
 }

@@ -25,6 +25,8 @@ export interface ServerVerdict {
   sql: string | undefined;
   /** The checker's generation when the analysis started; a DDL announcement starts a new one. */
   generation: number;
+  /** Set when the verdict is about the session with this upstream backend pid only (its own transaction's locks). */
+  forPid?: number;
 }
 
 export interface ServerCheckOptions {
@@ -171,6 +173,17 @@ const MAX_LOOKUP_ROUNDS = 12;
 
 const NOT_ANALYSED = 'could not be analysed, so it was not run';
 
+/**
+ * How long a statement's first analysis waits for a relation lock before pgwarden looks at who holds it. Parse
+ * analysis locks every relation the statement uses (ACCESS SHARE, ROW EXCLUSIVE on a write's target); when the
+ * session's own open transaction holds a lock that conflicts (TRUNCATE, ALTER TABLE, CREATE INDEX, DROP, LOCK in it),
+ * the analysis connection would wait for a transaction that is itself waiting for the analysis, until analysis.timeout.
+ * A lock held by another transaction is then waited for as before, up to analysis.timeout.
+ */
+export const LOCK_PROBE_MS = 200;
+
+type Locked = { locked: Deny; forPid?: number };
+
 export class ServerChecker {
   private oids: OidCache;
   private readonly now: () => number;
@@ -249,7 +262,13 @@ export class ServerChecker {
           types = r.ok ? r.oids : r.error;
         }
         if (Array.isArray(types)) parsedTypes = types;
-        result = Array.isArray(types) ? await conn.parseTree(t.text, types) : { ok: false, error: types as ServerError };
+        const parsed: TreeResult | Locked = Array.isArray(types) ? await this.parseWaitingForLocks(conn, t.text, types, ctx.sessionPid, local.statements) : { ok: false, error: types as ServerError };
+        if ('locked' in parsed) {
+          this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'deny' });
+          // Never kept: it holds while a transaction holds its locks, and (forPid) for one session only.
+          return { deny: parsed.locked, expires: 0, sql, forPid: parsed.forPid };
+        }
+        result = parsed;
         if (!result.ok && 'userCode' in result) {
           this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'deny' });
           return { deny: toDeny(t.kind, ranUserCode(), local.statements), expires, sql };
@@ -285,6 +304,30 @@ export class ServerChecker {
     }
     this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'allow' });
     return { deny: undefined, expires, sql: literalSensitive ? sql : undefined };
+  }
+
+  /**
+   * parseTree, minding relation locks. With the session's backend pid known, the first attempt waits LOCK_PROBE_MS for
+   * a lock; when it times out and the only conflicting locks are the session's own, the statement is refused at once
+   * (waiting could only end at analysis.timeout). Otherwise it is analysed again, waiting up to analysis.timeout as
+   * the statement itself would wait; a wait that reaches it is refused as a lock wait, not as PostgreSQL's 57014.
+   */
+  private async parseWaitingForLocks(conn: AnalysisConnection, text: string, types: readonly number[], sessionPid: number | undefined, statements: Deny['statements']): Promise<TreeResult | Locked> {
+    const t0 = performance.now();
+    if (sessionPid !== undefined) {
+      const probe = await conn.parseTree(text, types, LOCK_PROBE_MS);
+      if (!serverFailed(probe, SqlState.LockNotAvailable)) return probe;
+      const held = await conn.lockConflicts(sessionPid);
+      if (held.others.length === 0 && held.own.length > 0) return { locked: selfLocked(held.own, statements), forPid: sessionPid };
+    }
+    const result = await conn.parseTree(text, types, 0);
+    if (!serverFailed(result, OPERATOR_INTERVENTION)) return result;
+    const held = await conn.lockConflicts(sessionPid);
+    if (held.others.length === 0 && held.own.length > 0 && sessionPid !== undefined) return { locked: selfLocked(held.own, statements), forPid: sessionPid };
+    const waited = Math.round(performance.now() - t0);
+    // Nothing else holds a conflicting lock: the analysis was slow for another reason (or the lock is gone); say so as before.
+    if (held.others.length === 0) return { locked: { ...unavailable(`the analysis did not finish within ${waited} ms`), statements } };
+    return { locked: lockWaitTimedOut(waited, held.others, statements) };
   }
 
   private async judge(conn: AnalysisConnection, t: AnalysisText, tree: PgValue, role: RolePolicy, paramTypes: readonly number[]): Promise<{ denial: Denial | undefined; literalSensitive: boolean }> {
@@ -422,5 +465,60 @@ function ranUserCode(): Denial {
     what: 'makes PostgreSQL run user-defined code while merely analysing it (a constant whose type\'s input reaches a domain CHECK or a comparison function)',
     detail: 'such code runs before anything could be decided; what it said is not passed on (rule: builtin.analysis)',
     hint: 'use constants of built-in types, or ask the operator to allow the function the type relies on',
+  };
+}
+
+/**
+ * PostgreSQL's SQLSTATE class 57, operator intervention: statement_timeout on the analysis connection raises its
+ * query_canceled (57014), as would an operator's pg_cancel_backend; a class, because pgwarden itself never sends it.
+ */
+const OPERATOR_INTERVENTION = { class: '57' } as const;
+
+/**
+ * The server's analysis failed with `code` (a SQLSTATE, or every SQLSTATE of a class), raised by the server itself:
+ * not from user code, whose errors carry a CONTEXT.
+ */
+function serverFailed(r: TreeResult, code: string | { class: string }): boolean {
+  if (r.ok || !('error' in r) || r.error.context !== undefined) return false;
+  return typeof code === 'string' ? r.error.sqlstate === code : r.error.sqlstate.startsWith(code.class);
+}
+
+/** Names the client wrote itself (the statement's relations) among `locked`, as "name"; others are not named to it. */
+function namedByStatement(locked: readonly [string, string][], statements: Deny['statements']): string[] {
+  const written = new Set(statements.flatMap((s) => s.relations));
+  const out = new Set<string>();
+  for (const [schema, name] of locked) if (written.has(`${schema}.${name}`) || written.has(name)) out.add(`"${name}"`);
+  return [...out];
+}
+
+function selfLocked(own: readonly [string, string][], statements: Deny['statements']): Deny {
+  const names = namedByStatement(own, statements);
+  const on = names.length > 0 ? `on ${names.join(', ')}` : 'on a relation it uses';
+  const what = names.length > 0 ? names.join(', ') : 'that relation';
+  return {
+    allow: false,
+    ruleId: 'builtin.analysis',
+    sqlstate: SqlState.LockNotAvailable,
+    message: `pgwarden cannot analyse this statement while this session's own transaction holds a lock ${on} (taken by TRUNCATE, ALTER, DROP, CREATE INDEX or LOCK in it), so it was not run`,
+    detail: 'every statement is analysed by PostgreSQL on a connection of pgwarden\'s own, which would wait for that lock until this transaction ends (rule: builtin.analysis)',
+    hint: `commit the transaction that ran TRUNCATE/ALTER/LOCK on ${what} before using it, or use it in a later transaction; this transaction is still open and usable (ROLLBACK or COMMIT it)`,
+    operatorHint: `locks held by the session's own transaction: ${own.map(([s, n]) => (s === '' ? n : `${s}.${n}`)).join(', ')}`,
+    reason: 'analysis_self_locked',
+    statements,
+  };
+}
+
+function lockWaitTimedOut(waited: number, others: readonly [string, string][], statements: Deny['statements']): Deny {
+  const names = namedByStatement(others, statements);
+  return {
+    allow: false,
+    ruleId: 'builtin.analysis',
+    sqlstate: SqlState.LockNotAvailable,
+    message: `statement refused by pgwarden: ${names.length > 0 ? `relation ${names.join(', ')} is locked by another transaction; ` : 'a relation it uses is locked by another transaction; '}PostgreSQL's analysis of it waited ${waited} ms, so it was not run`,
+    detail: 'pgwarden waits for a lock up to analysis.timeout before the statement runs (rule: builtin.analysis)',
+    hint: 'retry when the other transaction has ended',
+    operatorHint: `conflicting locks held or requested by other transactions: ${others.map(([s, n]) => (s === '' ? n : `${s}.${n}`)).join(', ')}`,
+    reason: 'analysis_lock_timeout',
+    statements,
   };
 }

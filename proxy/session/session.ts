@@ -108,6 +108,7 @@ const DENIAL_CODES: ReadonlyMap<string, ErrorCode> = new Map<string, ErrorCode>(
   [SqlState.UndefinedTable, 'ERR_UNDEFINED_RELATION'],
   [SqlState.InvalidEscapeSequence, 'ERR_SYNTAX'],
   [SqlState.WindowingError, 'ERR_SYNTAX'],
+  [SqlState.LockNotAvailable, 'ERR_ANALYSIS_LOCKED'],
 ]);
 
 const TOKEN_HINT = 'request a new token from your token issuer and reconnect with it as the password';
@@ -826,8 +827,8 @@ export class Session {
     const role = this.role;
     if (!role) throw new Error('no role');
     const v = this.cachedView;
-    if (v !== undefined && v.role === role) return v;
-    this.cachedView = { role, preparedNames: this.preparedNames, cursorNames: this.cursorNames, holdCursorNames: this.holdCursorNames };
+    if (v !== undefined && v.role === role && v.backendPid === this.upstream?.processId) return v;
+    this.cachedView = { role, preparedNames: this.preparedNames, cursorNames: this.cursorNames, holdCursorNames: this.holdCursorNames, backendPid: this.upstream?.processId };
     return this.cachedView;
   }
 

@@ -45,6 +45,11 @@ export interface AnalysisContext {
   searchPath: readonly string[];
   /** Settings that change how constants are read (DateStyle, IntervalStyle, TimeZone), as the session has them at login. */
   display: Readonly<Record<string, string>>;
+  /**
+   * The upstream backend pid of the session whose statement is analysed (not part of the context's key): a lock its
+   * own open transaction holds would make the analysis wait for a transaction that waits for the analysis.
+   */
+  sessionPid?: number;
 }
 
 export function contextKey(c: AnalysisContext): string {
@@ -265,9 +270,12 @@ export class AnalysisConnection {
    * trees of its own statements (or could RAISE a forged one): more than one tree means it ran, and the statement
    * is refused without reading any of them.
    */
-  async parseTree(text: string, paramTypes: readonly number[]): Promise<TreeResult> {
+  async parseTree(text: string, paramTypes: readonly number[], lockTimeoutMs = 0): Promise<TreeResult> {
+    // lock_timeout is set for this transaction only, always: 0 (the server's statement_timeout bounds the wait) unless
+    // the caller asks for a short probe, and never what the server's configuration happens to say.
+    const lockTimeout = Number.isSafeInteger(lockTimeoutMs) && lockTimeoutMs > 0 ? lockTimeoutMs : 0;
     const frames = await this.request(
-      [encodeQuery('BEGIN READ ONLY'), encodeParse('', text, [...paramTypes]), encodeSync(), encodeQuery('ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()')],
+      [encodeQuery(`BEGIN READ ONLY; SET LOCAL lock_timeout = ${lockTimeout}`), encodeParse('', text, [...paramTypes]), encodeSync(), encodeQuery('ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()')],
       3,
     );
     const own = segment(frames, 1);
@@ -305,6 +313,32 @@ export class AnalysisConnection {
       oids.push(Number(cols[0]));
     }
     return { ok: true, oids };
+  }
+
+  /**
+   * Relation locks that can block parse analysis (which takes ACCESS SHARE, or ROW SHARE / ROW EXCLUSIVE on a target):
+   * SHARE and stronger, granted or queued, held by anyone but this connection. `own` are those `sessionPid` holds
+   * (granted; none when it is undefined), `others` those of any other backend or prepared transaction, each as [schema, name] (OID when the
+   * relation is not visible to this connection's snapshot). Run after a lock_timeout, on the idle connection.
+   */
+  async lockConflicts(sessionPid: number | undefined): Promise<{ own: [string, string][]; others: [string, string][] }> {
+    if (sessionPid !== undefined && (!Number.isSafeInteger(sessionPid) || sessionPid <= 0 || sessionPid > 0x7fffffff)) throw new AnalysisUnavailable(`backend pid ${sessionPid} is not a positive int32`);
+    const rows = await this.rows(`select (l.pid is not distinct from ${sessionPid ?? 'null'} and l.granted)::pg_catalog.text,
+        coalesce(n.nspname::pg_catalog.text, ''), coalesce(c.relname::pg_catalog.text, 'OID ' || l.relation::pg_catalog.text)
+      from pg_catalog.pg_locks l
+      left join pg_catalog.pg_class c on c.oid = l.relation
+      left join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+     where l.locktype = 'relation'
+       and l.mode in ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+       and l.database in (0, (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database()))
+       and l.pid is distinct from pg_catalog.pg_backend_pid()`);
+    const own: [string, string][] = [];
+    const others: [string, string][] = [];
+    for (const [mine, schema, name] of rows) {
+      if (schema == null || name == null) throw new AnalysisUnavailable('lock lookup returned a null name');
+      (mine === 'true' ? own : others).push([schema, name]);
+    }
+    return { own, others };
   }
 
   /** Runs a catalog query (text results) and returns its rows. */
