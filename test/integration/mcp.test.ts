@@ -267,3 +267,30 @@ describe('@henkey/postgres-mcp-server', () => {
     expect(session).toEqual({ role: 'agent', agent: 'mcp-agent' });
   });
 });
+
+describe('a token that expires under running servers', () => {
+  it('pgwarden ends the sessions at exp: the reference server exits, the other reports the expired token', async () => {
+    // Three seconds or a little more (exp is whole seconds): long enough for both servers to start and run one query.
+    const token = await tp.token({ role: 'agent', sub: 'mcp-user', agent: 'mcp-short' }, 4_000);
+    const exp = (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { exp: number }).exp * 1000;
+    const shortUrl = url.replace(/:[^:@]+@/, `:${encodeURIComponent(token)}@`);
+    const [ref, henkey] = await Promise.all([
+      spawnServer([binOf('@modelcontextprotocol/server-postgres', 'mcp-server-postgres'), shortUrl]),
+      spawnServer([binOf('@henkey/postgres-mcp-server', 'postgres-mcp'), '--connection-string', shortUrl]),
+    ]);
+    const refQuery = () => ref.client.callTool({ name: 'query', arguments: { sql: ALLOWED_SQL } }, undefined, REQUEST);
+    const henkeyQuery = () => henkey.client.callTool({ name: 'pg_execute_query', arguments: { operation: 'select', query: ALLOWED_SQL } }, undefined, REQUEST);
+    // Both hold a pooled connection, idle, when the token expires.
+    expect(JSON.parse(text(await refQuery()))).toEqual(allowedRows);
+    expect(text(await henkeyQuery())).toMatch(/Retrieved 3 rows/);
+    expect(Date.now()).toBeLessThan(exp);
+    // The reference server has no 'error' listener on its pg.Pool: the FATAL on its idle connection kills the process.
+    await until(() => !alive(ref.pid!), exp - Date.now() + 5_000);
+    await expect(refQuery()).rejects.toThrow(/Not connected|Connection closed/);
+    expect(ref.stderr.join('')).toMatch(/credential expired/);
+    // The other logs the lost connection, opens a new one on the next call and passes pgwarden's login refusal on.
+    const err = await toolError(henkeyQuery());
+    expect(err).toMatch(/token expired at /);
+    expect(alive(henkey.pid!)).toBe(true);
+  });
+});
