@@ -19,6 +19,9 @@ const POLICY = `roles:
     maxRows: 100
     statementTimeout: 5s
     catalog: introspection
+  plain:
+    readOnly: true
+    relations: [public.orders]
 `;
 
 const REQUEST = { timeout: 5_000 };
@@ -192,6 +195,14 @@ describe('@modelcontextprotocol/server-postgres (the reference server)', () => {
     expect(JSON.parse(text(again))).toEqual(allowedRows);
   });
 
+  it('a result cut at maxRows arrives cut, with nothing saying so: the server drops the WARNING notice', async () => {
+    const total = (await su.query('SELECT count(*)::int AS n FROM public.orders')).rows[0].n as number;
+    expect(total).toBeGreaterThan(100);
+    const r = await s.client.callTool({ name: 'query', arguments: { sql: 'SELECT id FROM public.orders' } }, undefined, REQUEST);
+    expect(JSON.parse(text(r))).toHaveLength(100);
+    expect(text(r)).not.toMatch(/WARNING|truncat|max_rows/i);
+  });
+
   it('pgwarden.scope and pgwarden.session through the query tool tell the agent what it may touch', async () => {
     const scope = await s.client.callTool({ name: 'query', arguments: { sql: 'SELECT table_schema, table_name, column_name, data_type FROM pgwarden.scope' } }, undefined, REQUEST);
     const rows = JSON.parse(text(scope)) as Record<string, unknown>[];
@@ -265,6 +276,19 @@ describe('@henkey/postgres-mcp-server', () => {
     expect(await select('SELECT table_schema, table_name, column_name, data_type FROM pgwarden.scope')).toEqual(scopeRows);
     const [session] = await select('SELECT role, agent FROM pgwarden.session');
     expect(session).toEqual({ role: 'agent', agent: 'mcp-agent' });
+  });
+});
+
+describe('a role without catalog access', () => {
+  it('the reference server cannot list tables (refused), and its query tool still answers pgwarden.scope', async () => {
+    const token = await tp.token({ role: 'plain', sub: 'mcp-user', agent: 'mcp-plain' });
+    const s = await spawnServer([binOf('@modelcontextprotocol/server-postgres', 'mcp-server-postgres'), url.replace(/:[^:@]+@/, `:${encodeURIComponent(token)}@`)]);
+    await expect(s.client.listResources(undefined, REQUEST)).rejects.toThrow(/permission denied by pgwarden: .*information_schema/);
+    const denial = () => tp.auditLines().map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e.agent === 'mcp-plain' && e.decision === 'deny');
+    await until(() => denial() !== undefined);
+    expect(denial()!.refusal).toBe('policy_denied');
+    const scope = await s.client.callTool({ name: 'query', arguments: { sql: 'SELECT DISTINCT table_name FROM pgwarden.scope' } }, undefined, REQUEST);
+    expect(JSON.parse(text(scope))).toEqual([{ table_name: 'orders' }]);
   });
 });
 
