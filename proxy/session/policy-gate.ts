@@ -109,9 +109,9 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     const held = slot.server?.get(paramKey);
     if (held instanceof Promise) {
       // One analysis per entry at a time: a concurrent miss waits for it, and asks again if it held for another text
-      // only, or for another session only (that session's own locks).
+      // only, for another session only (that session's own locks), or was a lock wait on a lock this session holds.
       return (held as Promise<ServerVerdict>)
-        .then((w) => ((w.sql !== undefined && w.sql !== sql) || (w.forPid !== undefined && w.forPid !== pid) ? analyse(server, slot, paramKey, sql, paramTypes, role, decision, plannerFor(sql), pid) : w))
+        .then((w) => ((w.sql !== undefined && w.sql !== sql) || (w.forPid !== undefined && w.forPid !== pid) || (pid !== undefined && w.lockHolders?.includes(pid) === true) ? analyse(server, slot, paramKey, sql, paramTypes, role, decision, plannerFor(sql), pid) : w))
         .then((w) => combine(decision, w, role));
     }
     return analyse(server, slot, paramKey, sql, paramTypes, role, decision, plannerFor(sql), pid).then((w) => combine(decision, w, role));

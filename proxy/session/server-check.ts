@@ -10,7 +10,7 @@ import type { Decision, RolePolicy } from '../../policy/types.ts';
 import { BackendType } from '../wire/codes.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
 import { scrubErrorFrame } from './scrub.ts';
-import { AnalysisUnavailable, fetchOids, serverError, type TreeResult, type AnalysisConnection, type AnalysisContext, type AnalysisPool, type ServerError } from '../upstream/analysis.ts';
+import { AnalysisUnavailable, fetchOids, serverError, type TreeResult, type AnalysisConnection, type AnalysisContext, type AnalysisPool, type RelationLock, type ServerError } from '../upstream/analysis.ts';
 
 type Allow = Extract<Decision, { allow: true }>;
 type Deny = Extract<Decision, { allow: false }>;
@@ -27,6 +27,11 @@ export interface ServerVerdict {
   generation: number;
   /** Set when the verdict is about the session with this upstream backend pid only (its own transaction's locks). */
   forPid?: number;
+  /**
+   * A lock wait's refusal: the backends that held or queued the locks. A session among them that was waiting for this
+   * analysis asks again (its own lock is what the analysis waited for, which its own analysis tells at once).
+   */
+  lockHolders?: readonly number[];
 }
 
 export interface ServerCheckOptions {
@@ -182,7 +187,7 @@ const NOT_ANALYSED = 'could not be analysed, so it was not run';
  */
 export const LOCK_PROBE_MS = 200;
 
-type Locked = { locked: Deny; forPid?: number };
+type Locked = { locked: Deny; forPid?: number; lockHolders?: number[] };
 
 export class ServerChecker {
   private oids: OidCache;
@@ -266,7 +271,7 @@ export class ServerChecker {
         if ('locked' in parsed) {
           this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'deny' });
           // Never kept: it holds while a transaction holds its locks, and (forPid) for one session only.
-          return { deny: parsed.locked, expires: 0, sql, forPid: parsed.forPid };
+          return { deny: parsed.locked, expires: 0, sql, forPid: parsed.forPid, lockHolders: parsed.lockHolders };
         }
         result = parsed;
         if (!result.ok && 'userCode' in result) {
@@ -317,17 +322,18 @@ export class ServerChecker {
     if (sessionPid !== undefined) {
       const probe = await conn.parseTree(text, types, LOCK_PROBE_MS);
       if (!serverFailed(probe, SqlState.LockNotAvailable)) return probe;
-      const held = await conn.lockConflicts(sessionPid);
+      const held = splitLocks(await conn.relationLocks(), sessionPid);
       if (held.others.length === 0 && held.own.length > 0) return { locked: selfLocked(held.own, statements), forPid: sessionPid };
     }
     const result = await conn.parseTree(text, types, 0);
     if (!serverFailed(result, OPERATOR_INTERVENTION)) return result;
-    const held = await conn.lockConflicts(sessionPid);
+    const held = splitLocks(await conn.relationLocks(), sessionPid);
     if (held.others.length === 0 && held.own.length > 0 && sessionPid !== undefined) return { locked: selfLocked(held.own, statements), forPid: sessionPid };
     const waited = Math.round(performance.now() - t0);
     // Nothing else holds a conflicting lock: the analysis was slow for another reason (or the lock is gone); say so as before.
     if (held.others.length === 0) return { locked: { ...unavailable(`the analysis did not finish within ${waited} ms`), statements } };
-    return { locked: lockWaitTimedOut(waited, held.others, statements) };
+    const lockHolders = [...new Set(held.others.flatMap((l) => (l.pid === undefined ? [] : [l.pid])))];
+    return { locked: lockWaitTimedOut(waited, held.others, statements), lockHolders };
   }
 
   private async judge(conn: AnalysisConnection, t: AnalysisText, tree: PgValue, role: RolePolicy, paramTypes: readonly number[]): Promise<{ denial: Denial | undefined; literalSensitive: boolean }> {
@@ -483,15 +489,31 @@ function serverFailed(r: TreeResult, code: string | { class: string }): boolean 
   return typeof code === 'string' ? r.error.sqlstate === code : r.error.sqlstate.startsWith(code.class);
 }
 
-/** Names the client wrote itself (the statement's relations) among `locked`, as "name"; others are not named to it. */
-function namedByStatement(locked: readonly [string, string][], statements: Deny['statements']): string[] {
+/**
+ * The session's own granted locks, and the others that can block the analysis. A request queued on a relation the
+ * session itself holds waits for the session, so it counts as the session's: the analysis waits behind it because of
+ * the session's own lock.
+ */
+function splitLocks(locks: readonly RelationLock[], sessionPid: number | undefined): { own: RelationLock[]; others: RelationLock[] } {
+  const own = locks.filter((l) => sessionPid !== undefined && l.pid === sessionPid && l.granted);
+  const ownRelations = new Set(own.map((l) => l.relation));
+  const others = locks.filter((l) => !own.includes(l) && !(!l.granted && ownRelations.has(l.relation)));
+  return { own, others };
+}
+
+function qualified(l: RelationLock): string {
+  return l.schema === '' ? l.name : `${l.schema}.${l.name}`;
+}
+
+/** Names the client wrote itself (the statement's relations) among `locks`, as "name"; others are not named to it. */
+function namedByStatement(locks: readonly RelationLock[], statements: Deny['statements']): string[] {
   const written = new Set(statements.flatMap((s) => s.relations));
   const out = new Set<string>();
-  for (const [schema, name] of locked) if (written.has(`${schema}.${name}`) || written.has(name)) out.add(`"${name}"`);
+  for (const l of locks) if (written.has(qualified(l)) || written.has(l.name)) out.add(`"${l.name}"`);
   return [...out];
 }
 
-function selfLocked(own: readonly [string, string][], statements: Deny['statements']): Deny {
+function selfLocked(own: readonly RelationLock[], statements: Deny['statements']): Deny {
   const names = namedByStatement(own, statements);
   const on = names.length > 0 ? `on ${names.join(', ')}` : 'on a relation it uses';
   const what = names.length > 0 ? names.join(', ') : 'that relation';
@@ -502,13 +524,13 @@ function selfLocked(own: readonly [string, string][], statements: Deny['statemen
     message: `pgwarden cannot analyse this statement while this session's own transaction holds a lock ${on} (taken by TRUNCATE, ALTER, DROP, CREATE INDEX or LOCK in it), so it was not run`,
     detail: 'every statement is analysed by PostgreSQL on a connection of pgwarden\'s own, which would wait for that lock until this transaction ends (rule: builtin.analysis)',
     hint: `commit the transaction that ran TRUNCATE/ALTER/LOCK on ${what} before using it, or use it in a later transaction; this transaction is still open and usable (ROLLBACK or COMMIT it)`,
-    operatorHint: `locks held by the session's own transaction: ${own.map(([s, n]) => (s === '' ? n : `${s}.${n}`)).join(', ')}`,
+    operatorHint: `locks held by the session's own transaction: ${[...new Set(own.map(qualified))].join(', ')}`,
     reason: 'analysis_self_locked',
     statements,
   };
 }
 
-function lockWaitTimedOut(waited: number, others: readonly [string, string][], statements: Deny['statements']): Deny {
+function lockWaitTimedOut(waited: number, others: readonly RelationLock[], statements: Deny['statements']): Deny {
   const names = namedByStatement(others, statements);
   return {
     allow: false,
@@ -517,7 +539,7 @@ function lockWaitTimedOut(waited: number, others: readonly [string, string][], s
     message: `statement refused by pgwarden: ${names.length > 0 ? `relation ${names.join(', ')} is locked by another transaction; ` : 'a relation it uses is locked by another transaction; '}PostgreSQL's analysis of it waited ${waited} ms, so it was not run`,
     detail: 'pgwarden waits for a lock up to analysis.timeout before the statement runs (rule: builtin.analysis)',
     hint: 'retry when the other transaction has ended',
-    operatorHint: `conflicting locks held or requested by other transactions: ${others.map(([s, n]) => (s === '' ? n : `${s}.${n}`)).join(', ')}`,
+    operatorHint: `conflicting locks held or requested by other transactions: ${others.map((l) => `${qualified(l)} (${l.pid === undefined ? 'prepared transaction' : `pid ${l.pid}`}${l.granted ? '' : ', queued'})`).join(', ')}`,
     reason: 'analysis_lock_timeout',
     statements,
   };

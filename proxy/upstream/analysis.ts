@@ -29,6 +29,16 @@ export interface ServerError {
   context: string | undefined;
 }
 
+/** A relation lock that can block parse analysis, from pg_locks. */
+export interface RelationLock {
+  relation: number;
+  /** The backend that holds or waits for it; undefined for a prepared transaction. */
+  pid: number | undefined;
+  granted: boolean;
+  schema: string;
+  name: string;
+}
+
 export type TreeResult =
   | { ok: true; tree: string }
   | { ok: false; error: ServerError }
@@ -317,13 +327,12 @@ export class AnalysisConnection {
 
   /**
    * Relation locks that can block parse analysis (which takes ACCESS SHARE, or ROW SHARE / ROW EXCLUSIVE on a target):
-   * SHARE and stronger, granted or queued, held by anyone but this connection. `own` are those `sessionPid` holds
-   * (granted; none when it is undefined), `others` those of any other backend or prepared transaction, each as [schema, name] (OID when the
-   * relation is not visible to this connection's snapshot). Run after a lock_timeout, on the idle connection.
+   * SHARE and stronger, granted or queued, of every backend but this connection (pid null: a prepared transaction).
+   * Names are [schema, name], or ['', 'OID n'] for a relation this connection's snapshot does not see. Run on the idle
+   * connection, after a lock wait ended.
    */
-  async lockConflicts(sessionPid: number | undefined): Promise<{ own: [string, string][]; others: [string, string][] }> {
-    if (sessionPid !== undefined && (!Number.isSafeInteger(sessionPid) || sessionPid <= 0 || sessionPid > 0x7fffffff)) throw new AnalysisUnavailable(`backend pid ${sessionPid} is not a positive int32`);
-    const rows = await this.rows(`select (l.pid is not distinct from ${sessionPid ?? 'null'} and l.granted)::pg_catalog.text,
+  async relationLocks(): Promise<RelationLock[]> {
+    const rows = await this.rows(`select l.relation::pg_catalog.text, l.pid::pg_catalog.text, l.granted::pg_catalog.text,
         coalesce(n.nspname::pg_catalog.text, ''), coalesce(c.relname::pg_catalog.text, 'OID ' || l.relation::pg_catalog.text)
       from pg_catalog.pg_locks l
       left join pg_catalog.pg_class c on c.oid = l.relation
@@ -332,13 +341,10 @@ export class AnalysisConnection {
        and l.mode in ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
        and l.database in (0, (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database()))
        and l.pid is distinct from pg_catalog.pg_backend_pid()`);
-    const own: [string, string][] = [];
-    const others: [string, string][] = [];
-    for (const [mine, schema, name] of rows) {
-      if (schema == null || name == null) throw new AnalysisUnavailable('lock lookup returned a null name');
-      (mine === 'true' ? own : others).push([schema, name]);
-    }
-    return { own, others };
+    return rows.map(([relation, pid, granted, schema, name]) => {
+      if (relation == null || granted == null || schema == null || name == null) throw new AnalysisUnavailable('lock lookup returned a null field');
+      return { relation: Number(relation), pid: pid == null ? undefined : Number(pid), granted: granted === 'true', schema, name };
+    });
   }
 
   /** Runs a catalog query (text results) and returns its rows. */

@@ -5,7 +5,7 @@ import { canaryCount, connectAs, pgError, startTestProxy, superClient, type Test
 
 /** The schema this file creates (tables owned by pgwarden's upstream user, so ALTER and TRUNCATE are the server's to allow) and drops. */
 const S = 'alocks';
-const TABLES = ['t_trunc', 't_alter', 't_lock', 't_index', 't_param', 't_other', 't_slow', 't_view_base'];
+const TABLES = ['t_trunc', 't_alter', 't_lock', 't_index', 't_param', 't_queue', 't_other', 't_slow', 't_view_base'];
 const ANALYSIS_TIMEOUT = 5_000;
 
 const POLICY = `roles:
@@ -138,6 +138,34 @@ describe("a lock the session's own transaction holds", () => {
     expect(e.message).toContain("this session's own transaction holds a lock on a relation it uses");
     expect(e.ms).toBeLessThan(ANALYSIS_TIMEOUT - 1_000);
     await c.query('ROLLBACK');
+    await analysisHealthy(tp);
+  });
+
+  it('another transaction queued behind the session\'s own lock does not hide it', async () => {
+    const c = await as(tp);
+    await c.query('BEGIN');
+    await c.query(`TRUNCATE ${S}.t_queue`);
+    const other = await superClient();
+    try {
+      await other.query('BEGIN');
+      // Queued behind the session's ACCESS EXCLUSIVE: the analysis would queue behind this request, which waits for the session.
+      const queued = other.query(`LOCK TABLE ${S}.t_queue IN ACCESS EXCLUSIVE MODE`);
+      await su(async (s) => {
+        for (let i = 0; i < 100; i++) {
+          const r = await s.query(`SELECT 1 FROM pg_catalog.pg_locks WHERE relation = '${S}.t_queue'::regclass AND NOT granted`);
+          if (r.rowCount === 1) return;
+          await new Promise((res) => setTimeout(res, 20));
+        }
+        throw new Error('the other transaction never queued');
+      });
+      expectSelfLock(await selfLockRefusal(c, `INSERT INTO ${S}.t_queue VALUES (3)`), 't_queue');
+      await c.query('ROLLBACK');
+      await queued;
+      await other.query('COMMIT');
+    } finally {
+      await other.end();
+    }
+    expect(await rowsOf('t_queue')).toEqual([10, 20]);
     await analysisHealthy(tp);
   });
 });
