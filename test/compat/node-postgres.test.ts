@@ -198,6 +198,15 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
     expect(r.rows).toEqual([{ id: 1 }]);
   });
 
+  check('TRUNCATE and reload in one transaction', async () => {
+    const c = await connect();
+    await c.query('BEGIN');
+    await c.query(`TRUNCATE ${s()}.copy_t`);
+    await c.query(`INSERT INTO ${s()}.copy_t (id, t) VALUES (1, 'reloaded')`);
+    await c.query('COMMIT');
+    expect((await c.query(`SELECT t FROM ${s()}.copy_t`)).rows).toEqual([{ t: 'reloaded' }]);
+  });
+
   check('savepoints and errors inside a transaction', async () => {
     const c = await connect();
     await c.query('BEGIN');
