@@ -1,9 +1,10 @@
 // createProxy(config, deps): the one public entry point that wires parser, policy store, token verifier and server together.
-import { readFileSync } from 'node:fs';
-import tls from 'node:tls';
 import type { Logger } from 'pino';
+import client from 'prom-client';
 import type { Config } from './config/types.ts';
+import { livePassword, TlsPair, UpstreamPassword, type SecretLog } from './config/secrets.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/jwt.ts';
+import { openRotatingKeys } from './auth/keys.ts';
 import { ProxyError } from '../lib/errors.ts';
 import { createLogger } from './log.ts';
 import { createMetrics, registerAuditMetrics, registerRevocationMetrics, registerDecidePoolMetrics, registerSessionBufferMetrics, registerUpstreamCapMetrics, startMetricsServer, type Metrics } from './metrics.ts';
@@ -35,6 +36,8 @@ export interface ProxyDeps {
   events?: SessionEvents;
   /** Watch the policy file for changes (default true). */
   watchPolicy?: boolean;
+  /** Watch the upstream password file, the key file and the TLS pair for changes (default: as watchPolicy). */
+  watchSecrets?: boolean;
   /**
    * How sessions and analysis connections reach Postgres (default tcpUpstream). pgwarden's own catalog, readiness
    * and revocation connections use `pg` and are not routed through it.
@@ -89,9 +92,19 @@ async function upstreamCapFor(config: Config, query: ReturnType<typeof upstreamQ
   return new UpstreamCap(max);
 }
 
-export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise<Proxy> {
-  const log = deps.logger ?? createLogger(config.log.level);
+export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise<Proxy> {
+  const log = deps.logger ?? createLogger(loaded.log.level);
   const metrics = createMetrics();
+  // Secrets re-read while running (docs/rotation.md): a failed read keeps the value in use and is counted here.
+  const secretReloads = new client.Counter({ name: 'pgwarden_secret_reloads_total', help: 'Re-reads of a rotated secret (upstream_password, verification_key, tls) by result: changed, unchanged, failed (the one in use was kept)', labelNames: ['secret', 'result'] as const, registers: [metrics.registry] });
+  const secretOpts = {
+    watch: deps.watchSecrets ?? deps.watchPolicy ?? true,
+    log: ((level, msg, fields) => log[level](fields ?? {}, msg)) satisfies SecretLog,
+    onReload: (secret: string, result: string) => secretReloads.inc({ secret, result }),
+  };
+  const password = UpstreamPassword.open(loaded.upstream, secretOpts);
+  // Every connection opened from here on reads the password in force when it logs in.
+  const config: Config = { ...loaded, upstream: livePassword(loaded.upstream, password) };
   // The parser must be loaded before the first connection is accepted (parseSync on the hot path).
   await initParser();
   const counted: CountedUpstream = {};
@@ -115,7 +128,8 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
       log[level](fields ?? {}, msg);
     },
   });
-  const verifier = await createTokenVerifier(config.auth, deps.now ? { now: deps.now } : undefined);
+  const keys = await openRotatingKeys(config.auth, { ...secretOpts, now: deps.now });
+  const verifier = await createTokenVerifier(config.auth, { keys, ...(deps.now ? { now: deps.now } : {}) });
   const auditConfig = config.audit ?? { destination: 'stdout', sql: 'normalized', onFailure: 'refuse' };
   const audit = await createAudit({ ...auditConfig, policyVersion: () => store.version, log: log.child({ component: 'audit' }) });
   registerAuditMetrics(metrics, audit);
@@ -148,8 +162,8 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   const analysisConfig = config.analysis ?? { cacheTtl: 10_000, timeout: 5_000, maxContexts: 16, ddlChannel: 'pgwarden_ddl' };
   const analysisLog = log.child({ component: 'analysis' });
   // Analysis connections count against limits.maxUpstreamConnections as they open (connectUpstream reads `cap`).
-  const analysisUpstream: Config['upstream'] & CountedUpstream = { ...config.upstream, cap: upstreamCap };
-  const upstream = deps.upstream ?? tcpUpstream;
+  const analysisUpstream: Config['upstream'] & CountedUpstream = livePassword({ ...config.upstream, cap: upstreamCap }, password);
+  const upstream = retryingPassword(deps.upstream ?? tcpUpstream, password, log);
   const analysisPool = new AnalysisPool(analysisUpstream, {
     connector: upstream,
     timeoutMs: analysisConfig.timeout,
@@ -179,9 +193,7 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
     pool: decidePoolOptions(config.limits),
   });
   const gate = withAuditGate(policyGate, audit);
-  const tlsContext = config.listen.tls
-    ? tls.createSecureContext({ cert: readFileSync(config.listen.tls.certFile), key: readFileSync(config.listen.tls.keyFile) })
-    : undefined;
+  const tlsPair = config.listen.tls ? TlsPair.open(config.listen.tls, secretOpts) : undefined;
   // Throws (pgwarden does not start) when the peer list names this replica itself, by id or by its listen address.
   const cancels = new CancelRegistry(config.cluster?.replicaId ?? 0, config.cluster?.peers ?? [], {
     listen: config.listen,
@@ -190,7 +202,13 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   });
   const events = combineEvents(metrics.events, audit.events, deps.events);
   const server = createServer(
-    { config, verifier, gate, cancels, log, tlsContext, events, now: deps.now, isRevoked: (id) => revocations.match(id)?.reason, budgets: new BudgetLedger(deps.now), upstream },
+    {
+      config, verifier, gate, cancels, log, events, now: deps.now, isRevoked: (id) => revocations.match(id)?.reason, budgets: new BudgetLedger(deps.now), upstream,
+      // Read when each connection's session is made (server.ts spreads these deps): new handshakes get the newest pair.
+      get tlsContext() {
+        return tlsPair?.context;
+      },
+    },
     {
       admit: () => (auditGate(audit) ? undefined : auditUnavailableError()),
       upstreamCap,
@@ -283,7 +301,8 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
   // in flight plus at most one pending): a second coalescer around both would make a revocation wait for the previous
   // signal's policy reload.
   const reloadAll = async (): Promise<void> => {
-    const jobs: Promise<unknown>[] = [store.reload('signal')];
+    const jobs: Promise<unknown>[] = [store.reload('signal'), password.reload(), keys.reload()];
+    if (tlsPair) jobs.push(tlsPair.reload());
     for (const src of sources) if ('reload' in src && typeof src.reload === 'function') jobs.push((src.reload as () => Promise<unknown>)());
     for (const r of await Promise.allSettled(jobs)) if (r.status === 'rejected') log.error({ err: r.reason }, 'reload failed');
   };
@@ -323,8 +342,36 @@ export async function createProxy(config: Config, deps: ProxyDeps = {}): Promise
       analysisPool.close();
       await policyGate.close();
       verifier.close();
+      password.close();
+      tlsPair?.close();
       await revocations.close();
       await audit.close();
+    },
+  };
+}
+
+/**
+ * Upstream logins with the password in force; one refused with 28P01 (the password was rotated and pgwarden's file
+ * and the server disagree for a moment) is retried once with the other password UpstreamPassword offers.
+ */
+function retryingPassword(inner: UpstreamConnector, password: UpstreamPassword, log: Logger): UpstreamConnector {
+  return {
+    cancel: (cfg, processId, secretKey) => inner.cancel(cfg, processId, secretKey),
+    async connect(cfg, params) {
+      const used = password.current;
+      try {
+        const up = await inner.connect({ ...cfg, password: used }, params);
+        password.accepted(used);
+        return up;
+      } catch (err) {
+        if (!(err instanceof ProxyError) || !/\(SQLSTATE 28P01\)/.test(err.message)) throw err;
+        const other = await password.alternative(used);
+        if (other === undefined) throw err;
+        log.info({ secret: 'upstream_password' }, 'upstream refused the password in use (28P01): retrying once with the other one (rotation in progress)');
+        const up = await inner.connect({ ...cfg, password: other }, params);
+        password.accepted(other);
+        return up;
+      }
     },
   };
 }

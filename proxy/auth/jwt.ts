@@ -2,7 +2,7 @@
 import * as jose from 'jose';
 import { ProxyError } from '../../lib/errors.ts';
 import type { AuthConfig } from '../config/types.ts';
-import { KeyAlgorithmMismatchError, KeyUnavailableError, loadVerificationKeys, type KeyResolver } from './keys.ts';
+import { KeyAlgorithmMismatchError, KeyUnavailableError, loadVerificationKeys, type KeyResolver, type VerificationKeys } from './keys.ts';
 
 /** Who a verified token says the session is for; claims are copied out, never the token. */
 export interface Identity {
@@ -85,8 +85,9 @@ const HINT_KEYS = 'pgwarden could not obtain the key to check this token. Reques
  * Build a verifier for `auth`: loads the key source once (throws on misconfiguration) and checks each token with
  * jose, algorithms pinned from config, then lifetime, claims, revocation and role.
  */
-export async function createTokenVerifier(auth: AuthConfig, deps: { now?: () => number } = {}): Promise<TokenVerifier> {
-  const keys = await loadVerificationKeys(auth);
+export async function createTokenVerifier(auth: AuthConfig, deps: { now?: () => number; keys?: VerificationKeys } = {}): Promise<TokenVerifier> {
+  // createProxy passes rotating keys (auth/keys.ts openRotatingKeys); `token` commands and tests load them once.
+  const keys = deps.keys ?? (await loadVerificationKeys(auth));
   const clock = deps.now ?? Date.now;
   const allowed = new Set(auth.algorithms);
   const maxLifetimeSec = auth.maxTokenLifetime / 1000;

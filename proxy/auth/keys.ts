@@ -1,7 +1,11 @@
-// Keys that verify and sign tokens: built from the key files config/key-files.ts reads, or fetched from a remote JWKS, and imported with jose.
+// Keys that verify and sign tokens: built from the key files config/key-files.ts reads (re-read when they change, with an overlap), or fetched from a remote JWKS, and imported with jose.
 import * as jose from 'jose';
 import type { AuthConfig } from '../config/types.ts';
-import { algorithmMismatch, describeKey, isHmacAlgorithm, parseKeyText, readHmacSecret, readKeyFile, usableAlgorithms, type KeyMaterial } from '../config/key-files.ts';
+import { algorithmMismatch, describeKey, HMAC_MIN_BYTES, isHmacAlgorithm, parseKeyText, readHmacSecret, readKeyFile, trimTrailingNewlines, usableAlgorithms, } from '../config/key-files.ts';
+import { readSettledSecret, SECRET_DEBOUNCE_MS, type SecretReloadResult, type SecretWatchOptions } from '../config/secrets.ts';
+import { Coalescer } from '../../lib/coalesce.ts';
+import { errorMessage } from '../../lib/error-message.ts';
+import { FileWatcher } from '../../lib/watch.ts';
 
 /** Largest JWKS response read; a real key set is a few KB, and the endpoint is not ours to trust with memory. */
 export const JWKS_MAX_BYTES = 512 * 1024;
@@ -49,17 +53,154 @@ export async function loadVerificationKeys(auth: AuthConfig): Promise<Verificati
   if (auth.algorithms.length === 0) throw new TypeError('auth.algorithms is empty');
 
   if (auth.secretFile !== undefined) {
-    const secret = readHmacSecret(auth.secretFile);
-    const nonHmac = auth.algorithms.filter((a) => !isHmacAlgorithm(a));
-    if (nonHmac.length > 0) throw new TypeError(`auth.secretFile can only verify HS* algorithms, not ${nonHmac.join(', ')}`);
-    return staticKeys(new Map(auth.algorithms.map((alg) => [alg, secret])));
+    checkHmacOnly(auth);
+    return hmacKeys(readHmacSecret(auth.secretFile), auth.algorithms);
   }
+  checkNoHmac(auth);
+  if (auth.publicKeyFile !== undefined) {
+    const read = readKeyFile(auth.publicKeyFile);
+    if (!read.ok) throw new Error(read.message);
+    return publicKeys(auth.publicKeyFile, read.data, auth.algorithms);
+  }
+  return remoteKeys(auth);
+}
+
+function checkHmacOnly(auth: AuthConfig): void {
+  const nonHmac = auth.algorithms.filter((a) => !isHmacAlgorithm(a));
+  if (nonHmac.length > 0) throw new TypeError(`auth.secretFile can only verify HS* algorithms, not ${nonHmac.join(', ')}`);
+}
+
+function checkNoHmac(auth: AuthConfig): void {
   if (auth.algorithms.some(isHmacAlgorithm)) {
     // A public key used as an HMAC secret is the classic algorithm-confusion attack; never allow the mix.
     throw new TypeError('HS* algorithms need auth.secretFile; they cannot be used with a public key or JWKS');
   }
-  if (auth.publicKeyFile !== undefined) return loadPublicKeyFile(auth.publicKeyFile, auth.algorithms);
-  return remoteKeys(auth);
+}
+
+function hmacKeys(secret: Uint8Array, algorithms: readonly string[]): VerificationKeys {
+  return staticKeys(new Map(algorithms.map((alg) => [alg, secret])));
+}
+
+/** Default auth.keyOverlap for hand-built configs (loadConfig sets it from settings.ts). */
+export const KEY_OVERLAP_DEFAULT_MS = 10 * 60_000;
+
+export interface RotatingKeys extends VerificationKeys {
+  /** Re-read the key file (coalesced; file watch and SIGHUP): a good, different key becomes current, the old one overlaps. */
+  reload(): Promise<SecretReloadResult>;
+}
+
+/**
+ * Verification keys that follow auth.secretFile or auth.publicKeyFile (a JWKS URL already follows its publisher and
+ * is returned as is, with a reload that does nothing). After a change, tokens signed with the previous key still
+ * verify for auth.keyOverlap by `now`, then never again; a file that is unreadable, group/other-writable (secret
+ * files), too short or not parsing never replaces the key in use.
+ */
+export async function openRotatingKeys(auth: AuthConfig, opts: SecretWatchOptions & { now?: () => number }): Promise<RotatingKeys> {
+  const initial = await loadVerificationKeys(auth);
+  const file = auth.secretFile ?? auth.publicKeyFile;
+  if (file === undefined) return { ...initial, reload: async () => 'unchanged' as const };
+  const now = opts.now ?? Date.now;
+  const overlapMs = auth.keyOverlap ?? KEY_OVERLAP_DEFAULT_MS;
+  const isSecret = auth.secretFile !== undefined;
+  // Bytes read just after loading: were the file to change in between, the first reload sees a difference and reloads.
+  const initialRead = readKeyFile(file);
+  let current = { keys: initial, bytes: initialRead.ok ? initialRead.data : Buffer.alloc(0) };
+  let previous: { keys: VerificationKeys; until: number } | undefined;
+  let closed = false;
+
+  const read = async (): Promise<{ ok: true; keys: VerificationKeys; bytes: Buffer; warning: string | undefined } | { ok: false; message: string }> => {
+    const r = await readSettledSecret(file, isSecret);
+    if (!r.ok) return r;
+    try {
+      if (isSecret) {
+        const secret = trimTrailingNewlines(r.data);
+        if (secret.length < HMAC_MIN_BYTES) return { ok: false, message: `the HMAC secret is ${secret.length} bytes; at least ${HMAC_MIN_BYTES} are required` };
+        return { ok: true, keys: hmacKeys(new Uint8Array(secret), auth.algorithms), bytes: r.data, warning: r.warning };
+      }
+      return { ok: true, keys: await publicKeys(file, r.data, auth.algorithms), bytes: r.data, warning: undefined };
+    } catch (err) {
+      return { ok: false, message: errorMessage(err) };
+    }
+  };
+
+  const reloads = new Coalescer<SecretReloadResult>(async () => {
+    let result: SecretReloadResult;
+    const next = await read();
+    if (!next.ok) {
+      opts.log('warn', `verification key not reloaded, the one in use is kept: ${next.message}`, { secret: 'verification_key' });
+      result = 'failed';
+    } else if (next.bytes.equals(current.bytes)) {
+      result = 'unchanged';
+    } else {
+      if (next.warning) opts.log('warn', `verification key: ${next.warning}`, { secret: 'verification_key' });
+      // Only the key just replaced overlaps: a key two rotations old stops verifying at once.
+      previous?.keys.close();
+      previous = overlapMs > 0 ? { keys: current.keys, until: now() + overlapMs } : undefined;
+      if (overlapMs <= 0) current.keys.close();
+      current = { keys: next.keys, bytes: next.bytes };
+      opts.log('info', 'verification key reloaded: tokens signed with the previous key verify until the overlap ends', {
+        secret: 'verification_key',
+        overlapUntil: previous ? new Date(previous.until).toISOString() : undefined,
+      });
+      result = 'changed';
+    }
+    opts.onReload?.('verification_key', result);
+    return result;
+  });
+
+  const watchers: FileWatcher[] = [];
+  if (opts.watch !== false) {
+    watchers.push(new FileWatcher(file, {
+      debounceMs: SECRET_DEBOUNCE_MS,
+      persistent: false,
+      what: 'verification key',
+      warn: (msg, fields) => opts.log('warn', msg, fields),
+      onChange: () => void reloads.run().catch((err) => opts.log('error', 'verification key reload crashed', { error: errorMessage(err) })),
+    }));
+  }
+
+  return {
+    resolve: async (header, token) => {
+      if (closed) throw new KeyUnavailableError('closed', 'the token verifier is closed');
+      const overlap = previous !== undefined && now() < previous.until ? previous : undefined;
+      if (overlap === undefined) return await current.keys.resolve(header, token);
+      // Both keys are candidates during the overlap; jwt.ts tries each (the JWKSMultipleMatchingKeys path).
+      const candidates: (jose.CryptoKey | Uint8Array)[] = [];
+      let firstError: unknown;
+      for (const set of [current.keys, overlap.keys]) {
+        try {
+          candidates.push(await set.resolve(header, token));
+        } catch (err) {
+          if (err instanceof jose.errors.JWKSMultipleMatchingKeys) {
+            for await (const key of err as unknown as AsyncIterable<jose.CryptoKey>) candidates.push(key);
+          } else {
+            firstError ??= err;
+          }
+        }
+      }
+      if (candidates.length === 0) throw firstError;
+      if (candidates.length === 1) return candidates[0] as jose.CryptoKey | Uint8Array;
+      throw severalCandidates(candidates);
+    },
+    close: () => {
+      closed = true;
+      for (const w of watchers) w.close();
+      current.keys.close();
+      previous?.keys.close();
+    },
+    reload: () => reloads.run(),
+  };
+}
+
+/** jose's "several keys match" error carrying `keys`, which jwt.ts's verifyJwt tries one by one. */
+function severalCandidates(keys: (jose.CryptoKey | Uint8Array)[]): jose.errors.JWKSMultipleMatchingKeys {
+  const err = new jose.errors.JWKSMultipleMatchingKeys();
+  Object.defineProperty(err, Symbol.asyncIterator, {
+    value: async function* () {
+      yield* keys;
+    },
+  });
+  return err;
 }
 
 function staticKeys(byAlg: Map<string, jose.CryptoKey | Uint8Array>): VerificationKeys {
@@ -77,10 +218,8 @@ function staticKeys(byAlg: Map<string, jose.CryptoKey | Uint8Array>): Verificati
   };
 }
 
-async function loadPublicKeyFile(path: string, algorithms: readonly string[]): Promise<VerificationKeys> {
-  const read = readKeyFile(path);
-  if (!read.ok) throw new Error(read.message);
-  const parsed = parseKeyText(read.data.toString('utf8'), 'public');
+async function publicKeys(path: string, data: Buffer, algorithms: readonly string[]): Promise<VerificationKeys> {
+  const parsed = parseKeyText(data.toString('utf8'), 'public');
   if (!parsed.ok) throw new Error(`auth.publicKeyFile ${path} ${parsed.message}`);
   const material = parsed.material;
   const usable = usableAlgorithms(material, algorithms);

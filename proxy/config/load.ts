@@ -147,6 +147,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
     jwksCooldown: must('auth.jwksCooldown'),
     jwksCacheMaxAge: must('auth.jwksCacheMaxAge'),
     jwksTimeout: must('auth.jwksTimeout'),
+    keyOverlap: must('auth.keyOverlap'),
   };
   const config: Config = {
     baseDir,
@@ -161,6 +162,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
       database: must('upstream.database'),
       user: must('upstream.user'),
       password: upstreamPassword,
+      passwordFile: get('upstream.passwordFile'),
       sslmode: must('upstream.sslmode'),
       sslRootCert,
       connectTimeout: must('upstream.connectTimeout'),

@@ -68,6 +68,7 @@ export const settings = [
   { key: 'auth.allowCleartext', type: 'enum', values: ['loopback', 'always', 'never'], default: 'loopback', doc: 'accept a token over a non-TLS connection: from loopback only, always, or never' },
   { key: 'auth.jwksCooldown', type: 'duration', default: 30_000, doc: 'minimum time between JWKS refetches triggered by an unknown key id' },
   { key: 'auth.jwksCacheMaxAge', type: 'duration', default: 10 * 60_000, min: 1, doc: 'how long fetched JWKS keys are trusted before a refetch' },
+  { key: 'auth.keyOverlap', type: 'duration', default: 10 * 60_000, max: 24 * 3_600_000, doc: 'after secretFile or publicKeyFile changes (file watch or SIGHUP), tokens signed with the previous key still verify this long; 0 ends them at once' },
   { key: 'auth.jwksTimeout', type: 'duration', default: 5_000, min: 1, doc: 'time allowed for one JWKS fetch' },
 
   { key: 'policyFile', type: 'path', required: true, doc: 'policy file (roles and rules), hot-reloaded' },

@@ -15,6 +15,8 @@ export interface UpstreamConfig {
   user: string;
   /** Resolved at load time from passwordFile or passwordEnv; never from the policy file. Undefined means trust auth. */
   password: string | undefined;
+  /** upstream.passwordFile, kept so the password can be re-read when the file changes (config/secrets.ts); absent for passwordEnv. */
+  passwordFile?: string;
   /** 'disable' | 'require' (TLS, no verification) | 'verify-full' (TLS, CA + hostname). */
   sslmode: 'disable' | 'require' | 'verify-full';
   /** PEM CA bundle contents for verify-full; undefined uses the system store. */
@@ -45,6 +47,8 @@ export interface AuthConfig {
   jwksCacheMaxAge: Millis;
   /** JWKS: time allowed for one fetch (optional so hand-built configs in tests need not set it; load sets 5s). */
   jwksTimeout?: Millis;
+  /** After a key file changes, tokens signed with the previous key still verify this long (optional: hand-built configs get 10 min). */
+  keyOverlap?: Millis;
 }
 
 export interface LimitsConfig {

@@ -64,7 +64,8 @@ export function revocationClientConfig(u: UpstreamConfig): pg.ClientConfig {
     port: u.port,
     database: u.database,
     user: u.user,
-    password: u.password,
+    // Read at each (re)connect, so a rotated upstream password is used (config/secrets.ts livePassword).
+    password: u.password === undefined ? undefined : () => u.password ?? '',
     application_name: 'pgwarden:revocations',
     connectionTimeoutMillis: u.connectTimeout,
     keepAlive: true,

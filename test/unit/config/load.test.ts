@@ -65,6 +65,7 @@ describe('the documented example', () => {
       database: 'app',
       user: 'pgwarden',
       password: 's3cret-upstream',
+      passwordFile: join(dir, 'secrets', 'upstream-password'),
       sslmode: 'disable',
       sslRootCert: undefined,
       connectTimeout: 10_000,
@@ -85,6 +86,7 @@ describe('the documented example', () => {
       jwksCooldown: 30_000,
       jwksCacheMaxAge: 600_000,
       jwksTimeout: 5_000,
+      keyOverlap: 600_000,
     });
     expect(config.policyFile).toBe(join(dir, 'policy.yaml'));
     expect(config.metrics).toEqual({ host: '127.0.0.1', port: 9187 });
