@@ -12,6 +12,7 @@ export const Reasons = {
   credential_invalid: 'the password is not a token pgwarden accepts (malformed, bad signature, wrong issuer or audience, a lifetime over the maximum, not yet valid): get a new token',
   credential_expired: 'the token expired, at login or during the session: get a new token and reconnect',
   credential_revoked: 'the token was revoked: get a new token (the operator revoked this one, usually on purpose)',
+  credential_used: 'a single-use token that already logged in once (on this or another replica): get a new token for each use',
   credential_rejected: 'a valid token that may not log in here: its role is not in the policy, or this database is not served',
   tls_required: 'the connection must use TLS before a token is sent',
   scope_missing: 'the statement names a relation, column, function, type, channel or setting outside the role (SELECT * FROM pgwarden.scope lists what is inside): ask for a token whose role includes it',
@@ -95,10 +96,10 @@ export const ErrorCatalog = {
   ERR_TOKEN_REJECTED: {
     sqlstate: SqlState.InvalidAuthorizationSpecification,
     severity: 'FATAL',
-    doc: 'a valid token that may not log in: unknown role, revoked, or a database this pgwarden does not serve',
-    message: 'token role "‹role›" is not defined in the policy; token has been revoked: ‹reason›; database "‹name›" is not served by this pgwarden',
+    doc: 'a valid token that may not log in: unknown role, revoked, a single-use token already used, or a database this pgwarden does not serve',
+    message: 'token role "‹role›" is not defined in the policy; token has been revoked: ‹reason›; single-use token has already been used; database "‹name›" is not served by this pgwarden',
     hint: 'Request a token for a role defined in the pgwarden policy and reconnect with it as the password.',
-    reasons: ['credential_rejected', 'credential_revoked'],
+    reasons: ['credential_rejected', 'credential_revoked', 'credential_used'],
   },
   ERR_TOKEN_EXPIRED_SESSION: {
     sqlstate: SqlState.AdminShutdown,
@@ -182,7 +183,7 @@ export const ErrorCatalog = {
   ERR_NOT_READY: {
     sqlstate: SqlState.CannotConnectNow,
     severity: 'FATAL',
-    doc: 'pgwarden cannot serve yet or now: no valid policy loaded, or the audit trail cannot be written (audit.onFailure: refuse)',
+    doc: 'pgwarden cannot serve yet or now: no valid policy loaded, the audit trail cannot be written (audit.onFailure: refuse), or the use of a single-use token could not be recorded',
     message: 'pgwarden cannot record an audit trail right now, so it accepts no sessions',
     hint: 'try again shortly; the operator has been alerted',
     reasons: ['unavailable'],

@@ -1,4 +1,5 @@
 // createProxy(config, deps): the one public entry point that wires parser, policy store, token verifier and server together.
+import os from 'node:os';
 import type { Logger } from 'pino';
 import client from 'prom-client';
 import type { Config } from './config/types.ts';
@@ -13,6 +14,7 @@ import { auditGate, auditUnavailableError, withAuditGate } from './audit/gate.ts
 import { RevocationList } from './revocation/file.ts';
 import { combineRevocations, revokedSessionError, type RevocationSource } from './revocation/source.ts';
 import { revocationClientConfig, revocationListenerNotReady, TableRevocations } from './revocation/table.ts';
+import { MemoryJtiConsumer, singleUseCheck, TableJtiConsumer, type JtiConsumer } from './revocation/consumed.ts';
 import { createServer, type ProxyServer } from './server.ts';
 import { BudgetLedger } from './session/budget.ts';
 import { CancelRegistry } from './session/cancel.ts';
@@ -157,6 +159,21 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
     );
   }
   const revocations = combineRevocations(...sources);
+  // Single-use tokens: consumed in the shared table beside the revocation table (atomic across replicas), in memory for
+  // a lone replica, and refused outright by a replica that has peers but no table (docs/revocation.md).
+  const replicaId = config.cluster?.replicaId ?? 0;
+  const jtiConsumer: JtiConsumer | undefined = config.revocation?.table
+    ? new TableJtiConsumer({
+        connection: revocationClientConfig(config.upstream),
+        schema: config.revocation.table.schema,
+        table: config.revocation.table.name,
+        log: revocationLog,
+        ...(upstreamCap ? { acquire: () => upstreamCap.acquireOwn() } : {}),
+      })
+    : (config.cluster?.peers.length ?? 0) > 0
+      ? undefined
+      : new MemoryJtiConsumer(deps.now);
+  const singleUse = singleUseCheck(jtiConsumer, { by: `replica ${replicaId} on ${os.hostname()}`, log: revocationLog });
   // While the audit trail is down (onFailure: refuse), every statement is refused rather than run unaudited.
   // PostgreSQL's own analysis confirms every statement pgwarden's allows (docs/policy.md, "Two analyses").
   const analysisConfig = config.analysis ?? { cacheTtl: 10_000, timeout: 5_000, maxContexts: 16, ddlChannel: 'pgwarden_ddl' };
@@ -203,7 +220,7 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
   const events = combineEvents(metrics.events, audit.events, deps.events);
   const server = createServer(
     {
-      config, verifier, gate, cancels, log, events, now: deps.now, isRevoked: (id) => revocations.match(id)?.reason, budgets: new BudgetLedger(deps.now), upstream,
+      config, verifier, gate, cancels, log, events, now: deps.now, isRevoked: (id) => revocations.match(id)?.reason, singleUse, budgets: new BudgetLedger(deps.now), upstream,
       // Read when each connection's session is made (server.ts spreads these deps): new handshakes get the newest pair.
       get tlsContext() {
         return tlsPair?.context;
@@ -345,6 +362,7 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
       password.close();
       tlsPair?.close();
       await revocations.close();
+      await jtiConsumer?.close();
       await audit.close();
     },
   };

@@ -9,7 +9,7 @@ import type { UpstreamCap } from './upstream/cap.ts';
 
 /** Login failures that count against limits.loginFailuresPerMinute: the client's credentials were wrong, not pgwarden's limits or upstream. */
 // startup_parameter: a valid token with a startup setting its role may not SET (a client's configuration, not a guess).
-const NOT_CLIENT_FAILURES = new Set(['session_limit', 'upstream', 'key_unavailable', 'startup_parameter']);
+const NOT_CLIENT_FAILURES = new Set(['session_limit', 'upstream', 'key_unavailable', 'startup_parameter', 'single_use_unavailable', 'single_use_unsupported']);
 
 export interface ProxyServer {
   readonly sessions: ReadonlySet<Session>;

@@ -23,7 +23,8 @@ export interface AuditSessionFields {
 }
 
 export type AuditEvent =
-  | ({ event: 'session_start' } & AuditSessionFields)
+  /** `singleUse: 'consumed'`: the login consumed a single-use token (no later login with its jti is accepted). */
+  | ({ event: 'session_start'; singleUse?: 'consumed' } & AuditSessionFields)
   | ({ event: 'login_refused'; reason: string; refusal: ReasonCode; sqlstate: string; code: string; message: string; operatorHint?: string } & AuditSessionFields)
   | ({
       event: 'statement';

@@ -352,7 +352,7 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
     loginSucceeded(s) {
       const fields = sessionFields(s);
       perSession.set(s, { start: Date.now(), statements: 0, denied: 0, fields: sessionFragment(fields) });
-      emit({ event: 'session_start', ...fields });
+      emit({ event: 'session_start', ...fields, ...(s.identity?.singleUse === true ? { singleUse: 'consumed' as const } : {}) });
     },
     loginFailed(s, reason, err: ProxyError) {
       emit({ event: 'login_refused', ...sessionFields(s), reason, refusal: err.reason, sqlstate: err.sqlstate, code: err.code, message: err.message, ...(err.operatorHint === undefined ? {} : { operatorHint: err.operatorHint }) });

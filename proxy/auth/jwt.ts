@@ -17,6 +17,8 @@ export interface Identity {
   exp: number;
   iat: number;
   nbf: number | undefined;
+  /** The token may log in once: its jti is consumed at the first login (claim SINGLE_USE_CLAIM; docs/revocation.md). */
+  singleUse?: boolean;
 }
 
 export type AuthFailureReason =
@@ -69,6 +71,13 @@ export const MAX_PASSWORD_MESSAGE_LENGTH = MAX_TOKEN_LENGTH + 1024;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 const REQUIRED_CLAIMS = ['sub', 'role', 'exp', 'iat'];
+
+/**
+ * The claim that marks a token single-use (consumed at its first login, proxy/revocation/consumed.ts). A private claim
+ * name (RFC 7519 §4.3), prefixed so no other issuer's claim collides with it; its value must be the JSON boolean true
+ * (false or absent: an ordinary token; any other value is refused).
+ */
+export const SINGLE_USE_CLAIM = 'pgwarden_single_use';
 
 /**
  * JWS header parameters that say where to find the key (RFC 7515 §4.1.2–4.1.6). pgwarden takes its keys only from
@@ -205,6 +214,12 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
     if (typeof actSub !== 'string' || actSub.length === 0) return bad('token claim "act" must be an object with a non-empty "sub"');
     agent = actSub;
   }
+  // Only the JSON boolean true marks a token single-use; "true", 1 or an object is refused rather than read as
+  // ordinary (an issuer that meant single-use must not get a reusable token by a typing slip).
+  const once = payload[SINGLE_USE_CLAIM];
+  if (once !== undefined && typeof once !== 'boolean') return bad(`token claim "${SINGLE_USE_CLAIM}" must be true or false`);
+  // A single-use token is consumed by its jti: without one there is nothing to consume, so it cannot be honoured.
+  if (once === true && optional.jti === undefined) return bad(`token claim "${SINGLE_USE_CLAIM}" needs a "jti" claim (the single use is recorded by it)`);
 
   const identity: Identity = {
     sub,
@@ -216,6 +231,8 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
     exp: payload.exp as number,
     iat: payload.iat as number,
     nbf: payload.nbf,
+    // Present only on single-use tokens, so an ordinary identity is what it was before the claim existed.
+    ...(once === true ? { singleUse: true } : {}),
   };
   return { ok: true, identity: Object.freeze(identity) };
 }

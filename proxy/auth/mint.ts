@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import * as jose from 'jose';
 import type { AuthConfig } from '../config/types.ts';
+import { SINGLE_USE_CLAIM } from './jwt.ts';
 import { loadSigningKey } from './keys.ts';
 
 export interface MintClaims {
@@ -11,6 +12,8 @@ export interface MintClaims {
   tenant?: string;
   /** A random UUID when not given, so every token can be revoked on its own. */
   jti?: string;
+  /** Mark the token single-use (claim pgwarden_single_use: true): it logs in once, then is refused (credential_used). */
+  singleUse?: boolean;
 }
 
 /** Smallest ttl accepted: NumericDate claims are whole seconds, so less would give exp === iat. */
@@ -38,6 +41,7 @@ export async function mintToken(auth: AuthConfig, claims: MintClaims, ttlMs: num
   const payload: jose.JWTPayload = { role: claims.role };
   if (claims.agent !== undefined) payload['agent'] = claims.agent;
   if (claims.tenant !== undefined) payload['tenant'] = claims.tenant;
+  if (claims.singleUse === true) payload[SINGLE_USE_CLAIM] = true;
 
   const header: jose.JWTHeaderParameters = { alg: signing.alg, typ: 'JWT' };
   if (signing.kid !== undefined) header.kid = signing.kid;

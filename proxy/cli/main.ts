@@ -8,7 +8,7 @@ import { runDemo } from './demo.ts';
 
 const USAGE = `usage:
   pgwarden serve --config FILE
-  pgwarden token mint --config FILE --sub S --role R [--agent A] [--tenant T] [--ttl 300s] [--jti ID]
+  pgwarden token mint --config FILE --sub S --role R [--agent A] [--tenant T] [--ttl 300s] [--jti ID] [--single-use]
   pgwarden demo [--port 6432] [--metrics-port 9187]
   pgwarden revoke --config FILE (--jti J | --sub S | --agent A) [--reason TEXT] [--expires 1h]
   pgwarden policy check FILE
@@ -70,13 +70,14 @@ async function tokenMint(argv: string[]): Promise<void> {
       tenant: { type: 'string' },
       ttl: { type: 'string', default: '300s' },
       jti: { type: 'string' },
+      'single-use': { type: 'boolean', default: false },
     },
   });
   const config = load(values.config);
   if (!values.sub || !values.role) die(`--sub and --role are required\n${USAGE}`);
   const ttl = parseDuration(values.ttl);
   if (ttl === undefined || ttl <= 0) die(`--ttl: not a duration ("${values.ttl}")`);
-  const token = await mintToken(config.auth, { sub: values.sub, role: values.role, agent: values.agent, tenant: values.tenant, jti: values.jti }, ttl);
+  const token = await mintToken(config.auth, { sub: values.sub, role: values.role, agent: values.agent, tenant: values.tenant, jti: values.jti, singleUse: values['single-use'] }, ttl);
   process.stdout.write(token + '\n');
 }
 

@@ -20,6 +20,7 @@ import pg from 'pg';
 import type { Identity } from '../auth/jwt.ts';
 import type { UpstreamConfig } from '../config/types.ts';
 import { pgSslOptions } from '../upstream/connect.ts';
+import { CONSUMED_JTI_SQL } from './consumed.ts';
 import { emptyChangeList, MAX_LISTED_CHANGES, RevocationIndex, type ChangeList } from './entry-index.ts';
 import { type RevocationEntry } from './file.ts';
 import { emitChange, reasonText, type RevocationHealth, type RevocationListener, type RevocationLog, type RevocationReadInfo, type RevocationSource } from './source.ts';
@@ -82,7 +83,8 @@ export function revocationClientConfig(u: UpstreamConfig): pg.ClientConfig {
  * (adds the column, its index and trigger). Run it as an administrator, then
  * `GRANT USAGE ON SCHEMA <schema> TO pgwarden; GRANT SELECT ON <schema>.<table> TO pgwarden;` — pgwarden needs only
  * SELECT, so the sessions it brokers (which log in as the same upstream user) can never delete a revocation.
- * Needs PostgreSQL 13 or later (xid8).
+ * Needs PostgreSQL 13 or later (xid8). It also creates the consumed-jti table of single-use tokens and its function
+ * (CONSUMED_JTI_SQL); pgwarden additionally needs EXECUTE on that function to accept single-use tokens.
  */
 export function REVOCATION_TABLE_SQL(schema: string, table: string, channel: string = DEFAULT_REVOCATION_CHANNEL): string {
   const s = pg.escapeIdentifier(schema);
@@ -127,7 +129,7 @@ $fn$;
 DROP TRIGGER IF EXISTS ${trg} ON ${t};
 CREATE TRIGGER ${trg} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${t}
   FOR EACH STATEMENT EXECUTE FUNCTION ${fn}();
-`;
+${CONSUMED_JTI_SQL(schema, table)}`;
 }
 
 /**

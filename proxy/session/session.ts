@@ -36,6 +36,7 @@ import { quoteIdent } from '../../lib/ident.ts';
 import { scrubForwarded } from './scrub.ts';
 import { acceptStartupSettings, readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
 import { rewriteApplicationName } from './app-name.ts';
+import { refuseSingleUse, type SingleUseCheck } from '../revocation/consumed.ts';
 
 /** Why a session ended; a low-cardinality metric label. */
 export type EndReason =
@@ -89,6 +90,8 @@ export interface SessionDeps {
   budgets?: BudgetLedger;
   /** Revocation check at login; returns a reason when the identity is revoked. */
   isRevoked?(id: Identity): string | undefined;
+  /** Consumes a single-use token's jti (proxy/revocation/consumed.ts); without it single-use tokens are refused. */
+  singleUse?: SingleUseCheck;
   now?: () => number;
   /** How the session reaches Postgres (default tcpUpstream); a test passes a scripted in-memory backend. */
   upstream?: UpstreamConnector;
@@ -687,6 +690,19 @@ export class Session {
     this.identity = identity;
     this.role = role;
     this.log.info({ sub: identity.sub, agent: identity.agent, role: identity.role, jti: identity.jti }, 'token accepted');
+    // Last check before the upstream connection, with the session already counted as logged in (admitIdentity), so a
+    // refusal by another check never burns the token and concurrent logins cannot overshoot the session limits.
+    if (identity.singleUse === true) {
+      // No consumer wired (a hand-built server): the token cannot be consumed, so it is refused.
+      const refused = await (this.deps.singleUse ?? refuseSingleUse)(identity);
+      if (this.closed) return;
+      if (refused) {
+        this.log.warn({ reason: refused.reason, jti: identity.jti }, 'login refused');
+        this.deps.events?.loginFailed?.(this, refused.reason, refused.error);
+        this.fail(refused.error, 'auth_failed');
+        return;
+      }
+    }
     try {
       const startup = this.startup;
       if (!startup) throw new Error('startup missing');
