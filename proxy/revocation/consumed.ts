@@ -1,4 +1,5 @@
 // Single-use tokens: consuming a token's jti at its first login, atomically across replicas (a unique key in an upstream table) or in memory for one replica.
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Identity } from '../auth/jwt.ts';
 import { ProxyError } from '../../lib/errors.ts';
@@ -22,6 +23,20 @@ export interface JtiConsumer {
   close(): Promise<void>;
 }
 
+/**
+ * The key a jti is consumed under: its SHA-256. A jti may be any string a token can carry (64 KiB, NUL characters),
+ * which neither a btree key (about 2.7 kB at most) nor PostgreSQL text (no NUL) can hold; the digest always fits.
+ */
+export function jtiKey(jti: string): Buffer {
+  return createHash('sha256').update(jti, 'utf8').digest();
+}
+
+/** The jti as written to the table for operators: at most 256 characters, NUL replaced (the key is the digest). */
+function displayJti(jti: string): string {
+  const clean = jti.replace(/\0/g, '\uFFFD');
+  return clean.length > 256 ? `${clean.slice(0, 255)}…` : clean;
+}
+
 /** Name of the consumed-jti table and its function for the revocation table `table`. */
 export function consumedNames(schema: string, table: string): { table: string; fn: string } {
   const s = pg.escapeIdentifier(schema);
@@ -33,37 +48,38 @@ export function consumedNames(schema: string, table: string): { table: string; f
  * is SECURITY DEFINER so pgwarden needs only EXECUTE on it, never INSERT or DELETE on the table: the sessions pgwarden
  * brokers log in as the same upstream user and must never be able to delete a consumption (which would make a token
  * usable again). Idempotent; run as an administrator with REVOCATION_TABLE_SQL, then
- * `GRANT EXECUTE ON FUNCTION <schema>.<table>_consume(text, timestamptz, text) TO pgwarden`.
+ * `GRANT EXECUTE ON FUNCTION <schema>.<table>_consume(bytea, text, timestamptz, text) TO pgwarden`.
  */
 export function CONSUMED_JTI_SQL(schema: string, table: string): string {
   const n = consumedNames(schema, table);
   const idx = pg.escapeIdentifier(`${table}_consumed_expires_at`);
   const margin = `${CONSUMED_PURGE_MARGIN_SECONDS} seconds`;
   return `CREATE TABLE IF NOT EXISTS ${n.table} (
-  jti         text PRIMARY KEY,
+  jti_sha256  bytea PRIMARY KEY CHECK (length(jti_sha256) = 32),
+  jti         text NOT NULL,
   expires_at  timestamptz NOT NULL,
   consumed_at timestamptz NOT NULL DEFAULT now(),
   consumed_by text
 );
 CREATE INDEX IF NOT EXISTS ${idx} ON ${n.table} (expires_at);
 REVOKE ALL ON ${n.table} FROM PUBLIC;
-CREATE OR REPLACE FUNCTION ${n.fn}(p_jti text, p_expires_at timestamptz, p_by text) RETURNS boolean
+CREATE OR REPLACE FUNCTION ${n.fn}(p_key bytea, p_jti text, p_expires_at timestamptz, p_by text) RETURNS boolean
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
   won boolean;
 BEGIN
-  IF p_jti IS NULL OR p_jti = '' OR p_expires_at IS NULL THEN
-    RAISE EXCEPTION 'pgwarden: a consumed jti needs a jti and an expiry';
+  IF p_key IS NULL OR length(p_key) <> 32 OR p_jti IS NULL OR p_expires_at IS NULL THEN
+    RAISE EXCEPTION 'pgwarden: a consumed jti needs its SHA-256, the jti and an expiry';
   END IF;
   -- Expired consumptions go at insert time: the table holds only tokens that could still be presented.
   DELETE FROM ${n.table} WHERE expires_at < now() - interval '${margin}';
   -- The primary key decides between concurrent logins on any number of replicas: exactly one insert returns a row.
-  INSERT INTO ${n.table} (jti, expires_at, consumed_by) VALUES (p_jti, p_expires_at, p_by)
-    ON CONFLICT (jti) DO NOTHING RETURNING true INTO won;
+  INSERT INTO ${n.table} (jti_sha256, jti, expires_at, consumed_by) VALUES (p_key, p_jti, p_expires_at, p_by)
+    ON CONFLICT (jti_sha256) DO NOTHING RETURNING true INTO won;
   RETURN coalesce(won, false);
 END
 $fn$;
-REVOKE ALL ON FUNCTION ${n.fn}(text, timestamptz, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ${n.fn}(bytea, text, timestamptz, text) FROM PUBLIC;
 `;
 }
 
@@ -81,14 +97,14 @@ export class TableJtiConsumer implements JtiConsumer {
 
   constructor(opts: { connection: pg.ClientConfig; schema: string; table: string; log?: RevocationLog; acquire?: () => () => void }) {
     this.#opts = opts;
-    this.#sql = `SELECT ${consumedNames(opts.schema, opts.table).fn}($1, to_timestamp($2::double precision), $3) AS won`;
+    this.#sql = `SELECT ${consumedNames(opts.schema, opts.table).fn}($1::bytea, $2, to_timestamp($3::double precision), $4) AS won`;
   }
 
   async consume(jti: string, exp: number, by: string): Promise<ConsumeOutcome> {
     if (this.#closed) throw new Error('the single-use consumer is closed');
     const client = await this.#connection();
     try {
-      const res = await client.query<{ won: boolean | null }>(this.#sql, [jti, exp, by]);
+      const res = await client.query<{ won: boolean | null }>(this.#sql, [jtiKey(jti), displayJti(jti), exp, by]);
       const won = res.rows[0]?.won;
       if (won === true) return 'consumed';
       if (won === false) return 'used';
@@ -165,9 +181,11 @@ export class MemoryJtiConsumer implements JtiConsumer {
   async consume(jti: string, exp: number): Promise<ConsumeOutcome> {
     const now = this.#now();
     this.#sweep(now);
-    const until = this.#used.get(jti);
+    // Keyed by digest: memory per consumed token is bounded whatever the jti's length.
+    const key = jtiKey(jti).toString('base64');
+    const until = this.#used.get(key);
     if (until !== undefined && until > now) return 'used';
-    this.#used.set(jti, exp * 1000 + CONSUMED_PURGE_MARGIN_SECONDS * 1000);
+    this.#used.set(key, exp * 1000 + CONSUMED_PURGE_MARGIN_SECONDS * 1000);
     return 'consumed';
   }
 

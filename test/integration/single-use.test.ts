@@ -10,7 +10,7 @@ import { singleUseCheck, TableJtiConsumer } from '../../proxy/revocation/consume
 import { loginError, startTestProxy, superClient, testPg, type TestProxy } from '../helpers/proxy.ts';
 
 const SCHEMA = 'pgwarden_single_use';
-const FN = `${SCHEMA}.revocations_consume(text, timestamptz, text)`;
+const FN = `${SCHEMA}.revocations_consume(bytea, text, timestamptz, text)`;
 
 const singleUse = (tp: TestProxy, claims: { sub?: string; jti?: string } = {}) =>
   mintToken(tp.config.auth, { sub: 'alice', role: 'analyst', agent: 'task-agent', singleUse: true, ...claims }, 120_000);
@@ -80,6 +80,10 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
     const token = await singleUse(a, { jti });
     await use(a, token);
     await loginError(b.pgConfig(token));
+    // The trail is written asynchronously: wait until both events have reached the files.
+    const events = (tp: TestProxy, event: string, id: string) =>
+      tp.auditLines().map((l) => JSON.parse(l)).filter((e) => e.event === event && e.jti === id);
+    await expect.poll(() => events(a, 'session_start', jti).length + events(b, 'login_refused', jti).length).toBe(2);
     const starts = a.auditLines().map((l) => JSON.parse(l)).filter((e) => e.event === 'session_start' && e.jti === jti);
     expect(starts).toHaveLength(1);
     expect(starts[0].singleUse).toBe('consumed');
@@ -88,6 +92,7 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
     expect(refused[0]).toMatchObject({ reason: 'single_use_used', refusal: 'credential_used', sqlstate: '28000' });
     // An ordinary login records no single use.
     await use(a, await a.token({ jti: `plain-${jti}` }));
+    await expect.poll(() => events(a, 'session_start', `plain-${jti}`).length).toBe(1);
     const plain = a.auditLines().map((l) => JSON.parse(l)).find((e) => e.event === 'session_start' && e.jti === `plain-${jti}`);
     expect(plain).toBeDefined();
     expect(plain.singleUse).toBeUndefined();
@@ -104,6 +109,36 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
     const outcomes = await Promise.all(attempts);
     expect(outcomes.filter((o) => o === 'won')).toHaveLength(1);
     expect(outcomes.filter((o) => o !== 'won')).toEqual(Array(9).fill('28000 reason=credential_used'));
+  });
+
+  it('consumes any jti a token can carry: 20,000 characters, NUL, jtis that differ only in case', async () => {
+    // End to end: jtis differing only in case are different tokens.
+    for (const jti of [`Case-${randomUUID()}`]) {
+      const upper = await singleUse(a, { jti });
+      const lower = await singleUse(a, { jti: jti.toLowerCase() });
+      expect(await use(a, upper)).toBe(1);
+      expect(await use(b, lower)).toBe(1);
+      expect((await loginError(b.pgConfig(upper))).detail).toMatch(/^reason=credential_used/);
+    }
+    // The key is the jti's digest: lengths a btree cannot index and NULs text cannot hold are consumed the same way.
+    const info = testPg();
+    const consumer = new TableJtiConsumer({
+      connection: { host: info.host, port: info.port, database: SAMPLE_DATABASE, user: SAMPLE_UPSTREAM_USER, password: info.upstreamPassword },
+      schema: SCHEMA,
+      table: 'revocations',
+    });
+    try {
+      const exp = Math.floor(Date.now() / 1000) + 60;
+      const long = `${randomUUID()}${'j'.repeat(20_000)}`;
+      for (const jti of [long, `nul\u0000${randomUUID()}`]) {
+        expect(await consumer.consume(jti, exp, 'test')).toBe('consumed');
+        expect(await consumer.consume(jti, exp, 'test')).toBe('used');
+      }
+      // Stored for operators in a bounded form.
+      expect((await consumedRow(`${long.slice(0, 255)}…`))?.consumed_by).toBe('test');
+    } finally {
+      await consumer.close();
+    }
   });
 
   it('refuses a token marked single-use without a jti, or marked with anything but a boolean', async () => {
@@ -136,8 +171,9 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
       expect(err.code).toBe('57P03');
       expect(err.detail).toMatch(/^reason=unavailable/);
       expect(await consumedRow(jti)).toBeUndefined();
-      const refused = a.auditLines().map((l) => JSON.parse(l)).find((e) => e.event === 'login_refused' && e.jti === jti);
-      expect(refused).toMatchObject({ reason: 'single_use_unavailable', refusal: 'unavailable', sqlstate: '57P03' });
+      const refused = () => a.auditLines().map((l) => JSON.parse(l)).find((e) => e.event === 'login_refused' && e.jti === jti);
+      await expect.poll(refused).toBeDefined();
+      expect(refused()).toMatchObject({ reason: 'single_use_unavailable', refusal: 'unavailable', sqlstate: '57P03' });
     } finally {
       await su.query(`GRANT EXECUTE ON FUNCTION ${FN} TO pgwarden`);
       await su.end();
