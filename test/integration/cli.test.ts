@@ -85,6 +85,15 @@ policyFile: ./policy.yaml
     expect(long.code).not.toBe(0);
   });
 
+  it('token mint --single-use marks the token single-use (with a jti); without the flag the claim is absent', async () => {
+    const claims = (jwt: string) => JSON.parse(Buffer.from(jwt.trim().split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+    const once = await pgwarden(['token', 'mint', '--config', configFile, '--sub', 'alice', '--role', 'analyst', '--ttl', '60s', '--single-use']);
+    expect(once.code).toBe(0);
+    expect(claims(once.stdout)).toMatchObject({ pgwarden_single_use: true, jti: expect.any(String) });
+    const plain = await pgwarden(['token', 'mint', '--config', configFile, '--sub', 'alice', '--role', 'analyst', '--ttl', '60s']);
+    expect(claims(plain.stdout)).not.toHaveProperty('pgwarden_single_use');
+  });
+
   it('reports every configuration error at once with its key path and exits non-zero', async () => {
     const broken = path.join(dir, 'broken.yaml');
     writeFileSync(broken, `listen: { port: notaport }\nupstream: { host: 127.0.0.1 }\nauth: { issuer: x, audience: y, algorithms: [none], maxTokenLifetime: soon }\npolicyFile: ./missing.yaml\n`);
