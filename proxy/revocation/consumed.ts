@@ -1,5 +1,5 @@
 // Single-use tokens: consuming a token's jti at its first login, atomically across replicas (a unique key in an upstream table) or in memory for one replica.
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Identity } from '../auth/jwt.ts';
 import { ProxyError } from '../../lib/errors.ts';
@@ -18,7 +18,10 @@ export type ConsumeOutcome = 'consumed' | 'used';
 /** Records the consumption of a jti; throws when the consumption could not be recorded (the login is then refused). */
 export interface JtiConsumer {
   readonly kind: 'table' | 'memory';
-  /** `exp`: the token's expiry, seconds since the epoch (the record is kept until then, and a margin). */
+  /**
+   * `exp`: the token's expiry, seconds since the epoch (the record is kept until then, and a margin). `by`: who consumes,
+   * unique to this login attempt, so a retry after a lost answer recognises its own row.
+   */
   consume(jti: string, exp: number, by: string): Promise<ConsumeOutcome>;
   close(): Promise<void>;
 }
@@ -76,6 +79,10 @@ BEGIN
   -- The primary key decides between concurrent logins on any number of replicas: exactly one insert returns a row.
   INSERT INTO ${n.table} (jti_sha256, jti, expires_at, consumed_by) VALUES (p_key, p_jti, p_expires_at, p_by)
     ON CONFLICT (jti_sha256) DO NOTHING RETURNING true INTO won;
+  IF won IS NULL THEN
+    -- The same login asking again (its first answer was lost with the connection) finds its own row: still its use.
+    SELECT c.consumed_by = p_by INTO won FROM ${n.table} c WHERE c.jti_sha256 = p_key;
+  END IF;
   RETURN coalesce(won, false);
 END
 $fn$;
@@ -90,8 +97,7 @@ REVOKE ALL ON FUNCTION ${n.fn}(bytea, text, timestamptz, text) FROM PUBLIC;
 export class TableJtiConsumer implements JtiConsumer {
   readonly kind = 'table';
   #opts: { connection: pg.ClientConfig; schema: string; table: string; log?: RevocationLog; acquire?: () => () => void };
-  #client: Promise<pg.Client> | undefined;
-  #release: (() => void) | undefined;
+  #conn: Conn | undefined;
   #closed = false;
   readonly #sql: string;
 
@@ -101,61 +107,89 @@ export class TableJtiConsumer implements JtiConsumer {
   }
 
   async consume(jti: string, exp: number, by: string): Promise<ConsumeOutcome> {
-    if (this.#closed) throw new Error('the single-use consumer is closed');
-    const client = await this.#connection();
     try {
-      const res = await client.query<{ won: boolean | null }>(this.#sql, [jtiKey(jti), displayJti(jti), exp, by]);
+      return await this.#consumeOnce(jti, exp, by);
+    } catch (err) {
+      // A connection lost before or while asking (a server restart, a terminated backend not yet noticed) is asked
+      // once more on a new one. Never a double use: the key decides, and the same `by` recognises its own row.
+      if (err instanceof pg.DatabaseError && !isConnectionLoss(err.code)) throw err;
+      if (this.#closed) throw err;
+      return await this.#consumeOnce(jti, exp, by);
+    }
+  }
+
+  async #consumeOnce(jti: string, exp: number, by: string): Promise<ConsumeOutcome> {
+    if (this.#closed) throw new Error('the single-use consumer is closed');
+    const conn = this.#connection();
+    try {
+      await conn.ready;
+      const res = await conn.client.query<{ won: boolean | null }>(this.#sql, [jtiKey(jti), displayJti(jti), exp, by]);
       const won = res.rows[0]?.won;
       if (won === true) return 'consumed';
       if (won === false) return 'used';
       throw new Error('unexpected answer from the consume function');
     } catch (err) {
-      // A query error on a live connection (function missing, no privilege) leaves it usable; a dead one is dropped.
-      if (!(err instanceof pg.DatabaseError) || err.code?.startsWith('08') === true) this.#drop();
+      // A query error on a live connection (function missing, no privilege) leaves it usable; anything else retires it.
+      if (!(err instanceof pg.DatabaseError) || isConnectionLoss(err.code)) this.#retire(conn);
       throw err;
     }
   }
 
   async close(): Promise<void> {
     this.#closed = true;
-    const c = this.#client;
-    this.#client = undefined;
-    if (c) await c.then((x) => x.end()).catch(() => {});
-    this.#release?.();
-    this.#release = undefined;
+    const conn = this.#conn;
+    if (conn) {
+      this.#retire(conn);
+      await conn.ended;
+    }
   }
 
-  #connection(): Promise<pg.Client> {
-    if (this.#client) return this.#client;
-    const opened = (async () => {
-      // Counted against limits.maxUpstreamConnections while held (throws 53300 at the cap: the login is refused).
-      this.#release ??= this.#opts.acquire?.();
-      const c = new pg.Client({ ...this.#opts.connection, application_name: 'pgwarden:single-use' });
-      c.on('error', (err) => {
-        this.#opts.log?.('warn', 'single-use consumer connection lost', { error: err.message });
-        this.#drop();
-      });
-      c.on('end', () => this.#drop());
-      try {
-        await c.connect();
-      } catch (err) {
-        this.#drop();
-        await c.end().catch(() => {});
+  /** The open connection, or a new one (counted against limits.maxUpstreamConnections while held; at the cap it throws and the login is refused). */
+  #connection(): Conn {
+    const current = this.#conn;
+    if (current && !current.dead) return current;
+    const release = this.#opts.acquire?.();
+    const client = new pg.Client({ ...this.#opts.connection, application_name: 'pgwarden:single-use' });
+    const conn: Conn = { client, release, dead: false, ready: Promise.resolve(), ended: Promise.resolve() };
+    client.on('error', (err) => {
+      this.#opts.log?.('warn', 'single-use consumer connection lost', { error: err.message });
+      this.#retire(conn);
+    });
+    client.on('end', () => this.#retire(conn));
+    conn.ready = client.connect().then(
+      () => undefined,
+      (err: unknown) => {
+        this.#retire(conn);
         throw err;
-      }
-      return c;
-    })();
-    this.#client = opened;
-    return opened;
+      },
+    );
+    // Nobody may be awaiting ready when the connect fails (a login that gave up): no unhandled rejection.
+    conn.ready.catch(() => {});
+    this.#conn = conn;
+    return conn;
   }
 
-  #drop(): void {
-    const c = this.#client;
-    this.#client = undefined;
-    this.#release?.();
-    this.#release = undefined;
-    if (c) void c.then((x) => x.end()).catch(() => {});
+  /** Ends one connection once: its events, a failed query and close() may all retire it, and only it (never a newer one). */
+  #retire(conn: Conn): void {
+    if (conn.dead) return;
+    conn.dead = true;
+    if (this.#conn === conn) this.#conn = undefined;
+    conn.release?.();
+    conn.ended = conn.client.end().catch(() => {});
   }
+}
+
+/** Connection exceptions (08) and the backend ended by the server (57P01 admin shutdown and its kin, 57P02, 57P03). */
+function isConnectionLoss(code: string | undefined): boolean {
+  return code === undefined || code.startsWith('08') || code.startsWith('57P');
+}
+
+interface Conn {
+  client: pg.Client;
+  release: (() => void) | undefined;
+  dead: boolean;
+  ready: Promise<void>;
+  ended: Promise<void>;
 }
 
 /**
@@ -234,7 +268,7 @@ export function singleUseCheck(consumer: JtiConsumer | undefined, opts: { by: st
     }
     let outcome: ConsumeOutcome;
     try {
-      outcome = await consumer.consume(id.jti, id.exp, opts.by);
+      outcome = await consumer.consume(id.jti, id.exp, `${opts.by}, login ${randomUUID()}`);
     } catch (err) {
       opts.log('error', 'could not record the use of a single-use token; login refused', { jti: id.jti, error: errorMessage(err) });
       return {

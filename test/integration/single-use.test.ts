@@ -132,7 +132,9 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
       const long = `${randomUUID()}${'j'.repeat(20_000)}`;
       for (const jti of [long, `nul\u0000${randomUUID()}`]) {
         expect(await consumer.consume(jti, exp, 'test')).toBe('consumed');
-        expect(await consumer.consume(jti, exp, 'test')).toBe('used');
+        expect(await consumer.consume(jti, exp, 'another login')).toBe('used');
+        // The same login asking again (its answer lost with the connection) finds its own row.
+        expect(await consumer.consume(jti, exp, 'test')).toBe('consumed');
       }
       // Stored for operators in a bounded form.
       expect((await consumedRow(`${long.slice(0, 255)}…`))?.consumed_by).toBe('test');
@@ -181,6 +183,53 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
     // Not consumed by the refused attempt: it logs in now, once.
     expect(await use(a, token)).toBe(1);
     expect((await loginError(b.pgConfig(token))).detail).toMatch(/^reason=credential_used/);
+  });
+
+  it('a consumer connection terminated by the server is replaced: the next single-use login succeeds', async () => {
+    await use(a, await singleUse(a));
+    const su = await superClient();
+    try {
+      const killed = await su.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgwarden:single-use'`);
+      expect(killed.rowCount).toBeGreaterThan(0);
+    } finally {
+      await su.end();
+    }
+    const token = await singleUse(a);
+    expect(await use(a, token)).toBe(1);
+    expect((await loginError(a.pgConfig(token))).detail).toMatch(/^reason=credential_used/);
+  });
+
+  it('holds one counted upstream connection: replaced after a loss, given back at close', async () => {
+    const info = testPg();
+    let held = 0;
+    const consumer = new TableJtiConsumer({
+      connection: { host: info.host, port: info.port, database: SAMPLE_DATABASE, user: SAMPLE_UPSTREAM_USER, password: info.upstreamPassword, application_name: 'ignored' },
+      schema: SCHEMA,
+      table: 'revocations',
+      acquire: () => {
+        held++;
+        let released = false;
+        return () => {
+          if (!released) held--;
+          released = true;
+        };
+      },
+    });
+    const exp = Math.floor(Date.now() / 1000) + 60;
+    try {
+      expect(await consumer.consume(randomUUID(), exp, 'cap-test')).toBe('consumed');
+      expect(held).toBe(1);
+      const su = await superClient();
+      await su.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgwarden:single-use' AND pid IN (SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend')`);
+      await su.end();
+      // Whether the loss was noticed before this call or by it, a consume after it runs on a new connection.
+      const again = await consumer.consume(randomUUID(), exp, 'cap-test').catch(() => consumer.consume(randomUUID(), exp, 'cap-test'));
+      expect(again).toBe('consumed');
+      expect(held).toBe(1);
+    } finally {
+      await consumer.close();
+    }
+    expect(held).toBe(0);
   });
 
   it('a database that cannot be reached refuses the login: the consumer throws and the check answers unavailable', async () => {
