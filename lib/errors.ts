@@ -14,6 +14,7 @@ export const Reasons = {
   credential_revoked: 'the token was revoked: get a new token (the operator revoked this one, usually on purpose)',
   credential_used: 'a single-use token that already logged in once (on this or another replica): get a new token for each use',
   credential_rejected: 'a valid token that may not log in here: its role is not in the policy, or this database is not served',
+  network_denied: 'a valid token used from a client address outside the networks its role (or its pgwarden_networks claim) is bound to: connect from an allowed network or ask for a token bound to yours',
   tls_required: 'the connection must use TLS before a token is sent',
   scope_missing: 'the statement names a relation, column, function, type, channel or setting outside the role (SELECT * FROM pgwarden.scope lists what is inside): ask for a token whose role includes it',
   policy_denied: 'the role may not run this kind of statement (a write in a read-only role, DDL, DO, a system catalog, a setting it may not change): rewrite the statement or ask for another role',
@@ -96,10 +97,10 @@ export const ErrorCatalog = {
   ERR_TOKEN_REJECTED: {
     sqlstate: SqlState.InvalidAuthorizationSpecification,
     severity: 'FATAL',
-    doc: 'a valid token that may not log in: unknown role, revoked, a single-use token already used, or a database this pgwarden does not serve',
-    message: 'token role "‹role›" is not defined in the policy; token has been revoked: ‹reason›; single-use token has already been used; database "‹name›" is not served by this pgwarden',
+    doc: 'a valid token that may not log in: unknown role, revoked, a single-use token already used, a database this pgwarden does not serve, or a client address outside the networks the role or token is bound to',
+    message: 'token role "‹role›" is not defined in the policy; token has been revoked: ‹reason›; single-use token has already been used; database "‹name›" is not served by this pgwarden; token may not be used from address ‹address›: …',
     hint: 'Request a token for a role defined in the pgwarden policy and reconnect with it as the password.',
-    reasons: ['credential_rejected', 'credential_revoked', 'credential_used'],
+    reasons: ['credential_rejected', 'credential_revoked', 'credential_used', 'network_denied'],
   },
   ERR_TOKEN_EXPIRED_SESSION: {
     sqlstate: SqlState.AdminShutdown,

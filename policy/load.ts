@@ -5,6 +5,7 @@ import path from 'node:path';
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
 import type { ChannelPattern, CompiledPolicy, DdlKind, MaintenanceKind, Millis, RelationPattern, RoleBudget, RolePolicy, WriteKind } from './types.ts';
 import { editDistance, quoteIdent } from '../lib/ident.ts';
+import { parseCidr } from '../lib/cidr.ts';
 import { DENIED_SYSTEM_RELATIONS } from './introspection.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -57,6 +58,8 @@ export interface RoleDoc {
   budget?: BudgetDoc;
   dbRole?: string;
   searchPath?: string[];
+  /** Client networks tokens of this role may log in from: `[10.0.0.0/8, 127.0.0.1/32, ::1/128]`; absent: any. */
+  networks?: string[];
   /** Scoped DDL: `{ kinds: [create_table, …], schemas: [app_scratch], temporary: true }`. Read-write roles only. */
   ddl?: { kinds: DdlKind[]; schemas?: string[]; temporary?: boolean };
   /** ANALYZE / VACUUM on relations the role may write. Read-write roles only. */
@@ -108,6 +111,7 @@ export const ROLE_KEYS = [
   'budget',
   'dbRole',
   'searchPath',
+  'networks',
   'ddl',
   'maintenance',
   'lock',
@@ -558,6 +562,17 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
     }
   }
 
+  if ('networks' in raw) {
+    if (Array.isArray(raw.networks) && raw.networks.length === 0) {
+      // An empty list would refuse every login; that is never what is meant (leave the key out to allow any address).
+      val.add(at('networks'), 'must not be empty: it would refuse every login (leave networks out to allow any client address)');
+    }
+    val.stringList(raw.networks, at('networks'), (s) => {
+      const r = parseCidr(s);
+      return r.ok ? undefined : r.message;
+    });
+  }
+
   if ('searchPath' in raw) {
     val.stringList(raw.searchPath, at('searchPath'), (s) => {
       if (s === '$user' || s === '"$user"') return 'cannot be $user: name the schemas explicitly so the policy sees what Postgres sees';
@@ -850,6 +865,7 @@ function compileRole(name: string, doc: RoleDoc): RolePolicy {
     holdCursors: doc.holdCursors ?? (readOnly ? DEFAULT_HOLD_CURSORS.readOnly : DEFAULT_HOLD_CURSORS.readWrite),
     budget: doc.budget === undefined ? undefined : compileBudget(doc.budget),
     dbRole: doc.dbRole === undefined ? undefined : must(parseIdentifier(doc.dbRole), 'dbRole').name,
+    networks: doc.networks === undefined ? undefined : Object.freeze(doc.networks.map((n) => Object.freeze(must(parseCidr(n), `network ${JSON.stringify(n)}`).cidr))),
     searchPath: Object.freeze((doc.searchPath ?? ['public']).map((s) => must(parseIdentifier(s), `searchPath ${JSON.stringify(s)}`).name)) as string[],
     ddl: doc.ddl === undefined || readOnly
       ? undefined

@@ -1,6 +1,8 @@
 // Shared shapes of the policy engine: compiled roles, the catalog snapshot, statements and decisions.
 
 /** Milliseconds. */
+import type { Cidr } from '../lib/cidr.ts';
+
 export type Millis = number;
 
 /** A relation pattern from the policy: an exact `schema.name` or every relation of a schema (`schema.*`). */
@@ -59,6 +61,8 @@ export interface RolePolicy {
   /** Per-agent budget (docs/policy.md, "Budgets"); absent: none. */
   budget?: RoleBudget | undefined;
   dbRole: string | undefined;
+  /** Client networks its tokens may log in from (the socket's address; IPv4-mapped IPv6 matched as IPv4); absent: any. */
+  networks?: readonly Cidr[] | undefined;
   /** Schemas pinned as search_path on the upstream session (default ['public']). */
   searchPath: string[];
   /** Scoped DDL; absent: none. */

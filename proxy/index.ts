@@ -6,6 +6,7 @@ import type { Config } from './config/types.ts';
 import { livePassword, TlsPair, UpstreamPassword, type SecretLog } from './config/secrets.ts';
 import { createTokenVerifier, type TokenVerifier } from './auth/jwt.ts';
 import { openRotatingKeys } from './auth/keys.ts';
+import { networkRefusal } from './auth/networks.ts';
 import { ProxyError } from '../lib/errors.ts';
 import { createLogger } from './log.ts';
 import { createMetrics, registerAuditMetrics, registerRevocationMetrics, registerDecidePoolMetrics, registerSessionBufferMetrics, registerUpstreamCapMetrics, startMetricsServer, type Metrics } from './metrics.ts';
@@ -268,10 +269,25 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
       'policy_reload',
     );
   };
+  // A role's networks narrowed by a reload: its sessions from an address now outside them end at once (fail closed).
+  const endOffNetwork = (): number => {
+    const roles = store.current.policy.roles;
+    return server.endSessions(
+      (s) => {
+        const role = s.role === undefined ? undefined : roles.get(s.role.name);
+        return role !== undefined && networkRefusal(s.remoteAddress, role, s.identity?.networks) !== undefined;
+      },
+      new ProxyError('ERR_SHUTDOWN', 'terminating connection because the policy no longer allows its role from this client address', {
+        hint: 'reconnect from a network the role allows',
+        reason: 'session_ended',
+      }),
+      'policy_reload',
+    );
+  };
   store.onChange((change) => {
     if (change.reason !== 'catalog') metrics.policyReloads.inc({ result: 'ok' });
     metrics.policyVersion.set(change.version);
-    const sessionsEnded = endRemovedRoles();
+    const sessionsEnded = endRemovedRoles() + endOffNetwork();
     // Open sessions of changed roles: a changed login-time setting ends them at their next idle point (docs/policy.md, "Hot reload").
     if (change.changedRoles.length > 0) for (const s of [...server.sessions]) s.policyChanged();
     audit.policyReloaded({

@@ -2,6 +2,8 @@
 import * as jose from 'jose';
 import { ProxyError } from '../../lib/errors.ts';
 import type { AuthConfig } from '../config/types.ts';
+import type { Cidr } from '../../lib/cidr.ts';
+import { readNetworksClaim } from './networks.ts';
 import { KeyAlgorithmMismatchError, KeyUnavailableError, loadVerificationKeys, type KeyResolver, type VerificationKeys } from './keys.ts';
 
 /** Who a verified token says the session is for; claims are copied out, never the token. */
@@ -19,6 +21,8 @@ export interface Identity {
   nbf: number | undefined;
   /** The token may log in once: its jti is consumed at the first login (claim SINGLE_USE_CLAIM; docs/revocation.md). */
   singleUse?: boolean;
+  /** The pgwarden_networks claim: networks this token may be used from (checked at login, auth/networks.ts); absent: any. */
+  networks?: readonly Cidr[] | undefined;
 }
 
 export type AuthFailureReason =
@@ -221,6 +225,9 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
   // A single-use token is consumed by its jti: without one there is nothing to consume, so it cannot be honoured.
   if (once === true && optional.jti === undefined) return bad(`token claim "${SINGLE_USE_CLAIM}" needs a "jti" claim (the single use is recorded by it)`);
 
+  const networks = readNetworksClaim(payload['pgwarden_networks']);
+  if (!networks.ok) return bad(networks.message);
+
   const identity: Identity = {
     sub,
     role,
@@ -233,6 +240,7 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
     nbf: payload.nbf,
     // Present only on single-use tokens, so an ordinary identity is what it was before the claim existed.
     ...(once === true ? { singleUse: true } : {}),
+    networks: networks.networks,
   };
   return { ok: true, identity: Object.freeze(identity) };
 }

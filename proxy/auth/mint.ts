@@ -4,6 +4,8 @@ import * as jose from 'jose';
 import type { AuthConfig } from '../config/types.ts';
 import { SINGLE_USE_CLAIM } from './jwt.ts';
 import { loadSigningKey } from './keys.ts';
+import { NETWORKS_CLAIM, readNetworksClaim } from './networks.ts';
+import { parseCidr } from '../../lib/cidr.ts';
 
 export interface MintClaims {
   sub: string;
@@ -14,6 +16,8 @@ export interface MintClaims {
   jti?: string;
   /** Mark the token single-use (claim pgwarden_single_use: true): it logs in once, then is refused (credential_used). */
   singleUse?: boolean;
+  /** The pgwarden_networks claim: networks the token may be used from (narrowing its role's; auth/networks.ts). */
+  networks?: string[];
 }
 
 /** Smallest ttl accepted: NumericDate claims are whole seconds, so less would give exp === iat. */
@@ -42,6 +46,12 @@ export async function mintToken(auth: AuthConfig, claims: MintClaims, ttlMs: num
   if (claims.agent !== undefined) payload['agent'] = claims.agent;
   if (claims.tenant !== undefined) payload['tenant'] = claims.tenant;
   if (claims.singleUse === true) payload[SINGLE_USE_CLAIM] = true;
+  if (claims.networks !== undefined) {
+    // Refuse here what the verifier would refuse at login, so a mistyped network fails at mint, not at use.
+    const read = readNetworksClaim(claims.networks);
+    if (!read.ok) throw new TypeError(`claims.networks: ${claims.networks.map((n) => parseCidr(n)).find((r) => !r.ok)?.message ?? read.message}`);
+    payload[NETWORKS_CLAIM] = claims.networks;
+  }
 
   const header: jose.JWTHeaderParameters = { alg: signing.alg, typ: 'JWT' };
   if (signing.kid !== undefined) header.kid = signing.kid;

@@ -8,7 +8,7 @@ import { runDemo } from './demo.ts';
 
 const USAGE = `usage:
   pgwarden serve --config FILE
-  pgwarden token mint --config FILE --sub S --role R [--agent A] [--tenant T] [--ttl 300s] [--jti ID] [--single-use]
+  pgwarden token mint --config FILE --sub S --role R [--agent A] [--tenant T] [--ttl 300s] [--jti ID] [--single-use] [--networks CIDR,CIDR]
   pgwarden demo [--port 6432] [--metrics-port 9187]
   pgwarden revoke --config FILE (--jti J | --sub S | --agent A) [--reason TEXT] [--expires 1h]
   pgwarden policy check FILE
@@ -71,13 +71,14 @@ async function tokenMint(argv: string[]): Promise<void> {
       ttl: { type: 'string', default: '300s' },
       jti: { type: 'string' },
       'single-use': { type: 'boolean', default: false },
+      networks: { type: 'string' },
     },
   });
   const config = load(values.config);
   if (!values.sub || !values.role) die(`--sub and --role are required\n${USAGE}`);
   const ttl = parseDuration(values.ttl);
   if (ttl === undefined || ttl <= 0) die(`--ttl: not a duration ("${values.ttl}")`);
-  const token = await mintToken(config.auth, { sub: values.sub, role: values.role, agent: values.agent, tenant: values.tenant, jti: values.jti, singleUse: values['single-use'] }, ttl);
+  const token = await mintToken(config.auth, { sub: values.sub, role: values.role, agent: values.agent, tenant: values.tenant, jti: values.jti, singleUse: values['single-use'], networks: values.networks?.split(',').map((n) => n.trim()) }, ttl).catch((err: Error) => die(err.message));
   process.stdout.write(token + '\n');
 }
 

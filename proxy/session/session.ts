@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
+import { networkRefusal } from '../auth/networks.ts';
 import { ProxyError, toClientError, type ErrorCode } from '../../lib/errors.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
 import type { Identity, TokenVerifier } from '../auth/jwt.ts';
@@ -661,6 +662,13 @@ export class Session {
     const role = gate.role(identity.role);
     if (!role) {
       this.fail(new ProxyError('ERR_TOKEN_REJECTED', `token role "${identity.role}" is not defined in the policy`, { hint: TOKEN_HINT, reason: 'credential_rejected' }), 'auth_failed');
+      return;
+    }
+    const offNetwork = networkRefusal(this.remoteAddress, role, identity.networks);
+    if (offNetwork) {
+      this.deps.events?.loginFailed?.(this, 'network_denied', offNetwork);
+      this.log.warn({ reason: 'network_denied', role: role.name, clientAddress: this.remoteAddress, networks: role.networks?.map((n) => n.text), claim: identity.networks?.map((n) => n.text) }, 'login refused');
+      this.fail(offNetwork, 'auth_failed');
       return;
     }
     // Verification may have waited for a JWKS fetch: a token that expired meanwhile opens no upstream connection.
