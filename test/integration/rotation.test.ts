@@ -199,6 +199,21 @@ describe('verification key rotation with an overlap', () => {
     expect(late.message).toMatch(/signature/);
     await selectOne(tp.pgConfig(await sign(newSecret)));
   });
+
+  it('only the key just replaced overlaps: a key two rotations old is refused at once (the leaked-key runbook)', async () => {
+    const leaked = Buffer.from(randomBytes(32).toString('base64url'));
+    const b = Buffer.from(randomBytes(32).toString('base64url'));
+    const c = Buffer.from(randomBytes(32).toString('base64url'));
+    for (const key of [leaked, b, c]) {
+      const before = await reloads(tp, 'verification_key', 'changed');
+      writeAtomically(tp.config.auth.secretFile as string, key);
+      await reloaded(tp, 'verification_key', 'changed', before);
+    }
+    const err = await pgError(async () => selectOne(tp.pgConfig(await sign(leaked))));
+    expect(err.code).toBe('28P01');
+    await selectOne(tp.pgConfig(await sign(b)));
+    await selectOne(tp.pgConfig(await sign(c)));
+  });
 });
 
 const openssl = spawnSync('openssl', ['version']).status === 0;
