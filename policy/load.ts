@@ -70,7 +70,11 @@ export interface RoleDoc {
   channels?: { listen?: string[]; notify?: string[] };
   /** DO blocks, a full escape from statement-level policy (warned about at every load). Read-write roles only. */
   do?: boolean;
+  /** `required`: only single-use tokens (claim pgwarden_single_use) may log in as this role; default `allowed`. */
+  singleUse?: (typeof SINGLE_USE_MODES)[number];
 }
+
+export const SINGLE_USE_MODES = ['allowed', 'required'] as const;
 
 /** A role's budget as written: every limit optional; bytesPerMinute a number or a size such as "512MB". */
 export interface BudgetDoc {
@@ -117,6 +121,7 @@ export const ROLE_KEYS = [
   'lock',
   'channels',
   'do',
+  'singleUse',
 ] as const satisfies readonly (keyof RoleDoc)[];
 export const WRITE_KEYS = ['statements', 'relations'] as const;
 
@@ -527,6 +532,7 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
   }
 
   if ('catalog' in raw) val.oneOf(raw.catalog, CATALOG_MODES, at('catalog'));
+  if ('singleUse' in raw) val.oneOf(raw.singleUse, SINGLE_USE_MODES, at('singleUse'));
 
   if ('maxRows' in raw) {
     const m = raw.maxRows;
@@ -883,6 +889,7 @@ function compileRole(name: string, doc: RoleDoc): RolePolicy {
           notify: readOnly ? [] : Object.freeze((doc.channels.notify ?? []).map((s) => Object.freeze(must(parseChannelPattern(s), `channel ${JSON.stringify(s)}`).pattern))),
         }),
     do: doc.do === true && !readOnly ? true : undefined,
+    singleUse: doc.singleUse === 'required' ? 'required' : undefined,
   };
   return Object.freeze(role);
 }

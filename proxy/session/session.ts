@@ -689,6 +689,16 @@ export class Session {
         return;
       }
     }
+    // A role that requires single-use tokens refuses a reusable one here, before anything is consumed or counted.
+    if (role.singleUse === 'required' && identity.singleUse !== true) {
+      const reusable = new ProxyError('ERR_TOKEN_REJECTED', `role "${role.name}" accepts only single-use tokens`, {
+        hint: 'Request a single-use token for this role and reconnect with it as the password.',
+        reason: 'credential_rejected',
+      });
+      this.deps.events?.loginFailed?.(this, 'single_use_required', reusable);
+      this.fail(reusable, 'auth_failed');
+      return;
+    }
     const refusal = this.deps.admitIdentity?.(identity, this);
     if (refusal) {
       this.deps.events?.loginFailed?.(this, 'session_limit', refusal);

@@ -7,7 +7,8 @@ import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER } from '../../proxy/embedded/samp
 import { mintToken } from '../../proxy/auth/mint.ts';
 import { REVOCATION_TABLE_SQL } from '../../proxy/revocation/table.ts';
 import { singleUseCheck, TableJtiConsumer } from '../../proxy/revocation/consumed.ts';
-import { loginError, startTestProxy, superClient, testPg, type TestProxy } from '../helpers/proxy.ts';
+import { DEFAULT_POLICY, loginError, startTestProxy, superClient, testPg, type TestProxy } from '../helpers/proxy.ts';
+import { parsePolicyText } from '../../policy/load.ts';
 
 const SCHEMA = 'pgwarden_single_use';
 const FN = `${SCHEMA}.revocations_consume(bytea, text, timestamptz, text)`;
@@ -304,5 +305,34 @@ describe('single-use tokens without the shared table', () => {
     } finally {
       await tp.close();
     }
+  });
+});
+
+describe('a role that requires single-use tokens (singleUse: required)', () => {
+  const policy = `${DEFAULT_POLICY}  task:\n    readOnly: true\n    relations: [public.orders]\n    singleUse: required\n`;
+
+  it('refuses a reusable token for the role at login (credential_rejected) without consuming anything, and accepts a single-use one once', async () => {
+    const tp = await startTestProxy({ policy });
+    try {
+      const reusable = await mintToken(tp.config.auth, { sub: 'alice', role: 'task' }, 60_000);
+      const err = await loginError(tp.pgConfig(reusable));
+      expect(err.code).toBe('28000');
+      expect(err.detail).toMatch(/^reason=credential_rejected/);
+      expect(err.message).toMatch(/role "task" accepts only single-use tokens/);
+      const once = await mintToken(tp.config.auth, { sub: 'alice', role: 'task', singleUse: true }, 60_000);
+      expect(await use(tp, once)).toBe(1);
+      expect((await loginError(tp.pgConfig(once))).detail).toMatch(/^reason=credential_used/);
+      // Other roles are unaffected.
+      expect(await use(tp, await tp.token())).toBe(1);
+    } finally {
+      await tp.close();
+    }
+  });
+
+  it('validates the key: only allowed or required', () => {
+    const bad = parsePolicyText(`roles:\n  r:\n    relations: [public.orders]\n    singleUse: yes\n`, 'yaml', 'test');
+    expect(bad.ok).toBe(false);
+    const good = parsePolicyText(`roles:\n  r:\n    relations: [public.orders]\n    singleUse: allowed\n`, 'yaml', 'test');
+    expect(good.ok).toBe(true);
   });
 });
