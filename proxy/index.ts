@@ -111,7 +111,13 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
   // The parser must be loaded before the first connection is accepted (parseSync on the hot path).
   await initParser();
   const counted: CountedUpstream = {};
-  const query = upstreamQuerier(config, counted);
+  // Catalog reads and the readiness probe retry a 28P01 like sessions do: a probe failing through a rotation would
+  // take the replica out of service, and with no logins nothing else would notice the server's new password.
+  const query: ReturnType<typeof upstreamQuerier> = (sql, params) =>
+    password.withRetry(
+      (pw) => upstreamQuerier({ ...config, upstream: { ...config.upstream, password: pw } }, counted)(sql, params),
+      (err) => (err as { code?: unknown } | undefined)?.code === '28P01',
+    );
   const upstreamCap = await upstreamCapFor(config, query, log);
   counted.cap = upstreamCap;
   if (upstreamCap) registerUpstreamCapMetrics(metrics, upstreamCap);
@@ -391,22 +397,12 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
 function retryingPassword(inner: UpstreamConnector, password: UpstreamPassword, log: Logger): UpstreamConnector {
   return {
     cancel: (cfg, processId, secretKey) => inner.cancel(cfg, processId, secretKey),
-    async connect(cfg, params) {
-      const used = password.current;
-      try {
-        const up = await inner.connect({ ...cfg, password: used }, params);
-        password.accepted(used);
-        return up;
-      } catch (err) {
-        if (!(err instanceof ProxyError) || !/\(SQLSTATE 28P01\)/.test(err.message)) throw err;
-        const other = await password.alternative(used);
-        if (other === undefined) throw err;
-        log.info({ secret: 'upstream_password' }, 'upstream refused the password in use (28P01): retrying once with the other one (rotation in progress)');
-        const up = await inner.connect({ ...cfg, password: other }, params);
-        password.accepted(other);
-        return up;
-      }
-    },
+    connect: (cfg, params) =>
+      password.withRetry(
+        (pw) => inner.connect({ ...cfg, password: pw }, params),
+        (err) => err instanceof ProxyError && /\(SQLSTATE 28P01\)/.test(err.message),
+        () => log.info({ secret: 'upstream_password' }, 'upstream refused the password in use (28P01): retrying once with the other one (rotation in progress)'),
+      ),
   };
 }
 

@@ -132,7 +132,12 @@ export class UpstreamPassword extends WatchedSecret<string | undefined> {
     return p;
   }
 
-  /** The password to log in with now. */
+  /** The newest good password read: what connections without a retry (the revocation listener) log in with. */
+  get newest(): string | undefined {
+    return this.value;
+  }
+
+  /** The password to try first: the one the server last accepted while it is still the newest or the previous one. */
   get current(): string | undefined {
     if (this.#accepted !== undefined && (this.#accepted === this.value || this.#accepted === this.#previous)) return this.#accepted;
     return this.value;
@@ -164,6 +169,27 @@ export class UpstreamPassword extends WatchedSecret<string | undefined> {
   }
 
   /**
+   * Runs `attempt` with the current password; when it fails the way `refused` recognises (28P01), once more with
+   * alternative(). The password that worked is remembered (accepted()).
+   */
+  async withRetry<T>(attempt: (password: string | undefined) => Promise<T>, refused: (err: unknown) => boolean, onRetry?: () => void): Promise<T> {
+    const used = this.current;
+    try {
+      const result = await attempt(used);
+      this.accepted(used);
+      return result;
+    } catch (err) {
+      if (!refused(err)) throw err;
+      const other = await this.alternative(used);
+      if (other === undefined) throw err;
+      onRetry?.();
+      const result = await attempt(other);
+      this.accepted(other);
+      return result;
+    }
+  }
+
+  /**
    * The server refused `used` (28P01): re-read the file at once (a change event may still be settling), then offer
    * the newest password if it differs from `used`, else the previous one; undefined when there is nothing else to try.
    */
@@ -177,13 +203,14 @@ export class UpstreamPassword extends WatchedSecret<string | undefined> {
 }
 
 /**
- * `upstream` with its password read from `password` on every access, so each new connection (sessions, analysis,
- * catalog reads, the revocation listener) logs in with the one in force. Spreading it copies the value of the
- * moment: spread it through livePassword again.
+ * `upstream` with its password read from `password` on every access (the newest good one), so each new connection
+ * logs in with it; sessions, analysis and catalog reads go through UpstreamPassword.withRetry instead, which also
+ * covers the moment the server still has the previous one. Spreading it copies the value of the moment: spread it
+ * through livePassword again.
  */
-export function livePassword<U extends UpstreamConfig>(upstream: U, password: { readonly current: string | undefined }): U {
+export function livePassword<U extends UpstreamConfig>(upstream: U, password: { readonly newest: string | undefined }): U {
   const copy = { ...upstream };
-  Object.defineProperty(copy, 'password', { get: () => password.current, enumerable: true, configurable: false });
+  Object.defineProperty(copy, 'password', { get: () => password.newest, enumerable: true, configurable: false });
   return copy;
 }
 

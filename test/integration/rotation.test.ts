@@ -121,6 +121,20 @@ describe('upstream password rotation', () => {
     await selectOne(tp.pgConfig(await tp.token()));
   });
 
+  it('with no logins in between, catalog reads (policy reload, readiness) follow the rotation too', async () => {
+    const catalogFailures = () => tp.logs.filter((l) => l.includes('catalog reload failed')).length;
+    const failuresBefore = catalogFailures();
+    const before = await reloads(tp, 'upstream_password', 'changed');
+    writeAtomically(passwordFile, 'quiet-password\n');
+    await reloaded(tp, 'upstream_password', 'changed', before);
+    // The policy reload reads the catalog with pgwarden's own credentials, before and after the server's change.
+    await tp.proxy.reload();
+    await admin.query(`ALTER ROLE ${ROLE} PASSWORD 'quiet-password'`);
+    await tp.proxy.reload();
+    expect(catalogFailures()).toBe(failuresBefore);
+    await selectOne(tp.pgConfig(await tp.token()));
+  });
+
   it('the other order (server first, then file) heals at the next login once the file is written', async () => {
     await admin.query(`ALTER ROLE ${ROLE} PASSWORD 'third-password'`);
     // Until the file follows, pgwarden has no password the server takes: the login is refused as an upstream failure.
