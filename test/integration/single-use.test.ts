@@ -1,5 +1,6 @@
 // Single-use tokens against a real PostgreSQL: one login per token, on any replica (shared consumed-jti table), concurrent logins with one winner, fail closed when the use cannot be recorded.
 import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { freePort } from '../../proxy/embedded/postgres.ts';
@@ -324,6 +325,21 @@ describe('a role that requires single-use tokens (singleUse: required)', () => {
       expect((await loginError(tp.pgConfig(once))).detail).toMatch(/^reason=credential_used/);
       // Other roles are unaffected.
       expect(await use(tp, await tp.token())).toBe(1);
+    } finally {
+      await tp.close();
+    }
+  });
+
+  it('a login refused by an earlier check (client network) does not use the token up', async () => {
+    const fenced = `${DEFAULT_POLICY}  task:\n    readOnly: true\n    relations: [public.orders]\n    singleUse: required\n    networks: [10.0.0.0/8]\n`;
+    const tp = await startTestProxy({ policy: fenced });
+    try {
+      const once = await mintToken(tp.config.auth, { sub: 'alice', role: 'task', singleUse: true }, 60_000);
+      expect((await loginError(tp.pgConfig(once))).detail).toMatch(/^reason=network_denied/);
+      writeFileSync(tp.policyFile, policy);
+      await tp.proxy.reload();
+      expect(await use(tp, once)).toBe(1);
+      expect((await loginError(tp.pgConfig(once))).detail).toMatch(/^reason=credential_used/);
     } finally {
       await tp.close();
     }
