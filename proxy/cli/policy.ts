@@ -48,6 +48,7 @@ export function describeRole(r: RolePolicy): string[] {
   if (r.dbRole !== undefined) limits.push(`dbRole ${quoteIdent(r.dbRole)}`);
   lines.push(`  ${limits.join('; ')}`);
   if (r.budget !== undefined) lines.push(`  budget per ${r.budget.per}: ${budgetText(r.budget)}`);
+  if (r.networks !== undefined) lines.push(`  logs in only from: ${r.networks.map((n) => n.text).join(', ')}`);
   return lines;
 }
 
