@@ -193,6 +193,21 @@ async function verifyJwt(token: string, resolve: KeyResolver, options: jose.JWTV
   }
 }
 
+/**
+ * The identity claims are stamped as upstream startup parameters (pgwarden.sub, .agent, .tenant, .jti), and
+ * PostgreSQL refuses a startup packet over 10,000 bytes or a parameter with a NUL. Checked here, with the token,
+ * so such a token is refused as invalid before anything happens for it (a single-use token's jti is not consumed
+ * by a login that could never open its upstream session).
+ */
+export const MAX_IDENTITY_CLAIM_BYTES = 1024;
+
+function identityClaimProblem(name: string, value: string): string | undefined {
+  if (value.includes('\0')) return `token claim "${name}" contains a NUL character`;
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes > MAX_IDENTITY_CLAIM_BYTES) return `token claim "${name}" is ${bytes} bytes long; pgwarden accepts at most ${MAX_IDENTITY_CLAIM_BYTES}`;
+  return undefined;
+}
+
 type ClaimsResult = { ok: true; identity: Identity } | { ok: false; result: VerifyResult };
 
 // jose guarantees presence of sub/role/exp/iat and numeric exp/iat/nbf; types of the rest are checked here.
@@ -203,11 +218,15 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
   const role = payload['role'];
   if (typeof role !== 'string' || role.length === 0) return bad('token claim "role" must be a non-empty string');
 
+  const subShape = identityClaimProblem('sub', sub);
+  if (subShape !== undefined) return bad(subShape);
   const optional: Record<'agent' | 'tenant' | 'jti', string | undefined> = { agent: undefined, tenant: undefined, jti: undefined };
   for (const name of ['agent', 'tenant', 'jti'] as const) {
     const value = payload[name];
     if (value === undefined) continue;
     if (typeof value !== 'string' || value.length === 0) return bad(`token claim "${name}" must be a non-empty string`);
+    const shape = identityClaimProblem(name, value);
+    if (shape !== undefined) return bad(shape);
     optional[name] = value;
   }
   let agent = optional.agent;

@@ -237,6 +237,23 @@ describe('refusals', () => {
     expectRefused(await verifier.verify(token, ctx), 'missing_claim', token);
   });
 
+  it.each([
+    ['sub', 'x'.repeat(1025)],
+    ['jti', 'j'.repeat(20_000)],
+    ['agent', 'é'.repeat(513)],
+    ['tenant', 'a\0b'],
+    ['jti', 'a\0b'],
+  ])('refuses an identity claim %s too long or with a NUL (it is stamped upstream, where it could not log in)', async (name, value) => {
+    const token = await sign({ ...validClaims(NOW), [name]: value } as jose.JWTPayload);
+    const r = expectRefused(await verifier.verify(token, ctx), 'missing_claim', token);
+    expect(r.error.message).toContain(`token claim "${name}"`);
+  });
+
+  it('accepts identity claims of exactly the maximum length', async () => {
+    const token = await sign({ ...validClaims(NOW), sub: 's'.repeat(1024), jti: 'é'.repeat(512) } as jose.JWTPayload);
+    expect((await verifier.verify(token, ctx)).ok).toBe(true);
+  });
+
   it('names the missing claim', async () => {
     const { role: _role, ...noRole } = validClaims(NOW);
     const token = await sign(noRole);
