@@ -7,6 +7,7 @@ import type { ChannelPattern, CompiledPolicy, DdlKind, MaintenanceKind, Millis, 
 import { editDistance, quoteIdent } from '../lib/ident.ts';
 import { parseCidr } from '../lib/cidr.ts';
 import { DENIED_SYSTEM_RELATIONS } from './introspection.ts';
+import { ALWAYS_DENIED, findEntry } from './functions.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The file format (kept in step with policy/schema.json by test/unit/policy/load.test.ts)
@@ -516,6 +517,9 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
           if (!r.ok) return r.message.replace('relation', 'function');
           const key = relationKey(r.pattern.schema, r.pattern.name);
           if (k === 'deny' && seen.has(key)) return `is also in functions.allow[${seen.get(key)}]; a function cannot be both`;
+          // An allow entry for a function pgwarden never lets run would do nothing: say so instead of accepting it.
+          const never = k === 'allow' ? findEntry(ALWAYS_DENIED, r.pattern.name) : undefined;
+          if (never !== undefined) return `names ${r.pattern.name}, which no role may call whatever functions.allow says (${never.reason}); see docs/functions.md`;
           if (k === 'allow') seen.set(key, i);
           return undefined;
         });

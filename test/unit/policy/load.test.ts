@@ -227,6 +227,8 @@ roles:
     ['a function wildcard', 'roles: { a: { functions: { deny: [public.*] } } }\n', 'roles.a.functions.deny[0]'],
     ['a function both allowed and denied', 'roles: { a: { functions: { allow: [public.f], deny: [PUBLIC.F] } } }\n', 'roles.a.functions.deny[0]'],
     ['an unknown functions key', 'roles: { a: { functions: { permit: [] } } }\n', 'roles.a.functions.permit'],
+    ['an allow entry for a function never callable', 'roles: { a: { functions: { allow: [public.f, pg_catalog.pg_sleep] } } }\n', 'roles.a.functions.allow[1]'],
+    ['an allow entry for a never-callable pattern in another schema', 'roles: { a: { functions: { allow: [ext.dblink_exec] } } }\n', 'roles.a.functions.allow[0]'],
     ['a pinned setting', 'roles: { a: { settings: [work_mem, Search_Path] } }\n', 'roles.a.settings[1]'],
     ['a malformed setting', 'roles: { a: { settings: ["work mem"] } }\n', 'roles.a.settings[0]'],
     ['onRowCap without maxRows', 'roles: { a: { onRowCap: error } }\n', 'roles.a.onRowCap'],
@@ -566,6 +568,7 @@ describe('policy/schema.json', () => {
     ['case-colliding role names', { roles: { a: {}, A: {} } }, false, true],
     ['deniedColumns on an unlisted relation', { roles: { a: { relations: ['public.c'], deniedColumns: { 'public.x': ['ssn'] } } } }, false, true],
     ['function both allowed and denied', { roles: { a: { functions: { allow: ['public.f'], deny: ['public.f'] } } } }, false, true],
+    ['never-callable function in functions.allow', { roles: { a: { functions: { allow: ['pg_catalog.set_config'] } } } }, false, true],
     ['pinned setting in upper case', { roles: { a: { settings: ['ROLE'] } } }, false, true],
     ['timeout rounding to 0ms', { roles: { a: { statementTimeout: 0.0001 } } }, false, true],
     ['identifier over 63 bytes', { roles: { a: { relations: [`public.${'x'.repeat(64)}`] } } }, false, true],
@@ -575,5 +578,17 @@ describe('policy/schema.json', () => {
     const r = parsePolicyText(JSON.stringify(doc), 'json', 'case.json');
     expect(r.ok, r.ok ? '' : r.issues.map((i) => formatIssue(i, 'case')).join('\n')).toBe(validatorAccepts);
     expect(schemaValid(schema, doc)).toBe(schemaAccepts);
+  });
+});
+
+describe('functions.allow and the never-callable list', () => {
+  it('says why an allow entry for a never-callable function would do nothing', () => {
+    const r = parsePolicyText('roles: { a: { functions: { allow: [pg_catalog.pg_sleep] } } }\n', 'yaml', 'p.yaml');
+    expect(r.ok).toBe(false);
+    const text = r.ok ? '' : r.issues.map((i) => formatIssue(i, 'p')).join('\n');
+    expect(text).toContain('pg_sleep, which no role may call whatever functions.allow says (holds a backend and its snapshot');
+  });
+  it('still accepts the same function in functions.deny', () => {
+    expect(parsePolicyText('roles: { a: { functions: { deny: [pg_catalog.pg_sleep] } } }\n', 'yaml', 'p.yaml').ok).toBe(true);
   });
 });
