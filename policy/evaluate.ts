@@ -12,6 +12,7 @@ import { isIdentCont, isIdentStart } from './literals.ts';
 import { SqlState } from '../lib/sqlstate.ts';
 import { channelAllowed, placeObject, utilityQueries, UTILITY_KINDS, type NamedNeed } from './ddl.ts';
 import { rewriteScope } from './scope.ts';
+import { errorMessage } from '../lib/error-message.ts';
 
 type Deny = Extract<Decision, { allow: false }>;
 type Allow = Extract<Decision, { allow: true }>;
@@ -1061,7 +1062,7 @@ export function evaluateWithFacts(sql: string, mode: 'simple' | 'parse', session
     // text differs from the client's before the last constant: cached by exact text only.
     return { ...facts, literalSensitive: true, decision: d.allow ? { ...d, rewrittenSql: d.rewrittenSql ?? scoped.sql } : d };
   } catch (err) {
-    const detail = err instanceof Error ? err.message : String(err);
+    const detail = errorMessage(err);
     return { decision: toDeny(undefined, internalDenial(detail), []), literalSensitive: true, sessionDependent: true };
   }
 }

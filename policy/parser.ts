@@ -30,6 +30,7 @@ import { pathToFileURL } from 'node:url';
 import type { RawStmt, ParseResult, ScanResult, ScanToken } from 'libpg-query';
 import { isIdentCont, isIdentStart } from './literals.ts';
 import { SqlState } from '../lib/sqlstate.ts';
+import { errorMessage } from '../lib/error-message.ts';
 
 export type { RawStmt, ScanToken };
 
@@ -512,10 +513,6 @@ function isWasmRuntimeError(err: unknown): boolean {
   return err instanceof Error && (err.constructor?.name === 'RuntimeError' || err.name === 'RuntimeError');
 }
 
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 /**
  * The grammar's errors PostgreSQL raises with a SQLSTATE other than syntax_error (42601), by message (libpg-query
  * passes no SQLSTATE): an E'' string's bad \u escape (scan.l, 22025, with its hint) and the window frame checks of
@@ -593,7 +590,7 @@ export function parseStatements(sql: string): ParseOutcome {
       result = inst.lib.parseSync(sql);
     } catch (err) {
       if (err instanceof inst.lib.SqlError || (err instanceof Error && err.name === 'SqlError')) {
-        const message = errorText(err);
+        const message = errorMessage(err);
         const own = grammarSqlstate(err, message);
         return { ok: false, reason: 'parse_error', message, syntax: { message, position: errorPosition(inst, sql, err), sqlstate: own.sqlstate, hint: own.hint } };
       }
@@ -602,7 +599,7 @@ export function parseStatements(sql: string): ParseOutcome {
         return { ok: false, reason: 'parser_trap', message: 'the SQL parser failed on this input' };
       }
       // Any other exception (a JSON error, an allocation failure) denies without retiring the instance.
-      return { ok: false, reason: 'parse_error', message: errorText(err) };
+      return { ok: false, reason: 'parse_error', message: errorMessage(err) };
     }
     const stmts = result?.stmts;
     if (!Array.isArray(stmts)) return { ok: true, stmts: [] };
@@ -611,7 +608,7 @@ export function parseStatements(sql: string): ParseOutcome {
     }
     return { ok: true, stmts };
   } catch (err) {
-    return { ok: false, reason: 'parse_error', message: errorText(err) };
+    return { ok: false, reason: 'parse_error', message: errorMessage(err) };
   }
 }
 

@@ -4,6 +4,7 @@ import client from 'prom-client';
 import type { Audit } from './audit/sink.ts';
 import type { RevocationHealth, RevocationReadInfo } from './revocation/source.ts';
 import type { SessionEvents } from './session/session.ts';
+import { errorMessage } from '../lib/error-message.ts';
 
 export interface Metrics {
   registry: client.Registry;
@@ -448,7 +449,7 @@ export async function startMetricsServer(
       const r = await Promise.race([ready().then(asReadiness), timeout]);
       last = { ...r, at: Date.now() };
     } catch (err) {
-      last = { ok: false, detail: `readiness check failed: ${err instanceof Error ? err.message : String(err)}`, at: Date.now() };
+      last = { ok: false, detail: `readiness check failed: ${errorMessage(err)}`, at: Date.now() };
     } finally {
       clearTimeout(guard);
     }

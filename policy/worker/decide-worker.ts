@@ -9,6 +9,7 @@ import { initParser, wasmInputHighWaterMark, type ParserLimits } from '../parser
 import { evaluateWithFacts } from '../evaluate.ts';
 import { planServerAnalysis, type AnalysisPlan } from '../server-plan.ts';
 import type { CatalogSnapshot, SessionView } from '../types.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 /** The texts the server must analyse for an allowed statement (policy/server-plan.ts parses the text again). */
 export interface PlanJob {
@@ -68,7 +69,7 @@ port.on('message', (job: DecideJob | PlanJob) => {
       const plan = planServerAnalysis(job.text, job.paramTypes);
       port.postMessage({ type: 'planned', id: job.id, plan, grownBytes: grown(), wasmInput: wasmInputHighWaterMark() } satisfies WorkerReply);
     } catch (err) {
-      port.postMessage({ type: 'failed', id: job.id, message: err instanceof Error ? err.message : String(err) } satisfies WorkerReply);
+      port.postMessage({ type: 'failed', id: job.id, message: errorMessage(err) } satisfies WorkerReply);
     }
     return;
   }
@@ -87,7 +88,7 @@ port.on('message', (job: DecideJob | PlanJob) => {
     reply = { type: 'done', id: job.id, facts, grownBytes: grown(), wasmInput: wasmInputHighWaterMark() };
     port.postMessage(reply);
   } catch (err) {
-    port.postMessage({ type: 'failed', id: job.id, message: err instanceof Error ? err.message : String(err) } satisfies WorkerReply);
+    port.postMessage({ type: 'failed', id: job.id, message: errorMessage(err) } satisfies WorkerReply);
   }
 });
 port.postMessage({ type: 'ready' } satisfies WorkerReply);

@@ -10,6 +10,7 @@ import { loadConfig, formatConfigIssues } from '../config/load.ts';
 import { mintToken } from '../auth/mint.ts';
 import { createProxy } from '../index.ts';
 import { createLogger } from '../log.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 function step(msg: string): void {
   process.stderr.write(`pgwarden demo: ${msg}\n`);
@@ -110,7 +111,7 @@ Revoke the token:    npx pgwarden revoke --config ${configFile} --sub alice --re
 The session ends when the token expires. Press Ctrl-C to stop everything.
 `);
   } catch (err) {
-    step(`failed: ${err instanceof Error ? err.message : String(err)}`);
+    step(`failed: ${errorMessage(err)}`);
     await stop(1);
   }
 }

@@ -5,6 +5,7 @@ import { parseDuration } from '../config/duration.ts';
 import { mintToken } from '../auth/mint.ts';
 import { createProxy } from '../index.ts';
 import { runDemo } from './demo.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 const USAGE = `usage:
   pgwarden serve --config FILE
@@ -134,5 +135,5 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  die(`pgwarden: ${err instanceof Error ? err.message : String(err)}`, 1);
+  die(`pgwarden: ${errorMessage(err)}`, 1);
 });

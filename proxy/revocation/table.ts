@@ -24,6 +24,7 @@ import { CONSUMED_JTI_SQL } from './consumed.ts';
 import { emptyChangeList, MAX_LISTED_CHANGES, RevocationIndex, type ChangeList } from './entry-index.ts';
 import { type RevocationEntry } from './file.ts';
 import { emitChange, reasonText, type RevocationHealth, type RevocationListener, type RevocationLog, type RevocationReadInfo, type RevocationSource } from './source.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 export const DEFAULT_REVOCATION_CHANNEL = 'pgwarden_revocations';
 
@@ -394,7 +395,7 @@ export class TableRevocations implements RevocationSource {
       this.#reconnectTimer = undefined;
       if (this.#closed) return;
       this.#connect().catch((err: unknown) => {
-        this.#log('warn', 'revocation table reconnect failed', { error: err instanceof Error ? err.message : String(err), retryInMs: Math.round(this.#backoff) });
+        this.#log('warn', 'revocation table reconnect failed', { error: errorMessage(err), retryInMs: Math.round(this.#backoff) });
         this.#scheduleReconnect();
       });
     }, delay);
@@ -471,7 +472,7 @@ export class TableRevocations implements RevocationSource {
         // Closed, or already replaced by a new connection: nothing to report.
         if (this.#closed || this.#client !== client) return;
         // A failed read on a live-looking connection means it is not live: drop it and reconnect.
-        this.#log('warn', 'revocation table read failed', { error: err instanceof Error ? err.message : String(err) });
+        this.#log('warn', 'revocation table read failed', { error: errorMessage(err) });
         this.#lost(client, err instanceof Error ? err : new Error(String(err)));
         return;
       } finally {

@@ -31,6 +31,7 @@ import { DEFAULT_PARSER_LIMITS, type ParserLimits } from '../../policy/parser.ts
 import type { AnalysisPlan } from '../../policy/server-plan.ts';
 import type { DecideJob, DecideWorkerData, PlanJob, WorkerReply } from '../../policy/worker/decide-worker.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 type Deny = Extract<Decision, { allow: false }>;
 
@@ -277,7 +278,7 @@ export class DecidePool {
     const slot: Slot = { worker, ready: false, job: undefined, catalogId: -1, timer: undefined, idleTimer: undefined, retire: false, gone: false };
     this.slots.add(slot);
     worker.on('message', (m: WorkerReply) => this.onMessage(slot, m));
-    worker.on('error', (err) => this.onFailure(slot, err instanceof Error ? err.message : String(err)));
+    worker.on('error', (err) => this.onFailure(slot, errorMessage(err)));
     worker.on('exit', (code) => this.onFailure(slot, `worker exited with code ${code}`));
   }
 

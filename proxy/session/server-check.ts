@@ -11,6 +11,7 @@ import { BackendType } from '../wire/codes.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
 import { scrubErrorFrame } from './scrub.ts';
 import { AnalysisUnavailable, fetchOids, serverError, type TreeResult, type AnalysisConnection, type AnalysisContext, type AnalysisPool, type RelationLock, type ServerError } from '../upstream/analysis.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 type Allow = Extract<Decision, { allow: true }>;
 type Deny = Extract<Decision, { allow: false }>;
@@ -254,7 +255,7 @@ export class ServerChecker {
       conn = await this.opts.pool.connection(ctx);
     } catch (err) {
       this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
-      return { deny: { ...unavailable(err instanceof Error ? err.message : String(err)), statements: local.statements }, expires: 0, sql };
+      return { deny: { ...unavailable(errorMessage(err)), statements: local.statements }, expires: 0, sql };
     }
     let literalSensitive = false;
     for (const t of plan.texts) {
@@ -280,7 +281,7 @@ export class ServerChecker {
         }
       } catch (err) {
         this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
-        return { deny: { ...unavailable(err instanceof Error ? err.message : String(err)), statements: local.statements }, expires: 0, sql };
+        return { deny: { ...unavailable(errorMessage(err)), statements: local.statements }, expires: 0, sql };
       }
       if (!result.ok && 'error' in result) {
         this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
@@ -297,7 +298,7 @@ export class ServerChecker {
         }
         if (!(err instanceof NodeReadError || err instanceof ServerAnalysisError)) this.opts.log.error({ err }, 'server analysis failed');
         this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
-        return { deny: toDeny(t.kind, unanalysable(NOT_ANALYSED, err instanceof Error ? err.message : String(err)), local.statements), expires, sql };
+        return { deny: toDeny(t.kind, unanalysable(NOT_ANALYSED, errorMessage(err)), local.statements), expires, sql };
       }
       literalSensitive ||= judged.literalSensitive;
       if (judged.denial !== undefined) {
