@@ -12,9 +12,7 @@ import { deparseSync } from 'pgsql-deparser';
 import { parseStatements } from './parser.ts';
 import { quoteIdent } from '../lib/ident.ts';
 import type { CatalogSnapshot, ChannelPattern, RolePolicy } from './types.ts';
-
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type AnyNode = Record<string, any>;
+import type { AnyNode } from './analyze.ts';
 
 /** What the relations a name-resolution query finds must be: LOCK and maintenance name existing relations. */
 export type NamedNeed = 'writable' | 'readable';
@@ -50,7 +48,8 @@ export const CATALOG_CHANGING_KINDS: ReadonlySet<string> = new Set([
 /** PostgreSQL's lock modes (storage/lockdefs.h); 1 is ACCESS SHARE, what every SELECT takes. */
 export const ACCESS_SHARE_LOCK = 1;
 
-function stringsOf(list: unknown): string[] {
+/** The String nodes' values of a name list (others skipped). */
+export function stringsOf(list: unknown): string[] {
   if (!Array.isArray(list)) return [];
   return list.map((x) => (x as AnyNode)?.String?.sval).filter((s): s is string => typeof s === 'string');
 }

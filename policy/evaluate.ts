@@ -10,7 +10,7 @@ import { judgeSettingRead, judgeVariableSet, judgeTransactionOptions } from './s
 import { DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, INTROSPECTION_RELATIONS, SYSTEM_DENIED_COLUMNS, isSystemRelation } from './introspection.ts';
 import { isIdentCont, isIdentStart } from './literals.ts';
 import { SqlState } from '../lib/sqlstate.ts';
-import { channelAllowed, placeObject, utilityQueries, UTILITY_KINDS, type NamedNeed } from './ddl.ts';
+import { channelAllowed, placeObject, stringsOf, utilityQueries, UTILITY_KINDS, type NamedNeed } from './ddl.ts';
 import { rewriteScope } from './scope.ts';
 import { errorMessage } from '../lib/error-message.ts';
 
@@ -1000,11 +1000,6 @@ export function checkNamed(a: Analysis, role: RolePolicy, need: NamedNeed): Deni
     };
   }
   return { rank: ALLOW_RANK.write, ruleId: `${r}.write.relations` };
-}
-
-function stringsOf(list: unknown): string[] {
-  if (!Array.isArray(list)) return [];
-  return list.map((x) => (x as AnyNode)?.String?.sval).filter((v): v is string => typeof v === 'string');
 }
 
 function internalDenial(why: string): Denial {
