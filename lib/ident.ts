@@ -1,8 +1,13 @@
-// SQL identifiers in messages: quoting a name the way Postgres would print it, and the edit distance behind "did you mean" hints.
+// SQL names and strings: quoting a name the way Postgres would print it, a string literal, and the edit distance behind "did you mean" hints.
 
 /** Quotes a name part only when Postgres would need it, for messages and `policy explain`. */
 export function quoteIdent(name: string): string {
   return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
+}
+
+/** A string literal as the server lexes it with standard_conforming_strings on (pgwarden pins it): quotes doubled, nothing else special. */
+export function quoteLiteral(value: string): string {
+  return `'${value.replaceAll('\'', '\'\'')}'`;
 }
 
 /** Levenshtein distance between two strings, for suggesting the closest known name. */

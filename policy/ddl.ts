@@ -46,7 +46,7 @@ export const CATALOG_CHANGING_KINDS: ReadonlySet<string> = new Set([
 ]);
 
 /** PostgreSQL's lock modes (storage/lockdefs.h); 1 is ACCESS SHARE, what every SELECT takes. */
-export const ACCESS_SHARE_LOCK = 1;
+const ACCESS_SHARE_LOCK = 1;
 
 /** The String nodes' values of a name list (others skipped). */
 export function stringsOf(list: unknown): string[] {

@@ -8,16 +8,17 @@
 import type { AnyNode } from './analyze.ts';
 import { parseStatements, scanTokens, type RawStmt } from './parser.ts';
 import type { CatalogRelation, CatalogSnapshot, RelationPattern, RolePolicy } from './types.ts';
+import { quoteLiteral } from '../lib/ident.ts';
 
 /** The schema the virtual relations live in; a real schema of that name is shadowed for these two names only. */
-export const SCOPE_SCHEMA = 'pgwarden';
+const SCOPE_SCHEMA = 'pgwarden';
 
 /** Columns of pgwarden.scope, one row per column of each relation the role may read or write. */
-export const SCOPE_COLUMNS = ['table_schema', 'table_name', 'column_name', 'data_type', 'readable', 'writable'] as const;
+const SCOPE_COLUMNS = ['table_schema', 'table_name', 'column_name', 'data_type', 'readable', 'writable'] as const;
 
-/** SQL literal with standard_conforming_strings on (pgwarden pins it): quotes doubled, nothing else special. */
-export function sqlText(value: string): string {
-  return `'${value.replaceAll('\'', '\'\'')}'::text`;
+/** A text literal (lib/ident.ts quoteLiteral) typed as text. */
+function sqlText(value: string): string {
+  return `${quoteLiteral(value)}::text`;
 }
 
 /**
@@ -39,9 +40,6 @@ function sessionColumns(role: RolePolicy): [name: string, expr: string][] {
     ['session_id', 'current_setting(\'pgwarden.session_id\')'],
   ];
 }
-
-/** Names `SHOW pgwarden.<name>` answers (the columns of pgwarden.session). */
-export const SHOW_NAMES: readonly string[] = sessionColumns({ name: '', readOnly: true, onRowCap: 'truncate', catalog: 'none', maxRows: undefined } as RolePolicy).map(([n]) => n);
 
 function matches(patterns: readonly RelationPattern[], rel: CatalogRelation): boolean {
   return patterns.some((p) => p.schema === rel.schema && (p.name === '*' || p.name === rel.name));
@@ -65,7 +63,7 @@ export function scopeRows(role: RolePolicy, catalog: CatalogSnapshot): { schema:
 }
 
 /** The subquery standing for pgwarden.scope: VALUES of typed literals, or the same columns and types with no row. */
-export function scopeSubquery(role: RolePolicy, catalog: CatalogSnapshot): string {
+function scopeSubquery(role: RolePolicy, catalog: CatalogSnapshot): string {
   const rows = scopeRows(role, catalog);
   if (rows.length === 0) {
     const types = ['text', 'text', 'text', 'text', 'boolean', 'boolean'];
@@ -76,7 +74,7 @@ export function scopeSubquery(role: RolePolicy, catalog: CatalogSnapshot): strin
 }
 
 /** The subquery standing for pgwarden.session: one row. */
-export function sessionSubquery(role: RolePolicy): string {
+function sessionSubquery(role: RolePolicy): string {
   return `(SELECT ${sessionColumns(role).map(([n, e]) => `${e} AS ${n}`).join(', ')})`;
 }
 

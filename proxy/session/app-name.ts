@@ -3,6 +3,7 @@ import type { VariableSetStmt } from 'libpg-query';
 import { parseStatements, type RawStmt } from '../../policy/parser.ts';
 import { applicationNameValue } from '../../policy/settings.ts';
 import { composeApplicationName } from './startup.ts';
+import { quoteLiteral } from '../../lib/ident.ts';
 
 export type AppNameRewrite =
   /** No statement sets application_name to a value: send the text as it is. */
@@ -15,11 +16,6 @@ function setOf(raw: RawStmt | undefined): VariableSetStmt | undefined {
   const stmt = raw?.stmt as { VariableSetStmt?: VariableSetStmt } | undefined;
   const set = stmt?.VariableSetStmt;
   return set !== undefined && (set.name ?? '').toLowerCase() === 'application_name' ? set : undefined;
-}
-
-/** A string literal as the server lexes it with standard_conforming_strings on (pinned by pgwarden). */
-function literal(s: string): string {
-  return `'${s.replace(/'/g, "''")}'`;
 }
 
 /** The tree of a statement without its source positions, which move when an earlier statement is rewritten. */
@@ -53,7 +49,7 @@ export function rewriteApplicationName(sql: string, sub: string, agent: string |
     if (start < at || end > buf.length) return { kind: 'refused', why: 'statement positions out of order' };
     const composed = composeApplicationName(sub, agent, value);
     const local = set.is_local === true;
-    pieces.push(buf.subarray(at, start), Buffer.from(`SET ${local ? 'LOCAL ' : ''}application_name = ${literal(composed)}`, 'utf8'));
+    pieces.push(buf.subarray(at, start), Buffer.from(`SET ${local ? 'LOCAL ' : ''}application_name = ${quoteLiteral(composed)}`, 'utf8'));
     at = end;
     wanted.set(i, { value: composed, local });
   }
