@@ -1,7 +1,7 @@
 // Keys that verify and sign tokens: built from the key files config/key-files.ts reads (re-read when they change, with an overlap), or fetched from a remote JWKS, and imported with jose.
 import * as jose from 'jose';
 import type { AuthConfig } from '../config/types.ts';
-import { algorithmMismatch, describeKey, HMAC_MIN_BYTES, isHmacAlgorithm, parseKeyText, readHmacSecret, readKeyFile, trimTrailingNewlines, usableAlgorithms, } from '../config/key-files.ts';
+import { algorithmMismatch, describeKey, HMAC_MIN_BYTES, isHmacAlgorithm, parseKeyText, readHmacSecret, readKeyFile, readTrustedFile, trimTrailingNewlines, usableAlgorithms, } from '../config/key-files.ts';
 import { readSettledSecret, SECRET_DEBOUNCE_MS, type SecretReloadResult, type SecretWatchOptions } from '../config/secrets.ts';
 import { Coalescer } from '../../lib/coalesce.ts';
 import { errorMessage } from '../../lib/error-message.ts';
@@ -58,7 +58,7 @@ export async function loadVerificationKeys(auth: AuthConfig): Promise<Verificati
   }
   checkNoHmac(auth);
   if (auth.publicKeyFile !== undefined) {
-    const read = readKeyFile(auth.publicKeyFile);
+    const read = readTrustedFile(auth.publicKeyFile);
     if (!read.ok) throw new Error(read.message);
     return publicKeys(auth.publicKeyFile, read.data, auth.algorithms);
   }
@@ -109,7 +109,7 @@ export async function openRotatingKeys(auth: AuthConfig, opts: SecretWatchOption
   let closed = false;
 
   const read = async (): Promise<{ ok: true; keys: VerificationKeys; bytes: Buffer; warning: string | undefined } | { ok: false; message: string }> => {
-    const r = await readSettledSecret(file, isSecret);
+    const r = await readSettledSecret(file, isSecret ? true : 'trusted');
     if (!r.ok) return r;
     try {
       if (isSecret) {

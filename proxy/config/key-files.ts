@@ -40,6 +40,24 @@ export function readKeyFile(path: string): { ok: true; data: Buffer } | { ok: fa
 }
 
 /**
+ * Read a file that decides whom pgwarden trusts without being secret (the public verification key): anyone who could
+ * write it could put their own key there and mint tokens, so group- or other-writable is refused as for secret files.
+ */
+export function readTrustedFile(path: string): { ok: true; data: Buffer } | { ok: false; message: string } {
+  let st: Stats;
+  try {
+    st = statSync(path);
+  } catch (err) {
+    return { ok: false, message: describeFsError(path, err) };
+  }
+  const mode = st.mode & 0o777;
+  if ((mode & 0o022) !== 0) {
+    return { ok: false, message: `file ${path} is writable by ${mode & 0o020 ? 'its group' : 'others'} (mode ${mode.toString(8).padStart(4, '0')}), so anyone in them could replace the key; chmod go-w it` };
+  }
+  return readKeyFile(path);
+}
+
+/**
  * Read a file holding a secret (HMAC key, private key, upstream password). Its permissions are checked the way libpq
  * checks a client key file, with one difference: writable by group or others is refused (anyone in them could
  * replace the secret), readable by them is a warning (libpq refuses; container runtimes often mount secrets 0644 or

@@ -14,6 +14,7 @@ import {
   parseKeyText,
   readKeyFile,
   readSecretFile,
+  readTrustedFile,
   trimTrailingNewlines,
   type KeyMaterial,
 } from './key-files.ts';
@@ -547,7 +548,8 @@ function checkAuth(get: Getter, provided: ReadonlySet<string>, issue: IssueFn, s
 }
 
 function readKeyMaterial(path: string, file: string, want: 'public' | 'private', issue: IssueFn, secret?: SecretReader): KeyMaterial | undefined {
-  const read = secret ? secret(path, file) : readKeyFile(file);
+  // A public key file others may write is refused: whoever writes it decides which tokens verify.
+  const read = secret ? secret(path, file) : readTrustedFile(file);
   if (!read.ok) {
     issue(path, read.message);
     return undefined;

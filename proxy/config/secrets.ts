@@ -3,7 +3,7 @@ import tls from 'node:tls';
 import { Coalescer } from '../../lib/coalesce.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 import { FileWatcher, readSettled } from '../../lib/watch.ts';
-import { readKeyFile, readSecretFile, trimTrailingNewlines } from './key-files.ts';
+import { readKeyFile, readSecretFile, readTrustedFile, trimTrailingNewlines } from './key-files.ts';
 import type { TlsServerConfig, UpstreamConfig } from './types.ts';
 
 /** Quiet time after a change event, time two reads must agree for, and the longest wait for a file to settle. */
@@ -28,10 +28,11 @@ export interface SecretWatchOptions {
  * readSecretFile; the permission-checked bytes must be the settled ones, else the file is still changing and the
  * next change event reads it again. Messages never name the file's content.
  */
-export async function readSettledSecret(file: string, checkPermissions: boolean): Promise<{ ok: true; data: Buffer; warning: string | undefined } | { ok: false; message: string }> {
+export async function readSettledSecret(file: string, checkPermissions: boolean | 'trusted'): Promise<{ ok: true; data: Buffer; warning: string | undefined } | { ok: false; message: string }> {
   const settled = await readSettled(file, SECRET_SETTLE_MS, SECRET_SETTLE_MAX_MS);
   if (!settled.ok) return { ok: false, message: `the file ${settled.message}` };
-  const read = checkPermissions ? readSecretFile(file) : { ...readKeyFile(file), warning: undefined };
+  // 'trusted': not secret, but whoever writes it decides whom pgwarden trusts (the public verification key).
+  const read = checkPermissions === true ? readSecretFile(file) : { ...(checkPermissions === 'trusted' ? readTrustedFile(file) : readKeyFile(file)), warning: undefined };
   if (!read.ok) return { ok: false, message: read.message };
   if (!read.data.equals(settled.data)) return { ok: false, message: 'the file changed while it was read; the next change reads it again' };
   return { ok: true, data: read.data, warning: read.warning };
