@@ -192,14 +192,18 @@ export async function pgError(fn: () => Promise<unknown>): Promise<{ code?: stri
   throw new Error('expected a Postgres error, got success');
 }
 
-export async function canaryCount(): Promise<number> {
+/** Runs `fn` with a superuser client (superClient), closed afterwards also when `fn` throws. */
+export async function withSuperClient<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = await superClient();
   try {
-    const r = await c.query('SELECT count(*)::int AS n FROM public.canary');
-    return r.rows[0].n as number;
+    return await fn(c);
   } finally {
     await c.end();
   }
+}
+
+export async function canaryCount(): Promise<number> {
+  return withSuperClient(async (c) => (await c.query('SELECT count(*)::int AS n FROM public.canary')).rows[0].n as number);
 }
 
 /** Sends a raw CancelRequest for (pid, secret) to a proxy port, as a client library would. */

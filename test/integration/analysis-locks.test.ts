@@ -1,7 +1,7 @@
 // The server's analysis and relation locks: a lock the session's own transaction holds is refused at once and truthfully (55P03, unsupported); another session's lock is waited for, and past analysis.timeout refused as a lock wait (55P03, unavailable), never as the client's 57014.
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canaryCount, connectAs, pgError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { canaryCount, connectAs, pgError, startTestProxy, superClient, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
 
 /** The schema this file creates (tables owned by pgwarden's upstream user, so ALTER and TRUNCATE are the server's to allow) and drops. */
 const S = 'alocks';
@@ -16,15 +16,6 @@ const POLICY = `roles:
     ddl: { kinds: [alter_table, create_index], schemas: [${S}] }
     lock: true
 `;
-
-async function su<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = await superClient();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
 
 async function rowsOf(table: string): Promise<number[]> {
   return su(async (c) => (await c.query(`SELECT a FROM ${S}.${table} ORDER BY a`)).rows.map((r) => r.a as number));

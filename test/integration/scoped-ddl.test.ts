@@ -1,7 +1,7 @@
 // Scoped DDL, maintenance, LOCK, LISTEN/NOTIFY and DO through a real pgwarden and Postgres: what is allowed runs, every bypass attempt is refused and never reaches the database.
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canaryCount, connectAs, pgError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { canaryCount, connectAs, pgError, startTestProxy, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
 
 /** The schema the test grants CREATE on to pgwarden's upstream user; created and dropped by this file. */
 const S = 'ddl_scratch';
@@ -41,15 +41,6 @@ const POLICY = `roles:
     channels: { listen: [jobs_done] }
     lock: true
 `;
-
-async function su<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = await superClient();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
 
 /** Relations of that name in the test schema (or any schema, for `anywhere`), as the superuser sees them. */
 async function exists(name: string, anywhere = false): Promise<boolean> {

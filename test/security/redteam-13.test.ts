@@ -2,7 +2,7 @@
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canaryCount, connectPg, pgError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { canaryCount, connectPg, pgError, startTestProxy, superClient, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
 
 /** The schema the role may change (CREATE granted to pgwarden's upstream user). */
 const S = 'rt13_scratch';
@@ -46,15 +46,6 @@ const POLICY = `roles:
     relations: [public.orders]
     write: { statements: [insert], relations: [public.canary] }
 `;
-
-async function su<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = await superClient();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
 
 /** Relations named `name` in `schema`, as the superuser sees them. */
 async function relExists(schema: string, name: string): Promise<boolean> {
