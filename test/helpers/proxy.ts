@@ -13,6 +13,7 @@ import type { Config } from '../../proxy/config/types.ts';
 import { createProxy, type Proxy, type ProxyDeps } from '../../proxy/index.ts';
 import { mintToken } from '../../proxy/auth/mint.ts';
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER } from '../../proxy/embedded/sample.ts';
+import { testAuthConfig } from './keys.ts';
 
 export const DEFAULT_POLICY = `roles:
   analyst:
@@ -95,21 +96,8 @@ export async function startTestProxy(opts: StartOptions = {}): Promise<TestProxy
       sslRootCert: undefined,
       connectTimeout: 5_000,
     },
-    auth: {
-      issuer: 'pgwarden-test',
-      audience: 'pgwarden',
-      algorithms: ['HS256'],
-      secretFile,
-      publicKeyFile: undefined,
-      jwksUrl: undefined,
-      privateKeyFile: undefined,
-      maxTokenLifetime: 15 * 60_000,
-      clockSkew: 0,
-      allowCleartext: 'loopback',
-      jwksCooldown: 30_000,
-      jwksCacheMaxAge: 600_000,
-      ...opts.auth,
-    },
+    // No skew, and no jwksTimeout (keys.ts's default) unless the test sets one.
+    auth: testAuthConfig({ secretFile, clockSkew: 0, jwksTimeout: undefined, ...opts.auth }),
     policyFile,
     metrics: undefined,
     limits: {

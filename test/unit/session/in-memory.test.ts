@@ -27,7 +27,7 @@ import { PolicyStore } from '../../../policy/store.ts';
 import { CATALOG } from '../../fixtures/catalog.ts';
 import { Bytes, startupPacket, typed } from '../../helpers/bytes.ts';
 import { FakeUpstream, MessageReader, dataRow, duplexPair, errorFields, errorResponse, rowDescription } from '../../helpers/in-memory.ts';
-import { makeTempDir, signToken, writeHmacSecret } from '../../helpers/keys.ts';
+import { makeTempDir, signToken, testAuthConfig, writeHmacSecret } from '../../helpers/keys.ts';
 import { bind, execute, parse, query, sync } from '../../helpers/raw-client.ts';
 import { refusalReason } from '../../../policy/reasons.ts';
 
@@ -61,20 +61,7 @@ beforeAll(async () => {
     listen: { host: '127.0.0.1', port: 0, tls: undefined },
     // Never dialled: the injected connector answers instead.
     upstream: { host: 'upstream.invalid', port: 5432, database: 'app', user: 'pgwarden', password: undefined, sslmode: 'disable', sslRootCert: undefined, connectTimeout: 5_000 },
-    auth: {
-      issuer: 'pgwarden-test',
-      audience: 'pgwarden',
-      algorithms: ['HS256'],
-      secretFile: s.path,
-      publicKeyFile: undefined,
-      jwksUrl: undefined,
-      privateKeyFile: undefined,
-      maxTokenLifetime: 15 * 60_000,
-      clockSkew: 0,
-      allowCleartext: 'loopback',
-      jwksCooldown: 30_000,
-      jwksCacheMaxAge: 600_000,
-    },
+    auth: testAuthConfig({ secretFile: s.path, clockSkew: 0, jwksTimeout: undefined }),
     policyFile,
     metrics: undefined,
     limits: { maxMessageSize: 1024 * 1024, handshakeTimeout: 5_000, expiryGrace: 0, maxClientConnections: 10, idleSessionTimeout: 0 },
