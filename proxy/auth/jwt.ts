@@ -235,6 +235,10 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
     const act = payload['act'];
     const actSub = typeof act === 'object' && act !== null ? (act as Record<string, unknown>)['sub'] : undefined;
     if (typeof actSub !== 'string' || actSub.length === 0) return bad('token claim "act" must be an object with a non-empty "sub"');
+    // Stamped as pgwarden.agent like an agent claim, so held to the same rules (else a single-use token is consumed
+    // by a login whose upstream startup PostgreSQL then refuses).
+    const shape = identityClaimProblem('act.sub', actSub);
+    if (shape !== undefined) return bad(shape);
     agent = actSub;
   }
   // Only the JSON boolean true marks a token single-use; "true", 1 or an object is refused rather than read as

@@ -285,6 +285,19 @@ describe('identity claims that reach stamps, audit and application_name', () => 
   });
   const now = () => Math.floor(Date.now() / 1000);
 
+  it('an agent given by act.sub is held to the identity-claim rules: over 1,024 bytes or with a NUL is refused (28P01) and a single-use token is not consumed', async () => {
+    for (const actSub of ['x'.repeat(20_000), 'agent\u0000admin']) {
+      const jti = randomUUID();
+      const claims = { iss: 'pgwarden-test', aud: 'pgwarden', sub: 'alice', role: 'analyst', iat: now(), exp: now() + 120, jti, pgwarden_single_use: true };
+      const err = await loginError(tp.pgConfig(await tp.sign({ ...claims, act: { sub: actSub } })));
+      expect(err.code).toBe('28P01');
+      expect(err.message).toMatch(/act\.sub/);
+      // Same jti, a sane actor: its one login is still there (the refused one consumed nothing).
+      expect(await selectOne(tp.pgConfig(await tp.sign({ ...claims, act: { sub: 'sane-agent' } })))).toBe(1);
+      expect((await loginError(tp.pgConfig(await tp.sign({ ...claims, act: { sub: 'sane-agent' } })))).detail).toMatch(/^reason=credential_used/);
+    }
+  });
+
   it('control characters, RTL overrides and long act.sub never reach pg_stat_activity raw, and audit lines stay one JSON object each', async () => {
     const agents = ['ag\u202eent', 'ag\u001b[31ment', 'ag\nent', 'a'.repeat(1_000)];
     for (const agent of agents) {
