@@ -57,7 +57,7 @@ export const DECISION_REASONS = {
 } as const satisfies Record<string, ReasonCode> & Record<ParseFailureReason, ReasonCode>;
 
 /** The agent-facing reason of a decision reason; one pgwarden has not classified is a policy refusal (it was refused). */
-export function agentReason(decisionReason: string): ReasonCode {
+function agentReason(decisionReason: string): ReasonCode {
   return Object.hasOwn(DECISION_REASONS, decisionReason) ? DECISION_REASONS[decisionReason as keyof typeof DECISION_REASONS] : 'policy_denied';
 }
 

@@ -30,7 +30,7 @@ export interface JtiConsumer {
  * The key a jti is consumed under: its SHA-256. A jti may be any string a token can carry (64 KiB, NUL characters),
  * which neither a btree key (about 2.7 kB at most) nor PostgreSQL text (no NUL) can hold; the digest always fits.
  */
-export function jtiKey(jti: string): Buffer {
+function jtiKey(jti: string): Buffer {
   return createHash('sha256').update(jti, 'utf8').digest();
 }
 
@@ -41,7 +41,7 @@ function displayJti(jti: string): string {
 }
 
 /** Name of the consumed-jti table and its function for the revocation table `table`. */
-export function consumedNames(schema: string, table: string): { table: string; fn: string } {
+function consumedNames(schema: string, table: string): { table: string; fn: string } {
   const s = pg.escapeIdentifier(schema);
   return { table: `${s}.${pg.escapeIdentifier(`${table}_consumed`)}`, fn: `${s}.${pg.escapeIdentifier(`${table}_consume`)}` };
 }

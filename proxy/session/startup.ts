@@ -221,7 +221,7 @@ const CUT_PREFIX_BYTES = MAX_APPLICATION_NAME_BYTES - 13;
  * of a long sub, or a sub that starts with another) show the same name, and `%#` never occurs in an uncut prefix
  * (claimText writes `%` only before two hex digits).
  */
-export function applicationNamePrefix(sub: string, agent: string | undefined): string {
+function applicationNamePrefix(sub: string, agent: string | undefined): string {
   const full = `pgwarden:${claimText(sub)}${agent ? `/${claimText(agent)}` : ''}`;
   if (full.length <= MAX_APPLICATION_NAME_BYTES) return full;
   return `${full.slice(0, CUT_PREFIX_BYTES)}%#${createHash('sha256').update(full).digest('base64url').slice(0, 11)}`;
