@@ -1055,7 +1055,7 @@ export function evaluateWithFacts(sql: string, mode: 'simple' | 'parse', session
     const d = facts.decision;
     // The rewrite depends on the role and the catalog (both in the cache key) and on no literal of the text, but its
     // text differs from the client's before the last constant: cached by exact text only.
-    return { ...facts, literalSensitive: true, decision: d.allow ? { ...d, rewrittenSql: d.rewrittenSql ?? scoped.sql } : d };
+    return { ...facts, literalSensitive: true, decision: d.allow ? { ...d, rewrittenSql: d.rewrittenSql ?? scoped.sql, listsScope: true } : d };
   } catch (err) {
     const detail = errorMessage(err);
     return { decision: toDeny(undefined, internalDenial(detail), []), literalSensitive: true, sessionDependent: true };

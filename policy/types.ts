@@ -206,6 +206,12 @@ export type Decision =
       effects: Effect[];
       /** Set in shadow mode when enforcement would have denied. */
       shadowDenied: { reason: string; message: string } | undefined;
+      /**
+       * The text run lists pgwarden.scope / pgwarden.session (or SHOW pgwarden.<name>) as the policy has it now: a
+       * prepared statement, portal or cursor made from it keeps that copy upstream, so it is not decided again after a
+       * reload but refused (the client prepares it again and gets the new listing).
+       */
+      listsScope?: true;
     }
   | {
       allow: false;

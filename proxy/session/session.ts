@@ -243,6 +243,23 @@ interface BoundPortal {
   rowCap: RowCap | undefined;
 }
 
+/**
+ * The refusal of a prepared statement, portal or cursor over pgwarden.scope / pgwarden.session after a reload: its
+ * upstream copy lists the scope the role had when it was prepared, which may name relations the role no longer has.
+ */
+function staleScopeListing(d: Extract<Decision, { allow: true }>): Decision {
+  return {
+    allow: false,
+    ruleId: 'builtin.scope',
+    sqlstate: SqlState.InsufficientPrivilege,
+    message: 'permission denied by pgwarden: statement lists pgwarden.scope or pgwarden.session as the policy was when it was prepared',
+    detail: 'the listing was fixed when the statement was prepared and the policy has changed since (rule: builtin.scope)',
+    hint: 'prepare the statement again for the current listing',
+    reason: 'policy_denied',
+    statements: d.statements,
+  };
+}
+
 /** Why a prepared statement, portal or cursor is refused after a reload (client-facing). */
 function policyChangedError(what: string, name: string, refusal: string | undefined): ProxyError {
   return new ProxyError('ERR_STATEMENT_DENIED', `${what} ${quoteIdent(name)} is no longer allowed: the policy changed`, {
@@ -882,6 +899,8 @@ export class Session {
   private decided(decision: Decision, sql: string, mode: 'simple' | 'parse' | 'bind', t0: number, version: number, again = false): Decision {
     const micros = (performance.now() - t0) * 1000;
     this.seq++;
+    // Decided again after a reload, the statement upstream still holds the listing rewritten under the old policy.
+    if (again && decision.allow && decision.listsScope === true) decision = staleScopeListing(decision);
     if (!decision.allow) decision = this.explainRevokedUse(decision, sql);
     else if (decision.statements.some((st) => st.kind === 'VariableSetStmt')) decision = this.withApplicationName(decision, sql);
     this.deps.events?.statementDecided?.(this, { seq: this.seq, mode, sql, decision, micros });

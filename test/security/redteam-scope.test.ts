@@ -1,0 +1,216 @@
+// Red team of pgwarden.scope's statement rewrite and of the unknown-vs-forbidden refusals: no channel tells an out-of-scope relation that exists from one that does not, and no rewrite reaches a real relation.
+import { writeFileSync } from 'node:fs';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { canaryCount, connectAs, pgError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+
+const POLICY = `roles:
+  reader:
+    readOnly: true
+    relations: [public.orders, public.customers, public.rt_missing_in_scope]
+    deniedColumns: { public.customers: [ssn] }
+  other:
+    readOnly: true
+    relations: [public.secrets]
+  maker:
+    readOnly: false
+    relations: [public.orders]
+    write: { statements: [insert, update, delete], relations: [public.canary] }
+    ddl: { kinds: [create_table, alter_table], schemas: [rt_ddl] }
+`;
+
+let tp: TestProxy;
+let su: pg.Client;
+beforeAll(async () => {
+  su = await superClient();
+  await su.query('DROP SCHEMA IF EXISTS rt_hidden CASCADE; DROP SCHEMA IF EXISTS rt_ddl CASCADE; DROP SCHEMA IF EXISTS pgwarden CASCADE');
+  await su.query('CREATE SCHEMA rt_hidden; CREATE TABLE rt_hidden.rt_tbl (id int); CREATE SEQUENCE rt_hidden.rt_seq; GRANT USAGE ON SCHEMA rt_hidden TO pgwarden; GRANT SELECT ON rt_hidden.rt_tbl TO pgwarden; GRANT USAGE, SELECT ON rt_hidden.rt_seq TO pgwarden');
+  await su.query('CREATE SCHEMA rt_ddl; GRANT USAGE, CREATE ON SCHEMA rt_ddl TO pgwarden');
+  // A real pgwarden.scope holding a row the agent must never see.
+  await su.query(`CREATE SCHEMA pgwarden; CREATE TABLE pgwarden.scope (table_schema text, table_name text, column_name text, data_type text, readable boolean, writable boolean);
+    INSERT INTO pgwarden.scope VALUES ('public', 'secrets', 'REAL-TABLE-ROW', 'text', true, true);
+    GRANT USAGE ON SCHEMA pgwarden TO pgwarden; GRANT SELECT ON pgwarden.scope TO pgwarden`);
+  tp = await startTestProxy({ policy: POLICY });
+  // Made after the proxy's catalog snapshot: the server knows it, pgwarden's snapshot does not.
+  await su.query('CREATE TABLE rt_hidden.rt_late (id int); GRANT SELECT ON rt_hidden.rt_late TO pgwarden');
+});
+afterAll(async () => {
+  await tp?.close();
+  await su?.query('DROP SCHEMA IF EXISTS rt_hidden CASCADE; DROP SCHEMA IF EXISTS rt_ddl CASCADE; DROP SCHEMA IF EXISTS pgwarden CASCADE');
+  await su?.end();
+});
+
+type Seen = { code?: string; message: string; detail?: string; hint?: string; position?: string };
+let seq = 0;
+async function refusal(c: pg.Client, text: string, protocol: 'simple' | 'parse'): Promise<Seen | 'ok'> {
+  try {
+    await c.query(protocol === 'parse' ? { name: `rt_${++seq}`, text } : text);
+    return 'ok';
+  } catch (err) {
+    const e = err as Seen;
+    return { code: e.code, message: e.message, detail: e.detail, hint: e.hint, position: e.position };
+  } finally {
+    await c.query('ROLLBACK').catch(() => {});
+  }
+}
+
+// Each template names a relation X; the existing and the missing out-of-scope names must be refused alike.
+const TEMPLATES = [
+  'SELECT * FROM @R@', 'TABLE @R@', 'SELECT * FROM ONLY @R@', 'SELECT * FROM @R@ TABLESAMPLE system (1)', 'SELECT * FROM @R@ AS a(p, q, r, s, t, u, v, w)',
+  'SELECT NULL::@R@', 'SELECT NULL::@R@[]', 'SELECT CAST(NULL AS @R@)', 'SELECT \'@R@\'::regclass', 'SELECT to_regclass(\'@R@\')', 'SELECT pg_relation_size(\'@R@\')',
+  'SELECT has_table_privilege(\'@R@\', \'select\')', 'SELECT pg_table_is_visible(\'@R@\'::regclass)', 'SELECT nextval(\'@R@\')', 'SELECT currval(\'@R@\'::regclass)',
+  'COPY @R@ TO STDOUT', 'COPY (SELECT * FROM @R@) TO STDOUT', 'LOCK @R@', 'TRUNCATE @R@', 'DELETE FROM @R@', 'INSERT INTO @R@ VALUES (1)', 'UPDATE @R@ SET id = 1',
+  'EXPLAIN SELECT * FROM @R@', 'PREPARE rtp AS SELECT * FROM @R@', 'WITH w AS (SELECT * FROM @R@) SELECT * FROM w', 'SELECT (SELECT 1 FROM @R@ LIMIT 1)',
+  'SELECT * FROM pgwarden.scope, @R@', 'SELECT * FROM pgwarden.scope JOIN @R@ ON true', 'SELECT * FROM pgwarden.scope s WHERE EXISTS (SELECT 1 FROM @R@)',
+  'SELECT * FROM orders, LATERAL (SELECT * FROM @R@) l', 'SELECT 1 UNION SELECT 1 FROM @R@', 'SELECT @R@.id FROM @R@', 'SELECT * FROM @R@ WHERE',
+  'SELECT * FROM @R@ x1 JOIN @R@ x2 USING (nope)', 'ANALYZE @R@', 'VACUUM @R@', 'SELECT * FROM @R@ FOR UPDATE', 'SELECT @R@ FROM @R@',
+  'DECLARE rtc CURSOR FOR SELECT * FROM @R@', 'CREATE TABLE rt_ddl.n (LIKE @R@)', 'CREATE TABLE rt_ddl.n () INHERITS (@R@)', 'CREATE TABLE rt_ddl.n (id int REFERENCES @R@)',
+'CREATE TABLE @R@ (id int)', 'CREATE INDEX ON @R@ (id)', 'COMMENT ON TABLE @R@ IS \'x\'',
+];
+// [existing, missing] pairs, each outside the role's relations.
+const PAIRS: [string, string][] = [
+  ['public.secrets', 'public.rt_nothing_here'],
+  ['secrets', 'rt_nothing_here'],
+  ['rt_hidden.rt_tbl', 'rt_hidden.rt_nothing_here'],
+  ['rt_hidden.rt_tbl', 'rt_no_schema.rt_tbl'],
+  ['rt_hidden.rt_late', 'rt_hidden.rt_nothing_here'],
+  ['rt_hidden.rt_seq', 'rt_hidden.rt_nothing_here'],
+  ['pgwarden.scope_x', 'pgwarden.rt_nothing_here'],
+  ['"public"."secrets"', '"public"."rt_nothing_here"'],
+];
+
+describe('an out-of-scope relation that exists is refused exactly like one that does not', () => {
+  for (const role of ['reader', 'maker'] as const) {
+    for (const protocol of ['simple', 'parse'] as const) {
+      it(`${role}, ${protocol}: every channel gives the same code, message, detail and hint`, async () => {
+        const c = await connectAs(tp, role);
+        const before = await canaryCount();
+        const diffs: string[] = [];
+        try {
+          for (const t of TEMPLATES) {
+            for (const [there, absent] of PAIRS) {
+              const a = await refusal(c, t.replaceAll('@R@', there), protocol);
+              const b = await refusal(c, t.replaceAll('@R@', absent), protocol);
+              const norm = (s: Seen | 'ok', name: string) => {
+                let out = JSON.stringify(s);
+                for (const n of [name.replaceAll('"', '\\"'), name.replaceAll('"', ''), ...name.replaceAll('"', '').split('.')]) out = out.replaceAll(n, '@R@');
+                return out;
+              };
+              // Positions after the name shift with its length: compared apart from them (code, message, detail, hint).
+              const na = norm(a, there);
+              const nb = norm(b, absent);
+              if (a === 'ok' || na.replace(/"position":"\d+"/, '') !== nb.replace(/"position":"\d+"/, '')) diffs.push(`${t} [${there} | ${absent}]\n  ${na}\n  ${nb}`);
+            }
+          }
+        } finally {
+          await c.end();
+        }
+        expect(await canaryCount()).toBe(before);
+        expect(diffs).toEqual([]);
+      }, 120_000);
+    }
+  }
+});
+
+/** Rows a query returns, or its error code. */
+async function rows(c: pg.Client, text: string, protocol: 'simple' | 'parse' = 'simple', values?: unknown[]): Promise<Record<string, unknown>[] | string> {
+  try {
+    const r = await c.query(protocol === 'parse' ? { name: `rr_${++seq}`, text, values } : text);
+    const all = Array.isArray(r) ? r.flatMap((x) => x.rows) : r.rows;
+    return all as Record<string, unknown>[];
+  } catch (err) {
+    return `ERR ${(err as Seen).code}: ${(err as Seen).message} [${(err as Seen).detail?.split('\n')[0]}]`;
+  } finally {
+    await c.query('ROLLBACK').catch(() => {});
+  }
+}
+
+describe('pgwarden.scope rewrite: the text run means what was decided and never reaches a real relation', () => {
+  it('forms the rewrite does not handle reach neither the real pgwarden.scope nor a relation outside the role', async () => {
+    const c = await connectAs(tp, 'maker');
+    const before = await canaryCount();
+    try {
+      const forms = [
+        'SELECT * FROM (pgwarden.scope)', 'SELECT * FROM ONLY pgwarden.scope', 'SELECT * FROM pgwarden.scope TABLESAMPLE system (100)',
+        'SELECT * FROM pgwarden.scope * ', 'DELETE FROM canary USING pgwarden.scope WHERE true', 'UPDATE canary SET note = note FROM pgwarden.scope s WHERE s.table_name = \'x\'',
+        'MERGE INTO canary USING pgwarden.scope s ON false WHEN NOT MATCHED THEN DO NOTHING', 'SELECT NULL::pgwarden.scope', 'SELECT (NULL::pgwarden.scope).*',
+        'SELECT * FROM sample.pgwarden.scope', 'TABLE pgwarden.scope', 'COPY pgwarden.scope TO STDOUT', 'SELECT pgwarden.scope.* FROM pgwarden.scope',
+        'SELECT s FROM pgwarden.scope s', 'SELECT to_jsonb(s) FROM pgwarden.scope s', 'SELECT * FROM pgwarden.scope AS s(a, b, c, d, e, f, g)',
+        'SELECT * FROM pgwarden . /* é */ scope', 'SELECT \'ééé\' AS e, * FROM pgwarden/*ü*/./*ü*/"scope"', 'SELECT * FROM "PGWARDEN"."SCOPE"',
+        'SELECT * FROM PGWARDEN.Scope', 'SELECT E\'\\\'\' AS q, * FROM pgwarden.scope', 'SELECT $$ $$ AS d, * FROM pgwarden.scope, LATERAL (SELECT $q$pgwarden.scope$q$) l',
+        'WITH s AS (SELECT * FROM pgwarden.scope) SELECT * FROM s', 'WITH RECURSIVE s AS (SELECT * FROM pgwarden.scope UNION SELECT * FROM s) SELECT * FROM s',
+        'SELECT * FROM orders o WHERE EXISTS (SELECT 1 FROM pgwarden.scope WHERE table_name = \'secrets\')', 'SELECT table_name FROM pgwarden.scope UNION ALL SELECT table_name FROM pgwarden.scope',
+        'SELECT * FROM pgwarden.scope, pgwarden.session', 'SELECT * FROM pgwarden.scope FOR UPDATE', 'SELECT * FROM pgwarden.scope s FOR SHARE OF s',
+        'EXPLAIN (ANALYZE) SELECT * FROM pgwarden.scope', 'SELECT * FROM pgwarden.scope WHERE table_name = \'x\' LIMIT 1',
+        'SELECT * FROM pgwarden.scope; DELETE FROM canary WHERE id < 0', 'SHOW pgwarden.role; SELECT * FROM pgwarden.scope',
+        'SELECT * FROM pgwarden.session(1)', 'SELECT * FROM pgwarden.scope()', 'SELECT pgwarden.scope()',
+        'INSERT INTO canary (id, note) SELECT 900 + row_number() OVER (), table_name FROM pgwarden.scope WHERE false',
+        'SELECT * FROM rows from (pgwarden.scope())', 'SELECT * FROM pgwarden.scope s JOIN public.secrets x ON true',
+      ];
+      for (const f of forms) {
+        const got = await rows(c, f);
+        const text = JSON.stringify(got);
+        // The real table's row and relations outside the role never come back.
+        expect(text, f).not.toContain('REAL-TABLE-ROW');
+        expect(text, f).not.toMatch(/"table_name":"(secrets|rt_tbl|rt_seq|scope)"/);
+        if (typeof got === 'string') expect(got, f).toMatch(/^ERR (42501|0A000|42601|42P01|42P10|42809|42883|XX000|42803|55000|0A000): .*\[reason=\w+\]$/);
+      }
+    } finally {
+      await c.end();
+    }
+    expect(await canaryCount()).toBe(before);
+  });
+});
+
+describe('pgwarden.scope and the decision cache: one role\'s rewritten text never serves another role or a later policy', () => {
+  const TEXT = 'SELECT DISTINCT table_schema || \'.\' || table_name AS r FROM pgwarden.scope ORDER BY 1';
+  const names = (got: Record<string, unknown>[] | string) => (typeof got === 'string' ? [got] : got.map((x) => String(x.r)));
+  it('the same text, both protocols, interleaved between two roles', async () => {
+    const reader = await connectAs(tp, 'reader');
+    const other = await connectAs(tp, 'other');
+    try {
+      for (let round = 0; round < 3; round++) {
+        for (const protocol of ['simple', 'parse'] as const) {
+          expect(names(await rows(reader, TEXT, protocol))).toEqual(['public.customers', 'public.orders']);
+          expect(names(await rows(other, TEXT, protocol))).toEqual(['public.secrets']);
+        }
+      }
+    } finally {
+      await reader.end();
+      await other.end();
+    }
+  });
+
+  it('after a reload narrows the role, neither a cached text nor a statement prepared before lists what was removed', async () => {
+    const c = await connectAs(tp, 'reader');
+    try {
+      await c.query(`PREPARE rt_listing AS ${TEXT}`);
+      await c.query({ name: 'rt_named_listing', text: TEXT });
+      expect(names(await rows(c, TEXT))).toEqual(['public.customers', 'public.orders']);
+      await c.query(`BEGIN; DECLARE rt_cur CURSOR FOR ${TEXT}`);
+      writeFileSync(tp.policyFile, POLICY.replace('relations: [public.orders, public.customers, public.rt_missing_in_scope]', 'relations: [public.orders]').replace('    deniedColumns: { public.customers: [ssn] }\n', ''));
+      await tp.proxy.reload();
+      // The cursor, PREPARE and the named Parse hold upstream the listing made under the wider policy: refused, saying why.
+      const fetched = await pgError(() => c.query('FETCH ALL FROM rt_cur'));
+      expect(fetched.code).toBe('42501');
+      expect(fetched.message).toMatch(/no longer allowed: the policy changed/);
+      await c.query('ROLLBACK');
+      for (const run of [() => c.query('EXECUTE rt_listing'), () => c.query({ name: 'rt_named_listing', text: TEXT })]) {
+        const err = await pgError(run);
+        expect(err.code).toBe('42501');
+        expect(err.message).toMatch(/no longer allowed: the policy changed/);
+        expect(err.detail?.split('\n')[0]).toBe('reason=policy_denied');
+        expect(JSON.stringify(err)).not.toMatch(/customers|operatorHint/);
+      }
+      expect(names(await rows(c, TEXT))).toEqual(['public.orders']);
+      expect(names(await rows(c, TEXT, 'parse'))).toEqual(['public.orders']);
+      // Prepared again, it lists the scope the role has now.
+      await c.query(`PREPARE rt_listing_2 AS ${TEXT}`);
+      expect(names((await c.query('EXECUTE rt_listing_2')).rows)).toEqual(['public.orders']);
+    } finally {
+      writeFileSync(tp.policyFile, POLICY);
+      await tp.proxy.reload();
+      await c.end();
+    }
+  });
+});
