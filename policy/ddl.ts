@@ -9,7 +9,7 @@
 // same tree, so the deparser can never make the analysed text differ from what will run.
 // The object rules (which schema a name lands in) are decided here from the parse tree alone.
 import { deparseSync } from 'pgsql-deparser';
-import { parseStatements } from './parser.ts';
+import { canonicalTree, parseStatements } from './parser.ts';
 import { quoteIdent } from '../lib/ident.ts';
 import type { CatalogSnapshot, ChannelPattern, RolePolicy } from './types.ts';
 import type { AnyNode } from './analyze.ts';
@@ -54,23 +54,8 @@ export function stringsOf(list: unknown): string[] {
   return list.map((x) => (x as AnyNode)?.String?.sval).filter((s): s is string => typeof s === 'string');
 }
 
-/** The tree without positions, keys sorted: two pieces of SQL with the same canonical form are the same statement text for PostgreSQL. */
-/** Fields that only record where something was written (byte offsets): they differ between a text and its restatement. */
-const POSITION_FIELDS = new Set(['location', 'list_start', 'list_end', 'rexpr_list_start', 'rexpr_list_end', 'name_location', 'stmt_location', 'stmt_len']);
-
-function canonical(n: unknown): string {
-  return JSON.stringify(n, (k, v: unknown) => {
-    if (POSITION_FIELDS.has(k) && typeof v === 'number') return undefined;
-    if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
-      const o = v as AnyNode;
-      return Object.fromEntries(Object.keys(o).sort().map((key) => [key, o[key]]));
-    }
-    return v;
-  });
-}
-
 function same(a: unknown, b: unknown): boolean {
-  return canonical(a) === canonical(b);
+  return canonicalTree(a) === canonicalTree(b);
 }
 
 function deparseNode(node: AnyNode): string | undefined {

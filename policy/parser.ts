@@ -612,6 +612,21 @@ export function parseStatements(sql: string): ParseOutcome {
   }
 }
 
+/** Fields that only record where something was written (byte offsets): they differ between a text and its restatement or rewrite. */
+const POSITION_FIELDS = new Set(['location', 'list_start', 'list_end', 'rexpr_list_start', 'rexpr_list_end', 'name_location', 'stmt_location', 'stmt_len']);
+
+/** A parse tree as text without its positions, keys sorted: two pieces of SQL with the same canonical form are the same statement for PostgreSQL. */
+export function canonicalTree(n: unknown): string {
+  return JSON.stringify(n, (k, v: unknown) => {
+    if (POSITION_FIELDS.has(k) && typeof v === 'number') return undefined;
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+      const o = v as Record<string, unknown>;
+      return Object.fromEntries(Object.keys(o).sort().map((key) => [key, o[key]]));
+    }
+    return v;
+  });
+}
+
 /**
  * Scanner tokens of `sql` (for cache-key normalisation), or undefined when the input is too large,
  * does not lex, or the parser is unavailable.

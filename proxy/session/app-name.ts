@@ -1,6 +1,6 @@
 // A client's SET application_name rewritten to set pgwarden's identity prefix with the client's name after it, so the server itself applies (and, on rollback, undoes) the prefixed name.
 import type { VariableSetStmt } from 'libpg-query';
-import { parseStatements, type RawStmt } from '../../policy/parser.ts';
+import { canonicalTree, parseStatements, type RawStmt } from '../../policy/parser.ts';
 import { applicationNameValue } from '../../policy/settings.ts';
 import { composeApplicationName } from './startup.ts';
 import { quoteLiteral } from '../../lib/ident.ts';
@@ -18,9 +18,9 @@ function setOf(raw: RawStmt | undefined): VariableSetStmt | undefined {
   return set !== undefined && (set.name ?? '').toLowerCase() === 'application_name' ? set : undefined;
 }
 
-/** The tree of a statement without its source positions, which move when an earlier statement is rewritten. */
+/** The tree of a statement without its source positions (every kind: location, list_start, …), which move when an earlier statement is rewritten. */
 function shape(raw: RawStmt | undefined): string {
-  return JSON.stringify(raw?.stmt ?? null, (key, value: unknown) => (key === 'location' ? undefined : value));
+  return canonicalTree(raw?.stmt ?? null);
 }
 
 /**

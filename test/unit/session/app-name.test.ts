@@ -19,6 +19,9 @@ describe('rewriteApplicationName', () => {
     // Byte offsets: the multi-byte text before the SET must not shift the splice.
     [`SELECT 'ééé€'; SET application_name = 'y'; SELECT 'ü'`, `SELECT 'ééé€'; SET application_name = 'pgwarden:alice/bot y'; SELECT 'ü'`],
     [`SET application_name = 'a';SET application_name = 'b'`, `SET application_name = 'pgwarden:alice/bot a';SET application_name = 'pgwarden:alice/bot b'`],
+    // Later statements move: every byte offset in their trees (location, list_start, rexpr_list_start, …) is not compared.
+    [`SET application_name = 'x'; SELECT 1 WHERE 1 IN (1, 2)`, `SET application_name = 'pgwarden:alice/bot x'; SELECT 1 WHERE 1 IN (1, 2)`],
+    [`SET application_name = 'x'; SELECT ARRAY[1, 2]`, `SET application_name = 'pgwarden:alice/bot x'; SELECT ARRAY[1, 2]`],
   ])('%s → %s', (sql, out) => {
     expect(rw(sql)).toEqual({ kind: 'rewritten', sql: out });
   });
