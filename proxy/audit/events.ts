@@ -1,5 +1,6 @@
 // The audit event shape (fixed fields, schema version) and the JSON fragments statement events are built from by hand.
 import type { Identity } from '../auth/jwt.ts';
+import type { RevocationEntry } from '../revocation/entry-index.ts';
 import type { EndReason, Session } from '../session/session.ts';
 import type { Decision } from '../../policy/types.ts';
 import type { ReasonCode } from '../../lib/errors.ts';
@@ -84,19 +85,11 @@ export interface RevocationInfo {
   source: string;
   /** Entries in force after the change. */
   entries: number;
-  added?: RevocationEntrySummary[];
-  removed?: RevocationEntrySummary[];
+  added?: RevocationEntry[];
+  removed?: RevocationEntry[];
   /** Live sessions ended because of this change. */
   sessionsEnded?: number;
   [extra: string]: unknown;
-}
-
-export interface RevocationEntrySummary {
-  jti?: string;
-  sub?: string;
-  agent?: string;
-  reason?: string;
-  expiresAt?: string;
 }
 
 // ---------------------------------------------------------------------------------------------
