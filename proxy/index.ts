@@ -175,6 +175,8 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
         schema: config.revocation.table.schema,
         table: config.revocation.table.name,
         log: revocationLog,
+        // Logs in like sessions: the password the server accepts, the other one once after a 28P01 (a rotation).
+        password,
         ...(upstreamCap ? { acquire: () => upstreamCap.acquireOwn() } : {}),
       })
     : (config.cluster?.peers.length ?? 0) > 0

@@ -27,6 +27,16 @@ export interface JtiConsumer {
 }
 
 /**
+ * The upstream password through a rotation (config/secrets.ts UpstreamPassword): the one the server last accepted,
+ * and the other one to try after a 28P01.
+ */
+export interface ConsumerPassword {
+  readonly current: string | undefined;
+  alternative(used: string | undefined): Promise<string | undefined>;
+  accepted(password: string | undefined): void;
+}
+
+/**
  * The key a jti is consumed under: its SHA-256. A jti may be any string a token can carry (64 KiB, NUL characters),
  * which neither a btree key (about 2.7 kB at most) nor PostgreSQL text (no NUL) can hold; the digest always fits.
  */
@@ -96,12 +106,14 @@ REVOKE ALL ON FUNCTION ${n.fn}(bytea, text, timestamptz, text) FROM PUBLIC;
  */
 export class TableJtiConsumer implements JtiConsumer {
   readonly kind = 'table';
-  #opts: { connection: pg.ClientConfig; schema: string; table: string; log?: RevocationLog; acquire?: () => () => void };
+  #opts: ConsumerOptions;
   #conn: Conn | undefined;
   #closed = false;
+  /** The password the newest connection logged in with (or tried to). */
+  #lastPassword: string | undefined;
   readonly #sql: string;
 
-  constructor(opts: { connection: pg.ClientConfig; schema: string; table: string; log?: RevocationLog; acquire?: () => () => void }) {
+  constructor(opts: ConsumerOptions) {
     this.#opts = opts;
     this.#sql = `SELECT ${consumedNames(opts.schema, opts.table).fn}($1::bytea, $2, to_timestamp($3::double precision), $4) AS won`;
   }
@@ -110,6 +122,13 @@ export class TableJtiConsumer implements JtiConsumer {
     try {
       return await this.#consumeOnce(jti, exp, by);
     } catch (err) {
+      // The server refused the password (a rotation between the file and ALTER ROLE, either order): the other one is
+      // tried once, as sessions do. Nothing was consumed: the login never reached the function.
+      if (err instanceof pg.DatabaseError && err.code === '28P01' && this.#opts.password !== undefined && !this.#closed) {
+        const other = await this.#opts.password.alternative(this.#lastPassword);
+        if (other === undefined) throw err;
+        return await this.#consumeOnce(jti, exp, by, other);
+      }
       // A connection lost before or while asking (a server restart, a terminated backend not yet noticed) is asked
       // once more on a new one. Never a double use: the key decides, and the same `by` recognises its own row.
       if (err instanceof pg.DatabaseError && !isConnectionLoss(err.code)) throw err;
@@ -118,9 +137,9 @@ export class TableJtiConsumer implements JtiConsumer {
     }
   }
 
-  async #consumeOnce(jti: string, exp: number, by: string): Promise<ConsumeOutcome> {
+  async #consumeOnce(jti: string, exp: number, by: string, password?: string): Promise<ConsumeOutcome> {
     if (this.#closed) throw new Error('the single-use consumer is closed');
-    const conn = this.#connection();
+    const conn = this.#connection(password);
     try {
       await conn.ready;
       const res = await conn.client.query<{ won: boolean | null }>(this.#sql, [jtiKey(jti), displayJti(jti), exp, by]);
@@ -145,11 +164,14 @@ export class TableJtiConsumer implements JtiConsumer {
   }
 
   /** The open connection, or a new one (counted against limits.maxUpstreamConnections while held; at the cap it throws and the login is refused). */
-  #connection(): Conn {
+  #connection(password?: string): Conn {
     const current = this.#conn;
     if (current && !current.dead) return current;
     const release = this.#opts.acquire?.();
-    const client = new pg.Client({ ...this.#opts.connection, application_name: 'pgwarden:single-use' });
+    // With a rotating password: the one the server last accepted (the newest may not be set on the server yet).
+    const pw = password ?? this.#opts.password?.current;
+    this.#lastPassword = pw;
+    const client = new pg.Client({ ...this.#opts.connection, ...(this.#opts.password !== undefined ? { password: pw } : {}), application_name: 'pgwarden:single-use' });
     const conn: Conn = { client, release, dead: false, ready: Promise.resolve(), ended: Promise.resolve() };
     client.on('error', (err) => {
       this.#opts.log?.('warn', 'single-use consumer connection lost', { error: err.message });
@@ -157,7 +179,7 @@ export class TableJtiConsumer implements JtiConsumer {
     });
     client.on('end', () => this.#retire(conn));
     conn.ready = client.connect().then(
-      () => undefined,
+      () => this.#opts.password?.accepted(pw),
       (err: unknown) => {
         this.#retire(conn);
         throw err;
@@ -182,6 +204,16 @@ export class TableJtiConsumer implements JtiConsumer {
 /** Connection exceptions (08) and the backend ended by the server (57P01 admin shutdown and its kin, 57P02, 57P03). */
 function isConnectionLoss(code: string | undefined): boolean {
   return code === undefined || code.startsWith('08') || code.startsWith('57P');
+}
+
+interface ConsumerOptions {
+  connection: pg.ClientConfig;
+  schema: string;
+  table: string;
+  log?: RevocationLog;
+  acquire?: () => () => void;
+  /** The rotating upstream password; without it `connection`'s password is used as is. */
+  password?: ConsumerPassword;
 }
 
 interface Conn {

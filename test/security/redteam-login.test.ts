@@ -8,9 +8,10 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createProxy } from '../../proxy/index.ts';
 import { mintToken } from '../../proxy/auth/mint.ts';
+import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER } from '../../proxy/embedded/sample.ts';
 import { REVOCATION_TABLE_SQL } from '../../proxy/revocation/table.ts';
 import { generateKeyFiles } from '../helpers/keys.ts';
-import { DEFAULT_POLICY, loginError, pgError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import { DEFAULT_POLICY, loginError, pgError, startTestProxy, superClient, testPg, type TestProxy } from '../helpers/proxy.ts';
 
 const POLICY = `${DEFAULT_POLICY}  bound:
     readOnly: true
@@ -327,5 +328,60 @@ describe('identity claims that reach stamps, audit and application_name', () => 
       }
     }
     for (const line of tp.auditLines()) expect(() => JSON.parse(line)).not.toThrow();
+  });
+});
+
+describe('single-use tokens through an upstream password rotation', () => {
+  const ROLE = 'pgwarden_rt_single_use_rotation';
+  const SCHEMA = 'pgwarden_rt_single_use';
+  const FN = `${SCHEMA}.revocations_consume(bytea, text, timestamptz, text)`;
+  let dir: string;
+  let passwordFile: string;
+  let tp: TestProxy;
+  let admin: pg.Client;
+  const writeAtomically = (file: string, data: string) => {
+    const tmp = `${file}.${randomUUID()}.tmp`;
+    writeFileSync(tmp, data, { mode: 0o600 });
+    renameSync(tmp, file);
+  };
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-rt-su-rotation-'));
+    passwordFile = path.join(dir, 'upstream-password');
+    admin = await superClient();
+    await admin.query(REVOCATION_TABLE_SQL(SCHEMA, 'revocations', 'pgwarden_rt_single_use'));
+    await admin.query(`GRANT USAGE ON SCHEMA ${SCHEMA} TO pgwarden; GRANT SELECT ON ${SCHEMA}.revocations TO pgwarden; GRANT EXECUTE ON FUNCTION ${FN} TO pgwarden`);
+    await admin.query(`DROP ROLE IF EXISTS ${ROLE}`);
+    await admin.query(`CREATE ROLE ${ROLE} LOGIN PASSWORD 'first-password' IN ROLE ${SAMPLE_UPSTREAM_USER}`);
+    writeAtomically(passwordFile, 'first-password\n');
+    const info = testPg();
+    tp = await startTestProxy({
+      config: {
+        upstream: {
+          host: info.host, port: info.port, database: SAMPLE_DATABASE, user: ROLE,
+          password: 'first-password', passwordFile, sslmode: 'disable', sslRootCert: undefined, connectTimeout: 5_000,
+        },
+        revocation: { file: undefined, table: { schema: SCHEMA, name: 'revocations', channel: 'pgwarden_rt_single_use', refreshMs: 30_000 } },
+      },
+      deps: { watchSecrets: true },
+    });
+  });
+  afterAll(async () => {
+    await tp?.close();
+    await admin.query(`DROP ROLE IF EXISTS ${ROLE}`).catch(() => {});
+    await admin.end();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the consumer connects with the password the server accepts: single-use logins work between the file write and ALTER ROLE, and after it', async () => {
+    const single = () => mintToken(tp.config.auth, { sub: 'alice', role: 'analyst', singleUse: true, jti: randomUUID() }, 120_000);
+    // The runbook's order: the new file first (the consumer has not connected yet: its first use is below).
+    writeAtomically(passwordFile, 'second-password\n');
+    await tp.proxy.reload();
+    expect(await selectOne(tp.pgConfig(await single()))).toBe(1);
+    await admin.query(`ALTER ROLE ${ROLE} PASSWORD 'second-password'`);
+    // The consumer's connection is lost after the change (a server restart, a failover): it reconnects with the new one.
+    await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgwarden:single-use'`);
+    expect(await selectOne(tp.pgConfig(await single()))).toBe(1);
+    expect(await selectOne(tp.pgConfig(await single()))).toBe(1);
   });
 });
