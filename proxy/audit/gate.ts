@@ -3,6 +3,7 @@ import { ProxyError } from '../../lib/errors.ts';
 import type { Decision } from '../../policy/types.ts';
 import type { StatementGate } from '../session/gate.ts';
 import type { Audit } from './sink.ts';
+import { SqlState } from '../../lib/sqlstate.ts';
 
 /** True when a new login or statement may proceed: the trail is healthy, or the operator chose 'continue'. */
 export function auditGate(audit: Pick<Audit, 'healthy' | 'onFailure'>): boolean {
@@ -32,7 +33,7 @@ export function withAuditGate(gate: StatementGate, audit: Pick<Audit, 'healthy' 
       return {
         allow: false,
         ruleId: undefined,
-        sqlstate: '42501',
+        sqlstate: SqlState.InsufficientPrivilege,
         message: 'statement refused by pgwarden: the audit trail cannot be written right now',
         detail: 'pgwarden is configured to refuse statements it cannot record (audit.onFailure: refuse)',
         hint: 'retry shortly; the operator has been alerted',

@@ -12,6 +12,7 @@ import type { StatementGate } from './gate.ts';
 import { DecidePool, failedRefusal, type DecidePoolOptions } from './decide-pool.ts';
 import { needsServerAnalysis, type AnalysisPlanner, type ServerChecker, type ServerVerdict } from './server-check.ts';
 import { CATALOG_CHANGING_KINDS } from '../../policy/ddl.ts';
+import { SqlState } from '../../lib/sqlstate.ts';
 
 /**
  * Statements longer than this (UTF-16 units, a lower bound of their UTF-8 bytes) are decided on a worker. It is the
@@ -141,7 +142,7 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
         return {
           allow: false,
           ruleId: undefined,
-          sqlstate: '42501',
+          sqlstate: SqlState.InsufficientPrivilege,
           message: `permission denied by pgwarden: role "${view.role.name}" no longer exists in the policy`,
           detail: undefined,
           hint: 'reconnect with a token for a role defined in the current policy',

@@ -468,7 +468,7 @@ function ranUserCode(): Denial {
   return {
     reason: 'analysis_ran_user_code',
     ruleId: 'builtin.analysis',
-    sqlstate: '42501',
+    sqlstate: SqlState.InsufficientPrivilege,
     what: 'makes PostgreSQL run user-defined code while merely analysing it (a constant whose type\'s input reaches a domain CHECK or a comparison function)',
     detail: 'such code runs before anything could be decided; what it said is not passed on (rule: builtin.analysis)',
     hint: 'use constants of built-in types, or ask the operator to allow the function the type relies on',

@@ -1016,7 +1016,7 @@ export class Session {
     const refusedText: Decision = {
       allow: false,
       ruleId: undefined,
-      sqlstate: '42501',
+      sqlstate: SqlState.InsufficientPrivilege,
       message: 'its statement text could not be decided again',
       detail: undefined,
       hint: undefined,
