@@ -25,7 +25,7 @@ beforeAll(async () => {
   su = await superClient();
   await su.query('DROP SCHEMA IF EXISTS rt_hidden CASCADE; DROP SCHEMA IF EXISTS rt_ddl CASCADE; DROP SCHEMA IF EXISTS pgwarden CASCADE');
   await su.query('CREATE SCHEMA rt_hidden; CREATE TABLE rt_hidden.rt_tbl (id int); CREATE SEQUENCE rt_hidden.rt_seq; GRANT USAGE ON SCHEMA rt_hidden TO pgwarden; GRANT SELECT ON rt_hidden.rt_tbl TO pgwarden; GRANT USAGE, SELECT ON rt_hidden.rt_seq TO pgwarden');
-  await su.query('CREATE SCHEMA rt_ddl; GRANT USAGE, CREATE ON SCHEMA rt_ddl TO pgwarden');
+  await su.query('CREATE SCHEMA rt_ddl; GRANT USAGE, CREATE ON SCHEMA rt_ddl TO pgwarden; CREATE TABLE rt_ddl.rt_pre (id int); GRANT SELECT ON rt_ddl.rt_pre TO pgwarden');
   // A real pgwarden.scope holding a row the agent must never see.
   await su.query(`CREATE SCHEMA pgwarden; CREATE TABLE pgwarden.scope (table_schema text, table_name text, column_name text, data_type text, readable boolean, writable boolean);
     INSERT INTO pgwarden.scope VALUES ('public', 'secrets', 'REAL-TABLE-ROW', 'text', true, true);
@@ -66,6 +66,14 @@ const TEMPLATES = [
   'SELECT * FROM @R@ x1 JOIN @R@ x2 USING (nope)', 'ANALYZE @R@', 'VACUUM @R@', 'SELECT * FROM @R@ FOR UPDATE', 'SELECT @R@ FROM @R@',
   'DECLARE rtc CURSOR FOR SELECT * FROM @R@', 'CREATE TABLE rt_ddl.n (LIKE @R@)', 'CREATE TABLE rt_ddl.n () INHERITS (@R@)', 'CREATE TABLE rt_ddl.n (id int REFERENCES @R@)',
 'CREATE TABLE @R@ (id int)', 'CREATE INDEX ON @R@ (id)', 'COMMENT ON TABLE @R@ IS \'x\'',
+  // Relation names as types, in places where pgwarden might leave them to the server's analysis.
+  'SELECT * FROM jsonb_to_record(\'{}\') AS j(a @R@)', 'CREATE TABLE rt_ddl.n (c @R@)', 'ALTER TABLE rt_ddl.rt_owned ADD COLUMN c @R@',
+  'SELECT * FROM orders WHERE id = ANY (ARRAY[]::@R@[])', 'SELECT jsonb_populate_record(NULL::@R@, \'{}\')', 'SELECT * FROM json_populate_recordset(NULL::@R@, \'[]\')',
+  'PREPARE rtq(@R@) AS SELECT 1', 'SELECT 1 FROM orders WHERE (SELECT count(*) FROM @R@) > 0', 'SELECT * FROM orders NATURAL JOIN @R@',
+  'SELECT rt_nocol FROM @R@', 'SELECT * FROM @R@ WHERE rt_nocol = 1', 'INSERT INTO canary SELECT * FROM @R@', 'COPY @R@ FROM STDIN', 'COPY @R@ (rt_nocol) TO STDOUT',
+  'CREATE TABLE rt_ddl.n AS SELECT * FROM @R@', 'DROP TABLE @R@', 'ALTER TABLE @R@ RENAME TO rt_new', 'ALTER TABLE @R@ ADD COLUMN z int', 'GRANT SELECT ON @R@ TO PUBLIC',
+  'REINDEX TABLE @R@', 'CLUSTER @R@', 'REFRESH MATERIALIZED VIEW @R@', 'EXPLAIN ANALYZE DELETE FROM @R@', 'SELECT * FROM @R@ x WHERE x IS NULL',
+  'SELECT pg_get_viewdef(\'@R@\')', 'SELECT \'@R@\'::regclass::oid', 'WITH d AS (DELETE FROM canary RETURNING *) SELECT * FROM d, @R@',
 ];
 // [existing, missing] pairs, each outside the role's relations.
 const PAIRS: [string, string][] = [
@@ -77,6 +85,8 @@ const PAIRS: [string, string][] = [
   ['rt_hidden.rt_seq', 'rt_hidden.rt_nothing_here'],
   ['pgwarden.scope_x', 'pgwarden.rt_nothing_here'],
   ['"public"."secrets"', '"public"."rt_nothing_here"'],
+  // In the maker's ddl schema, made by the operator (not by the role) and outside its relations.
+  ['rt_ddl.rt_pre', 'rt_ddl.rt_nothing_here'],
 ];
 
 describe('an out-of-scope relation that exists is refused exactly like one that does not', () => {
@@ -89,6 +99,9 @@ describe('an out-of-scope relation that exists is refused exactly like one that 
         try {
           for (const t of TEMPLATES) {
             for (const [there, absent] of PAIRS) {
+              // In a schema the role may create in, existence is the server's to tell (CREATE of a taken name fails
+              // with 42P07 as it does directly; ALTER of another owner's table with "must be owner"): not a pgwarden refusal.
+              if (there.startsWith('rt_ddl.') && /^(CREATE TABLE|ALTER TABLE) @R@/.test(t)) continue;
               const a = await refusal(c, t.replaceAll('@R@', there), protocol);
               const b = await refusal(c, t.replaceAll('@R@', absent), protocol);
               const norm = (s: Seen | 'ok', name: string) => {
@@ -99,6 +112,9 @@ describe('an out-of-scope relation that exists is refused exactly like one that 
               // Positions after the name shift with its length: compared apart from them (code, message, detail, hint).
               const na = norm(a, there);
               const nb = norm(b, absent);
+              // Every refusal names its reason on DETAIL's first line and never carries the operator's hint.
+              for (const r of [a, b]) if (r !== 'ok' && !/^reason=[a-z_]+$/.test(r.detail?.split('\n')[0] ?? '')) diffs.push(`no reason: ${t} ${JSON.stringify(r)}`);
+              for (const r of [a, b]) if (r !== 'ok' && /classify it|functions\.allow|policy file|operator/i.test(`${r.hint ?? ''} ${r.detail ?? ''}`)) diffs.push(`operator hint: ${t} ${JSON.stringify(r)}`);
               if (a === 'ok' || na.replace(/"position":"\d+"/, '') !== nb.replace(/"position":"\d+"/, '')) diffs.push(`${t} [${there} | ${absent}]\n  ${na}\n  ${nb}`);
             }
           }
