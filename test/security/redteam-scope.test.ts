@@ -12,6 +12,13 @@ const POLICY = `roles:
   other:
     readOnly: true
     relations: [public.secrets]
+  dotted:
+    readOnly: true
+    relations: ['rt_a."b.c"']
+    deniedColumns: { 'rt_a."b.c"': [secret] }
+  dotted2:
+    readOnly: true
+    relations: ['"rt_a.b".*']
   maker:
     readOnly: false
     relations: [public.orders]
@@ -30,13 +37,18 @@ beforeAll(async () => {
   await su.query(`CREATE SCHEMA pgwarden; CREATE TABLE pgwarden.scope (table_schema text, table_name text, column_name text, data_type text, readable boolean, writable boolean);
     INSERT INTO pgwarden.scope VALUES ('public', 'secrets', 'REAL-TABLE-ROW', 'text', true, true);
     GRANT USAGE ON SCHEMA pgwarden TO pgwarden; GRANT SELECT ON pgwarden.scope TO pgwarden`);
+  // Two relations whose schema and name joined by a dot read alike: rt_a."b.c" (in the role, a denied column) and "rt_a.b".c (not).
+  await su.query(`DROP SCHEMA IF EXISTS rt_a CASCADE; DROP SCHEMA IF EXISTS "rt_a.b" CASCADE; CREATE SCHEMA rt_a; CREATE SCHEMA "rt_a.b";
+    CREATE TABLE rt_a."b.c" (id int, secret text); INSERT INTO rt_a."b.c" VALUES (1, 'DOTTED-SECRET');
+    CREATE TABLE "rt_a.b".c (x int, other text); INSERT INTO "rt_a.b".c VALUES (2, 'OTHER-TABLE-ROW');
+    GRANT USAGE ON SCHEMA rt_a, "rt_a.b" TO pgwarden; GRANT SELECT ON rt_a."b.c", "rt_a.b".c TO pgwarden`);
   tp = await startTestProxy({ policy: POLICY });
   // Made after the proxy's catalog snapshot: the server knows it, pgwarden's snapshot does not.
   await su.query('CREATE TABLE rt_hidden.rt_late (id int); GRANT SELECT ON rt_hidden.rt_late TO pgwarden');
 });
 afterAll(async () => {
   await tp?.close();
-  await su?.query('DROP SCHEMA IF EXISTS rt_hidden CASCADE; DROP SCHEMA IF EXISTS rt_ddl CASCADE; DROP SCHEMA IF EXISTS pgwarden CASCADE');
+  await su?.query('DROP SCHEMA IF EXISTS rt_a CASCADE; DROP SCHEMA IF EXISTS "rt_a.b" CASCADE; DROP SCHEMA IF EXISTS rt_hidden CASCADE; DROP SCHEMA IF EXISTS rt_ddl CASCADE; DROP SCHEMA IF EXISTS pgwarden CASCADE');
   await su?.end();
 });
 
@@ -226,6 +238,37 @@ describe('pgwarden.scope and the decision cache: one role\'s rewritten text neve
     } finally {
       writeFileSync(tp.policyFile, POLICY);
       await tp.proxy.reload();
+      await c.end();
+    }
+  });
+});
+
+describe('relations whose schema and name joined by a dot collide', () => {
+  // rt_a."b.c" (role dotted, with a denied column) and "rt_a.b".c (role dotted2) share relationKey 'rt_a.b.c' in the catalog snapshot.
+  it('the denied column stays denied and the other relation stays out, both protocols', async () => {
+    const c = await connectAs(tp, 'dotted');
+    try {
+      for (const protocol of ['simple', 'parse'] as const) {
+        for (const q of ['SELECT * FROM rt_a."b.c"', 'SELECT secret FROM rt_a."b.c"', 'SELECT t FROM rt_a."b.c" t', 'SELECT to_jsonb(t) FROM rt_a."b.c" t', 'SELECT * FROM "rt_a.b".c', 'SELECT x, other FROM "rt_a.b".c']) {
+          const got = await rows(c, q, protocol);
+          expect(got, q).toMatch(/^ERR 42501: .*\[reason=scope_missing\]$/);
+        }
+        expect(await rows(c, 'SELECT id FROM rt_a."b.c"', protocol)).toEqual([{ id: 1 }]);
+      }
+    } finally {
+      await c.end();
+    }
+  });
+
+  // OPEN: policy/catalog.ts keys the snapshot by relationKey(schema, name) = `${schema}.${name}`, so of two relations
+  // whose parts joined by a dot read alike only one is kept: dotted's rt_a."b.c" is missing from its pgwarden.scope
+  // (and pgwarden's own column lists for it are the other relation's; PostgreSQL's analysis still decides columns, as
+  // the test above shows). Fixing it means an unambiguous key at every `${schema}.${name}` site (some 30 in policy/).
+  it.fails('pgwarden.scope lists the role\'s relation, not nothing', async () => {
+    const c = await connectAs(tp, 'dotted');
+    try {
+      expect(await rows(c, 'SELECT table_schema, table_name, column_name FROM pgwarden.scope ORDER BY 1, 2, 3')).toEqual([{ table_schema: 'rt_a', table_name: 'b.c', column_name: 'id' }]);
+    } finally {
       await c.end();
     }
   });
