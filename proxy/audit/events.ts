@@ -182,19 +182,25 @@ function sameOutcome(a: Decision, b: Decision): boolean {
  * nothing in the text needs an escape (the usual statement): no quote, backslash, control character or surrogate
  * (JSON.stringify escapes a lone one; a pair is left to it too). Valid JSON either way; the extra escapes keep a line
  * one line for readers that split on Unicode line separators (JavaScript before ES2019, some log shippers) and keep
- * C1 controls, which some terminals act on, out of the raw text.
+ * C1 controls, which some terminals act on, and bidi controls (an RTL override reorders a line as displayed) out of the raw text.
  */
 export function jsonString(text: string): string {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c < 32 || c === 34 || c === 92 || (c >= 0xd800 && c <= 0xdfff) || (c >= 0x80 && c <= 0x9f) || c === 0x2028 || c === 0x2029) return escapeSeparators(JSON.stringify(text));
+    if (c < 32 || c === 34 || c === 92 || (c >= 0xd800 && c <= 0xdfff) || (c >= 0x80 && c <= 0x9f) || c === 0x2028 || c === 0x2029 || isBidiControl(c)) return escapeSeparators(JSON.stringify(text));
   }
   return `"${text}"`;
 }
 
-const SEPARATORS = /[\u0080-\u009f\u2028\u2029]/g;
+// Bidirectional formatting characters (U+061C, U+200E/F, U+202A–U+202E, U+2066–U+2069) too: an agent or sub
+// carrying an RTL override would otherwise display reordered in a terminal or viewer reading the trail.
+const SEPARATORS = /[\u0080-\u009f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
-/** JSON text with U+2028, U+2029 and C1 controls written as \uXXXX (they can only occur inside strings). */
+function isBidiControl(c: number): boolean {
+  return c === 0x061c || c === 0x200e || c === 0x200f || (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
+
+/** JSON text with U+2028, U+2029, C1 controls and bidi controls written as \uXXXX (they can only occur inside strings). */
 export function escapeSeparators(json: string): string {
   SEPARATORS.lastIndex = 0;
   if (!SEPARATORS.test(json)) return json;

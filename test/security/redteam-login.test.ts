@@ -327,7 +327,11 @@ describe('identity claims that reach stamps, audit and application_name', () => 
         await c.end();
       }
     }
-    for (const line of tp.auditLines()) expect(() => JSON.parse(line)).not.toThrow();
+    const lines = tp.auditLines();
+    for (const line of lines) expect(() => JSON.parse(line)).not.toThrow();
+    // The RTL override reached the trail as its escape, never raw (a terminal would display the line reordered).
+    expect(lines.some((l) => l.includes('ag\\u202eent'))).toBe(true);
+    expect(lines.join('\n')).not.toMatch(/[\u202a-\u202e\u2066-\u2069]/);
   });
 });
 

@@ -204,13 +204,13 @@ describe('fixed3 (durations in statement events)', () => {
 
 describe('hand-written string helpers of statement events', () => {
   // Whitespace of every kind \s knows, quotes, backslashes, control characters, surrogates (paired and lone).
-  const alphabet = ['a', 'Z', '0', ' ', '  ', '\t', '\n', '\r', '\f', '\v', '\u00a0', '\u1680', '\u2000', '\u200a', '\u200b', '\u2028', '\u2029', '\u202f', '\u205f', '\u3000', '\ufeff', '\u0085', '"', '\\', '\u0000', '\u001f', '\u007f', 'é', '\ud83d\ude00', '\ud83d', '\ude00', "'", '$'];
+  const alphabet = ['a', 'Z', '0', ' ', '  ', '\t', '\n', '\r', '\f', '\v', '\u00a0', '\u1680', '\u2000', '\u200a', '\u200b', '\u2028', '\u2029', '\u202f', '\u205f', '\u3000', '\ufeff', '\u0085', '\u202e', '\u2066', '\u200f', '\u061c', '"', '\\', '\u0000', '\u001f', '\u007f', 'é', '\ud83d\ude00', '\ud83d', '\ude00', "'", '$'];
   const text = fc.array(fc.constantFrom(...alphabet), { maxLength: 40 }).map((parts) => parts.join(''));
   it('needsCollapse answers what /\\s\\s|[\\t\\n\\r\\f\\v]/ does', () => {
     fc.assert(fc.property(fc.oneof(text, fc.string({ unit: 'binary', maxLength: 40 })), (t) => needsCollapse(t) === /\s\s|[\t\n\r\f\v]/.test(t)), { numRuns: 20_000 });
   });
-  it('jsonString writes what JSON.stringify does, with U+2028, U+2029 and C1 controls escaped too', () => {
-    const raw = /[\u0080-\u009f\u2028\u2029]/;
+  it('jsonString writes what JSON.stringify does, with U+2028, U+2029, C1 controls and bidi controls escaped too', () => {
+    const raw = /[\u0080-\u009f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
     fc.assert(
       fc.property(fc.oneof(text, fc.string({ unit: 'binary', maxLength: 40 })), (t) => {
         const j = jsonString(t);
@@ -219,6 +219,7 @@ describe('hand-written string helpers of statement events', () => {
       { numRuns: 20_000 },
     );
     expect(jsonString('a\u2028b\u2029c\u0085d\u009f')).toBe('"a\\u2028b\\u2029c\\u0085d\\u009f"');
+    expect(jsonString('alice\u202eecila')).toBe('"alice\\u202eecila"');
   });
 });
 
