@@ -273,3 +273,23 @@ describe('relations whose schema and name joined by a dot collide', () => {
     }
   });
 });
+
+describe('unqualified names and search_path', () => {
+  it('search_path cannot be set (a role may not even be given it), so an unqualified name resolves in public only and is refused alike', async () => {
+    const c = await connectAs(tp, 'reader');
+    try {
+      for (const set of ['SET search_path = public, rt_hidden, pgwarden', 'SELECT set_config(\'search_path\', \'rt_hidden\', false)', 'SET LOCAL search_path TO pgwarden']) {
+        expect(await rows(c, set), set).toMatch(/^ERR 42501: .*\[reason=\w+\]$/);
+      }
+      for (const protocol of ['simple', 'parse'] as const) {
+        for (const t of ['SELECT * FROM @R@', 'SELECT NULL::@R@', 'COPY @R@ TO STDOUT', 'SELECT * FROM pgwarden.scope JOIN @R@ ON true']) {
+          const a = JSON.stringify(await rows(c, t.replace('@R@', 'rt_tbl'), protocol)).replaceAll('rt_tbl', '@R@');
+          const b = JSON.stringify(await rows(c, t.replace('@R@', 'rt_qqq'), protocol)).replaceAll('rt_qqq', '@R@');
+          expect(a, t).toBe(b);
+        }
+      }
+    } finally {
+      await c.end();
+    }
+  });
+});
