@@ -203,7 +203,8 @@ function parseJwks(jwks: Record<string, unknown>, want: 'public' | 'private'): P
 function jwkToKeyObject(jwk: Record<string, unknown>, want: 'public' | 'private'): KeyObject | string {
   if (typeof jwk['kty'] !== 'string') return 'is not a JWK (no "kty")';
   if (jwk['kty'] === 'oct') return 'is a symmetric ("oct") JWK; use auth.secretFile for HMAC secrets';
-  const hasPrivate = jwk['d'] !== undefined || jwk['priv'] !== undefined;
+  // Not only "d": an RSA JWK's primes (p, q) or CRT values are the private key too, and "k" is a symmetric secret.
+  const hasPrivate = ['d', 'priv', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'].some((m) => jwk[m] !== undefined);
   if (want === 'public' && hasPrivate) {
     return 'holds private key material ("d"); publish only the public key, the proxy only verifies';
   }

@@ -276,6 +276,30 @@ describe('verification key rotation: who may write the public key file decides w
   });
 });
 
+describe('a public key file holding private key material', () => {
+  it('an RSA JWK without "d" but with its primes (p, q, dp, dq, qi) is refused: pgwarden does not start with it', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-rt-jwk-'));
+    const tp = await startTestProxy();
+    try {
+      const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
+      const { d: _d, ...primes } = await jose.exportJWK(privateKey);
+      expect(primes.p).toBeDefined();
+      for (const [name, text] of [['one.jwk.json', JSON.stringify({ ...primes, alg: 'RS256' })], ['set.jwks.json', JSON.stringify({ keys: [{ ...primes, alg: 'RS256', kid: 'k1' }] })]] as const) {
+        const file = path.join(dir, name);
+        writeFileSync(file, text, { mode: 0o644 });
+        const base = tp.config;
+        const started = await createProxy({ ...base, listen: { ...base.listen, port: 0 }, auth: { ...base.auth, algorithms: ['RS256'], secretFile: undefined, publicKeyFile: file } }, { watchPolicy: false }).then((p) => p, (e: Error) => e);
+        if (!(started instanceof Error)) await started.close(0);
+        expect(started, name).toBeInstanceOf(Error);
+        expect((started as Error).message).toMatch(/private key material/);
+      }
+    } finally {
+      await tp.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('identity claims that reach stamps, audit and application_name', () => {
   let tp: TestProxy;
   beforeAll(async () => {
