@@ -85,6 +85,8 @@ const TEMPLATES = [
   'SELECT rt_nocol FROM @R@', 'SELECT * FROM @R@ WHERE rt_nocol = 1', 'INSERT INTO canary SELECT * FROM @R@', 'COPY @R@ FROM STDIN', 'COPY @R@ (rt_nocol) TO STDOUT',
   'CREATE TABLE rt_ddl.n AS SELECT * FROM @R@', 'DROP TABLE @R@', 'ALTER TABLE @R@ RENAME TO rt_new', 'ALTER TABLE @R@ ADD COLUMN z int', 'GRANT SELECT ON @R@ TO PUBLIC',
   'REINDEX TABLE @R@', 'CLUSTER @R@', 'REFRESH MATERIALIZED VIEW @R@', 'EXPLAIN ANALYZE DELETE FROM @R@', 'SELECT * FROM @R@ x WHERE x IS NULL',
+  'CREATE FUNCTION rt_ddl.f(a @R@.id%TYPE) RETURNS int LANGUAGE sql AS \'SELECT 1\'', 'DROP FUNCTION IF EXISTS rt_ddl.f(@R@.id%TYPE)', 'DROP TABLE IF EXISTS @R@',
+  'COMMENT ON COLUMN @R@.id IS NULL', 'SELECT * FROM orders, ROWS FROM (jsonb_populate_record(NULL::@R@, \'{}\')) r', 'CREATE TABLE IF NOT EXISTS @R@ (id int)',
   'SELECT pg_get_viewdef(\'@R@\')', 'SELECT \'@R@\'::regclass::oid', 'WITH d AS (DELETE FROM canary RETURNING *) SELECT * FROM d, @R@',
 ];
 // [existing, missing] pairs, each outside the role's relations.
@@ -113,7 +115,7 @@ describe('an out-of-scope relation that exists is refused exactly like one that 
             for (const [there, absent] of PAIRS) {
               // In a schema the role may create in, existence is the server's to tell (CREATE of a taken name fails
               // with 42P07 as it does directly; ALTER of another owner's table with "must be owner"): not a pgwarden refusal.
-              if (there.startsWith('rt_ddl.') && /^(CREATE TABLE|ALTER TABLE) @R@/.test(t)) continue;
+              if (there.startsWith('rt_ddl.') && /^(CREATE TABLE (IF NOT EXISTS )?|ALTER TABLE )@R@/.test(t)) continue;
               const a = await refusal(c, t.replaceAll('@R@', there), protocol);
               const b = await refusal(c, t.replaceAll('@R@', absent), protocol);
               const norm = (s: Seen | 'ok', name: string) => {
