@@ -111,7 +111,7 @@ describe('network binding: claim shapes and families (IPv4 client 127.0.0.1)', (
     expect(await selectOne(tp.pgConfig(await signed('analyst', ['127.0.0.1/32', '127.0.0.1/32'])))).toBe(1);
   });
 
-  it('a reload that narrows a role ends its open sessions; a CancelRequest does not reopen anything', async () => {
+  it('a reload that narrows a role ends its open sessions from outside, and new logins from there are refused', async () => {
     const c = new pg.Client(tp.pgConfig(await signed('local', ['127.0.0.1/32'])));
     const ended = new Promise<Error>((resolve) => c.on('error', resolve));
     await c.connect();
@@ -203,7 +203,7 @@ describe('single-use tokens: the consumption table and function seen from a clie
     expect((await loginError(tp.pgConfig(token))).detail).toMatch(/^reason=credential_used/);
   });
 
-  it('a single-use token refused for its network is not consumed; a role requiring single use refuses reusable tokens before consuming', async () => {
+  it('a single-use token refused for its network is not consumed', async () => {
     const jti = randomUUID();
     const before = await consumedCount();
     const off = await mintToken(tp.config.auth, { sub: 'alice', role: 'bound', singleUse: true, jti }, 120_000);
@@ -254,8 +254,7 @@ describe('verification key rotation: who may write the public key file decides w
       writeFileSync(tmp, await jose.exportSPKI(attacker.publicKey), { mode });
       chmodSync(tmp, mode);
       renameSync(tmp, keyFile);
-      const result = await tp.proxy.reload().then(() => undefined);
-      expect(result).toBeUndefined();
+      await tp.proxy.reload();
       const err = await loginError(tp.pgConfig(await sign(attacker.privateKey)));
       expect(err.code, `mode ${mode.toString(8)}`).toBe('28P01');
       expect(await selectOne(tp.pgConfig(await sign(legit.privateKey)))).toBe(1);
@@ -323,7 +322,7 @@ describe('identity claims that reach stamps, audit and application_name', () => 
     }
   });
 
-  it('control characters, RTL overrides and long act.sub never reach pg_stat_activity raw, and audit lines stay one JSON object each', async () => {
+  it('control characters, RTL overrides and a long agent never reach pg_stat_activity raw, and audit lines stay one JSON object each', async () => {
     const agents = ['ag\u202eent', 'ag\u001b[31ment', 'ag\nent', 'a'.repeat(1_000)];
     for (const agent of agents) {
       const token = await tp.sign({ iss: 'pgwarden-test', aud: 'pgwarden', sub: 'alice', role: 'analyst', agent, iat: now(), exp: now() + 120 });
