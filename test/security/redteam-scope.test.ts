@@ -176,6 +176,10 @@ describe('pgwarden.scope rewrite: the text run means what was decided and never 
         'SELECT * FROM pgwarden.session(1)', 'SELECT * FROM pgwarden.scope()', 'SELECT pgwarden.scope()',
         'INSERT INTO canary (id, note) SELECT 900 + row_number() OVER (), table_name FROM pgwarden.scope WHERE false',
         'SELECT * FROM rows from (pgwarden.scope())', 'SELECT * FROM pgwarden.scope s JOIN public.secrets x ON true',
+        // Objects that would keep a copy of this role's scope (or read the real table later).
+        'SELECT * INTO rt_ddl.scope_copy FROM pgwarden.scope', 'EXPLAIN ANALYZE SELECT * INTO rt_ddl.scope_copy FROM pgwarden.scope',
+        'CREATE TABLE rt_ddl.scope_copy AS SELECT * FROM pgwarden.scope', 'CREATE TABLE rt_ddl.scope_copy (LIKE pgwarden.scope)',
+        'CREATE VIEW rt_ddl.scope_copy AS SELECT * FROM pgwarden.scope', 'CREATE TABLE rt_ddl.scope_copy (c text DEFAULT (SELECT table_name FROM pgwarden.scope LIMIT 1))',
       ];
       for (const f of forms) {
         const got = await rows(c, f);
@@ -183,12 +187,14 @@ describe('pgwarden.scope rewrite: the text run means what was decided and never 
         // The real table's row and relations outside the role never come back.
         expect(text, f).not.toContain('REAL-TABLE-ROW');
         expect(text, f).not.toMatch(/"table_name":"(secrets|rt_tbl|rt_seq|scope)"/);
+        if (f.includes('scope_copy')) expect(got, f).toMatch(/^ERR /);
         if (typeof got === 'string') expect(got, f).toMatch(/^ERR (42501|0A000|42601|42P01|42P10|42809|42883|XX000|42803|55000|0A000): .*\[reason=\w+\]$/);
       }
     } finally {
       await c.end();
     }
     expect(await canaryCount()).toBe(before);
+    expect((await su.query(`SELECT to_regclass('rt_ddl.scope_copy') AS r`)).rows[0].r).toBeNull();
   });
 });
 
