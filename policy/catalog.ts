@@ -31,7 +31,8 @@ export const CATALOG_QUERIES = {
     from pg_catalog.pg_class c
     join pg_catalog.pg_namespace n on n.oid = c.relnamespace
     where c.relkind in ${RELKINDS}
-      and exists (select 1 from wanted w where w.schema = n.nspname and (w.name is null or w.name = c.relname))`,
+      and exists (select 1 from wanted w where w.schema = n.nspname and (w.name is null or w.name = c.relname))
+    order by n.nspname, c.relname`,
 
   // Every schema: the engine must know the volatility and kind of any function a statement can name.
   functions: `

@@ -272,6 +272,7 @@ describe('relations whose schema and name joined by a dot collide', () => {
   // whose parts joined by a dot read alike only one is kept: dotted's rt_a."b.c" is missing from its pgwarden.scope
   // (and pgwarden's own column lists for it are the other relation's; PostgreSQL's analysis still decides columns, as
   // the test above shows). Fixing it means an unambiguous key at every `${schema}.${name}` site (some 30 in policy/).
+  // The catalog is read in (schema, name) order, so "rt_a.b".c is read after rt_a."b.c" and wins every run.
   it.fails('pgwarden.scope lists the role\'s relation, not nothing', async () => {
     const c = await connectAs(tp, 'dotted');
     try {
