@@ -17,7 +17,7 @@
 // Loopback only. Every child process is tracked and ended by pid at the end, on error, on SIGINT/SIGTERM, and when the
 // whole run exceeds its time limit.
 import { randomBytes } from 'node:crypto';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

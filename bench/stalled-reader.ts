@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { startPostgres, type EmbeddedPostgres } from '../proxy/embedded/postgres.ts';
-import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from '../proxy/embedded/sample.ts';
+import { SAMPLE_DATABASE, sampleSchemaSql } from '../proxy/embedded/sample.ts';
 import { mintToken } from '../proxy/auth/mint.ts';
 import { peakRssSampler, settledRssKb, startPgwardenProcess, type PgwardenProcess } from './lib/pgwarden-process.ts';
 import { passwordMessage, queryMessage, startupMessage } from './lib/soak-wire.ts';

@@ -11,7 +11,7 @@ import type { CatalogType, CatalogFunction, CatalogRelation, CatalogSnapshot, Ro
 import { INTROSPECTION_RELATION_NAMES, SYSTEM_DENIED_COLUMNS, SYSTEM_DENIED_COLUMN_REASONS } from './introspection.ts';
 
 /* The parse tree is a JSON value; handlers read it through this loose shape and check every field. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: the parse tree is untyped JSON; every handler checks the fields it reads
 export type AnyNode = Record<string, any>;
 
 export interface RelationUse {
@@ -561,7 +561,7 @@ class Analyzer {
   /** Aliased joins with a column list under `item` that expose `name`: read their inputs in full. */
   private renamedJoinColumn(item: FromItem, name: string): boolean {
     if (item.children === undefined) return false;
-    if (item.joinRenamed !== undefined && item.joinRenamed.includes(name)) {
+    if (item.joinRenamed?.includes(name)) {
       // `(a JOIN b ON …) AS j(x, y)` renames the join's output columns by position: left's, then right's.
       const i = item.joinRenamed.indexOf(name);
       const [left, right] = item.children;

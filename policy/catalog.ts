@@ -4,6 +4,7 @@ import { quoteIdent } from '../lib/ident.ts';
 import type { CatalogType, CatalogFunction, CatalogRelation, CatalogSnapshot, RelationPattern } from './types.ts';
 
 /** What loadCatalog needs from a database connection: node-postgres's `client.query` or `pool.query` fit. */
+// biome-ignore lint/suspicious/noExplicitAny: rows of node-postgres's untyped result; each reader checks the fields it uses
 export type CatalogQuery = (sql: string, params?: unknown[]) => Promise<{ rows: any[] }>;
 
 /** Relation kinds the engine reasons about: table, view, matview, partitioned table, foreign table. */

@@ -210,7 +210,7 @@ class Tokenizer {
 }
 
 /** Removes read.c's protective backslashes (debackslash). A line break after a backslash was a wrapped escaped space. */
-function unescape(raw: string): string {
+function unescapeToken(raw: string): string {
   if (!raw.includes('\\')) return raw;
   let out = '';
   for (let i = 0; i < raw.length; i++) {
@@ -250,9 +250,9 @@ function toNumber(raw: string): number {
 function scalarOf(raw: string): PgScalar {
   if (raw.startsWith('"')) {
     if (raw.length < 2 || !raw.endsWith('"') || lastCharEscaped(raw)) throw new NodeReadError('unterminated string in node tree');
-    return { string: unescape(raw.slice(1, -1)) };
+    return { string: unescapeToken(raw.slice(1, -1)) };
   }
-  return { word: unescape(raw) };
+  return { word: unescapeToken(raw) };
 }
 
 /** Shared values kept per read at most (a tree's distinct short words and field names are a few hundred). */
@@ -483,7 +483,10 @@ class SteppingReader {
       }
       throw new NodeReadError(`unexpected "${t.raw}" where a value was expected`);
     }
-    if (t.raw === '<>') return this.deliver(null);
+    if (t.raw === '<>') {
+      this.deliver(null);
+      return;
+    }
     if (t.raw === '?') throw new NodeReadError('the server could not print part of the tree');
     const after = this.tok.peek();
     if (after !== undefined && !after.special && after.raw === '[') {
@@ -509,7 +512,8 @@ class SteppingReader {
         if (t.special && t.raw === '}') {
           this.stack.pop();
           this.depth--;
-          return this.deliver({ type: top.name, fields: top.fields });
+          this.deliver({ type: top.name, fields: top.fields });
+          return;
         }
         if (t.special || !FIELD_NAME.test(t.raw)) throw new NodeReadError(`expected a field of ${top.name}, found "${t.raw.slice(0, 30)}"`);
         const field = this.intern.field(t.raw);
@@ -525,7 +529,8 @@ class SteppingReader {
           this.tok.next();
           this.stack.pop();
           this.depth--;
-          return this.deliver(top.items);
+          this.deliver(top.items);
+          return;
         }
         this.wantValue = true;
         return;
@@ -537,7 +542,8 @@ class SteppingReader {
           if (t.raw !== ')') throw new NodeReadError(`unexpected "${t.raw}" in a number list`);
           this.stack.pop();
           this.depth--;
-          return this.deliver({ kind: top.listKind, values: top.values });
+          this.deliver({ kind: top.listKind, values: top.values });
+          return;
         }
         top.values.push(toNumber(t.raw));
         return;
@@ -545,7 +551,8 @@ class SteppingReader {
       case 'datum': {
         if (!this.tok.datumStep(top.st, DATUM_BYTES_PER_STEP)) return;
         this.stack.pop();
-        return this.deliver({ length: top.length, bytes: top.st.out.slice(0, top.st.n) });
+        this.deliver({ length: top.length, bytes: top.st.out.slice(0, top.st.n) });
+        return;
       }
     }
   }

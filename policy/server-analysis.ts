@@ -13,7 +13,7 @@ import type { Analysis, ColumnUse, FunctionUse, RelationUse, WriteUse } from './
 import { REG_TYPES } from './analyze.ts';
 import type { Denial } from './evaluate.ts';
 import { bitmapField, IncrementalWalk, isNode, isNumberList, numberField, walkNodes, wordField, type Incremental, type IncrementalOptions, type PgNode, type PgValue } from './pgnode.ts';
-import type { CatalogFunction, CatalogRelation, RolePolicy, WriteKind } from './types.ts';
+import type { CatalogFunction, CatalogRelation, WriteKind } from './types.ts';
 import { SqlState } from '../lib/sqlstate.ts';
 
 export interface ServerRelation {
@@ -501,7 +501,7 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
   const settingByFunc = new Map<number, (string | undefined)[]>();
   for (const a of c.firstArgs) {
     const f = cat.functions.get(a.funcid);
-    if (!f || f.schema !== 'pg_catalog' || (f.name !== 'current_setting' && f.name !== 'pg_notify')) continue;
+    if (f?.schema !== 'pg_catalog' || (f.name !== 'current_setting' && f.name !== 'pg_notify')) continue;
     settingByFunc.set(a.funcid, [...(settingByFunc.get(a.funcid) ?? []), a.text]);
   }
   for (const oid of c.functions) {

@@ -93,7 +93,6 @@ export class PolicyStore {
   /** Tail of the reload queue: every reload and catalog refresh runs after the previous one settles. */
   #queue: Promise<unknown> = Promise.resolve();
   #listeners = new Set<ChangeListener>();
-  #closed = false;
   #watcher: FileWatcher | undefined;
   /** A burst of reload requests (signals, file events) is one reload in flight plus at most one pending. */
   readonly #reloads = new Coalescer<ReloadResult>(() => {
@@ -173,7 +172,6 @@ export class PolicyStore {
 
   /** Stops watching; a reload already running completes. Safe to call twice. */
   close(): void {
-    this.#closed = true;
     this.#watcher?.close();
     this.#watcher = undefined;
     this.#listeners.clear();

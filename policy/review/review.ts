@@ -127,6 +127,7 @@ export interface ServerCatalog {
   relations: ServerRelation[];
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: rows of node-postgres's untyped result; each reader checks the fields it uses
 export type ReviewQuery = (sql: string) => Promise<{ rows: any[] }>;
 
 /** node-postgres returns Postgres arrays as JS arrays; other drivers may return `{a,b}` text. */

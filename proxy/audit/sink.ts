@@ -27,7 +27,7 @@
 import os from 'node:os';
 import { loadModule } from 'libpg-query';
 import pino, { type Logger } from 'pino';
-import { ProxyError } from '../../lib/errors.ts';
+import type { ProxyError } from '../../lib/errors.ts';
 import type { Session, SessionEvents } from '../session/session.ts';
 import { AUDIT_SCHEMA_VERSION, decisionFragment, escapeSeparators, fixed3, isoNow, jsonString, sessionFields, sessionFragment, type AuditEvent, type PolicyReloadInfo, type RevocationInfo } from './events.ts';
 import { AUDIT_REDACT_PATHS, mayHoldJwt, scrub, scrubText } from './redact.ts';

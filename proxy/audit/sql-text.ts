@@ -117,7 +117,7 @@ function isCleanNormalization(text: string): boolean {
 
 /** Rebuilds the statement from scanner tokens: literals become `?`, comments are dropped; undefined when it does not scan. */
 function normalizeByTokens(sql: string): string | undefined {
-  let tokens;
+  let tokens: ReturnType<typeof scanSync>['tokens'];
   try {
     tokens = scanSync(sql).tokens;
   } catch {

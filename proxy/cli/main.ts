@@ -121,7 +121,7 @@ export async function main(argv: string[]): Promise<void> {
       return await policy(rest);
     case 'revoke': {
       const { revokeCommand } = await import('./revoke.ts');
-      process.exit(await revokeCommand(rest, loadConfig));
+      return process.exit(await revokeCommand(rest, loadConfig));
     }
     case undefined:
     case '-h':

@@ -301,7 +301,6 @@ function checkKeys(node: Record<string, unknown>, prefix: string, issue: (path: 
     if (forbidden !== undefined) {
       issue(path, `not allowed: ${forbidden}`);
     } else if (LEAF_KEYS.has(path)) {
-      continue;
     } else if (SECTION_KEYS.has(path)) {
       if (isPlainObject(value)) checkKeys(value, path, issue);
       else if (value !== null) issue(path, `must be a mapping of settings (got ${show(value)})`);

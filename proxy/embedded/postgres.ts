@@ -106,7 +106,7 @@ export function findPostgresBinaries(source: StartOptions['source'] = 'auto', ve
 function reachableBy(dir: string, user: { uid: number; gid: number }): boolean {
   let current = path.resolve(dir);
   for (;;) {
-    let st;
+    let st: ReturnType<typeof statSync>;
     try {
       st = statSync(current);
     } catch {

@@ -423,7 +423,7 @@ async function readRevocationFile(file: string, mark: LinesMark | undefined, set
       return { kind: 'invalid', issues: [settled.message] };
     }
     // The last unconfirmed read is usually the settled one: parsed once.
-    if (early !== undefined && early.data.equals(settled.data)) return early.read;
+    if (early?.data.equals(settled.data)) return early.read;
     return await parse(settled.data);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };

@@ -124,7 +124,9 @@ export function combineRevocations(...sources: RevocationSource[]): RevocationSo
     },
     onChange(listener) {
       const offs = sources.map((s) => s.onChange(listener));
-      return () => offs.forEach((off) => off());
+      return () => {
+        for (const off of offs) off();
+      };
     },
     async close() {
       await Promise.all(sources.map((s) => s.close()));

@@ -22,7 +22,7 @@ import type { UpstreamConfig } from '../config/types.ts';
 import { pgSslOptions } from '../upstream/connect.ts';
 import { CONSUMED_JTI_SQL } from './consumed.ts';
 import { emptyChangeList, MAX_LISTED_CHANGES, RevocationIndex, type ChangeList } from './entry-index.ts';
-import { type RevocationEntry } from './file.ts';
+import type { RevocationEntry } from './file.ts';
 import { emitChange, reasonText, type RevocationHealth, type RevocationListener, type RevocationLog, type RevocationReadInfo, type RevocationSource } from './source.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 

@@ -151,7 +151,7 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
         };
       }
       const current = view.role === role ? view : { ...view, role };
-      if (paramTypes !== undefined && paramTypes.some((oid) => oid !== 0)) {
+      if (paramTypes?.some((oid) => oid !== 0)) {
         const refused = judgeParameterTypes(paramTypes, current, catalog);
         if (refused !== undefined) return refused;
       }

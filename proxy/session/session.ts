@@ -277,6 +277,7 @@ function statementText(sql: string, parsed: ParseOutcome, kind: 'prepare' | 'dec
   if (!parsed.ok) return undefined;
   const buf = Buffer.from(sql, 'utf8');
   for (const raw of parsed.stmts) {
+    // biome-ignore lint/suspicious/noExplicitAny: a parse-tree node, read through checked field access
     const node = raw.stmt as Record<string, any> | undefined;
     const hit = kind === 'prepare' ? node?.PrepareStmt?.name === name : node?.DeclareCursorStmt?.portalname === name;
     if (!hit) continue;
@@ -292,6 +293,7 @@ function fetchedCursors(sql: string): (string | undefined)[] | undefined {
   const parsed = parseStatements(sql);
   if (!parsed.ok) return undefined;
   return parsed.stmts.map((raw) => {
+    // biome-ignore lint/suspicious/noExplicitAny: a parse-tree node, read through checked field access
     const f = (raw.stmt as Record<string, any> | undefined)?.FetchStmt;
     return f !== undefined && f.ismove !== true && typeof f.portalname === 'string' ? f.portalname : undefined;
   });
@@ -1317,7 +1319,10 @@ export class Session {
       if (this.stampChange !== undefined && out.length === 0 && this.endIfIdle()) return;
       // Shutting down: no new statement starts (an open extended-protocol batch may complete); the session ends when idle.
       if (this.drainError !== undefined && tracker.atBatchBoundary) {
-        if (out.length === 0 && !tracker.busy) return this.fail(this.drainError, 'shutdown');
+        if (out.length === 0 && !tracker.busy) {
+          this.fail(this.drainError, 'shutdown');
+          return;
+        }
         break;
       }
       if (this.pendingClose.length > 0 && tracker.atBatchBoundary) {
@@ -1753,7 +1758,10 @@ export class Session {
     const up = this.upstream;
     const tracker = this.tracker;
     if (this.closed || up === undefined || tracker === undefined || this.phase !== Phase.Ready || this.upstreamCheck !== undefined) return;
-    if (tracker.busy) return this.checkRunning(up.socket, tracker.atBatchBoundary, timeoutMs);
+    if (tracker.busy) {
+      this.checkRunning(up.socket, tracker.atBatchBoundary, timeoutMs);
+      return;
+    }
     this.quiet = undefined;
     if (tracker.txStatus !== 'I' || this.holding || this.framer.buffered > 0 || this.drainError !== undefined) return;
     // Not while reading the upstream is paused (a client slow to read its last result): an answer could not be seen.

@@ -274,7 +274,7 @@ function expiresText(seconds: number | undefined): string {
  */
 export function stampParameters(s: StampInput): Record<string, string> {
   for (const [claim, value] of Object.entries({ sub: s.sub, agent: s.agent, tenant: s.tenant, jti: s.jti })) {
-    if (value !== undefined && value.includes('\0')) {
+    if (value?.includes('\0')) {
       throw new ProxyError('ERR_TOKEN_INVALID', `token claim "${claim}" contains a NUL character`, {
         hint: 'request a new token from your token issuer and reconnect with it as the password',
         reason: 'credential_invalid',

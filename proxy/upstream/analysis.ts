@@ -514,7 +514,7 @@ export class AnalysisPool {
     private readonly opts: AnalysisPoolOptions,
   ) {}
 
-  private open(key: string, ctx: AnalysisContext, list: Promise<AnalysisConnection>[]): Promise<AnalysisConnection> {
+  private open(_key: string, ctx: AnalysisContext, list: Promise<AnalysisConnection>[]): Promise<AnalysisConnection> {
     const opening = AnalysisConnection.open(this.cfg, ctx, this.opts).catch((err: unknown) => {
       const i = list.indexOf(opening);
       if (i >= 0) list.splice(i, 1);

@@ -60,6 +60,7 @@ export function chooseCap(slots: ServerSlots, configured: number): CapChoice {
 }
 
 /** Reads the server's connection slots with pgwarden's own credentials. */
+// biome-ignore lint/suspicious/noExplicitAny: rows of node-postgres's untyped result; each reader checks the fields it uses
 export async function readServerSlots(query: (sql: string) => Promise<{ rows: any[] }>): Promise<ServerSlots> {
   const { rows } = await query(`SELECT current_setting('max_connections')::int AS max_connections,
       current_setting('superuser_reserved_connections')::int AS superuser_reserved,

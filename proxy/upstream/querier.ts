@@ -4,6 +4,7 @@ import type { Config } from '../config/types.ts';
 import { pgSslOptions, type CountedUpstream } from './connect.ts';
 
 /** Runs one query against the upstream database with pgwarden's own credentials (catalog reads, checks). */
+// biome-ignore lint/suspicious/noExplicitAny: rows of node-postgres's untyped result; each reader checks the fields it uses
 export function upstreamQuerier(config: Config, counted: CountedUpstream = {}): (sql: string, params?: unknown[]) => Promise<{ rows: any[] }> {
   const u = config.upstream;
   return async (sql, params) => {
@@ -21,6 +22,7 @@ export function upstreamQuerier(config: Config, counted: CountedUpstream = {}): 
     });
     try {
       await client.connect();
+      // biome-ignore lint/suspicious/noExplicitAny: rows of node-postgres's untyped result; each reader checks the fields it uses
       return await client.query(sql, params as any[]);
     } finally {
       await client.end().catch(() => {});

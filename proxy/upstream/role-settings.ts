@@ -48,6 +48,7 @@ export interface RoleSettingsReport {
 }
 
 /** Reads what a new session of pgwarden's upstream role gets (role, database and server settings combined). */
+// biome-ignore lint/suspicious/noExplicitAny: rows of node-postgres's untyped result; each reader checks the fields it uses
 export async function checkRoleSettings(query: (sql: string, params?: unknown[]) => Promise<{ rows: any[] }>): Promise<RoleSettingsReport> {
   const names = RECOMMENDED.map((r) => r.name);
   const { rows } = await query('SELECT current_user AS role, current_database() AS db, name, setting FROM pg_catalog.pg_settings WHERE name = ANY($1)', [names]);
@@ -70,6 +71,7 @@ export async function checkRoleSettings(query: (sql: string, params?: unknown[])
 }
 
 /** Logs one warning listing the missing settings and the ALTER ROLE statements; never fails startup. */
+// biome-ignore lint/suspicious/noExplicitAny: rows of node-postgres's untyped result; each reader checks the fields it uses
 export async function warnAboutRoleSettings(query: (sql: string, params?: unknown[]) => Promise<{ rows: any[] }>, log: Logger): Promise<RoleSettingsReport | undefined> {
   let report: RoleSettingsReport;
   try {

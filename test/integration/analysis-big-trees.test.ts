@@ -1,6 +1,6 @@
 // Allowed long statements whose analysed trees are big (IN lists, VALUES lists, array constants) are read in slices and still give the right rows; a tree over the cap is refused as before.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
+import type pg from 'pg';
 import { connectAs, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
 
 let tp: TestProxy;

@@ -1,5 +1,5 @@
 // The server's analysis and relation locks: a lock the session's own transaction holds is refused at once and truthfully (55P03, unsupported); another session's lock is waited for, and past analysis.timeout refused as a lock wait (55P03, unavailable), never as the client's 57014.
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canaryCount, connectAs, pgError, startTestProxy, superClient, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
 

@@ -6,7 +6,6 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
 import { connectPg, loginError, startTestProxy, type TestProxy } from '../helpers/proxy.ts';
 
 const hasMkfifo = (() => {

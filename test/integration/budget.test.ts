@@ -1,7 +1,7 @@
 // Per-agent budgets end to end: each kind refuses with 53400 and a retry hint, the refused statement never reaches the database, counting is shared across sessions, and the session stays usable.
 import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
+import type pg from 'pg';
 import { connectPg, pgError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
 import { until } from '../helpers/until.ts';
 

@@ -1,7 +1,7 @@
 // Issue 12 through the real proxy: protocol and login limits (08P01 at once, expired tokens, the pre-login cap) and admission (unauthenticated caps, logged-in slots).
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
+import type pg from 'pg';
 import { connectPg, loginError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
 import { SAMPLE_DATABASE } from '../../proxy/embedded/sample.ts';
 import { Bytes, startupPacket, typed } from '../helpers/bytes.ts';

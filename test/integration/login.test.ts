@@ -1,6 +1,6 @@
 // Token login through the real proxy: acceptance, every refusal by SQLSTATE, identity stamping and its protection.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
+import type pg from 'pg';
 import { connectPg, pgError, startTestProxy, superClient, testPg, type TestProxy, loginError } from '../helpers/proxy.ts';
 
 let tp: TestProxy;

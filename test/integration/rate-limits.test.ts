@@ -1,7 +1,7 @@
 // Issue 12 through the real proxy: failed logins and CancelRequests limited per source address, the upstream connection cap, the startup role-settings warning.
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import pg from 'pg';
+import type pg from 'pg';
 import { connectPg, loginError, pgError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
 import { until } from '../helpers/until.ts';
 

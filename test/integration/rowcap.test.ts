@@ -1,6 +1,6 @@
 // Row caps enforced on the wire: truncate (WARNING + honest tag) and error (54000), in simple, extended, portals, cursors and COPY.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
+import type pg from 'pg';
 import postgres from 'postgres';
 import { connectPg, pgError, startTestProxy, type TestProxy } from '../helpers/proxy.ts';
 

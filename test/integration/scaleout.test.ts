@@ -1,7 +1,6 @@
 // Running several replicas: a cancel that lands on another replica still cancels, revocations reach every replica
 // (shared file and upstream table), connection limits answer 53300, and shutdown drains before ending sessions.
 import { mkdtempSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,5 +1,5 @@
 // Scoped DDL, maintenance, LOCK, LISTEN/NOTIFY and DO through a real pgwarden and Postgres: what is allowed runs, every bypass attempt is refused and never reaches the database.
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canaryCount, connectAs, pgError, startTestProxy, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
 

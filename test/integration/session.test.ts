@@ -1,7 +1,6 @@
 // Session behaviour with real clients: expiry, cancel, pipelined extended protocol (pg, postgres.js), psql, TLS termination.
 import { execFile, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';

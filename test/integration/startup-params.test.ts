@@ -1,7 +1,7 @@
 // Startup parameters follow the role's SET rules: what SET would allow is applied (a timeout only lower than the role's), the rest is a FATAL 42501 before any upstream connection.
 import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
-import pg from 'pg';
+import type pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_POLICY, connectPg, loginError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';

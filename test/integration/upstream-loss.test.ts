@@ -1,7 +1,7 @@
 // A lost upstream (terminated backend, reset, silently dead connection, slow login) ends the session promptly with a clear error; metrics stay true.
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Identity } from '../../proxy/auth/jwt.ts';
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER } from '../../proxy/embedded/sample.ts';

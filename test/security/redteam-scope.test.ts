@@ -1,6 +1,6 @@
 // Red team of pgwarden.scope's statement rewrite and of the unknown-vs-forbidden refusals: no channel tells an out-of-scope relation that exists from one that does not, and no rewrite reaches a real relation.
 import { writeFileSync } from 'node:fs';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canaryCount, connectAs, pgError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
 

@@ -247,6 +247,7 @@ describe('every error pgwarden builds uses the catalog', () => {
       file: 'proxy/bad.ts',
       text: [
         "throw new ProxyError('ERR_NOPE', 'x');",
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: source text under test, not a template
         "throw new ProxyError('ERR_TOO_MANY', `too many (${n})`, { sqlstate: SqlState.InsufficientPrivilege });",
         "w.uint8(Field.Code).cstring(SqlState.InternalError);",
         "throw new ProxyError(code as ErrorCode, 'x');",

@@ -17,7 +17,7 @@ type Token = { kind: 'word' | 'string' | 'template' | 'punct'; text: string };
  * dropped. Regular-expression literals are not recognised; a quote inside one could only hide an import that
  * follows it on the same statement, which no rule here depends on.
  */
-export function tokenize(src: string): Token[] {
+function tokenize(src: string): Token[] {
   const out: Token[] = [];
   let i = 0;
   while (i < src.length) {
@@ -77,7 +77,7 @@ const CLAUSE_PUNCT = new Set(['{', '}', ',', '*']);
 const DECLARATIONS = new Set(['const', 'let', 'var', 'function', 'class', 'interface', 'enum', 'default', 'async', 'abstract', 'declare', 'namespace', 'module']);
 
 /** Every module specifier a file imports: static imports and re-exports (type-only too), side-effect imports, and dynamic `import('…')` with a literal. */
-export function importsOf(src: string): string[] {
+function importsOf(src: string): string[] {
   const t = tokenize(src);
   const specs: string[] = [];
   for (let i = 0; i < t.length; i++) {
@@ -110,7 +110,7 @@ export function importsOf(src: string): string[] {
 }
 
 /** An import from one repository file to another (paths relative to the repository, with forward slashes). */
-export interface Edge {
+interface Edge {
   from: string;
   to: string;
 }
@@ -130,7 +130,7 @@ const NOT_IN_POLICY = ['node:net', 'node:tls', 'node:dgram', 'node:http', 'node:
  * Every broken rule, one line each. Edges are between repository files; `packages` lists the bare specifiers
  * (packages, built-ins) each file imports.
  */
-export function dependencyViolations(edges: readonly Edge[], packages: ReadonlyMap<string, readonly string[]> = new Map()): string[] {
+function dependencyViolations(edges: readonly Edge[], packages: ReadonlyMap<string, readonly string[]> = new Map()): string[] {
   const out: string[] = [];
   for (const { from, to } of edges) {
     if (under(from, 'lib') && !under(to, 'lib')) out.push(`${from} -> ${to}: lib/ is the leaf; it imports nothing from proxy/ or policy/`);
@@ -148,7 +148,7 @@ export function dependencyViolations(edges: readonly Edge[], packages: ReadonlyM
 }
 
 /** Import cycles between folders (a folder's own files and its subfolders' count as different folders), as Tarjan's strongly connected components. */
-export function folderCycles(edges: readonly Edge[]): string[] {
+function folderCycles(edges: readonly Edge[]): string[] {
   const graph = new Map<string, Map<string, Edge>>();
   for (const e of edges) {
     const a = folderOf(e.from);
@@ -250,11 +250,13 @@ describe('the import reader', () => {
       "// import x from './commented.ts';",
       "/* import y from './block.ts'; */",
       "const s = \"import z from './in-a-string.ts'\";",
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: source text under test, not a template
       'const tpl = `import w from \'./in-a-template.ts\' ${`nested ${1}`}`;',
       "const u = new URL('./worker.mjs', import.meta.url);",
       "export const from = 'not-an-import';",
       "export function f() { return 1; }",
       "export default { from: './nope.ts' };",
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: source text under test, not a template
       'const m = await import(`${base}/x.ts`);',
       "import real from './real.ts';",
     ].join('\n');

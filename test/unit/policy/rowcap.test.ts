@@ -58,7 +58,7 @@ describe('LIMIT rewrite', () => {
     const p = parseStatements('SELECT 1 LIMIT 0');
     expect(p.ok).toBe(true);
     if (!p.ok) return;
-    const sel = (p.stmts[0]?.stmt as { SelectStmt: Record<string, unknown> }).SelectStmt;
+    const sel = (p.stmts[0]!.stmt as { SelectStmt: Record<string, unknown> }).SelectStmt;
     expect(sel.limitCount).toMatchObject({ A_Const: { ival: {} } });
     expect(cappedLimit(sel, 101)).toBeUndefined();
   });

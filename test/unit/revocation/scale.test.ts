@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createMetrics, registerRevocationMetrics } from '../../../proxy/metrics.ts';
 import { parseRevocationLines, revoke, RevocationFileError, RevocationIndex, RevocationList } from '../../../proxy/revocation/file.ts';
-import { type RevocationChange, type RevocationReadInfo } from '../../../proxy/revocation/source.ts';
+import type { RevocationChange, RevocationReadInfo } from '../../../proxy/revocation/source.ts';
 import { until } from '../../helpers/until.ts';
 import { identityFactory } from '../../helpers/revocation.ts';
 

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RevocationList, type RevocationListOptions } from '../../../proxy/revocation/file.ts';
-import { type RevocationChange, type RevocationReadInfo } from '../../../proxy/revocation/source.ts';
+import type { RevocationChange, RevocationReadInfo } from '../../../proxy/revocation/source.ts';
 import { until } from '../../helpers/until.ts';
 import { identityFactory } from '../../helpers/revocation.ts';
 

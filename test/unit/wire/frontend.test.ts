@@ -1,7 +1,6 @@
 // Frontend decoders (strict, against hand-built bodies) and the encoders for what the proxy sends upstream.
 import { serialize } from 'pg-protocol';
 import { describe, expect, it } from 'vitest';
-import { ProxyError } from '../../../lib/errors.ts';
 import { MessageFramer } from '../../../proxy/wire/framer.ts';
 import {
   decodeBind,
