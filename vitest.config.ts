@@ -24,7 +24,12 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'db',
-          include: ['test/integration/**/*.test.ts', 'test/security/**/*.test.ts', 'test/regressions/**/*.test.ts', 'test/compat/**/*.test.ts'],
+          include: [
+            'test/integration/**/*.test.ts',
+            'test/security/**/*.test.ts',
+            'test/regressions/**/*.test.ts',
+            'test/compat/**/*.test.ts',
+          ],
           globalSetup: ['./test/helpers/global-setup.ts'],
         },
       },

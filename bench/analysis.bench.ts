@@ -53,7 +53,9 @@ async function timeAsync(n: number, fn: () => Promise<unknown>, before?: () => v
   return out;
 }
 
-export async function runAnalysisBench(opts: { quick?: boolean; log?: (s: string) => void } = {}): Promise<AnalysisBenchResult> {
+export async function runAnalysisBench(
+  opts: { quick?: boolean; log?: (s: string) => void } = {},
+): Promise<AnalysisBenchResult> {
   const started = Date.now();
   const log = opts.log ?? (() => {});
   const n = opts.quick ? 60 : 400;
@@ -84,12 +86,22 @@ export async function runAnalysisBench(opts: { quick?: boolean; log?: (s: string
       await su.query(PGBENCH_DDL);
       await su.query(readFileSync(path.join(here, 'corpus', 'schema.sql'), 'utf8'));
       await su.query(`CREATE ROLE bench_analysis LOGIN PASSWORD '${password}' NOSUPERUSER`);
-      catalog = await catalogMod.loadCatalog((sql, params) => su.query(sql, params as unknown[]), { relations: loadMod.policyRelations(policy) });
+      catalog = await catalogMod.loadCatalog((sql, params) => su.query(sql, params as unknown[]), {
+        relations: loadMod.policyRelations(policy),
+      });
     } finally {
       await su.end();
     }
     pool = new analysisMod.AnalysisPool(
-      { host: server.host, port: server.port, database: 'postgres', user: 'bench_analysis', password, sslmode: 'disable', connectTimeout: 5_000 } as never,
+      {
+        host: server.host,
+        port: server.port,
+        database: 'postgres',
+        user: 'bench_analysis',
+        password,
+        sslmode: 'disable',
+        connectTimeout: 5_000,
+      } as never,
       { timeoutMs: 5_000, maxTreeBytes: 16 << 20, maxContexts: 4 },
     );
     const checker = new checkMod.ServerChecker({ pool, log: pino({ level: 'silent' }), ttlMs: 3_600_000 });
@@ -100,7 +112,9 @@ export async function runAnalysisBench(opts: { quick?: boolean; log?: (s: string
 
     const corpus = loadCorpus().statements;
     const q3 = corpus.find((e) => e.name === 'tpch-q3')?.sql;
-    const psql = JSON.parse(readFileSync(path.join(here, '..', 'test', 'fixtures', 'psql15-queries.json'), 'utf8')) as Record<string, string[]>;
+    const psql = JSON.parse(
+      readFileSync(path.join(here, '..', 'test', 'fixtures', 'psql15-queries.json'), 'utf8'),
+    ) as Record<string, string[]>;
     const dt = psql['\\dt']?.[0];
     const cases: [string, string, 'simple' | 'parse', number[]][] = [
       ['pgbench -S (Parse, $1)', 'SELECT abalance FROM pgbench_accounts WHERE aid = $1;', 'parse', [23]],
@@ -114,12 +128,18 @@ export async function runAnalysisBench(opts: { quick?: boolean; log?: (s: string
       if (!local.allow) throw new Error(`${label}: pgwarden's own analysis refused it: ${local.message}`);
       const text = local.rewrittenSql ?? sql;
       const first = await conn.parseTree(text, types);
-      if (!first.ok) throw new Error(`${label}: the server refused it: ${'error' in first ? first.error.message : 'user code'}`);
+      if (!first.ok)
+        throw new Error(`${label}: the server refused it: ${'error' in first ? first.error.message : 'user code'}`);
       const tree = first.tree;
       const verdict = await checker.check(sql, types, role, ctx, local);
-      if (verdict.deny !== undefined) throw new Error(`${label}: the server's analysis denied it: ${verdict.deny.message}`);
+      if (verdict.deny !== undefined)
+        throw new Error(`${label}: the server's analysis denied it: ${verdict.deny.message}`);
       const miss = await timeAsync(n, () => checker.check(sql, types, role, ctx, local));
-      const cold = await timeAsync(Math.max(20, n / 4), () => checker.check(sql, types, role, ctx, local), () => checker.invalidate());
+      const cold = await timeAsync(
+        Math.max(20, n / 4),
+        () => checker.check(sql, types, role, ctx, local),
+        () => checker.invalidate(),
+      );
       const rt = await timeAsync(n, () => conn.parseTree(text, types));
       const read = measure(() => nodeMod.readNodeTree(tree), { budgetMs: opts.quick ? 200 : 800 });
       await gate.decide(sql, mode, view, types);
@@ -135,22 +155,32 @@ export async function runAnalysisBench(opts: { quick?: boolean; log?: (s: string
         cachedUs: cached.medianUs,
       };
       rows.push(row);
-      log(`  ${label}: miss ${fmtUs(row.missUs.p50)} (p99 ${fmtUs(row.missUs.p99)}), cold ${fmtUs(row.coldUs.p50)}, round trip ${fmtUs(row.roundTripUs.p50)}, tree ${row.treeBytes} B read in ${fmtUs(row.readUs)}, cached ${fmtUs(row.cachedUs)}`);
+      log(
+        `  ${label}: miss ${fmtUs(row.missUs.p50)} (p99 ${fmtUs(row.missUs.p99)}), cold ${fmtUs(row.coldUs.p50)}, round trip ${fmtUs(row.roundTripUs.p50)}, tree ${row.treeBytes} B read in ${fmtUs(row.readUs)}, cached ${fmtUs(row.cachedUs)}`,
+      );
     }
   } finally {
     pool?.close();
     await server.stop();
   }
   const md: string[] = [];
-  md.push('PostgreSQL\'s own analysis on a decision-cache miss (bench/analysis.bench.ts; a real PostgreSQL on loopback, one analysis connection, sequential misses):');
+  md.push(
+    "PostgreSQL's own analysis on a decision-cache miss (bench/analysis.bench.ts; a real PostgreSQL on loopback, one analysis connection, sequential misses):",
+  );
   md.push('');
-  md.push('| statement | tree | miss p50 / p99 | miss, no catalog facts cached, p50 / p99 | Parse round trip alone p50 / p99 | reading the tree | cached decision (hit) |');
+  md.push(
+    '| statement | tree | miss p50 / p99 | miss, no catalog facts cached, p50 / p99 | Parse round trip alone p50 / p99 | reading the tree | cached decision (hit) |',
+  );
   md.push('|---|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
-    md.push(`| ${r.label} | ${(r.treeBytes / 1024).toFixed(1)} KiB | ${fmtUs(r.missUs.p50)} / ${fmtUs(r.missUs.p99)} | ${fmtUs(r.coldUs.p50)} / ${fmtUs(r.coldUs.p99)} | ${fmtUs(r.roundTripUs.p50)} / ${fmtUs(r.roundTripUs.p99)} | ${fmtUs(r.readUs)} | ${fmtUs(r.cachedUs)} |`);
+    md.push(
+      `| ${r.label} | ${(r.treeBytes / 1024).toFixed(1)} KiB | ${fmtUs(r.missUs.p50)} / ${fmtUs(r.missUs.p99)} | ${fmtUs(r.coldUs.p50)} / ${fmtUs(r.coldUs.p99)} | ${fmtUs(r.roundTripUs.p50)} / ${fmtUs(r.roundTripUs.p99)} | ${fmtUs(r.readUs)} | ${fmtUs(r.cachedUs)} |`,
+    );
   }
   md.push('');
-  md.push('A miss is one pipelined round trip (BEGIN READ ONLY, Parse, Sync, ROLLBACK and an advisory-lock reset) plus reading and judging the tree; "no catalog facts cached" adds the catalog lookup of every OID the tree names. A hit is the cached decision with the server\'s verdict kept beside it.');
+  md.push(
+    'A miss is one pipelined round trip (BEGIN READ ONLY, Parse, Sync, ROLLBACK and an advisory-lock reset) plus reading and judging the tree; "no catalog facts cached" adds the catalog lookup of every OID the tree names. A hit is the cached decision with the server\'s verdict kept beside it.',
+  );
   return { markdown: md.join('\n'), rows, elapsedMs: Date.now() - started };
 }
 

@@ -50,14 +50,18 @@ function stream(row: Buffer, totalBytes: number, chunk: number): { chunks: Buffe
   for (let i = 0; i < messages; i++) row.copy(all, i * row.length);
   const chunks: Buffer[] = [];
   // Fresh buffers per chunk, like socket reads (the framer keeps views into what it is given).
-  for (let o = 0; o < all.length; o += chunk) chunks.push(Buffer.from(all.subarray(o, Math.min(all.length, o + chunk))));
+  for (let o = 0; o < all.length; o += chunk)
+    chunks.push(Buffer.from(all.subarray(o, Math.min(all.length, o + chunk))));
   return { chunks, messages, bytes: all.length };
 }
 
 function benchFramer(quick: boolean): FramingBenchResult['framing'] {
   const rows: [string, Buffer][] = [
     ['pgbench -S row (1 int column)', dataRow(['-4821'])],
-    ['5 columns, ~120 B', dataRow(['123456', 'customer 123456', 'customer123456@example.com', '2024-05-01 12:34:56.789+00', '1234.56'])],
+    [
+      '5 columns, ~120 B',
+      dataRow(['123456', 'customer 123456', 'customer123456@example.com', '2024-05-01 12:34:56.789+00', '1234.56']),
+    ],
     ['1 column, 8 KiB', dataRow(['x'.repeat(8192)])],
   ];
   const chunkSizes = [65_536, 1_460];
@@ -109,7 +113,8 @@ async function benchDecide(quick: boolean, log: (s: string) => void): Promise<Fr
   }
   await parserMod.initParser();
   const parsed = loadMod.parsePolicyText(DECIDE_POLICY_YAML, 'yaml', 'bench');
-  if (!parsed.ok) return `skipped: bench policy invalid: ${parsed.issues.map((i) => loadMod.formatIssue(i, 'bench')).join('; ')}`;
+  if (!parsed.ok)
+    return `skipped: bench policy invalid: ${parsed.issues.map((i) => loadMod.formatIssue(i, 'bench')).join('; ')}`;
   const policy = loadMod.compilePolicy(parsed.doc, 1, loadMod.digestOf(DECIDE_POLICY_YAML));
   const role = policy.roles.get(BENCH_ROLE);
   if (!role) return 'skipped: bench role missing after compile';
@@ -123,7 +128,9 @@ async function benchDecide(quick: boolean, log: (s: string) => void): Promise<Fr
     try {
       await c.query(PGBENCH_DDL);
       await c.query(readFileSync(path.join(here, 'corpus', 'schema.sql'), 'utf8'));
-      catalog = await catalogMod.loadCatalog((sql, params) => c.query(sql, params as unknown[]), { relations: loadMod.policyRelations(policy) });
+      catalog = await catalogMod.loadCatalog((sql, params) => c.query(sql, params as unknown[]), {
+        relations: loadMod.policyRelations(policy),
+      });
     } finally {
       await c.end();
     }
@@ -133,7 +140,9 @@ async function benchDecide(quick: boolean, log: (s: string) => void): Promise<Fr
 
   const corpus = loadCorpus().statements;
   const q3 = corpus.find((e) => e.name === 'tpch-q3')?.sql;
-  const simple = corpus.find((e) => e.category === 'pgbench' && /aid = \d+;/.test(e.sql))?.sql ?? 'SELECT abalance FROM pgbench_accounts WHERE aid = 63493;';
+  const simple =
+    corpus.find((e) => e.category === 'pgbench' && /aid = \d+;/.test(e.sql))?.sql ??
+    'SELECT abalance FROM pgbench_accounts WHERE aid = 63493;';
   const cases: [string, string, 'simple' | 'parse'][] = [
     ['pgbench -S, extended/prepared (Parse)', 'SELECT abalance FROM pgbench_accounts WHERE aid = $1;', 'parse'],
     ['pgbench -S, simple (literal aid)', simple, 'simple'],
@@ -146,16 +155,21 @@ async function benchDecide(quick: boolean, log: (s: string) => void): Promise<Fr
   const out: Exclude<FramingBenchResult['decide'], string> = [];
   for (const [label, sql, mode] of cases) {
     const d = evalMod.evaluate(sql, mode, view, catalog, policy.version);
-    const decision = d.allow ? `allow${d.rewrittenSql ? ' (rewritten with LIMIT)' : ''}${d.rowCap ? `, row cap ${d.rowCap.maxRows}` : ''}` : `deny: ${d.message}`;
+    const decision = d.allow
+      ? `allow${d.rewrittenSql ? ' (rewritten with LIMIT)' : ''}${d.rowCap ? `, row cap ${d.rowCap.maxRows}` : ''}`
+      : `deny: ${d.message}`;
     const parseOnly = measure(() => parserMod.parseStatements(sql), { budgetMs: budget });
     const cold = measure(() => evalMod.evaluate(sql, mode, view, catalog, policy.version), { budgetMs: budget });
     gate.decide(sql, mode, view);
     const cached = measure(() => gate.decide(sql, mode, view), { budgetMs: budget });
     // Simple-protocol pgbench sends a different literal every time: exact-text caching never hits.
     let i = 0;
-    const varying = mode === 'simple' && /aid = \d+/.test(sql)
-      ? measure(() => gate.decide(sql.replace(/aid = \d+/, `aid = ${(i++ % 1_000_000) + 1}`), mode, view), { budgetMs: budget })
-      : undefined;
+    const varying =
+      mode === 'simple' && /aid = \d+/.test(sql)
+        ? measure(() => gate.decide(sql.replace(/aid = \d+/, `aid = ${(i++ % 1_000_000) + 1}`), mode, view), {
+            budgetMs: budget,
+          })
+        : undefined;
     const us: Record<string, number | undefined> = {
       parse: parseOnly.medianUs,
       cold: cold.medianUs,
@@ -164,33 +178,51 @@ async function benchDecide(quick: boolean, log: (s: string) => void): Promise<Fr
     };
     keep(us);
     out.push({ label, mode, us, decision });
-    log(`  ${label}: parse ${fmtUs(parseOnly.medianUs)}, parse+decide ${fmtUs(cold.medianUs)}, cached ${fmtUs(cached.medianUs)} — ${decision}`);
+    log(
+      `  ${label}: parse ${fmtUs(parseOnly.medianUs)}, parse+decide ${fmtUs(cold.medianUs)}, cached ${fmtUs(cached.medianUs)} — ${decision}`,
+    );
   }
   return out;
 }
 
-export async function runFramingBench(opts: { quick?: boolean; log?: (s: string) => void } = {}): Promise<FramingBenchResult> {
+export async function runFramingBench(
+  opts: { quick?: boolean; log?: (s: string) => void } = {},
+): Promise<FramingBenchResult> {
   const started = Date.now();
   const log = opts.log ?? (() => {});
   const framing = benchFramer(opts.quick ?? false);
-  for (const f of framing) log(`  framer ${f.label}, ${f.chunk} B chunks: ${f.mbPerS.toFixed(0)} MB/s, ${(f.msgsPerS / 1e6).toFixed(2)} M msg/s`);
+  for (const f of framing)
+    log(
+      `  framer ${f.label}, ${f.chunk} B chunks: ${f.mbPerS.toFixed(0)} MB/s, ${(f.msgsPerS / 1e6).toFixed(2)} M msg/s`,
+    );
   const decide = await benchDecide(opts.quick ?? false, log);
   const md: string[] = [];
-  md.push('`MessageFramer` (proxy/wire/framer.ts) splitting a stream of DataRows pushed in socket-sized chunks (new framer per pass; median of passes):');
+  md.push(
+    '`MessageFramer` (proxy/wire/framer.ts) splitting a stream of DataRows pushed in socket-sized chunks (new framer per pass; median of passes):',
+  );
   md.push('');
   md.push('| message | bytes/msg | chunk | MB/s | messages/s |');
   md.push('|---|---:|---:|---:|---:|');
-  for (const f of framing) md.push(`| ${f.label} | ${f.msgBytes} | ${f.chunk === 65_536 ? '64 KiB' : `${f.chunk} B`} | ${f.mbPerS.toFixed(0)} | ${(f.msgsPerS / 1e6).toFixed(2)} M |`);
+  for (const f of framing)
+    md.push(
+      `| ${f.label} | ${f.msgBytes} | ${f.chunk === 65_536 ? '64 KiB' : `${f.chunk} B`} | ${f.mbPerS.toFixed(0)} | ${(f.msgsPerS / 1e6).toFixed(2)} M |`,
+    );
   md.push('');
   if (typeof decide === 'string') {
     md.push(`Parse + decide: ${decide}`);
   } else {
-    md.push('Parse + decide (policy/parser.ts `parseStatements`, policy/evaluate.ts `evaluate`, proxy/session/policy-gate.ts decision cache; role `bench`, maxRows 1000; median per call):');
+    md.push(
+      'Parse + decide (policy/parser.ts `parseStatements`, policy/evaluate.ts `evaluate`, proxy/session/policy-gate.ts decision cache; role `bench`, maxRows 1000; median per call):',
+    );
     md.push('');
-    md.push('| statement | message | parse only | parse + decide (cold) | cached decision | varying literal via gate | decision |');
+    md.push(
+      '| statement | message | parse only | parse + decide (cold) | cached decision | varying literal via gate | decision |',
+    );
     md.push('|---|---|---:|---:|---:|---:|---|');
     for (const d of decide) {
-      md.push(`| ${d.label} | ${d.mode === 'parse' ? 'Parse' : 'Query'} | ${fmtUs(d.us.parse ?? NaN)} | ${fmtUs(d.us.cold ?? NaN)} | ${fmtUs(d.us.cached ?? NaN)} | ${d.us.varying === undefined ? '–' : fmtUs(d.us.varying)} | ${d.decision} |`);
+      md.push(
+        `| ${d.label} | ${d.mode === 'parse' ? 'Parse' : 'Query'} | ${fmtUs(d.us.parse ?? NaN)} | ${fmtUs(d.us.cold ?? NaN)} | ${fmtUs(d.us.cached ?? NaN)} | ${d.us.varying === undefined ? '–' : fmtUs(d.us.varying)} | ${d.decision} |`,
+      );
     }
   }
   return { markdown: md.join('\n'), framing, decide, elapsedMs: Date.now() - started };

@@ -71,8 +71,21 @@ function fill(head: string, unit: string, tail: string, bytes: number): string {
   return head + unit.repeat(n) + tail;
 }
 
-type HostileShape = 'nested_parens' | 'select_list' | 'operator_chain' | 'string_literal' | 'many_statements' | 'parse_chain';
-const HOSTILE_SHAPES: readonly HostileShape[] = ['nested_parens', 'select_list', 'operator_chain', 'string_literal', 'many_statements', 'parse_chain'];
+type HostileShape =
+  | 'nested_parens'
+  | 'select_list'
+  | 'operator_chain'
+  | 'string_literal'
+  | 'many_statements'
+  | 'parse_chain';
+const HOSTILE_SHAPES: readonly HostileShape[] = [
+  'nested_parens',
+  'select_list',
+  'operator_chain',
+  'string_literal',
+  'many_statements',
+  'parse_chain',
+];
 
 /** Allowed statements with big analysed trees (issue 12 item 1: the tree is read and judged on the event loop). */
 const LONG_SHAPES = { 'in-list': 'in_list', values: 'values_list', array: 'array_constant' } as const;
@@ -146,7 +159,9 @@ async function main(): Promise<void> {
   let cleaning: Promise<void> | undefined;
   const cleanup = () =>
     (cleaning ??= (async () => {
-      await Promise.all([...clients].map((c) => Promise.race([c.end().catch(() => {}), new Promise((r) => setTimeout(r, 2_000))])));
+      await Promise.all(
+        [...clients].map((c) => Promise.race([c.end().catch(() => {}), new Promise((r) => setTimeout(r, 2_000))])),
+      );
       await warden?.stop().catch(() => {});
       await pgsrv?.stop().catch(() => {});
       await endStartedChildren();
@@ -156,7 +171,12 @@ async function main(): Promise<void> {
 
   try {
     const machine = machineInfo();
-    log(`machine: ${machine.nproc} CPUs, node ${machine.node}, load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+    log(
+      `machine: ${machine.nproc} CPUs, node ${machine.node}, load average ${os
+        .loadavg()
+        .map((x) => x.toFixed(1))
+        .join(' ')}`,
+    );
     pgsrv = await startPostgres({ settings: { log_min_messages: 'fatal', log_min_error_statement: 'panic' } });
     const upstreamPassword = `bench-${randomBytes(12).toString('hex')}`;
     const superQuery = async (db: string, sql: string) => {
@@ -170,12 +190,30 @@ async function main(): Promise<void> {
     };
     await superQuery('postgres', `CREATE DATABASE ${SAMPLE_DATABASE}`);
     await superQuery(SAMPLE_DATABASE, sampleSchemaSql(upstreamPassword));
-    await superQuery(SAMPLE_DATABASE, `${PGBENCH_DDL}\nGRANT SELECT ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO ${SAMPLE_UPSTREAM_USER};`);
-    warden = await startPgwardenProcess({ dir: work, pgsrv, upstreamPassword, policyYaml: BENCH_POLICY_YAML, maxClients: 100, limitMs: opts.limitMs, nodeArgs: opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`] : [], env: opts.arenaMax ? { MALLOC_ARENA_MAX: opts.arenaMax } : {} });
+    await superQuery(
+      SAMPLE_DATABASE,
+      `${PGBENCH_DDL}\nGRANT SELECT ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO ${SAMPLE_UPSTREAM_USER};`,
+    );
+    warden = await startPgwardenProcess({
+      dir: work,
+      pgsrv,
+      upstreamPassword,
+      policyYaml: BENCH_POLICY_YAML,
+      maxClients: 100,
+      limitMs: opts.limitMs,
+      nodeArgs: opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`] : [],
+      env: opts.arenaMax ? { MALLOC_ARENA_MAX: opts.arenaMax } : {},
+    });
     const w = warden;
     log(`pgwarden on port ${w.port} (pid ${w.pid})`);
     const connect = async (agent: string): Promise<pg.Client> => {
-      const c = new pg.Client({ host: '127.0.0.1', port: w.port, user: 'bench', database: SAMPLE_DATABASE, password: await mintToken(w.auth, { sub: agent, role: BENCH_ROLE, agent }, 10 * 60_000) });
+      const c = new pg.Client({
+        host: '127.0.0.1',
+        port: w.port,
+        user: 'bench',
+        database: SAMPLE_DATABASE,
+        password: await mintToken(w.auth, { sub: agent, role: BENCH_ROLE, agent }, 10 * 60_000),
+      });
       c.on('error', () => {}); // a session the server ends must not crash the benchmark
       await c.connect();
       clients.add(c);
@@ -210,7 +248,10 @@ async function main(): Promise<void> {
 
     const gcRss = async (): Promise<number> => {
       const { kb, figures: m } = await settledRssKb(w);
-      if (m) log(`  RSS ${(kb / 1024).toFixed(0)} MiB: heap used ${(m.heapUsed / 2 ** 20).toFixed(0)} MiB, external ${(m.external / 2 ** 20).toFixed(0)} MiB (array buffers ${(m.arrayBuffers / 2 ** 20).toFixed(0)} MiB)`);
+      if (m)
+        log(
+          `  RSS ${(kb / 1024).toFixed(0)} MiB: heap used ${(m.heapUsed / 2 ** 20).toFixed(0)} MiB, external ${(m.external / 2 ** 20).toFixed(0)} MiB (array buffers ${(m.arrayBuffers / 2 ** 20).toFixed(0)} MiB)`,
+        );
       return kb;
     };
     for (let i = 0; i < 200; i++) await probe.query('SELECT 1');
@@ -229,7 +270,9 @@ async function main(): Promise<void> {
       for (let i = k; !stop; i++) {
         const shape = SHAPES[i % SHAPES.length] ?? 'nested_parens';
         const t = tally.get(shape)!;
-        const q = opts.longShape ? { text: longStatement(opts.longShape, seq++, opts.elements) } : hostile(shape as HostileShape, seq++, opts.bytes);
+        const q = opts.longShape
+          ? { text: longStatement(opts.longShape, seq++, opts.elements) }
+          : hostile(shape as HostileShape, seq++, opts.bytes);
         t.sent++;
         try {
           await c.query(q.values ? { text: q.text, values: q.values } : q.text);
@@ -257,10 +300,14 @@ async function main(): Promise<void> {
         }
       }
     };
-    log(`${opts.sessions} hostile sessions × ${(opts.bytes / 1024).toFixed(0)} KiB statements for ${opts.seconds} s, SELECT 1 probing…`);
+    log(
+      `${opts.sessions} hostile sessions × ${(opts.bytes / 1024).toFixed(0)} KiB statements for ${opts.seconds} s, SELECT 1 probing…`,
+    );
     const t0 = Date.now();
     const senders = Array.from({ length: opts.sessions }, (_, k) =>
-      hostileSession(k).catch((err: unknown) => log(`hostile session ${k} gave up: ${err instanceof Error ? err.message : String(err)}`)),
+      hostileSession(k).catch((err: unknown) =>
+        log(`hostile session ${k} gave up: ${err instanceof Error ? err.message : String(err)}`),
+      ),
     );
     const loaded = await probeFor(opts.seconds * 1000);
     stop = true;
@@ -276,18 +323,25 @@ async function main(): Promise<void> {
     const rssAfterKb = await gcRss();
 
     const mib = (kb: number) => (kb / 1024).toFixed(0);
-    const lat = (xs: number[]) => `${percentile(xs, 0.5).toFixed(2)} / ${percentile(xs, 0.99).toFixed(2)} / ${(xs[xs.length - 1] ?? NaN).toFixed(1)} ms (${xs.length} queries)`;
+    const lat = (xs: number[]) =>
+      `${percentile(xs, 0.5).toFixed(2)} / ${percentile(xs, 0.99).toFixed(2)} / ${(xs[xs.length - 1] ?? NaN).toFixed(1)} ms (${xs.length} queries)`;
     const rows = SHAPES.map((s) => {
       const t = tally.get(s)!;
       const refused = [...t.refused].map(([code, n]) => `${code} × ${n}`).join(', ') || '–';
       return `| ${s} | ${t.sent} | ${t.ok} | ${refused} | ${t.reconnects} |`;
     });
     const totalSent = [...tally.values()].reduce((a, t) => a + t.sent, 0);
-    const totalRefused = [...tally.values()].reduce((a, t) => a + [...t.refused.values()].reduce((x, y) => x + y, 0), 0);
+    const totalRefused = [...tally.values()].reduce(
+      (a, t) => a + [...t.refused.values()].reduce((x, y) => x + y, 0),
+      0,
+    );
     const p99 = percentile(loaded, 0.99);
     const rssDeltaMb = (rssAfterKb - rssBeforeKb) / 1024;
     const md = [
-      `Command: \`${command}\` (${new Date().toISOString().slice(0, 16)} UTC, ${machine.nproc} CPUs, node ${machine.node}, load average at the end ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}).`,
+      `Command: \`${command}\` (${new Date().toISOString().slice(0, 16)} UTC, ${machine.nproc} CPUs, node ${machine.node}, load average at the end ${os
+        .loadavg()
+        .map((x) => x.toFixed(1))
+        .join(' ')}).`,
       '',
       `| figure | value |`,
       `| --- | --- |`,

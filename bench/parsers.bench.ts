@@ -50,7 +50,9 @@ function find(corpus: CorpusEntry[], pred: (e: CorpusEntry) => boolean, what: st
   return e;
 }
 
-export async function runParserBench(opts: { quick?: boolean; log?: (s: string) => void } = {}): Promise<ParserBenchResult> {
+export async function runParserBench(
+  opts: { quick?: boolean; log?: (s: string) => void } = {},
+): Promise<ParserBenchResult> {
   const log = opts.log ?? (() => {});
   const started = Date.now();
   await loadModule();
@@ -60,9 +62,15 @@ export async function runParserBench(opts: { quick?: boolean; log?: (s: string) 
 
   // 1. Acceptance.
   const results = new Map<CorpusEntry, Record<ParserName, ReturnType<typeof accepts>>>();
-  for (const e of corpus) results.set(e, { 'libpg-query': accepts('libpg-query', e.sql), 'pgsql-ast-parser': accepts('pgsql-ast-parser', e.sql) });
+  for (const e of corpus)
+    results.set(e, {
+      'libpg-query': accepts('libpg-query', e.sql),
+      'pgsql-ast-parser': accepts('pgsql-ast-parser', e.sql),
+    });
   const categories = [...new Set(corpus.map((e) => e.category))];
-  const accepted = Object.fromEntries(names.map((p) => [p, corpus.filter((e) => results.get(e)?.[p].ok).length])) as Record<ParserName, number>;
+  const accepted = Object.fromEntries(
+    names.map((p) => [p, corpus.filter((e) => results.get(e)?.[p].ok).length]),
+  ) as Record<ParserName, number>;
 
   // 2. Headline statements.
   const short = find(corpus, (e) => e.category === 'pgbench' && e.sql.includes('aid = $1'), "pgbench's -S statement");
@@ -96,7 +104,12 @@ export async function runParserBench(opts: { quick?: boolean; log?: (s: string) 
     for (const p of names) {
       if (!results.get(e)?.[p].ok) continue;
       const fn = PARSERS[p];
-      m[p] = measure(() => fn(e.sql), { budgetMs: perStmtBudget, warmupMs: perStmtBudget / 3, minWarmupCalls: 3, minSamples: 3 });
+      m[p] = measure(() => fn(e.sql), {
+        budgetMs: perStmtBudget,
+        warmupMs: perStmtBudget / 3,
+        minWarmupCalls: 3,
+        minSamples: 3,
+      });
     }
     perStmt.set(e, m);
   }
@@ -105,7 +118,9 @@ export async function runParserBench(opts: { quick?: boolean; log?: (s: string) 
     const xs = set.map((e) => perStmt.get(e)?.[p]?.medianUs).filter((x): x is number => x !== undefined);
     return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
   };
-  const ratioWhereBoth = both.map((e) => (perStmt.get(e)?.['pgsql-ast-parser']?.medianUs ?? NaN) / (perStmt.get(e)?.['libpg-query']?.medianUs ?? NaN));
+  const ratioWhereBoth = both.map(
+    (e) => (perStmt.get(e)?.['pgsql-ast-parser']?.medianUs ?? NaN) / (perStmt.get(e)?.['libpg-query']?.medianUs ?? NaN),
+  );
   ratioWhereBoth.sort((a, b) => a - b);
 
   // 4. The lexer differential: how many statements each parser sees.
@@ -119,9 +134,11 @@ export async function runParserBench(opts: { quick?: boolean; log?: (s: string) 
   // Markdown.
   const pct = (n: number, d: number) => `${((100 * n) / d).toFixed(1)}%`;
   const md: string[] = [];
-  md.push(`Corpus: **${corpus.length} read-only statements** (\`bench/corpus/corpus.json\`), every one executed successfully on ${file.server} ` +
-    `(${file.method}); built ${file.generated.slice(0, 10)} by \`node --import tsx bench/corpus/build.ts\`. ` +
-    `Parsers: libpg-query ${version('libpg-query')} (\`parseSync\`), pgsql-ast-parser ${version('pgsql-ast-parser')} (\`parse\`).`);
+  md.push(
+    `Corpus: **${corpus.length} read-only statements** (\`bench/corpus/corpus.json\`), every one executed successfully on ${file.server} ` +
+      `(${file.method}); built ${file.generated.slice(0, 10)} by \`node --import tsx bench/corpus/build.ts\`. ` +
+      `Parsers: libpg-query ${version('libpg-query')} (\`parseSync\`), pgsql-ast-parser ${version('pgsql-ast-parser')} (\`parse\`).`,
+  );
   md.push('');
   md.push('| category | n | libpg-query | pgsql-ast-parser |');
   md.push('|---|---:|---:|---:|');
@@ -133,27 +150,43 @@ export async function runParserBench(opts: { quick?: boolean; log?: (s: string) 
     });
     md.push(`| ${c} | ${set.length} | ${row.join(' | ')} |`);
   }
-  md.push(`| **all** | **${corpus.length}** | ${names.map((p) => `**${accepted[p]} (${pct(accepted[p], corpus.length)})**`).join(' | ')} |`);
+  md.push(
+    `| **all** | **${corpus.length}** | ${names.map((p) => `**${accepted[p]} (${pct(accepted[p], corpus.length)})**`).join(' | ')} |`,
+  );
   md.push('');
-  md.push('Parse time (median of batched `process.hrtime.bigint()` samples after warm-up; one call = one whole string):');
+  md.push(
+    'Parse time (median of batched `process.hrtime.bigint()` samples after warm-up; one call = one whole string):',
+  );
   md.push('');
   md.push('| statement | bytes | libpg-query | pgsql-ast-parser | ratio |');
   md.push('|---|---:|---:|---:|---:|');
   for (const h of headline) {
     const a = h.us['libpg-query'];
     const b = h.us['pgsql-ast-parser'];
-    md.push(`| ${h.label} | ${Buffer.byteLength(h.sql)} | ${fmtUs(a ?? NaN)} | ${b === undefined ? 'rejected' : fmtUs(b)} | ${a && b ? `${(b / a).toFixed(1)}×` : '–'} |`);
+    md.push(
+      `| ${h.label} | ${Buffer.byteLength(h.sql)} | ${fmtUs(a ?? NaN)} | ${b === undefined ? 'rejected' : fmtUs(b)} | ${a && b ? `${(b / a).toFixed(1)}×` : '–'} |`,
+    );
   }
   const la = meanOf(both, 'libpg-query');
   const lb = meanOf(both, 'pgsql-ast-parser');
-  md.push(`| corpus mean, statements both accept (n=${both.length}) | – | ${fmtUs(la)} | ${fmtUs(lb)} | ${(lb / la).toFixed(1)}× |`);
-  md.push(`| corpus mean, all libpg-query accepts (n=${accepted['libpg-query']}) | – | ${fmtUs(meanOf(corpus, 'libpg-query'))} | – | – |`);
-  const q = (p: number) => ratioWhereBoth[Math.min(ratioWhereBoth.length - 1, Math.floor(p * ratioWhereBoth.length))] ?? NaN;
+  md.push(
+    `| corpus mean, statements both accept (n=${both.length}) | – | ${fmtUs(la)} | ${fmtUs(lb)} | ${(lb / la).toFixed(1)}× |`,
+  );
+  md.push(
+    `| corpus mean, all libpg-query accepts (n=${accepted['libpg-query']}) | – | ${fmtUs(meanOf(corpus, 'libpg-query'))} | – | – |`,
+  );
+  const q = (p: number) =>
+    ratioWhereBoth[Math.min(ratioWhereBoth.length - 1, Math.floor(p * ratioWhereBoth.length))] ?? NaN;
   md.push('');
-  md.push(`Per-statement slowdown of pgsql-ast-parser where both accept: median ${q(0.5).toFixed(1)}×, range ${q(0).toFixed(1)}×–${(ratioWhereBoth[ratioWhereBoth.length - 1] ?? NaN).toFixed(1)}×.`);
+  md.push(
+    `Per-statement slowdown of pgsql-ast-parser where both accept: median ${q(0.5).toFixed(1)}×, range ${q(0).toFixed(1)}×–${(ratioWhereBoth[ratioWhereBoth.length - 1] ?? NaN).toFixed(1)}×.`,
+  );
   md.push('');
-  md.push(`Lexer differential \`${DIFFERENTIAL}\` (PostgreSQL runs 3 statements, including the DELETE): ` +
-    names.map((p) => `${p} sees **${differential[p]}**`).join(', ') + '.');
+  md.push(
+    `Lexer differential \`${DIFFERENTIAL}\` (PostgreSQL runs 3 statements, including the DELETE): ` +
+      names.map((p) => `${p} sees **${differential[p]}**`).join(', ') +
+      '.',
+  );
   const rejected = corpus.filter((e) => !results.get(e)?.['pgsql-ast-parser'].ok);
   if (rejected.length) {
     md.push('');

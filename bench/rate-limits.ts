@@ -118,8 +118,30 @@ async function scenario(pgsrv: EmbeddedPostgres, upstreamPassword: string, limit
   const config: Config = {
     baseDir: dir,
     listen: { host: '127.0.0.1', port: 0, tls: undefined },
-    upstream: { host: pgsrv.host, port: pgsrv.port, database: SAMPLE_DATABASE, user: SAMPLE_UPSTREAM_USER, password: upstreamPassword, sslmode: 'disable', sslRootCert: undefined, connectTimeout: 10_000 },
-    auth: { issuer: 'bench', audience: 'pgwarden', algorithms: ['HS256'], secretFile, publicKeyFile: undefined, jwksUrl: undefined, privateKeyFile: undefined, maxTokenLifetime: 15 * 60_000, clockSkew: 0, allowCleartext: 'loopback', jwksCooldown: 30_000, jwksCacheMaxAge: 600_000 },
+    upstream: {
+      host: pgsrv.host,
+      port: pgsrv.port,
+      database: SAMPLE_DATABASE,
+      user: SAMPLE_UPSTREAM_USER,
+      password: upstreamPassword,
+      sslmode: 'disable',
+      sslRootCert: undefined,
+      connectTimeout: 10_000,
+    },
+    auth: {
+      issuer: 'bench',
+      audience: 'pgwarden',
+      algorithms: ['HS256'],
+      secretFile,
+      publicKeyFile: undefined,
+      jwksUrl: undefined,
+      privateKeyFile: undefined,
+      maxTokenLifetime: 15 * 60_000,
+      clockSkew: 0,
+      allowCleartext: 'loopback',
+      jwksCooldown: 30_000,
+      jwksCacheMaxAge: 600_000,
+    },
     policyFile,
     metrics: undefined,
     limits: {
@@ -140,7 +162,13 @@ async function scenario(pgsrv: EmbeddedPostgres, upstreamPassword: string, limit
   try {
     proxy = await createProxy(config, { logger: pino({ level: 'silent' }), watchPolicy: false });
     const port = proxy.port;
-    const fig: Figures = { badAttempts: new Map(), cancelsSent: 0, cancelsDropped: 0, legitMs: [], legitFailures: new Map() };
+    const fig: Figures = {
+      badAttempts: new Map(),
+      cancelsSent: 0,
+      cancelsDropped: 0,
+      legitMs: [],
+      legitFailures: new Map(),
+    };
     const deadline = Date.now() + SECONDS * 1000;
     const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
     const attackers = Array.from({ length: ATTACKERS }, async () => {
@@ -193,10 +221,18 @@ async function main(): Promise<void> {
   }, LIMIT_MS).unref();
   try {
     const machine = machineInfo();
-    log(`machine: ${machine.nproc} CPUs, node ${machine.node}, load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+    log(
+      `machine: ${machine.nproc} CPUs, node ${machine.node}, load average ${os
+        .loadavg()
+        .map((x) => x.toFixed(1))
+        .join(' ')}`,
+    );
     pgsrv = await startPostgres({ settings: { log_min_messages: 'fatal' } });
     const upstreamPassword = `bench-${randomBytes(12).toString('hex')}`;
-    for (const [db, sql] of [['postgres', `CREATE DATABASE ${SAMPLE_DATABASE}`], [SAMPLE_DATABASE, sampleSchemaSql(upstreamPassword)]] as const) {
+    for (const [db, sql] of [
+      ['postgres', `CREATE DATABASE ${SAMPLE_DATABASE}`],
+      [SAMPLE_DATABASE, sampleSchemaSql(upstreamPassword)],
+    ] as const) {
       const c = new pg.Client({ connectionString: pgsrv.url(db) });
       await c.connect();
       await c.query(sql);
@@ -209,15 +245,23 @@ async function main(): Promise<void> {
       const f = await scenario(pgsrv, upstreamPassword, on);
       const verified = f.badAttempts.get('28P01') ?? 0;
       const refused = f.badAttempts.get('53300') ?? 0;
-      const other = [...f.badAttempts].filter(([k]) => k !== '28P01' && k !== '53300').map(([k, v]) => `${k} ${v}`).join(', ') || '—';
+      const other =
+        [...f.badAttempts]
+          .filter(([k]) => k !== '28P01' && k !== '53300')
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ') || '—';
       const sorted = [...f.legitMs].sort((a, b) => a - b);
       const legitFail = [...f.legitFailures].map(([k, v]) => `${k} ${v}`).join(', ') || '0';
       rows.push(
         `| ${on ? 'on (defaults)' : 'off'} | ${perMin(verified)} | ${perMin(refused)} | ${other} | ${perMin(f.cancelsSent)} | ${perMin(f.cancelsSent - f.cancelsDropped)} | ${perMin(f.cancelsDropped)} | ${f.legitMs.length} | ${percentile(sorted, 0.5).toFixed(1)} / ${percentile(sorted, 0.99).toFixed(1)} | ${legitFail} |`,
       );
     }
-    console.log(`\n${ATTACKERS} bad-token loops from 127.0.0.3, 4 cancel loops from 127.0.0.4, a login from 127.0.0.1 every 100 ms; ${SECONDS} s each; per minute.\n`);
-    console.log('| limits | bad logins verified (28P01) /min | refused at accept (53300) /min | other | cancels sent /min | looked up /min | dropped /min | legit logins | legit login p50 / p99 ms | legit failures |');
+    console.log(
+      `\n${ATTACKERS} bad-token loops from 127.0.0.3, 4 cancel loops from 127.0.0.4, a login from 127.0.0.1 every 100 ms; ${SECONDS} s each; per minute.\n`,
+    );
+    console.log(
+      '| limits | bad logins verified (28P01) /min | refused at accept (53300) /min | other | cancels sent /min | looked up /min | dropped /min | legit logins | legit login p50 / p99 ms | legit failures |',
+    );
     console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
     for (const r of rows) console.log(r);
   } finally {

@@ -54,7 +54,10 @@ async function serve(specFile: string): Promise<void> {
   const eld = monitorEventLoopDelay({ resolution: 10 });
   eld.enable();
   const { createProxy } = await import('../proxy/index.ts');
-  const logger = pino({ level: 'warn' }, pino.destination({ dest: path.join(spec.config.baseDir, 'pgwarden.log'), sync: false }));
+  const logger = pino(
+    { level: 'warn' },
+    pino.destination({ dest: path.join(spec.config.baseDir, 'pgwarden.log'), sync: false }),
+  );
   const t0 = performance.now();
   const proxy = await createProxy(spec.config, { logger, watchPolicy: true });
   const startMs = performance.now() - t0;
@@ -122,7 +125,9 @@ function median(xs: number[]): number {
 }
 
 /** Times an async load in this process: wall time, loop delay meanwhile, heap it keeps (gc before and after). */
-async function timeLoad<T>(load: () => Promise<T>): Promise<{ value: T; ms: number; p99Ms: number; maxMs: number; heapMb: number }> {
+async function timeLoad<T>(
+  load: () => Promise<T>,
+): Promise<{ value: T; ms: number; p99Ms: number; maxMs: number; heapMb: number }> {
   gc();
   const before = heapMb();
   const eld = monitorEventLoopDelay({ resolution: 10 });
@@ -185,7 +190,9 @@ async function main(): Promise<void> {
     clients.push(admin);
     await admin.query(sampleSchemaSql(upstreamPassword));
     await admin.query(REVOCATION_TABLE_SQL(SCHEMA, TABLE, CHANNEL));
-    await admin.query(`GRANT USAGE ON SCHEMA ${SCHEMA} TO ${SAMPLE_UPSTREAM_USER}; GRANT SELECT ON ${SCHEMA}.${TABLE} TO ${SAMPLE_UPSTREAM_USER}`);
+    await admin.query(
+      `GRANT USAGE ON SCHEMA ${SCHEMA} TO ${SAMPLE_UPSTREAM_USER}; GRANT SELECT ON ${SCHEMA}.${TABLE} TO ${SAMPLE_UPSTREAM_USER}`,
+    );
     log(`filling the table with ${fmt(N)} rows`);
     let t0 = performance.now();
     // jti-like values (32 characters), a reason, an expiry a day away: what a fleet revoking leaked tokens holds.
@@ -200,7 +207,12 @@ async function main(): Promise<void> {
       const out = createWriteStream(file);
       const expiresAt = new Date(Date.now() + 86_400_000).toISOString();
       for (let i = 1; i <= N; i++) {
-        if (!out.write(`{"jti":"f-${i.toString(16).padStart(23, '0')}","reason":"leaked token","expiresAt":"${expiresAt}"}\n`)) await new Promise<void>((r) => out.once('drain', () => r()));
+        if (
+          !out.write(
+            `{"jti":"f-${i.toString(16).padStart(23, '0')}","reason":"leaked token","expiresAt":"${expiresAt}"}\n`,
+          )
+        )
+          await new Promise<void>((r) => out.once('drain', () => r()));
       }
       await new Promise<void>((r, j) => out.end((err?: Error | null) => (err ? j(err) : r())));
     }
@@ -221,7 +233,17 @@ async function main(): Promise<void> {
     const list = fileLoad.value;
     if (list.size !== N) throw new Error(`file: ${list.size} entries, expected ${N}`);
     // An append (one line, as pgwarden revoke writes it): the watcher reads only the new bytes, after hashing the old.
-    const who = (jti: string) => ({ jti, sub: 'x', agent: undefined, role: 'analyst', tenant: undefined, iss: '', exp: 0, iat: 0, nbf: undefined });
+    const who = (jti: string) => ({
+      jti,
+      sub: 'x',
+      agent: undefined,
+      role: 'analyst',
+      tenant: undefined,
+      iss: '',
+      exp: 0,
+      iat: 0,
+      nbf: undefined,
+    });
     const appendMs: number[] = [];
     for (let i = 0; i < 5; i++) {
       const jti = `appended-${i}`;
@@ -240,7 +262,16 @@ async function main(): Promise<void> {
     });
     list.close();
 
-    const tableLoad = await timeLoad(() => TableRevocations.open({ connection, schema: SCHEMA, table: TABLE, channel: CHANNEL, refreshMs: 0, fullRefreshMs: 0 }));
+    const tableLoad = await timeLoad(() =>
+      TableRevocations.open({
+        connection,
+        schema: SCHEMA,
+        table: TABLE,
+        channel: CHANNEL,
+        refreshMs: 0,
+        fullRefreshMs: 0,
+      }),
+    );
     const table = tableLoad.value;
     if (table.size !== N) throw new Error(`table: ${table.size} entries, expected ${N}`);
     const insertMs: number[] = [];
@@ -254,9 +285,13 @@ async function main(): Promise<void> {
     const tableReread = await timeLoad(() => table.reload());
     await table.close();
 
-    md.push(`Sources loaded alone (bench/revocation.ts, ${fmt(N)} entries each; heap kept after gc; event-loop delay while loading):`);
+    md.push(
+      `Sources loaded alone (bench/revocation.ts, ${fmt(N)} entries each; heap kept after gc; event-loop delay while loading):`,
+    );
     md.push('');
-    md.push('| source | load | heap kept | per entry | event-loop delay p99 / max | insert → enforced (median) | re-read |');
+    md.push(
+      '| source | load | heap kept | per entry | event-loop delay p99 / max | insert → enforced (median) | re-read |',
+    );
     md.push('|---|---:|---:|---:|---:|---:|---:|');
     md.push(
       `| table (${fmt(N)} rows) | ${fmt(tableLoad.ms / 1000, 2)} s | ${fmt(tableLoad.heapMb)} MiB | ${fmt((tableLoad.heapMb * 2 ** 20) / N)} B | ${fmt(tableLoad.p99Ms, 1)} / ${fmt(tableLoad.maxMs, 1)} ms | ${fmt(median(insertMs), 1)} ms (INSERT, NOTIFY, incremental read) | full (SIGHUP, not paced): ${fmt(tableReread.ms / 1000, 2)} s, loop p99 / max ${fmt(tableReread.p99Ms, 1)} / ${fmt(tableReread.maxMs, 1)} ms |`,
@@ -265,7 +300,9 @@ async function main(): Promise<void> {
       `| JSON Lines file (${fmt(fileMb, 1)} MiB) | ${fmt(fileLoad.ms / 1000, 2)} s | ${fmt(fileLoad.heapMb)} MiB | ${fmt((fileLoad.heapMb * 2 ** 20) / N)} B | ${fmt(fileLoad.p99Ms, 1)} / ${fmt(fileLoad.maxMs, 1)} ms | ${fmt(median(appendMs), 1)} ms (one line appended, file watch with 20 ms debounce, appended bytes read) | unchanged file: ${fmt(fileReread.ms, 0)} ms (prefix hashed, nothing parsed) |`,
     );
     md.push('');
-    md.push(`\`pgwarden revoke\` on the ${fmt(N)}-line file (it validates the whole file before appending): ${fmt(cliMs / 1000, 2)} s.`);
+    md.push(
+      `\`pgwarden revoke\` on the ${fmt(N)}-line file (it validates the whole file before appending): ${fmt(cliMs / 1000, 2)} s.`,
+    );
     md.push('');
 
     // Part 2: pgwarden in its own process with both sources, under load, with and without a NOTIFY storm.
@@ -277,7 +314,16 @@ async function main(): Promise<void> {
     const config: Config = {
       baseDir: work,
       listen: { host: '127.0.0.1', port: await freePort(), tls: undefined },
-      upstream: { host: pgsrv.host, port: pgsrv.port, database: SAMPLE_DATABASE, user: SAMPLE_UPSTREAM_USER, password: upstreamPassword, sslmode: 'disable', sslRootCert: undefined, connectTimeout: 10_000 },
+      upstream: {
+        host: pgsrv.host,
+        port: pgsrv.port,
+        database: SAMPLE_DATABASE,
+        user: SAMPLE_UPSTREAM_USER,
+        password: upstreamPassword,
+        sslmode: 'disable',
+        sslRootCert: undefined,
+        connectTimeout: 10_000,
+      },
       auth: {
         issuer: 'pgwarden-bench',
         audience: 'pgwarden',
@@ -294,17 +340,39 @@ async function main(): Promise<void> {
       },
       policyFile,
       metrics: undefined,
-      limits: { maxMessageSize: 1024 * 1024, handshakeTimeout: 10_000, expiryGrace: 0, maxClientConnections: 200, idleSessionTimeout: 0 },
+      limits: {
+        maxMessageSize: 1024 * 1024,
+        handshakeTimeout: 10_000,
+        expiryGrace: 0,
+        maxClientConnections: 200,
+        idleSessionTimeout: 0,
+      },
       log: { level: 'warn' },
       audit: { destination: path.join(work, 'audit.jsonl'), sql: 'normalized', onFailure: 'refuse' },
-      revocation: { file, fileMissing: 'refuse', table: { schema: SCHEMA, name: TABLE, channel: CHANNEL, refreshMs: 30_000 } },
+      revocation: {
+        file,
+        fileMissing: 'refuse',
+        table: { schema: SCHEMA, name: TABLE, channel: CHANNEL, refreshMs: 30_000 },
+      },
     };
     const specFile = path.join(work, 'spec.json');
     writeFileSync(specFile, JSON.stringify({ config, limitMs: opts.limitMs } satisfies Spec));
     const heapLimitMb = 384;
-    child = spawn(process.execPath, [`--max-old-space-size=${heapLimitMb}`, '--expose-gc', '--import', 'tsx', path.join(here, 'revocation.ts'), '--serve', specFile], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    child = spawn(
+      process.execPath,
+      [
+        `--max-old-space-size=${heapLimitMb}`,
+        '--expose-gc',
+        '--import',
+        'tsx',
+        path.join(here, 'revocation.ts'),
+        '--serve',
+        specFile,
+      ],
+      {
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => {
       stderr = (stderr + d.toString()).slice(-4000);
@@ -321,7 +389,10 @@ async function main(): Promise<void> {
     const nextLine = (prefix: string, timeoutMs: number) =>
       new Promise<string>((resolve, reject) => {
         if (exited) return reject(exited);
-        const timer = setTimeout(() => reject(new Error(`pgwarden did not answer ${prefix} within ${timeoutMs} ms: ${stderr}`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`pgwarden did not answer ${prefix} within ${timeoutMs} ms: ${stderr}`)),
+          timeoutMs,
+        );
         onExit.push(reject);
         waiters.push((l) => {
           clearTimeout(timer);
@@ -329,15 +400,32 @@ async function main(): Promise<void> {
           else reject(new Error(`unexpected line from pgwarden: ${l}`));
         });
       });
-    const ready = JSON.parse(await nextLine('READY', 120_000)) as { port: number; startMs: number; startEld: { p99Ms: number; maxMs: number }; heapMb: number; rssMb: number };
+    const ready = JSON.parse(await nextLine('READY', 120_000)) as {
+      port: number;
+      startMs: number;
+      startEld: { p99Ms: number; maxMs: number };
+      heapMb: number;
+      rssMb: number;
+    };
     const stats = async () => {
       child?.stdin.write('stats\n');
-      return JSON.parse(await nextLine('STATS', 10_000)) as { eld: { p99Ms: number; maxMs: number }; heapMb: number; rssMb: number };
+      return JSON.parse(await nextLine('STATS', 10_000)) as {
+        eld: { p99Ms: number; maxMs: number };
+        heapMb: number;
+        rssMb: number;
+      };
     };
     const baseHeap = await stats();
-    const token = (jti?: string) => mintToken(config.auth, { sub: 'alice', role: 'analyst', ...(jti ? { jti } : {}) }, 10 * 60_000);
+    const token = (jti?: string) =>
+      mintToken(config.auth, { sub: 'alice', role: 'analyst', ...(jti ? { jti } : {}) }, 10 * 60_000);
     const proxyClient = async (jti?: string) => {
-      const c = new pg.Client({ host: '127.0.0.1', port: ready.port, user: 'alice', database: SAMPLE_DATABASE, password: await token(jti) });
+      const c = new pg.Client({
+        host: '127.0.0.1',
+        port: ready.port,
+        user: 'alice',
+        database: SAMPLE_DATABASE,
+        password: await token(jti),
+      });
       await c.connect();
       return c;
     };
@@ -359,7 +447,13 @@ async function main(): Promise<void> {
         }),
         (async () => {
           while (Date.now() < deadline) {
-            const c = new pg.Client({ host: '127.0.0.1', port: ready.port, user: 'alice', database: SAMPLE_DATABASE, password: loginToken });
+            const c = new pg.Client({
+              host: '127.0.0.1',
+              port: ready.port,
+              user: 'alice',
+              database: SAMPLE_DATABASE,
+              password: loginToken,
+            });
             await c.connect();
             await c.query('SELECT 1');
             await c.end();
@@ -376,24 +470,33 @@ async function main(): Promise<void> {
     const notifier = new pg.Client(connection);
     await notifier.connect();
     clients.push(notifier);
-    const storm = (payload: string, seconds: number, channel = CHANNEL) => async () => {
-      const deadline = Date.now() + seconds * 1000;
-      let next = Date.now();
-      while (Date.now() < deadline) {
-        await notifier.query('SELECT pg_notify($1, $2)', [channel, payload]);
-        next += 10;
-        await sleep(Math.max(0, next - Date.now()));
-      }
-    };
+    const storm =
+      (payload: string, seconds: number, channel = CHANNEL) =>
+      async () => {
+        const deadline = Date.now() + seconds * 1000;
+        let next = Date.now();
+        while (Date.now() < deadline) {
+          await notifier.query('SELECT pg_notify($1, $2)', [channel, payload]);
+          next += 10;
+          await sleep(Math.max(0, next - Date.now()));
+        }
+      };
     const S = opts.stormSeconds;
     // Warm-up: decision cache, JIT, upstream connections; not reported.
     await load(2);
     type Phase = Awaited<ReturnType<typeof load>>;
-    const phases: Record<'quiet' | 'elsewhere' | 'insert' | 'delete', Phase[]> = { quiet: [], elsewhere: [], insert: [], delete: [] };
+    const phases: Record<'quiet' | 'elsewhere' | 'insert' | 'delete', Phase[]> = {
+      quiet: [],
+      elsewhere: [],
+      insert: [],
+      delete: [],
+    };
     const loadBefore = os.loadavg()[0] ?? 0;
     // Interleaved rounds: on a shared machine the load drifts; each phase sees the same drift.
     for (let r = 1; r <= opts.rounds; r++) {
-      log(`round ${r}/${opts.rounds}: quiet, NOTIFYs elsewhere, NOTIFY storm (INSERT), NOTIFY storm (DELETE), ${S} s each`);
+      log(
+        `round ${r}/${opts.rounds}: quiet, NOTIFYs elsewhere, NOTIFY storm (INSERT), NOTIFY storm (DELETE), ${S} s each`,
+      );
       phases.quiet.push(await load(S));
       // The same NOTIFYs on a channel nobody listens to: what they cost the database, not pgwarden.
       phases.elsewhere.push(await load(S, storm('INSERT', S, 'pgwarden_bench_elsewhere')));
@@ -403,9 +506,16 @@ async function main(): Promise<void> {
     const loadAfter = os.loadavg()[0] ?? 0;
     const mid = (xs: Phase[]): Phase => {
       const m = (f: (p: Phase) => number) => median(xs.map(f));
-      return { statementsPerS: m((p) => p.statementsPerS), loginsPerS: m((p) => p.loginsPerS), eld: { p99Ms: m((p) => p.eld.p99Ms), maxMs: m((p) => p.eld.maxMs) }, heapMb: m((p) => p.heapMb), rssMb: m((p) => p.rssMb) };
+      return {
+        statementsPerS: m((p) => p.statementsPerS),
+        loginsPerS: m((p) => p.loginsPerS),
+        eld: { p99Ms: m((p) => p.eld.p99Ms), maxMs: m((p) => p.eld.maxMs) },
+        heapMb: m((p) => p.heapMb),
+        rssMb: m((p) => p.rssMb),
+      };
     };
-    const range = (xs: Phase[], f: (p: Phase) => number) => (xs.length > 1 ? ` (${fmt(Math.min(...xs.map(f)))}–${fmt(Math.max(...xs.map(f)))})` : '');
+    const range = (xs: Phase[], f: (p: Phase) => number) =>
+      xs.length > 1 ? ` (${fmt(Math.min(...xs.map(f)))}–${fmt(Math.max(...xs.map(f)))})` : '';
 
     // Insert → enforced, end to end: a live session whose jti is revoked is ended (57P01).
     const ended = async (revokeIt: (jti: string) => Promise<unknown>) => {
@@ -425,7 +535,9 @@ async function main(): Promise<void> {
       }
       return median(out);
     };
-    const tableEnforced = await ended((jti) => admin.query(`INSERT INTO ${SCHEMA}.${TABLE} (jti, reason) VALUES ($1, 'bench')`, [jti]));
+    const tableEnforced = await ended((jti) =>
+      admin.query(`INSERT INTO ${SCHEMA}.${TABLE} (jti, reason) VALUES ($1, 'bench')`, [jti]),
+    );
     const fileEnforced = await ended((jti) => {
       appendFileSync(file, `${JSON.stringify({ jti })}\n`);
       return Promise.resolve();
@@ -448,9 +560,12 @@ async function main(): Promise<void> {
     md.push('|---|---:|---:|---:|');
     for (const [label, xs] of [
       ['quiet', phases.quiet],
-      ['100 NOTIFY/s on another channel (the database\'s share of a storm)', phases.elsewhere],
+      ["100 NOTIFY/s on another channel (the database's share of a storm)", phases.elsewhere],
       ['NOTIFY storm, 100/s, payload INSERT (each may cause an incremental read)', phases.insert],
-      ['NOTIFY storm, 100/s, payload DELETE (asks for full reads: 1 at once, then 1 per max(10 s, 10 × a full read\'s work), paced to 25 %)', phases.delete],
+      [
+        "NOTIFY storm, 100/s, payload DELETE (asks for full reads: 1 at once, then 1 per max(10 s, 10 × a full read's work), paced to 25 %)",
+        phases.delete,
+      ],
     ] as const) {
       const r = mid(xs);
       md.push(
@@ -462,11 +577,14 @@ async function main(): Promise<void> {
       'The second row sends the same NOTIFYs on a channel pgwarden does not listen to: what a storm costs the database and the machine, not pgwarden. ' +
         'On a shared machine the rounds vary widely (min–max in brackets); compare medians only roughly. ' +
         'For comparison, issue 17 reported before this change: a 200,000-row table stalled the loop 2.8 s per re-read and a NOTIFY every 0.5 s cut throughput by 85 %; ' +
-        'a million rows stalled 14 s, needed 1.8 GB and aborted at startup under the manifest\'s heap limit; a 100,000-entry file stalled 4.5 s.',
+        "a million rows stalled 14 s, needed 1.8 GB and aborted at startup under the manifest's heap limit; a 100,000-entry file stalled 4.5 s.",
     );
     md.push('');
     const command = `node --expose-gc --import tsx bench/revocation.ts${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}`;
-    md.unshift(`Measured on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`${command.replace(' --write', '')}\` (${os.availableParallelism()} cores, shared with everything else on the machine):`, '');
+    md.unshift(
+      `Measured on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`${command.replace(' --write', '')}\` (${os.availableParallelism()} cores, shared with everything else on the machine):`,
+      '',
+    );
     process.stdout.write(`${md.join('\n')}\n`);
     if (opts.write) writeResultsSection(md.join('\n'));
   } finally {
@@ -487,7 +605,8 @@ export function writeResultsSection(body: string, file = path.join(here, 'RESULT
     next = text.slice(0, at) + section + (end >= 0 ? text.slice(end + 1) : '');
   } else {
     const reproduce = text.indexOf('## Reproduce');
-    next = reproduce >= 0 ? text.slice(0, reproduce) + section + text.slice(reproduce) : `${text.trimEnd()}\n\n${section}`;
+    next =
+      reproduce >= 0 ? text.slice(0, reproduce) + section + text.slice(reproduce) : `${text.trimEnd()}\n\n${section}`;
   }
   writeFileSync(file, next);
 }

@@ -17,7 +17,7 @@
 // Loopback only. Every child process is tracked and ended by pid at the end, on error, on SIGINT/SIGTERM, and when the
 // whole run exceeds its time limit.
 import { randomBytes } from 'node:crypto';
-import { spawn, } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,7 +34,17 @@ import { readyPort, startPgwardenProcess, stopChild, type PgwardenProcess } from
 import { runPgbench, type Mode } from './lib/pgbench.ts';
 import { findPgbouncer, pgbouncerVersion, startPgbouncer, type PgBouncer } from './lib/pgbouncer.ts';
 import { idleSessions, loginStats, type IdlePoint, type LoginStats } from './lib/connections.ts';
-import { latencyTable, proxyCostTable, summarize, tpsSvg, tpsTable, ratio, fmtRatio, type RunRecord, type Target } from './lib/report.ts';
+import {
+  latencyTable,
+  proxyCostTable,
+  summarize,
+  tpsSvg,
+  tpsTable,
+  ratio,
+  fmtRatio,
+  type RunRecord,
+  type Target,
+} from './lib/report.ts';
 import {
   cpuSeconds,
   endStartedChildren,
@@ -72,7 +82,18 @@ interface Options {
 }
 
 const FLAGS = new Set(['--quick', '--no-micro', '--no-idle', '--no-relay', '--profile']);
-const VALUED = new Set(['--seconds', '--rounds', '--clients', '--modes', '--sessions', '--out', '--logins', '--scale', '--limit-minutes', '--profile-dir']);
+const VALUED = new Set([
+  '--seconds',
+  '--rounds',
+  '--clients',
+  '--modes',
+  '--sessions',
+  '--out',
+  '--logins',
+  '--scale',
+  '--limit-minutes',
+  '--profile-dir',
+]);
 
 /** Options this file's header lists; anything else (a typo, --help) stops before a 15-minute run starts. */
 function checkArgs(argv: string[]): void {
@@ -100,7 +121,11 @@ function parseArgs(argv: string[]): Options {
     if (i >= 0) return argv[i + 1];
     return argv.find((a) => a.startsWith(`${name}=`))?.slice(name.length + 1);
   };
-  const list = (name: string, def: string) => (val(name) ?? def).split(',').map((s) => s.trim()).filter(Boolean);
+  const list = (name: string, def: string) =>
+    (val(name) ?? def)
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
   const modes = list('--modes', 'simple,extended,prepared') as Mode[];
   for (const m of modes) if (!['simple', 'extended', 'prepared'].includes(m)) throw new Error(`unknown mode ${m}`);
   return {
@@ -117,7 +142,9 @@ function parseArgs(argv: string[]): Options {
     loginN: Number(val('--logins') ?? (quick ? 50 : 200)),
     scale: Number(val('--scale') ?? 10),
     limitMs: Number(val('--limit-minutes') ?? (quick ? 6 : 25)) * 60_000,
-    profileDir: argv.includes('--profile') ? path.resolve(val('--profile-dir') ?? path.join(here, 'profiles')) : undefined,
+    profileDir: argv.includes('--profile')
+      ? path.resolve(val('--profile-dir') ?? path.join(here, 'profiles'))
+      : undefined,
   };
 }
 
@@ -168,7 +195,14 @@ function foreignSections(file: string, own: ReadonlySet<string>): string[] {
 }
 
 /** pgwarden (bench/pgwarden-server.ts) in its own process with the benchmark policy; `profileDir` adds a V8 CPU profile. */
-function startPgwarden(dir: string, pgsrv: EmbeddedPostgres, upstreamPassword: string, maxClients: number, limitMs: number, profileDir: string | undefined): Promise<Pgwarden> {
+function startPgwarden(
+  dir: string,
+  pgsrv: EmbeddedPostgres,
+  upstreamPassword: string,
+  maxClients: number,
+  limitMs: number,
+  profileDir: string | undefined,
+): Promise<Pgwarden> {
   return startPgwardenProcess({
     dir,
     pgsrv,
@@ -189,17 +223,27 @@ interface Relay {
 /** bench/node-relay.ts in its own process (so its CPU is measured like the other proxies'), relaying to Postgres. */
 async function startRelay(pgsrv: EmbeddedPostgres, limitMs: number): Promise<Relay> {
   const child = track(
-    spawn(process.execPath, ['--import', 'tsx', path.join(here, 'node-relay.ts'), pgsrv.host, String(pgsrv.port), String(limitMs)], {
-      cwd: repo,
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, NODE_ENV: 'production' },
-    }),
+    spawn(
+      process.execPath,
+      ['--import', 'tsx', path.join(here, 'node-relay.ts'), pgsrv.host, String(pgsrv.port), String(limitMs)],
+      {
+        cwd: repo,
+        stdio: ['pipe', 'pipe', 'pipe'],
+        env: { ...process.env, NODE_ENV: 'production' },
+      },
+    ),
   );
   let out = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (out = (out + d.toString('utf8')).slice(-1000)));
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-4000)));
-  const port = await readyPort(child, 'the Node.js relay', () => out, () => stderr, 30_000);
+  const port = await readyPort(
+    child,
+    'the Node.js relay',
+    () => out,
+    () => stderr,
+    30_000,
+  );
   let exited = false;
   child.once('exit', () => (exited = true));
   return { port, pid: child.pid ?? -1, stop: () => stopChild(child, () => exited, 5_000) };
@@ -220,7 +264,11 @@ async function ensureNofile(needed: number): Promise<string> {
   const before = nofileLimit();
   if (before.soft >= needed) return `open files: soft limit ${before.soft} (enough for ${needed})`;
   const target = Math.max(needed, before.soft);
-  const r = await run('prlimit', ['--pid', String(process.pid), `--nofile=${target}:${Math.max(target, before.hard)}`], { timeoutMs: 10_000 });
+  const r = await run(
+    'prlimit',
+    ['--pid', String(process.pid), `--nofile=${target}:${Math.max(target, before.hard)}`],
+    { timeoutMs: 10_000 },
+  );
   const after = nofileLimit();
   return after.soft >= needed
     ? `open files: raised from ${before.soft} to ${after.soft} with prlimit`
@@ -234,10 +282,15 @@ async function main(): Promise<void> {
   const notes: string[] = [];
   const pgbench = findClientBinary('pgbench');
   const psql = findClientBinary('psql');
-  if (!pgbench) throw new Error('pgbench not found (Debian: apt-get install postgresql-contrib or postgresql-client; or set PGWARDEN_PG_CLIENT_BIN)');
+  if (!pgbench)
+    throw new Error(
+      'pgbench not found (Debian: apt-get install postgresql-contrib or postgresql-client; or set PGWARDEN_PG_CLIENT_BIN)',
+    );
   const bouncerBin = findPgbouncer();
   if (!bouncerBin) {
-    notes.push(`**PgBouncer ${process.env.PGWARDEN_PGBOUNCER === 'none' ? 'was turned off (PGWARDEN_PGBOUNCER=none)' : 'is not installed on this machine'}**: the PgBouncer column is omitted (Debian: \`apt-get install -y pgbouncer\`).`);
+    notes.push(
+      `**PgBouncer ${process.env.PGWARDEN_PGBOUNCER === 'none' ? 'was turned off (PGWARDEN_PGBOUNCER=none)' : 'is not installed on this machine'}**: the PgBouncer column is omitted (Debian: \`apt-get install -y pgbouncer\`).`,
+    );
     log('PgBouncer not installed: running direct and pgwarden only (apt-get install -y pgbouncer to compare)');
   }
   const work = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-bench-'));
@@ -328,15 +381,40 @@ async function main(): Promise<void> {
     await superQuery(pgsrv, SAMPLE_DATABASE, sampleSchemaSql(upstreamPassword));
     log(`pgbench -i -s ${opts.scale}…`);
     const t0 = Date.now();
-    const init = await run(pgbench, ['-i', '-q', '-s', String(opts.scale), '-h', pgsrv.host, '-p', String(pgsrv.port), '-U', pgsrv.superuser, SAMPLE_DATABASE], {
-      env: { ...process.env, PGPASSWORD: pgsrv.superPassword },
-      timeoutMs: 300_000,
-    });
+    const init = await run(
+      pgbench,
+      [
+        '-i',
+        '-q',
+        '-s',
+        String(opts.scale),
+        '-h',
+        pgsrv.host,
+        '-p',
+        String(pgsrv.port),
+        '-U',
+        pgsrv.superuser,
+        SAMPLE_DATABASE,
+      ],
+      {
+        env: { ...process.env, PGPASSWORD: pgsrv.superPassword },
+        timeoutMs: 300_000,
+      },
+    );
     if (init.status !== 0) throw new Error(`pgbench -i failed: ${init.stderr.trim()}`);
-    const accounts = Number((await superQuery(pgsrv, SAMPLE_DATABASE, 'SELECT count(*) AS n FROM pgbench_accounts')).rows[0].n);
-    if (accounts !== opts.scale * 100_000) throw new Error(`pgbench -i -s ${opts.scale} left ${accounts} rows in pgbench_accounts, expected ${opts.scale * 100_000}`);
+    const accounts = Number(
+      (await superQuery(pgsrv, SAMPLE_DATABASE, 'SELECT count(*) AS n FROM pgbench_accounts')).rows[0].n,
+    );
+    if (accounts !== opts.scale * 100_000)
+      throw new Error(
+        `pgbench -i -s ${opts.scale} left ${accounts} rows in pgbench_accounts, expected ${opts.scale * 100_000}`,
+      );
     log(`  initialised in ${((Date.now() - t0) / 1000).toFixed(1)} s (${accounts.toLocaleString('en-US')} accounts)`);
-    await superQuery(pgsrv, SAMPLE_DATABASE, `GRANT SELECT ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO ${SAMPLE_UPSTREAM_USER}`);
+    await superQuery(
+      pgsrv,
+      SAMPLE_DATABASE,
+      `GRANT SELECT ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO ${SAMPLE_UPSTREAM_USER}`,
+    );
 
     // 3. PgBouncer and pgwarden.
     const targets: Target[] = ['direct'];
@@ -372,15 +450,31 @@ async function main(): Promise<void> {
       }
     }
     log('starting pgwarden (separate process)…');
-    warden = await startPgwarden(work, pgsrv, upstreamPassword, Math.max(1000, maxSessions + 500), opts.limitMs, opts.profileDir);
-    if (opts.profileDir) notes.push(`pgwarden ran with --cpu-prof (profile in ${path.relative(repo, opts.profileDir)}/): its numbers include the profiler's overhead.`);
+    warden = await startPgwarden(
+      work,
+      pgsrv,
+      upstreamPassword,
+      Math.max(1000, maxSessions + 500),
+      opts.limitMs,
+      opts.profileDir,
+    );
+    if (opts.profileDir)
+      notes.push(
+        `pgwarden ran with --cpu-prof (profile in ${path.relative(repo, opts.profileDir)}/): its numbers include the profiler's overhead.`,
+      );
     log(`pgwarden on port ${warden.port} (pid ${warden.pid})`);
     const w = warden;
     const token = () => mintToken(w.auth, { sub: 'bench', role: BENCH_ROLE, agent: 'pgbench' }, 10 * 60_000);
     // Sanity: the statement pgbench runs must go through, or every pgwarden number below is meaningless.
     let wardenOk = true;
     {
-      const c = new pg.Client({ host: '127.0.0.1', port: w.port, user: 'bench', database: SAMPLE_DATABASE, password: await token() });
+      const c = new pg.Client({
+        host: '127.0.0.1',
+        port: w.port,
+        user: 'bench',
+        database: SAMPLE_DATABASE,
+        password: await token(),
+      });
       try {
         await c.connect();
         const r = await c.query('SELECT abalance FROM pgbench_accounts WHERE aid = $1', [1]);
@@ -389,7 +483,9 @@ async function main(): Promise<void> {
       } catch (err) {
         wardenOk = false;
         const e = err as { code?: string; message?: string; detail?: string };
-        notes.push(`**pgwarden failed the sanity query** (SELECT abalance FROM pgbench_accounts WHERE aid = $1): ${e.code ?? ''} ${e.message ?? String(err)}${e.detail ? ` — ${e.detail}` : ''}`);
+        notes.push(
+          `**pgwarden failed the sanity query** (SELECT abalance FROM pgbench_accounts WHERE aid = $1): ${e.code ?? ''} ${e.message ?? String(err)}${e.detail ? ` — ${e.detail}` : ''}`,
+        );
         log(`pgwarden sanity query failed: ${e.code ?? ''} ${e.message ?? String(err)}`);
       } finally {
         await c.end().catch(() => {});
@@ -403,11 +499,19 @@ async function main(): Promise<void> {
       if (t === 'relay') return { port: relay!.port, user: SAMPLE_UPSTREAM_USER, password: upstreamPassword };
       return { port: w.port, user: 'bench', password: await token() };
     };
-    const proxyPid = (t: Target) => (t === 'pgwarden' ? w.pid : t === 'pgbouncer' ? bouncer?.pid : t === 'relay' ? relay?.pid : undefined);
+    const proxyPid = (t: Target) =>
+      t === 'pgwarden' ? w.pid : t === 'pgbouncer' ? bouncer?.pid : t === 'relay' ? relay?.pid : undefined;
 
     // 4. The matrix, interleaved: for every (mode, clients) cell, each target in turn; the order rotates each round.
     const records: RunRecord[] = [];
-    const runOne = async (round: number, mode: Mode, clients: number, target: Target, seconds: number, record: boolean) => {
+    const runOne = async (
+      round: number,
+      mode: Mode,
+      clients: number,
+      target: Target,
+      seconds: number,
+      record: boolean,
+    ) => {
       if (aborting) throw new Error('run aborted');
       const ep = await endpoint(target);
       const pid = proxyPid(target);
@@ -442,13 +546,17 @@ async function main(): Promise<void> {
         wallSeconds: r.wallSeconds,
         ...(pid !== undefined ? { proxyCpuSeconds: cpu1 - cpu0, proxyRssKb: rss } : {}),
       });
-      log(`  r${round} ${mode.padEnd(8)} c=${String(clients).padStart(2)} ${target.padEnd(9)} ${r.ok ? `${Math.round(r.tps).toString().padStart(6)} tps` : `FAILED: ${r.error}`}${pid !== undefined && r.ok ? `, proxy ${((cpu1 - cpu0) / r.wallSeconds).toFixed(2)} cores` : ''}`);
+      log(
+        `  r${round} ${mode.padEnd(8)} c=${String(clients).padStart(2)} ${target.padEnd(9)} ${r.ok ? `${Math.round(r.tps).toString().padStart(6)} tps` : `FAILED: ${r.error}`}${pid !== undefined && r.ok ? `, proxy ${((cpu1 - cpu0) / r.wallSeconds).toFixed(2)} cores` : ''}`,
+      );
       return r;
     };
     log('warm-up (1 s per target)…');
     for (const t of targets) await runOne(0, 'simple', 8, t, 1, false);
     const estimate = opts.rounds * opts.modes.length * opts.clients.length * targets.length * (opts.seconds + 1);
-    log(`pgbench matrix: ${opts.rounds} rounds × ${opts.modes.length} modes × ${opts.clients.length} client counts × ${targets.length} targets × ${opts.seconds} s (≈ ${Math.round(estimate / 60)} min)`);
+    log(
+      `pgbench matrix: ${opts.rounds} rounds × ${opts.modes.length} modes × ${opts.clients.length} client counts × ${targets.length} targets × ${opts.seconds} s (≈ ${Math.round(estimate / 60)} min)`,
+    );
     for (let round = 1; round <= opts.rounds; round++) {
       for (const mode of opts.modes) {
         for (const clients of opts.clients) {
@@ -466,27 +574,52 @@ async function main(): Promise<void> {
       const ep = await endpoint(t);
       const tokens = t === 'pgwarden' ? await Promise.all(Array.from({ length: opts.loginN * 2 }, () => token())) : [];
       const s = await loginStats(
-        (i) => ({ host: '127.0.0.1', port: ep.port, user: ep.user, database: SAMPLE_DATABASE, password: t === 'pgwarden' ? (tokens[i] ?? ep.password) : ep.password }),
+        (i) => ({
+          host: '127.0.0.1',
+          port: ep.port,
+          user: ep.user,
+          database: SAMPLE_DATABASE,
+          password: t === 'pgwarden' ? (tokens[i] ?? ep.password) : ep.password,
+        }),
         opts.loginN,
         8,
       );
       logins.set(t, s);
-      log(`  ${t}: p50 ${s.p50Ms.toFixed(2)} ms, p99 ${s.p99Ms.toFixed(2)} ms, ${s.sequentialPerS.toFixed(0)}/s sequential, ${s.concurrentPerS.toFixed(0)}/s with 8 concurrent${s.failures ? `, ${s.failures} failed (${s.firstError})` : ''}`);
+      log(
+        `  ${t}: p50 ${s.p50Ms.toFixed(2)} ms, p99 ${s.p99Ms.toFixed(2)} ms, ${s.sequentialPerS.toFixed(0)}/s sequential, ${s.concurrentPerS.toFixed(0)}/s with 8 concurrent${s.failures ? `, ${s.failures} failed (${s.firstError})` : ''}`,
+      );
     }
     let idle: IdlePoint[] = [];
     if (opts.idle && wardenOk) {
       const nofile = nofileLimit().soft;
       const steps = opts.sessions.filter((n) => 2 * n + 2048 <= nofile);
-      for (const n of opts.sessions) if (!steps.includes(n)) notes.push(`Idle sessions: ${n} skipped (open-file limit ${nofile} too low for ${n} client + ${n} proxy sockets).`);
+      for (const n of opts.sessions)
+        if (!steps.includes(n))
+          notes.push(
+            `Idle sessions: ${n} skipped (open-file limit ${nofile} too low for ${n} client + ${n} proxy sockets).`,
+          );
       if (steps.length) {
         // A fresh pgwarden process, so the baseline is not a heap grown by the throughput runs.
         log(`idle sessions through a fresh pgwarden process: ${steps.join(', ')}…`);
         await warden.stop();
-        warden = await startPgwarden(work, pgsrv, upstreamPassword, Math.max(1000, maxSessions + 500), opts.limitMs, undefined);
+        warden = await startPgwarden(
+          work,
+          pgsrv,
+          upstreamPassword,
+          Math.max(1000, maxSessions + 500),
+          opts.limitMs,
+          undefined,
+        );
         const w2 = warden;
         const tok = await mintToken(w2.auth, { sub: 'bench', role: BENCH_ROLE, agent: 'idle' }, 10 * 60_000);
         // One session first, so lazily loaded code and the catalog are in the baseline.
-        const first = new pg.Client({ host: '127.0.0.1', port: w2.port, user: 'bench', database: SAMPLE_DATABASE, password: tok });
+        const first = new pg.Client({
+          host: '127.0.0.1',
+          port: w2.port,
+          user: 'bench',
+          database: SAMPLE_DATABASE,
+          password: tok,
+        });
         await first.connect();
         await first.query('SELECT abalance FROM pgbench_accounts WHERE aid = 1');
         await first.end();
@@ -494,7 +627,13 @@ async function main(): Promise<void> {
           steps,
           pid: w2.pid,
           gc: () => w2.gc(),
-          configFor: () => ({ host: '127.0.0.1', port: w2.port, user: 'bench', database: SAMPLE_DATABASE, password: tok }),
+          configFor: () => ({
+            host: '127.0.0.1',
+            port: w2.port,
+            user: 'bench',
+            database: SAMPLE_DATABASE,
+            password: tok,
+          }),
           parallel: 16,
           settleMs: 3_000,
           deadlineMs: opts.quick ? 60_000 : 240_000,
@@ -513,29 +652,47 @@ async function main(): Promise<void> {
     const md: string[] = [];
     md.push('# pgwarden benchmarks');
     md.push('');
-    md.push(`Generated by \`${command}\` (bench/run.ts) on ${started.toISOString().replace('T', ' ').slice(0, 16)} UTC, in ${((Date.now() - started.getTime()) / 60_000).toFixed(1)} min.${opts.quick ? ' **Quick run**: short runs, one round — indicative only.' : ''}`);
+    md.push(
+      `Generated by \`${command}\` (bench/run.ts) on ${started.toISOString().replace('T', ' ').slice(0, 16)} UTC, in ${((Date.now() - started.getTime()) / 60_000).toFixed(1)} min.${opts.quick ? ' **Quick run**: short runs, one round — indicative only.' : ''}`,
+    );
     md.push('');
     md.push('## Machine and software');
     md.push('');
     md.push(`- CPUs (nproc): ${machine.nproc} × ${machine.cpu}; memory: ${machine.memory}; ${machine.kernel}`);
-    md.push(`- Node ${machine.node}; ${pgVersion.split(',')[0]} (${pgsrv.binDir}); ${pgbenchVersion}; PgBouncer: ${bouncerVersion}${psql ? `; ${firstLine(psql, ['--version'])}` : ''}`);
-    md.push(`- PostgreSQL settings: ${Object.entries(pgSettings).map(([k, v]) => `${k}=${v}`).join(', ')}`);
-    md.push(`- PgBouncer: ${bouncer ? `session pooling, auth_type scram-sha-256 (plaintext userlist), default_pool_size ${Math.max(...opts.clients) + 16}` : 'not run'}; pgwarden: separate process, log level info to a file, policy role \`${BENCH_ROLE}\` (read-only, pgbench_* tables, maxRows 1000, catalog introspection), HS256 token as password.`);
-    md.push(`- Everything (pgbench, PostgreSQL, PgBouncer, the bare Node.js relay, pgwarden) runs on the same ${machine.nproc}-CPU machine over loopback, so a proxy's CPU is taken from the same cores the client and the server use.`);
+    md.push(
+      `- Node ${machine.node}; ${pgVersion.split(',')[0]} (${pgsrv.binDir}); ${pgbenchVersion}; PgBouncer: ${bouncerVersion}${psql ? `; ${firstLine(psql, ['--version'])}` : ''}`,
+    );
+    md.push(
+      `- PostgreSQL settings: ${Object.entries(pgSettings)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(', ')}`,
+    );
+    md.push(
+      `- PgBouncer: ${bouncer ? `session pooling, auth_type scram-sha-256 (plaintext userlist), default_pool_size ${Math.max(...opts.clients) + 16}` : 'not run'}; pgwarden: separate process, log level info to a file, policy role \`${BENCH_ROLE}\` (read-only, pgbench_* tables, maxRows 1000, catalog introspection), HS256 token as password.`,
+    );
+    md.push(
+      `- Everything (pgbench, PostgreSQL, PgBouncer, the bare Node.js relay, pgwarden) runs on the same ${machine.nproc}-CPU machine over loopback, so a proxy's CPU is taken from the same cores the client and the server use.`,
+    );
     const loadEnd = os.loadavg();
-    md.push(`- Load average (1/5/15 min) at start ${loadStart.map((x) => x.toFixed(2)).join(' / ')}, at end ${loadEnd.map((x) => x.toFixed(2)).join(' / ')}: anything else running on the machine shows up as noise in every column (the interleaving spreads it across targets).`);
+    md.push(
+      `- Load average (1/5/15 min) at start ${loadStart.map((x) => x.toFixed(2)).join(' / ')}, at end ${loadEnd.map((x) => x.toFixed(2)).join(' / ')}: anything else running on the machine shows up as noise in every column (the interleaving spreads it across targets).`,
+    );
     for (const n of notes) md.push(`- ${n}`);
     md.push('');
     md.push('## Throughput (`pgbench -S -n`)');
     md.push('');
-    md.push(`Each cell: median TPS over ${opts.rounds} round(s) of ${opts.seconds} s (min–max in parentheses); ratios are per-round TPS ratios, median (min–max). Targets run interleaved (every cell runs each target in turn, order rotated each round). Users: direct, PgBouncer and the relay log in as \`${SAMPLE_UPSTREAM_USER}\` with SCRAM; pgwarden with a JWT, then logs in upstream as \`${SAMPLE_UPSTREAM_USER}\`.`);
+    md.push(
+      `Each cell: median TPS over ${opts.rounds} round(s) of ${opts.seconds} s (min–max in parentheses); ratios are per-round TPS ratios, median (min–max). Targets run interleaved (every cell runs each target in turn, order rotated each round). Users: direct, PgBouncer and the relay log in as \`${SAMPLE_UPSTREAM_USER}\` with SCRAM; pgwarden with a JWT, then logs in upstream as \`${SAMPLE_UPSTREAM_USER}\`.`,
+    );
     md.push('');
     md.push(tpsTable(summary, records, opts.modes, opts.clients, targets));
     md.push('');
     md.push('![TPS by mode and client count](tps.svg)');
     md.push('');
     if (targets.includes('relay')) {
-      md.push('`relay` is [node-relay.ts](node-relay.ts): a bare Node.js TCP relay (sockets with Nagle off, each chunk written on as it arrives; no framing, no policy, no audit, no metrics), in its own process like pgwarden. It is the floor for any proxy written on Node.js on this machine: *relay / PgBouncer* is what the platform alone allows, *pgwarden / relay* is what pgwarden\'s own work (framing, policy decisions, row caps, audit trail, metrics) costs on top of it.');
+      md.push(
+        "`relay` is [node-relay.ts](node-relay.ts): a bare Node.js TCP relay (sockets with Nagle off, each chunk written on as it arrives; no framing, no policy, no audit, no metrics), in its own process like pgwarden. It is the floor for any proxy written on Node.js on this machine: *relay / PgBouncer* is what the platform alone allows, *pgwarden / relay* is what pgwarden's own work (framing, policy decisions, row caps, audit trail, metrics) costs on top of it.",
+      );
       md.push('');
     }
     md.push('## What each change bought');
@@ -549,31 +706,45 @@ async function main(): Promise<void> {
     const proxies = targets.filter((t) => t !== 'direct');
     md.push('## Proxy cost');
     md.push('');
-    md.push('CPU from `/proc/<pid>/stat` (utime+stime) over each pgbench run (including its connection setup): cores = CPU seconds / wall seconds, µs/txn = CPU seconds / transactions. RSS from `/proc/<pid>/status` VmRSS at the end of each run.');
+    md.push(
+      'CPU from `/proc/<pid>/stat` (utime+stime) over each pgbench run (including its connection setup): cores = CPU seconds / wall seconds, µs/txn = CPU seconds / transactions. RSS from `/proc/<pid>/status` VmRSS at the end of each run.',
+    );
     md.push('');
     md.push(proxyCostTable(summary, opts.modes, opts.clients, proxies));
     md.push('');
     md.push('## Connections');
     md.push('');
-    md.push(`Login = \`pg\` Client \`connect()\` until ReadyForQuery, then \`end()\`. ${opts.loginN} sequential logins (latency), then ${opts.loginN} more with 8 connecting at once (rate). Direct and PgBouncer: SCRAM-SHA-256. pgwarden: JWT (cleartext password over loopback), verified, then pgwarden's own SCRAM login upstream (a new upstream connection per session).`);
+    md.push(
+      `Login = \`pg\` Client \`connect()\` until ReadyForQuery, then \`end()\`. ${opts.loginN} sequential logins (latency), then ${opts.loginN} more with 8 connecting at once (rate). Direct and PgBouncer: SCRAM-SHA-256. pgwarden: JWT (cleartext password over loopback), verified, then pgwarden's own SCRAM login upstream (a new upstream connection per session).`,
+    );
     md.push('');
     md.push('| target | p50 ms | p99 ms | mean ms | logins/s sequential | logins/s, 8 concurrent | failures |');
     md.push('|---|---:|---:|---:|---:|---:|---:|');
     for (const [t, s] of logins) {
-      md.push(`| ${t} | ${s.p50Ms.toFixed(2)} | ${s.p99Ms.toFixed(2)} | ${s.meanMs.toFixed(2)} | ${s.sequentialPerS.toFixed(0)} | ${s.concurrentPerS.toFixed(0)} | ${s.failures}${s.firstError ? ` (${s.firstError})` : ''} |`);
+      md.push(
+        `| ${t} | ${s.p50Ms.toFixed(2)} | ${s.p99Ms.toFixed(2)} | ${s.meanMs.toFixed(2)} | ${s.sequentialPerS.toFixed(0)} | ${s.concurrentPerS.toFixed(0)} | ${s.failures}${s.firstError ? ` (${s.firstError})` : ''} |`,
+      );
     }
     md.push('');
     if (idle.length) {
-      md.push('pgwarden memory with idle sessions, measured on a fresh pgwarden process (each session holds a client socket and its own upstream connection). After each step: wait, `gc()` in the server (`--expose-gc`), then VmRSS from /proc and V8 heap used + external from `process.memoryUsage()`; per session = (value − value before the first session) / sessions open.');
+      md.push(
+        'pgwarden memory with idle sessions, measured on a fresh pgwarden process (each session holds a client socket and its own upstream connection). After each step: wait, `gc()` in the server (`--expose-gc`), then VmRSS from /proc and V8 heap used + external from `process.memoryUsage()`; per session = (value − value before the first session) / sessions open.',
+      );
       md.push('');
-      md.push('| idle sessions | opened | pgwarden RSS | RSS per session | heap+external per session | time to open (16 at once) |');
+      md.push(
+        '| idle sessions | opened | pgwarden RSS | RSS per session | heap+external per session | time to open (16 at once) |',
+      );
       md.push('|---:|---:|---:|---:|---:|---:|');
       for (const p of idle) {
-        md.push(`| ${p.sessions.toLocaleString('en-US')} | ${p.opened.toLocaleString('en-US')} | ${(p.rssKb / 1024).toFixed(0)} MiB (base ${(p.baseRssKb / 1024).toFixed(0)} MiB) | ${p.perSessionKb.toFixed(1)} KiB | ${Number.isFinite(p.perSessionHeapKb) ? `${p.perSessionHeapKb.toFixed(1)} KiB` : '–'} | ${p.openSeconds.toFixed(1)} s${p.error ? ` — ${p.error}` : ''} |`);
+        md.push(
+          `| ${p.sessions.toLocaleString('en-US')} | ${p.opened.toLocaleString('en-US')} | ${(p.rssKb / 1024).toFixed(0)} MiB (base ${(p.baseRssKb / 1024).toFixed(0)} MiB) | ${p.perSessionKb.toFixed(1)} KiB | ${Number.isFinite(p.perSessionHeapKb) ? `${p.perSessionHeapKb.toFixed(1)} KiB` : '–'} | ${p.openSeconds.toFixed(1)} s${p.error ? ` — ${p.error}` : ''} |`,
+        );
       }
       md.push('');
     } else {
-      md.push(`Idle sessions: ${opts.idle ? (wardenOk ? 'not measured (see notes above)' : 'not measured: pgwarden failed its sanity query') : 'skipped (--no-idle)'}.`);
+      md.push(
+        `Idle sessions: ${opts.idle ? (wardenOk ? 'not measured (see notes above)' : 'not measured: pgwarden failed its sanity query') : 'skipped (--no-idle)'}.`,
+      );
       md.push('');
     }
     md.push('## Parsers: libpg-query vs pgsql-ast-parser');
@@ -584,7 +755,7 @@ async function main(): Promise<void> {
     md.push('');
     md.push(framingMd);
     md.push('');
-    md.push('## PostgreSQL\'s own analysis: the cost of a decision-cache miss');
+    md.push("## PostgreSQL's own analysis: the cost of a decision-cache miss");
     md.push('');
     md.push(analysisMd);
     md.push('');
@@ -592,7 +763,8 @@ async function main(): Promise<void> {
     if (failures.length) {
       md.push('## Failed runs');
       md.push('');
-      for (const f of failures.slice(0, 30)) md.push(`- round ${f.round}, ${f.target}, -M ${f.mode}, -c ${f.clients}: ${f.error}`);
+      for (const f of failures.slice(0, 30))
+        md.push(`- round ${f.round}, ${f.target}, -M ${f.mode}, -c ${f.clients}: ${f.error}`);
       md.push('');
     }
     // Sections other benchmarks write (bench/revocation.ts, bench/hostile.ts, …) stay as they were in the file.
@@ -608,7 +780,9 @@ async function main(): Promise<void> {
     md.push('node --import tsx bench/parsers.bench.ts    # parser comparison alone (~25 s)');
     md.push('node --import tsx bench/framing.bench.ts    # framing and parse+decide alone (~15 s)');
     md.push('node --import tsx bench/analysis.bench.ts   # the server-analysis miss cost alone (~20 s)');
-    md.push('node --import tsx bench/corpus/build.ts     # re-capture and re-validate the parser corpus (needs psql, pgbench)');
+    md.push(
+      'node --import tsx bench/corpus/build.ts     # re-capture and re-validate the parser corpus (needs psql, pgbench)',
+    );
     md.push('```');
     md.push('');
     writeFileSync(mdPath, md.join('\n'));
@@ -617,8 +791,11 @@ async function main(): Promise<void> {
     for (const mode of opts.modes) {
       for (const c of opts.clients) {
         const cell = summary.get(`${mode}/${c}`);
-        const r = (x: Target, y: Target) => (targets.includes(x) && targets.includes(y) ? `, ${x}/${y} ${fmtRatio(ratio(records, mode, c, x, y))}` : '');
-        log(`  ${mode.padEnd(8)} c=${String(c).padStart(2)}: ${targets.map((t) => `${t} ${Math.round(cell?.get(t)?.tpsMedian ?? NaN)}`).join(', ')}${r('pgwarden', 'direct')}${r('pgwarden', 'pgbouncer')}${r('relay', 'pgbouncer')}${r('pgwarden', 'relay')}`);
+        const r = (x: Target, y: Target) =>
+          targets.includes(x) && targets.includes(y) ? `, ${x}/${y} ${fmtRatio(ratio(records, mode, c, x, y))}` : '';
+        log(
+          `  ${mode.padEnd(8)} c=${String(c).padStart(2)}: ${targets.map((t) => `${t} ${Math.round(cell?.get(t)?.tpsMedian ?? NaN)}`).join(', ')}${r('pgwarden', 'direct')}${r('pgwarden', 'pgbouncer')}${r('relay', 'pgbouncer')}${r('pgwarden', 'relay')}`,
+        );
       }
     }
   } finally {
@@ -630,6 +807,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err) => {
-  console.error(err instanceof Error ? err.stack ?? err.message : err);
+  console.error(err instanceof Error ? (err.stack ?? err.message) : err);
   process.exitCode = 1;
 });

@@ -28,7 +28,17 @@ import { mintToken } from '../proxy/auth/mint.ts';
 import { revoke } from '../proxy/revocation/file.ts';
 import { benchConfig } from './lib/pgwarden-config.ts';
 import { startSoakServer, type SoakServer, type SoakServerSpec } from './lib/soak-server.ts';
-import { errorTable, latencyTable, latencyTimeline, mostWithin, readAudit, reloadDurations, rssSvg, type Marker, type RssSample } from './lib/soak-report.ts';
+import {
+  errorTable,
+  latencyTable,
+  latencyTimeline,
+  mostWithin,
+  readAudit,
+  reloadDurations,
+  rssSvg,
+  type Marker,
+  type RssSample,
+} from './lib/soak-report.ts';
 import { percentile } from './lib/timing.ts';
 import {
   cappedRead,
@@ -89,10 +99,17 @@ function parseArgs(argv: string[]): Options {
     return v;
   };
   const sessions = Math.floor(num('--sessions', 200));
-  if (sessions < MIX.length + 1) throw new Error(`--sessions must be at least ${MIX.length + 1} (one per traffic class)`);
+  if (sessions < MIX.length + 1)
+    throw new Error(`--sessions must be at least ${MIX.length + 1} (one per traffic class)`);
   const seconds = num('--seconds', 300);
-  const without = new Set((val('--without') ?? '').split(',').map((x) => x.trim()).filter(Boolean));
-  for (const w of without) if (!MIX_KEYS.includes(w)) throw new Error(`--without: unknown class ${w} (classes: ${MIX_KEYS.join(', ')})`);
+  const without = new Set(
+    (val('--without') ?? '')
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean),
+  );
+  for (const w of without)
+    if (!MIX_KEYS.includes(w)) throw new Error(`--without: unknown class ${w} (classes: ${MIX_KEYS.join(', ')})`);
   return {
     without,
     sessions,
@@ -184,7 +201,8 @@ async function metric(port: number, name: string): Promise<number | undefined> {
     const text = await res.text();
     let sum: number | undefined;
     for (const line of text.split('\n')) {
-      if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{')) sum = (sum ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1));
+      if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{'))
+        sum = (sum ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1));
     }
     return sum;
   } catch {
@@ -203,7 +221,10 @@ function postgresCpuSeconds(postmaster: number): number {
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // utime, stime, cutime, cstime: fields 14-17 (1-based), 11-14 in `rest`.
     total += (Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14])) / 100;
-    for (const pid of readFileSync(`/proc/${postmaster}/task/${postmaster}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) {
+    for (const pid of readFileSync(`/proc/${postmaster}/task/${postmaster}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)) {
       // A backend that exits between the listing and the read is counted in cutime/cstime instead, later.
       const c = cpuSeconds(Number(pid));
       if (Number.isFinite(c)) total += c;
@@ -214,7 +235,12 @@ function postgresCpuSeconds(postmaster: number): number {
   return total;
 }
 
-async function superQuery(pgsrv: EmbeddedPostgres, db: string, sql: string, params?: unknown[]): Promise<pg.QueryResult> {
+async function superQuery(
+  pgsrv: EmbeddedPostgres,
+  db: string,
+  sql: string,
+  params?: unknown[],
+): Promise<pg.QueryResult> {
   const c = new pg.Client({ connectionString: pgsrv.url(db) });
   await c.connect();
   try {
@@ -239,7 +265,10 @@ async function main(): Promise<number> {
   const machine = machineInfo();
   // What code ran: the commit, and whether the working tree held changes to pgwarden itself at the time.
   const gitHead = firstLine('git', ['-C', repo, 'rev-parse', '--short', 'HEAD']) || 'unknown';
-  const dirty = spawnSync('git', ['-C', repo, 'status', '--porcelain', '--', 'proxy', 'policy'], { encoding: 'utf8' }).stdout?.split('\n').filter(Boolean).length ?? 0;
+  const dirty =
+    spawnSync('git', ['-C', repo, 'status', '--porcelain', '--', 'proxy', 'policy'], { encoding: 'utf8' })
+      .stdout?.split('\n')
+      .filter(Boolean).length ?? 0;
   const gitDirty = dirty ? `${dirty} file(s) under proxy/ and policy/` : '';
   const loadStart = os.loadavg();
   const notes: string[] = [];
@@ -284,7 +313,14 @@ async function main(): Promise<number> {
     // 1. PostgreSQL: every session holds its own upstream connection; reconnects and the analysis pool need room too.
     const maxConnections = opts.sessions * 2 + 100;
     pgsrv = await startPostgres({
-      settings: { max_connections: String(maxConnections), shared_buffers: '128MB', fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', log_min_messages: 'warning' },
+      settings: {
+        max_connections: String(maxConnections),
+        shared_buffers: '128MB',
+        fsync: 'off',
+        synchronous_commit: 'off',
+        full_page_writes: 'off',
+        log_min_messages: 'warning',
+      },
     });
     const pgs = pgsrv;
     const pgVersion = String((await superQuery(pgs, 'postgres', 'SHOW server_version')).rows[0].server_version);
@@ -300,8 +336,13 @@ async function main(): Promise<number> {
        GRANT SELECT, INSERT ON public.soak_ledger TO ${SAMPLE_UPSTREAM_USER};
        GRANT SELECT ON public.soak_big TO ${SAMPLE_UPSTREAM_USER};`,
     );
-    const canaryBefore = (await superQuery(pgs, SAMPLE_DATABASE, CANARY_FINGERPRINT)).rows[0] as { n: number; digest: string };
-    log(`PostgreSQL ${pgVersion} on port ${pgs.port} (max_connections ${maxConnections}); canary ${canaryBefore.n} rows`);
+    const canaryBefore = (await superQuery(pgs, SAMPLE_DATABASE, CANARY_FINGERPRINT)).rows[0] as {
+      n: number;
+      digest: string;
+    };
+    log(
+      `PostgreSQL ${pgVersion} on port ${pgs.port} (max_connections ${maxConnections}); canary ${canaryBefore.n} rows`,
+    );
 
     // 2. pgwarden in its own process, watching its policy and revocation files.
     const secretFile = path.join(work, 'jwt-secret');
@@ -315,7 +356,13 @@ async function main(): Promise<number> {
     const longTtlMs = opts.seconds * 1000 + 10 * 60_000;
     const spec: SoakServerSpec = {
       listenPort: await freePort(),
-      upstream: { host: pgs.host, port: pgs.port, database: SAMPLE_DATABASE, user: SAMPLE_UPSTREAM_USER, password: upstreamPassword },
+      upstream: {
+        host: pgs.host,
+        port: pgs.port,
+        database: SAMPLE_DATABASE,
+        user: SAMPLE_UPSTREAM_USER,
+        password: upstreamPassword,
+      },
       secretFile,
       policyFile,
       logFile: path.join(work, 'pgwarden.log'),
@@ -347,23 +394,35 @@ async function main(): Promise<number> {
     // Warm-up: one reader session, so lazily loaded code and the catalog are in the baseline (and the row cap holds).
     {
       const token = await mintToken(auth, { sub: 'soak-warmup', role: 'soak_reader' }, 60_000);
-      const c = new pg.Client({ host: '127.0.0.1', port: srv.port, user: 'soak', database: SAMPLE_DATABASE, password: token });
+      const c = new pg.Client({
+        host: '127.0.0.1',
+        port: srv.port,
+        user: 'soak',
+        database: SAMPLE_DATABASE,
+        password: token,
+      });
       await c.connect();
       const r = await c.query('SELECT id FROM soak_big');
-      if (r.rows.length !== ROW_CAPS[0]) throw new Error(`warm-up: SELECT id FROM soak_big returned ${r.rows.length} rows, expected the row cap ${ROW_CAPS[0]}`);
+      if (r.rows.length !== ROW_CAPS[0])
+        throw new Error(
+          `warm-up: SELECT id FROM soak_big returned ${r.rows.length} rows, expected the row cap ${ROW_CAPS[0]}`,
+        );
       await c.end();
     }
     await sleep(1_000);
     const gcStart = await srv.gc();
     await sleep(200);
     const rssStartKb = procStatusKb(srv.pid, 'VmRSS');
-    log(`pgwarden after warm-up and gc: RSS ${(rssStartKb / 1024).toFixed(0)} MiB, heap used ${gcStart ? (gcStart.heapUsed / 2 ** 20).toFixed(0) : '?'} MiB`);
+    log(
+      `pgwarden after warm-up and gc: RSS ${(rssStartKb / 1024).toFixed(0)} MiB, heap used ${gcStart ? (gcStart.heapUsed / 2 ** 20).toFixed(0) : '?'} MiB`,
+    );
 
     // 3. Traffic.
     const rec = new Recorder();
     // A driver's promise nobody awaits (postgres.js's own type fetch, a socket error after close) is an error of the
     // run, not a crash of it.
-    onStray = (err) => rec.error('unhandled rejection', 'unhandled', false, err instanceof Error ? err.message : String(err));
+    onStray = (err) =>
+      rec.error('unhandled rejection', 'unhandled', false, err instanceof Error ? err.message : String(err));
     const ledger: Ledger = { acked: new Set(), inDoubt: new Set() };
     // This process's own event-loop delay: every latency below includes it, so the report says how large it was.
     const ownLoop = monitorEventLoopDelay({ resolution: 10 });
@@ -384,7 +443,10 @@ async function main(): Promise<number> {
       loginSlots: new Semaphore(16),
     };
     const mix = allocate(opts.sessions, opts.without);
-    const mixText = [...mix.values()].filter((m) => m.n > 0).map((m) => `${m.n} ${m.label}`).join(', ');
+    const mixText = [...mix.values()]
+      .filter((m) => m.n > 0)
+      .map((m) => `${m.n} ${m.label}`)
+      .join(', ');
     log(`traffic: ${opts.sessions} sessions for ${opts.seconds} s — ${mixText}`);
     const kinds: RevocationKind[] = ['jti', 'sub', 'agent'];
     const targets: RevocationTarget[] = Array.from({ length: mix.get('revocable')?.n ?? 0 }, (_, k) => ({
@@ -398,7 +460,12 @@ async function main(): Promise<number> {
     const spawnWorker = (name: string, p: () => Promise<void>) =>
       workers.push(
         p().catch((err) => {
-          rec.error(name, 'crash', false, err instanceof Error ? (err.stack ?? err.message).split('\n').slice(0, 2).join(' ') : String(err));
+          rec.error(
+            name,
+            'crash',
+            false,
+            err instanceof Error ? (err.stack ?? err.message).split('\n').slice(0, 2).join(' ') : String(err),
+          );
         }),
       );
     const n = (k: MixKey) => mix.get(k)?.n ?? 0;
@@ -414,9 +481,11 @@ async function main(): Promise<number> {
     for (let i = 0; i < n('large'); i++) spawnWorker('hostile large', () => hostileLarge(ctx, i));
     for (let i = 0; i < n('malformed'); i++) spawnWorker('hostile malformed', () => hostileMalformed(ctx, i));
     for (let i = 0; i < n('bad-token'); i++) spawnWorker('hostile bad token', () => hostileBadToken(ctx, i));
-    for (let i = 0; i < n('cancel'); i++) spawnWorker('hostile cancel flood', () => hostileCancelFlood(ctx, opts.cancelRate));
+    for (let i = 0; i < n('cancel'); i++)
+      spawnWorker('hostile cancel flood', () => hostileCancelFlood(ctx, opts.cancelRate));
     for (let i = 0; i < n('slow'); i++) spawnWorker('hostile slow reader', () => slowReader(ctx, i, opts.slowPauseMs));
-    for (let i = 0; i < n('hog'); i++) spawnWorker('hostile session hog', () => sessionHog(ctx, i, spec.maxSessionsPerSub));
+    for (let i = 0; i < n('hog'); i++)
+      spawnWorker('hostile session hog', () => sessionHog(ctx, i, spec.maxSessionsPerSub));
     const runawayOk: [number, number][][] = [];
     for (let i = 0; i < n('runaway'); i++) {
       const ok: [number, number][] = [];
@@ -444,7 +513,8 @@ async function main(): Promise<number> {
         if (Date.now() >= ctx.stopAt - 2_000) return;
         // The version before the rewrite (retried: a stalled pgwarden answers /metrics late too).
         let before: number | undefined;
-        for (let i = 0; i < 5 && before === undefined; i++) before = await metric(srv.metricsPort, 'pgwarden_policy_version');
+        for (let i = 0; i < 5 && before === undefined; i++)
+          before = await metric(srv.metricsPort, 'pgwarden_policy_version');
         revision++;
         let what: string;
         if (k % 2 === 1) what = 'irrelevant change (soak_spare relations)';
@@ -453,7 +523,10 @@ async function main(): Promise<number> {
           what = `soak_reader maxRows → ${ROW_CAPS[capIndex]}`;
         }
         const tr = Date.now();
-        writeAtomically(policyFile, policyYaml(revision, ROW_CAPS[capIndex] as number, revision % 2 ? 'public.customers' : 'public.orders'));
+        writeAtomically(
+          policyFile,
+          policyYaml(revision, ROW_CAPS[capIndex] as number, revision % 2 ? 'public.customers' : 'public.orders'),
+        );
         const entry: { t: number; what: string; appliedMs?: number } = { t: (tr - t0) / 1000, what };
         reloads.push(entry);
         markers.push({ t: entry.t, kind: 'reload', label: what });
@@ -476,8 +549,15 @@ async function main(): Promise<number> {
         if (Date.now() >= ctx.stopAt - 3_000) break;
         t.liveAtRevocation = t.connected;
         t.revokedAt = Date.now();
-        await revoke(revocationFile, { [t.kind]: t.kind === 'jti' ? t.jti : t.kind === 'sub' ? t.sub : t.agent, reason: `soak revocation ${k + 1}` });
-        markers.push({ t: (t.revokedAt - t0) / 1000, kind: 'revocation', label: `revoked ${t.kind} of session ${k + 1}` });
+        await revoke(revocationFile, {
+          [t.kind]: t.kind === 'jti' ? t.jti : t.kind === 'sub' ? t.sub : t.agent,
+          reason: `soak revocation ${k + 1}`,
+        });
+        markers.push({
+          t: (t.revokedAt - t0) / 1000,
+          kind: 'revocation',
+          label: `revoked ${t.kind} of session ${k + 1}`,
+        });
       }
     })();
 
@@ -497,7 +577,9 @@ async function main(): Promise<number> {
         lastReport = Date.now();
         const last = samples[samples.length - 1];
         const unexpected = rec.unexpected().reduce((a, e) => a + e.count, 0);
-        log(`  t=${((Date.now() - t0) / 1000).toFixed(0)} s: RSS ${last ? (last.rssKb / 1024).toFixed(0) : '?'} MiB, ${last?.sessions ?? '?'} sessions, ${rec.counters.get('statements ok') ?? 0} statements ok, ${ledger.acked.size} inserts acknowledged, ${unexpected} unexpected errors`);
+        log(
+          `  t=${((Date.now() - t0) / 1000).toFixed(0)} s: RSS ${last ? (last.rssKb / 1024).toFixed(0) : '?'} MiB, ${last?.sessions ?? '?'} sessions, ${rec.counters.get('statements ok') ?? 0} statements ok, ${ledger.acked.size} inserts acknowledged, ${unexpected} unexpected errors`,
+        );
       }
     }
     ownLoop.disable();
@@ -514,7 +596,10 @@ async function main(): Promise<number> {
     for (const l of [...live]) l.close();
     await Promise.race([Promise.all(workers), sleep(10_000)]);
     await Promise.all([reloader, revoker]);
-    if (stragglers) notes.push(`${stragglers} connection(s) were still open 30 s after the traffic stopped and were closed by force.`);
+    if (stragglers)
+      notes.push(
+        `${stragglers} connection(s) were still open 30 s after the traffic stopped and were closed by force.`,
+      );
 
     // 5. Settle: pgwarden must still serve, and give back what the soak took.
     let finalQuery = 'ok';
@@ -523,7 +608,15 @@ async function main(): Promise<number> {
     let finalRows: number | undefined;
     {
       const token = await mintToken(auth, { sub: 'soak-final', role: 'soak_reader' }, 60_000);
-      const c = new pg.Client({ host: '127.0.0.1', port: srv.port, user: 'soak', database: SAMPLE_DATABASE, password: token, connectionTimeoutMillis: 10_000, query_timeout: 10_000 });
+      const c = new pg.Client({
+        host: '127.0.0.1',
+        port: srv.port,
+        user: 'soak',
+        database: SAMPLE_DATABASE,
+        password: token,
+        connectionTimeoutMillis: 10_000,
+        query_timeout: 10_000,
+      });
       try {
         await c.connect();
         const t = process.hrtime.bigint();
@@ -543,17 +636,29 @@ async function main(): Promise<number> {
     const rssEndKb = procStatusKb(srv.pid, 'VmRSS');
     sampling = false;
     await sampler;
-    samples.push({ t: (Date.now() - t0) / 1000, rssKb: rssEndKb, ...(sessionsAfter !== undefined ? { sessions: sessionsAfter } : {}) });
+    samples.push({
+      t: (Date.now() - t0) / 1000,
+      rssKb: rssEndKb,
+      ...(sessionsAfter !== undefined ? { sessions: sessionsAfter } : {}),
+    });
     const peak = samples.reduce((a, s) => (s.rssKb > a.rssKb ? s : a), samples[0] as RssSample);
-    log(`pgwarden after the soak and gc: RSS ${(rssEndKb / 1024).toFixed(0)} MiB (start ${(rssStartKb / 1024).toFixed(0)}, peak ${(peak.rssKb / 1024).toFixed(0)} at ${peak.t.toFixed(0)} s); final SELECT 1 ${finalQuery}`);
-    const metricsText = await fetch(`http://127.0.0.1:${srv.metricsPort}/metrics`, { signal: AbortSignal.timeout(3_000) })
+    log(
+      `pgwarden after the soak and gc: RSS ${(rssEndKb / 1024).toFixed(0)} MiB (start ${(rssStartKb / 1024).toFixed(0)}, peak ${(peak.rssKb / 1024).toFixed(0)} at ${peak.t.toFixed(0)} s); final SELECT 1 ${finalQuery}`,
+    );
+    const metricsText = await fetch(`http://127.0.0.1:${srv.metricsPort}/metrics`, {
+      signal: AbortSignal.timeout(3_000),
+    })
       .then((r) => r.text())
       .catch(() => '');
     await srv.stop();
 
     // 6. Nothing lost: the database, the canary, revocations, the audit trail.
     const checks: Check[] = [];
-    const dbIds = new Set<string>((await superQuery(pgs, SAMPLE_DATABASE, 'SELECT id::text AS id FROM public.soak_ledger')).rows.map((r: { id: string }) => r.id));
+    const dbIds = new Set<string>(
+      (await superQuery(pgs, SAMPLE_DATABASE, 'SELECT id::text AS id FROM public.soak_ledger')).rows.map(
+        (r: { id: string }) => r.id,
+      ),
+    );
     const missing = [...ledger.acked].filter((id) => !dbIds.has(id));
     const unknown = [...dbIds].filter((id) => !ledger.acked.has(id) && !ledger.inDoubt.has(id));
     const inDoubtPresent = [...ledger.inDoubt].filter((id) => dbIds.has(id)).length;
@@ -567,7 +672,10 @@ async function main(): Promise<number> {
       ok: unknown.length === 0,
       detail: `${unknown.length} unexplained ids${unknown.length ? ` (e.g. ${unknown.slice(0, 5).join(', ')})` : ''}`,
     });
-    const canaryAfter = (await superQuery(pgs, SAMPLE_DATABASE, CANARY_FINGERPRINT)).rows[0] as { n: number; digest: string };
+    const canaryAfter = (await superQuery(pgs, SAMPLE_DATABASE, CANARY_FINGERPRINT)).rows[0] as {
+      n: number;
+      digest: string;
+    };
     checks.push({
       name: 'canary unchanged',
       ok: canaryAfter.n === canaryBefore.n && canaryAfter.digest === canaryBefore.digest,
@@ -578,7 +686,9 @@ async function main(): Promise<number> {
     // Every revoked identity's session must end: a live one with 57P01, one logging in at that moment by a refusal
     // (or, if the login won the race, by 57P01 once admitted): a session that never ended outlived its revocation.
     const notEnded = revoked.filter((t) => t.endedAt === undefined || (t.liveAtRevocation && t.endCode !== '57P01'));
-    const endDelays = liveRevoked.filter((t) => t.endedAt !== undefined).map((t) => (t.endedAt as number) - (t.revokedAt as number));
+    const endDelays = liveRevoked
+      .filter((t) => t.endedAt !== undefined)
+      .map((t) => (t.endedAt as number) - (t.revokedAt as number));
     checks.push({
       name: 'every revoked session ended (57P01)',
       ok: (revoked.length > 0 || targets.length === 0) && notEnded.length === 0,
@@ -599,7 +709,12 @@ async function main(): Promise<number> {
     checks.push({
       name: 'audit trail: a statement_end for every statement a client saw succeed, a deny for every 42501',
       ok: ends >= statementsOk && deny >= refused && (events.get('audit_gap') ?? 0) === 0,
-      detail: `${audit.lines.toLocaleString('en-US')} lines: ${[...events].sort().map(([k, v]) => `${k} ${v.toLocaleString('en-US')}`).join(', ')} (statement: ${allow.toLocaleString('en-US')} allow, ${deny.toLocaleString('en-US')} deny); clients saw ${statementsOk.toLocaleString('en-US')} statements succeed and ${refused.toLocaleString('en-US')} refused with 42501`,
+      detail: `${audit.lines.toLocaleString('en-US')} lines: ${[...events]
+        .sort()
+        .map(([k, v]) => `${k} ${v.toLocaleString('en-US')}`)
+        .join(
+          ', ',
+        )} (statement: ${allow.toLocaleString('en-US')} allow, ${deny.toLocaleString('en-US')} deny); clients saw ${statementsOk.toLocaleString('en-US')} statements succeed and ${refused.toLocaleString('en-US')} refused with 42501`,
     });
     checks.push({
       name: 'the audit trail records every revocation',
@@ -623,10 +738,14 @@ async function main(): Promise<number> {
     // pgwarden counted each statement at some moment between its send and its result; statements whose sends and
     // results all lie within 59 s fell into one of its 60-second windows of one-second buckets, whatever the delays.
     const busiest = runawayOk.map((ts) => mostWithin(ts, 59_000));
-    const budgetRefusals = [...rec.errors.values()].filter((e) => e.cls === 'runaway agent (budget)' && e.code === '53400').reduce((a, e) => a + e.count, 0);
+    const budgetRefusals = [...rec.errors.values()]
+      .filter((e) => e.cls === 'runaway agent (budget)' && e.code === '53400')
+      .reduce((a, e) => a + e.count, 0);
     checks.push({
       name: `runaway agents stay within their budget (${RUNAWAY_BUDGET} statements a minute; the rest 53400)`,
-      ok: busiest.every((b) => b <= RUNAWAY_BUDGET) && (runawayOk.length === 0 || opts.seconds < 60 || budgetRefusals > 0),
+      ok:
+        busiest.every((b) => b <= RUNAWAY_BUDGET) &&
+        (runawayOk.length === 0 || opts.seconds < 60 || budgetRefusals > 0),
       detail: runawayOk.length
         ? `${runawayOk.length} agent(s): ${runawayOk.map((ts, k) => `${ts.length} statements ran, at most ${busiest[k]} certainly within one minute window`).join('; ')}; ${budgetRefusals.toLocaleString('en-US')} refused with 53400`
         : 'not run (--without runaway)',
@@ -635,7 +754,9 @@ async function main(): Promise<number> {
     checks.push({
       name: 'no unexpected error',
       ok: unexpected.length === 0,
-      detail: unexpected.length ? `${unexpected.reduce((a, e) => a + e.count, 0)} unexpected: ${unexpected.map((e) => `${e.cls} ${e.code} ×${e.count}`).join('; ')}` : 'every error was one its traffic class expects',
+      detail: unexpected.length
+        ? `${unexpected.reduce((a, e) => a + e.count, 0)} unexpected: ${unexpected.map((e) => `${e.cls} ${e.code} ×${e.count}`).join('; ')}`
+        : 'every error was one its traffic class expects',
     });
 
     // 7. Report.
@@ -653,31 +774,71 @@ async function main(): Promise<number> {
     const svgName = inBench ? 'soak-rss.svg' : 'rss.svg';
     const mdName = inBench ? 'SOAK.md' : 'soak.md';
     const subtitle = `${opts.sessions} sessions, ${opts.seconds} s; reload every ${opts.reloadEveryS} s; ${revoked.length} revocations; ${machine.nproc} CPUs shared with PostgreSQL and the clients; ${started.toISOString().slice(0, 10)}`;
-    writeFileSync(path.join(opts.outDir, svgName), rssSvg(samples, markers, latencyTimeline(rec.timeline), 'pgwarden RSS and legitimate latency during the soak', subtitle));
+    writeFileSync(
+      path.join(opts.outDir, svgName),
+      rssSvg(
+        samples,
+        markers,
+        latencyTimeline(rec.timeline),
+        'pgwarden RSS and legitimate latency during the soak',
+        subtitle,
+      ),
+    );
     const md: string[] = [];
     md.push('# pgwarden soak');
     md.push('');
-    md.push(`Generated by \`${command}\` (bench/soak.ts) on ${started.toISOString().replace('T', ' ').slice(0, 16)} UTC, in ${((Date.now() - started.getTime()) / 60_000).toFixed(1)} min. **${lost.length === 0 ? 'Nothing lost, no unexpected error.' : `${lost.length} check(s) failed.`}**`);
+    md.push(
+      `Generated by \`${command}\` (bench/soak.ts) on ${started.toISOString().replace('T', ' ').slice(0, 16)} UTC, in ${((Date.now() - started.getTime()) / 60_000).toFixed(1)} min. **${lost.length === 0 ? 'Nothing lost, no unexpected error.' : `${lost.length} check(s) failed.`}**`,
+    );
     md.push('');
     md.push('## Checks');
     md.push('');
     md.push('| check | result | detail |');
     md.push('|---|---|---|');
-    for (const c of checks) md.push(`| ${c.name} | ${c.ok ? 'ok' : '**FAILED**'} | ${c.detail.replace(/\|/g, '\\|')} |`);
+    for (const c of checks)
+      md.push(`| ${c.name} | ${c.ok ? 'ok' : '**FAILED**'} | ${c.detail.replace(/\|/g, '\\|')} |`);
     md.push('');
     md.push('## Setup');
     md.push('');
-    md.push(`- Code: commit ${gitHead}${gitDirty ? ` plus uncommitted changes in ${gitDirty} (other work in progress in the same tree when this ran)` : ''}.`);
-    md.push(`- ${machine.nproc} CPUs × ${machine.cpu}; ${machine.memory}; ${machine.kernel}; Node ${machine.node}; PostgreSQL ${pgVersion} (max_connections ${maxConnections}, fsync off). Clients, pgwarden and PostgreSQL share the machine over loopback.`);
+    md.push(
+      `- Code: commit ${gitHead}${gitDirty ? ` plus uncommitted changes in ${gitDirty} (other work in progress in the same tree when this ran)` : ''}.`,
+    );
+    md.push(
+      `- ${machine.nproc} CPUs × ${machine.cpu}; ${machine.memory}; ${machine.kernel}; Node ${machine.node}; PostgreSQL ${pgVersion} (max_connections ${maxConnections}, fsync off). Clients, pgwarden and PostgreSQL share the machine over loopback.`,
+    );
     const loadEnd = os.loadavg();
-    md.push(`- Load average (1/5/15 min) at start ${loadStart.map((x) => x.toFixed(2)).join(' / ')}, at end ${loadEnd.map((x) => x.toFixed(2)).join(' / ')}.${(loadStart[0] ?? 0) > machine.nproc ? ` The machine was already busy with other work when the run started (load average above its ${machine.nproc} CPUs): every latency below includes waiting for a CPU.` : ''}`);
-    md.push(`- pgwarden: its own process (bench/lib/soak-server.ts, \`--expose-gc\`), log to a file at info, audit trail to a file (\`sql: normalized\`, \`onFailure: refuse\`), policy and revocation files watched; limits: maxClientConnections ${spec.maxClientConnections}, maxSessionsPerSub ${spec.maxSessionsPerSub}, maxSessionsPerAgent ${spec.maxSessionsPerAgent}, maxUnauthenticated ${spec.maxUnauthenticated} (${spec.maxUnauthenticatedPerAddress} per address), handshakeTimeout ${spec.handshakeTimeoutMs / 1000} s, loginFailuresPerMinute ${spec.loginFailuresPerMinute} and cancelRequestsPerMinute ${spec.cancelRequestsPerMinute} per address, maxUpstreamConnections ${spec.maxUpstreamConnections} (derived from max_connections), idleSessionTimeout ${spec.idleSessionTimeoutMs / 60_000} min, maxMessageSize 1 MiB (pgwarden's defaults, except maxClientConnections).`);
-    md.push(`- Sessions (${opts.sessions}): ${mixText}${opts.without.size ? ` (left out with --without: ${[...opts.without].join(', ')})` : ''}. Legitimate sessions pause ${opts.thinkMs / 2}–${(opts.thinkMs * 3) / 2} ms between statements and log in from 127.0.0.1 (at most 16 logins at once); each hostile kind connects from its own loopback address (127.0.0.3 bad tokens, .4 cancels, .5 malformed frames before login, .7 after login, .6 slow readers, .8 the session hog), so per-address limits land on it.`);
-    md.push('- Legitimate: `SELECT 1` (pg, simple protocol); reads of orders/customers (pg simple, pg extended, postgres.js with named prepared statements); capped reads of `soak_big` (2,000 rows; the rows returned must equal one of the two row caps); writers inserting unique ids into `soak_ledger` (pg extended, postgres.js prepared), each acknowledged id remembered; short tokens (5–8 s, minted when pgwarden asks for the password) that are ended at `exp` (57P01) and log in again; revocable readers.');
-    md.push('- Hostile: statements the policy refuses (denied column `customers.ssn`, `secrets`, writes to `canary` and `soak_ledger` from a read-only role, DELETE/UPDATE/TRUNCATE from the insert-only writer, DDL, a multi-statement Query hiding a DELETE); 256 KiB–1 MiB statements back to back, distinct each time (`SELECT 1,1,…`, nested parentheses, `1+1+…`, a huge IN list on `secrets`, a huge literal against `ssn`); malformed frames before and after login (startup length 2³¹−1, protocol 2.0, 100 KiB password message, Query with length 3, second StartupMessage, unknown type byte, Query declaring 2 MiB); bad tokens (garbage, wrong key, expired, unknown role); CancelRequest floods with made-up keys (4 connections at a time, at most ' + String(opts.cancelRate) + '/s per flooding session); slow readers that read 256 KiB of a 16 MiB result, stop reading for 10 s, then read the rest; one subject opening ' + String(spec.maxSessionsPerSub + 5) + ' sessions every 30 s (exactly ' + String(spec.maxSessionsPerSub) + ' must get in, the rest 53300). A runaway agent runs `SELECT 1` in a tight loop under a role budget of ' + String(RUNAWAY_BUDGET) + ' statements a minute (the rest must be refused with 53400).');
-    md.push(`- Every ${opts.reloadEveryS} s the policy file is replaced atomically (temp file + rename), alternately an irrelevant change (another role's relations) and \`soak_reader\`'s \`maxRows\` (${ROW_CAPS.join(' ↔ ')}). ${targets.length} revocable sessions are revoked one at a time across the run, by jti, sub and agent in turn, with \`revoke()\` (what \`pgwarden revoke\` does) on the watched revocation file; the session must end with 57P01 and the identity's next login must be refused with 28000.`);
-    md.push(`- CPU during the traffic (cores = CPU seconds / wall seconds, from /proc): pgwarden ${cores.pgwarden.toFixed(2)} (its worker threads included), PostgreSQL ${Number.isFinite(cores.postgres) ? cores.postgres.toFixed(2) : '–'} (postmaster and backends), the clients ${cores.clients.toFixed(2)}, of ${machine.nproc}; the rest of the machine (other work) is in the load average.`);
-    md.push(`- The clients run in one Node.js process (this script); its own event-loop delay during the traffic, which every client-side latency below includes: p50 ${(ownLoop.percentile(50) / 1e6).toFixed(1)} ms, p99 ${(ownLoop.percentile(99) / 1e6).toFixed(1)} ms, max ${(ownLoop.max / 1e6).toFixed(0)} ms.`);
+    md.push(
+      `- Load average (1/5/15 min) at start ${loadStart.map((x) => x.toFixed(2)).join(' / ')}, at end ${loadEnd.map((x) => x.toFixed(2)).join(' / ')}.${(loadStart[0] ?? 0) > machine.nproc ? ` The machine was already busy with other work when the run started (load average above its ${machine.nproc} CPUs): every latency below includes waiting for a CPU.` : ''}`,
+    );
+    md.push(
+      `- pgwarden: its own process (bench/lib/soak-server.ts, \`--expose-gc\`), log to a file at info, audit trail to a file (\`sql: normalized\`, \`onFailure: refuse\`), policy and revocation files watched; limits: maxClientConnections ${spec.maxClientConnections}, maxSessionsPerSub ${spec.maxSessionsPerSub}, maxSessionsPerAgent ${spec.maxSessionsPerAgent}, maxUnauthenticated ${spec.maxUnauthenticated} (${spec.maxUnauthenticatedPerAddress} per address), handshakeTimeout ${spec.handshakeTimeoutMs / 1000} s, loginFailuresPerMinute ${spec.loginFailuresPerMinute} and cancelRequestsPerMinute ${spec.cancelRequestsPerMinute} per address, maxUpstreamConnections ${spec.maxUpstreamConnections} (derived from max_connections), idleSessionTimeout ${spec.idleSessionTimeoutMs / 60_000} min, maxMessageSize 1 MiB (pgwarden's defaults, except maxClientConnections).`,
+    );
+    md.push(
+      `- Sessions (${opts.sessions}): ${mixText}${opts.without.size ? ` (left out with --without: ${[...opts.without].join(', ')})` : ''}. Legitimate sessions pause ${opts.thinkMs / 2}–${(opts.thinkMs * 3) / 2} ms between statements and log in from 127.0.0.1 (at most 16 logins at once); each hostile kind connects from its own loopback address (127.0.0.3 bad tokens, .4 cancels, .5 malformed frames before login, .7 after login, .6 slow readers, .8 the session hog), so per-address limits land on it.`,
+    );
+    md.push(
+      '- Legitimate: `SELECT 1` (pg, simple protocol); reads of orders/customers (pg simple, pg extended, postgres.js with named prepared statements); capped reads of `soak_big` (2,000 rows; the rows returned must equal one of the two row caps); writers inserting unique ids into `soak_ledger` (pg extended, postgres.js prepared), each acknowledged id remembered; short tokens (5–8 s, minted when pgwarden asks for the password) that are ended at `exp` (57P01) and log in again; revocable readers.',
+    );
+    md.push(
+      '- Hostile: statements the policy refuses (denied column `customers.ssn`, `secrets`, writes to `canary` and `soak_ledger` from a read-only role, DELETE/UPDATE/TRUNCATE from the insert-only writer, DDL, a multi-statement Query hiding a DELETE); 256 KiB–1 MiB statements back to back, distinct each time (`SELECT 1,1,…`, nested parentheses, `1+1+…`, a huge IN list on `secrets`, a huge literal against `ssn`); malformed frames before and after login (startup length 2³¹−1, protocol 2.0, 100 KiB password message, Query with length 3, second StartupMessage, unknown type byte, Query declaring 2 MiB); bad tokens (garbage, wrong key, expired, unknown role); CancelRequest floods with made-up keys (4 connections at a time, at most ' +
+        String(opts.cancelRate) +
+        '/s per flooding session); slow readers that read 256 KiB of a 16 MiB result, stop reading for 10 s, then read the rest; one subject opening ' +
+        String(spec.maxSessionsPerSub + 5) +
+        ' sessions every 30 s (exactly ' +
+        String(spec.maxSessionsPerSub) +
+        ' must get in, the rest 53300). A runaway agent runs `SELECT 1` in a tight loop under a role budget of ' +
+        String(RUNAWAY_BUDGET) +
+        ' statements a minute (the rest must be refused with 53400).',
+    );
+    md.push(
+      `- Every ${opts.reloadEveryS} s the policy file is replaced atomically (temp file + rename), alternately an irrelevant change (another role's relations) and \`soak_reader\`'s \`maxRows\` (${ROW_CAPS.join(' ↔ ')}). ${targets.length} revocable sessions are revoked one at a time across the run, by jti, sub and agent in turn, with \`revoke()\` (what \`pgwarden revoke\` does) on the watched revocation file; the session must end with 57P01 and the identity's next login must be refused with 28000.`,
+    );
+    md.push(
+      `- CPU during the traffic (cores = CPU seconds / wall seconds, from /proc): pgwarden ${cores.pgwarden.toFixed(2)} (its worker threads included), PostgreSQL ${Number.isFinite(cores.postgres) ? cores.postgres.toFixed(2) : '–'} (postmaster and backends), the clients ${cores.clients.toFixed(2)}, of ${machine.nproc}; the rest of the machine (other work) is in the load average.`,
+    );
+    md.push(
+      `- The clients run in one Node.js process (this script); its own event-loop delay during the traffic, which every client-side latency below includes: p50 ${(ownLoop.percentile(50) / 1e6).toFixed(1)} ms, p99 ${(ownLoop.percentile(99) / 1e6).toFixed(1)} ms, max ${(ownLoop.max / 1e6).toFixed(0)} ms.`,
+    );
     for (const note of notes) md.push(`- ${note}`);
     md.push('');
     md.push('## Memory');
@@ -686,35 +847,53 @@ async function main(): Promise<number> {
     md.push('');
     md.push('| | RSS (VmRSS) | V8 heap used | external | array buffers |');
     md.push('|---|---:|---:|---:|---:|');
-    md.push(`| start (after warm-up, gc) | ${mib(rssStartKb)} | ${mibB(gcStart?.heapUsed)} | ${mibB(gcStart?.external)} | ${mibB(gcStart?.arrayBuffers)} |`);
+    md.push(
+      `| start (after warm-up, gc) | ${mib(rssStartKb)} | ${mibB(gcStart?.heapUsed)} | ${mibB(gcStart?.external)} | ${mibB(gcStart?.arrayBuffers)} |`,
+    );
     md.push(`| peak during the soak (1 s samples) | ${mib(peak.rssKb)} at ${peak.t.toFixed(0)} s | | | |`);
-    md.push(`| end (sessions closed, 3 s, gc) | ${mib(rssEndKb)} (${rssEndKb >= rssStartKb ? '+' : ''}${((rssEndKb - rssStartKb) / 1024).toFixed(0)} MiB) | ${mibB(gcEnd?.heapUsed)} | ${mibB(gcEnd?.external)} | ${mibB(gcEnd?.arrayBuffers)} |`);
+    md.push(
+      `| end (sessions closed, 3 s, gc) | ${mib(rssEndKb)} (${rssEndKb >= rssStartKb ? '+' : ''}${((rssEndKb - rssStartKb) / 1024).toFixed(0)} MiB) | ${mibB(gcEnd?.heapUsed)} | ${mibB(gcEnd?.external)} | ${mibB(gcEnd?.arrayBuffers)} |`,
+    );
     md.push('');
     const grown = (rssEndKb - rssStartKb) / 1024;
-    md.push(`RSS after the soak is ${grown >= 0 ? `${grown.toFixed(0)} MiB above` : `${(-grown).toFixed(0)} MiB below`} where it started (issue 12 item 1's target: back within 50 MB). Logged-in sessions after the soak (pgwarden_sessions_active): ${sessionsAfter ?? '–'}. The lower panel of the plot is the latency of every legitimate statement (reads, inserts, SELECT 1) by the second it finished in.`);
+    md.push(
+      `RSS after the soak is ${grown >= 0 ? `${grown.toFixed(0)} MiB above` : `${(-grown).toFixed(0)} MiB below`} where it started (issue 12 item 1's target: back within 50 MB). Logged-in sessions after the soak (pgwarden_sessions_active): ${sessionsAfter ?? '–'}. The lower panel of the plot is the latency of every legitimate statement (reads, inserts, SELECT 1) by the second it finished in.`,
+    );
     md.push('');
     md.push('## Latency per traffic class');
     md.push('');
-    md.push('Client-side, from sending a statement to its result (or refusal); ms. `SELECT 1 (pg, simple)` is the event-loop canary: it waits behind whatever pgwarden\'s main thread is doing.');
+    md.push(
+      "Client-side, from sending a statement to its result (or refusal); ms. `SELECT 1 (pg, simple)` is the event-loop canary: it waits behind whatever pgwarden's main thread is doing.",
+    );
     md.push('');
     md.push(latencyTable(rec));
     md.push('');
     md.push('## Errors');
     md.push('');
-    md.push('Every error a client saw, by traffic class and SQLSTATE (or socket outcome); *expected* means the class is meant to get it (a refusal, a token expiry, a revocation).');
+    md.push(
+      'Every error a client saw, by traffic class and SQLSTATE (or socket outcome); *expected* means the class is meant to get it (a refusal, a token expiry, a revocation).',
+    );
     md.push('');
     md.push(errorTable([...rec.errors.values()]));
     md.push('');
     md.push('## Counters');
     md.push('');
     for (const [k, v] of [...rec.counters].sort()) md.push(`- ${k}: ${v.toLocaleString('en-US')}`);
-    md.push(`- policy rewrites: ${reloads.map((r) => `${r.t.toFixed(0)} s ${r.what}${r.appliedMs !== undefined ? ` (applied in ${r.appliedMs} ms)` : ' (not seen applied)'}`).join('; ') || 'none'}`);
-    md.push(`- revocations: ${revoked.map((t) => `${((t.revokedAt as number) - t0) / 1000 | 0} s ${t.kind}${t.endedAt !== undefined ? ` → ended ${t.endCode} after ${(t.endedAt as number) - (t.revokedAt as number)} ms` : t.liveAtRevocation ? ' → NOT ENDED' : ' (not logged in at the time)'}, relogin ${t.reloginCode ?? '–'}`).join('; ') || 'none'}`);
-    md.push(`- pgwarden metrics at the end: ${metricLine('pgwarden_logins_total')}; ${metricLine('pgwarden_sessions_ended_total')}`);
+    md.push(
+      `- policy rewrites: ${reloads.map((r) => `${r.t.toFixed(0)} s ${r.what}${r.appliedMs !== undefined ? ` (applied in ${r.appliedMs} ms)` : ' (not seen applied)'}`).join('; ') || 'none'}`,
+    );
+    md.push(
+      `- revocations: ${revoked.map((t) => `${(((t.revokedAt as number) - t0) / 1000) | 0} s ${t.kind}${t.endedAt !== undefined ? ` → ended ${t.endCode} after ${(t.endedAt as number) - (t.revokedAt as number)} ms` : t.liveAtRevocation ? ' → NOT ENDED' : ' (not logged in at the time)'}, relogin ${t.reloginCode ?? '–'}`).join('; ') || 'none'}`,
+    );
+    md.push(
+      `- pgwarden metrics at the end: ${metricLine('pgwarden_logins_total')}; ${metricLine('pgwarden_sessions_ended_total')}`,
+    );
     md.push('');
     md.push('## Not exercised');
     md.push('');
-    md.push('The revocation table (only the file is used), TLS, scale-out cancel forwarding between replicas, and `statementTimeout` / `idleInTransactionTimeout` changes in a reload (they end sessions at their next idle point by design, which would blur the revocation and expiry checks).');
+    md.push(
+      'The revocation table (only the file is used), TLS, scale-out cancel forwarding between replicas, and `statementTimeout` / `idleInTransactionTimeout` changes in a reload (they end sessions at their next idle point by design, which would blur the revocation and expiry checks).',
+    );
     md.push('');
     writeFileSync(path.join(opts.outDir, mdName), md.join('\n'));
     log(`wrote ${path.join(opts.outDir, mdName)} and ${path.join(opts.outDir, svgName)}`);

@@ -62,7 +62,8 @@ async function login(port: number, token: string): Promise<net.Socket> {
     new Promise<void>((resolve, reject) => {
       const onData = (d: Buffer) => {
         seen = Buffer.concat([seen, d]);
-        if (seen.includes(Buffer.from('E', 'latin1')) && seen[0] === 0x45) reject(new Error(`login refused: ${seen.toString('latin1')}`));
+        if (seen.includes(Buffer.from('E', 'latin1')) && seen[0] === 0x45)
+          reject(new Error(`login refused: ${seen.toString('latin1')}`));
         if (pred(seen)) {
           socket.off('data', onData);
           resolve();
@@ -100,7 +101,12 @@ async function main(): Promise<void> {
 
   try {
     const machine = machineInfo();
-    log(`machine: ${machine.nproc} CPUs, node ${machine.node}, load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+    log(
+      `machine: ${machine.nproc} CPUs, node ${machine.node}, load average ${os
+        .loadavg()
+        .map((x) => x.toFixed(1))
+        .join(' ')}`,
+    );
     pgsrv = await startPostgres({ settings: { log_min_messages: 'fatal', log_min_error_statement: 'panic' } });
     const upstreamPassword = `bench-${randomBytes(12).toString('hex')}`;
     const su = async <T>(db: string, fn: (c: pg.Client) => Promise<T>): Promise<T> => {
@@ -114,14 +120,24 @@ async function main(): Promise<void> {
     };
     await su('postgres', (c) => c.query(`CREATE DATABASE ${SAMPLE_DATABASE}`));
     await su(SAMPLE_DATABASE, (c) => c.query(sampleSchemaSql(upstreamPassword)));
-    warden = await startPgwardenProcess({ dir: work, pgsrv, upstreamPassword, policyYaml: POLICY, maxClients: 10, limitMs: opts.limitMs });
+    warden = await startPgwardenProcess({
+      dir: work,
+      pgsrv,
+      upstreamPassword,
+      policyYaml: POLICY,
+      maxClients: 10,
+      limitMs: opts.limitMs,
+    });
     const w = warden;
     log(`pgwarden on port ${w.port} (pid ${w.pid})`);
 
     // 8-digit numbers end to end: PostgreSQL builds the value, md5() of it is the reference.
     const digits = Math.floor((opts.mb * 1024 * 1024) / 8);
     const valueSql = `SELECT string_agg(lpad(i::text, 8, '0'), '') AS v FROM generate_series(1, ${digits}) i`;
-    const expectedMd5 = await su(SAMPLE_DATABASE, async (c) => (await c.query(`SELECT md5(v) AS m FROM (${valueSql}) s`)).rows[0].m as string);
+    const expectedMd5 = await su(
+      SAMPLE_DATABASE,
+      async (c) => (await c.query(`SELECT md5(v) AS m FROM (${valueSql}) s`)).rows[0].m as string,
+    );
 
     const gcRss = async () => (await settledRssKb(w)).kb;
     const rssBeforeKb = await gcRss();
@@ -140,9 +156,21 @@ async function main(): Promise<void> {
     let blocked = false;
     while (!blocked && Date.now() - t0 < 120_000) {
       await new Promise((r) => setTimeout(r, 200));
-      blocked = await su(SAMPLE_DATABASE, async (c) => (await c.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'ClientWrite' AND query LIKE '%string_agg(lpad%'")).rows[0].n > 0);
+      blocked = await su(
+        SAMPLE_DATABASE,
+        async (c) =>
+          (
+            await c.query(
+              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'ClientWrite' AND query LIKE '%string_agg(lpad%'",
+            )
+          ).rows[0].n > 0,
+      );
     }
-    log(blocked ? `PostgreSQL waits on ClientWrite after ${((Date.now() - t0) / 1000).toFixed(1)} s; stalling ${opts.stallSeconds} s` : 'PostgreSQL never blocked on ClientWrite (pgwarden took everything)');
+    log(
+      blocked
+        ? `PostgreSQL waits on ClientWrite after ${((Date.now() - t0) / 1000).toFixed(1)} s; stalling ${opts.stallSeconds} s`
+        : 'PostgreSQL never blocked on ClientWrite (pgwarden took everything)',
+    );
     await new Promise((r) => setTimeout(r, opts.stallSeconds * 1000));
     const stallPeakKb = sampler.peak();
 
@@ -166,7 +194,8 @@ async function main(): Promise<void> {
             const from = Math.min(skip, n);
             skip -= from;
             let data = part.subarray(from);
-            if (type === 0x64 && left === n && data.length > 0 && data[data.length - 1] === 0x0a) data = data.subarray(0, data.length - 1);
+            if (type === 0x64 && left === n && data.length > 0 && data[data.length - 1] === 0x0a)
+              data = data.subarray(0, data.length - 1);
             if ((type === 0x44 || type === 0x64) && data.length > 0) {
               hash.update(data);
               received += data.length;

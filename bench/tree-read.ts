@@ -11,13 +11,23 @@ import { IncrementalTreeRead, readNodeTree } from '../policy/pgnode.ts';
 import { collectReferences, incrementalReferenceWalk } from '../policy/server-analysis.ts';
 
 async function parseTree(client: pg.Client, sql: string): Promise<string | undefined> {
-  const con = (client as unknown as { connection: import('node:events').EventEmitter & Record<string, any> }).connection;
+  const con = (client as unknown as { connection: import('node:events').EventEmitter & Record<string, any> })
+    .connection;
   return await new Promise((resolve) => {
     let tree: string | undefined;
-    const onNotice = (msg: { message?: string; detail?: string }) => { if (msg.message === 'parse tree:') tree = msg.detail; };
+    const onNotice = (msg: { message?: string; detail?: string }) => {
+      if (msg.message === 'parse tree:') tree = msg.detail;
+    };
     const onError = (msg: { message?: string }) => console.error('error', msg.message);
-    const onReady = () => { con.off('notice', onNotice); con.off('errorMessage', onError); con.off('readyForQuery', onReady); resolve(tree); };
-    con.on('notice', onNotice); con.on('errorMessage', onError); con.on('readyForQuery', onReady);
+    const onReady = () => {
+      con.off('notice', onNotice);
+      con.off('errorMessage', onError);
+      con.off('readyForQuery', onReady);
+      resolve(tree);
+    };
+    con.on('notice', onNotice);
+    con.on('errorMessage', onError);
+    con.on('readyForQuery', onReady);
     con.parse({ text: sql, types: [] });
     con.sync();
   });
@@ -41,13 +51,21 @@ try {
   await app.connect();
   await app.query(sampleSchemaSql('pw'));
   await app.end();
-  const client = new pg.Client({ host: server.host, port: server.port, user: SAMPLE_UPSTREAM_USER, password: 'pw', database: SAMPLE_DATABASE });
+  const client = new pg.Client({
+    host: server.host,
+    port: server.port,
+    user: SAMPLE_UPSTREAM_USER,
+    password: 'pw',
+    database: SAMPLE_DATABASE,
+  });
   client.on('error', () => {});
   await client.connect();
   await client.query('SET debug_print_parse = on; SET debug_pretty_print = off; SET client_min_messages = log');
   const con = (client as unknown as { connection: import('node:events').EventEmitter }).connection;
   for (const ev of ['notice', 'errorMessage', 'readyForQuery', 'parseComplete']) con.removeAllListeners(ev);
-  console.log('| shape | elements | SQL bytes | tree bytes | read at once ms | walk at once ms | in slices: total ms, slices, longest slice ms |');
+  console.log(
+    '| shape | elements | SQL bytes | tree bytes | read at once ms | walk at once ms | in slices: total ms, slices, longest slice ms |',
+  );
   console.log('| --- | --- | --- | --- | --- | --- | --- |');
   for (const [shape, gen] of Object.entries(shapes)) {
     for (const n of (process.argv[2] ?? '1000,5000,20000,50000,100000').split(',').map(Number)) {
@@ -93,7 +111,9 @@ try {
         slices = s;
       }
       const med = (xs: number[]) => xs.sort((a, b) => a - b)[1]!.toFixed(0);
-      console.log(`| ${shape} | ${n.toLocaleString('en')} | ${(sql.length / 1024).toFixed(0)} KiB | ${(text.length / 2 ** 20).toFixed(1)} MiB | ${med(reads)} | ${med(walks)} | ${(total / 3).toFixed(0)}, ${slices}, ${longest.toFixed(1)} |`);
+      console.log(
+        `| ${shape} | ${n.toLocaleString('en')} | ${(sql.length / 1024).toFixed(0)} KiB | ${(text.length / 2 ** 20).toFixed(1)} MiB | ${med(reads)} | ${med(walks)} | ${(total / 3).toFixed(0)}, ${slices}, ${longest.toFixed(1)} |`,
+      );
     }
   }
   await client.end().catch(() => {});

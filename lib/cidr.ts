@@ -23,39 +23,54 @@ const V6_BITS = 128;
  * networks (clients arriving as ::ffff:a.b.c.d are matched as IPv4: write the IPv4 network).
  */
 export function parseCidr(input: unknown): CidrParse {
-  if (typeof input !== 'string') return { ok: false, message: `must be a network like "10.0.0.0/8" or "::1/128" (got ${typeof input})` };
+  if (typeof input !== 'string')
+    return { ok: false, message: `must be a network like "10.0.0.0/8" or "::1/128" (got ${typeof input})` };
   const text = input;
-  if (text.trim() !== text || text === '') return { ok: false, message: `"${text}" must be a network like "10.0.0.0/8" with no spaces` };
+  if (text.trim() !== text || text === '')
+    return { ok: false, message: `"${text}" must be a network like "10.0.0.0/8" with no spaces` };
   const slash = text.indexOf('/');
   const addr = slash < 0 ? text : text.slice(0, slash);
   const prefixText = slash < 0 ? undefined : text.slice(slash + 1);
-  if (addr.includes('%')) return { ok: false, message: `"${text}" has a zone id (%…); zones are not matched, give the network without it` };
+  if (addr.includes('%'))
+    return { ok: false, message: `"${text}" has a zone id (%…); zones are not matched, give the network without it` };
   const kind = net.isIP(addr);
   if (kind === 0) {
-    const hint = /^[a-z0-9.-]+$/i.test(addr) && /[a-z]/i.test(addr)
-      ? 'host names are not resolved; give the address network, e.g. 127.0.0.1/32 for localhost'
-      : 'it is not an IPv4 or IPv6 address';
+    const hint =
+      /^[a-z0-9.-]+$/i.test(addr) && /[a-z]/i.test(addr)
+        ? 'host names are not resolved; give the address network, e.g. 127.0.0.1/32 for localhost'
+        : 'it is not an IPv4 or IPv6 address';
     return { ok: false, message: `"${text}" is not a network: ${hint}` };
   }
   const family: Family = kind === 4 ? 'ipv4' : 'ipv6';
   const bits = family === 'ipv4' ? V4_BITS : V6_BITS;
   let prefix = bits;
   if (prefixText !== undefined) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(prefixText)) return { ok: false, message: `"${text}": the prefix length after "/" must be a whole number from 0 to ${bits}` };
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(prefixText))
+      return { ok: false, message: `"${text}": the prefix length after "/" must be a whole number from 0 to ${bits}` };
     prefix = Number(prefixText);
-    if (prefix > bits) return { ok: false, message: `"${text}": an ${family === 'ipv4' ? 'IPv4' : 'IPv6'} prefix length is at most ${bits}` };
+    if (prefix > bits)
+      return {
+        ok: false,
+        message: `"${text}": an ${family === 'ipv4' ? 'IPv4' : 'IPv6'} prefix length is at most ${bits}`,
+      };
   }
   const value = toBigInt(addr, family);
   if (family === 'ipv6' && value >> 32n === 0xffffn) {
     const v4 = formatV4(value & 0xffffffffn);
     const suggestion = prefix >= 96 ? `${v4}/${prefix - 96}` : `an IPv4 network`;
-    return { ok: false, message: `"${text}" is an IPv4-mapped IPv6 network; clients arriving as ::ffff:a.b.c.d are matched as IPv4: did you mean ${suggestion}?` };
+    return {
+      ok: false,
+      message: `"${text}" is an IPv4-mapped IPv6 network; clients arriving as ::ffff:a.b.c.d are matched as IPv4: did you mean ${suggestion}?`,
+    };
   }
   const hostBits = BigInt(bits - prefix);
   const network = (value >> hostBits) << hostBits;
   if (network !== value) {
     const fmt = (v: bigint) => (family === 'ipv4' ? formatV4(v) : formatV6(v));
-    return { ok: false, message: `"${text}" has bits set right of the /${prefix} prefix: did you mean ${fmt(network)}/${prefix} (the network) or ${addr}/${bits} (this one host)?` };
+    return {
+      ok: false,
+      message: `"${text}" has bits set right of the /${prefix} prefix: did you mean ${fmt(network)}/${prefix} (the network) or ${addr}/${bits} (this one host)?`,
+    };
   }
   const canonical = family === 'ipv4' ? formatV4(network) : formatV6(network);
   return { ok: true, cidr: { family, network: canonical, prefix, text: `${canonical}/${prefix}` } };
@@ -105,7 +120,7 @@ function toBigInt(addr: string, family: Family): bigint {
     const v4 = toBigInt(dotted[1] as string, 'ipv4');
     text = `${text.slice(0, -dotted[1]!.length)}${((v4 >> 16n) & 0xffffn).toString(16)}:${(v4 & 0xffffn).toString(16)}`;
   }
-  const [head, tail] = text.includes('::') ? text.split('::') as [string, string] : [text, undefined];
+  const [head, tail] = text.includes('::') ? (text.split('::') as [string, string]) : [text, undefined];
   const headGroups = head === '' ? [] : head.split(':');
   const tailGroups = tail === undefined || tail === '' ? [] : tail.split(':');
   const zeros = tail === undefined ? [] : new Array<string>(8 - headGroups.length - tailGroups.length).fill('0');
@@ -121,7 +136,7 @@ function formatV6(v: bigint): string {
   const groups = Array.from({ length: 8 }, (_, i) => Number((v >> BigInt((7 - i) * 16)) & 0xffffn));
   let best = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8;) {
+  for (let i = 0; i < 8; ) {
     if (groups[i] !== 0) {
       i++;
       continue;

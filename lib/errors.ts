@@ -9,24 +9,36 @@ export type Severity = 'ERROR' | 'FATAL';
  * is closed and documented in docs/errors.md: a name, once published, keeps its meaning.
  */
 export const Reasons = {
-  credential_invalid: 'the password is not a token pgwarden accepts (malformed, bad signature, wrong issuer or audience, a lifetime over the maximum, not yet valid): get a new token',
+  credential_invalid:
+    'the password is not a token pgwarden accepts (malformed, bad signature, wrong issuer or audience, a lifetime over the maximum, not yet valid): get a new token',
   credential_expired: 'the token expired, at login or during the session: get a new token and reconnect',
   credential_revoked: 'the token was revoked: get a new token (the operator revoked this one, usually on purpose)',
-  credential_used: 'a single-use token that already logged in once (on this or another replica): get a new token for each use',
-  credential_rejected: 'a valid token that may not log in here: its role is not in the policy, or this database is not served',
-  network_denied: 'a valid token used from a client address outside the networks its role (or its pgwarden_networks claim) is bound to: connect from an allowed network or ask for a token bound to yours',
+  credential_used:
+    'a single-use token that already logged in once (on this or another replica): get a new token for each use',
+  credential_rejected:
+    'a valid token that may not log in here: its role is not in the policy, or this database is not served',
+  network_denied:
+    'a valid token used from a client address outside the networks its role (or its pgwarden_networks claim) is bound to: connect from an allowed network or ask for a token bound to yours',
   tls_required: 'the connection must use TLS before a token is sent',
-  scope_missing: 'the statement names a relation, column, function, type, channel or setting outside the role (SELECT * FROM pgwarden.scope lists what is inside): ask for a token whose role includes it',
-  policy_denied: 'the role may not run this kind of statement (a write in a read-only role, DDL, DO, a system catalog, a setting it may not change): rewrite the statement or ask for another role',
-  statement_invalid: 'PostgreSQL would reject the statement as written (its own SQLSTATE and message follow), or it names a prepared statement or portal pgwarden does not know',
-  unsupported: 'a protocol feature, startup parameter or statement form pgwarden does not pass: use the supported way the hint names',
-  limit_reached: 'a limit was reached (statement size or depth, maxRows with onRowCap: error, connections or sessions): make the statement or result smaller, or close sessions',
-  budget_exceeded: 'the role\'s budget (statements, rows or bytes per minute, concurrent statements) is used up: retry after the time in the hint',
+  scope_missing:
+    'the statement names a relation, column, function, type, channel or setting outside the role (SELECT * FROM pgwarden.scope lists what is inside): ask for a token whose role includes it',
+  policy_denied:
+    'the role may not run this kind of statement (a write in a read-only role, DDL, DO, a system catalog, a setting it may not change): rewrite the statement or ask for another role',
+  statement_invalid:
+    'PostgreSQL would reject the statement as written (its own SQLSTATE and message follow), or it names a prepared statement or portal pgwarden does not know',
+  unsupported:
+    'a protocol feature, startup parameter or statement form pgwarden does not pass: use the supported way the hint names',
+  limit_reached:
+    'a limit was reached (statement size or depth, maxRows with onRowCap: error, connections or sessions): make the statement or result smaller, or close sessions',
+  budget_exceeded:
+    "the role's budget (statements, rows or bytes per minute, concurrent statements) is used up: retry after the time in the hint",
   rate_limited: 'too many attempts from this address (failed logins, logins in progress): wait and retry',
-  unavailable: 'pgwarden or the database cannot serve right now (no policy, audit trail unwritable, upstream down, keys unreachable, analysis unavailable): retry later',
-  session_ended: 'the session was ended administratively: shutdown, idle timeout, or the policy of its role changed; reconnect',
+  unavailable:
+    'pgwarden or the database cannot serve right now (no policy, audit trail unwritable, upstream down, keys unreachable, analysis unavailable): retry later',
+  session_ended:
+    'the session was ended administratively: shutdown, idle timeout, or the policy of its role changed; reconnect',
   protocol_error: 'the client broke the wire protocol or did not complete a phase in time',
-  internal_error: 'a fault inside pgwarden or a malformed message from the database; details are in the operator\'s log',
+  internal_error: "a fault inside pgwarden or a malformed message from the database; details are in the operator's log",
 } as const;
 
 export type ReasonCode = keyof typeof Reasons;
@@ -66,7 +78,8 @@ export const ErrorCatalog = {
     sqlstate: SqlState.ProtocolViolation,
     severity: 'FATAL',
     doc: 'malformed frame, bad length or a message not allowed in this phase',
-    message: '‹what was wrong›, e.g. invalid frontend message type ‹n›; expected a password message, got message type ‹n›; invalid UTF-8 in message',
+    message:
+      '‹what was wrong›, e.g. invalid frontend message type ‹n›; expected a password message, got message type ‹n›; invalid UTF-8 in message',
     hint: undefined,
     reasons: ['protocol_error'],
   },
@@ -74,7 +87,8 @@ export const ErrorCatalog = {
     sqlstate: SqlState.FeatureNotSupported,
     severity: 'FATAL',
     doc: 'a startup parameter refused before login: replication, a client_encoding other than UTF8, a word in options other than -c name=value / --name=value (settings are judged at login as SET is: 42501)',
-    message: 'replication connections are not allowed through pgwarden (or: client_encoding "‹name›" is not supported by pgwarden; options: "‹word›" is not allowed through pgwarden)',
+    message:
+      'replication connections are not allowed through pgwarden (or: client_encoding "‹name›" is not supported by pgwarden; options: "‹word›" is not allowed through pgwarden)',
     hint: 'options (PGOPTIONS) may hold only -c name=value and --name=value settings',
     reasons: ['unsupported'],
   },
@@ -90,7 +104,8 @@ export const ErrorCatalog = {
     sqlstate: SqlState.InvalidPassword,
     severity: 'FATAL',
     doc: 'the password is not a valid token: malformed, bad signature, expired, wrong issuer/audience, lifetime over the maximum',
-    message: 'token ‹what is wrong›, e.g. password is not a JWT; token signature is invalid; token expired at ‹time›; token issuer does not match ‹issuers›',
+    message:
+      'token ‹what is wrong›, e.g. password is not a JWT; token signature is invalid; token expired at ‹time›; token issuer does not match ‹issuers›',
     hint: 'Request a new token and reconnect with it as the password.',
     reasons: ['credential_invalid', 'credential_expired', 'unavailable'],
   },
@@ -98,7 +113,8 @@ export const ErrorCatalog = {
     sqlstate: SqlState.InvalidAuthorizationSpecification,
     severity: 'FATAL',
     doc: 'a valid token that may not log in: unknown role, revoked, a single-use token already used, a database this pgwarden does not serve, or a client address outside the networks the role or token is bound to',
-    message: 'token role "‹role›" is not defined in the policy; token has been revoked: ‹reason›; single-use token has already been used; database "‹name›" is not served by this pgwarden; token may not be used from address ‹address›: …',
+    message:
+      'token role "‹role›" is not defined in the policy; token has been revoked: ‹reason›; single-use token has already been used; database "‹name›" is not served by this pgwarden; token may not be used from address ‹address›: …',
     hint: 'Request a token for a role defined in the pgwarden policy and reconnect with it as the password.',
     reasons: ['credential_rejected', 'credential_revoked', 'credential_used', 'network_denied'],
   },
@@ -119,7 +135,15 @@ export const ErrorCatalog = {
     doc: 'a statement the policy does not allow, or one pgwarden could not decide (then 54000, 53000 or 58000); the detail names the rule',
     message: 'permission denied by pgwarden: ‹statement› ‹why› (or: statement refused by pgwarden: ‹why›)',
     hint: 'what the policy allows instead, when there is something to say',
-    reasons: ['policy_denied', 'scope_missing', 'statement_invalid', 'limit_reached', 'unavailable', 'credential_rejected', 'internal_error'],
+    reasons: [
+      'policy_denied',
+      'scope_missing',
+      'statement_invalid',
+      'limit_reached',
+      'unavailable',
+      'credential_rejected',
+      'internal_error',
+    ],
   },
   ERR_SYNTAX: {
     sqlstate: SqlState.SyntaxError,
@@ -127,7 +151,8 @@ export const ErrorCatalog = {
     alsoSqlstates: [SqlState.InvalidEscapeSequence, SqlState.WindowingError],
     severity: 'ERROR',
     doc: 'text PostgreSQL\'s grammar rejects, or several statements in one Parse message: refused before it reaches the database, with what PostgreSQL sends for it (docs/policy.md, "Syntax errors")',
-    message: 'PostgreSQL\'s parser message, with its position: syntax error at or near "‹token›"; unterminated quoted string at or near "‹text›"; … (or: cannot insert multiple commands into a prepared statement)',
+    message:
+      'PostgreSQL\'s parser message, with its position: syntax error at or near "‹token›"; unterminated quoted string at or near "‹text›"; … (or: cannot insert multiple commands into a prepared statement)',
     hint: undefined,
     reasons: ['statement_invalid'],
   },
@@ -142,8 +167,9 @@ export const ErrorCatalog = {
   ERR_FEATURE: {
     sqlstate: SqlState.FeatureNotSupported,
     severity: 'ERROR',
-    doc: 'a protocol feature pgwarden does not pass (FunctionCall, COPY FROM STDIN, replication), or a statement it cannot analyse: too large, too deeply nested, or parseable only by the older server\'s grammar',
-    message: '‹feature› is not supported by pgwarden (or: permission denied by pgwarden: statement is too large | is too deeply nested; pgwarden cannot parse this statement: ‹the parser\'s message›)',
+    doc: "a protocol feature pgwarden does not pass (FunctionCall, COPY FROM STDIN, replication), or a statement it cannot analyse: too large, too deeply nested, or parseable only by the older server's grammar",
+    message:
+      "‹feature› is not supported by pgwarden (or: permission denied by pgwarden: statement is too large | is too deeply nested; pgwarden cannot parse this statement: ‹the parser's message›)",
     hint: 'the supported way to do the same, e.g. call the function with a SELECT statement instead',
     reasons: ['unsupported', 'limit_reached'],
   },
@@ -152,16 +178,17 @@ export const ErrorCatalog = {
     alsoSqlstates: [SqlState.ProgramLimitExceeded],
     serverSqlstate: true,
     severity: 'ERROR',
-    doc: 'PostgreSQL\'s own analysis of the statement failed (it would fail the same way when run); passed on with PostgreSQL\'s SQLSTATE, message and position (54000 when too complex to analyse)',
-    message: 'PostgreSQL\'s own message, values scrubbed as in any upstream error',
-    hint: 'PostgreSQL\'s own hint',
+    doc: "PostgreSQL's own analysis of the statement failed (it would fail the same way when run); passed on with PostgreSQL's SQLSTATE, message and position (54000 when too complex to analyse)",
+    message: "PostgreSQL's own message, values scrubbed as in any upstream error",
+    hint: "PostgreSQL's own hint",
     reasons: ['statement_invalid', 'limit_reached'],
   },
   ERR_ANALYSIS_LOCKED: {
     sqlstate: SqlState.LockNotAvailable,
     severity: 'ERROR',
-    doc: 'PostgreSQL\'s analysis of the statement could not lock a relation it uses: the session\'s own open transaction holds a conflicting lock (after TRUNCATE, ALTER, DROP, CREATE INDEX or LOCK in it; refused at once, reason unsupported), or another transaction held one for all of analysis.timeout (reason unavailable); the statement was not run and the transaction stays usable',
-    message: 'pgwarden cannot analyse this statement while this session\'s own transaction holds a lock on "‹relation›" (…), so it was not run (or: statement refused by pgwarden: relation "‹relation›" is locked by another transaction; PostgreSQL\'s analysis of it waited ‹n› ms, so it was not run)',
+    doc: "PostgreSQL's analysis of the statement could not lock a relation it uses: the session's own open transaction holds a conflicting lock (after TRUNCATE, ALTER, DROP, CREATE INDEX or LOCK in it; refused at once, reason unsupported), or another transaction held one for all of analysis.timeout (reason unavailable); the statement was not run and the transaction stays usable",
+    message:
+      'pgwarden cannot analyse this statement while this session\'s own transaction holds a lock on "‹relation›" (…), so it was not run (or: statement refused by pgwarden: relation "‹relation›" is locked by another transaction; PostgreSQL\'s analysis of it waited ‹n› ms, so it was not run)',
     hint: 'commit the transaction that ran TRUNCATE/ALTER/LOCK on "‹relation›" before using it, or use it in a later transaction (or: retry when the other transaction has ended)',
     reasons: ['unsupported', 'unavailable'],
   },
@@ -193,7 +220,8 @@ export const ErrorCatalog = {
     sqlstate: SqlState.AdminShutdown,
     severity: 'FATAL',
     doc: 'pgwarden is shutting down or ended the session administratively (revoked credential, role removed or changed by a reload)',
-    message: 'terminating connection ‹why›, e.g. due to administrator command; because its credential was revoked: ‹reason›',
+    message:
+      'terminating connection ‹why›, e.g. due to administrator command; because its credential was revoked: ‹reason›',
     hint: 'reconnect shortly (or what to change first)',
     reasons: ['session_ended', 'credential_revoked'],
   },

@@ -7,7 +7,7 @@ export function quoteIdent(name: string): string {
 
 /** A string literal as the server lexes it with standard_conforming_strings on (pgwarden pins it): quotes doubled, nothing else special. */
 export function quoteLiteral(value: string): string {
-  return `'${value.replaceAll('\'', '\'\'')}'`;
+  return `'${value.replaceAll("'", "''")}'`;
 }
 
 /** Levenshtein distance between two strings, for suggesting the closest known name. */

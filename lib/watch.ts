@@ -40,7 +40,9 @@ export class FileWatcher {
         const name = filename?.toString();
         if (name === undefined || name === base || name.startsWith('..')) this.#schedule();
       });
-      this.#dir.on('error', (err) => opts.warn(`${opts.what} directory watcher failed`, { dir, error: errorMessage(err) }));
+      this.#dir.on('error', (err) =>
+        opts.warn(`${opts.what} directory watcher failed`, { dir, error: errorMessage(err) }),
+      );
     } catch (err) {
       opts.warn(`cannot watch the ${opts.what} directory; reload with SIGHUP`, { dir, error: errorMessage(err) });
     }
@@ -99,7 +101,9 @@ export class FileWatcher {
   }
 }
 
-export type SettledRead = { ok: true; data: Buffer } | { ok: false; reason: 'missing' | 'unreadable' | 'unsettled'; message: string };
+export type SettledRead =
+  | { ok: true; data: Buffer }
+  | { ok: false; reason: 'missing' | 'unreadable' | 'unsettled'; message: string };
 
 /**
  * Reads `file` until two reads `settleMs` apart agree on size, modification time and bytes, so a file being
@@ -111,7 +115,12 @@ export type SettledRead = { ok: true; data: Buffer } | { ok: false; reason: 'mis
  * one before) as soon as it is made and is awaited before the wait: a caller can act early on what is safe to take
  * from a possibly incomplete file (the revocation list applies additions at once). Its time counts against `maxWaitMs`.
  */
-export async function readSettled(file: string, settleMs: number, maxWaitMs: number, onUnsettled?: (data: Buffer) => void | Promise<void>): Promise<SettledRead> {
+export async function readSettled(
+  file: string,
+  settleMs: number,
+  maxWaitMs: number,
+  onUnsettled?: (data: Buffer) => void | Promise<void>,
+): Promise<SettledRead> {
   const deadline = Date.now() + maxWaitMs;
   let previous = await readOnce(file);
   for (;;) {
@@ -120,19 +129,32 @@ export async function readSettled(file: string, settleMs: number, maxWaitMs: num
     await new Promise((r) => setTimeout(r, settleMs));
     const next = await readOnce(file);
     if (!next.ok) return next;
-    if (next.size === previous.size && next.mtimeMs === previous.mtimeMs && next.data.equals(previous.data)) return { ok: true, data: next.data };
-    if (Date.now() >= deadline) return { ok: false, reason: 'unsettled', message: `kept changing for ${maxWaitMs} ms; not applied (replace the file by rename instead of rewriting it in place)` };
+    if (next.size === previous.size && next.mtimeMs === previous.mtimeMs && next.data.equals(previous.data))
+      return { ok: true, data: next.data };
+    if (Date.now() >= deadline)
+      return {
+        ok: false,
+        reason: 'unsettled',
+        message: `kept changing for ${maxWaitMs} ms; not applied (replace the file by rename instead of rewriting it in place)`,
+      };
     previous = next;
   }
 }
 
-async function readOnce(file: string): Promise<{ ok: true; size: number; mtimeMs: number; data: Buffer } | { ok: false; reason: 'missing' | 'unreadable'; message: string }> {
+async function readOnce(
+  file: string,
+): Promise<
+  | { ok: true; size: number; mtimeMs: number; data: Buffer }
+  | { ok: false; reason: 'missing' | 'unreadable'; message: string }
+> {
   try {
     const before = await stat(file);
     const data = await readFile(file);
     return { ok: true, size: before.size, mtimeMs: before.mtimeMs, data };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    return e.code === 'ENOENT' ? { ok: false, reason: 'missing', message: 'does not exist' } : { ok: false, reason: 'unreadable', message: `could not be read: ${e.code ?? e.message}` };
+    return e.code === 'ENOENT'
+      ? { ok: false, reason: 'missing', message: 'does not exist' }
+      : { ok: false, reason: 'unreadable', message: `could not be read: ${e.code ?? e.message}` };
   }
 }

@@ -60,8 +60,17 @@ function isOwnBackendPid(n: AnyNode | undefined): boolean {
   const f = n?.FuncCall;
   if (f === undefined) return false;
   const names = stringsOf(f.funcname);
-  const named = (names.length === 1 && names[0] === 'pg_backend_pid') || (names.length === 2 && names[0] === 'pg_catalog' && names[1] === 'pg_backend_pid');
-  const bare = (f.args === undefined || (Array.isArray(f.args) && f.args.length === 0)) && f.agg_order === undefined && f.agg_filter === undefined && f.over === undefined && f.agg_star !== true && f.agg_distinct !== true && f.func_variadic !== true;
+  const named =
+    (names.length === 1 && names[0] === 'pg_backend_pid') ||
+    (names.length === 2 && names[0] === 'pg_catalog' && names[1] === 'pg_backend_pid');
+  const bare =
+    (f.args === undefined || (Array.isArray(f.args) && f.args.length === 0)) &&
+    f.agg_order === undefined &&
+    f.agg_filter === undefined &&
+    f.over === undefined &&
+    f.agg_star !== true &&
+    f.agg_distinct !== true &&
+    f.func_variadic !== true;
   return named && bare;
 }
 
@@ -127,8 +136,17 @@ export interface Analysis {
 
 /** Object-identifier types whose input function looks names up in the catalog. */
 export const REG_TYPES: ReadonlySet<string> = new Set([
-  'regclass', 'regproc', 'regprocedure', 'regoper', 'regoperator', 'regtype', 'regnamespace', 'regrole',
-  'regconfig', 'regdictionary', 'regcollation',
+  'regclass',
+  'regproc',
+  'regprocedure',
+  'regoper',
+  'regoperator',
+  'regtype',
+  'regnamespace',
+  'regrole',
+  'regconfig',
+  'regdictionary',
+  'regcollation',
 ]);
 
 /** Recursion guard: deeper trees are reported as too complex rather than risking the JS stack. */
@@ -367,7 +385,12 @@ class Analyzer {
       case 'TruncateStmt':
         for (const r of n.relations ?? []) {
           const rel = r?.RangeVar !== undefined ? this.relation(r.RangeVar, 'write', 'truncate') : undefined;
-          this.out.writes.push({ kind: 'TruncateStmt', writeKind: 'truncate', relation: rel, nested: n !== (this.root as AnyNode)?.TruncateStmt });
+          this.out.writes.push({
+            kind: 'TruncateStmt',
+            writeKind: 'truncate',
+            relation: rel,
+            nested: n !== (this.root as AnyNode)?.TruncateStmt,
+          });
         }
         return;
       case 'CopyStmt':
@@ -383,7 +406,12 @@ class Analyzer {
         this.funcCall(n, ctx);
         return;
       case 'A_Expr':
-        if (n.kind !== 'AEXPR_BETWEEN' && n.kind !== 'AEXPR_NOT_BETWEEN' && n.kind !== 'AEXPR_BETWEEN_SYM' && n.kind !== 'AEXPR_NOT_BETWEEN_SYM') {
+        if (
+          n.kind !== 'AEXPR_BETWEEN' &&
+          n.kind !== 'AEXPR_NOT_BETWEEN' &&
+          n.kind !== 'AEXPR_BETWEEN_SYM' &&
+          n.kind !== 'AEXPR_NOT_BETWEEN_SYM'
+        ) {
           this.operator(stringsOf(n.name));
         }
         this.walk(n.lexpr, ctx);
@@ -438,13 +466,22 @@ class Analyzer {
   // ---------------------------------------------------------------- relations
 
   /** Resolves a RangeVar to a catalog relation (or reports why it cannot be). */
-  private relation(rv: AnyNode, access: 'read' | 'write', writeKind?: WriteKind, asType?: { written: string[] }): RelationUse | undefined {
+  private relation(
+    rv: AnyNode,
+    access: 'read' | 'write',
+    writeKind?: WriteKind,
+    asType?: { written: string[] },
+  ): RelationUse | undefined {
     const relname = typeof rv.relname === 'string' ? rv.relname : '';
     const schemaname = typeof rv.schemaname === 'string' && rv.schemaname !== '' ? rv.schemaname : undefined;
     const catalogname = typeof rv.catalogname === 'string' && rv.catalogname !== '' ? rv.catalogname : undefined;
     const display = [catalogname, schemaname, relname].filter((x) => x !== undefined).join('.');
     if (catalogname !== undefined && catalogname !== this.catalog.database) {
-      this.problem('cross_database', display, `relation ${display} names database ${catalogname}, not ${this.catalog.database}`);
+      this.problem(
+        'cross_database',
+        display,
+        `relation ${display} names database ${catalogname}, not ${this.catalog.database}`,
+      );
       return undefined;
     }
     let schema: string | undefined;
@@ -461,7 +498,8 @@ class Analyzer {
     // A relation written with its schema, in a schema the role may change (docs/policy.md, "Scoped DDL"), may have been
     // created after the snapshot was read. Its name needs no search_path, and the server's analysis, which always follows
     // for statements that read or write relations, resolves it and judges its columns.
-    if (schema === undefined && schemaname !== undefined && this.role.ddl?.schemas.includes(schemaname) === true) schema = schemaname;
+    if (schema === undefined && schemaname !== undefined && this.role.ddl?.schemas.includes(schemaname) === true)
+      schema = schemaname;
     // PostgreSQL names a relation in its errors as written, without the database part.
     const written = schemaname !== undefined ? `${schemaname}.${relname}` : relname;
     let absent = false;
@@ -472,14 +510,28 @@ class Analyzer {
       // may change), the name is analysed as the forbidden relation it may be, so whether it exists never shows;
       // else, if one is a schema the role may change (ddl.schemas, pg_temp), the role may have just made it and the
       // snapshot cannot know: refused as unresolved; else it does not exist: PostgreSQL's 42P01.
-      const candidates = schemaname !== undefined ? [schemaname] : this.role.ddl?.temporary === true ? ['pg_temp', ...this.relPath] : this.relPath;
+      const candidates =
+        schemaname !== undefined
+          ? [schemaname]
+          : this.role.ddl?.temporary === true
+            ? ['pg_temp', ...this.relPath]
+            : this.relPath;
       const outside = candidates.find((s) => !this.inScope(s, relname) && !this.ownSchema(s));
       if (outside === undefined) {
         const where = schemaname !== undefined ? '' : ` on the search path (${this.relPath.join(', ')})`;
         if (candidates.some((s) => this.ownSchema(s))) {
-          this.problem('unknown_relation', written, `relation ${display} is not in pgwarden's catalog snapshot${where}; objects made since pgwarden read the catalog are known after a reload`);
+          this.problem(
+            'unknown_relation',
+            written,
+            `relation ${display} is not in pgwarden's catalog snapshot${where}; objects made since pgwarden read the catalog are known after a reload`,
+          );
         } else {
-          this.problem('undefined_relation', written, `pgwarden's catalog snapshot holds no table, view, materialized view, partitioned or foreign table ${display}${where}`, typeof rv.location === 'number' ? rv.location : undefined);
+          this.problem(
+            'undefined_relation',
+            written,
+            `pgwarden's catalog snapshot holds no table, view, materialized view, partitioned or foreign table ${display}${where}`,
+            typeof rv.location === 'number' ? rv.location : undefined,
+          );
         }
         return undefined;
       }
@@ -490,7 +542,15 @@ class Analyzer {
     const seenKey = `${access}:${writeKind ?? ''}:${key}`;
     const seen = this.seenRel.get(seenKey);
     if (seen !== undefined) return seen;
-    const use: RelationUse = { schema, name: relname, key, access, writeKind, relation: absent ? undefined : this.catalog.relations.get(key), written: asType?.written ?? (schemaname !== undefined ? [schemaname, relname] : [relname]) };
+    const use: RelationUse = {
+      schema,
+      name: relname,
+      key,
+      access,
+      writeKind,
+      relation: absent ? undefined : this.catalog.relations.get(key),
+      written: asType?.written ?? (schemaname !== undefined ? [schemaname, relname] : [relname]),
+    };
     if (absent) use.absent = true;
     if (asType !== undefined) use.viaType = true;
     this.seenRel.set(seenKey, use);
@@ -525,7 +585,13 @@ class Analyzer {
 
   /** A RangeVar met outside a FROM list (LOCK, VACUUM, INTO, …): a CTE name or a relation read. */
   private readRangeVar(rv: AnyNode, ctx: Ctx): void {
-    if (rv.schemaname === undefined && rv.catalogname === undefined && typeof rv.relname === 'string' && lookupCte(ctx.ctes, rv.relname) !== undefined) return;
+    if (
+      rv.schemaname === undefined &&
+      rv.catalogname === undefined &&
+      typeof rv.relname === 'string' &&
+      lookupCte(ctx.ctes, rv.relname) !== undefined
+    )
+      return;
     this.relation(rv, 'read');
   }
 
@@ -534,11 +600,21 @@ class Analyzer {
     const original = cols !== undefined && cols.length > 0 ? cols.map((c) => c.name) : undefined;
     // `FROM customers AS x(a, b, c, d)` renames columns by position: x.d is customers.ssn.
     let columns = original;
-    if (aliasColnames.length > 0 && original !== undefined) columns = [...aliasColnames, ...original.slice(aliasColnames.length)];
+    if (aliasColnames.length > 0 && original !== undefined)
+      columns = [...aliasColnames, ...original.slice(aliasColnames.length)];
     return {
       refname,
       // A relation of a ddl schema made after the snapshot was read has unknown columns: any use of one counts as the whole row.
-      base: { key: use.key, schema: use.schema, name: use.name, columns, original, opaque: (aliasColnames.length > 0 && original === undefined) || (use.relation === undefined && this.role.ddl?.schemas.includes(use.schema) === true) },
+      base: {
+        key: use.key,
+        schema: use.schema,
+        name: use.name,
+        columns,
+        original,
+        opaque:
+          (aliasColnames.length > 0 && original === undefined) ||
+          (use.relation === undefined && this.role.ddl?.schemas.includes(use.schema) === true),
+      },
       columns: undefined,
       children: undefined,
       hidesChildren: false,
@@ -567,7 +643,13 @@ class Analyzer {
       const [left, right] = item.children;
       const lc = left === undefined ? undefined : outputColumns(left);
       const rc = right === undefined ? undefined : outputColumns(right);
-      if (item.joinPlain === true && item.children.length === 2 && item.joinRenamed.lastIndexOf(name) === i && lc !== undefined && rc !== undefined) {
+      if (
+        item.joinPlain === true &&
+        item.children.length === 2 &&
+        item.joinRenamed.lastIndexOf(name) === i &&
+        lc !== undefined &&
+        rc !== undefined
+      ) {
         const side = i < lc.length ? left : right;
         const orig = i < lc.length ? lc[i] : rc[i - lc.length];
         if (side !== undefined && orig !== undefined) {
@@ -599,11 +681,22 @@ class Analyzer {
     if (hidden !== undefined && this.role.catalog === 'introspection') {
       const known = this.catalog.relations.get(relation)?.columns.map((c) => c.name);
       const whole = column === '*' && (known !== undefined || how === 'star');
-      const cols = whole ? [...hidden].filter((c) => known === undefined || known.includes(c)) : hidden.has(column) ? [column] : [];
+      const cols = whole
+        ? [...hidden].filter((c) => known === undefined || known.includes(c))
+        : hidden.has(column)
+          ? [column]
+          : [];
       if (cols.length === 0) return;
-      const why = cols.map((c) => `${c} (${SYSTEM_DENIED_COLUMN_REASONS.get(relation)?.get(c) ?? 'hidden'})`).join(', ');
-      const what = column === '*' ? `* or a whole-row reference to ${relation} includes` : `column ${column} of ${relation} holds`;
-      this.problem('unknown_relation', `${relation}.${column}`, `${what} ${why}: pgwarden lets no role read it (rule: builtin.catalog)`);
+      const why = cols
+        .map((c) => `${c} (${SYSTEM_DENIED_COLUMN_REASONS.get(relation)?.get(c) ?? 'hidden'})`)
+        .join(', ');
+      const what =
+        column === '*' ? `* or a whole-row reference to ${relation} includes` : `column ${column} of ${relation} holds`;
+      this.problem(
+        'unknown_relation',
+        `${relation}.${column}`,
+        `${what} ${why}: pgwarden lets no role read it (rule: builtin.catalog)`,
+      );
     }
   }
 
@@ -652,7 +745,8 @@ class Analyzer {
   private findQualified(schema: string, name: string, scope: Scope | undefined): FromItem | undefined {
     for (let s = scope; s !== undefined; s = s.parent) {
       for (const it of named(s.items)) {
-        if (it.base !== undefined && it.base.schema === schema && it.base.name === name && it.refname === name) return it;
+        if (it.base !== undefined && it.base.schema === schema && it.base.name === name && it.refname === name)
+          return it;
       }
     }
     return undefined;
@@ -742,7 +836,8 @@ class Analyzer {
   private refItem(names: string[], scope: Scope | undefined): FromItem | undefined {
     if (names.length === 1) return this.findRef(names[0] ?? '', scope);
     if (names.length === 2) return this.findQualified(names[0] ?? '', names[1] ?? '', scope);
-    if (names.length === 3 && names[0] === this.catalog.database) return this.findQualified(names[1] ?? '', names[2] ?? '', scope);
+    if (names.length === 3 && names[0] === this.catalog.database)
+      return this.findQualified(names[1] ?? '', names[2] ?? '', scope);
     return undefined;
   }
 
@@ -756,7 +851,12 @@ class Analyzer {
   private funcCall(n: AnyNode, ctx: Ctx): void {
     const names = stringsOf(n.funcname);
     const args: AnyNode[] = Array.isArray(n.args) ? n.args : [];
-    this.resolveFunction(names, args.map((a) => constString(a)), args.length, isOwnBackendPid(args[0]));
+    this.resolveFunction(
+      names,
+      args.map((a) => constString(a)),
+      args.length,
+      isOwnBackendPid(args[0]),
+    );
     this.walk(n.args, ctx);
     this.walk(n.agg_order, ctx);
     this.walk(n.agg_filter, ctx);
@@ -784,11 +884,20 @@ class Analyzer {
     for (const schema of candidates) {
       const key = `${schema}.${fname}`;
       const overloads = this.catalog.functions.get(key);
-      if (fname === 'current_setting' || fname === 'set_config' || fname === 'pg_notify' || /^to_reg/.test(fname)) this.out.literalSensitive = true;
+      if (fname === 'current_setting' || fname === 'set_config' || fname === 'pg_notify' || /^to_reg/.test(fname))
+        this.out.literalSensitive = true;
       const dedupe = `${key}\u0000${constArgs.join('\u0001')}\u0000${ownBackend ? 'own' : ''}`;
       if (this.seenFn.has(dedupe)) continue;
       this.seenFn.add(dedupe);
-      this.out.functions.push({ schema, name: fname, key, overloads, constArgs, argc, ...(ownBackend ? { ownBackend: true as const } : {}) });
+      this.out.functions.push({
+        schema,
+        name: fname,
+        key,
+        overloads,
+        constArgs,
+        argc,
+        ...(ownBackend ? { ownBackend: true as const } : {}),
+      });
     }
   }
 
@@ -800,7 +909,11 @@ class Analyzer {
       for (const s of this.funcPath) {
         if (s !== 'pg_catalog' && this.catalog.userOperators.has(`${s}.${op}`)) {
           this.out.operators.push({ schema: s, name: op });
-          this.problem('user_operator', `${s}.${op}`, `operator ${op} may resolve to the user-defined operator ${s}.${op}`);
+          this.problem(
+            'user_operator',
+            `${s}.${op}`,
+            `operator ${op} may resolve to the user-defined operator ${s}.${op}`,
+          );
           return;
         }
       }
@@ -827,10 +940,17 @@ class Analyzer {
     // decision, and that conversion would run the domain's CHECK (or a range subtype's comparison function).
     const isArray = Array.isArray(t.arrayBounds) && t.arrayBounds.length > 0;
     // `t[]` is t's array type, named `_t` in t's schema.
-    const elemRunsCode = isArray && found !== undefined && this.catalog.types?.get(`${found.schema}._${found.name}`)?.inputRunsCode === true;
+    const elemRunsCode =
+      isArray &&
+      found !== undefined &&
+      this.catalog.types?.get(`${found.schema}._${found.name}`)?.inputRunsCode === true;
     if (fromString && found !== undefined && (found.inputRunsCode === true || elemRunsCode)) {
       const display = names.join('.') + (isArray ? '[]' : '');
-      this.problem('input_runs_code', display, `converting a string to ${display} runs SQL code (a domain CHECK or a comparison function) while PostgreSQL merely analyses the statement (rule: builtin.types)`);
+      this.problem(
+        'input_runs_code',
+        display,
+        `converting a string to ${display} runs SQL code (a domain CHECK or a comparison function) while PostgreSQL merely analyses the statement (rule: builtin.types)`,
+      );
     }
   }
 
@@ -852,7 +972,11 @@ class Analyzer {
       }
     } else {
       if (names.length === 3 && names[0] !== this.catalog.database) {
-        this.problem('cross_database', display, `type ${display} names database ${names[0]}, not ${this.catalog.database}`);
+        this.problem(
+          'cross_database',
+          display,
+          `type ${display} names database ${names[0]}, not ${this.catalog.database}`,
+        );
         return undefined;
       }
       found = types.get(`${names[names.length - 2]}.${last}`);
@@ -864,7 +988,11 @@ class Analyzer {
       const schemaname = names.length > 1 ? names[names.length - 2] : undefined;
       const candidates = schemaname !== undefined ? [schemaname] : this.relPath;
       if (candidates.every((s) => this.inScope(s, last))) {
-        this.problem('unknown_type', display, `type ${display} was not found in pgwarden's catalog snapshot (search_path: ${this.relPath.join(', ')})`);
+        this.problem(
+          'unknown_type',
+          display,
+          `type ${display} was not found in pgwarden's catalog snapshot (search_path: ${this.relPath.join(', ')})`,
+        );
       } else {
         // It may be the row type of a relation outside the role's relations: refused as that, existing or not.
         const use = this.relation({ schemaname, relname: last }, 'read', undefined, { written });
@@ -874,7 +1002,12 @@ class Analyzer {
     }
     if (found.relation !== undefined) {
       const dot = found.relation.indexOf('.');
-      const use = this.relation({ schemaname: found.relation.slice(0, dot), relname: found.relation.slice(dot + 1) }, 'read', undefined, { written });
+      const use = this.relation(
+        { schemaname: found.relation.slice(0, dot), relname: found.relation.slice(dot + 1) },
+        'read',
+        undefined,
+        { written },
+      );
       if (use !== undefined) this.useColumn(use.key, '*', 'whole_row');
     }
     return found;
@@ -893,11 +1026,13 @@ class Analyzer {
   private withClause(w: AnyNode, ctx: Ctx): CteChain {
     const chain: CteChain = { parent: ctx.ctes, defs: new Map() };
     const ctes: AnyNode[] = [];
-    for (const c of Array.isArray(w.ctes) ? w.ctes : []) if (c?.CommonTableExpr !== undefined) ctes.push(c.CommonTableExpr);
+    for (const c of Array.isArray(w.ctes) ? w.ctes : [])
+      if (c?.CommonTableExpr !== undefined) ctes.push(c.CommonTableExpr);
     const recursive = w.recursive === true;
     if (recursive) {
       // WITH RECURSIVE: every CTE name is visible in every body (including its own).
-      for (const c of ctes) chain.defs.set(String(c.ctename ?? ''), { name: String(c.ctename ?? ''), columns: cteColumns(c) });
+      for (const c of ctes)
+        chain.defs.set(String(c.ctename ?? ''), { name: String(c.ctename ?? ''), columns: cteColumns(c) });
     }
     for (const c of ctes) {
       const name = String(c.ctename ?? '');
@@ -918,7 +1053,11 @@ class Analyzer {
     const ctx: Ctx = { ...ctx0 };
     if (s.withClause !== undefined) ctx.ctes = this.withClause(s.withClause, ctx);
     if (topLevel) {
-      this.out.limit = { option: String(s.limitOption ?? 'LIMIT_OPTION_DEFAULT'), count: s.limitCount, offset: s.limitOffset };
+      this.out.limit = {
+        option: String(s.limitOption ?? 'LIMIT_OPTION_DEFAULT'),
+        count: s.limitCount,
+        offset: s.limitOffset,
+      };
     }
     if (s.intoClause !== undefined) this.out.hasInto = true;
     if (Array.isArray(s.lockingClause) && s.lockingClause.length > 0) this.out.hasLocking = true;
@@ -940,13 +1079,15 @@ class Analyzer {
     // ORDER BY and DISTINCT ON a bare name that is an output column's alias use that output column
     // (PostgreSQL's findTargetlistEntrySQL92), whose own references the target list walk above has recorded.
     const aliases = new Set<string>();
-    for (const t of Array.isArray(s.targetList) ? s.targetList : []) if (typeof t?.ResTarget?.name === 'string') aliases.add(t.ResTarget.name);
+    for (const t of Array.isArray(s.targetList) ? s.targetList : [])
+      if (typeof t?.ResTarget?.name === 'string') aliases.add(t.ResTarget.name);
     const isAlias = (node: AnyNode | undefined): boolean => {
       const fields = node?.ColumnRef?.fields;
       const only = Array.isArray(fields) && fields.length === 1 ? fields[0]?.String?.sval : undefined;
       return typeof only === 'string' && aliases.has(only);
     };
-    for (const item of Array.isArray(s.distinctClause) ? s.distinctClause : []) if (!isAlias(item)) this.walk(item, inner);
+    for (const item of Array.isArray(s.distinctClause) ? s.distinctClause : [])
+      if (!isAlias(item)) this.walk(item, inner);
     for (const item of Array.isArray(s.sortClause) ? s.sortClause : []) {
       const by: AnyNode | undefined = item?.SortBy;
       if (isAlias(by?.node)) {
@@ -984,11 +1125,24 @@ class Analyzer {
       if (rv.schemaname === undefined && rv.catalogname === undefined) {
         const cte = lookupCte(ctx.ctes, String(rv.relname ?? ''));
         if (cte !== undefined) {
-          return { refname: alias ?? cte.name, base: undefined, columns: aliasColumns(rv.alias, cte.columns), children: undefined, hidesChildren: false };
+          return {
+            refname: alias ?? cte.name,
+            base: undefined,
+            columns: aliasColumns(rv.alias, cte.columns),
+            children: undefined,
+            hidesChildren: false,
+          };
         }
       }
       const use = this.relation(rv, 'read');
-      if (use === undefined) return { refname: alias ?? rv.relname, base: undefined, columns: undefined, children: undefined, hidesChildren: false };
+      if (use === undefined)
+        return {
+          refname: alias ?? rv.relname,
+          base: undefined,
+          columns: undefined,
+          children: undefined,
+          hidesChildren: false,
+        };
       return this.baseItem(use, alias ?? use.name, stringsOf(rv.alias?.colnames));
     }
     if (node.RangeSubselect !== undefined) {
@@ -1000,7 +1154,13 @@ class Analyzer {
         this.select(rs.subquery.SelectStmt, subCtx, false);
         cols = selectColumns(rs.subquery.SelectStmt);
       } else this.walk(rs.subquery, subCtx);
-      return { refname: rs.alias?.aliasname, base: undefined, columns: aliasColumns(rs.alias, cols), children: undefined, hidesChildren: false };
+      return {
+        refname: rs.alias?.aliasname,
+        base: undefined,
+        columns: aliasColumns(rs.alias, cols),
+        children: undefined,
+        hidesChildren: false,
+      };
     }
     if (node.RangeFunction !== undefined) {
       const rf: AnyNode = node.RangeFunction;
@@ -1012,7 +1172,13 @@ class Analyzer {
         cols = rf.coldeflist.map((c: AnyNode) => String(c?.ColumnDef?.colname ?? ''));
       } else if (Array.isArray(rf.alias?.colnames)) cols = stringsOf(rf.alias.colnames);
       if (cols !== undefined && rf.ordinality === true) cols.push('ordinality');
-      return { refname: rf.alias?.aliasname, base: undefined, columns: cols, children: undefined, hidesChildren: false };
+      return {
+        refname: rf.alias?.aliasname,
+        base: undefined,
+        columns: cols,
+        children: undefined,
+        hidesChildren: false,
+      };
     }
     if (node.JoinExpr !== undefined) {
       const j: AnyNode = node.JoinExpr;
@@ -1028,14 +1194,26 @@ class Analyzer {
       if (j.isNatural === true && left !== undefined && right !== undefined) this.naturalJoin(left, right);
       this.walk(j.quals, jctx);
       const alias: string | undefined = j.alias?.aliasname;
-      const item: FromItem = { refname: alias, base: undefined, columns: undefined, children, hidesChildren: alias !== undefined };
+      const item: FromItem = {
+        refname: alias,
+        base: undefined,
+        columns: undefined,
+        children,
+        hidesChildren: alias !== undefined,
+      };
       const renamed = stringsOf(j.alias?.colnames);
       if (renamed.length > 0) item.joinRenamed = renamed;
       item.joinPlain = stringsOf(j.usingClause).length === 0 && j.isNatural !== true;
       if (j.join_using_alias?.aliasname !== undefined) {
         // `USING (a) AS x`: x.a names the merged column of both sides.
         const using = stringsOf(j.usingClause);
-        children.push({ refname: j.join_using_alias.aliasname, base: undefined, columns: using, children: undefined, hidesChildren: false });
+        children.push({
+          refname: j.join_using_alias.aliasname,
+          base: undefined,
+          columns: using,
+          children: undefined,
+          hidesChildren: false,
+        });
       }
       return item;
     }
@@ -1049,15 +1227,29 @@ class Analyzer {
     if (node.RangeTableFunc !== undefined) {
       const tf: AnyNode = node.RangeTableFunc;
       this.walk(tf, { scope, ctes: ctx.ctes, depth: ctx.depth + 1 });
-      const cols = (Array.isArray(tf.columns) ? tf.columns : []).map((c: AnyNode) => String(c?.RangeTableFuncCol?.colname ?? ''));
-      return { refname: tf.alias?.aliasname, base: undefined, columns: aliasColumns(tf.alias, cols), children: undefined, hidesChildren: false };
+      const cols = (Array.isArray(tf.columns) ? tf.columns : []).map((c: AnyNode) =>
+        String(c?.RangeTableFuncCol?.colname ?? ''),
+      );
+      return {
+        refname: tf.alias?.aliasname,
+        base: undefined,
+        columns: aliasColumns(tf.alias, cols),
+        children: undefined,
+        hidesChildren: false,
+      };
     }
     // JSON_TABLE and anything newer: walk it, expose unknown columns.
     const tag = Object.keys(node)[0] ?? '';
     const body: AnyNode | undefined = node[tag];
     // The body's fields, not the tagged node: walking `{JsonTable: …}` would come straight back here.
     this.walk(body, { scope, ctes: ctx.ctes, depth: ctx.depth + 1 });
-    return { refname: body?.alias?.aliasname, base: undefined, columns: undefined, children: undefined, hidesChildren: false };
+    return {
+      refname: body?.alias?.aliasname,
+      base: undefined,
+      columns: undefined,
+      children: undefined,
+      hidesChildren: false,
+    };
   }
 
   /** A USING column: read on every base leaf of the side that has (or may have) it. */
@@ -1093,7 +1285,8 @@ class Analyzer {
     const ctx: Ctx = { ...ctx0 };
     const nested = s !== (this.root as AnyNode)?.[tag];
     if (s.withClause !== undefined) ctx.ctes = this.withClause(s.withClause, ctx);
-    const writeKind: WriteKind = tag === 'InsertStmt' ? 'insert' : tag === 'UpdateStmt' ? 'update' : tag === 'DeleteStmt' ? 'delete' : 'merge';
+    const writeKind: WriteKind =
+      tag === 'InsertStmt' ? 'insert' : tag === 'UpdateStmt' ? 'update' : tag === 'DeleteStmt' ? 'delete' : 'merge';
     const rv: AnyNode | undefined = s.relation;
     const target = rv !== undefined ? this.relation(rv, 'write', writeKind) : undefined;
     this.out.writes.push({ kind: tag, writeKind, relation: target, nested });
@@ -1109,7 +1302,10 @@ class Analyzer {
         if (target !== undefined) this.useColumn(target.key, '*', 'write');
       }
       for (const c of cols) written(String(c?.ResTarget?.name ?? ''));
-      this.walk(cols.map((c) => c?.ResTarget?.indirection), inner);
+      this.walk(
+        cols.map((c) => c?.ResTarget?.indirection),
+        inner,
+      );
       // The VALUES / SELECT source cannot see the target.
       this.subquery(s.selectStmt, { scope: ctx.scope, ctes: ctx.ctes, depth: ctx.depth + 1 });
       const oc: AnyNode | undefined = s.onConflictClause;
@@ -1154,7 +1350,8 @@ class Analyzer {
         }
         this.walk(mw.condition, inner);
         const tl: AnyNode[] = Array.isArray(mw.targetList) ? mw.targetList : [];
-        if (mw.commandType === 'CMD_INSERT' && tl.length === 0 && target !== undefined) this.useColumn(target.key, '*', 'write');
+        if (mw.commandType === 'CMD_INSERT' && tl.length === 0 && target !== undefined)
+          this.useColumn(target.key, '*', 'write');
         for (const t of tl) {
           if (typeof t?.ResTarget?.name === 'string') written(t.ResTarget.name);
           this.walk(t?.ResTarget?.val, inner);
@@ -1199,13 +1396,38 @@ class Analyzer {
 }
 
 const HANDLED_SELECT_FIELDS = new Set([
-  'withClause', 'intoClause', 'lockingClause', 'larg', 'rarg', 'fromClause', 'valuesLists', 'targetList', 'whereClause',
-  'groupClause', 'havingClause', 'windowClause', 'distinctClause', 'sortClause', 'limitCount', 'limitOffset',
+  'withClause',
+  'intoClause',
+  'lockingClause',
+  'larg',
+  'rarg',
+  'fromClause',
+  'valuesLists',
+  'targetList',
+  'whereClause',
+  'groupClause',
+  'havingClause',
+  'windowClause',
+  'distinctClause',
+  'sortClause',
+  'limitCount',
+  'limitOffset',
 ]);
 
 const HANDLED_DML_FIELDS = new Set([
-  'withClause', 'relation', 'cols', 'selectStmt', 'onConflictClause', 'fromClause', 'targetList', 'whereClause',
-  'usingClause', 'sourceRelation', 'joinCondition', 'mergeWhenClauses', 'returningClause',
+  'withClause',
+  'relation',
+  'cols',
+  'selectStmt',
+  'onConflictClause',
+  'fromClause',
+  'targetList',
+  'whereClause',
+  'usingClause',
+  'sourceRelation',
+  'joinCondition',
+  'mergeWhenClauses',
+  'returningClause',
 ]);
 
 function isRegType(t: AnyNode): boolean {

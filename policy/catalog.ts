@@ -126,7 +126,8 @@ function toPatterns(list: readonly (string | RelationPattern)[] | undefined): Re
     }
     const dot = item.indexOf('.');
     // Our own caller passes names from the compiled policy; an unqualified one is a programming error.
-    if (dot <= 0 || dot === item.length - 1) throw new TypeError(`loadCatalog: relation ${JSON.stringify(item)} must be schema.name or schema.*`);
+    if (dot <= 0 || dot === item.length - 1)
+      throw new TypeError(`loadCatalog: relation ${JSON.stringify(item)} must be schema.name or schema.*`);
     out.push({ schema: item.slice(0, dot), name: item.slice(dot + 1) });
   }
   return out;
@@ -187,7 +188,16 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
   const relations = new Map<string, CatalogRelation>();
   for (const r of rels.rows) {
     const columns = json<[string, string][]>(r.columns, []).map(([name, type]) => Object.freeze({ name, type }));
-    relations.set(relationKey(r.schema, r.name), Object.freeze({ schema: r.schema, name: r.name, kind: r.kind, columns: Object.freeze(columns) as typeof columns, ...(r.has_children === true || r.has_children === 't' ? { hasChildren: true } : {}) }));
+    relations.set(
+      relationKey(r.schema, r.name),
+      Object.freeze({
+        schema: r.schema,
+        name: r.name,
+        kind: r.kind,
+        columns: Object.freeze(columns) as typeof columns,
+        ...(r.has_children === true || r.has_children === 't' ? { hasChildren: true } : {}),
+      }),
+    );
   }
 
   const functions = new Map<string, CatalogFunction[]>();
@@ -256,7 +266,9 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
     relations: frozenMap(relations),
     functions: frozenMap([...functions].map(([k, v]) => [k, Object.freeze(v) as CatalogFunction[]] as const)),
     userOperators: frozenSet(userOperators),
-    userOperatorFunctions: frozenMap([...operatorFunctions].map(([k, v]) => [k, Object.freeze([...v]) as string[]] as const)),
+    userOperatorFunctions: frozenMap(
+      [...operatorFunctions].map(([k, v]) => [k, Object.freeze([...v]) as string[]] as const),
+    ),
     keywords: frozenMap(keywordRows.rows.map((k) => [String(k.word), String(k.catcode)] as const)),
   });
 }
@@ -281,14 +293,24 @@ interface TypeShape {
  * class compares with SQL or PL code (range_in compares the bounds with it). A plain domain's CHECK runs later, at execution, where the
  * server's analysis sees it.
  */
-function inputRunsCode(oid: number, shapes: ReadonlyMap<number, TypeShape>, inContainer: boolean, seen: Set<number>): boolean {
+function inputRunsCode(
+  oid: number,
+  shapes: ReadonlyMap<number, TypeShape>,
+  inContainer: boolean,
+  seen: Set<number>,
+): boolean {
   const t = shapes.get(oid);
   if (t === undefined || seen.has(oid)) return false;
   seen.add(oid);
   if (t.typtype === 'd') return (inContainer && t.checks) || inputRunsCode(t.base, shapes, inContainer, seen);
   if (t.elem !== 0) return inputRunsCode(t.elem, shapes, true, seen);
   if (t.typtype === 'c') return t.columns.some((c) => inputRunsCode(c, shapes, true, seen));
-  if (t.typtype === 'r') return t.rangeUserCompare || shapes.get(t.rangeSubtype)?.schema !== 'pg_catalog' || inputRunsCode(t.rangeSubtype, shapes, true, seen);
+  if (t.typtype === 'r')
+    return (
+      t.rangeUserCompare ||
+      shapes.get(t.rangeSubtype)?.schema !== 'pg_catalog' ||
+      inputRunsCode(t.rangeSubtype, shapes, true, seen)
+    );
   if (t.typtype === 'm') return inputRunsCode(t.multirangeOf, shapes, true, seen);
   return false;
 }
@@ -338,10 +360,13 @@ export async function checkUpstreamPrivileges(
   const check = async (who: string, label: string, isSuper: boolean, bypassRls: boolean): Promise<void> => {
     if (isSuper) {
       // A superuser owns everything in effect; listing owned relations would only repeat this warning.
-      warnings.push(`${label} ${quoteIdent(who)} is a superuser: it bypasses every GRANT and row-level security policy; use a dedicated NOSUPERUSER role`);
+      warnings.push(
+        `${label} ${quoteIdent(who)} is a superuser: it bypasses every GRANT and row-level security policy; use a dedicated NOSUPERUSER role`,
+      );
       return;
     }
-    if (bypassRls) warnings.push(`${label} ${quoteIdent(who)} has BYPASSRLS: row-level security policies do not apply to it`);
+    if (bypassRls)
+      warnings.push(`${label} ${quoteIdent(who)} has BYPASSRLS: row-level security policies do not apply to it`);
     if (patterns.length === 0) return;
     const owned = await query(CATALOG_QUERIES.ownedRelations, [param, who]);
     if (owned.rows.length > 0) {
@@ -366,7 +391,10 @@ export async function checkUpstreamPrivileges(
         warnings.push(`dbRole ${quoteIdent(name)} does not exist upstream: sessions for roles using it will fail`);
         continue;
       }
-      if (r.member !== true) warnings.push(`upstream user cannot SET ROLE ${quoteIdent(name)} (not a member): sessions for roles using it will fail`);
+      if (r.member !== true)
+        warnings.push(
+          `upstream user cannot SET ROLE ${quoteIdent(name)} (not a member): sessions for roles using it will fail`,
+        );
       await check(name, 'dbRole', r.super === true, r.bypassrls === true);
     }
   }

@@ -28,13 +28,27 @@ export type UtilityQueries = { ok: true; queries: UtilityQuery[] } | { ok: false
 
 /** Utility statement kinds this file restates for analysis. */
 export const UTILITY_ANALYSED_KINDS: ReadonlySet<string> = new Set([
-  'CreateStmt', 'IndexStmt', 'ViewStmt', 'CreateTableAsStmt', 'AlterTableStmt', 'LockStmt', 'VacuumStmt',
+  'CreateStmt',
+  'IndexStmt',
+  'ViewStmt',
+  'CreateTableAsStmt',
+  'AlterTableStmt',
+  'LockStmt',
+  'VacuumStmt',
 ]);
 
 /** Utility statement kinds decided by this file (beyond the ones above: names only, or nothing to analyse). */
 export const UTILITY_KINDS: ReadonlySet<string> = new Set([
-  ...UTILITY_ANALYSED_KINDS, 'RefreshMatViewStmt', 'CreateSeqStmt', 'AlterSeqStmt', 'RenameStmt', 'DropStmt', 'CommentStmt',
-  'ListenStmt', 'NotifyStmt', 'DoStmt',
+  ...UTILITY_ANALYSED_KINDS,
+  'RefreshMatViewStmt',
+  'CreateSeqStmt',
+  'AlterSeqStmt',
+  'RenameStmt',
+  'DropStmt',
+  'CommentStmt',
+  'ListenStmt',
+  'NotifyStmt',
+  'DoStmt',
 ]);
 
 /**
@@ -42,7 +56,16 @@ export const UTILITY_KINDS: ReadonlySet<string> = new Set([
  * analysis cached about the catalog may be stale, so they are dropped (proxy/session/policy-gate.ts).
  */
 export const CATALOG_CHANGING_KINDS: ReadonlySet<string> = new Set([
-  'CreateStmt', 'CreateTableAsStmt', 'ViewStmt', 'IndexStmt', 'AlterTableStmt', 'RenameStmt', 'DropStmt', 'CreateSeqStmt', 'AlterSeqStmt', 'DoStmt',
+  'CreateStmt',
+  'CreateTableAsStmt',
+  'ViewStmt',
+  'IndexStmt',
+  'AlterTableStmt',
+  'RenameStmt',
+  'DropStmt',
+  'CreateSeqStmt',
+  'AlterSeqStmt',
+  'DoStmt',
 ]);
 
 /** PostgreSQL's lock modes (storage/lockdefs.h); 1 is ACCESS SHARE, what every SELECT takes. */
@@ -80,7 +103,14 @@ function rangeVarText(rv: AnyNode): string | undefined {
 }
 
 /** serial types are column shorthands, not types: a NULL of one is cast to the integer it stands for. */
-const SERIAL_TYPES: Record<string, string> = { serial: 'int4', serial4: 'int4', bigserial: 'int8', serial8: 'int8', smallserial: 'int2', serial2: 'int2' };
+const SERIAL_TYPES: Record<string, string> = {
+  serial: 'int4',
+  serial4: 'int4',
+  bigserial: 'int8',
+  serial8: 'int8',
+  smallserial: 'int2',
+  serial2: 'int2',
+};
 
 function castTypeName(tn: AnyNode): AnyNode {
   const names = stringsOf(tn.names);
@@ -107,7 +137,11 @@ interface NewColumn {
  * `SELECT (e1), (e2) FROM <scope> [WHERE pred]`, where the scope is an existing relation (`ONLY rel`), optionally with
  * columns being added, or only the columns of a table being created. Verified by parsing it again.
  */
-function restate(targets: readonly AnyNode[], scope: { rv?: AnyNode; alias?: string; newColumns: readonly NewColumn[] }, where?: AnyNode): string | undefined {
+function restate(
+  targets: readonly AnyNode[],
+  scope: { rv?: AnyNode; alias?: string; newColumns: readonly NewColumn[] },
+  where?: AnyNode,
+): string | undefined {
   const exprs: string[] = [];
   for (const t of targets) {
     const s = deparseNode(t);
@@ -126,7 +160,8 @@ function restate(targets: readonly AnyNode[], scope: { rv?: AnyNode; alias?: str
     if (rel === undefined) return undefined;
     from.push(rel);
   }
-  if (casts.length > 0) from.push(`(SELECT ${casts.join(', ')}) AS ${quoteIdent(scope.alias ?? 'pgwarden new columns')}`);
+  if (casts.length > 0)
+    from.push(`(SELECT ${casts.join(', ')}) AS ${quoteIdent(scope.alias ?? 'pgwarden new columns')}`);
   let whereText = '';
   if (where !== undefined) {
     const w = deparseNode(where);
@@ -142,12 +177,14 @@ function restate(targets: readonly AnyNode[], scope: { rv?: AnyNode; alias?: str
   for (let i = 0; i < targets.length; i++) if (!same(tl[i]?.ResTarget?.val, targets[i])) return undefined;
   if (where !== undefined ? !same(sel.whereClause, where) : sel.whereClause !== undefined) return undefined;
   const fc: AnyNode[] = Array.isArray(sel.fromClause) ? sel.fromClause : [];
-  const items: AnyNode[] = fc.length === 1 && fc[0]?.JoinExpr !== undefined ? [fc[0].JoinExpr.larg, fc[0].JoinExpr.rarg] : fc;
+  const items: AnyNode[] =
+    fc.length === 1 && fc[0]?.JoinExpr !== undefined ? [fc[0].JoinExpr.larg, fc[0].JoinExpr.rarg] : fc;
   if (items.length !== from.length) return undefined;
   let k = 0;
   if (scope.rv !== undefined) {
     const rv = items[k++]?.RangeVar;
-    if (rv === undefined || rv.relname !== scope.rv.relname || rv.schemaname !== scope.rv.schemaname || rv.inh === true) return undefined;
+    if (rv === undefined || rv.relname !== scope.rv.relname || rv.schemaname !== scope.rv.schemaname || rv.inh === true)
+      return undefined;
   }
   if (casts.length > 0) {
     const sub: AnyNode[] = items[k]?.RangeSubselect?.subquery?.SelectStmt?.targetList ?? [];
@@ -155,7 +192,8 @@ function restate(targets: readonly AnyNode[], scope: { rv?: AnyNode; alias?: str
     for (let i = 0; i < sub.length; i++) {
       const rt = sub[i]?.ResTarget;
       const col = scope.newColumns[i];
-      if (col === undefined || rt?.name !== col.name || !same(rt?.val?.TypeCast?.typeName, castTypeName(col.typeName))) return undefined;
+      if (col === undefined || rt?.name !== col.name || !same(rt?.val?.TypeCast?.typeName, castTypeName(col.typeName)))
+        return undefined;
     }
   }
   return text;
@@ -213,11 +251,18 @@ function constraintParts(list: unknown, sink: ExprSink, ownColumns: readonly str
     switch (c.contype) {
       case 'CONSTR_DEFAULT':
       case 'CONSTR_GENERATED':
-        if (c.raw_expr !== undefined) sink.exprs.push(columnType === undefined ? c.raw_expr : asColumnType(c.raw_expr, columnType));
+        if (c.raw_expr !== undefined)
+          sink.exprs.push(columnType === undefined ? c.raw_expr : asColumnType(c.raw_expr, columnType));
         break;
       case 'CONSTR_CHECK':
         // Coerced to boolean as a CHECK is (an explicit cast allows every conversion the implicit one does).
-        if (c.raw_expr !== undefined) sink.exprs.push({ TypeCast: { arg: c.raw_expr, typeName: { names: [{ String: { sval: 'pg_catalog' } }, { String: { sval: 'bool' } }], typemod: -1 } } });
+        if (c.raw_expr !== undefined)
+          sink.exprs.push({
+            TypeCast: {
+              arg: c.raw_expr,
+              typeName: { names: [{ String: { sval: 'pg_catalog' } }, { String: { sval: 'bool' } }], typemod: -1 },
+            },
+          });
         break;
       case 'CONSTR_FOREIGN': {
         const q = foreignKeyQuery(c);
@@ -243,7 +288,9 @@ function constraintParts(list: unknown, sink: ExprSink, ownColumns: readonly str
       case 'CONSTR_ATTR_IMMEDIATE':
         break;
       default:
-        sink.bad ??= `a ${String(c.contype).replace(/^CONSTR_/, '').toLowerCase()} constraint`;
+        sink.bad ??= `a ${String(c.contype)
+          .replace(/^CONSTR_/, '')
+          .toLowerCase()} constraint`;
     }
   }
 }
@@ -259,7 +306,8 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
     case 'ViewStmt':
     case 'CreateTableAsStmt': {
       const q = bodyText(body.query);
-      if (q === undefined) return fail(`the ${kind === 'ViewStmt' ? 'view' : 'statement'}'s query could not be restated for analysis`);
+      if (q === undefined)
+        return fail(`the ${kind === 'ViewStmt' ? 'view' : 'statement'}'s query could not be restated for analysis`);
       return { ok: true, queries: [{ text: q }] };
     }
     case 'CreateStmt': {
@@ -267,17 +315,29 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
       for (const e of Array.isArray(body.tableElts) ? body.tableElts : []) {
         const cd: AnyNode | undefined = (e as AnyNode)?.ColumnDef;
         if (cd !== undefined) {
-          if (typeof cd.colname !== 'string' || cd.typeName === undefined) return fail('a column without a name or type');
+          if (typeof cd.colname !== 'string' || cd.typeName === undefined)
+            return fail('a column without a name or type');
           cols.push({ name: cd.colname, typeName: cd.typeName });
           if (cd.raw_default !== undefined) sink.exprs.push(asColumnType(cd.raw_default, cd.typeName));
-          constraintParts(cd.constraints, sink, cols.map((c) => c.name), cd.typeName);
+          constraintParts(
+            cd.constraints,
+            sink,
+            cols.map((c) => c.name),
+            cd.typeName,
+          );
         } else if ((e as AnyNode)?.Constraint !== undefined) {
           constraintParts([e], sink, []);
         } else return fail('a table element other than a column or constraint (LIKE)');
       }
       if (sink.bad !== undefined) return fail(sink.bad);
       // Table constraints name the new table's columns, which exist only in the restated scope.
-      const own = sink.exprs.filter((x) => !(x.ColumnRef !== undefined && cols.some((c) => c.name === x.ColumnRef.fields?.[0]?.String?.sval && x.ColumnRef.fields.length === 1)));
+      const own = sink.exprs.filter(
+        (x) =>
+          !(
+            x.ColumnRef !== undefined &&
+            cols.some((c) => c.name === x.ColumnRef.fields?.[0]?.String?.sval && x.ColumnRef.fields.length === 1)
+          ),
+      );
       // Restated even without expressions: each column's type is judged (a domain's CHECK and DEFAULT run on insert).
       if (own.length > 0 || cols.length > 0) {
         const t = restate(own, { alias: String(body.relation?.relname ?? 'pgwarden new table'), newColumns: cols });
@@ -289,7 +349,8 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
     case 'IndexStmt': {
       const targets = indexTargets(body.indexParams);
       const incl = indexTargets(body.indexIncludingParams);
-      if (targets === undefined || incl === undefined || body.relation === undefined) return fail('an index element pgwarden cannot restate');
+      if (targets === undefined || incl === undefined || body.relation === undefined)
+        return fail('an index element pgwarden cannot restate');
       const t = restate([...targets, ...incl], { rv: body.relation, newColumns: [] }, body.whereClause);
       if (t === undefined) return fail('the index expressions could not be restated for analysis');
       return { ok: true, queries: [{ text: t }] };
@@ -302,7 +363,8 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
         const def: AnyNode | undefined = cmd.def;
         if (cmd.subtype === 'AT_AddColumn') {
           const cd: AnyNode | undefined = def?.ColumnDef;
-          if (cd === undefined || typeof cd.colname !== 'string' || cd.typeName === undefined) return fail('ADD COLUMN without a name or type');
+          if (cd === undefined || typeof cd.colname !== 'string' || cd.typeName === undefined)
+            return fail('ADD COLUMN without a name or type');
           added.push({ name: cd.colname, typeName: cd.typeName });
           if (cd.raw_default !== undefined) sink.exprs.push(asColumnType(cd.raw_default, cd.typeName));
           constraintParts(cd.constraints, sink, [cd.colname], cd.typeName);
@@ -312,7 +374,12 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
           const cd: AnyNode | undefined = def?.ColumnDef;
           if (cd?.typeName === undefined) return fail('ALTER COLUMN TYPE without a type');
           // The converted column is read (USING, or the column itself) and converted to the new type, maybe by a cast function.
-          sink.exprs.push(asColumnType(cd.raw_default ?? { ColumnRef: { fields: [{ String: { sval: String(cmd.name ?? '') } }] } }, cd.typeName));
+          sink.exprs.push(
+            asColumnType(
+              cd.raw_default ?? { ColumnRef: { fields: [{ String: { sval: String(cmd.name ?? '') } }] } },
+              cd.typeName,
+            ),
+          );
         } else if (cmd.subtype === 'AT_SetNotNull' || cmd.subtype === 'AT_SetStatistics') {
           // SET NOT NULL scans the column and fails on a NULL; statistics are gathered from its values.
           sink.exprs.push({ ColumnRef: { fields: [{ String: { sval: String(cmd.name ?? '') } }] } });
@@ -335,9 +402,10 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
     }
     case 'LockStmt':
     case 'VacuumStmt': {
-      const rels: AnyNode[] = kind === 'LockStmt'
-        ? (Array.isArray(body.relations) ? body.relations : []).map((r: AnyNode) => r?.RangeVar)
-        : (Array.isArray(body.rels) ? body.rels : []).map((r: AnyNode) => r?.VacuumRelation?.relation);
+      const rels: AnyNode[] =
+        kind === 'LockStmt'
+          ? (Array.isArray(body.relations) ? body.relations : []).map((r: AnyNode) => r?.RangeVar)
+          : (Array.isArray(body.rels) ? body.rels : []).map((r: AnyNode) => r?.VacuumRelation?.relation);
       if (rels.length === 0) return fail('no relation is named');
       const names: string[] = [];
       for (const rv of rels) {
@@ -348,7 +416,11 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
       const text = `SELECT FROM ${names.join(', ')}`;
       const sel = parseOne(text)?.SelectStmt;
       const fc: AnyNode[] = sel?.fromClause ?? [];
-      if (fc.length !== rels.length || fc.some((f, i) => f?.RangeVar?.relname !== rels[i]?.relname || f?.RangeVar?.schemaname !== rels[i]?.schemaname)) return fail('a relation name pgwarden cannot restate');
+      if (
+        fc.length !== rels.length ||
+        fc.some((f, i) => f?.RangeVar?.relname !== rels[i]?.relname || f?.RangeVar?.schemaname !== rels[i]?.schemaname)
+      )
+        return fail('a relation name pgwarden cannot restate');
       const named: NamedNeed = kind === 'LockStmt' && body.mode === ACCESS_SHARE_LOCK ? 'readable' : 'writable';
       return { ok: true, queries: [{ text, named }] };
     }
@@ -362,11 +434,15 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
 /** Schemas where no DDL is ever allowed, whatever the policy says. */
 const SYSTEM_SCHEMAS = /^(pg_catalog|information_schema|pg_toast|pg_toast_temp_\d+|pg_temp_\d+)$/;
 
-export type Placement = { ok: true; temporary: boolean; schema: string | undefined } | { ok: false; why: string; hint: string | undefined };
+export type Placement =
+  | { ok: true; temporary: boolean; schema: string | undefined }
+  | { ok: false; why: string; hint: string | undefined };
 
 function qualifyHint(role: RolePolicy): string | undefined {
   const first = role.ddl?.schemas[0];
-  return first === undefined ? 'only temporary objects are allowed: CREATE TEMP …' : `qualify the name with its schema, e.g. ${quoteIdent(first)}.name`;
+  return first === undefined
+    ? 'only temporary objects are allowed: CREATE TEMP …'
+    : `qualify the name with its schema, e.g. ${quoteIdent(first)}.name`;
 }
 
 /**
@@ -375,21 +451,51 @@ function qualifyHint(role: RolePolicy): string | undefined {
  * resolves it (the first schema the role can use, or an existing object in any of them) is allowed; pg_catalog,
  * also searched, holds only objects owned by the bootstrap superuser, which DDL by any other role cannot change.
  */
-export function placeObject(schema: string | undefined, temporary: boolean, role: RolePolicy, catalog: CatalogSnapshot, catalogName?: string): Placement {
+export function placeObject(
+  schema: string | undefined,
+  temporary: boolean,
+  role: RolePolicy,
+  catalog: CatalogSnapshot,
+  catalogName?: string,
+): Placement {
   const ddl = role.ddl;
   if (ddl === undefined) return { ok: false, why: 'has no ddl section', hint: undefined };
-  if (catalogName !== undefined && catalogName !== catalog.database) return { ok: false, why: `names database ${catalogName}`, hint: 'use one- or two-part names' };
+  if (catalogName !== undefined && catalogName !== catalog.database)
+    return { ok: false, why: `names database ${catalogName}`, hint: 'use one- or two-part names' };
   if (temporary || schema === 'pg_temp') {
-    if (schema !== undefined && schema !== 'pg_temp') return { ok: false, why: `puts a temporary object in schema ${quoteIdent(schema)}`, hint: 'leave temporary objects unqualified' };
-    return ddl.temporary ? { ok: true, temporary: true, schema: 'pg_temp' } : { ok: false, why: 'makes or changes a temporary object and ddl.temporary is not set', hint: undefined };
+    if (schema !== undefined && schema !== 'pg_temp')
+      return {
+        ok: false,
+        why: `puts a temporary object in schema ${quoteIdent(schema)}`,
+        hint: 'leave temporary objects unqualified',
+      };
+    return ddl.temporary
+      ? { ok: true, temporary: true, schema: 'pg_temp' }
+      : { ok: false, why: 'makes or changes a temporary object and ddl.temporary is not set', hint: undefined };
   }
   if (schema !== undefined) {
-    if (SYSTEM_SCHEMAS.test(schema)) return { ok: false, why: `touches system schema ${quoteIdent(schema)}, which pgwarden never allows`, hint: undefined };
-    return ddl.schemas.includes(schema) ? { ok: true, temporary: false, schema } : { ok: false, why: `touches schema ${quoteIdent(schema)}, which is not in ddl.schemas`, hint: `schemas this role may change: ${ddl.schemas.map(quoteIdent).join(', ') || 'none'}` };
+    if (SYSTEM_SCHEMAS.test(schema))
+      return {
+        ok: false,
+        why: `touches system schema ${quoteIdent(schema)}, which pgwarden never allows`,
+        hint: undefined,
+      };
+    return ddl.schemas.includes(schema)
+      ? { ok: true, temporary: false, schema }
+      : {
+          ok: false,
+          why: `touches schema ${quoteIdent(schema)}, which is not in ddl.schemas`,
+          hint: `schemas this role may change: ${ddl.schemas.map(quoteIdent).join(', ') || 'none'}`,
+        };
   }
   const path = role.searchPath;
   const covered = path.length > 0 && path.every((s) => ddl.schemas.includes(s) || (s === 'pg_temp' && ddl.temporary));
-  if (!covered) return { ok: false, why: `uses an unqualified name and the search_path (${path.map(quoteIdent).join(', ') || 'empty'}) reaches schemas outside ddl.schemas`, hint: qualifyHint(role) };
+  if (!covered)
+    return {
+      ok: false,
+      why: `uses an unqualified name and the search_path (${path.map(quoteIdent).join(', ') || 'empty'}) reaches schemas outside ddl.schemas`,
+      hint: qualifyHint(role),
+    };
   return { ok: true, temporary: false, schema: undefined };
 }
 

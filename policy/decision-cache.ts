@@ -14,7 +14,14 @@ import { deepFreeze } from '../lib/freeze.ts';
 const NORMALIZABLE_KINDS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
 
 /** Reasons that say something about pgwarden's state, not the statement: never cached. */
-const UNCACHEABLE_REASONS = new Set(['internal', 'parser_trap', 'parser_unavailable', 'decide_pool_busy', 'decide_timeout', 'decide_worker_failed']);
+const UNCACHEABLE_REASONS = new Set([
+  'internal',
+  'parser_trap',
+  'parser_unavailable',
+  'decide_pool_busy',
+  'decide_timeout',
+  'decide_worker_failed',
+]);
 
 /**
  * Per-entry state a caller may attach to a cached decision (the server analysis verdicts): it lives and dies
@@ -174,12 +181,24 @@ export class DecisionCache {
   }
 
   /** The decision for `sql`, from the cache or from evaluate(); same contract as evaluate(). */
-  decide(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, policyVersion: number): Decision {
+  decide(
+    sql: string,
+    mode: 'simple' | 'parse',
+    session: SessionView,
+    catalog: CatalogSnapshot,
+    policyVersion: number,
+  ): Decision {
     return this.lookup(sql, mode, session, catalog, policyVersion).decision;
   }
 
   /** decide(), with the entry's slot (a fresh, unshared one when the decision is not cached). */
-  lookup(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, policyVersion: number): { decision: Decision; slot: DecisionSlot } {
+  lookup(
+    sql: string,
+    mode: 'simple' | 'parse',
+    session: SessionView,
+    catalog: CatalogSnapshot,
+    policyVersion: number,
+  ): { decision: Decision; slot: DecisionSlot } {
     const p = this.probe(sql, mode, session, catalog, policyVersion);
     if (!(p instanceof CacheMiss)) return p;
     return this.store(p, evaluateWithFacts(sql, mode, session, catalog, policyVersion));
@@ -189,7 +208,13 @@ export class DecisionCache {
    * The cached decision for `sql`, or where to store the one evaluateWithFacts gives for it (store()): the two halves
    * of lookup(), for a caller that evaluates elsewhere (a decide worker) in between.
    */
-  probe(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, policyVersion: number): CacheEntry | CacheMiss {
+  probe(
+    sql: string,
+    mode: 'simple' | 'parse',
+    session: SessionView,
+    catalog: CatalogSnapshot,
+    policyVersion: number,
+  ): CacheEntry | CacheMiss {
     if (catalog !== this.catalog) {
       this.clear();
       this.catalog = catalog;
@@ -204,7 +229,10 @@ export class DecisionCache {
         this.stats.normalizedHits++;
         const d = shared.decision;
         if (shared.dropTail < 0 || !d.allow) return shared;
-        return { decision: { ...d, rewrittenSql: sql.slice(0, sql.length - shared.dropTail) + shared.append }, slot: shared.slot };
+        return {
+          decision: { ...d, rewrittenSql: sql.slice(0, sql.length - shared.dropTail) + shared.append },
+          slot: shared.slot,
+        };
       }
     }
     const key = exactKey(sql);

@@ -1,5 +1,15 @@
 // SQL text + session + catalog → Decision: the pure, synchronous statement policy (fail closed; never throws).
-import type { CatalogRelation, CatalogSnapshot, DdlKind, Decision, Effect, RelationPattern, RolePolicy, SessionView, StatementSummary } from './types.ts';
+import type {
+  CatalogRelation,
+  CatalogSnapshot,
+  DdlKind,
+  Decision,
+  Effect,
+  RelationPattern,
+  RolePolicy,
+  SessionView,
+  StatementSummary,
+} from './types.ts';
 import { parseStatements, scanTokens, type RawStmt } from './parser.ts';
 import { cappable, cappedLimit, rewriteForCap, spliceLimit } from './rowcap.ts';
 import { analyzeStatement, type Analysis, type AnyNode } from './analyze.ts';
@@ -7,7 +17,13 @@ import { judgeFunction } from './functions.ts';
 import { DEFAULT_HOLD_CURSORS, relationKey } from './load.ts';
 import { quoteIdent } from '../lib/ident.ts';
 import { judgeSettingRead, judgeVariableSet, judgeTransactionOptions } from './settings.ts';
-import { DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, INTROSPECTION_RELATIONS, SYSTEM_DENIED_COLUMNS, isSystemRelation } from './introspection.ts';
+import {
+  DENIED_SYSTEM_RELATIONS,
+  INTROSPECTION_EXTRA_FUNCTIONS,
+  INTROSPECTION_RELATIONS,
+  SYSTEM_DENIED_COLUMNS,
+  isSystemRelation,
+} from './introspection.ts';
 import { isIdentCont, isIdentStart } from './literals.ts';
 import { SqlState } from '../lib/sqlstate.ts';
 import { channelAllowed, placeObject, stringsOf, utilityQueries, UTILITY_KINDS, type NamedNeed } from './ddl.ts';
@@ -45,10 +61,19 @@ export interface EvaluationFacts {
 }
 
 /** Reasons shadow mode still enforces: they protect pgwarden itself or the protocol, not the data policy. */
-const SHADOW_ENFORCED = new Set(['internal', 'parser_unavailable', 'parser_trap', 'statement_too_large', 'statement_too_complex', 'multiple_statements_in_parse', 'setting_pinned']);
+const SHADOW_ENFORCED = new Set([
+  'internal',
+  'parser_unavailable',
+  'parser_trap',
+  'statement_too_large',
+  'statement_too_complex',
+  'multiple_statements_in_parse',
+  'setting_pinned',
+]);
 
 /** Words that may set client_encoding, the lexer settings, application_name or the pgwarden.* stamps (SET NAMES included). */
-const PINNED_MENTION = /client_encoding|names|standard_conforming_strings|backslash_quote|application_name|set_config|pgwarden\./i;
+const PINNED_MENTION =
+  /client_encoding|names|standard_conforming_strings|backslash_quote|application_name|set_config|pgwarden\./i;
 
 /**
  * Always-denied functions allowed in one form, `f(pg_backend_pid())` (pg_catalog's, as written and in the server's
@@ -58,15 +83,35 @@ const SELF_BACKEND_FUNCTIONS: ReadonlySet<string> = new Set(['pg_terminate_backe
 
 /** Statement kinds that change data or schema: denied to read-only roles as writes. */
 const WRITE_KINDS = new Set([
-  'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'TruncateStmt', 'CreateTableAsStmt', 'RefreshMatViewStmt',
+  'InsertStmt',
+  'UpdateStmt',
+  'DeleteStmt',
+  'MergeStmt',
+  'TruncateStmt',
+  'CreateTableAsStmt',
+  'RefreshMatViewStmt',
 ]);
 
 /** Kinds whose text mentions a statement that may be allowed (EXPLAIN / PREPARE bodies). */
-const EXPLAINABLE = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'ExecuteStmt', 'DeclareCursorStmt']);
+const EXPLAINABLE = new Set([
+  'SelectStmt',
+  'InsertStmt',
+  'UpdateStmt',
+  'DeleteStmt',
+  'MergeStmt',
+  'ExecuteStmt',
+  'DeclareCursorStmt',
+]);
 const PREPARABLE = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
 
 /** SHOW of these would reveal server filesystem layout. */
-export const SHOW_DENIED: ReadonlySet<string> = new Set(['data_directory', 'config_file', 'hba_file', 'ident_file', 'external_pid_file']);
+export const SHOW_DENIED: ReadonlySet<string> = new Set([
+  'data_directory',
+  'config_file',
+  'hba_file',
+  'ident_file',
+  'external_pid_file',
+]);
 
 const KIND_WORDS: Record<string, string> = {
   SelectStmt: 'SELECT',
@@ -114,7 +159,10 @@ const KIND_WORDS: Record<string, string> = {
 export function kindInWords(kind: string): string {
   const w = KIND_WORDS[kind];
   if (w !== undefined) return w;
-  return kind.replace(/Stmt$/, '').replace(/([a-z])([A-Z])/g, '$1 $2').toUpperCase();
+  return kind
+    .replace(/Stmt$/, '')
+    .replace(/([a-z])([A-Z])/g, '$1 $2')
+    .toUpperCase();
 }
 
 function displayRel(key: string): string {
@@ -173,9 +221,23 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
   for (const p of a.problems) {
     switch (p.code) {
       case 'too_complex':
-        return { reason: 'statement_too_complex', ruleId: 'builtin.parser', sqlstate: SqlState.FeatureNotSupported, what: 'is too deeply nested to analyse', detail: p.message, hint: 'simplify the statement' };
+        return {
+          reason: 'statement_too_complex',
+          ruleId: 'builtin.parser',
+          sqlstate: SqlState.FeatureNotSupported,
+          what: 'is too deeply nested to analyse',
+          detail: p.message,
+          hint: 'simplify the statement',
+        };
       case 'cross_database':
-        return { reason: 'relation_not_allowed', ruleId: `${r}.relations`, sqlstate: SqlState.InsufficientPrivilege, what: `names another database (${p.subject})`, detail: p.message, hint: 'use one- or two-part names' };
+        return {
+          reason: 'relation_not_allowed',
+          ruleId: `${r}.relations`,
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `names another database (${p.subject})`,
+          detail: p.message,
+          hint: 'use one- or two-part names',
+        };
       case 'undefined_relation':
         return {
           reason: 'undefined_relation',
@@ -197,13 +259,41 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
           hint: listHint('allowed relations', role.relations.map(patternText)),
         };
       case 'unknown_function':
-        return { reason: 'function_denied', ruleId: `${r}.functions`, sqlstate: SqlState.InsufficientPrivilege, what: `calls function ${p.subject}, which pgwarden cannot resolve`, detail: p.message, hint: undefined };
+        return {
+          reason: 'function_denied',
+          ruleId: `${r}.functions`,
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `calls function ${p.subject}, which pgwarden cannot resolve`,
+          detail: p.message,
+          hint: undefined,
+        };
       case 'unknown_type':
-        return { reason: 'type_denied', ruleId: `${r}.relations`, sqlstate: SqlState.InsufficientPrivilege, what: `uses type ${p.subject}, which pgwarden cannot resolve`, detail: p.message, hint: 'use built-in types' };
+        return {
+          reason: 'type_denied',
+          ruleId: `${r}.relations`,
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `uses type ${p.subject}, which pgwarden cannot resolve`,
+          detail: p.message,
+          hint: 'use built-in types',
+        };
       case 'input_runs_code':
-        return { reason: 'analysis_ran_user_code', ruleId: 'builtin.types', sqlstate: SqlState.InsufficientPrivilege, what: `converts a string constant to ${p.subject}, which runs SQL code while the statement is merely analysed`, detail: p.message, hint: 'pass the value as a parameter of a built-in type, or ask the operator to review the type' };
+        return {
+          reason: 'analysis_ran_user_code',
+          ruleId: 'builtin.types',
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `converts a string constant to ${p.subject}, which runs SQL code while the statement is merely analysed`,
+          detail: p.message,
+          hint: 'pass the value as a parameter of a built-in type, or ask the operator to review the type',
+        };
       case 'user_operator':
-        return { reason: 'operator_denied', ruleId: `${r}.functions`, sqlstate: SqlState.InsufficientPrivilege, what: `uses operator ${p.subject}, which is not a pg_catalog operator`, detail: `${p.message} (rule: builtin.operators)`, hint: 'use built-in operators or call an allowed function' };
+        return {
+          reason: 'operator_denied',
+          ruleId: `${r}.functions`,
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `uses operator ${p.subject}, which is not a pg_catalog operator`,
+          detail: `${p.message} (rule: builtin.operators)`,
+          hint: 'use built-in operators or call an allowed function',
+        };
     }
   }
   let rank: number = ALLOW_RANK.statements;
@@ -228,7 +318,10 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         reason: 'write_in_read_only',
         ruleId: `${r}.readOnly`,
         sqlstate: SqlState.InsufficientPrivilege,
-        what: `${w.nested ? `contains a nested ${kindWord}, which` : ''} writes to ${target} and role "${role.name}" is read-only`.replace(/^ /, ''),
+        what: `${w.nested ? `contains a nested ${kindWord}, which` : ''} writes to ${target} and role "${role.name}" is read-only`.replace(
+          /^ /,
+          '',
+        ),
         detail: `role "${role.name}" is read-only (rule: ${r}.readOnly)`,
         hint: 'read-only roles may run SELECT, VALUES, TABLE, SHOW, EXPLAIN, transaction control, cursors and COPY … TO STDOUT',
       };
@@ -245,7 +338,11 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
     }
     // A view the role may have created (auto-updatable, or not yet known to pgwarden's snapshot) would write its base
     // relations as the view's owner: writes reach ddl schemas' tables only.
-    if (w.relation !== undefined && w.relation.relation?.kind === 'v' && (role.ddl?.schemas.includes(w.relation.schema) ?? false)) {
+    if (
+      w.relation !== undefined &&
+      w.relation.relation?.kind === 'v' &&
+      (role.ddl?.schemas.includes(w.relation.schema) ?? false)
+    ) {
       return {
         reason: 'relation_not_allowed',
         ruleId: `${r}.ddl.schemas`,
@@ -274,7 +371,14 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
     if (isSystemRelation(rel.schema) && rel.absent !== true) {
       const why = DENIED_SYSTEM_RELATIONS.get(rel.key);
       if (why !== undefined) {
-        return { reason: 'catalog_denied', ruleId: 'builtin.catalog', sqlstate: SqlState.InsufficientPrivilege, what: `reads ${displayRel(rel.key)}, which pgwarden never allows`, detail: `${displayRel(rel.key)} holds ${why} (rule: builtin.catalog)`, hint: undefined };
+        return {
+          reason: 'catalog_denied',
+          ruleId: 'builtin.catalog',
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `reads ${displayRel(rel.key)}, which pgwarden never allows`,
+          detail: `${displayRel(rel.key)} holds ${why} (rule: builtin.catalog)`,
+          hint: undefined,
+        };
       }
       const listed = matchesRelation(role.relations, rel.schema, rel.name);
       if (role.catalog === 'introspection' && (INTROSPECTION_RELATIONS.has(rel.key) || listed)) {
@@ -289,11 +393,18 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         ruleId: `${r}.catalog`,
         sqlstate: SqlState.InsufficientPrivilege,
         what: `reads system catalog ${displayRel(rel.key)}, which role "${role.name}" may not read`,
-        detail: role.catalog === 'introspection'
-          ? `${displayRel(rel.key)} is not among the introspection relations (rule: ${r}.catalog)`
-          : `role "${role.name}" has no catalog access (rule: ${r}.catalog)`,
-        hint: role.catalog === 'introspection' ? undefined : 'SELECT * FROM pgwarden.scope lists the relations and columns this role may use (no catalog access needed)',
-        operatorHint: role.catalog === 'introspection' ? undefined : 'set catalog: introspection on the role to allow psql \\d and driver metadata queries',
+        detail:
+          role.catalog === 'introspection'
+            ? `${displayRel(rel.key)} is not among the introspection relations (rule: ${r}.catalog)`
+            : `role "${role.name}" has no catalog access (rule: ${r}.catalog)`,
+        hint:
+          role.catalog === 'introspection'
+            ? undefined
+            : 'SELECT * FROM pgwarden.scope lists the relations and columns this role may use (no catalog access needed)',
+        operatorHint:
+          role.catalog === 'introspection'
+            ? undefined
+            : 'set catalog: introspection on the role to allow psql \\d and driver metadata queries',
       };
     }
     if (!matchesRelation(role.relations, rel.schema, rel.name)) {
@@ -301,12 +412,14 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         reason: 'relation_not_allowed',
         ruleId: `${r}.relations`,
         sqlstate: SqlState.InsufficientPrivilege,
-        what: rel.viaType === true
-          ? `uses type ${writtenRel(rel)}, which role "${role.name}" may not use (a relation's row type reads the relation)`
-          : `reads relation ${writtenRel(rel)}, which role "${role.name}" may not read`,
-        detail: rel.viaType === true
-          ? `${writtenRel(rel)} is not among the catalog's types, or is the row type of a relation outside ${r}.relations (rule: ${r}.relations)`
-          : `${writtenRel(rel)} is not in ${r}.relations (rule: ${r}.relations)`,
+        what:
+          rel.viaType === true
+            ? `uses type ${writtenRel(rel)}, which role "${role.name}" may not use (a relation's row type reads the relation)`
+            : `reads relation ${writtenRel(rel)}, which role "${role.name}" may not read`,
+        detail:
+          rel.viaType === true
+            ? `${writtenRel(rel)} is not among the catalog's types, or is the row type of a relation outside ${r}.relations (rule: ${r}.relations)`
+            : `${writtenRel(rel)} is not in ${r}.relations (rule: ${r}.relations)`,
         hint: `${listHint('allowed relations', role.relations.map(patternText))}; otherwise request a token whose role includes ${writtenRel(rel)}`,
         operatorHint: `add ${displayRel(rel.key)} to ${r}.relations`,
       };
@@ -334,10 +447,13 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
     }
     const denied = role.deniedColumns.get(c.relation);
     if (denied === undefined || denied.size === 0) continue;
-    const allowedCols = (a.relations.find((x) => x.key === c.relation)?.relation?.columns ?? []).map((x) => x.name).filter((n) => !denied.has(n));
+    const allowedCols = (a.relations.find((x) => x.key === c.relation)?.relation?.columns ?? [])
+      .map((x) => x.name)
+      .filter((n) => !denied.has(n));
     if (c.column === '*') {
       const deniedList = [...denied].join(', ');
-      const form = c.how === 'star' ? '* over' : c.how === 'write' ? 'writes every column of' : 'a whole-row reference to';
+      const form =
+        c.how === 'star' ? '* over' : c.how === 'write' ? 'writes every column of' : 'a whole-row reference to';
       return {
         reason: 'column_denied',
         ruleId: `${r}.deniedColumns`,
@@ -370,9 +486,15 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         reason: 'channel_denied',
         ruleId: `${r}.channels.notify`,
         sqlstate: SqlState.InsufficientPrivilege,
-        what: channel === undefined ? 'calls pg_notify with a channel that is not a constant' : `notifies channel ${quoteIdent(channel)}, which role "${role.name}" may not notify`,
-        detail: `${channel === undefined ? 'pg_notify\'s channel must be a string constant naming an allowed channel' : `${quoteIdent(channel)} is not in ${r}.channels.notify`} (rule: ${r}.channels.notify)`,
-        hint: listHint('channels this role may notify', (role.channels?.notify ?? []).map((c) => `${c.name}${c.prefix ? '*' : ''}`)),
+        what:
+          channel === undefined
+            ? 'calls pg_notify with a channel that is not a constant'
+            : `notifies channel ${quoteIdent(channel)}, which role "${role.name}" may not notify`,
+        detail: `${channel === undefined ? "pg_notify's channel must be a string constant naming an allowed channel" : `${quoteIdent(channel)} is not in ${r}.channels.notify`} (rule: ${r}.channels.notify)`,
+        hint: listHint(
+          'channels this role may notify',
+          (role.channels?.notify ?? []).map((c) => `${c.name}${c.prefix ? '*' : ''}`),
+        ),
       };
     }
     const v = judgeFunction(f.schema, f.name, f.overloads, role);
@@ -385,7 +507,8 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         operatorHint = `add ${f.key} to ${r}.functions.allow`;
       }
       if (v.code === 'introspection_only') {
-        hint = 'SELECT * FROM pgwarden.scope lists the relations and columns this role may use (no catalog access needed)';
+        hint =
+          'SELECT * FROM pgwarden.scope lists the relations and columns this role may use (no catalog access needed)';
         operatorHint = 'set catalog: introspection on the role';
       }
       if (v.code === 'unclassified') {
@@ -412,7 +535,10 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
           reason: 'function_denied',
           ruleId: 'builtin.functions',
           sqlstate: SqlState.InsufficientPrivilege,
-          what: setting === undefined ? 'calls current_setting with a non-constant setting name' : `reads setting ${setting} with current_setting`,
+          what:
+            setting === undefined
+              ? 'calls current_setting with a non-constant setting name'
+              : `reads setting ${setting} with current_setting`,
           detail: `${v !== undefined && !v.allow ? v.why : 'current_setting may read only display, identity and limit settings'} (rule: builtin.functions)`,
           hint: v !== undefined && !v.allow ? v.hint : undefined,
         };
@@ -434,7 +560,13 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
 
 function kindDenial(kind: string, role: RolePolicy, why?: string): Denial {
   const r = `roles.${role.name}`;
-  if (role.readOnly && (WRITE_KINDS.has(kind) || /^(Create|Alter|Drop|Grant|Comment|Rename|Reindex|Cluster|Vacuum|Lock|SecLabel|ImportForeignSchema|Refresh)/.test(kind))) {
+  if (
+    role.readOnly &&
+    (WRITE_KINDS.has(kind) ||
+      /^(Create|Alter|Drop|Grant|Comment|Rename|Reindex|Cluster|Vacuum|Lock|SecLabel|ImportForeignSchema|Refresh)/.test(
+        kind,
+      ))
+  ) {
     return {
       reason: 'write_in_read_only',
       ruleId: `${r}.readOnly`,
@@ -464,7 +596,13 @@ function unwrap(node: unknown): { kind: string; body: AnyNode } | undefined {
 }
 
 /** Kind-level rules for one statement node (recursing into EXPLAIN/PREPARE/DECLARE bodies); facts are checked once by the caller. */
-function checkKind(kind: string, body: AnyNode, a: Analysis, session: SessionView, top: boolean): Denial | { effects: Effect[]; sessionDependent: boolean } {
+function checkKind(
+  kind: string,
+  body: AnyNode,
+  a: Analysis,
+  session: SessionView,
+  top: boolean,
+): Denial | { effects: Effect[]; sessionDependent: boolean } {
   const role = session.role;
   const r = `roles.${role.name}`;
   const ok = (effects: Effect[] = [], sessionDependent = false) => ({ effects, sessionDependent });
@@ -472,19 +610,29 @@ function checkKind(kind: string, body: AnyNode, a: Analysis, session: SessionVie
     case 'SelectStmt':
       if (a.hasInto) {
         return role.readOnly
-          ? { ...kindDenial('CreateTableAsStmt', role), what: `… INTO creates a table and role "${role.name}" is read-only` }
+          ? {
+              ...kindDenial('CreateTableAsStmt', role),
+              what: `… INTO creates a table and role "${role.name}" is read-only`,
+            }
           : kindDenial('CreateTableAsStmt', role, 'with INTO creates a table, which pgwarden does not allow');
       }
       if (a.hasLocking) {
-        const canLock = !role.readOnly && role.write !== undefined && role.write.kinds.includes('update') &&
-          a.relations.every((x) => x.access !== 'read' || matchesRelation(role.write?.relations ?? [], x.schema, x.name));
+        const canLock =
+          !role.readOnly &&
+          role.write !== undefined &&
+          role.write.kinds.includes('update') &&
+          a.relations.every(
+            (x) => x.access !== 'read' || matchesRelation(role.write?.relations ?? [], x.schema, x.name),
+          );
         if (!canLock) {
           return {
             reason: 'write_in_read_only',
             ruleId: `${r}.readOnly`,
             sqlstate: SqlState.InsufficientPrivilege,
             what: `with FOR UPDATE/SHARE locks rows and role "${role.name}" may not`,
-            detail: role.readOnly ? `role "${role.name}" is read-only (rule: ${r}.readOnly)` : `row locks need update on every locked relation (rule: ${r}.write.relations)`,
+            detail: role.readOnly
+              ? `role "${role.name}" is read-only (rule: ${r}.readOnly)`
+              : `row locks need update on every locked relation (rule: ${r}.write.relations)`,
             hint: 'remove the locking clause',
           };
         }
@@ -496,11 +644,19 @@ function checkKind(kind: string, body: AnyNode, a: Analysis, session: SessionVie
     case 'MergeStmt':
       return ok(); // writes are judged with the facts
     case 'TruncateStmt':
-      if (body.behavior === 'DROP_CASCADE') return kindDenial('TruncateStmt', role, 'CASCADE truncates relations the statement does not name');
+      if (body.behavior === 'DROP_CASCADE')
+        return kindDenial('TruncateStmt', role, 'CASCADE truncates relations the statement does not name');
       return ok();
     case 'CopyStmt':
       if (body.filename !== undefined || body.is_program === true) {
-        return { reason: 'statement_kind_denied', ruleId: 'builtin.statementKinds', sqlstate: SqlState.InsufficientPrivilege, what: `${body.is_program === true ? 'runs a server program' : 'reads or writes a server file'}`, detail: 'only COPY … TO STDOUT (and FROM STDIN for writers) is allowed (rule: builtin.statementKinds)', hint: 'use COPY … TO STDOUT' };
+        return {
+          reason: 'statement_kind_denied',
+          ruleId: 'builtin.statementKinds',
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `${body.is_program === true ? 'runs a server program' : 'reads or writes a server file'}`,
+          detail: 'only COPY … TO STDOUT (and FROM STDIN for writers) is allowed (rule: builtin.statementKinds)',
+          hint: 'use COPY … TO STDOUT',
+        };
       }
       if (body.query !== undefined) {
         const inner = unwrap(body.query);
@@ -530,7 +686,8 @@ function checkKind(kind: string, body: AnyNode, a: Analysis, session: SessionVie
           ruleId: 'builtin.prepared',
           sqlstate: SqlState.InsufficientPrivilege,
           what: `runs prepared statement ${quoteIdent(name)}, which was not prepared through pgwarden`,
-          detail: 'EXECUTE may run only statements whose PREPARE passed the policy in this session (rule: builtin.prepared)',
+          detail:
+            'EXECUTE may run only statements whose PREPARE passed the policy in this session (rule: builtin.prepared)',
           hint: 'PREPARE it first',
         };
       }
@@ -586,16 +743,26 @@ function checkKind(kind: string, body: AnyNode, a: Analysis, session: SessionVie
     case 'ClosePortalStmt':
       return ok([{ type: 'close', name: typeof body.portalname === 'string' ? body.portalname : null }]);
     case 'DeallocateStmt':
-      return ok([{ type: 'deallocate', name: body.isall === true || typeof body.name !== 'string' ? null : body.name }]);
+      return ok([
+        { type: 'deallocate', name: body.isall === true || typeof body.name !== 'string' ? null : body.name },
+      ]);
     case 'DiscardStmt':
-      if (body.target === 'DISCARD_ALL') return ok([{ type: 'restamp' }, { type: 'deallocate', name: null }, { type: 'close', name: null }]);
+      if (body.target === 'DISCARD_ALL')
+        return ok([{ type: 'restamp' }, { type: 'deallocate', name: null }, { type: 'close', name: null }]);
       return ok();
     case 'VariableSetStmt': {
       const v = judgeVariableSet(body, role);
       if (!v.allow) {
         const rule = v.rule === 'builtin' ? 'builtin.settings' : `${r}.settings`;
         // Pinned settings (client_encoding, the lexer, the identity stamps) are refused in shadow mode too.
-        return { reason: v.pinned === true ? 'setting_pinned' : 'setting_denied', ruleId: rule, sqlstate: SqlState.InsufficientPrivilege, what: `changes a setting pgwarden does not allow`, detail: `${v.why} (rule: ${rule})`, hint: v.hint };
+        return {
+          reason: v.pinned === true ? 'setting_pinned' : 'setting_denied',
+          ruleId: rule,
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `changes a setting pgwarden does not allow`,
+          detail: `${v.why} (rule: ${rule})`,
+          hint: v.hint,
+        };
       }
       return ok(v.restamp ? [{ type: 'restamp' }] : []);
     }
@@ -606,7 +773,14 @@ function checkKind(kind: string, body: AnyNode, a: Analysis, session: SessionVie
       const v = judgeSettingRead(name, role);
       if (!v.allow) {
         const rule = v.rule === 'builtin' ? 'builtin.settings' : `${r}.catalog`;
-        return { reason: 'setting_denied', ruleId: rule, sqlstate: SqlState.InsufficientPrivilege, what: `reads setting ${name}, which role "${role.name}" may not read`, detail: `${v.why} (rule: ${rule})`, hint: v.hint };
+        return {
+          reason: 'setting_denied',
+          ruleId: rule,
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `reads setting ${name}, which role "${role.name}" may not read`,
+          detail: `${v.why} (rule: ${rule})`,
+          hint: v.hint,
+        };
       }
       return ok();
     }
@@ -617,7 +791,14 @@ function checkKind(kind: string, body: AnyNode, a: Analysis, session: SessionVie
           const v = judgeTransactionOptions(body.options, role);
           if (!v.allow) {
             const rule = v.rule === 'builtin' ? 'builtin.settings' : `${r}.readOnly`;
-            return { reason: v.rule === 'builtin' ? 'setting_denied' : 'write_in_read_only', ruleId: rule, sqlstate: SqlState.InsufficientPrivilege, what: 'starts a READ WRITE transaction', detail: `${v.why} (rule: ${rule})`, hint: v.hint };
+            return {
+              reason: v.rule === 'builtin' ? 'setting_denied' : 'write_in_read_only',
+              ruleId: rule,
+              sqlstate: SqlState.InsufficientPrivilege,
+              what: 'starts a READ WRITE transaction',
+              detail: `${v.why} (rule: ${rule})`,
+              hint: v.hint,
+            };
           }
           return ok();
         }
@@ -662,10 +843,28 @@ const DDL_OBJECT_TYPES = new Set(['OBJECT_TABLE', 'OBJECT_INDEX', 'OBJECT_VIEW',
 
 /** ALTER TABLE subcommands that change only the relation itself; owner, triggers, rules, row security, inheritance, partitions, tablespaces and replication are refused. */
 const ALTER_TABLE_SUBTYPES = new Set([
-  'AT_AddColumn', 'AT_ColumnDefault', 'AT_DropNotNull', 'AT_SetNotNull', 'AT_SetStatistics', 'AT_SetOptions', 'AT_ResetOptions',
-  'AT_SetStorage', 'AT_SetCompression', 'AT_DropColumn', 'AT_AddConstraint', 'AT_ValidateConstraint', 'AT_DropConstraint',
-  'AT_AlterColumnType', 'AT_AddIdentity', 'AT_SetIdentity', 'AT_DropIdentity', 'AT_SetRelOptions', 'AT_ResetRelOptions',
-  'AT_ReplaceRelOptions', 'AT_ClusterOn', 'AT_DropCluster',
+  'AT_AddColumn',
+  'AT_ColumnDefault',
+  'AT_DropNotNull',
+  'AT_SetNotNull',
+  'AT_SetStatistics',
+  'AT_SetOptions',
+  'AT_ResetOptions',
+  'AT_SetStorage',
+  'AT_SetCompression',
+  'AT_DropColumn',
+  'AT_AddConstraint',
+  'AT_ValidateConstraint',
+  'AT_DropConstraint',
+  'AT_AlterColumnType',
+  'AT_AddIdentity',
+  'AT_SetIdentity',
+  'AT_DropIdentity',
+  'AT_SetRelOptions',
+  'AT_ResetRelOptions',
+  'AT_ReplaceRelOptions',
+  'AT_ClusterOn',
+  'AT_DropCluster',
 ]);
 
 const RENAME_TYPES = new Set([...DDL_OBJECT_TYPES, 'OBJECT_COLUMN', 'OBJECT_TABCONSTRAINT']);
@@ -701,7 +900,10 @@ function defElemsNamed(n: unknown, names: ReadonlySet<string>, out: AnyNode[] = 
 }
 
 /** A name list (`[schema, name]`, `[name]`, …) of `objectParts` trailing parts after the relation: its schema and database. */
-function nameListPlace(items: unknown, trailing: number): { schema: string | undefined; catalogName: string | undefined } | undefined {
+function nameListPlace(
+  items: unknown,
+  trailing: number,
+): { schema: string | undefined; catalogName: string | undefined } | undefined {
   const names: string[] = [];
   for (const x of Array.isArray(items) ? items : []) {
     const v = (x as AnyNode)?.String?.sval;
@@ -716,14 +918,36 @@ function nameListPlace(items: unknown, trailing: number): { schema: string | und
 /** A DDL, maintenance, LOCK, LISTEN/NOTIFY or DO statement: its switch, the place of every object it names, and the queries its bodies amount to. */
 function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: CatalogSnapshot): Denial | UtilityOk {
   const r = `roles.${role.name}`;
-  const deny = (reason: string, rule: string, what: string, detail: string, hint?: string, operatorHint?: string): Denial => ({ reason, ruleId: rule, sqlstate: SqlState.InsufficientPrivilege, what, detail: `${detail} (rule: ${rule})`, hint, operatorHint });
+  const deny = (
+    reason: string,
+    rule: string,
+    what: string,
+    detail: string,
+    hint?: string,
+    operatorHint?: string,
+  ): Denial => ({
+    reason,
+    ruleId: rule,
+    sqlstate: SqlState.InsufficientPrivilege,
+    what,
+    detail: `${detail} (rule: ${rule})`,
+    hint,
+    operatorHint,
+  });
   const ok = (rule: string): UtilityOk => ({ rank: ALLOW_RANK.write, ruleId: rule });
   switch (kind) {
     case 'DoStmt':
       if (role.do !== true) {
         return role.readOnly
           ? kindDenial(kind, role)
-          : deny('statement_kind_denied', `${r}.do`, 'runs code pgwarden cannot inspect', `role "${role.name}" may not run DO blocks`, 'write it as plain SQL statements, or request a token for a role that may run DO blocks', 'set do: true on the role (it lets the role do anything the database role can)');
+          : deny(
+              'statement_kind_denied',
+              `${r}.do`,
+              'runs code pgwarden cannot inspect',
+              `role "${role.name}" may not run DO blocks`,
+              'write it as plain SQL statements, or request a token for a role that may run DO blocks',
+              'set do: true on the role (it lets the role do anything the database role can)',
+            );
       }
       return ok(`${r}.do`);
     case 'ListenStmt':
@@ -733,14 +957,38 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       if (kind === 'NotifyStmt' && role.readOnly) return kindDenial(kind, role);
       const patterns = role.channels?.[which];
       if (!channelAllowed(patterns, channel)) {
-        return deny('channel_denied', `${r}.channels.${which}`, `${which === 'listen' ? 'listens on' : 'notifies'} channel ${quoteIdent(channel)}, which role "${role.name}" may not use`, `${quoteIdent(channel)} is not in ${r}.channels.${which}`, listHint(`channels this role may ${which} on`, (patterns ?? []).map((c) => `${c.name}${c.prefix ? '*' : ''}`)));
+        return deny(
+          'channel_denied',
+          `${r}.channels.${which}`,
+          `${which === 'listen' ? 'listens on' : 'notifies'} channel ${quoteIdent(channel)}, which role "${role.name}" may not use`,
+          `${quoteIdent(channel)} is not in ${r}.channels.${which}`,
+          listHint(
+            `channels this role may ${which} on`,
+            (patterns ?? []).map((c) => `${c.name}${c.prefix ? '*' : ''}`),
+          ),
+        );
       }
       return ok(`${r}.channels.${which}`);
     }
     case 'LockStmt':
       if (role.lock !== true && role.readOnly) return kindDenial(kind, role);
-      if (role.lock !== true) return deny('statement_kind_denied', `${r}.lock`, `is not allowed for role "${role.name}"`, `role "${role.name}" has no lock: true`, 'request a token for a role that may take locks', 'set lock: true on the role');
-      if (role.readOnly && body.mode !== 1) return deny('write_in_read_only', `${r}.readOnly`, `takes a lock stronger than ACCESS SHARE and role "${role.name}" is read-only`, `read-only roles may LOCK only IN ACCESS SHARE MODE`, 'use LOCK … IN ACCESS SHARE MODE');
+      if (role.lock !== true)
+        return deny(
+          'statement_kind_denied',
+          `${r}.lock`,
+          `is not allowed for role "${role.name}"`,
+          `role "${role.name}" has no lock: true`,
+          'request a token for a role that may take locks',
+          'set lock: true on the role',
+        );
+      if (role.readOnly && body.mode !== 1)
+        return deny(
+          'write_in_read_only',
+          `${r}.readOnly`,
+          `takes a lock stronger than ACCESS SHARE and role "${role.name}" is read-only`,
+          `read-only roles may LOCK only IN ACCESS SHARE MODE`,
+          'use LOCK … IN ACCESS SHARE MODE',
+        );
       return restatedChecks(kind, body, role, catalog, `${r}.lock`);
     case 'VacuumStmt': {
       const opts: AnyNode[] = Array.isArray(body.options) ? body.options : [];
@@ -750,10 +998,24 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       if (body.is_vacuumcmd !== true || names.includes('analyze')) needs.push('analyze');
       for (const n of needs) {
         if (!(role.maintenance ?? []).includes(n)) {
-          return role.readOnly ? kindDenial(kind, role) : deny('statement_kind_denied', `${r}.maintenance`, `is not allowed for role "${role.name}"`, `${n} is not in ${r}.maintenance`, listHint('maintenance this role may run', [...(role.maintenance ?? [])]));
+          return role.readOnly
+            ? kindDenial(kind, role)
+            : deny(
+                'statement_kind_denied',
+                `${r}.maintenance`,
+                `is not allowed for role "${role.name}"`,
+                `${n} is not in ${r}.maintenance`,
+                listHint('maintenance this role may run', [...(role.maintenance ?? [])]),
+              );
         }
       }
-      if (names.includes('full')) return deny('statement_kind_denied', 'builtin.statementKinds', 'FULL rewrites the table under an exclusive lock, which pgwarden does not allow', 'VACUUM FULL is never allowed');
+      if (names.includes('full'))
+        return deny(
+          'statement_kind_denied',
+          'builtin.statementKinds',
+          'FULL rewrites the table under an exclusive lock, which pgwarden does not allow',
+          'VACUUM FULL is never allowed',
+        );
       return restatedChecks(kind, body, role, catalog, `${r}.maintenance`);
     }
   }
@@ -762,7 +1024,11 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
   const places: { schema: string | undefined; temporary: boolean; catalogName?: string | undefined }[] = [];
   const rvPlace = (rv: AnyNode | undefined, creating: boolean) => {
     if (rv === undefined || typeof rv.relname !== 'string') return false;
-    places.push({ schema: typeof rv.schemaname === 'string' ? rv.schemaname : undefined, temporary: creating && rv.relpersistence === 't', catalogName: typeof rv.catalogname === 'string' ? rv.catalogname : undefined });
+    places.push({
+      schema: typeof rv.schemaname === 'string' ? rv.schemaname : undefined,
+      temporary: creating && rv.relpersistence === 't',
+      catalogName: typeof rv.catalogname === 'string' ? rv.catalogname : undefined,
+    });
     return true;
   };
   const cascade = (b: unknown) => b === 'DROP_CASCADE';
@@ -774,14 +1040,23 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
   switch (kind) {
     case 'CreateStmt':
       ddlKind = 'create_table';
-      if ((body.inhRelations?.length ?? 0) > 0 || body.partbound !== undefined || body.partspec !== undefined || body.ofTypename !== undefined) {
-        return refuse('with INHERITS, PARTITION, or OF is not allowed', 'inheritance and partitioning tie the table to relations outside its own definition');
+      if (
+        (body.inhRelations?.length ?? 0) > 0 ||
+        body.partbound !== undefined ||
+        body.partspec !== undefined ||
+        body.ofTypename !== undefined
+      ) {
+        return refuse(
+          'with INHERITS, PARTITION, or OF is not allowed',
+          'inheritance and partitioning tie the table to relations outside its own definition',
+        );
       }
       if (!rvPlace(body.relation, true)) return internalDenial('CREATE TABLE without a name');
       break;
     case 'CreateTableAsStmt':
       ddlKind = body.objtype === 'OBJECT_MATVIEW' ? 'create_materialized_view' : 'create_table';
-      if (body.query?.SelectStmt === undefined) return refuse('of anything but a query is not allowed', 'CREATE TABLE AS EXECUTE hides the query being stored');
+      if (body.query?.SelectStmt === undefined)
+        return refuse('of anything but a query is not allowed', 'CREATE TABLE AS EXECUTE hides the query being stored');
       if (!rvPlace(body.into?.rel, true)) return internalDenial('CREATE TABLE AS without a name');
       break;
     case 'ViewStmt': {
@@ -790,9 +1065,17 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       // search_path, it could stand in for another relation of the same name in a statement of the same transaction,
       // which the server's analysis (on its own connection) resolves to the other one.
       const rv: AnyNode | undefined = body.view;
-      if (rv?.relpersistence === 't' || rv?.schemaname === undefined || rv.schemaname === 'pg_temp') return refuse('must name its schema and may not be temporary', 'a temporary or unqualified view could stand in for a relation of the same name');
+      if (rv?.relpersistence === 't' || rv?.schemaname === undefined || rv.schemaname === 'pg_temp')
+        return refuse(
+          'must name its schema and may not be temporary',
+          'a temporary or unqualified view could stand in for a relation of the same name',
+        );
       const onPath = role.ddl?.schemas.find((x) => role.searchPath.includes(x));
-      if (onPath !== undefined) return refuse('is not allowed while a ddl schema is on the role\'s search_path', `${quoteIdent(onPath)} is both in ${r}.ddl.schemas and ${r}.searchPath, so a view made there could stand in for a relation of the same name`);
+      if (onPath !== undefined)
+        return refuse(
+          "is not allowed while a ddl schema is on the role's search_path",
+          `${quoteIdent(onPath)} is both in ${r}.ddl.schemas and ${r}.searchPath, so a view made there could stand in for a relation of the same name`,
+        );
       if (!rvPlace(rv, true)) return internalDenial('CREATE VIEW without a name');
       break;
     }
@@ -806,7 +1089,11 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       recursive.push({ rv: body.relation, always: false });
       for (const p of [...(body.indexParams ?? []), ...(body.indexIncludingParams ?? [])]) {
         const opclass = stringsOf(p?.IndexElem?.opclass);
-        if (opclass.length > 0 && !(opclass.length === 2 && opclass[0] === 'pg_catalog')) return refuse('names an operator class outside pg_catalog', 'operator classes outside pg_catalog run user code; write pg_catalog.<opclass> for a built-in one');
+        if (opclass.length > 0 && !(opclass.length === 2 && opclass[0] === 'pg_catalog'))
+          return refuse(
+            'names an operator class outside pg_catalog',
+            'operator classes outside pg_catalog run user code; write pg_catalog.<opclass> for a built-in one',
+          );
       }
       break;
     case 'CreateSeqStmt':
@@ -824,42 +1111,81 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       break;
     case 'AlterTableStmt':
       ddlKind = 'alter_table';
-      if (!DDL_OBJECT_TYPES.has(String(body.objtype))) return refuse('of this kind of object is not allowed', `${String(body.objtype)} is not a table, index, view, materialized view or sequence`);
+      if (!DDL_OBJECT_TYPES.has(String(body.objtype)))
+        return refuse(
+          'of this kind of object is not allowed',
+          `${String(body.objtype)} is not a table, index, view, materialized view or sequence`,
+        );
       for (const c of Array.isArray(body.cmds) ? body.cmds : []) {
         const cmd: AnyNode | undefined = c?.AlterTableCmd;
         if (cmd === undefined || !ALTER_TABLE_SUBTYPES.has(String(cmd.subtype))) {
-          return refuse(`${String(cmd?.subtype ?? 'this form').replace(/^AT_/, '')} is not allowed`, 'only changes to the relation\'s own columns, constraints and storage are allowed: not its owner, triggers, rules, row security, inheritance, partitions or tablespace');
+          return refuse(
+            `${String(cmd?.subtype ?? 'this form').replace(/^AT_/, '')} is not allowed`,
+            "only changes to the relation's own columns, constraints and storage are allowed: not its owner, triggers, rules, row security, inheritance, partitions or tablespace",
+          );
         }
-        if (cascade(cmd.behavior)) return refuse('… CASCADE is not allowed', 'CASCADE drops dependent objects in any schema, whoever owns them');
-        if (cmd.subtype === 'AT_AddConstraint' && cmd.def?.Constraint?.contype === 'CONSTR_EXCLUSION') return refuse('with an exclusion constraint is not allowed', 'exclusion operators run user code');
+        if (cascade(cmd.behavior))
+          return refuse('… CASCADE is not allowed', 'CASCADE drops dependent objects in any schema, whoever owns them');
+        if (cmd.subtype === 'AT_AddConstraint' && cmd.def?.Constraint?.contype === 'CONSTR_EXCLUSION')
+          return refuse('with an exclusion constraint is not allowed', 'exclusion operators run user code');
       }
       if (!rvPlace(body.relation, false)) return internalDenial('ALTER TABLE without a name');
       recursive.push({ rv: body.relation, always: false });
       break;
     case 'RenameStmt': {
       ddlKind = 'alter_table';
-      if (!RENAME_TYPES.has(String(body.renameType))) return refuse('of this kind of object is not allowed', `only tables, indexes, views, materialized views, sequences, their columns and constraints can be renamed`);
-      if (!rvPlace(body.relation, false)) return refuse('of this object is not allowed', 'the object has no relation name');
-      if (body.renameType === 'OBJECT_COLUMN' || body.renameType === 'OBJECT_TABCONSTRAINT') recursive.push({ rv: body.relation, always: false });
+      if (!RENAME_TYPES.has(String(body.renameType)))
+        return refuse(
+          'of this kind of object is not allowed',
+          `only tables, indexes, views, materialized views, sequences, their columns and constraints can be renamed`,
+        );
+      if (!rvPlace(body.relation, false))
+        return refuse('of this object is not allowed', 'the object has no relation name');
+      if (body.renameType === 'OBJECT_COLUMN' || body.renameType === 'OBJECT_TABCONSTRAINT')
+        recursive.push({ rv: body.relation, always: false });
       // The policy names relations and columns: a rename must not move data from under one rule to another.
       const rv: AnyNode = body.relation;
-      const keys = (typeof rv.schemaname === 'string' ? [rv.schemaname] : role.searchPath).map((sch) => ({ schema: sch, name: String(rv.relname) }));
+      const keys = (typeof rv.schemaname === 'string' ? [rv.schemaname] : role.searchPath).map((sch) => ({
+        schema: sch,
+        name: String(rv.relname),
+      }));
       if (body.renameType === 'OBJECT_COLUMN' && keys.some((k) => role.deniedColumns.has(`${k.schema}.${k.name}`))) {
-        late = deny('column_denied', `${r}.deniedColumns`, 'renames a column of a relation with denied columns', 'deniedColumns name columns: renaming one would let its values be read under another name', undefined);
+        late = deny(
+          'column_denied',
+          `${r}.deniedColumns`,
+          'renames a column of a relation with denied columns',
+          'deniedColumns name columns: renaming one would let its values be read under another name',
+          undefined,
+        );
       }
       if (DDL_OBJECT_TYPES.has(String(body.renameType)) && typeof body.newname === 'string') {
-        const same = (ps: readonly RelationPattern[]) => keys.every((k) => matchesRelation(ps, k.schema, k.name) === matchesRelation(ps, k.schema, body.newname));
-        const denied = keys.some((k) => role.deniedColumns.has(`${k.schema}.${k.name}`) || role.deniedColumns.has(`${k.schema}.${body.newname}`));
+        const same = (ps: readonly RelationPattern[]) =>
+          keys.every((k) => matchesRelation(ps, k.schema, k.name) === matchesRelation(ps, k.schema, body.newname));
+        const denied = keys.some(
+          (k) =>
+            role.deniedColumns.has(`${k.schema}.${k.name}`) || role.deniedColumns.has(`${k.schema}.${body.newname}`),
+        );
         if (denied || !same(role.relations) || !same(role.write?.relations ?? [])) {
-          late = deny('relation_not_allowed', `${r}.relations`, `renames a relation to ${quoteIdent(body.newname)}, which the policy treats differently`, 'the old and new names must be allowed alike by relations and write.relations, with no denied columns under either', 'use a schema-wide pattern (schema.*) for relations the role renames');
+          late = deny(
+            'relation_not_allowed',
+            `${r}.relations`,
+            `renames a relation to ${quoteIdent(body.newname)}, which the policy treats differently`,
+            'the old and new names must be allowed alike by relations and write.relations, with no denied columns under either',
+            'use a schema-wide pattern (schema.*) for relations the role renames',
+          );
         }
       }
       break;
     }
     case 'DropStmt':
       ddlKind = 'drop';
-      if (!DDL_OBJECT_TYPES.has(String(body.removeType))) return refuse('of this kind of object is not allowed', 'only tables, indexes, views, materialized views and sequences can be dropped');
-      if (cascade(body.behavior)) return refuse('… CASCADE is not allowed', 'CASCADE drops dependent objects in any schema, whoever owns them');
+      if (!DDL_OBJECT_TYPES.has(String(body.removeType)))
+        return refuse(
+          'of this kind of object is not allowed',
+          'only tables, indexes, views, materialized views and sequences can be dropped',
+        );
+      if (cascade(body.behavior))
+        return refuse('… CASCADE is not allowed', 'CASCADE drops dependent objects in any schema, whoever owns them');
       for (const o of Array.isArray(body.objects) ? body.objects : []) {
         const p = nameListPlace(o?.List?.items, 0);
         if (p === undefined) return internalDenial('DROP of an unreadable name');
@@ -870,8 +1196,15 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       break;
     case 'CommentStmt': {
       ddlKind = 'comment';
-      if (!COMMENT_TYPES.has(String(body.objtype))) return refuse('on this kind of object is not allowed', 'only tables, indexes, views, materialized views, sequences, columns and table constraints');
-      const p = nameListPlace(body.object?.List?.items, body.objtype === 'OBJECT_COLUMN' || body.objtype === 'OBJECT_TABCONSTRAINT' ? 1 : 0);
+      if (!COMMENT_TYPES.has(String(body.objtype)))
+        return refuse(
+          'on this kind of object is not allowed',
+          'only tables, indexes, views, materialized views, sequences, columns and table constraints',
+        );
+      const p = nameListPlace(
+        body.object?.List?.items,
+        body.objtype === 'OBJECT_COLUMN' || body.objtype === 'OBJECT_TABCONSTRAINT' ? 1 : 0,
+      );
       if (p === undefined) return internalDenial('COMMENT on an unreadable name');
       places.push({ schema: p.schema, temporary: false, catalogName: p.catalogName });
       break;
@@ -891,16 +1224,37 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
   }
   if (role.ddl === undefined) {
     if (role.readOnly) return kindDenial(kind, role);
-    return deny('ddl_denied', `${r}.ddl`, `is DDL and role "${role.name}" may run none`, `role "${role.name}" has no ddl section`, 'request a token for a role that may run DDL', 'add ddl: { kinds: [...], schemas: [...] } to the role');
+    return deny(
+      'ddl_denied',
+      `${r}.ddl`,
+      `is DDL and role "${role.name}" may run none`,
+      `role "${role.name}" has no ddl section`,
+      'request a token for a role that may run DDL',
+      'add ddl: { kinds: [...], schemas: [...] } to the role',
+    );
   }
   if (!role.ddl.kinds.includes(ddlKind)) {
-    return deny('ddl_denied', `${r}.ddl.kinds`, `is DDL of kind ${ddlKind}, which role "${role.name}" may not run`, `${ddlKind} is not in ${r}.ddl.kinds`, listHint('DDL this role may run', [...role.ddl.kinds]));
+    return deny(
+      'ddl_denied',
+      `${r}.ddl.kinds`,
+      `is DDL of kind ${ddlKind}, which role "${role.name}" may not run`,
+      `${ddlKind} is not in ${r}.ddl.kinds`,
+      listHint('DDL this role may run', [...role.ddl.kinds]),
+    );
   }
   for (const p of places) {
     const placed = placeObject(p.schema, p.temporary, role, catalog, p.catalogName);
     if (!placed.ok) {
       const temp = p.temporary || p.schema === 'pg_temp';
-      return deny('ddl_denied', `${r}.ddl.${temp ? 'temporary' : 'schemas'}`, placed.why, temp ? `temporary objects need ${r}.ddl.temporary: true` : `objects must be in ${r}.ddl.schemas${role.ddl.temporary ? ' or temporary' : ''}`, placed.hint);
+      return deny(
+        'ddl_denied',
+        `${r}.ddl.${temp ? 'temporary' : 'schemas'}`,
+        placed.why,
+        temp
+          ? `temporary objects need ${r}.ddl.temporary: true`
+          : `objects must be in ${r}.ddl.schemas${role.ddl.temporary ? ' or temporary' : ''}`,
+        placed.hint,
+      );
     }
   }
   if (late !== undefined) return late;
@@ -910,7 +1264,12 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
   for (const { rv, always } of recursive) {
     const parent = resolveRelation(rv, role, catalog);
     if (parent !== undefined && (parent.kind === 'p' || parent.hasChildren === true) && (always || rv.inh !== false)) {
-      return refuse(`reaches the inheritance children or partitions of ${displayRel(relationKey(parent.schema, parent.name))}, which may lie outside ddl.schemas`, always ? 'dropping a table drops its partitions, in any schema' : 'without ONLY, PostgreSQL applies it to every child and partition, in any schema; write ONLY where PostgreSQL allows it');
+      return refuse(
+        `reaches the inheritance children or partitions of ${displayRel(relationKey(parent.schema, parent.name))}, which may lie outside ddl.schemas`,
+        always
+          ? 'dropping a table drops its partitions, in any schema'
+          : 'without ONLY, PostgreSQL applies it to every child and partition, in any schema; write ONLY where PostgreSQL allows it',
+      );
     }
   }
   const restated = restatedChecks(kind, body, role, catalog, `${r}.ddl`);
@@ -920,13 +1279,26 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
   // (in ddl.schemas) or write.
   for (const c of constraintsNamed(body, 'CONSTR_FOREIGN')) {
     const pk: AnyNode | undefined = c.pktable;
-    if (pk === undefined || typeof pk.relname !== 'string') return internalDenial('a foreign key without a referenced table');
+    if (pk === undefined || typeof pk.relname !== 'string')
+      return internalDenial('a foreign key without a referenced table');
     const schema = typeof pk.schemaname === 'string' ? pk.schemaname : undefined;
-    if (placeObject(schema, false, role, catalog, typeof pk.catalogname === 'string' ? pk.catalogname : undefined).ok) continue;
+    if (placeObject(schema, false, role, catalog, typeof pk.catalogname === 'string' ? pk.catalogname : undefined).ok)
+      continue;
     const target = schema !== undefined ? { schema, name: pk.relname } : resolveRelation(pk, role, catalog);
-    if (target !== undefined && !role.readOnly && matchesRelation(role.write?.relations ?? [], target.schema, target.name)) continue;
+    if (
+      target !== undefined &&
+      !role.readOnly &&
+      matchesRelation(role.write?.relations ?? [], target.schema, target.name)
+    )
+      continue;
     const shown = target !== undefined ? displayRel(relationKey(target.schema, target.name)) : quoteIdent(pk.relname);
-    return deny('relation_not_allowed', `${r}.write.relations`, `references ${shown}, which role "${role.name}" may neither change nor write`, `a foreign key adds triggers to ${shown} and blocks deletes and key updates there`, 'reference a relation in ddl.schemas or in write.relations');
+    return deny(
+      'relation_not_allowed',
+      `${r}.write.relations`,
+      `references ${shown}, which role "${role.name}" may neither change nor write`,
+      `a foreign key adds triggers to ${shown} and blocks deletes and key updates there`,
+      'reference a relation in ddl.schemas or in write.relations',
+    );
   }
   return restated;
 }
@@ -936,9 +1308,23 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
  * relations (LOCK, maintenance) by what they need. A relation pgwarden's snapshot does not know yet is left to the
  * server's analysis when it lies in a schema the role may change (the role may have just created it); any other is denied.
  */
-function restatedChecks(kind: string, body: AnyNode, role: RolePolicy, catalog: CatalogSnapshot, rule: string): Denial | UtilityOk {
+function restatedChecks(
+  kind: string,
+  body: AnyNode,
+  role: RolePolicy,
+  catalog: CatalogSnapshot,
+  rule: string,
+): Denial | UtilityOk {
   const planned = utilityQueries(kind, body);
-  if (!planned.ok) return { reason: 'statement_kind_denied', ruleId: 'builtin.ddl', sqlstate: SqlState.InsufficientPrivilege, what: 'cannot be analysed by pgwarden', detail: `${planned.why} (rule: builtin.ddl)`, hint: 'simplify the statement' };
+  if (!planned.ok)
+    return {
+      reason: 'statement_kind_denied',
+      ruleId: 'builtin.ddl',
+      sqlstate: SqlState.InsufficientPrivilege,
+      what: 'cannot be analysed by pgwarden',
+      detail: `${planned.why} (rule: builtin.ddl)`,
+      hint: 'simplify the statement',
+    };
   for (const q of planned.queries) {
     const parsed = parseStatements(q.text);
     const stmt = parsed.ok && parsed.stmts.length === 1 ? (parsed.stmts[0]?.stmt as AnyNode | undefined) : undefined;
@@ -946,10 +1332,23 @@ function restatedChecks(kind: string, body: AnyNode, role: RolePolicy, catalog: 
     const qa = analyzeStatement(stmt, catalog, role);
     // Row locks (FOR UPDATE/SHARE) in a view or CTAS body would be taken on relations the role may only read, and
     // SELECT … INTO inside one would create a table nowhere placed.
-    if (qa.hasLocking || qa.hasInto) return { reason: 'statement_kind_denied', ruleId: 'builtin.ddl', sqlstate: SqlState.InsufficientPrivilege, what: `has a ${qa.hasInto ? 'SELECT … INTO' : 'FOR UPDATE/SHARE'} in its query`, detail: 'a body or expression may only read (rule: builtin.ddl)', hint: qa.hasInto ? undefined : 'remove the locking clause' };
+    if (qa.hasLocking || qa.hasInto)
+      return {
+        reason: 'statement_kind_denied',
+        ruleId: 'builtin.ddl',
+        sqlstate: SqlState.InsufficientPrivilege,
+        what: `has a ${qa.hasInto ? 'SELECT … INTO' : 'FOR UPDATE/SHARE'} in its query`,
+        detail: 'a body or expression may only read (rule: builtin.ddl)',
+        hint: qa.hasInto ? undefined : 'remove the locking clause',
+      };
     // Unresolved names: a problem inside the role's relations (undefined_relation), an absent use outside them.
-    const problems = qa.problems.filter((p) => !((p.code === 'unknown_relation' || p.code === 'undefined_relation') && ownObject(p.subject, role, catalog)));
-    const relations = qa.relations.filter((u) => !(u.absent === true && ownObject((u.written ?? [u.key]).join('.'), role, catalog)));
+    const problems = qa.problems.filter(
+      (p) =>
+        !((p.code === 'unknown_relation' || p.code === 'undefined_relation') && ownObject(p.subject, role, catalog)),
+    );
+    const relations = qa.relations.filter(
+      (u) => !(u.absent === true && ownObject((u.written ?? [u.key]).join('.'), role, catalog)),
+    );
     const facts = { ...qa, problems, relations };
     const v = q.named !== undefined ? checkNamed(facts, role, q.named) : checkFacts(facts, role);
     if ('reason' in v) return v;
@@ -1003,7 +1402,14 @@ export function checkNamed(a: Analysis, role: RolePolicy, need: NamedNeed): Deni
 }
 
 function internalDenial(why: string): Denial {
-  return { reason: 'internal', ruleId: undefined, sqlstate: SqlState.InsufficientPrivilege, what: 'could not be evaluated', detail: why, hint: undefined };
+  return {
+    reason: 'internal',
+    ruleId: undefined,
+    sqlstate: SqlState.InsufficientPrivilege,
+    what: 'could not be evaluated',
+    detail: why,
+    hint: undefined,
+  };
 }
 
 /**
@@ -1031,31 +1437,62 @@ export function toDeny(kind: string | undefined, d: Denial, statements: Statemen
  * Decides one simple Query ('simple') or one Parse message ('parse'). Pure and synchronous: the same
  * inputs give the same decision, and any internal failure is a denial with reason 'internal'.
  */
-export function evaluate(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, policyVersion?: number): Decision {
+export function evaluate(
+  sql: string,
+  mode: 'simple' | 'parse',
+  session: SessionView,
+  catalog: CatalogSnapshot,
+  policyVersion?: number,
+): Decision {
   return evaluateWithFacts(sql, mode, session, catalog, policyVersion).decision;
 }
 
 /** evaluate() plus the facts the decision cache needs. */
-export function evaluateWithFacts(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, _policyVersion?: number): EvaluationFacts {
+export function evaluateWithFacts(
+  sql: string,
+  mode: 'simple' | 'parse',
+  session: SessionView,
+  catalog: CatalogSnapshot,
+  _policyVersion?: number,
+): EvaluationFacts {
   try {
     // pgwarden.scope / pgwarden.session / SHOW pgwarden.<name>: the rewritten text is what is decided and run.
     const scoped = rewriteScope(sql, session.role, catalog);
     if (scoped === undefined) return evaluateInner(sql, mode, session, catalog, true);
     if (!scoped.ok) {
-      return shadowed(session.role, toDeny(undefined, {
-        reason: scoped.tooLarge === true ? 'statement_too_large' : 'scope_unrewritable',
-        ruleId: 'builtin.scope',
-        sqlstate: SqlState.FeatureNotSupported,
-        what: scoped.tooLarge === true ? 'lists more of the role\'s scope than pgwarden can send in one statement' : 'uses pgwarden\'s virtual relations in a form pgwarden cannot rewrite',
-        detail: `${scoped.why} (rule: builtin.scope)`,
-        hint: scoped.tooLarge === true ? 'ask the operator for a role with fewer relations (schema.* patterns over large schemas list every column)' : 'select from pgwarden.scope or pgwarden.session by that plain name, in FROM or a join',
-      }, []), false, false);
+      return shadowed(
+        session.role,
+        toDeny(
+          undefined,
+          {
+            reason: scoped.tooLarge === true ? 'statement_too_large' : 'scope_unrewritable',
+            ruleId: 'builtin.scope',
+            sqlstate: SqlState.FeatureNotSupported,
+            what:
+              scoped.tooLarge === true
+                ? "lists more of the role's scope than pgwarden can send in one statement"
+                : "uses pgwarden's virtual relations in a form pgwarden cannot rewrite",
+            detail: `${scoped.why} (rule: builtin.scope)`,
+            hint:
+              scoped.tooLarge === true
+                ? 'ask the operator for a role with fewer relations (schema.* patterns over large schemas list every column)'
+                : 'select from pgwarden.scope or pgwarden.session by that plain name, in FROM or a join',
+          },
+          [],
+        ),
+        false,
+        false,
+      );
     }
     const facts = evaluateInner(scoped.sql, mode, session, catalog, true);
     const d = facts.decision;
     // The rewrite depends on the role and the catalog (both in the cache key) and on no literal of the text, but its
     // text differs from the client's before the last constant: cached by exact text only.
-    return { ...facts, literalSensitive: true, decision: d.allow ? { ...d, rewrittenSql: d.rewrittenSql ?? scoped.sql, listsScope: true } : d };
+    return {
+      ...facts,
+      literalSensitive: true,
+      decision: d.allow ? { ...d, rewrittenSql: d.rewrittenSql ?? scoped.sql, listsScope: true } : d,
+    };
   } catch (err) {
     const detail = errorMessage(err);
     return { decision: toDeny(undefined, internalDenial(detail), []), literalSensitive: true, sessionDependent: true };
@@ -1065,7 +1502,8 @@ export function evaluateWithFacts(sql: string, mode: 'simple' | 'parse', session
 /** DECLARE's WITH HOLD bit in DeclareCursorStmt.options (PostgreSQL's CURSOR_OPT_HOLD). */
 const CURSOR_OPT_HOLD = 0x0020;
 
-const HOLD_HINT = 'use a cursor without HOLD inside a transaction (BEGIN; DECLARE …; FETCH …; COMMIT), or ask for holdCursors on the role';
+const HOLD_HINT =
+  'use a cursor without HOLD inside a transaction (BEGIN; DECLARE …; FETCH …; COMMIT), or ask for holdCursors on the role';
 
 /** WITH HOLD cursors a session of `role` may have open: the policy's holdCursors, else 0 for read-only roles, 2 for read-write ones. */
 export function holdCursorLimit(role: RolePolicy): number {
@@ -1096,35 +1534,88 @@ function withEffects(view: SessionView, effects: readonly Effect[]): SessionView
   return { ...view, preparedNames, cursorNames, holdCursorNames };
 }
 
-function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionView, catalog: CatalogSnapshot, allowRewrite: boolean): EvaluationFacts {
+function evaluateInner(
+  sql: string,
+  mode: 'simple' | 'parse',
+  session: SessionView,
+  catalog: CatalogSnapshot,
+  allowRewrite: boolean,
+): EvaluationFacts {
   const role = session.role;
   const parsed = parseStatements(sql);
   // Shadow mode's refusal of an unparsed text naming a pinned setting (below) is pgwarden's own, not a syntax error.
   const pinnedInShadow = role.mode === 'shadow' && PINNED_MENTION.test(sql);
-  if (!parsed.ok && parsed.syntax !== undefined && !pinnedInShadow) return syntaxDenial(role, sql, parsed.syntax, catalog);
+  if (!parsed.ok && parsed.syntax !== undefined && !pinnedInShadow)
+    return syntaxDenial(role, sql, parsed.syntax, catalog);
   if (!parsed.ok) {
-    const sqlstate = parsed.reason === 'statement_too_large' || parsed.reason === 'statement_too_complex' ? SqlState.FeatureNotSupported : SqlState.InsufficientPrivilege;
-    const what = parsed.reason === 'parse_error' ? 'could not be parsed' : parsed.reason === 'invalid_input' ? 'is not valid statement text' : parsed.reason === 'statement_too_large' ? 'is too large' : parsed.reason === 'statement_too_complex' ? 'is too deeply nested' : 'could not be parsed';
+    const sqlstate =
+      parsed.reason === 'statement_too_large' || parsed.reason === 'statement_too_complex'
+        ? SqlState.FeatureNotSupported
+        : SqlState.InsufficientPrivilege;
+    const what =
+      parsed.reason === 'parse_error'
+        ? 'could not be parsed'
+        : parsed.reason === 'invalid_input'
+          ? 'is not valid statement text'
+          : parsed.reason === 'statement_too_large'
+            ? 'is too large'
+            : parsed.reason === 'statement_too_complex'
+              ? 'is too deeply nested'
+              : 'could not be parsed';
     // Shadow mode lets an unparsed text through, unseen: not one that names a setting pgwarden itself depends on
     // (its SET could not be rewritten or refused), in case the server's grammar reads what this parser could not.
     const reason = pinnedInShadow ? 'setting_pinned' : parsed.reason;
-    return shadowed(role, toDeny(undefined, { reason, ruleId: 'builtin.parser', sqlstate, what, detail: `${parsed.message} (rule: builtin.parser)`, hint: parsed.reason === 'parse_error' ? 'check the SQL syntax' : undefined }, []), false, false);
+    return shadowed(
+      role,
+      toDeny(
+        undefined,
+        {
+          reason,
+          ruleId: 'builtin.parser',
+          sqlstate,
+          what,
+          detail: `${parsed.message} (rule: builtin.parser)`,
+          hint: parsed.reason === 'parse_error' ? 'check the SQL syntax' : undefined,
+        },
+        [],
+      ),
+      false,
+      false,
+    );
   }
   const stmts = parsed.stmts;
   const rowCap = role.maxRows !== undefined ? { maxRows: role.maxRows, onRowCap: role.onRowCap } : undefined;
   if (stmts.length === 0) {
-    const allow: Allow = { allow: true, ruleId: 'builtin.empty', statements: [], rewrittenSql: undefined, rowCap, effects: [], shadowDenied: undefined };
+    const allow: Allow = {
+      allow: true,
+      ruleId: 'builtin.empty',
+      statements: [],
+      rewrittenSql: undefined,
+      rowCap,
+      effects: [],
+      shadowDenied: undefined,
+    };
     return { decision: allow, literalSensitive: false, sessionDependent: false };
   }
   if (mode === 'parse' && stmts.length > 1) {
-    return shadowed(role, toDeny(undefined, {
-      reason: 'multiple_statements_in_parse',
-      ruleId: 'builtin.protocol',
-      sqlstate: SqlState.SyntaxError,
-      what: `text holds ${stmts.length} statements`,
-      detail: undefined,
-      hint: undefined,
-    }, [], 'cannot insert multiple commands into a prepared statement'), false, false);
+    return shadowed(
+      role,
+      toDeny(
+        undefined,
+        {
+          reason: 'multiple_statements_in_parse',
+          ruleId: 'builtin.protocol',
+          sqlstate: SqlState.SyntaxError,
+          what: `text holds ${stmts.length} statements`,
+          detail: undefined,
+          hint: undefined,
+        },
+        [],
+        'cannot insert multiple commands into a prepared statement',
+      ),
+      false,
+      false,
+    );
   }
   const summaries: StatementSummary[] = [];
   const analyses: Analysis[] = [];
@@ -1166,7 +1657,15 @@ function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionVi
     if (analyses.some((a) => a.limit?.count !== undefined)) literalSensitive = true;
     if (allowRewrite) rewrittenSql = capRewrite(sql, mode, stmts, session, catalog, summaries, role.maxRows + 1);
   }
-  const allow: Allow = { allow: true, ruleId, statements: summaries, rewrittenSql, rowCap, effects, shadowDenied: undefined };
+  const allow: Allow = {
+    allow: true,
+    ruleId,
+    statements: summaries,
+    rewrittenSql,
+    rowCap,
+    effects,
+    shadowDenied: undefined,
+  };
   return { decision: allow, literalSensitive, sessionDependent };
 }
 
@@ -1175,7 +1674,15 @@ function evaluateInner(sql: string, mode: 'simple' | 'parse', session: SessionVi
  * happened), then re-parses and re-evaluates the result: it must be allowed, touch the same
  * relations, and carry the cap. Any doubt → no rewrite (the wire-level cap still applies).
  */
-function capRewrite(sql: string, mode: 'simple' | 'parse', stmts: RawStmt[], session: SessionView, catalog: CatalogSnapshot, before: StatementSummary[], cap: number): string | undefined {
+function capRewrite(
+  sql: string,
+  mode: 'simple' | 'parse',
+  stmts: RawStmt[],
+  session: SessionView,
+  catalog: CatalogSnapshot,
+  before: StatementSummary[],
+  cap: number,
+): string | undefined {
   const quick = spliceLimit(sql, stmts, cap);
   if (quick !== undefined) return quick;
   let rewritten: { sql: string; changed: number[] } | undefined;
@@ -1227,25 +1734,45 @@ export function characterPosition(sql: string, byteOffset: number): number | und
  * shared across texts that differ only in literals). Texts libpg-query's grammar (PostgreSQL 18) rejects and an
  * older server would accept get the same answer: see docs/policy.md, "Syntax errors".
  */
-function syntaxDenial(role: RolePolicy, sql: string, syntax: { message: string; position: number | undefined; sqlstate: string; hint: string | undefined }, catalog: CatalogSnapshot): EvaluationFacts {
+function syntaxDenial(
+  role: RolePolicy,
+  sql: string,
+  syntax: { message: string; position: number | undefined; sqlstate: string; hint: string | undefined },
+  catalog: CatalogSnapshot,
+): EvaluationFacts {
   const newer = syntax.sqlstate === SqlState.SyntaxError ? newerKeyword(sql, syntax.position, catalog) : undefined;
-  const deny: Deny = newer === undefined
-    ? { allow: false, ruleId: 'builtin.parser', sqlstate: syntax.sqlstate, message: syntax.message, detail: undefined, hint: syntax.hint, reason: 'parse_error', statements: [] }
-    : {
-        allow: false,
-        ruleId: 'builtin.parser',
-        sqlstate: SqlState.FeatureNotSupported,
-        message: `pgwarden cannot parse this statement: ${syntax.message}`,
-        detail: `${newer.word.toUpperCase()} is ${KEYWORD_CATEGORY[newer.ours]} keyword in the grammar pgwarden parses with (PostgreSQL 18) but ${newer.theirs === undefined ? 'not a keyword' : `${KEYWORD_CATEGORY[newer.theirs]} keyword`} on the database server, which may accept this text (rule: builtin.parser)`,
-        hint: `write it as a quoted identifier ("${newer.word}"), which both grammars read alike`,
-        reason: 'parse_error',
-        statements: [],
-      };
+  const deny: Deny =
+    newer === undefined
+      ? {
+          allow: false,
+          ruleId: 'builtin.parser',
+          sqlstate: syntax.sqlstate,
+          message: syntax.message,
+          detail: undefined,
+          hint: syntax.hint,
+          reason: 'parse_error',
+          statements: [],
+        }
+      : {
+          allow: false,
+          ruleId: 'builtin.parser',
+          sqlstate: SqlState.FeatureNotSupported,
+          message: `pgwarden cannot parse this statement: ${syntax.message}`,
+          detail: `${newer.word.toUpperCase()} is ${KEYWORD_CATEGORY[newer.ours]} keyword in the grammar pgwarden parses with (PostgreSQL 18) but ${newer.theirs === undefined ? 'not a keyword' : `${KEYWORD_CATEGORY[newer.theirs]} keyword`} on the database server, which may accept this text (rule: builtin.parser)`,
+          hint: `write it as a quoted identifier ("${newer.word}"), which both grammars read alike`,
+          reason: 'parse_error',
+          statements: [],
+        };
   if (syntax.position !== undefined) deny.position = syntax.position;
   return shadowed(role, deny, true, false);
 }
 
-const KEYWORD_CATEGORY: Record<string, string> = { U: 'an unreserved', C: 'a column-name', T: 'a type- or function-name', R: 'a reserved' };
+const KEYWORD_CATEGORY: Record<string, string> = {
+  U: 'an unreserved',
+  C: 'a column-name',
+  T: 'a type- or function-name',
+  R: 'a reserved',
+};
 /** How many places a keyword of a category cannot stand as an identifier: none < U < C, T < R. */
 const KEYWORD_RANK: Record<string, number> = { U: 1, C: 2, T: 2, R: 3 };
 /** libpg-query's ScanToken.keywordKind → pg_get_keywords' catcode. */
@@ -1258,7 +1785,11 @@ const KEYWORD_KIND = ['', 'U', 'C', 'T', 'R'];
  * rather than a 42601 the server would not have sent. Only the word at the error counts: a newer keyword elsewhere
  * (`::json`) says nothing about this error. Unknown without the server's keyword list (then 42601).
  */
-function newerKeyword(sql: string, position: number | undefined, catalog: CatalogSnapshot): { word: string; ours: string; theirs: string | undefined } | undefined {
+function newerKeyword(
+  sql: string,
+  position: number | undefined,
+  catalog: CatalogSnapshot,
+): { word: string; ours: string; theirs: string | undefined } | undefined {
   const theirsByWord = catalog.keywords;
   if (theirsByWord === undefined || theirsByWord.size === 0 || position === undefined) return undefined;
   // The word is read from the text at the error (scanning a whole text of up to 1 MiB on every syntax error would cost
@@ -1273,7 +1804,9 @@ function newerKeyword(sql: string, position: number | undefined, catalog: Catalo
   const ours = KEYWORD_KIND[scanTokens(word)?.[0]?.keywordKind ?? 0] ?? '';
   if (ours === '') return undefined;
   const theirs = theirsByWord.get(word);
-  const more = (KEYWORD_RANK[ours] ?? 0) > (theirs === undefined ? 0 : (KEYWORD_RANK[theirs] ?? 0)) || (theirs !== undefined && theirs !== ours && KEYWORD_RANK[ours] === KEYWORD_RANK[theirs]);
+  const more =
+    (KEYWORD_RANK[ours] ?? 0) > (theirs === undefined ? 0 : (KEYWORD_RANK[theirs] ?? 0)) ||
+    (theirs !== undefined && theirs !== ours && KEYWORD_RANK[ours] === KEYWORD_RANK[theirs]);
   return more ? { word, ours, theirs } : undefined;
 }
 
@@ -1283,13 +1816,32 @@ function newerKeyword(sql: string, position: number | undefined, catalog: Catalo
  * refused in shadow mode (a DO block only for roles without do: true, which have chosen the escape).
  */
 const SHADOW_CODE_KINDS: ReadonlySet<string> = new Set([
-  'DoStmt', 'CreateFunctionStmt', 'AlterFunctionStmt', 'CreateTrigStmt', 'RuleStmt', 'CreateEventTrigStmt', 'CreateCastStmt',
-  'DefineStmt', 'CreateConversionStmt', 'CreateOpClassStmt', 'CreateTransformStmt', 'CreatePLangStmt', 'CreateExtensionStmt', 'AlterExtensionStmt',
+  'DoStmt',
+  'CreateFunctionStmt',
+  'AlterFunctionStmt',
+  'CreateTrigStmt',
+  'RuleStmt',
+  'CreateEventTrigStmt',
+  'CreateCastStmt',
+  'DefineStmt',
+  'CreateConversionStmt',
+  'CreateOpClassStmt',
+  'CreateTransformStmt',
+  'CreatePLangStmt',
+  'CreateExtensionStmt',
+  'AlterExtensionStmt',
 ]);
 
-export function shadowed(role: RolePolicy, deny: Deny, literalSensitive: boolean, sessionDependent: boolean): EvaluationFacts {
-  if (role.mode !== 'shadow' || SHADOW_ENFORCED.has(deny.reason)) return { decision: deny, literalSensitive, sessionDependent };
-  if (deny.statements.some((st) => SHADOW_CODE_KINDS.has(st.kind) && !(st.kind === 'DoStmt' && role.do === true))) return { decision: deny, literalSensitive, sessionDependent };
+export function shadowed(
+  role: RolePolicy,
+  deny: Deny,
+  literalSensitive: boolean,
+  sessionDependent: boolean,
+): EvaluationFacts {
+  if (role.mode !== 'shadow' || SHADOW_ENFORCED.has(deny.reason))
+    return { decision: deny, literalSensitive, sessionDependent };
+  if (deny.statements.some((st) => SHADOW_CODE_KINDS.has(st.kind) && !(st.kind === 'DoStmt' && role.do === true)))
+    return { decision: deny, literalSensitive, sessionDependent };
   const allow: Allow = {
     allow: true,
     ruleId: deny.ruleId ?? 'shadow',

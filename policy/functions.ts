@@ -15,11 +15,26 @@ export interface FunctionEntry {
  * state behind the proxy's back, or is a cheap denial-of-service lever.
  */
 export const ALWAYS_DENIED: readonly FunctionEntry[] = [
-  { pattern: 'set_config', reason: 'changes settings (search_path, read-only mode, lexer settings) behind the SET policy' },
-  { pattern: 'txid_current', reason: 'marked stable but assigns a transaction id: a write to server state from a read-only session' },
-  { pattern: 'pg_current_xact_id', reason: 'marked stable but assigns a transaction id: a write to server state from a read-only session' },
-  { pattern: 'pg_terminate_backend', reason: 'ends other sessions (pg_terminate_backend(pg_backend_pid()), the session\'s own backend, is allowed)' },
-  { pattern: 'pg_cancel_backend', reason: 'cancels other sessions\' queries (pg_cancel_backend(pg_backend_pid()) is allowed)' },
+  {
+    pattern: 'set_config',
+    reason: 'changes settings (search_path, read-only mode, lexer settings) behind the SET policy',
+  },
+  {
+    pattern: 'txid_current',
+    reason: 'marked stable but assigns a transaction id: a write to server state from a read-only session',
+  },
+  {
+    pattern: 'pg_current_xact_id',
+    reason: 'marked stable but assigns a transaction id: a write to server state from a read-only session',
+  },
+  {
+    pattern: 'pg_terminate_backend',
+    reason: "ends other sessions (pg_terminate_backend(pg_backend_pid()), the session's own backend, is allowed)",
+  },
+  {
+    pattern: 'pg_cancel_backend',
+    reason: "cancels other sessions' queries (pg_cancel_backend(pg_backend_pid()) is allowed)",
+  },
   { pattern: 'pg_reload_conf', reason: 'reloads the server configuration' },
   { pattern: 'pg_rotate_logfile*', reason: 'rotates the server log' },
   { pattern: 'lo_*', reason: 'large objects: server-side file import/export and data the relation policy cannot see' },
@@ -33,7 +48,10 @@ export const ALWAYS_DENIED: readonly FunctionEntry[] = [
   { pattern: 'pg_sleep*', reason: 'holds a backend and its snapshot: denial of service' },
   { pattern: 'query_to_xml*', reason: 'runs the SQL text in its argument, which the policy never parses' },
   { pattern: 'query_to_xmlschema', reason: 'runs the SQL text in its argument, which the policy never parses' },
-  { pattern: 'table_to_xml*', reason: 'reads a whole table named by a runtime value, bypassing relation and column rules' },
+  {
+    pattern: 'table_to_xml*',
+    reason: 'reads a whole table named by a runtime value, bypassing relation and column rules',
+  },
   { pattern: 'table_to_xmlschema', reason: 'describes a table named by a runtime value' },
   { pattern: 'cursor_to_xml*', reason: 'reads from a cursor by name at run time' },
   { pattern: 'schema_to_xml*', reason: 'reads every table of a schema, bypassing relation and column rules' },
@@ -61,8 +79,8 @@ export const ALWAYS_DENIED: readonly FunctionEntry[] = [
   { pattern: 'pg_log_backend_memory_contexts', reason: 'writes to the server log for another backend' },
   { pattern: 'binary_upgrade_*', reason: 'pg_upgrade internals that rewrite catalog state' },
   { pattern: 'pg_import_system_collations', reason: 'writes to the catalog' },
-  { pattern: 'pg_stat_get_activity', reason: 'shows other sessions\' query text' },
-  { pattern: 'pg_stat_get_backend_*', reason: 'shows other sessions\' activity' },
+  { pattern: 'pg_stat_get_activity', reason: "shows other sessions' query text" },
+  { pattern: 'pg_stat_get_backend_*', reason: "shows other sessions' activity" },
   { pattern: 'pg_export_snapshot', reason: 'exports a snapshot for use by other sessions' },
   { pattern: 'pg_current_logfile', reason: 'reveals server log file paths' },
   { pattern: 'pg_show_all_file_settings', reason: 'reads the server configuration files' },
@@ -72,35 +90,62 @@ export const ALWAYS_DENIED: readonly FunctionEntry[] = [
   { pattern: 'pg_get_shmem_allocations*', reason: 'server shared-memory internals' },
   // From the catalog review (policy/review/): functions behind denied views, other sessions' activity, data, writes.
   { pattern: 'pg_lock_status', reason: 'locks of every session: produces the denied pg_locks view' },
-  { pattern: 'pg_prepared_xact', reason: 'prepared transactions of every session: produces the denied pg_prepared_xacts view' },
+  {
+    pattern: 'pg_prepared_xact',
+    reason: 'prepared transactions of every session: produces the denied pg_prepared_xacts view',
+  },
   { pattern: 'pg_config', reason: 'server build paths: produces the denied pg_config view' },
-  { pattern: 'pg_stat_get_progress_info', reason: 'other sessions\' running commands by pid (produces pg_stat_progress_*)' },
-  { pattern: 'pg_stat_get_wal_senders', reason: 'replication connections and their client addresses (produces pg_stat_replication)' },
-  { pattern: 'pg_stat_get_wal_receiver', reason: 'the WAL receiver\'s connection string and sender host (produces pg_stat_wal_receiver)' },
-  { pattern: 'pg_stat_get_subscription', reason: 'logical replication workers of other sessions (produces pg_stat_subscription)' },
-  { pattern: 'pg_get_replication_slots', reason: 'replication slots and the pids using them (produces pg_replication_slots)' },
+  {
+    pattern: 'pg_stat_get_progress_info',
+    reason: "other sessions' running commands by pid (produces pg_stat_progress_*)",
+  },
+  {
+    pattern: 'pg_stat_get_wal_senders',
+    reason: 'replication connections and their client addresses (produces pg_stat_replication)',
+  },
+  {
+    pattern: 'pg_stat_get_wal_receiver',
+    reason: "the WAL receiver's connection string and sender host (produces pg_stat_wal_receiver)",
+  },
+  {
+    pattern: 'pg_stat_get_subscription',
+    reason: 'logical replication workers of other sessions (produces pg_stat_subscription)',
+  },
+  {
+    pattern: 'pg_get_replication_slots',
+    reason: 'replication slots and the pids using them (produces pg_replication_slots)',
+  },
   { pattern: 'pg_show_replication_origin_status', reason: 'replication origin progress' },
   { pattern: 'pg_get_aios', reason: 'in-progress I/O of every backend' },
   { pattern: 'pg_get_loaded_modules', reason: 'server library files loaded into the backend' },
-  { pattern: 'pg_blocking_pids', reason: 'which sessions block a given pid: other sessions\' activity' },
-  { pattern: 'pg_safe_snapshot_blocking_pids', reason: 'which sessions block a given pid: other sessions\' activity' },
-  { pattern: 'pg_isolation_test_session_is_blocked', reason: 'whether a given pid is blocked: other sessions\' activity' },
-  { pattern: 'pg_get_multixact_members', reason: 'the transactions locking a row: other sessions\' activity' },
+  { pattern: 'pg_blocking_pids', reason: "which sessions block a given pid: other sessions' activity" },
+  { pattern: 'pg_safe_snapshot_blocking_pids', reason: "which sessions block a given pid: other sessions' activity" },
+  {
+    pattern: 'pg_isolation_test_session_is_blocked',
+    reason: "whether a given pid is blocked: other sessions' activity",
+  },
+  { pattern: 'pg_get_multixact_members', reason: "the transactions locking a row: other sessions' activity" },
   { pattern: 'pg_last_committed_xact', reason: 'the latest commit of any session' },
-  { pattern: 'pg_xact_commit_timestamp*', reason: 'commit time of any transaction: other sessions\' activity' },
-  { pattern: 'txid_status', reason: 'commit status of any transaction: other sessions\' activity' },
-  { pattern: 'pg_xact_status', reason: 'commit status of any transaction: other sessions\' activity' },
+  { pattern: 'pg_xact_commit_timestamp*', reason: "commit time of any transaction: other sessions' activity" },
+  { pattern: 'txid_status', reason: "commit status of any transaction: other sessions' activity" },
+  { pattern: 'pg_xact_status', reason: "commit status of any transaction: other sessions' activity" },
   { pattern: 'pg_current_snapshot', reason: 'the transaction ids other sessions have in progress' },
   { pattern: 'txid_current_snapshot', reason: 'the transaction ids other sessions have in progress' },
-  { pattern: 'pg_sequence_last_value', reason: 'the current value of any sequence: data (pg_sequences.last_value is hidden too)' },
+  {
+    pattern: 'pg_sequence_last_value',
+    reason: 'the current value of any sequence: data (pg_sequences.last_value is hidden too)',
+  },
   { pattern: 'pg_get_sequence_data', reason: 'the current value of any sequence: data' },
-  { pattern: 'pg_mcv_list_*', reason: 'sampled column values of extended statistics (pg_statistic_ext_data is denied)' },
+  {
+    pattern: 'pg_mcv_list_*',
+    reason: 'sampled column values of extended statistics (pg_statistic_ext_data is denied)',
+  },
   { pattern: 'currtid2', reason: 'reads a row location in a table named by a runtime value' },
   { pattern: 'pg_log_standby_snapshot', reason: 'writes to the WAL' },
   { pattern: 'brin_summarize_*', reason: 'index maintenance: writes' },
   { pattern: 'brin_desummarize_range', reason: 'index maintenance: writes' },
   { pattern: 'gin_clean_pending_list', reason: 'index maintenance: writes' },
-  { pattern: 'pg_extension_config_dump', reason: 'changes an extension\'s catalog entry' },
+  { pattern: 'pg_extension_config_dump', reason: "changes an extension's catalog entry" },
   { pattern: 'pg_nextoid', reason: 'initdb and pg_upgrade internals' },
   { pattern: 'pg_stop_making_pinned_objects', reason: 'initdb internals' },
   { pattern: 'pg_clear_*_stats', reason: 'writes planner statistics into the catalog' },
@@ -125,7 +170,7 @@ export const INTROSPECTION_FUNCTIONS: readonly FunctionEntry[] = [
   { pattern: 'pg_relation_size', reason: 'size of any relation by name or oid (existence and size oracle)' },
   { pattern: 'pg_total_relation_size', reason: 'size of any relation' },
   { pattern: 'pg_table_size', reason: 'size of any table' },
-  { pattern: 'pg_indexes_size', reason: 'size of any table\'s indexes' },
+  { pattern: 'pg_indexes_size', reason: "size of any table's indexes" },
   { pattern: 'pg_database_size', reason: 'size of any database' },
   { pattern: 'pg_tablespace_size', reason: 'size of any tablespace' },
   { pattern: 'pg_tablespace_location', reason: 'server filesystem path of a tablespace' },
@@ -139,7 +184,10 @@ export const INTROSPECTION_FUNCTIONS: readonly FunctionEntry[] = [
   { pattern: 'pg_partition_tree', reason: 'partition hierarchy of a relation' },
   { pattern: 'pg_partition_ancestors', reason: 'partition hierarchy of a relation' },
   { pattern: 'pg_partition_root', reason: 'partition hierarchy of a relation' },
-  { pattern: 'pg_get_*', reason: 'definitions of objects (views, functions, constraints, indexes, rules, triggers, users)' },
+  {
+    pattern: 'pg_get_*',
+    reason: 'definitions of objects (views, functions, constraints, indexes, rules, triggers, users)',
+  },
   { pattern: 'pg_describe_object', reason: 'describes any catalog object' },
   { pattern: 'pg_identify_object*', reason: 'describes any catalog object' },
   { pattern: 'pg_*_is_visible', reason: 'search-path visibility of any object' },
@@ -179,17 +227,23 @@ export const INTROSPECTION_FUNCTIONS: readonly FunctionEntry[] = [
   { pattern: 'pg_indexam_progress_phasename', reason: 'index access method metadata' },
   { pattern: 'pg_basetype', reason: 'type metadata by oid' },
   { pattern: 'pg_input_is_valid', reason: 'resolves a type name at run time (table row types too: existence oracle)' },
-  { pattern: 'pg_input_error_info', reason: 'resolves a type name at run time (table row types too: existence oracle)' },
+  {
+    pattern: 'pg_input_error_info',
+    reason: 'resolves a type name at run time (table row types too: existence oracle)',
+  },
   { pattern: 'record_in', reason: 'input function taking a type oid: reads that type (row types name tables)' },
-  { pattern: 'enum_in', reason: 'input function taking a type oid: reads that enum\'s labels' },
+  { pattern: 'enum_in', reason: "input function taking a type oid: reads that enum's labels" },
   { pattern: 'domain_in', reason: 'input function taking a type oid: reads that domain' },
   { pattern: 'array_in', reason: 'input function taking a type oid' },
   { pattern: '*range_in', reason: 'input function taking a type oid' },
   { pattern: 'pg_available_*', reason: 'extensions installed on the server (produces pg_available_extensions)' },
   { pattern: 'pg_extension_update_paths', reason: 'extension scripts installed on the server' },
-  { pattern: 'pg_timezone_*', reason: 'the server\'s time zone database (produces pg_timezone_names, pg_timezone_abbrevs)' },
-  { pattern: 'inet_server_*', reason: 'the upstream server\'s address: infrastructure behind the proxy' },
-  { pattern: 'inet_client_*', reason: 'pgwarden\'s own address as the server sees it' },
+  {
+    pattern: 'pg_timezone_*',
+    reason: "the server's time zone database (produces pg_timezone_names, pg_timezone_abbrevs)",
+  },
+  { pattern: 'inet_server_*', reason: "the upstream server's address: infrastructure behind the proxy" },
+  { pattern: 'inet_client_*', reason: "pgwarden's own address as the server sees it" },
   { pattern: 'pg_postmaster_start_time', reason: 'server-wide state: when the server started' },
   { pattern: 'pg_conf_load_time', reason: 'server-wide state: when the configuration was last loaded' },
 ];
@@ -199,7 +253,7 @@ export const INTROSPECTION_FUNCTIONS: readonly FunctionEntry[] = [
  * value per call, not about side effects.
  */
 export const VOLATILE_ALLOWED: readonly FunctionEntry[] = [
-  { pattern: 'random', reason: 'a random number; no side effect beyond this session\'s seed' },
+  { pattern: 'random', reason: "a random number; no side effect beyond this session's seed" },
   { pattern: 'clock_timestamp', reason: 'the wall clock' },
   { pattern: 'timeofday', reason: 'the wall clock as text' },
   { pattern: 'gen_random_uuid', reason: 'a random UUID' },
@@ -281,7 +335,14 @@ export type FunctionVerdict =
       allow: false;
       /** 'builtin' rules cannot be lifted by a policy; 'role' is the role's own deny; 'default' can be lifted with functions.allow. */
       rule: 'builtin' | 'role' | 'default';
-      code: 'always_denied' | 'role_denied' | 'not_pg_catalog' | 'volatile' | 'introspection_only' | 'unknown_function' | 'unclassified';
+      code:
+        | 'always_denied'
+        | 'role_denied'
+        | 'not_pg_catalog'
+        | 'volatile'
+        | 'introspection_only'
+        | 'unknown_function'
+        | 'unclassified';
       why: string;
       /** What an operator can do about it, when there is something (set for 'unclassified'). */
       hint?: string;
@@ -290,7 +351,7 @@ export type FunctionVerdict =
 /** The reason given for a system function the catalog review has not classified. */
 export const UNCLASSIFIED_REASON = 'not yet reviewed for this PostgreSQL version';
 export const UNCLASSIFIED_HINT =
-  'an operator can classify it in pgwarden\'s catalog review (policy/review/functions.json, see docs/functions.md) or allow it with functions.allow';
+  "an operator can classify it in pgwarden's catalog review (policy/review/functions.json, see docs/functions.md) or allow it with functions.allow";
 
 /**
  * Judges one resolved function name against the curated lists, the catalog review and the role.
@@ -311,19 +372,29 @@ export function judgeFunction(
   const always = findEntry(ALWAYS_DENIED, name);
   if (always !== undefined) return { allow: false, rule: 'builtin', code: 'always_denied', why: always.reason };
   if (role.functions.deny.has(qualified)) {
-    return { allow: false, rule: 'role', code: 'role_denied', why: 'denied by the role\'s functions.deny' };
+    return { allow: false, rule: 'role', code: 'role_denied', why: "denied by the role's functions.deny" };
   }
   if (overloads === undefined || overloads.length === 0) {
-    return { allow: false, rule: 'default', code: 'unknown_function', why: 'not found in pgwarden\'s catalog snapshot' };
+    return { allow: false, rule: 'default', code: 'unknown_function', why: "not found in pgwarden's catalog snapshot" };
   }
   const system = REVIEWED_SCHEMAS.has(schema);
   const reviewed = system ? reviewedFunction(schema, name) : undefined;
   if (reviewed?.class === 'denied') {
-    return { allow: false, rule: 'builtin', code: 'always_denied', why: reviewed.reason ?? 'denied by pgwarden\'s catalog review' };
+    return {
+      allow: false,
+      rule: 'builtin',
+      code: 'always_denied',
+      why: reviewed.reason ?? "denied by pgwarden's catalog review",
+    };
   }
   if (role.functions.allow.has(qualified)) return { allow: true, via: 'role_allow' };
   if (!system) {
-    return { allow: false, rule: 'default', code: 'not_pg_catalog', why: 'functions outside pg_catalog must be listed in functions.allow' };
+    return {
+      allow: false,
+      rule: 'default',
+      code: 'not_pg_catalog',
+      why: 'functions outside pg_catalog must be listed in functions.allow',
+    };
   }
   if (reviewed === undefined) {
     return { allow: false, rule: 'default', code: 'unclassified', why: UNCLASSIFIED_REASON, hint: UNCLASSIFIED_HINT };

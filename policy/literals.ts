@@ -45,7 +45,13 @@ const BACKSLASH = 92;
 const LPAREN = 40;
 
 /** Words whose parenthesised integer is a precision that changes the tree, not a constant node. */
-const PRECISION_WORDS: ReadonlySet<string> = new Set(['float', 'current_time', 'current_timestamp', 'localtime', 'localtimestamp']);
+const PRECISION_WORDS: ReadonlySet<string> = new Set([
+  'float',
+  'current_time',
+  'current_timestamp',
+  'localtime',
+  'localtimestamp',
+]);
 
 function isDigit(c: number): boolean {
   return c >= 48 && c <= 57;

@@ -3,7 +3,17 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
-import type { ChannelPattern, CompiledPolicy, DdlKind, MaintenanceKind, Millis, RelationPattern, RoleBudget, RolePolicy, WriteKind } from './types.ts';
+import type {
+  ChannelPattern,
+  CompiledPolicy,
+  DdlKind,
+  MaintenanceKind,
+  Millis,
+  RelationPattern,
+  RoleBudget,
+  RolePolicy,
+  WriteKind,
+} from './types.ts';
 import { editDistance, quoteIdent } from '../lib/ident.ts';
 import { parseCidr } from '../lib/cidr.ts';
 import { DENIED_SYSTEM_RELATIONS } from './introspection.ts';
@@ -13,14 +23,28 @@ import { ALWAYS_DENIED, findEntry } from './functions.ts';
 // The file format (kept in step with policy/schema.json by test/unit/policy/load.test.ts)
 // ---------------------------------------------------------------------------------------------
 
-export const WRITE_KINDS = ['insert', 'update', 'delete', 'merge', 'truncate', 'copy_from'] as const satisfies readonly WriteKind[];
+export const WRITE_KINDS = [
+  'insert',
+  'update',
+  'delete',
+  'merge',
+  'truncate',
+  'copy_from',
+] as const satisfies readonly WriteKind[];
 // Fails to compile if types.ts grows a WriteKind the file format cannot name.
 const writeKindsAreComplete: Exclude<WriteKind, (typeof WRITE_KINDS)[number]> extends never ? true : never = true;
 void writeKindsAreComplete;
 
 /** Scoped DDL kinds (docs/policy.md, "Scoped DDL"). */
 export const DDL_KINDS = [
-  'create_table', 'create_index', 'create_view', 'create_materialized_view', 'create_sequence', 'alter_table', 'drop', 'comment',
+  'create_table',
+  'create_index',
+  'create_view',
+  'create_materialized_view',
+  'create_sequence',
+  'alter_table',
+  'drop',
+  'comment',
 ] as const satisfies readonly DdlKind[];
 const ddlKindsAreComplete: Exclude<DdlKind, (typeof DDL_KINDS)[number]> extends never ? true : never = true;
 void ddlKindsAreComplete;
@@ -87,7 +111,13 @@ export interface BudgetDoc {
 }
 
 export const BUDGET_PER = ['subject', 'agent'] as const;
-export const BUDGET_KEYS = ['per', 'statementsPerMinute', 'rowsPerMinute', 'bytesPerMinute', 'concurrentStatements'] as const satisfies readonly (keyof BudgetDoc)[];
+export const BUDGET_KEYS = [
+  'per',
+  'statementsPerMinute',
+  'rowsPerMinute',
+  'bytesPerMinute',
+  'concurrentStatements',
+] as const satisfies readonly (keyof BudgetDoc)[];
 const BUDGET_COUNTS = ['statementsPerMinute', 'rowsPerMinute', 'concurrentStatements'] as const;
 
 /** A whole policy file as written, after validation. */
@@ -201,7 +231,8 @@ export function splitQualifiedName(text: string): { ok: true; parts: NamePart[] 
   let i = 0;
   for (;;) {
     const c = text[i];
-    if (c === undefined) return { ok: false, message: parts.length === 0 ? 'must not be empty' : 'must not end with "."' };
+    if (c === undefined)
+      return { ok: false, message: parts.length === 0 ? 'must not be empty' : 'must not end with "."' };
     if (c === '"') {
       let value = '';
       i++;
@@ -234,7 +265,10 @@ export function splitQualifiedName(text: string): { ok: true; parts: NamePart[] 
     }
     const last = parts[parts.length - 1];
     if (last && Buffer.byteLength(last.value, 'utf8') > MAX_IDENTIFIER_BYTES) {
-      return { ok: false, message: `has a name longer than ${MAX_IDENTIFIER_BYTES} bytes, which Postgres would truncate` };
+      return {
+        ok: false,
+        message: `has a name longer than ${MAX_IDENTIFIER_BYTES} bytes, which Postgres would truncate`,
+      };
     }
     if (i === text.length) return { ok: true, parts };
     const next = text[i] ?? '';
@@ -263,7 +297,10 @@ export function parseRelationPattern(
   const parts = split.parts;
   const [schema, name] = parts;
   if (parts.length === 1) {
-    return { ok: false, message: `must be schema-qualified: write ${quoteIdent('public')}.${text} (or the schema it lives in)` };
+    return {
+      ok: false,
+      message: `must be schema-qualified: write ${quoteIdent('public')}.${text} (or the schema it lives in)`,
+    };
   }
   if (parts.length > 2 || schema === undefined || name === undefined) {
     return { ok: false, message: `must be schema.name (database-qualified names are not accepted)` };
@@ -283,18 +320,22 @@ export function parseIdentifier(text: string): { ok: true; name: string } | { ok
   const split = splitQualifiedName(text);
   if (!split.ok) return split;
   const [only] = split.parts;
-  if (split.parts.length !== 1 || only === undefined) return { ok: false, message: 'must be a single name, not a qualified one' };
+  if (split.parts.length !== 1 || only === undefined)
+    return { ok: false, message: 'must be a single name, not a qualified one' };
   if (isWildcard(only)) return { ok: false, message: 'must be a name, not "*"' };
   return { ok: true, name: only.value };
 }
 
 /** A channel name as LISTEN would fold it, or a prefix ending in `*` (`jobs_*`; `*` alone is every channel). */
-export function parseChannelPattern(text: string): { ok: true; pattern: ChannelPattern } | { ok: false; message: string } {
+export function parseChannelPattern(
+  text: string,
+): { ok: true; pattern: ChannelPattern } | { ok: false; message: string } {
   const prefix = text.endsWith('*');
   const head = prefix ? text.slice(0, -1) : text;
   if (prefix && head === '') return { ok: true, pattern: { name: '', prefix: true } };
   const r = parseIdentifier(head);
-  if (!r.ok) return { ok: false, message: `${r.message} (a channel is a name, optionally ending in * for a prefix: jobs_*)` };
+  if (!r.ok)
+    return { ok: false, message: `${r.message} (a channel is a name, optionally ending in * for a prefix: jobs_*)` };
   return { ok: true, pattern: { name: r.name, prefix } };
 }
 
@@ -311,8 +352,10 @@ export function parseDurationMs(v: unknown): { ok: true; ms: Millis } | { ok: fa
   } else {
     return { ok: false, message: 'must be a duration like "250ms", "5s", "2m", "1h", or a number of seconds' };
   }
-  if (!Number.isFinite(ms) || Math.round(ms) < 1) return { ok: false, message: 'must be at least 1ms (leave it out for no timeout)' };
-  if (Math.round(ms) > MAX_TIMEOUT_MS) return { ok: false, message: `must be at most ${MAX_TIMEOUT_MS}ms (Postgres's limit)` };
+  if (!Number.isFinite(ms) || Math.round(ms) < 1)
+    return { ok: false, message: 'must be at least 1ms (leave it out for no timeout)' };
+  if (Math.round(ms) > MAX_TIMEOUT_MS)
+    return { ok: false, message: `must be at most ${MAX_TIMEOUT_MS}ms (Postgres's limit)` };
   return { ok: true, ms: Math.round(ms) };
 }
 
@@ -374,11 +417,14 @@ class Validator {
   /** A message for a value outside `values`, with the nearest one when it looks like a typo. */
   static notOneOf(v: string, values: readonly string[]): string {
     const near = values.map((a) => ({ a, d: editDistance(a, v.toLowerCase()) })).sort((x, y) => x.d - y.d)[0];
-    return near && near.d <= 3 ? `must be one of ${values.join(', ')} (did you mean "${near.a}"?)` : `must be one of ${values.join(', ')}`;
+    return near && near.d <= 3
+      ? `must be one of ${values.join(', ')} (did you mean "${near.a}"?)`
+      : `must be one of ${values.join(', ')}`;
   }
 
   boolean(raw: Record<string, unknown>, key: string, segs: Seg[]): void {
-    if (key in raw && typeof raw[key] !== 'boolean') this.add([...segs, key], `must be true or false (got ${describe(raw[key])})`);
+    if (key in raw && typeof raw[key] !== 'boolean')
+      this.add([...segs, key], `must be true or false (got ${describe(raw[key])})`);
   }
 
   oneOf<T extends string>(v: unknown, values: readonly T[], segs: Seg[]): v is T {
@@ -388,7 +434,12 @@ class Validator {
   }
 
   /** A list of strings; each item checked by `item`, which returns a message or undefined. */
-  stringList(v: unknown, segs: Seg[], item: (s: string, i: number) => string | undefined, opts: { nonEmpty?: boolean } = {}): void {
+  stringList(
+    v: unknown,
+    segs: Seg[],
+    item: (s: string, i: number) => string | undefined,
+    opts: { nonEmpty?: boolean } = {},
+  ): void {
     if (!Array.isArray(v)) {
       this.add(segs, `must be a list (got ${describe(v)})`);
       return;
@@ -457,10 +508,16 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
   const at = (k: string): Seg[] => [...segs, k];
 
   if ('mode' in raw) val.oneOf(raw.mode, MODES, at('mode'));
-  if ('readOnly' in raw && typeof raw.readOnly !== 'boolean') val.add(at('readOnly'), `must be true or false (got ${describe(raw.readOnly)})`);
+  if ('readOnly' in raw && typeof raw.readOnly !== 'boolean')
+    val.add(at('readOnly'), `must be true or false (got ${describe(raw.readOnly)})`);
   const readOnly = raw.readOnly !== false;
 
-  if ('relations' in raw) val.stringList(raw.relations, at('relations'), (s) => checkRelationItem(s) ?? checkSystemRelationItem(s, raw.catalog));
+  if ('relations' in raw)
+    val.stringList(
+      raw.relations,
+      at('relations'),
+      (s) => checkRelationItem(s) ?? checkSystemRelationItem(s, raw.catalog),
+    );
 
   if ('write' in raw) {
     const w = raw.write;
@@ -469,16 +526,29 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
       val.add(at('write'), `must be a mapping with statements and relations (got ${describe(w)})`);
     } else {
       val.keys(w, WRITE_KEYS, at('write'));
-      if (!('statements' in w)) val.add([...segs, 'write', 'statements'], `is required: list the statement kinds the role may run (${WRITE_KINDS.join(', ')})`);
+      if (!('statements' in w))
+        val.add(
+          [...segs, 'write', 'statements'],
+          `is required: list the statement kinds the role may run (${WRITE_KINDS.join(', ')})`,
+        );
       else
-        val.stringList(w.statements, [...segs, 'write', 'statements'], (s) =>
-          (WRITE_KINDS as readonly string[]).includes(s) ? undefined : `must be one of ${WRITE_KINDS.join(', ')}`,
-        { nonEmpty: true });
-      if (!('relations' in w)) val.add([...segs, 'write', 'relations'], 'is required: list the relations the role may write');
-      else val.stringList(w.relations, [...segs, 'write', 'relations'], (s) => checkRelationItem(s), { nonEmpty: true });
+        val.stringList(
+          w.statements,
+          [...segs, 'write', 'statements'],
+          (s) =>
+            (WRITE_KINDS as readonly string[]).includes(s) ? undefined : `must be one of ${WRITE_KINDS.join(', ')}`,
+          { nonEmpty: true },
+        );
+      if (!('relations' in w))
+        val.add([...segs, 'write', 'relations'], 'is required: list the relations the role may write');
+      else
+        val.stringList(w.relations, [...segs, 'write', 'relations'], (s) => checkRelationItem(s), { nonEmpty: true });
     }
   } else if (!readOnly && raw.readOnly === false) {
-    val.add(at('readOnly'), 'is false but the role has no write section: add write: { statements: [...], relations: [...] } or remove readOnly');
+    val.add(
+      at('readOnly'),
+      'is false but the role has no write section: add write: { statements: [...], relations: [...] } or remove readOnly',
+    );
   }
 
   if ('deniedColumns' in raw) {
@@ -487,7 +557,10 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
       val.add(at('deniedColumns'), `must be a mapping of schema.relation to a list of columns (got ${describe(dc)})`);
     } else {
       // A denied column on a relation the role cannot touch is almost always a typo that leaves the real column readable.
-      const reachable = [...parsedPatterns(raw.relations), ...parsedPatterns(isRecord(raw.write) ? raw.write.relations : undefined)];
+      const reachable = [
+        ...parsedPatterns(raw.relations),
+        ...parsedPatterns(isRecord(raw.write) ? raw.write.relations : undefined),
+      ];
       for (const [rel, cols] of Object.entries(dc)) {
         const relSegs: Seg[] = [...segs, 'deniedColumns', rel];
         const r = parseRelationPattern(rel, { allowWildcard: false });
@@ -495,10 +568,15 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
         else if (!patternCovers(reachable, r.pattern.schema, r.pattern.name)) {
           val.add(relSegs, `is not among the role's relations, so denying its columns has no effect (a typo?)`);
         }
-        val.stringList(cols, relSegs, (s) => {
-          const c = parseIdentifier(s);
-          return c.ok ? undefined : c.message;
-        }, { nonEmpty: true });
+        val.stringList(
+          cols,
+          relSegs,
+          (s) => {
+            const c = parseIdentifier(s);
+            return c.ok ? undefined : c.message;
+          },
+          { nonEmpty: true },
+        );
       }
     }
   }
@@ -516,10 +594,12 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
           const r = parseRelationPattern(s, { allowWildcard: false, what: 'function' });
           if (!r.ok) return r.message.replace('relation', 'function');
           const key = relationKey(r.pattern.schema, r.pattern.name);
-          if (k === 'deny' && seen.has(key)) return `is also in functions.allow[${seen.get(key)}]; a function cannot be both`;
+          if (k === 'deny' && seen.has(key))
+            return `is also in functions.allow[${seen.get(key)}]; a function cannot be both`;
           // An allow entry for a function pgwarden never lets run would do nothing: say so instead of accepting it.
           const never = k === 'allow' ? findEntry(ALWAYS_DENIED, r.pattern.name) : undefined;
-          if (never !== undefined) return `names ${r.pattern.name}, which no role may call whatever functions.allow says (${never.reason}); see docs/functions.md`;
+          if (never !== undefined)
+            return `names ${r.pattern.name}, which no role may call whatever functions.allow says (${never.reason}); see docs/functions.md`;
           if (k === 'allow') seen.set(key, i);
           return undefined;
         });
@@ -530,7 +610,8 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
   if ('settings' in raw) {
     val.stringList(raw.settings, at('settings'), (s) => {
       if (!SETTING_NAME.test(s)) return 'must be a setting name like work_mem or myapp.tenant';
-      if (PINNED_SETTINGS.has(s.toLowerCase())) return `cannot be made SET-able: pgwarden pins ${s.toLowerCase()} for the session`;
+      if (PINNED_SETTINGS.has(s.toLowerCase()))
+        return `cannot be made SET-able: pgwarden pins ${s.toLowerCase()} for the session`;
       return undefined;
     });
   }
@@ -540,7 +621,8 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
 
   if ('maxRows' in raw) {
     const m = raw.maxRows;
-    if (typeof m !== 'number' || !Number.isSafeInteger(m) || m < 1) val.add(at('maxRows'), `must be a positive integer (got ${describe(m)})`);
+    if (typeof m !== 'number' || !Number.isSafeInteger(m) || m < 1)
+      val.add(at('maxRows'), `must be a positive integer (got ${describe(m)})`);
   }
   if ('onRowCap' in raw) {
     val.oneOf(raw.onRowCap, ON_ROW_CAP, at('onRowCap'));
@@ -558,14 +640,16 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
 
   if ('holdCursors' in raw) {
     const h = raw.holdCursors;
-    if (typeof h !== 'number' || !Number.isSafeInteger(h) || h < 0 || h > MAX_HOLD_CURSORS) val.add(at('holdCursors'), `must be an integer from 0 to ${MAX_HOLD_CURSORS} (got ${describe(h)})`);
+    if (typeof h !== 'number' || !Number.isSafeInteger(h) || h < 0 || h > MAX_HOLD_CURSORS)
+      val.add(at('holdCursors'), `must be an integer from 0 to ${MAX_HOLD_CURSORS} (got ${describe(h)})`);
   }
 
   if ('budget' in raw) checkBudget(val, raw.budget, [...segs, 'budget']);
   checkUtilityKeys(val, raw, segs, readOnly);
 
   if ('dbRole' in raw) {
-    if (typeof raw.dbRole !== 'string') val.add(at('dbRole'), `must be a database role name (got ${describe(raw.dbRole)})`);
+    if (typeof raw.dbRole !== 'string')
+      val.add(at('dbRole'), `must be a database role name (got ${describe(raw.dbRole)})`);
     else {
       const r = parseIdentifier(raw.dbRole);
       if (!r.ok) val.add(at('dbRole'), r.message);
@@ -575,7 +659,10 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
   if ('networks' in raw) {
     if (Array.isArray(raw.networks) && raw.networks.length === 0) {
       // An empty list would refuse every login; that is never what is meant (leave the key out to allow any address).
-      val.add(at('networks'), 'must not be empty: it would refuse every login (leave networks out to allow any client address)');
+      val.add(
+        at('networks'),
+        'must not be empty: it would refuse every login (leave networks out to allow any client address)',
+      );
     }
     val.stringList(raw.networks, at('networks'), (s) => {
       const r = parseCidr(s);
@@ -585,7 +672,8 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
 
   if ('searchPath' in raw) {
     val.stringList(raw.searchPath, at('searchPath'), (s) => {
-      if (s === '$user' || s === '"$user"') return 'cannot be $user: name the schemas explicitly so the policy sees what Postgres sees';
+      if (s === '$user' || s === '"$user"')
+        return 'cannot be $user: name the schemas explicitly so the policy sees what Postgres sees';
       const r = parseIdentifier(s);
       return r.ok ? undefined : r.message;
     });
@@ -602,32 +690,64 @@ function checkUtilityKeys(val: Validator, raw: Record<string, unknown>, segs: Se
     if (!isRecord(d)) val.add(at('ddl'), `must be a mapping with kinds, schemas and/or temporary (got ${describe(d)})`);
     else {
       val.keys(d, DDL_KEYS, at('ddl'));
-      if (!('kinds' in d)) val.add(at('ddl', 'kinds'), `is required: list the DDL the role may run (${DDL_KINDS.join(', ')})`);
-      else val.stringList(d.kinds, at('ddl', 'kinds'), (s) => ((DDL_KINDS as readonly string[]).includes(s) ? undefined : Validator.notOneOf(s, DDL_KINDS)), { nonEmpty: true });
+      if (!('kinds' in d))
+        val.add(at('ddl', 'kinds'), `is required: list the DDL the role may run (${DDL_KINDS.join(', ')})`);
+      else
+        val.stringList(
+          d.kinds,
+          at('ddl', 'kinds'),
+          (s) => ((DDL_KINDS as readonly string[]).includes(s) ? undefined : Validator.notOneOf(s, DDL_KINDS)),
+          { nonEmpty: true },
+        );
       if ('schemas' in d) {
         val.stringList(d.schemas, at('ddl', 'schemas'), (s) => {
           const r = parseIdentifier(s);
           if (!r.ok) return r.message;
-          if (DDL_FORBIDDEN_SCHEMAS.test(r.name)) return r.name.startsWith('pg_temp') ? 'cannot be a temporary schema: use ddl.temporary: true for temporary objects' : `cannot be ${r.name}: pgwarden never allows DDL on system schemas`;
+          if (DDL_FORBIDDEN_SCHEMAS.test(r.name))
+            return r.name.startsWith('pg_temp')
+              ? 'cannot be a temporary schema: use ddl.temporary: true for temporary objects'
+              : `cannot be ${r.name}: pgwarden never allows DDL on system schemas`;
           return undefined;
         });
       }
       val.boolean(d, 'temporary', at('ddl'));
       // policy/evaluate.ts refuses CREATE VIEW in that case too; saying so here saves a surprise.
       const kinds = Array.isArray(d.kinds) ? d.kinds : [];
-      const path = Array.isArray(raw.searchPath) ? raw.searchPath.filter((x): x is string => typeof x === 'string').map((x) => parseIdentifier(x)).filter((x) => x.ok).map((x) => x.name) : ['public'];
-      const listed = Array.isArray(d.schemas) ? d.schemas.filter((x): x is string => typeof x === 'string').map((x) => parseIdentifier(x)).filter((x) => x.ok).map((x) => x.name) : [];
+      const path = Array.isArray(raw.searchPath)
+        ? raw.searchPath
+            .filter((x): x is string => typeof x === 'string')
+            .map((x) => parseIdentifier(x))
+            .filter((x) => x.ok)
+            .map((x) => x.name)
+        : ['public'];
+      const listed = Array.isArray(d.schemas)
+        ? d.schemas
+            .filter((x): x is string => typeof x === 'string')
+            .map((x) => parseIdentifier(x))
+            .filter((x) => x.ok)
+            .map((x) => x.name)
+        : [];
       const both = listed.find((x) => path.includes(x));
       if (kinds.includes('create_view') && both !== undefined) {
-        val.add(at('ddl', 'kinds'), `cannot include create_view while ${both} is also on searchPath: a view made there in a transaction could stand in for a relation of the same name, which pgwarden's analysis would resolve to the other one`);
+        val.add(
+          at('ddl', 'kinds'),
+          `cannot include create_view while ${both} is also on searchPath: a view made there in a transaction could stand in for a relation of the same name, which pgwarden's analysis would resolve to the other one`,
+        );
       }
       const schemas = Array.isArray(d.schemas) ? d.schemas.length : 0;
-      if (schemas === 0 && d.temporary !== true) val.add(at('ddl'), 'allows nothing: list ddl.schemas the role may change, or set ddl.temporary: true');
+      if (schemas === 0 && d.temporary !== true)
+        val.add(at('ddl'), 'allows nothing: list ddl.schemas the role may change, or set ddl.temporary: true');
     }
   }
   if ('maintenance' in raw) {
     if (readOnly) val.add(at('maintenance'), readOnlyNote);
-    val.stringList(raw.maintenance, at('maintenance'), (s) => ((MAINTENANCE_KINDS as readonly string[]).includes(s) ? undefined : Validator.notOneOf(s, MAINTENANCE_KINDS)), { nonEmpty: true });
+    val.stringList(
+      raw.maintenance,
+      at('maintenance'),
+      (s) =>
+        (MAINTENANCE_KINDS as readonly string[]).includes(s) ? undefined : Validator.notOneOf(s, MAINTENANCE_KINDS),
+      { nonEmpty: true },
+    );
   }
   val.boolean(raw, 'lock', segs);
   if ('channels' in raw) {
@@ -642,11 +762,19 @@ function checkUtilityKeys(val: Validator, raw: Record<string, unknown>, segs: Se
           return r.ok ? undefined : r.message;
         });
       }
-      if ('notify' in c && readOnly) val.add(at('channels', 'notify'), 'is only allowed with readOnly: false (NOTIFY is a write: PostgreSQL refuses it in a read-only transaction)');
+      if ('notify' in c && readOnly)
+        val.add(
+          at('channels', 'notify'),
+          'is only allowed with readOnly: false (NOTIFY is a write: PostgreSQL refuses it in a read-only transaction)',
+        );
     }
   }
   val.boolean(raw, 'do', segs);
-  if (raw.do === true && readOnly) val.add(at('do'), 'is only allowed with readOnly: false (a DO block can do anything the database role can, including writes)');
+  if (raw.do === true && readOnly)
+    val.add(
+      at('do'),
+      'is only allowed with readOnly: false (a DO block can do anything the database role can, including writes)',
+    );
 }
 
 function validateDoc(value: unknown): RawIssue[] {
@@ -672,12 +800,16 @@ function validateDoc(value: unknown): RawIssue[] {
   const folded = new Map<string, string>();
   for (const name of names) {
     if (!ROLE_NAME.test(name) || name.length > MAX_IDENTIFIER_BYTES) {
-      val.add(['roles', name], `is not a valid role name: use letters, digits and _ (starting with a letter or _), at most ${MAX_IDENTIFIER_BYTES} characters`);
+      val.add(
+        ['roles', name],
+        `is not a valid role name: use letters, digits and _ (starting with a letter or _), at most ${MAX_IDENTIFIER_BYTES} characters`,
+      );
     }
     // Role names travel in tokens and usernames; two that differ only in case are a mistake waiting to happen.
     const lower = name.toLowerCase();
     const other = folded.get(lower);
-    if (other !== undefined) val.add(['roles', name], `collides with role "${other}" (role names are compared case-insensitively)`);
+    if (other !== undefined)
+      val.add(['roles', name], `collides with role "${other}" (role names are compared case-insensitively)`);
     else folded.set(lower, name);
     checkRole(val, roles[name], ['roles', name]);
   }
@@ -730,7 +862,10 @@ export function parsePolicyText(text: string, format: 'yaml' | 'json', source: s
         const line = e.pos?.[0] === undefined ? undefined : counter.linePos(e.pos[0]).line;
         // The error points at the key's first character; read the key token from there.
         const key = /^("(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|[^:,\n{}[\]]+)/.exec(text.slice(e.pos[0]))?.[1]?.trim();
-        const message = e.code === 'DUPLICATE_KEY' ? `has a duplicate key ${key || '(unnamed)'} (each key may appear once in a mapping)` : `is not valid ${format.toUpperCase()}: ${e.message.split('\n')[0]}`;
+        const message =
+          e.code === 'DUPLICATE_KEY'
+            ? `has a duplicate key ${key || '(unnamed)'} (each key may appear once in a mapping)`
+            : `is not valid ${format.toUpperCase()}: ${e.message.split('\n')[0]}`;
         return line === undefined ? { path: '', message } : { path: '', message, line };
       }),
     };
@@ -791,7 +926,11 @@ export async function loadPolicyFile(file: string): Promise<LoadResult> {
 export function loadPolicyBytes(file: string, buf: Buffer): LoadResult {
   const source = file;
   if (buf.length > MAX_POLICY_BYTES) {
-    return { ok: false, source, issues: [{ path: '', message: `is larger than ${MAX_POLICY_BYTES} bytes; is this the right file?` }] };
+    return {
+      ok: false,
+      source,
+      issues: [{ path: '', message: `is larger than ${MAX_POLICY_BYTES} bytes; is this the right file?` }],
+    };
   }
   const text = buf.toString('utf8');
   const parsed = parsePolicyText(text, formatForFile(file), source);
@@ -807,7 +946,11 @@ export function loadPolicyBytes(file: string, buf: Buffer): LoadResult {
 export function frozenMap<K, V>(entries: Iterable<readonly [K, V]>): ReadonlyMap<K, V> {
   const m = new Map<K, V>(entries);
   for (const k of ['set', 'delete', 'clear'] as const) {
-    Object.defineProperty(m, k, { value: () => { throw new TypeError('frozen map'); } });
+    Object.defineProperty(m, k, {
+      value: () => {
+        throw new TypeError('frozen map');
+      },
+    });
   }
   return Object.freeze(m);
 }
@@ -816,14 +959,21 @@ export function frozenMap<K, V>(entries: Iterable<readonly [K, V]>): ReadonlyMap
 export function frozenSet<T>(values: Iterable<T>): ReadonlySet<T> {
   const s = new Set<T>(values);
   for (const k of ['add', 'delete', 'clear'] as const) {
-    Object.defineProperty(s, k, { value: () => { throw new TypeError('frozen set'); } });
+    Object.defineProperty(s, k, {
+      value: () => {
+        throw new TypeError('frozen set');
+      },
+    });
   }
   return Object.freeze(s);
 }
 
 function must<R extends { ok: true } | { ok: false; message: string }>(r: R, what: string): Extract<R, { ok: true }> {
   // compilePolicy takes validated docs; anything else is a programming error, not bad input.
-  if (!r.ok) throw new TypeError(`compilePolicy: ${what} ${(r as { message: string }).message} (validate with parsePolicyText first)`);
+  if (!r.ok)
+    throw new TypeError(
+      `compilePolicy: ${what} ${(r as { message: string }).message} (validate with parsePolicyText first)`,
+    );
   return r as Extract<R, { ok: true }>;
 }
 
@@ -840,7 +990,10 @@ function compileRole(name: string, doc: RoleDoc): RolePolicy {
   const readOnly = doc.readOnly !== false;
   const denied = new Map<string, Set<string>>();
   for (const [rel, cols] of Object.entries(doc.deniedColumns ?? {})) {
-    const { pattern } = must(parseRelationPattern(rel, { allowWildcard: false }), `deniedColumns key ${JSON.stringify(rel)}`);
+    const { pattern } = must(
+      parseRelationPattern(rel, { allowWildcard: false }),
+      `deniedColumns key ${JSON.stringify(rel)}`,
+    );
     const key = relationKey(pattern.schema, pattern.name);
     const set = denied.get(key) ?? new Set<string>();
     for (const c of cols) set.add(must(parseIdentifier(c), `column ${JSON.stringify(c)}`).name);
@@ -853,10 +1006,14 @@ function compileRole(name: string, doc: RoleDoc): RolePolicy {
         return relationKey(pattern.schema, pattern.name);
       }),
     );
-  const timeout = doc.statementTimeout === undefined ? undefined : must(parseDurationMs(doc.statementTimeout), 'statementTimeout').ms;
+  const timeout =
+    doc.statementTimeout === undefined ? undefined : must(parseDurationMs(doc.statementTimeout), 'statementTimeout').ms;
   const write: RolePolicy['write'] =
     !readOnly && doc.write
-      ? Object.freeze({ kinds: Object.freeze([...new Set(doc.write.statements)]) as WriteKind[], relations: compilePatterns(doc.write.relations) })
+      ? Object.freeze({
+          kinds: Object.freeze([...new Set(doc.write.statements)]) as WriteKind[],
+          relations: compilePatterns(doc.write.relations),
+        })
       : undefined;
   const role: RolePolicy = {
     name,
@@ -871,27 +1028,53 @@ function compileRole(name: string, doc: RoleDoc): RolePolicy {
     maxRows: doc.maxRows,
     onRowCap: doc.onRowCap ?? 'truncate',
     statementTimeout: timeout,
-    idleInTransactionTimeout: doc.idleInTransactionTimeout === undefined ? undefined : must(parseDurationMs(doc.idleInTransactionTimeout), 'idleInTransactionTimeout').ms,
+    idleInTransactionTimeout:
+      doc.idleInTransactionTimeout === undefined
+        ? undefined
+        : must(parseDurationMs(doc.idleInTransactionTimeout), 'idleInTransactionTimeout').ms,
     holdCursors: doc.holdCursors ?? (readOnly ? DEFAULT_HOLD_CURSORS.readOnly : DEFAULT_HOLD_CURSORS.readWrite),
     budget: doc.budget === undefined ? undefined : compileBudget(doc.budget),
     dbRole: doc.dbRole === undefined ? undefined : must(parseIdentifier(doc.dbRole), 'dbRole').name,
-    networks: doc.networks === undefined ? undefined : Object.freeze(doc.networks.map((n) => Object.freeze(must(parseCidr(n), `network ${JSON.stringify(n)}`).cidr))),
-    searchPath: Object.freeze((doc.searchPath ?? ['public']).map((s) => must(parseIdentifier(s), `searchPath ${JSON.stringify(s)}`).name)) as string[],
-    ddl: doc.ddl === undefined || readOnly
-      ? undefined
-      : Object.freeze({
-          kinds: Object.freeze([...new Set(doc.ddl.kinds)]),
-          schemas: Object.freeze([...new Set((doc.ddl.schemas ?? []).map((s) => must(parseIdentifier(s), `ddl schema ${JSON.stringify(s)}`).name))]),
-          temporary: doc.ddl.temporary === true,
-        }),
+    networks:
+      doc.networks === undefined
+        ? undefined
+        : Object.freeze(
+            doc.networks.map((n) => Object.freeze(must(parseCidr(n), `network ${JSON.stringify(n)}`).cidr)),
+          ),
+    searchPath: Object.freeze(
+      (doc.searchPath ?? ['public']).map((s) => must(parseIdentifier(s), `searchPath ${JSON.stringify(s)}`).name),
+    ) as string[],
+    ddl:
+      doc.ddl === undefined || readOnly
+        ? undefined
+        : Object.freeze({
+            kinds: Object.freeze([...new Set(doc.ddl.kinds)]),
+            schemas: Object.freeze([
+              ...new Set(
+                (doc.ddl.schemas ?? []).map((s) => must(parseIdentifier(s), `ddl schema ${JSON.stringify(s)}`).name),
+              ),
+            ]),
+            temporary: doc.ddl.temporary === true,
+          }),
     maintenance: doc.maintenance === undefined || readOnly ? undefined : Object.freeze([...new Set(doc.maintenance)]),
     lock: doc.lock === true ? true : undefined,
-    channels: doc.channels === undefined
-      ? undefined
-      : Object.freeze({
-          listen: Object.freeze((doc.channels.listen ?? []).map((s) => Object.freeze(must(parseChannelPattern(s), `channel ${JSON.stringify(s)}`).pattern))),
-          notify: readOnly ? [] : Object.freeze((doc.channels.notify ?? []).map((s) => Object.freeze(must(parseChannelPattern(s), `channel ${JSON.stringify(s)}`).pattern))),
-        }),
+    channels:
+      doc.channels === undefined
+        ? undefined
+        : Object.freeze({
+            listen: Object.freeze(
+              (doc.channels.listen ?? []).map((s) =>
+                Object.freeze(must(parseChannelPattern(s), `channel ${JSON.stringify(s)}`).pattern),
+              ),
+            ),
+            notify: readOnly
+              ? []
+              : Object.freeze(
+                  (doc.channels.notify ?? []).map((s) =>
+                    Object.freeze(must(parseChannelPattern(s), `channel ${JSON.stringify(s)}`).pattern),
+                  ),
+                ),
+          }),
     do: doc.do === true && !readOnly ? true : undefined,
     singleUse: doc.singleUse === 'required' ? 'required' : undefined,
   };
@@ -905,7 +1088,10 @@ function compileRole(name: string, doc: RoleDoc): RolePolicy {
 export function policyWarnings(policy: CompiledPolicy): string[] {
   const out: string[] = [];
   for (const r of policy.roles.values()) {
-    if (r.do === true) out.push(`roles.${r.name}.do: DO blocks run any SQL as the database role${r.dbRole !== undefined ? ` ${quoteIdent(r.dbRole)}` : ''}; pgwarden cannot see inside them, so only that role's privileges limit what this role's sessions can do`);
+    if (r.do === true)
+      out.push(
+        `roles.${r.name}.do: DO blocks run any SQL as the database role${r.dbRole !== undefined ? ` ${quoteIdent(r.dbRole)}` : ''}; pgwarden cannot see inside them, so only that role's privileges limit what this role's sessions can do`,
+      );
   }
   return out;
 }
@@ -928,15 +1114,20 @@ function checkBudget(val: Validator, b: unknown, segs: Seg[]): void {
     return;
   }
   val.keys(b, BUDGET_KEYS, segs);
-  if (!('per' in b)) val.add([...segs, 'per'], 'is required: count per subject (every session of one token sub) or per agent');
+  if (!('per' in b))
+    val.add([...segs, 'per'], 'is required: count per subject (every session of one token sub) or per agent');
   else val.oneOf(b.per, BUDGET_PER, [...segs, 'per']);
   for (const k of BUDGET_COUNTS) {
     if (!(k in b)) continue;
     const n = b[k];
-    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) val.add([...segs, k], `must be a positive integer (got ${describe(n)})`);
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1)
+      val.add([...segs, k], `must be a positive integer (got ${describe(n)})`);
   }
   if ('bytesPerMinute' in b && parseByteSize(b.bytesPerMinute) === undefined) {
-    val.add([...segs, 'bytesPerMinute'], `must be a positive number of bytes or a size such as "512MB" or "1GB" (got ${describe(b.bytesPerMinute)})`);
+    val.add(
+      [...segs, 'bytesPerMinute'],
+      `must be a positive number of bytes or a size such as "512MB" or "1GB" (got ${describe(b.bytesPerMinute)})`,
+    );
   }
   if (!BUDGET_COUNTS.some((k) => k in b) && !('bytesPerMinute' in b)) {
     val.add(segs, 'sets no limit: give statementsPerMinute, rowsPerMinute, bytesPerMinute or concurrentStatements');
@@ -955,7 +1146,8 @@ function compileBudget(doc: BudgetDoc): RoleBudget {
 
 /** Turns a validated document into the frozen policy the engine reads; `version` and `digest` come from the store. */
 export function compilePolicy(doc: PolicyDoc, version: number, digest: string): CompiledPolicy {
-  if (!Number.isSafeInteger(version) || version < 1) throw new TypeError(`compilePolicy: version must be a positive integer, got ${version}`);
+  if (!Number.isSafeInteger(version) || version < 1)
+    throw new TypeError(`compilePolicy: version must be a positive integer, got ${version}`);
   const roles = Object.entries(doc.roles).map(([name, r]) => [name, compileRole(name, r)] as const);
   return Object.freeze({ version, digest, roles: frozenMap(roles) });
 }

@@ -237,8 +237,27 @@ const PAREN_WEIGHT = 4;
 const CASE_WEIGHT = 4;
 const OPERATOR_CHARS = new Set('+-*/%^<>=~!@#&|`?:'.split('').map((c) => c.charCodeAt(0)));
 /** Keywords that build left- or right-deep trees without parentheses. AND/OR are absent: Postgres flattens them. */
-const NESTING_KEYWORDS = new Set(['UNION', 'INTERSECT', 'EXCEPT', 'JOIN', 'NOT', 'IS', 'ISNULL', 'NOTNULL', 'LIKE', 'ILIKE', 'SIMILAR', 'BETWEEN', 'COLLATE', 'AT', 'OVERLAPS', 'IN', 'WHEN']);
-const NESTING_KEYWORD_RE = /\b(?:union|intersect|except|join|not|is|isnull|notnull|like|ilike|similar|between|collate|at|overlaps|in|when)\b/gi;
+const NESTING_KEYWORDS = new Set([
+  'UNION',
+  'INTERSECT',
+  'EXCEPT',
+  'JOIN',
+  'NOT',
+  'IS',
+  'ISNULL',
+  'NOTNULL',
+  'LIKE',
+  'ILIKE',
+  'SIMILAR',
+  'BETWEEN',
+  'COLLATE',
+  'AT',
+  'OVERLAPS',
+  'IN',
+  'WHEN',
+]);
+const NESTING_KEYWORD_RE =
+  /\b(?:union|intersect|except|join|not|is|isnull|notnull|like|ilike|similar|between|collate|at|overlaps|in|when)\b/gi;
 const CASE_RE = /\bcase\b/gi;
 /** Keywords that do not reset the chain at a comma: set operations and joins chain across select lists. */
 const CHAINING_KEYWORDS = new Set(['UNION', 'INTERSECT', 'EXCEPT', 'JOIN']);
@@ -311,7 +330,6 @@ const PG_OP_CHARS = new Set('~!@#^&|`?+-*/%<>='.split('').map((c) => c.charCodeA
 function isPgSpace(c: number): boolean {
   return c === 32 || c === 9 || c === 10 || c === 13 || c === 12 || c === 11;
 }
-
 
 /**
  * A lower bound of scannedNestingEstimate computed by a small JS lexer, without the real scanner, or undefined when
@@ -450,8 +468,15 @@ function lexicalNestingLowerBound(sql: string): number | undefined {
       while (j < n && isIdentCont(sql.charCodeAt(j))) j++;
       // E'…', B'…', X'…', N'…' and U&'…' / U&"…" are one token of another kind.
       if (j < n && sql.charCodeAt(j) === 39) return undefined;
-      if (j < n && sql.charCodeAt(j) === 38 /* & */ && j + 1 < n && (sql.charCodeAt(j + 1) === 39 || sql.charCodeAt(j + 1) === 34)) return undefined;
-      if (j - i === 3 ? /^and$/i.test(sql.slice(i, j)) : j - i === 2 && /^or$/i.test(sql.slice(i, j))) chain[chain.length - 1] = 0;
+      if (
+        j < n &&
+        sql.charCodeAt(j) === 38 /* & */ &&
+        j + 1 < n &&
+        (sql.charCodeAt(j + 1) === 39 || sql.charCodeAt(j + 1) === 34)
+      )
+        return undefined;
+      if (j - i === 3 ? /^and$/i.test(sql.slice(i, j)) : j - i === 2 && /^or$/i.test(sql.slice(i, j)))
+        chain[chain.length - 1] = 0;
       i = j;
     } else if (c === 46 /* . */) {
       if (next === 46) return undefined;
@@ -521,8 +546,10 @@ function isWasmRuntimeError(err: unknown): boolean {
  */
 function grammarSqlstate(err: unknown, message: string): { sqlstate: string; hint: string | undefined } {
   const fn = (err as { sqlDetails?: { functionName?: unknown } }).sqlDetails?.functionName;
-  if (message === 'invalid Unicode escape' && fn === 'core_yylex') return { sqlstate: SqlState.InvalidEscapeSequence, hint: 'Unicode escapes must be \\uXXXX or \\UXXXXXXXX.' };
-  if (/^frame (start cannot be|end cannot be|starting from (current|following) row cannot )/.test(message)) return { sqlstate: SqlState.WindowingError, hint: undefined };
+  if (message === 'invalid Unicode escape' && fn === 'core_yylex')
+    return { sqlstate: SqlState.InvalidEscapeSequence, hint: 'Unicode escapes must be \\uXXXX or \\UXXXXXXXX.' };
+  if (/^frame (start cannot be|end cannot be|starting from (current|following) row cannot )/.test(message))
+    return { sqlstate: SqlState.WindowingError, hint: undefined };
   return { sqlstate: SqlState.SyntaxError, hint: undefined };
 }
 
@@ -568,10 +595,12 @@ function isBlank(sql: string): boolean {
  */
 export function parseStatements(sql: string): ParseOutcome {
   try {
-    if (typeof sql !== 'string') return { ok: false, reason: 'invalid_input', message: 'statement text is not a string' };
+    if (typeof sql !== 'string')
+      return { ok: false, reason: 'invalid_input', message: 'statement text is not a string' };
     // The wire layer rejects NUL too; the parser would silently stop at it (a statement hidden behind
     // a NUL would never be classified), so it is checked again here.
-    if (sql.includes('\0')) return { ok: false, reason: 'invalid_input', message: 'statement text contains a NUL byte' };
+    if (sql.includes('\0'))
+      return { ok: false, reason: 'invalid_input', message: 'statement text contains a NUL byte' };
     if (isBlank(sql)) return { ok: true, stmts: [] };
     const inst = usable();
     if (inst === undefined) {
@@ -579,7 +608,10 @@ export function parseStatements(sql: string): ParseOutcome {
       return {
         ok: false,
         reason: 'parser_unavailable',
-        message: primary === undefined ? 'the SQL parser is not initialised' : 'the SQL parser is unavailable after repeated failures',
+        message:
+          primary === undefined
+            ? 'the SQL parser is not initialised'
+            : 'the SQL parser is unavailable after repeated failures',
       };
     }
     const screened = screen(sql, inst);
@@ -592,7 +624,12 @@ export function parseStatements(sql: string): ParseOutcome {
       if (err instanceof inst.lib.SqlError || (err instanceof Error && err.name === 'SqlError')) {
         const message = errorMessage(err);
         const own = grammarSqlstate(err, message);
-        return { ok: false, reason: 'parse_error', message, syntax: { message, position: errorPosition(inst, sql, err), sqlstate: own.sqlstate, hint: own.hint } };
+        return {
+          ok: false,
+          reason: 'parse_error',
+          message,
+          syntax: { message, position: errorPosition(inst, sql, err), sqlstate: own.sqlstate, hint: own.hint },
+        };
       }
       if (err instanceof RangeError || isWasmRuntimeError(err)) {
         recordTrap(inst);
@@ -604,7 +641,11 @@ export function parseStatements(sql: string): ParseOutcome {
     const stmts = result?.stmts;
     if (!Array.isArray(stmts)) return { ok: true, stmts: [] };
     if (stmts.length > limits.maxStatements) {
-      return { ok: false, reason: 'statement_too_large', message: `the text holds ${stmts.length} statements, more than the ${limits.maxStatements} one query may hold` };
+      return {
+        ok: false,
+        reason: 'statement_too_large',
+        message: `the text holds ${stmts.length} statements, more than the ${limits.maxStatements} one query may hold`,
+      };
     }
     return { ok: true, stmts };
   } catch (err) {
@@ -613,7 +654,16 @@ export function parseStatements(sql: string): ParseOutcome {
 }
 
 /** Fields that only record where something was written (byte offsets): they differ between a text and its restatement or rewrite. */
-const POSITION_FIELDS = new Set(['location', 'list_start', 'list_end', 'rexpr_list_start', 'rexpr_list_end', 'name_location', 'stmt_location', 'stmt_len']);
+const POSITION_FIELDS = new Set([
+  'location',
+  'list_start',
+  'list_end',
+  'rexpr_list_start',
+  'rexpr_list_end',
+  'name_location',
+  'stmt_location',
+  'stmt_len',
+]);
 
 /** A parse tree as text without its positions, keys sorted: two pieces of SQL with the same canonical form are the same statement for PostgreSQL. */
 export function canonicalTree(n: unknown): string {
@@ -621,7 +671,11 @@ export function canonicalTree(n: unknown): string {
     if (POSITION_FIELDS.has(k) && typeof v === 'number') return undefined;
     if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
       const o = v as Record<string, unknown>;
-      return Object.fromEntries(Object.keys(o).sort().map((key) => [key, o[key]]));
+      return Object.fromEntries(
+        Object.keys(o)
+          .sort()
+          .map((key) => [key, o[key]]),
+      );
     }
     return v;
   });
@@ -645,9 +699,17 @@ export function scanTokens(sql: string): ScanToken[] | undefined {
 }
 
 /** For tests: the nesting estimate of the pre-screen, scanner-based (undefined if the text does not lex). */
-export function nestingEstimateForTest(sql: string): { cheap: number; scanned: number | undefined; lower: number | undefined } {
+export function nestingEstimateForTest(sql: string): {
+  cheap: number;
+  scanned: number | undefined;
+  lower: number | undefined;
+} {
   const tokens = scanTokens(sql);
-  return { cheap: cheapNestingBound(sql), scanned: tokens === undefined ? undefined : scannedNestingEstimate(tokens), lower: lexicalNestingLowerBound(sql) };
+  return {
+    cheap: cheapNestingBound(sql),
+    scanned: tokens === undefined ? undefined : scannedNestingEstimate(tokens),
+    lower: lexicalNestingLowerBound(sql),
+  };
 }
 
 /** For tests: simulate a trap on the current instance (exercises the replacement path). */

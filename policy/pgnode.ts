@@ -165,7 +165,8 @@ class Tokenizer {
         while (p < s.length && !isSpace(s.charCodeAt(p)) && !isSpecial(s.charCodeAt(p))) p++;
         throw new NodeReadError(`expected a number, found "${s.slice(start, Math.min(p, start + 20))}"`);
       }
-      if (p - start > MAX_TOKEN_BYTES) throw new NodeReadError(`node tree token of ${p - start} bytes may have been split by line wrapping`);
+      if (p - start > MAX_TOKEN_BYTES)
+        throw new NodeReadError(`node tree token of ${p - start} bytes may have been split by line wrapping`);
       if (p === digits) throw new NodeReadError(`expected a number, found "${s.slice(start, p)}"`);
       const b = negative ? -v : v;
       if (b < -128 || b > 255) throw new NodeReadError('datum byte out of range');
@@ -204,7 +205,8 @@ class Tokenizer {
       p++;
     }
     this.pos = p;
-    if (p - start > MAX_TOKEN_BYTES) throw new NodeReadError(`node tree token of ${p - start} bytes may have been split by line wrapping`);
+    if (p - start > MAX_TOKEN_BYTES)
+      throw new NodeReadError(`node tree token of ${p - start} bytes may have been split by line wrapping`);
     return { raw: s.slice(start, p), special: false };
   }
 }
@@ -249,7 +251,8 @@ function toNumber(raw: string): number {
 /** A bare word or a quoted string token as a value. */
 function scalarOf(raw: string): PgScalar {
   if (raw.startsWith('"')) {
-    if (raw.length < 2 || !raw.endsWith('"') || lastCharEscaped(raw)) throw new NodeReadError('unterminated string in node tree');
+    if (raw.length < 2 || !raw.endsWith('"') || lastCharEscaped(raw))
+      throw new NodeReadError('unterminated string in node tree');
     return { string: unescapeToken(raw.slice(1, -1)) };
   }
   return { word: unescapeToken(raw) };
@@ -340,7 +343,8 @@ class Reader {
       const t = this.tok.next();
       if (t === undefined) throw new NodeReadError(`node ${name.raw} is not closed`);
       if (t.special && t.raw === '}') break;
-      if (t.special || !FIELD_NAME.test(t.raw)) throw new NodeReadError(`expected a field of ${name.raw}, found "${t.raw.slice(0, 30)}"`);
+      if (t.special || !FIELD_NAME.test(t.raw))
+        throw new NodeReadError(`expected a field of ${name.raw}, found "${t.raw.slice(0, 30)}"`);
       const field = t.raw.slice(1);
       if (fields.has(field)) throw new NodeReadError(`field ${field} repeated in ${name.raw}`);
       fields.set(field, this.value());
@@ -353,7 +357,11 @@ class Reader {
   private listBody(): PgNumberList | PgValue[] {
     this.enter();
     const first = this.tok.peek();
-    if (first !== undefined && !first.special && (first.raw === 'b' || first.raw === 'i' || first.raw === 'o' || first.raw === 'x')) {
+    if (
+      first !== undefined &&
+      !first.special &&
+      (first.raw === 'b' || first.raw === 'i' || first.raw === 'o' || first.raw === 'x')
+    ) {
       this.tok.next();
       const kind = first.raw;
       const values: number[] = [];
@@ -475,7 +483,11 @@ class SteppingReader {
       if (t.raw === '(') {
         this.enter();
         const first = this.tok.peek();
-        if (first !== undefined && !first.special && (first.raw === 'b' || first.raw === 'i' || first.raw === 'o' || first.raw === 'x')) {
+        if (
+          first !== undefined &&
+          !first.special &&
+          (first.raw === 'b' || first.raw === 'i' || first.raw === 'o' || first.raw === 'x')
+        ) {
           this.tok.next();
           this.stack.push({ kind: 'numbers', listKind: first.raw, values: [] });
         } else this.stack.push({ kind: 'list', items: [] });
@@ -515,7 +527,8 @@ class SteppingReader {
           this.deliver({ type: top.name, fields: top.fields });
           return;
         }
-        if (t.special || !FIELD_NAME.test(t.raw)) throw new NodeReadError(`expected a field of ${top.name}, found "${t.raw.slice(0, 30)}"`);
+        if (t.special || !FIELD_NAME.test(t.raw))
+          throw new NodeReadError(`expected a field of ${top.name}, found "${t.raw.slice(0, 30)}"`);
         const field = this.intern.field(t.raw);
         if (top.fields.has(field)) throw new NodeReadError(`field ${field} repeated in ${top.name}`);
         top.field = field;
@@ -651,7 +664,8 @@ export function isNumberList(v: PgValue | undefined): v is PgNumberList {
 /** A field's numeric value (`:relid 16384`), or undefined when absent or not a number. */
 export function numberField(node: PgNode, field: string): number | undefined {
   const v = node.fields.get(field);
-  if (v === null || v === undefined || typeof v !== 'object' || !('word' in v) || !NUMBER.test(v.word)) return undefined;
+  if (v === null || v === undefined || typeof v !== 'object' || !('word' in v) || !NUMBER.test(v.word))
+    return undefined;
   return Number(v.word);
 }
 

@@ -58,7 +58,9 @@ export const DECISION_REASONS = {
 
 /** The agent-facing reason of a decision reason; one pgwarden has not classified is a policy refusal (it was refused). */
 function agentReason(decisionReason: string): ReasonCode {
-  return Object.hasOwn(DECISION_REASONS, decisionReason) ? DECISION_REASONS[decisionReason as keyof typeof DECISION_REASONS] : 'policy_denied';
+  return Object.hasOwn(DECISION_REASONS, decisionReason)
+    ? DECISION_REASONS[decisionReason as keyof typeof DECISION_REASONS]
+    : 'policy_denied';
 }
 
 /**

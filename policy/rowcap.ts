@@ -33,7 +33,10 @@ export function cappedLimit(sel: AnyNode, cap: number): { limitCount: AnyNode; l
     const args: AnyNode[] = count.MinMaxExpr.args ?? [];
     if (args.some((x) => x?.A_Const?.ival !== undefined && Number(x.A_Const.ival.ival ?? 0) <= cap)) return undefined;
   }
-  return { limitCount: { MinMaxExpr: { op: 'IS_LEAST', args: [count, intConst(cap)] } }, limitOption: 'LIMIT_OPTION_COUNT' };
+  return {
+    limitCount: { MinMaxExpr: { op: 'IS_LEAST', args: [count, intConst(cap)] } },
+    limitOption: 'LIMIT_OPTION_COUNT',
+  };
 }
 
 /** Byte-offset slicing: stmt_location / stmt_len count UTF-8 bytes. */
@@ -48,17 +51,28 @@ function sliceStatement(buf: Buffer, raw: RawStmt): string {
  * (maxRows + 1, so the wire counter sees truncation); a cursor's query gets maxRows exactly,
  * because FETCHes page through it and only a LIMIT inside the cursor bounds their total.
  */
-export function cappable(stmt: AnyNode | undefined, cap: number): { sel: AnyNode; cap: number; wrap: (sel: AnyNode) => AnyNode } | undefined {
+export function cappable(
+  stmt: AnyNode | undefined,
+  cap: number,
+): { sel: AnyNode; cap: number; wrap: (sel: AnyNode) => AnyNode } | undefined {
   if (stmt?.SelectStmt !== undefined) return { sel: stmt.SelectStmt, cap, wrap: (sel) => ({ SelectStmt: sel }) };
   const decl: AnyNode | undefined = stmt?.DeclareCursorStmt;
   const inner: AnyNode | undefined = decl?.query?.SelectStmt;
   if (decl !== undefined && inner !== undefined) {
-    return { sel: inner, cap: Math.max(0, cap - 1), wrap: (sel) => ({ DeclareCursorStmt: { ...decl, query: { SelectStmt: sel } } }) };
+    return {
+      sel: inner,
+      cap: Math.max(0, cap - 1),
+      wrap: (sel) => ({ DeclareCursorStmt: { ...decl, query: { SelectStmt: sel } } }),
+    };
   }
   return undefined;
 }
 
-export function rewriteForCap(sql: string, stmts: RawStmt[], cap: number): { sql: string; changed: number[] } | undefined {
+export function rewriteForCap(
+  sql: string,
+  stmts: RawStmt[],
+  cap: number,
+): { sql: string; changed: number[] } | undefined {
   const pieces: string[] = [];
   const changed: number[] = [];
   let buf: Buffer | undefined;
@@ -94,7 +108,8 @@ export function spliceLimit(sql: string, stmts: RawStmt[], cap: number): string 
   if (stmts.length !== 1) return undefined;
   const raw = stmts[0];
   const sel: AnyNode | undefined = (raw?.stmt as AnyNode | undefined)?.SelectStmt;
-  if (raw === undefined || sel === undefined || sel.limitCount !== undefined || sel.intoClause !== undefined) return undefined;
+  if (raw === undefined || sel === undefined || sel.limitCount !== undefined || sel.intoClause !== undefined)
+    return undefined;
   if ((raw.stmt_location ?? 0) !== 0) return undefined;
   const text = sliceStatement(Buffer.from(sql, 'utf8'), raw).trimEnd();
   const candidate = `${text}\nLIMIT ${cap}`;

@@ -28,16 +28,16 @@ function sqlText(value: string): string {
 function sessionColumns(role: RolePolicy): [name: string, expr: string][] {
   return [
     ['role', sqlText(role.name)],
-    ['sub', 'current_setting(\'pgwarden.sub\')'],
-    ['agent', 'nullif(current_setting(\'pgwarden.agent\'), \'\')'],
-    ['tenant', 'nullif(current_setting(\'pgwarden.tenant\'), \'\')'],
+    ['sub', "current_setting('pgwarden.sub')"],
+    ['agent', "nullif(current_setting('pgwarden.agent'), '')"],
+    ['tenant', "nullif(current_setting('pgwarden.tenant'), '')"],
     ['read_only', role.readOnly ? 'true' : 'false'],
     ['max_rows', role.maxRows === undefined ? 'NULL::bigint' : `${Math.trunc(role.maxRows)}::bigint`],
     ['on_row_cap', sqlText(role.onRowCap)],
-    ['statement_timeout', 'current_setting(\'statement_timeout\')'],
-    ['expires_at', 'nullif(current_setting(\'pgwarden.expires_at\'), \'\')::timestamptz'],
+    ['statement_timeout', "current_setting('statement_timeout')"],
+    ['expires_at', "nullif(current_setting('pgwarden.expires_at'), '')::timestamptz"],
     ['catalog', sqlText(role.catalog)],
-    ['session_id', 'current_setting(\'pgwarden.session_id\')'],
+    ['session_id', "current_setting('pgwarden.session_id')"],
   ];
 }
 
@@ -46,9 +46,21 @@ function matches(patterns: readonly RelationPattern[], rel: CatalogRelation): bo
 }
 
 /** One row per column of each existing relation the role may read or write, denied columns left out, sorted. */
-export function scopeRows(role: RolePolicy, catalog: CatalogSnapshot): { schema: string; relation: string; column: string; type: string; readable: boolean; writable: boolean }[] {
-  const out: { schema: string; relation: string; column: string; type: string; readable: boolean; writable: boolean }[] = [];
-  const rels = [...catalog.relations.values()].sort((a, b) => (a.schema === b.schema ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.schema < b.schema ? -1 : 1));
+export function scopeRows(
+  role: RolePolicy,
+  catalog: CatalogSnapshot,
+): { schema: string; relation: string; column: string; type: string; readable: boolean; writable: boolean }[] {
+  const out: {
+    schema: string;
+    relation: string;
+    column: string;
+    type: string;
+    readable: boolean;
+    writable: boolean;
+  }[] = [];
+  const rels = [...catalog.relations.values()].sort((a, b) =>
+    a.schema === b.schema ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.schema < b.schema ? -1 : 1,
+  );
   for (const rel of rels) {
     const readable = matches(role.relations, rel);
     const writable = !role.readOnly && role.write !== undefined && matches(role.write.relations, rel);
@@ -69,13 +81,18 @@ function scopeSubquery(role: RolePolicy, catalog: CatalogSnapshot): string {
     const types = ['text', 'text', 'text', 'text', 'boolean', 'boolean'];
     return `(SELECT ${SCOPE_COLUMNS.map((c, i) => `NULL::${types[i]} AS ${c}`).join(', ')} WHERE false)`;
   }
-  const values = rows.map((r) => `(${sqlText(r.schema)}, ${sqlText(r.relation)}, ${sqlText(r.column)}, ${sqlText(r.type)}, ${r.readable}, ${r.writable})`);
+  const values = rows.map(
+    (r) =>
+      `(${sqlText(r.schema)}, ${sqlText(r.relation)}, ${sqlText(r.column)}, ${sqlText(r.type)}, ${r.readable}, ${r.writable})`,
+  );
   return `(SELECT * FROM (VALUES ${values.join(', ')}) AS pgwarden_scope(${SCOPE_COLUMNS.join(', ')}))`;
 }
 
 /** The subquery standing for pgwarden.session: one row. */
 function sessionSubquery(role: RolePolicy): string {
-  return `(SELECT ${sessionColumns(role).map(([n, e]) => `${e} AS ${n}`).join(', ')})`;
+  return `(SELECT ${sessionColumns(role)
+    .map(([n, e]) => `${e} AS ${n}`)
+    .join(', ')})`;
 }
 
 /** One replacement of bytes [start, end) of the text. */
@@ -104,7 +121,8 @@ function nameEnd(buf: Buffer, loc: number, relname: string): number | undefined 
   const words = tokens.filter((t) => t.tokenName !== 'C_COMMENT' && t.tokenName !== 'SQL_COMMENT').slice(0, 3);
   const [a, dot, b] = words;
   if (a === undefined || dot === undefined || b === undefined) return undefined;
-  if (a.start !== 0 || identValue(a.text) !== SCOPE_SCHEMA || dot.text !== '.' || identValue(b.text) !== relname) return undefined;
+  if (a.start !== 0 || identValue(a.text) !== SCOPE_SCHEMA || dot.text !== '.' || identValue(b.text) !== relname)
+    return undefined;
   return loc + b.end;
 }
 
@@ -143,7 +161,8 @@ function rewritable(stmt: AnyNode | undefined): boolean {
   if (kind === undefined) return false;
   if (QUERY_KINDS.has(kind)) return true;
   const b = body as AnyNode | undefined;
-  if (kind === 'ExplainStmt' || kind === 'PrepareStmt' || kind === 'DeclareCursorStmt') return rewritable(b?.query as AnyNode | undefined);
+  if (kind === 'ExplainStmt' || kind === 'PrepareStmt' || kind === 'DeclareCursorStmt')
+    return rewritable(b?.query as AnyNode | undefined);
   if (kind === 'CopyStmt') return b?.query !== undefined && rewritable(b.query as AnyNode);
   return false;
 }
@@ -176,7 +195,11 @@ export function rewriteScope(sql: string, role: RolePolicy, catalog: CatalogSnap
         const start = raw.stmt_location ?? 0;
         const len = raw.stmt_len ?? 0;
         // A statement's span never includes its `;`; a trailing one (or the text's end) stays as written.
-        splices.push({ start, end: len > 0 ? start + len : buf.length, text: `SELECT (${col[1]})::text AS "${SCOPE_SCHEMA}.${name}"` });
+        splices.push({
+          start,
+          end: len > 0 ? start + len : buf.length,
+          text: `SELECT (${col[1]})::text AS "${SCOPE_SCHEMA}.${name}"`,
+        });
       }
       continue;
     }
@@ -202,7 +225,8 @@ export function rewriteScope(sql: string, role: RolePolicy, catalog: CatalogSnap
   for (let i = 1; i < splices.length; i++) {
     const prev = splices[i - 1];
     const cur = splices[i];
-    if (prev !== undefined && cur !== undefined && cur.start < prev.end) return { ok: false, why: 'overlapping references to pgwarden\'s virtual relations' };
+    if (prev !== undefined && cur !== undefined && cur.start < prev.end)
+      return { ok: false, why: "overlapping references to pgwarden's virtual relations" };
   }
   const parts: Buffer[] = [];
   let at = 0;
@@ -215,13 +239,19 @@ export function rewriteScope(sql: string, role: RolePolicy, catalog: CatalogSnap
   // The result must parse, hold as many statements, and name the virtual relations nowhere in FROM any more.
   const again = parseStatements(out);
   if (!again.ok && (again.reason === 'statement_too_large' || again.reason === 'statement_too_complex')) {
-    return { ok: false, why: `the role's scope is too large to list in one statement (${again.message})`, tooLarge: true };
+    return {
+      ok: false,
+      why: `the role's scope is too large to list in one statement (${again.message})`,
+      tooLarge: true,
+    };
   }
-  if (!again.ok || again.stmts.length !== parsed.stmts.length) return { ok: false, why: 'the rewritten text did not parse as the original did' };
+  if (!again.ok || again.stmts.length !== parsed.stmts.length)
+    return { ok: false, why: 'the rewritten text did not parse as the original did' };
   let left = false;
-  for (const raw of again.stmts) fromRangeVars(raw.stmt, (rv) => {
-    if (virtualName(rv) !== undefined) left = true;
-  });
-  if (left) return { ok: false, why: 'a reference to pgwarden\'s virtual relations was left in place' };
+  for (const raw of again.stmts)
+    fromRangeVars(raw.stmt, (rv) => {
+      if (virtualName(rv) !== undefined) left = true;
+    });
+  if (left) return { ok: false, why: "a reference to pgwarden's virtual relations was left in place" };
   return { ok: true, sql: out };
 }

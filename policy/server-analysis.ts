@@ -12,7 +12,19 @@
 import type { Analysis, ColumnUse, FunctionUse, RelationUse, WriteUse } from './analyze.ts';
 import { REG_TYPES } from './analyze.ts';
 import type { Denial } from './evaluate.ts';
-import { bitmapField, IncrementalWalk, isNode, isNumberList, numberField, walkNodes, wordField, type Incremental, type IncrementalOptions, type PgNode, type PgValue } from './pgnode.ts';
+import {
+  bitmapField,
+  IncrementalWalk,
+  isNode,
+  isNumberList,
+  numberField,
+  walkNodes,
+  wordField,
+  type Incremental,
+  type IncrementalOptions,
+  type PgNode,
+  type PgValue,
+} from './pgnode.ts';
 import type { CatalogFunction, CatalogRelation, WriteKind } from './types.ts';
 import { SqlState } from '../lib/sqlstate.ts';
 
@@ -83,32 +95,128 @@ export interface OidSets {
 /** Node types of analysed queries (PostgreSQL 13–18) whose OID-bearing fields this file reads. */
 export const KNOWN_NODES: ReadonlySet<string> = new Set([
   // Query structure
-  'QUERY', 'RANGETBLENTRY', 'RTEPERMISSIONINFO', 'ALIAS', 'RANGETBLREF', 'FROMEXPR', 'JOINEXPR', 'TARGETENTRY',
-  'SORTGROUPCLAUSE', 'GROUPINGSET', 'WINDOWCLAUSE', 'ROWMARKCLAUSE', 'COMMONTABLEEXPR', 'CTESEARCHCLAUSE',
-  'CTECYCLECLAUSE', 'SETOPERATIONSTMT', 'ONCONFLICTEXPR', 'MERGEACTION', 'RANGETBLFUNCTION', 'TABLESAMPLECLAUSE',
-  'TABLEFUNC', 'INFERENCEELEM', 'WITHCHECKOPTION',
+  'QUERY',
+  'RANGETBLENTRY',
+  'RTEPERMISSIONINFO',
+  'ALIAS',
+  'RANGETBLREF',
+  'FROMEXPR',
+  'JOINEXPR',
+  'TARGETENTRY',
+  'SORTGROUPCLAUSE',
+  'GROUPINGSET',
+  'WINDOWCLAUSE',
+  'ROWMARKCLAUSE',
+  'COMMONTABLEEXPR',
+  'CTESEARCHCLAUSE',
+  'CTECYCLECLAUSE',
+  'SETOPERATIONSTMT',
+  'ONCONFLICTEXPR',
+  'MERGEACTION',
+  'RANGETBLFUNCTION',
+  'TABLESAMPLECLAUSE',
+  'TABLEFUNC',
+  'INFERENCEELEM',
+  'WITHCHECKOPTION',
   // Expressions
-  'VAR', 'CONST', 'PARAM', 'AGGREF', 'GROUPINGFUNC', 'WINDOWFUNC', 'SUBSCRIPTINGREF', 'FUNCEXPR', 'NAMEDARGEXPR',
-  'OPEXPR', 'DISTINCTEXPR', 'NULLIFEXPR', 'SCALARARRAYOPEXPR', 'BOOLEXPR', 'SUBLINK', 'FIELDSELECT', 'FIELDSTORE',
-  'RELABELTYPE', 'COERCEVIAIO', 'ARRAYCOERCEEXPR', 'CONVERTROWTYPEEXPR', 'COLLATEEXPR', 'CASEEXPR', 'CASEWHEN',
-  'CASETESTEXPR', 'ARRAYEXPR', 'ROWEXPR', 'ROWCOMPAREEXPR', 'COALESCEEXPR', 'MINMAXEXPR', 'SQLVALUEFUNCTION',
-  'XMLEXPR', 'NULLTEST', 'BOOLEANTEST', 'COERCETODOMAIN', 'COERCETODOMAINVALUE', 'SETTODEFAULT', 'CURRENTOFEXPR',
+  'VAR',
+  'CONST',
+  'PARAM',
+  'AGGREF',
+  'GROUPINGFUNC',
+  'WINDOWFUNC',
+  'SUBSCRIPTINGREF',
+  'FUNCEXPR',
+  'NAMEDARGEXPR',
+  'OPEXPR',
+  'DISTINCTEXPR',
+  'NULLIFEXPR',
+  'SCALARARRAYOPEXPR',
+  'BOOLEXPR',
+  'SUBLINK',
+  'FIELDSELECT',
+  'FIELDSTORE',
+  'RELABELTYPE',
+  'COERCEVIAIO',
+  'ARRAYCOERCEEXPR',
+  'CONVERTROWTYPEEXPR',
+  'COLLATEEXPR',
+  'CASEEXPR',
+  'CASEWHEN',
+  'CASETESTEXPR',
+  'ARRAYEXPR',
+  'ROWEXPR',
+  'ROWCOMPAREEXPR',
+  'COALESCEEXPR',
+  'MINMAXEXPR',
+  'SQLVALUEFUNCTION',
+  'XMLEXPR',
+  'NULLTEST',
+  'BOOLEANTEST',
+  'COERCETODOMAIN',
+  'COERCETODOMAINVALUE',
+  'SETTODEFAULT',
+  'CURRENTOFEXPR',
   // SQL/JSON (16+: constructors, IS JSON; 17+: JSON_VALUE/QUERY/EXISTS/TABLE, merge_action(); 18: RETURNING old/new)
-  'JSONCONSTRUCTOREXPR', 'JSONRETURNING', 'JSONFORMAT', 'JSONVALUEEXPR', 'JSONISPREDICATE', 'JSONEXPR', 'JSONBEHAVIOR',
-  'JSONTABLEPATH', 'JSONTABLEPATHSCAN', 'JSONTABLESIBLINGJOIN', 'MERGESUPPORTFUNC', 'RETURNINGEXPR',
+  'JSONCONSTRUCTOREXPR',
+  'JSONRETURNING',
+  'JSONFORMAT',
+  'JSONVALUEEXPR',
+  'JSONISPREDICATE',
+  'JSONEXPR',
+  'JSONBEHAVIOR',
+  'JSONTABLEPATH',
+  'JSONTABLEPATHSCAN',
+  'JSONTABLESIBLINGJOIN',
+  'MERGESUPPORTFUNC',
+  'RETURNINGEXPR',
   // Utility statements whose inner query parse analysis transforms
-  'DECLARECURSORSTMT', 'EXPLAINSTMT', 'DEFELEM',
+  'DECLARECURSORSTMT',
+  'EXPLAINSTMT',
+  'DEFELEM',
 ]);
 
 /** Fields holding a function OID. */
-const FUNCTION_FIELDS = ['funcid', 'aggfnoid', 'winfnoid', 'opfuncid', 'hashfuncid', 'negfuncid', 'startInRangeFunc', 'endInRangeFunc', 'tsmhandler'];
+const FUNCTION_FIELDS = [
+  'funcid',
+  'aggfnoid',
+  'winfnoid',
+  'opfuncid',
+  'hashfuncid',
+  'negfuncid',
+  'startInRangeFunc',
+  'endInRangeFunc',
+  'tsmhandler',
+];
 /** Fields holding an operator OID or a list of them. */
 const OPERATOR_FIELDS = ['opno', 'eqop', 'sortop', 'cycle_mark_neop', 'opnos'];
 /** Fields holding a type OID or a list of them. */
 const TYPE_FIELDS = [
-  'vartype', 'consttype', 'paramtype', 'aggtype', 'wintype', 'funcresulttype', 'opresulttype', 'resulttype', 'casetype',
-  'array_typeid', 'element_typeid', 'row_typeid', 'coalescetype', 'minmaxtype', 'refcontainertype', 'refelemtype',
-  'refrestype', 'typeId', 'typid', 'cycle_mark_type', 'ctecoltypes', 'funccoltypes', 'coltypes', 'colTypes', 'aggargtypes',
+  'vartype',
+  'consttype',
+  'paramtype',
+  'aggtype',
+  'wintype',
+  'funcresulttype',
+  'opresulttype',
+  'resulttype',
+  'casetype',
+  'array_typeid',
+  'element_typeid',
+  'row_typeid',
+  'coalescetype',
+  'minmaxtype',
+  'refcontainertype',
+  'refelemtype',
+  'refrestype',
+  'typeId',
+  'typid',
+  'cycle_mark_type',
+  'ctecoltypes',
+  'funccoltypes',
+  'coltypes',
+  'colTypes',
+  'aggargtypes',
   'msftype',
 ];
 
@@ -172,7 +280,17 @@ interface Collected {
 }
 
 function emptyCollected(): Collected {
-  return { perms: [], relations: new Set(), functions: new Set(), operators: new Set(), types: new Set(), firstArgs: [], resultOf: new Map(), typesElsewhere: new Set(), unknownNodes: new Set() };
+  return {
+    perms: [],
+    relations: new Set(),
+    functions: new Set(),
+    operators: new Set(),
+    types: new Set(),
+    firstArgs: [],
+    resultOf: new Map(),
+    typesElsewhere: new Set(),
+    unknownNodes: new Set(),
+  };
 }
 
 /** One walk per tree (a statement's, a domain constraint's): the decision asks for its references several times. */
@@ -271,7 +389,10 @@ function collector(c: Collected, baseDepth: number): (node: PgNode) => void {
     }
     for (const f of FUNCTION_FIELDS) for (const oid of oidsOf(node, f)) c.functions.add(oid);
     for (const f of OPERATOR_FIELDS) for (const oid of oidsOf(node, f)) c.operators.add(oid);
-    const funcid = node.type === 'FUNCEXPR' && numberField(node, 'funcformat') === COERCE_EXPLICIT_CALL ? numberField(node, 'funcid') : undefined;
+    const funcid =
+      node.type === 'FUNCEXPR' && numberField(node, 'funcformat') === COERCE_EXPLICIT_CALL
+        ? numberField(node, 'funcid')
+        : undefined;
     for (const f of TYPE_FIELDS) {
       for (const oid of oidsOf(node, f)) {
         c.types.add(oid);
@@ -288,13 +409,19 @@ function collector(c: Collected, baseDepth: number): (node: PgNode) => void {
         const args = node.fields.get('args');
         const first = Array.isArray(args) ? (args[0] as PgValue) : undefined;
         // A first argument that is itself a call with no arguments (pg_backend_pid(): evaluate.ts SELF_BACKEND_FUNCTIONS).
-        const inner = isNode(first) && first.type === 'FUNCEXPR' && !(Array.isArray(first.fields.get('args')) && (first.fields.get('args') as unknown[]).length > 0) ? numberField(first, 'funcid') : undefined;
+        const inner =
+          isNode(first) &&
+          first.type === 'FUNCEXPR' &&
+          !(Array.isArray(first.fields.get('args')) && (first.fields.get('args') as unknown[]).length > 0)
+            ? numberField(first, 'funcid')
+            : undefined;
         c.firstArgs.push({ funcid: id, text: constText(first), ...(inner !== undefined ? { call: inner } : {}) });
       }
     }
     if (node.type === 'RANGETBLENTRY' && numberField(node, 'rtekind') === 0) {
       const relid = numberField(node, 'relid');
-      if (relid === undefined || relid === 0) throw new ServerAnalysisError('a relation range table entry without a relation OID');
+      if (relid === undefined || relid === 0)
+        throw new ServerAnalysisError('a relation range table entry without a relation OID');
       c.relations.add(relid);
     }
     if (node.type === 'QUERY') {
@@ -327,7 +454,11 @@ function collector(c: Collected, baseDepth: number): (node: PgNode) => void {
  * constraints, element types and relations, as far as `cat` already knows them. `missing` lists the OIDs
  * to fetch before the facts are complete.
  */
-export function collectReferences(trees: readonly PgValue[], cat: OidCatalog, extraTypes: readonly number[] = []): { collected: Collected; missing: OidSets } {
+export function collectReferences(
+  trees: readonly PgValue[],
+  cat: OidCatalog,
+  extraTypes: readonly number[] = [],
+): { collected: Collected; missing: OidSets } {
   const c = emptyCollected();
   for (const t of trees) mergeInto(c, walkedTree(t, 0));
   // Parameter types the client or PREPARE declared: Bind and EXECUTE values go through their input functions
@@ -402,7 +533,11 @@ export function unanalysable(what: string, detail: string): Denial {
 
 const RELKINDS_WITH_DATA = new Set(['r', 'v', 'm', 'p', 'f']);
 
-function writeKindFor(bit: number, merge: boolean, copyFrom: boolean): { kind: WriteUse['kind']; writeKind: WriteKind } {
+function writeKindFor(
+  bit: number,
+  merge: boolean,
+  copyFrom: boolean,
+): { kind: WriteUse['kind']; writeKind: WriteKind } {
   if (copyFrom) return { kind: 'CopyFrom', writeKind: 'copy_from' };
   if (merge) return { kind: 'MergeStmt', writeKind: 'merge' };
   if (bit === ACL_INSERT) return { kind: 'InsertStmt', writeKind: 'insert' };
@@ -411,11 +546,23 @@ function writeKindFor(bit: number, merge: boolean, copyFrom: boolean): { kind: W
 }
 
 function catalogFunction(f: ServerFunction): CatalogFunction {
-  return { schema: f.schema, name: f.name, volatility: f.volatility, kind: f.kind, argTypes: f.argTypes, returnsSet: f.returnsSet };
+  return {
+    schema: f.schema,
+    name: f.name,
+    volatility: f.volatility,
+    kind: f.kind,
+    argTypes: f.argTypes,
+    returnsSet: f.returnsSet,
+  };
 }
 
 function catalogRelation(r: ServerRelation): CatalogRelation {
-  return { schema: r.schema, name: r.name, kind: r.kind, columns: [...r.columns.values()].map((name) => ({ name, type: '' })) };
+  return {
+    schema: r.schema,
+    name: r.name,
+    kind: r.kind,
+    columns: [...r.columns.values()].map((name) => ({ name, type: '' })),
+  };
 }
 
 export interface ServerFacts {
@@ -430,14 +577,31 @@ export interface ServerFacts {
  * Builds checkFacts' input from the trees once `cat` holds every OID they reach (collectReferences reports
  * none missing). `kind` is the statement kind libpg-query reported, for messages.
  */
-export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: OidCatalog, opts: { copyFrom?: boolean; extraTypes?: readonly number[] } = {}): ServerFacts {
+export function factsFromTrees(
+  kind: string,
+  trees: readonly PgValue[],
+  cat: OidCatalog,
+  opts: { copyFrom?: boolean; extraTypes?: readonly number[] } = {},
+): ServerFacts {
   for (const t of trees) {
-    if (!isNode(t) || t.type !== 'QUERY') return { analysis: undefined, denial: unanalysable('could not be analysed', 'the server\'s analysis is not a query tree'), literalSensitive: false };
+    if (!isNode(t) || t.type !== 'QUERY')
+      return {
+        analysis: undefined,
+        denial: unanalysable('could not be analysed', "the server's analysis is not a query tree"),
+        literalSensitive: false,
+      };
   }
   const { collected: c, missing } = collectReferences(trees, cat, opts.extraTypes);
   if (c.unknownNodes.size > 0) {
     const names = [...c.unknownNodes].sort().join(', ');
-    return { analysis: undefined, denial: unanalysable('uses a construct pgwarden does not know', `the server's analysis contains ${names}, which pgwarden does not classify`), literalSensitive: false };
+    return {
+      analysis: undefined,
+      denial: unanalysable(
+        'uses a construct pgwarden does not know',
+        `the server's analysis contains ${names}, which pgwarden does not classify`,
+      ),
+      literalSensitive: false,
+    };
   }
   if (hasMissing(missing)) throw new ServerAnalysisError('facts requested before every OID was fetched');
   const relations: RelationUse[] = [];
@@ -447,7 +611,11 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
   const relUse = (oid: number): { r: ServerRelation; key: string } | undefined => {
     const r = cat.relations.get(oid);
     if (!r) {
-      problems.push({ code: 'unknown_relation', subject: `OID ${oid}`, message: `relation OID ${oid} is not in the server's catalog (rule: builtin.analysis)` });
+      problems.push({
+        code: 'unknown_relation',
+        subject: `OID ${oid}`,
+        message: `relation OID ${oid} is not in the server's catalog (rule: builtin.analysis)`,
+      });
       return undefined;
     }
     return { r, key: `${r.schema}.${r.name}` };
@@ -457,7 +625,12 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
     if (attno < 0) return undefined; // system columns (ctid, xmin, …) are never policy columns
     if (attno === 0) return '*';
     const name = r.columns.get(attno);
-    if (name === undefined) problems.push({ code: 'unknown_relation', subject: key, message: `${key} has no column ${attno} (rule: builtin.analysis)` });
+    if (name === undefined)
+      problems.push({
+        code: 'unknown_relation',
+        subject: key,
+        message: `${key} has no column ${attno} (rule: builtin.analysis)`,
+      });
     return name;
   };
   const permRelids = new Set<number>();
@@ -477,11 +650,20 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
     for (const bit of [ACL_INSERT, ACL_UPDATE, ACL_DELETE]) {
       if ((p.perms & bit) === 0) continue;
       const k = writeKindFor(bit, p.merge, opts.copyFrom === true);
-      writes.push({ kind: k.kind, writeKind: k.writeKind, relation: { schema: r.schema, name: r.name, key, access: 'write', writeKind: k.writeKind, relation: rel }, nested: p.nested });
+      writes.push({
+        kind: k.kind,
+        writeKind: k.writeKind,
+        relation: { schema: r.schema, name: r.name, key, access: 'write', writeKind: k.writeKind, relation: rel },
+        nested: p.nested,
+      });
     }
     // Any other privilege bit (TRUNCATE, REFERENCES, TRIGGER) cannot come from a DML tree: refuse rather than guess.
     if ((p.perms & ~(ACL_INSERT | ACL_SELECT | ACL_UPDATE | ACL_DELETE)) !== 0) {
-      return { analysis: undefined, denial: unanalysable('asks for privileges pgwarden does not classify', `requiredPerms ${p.perms} on ${key}`), literalSensitive: false };
+      return {
+        analysis: undefined,
+        denial: unanalysable('asks for privileges pgwarden does not classify', `requiredPerms ${p.perms} on ${key}`),
+        literalSensitive: false,
+      };
     }
     for (const m of [...p.inserted, ...p.updated]) {
       const col = colName(r, key, m);
@@ -493,7 +675,14 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
     if (permRelids.has(oid)) continue;
     const u = relUse(oid);
     if (!u || !RELKINDS_WITH_DATA.has(u.r.kind)) continue;
-    relations.push({ schema: u.r.schema, name: u.r.name, key: u.key, access: 'read', writeKind: undefined, relation: catalogRelation(u.r) });
+    relations.push({
+      schema: u.r.schema,
+      name: u.r.name,
+      key: u.key,
+      access: 'read',
+      writeKind: undefined,
+      relation: catalogRelation(u.r),
+    });
   }
   const functions: FunctionUse[] = [];
   // current_setting('name'): each constant setting name is judged (policy/settings.ts judgeSettingRead); pg_notify('channel', …):
@@ -507,10 +696,21 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
   for (const oid of c.functions) {
     const f = cat.functions.get(oid);
     if (!f) {
-      problems.push({ code: 'unknown_function', subject: `OID ${oid}`, message: `function OID ${oid} is not in the server's catalog (rule: builtin.analysis)` });
+      problems.push({
+        code: 'unknown_function',
+        subject: `OID ${oid}`,
+        message: `function OID ${oid} is not in the server's catalog (rule: builtin.analysis)`,
+      });
       continue;
     }
-    const use: FunctionUse = { schema: f.schema, name: f.name, key: `${f.schema}.${f.name}`, overloads: [catalogFunction(f)], constArgs: [], argc: f.argTypes.length };
+    const use: FunctionUse = {
+      schema: f.schema,
+      name: f.name,
+      key: `${f.schema}.${f.name}`,
+      overloads: [catalogFunction(f)],
+      constArgs: [],
+      argc: f.argTypes.length,
+    };
     // Every call of it has pg_catalog.pg_backend_pid() as its first argument: it can only reach this session's own backend.
     const calls = c.firstArgs.filter((a) => a.funcid === oid);
     const isOwnPid = (call: number | undefined) => {
@@ -526,26 +726,42 @@ export function factsFromTrees(kind: string, trees: readonly PgValue[], cat: Oid
   for (const oid of c.operators) {
     const op = cat.operators.get(oid);
     if (!op) {
-      problems.push({ code: 'unknown_function', subject: `operator OID ${oid}`, message: `operator OID ${oid} is not in the server's catalog (rule: builtin.analysis)` });
+      problems.push({
+        code: 'unknown_function',
+        subject: `operator OID ${oid}`,
+        message: `operator OID ${oid} is not in the server's catalog (rule: builtin.analysis)`,
+      });
       continue;
     }
-    if (op.schema !== 'pg_catalog') problems.push({ code: 'user_operator', subject: `${op.schema}.${op.name}`, message: `operator ${op.schema}.${op.name} runs code outside pg_catalog` });
+    if (op.schema !== 'pg_catalog')
+      problems.push({
+        code: 'user_operator',
+        subject: `${op.schema}.${op.name}`,
+        message: `operator ${op.schema}.${op.name} runs code outside pg_catalog`,
+      });
   }
   const regTypes: string[] = [];
   for (const oid of c.types) {
     const t = cat.types.get(oid);
     if (!t) {
-      problems.push({ code: 'unknown_type', subject: `OID ${oid}`, message: `type OID ${oid} is not in the server's catalog (rule: builtin.analysis)` });
+      problems.push({
+        code: 'unknown_type',
+        subject: `OID ${oid}`,
+        message: `type OID ${oid} is not in the server's catalog (rule: builtin.analysis)`,
+      });
       continue;
     }
     // Text search configurations and dictionaries are named by every full-text query (`to_tsvector('english', …)`)
     // and name nothing a role could not already see; the other reg* types name relations, functions, types, roles
     // (a cast of any number to regclass prints a relation's name), unless the value is pg_typeof's own answer.
-    if (t.schema !== 'pg_catalog' || !REG_TYPES.has(t.name) || t.name === 'regconfig' || t.name === 'regdictionary') continue;
-    const onlyHarmless = !c.typesElsewhere.has(oid) && [...(c.resultOf.get(oid) ?? [])].every((f) => {
-      const fn = cat.functions.get(f);
-      return fn !== undefined && fn !== null && REG_RESULT_HARMLESS.has(`${fn.schema}.${fn.name}`);
-    });
+    if (t.schema !== 'pg_catalog' || !REG_TYPES.has(t.name) || t.name === 'regconfig' || t.name === 'regdictionary')
+      continue;
+    const onlyHarmless =
+      !c.typesElsewhere.has(oid) &&
+      [...(c.resultOf.get(oid) ?? [])].every((f) => {
+        const fn = cat.functions.get(f);
+        return fn !== undefined && fn !== null && REG_RESULT_HARMLESS.has(`${fn.schema}.${fn.name}`);
+      });
     if (!onlyHarmless) regTypes.push(t.name);
   }
   const analysis: Analysis = {

@@ -40,9 +40,27 @@ const AS_IS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', '
 
 /** Kinds that need no server analysis. */
 const LOCAL_ONLY = new Set([
-  'VariableSetStmt', 'VariableShowStmt', 'TransactionStmt', 'FetchStmt', 'ClosePortalStmt', 'DeallocateStmt',
-  'DiscardStmt', 'ListenStmt', 'UnlistenStmt', 'NotifyStmt', 'CheckPointStmt', 'LoadStmt', 'TruncateStmt',
-  'ConstraintsSetStmt', 'DoStmt', 'RefreshMatViewStmt', 'CreateSeqStmt', 'AlterSeqStmt', 'RenameStmt', 'DropStmt', 'CommentStmt',
+  'VariableSetStmt',
+  'VariableShowStmt',
+  'TransactionStmt',
+  'FetchStmt',
+  'ClosePortalStmt',
+  'DeallocateStmt',
+  'DiscardStmt',
+  'ListenStmt',
+  'UnlistenStmt',
+  'NotifyStmt',
+  'CheckPointStmt',
+  'LoadStmt',
+  'TruncateStmt',
+  'ConstraintsSetStmt',
+  'DoStmt',
+  'RefreshMatViewStmt',
+  'CreateSeqStmt',
+  'AlterSeqStmt',
+  'RenameStmt',
+  'DropStmt',
+  'CommentStmt',
 ]);
 
 function byteSlice(buf: Buffer, start: number, end: number): string {
@@ -66,7 +84,9 @@ interface Tok {
 function tokensIn(sql: string, buf: Buffer, from: number, to: number): Tok[] | undefined {
   const tokens = scanTokens(sql);
   if (tokens === undefined) return undefined;
-  return tokens.filter((t) => t.start >= from && t.end <= to).map((t) => ({ start: t.start, end: t.end, text: buf.subarray(t.start, t.end).toString('utf8') }));
+  return tokens
+    .filter((t) => t.start >= from && t.end <= to)
+    .map((t) => ({ start: t.start, end: t.end, text: buf.subarray(t.start, t.end).toString('utf8') }));
 }
 
 /** Index of the `)` matching the `(` at `open`, or -1. */
@@ -92,7 +112,12 @@ function parenthesised(sql: string, buf: Buffer, from: number, to: number): stri
 }
 
 /** `PREPARE name [(type, …)] AS query`: the declared type texts and the query text. */
-function prepareParts(sql: string, buf: Buffer, from: number, to: number): { types: string[]; query: string } | undefined {
+function prepareParts(
+  sql: string,
+  buf: Buffer,
+  from: number,
+  to: number,
+): { types: string[]; query: string } | undefined {
   const toks = tokensIn(sql, buf, from, to);
   if (toks === undefined || toks.length < 4 || toks[0]?.text.toLowerCase() !== 'prepare') return undefined;
   let i = 2; // after PREPARE and the name
@@ -180,7 +205,12 @@ export function planServerAnalysis(sql: string, paramTypes: readonly number[], d
       if (at === undefined || depth > 0) return { ok: false, why: 'could not find the statement EXPLAIN explains' };
       const inner = planServerAnalysis(byteSlice(buf, at, end), paramTypes, depth + 1);
       if (!inner.ok) return inner;
-      texts.push(...inner.texts.map((t) => ({ ...t, clientOffset: t.clientOffset === undefined ? undefined : t.clientOffset + byteSlice(buf, 0, at).length })));
+      texts.push(
+        ...inner.texts.map((t) => ({
+          ...t,
+          clientOffset: t.clientOffset === undefined ? undefined : t.clientOffset + byteSlice(buf, 0, at).length,
+        })),
+      );
     } else if (kind === 'PrepareStmt') {
       const parts = prepareParts(sql, buf, start, end);
       if (parts === undefined) return { ok: false, why: 'could not read the PREPARE statement' };
@@ -202,7 +232,10 @@ export function planServerAnalysis(sql: string, paramTypes: readonly number[], d
         // (COPY converts every field through the column type's input, CHECK included). Without a column list,
         // `(NULL::t).*` is every column with its own type.
         texts.push({
-          text: cols.length > 0 ? `INSERT INTO ${target} (${cols.join(', ')}) VALUES (${cols.map(() => 'NULL').join(', ')})` : `INSERT INTO ${target} SELECT (NULL::${target}).*`,
+          text:
+            cols.length > 0
+              ? `INSERT INTO ${target} (${cols.join(', ')}) VALUES (${cols.map(() => 'NULL').join(', ')})`
+              : `INSERT INTO ${target} SELECT (NULL::${target}).*`,
           paramTypes: [],
           kind,
           copyFrom: true,
@@ -210,7 +243,12 @@ export function planServerAnalysis(sql: string, paramTypes: readonly number[], d
       } else {
         // COPY t TO reads t alone, without its inheritance children.
         const only = rel.startsWith('ONLY ') ? rel : `ONLY ${rel}`;
-        texts.push({ text: `SELECT ${cols.length > 0 ? cols.join(', ') : '*'} FROM ${only}`, paramTypes: [], kind, copyFrom: false });
+        texts.push({
+          text: `SELECT ${cols.length > 0 ? cols.join(', ') : '*'} FROM ${only}`,
+          paramTypes: [],
+          kind,
+          copyFrom: false,
+        });
       }
     } else if (kind === 'ExecuteStmt') {
       if (body.params === undefined) continue;
@@ -220,7 +258,14 @@ export function planServerAnalysis(sql: string, paramTypes: readonly number[], d
     } else if (UTILITY_ANALYSED_KINDS.has(kind)) {
       const u = utilityQueries(kind, body as Record<string, unknown>);
       if (!u.ok) return { ok: false, why: u.why };
-      for (const q of u.queries) texts.push({ text: q.text, paramTypes: [], kind, copyFrom: false, ...(q.named !== undefined ? { named: q.named } : {}) });
+      for (const q of u.queries)
+        texts.push({
+          text: q.text,
+          paramTypes: [],
+          kind,
+          copyFrom: false,
+          ...(q.named !== undefined ? { named: q.named } : {}),
+        });
     } else if (!LOCAL_ONLY.has(kind)) {
       return { ok: false, why: `${kind} is not analysed by the server` };
     }

@@ -16,9 +16,15 @@ export const HARMLESS_SETTINGS: ReadonlyMap<string, string> = new Map([
   ['lc_time', 'time display locale'],
   ['xmloption', 'XML parse mode'],
   ['client_min_messages', 'which notices the client receives'],
-  ['statement_timeout', 'only between 1 ms (before PostgreSQL rounds: 400us is refused) and the role\'s statementTimeout, when it has one'],
+  [
+    'statement_timeout',
+    "only between 1 ms (before PostgreSQL rounds: 400us is refused) and the role's statementTimeout, when it has one",
+  ],
   ['lock_timeout', 'gives up on locks sooner (0, wait forever, is allowed: statement_timeout still bounds the wait)'],
-  ['idle_in_transaction_session_timeout', 'only between 1 ms and the stamped value (the role\'s idleInTransactionTimeout, default 60 s); never 0'],
+  [
+    'idle_in_transaction_session_timeout',
+    "only between 1 ms and the stamped value (the role's idleInTransactionTimeout, default 60 s); never 0",
+  ],
   ['transaction_isolation', 'stricter or looser isolation for this transaction'],
   ['default_transaction_isolation', 'isolation of later transactions'],
   ['default_transaction_deferrable', 'deferrable read-only transactions'],
@@ -33,7 +39,10 @@ export const NEVER_SETTINGS: ReadonlyMap<string, string> = new Map([
   ['search_path', 'pinned by pgwarden: unqualified names must resolve as the policy resolved them'],
   ['role', 'SET ROLE changes the database identity'],
   ['session_authorization', 'changes the database identity'],
-  ['standard_conforming_strings', 'changes how the server lexes strings: the proxy\'s parser would see different statements'],
+  [
+    'standard_conforming_strings',
+    "changes how the server lexes strings: the proxy's parser would see different statements",
+  ],
   ['client_encoding', 'changes how the server decodes bytes the proxy already checked'],
   ['backslash_quote', 'changes string lexing'],
   ['escape_string_warning', 'string-lexing related; pinned with standard_conforming_strings'],
@@ -50,11 +59,11 @@ export const NEVER_SETTING_PREFIXES: readonly string[] = ['pgwarden.'];
 
 /** Settings that name the server's files: no role may read them (SHOW, current_setting), introspection or not. */
 export const FILE_LOCATION_SETTINGS: ReadonlyMap<string, string> = new Map([
-  ['data_directory', 'the server\'s data directory'],
-  ['config_file', 'the server\'s configuration file'],
-  ['hba_file', 'the server\'s pg_hba.conf'],
-  ['ident_file', 'the server\'s pg_ident.conf'],
-  ['external_pid_file', 'the server\'s pid file'],
+  ['data_directory', "the server's data directory"],
+  ['config_file', "the server's configuration file"],
+  ['hba_file', "the server's pg_hba.conf"],
+  ['ident_file', "the server's pg_ident.conf"],
+  ['external_pid_file', "the server's pid file"],
 ]);
 
 export type SettingReadVerdict =
@@ -76,13 +85,15 @@ export function judgeSettingRead(name: string, role: RolePolicy): SettingReadVer
   if (file !== undefined) return { allow: false, rule: 'builtin', why: `${key} reveals ${file}`, hint: undefined };
   if (role.catalog === 'introspection') return { allow: true };
   // What the role may set it may read; otherwise only the display, identity and limit settings.
-  if (key !== 'all' && (isReadableSetting(key) || HARMLESS_SETTINGS.has(key) || role.settings.has(key))) return { allow: true };
+  if (key !== 'all' && (isReadableSetting(key) || HARMLESS_SETTINGS.has(key) || role.settings.has(key)))
+    return { allow: true };
   return {
     allow: false,
     rule: 'role',
-    why: key === 'all'
-      ? 'SHOW ALL reads every setting; roles without catalog: introspection may read only display, identity and limit settings'
-      : `setting ${key} is not among the display, identity and limit settings roles without catalog: introspection may read`,
+    why:
+      key === 'all'
+        ? 'SHOW ALL reads every setting; roles without catalog: introspection may read only display, identity and limit settings'
+        : `setting ${key} is not among the display, identity and limit settings roles without catalog: introspection may read`,
     hint: 'readable settings are listed in docs/functions.md; catalog: introspection reads every setting',
   };
 }
@@ -151,7 +162,12 @@ export function judgeVariableSet(stmt: VariableSetStmt, role: RolePolicy): Setti
   if (kind === 'VAR_SET_MULTI') {
     const name = (stmt.name ?? '').toUpperCase();
     if (name === 'TRANSACTION' || name === 'SESSION CHARACTERISTICS') return judgeTransactionOptions(stmt.args, role);
-    return { allow: false, rule: 'builtin', why: `SET ${stmt.name ?? ''} is not supported through pgwarden`, hint: undefined };
+    return {
+      allow: false,
+      rule: 'builtin',
+      why: `SET ${stmt.name ?? ''} is not supported through pgwarden`,
+      hint: undefined,
+    };
   }
   const name = (stmt.name ?? '').toLowerCase();
   if (name === '') return { allow: false, rule: 'builtin', why: 'unnamed setting', hint: undefined };
@@ -159,11 +175,24 @@ export function judgeVariableSet(stmt: VariableSetStmt, role: RolePolicy): Setti
   if (name === 'application_name') return judgeApplicationName(stmt);
   const never = NEVER_SETTINGS.get(name);
   if (never !== undefined && !(READ_WRITE_ONLY.has(name) && !role.readOnly)) {
-    return { allow: false, rule: 'builtin', why: `${name}: ${never}`, hint: undefined, ...(PINNED_SETTINGS.has(name) ? { pinned: true as const } : {}) };
+    return {
+      allow: false,
+      rule: 'builtin',
+      why: `${name}: ${never}`,
+      hint: undefined,
+      ...(PINNED_SETTINGS.has(name) ? { pinned: true as const } : {}),
+    };
   }
   if (READ_WRITE_ONLY.has(name)) return { allow: true, restamp: false };
   for (const prefix of NEVER_SETTING_PREFIXES) {
-    if (name.startsWith(prefix)) return { allow: false, rule: 'builtin', why: `${prefix}* settings are stamped by pgwarden`, hint: undefined, pinned: true };
+    if (name.startsWith(prefix))
+      return {
+        allow: false,
+        rule: 'builtin',
+        why: `${prefix}* settings are stamped by pgwarden`,
+        hint: undefined,
+        pinned: true,
+      };
   }
   if (name === 'statement_timeout') return judgeStatementTimeout(stmt, role);
   if (name === 'idle_in_transaction_session_timeout') return judgeIdleInTransactionTimeout(stmt, role);
@@ -182,7 +211,12 @@ export function judgeVariableSet(stmt: VariableSetStmt, role: RolePolicy): Setti
  * a quoted SET value is; PostgreSQL parses both with the setting's own input function).
  */
 export function judgeStartupSetting(name: string, value: string, role: RolePolicy): SettingVerdict {
-  const stmt: VariableSetStmt = { kind: 'VAR_SET_VALUE', name, args: [{ A_Const: { sval: { sval: value } } }], is_local: false };
+  const stmt: VariableSetStmt = {
+    kind: 'VAR_SET_VALUE',
+    name,
+    args: [{ A_Const: { sval: { sval: value } } }],
+    is_local: false,
+  };
   return judgeVariableSet(stmt, role);
 }
 
@@ -197,12 +231,20 @@ export function isUtf8EncodingName(value: string): boolean {
  * such. Setting it to UTF8 again, RESET and DEFAULT (the stamped UTF8) change nothing and are allowed.
  */
 function judgeClientEncoding(stmt: VariableSetStmt): SettingVerdict {
-  if (stmt.kind === 'VAR_RESET' || stmt.kind === 'VAR_SET_DEFAULT' || stmt.kind === 'VAR_SET_CURRENT') return { allow: true, restamp: false };
+  if (stmt.kind === 'VAR_RESET' || stmt.kind === 'VAR_SET_DEFAULT' || stmt.kind === 'VAR_SET_CURRENT')
+    return { allow: true, restamp: false };
   const args = stmt.args ?? [];
   const arg = args.length === 1 ? args[0] : undefined;
   const text = arg !== undefined && 'A_Const' in arg ? arg.A_Const.sval?.sval : undefined;
-  if (stmt.kind === 'VAR_SET_VALUE' && text !== undefined && isUtf8EncodingName(text)) return { allow: true, restamp: false };
-  return { allow: false, rule: 'builtin', why: `client_encoding: ${NEVER_SETTINGS.get('client_encoding') ?? ''}`, hint: "pgwarden speaks UTF8 only; SET client_encoding TO 'UTF8' is allowed", pinned: true };
+  if (stmt.kind === 'VAR_SET_VALUE' && text !== undefined && isUtf8EncodingName(text))
+    return { allow: true, restamp: false };
+  return {
+    allow: false,
+    rule: 'builtin',
+    why: `client_encoding: ${NEVER_SETTINGS.get('client_encoding') ?? ''}`,
+    hint: "pgwarden speaks UTF8 only; SET client_encoding TO 'UTF8' is allowed",
+    pinned: true,
+  };
 }
 
 /**
@@ -230,9 +272,16 @@ export function applicationNameValue(stmt: VariableSetStmt): string | undefined 
  * (several values) is refused in every mode, as it could not be rewritten.
  */
 function judgeApplicationName(stmt: VariableSetStmt): SettingVerdict {
-  if (stmt.kind === 'VAR_RESET' || stmt.kind === 'VAR_SET_DEFAULT' || stmt.kind === 'VAR_SET_CURRENT') return { allow: true, restamp: false };
+  if (stmt.kind === 'VAR_RESET' || stmt.kind === 'VAR_SET_DEFAULT' || stmt.kind === 'VAR_SET_CURRENT')
+    return { allow: true, restamp: false };
   if (applicationNameValue(stmt) !== undefined) return { allow: true, restamp: false };
-  return { allow: false, rule: 'builtin', why: 'application_name takes one constant value, which pgwarden appends to its identity prefix', hint: "SET application_name = 'my-app'", pinned: true };
+  return {
+    allow: false,
+    rule: 'builtin',
+    why: 'application_name takes one constant value, which pgwarden appends to its identity prefix',
+    hint: "SET application_name = 'my-app'",
+    pinned: true,
+  };
 }
 
 /**
@@ -246,7 +295,13 @@ function judgeBoundedMs(name: string, stmt: VariableSetStmt, limit: number, whos
   const ms = args.length === 1 ? parseTimeoutMs(args[0]) : undefined;
   if (ms === undefined) return { allow: false, rule: 'role', why: `${name} value could not be read`, hint };
   if (ms <= 0) return { allow: false, rule: 'role', why: `${name} 0 disables ${whose} of ${limit} ms`, hint };
-  if (ms < 1) return { allow: false, rule: 'role', why: `${name} ${ms} ms is below 1 ms: PostgreSQL would round it to 0, which disables ${whose} of ${limit} ms`, hint };
+  if (ms < 1)
+    return {
+      allow: false,
+      rule: 'role',
+      why: `${name} ${ms} ms is below 1 ms: PostgreSQL would round it to 0, which disables ${whose} of ${limit} ms`,
+      hint,
+    };
   if (ms > limit) return { allow: false, rule: 'role', why: `${name} ${ms} ms exceeds ${whose} of ${limit} ms`, hint };
   return { allow: true, restamp: false };
 }
@@ -257,7 +312,12 @@ function judgeStatementTimeout(stmt: VariableSetStmt, role: RolePolicy): Setting
   // Refused although RESET / DEFAULT restore the stamped value (a startup parameter): kept strict, and harmless.
   if (stmt.kind !== 'VAR_SET_VALUE') {
     const hint = `statement_timeout may be set between 1 and ${limit} ms`;
-    return { allow: false, rule: 'role', why: `resetting statement_timeout would drop the role's limit of ${limit} ms`, hint };
+    return {
+      allow: false,
+      rule: 'role',
+      why: `resetting statement_timeout would drop the role's limit of ${limit} ms`,
+      hint,
+    };
   }
   return judgeBoundedMs('statement_timeout', stmt, limit, "the role's limit");
 }
@@ -270,7 +330,12 @@ function judgeIdleInTransactionTimeout(stmt: VariableSetStmt, role: RolePolicy):
   if (stmt.kind === 'VAR_SET_DEFAULT' || stmt.kind === 'VAR_RESET') return { allow: true, restamp: false };
   const limit = idleInTransactionTimeoutMs(role);
   if (stmt.kind !== 'VAR_SET_VALUE') {
-    return { allow: false, rule: 'role', why: 'idle_in_transaction_session_timeout can only be set to a value', hint: undefined };
+    return {
+      allow: false,
+      rule: 'role',
+      why: 'idle_in_transaction_session_timeout can only be set to a value',
+      hint: undefined,
+    };
   }
   return judgeBoundedMs('idle_in_transaction_session_timeout', stmt, limit, "the role's idle-in-transaction limit");
 }
@@ -293,14 +358,25 @@ export function requestsReadWrite(options: readonly Node[] | undefined): boolean
 /** Judges BEGIN/START TRANSACTION options and SET [SESSION CHARACTERISTICS AS] TRANSACTION. */
 export function judgeTransactionOptions(options: readonly Node[] | undefined, role: RolePolicy): SettingVerdict {
   for (const opt of options ?? []) {
-    if (!('DefElem' in opt)) return { allow: false, rule: 'builtin', why: 'unrecognised transaction option', hint: undefined };
+    if (!('DefElem' in opt))
+      return { allow: false, rule: 'builtin', why: 'unrecognised transaction option', hint: undefined };
     const name = opt.DefElem.defname;
     if (name !== 'transaction_read_only' && name !== 'transaction_isolation' && name !== 'transaction_deferrable') {
-      return { allow: false, rule: 'builtin', why: `transaction option ${name ?? '?'} is not supported through pgwarden`, hint: undefined };
+      return {
+        allow: false,
+        rule: 'builtin',
+        why: `transaction option ${name ?? '?'} is not supported through pgwarden`,
+        hint: undefined,
+      };
     }
   }
   if (role.readOnly && requestsReadWrite(options)) {
-    return { allow: false, rule: 'role', why: `role "${role.name}" is read-only; READ WRITE transactions are not allowed`, hint: 'use READ ONLY or omit the access mode' };
+    return {
+      allow: false,
+      rule: 'role',
+      why: `role "${role.name}" is read-only; READ WRITE transactions are not allowed`,
+      hint: 'use READ ONLY or omit the access mode',
+    };
   }
   return { allow: true, restamp: false };
 }

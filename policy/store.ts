@@ -2,7 +2,14 @@
 import path from 'node:path';
 import { Coalescer } from '../lib/coalesce.ts';
 import { FileWatcher, readSettled } from '../lib/watch.ts';
-import { compilePolicy, formatIssue, loadPolicyBytes, loadPolicyFile, policyWarnings, type PolicyIssue } from './load.ts';
+import {
+  compilePolicy,
+  formatIssue,
+  loadPolicyBytes,
+  loadPolicyFile,
+  policyWarnings,
+  type PolicyIssue,
+} from './load.ts';
 import type { CatalogSnapshot, CompiledPolicy, RolePolicy } from './types.ts';
 import { errorMessage } from '../lib/error-message.ts';
 
@@ -57,7 +64,10 @@ export class PolicyLoadError extends Error {
   readonly code = 'ERR_POLICY_INVALID';
   readonly issues: PolicyIssue[];
   constructor(file: string, issues: PolicyIssue[], cause?: unknown) {
-    super(`policy ${file} is invalid:\n${issues.map((i) => '  ' + formatIssue(i, file)).join('\n')}`, cause === undefined ? undefined : { cause });
+    super(
+      `policy ${file} is invalid:\n${issues.map((i) => '  ' + formatIssue(i, file)).join('\n')}`,
+      cause === undefined ? undefined : { cause },
+    );
     this.name = 'PolicyLoadError';
     this.issues = issues;
   }
@@ -72,7 +82,10 @@ function roleFingerprint(r: RolePolicy): string {
   });
 }
 
-function diffRoles(before: CompiledPolicy, after: CompiledPolicy): Pick<PolicyChange, 'addedRoles' | 'removedRoles' | 'changedRoles'> {
+function diffRoles(
+  before: CompiledPolicy,
+  after: CompiledPolicy,
+): Pick<PolicyChange, 'addedRoles' | 'removedRoles' | 'changedRoles'> {
   const addedRoles: string[] = [];
   const removedRoles: string[] = [];
   const changedRoles: string[] = [];
@@ -134,7 +147,10 @@ export class PolicyStore {
         persistent: true,
         what: 'policy',
         warn: (msg, fields) => store.#log('warn', msg, fields),
-        onChange: () => store.reload('file').catch((err) => store.#log('error', 'policy reload crashed', { error: errorMessage(err) })),
+        onChange: () =>
+          store
+            .reload('file')
+            .catch((err) => store.#log('error', 'policy reload crashed', { error: errorMessage(err) })),
       });
     }
     return store;
@@ -221,7 +237,10 @@ export class PolicyStore {
       // Still apply the new policy: a revocation must not wait for the database. With the old catalog,
       // relations it has never seen are unknown to the engine, which denies them (fail closed).
       catalogStale = true;
-      this.#log('warn', 'catalog reload failed; applying the new policy with the previous catalog', { reason, error: errorMessage(err) });
+      this.#log('warn', 'catalog reload failed; applying the new policy with the previous catalog', {
+        reason,
+        error: errorMessage(err),
+      });
     }
     const next: PolicyState = Object.freeze({ policy, catalog });
     const diff = diffRoles(before.policy, policy);
@@ -264,7 +283,11 @@ export class PolicyStore {
     const version = before.policy.version + 1;
     // Same roles, new version: decisions cached against the old catalog must not be reused.
     const policy: CompiledPolicy = Object.freeze({ ...before.policy, version });
-    this.#swap(Object.freeze({ policy, catalog }), 'catalog', before, { addedRoles: [], removedRoles: [], changedRoles: [] });
+    this.#swap(Object.freeze({ policy, catalog }), 'catalog', before, {
+      addedRoles: [],
+      removedRoles: [],
+      changedRoles: [],
+    });
     this.#log('info', 'catalog refreshed', {
       version,
       relations: catalog.relations.size,
@@ -274,10 +297,22 @@ export class PolicyStore {
     return { ok: true, version, changed: true };
   }
 
-  #swap(next: PolicyState, reason: PolicyChange['reason'], before: PolicyState, diff: Pick<PolicyChange, 'addedRoles' | 'removedRoles' | 'changedRoles'>): void {
+  #swap(
+    next: PolicyState,
+    reason: PolicyChange['reason'],
+    before: PolicyState,
+    diff: Pick<PolicyChange, 'addedRoles' | 'removedRoles' | 'changedRoles'>,
+  ): void {
     // One assignment: readers see either the old pair or the new one, never a mix.
     this.#state = next;
-    const change: PolicyChange = { reason, version: next.policy.version, previousVersion: before.policy.version, policy: next.policy, catalog: next.catalog, ...diff };
+    const change: PolicyChange = {
+      reason,
+      version: next.policy.version,
+      previousVersion: before.policy.version,
+      policy: next.policy,
+      catalog: next.catalog,
+      ...diff,
+    };
     for (const listener of [...this.#listeners]) {
       try {
         listener(change);
@@ -291,7 +326,8 @@ export class PolicyStore {
     for (const w of policyWarnings(state.policy)) this.#log('warn', w, { check: 'policy' });
     if (!this.#opts.checkPrivileges) return;
     try {
-      for (const w of await this.#opts.checkPrivileges(state.policy, state.catalog)) this.#log('warn', w, { check: 'upstream_privileges' });
+      for (const w of await this.#opts.checkPrivileges(state.policy, state.catalog))
+        this.#log('warn', w, { check: 'upstream_privileges' });
     } catch (err) {
       this.#log('warn', 'could not check upstream privileges', { error: errorMessage(err) });
     }

@@ -15,7 +15,15 @@ export interface RelationPattern {
 export type WriteKind = 'insert' | 'update' | 'delete' | 'merge' | 'truncate' | 'copy_from';
 
 /** DDL a role may run on objects in its `ddl.schemas` (docs/policy.md, "Scoped DDL"); each is off unless listed. */
-export type DdlKind = 'create_table' | 'create_index' | 'create_view' | 'create_materialized_view' | 'create_sequence' | 'alter_table' | 'drop' | 'comment';
+export type DdlKind =
+  | 'create_table'
+  | 'create_index'
+  | 'create_view'
+  | 'create_materialized_view'
+  | 'create_sequence'
+  | 'alter_table'
+  | 'drop'
+  | 'comment';
 
 /** Scoped DDL: the kinds, the schemas they may touch, and whether temporary objects (pg_temp) may be made. */
 export interface RoleDdl {

@@ -9,7 +9,16 @@ import { openRotatingKeys } from './auth/keys.ts';
 import { networkRefusal } from './auth/networks.ts';
 import { ProxyError } from '../lib/errors.ts';
 import { createLogger } from './log.ts';
-import { createMetrics, registerAuditMetrics, registerRevocationMetrics, registerDecidePoolMetrics, registerSessionBufferMetrics, registerUpstreamCapMetrics, startMetricsServer, type Metrics } from './metrics.ts';
+import {
+  createMetrics,
+  registerAuditMetrics,
+  registerRevocationMetrics,
+  registerDecidePoolMetrics,
+  registerSessionBufferMetrics,
+  registerUpstreamCapMetrics,
+  startMetricsServer,
+  type Metrics,
+} from './metrics.ts';
 import { createAudit, type Audit } from './audit/sink.ts';
 import { auditGate, auditUnavailableError, withAuditGate } from './audit/gate.ts';
 import { RevocationList } from './revocation/file.ts';
@@ -69,7 +78,11 @@ export interface Proxy {
  * limits.maxUpstreamConnections in force: derived from the server's slots (0 configured), or the configured value
  * when lower; undefined (no cap) only for hand-built configs that leave it out. Logs what was chosen and why.
  */
-async function upstreamCapFor(config: Config, query: ReturnType<typeof upstreamQuerier>, log: Logger): Promise<UpstreamCap | undefined> {
+async function upstreamCapFor(
+  config: Config,
+  query: ReturnType<typeof upstreamQuerier>,
+  log: Logger,
+): Promise<UpstreamCap | undefined> {
   const configured = config.limits.maxUpstreamConnections;
   if (configured === undefined) return undefined;
   let max: number;
@@ -78,20 +91,35 @@ async function upstreamCapFor(config: Config, query: ReturnType<typeof upstreamQ
     const choice = chooseCap(slots, configured);
     max = choice.max;
     log.info(
-      { maxUpstreamConnections: max, derived: choice.derived, configured: configured || undefined, superuser: slots.superuser || undefined },
+      {
+        maxUpstreamConnections: max,
+        derived: choice.derived,
+        configured: configured || undefined,
+        superuser: slots.superuser || undefined,
+      },
       configured > 0 && configured <= choice.derived
         ? 'limits.maxUpstreamConnections: the configured value'
         : `limits.maxUpstreamConnections derived from the server: ${choice.reason}`,
     );
   } catch (err) {
     if (configured === 0) {
-      log.warn({ err }, 'could not read the server\'s connection slots: no upstream connection cap (set limits.maxUpstreamConnections)');
+      log.warn(
+        { err },
+        "could not read the server's connection slots: no upstream connection cap (set limits.maxUpstreamConnections)",
+      );
       return undefined;
     }
     max = configured;
-    log.warn({ err, maxUpstreamConnections: max }, 'could not read the server\'s connection slots: using the configured limits.maxUpstreamConnections');
+    log.warn(
+      { err, maxUpstreamConnections: max },
+      "could not read the server's connection slots: using the configured limits.maxUpstreamConnections",
+    );
   }
-  if (max <= OWN_HEADROOM) log.error({ maxUpstreamConnections: max }, `limits.maxUpstreamConnections ${max} leaves no room for sessions (${OWN_HEADROOM} are kept for pgwarden's own connections): every login will be refused`);
+  if (max <= OWN_HEADROOM)
+    log.error(
+      { maxUpstreamConnections: max },
+      `limits.maxUpstreamConnections ${max} leaves no room for sessions (${OWN_HEADROOM} are kept for pgwarden's own connections): every login will be refused`,
+    );
   return new UpstreamCap(max);
 }
 
@@ -99,7 +127,12 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
   const log = deps.logger ?? createLogger(loaded.log.level);
   const metrics = createMetrics();
   // Secrets re-read while running (docs/rotation.md): a failed read keeps the value in use and is counted here.
-  const secretReloads = new client.Counter({ name: 'pgwarden_secret_reloads_total', help: 'Re-reads of a rotated secret (upstream_password, verification_key, tls) by result: changed, unchanged, failed (the one in use was kept)', labelNames: ['secret', 'result'] as const, registers: [metrics.registry] });
+  const secretReloads = new client.Counter({
+    name: 'pgwarden_secret_reloads_total',
+    help: 'Re-reads of a rotated secret (upstream_password, verification_key, tls) by result: changed, unchanged, failed (the one in use was kept)',
+    labelNames: ['secret', 'result'] as const,
+    registers: [metrics.registry],
+  });
   const secretOpts = {
     watch: deps.watchSecrets ?? deps.watchPolicy ?? true,
     log: ((level, msg, fields) => log[level](fields ?? {}, msg)) satisfies SecretLog,
@@ -130,7 +163,10 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
     // Relations in a role's ddl.schemas are owned by the upstream user by design (the role creates them there).
     checkPrivileges: async (policy) => {
       const ddl = new Set([...policy.roles.values()].flatMap((r) => r.ddl?.schemas ?? []));
-      return await checkUpstreamPrivileges(query, policyRelations(policy).filter((p) => !ddl.has(p.schema)));
+      return await checkUpstreamPrivileges(
+        query,
+        policyRelations(policy).filter((p) => !ddl.has(p.schema)),
+      );
     },
     log: (level, msg, fields) => {
       if (msg.startsWith('policy reload failed')) metrics.policyReloads.inc({ result: 'invalid' });
@@ -140,14 +176,29 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
   const keys = await openRotatingKeys(config.auth, { ...secretOpts, now: deps.now });
   const verifier = await createTokenVerifier(config.auth, { keys, ...(deps.now ? { now: deps.now } : {}) });
   const auditConfig = config.audit ?? { destination: 'stdout', sql: 'normalized', onFailure: 'refuse' };
-  const audit = await createAudit({ ...auditConfig, policyVersion: () => store.version, log: log.child({ component: 'audit' }) });
+  const audit = await createAudit({
+    ...auditConfig,
+    policyVersion: () => store.version,
+    log: log.child({ component: 'audit' }),
+  });
   registerAuditMetrics(metrics, audit);
   const sources: RevocationSource[] = [];
-  const onRevocationRead = registerRevocationMetrics(metrics, () => sources.flatMap((s) => (s.health ? [s.health()] : [])));
-  const revocationLog = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => log[level](fields ?? {}, msg);
+  const onRevocationRead = registerRevocationMetrics(metrics, () =>
+    sources.flatMap((s) => (s.health ? [s.health()] : [])),
+  );
+  const revocationLog = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) =>
+    log[level](fields ?? {}, msg);
   if (config.revocation?.file) {
     const ifMissing = config.revocation.fileMissing ?? 'empty';
-    sources.push(await RevocationList.open({ file: config.revocation.file, ifMissing, watch: deps.watchPolicy ?? true, log: revocationLog, onRead: onRevocationRead }));
+    sources.push(
+      await RevocationList.open({
+        file: config.revocation.file,
+        ifMissing,
+        watch: deps.watchPolicy ?? true,
+        log: revocationLog,
+        onRead: onRevocationRead,
+      }),
+    );
   }
   if (config.revocation?.table) {
     const t = config.revocation.table;
@@ -185,10 +236,18 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
   const singleUse = singleUseCheck(jtiConsumer, { by: `replica ${replicaId} on ${os.hostname()}`, log: revocationLog });
   // While the audit trail is down (onFailure: refuse), every statement is refused rather than run unaudited.
   // PostgreSQL's own analysis confirms every statement pgwarden's allows (docs/policy.md, "Two analyses").
-  const analysisConfig = config.analysis ?? { cacheTtl: 10_000, timeout: 5_000, maxContexts: 16, ddlChannel: 'pgwarden_ddl' };
+  const analysisConfig = config.analysis ?? {
+    cacheTtl: 10_000,
+    timeout: 5_000,
+    maxContexts: 16,
+    ddlChannel: 'pgwarden_ddl',
+  };
   const analysisLog = log.child({ component: 'analysis' });
   // Analysis connections count against limits.maxUpstreamConnections as they open (connectUpstream reads `cap`).
-  const analysisUpstream: Config['upstream'] & CountedUpstream = livePassword({ ...config.upstream, cap: upstreamCap }, password);
+  const analysisUpstream: Config['upstream'] & CountedUpstream = livePassword(
+    { ...config.upstream, cap: upstreamCap },
+    password,
+  );
   const upstream = retryingPassword(deps.upstream ?? tcpUpstream, password, log);
   const analysisPool = new AnalysisPool(analysisUpstream, {
     connector: upstream,
@@ -212,10 +271,13 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
     onDisagreement: ({ reason, role }) => {
       metrics.analysisDisagreements.inc({ reason });
       // The statement itself is in the audit trail (with the operator's choice of SQL detail), refused with this reason.
-      analysisLog.warn({ reason, role }, 'pgwarden allowed a statement the server\'s analysis denies');
+      analysisLog.warn({ reason, role }, "pgwarden allowed a statement the server's analysis denies");
     },
   });
-  const policyGate = createPolicyGate(store, { onLookup: (hit) => metrics.cacheLookup(hit), server: serverCheck, cacheBytes: config.limits.decisionCacheBytes,
+  const policyGate = createPolicyGate(store, {
+    onLookup: (hit) => metrics.cacheLookup(hit),
+    server: serverCheck,
+    cacheBytes: config.limits.decisionCacheBytes,
     pool: decidePoolOptions(config.limits),
   });
   const gate = withAuditGate(policyGate, audit);
@@ -229,7 +291,17 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
   const events = combineEvents(metrics.events, audit.events, deps.events);
   const server = createServer(
     {
-      config, verifier, gate, cancels, log, events, now: deps.now, isRevoked: (id) => revocations.match(id)?.reason, singleUse, budgets: new BudgetLedger(deps.now), upstream,
+      config,
+      verifier,
+      gate,
+      cancels,
+      log,
+      events,
+      now: deps.now,
+      isRevoked: (id) => revocations.match(id)?.reason,
+      singleUse,
+      budgets: new BudgetLedger(deps.now),
+      upstream,
       // Read when each connection's session is made (server.ts spreads these deps): new handshakes get the newest pair.
       get tlsContext() {
         return tlsPair?.context;
@@ -246,7 +318,16 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
         const perMinute = config.limits.loginFailuresPerMinute ?? 0;
         const message = `too many failed logins from this address (limits.loginFailuresPerMinute = ${perMinute}): its connections are refused for ${Math.ceil(retryAfterMs / 1000)} s`;
         log.warn({ clientAddress: s.remoteAddress, retryAfterMs }, message);
-        audit.write({ event: 'login_refused', sessionId: s.id, clientAddress: s.remoteAddress, reason: 'login_failures_exceeded', refusal: 'rate_limited', sqlstate: '53300', code: 'ERR_TOO_MANY', message });
+        audit.write({
+          event: 'login_refused',
+          sessionId: s.id,
+          clientAddress: s.remoteAddress,
+          reason: 'login_failures_exceeded',
+          refusal: 'rate_limited',
+          sqlstate: '53300',
+          code: 'ERR_TOO_MANY',
+          message,
+        });
       },
     },
   );
@@ -270,10 +351,14 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
     const roles = store.current.policy.roles;
     return server.endSessions(
       (s) => s.role !== undefined && !roles.has(s.role.name),
-      new ProxyError('ERR_SHUTDOWN', 'terminating connection because the role of this session was removed from the policy', {
-        hint: 'request a token for a role that exists in the current policy',
-        reason: 'session_ended',
-      }),
+      new ProxyError(
+        'ERR_SHUTDOWN',
+        'terminating connection because the role of this session was removed from the policy',
+        {
+          hint: 'request a token for a role that exists in the current policy',
+          reason: 'session_ended',
+        },
+      ),
       'policy_reload',
     );
   };
@@ -285,10 +370,14 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
         const role = s.role === undefined ? undefined : roles.get(s.role.name);
         return role !== undefined && networkRefusal(s.remoteAddress, role, s.identity?.networks) !== undefined;
       },
-      new ProxyError('ERR_SHUTDOWN', 'terminating connection because the policy no longer allows its role from this client address', {
-        hint: 'reconnect from a network the role allows',
-        reason: 'session_ended',
-      }),
+      new ProxyError(
+        'ERR_SHUTDOWN',
+        'terminating connection because the policy no longer allows its role from this client address',
+        {
+          hint: 'reconnect from a network the role allows',
+          reason: 'session_ended',
+        },
+      ),
       'policy_reload',
     );
   };
@@ -330,7 +419,11 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
           const revocationDown = revocationListenerNotReady(sources);
           if (revocationDown) return { ok: false, detail: revocationDown };
           // onFailure: continue keeps serving while the trail is down; /readyz says so (and pgwarden_audit_healthy).
-          if (!audit.healthy) return { ok: true, detail: `audit trail ${audit.state}, ${audit.dropped} events dropped so far (onFailure: continue)` };
+          if (!audit.healthy)
+            return {
+              ok: true,
+              detail: `audit trail ${audit.state}, ${audit.dropped} events dropped so far (onFailure: continue)`,
+            };
           return true;
         },
       },
@@ -344,8 +437,10 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
   const reloadAll = async (): Promise<void> => {
     const jobs: Promise<unknown>[] = [store.reload('signal'), password.reload(), keys.reload()];
     if (tlsPair) jobs.push(tlsPair.reload());
-    for (const src of sources) if ('reload' in src && typeof src.reload === 'function') jobs.push((src.reload as () => Promise<unknown>)());
-    for (const r of await Promise.allSettled(jobs)) if (r.status === 'rejected') log.error({ err: r.reason }, 'reload failed');
+    for (const src of sources)
+      if ('reload' in src && typeof src.reload === 'function') jobs.push((src.reload as () => Promise<unknown>)());
+    for (const r of await Promise.allSettled(jobs))
+      if (r.status === 'rejected') log.error({ err: r.reason }, 'reload failed');
   };
 
   // Idle sessions check their upstream connection on a schedule (docs/deploy.md, "A silently dead upstream").
@@ -358,7 +453,10 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
       : undefined;
 
   const addr = await server.listen(config.listen.host, config.listen.port);
-  log.info({ host: addr.host, port: addr.port, metricsPort: metricsServer?.port, policyVersion: store.version }, 'pgwarden listening');
+  log.info(
+    { host: addr.host, port: addr.port, metricsPort: metricsServer?.port, policyVersion: store.version },
+    'pgwarden listening',
+  );
   return {
     host: addr.host,
     port: addr.port,
@@ -403,7 +501,11 @@ function retryingPassword(inner: UpstreamConnector, password: UpstreamPassword, 
       password.withRetry(
         (pw) => inner.connect({ ...cfg, password: pw }, params),
         (err) => err instanceof ProxyError && /\(SQLSTATE 28P01\)/.test(err.message),
-        () => log.info({ secret: 'upstream_password' }, 'upstream refused the password in use (28P01): retrying once with the other one (rotation in progress)'),
+        () =>
+          log.info(
+            { secret: 'upstream_password' },
+            'upstream refused the password in use (28P01): retrying once with the other one (rotation in progress)',
+          ),
       ),
   };
 }

@@ -14,5 +14,8 @@ export const REDACT_PATHS = [
 ];
 
 export function createLogger(level = 'info', destination: pino.DestinationStream = pino.destination(2)): Logger {
-  return pino({ level, base: { service: 'pgwarden' }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, destination);
+  return pino(
+    { level, base: { service: 'pgwarden' }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } },
+    destination,
+  );
 }

@@ -37,31 +37,108 @@ export interface Metrics {
 
 /** Statement kinds become label values only from this bounded set; anything else is 'other'. */
 const KNOWN_KINDS = new Set([
-  'SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'ExplainStmt', 'VariableSetStmt', 'VariableShowStmt',
-  'TransactionStmt', 'CopyStmt', 'PrepareStmt', 'ExecuteStmt', 'DeallocateStmt', 'DeclareCursorStmt', 'FetchStmt',
-  'ClosePortalStmt', 'DiscardStmt', 'CreateStmt', 'DropStmt', 'DoStmt', 'CallStmt',
+  'SelectStmt',
+  'InsertStmt',
+  'UpdateStmt',
+  'DeleteStmt',
+  'MergeStmt',
+  'ExplainStmt',
+  'VariableSetStmt',
+  'VariableShowStmt',
+  'TransactionStmt',
+  'CopyStmt',
+  'PrepareStmt',
+  'ExecuteStmt',
+  'DeallocateStmt',
+  'DeclareCursorStmt',
+  'FetchStmt',
+  'ClosePortalStmt',
+  'DiscardStmt',
+  'CreateStmt',
+  'DropStmt',
+  'DoStmt',
+  'CallStmt',
 ]);
 
 export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics {
   const registry = new client.Registry();
   if (opts.collectDefault ?? true) client.collectDefaultMetrics({ register: registry, prefix: 'pgwarden_' }); // prom-client adds process_ itself
-  const activeSessions = new client.Gauge({ name: 'pgwarden_sessions_active', help: 'Client sessions logged in now', registers: [registry] });
-  const logins = new client.Counter({ name: 'pgwarden_logins_total', help: 'Login attempts by result and reason', labelNames: ['result', 'reason'] as const, registers: [registry] });
-  const statements = new DeferredCounter(registry, 'pgwarden_statements_total', 'Statements decided, by role, decision, statement kind and denial reason', [
-    'role', 'decision', 'kind', 'reason',
-  ] as const);
-  const decisionSeconds = new HotHistogram(registry, 'pgwarden_policy_decision_seconds', 'Time to decide one message (parse + policy, or a cache hit)', [
-    1e-6, 2e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2,
-  ]);
-  const sessionsEnded = new client.Counter({ name: 'pgwarden_sessions_ended_total', help: 'Sessions ended, by reason', labelNames: ['reason'] as const, registers: [registry] });
-  const policyReloads = new client.Counter({ name: 'pgwarden_policy_reloads_total', help: 'Policy reloads by result', labelNames: ['result'] as const, registers: [registry] });
-  const policyVersion = new client.Gauge({ name: 'pgwarden_policy_version', help: 'Version of the policy in force', registers: [registry] });
-  const analyses = new client.Counter({ name: 'pgwarden_analysis_total', help: 'Statements analysed by the upstream server (decision-cache misses), by outcome: allow, deny, error (the server rejected the statement or its tree could not be read), unavailable', labelNames: ['outcome'] as const, registers: [registry] });
-  const analysisSeconds = new client.Histogram({ name: 'pgwarden_analysis_seconds', help: 'Time to obtain and judge the server\'s analysis of one statement', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2], registers: [registry] });
-  const analysisDisagreements = new client.Counter({ name: 'pgwarden_analysis_disagreements_total', help: 'Statements pgwarden\'s own analysis allowed and the server\'s analysis denied, by reason (each is a bug in one of the two)', labelNames: ['reason'] as const, registers: [registry] });
-  const rateLimited = new client.Counter({ name: 'pgwarden_rate_limited_total', help: 'Per-address rate limits: connections refused because their address had too many failed logins (login_failures), CancelRequests dropped (cancel_requests)', labelNames: ['limit'] as const, registers: [registry] });
-  const budgetExceeded = new client.Counter({ name: 'pgwarden_budget_exceeded_total', help: 'Statements refused because a role budget of their subject or agent was used up, by role and kind (statements, rows, bytes, concurrency)', labelNames: ['role', 'kind'] as const, registers: [registry] });
-  const cacheLookups = new DeferredCounter(registry, 'pgwarden_decision_cache_total', 'Decision cache lookups by result', ['result'] as const);
+  const activeSessions = new client.Gauge({
+    name: 'pgwarden_sessions_active',
+    help: 'Client sessions logged in now',
+    registers: [registry],
+  });
+  const logins = new client.Counter({
+    name: 'pgwarden_logins_total',
+    help: 'Login attempts by result and reason',
+    labelNames: ['result', 'reason'] as const,
+    registers: [registry],
+  });
+  const statements = new DeferredCounter(
+    registry,
+    'pgwarden_statements_total',
+    'Statements decided, by role, decision, statement kind and denial reason',
+    ['role', 'decision', 'kind', 'reason'] as const,
+  );
+  const decisionSeconds = new HotHistogram(
+    registry,
+    'pgwarden_policy_decision_seconds',
+    'Time to decide one message (parse + policy, or a cache hit)',
+    [1e-6, 2e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2],
+  );
+  const sessionsEnded = new client.Counter({
+    name: 'pgwarden_sessions_ended_total',
+    help: 'Sessions ended, by reason',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const policyReloads = new client.Counter({
+    name: 'pgwarden_policy_reloads_total',
+    help: 'Policy reloads by result',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  const policyVersion = new client.Gauge({
+    name: 'pgwarden_policy_version',
+    help: 'Version of the policy in force',
+    registers: [registry],
+  });
+  const analyses = new client.Counter({
+    name: 'pgwarden_analysis_total',
+    help: 'Statements analysed by the upstream server (decision-cache misses), by outcome: allow, deny, error (the server rejected the statement or its tree could not be read), unavailable',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  const analysisSeconds = new client.Histogram({
+    name: 'pgwarden_analysis_seconds',
+    help: "Time to obtain and judge the server's analysis of one statement",
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2],
+    registers: [registry],
+  });
+  const analysisDisagreements = new client.Counter({
+    name: 'pgwarden_analysis_disagreements_total',
+    help: "Statements pgwarden's own analysis allowed and the server's analysis denied, by reason (each is a bug in one of the two)",
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const rateLimited = new client.Counter({
+    name: 'pgwarden_rate_limited_total',
+    help: 'Per-address rate limits: connections refused because their address had too many failed logins (login_failures), CancelRequests dropped (cancel_requests)',
+    labelNames: ['limit'] as const,
+    registers: [registry],
+  });
+  const budgetExceeded = new client.Counter({
+    name: 'pgwarden_budget_exceeded_total',
+    help: 'Statements refused because a role budget of their subject or agent was used up, by role and kind (statements, rows, bytes, concurrency)',
+    labelNames: ['role', 'kind'] as const,
+    registers: [registry],
+  });
+  const cacheLookups = new DeferredCounter(
+    registry,
+    'pgwarden_decision_cache_total',
+    'Decision cache lookups by result',
+    ['result'] as const,
+  );
   const cacheHits = cacheLookups.handle({ result: 'hit' });
   const cacheMisses = cacheLookups.handle({ result: 'miss' });
 
@@ -71,16 +148,31 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
     'Time from forwarding a statement to its completion, as the proxy observes it',
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
   );
-  const rowsForwarded = new DeferredCounter(registry, 'pgwarden_rows_forwarded_total', 'Result rows (DataRow and COPY rows) forwarded to clients', [] as const);
+  const rowsForwarded = new DeferredCounter(
+    registry,
+    'pgwarden_rows_forwarded_total',
+    'Result rows (DataRow and COPY rows) forwarded to clients',
+    [] as const,
+  );
   const rowsAll = rowsForwarded.handle({});
-  const rowCap = new client.Counter({ name: 'pgwarden_row_cap_total', help: 'Statements cut by a role row cap, by action (truncate, error)', labelNames: ['action'] as const, registers: [registry] });
+  const rowCap = new client.Counter({
+    name: 'pgwarden_row_cap_total',
+    help: 'Statements cut by a role row cap, by action (truncate, error)',
+    labelNames: ['action'] as const,
+    registers: [registry],
+  });
   const upstreamConnectSeconds = new client.Histogram({
     name: 'pgwarden_upstream_connect_seconds',
     help: 'Time to connect and log in to the upstream database for a new session',
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [registry],
   });
-  const bytes = new DeferredCounter(registry, 'pgwarden_client_bytes_total', 'Bytes read from (in) and written to (out) clients', ['direction'] as const);
+  const bytes = new DeferredCounter(
+    registry,
+    'pgwarden_client_bytes_total',
+    'Bytes read from (in) and written to (out) clients',
+    ['direction'] as const,
+  );
   const bytesIn = bytes.handle({ direction: 'in' });
   const bytesOut = bytes.handle({ direction: 'out' });
 
@@ -110,7 +202,8 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
       const outcome = d.allow ? (d.shadowDenied ? 'shadow_deny' : 'allow') : 'deny';
       const reason = d.allow ? '' : d.reason;
       if (d.statements.length === 0) countStatement(role, outcome, 'none', reason);
-      for (const st of d.statements) countStatement(role, outcome, KNOWN_KINDS.has(st.kind) ? st.kind : 'other', reason);
+      for (const st of d.statements)
+        countStatement(role, outcome, KNOWN_KINDS.has(st.kind) ? st.kind : 'other', reason);
       decisionAll.observe(info.micros / 1e6);
     },
     statementFinished(_s, o) {
@@ -135,12 +228,29 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
     },
   };
   return {
-    registry, events, activeSessions, logins, statements, decisionSeconds, sessionsEnded, policyReloads, policyVersion, cacheLookups,
-    analyses, analysisSeconds, analysisDisagreements, rateLimited, budgetExceeded,
+    registry,
+    events,
+    activeSessions,
+    logins,
+    statements,
+    decisionSeconds,
+    sessionsEnded,
+    policyReloads,
+    policyVersion,
+    cacheLookups,
+    analyses,
+    analysisSeconds,
+    analysisDisagreements,
+    rateLimited,
+    budgetExceeded,
     cacheLookup(hit) {
       (hit ? cacheHits : cacheMisses).n++;
     },
-    statementSeconds, rowsForwarded, rowCap, upstreamConnectSeconds, bytes,
+    statementSeconds,
+    rowsForwarded,
+    rowCap,
+    upstreamConnectSeconds,
+    bytes,
   };
 }
 
@@ -175,7 +285,10 @@ function totalsCounter(
   });
 }
 
-export function registerAuditMetrics(metrics: Pick<Metrics, 'registry'>, audit: Pick<Audit, 'healthy' | 'state' | 'dropped' | 'bufferedBytes'>): void {
+export function registerAuditMetrics(
+  metrics: Pick<Metrics, 'registry'>,
+  audit: Pick<Audit, 'healthy' | 'state' | 'dropped' | 'bufferedBytes'>,
+): void {
   const registers = [metrics.registry];
   new client.Gauge({
     name: 'pgwarden_audit_healthy',
@@ -216,10 +329,13 @@ export function registerAuditMetrics(metrics: Pick<Metrics, 'registry'>, audit: 
  * Bytes client sessions hold in pgwarden's buffers (framers, socket buffers), read at each scrape: in all, and the
  * most one session holds. Backpressure keeps each session's share to a few hundred KiB (docs/limits.md, "Memory").
  */
-export function registerSessionBufferMetrics(metrics: Pick<Metrics, 'registry'>, sessions: () => Iterable<{ readonly bufferedBytes: number }>): void {
+export function registerSessionBufferMetrics(
+  metrics: Pick<Metrics, 'registry'>,
+  sessions: () => Iterable<{ readonly bufferedBytes: number }>,
+): void {
   new client.Gauge({
     name: 'pgwarden_session_buffered_bytes',
-    help: 'Bytes client sessions hold in pgwarden\'s buffers now, by stat: sum over sessions, max of one session',
+    help: "Bytes client sessions hold in pgwarden's buffers now, by stat: sum over sessions, max of one session",
     labelNames: ['stat'] as const,
     registers: [metrics.registry],
     collect() {
@@ -242,7 +358,18 @@ export function registerSessionBufferMetrics(metrics: Pick<Metrics, 'registry'>,
  */
 export function registerDecidePoolMetrics(
   metrics: Pick<Metrics, 'registry'>,
-  snapshot: () => { decided: number; refusedBusy: number; timedOut: number; workerFailures: number; workersStarted: number; running: number; queued: number; workers: number } | undefined,
+  snapshot: () =>
+    | {
+        decided: number;
+        refusedBusy: number;
+        timedOut: number;
+        workerFailures: number;
+        workersStarted: number;
+        running: number;
+        queued: number;
+        workers: number;
+      }
+    | undefined,
 ): void {
   new client.Gauge({
     name: 'pgwarden_decide_pool_jobs',
@@ -296,7 +423,10 @@ export function registerDecidePoolMetrics(
 }
 
 /** pgwarden's upstream connections against limits.maxUpstreamConnections, read at each scrape. */
-export function registerUpstreamCapMetrics(metrics: Pick<Metrics, 'registry'>, cap: { readonly max: number; readonly sessions: number; readonly own: number }): void {
+export function registerUpstreamCapMetrics(
+  metrics: Pick<Metrics, 'registry'>,
+  cap: { readonly max: number; readonly sessions: number; readonly own: number },
+): void {
   new client.Gauge({
     name: 'pgwarden_upstream_connections',
     help: 'Upstream connections pgwarden holds, by kind: session (client sessions, from login) and own (analysis, revocation listener, checks)',
@@ -309,7 +439,7 @@ export function registerUpstreamCapMetrics(metrics: Pick<Metrics, 'registry'>, c
   });
   new client.Gauge({
     name: 'pgwarden_upstream_connections_max',
-    help: 'limits.maxUpstreamConnections in force (derived at startup from the server\'s max_connections, or configured lower)',
+    help: "limits.maxUpstreamConnections in force (derived at startup from the server's max_connections, or configured lower)",
     registers: [metrics.registry],
     collect() {
       this.set(cap.max);
@@ -444,7 +574,10 @@ export async function startMetricsServer(
     let guard: NodeJS.Timeout | undefined;
     try {
       const timeout = new Promise<Readiness>((resolve) => {
-        guard = setTimeout(() => resolve({ ok: false, detail: `readiness check took longer than ${timeoutMs} ms` }), timeoutMs);
+        guard = setTimeout(
+          () => resolve({ ok: false, detail: `readiness check took longer than ${timeoutMs} ms` }),
+          timeoutMs,
+        );
       });
       const r = await Promise.race([ready().then(asReadiness), timeout]);
       last = { ...r, at: Date.now() };
@@ -469,31 +602,38 @@ export async function startMetricsServer(
     return detail ? { ok: true, detail } : { ok: true };
   };
 
-  const server = http.createServer({ requestTimeout: requestTimeoutMs, headersTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1_000, requestTimeoutMs) }, (req, res) => {
-    const url = req.url ?? '/';
-    if (url === '/metrics') {
-      metrics.registry
-        .metrics()
-        .then((text) => {
-          res.writeHead(200, { 'content-type': metrics.registry.contentType });
-          res.end(text);
-        })
-        .catch(() => {
-          res.writeHead(500);
-          res.end();
-        });
-    } else if (url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end('ok\n');
-    } else if (url === '/readyz') {
-      const { ok, detail } = answer();
-      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' });
-      res.end(`${ok ? 'ready' : 'not ready'}${detail ? `: ${detail}` : ''}\n`);
-    } else {
-      res.writeHead(404);
-      res.end();
-    }
-  });
+  const server = http.createServer(
+    {
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: requestTimeoutMs,
+      connectionsCheckingInterval: Math.min(1_000, requestTimeoutMs),
+    },
+    (req, res) => {
+      const url = req.url ?? '/';
+      if (url === '/metrics') {
+        metrics.registry
+          .metrics()
+          .then((text) => {
+            res.writeHead(200, { 'content-type': metrics.registry.contentType });
+            res.end(text);
+          })
+          .catch(() => {
+            res.writeHead(500);
+            res.end();
+          });
+      } else if (url === '/healthz') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end('ok\n');
+      } else if (url === '/readyz') {
+        const { ok, detail } = answer();
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' });
+        res.end(`${ok ? 'ready' : 'not ready'}${detail ? `: ${detail}` : ''}\n`);
+      } else {
+        res.writeHead(404);
+        res.end();
+      }
+    },
+  );
   server.maxConnections = opts.maxConnections ?? 32;
   server.keepAliveTimeout = requestTimeoutMs;
   // An idle connection (no request in flight) is closed after this long.
@@ -531,7 +671,12 @@ export class DeferredCounter<L extends string> {
   readonly counter: client.Counter<L>;
   private readonly handles = new Map<string, { labels: Partial<Record<L, string>>; n: number }>();
 
-  constructor(registry: client.Registry, name: string, help: string, private readonly labelNames: readonly L[]) {
+  constructor(
+    registry: client.Registry,
+    name: string,
+    help: string,
+    private readonly labelNames: readonly L[],
+  ) {
     const handles = this.handles;
     this.counter = new client.Counter<L>({
       name,
@@ -623,12 +768,23 @@ export class HotHistogram {
       let acc = 0;
       for (let i = 0; i <= this.bounds.length; i++) {
         acc += s.counts[i] ?? 0;
-        values.push({ metricName: `${this.name}_bucket`, labels: { ...s.labels, le: i < this.bounds.length ? (this.bounds[i] as number) : '+Inf' }, value: acc });
+        values.push({
+          metricName: `${this.name}_bucket`,
+          labels: { ...s.labels, le: i < this.bounds.length ? (this.bounds[i] as number) : '+Inf' },
+          value: acc,
+        });
       }
       values.push({ metricName: `${this.name}_sum`, labels: { ...s.labels }, value: s.sum });
       values.push({ metricName: `${this.name}_count`, labels: { ...s.labels }, value: s.count });
     }
-    return { name: this.name, help: this.help, type: 'histogram' as unknown as client.MetricType, values, aggregator: 'sum', collect: () => {} };
+    return {
+      name: this.name,
+      help: this.help,
+      type: 'histogram' as unknown as client.MetricType,
+      values,
+      aggregator: 'sum',
+      collect: () => {},
+    };
   }
 
   reset(): void {

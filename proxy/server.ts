@@ -9,7 +9,14 @@ import type { UpstreamCap } from './upstream/cap.ts';
 
 /** Login failures that count against limits.loginFailuresPerMinute: the client's credentials were wrong, not pgwarden's limits or upstream. */
 // startup_parameter: a valid token with a startup setting its role may not SET (a client's configuration, not a guess).
-const NOT_CLIENT_FAILURES = new Set(['session_limit', 'upstream', 'key_unavailable', 'startup_parameter', 'single_use_unavailable', 'single_use_unsupported']);
+const NOT_CLIENT_FAILURES = new Set([
+  'session_limit',
+  'upstream',
+  'key_unavailable',
+  'startup_parameter',
+  'single_use_unavailable',
+  'single_use_unsupported',
+]);
 
 export interface ProxyServer {
   readonly sessions: ReadonlySet<Session>;
@@ -114,16 +121,24 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
     const max = deps.config.limits.maxUnauthenticated ?? 0;
     const perAddress = deps.config.limits.maxUnauthenticatedPerAddress ?? 0;
     if (max > 0 && unauthenticated.size >= max) {
-      return new ProxyError('ERR_TOO_MANY', `too many connections not yet logged in (limits.maxUnauthenticated = ${max})`, {
-        hint: 'try again later; logged-in sessions are not affected by this limit',
-        reason: 'limit_reached',
-      });
+      return new ProxyError(
+        'ERR_TOO_MANY',
+        `too many connections not yet logged in (limits.maxUnauthenticated = ${max})`,
+        {
+          hint: 'try again later; logged-in sessions are not affected by this limit',
+          reason: 'limit_reached',
+        },
+      );
     }
     if (perAddress > 0 && (unauthenticatedByAddress.get(address) ?? 0) >= perAddress) {
-      return new ProxyError('ERR_TOO_MANY', `too many connections not yet logged in from this address (limits.maxUnauthenticatedPerAddress = ${perAddress})`, {
-        reason: 'rate_limited',
-        hint: 'complete or close pending logins before opening more connections',
-      });
+      return new ProxyError(
+        'ERR_TOO_MANY',
+        `too many connections not yet logged in from this address (limits.maxUnauthenticatedPerAddress = ${perAddress})`,
+        {
+          reason: 'rate_limited',
+          hint: 'complete or close pending logins before opening more connections',
+        },
+      );
     }
     return undefined;
   };
@@ -152,16 +167,28 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
       if (id.agent !== undefined && s.identity.agent === id.agent) byAgent++;
     }
     if (loggedIn >= maxSessions) {
-      return new ProxyError('ERR_TOO_MANY', `sorry, too many clients already (limits.maxClientConnections = ${maxSessions})`, {
-        hint: 'try again later; pgwarden is at its connection limit',
-        reason: 'limit_reached',
-      });
+      return new ProxyError(
+        'ERR_TOO_MANY',
+        `sorry, too many clients already (limits.maxClientConnections = ${maxSessions})`,
+        {
+          hint: 'try again later; pgwarden is at its connection limit',
+          reason: 'limit_reached',
+        },
+      );
     }
     if (perSub > 0 && bySub >= perSub) {
-      return new ProxyError('ERR_TOO_MANY', `too many sessions for subject "${id.sub}" (limits.maxSessionsPerSub = ${perSub})`, { hint: 'close an idle session and try again', reason: 'limit_reached' });
+      return new ProxyError(
+        'ERR_TOO_MANY',
+        `too many sessions for subject "${id.sub}" (limits.maxSessionsPerSub = ${perSub})`,
+        { hint: 'close an idle session and try again', reason: 'limit_reached' },
+      );
     }
     if (perAgent > 0 && id.agent !== undefined && byAgent >= perAgent) {
-      return new ProxyError('ERR_TOO_MANY', `too many sessions for agent "${id.agent}" (limits.maxSessionsPerAgent = ${perAgent})`, { hint: 'close an idle session and try again', reason: 'limit_reached' });
+      return new ProxyError(
+        'ERR_TOO_MANY',
+        `too many sessions for agent "${id.agent}" (limits.maxSessionsPerAgent = ${perAgent})`,
+        { hint: 'close an idle session and try again', reason: 'limit_reached' },
+      );
     }
     // Last, so a refusal by another limit never holds an upstream slot; counted until the session ends.
     if (opts.upstreamCap && !holdingUpstream.has(self)) {
@@ -189,7 +216,11 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
       closing = true;
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
       const shutdown = () =>
-        new ProxyError('ERR_SHUTDOWN', 'terminating connection due to administrator command', { detail: 'pgwarden is shutting down', hint: 'reconnect shortly', reason: 'session_ended' });
+        new ProxyError('ERR_SHUTDOWN', 'terminating connection due to administrator command', {
+          detail: 'pgwarden is shutting down',
+          hint: 'reconnect shortly',
+          reason: 'session_ended',
+        });
       // Nothing new runs from here: idle sessions end now, the others when their running statement completes.
       for (const s of [...sessions]) s.drain(shutdown());
       const deadline = Date.now() + drainMs;
@@ -219,8 +250,12 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
 
 /** The refusal of a connection from an address over limits.loginFailuresPerMinute. */
 export function loginRateLimited(perMinute: number, retryAfterMs: number): ProxyError {
-  return new ProxyError('ERR_TOO_MANY', `too many failed logins from this address (limits.loginFailuresPerMinute = ${perMinute})`, {
-    reason: 'rate_limited',
-    hint: `try again in ${Math.max(1, Math.ceil(retryAfterMs / 1000))} s with a valid token`,
-  });
+  return new ProxyError(
+    'ERR_TOO_MANY',
+    `too many failed logins from this address (limits.loginFailuresPerMinute = ${perMinute})`,
+    {
+      reason: 'rate_limited',
+      hint: `try again in ${Math.max(1, Math.ceil(retryAfterMs / 1000))} s with a valid token`,
+    },
+  );
 }

@@ -25,7 +25,7 @@ const COLUMNS: { title: string; value(code: string, e: CatalogEntry): string }[]
     title: 'SQLSTATE',
     value: (_code, e) => {
       const main = `\`${e.sqlstate}\` ${conditionName(e.sqlstate)}`;
-      const server = e.serverSqlstate === true ? 'PostgreSQL\'s own; placeholder ' : '';
+      const server = e.serverSqlstate === true ? "PostgreSQL's own; placeholder " : '';
       const also = (e.alsoSqlstates ?? []).map((s) => `\`${s}\` ${conditionName(s)}`);
       return server + [main, ...also].join(', or ');
     },
@@ -46,7 +46,7 @@ export function renderErrorsDoc(): string {
     '<!-- Generated from lib/errors.ts by `npm run docs:errors`; test/unit/errors.test.ts fails when this file is stale. -->',
     '',
     'Every error pgwarden itself originates has a code in its catalog (`lib/errors.ts`). Clients see the',
-    'SQLSTATE, severity, message and hint; the code appears in pgwarden\'s log and audit trail (`code` of a',
+    "SQLSTATE, severity, message and hint; the code appears in pgwarden's log and audit trail (`code` of a",
     '`login_refused` event). `ERROR` leaves the session usable; `FATAL` ends it. Errors PostgreSQL raises while',
     'running an allowed statement reach the client unchanged and are not listed here.',
     '',
@@ -60,8 +60,8 @@ export function renderErrorsDoc(): string {
     '## Reasons',
     '',
     'Every error also carries a machine-readable reason, sent as the **first line of DETAIL**: `reason=scope_missing`;',
-    'whatever detail the site gives (the rule that applied, PostgreSQL\'s own detail) follows on the next line. A program',
-    'switches on `detail.split(\'\\n\')[0]` (node-postgres `err.detail`, postgres.js `err.detail`, psycopg',
+    "whatever detail the site gives (the rule that applied, PostgreSQL's own detail) follows on the next line. A program",
+    "switches on `detail.split('\\n')[0]` (node-postgres `err.detail`, postgres.js `err.detail`, psycopg",
     '`e.diag.message_detail`, pgJDBC `getServerErrorMessage().getDetail()`); psql shows it as `DETAIL:  reason=…`. The set',
     'below is closed: a name keeps its meaning once published. The hint speaks to the agent (what it can do itself);',
     'what an operator could change in the policy goes to the audit trail (`operatorHint` of the `statement` or',
@@ -70,11 +70,15 @@ export function renderErrorsDoc(): string {
     '| reason | what it means, and what to do | sent with |',
     '| --- | --- | --- |',
     ...(Object.entries(Reasons) as [ReasonCode, string][]).map(([reason, doc]) => {
-      const users = entries.filter(([, e]) => e.reasons.includes(reason)).map(([code, e]) => `\`${code}\` (${[e.sqlstate, ...(e.alsoSqlstates ?? [])].map((s) => `\`${s}\``).join(', ')})`);
+      const users = entries
+        .filter(([, e]) => e.reasons.includes(reason))
+        .map(
+          ([code, e]) => `\`${code}\` (${[e.sqlstate, ...(e.alsoSqlstates ?? [])].map((s) => `\`${s}\``).join(', ')})`,
+        );
       return `| \`${reason}\` | ${cell(doc)} | ${users.join(', ')} |`;
     }),
     '',
-    'A result cut at a role\'s `maxRows` with `onRowCap: truncate` is not an error: the rows up to the cap arrive,',
+    "A result cut at a role's `maxRows` with `onRowCap: truncate` is not an error: the rows up to the cap arrive,",
     'then a `WARNING` notice (`01000`) saying so, whose DETAIL starts `reason=limit_reached`, then the command tag with',
     'the count sent ([policy.md](policy.md#row-cap-maxrows-and-onrowcap) says how each driver surfaces the notice).',
     '',

@@ -18,7 +18,6 @@ import { CORPUS_JSON, type Category, type CorpusEntry, type CorpusFile } from '.
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-
 /** Reads a hand-written corpus file: `-- name: x`, optional `-- setup: …` / `-- notx` lines, then the statement. */
 export function readSqlFile(file: string, category: Category): CorpusEntry[] {
   const lines = readFileSync(file, 'utf8').split('\n');
@@ -62,17 +61,68 @@ export function readSqlFile(file: string, category: Category): CorpusEntry[] {
 
 /** psql meta-commands whose ECHO_HIDDEN queries make up the psql part of the corpus. */
 const PSQL_COMMANDS = [
-  '\\d', '\\d+', '\\dt', '\\dt+', '\\dt sales.*', '\\d sales."Orders"', '\\d pgbench_accounts', '\\d+ customers', '\\d+ sales.big_orders',
-  '\\dn', '\\dn+', '\\df', '\\df add_one', '\\df+ add_one', '\\l', '\\l+', '\\dv', '\\di', '\\di+', '\\ds', '\\du', '\\dg', '\\dx', '\\dx+ plpgsql',
-  '\\dT', '\\dp', '\\z victim', '\\dD', '\\dC', '\\do', '\\dd', '\\dX', '\\dconfig work_mem', '\\dE', '\\dm', '\\dy', '\\dL', '\\db',
-  '\\dF', '\\dc', '\\des', '\\dRp', '\\dRs', '\\dA', '\\dAc', '\\da', '\\dO', '\\sf add_one', '\\sv sales.big_orders', '\\dP', '\\drds',
+  '\\d',
+  '\\d+',
+  '\\dt',
+  '\\dt+',
+  '\\dt sales.*',
+  '\\d sales."Orders"',
+  '\\d pgbench_accounts',
+  '\\d+ customers',
+  '\\d+ sales.big_orders',
+  '\\dn',
+  '\\dn+',
+  '\\df',
+  '\\df add_one',
+  '\\df+ add_one',
+  '\\l',
+  '\\l+',
+  '\\dv',
+  '\\di',
+  '\\di+',
+  '\\ds',
+  '\\du',
+  '\\dg',
+  '\\dx',
+  '\\dx+ plpgsql',
+  '\\dT',
+  '\\dp',
+  '\\z victim',
+  '\\dD',
+  '\\dC',
+  '\\do',
+  '\\dd',
+  '\\dX',
+  '\\dconfig work_mem',
+  '\\dE',
+  '\\dm',
+  '\\dy',
+  '\\dL',
+  '\\db',
+  '\\dF',
+  '\\dc',
+  '\\des',
+  '\\dRp',
+  '\\dRs',
+  '\\dA',
+  '\\dAc',
+  '\\da',
+  '\\dO',
+  '\\sf add_one',
+  '\\sv sales.big_orders',
+  '\\dP',
+  '\\drds',
 ];
 
 async function capturePsql(psql: string, env: NodeJS.ProcessEnv, port: number): Promise<CorpusEntry[]> {
   const seen = new Set<string>();
   const out: CorpusEntry[] = [];
   for (const cmd of PSQL_COMMANDS) {
-    const r = await run(psql, ['-X', '-E', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'corpus', '-c', cmd], { env, timeoutMs: 20_000 });
+    const r = await run(
+      psql,
+      ['-X', '-E', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'corpus', '-c', cmd],
+      { env, timeoutMs: 20_000 },
+    );
     const text = r.stdout ?? '';
     const re = /\*{9} QUERY \*{10}\n([\s\S]*?)\n\*{26}\n/g;
     let m: RegExpExecArray | null;
@@ -91,7 +141,12 @@ async function capturePsql(psql: string, env: NodeJS.ProcessEnv, port: number): 
 }
 
 /** Runs pgbench in each protocol mode with log_statement=all and keeps its distinct read-only statements. */
-async function capturePgbench(pgbench: string, env: NodeJS.ProcessEnv, port: number, logLines: string[]): Promise<CorpusEntry[]> {
+async function capturePgbench(
+  pgbench: string,
+  env: NodeJS.ProcessEnv,
+  port: number,
+  logLines: string[],
+): Promise<CorpusEntry[]> {
   logLines.length = 0;
   const runs: [string, string[]][] = [
     ['select-only simple', ['-S', '-M', 'simple']],
@@ -100,10 +155,14 @@ async function capturePgbench(pgbench: string, env: NodeJS.ProcessEnv, port: num
     ['tpcb simple', ['-M', 'simple']],
   ];
   for (const [, args] of runs) {
-    const r = await run(pgbench, ['-n', '-t', '3', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', ...args, 'corpus'], {
-      env: { ...env, PGAPPNAME: 'pgbench' },
-      timeoutMs: 30_000,
-    });
+    const r = await run(
+      pgbench,
+      ['-n', '-t', '3', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', ...args, 'corpus'],
+      {
+        env: { ...env, PGAPPNAME: 'pgbench' },
+        timeoutMs: 30_000,
+      },
+    );
     if (r.status !== 0) throw new Error(`pgbench ${args.join(' ')} failed: ${r.stderr.trim()}`);
   }
   await new Promise((r) => setTimeout(r, 300)); // let the server's log lines arrive
@@ -133,11 +192,29 @@ async function capturePgbench(pgbench: string, env: NodeJS.ProcessEnv, port: num
   return out;
 }
 
-async function validate(psql: string, env: NodeJS.ProcessEnv, port: number, e: CorpusEntry): Promise<string | undefined> {
+async function validate(
+  psql: string,
+  env: NodeJS.ProcessEnv,
+  port: number,
+  e: CorpusEntry,
+): Promise<string | undefined> {
   const hasParams = !/^\s*PREPARE\b/i.test(e.sql) && /\$\d/.test(e.sql.replace(/\$([A-Za-z_]*)\$[\s\S]*?\$\1\$/g, ''));
   const stmt = hasParams ? `PREPARE _corpus_check AS ${e.sql}` : e.sql;
   const cmds = [...(e.notx ? [] : ['BEGIN READ ONLY']), ...(e.setup ?? []), stmt, ...(e.notx ? [] : ['ROLLBACK'])];
-  const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'corpus'];
+  const args = [
+    '-X',
+    '-q',
+    '-v',
+    'ON_ERROR_STOP=1',
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(port),
+    '-U',
+    'postgres',
+    '-d',
+    'corpus',
+  ];
   for (const c of cmds) args.push('-c', c);
   const r = await run(psql, args, { env, timeoutMs: 30_000 });
   if (r.status === 0) return undefined;
@@ -147,7 +224,10 @@ async function validate(psql: string, env: NodeJS.ProcessEnv, port: number, e: C
 async function main(): Promise<void> {
   const psql = findClientBinary('psql');
   const pgbench = findClientBinary('pgbench');
-  if (!psql || !pgbench) throw new Error('psql and pgbench are needed to build the corpus (apt-get install postgresql-client postgresql-contrib)');
+  if (!psql || !pgbench)
+    throw new Error(
+      'psql and pgbench are needed to build the corpus (apt-get install postgresql-client postgresql-contrib)',
+    );
   const logLines: string[] = [];
   let server: EmbeddedPostgres | undefined;
   const stop = async () => {
@@ -160,13 +240,22 @@ async function main(): Promise<void> {
       settings: { log_statement: 'all', log_line_prefix: '%a|', log_min_messages: 'warning', lc_messages: 'C' },
       log: (l) => logLines.push(l),
     });
-    const env = { ...process.env, PGPASSWORD: server.superPassword, PGCONNECT_TIMEOUT: '10', PGAPPNAME: 'corpus-build' };
+    const env = {
+      ...process.env,
+      PGPASSWORD: server.superPassword,
+      PGCONNECT_TIMEOUT: '10',
+      PGAPPNAME: 'corpus-build',
+    };
     const admin = new pg.Client({ connectionString: server.url() });
     await admin.connect();
     await admin.query('CREATE DATABASE corpus');
     const serverVersion = (await admin.query('SHOW server_version')).rows[0].server_version as string;
     await admin.end();
-    const init = await run(pgbench, ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(server.port), '-U', 'postgres', 'corpus'], { env, timeoutMs: 120_000 });
+    const init = await run(
+      pgbench,
+      ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(server.port), '-U', 'postgres', 'corpus'],
+      { env, timeoutMs: 120_000 },
+    );
     if (init.status !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
     const db = new pg.Client({ connectionString: server.url('corpus') });
     await db.connect();
@@ -201,7 +290,9 @@ async function main(): Promise<void> {
     writeFileSync(CORPUS_JSON, JSON.stringify(file, null, 1) + '\n');
     const counts = new Map<string, number>();
     for (const e of kept) counts.set(e.category, (counts.get(e.category) ?? 0) + 1);
-    console.log(`corpus: ${kept.length} statements kept (${[...counts].map(([k, v]) => `${k} ${v}`).join(', ')}), ${dropped.length} dropped`);
+    console.log(
+      `corpus: ${kept.length} statements kept (${[...counts].map(([k, v]) => `${k} ${v}`).join(', ')}), ${dropped.length} dropped`,
+    );
     for (const d of dropped) console.log(`  dropped [${d.category}] ${d.name}: ${d.error}`);
     console.log(`wrote ${path.relative(process.cwd(), CORPUS_JSON)}`);
   } finally {

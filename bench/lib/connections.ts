@@ -159,12 +159,15 @@ export async function idleSessions(opts: {
         ...(error !== undefined ? { error } : {}),
       };
       out.push(point);
-      opts.log(`  ${clients.length} idle sessions: pgwarden RSS ${(rssKb / 1024).toFixed(0)} MiB (+${point.perSessionKb.toFixed(1)} KiB/session RSS, +${point.perSessionHeapKb.toFixed(1)} KiB/session heap+external), opened in ${openSeconds.toFixed(1)} s${error ? ` — ${error}` : ''}`);
+      opts.log(
+        `  ${clients.length} idle sessions: pgwarden RSS ${(rssKb / 1024).toFixed(0)} MiB (+${point.perSessionKb.toFixed(1)} KiB/session RSS, +${point.perSessionHeapKb.toFixed(1)} KiB/session heap+external), opened in ${openSeconds.toFixed(1)} s${error ? ` — ${error}` : ''}`,
+      );
       if (error !== undefined) break;
     }
   } finally {
     // End in batches so the proxy and Postgres see orderly Terminates.
-    for (let i = 0; i < clients.length; i += 200) await Promise.all(clients.slice(i, i + 200).map((c) => c.end().catch(() => {})));
+    for (let i = 0; i < clients.length; i += 200)
+      await Promise.all(clients.slice(i, i + 200).map((c) => c.end().catch(() => {})));
   }
   return out;
 }

@@ -33,11 +33,29 @@ export interface PgbenchResult {
   command: string;
 }
 
-export function pgbenchArgs(o: Omit<PgbenchOptions, 'pgbench' | 'password' | 'logDir' | 'tag'> & { logPrefix: string }): string[] {
+export function pgbenchArgs(
+  o: Omit<PgbenchOptions, 'pgbench' | 'password' | 'logDir' | 'tag'> & { logPrefix: string },
+): string[] {
   return [
-    '-S', '-n', '-M', o.mode, '-c', String(o.clients), '-j', String(o.threads), '-T', String(o.seconds),
-    '-l', `--log-prefix=${o.logPrefix}`,
-    '-h', o.host, '-p', String(o.port), '-U', o.user, o.database,
+    '-S',
+    '-n',
+    '-M',
+    o.mode,
+    '-c',
+    String(o.clients),
+    '-j',
+    String(o.threads),
+    '-T',
+    String(o.seconds),
+    '-l',
+    `--log-prefix=${o.logPrefix}`,
+    '-h',
+    o.host,
+    '-p',
+    String(o.port),
+    '-U',
+    o.user,
+    o.database,
   ];
 }
 
@@ -46,7 +64,13 @@ export async function runPgbench(o: PgbenchOptions): Promise<PgbenchResult> {
   const args = pgbenchArgs({ ...o, logPrefix });
   const started = Date.now();
   const r = await run(o.pgbench, args, {
-    env: { ...process.env, PGPASSWORD: o.password, PGAPPNAME: 'pgbench', PGCONNECT_TIMEOUT: '20', PGSSLMODE: 'disable' },
+    env: {
+      ...process.env,
+      PGPASSWORD: o.password,
+      PGAPPNAME: 'pgbench',
+      PGCONNECT_TIMEOUT: '20',
+      PGSSLMODE: 'disable',
+    },
     timeoutMs: o.seconds * 1000 + 90_000,
   });
   const wallSeconds = (Date.now() - started) / 1000;
@@ -57,7 +81,13 @@ export async function runPgbench(o: PgbenchOptions): Promise<PgbenchResult> {
   const ok = r.status === 0 && Number.isFinite(tps) && tps > 0;
   const error = ok
     ? undefined
-    : (r.timedOut ? 'timed out; ' : '') + (r.stderr.trim().split('\n').filter((l) => l.trim()).slice(-3).join(' | ') || `exit ${r.status}`);
+    : (r.timedOut ? 'timed out; ' : '') +
+      (r.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.trim())
+        .slice(-3)
+        .join(' | ') || `exit ${r.status}`);
   return {
     ok,
     ...(error !== undefined ? { error } : {}),

@@ -77,7 +77,9 @@ export async function startPgbouncer(opts: {
   ].join('\n');
   writeFileSync(path.join(dir, 'pgbouncer.ini'), iniText);
   if (as) for (const f of ['', 'userlist.txt', 'pgbouncer.ini']) chownSync(path.join(dir, f), as.uid, as.gid);
-  const child = track(spawn(opts.bin, [path.join(dir, 'pgbouncer.ini')], { stdio: ['ignore', 'pipe', 'pipe'], ...(as ?? {}) }));
+  const child = track(
+    spawn(opts.bin, [path.join(dir, 'pgbouncer.ini')], { stdio: ['ignore', 'pipe', 'pipe'], ...(as ?? {}) }),
+  );
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
   child.stdout?.on('data', () => {});

@@ -46,7 +46,13 @@ export async function startPgwardenProcess(opts: {
   writeFileSync(policyFile, opts.policyYaml);
   const spec: PgwardenSpec = {
     listenPort: await freePort(),
-    upstream: { host: pgsrv.host, port: pgsrv.port, database: SAMPLE_DATABASE, user: SAMPLE_UPSTREAM_USER, password: opts.upstreamPassword },
+    upstream: {
+      host: pgsrv.host,
+      port: pgsrv.port,
+      database: SAMPLE_DATABASE,
+      user: SAMPLE_UPSTREAM_USER,
+      password: opts.upstreamPassword,
+    },
     secretFile,
     policyFile,
     logFile: path.join(dir, 'pgwarden.log'),
@@ -60,11 +66,22 @@ export async function startPgwardenProcess(opts: {
   const specFile = path.join(dir, 'pgwarden-spec.json');
   writeFileSync(specFile, JSON.stringify(spec, null, 2));
   const child = track(
-    spawn(process.execPath, ['--expose-gc', ...(opts.nodeArgs ?? []), '--import', 'tsx', path.join(repo, 'bench', 'pgwarden-server.ts'), specFile], {
-      cwd: repo,
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, NODE_ENV: 'production', ...opts.env },
-    }),
+    spawn(
+      process.execPath,
+      [
+        '--expose-gc',
+        ...(opts.nodeArgs ?? []),
+        '--import',
+        'tsx',
+        path.join(repo, 'bench', 'pgwarden-server.ts'),
+        specFile,
+      ],
+      {
+        cwd: repo,
+        stdio: ['pipe', 'pipe', 'pipe'],
+        env: { ...process.env, NODE_ENV: 'production', ...opts.env },
+      },
+    ),
   );
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-4000)));
@@ -111,7 +128,12 @@ export function peakRssSampler(pid: number, fromKb: number): { peak(): number; s
  * `hardExitMs` after shutdown began. A line "gc" on stdin: collect garbage (started with --expose-gc) and answer
  * "GC <process.memoryUsage() JSON>", so the parent reads settled memory figures.
  */
-export function serveUntilStopped(proxy: { close(drainMs?: number): Promise<void> }, logger: { flush(): void }, maxLifetimeMs: number, hardExitMs: number): void {
+export function serveUntilStopped(
+  proxy: { close(drainMs?: number): Promise<void> },
+  logger: { flush(): void },
+  maxLifetimeMs: number,
+  hardExitMs: number,
+): void {
   let closing = false;
   const shutdown = async (code: number): Promise<void> => {
     if (closing) return;
@@ -134,7 +156,9 @@ export function serveUntilStopped(proxy: { close(drainMs?: number): Promise<void
     if (!d.includes('gc')) return;
     (globalThis as { gc?: () => void }).gc?.();
     const m = process.memoryUsage();
-    process.stdout.write(`GC ${JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers })}\n`);
+    process.stdout.write(
+      `GC ${JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers })}\n`,
+    );
   });
   setTimeout(() => void shutdown(3), maxLifetimeMs).unref();
 }
@@ -143,7 +167,10 @@ export function serveUntilStopped(proxy: { close(drainMs?: number): Promise<void
  * Drains a benchmark server's stdout, which carries only its READY line and "GC <memory JSON>" answers: `out()` is
  * what is left of it (for the READY line), `gc()` writes "gc" to its stdin and waits for the answer (at most 5 s).
  */
-export function gcAnswers(child: ChildProcessWithoutNullStreams, exited: () => boolean): { out(): string; gc(): Promise<MemoryFigures | undefined> } {
+export function gcAnswers(
+  child: ChildProcessWithoutNullStreams,
+  exited: () => boolean,
+): { out(): string; gc(): Promise<MemoryFigures | undefined> } {
   let out = '';
   const gcWaiters: ((m: MemoryFigures | undefined) => void)[] = [];
   child.stdout.on('data', (d: Buffer) => {
@@ -176,9 +203,18 @@ export function gcAnswers(child: ChildProcessWithoutNullStreams, exited: () => b
 }
 
 /** Waits for the "READY <port>" line a benchmark server prints on stdout; fails if it exits first or is late. */
-export function readyPort(child: ChildProcessWithoutNullStreams, name: string, out: () => string, stderr: () => string, timeoutMs: number): Promise<number> {
+export function readyPort(
+  child: ChildProcessWithoutNullStreams,
+  name: string,
+  out: () => string,
+  stderr: () => string,
+  timeoutMs: number,
+): Promise<number> {
   return new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${name} did not report READY within ${timeoutMs / 1000} s; stderr: ${stderr().trim()}`)), timeoutMs);
+    const t = setTimeout(
+      () => reject(new Error(`${name} did not report READY within ${timeoutMs / 1000} s; stderr: ${stderr().trim()}`)),
+      timeoutMs,
+    );
     const onData = () => {
       const m = /READY (\d+)/.exec(out());
       if (!m) return;
@@ -195,7 +231,11 @@ export function readyPort(child: ChildProcessWithoutNullStreams, name: string, o
 }
 
 /** SIGTERM by pid, then SIGKILL if the child is still there after `graceMs`; resolves once it has exited. */
-export async function stopChild(child: ChildProcessWithoutNullStreams, exited: () => boolean, graceMs: number): Promise<void> {
+export async function stopChild(
+  child: ChildProcessWithoutNullStreams,
+  exited: () => boolean,
+  graceMs: number,
+): Promise<void> {
   if (exited() || child.pid === undefined) return;
   const done = new Promise<void>((r) => child.once('exit', () => r()));
   process.kill(child.pid, 'SIGTERM');

@@ -21,7 +21,9 @@ roles:
 export const DECIDE_POLICY_YAML = BENCH_POLICY_YAML.replace(
   '      - public.pgbench_history\n',
   '      - public.pgbench_history\n' +
-    ['region', 'nation', 'part', 'supplier', 'partsupp', 'customer', 'orders', 'lineitem'].map((t) => `      - public.${t}\n`).join(''),
+    ['region', 'nation', 'part', 'supplier', 'partsupp', 'customer', 'orders', 'lineitem']
+      .map((t) => `      - public.${t}\n`)
+      .join(''),
 );
 
 /** pgbench's four tables, empty, for catalogs built without running `pgbench -i`. */

@@ -47,7 +47,12 @@ export interface RatioSummary {
 
 const key = (mode: Mode, clients: number) => `${mode}/${clients}`;
 
-export function summarize(records: RunRecord[], modes: Mode[], clients: number[], targets: Target[]): Map<string, Map<Target, CellSummary>> {
+export function summarize(
+  records: RunRecord[],
+  modes: Mode[],
+  clients: number[],
+  targets: Target[],
+): Map<string, Map<Target, CellSummary>> {
   const out = new Map<string, Map<Target, CellSummary>>();
   for (const mode of modes) {
     for (const c of clients) {
@@ -73,7 +78,9 @@ export function summarize(records: RunRecord[], modes: Mode[], clients: number[]
           tpsMax: tps.length ? Math.max(...tps) : NaN,
           latency: latencyStats(ok.map((r) => r.latenciesUs)),
           ...(cpu.length ? { proxyCores: cpuSum / wallSum, proxyCpuUsPerTxn: (cpuSum * 1e6) / txnSum } : {}),
-          ...(ok.some((r) => r.proxyRssKb !== undefined) ? { proxyRssMaxKb: Math.max(...ok.map((r) => r.proxyRssKb ?? 0)) } : {}),
+          ...(ok.some((r) => r.proxyRssKb !== undefined)
+            ? { proxyRssMaxKb: Math.max(...ok.map((r) => r.proxyRssKb ?? 0)) }
+            : {}),
         });
       }
       out.set(key(mode, c), byTarget);
@@ -87,11 +94,20 @@ export function ratio(records: RunRecord[], mode: Mode, clients: number, a: Targ
   const rounds = [...new Set(records.map((r) => r.round))];
   const xs: number[] = [];
   for (const round of rounds) {
-    const ra = records.find((r) => r.round === round && r.mode === mode && r.clients === clients && r.target === a && r.ok);
-    const rb = records.find((r) => r.round === round && r.mode === mode && r.clients === clients && r.target === b && r.ok);
+    const ra = records.find(
+      (r) => r.round === round && r.mode === mode && r.clients === clients && r.target === a && r.ok,
+    );
+    const rb = records.find(
+      (r) => r.round === round && r.mode === mode && r.clients === clients && r.target === b && r.ok,
+    );
     if (ra && rb) xs.push(ra.tps / rb.tps);
   }
-  return { median: median(xs), min: xs.length ? Math.min(...xs) : NaN, max: xs.length ? Math.max(...xs) : NaN, n: xs.length };
+  return {
+    median: median(xs),
+    min: xs.length ? Math.min(...xs) : NaN,
+    max: xs.length ? Math.max(...xs) : NaN,
+    n: xs.length,
+  };
 }
 
 export const fmtTps = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '–');
@@ -99,16 +115,24 @@ export const fmtMs = (x: number) => (Number.isFinite(x) ? (x >= 10 ? x.toFixed(1
 export const fmtRatio = (r: RatioSummary) =>
   Number.isFinite(r.median) ? `${r.median.toFixed(2)} (${r.min.toFixed(2)}–${r.max.toFixed(2)})` : '–';
 
-export function tpsTable(sum: Map<string, Map<Target, CellSummary>>, records: RunRecord[], modes: Mode[], clients: number[], targets: Target[]): string {
+export function tpsTable(
+  sum: Map<string, Map<Target, CellSummary>>,
+  records: RunRecord[],
+  modes: Mode[],
+  clients: number[],
+  targets: Target[],
+): string {
   // Ratios, each only when both of its targets ran: pgwarden against PgBouncer (the issue's target), the bare Node.js
   // relay against PgBouncer (what the platform alone allows), pgwarden against that relay (what pgwarden's own work
   // costs), and pgwarden against direct.
-  const pairs = ([
-    ['pgwarden', 'pgbouncer', 'pgwarden / PgBouncer'],
-    ['relay', 'pgbouncer', 'relay / PgBouncer'],
-    ['pgwarden', 'relay', 'pgwarden / relay'],
-    ['pgwarden', 'direct', 'pgwarden / direct'],
-  ] as const).filter(([a, b]) => targets.includes(a) && targets.includes(b));
+  const pairs = (
+    [
+      ['pgwarden', 'pgbouncer', 'pgwarden / PgBouncer'],
+      ['relay', 'pgbouncer', 'relay / PgBouncer'],
+      ['pgwarden', 'relay', 'pgwarden / relay'],
+      ['pgwarden', 'direct', 'pgwarden / direct'],
+    ] as const
+  ).filter(([a, b]) => targets.includes(a) && targets.includes(b));
   const head = ['mode', 'clients', ...targets.map((t) => `${t} TPS`), ...pairs.map((p) => p[2])];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`];
   for (const mode of modes) {
@@ -128,7 +152,12 @@ export function tpsTable(sum: Map<string, Map<Target, CellSummary>>, records: Ru
   return lines.join('\n');
 }
 
-export function latencyTable(sum: Map<string, Map<Target, CellSummary>>, modes: Mode[], clients: number[], targets: Target[]): string {
+export function latencyTable(
+  sum: Map<string, Map<Target, CellSummary>>,
+  modes: Mode[],
+  clients: number[],
+  targets: Target[],
+): string {
   const head = ['mode', 'clients', ...targets.map((t) => `${t} avg / p50 / p99 (ms)`)];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`];
   for (const mode of modes) {
@@ -144,15 +173,28 @@ export function latencyTable(sum: Map<string, Map<Target, CellSummary>>, modes: 
   return lines.join('\n');
 }
 
-export function proxyCostTable(sum: Map<string, Map<Target, CellSummary>>, modes: Mode[], clients: number[], proxies: Target[]): string {
-  const head = ['mode', 'clients', ...proxies.flatMap((p) => [`${p} cores`, `${p} CPU µs/txn`]), ...(proxies.includes('pgwarden') ? ['pgwarden max RSS'] : [])];
+export function proxyCostTable(
+  sum: Map<string, Map<Target, CellSummary>>,
+  modes: Mode[],
+  clients: number[],
+  proxies: Target[],
+): string {
+  const head = [
+    'mode',
+    'clients',
+    ...proxies.flatMap((p) => [`${p} cores`, `${p} CPU µs/txn`]),
+    ...(proxies.includes('pgwarden') ? ['pgwarden max RSS'] : []),
+  ];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`];
   for (const mode of modes) {
     for (const c of clients) {
       const cell = sum.get(key(mode, c));
       const cols = proxies.flatMap((p) => {
         const s = cell?.get(p);
-        return [s?.proxyCores !== undefined ? s.proxyCores.toFixed(2) : '–', s?.proxyCpuUsPerTxn !== undefined ? s.proxyCpuUsPerTxn.toFixed(1) : '–'];
+        return [
+          s?.proxyCores !== undefined ? s.proxyCores.toFixed(2) : '–',
+          s?.proxyCpuUsPerTxn !== undefined ? s.proxyCpuUsPerTxn.toFixed(1) : '–',
+        ];
       });
       const rss = cell?.get('pgwarden')?.proxyRssMaxKb;
       if (proxies.includes('pgwarden')) cols.push(rss !== undefined ? `${(rss / 1024).toFixed(0)} MiB` : '–');
@@ -162,8 +204,18 @@ export function proxyCostTable(sum: Map<string, Map<Target, CellSummary>>, modes
   return lines.join('\n');
 }
 
-const COLORS: Record<Target, string> = { direct: '#4e79a7', pgbouncer: '#f28e2b', relay: '#bab0ac', pgwarden: '#59a14f' };
-const LABELS: Record<Target, string> = { direct: 'direct', pgbouncer: 'PgBouncer (session)', relay: 'bare Node.js relay', pgwarden: 'pgwarden' };
+const COLORS: Record<Target, string> = {
+  direct: '#4e79a7',
+  pgbouncer: '#f28e2b',
+  relay: '#bab0ac',
+  pgwarden: '#59a14f',
+};
+const LABELS: Record<Target, string> = {
+  direct: 'direct',
+  pgbouncer: 'PgBouncer (session)',
+  relay: 'bare Node.js relay',
+  pgwarden: 'pgwarden',
+};
 
 /** Text escaped for SVG. */
 export function esc(s: string): string {
@@ -179,7 +231,13 @@ export function niceStep(max: number, ticks: number): number {
 }
 
 /** Grouped bars: one group per mode × client count, one bar per target (median TPS), whiskers min–max over rounds. */
-export function tpsSvg(sum: Map<string, Map<Target, CellSummary>>, modes: Mode[], clients: number[], targets: Target[], subtitle: string): string {
+export function tpsSvg(
+  sum: Map<string, Map<Target, CellSummary>>,
+  modes: Mode[],
+  clients: number[],
+  targets: Target[],
+  subtitle: string,
+): string {
   const groups = modes.flatMap((m) => clients.map((c) => ({ mode: m, clients: c })));
   const W = Math.max(720, 80 + groups.length * (targets.length * 22 + 26));
   const H = 440;
@@ -190,7 +248,8 @@ export function tpsSvg(sum: Map<string, Map<Target, CellSummary>>, modes: Mode[]
   const plotW = W - left - right;
   const plotH = H - top - bottom;
   let maxTps = 0;
-  for (const g of groups) for (const t of targets) maxTps = Math.max(maxTps, sum.get(key(g.mode, g.clients))?.get(t)?.tpsMax ?? 0);
+  for (const g of groups)
+    for (const t of targets) maxTps = Math.max(maxTps, sum.get(key(g.mode, g.clients))?.get(t)?.tpsMax ?? 0);
   if (!Number.isFinite(maxTps) || maxTps <= 0) maxTps = 1;
   const step = niceStep(maxTps, 6);
   const yMax = Math.ceil((maxTps * 1.05) / step) * step;
@@ -198,38 +257,59 @@ export function tpsSvg(sum: Map<string, Map<Target, CellSummary>>, modes: Mode[]
   const groupW = plotW / groups.length;
   const barW = Math.min(22, (groupW - 14) / targets.length);
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
-  out.push(`<text x="${left}" y="24" font-size="16" font-weight="bold">pgbench -S throughput: ${esc(targets.map((t) => LABELS[t]).join(', '))}</text>`);
+  out.push(
+    `<text x="${left}" y="24" font-size="16" font-weight="bold">pgbench -S throughput: ${esc(targets.map((t) => LABELS[t]).join(', '))}</text>`,
+  );
   out.push(`<text x="${left}" y="44" fill="#555">${esc(subtitle)}</text>`);
   for (let v = 0; v <= yMax + 1e-9; v += step) {
     out.push(`<line x1="${left}" x2="${W - right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#e3e3e3"/>`);
     out.push(`<text x="${left - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end" fill="#444">${fmtTps(v)}</text>`);
   }
-  out.push(`<text transform="translate(16 ${top + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#444">transactions / s (median of rounds; whiskers min–max)</text>`);
+  out.push(
+    `<text transform="translate(16 ${top + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#444">transactions / s (median of rounds; whiskers min–max)</text>`,
+  );
   groups.forEach((g, gi) => {
     const gx = left + gi * groupW + (groupW - barW * targets.length) / 2;
     targets.forEach((t, ti) => {
       const s = sum.get(key(g.mode, g.clients))?.get(t);
       const x = gx + ti * barW;
       if (!s || !Number.isFinite(s.tpsMedian)) {
-        out.push(`<text x="${(x + barW / 2).toFixed(1)}" y="${(y(0) - 4).toFixed(1)}" text-anchor="middle" font-size="10" fill="#b00">×</text>`);
+        out.push(
+          `<text x="${(x + barW / 2).toFixed(1)}" y="${(y(0) - 4).toFixed(1)}" text-anchor="middle" font-size="10" fill="#b00">×</text>`,
+        );
         return;
       }
-      out.push(`<rect x="${(x + 1).toFixed(1)}" y="${y(s.tpsMedian).toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${(y(0) - y(s.tpsMedian)).toFixed(1)}" fill="${COLORS[t]}"><title>${esc(`${LABELS[t]}, ${g.mode}, ${g.clients} clients: ${fmtTps(s.tpsMedian)} TPS (${fmtTps(s.tpsMin)}–${fmtTps(s.tpsMax)})`)}</title></rect>`);
+      out.push(
+        `<rect x="${(x + 1).toFixed(1)}" y="${y(s.tpsMedian).toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${(y(0) - y(s.tpsMedian)).toFixed(1)}" fill="${COLORS[t]}"><title>${esc(`${LABELS[t]}, ${g.mode}, ${g.clients} clients: ${fmtTps(s.tpsMedian)} TPS (${fmtTps(s.tpsMin)}–${fmtTps(s.tpsMax)})`)}</title></rect>`,
+      );
       if (s.tpsMax > s.tpsMin) {
         const cx = (x + barW / 2).toFixed(1);
-        out.push(`<line x1="${cx}" x2="${cx}" y1="${y(s.tpsMax).toFixed(1)}" y2="${y(s.tpsMin).toFixed(1)}" stroke="#222" stroke-width="1"/>`);
-        out.push(`<line x1="${(x + barW / 2 - 3).toFixed(1)}" x2="${(x + barW / 2 + 3).toFixed(1)}" y1="${y(s.tpsMax).toFixed(1)}" y2="${y(s.tpsMax).toFixed(1)}" stroke="#222"/>`);
-        out.push(`<line x1="${(x + barW / 2 - 3).toFixed(1)}" x2="${(x + barW / 2 + 3).toFixed(1)}" y1="${y(s.tpsMin).toFixed(1)}" y2="${y(s.tpsMin).toFixed(1)}" stroke="#222"/>`);
+        out.push(
+          `<line x1="${cx}" x2="${cx}" y1="${y(s.tpsMax).toFixed(1)}" y2="${y(s.tpsMin).toFixed(1)}" stroke="#222" stroke-width="1"/>`,
+        );
+        out.push(
+          `<line x1="${(x + barW / 2 - 3).toFixed(1)}" x2="${(x + barW / 2 + 3).toFixed(1)}" y1="${y(s.tpsMax).toFixed(1)}" y2="${y(s.tpsMax).toFixed(1)}" stroke="#222"/>`,
+        );
+        out.push(
+          `<line x1="${(x + barW / 2 - 3).toFixed(1)}" x2="${(x + barW / 2 + 3).toFixed(1)}" y1="${y(s.tpsMin).toFixed(1)}" y2="${y(s.tpsMin).toFixed(1)}" stroke="#222"/>`,
+        );
       }
     });
     const cx = left + gi * groupW + groupW / 2;
     out.push(`<text x="${cx.toFixed(1)}" y="${top + plotH + 16}" text-anchor="middle">c=${g.clients}</text>`);
     if (gi % clients.length === 0) {
       const mx = left + gi * groupW + (groupW * clients.length) / 2;
-      out.push(`<text x="${mx.toFixed(1)}" y="${top + plotH + 34}" text-anchor="middle" font-weight="bold">-M ${g.mode}</text>`);
-      if (gi > 0) out.push(`<line x1="${left + gi * groupW}" x2="${left + gi * groupW}" y1="${top}" y2="${top + plotH + 38}" stroke="#bbb" stroke-dasharray="3,3"/>`);
+      out.push(
+        `<text x="${mx.toFixed(1)}" y="${top + plotH + 34}" text-anchor="middle" font-weight="bold">-M ${g.mode}</text>`,
+      );
+      if (gi > 0)
+        out.push(
+          `<line x1="${left + gi * groupW}" x2="${left + gi * groupW}" y1="${top}" y2="${top + plotH + 38}" stroke="#bbb" stroke-dasharray="3,3"/>`,
+        );
     }
   });
   out.push(`<line x1="${left}" x2="${W - right}" y1="${y(0)}" y2="${y(0)}" stroke="#333"/>`);

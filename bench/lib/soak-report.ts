@@ -19,14 +19,17 @@ export interface Marker {
   label: string;
 }
 
-const f1 = (x: number) => (Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)) : '–');
+const f1 = (x: number) =>
+  Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)) : '–';
 
 export function latencyTable(rec: Recorder): string {
   const rows = ['| traffic class | n | p50 ms | p95 ms | p99 ms | max ms |', '|---|---:|---:|---:|---:|---:|'];
   for (const [cls, xs] of [...rec.latencies.entries()].sort(([a], [b]) => a.localeCompare(b))) {
     const s = Float64Array.from(xs).sort();
     const arr = Array.from(s);
-    rows.push(`| ${cls} | ${arr.length.toLocaleString('en-US')} | ${f1(percentile(arr, 0.5))} | ${f1(percentile(arr, 0.95))} | ${f1(percentile(arr, 0.99))} | ${f1(arr[arr.length - 1] ?? NaN)} |`);
+    rows.push(
+      `| ${cls} | ${arr.length.toLocaleString('en-US')} | ${f1(percentile(arr, 0.5))} | ${f1(percentile(arr, 0.95))} | ${f1(percentile(arr, 0.99))} | ${f1(arr[arr.length - 1] ?? NaN)} |`,
+    );
   }
   return rows.join('\n');
 }
@@ -34,8 +37,13 @@ export function latencyTable(rec: Recorder): string {
 export function errorTable(errors: ErrorCount[]): string {
   if (errors.length === 0) return '_none_';
   const rows = ['| traffic class | SQLSTATE / error | count | expected | example |', '|---|---|---:|---|---|'];
-  const sorted = [...errors].sort((a, b) => Number(a.expected) - Number(b.expected) || a.cls.localeCompare(b.cls) || b.count - a.count);
-  for (const e of sorted) rows.push(`| ${e.cls} | \`${e.code}\` | ${e.count.toLocaleString('en-US')} | ${e.expected ? 'yes' : '**no**'} | ${e.sample.replace(/\|/g, '\\|')} |`);
+  const sorted = [...errors].sort(
+    (a, b) => Number(a.expected) - Number(b.expected) || a.cls.localeCompare(b.cls) || b.count - a.count,
+  );
+  for (const e of sorted)
+    rows.push(
+      `| ${e.cls} | \`${e.code}\` | ${e.count.toLocaleString('en-US')} | ${e.expected ? 'yes' : '**no**'} | ${e.sample.replace(/\|/g, '\\|')} |`,
+    );
   return rows.join('\n');
 }
 
@@ -59,7 +67,13 @@ export function latencyTimeline(timeline: Map<number, number[]>): LatencyPoint[]
  * Two panels over the same time axis: pgwarden's RSS (MiB) with logged-in sessions on the right axis, and below it
  * the median and maximum latency of legitimate statements per second (log scale); reloads and revocations marked.
  */
-export function rssSvg(samples: RssSample[], markers: Marker[], latency: LatencyPoint[], title: string, subtitle: string): string {
+export function rssSvg(
+  samples: RssSample[],
+  markers: Marker[],
+  latency: LatencyPoint[],
+  title: string,
+  subtitle: string,
+): string {
   const W = 900;
   const H = 560;
   const left = 70;
@@ -88,7 +102,9 @@ export function rssSvg(samples: RssSample[], markers: Marker[], latency: Latency
   const latMaxPow = Math.max(1, Math.ceil(Math.log10(Math.max(1, ...latency.map((p) => p.max)))));
   const yl = (msv: number) => axisY - ((Math.log10(Math.max(0.1, msv)) + 1) / (latMaxPow + 1)) * latH;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
   out.push(`<text x="${left}" y="24" font-size="16" font-weight="bold">${esc(title)}</text>`);
   out.push(`<text x="${left}" y="44" fill="#555">${esc(subtitle)}</text>`);
@@ -96,32 +112,62 @@ export function rssSvg(samples: RssSample[], markers: Marker[], latency: Latency
     out.push(`<line x1="${left}" x2="${W - right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#e3e3e3"/>`);
     out.push(`<text x="${left - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end" fill="#444">${v}</text>`);
   }
-  if (sess.length) for (let v = 0; v <= sMax + 1e-9; v += sStep) out.push(`<text x="${W - right + 6}" y="${(ys(v) + 4).toFixed(1)}" fill="#888">${v}</text>`);
+  if (sess.length)
+    for (let v = 0; v <= sMax + 1e-9; v += sStep)
+      out.push(`<text x="${W - right + 6}" y="${(ys(v) + 4).toFixed(1)}" fill="#888">${v}</text>`);
   for (let p = -1; p <= latMaxPow; p++) {
     const v = 10 ** p;
-    out.push(`<line x1="${left}" x2="${W - right}" y1="${yl(v).toFixed(1)}" y2="${yl(v).toFixed(1)}" stroke="#e3e3e3"/>`);
-    out.push(`<text x="${left - 6}" y="${(yl(v) + 4).toFixed(1)}" text-anchor="end" fill="#444">${v >= 1 ? v.toLocaleString('en-US') : v}</text>`);
+    out.push(
+      `<line x1="${left}" x2="${W - right}" y1="${yl(v).toFixed(1)}" y2="${yl(v).toFixed(1)}" stroke="#e3e3e3"/>`,
+    );
+    out.push(
+      `<text x="${left - 6}" y="${(yl(v) + 4).toFixed(1)}" text-anchor="end" fill="#444">${v >= 1 ? v.toLocaleString('en-US') : v}</text>`,
+    );
   }
   const tStep = niceStep(tMax - tMin, 10);
   for (let t = Math.ceil(tMin / tStep) * tStep; t <= tMax + 1e-9; t += tStep) {
     out.push(`<line x1="${x(t).toFixed(1)}" x2="${x(t).toFixed(1)}" y1="${axisY}" y2="${axisY + 4}" stroke="#333"/>`);
     out.push(`<text x="${x(t).toFixed(1)}" y="${axisY + 18}" text-anchor="middle" fill="#444">${t}</text>`);
   }
-  out.push(`<text x="${left + plotW / 2}" y="${axisY + 36}" text-anchor="middle" fill="#444">seconds since the traffic started</text>`);
-  out.push(`<text transform="translate(18 ${top + rssH / 2}) rotate(-90)" text-anchor="middle" fill="#444">pgwarden RSS (MiB)</text>`);
-  out.push(`<text transform="translate(18 ${latTop + latH / 2}) rotate(-90)" text-anchor="middle" fill="#444">latency (ms)</text>`);
-  if (sess.length) out.push(`<text transform="translate(${W - 16} ${top + rssH / 2}) rotate(90)" text-anchor="middle" fill="#888">logged-in sessions</text>`);
+  out.push(
+    `<text x="${left + plotW / 2}" y="${axisY + 36}" text-anchor="middle" fill="#444">seconds since the traffic started</text>`,
+  );
+  out.push(
+    `<text transform="translate(18 ${top + rssH / 2}) rotate(-90)" text-anchor="middle" fill="#444">pgwarden RSS (MiB)</text>`,
+  );
+  out.push(
+    `<text transform="translate(18 ${latTop + latH / 2}) rotate(-90)" text-anchor="middle" fill="#444">latency (ms)</text>`,
+  );
+  if (sess.length)
+    out.push(
+      `<text transform="translate(${W - 16} ${top + rssH / 2}) rotate(90)" text-anchor="middle" fill="#888">logged-in sessions</text>`,
+    );
   for (const m of markers) {
     const color = m.kind === 'reload' ? '#4e79a7' : '#e15759';
-    for (const [y1, y2] of [[top, top + rssH], [latTop, axisY]] as const) {
-      out.push(`<line x1="${x(m.t).toFixed(1)}" x2="${x(m.t).toFixed(1)}" y1="${y1}" y2="${y2}" stroke="${color}" stroke-dasharray="3,3" stroke-width="1"><title>${esc(`${m.t.toFixed(1)} s: ${m.label}`)}</title></line>`);
+    for (const [y1, y2] of [
+      [top, top + rssH],
+      [latTop, axisY],
+    ] as const) {
+      out.push(
+        `<line x1="${x(m.t).toFixed(1)}" x2="${x(m.t).toFixed(1)}" y1="${y1}" y2="${y2}" stroke="${color}" stroke-dasharray="3,3" stroke-width="1"><title>${esc(`${m.t.toFixed(1)} s: ${m.label}`)}</title></line>`,
+      );
     }
   }
-  if (sess.length > 1) out.push(`<polyline fill="none" stroke="#999" stroke-width="1" points="${sess.map((s) => `${x(s.t).toFixed(1)},${ys(s.sessions as number).toFixed(1)}`).join(' ')}"/>`);
-  if (pts.length > 1) out.push(`<polyline fill="none" stroke="#59a14f" stroke-width="2" points="${pts.map((s) => `${x(s.t).toFixed(1)},${y(s.rssKb / 1024).toFixed(1)}`).join(' ')}"/>`);
+  if (sess.length > 1)
+    out.push(
+      `<polyline fill="none" stroke="#999" stroke-width="1" points="${sess.map((s) => `${x(s.t).toFixed(1)},${ys(s.sessions as number).toFixed(1)}`).join(' ')}"/>`,
+    );
+  if (pts.length > 1)
+    out.push(
+      `<polyline fill="none" stroke="#59a14f" stroke-width="2" points="${pts.map((s) => `${x(s.t).toFixed(1)},${y(s.rssKb / 1024).toFixed(1)}`).join(' ')}"/>`,
+    );
   if (latency.length > 1) {
-    out.push(`<polyline fill="none" stroke="#f28e2b" stroke-width="1" points="${latency.map((p) => `${x(p.t).toFixed(1)},${yl(p.max).toFixed(1)}`).join(' ')}"/>`);
-    out.push(`<polyline fill="none" stroke="#333" stroke-width="1.5" points="${latency.map((p) => `${x(p.t).toFixed(1)},${yl(p.p50).toFixed(1)}`).join(' ')}"/>`);
+    out.push(
+      `<polyline fill="none" stroke="#f28e2b" stroke-width="1" points="${latency.map((p) => `${x(p.t).toFixed(1)},${yl(p.max).toFixed(1)}`).join(' ')}"/>`,
+    );
+    out.push(
+      `<polyline fill="none" stroke="#333" stroke-width="1.5" points="${latency.map((p) => `${x(p.t).toFixed(1)},${yl(p.p50).toFixed(1)}`).join(' ')}"/>`,
+    );
   }
   out.push(`<line x1="${left}" x2="${W - right}" y1="${y(0)}" y2="${y(0)}" stroke="#333"/>`);
   out.push(`<line x1="${left}" x2="${W - right}" y1="${axisY}" y2="${axisY}" stroke="#333"/>`);
@@ -136,7 +182,9 @@ export function rssSvg(samples: RssSample[], markers: Marker[], latency: Latency
   ];
   let lx = 20;
   for (const [color, label, dashed] of legend) {
-    out.push(`<line x1="${lx}" x2="${lx + 18}" y1="${ly - 4}" y2="${ly - 4}" stroke="${color}" stroke-width="2"${dashed ? ' stroke-dasharray="3,3"' : ''}/>`);
+    out.push(
+      `<line x1="${lx}" x2="${lx + 18}" y1="${ly - 4}" y2="${ly - 4}" stroke="${color}" stroke-width="2"${dashed ? ' stroke-dasharray="3,3"' : ''}/>`,
+    );
     out.push(`<text x="${lx + 22}" y="${ly}">${esc(label)}</text>`);
     lx += 34 + label.length * 6.2;
   }
@@ -211,7 +259,11 @@ export function reloadDurations(logFile: string): number[] {
 export function mostWithin(statements: readonly (readonly [number, number])[], windowMs: number): number {
   let best = 0;
   for (let a = 0, b = 0; b < statements.length; b++) {
-    while (a <= b && (statements[b] as readonly [number, number])[1] - (statements[a] as readonly [number, number])[0] >= windowMs) a++;
+    while (
+      a <= b &&
+      (statements[b] as readonly [number, number])[1] - (statements[a] as readonly [number, number])[0] >= windowMs
+    )
+      a++;
     best = Math.max(best, b - a + 1);
   }
   return best;

@@ -96,7 +96,10 @@ export async function startSoakServer(specFile: string): Promise<SoakServer> {
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-4000)));
   const answers = gcAnswers(child, () => exited);
   const [port, metricsPort] = await new Promise<[number, number]>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`pgwarden did not report READY within 60 s; stderr: ${stderr.trim()}`)), 60_000);
+    const t = setTimeout(
+      () => reject(new Error(`pgwarden did not report READY within 60 s; stderr: ${stderr.trim()}`)),
+      60_000,
+    );
     const onData = () => {
       const m = /READY (\d+) (\d+)/.exec(answers.out());
       if (!m) return;

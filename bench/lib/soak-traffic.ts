@@ -6,7 +6,17 @@ import { SignJWT } from 'jose';
 import pg from 'pg';
 import postgres from 'postgres';
 import type { MintClaims } from '../../proxy/auth/mint.ts';
-import { cancelRequest, errorCode, frame, passwordMessage, queryMessage, RawConnection, rawLogin, startupMessage, terminateMessage } from './soak-wire.ts';
+import {
+  cancelRequest,
+  errorCode,
+  frame,
+  passwordMessage,
+  queryMessage,
+  RawConnection,
+  rawLogin,
+  startupMessage,
+  terminateMessage,
+} from './soak-wire.ts';
 
 /** Roles of the soak policy (bench/soak.ts writes it). */
 export const READER_ROLE = 'soak_reader';
@@ -14,7 +24,15 @@ export const WRITER_ROLE = 'soak_writer';
 
 /** Loopback source addresses: legitimate sessions from 127.0.0.1, each hostile kind from its own, so per-address
  * login-failure and unauthenticated-connection limits hit the attacker and not the agents sharing 127.0.0.1. */
-export const ADDRESS = { legit: '127.0.0.1', badToken: '127.0.0.3', cancel: '127.0.0.4', malformed: '127.0.0.5', slow: '127.0.0.6', malformedLoggedIn: '127.0.0.7', hog: '127.0.0.8' } as const;
+export const ADDRESS = {
+  legit: '127.0.0.1',
+  badToken: '127.0.0.3',
+  cancel: '127.0.0.4',
+  malformed: '127.0.0.5',
+  slow: '127.0.0.6',
+  malformedLoggedIn: '127.0.0.7',
+  hog: '127.0.0.8',
+} as const;
 
 export type ErrorKey = string;
 
@@ -125,7 +143,13 @@ const messageOf = (err: unknown) => (err instanceof Error ? err.message : String
 /** A token, or a function pg calls for it when the server asks for the password (a token minted at that moment). */
 type Password = string | (() => Promise<string>);
 
-function pgClient(ctx: SoakContext, password: Password, appName: string, localAddress?: string, queryTimeoutMs = 30_000): pg.Client {
+function pgClient(
+  ctx: SoakContext,
+  password: Password,
+  appName: string,
+  localAddress?: string,
+  queryTimeoutMs = 30_000,
+): pg.Client {
   const cfg: pg.ClientConfig = {
     host: '127.0.0.1',
     port: ctx.port,
@@ -141,7 +165,8 @@ function pgClient(ctx: SoakContext, password: Password, appName: string, localAd
     cfg.stream = () => {
       const s = new net.Socket();
       const connect = s.connect.bind(s) as (o: net.TcpSocketConnectOpts) => net.Socket;
-      (s as unknown as { connect: (port: number, host: string) => net.Socket }).connect = (port, host) => connect({ port, host, localAddress });
+      (s as unknown as { connect: (port: number, host: string) => net.Socket }).connect = (port, host) =>
+        connect({ port, host, localAddress });
       return s;
     };
   }
@@ -156,7 +181,13 @@ interface PgSession {
 }
 
 /** Connects a pg client (inside the login slots), tracking the error that ends it; on failure, the refusal's code and message. */
-async function openPg(ctx: SoakContext, password: Password, appName: string, localAddress?: string, queryTimeoutMs?: number): Promise<PgSession | { error: string; message: string }> {
+async function openPg(
+  ctx: SoakContext,
+  password: Password,
+  appName: string,
+  localAddress?: string,
+  queryTimeoutMs?: number,
+): Promise<PgSession | { error: string; message: string }> {
   const client = pgClient(ctx, password, appName, localAddress, queryTimeoutMs);
   const s: PgSession = {
     client,
@@ -171,9 +202,16 @@ async function openPg(ctx: SoakContext, password: Password, appName: string, loc
   });
   // The server's FATAL, seen as it arrives whether or not a query was running (pg then reports it to that query, and
   // the close that follows as "Connection terminated"): the FATAL's SQLSTATE is what ended the session.
-  const con = (client as unknown as { connection: { on(ev: 'errorMessage', fn: (m: { severity?: string; code?: string; message?: string }) => void): void } }).connection;
+  const con = (
+    client as unknown as {
+      connection: {
+        on(ev: 'errorMessage', fn: (m: { severity?: string; code?: string; message?: string }) => void): void;
+      };
+    }
+  ).connection;
   con.on('errorMessage', (m) => {
-    if (m.severity === 'FATAL' && (s.fatal === undefined || s.fatal.code === 'conn-closed')) s.fatal = { code: m.code ?? 'FATAL', message: m.message ?? '', at: s.fatal?.at ?? Date.now() };
+    if (m.severity === 'FATAL' && (s.fatal === undefined || s.fatal.code === 'conn-closed'))
+      s.fatal = { code: m.code ?? 'FATAL', message: m.message ?? '', at: s.fatal?.at ?? Date.now() };
   });
   try {
     await ctx.loginSlots.run(() => client.connect());
@@ -219,7 +257,13 @@ async function timed<T>(
  * A legitimate pg session for the whole run: `step` runs one statement; a session lost unexpectedly is recorded
  * (under `cls`) and opened again.
  */
-async function pgLoop(ctx: SoakContext, cls: string, claims: MintClaims, step: (c: pg.Client) => Promise<unknown>, pause = true): Promise<void> {
+async function pgLoop(
+  ctx: SoakContext,
+  cls: string,
+  claims: MintClaims,
+  step: (c: pg.Client) => Promise<unknown>,
+  pause = true,
+): Promise<void> {
   const token = await ctx.mint(claims, ctx.longTtlMs);
   while (running(ctx)) {
     const s = await openPg(ctx, token, cls);
@@ -241,7 +285,9 @@ const customer = () => 1 + Math.floor(Math.random() * 50);
 
 export function selectOne(ctx: SoakContext, i: number): Promise<void> {
   const cls = 'SELECT 1 (pg, simple)';
-  return pgLoop(ctx, cls, { sub: `soak-select1-${i}`, role: READER_ROLE, agent: `soak-select1-${i % 8}` }, (c) => timed(ctx, cls, NONE, () => c.query('SELECT 1')));
+  return pgLoop(ctx, cls, { sub: `soak-select1-${i}`, role: READER_ROLE, agent: `soak-select1-${i % 8}` }, (c) =>
+    timed(ctx, cls, NONE, () => c.query('SELECT 1')),
+  );
 }
 
 export function readSimple(ctx: SoakContext, i: number): Promise<void> {
@@ -249,7 +295,9 @@ export function readSimple(ctx: SoakContext, i: number): Promise<void> {
   let n = 0;
   return pgLoop(ctx, cls, { sub: `soak-rs-${i}`, role: READER_ROLE, agent: `soak-rs-${i % 8}` }, (c) =>
     timed(ctx, cls, NONE, () =>
-      n++ % 2 === 0 ? c.query('SELECT status, count(*) FROM orders GROUP BY status') : c.query(`SELECT id, name, email FROM customers WHERE id = ${customer()}`),
+      n++ % 2 === 0
+        ? c.query('SELECT status, count(*) FROM orders GROUP BY status')
+        : c.query(`SELECT id, name, email FROM customers WHERE id = ${customer()}`),
     ),
   );
 }
@@ -266,7 +314,13 @@ export function cappedRead(ctx: SoakContext, i: number): Promise<void> {
   const cls = 'capped read (pg, simple)';
   return pgLoop(ctx, cls, { sub: `soak-cap-${i}`, role: READER_ROLE, agent: `soak-cap-${i % 8}` }, async (c) => {
     const r = await timed(ctx, cls, NONE, () => c.query('SELECT id FROM soak_big'));
-    if (r.ok && !ctx.rowCaps.includes(r.value.rows.length)) ctx.rec.error(cls, 'row-cap', false, `${r.value.rows.length} rows; the caps in force were ${ctx.rowCaps.join(' or ')}`);
+    if (r.ok && !ctx.rowCaps.includes(r.value.rows.length))
+      ctx.rec.error(
+        cls,
+        'row-cap',
+        false,
+        `${r.value.rows.length} rows; the caps in force were ${ctx.rowCaps.join(' or ')}`,
+      );
   });
 }
 
@@ -278,7 +332,9 @@ export async function readPostgresJs(ctx: SoakContext, i: number): Promise<void>
   const handle = { close: () => void sql.end({ timeout: 1 }).catch(() => {}) };
   ctx.live.add(handle);
   try {
-    await ctx.loginSlots.run(() => sql`SELECT 1`.then(() => undefined)).catch((err) => ctx.rec.error(`${cls} (login)`, codeOf(err), false, messageOf(err)));
+    await ctx.loginSlots
+      .run(() => sql`SELECT 1`.then(() => undefined))
+      .catch((err) => ctx.rec.error(`${cls} (login)`, codeOf(err), false, messageOf(err)));
     while (running(ctx)) {
       await timed(ctx, cls, NONE, () => sql`SELECT id, name, email FROM customers WHERE id = ${customer()}`);
       await think(ctx);
@@ -325,7 +381,9 @@ export async function writer(ctx: SoakContext, i: number, ledger: Ledger): Promi
     const cls = 'insert (pg, extended)';
     await pgLoop(ctx, cls, claims, async (c) => {
       const id = nextId();
-      const r = await timed(ctx, cls, NONE, () => c.query('INSERT INTO soak_ledger (id, writer, note) VALUES ($1, $2, $3)', [id, i, `w${i}`]));
+      const r = await timed(ctx, cls, NONE, () =>
+        c.query('INSERT INTO soak_ledger (id, writer, note) VALUES ($1, $2, $3)', [id, i, `w${i}`]),
+      );
       record(id, r.ok && r.value.rowCount === 1);
     });
     return;
@@ -337,7 +395,9 @@ export async function writer(ctx: SoakContext, i: number, ledger: Ledger): Promi
   try {
     while (running(ctx)) {
       const id = nextId();
-      const r = await timed(ctx, cls, NONE, () => (seq === 1 ? ctx.loginSlots.run(() => insertJs(sql, id, i)) : insertJs(sql, id, i)));
+      const r = await timed(ctx, cls, NONE, () =>
+        seq === 1 ? ctx.loginSlots.run(() => insertJs(sql, id, i)) : insertJs(sql, id, i),
+      );
       record(id, r.ok && r.value.count === 1);
       await think(ctx);
     }
@@ -347,7 +407,8 @@ export async function writer(ctx: SoakContext, i: number, ledger: Ledger): Promi
   }
 }
 
-const insertJs = (sql: postgres.Sql, id: string, w: number) => sql`INSERT INTO soak_ledger (id, writer, note) VALUES (${id}, ${w}, ${`w${w}`})`;
+const insertJs = (sql: postgres.Sql, id: string, w: number) =>
+  sql`INSERT INTO soak_ledger (id, writer, note) VALUES (${id}, ${w}, ${`w${w}`})`;
 
 /** Short tokens: the session is ended at `exp` (57P01) and the client logs in again with a new token. */
 export async function reconnector(ctx: SoakContext, i: number): Promise<void> {
@@ -372,8 +433,11 @@ export async function reconnector(ctx: SoakContext, i: number): Promise<void> {
     ctx.rec.count('short-token sessions opened');
     while (running(ctx) && !s.fatal) {
       // The statement running at exp fails with the FATAL (57P01) or the close right after it.
-      const atExpiry = (code: string) => s.fatal?.code === '57P01' && (code === '57P01' || code === 'conn-closed') && Date.now() >= expMs - 1_000;
-      const r = await timed(ctx, cls, atExpiry, () => s.client.query('SELECT id, total FROM orders WHERE id = $1', [1 + Math.floor(Math.random() * 500)]));
+      const atExpiry = (code: string) =>
+        s.fatal?.code === '57P01' && (code === '57P01' || code === 'conn-closed') && Date.now() >= expMs - 1_000;
+      const r = await timed(ctx, cls, atExpiry, () =>
+        s.client.query('SELECT id, total FROM orders WHERE id = $1', [1 + Math.floor(Math.random() * 500)]),
+      );
       if (!r.ok) {
         // Give the FATAL a moment to be reported if the failing query saw only the close.
         await sleep(50);
@@ -387,7 +451,13 @@ export async function reconnector(ctx: SoakContext, i: number): Promise<void> {
       if (f.code === '57P01' && !early) {
         ctx.rec.count('short-token sessions ended at exp');
         ctx.rec.latency('short token: end after exp (ms)', f.at - expMs);
-      } else ctx.rec.error(`${cls} (session end)`, f.code, false, `${f.message} (${early ? `${expMs - f.at} ms before exp` : 'after exp'})`);
+      } else
+        ctx.rec.error(
+          `${cls} (session end)`,
+          f.code,
+          false,
+          `${f.message} (${early ? `${expMs - f.at} ms before exp` : 'after exp'})`,
+        );
     }
     s.close();
   }
@@ -434,8 +504,11 @@ export async function revocable(ctx: SoakContext, t: RevocationTarget): Promise<
     }
     t.connected = true;
     while (running(ctx) && !s.fatal) {
-      const atRevocation = (code: string) => t.revokedAt !== undefined && s.fatal?.code === '57P01' && (code === '57P01' || code === 'conn-closed');
-      await timed(ctx, cls, atRevocation, () => s.client.query('SELECT id, status FROM orders WHERE id = $1', [1 + Math.floor(Math.random() * 500)]));
+      const atRevocation = (code: string) =>
+        t.revokedAt !== undefined && s.fatal?.code === '57P01' && (code === '57P01' || code === 'conn-closed');
+      await timed(ctx, cls, atRevocation, () =>
+        s.client.query('SELECT id, status FROM orders WHERE id = $1', [1 + Math.floor(Math.random() * 500)]),
+      );
       if (s.fatal) break;
       await sleep(Math.min(100, ctx.stopAt - Date.now()));
     }
@@ -457,7 +530,12 @@ export async function revocable(ctx: SoakContext, t: RevocationTarget): Promise<
   const again =
     t.kind === 'jti'
       ? token
-      : await ctx.mint(t.kind === 'sub' ? { sub: t.sub, role: READER_ROLE, agent: `${t.agent}-new` } : { sub: `${t.sub}-new`, role: READER_ROLE, agent: t.agent }, 60_000);
+      : await ctx.mint(
+          t.kind === 'sub'
+            ? { sub: t.sub, role: READER_ROLE, agent: `${t.agent}-new` }
+            : { sub: `${t.sub}-new`, role: READER_ROLE, agent: t.agent },
+          60_000,
+        );
   const s = await openPg(ctx, again, `${cls} relogin`);
   if ('error' in s) t.reloginCode = s.error;
   else {
@@ -474,8 +552,8 @@ export async function hostileDenied(ctx: SoakContext, i: number): Promise<void> 
     ? [
         ['DELETE FROM soak_ledger'],
         ['UPDATE soak_ledger SET note = $1', ['pwned']],
-        ['UPDATE canary SET note = \'pwned\''],
-        ['INSERT INTO canary (id, note) VALUES (-1, \'pwned\')'],
+        ["UPDATE canary SET note = 'pwned'"],
+        ["INSERT INTO canary (id, note) VALUES (-1, 'pwned')"],
         ['SELECT ssn FROM customers'],
         ['TRUNCATE soak_ledger'],
       ]
@@ -492,16 +570,33 @@ export async function hostileDenied(ctx: SoakContext, i: number): Promise<void> 
       ];
   const expected = new Set(['42501']);
   let n = 0;
-  await pgLoop(ctx, cls, { sub: `soak-deny-${i}`, role: asWriter ? WRITER_ROLE : READER_ROLE, agent: `soak-deny-${i % 4}` }, async (c) => {
-    const [text, params] = statements[n++ % statements.length] as [string, unknown[]?];
-    const r = await timed(ctx, cls, expected, () => c.query(text, params), `${cls} (time to refusal)`);
-    if (r.ok) ctx.rec.error(cls, 'ALLOWED', false, `pgwarden let through: ${text}`);
-  });
+  await pgLoop(
+    ctx,
+    cls,
+    { sub: `soak-deny-${i}`, role: asWriter ? WRITER_ROLE : READER_ROLE, agent: `soak-deny-${i % 4}` },
+    async (c) => {
+      const [text, params] = statements[n++ % statements.length] as [string, unknown[]?];
+      const r = await timed(ctx, cls, expected, () => c.query(text, params), `${cls} (time to refusal)`);
+      if (r.ok) ctx.rec.error(cls, 'ALLOWED', false, `pgwarden let through: ${text}`);
+    },
+  );
 }
 
 // Any refusal: by policy (42501, 0A000), by size or depth (54000, 54001, 54011), for lack of a free worker or memory
 // (53000, 53200, 53400), a timeout (57014, 58000), or PostgreSQL's own syntax error. Not XX000, not a hang.
-const LARGE_EXPECTED = new Set(['42501', '54000', '54001', '54011', '42601', '0A000', '53000', '53400', '53200', '57014', '58000']);
+const LARGE_EXPECTED = new Set([
+  '42501',
+  '54000',
+  '54001',
+  '54011',
+  '42601',
+  '0A000',
+  '53000',
+  '53400',
+  '53200',
+  '57014',
+  '58000',
+]);
 
 /** One large statement (256 KiB–~1 MiB), distinct each time so no cache helps; four shapes. */
 export function largeStatement(n: number): { sql: string; deniable: boolean } {
@@ -529,7 +624,8 @@ export function hostileLarge(ctx: SoakContext, i: number): Promise<void> {
   return pgLoop(ctx, cls, { sub: `soak-large-${i}`, role: READER_ROLE, agent: 'soak-large' }, async (c) => {
     const st = largeStatement(n++);
     const r = await timed(ctx, cls, LARGE_EXPECTED, () => c.query(st.sql), `${cls} (time to answer)`);
-    if (r.ok && st.deniable) ctx.rec.error(cls, 'ALLOWED', false, `pgwarden let through a ${st.sql.length}-byte statement on secrets/ssn`);
+    if (r.ok && st.deniable)
+      ctx.rec.error(cls, 'ALLOWED', false, `pgwarden let through a ${st.sql.length}-byte statement on secrets/ssn`);
     ctx.rec.count('large statements sent');
     ctx.rec.count('large statement bytes sent', st.sql.length);
   });
@@ -545,18 +641,49 @@ interface MalformedCase {
 
 const MALFORMED: MalformedCase[] = [
   // Before login, 53300 too: a per-address limit (login failures, unauthenticated connections) may refuse the source first.
-  { name: 'startup length 2^31-1', loggedIn: false, bytes: () => Buffer.from([0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]), expected: new Set(['08P01', '53300', 'conn-closed']) },
-  { name: 'startup protocol 2.0', loggedIn: false, bytes: () => startupMessage({ user: 'soak', database: 'app' }, 131072), expected: new Set(['0A000', '08P01', '53300', 'conn-closed']) },
+  {
+    name: 'startup length 2^31-1',
+    loggedIn: false,
+    bytes: () => Buffer.from([0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]),
+    expected: new Set(['08P01', '53300', 'conn-closed']),
+  },
+  {
+    name: 'startup protocol 2.0',
+    loggedIn: false,
+    bytes: () => startupMessage({ user: 'soak', database: 'app' }, 131072),
+    expected: new Set(['0A000', '08P01', '53300', 'conn-closed']),
+  },
   {
     name: '100 KiB password message',
     loggedIn: false,
-    bytes: () => Buffer.concat([startupMessage({ user: 'soak', database: 'app' }), passwordMessage('x'.repeat(100 * 1024))]),
+    bytes: () =>
+      Buffer.concat([startupMessage({ user: 'soak', database: 'app' }), passwordMessage('x'.repeat(100 * 1024))]),
     expected: new Set(['08P01', '28P01', '53300', 'conn-closed']),
   },
-  { name: 'Query with length 3', loggedIn: true, bytes: () => Buffer.from([0x51, 0, 0, 0, 3]), expected: new Set(['08P01']) },
-  { name: 'second StartupMessage', loggedIn: true, bytes: () => startupMessage({ user: 'soak', database: 'app' }), expected: new Set(['08P01']) },
-  { name: 'unknown type byte', loggedIn: true, bytes: () => frame('z', Buffer.from('garbage')), expected: new Set(['08P01']) },
-  { name: 'Query declaring 2 MiB', loggedIn: true, bytes: () => Buffer.from([0x51, 0, 0x20, 0, 0x10]), expected: new Set(['08P01', '54000']) },
+  {
+    name: 'Query with length 3',
+    loggedIn: true,
+    bytes: () => Buffer.from([0x51, 0, 0, 0, 3]),
+    expected: new Set(['08P01']),
+  },
+  {
+    name: 'second StartupMessage',
+    loggedIn: true,
+    bytes: () => startupMessage({ user: 'soak', database: 'app' }),
+    expected: new Set(['08P01']),
+  },
+  {
+    name: 'unknown type byte',
+    loggedIn: true,
+    bytes: () => frame('z', Buffer.from('garbage')),
+    expected: new Set(['08P01']),
+  },
+  {
+    name: 'Query declaring 2 MiB',
+    loggedIn: true,
+    bytes: () => Buffer.from([0x51, 0, 0x20, 0, 0x10]),
+    expected: new Set(['08P01', '54000']),
+  },
 ];
 
 /** Frames no driver sends, before and after login (raw sockets from their own address); each must end in an error and a close. */
@@ -571,10 +698,17 @@ export async function hostileMalformed(ctx: SoakContext, i: number): Promise<voi
       if (c.loggedIn) {
         const token = await ctx.mint({ sub: `soak-mal-${i}`, role: READER_ROLE, agent: 'soak-malformed' }, 60_000);
         // From another address than the pre-login garbage, which a login-failure limit may rightly hold against its source.
-        const login = await ctx.loginSlots.run(() => rawLogin(ctx.port, ADDRESS.malformedLoggedIn, 'soak', ctx.database, token));
+        const login = await ctx.loginSlots.run(() =>
+          rawLogin(ctx.port, ADDRESS.malformedLoggedIn, 'soak', ctx.database, token),
+        );
         conn = login.conn;
         if (login.error) {
-          ctx.rec.error(`${cls} (login)`, login.error, false, `raw login refused: ${login.error} ${login.message ?? ''}`);
+          ctx.rec.error(
+            `${cls} (login)`,
+            login.error,
+            false,
+            `raw login refused: ${login.error} ${login.message ?? ''}`,
+          );
           continue;
         }
       } else conn = await RawConnection.connect(ctx.port, ADDRESS.malformed);
@@ -611,7 +745,15 @@ export async function hostileBadToken(ctx: SoakContext, i: number): Promise<void
       kind === 0
         ? `not-a-token-${n}`
         : kind === 1
-          ? await new SignJWT({ role: READER_ROLE }).setProtectedHeader({ alg: 'HS256' }).setSubject('mallory').setIssuer('pgwarden-bench').setAudience('pgwarden').setIssuedAt().setExpirationTime('5m').setJti(randomUUID()).sign(otherKey)
+          ? await new SignJWT({ role: READER_ROLE })
+              .setProtectedHeader({ alg: 'HS256' })
+              .setSubject('mallory')
+              .setIssuer('pgwarden-bench')
+              .setAudience('pgwarden')
+              .setIssuedAt()
+              .setExpirationTime('5m')
+              .setJti(randomUUID())
+              .sign(otherKey)
           : kind === 2
             ? await ctx.mint({ sub: 'mallory', role: READER_ROLE }, 60_000, Date.now() - 10 * 60_000)
             : await ctx.mint({ sub: 'mallory', role: 'no_such_role' }, 60_000);
@@ -643,8 +785,15 @@ export async function hostileCancelFlood(ctx: SoakContext, perSecond: number): P
           ctx.rec.count('cancel requests sent');
           const t0 = process.hrtime.bigint();
           const m = await conn.next(30_000);
-          if (m) ctx.rec.error(cls, m.type === 'E' ? (errorCode(m.body) ?? 'E') : `message ${m.type}`, m.type === 'E', 'a CancelRequest was answered');
-          else if (conn.timedOut) ctx.rec.error(cls, 'not closed', false, 'connection still open 30 s after a CancelRequest');
+          if (m)
+            ctx.rec.error(
+              cls,
+              m.type === 'E' ? (errorCode(m.body) ?? 'E') : `message ${m.type}`,
+              m.type === 'E',
+              'a CancelRequest was answered',
+            );
+          else if (conn.timedOut)
+            ctx.rec.error(cls, 'not closed', false, 'connection still open 30 s after a CancelRequest');
           else ctx.rec.latency(`${cls} (time to close)`, ms(t0));
         } catch (err) {
           // A refused or reset connection is a fair answer to a flood.
@@ -695,7 +844,8 @@ export async function slowReader(ctx: SoakContext, i: number, pauseMs: number): 
           if (m.type === 'Z') break;
         }
         if (code) ctx.rec.error(cls, code, false, `after ${rows} rows`);
-        else if (!ctx.rowCaps.includes(rows)) ctx.rec.error(cls, 'row-cap', false, `${rows} rows; the caps in force were ${ctx.rowCaps.join(' or ')}`);
+        else if (!ctx.rowCaps.includes(rows))
+          ctx.rec.error(cls, 'row-cap', false, `${rows} rows; the caps in force were ${ctx.rowCaps.join(' or ')}`);
         else {
           ctx.rec.latency(cls, ms(t0));
           ctx.rec.count('statements ok');
@@ -734,9 +884,16 @@ export async function sessionHog(ctx: SoakContext, i: number, limit: number): Pr
     }
     if (running(ctx)) {
       ctx.rec.latency(`${cls} (time to open ${limit + extra})`, ms(t0));
-      if (opened.length > limit) ctx.rec.error(cls, 'over limit', false, `${opened.length} sessions of one sub logged in; limits.maxSessionsPerSub is ${limit}`);
+      if (opened.length > limit)
+        ctx.rec.error(
+          cls,
+          'over limit',
+          false,
+          `${opened.length} sessions of one sub logged in; limits.maxSessionsPerSub is ${limit}`,
+        );
       const probe = opened[opened.length - 1];
-      if (probe) await timed(ctx, cls, NONE, () => probe.client.query('SELECT 1'), `${cls} (a session within the limit)`);
+      if (probe)
+        await timed(ctx, cls, NONE, () => probe.client.query('SELECT 1'), `${cls} (a session within the limit)`);
       ctx.rec.count('session-limit refusals (53300)', refused);
     }
     await sleep(Math.min(10_000, ctx.stopAt - Date.now()));
@@ -751,10 +908,16 @@ export async function sessionHog(ctx: SoakContext, i: number, limit: number): Pr
  */
 export async function runaway(ctx: SoakContext, i: number, role: string, successes: [number, number][]): Promise<void> {
   const cls = 'runaway agent (budget)';
-  return pgLoop(ctx, cls, { sub: `soak-runaway-${i}`, role, agent: `soak-runaway-${i}` }, async (c) => {
-    const sent = Date.now();
-    const r = await timed(ctx, cls, new Set(['53400']), () => c.query('SELECT 1'), `${cls} (any answer)`);
-    if (r.ok) successes.push([sent, Date.now()]);
-    await sleep(Math.min(r.ok ? 10 : 50, ctx.stopAt - Date.now()));
-  }, false);
+  return pgLoop(
+    ctx,
+    cls,
+    { sub: `soak-runaway-${i}`, role, agent: `soak-runaway-${i}` },
+    async (c) => {
+      const sent = Date.now();
+      const r = await timed(ctx, cls, new Set(['53400']), () => c.query('SELECT 1'), `${cls} (any answer)`);
+      if (r.ok) successes.push([sent, Date.now()]);
+      await sleep(Math.min(r.ok ? 10 : 50, ctx.stopAt - Date.now()));
+    },
+    false,
+  );
 }

@@ -7,7 +7,10 @@ export const PROTOCOL_3 = 196608;
 export const CANCEL_REQUEST_CODE = 80877102;
 
 export function startupMessage(params: Record<string, string>, version = PROTOCOL_3): Buffer {
-  const body = Buffer.concat([...Object.entries(params).flatMap(([k, v]) => [Buffer.from(`${k}\0`), Buffer.from(`${v}\0`)]), Buffer.from([0])]);
+  const body = Buffer.concat([
+    ...Object.entries(params).flatMap(([k, v]) => [Buffer.from(`${k}\0`), Buffer.from(`${v}\0`)]),
+    Buffer.from([0]),
+  ]);
   const head = Buffer.alloc(8);
   head.writeInt32BE(8 + body.length, 0);
   head.writeInt32BE(version, 4);
@@ -166,7 +169,13 @@ export class RawConnection {
 }
 
 /** Logs in with a token as the password (cleartext over loopback); resolves at ReadyForQuery or with the refusal's SQLSTATE. */
-export async function rawLogin(port: number, localAddress: string, user: string, database: string, token: string): Promise<{ conn: RawConnection; error?: string; message?: string }> {
+export async function rawLogin(
+  port: number,
+  localAddress: string,
+  user: string,
+  database: string,
+  token: string,
+): Promise<{ conn: RawConnection; error?: string; message?: string }> {
   const conn = await RawConnection.connect(port, localAddress);
   conn.write(startupMessage({ user, database, application_name: 'soak-raw' }));
   for (;;) {

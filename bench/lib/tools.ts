@@ -10,14 +10,23 @@ import { fileURLToPath } from 'node:url';
  * layout, then PATH. Undefined when absent.
  */
 export function findClientBinary(name: 'psql' | 'pgbench', binDir?: string): string | undefined {
-  const dirs = [process.env.PGWARDEN_PG_CLIENT_BIN, binDir, '/usr/bin', '/usr/lib/postgresql/15/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/17/bin'];
+  const dirs = [
+    process.env.PGWARDEN_PG_CLIENT_BIN,
+    binDir,
+    '/usr/bin',
+    '/usr/lib/postgresql/15/bin',
+    '/usr/lib/postgresql/16/bin',
+    '/usr/lib/postgresql/17/bin',
+  ];
   for (const d of dirs) if (d && existsSync(path.join(d, name))) return path.join(d, name);
   return onPath(name);
 }
 
 export function onPath(name: string): string | undefined {
-  for (const d of (process.env.PATH ?? '').split(':')) if (d && existsSync(path.join(d, name))) return path.join(d, name);
-  for (const d of ['/usr/sbin', '/usr/local/sbin', '/sbin']) if (existsSync(path.join(d, name))) return path.join(d, name);
+  for (const d of (process.env.PATH ?? '').split(':'))
+    if (d && existsSync(path.join(d, name))) return path.join(d, name);
+  for (const d of ['/usr/sbin', '/usr/local/sbin', '/sbin'])
+    if (existsSync(path.join(d, name))) return path.join(d, name);
   return undefined;
 }
 
@@ -36,11 +45,19 @@ export interface MachineInfo {
 
 export function machineInfo(): MachineInfo {
   const free = spawnSync('free', ['-h'], { encoding: 'utf8' }).stdout ?? '';
-  const mem = free.split('\n').find((l) => l.startsWith('Mem:'))?.trim().split(/\s+/) ?? [];
+  const mem =
+    free
+      .split('\n')
+      .find((l) => l.startsWith('Mem:'))
+      ?.trim()
+      .split(/\s+/) ?? [];
   return {
     nproc: os.availableParallelism(),
     cpu: os.cpus()[0]?.model ?? 'unknown',
-    memory: mem.length > 3 ? `${mem[1]} total, ${mem[3]} free, ${mem[6] ?? '?'} available (free -h)` : `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
+    memory:
+      mem.length > 3
+        ? `${mem[1]} total, ${mem[3]} free, ${mem[6] ?? '?'} available (free -h)`
+        : `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
     kernel: `${os.type()} ${os.release()}`,
     node: process.version,
   };
@@ -58,9 +75,15 @@ export interface RunResult {
  * Runs a program to completion without blocking the event loop (a server whose log we read through a pipe must keep
  * being drained, or its backends block on write). Killed by pid with SIGKILL after `timeoutMs`.
  */
-export async function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+export async function run(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {},
+): Promise<RunResult> {
   return await new Promise((resolve) => {
-    const child = track(spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] }));
+    const child = track(
+      spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] }),
+    );
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timedOut = false;
@@ -76,7 +99,13 @@ export async function run(cmd: string, args: string[], opts: { env?: NodeJS.Proc
     });
     child.on('close', (status, signal) => {
       clearTimeout(timer);
-      resolve({ status, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), timedOut });
+      resolve({
+        status,
+        signal,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+        timedOut,
+      });
     });
   });
 }
@@ -122,7 +151,9 @@ export function track<T extends ChildProcess>(child: T): T {
 
 /** Children we started that are still running. */
 export function startedChildren(): { pid: number; cmd: string }[] {
-  return [...live].filter((c) => c.pid !== undefined && c.exitCode === null && c.signalCode === null).map((c) => ({ pid: c.pid as number, cmd: c.spawnfile }));
+  return [...live]
+    .filter((c) => c.pid !== undefined && c.exitCode === null && c.signalCode === null)
+    .map((c) => ({ pid: c.pid as number, cmd: c.spawnfile }));
 }
 
 /** Ends every child we started, by pid: SIGTERM, then SIGKILL for those still alive after `graceMs`. */
@@ -184,7 +215,10 @@ export function procStatusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
 /** The soft and hard open-file limits of this process (from /proc/self/limits). */
 export function nofileLimit(): { soft: number; hard: number } {
   try {
-    const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files')) ?? '';
+    const line =
+      readFileSync('/proc/self/limits', 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith('Max open files')) ?? '';
     const [soft, hard] = line.replace('Max open files', '').trim().split(/\s+/).map(Number);
     return { soft: soft ?? NaN, hard: hard ?? NaN };
   } catch {

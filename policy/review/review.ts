@@ -19,7 +19,13 @@ import relationsData from './relations.json' with { type: 'json' };
  */
 export type FunctionClass = 'safe' | 'volatile_allowed' | 'volatile' | 'introspection' | 'denied';
 
-export const FUNCTION_CLASSES: readonly FunctionClass[] = ['safe', 'volatile_allowed', 'volatile', 'introspection', 'denied'];
+export const FUNCTION_CLASSES: readonly FunctionClass[] = [
+  'safe',
+  'volatile_allowed',
+  'volatile',
+  'introspection',
+  'denied',
+];
 
 export interface ReviewedFunction {
   readonly class: FunctionClass;
@@ -133,30 +139,38 @@ export type ReviewQuery = (sql: string) => Promise<{ rows: any[] }>;
 /** node-postgres returns Postgres arrays as JS arrays; other drivers may return `{a,b}` text. */
 function arr(v: unknown): string[] {
   if (Array.isArray(v)) return v.map(String);
-  if (typeof v === 'string' && v.startsWith('{') && v.endsWith('}')) return v.slice(1, -1).split(',').filter((s) => s !== '');
+  if (typeof v === 'string' && v.startsWith('{') && v.endsWith('}'))
+    return v
+      .slice(1, -1)
+      .split(',')
+      .filter((s) => s !== '');
   return [];
 }
 
 /** Reads the server's system functions and relations. */
 export async function readServerCatalog(query: ReviewQuery): Promise<ServerCatalog> {
   const major = Number((await query(REVIEW_QUERIES.version)).rows[0]?.major);
-  const functions = (await query(REVIEW_QUERIES.functions)).rows.map((r): ServerFunction => ({
-    schema: String(r.schema),
-    name: String(r.name),
-    volatility: arr(r.volatility),
-    kinds: arr(r.kinds),
-    retset: r.retset === true,
-    returns: arr(r.returns),
-    args: arr(r.args),
-    revoked: r.revoked === true,
-    description: r.description === null || r.description === undefined ? null : String(r.description),
-  }));
-  const relations = (await query(REVIEW_QUERIES.relations)).rows.map((r): ServerRelation => ({
-    schema: String(r.schema),
-    name: String(r.name),
-    kind: String(r.kind),
-    columns: arr(r.columns),
-  }));
+  const functions = (await query(REVIEW_QUERIES.functions)).rows.map(
+    (r): ServerFunction => ({
+      schema: String(r.schema),
+      name: String(r.name),
+      volatility: arr(r.volatility),
+      kinds: arr(r.kinds),
+      retset: r.retset === true,
+      returns: arr(r.returns),
+      args: arr(r.args),
+      revoked: r.revoked === true,
+      description: r.description === null || r.description === undefined ? null : String(r.description),
+    }),
+  );
+  const relations = (await query(REVIEW_QUERIES.relations)).rows.map(
+    (r): ServerRelation => ({
+      schema: String(r.schema),
+      name: String(r.name),
+      kind: String(r.kind),
+      columns: arr(r.columns),
+    }),
+  );
   return { major, functions, relations };
 }
 
@@ -193,8 +207,12 @@ export function compareWithReview(catalog: ServerCatalog): ReviewGaps {
   }
   const seenF = new Set(catalog.functions.map((f) => `${f.schema}.${f.name}`));
   const seenR = new Set(catalog.relations.map((r) => `${r.schema}.${r.name}`));
-  const absentFunctions = [...REVIEWED_FUNCTIONS].filter(([k, v]) => !seenF.has(k) && v.versions.includes(catalog.major)).map(([k]) => k);
-  const absentRelations = [...REVIEWED_RELATIONS].filter(([k, v]) => !seenR.has(k) && v.versions.includes(catalog.major)).map(([k]) => k);
+  const absentFunctions = [...REVIEWED_FUNCTIONS]
+    .filter(([k, v]) => !seenF.has(k) && v.versions.includes(catalog.major))
+    .map(([k]) => k);
+  const absentRelations = [...REVIEWED_RELATIONS]
+    .filter(([k, v]) => !seenR.has(k) && v.versions.includes(catalog.major))
+    .map(([k]) => k);
   return { major: catalog.major, functions, relations, columns, absentFunctions, absentRelations };
 }
 

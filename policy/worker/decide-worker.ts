@@ -67,7 +67,13 @@ port.on('message', (job: DecideJob | PlanJob) => {
   if (job.type === 'plan') {
     try {
       const plan = planServerAnalysis(job.text, job.paramTypes);
-      port.postMessage({ type: 'planned', id: job.id, plan, grownBytes: grown(), wasmInput: wasmInputHighWaterMark() } satisfies WorkerReply);
+      port.postMessage({
+        type: 'planned',
+        id: job.id,
+        plan,
+        grownBytes: grown(),
+        wasmInput: wasmInputHighWaterMark(),
+      } satisfies WorkerReply);
     } catch (err) {
       port.postMessage({ type: 'failed', id: job.id, message: errorMessage(err) } satisfies WorkerReply);
     }

@@ -26,7 +26,15 @@ export interface AuditSessionFields {
 export type AuditEvent =
   /** `singleUse: 'consumed'`: the login consumed a single-use token (no later login with its jti is accepted). */
   | ({ event: 'session_start'; singleUse?: 'consumed' } & AuditSessionFields)
-  | ({ event: 'login_refused'; reason: string; refusal: ReasonCode; sqlstate: string; code: string; message: string; operatorHint?: string } & AuditSessionFields)
+  | ({
+      event: 'login_refused';
+      reason: string;
+      refusal: ReasonCode;
+      sqlstate: string;
+      code: string;
+      message: string;
+      operatorHint?: string;
+    } & AuditSessionFields)
   | ({
       event: 'statement';
       /** Decision number within the session; the matching statement_end carries the same seq. */
@@ -55,9 +63,31 @@ export type AuditEvent =
    * runs unaudited; this event completes it (matched by sessionId + seq).
    */
   /** A statement the policy allowed, refused because a role budget of its subject or agent was used up (53400). */
-  | ({ event: 'budget_exceeded'; seq: number; kind: string; per: string; limit: number; retryInMs?: number; sqlstate: string } & AuditSessionFields)
-  | ({ event: 'statement_end'; seq: number; rows: number; durationMs: number; sqlstate?: string; truncated?: boolean; rowCapError?: boolean } & AuditSessionFields)
-  | ({ event: 'session_end'; reason: EndReason; durationMs?: number; statements: number; denied: number } & AuditSessionFields)
+  | ({
+      event: 'budget_exceeded';
+      seq: number;
+      kind: string;
+      per: string;
+      limit: number;
+      retryInMs?: number;
+      sqlstate: string;
+    } & AuditSessionFields)
+  | ({
+      event: 'statement_end';
+      seq: number;
+      rows: number;
+      durationMs: number;
+      sqlstate?: string;
+      truncated?: boolean;
+      rowCapError?: boolean;
+    } & AuditSessionFields)
+  | ({
+      event: 'session_end';
+      reason: EndReason;
+      durationMs?: number;
+      statements: number;
+      denied: number;
+    } & AuditSessionFields)
   | ({ event: 'policy_reload' } & PolicyReloadInfo)
   | ({ event: 'revocation' } & RevocationInfo)
   /**
@@ -162,8 +192,7 @@ export function decisionFragment(d: Decision): string {
   if (!d.allow) {
     json += `,"reason":${JSON.stringify(d.reason)},"refusal":${JSON.stringify(refusalReason(d))},"sqlstate":${JSON.stringify(d.sqlstate)}`;
     if (d.operatorHint !== undefined) json += `,"operatorHint":${JSON.stringify(d.operatorHint)}`;
-  }
-  else if (d.shadowDenied) json += `,"reason":${JSON.stringify(d.shadowDenied.reason)}`;
+  } else if (d.shadowDenied) json += `,"reason":${JSON.stringify(d.shadowDenied.reason)}`;
   json = scrubText(json);
   decisionFragments.set(d.statements, { d, json });
   return json;
@@ -172,7 +201,8 @@ export function decisionFragment(d: Decision): string {
 function sameOutcome(a: Decision, b: Decision): boolean {
   if (a === b) return true;
   if (a.allow !== b.allow || a.ruleId !== b.ruleId) return false;
-  if (!a.allow && !b.allow) return a.reason === b.reason && a.sqlstate === b.sqlstate && a.operatorHint === b.operatorHint;
+  if (!a.allow && !b.allow)
+    return a.reason === b.reason && a.sqlstate === b.sqlstate && a.operatorHint === b.operatorHint;
   if (a.allow && b.allow) return a.shadowDenied?.reason === b.shadowDenied?.reason;
   return false;
 }
@@ -187,7 +217,17 @@ function sameOutcome(a: Decision, b: Decision): boolean {
 export function jsonString(text: string): string {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c < 32 || c === 34 || c === 92 || (c >= 0xd800 && c <= 0xdfff) || (c >= 0x80 && c <= 0x9f) || c === 0x2028 || c === 0x2029 || isBidiControl(c)) return escapeSeparators(JSON.stringify(text));
+    if (
+      c < 32 ||
+      c === 34 ||
+      c === 92 ||
+      (c >= 0xd800 && c <= 0xdfff) ||
+      (c >= 0x80 && c <= 0x9f) ||
+      c === 0x2028 ||
+      c === 0x2029 ||
+      isBidiControl(c)
+    )
+      return escapeSeparators(JSON.stringify(text));
   }
   return `"${text}"`;
 }

@@ -1,7 +1,16 @@
 // Keeping secrets out of the audit trail: the keys pino blanks, and JWT-looking strings replaced wherever they occur (even inside SQL text).
 
 /** Keys pino blanks wherever they appear at the top level or one level down. */
-export const AUDIT_REDACT_PATHS = ['password', 'token', 'secret', 'authorization', '*.password', '*.token', '*.secret', '*.authorization'];
+export const AUDIT_REDACT_PATHS = [
+  'password',
+  'token',
+  'secret',
+  'authorization',
+  '*.password',
+  '*.token',
+  '*.secret',
+  '*.authorization',
+];
 
 // Three base64url segments whose header starts with '{"' (eyJ): a JWS compact token.
 const JWT_LIKE = /eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g;

@@ -29,7 +29,19 @@ import { loadModule } from 'libpg-query';
 import pino, { type Logger } from 'pino';
 import type { ProxyError } from '../../lib/errors.ts';
 import type { Session, SessionEvents } from '../session/session.ts';
-import { AUDIT_SCHEMA_VERSION, decisionFragment, escapeSeparators, fixed3, isoNow, jsonString, sessionFields, sessionFragment, type AuditEvent, type PolicyReloadInfo, type RevocationInfo } from './events.ts';
+import {
+  AUDIT_SCHEMA_VERSION,
+  decisionFragment,
+  escapeSeparators,
+  fixed3,
+  isoNow,
+  jsonString,
+  sessionFields,
+  sessionFragment,
+  type AuditEvent,
+  type PolicyReloadInfo,
+  type RevocationInfo,
+} from './events.ts';
 import { AUDIT_REDACT_PATHS, mayHoldJwt, scrub, scrubText } from './redact.ts';
 import { auditSqlText, type AuditSqlMode } from './sql-text.ts';
 
@@ -228,8 +240,10 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
     failure = kind;
     const code = kind === 'stalled' ? 'stalled' : (err as NodeJS.ErrnoException).code;
     const fields = { err: { message: err.message, code }, onFailure: opts.onFailure, dropped };
-    if (opts.onFailure === 'refuse') report.error(fields, 'audit destination failed: refusing new logins and statements until it recovers');
-    else report.error(fields, 'audit destination failed: continuing without a complete audit trail (onFailure: continue)');
+    if (opts.onFailure === 'refuse')
+      report.error(fields, 'audit destination failed: refusing new logins and statements until it recovers');
+    else
+      report.error(fields, 'audit destination failed: continuing without a complete audit trail (onFailure: continue)');
     // First in the held queue: its successful write is what proves recovery, and it marks where the gap began.
     // Held whatever the bound (it is one short line); its count is taken when it is written.
     const failedAt = new Date().toISOString();
@@ -317,14 +331,14 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
   };
 
   const loggerOptions = (paths: string[]) => ({
-      base: { hostname: os.hostname(), pid: process.pid, auditVersion: AUDIT_SCHEMA_VERSION },
-      timestamp: pino.stdTimeFunctions.isoTime,
-      // No level: every audit line matters equally. A constant source tag takes its place (an empty object here
-      // would make pino write invalid JSON), so audit lines are recognizable when they share stdout with other logs.
-      formatters: { level: () => ({ source: 'pgwarden-audit' }) },
-      redact: { paths: paths, censor: '[redacted]' },
-      // Line and paragraph separators and C1 controls escaped, as in statement events (escapeSeparators).
-      hooks: { streamWrite: escapeSeparators },
+    base: { hostname: os.hostname(), pid: process.pid, auditVersion: AUDIT_SCHEMA_VERSION },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    // No level: every audit line matters equally. A constant source tag takes its place (an empty object here
+    // would make pino write invalid JSON), so audit lines are recognizable when they share stdout with other logs.
+    formatters: { level: () => ({ source: 'pgwarden-audit' }) },
+    redact: { paths: paths, censor: '[redacted]' },
+    // Line and paragraph separators and C1 controls escaped, as in statement events (escapeSeparators).
+    hooks: { streamWrite: escapeSeparators },
   });
   // Statement events (below) are written to the same sink by hand, so all lines keep their order.
   const logger = pino(loggerOptions(AUDIT_REDACT_PATHS), sink);
@@ -343,7 +357,8 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
   // statement events; WeakMap so a leaked Session never pins memory here.
   const perSession = new WeakMap<Session, { start: number; statements: number; denied: number; fields: string }>();
   const host = JSON.stringify(os.hostname());
-  const lineBase = (event: string) => `","hostname":${host},"pid":${process.pid},"auditVersion":${AUDIT_SCHEMA_VERSION},"event":"${event}"`;
+  const lineBase = (event: string) =>
+    `","hostname":${host},"pid":${process.pid},"auditVersion":${AUDIT_SCHEMA_VERSION},"event":"${event}"`;
   const statementBase = lineBase('statement');
   const statementEndBase = lineBase('statement_end');
   const fieldsOf = (s: Session) => perSession.get(s)?.fields ?? sessionFragment(sessionFields(s));
@@ -352,10 +367,23 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
     loginSucceeded(s) {
       const fields = sessionFields(s);
       perSession.set(s, { start: Date.now(), statements: 0, denied: 0, fields: sessionFragment(fields) });
-      emit({ event: 'session_start', ...fields, ...(s.identity?.singleUse === true ? { singleUse: 'consumed' as const } : {}) });
+      emit({
+        event: 'session_start',
+        ...fields,
+        ...(s.identity?.singleUse === true ? { singleUse: 'consumed' as const } : {}),
+      });
     },
     loginFailed(s, reason, err: ProxyError) {
-      emit({ event: 'login_refused', ...sessionFields(s), reason, refusal: err.reason, sqlstate: err.sqlstate, code: err.code, message: err.message, ...(err.operatorHint === undefined ? {} : { operatorHint: err.operatorHint }) });
+      emit({
+        event: 'login_refused',
+        ...sessionFields(s),
+        reason,
+        refusal: err.reason,
+        sqlstate: err.sqlstate,
+        code: err.code,
+        message: err.message,
+        ...(err.operatorHint === undefined ? {} : { operatorHint: err.operatorHint }),
+      });
     },
     statementDecided(s, info) {
       const counters = perSession.get(s);
@@ -389,7 +417,16 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
       batch(line + '}\n');
     },
     budgetExceeded(s, info) {
-      emit({ event: 'budget_exceeded', ...sessionFields(s), seq: info.seq, kind: info.kind, per: info.per, limit: info.limit, retryInMs: info.retryInMs, sqlstate: '53400' });
+      emit({
+        event: 'budget_exceeded',
+        ...sessionFields(s),
+        seq: info.seq,
+        kind: info.kind,
+        per: info.per,
+        limit: info.limit,
+        retryInMs: info.retryInMs,
+        sqlstate: '53400',
+      });
     },
     sessionEnded(s, reason) {
       const counters = perSession.get(s);
@@ -484,21 +521,51 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
   };
 }
 
-function openDestination(dest: AuditOptions['destination']): { stream: Destination; filePath: string | undefined; isStd: boolean } {
+function openDestination(dest: AuditOptions['destination']): {
+  stream: Destination;
+  filePath: string | undefined;
+  isStd: boolean;
+} {
   if (typeof dest !== 'string') return { stream: dest as Destination, filePath: undefined, isStd: false };
   // Buffer mode: the audit trail hands SonicBoom bytes it has already encoded (see the batch in createAudit).
   // No maxLength: SonicBoom would drop silently past it; createAudit keeps the bound and treats reaching it as a failure.
   const common = { sync: false, contentMode: 'buffer' as const };
-  if (dest === 'stdout') return { stream: pino.destination({ ...common, dest: 1 }) as unknown as Destination, filePath: undefined, isStd: true };
-  if (dest === 'stderr') return { stream: pino.destination({ ...common, dest: 2 }) as unknown as Destination, filePath: undefined, isStd: true };
-  return { stream: pino.destination({ ...common, dest, mkdir: true }) as unknown as Destination, filePath: dest, isStd: false };
+  if (dest === 'stdout')
+    return {
+      stream: pino.destination({ ...common, dest: 1 }) as unknown as Destination,
+      filePath: undefined,
+      isStd: true,
+    };
+  if (dest === 'stderr')
+    return {
+      stream: pino.destination({ ...common, dest: 2 }) as unknown as Destination,
+      filePath: undefined,
+      isStd: true,
+    };
+  return {
+    stream: pino.destination({ ...common, dest, mkdir: true }) as unknown as Destination,
+    filePath: dest,
+    isStd: false,
+  };
 }
 
 function stderrReporter(): Pick<Logger, 'error' | 'warn' | 'info'> {
   const line = (level: string) => (fields: object, msg?: string) => {
-    process.stderr.write(JSON.stringify({ level, time: new Date().toISOString(), service: 'pgwarden', component: 'audit', ...fields, msg }) + '\n');
+    process.stderr.write(
+      JSON.stringify({
+        level,
+        time: new Date().toISOString(),
+        service: 'pgwarden',
+        component: 'audit',
+        ...fields,
+        msg,
+      }) + '\n',
+    );
   };
-  return { error: line('error'), warn: line('warn'), info: line('info') } as unknown as Pick<Logger, 'error' | 'warn' | 'info'>;
+  return { error: line('error'), warn: line('warn'), info: line('info') } as unknown as Pick<
+    Logger,
+    'error' | 'warn' | 'info'
+  >;
 }
 
 /** Events in a chunk of JSON lines (each ends with a newline). */

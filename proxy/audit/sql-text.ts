@@ -33,10 +33,15 @@ const QUOTED_LITERAL = /^(?:[eEbBxXnN]|[uU]&)?'|^\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$
  * times, and writes a placeholder rather than anything the normaliser has not accepted.
  */
 export function auditSqlText(sql: string, mode: 'full' | 'normalized'): { text: string; truncated: boolean } {
-  if (mode === 'full') return sql.length > MAX_AUDIT_SQL ? { text: sql.slice(0, MAX_AUDIT_SQL), truncated: true } : { text: sql, truncated: false };
+  if (mode === 'full')
+    return sql.length > MAX_AUDIT_SQL
+      ? { text: sql.slice(0, MAX_AUDIT_SQL), truncated: true }
+      : { text: sql, truncated: false };
   if (sql.length <= MAX_NORMALIZED_SQL_INPUT) {
     const text = normalizeSql(sql);
-    return text.length > MAX_AUDIT_SQL ? { text: text.slice(0, MAX_AUDIT_SQL), truncated: true } : { text, truncated: false };
+    return text.length > MAX_AUDIT_SQL
+      ? { text: text.slice(0, MAX_AUDIT_SQL), truncated: true }
+      : { text, truncated: false };
   }
   let prefix = sql.slice(0, MAX_NORMALIZED_SQL_INPUT);
   // A cut between the two halves of a surrogate pair would leave a lone half.
@@ -44,11 +49,20 @@ export function auditSqlText(sql: string, mode: 'full' | 'normalized'): { text: 
   for (let attempt = 0; attempt < 4 && prefix.length > 0; attempt++) {
     const text = tryNormalize(prefix);
     if (text !== undefined) return { text: text.slice(0, MAX_AUDIT_SQL), truncated: true };
-    const back = Math.max(prefix.lastIndexOf("'"), prefix.lastIndexOf('"'), prefix.lastIndexOf('$'), prefix.lastIndexOf('/*'), prefix.lastIndexOf('--'));
+    const back = Math.max(
+      prefix.lastIndexOf("'"),
+      prefix.lastIndexOf('"'),
+      prefix.lastIndexOf('$'),
+      prefix.lastIndexOf('/*'),
+      prefix.lastIndexOf('--'),
+    );
     if (back < 0) break;
     prefix = prefix.slice(0, back);
   }
-  return { text: `[statement of ${Buffer.byteLength(sql)} bytes; its first ${MAX_NORMALIZED_SQL_INPUT} characters could not be normalised]`, truncated: true };
+  return {
+    text: `[statement of ${Buffer.byteLength(sql)} bytes; its first ${MAX_NORMALIZED_SQL_INPUT} characters could not be normalised]`,
+    truncated: true,
+  };
 }
 
 /**
@@ -98,7 +112,17 @@ export function needsCollapse(t: string): boolean {
     if (!space) {
       if (c >= 9 && c <= 13) return true;
       // The rest of \s: no-break and typographic spaces, separators, the byte-order mark.
-      space = c >= 0xa0 && (c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff);
+      space =
+        c >= 0xa0 &&
+        (c === 0xa0 ||
+          c === 0x1680 ||
+          (c >= 0x2000 && c <= 0x200a) ||
+          c === 0x2028 ||
+          c === 0x2029 ||
+          c === 0x202f ||
+          c === 0x205f ||
+          c === 0x3000 ||
+          c === 0xfeff);
     }
     if (space && previous) return true;
     previous = space;
@@ -112,7 +136,14 @@ export function needsCollapse(t: string): boolean {
  * either: no comment markers, no quote of any kind left, no dollar quote, no error phrasing.
  */
 function isCleanNormalization(text: string): boolean {
-  return !text.includes('--') && !text.includes('/*') && !text.includes("'") && !/\$\$|\$[A-Za-z_][A-Za-z_0-9]*\$/.test(text) && !text.includes(' at or near ') && !text.includes('at end of input');
+  return (
+    !text.includes('--') &&
+    !text.includes('/*') &&
+    !text.includes("'") &&
+    !/\$\$|\$[A-Za-z_][A-Za-z_0-9]*\$/.test(text) &&
+    !text.includes(' at or near ') &&
+    !text.includes('at end of input')
+  );
 }
 
 /** Rebuilds the statement from scanner tokens: literals become `?`, comments are dropped; undefined when it does not scan. */
@@ -132,7 +163,8 @@ function normalizeByTokens(sql: string): string | undefined {
       continue;
     }
     if (t.start > prevEnd && out.length > 0 && !out.endsWith(' ')) out += ' ';
-    const literal = LITERAL_TOKEN_NAMES.has(t.tokenName) || LITERAL_TOKEN_TYPES.has(t.tokenType) || QUOTED_LITERAL.test(t.text);
+    const literal =
+      LITERAL_TOKEN_NAMES.has(t.tokenName) || LITERAL_TOKEN_TYPES.has(t.tokenType) || QUOTED_LITERAL.test(t.text);
     // Offsets are UTF-8 byte positions, so the token's own text is used, never a slice of the JS string.
     out += literal ? '?' : t.text;
     prevEnd = t.end;

@@ -4,7 +4,13 @@ import { ProxyError } from '../../lib/errors.ts';
 import type { AuthConfig } from '../config/types.ts';
 import type { Cidr } from '../../lib/cidr.ts';
 import { readNetworksClaim } from './networks.ts';
-import { KeyAlgorithmMismatchError, KeyUnavailableError, loadVerificationKeys, type KeyResolver, type VerificationKeys } from './keys.ts';
+import {
+  KeyAlgorithmMismatchError,
+  KeyUnavailableError,
+  loadVerificationKeys,
+  type KeyResolver,
+  type VerificationKeys,
+} from './keys.ts';
 
 /** Who a verified token says the session is for; claims are copied out, never the token. */
 export interface Identity {
@@ -41,7 +47,9 @@ export type AuthFailureReason =
   | 'key_unavailable'
   | 'revoked';
 
-export type VerifyResult = { ok: true; identity: Identity } | { ok: false; reason: AuthFailureReason; error: ProxyError };
+export type VerifyResult =
+  | { ok: true; identity: Identity }
+  | { ok: false; reason: AuthFailureReason; error: ProxyError };
 
 export interface TokenVerifier {
   verify(
@@ -92,13 +100,17 @@ export const KEY_LOCATION_HEADERS: readonly string[] = ['jku', 'jwk', 'x5u', 'x5
 
 const HINT_NEW_TOKEN = 'Request a new token and reconnect with it as the password.';
 const HINT_ROLE = 'Request a token for a role defined in the pgwarden policy and reconnect with it as the password.';
-const HINT_KEYS = 'pgwarden could not obtain the key to check this token. Request a new token and reconnect with it as the password; if this persists, tell the operator.';
+const HINT_KEYS =
+  'pgwarden could not obtain the key to check this token. Request a new token and reconnect with it as the password; if this persists, tell the operator.';
 
 /**
  * Build a verifier for `auth`: loads the key source once (throws on misconfiguration) and checks each token with
  * jose, algorithms pinned from config, then lifetime, claims, revocation and role.
  */
-export async function createTokenVerifier(auth: AuthConfig, deps: { now?: () => number; keys?: VerificationKeys } = {}): Promise<TokenVerifier> {
+export async function createTokenVerifier(
+  auth: AuthConfig,
+  deps: { now?: () => number; keys?: VerificationKeys } = {},
+): Promise<TokenVerifier> {
   // createProxy passes rotating keys (auth/keys.ts openRotatingKeys); `token` commands and tests load them once.
   const keys = deps.keys ?? (await loadVerificationKeys(auth));
   const clock = deps.now ?? Date.now;
@@ -111,7 +123,12 @@ export async function createTokenVerifier(auth: AuthConfig, deps: { now?: () => 
       const nowMs = ctx.now ?? clock();
 
       // Cheap structural checks first, so garbage never reaches jose and the reason is precise.
-      if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) {
+      if (
+        typeof token !== 'string' ||
+        token.length === 0 ||
+        token.length > MAX_TOKEN_LENGTH ||
+        !COMPACT_JWS.test(token)
+      ) {
         return fail('not_a_jwt', 'password is not a JWT');
       }
       let header: jose.ProtectedHeaderParameters;
@@ -126,7 +143,10 @@ export async function createTokenVerifier(auth: AuthConfig, deps: { now?: () => 
       }
       const located = KEY_LOCATION_HEADERS.filter((name) => Object.hasOwn(header, name));
       if (located.length > 0) {
-        return fail('header_not_allowed', `token header parameter ${located.map((n) => `"${n}"`).join(', ')} is not accepted: pgwarden uses only its configured keys`);
+        return fail(
+          'header_not_allowed',
+          `token header parameter ${located.map((n) => `"${n}"`).join(', ')} is not accepted: pgwarden uses only its configured keys`,
+        );
       }
 
       let payload: jose.JWTPayload;
@@ -148,14 +168,19 @@ export async function createTokenVerifier(auth: AuthConfig, deps: { now?: () => 
       const nowSec = nowMs / 1000;
       const iat = payload.iat as number;
       const exp = payload.exp as number;
-      if (iat > nowSec + skewSec) return fail('not_yet_valid', `token is not valid before ${isoTime(iat)} (its issue time is in the future)`);
-      if (exp <= iat) return fail('invalid_lifetime', `token expires at ${isoTime(exp)}, not after its issue time ${isoTime(iat)}`);
+      if (iat > nowSec + skewSec)
+        return fail('not_yet_valid', `token is not valid before ${isoTime(iat)} (its issue time is in the future)`);
+      if (exp <= iat)
+        return fail('invalid_lifetime', `token expires at ${isoTime(exp)}, not after its issue time ${isoTime(iat)}`);
       // The skew forgives an issuer's clock running ahead (iat, nbf), but a session ends at exp by this clock, so a
       // token already past exp would open an upstream connection only to be ended at once.
       if (exp <= nowSec) return fail('expired', `token expired at ${isoTime(exp)}`);
       const lifetime = exp - iat;
       if (lifetime > maxLifetimeSec) {
-        return fail('lifetime_exceeded', `token lifetime ${formatSeconds(lifetime)}s exceeds the maximum of ${formatSeconds(maxLifetimeSec)}s`);
+        return fail(
+          'lifetime_exceeded',
+          `token lifetime ${formatSeconds(lifetime)}s exceeds the maximum of ${formatSeconds(maxLifetimeSec)}s`,
+        );
       }
 
       const claims = readClaims(payload);
@@ -176,7 +201,11 @@ export async function createTokenVerifier(auth: AuthConfig, deps: { now?: () => 
 }
 
 /** jose's jwtVerify, plus trying each candidate when a key set has several keys matching the header (no kid). */
-async function verifyJwt(token: string, resolve: KeyResolver, options: jose.JWTVerifyOptions): Promise<jose.JWTVerifyResult> {
+async function verifyJwt(
+  token: string,
+  resolve: KeyResolver,
+  options: jose.JWTVerifyOptions,
+): Promise<jose.JWTVerifyResult> {
   try {
     return await jose.jwtVerify(token, resolve, options);
   } catch (err) {
@@ -204,7 +233,8 @@ export const MAX_IDENTITY_CLAIM_BYTES = 1024;
 function identityClaimProblem(name: string, value: string): string | undefined {
   if (value.includes('\0')) return `token claim "${name}" contains a NUL character`;
   const bytes = Buffer.byteLength(value, 'utf8');
-  if (bytes > MAX_IDENTITY_CLAIM_BYTES) return `token claim "${name}" is ${bytes} bytes long; pgwarden accepts at most ${MAX_IDENTITY_CLAIM_BYTES}`;
+  if (bytes > MAX_IDENTITY_CLAIM_BYTES)
+    return `token claim "${name}" is ${bytes} bytes long; pgwarden accepts at most ${MAX_IDENTITY_CLAIM_BYTES}`;
   return undefined;
 }
 
@@ -220,7 +250,11 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
 
   const subShape = identityClaimProblem('sub', sub);
   if (subShape !== undefined) return bad(subShape);
-  const optional: Record<'agent' | 'tenant' | 'jti', string | undefined> = { agent: undefined, tenant: undefined, jti: undefined };
+  const optional: Record<'agent' | 'tenant' | 'jti', string | undefined> = {
+    agent: undefined,
+    tenant: undefined,
+    jti: undefined,
+  };
   for (const name of ['agent', 'tenant', 'jti'] as const) {
     const value = payload[name];
     if (value === undefined) continue;
@@ -234,7 +268,8 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
     // RFC 8693 §4.1: `act` names the party acting on behalf of `sub`; its `sub` identifies that actor.
     const act = payload['act'];
     const actSub = typeof act === 'object' && act !== null ? (act as Record<string, unknown>)['sub'] : undefined;
-    if (typeof actSub !== 'string' || actSub.length === 0) return bad('token claim "act" must be an object with a non-empty "sub"');
+    if (typeof actSub !== 'string' || actSub.length === 0)
+      return bad('token claim "act" must be an object with a non-empty "sub"');
     // Stamped as pgwarden.agent like an agent claim, so held to the same rules (else a single-use token is consumed
     // by a login whose upstream startup PostgreSQL then refuses).
     const shape = identityClaimProblem('act.sub', actSub);
@@ -244,9 +279,11 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
   // Only the JSON boolean true marks a token single-use; "true", 1 or an object is refused rather than read as
   // ordinary (an issuer that meant single-use must not get a reusable token by a typing slip).
   const once = payload[SINGLE_USE_CLAIM];
-  if (once !== undefined && typeof once !== 'boolean') return bad(`token claim "${SINGLE_USE_CLAIM}" must be true or false`);
+  if (once !== undefined && typeof once !== 'boolean')
+    return bad(`token claim "${SINGLE_USE_CLAIM}" must be true or false`);
   // A single-use token is consumed by its jti: without one there is nothing to consume, so it cannot be honoured.
-  if (once === true && optional.jti === undefined) return bad(`token claim "${SINGLE_USE_CLAIM}" needs a "jti" claim (the single use is recorded by it)`);
+  if (once === true && optional.jti === undefined)
+    return bad(`token claim "${SINGLE_USE_CLAIM}" needs a "jti" claim (the single use is recorded by it)`);
 
   const networks = readNetworksClaim(payload['pgwarden_networks']);
   if (!networks.ok) return bad(networks.message);
@@ -273,7 +310,12 @@ function joseFailure(err: unknown, auth: AuthConfig): VerifyResult {
   if (err instanceof KeyUnavailableError) {
     switch (err.kind) {
       case 'no_matching_key':
-        return fail('key_unavailable', 'no configured key matches the token (unknown key id or algorithm)', HINT_NEW_TOKEN, err);
+        return fail(
+          'key_unavailable',
+          'no configured key matches the token (unknown key id or algorithm)',
+          HINT_NEW_TOKEN,
+          err,
+        );
       case 'fetch_failed':
         return fail('key_unavailable', 'the keys to verify the token could not be fetched', HINT_KEYS, err);
       case 'closed':
@@ -284,14 +326,17 @@ function joseFailure(err: unknown, auth: AuthConfig): VerifyResult {
       }
     }
   }
-  if (err instanceof KeyAlgorithmMismatchError) return fail('algorithm_not_allowed', 'token algorithm cannot be used with the configured key');
+  if (err instanceof KeyAlgorithmMismatchError)
+    return fail('algorithm_not_allowed', 'token algorithm cannot be used with the configured key');
   if (err instanceof jose.errors.JOSEAlgNotAllowed) {
     return fail('algorithm_not_allowed', `token algorithm is not allowed; accepted: ${auth.algorithms.join(', ')}`);
   }
   // The alg was checked against the configured (supported) list already, so "not supported" here is a `crit`
   // header extension jose does not implement: the token demands processing we cannot do.
-  if (err instanceof jose.errors.JOSENotSupported) return fail('not_a_jwt', 'token requires a header extension (crit) that is not supported');
-  if (err instanceof jose.errors.JWSSignatureVerificationFailed) return fail('bad_signature', 'token signature is invalid');
+  if (err instanceof jose.errors.JOSENotSupported)
+    return fail('not_a_jwt', 'token requires a header extension (crit) that is not supported');
+  if (err instanceof jose.errors.JWSSignatureVerificationFailed)
+    return fail('bad_signature', 'token signature is invalid');
   if (err instanceof jose.errors.JWTExpired) {
     return fail('expired', `token expired at ${isoTime(err.payload.exp)}`);
   }
@@ -317,11 +362,30 @@ function joseFailure(err: unknown, auth: AuthConfig): VerifyResult {
   return fail('key_unavailable', 'token could not be verified with the configured keys', HINT_KEYS);
 }
 
-function fail(reason: AuthFailureReason, message: string, hint: string = HINT_NEW_TOKEN, cause?: KeyUnavailableError): VerifyResult {
+function fail(
+  reason: AuthFailureReason,
+  message: string,
+  hint: string = HINT_NEW_TOKEN,
+  cause?: KeyUnavailableError,
+): VerifyResult {
   const code = reason === 'unknown_role' || reason === 'revoked' ? 'ERR_TOKEN_REJECTED' : 'ERR_TOKEN_INVALID';
-  const agent = reason === 'revoked' ? 'credential_revoked' : reason === 'unknown_role' ? 'credential_rejected' : reason === 'expired' ? 'credential_expired' : reason === 'key_unavailable' ? 'unavailable' : 'credential_invalid';
+  const agent =
+    reason === 'revoked'
+      ? 'credential_revoked'
+      : reason === 'unknown_role'
+        ? 'credential_rejected'
+        : reason === 'expired'
+          ? 'credential_expired'
+          : reason === 'key_unavailable'
+            ? 'unavailable'
+            : 'credential_invalid';
   // Only key-source failures carry a cause (network errors, for the log); jose's claim errors hold the payload.
-  const error = new ProxyError(code, message, { hint, severity: 'FATAL', reason: agent, ...(cause === undefined ? {} : { cause }) });
+  const error = new ProxyError(code, message, {
+    hint,
+    severity: 'FATAL',
+    reason: agent,
+    ...(cause === undefined ? {} : { cause }),
+  });
   return { ok: false, reason, error };
 }
 

@@ -1,8 +1,24 @@
 // Keys that verify and sign tokens: built from the key files config/key-files.ts reads (re-read when they change, with an overlap), or fetched from a remote JWKS, and imported with jose.
 import * as jose from 'jose';
 import type { AuthConfig } from '../config/types.ts';
-import { algorithmMismatch, describeKey, HMAC_MIN_BYTES, isHmacAlgorithm, parseKeyText, readHmacSecret, readKeyFile, readTrustedFile, trimTrailingNewlines, usableAlgorithms, } from '../config/key-files.ts';
-import { readSettledSecret, SECRET_DEBOUNCE_MS, type SecretReloadResult, type SecretWatchOptions } from '../config/secrets.ts';
+import {
+  algorithmMismatch,
+  describeKey,
+  HMAC_MIN_BYTES,
+  isHmacAlgorithm,
+  parseKeyText,
+  readHmacSecret,
+  readKeyFile,
+  readTrustedFile,
+  trimTrailingNewlines,
+  usableAlgorithms,
+} from '../config/key-files.ts';
+import {
+  readSettledSecret,
+  SECRET_DEBOUNCE_MS,
+  type SecretReloadResult,
+  type SecretWatchOptions,
+} from '../config/secrets.ts';
 import { Coalescer } from '../../lib/coalesce.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 import { FileWatcher } from '../../lib/watch.ts';
@@ -34,7 +50,10 @@ export class KeyAlgorithmMismatchError extends Error {
 // Verification keys
 
 /** What jose's jwtVerify accepts as a key resolver. */
-export type KeyResolver = (header: jose.JWSHeaderParameters, token: jose.FlattenedJWSInput) => Promise<jose.CryptoKey | Uint8Array>;
+export type KeyResolver = (
+  header: jose.JWSHeaderParameters,
+  token: jose.FlattenedJWSInput,
+) => Promise<jose.CryptoKey | Uint8Array>;
 
 export interface VerificationKeys {
   /** Resolve the key for a token's header; throws KeyUnavailableError / KeyAlgorithmMismatchError (never reads jwk/jku/x5u). */
@@ -67,7 +86,8 @@ export async function loadVerificationKeys(auth: AuthConfig): Promise<Verificati
 
 function checkHmacOnly(auth: AuthConfig): void {
   const nonHmac = auth.algorithms.filter((a) => !isHmacAlgorithm(a));
-  if (nonHmac.length > 0) throw new TypeError(`auth.secretFile can only verify HS* algorithms, not ${nonHmac.join(', ')}`);
+  if (nonHmac.length > 0)
+    throw new TypeError(`auth.secretFile can only verify HS* algorithms, not ${nonHmac.join(', ')}`);
 }
 
 function checkNoHmac(auth: AuthConfig): void {
@@ -95,7 +115,10 @@ export interface RotatingKeys extends VerificationKeys {
  * verify for auth.keyOverlap by `now`, then never again; a file that is unreadable, group/other-writable (secret
  * files), too short or not parsing never replaces the key in use.
  */
-export async function openRotatingKeys(auth: AuthConfig, opts: SecretWatchOptions & { now?: () => number }): Promise<RotatingKeys> {
+export async function openRotatingKeys(
+  auth: AuthConfig,
+  opts: SecretWatchOptions & { now?: () => number },
+): Promise<RotatingKeys> {
   const initial = await loadVerificationKeys(auth);
   const file = auth.secretFile ?? auth.publicKeyFile;
   if (file === undefined) return { ...initial, reload: async () => 'unchanged' as const };
@@ -108,13 +131,19 @@ export async function openRotatingKeys(auth: AuthConfig, opts: SecretWatchOption
   let previous: { keys: VerificationKeys; until: number } | undefined;
   let closed = false;
 
-  const read = async (): Promise<{ ok: true; keys: VerificationKeys; bytes: Buffer; warning: string | undefined } | { ok: false; message: string }> => {
+  const read = async (): Promise<
+    { ok: true; keys: VerificationKeys; bytes: Buffer; warning: string | undefined } | { ok: false; message: string }
+  > => {
     const r = await readSettledSecret(file, isSecret ? true : 'trusted');
     if (!r.ok) return r;
     try {
       if (isSecret) {
         const secret = trimTrailingNewlines(r.data);
-        if (secret.length < HMAC_MIN_BYTES) return { ok: false, message: `the HMAC secret is ${secret.length} bytes; at least ${HMAC_MIN_BYTES} are required` };
+        if (secret.length < HMAC_MIN_BYTES)
+          return {
+            ok: false,
+            message: `the HMAC secret is ${secret.length} bytes; at least ${HMAC_MIN_BYTES} are required`,
+          };
         return { ok: true, keys: hmacKeys(new Uint8Array(secret), auth.algorithms), bytes: r.data, warning: r.warning };
       }
       return { ok: true, keys: await publicKeys(file, r.data, auth.algorithms), bytes: r.data, warning: undefined };
@@ -127,7 +156,9 @@ export async function openRotatingKeys(auth: AuthConfig, opts: SecretWatchOption
     let result: SecretReloadResult;
     const next = await read();
     if (!next.ok) {
-      opts.log('warn', `verification key not reloaded, the one in use is kept: ${next.message}`, { secret: 'verification_key' });
+      opts.log('warn', `verification key not reloaded, the one in use is kept: ${next.message}`, {
+        secret: 'verification_key',
+      });
       result = 'failed';
     } else if (next.bytes.equals(current.bytes)) {
       result = 'unchanged';
@@ -150,13 +181,18 @@ export async function openRotatingKeys(auth: AuthConfig, opts: SecretWatchOption
 
   const watchers: FileWatcher[] = [];
   if (opts.watch !== false) {
-    watchers.push(new FileWatcher(file, {
-      debounceMs: SECRET_DEBOUNCE_MS,
-      persistent: false,
-      what: 'verification key',
-      warn: (msg, fields) => opts.log('warn', msg, fields),
-      onChange: () => void reloads.run().catch((err) => opts.log('error', 'verification key reload crashed', { error: errorMessage(err) })),
-    }));
+    watchers.push(
+      new FileWatcher(file, {
+        debounceMs: SECRET_DEBOUNCE_MS,
+        persistent: false,
+        what: 'verification key',
+        warn: (msg, fields) => opts.log('warn', msg, fields),
+        onChange: () =>
+          void reloads
+            .run()
+            .catch((err) => opts.log('error', 'verification key reload crashed', { error: errorMessage(err) })),
+      }),
+    );
   }
 
   return {
@@ -209,7 +245,8 @@ function staticKeys(byAlg: Map<string, jose.CryptoKey | Uint8Array>): Verificati
     resolve: async (header) => {
       if (closed) throw new KeyUnavailableError('closed', 'the token verifier is closed');
       const key = typeof header.alg === 'string' ? byAlg.get(header.alg) : undefined;
-      if (key === undefined) throw new KeyAlgorithmMismatchError('the token algorithm cannot be used with the configured key');
+      if (key === undefined)
+        throw new KeyAlgorithmMismatchError('the token algorithm cannot be used with the configured key');
       return key;
     },
     close: () => {
@@ -224,7 +261,9 @@ async function publicKeys(path: string, data: Buffer, algorithms: readonly strin
   const material = parsed.material;
   const usable = usableAlgorithms(material, algorithms);
   if (usable.length === 0) {
-    throw new Error(`the key in ${path} (${material.keys.map(describeKey).join(', ')}) fits none of auth.algorithms (${algorithms.join(', ')})`);
+    throw new Error(
+      `the key in ${path} (${material.keys.map(describeKey).join(', ')}) fits none of auth.algorithms (${algorithms.join(', ')})`,
+    );
   }
 
   if (material.format === 'jwks') {
@@ -251,9 +290,10 @@ async function publicKeys(path: string, data: Buffer, algorithms: readonly strin
   // A single key: import it once per usable algorithm (WebCrypto binds a key to one algorithm).
   const byAlg = new Map<string, jose.CryptoKey>();
   for (const alg of usable) {
-    const key = material.format === 'pem'
-      ? await jose.importSPKI(material.keys[0].export({ type: 'spki', format: 'pem' }).toString(), alg)
-      : await jose.importJWK({ ...material.jwk, alg }, alg);
+    const key =
+      material.format === 'pem'
+        ? await jose.importSPKI(material.keys[0].export({ type: 'spki', format: 'pem' }).toString(), alg)
+        : await jose.importJWK({ ...material.jwk, alg }, alg);
     if (key instanceof Uint8Array) throw new TypeError('unexpected symmetric key from a public JWK');
     byAlg.set(alg, key);
   }
@@ -314,7 +354,11 @@ export function cappedFetch(maxBytes: number, closed: AbortSignal): jose.FetchIm
     const response = await fetch(url, { ...options, signal });
     if (response.status !== 200) {
       await response.body?.cancel();
-      throw new KeyUnavailableError('fetch_failed', 'the token signing keys could not be fetched', new Error(`JWKS endpoint answered HTTP ${response.status}`));
+      throw new KeyUnavailableError(
+        'fetch_failed',
+        'the token signing keys could not be fetched',
+        new Error(`JWKS endpoint answered HTTP ${response.status}`),
+      );
     }
     const declared = Number(response.headers.get('content-length') ?? Number.NaN);
     if (Number.isFinite(declared) && declared > maxBytes) {
@@ -341,7 +385,11 @@ export function cappedFetch(maxBytes: number, closed: AbortSignal): jose.FetchIm
 }
 
 function tooLarge(maxBytes: number): KeyUnavailableError {
-  return new KeyUnavailableError('fetch_failed', 'the token signing keys could not be fetched', new Error(`JWKS response is larger than ${maxBytes} bytes`));
+  return new KeyUnavailableError(
+    'fetch_failed',
+    'the token signing keys could not be fetched',
+    new Error(`JWKS response is larger than ${maxBytes} bytes`),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,13 +27,22 @@ const MIN_TTL_MS = 1_000;
  * Sign a token valid for `ttlMs` from `now` (ms) with the first configured algorithm, setting iss, aud, iat, exp,
  * jti (and the `kid` header when the private key is a JWK with one). Throws RangeError above auth.maxTokenLifetime.
  */
-export async function mintToken(auth: AuthConfig, claims: MintClaims, ttlMs: number, now: number = Date.now()): Promise<string> {
+export async function mintToken(
+  auth: AuthConfig,
+  claims: MintClaims,
+  ttlMs: number,
+  now: number = Date.now(),
+): Promise<string> {
   if (!Number.isFinite(ttlMs) || ttlMs < MIN_TTL_MS) throw new RangeError(`token ttl must be at least ${MIN_TTL_MS}ms`);
   if (ttlMs > auth.maxTokenLifetime) {
-    throw new RangeError(`token ttl ${Math.round(ttlMs / 1000)}s exceeds auth.maxTokenLifetime (${auth.maxTokenLifetime / 1000}s)`);
+    throw new RangeError(
+      `token ttl ${Math.round(ttlMs / 1000)}s exceeds auth.maxTokenLifetime (${auth.maxTokenLifetime / 1000}s)`,
+    );
   }
-  if (typeof claims.sub !== 'string' || claims.sub.length === 0) throw new TypeError('claims.sub must be a non-empty string');
-  if (typeof claims.role !== 'string' || claims.role.length === 0) throw new TypeError('claims.role must be a non-empty string');
+  if (typeof claims.sub !== 'string' || claims.sub.length === 0)
+    throw new TypeError('claims.sub must be a non-empty string');
+  if (typeof claims.role !== 'string' || claims.role.length === 0)
+    throw new TypeError('claims.role must be a non-empty string');
 
   const signing = await loadSigningKey(auth);
   const iat = Math.floor(now / 1000);
@@ -49,7 +58,10 @@ export async function mintToken(auth: AuthConfig, claims: MintClaims, ttlMs: num
   if (claims.networks !== undefined) {
     // Refuse here what the verifier would refuse at login, so a mistyped network fails at mint, not at use.
     const read = readNetworksClaim(claims.networks);
-    if (!read.ok) throw new TypeError(`claims.networks: ${claims.networks.map((n) => parseCidr(n)).find((r) => !r.ok)?.message ?? read.message}`);
+    if (!read.ok)
+      throw new TypeError(
+        `claims.networks: ${claims.networks.map((n) => parseCidr(n)).find((r) => !r.ok)?.message ?? read.message}`,
+      );
     payload[NETWORKS_CLAIM] = claims.networks;
   }
 

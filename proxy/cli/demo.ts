@@ -45,15 +45,23 @@ export async function runDemo(opts: { port: number; metricsPort: number }): Prom
     await app.connect();
     await app.query(sampleSchemaSql(upstreamPassword));
     // The backstops docs/deploy.md ("Role settings") asks a DBA to set on pgwarden's upstream role, set as a DBA would.
-    for (const [name, value] of [['temp_file_limit', '1GB'], ['statement_timeout', '5min'], ['idle_in_transaction_session_timeout', '5min']]) {
-      await app.query(`ALTER ROLE ${pg.escapeIdentifier(SAMPLE_UPSTREAM_USER)} IN DATABASE ${pg.escapeIdentifier(SAMPLE_DATABASE)} SET ${name} = ${pg.escapeLiteral(value as string)}`);
+    for (const [name, value] of [
+      ['temp_file_limit', '1GB'],
+      ['statement_timeout', '5min'],
+      ['idle_in_transaction_session_timeout', '5min'],
+    ]) {
+      await app.query(
+        `ALTER ROLE ${pg.escapeIdentifier(SAMPLE_UPSTREAM_USER)} IN DATABASE ${pg.escapeIdentifier(SAMPLE_DATABASE)} SET ${name} = ${pg.escapeLiteral(value as string)}`,
+      );
     }
     await app.end();
 
     step(`writing a demo config and policy to ${dir}…`);
     mkdirSync(path.join(dir, 'secrets'), { mode: 0o700 });
     writeFileSync(path.join(dir, 'secrets', 'upstream-password'), upstreamPassword + '\n', { mode: 0o600 });
-    writeFileSync(path.join(dir, 'secrets', 'jwt-secret'), randomBytes(32).toString('base64url') + '\n', { mode: 0o600 });
+    writeFileSync(path.join(dir, 'secrets', 'jwt-secret'), randomBytes(32).toString('base64url') + '\n', {
+      mode: 0o600,
+    });
     writeFileSync(path.join(dir, 'policy.yaml'), SAMPLE_POLICY_YAML);
     // pgwarden refuses to start without its revocation list (a lost file must not un-revoke anybody).
     writeFileSync(path.join(dir, 'revocations.yaml'), 'revoked: []\n');

@@ -35,7 +35,13 @@ export async function explain(config: Config, roleName: string, sql: string): Pr
     const { policy, catalog } = store.current;
     const role = policy.roles.get(roleName);
     if (!role) throw new Error(`role "${roleName}" is not defined in ${config.policyFile}`);
-    const d = evaluate(sql, 'simple', { role, preparedNames: new Set(), cursorNames: new Set() }, catalog, policy.version);
+    const d = evaluate(
+      sql,
+      'simple',
+      { role, preparedNames: new Set(), cursorNames: new Set() },
+      catalog,
+      policy.version,
+    );
     return {
       role: roleName,
       sql,

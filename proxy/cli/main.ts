@@ -45,7 +45,10 @@ async function serve(argv: string[]): Promise<void> {
     }, drainTimeout);
     // Running statements get all but the last 2 s (a quarter, when shorter), which closing everything else needs.
     const closing = Math.min(2_000, drainTimeout / 4);
-    proxy.log.info({ signal, drainMs: drainTimeout - closing }, 'shutting down: no new connections or statements, draining running statements');
+    proxy.log.info(
+      { signal, drainMs: drainTimeout - closing },
+      'shutting down: no new connections or statements, draining running statements',
+    );
     try {
       await proxy.close(drainTimeout - closing);
     } catch (err) {
@@ -79,7 +82,19 @@ async function tokenMint(argv: string[]): Promise<void> {
   if (!values.sub || !values.role) die(`--sub and --role are required\n${USAGE}`);
   const ttl = parseDuration(values.ttl);
   if (ttl === undefined || ttl <= 0) die(`--ttl: not a duration ("${values.ttl}")`);
-  const token = await mintToken(config.auth, { sub: values.sub, role: values.role, agent: values.agent, tenant: values.tenant, jti: values.jti, singleUse: values['single-use'], networks: values.networks?.split(',').map((n) => n.trim()) }, ttl).catch((err: Error) => die(err.message));
+  const token = await mintToken(
+    config.auth,
+    {
+      sub: values.sub,
+      role: values.role,
+      agent: values.agent,
+      tenant: values.tenant,
+      jti: values.jti,
+      singleUse: values['single-use'],
+      networks: values.networks?.split(',').map((n) => n.trim()),
+    },
+    ttl,
+  ).catch((err: Error) => die(err.message));
   process.stdout.write(token + '\n');
 }
 
@@ -94,7 +109,10 @@ async function policy(argv: string[]): Promise<void> {
     process.exit(res.ok ? 0 : 1);
   }
   if (sub === 'explain') {
-    const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, role: { type: 'string' }, sql: { type: 'string' } } });
+    const { values } = parseArgs({
+      args: rest,
+      options: { config: { type: 'string', short: 'c' }, role: { type: 'string' }, sql: { type: 'string' } },
+    });
     const config = load(values.config);
     if (!values.role || values.sql === undefined) die(`--role and --sql are required\n${USAGE}`);
     const { explain } = await import('./explain.ts');
@@ -114,7 +132,10 @@ export async function main(argv: string[]): Promise<void> {
       if (rest[0] !== 'mint') die(USAGE);
       return await tokenMint(rest.slice(1));
     case 'demo': {
-      const { values } = parseArgs({ args: rest, options: { port: { type: 'string', default: '6432' }, 'metrics-port': { type: 'string', default: '9187' } } });
+      const { values } = parseArgs({
+        args: rest,
+        options: { port: { type: 'string', default: '6432' }, 'metrics-port': { type: 'string', default: '9187' } },
+      });
       return await runDemo({ port: Number(values.port), metricsPort: Number(values['metrics-port']) });
     }
     case 'policy':

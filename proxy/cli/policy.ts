@@ -18,25 +18,34 @@ function durationText(ms: number): string {
 
 /** One role as a few indented lines: what an operator wants to confirm after editing the file. */
 export function describeRole(r: RolePolicy): string[] {
-  const lines = [`${r.name}: ${r.mode}${r.mode === 'shadow' ? ' (denials are logged, not enforced)' : ''}, ${r.readOnly ? 'read-only' : 'read-write'}`];
+  const lines = [
+    `${r.name}: ${r.mode}${r.mode === 'shadow' ? ' (denials are logged, not enforced)' : ''}, ${r.readOnly ? 'read-only' : 'read-write'}`,
+  ];
   lines.push(`  read: ${r.relations.length > 0 ? r.relations.map(pattern).join(', ') : '(no relations)'}`);
   if (r.write) lines.push(`  write: ${r.write.kinds.join(', ')} on ${r.write.relations.map(pattern).join(', ')}`);
   for (const [rel, cols] of r.deniedColumns) {
     const dot = rel.indexOf('.');
-    lines.push(`  denied columns of ${quoteIdent(rel.slice(0, dot))}.${quoteIdent(rel.slice(dot + 1))}: ${[...cols].map(quoteIdent).join(', ')}`);
+    lines.push(
+      `  denied columns of ${quoteIdent(rel.slice(0, dot))}.${quoteIdent(rel.slice(dot + 1))}: ${[...cols].map(quoteIdent).join(', ')}`,
+    );
   }
   if (r.functions.allow.size > 0) lines.push(`  functions allowed: ${[...r.functions.allow].join(', ')}`);
   if (r.functions.deny.size > 0) lines.push(`  functions denied: ${[...r.functions.deny].join(', ')}`);
   if (r.settings.size > 0) lines.push(`  extra settings: ${[...r.settings].join(', ')}`);
-  if (r.ddl !== undefined) lines.push(`  ddl: ${r.ddl.kinds.join(', ')} on ${[...r.ddl.schemas.map((s) => `${quoteIdent(s)}.*`), ...(r.ddl.temporary ? ['temporary objects'] : [])].join(', ')}`);
+  if (r.ddl !== undefined)
+    lines.push(
+      `  ddl: ${r.ddl.kinds.join(', ')} on ${[...r.ddl.schemas.map((s) => `${quoteIdent(s)}.*`), ...(r.ddl.temporary ? ['temporary objects'] : [])].join(', ')}`,
+    );
   const utility = [
     ...(r.maintenance ?? []).map((m) => m.toUpperCase()),
     ...(r.lock === true ? ['LOCK'] : []),
     ...(r.do === true ? ['DO (unrestricted)'] : []),
   ];
   if (utility.length > 0) lines.push(`  also: ${utility.join(', ')}`);
-  const ch = (ps: readonly { name: string; prefix: boolean }[]) => ps.map((p) => `${p.name === '' ? '' : quoteIdent(p.name)}${p.prefix ? '*' : ''}`).join(', ');
-  if (r.channels !== undefined) lines.push(`  channels: listen ${ch(r.channels.listen) || '(none)'}; notify ${ch(r.channels.notify) || '(none)'}`);
+  const ch = (ps: readonly { name: string; prefix: boolean }[]) =>
+    ps.map((p) => `${p.name === '' ? '' : quoteIdent(p.name)}${p.prefix ? '*' : ''}`).join(', ');
+  if (r.channels !== undefined)
+    lines.push(`  channels: listen ${ch(r.channels.listen) || '(none)'}; notify ${ch(r.channels.notify) || '(none)'}`);
   const limits = [
     r.maxRows === undefined ? 'no row cap' : `maxRows ${r.maxRows} (${r.onRowCap})`,
     r.statementTimeout === undefined ? 'no statement timeout' : `statementTimeout ${durationText(r.statementTimeout)}`,

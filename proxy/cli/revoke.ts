@@ -22,7 +22,9 @@ export interface RevokeConfigView {
   revocation?: { file?: string; table?: { schema: string; name: string; channel?: string } } | undefined;
 }
 
-export type RevokeLoadConfig = (file: string) => { ok: true; config: RevokeConfigView } | { ok: false; issues: ConfigIssue[] };
+export type RevokeLoadConfig = (
+  file: string,
+) => { ok: true; config: RevokeConfigView } | { ok: false; issues: ConfigIssue[] };
 
 export interface RevokeIo {
   out: (text: string) => void;
@@ -37,7 +39,11 @@ const defaultIo: RevokeIo = {
 };
 
 /** Returns the process exit code: 0 done, 1 failed (config, file), 2 usage error. */
-export async function revokeCommand(argv: string[], loadConfigFn: RevokeLoadConfig, io: RevokeIo = defaultIo): Promise<number> {
+export async function revokeCommand(
+  argv: string[],
+  loadConfigFn: RevokeLoadConfig,
+  io: RevokeIo = defaultIo,
+): Promise<number> {
   let values: {
     config?: string;
     jti?: string;
@@ -86,7 +92,9 @@ export async function revokeCommand(argv: string[], loadConfigFn: RevokeLoadConf
   ]);
   const one = given[0];
   if (given.length !== 1 || one === undefined) {
-    io.err(`pgwarden revoke: give exactly one of --jti, --sub, --agent (or --jti-file, --sub-file, --agent-file)\n${REVOKE_USAGE}`);
+    io.err(
+      `pgwarden revoke: give exactly one of --jti, --sub, --agent (or --jti-file, --sub-file, --agent-file)\n${REVOKE_USAGE}`,
+    );
     return 2;
   }
   const key = one.key;
@@ -112,7 +120,9 @@ export async function revokeCommand(argv: string[], loadConfigFn: RevokeLoadConf
   if (values.expires !== undefined) {
     const parsed = parseExpires(values.expires, io.now());
     if (parsed === undefined) {
-      io.err(`pgwarden revoke: --expires: not a duration ("1h", "30m") or an ISO 8601 time in the future ("${values.expires}")\n`);
+      io.err(
+        `pgwarden revoke: --expires: not a duration ("1h", "30m") or an ISO 8601 time in the future ("${values.expires}")\n`,
+      );
       return 2;
     }
     expiresAt = parsed;

@@ -11,11 +11,20 @@ export const HMAC_MIN_BYTES = 32;
  * `none` is absent on purpose; ML-DSA is absent because Node 20 has no WebCrypto support for it.
  */
 export const SUPPORTED_ALGORITHMS = [
-  'HS256', 'HS384', 'HS512',
-  'RS256', 'RS384', 'RS512',
-  'PS256', 'PS384', 'PS512',
-  'ES256', 'ES384', 'ES512',
-  'EdDSA', 'Ed25519',
+  'HS256',
+  'HS384',
+  'HS512',
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'Ed25519',
 ] as const;
 export type SupportedAlgorithm = (typeof SUPPORTED_ALGORITHMS)[number];
 
@@ -52,7 +61,10 @@ export function readTrustedFile(path: string): { ok: true; data: Buffer } | { ok
   }
   const mode = st.mode & 0o777;
   if ((mode & 0o022) !== 0) {
-    return { ok: false, message: `file ${path} is writable by ${mode & 0o020 ? 'its group' : 'others'} (mode ${mode.toString(8).padStart(4, '0')}), so anyone in them could replace the key; chmod go-w it` };
+    return {
+      ok: false,
+      message: `file ${path} is writable by ${mode & 0o020 ? 'its group' : 'others'} (mode ${mode.toString(8).padStart(4, '0')}), so anyone in them could replace the key; chmod go-w it`,
+    };
   }
   return readKeyFile(path);
 }
@@ -64,7 +76,9 @@ export function readTrustedFile(path: string): { ok: true; data: Buffer } | { ok
  * 0440 with a group, see docs/deploy.md). Messages never name the file: a secret written where its path belongs
  * must not be echoed.
  */
-export function readSecretFile(path: string): { ok: true; data: Buffer; warning: string | undefined } | { ok: false; message: string } {
+export function readSecretFile(
+  path: string,
+): { ok: true; data: Buffer; warning: string | undefined } | { ok: false; message: string } {
   let st: Stats;
   let data: Buffer;
   try {
@@ -72,13 +86,23 @@ export function readSecretFile(path: string): { ok: true; data: Buffer; warning:
     data = readFileSync(path);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException | undefined)?.code;
-    const why = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' || code === 'EPERM' ? 'is not readable (permission denied)' : code === 'EISDIR' ? 'is a directory' : `cannot be read (${code ?? 'error'})`;
+    const why =
+      code === 'ENOENT'
+        ? 'does not exist'
+        : code === 'EACCES' || code === 'EPERM'
+          ? 'is not readable (permission denied)'
+          : code === 'EISDIR'
+            ? 'is a directory'
+            : `cannot be read (${code ?? 'error'})`;
     return { ok: false, message: `the file it names ${why}` };
   }
   const mode = st.mode & 0o777;
   const octal = mode.toString(8).padStart(4, '0');
   if ((mode & 0o022) !== 0) {
-    return { ok: false, message: `the file it names is writable by ${mode & 0o020 ? 'its group' : 'others'} (mode ${octal}), so it could be replaced; chmod go-w it` };
+    return {
+      ok: false,
+      message: `the file it names is writable by ${mode & 0o020 ? 'its group' : 'others'} (mode ${octal}), so it could be replaced; chmod go-w it`,
+    };
   }
   // libpq's rule for key files: 0600 or less, or 0640 or less when owned by root (a group of readers the admin chose).
   const tooOpen = (mode & 0o004) !== 0 || ((mode & 0o040) !== 0 && st.uid !== 0);
@@ -152,16 +176,20 @@ export function parseKeyText(text: string, want: 'public' | 'private'): ParseRes
   }
   return {
     ok: false,
-    message: want === 'public'
-      ? 'is neither a PEM public key ("-----BEGIN PUBLIC KEY-----") nor JWK / JWKS JSON'
-      : 'is neither a PEM private key ("-----BEGIN PRIVATE KEY-----") nor a JWK JSON',
+    message:
+      want === 'public'
+        ? 'is neither a PEM public key ("-----BEGIN PUBLIC KEY-----") nor JWK / JWKS JSON'
+        : 'is neither a PEM private key ("-----BEGIN PRIVATE KEY-----") nor a JWK JSON',
   };
 }
 
 function parsePem(pem: string, want: 'public' | 'private'): ParseResult {
   const isPrivatePem = /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem);
   if (want === 'public' && isPrivatePem) {
-    return { ok: false, message: 'holds a private key; give the public key (SPKI PEM) instead, the proxy only verifies' };
+    return {
+      ok: false,
+      message: 'holds a private key; give the public key (SPKI PEM) instead, the proxy only verifies',
+    };
   }
   if (want === 'private' && !isPrivatePem) return { ok: false, message: 'is not a PEM private key' };
   if (/ENCRYPTED/.test(pem)) return { ok: false, message: 'holds an encrypted private key, which is not supported' };
@@ -181,7 +209,8 @@ function parseSingleJwk(jwk: Record<string, unknown>, want: 'public' | 'private'
 
 function parseJwks(jwks: Record<string, unknown>, want: 'public' | 'private'): ParseResult {
   const list = jwks['keys'];
-  if (!Array.isArray(list) || list.length === 0) return { ok: false, message: 'is a JWKS whose "keys" is not a non-empty list' };
+  if (!Array.isArray(list) || list.length === 0)
+    return { ok: false, message: 'is a JWKS whose "keys" is not a non-empty list' };
   const keys: KeyObject[] = [];
   for (const [i, jwk] of list.entries()) {
     if (!isPlainObject(jwk)) return { ok: false, message: `JWKS key ${i} is not an object` };
@@ -193,7 +222,8 @@ function parseJwks(jwks: Record<string, unknown>, want: 'public' | 'private'): P
   }
   if (keys.length === 0) return { ok: false, message: 'is a JWKS with no signature keys' };
   if (want === 'private') {
-    if (keys.length !== 1) return { ok: false, message: 'is a JWKS with several keys; a private key file must hold exactly one' };
+    if (keys.length !== 1)
+      return { ok: false, message: 'is a JWKS with several keys; a private key file must hold exactly one' };
     const only = list.find((k) => isPlainObject(k) && k['use'] !== 'enc') as jose.JWK;
     return { ok: true, material: { format: 'jwk', jwk: only, keys: [keys[0] as KeyObject] } };
   }
@@ -270,7 +300,8 @@ export function algorithmMismatch(key: KeyObject, alg: string, jwk?: jose.JWK): 
   }
   if (alg.startsWith('ES')) {
     const want = EC_CURVE_FOR_ALG[alg];
-    if (type !== 'ec' || curveName(key.asymmetricKeyDetails?.namedCurve) !== want) return `${alg} needs an EC ${want} key, not ${desc}`;
+    if (type !== 'ec' || curveName(key.asymmetricKeyDetails?.namedCurve) !== want)
+      return `${alg} needs an EC ${want} key, not ${desc}`;
     return undefined;
   }
   if (alg === 'EdDSA' || alg === 'Ed25519') {
@@ -281,8 +312,17 @@ export function algorithmMismatch(key: KeyObject, alg: string, jwk?: jose.JWK): 
 
 /** Algorithms among `algorithms` that at least one key in the material can verify (or sign) with. */
 export function usableAlgorithms(material: KeyMaterial, algorithms: readonly string[]): string[] {
-  return algorithms.filter((alg) => !isHmacAlgorithm(alg) && material.keys.some((key, i) => {
-    const jwk = material.format === 'jwk' ? material.jwk : material.format === 'jwks' ? (material.jwks.keys.filter((k) => k.use !== 'enc')[i]) : undefined;
-    return algorithmMismatch(key, alg, jwk) === undefined;
-  }));
+  return algorithms.filter(
+    (alg) =>
+      !isHmacAlgorithm(alg) &&
+      material.keys.some((key, i) => {
+        const jwk =
+          material.format === 'jwk'
+            ? material.jwk
+            : material.format === 'jwks'
+              ? material.jwks.keys.filter((k) => k.use !== 'enc')[i]
+              : undefined;
+        return algorithmMismatch(key, alg, jwk) === undefined;
+      }),
+  );
 }

@@ -84,7 +84,8 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
     return { ok: false, issues: [{ path: FILE, message: `cannot be read as YAML: ${(err as Error).message}` }] };
   }
   if (raw === null || raw === undefined) raw = {};
-  if (!isPlainObject(raw)) return { ok: false, issues: [{ path: FILE, message: 'must be a mapping of settings (key: value)' }] };
+  if (!isPlainObject(raw))
+    return { ok: false, issues: [{ path: FILE, message: 'must be a mapping of settings (key: value)' }] };
 
   // 2. Unknown, misplaced and forbidden keys, anywhere in the tree.
   checkKeys(raw, '', issue);
@@ -95,7 +96,9 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
   const provided = new Set<string>();
   const sectionGiven = (section: string): boolean =>
     isPlainObject(getPath(raw, section)) ||
-    settings.some((s) => s.key.startsWith(`${section}.`) && (overrides[s.key] !== undefined || envValue(s, env) !== undefined));
+    settings.some(
+      (s) => s.key.startsWith(`${section}.`) && (overrides[s.key] !== undefined || envValue(s, env) !== undefined),
+    );
 
   for (const setting of settings as readonly Setting[]) {
     const source = pickSource(setting, raw, env, overrides);
@@ -125,7 +128,12 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
   checkPolicyFile(get<string>('policyFile'), issue);
   const peers = parsePeers(get<string[]>('cluster.peers') ?? [], get<number>('cluster.replicaId') ?? 0, issue);
   const metricsEnabled = sectionGiven('metrics');
-  if (metricsEnabled && get('metrics.port') !== 0 && get('metrics.port') === get('listen.port') && get('metrics.host') === get('listen.host')) {
+  if (
+    metricsEnabled &&
+    get('metrics.port') !== 0 &&
+    get('metrics.port') === get('listen.port') &&
+    get('metrics.host') === get('listen.host')
+  ) {
     issue('metrics.port', 'is the same address as listen; choose another port');
   }
 
@@ -221,7 +229,11 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
 }
 
 /** Peers are written "id@host:port"; ids are 0..127 and distinct from ours and each other. */
-function parsePeers(list: readonly string[], self: number, issue: (path: string, message: string) => void): { id: number; host: string; port: number }[] {
+function parsePeers(
+  list: readonly string[],
+  self: number,
+  issue: (path: string, message: string) => void,
+): { id: number; host: string; port: number }[] {
   const out: { id: number; host: string; port: number }[] = [];
   const seen = new Set<number>();
   for (const entry of list) {
@@ -233,7 +245,7 @@ function parsePeers(list: readonly string[], self: number, issue: (path: string,
       continue;
     }
     if (id === self || seen.has(id)) {
-      issue('cluster.peers', `peer id ${id} is ${id === self ? 'this replica\'s own id' : 'listed twice'}`);
+      issue('cluster.peers', `peer id ${id} is ${id === self ? "this replica's own id" : 'listed twice'}`);
       continue;
     }
     seen.add(id);
@@ -266,7 +278,12 @@ function envValue(setting: Setting, env: NodeJS.ProcessEnv): string | undefined 
 }
 
 /** The one place precedence lives: flag > env > file (> default, applied by the caller). */
-function pickSource(setting: Setting, raw: Record<string, unknown>, env: NodeJS.ProcessEnv, overrides: Readonly<Record<string, unknown>>): Source | undefined {
+function pickSource(
+  setting: Setting,
+  raw: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+  overrides: Readonly<Record<string, unknown>>,
+): Source | undefined {
   const override = overrides[setting.key];
   if (override !== undefined) return { value: override, from: 'override' };
   const fromEnv = envValue(setting, env);
@@ -294,7 +311,11 @@ const SECTION_KEYS: ReadonlySet<string> = new Set(
   }),
 );
 
-function checkKeys(node: Record<string, unknown>, prefix: string, issue: (path: string, message: string) => void): void {
+function checkKeys(
+  node: Record<string, unknown>,
+  prefix: string,
+  issue: (path: string, message: string) => void,
+): void {
   for (const [key, value] of Object.entries(node)) {
     const path = prefix === '' ? key : `${prefix}.${key}`;
     const forbidden = forbiddenKeys[path];
@@ -340,11 +361,18 @@ function parseSetting(setting: Setting, v: unknown, baseDir: string): Parsed {
     case 'string':
       return typeof v === 'string' && v.length > 0 ? { value: v } : { error: `not a non-empty string (${show(v)})` };
     case 'host':
-      return typeof v === 'string' && /^[^\s/]+$/.test(v) ? { value: v } : { error: `not a host name or address (${show(v)})` };
+      return typeof v === 'string' && /^[^\s/]+$/.test(v)
+        ? { value: v }
+        : { error: `not a host name or address (${show(v)})` };
     case 'port':
       return parseInteger(v, setting.min ?? 1, setting.max ?? 65_535, 'a port number');
     case 'integer':
-      return parseInteger(v, setting.min ?? Number.MIN_SAFE_INTEGER, setting.max ?? Number.MAX_SAFE_INTEGER, 'an integer');
+      return parseInteger(
+        v,
+        setting.min ?? Number.MIN_SAFE_INTEGER,
+        setting.max ?? Number.MAX_SAFE_INTEGER,
+        'an integer',
+      );
     case 'duration': {
       const ms = parseDuration(v);
       if (ms === undefined) return { error: `not a duration (${show(v)})` };
@@ -356,14 +384,19 @@ function parseSetting(setting: Setting, v: unknown, baseDir: string): Parsed {
     }
     case 'bytes': {
       const n = parseBytes(v);
-      if (n === undefined) return { error: `not a byte size (${show(v)}); use a number of bytes or e.g. "512kB", "1MB"` };
-      if (setting.min !== undefined && n < setting.min) return { error: `must be at least ${formatBytes(setting.min)} (got ${show(v)})` };
-      if (setting.max !== undefined && n > setting.max) return { error: `must be at most ${formatBytes(setting.max)} (got ${show(v)})` };
+      if (n === undefined)
+        return { error: `not a byte size (${show(v)}); use a number of bytes or e.g. "512kB", "1MB"` };
+      if (setting.min !== undefined && n < setting.min)
+        return { error: `must be at least ${formatBytes(setting.min)} (got ${show(v)})` };
+      if (setting.max !== undefined && n > setting.max)
+        return { error: `must be at most ${formatBytes(setting.max)} (got ${show(v)})` };
       return { value: n };
     }
     case 'enum': {
       const values = setting.values ?? [];
-      return typeof v === 'string' && values.includes(v) ? { value: v } : { error: `must be one of ${values.join(', ')} (got ${show(v)})` };
+      return typeof v === 'string' && values.includes(v)
+        ? { value: v }
+        : { error: `must be one of ${values.join(', ')} (got ${show(v)})` };
     }
     case 'stringOrList':
       if (typeof v === 'string' && v.length > 0) return { value: v };
@@ -388,7 +421,10 @@ function parseSetting(setting: Setting, v: unknown, baseDir: string): Parsed {
       // The value is not shown: what is written here instead of a name is usually the secret itself.
       return typeof v === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(v)
         ? { value: v }
-        : { error: 'not an environment variable name (letters, digits and _, not starting with a digit); the value is not shown, in case it is the secret itself' };
+        : {
+            error:
+              'not an environment variable name (letters, digits and _, not starting with a digit); the value is not shown, in case it is the secret itself',
+          };
     default: {
       const never: never = setting.type;
       return never;
@@ -435,7 +471,11 @@ function checkUpstream(get: Getter, env: NodeJS.ProcessEnv, issue: IssueFn, secr
   }
   if (envName !== undefined) {
     const password = env[envName];
-    if (password === undefined) issue('upstream.passwordEnv', 'the environment variable it names is not set (the name is not shown, in case it is the password itself)');
+    if (password === undefined)
+      issue(
+        'upstream.passwordEnv',
+        'the environment variable it names is not set (the name is not shown, in case it is the password itself)',
+      );
     else if (password === '') issue('upstream.passwordEnv', 'the environment variable it names is empty');
     return password;
   }
@@ -446,14 +486,16 @@ function checkSslRootCert(get: Getter, issue: IssueFn): string | undefined {
   const file = get<string>('upstream.sslRootCert');
   if (file === undefined) return undefined;
   // A CA file with sslmode require would look like verification while none happens.
-  if (get('upstream.sslmode') !== 'verify-full') issue('upstream.sslRootCert', 'is only used with upstream.sslmode verify-full');
+  if (get('upstream.sslmode') !== 'verify-full')
+    issue('upstream.sslRootCert', 'is only used with upstream.sslmode verify-full');
   const read = readKeyFile(file);
   if (!read.ok) {
     issue('upstream.sslRootCert', read.message);
     return undefined;
   }
   const pem = read.data.toString('utf8');
-  if (!pem.includes('-----BEGIN CERTIFICATE-----')) issue('upstream.sslRootCert', `file ${file} holds no PEM certificate`);
+  if (!pem.includes('-----BEGIN CERTIFICATE-----'))
+    issue('upstream.sslRootCert', `file ${file} holds no PEM certificate`);
   return pem;
 }
 
@@ -468,7 +510,8 @@ function checkListenTls(get: Getter, given: boolean, issue: IssueFn, secret: Sec
     if (file === undefined) continue;
     const read = key === 'listen.tls.keyFile' ? secret(key, file) : readKeyFile(file);
     if (!read.ok) issue(key, read.message);
-    else if (!read.data.toString('utf8').includes(marker)) issue(key, key === 'listen.tls.keyFile' ? `the file it names holds no ${what}` : `file ${file} holds no ${what}`);
+    else if (!read.data.toString('utf8').includes(marker))
+      issue(key, key === 'listen.tls.keyFile' ? `the file it names holds no ${what}` : `file ${file} holds no ${what}`);
   }
 }
 
@@ -481,18 +524,28 @@ function checkAuth(get: Getter, provided: ReadonlySet<string>, issue: IssueFn, s
 
   const sources = (['secretFile', 'publicKeyFile', 'jwksUrl'] as const).filter((k) => provided.has(`auth.${k}`));
   if (sources.length === 0) issue('auth', 'one of secretFile, publicKeyFile or jwksUrl is required');
-  if (sources.length > 1) issue('auth', `set exactly one of secretFile, publicKeyFile, jwksUrl (got ${sources.join(', ')})`);
+  if (sources.length > 1)
+    issue('auth', `set exactly one of secretFile, publicKeyFile, jwksUrl (got ${sources.join(', ')})`);
 
   for (const alg of algorithms) {
     if (alg.toLowerCase() === 'none') {
       issue('auth.algorithms', '"none" (unsigned tokens) is never accepted');
     } else if (!isSupportedAlgorithm(alg)) {
-      issue('auth.algorithms', `${JSON.stringify(alg)} is not a supported JWS algorithm (supported: ${SUPPORTED_ALGORITHMS.join(', ')})`);
+      issue(
+        'auth.algorithms',
+        `${JSON.stringify(alg)} is not a supported JWS algorithm (supported: ${SUPPORTED_ALGORITHMS.join(', ')})`,
+      );
     } else if (isHmacAlgorithm(alg) && sources.length > 0 && !sources.includes('secretFile')) {
       // With a public key as the HMAC secret anyone holding the public key could sign (algorithm confusion).
-      issue('auth.algorithms', `${alg} needs auth.secretFile; HMAC algorithms are never used with a public key or JWKS`);
+      issue(
+        'auth.algorithms',
+        `${alg} needs auth.secretFile; HMAC algorithms are never used with a public key or JWKS`,
+      );
     } else if (!isHmacAlgorithm(alg) && sources.includes('secretFile')) {
-      issue('auth.algorithms', `${alg} needs auth.publicKeyFile or auth.jwksUrl; auth.secretFile only serves HS256, HS384, HS512`);
+      issue(
+        'auth.algorithms',
+        `${alg} needs auth.publicKeyFile or auth.jwksUrl; auth.secretFile only serves HS256, HS384, HS512`,
+      );
     }
   }
 
@@ -501,7 +554,8 @@ function checkAuth(get: Getter, provided: ReadonlySet<string>, issue: IssueFn, s
     if (!read.ok) issue('auth.secretFile', read.message);
     else {
       const length = trimTrailingNewlines(read.data).length;
-      if (length < HMAC_MIN_BYTES) issue('auth.secretFile', `secret is ${length} bytes; at least ${HMAC_MIN_BYTES} are required`);
+      if (length < HMAC_MIN_BYTES)
+        issue('auth.secretFile', `secret is ${length} bytes; at least ${HMAC_MIN_BYTES} are required`);
     }
   }
 
@@ -511,7 +565,9 @@ function checkAuth(get: Getter, provided: ReadonlySet<string>, issue: IssueFn, s
     publicMaterial = readKeyMaterial('auth.publicKeyFile', publicKeyFile, 'public', issue);
     if (publicMaterial !== undefined) {
       for (const alg of asymmetric) {
-        const reasons = publicMaterial.keys.map((key, i) => algorithmMismatch(key, alg, jwkAt(publicMaterial as KeyMaterial, i)));
+        const reasons = publicMaterial.keys.map((key, i) =>
+          algorithmMismatch(key, alg, jwkAt(publicMaterial as KeyMaterial, i)),
+        );
         if (reasons.every((r) => r !== undefined)) {
           issue('auth.algorithms', `${alg} cannot be used with the key in auth.publicKeyFile: ${reasons[0] ?? ''}`);
         }
@@ -523,7 +579,10 @@ function checkAuth(get: Getter, provided: ReadonlySet<string>, issue: IssueFn, s
     const url = new URL(jwksUrl);
     const loopback = isLoopbackHost(url.hostname);
     if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) {
-      issue('auth.jwksUrl', 'must use https (plain http is allowed only to a loopback host), or keys could be swapped in transit');
+      issue(
+        'auth.jwksUrl',
+        'must use https (plain http is allowed only to a loopback host), or keys could be swapped in transit',
+      );
     }
     if (url.username !== '' || url.password !== '') issue('auth.jwksUrl', 'must not contain credentials');
   }
@@ -538,15 +597,25 @@ function checkAuth(get: Getter, provided: ReadonlySet<string>, issue: IssueFn, s
     const key = material?.keys[0];
     if (material === undefined || key === undefined || first === undefined || !isSupportedAlgorithm(first)) return;
     const mismatch = algorithmMismatch(key, first, jwkAt(material, 0));
-    if (mismatch !== undefined) issue('auth.privateKeyFile', `cannot sign ${first}, the first of auth.algorithms: ${mismatch}`);
+    if (mismatch !== undefined)
+      issue('auth.privateKeyFile', `cannot sign ${first}, the first of auth.algorithms: ${mismatch}`);
     // Minted tokens must verify: the private key's public half has to be one of the configured public keys.
     if (publicMaterial !== undefined && !publicMaterial.keys.some((pub) => sameKey(pub, createPublicKey(key)))) {
-      issue('auth.privateKeyFile', 'is not the private half of any key in auth.publicKeyFile; minted tokens would not verify');
+      issue(
+        'auth.privateKeyFile',
+        'is not the private half of any key in auth.publicKeyFile; minted tokens would not verify',
+      );
     }
   }
 }
 
-function readKeyMaterial(path: string, file: string, want: 'public' | 'private', issue: IssueFn, secret?: SecretReader): KeyMaterial | undefined {
+function readKeyMaterial(
+  path: string,
+  file: string,
+  want: 'public' | 'private',
+  issue: IssueFn,
+  secret?: SecretReader,
+): KeyMaterial | undefined {
   // A public key file others may write is refused: whoever writes it decides which tokens verify.
   const read = secret ? secret(path, file) : readTrustedFile(file);
   if (!read.ok) {
@@ -578,7 +647,12 @@ function sameKey(a: KeyObject, b: KeyObject): boolean {
 /** Loopback per RFC 6890 (127.0.0.0/8, ::1) plus "localhost", which RFC 6761 reserves for loopback. */
 export function isLoopbackHost(hostname: string): boolean {
   const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  return host === 'localhost' || host.endsWith('.localhost') || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+  return (
+    host === 'localhost' ||
+    host.endsWith('.localhost') ||
+    host === '::1' ||
+    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
+  );
 }
 
 function checkPolicyFile(file: string | undefined, issue: IssueFn): void {
@@ -611,4 +685,3 @@ function show(v: unknown): string {
 function firstLine(message: string): string {
   return (message.split('\n')[0] ?? message).replace(/:$/, '');
 }
-

@@ -28,13 +28,20 @@ export interface SecretWatchOptions {
  * readSecretFile; the permission-checked bytes must be the settled ones, else the file is still changing and the
  * next change event reads it again. Messages never name the file's content.
  */
-export async function readSettledSecret(file: string, checkPermissions: boolean | 'trusted'): Promise<{ ok: true; data: Buffer; warning: string | undefined } | { ok: false; message: string }> {
+export async function readSettledSecret(
+  file: string,
+  checkPermissions: boolean | 'trusted',
+): Promise<{ ok: true; data: Buffer; warning: string | undefined } | { ok: false; message: string }> {
   const settled = await readSettled(file, SECRET_SETTLE_MS, SECRET_SETTLE_MAX_MS);
   if (!settled.ok) return { ok: false, message: `the file ${settled.message}` };
   // 'trusted': not secret, but whoever writes it decides whom pgwarden trusts (the public verification key).
-  const read = checkPermissions === true ? readSecretFile(file) : { ...(checkPermissions === 'trusted' ? readTrustedFile(file) : readKeyFile(file)), warning: undefined };
+  const read =
+    checkPermissions === true
+      ? readSecretFile(file)
+      : { ...(checkPermissions === 'trusted' ? readTrustedFile(file) : readKeyFile(file)), warning: undefined };
   if (!read.ok) return { ok: false, message: read.message };
-  if (!read.data.equals(settled.data)) return { ok: false, message: 'the file changed while it was read; the next change reads it again' };
+  if (!read.data.equals(settled.data))
+    return { ok: false, message: 'the file changed while it was read; the next change reads it again' };
   return { ok: true, data: read.data, warning: read.warning };
 }
 
@@ -59,13 +66,18 @@ abstract class WatchedSecret<T> {
   protected startWatching(): void {
     if (this.opts.watch === false) return;
     for (const file of this.files) {
-      this.#watchers.push(new FileWatcher(file, {
-        debounceMs: SECRET_DEBOUNCE_MS,
-        persistent: false,
-        what: this.name,
-        warn: (msg, fields) => this.opts.log('warn', msg, fields),
-        onChange: () => void this.reload().catch((err) => this.opts.log('error', `${this.name} reload crashed`, { error: errorMessage(err) })),
-      }));
+      this.#watchers.push(
+        new FileWatcher(file, {
+          debounceMs: SECRET_DEBOUNCE_MS,
+          persistent: false,
+          what: this.name,
+          warn: (msg, fields) => this.opts.log('warn', msg, fields),
+          onChange: () =>
+            void this.reload().catch((err) =>
+              this.opts.log('error', `${this.name} reload crashed`, { error: errorMessage(err) }),
+            ),
+        }),
+      );
     }
   }
 
@@ -79,7 +91,9 @@ abstract class WatchedSecret<T> {
     try {
       const next = await this.read();
       if (!next.ok) {
-        this.opts.log('warn', `${this.name} not reloaded, the one in use is kept: ${next.message}`, { secret: this.name });
+        this.opts.log('warn', `${this.name} not reloaded, the one in use is kept: ${next.message}`, {
+          secret: this.name,
+        });
         result = 'failed';
       } else if (this.same(next.value)) {
         result = 'unchanged';
@@ -90,14 +104,19 @@ abstract class WatchedSecret<T> {
         result = 'changed';
       }
     } catch (err) {
-      this.opts.log('warn', `${this.name} not reloaded, the one in use is kept`, { secret: this.name, error: errorMessage(err) });
+      this.opts.log('warn', `${this.name} not reloaded, the one in use is kept`, {
+        secret: this.name,
+        error: errorMessage(err),
+      });
       result = 'failed';
     }
     this.opts.onReload?.(this.name, result);
     return result;
   }
 
-  protected abstract read(): Promise<{ ok: true; value: T; warning?: string | undefined } | { ok: false; message: string }>;
+  protected abstract read(): Promise<
+    { ok: true; value: T; warning?: string | undefined } | { ok: false; message: string }
+  >;
   protected abstract same(next: T): boolean;
   protected replace(next: T): void {
     this.value = next;
@@ -124,7 +143,12 @@ export class UpstreamPassword extends WatchedSecret<string | undefined> {
   #accepted: string | undefined;
 
   private constructor(upstream: UpstreamConfig, opts: SecretWatchOptions) {
-    super(upstream.password, 'upstream_password', upstream.passwordFile === undefined ? [] : [upstream.passwordFile], opts);
+    super(
+      upstream.password,
+      'upstream_password',
+      upstream.passwordFile === undefined ? [] : [upstream.passwordFile],
+      opts,
+    );
   }
 
   static open(upstream: UpstreamConfig, opts: SecretWatchOptions): UpstreamPassword {
@@ -140,7 +164,8 @@ export class UpstreamPassword extends WatchedSecret<string | undefined> {
 
   /** The password to try first: the one the server last accepted while it is still the newest or the previous one. */
   get current(): string | undefined {
-    if (this.#accepted !== undefined && (this.#accepted === this.value || this.#accepted === this.#previous)) return this.#accepted;
+    if (this.#accepted !== undefined && (this.#accepted === this.value || this.#accepted === this.#previous))
+      return this.#accepted;
     return this.value;
   }
 
@@ -173,7 +198,11 @@ export class UpstreamPassword extends WatchedSecret<string | undefined> {
    * Runs `attempt` with the current password; when it fails the way `refused` recognises (28P01), once more with
    * alternative(). The password that worked is remembered (accepted()).
    */
-  async withRetry<T>(attempt: (password: string | undefined) => Promise<T>, refused: (err: unknown) => boolean, onRetry?: () => void): Promise<T> {
+  async withRetry<T>(
+    attempt: (password: string | undefined) => Promise<T>,
+    refused: (err: unknown) => boolean,
+    onRetry?: () => void,
+  ): Promise<T> {
     const used = this.current;
     try {
       const result = await attempt(used);
@@ -209,7 +238,10 @@ export class UpstreamPassword extends WatchedSecret<string | undefined> {
  * covers the moment the server still has the previous one. Spreading it copies the value of the moment: spread it
  * through livePassword again.
  */
-export function livePassword<U extends UpstreamConfig>(upstream: U, password: { readonly newest: string | undefined }): U {
+export function livePassword<U extends UpstreamConfig>(
+  upstream: U,
+  password: { readonly newest: string | undefined },
+): U {
   const copy = { ...upstream };
   Object.defineProperty(copy, 'password', { get: () => password.newest, enumerable: true, configurable: false });
   return copy;
@@ -221,7 +253,11 @@ export function livePassword<U extends UpstreamConfig>(upstream: U, password: { 
  * are written (a Kubernetes Secret swaps both at once).
  */
 export class TlsPair extends WatchedSecret<{ context: tls.SecureContext; cert: Buffer; key: Buffer }> {
-  private constructor(initial: { context: tls.SecureContext; cert: Buffer; key: Buffer }, files: TlsServerConfig, opts: SecretWatchOptions) {
+  private constructor(
+    initial: { context: tls.SecureContext; cert: Buffer; key: Buffer },
+    files: TlsServerConfig,
+    opts: SecretWatchOptions,
+  ) {
     super(initial, 'tls', [files.certFile, files.keyFile], opts);
   }
 
@@ -241,7 +277,10 @@ export class TlsPair extends WatchedSecret<{ context: tls.SecureContext; cert: B
     return this.value.context;
   }
 
-  protected async read(): Promise<{ ok: true; value: { context: tls.SecureContext; cert: Buffer; key: Buffer }; warning?: string } | { ok: false; message: string }> {
+  protected async read(): Promise<
+    | { ok: true; value: { context: tls.SecureContext; cert: Buffer; key: Buffer }; warning?: string }
+    | { ok: false; message: string }
+  > {
     const [certFile, keyFile] = this.files as [string, string];
     const cert = await readSettledSecret(certFile, false);
     if (!cert.ok) return { ok: false, message: `listen.tls.certFile: ${cert.message}` };

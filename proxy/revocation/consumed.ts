@@ -53,7 +53,10 @@ function displayJti(jti: string): string {
 /** Name of the consumed-jti table and its function for the revocation table `table`. */
 function consumedNames(schema: string, table: string): { table: string; fn: string } {
   const s = pg.escapeIdentifier(schema);
-  return { table: `${s}.${pg.escapeIdentifier(`${table}_consumed`)}`, fn: `${s}.${pg.escapeIdentifier(`${table}_consume`)}` };
+  return {
+    table: `${s}.${pg.escapeIdentifier(`${table}_consumed`)}`,
+    fn: `${s}.${pg.escapeIdentifier(`${table}_consume`)}`,
+  };
 }
 
 /**
@@ -124,7 +127,12 @@ export class TableJtiConsumer implements JtiConsumer {
     } catch (err) {
       // The server refused the password (a rotation between the file and ALTER ROLE, either order): the other one is
       // tried once, as sessions do. Nothing was consumed: the login never reached the function.
-      if (err instanceof pg.DatabaseError && err.code === '28P01' && this.#opts.password !== undefined && !this.#closed) {
+      if (
+        err instanceof pg.DatabaseError &&
+        err.code === '28P01' &&
+        this.#opts.password !== undefined &&
+        !this.#closed
+      ) {
         const other = await this.#opts.password.alternative(this.#lastPassword);
         if (other === undefined) throw err;
         return await this.#consumeOnce(jti, exp, by, other);
@@ -171,7 +179,11 @@ export class TableJtiConsumer implements JtiConsumer {
     // With a rotating password: the one the server last accepted (the newest may not be set on the server yet).
     const pw = password ?? this.#opts.password?.current;
     this.#lastPassword = pw;
-    const client = new pg.Client({ ...this.#opts.connection, ...(this.#opts.password !== undefined ? { password: pw } : {}), application_name: 'pgwarden:single-use' });
+    const client = new pg.Client({
+      ...this.#opts.connection,
+      ...(this.#opts.password !== undefined ? { password: pw } : {}),
+      application_name: 'pgwarden:single-use',
+    });
     const conn: Conn = { client, release, dead: false, ready: Promise.resolve(), ended: Promise.resolve() };
     client.on('error', (err) => {
       this.#opts.log?.('warn', 'single-use consumer connection lost', { error: err.message });
@@ -282,7 +294,10 @@ const HINT_NEW = 'Request a new single-use token for each connection and reconne
  * The login-time check over `consumer`. Undefined `consumer` (several replicas, no shared table): every single-use token
  * is refused, since a set in one replica's memory would let the token log in once on each replica.
  */
-export function singleUseCheck(consumer: JtiConsumer | undefined, opts: { by: string; log: RevocationLog }): SingleUseCheck {
+export function singleUseCheck(
+  consumer: JtiConsumer | undefined,
+  opts: { by: string; log: RevocationLog },
+): SingleUseCheck {
   return async (id) => {
     if (consumer === undefined) {
       return {
@@ -290,32 +305,49 @@ export function singleUseCheck(consumer: JtiConsumer | undefined, opts: { by: st
         error: new ProxyError('ERR_TOKEN_REJECTED', 'single-use tokens are not accepted by this pgwarden deployment', {
           hint: 'Request an ordinary (not single-use) token, or tell the operator.',
           reason: 'credential_rejected',
-          operatorHint: 'cluster.peers names other replicas but revocation.table is not configured: single use cannot be enforced across replicas (docs/revocation.md, "Single-use tokens")',
+          operatorHint:
+            'cluster.peers names other replicas but revocation.table is not configured: single use cannot be enforced across replicas (docs/revocation.md, "Single-use tokens")',
         }),
       };
     }
     // readClaims refuses a single-use token without a jti; checked again so no path consumes nothing and lets it in.
     if (id.jti === undefined) {
-      return { reason: 'missing_claim', error: new ProxyError('ERR_TOKEN_INVALID', 'single-use token has no "jti" claim', { hint: HINT_NEW, reason: 'credential_invalid' }) };
+      return {
+        reason: 'missing_claim',
+        error: new ProxyError('ERR_TOKEN_INVALID', 'single-use token has no "jti" claim', {
+          hint: HINT_NEW,
+          reason: 'credential_invalid',
+        }),
+      };
     }
     let outcome: ConsumeOutcome;
     try {
       outcome = await consumer.consume(id.jti, id.exp, `${opts.by}, login ${randomUUID()}`);
     } catch (err) {
-      opts.log('error', 'could not record the use of a single-use token; login refused', { jti: id.jti, error: errorMessage(err) });
+      opts.log('error', 'could not record the use of a single-use token; login refused', {
+        jti: id.jti,
+        error: errorMessage(err),
+      });
       return {
         reason: 'single_use_unavailable',
-        error: new ProxyError('ERR_NOT_READY', 'pgwarden could not record the use of this single-use token, so it refuses the login', {
-          hint: 'try again shortly with the same token; if this persists, tell the operator',
-          reason: 'unavailable',
-          operatorHint: `the consumed-jti table could not be written: ${errorMessage(err)} (docs/revocation.md, "Single-use tokens")`,
-        }),
+        error: new ProxyError(
+          'ERR_NOT_READY',
+          'pgwarden could not record the use of this single-use token, so it refuses the login',
+          {
+            hint: 'try again shortly with the same token; if this persists, tell the operator',
+            reason: 'unavailable',
+            operatorHint: `the consumed-jti table could not be written: ${errorMessage(err)} (docs/revocation.md, "Single-use tokens")`,
+          },
+        ),
       };
     }
     if (outcome === 'consumed') return undefined;
     return {
       reason: 'single_use_used',
-      error: new ProxyError('ERR_TOKEN_REJECTED', 'single-use token has already been used', { hint: HINT_NEW, reason: 'credential_used' }),
+      error: new ProxyError('ERR_TOKEN_REJECTED', 'single-use token has already been used', {
+        hint: HINT_NEW,
+        reason: 'credential_used',
+      }),
     };
   };
 }

@@ -37,7 +37,7 @@ const SHARDS = 64;
 /** The shard of an identifier: its last two characters, cheap and spread for random or sequential identifiers. */
 function shardOf(v: string): number {
   const n = v.length;
-  return n === 0 ? 0 : ((v.charCodeAt(n - 1) * 31 + (n > 1 ? v.charCodeAt(n - 2) : 0)) & (SHARDS - 1));
+  return n === 0 ? 0 : (v.charCodeAt(n - 1) * 31 + (n > 1 ? v.charCodeAt(n - 2) : 0)) & (SHARDS - 1);
 }
 
 const newShards = (): Map<string, number>[] => Array.from({ length: SHARDS }, () => new Map<string, number>());
@@ -62,7 +62,11 @@ export function noteChange(list: ChangeList, e: RevocationEntry): void {
 }
 
 export class RevocationIndex {
-  readonly #maps: Record<RevocationKey, Map<string, number>[]> = { jti: newShards(), sub: newShards(), agent: newShards() };
+  readonly #maps: Record<RevocationKey, Map<string, number>[]> = {
+    jti: newShards(),
+    sub: newShards(),
+    agent: newShards(),
+  };
   #count = 0;
   #expires: Float64Array;
   #gens: Uint32Array;
@@ -87,7 +91,8 @@ export class RevocationIndex {
   /** Every entry, one per identifier (built on demand: O(size), for tests, diagnostics and small lists). */
   get entries(): RevocationEntry[] {
     const out: RevocationEntry[] = [];
-    for (const k of KEYS) for (const map of this.#maps[k]) for (const [v, slot] of map) out.push(this.#entry(k, v, slot));
+    for (const k of KEYS)
+      for (const map of this.#maps[k]) for (const [v, slot] of map) out.push(this.#entry(k, v, slot));
     return out;
   }
 
@@ -176,17 +181,18 @@ export class RevocationIndex {
     const removed = emptyChangeList();
     let n = 0;
     for (const k of KEYS) {
-      for (const map of this.#maps[k]) for (const [v, slot] of map) {
-        const unseen = sweepUnseen && this.#gens[slot] !== current;
-        const expired = (this.#expires[slot] as number) <= now;
-        if (unseen || expired) {
-          if (unseen && !expired) noteChange(removed, this.#entry(k, v, slot));
-          map.delete(v);
-          this.#count--;
-          this.#release(slot);
+      for (const map of this.#maps[k])
+        for (const [v, slot] of map) {
+          const unseen = sweepUnseen && this.#gens[slot] !== current;
+          const expired = (this.#expires[slot] as number) <= now;
+          if (unseen || expired) {
+            if (unseen && !expired) noteChange(removed, this.#entry(k, v, slot));
+            map.delete(v);
+            this.#count--;
+            this.#release(slot);
+          }
+          if (++n % CHUNK === 0) await yieldToLoop();
         }
-        if (++n % CHUNK === 0) await yieldToLoop();
-      }
     }
     if (sweepUnseen) this.#reintern();
     return removed;
@@ -200,10 +206,12 @@ export class RevocationIndex {
     const added = emptyChangeList();
     let n = 0;
     for (const k of KEYS) {
-      for (const shard of other.#maps[k]) for (const [v, slot] of shard) {
-        if (this.addKey(k, v, other.#expires[slot] as number, other.#reasons[slot])) noteChange(added, other.#entry(k, v, slot));
-        if (++n % CHUNK === 0) await yieldToLoop();
-      }
+      for (const shard of other.#maps[k])
+        for (const [v, slot] of shard) {
+          if (this.addKey(k, v, other.#expires[slot] as number, other.#reasons[slot]))
+            noteChange(added, other.#entry(k, v, slot));
+          if (++n % CHUNK === 0) await yieldToLoop();
+        }
     }
     return added;
   }
@@ -214,16 +222,28 @@ export class RevocationIndex {
     const removed = emptyChangeList();
     let n = 0;
     for (const k of KEYS) {
-      for (const shard of next.#maps[k]) for (const [v, slot] of shard) {
-        const mine = (this.#maps[k][shardOf(v)] as Map<string, number>).get(v);
-        if (mine === undefined || this.#expires[mine] !== next.#expires[slot] || this.#reasons[mine] !== next.#reasons[slot]) noteChange(added, next.#entry(k, v, slot));
-        if (++n % CHUNK === 0) await yieldToLoop();
-      }
-      for (const shard of this.#maps[k]) for (const [v, slot] of shard) {
-        const theirs = (next.#maps[k][shardOf(v)] as Map<string, number>).get(v);
-        if (theirs === undefined || this.#expires[slot] !== next.#expires[theirs] || this.#reasons[slot] !== next.#reasons[theirs]) noteChange(removed, this.#entry(k, v, slot));
-        if (++n % CHUNK === 0) await yieldToLoop();
-      }
+      for (const shard of next.#maps[k])
+        for (const [v, slot] of shard) {
+          const mine = (this.#maps[k][shardOf(v)] as Map<string, number>).get(v);
+          if (
+            mine === undefined ||
+            this.#expires[mine] !== next.#expires[slot] ||
+            this.#reasons[mine] !== next.#reasons[slot]
+          )
+            noteChange(added, next.#entry(k, v, slot));
+          if (++n % CHUNK === 0) await yieldToLoop();
+        }
+      for (const shard of this.#maps[k])
+        for (const [v, slot] of shard) {
+          const theirs = (next.#maps[k][shardOf(v)] as Map<string, number>).get(v);
+          if (
+            theirs === undefined ||
+            this.#expires[slot] !== next.#expires[theirs] ||
+            this.#reasons[slot] !== next.#reasons[theirs]
+          )
+            noteChange(removed, this.#entry(k, v, slot));
+          if (++n % CHUNK === 0) await yieldToLoop();
+        }
     }
     return { added, removed };
   }

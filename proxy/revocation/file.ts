@@ -16,18 +16,45 @@
 // worker thread (the yaml library needs seconds and a lot of memory for 100k entries, none of it on the loop) and
 // its entries are then indexed in chunks. The old index answers until the new one is complete.
 import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Document, isSeq, parseDocument, YAMLSeq } from 'yaml';
 import type { Identity } from '../auth/jwt.ts';
-import { emptyChangeList, noteChange, RevocationIndex, yieldToLoop, type ChangeList, type RevocationEntry, type RevocationKey } from './entry-index.ts';
+import {
+  emptyChangeList,
+  noteChange,
+  RevocationIndex,
+  yieldToLoop,
+  type ChangeList,
+  type RevocationEntry,
+  type RevocationKey,
+} from './entry-index.ts';
 import { Coalescer } from '../../lib/coalesce.ts';
 import { FileWatcher, readSettled } from '../../lib/watch.ts';
 import { errorMessage } from '../../lib/error-message.ts';
-import { emitChange, reasonText, validateEntry, type RevocationHealth, type RevocationListener, type RevocationLog, type RevocationReadInfo, type RevocationSource } from './source.ts';
+import {
+  emitChange,
+  reasonText,
+  validateEntry,
+  type RevocationHealth,
+  type RevocationListener,
+  type RevocationLog,
+  type RevocationReadInfo,
+  type RevocationSource,
+} from './source.ts';
 
 export { RevocationIndex, MAX_LISTED_CHANGES, type RevocationEntry } from './entry-index.ts';
 
@@ -54,28 +81,37 @@ interface TopLevel {
 }
 
 function topLevelOf(raw: unknown): { shape: TopLevel; list: unknown[] } {
-  if (raw === null || raw === undefined) return { shape: { top: 'empty', extraKeys: [], revokedIsList: true }, list: [] };
+  if (raw === null || raw === undefined)
+    return { shape: { top: 'empty', extraKeys: [], revokedIsList: true }, list: [] };
   if (Array.isArray(raw)) return { shape: { top: 'list', extraKeys: [], revokedIsList: true }, list: raw };
   if (typeof raw !== 'object') return { shape: { top: 'other', extraKeys: [], revokedIsList: false }, list: [] };
   const obj = raw as Record<string, unknown>;
   const revoked = obj['revoked'] ?? [];
   return {
-    shape: { top: 'mapping', extraKeys: Object.keys(obj).filter((k) => k !== 'revoked'), revokedIsList: Array.isArray(revoked) },
+    shape: {
+      top: 'mapping',
+      extraKeys: Object.keys(obj).filter((k) => k !== 'revoked'),
+      revokedIsList: Array.isArray(revoked),
+    },
     list: Array.isArray(revoked) ? revoked : [],
   };
 }
 
 function topLevelIssues(shape: TopLevel): string[] {
   if (shape.top === 'other') return ['must be a list of entries or a mapping with "revoked"'];
-  if (shape.extraKeys.length > 0) return shape.extraKeys.map((k) => `${k}: unknown key (the file holds "revoked: [ … ]")`);
+  if (shape.extraKeys.length > 0)
+    return shape.extraKeys.map((k) => `${k}: unknown key (the file holds "revoked: [ … ]")`);
   if (!shape.revokedIsList) return ['revoked: must be a list of entries'];
   return [];
 }
 
 /** Parses a revocation file's text: `revoked: [ … ]` or a bare list; JSON is YAML too. Synchronous: for small files. */
-export function parseRevocationText(text: string): { ok: true; entries: RevocationEntry[] } | { ok: false; issues: string[] } {
+export function parseRevocationText(
+  text: string,
+): { ok: true; entries: RevocationEntry[] } | { ok: false; issues: string[] } {
   const doc = parseDocument(text, { uniqueKeys: true });
-  if (doc.errors.length > 0) return { ok: false, issues: doc.errors.map((e) => `syntax error: ${e.message.split('\n')[0] ?? e.message}`) };
+  if (doc.errors.length > 0)
+    return { ok: false, issues: doc.errors.map((e) => `syntax error: ${e.message.split('\n')[0] ?? e.message}`) };
   let raw: unknown;
   try {
     raw = doc.toJS({ maxAliasCount: 100 });
@@ -101,7 +137,9 @@ function isJsonLines(file: string): boolean {
 }
 
 /** Parses JSON Lines text (blank lines and lines starting with # are skipped). Synchronous: for small texts and tests. */
-export function parseRevocationLines(text: string): { ok: true; entries: RevocationEntry[] } | { ok: false; issues: string[] } {
+export function parseRevocationLines(
+  text: string,
+): { ok: true; entries: RevocationEntry[] } | { ok: false; issues: string[] } {
   const entries: RevocationEntry[] = [];
   const issues: string[] = [];
   text.split('\n').forEach((line, i) => {
@@ -113,7 +151,11 @@ export function parseRevocationLines(text: string): { ok: true; entries: Revocat
   return issues.length > 0 ? { ok: false, issues } : { ok: true, entries };
 }
 
-function parseLine(line: string, where: string, into?: RevocationIndex): ReturnType<typeof validateEntry> | 'added' | undefined {
+function parseLine(
+  line: string,
+  where: string,
+  into?: RevocationIndex,
+): ReturnType<typeof validateEntry> | 'added' | undefined {
   const text = line.endsWith('\r') ? line.slice(0, -1) : line;
   const trimmed = text.trimStart();
   if (trimmed === '' || trimmed.startsWith('#')) return undefined;
@@ -241,8 +283,15 @@ export class RevocationList implements RevocationSource {
           'create it with "revoked: []" (or run pgwarden revoke), or set revocation.fileMissing: empty',
       ]);
     }
-    const list = new RevocationList(opts, read.kind === 'ok' ? read.index : new RevocationIndex(), read.kind === 'ok' ? read.mark : undefined);
-    if (read.kind === 'missing') list.#log('warn', 'revocation file does not exist yet; no entries in force (revocation.fileMissing: empty)', { file });
+    const list = new RevocationList(
+      opts,
+      read.kind === 'ok' ? read.index : new RevocationIndex(),
+      read.kind === 'ok' ? read.mark : undefined,
+    );
+    if (read.kind === 'missing')
+      list.#log('warn', 'revocation file does not exist yet; no entries in force (revocation.fileMissing: empty)', {
+        file,
+      });
     else list.#log('info', 'revocation list loaded', { file, entries: list.#index.size });
     if (opts.watch ?? true) {
       list.#watcher = new FileWatcher(list.file, {
@@ -250,7 +299,8 @@ export class RevocationList implements RevocationSource {
         persistent: false,
         what: 'revocation',
         warn: (msg, fields) => list.#log('warn', msg, fields),
-        onChange: () => list.reload().catch((err) => list.#log('error', 'revocation reload crashed', { error: errorMessage(err) })),
+        onChange: () =>
+          list.reload().catch((err) => list.#log('error', 'revocation reload crashed', { error: errorMessage(err) })),
       });
     }
     return list;
@@ -276,7 +326,13 @@ export class RevocationList implements RevocationSource {
   }
 
   health(): RevocationHealth {
-    return { source: 'file', up: this.#up, downSince: this.#downSince, entries: this.#index.size, lastReadAt: this.#lastReadAt };
+    return {
+      source: 'file',
+      up: this.#up,
+      downSince: this.#downSince,
+      entries: this.#index.size,
+      lastReadAt: this.#lastReadAt,
+    };
   }
 
   /**
@@ -299,23 +355,41 @@ export class RevocationList implements RevocationSource {
     const started = performance.now();
     // Additions from a read that may be incomplete are applied at once (a revocation applied early is always safe);
     // removals and shortened expiries wait until the file has settled.
-    const read = await readRevocationFile(this.file, this.#mark, settleOf(this.#opts), async (early) => await this.#applyEarly(early));
+    const read = await readRevocationFile(
+      this.file,
+      this.#mark,
+      settleOf(this.#opts),
+      async (early) => await this.#applyEarly(early),
+    );
     // Closed while the file settled (shutdown, or a test's list): nothing to apply, report or log.
     if (this.#closed) return { ok: true, changed: false, entries: this.#index.size };
-    this.#opts.onRead?.({ source: 'file', kind: read.kind === 'appended' ? 'incremental' : 'full', ok: read.kind === 'ok' || read.kind === 'appended', ms: performance.now() - started });
+    this.#opts.onRead?.({
+      source: 'file',
+      kind: read.kind === 'appended' ? 'incremental' : 'full',
+      ok: read.kind === 'ok' || read.kind === 'appended',
+      ms: performance.now() - started,
+    });
     if (read.kind === 'missing' || read.kind === 'invalid' || read.kind === 'unsettled') {
       this.#up = false;
       this.#downSince ??= Date.now();
       await this.#keepEarly();
       if (read.kind === 'missing') {
-        this.#log('error', 'revocation file is missing; keeping the current list (write an empty list to clear it)', { file: this.file });
+        this.#log('error', 'revocation file is missing; keeping the current list (write an empty list to clear it)', {
+          file: this.file,
+        });
         return { ok: false, issues: ['file is missing'] };
       }
       if (read.kind === 'unsettled') {
-        this.#log('warn', 'revocation file did not settle; keeping the current list', { file: this.file, error: read.message });
+        this.#log('warn', 'revocation file did not settle; keeping the current list', {
+          file: this.file,
+          error: read.message,
+        });
         return { ok: false, issues: [read.message] };
       }
-      this.#log('error', 'revocation file is invalid; keeping the current list', { file: this.file, issues: read.issues });
+      this.#log('error', 'revocation file is invalid; keeping the current list', {
+        file: this.file,
+        issues: read.issues,
+      });
       return { ok: false, issues: read.issues };
     }
     this.#up = true;
@@ -337,7 +411,13 @@ export class RevocationList implements RevocationSource {
     this.#early = undefined;
     const entries = this.#index.size;
     if (added.count === 0 && removed.count === 0) return { ok: true, changed: false, entries };
-    this.#log('info', 'revocation list reloaded', { file: this.file, entries, added: added.count, removed: removed.count, appended: read.kind === 'appended' });
+    this.#log('info', 'revocation list reloaded', {
+      file: this.file,
+      entries,
+      added: added.count,
+      removed: removed.count,
+      appended: read.kind === 'appended',
+    });
     emitChange(this.#listeners, this.#log, 'file', entries, added, removed);
     return { ok: true, changed: true, entries };
   }
@@ -362,7 +442,11 @@ export class RevocationList implements RevocationSource {
     this.#early = undefined;
     if (added.count === 0) return;
     const entries = this.#index.size;
-    this.#log('warn', 'revocation file not applied; the revocations its partial reads added stay in force', { file: this.file, entries, added: added.count });
+    this.#log('warn', 'revocation file not applied; the revocations its partial reads added stay in force', {
+      file: this.file,
+      entries,
+      added: added.count,
+    });
     emitChange(this.#listeners, this.#log, 'file', entries, added, emptyChangeList());
   }
 }
@@ -395,7 +479,12 @@ const INDEX_CHUNK = 5_000;
  * at once: nothing already read can have changed. Anything else is a rewrite, read until two reads `settle.settleMs`
  * apart agree (readSettled) and parsed from those bytes; `onEarly` gets the index of each read not yet confirmed.
  */
-async function readRevocationFile(file: string, mark: LinesMark | undefined, settle: Settle, onEarly?: (index: RevocationIndex) => Promise<void>): Promise<FileRead> {
+async function readRevocationFile(
+  file: string,
+  mark: LinesMark | undefined,
+  settle: Settle,
+  onEarly?: (index: RevocationIndex) => Promise<void>,
+): Promise<FileRead> {
   const lines = isJsonLines(file);
   try {
     if (lines && mark !== undefined) {
@@ -403,7 +492,9 @@ async function readRevocationFile(file: string, mark: LinesMark | undefined, set
       if (appended.kind !== 'rewritten') return appended;
     }
     const parse = async (data: Buffer): Promise<FileRead> =>
-      lines ? await readLines(bufferSource(data), { ...(await identityOf(file)), size: data.length }, undefined) : await parseDocumentText(data.toString('utf8'));
+      lines
+        ? await readLines(bufferSource(data), { ...(await identityOf(file)), size: data.length }, undefined)
+        : await parseDocumentText(data.toString('utf8'));
     let early: { data: Buffer; read: FileRead } | undefined;
     const settled = await readSettled(
       file,
@@ -483,8 +574,16 @@ async function readLinesFile(file: string, mark: LinesMark | undefined): Promise
  * unterminated last line must be a whole entry.
  */
 function readLines(src: ByteSource, st: FileIdentity, mark: undefined): Promise<FileRead>;
-function readLines(src: ByteSource, st: FileIdentity, mark: LinesMark | undefined): Promise<FileRead | { kind: 'rewritten' }>;
-async function readLines(src: ByteSource, st: FileIdentity, mark: LinesMark | undefined): Promise<FileRead | { kind: 'rewritten' }> {
+function readLines(
+  src: ByteSource,
+  st: FileIdentity,
+  mark: LinesMark | undefined,
+): Promise<FileRead | { kind: 'rewritten' }>;
+async function readLines(
+  src: ByteSource,
+  st: FileIdentity,
+  mark: LinesMark | undefined,
+): Promise<FileRead | { kind: 'rewritten' }> {
   const canAppend = mark !== undefined && mark.dev === st.dev && mark.ino === st.ino && st.size >= mark.offset;
   if (mark !== undefined && !canAppend) return { kind: 'rewritten' };
   const hash = createHash('sha256');
@@ -630,7 +729,11 @@ const yamlPath = createRequire(import.meta.url).resolve('yaml');
 
 async function parseInWorker(text: string): Promise<{ shape: TopLevel; items: unknown[] } | { issues: string[] }> {
   const msg = await new Promise<{ shape: TopLevel; items: string } | { issues: string[] }>((resolve) => {
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { text, yaml: yamlPath }, resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB } });
+    const worker = new Worker(WORKER_SOURCE, {
+      eval: true,
+      workerData: { text, yaml: yamlPath },
+      resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB },
+    });
     let done = false;
     const finish = (v: { shape: TopLevel; items: string } | { issues: string[] }) => {
       if (done) return;
@@ -696,7 +799,9 @@ export async function revoke(file: string, entry: RevocationEntry): Promise<Revo
     const isJson = target.toLowerCase().endsWith('.json');
     let next: string;
     if (text === undefined || text.trim() === '') {
-      next = isJson ? JSON.stringify({ revoked: [checked.entry] }, null, 2) + '\n' : FILE_HEADER + new Document({ revoked: [checked.entry] }).toString();
+      next = isJson
+        ? JSON.stringify({ revoked: [checked.entry] }, null, 2) + '\n'
+        : FILE_HEADER + new Document({ revoked: [checked.entry] }).toString();
     } else {
       const parsed = parseRevocationText(text);
       if (!parsed.ok) throw new RevocationFileError(target, parsed.issues);
@@ -708,7 +813,8 @@ export async function revoke(file: string, entry: RevocationEntry): Promise<Revo
     }
     // The result must read back as the old entries plus this one; anything else is a bug, and the file stays as it was.
     const verify = parseRevocationText(next);
-    if (!verify.ok) throw new Error(`internal error: the new revocation file would be invalid: ${verify.issues.join('; ')}`);
+    if (!verify.ok)
+      throw new Error(`internal error: the new revocation file would be invalid: ${verify.issues.join('; ')}`);
     writeAtomic(target, next, mode);
     return checked.entry;
   } finally {
@@ -777,7 +883,10 @@ function appendYaml(text: string, entry: RevocationEntry): string {
 }
 
 function writeAtomic(target: string, text: string, mode: number): void {
-  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = path.join(
+    path.dirname(target),
+    `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`,
+  );
   const fd = openSync(tmp, 'wx', mode);
   try {
     writeSync(fd, text);
@@ -829,7 +938,8 @@ async function acquireLock(target: string): Promise<() => void> {
       } catch {
         // Raced with its owner removing it: just retry.
       }
-      if (Date.now() > deadline) throw new Error(`revocation file ${target} is locked by another process (${lock}); try again`);
+      if (Date.now() > deadline)
+        throw new Error(`revocation file ${target} is locked by another process (${lock}); try again`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }

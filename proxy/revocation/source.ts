@@ -56,20 +56,30 @@ const ALLOWED_FIELDS = new Set(['jti', 'sub', 'agent', 'reason', 'expiresAt']);
 export const MAX_REASON = 1024;
 
 /** Validates one entry; returns the entry in canonical form or the problems with it. */
-export function validateEntry(raw: unknown, where = 'entry'): { ok: true; entry: RevocationEntry } | { ok: false; issues: string[] } {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, issues: [`${where}: must be a mapping with one of jti, sub, agent`] };
+export function validateEntry(
+  raw: unknown,
+  where = 'entry',
+): { ok: true; entry: RevocationEntry } | { ok: false; issues: string[] } {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    return { ok: false, issues: [`${where}: must be a mapping with one of jti, sub, agent`] };
   const issues: string[] = [];
   const obj = raw as Record<string, unknown>;
-  for (const k of Object.keys(obj)) if (!ALLOWED_FIELDS.has(k)) issues.push(`${where}.${k}: unknown field (allowed: jti, sub, agent, reason, expiresAt)`);
+  for (const k of Object.keys(obj))
+    if (!ALLOWED_FIELDS.has(k))
+      issues.push(`${where}.${k}: unknown field (allowed: jti, sub, agent, reason, expiresAt)`);
   const keys = KEYS.filter((k) => obj[k] !== undefined && obj[k] !== null);
-  if (keys.length !== 1) issues.push(`${where}: must have exactly one of jti, sub, agent (has ${keys.length === 0 ? 'none' : keys.join(', ')})`);
+  if (keys.length !== 1)
+    issues.push(
+      `${where}: must have exactly one of jti, sub, agent (has ${keys.length === 0 ? 'none' : keys.join(', ')})`,
+    );
   const entry: RevocationEntry = {};
   for (const k of KEYS) {
     const v = obj[k];
     if (v === undefined || v === null) continue;
     // Any length: whatever a token can carry can be revoked. Not a number: YAML reads `jti: 0x1F` as 31, and a
     // revocation of a different value than the operator wrote would never match; quoting it says what is meant.
-    if (typeof v !== 'string' || v.length === 0) issues.push(`${where}.${k}: must be a non-empty string (quote it in YAML)`);
+    if (typeof v !== 'string' || v.length === 0)
+      issues.push(`${where}.${k}: must be a non-empty string (quote it in YAML)`);
     else entry[k] = v;
   }
   const reason = reasonText(obj['reason']);
@@ -78,7 +88,8 @@ export function validateEntry(raw: unknown, where = 'entry'): { ok: true; entry:
   if (exp !== undefined && exp !== null) {
     // YAML reads an unquoted timestamp as a Date; accept both forms.
     const ms = exp instanceof Date ? exp.getTime() : typeof exp === 'string' ? Date.parse(exp) : Number.NaN;
-    if (!Number.isFinite(ms)) issues.push(`${where}.expiresAt: must be an ISO 8601 date-time (got ${JSON.stringify(exp)})`);
+    if (!Number.isFinite(ms))
+      issues.push(`${where}.expiresAt: must be an ISO 8601 date-time (got ${JSON.stringify(exp)})`);
     else entry.expiresAt = new Date(ms).toISOString();
   }
   return issues.length > 0 ? { ok: false, issues } : { ok: true, entry };
@@ -90,13 +101,20 @@ export function validateEntry(raw: unknown, where = 'entry'): { ok: true; entry:
  */
 export function reasonText(v: unknown): string | undefined {
   if (v === undefined || v === null) return undefined;
-  const text = typeof v === 'string' ? v : v instanceof Date ? v.toISOString() : JSON.stringify(v) ?? String(v);
+  const text = typeof v === 'string' ? v : v instanceof Date ? v.toISOString() : (JSON.stringify(v) ?? String(v));
   if (text.trim().length === 0) return undefined;
   return text.length > MAX_REASON ? `${text.slice(0, MAX_REASON - 1)}…` : text;
 }
 
 /** Tells listeners about a change; one failing listener never stops the others. */
-export function emitChange(listeners: Set<RevocationListener>, log: RevocationLog, source: 'file' | 'table', entries: number, added: ChangeList, removed: ChangeList): void {
+export function emitChange(
+  listeners: Set<RevocationListener>,
+  log: RevocationLog,
+  source: 'file' | 'table',
+  entries: number,
+  added: ChangeList,
+  removed: ChangeList,
+): void {
   const change: RevocationChange = { source, entries, added: added.listed, removed: removed.listed };
   if (added.count > added.listed.length) change.addedCount = added.count;
   if (removed.count > removed.listed.length) change.removedCount = removed.count;

@@ -23,7 +23,15 @@ import { pgSslOptions } from '../upstream/connect.ts';
 import { CONSUMED_JTI_SQL } from './consumed.ts';
 import { emptyChangeList, MAX_LISTED_CHANGES, RevocationIndex, type ChangeList } from './entry-index.ts';
 import type { RevocationEntry } from './file.ts';
-import { emitChange, reasonText, type RevocationHealth, type RevocationListener, type RevocationLog, type RevocationReadInfo, type RevocationSource } from './source.ts';
+import {
+  emitChange,
+  reasonText,
+  type RevocationHealth,
+  type RevocationListener,
+  type RevocationLog,
+  type RevocationReadInfo,
+  type RevocationSource,
+} from './source.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 
 export const DEFAULT_REVOCATION_CHANNEL = 'pgwarden_revocations';
@@ -87,7 +95,11 @@ export function revocationClientConfig(u: UpstreamConfig): pg.ClientConfig {
  * Needs PostgreSQL 13 or later (xid8). It also creates the consumed-jti table of single-use tokens and its function
  * (CONSUMED_JTI_SQL); pgwarden additionally needs EXECUTE on that function to accept single-use tokens.
  */
-export function REVOCATION_TABLE_SQL(schema: string, table: string, channel: string = DEFAULT_REVOCATION_CHANNEL): string {
+export function REVOCATION_TABLE_SQL(
+  schema: string,
+  table: string,
+  channel: string = DEFAULT_REVOCATION_CHANNEL,
+): string {
   const s = pg.escapeIdentifier(schema);
   const t = `${s}.${pg.escapeIdentifier(table)}`;
   const fn = `${s}.${pg.escapeIdentifier(`${table}_notify`)}`;
@@ -139,7 +151,13 @@ ${CONSUMED_JTI_SQL(schema, table)}`;
  * keys (a table made without the CHECK) revokes by each. Only a row naming none revokes nothing; it is logged.
  */
 export function rowsToEntries(
-  rows: readonly { jti: string | null; sub: string | null; agent: string | null; reason: string | null; expires_at: Date | number | null }[],
+  rows: readonly {
+    jti: string | null;
+    sub: string | null;
+    agent: string | null;
+    reason: string | null;
+    expires_at: Date | number | null;
+  }[],
   log: RevocationLog = () => {},
 ): RevocationEntry[] {
   const out: RevocationEntry[] = [];
@@ -332,10 +350,14 @@ export class TableRevocations implements RevocationSource {
       this.#hasXid = names.has('changed_xid');
       this.#hasId = names.has('id');
       if (!this.#hasXid) {
-        this.#log('warn', 'revocation table has no changed_xid column: every read is a full read; run REVOCATION_TABLE_SQL again to migrate it (docs/revocation.md)', {
-          schema: this.#opts.schema,
-          table: this.#opts.table,
-        });
+        this.#log(
+          'warn',
+          'revocation table has no changed_xid column: every read is a full read; run REVOCATION_TABLE_SQL again to migrate it (docs/revocation.md)',
+          {
+            schema: this.#opts.schema,
+            table: this.#opts.table,
+          },
+        );
       }
       // LISTEN first, then read: a change committed between the two is either in the read or NOTIFYs us. Whatever
       // happened while disconnected is in this full read; incremental reads continue from its snapshot.
@@ -395,7 +417,10 @@ export class TableRevocations implements RevocationSource {
       this.#reconnectTimer = undefined;
       if (this.#closed) return;
       this.#connect().catch((err: unknown) => {
-        this.#log('warn', 'revocation table reconnect failed', { error: errorMessage(err), retryInMs: Math.round(this.#backoff) });
+        this.#log('warn', 'revocation table reconnect failed', {
+          error: errorMessage(err),
+          retryInMs: Math.round(this.#backoff),
+        });
         this.#scheduleReconnect();
       });
     }, delay);
@@ -432,7 +457,12 @@ export class TableRevocations implements RevocationSource {
     this.#pumping = this.#pump().finally(() => {
       this.#pumping = undefined;
       // A flag set while the loop was finishing (after its last check) starts it again.
-      if ((this.#wantIncremental || this.#wantFull === 'now' || this.#wantFull === 'scheduled') && this.#client && !this.#closed) this.#kick();
+      if (
+        (this.#wantIncremental || this.#wantFull === 'now' || this.#wantFull === 'scheduled') &&
+        this.#client &&
+        !this.#closed
+      )
+        this.#kick();
     });
   }
 
@@ -543,7 +573,11 @@ export class TableRevocations implements RevocationSource {
         let after = '-9223372036854775808';
         for (;;) {
           const pageStarted = performance.now();
-          const res = await client.query<[number, string | null, string]>({ text: page, values: [after], rowMode: 'array' });
+          const res = await client.query<[number, string | null, string]>({
+            text: page,
+            values: [after],
+            rowMode: 'array',
+          });
           const [n, last, json] = res.rows[0] ?? [0, null, '[]'];
           const rows = JSON.parse(json) as Row[];
           for (let i = 0; i < rows.length; i++) this.#applyRow(rows[i] as Row, added);
@@ -553,12 +587,16 @@ export class TableRevocations implements RevocationSource {
           // Scheduled and notification-asked reads are paced: the index in force answers meanwhile, and sessions keep
           // most of the CPU (this process's and the database's) however large the table.
           if (paced) {
-            await new Promise((r) => setTimeout(r, Math.min(MAX_PAUSE_MS, FULL_READ_PACE * (performance.now() - pageStarted))));
+            await new Promise((r) =>
+              setTimeout(r, Math.min(MAX_PAUSE_MS, FULL_READ_PACE * (performance.now() - pageStarted))),
+            );
             // Closed or reconnected during the pause: this read is over (the new connection makes its own).
-            if (this.#closed || this.#client !== client) throw new Error('revocation table listener closed or reconnected during a full read');
+            if (this.#closed || this.#client !== client)
+              throw new Error('revocation table listener closed or reconnected during a full read');
           }
           // A revocation inserted meanwhile is enforced now, not after the last page.
-          if (this.#wantIncremental && this.#hasXid && this.#watermark !== undefined) await this.#incrementalRead(client);
+          if (this.#wantIncremental && this.#hasXid && this.#watermark !== undefined)
+            await this.#incrementalRead(client);
         }
       }
       const removed = await this.#index.sweep(Date.now(), gen);
@@ -568,7 +606,8 @@ export class TableRevocations implements RevocationSource {
       // The refill interval of the notification budget scales with the work a full read takes, pauses excluded.
       this.#lastFullMs = this.#hasId ? busyMs : performance.now() - started;
       this.#scheduleFull();
-      if (added.count > 0 || removed.count > 0) emitChange(this.#listeners, this.#log, 'table', this.#index.size, added, removed);
+      if (added.count > 0 || removed.count > 0)
+        emitChange(this.#listeners, this.#log, 'table', this.#index.size, added, removed);
     } finally {
       if (!ok) {
         this.#index.abandonFullRead(gen);
@@ -600,11 +639,13 @@ export class TableRevocations implements RevocationSource {
       })) as unknown as pg.QueryArrayResult[];
       const next = results[1]?.rows[0]?.[0];
       let page = results[3]?.rows as Row[] | undefined;
-      if (typeof next !== 'string' || page === undefined) throw new Error('unexpected answer to the incremental revocation read');
+      if (typeof next !== 'string' || page === undefined)
+        throw new Error('unexpected answer to the incremental revocation read');
       for (;;) {
         for (const row of page) this.#applyRow(row, added);
         if (page.length < size) break;
-        page = (await client.query<Row>({ text: `FETCH ${size} FROM pgwarden_revocations_changed`, rowMode: 'array' })).rows;
+        page = (await client.query<Row>({ text: `FETCH ${size} FROM pgwarden_revocations_changed`, rowMode: 'array' }))
+          .rows;
       }
       // Live sessions are checked now, not after one more round trip: the rows are in force already.
       if (added.count > 0) emitChange(this.#listeners, this.#log, 'table', this.#index.size, added, emptyChangeList());
@@ -650,12 +691,17 @@ export class TableRevocations implements RevocationSource {
  * Why /readyz should say not ready because of revocations: a table listener down for longer than
  * REVOCATION_LISTENER_DOWN_NOT_READY_MS (this replica may be missing revocations made since). Undefined when fine.
  */
-export function revocationListenerNotReady(sources: readonly RevocationSource[], now = Date.now(), boundMs = REVOCATION_LISTENER_DOWN_NOT_READY_MS): string | undefined {
+export function revocationListenerNotReady(
+  sources: readonly RevocationSource[],
+  now = Date.now(),
+  boundMs = REVOCATION_LISTENER_DOWN_NOT_READY_MS,
+): string | undefined {
   for (const s of sources) {
     const h = s.health?.();
     if (h === undefined || h.source !== 'table' || h.up || h.downSince === undefined) continue;
     const down = now - h.downSince;
-    if (down > boundMs) return `revocation table listener down for ${Math.round(down / 1000)} s (revocations made since may be missing)`;
+    if (down > boundMs)
+      return `revocation table listener down for ${Math.round(down / 1000)} s (revocations made since may be missing)`;
   }
   return undefined;
 }

@@ -49,7 +49,10 @@ export function rewriteApplicationName(sql: string, sub: string, agent: string |
     if (start < at || end > buf.length) return { kind: 'refused', why: 'statement positions out of order' };
     const composed = composeApplicationName(sub, agent, value);
     const local = set.is_local === true;
-    pieces.push(buf.subarray(at, start), Buffer.from(`SET ${local ? 'LOCAL ' : ''}application_name = ${quoteLiteral(composed)}`, 'utf8'));
+    pieces.push(
+      buf.subarray(at, start),
+      Buffer.from(`SET ${local ? 'LOCAL ' : ''}application_name = ${quoteLiteral(composed)}`, 'utf8'),
+    );
     at = end;
     wanted.set(i, { value: composed, local });
   }
@@ -58,15 +61,22 @@ export function rewriteApplicationName(sql: string, sub: string, agent: string |
   const out = Buffer.concat(pieces).toString('utf8');
   // Parsed again: the same statements, only the rewritten values different.
   const again = parseStatements(out);
-  if (!again.ok || again.stmts.length !== stmts.length) return { kind: 'refused', why: 'the rewritten text did not parse as the same statements' };
+  if (!again.ok || again.stmts.length !== stmts.length)
+    return { kind: 'refused', why: 'the rewritten text did not parse as the same statements' };
   for (let i = 0; i < stmts.length; i++) {
     const w = wanted.get(i);
     if (w === undefined) {
-      if (shape(again.stmts[i]) !== shape(stmts[i])) return { kind: 'refused', why: 'the rewritten text changed another statement' };
+      if (shape(again.stmts[i]) !== shape(stmts[i]))
+        return { kind: 'refused', why: 'the rewritten text changed another statement' };
       continue;
     }
     const set = setOf(again.stmts[i]);
-    if (set === undefined || set.kind !== 'VAR_SET_VALUE' || (set.is_local === true) !== w.local || applicationNameValue(set) !== w.value) {
+    if (
+      set === undefined ||
+      set.kind !== 'VAR_SET_VALUE' ||
+      (set.is_local === true) !== w.local ||
+      applicationNameValue(set) !== w.value
+    ) {
       return { kind: 'refused', why: 'the rewritten SET did not parse as intended' };
     }
   }

@@ -95,9 +95,16 @@ export interface BudgetRefusal {
  * `holdsSlot` whether this session already runs one (a pipelined Execute does not take a second slot). Usage
  * already at a rows or bytes limit refuses the next statement: a statement is never cut once it runs.
  */
-export function checkBudget(account: BudgetAccount, budget: RoleBudget, count: number, holdsSlot: boolean, nowMs: number): BudgetRefusal | undefined {
+export function checkBudget(
+  account: BudgetAccount,
+  budget: RoleBudget,
+  count: number,
+  holdsSlot: boolean,
+  nowMs: number,
+): BudgetRefusal | undefined {
   const c = budget.concurrentStatements;
-  if (c !== undefined && !holdsSlot && account.running >= c) return { kind: 'concurrency', limit: c, retryInMs: undefined };
+  if (c !== undefined && !holdsSlot && account.running >= c)
+    return { kind: 'concurrency', limit: c, retryInMs: undefined };
   const s = budget.statementsPerMinute;
   if (s !== undefined) {
     // A Query with more statements than the whole budget could never run: refuse it now, saying so, rather than forever.
@@ -150,7 +157,14 @@ export class BudgetLedger {
     if (now - this.lastSweep < 10_000) return;
     this.lastSweep = now;
     for (const [key, a] of this.accounts) {
-      if (a.sessions === 0 && a.running === 0 && a.statements.isEmpty(now) && a.rows.isEmpty(now) && a.bytes.isEmpty(now)) this.accounts.delete(key);
+      if (
+        a.sessions === 0 &&
+        a.running === 0 &&
+        a.statements.isEmpty(now) &&
+        a.rows.isEmpty(now) &&
+        a.bytes.isEmpty(now)
+      )
+        this.accounts.delete(key);
     }
   }
 

@@ -115,7 +115,8 @@ export class CancelRegistry {
     peers: readonly Peer[] = [],
     opts: CancelRegistryOptions = {},
   ) {
-    if (!Number.isInteger(replicaId) || replicaId < 0 || replicaId > MAX_REPLICA_ID) throw new TypeError(`replicaId must be 0..${MAX_REPLICA_ID}`);
+    if (!Number.isInteger(replicaId) || replicaId < 0 || replicaId > MAX_REPLICA_ID)
+      throw new TypeError(`replicaId must be 0..${MAX_REPLICA_ID}`);
     validatePeers(replicaId, peers, opts.listen);
     this.peers = new Map(peers.map((p) => [p.id, p]));
     this.clustered = replicaId !== 0 || peers.length > 0;
@@ -128,7 +129,10 @@ export class CancelRegistry {
     if (perMinute > 0) {
       this.byAddress = new AddressRateLimiter({ perMinute });
       const peerPerMinute = (opts.forwardPerSecond ?? 50) * 60;
-      this.forwardedByAddress = new AddressRateLimiter({ perMinute: Math.max(perMinute, peerPerMinute), burst: Math.max(perMinute, opts.forwardBurst ?? 100) });
+      this.forwardedByAddress = new AddressRateLimiter({
+        perMinute: Math.max(perMinute, peerPerMinute),
+        burst: Math.max(perMinute, opts.forwardBurst ?? 100),
+      });
     }
     this.onAddressLimited = opts.onAddressLimited;
   }
@@ -144,7 +148,8 @@ export class CancelRegistry {
    * BackendKeyData: that pid and a fresh secret of ours (never the upstream's, which only pgwarden uses).
    */
   issue(target: CancelTarget, processId: number): IssuedKey {
-    if (!Number.isInteger(processId) || processId <= 0 || processId > 0x7fffffff) throw new TypeError(`backend pid ${processId} is not a positive int32`);
+    if (!Number.isInteger(processId) || processId <= 0 || processId > 0x7fffffff)
+      throw new TypeError(`backend pid ${processId} is not a positive int32`);
     let secretKey: Buffer;
     let n: number;
     do {
@@ -221,7 +226,7 @@ export class CancelRegistry {
     this.inFlight++;
     this.stats.forwarded++;
     // `| 0`: the marked id as the signed int32 the wire encoder writes.
-    this.forward(peer, (processId | FORWARDED_BIT) | 0, secretKey)
+    this.forward(peer, processId | FORWARDED_BIT | 0, secretKey)
       .catch(() => {})
       .finally(() => {
         this.inFlight--;
@@ -230,15 +235,21 @@ export class CancelRegistry {
 }
 
 /** Refuses a peer list that names this replica (by id or by its own listen address) or names an id or address twice. */
-export function validatePeers(replicaId: number, peers: readonly Peer[], listen?: { host: string; port: number }): void {
+export function validatePeers(
+  replicaId: number,
+  peers: readonly Peer[],
+  listen?: { host: string; port: number },
+): void {
   const ids = new Set<number>();
   const addresses = new Set<string>();
   for (const p of peers) {
-    if (p.id === replicaId) throw new TypeError(`cluster.peers: peer ${p.id}@${p.host}:${p.port} has this replica's own id ${replicaId}`);
+    if (p.id === replicaId)
+      throw new TypeError(`cluster.peers: peer ${p.id}@${p.host}:${p.port} has this replica's own id ${replicaId}`);
     if (ids.has(p.id)) throw new TypeError(`cluster.peers: peer id ${p.id} is listed twice`);
     const address = `${p.host.toLowerCase()}:${p.port}`;
     if (addresses.has(address)) throw new TypeError(`cluster.peers: ${p.host}:${p.port} is listed twice`);
-    if (listen && isOwnAddress(p, listen)) throw new TypeError(`cluster.peers: peer ${p.id}@${p.host}:${p.port} is this replica's own listen address`);
+    if (listen && isOwnAddress(p, listen))
+      throw new TypeError(`cluster.peers: peer ${p.id}@${p.host}:${p.port} is this replica's own listen address`);
     ids.add(p.id);
     addresses.add(address);
   }
@@ -259,7 +270,8 @@ function isOwnAddress(peer: Peer, listen: { host: string; port: number }): boole
 /** Names and addresses that mean this host: loopback, localhost, the host name, every interface address. */
 function localNames(): Set<string> {
   const names = new Set<string>(['localhost', '::1', os.hostname().toLowerCase()]);
-  for (const list of Object.values(os.networkInterfaces())) for (const i of list ?? []) names.add(i.address.toLowerCase());
+  for (const list of Object.values(os.networkInterfaces()))
+    for (const i of list ?? []) names.add(i.address.toLowerCase());
   return names;
 }
 

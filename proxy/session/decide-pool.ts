@@ -71,10 +71,14 @@ export const DECIDE_POOL_DEFAULTS = {
 } as const;
 
 /** The pool's options from the config's limits (limits.decideWorkers, limits.decideWorkerHeap); 0 or absent keeps a default. */
-export function decidePoolOptions(limits: { readonly decideWorkers?: number | undefined; readonly decideWorkerHeap?: number | undefined }): DecidePoolOptions {
+export function decidePoolOptions(limits: {
+  readonly decideWorkers?: number | undefined;
+  readonly decideWorkerHeap?: number | undefined;
+}): DecidePoolOptions {
   const opts: DecidePoolOptions = {};
   if (limits.decideWorkers !== undefined && limits.decideWorkers > 0) opts.size = limits.decideWorkers;
-  if (limits.decideWorkerHeap !== undefined && limits.decideWorkerHeap > 0) opts.maxHeapMb = Math.max(16, Math.floor(limits.decideWorkerHeap / (1024 * 1024)));
+  if (limits.decideWorkerHeap !== undefined && limits.decideWorkerHeap > 0)
+    opts.maxHeapMb = Math.max(16, Math.floor(limits.decideWorkerHeap / (1024 * 1024)));
   return opts;
 }
 
@@ -127,7 +131,16 @@ interface Slot {
 const BOOTSTRAP = new URL('../../policy/worker/bootstrap.mjs', import.meta.url);
 
 function refusal(sqlstate: string, reason: string, message: string, hint: string | undefined): Deny {
-  return { allow: false, ruleId: 'builtin.decide', sqlstate, message, detail: `${reason} (rule: builtin.decide)`, hint, reason, statements: [] };
+  return {
+    allow: false,
+    ruleId: 'builtin.decide',
+    sqlstate,
+    message,
+    detail: `${reason} (rule: builtin.decide)`,
+    hint,
+    reason,
+    statements: [],
+  };
 }
 
 /** 53000: too many large statements are waiting to be decided. */
@@ -142,7 +155,12 @@ export function busyRefusal(why: string): Deny {
 
 /** 54000: deciding this statement took too long or failed; it was not run. */
 export function failedRefusal(reason: 'decide_timeout' | 'decide_worker_failed', why: string): Deny {
-  return refusal(SqlState.ProgramLimitExceeded, reason, `statement refused by pgwarden: it could not be decided (${why}), so it was not run`, 'simplify or shorten the statement');
+  return refusal(
+    SqlState.ProgramLimitExceeded,
+    reason,
+    `statement refused by pgwarden: it could not be decided (${why}), so it was not run`,
+    'simplify or shorten the statement',
+  );
 }
 
 /**
@@ -151,7 +169,13 @@ export function failedRefusal(reason: 'decide_timeout' | 'decide_worker_failed',
  * instead of silently going missing on the worker and giving long statements a different decision.
  */
 function workerView(v: SessionView): { [K in keyof Required<SessionView>]: SessionView[K] } {
-  return { role: v.role, preparedNames: v.preparedNames, cursorNames: v.cursorNames, holdCursorNames: v.holdCursorNames, backendPid: v.backendPid };
+  return {
+    role: v.role,
+    preparedNames: v.preparedNames,
+    cursorNames: v.cursorNames,
+    holdCursorNames: v.holdCursorNames,
+    backendPid: v.backendPid,
+  };
 }
 
 export class DecidePool {
@@ -162,7 +186,13 @@ export class DecidePool {
   private readonly catalogIds = new WeakMap<CatalogSnapshot, number>();
   private nextCatalogId = 1;
   private closed = false;
-  readonly stats: Omit<DecidePoolStats, 'running' | 'queued' | 'workers'> = { decided: 0, refusedBusy: 0, timedOut: 0, workerFailures: 0, workersStarted: 0 };
+  readonly stats: Omit<DecidePoolStats, 'running' | 'queued' | 'workers'> = {
+    decided: 0,
+    refusedBusy: 0,
+    timedOut: 0,
+    workerFailures: 0,
+    workersStarted: 0,
+  };
 
   constructor(opts: DecidePoolOptions = {}) {
     this.opts = {
@@ -176,9 +206,11 @@ export class DecidePool {
       maxHeapMb: opts.maxHeapMb ?? DECIDE_POOL_DEFAULTS.maxHeapMb,
       parserLimits: opts.parserLimits ?? { ...DEFAULT_PARSER_LIMITS },
     };
-    if (!Number.isInteger(this.opts.size) || this.opts.size < 1) throw new TypeError('DecidePool size must be a positive integer');
+    if (!Number.isInteger(this.opts.size) || this.opts.size < 1)
+      throw new TypeError('DecidePool size must be a positive integer');
     // A job reaches a starting worker through the queue, so a pool without one could never start a worker.
-    if (!Number.isInteger(this.opts.maxQueue) || this.opts.maxQueue < 1) throw new TypeError('DecidePool maxQueue must be a positive integer');
+    if (!Number.isInteger(this.opts.maxQueue) || this.opts.maxQueue < 1)
+      throw new TypeError('DecidePool maxQueue must be a positive integer');
   }
 
   /** Current counters and occupancy. */
@@ -275,7 +307,16 @@ export class DecidePool {
     });
     worker.unref();
     this.stats.workersStarted++;
-    const slot: Slot = { worker, ready: false, job: undefined, catalogId: -1, timer: undefined, idleTimer: undefined, retire: false, gone: false };
+    const slot: Slot = {
+      worker,
+      ready: false,
+      job: undefined,
+      catalogId: -1,
+      timer: undefined,
+      idleTimer: undefined,
+      retire: false,
+      gone: false,
+    };
     this.slots.add(slot);
     worker.on('message', (m: WorkerReply) => this.onMessage(slot, m));
     worker.on('error', (err) => this.onFailure(slot, errorMessage(err)));
@@ -300,8 +341,14 @@ export class DecidePool {
     slot.job = undefined;
     if (m.type === 'done' || m.type === 'planned') {
       this.stats.decided++;
-      if (m.grownBytes > this.opts.recycleAfterGrowthBytes || m.wasmInput >= this.opts.recycleAfterTextBytes) slot.retire = true;
-      if (m.type === 'done' && !m.facts.decision.allow && (m.facts.decision.reason === 'parser_trap' || m.facts.decision.reason === 'parser_unavailable')) slot.retire = true;
+      if (m.grownBytes > this.opts.recycleAfterGrowthBytes || m.wasmInput >= this.opts.recycleAfterTextBytes)
+        slot.retire = true;
+      if (
+        m.type === 'done' &&
+        !m.facts.decision.allow &&
+        (m.facts.decision.reason === 'parser_trap' || m.facts.decision.reason === 'parser_unavailable')
+      )
+        slot.retire = true;
       job.resolve({ ok: true, value: m.type === 'done' ? m.facts : m.plan });
     } else {
       this.stats.workerFailures++;
@@ -322,7 +369,13 @@ export class DecidePool {
     this.drop(slot);
     if (job !== undefined) {
       this.stats.workerFailures++;
-      job.resolve({ ok: false, decision: failedRefusal('decide_worker_failed', /memory/i.test(why) ? 'deciding it needed too much memory' : 'the decision failed') });
+      job.resolve({
+        ok: false,
+        decision: failedRefusal(
+          'decide_worker_failed',
+          /memory/i.test(why) ? 'deciding it needed too much memory' : 'the decision failed',
+        ),
+      });
     } else if (!slot.ready && this.queue.length > 0 && !this.closed) {
       // A worker that cannot even start: refuse what waits rather than retry in a loop.
       this.stats.workerFailures++;
@@ -370,12 +423,16 @@ export class DecidePool {
     slot.job = job;
     // Measured (bench/hostile.ts): replacing the worker after every long text, even one refused before it reached WASM,
     // leaves less memory behind than keeping it for the next one; each thread's malloc arena keeps what it freed.
-    if ((job.req.type === 'decide' ? job.req.req.sql : job.req.text).length >= this.opts.recycleAfterTextBytes) slot.retire = true;
+    if ((job.req.type === 'decide' ? job.req.req.sql : job.req.text).length >= this.opts.recycleAfterTextBytes)
+      slot.retire = true;
     slot.timer = setTimeout(() => {
       if (slot.job !== job) return;
       this.stats.timedOut++;
       this.end(slot);
-      job.resolve({ ok: false, decision: failedRefusal('decide_timeout', `it took longer than ${this.opts.timeoutMs} ms`) });
+      job.resolve({
+        ok: false,
+        decision: failedRefusal('decide_timeout', `it took longer than ${this.opts.timeoutMs} ms`),
+      });
       this.grow();
     }, this.opts.timeoutMs);
     slot.timer.unref();
@@ -414,7 +471,10 @@ export class DecidePool {
       clearTimeout(slot.timer);
       slot.job = undefined;
       this.stats.workerFailures++;
-      job.resolve({ ok: false, decision: failedRefusal('decide_worker_failed', 'the statement could not be handed to a worker') });
+      job.resolve({
+        ok: false,
+        decision: failedRefusal('decide_worker_failed', 'the statement could not be handed to a worker'),
+      });
       this.next(slot);
     }
   }

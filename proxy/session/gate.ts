@@ -10,5 +10,10 @@ export interface StatementGate {
    * obtained first (a miss); the session holds the client's later messages until it settles.
    * `paramTypes` are a Parse message's type OIDs.
    */
-  decide(sql: string, mode: 'simple' | 'parse', view: SessionView, paramTypes?: readonly number[]): Decision | Promise<Decision>;
+  decide(
+    sql: string,
+    mode: 'simple' | 'parse',
+    view: SessionView,
+    paramTypes?: readonly number[],
+  ): Decision | Promise<Decision>;
 }

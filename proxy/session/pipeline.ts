@@ -137,7 +137,16 @@ export class ResponseTracker {
       }
     }
     const cap = opts !== undefined && 'cap' in opts ? opts.cap : this.rowCap;
-    this.queue.push({ kind, denial, portal, trace, cap, cursors: opts?.cursors, statement: 0, internal: opts?.internal ?? false });
+    this.queue.push({
+      kind,
+      denial,
+      portal,
+      trace,
+      cap,
+      cursors: opts?.cursors,
+      statement: 0,
+      internal: opts?.internal ?? false,
+    });
   }
 
   /** A cursor was declared (or closed): its row count starts again. */
@@ -150,7 +159,9 @@ export class ResponseTracker {
   get atBatchBoundary(): boolean {
     const last = this.queue[this.queue.length - 1];
     if (this.head >= this.queue.length || last === undefined) return true;
-    return last.kind === FrontendType.Query || last.kind === FrontendType.Sync || last.kind === FrontendType.FunctionCall;
+    return (
+      last.kind === FrontendType.Query || last.kind === FrontendType.Sync || last.kind === FrontendType.FunctionCall
+    );
   }
 
   /** A Bind resets the row count of its portal. */
@@ -250,7 +261,11 @@ export class ResponseTracker {
       }
       default:
         // ParameterDescription, NoticeResponse, NotificationResponse, ParameterStatus, Copy* and the rest pass.
-        if (this.swallowUntilReady && frame.type !== BackendType.ParameterStatus && frame.type !== BackendType.NotificationResponse) {
+        if (
+          this.swallowUntilReady &&
+          frame.type !== BackendType.ParameterStatus &&
+          frame.type !== BackendType.NotificationResponse
+        ) {
           return false;
         }
         return this.forward(frame, out);
@@ -266,7 +281,13 @@ export class ResponseTracker {
         return false;
       case BackendType.ErrorResponse:
         // Postgres skips to the internal Sync; its ReadyForQuery closes the entry.
-        while (this.busy && this.current()?.internal && this.current()?.kind !== FrontendType.Sync && this.current()?.kind !== FrontendType.Query) this.pop();
+        while (
+          this.busy &&
+          this.current()?.internal &&
+          this.current()?.kind !== FrontendType.Sync &&
+          this.current()?.kind !== FrontendType.Query
+        )
+          this.pop();
         return false;
       case BackendType.ParameterStatus:
       case BackendType.NoticeResponse:
@@ -314,12 +335,18 @@ export class ResponseTracker {
   private admitRow(type: number, head: Pending | undefined, out: Buffer[]): boolean {
     if (this.swallowUntilReady) return false;
     const cap = head?.cap;
-    if (cap === undefined || type === BackendType.CopyData && head?.kind !== FrontendType.Query && head?.kind !== FrontendType.Execute) {
+    if (
+      cap === undefined ||
+      (type === BackendType.CopyData && head?.kind !== FrontendType.Query && head?.kind !== FrontendType.Execute)
+    ) {
       if (head?.trace) head.trace.rows++;
       this.rowsRelayed++;
       return true;
     }
-    const portalBase = head?.kind === FrontendType.Execute && head.portal !== undefined ? (this.portalRows.get(head.portal)?.sent ?? 0) : 0;
+    const portalBase =
+      head?.kind === FrontendType.Execute && head.portal !== undefined
+        ? (this.portalRows.get(head.portal)?.sent ?? 0)
+        : 0;
     const cursor = head?.cursors?.[head.kind === FrontendType.Query ? head.statement : 0];
     const cursorSent = cursor !== undefined ? (this.cursorRows.get(cursor) ?? 0) : 0;
     if (portalBase + this.rows.sent < cap.maxRows && cursorSent < cap.maxRows) {
@@ -362,7 +389,8 @@ export class ResponseTracker {
       return false;
     }
     let verbatim = true;
-    const suspended = head?.kind === FrontendType.Execute && head.portal !== undefined ? this.portalRows.get(head.portal) : undefined;
+    const suspended =
+      head?.kind === FrontendType.Execute && head.portal !== undefined ? this.portalRows.get(head.portal) : undefined;
     const cap = head?.cap;
     if ((this.rows.truncated || suspended?.truncated) && cap) {
       const tag = decodeCommandComplete(frame.body);
@@ -374,7 +402,10 @@ export class ResponseTracker {
           message: `pgwarden truncated the result at ${cap.maxRows} rows`,
           // The same first line an error has, so a program's notice handler can switch on it (docs/policy.md, row cap);
           // the tag keeps its plain `SELECT n` (n = rows sent): pgJDBC and libpq reject any other shape.
-          detail: detailWithReason('limit_reached', `max_rows=${cap.maxRows}\nrule: role maxRows with onRowCap: truncate`),
+          detail: detailWithReason(
+            'limit_reached',
+            `max_rows=${cap.maxRows}\nrule: role maxRows with onRowCap: truncate`,
+          ),
           hint: 'add WHERE conditions or LIMIT/OFFSET to fetch a smaller slice',
         }),
       );
@@ -427,7 +458,10 @@ export class ResponseTracker {
   /** Called when Execute finishes with PortalSuspended: remember rows so the next Execute continues the count. */
   private notePortalSuspended(portal: string): void {
     const prev = this.portalRows.get(portal);
-    this.portalRows.set(portal, { sent: (prev?.sent ?? 0) + this.rows.sent, truncated: (prev?.truncated ?? false) || this.rows.truncated });
+    this.portalRows.set(portal, {
+      sent: (prev?.sent ?? 0) + this.rows.sent,
+      truncated: (prev?.truncated ?? false) || this.rows.truncated,
+    });
     this.resetRows();
   }
 }

@@ -50,15 +50,24 @@ function analyse(
   sessionPid: number | undefined,
 ): Promise<ServerVerdict> {
   const map = (slot.server ??= new Map());
-  const pending: Promise<ServerVerdict> = server.check(sql, paramTypes ?? [], role, { dbRole: role.dbRole, searchPath: role.searchPath, display: {}, sessionPid }, decision, planner).then((verdict) => {
-    if (map.get(paramKey) === pending) {
-      // Kept (for every text of the entry, or for its own text when it read a constant's value) unless it is a
-      // failure to analyse, which is never kept.
-      if (verdict.expires > 0) map.set(paramKey, verdict);
-      else map.delete(paramKey);
-    }
-    return verdict;
-  });
+  const pending: Promise<ServerVerdict> = server
+    .check(
+      sql,
+      paramTypes ?? [],
+      role,
+      { dbRole: role.dbRole, searchPath: role.searchPath, display: {}, sessionPid },
+      decision,
+      planner,
+    )
+    .then((verdict) => {
+      if (map.get(paramKey) === pending) {
+        // Kept (for every text of the entry, or for its own text when it read a constant's value) unless it is a
+        // failure to analyse, which is never kept.
+        if (verdict.expires > 0) map.set(paramKey, verdict);
+        else map.delete(paramKey);
+      }
+      return verdict;
+    });
   map.set(paramKey, pending);
   return pending;
 }
@@ -94,14 +103,26 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
   const poolOptions = opts.pool instanceof DecidePool ? undefined : opts.pool;
   const getPool = (): DecidePool => (pool ??= new DecidePool({ parserLimits: currentParserLimits(), ...poolOptions }));
   // The server analysis parses an allowed text again to cut it into statements: a long one is cut on a worker too.
-  const workerPlanner: AnalysisPlanner = (text, types) => getPool().plan(text, types).then((a) => (a.ok ? a.plan : { refused: a.decision }));
-  const plannerFor = (sql: string): AnalysisPlanner | undefined => (longerThan(sql, offloadAbove) ? workerPlanner : undefined);
+  const workerPlanner: AnalysisPlanner = (text, types) =>
+    getPool()
+      .plan(text, types)
+      .then((a) => (a.ok ? a.plan : { refused: a.decision }));
+  const plannerFor = (sql: string): AnalysisPlanner | undefined =>
+    longerThan(sql, offloadAbove) ? workerPlanner : undefined;
 
   /** The local decision is known: PostgreSQL's own analysis confirms what it allows. */
-  const confirm = (decision: Decision, slot: DecisionSlot, sql: string, role: RolePolicy, paramTypes: readonly number[] | undefined, pid: number | undefined): Decision | Promise<Decision> => {
+  const confirm = (
+    decision: Decision,
+    slot: DecisionSlot,
+    sql: string,
+    role: RolePolicy,
+    paramTypes: readonly number[] | undefined,
+    pid: number | undefined,
+  ): Decision | Promise<Decision> => {
     // Scoped DDL (or DO) is about to change the catalog: what the server's analysis cached about it may go stale, and
     // the session's next statement must be analysed against what the DDL made (a column it added, a table it dropped).
-    if (server !== undefined && decision.allow && decision.statements.some((s) => CATALOG_CHANGING_KINDS.has(s.kind))) server.invalidate();
+    if (server !== undefined && decision.allow && decision.statements.some((s) => CATALOG_CHANGING_KINDS.has(s.kind)))
+      server.invalidate();
     if (server === undefined || !decision.allow || !needsServerAnalysis(decision)) return decision;
     const paramKey = paramTypes === undefined || paramTypes.length === 0 ? '' : paramTypes.join(',');
     // The hit path first and without allocating: a closure per decision costs more than the lookup.
@@ -112,10 +133,18 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
       // One analysis per entry at a time: a concurrent miss waits for it, and asks again if it held for another text
       // only, for another session only (that session's own locks), or was a lock wait on a lock this session holds.
       return (held as Promise<ServerVerdict>)
-        .then((w) => ((w.sql !== undefined && w.sql !== sql) || (w.forPid !== undefined && w.forPid !== pid) || (pid !== undefined && w.lockHolders?.includes(pid) === true) ? analyse(server, slot, paramKey, sql, paramTypes, role, decision, plannerFor(sql), pid) : w))
+        .then((w) =>
+          (w.sql !== undefined && w.sql !== sql) ||
+          (w.forPid !== undefined && w.forPid !== pid) ||
+          (pid !== undefined && w.lockHolders?.includes(pid) === true)
+            ? analyse(server, slot, paramKey, sql, paramTypes, role, decision, plannerFor(sql), pid)
+            : w,
+        )
         .then((w) => combine(decision, w, role));
     }
-    return analyse(server, slot, paramKey, sql, paramTypes, role, decision, plannerFor(sql), pid).then((w) => combine(decision, w, role));
+    return analyse(server, slot, paramKey, sql, paramTypes, role, decision, plannerFor(sql), pid).then((w) =>
+      combine(decision, w, role),
+    );
   };
 
   return {
@@ -133,7 +162,12 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     role(name) {
       return store.current.policy.roles.get(name);
     },
-    decide(sql: string, mode: 'simple' | 'parse', view: SessionView, paramTypes?: readonly number[]): Decision | Promise<Decision> {
+    decide(
+      sql: string,
+      mode: 'simple' | 'parse',
+      view: SessionView,
+      paramTypes?: readonly number[],
+    ): Decision | Promise<Decision> {
       // One read of the store per decision: policy and catalog come from the same swap.
       const { policy, catalog } = store.current;
       // The session's role object may predate a reload; decide with the role as the policy now defines it.
@@ -159,16 +193,19 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
         // A long text: a cache hit is answered here; a miss is decided on a worker, never on the event loop.
         const probe = cache.probe(sql, mode, current, catalog, policy.version);
         opts.onLookup?.(!(probe instanceof CacheMiss));
-        if (!(probe instanceof CacheMiss)) return confirm(probe.decision, probe.slot, sql, role, paramTypes, current.backendPid);
-        return getPool()
-          .decide({ sql, mode, view: current, catalog, policyVersion: policy.version })
-          .then((answer) => {
-            if (!answer.ok) return answer.decision;
-            const { decision, slot } = cache.store(probe, answer.facts);
-            return confirm(decision, slot, sql, role, paramTypes, current.backendPid);
-          })
-          // Never rejects: anything unexpected on the way back is a refusal, as on the main thread.
-          .catch(() => failedRefusal('decide_worker_failed', 'internal error'));
+        if (!(probe instanceof CacheMiss))
+          return confirm(probe.decision, probe.slot, sql, role, paramTypes, current.backendPid);
+        return (
+          getPool()
+            .decide({ sql, mode, view: current, catalog, policyVersion: policy.version })
+            .then((answer) => {
+              if (!answer.ok) return answer.decision;
+              const { decision, slot } = cache.store(probe, answer.facts);
+              return confirm(decision, slot, sql, role, paramTypes, current.backendPid);
+            })
+            // Never rejects: anything unexpected on the way back is a refusal, as on the main thread.
+            .catch(() => failedRefusal('decide_worker_failed', 'internal error'))
+        );
       }
       const misses = cache.stats.misses;
       const { decision, slot } = cache.lookup(sql, mode, current, catalog, policy.version);

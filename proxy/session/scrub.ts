@@ -92,7 +92,12 @@ const METADATA_FIELDS: ReadonlySet<number> = new Set([
 const ROW_VALUES = [/failing row contains/i, /\)\s*=\s*\(/];
 
 /** CONTEXT lines that quote input data: COPY's current line or column value, the JSON parser's input line, bind parameters. */
-const CONTEXT_VALUES = [/\bCOPY [^\n]*, line \d+[^\n]*: "/, /\bJSON data, line \d+:/, /\bwith parameters: /, /\$\d+ = '/];
+const CONTEXT_VALUES = [
+  /\bCOPY [^\n]*, line \d+[^\n]*: "/,
+  /\bJSON data, line \d+:/,
+  /\bwith parameters: /,
+  /\$\d+ = '/,
+];
 
 /**
  * Class 23 DETAILs Postgres writes when the session may not see the key's columns: no values, so they are kept.
@@ -267,6 +272,13 @@ function redactQuoted(text: string): string {
 
 /** An upstream error or notice we cannot parse cannot be checked, so none of its text passes. */
 function malformedReplacement(type: number): Buffer {
-  if (type === BackendType.ErrorResponse) return encodeProxyError(new ProxyError('ERR_UPSTREAM_MALFORMED', 'pgwarden withheld a malformed error message from the database'));
-  return encodeNoticeResponse({ severity: 'WARNING', sqlstate: SqlState.Warning, message: 'pgwarden withheld a malformed notice message from the database' });
+  if (type === BackendType.ErrorResponse)
+    return encodeProxyError(
+      new ProxyError('ERR_UPSTREAM_MALFORMED', 'pgwarden withheld a malformed error message from the database'),
+    );
+  return encodeNoticeResponse({
+    severity: 'WARNING',
+    sqlstate: SqlState.Warning,
+    message: 'pgwarden withheld a malformed notice message from the database',
+  });
 }

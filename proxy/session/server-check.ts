@@ -3,14 +3,44 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { checkFacts, checkNamed, toDeny, type Denial } from '../../policy/evaluate.ts';
 import { UTILITY_ANALYSED_KINDS } from '../../policy/ddl.ts';
-import { COOPERATIVE_READ_BYTES, IncrementalTreeRead, NodeReadError, readNodeTree, type Incremental, type PgValue } from '../../policy/pgnode.ts';
-import { collectReferences, factsFromTrees, hasMissing, incrementalReferenceWalk, ServerAnalysisError, unanalysable, type OidCatalog, type OidSets, type ServerFunction, type ServerOperator, type ServerRelation, type ServerType } from '../../policy/server-analysis.ts';
+import {
+  COOPERATIVE_READ_BYTES,
+  IncrementalTreeRead,
+  NodeReadError,
+  readNodeTree,
+  type Incremental,
+  type PgValue,
+} from '../../policy/pgnode.ts';
+import {
+  collectReferences,
+  factsFromTrees,
+  hasMissing,
+  incrementalReferenceWalk,
+  ServerAnalysisError,
+  unanalysable,
+  type OidCatalog,
+  type OidSets,
+  type ServerFunction,
+  type ServerOperator,
+  type ServerRelation,
+  type ServerType,
+} from '../../policy/server-analysis.ts';
 import { planServerAnalysis, type AnalysisPlan, type AnalysisText } from '../../policy/server-plan.ts';
 import type { Decision, RolePolicy } from '../../policy/types.ts';
 import { BackendType } from '../wire/codes.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
 import { scrubErrorFrame } from './scrub.ts';
-import { AnalysisUnavailable, fetchOids, serverError, type TreeResult, type AnalysisConnection, type AnalysisContext, type AnalysisPool, type RelationLock, type ServerError } from '../upstream/analysis.ts';
+import {
+  AnalysisUnavailable,
+  fetchOids,
+  serverError,
+  type TreeResult,
+  type AnalysisConnection,
+  type AnalysisContext,
+  type AnalysisPool,
+  type RelationLock,
+  type ServerError,
+} from '../upstream/analysis.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 
 type Allow = Extract<Decision, { allow: true }>;
@@ -53,7 +83,10 @@ export interface ServerCheckOptions {
  * Makes the analysis plan of a text: policy/server-plan.ts here, or on a decide worker for a long text (it parses the
  * text again). A refusal instead of a plan (the worker pool was busy or failed) is the statement's answer.
  */
-export type AnalysisPlanner = (text: string, paramTypes: readonly number[]) => Promise<AnalysisPlan | { refused: Deny }>;
+export type AnalysisPlanner = (
+  text: string,
+  paramTypes: readonly number[],
+) => Promise<AnalysisPlan | { refused: Deny }>;
 
 /**
  * Statements of one Query analysed at most: each is one round trip to the server and one tree to read, so a Query of
@@ -62,7 +95,19 @@ export type AnalysisPlanner = (text: string, paramTypes: readonly number[]) => P
 export const MAX_ANALYSED_STATEMENTS = 1000;
 
 /** Statement kinds whose decision the server's analysis must confirm. */
-const ANALYSED_KINDS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'ExplainStmt', 'DeclareCursorStmt', 'PrepareStmt', 'CopyStmt', 'ExecuteStmt', ...UTILITY_ANALYSED_KINDS]);
+const ANALYSED_KINDS = new Set([
+  'SelectStmt',
+  'InsertStmt',
+  'UpdateStmt',
+  'DeleteStmt',
+  'MergeStmt',
+  'ExplainStmt',
+  'DeclareCursorStmt',
+  'PrepareStmt',
+  'CopyStmt',
+  'ExecuteStmt',
+  ...UTILITY_ANALYSED_KINDS,
+]);
 
 export function needsServerAnalysis(d: Allow): boolean {
   for (const s of d.statements) if (ANALYSED_KINDS.has(s.kind)) return true;
@@ -74,9 +119,10 @@ function unavailable(why: string): Deny {
     allow: false,
     ruleId: 'builtin.analysis',
     sqlstate: SqlState.SystemError,
-    message: 'statement refused by pgwarden: the database\'s own analysis of it could not be obtained, so it was not run',
+    message:
+      "statement refused by pgwarden: the database's own analysis of it could not be obtained, so it was not run",
     detail: `${why} (rule: builtin.analysis)`,
-    hint: 'retry shortly; if it keeps failing, the operator should check pgwarden\'s connection to the database',
+    hint: "retry shortly; if it keeps failing, the operator should check pgwarden's connection to the database",
     reason: 'analysis_unavailable',
     statements: [],
   };
@@ -167,7 +213,15 @@ class OidCache {
 }
 
 /** Merges `b` into `a` (mutating `a`'s maps). */
-function merge(a: { relations: Map<number, ServerRelation | null>; functions: Map<number, ServerFunction | null>; operators: Map<number, ServerOperator | null>; types: Map<number, ServerType | null> }, b: OidCatalog): void {
+function merge(
+  a: {
+    relations: Map<number, ServerRelation | null>;
+    functions: Map<number, ServerFunction | null>;
+    operators: Map<number, ServerOperator | null>;
+    types: Map<number, ServerType | null>;
+  },
+  b: OidCatalog,
+): void {
   for (const [k, v] of b.relations) a.relations.set(k, v);
   for (const [k, v] of b.functions) a.functions.set(k, v);
   for (const [k, v] of b.operators) a.operators.set(k, v);
@@ -217,7 +271,13 @@ export class ServerChecker {
   /** A cached verdict for `sql` with these parameter types, if still valid. */
   cached(slot: Map<string, unknown> | undefined, paramKey: string, sql: string): ServerVerdict | undefined {
     const v = slot?.get(paramKey) as ServerVerdict | undefined;
-    if (v === undefined || v.generation !== this.generation || v.expires <= this.now() || (v.sql !== undefined && v.sql !== sql)) return undefined;
+    if (
+      v === undefined ||
+      v.generation !== this.generation ||
+      v.expires <= this.now() ||
+      (v.sql !== undefined && v.sql !== sql)
+    )
+      return undefined;
     return v;
   }
 
@@ -225,14 +285,28 @@ export class ServerChecker {
    * Asks the server to analyse what `local` allowed and judges the result with the role. Never rejects:
    * every failure is a denial.
    */
-  async check(sql: string, paramTypes: readonly number[], role: RolePolicy, ctx: AnalysisContext, local: Allow, planner?: AnalysisPlanner): Promise<ServerVerdict> {
+  async check(
+    sql: string,
+    paramTypes: readonly number[],
+    role: RolePolicy,
+    ctx: AnalysisContext,
+    local: Allow,
+    planner?: AnalysisPlanner,
+  ): Promise<ServerVerdict> {
     const generation = this.generation;
     const v = await this.analyse(sql, paramTypes, role, ctx, local, planner);
     // DDL announced while the server was analysing: the verdict may predate it, so it is used once and not kept.
     return { ...v, generation, expires: generation === this.generation ? v.expires : 0 };
   }
 
-  private async analyse(sql: string, paramTypes: readonly number[], role: RolePolicy, ctx: AnalysisContext, local: Allow, planner?: AnalysisPlanner): Promise<Omit<ServerVerdict, 'generation'>> {
+  private async analyse(
+    sql: string,
+    paramTypes: readonly number[],
+    role: RolePolicy,
+    ctx: AnalysisContext,
+    local: Allow,
+    planner?: AnalysisPlanner,
+  ): Promise<Omit<ServerVerdict, 'generation'>> {
     const t0 = performance.now();
     const expires = this.now() + this.opts.ttlMs;
     const text = local.rewrittenSql ?? sql;
@@ -268,7 +342,9 @@ export class ServerChecker {
           types = r.ok ? r.oids : r.error;
         }
         if (Array.isArray(types)) parsedTypes = types;
-        const parsed: TreeResult | Locked = Array.isArray(types) ? await this.parseWaitingForLocks(conn, t.text, types, ctx.sessionPid, local.statements) : { ok: false, error: types as ServerError };
+        const parsed: TreeResult | Locked = Array.isArray(types)
+          ? await this.parseWaitingForLocks(conn, t.text, types, ctx.sessionPid, local.statements)
+          : { ok: false, error: types as ServerError };
         if ('locked' in parsed) {
           this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'deny' });
           // Never kept: it holds while a transaction holds its locks, and (forPid) for one session only.
@@ -296,7 +372,8 @@ export class ServerChecker {
           this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
           return { deny: { ...unavailable(err.message), statements: local.statements }, expires: 0, sql };
         }
-        if (!(err instanceof NodeReadError || err instanceof ServerAnalysisError)) this.opts.log.error({ err }, 'server analysis failed');
+        if (!(err instanceof NodeReadError || err instanceof ServerAnalysisError))
+          this.opts.log.error({ err }, 'server analysis failed');
         this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
         return { deny: toDeny(t.kind, unanalysable(NOT_ANALYSED, errorMessage(err)), local.statements), expires, sql };
       }
@@ -318,27 +395,47 @@ export class ServerChecker {
    * (waiting could only end at analysis.timeout). Otherwise it is analysed again, waiting up to analysis.timeout as
    * the statement itself would wait; a wait that reaches it is refused as a lock wait, not as PostgreSQL's 57014.
    */
-  private async parseWaitingForLocks(conn: AnalysisConnection, text: string, types: readonly number[], sessionPid: number | undefined, statements: Deny['statements']): Promise<TreeResult | Locked> {
+  private async parseWaitingForLocks(
+    conn: AnalysisConnection,
+    text: string,
+    types: readonly number[],
+    sessionPid: number | undefined,
+    statements: Deny['statements'],
+  ): Promise<TreeResult | Locked> {
     const t0 = performance.now();
     if (sessionPid !== undefined) {
       const probe = await conn.parseTree(text, types, LOCK_PROBE_MS);
       if (!serverFailed(probe, SqlState.LockNotAvailable)) return probe;
       const held = splitLocks(await conn.relationLocks(), sessionPid);
-      if (held.others.length === 0 && held.own.length > 0) return { locked: selfLocked(held.own, statements), forPid: sessionPid };
+      if (held.others.length === 0 && held.own.length > 0)
+        return { locked: selfLocked(held.own, statements), forPid: sessionPid };
     }
     const result = await conn.parseTree(text, types, 0);
     if (!serverFailed(result, OPERATOR_INTERVENTION)) return result;
     const held = splitLocks(await conn.relationLocks(), sessionPid);
-    if (held.others.length === 0 && held.own.length > 0 && sessionPid !== undefined) return { locked: selfLocked(held.own, statements), forPid: sessionPid };
+    if (held.others.length === 0 && held.own.length > 0 && sessionPid !== undefined)
+      return { locked: selfLocked(held.own, statements), forPid: sessionPid };
     const waited = Math.round(performance.now() - t0);
     // Nothing else holds a conflicting lock: the analysis was slow for another reason (or the lock is gone); say so as before.
-    if (held.others.length === 0) return { locked: { ...unavailable(`the analysis did not finish within ${waited} ms`), statements } };
+    if (held.others.length === 0)
+      return { locked: { ...unavailable(`the analysis did not finish within ${waited} ms`), statements } };
     const lockHolders = [...new Set(held.others.flatMap((l) => (l.pid === undefined ? [] : [l.pid])))];
     return { locked: lockWaitTimedOut(waited, held.others, statements), lockHolders };
   }
 
-  private async judge(conn: AnalysisConnection, t: AnalysisText, tree: PgValue, role: RolePolicy, paramTypes: readonly number[]): Promise<{ denial: Denial | undefined; literalSensitive: boolean }> {
-    const known = { relations: new Map<number, ServerRelation | null>(), functions: new Map<number, ServerFunction | null>(), operators: new Map<number, ServerOperator | null>(), types: new Map<number, ServerType | null>() };
+  private async judge(
+    conn: AnalysisConnection,
+    t: AnalysisText,
+    tree: PgValue,
+    role: RolePolicy,
+    paramTypes: readonly number[],
+  ): Promise<{ denial: Denial | undefined; literalSensitive: boolean }> {
+    const known = {
+      relations: new Map<number, ServerRelation | null>(),
+      functions: new Map<number, ServerFunction | null>(),
+      operators: new Map<number, ServerOperator | null>(),
+      types: new Map<number, ServerType | null>(),
+    };
     // Facts come from the cache where it has them; only what it lacks is fetched (each round can reveal more:
     // an operator's function, a domain's constraint, a type's members).
     for (let round = 0; ; round++) {
@@ -360,8 +457,10 @@ export class ServerChecker {
     }
     const facts = factsFromTrees(t.kind, [tree], known, { copyFrom: t.copyFrom, extraTypes: paramTypes });
     if (facts.denial !== undefined) return { denial: facts.denial, literalSensitive: facts.literalSensitive };
-    if (facts.analysis === undefined) return { denial: unanalysable(NOT_ANALYSED, 'no facts'), literalSensitive: false };
-    const verdict = t.named !== undefined ? checkNamed(facts.analysis, role, t.named) : checkFacts(facts.analysis, role);
+    if (facts.analysis === undefined)
+      return { denial: unanalysable(NOT_ANALYSED, 'no facts'), literalSensitive: false };
+    const verdict =
+      t.named !== undefined ? checkNamed(facts.analysis, role, t.named) : checkFacts(facts.analysis, role);
     return { denial: 'reason' in verdict ? verdict : undefined, literalSensitive: facts.literalSensitive };
   }
 }
@@ -469,7 +568,7 @@ function ranUserCode(): Denial {
     reason: 'analysis_ran_user_code',
     ruleId: 'builtin.analysis',
     sqlstate: SqlState.InsufficientPrivilege,
-    what: 'makes PostgreSQL run user-defined code while merely analysing it (a constant whose type\'s input reaches a domain CHECK or a comparison function)',
+    what: "makes PostgreSQL run user-defined code while merely analysing it (a constant whose type's input reaches a domain CHECK or a comparison function)",
     detail: 'such code runs before anything could be decided; what it said is not passed on (rule: builtin.analysis)',
     hint: 'use constants of built-in types, or ask the operator to allow the function the type relies on',
   };
@@ -495,7 +594,10 @@ function serverFailed(r: TreeResult, code: string | { class: string }): boolean 
  * session itself holds waits for the session, so it counts as the session's: the analysis waits behind it because of
  * the session's own lock.
  */
-function splitLocks(locks: readonly RelationLock[], sessionPid: number | undefined): { own: RelationLock[]; others: RelationLock[] } {
+function splitLocks(
+  locks: readonly RelationLock[],
+  sessionPid: number | undefined,
+): { own: RelationLock[]; others: RelationLock[] } {
   const own = locks.filter((l) => sessionPid !== undefined && l.pid === sessionPid && l.granted);
   const ownRelations = new Set(own.map((l) => l.relation));
   const others = locks.filter((l) => !own.includes(l) && !(!l.granted && ownRelations.has(l.relation)));
@@ -523,7 +625,8 @@ function selfLocked(own: readonly RelationLock[], statements: Deny['statements']
     ruleId: 'builtin.analysis',
     sqlstate: SqlState.LockNotAvailable,
     message: `pgwarden cannot analyse this statement while this session's own transaction holds a lock ${on} (taken by TRUNCATE, ALTER, DROP, CREATE INDEX or LOCK in it), so it was not run`,
-    detail: 'every statement is analysed by PostgreSQL on a connection of pgwarden\'s own, which would wait for that lock until this transaction ends (rule: builtin.analysis)',
+    detail:
+      "every statement is analysed by PostgreSQL on a connection of pgwarden's own, which would wait for that lock until this transaction ends (rule: builtin.analysis)",
     hint: `commit the transaction that ran TRUNCATE/ALTER/LOCK on ${what} before using it, or use it in a later transaction; this transaction is still open and usable (ROLLBACK or COMMIT it)`,
     operatorHint: `locks held by the session's own transaction: ${[...new Set(own.map(qualified))].join(', ')}`,
     reason: 'analysis_self_locked',

@@ -12,7 +12,15 @@ import type { Identity, TokenVerifier } from '../auth/jwt.ts';
 import { MAX_PASSWORD_MESSAGE_LENGTH } from '../auth/jwt.ts';
 import type { Decision, RoleBudget, RolePolicy, SessionView } from '../../policy/types.ts';
 import { BackendType, FrontendType } from '../wire/codes.ts';
-import { FRONTEND_MESSAGE_TYPES, MessageFramer, UnansweredStartupPacket, isPart, type Frame, type FramePart, type StartupMessage } from '../wire/framer.ts';
+import {
+  FRONTEND_MESSAGE_TYPES,
+  MessageFramer,
+  UnansweredStartupPacket,
+  isPart,
+  type Frame,
+  type FramePart,
+  type StartupMessage,
+} from '../wire/framer.ts';
 import {
   encodeAuthenticationCleartextPassword,
   encodeAuthenticationOk,
@@ -25,7 +33,12 @@ import {
 } from '../wire/backend.ts';
 import { decodeBind, decodeClose, decodeExecute, decodeParse, decodePassword, decodeQuery } from '../wire/frontend.ts';
 import { encodeClose, encodeParse, encodeQuery, encodeSync, encodeTerminate } from '../wire/frontend.ts';
-import { tcpUpstream, UPSTREAM_MAX_MESSAGE, type UpstreamConnection, type UpstreamConnector } from '../upstream/connect.ts';
+import {
+  tcpUpstream,
+  UPSTREAM_MAX_MESSAGE,
+  type UpstreamConnection,
+  type UpstreamConnector,
+} from '../upstream/connect.ts';
 import type { CancelRegistry } from './cancel.ts';
 import type { StatementGate } from './gate.ts';
 import { Phase, canTransition } from './phase.ts';
@@ -66,14 +79,20 @@ export interface StatementOutcome {
 export interface SessionEvents {
   loginSucceeded?(s: Session): void;
   loginFailed?(s: Session, reason: string, err: ProxyError): void;
-  statementDecided?(s: Session, info: { seq: number; mode: 'simple' | 'parse' | 'bind'; sql: string; decision: Decision; micros: number }): void;
+  statementDecided?(
+    s: Session,
+    info: { seq: number; mode: 'simple' | 'parse' | 'bind'; sql: string; decision: Decision; micros: number },
+  ): void;
   /** A statement (Query, Execute or FunctionCall) finished: rows sent, time from send to completion, its SQLSTATE if it failed. */
   statementFinished?(s: Session, info: StatementOutcome): void;
   /** Bytes read from the client and written to it since the last report (reported per statement and at the end). */
   traffic?(s: Session, bytesIn: number, bytesOut: number): void;
   upstreamConnected?(s: Session, ms: number): void;
   /** A statement the policy allowed was refused because its subject's or agent's budget is used up (53400). */
-  budgetExceeded?(s: Session, info: { seq: number; kind: BudgetKind; per: 'subject' | 'agent'; limit: number; retryInMs: number | undefined }): void;
+  budgetExceeded?(
+    s: Session,
+    info: { seq: number; kind: BudgetKind; per: 'subject' | 'agent'; limit: number; retryInMs: number | undefined },
+  ): void;
   sessionEnded?(s: Session, reason: EndReason): void;
 }
 
@@ -252,8 +271,10 @@ function staleScopeListing(d: Extract<Decision, { allow: true }>): Decision {
     allow: false,
     ruleId: 'builtin.scope',
     sqlstate: SqlState.InsufficientPrivilege,
-    message: 'permission denied by pgwarden: statement lists pgwarden.scope or pgwarden.session as the policy was when it was prepared',
-    detail: 'the listing was fixed when the statement was prepared and the policy has changed since (rule: builtin.scope)',
+    message:
+      'permission denied by pgwarden: statement lists pgwarden.scope or pgwarden.session as the policy was when it was prepared',
+    detail:
+      'the listing was fixed when the statement was prepared and the policy has changed since (rule: builtin.scope)',
     hint: 'prepare the statement again for the current listing',
     reason: 'policy_denied',
     statements: d.statements,
@@ -262,18 +283,30 @@ function staleScopeListing(d: Extract<Decision, { allow: true }>): Decision {
 
 /** Why a prepared statement, portal or cursor is refused after a reload (client-facing). */
 function policyChangedError(what: string, name: string, refusal: string | undefined): ProxyError {
-  return new ProxyError('ERR_STATEMENT_DENIED', `${what} ${quoteIdent(name)} is no longer allowed: the policy changed`, {
-    detail: refusal,
-    reason: 'policy_denied',
-    hint: what === 'cursor' ? 'declare the cursor again if the current policy allows its query' : 'prepare the statement again if the current policy allows it',
-  });
+  return new ProxyError(
+    'ERR_STATEMENT_DENIED',
+    `${what} ${quoteIdent(name)} is no longer allowed: the policy changed`,
+    {
+      detail: refusal,
+      reason: 'policy_denied',
+      hint:
+        what === 'cursor'
+          ? 'declare the cursor again if the current policy allows its query'
+          : 'prepare the statement again if the current policy allows it',
+    },
+  );
 }
 
 /**
  * The text of the PREPARE (or DECLARE) statement named `name` within `sql` (`parsed` is parseStatements(sql)), or
  * undefined. Offsets count UTF-8 bytes.
  */
-function statementText(sql: string, parsed: ParseOutcome, kind: 'prepare' | 'declare', name: string): string | undefined {
+function statementText(
+  sql: string,
+  parsed: ParseOutcome,
+  kind: 'prepare' | 'declare',
+  name: string,
+): string | undefined {
   if (!parsed.ok) return undefined;
   const buf = Buffer.from(sql, 'utf8');
   for (const raw of parsed.stmts) {
@@ -283,7 +316,10 @@ function statementText(sql: string, parsed: ParseOutcome, kind: 'prepare' | 'dec
     if (!hit) continue;
     const start = raw.stmt_location ?? 0;
     const len = raw.stmt_len ?? 0;
-    return buf.subarray(start, len > 0 ? start + len : buf.length).toString('utf8').trim();
+    return buf
+      .subarray(start, len > 0 ? start + len : buf.length)
+      .toString('utf8')
+      .trim();
   }
   return undefined;
 }
@@ -312,8 +348,10 @@ function usedNames(sql: string): { prepared: Set<string>; cursors: Set<string> }
     }
     if (n === null || typeof n !== 'object') return;
     for (const [k, v] of Object.entries(n as Record<string, unknown>)) {
-      if (k === 'ExecuteStmt' && typeof (v as { name?: unknown }).name === 'string') prepared.add((v as { name: string }).name);
-      if (k === 'FetchStmt' && typeof (v as { portalname?: unknown }).portalname === 'string') cursors.add((v as { portalname: string }).portalname);
+      if (k === 'ExecuteStmt' && typeof (v as { name?: unknown }).name === 'string')
+        prepared.add((v as { name: string }).name);
+      if (k === 'FetchStmt' && typeof (v as { portalname?: unknown }).portalname === 'string')
+        cursors.add((v as { portalname: string }).portalname);
       walk(v);
     }
   };
@@ -340,10 +378,14 @@ function budgetError(r: BudgetRefusal, per: 'subject' | 'agent', count: number):
   if (r.retryInMs !== undefined) hint = `retry in ${Math.ceil(r.retryInMs / 1000)} s`;
   else if (r.kind === 'concurrency') hint = `retry when one of the ${r.limit} running statements of ${whose} finishes`;
   else hint = `send fewer statements at once: this query has ${count}, more than the ${r.limit} a minute allowed`;
-  return new ProxyError('ERR_BUDGET', `statement refused by pgwarden: the budget of ${what[r.kind]} for ${whose} is used up`, {
-    detail: `rule: role budget ${r.kind === 'concurrency' ? 'concurrentStatements' : `${r.kind}PerMinute`}, counted per ${per} on this pgwarden instance`,
-    hint,
-  });
+  return new ProxyError(
+    'ERR_BUDGET',
+    `statement refused by pgwarden: the budget of ${what[r.kind]} for ${whose} is used up`,
+    {
+      detail: `rule: role budget ${r.kind === 'concurrency' ? 'concurrentStatements' : `${r.kind}PerMinute`}, counted per ${per} on this pgwarden instance`,
+      hint,
+    },
+  );
 }
 
 export class Session {
@@ -433,9 +475,19 @@ export class Session {
       // Past the password the client has done its part: a slow token check or upstream login is not its fault.
       // No startup packet yet (none, or half of one): PostgreSQL's authentication_timeout closes without a message.
       if (this.phase === Phase.AwaitingStartup) this.close('timeout');
-      else if (this.phase !== Phase.ConnectingUpstream) this.fail(new ProxyError('ERR_TIMEOUT', 'timed out waiting for the client to complete login'), 'timeout');
-      else if (this.identity === undefined) this.fail(new ProxyError('ERR_TIMEOUT', 'timed out verifying the token (limits.handshakeTimeout)'), 'timeout');
-      else this.fail(new ProxyError('ERR_UPSTREAM', 'timed out waiting for the upstream database to complete login (limits.handshakeTimeout)', { hint: 'the database behind pgwarden is slow or unreachable; try again later or contact the operator' }), 'upstream_lost');
+      else if (this.phase !== Phase.ConnectingUpstream)
+        this.fail(new ProxyError('ERR_TIMEOUT', 'timed out waiting for the client to complete login'), 'timeout');
+      else if (this.identity === undefined)
+        this.fail(new ProxyError('ERR_TIMEOUT', 'timed out verifying the token (limits.handshakeTimeout)'), 'timeout');
+      else
+        this.fail(
+          new ProxyError(
+            'ERR_UPSTREAM',
+            'timed out waiting for the upstream database to complete login (limits.handshakeTimeout)',
+            { hint: 'the database behind pgwarden is slow or unreachable; try again later or contact the operator' },
+          ),
+          'upstream_lost',
+        );
     }, deps.config.limits.handshakeTimeout);
   }
 
@@ -474,7 +526,13 @@ export class Session {
 
   private writeClient(data: Buffer | Buffer[]): void {
     if (this.closed) return;
-    const buf = Array.isArray(data) ? (data.length === 1 ? (data[0] as Buffer) : data.length === 0 ? undefined : Buffer.concat(data)) : data;
+    const buf = Array.isArray(data)
+      ? data.length === 1
+        ? (data[0] as Buffer)
+        : data.length === 0
+          ? undefined
+          : Buffer.concat(data)
+      : data;
     if (buf === undefined) return;
     this.bytesOut += buf.length;
     if (!this.socket.write(buf)) this.holdUpstream(Hold.ClientFull);
@@ -572,7 +630,8 @@ export class Session {
         } else if (this.phase === Phase.Authenticating) {
           const frame = this.framer.nextPart();
           if (!frame) return;
-          if (isPart(frame)) throw new ProxyError('ERR_PROTOCOL', `expected a password message, got message type ${frame.type}`);
+          if (isPart(frame))
+            throw new ProxyError('ERR_PROTOCOL', `expected a password message, got message type ${frame.type}`);
           this.onPassword(frame);
         } else if (this.phase === Phase.Ready) {
           this.relayClientFrames();
@@ -680,19 +739,38 @@ export class Session {
     const identity = result.identity;
     const role = gate.role(identity.role);
     if (!role) {
-      this.fail(new ProxyError('ERR_TOKEN_REJECTED', `token role "${identity.role}" is not defined in the policy`, { hint: TOKEN_HINT, reason: 'credential_rejected' }), 'auth_failed');
+      this.fail(
+        new ProxyError('ERR_TOKEN_REJECTED', `token role "${identity.role}" is not defined in the policy`, {
+          hint: TOKEN_HINT,
+          reason: 'credential_rejected',
+        }),
+        'auth_failed',
+      );
       return;
     }
     const offNetwork = networkRefusal(this.remoteAddress, role, identity.networks);
     if (offNetwork) {
       this.deps.events?.loginFailed?.(this, 'network_denied', offNetwork);
-      this.log.warn({ reason: 'network_denied', role: role.name, clientAddress: this.remoteAddress, networks: role.networks?.map((n) => n.text), claim: identity.networks?.map((n) => n.text) }, 'login refused');
+      this.log.warn(
+        {
+          reason: 'network_denied',
+          role: role.name,
+          clientAddress: this.remoteAddress,
+          networks: role.networks?.map((n) => n.text),
+          claim: identity.networks?.map((n) => n.text),
+        },
+        'login refused',
+      );
       this.fail(offNetwork, 'auth_failed');
       return;
     }
     // Verification may have waited for a JWKS fetch: a token that expired meanwhile opens no upstream connection.
     if (identity.exp * 1000 <= this.now()) {
-      const expired = new ProxyError('ERR_TOKEN_INVALID', `token expired at ${new Date(identity.exp * 1000).toISOString()}`, { hint: TOKEN_HINT, severity: 'FATAL', reason: 'credential_expired' });
+      const expired = new ProxyError(
+        'ERR_TOKEN_INVALID',
+        `token expired at ${new Date(identity.exp * 1000).toISOString()}`,
+        { hint: TOKEN_HINT, severity: 'FATAL', reason: 'credential_expired' },
+      );
       this.deps.events?.loginFailed?.(this, 'expired', expired);
       this.fail(expired, 'auth_failed');
       return;
@@ -726,7 +804,10 @@ export class Session {
     }
     this.identity = identity;
     this.role = role;
-    this.log.info({ sub: identity.sub, agent: identity.agent, role: identity.role, jti: identity.jti }, 'token accepted');
+    this.log.info(
+      { sub: identity.sub, agent: identity.agent, role: identity.role, jti: identity.jti },
+      'token accepted',
+    );
     // Last check before the upstream connection, with the session already counted as logged in (admitIdentity), so a
     // refusal by another check never burns the token and concurrent logins cannot overshoot the session limits.
     if (identity.singleUse === true) {
@@ -846,9 +927,13 @@ export class Session {
   private expireNow(): void {
     const exp = this.identity?.exp ?? 0;
     this.endWith(
-      new ProxyError('ERR_TOKEN_EXPIRED_SESSION', `terminating connection because the credential expired at ${new Date(exp * 1000).toISOString()}`, {
-        hint: 'request a new token and reconnect with it as the password',
-      }),
+      new ProxyError(
+        'ERR_TOKEN_EXPIRED_SESSION',
+        `terminating connection because the credential expired at ${new Date(exp * 1000).toISOString()}`,
+        {
+          hint: 'request a new token and reconnect with it as the password',
+        },
+      ),
       'expired',
     );
   }
@@ -866,7 +951,12 @@ export class Session {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = setTimeout(() => {
       if (this.tracker?.busy) return this.armIdle();
-      this.endWith(new ProxyError('ERR_IDLE_TIMEOUT', 'terminating connection due to idle timeout', { hint: 'reconnect when you need the database again' }), 'timeout');
+      this.endWith(
+        new ProxyError('ERR_IDLE_TIMEOUT', 'terminating connection due to idle timeout', {
+          hint: 'reconnect when you need the database again',
+        }),
+        'timeout',
+      );
     }, ms);
     this.idleTimer.unref?.();
   }
@@ -881,7 +971,13 @@ export class Session {
     if (!role) throw new Error('no role');
     const v = this.cachedView;
     if (v !== undefined && v.role === role && v.backendPid === this.upstream?.processId) return v;
-    this.cachedView = { role, preparedNames: this.preparedNames, cursorNames: this.cursorNames, holdCursorNames: this.holdCursorNames, backendPid: this.upstream?.processId };
+    this.cachedView = {
+      role,
+      preparedNames: this.preparedNames,
+      cursorNames: this.cursorNames,
+      holdCursorNames: this.holdCursorNames,
+      backendPid: this.upstream?.processId,
+    };
     return this.cachedView;
   }
 
@@ -890,7 +986,12 @@ export class Session {
    * being obtained). Bookkeeping (sequence number, audit event, effects) happens when the decision is known.
    */
   /** `again`: an existing prepared statement, portal or cursor is being decided again; its effects make nothing new. */
-  private decide(sql: string, mode: 'simple' | 'parse' | 'bind', paramTypes?: readonly number[], again = false): Decision | Promise<Decision> {
+  private decide(
+    sql: string,
+    mode: 'simple' | 'parse' | 'bind',
+    paramTypes?: readonly number[],
+    again = false,
+  ): Decision | Promise<Decision> {
     const version = this.deps.gate.version;
     const t0 = performance.now();
     const decision = this.deps.gate.decide(sql, mode === 'bind' ? 'parse' : mode, this.view(), paramTypes);
@@ -898,13 +999,21 @@ export class Session {
     return this.decided(decision, sql, mode, t0, version, again);
   }
 
-  private decided(decision: Decision, sql: string, mode: 'simple' | 'parse' | 'bind', t0: number, version: number, again = false): Decision {
+  private decided(
+    decision: Decision,
+    sql: string,
+    mode: 'simple' | 'parse' | 'bind',
+    t0: number,
+    version: number,
+    again = false,
+  ): Decision {
     const micros = (performance.now() - t0) * 1000;
     this.seq++;
     // Decided again after a reload, the statement upstream still holds the listing rewritten under the old policy.
     if (again && decision.allow && decision.listsScope === true) decision = staleScopeListing(decision);
     if (!decision.allow) decision = this.explainRevokedUse(decision, sql);
-    else if (decision.statements.some((st) => st.kind === 'VariableSetStmt')) decision = this.withApplicationName(decision, sql);
+    else if (decision.statements.some((st) => st.kind === 'VariableSetStmt'))
+      decision = this.withApplicationName(decision, sql);
     this.deps.events?.statementDecided?.(this, { seq: this.seq, mode, sql, decision, micros });
     if (decision.allow) {
       // The text is parsed once for all the PREPAREs and DECLAREs it holds, not once for each.
@@ -913,7 +1022,11 @@ export class Session {
         if (e.type === 'prepare') {
           this.preparedNames.add(e.name);
           parsed ??= parseStatements(sql);
-          this.sqlPrepared.set(e.name, { sql: this.retainable(statementText(sql, parsed, 'prepare', e.name), this.sqlPrepared.get(e.name)?.sql), version, rowCap: decision.rowCap });
+          this.sqlPrepared.set(e.name, {
+            sql: this.retainable(statementText(sql, parsed, 'prepare', e.name), this.sqlPrepared.get(e.name)?.sql),
+            version,
+            rowCap: decision.rowCap,
+          });
           this.revokedPrepared.delete(e.name);
         } else if (e.type === 'deallocate') {
           // DEALLOCATE drops protocol-level (Parse) statements too: one namespace upstream.
@@ -933,7 +1046,11 @@ export class Session {
           if (e.hold === true) this.holdCursorNames.add(e.name);
           else this.holdCursorNames.delete(e.name);
           parsed ??= parseStatements(sql);
-          this.sqlCursors.set(e.name, { sql: this.retainable(statementText(sql, parsed, 'declare', e.name), this.sqlCursors.get(e.name)?.sql), version, rowCap: decision.rowCap });
+          this.sqlCursors.set(e.name, {
+            sql: this.retainable(statementText(sql, parsed, 'declare', e.name), this.sqlCursors.get(e.name)?.sql),
+            version,
+            rowCap: decision.rowCap,
+          });
           this.revokedCursors.delete(e.name);
           if (!again) {
             // A new cursor: its rows are counted from zero.
@@ -992,7 +1109,8 @@ export class Session {
     if (this.revokedPrepared.size === 0 && this.revokedCursors.size === 0) return d;
     const used = usedNames(sql);
     for (const [name, refusal] of this.revokedPrepared) {
-      if (used.prepared.has(name)) return this.revokedDecision(d, policyChangedError('prepared statement', name, refusal));
+      if (used.prepared.has(name))
+        return this.revokedDecision(d, policyChangedError('prepared statement', name, refusal));
     }
     for (const [name, refusal] of this.revokedCursors) {
       if (used.cursors.has(name)) return this.revokedDecision(d, policyChangedError('cursor', name, refusal));
@@ -1026,10 +1144,20 @@ export class Session {
       statements: [],
     };
     for (const [name, obj] of this.sqlPrepared) {
-      if (obj.version !== version) jobs.push({ kind: 'S', name, d: obj.sql === undefined ? refusedText : this.decide(obj.sql, 'simple', undefined, true) });
+      if (obj.version !== version)
+        jobs.push({
+          kind: 'S',
+          name,
+          d: obj.sql === undefined ? refusedText : this.decide(obj.sql, 'simple', undefined, true),
+        });
     }
     for (const [name, obj] of this.sqlCursors) {
-      if (obj.version !== version) jobs.push({ kind: 'P', name, d: obj.sql === undefined ? refusedText : this.decide(obj.sql, 'simple', undefined, true) });
+      if (obj.version !== version)
+        jobs.push({
+          kind: 'P',
+          name,
+          d: obj.sql === undefined ? refusedText : this.decide(obj.sql, 'simple', undefined, true),
+        });
     }
     const apply = (decisions: Decision[]): void => {
       jobs.forEach((job, i) => {
@@ -1046,7 +1174,10 @@ export class Session {
           this.revokedCursors.set(job.name, refusal);
         }
         this.pendingClose.push({ target: job.kind, name: job.name });
-        this.log.info({ kind: job.kind === 'S' ? 'prepared statement' : 'cursor', name: job.name, version }, 'refused after a policy change; closing it');
+        this.log.info(
+          { kind: job.kind === 'S' ? 'prepared statement' : 'cursor', name: job.name, version },
+          'refused after a policy change; closing it',
+        );
       });
     };
     if (jobs.every((j) => !(j.d instanceof Promise))) {
@@ -1075,11 +1206,16 @@ export class Session {
     const login = this.role;
     if (this.closed || login === undefined || this.stampChange !== undefined) return;
     if (!this.stampedSettingsChanged()) return;
-    this.stampChange = new ProxyError('ERR_SHUTDOWN', 'terminating connection because the policy for this role changed its session settings', {
-      detail: 'readOnly, statementTimeout, dbRole or searchPath changed, or a setting the session started with is no longer allowed; they are applied when a session starts',
-      hint: 'reconnect to continue under the current policy',
-      reason: 'session_ended',
-    });
+    this.stampChange = new ProxyError(
+      'ERR_SHUTDOWN',
+      'terminating connection because the policy for this role changed its session settings',
+      {
+        detail:
+          'readOnly, statementTimeout, dbRole or searchPath changed, or a setting the session started with is no longer allowed; they are applied when a session starts',
+        hint: 'reconnect to continue under the current policy',
+        reason: 'session_ended',
+      },
+    );
     this.log.info({ role: login.name }, 'session settings changed by a reload; ending the session when it is idle');
     this.endIfIdle();
   }
@@ -1158,7 +1294,11 @@ export class Session {
    * Runs `then` with the decision now, or once it is known; in the meantime nothing more is read from the client,
    * so the messages after this one keep their order.
    */
-  private withDecision(d: Decision | Promise<Decision>, out: Buffer[], then: (d: Decision, out: Buffer[]) => void): void {
+  private withDecision(
+    d: Decision | Promise<Decision>,
+    out: Buffer[],
+    then: (d: Decision, out: Buffer[]) => void,
+  ): void {
     if (!(d instanceof Promise)) {
       then(d, out);
       return;
@@ -1181,7 +1321,13 @@ export class Session {
   private denial(decision: Extract<Decision, { allow: false }>): ProxyError {
     if (decision.reason === 'server_error') {
       // PostgreSQL's own analysis failed: the client sees what running the statement would have shown.
-      return new ProxyError('ERR_SERVER_ANALYSIS', decision.message, { detail: decision.detail, hint: decision.hint, sqlstate: decision.sqlstate, position: decision.position, reason: refusalReason(decision) });
+      return new ProxyError('ERR_SERVER_ANALYSIS', decision.message, {
+        detail: decision.detail,
+        hint: decision.hint,
+        sqlstate: decision.sqlstate,
+        position: decision.position,
+        reason: refusalReason(decision),
+      });
     }
     const code = DENIAL_CODES.get(decision.sqlstate);
     return new ProxyError(code ?? 'ERR_STATEMENT_DENIED', decision.message, {
@@ -1204,13 +1350,24 @@ export class Session {
   }
 
   /** Execute of a portal (or of a DECLAREd cursor read through the protocol) under its decision's row cap. */
-  private executePortal(tracker: ResponseTracker, name: string, isCursor: boolean, frame: Frame, o: Buffer[], cap: RowCap | undefined, seq: number): void {
+  private executePortal(
+    tracker: ResponseTracker,
+    name: string,
+    isCursor: boolean,
+    frame: Frame,
+    o: Buffer[],
+    cap: RowCap | undefined,
+    seq: number,
+  ): void {
     const overBudget = this.spendBudget(1, seq);
     if (overBudget !== undefined) {
       refuseMessage(tracker, overBudget, o);
       return;
     }
-    tracker.expect(FrontendType.Execute, undefined, name, this.startBudgeted(this.trace(seq)), { cap, cursors: isCursor ? [name] : undefined });
+    tracker.expect(FrontendType.Execute, undefined, name, this.startBudgeted(this.trace(seq)), {
+      cap,
+      cursors: isCursor ? [name] : undefined,
+    });
     o.push(frame.raw);
   }
 
@@ -1253,8 +1410,17 @@ export class Session {
       account.statements.add(count, now);
       return undefined;
     }
-    this.log.info({ kind: refusal.kind, limit: refusal.limit, per: budget.per, retryInMs: refusal.retryInMs }, 'statement refused: budget used up');
-    this.deps.events?.budgetExceeded?.(this, { seq, kind: refusal.kind, per: budget.per, limit: refusal.limit, retryInMs: refusal.retryInMs });
+    this.log.info(
+      { kind: refusal.kind, limit: refusal.limit, per: budget.per, retryInMs: refusal.retryInMs },
+      'statement refused: budget used up',
+    );
+    this.deps.events?.budgetExceeded?.(this, {
+      seq,
+      kind: refusal.kind,
+      per: budget.per,
+      limit: refusal.limit,
+      retryInMs: refusal.retryInMs,
+    });
     return budgetError(refusal, budget.per, count);
   }
 
@@ -1347,7 +1513,14 @@ export class Session {
     const chunk = this.lastClientChunk;
     this.lastClientChunk = undefined;
     const first = out[0];
-    if (verbatim && first !== undefined && chunk !== undefined && bytes === chunk.length && first.buffer === chunk.buffer && first.byteOffset === chunk.byteOffset) {
+    if (
+      verbatim &&
+      first !== undefined &&
+      chunk !== undefined &&
+      bytes === chunk.length &&
+      first.buffer === chunk.buffer &&
+      first.byteOffset === chunk.byteOffset
+    ) {
       // The framer hands out consecutive views of a chunk, so these views laid end to end are the chunk itself.
       this.writeUpstream([chunk]);
     } else {
@@ -1371,8 +1544,14 @@ export class Session {
           } else if (d.allow) {
             const text = d.rewrittenSql ?? sql;
             // FETCHes are counted per cursor too, so paging through a cursor cannot read past the cap.
-            const cursors = d.rowCap !== undefined && d.statements.some((st) => st.kind === 'FetchStmt') ? fetchedCursors(text) : undefined;
-            tracker.expect(FrontendType.Query, undefined, undefined, this.startBudgeted(this.trace(this.seq)), { cap: d.rowCap, cursors });
+            const cursors =
+              d.rowCap !== undefined && d.statements.some((st) => st.kind === 'FetchStmt')
+                ? fetchedCursors(text)
+                : undefined;
+            tracker.expect(FrontendType.Query, undefined, undefined, this.startBudgeted(this.trace(this.seq)), {
+              cap: d.rowCap,
+              cursors,
+            });
             o.push(d.rewrittenSql !== undefined ? encodeQuery(d.rewrittenSql) : frame.raw);
           } else {
             tracker.expect(FrontendType.Query, this.denial(d));
@@ -1383,15 +1562,22 @@ export class Session {
       }
       case FrontendType.Parse: {
         const p = decodeParse(frame.body);
-        if (p.name !== '' && this.retainedSql() - (this.statements.get(p.name)?.sql?.length ?? 0) + p.sql.length > MAX_RETAINED_SQL) {
+        if (
+          p.name !== '' &&
+          this.retainedSql() - (this.statements.get(p.name)?.sql?.length ?? 0) + p.sql.length > MAX_RETAINED_SQL
+        ) {
           // Before any decision: the text would not be kept, and a named statement must be decidable again after a reload.
           refuseMessage(
             tracker,
-            new ProxyError('ERR_STATEMENT_DENIED', `too much prepared statement text in this session (over ${MAX_RETAINED_SQL} characters)`, {
-              sqlstate: SqlState.ProgramLimitExceeded,
-              reason: 'limit_reached',
-              hint: 'close (or DEALLOCATE) prepared statements the session no longer needs, or use unnamed statements',
-            }),
+            new ProxyError(
+              'ERR_STATEMENT_DENIED',
+              `too much prepared statement text in this session (over ${MAX_RETAINED_SQL} characters)`,
+              {
+                sqlstate: SqlState.ProgramLimitExceeded,
+                reason: 'limit_reached',
+                hint: 'close (or DEALLOCATE) prepared statements the session no longer needs, or use unnamed statements',
+              },
+            ),
             out,
           );
           return false;
@@ -1399,8 +1585,20 @@ export class Session {
         const version = this.deps.gate.version;
         this.withDecision(this.decide(p.sql, 'parse', p.paramTypes), out, (d, o) => {
           const previous = this.statements.get(p.name);
-          const entry: NamedStatement = { sql: p.sql, paramTypes: p.paramTypes, version, allowed: d.allow, seq: this.seq, rowCap: d.allow ? d.rowCap : undefined };
-          if (!d.allow && p.name !== '' && previous !== undefined && (previous.allowed || previous.revoked !== undefined)) {
+          const entry: NamedStatement = {
+            sql: p.sql,
+            paramTypes: p.paramTypes,
+            version,
+            allowed: d.allow,
+            seq: this.seq,
+            rowCap: d.allow ? d.rowCap : undefined,
+          };
+          if (
+            !d.allow &&
+            p.name !== '' &&
+            previous !== undefined &&
+            (previous.allowed || previous.revoked !== undefined)
+          ) {
             // The sentinel fails before the name is checked, so the earlier statement of that name stays upstream: keep refusing it.
             entry.revoked = this.denial(d).message;
             entry.replaced = true;
@@ -1426,13 +1624,18 @@ export class Session {
         // Methods, not closures: a named closure per message costs more than the rest of this path.
         if (st !== undefined) {
           if (st.revoked !== undefined) {
-            refuseMessage(tracker, 
+            refuseMessage(
+              tracker,
               st.replaced
-                ? new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: prepared statement ${quoteIdent(b.statement)} was refused when it was last prepared`, {
-                    detail: st.revoked,
-                    hint: 'prepare it again with a statement the policy allows',
-                    reason: 'policy_denied',
-                  })
+                ? new ProxyError(
+                    'ERR_STATEMENT_DENIED',
+                    `permission denied by pgwarden: prepared statement ${quoteIdent(b.statement)} was refused when it was last prepared`,
+                    {
+                      detail: st.revoked,
+                      hint: 'prepare it again with a statement the policy allows',
+                      reason: 'policy_denied',
+                    },
+                  )
                 : policyChangedError('prepared statement', b.statement, st.revoked),
               out,
             );
@@ -1447,20 +1650,47 @@ export class Session {
                 st.allowed = false;
                 st.revoked = this.denial(d).message;
                 this.pendingClose.push({ target: 'S', name: b.statement });
-                refuseMessage(tracker, b.statement === '' ? this.denial(d) : policyChangedError('prepared statement', b.statement, st.revoked), o);
+                refuseMessage(
+                  tracker,
+                  b.statement === ''
+                    ? this.denial(d)
+                    : policyChangedError('prepared statement', b.statement, st.revoked),
+                  o,
+                );
                 return;
               }
               st.rowCap = d.rowCap;
-              this.bindPortal(tracker, b.portal, frame, o, { seq: st.seq, sql: st.sql, mode: 'bind', paramTypes: st.paramTypes, version, rowCap: d.rowCap });
+              this.bindPortal(tracker, b.portal, frame, o, {
+                seq: st.seq,
+                sql: st.sql,
+                mode: 'bind',
+                paramTypes: st.paramTypes,
+                version,
+                rowCap: d.rowCap,
+              });
             });
             return false;
           }
-          this.bindPortal(tracker, b.portal, frame, out, { seq: st.seq, sql: st.sql, mode: 'bind', paramTypes: st.paramTypes, version: st.version, rowCap: st.rowCap });
+          this.bindPortal(tracker, b.portal, frame, out, {
+            seq: st.seq,
+            sql: st.sql,
+            mode: 'bind',
+            paramTypes: st.paramTypes,
+            version: st.version,
+            rowCap: st.rowCap,
+          });
           return false;
         }
         if (sp !== undefined && sp.sql !== undefined) {
           // Made by SQL PREPARE: decided again after every reload (revalidate), so it is current here.
-          this.bindPortal(tracker, b.portal, frame, out, { seq: this.seq, sql: sp.sql, mode: 'simple', paramTypes: [], version: sp.version, rowCap: sp.rowCap });
+          this.bindPortal(tracker, b.portal, frame, out, {
+            seq: this.seq,
+            sql: sp.sql,
+            mode: 'simple',
+            paramTypes: [],
+            version: sp.version,
+            rowCap: sp.rowCap,
+          });
           return false;
         }
         const revoked = this.revokedPrepared.get(b.statement);
@@ -1469,12 +1699,18 @@ export class Session {
           return false;
         }
         // Not made through pgwarden (or already closed): Postgres would run whatever holds the name, unchecked.
-        refuseMessage(tracker, 
-          new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: prepared statement ${quoteIdent(b.statement)} was not prepared through pgwarden`, {
-            detail: 'Bind may use only statements whose Parse or PREPARE passed the policy in this session (rule: builtin.prepared)',
-            reason: 'statement_invalid',
-            hint: 'prepare it first',
-          }),
+        refuseMessage(
+          tracker,
+          new ProxyError(
+            'ERR_STATEMENT_DENIED',
+            `permission denied by pgwarden: prepared statement ${quoteIdent(b.statement)} was not prepared through pgwarden`,
+            {
+              detail:
+                'Bind may use only statements whose Parse or PREPARE passed the policy in this session (rule: builtin.prepared)',
+              reason: 'statement_invalid',
+              hint: 'prepare it first',
+            },
+          ),
           out,
         );
         return false;
@@ -1508,14 +1744,20 @@ export class Session {
           return false;
         }
         const revoked = this.revokedCursors.get(e.portal);
-        refuseMessage(tracker, 
+        refuseMessage(
+          tracker,
           revoked !== undefined
             ? policyChangedError('cursor', e.portal, revoked)
-            : new ProxyError('ERR_STATEMENT_DENIED', `permission denied by pgwarden: portal ${quoteIdent(e.portal)} was not bound or declared through pgwarden`, {
-                detail: 'Execute may use only portals bound to allowed statements and cursors whose DECLARE passed the policy (rule: builtin.cursors)',
-                reason: 'statement_invalid',
-                hint: 'bind the statement or declare the cursor first',
-              }),
+            : new ProxyError(
+                'ERR_STATEMENT_DENIED',
+                `permission denied by pgwarden: portal ${quoteIdent(e.portal)} was not bound or declared through pgwarden`,
+                {
+                  detail:
+                    'Execute may use only portals bound to allowed statements and cursors whose DECLARE passed the policy (rule: builtin.cursors)',
+                  reason: 'statement_invalid',
+                  hint: 'bind the statement or declare the cursor first',
+                },
+              ),
           out,
         );
         return false;
@@ -1635,7 +1877,10 @@ export class Session {
     let verbatim = tracker.onFrame(frame, out);
     // Postgres quotes row values in some errors and notices (constraint violations, rejected input); the
     // scrubbed copy replaces the original. Only these two types are looked at, so rows stay on the fast path.
-    if ((frame.type === BackendType.ErrorResponse || frame.type === BackendType.NoticeResponse) && scrubForwarded(frame, out, before)) {
+    if (
+      (frame.type === BackendType.ErrorResponse || frame.type === BackendType.NoticeResponse) &&
+      scrubForwarded(frame, out, before)
+    ) {
       verbatim = false;
     }
     if (frame.type === BackendType.ErrorResponse && this.isFatalFrame(frame)) {
@@ -1666,7 +1911,10 @@ export class Session {
       }
       if (!part.last) return undefined;
       this.cutMessage = undefined;
-      this.log.debug({ type: String.fromCharCode(part.type), length: part.length }, 'upstream message cut to NOTICE_KEEP bytes');
+      this.log.debug(
+        { type: String.fromCharCode(part.type), length: part.length },
+        'upstream message cut to NOTICE_KEEP bytes',
+      );
       return truncatedMessage(part.type, Buffer.concat(cut.kept, cut.size));
     }
     if (part.first) this.streamForward = tracker.onStreamStart(part.type, out);
@@ -1677,7 +1925,10 @@ export class Session {
   private isFatalFrame(frame: Frame): boolean {
     // Severity field 'S' comes first in Postgres's ErrorResponse; check for FATAL/PANIC without a full decode.
     const body = frame.body;
-    return body[0] === 0x53 && (body.subarray(1, 6).toString('latin1') === 'FATAL' || body.subarray(1, 6).toString('latin1') === 'PANIC');
+    return (
+      body[0] === 0x53 &&
+      (body.subarray(1, 6).toString('latin1') === 'FATAL' || body.subarray(1, 6).toString('latin1') === 'PANIC')
+    );
   }
 
   private readonly onUpstreamError = (err: Error): void => {
@@ -1688,9 +1939,12 @@ export class Session {
 
   private readonly onUpstreamClose = (): void => {
     if (this.closed) return;
-    this.fail(new ProxyError('ERR_UPSTREAM', 'the connection to the upstream database was lost', {
-      hint: 'reconnect; if it keeps happening, contact the operator',
-    }), 'upstream_lost');
+    this.fail(
+      new ProxyError('ERR_UPSTREAM', 'the connection to the upstream database was lost', {
+        hint: 'reconnect; if it keeps happening, contact the operator',
+      }),
+      'upstream_lost',
+    );
   };
 
   private cancelUpstream(): void {
@@ -1757,7 +2011,14 @@ export class Session {
   checkUpstream(timeoutMs: number): void {
     const up = this.upstream;
     const tracker = this.tracker;
-    if (this.closed || up === undefined || tracker === undefined || this.phase !== Phase.Ready || this.upstreamCheck !== undefined) return;
+    if (
+      this.closed ||
+      up === undefined ||
+      tracker === undefined ||
+      this.phase !== Phase.Ready ||
+      this.upstreamCheck !== undefined
+    )
+      return;
     if (tracker.busy) {
       this.checkRunning(up.socket, tracker.atBatchBoundary, timeoutMs);
       return;
@@ -1778,7 +2039,14 @@ export class Session {
       up.socket.off('data', onAnswer);
       if (answered || this.closed) return;
       this.log.warn({ timeoutMs }, 'the upstream did not answer an idle check; ending the session');
-      this.fail(new ProxyError('ERR_UPSTREAM', `the upstream connection was lost: no answer to a check within ${timeoutMs} ms`, { hint: 'reconnect; if it keeps happening, contact the operator' }), 'upstream_lost');
+      this.fail(
+        new ProxyError(
+          'ERR_UPSTREAM',
+          `the upstream connection was lost: no answer to a check within ${timeoutMs} ms`,
+          { hint: 'reconnect; if it keeps happening, contact the operator' },
+        ),
+        'upstream_lost',
+      );
     }, timeoutMs);
     this.upstreamCheck.unref?.();
   }
@@ -1794,17 +2062,30 @@ export class Session {
   private checkRunning(up: Duplex, batchSent: boolean, timeoutMs: number): void {
     const limit = this.role?.statementTimeout;
     const now = Date.now();
-    if (limit === undefined || !batchSent || up.isPaused() || this.quiet === undefined || this.quiet.bytesRead !== this.upstreamBytesRead) {
+    if (
+      limit === undefined ||
+      !batchSent ||
+      up.isPaused() ||
+      this.quiet === undefined ||
+      this.quiet.bytesRead !== this.upstreamBytesRead
+    ) {
       this.quiet = { bytesRead: this.upstreamBytesRead, since: now };
       return;
     }
     const silent = now - this.quiet.since;
     if (silent < limit + timeoutMs) return;
-    this.log.warn({ silentMs: silent, statementTimeout: limit }, 'the upstream sent nothing for longer than the statement timeout allows; ending the session');
+    this.log.warn(
+      { silentMs: silent, statementTimeout: limit },
+      'the upstream sent nothing for longer than the statement timeout allows; ending the session',
+    );
     this.endWith(
-      new ProxyError('ERR_UPSTREAM', `the upstream connection was lost: no answer for ${silent} ms while a statement ran (its statementTimeout is ${limit} ms)`, {
-        hint: 'reconnect; if it keeps happening, contact the operator',
-      }),
+      new ProxyError(
+        'ERR_UPSTREAM',
+        `the upstream connection was lost: no answer for ${silent} ms while a statement ran (its statementTimeout is ${limit} ms)`,
+        {
+          hint: 'reconnect; if it keeps happening, contact the operator',
+        },
+      ),
       'upstream_lost',
     );
   }
@@ -1820,8 +2101,12 @@ export class Session {
 
   /** `text` if keeping it (in place of `replaced`) stays within MAX_RETAINED_SQL, else undefined (decided again never: refused after a reload). */
   private retainable(text: string | undefined, replaced: string | undefined): string | undefined {
-    if (text === undefined || this.retainedSql() - (replaced?.length ?? 0) + text.length <= MAX_RETAINED_SQL) return text;
-    this.log.info({ length: text.length }, 'statement text not kept: MAX_RETAINED_SQL reached; the name is refused after the next reload');
+    if (text === undefined || this.retainedSql() - (replaced?.length ?? 0) + text.length <= MAX_RETAINED_SQL)
+      return text;
+    this.log.info(
+      { length: text.length },
+      'statement text not kept: MAX_RETAINED_SQL reached; the name is refused after the next reload',
+    );
     return undefined;
   }
 

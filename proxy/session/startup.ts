@@ -177,12 +177,16 @@ export function acceptStartupSettings(settings: readonly [string, string][], rol
     const v = judgeStartupSetting(name, value, role);
     if (!v.allow) {
       const rule = v.rule === 'builtin' ? 'builtin.settings' : `roles.${role.name}.settings`;
-      throw new ProxyError('ERR_STATEMENT_DENIED', 'permission denied by pgwarden: SET changes a setting pgwarden does not allow', {
-        severity: 'FATAL',
-        detail: `startup parameter "${name}": ${v.why} (rule: ${rule})`,
-        reason: v.pinned === true ? 'policy_denied' : 'scope_missing',
-        hint: v.hint,
-      });
+      throw new ProxyError(
+        'ERR_STATEMENT_DENIED',
+        'permission denied by pgwarden: SET changes a setting pgwarden does not allow',
+        {
+          severity: 'FATAL',
+          detail: `startup parameter "${name}": ${v.why} (rule: ${rule})`,
+          reason: v.pinned === true ? 'policy_denied' : 'scope_missing',
+          hint: v.hint,
+        },
+      );
     }
     out[name.toLowerCase()] = value;
   }
@@ -298,7 +302,9 @@ export function stampParameters(s: StampInput): Record<string, string> {
   };
   if (s.statementTimeoutMs !== undefined) out.statement_timeout = String(Math.max(0, Math.round(s.statementTimeoutMs)));
   // Always stamped: an idle open transaction holds its locks, and DDL queued behind them blocks every reader.
-  out.idle_in_transaction_session_timeout = String(Math.max(1, Math.round(s.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS)));
+  out.idle_in_transaction_session_timeout = String(
+    Math.max(1, Math.round(s.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS)),
+  );
   if (s.readOnly) out.default_transaction_read_only = 'on';
   if (s.dbRole !== undefined) out.role = s.dbRole;
   // Accepted client settings: the timeouts were judged within the role's bounds, so the client's lower value is the

@@ -12,7 +12,13 @@ import { BackendType } from '../wire/codes.ts';
 import { MessageFramer, type Frame } from '../wire/framer.ts';
 import { encodeBind, encodeExecute, encodeParse, encodeQuery, encodeSync, encodeTerminate } from '../wire/frontend.ts';
 import { tcpUpstream, type UpstreamConnection, type UpstreamConnector } from './connect.ts';
-import type { OidSets, ServerFunction, ServerOperator, ServerRelation, ServerType } from '../../policy/server-analysis.ts';
+import type {
+  OidSets,
+  ServerFunction,
+  ServerOperator,
+  ServerRelation,
+  ServerType,
+} from '../../policy/server-analysis.ts';
 import { readNodeTree, type PgValue } from '../../policy/pgnode.ts';
 import { quoteIdent } from '../../lib/ident.ts';
 
@@ -159,7 +165,13 @@ export class AnalysisConnection {
     private readonly up: UpstreamConnection,
     private readonly opts: AnalysisConnectionOptions,
   ) {
-    const num = Number(up.parameters.get('server_version_num') ?? up.parameters.get('server_version')?.replace(/^(\d+)\.?(\d*).*/, (_m, a, b) => String(Number(a) * 10000 + Number(b || 0))) ?? 0);
+    const num = Number(
+      up.parameters.get('server_version_num') ??
+        up.parameters
+          .get('server_version')
+          ?.replace(/^(\d+)\.?(\d*).*/, (_m, a, b) => String(Number(a) * 10000 + Number(b || 0))) ??
+        0,
+    );
     this.major = Math.floor(num / 10000);
     const leftover = up.framer.takeRemaining();
     if (leftover.length > 0) this.framer.push(leftover);
@@ -170,7 +182,11 @@ export class AnalysisConnection {
     up.socket.on('close', () => this.fail(new AnalysisUnavailable('analysis connection closed')));
   }
 
-  static async open(cfg: UpstreamConfig, ctx: AnalysisContext, opts: AnalysisConnectionOptions): Promise<AnalysisConnection> {
+  static async open(
+    cfg: UpstreamConfig,
+    ctx: AnalysisContext,
+    opts: AnalysisConnectionOptions,
+  ): Promise<AnalysisConnection> {
     const params: Record<string, string> = {
       ...ctx.display,
       client_encoding: 'UTF8',
@@ -210,13 +226,19 @@ export class AnalysisConnection {
       this.framer.push(chunk);
       for (let f = this.framer.next(); f; f = this.framer.next()) {
         if (f.type === BackendType.NotificationResponse) {
-          if (this.opts.ddlChannel !== undefined && notificationChannel(f.body) === this.opts.ddlChannel) this.opts.onDdl?.();
+          if (this.opts.ddlChannel !== undefined && notificationChannel(f.body) === this.opts.ddlChannel)
+            this.opts.onDdl?.();
           continue;
         }
         const head = this.queue[0];
         if (head === undefined) {
           // Nothing asked: a notice or parameter change from the server is fine, anything else is not.
-          if (f.type === BackendType.NoticeResponse || f.type === BackendType.ParameterStatus || f.type === BackendType.NotificationResponse) continue;
+          if (
+            f.type === BackendType.NoticeResponse ||
+            f.type === BackendType.ParameterStatus ||
+            f.type === BackendType.NotificationResponse
+          )
+            continue;
           throw new AnalysisUnavailable(`unexpected message ${String.fromCharCode(f.type)} on the analysis connection`);
         }
         if (f.type === BackendType.ErrorResponse && rawFields(f.body).get('V')?.toString('latin1') === 'FATAL') {
@@ -259,7 +281,11 @@ export class AnalysisConnection {
     return new Promise<Frame[]>((resolve, reject) => {
       // The server's own statement_timeout (the same value) cancels a slow analysis first and the connection
       // lives on; this timer is for a server that does not answer at all.
-      const timer = setTimeout(() => this.fail(new AnalysisUnavailable(`the analysis connection did not answer within ${this.opts.timeoutMs} ms`)), this.opts.timeoutMs + 2_000);
+      const timer = setTimeout(
+        () =>
+          this.fail(new AnalysisUnavailable(`the analysis connection did not answer within ${this.opts.timeoutMs} ms`)),
+        this.opts.timeoutMs + 2_000,
+      );
       timer.unref?.();
       this.queue.push({ readyLeft: readyCount, frames: [], resolve, reject, timer });
       this.up.socket.write(messages.length === 1 ? (messages[0] as Buffer) : Buffer.concat(messages));
@@ -285,7 +311,12 @@ export class AnalysisConnection {
     // the caller asks for a short probe, and never what the server's configuration happens to say.
     const lockTimeout = Number.isSafeInteger(lockTimeoutMs) && lockTimeoutMs > 0 ? lockTimeoutMs : 0;
     const frames = await this.request(
-      [encodeQuery(`BEGIN READ ONLY; SET LOCAL lock_timeout = ${lockTimeout}`), encodeParse('', text, [...paramTypes]), encodeSync(), encodeQuery('ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()')],
+      [
+        encodeQuery(`BEGIN READ ONLY; SET LOCAL lock_timeout = ${lockTimeout}`),
+        encodeParse('', text, [...paramTypes]),
+        encodeSync(),
+        encodeQuery('ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()'),
+      ],
       3,
     );
     const own = segment(frames, 1);
@@ -296,7 +327,8 @@ export class AnalysisConnection {
     if (trees.length > 1) return { ok: false, userCode: true };
     if (trees.length !== 1) throw new AnalysisUnavailable('the server sent no parse tree');
     const cleanup = firstError(segment(frames, 2));
-    if (cleanup !== undefined) throw new AnalysisUnavailable(`could not reset the analysis connection: ${cleanup.message}`);
+    if (cleanup !== undefined)
+      throw new AnalysisUnavailable(`could not reset the analysis connection: ${cleanup.message}`);
     return { ok: true, tree: trees[0] as string };
   }
 
@@ -309,12 +341,21 @@ export class AnalysisConnection {
     for (const name of names) {
       // The name travels as a bind parameter, never spliced into SQL.
       // Parsing this fixed text prints a tree we do not read; regtypein and typmod input functions are C.
-      const frames = await this.request([
-        encodeParse('', 'SELECT $1::pg_catalog.regtype::pg_catalog.oid::pg_catalog.int8', [25]),
-        encodeBind({ portal: '', statement: '', paramFormats: [], params: [Buffer.from(name, 'utf8')], resultFormats: [] }),
-        encodeExecute('', 0),
-        encodeSync(),
-      ], 1);
+      const frames = await this.request(
+        [
+          encodeParse('', 'SELECT $1::pg_catalog.regtype::pg_catalog.oid::pg_catalog.int8', [25]),
+          encodeBind({
+            portal: '',
+            statement: '',
+            paramFormats: [],
+            params: [Buffer.from(name, 'utf8')],
+            resultFormats: [],
+          }),
+          encodeExecute('', 0),
+          encodeSync(),
+        ],
+        1,
+      );
       const err = firstError(frames);
       if (err !== undefined) return { ok: false, error: err };
       const row = frames.find((f) => f.type === BackendType.DataRow);
@@ -332,7 +373,8 @@ export class AnalysisConnection {
    * connection, after a lock wait ended.
    */
   async relationLocks(): Promise<RelationLock[]> {
-    const rows = await this.rows(`select l.relation::pg_catalog.text, l.pid::pg_catalog.text, l.granted::pg_catalog.text,
+    const rows =
+      await this.rows(`select l.relation::pg_catalog.text, l.pid::pg_catalog.text, l.granted::pg_catalog.text,
         coalesce(n.nspname::pg_catalog.text, ''), coalesce(c.relname::pg_catalog.text, 'OID ' || l.relation::pg_catalog.text)
       from pg_catalog.pg_locks l
       left join pg_catalog.pg_class c on c.oid = l.relation
@@ -342,15 +384,25 @@ export class AnalysisConnection {
        and l.database in (0, (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database()))
        and l.pid is distinct from pg_catalog.pg_backend_pid()`);
     return rows.map(([relation, pid, granted, schema, name]) => {
-      if (relation == null || granted == null || schema == null || name == null) throw new AnalysisUnavailable('lock lookup returned a null field');
-      return { relation: Number(relation), pid: pid == null ? undefined : Number(pid), granted: granted === 'true', schema, name };
+      if (relation == null || granted == null || schema == null || name == null)
+        throw new AnalysisUnavailable('lock lookup returned a null field');
+      return {
+        relation: Number(relation),
+        pid: pid == null ? undefined : Number(pid),
+        granted: granted === 'true',
+        schema,
+        name,
+      };
     });
   }
 
   /** Runs a catalog query (text results) and returns its rows. */
   async rows(sql: string): Promise<(string | null)[][]> {
     // Our own catalog queries need no tree: printing one would only cost bytes.
-    const frames = await this.request([encodeQuery(`SET debug_print_parse = off; ${sql}; SET debug_print_parse = on`)], 1);
+    const frames = await this.request(
+      [encodeQuery(`SET debug_print_parse = off; ${sql}; SET debug_print_parse = on`)],
+      1,
+    );
     const err = firstError(frames);
     if (err !== undefined) throw new AnalysisUnavailable(`catalog lookup failed: ${err.message}`);
     return frames.filter((f) => f.type === BackendType.DataRow).map((f) => dataRow(f.body));
@@ -375,7 +427,14 @@ function dataRow(b: Buffer): (string | null)[] {
 }
 
 function tooLarge(): ServerError {
-  return { sqlstate: '54000', message: 'statement is too complex for pgwarden to analyse', detail: undefined, hint: 'split the statement into simpler ones', position: undefined, context: undefined };
+  return {
+    sqlstate: '54000',
+    message: 'statement is too complex for pgwarden to analyse',
+    detail: undefined,
+    hint: 'split the statement into simpler ones',
+    position: undefined,
+    context: undefined,
+  };
 }
 
 export interface FetchedOids {
@@ -471,13 +530,29 @@ export async function fetchOids(conn: AnalysisConnection, want: OidSets): Promis
     } else if (k === 'f') {
       const [vol, retset, args] = JSON.parse(extra) as [string, boolean, string];
       if (vol !== 'i' && vol !== 's' && vol !== 'v') continue;
-      out.functions.set(oid, { schema, name, kind, volatility: vol, returnsSet: retset, argTypes: args === '' ? [] : args.split(', ') });
+      out.functions.set(oid, {
+        schema,
+        name,
+        kind,
+        volatility: vol,
+        returnsSet: retset,
+        argTypes: args === '' ? [] : args.split(', '),
+      });
     } else if (k === 'o') {
       out.operators.set(oid, { schema, name, funcOid: Number(kind) });
     } else if (k === 't') {
       // json_build_array writes OIDs as strings (oid has no JSON form); Number() reads both.
-      const [relid, base, elem, cons, implicit, members] = JSON.parse(extra) as [unknown, unknown, unknown, string[] | null, unknown[] | null, unknown[] | null];
-      const constraints: PgValue[] = (cons ?? []).map((text) => readNodeTree(Buffer.from(text, 'utf8').toString('latin1')));
+      const [relid, base, elem, cons, implicit, members] = JSON.parse(extra) as [
+        unknown,
+        unknown,
+        unknown,
+        string[] | null,
+        unknown[] | null,
+        unknown[] | null,
+      ];
+      const constraints: PgValue[] = (cons ?? []).map((text) =>
+        readNodeTree(Buffer.from(text, 'utf8').toString('latin1')),
+      );
       out.types.set(oid, {
         schema,
         name,
@@ -535,14 +610,25 @@ export class AnalysisPool {
         const oldest = this.contexts.keys().next().value as string;
         const conns = this.contexts.get(oldest) ?? [];
         this.contexts.delete(oldest);
-        for (const p of conns) void p.then((c) => c.close(), () => undefined);
+        for (const p of conns)
+          void p.then(
+            (c) => c.close(),
+            () => undefined,
+          );
       }
     } else {
       // Refresh the context's place in the LRU order.
       this.contexts.delete(key);
       this.contexts.set(key, list);
     }
-    const settled = await Promise.all(list.map((p) => p.then((c) => c, () => undefined)));
+    const settled = await Promise.all(
+      list.map((p) =>
+        p.then(
+          (c) => c,
+          () => undefined,
+        ),
+      ),
+    );
     // Forget failed connections; their requests were already rejected.
     for (let i = settled.length - 1; i >= 0; i--) {
       const c = settled[i];
@@ -559,7 +645,12 @@ export class AnalysisPool {
 
   close(): void {
     this.closed = true;
-    for (const list of this.contexts.values()) for (const p of list) void p.then((c) => c.close(), () => undefined);
+    for (const list of this.contexts.values())
+      for (const p of list)
+        void p.then(
+          (c) => c.close(),
+          () => undefined,
+        );
     this.contexts.clear();
   }
 }

@@ -103,11 +103,15 @@ export class UpstreamCap {
   /** Counts one more session, or returns the refusal when it would pass the cap. */
   admitSession(): ProxyError | undefined {
     if (this.inUse + 1 > this.max - this.headroom) {
-      return new ProxyError('ERR_TOO_MANY', `too many upstream connections (limits.maxUpstreamConnections = ${this.max})`, {
-        detail: `pgwarden holds ${this.sessions} session and ${this.own} own connections to the database and keeps ${this.headroom} free for checking statements`,
-        hint: 'try again later; pgwarden keeps its upstream connections below the database server\'s max_connections',
-        reason: 'limit_reached',
-      });
+      return new ProxyError(
+        'ERR_TOO_MANY',
+        `too many upstream connections (limits.maxUpstreamConnections = ${this.max})`,
+        {
+          detail: `pgwarden holds ${this.sessions} session and ${this.own} own connections to the database and keeps ${this.headroom} free for checking statements`,
+          hint: "try again later; pgwarden keeps its upstream connections below the database server's max_connections",
+          reason: 'limit_reached',
+        },
+      );
     }
     this.sessions++;
     return undefined;
@@ -120,10 +124,14 @@ export class UpstreamCap {
   /** Counts one of pgwarden's own connections and returns its release (idempotent); throws 53300 at the cap. */
   acquireOwn(): () => void {
     if (this.inUse >= this.max) {
-      throw new ProxyError('ERR_TOO_MANY', `too many upstream connections (limits.maxUpstreamConnections = ${this.max})`, {
-        hint: 'pgwarden is at its upstream connection cap; try again later',
-        reason: 'limit_reached',
-      });
+      throw new ProxyError(
+        'ERR_TOO_MANY',
+        `too many upstream connections (limits.maxUpstreamConnections = ${this.max})`,
+        {
+          hint: 'pgwarden is at its upstream connection cap; try again later',
+          reason: 'limit_reached',
+        },
+      );
     }
     this.own++;
     let released = false;

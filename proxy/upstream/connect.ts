@@ -107,10 +107,13 @@ function tcpConnect(cfg: UpstreamConfig, deadline: number): Promise<net.Socket> 
     const socket = net.connect({ host: cfg.host, port: cfg.port });
     socket.setNoDelay(true);
     socket.setKeepAlive(true, UPSTREAM_KEEPALIVE_IDLE_MS);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(upstreamError('timed out connecting to the upstream database'));
-    }, Math.max(1, deadline - Date.now()));
+    const timer = setTimeout(
+      () => {
+        socket.destroy();
+        reject(upstreamError('timed out connecting to the upstream database'));
+      },
+      Math.max(1, deadline - Date.now()),
+    );
     socket.once('connect', () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
@@ -139,12 +142,16 @@ async function negotiateTls(socket: net.Socket, cfg: UpstreamConfig, deadline: n
       rejectUnauthorized: cfg.sslmode === 'verify-full',
       ca: cfg.sslRootCert,
       // Node passes 'localhost' as the name when no servername is set (an IP host): the configured host is checked.
-      checkServerIdentity: cfg.sslmode === 'verify-full' ? (_name, cert) => verifyPeerName(cfg.host, cert) : () => undefined,
+      checkServerIdentity:
+        cfg.sslmode === 'verify-full' ? (_name, cert) => verifyPeerName(cfg.host, cert) : () => undefined,
     });
-    const timer = setTimeout(() => {
-      secure.destroy();
-      reject(upstreamError('timed out negotiating TLS with the upstream database'));
-    }, Math.max(1, deadline - Date.now()));
+    const timer = setTimeout(
+      () => {
+        secure.destroy();
+        reject(upstreamError('timed out negotiating TLS with the upstream database'));
+      },
+      Math.max(1, deadline - Date.now()),
+    );
     secure.once('secureConnect', () => {
       clearTimeout(timer);
       secure.removeAllListeners('error');
@@ -161,7 +168,9 @@ async function negotiateTls(socket: net.Socket, cfg: UpstreamConfig, deadline: n
  * TLS options for a `pg` client (pgwarden's own catalog, readiness and revocation connections) with the same
  * verification as sessions: libpq's sslmode semantics, the configured host checked by verifyPeerName.
  */
-export function pgSslOptions(cfg: Pick<UpstreamConfig, 'host' | 'sslmode' | 'sslRootCert'>): false | tls.ConnectionOptions {
+export function pgSslOptions(
+  cfg: Pick<UpstreamConfig, 'host' | 'sslmode' | 'sslRootCert'>,
+): false | tls.ConnectionOptions {
   if (cfg.sslmode === 'disable') return false;
   const verify = cfg.sslmode === 'verify-full';
   return {
@@ -180,7 +189,10 @@ export function pgSslOptions(cfg: Pick<UpstreamConfig, 'host' | 'sslmode' | 'ssl
  *     address; the Common Name is checked only when the certificate has no iPAddress SAN.
  * Returns an Error describing the mismatch, or undefined when the certificate names the host.
  */
-export function verifyPeerName(host: string, cert: Pick<tls.PeerCertificate, 'subject' | 'subjectaltname'>): Error | undefined {
+export function verifyPeerName(
+  host: string,
+  cert: Pick<tls.PeerCertificate, 'subject' | 'subjectaltname'>,
+): Error | undefined {
   if (host.length === 0) return new Error('host name must be specified for a verified TLS connection');
   const family = net.isIP(host);
   const sans = parseSubjectAltName(cert.subjectaltname ?? '');
@@ -196,7 +208,9 @@ export function verifyPeerName(host: string, cert: Pick<tls.PeerCertificate, 'su
   if (!hasSanOfKind && typeof firstCn === 'string' && matchesName(firstCn)) return undefined;
   const named = [...dnsNames.map((n) => `DNS:${n}`), ...ipNames.map((n) => `IP:${n}`)];
   if (!hasSanOfKind && typeof firstCn === 'string') named.push(`CN=${firstCn}`);
-  const err = new Error(`server certificate does not match host "${host}" (it names ${named.length > 0 ? named.join(', ') : 'nothing usable'})`);
+  const err = new Error(
+    `server certificate does not match host "${host}" (it names ${named.length > 0 ? named.join(', ') : 'nothing usable'})`,
+  );
   (err as NodeJS.ErrnoException).code = 'ERR_TLS_CERT_ALTNAME_INVALID';
   return err;
 }
@@ -261,7 +275,10 @@ function readBytes(socket: net.Socket, n: number, deadline: number): Promise<Buf
     };
     const onError = (err: Error) => done(upstreamError('upstream connection failed', err));
     const onClose = () => done(upstreamError('upstream closed the connection'));
-    const timer = setTimeout(() => done(upstreamError('timed out waiting for the upstream database')), Math.max(1, deadline - Date.now()));
+    const timer = setTimeout(
+      () => done(upstreamError('timed out waiting for the upstream database')),
+      Math.max(1, deadline - Date.now()),
+    );
     socket.on('data', onData);
     socket.once('error', onError);
     socket.once('close', onClose);
@@ -288,7 +305,10 @@ export async function loginUpstream(
 
   return await new Promise<UpstreamConnection>((resolve, reject) => {
     let finished = false;
-    const timer = setTimeout(() => fail(upstreamError('timed out logging in to the upstream database')), Math.max(1, deadline - Date.now()));
+    const timer = setTimeout(
+      () => fail(upstreamError('timed out logging in to the upstream database')),
+      Math.max(1, deadline - Date.now()),
+    );
     const cleanup = () => {
       finished = true;
       clearTimeout(timer);
@@ -302,7 +322,8 @@ export async function loginUpstream(
       reject(err);
     };
     const needPassword = (): string => {
-      if (cfg.password === undefined) throw upstreamError('the upstream database asked for a password but none is configured');
+      if (cfg.password === undefined)
+        throw upstreamError('the upstream database asked for a password but none is configured');
       return cfg.password;
     };
     const handle = (frame: Frame): boolean => {
@@ -316,7 +337,8 @@ export async function loginUpstream(
             socket.write(encodePasswordMessage(md5Password(cfg.user, needPassword(), data.subarray(0, 4))));
           } else if (code === AuthCode.SASL) {
             const mechanisms = data.toString('utf8').split('\0').filter(Boolean);
-            if (!mechanisms.includes('SCRAM-SHA-256')) throw upstreamError('upstream offers no SASL mechanism pgwarden supports');
+            if (!mechanisms.includes('SCRAM-SHA-256'))
+              throw upstreamError('upstream offers no SASL mechanism pgwarden supports');
             const start = scramStart(needPassword());
             scram = start.state;
             socket.write(encodeSASLInitialResponse('SCRAM-SHA-256', Buffer.from(start.message, 'utf8')));
@@ -382,7 +404,13 @@ export async function loginUpstream(
 }
 
 /** Sends a CancelRequest on a fresh connection to host:port (Postgres or a peer pgwarden); best effort, bounded, never throws. */
-export function sendCancelRequest(host: string, port: number, processId: number, secretKey: Buffer, timeoutMs: number): Promise<void> {
+export function sendCancelRequest(
+  host: string,
+  port: number,
+  processId: number,
+  secretKey: Buffer,
+  timeoutMs: number,
+): Promise<void> {
   return new Promise((resolve) => {
     // Cancel requests go over plain TCP like any startup packet; Postgres accepts them unencrypted.
     const socket = net.connect({ host, port });

@@ -1,11 +1,11 @@
 // pgwarden's own short queries against the upstream database (catalog reads, privilege and slot checks), one connection each.
 import pg from 'pg';
+import type { CatalogQuery } from '../../policy/catalog.ts';
 import type { Config } from '../config/types.ts';
 import { pgSslOptions, type CountedUpstream } from './connect.ts';
 
 /** Runs one query against the upstream database with pgwarden's own credentials (catalog reads, checks). */
-// biome-ignore lint/suspicious/noExplicitAny: rows of node-postgres's untyped result; each reader checks the fields it uses
-export function upstreamQuerier(config: Config, counted: CountedUpstream = {}): (sql: string, params?: unknown[]) => Promise<{ rows: any[] }> {
+export function upstreamQuerier(config: Config, counted: CountedUpstream = {}): CatalogQuery {
   const u = config.upstream;
   return async (sql, params) => {
     // Counted against limits.maxUpstreamConnections once the cap is known (it is derived with this querier).

@@ -1,6 +1,7 @@
 // At startup: the settings a DBA should put on pgwarden's upstream role (docs/deploy.md), checked once, and one warning naming the missing ones with the ALTER ROLE to run.
 import type { Logger } from 'pino';
 import { quoteIdent } from '../../lib/ident.ts';
+import type { CatalogQuery } from '../../policy/catalog.ts';
 
 /** A recommended setting: what a fresh session of the role has, why it matters, and the value to suggest. */
 interface Recommendation {
@@ -25,13 +26,13 @@ export const RECOMMENDED: readonly Recommendation[] = [
     name: 'statement_timeout',
     missing: (v) => v === '0',
     suggest: '5min',
-    why: 'a backstop for roles without statementTimeout in the policy (pgwarden stamps the role\'s value over it where there is one)',
+    why: "a backstop for roles without statementTimeout in the policy (pgwarden stamps the role's value over it where there is one)",
   },
   {
     name: 'idle_in_transaction_session_timeout',
     missing: (v) => v === '0',
     suggest: '5min',
-    why: 'a backstop for connections that do not come from pgwarden\'s sessions (pgwarden stamps 60 s or the role\'s value on its own)',
+    why: "a backstop for connections that do not come from pgwarden's sessions (pgwarden stamps 60 s or the role's value on its own)",
   },
   {
     name: 'work_mem',
@@ -48,10 +49,12 @@ export interface RoleSettingsReport {
 }
 
 /** Reads what a new session of pgwarden's upstream role gets (role, database and server settings combined). */
-// biome-ignore lint/suspicious/noExplicitAny: rows of node-postgres's untyped result; each reader checks the fields it uses
-export async function checkRoleSettings(query: (sql: string, params?: unknown[]) => Promise<{ rows: any[] }>): Promise<RoleSettingsReport> {
+export async function checkRoleSettings(query: CatalogQuery): Promise<RoleSettingsReport> {
   const names = RECOMMENDED.map((r) => r.name);
-  const { rows } = await query('SELECT current_user AS role, current_database() AS db, name, setting FROM pg_catalog.pg_settings WHERE name = ANY($1)', [names]);
+  const { rows } = await query(
+    'SELECT current_user AS role, current_database() AS db, name, setting FROM pg_catalog.pg_settings WHERE name = ANY($1)',
+    [names],
+  );
   const role = String(rows[0]?.role ?? '');
   const db = String(rows[0]?.db ?? '');
   const missing: RoleSettingsReport['missing'] = [];
@@ -71,13 +74,12 @@ export async function checkRoleSettings(query: (sql: string, params?: unknown[])
 }
 
 /** Logs one warning listing the missing settings and the ALTER ROLE statements; never fails startup. */
-// biome-ignore lint/suspicious/noExplicitAny: rows of node-postgres's untyped result; each reader checks the fields it uses
-export async function warnAboutRoleSettings(query: (sql: string, params?: unknown[]) => Promise<{ rows: any[] }>, log: Logger): Promise<RoleSettingsReport | undefined> {
+export async function warnAboutRoleSettings(query: CatalogQuery, log: Logger): Promise<RoleSettingsReport | undefined> {
   let report: RoleSettingsReport;
   try {
     report = await checkRoleSettings(query);
   } catch (err) {
-    log.warn({ err }, 'could not read the upstream role\'s settings');
+    log.warn({ err }, "could not read the upstream role's settings");
     return undefined;
   }
   if (report.missing.length === 0) return report;

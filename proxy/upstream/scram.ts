@@ -44,7 +44,13 @@ export function scramContinue(state: ScramState, serverFirst: string): string {
   if (!nonce.startsWith(state.clientNonce) || nonce.length === state.clientNonce.length) {
     throw new ProxyError('ERR_UPSTREAM', 'upstream SCRAM nonce does not extend the client nonce');
   }
-  const saltedPassword = pbkdf2Sync(state.password.normalize('NFKC'), Buffer.from(salt, 'base64'), iterations, 32, 'sha256');
+  const saltedPassword = pbkdf2Sync(
+    state.password.normalize('NFKC'),
+    Buffer.from(salt, 'base64'),
+    iterations,
+    32,
+    'sha256',
+  );
   const clientKey = hmac(saltedPassword, 'Client Key');
   const storedKey = createHash('sha256').update(clientKey).digest();
   const clientFinalWithoutProof = `c=biws,r=${nonce}`;
@@ -71,6 +77,13 @@ export function scramFinish(state: ScramState, serverFinal: string): void {
 
 /** md5 password hash as Postgres expects it: 'md5' + md5(md5(password + user) + salt). */
 export function md5Password(user: string, password: string, salt: Buffer): string {
-  const inner = createHash('md5').update(password + user).digest('hex');
-  return 'md5' + createHash('md5').update(Buffer.concat([Buffer.from(inner), salt])).digest('hex');
+  const inner = createHash('md5')
+    .update(password + user)
+    .digest('hex');
+  return (
+    'md5' +
+    createHash('md5')
+      .update(Buffer.concat([Buffer.from(inner), salt]))
+      .digest('hex')
+  );
 }

@@ -99,7 +99,14 @@ export function encodeNoticeResponse(input: ErrorFieldsInput<NoticeSeverity>): B
 /** ErrorResponse for a ProxyError, carrying only its client-safe fields (never `cause`). */
 export function encodeProxyError(err: ProxyError): Buffer {
   // The reason leads DETAIL so a program can switch on it; the operator hint stays in the audit trail and log.
-  return encodeErrorResponse({ severity: err.severity, sqlstate: err.sqlstate, message: err.message, detail: detailWithReason(err.reason, err.detail), hint: err.hint, position: err.position });
+  return encodeErrorResponse({
+    severity: err.severity,
+    sqlstate: err.sqlstate,
+    message: err.message,
+    detail: detailWithReason(err.reason, err.detail),
+    hint: err.hint,
+    position: err.position,
+  });
 }
 
 /**
@@ -140,7 +147,9 @@ export function encodeParameterStatus(name: string, value: string): Buffer {
  */
 export function encodeBackendKeyData(processId: number, secretKey: Buffer): Buffer {
   if (secretKey.length < MIN_CANCEL_KEY_LENGTH || secretKey.length > MAX_CANCEL_KEY_LENGTH) {
-    throw new RangeError(`cancel key must be ${MIN_CANCEL_KEY_LENGTH}..${MAX_CANCEL_KEY_LENGTH} bytes, got ${secretKey.length}`);
+    throw new RangeError(
+      `cancel key must be ${MIN_CANCEL_KEY_LENGTH}..${MAX_CANCEL_KEY_LENGTH} bytes, got ${secretKey.length}`,
+    );
   }
   return new Writer(16 + secretKey.length).int32(processId).bytes(secretKey).frame(BackendType.BackendKeyData);
 }
@@ -227,7 +236,14 @@ export function decodeErrorFields(body: Buffer): DecodedErrorFields {
   if (severity === undefined || sqlstate === undefined || message === undefined) {
     throw protocolViolation('invalid error message', 'severity, SQLSTATE or message field missing');
   }
-  return { severity, sqlstate, message, detail: fields.get(ErrorField.Detail), hint: fields.get(ErrorField.Hint), fields };
+  return {
+    severity,
+    sqlstate,
+    message,
+    detail: fields.get(ErrorField.Detail),
+    hint: fields.get(ErrorField.Hint),
+    fields,
+  };
 }
 
 /**
@@ -266,7 +282,10 @@ export function decodeBackendKeyData(body: Buffer): BackendKeyDataMessage {
   const processId = r.int32();
   const key = r.rest();
   if (key.length < MIN_CANCEL_KEY_LENGTH || key.length > MAX_CANCEL_KEY_LENGTH) {
-    throw protocolViolation('invalid BackendKeyData message', `secret key of ${key.length} bytes is outside ${MIN_CANCEL_KEY_LENGTH}..${MAX_CANCEL_KEY_LENGTH}`);
+    throw protocolViolation(
+      'invalid BackendKeyData message',
+      `secret key of ${key.length} bytes is outside ${MIN_CANCEL_KEY_LENGTH}..${MAX_CANCEL_KEY_LENGTH}`,
+    );
   }
   return { processId, secretKey: Buffer.from(key) };
 }
@@ -304,7 +323,12 @@ export function decodeAuthentication(body: Buffer): AuthenticationMessage {
   const r = new Reader(body);
   const code = r.int32();
   const data = r.rest();
-  const expected = code === AuthenticationCode.Ok || code === AuthenticationCode.CleartextPassword ? 0 : code === AuthenticationCode.MD5Password ? 4 : -1;
+  const expected =
+    code === AuthenticationCode.Ok || code === AuthenticationCode.CleartextPassword
+      ? 0
+      : code === AuthenticationCode.MD5Password
+        ? 4
+        : -1;
   if (expected !== -1 && data.length !== expected) {
     throw protocolViolation('invalid authentication request', `code ${code} with ${data.length} bytes of data`);
   }
@@ -317,7 +341,8 @@ export function decodeNegotiateProtocolVersion(body: Buffer): NegotiateProtocolV
   const newestMinor = r.int32();
   const count = r.int32();
   // Each option is at least its NUL, which bounds the count before the array exists.
-  if (count < 0 || count > r.remaining) throw protocolViolation('invalid NegotiateProtocolVersion message', `${count} options declared`);
+  if (count < 0 || count > r.remaining)
+    throw protocolViolation('invalid NegotiateProtocolVersion message', `${count} options declared`);
   const unsupportedOptions: string[] = [];
   for (let i = 0; i < count; i++) unsupportedOptions.push(r.cstringLossy());
   r.end();

@@ -124,7 +124,8 @@ export class MessageFramer {
     this.validTypes = opts.validTypes === undefined ? null : byteTable(opts.validTypes, 'validTypes');
     if (opts.stream !== undefined) {
       const { threshold, maxSize } = opts.stream;
-      if (!Number.isInteger(threshold) || threshold < HEADER_LENGTH + 1) throw new TypeError(`stream.threshold must be an integer above ${HEADER_LENGTH}, got ${String(threshold)}`);
+      if (!Number.isInteger(threshold) || threshold < HEADER_LENGTH + 1)
+        throw new TypeError(`stream.threshold must be an integer above ${HEADER_LENGTH}, got ${String(threshold)}`);
       this.streamMax = checkedMax(maxSize);
       this.streamThreshold = threshold;
       this.streamTypes = byteTable(opts.stream.types, 'stream.types');
@@ -164,7 +165,12 @@ export class MessageFramer {
       return;
     }
     const last = this.chunks.length - 1;
-    if (this.acc !== null && this.accView !== null && this.chunks[last] === this.accView && this.acc.length - this.accEnd >= n) {
+    if (
+      this.acc !== null &&
+      this.accView !== null &&
+      this.chunks[last] === this.accView &&
+      this.acc.length - this.accEnd >= n
+    ) {
       chunk.copy(this.acc, this.accEnd);
       this.accEnd += n;
       this.accView = this.acc.subarray(this.accStart, this.accEnd);
@@ -226,7 +232,10 @@ export class MessageFramer {
     if (length < 4) throw protocolViolation('invalid message length', `length field ${length} is below 4`);
     if (this.streamTypes !== null && this.streamTypes[type] === 1 && length + 1 > this.streamThreshold) {
       if (length > this.streamMax) {
-        throw protocolViolation('invalid message length', `length field ${length} exceeds the limit of ${this.streamMax}`);
+        throw protocolViolation(
+          'invalid message length',
+          `length field ${length} exceeds the limit of ${this.streamMax}`,
+        );
       }
       // Streamed even when it is all here already: one rule, and no copy of a message that straddles chunks.
       this.streamType = type;
@@ -235,7 +244,10 @@ export class MessageFramer {
       return this.continueStream();
     }
     if (length > this.maxMessageSize) {
-      throw protocolViolation('invalid message length', `length field ${length} exceeds the limit of ${this.maxMessageSize}`);
+      throw protocolViolation(
+        'invalid message length',
+        `length field ${length} exceeds the limit of ${this.maxMessageSize}`,
+      );
     }
     const total = length + 1;
     if (this.size < total) return null;
@@ -254,7 +266,9 @@ export class MessageFramer {
     if (this.size < 4) return null;
     const length = this.peekInt32(0);
     if (length < NEGOTIATE_REQUEST_LENGTH || length > MAX_STARTUP_PACKET_LENGTH) {
-      throw new UnansweredStartupPacket('ERR_PROTOCOL', 'invalid length of startup packet', { detail: `length field ${length} is outside 8..${MAX_STARTUP_PACKET_LENGTH}` });
+      throw new UnansweredStartupPacket('ERR_PROTOCOL', 'invalid length of startup packet', {
+        detail: `length field ${length} is outside 8..${MAX_STARTUP_PACKET_LENGTH}`,
+      });
     }
     if (this.size < length) return null;
     const raw = this.take(length);
@@ -267,10 +281,16 @@ export class MessageFramer {
       case CANCEL_REQUEST_CODE: {
         const keyLength = length - CANCEL_HEADER_LENGTH;
         if (keyLength < MIN_CANCEL_KEY_LENGTH || keyLength > MAX_CANCEL_KEY_LENGTH) {
-          throw new UnansweredStartupPacket('ERR_PROTOCOL', 'invalid length of cancel request packet', { detail: `secret key of ${keyLength} bytes is outside ${MIN_CANCEL_KEY_LENGTH}..${MAX_CANCEL_KEY_LENGTH}` });
+          throw new UnansweredStartupPacket('ERR_PROTOCOL', 'invalid length of cancel request packet', {
+            detail: `secret key of ${keyLength} bytes is outside ${MIN_CANCEL_KEY_LENGTH}..${MAX_CANCEL_KEY_LENGTH}`,
+          });
         }
         // Copied: the key outlives this packet and should not pin the chunk it arrived in.
-        return { kind: 'cancel', processId: raw.readInt32BE(8), secretKey: Buffer.from(raw.subarray(CANCEL_HEADER_LENGTH)) };
+        return {
+          kind: 'cancel',
+          processId: raw.readInt32BE(8),
+          secretKey: Buffer.from(raw.subarray(CANCEL_HEADER_LENGTH)),
+        };
       }
       default: {
         const major = code >>> 16;
@@ -278,7 +298,11 @@ export class MessageFramer {
         // Covers protocol 2 (gone since Postgres 14) and any request code in the 1234.x space we do not know.
         if (major !== PROTOCOL_MAJOR_3) {
           // PostgreSQL's FATAL, word for word (it is sent: the client asked for a protocol, and is told which we speak).
-          throw new ProxyError('ERR_FEATURE', `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`, { severity: 'FATAL', reason: 'unsupported' });
+          throw new ProxyError(
+            'ERR_FEATURE',
+            `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`,
+            { severity: 'FATAL', reason: 'unsupported' },
+          );
         }
         return { kind: 'startup', major, minor, params: parseStartupParams(raw), raw };
       }
@@ -295,7 +319,13 @@ export class MessageFramer {
     if (isFirst && n < HEADER_LENGTH) n = HEADER_LENGTH;
     const bytes = this.take(n);
     this.streamRemaining -= n;
-    return { type: this.streamType, length: this.streamLength, bytes, first: isFirst, last: this.streamRemaining === 0 };
+    return {
+      type: this.streamType,
+      length: this.streamLength,
+      bytes,
+      first: isFirst,
+      last: this.streamRemaining === 0,
+    };
   }
 
   /** Everything not yet returned (for handing leftovers to the next stage, e.g. a relay), and forgets it. */
@@ -347,7 +377,12 @@ export class MessageFramer {
   private peekInt32(offset: number): number {
     const first = this.chunks[0];
     if (first !== undefined && first.length - this.head >= offset + 4) return first.readInt32BE(this.head + offset);
-    return ((this.peekByte(offset) << 24) | (this.peekByte(offset + 1) << 16) | (this.peekByte(offset + 2) << 8) | this.peekByte(offset + 3));
+    return (
+      (this.peekByte(offset) << 24) |
+      (this.peekByte(offset + 1) << 16) |
+      (this.peekByte(offset + 2) << 8) |
+      this.peekByte(offset + 3)
+    );
   }
 
   /** Removes n bytes (n <= size) from the front: a view when they lie in one chunk, else one copy of exactly n bytes. */
@@ -421,7 +456,8 @@ function parseStartupParams(raw: Buffer): Map<string, string> {
   for (;;) {
     if (pos >= raw.length) throw protocolViolation('invalid startup packet layout', 'missing final terminator');
     if (raw[pos] === 0) {
-      if (pos !== raw.length - 1) throw protocolViolation('invalid startup packet layout', 'expected terminator as last byte');
+      if (pos !== raw.length - 1)
+        throw protocolViolation('invalid startup packet layout', 'expected terminator as last byte');
       return params;
     }
     const nameEnd = raw.indexOf(0, pos);

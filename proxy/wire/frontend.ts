@@ -1,5 +1,11 @@
 // Frontend (client → server) message bodies: strict decoders for what clients send us, encoders for what we send upstream.
-import { CANCEL_REQUEST_CODE, FrontendType, MAX_CANCEL_KEY_LENGTH, MIN_CANCEL_KEY_LENGTH, PROTOCOL_MAJOR_3 } from './codes.ts';
+import {
+  CANCEL_REQUEST_CODE,
+  FrontendType,
+  MAX_CANCEL_KEY_LENGTH,
+  MIN_CANCEL_KEY_LENGTH,
+  PROTOCOL_MAJOR_3,
+} from './codes.ts';
 import { Reader, protocolViolation } from './reader.ts';
 import { Writer } from './writer.ts';
 
@@ -59,7 +65,10 @@ const TARGET_PORTAL = 0x50; // P
 export function decodeQuery(body: Buffer): QueryMessage {
   const nul = body.indexOf(0);
   if (nul !== body.length - 1) {
-    throw protocolViolation('invalid message format', nul === -1 ? 'query string is not NUL-terminated' : 'query string contains a NUL byte');
+    throw protocolViolation(
+      'invalid message format',
+      nul === -1 ? 'query string is not NUL-terminated' : 'query string contains a NUL byte',
+    );
   }
   const r = new Reader(body);
   const sql = r.cstring();
@@ -78,7 +87,8 @@ export function decodeParse(body: Buffer): ParseMessage {
   // fields, or r.end() refuses it, so no text can hide behind a NUL.
   const sql = r.cstring();
   const count = r.uint16();
-  if (count * 4 > r.remaining) throw protocolViolation('insufficient data left in message', `${count} parameter types declared`);
+  if (count * 4 > r.remaining)
+    throw protocolViolation('insufficient data left in message', `${count} parameter types declared`);
   const paramTypes = new Array<number>(count);
   for (let i = 0; i < count; i++) paramTypes[i] = r.uint32();
   r.end();
@@ -95,16 +105,21 @@ export function decodeBind(body: Buffer): BindMessage {
   const statement = r.cstring();
 
   const formatCount = r.uint16();
-  if (formatCount * 2 > r.remaining) throw protocolViolation('insufficient data left in message', `${formatCount} parameter formats declared`);
+  if (formatCount * 2 > r.remaining)
+    throw protocolViolation('insufficient data left in message', `${formatCount} parameter formats declared`);
   const paramFormats = new Array<number>(formatCount);
   for (let i = 0; i < formatCount; i++) paramFormats[i] = r.int16();
 
   const paramCount = r.uint16();
   // Each value needs at least its Int32 length, so this bounds the array before it exists.
-  if (paramCount * 4 > r.remaining) throw protocolViolation('insufficient data left in message', `${paramCount} parameters declared`);
+  if (paramCount * 4 > r.remaining)
+    throw protocolViolation('insufficient data left in message', `${paramCount} parameters declared`);
   // Postgres raises the same protocol violation: one format for all, or one per parameter.
   if (formatCount > 1 && formatCount !== paramCount) {
-    throw protocolViolation('invalid message format', `bind message has ${formatCount} parameter formats but ${paramCount} parameters`);
+    throw protocolViolation(
+      'invalid message format',
+      `bind message has ${formatCount} parameter formats but ${paramCount} parameters`,
+    );
   }
   const params = new Array<Buffer | null>(paramCount);
   for (let i = 0; i < paramCount; i++) {
@@ -119,7 +134,8 @@ export function decodeBind(body: Buffer): BindMessage {
   }
 
   const resultCount = r.uint16();
-  if (resultCount * 2 > r.remaining) throw protocolViolation('insufficient data left in message', `${resultCount} result formats declared`);
+  if (resultCount * 2 > r.remaining)
+    throw protocolViolation('insufficient data left in message', `${resultCount} result formats declared`);
   const resultFormats = new Array<number>(resultCount);
   for (let i = 0; i < resultCount; i++) resultFormats[i] = r.int16();
   r.end();
@@ -207,7 +223,9 @@ function targetByte(target: DescribeTarget): number {
 
 function checkCancelKey(secretKey: Buffer): void {
   if (secretKey.length < MIN_CANCEL_KEY_LENGTH || secretKey.length > MAX_CANCEL_KEY_LENGTH) {
-    throw new RangeError(`cancel key must be ${MIN_CANCEL_KEY_LENGTH}..${MAX_CANCEL_KEY_LENGTH} bytes, got ${secretKey.length}`);
+    throw new RangeError(
+      `cancel key must be ${MIN_CANCEL_KEY_LENGTH}..${MAX_CANCEL_KEY_LENGTH} bytes, got ${secretKey.length}`,
+    );
   }
 }
 
@@ -216,7 +234,8 @@ function checkCancelKey(secretKey: Buffer): void {
  * @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-STARTUPMESSAGE
  */
 export function encodeStartupMessage(params: Record<string, string>, minor = 0): Buffer {
-  if (!Number.isInteger(minor) || minor < 0 || minor > 0xffff) throw new RangeError(`protocol minor version out of range: ${minor}`);
+  if (!Number.isInteger(minor) || minor < 0 || minor > 0xffff)
+    throw new RangeError(`protocol minor version out of range: ${minor}`);
   const w = new Writer(256).int32((PROTOCOL_MAJOR_3 << 16) | minor);
   for (const [name, value] of Object.entries(params)) {
     // An empty name would be read as the final terminator and cut the packet short.
@@ -239,7 +258,11 @@ export function encodePasswordMessage(password: string): Buffer {
  * @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-SASLINITIALRESPONSE
  */
 export function encodeSASLInitialResponse(mechanism: string, data: Buffer): Buffer {
-  return new Writer(data.length + mechanism.length + 16).cstring(mechanism).int32(data.length).bytes(data).frame(FrontendType.PasswordMessage);
+  return new Writer(data.length + mechanism.length + 16)
+    .cstring(mechanism)
+    .int32(data.length)
+    .bytes(data)
+    .frame(FrontendType.PasswordMessage);
 }
 
 /**
@@ -263,7 +286,10 @@ export function encodeQuery(sql: string): Buffer {
  * @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-PARSE
  */
 export function encodeParse(name: string, sql: string, paramTypes: readonly number[] = []): Buffer {
-  const w = new Writer(name.length + sql.length + 16 + paramTypes.length * 4).cstring(name).cstring(sql).uint16(paramTypes.length);
+  const w = new Writer(name.length + sql.length + 16 + paramTypes.length * 4)
+    .cstring(name)
+    .cstring(sql)
+    .uint16(paramTypes.length);
   for (const oid of paramTypes) w.uint32(oid);
   return w.frame(FrontendType.Parse);
 }

@@ -143,6 +143,7 @@ export class Reader {
 
   /** Throws unless every byte was consumed (Postgres's pq_getmsgend): trailing bytes are a malformed message. */
   end(): void {
-    if (this.pos !== this.buf.length) throw protocolViolation('invalid message format', 'unexpected bytes after the last field');
+    if (this.pos !== this.buf.length)
+      throw protocolViolation('invalid message format', 'unexpected bytes after the last field');
   }
 }

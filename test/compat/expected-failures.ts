@@ -15,17 +15,19 @@ const TEMP_TABLE_DML =
 export const EXPECTED_PROXIED_FAILURES: Record<Driver, Record<string, string>> = {
   pg: {
     'TRUNCATE and reload in one transaction':
-      'not an issue 13 item: a documented limit (docs/limits.md, lock probe) — a statement on a relation the session\'s own open transaction locked (TRUNCATE, ALTER, LOCK, CREATE INDEX) is refused with 55P03, since the server\'s analysis runs on another connection and would wait for that lock',
+      "not an issue 13 item: a documented limit (docs/limits.md, lock probe) — a statement on a relation the session's own open transaction locked (TRUNCATE, ALTER, LOCK, CREATE INDEX) is refused with 55P03, since the server's analysis runs on another connection and would wait for that lock",
     'unknown unqualified table is 42P01':
-      'item 4 as landed, with item 2\'s temporary objects: for a role with ddl.temporary an unqualified missing name may be its own temporary table (never in the snapshot), so it is refused with 42501, not 42P01 — the same root as TEMP_TABLE_DML',
+      "item 4 as landed, with item 2's temporary objects: for a role with ddl.temporary an unqualified missing name may be its own temporary table (never in the snapshot), so it is refused with 42501, not 42P01 — the same root as TEMP_TABLE_DML",
     'temporary table': TEMP_TABLE_DML,
   },
   'postgres.js': {
-    'LISTEN / NOTIFY': "item 2 as landed: postgres.js's sql.notify sends SELECT pg_notify($1, $2), and a channel that is a bind parameter is refused (only a string constant is compared with channels.notify)",
+    'LISTEN / NOTIFY':
+      "item 2 as landed: postgres.js's sql.notify sends SELECT pg_notify($1, $2), and a channel that is a bind parameter is refused (only a string constant is compared with channels.notify)",
     'temporary table': TEMP_TABLE_DML,
   },
   psycopg: {
-    prepared_statements_view: 'not an issue 13 item: pg_catalog.pg_prepared_statements is not among catalog: introspection\'s relations (psycopg\'s own prepare tests read it)',
+    prepared_statements_view:
+      "not an issue 13 item: pg_catalog.pg_prepared_statements is not among catalog: introspection's relations (psycopg's own prepare tests read it)",
     temp_table: TEMP_TABLE_DML,
   },
   pgjdbc: {

@@ -3,7 +3,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
-import { blockedUpdate, holdKvLock, resetCompatTables, startCompat, waitForLockWait, type CompatEnv, type CompatTarget } from '../helpers/compat.ts';
+import {
+  blockedUpdate,
+  holdKvLock,
+  resetCompatTables,
+  startCompat,
+  waitForLockWait,
+  type CompatEnv,
+  type CompatTarget,
+} from '../helpers/compat.ts';
 import { pgError } from '../helpers/proxy.ts';
 import { checkTest } from './expected-failures.ts';
 
@@ -23,7 +31,14 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
   const clients: pg.Client[] = [];
   async function connect(extra: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
     const t = targetOf(name);
-    const c = new pg.Client({ host: t.host, port: t.port, user: t.user, password: t.password, database: t.database, ...extra });
+    const c = new pg.Client({
+      host: t.host,
+      port: t.port,
+      user: t.user,
+      password: t.password,
+      database: t.database,
+      ...extra,
+    });
     c.on('error', () => {});
     clients.push(c);
     await c.connect();
@@ -36,8 +51,7 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
     await Promise.all(clients.map((c) => c.end().catch(() => {})));
   });
   // The check runs as test.fails only where expected-failures.ts lists it for the proxied target.
-  const check = (check: string, fn: () => Promise<void>) =>
-    checkTest('pg', name, check)(check, fn);
+  const check = (check: string, fn: () => Promise<void>) => checkTest('pg', name, check)(check, fn);
   const s = () => targetOf(name).schema;
 
   check('connect and server parameters', async () => {
@@ -84,7 +98,15 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
       'SELECT $1::int AS i, $2::bigint AS b, $3::numeric AS n, $4::bool AS t, $5::float8 AS f, $6::smallint AS s, $7::text AS x',
       [2147483647, '9223372036854775807', '12345678901234567890.123456789', true, 1.5e-7, -32768, 'plain'],
     );
-    expect(r.rows[0]).toEqual({ i: 2147483647, b: '9223372036854775807', n: '12345678901234567890.123456789', t: true, f: 1.5e-7, s: -32768, x: 'plain' });
+    expect(r.rows[0]).toEqual({
+      i: 2147483647,
+      b: '9223372036854775807',
+      n: '12345678901234567890.123456789',
+      t: true,
+      f: 1.5e-7,
+      s: -32768,
+      x: 'plain',
+    });
   });
 
   check('unicode text', async () => {
@@ -106,7 +128,9 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
   check('json and jsonb', async () => {
     const c = await connect();
     const doc = { a: [1, 2, { b: 'ü' }], n: null, t: true, big: 1.25 };
-    const r = await c.query(`SELECT $1::json AS j, $1::jsonb AS jb, $1::jsonb -> 'a' -> 2 ->> 'b' AS b`, [JSON.stringify(doc)]);
+    const r = await c.query(`SELECT $1::json AS j, $1::jsonb AS jb, $1::jsonb -> 'a' -> 2 ->> 'b' AS b`, [
+      JSON.stringify(doc),
+    ]);
     expect(r.rows[0]).toEqual({ j: doc, jb: doc, b: 'ü' });
   });
 
@@ -116,14 +140,24 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
       [1, null, 3],
       ['a', 'b,c', 'd"e', null, ''],
     ]);
-    expect(r.rows[0]).toEqual({ ints: [1, null, 3], texts: ['a', 'b,c', 'd"e', null, ''], matrix: [[1, 2], [3, 4]] });
+    expect(r.rows[0]).toEqual({
+      ints: [1, null, 3],
+      texts: ['a', 'b,c', 'd"e', null, ''],
+      matrix: [
+        [1, 2],
+        [3, 4],
+      ],
+    });
   });
 
   check('timestamps with time zones', async () => {
     const c = await connect();
     await c.query(`SET TimeZone = 'America/New_York'`);
     const when = new Date('2024-03-10T06:59:59.123Z');
-    const r = await c.query(`SELECT $1::timestamptz AS ts, $1::timestamptz::text AS local, '2024-07-01 12:00:00+02'::timestamptz AS fixed, '2024-07-01'::date::text AS d`, [when]);
+    const r = await c.query(
+      `SELECT $1::timestamptz AS ts, $1::timestamptz::text AS local, '2024-07-01 12:00:00+02'::timestamptz AS fixed, '2024-07-01'::date::text AS d`,
+      [when],
+    );
     expect(r.rows[0].ts.getTime()).toBe(when.getTime());
     expect(r.rows[0].local).toBe('2024-03-10 01:59:59.123-05');
     expect(r.rows[0].fixed.toISOString()).toBe('2024-07-01T10:00:00.000Z');
@@ -136,7 +170,13 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
       `SELECT $1::uuid AS u, '1 day 02:03:04.5'::interval::text AS iv, $2::int AS ni, $3::text AS nt, NULL::jsonb AS nj`,
       ['a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', null, null],
     );
-    expect(r.rows[0]).toEqual({ u: 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', iv: '1 day 02:03:04.5', ni: null, nt: null, nj: null });
+    expect(r.rows[0]).toEqual({
+      u: 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+      iv: '1 day 02:03:04.5',
+      ni: null,
+      nt: null,
+      nj: null,
+    });
   });
 
   check('named prepared statements reused', async () => {
@@ -156,15 +196,18 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
 
   check('several statements in one simple query', async () => {
     const c = await connect();
-    const rs = (await c.query(`SELECT 1 AS a; SELECT 'x' AS b; SELECT count(*)::int AS n FROM ${s()}.kv`)) as unknown as pg.QueryResult[];
+    const rs = (await c.query(
+      `SELECT 1 AS a; SELECT 'x' AS b; SELECT count(*)::int AS n FROM ${s()}.kv`,
+    )) as unknown as pg.QueryResult[];
     expect(rs.map((r) => r.rows[0])).toEqual([{ a: 1 }, { b: 'x' }, { n: 100 }]);
   });
 
   check('insert, update, delete with RETURNING', async () => {
     const c = await connect();
-    const ins = await c.query(`INSERT INTO ${s()}.items (name, qty, price, tags, meta) VALUES ($1, $2, $3, $4, $5) RETURNING id, price`, [
-      'widget', 3, '9.99', ['a', 'b'], { k: 1 },
-    ]);
+    const ins = await c.query(
+      `INSERT INTO ${s()}.items (name, qty, price, tags, meta) VALUES ($1, $2, $3, $4, $5) RETURNING id, price`,
+      ['widget', 3, '9.99', ['a', 'b'], { k: 1 }],
+    );
     expect(ins.rows[0].price).toBe('9.99');
     const id = ins.rows[0].id as number;
     const up = await c.query(`UPDATE ${s()}.items SET qty = qty + 1 WHERE id = $1 RETURNING qty`, [id]);
@@ -224,7 +267,11 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
 
   check('constraint errors keep their SQLSTATE and fields', async () => {
     const c = await connect();
-    const e = (await pgError(() => c.query(`INSERT INTO ${s()}.kv VALUES ('k1', 'dup')`))) as { code?: string; constraint?: string; table?: string };
+    const e = (await pgError(() => c.query(`INSERT INTO ${s()}.kv VALUES ('k1', 'dup')`))) as {
+      code?: string;
+      constraint?: string;
+      table?: string;
+    };
     expect(e.code).toBe('23505');
     expect(e.constraint).toBe('kv_pkey');
     expect(e.table).toBe('kv');
@@ -258,8 +305,15 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
       [s()],
     );
     expect(cols.rows.map((r) => r.column_name)).toEqual(['id', 'name', 'qty', 'price', 'tags', 'meta', 'at']);
-    const types = await c.query(`SELECT oid::int, typname FROM pg_catalog.pg_type WHERE typname = ANY($1) ORDER BY typname`, [['int4', 'jsonb', 'uuid']]);
-    expect(types.rows).toEqual([{ oid: 23, typname: 'int4' }, { oid: 3802, typname: 'jsonb' }, { oid: 2950, typname: 'uuid' }]);
+    const types = await c.query(
+      `SELECT oid::int, typname FROM pg_catalog.pg_type WHERE typname = ANY($1) ORDER BY typname`,
+      [['int4', 'jsonb', 'uuid']],
+    );
+    expect(types.rows).toEqual([
+      { oid: 23, typname: 'int4' },
+      { oid: 3802, typname: 'jsonb' },
+      { oid: 2950, typname: 'uuid' },
+    ]);
     const pk = await c.query(
       `SELECT a.attname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
        WHERE i.indrelid = $1::regclass AND i.indisprimary`,
@@ -278,7 +332,10 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
     const t = targetOf(name);
     const release = await holdKvLock(s());
     try {
-      const running = c.query(blockedUpdate(s())).then(() => undefined, (e: unknown) => e as { code?: string });
+      const running = c.query(blockedUpdate(s())).then(
+        () => undefined,
+        (e: unknown) => e as { code?: string },
+      );
       await waitForLockWait(s());
       await sendCancelTo(t.host, t.port, keyOf(c).processID, keyOf(c).secretKey);
       expect((await running)?.code).toBe('57014');
@@ -320,7 +377,12 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
   check('DDL in a writable schema', async () => {
     const c = await connect();
     const exists = async () =>
-      (await c.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname = $1 AND r.relname = 'made'`, [s()])).rows[0].n;
+      (
+        await c.query(
+          `SELECT count(*)::int AS n FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname = $1 AND r.relname = 'made'`,
+          [s()],
+        )
+      ).rows[0].n;
     await c.query(`CREATE TABLE ${s()}.made (id int PRIMARY KEY, v text)`);
     await c.query(`CREATE INDEX made_v ON ${s()}.made (v)`);
     await c.query(`ALTER TABLE ${s()}.made ADD COLUMN w int`);

@@ -4,7 +4,15 @@ import { pipeline } from 'node:stream/promises';
 import { Readable, Writable } from 'node:stream';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
-import { blockedUpdate, holdKvLock, resetCompatTables, startCompat, waitForLockWait, type CompatEnv, type CompatTarget } from '../helpers/compat.ts';
+import {
+  blockedUpdate,
+  holdKvLock,
+  resetCompatTables,
+  startCompat,
+  waitForLockWait,
+  type CompatEnv,
+  type CompatTarget,
+} from '../helpers/compat.ts';
 import { pgError } from '../helpers/proxy.ts';
 import { checkTest } from './expected-failures.ts';
 
@@ -24,7 +32,16 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
   /** One connection (max: 1), so concurrent queries are pipelined on it as postgres.js does. */
   function connect(extra: postgres.Options<Record<string, postgres.PostgresType>> = {}): postgres.Sql {
     const t = targetOf(name);
-    const sql = postgres({ host: t.host, port: t.port, user: t.user, pass: t.password, database: t.database, max: 1, onnotice: () => {}, ...extra });
+    const sql = postgres({
+      host: t.host,
+      port: t.port,
+      user: t.user,
+      pass: t.password,
+      database: t.database,
+      max: 1,
+      onnotice: () => {},
+      ...extra,
+    });
     pools.push(sql);
     return sql;
   }
@@ -65,8 +82,18 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
       ${'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'}::uuid AS u, ${'1 mon 2 days 03:04:05'}::interval AS iv,
       ${null}::int AS ni, ${sql.array(['x', 'y,z', ''])}::text[] AS ta`;
     expect(r).toEqual({
-      i: 2147483647, b: '9223372036854775807', n: '1.10', t: true, x: 'naïve 😀 日本', y: bytes, j: doc, ts: when,
-      u: 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', iv: '1 mon 2 days 03:04:05', ni: null, ta: ['x', 'y,z', ''],
+      i: 2147483647,
+      b: '9223372036854775807',
+      n: '1.10',
+      t: true,
+      x: 'naïve 😀 日本',
+      y: bytes,
+      j: doc,
+      ts: when,
+      u: 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+      iv: '1 mon 2 days 03:04:05',
+      ni: null,
+      ta: ['x', 'y,z', ''],
     });
   });
 
@@ -79,9 +106,11 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
 
   check('prepared statements reused (named) and unnamed', async () => {
     const named = connect({ prepare: true });
-    for (const k of ['k1', 'k2', 'k3']) expect(await named`SELECT v FROM ${named(s())}.kv WHERE k = ${k}`).toEqual([{ v: `v${k.slice(1)}` }]);
+    for (const k of ['k1', 'k2', 'k3'])
+      expect(await named`SELECT v FROM ${named(s())}.kv WHERE k = ${k}`).toEqual([{ v: `v${k.slice(1)}` }]);
     const unnamed = connect({ prepare: false });
-    for (const k of ['k4', 'k5']) expect(await unnamed`SELECT v FROM ${unnamed(s())}.kv WHERE k = ${k}`).toEqual([{ v: `v${k.slice(1)}` }]);
+    for (const k of ['k4', 'k5'])
+      expect(await unnamed`SELECT v FROM ${unnamed(s())}.kv WHERE k = ${k}`).toEqual([{ v: `v${k.slice(1)}` }]);
   });
 
   check('pipelined queries on one connection', async () => {
@@ -93,7 +122,11 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
   check('an error in the middle of a pipeline fails only its own query', async () => {
     const sql = connect();
     const rs = await Promise.allSettled([sql`SELECT 1 AS a`, sql`SELECT 1 / ${0}::int AS b`, sql`SELECT 3 AS c`]);
-    expect(rs.map((r) => (r.status === 'fulfilled' ? r.value[0] : (r.reason as postgres.PostgresError).code))).toEqual([{ a: 1 }, '22012', { c: 3 }]);
+    expect(rs.map((r) => (r.status === 'fulfilled' ? r.value[0] : (r.reason as postgres.PostgresError).code))).toEqual([
+      { a: 1 },
+      '22012',
+      { c: 3 },
+    ]);
   });
 
   check('describe a statement', async () => {
@@ -119,7 +152,9 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
   check('forEach streams rows', async () => {
     const sql = connect();
     let n = 0;
-    const res = await sql`SELECT g FROM generate_series(1, 2000) g`.forEach(() => { n++; });
+    const res = await sql`SELECT g FROM generate_series(1, 2000) g`.forEach(() => {
+      n++;
+    });
     expect(n).toBe(2000);
     expect(res.count).toBe(2000);
   });
@@ -127,13 +162,24 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
   check('COPY FROM STDIN and COPY TO STDOUT', async () => {
     const sql = connect();
     const w = await sql`COPY ${sql(s())}.copy_t (id, t, b) FROM STDIN`.writable();
-    const lines = Array.from({ length: 1000 }, (_, i) => `${i}\tline ${i} ü\t\\\\x${(i % 256).toString(16).padStart(2, '0')}\n`);
+    const lines = Array.from(
+      { length: 1000 },
+      (_, i) => `${i}\tline ${i} ü\t\\\\x${(i % 256).toString(16).padStart(2, '0')}\n`,
+    );
     await pipeline(Readable.from(lines), w);
     const [c] = await sql`SELECT count(*)::int AS n, sum(length(b))::int AS bytes FROM ${sql(s())}.copy_t`;
     expect(c).toEqual({ n: 1000, bytes: 1000 });
     const r = await sql`COPY (SELECT id, t FROM ${sql(s())}.copy_t WHERE id < 5 ORDER BY id) TO STDOUT`.readable();
     const chunks: Buffer[] = [];
-    await pipeline(r, new Writable({ write(chunk, _e, cb) { chunks.push(Buffer.from(chunk)); cb(); } }));
+    await pipeline(
+      r,
+      new Writable({
+        write(chunk, _e, cb) {
+          chunks.push(Buffer.from(chunk));
+          cb();
+        },
+      }),
+    );
     expect(Buffer.concat(chunks).toString()).toBe([0, 1, 2, 3, 4].map((i) => `${i}\tline ${i} ü\n`).join(''));
   });
 
@@ -141,10 +187,12 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
     const sql = connect();
     const res = await sql.begin(async (tx) => {
       await tx`INSERT INTO ${tx(s())}.wide VALUES (1, 'outer')`;
-      const err = await tx.savepoint(async (sp) => {
-        await sp`INSERT INTO ${sp(s())}.wide VALUES (2, 'rolled back')`;
-        await sp`SELECT 1 / 0`;
-      }).catch((e: postgres.PostgresError) => e.code);
+      const err = await tx
+        .savepoint(async (sp) => {
+          await sp`INSERT INTO ${sp(s())}.wide VALUES (2, 'rolled back')`;
+          await sp`SELECT 1 / 0`;
+        })
+        .catch((e: postgres.PostgresError) => e.code);
       await tx.savepoint(async (sp) => sp`INSERT INTO ${sp(s())}.wide VALUES (3, 'kept')`);
       return err;
     });
@@ -154,10 +202,12 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
 
   check('failed transaction is rolled back', async () => {
     const sql = connect();
-    const e = await pgError(() => sql.begin(async (tx) => {
-      await tx`INSERT INTO ${tx(s())}.wide VALUES (20, 'gone')`;
-      await tx`INSERT INTO ${tx(s())}.wide VALUES (20, 'duplicate')`;
-    }));
+    const e = await pgError(() =>
+      sql.begin(async (tx) => {
+        await tx`INSERT INTO ${tx(s())}.wide VALUES (20, 'gone')`;
+        await tx`INSERT INTO ${tx(s())}.wide VALUES (20, 'duplicate')`;
+      }),
+    );
     expect(e.code).toBe('23505');
     expect(await sql`SELECT count(*)::int AS n FROM ${sql(s())}.wide WHERE id = 20`).toEqual([{ n: 0 }]);
   });
@@ -182,7 +232,10 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
     const release = await holdKvLock(s());
     try {
       const q = sql.unsafe(blockedUpdate(s()));
-      const settled = q.then(() => undefined, (e: postgres.PostgresError) => e.code);
+      const settled = q.then(
+        () => undefined,
+        (e: postgres.PostgresError) => e.code,
+      );
       await waitForLockWait(s());
       q.cancel();
       expect(await settled).toBe('57014');
@@ -194,7 +247,10 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
 
   check('errors: unique violation keeps its fields', async () => {
     const sql = connect();
-    const e = (await pgError(() => sql`INSERT INTO ${sql(s())}.kv VALUES ('k1', 'x')`)) as { code?: string; constraint_name?: string };
+    const e = (await pgError(() => sql`INSERT INTO ${sql(s())}.kv VALUES ('k1', 'x')`)) as {
+      code?: string;
+      constraint_name?: string;
+    };
     expect(e.code).toBe('23505');
     expect(e.constraint_name).toBe('kv_pkey');
   });
@@ -223,7 +279,9 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
   check('DDL in a writable schema', async () => {
     const sql = connect();
     const exists = async () =>
-      (await sql`SELECT count(*)::int AS n FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname = ${s()} AND r.relname = 'made'`)[0]!.n;
+      (
+        await sql`SELECT count(*)::int AS n FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname = ${s()} AND r.relname = 'made'`
+      )[0]!.n;
     await sql`CREATE TABLE ${sql(s())}.made (id int PRIMARY KEY, v text)`;
     await sql`CREATE INDEX made_v ON ${sql(s())}.made (v)`;
     await sql`ALTER TABLE ${sql(s())}.made ADD COLUMN w int`;

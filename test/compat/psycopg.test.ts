@@ -3,7 +3,14 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { resetCompatTables, runCheckProgram, startCompat, targetEnv, type CheckRun, type CompatEnv } from '../helpers/compat.ts';
+import {
+  resetCompatTables,
+  runCheckProgram,
+  startCompat,
+  targetEnv,
+  type CheckRun,
+  type CompatEnv,
+} from '../helpers/compat.ts';
 import { testPg } from '../helpers/proxy.ts';
 import { checkTest } from './expected-failures.ts';
 
@@ -24,7 +31,9 @@ const version = psycopgVersion();
 const targets = [{ name: 'direct' }, { name: 'proxied' }] as const;
 
 describe.skipIf(version === undefined)(
-  version === undefined ? `psycopg (skipped: ${PYTHON} cannot import psycopg; apt-get install python3-psycopg)` : `psycopg ${version}`,
+  version === undefined
+    ? `psycopg (skipped: ${PYTHON} cannot import psycopg; apt-get install python3-psycopg)`
+    : `psycopg ${version}`,
   () => {
     let env: CompatEnv;
     beforeAll(async () => {
@@ -38,14 +47,23 @@ describe.skipIf(version === undefined)(
       let run: CheckRun;
       beforeAll(async () => {
         await resetCompatTables(env.schema);
-        run = await runCheckProgram(PYTHON, [SCRIPT], { ...targetEnv(env[name]), COMPAT_SUPER_DSN: testPg().superUrl }, 45_000);
+        run = await runCheckProgram(
+          PYTHON,
+          [SCRIPT],
+          { ...targetEnv(env[name]), COMPAT_SUPER_DSN: testPg().superUrl },
+          45_000,
+        );
       }, 50_000);
 
       test('every check reported', () => {
         expect([...run.results.keys()].sort(), run.ending).toEqual([...CHECK_NAMES].sort());
       });
       for (const check of CHECK_NAMES) {
-        checkTest('psycopg', name, check)(check, () => {
+        checkTest(
+          'psycopg',
+          name,
+          check,
+        )(check, () => {
           const r = run.results.get(check);
           // The driver's own error text is the failure message, so a red check says what psycopg raised.
           expect(r?.ok ? 'ok' : (r?.error ?? `not reported (${run.ending})`)).toBe('ok');

@@ -51,7 +51,13 @@ function bodyOf(body: Bytes | Buffer | undefined): Buffer {
 export function typed(type: string | number, body?: Bytes | Buffer): Buffer {
   const b = bodyOf(body);
   const code = typeof type === 'number' ? type : type.charCodeAt(0);
-  return Buffer.concat([new Bytes().u8(code).i32(b.length + 4).build(), b]);
+  return Buffer.concat([
+    new Bytes()
+      .u8(code)
+      .i32(b.length + 4)
+      .build(),
+    b,
+  ]);
 }
 
 /** An untyped startup-phase packet: Int32 length = 4 + body, body. */

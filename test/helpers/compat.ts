@@ -159,18 +159,30 @@ export interface CheckRun {
  * Runs a driver program that prints one JSON line per check ({name, ok, error}) and returns them by name.
  * execFile kills the child (by its pid) on timeout, so a hung driver is stopped and its unfinished checks fail.
  */
-export function runCheckProgram(cmd: string, args: string[], env: Record<string, string>, timeoutMs: number): Promise<CheckRun> {
+export function runCheckProgram(
+  cmd: string,
+  args: string[],
+  env: Record<string, string>,
+  timeoutMs: number,
+): Promise<CheckRun> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      const results = new Map<string, CheckResult>();
-      for (const line of stdout.split('\n')) {
-        if (!line.startsWith('{')) continue;
-        const r = JSON.parse(line) as CheckResult;
-        results.set(r.name, r);
-      }
-      const ending = err ? `${err.killed ? `killed after ${timeoutMs} ms` : err.message.split('\n')[0]}; stderr: ${stderr.slice(-1500)}` : '';
-      resolve({ results, ending });
-    });
+    execFile(
+      cmd,
+      args,
+      { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024, killSignal: 'SIGKILL' },
+      (err, stdout, stderr) => {
+        const results = new Map<string, CheckResult>();
+        for (const line of stdout.split('\n')) {
+          if (!line.startsWith('{')) continue;
+          const r = JSON.parse(line) as CheckResult;
+          results.set(r.name, r);
+        }
+        const ending = err
+          ? `${err.killed ? `killed after ${timeoutMs} ms` : err.message.split('\n')[0]}; stderr: ${stderr.slice(-1500)}`
+          : '';
+        resolve({ results, ending });
+      },
+    );
   });
 }
 

@@ -78,7 +78,11 @@ export class MessageReader {
         if (this.buf.length < head + len) break;
         const raw = Buffer.from(this.buf.subarray(0, head + len));
         this.buf = this.buf.subarray(head + len);
-        this.messages.push({ type: this.startup ? '' : String.fromCharCode(raw[0] as number), body: raw.subarray(head + 4), raw });
+        this.messages.push({
+          type: this.startup ? '' : String.fromCharCode(raw[0] as number),
+          body: raw.subarray(head + 4),
+          raw,
+        });
         this.startup = false;
       }
       this.check();
@@ -106,7 +110,15 @@ export class MessageReader {
   until(pred: () => boolean, what: string, ms = 5_000): Promise<void> {
     if (pred()) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; got ${this.messages.map((m) => m.type || 'startup').join(' ')}${this.ended ? ' <end>' : ''}`)), ms);
+      const timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `timed out waiting for ${what}; got ${this.messages.map((m) => m.type || 'startup').join(' ')}${this.ended ? ' <end>' : ''}`,
+            ),
+          ),
+        ms,
+      );
       this.waiters.push({
         pred,
         resolve: () => {
@@ -152,7 +164,13 @@ export function errorFields(body: Buffer): [string, string][] {
 }
 
 /** An ErrorResponse built by hand (fields in PostgreSQL's order: S, V, C, M, then D, H when given). */
-export function errorResponse(severity: string, sqlstate: string, message: string, detail?: string, hint?: string): Buffer {
+export function errorResponse(
+  severity: string,
+  sqlstate: string,
+  message: string,
+  detail?: string,
+  hint?: string,
+): Buffer {
   const b = new Bytes().u8(0x53).cstr(severity).u8(0x56).cstr(severity).u8(0x43).cstr(sqlstate).u8(0x4d).cstr(message);
   if (detail !== undefined) b.u8(0x44).cstr(detail);
   if (hint !== undefined) b.u8(0x48).cstr(hint);
@@ -263,7 +281,13 @@ export class FakeBackend {
 
   private run(sql: string, out: Buffer[], withDescription: boolean): boolean {
     if (this.txStatus === 'E' && sql !== 'COMMIT' && sql !== 'ROLLBACK') {
-      out.push(encodeErrorResponse({ severity: 'ERROR', sqlstate: '25P02', message: 'current transaction is aborted, commands ignored until end of transaction block' }));
+      out.push(
+        encodeErrorResponse({
+          severity: 'ERROR',
+          sqlstate: '25P02',
+          message: 'current transaction is aborted, commands ignored until end of transaction block',
+        }),
+      );
       return false;
     }
     if (this.txStatus === 'E') {
@@ -274,7 +298,14 @@ export class FakeBackend {
     }
     const r = this.results.get(sql);
     if (r === undefined) {
-      out.push(encodeErrorResponse({ severity: 'ERROR', sqlstate: '42601', message: `syntax error at or near "${sql.split(' ')[0] ?? ''}"`, position: 1 }));
+      out.push(
+        encodeErrorResponse({
+          severity: 'ERROR',
+          sqlstate: '42601',
+          message: `syntax error at or near "${sql.split(' ')[0] ?? ''}"`,
+          position: 1,
+        }),
+      );
       return false;
     }
     // A command without columns (BEGIN, COMMIT, INSERT, …) sends no RowDescription.
@@ -346,7 +377,13 @@ export class FakeBackend {
           const [statement] = cstrAt(m.body, p);
           const sql = this.prepared.get(statement);
           if (sql === undefined) {
-            out.push(encodeErrorResponse({ severity: 'ERROR', sqlstate: '26000', message: `prepared statement "${statement}" does not exist` }));
+            out.push(
+              encodeErrorResponse({
+                severity: 'ERROR',
+                sqlstate: '26000',
+                message: `prepared statement "${statement}" does not exist`,
+              }),
+            );
             this.failed = true;
           } else {
             this.portals.set(portal, sql);
@@ -370,7 +407,13 @@ export class FakeBackend {
         } else if (m.type === 'C') {
           out.push(encodeCloseComplete());
         } else {
-          out.push(encodeErrorResponse({ severity: 'FATAL', sqlstate: '08P01', message: `invalid frontend message type ${m.type.charCodeAt(0)}` }));
+          out.push(
+            encodeErrorResponse({
+              severity: 'FATAL',
+              sqlstate: '08P01',
+              message: `invalid frontend message type ${m.type.charCodeAt(0)}`,
+            }),
+          );
           this.send(...out);
           this.kill();
           return;

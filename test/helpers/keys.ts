@@ -38,7 +38,11 @@ export interface TestKeyPair {
 }
 
 /** Generate a key pair for `alg` (RS256, PS256, ES256, EdDSA, …) and write it in every format the proxy reads. */
-export async function generateKeyFiles(dir: string, alg: string, kid = `${alg.toLowerCase()}-${randomBytes(4).toString('hex')}`): Promise<TestKeyPair> {
+export async function generateKeyFiles(
+  dir: string,
+  alg: string,
+  kid = `${alg.toLowerCase()}-${randomBytes(4).toString('hex')}`,
+): Promise<TestKeyPair> {
   const { publicKey, privateKey } = await jose.generateKeyPair(alg, { extractable: true });
   const publicJwk: jose.JWK = { ...(await jose.exportJWK(publicKey)), kid, alg, use: 'sig' };
   const privateJwk: jose.JWK = { ...(await jose.exportJWK(privateKey)), kid, alg };
@@ -97,7 +101,15 @@ export async function signToken(
 
 /** Standard valid claims at `nowSec`: iss/aud matching testAuthConfig, 5 minute lifetime. */
 export function validClaims(nowSec: number, extra: jose.JWTPayload = {}): jose.JWTPayload {
-  return { iss: 'pgwarden-test', aud: 'pgwarden', sub: 'alice', role: 'analyst', iat: nowSec, exp: nowSec + 300, ...extra };
+  return {
+    iss: 'pgwarden-test',
+    aud: 'pgwarden',
+    sub: 'alice',
+    role: 'analyst',
+    iat: nowSec,
+    exp: nowSec + 300,
+    ...extra,
+  };
 }
 
 /** base64url of a JSON value, for hand-built tokens (alg none, malformed segments). */

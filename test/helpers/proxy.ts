@@ -46,7 +46,10 @@ export interface TestProxy {
   /** The audit trail written so far (JSON lines). */
   auditLines(): string[];
   policyFile: string;
-  token(claims?: Partial<{ sub: string; role: string; agent: string; tenant: string; jti: string }>, ttlMs?: number): Promise<string>;
+  token(
+    claims?: Partial<{ sub: string; role: string; agent: string; tenant: string; jti: string }>,
+    ttlMs?: number,
+  ): Promise<string>;
   /** Signs arbitrary claims with the proxy's secret (for malformed-claim tests). */
   sign(claims: Record<string, unknown>, header?: Record<string, unknown>): Promise<string>;
   /** Connection settings for `pg`, with the given token as password. */
@@ -138,8 +141,7 @@ export async function startTestProxy(opts: StartOptions = {}): Promise<TestProxy
     policyFile,
     token: (claims = {}, ttlMs = 5 * 60_000) =>
       mintToken(config.auth, { sub: 'alice', role: 'analyst', agent: 'test-agent', ...claims }, ttlMs),
-    sign: (claims, header = {}) =>
-      new SignJWT(claims).setProtectedHeader({ alg: 'HS256', ...header }).sign(secret),
+    sign: (claims, header = {}) => new SignJWT(claims).setProtectedHeader({ alg: 'HS256', ...header }).sign(secret),
     pgConfig: (password, extra = {}) => ({
       host: '127.0.0.1',
       port: proxy.port,
@@ -156,7 +158,11 @@ export async function startTestProxy(opts: StartOptions = {}): Promise<TestProxy
 }
 
 /** Connects a `pg` client through the proxy; the caller ends it. */
-export async function connectPg(tp: TestProxy, password?: string, extra: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
+export async function connectPg(
+  tp: TestProxy,
+  password?: string,
+  extra: Partial<pg.ClientConfig> = {},
+): Promise<pg.Client> {
   const c = new pg.Client(tp.pgConfig(password ?? (await tp.token()), extra));
   await c.connect();
   return c;
@@ -171,7 +177,9 @@ export async function connectAs(tp: TestProxy, role: string): Promise<pg.Client>
 }
 
 /** Runs `fn` expecting a Postgres error and returns it (fails the test when there is none). */
-export async function pgError(fn: () => Promise<unknown>): Promise<{ code?: string; message: string; hint?: string; detail?: string; severity?: string }> {
+export async function pgError(
+  fn: () => Promise<unknown>,
+): Promise<{ code?: string; message: string; hint?: string; detail?: string; severity?: string }> {
   try {
     await fn();
   } catch (err) {
@@ -191,7 +199,9 @@ export async function withSuperClient<T>(fn: (c: pg.Client) => Promise<T>): Prom
 }
 
 export async function canaryCount(): Promise<number> {
-  return withSuperClient(async (c) => (await c.query('SELECT count(*)::int AS n FROM public.canary')).rows[0].n as number);
+  return withSuperClient(
+    async (c) => (await c.query('SELECT count(*)::int AS n FROM public.canary')).rows[0].n as number,
+  );
 }
 
 /** Sends a raw CancelRequest for (pid, secret) to a proxy port, as a client library would. */
@@ -211,7 +221,9 @@ export function sendCancel(port: number, pid: number, secret: number): Promise<v
 }
 
 /** Attempts a login that must fail and returns the error (FATAL from the proxy). */
-export async function loginError(config: pg.ClientConfig): Promise<{ code?: string; message: string; hint?: string; detail?: string; severity?: string }> {
+export async function loginError(
+  config: pg.ClientConfig,
+): Promise<{ code?: string; message: string; hint?: string; detail?: string; severity?: string }> {
   return await pgError(async () => {
     const c = new pg.Client(config);
     c.on('error', () => {});

@@ -2,20 +2,22 @@
 import net from 'node:net';
 import { typed } from './bytes.ts';
 
-
 const cstr = (s: string) => Buffer.from(`${s}\0`, 'utf8');
 
 export const query = (sql: string) => typed('Q', cstr(sql));
 /** Parse with no parameter types. */
-export const parse = (name: string, sql: string) => typed('P', Buffer.concat([cstr(name), cstr(sql), Buffer.from([0, 0])]));
+export const parse = (name: string, sql: string) =>
+  typed('P', Buffer.concat([cstr(name), cstr(sql), Buffer.from([0, 0])]));
 /** Bind with no parameters and text results. */
-export const bind = (portal: string, statement: string) => typed('B', Buffer.concat([cstr(portal), cstr(statement), Buffer.from([0, 0, 0, 0, 0, 0])]));
+export const bind = (portal: string, statement: string) =>
+  typed('B', Buffer.concat([cstr(portal), cstr(statement), Buffer.from([0, 0, 0, 0, 0, 0])]));
 export const execute = (portal: string, maxRows = 0) => {
   const n = Buffer.alloc(4);
   n.writeInt32BE(maxRows, 0);
   return typed('E', Buffer.concat([cstr(portal), n]));
 };
-export const closeMessage = (target: 'S' | 'P', name: string) => typed('C', Buffer.concat([Buffer.from(target, 'latin1'), cstr(name)]));
+export const closeMessage = (target: 'S' | 'P', name: string) =>
+  typed('C', Buffer.concat([Buffer.from(target, 'latin1'), cstr(name)]));
 export const sync = () => typed('S', Buffer.alloc(0));
 export const flush = () => typed('H', Buffer.alloc(0));
 
@@ -91,7 +93,6 @@ export class RawClient {
     this.socket.destroy();
   }
 }
-
 
 /** The SQLSTATE of an ErrorResponse body (its 'C' field). */
 export function errorCode(body: Buffer): string | undefined {

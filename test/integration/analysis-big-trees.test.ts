@@ -26,7 +26,9 @@ async function refusal(p: Promise<unknown>): Promise<{ code?: string; message?: 
 const multiplesOf7 = (n: number): number[] => Array.from({ length: n }, (_, i) => (n - i) * 7);
 
 describe('big analysed trees', () => {
-  it('a 20,000-element IN list, VALUES list and ARRAY constant are allowed and return the rows PostgreSQL returns; three at once too', { timeout: 180_000 }, async () => {
+  it('a 20,000-element IN list, VALUES list and ARRAY constant are allowed and return the rows PostgreSQL returns; three at once too', {
+    timeout: 180_000,
+  }, async () => {
     const sup = await superClient();
     const cs = await Promise.all([client('analyst'), client('analyst'), client('analyst')]);
     try {
@@ -49,7 +51,9 @@ describe('big analysed trees', () => {
     }
   });
 
-  it('an IN list whose analysed tree is over the 16 MiB cap is refused with 54000, as before, and the session goes on', { timeout: 180_000 }, async () => {
+  it('an IN list whose analysed tree is over the 16 MiB cap is refused with 54000, as before, and the session goes on', {
+    timeout: 180_000,
+  }, async () => {
     const c = await client('analyst');
     try {
       // 120,000 elements: ~800 KiB of text (under the 1 MiB message cap), ~18 MB of tree.

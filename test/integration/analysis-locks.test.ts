@@ -1,7 +1,15 @@
 // The server's analysis and relation locks: a lock the session's own transaction holds is refused at once and truthfully (55P03, unsupported); another session's lock is waited for, and past analysis.timeout refused as a lock wait (55P03, unavailable), never as the client's 57014.
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canaryCount, connectAs, pgError, startTestProxy, superClient, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
+import {
+  canaryCount,
+  connectAs,
+  pgError,
+  startTestProxy,
+  superClient,
+  withSuperClient as su,
+  type TestProxy,
+} from '../helpers/proxy.ts';
 
 /** The schema this file creates (tables owned by pgwarden's upstream user, so ALTER and TRUNCATE are the server's to allow) and drops. */
 const S = 'alocks';
@@ -42,15 +50,24 @@ async function analysisHealthy(proxy: TestProxy): Promise<void> {
 }
 
 /** Runs `sql` on `c` expecting pgwarden's self-lock refusal; returns the error and how long it took. */
-async function selfLockRefusal(c: pg.Client, sql: string, params?: unknown[]): Promise<{ code?: string; message: string; hint?: string; detail?: string; ms: number }> {
+async function selfLockRefusal(
+  c: pg.Client,
+  sql: string,
+  params?: unknown[],
+): Promise<{ code?: string; message: string; hint?: string; detail?: string; ms: number }> {
   const t0 = performance.now();
   const e = await pgError(() => c.query(sql, params));
   return { code: e.code, message: e.message, hint: e.hint, detail: e.detail, ms: performance.now() - t0 };
 }
 
-function expectSelfLock(e: { code?: string; message: string; hint?: string; detail?: string; ms: number }, table: string): void {
+function expectSelfLock(
+  e: { code?: string; message: string; hint?: string; detail?: string; ms: number },
+  table: string,
+): void {
   expect(e.code, e.message).toBe('55P03');
-  expect(e.message).toBe(`pgwarden cannot analyse this statement while this session's own transaction holds a lock on "${table}" (taken by TRUNCATE, ALTER, DROP, CREATE INDEX or LOCK in it), so it was not run`);
+  expect(e.message).toBe(
+    `pgwarden cannot analyse this statement while this session's own transaction holds a lock on "${table}" (taken by TRUNCATE, ALTER, DROP, CREATE INDEX or LOCK in it), so it was not run`,
+  );
   expect(e.detail?.split('\n')[0]).toBe('reason=unsupported');
   expect(e.hint).toContain(`commit the transaction that ran TRUNCATE/ALTER/LOCK on "${table}" before using it`);
   // Hang guard, not a timing claim: before this fix the answer came at analysis.timeout (57014).
@@ -58,15 +75,25 @@ function expectSelfLock(e: { code?: string; message: string; hint?: string; deta
 }
 
 beforeAll(async () => {
-  await su((c) => c.query(`
+  await su((c) =>
+    c.query(`
     DROP SCHEMA IF EXISTS ${S} CASCADE;
     CREATE SCHEMA ${S};
     GRANT USAGE, CREATE ON SCHEMA ${S} TO pgwarden;
     ${TABLES.map((t) => `CREATE TABLE ${S}.${t} (a int); INSERT INTO ${S}.${t} VALUES (10), (20); ALTER TABLE ${S}.${t} OWNER TO pgwarden;`).join('\n')}
     CREATE VIEW ${S}.v_over_base AS SELECT a FROM ${S}.t_view_base; ALTER VIEW ${S}.v_over_base OWNER TO pgwarden;
-  `));
-  tp = await startTestProxy({ policy: POLICY, config: { analysis: { cacheTtl: 60_000, timeout: ANALYSIS_TIMEOUT, maxContexts: 8, ddlChannel: 'pgwarden_ddl_alocks' } } });
-  slow = await startTestProxy({ policy: POLICY, config: { analysis: { cacheTtl: 60_000, timeout: 1_500, maxContexts: 8, ddlChannel: 'pgwarden_ddl_alocks2' } } });
+  `),
+  );
+  tp = await startTestProxy({
+    policy: POLICY,
+    config: {
+      analysis: { cacheTtl: 60_000, timeout: ANALYSIS_TIMEOUT, maxContexts: 8, ddlChannel: 'pgwarden_ddl_alocks' },
+    },
+  });
+  slow = await startTestProxy({
+    policy: POLICY,
+    config: { analysis: { cacheTtl: 60_000, timeout: 1_500, maxContexts: 8, ddlChannel: 'pgwarden_ddl_alocks2' } },
+  });
 }, 30_000);
 afterAll(async () => {
   for (const c of clients) await c.end().catch(() => {});
@@ -97,7 +124,17 @@ describe("a lock the session's own transaction holds", () => {
     await c.query(`ALTER TABLE ${S}.t_alter ADD COLUMN b int`);
     expectSelfLock(await selfLockRefusal(c, `SELECT a, b FROM ${S}.t_alter`), 't_alter');
     await c.query('ROLLBACK');
-    expect(await su(async (s) => (await s.query(`SELECT count(*)::int AS n FROM information_schema.columns WHERE table_schema = $1 AND table_name = 't_alter'`, [S])).rows[0].n)).toBe(1);
+    expect(
+      await su(
+        async (s) =>
+          (
+            await s.query(
+              `SELECT count(*)::int AS n FROM information_schema.columns WHERE table_schema = $1 AND table_name = 't_alter'`,
+              [S],
+            )
+          ).rows[0].n,
+      ),
+    ).toBe(1);
 
     await c.query('BEGIN');
     await c.query(`TRUNCATE ${S}.t_param`);
@@ -132,7 +169,7 @@ describe("a lock the session's own transaction holds", () => {
     await analysisHealthy(tp);
   });
 
-  it('another transaction queued behind the session\'s own lock does not hide it', async () => {
+  it("another transaction queued behind the session's own lock does not hide it", async () => {
     const c = await as(tp);
     await c.query('BEGIN');
     await c.query(`TRUNCATE ${S}.t_queue`);
@@ -143,7 +180,9 @@ describe("a lock the session's own transaction holds", () => {
       const queued = other.query(`LOCK TABLE ${S}.t_queue IN ACCESS EXCLUSIVE MODE`);
       await su(async (s) => {
         for (let i = 0; i < 100; i++) {
-          const r = await s.query(`SELECT 1 FROM pg_catalog.pg_locks WHERE relation = '${S}.t_queue'::regclass AND NOT granted`);
+          const r = await s.query(
+            `SELECT 1 FROM pg_catalog.pg_locks WHERE relation = '${S}.t_queue'::regclass AND NOT granted`,
+          );
           if (r.rowCount === 1) return;
           await new Promise((res) => setTimeout(res, 20));
         }
@@ -184,7 +223,7 @@ describe("another session's lock", () => {
     await analysisHealthy(tp);
   });
 
-  it('held past analysis.timeout: refused as a lock wait (55P03, unavailable), not as the client\'s 57014', async () => {
+  it("held past analysis.timeout: refused as a lock wait (55P03, unavailable), not as the client's 57014", async () => {
     const holder = await superClient();
     try {
       await holder.query('BEGIN');
@@ -193,7 +232,9 @@ describe("another session's lock", () => {
       await c.query('BEGIN');
       const e = await pgError(() => c.query(`SELECT a FROM ${S}.t_slow`));
       expect(e.code, e.message).toBe('55P03');
-      expect(e.message).toMatch(/^statement refused by pgwarden: relation "t_slow" is locked by another transaction; PostgreSQL's analysis of it waited \d+ ms, so it was not run$/);
+      expect(e.message).toMatch(
+        /^statement refused by pgwarden: relation "t_slow" is locked by another transaction; PostgreSQL's analysis of it waited \d+ ms, so it was not run$/,
+      );
       expect(e.detail?.split('\n')[0]).toBe('reason=unavailable');
       await c.query('ROLLBACK');
       await holder.query('COMMIT');

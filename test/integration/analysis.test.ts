@@ -27,7 +27,8 @@ async function metricValue(tp: TestProxy, name: string, labels: Record<string, s
   const m = await tp.proxy.metrics.registry.getSingleMetric(name)?.get();
   let sum = 0;
   for (const v of m?.values ?? []) {
-    if (Object.entries(labels).every(([k, want]) => String((v.labels as Record<string, unknown>)[k]) === want)) sum += v.value;
+    if (Object.entries(labels).every(([k, want]) => String((v.labels as Record<string, unknown>)[k]) === want))
+      sum += v.value;
   }
   return sum;
 }
@@ -46,20 +47,30 @@ let fast: TestProxy;
 beforeAll(async () => {
   const su = await superClient();
   try {
-    await su.query(`DROP TABLE IF EXISTS public.${LOG_TABLE}; CREATE TABLE public.${LOG_TABLE} (at timestamptz DEFAULT now())`);
+    await su.query(
+      `DROP TABLE IF EXISTS public.${LOG_TABLE}; CREATE TABLE public.${LOG_TABLE} (at timestamptz DEFAULT now())`,
+    );
     await su.query(`GRANT INSERT ON public.${LOG_TABLE} TO PUBLIC`);
   } finally {
     await su.end();
   }
-  tp = await startTestProxy({ policy: POLICY, config: { analysis: { cacheTtl: 60_000, timeout: 5_000, maxContexts: 8, ddlChannel: 'pgwarden_ddl_test' } } });
-  fast = await startTestProxy({ policy: POLICY, config: { analysis: { cacheTtl: 400, timeout: 5_000, maxContexts: 8, ddlChannel: 'pgwarden_ddl_unused' } } });
+  tp = await startTestProxy({
+    policy: POLICY,
+    config: { analysis: { cacheTtl: 60_000, timeout: 5_000, maxContexts: 8, ddlChannel: 'pgwarden_ddl_test' } },
+  });
+  fast = await startTestProxy({
+    policy: POLICY,
+    config: { analysis: { cacheTtl: 400, timeout: 5_000, maxContexts: 8, ddlChannel: 'pgwarden_ddl_unused' } },
+  });
 });
 afterAll(async () => {
   await tp?.close();
   await fast?.close();
   const su = await superClient();
   try {
-    await su.query(`DROP FUNCTION IF EXISTS public.upper(text); DROP FUNCTION IF EXISTS public.lower(text); DROP TABLE IF EXISTS public.${LOG_TABLE}`);
+    await su.query(
+      `DROP FUNCTION IF EXISTS public.upper(text); DROP FUNCTION IF EXISTS public.lower(text); DROP TABLE IF EXISTS public.${LOG_TABLE}`,
+    );
   } finally {
     await su.end();
   }
@@ -75,7 +86,9 @@ describe('the server analyses what pgwarden allowed', () => {
         expect((await pgError(() => c.query(sql))).code).toBe('42501');
         expect((await pgError(() => c.query({ text: sql, values: [] }))).code).toBe('42501');
       }
-      expect((await su.query('SELECT count(*)::int AS n FROM pg_catalog.pg_largeobject_metadata')).rows[0].n).toBe(before);
+      expect((await su.query('SELECT count(*)::int AS n FROM pg_catalog.pg_largeobject_metadata')).rows[0].n).toBe(
+        before,
+      );
       expect((await c.query('SELECT 1 AS n')).rows).toEqual([{ n: 1 }]);
     } finally {
       await c.end();
@@ -94,7 +107,10 @@ describe('the server analyses what pgwarden allowed', () => {
       ];
       for (const sql of denied) expect((await pgError(() => c.query(sql))).code, sql).toBe('42501');
       await c.query('BEGIN');
-      expect((await pgError(() => c.query('DECLARE k CURSOR FOR SELECT c.ordinality FROM customers AS c(i,n,e,ordinality)'))).code).toBe('42501');
+      expect(
+        (await pgError(() => c.query('DECLARE k CURSOR FOR SELECT c.ordinality FROM customers AS c(i,n,e,ordinality)')))
+          .code,
+      ).toBe('42501');
       await c.query('ROLLBACK');
       await c.query('PREPARE ok1(int) AS SELECT name FROM customers WHERE id = $1');
       expect((await c.query('EXECUTE ok1(1)')).rows).toHaveLength(1);
@@ -107,16 +123,21 @@ describe('the server analyses what pgwarden allowed', () => {
     }
   });
 
-  it('a statement PostgreSQL rejects gets PostgreSQL\'s own SQLSTATE and position, in the client\'s text', async () => {
+  it("a statement PostgreSQL rejects gets PostgreSQL's own SQLSTATE and position, in the client's text", async () => {
     const c = await connectPg(tp);
     try {
       const e1 = (await pgError(() => c.query('SELECT nosuch FROM orders'))) as { code?: string; position?: string };
       expect(e1.code).toBe('42703');
       expect(e1.position).toBe('8');
-      const e2 = (await pgError(() => c.query('SELECT 1; SELECT nosuch FROM orders'))) as { code?: string; position?: string };
+      const e2 = (await pgError(() => c.query('SELECT 1; SELECT nosuch FROM orders'))) as {
+        code?: string;
+        position?: string;
+      };
       expect(e2.code).toBe('42703');
       expect(e2.position).toBe('18');
-      const e3 = (await pgError(() => c.query({ text: 'SELECT total FROM orders WHERE id = $1 AND nosuch', values: [1] }))) as { code?: string };
+      const e3 = (await pgError(() =>
+        c.query({ text: 'SELECT total FROM orders WHERE id = $1 AND nosuch', values: [1] }),
+      )) as { code?: string };
       expect(e3.code).toBe('42703');
       expect((await c.query('SELECT 2 AS n')).rows).toEqual([{ n: 2 }]);
     } finally {
@@ -151,7 +172,9 @@ describe('staleness after DDL is bounded', () => {
     try {
       const sql = 'SELECT upper(status) AS s FROM orders ORDER BY id LIMIT 1';
       expect((await c.query(sql)).rows).toHaveLength(1);
-      await su.query(`CREATE FUNCTION public.upper(text) RETURNS text LANGUAGE sql VOLATILE AS $$ INSERT INTO public.${LOG_TABLE} DEFAULT VALUES RETURNING 'shadowed' $$`);
+      await su.query(
+        `CREATE FUNCTION public.upper(text) RETURNS text LANGUAGE sql VOLATILE AS $$ INSERT INTO public.${LOG_TABLE} DEFAULT VALUES RETURNING 'shadowed' $$`,
+      );
       await su.query('GRANT EXECUTE ON FUNCTION public.upper(text) TO PUBLIC');
       await new Promise((r) => setTimeout(r, 600));
       const before = await sideEffects();
@@ -171,7 +194,9 @@ describe('staleness after DDL is bounded', () => {
     try {
       const sql = 'SELECT lower(status) AS s FROM orders ORDER BY id LIMIT 1';
       expect((await c.query(sql)).rows).toHaveLength(1);
-      await su.query(`CREATE FUNCTION public.lower(text) RETURNS text LANGUAGE sql VOLATILE AS $$ INSERT INTO public.${LOG_TABLE} DEFAULT VALUES RETURNING 'shadowed' $$`);
+      await su.query(
+        `CREATE FUNCTION public.lower(text) RETURNS text LANGUAGE sql VOLATILE AS $$ INSERT INTO public.${LOG_TABLE} DEFAULT VALUES RETURNING 'shadowed' $$`,
+      );
       await su.query('GRANT EXECUTE ON FUNCTION public.lower(text) TO PUBLIC');
       await su.query('NOTIFY pgwarden_ddl_test');
       const before = await sideEffects();
@@ -179,7 +204,10 @@ describe('staleness after DDL is bounded', () => {
       const deadline = Date.now() + 3_000;
       let code: string | undefined;
       while (Date.now() < deadline) {
-        code = (await c.query(sql).then(() => undefined, (e: { code?: string }) => e.code));
+        code = await c.query(sql).then(
+          () => undefined,
+          (e: { code?: string }) => e.code,
+        );
         if (code !== undefined) break;
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -198,7 +226,11 @@ describe('staleness after DDL is bounded', () => {
 });
 
 describe('fails closed', () => {
-  const role: RolePolicy = makeRole({ name: 'r', relations: [{ schema: 'public', name: 'orders' }], deniedColumns: new Map() });
+  const role: RolePolicy = makeRole({
+    name: 'r',
+    relations: [{ schema: 'public', name: 'orders' }],
+    deniedColumns: new Map(),
+  });
   const local: Extract<Decision, { allow: true }> = {
     allow: true,
     ruleId: 'roles.r.relations',
@@ -222,13 +254,32 @@ describe('fails closed', () => {
       });
     });
     const pool = new AnalysisPool(
-      { host: '127.0.0.1', port: closedPort, database: 'app', user: 'pgwarden', password: info.upstreamPassword, sslmode: 'disable', connectTimeout: 2_000 } as never,
+      {
+        host: '127.0.0.1',
+        port: closedPort,
+        database: 'app',
+        user: 'pgwarden',
+        password: info.upstreamPassword,
+        sslmode: 'disable',
+        connectTimeout: 2_000,
+      } as never,
       { timeoutMs: 2_000, maxTreeBytes: 1 << 20, maxContexts: 2 },
     );
     const outcomes: string[] = [];
-    const chk = new ServerChecker({ pool, log: pino({ level: 'silent' }), ttlMs: 60_000, onAnalysis: (i) => outcomes.push(i.outcome) });
+    const chk = new ServerChecker({
+      pool,
+      log: pino({ level: 'silent' }),
+      ttlMs: 60_000,
+      onAnalysis: (i) => outcomes.push(i.outcome),
+    });
     try {
-      const v = await chk.check('SELECT id FROM orders', [], role, { dbRole: undefined, searchPath: ['public'], display: {} }, local);
+      const v = await chk.check(
+        'SELECT id FROM orders',
+        [],
+        role,
+        { dbRole: undefined, searchPath: ['public'], display: {} },
+        local,
+      );
       expect(v.deny?.sqlstate).toBe('58000');
       expect(v.deny?.reason).toBe('analysis_unavailable');
       expect(v.expires).toBe(0);
@@ -243,7 +294,9 @@ describe('fails closed', () => {
     const su = await superClient();
     try {
       expect((await c.query('SELECT id FROM orders WHERE id = 11')).rows).toHaveLength(1);
-      await su.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgwarden-analysis'`);
+      await su.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgwarden-analysis'`,
+      );
       for (let i = 0; i < 5; i++) {
         const r = await c.query(`SELECT id, status FROM orders WHERE id = ${100 + i} AND status <> 'x${i}'`).then(
           () => 'ok',
@@ -251,7 +304,9 @@ describe('fails closed', () => {
         );
         expect(['ok', '58000']).toContain(r);
       }
-      expect((await pgError(() => c.query('SELECT c.ordinality FROM customers AS c(i,n,e,ordinality)'))).code).toBe('42501');
+      expect((await pgError(() => c.query('SELECT c.ordinality FROM customers AS c(i,n,e,ordinality)'))).code).toBe(
+        '42501',
+      );
     } finally {
       await c.end();
       await su.end();

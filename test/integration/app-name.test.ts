@@ -99,7 +99,9 @@ describe('SET application_name through pg (simple and extended protocol)', () =>
   it('inside a multi-statement Query, only that statement changes and later ones see the prefixed name', async () => {
     const c = await client();
     try {
-      const r = (await c.query(`SELECT 1 AS a; SET application_name = 'multi'; SELECT current_setting('application_name') AS app`)) as unknown as pg.QueryResult[];
+      const r = (await c.query(
+        `SELECT 1 AS a; SET application_name = 'multi'; SELECT current_setting('application_name') AS app`,
+      )) as unknown as pg.QueryResult[];
       expect(r[0]!.rows[0].a).toBe(1);
       expect(r[2]!.rows[0].app).toBe(`${PREFIX} multi`);
       await c.query(`SET application_name = 'one'; SET LOCAL application_name = 'two'; SET application_name = 'three'`);
@@ -112,7 +114,9 @@ describe('SET application_name through pg (simple and extended protocol)', () =>
   it('beside a statement the row cap rewrites (LIMIT added), both rewrites apply', async () => {
     const c = await client();
     try {
-      const r = (await c.query(`SELECT id FROM orders ORDER BY id; SET application_name = 'capped'; SELECT current_setting('application_name') AS app`)) as unknown as pg.QueryResult[];
+      const r = (await c.query(
+        `SELECT id FROM orders ORDER BY id; SET application_name = 'capped'; SELECT current_setting('application_name') AS app`,
+      )) as unknown as pg.QueryResult[];
       expect(r[0]!.rows.length).toBeLessThanOrEqual(100);
       expect(r[2]!.rows[0].app).toBe(`${PREFIX} capped`);
     } finally {
@@ -172,7 +176,11 @@ describe('SET application_name through pg (simple and extended protocol)', () =>
   it('forms that could not be rewritten are refused with 42501 and change nothing', async () => {
     const c = await client();
     try {
-      for (const sql of [`SET application_name = 'a', 'b'`, `SELECT set_config('application_name', 'evil', false)`, `SELECT set_config('application_name', 'evil', true)`]) {
+      for (const sql of [
+        `SET application_name = 'a', 'b'`,
+        `SELECT set_config('application_name', 'evil', false)`,
+        `SELECT set_config('application_name', 'evil', true)`,
+      ]) {
         const err = await pgError(() => c.query(sql));
         expect(err.code, sql).toBe('42501');
       }
@@ -190,7 +198,11 @@ describe('shadow mode', () => {
       // Allowed in shadow mode although the role has no relation for it: the rewrite still applies.
       await c.query(`SELECT count(*) FROM customers; SET application_name = 'shadow-app'`);
       expect((await names(c)).show).toBe(`${PREFIX} shadow-app`);
-      for (const sql of [`SET client_encoding = 'SJIS'`, `SET NAMES 'LATIN1'`, `SELECT set_config('client_encoding', 'SJIS', false)`]) {
+      for (const sql of [
+        `SET client_encoding = 'SJIS'`,
+        `SET NAMES 'LATIN1'`,
+        `SELECT set_config('client_encoding', 'SJIS', false)`,
+      ]) {
         const err = await pgError(() => c.query(sql));
         expect(err.code, sql).toBe('42501');
         expect(err.message).toMatch(/permission denied by pgwarden/);
@@ -231,7 +243,10 @@ describe('postgres.js', () => {
     try {
       expect((await sql`SHOW application_name`)[0]!.application_name).toBe(`${PREFIX} pjs`);
       await sql`SET application_name = 'pjs-set'`;
-      const [{ app, pid }] = (await sql`SELECT current_setting('application_name') AS app, pg_backend_pid() AS pid`) as unknown as [{ app: string; pid: number }];
+      const [{ app, pid }] =
+        (await sql`SELECT current_setting('application_name') AS app, pg_backend_pid() AS pid`) as unknown as [
+          { app: string; pid: number },
+        ];
       expect(app).toBe(`${PREFIX} pjs-set`);
       const a = await su.query('SELECT application_name FROM pg_stat_activity WHERE pid = $1', [pid]);
       expect(a.rows[0].application_name).toBe(`${PREFIX} pjs-set`);
@@ -250,7 +265,18 @@ describe.skipIf(!hasPsql)('psql', () => {
     const token = await tp.token({ sub: 'alice', agent: 'bot' });
     const { stdout } = await promisify(execFile)(
       'psql',
-      ['-X', '-A', '-t', '-c', 'SHOW application_name', '-c', `SET application_name = 'psql-set'`, '-c', 'SHOW application_name', `host=127.0.0.1 port=${tp.proxy.port} dbname=app user=alice sslmode=disable`],
+      [
+        '-X',
+        '-A',
+        '-t',
+        '-c',
+        'SHOW application_name',
+        '-c',
+        `SET application_name = 'psql-set'`,
+        '-c',
+        'SHOW application_name',
+        `host=127.0.0.1 port=${tp.proxy.port} dbname=app user=alice sslmode=disable`,
+      ],
       { env: { ...process.env, PGPASSWORD: token, PGAPPNAME: 'psql-app' }, timeout: 10_000 },
     );
     expect(stdout.trim().split('\n')).toEqual([`${PREFIX} psql-app`, 'SET', `${PREFIX} psql-set`]);
@@ -261,7 +287,9 @@ const JDBC_JAR = '/usr/share/java/postgresql.jar';
 const hasJdbc = existsSync(JDBC_JAR) && spawnSync('java', ['-version']).status === 0;
 
 describe.skipIf(!hasJdbc)('pgJDBC', () => {
-  it('connects with default settings (it sends SET application_name after login) and shows its name under the prefix', { timeout: 60_000 }, async () => {
+  it('connects with default settings (it sends SET application_name after login) and shows its name under the prefix', {
+    timeout: 60_000,
+  }, async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-jdbc-'));
     try {
       const src = path.join(dir, 'AppName.java');
@@ -281,7 +309,9 @@ public class AppName {
       );
       const token = await tp.token({ sub: 'alice', agent: 'bot' });
       const url = `jdbc:postgresql://127.0.0.1:${tp.proxy.port}/app?sslmode=disable`;
-      const { stdout } = await promisify(execFile)('java', ['-cp', JDBC_JAR, src, url, 'alice', token], { timeout: 50_000 });
+      const { stdout } = await promisify(execFile)('java', ['-cp', JDBC_JAR, src, url, 'alice', token], {
+        timeout: 50_000,
+      });
       const [first, second, pid] = stdout.trim().split('\n');
       // pgJDBC's own default name.
       expect(first).toBe(`${PREFIX} PostgreSQL JDBC Driver`);

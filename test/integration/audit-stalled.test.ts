@@ -76,7 +76,13 @@ describe.skipIf(!hasMkfifo)('an audit destination that stops draining', () => {
       .split('\n')
       .filter(Boolean)
       .map((l) => JSON.parse(l) as Record<string, unknown>);
-    const allowed = events.filter((e) => e['event'] === 'statement' && e['decision'] === 'allow' && typeof e['sql'] === 'string' && (e['sql'] as string).includes('AS pad'));
+    const allowed = events.filter(
+      (e) =>
+        e['event'] === 'statement' &&
+        e['decision'] === 'allow' &&
+        typeof e['sql'] === 'string' &&
+        (e['sql'] as string).includes('AS pad'),
+    );
     expect(allowed).toHaveLength(ran);
     expect(t.proxy.audit.dropped).toBe(0);
     expect(events.some((e) => e['event'] === 'audit_gap' && e['error'] === 'stalled' && e['dropped'] === 0)).toBe(true);

@@ -2,7 +2,15 @@
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectPg, pgError, sendCancel, startTestProxy, superClient, testPg, type TestProxy } from '../helpers/proxy.ts';
+import {
+  connectPg,
+  pgError,
+  sendCancel,
+  startTestProxy,
+  superClient,
+  testPg,
+  type TestProxy,
+} from '../helpers/proxy.ts';
 import { until } from '../helpers/until.ts';
 
 let tp: TestProxy;
@@ -29,10 +37,14 @@ const SLOW_SQL = 'SELECT count(*) FROM orders a, orders b, orders c, orders d';
 
 /** Waits until the upstream backend `pid` is running a statement. */
 async function running(pid: number): Promise<void> {
-  await until(async () => (await su.query(`SELECT state FROM pg_stat_activity WHERE pid = $1`, [pid])).rows[0]?.state === 'active', 5_000);
+  await until(
+    async () =>
+      (await su.query(`SELECT state FROM pg_stat_activity WHERE pid = $1`, [pid])).rows[0]?.state === 'active',
+    5_000,
+  );
 }
 
-describe('the reported backend pid is the server\'s', () => {
+describe("the reported backend pid is the server's", () => {
   it('pg: BackendKeyData pid = pg_backend_pid(), and pg_stat_activity shows this session under it', async () => {
     const c = await keyed();
     try {
@@ -46,7 +58,15 @@ describe('the reported backend pid is the server\'s', () => {
   });
 
   it('postgres.js: pg_backend_pid() names this very session in pg_stat_activity', async () => {
-    const sql = postgres({ host: '127.0.0.1', port: tp.proxy.port, user: 'alice', database: 'app', pass: await tp.token(), max: 1, onnotice: () => {} });
+    const sql = postgres({
+      host: '127.0.0.1',
+      port: tp.proxy.port,
+      user: 'alice',
+      database: 'app',
+      pass: await tp.token(),
+      max: 1,
+      onnotice: () => {},
+    });
     try {
       const [{ pid }] = (await sql`SELECT pg_backend_pid() AS pid`) as unknown as [{ pid: number }];
       const a = await su.query('SELECT application_name FROM pg_stat_activity WHERE pid = $1', [pid]);
@@ -80,7 +100,10 @@ describe('the reported backend pid is the server\'s', () => {
     } catch (e) {
       code = (e as { code?: string }).code;
     }
-    const usable = await c.query('SELECT 1').then(() => true, () => false);
+    const usable = await c.query('SELECT 1').then(
+      () => true,
+      () => false,
+    );
     await c.end().catch(() => {});
     return { code, usable };
   }
@@ -95,16 +118,17 @@ describe('the reported backend pid is the server\'s', () => {
     expect(await outcome(await keyed(), sql)).toEqual(expected);
   });
 
-  it.each(['SELECT pg_terminate_backend(pg_backend_pid() + 1)', 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity', 'SELECT pg_cancel_backend(pg_backend_pid()), pg_cancel_backend(1)'])(
-    '%s (another backend, possibly) stays refused (42501)',
-    async (sql) => {
-      expect(await outcome(await keyed(), sql)).toEqual({ code: '42501', usable: true });
-    },
-  );
+  it.each([
+    'SELECT pg_terminate_backend(pg_backend_pid() + 1)',
+    'SELECT pg_terminate_backend(pid) FROM pg_stat_activity',
+    'SELECT pg_cancel_backend(pg_backend_pid()), pg_cancel_backend(1)',
+  ])('%s (another backend, possibly) stays refused (42501)', async (sql) => {
+    expect(await outcome(await keyed(), sql)).toEqual({ code: '42501', usable: true });
+  });
 });
 
 describe('cancel still works and is still isolated', () => {
-  it('the client\'s own key (server pid, pgwarden secret) cancels its running statement (57014)', async () => {
+  it("the client's own key (server pid, pgwarden secret) cancels its running statement (57014)", async () => {
     const c = await keyed();
     try {
       const q = c.query(SLOW_SQL);
@@ -117,7 +141,7 @@ describe('cancel still works and is still isolated', () => {
     }
   });
 
-  it('a client that knows another session\'s pid cannot cancel it: not with its own secret, a guessed one, or the server\'s own key sent to pgwarden', async () => {
+  it("a client that knows another session's pid cannot cancel it: not with its own secret, a guessed one, or the server's own key sent to pgwarden", async () => {
     const victim = await keyed();
     const attacker = await keyed();
     try {
@@ -129,7 +153,9 @@ describe('cancel still works and is still isolated', () => {
       await sendCancel(tp.proxy.port, attacker.processID, victim.secretKey);
       // Still running after all of them: give the proxy time to have acted on each.
       await new Promise((r) => setTimeout(r, 300));
-      expect((await su.query(`SELECT state FROM pg_stat_activity WHERE pid = $1`, [victim.processID])).rows[0]?.state).toBe('active');
+      expect(
+        (await su.query(`SELECT state FROM pg_stat_activity WHERE pid = $1`, [victim.processID])).rows[0]?.state,
+      ).toBe('active');
       // Then the right key ends it: the statement really was cancellable.
       await sendCancel(tp.proxy.port, victim.processID, victim.secretKey);
       expect((await pgError(() => q)).code).toBe('57014');

@@ -56,10 +56,17 @@ function onlySession(): Session {
 async function untilServerBlocked(like: string): Promise<void> {
   const su = await superClient();
   try {
-    await until(async () => {
-      const r = await su.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'ClientWrite' AND query LIKE $1", [like]);
-      return r.rows[0].n > 0;
-    }, 60_000, 50);
+    await until(
+      async () => {
+        const r = await su.query(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'ClientWrite' AND query LIKE $1",
+          [like],
+        );
+        return r.rows[0].n > 0;
+      },
+      60_000,
+      50,
+    );
   } finally {
     await su.end();
   }
@@ -226,7 +233,9 @@ describe('a client that stops reading', { timeout: 120_000 }, () => {
       c.onMessage = (type, body) => seen.push([type, type === 'E' ? errorCode(body) : undefined]);
       // A Bind with too few parameters fails; no Sync yet, so PostgreSQL now discards everything until one.
       const failed = c.next((t) => t === 'E');
-      c.socket.write(Buffer.concat([parse('s0', 'SELECT 1 AS n'), parse('s1', 'SELECT $1::int AS n'), bind('', 's1'), flush()]));
+      c.socket.write(
+        Buffer.concat([parse('s0', 'SELECT 1 AS n'), parse('s1', 'SELECT $1::int AS n'), bind('', 's1'), flush()]),
+      );
       await failed;
       const flood: Buffer[] = [];
       for (let i = 0; i < 3 * MAX_PIPELINE_DEPTH; i++) flood.push(bind('', 's0'), execute(''));
@@ -246,4 +255,3 @@ describe('a client that stops reading', { timeout: 120_000 }, () => {
     }
   });
 });
-

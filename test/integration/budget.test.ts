@@ -95,7 +95,13 @@ describe('statementsPerMinute (per agent, shared across sessions)', () => {
       expect((await other.query('SELECT 6 AS n')).rows[0].n).toBe(6);
       expect(await budgetMetric('stmts', 'statements')).toBe(2);
       await until(() => budgetEvents('statements').length >= 2);
-      expect(budgetEvents('statements')[0]).toMatchObject({ role: 'stmts', agent: 'agent-s', per: 'agent', limit: 4, sqlstate: '53400' });
+      expect(budgetEvents('statements')[0]).toMatchObject({
+        role: 'stmts',
+        agent: 'agent-s',
+        per: 'agent',
+        limit: 4,
+        sqlstate: '53400',
+      });
       // Once the hinted time has passed, the same sessions run again.
       offset += wait * 1000;
       expect((await a.query('SELECT 7 AS n')).rows[0].n).toBe(7);
@@ -181,7 +187,11 @@ describe('concurrentStatements (per agent)', () => {
       expect(await budgetMetric('conc', 'concurrency')).toBe(1);
       // The slot is free again: b runs, and a pipelined batch of one session takes one slot only.
       expect((await b.query('SELECT 1 AS n')).rows[0].n).toBe(1);
-      const batch = await Promise.all([a.query('SELECT 1 AS n'), a.query('SELECT 2 AS n'), a.query({ text: 'SELECT $1::int AS n', values: [3] })]);
+      const batch = await Promise.all([
+        a.query('SELECT 1 AS n'),
+        a.query('SELECT 2 AS n'),
+        a.query({ text: 'SELECT $1::int AS n', values: [3] }),
+      ]);
       expect(batch.map((r) => r.rows[0].n)).toEqual([1, 2, 3]);
     } finally {
       await su.query('ROLLBACK').catch(() => {});
@@ -197,7 +207,10 @@ describe('reloads', () => {
     const a = await as('later', 'agent-l');
     try {
       for (let i = 0; i < 5; i++) await a.query('SELECT 1');
-      writeFileSync(tp.policyFile, `${POLICY}  later:\n    readOnly: true\n    relations: [public.orders]\n    budget: { per: agent, statementsPerMinute: 2 }\n`);
+      writeFileSync(
+        tp.policyFile,
+        `${POLICY}  later:\n    readOnly: true\n    relations: [public.orders]\n    budget: { per: agent, statementsPerMinute: 2 }\n`,
+      );
       await tp.proxy.reload();
       await a.query('SELECT 1');
       await a.query('SELECT 2');

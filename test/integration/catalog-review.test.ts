@@ -5,7 +5,13 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { compareWithReview, readServerCatalog, REVIEWED_VERSIONS, type ReviewGaps, type ServerCatalog } from '../../policy/review/review.ts';
+import {
+  compareWithReview,
+  readServerCatalog,
+  REVIEWED_VERSIONS,
+  type ReviewGaps,
+  type ServerCatalog,
+} from '../../policy/review/review.ts';
 import { judgeFunction } from '../../policy/functions.ts';
 import { makeRole } from '../fixtures/catalog.ts';
 
@@ -56,12 +62,21 @@ describe('catalog review against the test server', () => {
     if (f === undefined) return;
     // Stand in for a name a newer version adds: same facts, a name the review cannot have.
     const name = `${f.name}_not_reviewed`;
-    const v = judgeFunction(f.schema, name, [{ schema: f.schema, name, volatility: 'i', kind: 'f', argTypes: [], returnsSet: false }], makeRole({ catalog: 'introspection' }));
+    const v = judgeFunction(
+      f.schema,
+      name,
+      [{ schema: f.schema, name, volatility: 'i', kind: 'f', argTypes: [], returnsSet: false }],
+      makeRole({ catalog: 'introspection' }),
+    );
     expect(v).toMatchObject({ allow: false, code: 'unclassified', rule: 'default' });
   });
 
   it('the checker script agrees: exit 0 and "every function … is classified"', async () => {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'tools/catalog-review/review.ts', '--url', inject('pg').superUrl], { cwd: ROOT });
+    const { stdout } = await run(
+      process.execPath,
+      ['--import', 'tsx', 'tools/catalog-review/review.ts', '--url', inject('pg').superUrl],
+      { cwd: ROOT },
+    );
     expect(stdout).toContain(`PostgreSQL ${catalog.major}:`);
     expect(stdout).toContain('every function, relation and introspection column is classified');
   }, 60_000);

@@ -2,7 +2,13 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgres, type EmbeddedPostgres } from '../../proxy/embedded/postgres.ts';
-import { CATALOG_QUERIES, checkUpstreamPrivileges, loadCatalog, missingRelations, type CatalogQuery } from '../../policy/catalog.ts';
+import {
+  CATALOG_QUERIES,
+  checkUpstreamPrivileges,
+  loadCatalog,
+  missingRelations,
+  type CatalogQuery,
+} from '../../policy/catalog.ts';
 import { compilePolicy, parsePolicyText, policyRelations } from '../../policy/load.ts';
 
 const POLICY = `roles:
@@ -90,7 +96,8 @@ describe('loadCatalog', () => {
     expect(ms).toBeLessThan(1000);
 
     expect(catalog.database).toBe('catalogdb');
-    for (const s of ['public', 'sales', 'reports', 'pg_catalog', 'information_schema']) expect(catalog.schemas.has(s)).toBe(true);
+    for (const s of ['public', 'sales', 'reports', 'pg_catalog', 'information_schema'])
+      expect(catalog.schemas.has(s)).toBe(true);
     expect([...catalog.schemas].some((s) => s.startsWith('pg_toast') || s.startsWith('pg_temp'))).toBe(false);
 
     expect(catalog.relations.get('public.orders')).toEqual({
@@ -125,7 +132,12 @@ describe('loadCatalog', () => {
       ['i', ['integer']],
       ['s', ['numeric', '"char"']],
     ]);
-    expect(catalog.functions.get('public.gen')?.[0]).toMatchObject({ kind: 'f', returnsSet: true, volatility: 'v', argTypes: ['integer'] });
+    expect(catalog.functions.get('public.gen')?.[0]).toMatchObject({
+      kind: 'f',
+      returnsSet: true,
+      volatility: 'v',
+      argTypes: ['integer'],
+    });
     expect(catalog.functions.get('public.do_it')?.[0]?.kind).toBe('p');
     expect(catalog.functions.get('pg_catalog.now')?.[0]).toMatchObject({ volatility: 's', argTypes: [] });
     expect(catalog.functions.get('pg_catalog.count')?.some((f) => f.kind === 'a')).toBe(true);
@@ -141,8 +153,17 @@ describe('loadCatalog', () => {
 
   it('works for a non-superuser, with catalog keys as strings, and without system relations', async () => {
     const reader = await connect(userUrl('reader', 'reader-pw'));
-    const catalog = await loadCatalog(querier(reader), { relations: ['public.orders', 'sales.Orders', 'reports.*'], includeSystem: false });
-    expect([...catalog.relations.keys()].sort()).toEqual(['public.orders', 'reports.daily', 'reports.monthly', 'reports.parted', 'sales.Orders']);
+    const catalog = await loadCatalog(querier(reader), {
+      relations: ['public.orders', 'sales.Orders', 'reports.*'],
+      includeSystem: false,
+    });
+    expect([...catalog.relations.keys()].sort()).toEqual([
+      'public.orders',
+      'reports.daily',
+      'reports.monthly',
+      'reports.parted',
+      'sales.Orders',
+    ]);
     expect(catalog.functions.size).toBeGreaterThan(1000);
   });
 
@@ -154,7 +175,9 @@ describe('loadCatalog', () => {
     const started = performance.now();
     const catalog = await loadCatalog(querier(c));
     const ms = performance.now() - started;
-    console.log(`loadCatalog on an empty database: ${ms.toFixed(1)} ms (${catalog.relations.size} system relations, ${catalog.functions.size} function names)`);
+    console.log(
+      `loadCatalog on an empty database: ${ms.toFixed(1)} ms (${catalog.relations.size} system relations, ${catalog.functions.size} function names)`,
+    );
     expect(ms).toBeLessThan(1000);
     expect(catalog.userOperators.size).toBe(0);
   });
@@ -199,7 +222,9 @@ describe('checkUpstreamPrivileges', () => {
 
   it('checks dbRoles: missing, not a member, superuser', async () => {
     const reader = await connect(userUrl('reader', 'reader-pw'));
-    const warnings = await checkUpstreamPrivileges(querier(reader), relations(), { dbRoles: ['agent_role', 'nobody', 'super_agent', 'owner_user'] });
+    const warnings = await checkUpstreamPrivileges(querier(reader), relations(), {
+      dbRoles: ['agent_role', 'nobody', 'super_agent', 'owner_user'],
+    });
     expect(warnings.some((w) => /agent_role/.test(w))).toBe(false);
     expect(warnings).toContainEqual(expect.stringMatching(/dbRole nobody does not exist/));
     expect(warnings).toContainEqual(expect.stringMatching(/cannot SET ROLE super_agent/));

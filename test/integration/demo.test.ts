@@ -40,7 +40,9 @@ function portOpen(port: number): Promise<boolean> {
 }
 
 describe('the quick-start demo', () => {
-  it('prints a token that logs in, refuses what the policy denies, and stops everything on Ctrl-C', { timeout: 120_000 }, async () => {
+  it('prints a token that logs in, refuses what the policy denies, and stops everything on Ctrl-C', {
+    timeout: 120_000,
+  }, async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'demo', '--port', '0', '--metrics-port', '0'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, NODE_ENV: 'production' },
@@ -60,11 +62,17 @@ describe('the quick-start demo', () => {
       try {
         // The commands the demo prints first: scope discovery.
         expect(out).toContain('-c "SELECT * FROM pgwarden.scope"');
-        const scope = (await c.query('SELECT DISTINCT table_name FROM pgwarden.scope ORDER BY 1')).rows.map((r) => r.table_name);
+        const scope = (await c.query('SELECT DISTINCT table_name FROM pgwarden.scope ORDER BY 1')).rows.map(
+          (r) => r.table_name,
+        );
         expect(scope).toEqual(['customers', 'orders']);
-        expect((await c.query('SELECT sub, role FROM pgwarden.session')).rows).toEqual([{ sub: 'alice', role: 'analyst' }]);
+        expect((await c.query('SELECT sub, role FROM pgwarden.session')).rows).toEqual([
+          { sub: 'alice', role: 'analyst' },
+        ]);
         expect((await c.query("SELECT current_setting('pgwarden.sub') AS sub")).rows[0].sub).toBe('alice');
-        expect((await c.query('SELECT id, total, status FROM orders ORDER BY id LIMIT 5')).rows.length).toBeGreaterThan(0);
+        expect((await c.query('SELECT id, total, status FROM orders ORDER BY id LIMIT 5')).rows.length).toBeGreaterThan(
+          0,
+        );
         await expect(c.query('SELECT ssn FROM customers')).rejects.toMatchObject({ code: '42501' });
         await expect(c.query('DELETE FROM orders')).rejects.toMatchObject({ code: '42501' });
         expect((await c.query('SELECT count(*)::int AS n FROM orders')).rows[0].n).toBeGreaterThan(0);

@@ -23,8 +23,14 @@ function onPath(cmd: string): boolean {
 }
 const HAVE_PROMTOOL = onPath('promtool');
 const HAVE_OPENSSL = onPath('openssl');
-if (!HAVE_PROMTOOL) console.warn('docker-assets: promtool not on PATH (Debian: apt-get install prometheus); Prometheus config checks are skipped');
-if (!HAVE_OPENSSL) console.warn('docker-assets: openssl not on PATH; docker/gen-secrets.sh cannot run, config-loading checks are skipped');
+if (!HAVE_PROMTOOL)
+  console.warn(
+    'docker-assets: promtool not on PATH (Debian: apt-get install prometheus); Prometheus config checks are skipped',
+  );
+if (!HAVE_OPENSSL)
+  console.warn(
+    'docker-assets: openssl not on PATH; docker/gen-secrets.sh cannot run, config-loading checks are skipped',
+  );
 
 const temps: string[] = [];
 function tempDir(prefix: string): string {
@@ -60,7 +66,22 @@ function rewriteMounts(text: string, mounts: Record<string, string>): string {
 
 const PROMQL_KEYWORDS = new Set(['and', 'or', 'unless', 'bool', 'offset', 'atan2', 'inf', 'nan']);
 /** Aggregation operators: followed by `by (…)` / `without (…)` as often as by their argument list. */
-const AGGREGATIONS = new Set(['sum', 'min', 'max', 'avg', 'group', 'stddev', 'stdvar', 'count', 'count_values', 'bottomk', 'topk', 'quantile', 'limitk', 'limit_ratio']);
+const AGGREGATIONS = new Set([
+  'sum',
+  'min',
+  'max',
+  'avg',
+  'group',
+  'stddev',
+  'stdvar',
+  'count',
+  'count_values',
+  'bottomk',
+  'topk',
+  'quantile',
+  'limitk',
+  'limit_ratio',
+]);
 const GROUPING = new Set(['by', 'without', 'on', 'ignoring', 'group_left', 'group_right']);
 
 interface Selector {
@@ -74,10 +95,16 @@ function promqlRefs(expr: string): { selectors: Selector[]; grouping: string[] }
   const src = expr.replace(/\$__(rate_interval|interval|range)/g, '5m');
   const selectors: Selector[] = [];
   const grouping: string[] = [];
-  const re = /"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`|\[[^\]]*\]|\{[^}]*\}|\d*\.?\d+(?:[eE][+-]?\d+)?|[A-Za-z_:][A-Za-z0-9_:]*|\S/g;
+  const re =
+    /"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`|\[[^\]]*\]|\{[^}]*\}|\d*\.?\d+(?:[eE][+-]?\d+)?|[A-Za-z_:][A-Za-z0-9_:]*|\S/g;
   const tokens = [...src.matchAll(re)].map((m) => m[0]);
   const labelNames = (block: string) =>
-    [...block.slice(1, -1).replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'/g, '""').matchAll(/([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)/g)].map((m) => m[1] as string);
+    [
+      ...block
+        .slice(1, -1)
+        .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'/g, '""')
+        .matchAll(/([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)/g),
+    ].map((m) => m[1] as string);
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i] as string;
     if (!/^[A-Za-z_:]/.test(t)) {
@@ -88,7 +115,8 @@ function promqlRefs(expr: string): { selectors: Selector[]; grouping: string[] }
     if (GROUPING.has(t.toLowerCase())) {
       if (next === '(') {
         let j = i + 2;
-        for (; j < tokens.length && tokens[j] !== ')'; j++) if (/^[A-Za-z_]/.test(tokens[j] as string)) grouping.push(tokens[j] as string);
+        for (; j < tokens.length && tokens[j] !== ')'; j++)
+          if (/^[A-Za-z_]/.test(tokens[j] as string)) grouping.push(tokens[j] as string);
         i = j;
       }
       continue;
@@ -109,7 +137,8 @@ function dashboardExprs(dash: any): { where: string; expr: string }[] {
   const out: { where: string; expr: string }[] = [];
   const visit = (panels: any[] | undefined) => {
     for (const p of panels ?? []) {
-      for (const t of p.targets ?? []) if (typeof t.expr === 'string') out.push({ where: `panel "${p.title}" ${t.refId}`, expr: t.expr });
+      for (const t of p.targets ?? [])
+        if (typeof t.expr === 'string') out.push({ where: `panel "${p.title}" ${t.refId}`, expr: t.expr });
       visit(p.panels);
     }
   };
@@ -147,7 +176,11 @@ const TARGET_LABELS = new Set(['instance', 'job']);
 const SYNTHETIC_SERIES = new Set(['up']);
 
 /** Problems with an expression against a scrape: unknown series, histogram base names, unknown labels. */
-function checkAgainstScrape(expr: string, scrape: ReturnType<typeof parseExposition>, allowSynthetic = false): string[] {
+function checkAgainstScrape(
+  expr: string,
+  scrape: ReturnType<typeof parseExposition>,
+  allowSynthetic = false,
+): string[] {
   const problems: string[] = [];
   const { selectors, grouping } = promqlRefs(expr);
   const available = new Set<string>(TARGET_LABELS);
@@ -160,16 +193,21 @@ function checkAgainstScrape(expr: string, scrape: ReturnType<typeof parseExposit
       problems.push(`${sel.metric} is a ${baseType}: query ${sel.metric}_bucket, _sum or _count`);
       continue;
     }
-    if (suffix?.[1] === 'bucket' && baseType !== 'histogram') problems.push(`${sel.metric}: ${base} is not a histogram (TYPE ${baseType ?? 'unknown'})`);
+    if (suffix?.[1] === 'bucket' && baseType !== 'histogram')
+      problems.push(`${sel.metric}: ${base} is not a histogram (TYPE ${baseType ?? 'unknown'})`);
     const labels = scrape.series.get(sel.metric);
     if (!labels) {
       problems.push(`${sel.metric} is not in the /metrics scrape`);
       continue;
     }
     for (const l of labels) available.add(l);
-    for (const l of sel.labels) if (!labels.has(l) && !TARGET_LABELS.has(l)) problems.push(`${sel.metric} has no label "${l}" (has: ${[...labels].join(', ') || 'none'})`);
+    for (const l of sel.labels)
+      if (!labels.has(l) && !TARGET_LABELS.has(l))
+        problems.push(`${sel.metric} has no label "${l}" (has: ${[...labels].join(', ') || 'none'})`);
   }
-  for (const l of grouping) if (!available.has(l)) problems.push(`grouping label "${l}" is on none of ${selectors.map((s) => s.metric).join(', ')}`);
+  for (const l of grouping)
+    if (!available.has(l))
+      problems.push(`grouping label "${l}" is on none of ${selectors.map((s) => s.metric).join(', ')}`);
   return problems;
 }
 
@@ -196,7 +234,9 @@ describe('docker/Dockerfile', () => {
   });
 
   it('copies only paths that exist and that its .dockerignore lets into the build context', () => {
-    const ignore = read('Dockerfile.dockerignore').split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+    const ignore = read('Dockerfile.dockerignore')
+      .split('\n')
+      .filter((l) => l !== '' && !l.startsWith('#'));
     expect(ignore[0]).toBe('**'); // an allowlist: secrets, .git and node_modules never reach the context
     const copies = lines.filter((l) => /^COPY /.test(l) && !l.includes('--from='));
     expect(copies.length).toBeGreaterThan(0);
@@ -204,7 +244,10 @@ describe('docker/Dockerfile', () => {
       const parts = line.split(/\s+/).slice(1, -1);
       for (const src of parts) {
         expect(existsSync(path.join(ROOT, src)), `${src} exists`).toBe(true);
-        expect(ignore.some((p) => p === `!${src}` || p === `!${src}/`), `${src} is re-included by Dockerfile.dockerignore`).toBe(true);
+        expect(
+          ignore.some((p) => p === `!${src}` || p === `!${src}/`),
+          `${src} is re-included by Dockerfile.dockerignore`,
+        ).toBe(true);
       }
     }
     expect(existsSync(path.join(ROOT, 'bin/pgwarden.js'))).toBe(true);
@@ -220,9 +263,12 @@ describe('docker/compose.yaml', () => {
     expect(Object.keys(services).sort()).toEqual(['grafana', 'pgwarden', 'postgres', 'prometheus']);
     expect(services.postgres.image).toBe('postgres:15');
     expect(services.pgwarden.build).toEqual({ context: '..', dockerfile: 'docker/Dockerfile' });
-    expect(existsSync(path.join(DOCKER, services.pgwarden.build.context, services.pgwarden.build.dockerfile))).toBe(true);
+    expect(existsSync(path.join(DOCKER, services.pgwarden.build.context, services.pgwarden.build.dockerfile))).toBe(
+      true,
+    );
     // Published ports stay on the host's loopback.
-    for (const [name, svc] of Object.entries(services)) for (const p of svc.ports ?? []) expect(String(p), name).toMatch(/^127\.0\.0\.1:/);
+    for (const [name, svc] of Object.entries(services))
+      for (const p of svc.ports ?? []) expect(String(p), name).toMatch(/^127\.0\.0\.1:/);
   });
 
   it('references only files that exist: bind mounts, secret sources (made by gen-secrets.sh) and secrets each service declares', () => {
@@ -231,11 +277,15 @@ describe('docker/compose.yaml', () => {
         const [src] = String(v).split(':');
         if (src?.startsWith('.')) expect(existsSync(path.join(DOCKER, src)), `${name}: ${src}`).toBe(true);
       }
-      const targets = new Set<string>((svc.secrets ?? []).map((s: any) => `/run/secrets/${typeof s === 'string' ? s : (s.target ?? s.source)}`));
-      for (const s of svc.secrets ?? []) expect(compose.secrets, name).toHaveProperty(typeof s === 'string' ? s : s.source);
+      const targets = new Set<string>(
+        (svc.secrets ?? []).map((s: any) => `/run/secrets/${typeof s === 'string' ? s : (s.target ?? s.source)}`),
+      );
+      for (const s of svc.secrets ?? [])
+        expect(compose.secrets, name).toHaveProperty(typeof s === 'string' ? s : s.source);
       // Every /run/secrets path the service's environment names is mounted into it.
       for (const value of Object.values(svc.environment ?? {})) {
-        if (String(value).startsWith('/run/secrets/')) expect(targets.has(String(value)), `${name}: ${value}`).toBe(true);
+        if (String(value).startsWith('/run/secrets/'))
+          expect(targets.has(String(value)), `${name}: ${value}`).toBe(true);
       }
     }
     const script = read('gen-secrets.sh');
@@ -247,7 +297,8 @@ describe('docker/compose.yaml', () => {
   });
 
   it('mounts into pgwarden and postgres every /run/secrets file their configs read', () => {
-    const mounted = (svc: any) => new Set<string>((svc.secrets ?? []).map((s: any) => `/run/secrets/${s.target ?? s.source}`));
+    const mounted = (svc: any) =>
+      new Set<string>((svc.secrets ?? []).map((s: any) => `/run/secrets/${s.target ?? s.source}`));
     const pgwardenPaths = [...read('pgwarden/pgwarden.yaml').matchAll(/\/run\/secrets\/[\w.-]+/g)].map((m) => m[0]);
     expect(pgwardenPaths.length).toBeGreaterThanOrEqual(4);
     for (const p of pgwardenPaths) expect(mounted(services.pgwarden).has(p), p).toBe(true);
@@ -289,7 +340,9 @@ describe('docker/compose.yaml', () => {
     };
     visit(dash);
     expect([...uids]).toEqual([ds.uid]);
-    expect(services.grafana.environment.GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH).toBe(`${provider.options.path}/pgwarden.json`);
+    expect(services.grafana.environment.GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH).toBe(
+      `${provider.options.path}/pgwarden.json`,
+    );
   });
 });
 
@@ -297,7 +350,8 @@ describe.skipIf(!HAVE_OPENSSL)('docker/pgwarden config (needs openssl for docker
   it('gen-secrets.sh creates every secret file compose declares, readable by container users, and is idempotent', () => {
     const dir = generatedSecrets();
     const compose = yamlFile('compose.yaml');
-    for (const s of Object.values(compose.secrets as Record<string, { file: string }>)) expect(existsSync(path.join(dir, path.basename(s.file))), s.file).toBe(true);
+    for (const s of Object.values(compose.secrets as Record<string, { file: string }>))
+      expect(existsSync(path.join(dir, path.basename(s.file))), s.file).toBe(true);
     const before = readFileSync(path.join(dir, 'jwt-secret'));
     const again = spawnSync('sh', [path.join(path.dirname(dir), 'gen-secrets.sh')], { encoding: 'utf8' });
     expect(again.status).toBe(0);
@@ -345,7 +399,15 @@ describe.skipIf(!HAVE_PROMTOOL)('Prometheus config (promtool; skipped when promt
     const dash = JSON.parse(read('grafana/dashboards/pgwarden.json'));
     const exprs = dashboardExprs(dash);
     const rules = {
-      groups: [{ name: 'dashboard', rules: exprs.map((e, i) => ({ record: `dashboard:expr_${i}`, expr: e.expr.replace(/\$__(rate_interval|interval|range)/g, '5m') })) }],
+      groups: [
+        {
+          name: 'dashboard',
+          rules: exprs.map((e, i) => ({
+            record: `dashboard:expr_${i}`,
+            expr: e.expr.replace(/\$__(rate_interval|interval|range)/g, '5m'),
+          })),
+        },
+      ],
     };
     const file = path.join(tempDir('pgwarden-rules-'), 'dashboard.rules.yml');
     writeFileSync(file, JSON.stringify(rules));
@@ -356,7 +418,9 @@ describe.skipIf(!HAVE_PROMTOOL)('Prometheus config (promtool; skipped when promt
 
 function k8sDocs(): any[] {
   const docs: any[] = [];
-  for (const f of readdirSync(path.join(DOCKER, 'k8s')).filter((n) => n.endsWith('.yaml') && n !== 'kustomization.yaml')) {
+  for (const f of readdirSync(path.join(DOCKER, 'k8s')).filter(
+    (n) => n.endsWith('.yaml') && n !== 'kustomization.yaml',
+  )) {
     for (const d of parseAllDocuments(read(`k8s/${f}`))) {
       if (d.errors.length > 0) throw new Error(`docker/k8s/${f}: ${d.errors.map((e) => e.message).join('; ')}`);
       const js = d.toJS();
@@ -375,7 +439,16 @@ describe('docker/k8s manifests', () => {
   const configMap = byKind('ConfigMap')[0];
 
   it('parse (multi-document) into the expected kinds, listed by the kustomization', () => {
-    expect(docs.map((d) => d.kind).sort()).toEqual(['ConfigMap', 'Deployment', 'NetworkPolicy', 'PodDisruptionBudget', 'Secret', 'Secret', 'Service', 'Service']);
+    expect(docs.map((d) => d.kind).sort()).toEqual([
+      'ConfigMap',
+      'Deployment',
+      'NetworkPolicy',
+      'PodDisruptionBudget',
+      'Secret',
+      'Secret',
+      'Service',
+      'Service',
+    ]);
     const kustomization = yamlFile('k8s/kustomization.yaml');
     const files = new Set(docs.map((d) => d.__file));
     expect(new Set(kustomization.resources)).toEqual(files);
@@ -390,14 +463,18 @@ describe('docker/k8s manifests', () => {
     expect(container.resources.requests).toBeDefined();
     expect(container.resources.limits.memory).toBeDefined();
     expect(pod.securityContext.runAsNonRoot).toBe(true);
-    expect(container.securityContext).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+    expect(container.securityContext).toMatchObject({
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+    });
     expect(container.args).toEqual(['serve', '--config', '/etc/pgwarden/pgwarden.yaml']);
     const named = new Map(container.ports.map((p: any) => [p.name, p.containerPort]));
     expect(named.get('postgres')).toBe(6432);
     expect(named.get('metrics')).toBe(yamlFile('pgwarden/pgwarden.yaml').metrics.port);
   });
 
-  it('keep the admin listener off the clients\' Service and admit only Prometheus to it', () => {
+  it("keep the admin listener off the clients' Service and admit only Prometheus to it", () => {
     const services = new Map(byKind('Service').map((s) => [s.metadata.name, s]));
     for (const s of services.values()) expect(s.spec.selector).toEqual(deployment.spec.template.metadata.labels);
     const ports = (name: string) => services.get(name).spec.ports.map((p: any) => [p.port, p.protocol, p.targetPort]);
@@ -418,9 +495,13 @@ describe('docker/k8s manifests', () => {
 
   it('mount every file the embedded config names from a ConfigMap or Secret key that exists', () => {
     const cfg = parseYaml(configMap.data['pgwarden.yaml']);
-    const files = [cfg.listen.tls.certFile, cfg.listen.tls.keyFile, cfg.upstream.passwordFile, cfg.auth.secretFile, cfg.policyFile].map((f: string) =>
-      path.posix.resolve('/etc/pgwarden', f),
-    );
+    const files = [
+      cfg.listen.tls.certFile,
+      cfg.listen.tls.keyFile,
+      cfg.upstream.passwordFile,
+      cfg.auth.secretFile,
+      cfg.policyFile,
+    ].map((f: string) => path.posix.resolve('/etc/pgwarden', f));
     const volumes = new Map<string, any>(pod.volumes.map((v: any) => [v.name, v]));
     for (const file of files) {
       const mount = container.volumeMounts.find((m: any) => path.posix.dirname(file) === m.mountPath);
@@ -438,7 +519,10 @@ describe('docker/k8s manifests', () => {
   it('ship placeholder secrets that fail closed, and a config that loads once real secrets replace them', async () => {
     const tmp = tempDir('pgwarden-k8s-');
     const mounts: Record<string, string> = {};
-    for (const m of container.volumeMounts.filter((v: any) => !pod.volumes.find((x: any) => x.name === v.name).emptyDir)) mounts[`${m.mountPath}/`] = path.join(tmp, m.mountPath.replace(/\//g, '_')) + '/';
+    for (const m of container.volumeMounts.filter(
+      (v: any) => !pod.volumes.find((x: any) => x.name === v.name).emptyDir,
+    ))
+      mounts[`${m.mountPath}/`] = path.join(tmp, m.mountPath.replace(/\//g, '_')) + '/';
     const write = (dirKey: string, name: string, value: string | Buffer) => {
       mkdirSync(mounts[dirKey] as string, { recursive: true });
       writeFileSync(path.join(mounts[dirKey] as string, name), value);
@@ -453,12 +537,17 @@ describe('docker/k8s manifests', () => {
       const vol = pod.volumes.find((v: any) => v.secret?.secretName === secretName);
       return `${container.volumeMounts.find((m: any) => m.name === vol.name).mountPath}/`;
     };
-    for (const s of secretDocs) for (const [k, v] of Object.entries(s.stringData as Record<string, string>)) write(dirOf(s.metadata.name), k, v);
+    for (const s of secretDocs)
+      for (const [k, v] of Object.entries(s.stringData as Record<string, string>)) write(dirOf(s.metadata.name), k, v);
     const placeholder = loadConfig(path.join(cfgDir, 'pgwarden.yaml'), { env: {} });
     expect(placeholder.ok).toBe(false);
     if (!placeholder.ok) {
       const paths = placeholder.issues.map((i) => i.path);
-      const msg = (p: string) => placeholder.issues.filter((i) => i.path === p).map((i) => i.message).join('; ');
+      const msg = (p: string) =>
+        placeholder.issues
+          .filter((i) => i.path === p)
+          .map((i) => i.message)
+          .join('; ');
       // A 9-byte key is refused: nobody runs on a key everyone knows. Non-PEM TLS files are refused too.
       expect(msg('auth.secretFile')).toMatch(/at least 32 are required/);
       expect(msg('listen.tls.certFile')).toMatch(/holds no PEM certificate/);
@@ -480,14 +569,27 @@ describe('docker/k8s manifests', () => {
 describe('the PromQL checker used below', () => {
   it('flags unknown series, histogram base names, unknown labels and unknown grouping labels', () => {
     const scrape = parseExposition(
-      ['# TYPE h histogram', 'h_bucket{le="1"} 1', 'h_sum 1', 'h_count 1', '# TYPE c counter', 'c_total{reason="x"} 1'].join('\n') + '\n',
+      [
+        '# TYPE h histogram',
+        'h_bucket{le="1"} 1',
+        'h_sum 1',
+        'h_count 1',
+        '# TYPE c counter',
+        'c_total{reason="x"} 1',
+      ].join('\n') + '\n',
     );
-    expect(checkAgainstScrape('sum by (reason) (rate(c_total{reason="x",instance=~"$instance"}[$__rate_interval]))', scrape)).toEqual([]);
+    expect(
+      checkAgainstScrape('sum by (reason) (rate(c_total{reason="x",instance=~"$instance"}[$__rate_interval]))', scrape),
+    ).toEqual([]);
     expect(checkAgainstScrape('histogram_quantile(0.99, sum by (le) (rate(h_bucket[5m])))', scrape)).toEqual([]);
     expect(checkAgainstScrape('rate(h[5m])', scrape)).toEqual(['h is a histogram: query h_bucket, _sum or _count']);
-    expect(checkAgainstScrape('rate(process_cpu_seconds_total[5m])', scrape)).toEqual(['process_cpu_seconds_total is not in the /metrics scrape']);
+    expect(checkAgainstScrape('rate(process_cpu_seconds_total[5m])', scrape)).toEqual([
+      'process_cpu_seconds_total is not in the /metrics scrape',
+    ]);
     expect(checkAgainstScrape('c_total{result="ok"}', scrape)).toEqual(['c_total has no label "result" (has: reason)']);
-    expect(checkAgainstScrape('sum by (role) (c_total)', scrape)).toEqual(['grouping label "role" is on none of c_total']);
+    expect(checkAgainstScrape('sum by (role) (c_total)', scrape)).toEqual([
+      'grouping label "role" is on none of c_total',
+    ]);
     expect(checkAgainstScrape('up == 0', scrape, true)).toEqual([]);
   });
 });
@@ -535,7 +637,15 @@ describe('dashboard and alert queries against a live /metrics scrape', () => {
 
   it('the scrape has the traffic just made', () => {
     const scrape = parseExposition(scrapeText);
-    for (const name of ['pgwarden_sessions_active', 'pgwarden_logins_total', 'pgwarden_statements_total', 'pgwarden_policy_decision_seconds_bucket', 'pgwarden_sessions_ended_total', 'pgwarden_policy_reloads_total', 'pgwarden_policy_version']) {
+    for (const name of [
+      'pgwarden_sessions_active',
+      'pgwarden_logins_total',
+      'pgwarden_statements_total',
+      'pgwarden_policy_decision_seconds_bucket',
+      'pgwarden_sessions_ended_total',
+      'pgwarden_policy_reloads_total',
+      'pgwarden_policy_version',
+    ]) {
       expect(scrape.series.has(name), name).toBe(true);
     }
     expect(scrapeText).toMatch(/^pgwarden_statements_total\{[^}]*decision="deny"[^}]*\} 1$/m);
@@ -551,7 +661,15 @@ describe('dashboard and alert queries against a live /metrics scrape', () => {
     expect(problems).toEqual([]);
     // And the panels the operators asked for are there.
     const all = exprs.map((e) => e.expr).join('\n');
-    for (const m of ['pgwarden_sessions_active', 'pgwarden_statements_total', 'pgwarden_policy_decision_seconds_bucket', 'pgwarden_logins_total', 'pgwarden_sessions_ended_total', 'pgwarden_policy_version', 'pgwarden_policy_reloads_total']) {
+    for (const m of [
+      'pgwarden_sessions_active',
+      'pgwarden_statements_total',
+      'pgwarden_policy_decision_seconds_bucket',
+      'pgwarden_logins_total',
+      'pgwarden_sessions_ended_total',
+      'pgwarden_policy_version',
+      'pgwarden_policy_reloads_total',
+    ]) {
       expect(all).toContain(m);
     }
     expect(all).toMatch(/histogram_quantile\(0\.5,/);
@@ -569,12 +687,17 @@ describe('dashboard and alert queries against a live /metrics scrape', () => {
   });
 
   it('the image HEALTHCHECK command passes against a live /healthz and fails when nothing listens', async () => {
-    const line = read('Dockerfile').split('\n').find((l) => /^\s*CMD \["node", "-e"/.test(l)) as string;
+    const line = read('Dockerfile')
+      .split('\n')
+      .find((l) => /^\s*CMD \["node", "-e"/.test(l)) as string;
     const argv = JSON.parse(line.trim().slice('CMD '.length)) as string[];
     // Asynchronously: the metrics server lives in this process, and spawnSync would block it from answering.
     const run = (port: number) =>
       new Promise<number | null>((resolve) => {
-        const child = spawn(argv[0] as string, argv.slice(1), { env: { ...process.env, PGWARDEN_METRICS_PORT: String(port) }, stdio: 'ignore' });
+        const child = spawn(argv[0] as string, argv.slice(1), {
+          env: { ...process.env, PGWARDEN_METRICS_PORT: String(port) },
+          stdio: 'ignore',
+        });
         const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
         child.on('exit', (code) => {
           clearTimeout(timer);

@@ -27,7 +27,9 @@ beforeAll(async () => {
   // A relation the catalog snapshot holds but that is dropped later: the server's analysis reports it missing.
   const su = await superClient();
   try {
-    await su.query('DROP TABLE IF EXISTS public.ephemeral; CREATE TABLE public.ephemeral (id int); GRANT SELECT ON public.ephemeral TO pgwarden');
+    await su.query(
+      'DROP TABLE IF EXISTS public.ephemeral; CREATE TABLE public.ephemeral (id int); GRANT SELECT ON public.ephemeral TO pgwarden',
+    );
   } finally {
     await su.end();
   }
@@ -89,7 +91,7 @@ const MALFORMED = [
   'SELECT 123abc',
   "SELECT U&'\\00zz'",
   // Line breaks and tabs before the error.
-  'SELECT id,\r\n\tstatus\r\n  FROM orders\r\n WHERE status IN (\'paid\',,\'new\')',
+  "SELECT id,\r\n\tstatus\r\n  FROM orders\r\n WHERE status IN ('paid',,'new')",
 ];
 
 describe('syntax errors reach the client as PostgreSQL sends them', () => {
@@ -100,7 +102,11 @@ describe('syntax errors reach the client as PostgreSQL sends them', () => {
         const want = await failure(direct, text, protocol);
         const got = await failure(proxied, text, protocol);
         expect(want.code, text).toBe('42601');
-        expect({ code: got.code, message: got.message, position: got.position }, text).toEqual({ code: want.code, message: want.message, position: want.position });
+        expect({ code: got.code, message: got.message, position: got.position }, text).toEqual({
+          code: want.code,
+          message: want.message,
+          position: want.position,
+        });
         // PostgreSQL sends neither for a syntax error; pgwarden adds only the reason line every error of its own carries.
         expect(got.detail, text).toBe('reason=statement_invalid');
         expect(got.hint, text).toBeUndefined();
@@ -111,7 +117,7 @@ describe('syntax errors reach the client as PostgreSQL sends them', () => {
     });
   }
 
-  it('text only the server rejects (its grammar is older than pgwarden\'s) gets the server\'s own error and position', async () => {
+  it("text only the server rejects (its grammar is older than pgwarden's) gets the server's own error and position", async () => {
     // Non-decimal and underscored integers are PostgreSQL 16 syntax: 15's scanner calls them trailing junk.
     for (const text of ["SELECT 'ä', 0x1F AS n FROM orders LIMIT 1", "SELECT 'ä', 1_000 AS n FROM orders LIMIT 1"]) {
       let want: Seen | undefined;
@@ -125,11 +131,15 @@ describe('syntax errors reach the client as PostgreSQL sends them', () => {
         continue;
       }
       const got = await failure(proxied, text, 'simple');
-      expect({ code: got.code, message: got.message, position: got.position }, text).toEqual({ code: want.code, message: want.message, position: want.position });
+      expect({ code: got.code, message: got.message, position: got.position }, text).toEqual({
+        code: want.code,
+        message: want.message,
+        position: want.position,
+      });
     }
   });
 
-  it('the grammar\'s errors PostgreSQL raises with another SQLSTATE keep it (22025 with its hint, 42P20)', async () => {
+  it("the grammar's errors PostgreSQL raises with another SQLSTATE keep it (22025 with its hint, 42P20)", async () => {
     for (const text of [
       "SELECT 'é', E'\\u00'",
       'SELECT sum(id) OVER (ROWS UNBOUNDED FOLLOWING) FROM orders',
@@ -141,7 +151,12 @@ describe('syntax errors reach the client as PostgreSQL sends them', () => {
         const want = await failure(direct, text, protocol);
         const got = await failure(proxied, text, protocol);
         expect(['22025', '42P20'], text).toContain(want.code);
-        expect({ code: got.code, message: got.message, position: got.position, hint: got.hint }, text).toEqual({ code: want.code, message: want.message, position: want.position, hint: want.hint });
+        expect({ code: got.code, message: got.message, position: got.position, hint: got.hint }, text).toEqual({
+          code: want.code,
+          message: want.message,
+          position: want.position,
+          hint: want.hint,
+        });
       }
     }
   });
@@ -160,15 +175,19 @@ describe('syntax errors reach the client as PostgreSQL sends them', () => {
     }
   });
 
-  it('a long text (past the nesting pre-screen) with an unterminated string still gets the parser\'s own error', async () => {
+  it("a long text (past the nesting pre-screen) with an unterminated string still gets the parser's own error", async () => {
     const text = `SELECT ${Array.from({ length: 1500 }, (_, i) => `(${i}+1)`).join(' + ')} FROM orders WHERE status = 'paid`;
     const want = await failure(direct, text, 'simple');
     const got = await failure(proxied, text, 'simple');
-    expect({ code: got.code, message: got.message, position: got.position }).toEqual({ code: want.code, message: want.message, position: want.position });
+    expect({ code: got.code, message: got.message, position: got.position }).toEqual({
+      code: want.code,
+      message: want.message,
+      position: want.position,
+    });
   });
 });
 
-describe('text pgwarden\'s grammar (PostgreSQL 18) rejects and an older server accepts', () => {
+describe("text pgwarden's grammar (PostgreSQL 18) rejects and an older server accepts", () => {
   // SYSTEM_USER became a reserved keyword in PostgreSQL 16: on 15 it is an ordinary name, here a table alias.
   const text = 'SELECT id FROM orders system_user WHERE system_user.id = 1';
 
@@ -176,14 +195,26 @@ describe('text pgwarden\'s grammar (PostgreSQL 18) rejects and an older server a
     const got = await failure(proxied, text, 'simple');
     if (testPg().version < 16) {
       expect((await direct.query(text)).rows).toHaveLength(1);
-      expect(got).toMatchObject({ code: '0A000', message: 'pgwarden cannot parse this statement: syntax error at or near "system_user"', position: '23' });
-      expect(got.detail).toMatch(/SYSTEM_USER is a reserved keyword in the grammar pgwarden parses with \(PostgreSQL 18\) but not a keyword on the database server/);
+      expect(got).toMatchObject({
+        code: '0A000',
+        message: 'pgwarden cannot parse this statement: syntax error at or near "system_user"',
+        position: '23',
+      });
+      expect(got.detail).toMatch(
+        /SYSTEM_USER is a reserved keyword in the grammar pgwarden parses with \(PostgreSQL 18\) but not a keyword on the database server/,
+      );
       expect(got.hint).toBe('write it as a quoted identifier ("system_user"), which both grammars read alike');
       // Quoted, both grammars agree and the statement runs.
-      expect((await proxied.query('SELECT id FROM orders "system_user" WHERE "system_user".id = 1')).rows).toHaveLength(1);
+      expect((await proxied.query('SELECT id FROM orders "system_user" WHERE "system_user".id = 1')).rows).toHaveLength(
+        1,
+      );
     } else {
       const want = await failure(direct, text, 'simple');
-      expect({ code: got.code, message: got.message, position: got.position }).toEqual({ code: want.code, message: want.message, position: want.position });
+      expect({ code: got.code, message: got.message, position: got.position }).toEqual({
+        code: want.code,
+        message: want.message,
+        position: want.position,
+      });
     }
   });
 
@@ -191,7 +222,11 @@ describe('text pgwarden\'s grammar (PostgreSQL 18) rejects and an older server a
     const other = "SELECT '{}'::json FORM orders x";
     const want = await failure(direct, other, 'simple');
     const got = await failure(proxied, other, 'simple');
-    expect({ code: got.code, message: got.message, position: got.position }).toEqual({ code: '42601', message: want.message, position: want.position });
+    expect({ code: got.code, message: got.message, position: got.position }).toEqual({
+      code: '42601',
+      message: want.message,
+      position: want.position,
+    });
   });
 });
 
@@ -202,7 +237,11 @@ describe('several statements in one Parse message', () => {
       const want = await failure(direct, text, 'parse');
       const got = await failure(proxied, text, 'parse');
       expect(want.code).toBe('42601');
-      expect({ code: got.code, message: got.message, position: got.position }, text).toEqual({ code: want.code, message: want.message, position: want.position });
+      expect({ code: got.code, message: got.message, position: got.position }, text).toEqual({
+        code: want.code,
+        message: want.message,
+        position: want.position,
+      });
     }
     expect(await canaryCount()).toBe(before);
   });
@@ -212,13 +251,20 @@ describe('several statements in one Parse message', () => {
     const want = await failure(direct, text, 'parse');
     const got = await failure(proxied, text, 'parse');
     expect(want.message).toBe('syntax error at or near "SELEC"');
-    expect({ code: got.code, message: got.message, position: got.position }).toEqual({ code: want.code, message: want.message, position: want.position });
+    expect({ code: got.code, message: got.message, position: got.position }).toEqual({
+      code: want.code,
+      message: want.message,
+      position: want.position,
+    });
   });
 });
 
 describe('unknown and forbidden relations (docs/policy.md, "Unknown and forbidden relations")', () => {
   /** What reaches the client with one relation name taken out, to compare two refusals that differ only in it (names of one length, so positions match). */
-  const without = (s: Seen, name: string) => JSON.stringify({ code: s.code, message: s.message, position: s.position, detail: s.detail, hint: s.hint }).split(name).join('<rel>');
+  const without = (s: Seen, name: string) =>
+    JSON.stringify({ code: s.code, message: s.message, position: s.position, detail: s.detail, hint: s.hint })
+      .split(name)
+      .join('<rel>');
 
   for (const protocol of ['simple', 'parse'] as const) {
     it(`${protocol}: a missing relation the role's relations cover is 42P01 with PostgreSQL's message and position`, async () => {
@@ -234,7 +280,11 @@ describe('unknown and forbidden relations (docs/policy.md, "Unknown and forbidde
         const want = await failure(direct, text, protocol);
         const got = await failure(proxied, text, protocol);
         expect(want.code, text).toBe('42P01');
-        expect({ code: got.code, message: got.message, position: got.position }, text).toEqual({ code: want.code, message: want.message, position: want.position });
+        expect({ code: got.code, message: got.message, position: got.position }, text).toEqual({
+          code: want.code,
+          message: want.message,
+          position: want.position,
+        });
       }
     });
 
@@ -247,11 +297,21 @@ describe('unknown and forbidden relations (docs/policy.md, "Unknown and forbidde
         // Two relations: the verdict must not depend on whether the forbidden one exists.
         ['SELECT * FROM secrets, nope_in_scope', 'SELECT * FROM nosucht, nope_in_scope', 'secrets', 'nosucht'],
         ['SELECT * FROM nope_in_scope, secrets', 'SELECT * FROM nope_in_scope, nosucht', 'secrets', 'nosucht'],
-        ['SELECT * FROM orders WHERE id IN (SELECT id FROM secrets)', 'SELECT * FROM orders WHERE id IN (SELECT id FROM nosucht)', 'secrets', 'nosucht'],
+        [
+          'SELECT * FROM orders WHERE id IN (SELECT id FROM secrets)',
+          'SELECT * FROM orders WHERE id IN (SELECT id FROM nosucht)',
+          'secrets',
+          'nosucht',
+        ],
         ['SELECT * FROM canary', 'SELECT * FROM canarx', 'canary', 'canarx'],
         // A row type names its relation.
         ['SELECT NULL::secrets', 'SELECT NULL::nosucht', 'secrets', 'nosucht'],
-        ["SELECT (json_populate_record(NULL::public.secrets, '{}')).*", "SELECT (json_populate_record(NULL::public.nosucht, '{}')).*", 'secrets', 'nosucht'],
+        [
+          "SELECT (json_populate_record(NULL::public.secrets, '{}')).*",
+          "SELECT (json_populate_record(NULL::public.nosucht, '{}')).*",
+          'secrets',
+          'nosucht',
+        ],
       ];
       for (const [exists, missing, a, b] of pairs) {
         const x = await failure(proxied, exists, protocol);
@@ -271,7 +331,11 @@ describe('unknown and forbidden relations (docs/policy.md, "Unknown and forbidde
       const text = "INSERT INTO gone_in_scope VALUES (1, 'x')";
       const want = await failure(direct, text, 'simple');
       const got = await failure(w, text, 'simple');
-      expect({ code: got.code, message: got.message, position: got.position }).toEqual({ code: '42P01', message: want.message, position: want.position });
+      expect({ code: got.code, message: got.message, position: got.position }).toEqual({
+        code: '42P01',
+        message: want.message,
+        position: want.position,
+      });
       for (const [exists, missing] of [
         ["INSERT INTO secrets (value) VALUES ('x')", "INSERT INTO nosucht (value) VALUES ('x')"],
         ['DELETE FROM public.secrets', 'DELETE FROM public.nosucht'],
@@ -305,13 +369,17 @@ describe('unknown and forbidden relations (docs/policy.md, "Unknown and forbidde
       // Qualified, the schema is known: PostgreSQL's 42P01.
       const want = await failure(direct, 'SELECT * FROM public.nope_in_scope', 'simple');
       const got = await failure(t, 'SELECT * FROM public.nope_in_scope', 'simple');
-      expect({ code: got.code, message: got.message, position: got.position }).toEqual({ code: want.code, message: want.message, position: want.position });
+      expect({ code: got.code, message: got.message, position: got.position }).toEqual({
+        code: want.code,
+        message: want.message,
+        position: want.position,
+      });
     } finally {
       await t.end();
     }
   });
 
-  it('a relation dropped after pgwarden read the catalog: the server\'s own 42P01 and position reach the client', async () => {
+  it("a relation dropped after pgwarden read the catalog: the server's own 42P01 and position reach the client", async () => {
     const su = await superClient();
     try {
       await su.query('DROP TABLE public.ephemeral');
@@ -322,7 +390,11 @@ describe('unknown and forbidden relations (docs/policy.md, "Unknown and forbidde
       const want = await failure(direct, text, 'simple');
       const got = await failure(proxied, text, 'simple');
       expect(want.code).toBe('42P01');
-      expect({ code: got.code, message: got.message, position: got.position }, text).toEqual({ code: want.code, message: want.message, position: want.position });
+      expect({ code: got.code, message: got.message, position: got.position }, text).toEqual({
+        code: want.code,
+        message: want.message,
+        position: want.position,
+      });
     }
   });
 });

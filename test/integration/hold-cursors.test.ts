@@ -26,10 +26,16 @@ describe('holdCursors', () => {
     try {
       const err = await pgError(() => c.query('DECLARE h CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id'));
       expect(err.code).toBe('42501');
-      expect(err.message).toMatch(/WITH HOLD keeps the cursor's whole result on the server after the transaction, and role "reader" may not/);
-      expect(err.hint).toBe('use a cursor without HOLD inside a transaction (BEGIN; DECLARE …; FETCH …; COMMIT), or ask for holdCursors on the role');
+      expect(err.message).toMatch(
+        /WITH HOLD keeps the cursor's whole result on the server after the transaction, and role "reader" may not/,
+      );
+      expect(err.hint).toBe(
+        'use a cursor without HOLD inside a transaction (BEGIN; DECLARE …; FETCH …; COMMIT), or ask for holdCursors on the role',
+      );
       // The refused DECLARE made no cursor: FETCH from it is refused as an unknown cursor.
-      expect((await pgError(() => c.query('FETCH 1 FROM h'))).message).toMatch(/which was not declared through pgwarden/);
+      expect((await pgError(() => c.query('FETCH 1 FROM h'))).message).toMatch(
+        /which was not declared through pgwarden/,
+      );
       await c.query('BEGIN');
       await c.query('DECLARE t CURSOR FOR SELECT id FROM orders ORDER BY id');
       expect((await c.query('FETCH 2 FROM t')).rows).toHaveLength(2);
@@ -48,7 +54,9 @@ describe('holdCursors', () => {
       const err = await pgError(() => c.query('DECLARE b CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id'));
       expect(err.code).toBe('54000');
       // The reason leads DETAIL (docs/errors.md), the rule's own detail follows.
-      expect(err.detail).toBe('reason=limit_reached\nat most 1 WITH HOLD cursor may be open in one session (rule: roles.held.holdCursors)');
+      expect(err.detail).toBe(
+        'reason=limit_reached\nat most 1 WITH HOLD cursor may be open in one session (rule: roles.held.holdCursors)',
+      );
       expect(err.hint).toMatch(/^CLOSE a held cursor you no longer need/);
       // Another session of the same role has its own count (the refusal above was not cached for it).
       await other.query('DECLARE b CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id');

@@ -28,7 +28,9 @@ function nested(head: string, inner: string, bytes: number): string {
 }
 
 describe('hostile statements', () => {
-  it('a huge nested statement is refused (0A000) and never reaches Postgres, while another session keeps running queries', { timeout: 120_000 }, async () => {
+  it('a huge nested statement is refused (0A000) and never reaches Postgres, while another session keeps running queries', {
+    timeout: 120_000,
+  }, async () => {
     const sup = await superClient();
     const hostile = await client('writer');
     const other = await client('analyst');
@@ -53,10 +55,14 @@ describe('hostile statements', () => {
     }
   });
 
-  it('through the extended protocol too (Parse), and a Query of more than 1000 statements is refused as too large', { timeout: 120_000 }, async () => {
+  it('through the extended protocol too (Parse), and a Query of more than 1000 statements is refused as too large', {
+    timeout: 120_000,
+  }, async () => {
     const c = await client('analyst');
     try {
-      expect(await sqlstate(c.query({ text: `SELECT $1::int + ${'1+'.repeat(64 * 1024)}1`, values: [1] }))).toBe('0A000');
+      expect(await sqlstate(c.query({ text: `SELECT $1::int + ${'1+'.repeat(64 * 1024)}1`, values: [1] }))).toBe(
+        '0A000',
+      );
       expect(await sqlstate(c.query('SELECT 1;'.repeat(1001)))).toBe('0A000');
       expect((await c.query({ text: 'SELECT $1::int AS x', values: [7] })).rows[0].x).toBe(7);
     } finally {
@@ -64,7 +70,9 @@ describe('hostile statements', () => {
     }
   });
 
-  it('long legitimate statements are decided on a worker with the same answer: allowed ones run, denied ones are denied', { timeout: 120_000 }, async () => {
+  it('long legitimate statements are decided on a worker with the same answer: allowed ones run, denied ones are denied', {
+    timeout: 120_000,
+  }, async () => {
     const c = await client('analyst');
     try {
       const literal = 'x'.repeat(256 * 1024);
@@ -72,7 +80,10 @@ describe('hostile statements', () => {
       expect(r.rows[0]).toEqual({ n: 256 * 1024, ok: true });
       // Extended protocol, with the row cap's rewrite of a long text.
       const ids = Array.from({ length: 2000 }, (_, i) => i + 1).join(', ');
-      const e = await c.query({ text: `SELECT id FROM orders WHERE id IN (${ids}) AND $1::int = 1 ORDER BY id`, values: [1] });
+      const e = await c.query({
+        text: `SELECT id FROM orders WHERE id IN (${ids}) AND $1::int = 1 ORDER BY id`,
+        values: [1],
+      });
       expect(e.rows.length).toBeGreaterThan(0);
       // A denied column in a long statement is denied as in a short one.
       expect(await sqlstate(c.query(`SELECT ssn FROM customers WHERE name <> '${literal}'`))).toBe('42501');
@@ -88,7 +99,9 @@ describe('hostile statements', () => {
     // The tests above sent long statements, each decided on a worker (the refused ones too: the worker refused them).
     expect(Number(decided?.[1] ?? 0)).toBeGreaterThanOrEqual(3);
     expect(text).toMatch(/^pgwarden_decide_pool_jobs\{state="queued"\} 0$/m);
-    expect(Number(/^pgwarden_decide_pool_workers_started_total (\d+)$/m.exec(text)?.[1] ?? 0)).toBeGreaterThanOrEqual(1);
+    expect(Number(/^pgwarden_decide_pool_workers_started_total (\d+)$/m.exec(text)?.[1] ?? 0)).toBeGreaterThanOrEqual(
+      1,
+    );
     expect(text).toMatch(/^pgwarden_decide_pool_workers \d+$/m);
   });
 });

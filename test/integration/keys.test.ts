@@ -24,16 +24,23 @@ describe.each(['RS256', 'ES256'])('%s key file', (alg) => {
   it('accepts tokens signed by the private key and refuses tokens signed by another', async () => {
     const key = await generateKeyFiles(tmp.dir, alg);
     const other = await generateKeyFiles(tmp.dir, alg);
-    const tp = await startTestProxy({ auth: { algorithms: [alg], secretFile: undefined, publicKeyFile: key.publicPemPath } });
+    const tp = await startTestProxy({
+      auth: { algorithms: [alg], secretFile: undefined, publicKeyFile: key.publicPemPath },
+    });
     try {
-      const good = await signToken(key.privateKey, validClaims(nowSec(), { sub: `${alg}-user` }), { alg, kid: key.kid });
+      const good = await signToken(key.privateKey, validClaims(nowSec(), { sub: `${alg}-user` }), {
+        alg,
+        kid: key.kid,
+      });
       expect(await whoami(tp.proxy.port, good)).toBe(`${alg}-user`);
       const forged = await signToken(other.privateKey, validClaims(nowSec()), { alg, kid: key.kid });
       const err = await pgError(() => whoami(tp.proxy.port, forged));
       expect(err.code).toBe('28P01');
       // An HS256 token "signed" with the public key bytes (algorithm confusion) is refused: HS256 is not pinned.
       const { readFileSync } = await import('node:fs');
-      const confused = await signToken(new Uint8Array(readFileSync(key.publicPemPath)), validClaims(nowSec()), { alg: 'HS256' });
+      const confused = await signToken(new Uint8Array(readFileSync(key.publicPemPath)), validClaims(nowSec()), {
+        alg: 'HS256',
+      });
       expect((await pgError(() => whoami(tp.proxy.port, confused))).code).toBe('28P01');
     } finally {
       await tp.close();
@@ -64,15 +71,27 @@ describe('JWKS on loopback', () => {
     const k1 = await generateKeyFiles(tmp.dir, 'ES256', 'k1');
     const k2 = await generateKeyFiles(tmp.dir, 'ES256', 'k2');
     keys = [k1.publicJwk];
-    const tp = await startTestProxy({ auth: { algorithms: ['ES256'], secretFile: undefined, jwksUrl: url, jwksCooldown: 0 } });
+    const tp = await startTestProxy({
+      auth: { algorithms: ['ES256'], secretFile: undefined, jwksUrl: url, jwksCooldown: 0 },
+    });
     try {
-      expect(await whoami(tp.proxy.port, await signToken(k1.privateKey, validClaims(nowSec(), { sub: 'one' }), { alg: 'ES256', kid: 'k1' }))).toBe('one');
+      expect(
+        await whoami(
+          tp.proxy.port,
+          await signToken(k1.privateKey, validClaims(nowSec(), { sub: 'one' }), { alg: 'ES256', kid: 'k1' }),
+        ),
+      ).toBe('one');
       const before = fetches;
       keys = [k1.publicJwk, k2.publicJwk];
-      expect(await whoami(tp.proxy.port, await signToken(k2.privateKey, validClaims(nowSec(), { sub: 'two' }), { alg: 'ES256', kid: 'k2' }))).toBe('two');
+      expect(
+        await whoami(
+          tp.proxy.port,
+          await signToken(k2.privateKey, validClaims(nowSec(), { sub: 'two' }), { alg: 'ES256', kid: 'k2' }),
+        ),
+      ).toBe('two');
       expect(fetches).toBeGreaterThan(before);
       const unknown = await generateKeyFiles(tmp.dir, 'ES256', 'k3');
-      const k3token = await signToken(unknown.privateKey, validClaims(nowSec()), { alg: "ES256", kid: "k3" });
+      const k3token = await signToken(unknown.privateKey, validClaims(nowSec()), { alg: 'ES256', kid: 'k3' });
       const err = await pgError(() => whoami(tp.proxy.port, k3token));
       expect(err.code).toBe('28P01');
     } finally {
@@ -80,4 +99,3 @@ describe('JWKS on loopback', () => {
     }
   });
 });
-

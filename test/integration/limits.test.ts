@@ -91,7 +91,11 @@ class RawClient {
   }
 }
 
-const startup = () => startupPacket([['user', 'alice'], ['database', SAMPLE_DATABASE]]);
+const startup = () =>
+  startupPacket([
+    ['user', 'alice'],
+    ['database', SAMPLE_DATABASE],
+  ]);
 const password = (token: string) => typed('p', new Bytes().cstr(token));
 
 /** Logs in over a raw socket and returns it at ReadyForQuery. */
@@ -142,7 +146,12 @@ describe('protocol and login', () => {
     await c.ready;
     c.socket.write(startup());
     expect(await c.until(() => c.types().includes('R'))).toBe(true);
-    c.socket.write(new Bytes().u8(0x70).i32(512 * 1024).build());
+    c.socket.write(
+      new Bytes()
+        .u8(0x70)
+        .i32(512 * 1024)
+        .build(),
+    );
     expect(await c.until(() => c.error() !== undefined, 2000)).toBe(true);
     expect(c.error()?.code).toBe('08P01');
     expect(c.error()?.message).toBe('invalid message length');
@@ -161,13 +170,22 @@ describe('protocol and login', () => {
 
   it('a token that expired within the clock skew is refused before any upstream connection', async () => {
     const now = Math.floor(Date.now() / 1000);
-    const token = await tp.sign({ sub: 'skewed-expiry', role: 'analyst', iss: 'pgwarden-test', aud: 'pgwarden', iat: now - 120, exp: now - 5 });
+    const token = await tp.sign({
+      sub: 'skewed-expiry',
+      role: 'analyst',
+      iss: 'pgwarden-test',
+      aud: 'pgwarden',
+      iat: now - 120,
+      exp: now - 5,
+    });
     const err = await loginError(tp.pgConfig(token));
     expect(err.code).toBe('28P01');
     expect(err.message).toMatch(/^token expired at /);
     const su = await superClient();
     try {
-      const r = await su.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'pgwarden:skewed-expiry%'");
+      const r = await su.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'pgwarden:skewed-expiry%'",
+      );
       expect(r.rows[0].n).toBe(0);
     } finally {
       await su.end();
@@ -178,14 +196,24 @@ describe('protocol and login', () => {
   it('stamps idle_in_transaction_session_timeout (60 s by default) and refuses raising or disabling it', async () => {
     const c = await connectPg(tp);
     try {
-      expect((await c.query('SHOW idle_in_transaction_session_timeout')).rows[0].idle_in_transaction_session_timeout).toBe('1min');
-      for (const sql of ['SET idle_in_transaction_session_timeout = 0', "SET idle_in_transaction_session_timeout = '1h'", "SET statement_timeout = '400us'"]) {
+      expect(
+        (await c.query('SHOW idle_in_transaction_session_timeout')).rows[0].idle_in_transaction_session_timeout,
+      ).toBe('1min');
+      for (const sql of [
+        'SET idle_in_transaction_session_timeout = 0',
+        "SET idle_in_transaction_session_timeout = '1h'",
+        "SET statement_timeout = '400us'",
+      ]) {
         await expect(c.query(sql)).rejects.toMatchObject({ code: '42501' });
       }
       await c.query("SET idle_in_transaction_session_timeout = '10s'");
-      expect((await c.query('SHOW idle_in_transaction_session_timeout')).rows[0].idle_in_transaction_session_timeout).toBe('10s');
+      expect(
+        (await c.query('SHOW idle_in_transaction_session_timeout')).rows[0].idle_in_transaction_session_timeout,
+      ).toBe('10s');
       await c.query('RESET idle_in_transaction_session_timeout');
-      expect((await c.query('SHOW idle_in_transaction_session_timeout')).rows[0].idle_in_transaction_session_timeout).toBe('1min');
+      expect(
+        (await c.query('SHOW idle_in_transaction_session_timeout')).rows[0].idle_in_transaction_session_timeout,
+      ).toBe('1min');
     } finally {
       await c.end();
     }
@@ -210,8 +238,10 @@ describe('admission', () => {
     return out;
   }
 
-  it('idle unauthenticated connections never take a logged-in session\'s place', async () => {
-    const tp = await startTestProxy({ limits: { maxClientConnections: 2, maxUnauthenticated: 20, maxUnauthenticatedPerAddress: 20 } });
+  it("idle unauthenticated connections never take a logged-in session's place", async () => {
+    const tp = await startTestProxy({
+      limits: { maxClientConnections: 2, maxUnauthenticated: 20, maxUnauthenticatedPerAddress: 20 },
+    });
     const open: pg.Client[] = [];
     try {
       const idle = await idleSockets(tp, 10);
@@ -249,7 +279,10 @@ describe('admission', () => {
       const overAll = track(new RawClient(tp.proxy.port, '127.0.0.3'));
       await overAll.ready;
       expect(await overAll.until(() => overAll.error() !== undefined)).toBe(true);
-      expect(overAll.error()).toEqual({ code: '53300', message: 'too many connections not yet logged in (limits.maxUnauthenticated = 4)' });
+      expect(overAll.error()).toEqual({
+        code: '53300',
+        message: 'too many connections not yet logged in (limits.maxUnauthenticated = 4)',
+      });
       // Closing idle sockets frees their slots.
       for (const c of [...first, ...second]) c.destroy();
       await new Promise((r) => setTimeout(r, 100));

@@ -1,7 +1,15 @@
 // Token login through the real proxy: acceptance, every refusal by SQLSTATE, identity stamping and its protection.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
-import { connectPg, pgError, startTestProxy, superClient, testPg, type TestProxy, loginError } from '../helpers/proxy.ts';
+import {
+  connectPg,
+  pgError,
+  startTestProxy,
+  superClient,
+  testPg,
+  type TestProxy,
+  loginError,
+} from '../helpers/proxy.ts';
 
 let tp: TestProxy;
 beforeAll(async () => {
@@ -12,7 +20,14 @@ afterAll(async () => {
 });
 
 const now = () => Math.floor(Date.now() / 1000);
-const base = () => ({ sub: 'alice', role: 'analyst', iss: 'pgwarden-test', aud: 'pgwarden', iat: now(), exp: now() + 120 });
+const base = () => ({
+  sub: 'alice',
+  role: 'analyst',
+  iss: 'pgwarden-test',
+  aud: 'pgwarden',
+  iat: now(),
+  exp: now() + 120,
+});
 
 const refusedLogin = (password: string) => loginError(tp.pgConfig(password));
 
@@ -29,7 +44,15 @@ describe('login with a JWT as the password', () => {
                 current_setting('statement_timeout') AS st, pg_backend_pid() AS pid`,
       );
       const row = r.rows[0];
-      expect(row).toMatchObject({ sub: 'alice', agent: 'report-bot', tenant: 'acme', jti: 'jti-1', role: 'analyst', ro: 'on', st: '5s' });
+      expect(row).toMatchObject({
+        sub: 'alice',
+        agent: 'report-bot',
+        tenant: 'acme',
+        jti: 'jti-1',
+        role: 'analyst',
+        ro: 'on',
+        st: '5s',
+      });
       expect(row.app).toBe('pgwarden:alice/report-bot psql');
       expect(row.sid).toMatch(/^[0-9a-f-]{36}$/);
       // What pg_stat_activity shows an operator, read directly from Postgres.
@@ -67,7 +90,12 @@ describe('login with a JWT as the password', () => {
     ['not yet valid', () => tp.sign({ ...base(), nbf: now() + 600 }), '28P01', /not valid before|not yet valid/],
     ['not a JWT', async () => 'hunter2', '28P01', /not a JWT/],
     ['unknown role', () => tp.sign({ ...base(), role: 'dba' }), '28000', /role "dba"/],
-    ['missing sub', () => tp.sign({ role: 'analyst', iss: 'pgwarden-test', aud: 'pgwarden', iat: now(), exp: now() + 60 }), '28P01', /sub/],
+    [
+      'missing sub',
+      () => tp.sign({ role: 'analyst', iss: 'pgwarden-test', aud: 'pgwarden', iat: now(), exp: now() + 60 }),
+      '28P01',
+      /sub/,
+    ],
   ])('refuses a token: %s', async (_name, make, code, message) => {
     const token = await make();
     const err = await refusedLogin(token);
@@ -113,7 +141,13 @@ describe('login with a JWT as the password', () => {
 
   it('refuses startup options that could change identity or lexing', async () => {
     // Settings in options are judged as SET is (42501); other switches are refused before login (0A000).
-    for (const [options, code] of [['-c pgwarden.sub=mallory', '42501'], ['-c standard_conforming_strings=off', '42501'], ['--search-path=evil', '42501'], ['-P', '0A000'], ['-c x', '0A000']]) {
+    for (const [options, code] of [
+      ['-c pgwarden.sub=mallory', '42501'],
+      ['-c standard_conforming_strings=off', '42501'],
+      ['--search-path=evil', '42501'],
+      ['-P', '0A000'],
+      ['-c x', '0A000'],
+    ]) {
       const token = await tp.token();
       const err = await loginError({ ...tp.pgConfig(token), options } as pg.ClientConfig);
       expect([err.severity, err.code], options).toEqual(['FATAL', code]);
@@ -149,7 +183,9 @@ describe('the stamped identity cannot be changed by the client', () => {
     try {
       const err = await pgError(() => c.query(sql));
       expect(err.code).toBe('42501');
-      const r = await c.query(`SELECT current_setting('pgwarden.sub') AS sub, current_setting('application_name') AS app`);
+      const r = await c.query(
+        `SELECT current_setting('pgwarden.sub') AS sub, current_setting('application_name') AS app`,
+      );
       expect(r.rows[0].sub).toBe('alice');
       expect(r.rows[0].app).toMatch(/^pgwarden:alice/);
     } finally {
@@ -178,10 +214,21 @@ describe('brokered upstream', () => {
     // A dedicated upstream role, so changing its password cannot disturb suites running in parallel.
     const su = await superClient();
     const info = testPg();
-    await su.query(`DROP ROLE IF EXISTS pgwarden_flaky; CREATE ROLE pgwarden_flaky LOGIN PASSWORD 'right-password'; GRANT SELECT ON orders, customers TO pgwarden_flaky`);
+    await su.query(
+      `DROP ROLE IF EXISTS pgwarden_flaky; CREATE ROLE pgwarden_flaky LOGIN PASSWORD 'right-password'; GRANT SELECT ON orders, customers TO pgwarden_flaky`,
+    );
     const own = await startTestProxy({
       config: {
-        upstream: { host: info.host, port: info.port, database: 'app', user: 'pgwarden_flaky', password: 'right-password', sslmode: 'disable', sslRootCert: undefined, connectTimeout: 5_000 },
+        upstream: {
+          host: info.host,
+          port: info.port,
+          database: 'app',
+          user: 'pgwarden_flaky',
+          password: 'right-password',
+          sslmode: 'disable',
+          sslRootCert: undefined,
+          connectTimeout: 5_000,
+        },
       },
     });
     try {

@@ -61,7 +61,12 @@ async function spawnServer(args: string[]): Promise<Spawned> {
     env: { NODE_ENV: 'production' },
     stderr: 'pipe',
   });
-  const s: Spawned = { client: new Client({ name: 'pgwarden-test', version: '0.0.0' }), transport, pid: null, stderr: [] };
+  const s: Spawned = {
+    client: new Client({ name: 'pgwarden-test', version: '0.0.0' }),
+    transport,
+    pid: null,
+    stderr: [],
+  };
   transport.stderr?.on('data', (b: Buffer) => s.stderr.push(String(b)));
   spawned.push(s);
   // start() spawns before initialize is sent: the pid is known even when the handshake fails.
@@ -131,7 +136,10 @@ async function auditedRefusal(sql: string): Promise<Record<string, unknown>> {
     tp
       .auditLines()
       .map((l) => JSON.parse(l) as Record<string, unknown>)
-      .find((e) => e.event === 'statement' && e.agent === 'mcp-agent' && e.decision === 'deny' && String(e.sql).includes(sql));
+      .find(
+        (e) =>
+          e.event === 'statement' && e.agent === 'mcp-agent' && e.decision === 'deny' && String(e.sql).includes(sql),
+      );
   await until(() => find() !== undefined);
   return find()!;
 }
@@ -157,9 +165,15 @@ describe('@modelcontextprotocol/server-postgres (the reference server)', () => {
     const { resources } = await s.client.listResources(undefined, REQUEST);
     // Without a catalog filtered to the role, the agent sees names it may never read (secrets, canary).
     const names = resources.map((r) => r.name).sort();
-    const expected = (await su.query(`SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name`)).rows.map((r) => `"${r.table_name}" database schema`);
+    const expected = (
+      await su.query(
+        `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name`,
+      )
+    ).rows.map((r) => `"${r.table_name}" database schema`);
     expect(names).toEqual(expected.sort());
-    expect(names).toEqual(expect.arrayContaining(['"customers" database schema', '"orders" database schema', '"secrets" database schema']));
+    expect(names).toEqual(
+      expect.arrayContaining(['"customers" database schema', '"orders" database schema', '"secrets" database schema']),
+    );
     // The token never shows in what the server hands the agent.
     for (const r of resources) expect(r.uri).not.toContain(url.split(':')[2]!.split('@')[0]!);
   });
@@ -168,7 +182,10 @@ describe('@modelcontextprotocol/server-postgres (the reference server)', () => {
     const { resources } = await s.client.listResources(undefined, REQUEST);
     const customers = resources.find((r) => r.name === '"customers" database schema')!;
     const read = await s.client.readResource({ uri: customers.uri }, REQUEST);
-    const columns = JSON.parse((read.contents[0] as { text: string }).text) as { column_name: string; data_type: string }[];
+    const columns = JSON.parse((read.contents[0] as { text: string }).text) as {
+      column_name: string;
+      data_type: string;
+    }[];
     expect(columns.map((c) => c.column_name).sort()).toEqual(['created_at', 'email', 'id', 'name', 'ssn']);
   });
 
@@ -179,15 +196,25 @@ describe('@modelcontextprotocol/server-postgres (the reference server)', () => {
   });
 
   it('a denied column and a relation outside the role come back as readable MCP errors; the audit trail has the reason', async () => {
-    const col = await toolError(s.client.callTool({ name: 'query', arguments: { sql: 'SELECT name, ssn FROM public.customers' } }, undefined, REQUEST));
+    const col = await toolError(
+      s.client.callTool(
+        { name: 'query', arguments: { sql: 'SELECT name, ssn FROM public.customers' } },
+        undefined,
+        REQUEST,
+      ),
+    );
     expectReadableRefusal(col, /column public\.customers\.ssn/);
     expect(col).toMatch(/MCP error -32603/);
     expect((await auditedRefusal('SELECT name, ssn FROM public.customers')).refusal).toBe('scope_missing');
-    const rel = await toolError(s.client.callTool({ name: 'query', arguments: { sql: 'SELECT value FROM public.secrets' } }, undefined, REQUEST));
+    const rel = await toolError(
+      s.client.callTool({ name: 'query', arguments: { sql: 'SELECT value FROM public.secrets' } }, undefined, REQUEST),
+    );
     expectReadableRefusal(rel, /relation public\.secrets/);
     expect(rel).not.toMatch(/launch codes/);
     // The server's own BEGIN READ ONLY is not the guard here: pgwarden refuses the write before it reaches the database.
-    const del = await toolError(s.client.callTool({ name: 'query', arguments: { sql: 'DELETE FROM public.canary' } }, undefined, REQUEST));
+    const del = await toolError(
+      s.client.callTool({ name: 'query', arguments: { sql: 'DELETE FROM public.canary' } }, undefined, REQUEST),
+    );
     expectReadableRefusal(del, /DELETE writes to public\.canary/);
     expect(await canaryCount()).toBe(2);
     // The session is still usable after the refusals (the server rolls back and reuses its pooled connection).
@@ -198,20 +225,37 @@ describe('@modelcontextprotocol/server-postgres (the reference server)', () => {
   it('a result cut at maxRows arrives cut, with nothing saying so: the server drops the WARNING notice', async () => {
     const total = (await su.query('SELECT count(*)::int AS n FROM public.orders')).rows[0].n as number;
     expect(total).toBeGreaterThan(100);
-    const r = await s.client.callTool({ name: 'query', arguments: { sql: 'SELECT id FROM public.orders' } }, undefined, REQUEST);
+    const r = await s.client.callTool(
+      { name: 'query', arguments: { sql: 'SELECT id FROM public.orders' } },
+      undefined,
+      REQUEST,
+    );
     expect(JSON.parse(text(r))).toHaveLength(100);
     expect(text(r)).not.toMatch(/WARNING|truncat|max_rows/i);
   });
 
   it('pgwarden.scope and pgwarden.session through the query tool tell the agent what it may touch', async () => {
-    const scope = await s.client.callTool({ name: 'query', arguments: { sql: 'SELECT table_schema, table_name, column_name, data_type FROM pgwarden.scope' } }, undefined, REQUEST);
+    const scope = await s.client.callTool(
+      {
+        name: 'query',
+        arguments: { sql: 'SELECT table_schema, table_name, column_name, data_type FROM pgwarden.scope' },
+      },
+      undefined,
+      REQUEST,
+    );
     const rows = JSON.parse(text(scope)) as Record<string, unknown>[];
     expect(rows).toEqual(scopeRows);
     expect(rows.map((r) => `${r.table_name}.${r.column_name}`)).toContain('customers.email');
     expect(rows.map((r) => r.column_name)).not.toContain('ssn');
     expect(rows.map((r) => r.table_name)).not.toContain('secrets');
-    const session = await s.client.callTool({ name: 'query', arguments: { sql: 'SELECT role, sub, agent, read_only, max_rows FROM pgwarden.session' } }, undefined, REQUEST);
-    expect(JSON.parse(text(session))).toEqual([{ role: 'agent', sub: 'mcp-user', agent: 'mcp-agent', read_only: true, max_rows: expect.anything() }]);
+    const session = await s.client.callTool(
+      { name: 'query', arguments: { sql: 'SELECT role, sub, agent, read_only, max_rows FROM pgwarden.session' } },
+      undefined,
+      REQUEST,
+    );
+    expect(JSON.parse(text(session))).toEqual([
+      { role: 'agent', sub: 'mcp-user', agent: 'mcp-agent', read_only: true, max_rows: expect.anything() },
+    ]);
   });
 });
 
@@ -223,7 +267,11 @@ describe('@henkey/postgres-mcp-server', () => {
 
   /** The rows of a successful pg_execute_query select: the server prefixes its JSON with a sentence. */
   async function select(query: string): Promise<Record<string, unknown>[]> {
-    const r = await s.client.callTool({ name: 'pg_execute_query', arguments: { operation: 'select', query } }, undefined, REQUEST);
+    const r = await s.client.callTool(
+      { name: 'pg_execute_query', arguments: { operation: 'select', query } },
+      undefined,
+      REQUEST,
+    );
     const t = text(r);
     expect(r.isError, t).toBeFalsy();
     return JSON.parse(t.slice(t.indexOf('Results:\n') + 'Results:\n'.length)) as Record<string, unknown>[];
@@ -232,22 +280,42 @@ describe('@henkey/postgres-mcp-server', () => {
   it('lists its tools and the tables of information_schema, every base table in public', async () => {
     const tools = (await s.client.listTools(undefined, REQUEST)).tools.map((t) => t.name);
     expect(tools).toEqual(expect.arrayContaining(['pg_manage_schema', 'pg_execute_query', 'pg_execute_sql']));
-    const r = await s.client.callTool({ name: 'pg_manage_schema', arguments: { operation: 'get_info' } }, undefined, REQUEST);
+    const r = await s.client.callTool(
+      { name: 'pg_manage_schema', arguments: { operation: 'get_info' } },
+      undefined,
+      REQUEST,
+    );
     expect(r.isError, text(r)).toBeFalsy();
     const listed = JSON.parse(text(r).slice(text(r).indexOf('['))) as string[];
-    const expected = (await su.query(`SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name`)).rows.map((x) => x.table_name as string);
+    const expected = (
+      await su.query(
+        `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name`,
+      )
+    ).rows.map((x) => x.table_name as string);
     expect(listed).toEqual(expected);
     expect(listed).toEqual(expect.arrayContaining(['customers', 'orders', 'secrets']));
   });
 
   it('describes a table: columns from information_schema, constraints from pg_constraint, indexes from pg_index', async () => {
-    const r = await s.client.callTool({ name: 'pg_manage_schema', arguments: { operation: 'get_info', tableName: 'orders' } }, undefined, REQUEST);
+    const r = await s.client.callTool(
+      { name: 'pg_manage_schema', arguments: { operation: 'get_info', tableName: 'orders' } },
+      undefined,
+      REQUEST,
+    );
     expect(r.isError, text(r)).toBeFalsy();
-    const info = JSON.parse(text(r).slice(text(r).indexOf('{'))) as { columns: { name: string }[]; constraints: { type: string; definition: string }[]; indexes: { name: string }[] };
+    const info = JSON.parse(text(r).slice(text(r).indexOf('{'))) as {
+      columns: { name: string }[];
+      constraints: { type: string; definition: string }[];
+      indexes: { name: string }[];
+    };
     expect(info.columns.map((c) => c.name).sort()).toEqual(['created_at', 'customer_id', 'id', 'status', 'total']);
     expect(info.constraints.map((c) => c.type).sort()).toEqual(['FOREIGN KEY', 'PRIMARY KEY']);
     expect(info.indexes.map((i) => i.name)).toContain('orders_pkey');
-    const customers = await s.client.callTool({ name: 'pg_manage_schema', arguments: { operation: 'get_info', tableName: 'customers' } }, undefined, REQUEST);
+    const customers = await s.client.callTool(
+      { name: 'pg_manage_schema', arguments: { operation: 'get_info', tableName: 'customers' } },
+      undefined,
+      REQUEST,
+    );
     expect(text(customers)).toMatch(/"name": "ssn"/);
   });
 
@@ -256,16 +324,46 @@ describe('@henkey/postgres-mcp-server', () => {
   });
 
   it('a denied column, a relation outside the role and a write come back as readable tool errors; the audit trail has the reason', async () => {
-    const col = await toolError(s.client.callTool({ name: 'pg_execute_query', arguments: { operation: 'select', query: 'SELECT name, ssn FROM public.customers' } }, undefined, REQUEST));
+    const col = await toolError(
+      s.client.callTool(
+        {
+          name: 'pg_execute_query',
+          arguments: { operation: 'select', query: 'SELECT name, ssn FROM public.customers' },
+        },
+        undefined,
+        REQUEST,
+      ),
+    );
     expectReadableRefusal(col, /column public\.customers\.ssn/);
     expect((await auditedRefusal('SELECT name, ssn FROM public.customers')).refusal).toBe('scope_missing');
     // count wraps the agent's query in a subquery: still refused, still named.
-    const count = await toolError(s.client.callTool({ name: 'pg_execute_query', arguments: { operation: 'count', query: 'SELECT * FROM public.secrets' } }, undefined, REQUEST));
+    const count = await toolError(
+      s.client.callTool(
+        { name: 'pg_execute_query', arguments: { operation: 'count', query: 'SELECT * FROM public.secrets' } },
+        undefined,
+        REQUEST,
+      ),
+    );
     expectReadableRefusal(count, /relation public\.secrets/);
-    const del = await toolError(s.client.callTool({ name: 'pg_execute_sql', arguments: { sql: 'DELETE FROM public.canary' } }, undefined, REQUEST));
+    const del = await toolError(
+      s.client.callTool(
+        { name: 'pg_execute_sql', arguments: { sql: 'DELETE FROM public.canary' } },
+        undefined,
+        REQUEST,
+      ),
+    );
     expectReadableRefusal(del, /DELETE writes to public\.canary/);
     expect((await auditedRefusal('DELETE FROM public.canary')).refusal).toBe('policy_denied');
-    const create = await toolError(s.client.callTool({ name: 'pg_manage_schema', arguments: { operation: 'create_table', tableName: 'mcp_made', columns: [{ name: 'x', type: 'int' }] } }, undefined, REQUEST));
+    const create = await toolError(
+      s.client.callTool(
+        {
+          name: 'pg_manage_schema',
+          arguments: { operation: 'create_table', tableName: 'mcp_made', columns: [{ name: 'x', type: 'int' }] },
+        },
+        undefined,
+        REQUEST,
+      ),
+    );
     expect(create).toMatch(/pgwarden/);
     expect(await canaryCount()).toBe(2);
     expect((await su.query(`SELECT to_regclass('public.mcp_made') AS r`)).rows[0].r).toBeNull();
@@ -273,7 +371,9 @@ describe('@henkey/postgres-mcp-server', () => {
   });
 
   it('pgwarden.scope through pg_execute_query tells the agent what it may touch', async () => {
-    expect(await select('SELECT table_schema, table_name, column_name, data_type FROM pgwarden.scope')).toEqual(scopeRows);
+    expect(await select('SELECT table_schema, table_name, column_name, data_type FROM pgwarden.scope')).toEqual(
+      scopeRows,
+    );
     const [session] = await select('SELECT role, agent FROM pgwarden.session');
     expect(session).toEqual({ role: 'agent', agent: 'mcp-agent' });
   });
@@ -282,12 +382,25 @@ describe('@henkey/postgres-mcp-server', () => {
 describe('a role without catalog access', () => {
   it('the reference server cannot list tables (refused), and its query tool still answers pgwarden.scope', async () => {
     const token = await tp.token({ role: 'plain', sub: 'mcp-user', agent: 'mcp-plain' });
-    const s = await spawnServer([binOf('@modelcontextprotocol/server-postgres', 'mcp-server-postgres'), url.replace(/:[^:@]+@/, `:${encodeURIComponent(token)}@`)]);
-    await expect(s.client.listResources(undefined, REQUEST)).rejects.toThrow(/permission denied by pgwarden: .*information_schema/);
-    const denial = () => tp.auditLines().map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e.agent === 'mcp-plain' && e.decision === 'deny');
+    const s = await spawnServer([
+      binOf('@modelcontextprotocol/server-postgres', 'mcp-server-postgres'),
+      url.replace(/:[^:@]+@/, `:${encodeURIComponent(token)}@`),
+    ]);
+    await expect(s.client.listResources(undefined, REQUEST)).rejects.toThrow(
+      /permission denied by pgwarden: .*information_schema/,
+    );
+    const denial = () =>
+      tp
+        .auditLines()
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((e) => e.agent === 'mcp-plain' && e.decision === 'deny');
     await until(() => denial() !== undefined);
     expect(denial()!.refusal).toBe('policy_denied');
-    const scope = await s.client.callTool({ name: 'query', arguments: { sql: 'SELECT DISTINCT table_name FROM pgwarden.scope' } }, undefined, REQUEST);
+    const scope = await s.client.callTool(
+      { name: 'query', arguments: { sql: 'SELECT DISTINCT table_name FROM pgwarden.scope' } },
+      undefined,
+      REQUEST,
+    );
     expect(JSON.parse(text(scope))).toEqual([{ table_name: 'orders' }]);
   });
 });
@@ -303,7 +416,12 @@ describe('a token that expires under running servers', () => {
       spawnServer([binOf('@henkey/postgres-mcp-server', 'postgres-mcp'), '--connection-string', shortUrl]),
     ]);
     const refQuery = () => ref.client.callTool({ name: 'query', arguments: { sql: ALLOWED_SQL } }, undefined, REQUEST);
-    const henkeyQuery = () => henkey.client.callTool({ name: 'pg_execute_query', arguments: { operation: 'select', query: ALLOWED_SQL } }, undefined, REQUEST);
+    const henkeyQuery = () =>
+      henkey.client.callTool(
+        { name: 'pg_execute_query', arguments: { operation: 'select', query: ALLOWED_SQL } },
+        undefined,
+        REQUEST,
+      );
     // Both hold a pooled connection, idle, when the token expires.
     expect(JSON.parse(text(await refQuery()))).toEqual(allowedRows);
     expect(text(await henkeyQuery())).toMatch(/Retrieved 3 rows/);

@@ -38,15 +38,23 @@ async function ipv6Works(): Promise<boolean> {
     srv.listen(0, '::', () => {
       const port = (srv.address() as net.AddressInfo).port;
       const c = net.connect({ host: '::1', port });
-      c.once('connect', () => { c.destroy(); srv.close(); resolve(true); });
-      c.once('error', () => { srv.close(); resolve(false); });
+      c.once('connect', () => {
+        c.destroy();
+        srv.close();
+        resolve(true);
+      });
+      c.once('error', () => {
+        srv.close();
+        resolve(false);
+      });
     });
   });
 }
 
 describe('network binding (IPv4 listener)', () => {
   let tp: TestProxy;
-  const token = (role: string, networks?: string[]) => mintToken(tp.config.auth, { sub: 'alice', role, agent: 'test-agent', networks }, 60_000);
+  const token = (role: string, networks?: string[]) =>
+    mintToken(tp.config.auth, { sub: 'alice', role, agent: 'test-agent', networks }, 60_000);
   beforeAll(async () => {
     tp = await startTestProxy({ policy: POLICY });
   });
@@ -58,11 +66,18 @@ describe('network binding (IPv4 listener)', () => {
     const err = await loginError(tp.pgConfig(await token('bound'), { application_name: 'network-bound-probe' }));
     expect(err.code).toBe('28000');
     expect(err.severity).toBe('FATAL');
-    expect(err.message).toBe('token may not be used from address 127.0.0.1: it is outside the networks role "bound" is bound to');
+    expect(err.message).toBe(
+      'token may not be used from address 127.0.0.1: it is outside the networks role "bound" is bound to',
+    );
     expect(err.detail).toMatch(/^reason=network_denied/);
-    const refused = tp.auditLines().map((l) => JSON.parse(l)).filter((e) => e.event === 'login_refused' && e.refusal === 'network_denied');
+    const refused = tp
+      .auditLines()
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.event === 'login_refused' && e.refusal === 'network_denied');
     expect(refused.length).toBeGreaterThanOrEqual(1);
-    expect(tp.auditLines().some((l) => JSON.parse(l).event === 'session_start' && JSON.parse(l).role === 'bound')).toBe(false);
+    expect(tp.auditLines().some((l) => JSON.parse(l).event === 'session_start' && JSON.parse(l).role === 'bound')).toBe(
+      false,
+    );
   });
 
   it('a role bound to 127.0.0.1/32 logs in from it; a role without networks from anywhere', async () => {
@@ -84,11 +99,27 @@ describe('network binding (IPv4 listener)', () => {
 
   it('a malformed claim is refused as an invalid token (fail closed)', async () => {
     const now = Math.floor(Date.now() / 1000);
-    const bad = await tp.sign({ sub: 'alice', role: 'analyst', iss: 'pgwarden-test', aud: 'pgwarden', iat: now, exp: now + 60, pgwarden_networks: ['10.0.0.1/8'] });
+    const bad = await tp.sign({
+      sub: 'alice',
+      role: 'analyst',
+      iss: 'pgwarden-test',
+      aud: 'pgwarden',
+      iat: now,
+      exp: now + 60,
+      pgwarden_networks: ['10.0.0.1/8'],
+    });
     const err = await loginError(tp.pgConfig(bad));
     expect(err.code).toBe('28P01');
     expect(err.message).toMatch(/pgwarden_networks/);
-    const notList = await tp.sign({ sub: 'alice', role: 'analyst', iss: 'pgwarden-test', aud: 'pgwarden', iat: now, exp: now + 60, pgwarden_networks: '127.0.0.1/32' });
+    const notList = await tp.sign({
+      sub: 'alice',
+      role: 'analyst',
+      iss: 'pgwarden-test',
+      aud: 'pgwarden',
+      iat: now,
+      exp: now + 60,
+      pgwarden_networks: '127.0.0.1/32',
+    });
     expect((await loginError(tp.pgConfig(notList))).code).toBe('28P01');
   });
 
@@ -137,7 +168,9 @@ describe('network binding on a dual-stack listener (IPv4-mapped addresses)', () 
     expect(err.message).toMatch(/from address 127\.0\.0\.1:/);
     // An IPv4 network never admits an IPv6 client, nor the other way round.
     expect((await loginError(tp.pgConfig(await token('local'), { host: '::1' }))).message).toMatch(/from address ::1:/);
-    expect((await loginError(tp.pgConfig(await token('local6'), { host: '127.0.0.1' }))).message).toMatch(/from address 127\.0\.0\.1:/);
+    expect((await loginError(tp.pgConfig(await token('local6'), { host: '127.0.0.1' }))).message).toMatch(
+      /from address 127\.0\.0\.1:/,
+    );
     expect(await countOrders(tp.pgConfig(await token('local6'), { host: '::1' }))).toBeGreaterThan(0);
   });
 });

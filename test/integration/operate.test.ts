@@ -18,7 +18,9 @@ describe('revocation', () => {
     const token = await tp.token({ sub: 'mallory', jti: 'jti-revoke-me' });
     const c = new pg.Client(tp.pgConfig(token));
     await c.connect();
-    const ended = new Promise<{ code?: string; message: string }>((resolve) => c.once('error', (e) => resolve(e as never)));
+    const ended = new Promise<{ code?: string; message: string }>((resolve) =>
+      c.once('error', (e) => resolve(e as never)),
+    );
     const t0 = Date.now();
     await revoke(path.join(tp.dir, 'revocations.yaml'), { jti: 'jti-revoke-me', reason: 'compromised laptop' });
     const err = await ended;
@@ -48,8 +50,12 @@ describe('metrics and audit', () => {
     const text = await tp.proxy.metrics.registry.metrics();
     expect(text).toMatch(/pgwarden_logins_total\{result="ok",reason="ok"\} [1-9]/);
     expect(text).toMatch(/pgwarden_logins_total\{result="refused",reason="not_a_jwt"\} [1-9]/);
-    expect(text).toMatch(/pgwarden_statements_total\{role="analyst",decision="allow",kind="SelectStmt",reason=""\} [1-9]/);
-    expect(text).toMatch(/pgwarden_statements_total\{role="analyst",decision="deny",kind="DeleteStmt",reason="[a-z_]+"\} [1-9]/);
+    expect(text).toMatch(
+      /pgwarden_statements_total\{role="analyst",decision="allow",kind="SelectStmt",reason=""\} [1-9]/,
+    );
+    expect(text).toMatch(
+      /pgwarden_statements_total\{role="analyst",decision="deny",kind="DeleteStmt",reason="[a-z_]+"\} [1-9]/,
+    );
     expect(text).toMatch(/pgwarden_sessions_ended_total\{reason="client"\} [1-9]/);
     expect(text).toMatch(/pgwarden_policy_decision_seconds_count [1-9]/);
     expect(text).toMatch(/pgwarden_statement_duration_seconds_count\{outcome="ok"\} [1-9]/);
@@ -78,7 +84,9 @@ describe('metrics and audit', () => {
     await new Promise((r) => setTimeout(r, 200));
     const events = tp.auditLines().map((l) => JSON.parse(l));
     const mine = events.filter((e) => e.sub === 'audited');
-    expect(mine.some((e) => e.event === 'session_start' && e.agent === 'audit-bot' && e.jti === 'audit-jti')).toBe(true);
+    expect(mine.some((e) => e.event === 'session_start' && e.agent === 'audit-bot' && e.jti === 'audit-jti')).toBe(
+      true,
+    );
     const allowed = mine.find((e) => e.event === 'statement' && e.decision === 'allow' && /orders/.test(e.sql));
     expect(allowed).toBeDefined();
     const denied = mine.find((e) => e.event === 'statement' && e.decision === 'deny');

@@ -9,7 +9,8 @@ async function metricValue(tp: TestProxy, name: string, labels: Record<string, s
   const m = await tp.proxy.metrics.registry.getSingleMetric(name)?.get();
   let sum = 0;
   for (const v of m?.values ?? []) {
-    if (Object.entries(labels).every(([k, want]) => String((v.labels as Record<string, unknown>)[k]) === want)) sum += v.value;
+    if (Object.entries(labels).every(([k, want]) => String((v.labels as Record<string, unknown>)[k]) === want))
+      sum += v.value;
   }
   return sum;
 }
@@ -19,7 +20,8 @@ function fromAddress(localAddress: string): () => net.Socket {
   return () => {
     const s = new net.Socket();
     const connect = s.connect.bind(s) as (opts: net.TcpSocketConnectOpts) => net.Socket;
-    (s as unknown as { connect: (port: number, host: string) => net.Socket }).connect = (port, host) => connect({ port, host, localAddress });
+    (s as unknown as { connect: (port: number, host: string) => net.Socket }).connect = (port, host) =>
+      connect({ port, host, localAddress });
     return s;
   };
 }
@@ -43,7 +45,9 @@ function sendCancelFrom(port: number, pid: number, secret: number, localAddress:
 async function upstreamSessions(appPrefix: string): Promise<number> {
   const su = await superClient();
   try {
-    const r = await su.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1', [`${appPrefix}%`]);
+    const r = await su.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1', [
+      `${appPrefix}%`,
+    ]);
     return r.rows[0].n as number;
   } finally {
     await su.end();
@@ -66,7 +70,14 @@ async function start(opts: Parameters<typeof startTestProxy>[0]): Promise<TestPr
 describe('limits.loginFailuresPerMinute', () => {
   it('after N failed logins from one address its next login is refused with 53300 before the token is read; another address still logs in', async () => {
     const tp = await start({ limits: { loginFailuresPerMinute: 3 } });
-    const forged = await tp.sign({ sub: 'rl-forger', role: 'analyst', iss: 'pgwarden-test', aud: 'pgwarden', iat: Math.floor(Date.now() / 1000), exp: Math.floor(Date.now() / 1000) + 60 });
+    const forged = await tp.sign({
+      sub: 'rl-forger',
+      role: 'analyst',
+      iss: 'pgwarden-test',
+      aud: 'pgwarden',
+      iat: Math.floor(Date.now() / 1000),
+      exp: Math.floor(Date.now() / 1000) + 60,
+    });
     const bad = [`${forged.slice(0, -4)}AAAA`, 'not-a-token', await tp.token({ role: 'no-such-role' })];
     for (const password of bad) {
       const err = await loginError(tp.pgConfig(password));
@@ -84,7 +95,9 @@ describe('limits.loginFailuresPerMinute', () => {
     expect(await metricValue(tp, 'pgwarden_logins_total', { result: 'refused', reason: 'rate_limited' })).toBe(1);
 
     // From 127.0.0.2 the same kind of token logs in.
-    const other = await connectPg(tp, await tp.token({ sub: 'rl-other-address' }), { stream: fromAddress('127.0.0.2') });
+    const other = await connectPg(tp, await tp.token({ sub: 'rl-other-address' }), {
+      stream: fromAddress('127.0.0.2'),
+    });
     clients.push(other);
     expect((await other.query('SELECT 1 AS one')).rows[0].one).toBe(1);
     expect(await upstreamSessions('pgwarden:rl-other-address')).toBe(1);
@@ -94,13 +107,16 @@ describe('limits.loginFailuresPerMinute', () => {
     const limited = audit.filter((e) => e.event === 'login_refused' && e.reason === 'login_failures_exceeded');
     expect(limited).toHaveLength(1);
     expect(limited[0]).toMatchObject({ clientAddress: '127.0.0.1', sqlstate: '53300' });
-    expect(tp.logs.join('')).toContain('too many failed logins from this address (limits.loginFailuresPerMinute = 3): its connections are refused for');
+    expect(tp.logs.join('')).toContain(
+      'too many failed logins from this address (limits.loginFailuresPerMinute = 3): its connections are refused for',
+    );
   });
 
-  it('refusals by pgwarden\'s own limits (per-subject sessions) are not counted as failed logins', async () => {
+  it("refusals by pgwarden's own limits (per-subject sessions) are not counted as failed logins", async () => {
     const tp = await start({ limits: { loginFailuresPerMinute: 2, maxSessionsPerSub: 1 } });
     clients.push(await connectPg(tp, await tp.token({ sub: 'rl-busy' })));
-    for (let i = 0; i < 4; i++) expect((await loginError(tp.pgConfig(await tp.token({ sub: 'rl-busy' })))).code).toBe('53300');
+    for (let i = 0; i < 4; i++)
+      expect((await loginError(tp.pgConfig(await tp.token({ sub: 'rl-busy' })))).code).toBe('53300');
     const c = await connectPg(tp, await tp.token({ sub: 'rl-another' }));
     clients.push(c);
     expect(await metricValue(tp, 'pgwarden_rate_limited_total', { limit: 'login_failures' })).toBe(0);
@@ -114,7 +130,8 @@ describe('limits.cancelRequestsPerMinute', () => {
     clients.push(c);
     const key = c as unknown as { processID: number; secretKey: number };
     // Wrong secrets: within the rate they are simply unknown keys; past it they are not even looked at.
-    for (let i = 0; i < 20; i++) await sendCancelFrom(tp.proxy.port, key.processID, key.secretKey ^ (i + 1), '127.0.0.1');
+    for (let i = 0; i < 20; i++)
+      await sendCancelFrom(tp.proxy.port, key.processID, key.secretKey ^ (i + 1), '127.0.0.1');
     expect(await metricValue(tp, 'pgwarden_rate_limited_total', { limit: 'cancel_requests' })).toBe(15);
 
     const slow = c.query('SELECT count(*) FROM orders a, orders b, orders c, orders d');
@@ -137,7 +154,10 @@ describe('limits.cancelRequestsPerMinute', () => {
 async function activeQueries(appPrefix: string): Promise<number> {
   const su = await superClient();
   try {
-    const r = await su.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1 AND state = 'active'", [`${appPrefix}%`]);
+    const r = await su.query(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1 AND state = 'active'",
+      [`${appPrefix}%`],
+    );
     return r.rows[0].n as number;
   } finally {
     await su.end();
@@ -167,7 +187,9 @@ describe('limits.maxUpstreamConnections', () => {
   it('0 derives the cap from the server at startup and logs how', async () => {
     const su = await superClient();
     const max = Number((await su.query("SELECT current_setting('max_connections') AS v")).rows[0].v);
-    const reserved = Number((await su.query("SELECT current_setting('superuser_reserved_connections') AS v")).rows[0].v);
+    const reserved = Number(
+      (await su.query("SELECT current_setting('superuser_reserved_connections') AS v")).rows[0].v,
+    );
     await su.end();
     const tp = await start({ limits: { maxUpstreamConnections: 0 } });
     const cap = await metricValue(tp, 'pgwarden_upstream_connections_max');
@@ -181,7 +203,9 @@ describe('limits.maxUpstreamConnections', () => {
 describe('upstream role settings', () => {
   it('warns once at startup, naming the missing settings and the ALTER ROLE to run', async () => {
     const tp = await start({});
-    const warnings = tp.logs.map((l) => JSON.parse(l) as { level: number; msg: string; sql?: string }).filter((l) => l.msg.includes('lacks settings a DBA should set'));
+    const warnings = tp.logs
+      .map((l) => JSON.parse(l) as { level: number; msg: string; sql?: string })
+      .filter((l) => l.msg.includes('lacks settings a DBA should set'));
     expect(warnings).toHaveLength(1);
     // The test server sets none of them on the pgwarden role.
     expect(warnings[0]?.msg).toContain('temp_file_limit');

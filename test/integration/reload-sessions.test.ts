@@ -27,10 +27,10 @@ async function setPolicy(text: string): Promise<void> {
 }
 
 const CAP_10 = DEFAULT_POLICY.replace('maxRows: 100', 'maxRows: 10');
-const NO_CUSTOMERS = DEFAULT_POLICY.replace('relations: [public.orders, public.customers]', 'relations: [public.orders]').replace(
-  '    deniedColumns: { public.customers: [ssn] }\n',
-  '',
-);
+const NO_CUSTOMERS = DEFAULT_POLICY.replace(
+  'relations: [public.orders, public.customers]',
+  'relations: [public.orders]',
+).replace('    deniedColumns: { public.customers: [ssn] }\n', '');
 const WRITER_NO_CANARY = DEFAULT_POLICY.replace('relations: [public.canary] }', 'relations: [public.orders] }');
 const TIMEOUT_2S = DEFAULT_POLICY.replace('statementTimeout: 5s', 'statementTimeout: 2s');
 
@@ -68,7 +68,12 @@ class RawClient {
     const sock = net.connect(port, '127.0.0.1');
     await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject));
     const c = new RawClient(sock);
-    sock.write(startupPacket([['user', 'alice'], ['database', 'app']]));
+    sock.write(
+      startupPacket([
+        ['user', 'alice'],
+        ['database', 'app'],
+      ]),
+    );
     await c.next((m) => m.type === 'R');
     sock.write(typed('p', new Bytes().cstr(token)));
     await c.untilReady();
@@ -184,7 +189,15 @@ function collectNotices(c: pg.Client): string[] {
 }
 
 function pgjs(token: string) {
-  return postgres({ host: '127.0.0.1', port: tp.proxy.port, user: 'alice', database: 'app', pass: token, max: 1, onnotice: () => {} });
+  return postgres({
+    host: '127.0.0.1',
+    port: tp.proxy.port,
+    user: 'alice',
+    database: 'app',
+    pass: token,
+    max: 1,
+    onnotice: () => {},
+  });
 }
 
 async function copyLines(sql: ReturnType<typeof pgjs>, text: string): Promise<number> {
@@ -450,7 +463,9 @@ describe('stamped settings', () => {
     await c.connect();
     try {
       const gone = ended(c);
-      await setPolicy(DEFAULT_POLICY.replace('statementTimeout: 5s', 'statementTimeout: 5s\n    idleInTransactionTimeout: 30s'));
+      await setPolicy(
+        DEFAULT_POLICY.replace('statementTimeout: 5s', 'statementTimeout: 5s\n    idleInTransactionTimeout: 30s'),
+      );
       expect((await gone).code).toBe('57P01');
     } finally {
       await c.end().catch(() => {});

@@ -14,7 +14,6 @@ afterAll(async () => {
   await tp?.close();
 });
 
-
 /** Replaces the policy file the way editors do (write a temp file, rename over). */
 function writePolicy(text: string): void {
   writeFileSync(tp.policyFile + '.tmp', text);
@@ -27,7 +26,12 @@ describe('policy hot reload', () => {
     try {
       expect((await pgError(() => c.query('SELECT value FROM secrets'))).code).toBe('42501');
       const v1 = tp.proxy.store.version;
-      writePolicy(DEFAULT_POLICY.replace('relations: [public.orders, public.customers]', 'relations: [public.orders, public.customers, public.secrets]'));
+      writePolicy(
+        DEFAULT_POLICY.replace(
+          'relations: [public.orders, public.customers]',
+          'relations: [public.orders, public.customers, public.secrets]',
+        ),
+      );
       await until(() => tp.proxy.store.version > v1);
       expect((await c.query('SELECT count(*)::int AS n FROM secrets')).rows[0].n).toBe(2);
 
@@ -53,7 +57,9 @@ describe('policy hot reload', () => {
       const q = { name: 'orders-count', text: 'SELECT count(*)::int AS n FROM orders WHERE id > $1', values: [0] };
       expect((await c.query(q)).rows[0].n).toBe(500);
       const v = tp.proxy.store.version;
-      writePolicy(DEFAULT_POLICY.replace('relations: [public.orders, public.customers]', 'relations: [public.customers]'));
+      writePolicy(
+        DEFAULT_POLICY.replace('relations: [public.orders, public.customers]', 'relations: [public.customers]'),
+      );
       await until(() => tp.proxy.store.version > v);
       expect((await pgError(() => c.query(q))).code).toBe('42501');
     } finally {
@@ -66,7 +72,9 @@ describe('policy hot reload', () => {
   it('a session whose role disappeared is ended with a clear FATAL', async () => {
     const c = new pg.Client(tp.pgConfig(await tp.token({ role: 'capped' })));
     await c.connect();
-    const ended = new Promise<{ code?: string; message: string }>((resolve) => c.once('error', (e) => resolve(e as never)));
+    const ended = new Promise<{ code?: string; message: string }>((resolve) =>
+      c.once('error', (e) => resolve(e as never)),
+    );
     writePolicy(DEFAULT_POLICY.replace(/ {2}capped:[\s\S]*?(?= {2}writer:)/, ''));
     const err = await ended;
     expect(err.code).toBe('57P01');

@@ -5,7 +5,12 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { createMetrics, registerRevocationMetrics } from '../../proxy/metrics.ts';
-import { REVOCATION_TABLE_SQL, revocationListenerNotReady, TableRevocations, type TableRevocationsOptions } from '../../proxy/revocation/table.ts';
+import {
+  REVOCATION_TABLE_SQL,
+  revocationListenerNotReady,
+  TableRevocations,
+  type TableRevocationsOptions,
+} from '../../proxy/revocation/table.ts';
 import type { RevocationChange } from '../../proxy/revocation/source.ts';
 import { startTestProxy } from '../helpers/proxy.ts';
 import { until } from '../helpers/until.ts';
@@ -26,7 +31,14 @@ const extraClients: pg.Client[] = [];
 
 const connection = (): pg.ClientConfig => {
   const info = inject('pg');
-  return { host: info.host, port: info.port, user: 'pgwarden', password: info.upstreamPassword, database: 'app', application_name: APP };
+  return {
+    host: info.host,
+    port: info.port,
+    user: 'pgwarden',
+    password: info.upstreamPassword,
+    database: 'app',
+    application_name: APP,
+  };
 };
 
 async function start(opts: Partial<TableRevocationsOptions> = {}): Promise<TableRevocations> {
@@ -93,7 +105,9 @@ describe('incremental reads', () => {
     await until(() => src.stats.incrementalReads > before.incrementalReads, 2_000);
     expect(src.stats.fullReads).toBe(before.fullReads);
     // Only the new row is reported (the 100 old ones were not read again).
-    expect(changes).toEqual([{ source: 'table', entries: 101, added: [{ jti: 'fresh', reason: 'leaked' }], removed: [] }]);
+    expect(changes).toEqual([
+      { source: 'table', entries: 101, added: [{ jti: 'fresh', reason: 'leaked' }], removed: [] },
+    ]);
   });
 
   it('a transaction that commits after a later one was read is still picked up (the watermark is the snapshot xmin)', async () => {
@@ -114,7 +128,10 @@ describe('incremental reads', () => {
     await admin.query(`INSERT INTO ${T} (agent, reason) VALUES ('bot-a', 'runaway')`);
     const src = await start({ minFullReadIntervalMs: 60_000 });
     await admin.query(`UPDATE ${T} SET agent = 'bot-b' WHERE agent = 'bot-a'`);
-    await until(() => src.match(id({ agent: 'bot-b' })) !== undefined && src.match(id({ agent: 'bot-a' })) === undefined, 2_000);
+    await until(
+      () => src.match(id({ agent: 'bot-b' })) !== undefined && src.match(id({ agent: 'bot-a' })) === undefined,
+      2_000,
+    );
     expect(src.stats.fullReads).toBe(2);
   });
 
@@ -166,7 +183,9 @@ describe('notification storms', () => {
 
 describe('full reads', () => {
   it('pages through a large table while the old index serves, then sweeps what was deleted', async () => {
-    await admin.query(`INSERT INTO ${T} (jti, reason, expires_at) SELECT 'bulk-' || g, 'bulk', now() + interval '1 day' FROM generate_series(1, 20000) g`);
+    await admin.query(
+      `INSERT INTO ${T} (jti, reason, expires_at) SELECT 'bulk-' || g, 'bulk', now() + interval '1 day' FROM generate_series(1, 20000) g`,
+    );
     await admin.query(`INSERT INTO ${T} (jti, expires_at) VALUES ('expired', now() - interval '1 second')`);
     const src = await start({ pageSize: 1_000 });
     expect(src.size).toBe(20_000);
@@ -264,11 +283,15 @@ describe('listener health', () => {
     const metrics = createMetrics({ collectDefault: false });
     const onRead = registerRevocationMetrics(metrics, () => [src.health()]);
     onRead({ source: 'table', kind: 'full', ok: true, ms: 1 });
-    const up = async () => /^pgwarden_revocation_listener_up\{source="table"\} (\d)$/m.exec(await metrics.registry.metrics())?.[1];
+    const up = async () =>
+      /^pgwarden_revocation_listener_up\{source="table"\} (\d)$/m.exec(await metrics.registry.metrics())?.[1];
     expect(await up()).toBe('1');
     expect(revocationListenerNotReady([src], Date.now(), 0)).toBeUndefined();
     const changes: RevocationChange[] = [];
-    const killed = await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [APP]);
+    const killed = await admin.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`,
+      [APP],
+    );
     expect(killed.rows.length).toBe(1);
     await until(() => !src.connected, 2_000);
     // The last list stays in force while down; a revocation made meanwhile is told to listeners on reconnect (so
@@ -284,13 +307,15 @@ describe('listener health', () => {
     await until(() => src.connected, 5_000);
     expect(await up()).toBe('1');
     expect(src.match(id({ agent: 'while-down' }))).toEqual({ reason: 'runaway' });
-    expect(changes).toEqual([{ source: 'table', entries: 1, added: [{ agent: 'while-down', reason: 'runaway' }], removed: [] }]);
+    expect(changes).toEqual([
+      { source: 'table', entries: 1, added: [{ agent: 'while-down', reason: 'runaway' }], removed: [] },
+    ]);
     expect(revocationListenerNotReady([src], Date.now(), 0)).toBeUndefined();
   });
 });
 
 describe('wired into pgwarden', () => {
-  it('/metrics exports both sources\' state and reads, and /readyz is ready with the listener up', async () => {
+  it("/metrics exports both sources' state and reads, and /readyz is ready with the listener up", async () => {
     const tp = await startTestProxy({
       config: {
         metrics: { host: '127.0.0.1', port: 0 },
@@ -307,7 +332,9 @@ describe('wired into pgwarden', () => {
       expect(text).toMatch(/^pgwarden_revocation_entries\{source="table"\} 1$/m);
       // At least one: another test file may terminate every 'pgwarden:revocations' backend, causing a reconnect.
       expect(text).toMatch(/^pgwarden_revocation_reads_total\{source="table",kind="full",result="ok"\} [1-9]\d*$/m);
-      expect(text).toMatch(/^pgwarden_revocation_reads_total\{source="table",kind="incremental",result="ok"\} [1-9]\d*$/m);
+      expect(text).toMatch(
+        /^pgwarden_revocation_reads_total\{source="table",kind="incremental",result="ok"\} [1-9]\d*$/m,
+      );
       expect(text).toMatch(/^pgwarden_revocation_notifications_total [1-9]\d*$/m);
       const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
       expect(ready.status).toBe(200);

@@ -46,7 +46,9 @@ function probeLogins(tp: TestProxy, token: string): { stop: () => Promise<Set<st
 
 async function readErrors(tp: TestProxy): Promise<number> {
   const m = await tp.proxy.metrics.registry.getSingleMetric('pgwarden_revocation_reads_total')?.get();
-  return (m?.values ?? []).filter((v) => v.labels['source'] === 'file' && v.labels['result'] === 'error').reduce((n, v) => n + v.value, 0);
+  return (m?.values ?? [])
+    .filter((v) => v.labels['source'] === 'file' && v.labels['result'] === 'error')
+    .reduce((n, v) => n + v.value, 0);
 }
 
 async function fileUp(tp: TestProxy): Promise<number | undefined> {
@@ -73,7 +75,10 @@ describe('a YAML revocation file rewritten in place', () => {
   beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-settle-'));
     file = path.join(dir, 'revocations.yaml');
-    writeFileSync(file, 'revoked:\n  - { jti: jti-old-1 }\n  - { jti: jti-to-remove }\n  - { jti: jti-revoked, reason: leaked }\n');
+    writeFileSync(
+      file,
+      'revoked:\n  - { jti: jti-old-1 }\n  - { jti: jti-to-remove }\n  - { jti: jti-revoked, reason: leaked }\n',
+    );
     tp = await startTestProxy({ deps: { watchPolicy: true }, config: { revocation: { file, table: undefined } } });
   });
   afterAll(async () => {
@@ -85,7 +90,8 @@ describe('a YAML revocation file rewritten in place', () => {
     const revoked = await tp.token({ sub: 'settle-user', jti: 'jti-revoked' });
     expect((await login(tp, revoked)).code).toBe('28000');
     // The new list drops jti-to-remove and adds jti-added; cut before jti-revoked, its first half is a valid list without it.
-    const full = 'revoked:\n  - { jti: jti-old-1 }\n  - { jti: jti-added, reason: rotated }\n  - { jti: jti-revoked, reason: leaked }\n';
+    const full =
+      'revoked:\n  - { jti: jti-old-1 }\n  - { jti: jti-added, reason: rotated }\n  - { jti: jti-revoked, reason: leaked }\n';
     const cut = full.indexOf('  - { jti: jti-revoked');
     expect(cut).toBeGreaterThan(0);
     const errorsBefore = await readErrors(tp);
@@ -109,7 +115,12 @@ describe('a YAML revocation file rewritten in place', () => {
   it('a file that never settles keeps the entries in force, warns and counts a failed read; its last version applies once it stops', async () => {
     writeFileSync(path.join(dir, 'next.yaml'), 'revoked:\n  - { jti: jti-keep, reason: kept }\n');
     renameSync(path.join(dir, 'next.yaml'), file);
-    await until(() => tp.proxy.revocations.match(id('jti-keep')) !== undefined && tp.proxy.revocations.match(id('jti-old-1')) === undefined, 5_000);
+    await until(
+      () =>
+        tp.proxy.revocations.match(id('jti-keep')) !== undefined &&
+        tp.proxy.revocations.match(id('jti-old-1')) === undefined,
+      5_000,
+    );
     const kept = await tp.token({ sub: 'settle-user', jti: 'jti-keep' });
     const errorsBefore = await readErrors(tp);
     const logsBefore = tp.logs.length;
@@ -130,7 +141,9 @@ describe('a YAML revocation file rewritten in place', () => {
     expect(upDuring).toBe(0);
     // Writing stopped: the reload still queued reads the last version, which now settles.
     await until(() => tp.proxy.revocations.match(id('jti-keep')) === undefined, 5_000);
-    expect(tp.proxy.revocations.match(id('jti-churn-0')) ?? tp.proxy.revocations.match(id('jti-churn-1'))).toBeDefined();
+    expect(
+      tp.proxy.revocations.match(id('jti-churn-0')) ?? tp.proxy.revocations.match(id('jti-churn-1')),
+    ).toBeDefined();
     await until(async () => (await fileUp(tp)) === 1, 2_000);
   }, 30_000);
 });

@@ -45,7 +45,13 @@ describe('every row the table accepts revokes', () => {
     const logs: string[] = [];
     const info = inject('pg');
     src = await TableRevocations.open({
-      connection: { host: info.host, port: info.port, user: 'pgwarden', password: info.upstreamPassword, database: 'app' },
+      connection: {
+        host: info.host,
+        port: info.port,
+        user: 'pgwarden',
+        password: info.upstreamPassword,
+        database: 'app',
+      },
       schema: SCHEMA,
       table: TABLE,
       refreshMs: 0,

@@ -19,7 +19,14 @@ let sources: TableRevocations[] = [];
 async function start(opts: { refreshMs?: number } = {}): Promise<TableRevocations> {
   const info = inject('pg');
   const src = await TableRevocations.open({
-    connection: { host: info.host, port: info.port, user: 'pgwarden', password: info.upstreamPassword, database: 'app', application_name: 'pgwarden:revocations' },
+    connection: {
+      host: info.host,
+      port: info.port,
+      user: 'pgwarden',
+      password: info.upstreamPassword,
+      database: 'app',
+      application_name: 'pgwarden:revocations',
+    },
     schema: SCHEMA,
     table: TABLE,
     // The safety net is off by default here so the tests prove NOTIFY (and reconnect) do the work.
@@ -57,7 +64,13 @@ describe('TableRevocations', () => {
     await expect(admin.query(`INSERT INTO ${T} (jti, sub) VALUES ('a', 'b')`)).rejects.toThrow(/revocations_one_key/);
     await expect(admin.query(`INSERT INTO ${T} (reason) VALUES ('none')`)).rejects.toThrow(/revocations_one_key/);
     const info = inject('pg');
-    const c = new pg.Client({ host: info.host, port: info.port, user: 'pgwarden', password: info.upstreamPassword, database: 'app' });
+    const c = new pg.Client({
+      host: info.host,
+      port: info.port,
+      user: 'pgwarden',
+      password: info.upstreamPassword,
+      database: 'app',
+    });
     await c.connect();
     try {
       await expect(c.query(`DELETE FROM ${T}`)).rejects.toThrow(/permission denied/);
@@ -82,12 +95,19 @@ describe('TableRevocations', () => {
     src.onChange((c) => changes.push(c));
     expect(src.match(id())).toBeUndefined();
     const t0 = Date.now();
-    await admin.query(`INSERT INTO ${T} (jti, reason, expires_at) VALUES ('jti-table-1', 'leaked', now() + interval '1 hour')`);
+    await admin.query(
+      `INSERT INTO ${T} (jti, reason, expires_at) VALUES ('jti-table-1', 'leaked', now() + interval '1 hour')`,
+    );
     await until(() => src.match(id()) !== undefined, 1_000);
     expect(Date.now() - t0).toBeLessThan(1_000);
     expect(src.match(id())).toEqual({ reason: 'leaked' });
     expect(changes).toHaveLength(1);
-    expect(changes[0]).toMatchObject({ source: 'table', entries: 1, added: [{ jti: 'jti-table-1', reason: 'leaked' }], removed: [] });
+    expect(changes[0]).toMatchObject({
+      source: 'table',
+      entries: 1,
+      added: [{ jti: 'jti-table-1', reason: 'leaked' }],
+      removed: [],
+    });
     expect(changes[0]?.added[0]?.expiresAt).toMatch(/^\d{4}-\d\d-\d\dT/);
 
     await admin.query(`DELETE FROM ${T} WHERE jti = 'jti-table-1'`);
@@ -128,7 +148,13 @@ describe('TableRevocations', () => {
     const info = inject('pg');
     await expect(
       TableRevocations.open({
-        connection: { host: info.host, port: info.port, user: 'pgwarden', password: info.upstreamPassword, database: 'app' },
+        connection: {
+          host: info.host,
+          port: info.port,
+          user: 'pgwarden',
+          password: info.upstreamPassword,
+          database: 'app',
+        },
         schema: SCHEMA,
         table: 'no_such_table',
         refreshMs: 0,

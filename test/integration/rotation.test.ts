@@ -63,8 +63,15 @@ describe('upstream password rotation', () => {
     tp = await startTestProxy({
       config: {
         upstream: {
-          host: info.host, port: info.port, database: SAMPLE_DATABASE, user: ROLE,
-          password: 'first-password', passwordFile, sslmode: 'disable', sslRootCert: undefined, connectTimeout: 5_000,
+          host: info.host,
+          port: info.port,
+          database: SAMPLE_DATABASE,
+          user: ROLE,
+          password: 'first-password',
+          passwordFile,
+          sslmode: 'disable',
+          sslRootCert: undefined,
+          connectTimeout: 5_000,
         },
       },
       deps: { watchSecrets: true },
@@ -116,7 +123,15 @@ describe('upstream password rotation', () => {
       await open.end();
     }
     // The old password is gone from the server, and pgwarden logs in with the new one.
-    const direct = await pgError(() => selectOne({ host: testPg().host, port: testPg().port, user: ROLE, password: 'first-password', database: SAMPLE_DATABASE }));
+    const direct = await pgError(() =>
+      selectOne({
+        host: testPg().host,
+        port: testPg().port,
+        user: ROLE,
+        password: 'first-password',
+        database: SAMPLE_DATABASE,
+      }),
+    );
     expect(direct.code).toBe('28P01');
     await selectOne(tp.pgConfig(await tp.token()));
   });
@@ -157,7 +172,9 @@ describe('upstream password rotation', () => {
       expect(await reloads(tp, 'upstream_password', 'failed')).toBeGreaterThan(before);
       await selectOne(tp.pgConfig(await tp.token()));
     }
-    expect(tp.logs.join('')).toMatch(/upstream_password not reloaded, the one in use is kept: the file it names is writable by its group/);
+    expect(tp.logs.join('')).toMatch(
+      /upstream_password not reloaded, the one in use is kept: the file it names is writable by its group/,
+    );
     expect(tp.logs.join('')).not.toMatch(/intruder-password/);
     writeAtomically(passwordFile, 'third-password\n');
   });
@@ -167,7 +184,10 @@ describe('verification key rotation with an overlap', () => {
   let tp: TestProxy;
   let offset = 0;
   beforeAll(async () => {
-    tp = await startTestProxy({ auth: { keyOverlap: 60_000 }, deps: { watchSecrets: true, now: () => Date.now() + offset } });
+    tp = await startTestProxy({
+      auth: { keyOverlap: 60_000 },
+      deps: { watchSecrets: true, now: () => Date.now() + offset },
+    });
   });
   afterAll(async () => {
     await tp?.close();
@@ -198,7 +218,10 @@ describe('verification key rotation with an overlap', () => {
     expect(stranger.code).toBe('28P01');
 
     // A secret too short to be safe, or one others may write, is refused; the new key stays in use.
-    for (const [bytes, mode] of [[Buffer.from('short'), 0o600], [Buffer.from(randomBytes(32).toString('base64url')), 0o602]] as const) {
+    for (const [bytes, mode] of [
+      [Buffer.from('short'), 0o600],
+      [Buffer.from(randomBytes(32).toString('base64url')), 0o602],
+    ] as const) {
       const failed = await reloads(tp, 'verification_key', 'failed');
       writeAtomically(tp.config.auth.secretFile as string, bytes, mode);
       await reloaded(tp, 'verification_key', 'failed', failed);
@@ -240,7 +263,25 @@ describe.skipIf(!openssl)('TLS pair rotation', () => {
   const makePair = (name: string): { cert: string; key: string } => {
     const key = path.join(dir, `${name}.key`);
     const cert = path.join(dir, `${name}.crt`);
-    const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', `/CN=${name}`, '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1']);
+    const r = spawnSync('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      `/CN=${name}`,
+      '-addext',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    ]);
     if (r.status !== 0) throw new Error(String(r.stderr));
     return { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8') };
   };
@@ -252,7 +293,11 @@ describe.skipIf(!openssl)('TLS pair rotation', () => {
     second = makePair('second');
     writeAtomically(certFile(), first.cert, 0o644);
     writeAtomically(keyFile(), first.key);
-    tp = await startTestProxy({ listen: { tls: { certFile: certFile(), keyFile: keyFile() } }, auth: { allowCleartext: 'never' }, deps: { watchSecrets: true } });
+    tp = await startTestProxy({
+      listen: { tls: { certFile: certFile(), keyFile: keyFile() } },
+      auth: { allowCleartext: 'never' },
+      deps: { watchSecrets: true },
+    });
   });
   afterAll(async () => {
     await tp?.close();
@@ -274,7 +319,9 @@ describe.skipIf(!openssl)('TLS pair rotation', () => {
 
       await selectOne(tp.pgConfig(await tp.token(), { ssl: { ca: second.cert, servername: 'localhost' } }));
       // A client that trusts only the old certificate no longer completes a handshake.
-      const refused = await pgError(async () => selectOne(tp.pgConfig(await tp.token(), { ssl: { ca: first.cert, servername: 'localhost' } })));
+      const refused = await pgError(async () =>
+        selectOne(tp.pgConfig(await tp.token(), { ssl: { ca: first.cert, servername: 'localhost' } })),
+      );
       expect(refused.message).toMatch(/certificate|self.signed/i);
       expect((await open.query('SELECT 1 AS one')).rows[0].one).toBe(1);
     } finally {

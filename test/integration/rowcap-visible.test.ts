@@ -21,9 +21,15 @@ afterAll(async () => {
 });
 
 /** Runs a program to completion without blocking the event loop (the proxy runs in this process). */
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = execFile(cmd, args, { env, timeout: 50_000, encoding: 'utf8' }, (_err, stdout, stderr) => resolve({ code: child.exitCode, stdout, stderr }));
+    const child = execFile(cmd, args, { env, timeout: 50_000, encoding: 'utf8' }, (_err, stdout, stderr) =>
+      resolve({ code: child.exitCode, stdout, stderr }),
+    );
   });
 }
 
@@ -35,7 +41,9 @@ describe('node-postgres', () => {
     try {
       const r = await c.query(CAPPED_SQL);
       expect([r.rows.length, r.rowCount, r.command]).toEqual([100, 100, 'SELECT']);
-      expect(notices.map((n) => [n.code, n.severity, n.message, n.detail])).toEqual([['01000', 'WARNING', 'pgwarden truncated the result at 100 rows', DETAIL]]);
+      expect(notices.map((n) => [n.code, n.severity, n.message, n.detail])).toEqual([
+        ['01000', 'WARNING', 'pgwarden truncated the result at 100 rows', DETAIL],
+      ]);
       // The extended protocol the same way.
       await c.query({ text: 'SELECT id FROM orders WHERE id > $1', values: [0] });
       expect(notices).toHaveLength(2);
@@ -52,7 +60,11 @@ describe('node-postgres', () => {
     } finally {
       await c.end();
     }
-    const end = (): Record<string, unknown> | undefined => tp.auditLines().map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e.event === 'statement_end' && e.sub === 'rcv-audit');
+    const end = (): Record<string, unknown> | undefined =>
+      tp
+        .auditLines()
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((e) => e.event === 'statement_end' && e.sub === 'rcv-audit');
     await until(() => end() !== undefined);
     expect(end()).toMatchObject({ rows: 100, truncated: true });
   });
@@ -61,7 +73,16 @@ describe('node-postgres', () => {
 describe('postgres.js', () => {
   it('passes the notice to onnotice, and count is the rows sent', async () => {
     const notices: postgres.Notice[] = [];
-    const sql = postgres({ host: '127.0.0.1', port: tp.proxy.port, database: 'app', username: 'alice', password: await tp.token({ sub: 'rcv-js' }), max: 1, fetch_types: false, onnotice: (n) => notices.push(n) });
+    const sql = postgres({
+      host: '127.0.0.1',
+      port: tp.proxy.port,
+      database: 'app',
+      username: 'alice',
+      password: await tp.token({ sub: 'rcv-js' }),
+      max: 1,
+      fetch_types: false,
+      onnotice: (n) => notices.push(n),
+    });
     try {
       const rows = await sql.unsafe(CAPPED_SQL);
       expect([rows.length, rows.count, rows.command]).toEqual([100, 100, 'SELECT']);
@@ -77,7 +98,7 @@ const PYTHON = '/usr/bin/python3';
 const hasPsycopg = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import psycopg']).status === 0;
 
 describe.skipIf(!hasPsycopg)('psycopg 3', () => {
-  it('calls the connection\'s notice handler with the Diagnostic, and rowcount is the rows sent (the tag parses)', async () => {
+  it("calls the connection's notice handler with the Diagnostic, and rowcount is the rows sent (the tag parses)", async () => {
     const script = `
 import json, sys, psycopg
 got = []
@@ -98,7 +119,9 @@ const JDBC_JAR = '/usr/share/java/postgresql.jar';
 const hasJdbc = existsSync(JDBC_JAR) && spawnSync('java', ['-version']).status === 0;
 
 describe.skipIf(!hasJdbc)('pgJDBC', () => {
-  it('chains the notice as an SQLWarning on the Statement (SQLState 01000), and the tag parses', { timeout: 60_000 }, async () => {
+  it('chains the notice as an SQLWarning on the Statement (SQLState 01000), and the tag parses', {
+    timeout: 60_000,
+  }, async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-jdbc-'));
     try {
       const src = path.join(dir, 'RowCap.java');

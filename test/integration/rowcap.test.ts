@@ -76,7 +76,15 @@ describe('truncate mode (analyst: maxRows 100)', () => {
   });
 
   it('portals executed with a row limit (postgres.js cursor) stop at the cap', async () => {
-    const sql = postgres({ host: '127.0.0.1', port: tp.proxy.port, user: 'alice', database: 'app', pass: await tp.token(), max: 1, onnotice: () => {} });
+    const sql = postgres({
+      host: '127.0.0.1',
+      port: tp.proxy.port,
+      user: 'alice',
+      database: 'app',
+      pass: await tp.token(),
+      max: 1,
+      onnotice: () => {},
+    });
     try {
       let total = 0;
       await sql`SELECT id FROM orders`.cursor(30, async (rows) => {
@@ -89,7 +97,15 @@ describe('truncate mode (analyst: maxRows 100)', () => {
   });
 
   it('COPY … TO STDOUT is capped too', async () => {
-    const sql = postgres({ host: '127.0.0.1', port: tp.proxy.port, user: 'alice', database: 'app', pass: await tp.token(), max: 1, onnotice: () => {} });
+    const sql = postgres({
+      host: '127.0.0.1',
+      port: tp.proxy.port,
+      user: 'alice',
+      database: 'app',
+      pass: await tp.token(),
+      max: 1,
+      onnotice: () => {},
+    });
     try {
       const stream = await sql`COPY (SELECT id FROM orders) TO STDOUT`.readable();
       let text = '';

@@ -9,7 +9,15 @@ import { freePort } from '../../proxy/embedded/postgres.ts';
 import { CancelRegistry } from '../../proxy/session/cancel.ts';
 import { revoke } from '../../proxy/revocation/file.ts';
 import { REVOCATION_TABLE_SQL } from '../../proxy/revocation/table.ts';
-import { connectPg, pgError, startTestProxy, superClient, type TestProxy, sendCancel, loginError } from '../helpers/proxy.ts';
+import {
+  connectPg,
+  pgError,
+  startTestProxy,
+  superClient,
+  type TestProxy,
+  sendCancel,
+  loginError,
+} from '../helpers/proxy.ts';
 
 const SLOW_SQL = 'SELECT count(*) FROM orders a, orders b, orders c';
 
@@ -27,10 +35,15 @@ describe('two replicas behind one load balancer', () => {
   beforeAll(async () => {
     const su = await superClient();
     await su.query(REVOCATION_TABLE_SQL('pgwarden_admin', 'revocations'));
-    await su.query('GRANT USAGE ON SCHEMA pgwarden_admin TO pgwarden; GRANT SELECT ON pgwarden_admin.revocations TO pgwarden');
+    await su.query(
+      'GRANT USAGE ON SCHEMA pgwarden_admin TO pgwarden; GRANT SELECT ON pgwarden_admin.revocations TO pgwarden',
+    );
     await su.end();
     const [pa, pb] = [await freePort(), await freePort()];
-    const revocation = { file: revocationFile, table: { schema: 'pgwarden_admin', name: 'revocations', channel: 'pgwarden_revocations', refreshMs: 30_000 } };
+    const revocation = {
+      file: revocationFile,
+      table: { schema: 'pgwarden_admin', name: 'revocations', channel: 'pgwarden_revocations', refreshMs: 30_000 },
+    };
     a = await startTestProxy({
       listen: { port: pa },
       deps: { watchPolicy: true },

@@ -1,7 +1,14 @@
 // Scoped DDL, maintenance, LOCK, LISTEN/NOTIFY and DO through a real pgwarden and Postgres: what is allowed runs, every bypass attempt is refused and never reaches the database.
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canaryCount, connectAs, pgError, startTestProxy, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
+import {
+  canaryCount,
+  connectAs,
+  pgError,
+  startTestProxy,
+  withSuperClient as su,
+  type TestProxy,
+} from '../helpers/proxy.ts';
 
 /** The schema the test grants CREATE on to pgwarden's upstream user; created and dropped by this file. */
 const S = 'ddl_scratch';
@@ -44,7 +51,15 @@ const POLICY = `roles:
 
 /** Relations of that name in the test schema (or any schema, for `anywhere`), as the superuser sees them. */
 async function exists(name: string, anywhere = false): Promise<boolean> {
-  return su(async (c) => (await c.query(`SELECT 1 FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace WHERE k.relname = $1 AND ($2 OR n.nspname = $3)`, [name, anywhere, S])).rowCount === 1);
+  return su(
+    async (c) =>
+      (
+        await c.query(
+          `SELECT 1 FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace WHERE k.relname = $1 AND ($2 OR n.nspname = $3)`,
+          [name, anywhere, S],
+        )
+      ).rowCount === 1,
+  );
 }
 
 let tp: TestProxy;
@@ -56,12 +71,14 @@ async function as(role: string): Promise<pg.Client> {
 }
 
 beforeAll(async () => {
-  await su((c) => c.query(`
+  await su((c) =>
+    c.query(`
     DROP SCHEMA IF EXISTS ${S} CASCADE;
     CREATE SCHEMA ${S};
     GRANT USAGE, CREATE ON SCHEMA ${S} TO pgwarden;
     CREATE OR REPLACE FUNCTION public.ddl_leak(text) RETURNS text LANGUAGE sql AS 'SELECT $1';
-  `));
+  `),
+  );
   tp = await startTestProxy({ policy: POLICY });
 });
 afterAll(async () => {
@@ -73,7 +90,9 @@ afterAll(async () => {
 describe('DDL in an allowed schema', () => {
   it('creates, alters, indexes, comments and drops tables, views and sequences there', async () => {
     const c = await as('migrator');
-    await c.query(`CREATE TABLE ${S}.items (id serial PRIMARY KEY, note text NOT NULL DEFAULT 'x' CHECK (length(note) < 100), qty int)`);
+    await c.query(
+      `CREATE TABLE ${S}.items (id serial PRIMARY KEY, note text NOT NULL DEFAULT 'x' CHECK (length(note) < 100), qty int)`,
+    );
     expect(await exists('items')).toBe(true);
     await c.query(`CREATE INDEX items_note ON ${S}.items (note) WHERE qty > 0`);
     await c.query(`ALTER TABLE ${S}.items ADD COLUMN added int DEFAULT 0, ALTER COLUMN qty SET DEFAULT 1`);
@@ -85,16 +104,33 @@ describe('DDL in an allowed schema', () => {
     for (const name of ['items_note', 'paid', 'snapshot', 'seq', 'Quoted']) expect(await exists(name), name).toBe(true);
     await c.query(`DROP TABLE ${S}."Quoted"`);
     expect(await exists('Quoted')).toBe(false);
-    expect((await su((s) => s.query(`SELECT column_default FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'items' AND column_name = 'added'`, [S]))).rows).toEqual([{ column_default: '0' }]);
+    expect(
+      (
+        await su((s) =>
+          s.query(
+            `SELECT column_default FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'items' AND column_name = 'added'`,
+            [S],
+          ),
+        )
+      ).rows,
+    ).toEqual([{ column_default: '0' }]);
     // Usable at once, by its qualified name, though pgwarden's snapshot has not seen it (the server's analysis resolves it).
     await c.query(`INSERT INTO ${S}.items (note) VALUES ('hello')`);
-    expect((await c.query(`SELECT note, qty, added FROM ${S}.items`)).rows).toEqual([{ note: 'hello', qty: 1, added: 0 }]);
+    expect((await c.query(`SELECT note, qty, added FROM ${S}.items`)).rows).toEqual([
+      { note: 'hello', qty: 1, added: 0 },
+    ]);
   });
 
   it('temporary objects, and unqualified names when the whole search_path is allowed', async () => {
     const c = await as('migrator');
     await c.query('CREATE TEMP TABLE scratch_tmp (a int) ON COMMIT PRESERVE ROWS');
-    expect(await su(async (s) => (await s.query(`SELECT 1 FROM pg_catalog.pg_class WHERE relname = 'scratch_tmp' AND relpersistence = 't'`)).rowCount)).toBe(1);
+    expect(
+      await su(
+        async (s) =>
+          (await s.query(`SELECT 1 FROM pg_catalog.pg_class WHERE relname = 'scratch_tmp' AND relpersistence = 't'`))
+            .rowCount,
+      ),
+    ).toBe(1);
     const scoped = await as('scoped');
     await scoped.query('CREATE TABLE unqualified_ok (a int)');
     expect(await exists('unqualified_ok')).toBe(true);
@@ -145,14 +181,35 @@ describe('bypass attempts are refused and never reach the database', () => {
     expect(await exists('people_name')).toBe(true);
     expect((await c.query(`SELECT name FROM ${S}.people`)).rows).toEqual([]);
     expect((await pgError(() => c.query(`SELECT secret FROM ${S}.people`))).code).toBe('42501');
-    expect((await pgError(() => c.query(`ALTER TABLE ${S}.people ALTER COLUMN id TYPE text USING secret`))).code).toBe('42501');
+    expect((await pgError(() => c.query(`ALTER TABLE ${S}.people ALTER COLUMN id TYPE text USING secret`))).code).toBe(
+      '42501',
+    );
     // Renames would move the values out from under the deniedColumns entry.
     expect((await pgError(() => c.query(`ALTER TABLE ${S}.people RENAME COLUMN secret TO leaked`))).code).toBe('42501');
     expect((await pgError(() => c.query(`ALTER TABLE ${S}.people RENAME TO folks`))).code).toBe('42501');
-    expect((await pgError(() => c.query(`ALTER TABLE ${S}.people ALTER COLUMN secret SET NOT NULL`))).code).toBe('42501');
+    expect((await pgError(() => c.query(`ALTER TABLE ${S}.people ALTER COLUMN secret SET NOT NULL`))).code).toBe(
+      '42501',
+    );
     expect(await exists('folks')).toBe(false);
-    expect((await su((s) => s.query(`SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = '${S}.people'::regclass AND attnum > 0 ORDER BY attnum`))).rows.map((x) => x.attname)).toEqual(['id', 'name', 'secret']);
-    expect((await su((s) => s.query(`SELECT data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'people' AND column_name = 'id'`, [S]))).rows).toEqual([{ data_type: 'integer' }]);
+    expect(
+      (
+        await su((s) =>
+          s.query(
+            `SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = '${S}.people'::regclass AND attnum > 0 ORDER BY attnum`,
+          ),
+        )
+      ).rows.map((x) => x.attname),
+    ).toEqual(['id', 'name', 'secret']);
+    expect(
+      (
+        await su((s) =>
+          s.query(
+            `SELECT data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'people' AND column_name = 'id'`,
+            [S],
+          ),
+        )
+      ).rows,
+    ).toEqual([{ data_type: 'integer' }]);
   });
 
   it('objects outside the schema, search_path games, quoted look-alikes, CASCADE and the always-refused kinds', async () => {
@@ -179,8 +236,26 @@ describe('bypass attempts are refused and never reach the database', () => {
     for (const [client, sql] of refused) expect((await pgError(() => client.query(sql))).code, sql).toBe('42501');
     expect(await exists('escaped', true)).toBe(false);
     expect(await canaryCount()).toBe(2);
-    expect(await su(async (s) => (await s.query(`SELECT pg_catalog.pg_get_userbyid(relowner) AS o FROM pg_catalog.pg_class WHERE oid = '${S}.items'::regclass`)).rows[0].o)).toBe('pgwarden');
-    expect(await su(async (s) => (await s.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_trigger WHERE tgrelid = '${S}.items'::regclass AND NOT tgisinternal`)).rows[0].n)).toBe(0);
+    expect(
+      await su(
+        async (s) =>
+          (
+            await s.query(
+              `SELECT pg_catalog.pg_get_userbyid(relowner) AS o FROM pg_catalog.pg_class WHERE oid = '${S}.items'::regclass`,
+            )
+          ).rows[0].o,
+      ),
+    ).toBe('pgwarden');
+    expect(
+      await su(
+        async (s) =>
+          (
+            await s.query(
+              `SELECT count(*)::int AS n FROM pg_catalog.pg_trigger WHERE tgrelid = '${S}.items'::regclass AND NOT tgisinternal`,
+            )
+          ).rows[0].n,
+      ),
+    ).toBe(0);
   });
 });
 
@@ -190,22 +265,46 @@ describe('every path to the server is decided the same way', () => {
     // Parse/Bind/Execute (node-postgres sends a Parse when values are given).
     await c.query({ text: `CREATE TABLE ${S}.via_parse (a int DEFAULT 1)`, values: [] });
     expect(await exists('via_parse')).toBe(true);
-    expect((await pgError(() => c.query({ text: `CREATE VIEW ${S}.parse_ssn AS SELECT ssn FROM public.customers`, values: [] }))).code).toBe('42501');
+    expect(
+      (
+        await pgError(() =>
+          c.query({ text: `CREATE VIEW ${S}.parse_ssn AS SELECT ssn FROM public.customers`, values: [] }),
+        )
+      ).code,
+    ).toBe('42501');
     // One refused statement refuses the whole Query: the allowed CREATE before it never runs.
-    expect((await pgError(() => c.query(`CREATE TABLE ${S}.first_ok (a int); CREATE VIEW ${S}.second_bad AS SELECT ssn FROM public.customers`))).code).toBe('42501');
+    expect(
+      (
+        await pgError(() =>
+          c.query(
+            `CREATE TABLE ${S}.first_ok (a int); CREATE VIEW ${S}.second_bad AS SELECT ssn FROM public.customers`,
+          ),
+        )
+      ).code,
+    ).toBe('42501');
     // PREPARE cannot hold a CREATE in PostgreSQL's grammar: the syntax error PostgreSQL itself sends.
     expect((await pgError(() => c.query(`PREPARE p AS CREATE TABLE ${S}.prepared (a int)`))).code).toBe('42601');
-    expect((await pgError(() => c.query(`EXPLAIN ANALYZE CREATE TABLE ${S}.explained AS SELECT ssn FROM public.customers`))).code).toBe('42501');
-    for (const name of ['parse_ssn', 'first_ok', 'second_bad', 'prepared', 'explained']) expect(await exists(name), name).toBe(false);
+    expect(
+      (await pgError(() => c.query(`EXPLAIN ANALYZE CREATE TABLE ${S}.explained AS SELECT ssn FROM public.customers`)))
+        .code,
+    ).toBe('42501');
+    for (const name of ['parse_ssn', 'first_ok', 'second_bad', 'prepared', 'explained'])
+      expect(await exists(name), name).toBe(false);
   });
 });
 
 describe('views the role made cannot redirect writes or locks', () => {
-  it('a write or strong LOCK through a view in a ddl schema is refused, also once pgwarden\'s snapshot knows the view', async () => {
+  it("a write or strong LOCK through a view in a ddl schema is refused, also once pgwarden's snapshot knows the view", async () => {
     const c = await as('migrator');
     await c.query(`CREATE VIEW ${S}.canary_v AS SELECT id, note FROM public.canary`);
-    expect((await pgError(() => c.query('CREATE TEMP VIEW canary AS SELECT id, note FROM public.canary'))).code).toBe('42501');
-    const attempts = [`DELETE FROM ${S}.canary_v`, `UPDATE ${S}.canary_v SET note = 'gone'`, `BEGIN; LOCK ${S}.canary_v IN ACCESS EXCLUSIVE MODE; COMMIT`];
+    expect((await pgError(() => c.query('CREATE TEMP VIEW canary AS SELECT id, note FROM public.canary'))).code).toBe(
+      '42501',
+    );
+    const attempts = [
+      `DELETE FROM ${S}.canary_v`,
+      `UPDATE ${S}.canary_v SET note = 'gone'`,
+      `BEGIN; LOCK ${S}.canary_v IN ACCESS EXCLUSIVE MODE; COMMIT`,
+    ];
     for (const sql of attempts) expect((await pgError(() => c.query(sql))).code, sql).toBe('42501');
     await c.query('ROLLBACK');
     // The catalog re-read (a reload) makes pgwarden's own analysis know the view; both analyses still refuse.
@@ -214,7 +313,12 @@ describe('views the role made cannot redirect writes or locks', () => {
     for (const sql of attempts) expect((await pgError(() => c.query(sql))).code, sql).toBe('42501');
     await c.query('ROLLBACK');
     expect(await canaryCount()).toBe(2);
-    expect(await su(async (s) => (await s.query(`SELECT count(*)::int AS n FROM public.canary WHERE note = 'still here'`)).rows[0].n)).toBe(2);
+    expect(
+      await su(
+        async (s) =>
+          (await s.query(`SELECT count(*)::int AS n FROM public.canary WHERE note = 'still here'`)).rows[0].n,
+      ),
+    ).toBe(2);
   });
 });
 
@@ -249,7 +353,9 @@ describe('LISTEN, NOTIFY and pg_notify on named channels', () => {
     await c.query(`NOTIFY jobs_done, 'one'`);
     await c.query(`SELECT pg_notify('jobs_done', 'two')`);
     expect((await pgError(() => c.query(`NOTIFY jobs_other, 'x'`))).code).toBe('42501');
-    expect((await pgError(() => c.query(`SELECT pg_notify(status, 'x') FROM public.orders LIMIT 1`))).code).toBe('42501');
+    expect((await pgError(() => c.query(`SELECT pg_notify(status, 'x') FROM public.orders LIMIT 1`))).code).toBe(
+      '42501',
+    );
     expect((await pgError(() => c.query(`SELECT pg_notify('jobs_' || 'done', 'three')`))).code).toBe('42501');
     expect((await pgError(() => listener.query(`NOTIFY jobs_done, 'ro'`))).code).toBe('42501');
     await listener.query('SELECT 1'); // a round trip after the notifications were sent
@@ -262,7 +368,9 @@ describe('LISTEN, NOTIFY and pg_notify on named channels', () => {
 describe('DO', () => {
   it('runs only for a role with do: true', async () => {
     const d = await as('doer');
-    await d.query(`DO $$ BEGIN INSERT INTO public.canary VALUES (3, 'from DO'); DELETE FROM public.canary WHERE id = 3; END $$`);
+    await d.query(
+      `DO $$ BEGIN INSERT INTO public.canary VALUES (3, 'from DO'); DELETE FROM public.canary WHERE id = 3; END $$`,
+    );
     expect(await canaryCount()).toBe(2);
     const m = await as('migrator');
     expect((await pgError(() => m.query('DO $$ BEGIN PERFORM 1; END $$'))).code).toBe('42501');

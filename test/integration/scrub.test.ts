@@ -71,13 +71,20 @@ afterAll(async () => {
   await tp?.close();
   const su = await superClient();
   try {
-    await su.query('DROP TABLE IF EXISTS public.scrub_claims, public.scrub_registry, public.scrub_people CASCADE; DROP FUNCTION IF EXISTS public.scrub_people_check_ssn();');
+    await su.query(
+      'DROP TABLE IF EXISTS public.scrub_claims, public.scrub_registry, public.scrub_people CASCADE; DROP FUNCTION IF EXISTS public.scrub_people_check_ssn();',
+    );
   } finally {
     await su.end();
   }
 });
 
-type PgError = Awaited<ReturnType<typeof pgError>> & { where?: string; constraint?: string; table?: string; column?: string };
+type PgError = Awaited<ReturnType<typeof pgError>> & {
+  where?: string;
+  constraint?: string;
+  table?: string;
+  column?: string;
+};
 
 /** Asserts that no secret appears in any part of the error the client received. */
 function expectNoSecret(err: PgError): void {
@@ -98,7 +105,9 @@ describe('value-carrying upstream errors are scrubbed', () => {
   });
 
   it('unique violation: SQLSTATE, message and constraint name pass; the key values do not', async () => {
-    const err = (await pgError(() => client.query(`UPDATE scrub_people SET email = 'a@x.test' WHERE id = 2`))) as PgError;
+    const err = (await pgError(() =>
+      client.query(`UPDATE scrub_people SET email = 'a@x.test' WHERE id = 2`),
+    )) as PgError;
     expect(err.code).toBe('23505');
     expect(err.message).toBe('duplicate key value violates unique constraint "scrub_people_email_ssn_key"');
     expect(err.constraint).toBe('scrub_people_email_ssn_key');
@@ -123,7 +132,9 @@ describe('value-carrying upstream errors are scrubbed', () => {
     expect(simple.column).toBe('name');
     expect(simple.detail).toBe(WITHHELD_DETAIL);
     expectNoSecret(simple);
-    const extended = (await pgError(() => client.query({ text: 'UPDATE scrub_people SET name = $1 WHERE id = $2', values: [null, 1] }))) as PgError;
+    const extended = (await pgError(() =>
+      client.query({ text: 'UPDATE scrub_people SET name = $1 WHERE id = $2', values: [null, 1] }),
+    )) as PgError;
     expect(extended.code).toBe('23502');
     expect(extended.detail).toBe(WITHHELD_DETAIL);
     expectNoSecret(extended);
@@ -132,12 +143,16 @@ describe('value-carrying upstream errors are scrubbed', () => {
   it('foreign key violations: the referenced key and the missing key are withheld', async () => {
     const del = (await pgError(() => client.query(`DELETE FROM scrub_registry WHERE label = 'primary'`))) as PgError;
     expect(del.code).toBe('23503');
-    expect(del.message).toBe('update or delete on table "scrub_registry" violates foreign key constraint "scrub_claims_ssn_fkey" on table "scrub_claims"');
+    expect(del.message).toBe(
+      'update or delete on table "scrub_registry" violates foreign key constraint "scrub_claims_ssn_fkey" on table "scrub_claims"',
+    );
     expect(del.detail).toBe(WITHHELD_DETAIL);
     expectNoSecret(del);
     const ins = (await pgError(() => client.query('INSERT INTO scrub_claims (id) VALUES (2)'))) as PgError;
     expect(ins.code).toBe('23503');
-    expect(ins.message).toBe('insert or update on table "scrub_claims" violates foreign key constraint "scrub_claims_ssn_fkey"');
+    expect(ins.message).toBe(
+      'insert or update on table "scrub_claims" violates foreign key constraint "scrub_claims_ssn_fkey"',
+    );
     expect(ins.detail).toBe(WITHHELD_DETAIL);
     expect(JSON.stringify(ins)).not.toContain('999-99-9999');
   });
@@ -174,7 +189,10 @@ describe('value-carrying upstream errors are scrubbed', () => {
       ];
       for (const sql of statements) {
         const err = (await pgError(() => su.query(sql))) as PgError;
-        expect(SECRETS.some((s) => `${err.message} ${err.detail ?? ''}`.includes(s)), sql).toBe(true);
+        expect(
+          SECRETS.some((s) => `${err.message} ${err.detail ?? ''}`.includes(s)),
+          sql,
+        ).toBe(true);
       }
     } finally {
       await su.end();

@@ -35,23 +35,47 @@ async function roundTrip(c: RawClient, ...msgs: Buffer[]): Promise<[string, stri
 }
 
 describe('per-session memory of named objects', () => {
-  it(`named statements keep at most ${MAX_RETAINED_SQL} characters of text: the next Parse is refused (54000) until some are closed or deallocated`, { timeout: 120_000 }, async () => {
+  it(`named statements keep at most ${MAX_RETAINED_SQL} characters of text: the next Parse is refused (54000) until some are closed or deallocated`, {
+    timeout: 120_000,
+  }, async () => {
     const c = await RawClient.connect(tp.proxy.port, await tp.token({ role: 'bulk' }));
     try {
       const pad = 'x'.repeat(1_000_000);
       // A line comment: the cheapest padding for the analyses to get through.
       const text = (i: number) => `SELECT ${i} AS n -- ${pad}`;
       const fits = Math.floor(MAX_RETAINED_SQL / text(10).length);
-      for (let i = 0; i < fits; i++) expect(await roundTrip(c, parse(`big${i}`, text(i)), sync())).toEqual([['1', undefined], ['Z', undefined]]);
-      expect(await roundTrip(c, parse(`big${fits}`, text(fits)), sync())).toEqual([['E', '54000'], ['Z', undefined]]);
+      for (let i = 0; i < fits; i++)
+        expect(await roundTrip(c, parse(`big${i}`, text(i)), sync())).toEqual([
+          ['1', undefined],
+          ['Z', undefined],
+        ]);
+      expect(await roundTrip(c, parse(`big${fits}`, text(fits)), sync())).toEqual([
+        ['E', '54000'],
+        ['Z', undefined],
+      ]);
       // The session is still usable, and unnamed statements are not counted.
-      expect((await roundTrip(c, parse('', 'SELECT 1'), bind('', ''), execute(''), sync())).map(([t]) => t)).toEqual(['1', '2', 'D', 'C', 'Z']);
+      expect((await roundTrip(c, parse('', 'SELECT 1'), bind('', ''), execute(''), sync())).map(([t]) => t)).toEqual([
+        '1',
+        '2',
+        'D',
+        'C',
+        'Z',
+      ]);
       // Close gives text back…
-      expect(await roundTrip(c, closeMessage('S', 'big0'), sync())).toEqual([['3', undefined], ['Z', undefined]]);
-      expect(await roundTrip(c, parse(`big${fits}`, text(fits)), sync())).toEqual([['1', undefined], ['Z', undefined]]);
+      expect(await roundTrip(c, closeMessage('S', 'big0'), sync())).toEqual([
+        ['3', undefined],
+        ['Z', undefined],
+      ]);
+      expect(await roundTrip(c, parse(`big${fits}`, text(fits)), sync())).toEqual([
+        ['1', undefined],
+        ['Z', undefined],
+      ]);
       // …and so does DEALLOCATE, which drops Parse-made statements too.
       expect((await roundTrip(c, query('DEALLOCATE big1'))).map(([t]) => t)).toEqual(['C', 'Z']);
-      expect(await roundTrip(c, parse(`big${fits + 1}`, text(fits + 1)), sync())).toEqual([['1', undefined], ['Z', undefined]]);
+      expect(await roundTrip(c, parse(`big${fits + 1}`, text(fits + 1)), sync())).toEqual([
+        ['1', undefined],
+        ['Z', undefined],
+      ]);
       // A statement refused for space was never created upstream: binding it fails.
       expect((await roundTrip(c, bind('', 'big1'), execute(''), sync()))[0]).toEqual(['E', '42501']);
     } finally {
@@ -79,7 +103,15 @@ describe('per-session memory of named objects', () => {
   });
 
   it('COPY FROM STDIN: a CopyData message of 900 kB streams through in parts and the row arrives intact', async () => {
-    const sql = postgres({ host: '127.0.0.1', port: tp.proxy.port, user: 'alice', database: 'app', pass: await tp.token({ role: 'loader' }), max: 1, onnotice: () => {} });
+    const sql = postgres({
+      host: '127.0.0.1',
+      port: tp.proxy.port,
+      user: 'alice',
+      database: 'app',
+      pass: await tp.token({ role: 'loader' }),
+      max: 1,
+      onnotice: () => {},
+    });
     const su = await superClient();
     try {
       const note = Array.from({ length: 90_000 }, (_, i) => String(i % 10_000).padStart(10, '.')).join('');
@@ -100,4 +132,3 @@ describe('per-session memory of named objects', () => {
     }
   });
 });
-

@@ -7,7 +7,15 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import postgres from 'postgres';
-import { connectPg, pgError, startTestProxy, superClient, type TestProxy, sendCancel, loginError } from '../helpers/proxy.ts';
+import {
+  connectPg,
+  pgError,
+  startTestProxy,
+  superClient,
+  type TestProxy,
+  sendCancel,
+  loginError,
+} from '../helpers/proxy.ts';
 
 let tp: TestProxy;
 beforeAll(async () => {
@@ -27,8 +35,12 @@ const SLOW_SQL = 'SELECT count(*) FROM orders a, orders b, orders c';
 describe('expiry by default', () => {
   it('ends an idle session within a second of exp with 57P01', async () => {
     const token = await tp.sign({
-      sub: 'alice', role: 'analyst', iss: 'pgwarden-test', aud: 'pgwarden',
-      iat: Math.floor(Date.now() / 1000), exp: Math.floor(Date.now() / 1000) + 2,
+      sub: 'alice',
+      role: 'analyst',
+      iss: 'pgwarden-test',
+      aud: 'pgwarden',
+      iat: Math.floor(Date.now() / 1000),
+      exp: Math.floor(Date.now() / 1000) + 2,
     });
     const c = new pg.Client(tp.pgConfig(token));
     await c.connect();
@@ -45,7 +57,14 @@ describe('expiry by default', () => {
 
   it('ends a busy session at exp: the running query is cancelled upstream and the backend is gone', async () => {
     const exp = Math.floor(Date.now() / 1000) + 2;
-    const token = await tp.sign({ sub: 'alice', role: 'analyst', iss: 'pgwarden-test', aud: 'pgwarden', iat: exp - 60, exp });
+    const token = await tp.sign({
+      sub: 'alice',
+      role: 'analyst',
+      iss: 'pgwarden-test',
+      aud: 'pgwarden',
+      iat: exp - 60,
+      exp,
+    });
     const c = new pg.Client(tp.pgConfig(token));
     await c.connect();
     const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
@@ -99,9 +118,17 @@ describe('extended protocol with real drivers', () => {
   it('node-postgres: parameterised, named prepared statements, and a refused Parse in between', async () => {
     const c = await connectPg(tp);
     try {
-      const r = await c.query({ name: 'by-status', text: 'SELECT count(*)::int AS n FROM orders WHERE status = $1', values: ['paid'] });
+      const r = await c.query({
+        name: 'by-status',
+        text: 'SELECT count(*)::int AS n FROM orders WHERE status = $1',
+        values: ['paid'],
+      });
       expect(r.rows[0].n).toBeGreaterThan(0);
-      const again = await c.query({ name: 'by-status', text: 'SELECT count(*)::int AS n FROM orders WHERE status = $1', values: ['new'] });
+      const again = await c.query({
+        name: 'by-status',
+        text: 'SELECT count(*)::int AS n FROM orders WHERE status = $1',
+        values: ['new'],
+      });
       expect(again.rows[0].n).toBeGreaterThan(0);
       const err = await pgError(() => c.query({ text: 'DELETE FROM canary WHERE id = $1', values: [1] }));
       expect(err.code).toBe('42501');
@@ -112,7 +139,15 @@ describe('extended protocol with real drivers', () => {
   });
 
   it('postgres.js: pipelined queries keep their order and a refusal lands on its own query', async () => {
-    const sql = postgres({ host: '127.0.0.1', port: tp.proxy.port, user: 'alice', database: 'app', pass: await tp.token(), max: 1, onnotice: () => {} });
+    const sql = postgres({
+      host: '127.0.0.1',
+      port: tp.proxy.port,
+      user: 'alice',
+      database: 'app',
+      pass: await tp.token(),
+      max: 1,
+      onnotice: () => {},
+    });
     try {
       const results = await Promise.allSettled([
         sql`SELECT 1::int AS n`,
@@ -140,7 +175,14 @@ describe.skipIf(!psql)('psql through the proxy', () => {
     const token = await tp.token({ sub: 'psql-user' });
     const { stdout } = await promisify(execFile)(
       'psql',
-      ['-X', '-A', '-t', '-c', `SELECT current_setting('pgwarden.sub')`, `host=127.0.0.1 port=${tp.proxy.port} dbname=app user=psql-user sslmode=disable`],
+      [
+        '-X',
+        '-A',
+        '-t',
+        '-c',
+        `SELECT current_setting('pgwarden.sub')`,
+        `host=127.0.0.1 port=${tp.proxy.port} dbname=app user=psql-user sslmode=disable`,
+      ],
       { env: { ...process.env, PGPASSWORD: token }, timeout: 10_000 },
     );
     expect(stdout.trim()).toBe('psql-user');
@@ -156,10 +198,31 @@ describe.skipIf(!openssl)('TLS termination', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-tls-'));
     const key = path.join(dir, 'key.pem');
     const cert = path.join(dir, 'cert.pem');
-    const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1']);
+    const r = spawnSync('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    ]);
     if (r.status !== 0) throw new Error(String(r.stderr));
     ca = readFileSync(cert, 'utf8');
-    tlsProxy = await startTestProxy({ listen: { tls: { certFile: cert, keyFile: key } }, auth: { allowCleartext: 'never' } });
+    tlsProxy = await startTestProxy({
+      listen: { tls: { certFile: cert, keyFile: key } },
+      auth: { allowCleartext: 'never' },
+    });
   });
   afterAll(async () => {
     await tlsProxy?.close();

@@ -18,7 +18,10 @@ import { until } from '../helpers/until.ts';
 
 const BIN = path.resolve('bin/pgwarden.js');
 const DRAIN_TIMEOUT = 4_000;
-const POLICY = DEFAULT_POLICY.replace('statements: [insert, update, delete]', 'statements: [insert, update, delete, copy_from]');
+const POLICY = DEFAULT_POLICY.replace(
+  'statements: [insert, update, delete]',
+  'statements: [insert, update, delete, copy_from]',
+);
 
 let dir: string;
 let fwd: Forwarder;
@@ -129,7 +132,12 @@ async function stuckInCopy(): Promise<{ socket: net.Socket; received: () => Buff
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
   const received = () => Buffer.concat(chunks);
   await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-  socket.write(startupPacket([['user', 'copier'], ['database', SAMPLE_DATABASE]]));
+  socket.write(
+    startupPacket([
+      ['user', 'copier'],
+      ['database', SAMPLE_DATABASE],
+    ]),
+  );
   await until(() => received().includes(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 3])), 10_000);
   socket.write(typed('p', new Bytes().cstr(token)));
   await until(() => received().includes(Buffer.from('Z\0\0\0\x05I', 'latin1')), 10_000);
@@ -186,10 +194,19 @@ describe('SIGTERM', () => {
         () => undefined,
         (e: Error & { code?: string }) => e,
       );
-      const waiting = async () => (await su.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE canary SET note = $1%'")).rows[0].n === 1;
+      const waiting = async () =>
+        (
+          await su.query(
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE canary SET note = $1%'",
+          )
+        ).rows[0].n === 1;
       await until(waiting, 15_000, 20).catch(async (err: Error) => {
-        const activity = await su.query("SELECT state, wait_event_type, left(query, 60) AS q FROM pg_stat_activity WHERE backend_type = 'client backend'");
-        throw new Error(`${err.message}: the UPDATE is not waiting for the row lock\n${JSON.stringify(activity.rows)}\n${stderr.slice(-3000)}`);
+        const activity = await su.query(
+          "SELECT state, wait_event_type, left(query, 60) AS q FROM pg_stat_activity WHERE backend_type = 'client backend'",
+        );
+        throw new Error(
+          `${err.message}: the UPDATE is not waiting for the row lock\n${JSON.stringify(activity.rows)}\n${stderr.slice(-3000)}`,
+        );
       });
 
       const t0 = Date.now();
@@ -207,7 +224,10 @@ describe('SIGTERM', () => {
       expect(refused).toBeDefined();
       expect(refused?.code ?? refused?.message).toMatch(/57P01|terminated/);
 
-      const end = await Promise.race([exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), DRAIN_TIMEOUT + 5_000))]);
+      const end = await Promise.race([
+        exited,
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), DRAIN_TIMEOUT + 5_000)),
+      ]);
       expect(end, `still running ${DRAIN_TIMEOUT + 5_000} ms after SIGTERM\n${stderr.slice(-2000)}`).toBeDefined();
       expect(end?.code).toBe(0);
       // Hang guard with slack for a loaded machine; the process itself exits by DRAIN_TIMEOUT at the latest.
@@ -236,9 +256,14 @@ describe('refusing to start', () => {
     const file = path.join(dir, 'refused.yaml');
     writeFileSync(file, yaml);
     return new Promise((resolve) => {
-      execFile('node', [BIN, 'serve', '--config', file], { env: { ...process.env, ...env }, timeout: 30_000 }, (err, _out, stderr) => {
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr });
-      });
+      execFile(
+        'node',
+        [BIN, 'serve', '--config', file],
+        { env: { ...process.env, ...env }, timeout: 30_000 },
+        (err, _out, stderr) => {
+          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr });
+        },
+      );
     });
   }
   const base = (extra: string) => `listen: { host: 127.0.0.1, port: 0 }
@@ -248,9 +273,11 @@ audit: { destination: ./audit-refused.jsonl }
 ${extra}`;
 
   it('a configured revocation file that is missing stops the process: revocations never vanish on restart', async () => {
-    const r = await serve(base(`upstream: { host: 127.0.0.1, port: ${fwd.port}, database: ${SAMPLE_DATABASE}, user: pgwarden, passwordFile: ./upstream-password }
+    const r = await serve(
+      base(`upstream: { host: 127.0.0.1, port: ${fwd.port}, database: ${SAMPLE_DATABASE}, user: pgwarden, passwordFile: ./upstream-password }
 revocation: { file: ./gone.yaml }
-`));
+`),
+    );
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/gone\.yaml/);
     expect(r.stderr).toMatch(/does not exist/);
@@ -258,12 +285,20 @@ revocation: { file: ./gone.yaml }
 
   it('a password placed in upstream.passwordEnv is not echoed in the error', async () => {
     const pasted = 'S3cr3t-Passw0rd!';
-    const r = await serve(base(`upstream: { host: 127.0.0.1, port: ${fwd.port}, database: ${SAMPLE_DATABASE}, user: pgwarden, passwordEnv: "${pasted}" }\n`));
+    const r = await serve(
+      base(
+        `upstream: { host: 127.0.0.1, port: ${fwd.port}, database: ${SAMPLE_DATABASE}, user: pgwarden, passwordEnv: "${pasted}" }\n`,
+      ),
+    );
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/upstream\.passwordEnv/);
     expect(r.stderr).not.toContain(pasted);
     const nameShaped = 'Tr0ub4dorAndThree';
-    const r2 = await serve(base(`upstream: { host: 127.0.0.1, port: ${fwd.port}, database: ${SAMPLE_DATABASE}, user: pgwarden, passwordEnv: ${nameShaped} }\n`));
+    const r2 = await serve(
+      base(
+        `upstream: { host: 127.0.0.1, port: ${fwd.port}, database: ${SAMPLE_DATABASE}, user: pgwarden, passwordEnv: ${nameShaped} }\n`,
+      ),
+    );
     expect(r2.code).toBe(1);
     expect(r2.stderr).not.toContain(nameShaped);
   }, 40_000);

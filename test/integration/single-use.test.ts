@@ -15,7 +15,11 @@ const SCHEMA = 'pgwarden_single_use';
 const FN = `${SCHEMA}.revocations_consume(bytea, text, timestamptz, text)`;
 
 const singleUse = (tp: TestProxy, claims: { sub?: string; jti?: string } = {}) =>
-  mintToken(tp.config.auth, { sub: 'alice', role: 'analyst', agent: 'task-agent', singleUse: true, ...claims }, 120_000);
+  mintToken(
+    tp.config.auth,
+    { sub: 'alice', role: 'analyst', agent: 'task-agent', singleUse: true, ...claims },
+    120_000,
+  );
 
 /** Logs in, runs one statement, logs out: the login is only counted as won if a statement really ran upstream. */
 async function use(tp: TestProxy, token: string): Promise<number> {
@@ -31,7 +35,9 @@ async function use(tp: TestProxy, token: string): Promise<number> {
 async function consumedRow(jti: string): Promise<{ jti: string; expires_at: Date; consumed_by: string } | undefined> {
   const su = await superClient();
   try {
-    return (await su.query(`SELECT jti, expires_at, consumed_by FROM ${SCHEMA}.revocations_consumed WHERE jti = $1`, [jti])).rows[0];
+    return (
+      await su.query(`SELECT jti, expires_at, consumed_by FROM ${SCHEMA}.revocations_consumed WHERE jti = $1`, [jti])
+    ).rows[0];
   } finally {
     await su.end();
   }
@@ -44,12 +50,24 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
   beforeAll(async () => {
     const su = await superClient();
     await su.query(REVOCATION_TABLE_SQL(SCHEMA, 'revocations', 'pgwarden_single_use_test'));
-    await su.query(`GRANT USAGE ON SCHEMA ${SCHEMA} TO pgwarden; GRANT SELECT ON ${SCHEMA}.revocations TO pgwarden; GRANT EXECUTE ON FUNCTION ${FN} TO pgwarden`);
+    await su.query(
+      `GRANT USAGE ON SCHEMA ${SCHEMA} TO pgwarden; GRANT SELECT ON ${SCHEMA}.revocations TO pgwarden; GRANT EXECUTE ON FUNCTION ${FN} TO pgwarden`,
+    );
     await su.end();
     const [pa, pb] = [await freePort(), await freePort()];
-    const revocation = { file: undefined, table: { schema: SCHEMA, name: 'revocations', channel: 'pgwarden_single_use_test', refreshMs: 30_000 } };
-    a = await startTestProxy({ listen: { port: pa }, config: { cluster: { replicaId: 1, peers: [{ id: 2, host: '127.0.0.1', port: pb }] }, revocation } });
-    b = await startTestProxy({ secret: a.secret, listen: { port: pb }, config: { cluster: { replicaId: 2, peers: [{ id: 1, host: '127.0.0.1', port: pa }] }, revocation } });
+    const revocation = {
+      file: undefined,
+      table: { schema: SCHEMA, name: 'revocations', channel: 'pgwarden_single_use_test', refreshMs: 30_000 },
+    };
+    a = await startTestProxy({
+      listen: { port: pa },
+      config: { cluster: { replicaId: 1, peers: [{ id: 2, host: '127.0.0.1', port: pb }] }, revocation },
+    });
+    b = await startTestProxy({
+      secret: a.secret,
+      listen: { port: pb },
+      config: { cluster: { replicaId: 2, peers: [{ id: 1, host: '127.0.0.1', port: pa }] }, revocation },
+    });
   });
   afterAll(async () => {
     await a?.close();
@@ -84,18 +102,30 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
     await loginError(b.pgConfig(token));
     // The trail is written asynchronously: wait until both events have reached the files.
     const events = (tp: TestProxy, event: string, id: string) =>
-      tp.auditLines().map((l) => JSON.parse(l)).filter((e) => e.event === event && e.jti === id);
+      tp
+        .auditLines()
+        .map((l) => JSON.parse(l))
+        .filter((e) => e.event === event && e.jti === id);
     await expect.poll(() => events(a, 'session_start', jti).length + events(b, 'login_refused', jti).length).toBe(2);
-    const starts = a.auditLines().map((l) => JSON.parse(l)).filter((e) => e.event === 'session_start' && e.jti === jti);
+    const starts = a
+      .auditLines()
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.event === 'session_start' && e.jti === jti);
     expect(starts).toHaveLength(1);
     expect(starts[0].singleUse).toBe('consumed');
-    const refused = b.auditLines().map((l) => JSON.parse(l)).filter((e) => e.event === 'login_refused' && e.jti === jti);
+    const refused = b
+      .auditLines()
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.event === 'login_refused' && e.jti === jti);
     expect(refused).toHaveLength(1);
     expect(refused[0]).toMatchObject({ reason: 'single_use_used', refusal: 'credential_used', sqlstate: '28000' });
     // An ordinary login records no single use.
     await use(a, await a.token({ jti: `plain-${jti}` }));
     await expect.poll(() => events(a, 'session_start', `plain-${jti}`).length).toBe(1);
-    const plain = a.auditLines().map((l) => JSON.parse(l)).find((e) => e.event === 'session_start' && e.jti === `plain-${jti}`);
+    const plain = a
+      .auditLines()
+      .map((l) => JSON.parse(l))
+      .find((e) => e.event === 'session_start' && e.jti === `plain-${jti}`);
     expect(plain).toBeDefined();
     expect(plain.singleUse).toBeUndefined();
   });
@@ -125,7 +155,13 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
     // The key is the jti's digest: lengths a btree cannot index and NULs text cannot hold are consumed the same way.
     const info = testPg();
     const consumer = new TableJtiConsumer({
-      connection: { host: info.host, port: info.port, database: SAMPLE_DATABASE, user: SAMPLE_UPSTREAM_USER, password: info.upstreamPassword },
+      connection: {
+        host: info.host,
+        port: info.port,
+        database: SAMPLE_DATABASE,
+        user: SAMPLE_UPSTREAM_USER,
+        password: info.upstreamPassword,
+      },
       schema: SCHEMA,
       table: 'revocations',
     });
@@ -175,7 +211,11 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
       expect(err.code).toBe('57P03');
       expect(err.detail).toMatch(/^reason=unavailable/);
       expect(await consumedRow(jti)).toBeUndefined();
-      const refused = () => a.auditLines().map((l) => JSON.parse(l)).find((e) => e.event === 'login_refused' && e.jti === jti);
+      const refused = () =>
+        a
+          .auditLines()
+          .map((l) => JSON.parse(l))
+          .find((e) => e.event === 'login_refused' && e.jti === jti);
       await expect.poll(refused).toBeDefined();
       expect(refused()).toMatchObject({ reason: 'single_use_unavailable', refusal: 'unavailable', sqlstate: '57P03' });
     } finally {
@@ -191,7 +231,9 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
     await use(a, await singleUse(a));
     const su = await superClient();
     try {
-      const killed = await su.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgwarden:single-use'`);
+      const killed = await su.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgwarden:single-use'`,
+      );
       expect(killed.rowCount).toBeGreaterThan(0);
     } finally {
       await su.end();
@@ -205,7 +247,14 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
     const info = testPg();
     let held = 0;
     const consumer = new TableJtiConsumer({
-      connection: { host: info.host, port: info.port, database: SAMPLE_DATABASE, user: SAMPLE_UPSTREAM_USER, password: info.upstreamPassword, application_name: 'ignored' },
+      connection: {
+        host: info.host,
+        port: info.port,
+        database: SAMPLE_DATABASE,
+        user: SAMPLE_UPSTREAM_USER,
+        password: info.upstreamPassword,
+        application_name: 'ignored',
+      },
       schema: SCHEMA,
       table: 'revocations',
       acquire: () => {
@@ -222,10 +271,14 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
       expect(await consumer.consume(randomUUID(), exp, 'cap-test')).toBe('consumed');
       expect(held).toBe(1);
       const su = await superClient();
-      await su.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgwarden:single-use' AND pid IN (SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend')`);
+      await su.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgwarden:single-use' AND pid IN (SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend')`,
+      );
       await su.end();
       // Whether the loss was noticed before this call or by it, a consume after it runs on a new connection.
-      const again = await consumer.consume(randomUUID(), exp, 'cap-test').catch(() => consumer.consume(randomUUID(), exp, 'cap-test'));
+      const again = await consumer
+        .consume(randomUUID(), exp, 'cap-test')
+        .catch(() => consumer.consume(randomUUID(), exp, 'cap-test'));
       expect(again).toBe('consumed');
       expect(held).toBe(1);
     } finally {
@@ -243,7 +296,18 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
     });
     try {
       const check = singleUseCheck(consumer, { by: 'test', log: () => {} });
-      const refused = await check({ sub: 's', role: 'analyst', agent: undefined, tenant: undefined, jti: randomUUID(), iss: 'x', exp: Math.floor(Date.now() / 1000) + 60, iat: 0, nbf: undefined, singleUse: true });
+      const refused = await check({
+        sub: 's',
+        role: 'analyst',
+        agent: undefined,
+        tenant: undefined,
+        jti: randomUUID(),
+        iss: 'x',
+        exp: Math.floor(Date.now() / 1000) + 60,
+        iat: 0,
+        nbf: undefined,
+        singleUse: true,
+      });
       expect(refused?.reason).toBe('single_use_unavailable');
       expect(refused?.error.sqlstate).toBe('57P03');
       expect(refused?.error.reason).toBe('unavailable');
@@ -254,11 +318,19 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
 
   it('the upstream user pgwarden (which brokered sessions also use) cannot delete or insert consumptions', async () => {
     const info = testPg();
-    const c = new pg.Client({ host: info.host, port: info.port, database: SAMPLE_DATABASE, user: SAMPLE_UPSTREAM_USER, password: info.upstreamPassword });
+    const c = new pg.Client({
+      host: info.host,
+      port: info.port,
+      database: SAMPLE_DATABASE,
+      user: SAMPLE_UPSTREAM_USER,
+      password: info.upstreamPassword,
+    });
     await c.connect();
     try {
       await expect(c.query(`DELETE FROM ${SCHEMA}.revocations_consumed`)).rejects.toMatchObject({ code: '42501' });
-      await expect(c.query(`INSERT INTO ${SCHEMA}.revocations_consumed (jti, expires_at) VALUES ('x', now())`)).rejects.toMatchObject({ code: '42501' });
+      await expect(
+        c.query(`INSERT INTO ${SCHEMA}.revocations_consumed (jti, expires_at) VALUES ('x', now())`),
+      ).rejects.toMatchObject({ code: '42501' });
       await expect(c.query(`TRUNCATE ${SCHEMA}.revocations_consumed`)).rejects.toMatchObject({ code: '42501' });
     } finally {
       await c.end();
@@ -296,7 +368,9 @@ describe('single-use tokens without the shared table', () => {
 
   it('a replica with peers but no table refuses every single-use token (credential_rejected) and accepts ordinary ones', async () => {
     const peer = await freePort();
-    const tp = await startTestProxy({ config: { cluster: { replicaId: 3, peers: [{ id: 4, host: '127.0.0.1', port: peer }] } } });
+    const tp = await startTestProxy({
+      config: { cluster: { replicaId: 3, peers: [{ id: 4, host: '127.0.0.1', port: peer }] } },
+    });
     try {
       const err = await loginError(tp.pgConfig(await singleUse(tp)));
       expect(err.code).toBe('28000');
@@ -348,7 +422,11 @@ describe('a role that requires single-use tokens (singleUse: required)', () => {
   it('validates the key: only allowed or required', () => {
     const bad = parsePolicyText(`roles:\n  r:\n    relations: [public.orders]\n    singleUse: yes\n`, 'yaml', 'test');
     expect(bad.ok).toBe(false);
-    const good = parsePolicyText(`roles:\n  r:\n    relations: [public.orders]\n    singleUse: allowed\n`, 'yaml', 'test');
+    const good = parsePolicyText(
+      `roles:\n  r:\n    relations: [public.orders]\n    singleUse: allowed\n`,
+      'yaml',
+      'test',
+    );
     expect(good.ok).toBe(true);
   });
 });

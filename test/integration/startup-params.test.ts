@@ -4,7 +4,14 @@ import { promisify } from 'node:util';
 import type pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_POLICY, connectPg, loginError, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+import {
+  DEFAULT_POLICY,
+  connectPg,
+  loginError,
+  startTestProxy,
+  superClient,
+  type TestProxy,
+} from '../helpers/proxy.ts';
 
 // analyst: statementTimeout 5s, idle-in-transaction 60 s (the default). tenanted lists a custom setting.
 const POLICY = `${DEFAULT_POLICY}  tenanted:
@@ -31,7 +38,9 @@ async function show(c: pg.Client, name: string): Promise<string> {
 async function upstreamSessions(sub: string): Promise<number> {
   const su = await superClient();
   try {
-    const r = await su.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1`, [`pgwarden:${sub}%`]);
+    const r = await su.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1`, [
+      `pgwarden:${sub}%`,
+    ]);
     return r.rows[0].n as number;
   } finally {
     await su.end();
@@ -39,8 +48,12 @@ async function upstreamSessions(sub: string): Promise<number> {
 }
 
 describe('pg (node-postgres sends these as startup parameters)', () => {
-  it('statement_timeout and idle_in_transaction_session_timeout below the role\'s are applied, and are what RESET ALL returns to', async () => {
-    const c = await connectPg(tp, await tp.token({ sub: 'sp-lower' }), { statement_timeout: 1000, idle_in_transaction_session_timeout: 2000, lock_timeout: 500 });
+  it("statement_timeout and idle_in_transaction_session_timeout below the role's are applied, and are what RESET ALL returns to", async () => {
+    const c = await connectPg(tp, await tp.token({ sub: 'sp-lower' }), {
+      statement_timeout: 1000,
+      idle_in_transaction_session_timeout: 2000,
+      lock_timeout: 500,
+    });
     try {
       expect(await show(c, 'statement_timeout')).toBe('1s');
       expect(await show(c, 'idle_in_transaction_session_timeout')).toBe('2s');
@@ -49,26 +62,33 @@ describe('pg (node-postgres sends these as startup parameters)', () => {
       expect(await show(c, 'statement_timeout')).toBe('1s');
       expect(await show(c, 'idle_in_transaction_session_timeout')).toBe('2s');
       // The client's limit is enforced by the server.
-      await expect(c.query('SELECT count(*) FROM orders a, orders b, orders c, orders d, orders e')).rejects.toMatchObject({ code: '57014' });
+      await expect(
+        c.query('SELECT count(*) FROM orders a, orders b, orders c, orders d, orders e'),
+      ).rejects.toMatchObject({ code: '57014' });
     } finally {
       await c.end();
     }
   });
 
   it.each([
-    ['statement_timeout above the role\'s', { statement_timeout: 10_000 }],
+    ["statement_timeout above the role's", { statement_timeout: 10_000 }],
     ['idle_in_transaction_session_timeout above the stamped 60 s', { idle_in_transaction_session_timeout: 3_600_000 }],
-  ] as [string, Partial<pg.ClientConfig>][])('%s is refused FATAL 42501 as the SET would be, and no upstream session opens', async (_what, extra) => {
-    const sub = `sp-refused-${Object.keys(extra)[0]}-${Object.values(extra)[0]}`;
-    const err = await loginError(tp.pgConfig(await tp.token({ sub }), extra));
-    expect([err.code, err.severity]).toEqual(['42501', 'FATAL']);
-    expect(err.message).toBe('permission denied by pgwarden: SET changes a setting pgwarden does not allow');
-    expect(err.detail).toMatch(/^reason=scope_missing\nstartup parameter "/);
-    expect(await upstreamSessions(sub)).toBe(0);
-  });
+  ] as [string, Partial<pg.ClientConfig>][])(
+    '%s is refused FATAL 42501 as the SET would be, and no upstream session opens',
+    async (_what, extra) => {
+      const sub = `sp-refused-${Object.keys(extra)[0]}-${Object.values(extra)[0]}`;
+      const err = await loginError(tp.pgConfig(await tp.token({ sub }), extra));
+      expect([err.code, err.severity]).toEqual(['42501', 'FATAL']);
+      expect(err.message).toBe('permission denied by pgwarden: SET changes a setting pgwarden does not allow');
+      expect(err.detail).toMatch(/^reason=scope_missing\nstartup parameter "/);
+      expect(await upstreamSessions(sub)).toBe(0);
+    },
+  );
 
   it('options (PGOPTIONS): its -c settings are judged the same way; its other switches are refused before login', async () => {
-    const c = await connectPg(tp, await tp.token({ sub: 'sp-options' }), { options: '-c statement_timeout=1500 --lock-timeout=250ms' });
+    const c = await connectPg(tp, await tp.token({ sub: 'sp-options' }), {
+      options: '-c statement_timeout=1500 --lock-timeout=250ms',
+    });
     try {
       expect(await show(c, 'statement_timeout')).toBe('1500ms');
       expect(await show(c, 'lock_timeout')).toBe('250ms');
@@ -84,12 +104,27 @@ describe('pg (node-postgres sends these as startup parameters)', () => {
 
 describe('postgres.js (arbitrary startup parameters through `connection`)', () => {
   const connect = async (role: string, connection: Record<string, string>, sub = 'sp-js') =>
-    postgres({ host: '127.0.0.1', port: tp.proxy.port, user: sub, database: 'app', pass: await tp.token({ sub, role }), max: 1, onnotice: () => {}, fetch_types: false, connection });
+    postgres({
+      host: '127.0.0.1',
+      port: tp.proxy.port,
+      user: sub,
+      database: 'app',
+      pass: await tp.token({ sub, role }),
+      max: 1,
+      onnotice: () => {},
+      fetch_types: false,
+      connection,
+    });
 
-  it('a custom setting the role lists is applied; the timeouts within the role\'s', async () => {
-    const sql = await connect('tenanted', { 'myapp.tenant': 'acme', statement_timeout: '2s', idle_in_transaction_session_timeout: '5s' });
+  it("a custom setting the role lists is applied; the timeouts within the role's", async () => {
+    const sql = await connect('tenanted', {
+      'myapp.tenant': 'acme',
+      statement_timeout: '2s',
+      idle_in_transaction_session_timeout: '5s',
+    });
     try {
-      const [row] = await sql`SELECT current_setting('myapp.tenant') AS t, current_setting('statement_timeout') AS st, current_setting('idle_in_transaction_session_timeout') AS it`;
+      const [row] =
+        await sql`SELECT current_setting('myapp.tenant') AS t, current_setting('statement_timeout') AS st, current_setting('idle_in_transaction_session_timeout') AS it`;
       expect(row).toEqual({ t: 'acme', st: '2s', it: '5s' });
     } finally {
       await sql.end({ timeout: 2 });
@@ -98,7 +133,7 @@ describe('postgres.js (arbitrary startup parameters through `connection`)', () =
 
   it.each([
     ['a custom setting the role does not list', 'analyst', { 'myapp.tenant': 'acme' }],
-    ['a timeout above the role\'s', 'tenanted', { statement_timeout: '4s' }],
+    ["a timeout above the role's", 'tenanted', { statement_timeout: '4s' }],
     ['statement_timeout 0 (no limit)', 'tenanted', { statement_timeout: '0' }],
     ['statement_timeout in octal', 'tenanted', { statement_timeout: '010' }],
     ['search_path', 'tenanted', { search_path: 'evil, public' }],
@@ -109,24 +144,31 @@ describe('postgres.js (arbitrary startup parameters through `connection`)', () =
     ['standard_conforming_strings', 'tenanted', { standard_conforming_strings: 'off' }],
     ['client_encoding in another case', 'tenanted', { Client_Encoding: 'SJIS' }],
     ['default_transaction_read_only for a read-only role', 'tenanted', { default_transaction_read_only: 'off' }],
-  ] as [string, string, Record<string, string>][])('%s is refused FATAL 42501 with the SET refusal', async (_what, role, connection) => {
-    const sql = await connect(role, connection, 'sp-js-refused');
-    try {
-      const err = await sql`SELECT 1`.then(() => undefined, (e: { code?: string; severity?: string; message: string }) => e);
-      expect(err).toBeDefined();
-      expect([err?.code, err?.severity]).toEqual(['42501', 'FATAL']);
-      expect(err?.message).toBe('permission denied by pgwarden: SET changes a setting pgwarden does not allow');
-    } finally {
-      await sql.end({ timeout: 2 });
-    }
-    expect(await upstreamSessions('sp-js-refused')).toBe(0);
-  });
+  ] as [string, string, Record<string, string>][])(
+    '%s is refused FATAL 42501 with the SET refusal',
+    async (_what, role, connection) => {
+      const sql = await connect(role, connection, 'sp-js-refused');
+      try {
+        const err = await sql`SELECT 1`.then(
+          () => undefined,
+          (e: { code?: string; severity?: string; message: string }) => e,
+        );
+        expect(err).toBeDefined();
+        expect([err?.code, err?.severity]).toEqual(['42501', 'FATAL']);
+        expect(err?.message).toBe('permission denied by pgwarden: SET changes a setting pgwarden does not allow');
+      } finally {
+        await sql.end({ timeout: 2 });
+      }
+      expect(await upstreamSessions('sp-js-refused')).toBe(0);
+    },
+  );
 
   it('a stamped name in another case that the policy allows is overridden by the stamp, not applied', async () => {
     // Application_Name (not the exact startup key) is judged as SET application_name, allowed, and the stamp wins.
     const sql = await connect('tenanted', { Application_Name: 'forged', Client_Encoding: 'UTF8' }, 'sp-js-case');
     try {
-      const [row] = await sql`SELECT current_setting('application_name') AS app, current_setting('client_encoding') AS enc`;
+      const [row] =
+        await sql`SELECT current_setting('application_name') AS app, current_setting('client_encoding') AS enc`;
       expect(row?.app).toMatch(/^pgwarden:sp-js-case\/test-agent/);
       expect(row?.enc).toBe('UTF8');
     } finally {
@@ -138,11 +180,23 @@ describe('postgres.js (arbitrary startup parameters through `connection`)', () =
 const hasPsql = spawnSync('psql', ['--version']).status === 0;
 
 describe.skipIf(!hasPsql)('psql', () => {
-  it('PGOPTIONS -c settings within the role\'s bounds are applied', async () => {
+  it("PGOPTIONS -c settings within the role's bounds are applied", async () => {
     const { stdout } = await promisify(execFile)(
       'psql',
-      ['-X', '-A', '-t', '-c', 'SHOW statement_timeout', '-c', 'SHOW lock_timeout', `host=127.0.0.1 port=${tp.proxy.port} dbname=app user=alice sslmode=disable`],
-      { env: { ...process.env, PGPASSWORD: await tp.token(), PGOPTIONS: '-c statement_timeout=2s -c lock_timeout=100' }, timeout: 10_000 },
+      [
+        '-X',
+        '-A',
+        '-t',
+        '-c',
+        'SHOW statement_timeout',
+        '-c',
+        'SHOW lock_timeout',
+        `host=127.0.0.1 port=${tp.proxy.port} dbname=app user=alice sslmode=disable`,
+      ],
+      {
+        env: { ...process.env, PGPASSWORD: await tp.token(), PGOPTIONS: '-c statement_timeout=2s -c lock_timeout=100' },
+        timeout: 10_000,
+      },
     );
     expect(stdout.trim().split('\n')).toEqual(['2s', '100ms']);
   });

@@ -14,7 +14,7 @@ afterEach(async () => {
 });
 
 describe('the injected upstream connector', () => {
-  it('opens the session\'s connection and the analysis connection, and sends the cancel of a running statement', async () => {
+  it("opens the session's connection and the analysis connection, and sends the cancel of a running statement", async () => {
     const opened: string[] = [];
     const cancelled: number[] = [];
     // The real connector underneath, observed: what it is asked to do is what pgwarden does.

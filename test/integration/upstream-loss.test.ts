@@ -42,7 +42,11 @@ afterAll(async () => {
 });
 
 /** A client through the proxy, the forwarded connection that is its upstream, and its first error. */
-async function session(): Promise<{ c: pg.Client; pair: ForwardedPair; error: Promise<Error & { code?: string; severity?: string }> }> {
+async function session(): Promise<{
+  c: pg.Client;
+  pair: ForwardedPair;
+  error: Promise<Error & { code?: string; severity?: string }>;
+}> {
   fwd.setNewConnections('forward');
   const before = fwd.pairs.length;
   const c = await connectPg(tp);
@@ -56,7 +60,10 @@ async function session(): Promise<{ c: pg.Client; pair: ForwardedPair; error: Pr
 }
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms))]);
+  return Promise.race([
+    p,
+    new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms)),
+  ]);
 }
 
 function sessionEnds(reason: string): number {
@@ -67,12 +74,14 @@ function sessionEnds(reason: string): number {
 }
 
 describe('the upstream goes away under a live session', () => {
-  it('pg_terminate_backend: Postgres\'s own FATAL reaches the client and the session ends', async () => {
+  it("pg_terminate_backend: Postgres's own FATAL reaches the client and the session ends", async () => {
     const { c, pair, error } = await session();
     const ended = sessionEnds('upstream_lost');
     const su = await superClient();
     try {
-      const r = await su.query('SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE client_port = $1', [pair.server?.localPort]);
+      const r = await su.query('SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE client_port = $1', [
+        pair.server?.localPort,
+      ]);
       expect(r.rows).toEqual([{ ok: true }]);
     } finally {
       await su.end();
@@ -116,7 +125,9 @@ describe('the upstream goes away under a live session', () => {
     );
     const err = await within(running, 5_000 + CHECK_TIMEOUT + CHECK_INTERVAL + 4_000, 'the query error');
     expect(err).toMatchObject({ code: '08006', severity: 'FATAL' });
-    expect(err?.message).toMatch(/upstream connection was lost: no answer for \d+ ms while a statement ran \(its statementTimeout is 5000 ms\)/);
+    expect(err?.message).toMatch(
+      /upstream connection was lost: no answer for \d+ ms while a statement ran \(its statementTimeout is 5000 ms\)/,
+    );
     expect(Date.now() - t0).toBeGreaterThanOrEqual(5_000);
     await c.end().catch(() => {});
   }, 20_000);
@@ -145,7 +156,7 @@ describe('the upstream goes away under a live session', () => {
 });
 
 describe('logging in to a slow or failing upstream', () => {
-  it('a slow upstream login is reported as the upstream\'s fault, not as the client being slow', async () => {
+  it("a slow upstream login is reported as the upstream's fault, not as the client being slow", async () => {
     fwd.setNewConnections('blackhole');
     try {
       const err = await loginError(tp.pgConfig(await tp.token()));
@@ -175,9 +186,14 @@ describe('logging in to a slow or failing upstream', () => {
   });
 });
 
-describe('a revocation does not wait for the policy\'s catalog read', () => {
+describe("a revocation does not wait for the policy's catalog read", () => {
   it('SIGHUP applies a new revocation while the catalog read hangs on a slow upstream', async () => {
-    const mallory = { sub: 'mallory', role: 'analyst', jti: 'jti-mallory', exp: Math.floor(Date.now() / 1000) + 300 } as Identity;
+    const mallory = {
+      sub: 'mallory',
+      role: 'analyst',
+      jti: 'jti-mallory',
+      exp: Math.floor(Date.now() / 1000) + 300,
+    } as Identity;
     expect(tp.proxy.revocations.match(mallory)).toBeUndefined();
     writeFileSync(path.join(tp.dir, 'revocations.yaml'), 'revoked:\n  - { sub: mallory, reason: test }\n');
     const version = tp.proxy.store.version;

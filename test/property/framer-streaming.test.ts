@@ -5,7 +5,10 @@ import { ProxyError } from '../../lib/errors.ts';
 import { MessageFramer, isPart, type Frame, type FramePart } from '../../proxy/wire/framer.ts';
 import { splitAt, typed } from '../helpers/bytes.ts';
 
-const seed = process.env.FC_SEED !== undefined && process.env.FC_SEED !== '' ? Number(process.env.FC_SEED) : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
+const seed =
+  process.env.FC_SEED !== undefined && process.env.FC_SEED !== ''
+    ? Number(process.env.FC_SEED)
+    : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
 
 function check<Ts extends [unknown, ...unknown[]]>(property: fc.IProperty<Ts>, numRuns = 300): void {
   try {
@@ -27,11 +30,17 @@ const MAX_STREAMED = 4096;
 /** A message as generated: its type and body. Streamed types get bodies up to 600 bytes, the others up to MAX_ASSEMBLED - 5. */
 const message = fc.oneof(
   fc.record({ type: fc.constantFrom(D, d), body: fc.uint8Array({ maxLength: 600 }) }),
-  fc.record({ type: fc.constantFrom(...'CZTEN1'.split('').map((c) => c.charCodeAt(0))), body: fc.uint8Array({ maxLength: MAX_ASSEMBLED - 5 }) }),
+  fc.record({
+    type: fc.constantFrom(...'CZTEN1'.split('').map((c) => c.charCodeAt(0))),
+    body: fc.uint8Array({ maxLength: MAX_ASSEMBLED - 5 }),
+  }),
 );
 
 function streamingFramer(): MessageFramer {
-  return new MessageFramer({ maxMessageSize: MAX_ASSEMBLED, stream: { types: STREAMED, threshold: THRESHOLD, maxSize: MAX_STREAMED } });
+  return new MessageFramer({
+    maxMessageSize: MAX_ASSEMBLED,
+    stream: { types: STREAMED, threshold: THRESHOLD, maxSize: MAX_STREAMED },
+  });
 }
 
 interface Observed {

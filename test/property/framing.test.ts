@@ -32,7 +32,10 @@ import {
 import { splitAt, typed } from '../helpers/bytes.ts';
 
 // One seed per run, from FC_SEED to replay a failure.
-const seed = process.env.FC_SEED !== undefined && process.env.FC_SEED !== '' ? Number(process.env.FC_SEED) : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
+const seed =
+  process.env.FC_SEED !== undefined && process.env.FC_SEED !== ''
+    ? Number(process.env.FC_SEED)
+    : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
 
 function check<Ts extends [unknown, ...unknown[]]>(property: fc.IProperty<Ts>, numRuns = 200): void {
   try {
@@ -59,9 +62,13 @@ function drain(framer: MessageFramer, limit: number): Frame[] {
 }
 
 const MAX = 4096;
-const message = fc.record({ type: fc.integer({ min: 0, max: 255 }), body: fc.uint8Array({ maxLength: 700 }) }).map(({ type, body }) => typed(type, Buffer.from(body)));
+const message = fc
+  .record({ type: fc.integer({ min: 0, max: 255 }), body: fc.uint8Array({ maxLength: 700 }) })
+  .map(({ type, body }) => typed(type, Buffer.from(body)));
 const stream = fc.array(message, { maxLength: 12 }).map((msgs) => Buffer.concat(msgs));
-const withCuts = stream.chain((buf) => fc.tuple(fc.constant(buf), fc.array(fc.integer({ min: 0, max: buf.length }), { maxLength: 20 })));
+const withCuts = stream.chain((buf) =>
+  fc.tuple(fc.constant(buf), fc.array(fc.integer({ min: 0, max: buf.length }), { maxLength: 20 })),
+);
 
 /** Text that can be a protocol string: any code point but NUL (no lone surrogates). */
 const text = fc.string({ unit: 'binary', maxLength: 40 }).filter((s) => !s.includes('\0'));
@@ -115,7 +122,10 @@ describe('framing properties', () => {
         const framer = new MessageFramer({ maxMessageSize: 512 });
         expectOnlyProtocolErrors(() => {
           let inStartup = startupFirst;
-          for (const part of splitAt(buf, cuts.map((c) => c % (buf.length + 1)))) {
+          for (const part of splitAt(
+            buf,
+            cuts.map((c) => c % (buf.length + 1)),
+          )) {
             framer.push(part);
             for (let i = 0; i < 1000; i++) {
               if (inStartup) {
@@ -138,8 +148,17 @@ describe('framing properties', () => {
 
   it('random bodies given to every frontend and backend decoder only yield a value or an 08P01 ProxyError', () => {
     const decoders: ((b: Buffer) => unknown)[] = [
-      decodeQuery, decodeParse, decodeBind, decodeExecute, decodeDescribe, decodeClose, decodePassword, decodeCopyFail,
-      decodeErrorFields, decodeParameterStatus, decodeBackendKeyData,
+      decodeQuery,
+      decodeParse,
+      decodeBind,
+      decodeExecute,
+      decodeDescribe,
+      decodeClose,
+      decodePassword,
+      decodeCopyFail,
+      decodeErrorFields,
+      decodeParameterStatus,
+      decodeBackendKeyData,
     ];
     check(
       fc.property(fc.uint8Array({ maxLength: 80 }), (arr) => {
@@ -158,19 +177,37 @@ describe('encode → decode round-trips', () => {
     const severity = fc.constantFrom<ErrorSeverity>('ERROR', 'FATAL', 'PANIC');
     const sqlstate = fc.stringMatching(/^[0-9A-Z]{5}$/);
     check(
-      fc.property(severity, sqlstate, text, fc.option(text, { nil: undefined }), fc.option(text, { nil: undefined }), (sev, code, message, detail, hint) => {
-        const decoded = decodeErrorFields(body(encodeErrorResponse({ severity: sev, sqlstate: code, message, detail, hint })));
-        expect(decoded).toMatchObject({ severity: sev, sqlstate: code, message, detail, hint });
-      }),
+      fc.property(
+        severity,
+        sqlstate,
+        text,
+        fc.option(text, { nil: undefined }),
+        fc.option(text, { nil: undefined }),
+        (sev, code, message, detail, hint) => {
+          const decoded = decodeErrorFields(
+            body(encodeErrorResponse({ severity: sev, sqlstate: code, message, detail, hint })),
+          );
+          expect(decoded).toMatchObject({ severity: sev, sqlstate: code, message, detail, hint });
+        },
+      ),
     );
   });
 
   it('ParameterStatus and BackendKeyData', () => {
     check(
-      fc.property(text, text, fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), fc.uint8Array({ minLength: 4, maxLength: 256 }), (name, value, pid, key) => {
-        expect(decodeParameterStatus(body(encodeParameterStatus(name, value)))).toEqual({ name, value });
-        expect(decodeBackendKeyData(body(encodeBackendKeyData(pid, Buffer.from(key))))).toEqual({ processId: pid, secretKey: Buffer.from(key) });
-      }),
+      fc.property(
+        text,
+        text,
+        fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }),
+        fc.uint8Array({ minLength: 4, maxLength: 256 }),
+        (name, value, pid, key) => {
+          expect(decodeParameterStatus(body(encodeParameterStatus(name, value)))).toEqual({ name, value });
+          expect(decodeBackendKeyData(body(encodeBackendKeyData(pid, Buffer.from(key))))).toEqual({
+            processId: pid,
+            secretKey: Buffer.from(key),
+          });
+        },
+      ),
     );
   });
 
@@ -178,13 +215,20 @@ describe('encode → decode round-trips', () => {
     const oid = fc.integer({ min: 0, max: 0xffffffff });
     const target = fc.constantFrom<'S' | 'P'>('S', 'P');
     check(
-      fc.property(text, text, fc.array(oid, { maxLength: 20 }), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), target, (name, sql, types, maxRows, t) => {
-        expect(decodeQuery(body(encodeQuery(sql)))).toEqual({ sql });
-        expect(decodeParse(body(encodeParse(name, sql, types)))).toEqual({ name, sql, paramTypes: types });
-        expect(decodeExecute(body(encodeExecute(name, maxRows)))).toEqual({ portal: name, maxRows });
-        expect(decodeDescribe(body(encodeDescribe(t, name)))).toEqual({ target: t, name });
-        expect(decodeClose(body(encodeClose(t, name)))).toEqual({ target: t, name });
-      }),
+      fc.property(
+        text,
+        text,
+        fc.array(oid, { maxLength: 20 }),
+        fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }),
+        target,
+        (name, sql, types, maxRows, t) => {
+          expect(decodeQuery(body(encodeQuery(sql)))).toEqual({ sql });
+          expect(decodeParse(body(encodeParse(name, sql, types)))).toEqual({ name, sql, paramTypes: types });
+          expect(decodeExecute(body(encodeExecute(name, maxRows)))).toEqual({ portal: name, maxRows });
+          expect(decodeDescribe(body(encodeDescribe(t, name)))).toEqual({ target: t, name });
+          expect(decodeClose(body(encodeClose(t, name)))).toEqual({ target: t, name });
+        },
+      ),
     );
   });
 
@@ -194,14 +238,25 @@ describe('encode → decode round-trips', () => {
       .record({
         portal: text,
         statement: text,
-        params: fc.array(fc.option(fc.uint8Array({ maxLength: 30 }).map((a) => Buffer.from(a)), { nil: null }), { maxLength: 10 }),
+        params: fc.array(
+          fc.option(
+            fc.uint8Array({ maxLength: 30 }).map((a) => Buffer.from(a)),
+            { nil: null },
+          ),
+          { maxLength: 10 },
+        ),
         resultFormats: fc.array(format, { maxLength: 5 }),
         formatMode: fc.constantFrom('none', 'one', 'each'),
         formats: fc.array(format, { minLength: 10, maxLength: 10 }),
       })
       .map(({ formatMode, formats, ...rest }) => ({
         ...rest,
-        paramFormats: formatMode === 'none' ? [] : formatMode === 'one' ? formats.slice(0, 1) : formats.slice(0, rest.params.length),
+        paramFormats:
+          formatMode === 'none'
+            ? []
+            : formatMode === 'one'
+              ? formats.slice(0, 1)
+              : formats.slice(0, rest.params.length),
       }));
     check(
       fc.property(bind, (msg) => {
@@ -216,7 +271,9 @@ describe('Reader.cstring', () => {
   it('reads exactly what a strict UTF-8 decoder reads, or refuses exactly when it refuses (ASCII fast path included)', () => {
     const byte = fc.oneof(fc.integer({ min: 1, max: 0x7f }), fc.integer({ min: 1, max: 0xff }));
     // Valid UTF-8 of any text (multi-byte sequences included), and raw bytes (mostly invalid once a high byte appears).
-    const validText = fc.string({ unit: 'binary', maxLength: 120 }).map((t) => [...Buffer.from(t.replaceAll('\0', ''), 'utf8')]);
+    const validText = fc
+      .string({ unit: 'binary', maxLength: 120 })
+      .map((t) => [...Buffer.from(t.replaceAll('\0', ''), 'utf8')]);
     const text = fc.oneof(validText, fc.array(byte, { maxLength: 300 }));
     fc.assert(
       fc.property(text, fc.array(byte, { maxLength: 8 }), (text, after) => {

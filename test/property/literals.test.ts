@@ -8,7 +8,10 @@ import { literalShape, replaceLiterals, type LiteralShape } from '../../policy/l
 import { initParser, parseStatements, scanTokens } from '../../policy/parser.ts';
 
 // One seed per run, from FC_SEED to replay a failure.
-const seed = process.env.FC_SEED !== undefined && process.env.FC_SEED !== '' ? Number(process.env.FC_SEED) : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
+const seed =
+  process.env.FC_SEED !== undefined && process.env.FC_SEED !== ''
+    ? Number(process.env.FC_SEED)
+    : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
 
 function check<Ts extends [unknown, ...unknown[]]>(property: fc.IProperty<Ts>, numRuns: number): void {
   try {
@@ -79,7 +82,8 @@ function oracleTokens(sql: string): OracleToken[] | undefined {
   return tokens.map((t) => {
     const start = map.get(t.start);
     const end = map.get(t.end);
-    if (start === undefined || end === undefined) throw new Error(`token offsets ${t.start}-${t.end} are not character boundaries in ${JSON.stringify(sql)}`);
+    if (start === undefined || end === undefined)
+      throw new Error(`token offsets ${t.start}-${t.end} are not character boundaries in ${JSON.stringify(sql)}`);
     return { start, end, type: t.tokenType, text: t.text };
   });
 }
@@ -123,19 +127,28 @@ function disagreement(sql: string): string | undefined {
   const classes = shapeClasses(sql, shape);
   if (typeof classes === 'string') return classes;
   const tokens = oracleTokens(sql);
-  if (tokens === undefined) return `literalShape gives spans ${JSON.stringify(shape.spans)} but the real scanner rejects the text`;
+  if (tokens === undefined)
+    return `literalShape gives spans ${JSON.stringify(shape.spans)} but the real scanner rejects the text`;
   const comment = tokens.find((t) => t.type === SQL_COMMENT || t.type === C_COMMENT);
-  if (comment !== undefined) return `the real scanner sees a comment ${JSON.stringify(comment.text)} at ${comment.start}`;
+  if (comment !== undefined)
+    return `the real scanner sees a comment ${JSON.stringify(comment.text)} at ${comment.start}`;
   const consts = tokens.filter((t) => CONSTANT_TYPES.has(t.type));
   const real = consts.map((t) => `${t.start}-${t.end}:${t.type}:${t.text}`);
   const mine: string[] = [];
-  for (let k = 0; k < shape.spans.length; k += 2) mine.push(`${shape.spans[k]}-${shape.spans[k + 1]}:${classes[k / 2]}:${sql.slice(shape.spans[k], shape.spans[k + 1])}`);
-  const spansAgree = consts.length === classes.length && consts.every((t, k) => t.start === shape.spans[2 * k] && t.end === shape.spans[2 * k + 1]);
-  if (!spansAgree) return `constants differ: literalShape ${JSON.stringify(mine)}, real scanner ${JSON.stringify(real)}`;
+  for (let k = 0; k < shape.spans.length; k += 2)
+    mine.push(
+      `${shape.spans[k]}-${shape.spans[k + 1]}:${classes[k / 2]}:${sql.slice(shape.spans[k], shape.spans[k + 1])}`,
+    );
+  const spansAgree =
+    consts.length === classes.length &&
+    consts.every((t, k) => t.start === shape.spans[2 * k] && t.end === shape.spans[2 * k + 1]);
+  if (!spansAgree)
+    return `constants differ: literalShape ${JSON.stringify(mine)}, real scanner ${JSON.stringify(real)}`;
   for (let k = 0; k < consts.length; k++) {
     const t = consts[k];
     const cls = classes[k] ?? '?';
-    if (t === undefined || !(CLASSES_OF[t.type] ?? '').includes(cls)) return `class ${cls} for ${JSON.stringify(t?.text)}, real token type ${t?.type}`;
+    if (t === undefined || !(CLASSES_OF[t.type] ?? '').includes(cls))
+      return `class ${cls} for ${JSON.stringify(t?.text)}, real token type ${t?.type}`;
   }
   const maxParam = Math.max(0, ...tokens.filter((t) => t.type === PARAM).map((t) => Number(t.text.slice(1))));
   if (maxParam !== shape.maxParam) return `maxParam ${shape.maxParam}, real scanner's highest $n is ${maxParam}`;
@@ -146,7 +159,39 @@ function disagreement(sql: string): string | undefined {
 
 const pick = <T>(...xs: T[]) => fc.constantFrom(...xs);
 
-const keyword = pick('SELECT', 'select', 'FROM', 'WHERE', 'AND', 'OR', 'NOT', 'LIMIT', 'INSERT INTO', 'VALUES', 'UPDATE', 'SET', 'DELETE', 'AS', 'IN', 'IS NULL', 'true', 'null', 'e', 'E', 'b', 'B', 'x', 'X', 'n', 'N', 'U', 'u', 'float', 'interval', 'int4');
+const keyword = pick(
+  'SELECT',
+  'select',
+  'FROM',
+  'WHERE',
+  'AND',
+  'OR',
+  'NOT',
+  'LIMIT',
+  'INSERT INTO',
+  'VALUES',
+  'UPDATE',
+  'SET',
+  'DELETE',
+  'AS',
+  'IN',
+  'IS NULL',
+  'true',
+  'null',
+  'e',
+  'E',
+  'b',
+  'B',
+  'x',
+  'X',
+  'n',
+  'N',
+  'U',
+  'u',
+  'float',
+  'interval',
+  'int4',
+);
 const identifier = fc.stringMatching(/^[a-zA-Z_][a-zA-Z0-9_$]{0,5}$/);
 const quotedIdentifier = fc
   .array(pick('a', 'B', ' ', "'", '""', '--', '/*', '$$', '1', '\\', 'é'), { maxLength: 4 })
@@ -154,22 +199,107 @@ const quotedIdentifier = fc
 const digits = (max: number) => fc.stringMatching(new RegExp(`^[0-9]{1,${max}}$`));
 const number = fc.oneof(
   digits(4),
-  pick('0', '00', '2147483647', '2147483648', '0002147483647', '0002147483648', '9223372036854775807', '9223372036854775808', '99999999999999999999999'),
+  pick(
+    '0',
+    '00',
+    '2147483647',
+    '2147483648',
+    '0002147483647',
+    '0002147483648',
+    '9223372036854775807',
+    '9223372036854775808',
+    '99999999999999999999999',
+  ),
   fc.tuple(digits(3), digits(3)).map(([a, b]) => `${a}.${b}`),
   digits(3).map((d) => `.${d}`),
   digits(3).map((d) => `${d}.`),
   fc.tuple(digits(3), pick('e', 'E', 'e+', 'e-', 'E-'), digits(2)).map(([m, e, x]) => `${m}${e}${x}`),
   fc.tuple(digits(2), digits(2), pick('e', 'E-'), digits(2)).map(([a, b, e, x]) => `${a}.${b}${e}${x}`),
-  pick('1e', '1e+', '1E-', '0x1F', '0X1f', '0o17', '0b101', '1_000', '1abc', '1..2', '1.2.3', '5.e3', '.5e', '1$', '1é'),
+  pick(
+    '1e',
+    '1e+',
+    '1E-',
+    '0x1F',
+    '0X1f',
+    '0o17',
+    '0b101',
+    '1_000',
+    '1abc',
+    '1..2',
+    '1.2.3',
+    '5.e3',
+    '.5e',
+    '1$',
+    '1é',
+  ),
 );
-const stringBody = fc.array(pick('a', 'Z', ' ', "''", '"', '\\', '\n', '--', '/*', '*/', '$$', ';', '1', 'é', '€'), { maxLength: 5 }).map((p) => p.join(''));
+const stringBody = fc
+  .array(pick('a', 'Z', ' ', "''", '"', '\\', '\n', '--', '/*', '*/', '$$', ';', '1', 'é', '€'), { maxLength: 5 })
+  .map((p) => p.join(''));
 const string = fc.oneof(
   { arbitrary: stringBody.map((b) => `'${b}'`), weight: 4 },
   stringBody.map((b) => `E'${b}'`),
-  pick("e'x'", "B'01'", "b'1'", "X'ff'", "x'1F'", "N'x'", "n'x'", "U&'x'", "u&'d\\0061t'", 'U&"x"', "'a'\n'b'", "'a' 'b'", "'unterminated", '"unterminated', "''", "''''"),
+  pick(
+    "e'x'",
+    "B'01'",
+    "b'1'",
+    "X'ff'",
+    "x'1F'",
+    "N'x'",
+    "n'x'",
+    "U&'x'",
+    "u&'d\\0061t'",
+    'U&"x"',
+    "'a'\n'b'",
+    "'a' 'b'",
+    "'unterminated",
+    '"unterminated',
+    "''",
+    "''''",
+  ),
 );
-const operator = pick('=', '<>', '<', '>=', '-', '+', '*', '/', '::', '.', '..', ',', '(', ')', ';', '[', ']', '||', '->>', '&', '@', '!', '%', '^', ':=', '=>', '?', '~', '#', '|', '`', ':', '-+', '*-', '!=');
-const param = fc.oneof(fc.integer({ min: 0, max: 12 }).map((p) => `$${p}`), fc.integer({ min: 0, max: 2_000_000 }).map((p) => `$${p}`), pick('$', '$a', '$1a', '$_'));
+const operator = pick(
+  '=',
+  '<>',
+  '<',
+  '>=',
+  '-',
+  '+',
+  '*',
+  '/',
+  '::',
+  '.',
+  '..',
+  ',',
+  '(',
+  ')',
+  ';',
+  '[',
+  ']',
+  '||',
+  '->>',
+  '&',
+  '@',
+  '!',
+  '%',
+  '^',
+  ':=',
+  '=>',
+  '?',
+  '~',
+  '#',
+  '|',
+  '`',
+  ':',
+  '-+',
+  '*-',
+  '!=',
+);
+const param = fc.oneof(
+  fc.integer({ min: 0, max: 12 }).map((p) => `$${p}`),
+  fc.integer({ min: 0, max: 2_000_000 }).map((p) => `$${p}`),
+  pick('$', '$a', '$1a', '$_'),
+);
 const comment = pick('-- c\n', '--\n', '-- x', '/* c */', '/* /* nested */ */', "/* ' */", '/**/');
 const dollarQuote = pick('$$x$$', "$$it's$$", '$tag$x$tag$', '$a$ $b$ $a$', '$$');
 const whitespace = pick(' ', '  ', '\n', '\t', '\r\n', '\f', '\v');
@@ -192,7 +322,11 @@ const soup = fc
         { arbitrary: whitespace, weight: 1 },
         { arbitrary: misc, weight: 1 },
       ),
-      fc.oneof({ arbitrary: fc.constant(' '), weight: 4 }, { arbitrary: fc.constant(''), weight: 3 }, { arbitrary: fc.constant('\n'), weight: 1 }),
+      fc.oneof(
+        { arbitrary: fc.constant(' '), weight: 4 },
+        { arbitrary: fc.constant(''), weight: 3 },
+        { arbitrary: fc.constant('\n'), weight: 1 },
+      ),
     ),
     { minLength: 1, maxLength: 16 },
   )
@@ -207,7 +341,20 @@ const plainSoup = fc
         identifier,
         pick(`"a'b"`, '"x""y"', '"é"', '"$$"', '"--"', '""', '"/*"'),
         digits(3),
-        pick('2147483647', '2147483648', '0002147483648', '9223372036854775808', '.5', '5.', '1e5', '1.5e-3', '1.e3', '.5e3', '0', '00'),
+        pick(
+          '2147483647',
+          '2147483648',
+          '0002147483648',
+          '9223372036854775808',
+          '.5',
+          '5.',
+          '1e5',
+          '1.5e-3',
+          '1.e3',
+          '.5e3',
+          '0',
+          '00',
+        ),
         pick("'a'", "'a''b'", "''", "''''", `'"'`, "'é'", "'--'", "'/*'", "'$$'", "'\t\f'"),
         operator,
         pick('$1', '$2', '$10', '$99999', '$0', '$00'),
@@ -264,17 +411,28 @@ type Part = string | { hole: Cls };
 const leadingZeros = fc.integer({ min: 0, max: 2 }).map((z) => '0'.repeat(z));
 /** Literal texts of each class, in all the forms literalShape accepts. */
 const VALUE: Record<Cls, fc.Arbitrary<string>> = {
-  i: fc.tuple(leadingZeros, fc.oneof(fc.integer({ min: 0, max: 2147483647 }), pick(0, 1, 24, 25, 53, 54, 2147483647))).map(([z, v]) => `${z}${v}`),
-  l: fc.tuple(leadingZeros, fc.oneof(fc.bigInt({ min: 2147483648n, max: 9223372036854775807n }), pick(2147483648n, 9223372036854775807n))).map(([z, v]) => `${z}${v}`),
+  i: fc
+    .tuple(leadingZeros, fc.oneof(fc.integer({ min: 0, max: 2147483647 }), pick(0, 1, 24, 25, 53, 54, 2147483647)))
+    .map(([z, v]) => `${z}${v}`),
+  l: fc
+    .tuple(
+      leadingZeros,
+      fc.oneof(fc.bigInt({ min: 2147483648n, max: 9223372036854775807n }), pick(2147483648n, 9223372036854775807n)),
+    )
+    .map(([z, v]) => `${z}${v}`),
   n: fc.oneof(
     fc.bigInt({ min: 9223372036854775808n, max: 10n ** 30n }).map(String),
     fc.tuple(digits(4), digits(4)).map(([a, b]) => `${a}.${b}`),
     digits(4).map((d) => `.${d}`),
     digits(4).map((d) => `${d}.`),
-    fc.tuple(digits(3), pick('', '.', '.5'), pick('e', 'E', 'e+', 'e-', 'E-'), digits(3)).map(([m, f, e, x]) => `${m}${f}${e}${x}`),
+    fc
+      .tuple(digits(3), pick('', '.', '.5'), pick('e', 'E', 'e+', 'e-', 'E-'), digits(3))
+      .map(([m, f, e, x]) => `${m}${f}${e}${x}`),
   ),
   s: fc
-    .array(pick('a', 'Z', ' ', "''", '"', '\n', '--', '/*', '*/', '$$', ';', '1', 'é', '€', '::regclass', ')'), { maxLength: 6 })
+    .array(pick('a', 'Z', ' ', "''", '"', '\n', '--', '/*', '*/', '$$', ';', '1', 'é', '€', '::regclass', ')'), {
+      maxLength: 6,
+    })
     .map((p) => `'${p.join('')}'`),
 };
 
@@ -288,8 +446,12 @@ const expr: fc.Arbitrary<Part[]> = fc.oneof(
   column.map((c) => [c]),
   anyConst.map((c) => [c]),
   fc.tuple(pick('-', '+', '- '), num).map(([s, c]) => [s, c]),
-  fc.tuple(anyConst, pick('int', 'bigint', 'text', 'numeric', 'date', 'regclass', 'interval', 'float8')).map(([c, t]) => [c, `::${t}`]),
-  fc.tuple(anyConst, pick('numeric(', 'varchar(', 'float(', 'timestamp(', 'bit('), pick<Cls>('i', 'i', 'l').map(h)).map(([c, t, p]) => [c, `::${t}`, p, ')']),
+  fc
+    .tuple(anyConst, pick('int', 'bigint', 'text', 'numeric', 'date', 'regclass', 'interval', 'float8'))
+    .map(([c, t]) => [c, `::${t}`]),
+  fc
+    .tuple(anyConst, pick('numeric(', 'varchar(', 'float(', 'timestamp(', 'bit('), pick<Cls>('i', 'i', 'l').map(h))
+    .map(([c, t, p]) => [c, `::${t}`, p, ')']),
   fc.tuple(pick('interval ', 'date ', 'int4 '), pick<Cls>('s').map(h)).map(([t, c]) => [t, c]),
   fc.tuple(pick('lower(', 'abs(', 'coalesce(x, ', 'length('), anyConst).map(([f, c]) => [f, c, ')']),
   fc.tuple(column, pick(' + ', ' * ', ' || ', ' / '), anyConst).map(([c, o, k]) => [c, o, k]),
@@ -299,8 +461,12 @@ const expr: fc.Arbitrary<Part[]> = fc.oneof(
 );
 
 const condition: fc.Arbitrary<Part[]> = fc.oneof(
-  fc.tuple(column, pick(' = ', ' <> ', ' < ', '>=', ' LIKE ', ' IS DISTINCT FROM '), expr).map(([c, o, e]) => [c, o, ...e]),
-  fc.tuple(column, fc.array(anyConst, { minLength: 1, maxLength: 3 })).map(([c, xs]) => [c, ' IN (', ...xs.flatMap((x, i) => (i === 0 ? [x] : [', ', x])), ')']),
+  fc
+    .tuple(column, pick(' = ', ' <> ', ' < ', '>=', ' LIKE ', ' IS DISTINCT FROM '), expr)
+    .map(([c, o, e]) => [c, o, ...e]),
+  fc
+    .tuple(column, fc.array(anyConst, { minLength: 1, maxLength: 3 }))
+    .map(([c, xs]) => [c, ' IN (', ...xs.flatMap((x, i) => (i === 0 ? [x] : [', ', x])), ')']),
   fc.tuple(column, num, num).map(([c, a, b]) => [c, ' BETWEEN ', a, ' AND ', b]),
   fc.tuple(column, pick<Cls>('s').map(h)).map(([c, s]) => [c, '::text ~ ', s]),
   column.map((c) => [c, ' IS NULL']),
@@ -308,7 +474,9 @@ const condition: fc.Arbitrary<Part[]> = fc.oneof(
 
 const where: fc.Arbitrary<Part[]> = fc
   .array(condition, { minLength: 1, maxLength: 3 })
-  .chain((cs) => fc.tuple(fc.constant(cs), fc.array(pick(' AND ', ' OR '), { minLength: cs.length, maxLength: cs.length })))
+  .chain((cs) =>
+    fc.tuple(fc.constant(cs), fc.array(pick(' AND ', ' OR '), { minLength: cs.length, maxLength: cs.length })),
+  )
   .map(([cs, ops]) => cs.flatMap((c, i) => (i === 0 ? c : [ops[i] ?? ' AND ', ...c])));
 
 const select: fc.Arbitrary<Part[]> = fc
@@ -330,11 +498,13 @@ const select: fc.Arbitrary<Part[]> = fc
 
 const statement: fc.Arbitrary<Part[]> = fc.oneof(
   { arbitrary: select, weight: 4 },
-  fc.tuple(fc.array(fc.tuple(anyConst, anyConst), { minLength: 1, maxLength: 2 })).map(([rows]) => [
-    'INSERT INTO t (a, b) VALUES ',
-    ...rows.flatMap(([a, b], i) => [i === 0 ? '(' : ', (', a, ', ', b, ')']),
-    ' RETURNING a',
-  ]),
+  fc
+    .tuple(fc.array(fc.tuple(anyConst, anyConst), { minLength: 1, maxLength: 2 }))
+    .map(([rows]) => [
+      'INSERT INTO t (a, b) VALUES ',
+      ...rows.flatMap(([a, b], i) => [i === 0 ? '(' : ', (', a, ', ', b, ')']),
+      ' RETURNING a',
+    ]),
   fc.tuple(expr, where).map(([e, w]) => ['UPDATE t SET a = ', ...e, ' WHERE ', ...w]),
   where.map((w) => ['DELETE FROM t WHERE ', ...w]),
   fc.tuple(column, anyConst).map(([c, k]) => ['SELECT ', c, ' FROM t ORDER BY ', k]),
@@ -359,7 +529,16 @@ function fill(parts: Part[], values: string[]): string {
 
 // Positions in the text: location, stmt_location and stmt_len, plus the list bounds PostgreSQL 18 records for IN and
 // ARRAY lists and ordered-set aggregates (they move when a constant's length changes).
-const LOCATION_FIELDS = new Set(['location', 'stmt_location', 'stmt_len', 'name_location', 'list_start', 'list_end', 'rexpr_list_start', 'rexpr_list_end']);
+const LOCATION_FIELDS = new Set([
+  'location',
+  'stmt_location',
+  'stmt_len',
+  'name_location',
+  'list_start',
+  'list_end',
+  'rexpr_list_start',
+  'rexpr_list_end',
+]);
 const CONST_KINDS = ['ival', 'fval', 'sval', 'boolval', 'bsval', 'isnull'];
 
 /** A parse tree without locations, each A_Const reduced to the kind of its value. */
@@ -456,7 +635,10 @@ function paramsOf(sql: string): number[] | undefined {
 
 describe('replaceLiterals', () => {
   it('swaps exactly the spans for $n numbered after maxParam, leaving no constant', () => {
-    const arb = fc.oneof(shaped, templatePair.map(([parts, v]) => fill(parts, v)));
+    const arb = fc.oneof(
+      shaped,
+      templatePair.map(([parts, v]) => fill(parts, v)),
+    );
     check(
       fc.property(arb, (sql) => {
         const shape = literalShape(sql);
@@ -485,7 +667,9 @@ describe('replaceLiterals', () => {
         expect(literalShape(out), JSON.stringify(out)).toBeUndefined();
         // A constant glued to what precedes it becomes part of an identifier (`x.5` → `x$1`), one glued to what follows
         // makes a malformed parameter (`'a'b` → `$1b`): pg_stat_statements prints these the same way.
-        const glued = shape.spans.some((p, k) => k % 2 === 0 && p > 0 && /[\p{L}\p{N}_$\u0080-\uffff]/u.test(sql.charAt(p - 1)));
+        const glued = shape.spans.some(
+          (p, k) => k % 2 === 0 && p > 0 && /[\p{L}\p{N}_$\u0080-\uffff]/u.test(sql.charAt(p - 1)),
+        );
         const tokens = oracleTokens(out);
         if (tokens === undefined || glued) return;
         expect(tokens.filter((t) => CONSTANT_TYPES.has(t.type))).toEqual([]);
@@ -494,7 +678,8 @@ describe('replaceLiterals', () => {
         const after = new Set(paramsOf(out));
         const wanted = new Set([...before, ...Array.from({ length: count }, (_, i) => shape.maxParam + i + 1)]);
         expect(after).toEqual(wanted);
-        const gapless = (ps: Set<number>) => [...ps].every((p) => p >= 1 && p <= ps.size) && ps.size === Math.max(0, ...ps);
+        const gapless = (ps: Set<number>) =>
+          [...ps].every((p) => p >= 1 && p <= ps.size) && ps.size === Math.max(0, ...ps);
         if (gapless(new Set(before))) expect(gapless(after), JSON.stringify(out)).toBe(true);
       }),
       3000,
@@ -523,7 +708,9 @@ function corpusFile(file: string): string[] {
 }
 
 function benchCorpus(): string[] {
-  const json = JSON.parse(readFileSync(path.join(ROOT, 'bench/corpus/corpus.json'), 'utf8')) as { statements: Array<{ sql: string }> };
+  const json = JSON.parse(readFileSync(path.join(ROOT, 'bench/corpus/corpus.json'), 'utf8')) as {
+    statements: Array<{ sql: string }>;
+  };
   return json.statements.map((s) => s.sql);
 }
 
@@ -557,7 +744,11 @@ describe('literalShape on the corpora', () => {
       // The same statement with other constants of the same classes.
       const classes = shapeClasses(sql, shape);
       if (typeof classes === 'string') continue;
-      const other = substitute(sql, shape, classes.map((c) => OTHER_VALUE[c] ?? ''));
+      const other = substitute(
+        sql,
+        shape,
+        classes.map((c) => OTHER_VALUE[c] ?? ''),
+      );
       const d2 = disagreement(other);
       if (d2 !== undefined) problems.push(`${JSON.stringify(other)}: ${d2}`);
     }
@@ -565,19 +756,32 @@ describe('literalShape on the corpora', () => {
     expect(shapes).toBeGreaterThan(0);
   });
 
-  it.each(CORPORA)('%s: a statement the decision cache may share parses, with other constants of the same classes, to the same tree', (_name, load) => {
-    const problems: string[] = [];
-    for (const sql of load()) {
-      const shape = literalShape(sql);
-      if (shape === undefined) continue;
-      const r = parseStatements(sql);
-      if (!r.ok || r.stmts.length === 0 || !r.stmts.every((s) => Object.keys(s.stmt ?? {}).every((k) => SHAREABLE_KINDS.has(k)))) continue;
-      const classes = shapeClasses(sql, shape);
-      if (typeof classes === 'string') continue;
-      const other = substitute(sql, shape, classes.map((c) => OTHER_VALUE[c] ?? ''));
-      if (literalShape(other)?.key !== shape.key) continue;
-      if (JSON.stringify(parsed(other)) !== JSON.stringify(parsed(sql))) problems.push(`${JSON.stringify(sql)} and ${JSON.stringify(other)} share a key but parse differently`);
-    }
-    expect(problems).toEqual([]);
-  });
+  it.each(CORPORA)(
+    '%s: a statement the decision cache may share parses, with other constants of the same classes, to the same tree',
+    (_name, load) => {
+      const problems: string[] = [];
+      for (const sql of load()) {
+        const shape = literalShape(sql);
+        if (shape === undefined) continue;
+        const r = parseStatements(sql);
+        if (
+          !r.ok ||
+          r.stmts.length === 0 ||
+          !r.stmts.every((s) => Object.keys(s.stmt ?? {}).every((k) => SHAREABLE_KINDS.has(k)))
+        )
+          continue;
+        const classes = shapeClasses(sql, shape);
+        if (typeof classes === 'string') continue;
+        const other = substitute(
+          sql,
+          shape,
+          classes.map((c) => OTHER_VALUE[c] ?? ''),
+        );
+        if (literalShape(other)?.key !== shape.key) continue;
+        if (JSON.stringify(parsed(other)) !== JSON.stringify(parsed(sql)))
+          problems.push(`${JSON.stringify(sql)} and ${JSON.stringify(other)} share a key but parse differently`);
+      }
+      expect(problems).toEqual([]);
+    },
+  );
 });

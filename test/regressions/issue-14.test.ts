@@ -41,7 +41,10 @@ it('loads "my.schema".orders into the catalog: the role reads it, and still not 
   const c = await connectAs(tp, 'dotted');
   clients.push(c);
   const r = await c.query('SELECT id, total FROM "my.schema".orders ORDER BY id');
-  expect(r.rows).toEqual([{ id: 1, total: 10 }, { id: 2, total: 20 }]);
+  expect(r.rows).toEqual([
+    { id: 1, total: 10 },
+    { id: 2, total: 20 },
+  ]);
   // Only the relation the policy names: its neighbour in the same schema stays refused.
   expect((await pgError(() => c.query('SELECT id FROM "my.schema".secrets'))).code).toBe('42501');
 });

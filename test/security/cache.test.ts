@@ -45,7 +45,9 @@ describe('priming the shared decision cache', () => {
       const err = await pgError(() => c.query('SELECT id FROM orders WHERE id <= 300 ORDER BY id'));
       expect(err.code).toBe('54000');
       // Postgres got the capped text, with this statement's own literal (not just the wire-level cap as a backstop).
-      expect(await receivedText('SELECT id FROM orders WHERE id <= 300')).toEqual(['SELECT id FROM orders WHERE id <= 300 ORDER BY id\nLIMIT 11']);
+      expect(await receivedText('SELECT id FROM orders WHERE id <= 300')).toEqual([
+        'SELECT id FROM orders WHERE id <= 300 ORDER BY id\nLIMIT 11',
+      ]);
       const again = await c.query('SELECT id FROM orders WHERE id <= 7 ORDER BY id');
       expect(again.rows).toHaveLength(7);
     } finally {
@@ -65,8 +67,12 @@ describe('priming the shared decision cache', () => {
       expect(seen[0]).not.toContain('500');
       expect(seen[0]).toMatch(/LIMIT 11\b/);
       // The same in the extended protocol, where the LIMIT is a literal of the Parse text.
-      expect((await c.query({ text: 'SELECT id FROM orders WHERE id > $1 ORDER BY id LIMIT 4', values: [0] })).rows).toHaveLength(4);
-      const err2 = await pgError(() => c.query({ text: 'SELECT id FROM orders WHERE id > $1 ORDER BY id LIMIT 400', values: [0] }));
+      expect(
+        (await c.query({ text: 'SELECT id FROM orders WHERE id > $1 ORDER BY id LIMIT 4', values: [0] })).rows,
+      ).toHaveLength(4);
+      const err2 = await pgError(() =>
+        c.query({ text: 'SELECT id FROM orders WHERE id > $1 ORDER BY id LIMIT 400', values: [0] }),
+      );
       expect(err2.code).toBe('54000');
     } finally {
       await c.end();
@@ -128,11 +134,16 @@ describe('priming the shared decision cache', () => {
     // session_end flushes the batch of statement events; the file write itself is asynchronous.
     let lines: Record<string, unknown>[] = [];
     for (let i = 0; i < 100; i++) {
-      lines = auditLines().map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e['agent'] === 'cache-audit-probe' && e['event'] === 'statement');
+      lines = auditLines()
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((e) => e['agent'] === 'cache-audit-probe' && e['event'] === 'statement');
       if (lines.length >= 2) break;
       await new Promise((r) => setTimeout(r, 20));
     }
-    expect(lines.map((e) => e['sql'])).toEqual(['SELECT id FROM orders WHERE id = $1', 'SELECT id FROM orders WHERE id = $1']);
+    expect(lines.map((e) => e['sql'])).toEqual([
+      'SELECT id FROM orders WHERE id = $1',
+      'SELECT id FROM orders WHERE id = $1',
+    ]);
     expect(auditLines().join('\n')).not.toMatch(/42424|43434/);
   });
 });

@@ -29,7 +29,12 @@ const START_TIMEOUT_MS = 20_000;
 /** The policy's maxRows (onRowCap: truncate): no statement returns more. */
 const MAX_ROWS = 100;
 /** Files a leaked COPY … TO / TO PROGRAM / lo_export would create on the (local) server. */
-const LEAK_FILES = ['/tmp/pgwarden-corpus-orders.csv', '/tmp/pgwarden-corpus-select.csv', '/tmp/pgwarden-corpus-pwned', '/tmp/pgwarden-corpus-lo'];
+const LEAK_FILES = [
+  '/tmp/pgwarden-corpus-orders.csv',
+  '/tmp/pgwarden-corpus-select.csv',
+  '/tmp/pgwarden-corpus-pwned',
+  '/tmp/pgwarden-corpus-lo',
+];
 
 // ------------------------------------------------------------------ corpus files
 
@@ -85,7 +90,15 @@ function loadCorpus(file: string): Entry[] {
     const params = directives.params as unknown[] | undefined;
     const paramTypes = directives['param-types'] as number[] | undefined;
     if (paramTypes && !params) throw new Error(`${file}:${chunk.start}: param-types without params`);
-    entries.push({ family, n: entries.length + 1, line: chunk.start + offset, sql, statements, ...(params ? { params } : {}), ...(paramTypes ? { paramTypes } : {}) });
+    entries.push({
+      family,
+      n: entries.length + 1,
+      line: chunk.start + offset,
+      sql,
+      statements,
+      ...(params ? { params } : {}),
+      ...(paramTypes ? { paramTypes } : {}),
+    });
   };
   lines.forEach((l, i) => {
     if (l === '-- ---') {
@@ -128,7 +141,13 @@ let before: Fingerprint | undefined;
 
 function configYaml(pgHost: string, pgPort: number, port: number, metricsPort: number): string {
   // The issue's example, with the test server's address and free ports, plus an audit file.
-  return exampleConfigYaml({ listenPort: port, upstreamHost: pgHost, upstreamPort: pgPort, metricsPort, extra: 'audit: { destination: ./audit.jsonl }\n' });
+  return exampleConfigYaml({
+    listenPort: port,
+    upstreamHost: pgHost,
+    upstreamPort: pgPort,
+    metricsPort,
+    extra: 'audit: { destination: ./audit.jsonl }\n',
+  });
 }
 
 const POLICY_YAML = EXAMPLE_POLICY_YAML;
@@ -155,7 +174,8 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
     if (child?.exitCode !== null && child?.exitCode !== undefined) {
       throw new Error(`pgwarden serve exited with ${child.exitCode} before listening:\n${childOutput}`);
     }
-    if (Date.now() > deadline) throw new Error(`pgwarden serve did not listen on ${port} within ${timeoutMs} ms:\n${childOutput}`);
+    if (Date.now() > deadline)
+      throw new Error(`pgwarden serve did not listen on ${port} within ${timeoutMs} ms:\n${childOutput}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -215,7 +235,10 @@ async function fingerprint(): Promise<Fingerprint> {
   try {
     const f = (await su.query(FINGERPRINT_SQL)).rows[0].f as Fingerprint;
     // ALTER SYSTEM writes postgresql.auto.conf (superuser can read it).
-    f.autoConf = await su.query(`SELECT pg_read_file('postgresql.auto.conf') AS t`).then((r) => r.rows[0].t as string, (e: Error) => `unreadable: ${e.message}`);
+    f.autoConf = await su.query(`SELECT pg_read_file('postgresql.auto.conf') AS t`).then(
+      (r) => r.rows[0].t as string,
+      (e: Error) => `unreadable: ${e.message}`,
+    );
     f.leakFiles = LEAK_FILES.filter((p) => existsSync(p));
     return f;
   } finally {
@@ -231,7 +254,14 @@ interface Live {
 }
 
 function pgConfig(): pg.ClientConfig {
-  return { host: '127.0.0.1', port: listenPort, user: 'corpus', database: 'app', password: token, connectionTimeoutMillis: 10_000 };
+  return {
+    host: '127.0.0.1',
+    port: listenPort,
+    user: 'corpus',
+    database: 'app',
+    password: token,
+    connectionTimeoutMillis: 10_000,
+  };
 }
 
 async function openClient(): Promise<Live> {
@@ -256,12 +286,29 @@ async function closeClient(live: Live | undefined): Promise<void> {
 
 type Outcome =
   | { ok: true; results: pg.QueryResult[] }
-  | { ok: false; code: string | undefined; severity: string | undefined; message: string; detail?: string; timedOut?: boolean };
+  | {
+      ok: false;
+      code: string | undefined;
+      severity: string | undefined;
+      message: string;
+      detail?: string;
+      timedOut?: boolean;
+    };
 
 async function run(live: Live, q: string | pg.QueryConfig): Promise<Outcome> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<Outcome>((resolve) => {
-    timer = setTimeout(() => resolve({ ok: false, code: undefined, severity: undefined, message: `no answer within ${QUERY_TIMEOUT_MS} ms`, timedOut: true }), QUERY_TIMEOUT_MS);
+    timer = setTimeout(
+      () =>
+        resolve({
+          ok: false,
+          code: undefined,
+          severity: undefined,
+          message: `no answer within ${QUERY_TIMEOUT_MS} ms`,
+          timedOut: true,
+        }),
+      QUERY_TIMEOUT_MS,
+    );
   });
   const attempt = (live.client.query(q as string) as Promise<pg.QueryResult | pg.QueryResult[]>).then(
     (r): Outcome => ({ ok: true, results: Array.isArray(r) ? r : [r] }),
@@ -289,7 +336,10 @@ function extendedQuery(e: Entry): pg.QueryConfig {
 
 function describeOutcome(o: Outcome): string {
   if (o.ok) return `SUCCESS: ${o.results.map((r) => `${r.command ?? '?'} (${r.rows?.length ?? 0} rows)`).join('; ')}`;
-  return `${o.code ?? 'no SQLSTATE'} ${o.severity ?? ''} ${o.message}${o.detail ? ` [${o.detail}]` : ''}`.replace(/\s+/g, ' ');
+  return `${o.code ?? 'no SQLSTATE'} ${o.severity ?? ''} ${o.message}${o.detail ? ` [${o.detail}]` : ''}`.replace(
+    /\s+/g,
+    ' ',
+  );
 }
 
 /** `SELECT 1` still works on this session. */
@@ -319,7 +369,11 @@ beforeAll(async () => {
   auditFile = path.join(dir, 'audit.jsonl');
   writeFileSync(configFile, configYaml(info.host, info.port, listenPort, metricsPort));
 
-  const proc = spawn(process.execPath, [CLI, 'serve', '--config', configFile], { cwd: ROOT, env: cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [CLI, 'serve', '--config', configFile], {
+    cwd: ROOT,
+    env: cliEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   child = proc;
   const keep = (b: Buffer) => {
     childOutput = (childOutput + b.toString()).slice(-64 * 1024);
@@ -336,14 +390,20 @@ afterAll(async () => {
   await closeClient(legitClient);
   await copyClient?.end({ timeout: 2 }).catch(() => {});
   if (failures.length > 0) {
-    const report = failures.map((f) => `${f.file}:${f.line} [${f.family}] ${f.protocol}: ${oneLine(f.sql, 200)}\n    -> ${f.outcome}`).join('\n');
+    const report = failures
+      .map((f) => `${f.file}:${f.line} [${f.family}] ${f.protocol}: ${oneLine(f.sql, 200)}\n    -> ${f.outcome}`)
+      .join('\n');
     console.log(`corpus: ${failures.length} failing case(s)\n${report}`);
-    if (process.env.PGWARDEN_CORPUS_REPORT) writeFileSync(process.env.PGWARDEN_CORPUS_REPORT, JSON.stringify(failures, null, 2));
+    if (process.env.PGWARDEN_CORPUS_REPORT)
+      writeFileSync(process.env.PGWARDEN_CORPUS_REPORT, JSON.stringify(failures, null, 2));
   }
   try {
     if (child && child.pid !== undefined && child.exitCode === null) {
       child.kill('SIGTERM');
-      const res = await Promise.race([childExit, new Promise<undefined>((r) => setTimeout(() => r(undefined), 15_000))]);
+      const res = await Promise.race([
+        childExit,
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), 15_000)),
+      ]);
       if (res === undefined) {
         child.kill('SIGKILL');
         await childExit;
@@ -394,12 +454,17 @@ function bypassCases(entries: Entry[]): BypassCase[] {
     if (e.params) {
       // The simple protocol cannot carry parameters.
       const types = e.paramTypes ? ` types ${JSON.stringify(e.paramTypes)}` : '';
-      cases.push({ name: `${label} [extended${types} params ${JSON.stringify(e.params)}]`, entry: e, protocol: 'extended' });
+      cases.push({
+        name: `${label} [extended${types} params ${JSON.stringify(e.params)}]`,
+        entry: e,
+        protocol: 'extended',
+      });
       continue;
     }
     cases.push({ name: `${label} [simple]`, entry: e, protocol: 'simple' });
     // The extended protocol carries one statement per Parse: multi-statement entries are simple-only.
-    if (e.statements === undefined || e.statements === 1) cases.push({ name: `${label} [extended]`, entry: e, protocol: 'extended' });
+    if (e.statements === undefined || e.statements === 1)
+      cases.push({ name: `${label} [extended]`, entry: e, protocol: 'extended' });
   }
   return cases;
 }
@@ -414,7 +479,8 @@ describe(`bypass corpus: ${BYPASS.length} entries in ${byFamily(BYPASS).length} 
         if (outcome.ok) {
           problems.push('reached Postgres and succeeded');
         } else {
-          if (!REFUSAL_CODES.includes(outcome.code ?? '')) problems.push(`SQLSTATE ${outcome.code ?? 'none'} is not a pgwarden refusal`);
+          if (!REFUSAL_CODES.includes(outcome.code ?? ''))
+            problems.push(`SQLSTATE ${outcome.code ?? 'none'} is not a pgwarden refusal`);
           else if (!FROM_PGWARDEN.test(outcome.message)) problems.push('the refusal came from Postgres, not pgwarden');
           else refused[protocol]++;
         }
@@ -423,7 +489,14 @@ describe(`bypass corpus: ${BYPASS.length} entries in ${byFamily(BYPASS).length} 
         // A leak may have changed session state (role, transaction, prepared names): start the next case clean.
         if (problems.length > 0) {
           await closeClient(live);
-          failures.push({ file: 'bypass.sql', line: entry.line, family, protocol, sql: entry.sql, outcome: `${describeOutcome(outcome)}${broken ? ` | ${broken}` : ''}` });
+          failures.push({
+            file: 'bypass.sql',
+            line: entry.line,
+            family,
+            protocol,
+            sql: entry.sql,
+            outcome: `${describeOutcome(outcome)}${broken ? ` | ${broken}` : ''}`,
+          });
         }
         expect(problems, `bypass.sql:${entry.line} ${protocol}: ${describeOutcome(outcome)}`).toEqual([]);
       });
@@ -444,13 +517,28 @@ async function legitSession(): Promise<Live> {
 
 let copyClient: postgres.Sql | undefined;
 async function copyOut(sql: string): Promise<Buffer> {
-  copyClient ??= postgres({ host: '127.0.0.1', port: listenPort, user: 'corpus', database: 'app', pass: token, max: 1, onnotice: () => {}, connect_timeout: 10, fetch_types: false });
+  copyClient ??= postgres({
+    host: '127.0.0.1',
+    port: listenPort,
+    user: 'corpus',
+    database: 'app',
+    pass: token,
+    max: 1,
+    onnotice: () => {},
+    connect_timeout: 10,
+    fetch_types: false,
+  });
   const stream = await copyClient.unsafe(sql).readable();
   const chunks: Buffer[] = [];
   const read = (async () => {
     for await (const chunk of stream) chunks.push(Buffer.from(chunk as Uint8Array));
   })();
-  await Promise.race([read, new Promise((_, reject) => setTimeout(() => reject(new Error(`COPY did not finish within ${QUERY_TIMEOUT_MS} ms`)), QUERY_TIMEOUT_MS))]);
+  await Promise.race([
+    read,
+    new Promise((_, reject) =>
+      setTimeout(() => reject(new Error(`COPY did not finish within ${QUERY_TIMEOUT_MS} ms`)), QUERY_TIMEOUT_MS),
+    ),
+  ]);
   return Buffer.concat(chunks);
 }
 
@@ -472,12 +560,26 @@ describe(`legitimate corpus: ${LEGIT.length} analyst queries pass and return row
             copyClient = undefined;
           }
           if (error || !data || data.length === 0) {
-            failures.push({ file: 'legit.sql', line: entry.line, family, protocol: 'copy', sql: entry.sql, outcome: error || 'no COPY data' });
+            failures.push({
+              file: 'legit.sql',
+              line: entry.line,
+              family,
+              protocol: 'copy',
+              sql: entry.sql,
+              outcome: error || 'no COPY data',
+            });
           }
           const lines = data ? data.toString('utf8').split('\n').filter(Boolean).length : 0;
           const rows = lines - (/\bHEADER\b/i.test(entry.sql) ? 1 : 0);
           if (!error && rows > MAX_ROWS) {
-            failures.push({ file: 'legit.sql', line: entry.line, family, protocol: 'copy', sql: entry.sql, outcome: `${rows} COPY rows, over maxRows ${MAX_ROWS}` });
+            failures.push({
+              file: 'legit.sql',
+              line: entry.line,
+              family,
+              protocol: 'copy',
+              sql: entry.sql,
+              outcome: `${rows} COPY rows, over maxRows ${MAX_ROWS}`,
+            });
           }
           expect(error, `legit.sql:${entry.line}`).toBe('');
           expect(data?.length ?? 0).toBeGreaterThan(0);
@@ -490,14 +592,23 @@ describe(`legitimate corpus: ${LEGIT.length} analyst queries pass and return row
         if (!outcome.ok) problems.push(describeOutcome(outcome));
         else {
           for (const r of outcome.results) {
-            if ((r.fields?.length ?? 0) > 0 && (r.rows?.length ?? 0) === 0) problems.push(`${r.command} returned no rows`);
-            if ((r.rows?.length ?? 0) > MAX_ROWS) problems.push(`${r.command} returned ${r.rows.length} rows, over maxRows ${MAX_ROWS}`);
+            if ((r.fields?.length ?? 0) > 0 && (r.rows?.length ?? 0) === 0)
+              problems.push(`${r.command} returned no rows`);
+            if ((r.rows?.length ?? 0) > MAX_ROWS)
+              problems.push(`${r.command} returned ${r.rows.length} rows, over maxRows ${MAX_ROWS}`);
           }
         }
         if (problems.length > 0) {
           // Leave no failed transaction behind for the next entry.
           await closeClient(live);
-          failures.push({ file: 'legit.sql', line: entry.line, family, protocol: 'simple', sql: entry.sql, outcome: problems.join('; ') });
+          failures.push({
+            file: 'legit.sql',
+            line: entry.line,
+            family,
+            protocol: 'simple',
+            sql: entry.sql,
+            outcome: problems.join('; '),
+          });
         }
         expect(problems, `legit.sql:${entry.line}`).toEqual([]);
       });
@@ -536,13 +647,20 @@ describe('after the corpus', () => {
       for (const l of lines) {
         try {
           const ev = JSON.parse(l) as { event?: string; decision?: string; mode?: string };
-          if (ev.event === 'statement' && ev.decision === 'deny') byMode[ev.mode ?? '?'] = (byMode[ev.mode ?? '?'] ?? 0) + 1;
+          if (ev.event === 'statement' && ev.decision === 'deny')
+            byMode[ev.mode ?? '?'] = (byMode[ev.mode ?? '?'] ?? 0) + 1;
         } catch {
           // not JSON: counted by nothing
         }
       }
       denies = Object.values(byMode).reduce((a, b) => a + b, 0);
-      if ((denies >= BYPASS.length && (byMode.simple ?? 0) >= refused.simple && (byMode.parse ?? 0) >= refused.extended) || Date.now() > deadline) break;
+      if (
+        (denies >= BYPASS.length &&
+          (byMode.simple ?? 0) >= refused.simple &&
+          (byMode.parse ?? 0) >= refused.extended) ||
+        Date.now() > deadline
+      )
+        break;
       await new Promise((r) => setTimeout(r, 200));
     }
     const all = lines.join('\n');

@@ -35,7 +35,11 @@ function int32(n: number): Buffer {
 }
 
 function startupPacket(params: Record<string, string>): Buffer {
-  const body = Buffer.concat([int32(196608), ...Object.entries(params).flatMap(([k, v]) => [Buffer.from(k + '\0'), Buffer.from(v + '\0')]), Buffer.from([0])]);
+  const body = Buffer.concat([
+    int32(196608),
+    ...Object.entries(params).flatMap(([k, v]) => [Buffer.from(k + '\0'), Buffer.from(v + '\0')]),
+    Buffer.from([0]),
+  ]);
   return Buffer.concat([int32(body.length + 4), body]);
 }
 
@@ -66,7 +70,11 @@ function sqlstateOf(buf: Buffer): string | undefined {
 
 async function loggedIn(extra: Buffer[]): Promise<Buffer> {
   const token = await tp.token();
-  return await exchange([startupPacket({ user: 'alice', database: 'app' }), message('p', Buffer.from(token + '\0')), ...extra]);
+  return await exchange([
+    startupPacket({ user: 'alice', database: 'app' }),
+    message('p', Buffer.from(token + '\0')),
+    ...extra,
+  ]);
 }
 
 describe('malformed frames get 08P01 (or, in the first packet, what PostgreSQL does) and never crash the proxy', () => {
@@ -89,13 +97,15 @@ describe('malformed frames get 08P01 (or, in the first packet, what PostgreSQL d
     expect((await exchange([int32(40), int32(196608)], 300)).length).toBe(0);
   });
 
-  it('unknown protocol version: PostgreSQL\'s FATAL 0A000', async () => {
+  it("unknown protocol version: PostgreSQL's FATAL 0A000", async () => {
     const body = Buffer.concat([int32(2 << 16), Buffer.from('user\0x\0\0')]);
     expect(sqlstateOf(await exchange([int32(body.length + 4), body]))).toBe('0A000');
   });
 
   it('a non-password message during authentication', async () => {
-    expect(sqlstateOf(await exchange([startupPacket({ user: 'alice' }), message('Q', Buffer.from('SELECT 1\0'))]))).toBe('08P01');
+    expect(
+      sqlstateOf(await exchange([startupPacket({ user: 'alice' }), message('Q', Buffer.from('SELECT 1\0'))])),
+    ).toBe('08P01');
   });
 
   it('a message longer than the configured maximum after login', async () => {

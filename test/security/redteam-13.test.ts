@@ -2,7 +2,15 @@
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canaryCount, connectPg, pgError, startTestProxy, superClient, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
+import {
+  canaryCount,
+  connectPg,
+  pgError,
+  startTestProxy,
+  superClient,
+  withSuperClient as su,
+  type TestProxy,
+} from '../helpers/proxy.ts';
 
 /** The schema the role may change (CREATE granted to pgwarden's upstream user). */
 const S = 'rt13_scratch';
@@ -49,24 +57,48 @@ const POLICY = `roles:
 
 /** Relations named `name` in `schema`, as the superuser sees them. */
 async function relExists(schema: string, name: string): Promise<boolean> {
-  return su(async (c) => (await c.query(`SELECT 1 FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace WHERE k.relname = $1 AND n.nspname = $2`, [name, schema])).rowCount === 1);
+  return su(
+    async (c) =>
+      (
+        await c.query(
+          `SELECT 1 FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace WHERE k.relname = $1 AND n.nspname = $2`,
+          [name, schema],
+        )
+      ).rowCount === 1,
+  );
 }
 
 /** Relations in the other schema besides the inheritance child and partition the setup puts there: none, whatever the role tries. */
 async function otherSchemaObjects(): Promise<string[]> {
-  return su(async (c) => (await c.query(`SELECT k.relname FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace WHERE n.nspname = $1 AND k.relname NOT IN ('child', 'ptab_1') ORDER BY 1`, [O])).rows.map((r) => r.relname as string));
+  return su(async (c) =>
+    (
+      await c.query(
+        `SELECT k.relname FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace WHERE n.nspname = $1 AND k.relname NOT IN ('child', 'ptab_1') ORDER BY 1`,
+        [O],
+      )
+    ).rows.map((r) => r.relname as string),
+  );
 }
 
 /** Constraints on the people table, as the superuser sees them. */
 async function peopleConstraints(): Promise<string[]> {
-  return su(async (c) => (await c.query(`SELECT conname FROM pg_catalog.pg_constraint WHERE conrelid = '${S}.people'::regclass ORDER BY 1`)).rows.map((r) => r.conname as string));
+  return su(async (c) =>
+    (
+      await c.query(`SELECT conname FROM pg_catalog.pg_constraint WHERE conrelid = '${S}.people'::regclass ORDER BY 1`)
+    ).rows.map((r) => r.conname as string),
+  );
 }
 
 /** The people table's columns and relation name, as the superuser sees them. */
 async function peopleShape(): Promise<{ table: boolean; columns: string[] }> {
   return su(async (c) => ({
     table: (await c.query(`SELECT 1 FROM pg_catalog.pg_class WHERE oid = to_regclass('${S}.people')`)).rowCount === 1,
-    columns: (await c.query(`SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'people' ORDER BY ordinal_position`, [S])).rows.map((r) => r.column_name as string),
+    columns: (
+      await c.query(
+        `SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'people' ORDER BY ordinal_position`,
+        [S],
+      )
+    ).rows.map((r) => r.column_name as string),
   }));
 }
 
@@ -82,7 +114,8 @@ async function as(role: string, extra: Partial<pg.ClientConfig> = {}): Promise<p
 }
 
 beforeAll(async () => {
-  await su((c) => c.query(`
+  await su((c) =>
+    c.query(`
     DROP SCHEMA IF EXISTS ${S} CASCADE;
     DROP SCHEMA IF EXISTS ${O} CASCADE;
     CREATE SCHEMA ${S};
@@ -102,22 +135,27 @@ beforeAll(async () => {
     INSERT INTO ${S}.ptab VALUES (1, 'kept');
     ALTER TABLE ${S}.parent OWNER TO pgwarden; ALTER TABLE ${O}.child OWNER TO pgwarden;
     ALTER TABLE ${S}.ptab OWNER TO pgwarden; ALTER TABLE ${O}.ptab_1 OWNER TO pgwarden;
-  `));
+  `),
+  );
   // A domain whose DEFAULT, and one whose CHECK, call a function no role may call; each call is recorded.
-  await su((c) => c.query(`
+  await su((c) =>
+    c.query(`
     DROP TABLE IF EXISTS public.rt13_calls; CREATE TABLE public.rt13_calls (what text); GRANT INSERT ON public.rt13_calls TO pgwarden;
     DROP DOMAIN IF EXISTS public.rt13_dom_default; DROP DOMAIN IF EXISTS public.rt13_dom_check;
     CREATE OR REPLACE FUNCTION public.rt13_leak(w text) RETURNS text LANGUAGE sql VOLATILE AS $$ INSERT INTO public.rt13_calls VALUES (w) RETURNING w $$;
     CREATE DOMAIN public.rt13_dom_default AS text DEFAULT public.rt13_leak('domain default');
     CREATE DOMAIN public.rt13_dom_check AS text CHECK (public.rt13_leak('domain check') IS NOT NULL);
-  `));
+  `),
+  );
   tp = await startTestProxy({ policy: POLICY });
 });
 afterAll(async () => {
   for (const c of clients) await c.end().catch(() => {});
   await tp?.close();
-  await su((c) => c.query(`DROP SCHEMA IF EXISTS ${S} CASCADE; DROP SCHEMA IF EXISTS ${O} CASCADE;
-    DROP DOMAIN IF EXISTS public.rt13_dom_default; DROP DOMAIN IF EXISTS public.rt13_dom_check; DROP FUNCTION IF EXISTS public.rt13_leak(text); DROP TABLE IF EXISTS public.rt13_calls`));
+  await su((c) =>
+    c.query(`DROP SCHEMA IF EXISTS ${S} CASCADE; DROP SCHEMA IF EXISTS ${O} CASCADE;
+    DROP DOMAIN IF EXISTS public.rt13_dom_default; DROP DOMAIN IF EXISTS public.rt13_dom_check; DROP FUNCTION IF EXISTS public.rt13_leak(text); DROP TABLE IF EXISTS public.rt13_calls`),
+  );
 });
 
 describe('deniedColumns cannot be escaped by DDL on the table that holds them', () => {
@@ -160,8 +198,19 @@ describe('deniedColumns cannot be escaped by DDL on the table that holds them', 
 
   it('SET NOT NULL on the denied column (it fails exactly when a value is NULL) is refused', async () => {
     const c = await as('builder');
-    expect((await pgError(() => c.query(`ALTER TABLE ${S}.people ALTER COLUMN secret SET NOT NULL`))).code).toBe('42501');
-    expect(await su(async (s) => (await s.query(`SELECT attnotnull FROM pg_catalog.pg_attribute WHERE attrelid = '${S}.people'::regclass AND attname = 'secret'`)).rows[0].attnotnull)).toBe(false);
+    expect((await pgError(() => c.query(`ALTER TABLE ${S}.people ALTER COLUMN secret SET NOT NULL`))).code).toBe(
+      '42501',
+    );
+    expect(
+      await su(
+        async (s) =>
+          (
+            await s.query(
+              `SELECT attnotnull FROM pg_catalog.pg_attribute WHERE attrelid = '${S}.people'::regclass AND attname = 'secret'`,
+            )
+          ).rows[0].attnotnull,
+      ),
+    ).toBe(false);
   });
 
   it('indexes, checks, generated columns, USING and copies over the denied column stay refused', async () => {
@@ -209,12 +258,23 @@ describe('column types a role chooses bring their code into the decision', () =>
 
 describe('objects land only in ddl.schemas', () => {
   it('DDL on a parent does not reach its inheritance children or partitions in another schema', async () => {
-    const childShape = () => su(async (c) => ({
-      child: (await c.query(`SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'child' ORDER BY ordinal_position`, [O])).rows.map((r) => r.column_name as string),
-      partition: (await c.query(`SELECT count(*)::int AS n FROM ${O}.ptab_1`)).rows[0].n as number,
-      indexes: (await c.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_indexes WHERE schemaname = $1`, [O])).rows[0].n as number,
-      constraints: (await c.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_constraint WHERE conrelid = '${O}.child'::regclass`)).rows[0].n as number,
-    }));
+    const childShape = () =>
+      su(async (c) => ({
+        child: (
+          await c.query(
+            `SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'child' ORDER BY ordinal_position`,
+            [O],
+          )
+        ).rows.map((r) => r.column_name as string),
+        partition: (await c.query(`SELECT count(*)::int AS n FROM ${O}.ptab_1`)).rows[0].n as number,
+        indexes: (await c.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_indexes WHERE schemaname = $1`, [O]))
+          .rows[0].n as number,
+        constraints: (
+          await c.query(
+            `SELECT count(*)::int AS n FROM pg_catalog.pg_constraint WHERE conrelid = '${O}.child'::regclass`,
+          )
+        ).rows[0].n as number,
+      }));
     const before = await childShape();
     expect(before).toEqual({ child: ['a', 'b'], partition: 1, indexes: 0, constraints: 0 });
     for (const role of ['builder', 'ddlonly']) {
@@ -237,7 +297,7 @@ describe('objects land only in ddl.schemas', () => {
     expect(await relExists(S, 'probe')).toBe(true);
   });
 
-  it('an identity column\'s SEQUENCE NAME in another schema is refused (CREATE TABLE, ADD COLUMN, ADD IDENTITY)', async () => {
+  it("an identity column's SEQUENCE NAME in another schema is refused (CREATE TABLE, ADD COLUMN, ADD IDENTITY)", async () => {
     const c = await as('builder');
     await c.query(`CREATE TABLE ${S}.ident_base (id int NOT NULL)`);
     // PostgreSQL looks the table of the identity's OWNED BY up in the sequence's schema: with a table of the same name
@@ -271,9 +331,17 @@ describe('objects land only in ddl.schemas', () => {
     expect(await relExists(S, 'ident_ok_seq')).toBe(true);
   });
 
-  it('a foreign key to a relation the role may only read (it adds triggers there and blocks others\' deletes) is refused', async () => {
+  it("a foreign key to a relation the role may only read (it adds triggers there and blocks others' deletes) is refused", async () => {
     const c = await as('builder');
-    const triggers = () => su(async (x) => (await x.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_trigger WHERE tgrelid = 'public.orders'::regclass`)).rows[0].n as number);
+    const triggers = () =>
+      su(
+        async (x) =>
+          (
+            await x.query(
+              `SELECT count(*)::int AS n FROM pg_catalog.pg_trigger WHERE tgrelid = 'public.orders'::regclass`,
+            )
+          ).rows[0].n as number,
+      );
     const before = await triggers();
     await su((x) => x.query('GRANT REFERENCES ON public.orders TO pgwarden'));
     try {
@@ -307,7 +375,16 @@ describe('objects land only in ddl.schemas', () => {
       ]) {
         expect((await pgError(() => c.query(sql))).code, sql).toBe('42501');
       }
-      expect(await su(async (s) => (await s.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_depend WHERE refobjid = '${O}.owner_t'::regclass AND deptype = 'a'`)).rows[0].n)).toBe(0);
+      expect(
+        await su(
+          async (s) =>
+            (
+              await s.query(
+                `SELECT count(*)::int AS n FROM pg_catalog.pg_depend WHERE refobjid = '${O}.owner_t'::regclass AND deptype = 'a'`,
+              )
+            ).rows[0].n,
+        ),
+      ).toBe(0);
     } finally {
       await su((s) => s.query(`DROP TABLE ${O}.owner_t`));
     }
@@ -315,9 +392,19 @@ describe('objects land only in ddl.schemas', () => {
 
   it('extended protocol (Parse) and multi-statement texts: one refused statement sends none', async () => {
     const c = await as('builder');
-    expect((await pgError(() => c.query({ text: `CREATE TABLE ${O}.via_parse (a int)`, values: [] }))).code).toBe('42501');
-    expect((await pgError(() => c.query(`CREATE TABLE ${S}.multi_ok (a int); CREATE TABLE ${O}.multi_bad (a int)`))).code).toBe('42501');
-    expect((await pgError(() => c.query(`CREATE TABLE ${S}.multi_ok2 (a int); SET search_path = ${O}; CREATE TABLE multi_bad2 (a int)`))).code).toBe('42501');
+    expect((await pgError(() => c.query({ text: `CREATE TABLE ${O}.via_parse (a int)`, values: [] }))).code).toBe(
+      '42501',
+    );
+    expect(
+      (await pgError(() => c.query(`CREATE TABLE ${S}.multi_ok (a int); CREATE TABLE ${O}.multi_bad (a int)`))).code,
+    ).toBe('42501');
+    expect(
+      (
+        await pgError(() =>
+          c.query(`CREATE TABLE ${S}.multi_ok2 (a int); SET search_path = ${O}; CREATE TABLE multi_bad2 (a int)`),
+        )
+      ).code,
+    ).toBe('42501');
     // DDL wrapped in EXPLAIN ANALYZE (which runs it) is not a way around the DDL rules.
     for (const sql of [
       `EXPLAIN ANALYZE CREATE TABLE ${O}.via_explain AS SELECT 1 AS a`,
@@ -358,7 +445,9 @@ describe('LISTEN / NOTIFY / pg_notify', () => {
       // Allowed once, then the same text with another channel constant: the decision is not reused across literals.
       await c.query(`SELECT pg_notify('jobs_done', 'ok')`);
       expect((await pgError(() => c.query(`SELECT pg_notify('job', 'ok')`))).code).toBe('42501');
-      expect((await pgError(() => c.query({ text: 'SELECT pg_notify($1, $2)', values: ['job', 'x'] }))).code).toBe('42501');
+      expect((await pgError(() => c.query({ text: 'SELECT pg_notify($1, $2)', values: ['job', 'x'] }))).code).toBe(
+        '42501',
+      );
       const r = await as('reader');
       expect((await pgError(() => r.query(`SELECT pg_notify('jobs_done', 'ro')`))).code).toBe('42501');
       expect((await pgError(() => r.query(`NOTIFY jobs_done`))).code).toBe('42501');
@@ -376,20 +465,37 @@ describe('maintenance and LOCK', () => {
   it('ANALYZE / VACUUM of the whole database, FULL in every spelling, and unlisted relations are refused', async () => {
     const c = await as('builder');
     for (const sql of [
-      'ANALYZE', 'VACUUM', 'VACUUM ANALYZE', 'VACUUM (ANALYZE)', 'VACUUM FULL', 'VACUUM FULL public.canary', 'VACUUM (FULL) public.canary',
-      'VACUUM (FULL true) public.canary', 'VACUUM (FULL 1) public.canary', 'VACUUM (FULL on) public.canary', 'VACUUM FULL ANALYZE public.canary',
-      'ANALYZE public.orders', 'VACUUM public.orders', 'ANALYZE public.canary, public.orders', 'VACUUM pg_catalog.pg_class',
+      'ANALYZE',
+      'VACUUM',
+      'VACUUM ANALYZE',
+      'VACUUM (ANALYZE)',
+      'VACUUM FULL',
+      'VACUUM FULL public.canary',
+      'VACUUM (FULL) public.canary',
+      'VACUUM (FULL true) public.canary',
+      'VACUUM (FULL 1) public.canary',
+      'VACUUM (FULL on) public.canary',
+      'VACUUM FULL ANALYZE public.canary',
+      'ANALYZE public.orders',
+      'VACUUM public.orders',
+      'ANALYZE public.canary, public.orders',
+      'VACUUM pg_catalog.pg_class',
       'ANALYZE pg_catalog.pg_authid',
     ]) {
       expect((await pgError(() => c.query(sql))).code, sql).toBe('42501');
     }
   });
 
-  it('LOCK of a relation outside the role\'s reach, a system catalog, or through an unqualified name is refused', async () => {
+  it("LOCK of a relation outside the role's reach, a system catalog, or through an unqualified name is refused", async () => {
     const c = await as('builder');
     await c.query('BEGIN');
     try {
-      for (const sql of ['LOCK public.customers IN ACCESS SHARE MODE', 'LOCK pg_catalog.pg_class IN ACCESS SHARE MODE', 'LOCK public.orders IN ROW EXCLUSIVE MODE', 'LOCK TABLE ONLY public.orders']) {
+      for (const sql of [
+        'LOCK public.customers IN ACCESS SHARE MODE',
+        'LOCK pg_catalog.pg_class IN ACCESS SHARE MODE',
+        'LOCK public.orders IN ROW EXCLUSIVE MODE',
+        'LOCK TABLE ONLY public.orders',
+      ]) {
         expect((await pgError(() => c.query(sql))).code, sql).toBe('42501');
         await c.query('ROLLBACK');
         await c.query('BEGIN');
@@ -401,16 +507,20 @@ describe('maintenance and LOCK', () => {
 });
 
 describe('shadow mode keeps the pinned settings pinned', () => {
-  it('pg_settings\' UPDATE rule, DO blocks and functions the role would make cannot change them', async () => {
+  it("pg_settings' UPDATE rule, DO blocks and functions the role would make cannot change them", async () => {
     const rw = await as('shadowrw');
     const ro = await as('shadowro');
-    const shown = async (c: pg.Client, name: string) => (await c.query(`SELECT current_setting('${name}') AS v`)).rows[0].v as string;
+    const shown = async (c: pg.Client, name: string) =>
+      (await c.query(`SELECT current_setting('${name}') AS v`)).rows[0].v as string;
     for (const [c, sql] of [
       [rw, `UPDATE pg_settings SET setting = 'SJIS' WHERE name = 'client_encoding'`],
       [rw, `UPDATE pg_catalog.pg_settings SET setting = 'pgwarden:admin' WHERE name = 'application_name'`],
       [ro, `DO $$ BEGIN PERFORM set_config('pgwarden.sub', 'admin', false); END $$`],
       [rw, `SELECT 1; DO $$ BEGIN PERFORM set_config('client_encoding', 'SJIS', false); END $$`],
-      [rw, `CREATE FUNCTION ${S}.pin_escape() RETURNS text LANGUAGE sql AS $f$ SELECT set_config('pgwarden.sub', 'admin', false) $f$`],
+      [
+        rw,
+        `CREATE FUNCTION ${S}.pin_escape() RETURNS text LANGUAGE sql AS $f$ SELECT set_config('pgwarden.sub', 'admin', false) $f$`,
+      ],
     ] as const) {
       expect((await pgError(() => c.query(sql))).code, sql).toBe('42501');
     }
@@ -419,7 +529,12 @@ describe('shadow mode keeps the pinned settings pinned', () => {
       expect(await shown(c, 'pgwarden.sub')).toBe('mallory');
       expect((await shown(c, 'application_name')).startsWith('pgwarden:mallory/bot')).toBe(true);
     }
-    expect(await su(async (x) => (await x.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_proc WHERE proname = 'pin_escape'`)).rows[0].n)).toBe(0);
+    expect(
+      await su(
+        async (x) =>
+          (await x.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_proc WHERE proname = 'pin_escape'`)).rows[0].n,
+      ),
+    ).toBe(0);
     // Still shadow mode: what only the data policy would refuse runs, and is logged.
     expect((await rw.query('SELECT count(*)::int AS n FROM public.customers')).rows[0].n).toBeGreaterThan(0);
   });
@@ -453,11 +568,25 @@ describe('application_name and startup parameters', () => {
   });
 
   it('options (PGOPTIONS) cannot name the session without the prefix or carry a pinned setting', async () => {
-    for (const options of ['-c application_name=pgwarden:admin', '--application-name=pgwarden:admin', '-capplication_name=pgwarden:admin', '-c Application_Name=pgwarden:admin']) {
+    for (const options of [
+      '-c application_name=pgwarden:admin',
+      '--application-name=pgwarden:admin',
+      '-capplication_name=pgwarden:admin',
+      '-c Application_Name=pgwarden:admin',
+    ]) {
       const c = await as('builder', { options });
       expect((await shown(c)).startsWith(`${PREFIX} `), options).toBe(true);
     }
-    for (const options of ['-c search_path=public', '--search-path=public', '-c client_encoding=SJIS', '-c pgwarden.sub=admin', '-c standard_conforming_strings=off', '-c session_authorization=postgres', '-c role=postgres', '-c default_transaction_read_only=off']) {
+    for (const options of [
+      '-c search_path=public',
+      '--search-path=public',
+      '-c client_encoding=SJIS',
+      '-c pgwarden.sub=admin',
+      '-c standard_conforming_strings=off',
+      '-c session_authorization=postgres',
+      '-c role=postgres',
+      '-c default_transaction_read_only=off',
+    ]) {
       const role = options.includes('read_only') ? 'reader' : 'builder';
       const e = await pgError(async () => {
         const c = new pg.Client(tp.pgConfig(await tp.token({ role, sub: 'mallory', agent: 'bot' }), { options }));
@@ -476,12 +605,25 @@ describe('application_name and startup parameters', () => {
   it('identities too long for NAMEDATALEN still show different names (cut, then a digest of the whole)', async () => {
     const long = 'tenant-0123456789-'.repeat(3);
     const seen: string[] = [];
-    for (const [sub, agent] of [[long, 'agent-a'], [long, 'agent-b'], [`${long}x`, undefined], [long, undefined]] as const) {
-      const c = await connectPg(tp, await tp.token({ role: 'reader', sub, ...(agent ? { agent } : {}) }), { application_name: 'app' });
+    for (const [sub, agent] of [
+      [long, 'agent-a'],
+      [long, 'agent-b'],
+      [`${long}x`, undefined],
+      [long, undefined],
+    ] as const) {
+      const c = await connectPg(tp, await tp.token({ role: 'reader', sub, ...(agent ? { agent } : {}) }), {
+        application_name: 'app',
+      });
       clients.push(c);
       const name = (await c.query('SHOW application_name')).rows[0].application_name as string;
       const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
-      expect(await su(async (s) => (await s.query('SELECT application_name FROM pg_stat_activity WHERE pid = $1', [pid])).rows[0].application_name)).toBe(name);
+      expect(
+        await su(
+          async (s) =>
+            (await s.query('SELECT application_name FROM pg_stat_activity WHERE pid = $1', [pid])).rows[0]
+              .application_name,
+        ),
+      ).toBe(name);
       expect(Buffer.byteLength(name)).toBeLessThanOrEqual(63);
       expect(name.startsWith(`pgwarden:${long.slice(0, 41)}`)).toBe(true);
       seen.push(name);
@@ -490,12 +632,33 @@ describe('application_name and startup parameters', () => {
   });
 
   it('read-only enforcement cannot be switched off by a startup parameter in any spelling', async () => {
-    const spellings: Record<string, string>[] = [{ Default_Transaction_Read_Only: 'off' }, { transaction_read_only: 'off' }, { TRANSACTION_READ_ONLY: 'false' }, { default_transaction_read_only: '0' }];
+    const spellings: Record<string, string>[] = [
+      { Default_Transaction_Read_Only: 'off' },
+      { transaction_read_only: 'off' },
+      { TRANSACTION_READ_ONLY: 'false' },
+      { default_transaction_read_only: '0' },
+    ];
     for (const connection of spellings) {
-      const sql = postgres({ host: '127.0.0.1', port: tp.proxy.port, user: 'rt13-ro', database: 'app', pass: await tp.token({ role: 'reader', sub: 'rt13-ro' }), max: 1, fetch_types: false, connection, onnotice: () => {} });
+      const sql = postgres({
+        host: '127.0.0.1',
+        port: tp.proxy.port,
+        user: 'rt13-ro',
+        database: 'app',
+        pass: await tp.token({ role: 'reader', sub: 'rt13-ro' }),
+        max: 1,
+        fetch_types: false,
+        connection,
+        onnotice: () => {},
+      });
       try {
-        const err = await sql`SELECT current_setting('transaction_read_only') AS ro`.then((r) => r, (e: { code?: string; severity?: string }) => e);
-        expect([(err as { code?: string }).code, (err as { severity?: string }).severity], JSON.stringify(connection)).toEqual(['42501', 'FATAL']);
+        const err = await sql`SELECT current_setting('transaction_read_only') AS ro`.then(
+          (r) => r,
+          (e: { code?: string; severity?: string }) => e,
+        );
+        expect(
+          [(err as { code?: string }).code, (err as { severity?: string }).severity],
+          JSON.stringify(connection),
+        ).toEqual(['42501', 'FATAL']);
       } finally {
         await sql.end({ timeout: 2 });
       }

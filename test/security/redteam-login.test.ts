@@ -11,7 +11,15 @@ import { mintToken } from '../../proxy/auth/mint.ts';
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER } from '../../proxy/embedded/sample.ts';
 import { REVOCATION_TABLE_SQL } from '../../proxy/revocation/table.ts';
 import { generateKeyFiles } from '../helpers/keys.ts';
-import { DEFAULT_POLICY, loginError, pgError, startTestProxy, superClient, testPg, type TestProxy } from '../helpers/proxy.ts';
+import {
+  DEFAULT_POLICY,
+  loginError,
+  pgError,
+  startTestProxy,
+  superClient,
+  testPg,
+  type TestProxy,
+} from '../helpers/proxy.ts';
 
 const POLICY = `${DEFAULT_POLICY}  bound:
     readOnly: true
@@ -38,7 +46,12 @@ async function selectOne(cfg: pg.ClientConfig): Promise<number> {
 async function upstreamSessions(probe: string): Promise<number> {
   const su = await superClient();
   try {
-    return (await su.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE '%' || $1 || '%'`, [probe])).rows[0]!.n;
+    return (
+      await su.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE '%' || $1 || '%'`,
+        [probe],
+      )
+    ).rows[0]!.n;
   } finally {
     await su.end();
   }
@@ -54,7 +67,16 @@ describe('network binding: claim shapes and families (IPv4 client 127.0.0.1)', (
   });
   const now = () => Math.floor(Date.now() / 1000);
   const signed = (role: string, networks: unknown) =>
-    tp.sign({ iss: 'pgwarden-test', aud: 'pgwarden', sub: 'alice', role, agent: 'redteam', iat: now(), exp: now() + 120, pgwarden_networks: networks });
+    tp.sign({
+      iss: 'pgwarden-test',
+      aud: 'pgwarden',
+      sub: 'alice',
+      role,
+      agent: 'redteam',
+      iat: now(),
+      exp: now() + 120,
+      pgwarden_networks: networks,
+    });
 
   // Every malformed claim is refused with the token (28P01), never read as "no claim" (which would mean anywhere).
   const malformed: [string, unknown][] = [
@@ -119,7 +141,13 @@ describe('network binding: claim shapes and families (IPv4 client 127.0.0.1)', (
     writeFileSync(tp.policyFile, POLICY.replace('networks: [127.0.0.1/32]', 'networks: [10.9.9.9/32]'));
     try {
       await tp.proxy.reload();
-      const err = (await Promise.race([ended, c.query('SELECT 1').then(() => undefined, (e: Error) => e)])) as (Error & { code?: string }) | undefined;
+      const err = (await Promise.race([
+        ended,
+        c.query('SELECT 1').then(
+          () => undefined,
+          (e: Error) => e,
+        ),
+      ])) as (Error & { code?: string }) | undefined;
       expect(err).toBeDefined();
       const late = await loginError(tp.pgConfig(await signed('local', ['127.0.0.1/32'])));
       expect(late.code).toBe('28000');
@@ -138,9 +166,14 @@ describe('single-use tokens: the consumption table and function seen from a clie
   beforeAll(async () => {
     const su = await superClient();
     await su.query(REVOCATION_TABLE_SQL(SCHEMA, 'revocations', 'pgwarden_rt_single_use'));
-    await su.query(`GRANT USAGE ON SCHEMA ${SCHEMA} TO pgwarden; GRANT SELECT ON ${SCHEMA}.revocations TO pgwarden; GRANT EXECUTE ON FUNCTION ${FN} TO pgwarden`);
+    await su.query(
+      `GRANT USAGE ON SCHEMA ${SCHEMA} TO pgwarden; GRANT SELECT ON ${SCHEMA}.revocations TO pgwarden; GRANT EXECUTE ON FUNCTION ${FN} TO pgwarden`,
+    );
     await su.end();
-    const revocation = { file: undefined, table: { schema: SCHEMA, name: 'revocations', channel: 'pgwarden_rt_single_use', refreshMs: 30_000 } };
+    const revocation = {
+      file: undefined,
+      table: { schema: SCHEMA, name: 'revocations', channel: 'pgwarden_rt_single_use', refreshMs: 30_000 },
+    };
     tp = await startTestProxy({ policy: POLICY, config: { revocation } });
   });
   afterAll(async () => {
@@ -150,7 +183,8 @@ describe('single-use tokens: the consumption table and function seen from a clie
   const consumedCount = async (): Promise<number> => {
     const su = await superClient();
     try {
-      return (await su.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${SCHEMA}.revocations_consumed`)).rows[0]!.n;
+      return (await su.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${SCHEMA}.revocations_consumed`)).rows[0]!
+        .n;
     } finally {
       await su.end();
     }
@@ -175,7 +209,11 @@ describe('single-use tokens: the consumption table and function seen from a clie
 
   it('a session cannot call the consume function, read the consumed table or the revocation table (consume, learn jtis, DoS)', async () => {
     const jti = randomUUID();
-    const token = await mintToken(tp.config.auth, { sub: 'alice', role: 'analyst', agent: 'rt', singleUse: true, jti }, 120_000);
+    const token = await mintToken(
+      tp.config.auth,
+      { sub: 'alice', role: 'analyst', agent: 'rt', singleUse: true, jti },
+      120_000,
+    );
     const before = await consumedCount();
     const c = new pg.Client(tp.pgConfig(await tp.token()));
     await c.connect();
@@ -192,7 +230,12 @@ describe('single-use tokens: the consumption table and function seen from a clie
         expect(err.code, sql).toBe('42501');
       }
       // The extended protocol, with the jti as a parameter.
-      const err = await pgError(() => c.query(`SELECT ${SCHEMA}.revocations_consume(sha256(convert_to($1, 'UTF8')), $1, now() + interval '1 hour', 'x')`, [jti]));
+      const err = await pgError(() =>
+        c.query(
+          `SELECT ${SCHEMA}.revocations_consume(sha256(convert_to($1, 'UTF8')), $1, now() + interval '1 hour', 'x')`,
+          [jti],
+        ),
+      );
       expect(err.code).toBe('42501');
     } finally {
       await c.end();
@@ -236,7 +279,10 @@ describe('verification key rotation: who may write the public key file decides w
     keyFile = path.join(dir, 'verify.pem');
     writeFileSync(keyFile, await jose.exportSPKI(legit.publicKey), { mode: 0o644 });
     chmodSync(keyFile, 0o644);
-    tp = await startTestProxy({ auth: { algorithms: ['ES256'], secretFile: undefined, publicKeyFile: keyFile, keyOverlap: 60_000 }, deps: { watchSecrets: true } });
+    tp = await startTestProxy({
+      auth: { algorithms: ['ES256'], secretFile: undefined, publicKeyFile: keyFile, keyOverlap: 60_000 },
+      deps: { watchSecrets: true },
+    });
   });
   afterAll(async () => {
     await tp?.close();
@@ -244,9 +290,15 @@ describe('verification key rotation: who may write the public key file decides w
   });
   const now = () => Math.floor(Date.now() / 1000);
   const sign = (key: jose.CryptoKey) =>
-    new jose.SignJWT({ sub: 'alice', role: 'analyst', agent: 'rt' }).setProtectedHeader({ alg: 'ES256' }).setIssuer('pgwarden-test').setAudience('pgwarden').setIssuedAt(now()).setExpirationTime(now() + 120).sign(key);
+    new jose.SignJWT({ sub: 'alice', role: 'analyst', agent: 'rt' })
+      .setProtectedHeader({ alg: 'ES256' })
+      .setIssuer('pgwarden-test')
+      .setAudience('pgwarden')
+      .setIssuedAt(now())
+      .setExpirationTime(now() + 120)
+      .sign(key);
 
-  it('a public key file swapped for one others may write is kept out: the attacker\'s tokens never verify', async () => {
+  it("a public key file swapped for one others may write is kept out: the attacker's tokens never verify", async () => {
     expect(await selectOne(tp.pgConfig(await sign(legit.privateKey)))).toBe(1);
     for (const mode of [0o666, 0o664, 0o646]) {
       // An attacker with write access to a world/group-writable file (or its replacement by rename) puts their key there.
@@ -267,7 +319,13 @@ describe('verification key rotation: who may write the public key file decides w
     writeFileSync(file, await jose.exportSPKI(legit.publicKey));
     chmodSync(file, 0o666);
     const base = tp.config;
-    const started = await createProxy({ ...base, listen: { ...base.listen, port: 0 }, auth: { ...base.auth, publicKeyFile: file } }, { watchPolicy: false }).then((p) => p, (e: Error) => e);
+    const started = await createProxy(
+      { ...base, listen: { ...base.listen, port: 0 }, auth: { ...base.auth, publicKeyFile: file } },
+      { watchPolicy: false },
+    ).then(
+      (p) => p,
+      (e: Error) => e,
+    );
     // A regression would have started a proxy: stop it before failing.
     if (!(started instanceof Error)) await started.close(0);
     expect(started).toBeInstanceOf(Error);
@@ -283,11 +341,24 @@ describe('a public key file holding private key material', () => {
       const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
       const { d: _d, ...primes } = await jose.exportJWK(privateKey);
       expect(primes.p).toBeDefined();
-      for (const [name, text] of [['one.jwk.json', JSON.stringify({ ...primes, alg: 'RS256' })], ['set.jwks.json', JSON.stringify({ keys: [{ ...primes, alg: 'RS256', kid: 'k1' }] })]] as const) {
+      for (const [name, text] of [
+        ['one.jwk.json', JSON.stringify({ ...primes, alg: 'RS256' })],
+        ['set.jwks.json', JSON.stringify({ keys: [{ ...primes, alg: 'RS256', kid: 'k1' }] })],
+      ] as const) {
         const file = path.join(dir, name);
         writeFileSync(file, text, { mode: 0o644 });
         const base = tp.config;
-        const started = await createProxy({ ...base, listen: { ...base.listen, port: 0 }, auth: { ...base.auth, algorithms: ['RS256'], secretFile: undefined, publicKeyFile: file } }, { watchPolicy: false }).then((p) => p, (e: Error) => e);
+        const started = await createProxy(
+          {
+            ...base,
+            listen: { ...base.listen, port: 0 },
+            auth: { ...base.auth, algorithms: ['RS256'], secretFile: undefined, publicKeyFile: file },
+          },
+          { watchPolicy: false },
+        ).then(
+          (p) => p,
+          (e: Error) => e,
+        );
         if (!(started instanceof Error)) await started.close(0);
         expect(started, name).toBeInstanceOf(Error);
         expect((started as Error).message).toMatch(/private key material/);
@@ -312,20 +383,39 @@ describe('identity claims that reach stamps, audit and application_name', () => 
   it('an agent given by act.sub is held to the identity-claim rules: over 1,024 bytes or with a NUL is refused (28P01) and a single-use token is not consumed', async () => {
     for (const actSub of ['x'.repeat(20_000), 'agent\u0000admin']) {
       const jti = randomUUID();
-      const claims = { iss: 'pgwarden-test', aud: 'pgwarden', sub: 'alice', role: 'analyst', iat: now(), exp: now() + 120, jti, pgwarden_single_use: true };
+      const claims = {
+        iss: 'pgwarden-test',
+        aud: 'pgwarden',
+        sub: 'alice',
+        role: 'analyst',
+        iat: now(),
+        exp: now() + 120,
+        jti,
+        pgwarden_single_use: true,
+      };
       const err = await loginError(tp.pgConfig(await tp.sign({ ...claims, act: { sub: actSub } })));
       expect(err.code).toBe('28P01');
       expect(err.message).toMatch(/act\.sub/);
       // Same jti, a sane actor: its one login is still there (the refused one consumed nothing).
       expect(await selectOne(tp.pgConfig(await tp.sign({ ...claims, act: { sub: 'sane-agent' } })))).toBe(1);
-      expect((await loginError(tp.pgConfig(await tp.sign({ ...claims, act: { sub: 'sane-agent' } })))).detail).toMatch(/^reason=credential_used/);
+      expect((await loginError(tp.pgConfig(await tp.sign({ ...claims, act: { sub: 'sane-agent' } })))).detail).toMatch(
+        /^reason=credential_used/,
+      );
     }
   });
 
   it('control characters, RTL overrides and a long agent never reach pg_stat_activity raw, and audit lines stay one JSON object each', async () => {
     const agents = ['ag\u202eent', 'ag\u001b[31ment', 'ag\nent', 'a'.repeat(1_000)];
     for (const agent of agents) {
-      const token = await tp.sign({ iss: 'pgwarden-test', aud: 'pgwarden', sub: 'alice', role: 'analyst', agent, iat: now(), exp: now() + 120 });
+      const token = await tp.sign({
+        iss: 'pgwarden-test',
+        aud: 'pgwarden',
+        sub: 'alice',
+        role: 'analyst',
+        agent,
+        iat: now(),
+        exp: now() + 120,
+      });
       const c = new pg.Client(tp.pgConfig(token, { application_name: 'rt-id' }));
       c.on('error', () => {});
       try {
@@ -338,7 +428,9 @@ describe('identity claims that reach stamps, audit and application_name', () => 
       try {
         const su = await superClient();
         try {
-          const r = await su.query<{ a: string }>(`SELECT application_name AS a FROM pg_stat_activity WHERE pid = $1`, [(c as unknown as { processID: number }).processID]);
+          const r = await su.query<{ a: string }>(`SELECT application_name AS a FROM pg_stat_activity WHERE pid = $1`, [
+            (c as unknown as { processID: number }).processID,
+          ]);
           expect(r.rows).toHaveLength(1);
           // PostgreSQL shows only printable ASCII in application_name; the prefix stays within NAMEDATALEN.
           expect(r.rows[0]!.a).not.toMatch(/[\u0000-\u001f\u007f-\uffff]/);
@@ -376,7 +468,9 @@ describe('single-use tokens through an upstream password rotation', () => {
     passwordFile = path.join(dir, 'upstream-password');
     admin = await superClient();
     await admin.query(REVOCATION_TABLE_SQL(SCHEMA, 'revocations', 'pgwarden_rt_single_use'));
-    await admin.query(`GRANT USAGE ON SCHEMA ${SCHEMA} TO pgwarden; GRANT SELECT ON ${SCHEMA}.revocations TO pgwarden; GRANT EXECUTE ON FUNCTION ${FN} TO pgwarden`);
+    await admin.query(
+      `GRANT USAGE ON SCHEMA ${SCHEMA} TO pgwarden; GRANT SELECT ON ${SCHEMA}.revocations TO pgwarden; GRANT EXECUTE ON FUNCTION ${FN} TO pgwarden`,
+    );
     await admin.query(`DROP ROLE IF EXISTS ${ROLE}`);
     await admin.query(`CREATE ROLE ${ROLE} LOGIN PASSWORD 'first-password' IN ROLE ${SAMPLE_UPSTREAM_USER}`);
     writeAtomically(passwordFile, 'first-password\n');
@@ -384,10 +478,20 @@ describe('single-use tokens through an upstream password rotation', () => {
     tp = await startTestProxy({
       config: {
         upstream: {
-          host: info.host, port: info.port, database: SAMPLE_DATABASE, user: ROLE,
-          password: 'first-password', passwordFile, sslmode: 'disable', sslRootCert: undefined, connectTimeout: 5_000,
+          host: info.host,
+          port: info.port,
+          database: SAMPLE_DATABASE,
+          user: ROLE,
+          password: 'first-password',
+          passwordFile,
+          sslmode: 'disable',
+          sslRootCert: undefined,
+          connectTimeout: 5_000,
         },
-        revocation: { file: undefined, table: { schema: SCHEMA, name: 'revocations', channel: 'pgwarden_rt_single_use', refreshMs: 30_000 } },
+        revocation: {
+          file: undefined,
+          table: { schema: SCHEMA, name: 'revocations', channel: 'pgwarden_rt_single_use', refreshMs: 30_000 },
+        },
       },
       deps: { watchSecrets: true },
     });
@@ -400,14 +504,17 @@ describe('single-use tokens through an upstream password rotation', () => {
   });
 
   it('the consumer connects with the password the server accepts: single-use logins work between the file write and ALTER ROLE, and after it', async () => {
-    const single = () => mintToken(tp.config.auth, { sub: 'alice', role: 'analyst', singleUse: true, jti: randomUUID() }, 120_000);
+    const single = () =>
+      mintToken(tp.config.auth, { sub: 'alice', role: 'analyst', singleUse: true, jti: randomUUID() }, 120_000);
     // The runbook's order: the new file first (the consumer has not connected yet: its first use is below).
     writeAtomically(passwordFile, 'second-password\n');
     await tp.proxy.reload();
     expect(await selectOne(tp.pgConfig(await single()))).toBe(1);
     await admin.query(`ALTER ROLE ${ROLE} PASSWORD 'second-password'`);
     // The consumer's connection is lost after the change (a server restart, a failover): it reconnects with the new one.
-    await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgwarden:single-use'`);
+    await admin.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgwarden:single-use'`,
+    );
     expect(await selectOne(tp.pgConfig(await single()))).toBe(1);
     expect(await selectOne(tp.pgConfig(await single()))).toBe(1);
   });

@@ -32,7 +32,15 @@ describe('refusals never reach Postgres', () => {
 
   it('a refused Parse in a pipelined batch: earlier results arrive first, later messages are discarded until Sync', async () => {
     const before = await canaryCount();
-    const sql = postgres({ host: '127.0.0.1', port: tp.proxy.port, user: 'alice', database: 'app', pass: await tp.token(), max: 1, onnotice: () => {} });
+    const sql = postgres({
+      host: '127.0.0.1',
+      port: tp.proxy.port,
+      user: 'alice',
+      database: 'app',
+      pass: await tp.token(),
+      max: 1,
+      onnotice: () => {},
+    });
     try {
       const [a, b, c] = await Promise.allSettled([
         sql`SELECT ${1}::int AS n`,

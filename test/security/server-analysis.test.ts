@@ -242,14 +242,22 @@ function changes(before: Record<string, unknown>, after: Record<string, unknown>
   const locksBefore = new Set(before.advisoryLocks as string[]);
   return {
     newAdvisoryLocks: (after.advisoryLocks as string[]).filter((l) => !locksBefore.has(l)),
-    newLargeObjects: Number(after.largestLargeObject) > Number(before.largestLargeObject) || Number(after.largeObjects) > Number(before.largeObjects),
+    newLargeObjects:
+      Number(after.largestLargeObject) > Number(before.largestLargeObject) ||
+      Number(after.largeObjects) > Number(before.largeObjects),
     canary: after.canary === before.canary ? 'unchanged' : after.canary,
     newSideEffectRows: Number(after.sideEffects) - Number(before.sideEffects),
     sequence: after.sequence === before.sequence ? 'unchanged' : after.sequence,
   };
 }
 
-const NO_CHANGES = { newAdvisoryLocks: [], newLargeObjects: false, canary: 'unchanged', newSideEffectRows: 0, sequence: 'unchanged' };
+const NO_CHANGES = {
+  newAdvisoryLocks: [],
+  newLargeObjects: false,
+  canary: 'unchanged',
+  newSideEffectRows: 0,
+  sequence: 'unchanged',
+};
 
 /**
  * After a case that got through: removes large objects it created and puts canary back, so a bypass found here
@@ -296,8 +304,9 @@ async function connectAs(role: Role): Promise<Session> {
   const client = await connectPg(tp, await tp.token({ role }), { query_timeout: 10_000 } as Partial<pg.ClientConfig>);
   client.on('error', () => {});
   client.on('notice', (n) => seen.push(JSON.stringify(errorFields(n as unknown as PgErr))));
-  (client as unknown as { connection: { on(ev: string, fn: (m: { chunk: Buffer }) => void): void } }).connection.on('copyData', (m) =>
-    seen.push(m.chunk.toString('utf8')),
+  (client as unknown as { connection: { on(ev: string, fn: (m: { chunk: Buffer }) => void): void } }).connection.on(
+    'copyData',
+    (m) => seen.push(m.chunk.toString('utf8')),
   );
   return { client, seen };
 }
@@ -320,7 +329,8 @@ async function step(s: Session, q: string | pg.QueryConfig): Promise<Outcome> {
   }
 }
 
-const extended = (text: string, values: unknown[] = []) => ({ text, values, queryMode: 'extended' }) as unknown as pg.QueryConfig;
+const extended = (text: string, values: unknown[] = []) =>
+  ({ text, values, queryMode: 'extended' }) as unknown as pg.QueryConfig;
 
 /** Runs `sql` through one protocol or wrapper; the first error ends the sequence. */
 async function run(s: Session, mode: Mode, sql: string, values?: unknown[]): Promise<Outcome> {
@@ -413,7 +423,13 @@ function sequence(...statements: string[]): (s: Session) => Promise<Outcome> {
   };
 }
 
-async function attackWith(role: Role, label: string, runner: (s: Session) => Promise<Outcome>, want: Expect, reuse = false): Promise<void> {
+async function attackWith(
+  role: Role,
+  label: string,
+  runner: (s: Session) => Promise<Outcome>,
+  want: Expect,
+  reuse = false,
+): Promise<void> {
   const before = await snapshot();
   const maxLo = Number(before.largestLargeObject);
   const s = reuse ? await acquire(role) : await connectAs(role);
@@ -438,7 +454,10 @@ async function attackWith(role: Role, label: string, runner: (s: Session) => Pro
       upstream: NO_CHANGES,
       ssnValuesSeen: [],
     };
-    expect(got, `${role} ${label}\n${out.error ? `error: ${out.error.code} ${out.error.message}` : `rows: ${JSON.stringify(out.rows).slice(0, 300)}`}`).toEqual(wanted);
+    expect(
+      got,
+      `${role} ${label}\n${out.error ? `error: ${out.error.code} ${out.error.message}` : `rows: ${JSON.stringify(out.rows).slice(0, 300)}`}`,
+    ).toEqual(wanted);
     passed = true;
   } finally {
     // Only a session whose case passed (nothing happened, SELECT 1 works) is reused.
@@ -500,7 +519,11 @@ describe('harness: the leak detector sees ssn wherever it can arrive', () => {
 
   it('error and notice fields', () => {
     // pgwarden scrubs values out of upstream errors, so a real one cannot show this; a synthetic one can.
-    const fields = errorFields({ message: 'm', detail: `Key (id)=(${SSNS[1]}) already exists.`, where: `x ${SSNS[2]}` });
+    const fields = errorFields({
+      message: 'm',
+      detail: `Key (id)=(${SSNS[1]}) already exists.`,
+      where: `x ${SSNS[2]}`,
+    });
     expect(leaked([JSON.stringify(fields)])).toEqual([SSNS[1], SSNS[2]]);
   });
 });
@@ -511,7 +534,10 @@ const CONTROLS: Attack[] = [
   { name: 'plain columns', sql: 'SELECT id, name, email FROM customers' },
   // (The brief's 'SELECT name FROM customers AS c(i,n)' is PostgreSQL's 42703: the alias list renamed name to n.)
   { name: 'alias column list', sql: 'SELECT n FROM customers AS c(i,n)' },
-  { name: 'alias list swapping names: "ssn" is email here', sql: 'SELECT ssn FROM customers AS c(id, name, ssn, email)' },
+  {
+    name: 'alias list swapping names: "ssn" is email here',
+    sql: 'SELECT ssn FROM customers AS c(id, name, ssn, email)',
+  },
   { name: 'renamed columns', sql: 'SELECT i, n FROM customers AS c(i,n)' },
   { name: 'count(*)', sql: 'SELECT count(*) FROM customers' },
   { name: 'join', sql: 'SELECT c.name, o.total FROM customers c JOIN orders o ON o.customer_id = c.id' },
@@ -523,19 +549,40 @@ const CONTROLS: Attack[] = [
   { name: 'CASE', sql: "SELECT CASE WHEN total > 10 THEN 'big' END FROM orders" },
   { name: 'CTE column list', sql: 'WITH w(a,b) AS (SELECT id, name FROM customers) SELECT b FROM w' },
   { name: 'unnamed item named after its function', sql: 'SELECT "lower" FROM (SELECT lower(name) FROM customers) s' },
-  { name: 'unnamed item named after its cast type', sql: "SELECT text FROM (SELECT (name || '')::text FROM customers) s" },
-  { name: 'join alias list naming customers.id', sql: 'SELECT j.a FROM (customers JOIN orders ON true) AS j(a,b) LIMIT 3' },
+  {
+    name: 'unnamed item named after its cast type',
+    sql: "SELECT text FROM (SELECT (name || '')::text FROM customers) s",
+  },
+  {
+    name: 'join alias list naming customers.id',
+    sql: 'SELECT j.a FROM (customers JOIN orders ON true) AS j(a,b) LIMIT 3',
+  },
   { name: 'UNION of allowed columns', sql: 'SELECT name FROM customers UNION SELECT status FROM orders' },
   { name: 'WHERE on allowed column', sql: "SELECT id FROM customers WHERE name LIKE 'customer 1%'" },
   // ORDER BY a bare name prefers the output column: this sorts by name, PostgreSQL's column privileges allow it.
   { name: 'ORDER BY an output alias called ssn', sql: 'SELECT name AS ssn FROM customers ORDER BY ssn' },
-  { name: 'ORDER BY (ssn), parenthesised: still the output alias', sql: 'SELECT name AS ssn FROM customers ORDER BY (ssn)' },
-  { name: 'ORDER BY ssn DESC NULLS LAST: still the output alias', sql: 'SELECT name AS ssn FROM customers ORDER BY ssn DESC NULLS LAST' },
-  { name: 'GROUP BY name, ORDER BY the alias ssn', sql: 'SELECT name AS ssn FROM customers GROUP BY name ORDER BY ssn' },
-  { name: 'DISTINCT ON resolves like ORDER BY: the output alias', sql: 'SELECT DISTINCT ON (ssn) name AS ssn FROM customers' },
+  {
+    name: 'ORDER BY (ssn), parenthesised: still the output alias',
+    sql: 'SELECT name AS ssn FROM customers ORDER BY (ssn)',
+  },
+  {
+    name: 'ORDER BY ssn DESC NULLS LAST: still the output alias',
+    sql: 'SELECT name AS ssn FROM customers ORDER BY ssn DESC NULLS LAST',
+  },
+  {
+    name: 'GROUP BY name, ORDER BY the alias ssn',
+    sql: 'SELECT name AS ssn FROM customers GROUP BY name ORDER BY ssn',
+  },
+  {
+    name: 'DISTINCT ON resolves like ORDER BY: the output alias',
+    sql: 'SELECT DISTINCT ON (ssn) name AS ssn FROM customers',
+  },
   // Column notation wins over function notation: these read a column, they call nothing.
   { name: 'column named lo_create', sql: 'SELECT x.lo_create FROM (SELECT 7) AS x(lo_create)' },
-  { name: 'column named pg_advisory_lock', sql: 'SELECT x.pg_advisory_lock FROM (SELECT 7::bigint) AS x(pg_advisory_lock)' },
+  {
+    name: 'column named pg_advisory_lock',
+    sql: 'SELECT x.pg_advisory_lock FROM (SELECT 7::bigint) AS x(pg_advisory_lock)',
+  },
   { name: 'parameter', sql: 'SELECT name FROM customers WHERE id = $1', values: [1] },
 ];
 
@@ -558,20 +605,38 @@ const FUNCTION_ATTACKS: Attack[] = [
   // (x).f is f(x): PostgreSQL's ParseFuncOrColumn tries the function when no column matches.
   { name: 'lo_create via (x.p).lo_create', sql: 'SELECT (x.p).lo_create FROM (SELECT 0::oid AS p) x' },
   { name: 'lo_create via (0::oid).lo_create', sql: 'SELECT (0::oid).lo_create' },
-  { name: 'lo_create via (x).lo_create on a one-column subquery', sql: 'SELECT (x.p).lo_create FROM (VALUES (0::oid)) AS x(p)' },
+  {
+    name: 'lo_create via (x).lo_create on a one-column subquery',
+    sql: 'SELECT (x.p).lo_create FROM (VALUES (0::oid)) AS x(p)',
+  },
   { name: 'lo_create via a parameter', sql: 'SELECT ($1::oid).lo_create', values: ['0'] },
   { name: 'lo_create via (p).lo_create, bare column', sql: 'SELECT (p).lo_create FROM (SELECT 0::oid) AS x(p)' },
   { name: 'lo_create via notation in LIMIT', sql: 'SELECT 1 LIMIT (0::oid).lo_create' },
-  { name: 'lo_create via notation in ORDER BY', sql: 'SELECT x.p FROM (SELECT 0::oid) AS x(p) ORDER BY (x.p).lo_create' },
-  { name: 'lo_create via notation inside coalesce', sql: 'SELECT coalesce((x.p).lo_create, 0) FROM (SELECT 0::oid) AS x(p)' },
+  {
+    name: 'lo_create via notation in ORDER BY',
+    sql: 'SELECT x.p FROM (SELECT 0::oid) AS x(p) ORDER BY (x.p).lo_create',
+  },
+  {
+    name: 'lo_create via notation inside coalesce',
+    sql: 'SELECT coalesce((x.p).lo_create, 0) FROM (SELECT 0::oid) AS x(p)',
+  },
   { name: 'lo_create via notation inside CASE', sql: 'SELECT CASE WHEN true THEN (0::oid).lo_create END' },
   { name: 'lo_create via notation in VALUES', sql: 'VALUES ((0::oid).lo_create)' },
   { name: 'lo_create via notation in a CTE', sql: 'WITH w AS (SELECT (0::oid).lo_create) SELECT * FROM w' },
-  { name: 'lo_create via notation in JOIN … ON', sql: 'SELECT o.id FROM orders o JOIN (SELECT 0::oid) AS x(p) ON (x.p).lo_create > 0 LIMIT 1' },
+  {
+    name: 'lo_create via notation in JOIN … ON',
+    sql: 'SELECT o.id FROM orders o JOIN (SELECT 0::oid) AS x(p) ON (x.p).lo_create > 0 LIMIT 1',
+  },
   { name: 'lo_create via (x).p.lo_create', sql: 'SELECT (x).p.lo_create FROM (SELECT 0::oid) AS x(p)' },
   { name: 'lo_create via ((x).p).lo_create', sql: 'SELECT ((x).p).lo_create FROM (SELECT 0::oid) AS x(p)' },
-  { name: 'pg_advisory_lock via (o).id.pg_advisory_lock', sql: 'SELECT (o).id.pg_advisory_lock FROM orders o WHERE o.id = 11' },
-  { name: 'pg_advisory_lock via (o.*).customer_id.pg_advisory_lock', sql: 'SELECT (o.*).customer_id.pg_advisory_lock FROM orders o WHERE o.id = 12' },
+  {
+    name: 'pg_advisory_lock via (o).id.pg_advisory_lock',
+    sql: 'SELECT (o).id.pg_advisory_lock FROM orders o WHERE o.id = 11',
+  },
+  {
+    name: 'pg_advisory_lock via (o.*).customer_id.pg_advisory_lock',
+    sql: 'SELECT (o.*).customer_id.pg_advisory_lock FROM orders o WHERE o.id = 12',
+  },
   { name: 'lo_create via a scalar subquery', sql: 'SELECT (SELECT (s.p).lo_create FROM (SELECT 0::oid) AS s(p))' },
   { name: 'lo_create plain', sql: 'SELECT lo_create(0)' },
   { name: 'lo_create qualified', sql: 'SELECT pg_catalog.lo_create(0)' },
@@ -583,11 +648,17 @@ const FUNCTION_ATTACKS: Attack[] = [
   { name: 'lo_from_bytea', sql: "SELECT lo_from_bytea(0, '\\x00'::bytea)" },
   { name: 'pg_advisory_lock via (o.id).pg_advisory_lock', sql: 'SELECT (o.id).pg_advisory_lock FROM orders o LIMIT 1' },
   { name: 'pg_advisory_lock via (orders.id)', sql: 'SELECT (orders.id).pg_advisory_lock FROM orders WHERE id = 7' },
-  { name: 'pg_advisory_lock via (x.k) of a subquery', sql: 'SELECT (x.k).pg_advisory_lock FROM (SELECT 77001::bigint) AS x(k)' },
+  {
+    name: 'pg_advisory_lock via (x.k) of a subquery',
+    sql: 'SELECT (x.k).pg_advisory_lock FROM (SELECT 77001::bigint) AS x(k)',
+  },
   { name: 'pg_try_advisory_lock via (const)', sql: 'SELECT (77002::bigint).pg_try_advisory_lock' },
   { name: 'pg_advisory_lock plain', sql: 'SELECT pg_advisory_lock(77003)' },
   { name: 'pg_advisory_lock in FROM', sql: 'SELECT * FROM pg_advisory_lock(77004)' },
-  { name: 'pg_advisory_lock via LATERAL', sql: 'SELECT l FROM (SELECT 77005::bigint) AS o(k), LATERAL pg_advisory_lock(o.k) AS l' },
+  {
+    name: 'pg_advisory_lock via LATERAL',
+    sql: 'SELECT l FROM (SELECT 77005::bigint) AS o(k), LATERAL pg_advisory_lock(o.k) AS l',
+  },
   { name: 'pg_sleep via (1).pg_sleep', sql: 'SELECT (1).pg_sleep' },
   { name: 'nextval via (regclass).nextval', sql: "SELECT ('redteam.seq'::regclass).nextval" },
   { name: 'nextval via (x.s).nextval', sql: "SELECT (x.s).nextval FROM (SELECT 'redteam.seq'::regclass) AS x(s)" },
@@ -613,25 +684,55 @@ const FUNCTION_ATTACKS: Attack[] = [
   { name: 'domain CHECK in an array', sql: 'SELECT ARRAY[1]::redteam.d[]' },
   { name: 'domain CHECK on a parameter', sql: 'SELECT $1::redteam.d', values: [1] },
   // The type's default btree operator class runs redteam.box_cmp: nothing in the text names it.
-  { name: 'ORDER BY a type with a side-effect operator class', sql: 'SELECT x FROM (VALUES (ROW(2)::redteam.box), (ROW(1)::redteam.box)) AS v(x) ORDER BY x' },
-  { name: 'DISTINCT on that type', sql: 'SELECT DISTINCT x FROM (VALUES (ROW(2)::redteam.box), (ROW(1)::redteam.box)) AS v(x)' },
+  {
+    name: 'ORDER BY a type with a side-effect operator class',
+    sql: 'SELECT x FROM (VALUES (ROW(2)::redteam.box), (ROW(1)::redteam.box)) AS v(x) ORDER BY x',
+  },
+  {
+    name: 'DISTINCT on that type',
+    sql: 'SELECT DISTINCT x FROM (VALUES (ROW(2)::redteam.box), (ROW(1)::redteam.box)) AS v(x)',
+  },
   { name: 'GROUP BY that type', sql: 'SELECT max(o.id) FROM orders o GROUP BY ROW(o.id % 2)::redteam.box' },
-  { name: 'ORDER BY an expression of that type', sql: 'SELECT o.id FROM orders o ORDER BY ROW(o.id)::redteam.box LIMIT 2' },
+  {
+    name: 'ORDER BY an expression of that type',
+    sql: 'SELECT o.id FROM orders o ORDER BY ROW(o.id)::redteam.box LIMIT 2',
+  },
   { name: 'UNION of that type', sql: 'SELECT ROW(1)::redteam.box UNION SELECT ROW(2)::redteam.box' },
   { name: 'GREATEST of that type', sql: 'SELECT greatest(ROW(2)::redteam.box, ROW(1)::redteam.box)' },
   { name: 'LEAST of that type', sql: 'SELECT least(ROW(2)::redteam.box, ROW(1)::redteam.box)' },
   // pg_catalog array functions compare elements with the element type's default operator class.
-  { name: 'array < array of that type (pg_catalog.array_lt)', sql: 'SELECT ARRAY[ROW(1)::redteam.box] < ARRAY[ROW(2)::redteam.box]' },
-  { name: 'array = array of that type (pg_catalog.array_eq)', sql: 'SELECT ARRAY[ROW(1)::redteam.box] = ARRAY[ROW(2)::redteam.box]' },
+  {
+    name: 'array < array of that type (pg_catalog.array_lt)',
+    sql: 'SELECT ARRAY[ROW(1)::redteam.box] < ARRAY[ROW(2)::redteam.box]',
+  },
+  {
+    name: 'array = array of that type (pg_catalog.array_eq)',
+    sql: 'SELECT ARRAY[ROW(1)::redteam.box] = ARRAY[ROW(2)::redteam.box]',
+  },
   { name: 'array @> array of that type', sql: 'SELECT ARRAY[ROW(1)::redteam.box] @> ARRAY[ROW(1)::redteam.box]' },
-  { name: 'max() of arrays of that type', sql: 'SELECT max(ARRAY[ROW(o.id)::redteam.box]) FROM orders o WHERE o.id < 3' },
-  { name: 'array_position over that type', sql: 'SELECT array_position(ARRAY[ROW(1)::redteam.box, ROW(2)::redteam.box], ROW(2)::redteam.box)' },
+  {
+    name: 'max() of arrays of that type',
+    sql: 'SELECT max(ARRAY[ROW(o.id)::redteam.box]) FROM orders o WHERE o.id < 3',
+  },
+  {
+    name: 'array_position over that type',
+    sql: 'SELECT array_position(ARRAY[ROW(1)::redteam.box, ROW(2)::redteam.box], ROW(2)::redteam.box)',
+  },
   { name: 'array_remove over that type', sql: 'SELECT array_remove(ARRAY[ROW(1)::redteam.box], ROW(1)::redteam.box)' },
-  { name: 'width_bucket over that type', sql: 'SELECT width_bucket(ROW(1)::redteam.box, ARRAY[ROW(0)::redteam.box, ROW(2)::redteam.box])' },
+  {
+    name: 'width_bucket over that type',
+    sql: 'SELECT width_bucket(ROW(1)::redteam.box, ARRAY[ROW(0)::redteam.box, ROW(2)::redteam.box])',
+  },
   { name: 'count(DISTINCT) of that type', sql: 'SELECT count(DISTINCT ROW(o.id % 2)::redteam.box) FROM orders o' },
-  { name: 'window ORDER BY that type', sql: 'SELECT rank() OVER (ORDER BY ROW(o.id)::redteam.box) FROM orders o WHERE o.id < 3' },
+  {
+    name: 'window ORDER BY that type',
+    sql: 'SELECT rank() OVER (ORDER BY ROW(o.id)::redteam.box) FROM orders o WHERE o.id < 3',
+  },
   // Expressions in TABLESAMPLE.
-  { name: 'lo_create in TABLESAMPLE … REPEATABLE', sql: 'SELECT id FROM orders TABLESAMPLE BERNOULLI (1) REPEATABLE (((0::oid).lo_create)::int8::float8) LIMIT 1' },
+  {
+    name: 'lo_create in TABLESAMPLE … REPEATABLE',
+    sql: 'SELECT id FROM orders TABLESAMPLE BERNOULLI (1) REPEATABLE (((0::oid).lo_create)::int8::float8) LIMIT 1',
+  },
   // Would run at planning time (constant folding), so it must not be planned on any connection either.
   { name: 'IMMUTABLE function with a side effect', sql: 'SELECT redteam.imm_side(1)' },
 ];
@@ -663,30 +764,72 @@ describe('statements whose mere analysis runs user code', () => {
     { name: 'array-of-domain literal under WHERE false', sql: "SELECT 1 WHERE false AND '{7}'::redteam.d[] IS NULL" },
     { name: 'CAST of an array-of-domain literal', sql: "SELECT CAST('{1,2}' AS redteam.d[])" },
     { name: 'range literal over a side-effect operator class', sql: `SELECT '["(1)","(2)"]'::redteam.boxrange` },
-    { name: 'range literal under WHERE false', sql: `SELECT 1 WHERE false AND '["(1)","(2)"]'::redteam.boxrange IS NULL` },
+    {
+      name: 'range literal under WHERE false',
+      sql: `SELECT 1 WHERE false AND '["(1)","(2)"]'::redteam.boxrange IS NULL`,
+    },
     // Other spellings of the same types: the array type's own name, SQL-standard ARRAY, quoted names, the
     // `type 'literal'` form, and (for the role whose search_path includes redteam) unqualified names.
     { name: 'array type by its internal name _d', sql: "SELECT 1 WHERE false AND '{1}'::redteam._d IS NULL" },
     { name: 'SQL-standard d ARRAY', sql: "SELECT 1 WHERE false AND '{1}'::redteam.d ARRAY IS NULL" },
     { name: 'quoted "redteam"."d"[]', sql: `SELECT 1 WHERE false AND '{1}'::"redteam"."d"[] IS NULL` },
     { name: "type 'literal' form of the composite", sql: "SELECT 1 WHERE false AND redteam.dbox '(1)' IS NULL" },
-    { name: 'unqualified d[] through search_path', sql: "SELECT 1 WHERE false AND '{1}'::d[] IS NULL", role: 'sqljson' },
-    { name: 'unqualified dbox through search_path', sql: "SELECT 1 WHERE false AND dbox '(1)' IS NULL", role: 'sqljson' },
-    { name: 'unqualified boxrange through search_path', sql: `SELECT 1 WHERE false AND '["(1)","(2)"]'::boxrange IS NULL`, role: 'sqljson' },
-    { name: 'range over int4 with a non-default side-effect subtype opclass', sql: "SELECT 1 WHERE false AND '[1,2]'::redteam.irange IS NULL" },
+    {
+      name: 'unqualified d[] through search_path',
+      sql: "SELECT 1 WHERE false AND '{1}'::d[] IS NULL",
+      role: 'sqljson',
+    },
+    {
+      name: 'unqualified dbox through search_path',
+      sql: "SELECT 1 WHERE false AND dbox '(1)' IS NULL",
+      role: 'sqljson',
+    },
+    {
+      name: 'unqualified boxrange through search_path',
+      sql: `SELECT 1 WHERE false AND '["(1)","(2)"]'::boxrange IS NULL`,
+      role: 'sqljson',
+    },
+    {
+      name: 'range over int4 with a non-default side-effect subtype opclass',
+      sql: "SELECT 1 WHERE false AND '[1,2]'::redteam.irange IS NULL",
+    },
     { name: 'multirange over that range', sql: "SELECT 1 WHERE false AND '{[1,2]}'::redteam.imultirange IS NULL" },
-    { name: 'unqualified irange through search_path', sql: "SELECT 1 WHERE false AND '[1,2]'::irange IS NULL", role: 'sqljson' },
-    { name: 'composite holding an array of the domain composite', sql: `SELECT 1 WHERE false AND '("{""(1)""}")'::redteam.deep IS NULL` },
+    {
+      name: 'unqualified irange through search_path',
+      sql: "SELECT 1 WHERE false AND '[1,2]'::irange IS NULL",
+      role: 'sqljson',
+    },
+    {
+      name: 'composite holding an array of the domain composite',
+      sql: `SELECT 1 WHERE false AND '("{""(1)""}")'::redteam.deep IS NULL`,
+    },
     { name: 'a table row type with a domain column', sql: "SELECT 1 WHERE false AND '(1)'::redteam.wt IS NULL" },
-    { name: 'multirange literal over a side-effect operator class', sql: `SELECT '{["(1)","(2)"]}'::redteam.boxmultirange` },
+    {
+      name: 'multirange literal over a side-effect operator class',
+      sql: `SELECT '{["(1)","(2)"]}'::redteam.boxmultirange`,
+    },
     { name: 'composite literal with a side-effect domain field', sql: "SELECT '(1)'::redteam.dbox" },
-    { name: 'composite literal with a side-effect domain field under WHERE false', sql: "SELECT 1 WHERE false AND '(1)'::redteam.dbox IS NULL" },
+    {
+      name: 'composite literal with a side-effect domain field under WHERE false',
+      sql: "SELECT 1 WHERE false AND '(1)'::redteam.dbox IS NULL",
+    },
     // The error raised by the CHECK quotes ssn: at analysis (array literal) or at run time (cast).
     { name: 'error channel: array literal of a domain whose CHECK raises ssn', sql: "SELECT '{1}'::redteam.dleak[]" },
-    { name: 'error channel: the same under WHERE false', sql: "SELECT 1 WHERE false AND '{1}'::redteam.dleak[] IS NULL" },
+    {
+      name: 'error channel: the same under WHERE false',
+      sql: "SELECT 1 WHERE false AND '{1}'::redteam.dleak[] IS NULL",
+    },
     { name: 'error channel: cast to a domain whose CHECK raises ssn', sql: 'SELECT 1::redteam.dleak' },
-    { name: 'error channel: column cast to that domain', sql: 'SELECT CAST(o.id AS redteam.dleak) FROM orders o LIMIT 1' },
-    { name: 'array-of-domain literal in a writer\'s INSERT', sql: "INSERT INTO canary SELECT 1, 'x' WHERE false AND '{3}'::redteam.d[] IS NULL", role: 'writer', modes: WRITE_MODES },
+    {
+      name: 'error channel: column cast to that domain',
+      sql: 'SELECT CAST(o.id AS redteam.dleak) FROM orders o LIMIT 1',
+    },
+    {
+      name: "array-of-domain literal in a writer's INSERT",
+      sql: "INSERT INTO canary SELECT 1, 'x' WHERE false AND '{3}'::redteam.d[] IS NULL",
+      role: 'writer',
+      modes: WRITE_MODES,
+    },
   ];
   it.each(cases(AT_ANALYSIS))('%s', async (_n, a, mode) => {
     await attack(a.role ?? 'analyst', mode, a.sql, 'refuse', a.values);
@@ -704,22 +847,55 @@ describe('user code the executor finds at run time (not named in the analysed tr
     { name: 'row_to_json of a row holding that enum', sql: "SELECT row_to_json(ROW('a'::redteam.mood))" },
     { name: 'json_agg of that enum', sql: "SELECT json_agg(m) FROM (VALUES ('a'::redteam.mood)) AS v(m)" },
     // Record population converts fields with their types' input: domain CHECKs run.
-    { name: 'jsonb_populate_record into a composite with a domain field', sql: `SELECT jsonb_populate_record(NULL::redteam.dbox, '{"v":1}')` },
+    {
+      name: 'jsonb_populate_record into a composite with a domain field',
+      sql: `SELECT jsonb_populate_record(NULL::redteam.dbox, '{"v":1}')`,
+    },
     { name: 'jsonb_to_record with a domain column', sql: `SELECT * FROM jsonb_to_record('{"v":1}') AS x(v redteam.d)` },
-    { name: 'json_to_recordset with a domain column', sql: `SELECT * FROM json_to_recordset('[{"v":1}]') AS x(v redteam.d)` },
+    {
+      name: 'json_to_recordset with a domain column',
+      sql: `SELECT * FROM json_to_recordset('[{"v":1}]') AS x(v redteam.d)`,
+    },
     // Text converted by I/O (CoerceViaIO): the target type's input function runs on each row.
-    { name: 'text to a composite with a domain field', sql: "SELECT ('(' || o.id || ')')::redteam.dbox FROM orders o LIMIT 1" },
+    {
+      name: 'text to a composite with a domain field',
+      sql: "SELECT ('(' || o.id || ')')::redteam.dbox FROM orders o LIMIT 1",
+    },
     { name: 'text to an array of a domain', sql: "SELECT ('{' || o.id || '}')::redteam.d[] FROM orders o LIMIT 1" },
-    { name: 'text to a range over a side-effect operator class', sql: `SELECT ('["(' || o.id || ')","(600)"]')::redteam.boxrange FROM orders o LIMIT 1` },
+    {
+      name: 'text to a range over a side-effect operator class',
+      sql: `SELECT ('["(' || o.id || ')","(600)"]')::redteam.boxrange FROM orders o LIMIT 1`,
+    },
     // XMLTABLE converts each column with its type's input function, and evaluates column DEFAULT expressions.
-    { name: 'XMLTABLE column of a side-effect domain', sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r><v>1</v></r>' AS xml) COLUMNS v redteam.d PATH 'v')" },
-    { name: 'XMLTABLE column DEFAULT calling lo_create via notation', sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r/>' AS xml) COLUMNS v int8 PATH 'v' DEFAULT ((0::oid).lo_create)::int8)" },
-    { name: 'error channel: XMLTABLE column of the raising domain', sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r><v>1</v></r>' AS xml) COLUMNS v redteam.dleak PATH 'v')" },
-    { name: 'text to a range with a non-default side-effect subtype opclass', sql: "SELECT ('[' || o.id || ',600]')::redteam.irange FROM orders o LIMIT 1" },
-    { name: 'DISTINCT over that range', sql: "SELECT DISTINCT ('[' || o.id || ',600]')::redteam.irange FROM orders o WHERE o.id < 3" },
+    {
+      name: 'XMLTABLE column of a side-effect domain',
+      sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r><v>1</v></r>' AS xml) COLUMNS v redteam.d PATH 'v')",
+    },
+    {
+      name: 'XMLTABLE column DEFAULT calling lo_create via notation',
+      sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r/>' AS xml) COLUMNS v int8 PATH 'v' DEFAULT ((0::oid).lo_create)::int8)",
+    },
+    {
+      name: 'error channel: XMLTABLE column of the raising domain',
+      sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r><v>1</v></r>' AS xml) COLUMNS v redteam.dleak PATH 'v')",
+    },
+    {
+      name: 'text to a range with a non-default side-effect subtype opclass',
+      sql: "SELECT ('[' || o.id || ',600]')::redteam.irange FROM orders o LIMIT 1",
+    },
+    {
+      name: 'DISTINCT over that range',
+      sql: "SELECT DISTINCT ('[' || o.id || ',600]')::redteam.irange FROM orders o WHERE o.id < 3",
+    },
     // The same with a CHECK that raises every ssn.
-    { name: 'error channel: text to an array of the raising domain', sql: "SELECT ('{' || o.id || '}')::redteam.dleak[] FROM orders o LIMIT 1" },
-    { name: 'error channel: jsonb_populate_record with the raising domain', sql: `SELECT jsonb_populate_record(NULL::redteam.dleakbox, '{"v":1}')` },
+    {
+      name: 'error channel: text to an array of the raising domain',
+      sql: "SELECT ('{' || o.id || '}')::redteam.dleak[] FROM orders o LIMIT 1",
+    },
+    {
+      name: 'error channel: jsonb_populate_record with the raising domain',
+      sql: `SELECT jsonb_populate_record(NULL::redteam.dleakbox, '{"v":1}')`,
+    },
   ];
   it.each(cases(AT_RUN_TIME))('%s', async (_n, a, mode) => {
     await attack(a.role ?? 'analyst', mode, a.sql, 'refuse', a.values);
@@ -730,13 +906,18 @@ describe('user code the executor finds at run time (not named in the analysed tr
 
 describe('a statement cannot change or stall the analysis other sessions rely on', () => {
   /** An allowed statement no earlier case has sent (the alias makes its text and shape new). */
-  const fresh = (tag: string) => `SELECT c.name AS n_${tag}_${Date.now()}, o.total FROM customers c JOIN orders o ON o.customer_id = c.id ORDER BY o.id LIMIT 2`;
+  const fresh = (tag: string) =>
+    `SELECT c.name AS n_${tag}_${Date.now()}, o.total FROM customers c JOIN orders o ON o.customer_id = c.id ORDER BY o.id LIMIT 2`;
 
   it('a CHECK that resets search_path during analysis does not break later analyses', async () => {
     for (let i = 0; i < 4; i++) {
       const s = await connectAs('analyst');
       try {
-        await run(s, i % 2 === 0 ? 'simple' : 'extended', `SELECT 1 WHERE false AND '{${i}}'::redteam.dpoison[] IS NULL`);
+        await run(
+          s,
+          i % 2 === 0 ? 'simple' : 'extended',
+          `SELECT 1 WHERE false AND '{${i}}'::redteam.dpoison[] IS NULL`,
+        );
       } finally {
         await s.client.end().catch(() => {});
       }
@@ -757,11 +938,18 @@ describe('a statement cannot change or stall the analysis other sessions rely on
     // customers 1's ssn starts with 1, there is no customer 0: if anything runs the CHECK, the first is 0.8 s slower.
     const times: Record<string, number[]> = { withValue: [], without: [] };
     for (let i = 0; i < 2; i++) {
-      for (const [key, id] of [['withValue', 1], ['without', 0]] as const) {
+      for (const [key, id] of [
+        ['withValue', 1],
+        ['without', 0],
+      ] as const) {
         const s = await connectAs('analyst');
         try {
           const t0 = Date.now();
-          const out = await run(s, 'simple', `SELECT 1 AS t_${key}_${i}_${Date.now()} WHERE false AND '{${id}}'::redteam.dtime[] IS NULL`);
+          const out = await run(
+            s,
+            'simple',
+            `SELECT 1 AS t_${key}_${i}_${Date.now()} WHERE false AND '{${id}}'::redteam.dtime[] IS NULL`,
+          );
           times[key]!.push(Date.now() - t0);
           expect(out.ok).toBe(false);
         } finally {
@@ -775,7 +963,9 @@ describe('a statement cannot change or stall the analysis other sessions rely on
 
   it('statements whose analysis would sleep do not hold up another session', async () => {
     const attackers = await Promise.all([0, 1, 2, 3, 4, 5].map(() => connectAs('analyst')));
-    const pending = attackers.map((s, i) => run(s, 'simple', `SELECT 1 WHERE false AND '{${i}}'::redteam.dslow[] IS NULL`));
+    const pending = attackers.map((s, i) =>
+      run(s, 'simple', `SELECT 1 WHERE false AND '{${i}}'::redteam.dslow[] IS NULL`),
+    );
     try {
       await new Promise((r) => setTimeout(r, 100));
       const victim = await connectAs('analyst');
@@ -784,7 +974,7 @@ describe('a statement cannot change or stall the analysis other sessions rely on
         const out = await run(victim, 'simple', fresh('slow'));
         const ms = Date.now() - t0;
         expect(out.error ? `${out.error.code} ${out.error.message}` : 'ok').toBe('ok');
-        expect(ms, 'the unrelated statement\'s latency (ms) while others\' analyses sleep').toBeLessThan(1500);
+        expect(ms, "the unrelated statement's latency (ms) while others' analyses sleep").toBeLessThan(1500);
       } finally {
         await victim.client.end().catch(() => {});
       }
@@ -804,53 +994,125 @@ const READ_LIST: Attack[] = [
     name: 'ssn renamed ordinality beside WITH ORDINALITY',
     sql: 'SELECT ordinality FROM customers AS c(i,n,e,ordinality), generate_series(1,1) WITH ORDINALITY AS g(x,y)',
   },
-  { name: 'ssn renamed generate_series beside generate_series', sql: 'SELECT generate_series FROM customers AS c(i,n,e,generate_series), generate_series(1,1) AS g(x)' },
+  {
+    name: 'ssn renamed generate_series beside generate_series',
+    sql: 'SELECT generate_series FROM customers AS c(i,n,e,generate_series), generate_series(1,1) AS g(x)',
+  },
   { name: 'ssn renamed xmin (user column beats system column)', sql: 'SELECT xmin FROM customers AS c(i,n,e,xmin)' },
   { name: 'ssn renamed ctid', sql: 'SELECT ctid FROM customers AS c(i,n,e,ctid)' },
   { name: 'ssn renamed tableoid', sql: 'SELECT c.tableoid FROM customers AS c(i,n,e,tableoid)' },
-  { name: 'alias list swapping names: "email" is ssn here', sql: 'SELECT email FROM customers AS c(id, name, ssn, email)' },
-  { name: 'alias list shorter than the table: star still returns ssn', sql: 'SELECT * FROM customers AS c(id, name, email)' },
+  {
+    name: 'alias list swapping names: "email" is ssn here',
+    sql: 'SELECT email FROM customers AS c(id, name, ssn, email)',
+  },
+  {
+    name: 'alias list shorter than the table: star still returns ssn',
+    sql: 'SELECT * FROM customers AS c(id, name, email)',
+  },
   { name: 'star subquery with alias list', sql: 'SELECT d FROM (SELECT * FROM customers) AS c(a,b,e,d)' },
   { name: 'star of star subquery with alias list', sql: 'SELECT * FROM (SELECT * FROM customers) AS c(a,b,e,d)' },
   { name: 'star subquery, allowed column picked outside', sql: 'SELECT id FROM (SELECT * FROM customers) s' },
   // FigureColname: unnamed select items are named after their function, cast type or CASE.
-  { name: 'unnamed CASE item named "case"', sql: 'SELECT "case" FROM (SELECT CASE WHEN true THEN d END FROM customers AS c(a,b,e,d)) s' },
-  { name: 'unnamed cast item named text', sql: "SELECT text FROM (SELECT (d || '')::text FROM customers AS c(a,b,e,d)) s" },
-  { name: 'unnamed function item named lower', sql: 'SELECT "lower" FROM (SELECT lower(d) FROM customers AS c(a,b,e,d)) s' },
-  { name: 'unnamed coalesce item', sql: 'SELECT "coalesce" FROM (SELECT coalesce(d, n) FROM customers AS c(i,n,e,d)) s' },
-  { name: 'unnamed operator item named ?column?', sql: `SELECT "?column?" FROM (SELECT d || '' FROM customers AS c(i,n,e,d)) s` },
+  {
+    name: 'unnamed CASE item named "case"',
+    sql: 'SELECT "case" FROM (SELECT CASE WHEN true THEN d END FROM customers AS c(a,b,e,d)) s',
+  },
+  {
+    name: 'unnamed cast item named text',
+    sql: "SELECT text FROM (SELECT (d || '')::text FROM customers AS c(a,b,e,d)) s",
+  },
+  {
+    name: 'unnamed function item named lower',
+    sql: 'SELECT "lower" FROM (SELECT lower(d) FROM customers AS c(a,b,e,d)) s',
+  },
+  {
+    name: 'unnamed coalesce item',
+    sql: 'SELECT "coalesce" FROM (SELECT coalesce(d, n) FROM customers AS c(i,n,e,d)) s',
+  },
+  {
+    name: 'unnamed operator item named ?column?',
+    sql: `SELECT "?column?" FROM (SELECT d || '' FROM customers AS c(i,n,e,d)) s`,
+  },
   { name: 'unnamed ARRAY item', sql: 'SELECT "array" FROM (SELECT ARRAY[d] FROM customers AS c(i,n,e,d)) s' },
   // A relation alias used as a bare column is a whole-row reference.
-  { name: 'whole row via an alias named generate_series', sql: 'SELECT generate_series FROM customers AS generate_series' },
+  {
+    name: 'whole row via an alias named generate_series',
+    sql: 'SELECT generate_series FROM customers AS generate_series',
+  },
   { name: 'whole row via an alias named lower', sql: 'SELECT lower FROM customers AS lower' },
   // Joins.
-  { name: 'join alias list hiding its inputs', sql: 'SELECT j.x FROM (customers JOIN orders ON true) AS j(a,b,c,x) LIMIT 5' },
-  { name: 'join alias list shorter than the join: unqualified a is customers.ssn', sql: 'SELECT a FROM (customers AS c(x,y,z,a) JOIN orders ON true) AS j(q) LIMIT 3' },
+  {
+    name: 'join alias list hiding its inputs',
+    sql: 'SELECT j.x FROM (customers JOIN orders ON true) AS j(a,b,c,x) LIMIT 5',
+  },
+  {
+    name: 'join alias list shorter than the join: unqualified a is customers.ssn',
+    sql: 'SELECT a FROM (customers AS c(x,y,z,a) JOIN orders ON true) AS j(q) LIMIT 3',
+  },
   { name: 'join alias list over USING', sql: 'SELECT j.d FROM (customers JOIN orders USING (id)) AS j(i,n,e,d)' },
-  { name: 'join alias list over ON', sql: 'SELECT j.d FROM (customers c JOIN orders o ON c.id = o.customer_id) AS j(a,b,e,d) LIMIT 5' },
-  { name: 'JOIN … USING (ssn) against a guess', sql: "SELECT id FROM customers JOIN (VALUES ('100007919')) AS v(ssn) USING (ssn)" },
-  { name: 'NATURAL JOIN against a guessed ssn', sql: "SELECT id FROM customers NATURAL JOIN (SELECT '100007919'::text AS ssn) s" },
+  {
+    name: 'join alias list over ON',
+    sql: 'SELECT j.d FROM (customers c JOIN orders o ON c.id = o.customer_id) AS j(a,b,e,d) LIMIT 5',
+  },
+  {
+    name: 'JOIN … USING (ssn) against a guess',
+    sql: "SELECT id FROM customers JOIN (VALUES ('100007919')) AS v(ssn) USING (ssn)",
+  },
+  {
+    name: 'NATURAL JOIN against a guessed ssn',
+    sql: "SELECT id FROM customers NATURAL JOIN (SELECT '100007919'::text AS ssn) s",
+  },
   { name: 'NATURAL JOIN with renamed ssn', sql: 'SELECT d FROM customers AS c(id,n,e,d) NATURAL JOIN orders' },
-  { name: 'nested JOIN … ON star', sql: 'SELECT * FROM customers c1 JOIN (orders o JOIN customers c2 ON true) ON c1.id = c2.id LIMIT 5' },
+  {
+    name: 'nested JOIN … ON star',
+    sql: 'SELECT * FROM customers c1 JOIN (orders o JOIN customers c2 ON true) ON c1.id = c2.id LIMIT 5',
+  },
   {
     name: 'inner JOIN … ON reading renamed ssn',
     sql: "SELECT o.id FROM orders o JOIN (customers AS c(i,n,e,s) JOIN orders o2 ON s LIKE '1%') ON o.id = o2.id LIMIT 5",
   },
-  { name: 'JOIN … ON reading ssn', sql: "SELECT o.id FROM orders o JOIN customers c ON c.ssn LIKE '1%' AND c.id = o.customer_id" },
-  { name: 'LATERAL star subquery with alias list', sql: 'SELECT l.x FROM orders o, LATERAL (SELECT * FROM customers c WHERE c.id = o.customer_id) AS l(a,b,e,x) LIMIT 5' },
+  {
+    name: 'JOIN … ON reading ssn',
+    sql: "SELECT o.id FROM orders o JOIN customers c ON c.ssn LIKE '1%' AND c.id = o.customer_id",
+  },
+  {
+    name: 'LATERAL star subquery with alias list',
+    sql: 'SELECT l.x FROM orders o, LATERAL (SELECT * FROM customers c WHERE c.id = o.customer_id) AS l(a,b,e,x) LIMIT 5',
+  },
   { name: 'LATERAL (c).* with alias list', sql: 'SELECT x FROM customers c, LATERAL (SELECT (c).*) AS l(a,b,e,x)' },
   { name: 'LATERAL VALUES of c.ssn', sql: 'SELECT l.v FROM customers c, LATERAL (VALUES (c.ssn)) AS l(v)' },
-  { name: 'LATERAL c.*', sql: 'SELECT l.ssn FROM orders o CROSS JOIN LATERAL (SELECT c.* FROM customers c WHERE c.id = o.customer_id) l LIMIT 5' },
+  {
+    name: 'LATERAL c.*',
+    sql: 'SELECT l.ssn FROM orders o CROSS JOIN LATERAL (SELECT c.* FROM customers c WHERE c.id = o.customer_id) l LIMIT 5',
+  },
   // CTEs.
   { name: 'CTE column list', sql: 'WITH w(a,b,c,d) AS (SELECT * FROM customers) SELECT d FROM w' },
-  { name: 'CTE named like an allowed table', sql: 'WITH orders(id, customer_id, total, status) AS (SELECT * FROM customers) SELECT status FROM orders' },
+  {
+    name: 'CTE named like an allowed table',
+    sql: 'WITH orders(id, customer_id, total, status) AS (SELECT * FROM customers) SELECT status FROM orders',
+  },
   { name: 'CTE star, allowed column picked outside', sql: 'WITH w AS (SELECT * FROM customers) SELECT id FROM w' },
-  { name: 'recursive CTE', sql: 'WITH RECURSIVE r(x) AS (SELECT d FROM customers AS c(i,n,e,d) UNION SELECT x FROM r) SELECT x FROM r' },
-  { name: 'nested CTE shadowing', sql: 'WITH w AS (SELECT id FROM customers) SELECT * FROM (WITH w(a,b,c,d) AS (SELECT * FROM customers) SELECT d FROM w) s' },
+  {
+    name: 'recursive CTE',
+    sql: 'WITH RECURSIVE r(x) AS (SELECT d FROM customers AS c(i,n,e,d) UNION SELECT x FROM r) SELECT x FROM r',
+  },
+  {
+    name: 'nested CTE shadowing',
+    sql: 'WITH w AS (SELECT id FROM customers) SELECT * FROM (WITH w(a,b,c,d) AS (SELECT * FROM customers) SELECT d FROM w) s',
+  },
   // Outer references.
-  { name: 'correlated subquery reading a renamed outer column', sql: 'SELECT (SELECT o.status) FROM customers AS o(i,n,e,status)' },
-  { name: 'inner alias o is the outer customers', sql: 'SELECT (SELECT o.status FROM orders x LIMIT 1) FROM customers AS o(i,n,e,status)' },
-  { name: 'unqualified name not in the inner scope falls through to the outer one', sql: 'SELECT (SELECT x FROM orders LIMIT 1) FROM customers AS c(i,n,e,x)' },
+  {
+    name: 'correlated subquery reading a renamed outer column',
+    sql: 'SELECT (SELECT o.status) FROM customers AS o(i,n,e,status)',
+  },
+  {
+    name: 'inner alias o is the outer customers',
+    sql: 'SELECT (SELECT o.status FROM orders x LIMIT 1) FROM customers AS o(i,n,e,status)',
+  },
+  {
+    name: 'unqualified name not in the inner scope falls through to the outer one',
+    sql: 'SELECT (SELECT x FROM orders LIMIT 1) FROM customers AS c(i,n,e,x)',
+  },
   { name: 'EXISTS reading outer ssn', sql: "SELECT id FROM customers WHERE EXISTS (SELECT 1 WHERE ssn LIKE '1%')" },
   // Whole-row references.
   { name: 'whole row c', sql: 'SELECT c FROM customers c' },
@@ -873,37 +1135,71 @@ const READ_LIST: Attack[] = [
   { name: 'c.* expanded into concat()', sql: 'SELECT concat(c.*) FROM customers c' },
   { name: 'c.* expanded into format()', sql: "SELECT format('%s', c.*) FROM customers c" },
   { name: 'TABLE customers', sql: 'TABLE customers' },
-  { name: 'XMLTABLE document built from renamed ssn', sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r>' || (SELECT d FROM customers AS c(i,n,e,d) LIMIT 1) || '</r>' AS xml) COLUMNS v text PATH '.')" },
+  {
+    name: 'XMLTABLE document built from renamed ssn',
+    sql: "SELECT * FROM XMLTABLE('/r' PASSING CAST('<r>' || (SELECT d FROM customers AS c(i,n,e,d) LIMIT 1) || '</r>' AS xml) COLUMNS v text PATH '.')",
+  },
   { name: 'whole row in ORDER BY', sql: 'SELECT id FROM customers c ORDER BY c' },
   // Set operations.
   { name: 'UNION with ssn', sql: 'SELECT name FROM customers UNION SELECT ssn FROM customers' },
-  { name: 'UNION ALL with renamed ssn', sql: 'SELECT status FROM orders UNION ALL SELECT x FROM customers AS c(a,b,e,x)' },
-  { name: 'INTERSECT with renamed ssn', sql: 'SELECT name FROM customers INTERSECT SELECT d FROM customers AS c(i,n,e,d)' },
+  {
+    name: 'UNION ALL with renamed ssn',
+    sql: 'SELECT status FROM orders UNION ALL SELECT x FROM customers AS c(a,b,e,x)',
+  },
+  {
+    name: 'INTERSECT with renamed ssn',
+    sql: 'SELECT name FROM customers INTERSECT SELECT d FROM customers AS c(i,n,e,d)',
+  },
   { name: 'EXCEPT with ssn', sql: '(SELECT name FROM customers) EXCEPT (SELECT ssn FROM customers)' },
   // ssn read outside the select list, as PostgreSQL's column privileges count it.
   // Spellings of the name itself.
   { name: 'upper-case SSN folds to ssn', sql: 'SELECT SSN FROM customers' },
   { name: 'Unicode-escaped identifier', sql: 'SELECT U&"\\0073sn" FROM customers' },
-  { name: 'Unicode-escaped identifier with UESCAPE', sql: "SELECT U&\"!0073sn\" UESCAPE '!' FROM customers" },
+  { name: 'Unicode-escaped identifier with UESCAPE', sql: 'SELECT U&"!0073sn" UESCAPE \'!\' FROM customers' },
   { name: 'four-part column reference', sql: 'SELECT app.public.customers.ssn FROM customers' },
   { name: 'WHERE ssn', sql: "SELECT id FROM customers WHERE ssn LIKE '1%'" },
   { name: 'WHERE renamed ssn', sql: "SELECT i FROM customers AS c(i,n,e,s) WHERE s LIKE '1%'" },
   { name: 'ORDER BY ssn', sql: 'SELECT id FROM customers ORDER BY ssn' },
-  { name: 'ORDER BY expression: input column, not the output alias', sql: "SELECT name AS ssn FROM customers ORDER BY ssn || ''" },
-  { name: 'ORDER BY ssn COLLATE: an expression, so the input column', sql: 'SELECT name AS ssn FROM customers ORDER BY ssn COLLATE "C"' },
-  { name: 'ORDER BY ssn::text: an expression, so the input column', sql: 'SELECT name AS ssn FROM customers ORDER BY ssn::text' },
-  { name: 'ORDER BY customers.ssn beside an output alias ssn', sql: 'SELECT name AS ssn FROM customers ORDER BY customers.ssn' },
-  { name: 'GROUP BY prefers the input column over an output alias ssn', sql: 'SELECT count(*) AS ssn FROM customers GROUP BY ssn' },
-  { name: 'window ORDER BY sees input columns only, not the output alias ssn', sql: 'SELECT name AS ssn, rank() OVER (ORDER BY ssn) FROM customers' },
+  {
+    name: 'ORDER BY expression: input column, not the output alias',
+    sql: "SELECT name AS ssn FROM customers ORDER BY ssn || ''",
+  },
+  {
+    name: 'ORDER BY ssn COLLATE: an expression, so the input column',
+    sql: 'SELECT name AS ssn FROM customers ORDER BY ssn COLLATE "C"',
+  },
+  {
+    name: 'ORDER BY ssn::text: an expression, so the input column',
+    sql: 'SELECT name AS ssn FROM customers ORDER BY ssn::text',
+  },
+  {
+    name: 'ORDER BY customers.ssn beside an output alias ssn',
+    sql: 'SELECT name AS ssn FROM customers ORDER BY customers.ssn',
+  },
+  {
+    name: 'GROUP BY prefers the input column over an output alias ssn',
+    sql: 'SELECT count(*) AS ssn FROM customers GROUP BY ssn',
+  },
+  {
+    name: 'window ORDER BY sees input columns only, not the output alias ssn',
+    sql: 'SELECT name AS ssn, rank() OVER (ORDER BY ssn) FROM customers',
+  },
   { name: 'GROUP BY ssn', sql: 'SELECT count(*) FROM customers GROUP BY ssn' },
   { name: 'HAVING on ssn', sql: "SELECT id FROM customers GROUP BY id HAVING max(ssn) > '5'" },
   { name: 'GROUP BY renamed ssn', sql: 'SELECT min(n) FROM customers AS c(i,n,e,d) GROUP BY d' },
   { name: 'DISTINCT ON ssn', sql: 'SELECT DISTINCT ON (ssn) id FROM customers' },
   { name: 'window ORDER BY ssn', sql: 'SELECT id, rank() OVER (ORDER BY ssn) FROM customers' },
   { name: 'aggregate FILTER on ssn', sql: "SELECT count(*) FILTER (WHERE ssn > '5') FROM customers" },
-  { name: 'IN subquery on renamed ssn', sql: "SELECT id FROM customers WHERE id IN (SELECT i FROM customers AS c(i,n,e,s) WHERE s > '5')" },
+  {
+    name: 'IN subquery on renamed ssn',
+    sql: "SELECT id FROM customers WHERE id IN (SELECT i FROM customers AS c(i,n,e,s) WHERE s > '5')",
+  },
   { name: 'ssn compared with a parameter', sql: 'SELECT id FROM customers WHERE ssn = $1', values: ['100007919'] },
-  { name: 'renamed ssn compared with a parameter', sql: 'SELECT i FROM customers AS c(i,n,e,s) WHERE s = $1', values: ['100007919'] },
+  {
+    name: 'renamed ssn compared with a parameter',
+    sql: 'SELECT i FROM customers AS c(i,n,e,s) WHERE s = $1',
+    values: ['100007919'],
+  },
   // PostgreSQL 16 made SYSTEM_USER a keyword; on 15 it is an ordinary column reference.
   {
     name: 'system_user is a column on PostgreSQL 15',
@@ -921,13 +1217,19 @@ describe('column-name resolution that hides ssn', () => {
 
   it.each([
     ['ambiguous "lower"', 'SELECT "lower" FROM (SELECT lower(name), ssn AS "lower" FROM customers) s'],
-    ['ambiguous ordinality', 'SELECT ordinality FROM customers AS c(i,n,e,ordinality), generate_series(1,1) WITH ORDINALITY'],
+    [
+      'ambiguous ordinality',
+      'SELECT ordinality FROM customers AS c(i,n,e,ordinality), generate_series(1,1) WITH ORDINALITY',
+    ],
     ['cast item keeps its column name (no column text)', 'SELECT text FROM (SELECT ssn::text FROM customers) s'],
     ['c.text is not a cast of the row', 'SELECT c.text FROM customers c'],
     ['hidden join input', 'SELECT c.ssn FROM (customers c JOIN orders o ON true) AS j'],
     ['join alias column a is ambiguous', 'SELECT j.a FROM (customers AS c(x,y,z,a) JOIN orders ON true) AS j(a)'],
     ['two output columns called ssn in ORDER BY', 'SELECT name AS ssn, email AS ssn FROM customers ORDER BY ssn'],
-    ['inner JOIN … ON cannot see the outer item', 'SELECT o.id FROM customers c1 JOIN (orders o JOIN customers c2 ON c1.ssn = c2.ssn) ON true'],
+    [
+      'inner JOIN … ON cannot see the outer item',
+      'SELECT o.id FROM customers c1 JOIN (orders o JOIN customers c2 ON c1.ssn = c2.ssn) ON true',
+    ],
   ])('PostgreSQL rejects %s: not a success, no ssn', async (_n, sql) => {
     await attack('analyst', 'simple', sql, 'reject');
     await attack('analyst', 'extended', sql, 'reject');
@@ -937,11 +1239,31 @@ describe('column-name resolution that hides ssn', () => {
 // ------------------------------------------------------------------ 3. writes from read-only roles
 
 const READONLY_WRITES: Attack[] = [
-  { name: 'INSERT in a CTE', sql: "WITH d AS (INSERT INTO canary VALUES (100, 'pwned') RETURNING id) SELECT * FROM d", modes: ['simple', 'extended', 'prepare', 'explain'] },
-  { name: 'DELETE in a CTE', sql: 'WITH d AS (DELETE FROM canary RETURNING *) SELECT count(*) FROM d', modes: ['simple', 'extended', 'prepare', 'explain'] },
-  { name: 'UPDATE … RETURNING', sql: "UPDATE canary SET note = 'pwned' RETURNING id", modes: ['simple', 'extended', 'copy', 'prepare', 'explain'] },
-  { name: 'DELETE … RETURNING', sql: 'DELETE FROM canary RETURNING id', modes: ['simple', 'extended', 'copy', 'prepare', 'explain'] },
-  { name: 'INSERT through a domain CHECK', sql: 'INSERT INTO canary VALUES (100, (1::redteam.d)::text)', modes: WRITE_MODES },
+  {
+    name: 'INSERT in a CTE',
+    sql: "WITH d AS (INSERT INTO canary VALUES (100, 'pwned') RETURNING id) SELECT * FROM d",
+    modes: ['simple', 'extended', 'prepare', 'explain'],
+  },
+  {
+    name: 'DELETE in a CTE',
+    sql: 'WITH d AS (DELETE FROM canary RETURNING *) SELECT count(*) FROM d',
+    modes: ['simple', 'extended', 'prepare', 'explain'],
+  },
+  {
+    name: 'UPDATE … RETURNING',
+    sql: "UPDATE canary SET note = 'pwned' RETURNING id",
+    modes: ['simple', 'extended', 'copy', 'prepare', 'explain'],
+  },
+  {
+    name: 'DELETE … RETURNING',
+    sql: 'DELETE FROM canary RETURNING id',
+    modes: ['simple', 'extended', 'copy', 'prepare', 'explain'],
+  },
+  {
+    name: 'INSERT through a domain CHECK',
+    sql: 'INSERT INTO canary VALUES (100, (1::redteam.d)::text)',
+    modes: WRITE_MODES,
+  },
 ];
 
 describe('writes and side effects from read-only roles', () => {
@@ -967,7 +1289,11 @@ describe('SQL/JSON names that are functions on PostgreSQL 15', () => {
   const SQLJSON: Attack[] = [
     { name: 'json_scalar(1)', sql: 'SELECT json_scalar(1)', expect: PG_VERSION < 17 ? 'refuse' : 'harmless' },
     { name: 'json_arrayagg(id)', sql: 'SELECT json_arrayagg(id) FROM orders', expect: PG15 ? 'refuse' : 'harmless' },
-    { name: 'json_arrayagg in a subquery', sql: 'SELECT (SELECT json_arrayagg(o2.id) FROM orders o2) FROM orders o LIMIT 3', expect: PG15 ? 'refuse' : 'harmless' },
+    {
+      name: 'json_arrayagg in a subquery',
+      sql: 'SELECT (SELECT json_arrayagg(o2.id) FROM orders o2) FROM orders o LIMIT 3',
+      expect: PG15 ? 'refuse' : 'harmless',
+    },
     // Quoted, the name is never a keyword: the search_path function on every version.
     { name: '"json_scalar"(1) quoted', sql: 'SELECT "json_scalar"(1)' },
     { name: '"json_arrayagg"(id) quoted', sql: 'SELECT "json_arrayagg"(id) FROM orders' },
@@ -982,23 +1308,44 @@ describe('SQL/JSON names that are functions on PostgreSQL 15', () => {
 // and DEFAULT … ON EMPTY / ON ERROR expressions are evaluated.
 describe.runIf(PG_VERSION >= 17)('SQL/JSON query functions (PostgreSQL 17+)', () => {
   const SQLJSON17: Attack[] = [
-    { name: 'JSON_TABLE column of a side-effect domain', sql: `SELECT * FROM JSON_TABLE(jsonb '{"v":1}', '$' COLUMNS (v redteam.d PATH '$.v')) AS jt` },
-    { name: 'JSON_VALUE RETURNING a side-effect domain', sql: `SELECT JSON_VALUE(jsonb '{"v":1}', '$.v' RETURNING redteam.d)` },
-    { name: 'JSON_QUERY RETURNING a composite with a domain field', sql: `SELECT JSON_QUERY(jsonb '{"v":{"v":1}}', '$.v' RETURNING redteam.dbox)` },
-    { name: 'JSON_TABLE column DEFAULT calling lo_create via notation', sql: `SELECT * FROM JSON_TABLE(jsonb '{}', '$' COLUMNS (v int8 PATH '$.v' DEFAULT ((0::oid).lo_create)::int8 ON EMPTY)) AS jt` },
-    { name: 'JSON_VALUE DEFAULT calling lo_create via notation', sql: `SELECT JSON_VALUE(jsonb '{}', '$.v' RETURNING int8 DEFAULT ((0::oid).lo_create)::int8 ON EMPTY)` },
-    { name: 'JSON_TABLE over renamed ssn', sql: `SELECT jt.* FROM customers AS c(i,n,e,d), JSON_TABLE(jsonb_build_object('s', d), '$' COLUMNS (s text PATH '$.s')) AS jt` },
+    {
+      name: 'JSON_TABLE column of a side-effect domain',
+      sql: `SELECT * FROM JSON_TABLE(jsonb '{"v":1}', '$' COLUMNS (v redteam.d PATH '$.v')) AS jt`,
+    },
+    {
+      name: 'JSON_VALUE RETURNING a side-effect domain',
+      sql: `SELECT JSON_VALUE(jsonb '{"v":1}', '$.v' RETURNING redteam.d)`,
+    },
+    {
+      name: 'JSON_QUERY RETURNING a composite with a domain field',
+      sql: `SELECT JSON_QUERY(jsonb '{"v":{"v":1}}', '$.v' RETURNING redteam.dbox)`,
+    },
+    {
+      name: 'JSON_TABLE column DEFAULT calling lo_create via notation',
+      sql: `SELECT * FROM JSON_TABLE(jsonb '{}', '$' COLUMNS (v int8 PATH '$.v' DEFAULT ((0::oid).lo_create)::int8 ON EMPTY)) AS jt`,
+    },
+    {
+      name: 'JSON_VALUE DEFAULT calling lo_create via notation',
+      sql: `SELECT JSON_VALUE(jsonb '{}', '$.v' RETURNING int8 DEFAULT ((0::oid).lo_create)::int8 ON EMPTY)`,
+    },
+    {
+      name: 'JSON_TABLE over renamed ssn',
+      sql: `SELECT jt.* FROM customers AS c(i,n,e,d), JSON_TABLE(jsonb_build_object('s', d), '$' COLUMNS (s text PATH '$.s')) AS jt`,
+    },
   ];
   it.each(cases(SQLJSON17))('%s', async (_n, a, mode) => {
     await attack(a.role ?? 'analyst', mode, a.sql, 'refuse', a.values);
   });
 });
 
-describe('resolution through the role\'s own search_path (public, redteam)', () => {
+describe("resolution through the role's own search_path (public, redteam)", () => {
   const VIA_PATH: Attack[] = [
     // (No = or < by name in these: redteam defines = and < for redteam.box, and pgwarden refuses an operator name
     // that a schema on the path defines, which would refuse them for the wrong reason.)
-    { name: 'lower(int) resolves to redteam.lower, not pg_catalog.lower(text)', sql: 'SELECT lower(id) FROM orders LIMIT 1' },
+    {
+      name: 'lower(int) resolves to redteam.lower, not pg_catalog.lower(text)',
+      sql: 'SELECT lower(id) FROM orders LIMIT 1',
+    },
     { name: 'int || int resolves to redteam.||', sql: 'SELECT id || 1 FROM orders LIMIT 1' },
     { name: 'unqualified prefix ### resolves to redteam.###', sql: 'SELECT ### 1' },
     { name: 'unqualified domain d resolves to redteam.d', sql: 'SELECT 1::d' },
@@ -1009,10 +1356,12 @@ describe('resolution through the role\'s own search_path (public, redteam)', () 
   });
 
   // The server's analysis must run with the session's search_path, or these would not resolve (or resolve elsewhere).
-  it.each(cases([
-    { name: 'allowed function by its unqualified name', sql: 'SELECT harmless(id) FROM orders ORDER BY id LIMIT 3' },
-    { name: 'allowed function qualified', sql: 'SELECT redteam.harmless(1)' },
-  ]))('control, sqljson: %s', async (_n, a, mode) => {
+  it.each(
+    cases([
+      { name: 'allowed function by its unqualified name', sql: 'SELECT harmless(id) FROM orders ORDER BY id LIMIT 3' },
+      { name: 'allowed function qualified', sql: 'SELECT redteam.harmless(1)' },
+    ]),
+  )('control, sqljson: %s', async (_n, a, mode) => {
     const s = await connectAs('sqljson');
     try {
       const out = await run(s, mode, a.sql, a.values);
@@ -1048,8 +1397,14 @@ const CATALOG_ATTACKS: Attack[] = [
   { name: '2200::regnamespace', sql: 'SELECT 2200::regnamespace::text' },
   { name: 'regroleout(10)', sql: 'SELECT regroleout(10)' },
   { name: '10::regrole', sql: 'SELECT 10::regrole::text' },
-  { name: 'regprocedureout/regoperout/regcollationout', sql: 'SELECT regprocedureout(1242), regoperout(96), regcollationout(100)' },
-  { name: 'regoperatorout/regconfigout/regdictionaryout', sql: 'SELECT regoperatorout(96), regconfigout(3748), regdictionaryout(3765)' },
+  {
+    name: 'regprocedureout/regoperout/regcollationout',
+    sql: 'SELECT regprocedureout(1242), regoperout(96), regcollationout(100)',
+  },
+  {
+    name: 'regoperatorout/regconfigout/regdictionaryout',
+    sql: 'SELECT regoperatorout(96), regconfigout(3748), regdictionaryout(3765)',
+  },
   { name: 'regclassin by name', sql: "SELECT regclassin('secrets')::oid" },
   { name: 'aclexplode of a default ACL', sql: "SELECT grantee, privilege_type FROM aclexplode(acldefault('r', 10))" },
   { name: 'oidvectortypes', sql: "SELECT oidvectortypes('23 25'::oidvector)" },
@@ -1057,7 +1412,10 @@ const CATALOG_ATTACKS: Attack[] = [
   { name: 'makeaclitem names roles', sql: "SELECT makeaclitem(10, 10, 'SELECT', false)::text" },
   { name: 'format_type of row types by oid', sql: 'SELECT format_type(o.id + 16000, NULL) FROM orders o' },
   { name: 'information_schema.tables', sql: 'SELECT table_name FROM information_schema.tables' },
-  { name: 'information_schema.columns', sql: "SELECT column_name FROM information_schema.columns WHERE table_name = 'secrets'" },
+  {
+    name: 'information_schema.columns',
+    sql: "SELECT column_name FROM information_schema.columns WHERE table_name = 'secrets'",
+  },
   { name: 'pg_tables view', sql: 'SELECT tablename FROM pg_tables' },
   { name: 'regclass parameter', sql: 'SELECT $1::regclass::oid', values: ['secrets'] },
   { name: 'regclass output of a parameter', sql: 'SELECT $1::oid::regclass::text', values: [16384] },
@@ -1112,24 +1470,54 @@ describe('unreadable relations are no column-name oracle', () => {
 
 describe('wrapper statements that run what they wrap', () => {
   it.each([
-    ['EXECUTE with a parameter expression calling lo_create', ['PREPARE redteam_ok(oid) AS SELECT $1', 'EXECUTE redteam_ok((0::oid).lo_create)']],
-    ['EXECUTE with a parameter expression taking an advisory lock', ['PREPARE redteam_ok(text) AS SELECT $1', "EXECUTE redteam_ok(((77009::bigint).pg_advisory_lock)::text)"]],
-    ['EXECUTE with a parameter cast to a side-effect domain', ['PREPARE redteam_ok(int) AS SELECT $1', 'EXECUTE redteam_ok(1::redteam.d)']],
-    ['DECLARE … WITH HOLD outside a transaction (runs at once)', ['DECLARE redteam_hold NO SCROLL CURSOR WITH HOLD FOR SELECT (0::oid).lo_create', 'FETCH ALL FROM redteam_hold']],
-    ['DECLARE … WITH HOLD reading renamed ssn', ['DECLARE redteam_hold NO SCROLL CURSOR WITH HOLD FOR SELECT d FROM customers AS c(i,n,e,d)', 'FETCH ALL FROM redteam_hold']],
+    [
+      'EXECUTE with a parameter expression calling lo_create',
+      ['PREPARE redteam_ok(oid) AS SELECT $1', 'EXECUTE redteam_ok((0::oid).lo_create)'],
+    ],
+    [
+      'EXECUTE with a parameter expression taking an advisory lock',
+      ['PREPARE redteam_ok(text) AS SELECT $1', 'EXECUTE redteam_ok(((77009::bigint).pg_advisory_lock)::text)'],
+    ],
+    [
+      'EXECUTE with a parameter cast to a side-effect domain',
+      ['PREPARE redteam_ok(int) AS SELECT $1', 'EXECUTE redteam_ok(1::redteam.d)'],
+    ],
+    [
+      'DECLARE … WITH HOLD outside a transaction (runs at once)',
+      ['DECLARE redteam_hold NO SCROLL CURSOR WITH HOLD FOR SELECT (0::oid).lo_create', 'FETCH ALL FROM redteam_hold'],
+    ],
+    [
+      'DECLARE … WITH HOLD reading renamed ssn',
+      [
+        'DECLARE redteam_hold NO SCROLL CURSOR WITH HOLD FOR SELECT d FROM customers AS c(i,n,e,d)',
+        'FETCH ALL FROM redteam_hold',
+      ],
+    ],
     ['EXPLAIN ANALYZE runs (x).lo_create', ['EXPLAIN ANALYZE SELECT (0::oid).lo_create']],
-    ['EXPLAIN ANALYZE runs (x).pg_advisory_lock', ['EXPLAIN (ANALYZE, VERBOSE) SELECT (x.k).pg_advisory_lock FROM (SELECT 77008::bigint) AS x(k)']],
+    [
+      'EXPLAIN ANALYZE runs (x).pg_advisory_lock',
+      ['EXPLAIN (ANALYZE, VERBOSE) SELECT (x.k).pg_advisory_lock FROM (SELECT 77008::bigint) AS x(k)'],
+    ],
     ['EXPLAIN ANALYZE runs a domain CHECK', ['EXPLAIN ANALYZE SELECT 1::redteam.d']],
     ['COPY table TO STDOUT (all columns)', ['COPY customers TO STDOUT']],
     ['COPY table (ssn) TO STDOUT', ['COPY customers (ssn) TO STDOUT']],
     ['COPY (TABLE customers) TO STDOUT', ['COPY (TABLE customers) TO STDOUT']],
-    ['COPY renamed ssn as CSV with header', ['COPY (SELECT d FROM customers AS c(i,n,e,d)) TO STDOUT WITH (FORMAT csv, HEADER)']],
+    [
+      'COPY renamed ssn as CSV with header',
+      ['COPY (SELECT d FROM customers AS c(i,n,e,d)) TO STDOUT WITH (FORMAT csv, HEADER)'],
+    ],
     // One simple Query message holding several statements: each must be analysed.
     ['multi-statement: allowed then (x).lo_create', ['SELECT id FROM orders LIMIT 1; SELECT (0::oid).lo_create']],
     ['multi-statement: allowed then renamed ssn', ['SELECT 1; SELECT d FROM customers AS c(i,n,e,d)']],
-    ['multi-statement: BEGIN, DECLARE, FETCH, COMMIT', ['BEGIN; DECLARE redteam_m CURSOR FOR SELECT (0::oid).lo_create; FETCH ALL FROM redteam_m; COMMIT']],
+    [
+      'multi-statement: BEGIN, DECLARE, FETCH, COMMIT',
+      ['BEGIN; DECLARE redteam_m CURSOR FOR SELECT (0::oid).lo_create; FETCH ALL FROM redteam_m; COMMIT'],
+    ],
     ['multi-statement: PREPARE then EXECUTE', ['PREPARE redteam_m AS SELECT (0::oid).lo_create; EXECUTE redteam_m']],
-    ['SELECT INTO a temp table', ['SELECT d INTO TEMP redteam_t FROM customers AS c(i,n,e,d)', 'SELECT * FROM redteam_t']],
+    [
+      'SELECT INTO a temp table',
+      ['SELECT d INTO TEMP redteam_t FROM customers AS c(i,n,e,d)', 'SELECT * FROM redteam_t'],
+    ],
   ] as [string, string[]][])('analyst: %s', async (_n, statements) => {
     await attackWith('analyst', statements.join('; '), sequence(...statements), 'refuse');
   });
@@ -1146,7 +1534,13 @@ describe('parameter types declared in the Parse message', () => {
     ['analyst', 'SELECT $1', 'redteam.d[]', '{1,2}', 'an array of a side-effect domain'],
     ['analyst', 'SELECT 1', 'redteam.irange', '[1,2]', 'a range with a side-effect subtype opclass, unused'],
     ['analyst', 'SELECT $1', 'redteam.deep', '("{""(1)""}")', 'a nested composite reaching the domain'],
-    ['writer', 'INSERT INTO canary VALUES (1, $1) ON CONFLICT (id) DO NOTHING', 'redteam.d', '1', 'a side-effect domain assigned to text'],
+    [
+      'writer',
+      'INSERT INTO canary VALUES (1, $1) ON CONFLICT (id) DO NOTHING',
+      'redteam.d',
+      '1',
+      'a side-effect domain assigned to text',
+    ],
     ['nocat', 'SELECT $1', 'regclass', 'secrets', 'regclass by name (existence oracle)'],
     ['nocat', 'SELECT $1', 'regclass', '16384', 'regclass by oid (name oracle)'],
     ['nocat', 'SELECT $1::text', 'regrole', '10', 'regrole by oid'],
@@ -1154,7 +1548,12 @@ describe('parameter types declared in the Parse message', () => {
     ['nocat', 'SELECT $1', 'regnamespace', '2200', 'regnamespace by oid'],
   ] as [Role, string, string, string, string][])('%s: %s declared %s (%s)', async (role, sql, typeName, value) => {
     const oid = (await su.query<{ oid: number }>('SELECT $1::regtype::oid::int AS oid', [typeName])).rows[0]!.oid;
-    const q = { text: sql, values: [value], queryMode: 'extended', types: Object.assign([oid], { getTypeParser: pg.types.getTypeParser }) };
+    const q = {
+      text: sql,
+      values: [value],
+      queryMode: 'extended',
+      types: Object.assign([oid], { getTypeParser: pg.types.getTypeParser }),
+    };
     await attackWith(role, `${sql} [$1 ${typeName}]`, (s) => step(s, q as unknown as pg.QueryConfig), 'refuse');
   });
 });
@@ -1166,15 +1565,29 @@ describe('planner statistics of a denied column', () => {
   // ANALYZE the histogram of a unique column holds its values. The introspection catalog must not hand them out.
   beforeAll(async () => {
     await su.query('ANALYZE public.customers');
-    const r = await su.query(`SELECT histogram_bounds::text AS h FROM pg_stats WHERE schemaname = 'public' AND tablename = 'customers' AND attname = 'ssn'`);
-    expect(SSNS.some((v) => String(r.rows[0]?.h ?? '').includes(v)), 'ANALYZE put ssn values in pg_stats').toBe(true);
+    const r = await su.query(
+      `SELECT histogram_bounds::text AS h FROM pg_stats WHERE schemaname = 'public' AND tablename = 'customers' AND attname = 'ssn'`,
+    );
+    expect(
+      SSNS.some((v) => String(r.rows[0]?.h ?? '').includes(v)),
+      'ANALYZE put ssn values in pg_stats',
+    ).toBe(true);
   });
 
   it.each([
-    ['histogram of ssn', "SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'customers' AND attname = 'ssn'"],
+    [
+      'histogram of ssn',
+      "SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'customers' AND attname = 'ssn'",
+    ],
     ['every column of pg_stats for customers', "SELECT * FROM pg_catalog.pg_stats WHERE tablename = 'customers'"],
-    ['all histograms and common values', 'SELECT attname, most_common_vals::text, histogram_bounds::text FROM pg_stats'],
-    ['histogram through a join', "SELECT s.histogram_bounds::text FROM pg_stats s JOIN pg_class c ON c.relname = s.tablename WHERE c.relname = 'customers'"],
+    [
+      'all histograms and common values',
+      'SELECT attname, most_common_vals::text, histogram_bounds::text FROM pg_stats',
+    ],
+    [
+      'histogram through a join',
+      "SELECT s.histogram_bounds::text FROM pg_stats s JOIN pg_class c ON c.relname = s.tablename WHERE c.relname = 'customers'",
+    ],
   ])('analyst: %s', async (_n, sql) => {
     for (const mode of ['simple', 'extended', 'copy'] as Mode[]) await attack('analyst', mode, sql, 'harmless');
   });
@@ -1182,22 +1595,57 @@ describe('planner statistics of a denied column', () => {
 
 // ------------------------------------------------------------------ EXECUTE arguments are coerced to PREPARE's types
 
-describe('EXECUTE arguments coerced to the prepared statement\'s declared types', () => {
+describe("EXECUTE arguments coerced to the prepared statement's declared types", () => {
   // EXECUTE converts each argument to the parameter type PREPARE declared, by assignment: a cast function, a
   // domain CHECK, an input function run on the session. `SELECT <arguments>` alone shows none of it.
   it.each([
     ['analyst', 'assignment cast function', ['PREPARE redteam_x(redteam.box) AS SELECT $1', 'EXECUTE redteam_x(7)']],
     ['analyst', 'domain CHECK', ['PREPARE redteam_x(redteam.d) AS SELECT $1', 'EXECUTE redteam_x(1)']],
     ['analyst', 'array-of-domain input', ['PREPARE redteam_x(redteam.d[]) AS SELECT 1', "EXECUTE redteam_x('{1}')"]],
-    ['analyst', 'composite with a domain field', ['PREPARE redteam_x(redteam.dbox) AS SELECT 1', "EXECUTE redteam_x('(1)')"]],
-    ['analyst', 'range over a side-effect operator class', ['PREPARE redteam_x(redteam.boxrange) AS SELECT 1', `EXECUTE redteam_x('["(1)","(2)"]')`]],
-    ['analyst', 'domain CHECK raising every ssn', ['PREPARE redteam_x(redteam.dleak) AS SELECT 1', 'EXECUTE redteam_x(1)']],
-    ['analyst', 'range with a side-effect subtype opclass', ['PREPARE redteam_x(redteam.irange) AS SELECT 1', "EXECUTE redteam_x('[1,2]')"]],
-    ['analyst', 'EXPLAIN ANALYZE EXECUTE with a domain CHECK', ['PREPARE redteam_x(redteam.d) AS SELECT $1', 'EXPLAIN ANALYZE EXECUTE redteam_x(1)']],
-    ['nocat', 'regclass input of a name (existence oracle)', ['PREPARE redteam_x(regclass) AS SELECT $1::oid', "EXECUTE redteam_x('secrets')"]],
-    ['nocat', 'regclass input of a missing name', ['PREPARE redteam_x(regclass) AS SELECT 1', "EXECUTE redteam_x('no_such_relation_redteam')"]],
+    [
+      'analyst',
+      'composite with a domain field',
+      ['PREPARE redteam_x(redteam.dbox) AS SELECT 1', "EXECUTE redteam_x('(1)')"],
+    ],
+    [
+      'analyst',
+      'range over a side-effect operator class',
+      ['PREPARE redteam_x(redteam.boxrange) AS SELECT 1', `EXECUTE redteam_x('["(1)","(2)"]')`],
+    ],
+    [
+      'analyst',
+      'domain CHECK raising every ssn',
+      ['PREPARE redteam_x(redteam.dleak) AS SELECT 1', 'EXECUTE redteam_x(1)'],
+    ],
+    [
+      'analyst',
+      'range with a side-effect subtype opclass',
+      ['PREPARE redteam_x(redteam.irange) AS SELECT 1', "EXECUTE redteam_x('[1,2]')"],
+    ],
+    [
+      'analyst',
+      'EXPLAIN ANALYZE EXECUTE with a domain CHECK',
+      ['PREPARE redteam_x(redteam.d) AS SELECT $1', 'EXPLAIN ANALYZE EXECUTE redteam_x(1)'],
+    ],
+    [
+      'nocat',
+      'regclass input of a name (existence oracle)',
+      ['PREPARE redteam_x(regclass) AS SELECT $1::oid', "EXECUTE redteam_x('secrets')"],
+    ],
+    [
+      'nocat',
+      'regclass input of a missing name',
+      ['PREPARE redteam_x(regclass) AS SELECT 1', "EXECUTE redteam_x('no_such_relation_redteam')"],
+    ],
     ['nocat', 'regrole input', ['PREPARE redteam_x(regrole) AS SELECT $1::oid', "EXECUTE redteam_x('postgres')"]],
-    ['writer', 'assignment cast inside an INSERT', ['PREPARE redteam_x(redteam.box) AS INSERT INTO canary VALUES (1, $1::text) ON CONFLICT (id) DO NOTHING', 'EXECUTE redteam_x(7)']],
+    [
+      'writer',
+      'assignment cast inside an INSERT',
+      [
+        'PREPARE redteam_x(redteam.box) AS INSERT INTO canary VALUES (1, $1::text) ON CONFLICT (id) DO NOTHING',
+        'EXECUTE redteam_x(7)',
+      ],
+    ],
   ] as [Role, string, string[]][])('%s: %s', async (role, _n, statements) => {
     await attackWith(role, statements.join('; '), sequence(...statements), 'refuse');
   });
@@ -1213,18 +1661,26 @@ describe('session settings that change how the server lexes the text', () => {
   // backslash is swallowed and the E'' literal ends one quote earlier than a UTF-8 lexer thinks.
   const SJIS = "SELECT E'\u00C3\\', (0::oid).lo_create AS y, ' AS z --'";
   it.each([
-    ['standard_conforming_strings = off, simple', "SET standard_conforming_strings = off", SCS, 'simple'],
-    ['standard_conforming_strings = off, extended', "SET standard_conforming_strings = off", SCS, 'extended'],
+    ['standard_conforming_strings = off, simple', 'SET standard_conforming_strings = off', SCS, 'simple'],
+    ['standard_conforming_strings = off, extended', 'SET standard_conforming_strings = off', SCS, 'extended'],
     ['client_encoding = SJIS, simple', "SET client_encoding = 'SJIS'", SJIS, 'simple'],
     ['client_encoding = SJIS, extended', "SET client_encoding = 'SJIS'", SJIS, 'extended'],
-  ] as [string, string, string, Mode][])('%s: the set is refused or the statement is decided as the server lexes it', async (_n, set, sql, mode) => {
-    // Refusing the SET, or refusing (or running harmlessly) the statement, are all fine; a large object is not.
-    await attackWith('analyst', `${set}; ${sql}`, async (s) => {
-      const first = await step(s, set);
-      if (!first.ok) return first;
-      return run(s, mode, sql);
-    }, 'harmless');
-  });
+  ] as [string, string, string, Mode][])(
+    '%s: the set is refused or the statement is decided as the server lexes it',
+    async (_n, set, sql, mode) => {
+      // Refusing the SET, or refusing (or running harmlessly) the statement, are all fine; a large object is not.
+      await attackWith(
+        'analyst',
+        `${set}; ${sql}`,
+        async (s) => {
+          const first = await step(s, set);
+          if (!first.ok) return first;
+          return run(s, mode, sql);
+        },
+        'harmless',
+      );
+    },
+  );
 });
 
 // ------------------------------------------------------------------ session resets keep both analyses aligned
@@ -1259,30 +1715,94 @@ const WRITER_ATTACKS: Attack[] = [
   { name: 'INSERT … SELECT ssn', sql: 'INSERT INTO canary SELECT 100 + id, ssn FROM customers' },
   { name: 'INSERT … SELECT renamed ssn', sql: 'INSERT INTO canary SELECT 100 + i, d FROM customers AS c(i,n,e,d)' },
   { name: 'INSERT … SELECT whole row', sql: 'INSERT INTO canary SELECT 100 + id, c::text FROM customers c' },
-  { name: 'INSERT … SELECT through a CTE column list', sql: 'WITH w(a,b,c,d) AS (SELECT * FROM customers) INSERT INTO canary SELECT 100 + a, d FROM w' },
+  {
+    name: 'INSERT … SELECT through a CTE column list',
+    sql: 'WITH w(a,b,c,d) AS (SELECT * FROM customers) INSERT INTO canary SELECT 100 + a, d FROM w',
+  },
   { name: 'UPDATE from a scalar subquery on ssn', sql: 'UPDATE canary SET note = (SELECT ssn FROM customers LIMIT 1)' },
-  { name: 'UPDATE from a scalar subquery on renamed ssn', sql: 'UPDATE canary SET note = (SELECT d FROM customers AS c(i,n,e,d) LIMIT 1)' },
-  { name: 'UPDATE … FROM renamed ssn', sql: 'UPDATE canary SET note = c.d FROM customers AS c(i,n,e,d) WHERE c.i = canary.id' },
-  { name: 'UPDATE … FROM whole row', sql: 'UPDATE canary SET note = row_to_json(c)::text FROM customers c WHERE c.id = canary.id' },
-  { name: 'ON CONFLICT DO UPDATE from renamed ssn', sql: "INSERT INTO canary VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET note = (SELECT d FROM customers AS c(i,n,e,d) LIMIT 1)" },
-  { name: 'DELETE … WHERE renamed ssn', sql: 'DELETE FROM canary WHERE note = (SELECT d FROM customers AS c(i,n,e,d) LIMIT 1)' },
-  { name: 'RETURNING renamed ssn', sql: "UPDATE canary SET note = note WHERE id = 1 RETURNING (SELECT string_agg(d, ',') FROM customers AS c(i,n,e,d))", modes: [...WRITE_MODES, 'copy'] },
+  {
+    name: 'UPDATE from a scalar subquery on renamed ssn',
+    sql: 'UPDATE canary SET note = (SELECT d FROM customers AS c(i,n,e,d) LIMIT 1)',
+  },
+  {
+    name: 'UPDATE … FROM renamed ssn',
+    sql: 'UPDATE canary SET note = c.d FROM customers AS c(i,n,e,d) WHERE c.i = canary.id',
+  },
+  {
+    name: 'UPDATE … FROM whole row',
+    sql: 'UPDATE canary SET note = row_to_json(c)::text FROM customers c WHERE c.id = canary.id',
+  },
+  {
+    name: 'ON CONFLICT DO UPDATE from renamed ssn',
+    sql: "INSERT INTO canary VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET note = (SELECT d FROM customers AS c(i,n,e,d) LIMIT 1)",
+  },
+  {
+    name: 'DELETE … WHERE renamed ssn',
+    sql: 'DELETE FROM canary WHERE note = (SELECT d FROM customers AS c(i,n,e,d) LIMIT 1)',
+  },
+  {
+    name: 'RETURNING renamed ssn',
+    sql: "UPDATE canary SET note = note WHERE id = 1 RETURNING (SELECT string_agg(d, ',') FROM customers AS c(i,n,e,d))",
+    modes: [...WRITE_MODES, 'copy'],
+  },
   // A FROM item called old: on 18 RETURNING old.x is still that FROM item (it shadows the OLD row), on 15 it always is.
-  { name: 'RETURNING old.x where old is customers', sql: 'UPDATE canary SET note = canary.note FROM customers AS old(i,n,e,x) WHERE old.i = canary.id RETURNING old.x', modes: [...WRITE_MODES, 'copy'] },
-  { name: 'RETURNING old.* where old is customers', sql: 'UPDATE canary SET note = canary.note FROM customers AS old WHERE old.id = canary.id RETURNING old.*', modes: [...WRITE_MODES, 'copy'] },
-  { name: 'UPDATE … FROM swapped alias list', sql: 'UPDATE canary SET note = c.email FROM customers AS c(id, name, ssn, email) WHERE c.id = canary.id' },
+  {
+    name: 'RETURNING old.x where old is customers',
+    sql: 'UPDATE canary SET note = canary.note FROM customers AS old(i,n,e,x) WHERE old.i = canary.id RETURNING old.x',
+    modes: [...WRITE_MODES, 'copy'],
+  },
+  {
+    name: 'RETURNING old.* where old is customers',
+    sql: 'UPDATE canary SET note = canary.note FROM customers AS old WHERE old.id = canary.id RETURNING old.*',
+    modes: [...WRITE_MODES, 'copy'],
+  },
+  {
+    name: 'UPDATE … FROM swapped alias list',
+    sql: 'UPDATE canary SET note = c.email FROM customers AS c(id, name, ssn, email) WHERE c.id = canary.id',
+  },
   // MERGE (PostgreSQL 15+): its source, join condition and actions.
-  { name: 'MERGE … UPDATE SET from renamed ssn', sql: 'MERGE INTO canary t USING (SELECT i, d FROM customers AS c(i,n,e,d)) s ON t.id = s.i WHEN MATCHED THEN UPDATE SET note = s.d' },
-  { name: 'MERGE … WHEN MATCHED AND reading ssn', sql: "MERGE INTO canary t USING customers c ON t.id = c.id WHEN MATCHED AND c.ssn LIKE '1%' THEN DO NOTHING" },
-  { name: 'MERGE source whole row', sql: 'MERGE INTO canary t USING customers c ON t.id = c.id WHEN MATCHED THEN UPDATE SET note = c::text' },
-  { name: 'MERGE with lo_create via notation in a condition', sql: 'MERGE INTO canary t USING (SELECT 1 AS id) s ON t.id = s.id WHEN MATCHED AND ((0::oid).lo_create) > 0 THEN DO NOTHING' },
-  { name: 'MERGE with a domain CHECK in an action', sql: "MERGE INTO canary t USING (SELECT 1 AS id) s ON t.id = s.id WHEN MATCHED THEN UPDATE SET note = (1::redteam.d)::text || '' WHEN NOT MATCHED THEN DO NOTHING" },
+  {
+    name: 'MERGE … UPDATE SET from renamed ssn',
+    sql: 'MERGE INTO canary t USING (SELECT i, d FROM customers AS c(i,n,e,d)) s ON t.id = s.i WHEN MATCHED THEN UPDATE SET note = s.d',
+  },
+  {
+    name: 'MERGE … WHEN MATCHED AND reading ssn',
+    sql: "MERGE INTO canary t USING customers c ON t.id = c.id WHEN MATCHED AND c.ssn LIKE '1%' THEN DO NOTHING",
+  },
+  {
+    name: 'MERGE source whole row',
+    sql: 'MERGE INTO canary t USING customers c ON t.id = c.id WHEN MATCHED THEN UPDATE SET note = c::text',
+  },
+  {
+    name: 'MERGE with lo_create via notation in a condition',
+    sql: 'MERGE INTO canary t USING (SELECT 1 AS id) s ON t.id = s.id WHEN MATCHED AND ((0::oid).lo_create) > 0 THEN DO NOTHING',
+  },
+  {
+    name: 'MERGE with a domain CHECK in an action',
+    sql: "MERGE INTO canary t USING (SELECT 1 AS id) s ON t.id = s.id WHEN MATCHED THEN UPDATE SET note = (1::redteam.d)::text || '' WHEN NOT MATCHED THEN DO NOTHING",
+  },
   // Side effects inside an otherwise permitted write (ON CONFLICT DO NOTHING on an existing id: canary never changes).
-  { name: 'INSERT through a user-defined cast', sql: "INSERT INTO canary VALUES (1, (7::redteam.box)::text) ON CONFLICT (id) DO NOTHING" },
-  { name: 'INSERT through a domain CHECK', sql: 'INSERT INTO canary VALUES ((1::redteam.d)::int, $1) ON CONFLICT (id) DO NOTHING', values: ['x'] },
-  { name: 'INSERT through an operator', sql: "INSERT INTO canary VALUES (1 OPERATOR(redteam.###) 0, 'x') ON CONFLICT (id) DO NOTHING" },
-  { name: 'INSERT with lo_create via notation', sql: 'INSERT INTO canary VALUES (1, ((0::oid).lo_create)::text) ON CONFLICT (id) DO NOTHING' },
-  { name: 'UPDATE with pg_advisory_lock via notation', sql: 'UPDATE canary SET note = note WHERE id = 1 AND ((77007::bigint).pg_advisory_lock)::text IS NULL' },
+  {
+    name: 'INSERT through a user-defined cast',
+    sql: 'INSERT INTO canary VALUES (1, (7::redteam.box)::text) ON CONFLICT (id) DO NOTHING',
+  },
+  {
+    name: 'INSERT through a domain CHECK',
+    sql: 'INSERT INTO canary VALUES ((1::redteam.d)::int, $1) ON CONFLICT (id) DO NOTHING',
+    values: ['x'],
+  },
+  {
+    name: 'INSERT through an operator',
+    sql: "INSERT INTO canary VALUES (1 OPERATOR(redteam.###) 0, 'x') ON CONFLICT (id) DO NOTHING",
+  },
+  {
+    name: 'INSERT with lo_create via notation',
+    sql: 'INSERT INTO canary VALUES (1, ((0::oid).lo_create)::text) ON CONFLICT (id) DO NOTHING',
+  },
+  {
+    name: 'UPDATE with pg_advisory_lock via notation',
+    sql: 'UPDATE canary SET note = note WHERE id = 1 AND ((77007::bigint).pg_advisory_lock)::text IS NULL',
+  },
   // Errors as a channel: each error PostgreSQL would raise quotes ssn (or a value computed from it).
   { name: 'cast error quoting ssn', sql: "SELECT (d || 'x')::int FROM customers AS c(i,n,e,d)", modes: ALL_MODES },
   { name: 'cast error quoting the whole row', sql: 'SELECT (c::text)::int FROM customers c', modes: ALL_MODES },
@@ -1292,29 +1812,44 @@ const WRITER_ATTACKS: Attack[] = [
     name: 'unique violation DETAIL quoting ssn',
     sql: "INSERT INTO canary (id, note) SELECT d::int, 'x' FROM customers AS c(i,n,e,d) WHERE i = 1 UNION ALL SELECT d::int, 'y' FROM customers AS c(i,n,e,d) WHERE i = 1",
   },
-  { name: 'division by zero as a boolean oracle', sql: 'SELECT 1 / (d::bigint - 100007919) FROM customers AS c(i,n,e,d)', modes: ALL_MODES },
-  ...(PG15 ? [{ name: 'system_user column (PostgreSQL 15)', sql: 'INSERT INTO canary SELECT 100 + i, system_user FROM customers AS c(i,n,e,"system_user")' }] : []),
+  {
+    name: 'division by zero as a boolean oracle',
+    sql: 'SELECT 1 / (d::bigint - 100007919) FROM customers AS c(i,n,e,d)',
+    modes: ALL_MODES,
+  },
+  ...(PG15
+    ? [
+        {
+          name: 'system_user column (PostgreSQL 15)',
+          sql: 'INSERT INTO canary SELECT 100 + i, system_user FROM customers AS c(i,n,e,"system_user")',
+        },
+      ]
+    : []),
 ];
 
 describe('writers: ssn into canary, and errors as a channel', () => {
-  it.each(cases(WRITER_ATTACKS, WRITE_MODES).flatMap(([n, a, m]) => (['writer', 'clerk'] as Role[]).map((r): [string, Attack, Mode, Role] => [`${r}: ${n}`, a, m, r])))(
-    '%s',
-    async (_n, a, mode, role) => {
-      await attack(role, mode, a.sql, 'refuse', a.values);
-    },
-  );
+  it.each(
+    cases(WRITER_ATTACKS, WRITE_MODES).flatMap(([n, a, m]) =>
+      (['writer', 'clerk'] as Role[]).map((r): [string, Attack, Mode, Role] => [`${r}: ${n}`, a, m, r]),
+    ),
+  )('%s', async (_n, a, mode, role) => {
+    await attack(role, mode, a.sql, 'refuse', a.values);
+  });
 });
 
 // ------------------------------------------------------------------ ground truth: the expectations are PostgreSQL's
 
 describe('ground truth: the cases mean what they claim on this PostgreSQL', () => {
-  it.each(READ_ATTACKS.filter((a) => a.readsSsn).map((a) => [a.name, a] as const))('reads ssn per column privileges: %s', async (_n, a) => {
-    const sql = a.values ? a.sql.replace(/\$1/g, `'${String(a.values[0])}'`) : a.sql;
-    const superuser = await asPostgres(sql, false);
-    expect(superuser.error?.message, 'valid SQL as superuser').toBeUndefined();
-    const limited = await asPostgres(sql, true);
-    expect(limited.error?.code, 'refused by PostgreSQL for a role without SELECT(ssn)').toBe('42501');
-  });
+  it.each(READ_ATTACKS.filter((a) => a.readsSsn).map((a) => [a.name, a] as const))(
+    'reads ssn per column privileges: %s',
+    async (_n, a) => {
+      const sql = a.values ? a.sql.replace(/\$1/g, `'${String(a.values[0])}'`) : a.sql;
+      const superuser = await asPostgres(sql, false);
+      expect(superuser.error?.message, 'valid SQL as superuser').toBeUndefined();
+      const limited = await asPostgres(sql, true);
+      expect(limited.error?.code, 'refused by PostgreSQL for a role without SELECT(ssn)').toBe('42501');
+    },
+  );
 
   it.each(CONTROLS.map((a) => [a.name, a] as const))('allowed by column privileges: %s', async (_n, a) => {
     const sql = a.values ? a.sql.replace(/\$1/g, `'${String(a.values[0])}'`) : a.sql;
@@ -1335,17 +1870,35 @@ describe('ground truth: the cases mean what they claim on this PostgreSQL', () =
     ['redteam.lower(int)', 'SET LOCAL search_path = public, redteam; SELECT lower(1)'],
     ['redteam.|| (int, int)', 'SET LOCAL search_path = public, redteam; SELECT 1 || 1'],
     ['domain CHECK', 'SELECT 1::redteam.d'],
-    ['operator class (ORDER BY)', 'SELECT x FROM (VALUES (ROW(2)::redteam.box), (ROW(1)::redteam.box)) AS v(x) ORDER BY x'],
+    [
+      'operator class (ORDER BY)',
+      'SELECT x FROM (VALUES (ROW(2)::redteam.box), (ROW(1)::redteam.box)) AS v(x) ORDER BY x',
+    ],
     ['operator class (GREATEST)', 'SELECT greatest(ROW(2)::redteam.box, ROW(1)::redteam.box)'],
     ['operator class (array =)', 'SELECT ARRAY[ROW(1)::redteam.box] = ARRAY[ROW(2)::redteam.box]'],
     ['cast to json (to_json)', "SELECT to_json('a'::redteam.mood)"],
     ['domain field (jsonb_populate_record)', `SELECT jsonb_populate_record(NULL::redteam.dbox, '{"v":1}')`],
     ['domain array (CoerceViaIO)', "SELECT ('{' || 1 || '}')::redteam.d[]"],
-    ['array-of-domain literal, at PREPARE (analysis only)', "PREPARE redteam_gt AS SELECT 1 WHERE false AND '{7}'::redteam.d[] IS NULL"],
-    ['composite literal, at PREPARE (analysis only)', "PREPARE redteam_gt AS SELECT 1 WHERE false AND '(1)'::redteam.dbox IS NULL"],
-    ['irange literal, at PREPARE (analysis only)', "PREPARE redteam_gt AS SELECT 1 WHERE false AND '[1,2]'::redteam.irange IS NULL"],
-    ['deep composite literal, at PREPARE (analysis only)', `PREPARE redteam_gt AS SELECT 1 WHERE false AND '("{""(1)""}")'::redteam.deep IS NULL`],
-    ['range literal, at PREPARE (analysis only)', `PREPARE redteam_gt AS SELECT 1 WHERE false AND '["(1)","(2)"]'::redteam.boxrange IS NULL`],
+    [
+      'array-of-domain literal, at PREPARE (analysis only)',
+      "PREPARE redteam_gt AS SELECT 1 WHERE false AND '{7}'::redteam.d[] IS NULL",
+    ],
+    [
+      'composite literal, at PREPARE (analysis only)',
+      "PREPARE redteam_gt AS SELECT 1 WHERE false AND '(1)'::redteam.dbox IS NULL",
+    ],
+    [
+      'irange literal, at PREPARE (analysis only)',
+      "PREPARE redteam_gt AS SELECT 1 WHERE false AND '[1,2]'::redteam.irange IS NULL",
+    ],
+    [
+      'deep composite literal, at PREPARE (analysis only)',
+      `PREPARE redteam_gt AS SELECT 1 WHERE false AND '("{""(1)""}")'::redteam.deep IS NULL`,
+    ],
+    [
+      'range literal, at PREPARE (analysis only)',
+      `PREPARE redteam_gt AS SELECT 1 WHERE false AND '["(1)","(2)"]'::redteam.boxrange IS NULL`,
+    ],
     ['infix operator', 'SELECT 1 OPERATOR(redteam.###) 2'],
     ['prefix operator', 'SELECT OPERATOR(redteam.###) 2'],
     ['cast function', 'SELECT 7::redteam.box'],
@@ -1367,7 +1920,10 @@ describe('ground truth: the cases mean what they claim on this PostgreSQL', () =
   });
 
   it('the dleak domain raises an error quoting ssn, even from analysis alone', async () => {
-    for (const sql of ['SELECT 1::redteam.dleak', "PREPARE redteam_gt AS SELECT 1 WHERE false AND '{1}'::redteam.dleak[] IS NULL"]) {
+    for (const sql of [
+      'SELECT 1::redteam.dleak',
+      "PREPARE redteam_gt AS SELECT 1 WHERE false AND '{1}'::redteam.dleak[] IS NULL",
+    ]) {
       const r = await asPostgres(sql, false);
       expect(r.error?.message).toContain(SSNS[0]);
       await su.query('DEALLOCATE ALL');
@@ -1389,7 +1945,10 @@ describe('ground truth: the cases mean what they claim on this PostgreSQL', () =
   });
 
   it('system_user is a column on 15 and the keyword from 16 on', async () => {
-    const r = await asPostgres('SELECT system_user AS v FROM customers AS c(i,n,e,"system_user") ORDER BY i LIMIT 1', false);
+    const r = await asPostgres(
+      'SELECT system_user AS v FROM customers AS c(i,n,e,"system_user") ORDER BY i LIMIT 1',
+      false,
+    );
     expect(r.error).toBeUndefined();
     const v = (r.rows[0] as { v: string | null }).v;
     if (PG15) expect(SSNS).toContain(v);

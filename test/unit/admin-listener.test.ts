@@ -22,7 +22,10 @@ function get(port: number, path: string, agent?: http.Agent): Promise<{ status: 
   });
 }
 
-async function start(ready: () => Promise<boolean | Readiness>, opts: Parameters<typeof startMetricsServer>[4] = {}): Promise<AdminListener> {
+async function start(
+  ready: () => Promise<boolean | Readiness>,
+  opts: Parameters<typeof startMetricsServer>[4] = {},
+): Promise<AdminListener> {
   const l = await startMetricsServer(createMetrics({ collectDefault: false }), '127.0.0.1', 0, ready, opts);
   listeners.push(l);
   return l;
@@ -31,10 +34,13 @@ async function start(ready: () => Promise<boolean | Readiness>, opts: Parameters
 describe('/readyz', () => {
   it('answers from the scheduled check: 200 probes cost one upstream check, not 200', async () => {
     let checks = 0;
-    const l = await start(async () => {
-      checks++;
-      return true;
-    }, { checkIntervalMs: 60_000 });
+    const l = await start(
+      async () => {
+        checks++;
+        return true;
+      },
+      { checkIntervalMs: 60_000 },
+    );
     const answers = await Promise.all(Array.from({ length: 200 }, () => get(l.port, '/readyz')));
     expect(answers.every((a) => a.status === 200)).toBe(true);
     expect(checks).toBe(1);
@@ -43,15 +49,21 @@ describe('/readyz', () => {
   it('follows the upstream on the schedule, and a check that hangs counts as failed', async () => {
     let up = true;
     let hang = false;
-    const l = await start(async () => {
-      if (hang) return await new Promise<boolean>(() => {});
-      if (!up) throw new Error('connection refused');
-      return true;
-    }, { checkIntervalMs: 30, checkTimeoutMs: 50 });
+    const l = await start(
+      async () => {
+        if (hang) return await new Promise<boolean>(() => {});
+        if (!up) throw new Error('connection refused');
+        return true;
+      },
+      { checkIntervalMs: 30, checkTimeoutMs: 50 },
+    );
     expect((await get(l.port, '/readyz')).status).toBe(200);
     up = false;
     await new Promise((r) => setTimeout(r, 120));
-    expect(await get(l.port, '/readyz')).toEqual({ status: 503, body: 'not ready: readiness check failed: connection refused\n' });
+    expect(await get(l.port, '/readyz')).toEqual({
+      status: 503,
+      body: 'not ready: readiness check failed: connection refused\n',
+    });
     up = true;
     hang = true;
     await new Promise((r) => setTimeout(r, 200));
@@ -63,9 +75,15 @@ describe('/readyz', () => {
     const l = await start(async () => true, { checkIntervalMs: 60_000, live: () => audit });
     expect((await get(l.port, '/readyz')).status).toBe(200);
     audit = { ok: false, detail: 'audit trail stalled (onFailure: refuse)' };
-    expect(await get(l.port, '/readyz')).toEqual({ status: 503, body: 'not ready: audit trail stalled (onFailure: refuse)\n' });
+    expect(await get(l.port, '/readyz')).toEqual({
+      status: 503,
+      body: 'not ready: audit trail stalled (onFailure: refuse)\n',
+    });
     audit = { ok: true, detail: 'audit trail stalled, 12 events dropped so far (onFailure: continue)' };
-    expect(await get(l.port, '/readyz')).toEqual({ status: 200, body: 'ready: audit trail stalled, 12 events dropped so far (onFailure: continue)\n' });
+    expect(await get(l.port, '/readyz')).toEqual({
+      status: 200,
+      body: 'ready: audit trail stalled, 12 events dropped so far (onFailure: continue)\n',
+    });
     l.markDraining();
     expect(await get(l.port, '/readyz')).toEqual({ status: 503, body: 'not ready: draining\n' });
     expect((await get(l.port, '/healthz')).status).toBe(200);

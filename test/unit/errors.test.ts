@@ -3,7 +3,14 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { detailWithReason, ErrorCatalog, ProxyError, Reasons, type CatalogEntry, type ReasonCode } from '../../lib/errors.ts';
+import {
+  detailWithReason,
+  ErrorCatalog,
+  ProxyError,
+  Reasons,
+  type CatalogEntry,
+  type ReasonCode,
+} from '../../lib/errors.ts';
 import { DECISION_REASONS, refusalReason } from '../../policy/reasons.ts';
 import { encodeProxyError } from '../../proxy/wire/backend.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
@@ -20,7 +27,18 @@ interface Source {
 }
 
 /** Top-level folders that hold no code a running pgwarden uses; every other folder is scanned (a new one too). */
-const NOT_PGWARDEN = new Set(['node_modules', 'test', 'bench', 'docs', 'docker', 'tools', 'bin', '.git', '.ci', '.scratch']);
+const NOT_PGWARDEN = new Set([
+  'node_modules',
+  'test',
+  'bench',
+  'docs',
+  'docker',
+  'tools',
+  'bin',
+  '.git',
+  '.ci',
+  '.scratch',
+]);
 
 /** Every TypeScript source of pgwarden itself (what can build an error a client sees). */
 function sources(): Source[] {
@@ -29,10 +47,12 @@ function sources(): Source[] {
     for (const e of readdirSync(path.join(ROOT, dir), { withFileTypes: true })) {
       const rel = path.join(dir, e.name);
       if (e.isDirectory()) walk(rel);
-      else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) out.push({ file: rel, text: readFileSync(path.join(ROOT, rel), 'utf8') });
+      else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts'))
+        out.push({ file: rel, text: readFileSync(path.join(ROOT, rel), 'utf8') });
     }
   };
-  for (const e of readdirSync(ROOT, { withFileTypes: true })) if (e.isDirectory() && !NOT_PGWARDEN.has(e.name)) walk(e.name);
+  for (const e of readdirSync(ROOT, { withFileTypes: true }))
+    if (e.isDirectory() && !NOT_PGWARDEN.has(e.name)) walk(e.name);
   return out;
 }
 
@@ -67,7 +87,7 @@ function skipBalanced(text: string, i: number, open: string, close: string): num
   let j = i;
   while (j < text.length) {
     const c = text[j];
-    if (c === '\'' || c === '"' || c === '`') {
+    if (c === "'" || c === '"' || c === '`') {
       j = skipString(text, j);
       continue;
     }
@@ -94,7 +114,7 @@ function firstArg(args: string): string {
   let j = 0;
   while (j < args.length && args[j] !== ',') {
     const c = args[j];
-    if (c === '\'' || c === '"' || c === '`') j = skipString(args, j);
+    if (c === "'" || c === '"' || c === '`') j = skipString(args, j);
     else if (c === '(' || c === '{' || c === '[') j = skipBalanced(args, j, c, c === '(' ? ')' : c === '{' ? '}' : ']');
     else j++;
   }
@@ -107,8 +127,10 @@ function firstArg(args: string): string {
  */
 function sqlstatesIn(text: string, assigned = false): { value: string | undefined; spelled: string }[] {
   const out: { value: string | undefined; spelled: string }[] = [];
-  for (const m of text.matchAll(assigned ? /sqlstate\s*:\s*'([^']*)'/g : /sqlstate\s*(?::|===|!==)\s*'([^']*)'/g)) out.push({ value: m[1], spelled: m[0] });
-  for (const m of text.matchAll(assigned ? /sqlstate\s*:\s*SqlState\.(\w+)/g : /\bSqlState\.(\w+)/g)) out.push({ value: NAMED.get(m[1] ?? ''), spelled: m[0] });
+  for (const m of text.matchAll(assigned ? /sqlstate\s*:\s*'([^']*)'/g : /sqlstate\s*(?::|===|!==)\s*'([^']*)'/g))
+    out.push({ value: m[1], spelled: m[0] });
+  for (const m of text.matchAll(assigned ? /sqlstate\s*:\s*SqlState\.(\w+)/g : /\bSqlState\.(\w+)/g))
+    out.push({ value: NAMED.get(m[1] ?? ''), spelled: m[0] });
   return out;
 }
 
@@ -129,50 +151,61 @@ function problems(files: Source[]): string[] {
     // Any error code spelled anywhere (a construction, a comparison, an audit field) is one the catalog has.
     for (const m of text.matchAll(/'(ERR_[A-Z0-9_]+)'/g)) {
       const c = m[1] as string;
-      if (!(c in CATALOG) && !NODE_ERROR_CODES.has(c) && !STARTUP_ERROR_CODES.has(c)) out.push(`${file}: ${m[0]} is not in the error catalog`);
+      if (!(c in CATALOG) && !NODE_ERROR_CODES.has(c) && !STARTUP_ERROR_CODES.has(c))
+        out.push(`${file}: ${m[0]} is not in the error catalog`);
     }
     for (const args of calls(text, 'new ProxyError')) {
       const first = firstArg(args);
       const codes = [...first.matchAll(/'(ERR_[A-Z0-9_]+)'/g)].map((m) => m[1] as string);
       // An identifier is typed ErrorCode by the constructor; a cast would let any string through.
-      if (codes.length === 0 && !/^[A-Za-z_$][\w$]*$/.test(first)) out.push(`${file}: new ProxyError(${first}, …) does not name a catalog code`);
+      if (codes.length === 0 && !/^[A-Za-z_$][\w$]*$/.test(first))
+        out.push(`${file}: new ProxyError(${first}, …) does not name a catalog code`);
       // The reason: a code with one reason gets it by default; with several (or a code not spelled here) the site names it.
       const rest = args.slice(first.length);
       const hasReason = /\breason\s*[:,}]/.test(rest);
-      if ((codes.length === 0 || codes.some((c) => (CATALOG[c]?.reasons.length ?? 0) > 1)) && !hasReason) out.push(`${file}: new ProxyError(${first}, …) sends a code with several reasons without naming one`);
+      if ((codes.length === 0 || codes.some((c) => (CATALOG[c]?.reasons.length ?? 0) > 1)) && !hasReason)
+        out.push(`${file}: new ProxyError(${first}, …) sends a code with several reasons without naming one`);
       for (const m of rest.matchAll(/\breason\s*:\s*'([^']*)'/g)) {
         const r = m[1] as string;
-        for (const c of codes) if (CATALOG[c] !== undefined && !(CATALOG[c].reasons as readonly string[]).includes(r)) out.push(`${file}: ${c} is sent with reason '${r}', which the catalog does not list for it`);
+        for (const c of codes)
+          if (CATALOG[c] !== undefined && !(CATALOG[c].reasons as readonly string[]).includes(r))
+            out.push(`${file}: ${c} is sent with reason '${r}', which the catalog does not list for it`);
       }
       for (const c of codes) {
         const entry = CATALOG[c];
         if (entry === undefined) continue;
         for (const s of sqlstatesIn(args.slice(first.length), true)) {
-          if (s.value !== undefined && !allowedFor(entry).has(s.value)) out.push(`${file}: ${c} is sent with ${s.spelled} (${s.value}), which the catalog does not list for it`);
+          if (s.value !== undefined && !allowedFor(entry).has(s.value))
+            out.push(`${file}: ${c} is sent with ${s.spelled} (${s.value}), which the catalog does not list for it`);
         }
       }
     }
     // Notices are not errors (the row-cap truncation WARNING); they still use named SQLSTATEs.
     const notices = calls(text, 'encodeNoticeResponse').join('\n');
     for (const s of sqlstatesIn(notices)) {
-      if (s.value === undefined || !NAMED_VALUES.has(s.value)) out.push(`${file}: notice with ${s.spelled}, not a named SQLSTATE`);
+      if (s.value === undefined || !NAMED_VALUES.has(s.value))
+        out.push(`${file}: notice with ${s.spelled}, not a named SQLSTATE`);
     }
     // The one encoder builds ErrorResponses field by field; everywhere else goes through it.
     if (!/export function encodeErrorResponse\b/.test(text)) {
       // A frame built field by field would bypass the catalog and the one encoder.
-      for (const m of text.matchAll(/Field\.Code\)\.cstring\(|\.cstring\(SqlState\.\w+/g)) out.push(`${file}: ${m[0]}: an error or notice built by hand; use encodeProxyError or encodeNoticeResponse`);
+      for (const m of text.matchAll(/Field\.Code\)\.cstring\(|\.cstring\(SqlState\.\w+/g))
+        out.push(`${file}: ${m[0]}: an error or notice built by hand; use encodeProxyError or encodeNoticeResponse`);
       // Outside the encoder, an ErrorResponse carries a ProxyError's fields, never a SQLSTATE of its own.
       for (const args of calls(text, 'encodeErrorResponse')) {
         const m = /sqlstate:\s*([^,}\n]+)/.exec(args);
-        if (m === null || !/^\w+\.sqlstate$/.test((m[1] ?? '').trim())) out.push(`${file}: encodeErrorResponse with ${m?.[0] ?? 'no sqlstate'}: build a ProxyError instead`);
+        if (m === null || !/^\w+\.sqlstate$/.test((m[1] ?? '').trim()))
+          out.push(`${file}: encodeErrorResponse with ${m?.[0] ?? 'no sqlstate'}: build a ProxyError instead`);
       }
     }
     // Every SQLSTATE written at a sqlstate site (decisions, audit events, overrides) is named and in the catalog.
     let rest = text;
     for (const n of calls(text, 'encodeNoticeResponse')) rest = rest.replace(n, '');
     for (const s of sqlstatesIn(rest)) {
-      if (s.value === undefined || !NAMED_VALUES.has(s.value)) out.push(`${file}: ${s.spelled} is not a named SQLSTATE (lib/sqlstate.ts)`);
-      else if (!CATALOG_SQLSTATES.has(s.value)) out.push(`${file}: ${s.spelled} (${s.value}) is sent by no catalog entry`);
+      if (s.value === undefined || !NAMED_VALUES.has(s.value))
+        out.push(`${file}: ${s.spelled} is not a named SQLSTATE (lib/sqlstate.ts)`);
+      else if (!CATALOG_SQLSTATES.has(s.value))
+        out.push(`${file}: ${s.spelled} (${s.value}) is sent by no catalog entry`);
     }
   }
   return out;
@@ -236,7 +269,10 @@ describe('every error pgwarden builds uses the catalog', () => {
   });
 
   it('uses every catalog code somewhere (no entry describes an error nothing sends)', () => {
-    const all = files.filter((f) => f !== CATALOG_SOURCE && f.file !== CATALOG_SOURCE.file).map((f) => code(f.text)).join('\n');
+    const all = files
+      .filter((f) => f !== CATALOG_SOURCE && f.file !== CATALOG_SOURCE.file)
+      .map((f) => code(f.text))
+      .join('\n');
     const unused = Object.keys(CATALOG).filter((c) => !all.includes(`'${c}'`));
     // ERR_INTERNAL is also built by toClientError in errors.ts itself; it is used by the session too.
     expect(unused).toEqual([]);
@@ -249,7 +285,7 @@ describe('every error pgwarden builds uses the catalog', () => {
         "throw new ProxyError('ERR_NOPE', 'x');",
         // biome-ignore lint/suspicious/noTemplateCurlyInString: source text under test, not a template
         "throw new ProxyError('ERR_TOO_MANY', `too many (${n})`, { sqlstate: SqlState.InsufficientPrivilege });",
-        "w.uint8(Field.Code).cstring(SqlState.InternalError);",
+        'w.uint8(Field.Code).cstring(SqlState.InternalError);',
         "throw new ProxyError(code as ErrorCode, 'x');",
         "const d = { allow: false, sqlstate: '58P02', message: 'x' };",
         "const e = { sqlstate: '22012' };",
@@ -260,7 +296,7 @@ describe('every error pgwarden builds uses the catalog', () => {
     };
     expect(problems([bad])).toEqual([
       "proxy/bad.ts: 'ERR_NOPE' is not in the error catalog",
-      'proxy/bad.ts: new ProxyError(\'ERR_TOO_MANY\', …) sends a code with several reasons without naming one',
+      "proxy/bad.ts: new ProxyError('ERR_TOO_MANY', …) sends a code with several reasons without naming one",
       'proxy/bad.ts: ERR_TOO_MANY is sent with sqlstate: SqlState.InsufficientPrivilege (42501), which the catalog does not list for it',
       'proxy/bad.ts: new ProxyError(code as ErrorCode, …) does not name a catalog code',
       'proxy/bad.ts: new ProxyError(code as ErrorCode, …) sends a code with several reasons without naming one',
@@ -275,7 +311,9 @@ describe('every error pgwarden builds uses the catalog', () => {
 
 /** Files that build refusing decisions (the policy and the session's own refusals). */
 const DECISION_SOURCES = (files: Source[]): Source[] =>
-  files.filter((f) => f.file.startsWith(`policy${path.sep}`) || f.file.startsWith(path.join('proxy', 'session') + path.sep));
+  files.filter(
+    (f) => f.file.startsWith(`policy${path.sep}`) || f.file.startsWith(path.join('proxy', 'session') + path.sep),
+  );
 
 /** Reasons spelled in those files that are not a refusal's: the policy store's load reason. */
 const NOT_REFUSALS = new Set(['startup']);
@@ -300,13 +338,21 @@ describe('every refusal carries a reason', () => {
     for (const { text: raw } of DECISION_SOURCES(sources())) {
       const text = code(raw);
       // Decision literals, deny('…'), failedRefusal('…'), refusal(SqlState.X, '…'); the parser's reasons are a type the table must cover.
-      for (const m of text.matchAll(/\breason:\s*'([a-z_]+)'|\bdeny\('([a-z_]+)'|Refusal\('([a-z_]+)'|\brefusal\(\s*SqlState\.\w+,\s*'([a-z_]+)'/g)) found.add((m[1] ?? m[2] ?? m[3] ?? m[4]) as string);
+      for (const m of text.matchAll(
+        /\breason:\s*'([a-z_]+)'|\bdeny\('([a-z_]+)'|Refusal\('([a-z_]+)'|\brefusal\(\s*SqlState\.\w+,\s*'([a-z_]+)'/g,
+      ))
+        found.add((m[1] ?? m[2] ?? m[3] ?? m[4]) as string);
     }
     expect(found.size).toBeGreaterThan(25);
-    const unmapped = [...found].filter((r) => !Object.hasOwn(DECISION_REASONS, r) && !NOT_REFUSALS.has(r) && !Object.hasOwn(Reasons, r));
+    const unmapped = [...found].filter(
+      (r) => !Object.hasOwn(DECISION_REASONS, r) && !NOT_REFUSALS.has(r) && !Object.hasOwn(Reasons, r),
+    );
     expect(unmapped).toEqual([]);
     // What a refusing decision maps to is a reason the codes it is sent under (42501 and the like, or 0A000) list (else the constructor would fall back).
-    const statementReasons: readonly string[] = [...ErrorCatalog.ERR_STATEMENT_DENIED.reasons, ...ErrorCatalog.ERR_FEATURE.reasons];
+    const statementReasons: readonly string[] = [
+      ...ErrorCatalog.ERR_STATEMENT_DENIED.reasons,
+      ...ErrorCatalog.ERR_FEATURE.reasons,
+    ];
     for (const r of Object.values(DECISION_REASONS)) expect(statementReasons).toContain(r);
   });
 
@@ -321,8 +367,13 @@ describe('every refusal carries a reason', () => {
     expect(refusalReason({ reason: 'something_new', sqlstate: '42501' })).toBe('policy_denied');
   });
 
-  it('puts the reason on the first line of DETAIL, the site\'s detail after it, and never the operator hint', () => {
-    const err = new ProxyError('ERR_STATEMENT_DENIED', 'permission denied by pgwarden: x', { detail: 'a\nb', hint: 'h', reason: 'scope_missing', operatorHint: 'add public.x to roles.r.relations' });
+  it("puts the reason on the first line of DETAIL, the site's detail after it, and never the operator hint", () => {
+    const err = new ProxyError('ERR_STATEMENT_DENIED', 'permission denied by pgwarden: x', {
+      detail: 'a\nb',
+      hint: 'h',
+      reason: 'scope_missing',
+      operatorHint: 'add public.x to roles.r.relations',
+    });
     expect(err.reason).toBe('scope_missing');
     const frame = encodeProxyError(err).toString('utf8');
     expect(frame).toContain('Dreason=scope_missing\na\nb\0');
@@ -331,7 +382,10 @@ describe('every refusal carries a reason', () => {
     // Every code's default is its first reason; a reason the entry does not list falls back to it.
     for (const [c, e] of Object.entries(CATALOG)) {
       expect(new ProxyError(c as keyof typeof ErrorCatalog, 'm').reason, c).toBe(e.reasons[0]);
-      expect(new ProxyError(c as keyof typeof ErrorCatalog, 'm', { reason: 'nonexistent' as ReasonCode }).reason, c).toBe(e.reasons[0]);
+      expect(
+        new ProxyError(c as keyof typeof ErrorCatalog, 'm', { reason: 'nonexistent' as ReasonCode }).reason,
+        c,
+      ).toBe(e.reasons[0]);
     }
   });
 });
@@ -340,6 +394,9 @@ describe('docs/errors.md', () => {
   it('is the table generated from the catalog (npm run docs:errors), listing every code', () => {
     const doc = readFileSync(ERRORS_DOC, 'utf8');
     expect(doc).toBe(renderErrorsDoc());
-    for (const [c, e] of Object.entries(CATALOG)) expect(doc).toContain(`| \`${c}\` | ${e.serverSqlstate === true ? 'PostgreSQL\'s own; placeholder ' : ''}\`${e.sqlstate}\``);
+    for (const [c, e] of Object.entries(CATALOG))
+      expect(doc).toContain(
+        `| \`${c}\` | ${e.serverSqlstate === true ? "PostgreSQL's own; placeholder " : ''}\`${e.sqlstate}\``,
+      );
   });
 });

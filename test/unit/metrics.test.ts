@@ -36,7 +36,10 @@ describe('HotHistogram', () => {
       'x_seconds_count{outcome="error"} 1',
     ]);
     registry.resetMetrics();
-    expect(lines(await registry.metrics(), 'x_seconds_count')).toEqual(['x_seconds_count{outcome="ok"} 0', 'x_seconds_count{outcome="error"} 0']);
+    expect(lines(await registry.metrics(), 'x_seconds_count')).toEqual([
+      'x_seconds_count{outcome="ok"} 0',
+      'x_seconds_count{outcome="error"} 0',
+    ]);
   });
 
   it('gives the same exposition as a prom-client Histogram for the same observations', async () => {
@@ -58,12 +61,33 @@ describe('per-statement metrics', () => {
   it('statement counts, rows and durations recorded between scrapes all show at the next scrape, once', async () => {
     const m = createMetrics({ collectDefault: false });
     const s = { role: { name: 'analyst' } } as unknown as Session;
-    const d = { allow: true, ruleId: 'r', statements: [{ kind: 'SelectStmt', relations: [], columns: [], functions: [] }] } as unknown as Decision;
-    for (let i = 0; i < 3; i++) m.events.statementDecided?.(s, { seq: i, mode: 'simple', sql: 'SELECT 1', decision: d, micros: 2 });
-    m.events.statementFinished?.(s, { seq: 1, rows: 5, durationMs: 2, sqlstate: undefined, truncated: false, rowCapError: false });
-    m.events.statementFinished?.(s, { seq: 2, rows: 2, durationMs: 2, sqlstate: '57014', truncated: false, rowCapError: false });
+    const d = {
+      allow: true,
+      ruleId: 'r',
+      statements: [{ kind: 'SelectStmt', relations: [], columns: [], functions: [] }],
+    } as unknown as Decision;
+    for (let i = 0; i < 3; i++)
+      m.events.statementDecided?.(s, { seq: i, mode: 'simple', sql: 'SELECT 1', decision: d, micros: 2 });
+    m.events.statementFinished?.(s, {
+      seq: 1,
+      rows: 5,
+      durationMs: 2,
+      sqlstate: undefined,
+      truncated: false,
+      rowCapError: false,
+    });
+    m.events.statementFinished?.(s, {
+      seq: 2,
+      rows: 2,
+      durationMs: 2,
+      sqlstate: '57014',
+      truncated: false,
+      rowCapError: false,
+    });
     let text = await m.registry.metrics();
-    expect(text).toMatch(/^pgwarden_statements_total\{role="analyst",decision="allow",kind="SelectStmt",reason=""\} 3$/m);
+    expect(text).toMatch(
+      /^pgwarden_statements_total\{role="analyst",decision="allow",kind="SelectStmt",reason=""\} 3$/m,
+    );
     expect(text).toMatch(/^pgwarden_rows_forwarded_total 7$/m);
     expect(text).toMatch(/^pgwarden_policy_decision_seconds_count 3$/m);
     expect(text).toMatch(/^pgwarden_statement_duration_seconds_count\{outcome="error"\} 1$/m);
@@ -78,7 +102,9 @@ describe('per-statement metrics', () => {
     expect(text).toMatch(/^pgwarden_decision_cache_total\{result="miss"\} 1$/m);
     expect(text).toMatch(/^pgwarden_client_bytes_total\{direction="in"\} 15$/m);
     expect(text).toMatch(/^pgwarden_client_bytes_total\{direction="out"\} 200$/m);
-    expect(text).toMatch(/^pgwarden_statements_total\{role="analyst",decision="allow",kind="SelectStmt",reason=""\} 4$/m);
+    expect(text).toMatch(
+      /^pgwarden_statements_total\{role="analyst",decision="allow",kind="SelectStmt",reason=""\} 4$/m,
+    );
     expect(text).toMatch(/^pgwarden_rows_forwarded_total 7$/m);
   });
 });

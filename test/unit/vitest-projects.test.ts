@@ -19,14 +19,18 @@ function testFiles(dir: string): string[] {
 function projectFolders(): Map<string, string[]> {
   const out = new Map<string, string[]>();
   for (const p of config.test?.projects ?? []) {
-    if (typeof p !== 'object' || p === null || !('test' in p)) throw new Error('a project that is not an inline config');
+    if (typeof p !== 'object' || p === null || !('test' in p))
+      throw new Error('a project that is not an inline config');
     const t = (p as { test?: { name?: unknown; include?: string[] } }).test;
     const name = typeof t?.name === 'string' ? t.name : String(t?.name);
     out.set(
       name,
       (t?.include ?? []).map((glob) => {
         const m = /^test\/([\w-]+)\/\*\*\/\*\.test\.ts$/.exec(glob);
-        if (m === null) throw new Error(`project ${name}: include ${glob} is not of the form test/<folder>/**/*.test.ts; update this test`);
+        if (m === null)
+          throw new Error(
+            `project ${name}: include ${glob} is not of the form test/<folder>/**/*.test.ts; update this test`,
+          );
         return m[1] as string;
       }),
     );

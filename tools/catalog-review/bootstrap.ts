@@ -20,7 +20,9 @@ if (files.length === 0) {
   process.stderr.write('usage: bootstrap.ts <saved catalog>...\n');
   process.exit(2);
 }
-const catalogs = files.map((f) => JSON.parse(readFileSync(f, 'utf8')) as ServerCatalog).sort((a, b) => a.major - b.major);
+const catalogs = files
+  .map((f) => JSON.parse(readFileSync(f, 'utf8')) as ServerCatalog)
+  .sort((a, b) => a.major - b.major);
 const versions = catalogs.map((c) => c.major);
 
 // Facts are merged over the versions first (a name whose overloads changed between versions is judged on all of them).
@@ -69,12 +71,20 @@ for (const [key, f] of merged) {
 function write(name: string, entries: Map<string, unknown>): void {
   const sorted = Object.fromEntries([...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   // One entry per line: diffs of a review stay readable.
-  const body = Object.entries(sorted).map(([k, v]) => `  ${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(',\n');
-  writeFileSync(path.join(REVIEW_DIR, name), `{\n"versions": ${JSON.stringify(versions)},\n"entries": {\n${body}\n}\n}\n`);
+  const body = Object.entries(sorted)
+    .map(([k, v]) => `  ${JSON.stringify(k)}: ${JSON.stringify(v)}`)
+    .join(',\n');
+  writeFileSync(
+    path.join(REVIEW_DIR, name),
+    `{\n"versions": ${JSON.stringify(versions)},\n"entries": {\n${body}\n}\n}\n`,
+  );
 }
 write('functions.json', functions);
 write('relations.json', relations);
 
 const counts: Record<string, Record<number, number>> = {};
-for (const v of functions.values()) for (const m of v.versions) ((counts[v.class] ??= {})[m] = (counts[v.class]?.[m] ?? 0) + 1);
-process.stdout.write(`${functions.size} functions, ${relations.size} relations; per class and version: ${JSON.stringify(counts)}\n`);
+for (const v of functions.values())
+  for (const m of v.versions) (counts[v.class] ??= {})[m] = (counts[v.class]?.[m] ?? 0) + 1;
+process.stdout.write(
+  `${functions.size} functions, ${relations.size} relations; per class and version: ${JSON.stringify(counts)}\n`,
+);

@@ -6,14 +6,23 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  ALWAYS_DENIED, INTROSPECTION_FUNCTIONS, READABLE_SETTINGS, VOLATILE_ALLOWED, type FunctionEntry,
+  ALWAYS_DENIED,
+  INTROSPECTION_FUNCTIONS,
+  READABLE_SETTINGS,
+  VOLATILE_ALLOWED,
+  type FunctionEntry,
 } from '../../policy/functions.ts';
 import { FILE_LOCATION_SETTINGS, HARMLESS_SETTINGS, NEVER_SETTINGS } from '../../policy/settings.ts';
 import {
-  DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, SYSTEM_DENIED_COLUMN_REASONS,
+  DENIED_SYSTEM_RELATIONS,
+  INTROSPECTION_EXTRA_FUNCTIONS,
+  SYSTEM_DENIED_COLUMN_REASONS,
 } from '../../policy/introspection.ts';
 import {
-  FUNCTION_CLASSES, REVIEWED_FUNCTIONS, REVIEWED_RELATIONS, REVIEWED_VERSIONS,
+  FUNCTION_CLASSES,
+  REVIEWED_FUNCTIONS,
+  REVIEWED_RELATIONS,
+  REVIEWED_VERSIONS,
 } from '../../policy/review/review.ts';
 import { HAND_REVIEW } from './rules.ts';
 
@@ -32,18 +41,28 @@ function reviewCounts(): string {
   rows.push(`| class | ${REVIEWED_VERSIONS.map((v) => `PostgreSQL ${v}`).join(' | ')} |`);
   rows.push(`| --- | ${REVIEWED_VERSIONS.map(() => '---:').join(' | ')} |`);
   for (const cls of FUNCTION_CLASSES) {
-    const per = REVIEWED_VERSIONS.map((v) => [...REVIEWED_FUNCTIONS.values()].filter((f) => f.class === cls && f.versions.includes(v)).length);
+    const per = REVIEWED_VERSIONS.map(
+      (v) => [...REVIEWED_FUNCTIONS.values()].filter((f) => f.class === cls && f.versions.includes(v)).length,
+    );
     rows.push(`| \`${cls}\` | ${per.join(' | ')} |`);
   }
-  const totals = REVIEWED_VERSIONS.map((v) => [...REVIEWED_FUNCTIONS.values()].filter((f) => f.versions.includes(v)).length);
+  const totals = REVIEWED_VERSIONS.map(
+    (v) => [...REVIEWED_FUNCTIONS.values()].filter((f) => f.versions.includes(v)).length,
+  );
   rows.push(`| all function names | ${totals.join(' | ')} |`);
-  const rel = REVIEWED_VERSIONS.map((v) => [...REVIEWED_RELATIONS.values()].filter((r) => r.versions.includes(v)).length);
+  const rel = REVIEWED_VERSIONS.map(
+    (v) => [...REVIEWED_RELATIONS.values()].filter((r) => r.versions.includes(v)).length,
+  );
   rows.push(`| relations (tables, views) | ${rel.join(' | ')} |`);
   return rows.join('\n');
 }
 
 function keptAllowed(): string {
-  return table([...HAND_REVIEW].filter(([, v]) => v.class === 'safe').map(([n, v]) => [n, v.reason.replace(/^reviewed: /, '')] as const));
+  return table(
+    [...HAND_REVIEW]
+      .filter(([, v]) => v.class === 'safe')
+      .map(([n, v]) => [n, v.reason.replace(/^reviewed: /, '')] as const),
+  );
 }
 
 function hiddenColumns(): string {

@@ -7,7 +7,12 @@
 // as a functions.json entry to review and paste. Exit status: 0 nothing unclassified, 1 something is, 2 usage or connection error.
 import { readFileSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
-import { compareWithReview, readServerCatalog, reviewComplete, type ServerCatalog } from '../../policy/review/review.ts';
+import {
+  compareWithReview,
+  readServerCatalog,
+  reviewComplete,
+  type ServerCatalog,
+} from '../../policy/review/review.ts';
 import { suggestFunction, suggestRelation } from './rules.ts';
 
 interface Args {
@@ -33,7 +38,9 @@ function parseArgs(argv: string[]): Args {
     else if (arg === '--suggest') a.suggest = true;
     else if (arg === '--json') a.json = true;
     else if (arg === '--help' || arg === '-h') {
-      process.stdout.write('usage: review.ts (--url <libpq url> | --catalog <file>) [--save-catalog <file>] [--suggest] [--json]\n');
+      process.stdout.write(
+        'usage: review.ts (--url <libpq url> | --catalog <file>) [--save-catalog <file>] [--suggest] [--json]\n',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${arg}`);
   }
@@ -71,21 +78,37 @@ async function main(): Promise<number> {
   const gaps = compareWithReview(catalog);
   const ok = reviewComplete(gaps);
   if (args.json) {
-    process.stdout.write(`${JSON.stringify({
-      major: gaps.major,
-      functions: gaps.functions.map((f) => ({ key: `${f.schema}.${f.name}`, ...(args.suggest ? { suggestion: suggestFunction(f) } : {}) })),
-      relations: gaps.relations.map((r) => ({ key: `${r.schema}.${r.name}`, ...(args.suggest ? { suggestion: suggestRelation(r) } : {}) })),
-      columns: gaps.columns,
-      absentFunctions: gaps.absentFunctions,
-      absentRelations: gaps.absentRelations,
-    }, null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify(
+        {
+          major: gaps.major,
+          functions: gaps.functions.map((f) => ({
+            key: `${f.schema}.${f.name}`,
+            ...(args.suggest ? { suggestion: suggestFunction(f) } : {}),
+          })),
+          relations: gaps.relations.map((r) => ({
+            key: `${r.schema}.${r.name}`,
+            ...(args.suggest ? { suggestion: suggestRelation(r) } : {}),
+          })),
+          columns: gaps.columns,
+          absentFunctions: gaps.absentFunctions,
+          absentRelations: gaps.absentRelations,
+        },
+        null,
+        2,
+      )}\n`,
+    );
     return ok ? 0 : 1;
   }
   const out: string[] = [];
-  out.push(`PostgreSQL ${gaps.major}: ${catalog.functions.length} function names, ${catalog.relations.length} relations in pg_catalog and information_schema`);
+  out.push(
+    `PostgreSQL ${gaps.major}: ${catalog.functions.length} function names, ${catalog.relations.length} relations in pg_catalog and information_schema`,
+  );
   if (ok) out.push('every function, relation and introspection column is classified in policy/review/');
   for (const f of gaps.functions) {
-    out.push(`unclassified function ${f.schema}.${f.name}(${f.args.join(' | ')}) volatility=${f.volatility.join('')}${f.revoked ? ' execute-revoked' : ''}${f.description ? ` -- ${f.description}` : ''}`);
+    out.push(
+      `unclassified function ${f.schema}.${f.name}(${f.args.join(' | ')}) volatility=${f.volatility.join('')}${f.revoked ? ' execute-revoked' : ''}${f.description ? ` -- ${f.description}` : ''}`,
+    );
     if (args.suggest) {
       const s = suggestFunction(f);
       const entry: Record<string, unknown> = { class: s.class, versions: [gaps.major] };
@@ -97,15 +120,24 @@ async function main(): Promise<number> {
     out.push(`unclassified relation ${r.schema}.${r.name} (${r.kind}): ${r.columns.join(', ')}`);
     if (args.suggest) {
       const s = suggestRelation(r);
-      out.push(`  suggestion: ${JSON.stringify(`${r.schema}.${r.name}`)}: ${JSON.stringify({ class: s.class, versions: [gaps.major], ...(s.reason ? { reason: s.reason } : {}) })}`);
+      out.push(
+        `  suggestion: ${JSON.stringify(`${r.schema}.${r.name}`)}: ${JSON.stringify({ class: s.class, versions: [gaps.major], ...(s.reason ? { reason: s.reason } : {}) })}`,
+      );
     }
   }
-  for (const c of gaps.columns) out.push(`unclassified column ${c} (of an introspection relation: review it, then add it to the relation's columns, and to SYSTEM_DENIED_COLUMNS if it must stay hidden)`);
+  for (const c of gaps.columns)
+    out.push(
+      `unclassified column ${c} (of an introspection relation: review it, then add it to the relation's columns, and to SYSTEM_DENIED_COLUMNS if it must stay hidden)`,
+    );
   if (gaps.absentFunctions.length > 0 || gaps.absentRelations.length > 0) {
-    out.push(`reviewed for ${gaps.major} but absent here: ${[...gaps.absentFunctions, ...gaps.absentRelations].join(', ')}`);
+    out.push(
+      `reviewed for ${gaps.major} but absent here: ${[...gaps.absentFunctions, ...gaps.absentRelations].join(', ')}`,
+    );
   }
   if (!ok) {
-    out.push(`${gaps.functions.length} functions, ${gaps.relations.length} relations and ${gaps.columns.length} columns are unclassified: pgwarden denies the functions as "unclassified" until they are reviewed (docs/functions.md, "The catalog review")`);
+    out.push(
+      `${gaps.functions.length} functions, ${gaps.relations.length} relations and ${gaps.columns.length} columns are unclassified: pgwarden denies the functions as "unclassified" until they are reviewed (docs/functions.md, "The catalog review")`,
+    );
   }
   process.stdout.write(`${out.join('\n')}\n`);
   return ok ? 0 : 1;

@@ -74,7 +74,21 @@ function tokenize(src: string): Token[] {
 /** Words that may appear between `import`/`export` and `from` in an import or re-export clause. */
 const CLAUSE_PUNCT = new Set(['{', '}', ',', '*']);
 /** Words after `export` that start a declaration, not a re-export. */
-const DECLARATIONS = new Set(['const', 'let', 'var', 'function', 'class', 'interface', 'enum', 'default', 'async', 'abstract', 'declare', 'namespace', 'module']);
+const DECLARATIONS = new Set([
+  'const',
+  'let',
+  'var',
+  'function',
+  'class',
+  'interface',
+  'enum',
+  'default',
+  'async',
+  'abstract',
+  'declare',
+  'namespace',
+  'module',
+]);
 
 /** Every module specifier a file imports: static imports and re-exports (type-only too), side-effect imports, and dynamic `import('…')` with a literal. */
 function importsOf(src: string): string[] {
@@ -124,24 +138,44 @@ function under(file: string, folder: string): boolean {
 }
 
 /** Packages and built-ins that open sockets, log or count: policy/ decides, it never does I/O of that kind. */
-const NOT_IN_POLICY = ['node:net', 'node:tls', 'node:dgram', 'node:http', 'node:https', 'net', 'tls', 'pino', 'prom-client', 'pg', 'pg-protocol', 'postgres'];
+const NOT_IN_POLICY = [
+  'node:net',
+  'node:tls',
+  'node:dgram',
+  'node:http',
+  'node:https',
+  'net',
+  'tls',
+  'pino',
+  'prom-client',
+  'pg',
+  'pg-protocol',
+  'postgres',
+];
 
 /**
  * Every broken rule, one line each. Edges are between repository files; `packages` lists the bare specifiers
  * (packages, built-ins) each file imports.
  */
-function dependencyViolations(edges: readonly Edge[], packages: ReadonlyMap<string, readonly string[]> = new Map()): string[] {
+function dependencyViolations(
+  edges: readonly Edge[],
+  packages: ReadonlyMap<string, readonly string[]> = new Map(),
+): string[] {
   const out: string[] = [];
   for (const { from, to } of edges) {
-    if (under(from, 'lib') && !under(to, 'lib')) out.push(`${from} -> ${to}: lib/ is the leaf; it imports nothing from proxy/ or policy/`);
+    if (under(from, 'lib') && !under(to, 'lib'))
+      out.push(`${from} -> ${to}: lib/ is the leaf; it imports nothing from proxy/ or policy/`);
     if (under(from, 'policy') && under(to, 'proxy')) out.push(`${from} -> ${to}: policy/ imports nothing from proxy/`);
-    if (under(from, 'proxy/wire') && !under(to, 'proxy/wire') && !under(to, 'lib')) out.push(`${from} -> ${to}: proxy/wire/ imports only proxy/wire/ and lib/`);
+    if (under(from, 'proxy/wire') && !under(to, 'proxy/wire') && !under(to, 'lib'))
+      out.push(`${from} -> ${to}: proxy/wire/ imports only proxy/wire/ and lib/`);
     // createProxy is the public entry point: commands start it, nothing inside borrows helpers from it.
-    if (to === 'proxy/index.ts' && under(from, 'proxy') && !under(from, 'proxy/cli')) out.push(`${from} -> ${to}: only proxy/cli/ imports proxy/index.ts`);
+    if (to === 'proxy/index.ts' && under(from, 'proxy') && !under(from, 'proxy/cli'))
+      out.push(`${from} -> ${to}: only proxy/cli/ imports proxy/index.ts`);
   }
   for (const [file, specs] of packages) {
     if (!under(file, 'policy')) continue;
-    for (const s of specs) if (NOT_IN_POLICY.includes(s)) out.push(`${file} -> ${s}: policy/ never touches a socket, logger or metric`);
+    for (const s of specs)
+      if (NOT_IN_POLICY.includes(s)) out.push(`${file} -> ${s}: policy/ never touches a socket, logger or metric`);
   }
   out.push(...folderCycles(edges));
   return out;
@@ -187,7 +221,11 @@ function folderCycles(edges: readonly Edge[]): string[] {
       } while (w !== v);
       if (component.length > 1) {
         const members = new Set(component);
-        const examples = component.sort().flatMap((a) => [...(graph.get(a)?.entries() ?? [])].filter(([b]) => members.has(b)).map(([, e]) => `${e.from} -> ${e.to}`));
+        const examples = component
+          .sort()
+          .flatMap((a) =>
+            [...(graph.get(a)?.entries() ?? [])].filter(([b]) => members.has(b)).map(([, e]) => `${e.from} -> ${e.to}`),
+          );
         out.push(`folders import each other: ${component.join(', ')} (${examples.join('; ')})`);
       }
     }
@@ -232,7 +270,7 @@ describe('the import reader', () => {
       "import fs from 'node:fs';",
       "import { a,\n  type B,\n  c as d } from './one.ts';",
       "import type { E } from '../two.ts';",
-      "import * as ns from \"./three.ts\";",
+      'import * as ns from "./three.ts";',
       "import './side-effect.ts';",
       "export { f } from './four.ts';",
       "export type { G } from './five.ts';",
@@ -242,19 +280,32 @@ describe('the import reader', () => {
       "let t: typeof import('./nine.ts');",
       "import json from './ten.json' with { type: 'json' };",
     ].join('\n');
-    expect(importsOf(src)).toEqual(['node:fs', './one.ts', '../two.ts', './three.ts', './side-effect.ts', './four.ts', './five.ts', './six.ts', './seven.ts', './eight.ts', './nine.ts', './ten.json']);
+    expect(importsOf(src)).toEqual([
+      'node:fs',
+      './one.ts',
+      '../two.ts',
+      './three.ts',
+      './side-effect.ts',
+      './four.ts',
+      './five.ts',
+      './six.ts',
+      './seven.ts',
+      './eight.ts',
+      './nine.ts',
+      './ten.json',
+    ]);
   });
 
   it('ignores imports in comments and strings, import.meta, declarations and a dynamic import of a computed name', () => {
     const src = [
       "// import x from './commented.ts';",
       "/* import y from './block.ts'; */",
-      "const s = \"import z from './in-a-string.ts'\";",
+      'const s = "import z from \'./in-a-string.ts\'";',
       // biome-ignore lint/suspicious/noTemplateCurlyInString: source text under test, not a template
-      'const tpl = `import w from \'./in-a-template.ts\' ${`nested ${1}`}`;',
+      "const tpl = `import w from './in-a-template.ts' ${`nested ${1}`}`;",
       "const u = new URL('./worker.mjs', import.meta.url);",
       "export const from = 'not-an-import';",
-      "export function f() { return 1; }",
+      'export function f() { return 1; }',
       "export default { from: './nope.ts' };",
       // biome-ignore lint/suspicious/noTemplateCurlyInString: source text under test, not a template
       'const m = await import(`${base}/x.ts`);',
@@ -280,7 +331,9 @@ describe('the rules', () => {
     expect(v.filter((l) => l.includes('policy/ imports nothing from proxy/'))).toHaveLength(1);
     expect(v.filter((l) => l.includes('proxy/wire/ imports only'))).toHaveLength(1);
     expect(v.filter((l) => l.includes('only proxy/cli/ imports proxy/index.ts'))).toHaveLength(1);
-    expect(v.filter((l) => l.includes('never touches a socket'))).toEqual(['policy/store.ts -> pino: policy/ never touches a socket, logger or metric']);
+    expect(v.filter((l) => l.includes('never touches a socket'))).toEqual([
+      'policy/store.ts -> pino: policy/ never touches a socket, logger or metric',
+    ]);
     expect(v.filter((l) => l.startsWith('folders import each other'))).toEqual([
       'folders import each other: proxy/auth, proxy/config (proxy/auth/keys.ts -> proxy/config/types.ts; proxy/config/load.ts -> proxy/auth/keys.ts)',
     ]);
@@ -293,8 +346,16 @@ describe('the rules', () => {
       { from: 'b/y.ts', to: 'c/z.ts' },
       { from: 'c/z.ts', to: 'a/w.ts' },
     ]);
-    expect(cycle).toEqual(['folders import each other: a, b, c (a/x.ts -> b/y.ts; b/y.ts -> c/z.ts; c/z.ts -> a/w.ts)']);
-    expect(folderCycles([{ from: 'proxy/cli/main.ts', to: 'proxy/index.ts' }, { from: 'proxy/index.ts', to: 'proxy/session/session.ts' }, { from: 'proxy/session/session.ts', to: 'lib/errors.ts' }])).toEqual([]);
+    expect(cycle).toEqual([
+      'folders import each other: a, b, c (a/x.ts -> b/y.ts; b/y.ts -> c/z.ts; c/z.ts -> a/w.ts)',
+    ]);
+    expect(
+      folderCycles([
+        { from: 'proxy/cli/main.ts', to: 'proxy/index.ts' },
+        { from: 'proxy/index.ts', to: 'proxy/session/session.ts' },
+        { from: 'proxy/session/session.ts', to: 'lib/errors.ts' },
+      ]),
+    ).toEqual([]);
   });
 });
 

@@ -18,7 +18,8 @@ import type { Decision, RolePolicy, SessionView } from '../../../policy/types.ts
 import { until } from '../../helpers/until.ts';
 
 // A syntactically real JWT (header {"alg":"HS256","typ":"JWT"}); it must never show up in audit output.
-const TOKEN = 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsInJvbGUiOiJhbmFseXN0In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ';
+const TOKEN =
+  'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsInJvbGUiOiJhbmFseXN0In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ';
 
 class Capture extends Writable {
   text = '';
@@ -52,7 +53,13 @@ function fakeSession(extra: Record<string, unknown> = {}): Session {
     password: TOKEN,
     raw: { token: TOKEN },
   } as Identity;
-  return { id: 'sess-1', remoteAddress: '127.0.0.1', identity, role: { name: 'analyst' } as RolePolicy, ...extra } as unknown as Session;
+  return {
+    id: 'sess-1',
+    remoteAddress: '127.0.0.1',
+    identity,
+    role: { name: 'analyst' } as RolePolicy,
+    ...extra,
+  } as unknown as Session;
 }
 
 const allow = (over: Partial<Extract<Decision, { allow: true }>> = {}): Decision => ({
@@ -92,7 +99,6 @@ function tmpDir(): string {
   return d;
 }
 
-
 beforeAll(async () => {
   await loadModule();
 });
@@ -108,7 +114,13 @@ describe('event shapes', () => {
     const audit = await open({ destination: out, policyVersion: () => 7 });
     const s = fakeSession();
     audit.events.loginSucceeded?.(s);
-    audit.events.statementDecided?.(s, { seq: 1, mode: 'simple', sql: 'SELECT * FROM orders WHERE id = 5', decision: allow(), micros: 12.3456 });
+    audit.events.statementDecided?.(s, {
+      seq: 1,
+      mode: 'simple',
+      sql: 'SELECT * FROM orders WHERE id = 5',
+      decision: allow(),
+      micros: 12.3456,
+    });
     audit.events.statementDecided?.(s, { seq: 1, mode: 'parse', sql: 'DELETE FROM orders', decision: deny, micros: 3 });
     audit.events.statementDecided?.(s, {
       seq: 3,
@@ -147,8 +159,20 @@ describe('event shapes', () => {
       decisionMicros: 12.346,
     });
     expect(st1).not.toHaveProperty('reason');
-    expect(st2).toMatchObject({ event: 'statement', decision: 'deny', reason: 'write_in_read_only', rule: 'analyst.readOnly', sqlstate: '42501', kinds: ['DeleteStmt'] });
-    expect(st3).toMatchObject({ event: 'statement', mode: 'bind', decision: 'shadow_deny', reason: 'relation_not_allowed' });
+    expect(st2).toMatchObject({
+      event: 'statement',
+      decision: 'deny',
+      reason: 'write_in_read_only',
+      rule: 'analyst.readOnly',
+      sqlstate: '42501',
+      kinds: ['DeleteStmt'],
+    });
+    expect(st3).toMatchObject({
+      event: 'statement',
+      mode: 'bind',
+      decision: 'shadow_deny',
+      reason: 'relation_not_allowed',
+    });
     expect(end).toMatchObject({ event: 'session_end', ...who, reason: 'client', statements: 3, denied: 1 });
     expect(typeof end?.['durationMs']).toBe('number');
   });
@@ -157,7 +181,11 @@ describe('event shapes', () => {
     const out = new Capture();
     const audit = await open({ destination: out });
     const s = fakeSession({ identity: undefined, role: undefined });
-    audit.events.loginFailed?.(s, 'expired', new ProxyError('ERR_TOKEN_INVALID', 'token expired at 2020-01-01T00:00:00.000Z'));
+    audit.events.loginFailed?.(
+      s,
+      'expired',
+      new ProxyError('ERR_TOKEN_INVALID', 'token expired at 2020-01-01T00:00:00.000Z'),
+    );
     audit.events.sessionEnded?.(s, 'auth_failed');
     const events = out.events;
     expect(events).toHaveLength(1);
@@ -176,10 +204,37 @@ describe('event shapes', () => {
   it('writes policy_reload and revocation events', async () => {
     const out = new Capture();
     const audit = await open({ destination: out });
-    audit.policyReloaded({ version: 3, previousVersion: 2, reason: 'signal', digest: 'abc', removedRoles: ['ops'], sessionsEnded: 1 });
-    audit.revocationChanged({ source: 'file', entries: 1, added: [{ jti: 'j9', reason: 'leaked' }], removed: [], sessionsEnded: 2 });
-    expect(out.events[0]).toMatchObject({ event: 'policy_reload', version: 3, previousVersion: 2, reason: 'signal', removedRoles: ['ops'], sessionsEnded: 1 });
-    expect(out.events[1]).toMatchObject({ event: 'revocation', source: 'pgwarden-audit', revocationSource: 'file', entries: 1, added: [{ jti: 'j9', reason: 'leaked' }], sessionsEnded: 2 });
+    audit.policyReloaded({
+      version: 3,
+      previousVersion: 2,
+      reason: 'signal',
+      digest: 'abc',
+      removedRoles: ['ops'],
+      sessionsEnded: 1,
+    });
+    audit.revocationChanged({
+      source: 'file',
+      entries: 1,
+      added: [{ jti: 'j9', reason: 'leaked' }],
+      removed: [],
+      sessionsEnded: 2,
+    });
+    expect(out.events[0]).toMatchObject({
+      event: 'policy_reload',
+      version: 3,
+      previousVersion: 2,
+      reason: 'signal',
+      removedRoles: ['ops'],
+      sessionsEnded: 1,
+    });
+    expect(out.events[1]).toMatchObject({
+      event: 'revocation',
+      source: 'pgwarden-audit',
+      revocationSource: 'file',
+      entries: 1,
+      added: [{ jti: 'j9', reason: 'leaked' }],
+      sessionsEnded: 2,
+    });
   });
 });
 
@@ -191,9 +246,15 @@ describe('fixed3 (durations in statement events)', () => {
       // No trailing zeros, no exponent below the integer fallback: what JSON.stringify writes for the same number.
       expect(text).toBe(JSON.stringify(Math.round(x * 1000) / 1000));
     };
-    for (const x of [0, 0.0004, 0.0005, 0.001, 0.01, 0.1, 0.5, 1, 1.05, 2.3, 12.3456, 999.9995, 1073741.823, 1073741.824, 5e9]) same(x);
+    for (const x of [
+      0, 0.0004, 0.0005, 0.001, 0.01, 0.1, 0.5, 1, 1.05, 2.3, 12.3456, 999.9995, 1073741.823, 1073741.824, 5e9,
+    ])
+      same(x);
     fc.assert(fc.property(fc.double({ min: 0, max: 2e6, noNaN: true }), same), { numRuns: 20_000 });
-    fc.assert(fc.property(fc.integer({ min: 0, max: 0x3fffffff }), (n) => same(n / 1000)), { numRuns: 20_000 });
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0x3fffffff }), (n) => same(n / 1000)),
+      { numRuns: 20_000 },
+    );
   });
 
   it('never writes invalid JSON for a number JSON cannot hold', () => {
@@ -204,10 +265,54 @@ describe('fixed3 (durations in statement events)', () => {
 
 describe('hand-written string helpers of statement events', () => {
   // Whitespace of every kind \s knows, quotes, backslashes, control characters, surrogates (paired and lone).
-  const alphabet = ['a', 'Z', '0', ' ', '  ', '\t', '\n', '\r', '\f', '\v', '\u00a0', '\u1680', '\u2000', '\u200a', '\u200b', '\u2028', '\u2029', '\u202f', '\u205f', '\u3000', '\ufeff', '\u0085', '\u202e', '\u2066', '\u200f', '\u061c', '"', '\\', '\u0000', '\u001f', '\u007f', 'é', '\ud83d\ude00', '\ud83d', '\ude00', "'", '$'];
+  const alphabet = [
+    'a',
+    'Z',
+    '0',
+    ' ',
+    '  ',
+    '\t',
+    '\n',
+    '\r',
+    '\f',
+    '\v',
+    '\u00a0',
+    '\u1680',
+    '\u2000',
+    '\u200a',
+    '\u200b',
+    '\u2028',
+    '\u2029',
+    '\u202f',
+    '\u205f',
+    '\u3000',
+    '\ufeff',
+    '\u0085',
+    '\u202e',
+    '\u2066',
+    '\u200f',
+    '\u061c',
+    '"',
+    '\\',
+    '\u0000',
+    '\u001f',
+    '\u007f',
+    'é',
+    '\ud83d\ude00',
+    '\ud83d',
+    '\ude00',
+    "'",
+    '$',
+  ];
   const text = fc.array(fc.constantFrom(...alphabet), { maxLength: 40 }).map((parts) => parts.join(''));
   it('needsCollapse answers what /\\s\\s|[\\t\\n\\r\\f\\v]/ does', () => {
-    fc.assert(fc.property(fc.oneof(text, fc.string({ unit: 'binary', maxLength: 40 })), (t) => needsCollapse(t) === /\s\s|[\t\n\r\f\v]/.test(t)), { numRuns: 20_000 });
+    fc.assert(
+      fc.property(
+        fc.oneof(text, fc.string({ unit: 'binary', maxLength: 40 })),
+        (t) => needsCollapse(t) === /\s\s|[\t\n\r\f\v]/.test(t),
+      ),
+      { numRuns: 20_000 },
+    );
   });
   it('jsonString writes what JSON.stringify does, with U+2028, U+2029, C1 controls and bidi controls escaped too', () => {
     const raw = /[\u0080-\u009f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
@@ -229,7 +334,19 @@ describe('SQL modes', () => {
       AND e = E'it\\'s' AND d = $$dollar secret$$ AND t = $q$tagged secret$q$ AND u = U&'d\\0061ta' AND n = N'nat' -- secret comment
       /* another 'secret' */ AND p = $1`;
     const n = normalizeSql(sql);
-    for (const leak of ['123-45-6789', '42', '1.5e3', '1011', 'ff', "it\\'s", 'dollar', 'tagged', 'd\\0061ta', 'nat', 'secret']) {
+    for (const leak of [
+      '123-45-6789',
+      '42',
+      '1.5e3',
+      '1011',
+      'ff',
+      "it\\'s",
+      'dollar',
+      'tagged',
+      'd\\0061ta',
+      'nat',
+      'secret',
+    ]) {
       expect(n, leak).not.toContain(leak);
     }
     expect(n).toBe(
@@ -242,15 +359,22 @@ describe('SQL modes', () => {
     expect(normalizeSql(`SELECT "ñame", 'héllo' /* c */ FROM "tâble"`)).toBe('SELECT "ñame", ? FROM "tâble"');
   });
 
-  it('without comments, uses the server normalizer: constants become $n after the statement\'s own parameters', () => {
-    expect(normalizeSql('SELECT abalance FROM pgbench_accounts WHERE aid = 12345;')).toBe('SELECT abalance FROM pgbench_accounts WHERE aid = $1');
+  it("without comments, uses the server normalizer: constants become $n after the statement's own parameters", () => {
+    expect(normalizeSql('SELECT abalance FROM pgbench_accounts WHERE aid = 12345;')).toBe(
+      'SELECT abalance FROM pgbench_accounts WHERE aid = $1',
+    );
     const n = normalizeSql("SELECT $1, 'ssn-123', 42 FROM t WHERE x = E'secret'");
     for (const leak of ['ssn-123', '42', 'secret']) expect(n).not.toContain(leak);
     expect(n).toBe('SELECT $1, $2, $3 FROM t WHERE x = $4');
   });
 
   it('writes nothing of a statement the scanner cannot read', () => {
-    for (const bad of ["SELECT 'unterminated secret", 'SELECT $$unterminated secret', "SELECT x'secret", 'SELECT "unterminated secret']) {
+    for (const bad of [
+      "SELECT 'unterminated secret",
+      'SELECT $$unterminated secret',
+      "SELECT x'secret",
+      'SELECT "unterminated secret',
+    ]) {
       const n = normalizeSql(bad);
       expect(n).not.toContain('secret');
       expect(n).toMatch(/^\[unscannable statement, \d+ bytes\]$/);
@@ -260,7 +384,13 @@ describe('SQL modes', () => {
   it("'none' leaves sql out, 'full' keeps it but still scrubs a JWT in it", async () => {
     const none = new Capture();
     const a = await open({ destination: none, sql: 'none' });
-    a.events.statementDecided?.(fakeSession(), { seq: 1, mode: 'simple', sql: "SELECT 'x'", decision: allow(), micros: 1 });
+    a.events.statementDecided?.(fakeSession(), {
+      seq: 1,
+      mode: 'simple',
+      sql: "SELECT 'x'",
+      decision: allow(),
+      micros: 1,
+    });
     // Statement events are batched for at most BATCH_MS; flush() hands them over now.
     expect(none.events).toHaveLength(0);
     a.flush();
@@ -268,7 +398,13 @@ describe('SQL modes', () => {
 
     const full = new Capture();
     const b = await open({ destination: full, sql: 'full' });
-    b.events.statementDecided?.(fakeSession(), { seq: 1, mode: 'simple', sql: `SELECT 'x', '${TOKEN}'`, decision: allow(), micros: 1 });
+    b.events.statementDecided?.(fakeSession(), {
+      seq: 1,
+      mode: 'simple',
+      sql: `SELECT 'x', '${TOKEN}'`,
+      decision: allow(),
+      micros: 1,
+    });
     await until(() => full.events.length === 1, 1_000);
     expect(full.events[0]?.['sql']).toBe("SELECT 'x', '[redacted-jwt]'");
   });
@@ -276,7 +412,13 @@ describe('SQL modes', () => {
   it('truncates very long SQL and says so', async () => {
     const out = new Capture();
     const a = await open({ destination: out, sql: 'full' });
-    a.events.statementDecided?.(fakeSession(), { seq: 1, mode: 'simple', sql: `SELECT ${'1,'.repeat(20_000)}1`, decision: allow(), micros: 1 });
+    a.events.statementDecided?.(fakeSession(), {
+      seq: 1,
+      mode: 'simple',
+      sql: `SELECT ${'1,'.repeat(20_000)}1`,
+      decision: allow(),
+      micros: 1,
+    });
     a.flush();
     expect((out.events[0]?.['sql'] as string | undefined)?.length).toBe(16 * 1024);
     expect(out.events[0]?.['sqlTruncated']).toBe(true);
@@ -335,7 +477,11 @@ describe('no credentials in the trail', () => {
     const s = fakeSession({ token: TOKEN, password: 'hunter2' });
     (s.identity as { tenant: string }).tenant = TOKEN;
     audit.events.loginSucceeded?.(s);
-    audit.events.loginFailed?.(s, 'bad_signature', new ProxyError('ERR_TOKEN_INVALID', `token signature is invalid ${TOKEN}`));
+    audit.events.loginFailed?.(
+      s,
+      'bad_signature',
+      new ProxyError('ERR_TOKEN_INVALID', `token signature is invalid ${TOKEN}`),
+    );
     audit.events.statementDecided?.(s, { seq: 1, mode: 'simple', sql: 'SELECT 1', decision: allow(), micros: 1 });
     audit.events.sessionEnded?.(s, 'client');
     expect(out.events).toHaveLength(4);
@@ -348,10 +494,20 @@ describe('no credentials in the trail', () => {
   it('redacts password/token keys in caller-supplied info (pino redact)', async () => {
     const out = new Capture();
     const audit = await open({ destination: out });
-    audit.policyReloaded({ version: 2, reason: 'api', token: 'opaque-token-value', password: 'pw-value', upstream: { password: 'up-pw', token: 'tk' } });
+    audit.policyReloaded({
+      version: 2,
+      reason: 'api',
+      token: 'opaque-token-value',
+      password: 'pw-value',
+      upstream: { password: 'up-pw', token: 'tk' },
+    });
     const line = out.text;
     for (const secret of ['opaque-token-value', 'pw-value', 'up-pw', '"tk"']) expect(line).not.toContain(secret);
-    expect(out.events[0]).toMatchObject({ token: '[redacted]', password: '[redacted]', upstream: { password: '[redacted]', token: '[redacted]' } });
+    expect(out.events[0]).toMatchObject({
+      token: '[redacted]',
+      password: '[redacted]',
+      upstream: { password: '[redacted]', token: '[redacted]' },
+    });
   });
 });
 
@@ -366,11 +522,21 @@ describe('failure policy', () => {
 
   it("an erroring destination flips healthy; 'refuse' closes the gate and denies statements", async () => {
     const errors: string[] = [];
-    const log = { error: (_f: object, m: string) => errors.push(m), warn: () => {}, info: () => {} } as unknown as NonNullable<AuditOptions['log']>;
+    const log = {
+      error: (_f: object, m: string) => errors.push(m),
+      warn: () => {},
+      info: () => {},
+    } as unknown as NonNullable<AuditOptions['log']>;
     const audit = await open({ destination: new Failing(), onFailure: 'refuse', log });
     expect(audit.healthy).toBe(true);
     expect(auditGate(audit)).toBe(true);
-    audit.events.statementDecided?.(fakeSession(), { seq: 1, mode: 'simple', sql: 'SELECT 1', decision: allow(), micros: 1 });
+    audit.events.statementDecided?.(fakeSession(), {
+      seq: 1,
+      mode: 'simple',
+      sql: 'SELECT 1',
+      decision: allow(),
+      micros: 1,
+    });
     await until(() => !audit.healthy);
     expect(auditGate(audit)).toBe(false);
     expect(errors[0]).toMatch(/refusing new logins and statements/);
@@ -384,7 +550,11 @@ describe('failure policy', () => {
 
   it("'continue' keeps the gate open and reports on the operational log", async () => {
     const errors: string[] = [];
-    const log = { error: (_f: object, m: string) => errors.push(m), warn: () => {}, info: () => {} } as unknown as NonNullable<AuditOptions['log']>;
+    const log = {
+      error: (_f: object, m: string) => errors.push(m),
+      warn: () => {},
+      info: () => {},
+    } as unknown as NonNullable<AuditOptions['log']>;
     const audit = await open({ destination: new Failing(), onFailure: 'continue', log });
     audit.events.loginSucceeded?.(fakeSession());
     await until(() => !audit.healthy);
@@ -396,7 +566,9 @@ describe('failure policy', () => {
 
   it.skipIf(!existsSync('/dev/full'))('a full disk (ENOSPC on write) makes a file destination unhealthy', async () => {
     const errors: object[] = [];
-    const log = { error: (f: object) => errors.push(f), warn: () => {}, info: () => {} } as unknown as NonNullable<AuditOptions['log']>;
+    const log = { error: (f: object) => errors.push(f), warn: () => {}, info: () => {} } as unknown as NonNullable<
+      AuditOptions['log']
+    >;
     const audit = await open({ destination: '/dev/full', log });
     audit.events.loginSucceeded?.(fakeSession());
     await until(() => !audit.healthy);
@@ -415,7 +587,10 @@ describe('failure policy', () => {
     rmSync(blocker);
     await until(() => audit.healthy);
     await audit.close();
-    const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.map((l) => l['event'])).toContain('audit_gap');
     expect(lines.map((l) => l['event'])).toContain('session_start');
   });

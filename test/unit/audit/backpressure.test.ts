@@ -37,7 +37,12 @@ class Stalled extends Writable {
   }
 }
 
-const session = { id: 's-1', remoteAddress: '127.0.0.1', identity: undefined, role: { name: 'analyst' } as RolePolicy } as unknown as Session;
+const session = {
+  id: 's-1',
+  remoteAddress: '127.0.0.1',
+  identity: undefined,
+  role: { name: 'analyst' } as RolePolicy,
+} as unknown as Session;
 const allow: Decision = {
   allow: true,
   ruleId: 'r',
@@ -52,7 +57,11 @@ const SQL = `SELECT ${'x,'.repeat(8_000)}1`;
 
 const audits: Audit[] = [];
 async function open(destination: Writable, onFailure: AuditOptions['onFailure'], errors: string[]): Promise<Audit> {
-  const log = { error: (_f: object, m: string) => errors.push(m), warn: () => {}, info: () => {} } as unknown as NonNullable<AuditOptions['log']>;
+  const log = {
+    error: (_f: object, m: string) => errors.push(m),
+    warn: () => {},
+    info: () => {},
+  } as unknown as NonNullable<AuditOptions['log']>;
   const a = await createAudit({ destination, sql: 'full', onFailure, log, probeMs: 20 });
   audits.push(a);
   return a;
@@ -62,7 +71,6 @@ function statement(a: Audit, seq: number): void {
   a.events.statementDecided?.(session, { seq, mode: 'simple', sql: SQL, decision: allow, micros: 1 });
   a.flush();
 }
-
 
 beforeAll(async () => {
   await loadModule();

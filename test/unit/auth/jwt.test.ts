@@ -5,7 +5,12 @@ import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import * as jose from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTokenVerifier, type AuthFailureReason, type TokenVerifier, type VerifyResult } from '../../../proxy/auth/jwt.ts';
+import {
+  createTokenVerifier,
+  type AuthFailureReason,
+  type TokenVerifier,
+  type VerifyResult,
+} from '../../../proxy/auth/jwt.ts';
 import type { AuthConfig } from '../../../proxy/config/types.ts';
 import {
   b64json,
@@ -56,7 +61,11 @@ async function hmacSetup(auth: Partial<AuthConfig> = {}): Promise<{ verifier: To
 }
 
 /** Assert a refusal by reason, code and SQLSTATE, and that nothing the client or log sees holds the token. */
-function expectRefused(result: VerifyResult, reason: AuthFailureReason, token: string): Extract<VerifyResult, { ok: false }> {
+function expectRefused(
+  result: VerifyResult,
+  reason: AuthFailureReason,
+  token: string,
+): Extract<VerifyResult, { ok: false }> {
   expect(result.ok).toBe(false);
   if (result.ok) throw new Error('unreachable');
   expect(result.reason).toBe(reason);
@@ -69,9 +78,20 @@ function expectRefused(result: VerifyResult, reason: AuthFailureReason, token: s
   return result;
 }
 
-function expectNoTokenIn(error: Error & { detail?: string | undefined; hint?: string | undefined }, token: string): void {
+function expectNoTokenIn(
+  error: Error & { detail?: string | undefined; hint?: string | undefined },
+  token: string,
+): void {
   const segments = token.split('.').filter((s) => s.length >= 8);
-  const visible = [error.message, error.detail ?? '', error.hint ?? '', String(error), error.stack ?? '', JSON.stringify(error), causeText(error)].join('\n');
+  const visible = [
+    error.message,
+    error.detail ?? '',
+    error.hint ?? '',
+    String(error),
+    error.stack ?? '',
+    JSON.stringify(error),
+    causeText(error),
+  ].join('\n');
   if (token.length > 0) expect(visible).not.toContain(token);
   for (const segment of segments) expect(visible).not.toContain(segment);
 }
@@ -88,11 +108,25 @@ function causeText(err: unknown): string {
 describe('HS256', () => {
   it('verifies a valid token into an Identity', async () => {
     const { verifier, secret } = await hmacSetup();
-    const token = await signToken(secret, validClaims(NOW, { agent: 'agent-7', tenant: 't1', jti: 'id-1', nbf: NOW - 5 }), { alg: 'HS256', typ: 'JWT' });
+    const token = await signToken(
+      secret,
+      validClaims(NOW, { agent: 'agent-7', tenant: 't1', jti: 'id-1', nbf: NOW - 5 }),
+      { alg: 'HS256', typ: 'JWT' },
+    );
     const result = await verifier.verify(token, ctx);
     expect(result).toEqual({
       ok: true,
-      identity: { sub: 'alice', role: 'analyst', agent: 'agent-7', tenant: 't1', jti: 'id-1', iss: 'pgwarden-test', exp: NOW + 300, iat: NOW, nbf: NOW - 5 },
+      identity: {
+        sub: 'alice',
+        role: 'analyst',
+        agent: 'agent-7',
+        tenant: 't1',
+        jti: 'id-1',
+        iss: 'pgwarden-test',
+        exp: NOW + 300,
+        iat: NOW,
+        nbf: NOW - 5,
+      },
     });
   });
 
@@ -101,7 +135,9 @@ describe('HS256', () => {
     const token = await signToken(secret, validClaims(NOW, { act: { sub: 'copilot-42', iss: 'x' } }), { alg: 'HS256' });
     const result = await verifier.verify(token, ctx);
     expect(result.ok && result.identity.agent).toBe('copilot-42');
-    const both = await signToken(secret, validClaims(NOW, { agent: 'explicit', act: { sub: 'actor' } }), { alg: 'HS256' });
+    const both = await signToken(secret, validClaims(NOW, { agent: 'explicit', act: { sub: 'actor' } }), {
+      alg: 'HS256',
+    });
     const r2 = await verifier.verify(both, ctx);
     expect(r2.ok && r2.identity.agent).toBe('explicit');
     const badAct = await signToken(secret, validClaims(NOW, { act: 'actor' }), { alg: 'HS256' });
@@ -111,7 +147,11 @@ describe('HS256', () => {
   it('accepts tokens several KB long with big claims', async () => {
     const { verifier, secret } = await hmacSetup();
     for (const size of [4 * 1024, 16 * 1024]) {
-      const token = await signToken(secret, validClaims(NOW, { scope: 'x'.repeat(size), groups: Array.from({ length: 50 }, (_, i) => `group-${i}`) }), { alg: 'HS256' });
+      const token = await signToken(
+        secret,
+        validClaims(NOW, { scope: 'x'.repeat(size), groups: Array.from({ length: 50 }, (_, i) => `group-${i}`) }),
+        { alg: 'HS256' },
+      );
       expect(token.length).toBeGreaterThan(size);
       const result = await verifier.verify(token, ctx);
       expect(result.ok).toBe(true);
@@ -130,7 +170,8 @@ describe('HS256', () => {
 describe('refusals', () => {
   let verifier: TokenVerifier;
   let secret: Uint8Array;
-  const sign = (payload: jose.JWTPayload, header: jose.JWTHeaderParameters = { alg: 'HS256' }) => signToken(secret, payload, header);
+  const sign = (payload: jose.JWTPayload, header: jose.JWTHeaderParameters = { alg: 'HS256' }) =>
+    signToken(secret, payload, header);
 
   beforeEach(async () => {
     ({ verifier, secret } = await hmacSetup());
@@ -243,11 +284,14 @@ describe('refusals', () => {
     ['agent', 'é'.repeat(513)],
     ['tenant', 'a\0b'],
     ['jti', 'a\0b'],
-  ])('refuses an identity claim %s too long or with a NUL (it is stamped upstream, where it could not log in)', async (name, value) => {
-    const token = await sign({ ...validClaims(NOW), [name]: value } as jose.JWTPayload);
-    const r = expectRefused(await verifier.verify(token, ctx), 'missing_claim', token);
-    expect(r.error.message).toContain(`token claim "${name}"`);
-  });
+  ])(
+    'refuses an identity claim %s too long or with a NUL (it is stamped upstream, where it could not log in)',
+    async (name, value) => {
+      const token = await sign({ ...validClaims(NOW), [name]: value } as jose.JWTPayload);
+      const r = expectRefused(await verifier.verify(token, ctx), 'missing_claim', token);
+      expect(r.error.message).toContain(`token claim "${name}"`);
+    },
+  );
 
   it('accepts identity claims of exactly the maximum length', async () => {
     const token = await sign({ ...validClaims(NOW), sub: 's'.repeat(1024), jti: 'é'.repeat(512) } as jose.JWTPayload);
@@ -270,7 +314,10 @@ describe('refusals', () => {
   it('rejects a revoked token with 28000 and the revocation reason', async () => {
     const token = await sign(validClaims(NOW, { jti: 'leaked-1' }));
     const r = expectRefused(
-      await verifier.verify(token, { ...ctx, isRevoked: (id) => (id.jti === 'leaked-1' ? 'leaked in a log' : undefined) }),
+      await verifier.verify(token, {
+        ...ctx,
+        isRevoked: (id) => (id.jti === 'leaked-1' ? 'leaked in a log' : undefined),
+      }),
       'revoked',
       token,
     );
@@ -316,7 +363,10 @@ describe('asymmetric keys from files', () => {
     const a = await generateKeyFiles(dir, 'RS256', 'a');
     const b = await generateKeyFiles(dir, 'RS256', 'b');
     const ec = await generateKeyFiles(dir, 'ES256', 'c');
-    const verifier = await verifierFor({ algorithms: ['RS256', 'ES256'], publicKeyFile: writeJwks(dir, [a.publicJwk, b.publicJwk, ec.publicJwk]) });
+    const verifier = await verifierFor({
+      algorithms: ['RS256', 'ES256'],
+      publicKeyFile: writeJwks(dir, [a.publicJwk, b.publicJwk, ec.publicJwk]),
+    });
     for (const pair of [a, b, ec]) {
       const token = await signToken(pair.privateKey, validClaims(NOW), { alg: pair.alg, kid: pair.kid });
       expect((await verifier.verify(token, ctx)).ok).toBe(true);
@@ -337,8 +387,12 @@ describe('asymmetric keys from files', () => {
 
   it('fails at startup when the key fits none of the algorithms, or HS* is mixed with a public key', async () => {
     const rsa = await generateKeyFiles(dir, 'RS256');
-    await expect(createTokenVerifier(testAuthConfig({ algorithms: ['ES256'], publicKeyFile: rsa.publicPemPath }))).rejects.toThrow(/fits none/);
-    await expect(createTokenVerifier(testAuthConfig({ algorithms: ['RS256', 'HS256'], publicKeyFile: rsa.publicPemPath }))).rejects.toThrow(TypeError);
+    await expect(
+      createTokenVerifier(testAuthConfig({ algorithms: ['ES256'], publicKeyFile: rsa.publicPemPath })),
+    ).rejects.toThrow(/fits none/);
+    await expect(
+      createTokenVerifier(testAuthConfig({ algorithms: ['RS256', 'HS256'], publicKeyFile: rsa.publicPemPath })),
+    ).rejects.toThrow(TypeError);
     const short = writeHmacSecret(dir, 16, 'short');
     await expect(createTokenVerifier(testAuthConfig({ secretFile: short.path }))).rejects.toThrow(/at least 32/);
   });
@@ -355,7 +409,9 @@ describe('attacks on the key choice', () => {
 
   it('refuses HS256 signed with the RS256 public key as the secret (algorithm confusion)', async () => {
     const pemBytes = new Uint8Array(readFileSync(rsa.publicPemPath));
-    const spkiDer = new Uint8Array(Buffer.from((await jose.exportSPKI(rsa.publicKey)).replace(/-----[^-]+-----|\s/g, ''), 'base64'));
+    const spkiDer = new Uint8Array(
+      Buffer.from((await jose.exportSPKI(rsa.publicKey)).replace(/-----[^-]+-----|\s/g, ''), 'base64'),
+    );
     for (const secret of [pemBytes, spkiDer]) {
       const token = await signToken(secret, validClaims(NOW), { alg: 'HS256' });
       expectRefused(await verifier.verify(token, ctx), 'algorithm_not_allowed', token);
@@ -387,7 +443,9 @@ describe('attacks on the key choice', () => {
     // Even when signed with the real key: the parameter itself is refused.
     const real = await signToken(rsa.privateKey, validClaims(NOW), { alg: 'RS256', jku: evilUrl });
     expectRefused(await verifier.verify(real, ctx), 'header_not_allowed', real);
-    expect((await verifier.verify(await signToken(rsa.privateKey, validClaims(NOW), { alg: 'RS256' }), ctx)).ok).toBe(true);
+    expect((await verifier.verify(await signToken(rsa.privateKey, validClaims(NOW), { alg: 'RS256' }), ctx)).ok).toBe(
+      true,
+    );
     expect(fetched).toBe(0);
   });
 });
@@ -449,7 +507,12 @@ describe('remote JWKS', () => {
     const k1 = await generateKeyFiles(dir, 'RS256', 'k1');
     const k2 = await generateKeyFiles(dir, 'ES256', 'k2');
     const jwks = await startJwksServer([k1.publicJwk]);
-    const verifier = await verifierFor({ algorithms: ['RS256', 'ES256'], jwksUrl: jwks.url, jwksCooldown: 200, jwksCacheMaxAge: 800 });
+    const verifier = await verifierFor({
+      algorithms: ['RS256', 'ES256'],
+      jwksUrl: jwks.url,
+      jwksCooldown: 200,
+      jwksCacheMaxAge: 800,
+    });
     const t1 = await signToken(k1.privateKey, validClaims(NOW), { alg: 'RS256', kid: 'k1' });
     const t2 = await signToken(k2.privateKey, validClaims(NOW), { alg: 'ES256', kid: 'k2' });
 
@@ -481,15 +544,18 @@ describe('remote JWKS', () => {
     expect((await verifier.verify(t2, ctx)).ok).toBe(true);
   });
 
-  it.each(['error', 'redirect', 'huge'] as const)('refuses with key_unavailable when the endpoint answers %s', async (mode) => {
-    const k1 = await generateKeyFiles(dir, 'RS256', 'k1');
-    const jwks = await startJwksServer([k1.publicJwk]);
-    jwks.mode = mode;
-    const verifier = await verifierFor({ algorithms: ['RS256'], jwksUrl: jwks.url });
-    const token = await signToken(k1.privateKey, validClaims(NOW), { alg: 'RS256', kid: 'k1' });
-    const r = expectRefused(await verifier.verify(token, ctx), 'key_unavailable', token);
-    expect(r.error.message).toBe('the keys to verify the token could not be fetched');
-  });
+  it.each(['error', 'redirect', 'huge'] as const)(
+    'refuses with key_unavailable when the endpoint answers %s',
+    async (mode) => {
+      const k1 = await generateKeyFiles(dir, 'RS256', 'k1');
+      const jwks = await startJwksServer([k1.publicJwk]);
+      jwks.mode = mode;
+      const verifier = await verifierFor({ algorithms: ['RS256'], jwksUrl: jwks.url });
+      const token = await signToken(k1.privateKey, validClaims(NOW), { alg: 'RS256', kid: 'k1' });
+      const r = expectRefused(await verifier.verify(token, ctx), 'key_unavailable', token);
+      expect(r.error.message).toBe('the keys to verify the token could not be fetched');
+    },
+  );
 
   it('gives up on a JWKS endpoint that never answers after jwksTimeout', async () => {
     const k1 = await generateKeyFiles(dir, 'RS256', 'k1');

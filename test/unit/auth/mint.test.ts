@@ -35,7 +35,12 @@ async function verifies(auth: AuthConfig, token: string): Promise<boolean> {
 describe('HS256', () => {
   it('sets iss, aud, sub, role, agent, tenant, iat, exp and a random jti, and verifies', async () => {
     const auth = testAuthConfig({ secretFile: writeHmacSecret(dir).path });
-    const token = await mintToken(auth, { sub: 'alice', role: 'analyst', agent: 'agent-1', tenant: 'acme' }, 5 * 60_000, NOW_MS);
+    const token = await mintToken(
+      auth,
+      { sub: 'alice', role: 'analyst', agent: 'agent-1', tenant: 'acme' },
+      5 * 60_000,
+      NOW_MS,
+    );
     expect(jose.decodeProtectedHeader(token)).toEqual({ alg: 'HS256', typ: 'JWT' });
     const claims = jose.decodeJwt(token);
     expect(claims).toEqual({
@@ -62,7 +67,11 @@ describe('HS256', () => {
   });
 
   it('uses the first issuer and audience when several are configured', async () => {
-    const auth = testAuthConfig({ secretFile: writeHmacSecret(dir).path, issuer: ['iss-a', 'iss-b'], audience: ['aud-a', 'aud-b'] });
+    const auth = testAuthConfig({
+      secretFile: writeHmacSecret(dir).path,
+      issuer: ['iss-a', 'iss-b'],
+      audience: ['aud-a', 'aud-b'],
+    });
     const claims = jose.decodeJwt(await mintToken(auth, { sub: 'a', role: 'analyst' }, 60_000, NOW_MS));
     expect(claims.iss).toBe('iss-a');
     expect(claims.aud).toBe('aud-a');
@@ -88,7 +97,11 @@ describe('HS256', () => {
 describe('asymmetric', () => {
   it('signs RS256 with a PKCS8 PEM private key, verified by the SPKI PEM', async () => {
     const rsa = await generateKeyFiles(dir, 'RS256', 'r1');
-    const auth = testAuthConfig({ algorithms: ['RS256'], publicKeyFile: rsa.publicPemPath, privateKeyFile: rsa.privatePemPath });
+    const auth = testAuthConfig({
+      algorithms: ['RS256'],
+      publicKeyFile: rsa.publicPemPath,
+      privateKeyFile: rsa.privatePemPath,
+    });
     const token = await mintToken(auth, { sub: 'a', role: 'analyst' }, 60_000, NOW_MS);
     expect(jose.decodeProtectedHeader(token)).toEqual({ alg: 'RS256', typ: 'JWT' });
     expect(await verifies(auth, token)).toBe(true);
@@ -97,7 +110,10 @@ describe('asymmetric', () => {
   it('accepts a PKCS1 ("RSA PRIVATE KEY") PEM too', async () => {
     const rsa = await generateKeyFiles(dir, 'RS256', 'r1');
     const pkcs1 = join(dir, 'pkcs1.pem');
-    writeFileSync(pkcs1, createPrivateKey(await jose.exportPKCS8(rsa.privateKey)).export({ type: 'pkcs1', format: 'pem' }));
+    writeFileSync(
+      pkcs1,
+      createPrivateKey(await jose.exportPKCS8(rsa.privateKey)).export({ type: 'pkcs1', format: 'pem' }),
+    );
     const auth = testAuthConfig({ algorithms: ['RS256'], publicKeyFile: rsa.publicPemPath, privateKeyFile: pkcs1 });
     expect(await verifies(auth, await mintToken(auth, { sub: 'a', role: 'analyst' }, 60_000, NOW_MS))).toBe(true);
   });
@@ -118,14 +134,26 @@ describe('asymmetric', () => {
   it('needs privateKeyFile, fitting the first algorithm', async () => {
     const rsa = await generateKeyFiles(dir, 'RS256', 'r1');
     const ec = await generateKeyFiles(dir, 'ES256', 'e1');
-    await expect(mintToken(testAuthConfig({ algorithms: ['RS256'], publicKeyFile: rsa.publicPemPath }), { sub: 'a', role: 'analyst' }, 60_000)).rejects.toThrow(
-      /privateKeyFile/,
-    );
     await expect(
-      mintToken(testAuthConfig({ algorithms: ['RS256'], publicKeyFile: rsa.publicPemPath, privateKeyFile: ec.privatePemPath }), { sub: 'a', role: 'analyst' }, 60_000),
+      mintToken(
+        testAuthConfig({ algorithms: ['RS256'], publicKeyFile: rsa.publicPemPath }),
+        { sub: 'a', role: 'analyst' },
+        60_000,
+      ),
+    ).rejects.toThrow(/privateKeyFile/);
+    await expect(
+      mintToken(
+        testAuthConfig({ algorithms: ['RS256'], publicKeyFile: rsa.publicPemPath, privateKeyFile: ec.privatePemPath }),
+        { sub: 'a', role: 'analyst' },
+        60_000,
+      ),
     ).rejects.toThrow(/RSA/);
     await expect(
-      mintToken(testAuthConfig({ algorithms: ['RS256'], publicKeyFile: rsa.publicPemPath, privateKeyFile: rsa.publicPemPath }), { sub: 'a', role: 'analyst' }, 60_000),
+      mintToken(
+        testAuthConfig({ algorithms: ['RS256'], publicKeyFile: rsa.publicPemPath, privateKeyFile: rsa.publicPemPath }),
+        { sub: 'a', role: 'analyst' },
+        60_000,
+      ),
     ).rejects.toThrow(/private/);
   });
 });

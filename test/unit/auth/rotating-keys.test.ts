@@ -4,7 +4,15 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTokenVerifier, type TokenVerifier } from '../../../proxy/auth/jwt.ts';
 import { openRotatingKeys, type RotatingKeys } from '../../../proxy/auth/keys.ts';
-import { generateKeyFiles, makeTempDir, signToken, testAuthConfig, validClaims, writeJwks, type TestKeyPair } from '../../helpers/keys.ts';
+import {
+  generateKeyFiles,
+  makeTempDir,
+  signToken,
+  testAuthConfig,
+  validClaims,
+  writeJwks,
+  type TestKeyPair,
+} from '../../helpers/keys.ts';
 
 const ctx = { roleExists: () => true };
 const OVERLAP = 60_000;
@@ -23,11 +31,17 @@ function replace(file: string, text: string): void {
 
 async function open(file: string, algorithms: string[]): Promise<void> {
   const auth = testAuthConfig({ algorithms, secretFile: undefined, publicKeyFile: file, keyOverlap: OVERLAP });
-  keys = await openRotatingKeys(auth, { watch: false, now: () => now, log: (_l, msg) => logs.push(msg), onReload: (_s, r) => results.push(r) });
+  keys = await openRotatingKeys(auth, {
+    watch: false,
+    now: () => now,
+    log: (_l, msg) => logs.push(msg),
+    onReload: (_s, r) => results.push(r),
+  });
   verifier = await createTokenVerifier(auth, { keys, now: () => now });
 }
 
-const tokenBy = async (pair: TestKeyPair) => await signToken(pair.privateKey, validClaims(Math.floor(now / 1000)), { alg: pair.alg, kid: pair.kid });
+const tokenBy = async (pair: TestKeyPair) =>
+  await signToken(pair.privateKey, validClaims(Math.floor(now / 1000)), { alg: pair.alg, kid: pair.kid });
 const verdict = async (token: string) => {
   const r = await verifier.verify(token, ctx);
   return r.ok ? 'ok' : r.reason;
@@ -70,7 +84,12 @@ describe('a rotated public key file', () => {
     const file = join(tmp.dir, 'verify.pem');
     copyFileSync(a.publicPemPath, file);
     await open(file, ['ES256']);
-    for (const text of ['not a key', readFileSync(a.privatePemPath, 'utf8'), readFileSync(rsa.publicPemPath, 'utf8'), '']) {
+    for (const text of [
+      'not a key',
+      readFileSync(a.privatePemPath, 'utf8'),
+      readFileSync(rsa.publicPemPath, 'utf8'),
+      '',
+    ]) {
       replace(file, text);
       expect(await keys.reload()).toBe('failed');
       expect(await verdict(await tokenBy(a))).toBe('ok');
@@ -94,7 +113,9 @@ describe('a rotated public key file', () => {
     expect(await keys.reload()).toBe('changed');
     for (const p of [a, b, c]) expect(await verdict(await tokenBy(p))).toBe('ok');
     // Without a kid, every key of both sets is tried.
-    expect(await verdict(await signToken(a.privateKey, validClaims(Math.floor(now / 1000)), { alg: 'ES256' }))).toBe('ok');
+    expect(await verdict(await signToken(a.privateKey, validClaims(Math.floor(now / 1000)), { alg: 'ES256' }))).toBe(
+      'ok',
+    );
     now += OVERLAP + 1;
     expect(await verdict(await tokenBy(a))).not.toBe('ok');
     expect(await verdict(await tokenBy(c))).toBe('ok');

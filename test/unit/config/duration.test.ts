@@ -25,13 +25,19 @@ describe('parseDuration', () => {
     expect(parseDuration(0)).toBe(0);
   });
 
-  it.each(['15 mins', '15 m', '1h30m', '-5s', '5 s', '', 'ms', '10x', '1e3', 'Infinity', '0x10', '15M'])('refuses %j', (input) => {
-    expect(parseDuration(input)).toBeUndefined();
-  });
+  it.each(['15 mins', '15 m', '1h30m', '-5s', '5 s', '', 'ms', '10x', '1e3', 'Infinity', '0x10', '15M'])(
+    'refuses %j',
+    (input) => {
+      expect(parseDuration(input)).toBeUndefined();
+    },
+  );
 
-  it.each([-1, Number.NaN, Number.POSITIVE_INFINITY, null, undefined, true, {}, ['15m']])('refuses non-duration value %j', (input) => {
-    expect(parseDuration(input)).toBeUndefined();
-  });
+  it.each([-1, Number.NaN, Number.POSITIVE_INFINITY, null, undefined, true, {}, ['15m']])(
+    'refuses non-duration value %j',
+    (input) => {
+      expect(parseDuration(input)).toBeUndefined();
+    },
+  );
 });
 
 describe('formatDuration', () => {
@@ -80,6 +86,9 @@ describe('parseBytes', () => {
     expect(formatBytes(1024 * 1024)).toBe('1MB');
     expect(formatBytes(512 * 1024)).toBe('512kB');
     expect(formatBytes(1000)).toBe('1000B');
-    fc.assert(fc.property(fc.integer({ min: 1, max: 2 ** 40 }), (n) => parseBytes(formatBytes(n)) === n), { seed: 7, numRuns: 1_000 });
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 2 ** 40 }), (n) => parseBytes(formatBytes(n)) === n),
+      { seed: 7, numRuns: 1_000 },
+    );
   });
 });

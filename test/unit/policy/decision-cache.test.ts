@@ -28,7 +28,7 @@ describe('the literal-normalised cache key', () => {
     const k = (s: string) => cacheKeyFor(s);
     expect(k('SELECT a FROM t WHERE x = 1')).not.toBe(k('SELECT b FROM t WHERE x = 1'));
     expect(k('SELECT a FROM t WHERE x = 1')).not.toBe(k('SELECT a FROM t WHERE x = 1.5'));
-    expect(k("SELECT a FROM t WHERE x = 1")).not.toBe(k("SELECT a FROM t WHERE x = '1'"));
+    expect(k('SELECT a FROM t WHERE x = 1')).not.toBe(k("SELECT a FROM t WHERE x = '1'"));
     expect(k('SELECT a FROM t WHERE x = 1')).not.toBe(k('SELECT a FROM t WHERE x < 1'));
     expect(k('SELECT a FROM t WHERE x = 1')).not.toBe(k('SELECT a FROM "t" WHERE x = 1'));
     // the real lexer decides where a literal ends: a comment-looking quote is not a literal
@@ -87,7 +87,13 @@ describe('DecisionCache', () => {
     expect(longer.allow && longer.rewrittenSql).toBe('SELECT id FROM orders WHERE id = 123456789\nLIMIT 101');
     expect(c.stats.normalizedHits).toBe(2);
     // the same result as deciding it afresh
-    const fresh = new DecisionCache().decide('SELECT id FROM orders WHERE id = 123456789;\n', 'simple', capped, CATALOG, 1);
+    const fresh = new DecisionCache().decide(
+      'SELECT id FROM orders WHERE id = 123456789;\n',
+      'simple',
+      capped,
+      CATALOG,
+      1,
+    );
     expect(fresh.allow && fresh.rewrittenSql).toBe(longer.allow && longer.rewrittenSql);
   });
 
@@ -95,8 +101,20 @@ describe('DecisionCache', () => {
     const c = new DecisionCache();
     const capped = sessionFor(ROLES.capped);
     // A UNION needs the deparse path: its rewrite is re-emitted text, so the next literal must be decided afresh.
-    const a = c.decide("SELECT id FROM orders WHERE id = 1 UNION SELECT id FROM orders WHERE id = 2", 'simple', capped, CATALOG, 1);
-    const b = c.decide("SELECT id FROM orders WHERE id = 3 UNION SELECT id FROM orders WHERE id = 4", 'simple', capped, CATALOG, 1);
+    const a = c.decide(
+      'SELECT id FROM orders WHERE id = 1 UNION SELECT id FROM orders WHERE id = 2',
+      'simple',
+      capped,
+      CATALOG,
+      1,
+    );
+    const b = c.decide(
+      'SELECT id FROM orders WHERE id = 3 UNION SELECT id FROM orders WHERE id = 4',
+      'simple',
+      capped,
+      CATALOG,
+      1,
+    );
     expect(a.allow && b.allow).toBe(true);
     if (a.allow && b.allow && a.rewrittenSql !== undefined) {
       expect(b.rewrittenSql).toContain('3');
@@ -110,7 +128,9 @@ describe('DecisionCache', () => {
     const sql = 'SELECT 1; SELECT 2';
     expect(c.decide(sql, 'simple', s(), CATALOG, 1).allow).toBe(true);
     expect(c.decide(sql, 'parse', s(), CATALOG, 1).allow).toBe(false);
-    expect(c.decide('DELETE FROM orders WHERE id = 1', 'simple', sessionFor(ROLES.writer), CATALOG, 1).allow).toBe(true);
+    expect(c.decide('DELETE FROM orders WHERE id = 1', 'simple', sessionFor(ROLES.writer), CATALOG, 1).allow).toBe(
+      true,
+    );
     expect(c.decide('DELETE FROM orders WHERE id = 1', 'simple', s(), CATALOG, 1).allow).toBe(false);
     const base = makeCatalog();
     const relations = new Map(base.relations);
@@ -150,7 +170,8 @@ describe('DecisionCache', () => {
 describe('DecisionCache byte bound', () => {
   const s = () => sessionFor(ROLES.analyst);
   // A comment keeps the text out of the literal-normalised map: exact entries only.
-  const text = (i: number, size: number) => `SELECT id FROM orders /* ${String(i).padStart(6, '0')}${'x'.repeat(size)} */`;
+  const text = (i: number, size: number) =>
+    `SELECT id FROM orders /* ${String(i).padStart(6, '0')}${'x'.repeat(size)} */`;
   const long = (i: number) => text(i, 100 * 1024);
 
   it('holds at most maxBytes, statement texts included: the least recently used go first', () => {

@@ -14,7 +14,12 @@ beforeAll(async () => {
 const HELD = 'DECLARE h CURSOR WITH HOLD FOR SELECT id FROM orders';
 
 function view(holdCursors: number | undefined, cursors: string[] = [], held: string[] = []): SessionView {
-  return { role: makeRole(holdCursors === undefined ? {} : { holdCursors }), preparedNames: new Set(), cursorNames: new Set(cursors), holdCursorNames: new Set(held) };
+  return {
+    role: makeRole(holdCursors === undefined ? {} : { holdCursors }),
+    preparedNames: new Set(),
+    cursorNames: new Set(cursors),
+    holdCursorNames: new Set(held),
+  };
 }
 
 describe('holdCursors', () => {
@@ -25,13 +30,18 @@ describe('holdCursors', () => {
     expect(d.sqlstate).toBe('42501');
     expect(d.reason).toBe('hold_cursor_denied');
     expect(d.ruleId).toBe('roles.analyst.holdCursors');
-    expect(d.hint).toBe('use a cursor without HOLD inside a transaction (BEGIN; DECLARE …; FETCH …; COMMIT), or ask for holdCursors on the role');
-    expect(evaluate('DECLARE h NO SCROLL CURSOR WITHOUT HOLD FOR SELECT id FROM orders', 'simple', view(undefined), CATALOG).allow).toBe(true);
+    expect(d.hint).toBe(
+      'use a cursor without HOLD inside a transaction (BEGIN; DECLARE …; FETCH …; COMMIT), or ask for holdCursors on the role',
+    );
+    expect(
+      evaluate('DECLARE h NO SCROLL CURSOR WITHOUT HOLD FOR SELECT id FROM orders', 'simple', view(undefined), CATALOG)
+        .allow,
+    ).toBe(true);
     // EXPLAIN of a held DECLARE creates no cursor.
     expect(evaluate(`EXPLAIN ${HELD}`, 'simple', view(undefined), CATALOG).allow).toBe(true);
   });
 
-  it('allowed up to the role\'s count of open held cursors, then 54000; CLOSEd ones and re-declared names do not count', () => {
+  it("allowed up to the role's count of open held cursors, then 54000; CLOSEd ones and re-declared names do not count", () => {
     const ok = evaluate(HELD, 'simple', view(2, ['a'], ['a']), CATALOG);
     expect(ok.allow && ok.effects).toEqual([{ type: 'declare', name: 'h', hold: true }]);
     const over = evaluate(HELD, 'simple', view(2, ['a', 'b', 'plain'], ['a', 'b']), CATALOG);
@@ -39,7 +49,9 @@ describe('holdCursors', () => {
     if (!over.allow) {
       expect(over.sqlstate).toBe('54000');
       expect(over.reason).toBe('hold_cursor_limit');
-      expect(over.detail).toBe('at most 2 WITH HOLD cursors may be open in one session (rule: roles.analyst.holdCursors)');
+      expect(over.detail).toBe(
+        'at most 2 WITH HOLD cursors may be open in one session (rule: roles.analyst.holdCursors)',
+      );
       expect(over.hint).toMatch(/^CLOSE a held cursor you no longer need; or use a cursor without HOLD/);
     }
     // 'b' was closed (no longer a cursor of the session): one open held cursor.
@@ -49,16 +61,22 @@ describe('holdCursors', () => {
   });
 
   it('counts the held cursors declared earlier in the same Query', () => {
-    const two = 'DECLARE a CURSOR WITH HOLD FOR SELECT id FROM orders; DECLARE b CURSOR WITH HOLD FOR SELECT id FROM orders';
+    const two =
+      'DECLARE a CURSOR WITH HOLD FOR SELECT id FROM orders; DECLARE b CURSOR WITH HOLD FOR SELECT id FROM orders';
     const d = evaluate(two, 'simple', view(1), CATALOG);
     expect(!d.allow && d.reason).toBe('hold_cursor_limit');
     expect(evaluate(two, 'simple', view(2), CATALOG).allow).toBe(true);
   });
 
-  it('the decision cache never hands one session\'s count to another', () => {
+  it("the decision cache never hands one session's count to another", () => {
     const c = new DecisionCache();
     const role = makeRole({ holdCursors: 1 });
-    const full: SessionView = { role, preparedNames: new Set(), cursorNames: new Set(['a']), holdCursorNames: new Set(['a']) };
+    const full: SessionView = {
+      role,
+      preparedNames: new Set(),
+      cursorNames: new Set(['a']),
+      holdCursorNames: new Set(['a']),
+    };
     const empty: SessionView = { role, preparedNames: new Set(), cursorNames: new Set(), holdCursorNames: new Set() };
     expect(c.decide(HELD, 'simple', empty, CATALOG, 1).allow).toBe(true);
     expect(c.decide(HELD, 'simple', full, CATALOG, 1).allow).toBe(false);
@@ -83,7 +101,11 @@ describe('holdCursors', () => {
     for (const bad of ['-1', '1.5', '"2"', '1001']) {
       const r = parsePolicyText(`roles:\n  r: { relations: [public.orders], holdCursors: ${bad} }\n`, 'yaml', 'p.yaml');
       expect(r.ok).toBe(false);
-      if (!r.ok) expect(r.issues[0]).toMatchObject({ path: 'roles.r.holdCursors', message: expect.stringMatching(/^must be an integer from 0 to 1000/) });
+      if (!r.ok)
+        expect(r.issues[0]).toMatchObject({
+          path: 'roles.r.holdCursors',
+          message: expect.stringMatching(/^must be an integer from 0 to 1000/),
+        });
     }
   });
 });

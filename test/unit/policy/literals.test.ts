@@ -15,7 +15,10 @@ function shapeOf(sql: string): LiteralShape {
 
 /** The class letters of the constants, in order, read off the key. */
 function classes(sql: string): string[] {
-  return shapeOf(sql).key.split('\u0000').slice(1).map((part) => part.charAt(0));
+  return shapeOf(sql)
+    .key.split('\u0000')
+    .slice(1)
+    .map((part) => part.charAt(0));
 }
 
 /** The constants' texts, from the spans. */
@@ -33,10 +36,17 @@ describe('literalShape: pgbench and the shape fields', () => {
 
   it('gives every pgbench aid the same key, and replaceLiterals the parameterised text', () => {
     const a = shapeOf(pgbench(123));
-    expect(a).toEqual({ key: 'SELECT abalance FROM pgbench_accounts WHERE aid = \u0000i;', spans: [50, 53], tail: 1, maxParam: 0 });
+    expect(a).toEqual({
+      key: 'SELECT abalance FROM pgbench_accounts WHERE aid = \u0000i;',
+      spans: [50, 53],
+      tail: 1,
+      maxParam: 0,
+    });
     for (const aid of [1, 7, 98765, 100000, 2147483647]) expect(key(pgbench(aid))).toBe(a.key);
     expect(replaceLiterals(pgbench(123), a)).toBe('SELECT abalance FROM pgbench_accounts WHERE aid = $1;');
-    expect(replaceLiterals(pgbench(98765), shapeOf(pgbench(98765)))).toBe('SELECT abalance FROM pgbench_accounts WHERE aid = $1;');
+    expect(replaceLiterals(pgbench(98765), shapeOf(pgbench(98765)))).toBe(
+      'SELECT abalance FROM pgbench_accounts WHERE aid = $1;',
+    );
   });
 
   it('numbers new parameters after the highest existing $n', () => {
@@ -45,7 +55,9 @@ describe('literalShape: pgbench and the shape fields', () => {
     expect(s.maxParam).toBe(2);
     expect(replaceLiterals(sql, s)).toBe('SELECT * FROM t WHERE a = $2 AND b = $3');
     const many = "UPDATE t SET a = 'x', b = $7 WHERE c = 1.5 AND d = $3 AND e = 10";
-    expect(replaceLiterals(many, shapeOf(many))).toBe('UPDATE t SET a = $8, b = $7 WHERE c = $9 AND d = $3 AND e = $10');
+    expect(replaceLiterals(many, shapeOf(many))).toBe(
+      'UPDATE t SET a = $8, b = $7 WHERE c = $9 AND d = $3 AND e = $10',
+    );
     expect(shapeOf('SELECT $10, 1').maxParam).toBe(10);
   });
 
@@ -94,7 +106,10 @@ describe('literalShape: classes', () => {
   });
 
   it('agrees with the real scanner on the int4 boundary (ICONST below, FCONST from 2^31)', () => {
-    const types = (sql: string) => scanTokens(sql)?.filter((t) => t.tokenType === 266 || t.tokenType === 260).map((t) => t.tokenType);
+    const types = (sql: string) =>
+      scanTokens(sql)
+        ?.filter((t) => t.tokenType === 266 || t.tokenType === 260)
+        .map((t) => t.tokenType);
     expect(types('SELECT 2147483647, 0002147483647')).toEqual([266, 266]);
     expect(types('SELECT 2147483648, 9223372036854775808')).toEqual([260, 260]);
   });
@@ -121,7 +136,14 @@ describe('literalShape: classes', () => {
 describe('literalShape: keys are verbatim outside the constants', () => {
   it('gives texts that differ only in whitespace or identifier case different keys', () => {
     const base = 'SELECT a FROM t WHERE x = 1';
-    for (const other of ['SELECT  a FROM t WHERE x = 1', 'SELECT a FROM t WHERE x=1', 'SELECT a\nFROM t WHERE x = 1', 'select a from t where x = 1', 'SELECT A FROM t WHERE x = 1', 'SELECT a FROM t WHERE x = 1 ']) {
+    for (const other of [
+      'SELECT  a FROM t WHERE x = 1',
+      'SELECT a FROM t WHERE x=1',
+      'SELECT a\nFROM t WHERE x = 1',
+      'select a from t where x = 1',
+      'SELECT A FROM t WHERE x = 1',
+      'SELECT a FROM t WHERE x = 1 ',
+    ]) {
       expect(key(other)).toBeDefined();
       expect(key(other)).not.toBe(key(base));
     }
@@ -166,7 +188,7 @@ describe('literalShape: what it refuses', () => {
     ["U&''", "SELECT U&'x'"],
     ["u&''", "SELECT u&'x'"],
     ['U&""', 'SELECT U&"x", 1'],
-    ["an identifier glued to a string", "SELECT foo'x'"],
+    ['an identifier glued to a string', "SELECT foo'x'"],
     ['a backslash in a string', "SELECT 'a\\b'"],
     ['a trailing backslash in a string', "SELECT 'a\\'"],
     ['strings continued across a newline', "SELECT 'a'\n'b'"],
@@ -252,7 +274,12 @@ describe('literalShape: the minimal counterexamples found by test/property/liter
   });
 
   it('float(p) has no shape: p picks float4 or float8, so texts differing in p are not the same tree up to constants', () => {
-    const texts = ['SELECT 1::float(24)', 'SELECT 1::float(25)', 'SELECT 1::FLOAT ( 25 )', 'SELECT CAST(x AS float(3)) FROM t WHERE a = 1'];
+    const texts = [
+      'SELECT 1::float(24)',
+      'SELECT 1::float(25)',
+      'SELECT 1::FLOAT ( 25 )',
+      'SELECT CAST(x AS float(3)) FROM t WHERE a = 1',
+    ];
     const typeNames = texts.slice(0, 2).map((t) => {
       const r = parseStatements(t);
       return r.ok ? JSON.stringify(r.stmts).match(/"float\d"/)?.[0] : 'parse error';
@@ -266,11 +293,16 @@ describe('literalShape: the minimal counterexamples found by test/property/liter
     const b = 'SELECT current_timestamp(6) FROM t';
     const svf = (sql: string) => {
       const r = parseStatements(sql);
-      return r.ok ? JSON.stringify(r.stmts).match(/"SQLValueFunction":\{[^}]*\}/)?.[0].replace(/"location":\d+/, '') : 'parse error';
+      return r.ok
+        ? JSON.stringify(r.stmts)
+            .match(/"SQLValueFunction":\{[^}]*\}/)?.[0]
+            .replace(/"location":\d+/, '')
+        : 'parse error';
     };
     expect(svf(b)).toContain('"typmod":6');
     expect(svf(a)).not.toBe(svf(b));
-    for (const t of [a, b, 'SELECT localtime(2)', 'SELECT LOCALTIMESTAMP (2), 1', 'SELECT current_time(1)']) expect(key(t), t).toBeUndefined();
+    for (const t of [a, b, 'SELECT localtime(2)', 'SELECT LOCALTIMESTAMP (2), 1', 'SELECT current_time(1)'])
+      expect(key(t), t).toBeUndefined();
     // An ordinary function's argument is a constant like any other.
     expect(key('SELECT abs(5) FROM t')).toBe('SELECT abs(\u0000i) FROM t');
   });

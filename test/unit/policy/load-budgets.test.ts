@@ -14,11 +14,19 @@ function issuePaths(budget: string): string[] {
 
 describe('role budget in the policy file', () => {
   it('compiles every limit, with bytesPerMinute as a size', () => {
-    const r = load('{ per: agent, statementsPerMinute: 600, rowsPerMinute: 1e6, bytesPerMinute: 1GB, concurrentStatements: 4 }');
+    const r = load(
+      '{ per: agent, statementsPerMinute: 600, rowsPerMinute: 1e6, bytesPerMinute: 1GB, concurrentStatements: 4 }',
+    );
     expect(r.ok).toBe(true);
     if (!r.ok) return;
     const role = compilePolicy(r.doc, 1, 'x').roles.get('a');
-    expect(role?.budget).toEqual({ per: 'agent', statementsPerMinute: 600, rowsPerMinute: 1_000_000, bytesPerMinute: 1024 ** 3, concurrentStatements: 4 });
+    expect(role?.budget).toEqual({
+      per: 'agent',
+      statementsPerMinute: 600,
+      rowsPerMinute: 1_000_000,
+      bytesPerMinute: 1024 ** 3,
+      concurrentStatements: 4,
+    });
     expect(Object.isFrozen(role?.budget)).toBe(true);
   });
 
@@ -53,7 +61,9 @@ describe('role budget in the policy file', () => {
 
   it('policy/schema.json lists the same budget keys and per values', () => {
     const schema = JSON.parse(readFileSync(new URL('../../../policy/schema.json', import.meta.url), 'utf8')) as {
-      $defs: { role: { properties: { budget: { properties: Record<string, { enum?: string[] }>; required: string[] } } } };
+      $defs: {
+        role: { properties: { budget: { properties: Record<string, { enum?: string[] }>; required: string[] } } };
+      };
     };
     const b = schema.$defs.role.properties.budget;
     expect(Object.keys(b.properties).sort()).toEqual([...BUDGET_KEYS].sort());

@@ -185,8 +185,12 @@ roles:
 
   it('says maxRows must be a positive integer, with the line', () => {
     const issues = issuesOf('roles:\n  analyst:\n    maxRows: 1.5\n');
-    expect(issues).toEqual([{ path: 'roles.analyst.maxRows', message: 'must be a positive integer (got number 1.5)', line: 3 }]);
-    expect(formatIssue(issues[0]!, 'policy.yaml')).toBe('policy.yaml:3: roles.analyst.maxRows: must be a positive integer (got number 1.5)');
+    expect(issues).toEqual([
+      { path: 'roles.analyst.maxRows', message: 'must be a positive integer (got number 1.5)', line: 3 },
+    ]);
+    expect(formatIssue(issues[0]!, 'policy.yaml')).toBe(
+      'policy.yaml:3: roles.analyst.maxRows: must be a positive integer (got number 1.5)',
+    );
   });
 
   it('tells the user to qualify relation names', () => {
@@ -197,7 +201,10 @@ roles:
 
   it('suggests the closest key for a typo', () => {
     const [issue] = issuesOf('roles:\n  analyst:\n    maxrows: 10\n');
-    expect(issue).toMatchObject({ path: 'roles.analyst.maxrows', message: expect.stringContaining('did you mean "maxRows"') });
+    expect(issue).toMatchObject({
+      path: 'roles.analyst.maxrows',
+      message: expect.stringContaining('did you mean "maxRows"'),
+    });
   });
 
   it.each([
@@ -211,24 +218,76 @@ roles:
     ['a bad role name', 'roles: { "data-team": {} }\n', 'roles["data-team"]'],
     ['a long role name', `roles: { ${'r'.repeat(64)}: {} }\n`, `roles.${'r'.repeat(64)}`],
     ['case-colliding role names', 'roles: { analyst: {}, Analyst: {} }\n', 'roles.Analyst'],
-    ['write on a read-only role', 'roles: { a: { write: { statements: [insert], relations: [public.t] } } }\n', 'roles.a.write'],
-    ['write with readOnly: true', 'roles: { a: { readOnly: true, write: { statements: [insert], relations: [public.t] } } }\n', 'roles.a.write'],
+    [
+      'write on a read-only role',
+      'roles: { a: { write: { statements: [insert], relations: [public.t] } } }\n',
+      'roles.a.write',
+    ],
+    [
+      'write with readOnly: true',
+      'roles: { a: { readOnly: true, write: { statements: [insert], relations: [public.t] } } }\n',
+      'roles.a.write',
+    ],
     ['readOnly: false without write', 'roles: { a: { readOnly: false } }\n', 'roles.a.readOnly'],
-    ['an unknown write kind', 'roles: { a: { readOnly: false, write: { statements: [upsert], relations: [public.t] } } }\n', 'roles.a.write.statements[0]'],
-    ['empty write statements', 'roles: { a: { readOnly: false, write: { statements: [], relations: [public.t] } } }\n', 'roles.a.write.statements'],
-    ['missing write relations', 'roles: { a: { readOnly: false, write: { statements: [insert] } } }\n', 'roles.a.write.relations'],
-    ['an unknown key in write', 'roles: { a: { readOnly: false, write: { statements: [insert], relations: [public.t], tables: [] } } }\n', 'roles.a.write.tables'],
+    [
+      'an unknown write kind',
+      'roles: { a: { readOnly: false, write: { statements: [upsert], relations: [public.t] } } }\n',
+      'roles.a.write.statements[0]',
+    ],
+    [
+      'empty write statements',
+      'roles: { a: { readOnly: false, write: { statements: [], relations: [public.t] } } }\n',
+      'roles.a.write.statements',
+    ],
+    [
+      'missing write relations',
+      'roles: { a: { readOnly: false, write: { statements: [insert] } } }\n',
+      'roles.a.write.relations',
+    ],
+    [
+      'an unknown key in write',
+      'roles: { a: { readOnly: false, write: { statements: [insert], relations: [public.t], tables: [] } } }\n',
+      'roles.a.write.tables',
+    ],
     ['deniedColumns as a list', 'roles: { a: { deniedColumns: [ssn] } }\n', 'roles.a.deniedColumns'],
-    ['deniedColumns on a wildcard', 'roles: { a: { relations: [public.*], deniedColumns: { public.*: [ssn] } } }\n', 'roles.a.deniedColumns["public.*"]'],
-    ['deniedColumns on an unreachable relation', 'roles: { a: { relations: [public.customers], deniedColumns: { public.customer: [ssn] } } }\n', 'roles.a.deniedColumns["public.customer"]'],
-    ['an empty deniedColumns list', 'roles: { a: { relations: [public.c], deniedColumns: { public.c: [] } } }\n', 'roles.a.deniedColumns["public.c"]'],
-    ['a qualified column name', 'roles: { a: { relations: [public.c], deniedColumns: { public.c: [c.ssn] } } }\n', 'roles.a.deniedColumns["public.c"][0]'],
+    [
+      'deniedColumns on a wildcard',
+      'roles: { a: { relations: [public.*], deniedColumns: { public.*: [ssn] } } }\n',
+      'roles.a.deniedColumns["public.*"]',
+    ],
+    [
+      'deniedColumns on an unreachable relation',
+      'roles: { a: { relations: [public.customers], deniedColumns: { public.customer: [ssn] } } }\n',
+      'roles.a.deniedColumns["public.customer"]',
+    ],
+    [
+      'an empty deniedColumns list',
+      'roles: { a: { relations: [public.c], deniedColumns: { public.c: [] } } }\n',
+      'roles.a.deniedColumns["public.c"]',
+    ],
+    [
+      'a qualified column name',
+      'roles: { a: { relations: [public.c], deniedColumns: { public.c: [c.ssn] } } }\n',
+      'roles.a.deniedColumns["public.c"][0]',
+    ],
     ['an unqualified function', 'roles: { a: { functions: { allow: [now] } } }\n', 'roles.a.functions.allow[0]'],
     ['a function wildcard', 'roles: { a: { functions: { deny: [public.*] } } }\n', 'roles.a.functions.deny[0]'],
-    ['a function both allowed and denied', 'roles: { a: { functions: { allow: [public.f], deny: [PUBLIC.F] } } }\n', 'roles.a.functions.deny[0]'],
+    [
+      'a function both allowed and denied',
+      'roles: { a: { functions: { allow: [public.f], deny: [PUBLIC.F] } } }\n',
+      'roles.a.functions.deny[0]',
+    ],
     ['an unknown functions key', 'roles: { a: { functions: { permit: [] } } }\n', 'roles.a.functions.permit'],
-    ['an allow entry for a function never callable', 'roles: { a: { functions: { allow: [public.f, pg_catalog.pg_sleep] } } }\n', 'roles.a.functions.allow[1]'],
-    ['an allow entry for a never-callable pattern in another schema', 'roles: { a: { functions: { allow: [ext.dblink_exec] } } }\n', 'roles.a.functions.allow[0]'],
+    [
+      'an allow entry for a function never callable',
+      'roles: { a: { functions: { allow: [public.f, pg_catalog.pg_sleep] } } }\n',
+      'roles.a.functions.allow[1]',
+    ],
+    [
+      'an allow entry for a never-callable pattern in another schema',
+      'roles: { a: { functions: { allow: [ext.dblink_exec] } } }\n',
+      'roles.a.functions.allow[0]',
+    ],
     ['a pinned setting', 'roles: { a: { settings: [work_mem, Search_Path] } }\n', 'roles.a.settings[1]'],
     ['a malformed setting', 'roles: { a: { settings: ["work mem"] } }\n', 'roles.a.settings[0]'],
     ['onRowCap without maxRows', 'roles: { a: { onRowCap: error } }\n', 'roles.a.onRowCap'],
@@ -262,7 +321,9 @@ roles:
     const merged = compile('roles:\n  a: &a { relations: [public.t], maxRows: 5 }\n  b: { <<: *a, maxRows: 7 }\n');
     expect(merged.roles.get('b')?.maxRows).toBe(7);
     expect(merged.roles.get('b')?.relations).toEqual([{ schema: 'public', name: 't' }]);
-    expect(paths('roles:\n  a: &a { relations: [public.t] }\n  b: { <<: *a, maxrows: 7 }\n')).toEqual(['roles.b.maxrows']);
+    expect(paths('roles:\n  a: &a { relations: [public.t] }\n  b: { <<: *a, maxrows: 7 }\n')).toEqual([
+      'roles.b.maxrows',
+    ]);
   });
 });
 
@@ -353,7 +414,9 @@ describe('files and policy check', () => {
     expect(r.ok).toBe(true);
     expect(r.output).toMatch(/OK, 1 role/);
     expect(r.output).toContain('denied columns of public.customers: ssn');
-    expect(r.output).toContain('maxRows 100 (truncate); statementTimeout 5s; idleInTransactionTimeout 1m; holdCursors 0');
+    expect(r.output).toContain(
+      'maxRows 100 (truncate); statementTimeout 5s; idleInTransactionTimeout 1m; holdCursors 0',
+    );
   });
 
   it('policy check shows hold cursors, idle-in-transaction timeout and budget as they will apply', async () => {
@@ -388,7 +451,13 @@ function schemaValid(s: unknown, v: unknown): boolean {
   if (s === false) return false;
   const node = s as Schema;
   const typeOf = (x: unknown): string =>
-    x === null ? 'null' : Array.isArray(x) ? 'array' : typeof x === 'number' && Number.isInteger(x) ? 'integer' : typeof x;
+    x === null
+      ? 'null'
+      : Array.isArray(x)
+        ? 'array'
+        : typeof x === 'number' && Number.isInteger(x)
+          ? 'integer'
+          : typeof x;
   for (const [k, arg] of Object.entries(node)) {
     if (ANNOTATIONS.has(k)) continue;
     const a = arg as never;
@@ -455,11 +524,15 @@ function schemaValid(s: unknown, v: unknown): boolean {
       case 'properties':
         ok =
           typeOf(v) !== 'object' ||
-          Object.entries(arg as Schema).every(([p, sub]) => !Object.hasOwn(v as object, p) || schemaValid(sub, (v as Schema)[p]));
+          Object.entries(arg as Schema).every(
+            ([p, sub]) => !Object.hasOwn(v as object, p) || schemaValid(sub, (v as Schema)[p]),
+          );
         break;
       case 'additionalProperties': {
         const known = Object.keys((node.properties as Schema | undefined) ?? {});
-        ok = typeOf(v) !== 'object' || Object.entries(v as Schema).every(([p, x]) => known.includes(p) || schemaValid(a, x));
+        ok =
+          typeOf(v) !== 'object' ||
+          Object.entries(v as Schema).every(([p, x]) => known.includes(p) || schemaValid(a, x));
         break;
       }
       case 'propertyNames':
@@ -498,7 +571,8 @@ describe('policy/schema.json', () => {
     expect(role.properties.mode?.enum).toEqual([...MODES]);
     expect(role.properties.catalog?.enum).toEqual([...CATALOG_MODES]);
     expect(role.properties.onRowCap?.enum).toEqual([...ON_ROW_CAP]);
-    const statements = (role.properties.write as { properties: { statements: { items: { enum: string[] } } } }).properties.statements;
+    const statements = (role.properties.write as { properties: { statements: { items: { enum: string[] } } } })
+      .properties.statements;
     expect(statements.items.enum).toEqual([...WRITE_KINDS]);
     const settings = role.properties.settings as { items: { not: { enum: string[] } } };
     expect([...settings.items.not.enum].sort()).toEqual([...PINNED_SETTINGS].sort());
@@ -513,18 +587,31 @@ describe('policy/schema.json', () => {
   // [name, document, validator accepts?, schema accepts?]. The schema may only be laxer, for checks JSON Schema
   // cannot express; it must never reject what pgwarden accepts.
   const cases: [string, unknown, boolean, boolean][] = [
-    ['full read-write role', {
-      version: 1,
-      roles: {
-        w: {
-          mode: 'shadow', readOnly: false, relations: ['sales.*', 'sales."Orders"'],
-          write: { statements: ['insert', 'copy_from'], relations: ['sales."Orders"'] },
-          deniedColumns: { 'sales."Orders"': ['ssn', '"Card"'] }, functions: { allow: ['public.f'], deny: ['public.g'] },
-          settings: ['work_mem'], catalog: 'introspection', maxRows: 5, onRowCap: 'error', statementTimeout: '2m',
-          dbRole: 'app', searchPath: ['sales', 'public'],
+    [
+      'full read-write role',
+      {
+        version: 1,
+        roles: {
+          w: {
+            mode: 'shadow',
+            readOnly: false,
+            relations: ['sales.*', 'sales."Orders"'],
+            write: { statements: ['insert', 'copy_from'], relations: ['sales."Orders"'] },
+            deniedColumns: { 'sales."Orders"': ['ssn', '"Card"'] },
+            functions: { allow: ['public.f'], deny: ['public.g'] },
+            settings: ['work_mem'],
+            catalog: 'introspection',
+            maxRows: 5,
+            onRowCap: 'error',
+            statementTimeout: '2m',
+            dbRole: 'app',
+            searchPath: ['sales', 'public'],
+          },
         },
       },
-    }, true, true],
+      true,
+      true,
+    ],
     ['numeric timeout', { roles: { a: { statementTimeout: 1.5 } } }, true, true],
     ['empty role', { roles: { a: {} } }, true, true],
     ['no roles', { roles: {} }, false, false],
@@ -540,24 +627,104 @@ describe('policy/schema.json', () => {
     ['bad mode', { roles: { a: { mode: 'audit' } } }, false, false],
     ['bad duration', { roles: { a: { statementTimeout: '5 s' } } }, false, false],
     ['negative duration', { roles: { a: { statementTimeout: -5 } } }, false, false],
-    ['write on read-only role', { roles: { a: { write: { statements: ['insert'], relations: ['public.t'] } } } }, false, false],
+    [
+      'write on read-only role',
+      { roles: { a: { write: { statements: ['insert'], relations: ['public.t'] } } } },
+      false,
+      false,
+    ],
     ['readOnly false without write', { roles: { a: { readOnly: false } } }, false, false],
-    ['unknown write kind', { roles: { a: { readOnly: false, write: { statements: ['upsert'], relations: ['public.t'] } } } }, false, false],
+    [
+      'unknown write kind',
+      { roles: { a: { readOnly: false, write: { statements: ['upsert'], relations: ['public.t'] } } } },
+      false,
+      false,
+    ],
     ['onRowCap without maxRows', { roles: { a: { onRowCap: 'error' } } }, false, false],
     ['pinned setting', { roles: { a: { settings: ['search_path'] } } }, false, false],
-    ['deniedColumns wildcard', { roles: { a: { relations: ['public.*'], deniedColumns: { 'public.*': ['x'] } } } }, false, false],
+    [
+      'deniedColumns wildcard',
+      { roles: { a: { relations: ['public.*'], deniedColumns: { 'public.*': ['x'] } } } },
+      false,
+      false,
+    ],
     ['function wildcard', { roles: { a: { functions: { allow: ['public.*'] } } } }, false, false],
     ['$user in searchPath', { roles: { a: { searchPath: ['$user'] } } }, false, false],
     ['quoted $user in searchPath', { roles: { a: { searchPath: ['"$user"'] } } }, false, false],
-    ['scoped DDL and friends', { roles: { m: {
-      readOnly: false, write: { statements: ['insert'], relations: ['app.t'] },
-      ddl: { kinds: ['create_table', 'drop'], schemas: ['app_scratch'], temporary: true }, maintenance: ['analyze', 'vacuum'],
-      lock: true, channels: { listen: ['jobs_*', '"Jobs"', '*'], notify: ['jobs_done'] }, do: true,
-    } } }, true, true],
-    ['temporary-only DDL', { roles: { m: { readOnly: false, write: { statements: ['insert'], relations: ['app.t'] }, ddl: { kinds: ['create_table'], temporary: true } } } }, true, true],
-    ['DDL that allows nothing', { roles: { m: { readOnly: false, write: { statements: ['insert'], relations: ['app.t'] }, ddl: { kinds: ['create_table'] } } } }, false, false],
-    ['unknown DDL kind', { roles: { m: { readOnly: false, write: { statements: ['insert'], relations: ['app.t'] }, ddl: { kinds: ['create_function'], schemas: ['s'] } } } }, false, false],
-    ['DDL on pg_catalog', { roles: { m: { readOnly: false, write: { statements: ['insert'], relations: ['app.t'] }, ddl: { kinds: ['drop'], schemas: ['pg_catalog'] } } } }, false, false],
+    [
+      'scoped DDL and friends',
+      {
+        roles: {
+          m: {
+            readOnly: false,
+            write: { statements: ['insert'], relations: ['app.t'] },
+            ddl: { kinds: ['create_table', 'drop'], schemas: ['app_scratch'], temporary: true },
+            maintenance: ['analyze', 'vacuum'],
+            lock: true,
+            channels: { listen: ['jobs_*', '"Jobs"', '*'], notify: ['jobs_done'] },
+            do: true,
+          },
+        },
+      },
+      true,
+      true,
+    ],
+    [
+      'temporary-only DDL',
+      {
+        roles: {
+          m: {
+            readOnly: false,
+            write: { statements: ['insert'], relations: ['app.t'] },
+            ddl: { kinds: ['create_table'], temporary: true },
+          },
+        },
+      },
+      true,
+      true,
+    ],
+    [
+      'DDL that allows nothing',
+      {
+        roles: {
+          m: {
+            readOnly: false,
+            write: { statements: ['insert'], relations: ['app.t'] },
+            ddl: { kinds: ['create_table'] },
+          },
+        },
+      },
+      false,
+      false,
+    ],
+    [
+      'unknown DDL kind',
+      {
+        roles: {
+          m: {
+            readOnly: false,
+            write: { statements: ['insert'], relations: ['app.t'] },
+            ddl: { kinds: ['create_function'], schemas: ['s'] },
+          },
+        },
+      },
+      false,
+      false,
+    ],
+    [
+      'DDL on pg_catalog',
+      {
+        roles: {
+          m: {
+            readOnly: false,
+            write: { statements: ['insert'], relations: ['app.t'] },
+            ddl: { kinds: ['drop'], schemas: ['pg_catalog'] },
+          },
+        },
+      },
+      false,
+      false,
+    ],
     ['DDL on a read-only role', { roles: { m: { ddl: { kinds: ['drop'], schemas: ['s'] } } } }, false, false],
     ['maintenance on a read-only role', { roles: { m: { maintenance: ['analyze'] } } }, false, false],
     ['notify on a read-only role', { roles: { m: { channels: { notify: ['x'] } } } }, false, false],
@@ -566,9 +733,24 @@ describe('policy/schema.json', () => {
     ['bad channel', { roles: { m: { channels: { listen: ['a.b'] } } } }, false, false],
     // Checks only the loader makes:
     ['case-colliding role names', { roles: { a: {}, A: {} } }, false, true],
-    ['deniedColumns on an unlisted relation', { roles: { a: { relations: ['public.c'], deniedColumns: { 'public.x': ['ssn'] } } } }, false, true],
-    ['function both allowed and denied', { roles: { a: { functions: { allow: ['public.f'], deny: ['public.f'] } } } }, false, true],
-    ['never-callable function in functions.allow', { roles: { a: { functions: { allow: ['pg_catalog.set_config'] } } } }, false, true],
+    [
+      'deniedColumns on an unlisted relation',
+      { roles: { a: { relations: ['public.c'], deniedColumns: { 'public.x': ['ssn'] } } } },
+      false,
+      true,
+    ],
+    [
+      'function both allowed and denied',
+      { roles: { a: { functions: { allow: ['public.f'], deny: ['public.f'] } } } },
+      false,
+      true,
+    ],
+    [
+      'never-callable function in functions.allow',
+      { roles: { a: { functions: { allow: ['pg_catalog.set_config'] } } } },
+      false,
+      true,
+    ],
     ['pinned setting in upper case', { roles: { a: { settings: ['ROLE'] } } }, false, true],
     ['timeout rounding to 0ms', { roles: { a: { statementTimeout: 0.0001 } } }, false, true],
     ['identifier over 63 bytes', { roles: { a: { relations: [`public.${'x'.repeat(64)}`] } } }, false, true],
@@ -586,9 +768,13 @@ describe('functions.allow and the never-callable list', () => {
     const r = parsePolicyText('roles: { a: { functions: { allow: [pg_catalog.pg_sleep] } } }\n', 'yaml', 'p.yaml');
     expect(r.ok).toBe(false);
     const text = r.ok ? '' : r.issues.map((i) => formatIssue(i, 'p')).join('\n');
-    expect(text).toContain('pg_sleep, which no role may call whatever functions.allow says (holds a backend and its snapshot');
+    expect(text).toContain(
+      'pg_sleep, which no role may call whatever functions.allow says (holds a backend and its snapshot',
+    );
   });
   it('still accepts the same function in functions.deny', () => {
-    expect(parsePolicyText('roles: { a: { functions: { deny: [pg_catalog.pg_sleep] } } }\n', 'yaml', 'p.yaml').ok).toBe(true);
+    expect(parsePolicyText('roles: { a: { functions: { deny: [pg_catalog.pg_sleep] } } }\n', 'yaml', 'p.yaml').ok).toBe(
+      true,
+    );
   });
 });

@@ -42,7 +42,9 @@ describe('type names in SQL', () => {
       return d.allow ? 'allowed' : JSON.stringify([d.sqlstate, d.message, d.detail, d.hint]);
     };
     expect(text('SELECT NULL::secrets')).toBe(text('SELECT NULL::nosucht').split('nosucht').join('secrets'));
-    expect(text('SELECT (NULL::public.secrets).*')).toBe(text('SELECT (NULL::public.nosucht).*').split('nosucht').join('secrets'));
+    expect(text('SELECT (NULL::public.secrets).*')).toBe(
+      text('SELECT (NULL::public.nosucht).*').split('nosucht').join('secrets'),
+    );
   });
 
   it.each([
@@ -82,7 +84,10 @@ describe('parameter type OIDs of a Parse message', () => {
     // Refused as an unknown OID is, never naming the relation behind it (an OID probe would learn relation names).
     const forbidden = judgeParameterTypes([rowtypeOid('secrets')], analyst(), CATALOG);
     const unknown = judgeParameterTypes([123456789], analyst(), CATALOG);
-    const words = (d: typeof forbidden) => (d === undefined || d.allow ? 'allowed' : JSON.stringify([d.sqlstate, d.message, d.detail, d.hint]).replace(/OID \d+/g, 'OID n'));
+    const words = (d: typeof forbidden) =>
+      d === undefined || d.allow
+        ? 'allowed'
+        : JSON.stringify([d.sqlstate, d.message, d.detail, d.hint]).replace(/OID \d+/g, 'OID n');
     expect(words(forbidden)).toBe(words(unknown));
     expect(words(forbidden)).not.toContain('secrets');
     expect(judgeParameterTypes([rowtypeOid('customers')], analyst(), CATALOG)?.allow).toBe(false); // ssn is denied
@@ -91,9 +96,12 @@ describe('parameter type OIDs of a Parse message', () => {
 });
 
 describe('stable functions that write server state', () => {
-  it.each(['SELECT txid_current()', 'SELECT pg_current_xact_id()', 'SELECT * FROM orders WHERE id = txid_current()'])('%s is denied', (sql) => {
-    expect(decide(sql).allow).toBe(false);
-  });
+  it.each(['SELECT txid_current()', 'SELECT pg_current_xact_id()', 'SELECT * FROM orders WHERE id = txid_current()'])(
+    '%s is denied',
+    (sql) => {
+      expect(decide(sql).allow).toBe(false);
+    },
+  );
   it('the read-only variants stay allowed', () => {
     expect(decide('SELECT txid_current_if_assigned(), pg_current_xact_id_if_assigned()').allow).toBe(true);
   });

@@ -3,7 +3,13 @@ import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
-  DEFAULT_PARSER_LIMITS, initParser, nestingEstimateForTest, parseStatements, parserStats, simulateTrapForTest, spareSettledForTest,
+  DEFAULT_PARSER_LIMITS,
+  initParser,
+  nestingEstimateForTest,
+  parseStatements,
+  parserStats,
+  simulateTrapForTest,
+  spareSettledForTest,
 } from '../../../policy/parser.ts';
 
 beforeAll(async () => {
@@ -13,11 +19,16 @@ beforeAll(async () => {
 describe('parseStatements', () => {
   it('parses every statement of a message', () => {
     const r = parseStatements('SELECT 1; SELECT 2; DELETE FROM t');
-    expect(r.ok && r.stmts.map((s) => Object.keys(s.stmt ?? {})[0])).toEqual(['SelectStmt', 'SelectStmt', 'DeleteStmt']);
+    expect(r.ok && r.stmts.map((s) => Object.keys(s.stmt ?? {})[0])).toEqual([
+      'SelectStmt',
+      'SelectStmt',
+      'DeleteStmt',
+    ]);
   });
 
   it('blank and comment-only input is zero statements', () => {
-    for (const sql of ['', ' ', '\n\t', ';', '-- x', '/* x */']) expect(parseStatements(sql)).toEqual({ ok: true, stmts: [] });
+    for (const sql of ['', ' ', '\n\t', ';', '-- x', '/* x */'])
+      expect(parseStatements(sql)).toEqual({ ok: true, stmts: [] });
   });
 
   it('rejects NUL anywhere', () => {
@@ -59,7 +70,10 @@ describe('parseStatements', () => {
     ['nested subqueries', `SELECT ${'(SELECT '.repeat(2000)}1${')'.repeat(2000)}`],
     ['nested CASE', `SELECT ${'CASE WHEN true THEN '.repeat(2100)}1${' END'.repeat(2100)}`],
     ['long UNION chain', Array(2500).fill('SELECT 1').join(' UNION ')],
-    ['long JOIN chain', `SELECT 1 FROM t0${Array.from({ length: 2500 }, (_, i) => ` JOIN t${i + 1} ON true`).join('')}`],
+    [
+      'long JOIN chain',
+      `SELECT 1 FROM t0${Array.from({ length: 2500 }, (_, i) => ` JOIN t${i + 1} ON true`).join('')}`,
+    ],
     ['nested function calls', `SELECT ${'f('.repeat(4500)}1${')'.repeat(4500)}`],
   ])('pre-screen denies %s', (_label, sql) => {
     expect(parseStatements(sql)).toMatchObject({ ok: false });
@@ -67,10 +81,80 @@ describe('parseStatements', () => {
 
   it('the lexical lower bound never exceeds the scanner estimate (random token soup)', () => {
     const pieces = [
-      '(', ')', '[', ']', ',', ';', ' ', '\n', '+', '-', '*', '/', '<', '>', '=', '<=', '<>', '!=', '||', '+-', '-+', '@-', '~', '!', '?', ':', '::', ':=', '=>',
-      '--', '/*', '*/', "'", "''", "'a'", "'(('", "'\\'", 'E', "E'x'", 'U&', '"', '"a"', '"a""b"', '"and"', '$', '$1', '$$', '$a$',
-      '1', '1.5', '.5', '1e5', '1e', '1e+5', '0x1F', '1_000', '..', '.', 'a', 'x1', 'and', 'AND', 'or', 'Or', 'not', 'is', 'case', 'union',
-      'select', '\\', '{', '\t', 'é', '\u00a0',
+      '(',
+      ')',
+      '[',
+      ']',
+      ',',
+      ';',
+      ' ',
+      '\n',
+      '+',
+      '-',
+      '*',
+      '/',
+      '<',
+      '>',
+      '=',
+      '<=',
+      '<>',
+      '!=',
+      '||',
+      '+-',
+      '-+',
+      '@-',
+      '~',
+      '!',
+      '?',
+      ':',
+      '::',
+      ':=',
+      '=>',
+      '--',
+      '/*',
+      '*/',
+      "'",
+      "''",
+      "'a'",
+      "'(('",
+      "'\\'",
+      'E',
+      "E'x'",
+      'U&',
+      '"',
+      '"a"',
+      '"a""b"',
+      '"and"',
+      '$',
+      '$1',
+      '$$',
+      '$a$',
+      '1',
+      '1.5',
+      '.5',
+      '1e5',
+      '1e',
+      '1e+5',
+      '0x1F',
+      '1_000',
+      '..',
+      '.',
+      'a',
+      'x1',
+      'and',
+      'AND',
+      'or',
+      'Or',
+      'not',
+      'is',
+      'case',
+      'union',
+      'select',
+      '\\',
+      '{',
+      '\t',
+      'é',
+      '\u00a0',
     ];
     const soup = fc.array(fc.constantFrom(...pieces), { maxLength: 60 }).map((p) => p.join(''));
     let compared = 0;
@@ -87,7 +171,9 @@ describe('parseStatements', () => {
   });
 
   it('the lexical lower bound never exceeds the scanner estimate on the corpora, and denies hostile nesting without scanning', () => {
-    const corpus = ['legit.sql', 'bypass.sql'].flatMap((f) => readFileSync(new URL(`../../fixtures/corpus/${f}`, import.meta.url), 'utf8').split(/^-- ---$/m));
+    const corpus = ['legit.sql', 'bypass.sql'].flatMap((f) =>
+      readFileSync(new URL(`../../fixtures/corpus/${f}`, import.meta.url), 'utf8').split(/^-- ---$/m),
+    );
     let compared = 0;
     for (const sql of corpus) {
       const e = nestingEstimateForTest(sql);
@@ -96,7 +182,11 @@ describe('parseStatements', () => {
       expect(e.lower, sql).toBeLessThanOrEqual(e.scanned);
     }
     expect(compared).toBeGreaterThan(300);
-    for (const sql of [`SELECT ${'('.repeat(5000)}1${')'.repeat(5000)}`, `SELECT 1${'+1'.repeat(5000)}`, `SELECT $1::int${' - 1'.repeat(5000)}`]) {
+    for (const sql of [
+      `SELECT ${'('.repeat(5000)}1${')'.repeat(5000)}`,
+      `SELECT 1${'+1'.repeat(5000)}`,
+      `SELECT $1::int${' - 1'.repeat(5000)}`,
+    ]) {
       const e = nestingEstimateForTest(sql);
       expect(e.lower).toBeGreaterThan(DEFAULT_PARSER_LIMITS.maxNestingEstimate);
       expect(e.lower).toBeLessThanOrEqual(e.scanned ?? Infinity);
@@ -112,7 +202,12 @@ describe('parseStatements', () => {
   });
 
   it('the cheap bound never undercuts the scanner estimate', () => {
-    for (const sql of ['SELECT 1 WHERE a IN (1,2)', `SELECT ${Array(3000).fill('a+b').join(', ')}`, 'SELECT (a::int + b) * -c FROM t UNION SELECT 1', "SELECT '((((' || x FROM t JOIN u ON NOT a IS NULL"]) {
+    for (const sql of [
+      'SELECT 1 WHERE a IN (1,2)',
+      `SELECT ${Array(3000).fill('a+b').join(', ')}`,
+      'SELECT (a::int + b) * -c FROM t UNION SELECT 1',
+      "SELECT '((((' || x FROM t JOIN u ON NOT a IS NULL",
+    ]) {
       const e = nestingEstimateForTest(sql);
       expect(e.scanned).toBeDefined();
       expect(e.cheap).toBeGreaterThanOrEqual(e.scanned ?? Infinity);

@@ -2,15 +2,34 @@
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { IncrementalTreeRead, IncrementalWalk, MAX_TOKEN_BYTES, NodeReadError, bitmapField, isNode, numberField, readNodeTree, walkNodes, type PgNode, type PgValue, type ReadLimits } from '../../../policy/pgnode.ts';
-import { KNOWN_NODES, collectReferences, incrementalReferenceWalk, type OidCatalog } from '../../../policy/server-analysis.ts';
+import {
+  IncrementalTreeRead,
+  IncrementalWalk,
+  MAX_TOKEN_BYTES,
+  NodeReadError,
+  bitmapField,
+  isNode,
+  numberField,
+  readNodeTree,
+  walkNodes,
+  type PgNode,
+  type PgValue,
+  type ReadLimits,
+} from '../../../policy/pgnode.ts';
+import {
+  KNOWN_NODES,
+  collectReferences,
+  incrementalReferenceWalk,
+  type OidCatalog,
+} from '../../../policy/server-analysis.ts';
 
 interface Fixture {
   sql: string;
   tree: string;
 }
 
-const fixtures = (v: string): Fixture[] => JSON.parse(readFileSync(new URL(`../../fixtures/trees/${v}.json`, import.meta.url), 'utf8')) as Fixture[];
+const fixtures = (v: string): Fixture[] =>
+  JSON.parse(readFileSync(new URL(`../../fixtures/trees/${v}.json`, import.meta.url), 'utf8')) as Fixture[];
 const latin1 = (s: string): string => Buffer.from(s, 'utf8').toString('latin1');
 
 /** print.c's format_node_dump, the oracle: lines of at most 78 bytes, a break replacing one space where it can, else cutting the token. */
@@ -44,9 +63,16 @@ function wrap(dump: string): string {
 function outToken(s: string): string {
   if (s === '') return '<>';
   let out = '';
-  if (s[0] === '<' || s[0] === '"' || /[0-9]/.test(s[0] as string) || ((s[0] === '+' || s[0] === '-') && (/[0-9]/.test(s[1] ?? '') || s[1] === '.'))) out += '\\';
+  if (
+    s[0] === '<' ||
+    s[0] === '"' ||
+    /[0-9]/.test(s[0] as string) ||
+    ((s[0] === '+' || s[0] === '-') && (/[0-9]/.test(s[1] ?? '') || s[1] === '.'))
+  )
+    out += '\\';
   for (const ch of s) {
-    if (ch === ' ' || ch === '\n' || ch === '\t' || ch === '(' || ch === ')' || ch === '{' || ch === '}' || ch === '\\') out += '\\';
+    if (ch === ' ' || ch === '\n' || ch === '\t' || ch === '(' || ch === ')' || ch === '{' || ch === '}' || ch === '\\')
+      out += '\\';
     out += ch;
   }
   return out;
@@ -65,7 +91,9 @@ const value: fc.Memo<string> = fc.memo((n) =>
         identifier.map(outToken),
         identifier.map((s) => `"${outToken(s)}"`),
         fc.array(fc.integer({ min: 0, max: 200 }), { maxLength: 6 }).map((a) => `(b${a.map((x) => ` ${x}`).join('')})`),
-        fc.array(fc.integer({ min: -128, max: 127 }), { minLength: 1, maxLength: 8 }).map((a) => `${a.length} [ ${a.join(' ')} ]`),
+        fc
+          .array(fc.integer({ min: -128, max: 127 }), { minLength: 1, maxLength: 8 })
+          .map((a) => `${a.length} [ ${a.join(' ')} ]`),
       )
     : fc.oneof(
         { arbitrary: node(n - 1), weight: 2 },
@@ -75,8 +103,17 @@ const value: fc.Memo<string> = fc.memo((n) =>
 );
 function node(n: number): fc.Arbitrary<string> {
   return fc
-    .tuple(fc.constantFrom('QUERY', 'FUNCEXPR', 'VAR', 'CONST', 'ALIAS', 'RANGETBLENTRY'), fc.uniqueArray(fc.constantFrom('a', 'funcid', 'args', 'relid', 'colnames', 'aliasname', 'x_y', 'location'), { maxLength: 6 }))
-    .chain(([name, fields]) => fc.tuple(...fields.map(() => value(n))).map((vals) => `{${name}${fields.map((f, i) => ` :${f} ${vals[i]}`).join('')}}`));
+    .tuple(
+      fc.constantFrom('QUERY', 'FUNCEXPR', 'VAR', 'CONST', 'ALIAS', 'RANGETBLENTRY'),
+      fc.uniqueArray(fc.constantFrom('a', 'funcid', 'args', 'relid', 'colnames', 'aliasname', 'x_y', 'location'), {
+        maxLength: 6,
+      }),
+    )
+    .chain(([name, fields]) =>
+      fc
+        .tuple(...fields.map(() => value(n)))
+        .map((vals) => `{${name}${fields.map((f, i) => ` :${f} ${vals[i]}`).join('')}}`),
+    );
 }
 
 function tokensTooLong(dump: string): boolean {
@@ -123,29 +160,29 @@ describe('readNodeTree on real server output', () => {
 });
 
 const MALFORMED: [string, string][] = [
-    ['empty', ''],
-    ['unclosed node', '{QUERY :a 1'],
-    ['unclosed list', '{QUERY :a (1 2}'],
-    ['field without value', '{QUERY :a}'],
-    ['field name where a field was expected after a value', '{QUERY :a :b 1}'],
-    ['lower-case node name', '{query :a 1}'],
-    ['repeated field', '{QUERY :a 1 :a 2}'],
-    ['trailing garbage', '{QUERY :a 1} x'],
-    ['unterminated string', '{QUERY :a ("x)}'],
-    ['unprintable node', '{QUERY :utilityStmt ?}'],
-    ['datum byte out of range', '{CONST :constvalue 1 [ 300 ]}'],
-    ['unterminated datum', '{CONST :constvalue 1 [ 3 }'],
-    ['datum at the end of the text', '{CONST :constvalue 1 [ 3'],
-    ['datum byte glued to a parenthesis', '{CONST :constvalue 1 [ 3) ]}'],
-    ['datum byte glued to a bracket', '{CONST :constvalue 1 [ 3] }'],
-    ['datum byte that is a word', '{CONST :constvalue 1 [ 3x ]}'],
-    ['datum byte that is an escape', '{CONST :constvalue 1 [ \\3 ]}'],
-    ['datum byte that is a bare sign', '{CONST :constvalue 1 [ - ]}'],
-    ['datum byte below -128', '{CONST :constvalue 1 [ -129 ]}'],
-    ['datum byte with too many digits', `{CONST :constvalue 1 [ ${'0'.repeat(MAX_TOKEN_BYTES + 1)} ]}`],
-    ['escape at end', '{QUERY :a x\\'],
-    ['number out of range in a number list', '{QUERY :a (b 99999999999999999999)}'],
-    ['a token long enough to have been split', `{ALIAS :aliasname ${'x'.repeat(MAX_TOKEN_BYTES + 1)}}`],
+  ['empty', ''],
+  ['unclosed node', '{QUERY :a 1'],
+  ['unclosed list', '{QUERY :a (1 2}'],
+  ['field without value', '{QUERY :a}'],
+  ['field name where a field was expected after a value', '{QUERY :a :b 1}'],
+  ['lower-case node name', '{query :a 1}'],
+  ['repeated field', '{QUERY :a 1 :a 2}'],
+  ['trailing garbage', '{QUERY :a 1} x'],
+  ['unterminated string', '{QUERY :a ("x)}'],
+  ['unprintable node', '{QUERY :utilityStmt ?}'],
+  ['datum byte out of range', '{CONST :constvalue 1 [ 300 ]}'],
+  ['unterminated datum', '{CONST :constvalue 1 [ 3 }'],
+  ['datum at the end of the text', '{CONST :constvalue 1 [ 3'],
+  ['datum byte glued to a parenthesis', '{CONST :constvalue 1 [ 3) ]}'],
+  ['datum byte glued to a bracket', '{CONST :constvalue 1 [ 3] }'],
+  ['datum byte that is a word', '{CONST :constvalue 1 [ 3x ]}'],
+  ['datum byte that is an escape', '{CONST :constvalue 1 [ \\3 ]}'],
+  ['datum byte that is a bare sign', '{CONST :constvalue 1 [ - ]}'],
+  ['datum byte below -128', '{CONST :constvalue 1 [ -129 ]}'],
+  ['datum byte with too many digits', `{CONST :constvalue 1 [ ${'0'.repeat(MAX_TOKEN_BYTES + 1)} ]}`],
+  ['escape at end', '{QUERY :a x\\'],
+  ['number out of range in a number list', '{QUERY :a (b 99999999999999999999)}'],
+  ['a token long enough to have been split', `{ALIAS :aliasname ${'x'.repeat(MAX_TOKEN_BYTES + 1)}}`],
 ];
 
 describe('readNodeTree refuses what it cannot be sure of', () => {
@@ -159,7 +196,10 @@ describe('readNodeTree refuses what it cannot be sure of', () => {
     const d = t.fields.get('constvalue') as { length: number; bytes: Uint8Array };
     expect(d.length).toBe(bytes.length);
     expect(Buffer.from(d.bytes).equals(Buffer.from(bytes.map((b) => b & 0xff)))).toBe(true);
-    expect(readNodeTree('{CONST :constvalue 0 [ ]}')).toEqual({ type: 'CONST', fields: new Map([['constvalue', { length: 0, bytes: new Uint8Array(0) }]]) });
+    expect(readNodeTree('{CONST :constvalue 0 [ ]}')).toEqual({
+      type: 'CONST',
+      fields: new Map([['constvalue', { length: 0, bytes: new Uint8Array(0) }]]),
+    });
   });
 
   it('limits depth', () => {
@@ -232,7 +272,8 @@ function inSlices(text: string, every: number, limits?: Partial<ReadLimits>): Ou
 const noCatalog: OidCatalog = { relations: new Map(), functions: new Map(), operators: new Map(), types: new Map() };
 
 /** A tree the shape of a long IN list's: `n` integer constants in one list. */
-const constList = (n: number): string => `{QUERY :commandType 1 :args (${'{CONST :consttype 23 :constlen 4 :constvalue 4 [ 1 0 0 0 ] :location 30} '.repeat(n)}) :location 0}`;
+const constList = (n: number): string =>
+  `{QUERY :commandType 1 :args (${'{CONST :consttype 23 :constlen 4 :constvalue 4 [ 1 0 0 0 ] :location 30} '.repeat(n)}) :location 0}`;
 
 describe('IncrementalTreeRead: readNodeTree in slices, with the same result', () => {
   for (const v of ['pg15', 'pg18']) {
@@ -270,12 +311,17 @@ describe('IncrementalTreeRead: readNodeTree in slices, with the same result', ()
   it('fails closed at the same point of every truncated real tree', () => {
     const texts = [...fixtures('pg15'), ...fixtures('pg18')].map((f) => latin1(f.tree));
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: texts.length - 1 }), fc.double({ min: 0, max: 1, noNaN: true }), fc.integer({ min: 1, max: 40 }), (i, frac, every) => {
-        const full = texts[i] as string;
-        const text = full.slice(0, Math.floor(full.length * frac));
-        const { slices: _s, ...outcome } = inSlices(text, every);
-        expect(outcome).toEqual(atOnce(text));
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: texts.length - 1 }),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        fc.integer({ min: 1, max: 40 }),
+        (i, frac, every) => {
+          const full = texts[i] as string;
+          const text = full.slice(0, Math.floor(full.length * frac));
+          const { slices: _s, ...outcome } = inSlices(text, every);
+          expect(outcome).toEqual(atOnce(text));
+        },
+      ),
       { numRuns: 500 },
     );
   });
@@ -309,7 +355,10 @@ describe('IncrementalTreeRead: readNodeTree in slices, with the same result', ()
     const got = inSlices(text, 16);
     expect(got.slices).toBeGreaterThan(100);
     const want = atOnce(text);
-    const datum = (o: Outcome) => ('tree' in o && isNode(o.tree) ? (o.tree.fields.get('constvalue') as { length: number; bytes: Uint8Array }) : undefined);
+    const datum = (o: Outcome) =>
+      'tree' in o && isNode(o.tree)
+        ? (o.tree.fields.get('constvalue') as { length: number; bytes: Uint8Array })
+        : undefined;
     expect(datum(got)?.length).toBe(bytes.length);
     expect(Buffer.from(datum(got)?.bytes ?? []).equals(Buffer.from(datum(want)?.bytes ?? [0]))).toBe(true);
   });
@@ -346,7 +395,10 @@ describe('IncrementalWalk: walkNodes in slices', () => {
       const walk = new IncrementalWalk(t.tree, (n) => got.push(n), { stepsPerClockCheck: 2 });
       while (!walk.run(0));
       expect(got.length, f.sql).toBe(want.length);
-      expect(got.every((n, i) => n === want[i]), f.sql).toBe(true);
+      expect(
+        got.every((n, i) => n === want[i]),
+        f.sql,
+      ).toBe(true);
     }
   });
 });

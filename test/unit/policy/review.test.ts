@@ -2,13 +2,29 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initParser } from '../../../policy/parser.ts';
 import { evaluate } from '../../../policy/evaluate.ts';
-import { ALWAYS_DENIED, INTROSPECTION_FUNCTIONS, READABLE_SETTINGS, VOLATILE_ALLOWED, findEntry } from '../../../policy/functions.ts';
 import {
-  DENIED_SYSTEM_RELATIONS, INTROSPECTION_EXTRA_FUNCTIONS, INTROSPECTION_RELATIONS, SYSTEM_DENIED_COLUMNS, SYSTEM_DENIED_COLUMN_REASONS,
+  ALWAYS_DENIED,
+  INTROSPECTION_FUNCTIONS,
+  READABLE_SETTINGS,
+  VOLATILE_ALLOWED,
+  findEntry,
+} from '../../../policy/functions.ts';
+import {
+  DENIED_SYSTEM_RELATIONS,
+  INTROSPECTION_EXTRA_FUNCTIONS,
+  INTROSPECTION_RELATIONS,
+  SYSTEM_DENIED_COLUMNS,
+  SYSTEM_DENIED_COLUMN_REASONS,
 } from '../../../policy/introspection.ts';
 import {
-  FUNCTION_CLASSES, REVIEWED_FUNCTIONS, REVIEWED_RELATIONS, REVIEWED_VERSIONS, compareWithReview, reviewComplete,
-  type ServerCatalog, type ServerFunction,
+  FUNCTION_CLASSES,
+  REVIEWED_FUNCTIONS,
+  REVIEWED_RELATIONS,
+  REVIEWED_VERSIONS,
+  compareWithReview,
+  reviewComplete,
+  type ServerCatalog,
+  type ServerFunction,
 } from '../../../policy/review/review.ts';
 import { FILE_LOCATION_SETTINGS, judgeSettingRead } from '../../../policy/settings.ts';
 import { suggestFunction } from '../../../tools/catalog-review/rules.ts';
@@ -19,7 +35,8 @@ beforeAll(async () => {
   await initParser();
 });
 
-const pgName = (key: string): string | undefined => (key.startsWith('pg_catalog.') ? key.slice('pg_catalog.'.length) : undefined);
+const pgName = (key: string): string | undefined =>
+  key.startsWith('pg_catalog.') ? key.slice('pg_catalog.'.length) : undefined;
 
 describe('policy/review/functions.json', () => {
   it('covers PostgreSQL 15 and 18', () => {
@@ -53,20 +70,56 @@ describe('policy/review/functions.json', () => {
   });
 
   it.each([
-    ['pg_lock_status', 'denied'], ['pg_prepared_xact', 'denied'], ['pg_stat_get_activity', 'denied'], ['pg_stat_get_progress_info', 'denied'],
-    ['pg_stat_get_wal_senders', 'denied'], ['pg_blocking_pids', 'denied'], ['txid_status', 'denied'], ['pg_xact_status', 'denied'],
-    ['pg_last_committed_xact', 'denied'], ['pg_current_snapshot', 'denied'], ['pg_sequence_last_value', 'denied'], ['pg_config', 'denied'],
-    ['pg_show_all_file_settings', 'denied'], ['pg_mcv_list_items', 'denied'], ['set_config', 'denied'],
-    ['regclassout', 'introspection'], ['regprocout', 'introspection'], ['regtypeout', 'introspection'], ['regnamespaceout', 'introspection'],
-    ['regroleout', 'introspection'], ['pg_get_userbyid', 'introspection'], ['pg_show_all_settings', 'introspection'],
-    ['pg_tablespace_location', 'introspection'], ['pg_available_extensions', 'introspection'], ['pg_timezone_names', 'introspection'],
-    ['pg_get_keywords', 'introspection'], ['pg_get_catalog_foreign_keys', 'introspection'], ['aclexplode', 'introspection'],
-    ['makeaclitem', 'introspection'], ['pg_get_replica_identity_index', 'introspection'], ['pg_stat_get_numscans', 'introspection'],
-    ['pg_stat_get_wal', 'introspection'], ['inet_server_addr', 'introspection'], ['inet_server_port', 'introspection'],
-    ['pg_postmaster_start_time', 'introspection'], ['pg_last_wal_replay_lsn', 'introspection'],
-    ['pg_cursor', 'safe'], ['pg_prepared_statement', 'safe'], ['pg_backend_pid', 'safe'], ['version', 'safe'], ['format_type', 'introspection'], ['oidvectortypes', 'introspection'],
-    ['pg_snapshot_xmin', 'safe'], ['pg_visible_in_snapshot', 'safe'], ['lower', 'safe'], ['now', 'safe'],
-    ['random', 'volatile_allowed'], ['clock_timestamp', 'volatile_allowed'], ['setseed', 'volatile'], ['currval', 'volatile'],
+    ['pg_lock_status', 'denied'],
+    ['pg_prepared_xact', 'denied'],
+    ['pg_stat_get_activity', 'denied'],
+    ['pg_stat_get_progress_info', 'denied'],
+    ['pg_stat_get_wal_senders', 'denied'],
+    ['pg_blocking_pids', 'denied'],
+    ['txid_status', 'denied'],
+    ['pg_xact_status', 'denied'],
+    ['pg_last_committed_xact', 'denied'],
+    ['pg_current_snapshot', 'denied'],
+    ['pg_sequence_last_value', 'denied'],
+    ['pg_config', 'denied'],
+    ['pg_show_all_file_settings', 'denied'],
+    ['pg_mcv_list_items', 'denied'],
+    ['set_config', 'denied'],
+    ['regclassout', 'introspection'],
+    ['regprocout', 'introspection'],
+    ['regtypeout', 'introspection'],
+    ['regnamespaceout', 'introspection'],
+    ['regroleout', 'introspection'],
+    ['pg_get_userbyid', 'introspection'],
+    ['pg_show_all_settings', 'introspection'],
+    ['pg_tablespace_location', 'introspection'],
+    ['pg_available_extensions', 'introspection'],
+    ['pg_timezone_names', 'introspection'],
+    ['pg_get_keywords', 'introspection'],
+    ['pg_get_catalog_foreign_keys', 'introspection'],
+    ['aclexplode', 'introspection'],
+    ['makeaclitem', 'introspection'],
+    ['pg_get_replica_identity_index', 'introspection'],
+    ['pg_stat_get_numscans', 'introspection'],
+    ['pg_stat_get_wal', 'introspection'],
+    ['inet_server_addr', 'introspection'],
+    ['inet_server_port', 'introspection'],
+    ['pg_postmaster_start_time', 'introspection'],
+    ['pg_last_wal_replay_lsn', 'introspection'],
+    ['pg_cursor', 'safe'],
+    ['pg_prepared_statement', 'safe'],
+    ['pg_backend_pid', 'safe'],
+    ['version', 'safe'],
+    ['format_type', 'introspection'],
+    ['oidvectortypes', 'introspection'],
+    ['pg_snapshot_xmin', 'safe'],
+    ['pg_visible_in_snapshot', 'safe'],
+    ['lower', 'safe'],
+    ['now', 'safe'],
+    ['random', 'volatile_allowed'],
+    ['clock_timestamp', 'volatile_allowed'],
+    ['setseed', 'volatile'],
+    ['currval', 'volatile'],
   ])('pg_catalog.%s is %s', (name, cls) => {
     expect(REVIEWED_FUNCTIONS.get(`pg_catalog.${name}`)?.class).toBe(cls);
   });
@@ -89,7 +142,8 @@ describe('policy/review/relations.json', () => {
   });
 
   it('introspection relations list their reviewed columns; hidden columns are among them', () => {
-    for (const [key, r] of REVIEWED_RELATIONS) if (r.class === 'introspection') expect(r.columns?.length, key).toBeGreaterThan(0);
+    for (const [key, r] of REVIEWED_RELATIONS)
+      if (r.class === 'introspection') expect(r.columns?.length, key).toBeGreaterThan(0);
     for (const [rel, cols] of SYSTEM_DENIED_COLUMNS) {
       expect(REVIEWED_RELATIONS.get(rel)?.class, rel).toBe('introspection');
       for (const c of cols) expect(REVIEWED_RELATIONS.get(rel)?.columns, `${rel}.${c}`).toContain(c);
@@ -101,7 +155,18 @@ describe('policy/review/relations.json', () => {
 // ------------------------------------------------------------------ the checker
 
 function fn(schema: string, name: string, over: Partial<ServerFunction> = {}): ServerFunction {
-  return { schema, name, volatility: ['i'], kinds: ['f'], retset: false, returns: ['integer'], args: ['integer'], revoked: false, description: null, ...over };
+  return {
+    schema,
+    name,
+    volatility: ['i'],
+    kinds: ['f'],
+    retset: false,
+    returns: ['integer'],
+    args: ['integer'],
+    revoked: false,
+    description: null,
+    ...over,
+  };
 }
 
 /** A server catalog holding exactly what the review lists for `major`. */
@@ -112,10 +177,12 @@ function reviewedCatalog(major: number): ServerCatalog {
     const dot = key.indexOf('.');
     functions.push(fn(key.slice(0, dot), key.slice(dot + 1)));
   }
-  const relations = [...REVIEWED_RELATIONS].filter(([, r]) => r.versions.includes(major)).map(([key, r]) => {
-    const dot = key.indexOf('.');
-    return { schema: key.slice(0, dot), name: key.slice(dot + 1), kind: 'v', columns: [...(r.columns ?? ['x'])] };
-  });
+  const relations = [...REVIEWED_RELATIONS]
+    .filter(([, r]) => r.versions.includes(major))
+    .map(([key, r]) => {
+      const dot = key.indexOf('.');
+      return { schema: key.slice(0, dot), name: key.slice(dot + 1), kind: 'v', columns: [...(r.columns ?? ['x'])] };
+    });
   return { major, functions, relations };
 }
 
@@ -135,7 +202,10 @@ describe('compareWithReview', () => {
     roles?.columns.push('rolsecret');
     const gaps = compareWithReview({ ...cat, major: 19 });
     expect(reviewComplete(gaps)).toBe(false);
-    expect(gaps.functions.map((f) => `${f.schema}.${f.name}`)).toEqual(['pg_catalog.pg_stat_get_backend_everything', 'information_schema._pg_new_helper']);
+    expect(gaps.functions.map((f) => `${f.schema}.${f.name}`)).toEqual([
+      'pg_catalog.pg_stat_get_backend_everything',
+      'information_schema._pg_new_helper',
+    ]);
     expect(gaps.relations.map((r) => r.name)).toEqual(['pg_stat_new_view']);
     expect(gaps.columns).toEqual(['pg_catalog.pg_roles.rolsecret']);
   });
@@ -148,18 +218,20 @@ describe('compareWithReview', () => {
 });
 
 describe('suggestFunction (tools/catalog-review/rules.ts)', () => {
-  it.each([
-    [fn('pg_catalog', 'pg_stat_reset_all_the_things', { volatility: ['v'] }), 'denied'],
-    [fn('pg_catalog', 'pg_get_newdef', { volatility: ['s'], args: ['oid'] }), 'introspection'],
-    [fn('pg_catalog', 'regwidgetout', { args: ['regwidget'] }), 'introspection'],
-    [fn('pg_catalog', 'regclassout', { args: ['regclass'] }), 'introspection'],
-    [fn('pg_catalog', 'some_support', { args: ['internal', 'internal'] }), 'denied'],
-    [fn('pg_catalog', 'some_trigger', { volatility: ['v'], args: [''], returns: ['trigger'] }), 'denied'],
-    [fn('pg_catalog', 'admin_thing', { revoked: true }), 'denied'],
-    [fn('pg_catalog', 'new_writer', { volatility: ['v'] }), 'volatile'],
-    [fn('pg_catalog', 'new_math', { volatility: ['i'] }), 'safe'],
-    [fn('information_schema', '_pg_expandarray'), 'introspection'],
-  ].map(([f, cls]) => [(f as ServerFunction).name, cls, f] as const))('%s → %s', (_name, cls, f) => {
+  it.each(
+    [
+      [fn('pg_catalog', 'pg_stat_reset_all_the_things', { volatility: ['v'] }), 'denied'],
+      [fn('pg_catalog', 'pg_get_newdef', { volatility: ['s'], args: ['oid'] }), 'introspection'],
+      [fn('pg_catalog', 'regwidgetout', { args: ['regwidget'] }), 'introspection'],
+      [fn('pg_catalog', 'regclassout', { args: ['regclass'] }), 'introspection'],
+      [fn('pg_catalog', 'some_support', { args: ['internal', 'internal'] }), 'denied'],
+      [fn('pg_catalog', 'some_trigger', { volatility: ['v'], args: [''], returns: ['trigger'] }), 'denied'],
+      [fn('pg_catalog', 'admin_thing', { revoked: true }), 'denied'],
+      [fn('pg_catalog', 'new_writer', { volatility: ['v'] }), 'volatile'],
+      [fn('pg_catalog', 'new_math', { volatility: ['i'] }), 'safe'],
+      [fn('information_schema', '_pg_expandarray'), 'introspection'],
+    ].map(([f, cls]) => [(f as ServerFunction).name, cls, f] as const),
+  )('%s → %s', (_name, cls, f) => {
     expect(suggestFunction(f as ServerFunction).class).toBe(cls);
   });
 });
@@ -167,8 +239,32 @@ describe('suggestFunction (tools/catalog-review/rules.ts)', () => {
 // ------------------------------------------------------------------ hidden system columns
 
 const COLUMNS: Record<string, string[]> = {
-  'pg_catalog.pg_roles': ['rolname', 'rolsuper', 'rolinherit', 'rolcreaterole', 'rolcreatedb', 'rolcanlogin', 'rolreplication', 'rolconnlimit', 'rolpassword', 'rolvaliduntil', 'rolbypassrls', 'rolconfig', 'oid'],
-  'pg_catalog.pg_user': ['usename', 'usesysid', 'usecreatedb', 'usesuper', 'userepl', 'usebypassrls', 'passwd', 'valuntil', 'useconfig'],
+  'pg_catalog.pg_roles': [
+    'rolname',
+    'rolsuper',
+    'rolinherit',
+    'rolcreaterole',
+    'rolcreatedb',
+    'rolcanlogin',
+    'rolreplication',
+    'rolconnlimit',
+    'rolpassword',
+    'rolvaliduntil',
+    'rolbypassrls',
+    'rolconfig',
+    'oid',
+  ],
+  'pg_catalog.pg_user': [
+    'usename',
+    'usesysid',
+    'usecreatedb',
+    'usesuper',
+    'userepl',
+    'usebypassrls',
+    'passwd',
+    'valuntil',
+    'useconfig',
+  ],
   'pg_catalog.pg_attribute': ['attrelid', 'attname', 'atttypid', 'attnum', 'attisdropped', 'attmissingval'],
   'pg_catalog.pg_sequences': ['schemaname', 'sequencename', 'sequenceowner', 'data_type', 'start_value', 'last_value'],
   'pg_catalog.pg_settings': ['name', 'setting', 'unit', 'category', 'short_desc', 'sourcefile', 'sourceline'],
@@ -214,8 +310,17 @@ describe('SYSTEM_DENIED_COLUMNS', () => {
   });
 
   it('a named hidden column is refused with a snapshot of user schemas only, too', () => {
-    expect(evaluate('SELECT rolconfig FROM pg_catalog.pg_roles', 'simple', sessionFor(ROLES.intro), userOnly).allow).toBe(false);
-    expect(evaluate('SELECT rolname FROM pg_catalog.pg_roles r WHERE r.oid = 10', 'simple', sessionFor(ROLES.intro), userOnly).allow).toBe(true);
+    expect(
+      evaluate('SELECT rolconfig FROM pg_catalog.pg_roles', 'simple', sessionFor(ROLES.intro), userOnly).allow,
+    ).toBe(false);
+    expect(
+      evaluate(
+        'SELECT rolname FROM pg_catalog.pg_roles r WHERE r.oid = 10',
+        'simple',
+        sessionFor(ROLES.intro),
+        userOnly,
+      ).allow,
+    ).toBe(true);
   });
 
   it('roles without catalog access are refused the relation itself, as before', () => {
@@ -231,21 +336,49 @@ describe('judgeSettingRead', () => {
   const intro = ROLES.intro;
   const none = ROLES.analyst;
   it.each([
-    ['timezone', none, true], ['TimeZone', none, true], ['server_version', none, true], ['transaction_isolation', none, true],
-    ['pgwarden.sub', none, true], ['lc_messages', none, true],
-    ['all', none, false], ['work_mem', none, false], ['myext.api_key', none, false], ['session_authorization', none, false],
+    ['timezone', none, true],
+    ['TimeZone', none, true],
+    ['server_version', none, true],
+    ['transaction_isolation', none, true],
+    ['pgwarden.sub', none, true],
+    ['lc_messages', none, true],
+    ['all', none, false],
+    ['work_mem', none, false],
+    ['myext.api_key', none, false],
+    ['session_authorization', none, false],
     ['log_directory', none, false],
-    ['all', intro, true], ['work_mem', intro, true], ['myext.api_key', intro, true],
-    ...[...FILE_LOCATION_SETTINGS.keys()].flatMap((k) => [[k, none, false], [k, intro, false]] as const),
+    ['all', intro, true],
+    ['work_mem', intro, true],
+    ['myext.api_key', intro, true],
+    ...[...FILE_LOCATION_SETTINGS.keys()].flatMap(
+      (k) =>
+        [
+          [k, none, false],
+          [k, intro, false],
+        ] as const,
+    ),
   ] as const)('%s (%s) → %s', (name, role, allowed) => {
     expect(judgeSettingRead(name, role).allow).toBe(allowed);
   });
 
   it('refuses exactly what current_setting() refuses a role without catalog access', () => {
-    const names = ['timezone', 'work_mem', 'myext.api_key', 'application_name', 'search_path', 'log_directory', 'pgwarden.role',
-      ...READABLE_SETTINGS.map((e) => e.pattern.replace('*', 'x'))];
+    const names = [
+      'timezone',
+      'work_mem',
+      'myext.api_key',
+      'application_name',
+      'search_path',
+      'log_directory',
+      'pgwarden.role',
+      ...READABLE_SETTINGS.map((e) => e.pattern.replace('*', 'x')),
+    ];
     for (const name of names) {
-      const viaFunction = evaluate(`SELECT current_setting('${name}')`, 'simple', sessionFor(none), makeCatalog()).allow;
+      const viaFunction = evaluate(
+        `SELECT current_setting('${name}')`,
+        'simple',
+        sessionFor(none),
+        makeCatalog(),
+      ).allow;
       expect(judgeSettingRead(name, none).allow, name).toBe(viaFunction);
     }
   });

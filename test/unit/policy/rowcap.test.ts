@@ -21,8 +21,14 @@ beforeAll(async () => {
 
 describe('LIMIT rewrite', () => {
   it.each([
-    ['SELECT abalance FROM pgbench_accounts WHERE aid = 123', 'SELECT abalance FROM pgbench_accounts WHERE aid = 123\nLIMIT 101'],
-    ['SELECT abalance FROM pgbench_accounts WHERE aid = $1', 'SELECT abalance FROM pgbench_accounts WHERE aid = $1\nLIMIT 101'],
+    [
+      'SELECT abalance FROM pgbench_accounts WHERE aid = 123',
+      'SELECT abalance FROM pgbench_accounts WHERE aid = 123\nLIMIT 101',
+    ],
+    [
+      'SELECT abalance FROM pgbench_accounts WHERE aid = $1',
+      'SELECT abalance FROM pgbench_accounts WHERE aid = $1\nLIMIT 101',
+    ],
     ['SELECT id FROM orders LIMIT 1000', 'SELECT id FROM orders LIMIT 101'],
     ['SELECT id FROM orders LIMIT ALL', 'SELECT id FROM orders LIMIT 101'],
     ['SELECT id FROM orders LIMIT NULL', 'SELECT id FROM orders LIMIT 101'],
@@ -30,11 +36,20 @@ describe('LIMIT rewrite', () => {
     ['SELECT id FROM orders LIMIT 10 + 1000', 'SELECT id FROM orders LIMIT LEAST(10 + 1000, 101)'],
     ['SELECT id FROM orders OFFSET 5', 'SELECT id FROM orders OFFSET 5\nLIMIT 101'],
     ['SELECT id FROM orders ORDER BY id FETCH FIRST 500 ROWS ONLY', 'SELECT id FROM orders ORDER BY id LIMIT 101'],
-    ['SELECT id FROM orders UNION ALL SELECT order_id FROM order_items', 'SELECT id FROM orders UNION ALL SELECT order_id FROM order_items\nLIMIT 101'],
-    ['SELECT id FROM orders UNION SELECT order_id FROM order_items ORDER BY 1 LIMIT 5000', 'SELECT id FROM orders UNION SELECT order_id FROM order_items ORDER BY 1 LIMIT 101'],
+    [
+      'SELECT id FROM orders UNION ALL SELECT order_id FROM order_items',
+      'SELECT id FROM orders UNION ALL SELECT order_id FROM order_items\nLIMIT 101',
+    ],
+    [
+      'SELECT id FROM orders UNION SELECT order_id FROM order_items ORDER BY 1 LIMIT 5000',
+      'SELECT id FROM orders UNION SELECT order_id FROM order_items ORDER BY 1 LIMIT 101',
+    ],
     ['VALUES (1), (2)', 'VALUES (1), (2)\nLIMIT 101'],
     ['TABLE orders', 'TABLE orders\nLIMIT 101'],
-    ['WITH t AS (SELECT id FROM orders) SELECT id FROM t', 'WITH t AS (SELECT id FROM orders) SELECT id FROM t\nLIMIT 101'],
+    [
+      'WITH t AS (SELECT id FROM orders) SELECT id FROM t',
+      'WITH t AS (SELECT id FROM orders) SELECT id FROM t\nLIMIT 101',
+    ],
     ['SELECT 1; SELECT 2 LIMIT 5', 'SELECT 1 LIMIT 101;\nSELECT 2 LIMIT 5'],
   ])('%s', (sql, expected) => {
     expect(rewrite(sql)).toBe(expected);
@@ -64,7 +79,12 @@ describe('LIMIT rewrite', () => {
   });
 
   it('the rewritten SQL is itself allowed and reads the same relations', () => {
-    const d = evaluate('SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id', 'simple', capped(), CATALOG);
+    const d = evaluate(
+      'SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id',
+      'simple',
+      capped(),
+      CATALOG,
+    );
     expect(d.allow).toBe(true);
     if (!d.allow || d.rewrittenSql === undefined) throw new Error('expected a rewrite');
     const again = evaluate(d.rewrittenSql, 'simple', capped(), CATALOG);
@@ -78,14 +98,21 @@ describe('LIMIT rewrite', () => {
   });
 
   it('parse mode rewrites the single statement', () => {
-    expect(rewrite('SELECT id FROM orders WHERE id = $1', 'parse')).toBe('SELECT id FROM orders WHERE id = $1\nLIMIT 101');
+    expect(rewrite('SELECT id FROM orders WHERE id = $1', 'parse')).toBe(
+      'SELECT id FROM orders WHERE id = $1\nLIMIT 101',
+    );
   });
 
   it('no rowCap and no rewrite without maxRows; error mode is passed through', () => {
     const d = evaluate('SELECT id FROM orders', 'simple', sessionFor(ROLES.analyst), CATALOG);
     expect(d.allow && d.rowCap).toBeUndefined();
     expect(d.allow && d.rewrittenSql).toBeUndefined();
-    const e = evaluate('SELECT id FROM orders', 'simple', sessionFor(makeRole({ maxRows: 10, onRowCap: 'error' })), CATALOG);
+    const e = evaluate(
+      'SELECT id FROM orders',
+      'simple',
+      sessionFor(makeRole({ maxRows: 10, onRowCap: 'error' })),
+      CATALOG,
+    );
     expect(e.allow && e.rowCap).toEqual({ maxRows: 10, onRowCap: 'error' });
     expect(e.allow && e.rewrittenSql).toBe('SELECT id FROM orders\nLIMIT 11');
   });
@@ -93,10 +120,19 @@ describe('LIMIT rewrite', () => {
 
 describe('cursor caps', () => {
   it('a cursor query is capped at maxRows exactly: FETCHes cannot page past it', () => {
-    expect(rewrite('DECLARE c CURSOR FOR SELECT id FROM orders')).toBe('DECLARE c CURSOR FOR SELECT id FROM orders LIMIT 100');
+    expect(rewrite('DECLARE c CURSOR FOR SELECT id FROM orders')).toBe(
+      'DECLARE c CURSOR FOR SELECT id FROM orders LIMIT 100',
+    );
     // A read-only role needs holdCursors for WITH HOLD at all.
-    const held = evaluate('DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT id FROM orders LIMIT ALL', 'simple', sessionFor({ ...ROLES.capped, holdCursors: 1 }, ['p'], ['c']), CATALOG);
-    expect(held.allow && held.rewrittenSql).toBe('DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT id FROM orders LIMIT 100');
+    const held = evaluate(
+      'DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT id FROM orders LIMIT ALL',
+      'simple',
+      sessionFor({ ...ROLES.capped, holdCursors: 1 }, ['p'], ['c']),
+      CATALOG,
+    );
+    expect(held.allow && held.rewrittenSql).toBe(
+      'DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT id FROM orders LIMIT 100',
+    );
     expect(rewrite('DECLARE c CURSOR FOR SELECT id FROM orders LIMIT 7')).toBeUndefined();
   });
 
@@ -104,7 +140,9 @@ describe('cursor caps', () => {
     const none = sessionFor(ROLES.capped, [], []);
     const d = evaluate('BEGIN; DECLARE k CURSOR FOR SELECT id FROM orders; FETCH 10 FROM k', 'simple', none, CATALOG);
     expect(d.allow).toBe(true);
-    expect(evaluate('FETCH 10 FROM k; DECLARE k CURSOR FOR SELECT id FROM orders', 'simple', none, CATALOG).allow).toBe(false);
+    expect(evaluate('FETCH 10 FROM k; DECLARE k CURSOR FOR SELECT id FROM orders', 'simple', none, CATALOG).allow).toBe(
+      false,
+    );
     expect(evaluate('PREPARE q AS SELECT id FROM orders; EXECUTE q', 'simple', none, CATALOG).allow).toBe(true);
   });
 });

@@ -38,7 +38,7 @@ function rewritten(sql: string, catalog: CatalogSnapshot = CATALOG, r = role): s
 }
 
 describe('pgwarden.scope rows', () => {
-  it('lists the role\'s existing relations and columns, without denied columns, relations outside it or patterns with no relation', () => {
+  it("lists the role's existing relations and columns, without denied columns, relations outside it or patterns with no relation", () => {
     const rows = scopeRows(role, CATALOG);
     const rels = new Set(rows.map((r) => `${r.schema}.${r.relation}`));
     expect(rels.has('public.orders')).toBe(true);
@@ -60,14 +60,22 @@ describe('pgwarden.scope rows', () => {
 describe('rewriteScope', () => {
   it('leaves texts that do not name the virtual relations alone', () => {
     expect(rewriteScope('SELECT * FROM orders', role, CATALOG)).toBeUndefined();
-    expect(rewriteScope('SELECT \'pgwarden.scope\'', role, CATALOG)).toBeUndefined();
+    expect(rewriteScope("SELECT 'pgwarden.scope'", role, CATALOG)).toBeUndefined();
     expect(rewriteScope('SHOW pgwarden.jti', role, CATALOG)).toBeUndefined();
   });
 
   it('quotes names as literals: a relation or column name full of quotes comes back as exactly that string, with no statement added', () => {
     const evilRel = `x'); DROP TABLE orders; --`;
     const evilCol = `a'', ''b''); SELECT pg_sleep(1); --\\`;
-    const rel: CatalogRelation = { schema: 'sales', name: evilRel, kind: 'r', columns: [{ name: evilCol, type: 'integer' }, { name: '"quoted"', type: 'text' }] };
+    const rel: CatalogRelation = {
+      schema: 'sales',
+      name: evilRel,
+      kind: 'r',
+      columns: [
+        { name: evilCol, type: 'integer' },
+        { name: '"quoted"', type: 'text' },
+      ],
+    };
     const catalog: CatalogSnapshot = { ...CATALOG, relations: new Map([[`sales.${evilRel}`, rel]]) };
     const sql = rewritten('SELECT * FROM pgwarden.scope', catalog);
     const parsed = parseStatements(sql);
@@ -85,13 +93,22 @@ describe('rewriteScope', () => {
   });
 
   it('rewrites inside EXPLAIN, PREPARE, DECLARE, COPY (query), CTEs and subqueries', () => {
-    for (const sql of ['EXPLAIN SELECT * FROM pgwarden.scope', 'PREPARE p AS SELECT * FROM pgwarden.session', 'DECLARE c CURSOR FOR SELECT * FROM pgwarden.scope', 'COPY (SELECT * FROM pgwarden.scope) TO STDOUT', 'WITH x AS (SELECT * FROM pgwarden.scope) SELECT * FROM x', 'SELECT * FROM orders WHERE EXISTS (SELECT 1 FROM pgwarden.scope)']) {
+    for (const sql of [
+      'EXPLAIN SELECT * FROM pgwarden.scope',
+      'PREPARE p AS SELECT * FROM pgwarden.session',
+      'DECLARE c CURSOR FOR SELECT * FROM pgwarden.scope',
+      'COPY (SELECT * FROM pgwarden.scope) TO STDOUT',
+      'WITH x AS (SELECT * FROM pgwarden.scope) SELECT * FROM x',
+      'SELECT * FROM orders WHERE EXISTS (SELECT 1 FROM pgwarden.scope)',
+    ]) {
       expect(rewritten(sql), sql).toMatch(/VALUES|current_setting/);
     }
   });
 
   it('keeps aliases, column aliases, comments and quoting around the name, and rewrites every reference', () => {
-    expect(rewritten('SELECT s.table_name FROM pgwarden.scope s')).toMatch(/^SELECT s\.table_name FROM \(SELECT \* FROM \(VALUES .*\)\) s$/);
+    expect(rewritten('SELECT s.table_name FROM pgwarden.scope s')).toMatch(
+      /^SELECT s\.table_name FROM \(SELECT \* FROM \(VALUES .*\)\) s$/,
+    );
     expect(rewritten('SELECT a FROM "pgwarden"/* x */."scope" AS t(a)')).toMatch(/\)\) AS t\(a\)$/);
     const two = rewritten('SELECT * FROM pgwarden.scope JOIN pgwarden.session ON true; SELECT 1 FROM PGWARDEN.SESSION');
     expect(two).not.toMatch(/pgwarden\.(scope|session)\b(?!')/i);
@@ -99,23 +116,44 @@ describe('rewriteScope', () => {
   });
 
   it('counts byte offsets: multi-byte text before the reference and in names', () => {
-    const sql = rewritten('SELECT \'héllo ✓\' AS "naïve", s.table_name FROM pgwarden.scope s WHERE s.column_name <> \'ü\'');
+    const sql = rewritten(
+      "SELECT 'héllo ✓' AS \"naïve\", s.table_name FROM pgwarden.scope s WHERE s.column_name <> 'ü'",
+    );
     expect(sql.startsWith('SELECT \'héllo ✓\' AS "naïve", s.table_name FROM (SELECT * FROM (VALUES ')).toBe(true);
-    expect(sql.endsWith(')) s WHERE s.column_name <> \'ü\'')).toBe(true);
+    expect(sql.endsWith(")) s WHERE s.column_name <> 'ü'")).toBe(true);
   });
 
   it('answers SHOW pgwarden.<name> for the session columns, from the role as the policy has it now', () => {
-    expect(rewritten('SHOW pgwarden.max_rows', CATALOG, makeRole({ maxRows: 42 }))).toBe('SELECT (42::bigint)::text AS "pgwarden.max_rows"');
-    expect(rewritten('SHOW pgwarden.role;', CATALOG, makeRole({ name: 'o\'brien' }))).toBe('SELECT (\'o\'\'brien\'::text)::text AS "pgwarden.role";');
-    expect(rewritten('SELECT 1; SHOW pgwarden.sub')).toBe('SELECT 1; SELECT (current_setting(\'pgwarden.sub\'))::text AS "pgwarden.sub"');
+    expect(rewritten('SHOW pgwarden.max_rows', CATALOG, makeRole({ maxRows: 42 }))).toBe(
+      'SELECT (42::bigint)::text AS "pgwarden.max_rows"',
+    );
+    expect(rewritten('SHOW pgwarden.role;', CATALOG, makeRole({ name: "o'brien" }))).toBe(
+      "SELECT ('o''brien'::text)::text AS \"pgwarden.role\";",
+    );
+    expect(rewritten('SELECT 1; SHOW pgwarden.sub')).toBe(
+      'SELECT 1; SELECT (current_setting(\'pgwarden.sub\'))::text AS "pgwarden.sub"',
+    );
   });
 
   it('refuses references it cannot rewrite exactly, and leaves other positions to the policy (which refuses them)', () => {
     expect(rewriteScope('SELECT * FROM ONLY pgwarden.scope', role, CATALOG)).toMatchObject({ ok: false });
-    expect(rewriteScope('SELECT * FROM U&"\\0070gwarden".scope, pgwarden.session', role, CATALOG)).toMatchObject({ ok: false });
+    expect(rewriteScope('SELECT * FROM U&"\\0070gwarden".scope, pgwarden.session', role, CATALOG)).toMatchObject({
+      ok: false,
+    });
     // DDL keeps the name (a view or SQL function would keep a copy of this role's scope for whoever reads it).
-    const ddl = ['CREATE VIEW v AS SELECT * FROM pgwarden.scope', 'CREATE TABLE t AS SELECT * FROM pgwarden.scope', 'EXPLAIN ANALYZE CREATE TABLE t AS SELECT * FROM pgwarden.scope', 'CREATE FUNCTION f() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM pgwarden.scope; END'];
-    for (const sql of ['INSERT INTO pgwarden.scope VALUES (1)', 'DELETE FROM orders USING pgwarden.scope', 'LOCK pgwarden.scope', 'SELECT * FROM app.pgwarden.scope', ...ddl]) {
+    const ddl = [
+      'CREATE VIEW v AS SELECT * FROM pgwarden.scope',
+      'CREATE TABLE t AS SELECT * FROM pgwarden.scope',
+      'EXPLAIN ANALYZE CREATE TABLE t AS SELECT * FROM pgwarden.scope',
+      'CREATE FUNCTION f() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM pgwarden.scope; END',
+    ];
+    for (const sql of [
+      'INSERT INTO pgwarden.scope VALUES (1)',
+      'DELETE FROM orders USING pgwarden.scope',
+      'LOCK pgwarden.scope',
+      'SELECT * FROM app.pgwarden.scope',
+      ...ddl,
+    ]) {
       expect(rewriteScope(sql, role, CATALOG), sql).toBeUndefined();
       expect(evaluate(sql, 'simple', sessionFor(role), CATALOG).allow, sql).toBe(false);
     }
@@ -124,14 +162,29 @@ describe('rewriteScope', () => {
   });
 
   it('a scope too large to list in one statement is refused as a limit, not sent', () => {
-    const columns = Array.from({ length: 12_000 }, (_, i) => ({ name: `column_number_${i}`, type: 'character varying(200)' }));
+    const columns = Array.from({ length: 12_000 }, (_, i) => ({
+      name: `column_number_${i}`,
+      type: 'character varying(200)',
+    }));
     const rel: CatalogRelation = { schema: 'sales', name: 'wide', kind: 'r', columns };
-    const d = evaluate('SELECT count(*) FROM pgwarden.scope', 'simple', sessionFor(role), { ...CATALOG, relations: new Map([['sales.wide', rel]]) });
-    expect(d.allow === false && [d.sqlstate, d.reason, refusalReason(d)]).toEqual(['0A000', 'statement_too_large', 'limit_reached']);
+    const d = evaluate('SELECT count(*) FROM pgwarden.scope', 'simple', sessionFor(role), {
+      ...CATALOG,
+      relations: new Map([['sales.wide', rel]]),
+    });
+    expect(d.allow === false && [d.sqlstate, d.reason, refusalReason(d)]).toEqual([
+      '0A000',
+      'statement_too_large',
+      'limit_reached',
+    ]);
   });
 
   it('is decided on the rewritten text: a join with a relation outside the role is refused, the row cap applies', () => {
-    const denied = evaluate('SELECT * FROM pgwarden.scope JOIN public.secrets ON true', 'simple', sessionFor(role), CATALOG);
+    const denied = evaluate(
+      'SELECT * FROM pgwarden.scope JOIN public.secrets ON true',
+      'simple',
+      sessionFor(role),
+      CATALOG,
+    );
     expect(denied.allow === false && denied.reason).toBe('relation_not_allowed');
     const capped = evaluate('SELECT * FROM pgwarden.scope', 'simple', sessionFor(makeRole({ maxRows: 5 })), CATALOG);
     expect(capped.allow && capped.rewrittenSql).toMatch(/AS scope\s+LIMIT 6$/);

@@ -13,8 +13,24 @@ const migrator: RolePolicy = makeRole({
   ...writer,
   name: 'migrator',
   relations: [...writer.relations, { schema: 'scratch', name: '*' }],
-  write: { kinds: ['insert', 'update', 'delete', 'merge', 'copy_from'], relations: [...(writer.write?.relations ?? []), { schema: 'scratch', name: '*' }] },
-  ddl: { kinds: ['create_table', 'create_index', 'create_view', 'create_materialized_view', 'create_sequence', 'alter_table', 'drop', 'comment'], schemas: ['scratch'], temporary: true },
+  write: {
+    kinds: ['insert', 'update', 'delete', 'merge', 'copy_from'],
+    relations: [...(writer.write?.relations ?? []), { schema: 'scratch', name: '*' }],
+  },
+  ddl: {
+    kinds: [
+      'create_table',
+      'create_index',
+      'create_view',
+      'create_materialized_view',
+      'create_sequence',
+      'alter_table',
+      'drop',
+      'comment',
+    ],
+    schemas: ['scratch'],
+    temporary: true,
+  },
   maintenance: ['analyze', 'vacuum'],
   lock: true,
   channels: { listen: [{ name: 'jobs_', prefix: true }], notify: [{ name: 'jobs_done', prefix: false }] },
@@ -23,17 +39,34 @@ const migrator: RolePolicy = makeRole({
 /** Every schema of its search_path is one it may change: unqualified names are fine. */
 const scratchPath: RolePolicy = { ...migrator, name: 'scratchpath', searchPath: ['scratch'] };
 /** DDL on its schema, but no temporary objects and only some kinds. */
-const narrow: RolePolicy = { ...migrator, name: 'narrow', ddl: { kinds: ['create_table'], schemas: ['scratch'], temporary: false }, maintenance: ['analyze'], lock: undefined, channels: undefined };
+const narrow: RolePolicy = {
+  ...migrator,
+  name: 'narrow',
+  ddl: { kinds: ['create_table'], schemas: ['scratch'], temporary: false },
+  maintenance: ['analyze'],
+  lock: undefined,
+  channels: undefined,
+};
 /** Reads only some relations of its ddl schema, and has a denied column there. */
 const narrowRead: RolePolicy = {
   ...migrator,
   name: 'narrowRead',
-  relations: [...writer.relations, { schema: 'scratch', name: 'open' }, { schema: 'scratch', name: 'people' }, { schema: 'scratch', name: 'other' }],
+  relations: [
+    ...writer.relations,
+    { schema: 'scratch', name: 'open' },
+    { schema: 'scratch', name: 'people' },
+    { schema: 'scratch', name: 'other' },
+  ],
   write: { kinds: ['insert'], relations: [{ schema: 'scratch', name: '*' }] },
   deniedColumns: new Map([...migrator.deniedColumns, ['scratch.people', new Set(['secret'])]]),
 };
 const doer: RolePolicy = { ...writer, name: 'doer', do: true };
-const reader: RolePolicy = { ...ROLES.analyst, name: 'reader', lock: true, channels: { listen: [{ name: 'news', prefix: false }], notify: [] } };
+const reader: RolePolicy = {
+  ...ROLES.analyst,
+  name: 'reader',
+  lock: true,
+  channels: { listen: [{ name: 'news', prefix: false }], notify: [] },
+};
 
 /** The test catalog plus a table and a view in the role's ddl schema. */
 const catalog: CatalogSnapshot = {
@@ -42,7 +75,19 @@ const catalog: CatalogSnapshot = {
     ...CATALOG.relations,
     ['scratch.t', { schema: 'scratch', name: 't', kind: 'r', columns: [{ name: 'x', type: 'text' }] }],
     ['scratch.v', { schema: 'scratch', name: 'v', kind: 'v', columns: [{ name: 'x', type: 'text' }] }],
-    ['scratch.people', { schema: 'scratch', name: 'people', kind: 'r', columns: [{ name: 'id', type: 'int' }, { name: 'name', type: 'text' }, { name: 'secret', type: 'text' }] }],
+    [
+      'scratch.people',
+      {
+        schema: 'scratch',
+        name: 'people',
+        kind: 'r',
+        columns: [
+          { name: 'id', type: 'int' },
+          { name: 'name', type: 'text' },
+          { name: 'secret', type: 'text' },
+        ],
+      },
+    ],
     ['scratch.private', { schema: 'scratch', name: 'private', kind: 'r', columns: [{ name: 'a', type: 'int' }] }],
   ]),
 };
@@ -64,7 +109,12 @@ const families: Record<string, Case[]> = {
     ['writer', 'UNLISTEN *', 'allow'],
   ],
   'tables in allowed schemas': [
-    ['migrator', 'CREATE TABLE scratch.t (a int PRIMARY KEY, b text NOT NULL DEFAULT now()::text)', 'allow', 'roles.migrator.ddl'],
+    [
+      'migrator',
+      'CREATE TABLE scratch.t (a int PRIMARY KEY, b text NOT NULL DEFAULT now()::text)',
+      'allow',
+      'roles.migrator.ddl',
+    ],
     ['migrator', 'CREATE TABLE IF NOT EXISTS scratch.t (id serial, b text CHECK (length(b) > 2))', 'allow'],
     ['migrator', 'CREATE TABLE public.t (a int)', 'deny', 'ddl_denied'],
     ['migrator', 'CREATE TABLE t (a int)', 'deny', 'ddl_denied'],
@@ -80,7 +130,12 @@ const families: Record<string, Case[]> = {
     ['migrator', 'CREATE VIEW v AS SELECT x FROM victim', 'deny', 'statement_kind_denied'],
     ['migrator', 'CREATE TABLE scratch.t (LIKE public.customers)', 'deny', 'statement_kind_denied'],
     ['migrator', 'CREATE TABLE scratch.t () INHERITS (public.orders)', 'deny', 'statement_kind_denied'],
-    ['migrator', 'CREATE TABLE scratch.t PARTITION OF public.orders FOR VALUES IN (1)', 'deny', 'statement_kind_denied'],
+    [
+      'migrator',
+      'CREATE TABLE scratch.t PARTITION OF public.orders FOR VALUES IN (1)',
+      'deny',
+      'statement_kind_denied',
+    ],
   ],
   'temporary objects': [
     ['migrator', 'CREATE TEMP TABLE t (a int) ON COMMIT DROP', 'allow'],
@@ -112,36 +167,70 @@ const families: Record<string, Case[]> = {
     ['migrator', 'CREATE TABLE scratch.c AS EXECUTE p', 'deny', 'statement_kind_denied'],
     ['migrator', 'CREATE TABLE scratch.c AS SELECT id FROM customers FOR UPDATE', 'deny', 'statement_kind_denied'],
     ['migrator', 'CREATE VIEW scratch.v AS SELECT id FROM customers FOR SHARE', 'deny', 'statement_kind_denied'],
-    ['migrator', 'CREATE VIEW scratch.v AS SELECT id FROM (SELECT id FROM customers FOR KEY SHARE) s', 'deny', 'statement_kind_denied'],
+    [
+      'migrator',
+      'CREATE VIEW scratch.v AS SELECT id FROM (SELECT id FROM customers FOR KEY SHARE) s',
+      'deny',
+      'statement_kind_denied',
+    ],
     ['migrator', 'SELECT id INTO scratch.c FROM orders', 'deny', 'statement_kind_denied'],
-    ['migrator', 'CREATE VIEW scratch.v AS WITH d AS (DELETE FROM victim RETURNING x) SELECT x FROM d', 'deny', 'relation_not_allowed'],
+    [
+      'migrator',
+      'CREATE VIEW scratch.v AS WITH d AS (DELETE FROM victim RETURNING x) SELECT x FROM d',
+      'deny',
+      'relation_not_allowed',
+    ],
   ],
   'expressions call functions': [
     ['migrator', "CREATE TABLE scratch.t (a text DEFAULT public.leak('x'))", 'deny', 'function_denied'],
     ['migrator', 'CREATE TABLE scratch.t (a int DEFAULT public.add_one(1))', 'deny', 'function_denied'],
-    ['migrator', "CREATE TABLE scratch.t (a text CHECK (public.leak(a) IS NOT NULL))", 'deny', 'function_denied'],
-    ['migrator', 'CREATE TABLE scratch.t (a int, b int GENERATED ALWAYS AS (public.add_one(a)) STORED)', 'deny', 'function_denied'],
-    ['migrator', "CREATE TABLE scratch.t (a int DEFAULT (SELECT count(*) FROM secrets))", 'deny', 'relation_not_allowed'],
-    ['migrator', "CREATE TABLE scratch.t (a int, CHECK (a > 0))", 'allow'],
+    ['migrator', 'CREATE TABLE scratch.t (a text CHECK (public.leak(a) IS NOT NULL))', 'deny', 'function_denied'],
+    [
+      'migrator',
+      'CREATE TABLE scratch.t (a int, b int GENERATED ALWAYS AS (public.add_one(a)) STORED)',
+      'deny',
+      'function_denied',
+    ],
+    [
+      'migrator',
+      'CREATE TABLE scratch.t (a int DEFAULT (SELECT count(*) FROM secrets))',
+      'deny',
+      'relation_not_allowed',
+    ],
+    ['migrator', 'CREATE TABLE scratch.t (a int, CHECK (a > 0))', 'allow'],
     // Restated through the deparser: IN lists and ARRAY constructors carry extra position fields, ignored.
-    ['migrator', "CREATE TABLE scratch.t (a varchar(20) DEFAULT 'new' CHECK (a IN ('new', 'paid')), b text[] DEFAULT ARRAY[]::text[], c int DEFAULT 1 CHECK (c = ANY (ARRAY[1, 2])))", 'allow'],
+    [
+      'migrator',
+      "CREATE TABLE scratch.t (a varchar(20) DEFAULT 'new' CHECK (a IN ('new', 'paid')), b text[] DEFAULT ARRAY[]::text[], c int DEFAULT 1 CHECK (c = ANY (ARRAY[1, 2])))",
+      'allow',
+    ],
     ['migrator', 'ALTER TABLE scratch.t ALTER COLUMN a TYPE int', 'allow'],
     ['migrator', 'CREATE TABLE scratch.t (a int DEFAULT pg_sleep(1)::text::int)', 'deny', 'function_denied'],
     ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.orders (id))', 'allow'],
     // A foreign key changes the referenced table (its triggers, others' deletes there): readable is not enough.
     ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.customers (id))', 'deny', 'relation_not_allowed'],
-    ['migrator', 'ALTER TABLE scratch.t ADD FOREIGN KEY (a) REFERENCES public.customers (id)', 'deny', 'relation_not_allowed'],
+    [
+      'migrator',
+      'ALTER TABLE scratch.t ADD FOREIGN KEY (a) REFERENCES public.customers (id)',
+      'deny',
+      'relation_not_allowed',
+    ],
     ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES scratch.other (id))', 'allow'],
     ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.secrets (id))', 'deny', 'relation_not_allowed'],
     ['migrator', 'CREATE TABLE scratch.t (a text REFERENCES public.customers (ssn))', 'deny', 'column_denied'],
     ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.customers)', 'deny', 'column_denied'],
-    ['migrator', 'CREATE TABLE scratch.t (a int, FOREIGN KEY (a) REFERENCES public.secrets (id))', 'deny', 'relation_not_allowed'],
+    [
+      'migrator',
+      'CREATE TABLE scratch.t (a int, FOREIGN KEY (a) REFERENCES public.secrets (id))',
+      'deny',
+      'relation_not_allowed',
+    ],
     ['migrator', 'CREATE TABLE scratch.t (a int, EXCLUDE USING gist (a WITH =))', 'deny', 'statement_kind_denied'],
   ],
-  'indexes': [
+  indexes: [
     ['migrator', 'CREATE INDEX ON scratch.t (a)', 'allow'],
     ['migrator', 'CREATE INDEX i ON public.customers (name)', 'deny', 'ddl_denied'],
-    ['migrator', "CREATE INDEX ON scratch.t ((public.leak(a)))", 'deny', 'function_denied'],
+    ['migrator', 'CREATE INDEX ON scratch.t ((public.leak(a)))', 'deny', 'function_denied'],
     ['migrator', 'CREATE INDEX ON scratch.t (a) WHERE public.leak(b) IS NULL', 'deny', 'function_denied'],
     ['migrator', 'CREATE INDEX ON scratch.t (a public.my_ops)', 'deny', 'statement_kind_denied'],
     ['migrator', 'CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON scratch.t (upper(a)) INCLUDE (b)', 'allow'],
@@ -151,7 +240,12 @@ const families: Record<string, Case[]> = {
     ['migrator', "ALTER TABLE scratch.t ADD COLUMN c text DEFAULT public.leak('x')", 'deny', 'function_denied'],
     ['migrator', 'ALTER TABLE scratch.t ALTER COLUMN a TYPE bigint USING public.add_one(a)', 'deny', 'function_denied'],
     ['migrator', 'ALTER TABLE scratch.t ALTER COLUMN a SET DEFAULT 3, ALTER COLUMN b SET NOT NULL', 'allow'],
-    ['migrator', 'ALTER TABLE scratch.t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES public.secrets (id)', 'deny', 'relation_not_allowed'],
+    [
+      'migrator',
+      'ALTER TABLE scratch.t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES public.secrets (id)',
+      'deny',
+      'relation_not_allowed',
+    ],
     ['migrator', 'ALTER TABLE scratch.t OWNER TO postgres', 'deny', 'statement_kind_denied'],
     ['migrator', 'ALTER TABLE scratch.t ENABLE ROW LEVEL SECURITY', 'deny', 'statement_kind_denied'],
     ['migrator', 'ALTER TABLE scratch.t DROP COLUMN a CASCADE', 'deny', 'statement_kind_denied'],
@@ -190,8 +284,18 @@ const families: Record<string, Case[]> = {
     ['migrator', "COMMENT ON FUNCTION public.leak(text) IS 'x'", 'deny', 'statement_kind_denied'],
   ],
   'always refused': [
-    ['migrator', 'CREATE FUNCTION scratch.f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$', 'deny', 'statement_kind_denied'],
-    ['migrator', 'CREATE TRIGGER t BEFORE INSERT ON scratch.t FOR EACH ROW EXECUTE FUNCTION scratch.f()', 'deny', 'statement_kind_denied'],
+    [
+      'migrator',
+      'CREATE FUNCTION scratch.f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$',
+      'deny',
+      'statement_kind_denied',
+    ],
+    [
+      'migrator',
+      'CREATE TRIGGER t BEFORE INSERT ON scratch.t FOR EACH ROW EXECUTE FUNCTION scratch.f()',
+      'deny',
+      'statement_kind_denied',
+    ],
     ['migrator', 'CREATE RULE r AS ON INSERT TO scratch.t DO INSTEAD NOTHING', 'deny', 'statement_kind_denied'],
     ['migrator', 'CREATE SCHEMA s2', 'deny', 'statement_kind_denied'],
     ['migrator', 'CREATE EXTENSION dblink', 'deny', 'statement_kind_denied'],
@@ -213,7 +317,7 @@ const families: Record<string, Case[]> = {
     // Qualified names in a ddl schema are resolved by name; the server's analysis judges their columns.
     ['narrowRead', 'SELECT a, b FROM scratch.other_new', 'deny', 'relation_not_allowed'],
     ['migrator', 'SELECT a, b FROM scratch.made_later', 'allow'],
-    ['migrator', "INSERT INTO scratch.made_later (a) VALUES (1)", 'allow'],
+    ['migrator', 'INSERT INTO scratch.made_later (a) VALUES (1)', 'allow'],
     // Outside the role's relations and ddl schemas a missing name is refused as a forbidden one would be (docs/policy.md,
     // "Unknown and forbidden relations"); in its temporary schema it stays unresolved (the role may have just made it).
     ['migrator', 'SELECT a FROM made_later', 'deny', 'relation_not_allowed'],
@@ -269,7 +373,7 @@ const families: Record<string, Case[]> = {
     ['reader', 'NOTIFY news', 'deny'],
     ['reader', "SELECT pg_notify('news', 'x')", 'deny', 'function_denied'],
   ],
-  'DO': [
+  DO: [
     ['doer', 'DO $$ BEGIN PERFORM 1; END $$', 'allow', 'roles.doer.do'],
     ['analyst', 'DO $$ BEGIN END $$', 'deny'],
   ],
@@ -296,7 +400,9 @@ describe('messages', () => {
     const d = evaluate('CREATE TABLE public.t (a int)', 'simple', sessionFor(migrator), CATALOG);
     expect(d.allow).toBe(false);
     if (d.allow) return;
-    expect(d.message).toBe('permission denied by pgwarden: CREATE TABLE touches schema public, which is not in ddl.schemas');
+    expect(d.message).toBe(
+      'permission denied by pgwarden: CREATE TABLE touches schema public, which is not in ddl.schemas',
+    );
     expect(d.detail).toContain('(rule: roles.migrator.ddl.schemas)');
     expect(d.hint).toBe('schemas this role may change: scratch');
   });
@@ -314,41 +420,72 @@ describe('restated queries', () => {
     const kind = Object.keys(n)[0] ?? '';
     return utilityQueries(kind, n[kind] ?? {});
   };
-  it('a table\'s expressions are selected over its own columns', () => {
+  it("a table's expressions are selected over its own columns", () => {
     expect(body('CREATE TABLE scratch."T" (a serial, b text DEFAULT upper(\'x\') CHECK (b <> a::text))')).toEqual({
       ok: true,
-      queries: [{ text: `SELECT ((upper('x'))::text), (CAST(b <> a::text AS boolean)) FROM (SELECT NULL::int AS a, NULL::text AS b) AS "T"` }],
+      queries: [
+        {
+          text: `SELECT ((upper('x'))::text), (CAST(b <> a::text AS boolean)) FROM (SELECT NULL::int AS a, NULL::text AS b) AS "T"`,
+        },
+      ],
     });
   });
   it('an index reads its columns, expressions and predicate from the table alone', () => {
-    expect(body('CREATE INDEX ON scratch.t (a, (lower(b))) WHERE c > 0')).toEqual({ ok: true, queries: [{ text: 'SELECT (a), (lower(b)) FROM ONLY scratch.t WHERE (c > 0)' }] });
+    expect(body('CREATE INDEX ON scratch.t (a, (lower(b))) WHERE c > 0')).toEqual({
+      ok: true,
+      queries: [{ text: 'SELECT (a), (lower(b)) FROM ONLY scratch.t WHERE (c > 0)' }],
+    });
   });
   it('LOCK names its relations for the server to resolve', () => {
-    expect(body('LOCK orders, scratch.t IN ACCESS SHARE MODE')).toEqual({ ok: true, queries: [{ text: 'SELECT FROM ONLY orders, ONLY scratch.t', named: 'readable' }] });
-    expect(body('VACUUM ANALYZE orders (id)')).toEqual({ ok: true, queries: [{ text: 'SELECT FROM ONLY orders', named: 'writable' }] });
+    expect(body('LOCK orders, scratch.t IN ACCESS SHARE MODE')).toEqual({
+      ok: true,
+      queries: [{ text: 'SELECT FROM ONLY orders, ONLY scratch.t', named: 'readable' }],
+    });
+    expect(body('VACUUM ANALYZE orders (id)')).toEqual({
+      ok: true,
+      queries: [{ text: 'SELECT FROM ONLY orders', named: 'writable' }],
+    });
   });
   it('the server analyses the body of a view and a CTAS', () => {
-    const plan = planServerAnalysis('CREATE VIEW scratch.v AS SELECT id FROM orders WHERE total > 10; DROP TABLE scratch.t', []);
-    expect(plan).toEqual({ ok: true, texts: [{ text: 'SELECT id FROM orders WHERE total > 10', paramTypes: [], kind: 'ViewStmt', copyFrom: false }] });
+    const plan = planServerAnalysis(
+      'CREATE VIEW scratch.v AS SELECT id FROM orders WHERE total > 10; DROP TABLE scratch.t',
+      [],
+    );
+    expect(plan).toEqual({
+      ok: true,
+      texts: [{ text: 'SELECT id FROM orders WHERE total > 10', paramTypes: [], kind: 'ViewStmt', copyFrom: false }],
+    });
   });
 });
 
 describe('validation', () => {
   const check = (role: Record<string, unknown>) => {
-    const r = parsePolicyText(JSON.stringify({ roles: { m: { readOnly: false, write: { statements: ['insert'], relations: ['app.t'] }, ...role } } }), 'json', 'p.json');
+    const r = parsePolicyText(
+      JSON.stringify({
+        roles: { m: { readOnly: false, write: { statements: ['insert'], relations: ['app.t'] }, ...role } },
+      }),
+      'json',
+      'p.json',
+    );
     return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
   };
   it('suggests the nearest key and kind', () => {
-    expect(check({ dll: { kinds: ['create_table'], schemas: ['s'] } })).toEqual(['roles.m.dll: unknown key (did you mean "ddl"?)']);
+    expect(check({ dll: { kinds: ['create_table'], schemas: ['s'] } })).toEqual([
+      'roles.m.dll: unknown key (did you mean "ddl"?)',
+    ]);
     expect(check({ ddl: { kinds: ['create_tabel'], schemas: ['s'], temprary: true } })).toEqual([
       'roles.m.ddl.temprary: unknown key (did you mean "temporary"?)',
       'roles.m.ddl.kinds[0]: must be one of create_table, create_index, create_view, create_materialized_view, create_sequence, alter_table, drop, comment (did you mean "create_table"?)',
     ]);
     expect(check({ ddl: { kinds: ['create_view'], schemas: ['app', 'public'] } })).toEqual([
-      'roles.m.ddl.kinds: cannot include create_view while public is also on searchPath: a view made there in a transaction could stand in for a relation of the same name, which pgwarden\'s analysis would resolve to the other one',
+      "roles.m.ddl.kinds: cannot include create_view while public is also on searchPath: a view made there in a transaction could stand in for a relation of the same name, which pgwarden's analysis would resolve to the other one",
     ]);
-    expect(check({ maintenance: ['analyse'] })).toEqual(['roles.m.maintenance[0]: must be one of analyze, vacuum (did you mean "analyze"?)']);
-    expect(check({ channels: { listn: ['a'] } })).toEqual(['roles.m.channels.listn: unknown key (did you mean "listen"?)']);
+    expect(check({ maintenance: ['analyse'] })).toEqual([
+      'roles.m.maintenance[0]: must be one of analyze, vacuum (did you mean "analyze"?)',
+    ]);
+    expect(check({ channels: { listn: ['a'] } })).toEqual([
+      'roles.m.channels.listn: unknown key (did you mean "listen"?)',
+    ]);
   });
   it('says why system and temporary schemas cannot be listed', () => {
     expect(check({ ddl: { kinds: ['drop'], schemas: ['pg_catalog', 'pg_temp'] } })).toEqual([
@@ -357,15 +494,51 @@ describe('validation', () => {
     ]);
   });
   it('refuses side effects on a read-only role', () => {
-    const r = parsePolicyText(JSON.stringify({ roles: { ro: { ddl: { kinds: ['drop'], schemas: ['s'] }, channels: { notify: ['x'] }, do: true, maintenance: ['analyze'] } } }), 'json', 'p.json');
-    expect(r.ok ? [] : r.issues.map((i) => i.path)).toEqual(['roles.ro.ddl', 'roles.ro.maintenance', 'roles.ro.channels.notify', 'roles.ro.do']);
+    const r = parsePolicyText(
+      JSON.stringify({
+        roles: {
+          ro: {
+            ddl: { kinds: ['drop'], schemas: ['s'] },
+            channels: { notify: ['x'] },
+            do: true,
+            maintenance: ['analyze'],
+          },
+        },
+      }),
+      'json',
+      'p.json',
+    );
+    expect(r.ok ? [] : r.issues.map((i) => i.path)).toEqual([
+      'roles.ro.ddl',
+      'roles.ro.maintenance',
+      'roles.ro.channels.notify',
+      'roles.ro.do',
+    ]);
   });
   it('compiles channels folded like LISTEN, and warns about DO at every load', () => {
-    const r = parsePolicyText(JSON.stringify({ roles: { m: { readOnly: false, write: { statements: ['insert'], relations: ['app.t'] }, channels: { listen: ['Jobs_*', '"Q"'] }, do: true } } }), 'json', 'p.json');
+    const r = parsePolicyText(
+      JSON.stringify({
+        roles: {
+          m: {
+            readOnly: false,
+            write: { statements: ['insert'], relations: ['app.t'] },
+            channels: { listen: ['Jobs_*', '"Q"'] },
+            do: true,
+          },
+        },
+      }),
+      'json',
+      'p.json',
+    );
     expect(r.ok).toBe(true);
     if (!r.ok) return;
     const policy = compilePolicy(r.doc, 1, 'x');
-    expect(policy.roles.get('m')?.channels?.listen).toEqual([{ name: 'jobs_', prefix: true }, { name: 'Q', prefix: false }]);
-    expect(policyWarnings(policy)).toEqual(['roles.m.do: DO blocks run any SQL as the database role; pgwarden cannot see inside them, so only that role\'s privileges limit what this role\'s sessions can do']);
+    expect(policy.roles.get('m')?.channels?.listen).toEqual([
+      { name: 'jobs_', prefix: true },
+      { name: 'Q', prefix: false },
+    ]);
+    expect(policyWarnings(policy)).toEqual([
+      "roles.m.do: DO blocks run any SQL as the database role; pgwarden cannot see inside them, so only that role's privileges limit what this role's sessions can do",
+    ]);
   });
 });

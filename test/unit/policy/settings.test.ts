@@ -24,7 +24,7 @@ function decide(sql: string, role: RolePolicy): { allow: boolean; detail: string
   return { allow: false, detail: d.detail };
 }
 
-describe('statement_timeout is bounded by the role\'s value, after PostgreSQL\'s unit rounding', () => {
+describe("statement_timeout is bounded by the role's value, after PostgreSQL's unit rounding", () => {
   it.each([
     // What PostgreSQL rounds to 0 (no timeout at all): the reported bypass and its spellings.
     "SET statement_timeout = '400us'",
@@ -73,8 +73,12 @@ describe('statement_timeout is bounded by the role\'s value, after PostgreSQL\'s
   });
 
   it('names the rounding in the refusal', () => {
-    expect(decide("SET statement_timeout = '400us'", timed).detail).toMatch(/0\.4 ms is below 1 ms: PostgreSQL would round it to 0/);
-    expect(decide("SET statement_timeout = '10s'", timed).detail).toMatch(/10000 ms exceeds the role's limit of 5000 ms/);
+    expect(decide("SET statement_timeout = '400us'", timed).detail).toMatch(
+      /0\.4 ms is below 1 ms: PostgreSQL would round it to 0/,
+    );
+    expect(decide("SET statement_timeout = '10s'", timed).detail).toMatch(
+      /10000 ms exceeds the role's limit of 5000 ms/,
+    );
   });
 
   it('leaves roles without statementTimeout free to set it', () => {
@@ -109,7 +113,7 @@ describe('idle_in_transaction_session_timeout only goes down, and never to 0', (
     expect(decide(sql, makeRole()).allow).toBe(true);
   });
 
-  it('follows the role\'s idleInTransactionTimeout, and a role listing the setting cannot raise it', () => {
+  it("follows the role's idleInTransactionTimeout, and a role listing the setting cannot raise it", () => {
     expect(decide("SET idle_in_transaction_session_timeout = '30s'", idle30).allow).toBe(true);
     expect(decide("SET idle_in_transaction_session_timeout = '31s'", idle30).allow).toBe(false);
     const listed = makeRole({ settings: new Set(['idle_in_transaction_session_timeout']) });
@@ -137,18 +141,28 @@ describe('idle_in_transaction_session_timeout is stamped on every session', () =
     clientApplicationName: undefined,
     forwarded: {},
   };
-  it('uses the built-in 60 s when the role sets none, else the role\'s value', () => {
+  it("uses the built-in 60 s when the role sets none, else the role's value", () => {
     expect(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS).toBe(60_000);
     expect(stampParameters(base).idle_in_transaction_session_timeout).toBe('60000');
-    expect(stampParameters({ ...base, idleInTransactionTimeoutMs: 30_000 }).idle_in_transaction_session_timeout).toBe('30000');
+    expect(stampParameters({ ...base, idleInTransactionTimeoutMs: 30_000 }).idle_in_transaction_session_timeout).toBe(
+      '30000',
+    );
   });
 
   it('is a role setting of the policy file, at least 1ms', () => {
-    const ok = parsePolicyText(JSON.stringify({ roles: { r: { relations: ['public.t'], idleInTransactionTimeout: '2m' } } }), 'json', 'p');
+    const ok = parsePolicyText(
+      JSON.stringify({ roles: { r: { relations: ['public.t'], idleInTransactionTimeout: '2m' } } }),
+      'json',
+      'p',
+    );
     expect(ok.ok).toBe(true);
     if (!ok.ok) return;
     expect(compilePolicy(ok.doc, 1, 'd').roles.get('r')?.idleInTransactionTimeout).toBe(120_000);
-    const zero = parsePolicyText(JSON.stringify({ roles: { r: { relations: ['public.t'], idleInTransactionTimeout: 0 } } }), 'json', 'p');
+    const zero = parsePolicyText(
+      JSON.stringify({ roles: { r: { relations: ['public.t'], idleInTransactionTimeout: 0 } } }),
+      'json',
+      'p',
+    );
     expect(zero.ok).toBe(false);
   });
 });

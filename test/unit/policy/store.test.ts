@@ -115,7 +115,13 @@ describe('open', () => {
     unlinkSync(file);
     await expect(open()).rejects.toBeInstanceOf(PolicyLoadError);
     writeFileSync(file, POLICY_A);
-    await expect(open({ loadCatalog: async () => { throw new Error('upstream down'); } })).rejects.toThrow('upstream down');
+    await expect(
+      open({
+        loadCatalog: async () => {
+          throw new Error('upstream down');
+        },
+      }),
+    ).rejects.toThrow('upstream down');
   });
 
   it('passes the compiled policy to loadCatalog and runs the privilege check', async () => {
@@ -128,7 +134,9 @@ describe('open', () => {
       checkPrivileges: async () => ['upstream user "postgres" is a superuser'],
     });
     expect(seen).toEqual([['analyst', 'ops']]);
-    expect(logs).toContainEqual(expect.objectContaining({ level: 'warn', msg: 'upstream user "postgres" is a superuser' }));
+    expect(logs).toContainEqual(
+      expect.objectContaining({ level: 'warn', msg: 'upstream user "postgres" is a superuser' }),
+    );
   });
 });
 
@@ -198,7 +206,12 @@ describe('reload', () => {
         return emptyCatalog();
       },
     });
-    const results = await Promise.all([store.reload('api'), store.refreshCatalog(), store.reload('signal'), store.reload('api')]);
+    const results = await Promise.all([
+      store.reload('api'),
+      store.refreshCatalog(),
+      store.reload('signal'),
+      store.reload('api'),
+    ]);
     expect(maxRunning).toBe(1);
     // The signal and the second api request arrived while the first reload ran: one reload after it covers both.
     expect(results.map((r) => (r.ok ? r.version : -1))).toEqual([2, 3, 4, 4]);
@@ -218,7 +231,9 @@ describe('reload', () => {
     expect(await store.reload('api')).toMatchObject({ ok: true, version: 2 });
     expect(store.current.policy.roles.has('ops')).toBe(false);
     expect(store.current.catalog.database).toBe('first');
-    expect(logs).toContainEqual(expect.objectContaining({ level: 'warn', msg: expect.stringContaining('catalog reload failed') }));
+    expect(logs).toContainEqual(
+      expect.objectContaining({ level: 'warn', msg: expect.stringContaining('catalog reload failed') }),
+    );
     // refreshCatalog reports its failure and changes nothing.
     const r = await store.refreshCatalog();
     expect(r).toMatchObject({ ok: false, issues: [{ path: 'catalog' }] });
@@ -266,7 +281,8 @@ describe('bursts and partial writes', () => {
     await sleep(400);
     // Every policy ever applied is the complete one: the half without deniedColumns never was.
     expect(seen.length).toBeGreaterThanOrEqual(1);
-    for (const p of seen) expect([...(p.roles.get('analyst')?.deniedColumns.get('public.customers') ?? [])]).toEqual(['ssn']);
+    for (const p of seen)
+      expect([...(p.roles.get('analyst')?.deniedColumns.get('public.customers') ?? [])]).toEqual(['ssn']);
     expect(store.version).toBe(2);
   });
 

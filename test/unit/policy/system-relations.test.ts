@@ -23,11 +23,17 @@ describe('system relations in relations:', () => {
     for (const catalog of ['introspection', 'none']) {
       const found = issues(`    catalog: ${catalog}\n    relations: [public.orders, pg_catalog.pg_stat_activity]\n`);
       expect(found, catalog).toHaveLength(1);
-      expect(found[0]).toMatch(/^roles\.r\.relations\[1\]: names pg_catalog\.pg_stat_activity, which holds other sessions' query text: pgwarden lets no role read it/);
+      expect(found[0]).toMatch(
+        /^roles\.r\.relations\[1\]: names pg_catalog\.pg_stat_activity, which holds other sessions' query text: pgwarden lets no role read it/,
+      );
     }
     // Spelled any way PostgreSQL folds to the same name.
     expect(issues(`    catalog: introspection\n    relations: ['PG_CATALOG."pg_stat_activity"']\n`)).toHaveLength(1);
-    expect(issues(`    catalog: introspection\n    relations: [information_schema.user_mappings, pg_catalog.pg_authid, pg_catalog.pg_locks]\n`)).toHaveLength(3);
+    expect(
+      issues(
+        `    catalog: introspection\n    relations: [information_schema.user_mappings, pg_catalog.pg_authid, pg_catalog.pg_locks]\n`,
+      ),
+    ).toHaveLength(3);
   });
 
   it('a system catalog entry on a role without catalog: introspection is refused, pointing at that key', () => {
@@ -38,11 +44,17 @@ describe('system relations in relations:', () => {
   });
 
   it('pg_toast is refused: it holds the stored values of every table', () => {
-    expect(issues(`    catalog: introspection\n    relations: [pg_toast.*]\n`)[0]).toMatch(/pg_toast.*lets no role read it/);
+    expect(issues(`    catalog: introspection\n    relations: [pg_toast.*]\n`)[0]).toMatch(
+      /pg_toast.*lets no role read it/,
+    );
   });
 
   it('on an introspection role an entry extends the introspection relations, and the never-readable ones stay refused under pg_catalog.*', () => {
-    expect(issues(`    catalog: introspection\n    relations: [pg_catalog.pg_stat_user_tables, pg_catalog.*, information_schema.tables]\n`)).toEqual([]);
+    expect(
+      issues(
+        `    catalog: introspection\n    relations: [pg_catalog.pg_stat_user_tables, pg_catalog.*, information_schema.tables]\n`,
+      ),
+    ).toEqual([]);
     const r = load(`    catalog: introspection\n    relations: [pg_catalog.*]\n`);
     expect(r.ok).toBe(true);
     if (!r.ok) return;

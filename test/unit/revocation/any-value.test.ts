@@ -7,7 +7,13 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MAX_TOKEN_LENGTH } from '../../../proxy/auth/jwt.ts';
 import { settings } from '../../../proxy/config/settings.ts';
-import { parseRevocationText, revoke, RevocationFileError, RevocationIndex, RevocationList } from '../../../proxy/revocation/file.ts';
+import {
+  parseRevocationText,
+  revoke,
+  RevocationFileError,
+  RevocationIndex,
+  RevocationList,
+} from '../../../proxy/revocation/file.ts';
 import { MAX_REASON } from '../../../proxy/revocation/source.ts';
 import { rowsToEntries } from '../../../proxy/revocation/table.ts';
 import { revokeCommand, type RevokeLoadConfig } from '../../../proxy/cli/revoke.ts';
@@ -94,7 +100,15 @@ describe('pgwarden revoke', () => {
   const io = () => {
     const out: string[] = [];
     const err: string[] = [];
-    return { out, err, io: { out: (t: string) => void out.push(t), err: (t: string) => void err.push(t), now: () => Date.parse('2030-01-01T00:00:00Z') } };
+    return {
+      out,
+      err,
+      io: {
+        out: (t: string) => void out.push(t),
+        err: (t: string) => void err.push(t),
+        now: () => Date.parse('2030-01-01T00:00:00Z'),
+      },
+    };
   };
   it('revokes a claim as long as a token can carry, read from a file (too long for argv)', async () => {
     const file = path.join(dir, 'revoked.yaml');
@@ -117,15 +131,21 @@ describe('pgwarden revoke', () => {
     }
     // Exactly one source of the value.
     expect(await revokeCommand(['--config', 'x.yaml', '--jti-file', valueFile, '--jti', 'a'], config, io().io)).toBe(2);
-    expect(await revokeCommand(['--config', 'x.yaml', '--sub-file', path.join(dir, 'absent')], config, io().io)).toBe(1);
+    expect(await revokeCommand(['--config', 'x.yaml', '--sub-file', path.join(dir, 'absent')], config, io().io)).toBe(
+      1,
+    );
   });
 });
 
 describe('a revocation file missing at startup', () => {
   it("refuses to start with ifMissing 'refuse' (the configuration's default), starts empty only when told to", async () => {
     const file = path.join(dir, 'nope', 'revoked.yaml');
-    await expect(RevocationList.open({ file, watch: false, ifMissing: 'refuse' })).rejects.toBeInstanceOf(RevocationFileError);
-    await expect(RevocationList.open({ file, watch: false, ifMissing: 'refuse' })).rejects.toThrow(/does not exist.*revoked: \[\]/s);
+    await expect(RevocationList.open({ file, watch: false, ifMissing: 'refuse' })).rejects.toBeInstanceOf(
+      RevocationFileError,
+    );
+    await expect(RevocationList.open({ file, watch: false, ifMissing: 'refuse' })).rejects.toThrow(
+      /does not exist.*revoked: \[\]/s,
+    );
     const l = await RevocationList.open({ file, watch: false, ifMissing: 'empty' });
     expect(l.entries).toHaveLength(0);
     l.close();

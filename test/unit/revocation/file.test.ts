@@ -36,7 +36,10 @@ async function open(watch = true): Promise<RevocationList> {
 
 describe('parsing and matching', () => {
   it('matches by jti, sub and agent, with the reason or a default', async () => {
-    writeFileSync(file, `revoked:\n  - { jti: jti-1, reason: leaked in CI logs }\n  - { sub: mallory }\n  - { agent: rogue-bot, reason: misbehaving }\n`);
+    writeFileSync(
+      file,
+      `revoked:\n  - { jti: jti-1, reason: leaked in CI logs }\n  - { sub: mallory }\n  - { agent: rogue-bot, reason: misbehaving }\n`,
+    );
     const l = await open(false);
     expect(l.match(id())).toEqual({ reason: 'leaked in CI logs' });
     expect(l.match(id({ jti: 'other', sub: 'mallory' }))).toEqual({ reason: 'sub revoked' });
@@ -63,7 +66,9 @@ describe('parsing and matching', () => {
   });
 
   it('reports every invalid entry with its position', () => {
-    const r = parseRevocationText(`revoked:\n  - { jti: a, sub: b }\n  - { reason: none }\n  - { subject: typo }\n  - { jti: c, expiresAt: tomorrow }\n  - { jti: '' }\n`);
+    const r = parseRevocationText(
+      `revoked:\n  - { jti: a, sub: b }\n  - { reason: none }\n  - { subject: typo }\n  - { jti: c, expiresAt: tomorrow }\n  - { jti: '' }\n`,
+    );
     expect(r.ok).toBe(false);
     const issues = r.ok ? [] : r.issues;
     expect(issues.join('\n')).toMatch(/revoked\[0\]: must have exactly one of jti, sub, agent \(has jti, sub\)/);
@@ -90,7 +95,12 @@ describe('reloading', () => {
     l.onChange((c) => changes.push(c));
     writeFileSync(file, 'revoked:\n  - { sub: alice, reason: left the company }\n');
     await until(() => changes.length > 0);
-    expect(changes[0]).toEqual({ source: 'file', entries: 1, added: [{ sub: 'alice', reason: 'left the company' }], removed: [{ jti: 'jti-1' }] });
+    expect(changes[0]).toEqual({
+      source: 'file',
+      entries: 1,
+      added: [{ sub: 'alice', reason: 'left the company' }],
+      removed: [{ jti: 'jti-1' }],
+    });
     expect(l.match(id({ jti: 'x' }))).toEqual({ reason: 'left the company' });
   });
 
@@ -144,7 +154,13 @@ describe('revoke()', () => {
     const text = readFileSync(file, 'utf8');
     expect(text).toContain('# managed by the on-call runbook');
     const parsed = parseRevocationText(text);
-    expect(parsed).toEqual({ ok: true, entries: [{ jti: 'j1', reason: 'first' }, { sub: 'bob', expiresAt: '2031-05-01T00:00:00.000Z' }] });
+    expect(parsed).toEqual({
+      ok: true,
+      entries: [
+        { jti: 'j1', reason: 'first' },
+        { sub: 'bob', expiresAt: '2031-05-01T00:00:00.000Z' },
+      ],
+    });
     expect(readdirSync(dir)).toEqual(['revoked.yaml']);
   });
 
@@ -158,7 +174,9 @@ describe('revoke()', () => {
   it('concurrent appends lose nothing (lock + temp + rename)', async () => {
     await Promise.all(Array.from({ length: 20 }, (_, i) => revoke(file, { jti: `j${i}` })));
     const parsed = parseRevocationText(readFileSync(file, 'utf8'));
-    expect(parsed.ok && parsed.entries.map((e) => e.jti).sort()).toEqual(Array.from({ length: 20 }, (_, i) => `j${i}`).sort());
+    expect(parsed.ok && parsed.entries.map((e) => e.jti).sort()).toEqual(
+      Array.from({ length: 20 }, (_, i) => `j${i}`).sort(),
+    );
   });
 
   it('refuses an invalid entry and will not overwrite an invalid file', async () => {
@@ -205,14 +223,36 @@ describe('pgwarden revoke', () => {
   const io = () => {
     const out: string[] = [];
     const err: string[] = [];
-    return { out, err, io: { out: (t: string) => void out.push(t), err: (t: string) => void err.push(t), now: () => Date.parse('2030-01-01T00:00:00Z') } };
+    return {
+      out,
+      err,
+      io: {
+        out: (t: string) => void out.push(t),
+        err: (t: string) => void err.push(t),
+        now: () => Date.parse('2030-01-01T00:00:00Z'),
+      },
+    };
   };
-  const config = (revocation: unknown): RevokeLoadConfig => () => ({ ok: true, config: { revocation } as never });
+  const config =
+    (revocation: unknown): RevokeLoadConfig =>
+    () => ({ ok: true, config: { revocation } as never });
 
   it('appends with --reason and --expires, relative or absolute', async () => {
     const t = io();
-    expect(await revokeCommand(['--config', 'x.yaml', '--jti', 'j1', '--reason', 'leaked', '--expires', '1h'], config({ file }), t.io)).toBe(0);
-    expect(await revokeCommand(['--config', 'x.yaml', '--agent', 'bot', '--expires', '2030-02-01T00:00:00Z'], config({ file }), t.io)).toBe(0);
+    expect(
+      await revokeCommand(
+        ['--config', 'x.yaml', '--jti', 'j1', '--reason', 'leaked', '--expires', '1h'],
+        config({ file }),
+        t.io,
+      ),
+    ).toBe(0);
+    expect(
+      await revokeCommand(
+        ['--config', 'x.yaml', '--agent', 'bot', '--expires', '2030-02-01T00:00:00Z'],
+        config({ file }),
+        t.io,
+      ),
+    ).toBe(0);
     expect(parseRevocationText(readFileSync(file, 'utf8'))).toEqual({
       ok: true,
       entries: [
@@ -230,9 +270,18 @@ describe('pgwarden revoke', () => {
     expect(await revokeCommand(['--config', 'x', '--jti', 'a', '--expires', 'soon'], config({ file }), t.io)).toBe(2);
     expect(await revokeCommand(['--config', 'x', '--jti', 'a', '--bogus'], config({ file }), t.io)).toBe(2);
     expect(await revokeCommand(['--config', 'x', '--jti', 'a'], config(undefined), t.io)).toBe(1);
-    expect(await revokeCommand(['--config', 'x', '--jti', 'a'], config({ table: { schema: 'pgwarden', name: 'revocations' } }), t.io)).toBe(1);
+    expect(
+      await revokeCommand(
+        ['--config', 'x', '--jti', 'a'],
+        config({ table: { schema: 'pgwarden', name: 'revocations' } }),
+        t.io,
+      ),
+    ).toBe(1);
     expect(t.err.join('')).toMatch(/INSERT INTO it instead/);
-    const bad: RevokeLoadConfig = () => ({ ok: false, issues: [{ path: 'revocation.file', message: 'is not a file' }] });
+    const bad: RevokeLoadConfig = () => ({
+      ok: false,
+      issues: [{ path: 'revocation.file', message: 'is not a file' }],
+    });
     expect(await revokeCommand(['--config', 'x', '--jti', 'a'], bad, t.io)).toBe(1);
     expect(t.err.join('')).toMatch(/revocation.file: is not a file/);
     expect(existsSync(file)).toBe(false);

@@ -5,7 +5,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createMetrics, registerRevocationMetrics } from '../../../proxy/metrics.ts';
-import { parseRevocationLines, revoke, RevocationFileError, RevocationIndex, RevocationList } from '../../../proxy/revocation/file.ts';
+import {
+  parseRevocationLines,
+  revoke,
+  RevocationFileError,
+  RevocationIndex,
+  RevocationList,
+} from '../../../proxy/revocation/file.ts';
 import type { RevocationChange, RevocationReadInfo } from '../../../proxy/revocation/source.ts';
 import { until } from '../../helpers/until.ts';
 import { identityFactory } from '../../helpers/revocation.ts';
@@ -102,7 +108,10 @@ describe('RevocationIndex', () => {
 describe('JSON Lines files', () => {
   it('a 50,000-line file is read in chunks: every entry enforced, and the event loop ran in between', async () => {
     const file = path.join(dir, 'revoked.jsonl');
-    writeFileSync(file, `# comment lines and blank lines are skipped\n\n${jtiLines(0, 50_000, { reason: 'leaked' })}${line({ agent: 'bot', expiresAt: '2099-01-01T00:00:00Z' })}`);
+    writeFileSync(
+      file,
+      `# comment lines and blank lines are skipped\n\n${jtiLines(0, 50_000, { reason: 'leaked' })}${line({ agent: 'bot', expiresAt: '2099-01-01T00:00:00Z' })}`,
+    );
     let turns = 0;
     let spinning = true;
     const spin = () => {
@@ -139,7 +148,13 @@ describe('JSON Lines files', () => {
     expect(byKey(l.entries)).toEqual(byKey(new RevocationIndex(general.ok ? general.entries : []).entries));
     expect(l.size).toBe(7);
     // Lines the fast path declines go the general way, and are refused there.
-    for (const bad of ['{"__proto__":{"x":1},"jti":"h"}', '{"jti":"i","sub":"j"}', '{"jti":""}', '{"jti":"k","expiresAt":"soon"}', '{"jti":"l","extra":1}']) {
+    for (const bad of [
+      '{"__proto__":{"x":1},"jti":"h"}',
+      '{"jti":"i","sub":"j"}',
+      '{"jti":""}',
+      '{"jti":"k","expiresAt":"soon"}',
+      '{"jti":"l","extra":1}',
+    ]) {
       writeFileSync(file, `${bad}\n`);
       expect((await l.reload()).ok, bad).toBe(false);
     }
@@ -155,7 +170,9 @@ describe('JSON Lines files', () => {
     appendFileSync(file, line({ sub: 'mallory', reason: 'fired' }));
     expect(await l.reload()).toEqual({ ok: true, changed: true, entries: 1001 });
     expect(reads.map((r) => r.kind)).toEqual(['full', 'incremental']);
-    expect(changes).toEqual([{ source: 'file', entries: 1001, added: [{ sub: 'mallory', reason: 'fired' }], removed: [] }]);
+    expect(changes).toEqual([
+      { source: 'file', entries: 1001, added: [{ sub: 'mallory', reason: 'fired' }], removed: [] },
+    ]);
     expect(l.match(id({ sub: 'mallory' }))).toEqual({ reason: 'fired' });
     // Nothing new: an incremental read that finds nothing.
     expect(await l.reload()).toEqual({ ok: true, changed: false, entries: 1001 });
@@ -187,7 +204,10 @@ describe('JSON Lines files', () => {
     appendFileSync(file, `${line({ jti: 'ok-1' })}{"jti": 5}\nnot json\n`);
     const r = await l.reload();
     expect(r.ok).toBe(false);
-    expect(r.ok ? [] : r.issues).toEqual([expect.stringMatching(/^line 5\.jti: must be a non-empty string/), expect.stringMatching(/^line 6: not JSON/)]);
+    expect(r.ok ? [] : r.issues).toEqual([
+      expect.stringMatching(/^line 5\.jti: must be a non-empty string/),
+      expect.stringMatching(/^line 6: not JSON/),
+    ]);
     // None of the appended lines applies while the file is invalid, the valid one included.
     expect(l.match(id({ jti: 'ok-1' }))).toBeUndefined();
     expect(l.match(id({ jti: 'jti-0' }))).toBeDefined();
@@ -221,7 +241,8 @@ describe('YAML files', () => {
     let text = 'revoked:\n';
     // Long reasons: past the inline-parse size with few entries (the yaml library is slow, worker or not).
     const reason = `bulk ${'x'.repeat(230)}`;
-    for (let i = 0; i < 1_000; i++) text += `  - jti: "y-${i}"\n    reason: ${reason}\n    expiresAt: 2099-01-01T00:00:00Z\n`;
+    for (let i = 0; i < 1_000; i++)
+      text += `  - jti: "y-${i}"\n    reason: ${reason}\n    expiresAt: 2099-01-01T00:00:00Z\n`;
     writeFileSync(file, text);
     expect(text.length).toBeGreaterThan(256 * 1024);
     const l = await open(file);

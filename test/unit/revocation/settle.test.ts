@@ -68,22 +68,32 @@ describe('a rewrite read until settled', () => {
     l.onChange((c) => changes.push(c));
     const states: string[] = [];
     // First half: adds `new`, and (being cut) lacks later-in-file.
-    await writeInParts(file, ['revoked:\n  - { jti: stays }\n  - { jti: new, reason: fresh }\n', '  - { jti: later-in-file }\n'], 150, () => {
-      // 150 ms after the first half: read (debounce 20 ms) but not settled (250 ms).
-      states.push(`new=${l.match(jti('new')) !== undefined} later=${l.match(jti('later-in-file')) !== undefined} removed=${l.match(jti('removed')) !== undefined}`);
-    });
+    await writeInParts(
+      file,
+      ['revoked:\n  - { jti: stays }\n  - { jti: new, reason: fresh }\n', '  - { jti: later-in-file }\n'],
+      150,
+      () => {
+        // 150 ms after the first half: read (debounce 20 ms) but not settled (250 ms).
+        states.push(
+          `new=${l.match(jti('new')) !== undefined} later=${l.match(jti('later-in-file')) !== undefined} removed=${l.match(jti('removed')) !== undefined}`,
+        );
+      },
+    );
     expect(states).toEqual(['new=true later=true removed=true']);
     expect(changes).toEqual([]);
     await until(() => l.match(jti('removed')) === undefined, 3_000);
     expect(l.match(jti('later-in-file'))).toBeDefined();
     expect(l.match(jti('new'))).toEqual({ reason: 'fresh' });
-    expect(changes).toEqual([{ source: 'file', entries: 3, added: [{ jti: 'new', reason: 'fresh' }], removed: [{ jti: 'removed' }] }]);
+    expect(changes).toEqual([
+      { source: 'file', entries: 3, added: [{ jti: 'new', reason: 'fresh' }], removed: [{ jti: 'removed' }] },
+    ]);
     expect(logs.filter((x) => x.level !== 'info')).toEqual([]);
   });
 
   it('a JSON Lines rewrite cut at a line boundary lifts nothing until it is complete', async () => {
     const file = path.join(dir, 'revoked.jsonl');
-    const lines = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => `{"jti":"j-${from + i}"}\n`).join('');
+    const lines = (from: number, to: number) =>
+      Array.from({ length: to - from }, (_, i) => `{"jti":"j-${from + i}"}\n`).join('');
     writeFileSync(file, lines(0, 10));
     const l = await open(file);
     const seen: number[] = [];
@@ -101,7 +111,10 @@ describe('a rewrite read until settled', () => {
     await probe;
     expect(new Set(seen)).toEqual(new Set([10]));
     await until(() => l.size === 11, 3_000);
-    expect({ reads: reads.filter((r) => !r.ok), logs: logs.filter((x) => x.level !== 'info') }).toEqual({ reads: [], logs: [] });
+    expect({ reads: reads.filter((r) => !r.ok), logs: logs.filter((x) => x.level !== 'info') }).toEqual({
+      reads: [],
+      logs: [],
+    });
   });
 
   it('a half-written last JSON Lines line of a rewrite is never taken: the lines before it count at once, it counts once whole', async () => {
@@ -110,12 +123,17 @@ describe('a rewrite read until settled', () => {
     const l = await open(file);
     const during: string[] = [];
     await writeInParts(file, ['{"jti":"a"}\n{"jti":"b","rea', 'son":"whole"}\n'], 150, () => {
-      during.push(`a=${l.match(jti('a')) !== undefined} b=${l.match(jti('b')) !== undefined} old=${l.match(jti('old')) !== undefined}`);
+      during.push(
+        `a=${l.match(jti('a')) !== undefined} b=${l.match(jti('b')) !== undefined} old=${l.match(jti('old')) !== undefined}`,
+      );
     });
     expect(during).toEqual(['a=true b=false old=true']);
     await until(() => l.match(jti('old')) === undefined, 3_000);
     expect(l.match(jti('b'))).toEqual({ reason: 'whole' });
-    expect({ reads: reads.filter((r) => !r.ok), logs: logs.filter((x) => x.level !== 'info') }).toEqual({ reads: [], logs: [] });
+    expect({ reads: reads.filter((r) => !r.ok), logs: logs.filter((x) => x.level !== 'info') }).toEqual({
+      reads: [],
+      logs: [],
+    });
   });
 
   it('startup waits for the file to settle', async () => {

@@ -81,7 +81,9 @@ describe('BudgetLedger', () => {
     const perSub = budget({ per: 'subject', statementsPerMinute: 1 });
     expect(ledger.account('r', perAgent, id('alice', 'bot'))).toBe(ledger.account('r', perAgent, id('bob', 'bot')));
     expect(ledger.account('r', perSub, id('alice', 'bot'))).toBe(ledger.account('r', perSub, id('alice', 'other')));
-    expect(ledger.account('r', perAgent, id('alice', 'bot'))).not.toBe(ledger.account('r2', perAgent, id('alice', 'bot')));
+    expect(ledger.account('r', perAgent, id('alice', 'bot'))).not.toBe(
+      ledger.account('r2', perAgent, id('alice', 'bot')),
+    );
     expect(ledger.account('r', perAgent, id('carol'))).not.toBe(ledger.account('r', perAgent, id('dave')));
   });
 

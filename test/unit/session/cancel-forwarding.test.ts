@@ -2,7 +2,13 @@
 // misconfigured loop), rate- and concurrency-limited, and a peer list naming the replica itself refuses to start.
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CancelRegistry, FORWARDED_BIT, forwardCancel, validatePeers, type Peer } from '../../../proxy/session/cancel.ts';
+import {
+  CancelRegistry,
+  FORWARDED_BIT,
+  forwardCancel,
+  validatePeers,
+  type Peer,
+} from '../../../proxy/session/cancel.ts';
 
 /** A secret whose first byte names `replica` (the rest arbitrary), as a clustered replica issues them. */
 const secretOf = (replica: number, n = 1234) => {
@@ -15,7 +21,9 @@ const PID = 4321;
 describe('one hop', () => {
   it('passes a foreign key on once, marked as forwarded', () => {
     const sent: { peer: Peer; processId: number }[] = [];
-    const reg = new CancelRegistry(1, [{ id: 2, host: 'b', port: 1 }], { forward: async (peer, processId) => void sent.push({ peer, processId }) });
+    const reg = new CancelRegistry(1, [{ id: 2, host: 'b', port: 1 }], {
+      forward: async (peer, processId) => void sent.push({ peer, processId }),
+    });
     reg.cancel(PID, secretOf(2));
     expect(sent).toHaveLength(1);
     expect(sent[0]?.peer.id).toBe(2);
@@ -26,8 +34,10 @@ describe('one hop', () => {
 
   it('never passes on a cancel that was already forwarded', () => {
     const sent: number[] = [];
-    const reg = new CancelRegistry(1, [{ id: 2, host: 'b', port: 1 }], { forward: async (_p, processId) => void sent.push(processId) });
-    expect(reg.cancel((PID | FORWARDED_BIT) | 0, secretOf(2))).toBe(false);
+    const reg = new CancelRegistry(1, [{ id: 2, host: 'b', port: 1 }], {
+      forward: async (_p, processId) => void sent.push(processId),
+    });
+    expect(reg.cancel(PID | FORWARDED_BIT | 0, secretOf(2))).toBe(false);
     expect(sent).toHaveLength(0);
     expect(reg.stats.secondHop).toBe(1);
   });
@@ -38,8 +48,8 @@ describe('one hop', () => {
     const key = reg.issue({ cancelUpstream: () => cancelled++ }, PID);
     const wrong = Buffer.from(key.secretKey);
     wrong[3] = (wrong[3]! + 1) & 0xff;
-    expect(reg.cancel((key.processId | FORWARDED_BIT) | 0, wrong)).toBe(false);
-    expect(reg.cancel((key.processId | FORWARDED_BIT) | 0, key.secretKey)).toBe(true);
+    expect(reg.cancel(key.processId | FORWARDED_BIT | 0, wrong)).toBe(false);
+    expect(reg.cancel(key.processId | FORWARDED_BIT | 0, key.secretKey)).toBe(true);
     expect(cancelled).toBe(1);
   });
 
@@ -77,7 +87,11 @@ describe('one hop', () => {
 describe('limits', () => {
   it('forwards at most the burst, then at the sustained rate', () => {
     let sent = 0;
-    const reg = new CancelRegistry(1, [{ id: 2, host: 'b', port: 1 }], { forwardPerSecond: 0.001, forwardBurst: 5, forward: async () => void sent++ });
+    const reg = new CancelRegistry(1, [{ id: 2, host: 'b', port: 1 }], {
+      forwardPerSecond: 0.001,
+      forwardBurst: 5,
+      forward: async () => void sent++,
+    });
     for (let i = 0; i < 1_000; i++) reg.cancel(PID, secretOf(2, i + 1));
     expect(sent).toBe(5);
     expect(reg.stats.rateLimited).toBe(995);
@@ -106,13 +120,33 @@ describe('limits', () => {
 describe('peers validated at startup', () => {
   it('a replica never lists itself, nor an id or an address twice', () => {
     expect(() => new CancelRegistry(1, [{ id: 1, host: 'a', port: 6432 }])).toThrow(/own id/);
-    expect(() => validatePeers(1, [{ id: 2, host: 'b', port: 1 }, { id: 2, host: 'c', port: 1 }])).toThrow(/listed twice/);
-    expect(() => validatePeers(1, [{ id: 2, host: 'b', port: 1 }, { id: 3, host: 'B', port: 1 }])).toThrow(/listed twice/);
-    expect(() => validatePeers(1, [{ id: 2, host: '10.0.0.5', port: 6432 }], { host: '10.0.0.5', port: 6432 })).toThrow(/own listen address/);
-    expect(() => validatePeers(1, [{ id: 2, host: 'localhost', port: 6432 }], { host: '127.0.0.1', port: 6432 })).toThrow(/own listen address/);
-    expect(() => validatePeers(1, [{ id: 2, host: '127.0.0.1', port: 6432 }], { host: '0.0.0.0', port: 6432 })).toThrow(/own listen address/);
+    expect(() =>
+      validatePeers(1, [
+        { id: 2, host: 'b', port: 1 },
+        { id: 2, host: 'c', port: 1 },
+      ]),
+    ).toThrow(/listed twice/);
+    expect(() =>
+      validatePeers(1, [
+        { id: 2, host: 'b', port: 1 },
+        { id: 3, host: 'B', port: 1 },
+      ]),
+    ).toThrow(/listed twice/);
+    expect(() => validatePeers(1, [{ id: 2, host: '10.0.0.5', port: 6432 }], { host: '10.0.0.5', port: 6432 })).toThrow(
+      /own listen address/,
+    );
+    expect(() =>
+      validatePeers(1, [{ id: 2, host: 'localhost', port: 6432 }], { host: '127.0.0.1', port: 6432 }),
+    ).toThrow(/own listen address/);
+    expect(() => validatePeers(1, [{ id: 2, host: '127.0.0.1', port: 6432 }], { host: '0.0.0.0', port: 6432 })).toThrow(
+      /own listen address/,
+    );
     // Same host, another port: another replica.
-    expect(() => validatePeers(1, [{ id: 2, host: '127.0.0.1', port: 6433 }], { host: '127.0.0.1', port: 6432 })).not.toThrow();
-    expect(() => validatePeers(1, [{ id: 2, host: 'pgwarden-1.pgwarden', port: 6432 }], { host: '0.0.0.0', port: 6432 })).not.toThrow();
+    expect(() =>
+      validatePeers(1, [{ id: 2, host: '127.0.0.1', port: 6433 }], { host: '127.0.0.1', port: 6432 }),
+    ).not.toThrow();
+    expect(() =>
+      validatePeers(1, [{ id: 2, host: 'pgwarden-1.pgwarden', port: 6432 }], { host: '0.0.0.0', port: 6432 }),
+    ).not.toThrow();
   });
 });

@@ -22,20 +22,26 @@ describe('CancelRegistry per-address limit', () => {
     let cancelled = 0;
     const reg = new CancelRegistry(0, [], { perAddressPerMinute: 2 });
     const key = reg.issue({ cancelUpstream: () => cancelled++ }, 1234);
-    for (let i = 0; i < 5; i++) expect(reg.cancel((key.processId | FORWARDED_BIT) | 0, key.secretKey, '10.0.0.9')).toBe(false);
+    for (let i = 0; i < 5; i++)
+      expect(reg.cancel(key.processId | FORWARDED_BIT | 0, key.secretKey, '10.0.0.9')).toBe(false);
     expect(cancelled).toBe(0);
     expect(reg.cancel(key.processId, key.secretKey, '10.0.0.9')).toBe(true);
   });
 
   it('in a cluster, cancels marked as forwarded by a peer have their own, larger bucket', () => {
     let cancelled = 0;
-    const reg = new CancelRegistry(1, [{ id: 2, host: 'b', port: 1 }], { perAddressPerMinute: 2, forwardPerSecond: 50, forwardBurst: 100 });
+    const reg = new CancelRegistry(1, [{ id: 2, host: 'b', port: 1 }], {
+      perAddressPerMinute: 2,
+      forwardPerSecond: 50,
+      forwardBurst: 100,
+    });
     const key = reg.issue({ cancelUpstream: () => cancelled++ }, 1234);
     const wrong = Buffer.from([0, 0, 0, 0]);
     for (let i = 0; i < 2; i++) reg.cancel(key.processId, wrong, '10.0.0.9');
     expect(reg.cancel(key.processId, key.secretKey, '10.0.0.9')).toBe(false);
     // The same address as a peer forwarding (marked): within the peer rate.
-    for (let i = 0; i < 50; i++) expect(reg.cancel((key.processId | FORWARDED_BIT) | 0, key.secretKey, '10.0.0.9')).toBe(true);
+    for (let i = 0; i < 50; i++)
+      expect(reg.cancel(key.processId | FORWARDED_BIT | 0, key.secretKey, '10.0.0.9')).toBe(true);
     expect(cancelled).toBe(50);
     expect(reg.stats.addressLimited).toBe(1);
   });

@@ -37,7 +37,7 @@ describe('CancelRegistry', () => {
     expect(hits).toEqual(['b', 'b']);
   });
 
-  it('knowing another session\'s pid is not enough: its own secret with the other pid cancels nothing', () => {
+  it("knowing another session's pid is not enough: its own secret with the other pid cancels nothing", () => {
     const reg = new CancelRegistry();
     const hits: string[] = [];
     const victim = reg.issue({ cancelUpstream: () => hits.push('victim') }, 1001);
@@ -63,7 +63,8 @@ describe('CancelRegistry', () => {
 
   it('refuses a pid that is not a positive int32', () => {
     const reg = new CancelRegistry();
-    for (const pid of [0, -1, 2 ** 31, 1.5]) expect(() => reg.issue({ cancelUpstream: () => {} }, pid)).toThrow(TypeError);
+    for (const pid of [0, -1, 2 ** 31, 1.5])
+      expect(() => reg.issue({ cancelUpstream: () => {} }, pid)).toThrow(TypeError);
   });
 });
 

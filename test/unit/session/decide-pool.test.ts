@@ -17,7 +17,10 @@ function corpus(file: string): string[] {
   for (const chunk of text.split(/^-- ---$/m)) {
     const lines = chunk.split('\n');
     if (!lines.some((l) => l.startsWith('-- family:'))) continue;
-    const sql = lines.filter((l) => !l.startsWith('--')).join('\n').trim();
+    const sql = lines
+      .filter((l) => !l.startsWith('--'))
+      .join('\n')
+      .trim();
     if (sql !== '') out.push(sql);
   }
   return out;
@@ -52,7 +55,7 @@ afterEach(async () => {
 });
 
 describe('DecidePool', () => {
-  it('gives the main thread\'s decision for every corpus statement, role and mode', async () => {
+  it("gives the main thread's decision for every corpus statement, role and mode", async () => {
     const p = pool({ size: 2, maxQueue: 10_000, queueTimeoutMs: 600_000, timeoutMs: 60_000 });
     const statements = [...corpus('legit.sql'), ...corpus('bypass.sql'), ...hostile()];
     expect(statements.length).toBeGreaterThan(500);
@@ -97,7 +100,9 @@ describe('DecidePool', () => {
     const p = pool({ size: 1, timeoutMs: 1_000 });
     const view = sessionFor(ROLES.analyst);
     // Warm: the worker is started and ready before the timed job.
-    expect((await p.decide({ sql: 'SELECT 1', mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })).ok).toBe(true);
+    expect((await p.decide({ sql: 'SELECT 1', mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })).ok).toBe(
+      true,
+    );
     // Seconds of scanning: far beyond the second allowed (the E'' string makes the parser's quick lexer give up, so the
     // real scanner reads the whole text).
     const slow = `SELECT E'x', ${'('.repeat(512 * 1024 - 16)}1${')'.repeat(512 * 1024 - 16)}`;
@@ -109,7 +114,13 @@ describe('DecidePool', () => {
     }
     expect(p.stats.timedOut).toBe(1);
     // A new worker answers the next statement.
-    const b = await p.decide({ sql: 'SELECT id FROM orders', mode: 'simple', view, catalog: CATALOG, policyVersion: 1 });
+    const b = await p.decide({
+      sql: 'SELECT id FROM orders',
+      mode: 'simple',
+      view,
+      catalog: CATALOG,
+      policyVersion: 1,
+    });
     expect(b.ok && b.facts.decision.allow).toBe(true);
     expect(p.stats.workersStarted).toBe(2);
   });
@@ -117,7 +128,9 @@ describe('DecidePool', () => {
   it('refuses with 54000 the statement of a worker that dies, and replaces it', async () => {
     const p = pool({ size: 1 });
     const view = sessionFor(ROLES.analyst);
-    expect((await p.decide({ sql: 'SELECT 1', mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })).ok).toBe(true);
+    expect((await p.decide({ sql: 'SELECT 1', mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })).ok).toBe(
+      true,
+    );
     const big = Array.from({ length: 20_000 }, (_, i) => `SELECT id FROM orders WHERE id = ${i};`).join('');
     const pending = p.decide({ sql: big, mode: 'simple', view, catalog: CATALOG, policyVersion: 1 });
     await new Promise((r) => setTimeout(r, 20));
@@ -129,11 +142,17 @@ describe('DecidePool', () => {
       expect(a.decision.reason).toBe('decide_worker_failed');
       expect(a.decision.allow).toBe(false);
     }
-    const b = await p.decide({ sql: 'SELECT id FROM orders', mode: 'simple', view, catalog: CATALOG, policyVersion: 1 });
+    const b = await p.decide({
+      sql: 'SELECT id FROM orders',
+      mode: 'simple',
+      view,
+      catalog: CATALOG,
+      policyVersion: 1,
+    });
     expect(b.ok && b.facts.decision.allow).toBe(true);
   });
 
-  it('refuses with 54000 a statement whose decision exceeds the worker\'s heap limit', async () => {
+  it("refuses with 54000 a statement whose decision exceeds the worker's heap limit", async () => {
     const p = pool({ size: 1, maxHeapMb: 64 });
     const view = sessionFor(ROLES.analyst);
     const huge = `SELECT 1${',1'.repeat(500_000)}`;
@@ -148,12 +167,15 @@ describe('DecidePool', () => {
     const sql = (i: number) => `SELECT id FROM orders WHERE id = ${i}`;
     // A ready worker first, so the first statement runs at once.
     expect((await p.decide({ sql: sql(0), mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })).ok).toBe(true);
-    const answers = await Promise.all([1, 2, 3].map((i) => p.decide({ sql: sql(i), mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })));
+    const answers = await Promise.all(
+      [1, 2, 3].map((i) => p.decide({ sql: sql(i), mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })),
+    );
     // The first runs, the second takes the queue's one place, the third is refused.
     const refused = answers.filter((a) => !a.ok);
     expect(refused).toHaveLength(1);
     expect(answers[2]?.ok).toBe(false);
-    for (const a of refused) if (!a.ok) expect([a.decision.sqlstate, a.decision.reason]).toEqual(['53000', 'decide_pool_busy']);
+    for (const a of refused)
+      if (!a.ok) expect([a.decision.sqlstate, a.decision.reason]).toEqual(['53000', 'decide_pool_busy']);
     for (const a of answers.filter((x) => x.ok)) if (a.ok) expect(a.facts.decision.allow).toBe(true);
     expect(p.stats.refusedBusy).toBe(1);
   });
@@ -177,7 +199,9 @@ describe('DecidePool', () => {
     const a = await recycled.decide({ sql: long, mode: 'simple', view, catalog: CATALOG, policyVersion: 1 });
     expect(a.ok && a.facts).toEqual({ ...evaluateWithFacts(long, 'simple', view, CATALOG, 1) });
     expect(recycled.snapshot().workers).toBe(0);
-    expect((await recycled.decide({ sql: 'SELECT 1', mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })).ok).toBe(true);
+    expect(
+      (await recycled.decide({ sql: 'SELECT 1', mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })).ok,
+    ).toBe(true);
     expect(recycled.stats.workersStarted).toBe(2);
     // A long text is enough, even one refused before it reaches the WASM parser (measured: less memory stays behind).
     const nested = `SELECT ${'('.repeat(long.length)}1${')'.repeat(long.length)}`;
@@ -189,7 +213,9 @@ describe('DecidePool', () => {
   it('ends idle workers, and refuses everything once closed', async () => {
     const p = pool({ size: 1, idleMs: 50 });
     const view = sessionFor(ROLES.analyst);
-    expect((await p.decide({ sql: 'SELECT 1', mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })).ok).toBe(true);
+    expect((await p.decide({ sql: 'SELECT 1', mode: 'simple', view, catalog: CATALOG, policyVersion: 1 })).ok).toBe(
+      true,
+    );
     expect(p.snapshot().workers).toBe(1);
     await new Promise((r) => setTimeout(r, 300));
     expect(p.snapshot().workers).toBe(0);

@@ -26,7 +26,15 @@ import { initParser } from '../../../policy/parser.ts';
 import { PolicyStore } from '../../../policy/store.ts';
 import { CATALOG } from '../../fixtures/catalog.ts';
 import { Bytes, startupPacket, typed } from '../../helpers/bytes.ts';
-import { FakeUpstream, MessageReader, dataRow, duplexPair, errorFields, errorResponse, rowDescription } from '../../helpers/in-memory.ts';
+import {
+  FakeUpstream,
+  MessageReader,
+  dataRow,
+  duplexPair,
+  errorFields,
+  errorResponse,
+  rowDescription,
+} from '../../helpers/in-memory.ts';
 import { makeTempDir, signToken, testAuthConfig, writeHmacSecret } from '../../helpers/keys.ts';
 import { bind, execute, parse, query, sync } from '../../helpers/raw-client.ts';
 import { refusalReason } from '../../../policy/reasons.ts';
@@ -60,11 +68,26 @@ beforeAll(async () => {
     baseDir: tmp.dir,
     listen: { host: '127.0.0.1', port: 0, tls: undefined },
     // Never dialled: the injected connector answers instead.
-    upstream: { host: 'upstream.invalid', port: 5432, database: 'app', user: 'pgwarden', password: undefined, sslmode: 'disable', sslRootCert: undefined, connectTimeout: 5_000 },
+    upstream: {
+      host: 'upstream.invalid',
+      port: 5432,
+      database: 'app',
+      user: 'pgwarden',
+      password: undefined,
+      sslmode: 'disable',
+      sslRootCert: undefined,
+      connectTimeout: 5_000,
+    },
     auth: testAuthConfig({ secretFile: s.path, clockSkew: 0, jwksTimeout: undefined }),
     policyFile,
     metrics: undefined,
-    limits: { maxMessageSize: 1024 * 1024, handshakeTimeout: 5_000, expiryGrace: 0, maxClientConnections: 10, idleSessionTimeout: 0 },
+    limits: {
+      maxMessageSize: 1024 * 1024,
+      handshakeTimeout: 5_000,
+      expiryGrace: 0,
+      maxClientConnections: 10,
+      idleSessionTimeout: 0,
+    },
     log: { level: 'silent' },
   };
   store = await PolicyStore.open({ file: policyFile, watch: false, loadCatalog: async () => CATALOG });
@@ -123,7 +146,8 @@ const STARTUP = startupPacket([
   ['user', 'alice'],
   ['database', 'app'],
 ]);
-const token = (claims: Record<string, string> = {}, ttlMs = 5 * 60_000) => mintToken(config.auth, { sub: 'alice', role: 'analyst', agent: 'agent-1', ...claims }, ttlMs);
+const token = (claims: Record<string, string> = {}, ttlMs = 5 * 60_000) =>
+  mintToken(config.auth, { sub: 'alice', role: 'analyst', agent: 'agent-1', ...claims }, ttlMs);
 const password = (t: string) => typed('p', new Bytes().cstr(t));
 const AUTH_CLEARTEXT = typed('R', new Bytes().i32(3));
 const ready = (status: 'I' | 'T' | 'E') => typed('Z', new Bytes().str(status));
@@ -143,7 +167,13 @@ async function login(h: Harness): Promise<number> {
 function denial(sql: string, mode: 'simple' | 'parse') {
   const role = store.current.policy.roles.get('analyst');
   if (role === undefined) throw new Error('no analyst role');
-  const d = evaluate(sql, mode, { role, preparedNames: new Set(), cursorNames: new Set() }, CATALOG, store.current.policy.version);
+  const d = evaluate(
+    sql,
+    mode,
+    { role, preparedNames: new Set(), cursorNames: new Set() },
+    CATALOG,
+    store.current.policy.version,
+  );
   if (d.allow) throw new Error(`expected ${sql} to be denied`);
   return d;
 }
@@ -185,7 +215,10 @@ describe('in-memory session: startup and token verification', () => {
     const after = h.got.messages.slice(1);
     expect(after.map((m) => m.type)).toEqual(['R', 'S', 'S', 'S', 'K', 'Z']);
     expect(Buffer.concat(after.slice(0, 4).map((m) => m.raw))).toEqual(
-      Buffer.concat([typed('R', new Bytes().i32(0)), ...b.parameters.map(([k, v]) => typed('S', new Bytes().cstr(k).cstr(v)))]),
+      Buffer.concat([
+        typed('R', new Bytes().i32(0)),
+        ...b.parameters.map(([k, v]) => typed('S', new Bytes().cstr(k).cstr(v))),
+      ]),
     );
     // The client gets the upstream backend's pid with pgwarden's own secret, never the upstream's (a cancel must come through pgwarden).
     const key = after[4]?.body;
@@ -198,29 +231,70 @@ describe('in-memory session: startup and token verification', () => {
 
   const refused: [string, () => Promise<string>, string, string][] = [
     ['a token that is not a JWT', async () => 'not-a-token', '28P01', 'credential_invalid'],
-    ['a token signed with another secret', async () => await signToken(new Uint8Array(32).fill(7), { iss: 'pgwarden-test', aud: 'pgwarden', sub: 'alice', role: 'analyst', exp: Math.floor(Date.now() / 1000) + 60 }, { alg: 'HS256' }), '28P01', 'credential_invalid'],
-    ['an expired token', async () => await signToken(secret, { iss: 'pgwarden-test', aud: 'pgwarden', sub: 'alice', role: 'analyst', iat: Math.floor(Date.now() / 1000) - 120, exp: Math.floor(Date.now() / 1000) - 60 }, { alg: 'HS256' }), '28P01', 'credential_expired'],
-    ['a token for a role the policy does not define', async () => await token({ role: 'nobody' }), '28000', 'credential_rejected'],
+    [
+      'a token signed with another secret',
+      async () =>
+        await signToken(
+          new Uint8Array(32).fill(7),
+          {
+            iss: 'pgwarden-test',
+            aud: 'pgwarden',
+            sub: 'alice',
+            role: 'analyst',
+            exp: Math.floor(Date.now() / 1000) + 60,
+          },
+          { alg: 'HS256' },
+        ),
+      '28P01',
+      'credential_invalid',
+    ],
+    [
+      'an expired token',
+      async () =>
+        await signToken(
+          secret,
+          {
+            iss: 'pgwarden-test',
+            aud: 'pgwarden',
+            sub: 'alice',
+            role: 'analyst',
+            iat: Math.floor(Date.now() / 1000) - 120,
+            exp: Math.floor(Date.now() / 1000) - 60,
+          },
+          { alg: 'HS256' },
+        ),
+      '28P01',
+      'credential_expired',
+    ],
+    [
+      'a token for a role the policy does not define',
+      async () => await token({ role: 'nobody' }),
+      '28000',
+      'credential_rejected',
+    ],
   ];
-  it.each(refused)('refuses %s with one FATAL ErrorResponse and ends, opening no upstream connection', async (_what, make, sqlstate, reason) => {
-    const h = start();
-    h.client.write(STARTUP);
-    h.client.write(password(await make()));
-    await h.got.endOfStream();
-    expect(await h.ended).toBe('auth_failed');
-    expect(h.got.messages.map((m) => m.type)).toEqual(['R', 'E']);
-    expect(h.got.partial).toBe(0);
-    const fields = errorFields(h.got.messages[1]?.body ?? Buffer.alloc(0));
-    expect(fields.slice(0, 3)).toEqual([
-      ['S', 'FATAL'],
-      ['V', 'FATAL'],
-      ['C', sqlstate],
-    ]);
-    expect(fields.map(([k]) => k)).toEqual(['S', 'V', 'C', 'M', 'D', 'H']);
-    // The machine-readable reason is DETAIL's first line (docs/errors.md).
-    expect(fields.find(([k]) => k === 'D')?.[1]).toBe(`reason=${reason}`);
-    expect(h.upstream.backends).toHaveLength(0);
-  });
+  it.each(refused)(
+    'refuses %s with one FATAL ErrorResponse and ends, opening no upstream connection',
+    async (_what, make, sqlstate, reason) => {
+      const h = start();
+      h.client.write(STARTUP);
+      h.client.write(password(await make()));
+      await h.got.endOfStream();
+      expect(await h.ended).toBe('auth_failed');
+      expect(h.got.messages.map((m) => m.type)).toEqual(['R', 'E']);
+      expect(h.got.partial).toBe(0);
+      const fields = errorFields(h.got.messages[1]?.body ?? Buffer.alloc(0));
+      expect(fields.slice(0, 3)).toEqual([
+        ['S', 'FATAL'],
+        ['V', 'FATAL'],
+        ['C', sqlstate],
+      ]);
+      expect(fields.map(([k]) => k)).toEqual(['S', 'V', 'C', 'M', 'D', 'H']);
+      // The machine-readable reason is DETAIL's first line (docs/errors.md).
+      expect(fields.find(([k]) => k === 'D')?.[1]).toBe(`reason=${reason}`);
+      expect(h.upstream.backends).toHaveLength(0);
+    },
+  );
 
   it('refuses a cleartext token from a non-loopback address before asking for it (28000), opening nothing upstream', async () => {
     const h = start('203.0.113.9');
@@ -244,13 +318,15 @@ describe('in-memory session: startup and token verification', () => {
 });
 
 describe('in-memory session: statements', () => {
-  it('forwards an allowed query as sent and relays the backend\'s answer byte for byte', async () => {
+  it("forwards an allowed query as sent and relays the backend's answer byte for byte", async () => {
     const h = start();
     const n = await login(h);
     h.client.write(query(SELECT_ORDERS));
     await h.got.typeAfter('Z', n);
     expect(h.upstream.backends[0]?.received.map((m) => m.raw)).toEqual([query(SELECT_ORDERS)]);
-    expect(h.got.bytes(n)).toEqual(Buffer.concat([rowDescription(['id']), dataRow(['1']), dataRow(['2']), complete('SELECT 2'), ready('I')]));
+    expect(h.got.bytes(n)).toEqual(
+      Buffer.concat([rowDescription(['id']), dataRow(['1']), dataRow(['2']), complete('SELECT 2'), ready('I')]),
+    );
   });
 
   it('refuses a denied simple query: only the sentinel reaches upstream, the client gets 42501 then ReadyForQuery, and the session stays usable', async () => {
@@ -262,13 +338,20 @@ describe('in-memory session: statements', () => {
     const d = denial(sql, 'simple');
     expect(d.sqlstate).toBe('42501');
     // PostgreSQL's own 42601 for the sentinel is replaced by pgwarden's refusal; nothing else is sent.
-    expect(h.got.bytes(n)).toEqual(Buffer.concat([errorResponse('ERROR', '42501', d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint), ready('I')]));
+    expect(h.got.bytes(n)).toEqual(
+      Buffer.concat([
+        errorResponse('ERROR', '42501', d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint),
+        ready('I'),
+      ]),
+    );
     expect(h.upstream.backends[0]?.received.map((m) => m.raw)).toEqual([query(SENTINEL_SQL)]);
 
     const m = h.got.messages.length;
     h.client.write(query(SELECT_ORDERS));
     await h.got.typeAfter('Z', m);
-    expect(h.got.bytes(m)).toEqual(Buffer.concat([rowDescription(['id']), dataRow(['1']), dataRow(['2']), complete('SELECT 2'), ready('I')]));
+    expect(h.got.bytes(m)).toEqual(
+      Buffer.concat([rowDescription(['id']), dataRow(['1']), dataRow(['2']), complete('SELECT 2'), ready('I')]),
+    );
     expect(h.upstream.backends[0]?.received.map((m) => m.raw)).toEqual([query(SENTINEL_SQL), query(SELECT_ORDERS)]);
     expect(h.session.isClosed).toBe(false);
   });
@@ -281,7 +364,12 @@ describe('in-memory session: statements', () => {
     await h.got.typeAfter('Z', n);
     const d = denial(sql, 'simple');
     expect(h.upstream.backends[0]?.received.map((m) => m.raw)).toEqual([query(SENTINEL_SQL)]);
-    expect(h.got.bytes(n)).toEqual(Buffer.concat([errorResponse('ERROR', '42501', d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint), ready('I')]));
+    expect(h.got.bytes(n)).toEqual(
+      Buffer.concat([
+        errorResponse('ERROR', '42501', d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint),
+        ready('I'),
+      ]),
+    );
   });
 
   it('a refusal inside a transaction block fails the upstream transaction, so a later COMMIT commits nothing', async () => {
@@ -298,7 +386,12 @@ describe('in-memory session: statements', () => {
     await h.got.typeAfter('Z', m);
     const d = denial('DELETE FROM orders', 'simple');
     // The sentinel failed the transaction upstream, as the refused statement would have; the client is told so.
-    expect(h.got.bytes(m)).toEqual(Buffer.concat([errorResponse('ERROR', '42501', d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint), ready('E')]));
+    expect(h.got.bytes(m)).toEqual(
+      Buffer.concat([
+        errorResponse('ERROR', '42501', d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint),
+        ready('E'),
+      ]),
+    );
     const k = h.got.messages.length;
     h.client.write(query('COMMIT'));
     await h.got.typeAfter('Z', k);
@@ -310,7 +403,15 @@ describe('in-memory session: statements', () => {
     const h = start();
     const n = await login(h);
     const denied = 'SELECT ssn FROM customers';
-    const batch = [parse('', SELECT_ORDERS), bind('', ''), execute(''), parse('', denied), bind('', ''), execute(''), sync()];
+    const batch = [
+      parse('', SELECT_ORDERS),
+      bind('', ''),
+      execute(''),
+      parse('', denied),
+      bind('', ''),
+      execute(''),
+      sync(),
+    ];
     h.client.write(Buffer.concat(batch));
     await h.got.typeAfter('Z', n);
     const d = denial(denied, 'parse');
@@ -326,13 +427,23 @@ describe('in-memory session: statements', () => {
       sync(),
     ]);
     expect(h.got.bytes(n)).toEqual(
-      Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, dataRow(['1']), dataRow(['2']), complete('SELECT 2'), errorResponse('ERROR', d.sqlstate, d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint), ready('I')]),
+      Buffer.concat([
+        PARSE_COMPLETE,
+        BIND_COMPLETE,
+        dataRow(['1']),
+        dataRow(['2']),
+        complete('SELECT 2'),
+        errorResponse('ERROR', d.sqlstate, d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint),
+        ready('I'),
+      ]),
     );
 
     const m = h.got.messages.length;
     h.client.write(Buffer.concat([parse('', SELECT_ORDERS), bind('', ''), execute(''), sync()]));
     await h.got.typeAfter('Z', m);
-    expect(h.got.bytes(m)).toEqual(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, dataRow(['1']), dataRow(['2']), complete('SELECT 2'), ready('I')]));
+    expect(h.got.bytes(m)).toEqual(
+      Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, dataRow(['1']), dataRow(['2']), complete('SELECT 2'), ready('I')]),
+    );
   });
 
   it('refuses Bind of a statement never prepared through pgwarden, and Execute of a portal it never bound, without forwarding either', async () => {
@@ -343,7 +454,11 @@ describe('in-memory session: statements', () => {
     // The Bind is replaced by the sentinel Parse, so the name is never looked up upstream; so is the Execute of a
     // portal pgwarden never saw bound. The server discards the second sentinel (after the first error, up to Sync),
     // so the client sees one error.
-    expect(h.upstream.backends[0]?.received.map((m) => m.raw)).toEqual([parse('', SENTINEL_SQL), parse('', SENTINEL_SQL), sync()]);
+    expect(h.upstream.backends[0]?.received.map((m) => m.raw)).toEqual([
+      parse('', SENTINEL_SQL),
+      parse('', SENTINEL_SQL),
+      sync(),
+    ]);
     const types = h.got.messages.slice(n).map((m) => m.type);
     expect(types).toEqual(['E', 'Z']);
     expect(errorFields(h.got.messages[n]?.body ?? Buffer.alloc(0)).slice(0, 3)).toEqual([
@@ -362,7 +477,7 @@ describe('in-memory session: cancel', () => {
     return new Bytes().i32(16).i32(80877102).raw(key.subarray(0, 4)).raw(secret).build();
   }
 
-  it('a CancelRequest with the session\'s key reaches the upstream through the connector, with the backend\'s own key; a wrong secret does not', async () => {
+  it("a CancelRequest with the session's key reaches the upstream through the connector, with the backend's own key; a wrong secret does not", async () => {
     const cancels = new CancelRegistry();
     const h = start('127.0.0.1', cancels);
     const n = await login(h);
@@ -416,7 +531,9 @@ describe('in-memory session: ending', () => {
     await h.got.endOfStream();
     const rest = h.got.messages.slice(n);
     expect(rest.map((m) => m.type)).toEqual(['T', 'D', 'E']);
-    expect(Buffer.concat(rest.slice(0, 2).map((m) => m.raw))).toEqual(Buffer.concat([rowDescription(['id']), dataRow(['1'])]));
+    expect(Buffer.concat(rest.slice(0, 2).map((m) => m.raw))).toEqual(
+      Buffer.concat([rowDescription(['id']), dataRow(['1'])]),
+    );
     expect(errorFields(rest[2]?.body ?? Buffer.alloc(0))).toEqual([
       ['S', 'FATAL'],
       ['V', 'FATAL'],

@@ -36,7 +36,14 @@ describe('ResponseTracker: per-decision caps', () => {
   it('each Query is capped by the cap it was sent with, not the tracker default', () => {
     const t = new ResponseTracker({ maxRows: 100, onRowCap: 'truncate' });
     t.expect(FrontendType.Query, undefined, undefined, undefined, { cap: { maxRows: 2, onRowCap: 'truncate' } });
-    expect(run(t, [rowDesc, ...rows(5), complete('SELECT 5'), ready('I')])).toEqual(['T', 'D', 'D', 'N', 'C SELECT 2', 'Z']);
+    expect(run(t, [rowDesc, ...rows(5), complete('SELECT 5'), ready('I')])).toEqual([
+      'T',
+      'D',
+      'D',
+      'N',
+      'C SELECT 2',
+      'Z',
+    ]);
     t.expect(FrontendType.Query, undefined, undefined, undefined, { cap: undefined });
     expect(run(t, [rowDesc, ...rows(5), complete('SELECT 5'), ready('I')]).filter((x) => x === 'D')).toHaveLength(5);
   });
@@ -44,7 +51,13 @@ describe('ResponseTracker: per-decision caps', () => {
   it('COPY TO STDOUT is capped by its entry', () => {
     const t = new ResponseTracker(undefined);
     t.expect(FrontendType.Query, undefined, undefined, undefined, { cap: { maxRows: 3, onRowCap: 'truncate' } });
-    const seen = run(t, [copyOut, ...['a', 'b', 'c', 'd', 'e'].map(copyData), copyDone, complete('COPY 5'), ready('I')]);
+    const seen = run(t, [
+      copyOut,
+      ...['a', 'b', 'c', 'd', 'e'].map(copyData),
+      copyDone,
+      complete('COPY 5'),
+      ready('I'),
+    ]);
     expect(seen.filter((x) => x === 'd')).toHaveLength(3);
     expect(seen).toContain('C COPY 3');
   });
@@ -54,7 +67,15 @@ describe('ResponseTracker: per-decision caps', () => {
     const cap = { maxRows: 5, onRowCap: 'truncate' as const };
     // "SELECT 1; FETCH 3 FROM c": only the second statement reads the cursor.
     t.expect(FrontendType.Query, undefined, undefined, undefined, { cap, cursors: [undefined, 'c'] });
-    const first = run(t, [rowDesc, dataRow('x'), complete('SELECT 1'), rowDesc, ...rows(3), complete('FETCH 3'), ready('I')]);
+    const first = run(t, [
+      rowDesc,
+      dataRow('x'),
+      complete('SELECT 1'),
+      rowDesc,
+      ...rows(3),
+      complete('FETCH 3'),
+      ready('I'),
+    ]);
     expect(first.filter((x) => x === 'D')).toHaveLength(4);
     t.expect(FrontendType.Execute, undefined, 'c', undefined, { cap, cursors: ['c'] });
     t.expect(FrontendType.Sync);
@@ -70,14 +91,16 @@ describe('ResponseTracker: per-decision caps', () => {
 });
 
 describe('ResponseTracker: internal messages', () => {
-  it('the responses to pgwarden\'s own Close + Sync are not forwarded, and the client\'s next Query is answered normally', () => {
+  it("the responses to pgwarden's own Close + Sync are not forwarded, and the client's next Query is answered normally", () => {
     const t = new ResponseTracker(undefined);
     t.expect(FrontendType.Close, undefined, undefined, undefined, { internal: true });
     t.expect(FrontendType.Close, undefined, undefined, undefined, { internal: true });
     t.expect(FrontendType.Sync, undefined, undefined, undefined, { internal: true });
     t.expect(FrontendType.Query);
     expect(t.atBatchBoundary).toBe(true);
-    expect(run(t, [closeComplete, closeComplete, ready('I'), rowDesc, dataRow('1'), complete('SELECT 1'), ready('I')])).toEqual(['T', 'D', 'C SELECT 1', 'Z']);
+    expect(
+      run(t, [closeComplete, closeComplete, ready('I'), rowDesc, dataRow('1'), complete('SELECT 1'), ready('I')]),
+    ).toEqual(['T', 'D', 'C SELECT 1', 'Z']);
     expect(t.busy).toBe(false);
   });
 

@@ -80,7 +80,8 @@ describe('ResponseTracker.idleSinceReady', () => {
 });
 
 describe('ResponseTracker after an extended-protocol error', () => {
-  const error = (code: string) => typed('E', new Bytes().u8(0x53).cstr('ERROR').u8(0x43).cstr(code).u8(0x4d).cstr('bad').u8(0));
+  const error = (code: string) =>
+    typed('E', new Bytes().u8(0x53).cstr('ERROR').u8(0x43).cstr(code).u8(0x4d).cstr('bad').u8(0));
 
   it('with no Sync sent, what is sent until one is is not queued (PostgreSQL discards it) and its statements finish with the error', () => {
     const t = new ResponseTracker(undefined);
@@ -92,7 +93,14 @@ describe('ResponseTracker after an extended-protocol error', () => {
     expect(t.outstanding).toBe(0);
     for (let i = 0; i < 100; i++) {
       t.expect(FrontendType.Bind);
-      t.expect(FrontendType.Execute, undefined, '', { seq: i, startedAt: 0, rows: 0, sqlstate: undefined, truncated: false, rowCapError: false });
+      t.expect(FrontendType.Execute, undefined, '', {
+        seq: i,
+        startedAt: 0,
+        rows: 0,
+        sqlstate: undefined,
+        truncated: false,
+        rowCapError: false,
+      });
     }
     expect(t.outstanding).toBe(0);
     expect(finished).toHaveLength(100);

@@ -9,7 +9,8 @@ import { Bytes, typed } from '../../helpers/bytes.ts';
 const dataRow = (v: string) => typed('D', new Bytes().i16(1).i32(Buffer.byteLength(v)).str(v));
 const complete = (tag: string) => typed('C', new Bytes().cstr(tag));
 const ready = (s: 'I' | 'T' | 'E') => typed('Z', new Bytes().str(s));
-const error = (code: string, msg = 'syntax error') => typed('E', new Bytes().u8(0x53).cstr('ERROR').u8(0x43).cstr(code).u8(0x4d).cstr(msg).u8(0));
+const error = (code: string, msg = 'syntax error') =>
+  typed('E', new Bytes().u8(0x53).cstr('ERROR').u8(0x43).cstr(code).u8(0x4d).cstr(msg).u8(0));
 const rowDesc = typed('T', new Bytes().i16(0));
 
 /** Feeds upstream bytes through the tracker and decodes what the client would receive as [type, text] pairs. */
@@ -43,7 +44,10 @@ describe('ResponseTracker', () => {
   it('replaces the sentinel error of a refused simple Query with the proxy error and keeps ReadyForQuery', () => {
     const t = new ResponseTracker(undefined);
     t.expect(FrontendType.Query, denied);
-    expect(run(t, [error('42601'), ready('E')])).toEqual([['E', '42501'], ['Z', 'E']]);
+    expect(run(t, [error('42601'), ready('E')])).toEqual([
+      ['E', '42501'],
+      ['Z', 'E'],
+    ]);
     expect(t.txStatus).toBe('E');
     expect(t.busy).toBe(false);
   });
@@ -51,7 +55,10 @@ describe('ResponseTracker', () => {
   it('passes Postgres errors of allowed statements unchanged', () => {
     const t = new ResponseTracker(undefined);
     t.expect(FrontendType.Query);
-    expect(run(t, [error('22012', 'division by zero'), ready('I')])).toEqual([['E', '22012'], ['Z', 'I']]);
+    expect(run(t, [error('22012', 'division by zero'), ready('I')])).toEqual([
+      ['E', '22012'],
+      ['Z', 'I'],
+    ]);
   });
 
   it('extended protocol: results before the refused Parse arrive first, the rest of the batch is skipped until Sync', () => {
@@ -65,7 +72,14 @@ describe('ResponseTracker', () => {
     t.expect(FrontendType.Execute, undefined, '');
     t.expect(FrontendType.Sync);
     const seen = run(t, [typed('1'), typed('2'), dataRow('1'), complete('SELECT 1'), error('42601'), ready('I')]);
-    expect(seen).toEqual([['1', ''], ['2', ''], ['D', ''], ['C', 'SELECT 1'], ['E', '42501'], ['Z', 'I']]);
+    expect(seen).toEqual([
+      ['1', ''],
+      ['2', ''],
+      ['D', ''],
+      ['C', 'SELECT 1'],
+      ['E', '42501'],
+      ['Z', 'I'],
+    ]);
     expect(t.busy).toBe(false);
   });
 
@@ -74,24 +88,63 @@ describe('ResponseTracker', () => {
     t.expect(FrontendType.Parse); // fails upstream on its own
     t.expect(FrontendType.Parse, denied); // skipped by Postgres: produces nothing
     t.expect(FrontendType.Sync);
-    expect(run(t, [error('42P01', 'relation does not exist'), ready('I')])).toEqual([['E', '42P01'], ['Z', 'I']]);
+    expect(run(t, [error('42P01', 'relation does not exist'), ready('I')])).toEqual([
+      ['E', '42P01'],
+      ['Z', 'I'],
+    ]);
   });
 
   it('truncate mode: stops forwarding at the cap, warns and reports the rows actually sent', () => {
     const t = new ResponseTracker({ maxRows: 2, onRowCap: 'truncate' });
     const finished: StatementTrace[] = [];
     t.onFinish = (tr) => finished.push(tr);
-    t.expect(FrontendType.Query, undefined, undefined, { seq: 1, startedAt: 0, rows: 0, sqlstate: undefined, truncated: false, rowCapError: false });
-    const seen = run(t, [rowDesc, dataRow('1'), dataRow('2'), dataRow('3'), dataRow('4'), complete('SELECT 4'), ready('I')]);
-    expect(seen).toEqual([['T', ''], ['D', ''], ['D', ''], ['N', '01000'], ['C', 'SELECT 2'], ['Z', 'I']]);
+    t.expect(FrontendType.Query, undefined, undefined, {
+      seq: 1,
+      startedAt: 0,
+      rows: 0,
+      sqlstate: undefined,
+      truncated: false,
+      rowCapError: false,
+    });
+    const seen = run(t, [
+      rowDesc,
+      dataRow('1'),
+      dataRow('2'),
+      dataRow('3'),
+      dataRow('4'),
+      complete('SELECT 4'),
+      ready('I'),
+    ]);
+    expect(seen).toEqual([
+      ['T', ''],
+      ['D', ''],
+      ['D', ''],
+      ['N', '01000'],
+      ['C', 'SELECT 2'],
+      ['Z', 'I'],
+    ]);
     expect(finished).toMatchObject([{ seq: 1, rows: 2, truncated: true, rowCapError: false }]);
   });
 
   it('error mode: 54000 in place of the surplus rows, and nothing more from that Query', () => {
     const t = new ResponseTracker({ maxRows: 1, onRowCap: 'error' });
     t.expect(FrontendType.Query);
-    const seen = run(t, [rowDesc, dataRow('1'), dataRow('2'), complete('SELECT 2'), rowDesc, dataRow('x'), complete('SELECT 1'), ready('I')]);
-    expect(seen).toEqual([['T', ''], ['D', ''], ['E', '54000'], ['Z', 'I']]);
+    const seen = run(t, [
+      rowDesc,
+      dataRow('1'),
+      dataRow('2'),
+      complete('SELECT 2'),
+      rowDesc,
+      dataRow('x'),
+      complete('SELECT 1'),
+      ready('I'),
+    ]);
+    expect(seen).toEqual([
+      ['T', ''],
+      ['D', ''],
+      ['E', '54000'],
+      ['Z', 'I'],
+    ]);
   });
 
   it('a portal executed in slices cannot read past the cap', () => {
@@ -99,7 +152,15 @@ describe('ResponseTracker', () => {
     t.expect(FrontendType.Execute, undefined, 'p');
     t.expect(FrontendType.Execute, undefined, 'p');
     t.expect(FrontendType.Sync);
-    const seen = run(t, [dataRow('1'), dataRow('2'), typed('s'), dataRow('3'), dataRow('4'), complete('SELECT 2'), ready('T')]);
+    const seen = run(t, [
+      dataRow('1'),
+      dataRow('2'),
+      typed('s'),
+      dataRow('3'),
+      dataRow('4'),
+      complete('SELECT 2'),
+      ready('T'),
+    ]);
     expect(seen.filter(([k]) => k === 'D').length).toBe(3);
     expect(seen.some(([k, v]) => k === 'N' && v === '01000')).toBe(true);
   });

@@ -51,7 +51,7 @@ function view(): SessionView {
 const pad = (sql: string) => `${sql} /* ${'x'.repeat(8 * 1024)} */`;
 
 describe('createPolicyGate with the decide pool', () => {
-  it('decides a long statement on a worker (a Promise), with evaluate()\'s decision, and answers a cached repeat at once', async () => {
+  it("decides a long statement on a worker (a Promise), with evaluate()'s decision, and answers a cached repeat at once", async () => {
     const g = gate();
     for (const sql of [pad('SELECT id FROM orders'), pad('SELECT ssn FROM customers'), pad('DELETE FROM orders')]) {
       const first = g.decide(sql, 'simple', view());

@@ -12,11 +12,20 @@ function malformed(type: 'E' | 'N'): { type: number; body: Buffer; raw: Buffer }
 
 describe('scrubErrorFrame on a message it cannot parse', () => {
   it('replaces an ErrorResponse with ERR_UPSTREAM_MALFORMED (ERROR, XX000), none of its text kept', () => {
-    expect(scrubErrorFrame(malformed('E'))).toEqual(errorResponse('ERROR', 'XX000', 'pgwarden withheld a malformed error message from the database', 'reason=internal_error'));
+    expect(scrubErrorFrame(malformed('E'))).toEqual(
+      errorResponse(
+        'ERROR',
+        'XX000',
+        'pgwarden withheld a malformed error message from the database',
+        'reason=internal_error',
+      ),
+    );
   });
 
   it('replaces a NoticeResponse with a WARNING (01000), none of its text kept', () => {
-    const expected = Buffer.from(errorResponse('WARNING', '01000', 'pgwarden withheld a malformed notice message from the database'));
+    const expected = Buffer.from(
+      errorResponse('WARNING', '01000', 'pgwarden withheld a malformed notice message from the database'),
+    );
     expected[0] = 'N'.charCodeAt(0);
     expect(scrubErrorFrame(malformed('N'))).toEqual(expected);
   });

@@ -169,10 +169,12 @@ const cases: Case[] = [
     family: 'foreign key violation on delete, referenced key',
     source: 'utils/adt/ri_triggers.c ri_ReportViolation',
     code: '23503',
-    message: 'update or delete on table "scrub_people" violates foreign key constraint "scrub_orders_ssn_fkey" on table "scrub_orders"',
+    message:
+      'update or delete on table "scrub_people" violates foreign key constraint "scrub_orders_ssn_fkey" on table "scrub_orders"',
     detail: `Key (ssn)=(${SSN}) is still referenced from table "scrub_orders".`,
     secret: SSN,
-    expectMessage: 'update or delete on table "scrub_people" violates foreign key constraint "scrub_orders_ssn_fkey" on table "scrub_orders"',
+    expectMessage:
+      'update or delete on table "scrub_people" violates foreign key constraint "scrub_orders_ssn_fkey" on table "scrub_orders"',
     expectDetail: WITHHELD_DETAIL,
   },
   {
@@ -463,7 +465,8 @@ const cases: Case[] = [
     code: '23505',
     message: 'duplicate key value violates unique constraint "scrub_people_ssn_key"',
     detail: `Key (ssn)=(${SSN}) already exists.`,
-    where: 'SQL statement "INSERT INTO scrub_people VALUES ($1)"\nPL/pgSQL function scrub_add(text) line 3 at SQL statement',
+    where:
+      'SQL statement "INSERT INTO scrub_people VALUES ($1)"\nPL/pgSQL function scrub_add(text) line 3 at SQL statement',
     secret: SSN,
     expectMessage: 'duplicate key value violates unique constraint "scrub_people_ssn_key"',
     expectDetail: WITHHELD_DETAIL,
@@ -477,7 +480,14 @@ describe('scrubErrorFrame: every family of value-carrying message', () => {
     if (c.detail !== undefined) extra.push(['D', c.detail]);
     if (c.hint !== undefined) extra.push(['H', c.hint]);
     if (c.where !== undefined) extra.push(['W', c.where]);
-    const raw = error(c.code, c.message, [...extra, ['s', 'public'], ['t', 'scrub_people'], ['F', 'x.c'], ['L', '42'], ['R', 'fn']]);
+    const raw = error(c.code, c.message, [
+      ...extra,
+      ['s', 'public'],
+      ['t', 'scrub_people'],
+      ['F', 'x.c'],
+      ['L', '42'],
+      ['R', 'fn'],
+    ]);
     const scrubbed = scrubErrorFrame(frameOf(raw)) ?? raw;
     const pg = parseWithPg(scrubbed);
     expect(pg.name).toBe('error');
@@ -500,20 +510,89 @@ describe('scrubErrorFrame: every family of value-carrying message', () => {
 
 describe('scrubErrorFrame: messages without values are left alone', () => {
   const clean: [string, Buffer][] = [
-    ['undefined table with position', error('42P01', 'relation "secrets" does not exist', [['P', '15'], ['F', 'parse_relation.c'], ['L', '1392'], ['R', 'parserOpenTable']])],
+    [
+      'undefined table with position',
+      error('42P01', 'relation "secrets" does not exist', [
+        ['P', '15'],
+        ['F', 'parse_relation.c'],
+        ['L', '1392'],
+        ['R', 'parserOpenTable'],
+      ]),
+    ],
     ['syntax error', error('42601', 'syntax error at or near "SELEC"', [['P', '1']])],
-    ['not-null violation without permission to see the row (no DETAIL)', error('23502', 'null value in column "ssn" of relation "scrub_people" violates not-null constraint', [['s', 'public'], ['t', 'scrub_people'], ['c', 'ssn'], ['n', 'x']])],
-    ['foreign key violation without permission to see the key', error('23503', 'insert or update on table "a" violates foreign key constraint "a_b_fkey"', [['D', 'Key is not present in table "b".']])],
-    ['referenced key without permission', error('23503', 'update or delete on table "b" violates foreign key constraint "a_b_fkey" on table "a"', [['D', 'Key is still referenced from table "a".']])],
-    ['duplicate keys without permission', error('23505', 'could not create unique index "i"', [['D', 'Duplicate keys exist.']])],
-    ['exclusion conflict without permission', error('23P01', 'conflicting key value violates exclusion constraint "e"', [['D', 'Key conflicts with existing key.']])],
-    ['MATCH FULL', error('23503', 'insert or update on table "a" violates foreign key constraint "f"', [['D', 'MATCH FULL does not allow mixing of null and nonnull key values.']])],
-    ['numeric field overflow with its detail', error('22003', 'numeric field overflow', [['D', 'A field with precision 5, scale 2 must round to an absolute value less than 10^3.']])],
+    [
+      'not-null violation without permission to see the row (no DETAIL)',
+      error('23502', 'null value in column "ssn" of relation "scrub_people" violates not-null constraint', [
+        ['s', 'public'],
+        ['t', 'scrub_people'],
+        ['c', 'ssn'],
+        ['n', 'x'],
+      ]),
+    ],
+    [
+      'foreign key violation without permission to see the key',
+      error('23503', 'insert or update on table "a" violates foreign key constraint "a_b_fkey"', [
+        ['D', 'Key is not present in table "b".'],
+      ]),
+    ],
+    [
+      'referenced key without permission',
+      error('23503', 'update or delete on table "b" violates foreign key constraint "a_b_fkey" on table "a"', [
+        ['D', 'Key is still referenced from table "a".'],
+      ]),
+    ],
+    [
+      'duplicate keys without permission',
+      error('23505', 'could not create unique index "i"', [['D', 'Duplicate keys exist.']]),
+    ],
+    [
+      'exclusion conflict without permission',
+      error('23P01', 'conflicting key value violates exclusion constraint "e"', [
+        ['D', 'Key conflicts with existing key.'],
+      ]),
+    ],
+    [
+      'MATCH FULL',
+      error('23503', 'insert or update on table "a" violates foreign key constraint "f"', [
+        ['D', 'MATCH FULL does not allow mixing of null and nonnull key values.'],
+      ]),
+    ],
+    [
+      'numeric field overflow with its detail',
+      error('22003', 'numeric field overflow', [
+        ['D', 'A field with precision 5, scale 2 must round to an absolute value less than 10^3.'],
+      ]),
+    ],
     ['division by zero', error('22012', 'division by zero')],
-    ['deadlock', error('40P01', 'deadlock detected', [['D', 'Process 1 waits for ShareLock on transaction 2; blocked by process 3.\nProcess 3 waits for ShareLock on transaction 4; blocked by process 1.'], ['H', 'See server log for query details.']])],
+    [
+      'deadlock',
+      error('40P01', 'deadlock detected', [
+        [
+          'D',
+          'Process 1 waits for ShareLock on transaction 2; blocked by process 3.\nProcess 3 waits for ShareLock on transaction 4; blocked by process 1.',
+        ],
+        ['H', 'See server log for query details.'],
+      ]),
+    ],
     ['statement timeout', error('57014', 'canceling statement due to statement timeout')],
-    ['notice: relation exists', message('N', [['S', 'NOTICE'], ['V', 'NOTICE'], ['C', '42P07'], ['M', 'relation "scrub_people" already exists, skipping']])],
-    ['FATAL admin shutdown', message('E', [['S', 'FATAL'], ['V', 'FATAL'], ['C', '57P01'], ['M', 'terminating connection due to administrator command']])],
+    [
+      'notice: relation exists',
+      message('N', [
+        ['S', 'NOTICE'],
+        ['V', 'NOTICE'],
+        ['C', '42P07'],
+        ['M', 'relation "scrub_people" already exists, skipping'],
+      ]),
+    ],
+    [
+      'FATAL admin shutdown',
+      message('E', [
+        ['S', 'FATAL'],
+        ['V', 'FATAL'],
+        ['C', '57P01'],
+        ['M', 'terminating connection due to administrator command'],
+      ]),
+    ],
   ];
   it.each(clean)('%s', (_name, raw) => {
     expect(scrubErrorFrame(frameOf(raw))).toBeUndefined();
@@ -559,11 +638,26 @@ describe('scrubErrorFrame: re-encoding', () => {
     const tailRaw = raw.subarray(raw.indexOf(Buffer.from('spublic')));
     expect(buf.subarray(buf.length - tailRaw.length).equals(tailRaw)).toBe(true);
     const pg = parseWithPg(buf);
-    expect(pg).toMatchObject({ name: 'error', severity: 'ERROR', code: '23505', detail: WITHHELD_DETAIL, schema: 'public', table: 'Kunden', constraint: 'Kunden_ßsn_key', routine: '_bt_check_unique' });
+    expect(pg).toMatchObject({
+      name: 'error',
+      severity: 'ERROR',
+      code: '23505',
+      detail: WITHHELD_DETAIL,
+      schema: 'public',
+      table: 'Kunden',
+      constraint: 'Kunden_ßsn_key',
+      routine: '_bt_check_unique',
+    });
   });
 
   it('keeps name fields holding invalid UTF-8 exactly as sent', () => {
-    const b = new Bytes().str('S').cstr('ERROR').str('C').cstr('23505').str('M').cstr('duplicate key value violates unique constraint "k"');
+    const b = new Bytes()
+      .str('S')
+      .cstr('ERROR')
+      .str('C')
+      .cstr('23505')
+      .str('M')
+      .cstr('duplicate key value violates unique constraint "k"');
     b.str('D').cstr(`Key (a)=(${SSN}) already exists.`).str('t').raw([0x41, 0xff, 0x42]).u8(0).u8(0);
     const raw = typed('E', b);
     const out = scrubErrorFrame(frameOf(raw)) as Buffer;
@@ -572,14 +666,30 @@ describe('scrubErrorFrame: re-encoding', () => {
   });
 
   it('scrubs a NoticeResponse and keeps it a notice', () => {
-    const raw = message('N', [['S', 'NOTICE'], ['V', 'NOTICE'], ['C', '00000'], ['M', 'row rejected'], ['D', `Failing row contains (1, ${SSN}).`]]);
+    const raw = message('N', [
+      ['S', 'NOTICE'],
+      ['V', 'NOTICE'],
+      ['C', '00000'],
+      ['M', 'row rejected'],
+      ['D', `Failing row contains (1, ${SSN}).`],
+    ]);
     const out = scrubErrorFrame(frameOf(raw)) as Buffer;
     expect(out[0]).toBe(0x4e);
-    expect(parseWithPg(out)).toMatchObject({ name: 'notice', severity: 'NOTICE', code: '00000', message: 'row rejected', detail: WITHHELD_DETAIL });
+    expect(parseWithPg(out)).toMatchObject({
+      name: 'notice',
+      severity: 'NOTICE',
+      code: '00000',
+      message: 'row rejected',
+      detail: WITHHELD_DETAIL,
+    });
   });
 
   it('drops a HINT or internal query that quotes a row, and a MESSAGE that does is replaced', () => {
-    const raw = error('P0001', `Key (ssn)=(${SSN}) is bad`, [['H', `Failing row contains (${SSN}).`], ['q', `SELECT (ssn)=('${SSN}')`], ['p', '3']]);
+    const raw = error('P0001', `Key (ssn)=(${SSN}) is bad`, [
+      ['H', `Failing row contains (${SSN}).`],
+      ['q', `SELECT (ssn)=('${SSN}')`],
+      ['p', '3'],
+    ]);
     const out = scrubErrorFrame(frameOf(raw)) as Buffer;
     const pg = parseWithPg(out);
     expect(pg.code).toBe('P0001');
@@ -591,11 +701,20 @@ describe('scrubErrorFrame: re-encoding', () => {
   it('drops field types the protocol does not define', () => {
     const raw = error('XX000', 'odd', [['Z', SSN]]);
     const out = scrubErrorFrame(frameOf(raw)) as Buffer;
-    expect(fieldsOf(out)).toEqual([['S', 'ERROR'], ['V', 'ERROR'], ['C', 'XX000'], ['M', 'odd']]);
+    expect(fieldsOf(out)).toEqual([
+      ['S', 'ERROR'],
+      ['V', 'ERROR'],
+      ['C', 'XX000'],
+      ['M', 'odd'],
+    ]);
   });
 
   it('replaces a malformed body instead of passing text it cannot check', () => {
-    for (const body of [new Bytes().str('M').str(SSN), new Bytes().str('M').cstr(SSN), new Bytes().str('M').cstr(SSN).u8(0).str('x')]) {
+    for (const body of [
+      new Bytes().str('M').str(SSN),
+      new Bytes().str('M').cstr(SSN),
+      new Bytes().str('M').cstr(SSN).u8(0).str('x'),
+    ]) {
       const out = scrubErrorFrame(frameOf(typed('E', body))) as Buffer;
       expect(parseWithPg(out)).toMatchObject({ name: 'error', code: 'XX000' });
       expect(out.toString('utf8')).not.toContain(SSN);
@@ -605,7 +724,9 @@ describe('scrubErrorFrame: re-encoding', () => {
 
 describe('scrubForwarded', () => {
   it('swaps the forwarded original for the scrubbed copy and reports the change', () => {
-    const raw = error('23505', 'duplicate key value violates unique constraint "k"', [['D', `Key (ssn)=(${SSN}) already exists.`]]);
+    const raw = error('23505', 'duplicate key value violates unique constraint "k"', [
+      ['D', `Key (ssn)=(${SSN}) already exists.`],
+    ]);
     const before = Buffer.from('before');
     const out = [before, raw];
     expect(scrubForwarded(frameOf(raw), out, 1)).toBe(true);
@@ -619,7 +740,9 @@ describe('scrubForwarded', () => {
     const out1 = [clean];
     expect(scrubForwarded(frameOf(clean), out1, 0)).toBe(false);
     expect(out1[0]).toBe(clean);
-    const dirty = error('23505', 'duplicate key value violates unique constraint "k"', [['D', `Key (ssn)=(${SSN}) already exists.`]]);
+    const dirty = error('23505', 'duplicate key value violates unique constraint "k"', [
+      ['D', `Key (ssn)=(${SSN}) already exists.`],
+    ]);
     const replaced = [Buffer.from('pgwarden refusal')];
     expect(scrubForwarded(frameOf(dirty), replaced, 0)).toBe(false);
     expect(scrubForwarded(frameOf(dirty), [], 0)).toBe(false);

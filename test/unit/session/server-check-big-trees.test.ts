@@ -8,7 +8,11 @@ import { ServerChecker } from '../../../proxy/session/server-check.ts';
 import type { AnalysisPool, TreeResult } from '../../../proxy/upstream/analysis.ts';
 import { makeRole } from '../../fixtures/catalog.ts';
 
-const role: RolePolicy = makeRole({ name: 'r', relations: [{ schema: 'public', name: 'orders' }], deniedColumns: new Map() });
+const role: RolePolicy = makeRole({
+  name: 'r',
+  relations: [{ schema: 'public', name: 'orders' }],
+  deniedColumns: new Map(),
+});
 const local: Extract<Decision, { allow: true }> = {
   allow: true,
   ruleId: 'roles.r.relations',
@@ -28,7 +32,8 @@ function checker(treeFor: (sql: string) => string): ServerChecker {
 }
 
 /** A Query tree holding `n` nodes of a type the server analysis does not know (no OIDs, so no catalog look-ups). */
-const queryWith = (type: string, n: number): string => `{QUERY :commandType 1 :rtable <> :targetList (${`{${type} :a 1 :location 7} `.repeat(n)})}`;
+const queryWith = (type: string, n: number): string =>
+  `{QUERY :commandType 1 :rtable <> :targetList (${`{${type} :a 1 :location 7} `.repeat(n)})}`;
 
 beforeAll(async () => {
   await initParser();
@@ -70,7 +75,9 @@ describe('server check of big trees', () => {
     };
     const chk = checker((sql) => trees[/'(\w+)'/.exec(sql)?.[1] ?? ''] as string);
     const [a, b, broken, brokenSmall] = await Promise.all(
-      ['a', 'b', 'broken', 'brokenSmall'].map((k) => chk.check(`SELECT id FROM orders WHERE status = '${k}'`, [], role, ctx, local)),
+      ['a', 'b', 'broken', 'brokenSmall'].map((k) =>
+        chk.check(`SELECT id FROM orders WHERE status = '${k}'`, [], role, ctx, local),
+      ),
     );
     expect(a?.deny?.detail).toContain('ALPHA');
     expect(a?.deny?.detail).not.toContain('BETA');
@@ -78,6 +85,10 @@ describe('server check of big trees', () => {
     expect(b?.deny?.detail).not.toContain('ALPHA');
     expect(broken?.deny?.reason).toBe('analysis_failed');
     expect(broken?.deny?.detail).toContain('not closed');
-    expect({ ...broken?.deny, detail: undefined, statements: undefined }).toEqual({ ...brokenSmall?.deny, detail: undefined, statements: undefined });
+    expect({ ...broken?.deny, detail: undefined, statements: undefined }).toEqual({
+      ...brokenSmall?.deny,
+      detail: undefined,
+      statements: undefined,
+    });
   });
 });

@@ -1,6 +1,12 @@
 // Startup parameter allow list, application_name composition and the stamped upstream parameters.
 import { describe, expect, it } from 'vitest';
-import { acceptStartupSettings, composeApplicationName, parseOptions, readClientStartup, stampParameters } from '../../../proxy/session/startup.ts';
+import {
+  acceptStartupSettings,
+  composeApplicationName,
+  parseOptions,
+  readClientStartup,
+  stampParameters,
+} from '../../../proxy/session/startup.ts';
 import { makeRole } from '../../fixtures/catalog.ts';
 import { ProxyError } from '../../../lib/errors.ts';
 
@@ -19,7 +25,15 @@ function refusal(fn: () => unknown): ProxyError {
 describe('client startup parameters', () => {
   it('forwards what drivers send and keeps the application_name aside', () => {
     const s = readClientStartup(
-      params({ user: 'a', database: 'app', client_encoding: 'UTF8', DateStyle: 'ISO, MDY', TimeZone: 'UTC', extra_float_digits: '3', application_name: 'psql' }),
+      params({
+        user: 'a',
+        database: 'app',
+        client_encoding: 'UTF8',
+        DateStyle: 'ISO, MDY',
+        TimeZone: 'UTC',
+        extra_float_digits: '3',
+        application_name: 'psql',
+      }),
       'app',
     );
     expect(s.forwarded).toEqual({ DateStyle: 'ISO, MDY', TimeZone: 'UTC', extra_float_digits: '3' });
@@ -33,7 +47,11 @@ describe('client startup parameters', () => {
   });
 
   it('reads options as PostgreSQL splits them, keeping only -c / -- settings, ahead of the other parameters', () => {
-    expect(parseOptions('-c statement_timeout=1s  -cwork_mem=4MB\t--lock-timeout=2s')).toEqual([['statement_timeout', '1s'], ['work_mem', '4MB'], ['lock_timeout', '2s']]);
+    expect(parseOptions('-c statement_timeout=1s  -cwork_mem=4MB\t--lock-timeout=2s')).toEqual([
+      ['statement_timeout', '1s'],
+      ['work_mem', '4MB'],
+      ['lock_timeout', '2s'],
+    ]);
     expect(parseOptions('-c myapp.name=a\\ b\\\\c')).toEqual([['myapp.name', 'a b\\c']]);
     expect(parseOptions('  ')).toEqual([]);
     expect(parseOptions('-c search_path=')).toEqual([['search_path', '']]);
@@ -43,23 +61,49 @@ describe('client startup parameters', () => {
       const e = refusal(() => parseOptions(bad));
       expect([e.severity, e.sqlstate], bad).toEqual(['FATAL', '0A000']);
     }
-    const s = readClientStartup(params({ user: 'a', statement_timeout: '2s', options: '-c statement_timeout=1s -c application_name=from-options' }), 'app');
+    const s = readClientStartup(
+      params({
+        user: 'a',
+        statement_timeout: '2s',
+        options: '-c statement_timeout=1s -c application_name=from-options',
+      }),
+      'app',
+    );
     // Plain parameters come after options' settings, so they win as in PostgreSQL; application_name goes aside.
-    expect(s.settings).toEqual([['statement_timeout', '1s'], ['statement_timeout', '2s']]);
+    expect(s.settings).toEqual([
+      ['statement_timeout', '1s'],
+      ['statement_timeout', '2s'],
+    ]);
     expect(s.applicationName).toBe('from-options');
-    expect(readClientStartup(params({ user: 'a', application_name: 'param', options: '-c application_name=opt' }), 'app').applicationName).toBe('param');
+    expect(
+      readClientStartup(params({ user: 'a', application_name: 'param', options: '-c application_name=opt' }), 'app')
+        .applicationName,
+    ).toBe('param');
   });
 
   it('keeps every other parameter, in packet order, to be judged at login', () => {
-    const s = readClientStartup(params({ user: 'a', statement_timeout: '1s', 'myapp.tenant': 't1', search_path: 'evil' }), 'app');
-    expect(s.settings).toEqual([['statement_timeout', '1s'], ['myapp.tenant', 't1'], ['search_path', 'evil']]);
+    const s = readClientStartup(
+      params({ user: 'a', statement_timeout: '1s', 'myapp.tenant': 't1', search_path: 'evil' }),
+      'app',
+    );
+    expect(s.settings).toEqual([
+      ['statement_timeout', '1s'],
+      ['myapp.tenant', 't1'],
+      ['search_path', 'evil'],
+    ]);
   });
 });
 
-describe('startup settings follow the role\'s SET rules', () => {
-  const timed = makeRole({ name: 'timed', statementTimeout: 5000, idleInTransactionTimeout: 30_000, settings: new Set(['myapp.tenant']) });
+describe("startup settings follow the role's SET rules", () => {
+  const timed = makeRole({
+    name: 'timed',
+    statementTimeout: 5000,
+    idleInTransactionTimeout: 30_000,
+    settings: new Set(['myapp.tenant']),
+  });
   const open = makeRole({ name: 'open', readOnly: false });
-  const judge = (role: ReturnType<typeof makeRole>, name: string, value: string) => acceptStartupSettings([[name, value]], role);
+  const judge = (role: ReturnType<typeof makeRole>, name: string, value: string) =>
+    acceptStartupSettings([[name, value]], role);
 
   it.each([
     ['statement_timeout', '1s', { statement_timeout: '1s' }],
@@ -106,19 +150,55 @@ describe('startup settings follow the role\'s SET rules', () => {
 
   it('an accepted timeout replaces the stamped one (it is lower); a stamped identity never gives way', () => {
     const base = {
-      sessionId: 's', sub: 'alice', agent: undefined, tenant: undefined, jti: undefined, roleName: 'timed', readOnly: true,
-      statementTimeoutMs: 5000, idleInTransactionTimeoutMs: 30_000, dbRole: undefined, searchPath: ['public'], clientApplicationName: undefined, forwarded: {},
+      sessionId: 's',
+      sub: 'alice',
+      agent: undefined,
+      tenant: undefined,
+      jti: undefined,
+      roleName: 'timed',
+      readOnly: true,
+      statementTimeoutMs: 5000,
+      idleInTransactionTimeoutMs: 30_000,
+      dbRole: undefined,
+      searchPath: ['public'],
+      clientApplicationName: undefined,
+      forwarded: {},
     };
-    const out = stampParameters({ ...base, settings: acceptStartupSettings([['statement_timeout', '1s'], ['idle_in_transaction_session_timeout', '2s'], ['myapp.tenant', 'acme']], timed) });
-    expect(out).toMatchObject({ statement_timeout: '1s', idle_in_transaction_session_timeout: '2s', 'myapp.tenant': 'acme', 'pgwarden.sub': 'alice', search_path: 'public' });
+    const out = stampParameters({
+      ...base,
+      settings: acceptStartupSettings(
+        [
+          ['statement_timeout', '1s'],
+          ['idle_in_transaction_session_timeout', '2s'],
+          ['myapp.tenant', 'acme'],
+        ],
+        timed,
+      ),
+    });
+    expect(out).toMatchObject({
+      statement_timeout: '1s',
+      idle_in_transaction_session_timeout: '2s',
+      'myapp.tenant': 'acme',
+      'pgwarden.sub': 'alice',
+      search_path: 'public',
+    });
     // Even if a caller passed one, a stamped name other than the timeouts keeps pgwarden's value.
-    const forged = stampParameters({ ...base, settings: { 'pgwarden.sub': 'mallory', search_path: 'evil', application_name: 'x' } });
-    expect(forged).toMatchObject({ 'pgwarden.sub': 'alice', search_path: 'public', application_name: 'pgwarden:alice' });
+    const forged = stampParameters({
+      ...base,
+      settings: { 'pgwarden.sub': 'mallory', search_path: 'evil', application_name: 'x' },
+    });
+    expect(forged).toMatchObject({
+      'pgwarden.sub': 'alice',
+      search_path: 'public',
+      application_name: 'pgwarden:alice',
+    });
   });
 
   it('refuses client encodings whose multibyte characters can hide quotes or backslashes', () => {
     for (const enc of ['SJIS', 'BIG5', 'GBK', 'GB18030', 'LATIN1']) {
-      expect(refusal(() => readClientStartup(params({ user: 'a', client_encoding: enc }), 'app')).message).toMatch(/client_encoding/);
+      expect(refusal(() => readClientStartup(params({ user: 'a', client_encoding: enc }), 'app')).message).toMatch(
+        /client_encoding/,
+      );
     }
     expect(() => readClientStartup(params({ user: 'a', client_encoding: 'SQL_ASCII' }), 'app')).not.toThrow();
   });
@@ -126,7 +206,9 @@ describe('startup settings follow the role\'s SET rules', () => {
   it('requires a user, refuses another database and reports _pq_ options as unsupported', () => {
     expect(refusal(() => readClientStartup(params({ database: 'app' }), 'app')).sqlstate).toBe('08P01');
     expect(refusal(() => readClientStartup(params({ user: 'a', database: 'other' }), 'app')).sqlstate).toBe('28000');
-    expect(readClientStartup(params({ user: 'a', '_pq_.compression': 'on' }), 'app').unsupportedProtocolOptions).toEqual(['_pq_.compression']);
+    expect(
+      readClientStartup(params({ user: 'a', '_pq_.compression': 'on' }), 'app').unsupportedProtocolOptions,
+    ).toEqual(['_pq_.compression']);
   });
 });
 
@@ -145,23 +227,45 @@ describe('application_name', () => {
     expect(composeApplicationName('ålice\n', 'bot', undefined)).toBe('pgwarden:%C3%A5lice%0A/bot');
     expect(composeApplicationName('al ice', undefined, 'x')).toBe('pgwarden:al%20ice x');
     expect(composeApplicationName('a/b', undefined, undefined)).not.toBe(composeApplicationName('a', 'b', undefined));
-    expect(composeApplicationName('a%2Fb', undefined, undefined)).not.toBe(composeApplicationName('a/b', undefined, undefined));
+    expect(composeApplicationName('a%2Fb', undefined, undefined)).not.toBe(
+      composeApplicationName('a/b', undefined, undefined),
+    );
     expect(composeApplicationName('alice', 'bot', 'é\u0000\x1b[31m')).toBe('pgwarden:alice/bot ???[31m');
   });
 });
 
 describe('stamped upstream parameters', () => {
   const base = {
-    sessionId: 'sid', sub: 'alice', agent: 'bot', tenant: 'acme', jti: 'j1', roleName: 'analyst', readOnly: true,
-    statementTimeoutMs: 5000, dbRole: 'analyst_ro', searchPath: ['public', 'Sales'], clientApplicationName: undefined, forwarded: { DateStyle: 'ISO' },
+    sessionId: 'sid',
+    sub: 'alice',
+    agent: 'bot',
+    tenant: 'acme',
+    jti: 'j1',
+    roleName: 'analyst',
+    readOnly: true,
+    statementTimeoutMs: 5000,
+    dbRole: 'analyst_ro',
+    searchPath: ['public', 'Sales'],
+    clientApplicationName: undefined,
+    forwarded: { DateStyle: 'ISO' },
   };
 
   it('pins lexing, identity and limits; client values cannot override them', () => {
     const p = stampParameters({ ...base, forwarded: { DateStyle: 'ISO', standard_conforming_strings: 'off' } });
     expect(p).toMatchObject({
-      client_encoding: 'UTF8', standard_conforming_strings: 'on', 'pgwarden.sub': 'alice', 'pgwarden.agent': 'bot', 'pgwarden.tenant': 'acme',
-      'pgwarden.jti': 'j1', 'pgwarden.role': 'analyst', 'pgwarden.session_id': 'sid', statement_timeout: '5000',
-      default_transaction_read_only: 'on', role: 'analyst_ro', search_path: 'public, "Sales"', DateStyle: 'ISO',
+      client_encoding: 'UTF8',
+      standard_conforming_strings: 'on',
+      'pgwarden.sub': 'alice',
+      'pgwarden.agent': 'bot',
+      'pgwarden.tenant': 'acme',
+      'pgwarden.jti': 'j1',
+      'pgwarden.role': 'analyst',
+      'pgwarden.session_id': 'sid',
+      statement_timeout: '5000',
+      default_transaction_read_only: 'on',
+      role: 'analyst_ro',
+      search_path: 'public, "Sales"',
+      DateStyle: 'ISO',
     });
   });
 

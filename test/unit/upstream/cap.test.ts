@@ -3,7 +3,14 @@ import { describe, expect, it } from 'vitest';
 import { chooseCap, OWN_HEADROOM, UpstreamCap, type ServerSlots } from '../../../proxy/upstream/cap.ts';
 
 const slots = (s: Partial<ServerSlots> = {}): ServerSlots => ({
-  maxConnections: 100, superuserReserved: 3, reserved: 0, inUse: 7, roleConnLimit: -1, roleInUse: 0, superuser: false, ...s,
+  maxConnections: 100,
+  superuserReserved: 3,
+  reserved: 0,
+  inUse: 7,
+  roleConnLimit: -1,
+  roleInUse: 0,
+  superuser: false,
+  ...s,
 });
 
 describe('chooseCap', () => {
@@ -19,7 +26,7 @@ describe('chooseCap', () => {
     expect(chooseCap(slots(), 500).max).toBe(80);
   });
 
-  it('the role\'s CONNECTION LIMIT when tighter', () => {
+  it("the role's CONNECTION LIMIT when tighter", () => {
     const c = chooseCap(slots({ roleConnLimit: 30, roleInUse: 4 }), 0);
     expect(c.max).toBe(26);
     expect(c.reason).toContain('CONNECTION LIMIT 30');

@@ -16,7 +16,9 @@ async function fakePostgres(): Promise<{ port: number; close(): Promise<void> }>
     sockets.add(s);
     s.on('error', () => {});
     s.once('data', () => {
-      s.write(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0, 0x4b, 0, 0, 0, 12, 0, 0, 0, 7, 1, 2, 3, 4, 0x5a, 0, 0, 0, 5, 0x49]));
+      s.write(
+        Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0, 0x4b, 0, 0, 0, 12, 0, 0, 0, 7, 1, 2, 3, 4, 0x5a, 0, 0, 0, 5, 0x49]),
+      );
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
@@ -34,7 +36,16 @@ describe('upstream keepalive', () => {
   it('enables TCP keepalive on the upstream socket, with a bounded idle time', async () => {
     const spy = vi.spyOn(net.Socket.prototype, 'setKeepAlive');
     const server = await fakePostgres();
-    const cfg: UpstreamConfig = { host: '127.0.0.1', port: server.port, database: 'app', user: 'u', password: undefined, sslmode: 'disable', sslRootCert: undefined, connectTimeout: 3_000 };
+    const cfg: UpstreamConfig = {
+      host: '127.0.0.1',
+      port: server.port,
+      database: 'app',
+      user: 'u',
+      password: undefined,
+      sslmode: 'disable',
+      sslRootCert: undefined,
+      connectTimeout: 3_000,
+    };
     try {
       const up = await connectUpstream(cfg, {});
       expect(spy.mock.contexts).toContain(up.socket);

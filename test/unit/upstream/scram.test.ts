@@ -4,12 +4,18 @@ import { md5Password, scramContinue, scramFinish, type ScramState } from '../../
 
 describe('SCRAM-SHA-256 client', () => {
   // RFC 7677 §3: user "user", password "pencil".
-  const state = (): ScramState => ({ clientNonce: 'rOprNGfwEbeRWgbNEkqO', clientFirstBare: 'n=user,r=rOprNGfwEbeRWgbNEkqO', password: 'pencil' });
+  const state = (): ScramState => ({
+    clientNonce: 'rOprNGfwEbeRWgbNEkqO',
+    clientFirstBare: 'n=user,r=rOprNGfwEbeRWgbNEkqO',
+    password: 'pencil',
+  });
   const serverFirst = 'r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096';
 
   it('computes the RFC 7677 client proof and accepts the server signature', () => {
     const s = state();
-    expect(scramContinue(s, serverFirst)).toBe('c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=');
+    expect(scramContinue(s, serverFirst)).toBe(
+      'c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=',
+    );
     expect(() => scramFinish(s, 'v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=')).not.toThrow();
   });
 

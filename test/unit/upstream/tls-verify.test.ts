@@ -31,16 +31,68 @@ function openssl(args: string[]): void {
 
 /** A leaf signed by the test CA, with the given subject and SANs (none when `san` is empty). */
 function leaf(name: string, subject: string, san: string, ca = 'ca'): void {
-  openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject]);
+  openssl([
+    'req',
+    '-new',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.csr`,
+    '-subj',
+    subject,
+  ]);
   const ext = `basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n${san ? `subjectAltName=${san}\n` : ''}`;
   writeFileSync(path.join(dir, `${name}.ext`), ext);
-  openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.crt`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-days', '2', '-out', `${name}.crt`, '-extfile', `${name}.ext`]);
-  leaves[name] = { key: readFileSync(path.join(dir, `${name}.key`), 'utf8'), cert: readFileSync(path.join(dir, `${name}.crt`), 'utf8') };
+  openssl([
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    `${ca}.crt`,
+    '-CAkey',
+    `${ca}.key`,
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-out',
+    `${name}.crt`,
+    '-extfile',
+    `${name}.ext`,
+  ]);
+  leaves[name] = {
+    key: readFileSync(path.join(dir, `${name}.key`), 'utf8'),
+    cert: readFileSync(path.join(dir, `${name}.crt`), 'utf8'),
+  };
 }
 
 function ca(name: string): void {
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '2', '-subj', `/CN=${name}`,
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  openssl([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.crt`,
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${name}`,
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ]);
 }
 
 /** A server that answers SSLRequest with 'S', does TLS with `name`'s certificate, then logs anyone in. */
@@ -77,7 +129,16 @@ async function fakePostgres(name: string): Promise<{ port: number; close(): Prom
 
 async function login(certName: string, host: string): Promise<'ok' | string> {
   const server = await fakePostgres(certName);
-  const cfg: UpstreamConfig = { host, port: server.port, database: 'app', user: 'pgwarden', password: undefined, sslmode: 'verify-full', sslRootCert: caPem, connectTimeout: 3_000 };
+  const cfg: UpstreamConfig = {
+    host,
+    port: server.port,
+    database: 'app',
+    user: 'pgwarden',
+    password: undefined,
+    sslmode: 'verify-full',
+    sslRootCert: caPem,
+    connectTimeout: 3_000,
+  };
   try {
     const up = await connectUpstream(cfg, {});
     up.socket.destroy();
@@ -145,7 +206,8 @@ describe.skipIf(!hasOpenssl)('verify-full against real certificates', () => {
 });
 
 describe('verifyPeerName (libpq rules)', () => {
-  const cert = (san: string | undefined, cn?: string | string[]) => ({ subject: cn === undefined ? {} : { CN: cn }, subjectaltname: san }) as unknown as tls.PeerCertificate;
+  const cert = (san: string | undefined, cn?: string | string[]) =>
+    ({ subject: cn === undefined ? {} : { CN: cn }, subjectaltname: san }) as unknown as tls.PeerCertificate;
   it('IPv6 addresses in any spelling', () => {
     expect(verifyPeerName('::1', cert('IP Address:0:0:0:0:0:0:0:1'))).toBeUndefined();
     expect(verifyPeerName('0:0::1', cert('IP Address:0:0:0:0:0:0:0:1'))).toBeUndefined();

@@ -1,13 +1,17 @@
 // MessageFramer: frame boundaries, zero-copy views, hostile lengths and the startup phase.
 import { describe, expect, it } from 'vitest';
 import { ProxyError } from '../../../lib/errors.ts';
-import { FRONTEND_MESSAGE_TYPES, MessageFramer, UnansweredStartupPacket, type Frame } from '../../../proxy/wire/framer.ts';
+import {
+  FRONTEND_MESSAGE_TYPES,
+  MessageFramer,
+  UnansweredStartupPacket,
+  type Frame,
+} from '../../../proxy/wire/framer.ts';
 import { MAX_PASSWORD_MESSAGE_LENGTH, MAX_TOKEN_LENGTH } from '../../../proxy/auth/jwt.ts';
 import { Bytes, splitAt, startupPacket, typed, untyped } from '../../helpers/bytes.ts';
 import { expectProtocolError } from '../../helpers/errors.ts';
 
 const MB = 1024 * 1024;
-
 
 function drain(framer: MessageFramer): Frame[] {
   const frames: Frame[] = [];
@@ -164,7 +168,12 @@ describe('MessageFramer regular messages', () => {
 
   it('rejects a length above maxMessageSize after 5 bytes, without waiting for or allocating the body', () => {
     const framer = new MessageFramer({ maxMessageSize: MB });
-    framer.push(new Bytes().u8(0x44).i32(1024 * MB).build());
+    framer.push(
+      new Bytes()
+        .u8(0x44)
+        .i32(1024 * MB)
+        .build(),
+    );
     const err = expectProtocolError(() => framer.next());
     expect(err.detail).toContain('exceeds');
     const justOver = new MessageFramer({ maxMessageSize: 100 });
@@ -241,7 +250,10 @@ describe('MessageFramer startup phase', () => {
   });
 
   it('splits a startup packet followed by pipelined messages at every offset', () => {
-    const packet = startupPacket([['user', 'u'], ['database', 'd']]);
+    const packet = startupPacket([
+      ['user', 'u'],
+      ['database', 'd'],
+    ]);
     const query = typed('Q', new Bytes().cstr('SELECT 1'));
     const all = Buffer.concat([packet, query]);
     for (let cut = 0; cut <= all.length; cut++) {
@@ -313,7 +325,10 @@ describe('MessageFramer startup phase', () => {
   });
 
   it('reads SSLRequest and GSSENCRequest with extra bytes as PostgreSQL does: the request, its extra bytes dropped', () => {
-    for (const [code, kind] of [[80877103, 'ssl'], [80877104, 'gssenc']] as const) {
+    for (const [code, kind] of [
+      [80877103, 'ssl'],
+      [80877104, 'gssenc'],
+    ] as const) {
       const framer = new MessageFramer({ maxMessageSize: MB });
       framer.push(untyped(new Bytes().i32(code).i32(0)));
       expect(framer.nextStartup()).toEqual({ kind });
@@ -341,7 +356,7 @@ describe('MessageFramer startup phase', () => {
     }
   });
 
-  it('rejects unknown request codes and protocol versions other than 3 with PostgreSQL\'s FATAL 0A000', () => {
+  it("rejects unknown request codes and protocol versions other than 3 with PostgreSQL's FATAL 0A000", () => {
     for (const code of [80877105, (1234 << 16) | 1, 2 << 16, 4 << 16, 0]) {
       const framer = new MessageFramer({ maxMessageSize: MB });
       framer.push(untyped(new Bytes().i32(code).cstr('user').cstr('u').u8(0)));
@@ -355,7 +370,9 @@ describe('MessageFramer startup phase', () => {
       expect(caught).not.toBeInstanceOf(UnansweredStartupPacket);
       const e = caught as ProxyError;
       expect([e.sqlstate, e.severity]).toEqual(['0A000', 'FATAL']);
-      expect(e.message).toBe(`unsupported frontend protocol ${code >>> 16}.${code & 0xffff}: server supports 3.0 to 3.0`);
+      expect(e.message).toBe(
+        `unsupported frontend protocol ${code >>> 16}.${code & 0xffff}: server supports 3.0 to 3.0`,
+      );
     }
   });
 
@@ -428,16 +445,24 @@ describe('MessageFramer frontend types and the pre-login cap', () => {
   it('caps a pre-login message at MAX_PASSWORD_MESSAGE_LENGTH and raises the cap with setMaxMessageSize', () => {
     expect(MAX_PASSWORD_MESSAGE_LENGTH).toBeGreaterThan(MAX_TOKEN_LENGTH + 5);
     expect(MAX_PASSWORD_MESSAGE_LENGTH).toBeLessThanOrEqual(MAX_TOKEN_LENGTH + 4096);
-    const framer = new MessageFramer({ maxMessageSize: MAX_PASSWORD_MESSAGE_LENGTH, validTypes: FRONTEND_MESSAGE_TYPES });
+    const framer = new MessageFramer({
+      maxMessageSize: MAX_PASSWORD_MESSAGE_LENGTH,
+      validTypes: FRONTEND_MESSAGE_TYPES,
+    });
     // The longest token the verifier reads still fits.
     const longest = typed('p', new Bytes().cstr('a'.repeat(MAX_TOKEN_LENGTH)));
     framer.push(longest);
     expect(framer.next()?.raw.length).toBe(longest.length);
     // A megabyte is refused after its 5-byte header, whatever limits.maxMessageSize says.
     framer.push(new Bytes().u8(0x70).i32(MB).build());
-    expect(expectProtocolError(() => framer.next()).detail).toContain(`exceeds the limit of ${MAX_PASSWORD_MESSAGE_LENGTH}`);
+    expect(expectProtocolError(() => framer.next()).detail).toContain(
+      `exceeds the limit of ${MAX_PASSWORD_MESSAGE_LENGTH}`,
+    );
 
-    const after = new MessageFramer({ maxMessageSize: MAX_PASSWORD_MESSAGE_LENGTH, validTypes: FRONTEND_MESSAGE_TYPES });
+    const after = new MessageFramer({
+      maxMessageSize: MAX_PASSWORD_MESSAGE_LENGTH,
+      validTypes: FRONTEND_MESSAGE_TYPES,
+    });
     after.setMaxMessageSize(MB);
     const big = typed('Q', new Bytes().cstr('x'.repeat(200_000)));
     after.push(big);

@@ -30,7 +30,6 @@ import {
 import { Bytes, typed, untyped } from '../../helpers/bytes.ts';
 import { expectProtocolError } from '../../helpers/errors.ts';
 
-
 describe('decodeQuery', () => {
   it('decodes the SQL text', () => {
     expect(decodeQuery(new Bytes().cstr('SELECT 1; SELECT 2').build())).toEqual({ sql: 'SELECT 1; SELECT 2' });
@@ -60,7 +59,11 @@ describe('decodeParse', () => {
   it('decodes name, SQL and parameter types (OIDs unsigned)', () => {
     const body = new Bytes().cstr('s1').cstr('SELECT $1, $2').i16(2).i32(23).i32(-1).build();
     expect(decodeParse(body)).toEqual({ name: 's1', sql: 'SELECT $1, $2', paramTypes: [23, 0xffffffff] });
-    expect(decodeParse(new Bytes().cstr('').cstr('SELECT 1').i16(0).build())).toEqual({ name: '', sql: 'SELECT 1', paramTypes: [] });
+    expect(decodeParse(new Bytes().cstr('').cstr('SELECT 1').i16(0).build())).toEqual({
+      name: '',
+      sql: 'SELECT 1',
+      paramTypes: [],
+    });
   });
 
   it('rejects text hidden behind a NUL in the SQL', () => {
@@ -96,7 +99,13 @@ describe('decodeBind', () => {
   });
 
   it('accepts no parameters, empty values and one format for all', () => {
-    expect(bind(new Bytes().cstr('').cstr('').i16(0).i16(0).i16(0))).toEqual({ portal: '', statement: '', paramFormats: [], params: [], resultFormats: [] });
+    expect(bind(new Bytes().cstr('').cstr('').i16(0).i16(0).i16(0))).toEqual({
+      portal: '',
+      statement: '',
+      paramFormats: [],
+      params: [],
+      resultFormats: [],
+    });
     const msg = bind(new Bytes().cstr('').cstr('').i16(1).i16(1).i16(2).i32(0).i32(0).i16(0));
     expect(msg.params.map((p) => p?.length)).toEqual([0, 0]);
   });
@@ -113,7 +122,9 @@ describe('decodeBind', () => {
   });
 
   it('rejects a format count that is neither 0, 1 nor the parameter count', () => {
-    expectProtocolError(() => bind(new Bytes().cstr('').cstr('').i16(2).i16(0).i16(0).i16(3).i32(-1).i32(-1).i32(-1).i16(0)));
+    expectProtocolError(() =>
+      bind(new Bytes().cstr('').cstr('').i16(2).i16(0).i16(0).i16(3).i32(-1).i32(-1).i32(-1).i16(0)),
+    );
   });
 
   it('rejects trailing bytes and a truncated body', () => {
@@ -170,26 +181,50 @@ describe('frontend encoders', () => {
     const framer = new MessageFramer({ maxMessageSize: 1024 });
     framer.push(encodeStartupMessage({ user: 'agent', database: 'app', application_name: 'pgwarden' }, 2));
     const msg = framer.nextStartup();
-    expect(msg?.kind === 'startup' && Object.fromEntries(msg.params)).toEqual({ user: 'agent', database: 'app', application_name: 'pgwarden' });
+    expect(msg?.kind === 'startup' && Object.fromEntries(msg.params)).toEqual({
+      user: 'agent',
+      database: 'app',
+      application_name: 'pgwarden',
+    });
   });
 
   it('encodes PasswordMessage, SASLInitialResponse and SASLResponse', () => {
     expect(encodePasswordMessage('pw').equals(typed('p', new Bytes().cstr('pw')))).toBe(true);
     expect(encodePasswordMessage('pw').equals(serialize.password('pw'))).toBe(true);
     const first = Buffer.from('n,,n=,r=abc');
-    expect(encodeSASLInitialResponse('SCRAM-SHA-256', first).equals(typed('p', new Bytes().cstr('SCRAM-SHA-256').i32(first.length).raw(first)))).toBe(true);
-    expect(encodeSASLInitialResponse('SCRAM-SHA-256', first).equals(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', 'n,,n=,r=abc'))).toBe(true);
+    expect(
+      encodeSASLInitialResponse('SCRAM-SHA-256', first).equals(
+        typed('p', new Bytes().cstr('SCRAM-SHA-256').i32(first.length).raw(first)),
+      ),
+    ).toBe(true);
+    expect(
+      encodeSASLInitialResponse('SCRAM-SHA-256', first).equals(
+        serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', 'n,,n=,r=abc'),
+      ),
+    ).toBe(true);
     expect(encodeSASLResponse(Buffer.from('c=biws')).equals(typed('p', Buffer.from('c=biws')))).toBe(true);
   });
 
   it('encodes Query, Parse, Bind, Execute, Describe and Close', () => {
     expect(encodeQuery('SELECT 1').equals(typed('Q', new Bytes().cstr('SELECT 1')))).toBe(true);
     expect(encodeQuery('SELECT 1').equals(serialize.query('SELECT 1'))).toBe(true);
-    expect(encodeParse('s', 'SELECT $1', [23]).equals(typed('P', new Bytes().cstr('s').cstr('SELECT $1').i16(1).i32(23)))).toBe(true);
-    expect(encodeParse('s', 'SELECT $1', [23]).equals(serialize.parse({ name: 's', text: 'SELECT $1', types: [23] }))).toBe(true);
+    expect(
+      encodeParse('s', 'SELECT $1', [23]).equals(typed('P', new Bytes().cstr('s').cstr('SELECT $1').i16(1).i32(23))),
+    ).toBe(true);
+    expect(
+      encodeParse('s', 'SELECT $1', [23]).equals(serialize.parse({ name: 's', text: 'SELECT $1', types: [23] })),
+    ).toBe(true);
     expect(encodeParse('', 'SELECT 1').equals(typed('P', new Bytes().cstr('').cstr('SELECT 1').i16(0)))).toBe(true);
-    const bind = encodeBind({ portal: 'p', statement: 's', paramFormats: [1], params: [Buffer.from([0, 1]), null], resultFormats: [] });
-    expect(bind.equals(typed('B', new Bytes().cstr('p').cstr('s').i16(1).i16(1).i16(2).i32(2).u8(0, 1).i32(-1).i16(0)))).toBe(true);
+    const bind = encodeBind({
+      portal: 'p',
+      statement: 's',
+      paramFormats: [1],
+      params: [Buffer.from([0, 1]), null],
+      resultFormats: [],
+    });
+    expect(
+      bind.equals(typed('B', new Bytes().cstr('p').cstr('s').i16(1).i16(1).i16(2).i32(2).u8(0, 1).i32(-1).i16(0))),
+    ).toBe(true);
     expect(encodeExecute('p', 5).equals(typed('E', new Bytes().cstr('p').i32(5)))).toBe(true);
     expect(encodeExecute().equals(serialize.execute())).toBe(true);
     expect(encodeDescribe('S', 's1').equals(typed('D', new Bytes().str('S').cstr('s1')))).toBe(true);
