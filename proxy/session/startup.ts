@@ -1,7 +1,11 @@
 // Which client startup parameters pass, and the upstream startup parameters that stamp a session's identity and limits.
 import { createHash } from 'node:crypto';
 import { ProxyError } from '../../lib/errors.ts';
-import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, judgeStartupSetting } from '../../policy/settings.ts';
+import {
+  DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+  isUtf8EncodingName,
+  judgeStartupSetting,
+} from '../../policy/settings.ts';
 import { quoteIdent } from '../../lib/ident.ts';
 import type { RolePolicy } from '../../policy/types.ts';
 
@@ -75,7 +79,8 @@ export function readClientStartup(params: ReadonlyMap<string, string>, expectedD
       continue;
     }
     if (name === 'client_encoding') {
-      if (!ACCEPTED_CLIENT_ENCODINGS.has(value.toLowerCase())) {
+      // Every spelling PostgreSQL reads as UTF8 (utf_8, UTF-8, unicode: the same rule SET client_encoding follows).
+      if (!ACCEPTED_CLIENT_ENCODINGS.has(value.toLowerCase()) && !isUtf8EncodingName(value)) {
         throw refuse(`client_encoding "${value}" is not supported by pgwarden`, 'connect with client_encoding=UTF8');
       }
       continue;

@@ -201,6 +201,11 @@ describe("startup settings follow the role's SET rules", () => {
       );
     }
     expect(() => readClientStartup(params({ user: 'a', client_encoding: 'SQL_ASCII' }), 'app')).not.toThrow();
+    // PostgreSQL drops non-alphanumerics and case before looking an encoding up, so these are all UTF8 (as for SET).
+    for (const enc of ['utf_8', 'UTF_8', 'Unicode', 'utf 8']) {
+      expect(() => readClientStartup(params({ user: 'a', client_encoding: enc }), 'app')).not.toThrow();
+    }
+    expect(() => readClientStartup(params({ user: 'a', client_encoding: 'utf_16' }), 'app')).toThrow();
   });
 
   it('requires a user, refuses another database and reports _pq_ options as unsupported', () => {
