@@ -111,6 +111,12 @@ export function inNetworks(set: NetworkSet, address: { family: Family; address: 
   return set[address.family].check(address.address, address.family);
 }
 
+/** The eight 16-bit groups of an IPv6 address net.isIP accepted (`::` and a dotted IPv4 tail expanded), as hex without leading zeros. */
+export function ipv6Groups(address: string): string[] {
+  const v = toBigInt(address, 'ipv6');
+  return Array.from({ length: 8 }, (_, i) => ((v >> BigInt((7 - i) * 16)) & 0xffffn).toString(16));
+}
+
 function toBigInt(addr: string, family: Family): bigint {
   if (family === 'ipv4') return addr.split('.').reduce((acc, o) => (acc << 8n) | BigInt(Number(o)), 0n);
   // net.isIP accepted it: expand "::" and a trailing dotted quad.

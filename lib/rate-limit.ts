@@ -1,5 +1,6 @@
 // Per-source-address token buckets (login failures, cancel requests) in bounded memory: the least recently seen address is forgotten first.
 import net from 'node:net';
+import { ipv6Groups } from './cidr.ts';
 
 /** Addresses tracked per limiter by default: about 100 bytes each, so about 1 MB at most. */
 export const DEFAULT_MAX_TRACKED_ADDRESSES = 10_000;
@@ -13,30 +14,8 @@ export function addressKey(address: string | undefined): string {
   const bare = address.split('%')[0] ?? address;
   const lower = bare.toLowerCase();
   if (lower.startsWith('::ffff:') && net.isIPv4(lower.slice(7))) return lower.slice(7);
-  if (net.isIPv6(lower)) {
-    const groups = expandV6(lower);
-    if (groups !== undefined) return `${groups.slice(0, 4).join(':')}::/64`;
-  }
+  if (net.isIPv6(lower)) return `${ipv6Groups(lower).slice(0, 4).join(':')}::/64`;
   return lower;
-}
-
-/** The eight 16-bit groups of an IPv6 address (with `::` and a dotted IPv4 tail expanded), as hex without leading zeros. */
-function expandV6(a: string): string[] | undefined {
-  let text = a;
-  const lastColon = text.lastIndexOf(':');
-  const tail = text.slice(lastColon + 1);
-  if (net.isIPv4(tail)) {
-    const [b0, b1, b2, b3] = tail.split('.').map(Number) as [number, number, number, number];
-    text = `${text.slice(0, lastColon + 1)}${((b0 << 8) | b1).toString(16)}:${((b2 << 8) | b3).toString(16)}`;
-  }
-  const halves = text.split('::');
-  if (halves.length > 2) return undefined;
-  const head = halves[0] === '' || halves[0] === undefined ? [] : halves[0].split(':');
-  const rest = halves.length === 2 ? (halves[1] === '' || halves[1] === undefined ? [] : halves[1].split(':')) : [];
-  const missing = 8 - head.length - rest.length;
-  if (missing < 0 || (halves.length === 1 && missing !== 0)) return undefined;
-  const groups = [...head, ...Array<string>(missing).fill('0'), ...rest];
-  return groups.map((g) => parseInt(g, 16).toString(16));
 }
 
 interface Bucket {
