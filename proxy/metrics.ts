@@ -3,6 +3,7 @@ import http from 'node:http';
 import client from 'prom-client';
 import type { Audit } from './audit/sink.ts';
 import type { RevocationHealth, RevocationReadInfo } from './revocation/source.ts';
+import type { DecidePoolStats } from './session/decide-pool.ts';
 import type { SessionEvents } from './session/session.ts';
 import { errorMessage } from '../lib/error-message.ts';
 
@@ -358,18 +359,7 @@ export function registerSessionBufferMetrics(
  */
 export function registerDecidePoolMetrics(
   metrics: Pick<Metrics, 'registry'>,
-  snapshot: () =>
-    | {
-        decided: number;
-        refusedBusy: number;
-        timedOut: number;
-        workerFailures: number;
-        workersStarted: number;
-        running: number;
-        queued: number;
-        workers: number;
-      }
-    | undefined,
+  snapshot: () => DecidePoolStats | undefined,
 ): void {
   new client.Gauge({
     name: 'pgwarden_decide_pool_jobs',
