@@ -21,6 +21,7 @@ import {
   DENIED_SYSTEM_RELATIONS,
   INTROSPECTION_EXTRA_FUNCTIONS,
   INTROSPECTION_RELATIONS,
+  SESSION_RELATIONS,
   SYSTEM_DENIED_COLUMNS,
   isSystemRelation,
 } from './introspection.ts';
@@ -381,7 +382,9 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
         };
       }
       const listed = matchesRelation(role.relations, rel.schema, rel.name);
-      if (role.catalog === 'introspection' && (INTROSPECTION_RELATIONS.has(rel.key) || listed)) {
+      // This session's own prepared statements and cursors: no catalog mode hides from a client what it sent itself.
+      const own = SESSION_RELATIONS.has(rel.key);
+      if (own || (role.catalog === 'introspection' && (INTROSPECTION_RELATIONS.has(rel.key) || listed))) {
         if (rank < ALLOW_RANK.catalog) {
           rank = ALLOW_RANK.catalog;
           ruleId = `${r}.catalog`;

@@ -197,6 +197,18 @@ export const DENIED_SYSTEM_RELATIONS: ReadonlyMap<string, string> = new Map([
 ]);
 
 /**
+ * System views that show only this session's own state, readable by every role whatever its `catalog` mode:
+ * pgwarden gives each client its own upstream session (never pooled), so they list what this client itself
+ * prepared or declared, no more than the client already knows. Drivers' tests read them to check that a
+ * statement was prepared (psycopg, postgres.js). Their functions (pg_prepared_statement, pg_cursor) are
+ * reviewed `safe` for the same reason.
+ */
+export const SESSION_RELATIONS: ReadonlyMap<string, string> = new Map([
+  ['pg_catalog.pg_prepared_statements', "this session's own prepared statements"],
+  ['pg_catalog.pg_cursors', "this session's own open cursors"],
+]);
+
+/**
  * Columns of allowed introspection relations that no role may read, and why: other roles' settings,
  * data values and server file paths. Reading one by name, through `*` or a whole-row reference is
  * refused as if the role's deniedColumns listed it. Keys are qualified relation names.
@@ -251,6 +263,7 @@ export const INTROSPECTION_RELATIONS: ReadonlySet<string> = new Set([
  */
 export const INTROSPECTION_RELATION_NAMES: ReadonlySet<string> = new Set([
   ...INTROSPECTION_RELATIONS,
+  ...SESSION_RELATIONS.keys(),
   ...[...DENIED_SYSTEM_RELATIONS.keys()].filter((k) => k.startsWith('pg_catalog.')),
 ]);
 

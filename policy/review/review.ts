@@ -39,9 +39,10 @@ export interface ReviewedFunction {
  * What a reviewed system relation is:
  * - `introspection`: in INTROSPECTION_RELATIONS (catalog: introspection reads it, minus SYSTEM_DENIED_COLUMNS).
  * - `denied`: in DENIED_SYSTEM_RELATIONS, never readable.
- * - `listed_only`: neither; denied unless an introspection role lists it in its relations.
+ * - `session`: in SESSION_RELATIONS, this session's own state (prepared statements, cursors): every role reads it.
+ * - `listed_only`: none of these; denied unless an introspection role lists it in its relations.
  */
-export type RelationClass = 'introspection' | 'denied' | 'listed_only';
+export type RelationClass = 'introspection' | 'denied' | 'session' | 'listed_only';
 
 export interface ReviewedRelation {
   readonly class: RelationClass;

@@ -26,8 +26,6 @@ export const EXPECTED_PROXIED_FAILURES: Record<Driver, Record<string, string>> =
     'temporary table': TEMP_TABLE_DML,
   },
   psycopg: {
-    prepared_statements_view:
-      "not an issue 13 item: pg_catalog.pg_prepared_statements is not among catalog: introspection's relations (psycopg's own prepare tests read it)",
     temp_table: TEMP_TABLE_DML,
   },
   pgjdbc: {

@@ -13,6 +13,7 @@ import {
   DENIED_SYSTEM_RELATIONS,
   INTROSPECTION_EXTRA_FUNCTIONS,
   INTROSPECTION_RELATIONS,
+  SESSION_RELATIONS,
 } from '../../policy/introspection.ts';
 import type { FunctionClass, RelationClass, ServerFunction, ServerRelation } from '../../policy/review/review.ts';
 
@@ -126,6 +127,8 @@ export function suggestRelation(r: ServerRelation): { class: RelationClass; reas
   const denied = DENIED_SYSTEM_RELATIONS.get(key);
   if (denied !== undefined) return { class: 'denied', reason: denied };
   if (INTROSPECTION_RELATIONS.has(key)) return { class: 'introspection', reason: undefined };
+  const own = SESSION_RELATIONS.get(key);
+  if (own !== undefined) return { class: 'session', reason: `${own}: readable by every role` };
   const reason = LISTED_ONLY_REASONS.find(([re]) => re.test(key))?.[1];
   return { class: 'listed_only', reason };
 }

@@ -13,6 +13,7 @@ import {
   DENIED_SYSTEM_RELATIONS,
   INTROSPECTION_EXTRA_FUNCTIONS,
   INTROSPECTION_RELATIONS,
+  SESSION_RELATIONS,
   SYSTEM_DENIED_COLUMNS,
   SYSTEM_DENIED_COLUMN_REASONS,
 } from '../../../policy/introspection.ts';
@@ -136,9 +137,11 @@ describe('policy/review/relations.json', () => {
     for (const [key, r] of REVIEWED_RELATIONS) {
       if (INTROSPECTION_RELATIONS.has(key)) expect(r.class, key).toBe('introspection');
       else if (DENIED_SYSTEM_RELATIONS.has(key)) expect(r.class, key).toBe('denied');
+      else if (SESSION_RELATIONS.has(key)) expect(r.class, key).toBe('session');
       else expect(r.class, key).toBe('listed_only');
     }
     for (const key of INTROSPECTION_RELATIONS) expect(REVIEWED_RELATIONS.has(key), key).toBe(true);
+    for (const key of SESSION_RELATIONS.keys()) expect(REVIEWED_RELATIONS.get(key)?.class, key).toBe('session');
   });
 
   it('introspection relations list their reviewed columns; hidden columns are among them', () => {

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { compilePolicy, parsePolicyText } from '../../../policy/load.ts';
 import { initParser } from '../../../policy/parser.ts';
 import { evaluate } from '../../../policy/evaluate.ts';
-import { CATALOG, sessionFor } from '../../fixtures/catalog.ts';
+import { CATALOG, ROLES, sessionFor } from '../../fixtures/catalog.ts';
 
 function load(role: string) {
   return parsePolicyText(`roles:\n  r:\n${role}`, 'yaml', 'test');
@@ -63,5 +63,33 @@ describe('system relations in relations:', () => {
     if (role === undefined) return;
     const d = evaluate('SELECT query FROM pg_catalog.pg_stat_activity', 'simple', sessionFor(role), CATALOG);
     expect(d).toMatchObject({ allow: false, reason: 'catalog_denied', sqlstate: '42501' });
+  });
+
+  it("the session's own pg_prepared_statements and pg_cursors are readable by every role, catalog none too; other sessions' views stay refused", () => {
+    for (const role of [ROLES.analyst, ROLES.intro]) {
+      expect(role.catalog === 'introspection', role.name).toBe(role === ROLES.intro);
+      for (const sql of [
+        'SELECT name, statement FROM pg_prepared_statements',
+        'SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE statement = $1',
+        'SELECT * FROM pg_cursors',
+      ]) {
+        const d = evaluate(sql, sql.includes('$1') ? 'parse' : 'simple', sessionFor(role), CATALOG);
+        expect(d, `${role.name}: ${sql}`).toMatchObject({ allow: true });
+      }
+      // Not a way around the relations that stay closed: joined with pg_class, the join is still judged.
+      if (role.catalog !== 'introspection') {
+        const d = evaluate(
+          'SELECT p.name FROM pg_prepared_statements p, pg_class c',
+          'simple',
+          sessionFor(role),
+          CATALOG,
+        );
+        expect(d).toMatchObject({ allow: false, reason: 'catalog_denied' });
+      }
+      for (const denied of ['pg_prepared_xacts', 'pg_stat_activity']) {
+        const d = evaluate(`SELECT * FROM pg_catalog.${denied}`, 'simple', sessionFor(role), CATALOG);
+        expect(d, `${role.name}: ${denied}`).toMatchObject({ allow: false, reason: 'catalog_denied' });
+      }
+    }
   });
 });
