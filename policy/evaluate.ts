@@ -1353,7 +1353,10 @@ function restatedChecks(
       (u) => !(u.absent === true && ownObject((u.written ?? [u.key]).join('.'), role, catalog)),
     );
     const facts = { ...qa, problems, relations };
-    const v = q.named !== undefined ? checkNamed(facts, role, q.named) : checkFacts(facts, role);
+    // What a stored expression or view body calls runs later, in other sessions' statements, under their timeouts:
+    // judged as if the role had none, so a sleep (TIMEOUT_BOUNDED) is never stored.
+    const later: RolePolicy = { ...role, statementTimeout: undefined };
+    const v = q.named !== undefined ? checkNamed(facts, role, q.named) : checkFacts(facts, later);
     if ('reason' in v) return v;
   }
   return { rank: ALLOW_RANK.write, ruleId: rule };

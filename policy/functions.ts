@@ -45,7 +45,6 @@ export const ALWAYS_DENIED: readonly FunctionEntry[] = [
   { pattern: 'nextval', reason: 'advances a sequence (a write, even in a read-only transaction)' },
   { pattern: 'setval', reason: 'sets a sequence (a write)' },
   { pattern: 'dblink*', reason: 'runs SQL on another connection, outside the proxy' },
-  { pattern: 'pg_sleep*', reason: 'holds a backend and its snapshot: denial of service' },
   { pattern: 'query_to_xml*', reason: 'runs the SQL text in its argument, which the policy never parses' },
   { pattern: 'query_to_xmlschema', reason: 'runs the SQL text in its argument, which the policy never parses' },
   {
@@ -158,6 +157,21 @@ export const ALWAYS_DENIED: readonly FunctionEntry[] = [
   { pattern: 'plpgsql_validator', reason: 'validator support function, not meant to be called from SQL' },
   { pattern: 'postgresql_fdw_validator', reason: 'validator support function, not meant to be called from SQL' },
   { pattern: 'amvalidate', reason: 'validator support function, not meant to be called from SQL' },
+];
+
+/**
+ * pg_catalog's sleeps: callable only by a role with a `statementTimeout`, which pgwarden stamps on the upstream
+ * session and which the client may only lower (never RESET or raise): the server ends the sleep, with 57014, by
+ * then at the latest, and the role's concurrency budget bounds how many sleep at once. Without it a sleep would hold
+ * a backend and its snapshot for as long as the client asks. A sleep spends no more than any slow query the same
+ * role may already run (a large generate_series); drivers' cancel and timeout tests use it. functions.allow does not
+ * decide these (the timeout does), and a stored expression (DEFAULT, CHECK, view body) that would sleep later, in
+ * someone else's statement, is refused whatever the role (policy/evaluate.ts restatedChecks).
+ */
+export const TIMEOUT_BOUNDED: readonly FunctionEntry[] = [
+  { pattern: 'pg_sleep', reason: 'holds a backend and its snapshot for as long as it sleeps' },
+  { pattern: 'pg_sleep_for', reason: 'holds a backend and its snapshot for as long as it sleeps' },
+  { pattern: 'pg_sleep_until', reason: 'holds a backend and its snapshot for as long as it sleeps' },
 ];
 
 /**
@@ -330,13 +344,14 @@ export function isReadableSetting(name: string): boolean {
 }
 
 export type FunctionVerdict =
-  | { allow: true; via: 'role_allow' | 'default' | 'volatile_allowed' | 'introspection' }
+  | { allow: true; via: 'role_allow' | 'default' | 'volatile_allowed' | 'introspection' | 'timeout_bounded' }
   | {
       allow: false;
       /** 'builtin' rules cannot be lifted by a policy; 'role' is the role's own deny; 'default' can be lifted with functions.allow. */
       rule: 'builtin' | 'role' | 'default';
       code:
         | 'always_denied'
+        | 'needs_statement_timeout'
         | 'role_denied'
         | 'not_pg_catalog'
         | 'volatile'
@@ -357,7 +372,8 @@ export const UNCLASSIFIED_HINT =
  * Judges one resolved function name against the curated lists, the catalog review and the role.
  * `overloads` are the catalog's entries for `schema.name` (undefined when the catalog has none).
  *
- * Order: ALWAYS_DENIED (any schema) → the role's functions.deny → unknown to the catalog → the review's
+ * Order: ALWAYS_DENIED (any schema) → the role's functions.deny → unknown to the catalog → pg_catalog's sleeps
+ * (TIMEOUT_BOUNDED: allowed exactly when the role has statementTimeout) → the review's
  * `denied` class (builtin) → the role's functions.allow → outside pg_catalog/information_schema →
  * not in the review (`unclassified`) → the review's class (introspection, volatile, volatile_allowed, safe).
  * functions.allow lifts `unclassified` like every other 'default' rule, but never a `denied` one.
@@ -376,6 +392,17 @@ export function judgeFunction(
   }
   if (overloads === undefined || overloads.length === 0) {
     return { allow: false, rule: 'default', code: 'unknown_function', why: "not found in pgwarden's catalog snapshot" };
+  }
+  const sleep = schema === 'pg_catalog' ? findEntry(TIMEOUT_BOUNDED, name) : undefined;
+  if (sleep !== undefined) {
+    if (role.statementTimeout !== undefined) return { allow: true, via: 'timeout_bounded' };
+    return {
+      allow: false,
+      rule: 'builtin',
+      code: 'needs_statement_timeout',
+      why: `${sleep.reason}: callable only by a role with statementTimeout, which ends it`,
+      hint: 'set statementTimeout on the role',
+    };
   }
   const system = REVIEWED_SCHEMAS.has(schema);
   const reviewed = system ? reviewedFunction(schema, name) : undefined;
@@ -421,6 +448,7 @@ export function judgeFunction(
 /** Every curated list, for docs and tests. */
 export const FUNCTION_LISTS = {
   ALWAYS_DENIED,
+  TIMEOUT_BOUNDED,
   INTROSPECTION_FUNCTIONS,
   VOLATILE_ALLOWED,
   READABLE_SETTINGS,

@@ -17,7 +17,7 @@ import type {
 import { editDistance, quoteIdent } from '../lib/ident.ts';
 import { parseCidr } from '../lib/cidr.ts';
 import { DENIED_SYSTEM_RELATIONS } from './introspection.ts';
-import { ALWAYS_DENIED, findEntry } from './functions.ts';
+import { ALWAYS_DENIED, TIMEOUT_BOUNDED, findEntry } from './functions.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The file format (kept in step with policy/schema.json by test/unit/policy/load.test.ts)
@@ -600,6 +600,12 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
           const never = k === 'allow' ? findEntry(ALWAYS_DENIED, r.pattern.name) : undefined;
           if (never !== undefined)
             return `names ${r.pattern.name}, which no role may call whatever functions.allow says (${never.reason}); see docs/functions.md`;
+          const sleep =
+            k === 'allow' && (r.pattern.schema === 'pg_catalog' || r.pattern.schema === undefined)
+              ? findEntry(TIMEOUT_BOUNDED, r.pattern.name)
+              : undefined;
+          if (sleep !== undefined)
+            return `names ${r.pattern.name}, which functions.allow does not decide: a role may call it exactly when it has statementTimeout (which ends the sleep); see docs/functions.md`;
           if (k === 'allow') seen.set(key, i);
           return undefined;
         });

@@ -8,6 +8,7 @@ import {
   holdKvLock,
   resetCompatTables,
   startCompat,
+  waitForActive,
   waitForLockWait,
   type CompatEnv,
   type CompatTarget,
@@ -343,6 +344,27 @@ describe.each(targets)('node-postgres $name', ({ name }) => {
       await release();
     }
     expect((await c.query('SELECT 2 AS after')).rows).toEqual([{ after: 2 }]);
+  });
+
+  check('cancel a pg_sleep', async () => {
+    const c = await connect();
+    const t = targetOf(name);
+    const marker = `pgsleep_cancel_${name}`;
+    const running = c.query(`SELECT pg_sleep(30) AS ${marker}`).then(
+      () => undefined,
+      (e: unknown) => e as { code?: string },
+    );
+    await waitForActive(marker);
+    await sendCancelTo(t.host, t.port, keyOf(c).processID, keyOf(c).secretKey);
+    expect((await running)?.code).toBe('57014');
+    expect((await c.query('SELECT 3 AS after')).rows).toEqual([{ after: 3 }]);
+  });
+
+  check('statement_timeout ends a pg_sleep', async () => {
+    const c = await connect();
+    await c.query('SET statement_timeout = 150');
+    expect((await pgError(() => c.query('SELECT pg_sleep(10)'))).code).toBe('57014');
+    expect((await c.query('SELECT pg_sleep(0.01)::text AS slept')).rows).toEqual([{ slept: '' }]);
   });
 
   check('SET statement_timeout ends a slow query', async () => {

@@ -9,6 +9,7 @@ import {
   holdKvLock,
   resetCompatTables,
   startCompat,
+  waitForActive,
   waitForLockWait,
   type CompatEnv,
   type CompatTarget,
@@ -242,6 +243,20 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
     } finally {
       await release();
     }
+    expect(await sql`SELECT 1 AS ok`).toEqual([{ ok: 1 }]);
+  });
+
+  check('cancel a pg_sleep', async () => {
+    const sql = connect();
+    const marker = `pgsleep_cancel_pgjs_${name}`;
+    const q = sql.unsafe(`SELECT pg_sleep(30) AS ${marker}`);
+    const settled = q.then(
+      () => undefined,
+      (e: postgres.PostgresError) => e.code,
+    );
+    await waitForActive(marker);
+    q.cancel();
+    expect(await settled).toBe('57014');
     expect(await sql`SELECT 1 AS ok`).toEqual([{ ok: 1 }]);
   });
 

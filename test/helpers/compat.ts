@@ -32,7 +32,8 @@ export interface CompatEnv {
  * The role the issue measured with (issue 13): read-write, every write kind on the suite's schema, catalog
  * introspection, the schema's functions callable; plus what item 2's keys allow a real application role: DDL in
  * the suite's schema and temporary objects, ANALYZE/VACUUM, LOCK, and every notification channel. `do` stays off
- * (a full escape from the policy, which no driver needs).
+ * (a full escape from the policy, which no driver needs). A statement timeout, as a production role has, is what
+ * lets it call pg_sleep (docs/functions.md, sleeps); every driver check that sets statement_timeout sets it lower.
  */
 export function compatPolicy(schema: string): string {
   return `roles:
@@ -44,6 +45,7 @@ export function compatPolicy(schema: string): string {
       relations: [${schema}.*]
     functions: { allow: [${schema}.add_one, ${schema}.add_out] }
     catalog: introspection
+    statementTimeout: 60s
     ddl:
       kinds: [create_table, create_index, create_sequence, alter_table, drop, comment]
       schemas: [${schema}]
@@ -235,6 +237,28 @@ export async function waitForLockWait(schema: string, timeoutMs = 5_000): Promis
       );
       if (r.rows[0].n > 0) return;
       if (Date.now() > deadline) throw new Error(`no statement waited on the lock in ${schema} within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * Resolves once a statement whose text contains `marker` is running on the server (a driver's pg_sleep has reached
+ * it, so a cancel now interrupts the statement rather than arriving before it).
+ */
+export async function waitForActive(marker: string, timeoutMs = 5_000): Promise<void> {
+  const c = await superClient();
+  try {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await c.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()`,
+        [`%${marker}%`],
+      );
+      if (r.rows[0].n > 0) return;
+      if (Date.now() > deadline) throw new Error(`no statement with ${marker} ran within ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 20));
     }
   } finally {

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   ALWAYS_DENIED,
+  TIMEOUT_BOUNDED,
   INTROSPECTION_FUNCTIONS,
   READABLE_SETTINGS,
   VOLATILE_ALLOWED,
@@ -77,6 +78,7 @@ export function renderSections(): Record<string, string> {
     'review-counts': reviewCounts(),
     'kept-allowed': keptAllowed(),
     'always-denied': table(entries(ALWAYS_DENIED)),
+    'timeout-bounded': table(entries(TIMEOUT_BOUNDED)),
     introspection: table(entries(INTROSPECTION_FUNCTIONS)),
     'introspection-extra': `Functions outside \`pg_catalog\` also allowed to introspection roles:\n${INTROSPECTION_EXTRA_FUNCTIONS.map((f) => `\`${f}\``).join(', ')} (used inside \`information_schema\` views and by pgJDBC).`,
     'volatile-allowed': table(entries(VOLATILE_ALLOWED)),

@@ -4,6 +4,7 @@
 // and writes the entry into policy/review/functions.json. bootstrap.ts built the first review from these.
 import {
   ALWAYS_DENIED,
+  TIMEOUT_BOUNDED,
   INTROSPECTION_FUNCTIONS,
   VOLATILE_ALLOWED,
   findEntry,
@@ -87,6 +88,14 @@ export function suggestFunction(f: ServerFunction): Suggestion {
   if (hand !== undefined) return { class: hand.class, reason: hand.reason, rule: 'hand' };
   const always = listed(ALWAYS_DENIED, f.name);
   if (always !== undefined) return { class: 'denied', reason: always.reason, rule: 'ALWAYS_DENIED' };
+  const sleep = listed(TIMEOUT_BOUNDED, f.name);
+  if (sleep !== undefined)
+    return {
+      class: 'volatile',
+      reason:
+        'sleeps: callable only by a role with statementTimeout (TIMEOUT_BOUNDED in policy/functions.ts), whatever functions.allow says',
+      rule: 'TIMEOUT_BOUNDED',
+    };
   if (f.revoked)
     return { class: 'denied', reason: 'EXECUTE is revoked from PUBLIC: an administrative function', rule: 'revoked' };
   const intro = listed(INTROSPECTION_FUNCTIONS, f.name);

@@ -255,6 +255,12 @@ const families: Record<string, Case[]> = {
     ['analyst', "SELECT setval('s', 1)", 'deny', 'function_denied'],
     ['analyst', 'SELECT pg_sleep(10)', 'deny', 'function_denied'],
     ['analyst', "SELECT pg_sleep_for('1 hour')", 'deny', 'function_denied'],
+    // Sleeps: only a role with statementTimeout (which ends them) may sleep; functions.allow does not decide it.
+    ['timed', 'SELECT pg_sleep(10)', 'allow'],
+    ['timed', "SELECT pg_catalog.pg_sleep_for('1 hour')", 'allow'],
+    ['timed', "SELECT pg_sleep_until(now() + '1 hour')", 'allow'],
+    ['analyst', "SELECT pg_sleep_until(now() + '1 hour')", 'deny', 'function_denied'],
+    ['analyst', 'SELECT pg_catalog.pg_sleep(0)', 'deny', 'function_denied'],
     ['analyst', 'SELECT pg_terminate_backend(1)', 'deny', 'function_denied'],
     ['analyst', 'SELECT pg_cancel_backend(1)', 'deny', 'function_denied'],
     // The session's own backend, and only it: the argument must be a bare pg_backend_pid() call.
@@ -582,7 +588,8 @@ const families: Record<string, Case[]> = {
     ['writer', 'UPDATE orders SET total = s.value::numeric FROM secrets s', 'deny', 'relation_not_allowed'],
     ['writer', 'DELETE FROM orders USING secrets WHERE secrets.id = orders.id', 'deny', 'relation_not_allowed'],
     ['writer', 'INSERT INTO orders(id) VALUES (1) ON CONFLICT (id) DO UPDATE SET status = excluded.status', 'allow'],
-    ['writer', 'INSERT INTO orders(id) VALUES (1) RETURNING pg_sleep(1)', 'deny', 'function_denied'],
+    // writer has a statementTimeout (30s), which ends the sleep.
+    ['writer', 'INSERT INTO orders(id) VALUES (1) RETURNING pg_sleep(1)', 'allow'],
     [
       'writer',
       'MERGE INTO orders o USING order_items i ON o.id = i.order_id WHEN MATCHED THEN UPDATE SET total = i.price WHEN NOT MATCHED THEN INSERT (id) VALUES (i.order_id)',

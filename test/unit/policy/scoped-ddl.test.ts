@@ -38,6 +38,8 @@ const migrator: RolePolicy = makeRole({
 });
 /** Every schema of its search_path is one it may change: unqualified names are fine. */
 const scratchPath: RolePolicy = { ...migrator, name: 'scratchpath', searchPath: ['scratch'] };
+/** migrator with a statementTimeout: its own sleeps are allowed, stored ones never. */
+const timedMigrator: RolePolicy = { ...migrator, name: 'timedMigrator', statementTimeout: 5000 };
 /** DDL on its schema, but no temporary objects and only some kinds. */
 const narrow: RolePolicy = {
   ...migrator,
@@ -92,7 +94,17 @@ const catalog: CatalogSnapshot = {
   ]),
 };
 
-const roles = { migrator, narrowRead, scratchPath, narrow, doer, reader, writer, analyst: ROLES.analyst };
+const roles = {
+  migrator,
+  timedMigrator,
+  narrowRead,
+  scratchPath,
+  narrow,
+  doer,
+  reader,
+  writer,
+  analyst: ROLES.analyst,
+};
 type Case = [keyof typeof roles, string, 'allow' | 'deny', string?];
 
 const families: Record<string, Case[]> = {
@@ -206,6 +218,16 @@ const families: Record<string, Case[]> = {
     ],
     ['migrator', 'ALTER TABLE scratch.t ALTER COLUMN a TYPE int', 'allow'],
     ['migrator', 'CREATE TABLE scratch.t (a int DEFAULT pg_sleep(1)::text::int)', 'deny', 'function_denied'],
+    // A stored sleep runs later in other sessions' statements: refused even for a role whose own sleeps its timeout ends.
+    ['timedMigrator', 'CREATE TABLE scratch.t (a int DEFAULT pg_sleep(1)::text::int)', 'deny', 'function_denied'],
+    ['timedMigrator', 'CREATE TABLE scratch.t (a int CHECK (pg_sleep(1) IS NULL))', 'deny', 'function_denied'],
+    [
+      'timedMigrator',
+      'ALTER TABLE scratch.t ADD COLUMN b int DEFAULT 1 + pg_sleep(1)::text::int',
+      'deny',
+      'function_denied',
+    ],
+    ['timedMigrator', 'CREATE TABLE scratch.t (a int DEFAULT 1)', 'allow'],
     ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.orders (id))', 'allow'],
     // A foreign key changes the referenced table (its triggers, others' deletes there): readable is not enough.
     ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.customers (id))', 'deny', 'relation_not_allowed'],
