@@ -659,8 +659,8 @@ const FUNCTION_ATTACKS: Attack[] = [
     name: 'pg_advisory_lock via LATERAL',
     sql: 'SELECT l FROM (SELECT 77005::bigint) AS o(k), LATERAL pg_advisory_lock(o.k) AS l',
   },
-  // Sleeps are for roles with a statementTimeout (analyst has one): capped has none.
-  { name: 'pg_sleep via (1).pg_sleep', sql: 'SELECT (1).pg_sleep', role: 'capped' },
+  // Sleeps are for roles with a statementTimeout (analyst has one): nocat has none.
+  { name: 'pg_sleep via (1).pg_sleep', sql: 'SELECT (1).pg_sleep', role: 'nocat' },
   { name: 'nextval via (regclass).nextval', sql: "SELECT ('redteam.seq'::regclass).nextval" },
   { name: 'nextval via (x.s).nextval', sql: "SELECT (x.s).nextval FROM (SELECT 'redteam.seq'::regclass) AS x(s)" },
   { name: 'nextval plain', sql: "SELECT nextval('redteam.seq')" },
