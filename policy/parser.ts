@@ -493,6 +493,23 @@ function lexicalNestingLowerBound(sql: string): number | undefined {
 
 type Screen = { ok: true } | { ok: false; reason: ParseFailureReason; message: string };
 
+/** C0 control characters scanSync copies raw into its JSON output, which then does not parse: all but tab, LF and CR. */
+const RAW_CONTROL = /[\u0001-\u0008\u000b\u000c\u000e-\u001f]/;
+const RAW_CONTROLS = /[\u0001-\u0008\u000b\u000c\u000e-\u001f]/g;
+
+/**
+ * scanSync's tokens for any text it can lex. A raw control character (in a text that parses, only inside a string, a
+ * quoted identifier or a comment, where any other ordinary character lexes the same; form feed is whitespace, as a space
+ * is) would break scanSync's JSON, so it is scanned as a space: one byte for one, so every token keeps its byte
+ * offsets, and each token's text is cut again from the original.
+ */
+function scanReadable(lib: LibPgQuery, sql: string): ScanToken[] {
+  if (!RAW_CONTROL.test(sql)) return lib.scanSync(sql).tokens;
+  const tokens = lib.scanSync(sql.replace(RAW_CONTROLS, ' ')).tokens;
+  const buf = Buffer.from(sql, 'utf8');
+  return tokens.map((t) => ({ ...t, text: buf.subarray(t.start, t.end).toString('utf8') }));
+}
+
 function screen(sql: string, inst: Instance): Screen {
   if (exceedsBytes(sql, limits.maxBytes)) {
     return { ok: false, reason: 'statement_too_large', message: `statement text exceeds ${limits.maxBytes} bytes` };
@@ -510,7 +527,7 @@ function screen(sql: string, inst: Instance): Screen {
   let tokens: ScanToken[];
   try {
     noteWasmInput(sql);
-    tokens = inst.lib.scanSync(sql).tokens;
+    tokens = scanReadable(inst.lib, sql);
   } catch (err) {
     if (err instanceof RangeError || isWasmRuntimeError(err)) {
       recordTrap(inst);
@@ -690,7 +707,7 @@ export function scanTokens(sql: string): ScanToken[] | undefined {
     const inst = usable();
     if (inst === undefined || sql.includes('\0') || exceedsBytes(sql, limits.maxBytes)) return undefined;
     noteWasmInput(sql);
-    return inst.lib.scanSync(sql).tokens;
+    return scanReadable(inst.lib, sql);
   } catch (err) {
     const inst = usable();
     if (inst !== undefined && (err instanceof RangeError || isWasmRuntimeError(err))) recordTrap(inst);

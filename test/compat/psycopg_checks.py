@@ -249,6 +249,20 @@ def copy_both_ways():
 
 
 @check
+def copy_out_all_chars():
+    # psycopg's own test_copy_out_allchars: every character 1..255 as a literal in the COPY's query text, raw control
+    # bytes included (the query is composed client-side).
+    chars = [chr(i) for i in range(1, 256)] + ["\u20ac"]
+    with connect() as c:
+        with c.cursor() as cur:
+            q = sql.SQL("COPY (SELECT unnest({}::text[])) TO STDOUT").format(chars)
+            with cur.copy(q) as cp:
+                cp.set_types(["text"])
+                rows = [r[0] for r in cp.rows()]
+            eq(rows, chars)
+
+
+@check
 def transactions_and_savepoints():
     with connect() as c:
         with c.transaction():

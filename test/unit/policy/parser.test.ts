@@ -8,9 +8,11 @@ import {
   nestingEstimateForTest,
   parseStatements,
   parserStats,
+  scanTokens,
   simulateTrapForTest,
   spareSettledForTest,
 } from '../../../policy/parser.ts';
+import { planServerAnalysis } from '../../../policy/server-plan.ts';
 
 beforeAll(async () => {
   await initParser();
@@ -222,5 +224,31 @@ describe('parseStatements', () => {
     expect(after.ready).toBe(true);
     await spareSettledForTest();
     expect(parseStatements('SELECT 1 FROM t').ok).toBe(true);
+  });
+});
+
+describe('scanTokens with raw control characters', () => {
+  // scanSync copies such characters raw into its JSON, which then did not parse: COPY (query) TO could not be planned.
+  it('lexes them inside strings, quoted identifiers and comments, with byte offsets and texts of the original', () => {
+    const sql = `SELECT 'a\u0001é\u001f', "x\u0002y" /* \u000b */ -- \u0007\nFROM t`;
+    const toks = scanTokens(sql);
+    expect(toks?.map((t) => t.text)).toEqual([
+      'SELECT',
+      "'a\u0001é\u001f'",
+      ',',
+      '"x\u0002y"',
+      '/* \u000b */',
+      '-- \u0007',
+      'FROM',
+      't',
+    ]);
+    const buf = Buffer.from(sql, 'utf8');
+    for (const t of toks ?? []) expect(buf.subarray(t.start, t.end).toString('utf8')).toBe(t.text);
+  });
+
+  it("COPY (query) TO's query is cut from the client's text unchanged", () => {
+    const inner = "SELECT unnest(ARRAY['\u0001', '\u001f\u0008', E'\\\u0003'])";
+    const plan = planServerAnalysis(`COPY (${inner}) TO STDOUT`, []);
+    expect(plan).toMatchObject({ ok: true, texts: [{ text: inner, kind: 'CopyStmt' }] });
   });
 });
