@@ -8,7 +8,7 @@
 // is parsed again and accepted only if each piece taken from the client's statement comes back as the
 // same tree, so the deparser can never make the analysed text differ from what will run.
 // The object rules (which schema a name lands in) are decided here from the parse tree alone.
-import { deparseSync } from 'pgsql-deparser';
+import { Deparser } from 'pgsql-deparser';
 import { canonicalTree, parseStatements } from './parser.ts';
 import { quoteIdent } from '../lib/ident.ts';
 import type { CatalogSnapshot, ChannelPattern, RolePolicy } from './types.ts';
@@ -81,9 +81,35 @@ function same(a: unknown, b: unknown): boolean {
   return canonicalTree(a) === canonicalTree(b);
 }
 
+type DeparseContext = Parameters<Deparser['TypeName']>[1];
+
+/**
+ * The deparser, except that a type name the client wrote is printed quoted, part by part. The stock deparser leaves a
+ * keyword-like name bare (`"numeric"`, `"int4"`, `"varchar"`, `"interval"` come out as `numeric`, …), which the grammar
+ * then reads as pg_catalog's type: a different tree (and, with a type of that name in the search path, a different
+ * type), so the restated text was refused. Names the grammar itself made for keyword types (`pg_catalog.…`) keep the
+ * stock printing, whose special forms (`timestamp with time zone`, `interval day to second`) parse back the same.
+ */
+class RestatingDeparser extends Deparser {
+  override TypeName(node: Parameters<Deparser['TypeName']>[0], context: DeparseContext): string {
+    const names = stringsOf(node.names);
+    if (names.length === 0 || names.length !== (node.names?.length ?? 0) || names[0] === 'pg_catalog')
+      return super.TypeName(node, context);
+    if (node.setof === true || node.pct_type === true) return super.TypeName(node, context);
+    let text = names.map((n) => `"${n.replace(/"/g, '""')}"`).join('.');
+    if (node.typmods !== undefined && node.typmods.length > 0)
+      text += `(${node.typmods.map((m) => this.deparse(m, context)).join(', ')})`;
+    for (const b of node.arrayBounds ?? []) {
+      const n = (b as AnyNode)?.Integer?.ival;
+      text += typeof n === 'number' && n !== -1 ? `[${n}]` : '[]';
+    }
+    return text;
+  }
+}
+
 function deparseNode(node: AnyNode): string | undefined {
   try {
-    const t = deparseSync(node as never, { pretty: false });
+    const t = new RestatingDeparser(node as never, { pretty: false }).deparseQuery();
     return typeof t === 'string' && t.trim() !== '' ? t : undefined;
   } catch {
     return undefined;

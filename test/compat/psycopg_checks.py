@@ -407,6 +407,25 @@ def ddl_in_writable_schema():
 
 
 @check
+def ddl_quoted_type_names():
+    # psycopg's own tests quote every type name they compose (sql.Identifier): "numeric", "int4", "varchar", ...
+    types = ["numeric", "int4", "varchar", "interval", "timestamp", "time", "bit", "text"]
+    cols = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(f"c_{n}"), sql.Identifier(n)) for n in types)
+    with connect(autocommit=True) as c:
+        c.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, {}, d {} DEFAULT 1.5)").format(
+            t("qtypes"), cols, sql.Identifier("numeric")))
+        try:
+            got = c.execute(sql.SQL("SELECT a.attname, a.atttypid::regtype::text FROM pg_catalog.pg_attribute a "
+                                    "WHERE a.attrelid = {}::regclass AND a.attnum > 1 ORDER BY a.attnum").format(
+                sql.Literal(f"{SCHEMA}.qtypes"))).fetchall()
+            eq(got, [(f"c_{n}", {"int4": "integer", "varchar": "character varying",
+                                  "timestamp": "timestamp without time zone", "time": "time without time zone"}.get(n, n))
+                     for n in types] + [("d", "numeric")])
+        finally:
+            c.execute(sql.SQL("DROP TABLE {}").format(t("qtypes")))
+
+
+@check
 def analyze_vacuum_lock():
     with connect(autocommit=True) as c:
         c.execute(sql.SQL("ANALYZE {}").format(t("items")))
