@@ -266,8 +266,31 @@ interface ExprSink {
   bad: string | undefined;
 }
 
-/** The expressions and foreign keys of column or table constraints; exclusion constraints are refused (their operators run user code). */
-function constraintParts(list: unknown, sink: ExprSink, ownColumns: readonly string[], columnType?: AnyNode): void {
+/**
+ * A foreign key of a table being created that references that table itself, as PostgreSQL resolves it: the same
+ * name, qualified alike. Both qualified with the same schema is the same relation. Both unqualified: the table is
+ * created in the first schema of the search_path and the reference is looked up after it exists, so it finds the new
+ * table — unless a temporary table or a system catalog of that name comes first, and PostgreSQL refuses a foreign key
+ * from a permanent table to either (a temporary table referencing its own name finds itself in pg_temp). Anything
+ * else (one side qualified) is not taken for the table itself.
+ */
+export function referencesItself(pk: AnyNode | undefined, self: AnyNode | undefined): boolean {
+  if (pk === undefined || self === undefined || typeof pk.relname !== 'string') return false;
+  if (pk.catalogname !== undefined || self.catalogname !== undefined) return false;
+  return pk.relname === self.relname && (pk.schemaname ?? null) === (self.schemaname ?? null);
+}
+
+/**
+ * The expressions and foreign keys of column or table constraints; exclusion constraints are refused (their operators
+ * run user code). `self` is the table being created: a foreign key to it reads only its own (still empty) columns.
+ */
+function constraintParts(
+  list: unknown,
+  sink: ExprSink,
+  ownColumns: readonly string[],
+  columnType?: AnyNode,
+  self?: AnyNode,
+): void {
   for (const item of Array.isArray(list) ? list : []) {
     const c: AnyNode | undefined = (item as AnyNode)?.Constraint;
     if (c === undefined) {
@@ -291,6 +314,8 @@ function constraintParts(list: unknown, sink: ExprSink, ownColumns: readonly str
           });
         break;
       case 'CONSTR_FOREIGN': {
+        // Nothing to read elsewhere: PostgreSQL checks the referenced columns exist when it creates the table.
+        if (referencesItself(c.pktable, self)) break;
         const q = foreignKeyQuery(c);
         if (q === undefined) sink.bad ??= 'a foreign key pgwarden cannot restate';
         else sink.queries.push({ text: q });
@@ -350,9 +375,10 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
             sink,
             cols.map((c) => c.name),
             cd.typeName,
+            body.relation,
           );
         } else if ((e as AnyNode)?.Constraint !== undefined) {
-          constraintParts([e], sink, []);
+          constraintParts([e], sink, [], undefined, body.relation);
         } else return fail('a table element other than a column or constraint (LIKE)');
       }
       if (sink.bad !== undefined) return fail(sink.bad);

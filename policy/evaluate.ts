@@ -27,7 +27,15 @@ import {
 } from './introspection.ts';
 import { isIdentCont, isIdentStart } from './literals.ts';
 import { SqlState } from '../lib/sqlstate.ts';
-import { channelAllowed, placeObject, stringsOf, utilityQueries, UTILITY_KINDS, type NamedNeed } from './ddl.ts';
+import {
+  channelAllowed,
+  placeObject,
+  referencesItself,
+  stringsOf,
+  utilityQueries,
+  UTILITY_KINDS,
+  type NamedNeed,
+} from './ddl.ts';
 import { rewriteScope } from './scope.ts';
 import { errorMessage } from '../lib/error-message.ts';
 
@@ -1284,6 +1292,8 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     const pk: AnyNode | undefined = c.pktable;
     if (pk === undefined || typeof pk.relname !== 'string')
       return internalDenial('a foreign key without a referenced table');
+    // A new table referencing itself changes only itself, which was placed above.
+    if (kind === 'CreateStmt' && referencesItself(pk, body.relation)) continue;
     const schema = typeof pk.schemaname === 'string' ? pk.schemaname : undefined;
     if (placeObject(schema, false, role, catalog, typeof pk.catalogname === 'string' ? pk.catalogname : undefined).ok)
       continue;

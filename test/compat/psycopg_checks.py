@@ -426,6 +426,19 @@ def ddl_quoted_type_names():
 
 
 @check
+def ddl_self_referencing_foreign_key():
+    # psycopg's own fixtures make tables whose foreign key references the table itself.
+    with connect(autocommit=True) as c:
+        c.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, parent int REFERENCES {})").format(t("tree"), t("tree")))
+        try:
+            c.execute(sql.SQL("INSERT INTO {} VALUES (1, NULL), (2, 1)").format(t("tree")))
+            state, _ = sqlstate_of(lambda: c.execute(sql.SQL("INSERT INTO {} VALUES (3, 99)").format(t("tree"))))
+            eq(state, "23503")
+        finally:
+            c.execute(sql.SQL("DROP TABLE {}").format(t("tree")))
+
+
+@check
 def analyze_vacuum_lock():
     with connect(autocommit=True) as c:
         c.execute(sql.SQL("ANALYZE {}").format(t("items")))

@@ -239,6 +239,29 @@ const families: Record<string, Case[]> = {
     ],
     ['timedMigrator', 'CREATE TABLE scratch.t (a int DEFAULT 1)', 'allow'],
     ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.orders (id))', 'allow'],
+    // A new table referencing itself (PostgreSQL resolves the reference once the table exists).
+    ['migrator', 'CREATE TABLE scratch.tree (id int PRIMARY KEY, parent int REFERENCES scratch.tree)', 'allow'],
+    [
+      'migrator',
+      'CREATE TABLE scratch.tree (id int PRIMARY KEY, parent int, FOREIGN KEY (parent) REFERENCES scratch.tree (id))',
+      'allow',
+    ],
+    ['migrator', 'CREATE TEMP TABLE tree (id int PRIMARY KEY, parent int REFERENCES tree)', 'allow'],
+    ['scratchPath', 'CREATE TABLE tree (id int PRIMARY KEY, parent int REFERENCES tree (id))', 'allow'],
+    // Qualified on one side only: not taken for the table itself (the reference resolves through the search_path).
+    [
+      'migrator',
+      'CREATE TABLE scratch.tree (id int PRIMARY KEY, parent int REFERENCES tree)',
+      'deny',
+      'relation_not_allowed',
+    ],
+    // The same name in another schema is another table.
+    [
+      'migrator',
+      'CREATE TABLE scratch.customers (id int PRIMARY KEY, o int REFERENCES public.customers (id))',
+      'deny',
+      'relation_not_allowed',
+    ],
     // A foreign key changes the referenced table (its triggers, others' deletes there): readable is not enough.
     ['migrator', 'CREATE TABLE scratch.t (a int REFERENCES public.customers (id))', 'deny', 'relation_not_allowed'],
     [
