@@ -37,6 +37,7 @@ import {
   type NamedNeed,
 } from './ddl.ts';
 import { rewriteScope } from './scope.ts';
+import { rewriteCatalog, SCOPED_INNER_FUNCTIONS, SCOPED_INNER_RELATIONS, SCOPED_RELATIONS } from './catalog-scope.ts';
 import { errorMessage } from '../lib/error-message.ts';
 
 type Deny = Extract<Decision, { allow: false }>;
@@ -224,9 +225,42 @@ type StatementResult = StatementOk | { ok: false; denial: Denial };
 
 const ALLOW_RANK = { statements: 0, catalog: 1, relations: 2, write: 3 } as const;
 
-/** Checks the facts every statement kind shares: writes, relations, columns, functions, operators, casts. */
-export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: number; ruleId: string } {
+const SCOPED_HINT =
+  'SELECT * FROM pgwarden.scope lists the relations and columns this role may use; under catalog: scoped, pg_class, pg_attribute, pg_namespace, pg_am and information_schema.tables/columns show them too';
+
+/** A system relation a `catalog: scoped` role named that no filter covers, or in a place a filter cannot stand. */
+export function scopedCatalogDenial(role: RolePolicy, key: string, why?: string): Denial {
   const r = `roles.${role.name}`;
+  return {
+    reason: 'catalog_denied',
+    ruleId: `${r}.catalog`,
+    sqlstate: SqlState.InsufficientPrivilege,
+    what: `reads system catalog ${displayRel(key)}, which role "${role.name}" may not read`,
+    detail: `${why ?? `${displayRel(key)} has no filter under catalog: scoped`} (rule: ${r}.catalog)`,
+    hint: SCOPED_HINT,
+    operatorHint:
+      'catalog: introspection shows every name in the database; scoped filters only the relations listed in docs/policy.md',
+  };
+}
+
+/** How the text being judged came to be. */
+export interface FactsContext {
+  /**
+   * The text is policy/catalog-scope.ts's rewrite for a `catalog: scoped` role: every catalog relation the client
+   * named is behind a filter, every guarded function and reg* cast behind a guard, so the filters' and guards' own
+   * catalog relations, functions and casts are allowed.
+   */
+  catalogFiltered?: boolean;
+}
+
+/** Checks the facts every statement kind shares: writes, relations, columns, functions, operators, casts. */
+export function checkFacts(
+  a: Analysis,
+  role: RolePolicy,
+  ctx: FactsContext = {},
+): Denial | { rank: number; ruleId: string } {
+  const r = `roles.${role.name}`;
+  const filtered = role.catalog === 'scoped' && ctx.catalogFiltered === true;
   for (const p of a.problems) {
     switch (p.code) {
       case 'too_complex':
@@ -392,13 +426,18 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
       const listed = matchesRelation(role.relations, rel.schema, rel.name);
       // This session's own prepared statements and cursors: no catalog mode hides from a client what it sent itself.
       const own = SESSION_RELATIONS.has(rel.key);
-      if (own || (role.catalog === 'introspection' && (INTROSPECTION_RELATIONS.has(rel.key) || listed))) {
+      if (
+        own ||
+        (role.catalog === 'introspection' && (INTROSPECTION_RELATIONS.has(rel.key) || listed)) ||
+        (filtered && (SCOPED_RELATIONS.has(rel.key) || SCOPED_INNER_RELATIONS.has(rel.key)))
+      ) {
         if (rank < ALLOW_RANK.catalog) {
           rank = ALLOW_RANK.catalog;
           ruleId = `${r}.catalog`;
         }
         continue;
       }
+      if (role.catalog === 'scoped') return scopedCatalogDenial(role, rel.key);
       return {
         reason: 'catalog_denied',
         ruleId: `${r}.catalog`,
@@ -486,7 +525,9 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
     }
   }
   for (const f of a.functions) {
-    if (role.catalog === 'introspection' && INTROSPECTION_EXTRA_FUNCTIONS.includes(f.key)) continue;
+    if (role.catalog !== 'none' && INTROSPECTION_EXTRA_FUNCTIONS.includes(f.key)) continue;
+    // Under a scoped catalog the guards' own calls (each client call of these is inside a guard).
+    if (filtered && SCOPED_INNER_FUNCTIONS.has(f.key)) continue;
     // Ending or cancelling the session's own backend is what closing the connection or a CancelRequest does.
     if (f.ownBackend === true && f.schema === 'pg_catalog' && SELF_BACKEND_FUNCTIONS.has(f.name)) continue;
     // pg_notify is NOTIFY as a function: the same channels rule, so its channel must be a constant.
@@ -556,7 +597,13 @@ export function checkFacts(a: Analysis, role: RolePolicy): Denial | { rank: numb
       }
     }
   }
-  if (a.regTypes.length > 0 && role.catalog !== 'introspection') {
+  if (
+    a.regTypes.length > 0 &&
+    role.catalog !== 'introspection' &&
+    // Every client cast to a reg* type in a filtered text is guarded or was refused; the filters' own catalog reads
+    // (pg_type and the like) carry reg* columns.
+    !filtered
+  ) {
     return {
       reason: 'catalog_denied',
       ruleId: `${r}.catalog`,
@@ -832,7 +879,13 @@ function checkKind(
   }
 }
 
-function checkStatement(raw: RawStmt, a: Analysis, session: SessionView, catalog: CatalogSnapshot): StatementResult {
+function checkStatement(
+  raw: RawStmt,
+  a: Analysis,
+  session: SessionView,
+  catalog: CatalogSnapshot,
+  ctx: FactsContext,
+): StatementResult {
   const un = unwrap(raw.stmt);
   if (un === undefined) return { ok: false, denial: internalDenial('statement without a node') };
   if (UTILITY_KINDS.has(un.kind)) {
@@ -842,7 +895,7 @@ function checkStatement(raw: RawStmt, a: Analysis, session: SessionView, catalog
   }
   const k = checkKind(un.kind, un.body, a, session, true);
   if ('reason' in k) return { ok: false, denial: k };
-  const facts = checkFacts(a, session.role);
+  const facts = checkFacts(a, session.role, ctx);
   if ('reason' in facts) return { ok: false, denial: facts };
   return { ok: true, effects: k.effects, rank: facts.rank, ruleId: facts.ruleId, sessionDependent: k.sessionDependent };
 }
@@ -1474,8 +1527,7 @@ export function evaluateWithFacts(
   try {
     // pgwarden.scope / pgwarden.session / SHOW pgwarden.<name>: the rewritten text is what is decided and run.
     const scoped = rewriteScope(sql, session.role, catalog);
-    if (scoped === undefined) return evaluateInner(sql, mode, session, catalog, true);
-    if (!scoped.ok) {
+    if (scoped !== undefined && !scoped.ok) {
       return shadowed(
         session.role,
         toDeny(
@@ -1500,14 +1552,51 @@ export function evaluateWithFacts(
         false,
       );
     }
-    const facts = evaluateInner(scoped.sql, mode, session, catalog, true);
+    const text = scoped?.ok === true ? scoped.sql : sql;
+    // catalog: scoped: every catalog relation behind the role's filter (policy/catalog-scope.ts).
+    const filtered = rewriteCatalog(text, session.role, catalog);
+    if (filtered !== undefined && !filtered.ok) {
+      const denial: Denial =
+        filtered.relation !== undefined
+          ? scopedCatalogDenial(session.role, filtered.relation, filtered.why)
+          : filtered.denied === true
+            ? {
+                reason: 'catalog_denied',
+                ruleId: `roles.${session.role.name}.catalog`,
+                sqlstate: SqlState.InsufficientPrivilege,
+                what: `uses ${filtered.why}`,
+                detail: `catalog: scoped guards casts to regclass, regtype and regnamespace only (rule: roles.${session.role.name}.catalog)`,
+                hint: 'compare names as text, or cast to regclass',
+              }
+            : {
+                reason: 'catalog_unrewritable',
+                ruleId: `roles.${session.role.name}.catalog`,
+                sqlstate: SqlState.FeatureNotSupported,
+                what: 'reads system catalogs in a form pgwarden cannot filter',
+                detail: `${filtered.why} (rule: roles.${session.role.name}.catalog)`,
+                hint: SCOPED_HINT,
+              };
+      // Not shadowed: an unfiltered catalog text would show every name in the database.
+      return { decision: toDeny(undefined, denial, []), literalSensitive: true, sessionDependent: false };
+    }
+    if (scoped === undefined && filtered === undefined) return evaluateInner(sql, mode, session, catalog, true);
+    const run = filtered?.ok === true ? filtered.sql : text;
+    const facts = evaluateInner(run, mode, session, catalog, true, { catalogFiltered: filtered?.ok === true });
     const d = facts.decision;
     // The rewrite depends on the role and the catalog (both in the cache key) and on no literal of the text, but its
-    // text differs from the client's before the last constant: cached by exact text only.
+    // text differs from the client's before the last constant: cached by exact text only. A prepared statement keeps
+    // the listing or the filter of the policy it was prepared under: after a reload it is refused (listsScope).
     return {
       ...facts,
       literalSensitive: true,
-      decision: d.allow ? { ...d, rewrittenSql: d.rewrittenSql ?? scoped.sql, listsScope: true } : d,
+      decision: d.allow
+        ? {
+            ...d,
+            rewrittenSql: d.rewrittenSql ?? run,
+            listsScope: true,
+            ...(filtered?.ok === true ? { catalogFiltered: true as const } : {}),
+          }
+        : d,
     };
   } catch (err) {
     const detail = errorMessage(err);
@@ -1556,6 +1645,7 @@ function evaluateInner(
   session: SessionView,
   catalog: CatalogSnapshot,
   allowRewrite: boolean,
+  ctx: FactsContext = {},
 ): EvaluationFacts {
   const role = session.role;
   const parsed = parseStatements(sql);
@@ -1651,7 +1741,7 @@ function evaluateInner(
     const raw = stmts[i];
     const a = analyses[i];
     if (raw === undefined || a === undefined) continue;
-    const res = checkStatement(raw, a, view, catalog);
+    const res = checkStatement(raw, a, view, catalog, ctx);
     if (!res.ok) {
       const deny = toDeny(a.kind, res.denial, summaries);
       const position = res.denial.location === undefined ? undefined : characterPosition(sql, res.denial.location);
@@ -1671,7 +1761,7 @@ function evaluateInner(
   if (role.maxRows !== undefined) {
     // A LIMIT's value decides whether the statement is rewritten.
     if (analyses.some((a) => a.limit?.count !== undefined)) literalSensitive = true;
-    if (allowRewrite) rewrittenSql = capRewrite(sql, mode, stmts, session, catalog, summaries, role.maxRows + 1);
+    if (allowRewrite) rewrittenSql = capRewrite(sql, mode, stmts, session, catalog, summaries, role.maxRows + 1, ctx);
   }
   const allow: Allow = {
     allow: true,
@@ -1698,6 +1788,7 @@ function capRewrite(
   catalog: CatalogSnapshot,
   before: StatementSummary[],
   cap: number,
+  ctx: FactsContext,
 ): string | undefined {
   const quick = spliceLimit(sql, stmts, cap);
   if (quick !== undefined) return quick;
@@ -1708,7 +1799,7 @@ function capRewrite(
     return undefined;
   }
   if (rewritten === undefined) return undefined;
-  const again = evaluateInner(rewritten.sql, mode, session, catalog, false).decision;
+  const again = evaluateInner(rewritten.sql, mode, session, catalog, false, ctx).decision;
   if (!again.allow || again.statements.length !== before.length) return undefined;
   for (let i = 0; i < before.length; i++) {
     const a = before[i];

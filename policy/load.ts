@@ -58,7 +58,7 @@ export const CHANNELS_KEYS = ['listen', 'notify'] as const;
 export const DDL_FORBIDDEN_SCHEMAS = /^(pg_catalog|information_schema|pg_toast|pg_temp|pg_temp_\d+|pg_toast_temp_\d+)$/;
 
 export const MODES = ['enforce', 'shadow'] as const;
-export const CATALOG_MODES = ['none', 'introspection'] as const;
+export const CATALOG_MODES = ['none', 'introspection', 'scoped'] as const;
 export const ON_ROW_CAP = ['truncate', 'error'] as const;
 
 /** One role as written in the file (after validation; names not yet folded). */

@@ -29,6 +29,7 @@ export const DECISION_REASONS = {
   analysis_failed: 'policy_denied',
   parser_trap: 'policy_denied',
   scope_unrewritable: 'unsupported',
+  catalog_unrewritable: 'unsupported',
   // What PostgreSQL would reject too, or names pgwarden does not know.
   parse_error: 'statement_invalid',
   invalid_input: 'statement_invalid',

@@ -57,8 +57,11 @@ export interface RolePolicy {
   functions: { allow: ReadonlySet<string>; deny: ReadonlySet<string> };
   /** Extra session settings the role may SET beyond the built-in harmless list. */
   settings: ReadonlySet<string>;
-  /** 'introspection' allows the catalog queries psql's \d family and drivers issue. */
-  catalog: 'none' | 'introspection';
+  /**
+   * 'introspection' allows the catalog queries psql's \d family and drivers issue; 'scoped' allows them through filters
+   * that show only what the role may use (policy/catalog-scope.ts).
+   */
+  catalog: 'none' | 'introspection' | 'scoped';
   maxRows: number | undefined;
   onRowCap: 'truncate' | 'error';
   statementTimeout: Millis | undefined;
@@ -220,6 +223,8 @@ export type Decision =
        * reload but refused (the client prepares it again and gets the new listing).
        */
       listsScope?: true;
+      /** The text run is policy/catalog-scope.ts's filtered rewrite: the server's analysis judges it as such. */
+      catalogFiltered?: true;
     }
   | {
       allow: false;

@@ -1,7 +1,7 @@
 // The second opinion on every statement pgwarden allows: PostgreSQL's own analysis of the text, judged by the same rules, with verdicts cached for a bounded time.
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import { checkFacts, checkNamed, toDeny, type Denial } from '../../policy/evaluate.ts';
+import { checkFacts, checkNamed, toDeny, type Denial, type FactsContext } from '../../policy/evaluate.ts';
 import { UTILITY_ANALYSED_KINDS } from '../../policy/ddl.ts';
 import {
   COOPERATIVE_READ_BYTES,
@@ -366,7 +366,9 @@ export class ServerChecker {
       }
       let judged: { denial: Denial | undefined; literalSensitive: boolean };
       try {
-        judged = await this.judge(conn, t, await readTree(result.tree), role, parsedTypes);
+        judged = await this.judge(conn, t, await readTree(result.tree), role, parsedTypes, {
+          catalogFiltered: local.catalogFiltered === true,
+        });
       } catch (err) {
         if (err instanceof AnalysisUnavailable) {
           this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
@@ -429,6 +431,7 @@ export class ServerChecker {
     tree: PgValue,
     role: RolePolicy,
     paramTypes: readonly number[],
+    factsCtx: FactsContext,
   ): Promise<{ denial: Denial | undefined; literalSensitive: boolean }> {
     const known = {
       relations: new Map<number, ServerRelation | null>(),
@@ -460,7 +463,7 @@ export class ServerChecker {
     if (facts.analysis === undefined)
       return { denial: unanalysable(NOT_ANALYSED, 'no facts'), literalSensitive: false };
     const verdict =
-      t.named !== undefined ? checkNamed(facts.analysis, role, t.named) : checkFacts(facts.analysis, role);
+      t.named !== undefined ? checkNamed(facts.analysis, role, t.named) : checkFacts(facts.analysis, role, factsCtx);
     return { denial: 'reason' in verdict ? verdict : undefined, literalSensitive: facts.literalSensitive };
   }
 }
