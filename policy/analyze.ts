@@ -39,7 +39,12 @@ export interface ColumnUse {
   relation: string;
   /** Column name, or '*' for a star / whole-row reference. */
   column: string;
-  how: 'column' | 'star' | 'whole_row' | 'join_using' | 'write';
+  /**
+   * 'natural' with column '*': the relation is an input of a NATURAL JOIN, whose compared columns are whatever the
+   * table has when the statement runs (the columns the snapshot knows are reported by name too, as 'join_using'). Only
+   * a role limited to some columns of the relation (allowedColumns) refuses it; deniedColumns goes by the names.
+   */
+  how: 'column' | 'star' | 'whole_row' | 'join_using' | 'write' | 'natural';
 }
 
 export interface FunctionUse {
@@ -771,6 +776,13 @@ class Analyzer {
     if (this.funcPath.some((s) => this.catalog.functions.has(`${s}.${col}`))) {
       this.wholeItem(item, 'whole_row');
       this.resolveFunction([col], [], 1);
+      return;
+    }
+    // A column the snapshot does not know of a relation the token limits to some columns: one added since the
+    // snapshot was read, judged by its name (the server's analysis would see it too, but a cached verdict may not).
+    for (const leaf of leaves(item)) {
+      if (leaf.base !== undefined && this.role.allowedColumns?.has(leaf.base.key) === true)
+        this.useLeaf(leaf, col, 'column');
     }
   }
 
@@ -1264,6 +1276,13 @@ class Analyzer {
 
   /** NATURAL JOIN compares every common column; when a side's columns are unknown, assume all of the other's. */
   private naturalJoin(left: FromItem, right: FromItem): void {
+    for (const leaf of [...leaves(left), ...leaves(right)]) {
+      if (leaf.base === undefined) continue;
+      const k = `${leaf.base.key}\u0000*\u0000natural`;
+      if (this.seenCol.has(k)) continue;
+      this.seenCol.add(k);
+      this.out.columns.push({ relation: leaf.base.key, column: '*', how: 'natural' });
+    }
     const lc = outputColumns(left);
     const rc = outputColumns(right);
     let common: readonly string[];

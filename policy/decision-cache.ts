@@ -164,13 +164,23 @@ export class DecisionCache {
     return this.exact.size + this.normalized.size;
   }
 
-  private lastPrefix = { version: -1, role: '', mode: '', prefix: '' };
+  private lastPrefix = { version: -1, role: '', narrowing: '', mode: '', prefix: '' };
 
-  /** The key prefix of (version, role, mode); the same triple repeats for every statement of a session. */
-  private prefixFor(version: number, role: string, mode: string): string {
+  /**
+   * The key prefix of (version, role, token narrowing, mode); the same tuple repeats for every statement of a session.
+   * A narrowed role (policy/narrow.ts) keys by its narrowing's digest: it shares no entry with the role as the policy
+   * has it or with another narrowing of it. A role name has no NUL and a digest is hex, so the parts cannot run together.
+   */
+  private prefixFor(version: number, role: string, narrowing: string, mode: string): string {
     const p = this.lastPrefix;
-    if (p.version !== version || p.role !== role || p.mode !== mode) {
-      this.lastPrefix = { version, role, mode, prefix: `${version}\u0000${role}\u0000${mode}\u0000` };
+    if (p.version !== version || p.role !== role || p.narrowing !== narrowing || p.mode !== mode) {
+      this.lastPrefix = {
+        version,
+        role,
+        narrowing,
+        mode,
+        prefix: `${version}\u0000${role}\u0000${narrowing}\u0000${mode}\u0000`,
+      };
     }
     return this.lastPrefix.prefix;
   }
@@ -219,7 +229,7 @@ export class DecisionCache {
       this.clear();
       this.catalog = catalog;
     }
-    const prefix = this.prefixFor(policyVersion, session.role.name, mode);
+    const prefix = this.prefixFor(policyVersion, session.role.name, session.role.narrowing?.digest ?? '', mode);
     // The shared entry first: a text with literals rarely repeats exactly (pgbench's simple mode never does).
     const shape = literalShape(sql);
     const normKey = shape === undefined ? undefined : prefix + shape.key;

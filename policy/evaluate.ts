@@ -194,10 +194,64 @@ function patternText(p: RelationPattern): string {
   return p.name === '*' ? `${quoteIdent(p.schema)}.*` : `${quoteIdent(p.schema)}.${quoteIdent(p.name)}`;
 }
 
+/** Said after a rule a token narrowing may have narrowed: the refusal is the effective role's, not the policy file's alone. */
+function narrowed(role: RolePolicy): string {
+  return role.narrowing === undefined ? '' : ' as narrowed by the token (claim pgwarden_narrow)';
+}
+
 function listHint(label: string, items: string[]): string {
   if (items.length === 0) return `${label}: none`;
   const shown = items.slice(0, 20).join(', ');
   return `${label}: ${shown}${items.length > 20 ? `, … (${items.length - 20} more)` : ''}`;
+}
+
+/**
+ * A column use of a relation the token narrowing limits to some columns (RolePolicy.allowedColumns): a named column
+ * outside the list is refused like a denied column, and so is every whole-row use (`*`, `t`, `t.*`, an INSERT
+ * without a column list, a NATURAL JOIN input), whatever the snapshot says the relation has now: a column added
+ * after the token was issued is outside the list, and the server may already have it when pgwarden's snapshot does not.
+ */
+function columnOutsideNarrowing(
+  c: Analysis['columns'][number],
+  only: ReadonlySet<string>,
+  role: RolePolicy,
+  a: Analysis,
+): Denial | undefined {
+  const r = `roles.${role.name}`;
+  const rule = `${r}.narrowing.columns`;
+  const denied = role.deniedColumns.get(c.relation);
+  const listed = [...only].filter((n) => denied?.has(n) !== true);
+  const existing = new Set((a.relations.find((x) => x.key === c.relation)?.relation?.columns ?? []).map((x) => x.name));
+  const usable = existing.size === 0 ? listed : listed.filter((n) => existing.has(n));
+  if (c.column === '*' || c.how === 'natural') {
+    const form =
+      c.how === 'natural'
+        ? 'NATURAL JOIN over'
+        : c.how === 'star'
+          ? '* over'
+          : c.how === 'write'
+            ? 'writes every column of'
+            : 'a whole-row reference to';
+    return {
+      reason: 'column_denied',
+      ruleId: rule,
+      sqlstate: SqlState.InsufficientPrivilege,
+      what: `uses ${form} ${displayRel(c.relation)}, whose columns the token limits to ${listed.length === 0 ? 'none' : listed.map(quoteIdent).join(', ')}`,
+      detail: `the token's narrowing lists the columns of ${displayRel(c.relation)} that may be used, and a whole row may hold others (rule: ${rule})`,
+      hint: `name the columns explicitly${c.how === 'natural' ? ' and join with ON or USING' : ''}; ${listHint(`allowed columns of ${displayRel(c.relation)}`, usable)}`,
+    };
+  }
+  if (!only.has(c.column)) {
+    return {
+      reason: 'column_denied',
+      ruleId: rule,
+      sqlstate: SqlState.InsufficientPrivilege,
+      what: `${c.how === 'write' ? 'writes' : 'references'} column ${displayRel(c.relation)}.${quoteIdent(c.column)}, which this token may not use`,
+      detail: `${displayRel(c.relation)}.${quoteIdent(c.column)} is not among the columns the token's narrowing lists (rule: ${rule})`,
+      hint: `${listHint(`allowed columns of ${displayRel(c.relation)}`, usable)}; otherwise request a token whose narrowing includes ${quoteIdent(c.column)}`,
+    };
+  }
+  return undefined;
 }
 
 export function matchesRelation(patterns: readonly RelationPattern[], schema: string, name: string): boolean {
@@ -209,7 +263,7 @@ function summarize(a: Analysis): StatementSummary {
   return {
     kind: a.kind,
     relations: [...new Set(a.relations.map((r) => r.key))],
-    columns: [...new Set(a.columns.map((c) => `${c.relation}.${c.column}`))],
+    columns: [...new Set(a.columns.filter((c) => c.how !== 'natural').map((c) => `${c.relation}.${c.column}`))],
     functions: [...new Set(a.functions.map((f) => f.key))],
   };
 }
@@ -365,7 +419,7 @@ export function checkFacts(
           /^ /,
           '',
         ),
-        detail: `role "${role.name}" is read-only (rule: ${r}.readOnly)`,
+        detail: `role "${role.name}" is read-only${narrowed(role)} (rule: ${r}.readOnly)`,
         hint: 'read-only roles may run SELECT, VALUES, TABLE, SHOW, EXPLAIN, transaction control, cursors and COPY … TO STDOUT',
       };
     }
@@ -375,7 +429,7 @@ export function checkFacts(
         ruleId: `${r}.write.kinds`,
         sqlstate: SqlState.InsufficientPrivilege,
         what: `is a ${w.writeKind} and role "${role.name}" may not run it`,
-        detail: `${w.writeKind} is not in ${r}.write.kinds (rule: ${r}.write.kinds)`,
+        detail: `${w.writeKind} is not in ${r}.write.kinds${narrowed(role)} (rule: ${r}.write.kinds)`,
         hint: listHint('allowed write kinds', [...role.write.kinds]),
       };
     }
@@ -401,7 +455,7 @@ export function checkFacts(
         ruleId: `${r}.write.relations`,
         sqlstate: SqlState.InsufficientPrivilege,
         what: `writes to ${target}, which role "${role.name}" may not write`,
-        detail: `${target} is not in ${r}.write.relations (rule: ${r}.write.relations)`,
+        detail: `${target} is not in ${r}.write.relations${narrowed(role)} (rule: ${r}.write.relations)`,
         hint: listHint('writable relations', role.write.relations.map(patternText)),
       };
     }
@@ -469,7 +523,7 @@ export function checkFacts(
         detail:
           rel.viaType === true
             ? `${writtenRel(rel)} is not among the catalog's types, or is the row type of a relation outside ${r}.relations (rule: ${r}.relations)`
-            : `${writtenRel(rel)} is not in ${r}.relations (rule: ${r}.relations)`,
+            : `${writtenRel(rel)} is not in ${r}.relations${narrowed(role)} (rule: ${r}.relations)`,
         hint: `${listHint('allowed relations', role.relations.map(patternText))}; otherwise request a token whose role includes ${writtenRel(rel)}`,
         operatorHint: `add ${displayRel(rel.key)} to ${r}.relations`,
       };
@@ -495,11 +549,18 @@ export function checkFacts(
         hint: 'select the columns you need by name',
       };
     }
+    const only = role.allowedColumns?.get(c.relation);
+    if (only !== undefined) {
+      const refused = columnOutsideNarrowing(c, only, role, a);
+      if (refused !== undefined) return refused;
+    }
+    // A NATURAL JOIN input as such: its compared columns are judged by name (how 'join_using') against deniedColumns.
+    if (c.how === 'natural') continue;
     const denied = role.deniedColumns.get(c.relation);
     if (denied === undefined || denied.size === 0) continue;
     const allowedCols = (a.relations.find((x) => x.key === c.relation)?.relation?.columns ?? [])
       .map((x) => x.name)
-      .filter((n) => !denied.has(n));
+      .filter((n) => !denied.has(n) && (only === undefined || only.has(n)));
     if (c.column === '*') {
       const deniedList = [...denied].join(', ');
       const form =
@@ -1213,7 +1274,9 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
         schema: sch,
         name: String(rv.relname),
       }));
-      if (body.renameType === 'OBJECT_COLUMN' && keys.some((k) => role.deniedColumns.has(`${k.schema}.${k.name}`))) {
+      // allowedColumns (a token narrowing) likewise: a rename could give a column outside the list a listed name.
+      const limited = (key: string) => role.deniedColumns.has(key) || role.allowedColumns?.has(key) === true;
+      if (body.renameType === 'OBJECT_COLUMN' && keys.some((k) => limited(`${k.schema}.${k.name}`))) {
         late = deny(
           'column_denied',
           `${r}.deniedColumns`,
@@ -1225,10 +1288,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       if (DDL_OBJECT_TYPES.has(String(body.renameType)) && typeof body.newname === 'string') {
         const same = (ps: readonly RelationPattern[]) =>
           keys.every((k) => matchesRelation(ps, k.schema, k.name) === matchesRelation(ps, k.schema, body.newname));
-        const denied = keys.some(
-          (k) =>
-            role.deniedColumns.has(`${k.schema}.${k.name}`) || role.deniedColumns.has(`${k.schema}.${body.newname}`),
-        );
+        const denied = keys.some((k) => limited(`${k.schema}.${k.name}`) || limited(`${k.schema}.${body.newname}`));
         if (denied || !same(role.relations) || !same(role.write?.relations ?? [])) {
           late = deny(
             'relation_not_allowed',

@@ -60,7 +60,7 @@ export function judgeParameterTypes(
       // The row type of a relation outside the role's relations is refused as an unknown OID is: naming it would
       // tell which relation an OID belongs to (docs/policy.md, "Unknown and forbidden relations").
       if (!allowed) denial = unusableTypeOid(oid, r);
-      else if (denied !== undefined && denied.size > 0) {
+      else if ((denied !== undefined && denied.size > 0) || role.allowedColumns?.has(type.relation) === true) {
         denial = {
           reason: 'column_denied',
           ruleId: `${r}.deniedColumns`,

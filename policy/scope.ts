@@ -9,6 +9,7 @@ import type { AnyNode } from './analyze.ts';
 import { parseStatements, scanTokens, type RawStmt } from './parser.ts';
 import type { CatalogRelation, CatalogSnapshot, RelationPattern, RolePolicy } from './types.ts';
 import { quoteLiteral } from '../lib/ident.ts';
+import { narrowingJson } from './narrow.ts';
 
 /** The schema the virtual relations live in; a real schema of that name is shadowed for these two names only. */
 const SCOPE_SCHEMA = 'pgwarden';
@@ -38,6 +39,9 @@ function sessionColumns(role: RolePolicy): [name: string, expr: string][] {
     ['expires_at', "nullif(current_setting('pgwarden.expires_at'), '')::timestamptz"],
     ['catalog', sqlText(role.catalog)],
     ['session_id', "current_setting('pgwarden.session_id')"],
+    // A token narrowing (policy/narrow.ts): the limits above and pgwarden.scope are already the narrowed ones.
+    ['narrowed', role.narrowing === undefined ? 'false' : 'true'],
+    ['narrowing', role.narrowing === undefined ? 'NULL::text' : sqlText(JSON.stringify(narrowingJson(role.narrowing)))],
   ];
 }
 
@@ -66,8 +70,10 @@ export function scopeRows(
     const writable = !role.readOnly && role.write !== undefined && matches(role.write.relations, rel);
     if (!readable && !writable) continue;
     const denied = role.deniedColumns.get(`${rel.schema}.${rel.name}`);
+    const only = role.allowedColumns?.get(`${rel.schema}.${rel.name}`);
     for (const c of rel.columns) {
       if (denied?.has(c.name) === true) continue;
+      if (only !== undefined && !only.has(c.name)) continue;
       out.push({ schema: rel.schema, relation: rel.name, column: c.name, type: c.type, readable, writable });
     }
   }

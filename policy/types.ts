@@ -2,6 +2,7 @@
 
 /** Milliseconds. */
 import type { Cidr } from '../lib/cidr.ts';
+import type { TokenNarrowing } from './narrow.ts';
 
 export type Millis = number;
 
@@ -53,6 +54,14 @@ export interface RolePolicy {
   write: { kinds: WriteKind[]; relations: RelationPattern[] } | undefined;
   /** `schema.relation` → denied column names. */
   deniedColumns: ReadonlyMap<string, ReadonlySet<string>>;
+  /**
+   * `schema.relation` → the only column names of it that may be used: every other column, including one added later,
+   * is denied as a deniedColumns entry is, and a whole-row use (`*`, `t`, `t.*`, NATURAL JOIN) is refused outright.
+   * Set by a token narrowing only (policy/narrow.ts); absent: no such limit.
+   */
+  allowedColumns?: ReadonlyMap<string, ReadonlySet<string>> | undefined;
+  /** The token narrowing this effective role was made with (policy/narrow.ts narrowRole); absent: the role as the policy has it. */
+  narrowing?: TokenNarrowing | undefined;
   /** Qualified `schema.function` names added to (allow) or removed from (deny) the default function policy. */
   functions: { allow: ReadonlySet<string>; deny: ReadonlySet<string> };
   /** Extra session settings the role may SET beyond the built-in harmless list. */
