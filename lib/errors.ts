@@ -112,11 +112,11 @@ export const ErrorCatalog = {
   ERR_TOKEN_REJECTED: {
     sqlstate: SqlState.InvalidAuthorizationSpecification,
     severity: 'FATAL',
-    doc: 'a valid token that may not log in: unknown role, revoked, a single-use token already used, a database this pgwarden does not serve, or a client address outside the networks the role or token is bound to',
+    doc: 'a valid token that may not log in: unknown role, revoked, a single-use token already used, a database this pgwarden does not serve, a client address outside the networks the role or token is bound to, or a pgwarden_narrow claim pgwarden cannot read exactly (reason credential_invalid)',
     message:
-      'token role "‹role›" is not defined in the policy; token has been revoked: ‹reason›; single-use token has already been used; database "‹name›" is not served by this pgwarden; token may not be used from address ‹address›: …',
+      'token role "‹role›" is not defined in the policy; token has been revoked: ‹reason›; single-use token has already been used; database "‹name›" is not served by this pgwarden; token may not be used from address ‹address›: …; token claim pgwarden_narrow‹.key› ‹what is wrong›',
     hint: 'Request a token for a role defined in the pgwarden policy and reconnect with it as the password.',
-    reasons: ['credential_rejected', 'credential_revoked', 'credential_used', 'network_denied'],
+    reasons: ['credential_rejected', 'credential_revoked', 'credential_used', 'network_denied', 'credential_invalid'],
   },
   ERR_TOKEN_EXPIRED_SESSION: {
     sqlstate: SqlState.AdminShutdown,

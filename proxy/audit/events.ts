@@ -21,11 +21,13 @@ export interface AuditSessionFields {
   jti?: string;
   /** Token expiry, ISO 8601. */
   tokenExp?: string;
+  /** sha256 (hex) of the token's pgwarden_narrow claim as read (policy/narrow.ts); session_start carries the claim itself. */
+  narrowing?: string;
 }
 
 export type AuditEvent =
   /** `singleUse: 'consumed'`: the login consumed a single-use token (no later login with its jti is accepted). */
-  | ({ event: 'session_start'; singleUse?: 'consumed' } & AuditSessionFields)
+  | ({ event: 'session_start'; singleUse?: 'consumed'; narrow?: Record<string, unknown> } & AuditSessionFields)
   | ({
       event: 'login_refused';
       reason: string;
@@ -136,6 +138,7 @@ export function sessionFields(s: Pick<Session, 'id' | 'remoteAddress' | 'identit
     out.role = id.role;
     if (id.jti !== undefined) out.jti = id.jti;
     if (Number.isFinite(id.exp)) out.tokenExp = new Date(id.exp * 1000).toISOString();
+    if (id.narrowing !== undefined) out.narrowing = id.narrowing.digest;
   } else if (s.role) {
     out.role = s.role.name;
   }

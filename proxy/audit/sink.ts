@@ -44,6 +44,7 @@ import {
 } from './events.ts';
 import { AUDIT_REDACT_PATHS, mayHoldJwt, scrub, scrubText } from './redact.ts';
 import { auditSqlText, type AuditSqlMode } from './sql-text.ts';
+import { narrowingJson } from '../../policy/narrow.ts';
 
 /** Events are written in batches: at most this long after the first of a batch… */
 export const BATCH_MS = 10;
@@ -371,6 +372,8 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
         event: 'session_start',
         ...fields,
         ...(s.identity?.singleUse === true ? { singleUse: 'consumed' as const } : {}),
+        // What the session may do is its role narrowed by this (its digest is on every event of the session).
+        ...(s.identity?.narrowing !== undefined ? { narrow: narrowingJson(s.identity.narrowing) } : {}),
       });
     },
     loginFailed(s, reason, err: ProxyError) {

@@ -4,6 +4,7 @@ import { ProxyError } from '../../lib/errors.ts';
 import type { AuthConfig } from '../config/types.ts';
 import type { Cidr } from '../../lib/cidr.ts';
 import { readNetworksClaim } from './networks.ts';
+import { NARROW_CLAIM, parseNarrowing, type TokenNarrowing } from '../../policy/narrow.ts';
 import {
   KeyAlgorithmMismatchError,
   KeyUnavailableError,
@@ -29,6 +30,8 @@ export interface Identity {
   singleUse?: boolean;
   /** The pgwarden_networks claim: networks this token may be used from (checked at login, auth/networks.ts); absent: any. */
   networks?: readonly Cidr[] | undefined;
+  /** The pgwarden_narrow claim (policy/narrow.ts): the session's effective role is its role narrowed by it; absent: the role. */
+  narrowing?: TokenNarrowing | undefined;
 }
 
 export type AuthFailureReason =
@@ -45,7 +48,9 @@ export type AuthFailureReason =
   | 'missing_claim'
   | 'unknown_role'
   | 'key_unavailable'
-  | 'revoked';
+  | 'revoked'
+  /** The pgwarden_narrow claim is not a narrowing pgwarden can enforce exactly (an unknown key, a wrong type, a bad name). */
+  | 'invalid_narrowing';
 
 export type VerifyResult =
   | { ok: true; identity: Identity }
@@ -288,6 +293,22 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
   const networks = readNetworksClaim(payload['pgwarden_networks']);
   if (!networks.ok) return bad(networks.message);
 
+  // Fail closed: a narrowing pgwarden cannot read exactly is a refused login, never a token of the whole role.
+  let narrowing: TokenNarrowing | undefined;
+  if (payload[NARROW_CLAIM] !== undefined) {
+    const n = parseNarrowing(payload[NARROW_CLAIM]);
+    if (!n.ok)
+      return {
+        ok: false,
+        result: fail(
+          'invalid_narrowing',
+          `token claim ${n.problem}`,
+          'Request a token whose pgwarden_narrow claim follows docs/policy.md, "Narrowed tokens", and reconnect with it as the password.',
+        ),
+      };
+    narrowing = n.narrowing;
+  }
+
   const identity: Identity = {
     sub,
     role,
@@ -301,6 +322,8 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
     // Present only on single-use tokens, so an ordinary identity is what it was before the claim existed.
     ...(once === true ? { singleUse: true } : {}),
     networks: networks.networks,
+    // Present only on narrowed tokens, like singleUse.
+    ...(narrowing === undefined ? {} : { narrowing }),
   };
   return { ok: true, identity: Object.freeze(identity) };
 }
@@ -368,7 +391,12 @@ function fail(
   hint: string = HINT_NEW_TOKEN,
   cause?: KeyUnavailableError,
 ): VerifyResult {
-  const code = reason === 'unknown_role' || reason === 'revoked' ? 'ERR_TOKEN_REJECTED' : 'ERR_TOKEN_INVALID';
+  // A malformed narrowing is 28000 (the contract of docs/policy.md, "Narrowed tokens"): the token is authentic, its
+  // task scope is what cannot be honoured.
+  const code =
+    reason === 'unknown_role' || reason === 'revoked' || reason === 'invalid_narrowing'
+      ? 'ERR_TOKEN_REJECTED'
+      : 'ERR_TOKEN_INVALID';
   const agent =
     reason === 'revoked'
       ? 'credential_revoked'

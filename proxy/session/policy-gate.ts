@@ -13,6 +13,7 @@ import { DecidePool, failedRefusal, type DecidePoolOptions } from './decide-pool
 import { needsServerAnalysis, type AnalysisPlanner, type ServerChecker, type ServerVerdict } from './server-check.ts';
 import { CATALOG_CHANGING_KINDS } from '../../policy/ddl.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
+import { effectiveRole } from '../../policy/narrow.ts';
 
 /**
  * Statements longer than this (UTF-16 units, a lower bound of their UTF-8 bytes) are decided on a worker. It is the
@@ -170,8 +171,10 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     ): Decision | Promise<Decision> {
       // One read of the store per decision: policy and catalog come from the same swap.
       const { policy, catalog } = store.current;
-      // The session's role object may predate a reload; decide with the role as the policy now defines it.
-      const role = policy.roles.get(view.role.name);
+      // The session's role object may predate a reload; decide with the role as the policy now defines it, narrowed
+      // again by the session's token narrowing (policy/narrow.ts): the effective role is the new role ∩ the narrowing.
+      const defined = policy.roles.get(view.role.name);
+      const role = defined === undefined ? undefined : effectiveRole(defined, view.role.narrowing);
       if (!role) {
         return {
           allow: false,

@@ -46,6 +46,7 @@ import { ResponseTracker, SENTINEL_SQL, fatalFrame, type RowCap, type StatementT
 import { checkBudget, type BudgetAccount, type BudgetKind, type BudgetLedger, type BudgetRefusal } from './budget.ts';
 import { parseStatements, type ParseOutcome } from '../../policy/parser.ts';
 import { refusalReason } from '../../policy/reasons.ts';
+import { effectiveRole } from '../../policy/narrow.ts';
 import { quoteIdent } from '../../lib/ident.ts';
 import { scrubForwarded } from './scrub.ts';
 import { acceptStartupSettings, readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
@@ -737,7 +738,10 @@ export class Session {
       return;
     }
     const identity = result.identity;
-    const role = gate.role(identity.role);
+    const defined = gate.role(identity.role);
+    // The effective role: the policy's, narrowed by the token's pgwarden_narrow claim (policy/narrow.ts); every
+    // statement, the stamped limits and pgwarden.scope follow it.
+    const role = defined === undefined ? undefined : effectiveRole(defined, identity.narrowing);
     if (!role) {
       this.fail(
         new ProxyError('ERR_TOKEN_REJECTED', `token role "${identity.role}" is not defined in the policy`, {
@@ -805,7 +809,13 @@ export class Session {
     this.identity = identity;
     this.role = role;
     this.log.info(
-      { sub: identity.sub, agent: identity.agent, role: identity.role, jti: identity.jti },
+      {
+        sub: identity.sub,
+        agent: identity.agent,
+        role: identity.role,
+        jti: identity.jti,
+        narrowing: identity.narrowing?.digest,
+      },
       'token accepted',
     );
     // Last check before the upstream connection, with the session already counted as logged in (admitIdentity), so a
@@ -1249,7 +1259,8 @@ export class Session {
     const login = this.role;
     const identity = this.identity;
     const startup = this.startup;
-    const now = login ? this.deps.gate.role(login.name) : undefined;
+    const defined = login ? this.deps.gate.role(login.name) : undefined;
+    const now = defined === undefined ? undefined : effectiveRole(defined, identity?.narrowing);
     if (login === undefined || now === undefined || identity === undefined || startup === undefined) return false;
     const a = this.stamps(identity, login, startup);
     let b: Record<string, string>;

@@ -69,7 +69,7 @@ function expectRefused(
   expect(result.ok).toBe(false);
   if (result.ok) throw new Error('unreachable');
   expect(result.reason).toBe(reason);
-  const rejected = reason === 'unknown_role' || reason === 'revoked';
+  const rejected = reason === 'unknown_role' || reason === 'revoked' || reason === 'invalid_narrowing';
   expect(result.error.code).toBe(rejected ? 'ERR_TOKEN_REJECTED' : 'ERR_TOKEN_INVALID');
   expect(result.error.sqlstate).toBe(rejected ? '28000' : '28P01');
   expect(result.error.severity).toBe('FATAL');
@@ -576,5 +576,46 @@ describe('remote JWKS', () => {
     expect((await verifier.verify(token, ctx)).ok).toBe(true);
     verifier.close();
     expectRefused(await verifier.verify(token, ctx), 'key_unavailable', token);
+  });
+});
+
+describe('pgwarden_narrow claim', () => {
+  let verifier: TokenVerifier;
+  let secret: Uint8Array;
+  beforeEach(async () => {
+    ({ verifier, secret } = await hmacSetup());
+  });
+
+  it('reads a narrowing into Identity.narrowing; a token without the claim has none', async () => {
+    const narrow = { relations: ['public.orders'], maxRows: 5, columns: { 'public.orders': ['id'] } };
+    const r = await verifier.verify(
+      await signToken(secret, validClaims(NOW, { pgwarden_narrow: narrow }), { alg: 'HS256' }),
+      ctx,
+    );
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.identity.narrowing?.relations).toEqual([{ schema: 'public', name: 'orders' }]);
+    expect(r.identity.narrowing?.maxRows).toBe(5);
+    expect(r.identity.narrowing?.digest).toMatch(/^[0-9a-f]{64}$/);
+    const plain = await verifier.verify(await signToken(secret, validClaims(NOW), { alg: 'HS256' }), ctx);
+    expect(plain.ok && plain.identity.narrowing).toBeUndefined();
+    expect(plain.ok && 'narrowing' in plain.identity).toBe(false);
+  });
+
+  it.each([
+    ['a string', 'public.orders', 'token claim pgwarden_narrow must be a JSON object (got string "public.orders")'],
+    ['null', null, 'token claim pgwarden_narrow must be a JSON object (got null)'],
+    ['an unknown key', { tables: [] }, 'token claim pgwarden_narrow has an unknown key "tables"'],
+    [
+      'an unqualified relation',
+      { relations: ['orders'] },
+      'token claim pgwarden_narrow.relations[0] "orders" must be schema-qualified',
+    ],
+    ['a wrong type', { maxRows: '5' }, 'token claim pgwarden_narrow.maxRows must be an integer from 1'],
+  ])('refuses %s at login with 28000 invalid_narrowing, reason credential_invalid', async (_what, value, message) => {
+    const token = await signToken(secret, validClaims(NOW, { pgwarden_narrow: value }), { alg: 'HS256' });
+    const r = expectRefused(await verifier.verify(token, ctx), 'invalid_narrowing', token);
+    expect(r.error.message.startsWith(message)).toBe(true);
+    expect(r.error.reason).toBe('credential_invalid');
   });
 });
