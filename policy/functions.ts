@@ -395,7 +395,12 @@ export function judgeFunction(
   }
   const sleep = schema === 'pg_catalog' ? findEntry(TIMEOUT_BOUNDED, name) : undefined;
   if (sleep !== undefined) {
-    if (role.statementTimeout !== undefined) return { allow: true, via: 'timeout_bounded' };
+    // Both the session's timeout and the policy's: a token narrowing that adds a timeout grants nothing (policy/narrow.ts).
+    if (
+      role.statementTimeout !== undefined &&
+      (role.narrowedFrom === undefined || role.narrowedFrom.statementTimeout !== undefined)
+    )
+      return { allow: true, via: 'timeout_bounded' };
     return {
       allow: false,
       rule: 'builtin',

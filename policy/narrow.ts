@@ -272,6 +272,7 @@ export function narrowRole(role: RolePolicy, n: TokenNarrowing): RolePolicy {
         ? role.channels
         : Object.freeze({ listen: role.channels.listen, notify: [] }),
     narrowing: n,
+    narrowedFrom: Object.freeze({ statementTimeout: role.narrowedFrom?.statementTimeout ?? role.statementTimeout }),
   };
   return Object.freeze(out);
 }

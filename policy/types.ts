@@ -62,6 +62,11 @@ export interface RolePolicy {
   allowedColumns?: ReadonlyMap<string, ReadonlySet<string>> | undefined;
   /** The token narrowing this effective role was made with (policy/narrow.ts narrowRole); absent: the role as the policy has it. */
   narrowing?: TokenNarrowing | undefined;
+  /**
+   * Set with `narrowing`: what the policy's own role has where a lower value from the narrowing must not grant
+   * anything (the sleeps are callable only when the role itself has a statementTimeout, policy/functions.ts).
+   */
+  narrowedFrom?: { statementTimeout: Millis | undefined } | undefined;
   /** Qualified `schema.function` names added to (allow) or removed from (deny) the default function policy. */
   functions: { allow: ReadonlySet<string>; deny: ReadonlySet<string> };
   /** Extra session settings the role may SET beyond the built-in harmless list. */

@@ -300,6 +300,16 @@ describe('narrowRole', () => {
     expect(decide(WIDE, "SET statement_timeout = '10s'").allow).toBe(true);
   });
 
+  it("a claim's statementTimeout does not make the sleeps callable for a role without one (they follow the policy)", () => {
+    const role = narrowRole(ROLES.analyst, narrowing({ statementTimeout: 1000 }));
+    expect(role.statementTimeout).toBe(1000);
+    expect(decide(role, 'SELECT pg_sleep(1)')).toMatchObject({ allow: false, reason: 'function_denied' });
+    expect(decide(ROLES.timed, 'SELECT pg_sleep(1)')).toMatchObject({ allow: true });
+    expect(decide(narrowRole(ROLES.timed, narrowing({ statementTimeout: 1000 })), 'SELECT pg_sleep(1)')).toMatchObject({
+      allow: true,
+    });
+  });
+
   it('utility: false turns off ddl, maintenance, lock, channels and do; absent, they follow the role', () => {
     const off = narrowRole(WIDE, narrowing({ utility: false }));
     expect(off).toMatchObject({ ddl: undefined, maintenance: undefined, lock: undefined, channels: undefined });
@@ -472,7 +482,7 @@ describe('property: narrowing never widens', () => {
           }
         });
       }),
-      { numRuns: 40 },
+      { numRuns: 50 },
     );
     // The property is not vacuous: narrowed roles do allow statements.
     expect(narrowedAllows).toBeGreaterThan(100);
