@@ -11,7 +11,7 @@
 //   looked up with to_reg*, so a hidden name and a missing one both give NULL, never an error);
 // - the deparsed text must parse back to exactly the rewritten tree.
 // What the role sees: its relations (relations and write.relations patterns, kinds r v m p f), their columns minus
-// deniedColumns and columns whose type is another relation's row type, their schemas, its own database role's name;
+// deniedColumns (and, for a narrowed token, minus those outside its allowedColumns) and columns whose type is another relation's row type, their schemas, its own database role's name;
 // nothing of other relations, columns, functions or roles (docs/policy.md, "catalog: scoped").
 import { deparseSync } from 'pgsql-deparser';
 import type { AnyNode } from './analyze.ts';
@@ -51,6 +51,24 @@ function deniedAttribute(role: RolePolicy, relid: string, attnum: string): strin
   }
   if (rows.length === 0) return 'false';
   return `EXISTS (SELECT 1 FROM pg_catalog.pg_attribute da JOIN pg_catalog.pg_class dc ON dc.oid = da.attrelid JOIN pg_catalog.pg_namespace dn ON dn.oid = dc.relnamespace WHERE da.attrelid = ${relid} AND da.attnum = ${attnum} AND (dn.nspname::text, dc.relname::text, da.attname::text) IN (${rows.join(', ')}))`;
+}
+
+/**
+ * SQL predicate: attribute (attrelid, attname) given by the two expressions is a column of a relation the token
+ * narrowing limits to some columns (allowedColumns, policy/narrow.ts) and not one of them.
+ */
+function outsideAllowed(role: RolePolicy, relid: string, attname: string): string {
+  const terms: string[] = [];
+  for (const [rel, cols] of role.allowedColumns ?? []) {
+    const dot = rel.indexOf('.');
+    if (dot < 0) continue;
+    const listed = [...cols].map(quoteLiteral).join(', ');
+    terms.push(
+      `(an.nspname::text = ${quoteLiteral(rel.slice(0, dot))} AND ac.relname::text = ${quoteLiteral(rel.slice(dot + 1))}${listed === '' ? '' : ` AND ${attname}::text NOT IN (${listed})`})`,
+    );
+  }
+  if (terms.length === 0) return 'false';
+  return `EXISTS (SELECT 1 FROM pg_catalog.pg_class ac JOIN pg_catalog.pg_namespace an ON an.oid = ac.relnamespace WHERE ac.oid = ${relid} AND (${terms.join(' OR ')}))`;
 }
 
 /**
@@ -97,7 +115,7 @@ function predicates(role: RolePolicy): {
     nspVisible: (n) =>
       `(${n}.oid IN (SELECT sc.relnamespace FROM pg_catalog.pg_class sc WHERE sc.oid IN (${vis})) OR ${n}.nspname IN (${schemas}))`,
     attrVisible: (a) =>
-      `${a}.attrelid IN (${vis}) AND NOT ${deniedAttribute(role, `${a}.attrelid`, `${a}.attnum`)} AND ${a}.atttypid IN (${types})`,
+      `${a}.attrelid IN (${vis}) AND NOT ${deniedAttribute(role, `${a}.attrelid`, `${a}.attnum`)} AND NOT ${outsideAllowed(role, `${a}.attrelid`, `${a}.attname`)} AND ${a}.atttypid IN (${types})`,
   };
 }
 

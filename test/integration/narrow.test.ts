@@ -18,6 +18,10 @@ const POLICY = `roles:
     onRowCap: truncate
     statementTimeout: 5s
     channels: { listen: [jobs] }
+  cat:
+    readOnly: true
+    relations: [${S}.people, ${S}.notes]
+    catalog: scoped
 `;
 
 let tp: TestProxy;
@@ -118,6 +122,39 @@ describe('narrowed relations', () => {
     expect((await c.query('SHOW pgwarden.narrowed')).rows[0]['pgwarden.narrowed']).toBe('true');
     const wide = await connect();
     expect((await wide.query('SHOW pgwarden.narrowed')).rows[0]['pgwarden.narrowed']).toBe('false');
+  });
+});
+
+describe('catalog: scoped', () => {
+  it("the catalog queries of a scoped role show only the narrowing's relations and columns", async () => {
+    const list = async (narrow?: unknown) => {
+      const c = new pg.Client(tp.pgConfig(await token(narrow, { role: 'cat' })));
+      c.on('error', () => {});
+      await c.connect();
+      clients.push(c);
+      const cols = await c.query(
+        `SELECT table_name || '.' || column_name AS c FROM information_schema.columns WHERE table_schema = '${S}' ORDER BY 1`,
+      );
+      const tables = await c.query(
+        `SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '${S}' AND c.relkind = 'r' ORDER BY 1`,
+      );
+      const atts = await c.query(
+        `SELECT a.attname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid WHERE c.relname = 'people' AND a.attnum > 0 ORDER BY a.attnum`,
+      );
+      return {
+        cols: cols.rows.map((r) => r.c),
+        tables: tables.rows.map((r) => r.relname),
+        atts: atts.rows.map((r) => r.attname),
+      };
+    };
+    expect(await list({ relations: [`${S}.people`], columns: { [`${S}.people`]: ['id', 'name'] } })).toEqual({
+      cols: ['people.id', 'people.name'],
+      tables: ['people'],
+      atts: ['id', 'name'],
+    });
+    const wide = await list();
+    expect(wide.tables).toEqual(['notes', 'people']);
+    expect(wide.atts).toEqual(['id', 'name', 'email', 'ssn']);
   });
 });
 
