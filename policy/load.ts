@@ -18,6 +18,7 @@ import { editDistance, quoteIdent } from '../lib/ident.ts';
 import { parseCidr } from '../lib/cidr.ts';
 import { DENIED_SYSTEM_RELATIONS } from './introspection.ts';
 import { ALWAYS_DENIED, TIMEOUT_BOUNDED, findEntry } from './functions.ts';
+import { compileIssuance, validateIssuance } from './issuance.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The file format (kept in step with policy/schema.json by test/unit/policy/load.test.ts)
@@ -126,9 +127,16 @@ export interface PolicyDoc {
   $schema?: string;
   version?: 1;
   roles: Record<string, RoleDoc>;
+  /** Who may obtain tokens from the exchange endpoint (policy/issuance.ts; docs/issuance.md). */
+  issuance?: Record<string, unknown>;
 }
 
-export const TOP_LEVEL_KEYS = ['$schema', 'version', 'roles'] as const satisfies readonly (keyof PolicyDoc)[];
+export const TOP_LEVEL_KEYS = [
+  '$schema',
+  'version',
+  'roles',
+  'issuance',
+] as const satisfies readonly (keyof PolicyDoc)[];
 export const ROLE_KEYS = [
   'mode',
   'readOnly',
@@ -819,6 +827,7 @@ function validateDoc(value: unknown): RawIssue[] {
     else folded.set(lower, name);
     checkRole(val, roles[name], ['roles', name]);
   }
+  if ('issuance' in value) validateIssuance(value.issuance, roles, (segs, message) => val.add(segs, message));
   return val.issues;
 }
 
@@ -1155,7 +1164,8 @@ export function compilePolicy(doc: PolicyDoc, version: number, digest: string): 
   if (!Number.isSafeInteger(version) || version < 1)
     throw new TypeError(`compilePolicy: version must be a positive integer, got ${version}`);
   const roles = Object.entries(doc.roles).map(([name, r]) => [name, compileRole(name, r)] as const);
-  return Object.freeze({ version, digest, roles: frozenMap(roles) });
+  const issuance = doc.issuance === undefined ? {} : { issuance: compileIssuance(doc.issuance) };
+  return Object.freeze({ version, digest, roles: frozenMap(roles), ...issuance });
 }
 
 /** Every relation pattern any role reads or writes (denied columns are validated to lie within them), and every relation of its ddl.schemas, for loadCatalog and privilege checks. */

@@ -3,6 +3,7 @@
 /** Milliseconds. */
 import type { Cidr } from '../lib/cidr.ts';
 import type { TokenNarrowing } from './narrow.ts';
+import type { CompiledIssuance } from './issuance.ts';
 
 export type Millis = number;
 
@@ -126,6 +127,8 @@ export interface CompiledPolicy {
   /** sha256 of the source text, for audit. */
   digest: string;
   roles: ReadonlyMap<string, RolePolicy>;
+  /** The issuance section: who may obtain which tokens from the exchange endpoint; absent: none. */
+  issuance?: CompiledIssuance;
 }
 
 /** Column of a relation in the upstream catalog. */

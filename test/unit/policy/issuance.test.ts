@@ -1,0 +1,333 @@
+// The policy's issuance section (validation with paths, compilation), the pgwarden_narrow claim read and composed, and decideIssuance's outcomes.
+import { describe, expect, it } from 'vitest';
+import { compilePolicy, parsePolicyText } from '../../../policy/load.ts';
+import {
+  composeNarrowing,
+  decideIssuance,
+  DELEGATION_RULE_ID,
+  narrowingClaim,
+  readNarrowing,
+  type IssuanceInput,
+  type Narrowing,
+} from '../../../policy/issuance.ts';
+import type { CompiledPolicy } from '../../../policy/types.ts';
+
+const ROLES = `roles:
+  analyst:
+    relations: [public.orders, public.customers, sales.*]
+    maxRows: 100
+    statementTimeout: 5s
+  writer:
+    readOnly: false
+    relations: [public.orders, public.canary]
+    write: { statements: [insert, update], relations: [public.canary] }
+  once:
+    relations: [public.orders]
+    singleUse: required
+`;
+
+function policy(issuance: string): CompiledPolicy {
+  const r = parsePolicyText(`${ROLES}${issuance}`, 'yaml', 'test');
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  return compilePolicy(r.doc, 1, 'x');
+}
+
+function issues(issuance: string): string[] {
+  const r = parsePolicyText(`${ROLES}${issuance}`, 'yaml', 'test');
+  return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+}
+
+function narrowing(v: unknown): Narrowing {
+  const r = readNarrowing(v);
+  if (!r.ok) throw new Error(r.message);
+  return r.value;
+}
+
+const NOW = 1_800_000_000_000;
+
+function input(over: Partial<IssuanceInput> = {}): IssuanceInput {
+  return {
+    subject: { kind: 'idp', issuer: 'https://idp', sub: 'alice', claims: { groups: ['analysts'] } },
+    actor: undefined,
+    role: 'analyst',
+    narrow: undefined,
+    ttlMs: undefined,
+    singleUse: false,
+    nowMs: NOW,
+    maxLifetimeMs: 15 * 60_000,
+    ...over,
+  };
+}
+
+describe('issuance section: validation', () => {
+  it('accepts a full section', () => {
+    expect(
+      issues(`issuance:
+  delegation: false
+  defaultLifetime: 2m
+  rules:
+    - id: a
+      subjects: [{ issuer: https://idp, sub: [alice, bob] }, { claims: { groups: [analysts, admins] } }]
+      agents: [bot]
+      roles: [analyst, writer]
+      narrow: { relations: [public.orders], maxRows: 5, utility: false }
+      maxLifetime: 10m
+      singleUse: required
+      approval: required
+`),
+    ).toEqual([]);
+  });
+
+  it.each([
+    ['no rules', 'issuance: {}', 'issuance.rules: is required'],
+    ['unknown key', 'issuance: { rules: [], ttl: 1 }', 'issuance.ttl: unknown key'],
+    [
+      'rule without id',
+      'issuance: { rules: [{ subjects: [{ sub: a }], roles: [analyst] }] }',
+      'issuance.rules[0].id: is required',
+    ],
+    [
+      'duplicate id',
+      'issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [analyst] }, { id: a, subjects: [{ sub: b }], roles: [analyst] }] }',
+      'issuance.rules[1].id: is also the id of rules[0]',
+    ],
+    [
+      'issuer alone',
+      'issuance: { rules: [{ id: a, subjects: [{ issuer: x }], roles: [analyst] }] }',
+      'issuance.rules[0].subjects[0]: must name sub or claims',
+    ],
+    [
+      'unknown role',
+      'issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [root] }] }',
+      'issuance.rules[0].roles[0]: "root" is not a role',
+    ],
+    [
+      'claim on sub',
+      'issuance: { rules: [{ id: a, subjects: [{ claims: { sub: x } }], roles: [analyst] }] }',
+      'issuance.rules[0].subjects[0].claims.sub: cannot match sub',
+    ],
+    [
+      'bad narrow',
+      'issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [analyst], narrow: { relations: [orders] } }] }',
+      'issuance.rules[0].narrow: relations[0] "orders" must be schema-qualified',
+    ],
+    [
+      'bad approval',
+      'issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [analyst], approval: maybe }] }',
+      'issuance.rules[0].approval: must be one of none, required',
+    ],
+    [
+      'bad lifetime',
+      'issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [analyst], maxLifetime: 500ms }] }',
+      'issuance.rules[0].maxLifetime: must be at least 1s',
+    ],
+    [
+      'empty agents',
+      'issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [analyst], agents: [] }] }',
+      'issuance.rules[0].agents: must be a non-empty list',
+    ],
+  ])('refuses %s', (_name, text, expected) => {
+    expect(issues(text).join('\n')).toContain(expected);
+  });
+});
+
+describe('pgwarden_narrow', () => {
+  it('reads and writes back the same narrowing, names folded like PostgreSQL', () => {
+    const n = narrowing({
+      relations: ['public.Orders', 'sales.*', 'public."Mixed"'],
+      columns: { 'public.customers': ['id', 'Name'] },
+      readOnly: true,
+      write: { kinds: ['insert'], relations: ['public.canary'] },
+      maxRows: 50,
+      statementTimeout: 5000,
+      utility: false,
+    });
+    const claim = narrowingClaim(n);
+    expect(claim).toEqual({
+      relations: ['public.orders', 'sales.*', 'public."Mixed"'],
+      columns: { 'public.customers': ['id', 'name'] },
+      readOnly: true,
+      write: { kinds: ['insert'], relations: ['public.canary'] },
+      maxRows: 50,
+      statementTimeout: 5000,
+      utility: false,
+    });
+    expect(narrowingClaim(narrowing(claim))).toEqual(claim);
+  });
+
+  it.each([
+    ['not an object', []],
+    ['unknown key', { tables: [] }],
+    ['unqualified relation', { relations: ['orders'] }],
+    ['wildcard columns key', { columns: { 'public.*': ['id'] } }],
+    ['maxRows 0', { maxRows: 0 }],
+    ['timeout as text', { statementTimeout: '5s' }],
+    ['unknown write kind', { write: { kinds: ['upsert'] } }],
+    ['readOnly as text', { readOnly: 'yes' }],
+  ])('refuses %s', (_name, v) => {
+    expect(readNarrowing(v).ok).toBe(false);
+  });
+});
+
+describe('composeNarrowing', () => {
+  const p = policy('');
+  const analyst = p.roles.get('analyst');
+  const writer = p.roles.get('writer');
+  if (analyst === undefined || writer === undefined) throw new Error('roles');
+
+  it('keeps what the request leaves out and refuses what would widen', () => {
+    const bound = narrowing({
+      relations: ['public.orders', 'sales.*'],
+      maxRows: 10,
+      columns: { 'public.orders': ['id'] },
+    });
+    const ok = composeNarrowing(analyst, bound, narrowing({ relations: ['sales.q1'] }));
+    expect(ok.ok && narrowingClaim(ok.value)).toEqual({
+      relations: ['sales.q1'],
+      columns: { 'public.orders': ['id'] },
+      maxRows: 10,
+    });
+    expect(composeNarrowing(analyst, bound, narrowing({ relations: ['public.customers'] })).ok).toBe(false);
+    expect(composeNarrowing(analyst, bound, narrowing({ relations: ['sales.*'] })).ok).toBe(true);
+    expect(
+      composeNarrowing(analyst, narrowing({ relations: ['sales.q1'] }), narrowing({ relations: ['sales.*'] })).ok,
+    ).toBe(false);
+    expect(composeNarrowing(analyst, bound, narrowing({ maxRows: 11 })).ok).toBe(false);
+    expect(composeNarrowing(analyst, bound, narrowing({ columns: { 'public.orders': ['id', 'total'] } })).ok).toBe(
+      false,
+    );
+    // Without a bound the role is the bound.
+    expect(composeNarrowing(analyst, undefined, narrowing({ maxRows: 101 })).ok).toBe(false);
+    expect(composeNarrowing(analyst, undefined, narrowing({ statementTimeout: 5001 })).ok).toBe(false);
+    expect(composeNarrowing(analyst, undefined, narrowing({ relations: ['public.secrets'] })).ok).toBe(false);
+    expect(composeNarrowing(analyst, undefined, narrowing({ write: { kinds: ['insert'] } })).ok).toBe(false);
+  });
+
+  it('narrows writes within the role and never back from read-only or utility off', () => {
+    expect(composeNarrowing(writer, undefined, narrowing({ write: { kinds: ['insert'] } })).ok).toBe(true);
+    expect(composeNarrowing(writer, undefined, narrowing({ write: { kinds: ['delete'] } })).ok).toBe(false);
+    expect(composeNarrowing(writer, undefined, narrowing({ write: { relations: ['public.orders'] } })).ok).toBe(false);
+    const ro = composeNarrowing(
+      writer,
+      narrowing({ readOnly: true, utility: false }),
+      narrowing({ readOnly: false, utility: true }),
+    );
+    expect(ro.ok && narrowingClaim(ro.value)).toEqual({ readOnly: true, utility: false });
+    expect(
+      composeNarrowing(writer, narrowing({ readOnly: true }), narrowing({ write: { kinds: ['insert'] } })).ok,
+    ).toBe(false);
+  });
+});
+
+describe('decideIssuance', () => {
+  const p = policy(`issuance:
+  defaultLifetime: 2m
+  rules:
+    - id: by-group
+      subjects: [{ issuer: https://idp, claims: { groups: analysts } }]
+      roles: [analyst]
+      narrow: { relations: [public.orders, sales.*] }
+      maxLifetime: 10m
+    - id: bots
+      subjects: [{ sub: alice }]
+      agents: [bot]
+      roles: [writer]
+      singleUse: required
+    - id: needs-approval
+      subjects: [{ sub: alice }]
+      roles: [writer, once]
+      approval: required
+`);
+  const decide = (over: Partial<IssuanceInput>) => decideIssuance(p.issuance, p.roles, input(over));
+
+  it('issues under the first matching rule, its bound applied and lifetimes capped', () => {
+    expect(decide({})).toMatchObject({ outcome: 'issue', ruleId: 'by-group', role: 'analyst', lifetimeMs: 120_000 });
+    const d = decide({ ttlMs: 3_600_000, narrow: narrowing({ relations: ['sales.q1'] }) });
+    expect(d.outcome === 'issue' && [d.lifetimeMs, narrowingClaim(d.narrow ?? {})]).toEqual([
+      600_000,
+      { relations: ['sales.q1'] },
+    ]);
+    const plain = decide({});
+    expect(plain.outcome === 'issue' ? narrowingClaim(plain.narrow ?? {}) : plain).toEqual({
+      relations: ['public.orders', 'sales.*'],
+    });
+    expect(decide({ ttlMs: 1500 })).toMatchObject({ lifetimeMs: 1000 });
+  });
+
+  it('refuses subjects, roles and actors no rule names, and holds approvals', () => {
+    expect(
+      decide({ subject: { kind: 'idp', issuer: 'https://other', sub: 'alice', claims: { groups: 'analysts' } } }),
+    ).toMatchObject({
+      outcome: 'deny',
+      error: 'invalid_scope',
+    });
+    expect(
+      decide({ subject: { kind: 'idp', issuer: 'https://idp', sub: 'eve', claims: { groups: ['guests'] } } }),
+    ).toMatchObject({
+      outcome: 'deny',
+      error: 'unauthorized_client',
+      reason: 'no_rule_for_subject',
+    });
+    expect(decide({ narrow: narrowing({ relations: ['public.customers'] }) })).toMatchObject({
+      outcome: 'deny',
+      reason: 'narrowing_exceeds',
+    });
+    // The writer role for alice without the bot actor falls to the approval rule; with it, the bots rule issues.
+    expect(decide({ subject: { kind: 'idp', issuer: 'x', sub: 'alice', claims: {} }, role: 'writer' })).toMatchObject({
+      outcome: 'approval_required',
+      ruleId: 'needs-approval',
+    });
+    expect(
+      decide({ subject: { kind: 'idp', issuer: 'x', sub: 'alice', claims: {} }, role: 'writer', actor: 'bot' }),
+    ).toMatchObject({
+      outcome: 'issue',
+      ruleId: 'bots',
+      singleUse: true,
+    });
+    expect(decideIssuance(undefined, p.roles, input())).toMatchObject({
+      outcome: 'deny',
+      reason: 'no_issuance_policy',
+    });
+    expect(decide({ role: 'nobody' })).toMatchObject({ outcome: 'deny', reason: 'unknown_role' });
+  });
+
+  it('exchanges a parent token for the same role only, narrower and no longer-lived, never a single-use one', () => {
+    const parent = {
+      kind: 'parent' as const,
+      sub: 'alice',
+      role: 'analyst',
+      narrow: narrowing({ relations: ['public.orders'] }),
+      expMs: NOW + 90_000,
+      singleUse: false,
+    };
+    expect(decide({ subject: parent, ttlMs: 600_000 })).toMatchObject({
+      outcome: 'issue',
+      ruleId: DELEGATION_RULE_ID,
+      lifetimeMs: 90_000,
+    });
+    expect(decide({ subject: parent, narrow: narrowing({ relations: ['sales.*'] }) })).toMatchObject({
+      outcome: 'deny',
+    });
+    expect(decide({ subject: parent, role: 'writer' })).toMatchObject({ outcome: 'deny', reason: 'role_mismatch' });
+    expect(decide({ subject: { ...parent, singleUse: true } })).toMatchObject({
+      outcome: 'deny',
+      reason: 'single_use_parent',
+    });
+    expect(decide({ subject: { ...parent, expMs: NOW + 500 } })).toMatchObject({
+      outcome: 'deny',
+      reason: 'lifetime_exhausted',
+    });
+    const noDelegation = policy('issuance: { delegation: false, rules: [] }');
+    expect(decideIssuance(noDelegation.issuance, noDelegation.roles, input({ subject: parent }))).toMatchObject({
+      reason: 'delegation_disabled',
+    });
+  });
+
+  it('makes a role that requires single use single-use', () => {
+    const q = policy('issuance: { rules: [{ id: o, subjects: [{ sub: alice }], roles: [once] }] }');
+    expect(decideIssuance(q.issuance, q.roles, input({ role: 'once' }))).toMatchObject({
+      outcome: 'issue',
+      singleUse: true,
+    });
+  });
+});
