@@ -1,5 +1,6 @@
 // The audit event shape (fixed fields, schema version) and the JSON fragments statement events are built from by hand.
 import type { Identity } from '../auth/jwt.ts';
+import type { ExchangeAuditEvent } from '../exchange/handler.ts';
 import type { RevocationEntry } from '../revocation/entry-index.ts';
 import type { EndReason, Session } from '../session/session.ts';
 import type { Decision } from '../../policy/types.ts';
@@ -26,8 +27,18 @@ export interface AuditSessionFields {
 }
 
 export type AuditEvent =
-  /** `singleUse: 'consumed'`: the login consumed a single-use token (no later login with its jti is accepted). */
-  | ({ event: 'session_start'; singleUse?: 'consumed'; narrow?: Record<string, unknown> } & AuditSessionFields)
+  /**
+   * `singleUse: 'consumed'`: the login consumed a single-use token (no later login with its jti is accepted).
+   * `narrow`: the token's narrowing (policy/narrow.ts). `act`: its RFC 8693 actor chain, current actor first (docs/issuance.md).
+   */
+  | ({
+      event: 'session_start';
+      singleUse?: 'consumed';
+      narrow?: Record<string, unknown>;
+      act?: string[];
+    } & AuditSessionFields)
+  /** Token exchange: a token issued (jti, exp, role, narrowing, act chain) or a request refused; never a token. */
+  | ExchangeAuditEvent
   | ({
       event: 'login_refused';
       reason: string;

@@ -374,6 +374,7 @@ export async function createAudit(opts: AuditOptions): Promise<Audit> {
         ...(s.identity?.singleUse === true ? { singleUse: 'consumed' as const } : {}),
         // What the session may do is its role narrowed by this (its digest is on every event of the session).
         ...(s.identity?.narrowing !== undefined ? { narrow: narrowingJson(s.identity.narrowing) } : {}),
+        ...(s.identity?.act === undefined ? {} : { act: [...s.identity.act] }),
       });
     },
     loginFailed(s, reason, err: ProxyError) {

@@ -32,7 +32,12 @@ export interface Identity {
   networks?: readonly Cidr[] | undefined;
   /** The pgwarden_narrow claim (policy/narrow.ts): the session's effective role is its role narrowed by it; absent: the role. */
   narrowing?: TokenNarrowing | undefined;
+  /** RFC 8693 `act` chain: the actors' subjects, the current one first (for the audit trail); absent without `act`. */
+  act?: readonly string[];
 }
+
+/** Deepest `act` nesting read; a deeper chain is refused (an issued token adds one level per exchange). */
+export const MAX_ACT_DEPTH = 8;
 
 export type AuthFailureReason =
   | 'not_a_jwt'
@@ -206,7 +211,7 @@ export async function createTokenVerifier(
 }
 
 /** jose's jwtVerify, plus trying each candidate when a key set has several keys matching the header (no kid). */
-async function verifyJwt(
+export async function verifyJwt(
   token: string,
   resolve: KeyResolver,
   options: jose.JWTVerifyOptions,
@@ -281,6 +286,17 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
     if (shape !== undefined) return bad(shape);
     agent = actSub;
   }
+  let act: string[] | undefined;
+  if (payload['act'] !== undefined) {
+    act = [];
+    for (let a: unknown = payload['act']; a !== undefined; a = (a as Record<string, unknown>)['act']) {
+      const actor =
+        typeof a === 'object' && a !== null && !Array.isArray(a) ? (a as Record<string, unknown>)['sub'] : undefined;
+      if (typeof actor !== 'string' || actor.length === 0 || act.length >= MAX_ACT_DEPTH)
+        return bad(`token claim "act" must nest at most ${MAX_ACT_DEPTH} objects, each with a non-empty "sub"`);
+      act.push(actor);
+    }
+  }
   // Only the JSON boolean true marks a token single-use; "true", 1 or an object is refused rather than read as
   // ordinary (an issuer that meant single-use must not get a reusable token by a typing slip).
   const once = payload[SINGLE_USE_CLAIM];
@@ -324,6 +340,7 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
     networks: networks.networks,
     // Present only on narrowed tokens, like singleUse.
     ...(narrowing === undefined ? {} : { narrowing }),
+    ...(act === undefined ? {} : { act: Object.freeze(act) }),
   };
   return { ok: true, identity: Object.freeze(identity) };
 }

@@ -144,6 +144,25 @@ describe('HS256', () => {
     expectRefused(await verifier.verify(badAct, ctx), 'missing_claim', badAct);
   });
 
+  it('carries the act chain, current actor first, and refuses a malformed or over-deep one', async () => {
+    const { verifier, secret } = await hmacSetup();
+    const chain = await signToken(secret, validClaims(NOW, { act: { sub: 'bot', act: { sub: 'workflow' } } }), {
+      alg: 'HS256',
+    });
+    const r = await verifier.verify(chain, ctx);
+    expect(r.ok && r.identity.act).toEqual(['bot', 'workflow']);
+    const plain = await verifier.verify(await signToken(secret, validClaims(NOW), { alg: 'HS256' }), ctx);
+    expect(plain.ok && 'act' in plain.identity).toBe(false);
+    let deep: Record<string, unknown> = { sub: 'a0' };
+    for (let i = 1; i <= 8; i++) deep = { sub: `a${i}`, act: deep };
+    const tooDeep = await signToken(secret, validClaims(NOW, { act: deep }), { alg: 'HS256' });
+    expectRefused(await verifier.verify(tooDeep, ctx), 'missing_claim', tooDeep);
+    const badInner = await signToken(secret, validClaims(NOW, { agent: 'x', act: { sub: 'bot', act: { sub: 3 } } }), {
+      alg: 'HS256',
+    });
+    expectRefused(await verifier.verify(badInner, ctx), 'missing_claim', badInner);
+  });
+
   it('accepts tokens several KB long with big claims', async () => {
     const { verifier, secret } = await hmacSetup();
     for (const size of [4 * 1024, 16 * 1024]) {
