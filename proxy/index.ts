@@ -37,6 +37,10 @@ import { tcpUpstream, type CountedUpstream, type UpstreamConnector } from './ups
 import { upstreamQuerier } from './upstream/querier.ts';
 import { chooseCap, OWN_HEADROOM, readServerSlots, UpstreamCap } from './upstream/cap.ts';
 import { warnAboutRoleSettings } from './upstream/role-settings.ts';
+import { IssuingKeys } from './exchange/signing-keys.ts';
+import { createIssuedTokenVerifier, issuedTokenKeys, routeByIssuer } from './exchange/trust.ts';
+import { createIdpVerifier, type IdpVerifier } from './exchange/subject.ts';
+import { startExchangeListener, type ExchangeListener } from './exchange/server.ts';
 import { initParser } from '../policy/parser.ts';
 import { PolicyStore } from '../policy/store.ts';
 import { policyRelations } from '../policy/load.ts';
@@ -69,6 +73,10 @@ export interface Proxy {
   readonly revocations: RevocationSource;
   /** Port of the metrics/health listener when configured. */
   readonly metricsPort: number | undefined;
+  /** Port of the token-exchange endpoint when configured (exchange.port). */
+  readonly exchangePort: number | undefined;
+  /** This replica's issuing keys when it issues (exchange.signingKeyFile). */
+  readonly issuingKeys: IssuingKeys | undefined;
   /** Reloads the policy (SIGHUP); sessions whose role disappeared are ended. */
   reload(): Promise<void>;
   close(drainMs?: number): Promise<void>;
@@ -174,7 +182,31 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
     },
   });
   const keys = await openRotatingKeys(config.auth, { ...secretOpts, now: deps.now });
-  const verifier = await createTokenVerifier(config.auth, { keys, ...(deps.now ? { now: deps.now } : {}) });
+  const authVerifier = await createTokenVerifier(config.auth, { keys, ...(deps.now ? { now: deps.now } : {}) });
+  // Task-time issuance (docs/issuance.md): tokens claiming exchange.issuer are verified with the issuing keys, this
+  // replica's own and its peers' published ones; every other token as before.
+  const exchangeConfig = config.exchange;
+  const issuingKeys =
+    exchangeConfig?.signingKeyFile === undefined
+      ? undefined
+      : await IssuingKeys.open(exchangeConfig.signingKeyFile, {
+          ...secretOpts,
+          overlapMs: config.auth.keyOverlap,
+          ...(deps.now ? { now: deps.now } : {}),
+        });
+  const issuedVerifier =
+    exchangeConfig === undefined
+      ? undefined
+      : await createIssuedTokenVerifier(
+          config.auth,
+          exchangeConfig,
+          await issuedTokenKeys(config.auth, exchangeConfig, issuingKeys),
+          deps.now,
+        );
+  const verifier =
+    exchangeConfig === undefined || issuedVerifier === undefined
+      ? authVerifier
+      : routeByIssuer(authVerifier, issuedVerifier, exchangeConfig.issuer);
   const auditConfig = config.audit ?? { destination: 'stdout', sql: 'normalized', onFailure: 'refuse' };
   const audit = await createAudit({
     ...auditConfig,
@@ -282,6 +314,7 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
   });
   const gate = withAuditGate(policyGate, audit);
   const tlsPair = config.listen.tls ? TlsPair.open(config.listen.tls, secretOpts) : undefined;
+  let exchangeTls: TlsPair | undefined;
   // Throws (pgwarden does not start) when the peer list names this replica itself, by id or by its listen address.
   const cancels = new CancelRegistry(config.cluster?.replicaId ?? 0, config.cluster?.peers ?? [], {
     listen: config.listen,
@@ -430,6 +463,41 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
     );
   }
 
+  let idp: IdpVerifier | undefined;
+  let exchangeListener: ExchangeListener | undefined;
+  if (exchangeConfig?.listen !== undefined && issuingKeys !== undefined && issuedVerifier !== undefined) {
+    idp = exchangeConfig.idp === undefined ? undefined : await createIdpVerifier(exchangeConfig.idp, config.auth);
+    const tlsFiles = exchangeConfig.listen.tls;
+    exchangeTls = tlsFiles === undefined ? undefined : TlsPair.open(tlsFiles, secretOpts);
+    const exchangeLog = log.child({ component: 'exchange' });
+    const signer = issuingKeys;
+    const tlsNow = exchangeTls;
+    exchangeListener = await startExchangeListener(
+      {
+        exchange: exchangeConfig,
+        auth: config.auth,
+        policy: () => store.current.policy,
+        idp,
+        issued: issuedVerifier,
+        isRevoked: (id) => revocations.match(id)?.reason,
+        signer,
+        now: deps.now ?? Date.now,
+        audit: (event) => audit.write(event),
+      },
+      {
+        host: exchangeConfig.listen.host,
+        port: exchangeConfig.listen.port,
+        tlsContext: tlsNow === undefined ? undefined : () => tlsNow.context,
+        maxBodyBytes: exchangeConfig.maxBodyBytes,
+        requestsPerMinute: exchangeConfig.requestsPerMinute,
+        requestTimeoutMs: exchangeConfig.requestTimeout,
+        log: (level, msg, fields) => exchangeLog[level](fields ?? {}, msg),
+        jwks: () => signer.jwks(),
+        onRateLimited: () => metrics.rateLimited.inc({ limit: 'token_requests' }),
+      },
+    );
+  }
+
   // SIGHUP: the policy and every revocation source reload side by side, so a revocation never waits for the policy's
   // catalog read (up to upstream.connectTimeout when the database is slow). Each coalesces its own bursts (one reload
   // in flight plus at most one pending): a second coalescer around both would make a revocation wait for the previous
@@ -437,6 +505,8 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
   const reloadAll = async (): Promise<void> => {
     const jobs: Promise<unknown>[] = [store.reload('signal'), password.reload(), keys.reload()];
     if (tlsPair) jobs.push(tlsPair.reload());
+    if (exchangeTls) jobs.push(exchangeTls.reload());
+    if (issuingKeys) jobs.push(issuingKeys.reload());
     for (const src of sources)
       if ('reload' in src && typeof src.reload === 'function') jobs.push((src.reload as () => Promise<unknown>)());
     for (const r of await Promise.allSettled(jobs))
@@ -454,7 +524,13 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
 
   const addr = await server.listen(config.listen.host, config.listen.port);
   log.info(
-    { host: addr.host, port: addr.port, metricsPort: metricsServer?.port, policyVersion: store.version },
+    {
+      host: addr.host,
+      port: addr.port,
+      metricsPort: metricsServer?.port,
+      exchangePort: exchangeListener?.port,
+      policyVersion: store.version,
+    },
     'pgwarden listening',
   );
   return {
@@ -468,6 +544,8 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
     audit,
     revocations,
     metricsPort: metricsServer?.port,
+    exchangePort: exchangeListener?.port,
+    issuingKeys,
     async reload() {
       await reloadAll();
     },
@@ -475,14 +553,18 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
       // Not ready from the first moment of shutdown; the admin listener itself closes once sessions have drained.
       metricsServer?.markDraining();
       clearInterval(checkTimer);
+      await exchangeListener?.close();
       await server.close(drainMs);
       await metricsServer?.close();
       store.close();
       analysisPool.close();
       await policyGate.close();
       verifier.close();
+      idp?.close();
+      issuingKeys?.close();
       password.close();
       tlsPair?.close();
+      exchangeTls?.close();
       await revocations.close();
       await jtiConsumer?.close();
       await audit.close();

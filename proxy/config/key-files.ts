@@ -32,6 +32,17 @@ export function isSupportedAlgorithm(alg: string): alg is SupportedAlgorithm {
   return (SUPPORTED_ALGORITHMS as readonly string[]).includes(alg);
 }
 
+/** The algorithms pgwarden signs issued tokens with: asymmetric, so replicas verify each other with public keys only. */
+export const ISSUING_ALGORITHMS = ['ES256', 'EdDSA'] as const;
+export type IssuingAlgorithm = (typeof ISSUING_ALGORITHMS)[number];
+
+/** ES256 for an EC P-256 key, EdDSA for an Ed25519 key; any other key is not used for issuing. */
+export function issuingAlgorithmFor(key: KeyObject): IssuingAlgorithm | undefined {
+  if (key.asymmetricKeyType === 'ed25519') return 'EdDSA';
+  if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return 'ES256';
+  return undefined;
+}
+
 export function isHmacAlgorithm(alg: string): boolean {
   return alg === 'HS256' || alg === 'HS384' || alg === 'HS512';
 }

@@ -11,6 +11,7 @@ import {
   describeKey,
   isHmacAlgorithm,
   isSupportedAlgorithm,
+  issuingAlgorithmFor,
   parseKeyText,
   readKeyFile,
   readSecretFile,
@@ -20,7 +21,7 @@ import {
 } from './key-files.ts';
 import { formatBytes, formatDuration, parseBytes, parseDuration } from './duration.ts';
 import { forbiddenKeys, MAX_TIMER_MS, OPTIONAL_SECTIONS, settings, type Setting, type SettingKey } from './settings.ts';
-import type { AuthConfig, Config } from './types.ts';
+import type { AuthConfig, Config, ExchangeConfig } from './types.ts';
 import { editDistance } from '../../lib/ident.ts';
 import { deepFreeze } from '../../lib/freeze.ts';
 
@@ -125,6 +126,9 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
   const sslRootCert = checkSslRootCert(get, issue);
   checkListenTls(get, sectionGiven('listen.tls'), issue, secret);
   checkAuth(get, provided, issue, secret);
+  const exchangeGiven = sectionGiven('exchange');
+  if (exchangeGiven)
+    checkExchange(get, provided, sectionGiven('exchange.tls'), sectionGiven('exchange.idp'), issue, secret);
   checkPolicyFile(get<string>('policyFile'), issue);
   const peers = parsePeers(get<string[]>('cluster.peers') ?? [], get<number>('cluster.replicaId') ?? 0, issue);
   const metricsEnabled = sectionGiven('metrics');
@@ -158,6 +162,36 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
     jwksTimeout: must('auth.jwksTimeout'),
     keyOverlap: must('auth.keyOverlap'),
   };
+  const exchange: ExchangeConfig | undefined = exchangeGiven
+    ? {
+        issuer: must('exchange.issuer'),
+        audience: get<string>('exchange.audience') ?? firstOf(must('auth.audience')),
+        listen:
+          get('exchange.port') === undefined
+            ? undefined
+            : {
+                host: must('exchange.host'),
+                port: must('exchange.port'),
+                tls: sectionGiven('exchange.tls')
+                  ? { certFile: must('exchange.tls.certFile'), keyFile: must('exchange.tls.keyFile') }
+                  : undefined,
+              },
+        signingKeyFile: get('exchange.signingKeyFile'),
+        peerJwksUrls: get<string[]>('exchange.peerJwksUrls') ?? [],
+        idp: sectionGiven('exchange.idp')
+          ? {
+              issuer: must('exchange.idp.issuer'),
+              audience: must('exchange.idp.audience'),
+              algorithms: must('exchange.idp.algorithms'),
+              jwksUrl: get('exchange.idp.jwksUrl'),
+              publicKeyFile: get('exchange.idp.publicKeyFile'),
+            }
+          : undefined,
+        maxBodyBytes: must('exchange.maxBodyBytes'),
+        requestsPerMinute: must('exchange.requestsPerMinute'),
+        requestTimeout: must('exchange.requestTimeout'),
+      }
+    : undefined;
   const config: Config = {
     baseDir,
     listen: {
@@ -181,6 +215,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
     auth,
     policyFile: must('policyFile'),
     metrics: metricsEnabled ? { host: must('metrics.host'), port: must('metrics.port') } : undefined,
+    ...(exchange === undefined ? {} : { exchange }),
     limits: {
       maxMessageSize: must('limits.maxMessageSize'),
       handshakeTimeout: must('limits.handshakeTimeout'),
@@ -606,6 +641,128 @@ function checkAuth(get: Getter, provided: ReadonlySet<string>, issue: IssueFn, s
         'is not the private half of any key in auth.publicKeyFile; minted tokens would not verify',
       );
     }
+  }
+}
+
+function firstOf(v: string | string[]): string {
+  return typeof v === 'string' ? v : (v[0] ?? '');
+}
+
+function asList(v: string | string[] | undefined): string[] {
+  return v === undefined ? [] : typeof v === 'string' ? [v] : v;
+}
+
+/** A JWKS URL pgwarden fetches keys from: https, or http to a loopback host; no credentials. */
+function checkKeyUrl(path: string, value: string, issue: IssueFn): void {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    issue(path, `${JSON.stringify(value)} is not a URL`);
+    return;
+  }
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname)))
+    issue(
+      path,
+      `${value}: must use https (plain http is allowed only to a loopback host), or keys could be swapped in transit`,
+    );
+  if (url.username !== '' || url.password !== '') issue(path, 'must not contain credentials');
+}
+
+/**
+ * The exchange section: its issuer apart from auth's (logins route by issuer), a signing key that can issue, the
+ * listener on loopback or with TLS, and an IdP with one pinned, asymmetric key source.
+ */
+function checkExchange(
+  get: Getter,
+  provided: ReadonlySet<string>,
+  tlsGiven: boolean,
+  idpGiven: boolean,
+  issue: IssueFn,
+  secret: SecretReader,
+): void {
+  const issuer = get<string>('exchange.issuer');
+  const authIssuers = asList(get<string | string[]>('auth.issuer'));
+  if (issuer !== undefined && authIssuers.includes(issuer))
+    issue('exchange.issuer', 'must differ from every auth.issuer: tokens are routed to their verifier by issuer');
+  const audience = get<string>('exchange.audience');
+  const authAudiences = asList(get<string | string[]>('auth.audience'));
+  if (audience !== undefined && !authAudiences.includes(audience))
+    issue('exchange.audience', 'must be one of auth.audience, or issued tokens would not log in');
+
+  const port = get<number>('exchange.port');
+  const host = get<string>('exchange.host') ?? '127.0.0.1';
+  const signingKeyFile = get<string>('exchange.signingKeyFile');
+  const peers = get<string[]>('exchange.peerJwksUrls') ?? [];
+  if (port !== undefined) {
+    if (signingKeyFile === undefined)
+      issue('exchange.signingKeyFile', 'is required when exchange.port is given (the key tokens are signed with)');
+    if (!tlsGiven && !isLoopbackHost(host))
+      issue(
+        'exchange.host',
+        `is not a loopback address: the token endpoint must then be HTTPS (give exchange.tls), tokens would cross the network in clear`,
+      );
+    for (const other of ['listen', 'metrics'] as const) {
+      if (port !== 0 && get(`${other}.port`) === port && get(`${other}.host`) === host)
+        issue('exchange.port', `is the same address as ${other}; choose another port`);
+    }
+  }
+  if (signingKeyFile === undefined && peers.length === 0)
+    issue(
+      'exchange',
+      'trusts no key: give signingKeyFile (this replica issues) and/or peerJwksUrls (other replicas issue)',
+    );
+  if (tlsGiven) {
+    for (const [key, marker, what] of [
+      ['exchange.tls.certFile', '-----BEGIN CERTIFICATE-----', 'PEM certificate'],
+      ['exchange.tls.keyFile', 'PRIVATE KEY-----', 'PEM private key'],
+    ] as const) {
+      const file = get<string>(key);
+      if (file === undefined) continue;
+      const read = key === 'exchange.tls.keyFile' ? secret(key, file) : readKeyFile(file);
+      if (!read.ok) issue(key, read.message);
+      else if (!read.data.toString('utf8').includes(marker)) issue(key, `the file it names holds no ${what}`);
+    }
+  }
+  if (signingKeyFile !== undefined) {
+    const material = readKeyMaterial('exchange.signingKeyFile', signingKeyFile, 'private', issue, secret);
+    const key = material?.keys[0];
+    if (key !== undefined && issuingAlgorithmFor(key) === undefined)
+      issue(
+        'exchange.signingKeyFile',
+        `holds ${describeKey(key)}; issued tokens are signed with an EC P-256 (ES256) or Ed25519 (EdDSA) key`,
+      );
+  }
+  for (const url of peers) checkKeyUrl('exchange.peerJwksUrls', url, issue);
+
+  if (!idpGiven) return;
+  const idpIssuers = asList(get<string | string[]>('exchange.idp.issuer'));
+  if (issuer !== undefined && idpIssuers.includes(issuer))
+    issue('exchange.idp.issuer', 'must differ from exchange.issuer: subject tokens are told apart by issuer');
+  const sources = (['jwksUrl', 'publicKeyFile'] as const).filter((k) => provided.has(`exchange.idp.${k}`));
+  if (sources.length !== 1) issue('exchange.idp', 'set exactly one of jwksUrl and publicKeyFile');
+  const algorithms = get<string[]>('exchange.idp.algorithms') ?? [];
+  for (const alg of algorithms) {
+    if (!isSupportedAlgorithm(alg) || isHmacAlgorithm(alg))
+      issue(
+        'exchange.idp.algorithms',
+        `${JSON.stringify(alg)} is not an asymmetric JWS algorithm pgwarden supports (an IdP's tokens are verified with its public keys)`,
+      );
+  }
+  const jwksUrl = get<string>('exchange.idp.jwksUrl');
+  if (jwksUrl !== undefined) checkKeyUrl('exchange.idp.jwksUrl', jwksUrl, issue);
+  const publicKeyFile = get<string>('exchange.idp.publicKeyFile');
+  if (publicKeyFile !== undefined) {
+    const material = readKeyMaterial('exchange.idp.publicKeyFile', publicKeyFile, 'public', issue);
+    if (material !== undefined)
+      for (const alg of algorithms.filter((a) => isSupportedAlgorithm(a) && !isHmacAlgorithm(a))) {
+        const reasons = material.keys.map((k, i) => algorithmMismatch(k, alg, jwkAt(material, i)));
+        if (reasons.every((r) => r !== undefined))
+          issue(
+            'exchange.idp.algorithms',
+            `${alg} cannot be used with the key in exchange.idp.publicKeyFile: ${reasons[0] ?? ''}`,
+          );
+      }
   }
 }
 

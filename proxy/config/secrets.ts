@@ -11,7 +11,7 @@ export const SECRET_DEBOUNCE_MS = 100;
 export const SECRET_SETTLE_MS = 50;
 export const SECRET_SETTLE_MAX_MS = 2_000;
 
-export type SecretName = 'upstream_password' | 'verification_key' | 'tls';
+export type SecretName = 'upstream_password' | 'verification_key' | 'tls' | 'signing_key';
 export type SecretReloadResult = 'changed' | 'unchanged' | 'failed';
 export type SecretLog = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -49,7 +49,7 @@ export async function readSettledSecret(
  * One secret held in memory and re-read from its files on change and on reload(). A read that fails (missing,
  * unreadable, writable by others, empty, not parsing) never replaces the value in use: it is logged and counted.
  */
-abstract class WatchedSecret<T> {
+export abstract class WatchedSecret<T> {
   protected value: T;
   #watchers: FileWatcher[] = [];
   readonly #reloads = new Coalescer<SecretReloadResult>(() => this.#reload());

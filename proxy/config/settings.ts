@@ -35,7 +35,15 @@ export interface Setting {
 export const MAX_TIMER_MS = 2_147_483_647;
 
 /** Sections that may be left out entirely; when given, their `required` settings must be too. */
-export const OPTIONAL_SECTIONS = ['listen.tls', 'metrics', 'revocation.table'] as const;
+export const OPTIONAL_SECTIONS = [
+  'listen.tls',
+  'metrics',
+  'revocation.table',
+  // The more specific first: a setting belongs to the first section its key starts with.
+  'exchange.tls',
+  'exchange.idp',
+  'exchange',
+] as const;
 
 /** Every setting pgwarden reads. Order is documentation order; load.ts validates every entry. */
 export const settings = [
@@ -215,6 +223,95 @@ export const settings = [
     min: 0,
     env: 'PGWARDEN_METRICS_PORT',
     doc: 'port of the /metrics endpoint; metrics are off unless the metrics section (or this env var) is given',
+  },
+
+  {
+    key: 'exchange.issuer',
+    type: 'string',
+    required: true,
+    doc: '"iss" of tokens pgwarden issues (the same on every replica, different from every auth.issuer); tokens claiming it are verified with the issuing keys',
+  },
+  {
+    key: 'exchange.audience',
+    type: 'string',
+    doc: '"aud" of issued tokens; one of auth.audience (default: the first)',
+  },
+  {
+    key: 'exchange.host',
+    type: 'host',
+    default: '127.0.0.1',
+    doc: 'address of the token-exchange endpoint; plain HTTP only on a loopback address, else exchange.tls is required',
+  },
+  {
+    key: 'exchange.port',
+    type: 'port',
+    min: 0,
+    doc: 'port of the token-exchange endpoint (POST /token, GET /.well-known/jwks.json); absent: this replica issues nothing and only verifies issued tokens',
+  },
+  {
+    key: 'exchange.tls.certFile',
+    type: 'path',
+    required: true,
+    doc: 'PEM certificate chain of the token-exchange endpoint (HTTPS)',
+  },
+  { key: 'exchange.tls.keyFile', type: 'path', required: true, doc: 'PEM private key for exchange.tls.certFile' },
+  {
+    key: 'exchange.signingKeyFile',
+    type: 'path',
+    doc: 'private key issued tokens are signed with: EC P-256 (ES256) or Ed25519 (EdDSA), PKCS8 PEM or private JWK; re-read when it changes (the previous key overlaps for auth.keyOverlap)',
+  },
+  {
+    key: 'exchange.peerJwksUrls',
+    type: 'stringList',
+    doc: "other replicas' /.well-known/jwks.json (https, or http to a loopback host): tokens they issued verify here",
+  },
+  {
+    key: 'exchange.idp.issuer',
+    type: 'stringOrList',
+    required: true,
+    doc: '"iss" of the identity provider whose OIDC JWTs are accepted as subject and actor tokens',
+  },
+  {
+    key: 'exchange.idp.audience',
+    type: 'stringOrList',
+    required: true,
+    doc: '"aud" an IdP token must name (the client id pgwarden is registered as)',
+  },
+  {
+    key: 'exchange.idp.algorithms',
+    type: 'stringList',
+    required: true,
+    doc: 'accepted JWS algorithms of IdP tokens, pinned (RS*/PS*/ES*/EdDSA)',
+  },
+  {
+    key: 'exchange.idp.jwksUrl',
+    type: 'url',
+    doc: "the IdP's JWKS (https, or http to a loopback host); or publicKeyFile",
+  },
+  { key: 'exchange.idp.publicKeyFile', type: 'path', doc: "the IdP's public key (PEM, JWK or JWKS file); or jwksUrl" },
+  {
+    key: 'exchange.maxBodyBytes',
+    type: 'bytes',
+    default: 16 * 1024,
+    min: 1024,
+    max: 1024 * 1024,
+    doc: 'largest token request body; a longer one is refused (413) unread',
+  },
+  {
+    key: 'exchange.requestsPerMinute',
+    type: 'integer',
+    default: 60,
+    min: 1,
+    max: 1_000_000,
+    doc: 'token requests one client address may make per minute (token bucket, burst as large); past it 429',
+  },
+  {
+    key: 'exchange.requestTimeout',
+    type: 'duration',
+    default: 10_000,
+    min: 1_000,
+    max: 5 * 60_000,
+    doc: 'time allowed to receive one token request (headers and body)',
   },
 
   {

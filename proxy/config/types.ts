@@ -51,6 +51,38 @@ export interface AuthConfig {
   keyOverlap?: Millis;
 }
 
+/** The identity provider whose OIDC JWTs the exchange endpoint accepts as subject (and actor) tokens. */
+export interface IdpConfig {
+  issuer: string | string[];
+  audience: string | string[];
+  /** Pinned, asymmetric only. */
+  algorithms: string[];
+  /** Exactly one key source. */
+  jwksUrl: string | undefined;
+  publicKeyFile: string | undefined;
+}
+
+/** Task-time issuance (docs/issuance.md): the RFC 8693 token-exchange endpoint and trust in tokens it issues. */
+export interface ExchangeConfig {
+  /** `iss` of issued tokens: the same on every replica of a deployment, different from every auth.issuer. */
+  issuer: string;
+  /** `aud` of issued tokens; one of auth.audience. */
+  audience: string;
+  /** The HTTP(S) listener; absent: this replica issues nothing and only verifies issued tokens. */
+  listen: { host: string; port: number; tls: TlsServerConfig | undefined } | undefined;
+  /** Private key (EC P-256 or Ed25519) issued tokens are signed with; required with listen. */
+  signingKeyFile: string | undefined;
+  /** Other replicas' /.well-known/jwks.json: tokens they issued verify here. */
+  peerJwksUrls: string[];
+  idp: IdpConfig | undefined;
+  /** Largest request body read. */
+  maxBodyBytes: number;
+  /** Requests one client address may make per minute (token bucket). */
+  requestsPerMinute: number;
+  /** Time allowed for one request, headers and body. */
+  requestTimeout: Millis;
+}
+
 export interface LimitsConfig {
   /** Largest regular message a client may send (bytes); the startup packet is capped at 10,000 like Postgres. */
   maxMessageSize: number;
@@ -88,6 +120,8 @@ export interface Config {
   auth: AuthConfig;
   policyFile: string;
   metrics: { host: string; port: number } | undefined;
+  /** Token exchange (issuance); absent: pgwarden issues nothing and trusts only auth's tokens. */
+  exchange?: ExchangeConfig;
   limits: LimitsConfig;
   /** PostgreSQL's own analysis of each statement; defaults when absent (hand-built configs in tests). */
   analysis?: { cacheTtl: Millis; timeout: Millis; maxContexts: number; ddlChannel: string };
