@@ -1,4 +1,4 @@
-// The pgwarden command line: serve, token mint, demo, policy check/explain; SIGTERM drains, SIGHUP reloads.
+// The pgwarden command line: serve, token mint/exchange, demo, policy check/explain; SIGTERM drains, SIGHUP reloads.
 import { parseArgs } from 'node:util';
 import { loadConfig, formatConfigIssues } from '../config/load.ts';
 import { parseDuration } from '../config/duration.ts';
@@ -10,6 +10,7 @@ import { errorMessage } from '../../lib/error-message.ts';
 const USAGE = `usage:
   pgwarden serve --config FILE
   pgwarden token mint --config FILE --sub S --role R [--agent A] [--tenant T] [--ttl 300s] [--jti ID] [--single-use] [--networks CIDR,CIDR]
+  pgwarden token exchange --url URL --subject-token-file FILE --role R [--narrow JSON] [--ttl 10m] [--actor-token-file FILE] [--single-use] [--json]
   pgwarden demo [--port 6432] [--metrics-port 9187]
   pgwarden revoke --config FILE (--jti J | --sub S | --agent A) [--reason TEXT] [--expires 1h]
   pgwarden policy check FILE
@@ -128,9 +129,17 @@ export async function main(argv: string[]): Promise<void> {
   switch (cmd) {
     case 'serve':
       return await serve(rest);
-    case 'token':
+    case 'token': {
+      if (rest[0] === 'exchange') {
+        const { tokenExchange } = await import('./exchange.ts');
+        const r = await tokenExchange(rest.slice(1));
+        process.stdout.write(r.stdout);
+        process.stderr.write(r.stderr);
+        return process.exit(r.code);
+      }
       if (rest[0] !== 'mint') die(USAGE);
       return await tokenMint(rest.slice(1));
+    }
     case 'demo': {
       const { values } = parseArgs({
         args: rest,

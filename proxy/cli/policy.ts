@@ -4,6 +4,7 @@ import { quoteIdent } from '../../lib/ident.ts';
 import { holdCursorLimit } from '../../policy/evaluate.ts';
 import { idleInTransactionTimeoutMs } from '../../policy/settings.ts';
 import type { RelationPattern, RoleBudget, RolePolicy } from '../../policy/types.ts';
+import { narrowingClaim, type CompiledIssuance } from '../../policy/issuance.ts';
 
 function pattern(p: RelationPattern): string {
   return `${quoteIdent(p.schema)}.${p.name === '*' ? '*' : quoteIdent(p.name)}`;
@@ -70,6 +71,40 @@ function budgetText(b: RoleBudget): string {
   return parts.join(', ') || '(no limits)';
 }
 
+/** The issuance section as lines: who may obtain which roles, bounded how (docs/issuance.md). */
+export function describeIssuance(issuance: CompiledIssuance): string[] {
+  const n = issuance.rules.length;
+  const lines = [
+    `issuance: ${n} rule${n === 1 ? '' : 's'}, default lifetime ${durationText(issuance.defaultLifetime)}, delegation ${issuance.delegation ? 'allowed' : 'off'}`,
+  ];
+  for (const r of issuance.rules) {
+    const who = r.subjects
+      .map((m) =>
+        [
+          m.issuer === undefined ? undefined : `issuer ${m.issuer}`,
+          m.sub === undefined ? undefined : `sub ${m.sub.join('|')}`,
+          ...[...(m.claims ?? [])].map(([k, v]) => `${k} ${v.join('|')}`),
+        ]
+          .filter((x) => x !== undefined)
+          .join(', '),
+      )
+      .join('; ');
+    lines.push(
+      `  ${r.id}: ${r.roles.join(', ')} for ${who}${r.agents ? ` acting through ${[...r.agents].join(', ')}` : ''}`,
+    );
+    const extra = [
+      r.narrow === undefined
+        ? 'any narrowing within the role'
+        : `narrowed at most to ${JSON.stringify(narrowingClaim(r.narrow))}`,
+      r.maxLifetime === undefined ? undefined : `max lifetime ${durationText(r.maxLifetime)}`,
+      r.singleUse === 'required' ? 'single-use' : undefined,
+      r.approval === 'required' ? 'needs approval (refused: approvals are not available yet)' : undefined,
+    ].filter((x) => x !== undefined);
+    lines.push(`    ${extra.join('; ')}`);
+  }
+  return lines;
+}
+
 /** `pgwarden policy check FILE`: every issue with its path and line, or a summary of each role; ok=false means exit non-zero. */
 export async function policyCheck(file: string): Promise<{ ok: boolean; output: string }> {
   const loaded = await loadPolicyFile(file);
@@ -83,6 +118,7 @@ export async function policyCheck(file: string): Promise<{ ok: boolean; output: 
   const n = policy.roles.size;
   const lines = [`${file}: OK, ${n} role${n === 1 ? '' : 's'} (sha256 ${policy.digest.slice(0, 12)})`];
   for (const role of policy.roles.values()) lines.push(...describeRole(role).map((l) => '  ' + l));
+  if (policy.issuance !== undefined) lines.push(...describeIssuance(policy.issuance).map((l) => '  ' + l));
   for (const w of policyWarnings(policy)) lines.push(`warning: ${w}`);
   return { ok: true, output: lines.join('\n') + '\n' };
 }

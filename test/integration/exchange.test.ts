@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_POLICY, pgError, startTestProxy, type TestProxy } from '../helpers/proxy.ts';
 import { generateKeyFiles, makeTempDir, signToken, type TestKeyPair } from '../helpers/keys.ts';
 import type { ExchangeConfig } from '../../proxy/config/types.ts';
+import { tokenExchange } from '../../proxy/cli/exchange.ts';
 
 const IDP = 'https://idp.test';
 const IDP_AUDIENCE = 'pgwarden-exchange';
@@ -603,5 +604,57 @@ describe('errors (RFC 6749 §5.2, RFC 8693 §2.2.2)', () => {
       expect(trail).not.toContain(t);
       expect(trail).not.toContain(t.split('.')[2]);
     }
+  });
+});
+
+describe('pgwarden token exchange (CLI)', () => {
+  it('prints the token, or the JSON response, or the endpoint error in one line', async () => {
+    const file = join(tmp.dir, 'subject.jwt');
+    writeFileSync(file, `${await idpToken()}\n`, { mode: 0o600 });
+    const url = `http://127.0.0.1:${a.proxy.exchangePort}`;
+    const ok = await tokenExchange([
+      '--url',
+      url,
+      '--subject-token-file',
+      file,
+      '--role',
+      'analyst',
+      '--ttl',
+      '2m',
+      '--narrow',
+      '{"relations":["public.orders"]}',
+    ]);
+    expect(ok.code).toBe(0);
+    const token = ok.stdout.trim();
+    issued.push(token);
+    expect(jose.decodeJwt(token)).toMatchObject({ role: 'analyst', pgwarden_narrow: { relations: ['public.orders'] } });
+    expect((jose.decodeJwt(token).exp as number) - (jose.decodeJwt(token).iat as number)).toBe(120);
+    const json = await tokenExchange([
+      '--url',
+      `${url}/token`,
+      '--subject-token-file',
+      file,
+      '--role',
+      'analyst',
+      '--json',
+    ]);
+    expect(json.code).toBe(0);
+    const body = JSON.parse(json.stdout) as Record<string, unknown>;
+    issued.push(body.access_token as string);
+    expect(body).toMatchObject({ token_type: 'N_A', expires_in: 300 });
+    const refused = await tokenExchange(['--url', url, '--subject-token-file', file, '--role', 'writer']);
+    expect(refused).toMatchObject({ code: 1, stdout: '' });
+    expect(refused.stderr).toMatch(/^pgwarden: approval_required: /);
+    const clear = await tokenExchange([
+      '--url',
+      'http://pgwarden.example:8080',
+      '--subject-token-file',
+      file,
+      '--role',
+      'analyst',
+    ]);
+    expect(clear.code).toBe(2);
+    expect(clear.stderr).toContain('must use https');
+    expect((await tokenExchange(['--url', url, '--role', 'analyst'])).code).toBe(2);
   });
 });

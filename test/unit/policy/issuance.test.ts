@@ -1,5 +1,9 @@
 // The policy's issuance section (validation with paths, compilation), the pgwarden_narrow claim read and composed, and decideIssuance's outcomes.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { policyCheck } from '../../../proxy/cli/policy.ts';
 import { compilePolicy, parsePolicyText } from '../../../policy/load.ts';
 import {
   composeNarrowing,
@@ -329,5 +333,34 @@ describe('decideIssuance', () => {
       outcome: 'issue',
       singleUse: true,
     });
+  });
+});
+
+describe('pgwarden policy check', () => {
+  it('lists the issuance rules, and reports a bad one with its path and line', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-issuance-'));
+    try {
+      const file = join(dir, 'policy.yaml');
+      writeFileSync(
+        file,
+        `${ROLES}issuance:\n  rules:\n    - id: a\n      subjects: [{ claims: { groups: [x, y] } }]\n      roles: [analyst]\n      narrow: { relations: [public.orders] }\n      approval: required\n`,
+      );
+      const ok = await policyCheck(file);
+      expect(ok.ok).toBe(true);
+      expect(ok.output).toContain('issuance: 1 rule, default lifetime 5m, delegation allowed');
+      expect(ok.output).toContain('a: analyst for groups x|y');
+      expect(ok.output).toContain('narrowed at most to {"relations":["public.orders"]}; needs approval');
+      writeFileSync(
+        file,
+        `${ROLES}issuance:\n  rules:\n    - id: a\n      subjects: [{ sub: a }]\n      roles: [nobody]\n`,
+      );
+      const bad = await policyCheck(file);
+      expect(bad.ok).toBe(false);
+      expect(bad.output).toMatch(
+        /policy\.yaml:\d+: issuance\.rules\[0\]\.roles\[0\]: "nobody" is not a role of this policy/,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,0 +1,148 @@
+// `pgwarden token exchange`: asks a token-exchange endpoint (RFC 8693) for a task token and prints it, or the endpoint's error in one line.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { parseDuration } from '../config/duration.ts';
+import { isLoopbackHost } from '../config/load.ts';
+import { errorMessage } from '../../lib/error-message.ts';
+
+export const EXCHANGE_USAGE =
+  'pgwarden token exchange --url URL --subject-token-file FILE --role R [--narrow JSON] [--ttl 10m] [--actor-token-file FILE] [--single-use] [--json]';
+
+const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const JWT = 'urn:ietf:params:oauth:token-type:jwt';
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function readToken(file: string, what: string, stdin: () => string): string {
+  const text = file === '-' ? stdin() : readFileSync(file, 'utf8');
+  const token = text.trim();
+  if (token === '') throw new Error(`${what} is empty`);
+  return token;
+}
+
+/** The endpoint URL: `/token` appended to a bare base URL; https, or http to a loopback host (a token never crosses a network in clear). */
+export function tokenUrl(text: string): URL {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new Error(`--url ${JSON.stringify(text)} is not a URL`);
+  }
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname)))
+    throw new Error(
+      '--url must use https (plain http only to a loopback host): the request carries your identity token',
+    );
+  if (url.pathname === '/' || url.pathname === '') url.pathname = '/token';
+  return url;
+}
+
+/** Runs the command; never throws (every failure is a message and an exit code). */
+export async function tokenExchange(
+  argv: string[],
+  stdin: () => string = () => readFileSync(0, 'utf8'),
+): Promise<CliResult> {
+  const fail = (message: string, code = 2): CliResult => ({ code, stdout: '', stderr: `pgwarden: ${message}\n` });
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        url: { type: 'string' },
+        'subject-token-file': { type: 'string' },
+        'subject-token-type': { type: 'string', default: JWT },
+        'actor-token-file': { type: 'string' },
+        role: { type: 'string' },
+        narrow: { type: 'string' },
+        ttl: { type: 'string' },
+        audience: { type: 'string' },
+        'single-use': { type: 'boolean', default: false },
+        json: { type: 'boolean', default: false },
+      },
+    }));
+  } catch (err) {
+    return fail(`${errorMessage(err)}\nusage: ${EXCHANGE_USAGE}`);
+  }
+  const url = values.url as string | undefined;
+  const subjectFile = values['subject-token-file'] as string | undefined;
+  const role = values.role as string | undefined;
+  if (!url || !subjectFile || !role)
+    return fail(`--url, --subject-token-file and --role are required\nusage: ${EXCHANGE_USAGE}`);
+
+  const form = new URLSearchParams({
+    grant_type: GRANT,
+    subject_token_type: values['subject-token-type'] as string,
+    role,
+  });
+  let endpoint: URL;
+  try {
+    endpoint = tokenUrl(url);
+    form.set('subject_token', readToken(subjectFile, '--subject-token-file', stdin));
+    const actorFile = values['actor-token-file'] as string | undefined;
+    if (actorFile !== undefined) {
+      form.set('actor_token', readToken(actorFile, '--actor-token-file', stdin));
+      form.set('actor_token_type', JWT);
+    }
+  } catch (err) {
+    return fail(errorMessage(err));
+  }
+  const narrow = values.narrow as string | undefined;
+  if (narrow !== undefined) {
+    try {
+      JSON.parse(narrow);
+    } catch {
+      return fail('--narrow is not valid JSON');
+    }
+    form.set('narrow', narrow);
+  }
+  const ttl = values.ttl as string | undefined;
+  if (ttl !== undefined) {
+    const ms = parseDuration(ttl);
+    if (ms === undefined || ms < 1000) return fail(`--ttl: not a duration of at least 1s ("${ttl}")`);
+    form.set('ttl', String(Math.floor(ms / 1000)));
+  }
+  if (values['single-use'] === true) form.set('single_use', 'true');
+  const audience = values.audience as string | undefined;
+  if (audience !== undefined) form.set('audience', audience);
+
+  let status: number;
+  let body: Record<string, unknown>;
+  try {
+    const res = await fetch(endpoint, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+      body: form.toString(),
+      redirect: 'error',
+      signal: AbortSignal.timeout(30_000),
+    });
+    status = res.status;
+    const text = await res.text();
+    try {
+      body = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      return fail(
+        `${endpoint.origin} answered HTTP ${status} without a JSON body; is it a pgwarden exchange endpoint?`,
+        1,
+      );
+    }
+  } catch (err) {
+    return fail(`cannot reach ${endpoint.origin}: ${errorMessage(err)}`, 1);
+  }
+  if (status !== 200 || typeof body.access_token !== 'string') {
+    const error = typeof body.error === 'string' ? body.error : `HTTP ${status}`;
+    const description = typeof body.error_description === 'string' ? `: ${body.error_description}` : '';
+    return {
+      code: 1,
+      stdout: values.json === true ? `${JSON.stringify(body)}\n` : '',
+      stderr: `pgwarden: ${error}${description}\n`,
+    };
+  }
+  return {
+    code: 0,
+    stdout: values.json === true ? `${JSON.stringify(body, null, 2)}\n` : `${body.access_token}\n`,
+    stderr: '',
+  };
+}
