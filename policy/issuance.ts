@@ -1,25 +1,14 @@
 // Task-time issuance, pure: the policy's issuance section (validated and compiled), the pgwarden_narrow claim read and composed, and decideIssuance (issue | deny | approval_required).
 import { quoteIdent } from '../lib/ident.ts';
 import { parseDurationMs, parseIdentifier, parseRelationPattern, relationKey, WRITE_KINDS } from './load.ts';
+import { NARROW_KEYS, NARROW_WRITE_KEYS, parseNarrowing } from './narrow.ts';
 import type { Millis, RelationPattern, RolePolicy, WriteKind } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The pgwarden_narrow claim (.scratch contract; docs/issuance.md, "Narrowing")
 // ---------------------------------------------------------------------------------------------
 
-/** The private claim carrying a token's narrowing (RFC 7519 §4.3 private name). */
-export const NARROW_CLAIM = 'pgwarden_narrow';
-
-export const NARROW_KEYS = [
-  'relations',
-  'columns',
-  'readOnly',
-  'write',
-  'maxRows',
-  'statementTimeout',
-  'utility',
-] as const;
-export const NARROW_WRITE_KEYS = ['kinds', 'relations'] as const;
+export { NARROW_CLAIM } from './narrow.ts';
 
 /** A narrowing read and normalized: names folded as PostgreSQL folds them; absent keys narrow nothing. */
 export interface Narrowing {
@@ -41,7 +30,7 @@ export interface NarrowColumns {
 }
 
 /** Largest list a narrowing may carry (relations, columns of one relation, relations with columns): a token stays small. */
-export const MAX_NARROW_ITEMS = 256;
+export const MAX_ISSUED_NARROW_ITEMS = 256;
 
 type Read<T> = { ok: true; value: T } | { ok: false; message: string };
 
@@ -51,7 +40,8 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 function patternList(v: unknown, where: string): Read<RelationPattern[]> {
   if (!Array.isArray(v)) return { ok: false, message: `${where} must be a list of relation names` };
-  if (v.length > MAX_NARROW_ITEMS) return { ok: false, message: `${where} has more than ${MAX_NARROW_ITEMS} entries` };
+  if (v.length > MAX_ISSUED_NARROW_ITEMS)
+    return { ok: false, message: `${where} has more than ${MAX_ISSUED_NARROW_ITEMS} entries` };
   const out = new Map<string, RelationPattern>();
   for (const [i, s] of v.entries()) {
     if (typeof s !== 'string') return { ok: false, message: `${where}[${i}] must be a string` };
@@ -68,6 +58,9 @@ function patternList(v: unknown, where: string): Read<RelationPattern[]> {
  */
 export function readNarrowing(v: unknown): Read<Narrowing> {
   if (!isRecord(v)) return { ok: false, message: 'must be a JSON object' };
+  // What enforcement (policy/narrow.ts) would refuse at login is refused here too, in its words.
+  const enforced = parseNarrowing(v);
+  if (!enforced.ok) return { ok: false, message: enforced.problem };
   for (const k of Object.keys(v))
     if (!(NARROW_KEYS as readonly string[]).includes(k))
       return { ok: false, message: `has an unknown key ${JSON.stringify(k)} (known: ${NARROW_KEYS.join(', ')})` };
@@ -80,16 +73,16 @@ export function readNarrowing(v: unknown): Read<Narrowing> {
   if ('columns' in v) {
     const c = v.columns;
     if (!isRecord(c)) return { ok: false, message: 'columns must be an object of relation → column names' };
-    if (Object.keys(c).length > MAX_NARROW_ITEMS)
-      return { ok: false, message: `columns has more than ${MAX_NARROW_ITEMS} relations` };
+    if (Object.keys(c).length > MAX_ISSUED_NARROW_ITEMS)
+      return { ok: false, message: `columns has more than ${MAX_ISSUED_NARROW_ITEMS} relations` };
     const map = new Map<string, NarrowColumns>();
     for (const [rel, cols] of Object.entries(c)) {
       const r = parseRelationPattern(rel, { allowWildcard: false });
       if (!r.ok) return { ok: false, message: `columns key ${JSON.stringify(rel)} ${r.message}` };
-      if (!Array.isArray(cols) || cols.length > MAX_NARROW_ITEMS)
+      if (!Array.isArray(cols) || cols.length > MAX_ISSUED_NARROW_ITEMS)
         return {
           ok: false,
-          message: `columns[${JSON.stringify(rel)}] must be a list of at most ${MAX_NARROW_ITEMS} names`,
+          message: `columns[${JSON.stringify(rel)}] must be a list of at most ${MAX_ISSUED_NARROW_ITEMS} names`,
         };
       const names = new Set<string>();
       for (const col of cols) {

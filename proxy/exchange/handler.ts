@@ -12,6 +12,7 @@ import {
   type IssuanceSubject,
   type Narrowing,
 } from '../../policy/issuance.ts';
+import { parseNarrowing } from '../../policy/narrow.ts';
 import type { IdpVerifier } from './subject.ts';
 import type { IssuingKeys } from './signing-keys.ts';
 import { claimedIssuer } from './trust.ts';
@@ -346,7 +347,11 @@ async function exchange(
   if (subject.tenant !== undefined) claims['tenant'] = subject.tenant;
   if (act !== undefined) claims['act'] = act;
   const narrowClaim = decision.narrow === undefined ? undefined : narrowingClaim(decision.narrow);
-  if (narrowClaim !== undefined) claims[NARROW_CLAIM] = narrowClaim;
+  if (narrowClaim !== undefined) {
+    // Never sign a narrowing enforcement would read otherwise (or refuse): a bug here must fail closed.
+    if (!parseNarrowing(narrowClaim).ok) throw new TypeError('the narrowing to be issued does not parse as a claim');
+    claims[NARROW_CLAIM] = narrowClaim;
+  }
   if (decision.singleUse) claims[SINGLE_USE_CLAIM] = true;
   const token = await new jose.SignJWT(claims)
     .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'JWT' })

@@ -182,9 +182,8 @@ describe('IdP subject token → narrowed pgwarden token', () => {
     expect(who.rows[0].s).toBe('alice');
   });
 
-  // Enforcement of pgwarden_narrow on each statement is built separately (policy/narrow.ts); until it is on main a
-  // narrowed token still reads every relation of its role, so this assertion waits for it.
-  it.skip('the narrowed token is refused on another relation of its role (42501)', async () => {
+  // Enforcement of pgwarden_narrow on each statement is policy/narrow.ts's: the issued claim is exactly what it reads.
+  it('the narrowed token is refused on another relation of its role (42501), and the canary is untouched', async () => {
     const res = await exchange({
       subject_token: await idpToken(),
       role: 'analyst',
@@ -192,6 +191,20 @@ describe('IdP subject token → narrowed pgwarden token', () => {
     });
     const err = await pgError(() => query(a, res.body.access_token as string, 'SELECT id FROM public.customers'));
     expect(err.code).toBe('42501');
+    // The same subject's unnarrowed token reads it: the refusal is the narrowing's.
+    const wide = await exchange({ subject_token: await idpToken(), role: 'analyst' });
+    expect(
+      (await query(a, wide.body.access_token as string, 'SELECT count(*)::int AS n FROM public.customers')).rows[0].n,
+    ).toBeGreaterThan(0);
+    // Columns: only those listed may be used.
+    const cols = await exchange({
+      subject_token: await idpToken(),
+      role: 'analyst',
+      narrow: '{"columns":{"public.customers":["id"]}}',
+    });
+    const token = cols.body.access_token as string;
+    expect((await query(a, token, 'SELECT id FROM public.customers')).rowCount).toBeGreaterThan(0);
+    expect((await pgError(() => query(a, token, 'SELECT name FROM public.customers'))).code).toBe('42501');
   });
 
   it('a token issued by replica A logs in on replica B through A’s JWKS', async () => {

@@ -113,7 +113,7 @@ describe('issuance section: validation', () => {
     [
       'bad narrow',
       'issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [analyst], narrow: { relations: [orders] } }] }',
-      'issuance.rules[0].narrow: relations[0] "orders" must be schema-qualified',
+      'relations[0] "orders" must be schema-qualified',
     ],
     [
       'bad approval',
