@@ -12,6 +12,7 @@ import type { StatementGate } from './gate.ts';
 import { DecidePool, failedRefusal, type DecidePoolOptions } from './decide-pool.ts';
 import { needsServerAnalysis, type AnalysisPlanner, type ServerChecker, type ServerVerdict } from './server-check.ts';
 import { CATALOG_CHANGING_KINDS } from '../../policy/ddl.ts';
+import { CatalogFollower, type CatalogFollowOptions } from './catalog-follow.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
 import { effectiveRole } from '../../policy/narrow.ts';
 
@@ -84,6 +85,11 @@ export interface PolicyGateOptions {
   offloadAboveBytes?: number;
   /** The worker pool's bounds (decide-pool.ts), or a pool to use. */
   pool?: DecidePool | DecidePoolOptions;
+  /**
+   * Reads the catalog again after scoped DDL before refusing what it may explain (catalog-follow.ts): its bounds, or
+   * false to decide against the snapshot as loaded until the next reload.
+   */
+  followCatalog?: false | Omit<CatalogFollowOptions, 'refresh'>;
 }
 
 /** A StatementGate that can also be closed: close() ends its decide workers. */
@@ -103,6 +109,10 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
   let pool: DecidePool | undefined = opts.pool instanceof DecidePool ? opts.pool : undefined;
   const poolOptions = opts.pool instanceof DecidePool ? undefined : opts.pool;
   const getPool = (): DecidePool => (pool ??= new DecidePool({ parserLimits: currentParserLimits(), ...poolOptions }));
+  const follower =
+    opts.followCatalog === false
+      ? undefined
+      : new CatalogFollower({ ...opts.followCatalog, refresh: async () => (await store.refreshCatalog()).ok });
   // The server analysis parses an allowed text again to cut it into statements: a long one is cut on a worker too.
   const workerPlanner: AnalysisPlanner = (text, types) =>
     getPool()
@@ -124,6 +134,7 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     // the session's next statement must be analysed against what the DDL made (a column it added, a table it dropped).
     if (server !== undefined && decision.allow && decision.statements.some((s) => CATALOG_CHANGING_KINDS.has(s.kind)))
       server.invalidate();
+    follower?.note(decision, pid);
     if (server === undefined || !decision.allow || !needsServerAnalysis(decision)) return decision;
     const paramKey = paramTypes === undefined || paramTypes.length === 0 ? '' : paramTypes.join(',');
     // The hit path first and without allocating: a closure per decision costs more than the lookup.
@@ -169,51 +180,67 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
       view: SessionView,
       paramTypes?: readonly number[],
     ): Decision | Promise<Decision> {
-      // One read of the store per decision: policy and catalog come from the same swap.
-      const { policy, catalog } = store.current;
-      // The session's role object may predate a reload; decide with the role as the policy now defines it, narrowed
-      // again by the session's token narrowing (policy/narrow.ts): the effective role is the new role ∩ the narrowing.
-      const defined = policy.roles.get(view.role.name);
-      const role = defined === undefined ? undefined : effectiveRole(defined, view.role.narrowing);
-      if (!role) {
-        return {
-          allow: false,
-          ruleId: undefined,
-          sqlstate: SqlState.InsufficientPrivilege,
-          message: `permission denied by pgwarden: role "${view.role.name}" no longer exists in the policy`,
-          detail: undefined,
-          hint: 'reconnect with a token for a role defined in the current policy',
-          reason: 'role_removed',
-          statements: [],
-        };
-      }
-      const current = view.role === role ? view : { ...view, role };
-      if (paramTypes?.some((oid) => oid !== 0)) {
-        const refused = judgeParameterTypes(paramTypes, current, catalog);
-        if (refused !== undefined) return refused;
-      }
-      if (longerThan(sql, offloadAbove)) {
-        // A long text: a cache hit is answered here; a miss is decided on a worker, never on the event loop.
-        const probe = cache.probe(sql, mode, current, catalog, policy.version);
-        opts.onLookup?.(!(probe instanceof CacheMiss));
-        if (!(probe instanceof CacheMiss))
-          return confirm(probe.decision, probe.slot, sql, role, paramTypes, current.backendPid);
-        return (
-          getPool()
-            .decide({ sql, mode, view: current, catalog, policyVersion: policy.version })
-            .then((answer) => {
-              if (!answer.ok) return answer.decision;
-              const { decision, slot } = cache.store(probe, answer.facts);
-              return confirm(decision, slot, sql, role, paramTypes, current.backendPid);
-            })
-            // Never rejects: anything unexpected on the way back is a refusal, as on the main thread.
-            .catch(() => failedRefusal('decide_worker_failed', 'internal error'))
-        );
-      }
-      const misses = cache.stats.misses;
-      const { decision, slot } = cache.lookup(sql, mode, current, catalog, policy.version);
-      opts.onLookup?.(cache.stats.misses === misses);
-      return confirm(decision, slot, sql, role, paramTypes, current.backendPid);
+      const d = decideNow(sql, mode, view, paramTypes);
+      if (follower === undefined) return d;
+      // A refusal the snapshot may owe to DDL since it was read: decided again once the catalog has been read again.
+      const again = (x: Decision): Decision | Promise<Decision> =>
+        follower.mayBeStale(x)
+          ? follower.awaitRefresh().then((ok) => (ok ? decideNow(sql, mode, view, paramTypes) : x))
+          : x;
+      return d instanceof Promise ? d.then(again) : again(d);
     },
   };
+
+  function decideNow(
+    sql: string,
+    mode: 'simple' | 'parse',
+    view: SessionView,
+    paramTypes?: readonly number[],
+  ): Decision | Promise<Decision> {
+    // One read of the store per decision: policy and catalog come from the same swap.
+    const { policy, catalog } = store.current;
+    // The session's role object may predate a reload; decide with the role as the policy now defines it, narrowed
+    // again by the session's token narrowing (policy/narrow.ts): the effective role is the new role ∩ the narrowing.
+    const defined = policy.roles.get(view.role.name);
+    const role = defined === undefined ? undefined : effectiveRole(defined, view.role.narrowing);
+    if (!role) {
+      return {
+        allow: false,
+        ruleId: undefined,
+        sqlstate: SqlState.InsufficientPrivilege,
+        message: `permission denied by pgwarden: role "${view.role.name}" no longer exists in the policy`,
+        detail: undefined,
+        hint: 'reconnect with a token for a role defined in the current policy',
+        reason: 'role_removed',
+        statements: [],
+      };
+    }
+    const current = view.role === role ? view : { ...view, role };
+    if (paramTypes?.some((oid) => oid !== 0)) {
+      const refused = judgeParameterTypes(paramTypes, current, catalog);
+      if (refused !== undefined) return refused;
+    }
+    if (longerThan(sql, offloadAbove)) {
+      // A long text: a cache hit is answered here; a miss is decided on a worker, never on the event loop.
+      const probe = cache.probe(sql, mode, current, catalog, policy.version);
+      opts.onLookup?.(!(probe instanceof CacheMiss));
+      if (!(probe instanceof CacheMiss))
+        return confirm(probe.decision, probe.slot, sql, role, paramTypes, current.backendPid);
+      return (
+        getPool()
+          .decide({ sql, mode, view: current, catalog, policyVersion: policy.version })
+          .then((answer) => {
+            if (!answer.ok) return answer.decision;
+            const { decision, slot } = cache.store(probe, answer.facts);
+            return confirm(decision, slot, sql, role, paramTypes, current.backendPid);
+          })
+          // Never rejects: anything unexpected on the way back is a refusal, as on the main thread.
+          .catch(() => failedRefusal('decide_worker_failed', 'internal error'))
+      );
+    }
+    const misses = cache.stats.misses;
+    const { decision, slot } = cache.lookup(sql, mode, current, catalog, policy.version);
+    opts.onLookup?.(cache.stats.misses === misses);
+    return confirm(decision, slot, sql, role, paramTypes, current.backendPid);
+  }
 }

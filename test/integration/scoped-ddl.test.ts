@@ -163,9 +163,11 @@ describe('bypass attempts are refused and never reach the database', () => {
   it('an index or a column change over a denied column is judged by the server on a table pgwarden has not seen yet', async () => {
     const c = await as('migrator');
     await c.query(`CREATE TABLE ${S}.people (id int, name text, secret text)`);
-    // Until pgwarden's snapshot knows its columns, any column of a relation with denied columns counts as all of them.
-    expect((await pgError(() => c.query(`CREATE INDEX people_early ON ${S}.people (upper(name))`))).code).toBe('42501');
-    await tp.proxy.reload();
+    // Until pgwarden's snapshot knows its columns, any column of a relation with denied columns counts as all of them:
+    // that refusal waits for the catalog refresh the CREATE TABLE asks for (catalog-follow.ts), so the index on an
+    // allowed column is made at once.
+    await c.query(`CREATE INDEX people_early ON ${S}.people (upper(name))`);
+    expect(await exists('people_early')).toBe(true);
     await c.query(`CREATE INDEX people_name ON ${S}.people (upper(name))`);
     for (const [sql, what] of [
       [`CREATE INDEX people_secret ON ${S}.people ((upper(secret)))`, 'people_secret'],
