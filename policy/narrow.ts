@@ -254,6 +254,9 @@ export function narrowRole(role: RolePolicy, n: TokenNarrowing): RolePolicy {
   const utility = n.utility !== false;
   const out: RolePolicy = {
     ...role,
+    // A narrowing is the task scope the token was issued for: enforced even when the role is on trial in shadow mode
+    // (which would only log its refusals). Enforcing refuses more, never less, so it narrows too.
+    mode: 'enforce',
     readOnly,
     relations: Object.freeze(relations) as RelationPattern[],
     write,

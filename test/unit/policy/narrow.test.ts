@@ -345,6 +345,13 @@ describe('narrowRole', () => {
     if (plain?.ok) expect(plain.sql).toMatch(/false AS narrowed/);
   });
 
+  it('a narrowed token is enforced even on a role in shadow mode', () => {
+    expect(decide(ROLES.shadow, 'SELECT id FROM secrets')).toMatchObject({ allow: true });
+    const role = narrowRole(ROLES.shadow, narrowing({ relations: ['public.orders'] }));
+    expect(role.mode).toBe('enforce');
+    expect(decide(role, 'SELECT id FROM customers')).toMatchObject({ allow: false, reason: 'relation_not_allowed' });
+  });
+
   it('effectiveRole gives one object per role object and digest, and the role itself without a narrowing', () => {
     const n = narrowing({ relations: ['public.orders'] });
     expect(effectiveRole(ROLES.analyst, undefined)).toBe(ROLES.analyst);
