@@ -233,10 +233,12 @@ export function narrowRole(role: RolePolicy, n: TokenNarrowing): RolePolicy {
   if (!readOnly && role.write !== undefined) {
     const kinds =
       n.write?.kinds === undefined ? role.write.kinds : role.write.kinds.filter((k) => n.write?.kinds?.includes(k));
-    // Write relations narrow by write.relations when the claim names them, else by relations: a token narrowed to some
-    // relations does not keep writing others it may not even read.
-    const by = n.write?.relations ?? n.relations;
-    const writeRelations = by === undefined ? role.write.relations : intersectPatterns(role.write.relations, by);
+    // Write relations narrow by write.relations and by relations: the narrowing's relations bound everything the token
+    // touches, so a token narrowed to some relations does not keep writing others (and a token exchanged from it for
+    // other write.relations gets nothing outside them).
+    let writeRelations = role.write.relations;
+    if (n.write?.relations !== undefined) writeRelations = intersectPatterns(writeRelations, n.write.relations);
+    if (n.relations !== undefined) writeRelations = intersectPatterns(writeRelations, n.relations);
     write = Object.freeze({
       kinds: Object.freeze([...kinds]) as WriteKind[],
       relations: Object.freeze(writeRelations) as RelationPattern[],

@@ -275,6 +275,16 @@ describe('narrowRole', () => {
       allow: false,
       reason: 'relation_not_allowed',
     });
+    // relations bound write.relations too: naming another relation to write does not let the token write it.
+    const both = narrowRole(
+      WIDE,
+      narrowing({ relations: ['public.orders'], write: { relations: ['public.customers'] } }),
+    );
+    expect(both.write?.relations).toEqual([]);
+    expect(decide(both, 'INSERT INTO customers (id) VALUES (1)')).toMatchObject({
+      allow: false,
+      reason: 'relation_not_allowed',
+    });
     const byRelations = narrowRole(WIDE, narrowing({ relations: ['public.orders'] }));
     expect(byRelations.write?.relations).toEqual([{ schema: 'public', name: 'orders' }]);
     expect(decide(byRelations, 'DELETE FROM customers WHERE true')).toMatchObject({ allow: false });
