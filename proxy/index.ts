@@ -483,6 +483,7 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
         signer,
         now: deps.now ?? Date.now,
         audit: (event) => audit.write(event),
+        auditable: () => auditGate(audit),
       },
       {
         host: exchangeConfig.listen.host,

@@ -114,6 +114,8 @@ export interface ExchangeDeps {
   signer: IssuingKeys;
   now: () => number;
   audit: (event: ExchangeAuditEvent) => void;
+  /** False while the audit trail is down and audit.onFailure is refuse: no token is issued unrecorded. */
+  auditable: () => boolean;
 }
 
 class Refusal {
@@ -310,6 +312,11 @@ async function exchange(
     seen.actor = actor;
   }
 
+  // A revoked subject or agent gets no new token (its logins would be refused anyway; say so here, with the reason).
+  const revoked = deps.isRevoked(revocationProbe(subject, actor, nowMs));
+  if (revoked !== undefined)
+    throw new Refusal(400, 'invalid_grant', 'revoked', `the subject or actor is revoked: ${revoked}`);
+
   const policy = deps.policy();
   const decision = decideIssuance(policy.issuance, policy.roles, {
     subject: subject.decide,
@@ -338,6 +345,15 @@ async function exchange(
     );
   const agent = actor ?? subject.agent;
 
+  if (!deps.auditable())
+    throw new Refusal(
+      503,
+      'temporarily_unavailable',
+      'audit_unavailable',
+      'pgwarden cannot record an audit trail right now, so it issues no token',
+      30,
+      decision.ruleId,
+    );
   const key = deps.signer.current;
   const iat = Math.floor(nowMs / 1000);
   const exp = iat + decision.lifetimeMs / 1000;
@@ -390,6 +406,22 @@ async function exchange(
       expires_in: decision.lifetimeMs / 1000,
       scope: `role:${decision.role}`,
     },
+  };
+}
+
+/** The identity a revocation entry is matched against: the subject and the agent the token would carry (no jti yet). */
+function revocationProbe(subject: Subject, actor: string | undefined, nowMs: number): Identity {
+  const nowSec = Math.floor(nowMs / 1000);
+  return {
+    sub: subject.sub,
+    role: subject.decide.kind === 'parent' ? subject.decide.role : '',
+    agent: actor ?? subject.agent,
+    tenant: subject.tenant,
+    jti: undefined,
+    iss: subject.issuer,
+    exp: nowSec + 1,
+    iat: nowSec,
+    nbf: undefined,
   };
 }
 

@@ -1,5 +1,6 @@
 // The RFC 8693 token-exchange endpoint end to end: IdP JWTs (JWKS on loopback) and parent tokens exchanged for narrowed pgwarden tokens, every RFC error, policy refusals, a second replica verifying through the JWKS, and no token in the trail.
-import { writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import * as jose from 'jose';
@@ -128,6 +129,8 @@ beforeAll(async () => {
   // Replica B issues nothing: it trusts the tokens A issued through A's published JWKS.
   b = await startTestProxy({
     policy: POLICY,
+    // A new kid is fetched at once (the default cooldown waits 30 s between fetches an unknown kid triggers).
+    auth: { jwksCooldown: 0 },
     config: {
       exchange: exchangeConfig({
         listen: undefined,
@@ -669,5 +672,151 @@ describe('pgwarden token exchange (CLI)', () => {
     expect(clear.code).toBe(2);
     expect(clear.stderr).toContain('must use https');
     expect((await tokenExchange(['--url', url, '--role', 'analyst'])).code).toBe(2);
+  });
+});
+
+describe('revocation', () => {
+  it('refuses to exchange a revoked parent token, or for a revoked subject', async () => {
+    const parent = await exchange({ subject_token: await idpToken({ sub: 'carol' }), role: 'analyst' });
+    expect(parent.status).toBe(200);
+    const jti = jose.decodeJwt(parent.body.access_token as string).jti as string;
+    writeFileSync(
+      a.config.revocation?.file ?? '',
+      `revoked:\n  - jti: ${jti}\n    reason: leaked\n  - sub: dave\n    reason: offboarded\n`,
+    );
+    await a.proxy.reload();
+    const child = await exchange({ subject_token: parent.body.access_token as string, role: 'analyst' });
+    expect([child.status, child.body.error]).toEqual([400, 'invalid_grant']);
+    expect(child.body.error_description).toContain('leaked');
+    const dave = await exchange({ subject_token: await idpToken({ sub: 'dave' }), role: 'analyst' });
+    expect([dave.status, dave.body.error]).toEqual([400, 'invalid_grant']);
+    expect(dave.body.error_description).toContain('offboarded');
+    writeFileSync(a.config.revocation?.file ?? '', 'revoked: []\n');
+    await a.proxy.reload();
+  });
+});
+
+describe('issuing key rotation', () => {
+  it('the new key signs at once; tokens of the replaced key keep logging in on every replica for the overlap', async () => {
+    const before = await exchange({ subject_token: await idpToken({ sub: 'erin' }), role: 'analyst' });
+    const oldKid = jose.decodeProtectedHeader(before.body.access_token as string).kid;
+    const { privateKey } = await jose.generateKeyPair('EdDSA', { extractable: true });
+    writeFileSync(signingA, await jose.exportPKCS8(privateKey), { mode: 0o600 });
+    await a.proxy.reload();
+    const after = await exchange({ subject_token: await idpToken({ sub: 'erin' }), role: 'analyst' });
+    const header = jose.decodeProtectedHeader(after.body.access_token as string);
+    expect(header.alg).toBe('EdDSA');
+    expect(header.kid).not.toBe(oldKid);
+    const jwks = (await (
+      await fetch(`http://127.0.0.1:${a.proxy.exchangePort}/.well-known/jwks.json`)
+    ).json()) as jose.JSONWebKeySet;
+    expect(jwks.keys.map((k) => k.kid)).toEqual([header.kid, oldKid]);
+    for (const tp of [a, b])
+      for (const t of [before, after]) {
+        const who = await query(tp, t.body.access_token as string, "SELECT current_setting('pgwarden.sub') AS s");
+        expect(who.rows[0].s).toBe('erin');
+      }
+  });
+
+  it('with no overlap, a token of the replaced key is refused at once', async () => {
+    const file = join(tmp.dir, 'signing-c.pem');
+    const write = async () => {
+      const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
+      writeFileSync(file, await jose.exportPKCS8(privateKey), { mode: 0o600 });
+    };
+    await write();
+    const c = await startTestProxy({
+      policy: POLICY,
+      auth: { keyOverlap: 0 },
+      config: { exchange: exchangeConfig({ signingKeyFile: file }) },
+    });
+    try {
+      const res = await exchange({ subject_token: await idpToken(), role: 'analyst' }, c.proxy.exchangePort);
+      const token = res.body.access_token as string;
+      await query(c, token, 'SELECT 1');
+      await write();
+      await c.proxy.reload();
+      expect((await pgError(() => query(c, token, 'SELECT 1'))).code).toBe('28P01');
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+const openssl = spawnSync('openssl', ['version']).status === 0;
+
+describe.skipIf(!openssl)('HTTPS', () => {
+  it('serves the endpoint over TLS with the configured pair, on any address', async () => {
+    const key = join(tmp.dir, 'tls.key');
+    const cert = join(tmp.dir, 'tls.crt');
+    const r = spawnSync('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    ]);
+    expect(r.status).toBe(0);
+    const file = join(tmp.dir, 'signing-tls.pem');
+    const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
+    writeFileSync(file, await jose.exportPKCS8(privateKey), { mode: 0o600 });
+    const d = await startTestProxy({
+      policy: POLICY,
+      config: {
+        exchange: exchangeConfig({
+          signingKeyFile: file,
+          listen: { host: '127.0.0.1', port: 0, tls: { certFile: cert, keyFile: key } },
+        }),
+      },
+    });
+    try {
+      const https = await import('node:https');
+      const body = new URLSearchParams({
+        grant_type: GRANT,
+        subject_token_type: JWT,
+        subject_token: await idpToken(),
+        role: 'analyst',
+      }).toString();
+      const answer = await new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
+        const req = https.request(
+          {
+            host: '127.0.0.1',
+            port: d.proxy.exchangePort,
+            path: '/token',
+            method: 'POST',
+            ca: readFileSync(cert),
+            servername: 'localhost',
+            headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          },
+          (res) => {
+            let text = '';
+            res.on('data', (c) => (text += c));
+            res.on('end', () =>
+              resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as Record<string, unknown> }),
+            );
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+      expect(answer.status).toBe(200);
+      issued.push(answer.json.access_token as string);
+      // Plain HTTP to the TLS port gets no token.
+      await expect(fetch(`http://127.0.0.1:${d.proxy.exchangePort}/token`, { method: 'POST', body })).rejects.toThrow();
+    } finally {
+      await d.close();
+    }
   });
 });
