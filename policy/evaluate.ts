@@ -254,6 +254,33 @@ function columnOutsideNarrowing(
   return undefined;
 }
 
+/**
+ * A token narrowing with column lists reads or writes a view or materialized view only when it names it exactly (in
+ * `relations` without a wildcard, or in `columns`): a view may show columns of a relation the narrowing limits under
+ * other names, and pgwarden does not see through it.
+ */
+function viewOutsideNarrowing(
+  role: RolePolicy,
+  use: { schema: string; name: string; key: string; relation?: CatalogRelation | undefined },
+  how: 'reads' | 'writes',
+): Denial | undefined {
+  const n = role.narrowing;
+  if (n?.columns === undefined || n.columns.size === 0) return undefined;
+  const kind = use.relation?.kind;
+  if (kind !== 'v' && kind !== 'm') return undefined;
+  if (n.columns.has(use.key) || (n.relations ?? []).some((p) => p.schema === use.schema && p.name === use.name))
+    return undefined;
+  const rule = `roles.${role.name}.narrowing.relations`;
+  return {
+    reason: 'relation_not_allowed',
+    ruleId: rule,
+    sqlstate: SqlState.InsufficientPrivilege,
+    what: `${how} ${kind === 'm' ? 'materialized view' : 'view'} ${displayRel(use.key)}, which the token's narrowing does not name`,
+    detail: `the token limits the columns of some relations, and a view may show them under other names: it reads or writes a view only when its narrowing names the view itself (rule: ${rule})`,
+    hint: `read the tables the token allows directly, or request a token whose narrowing names ${displayRel(use.key)}`,
+  };
+}
+
 export function matchesRelation(patterns: readonly RelationPattern[], schema: string, name: string): boolean {
   for (const p of patterns) if (p.schema === schema && (p.name === '*' || p.name === name)) return true;
   return false;
@@ -459,6 +486,8 @@ export function checkFacts(
         hint: listHint('writable relations', role.write.relations.map(patternText)),
       };
     }
+    const throughView = viewOutsideNarrowing(role, w.relation, 'writes');
+    if (throughView !== undefined) return throughView;
     rank = ALLOW_RANK.write;
     ruleId = `${r}.write.relations`;
   }
@@ -528,6 +557,8 @@ export function checkFacts(
         operatorHint: `add ${displayRel(rel.key)} to ${r}.relations`,
       };
     }
+    const view = viewOutsideNarrowing(role, rel, 'reads');
+    if (view !== undefined) return view;
     if (rank < ALLOW_RANK.relations) {
       rank = ALLOW_RANK.relations;
       ruleId = `${r}.relations`;

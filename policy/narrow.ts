@@ -289,7 +289,7 @@ export function narrowRole(role: RolePolicy, n: TokenNarrowing): RolePolicy {
  */
 const memo = new WeakMap<RolePolicy, Map<string, RolePolicy>>();
 /** Narrowings remembered per role object; past it the map starts again (a bound, not an expected case). */
-const MEMO_PER_ROLE = 10_000;
+const MEMO_PER_ROLE = 1_000;
 
 export function effectiveRole(role: RolePolicy, n: TokenNarrowing | undefined): RolePolicy {
   if (n === undefined) return role;

@@ -11,7 +11,7 @@ const S = 'narrow_it';
 const POLICY = `roles:
   wide:
     readOnly: false
-    relations: [${S}.people, ${S}.notes, ${S}.canary, ${S}.later]
+    relations: [${S}.people, ${S}.notes, ${S}.canary, ${S}.later, ${S}.people_v]
     deniedColumns: { ${S}.people: [ssn] }
     write: { statements: [insert, update, delete], relations: [${S}.people, ${S}.notes, ${S}.canary] }
     maxRows: 100
@@ -71,6 +71,7 @@ beforeAll(async () => {
     await c.query(`CREATE TABLE ${S}.canary (id int PRIMARY KEY, note text NOT NULL)`);
     await c.query(`CREATE TABLE ${S}.later (id int PRIMARY KEY, name text)`);
     await c.query(`INSERT INTO ${S}.later VALUES (1, 'one')`);
+    await c.query(`CREATE VIEW ${S}.people_v AS SELECT id, email AS contact FROM ${S}.people`);
     await c.query(
       `INSERT INTO ${S}.people SELECT g, 'person ' || g, 'p' || g || '@example.com', 'ssn-' || g FROM generate_series(1, 20) g`,
     );
@@ -198,6 +199,19 @@ describe('only these columns', () => {
       expect((await s.query(`SELECT count(*)::int AS n FROM ${P} WHERE id >= 100`)).rows[0].n).toBe(0);
       expect((await s.query(`SELECT name FROM ${P} WHERE id = 1`)).rows[0].name).toBe('person 1');
     });
+  });
+
+  it('a view over the limited relation is refused unless the narrowing names it (it shows email as contact)', async () => {
+    const c = await connect(narrowing);
+    for (const q of [`SELECT contact FROM ${S}.people_v`, { text: `SELECT id FROM ${S}.people_v`, values: [] }]) {
+      const e = await refused(c, q);
+      expect(e.code).toBe('42501');
+      expect(e.detail).toMatch(/^reason=scope_missing\n.*names the view itself/);
+    }
+    const named = await connect({ ...narrowing, relations: [P, `${S}.people_v`] });
+    expect((await named.query(`SELECT contact FROM ${S}.people_v WHERE id = 1`)).rows).toEqual([
+      { contact: 'p1@example.com' },
+    ]);
   });
 
   it('a column added to the table after the token was issued is refused, by name and in a whole row', async () => {

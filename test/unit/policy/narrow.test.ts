@@ -194,6 +194,31 @@ describe('narrowRole', () => {
     }
   });
 
+  it('with column lists, a view is read only when the narrowing names it exactly (it may show limited columns)', () => {
+    const cols = { 'public.customers': ['id', 'name'] };
+    expect(decide(ROLES.analyst, 'SELECT id FROM v_orders')).toMatchObject({ allow: true });
+    expect(
+      decide(narrowRole(ROLES.analyst, narrowing({ relations: ['public.*'] })), 'SELECT id FROM v_orders'),
+    ).toMatchObject({
+      allow: true,
+    });
+    for (const value of [{ columns: cols }, { columns: cols, relations: ['public.*'] }]) {
+      const d = decide(narrowRole(ROLES.analyst, narrowing(value)), 'SELECT id FROM v_orders');
+      expect(d, JSON.stringify(value)).toMatchObject({
+        allow: false,
+        reason: 'relation_not_allowed',
+        sqlstate: '42501',
+      });
+    }
+    for (const value of [
+      { columns: cols, relations: ['public.v_orders', 'public.customers'] },
+      { columns: { ...cols, 'public.v_orders': ['id'] } },
+    ]) {
+      const d = decide(narrowRole(ROLES.analyst, narrowing(value)), 'SELECT id FROM v_orders');
+      expect(d, JSON.stringify(value)).toMatchObject({ allow: true });
+    }
+  });
+
   it('a parameter of the row type of a column-limited relation is refused (it reads the whole row)', () => {
     const role = narrowRole(ROLES.capped, narrowing({ columns: { 'public.orders': ['id'] } }));
     const oid = CATALOG.types?.get('public.orders')?.oid ?? 0;
