@@ -49,6 +49,20 @@ export function detailWithReason(reason: ReasonCode, detail: string | undefined)
 }
 
 /**
+ * The message a client receives for `err`. pgwarden's own messages end with the hint (if any) and the reason, the
+ * reason always last: `‹message›; hint: ‹hint› (reason=‹code›)`, or `‹message› (reason=‹code›)` without a hint. Clients
+ * that show only the message (the MCP servers of docs/mcp.md, many ORMs and agent frameworks) still show what to do
+ * and why; a program reads the reason with /\(reason=([a-z_]+)\)$/, which text earlier in the message (identifiers
+ * from the client's SQL, say) cannot fool because nothing follows the suffix. DETAIL's first line and HINT are sent
+ * as well, unchanged. Messages PostgreSQL itself would send (catalog entries marked postgresMessage) go out as they are.
+ */
+export function clientMessage(err: ProxyError): string {
+  if ((ErrorCatalog[err.code] as CatalogEntry).postgresMessage === true) return err.message;
+  const hint = err.hint === undefined || err.hint === '' ? '' : `; hint: ${err.hint.replace(/\.$/, '')}`;
+  return `${err.message}${hint} (reason=${err.reason})`;
+}
+
+/**
  * One kind of error pgwarden originates. `message` and `hint` are shapes, ‹placeholders› for what varies by site;
  * docs/errors.md is generated from these fields (tools/errors-doc.ts), and test/unit/errors.test.ts checks them and
  * every construction site against this table. A field added here is one more property and one more column in the
@@ -70,6 +84,12 @@ export interface CatalogEntry {
   readonly hint: string | undefined;
   /** The reasons this code is sent with; the first is the default, a site sending another names it (`reason:`). */
   readonly reasons: readonly [ReasonCode, ...ReasonCode[]];
+  /**
+   * Set when the message is the one PostgreSQL itself sends for the same input (its parser's, its analysis', its
+   * 42P01): it goes out unchanged, as a client comparing it with PostgreSQL's would expect. Every other message is
+   * pgwarden's own and ends with the reason (clientMessage).
+   */
+  readonly postgresMessage?: true;
 }
 
 /** Every error pgwarden can send: its code, SQLSTATE, severity, when it is sent, and the shape of its text. */
@@ -155,6 +175,7 @@ export const ErrorCatalog = {
       'PostgreSQL\'s parser message, with its position: syntax error at or near "‹token›"; unterminated quoted string at or near "‹text›"; … (or: cannot insert multiple commands into a prepared statement)',
     hint: undefined,
     reasons: ['statement_invalid'],
+    postgresMessage: true,
   },
   ERR_UNDEFINED_RELATION: {
     sqlstate: SqlState.UndefinedTable,
@@ -163,6 +184,7 @@ export const ErrorCatalog = {
     message: 'relation "‹name as written›" does not exist, with its position',
     hint: 'a relation created since pgwarden last read the catalog is seen after a policy reload',
     reasons: ['statement_invalid'],
+    postgresMessage: true,
   },
   ERR_FEATURE: {
     sqlstate: SqlState.FeatureNotSupported,
@@ -182,6 +204,7 @@ export const ErrorCatalog = {
     message: "PostgreSQL's own message, values scrubbed as in any upstream error",
     hint: "PostgreSQL's own hint",
     reasons: ['statement_invalid', 'limit_reached'],
+    postgresMessage: true,
   },
   ERR_ANALYSIS_LOCKED: {
     sqlstate: SqlState.LockNotAvailable,

@@ -24,7 +24,7 @@ import {
   encodeNoticeResponse,
   encodeProxyError,
 } from '../wire/backend.ts';
-import { detailWithReason, ProxyError } from '../../lib/errors.ts';
+import { clientMessage, detailWithReason, ProxyError } from '../../lib/errors.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
 
 /** SQL that every Postgres version rejects at parse time, without touching any object. */
@@ -479,7 +479,7 @@ export function fatalFrame(err: ProxyError): Buffer {
   return encodeErrorResponse({
     severity: 'FATAL',
     sqlstate: err.sqlstate,
-    message: err.message,
+    message: clientMessage(err),
     detail: detailWithReason(err.reason, err.detail),
     hint: err.hint,
   });

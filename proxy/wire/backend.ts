@@ -1,5 +1,5 @@
 // Backend (server → client) message bodies: encoders for what the proxy originates, decoders for the upstream messages it acts on.
-import { detailWithReason, type ProxyError } from '../../lib/errors.ts';
+import { clientMessage, detailWithReason, type ProxyError } from '../../lib/errors.ts';
 import {
   AuthenticationCode,
   BackendType,
@@ -98,11 +98,12 @@ export function encodeNoticeResponse(input: ErrorFieldsInput<NoticeSeverity>): B
 
 /** ErrorResponse for a ProxyError, carrying only its client-safe fields (never `cause`). */
 export function encodeProxyError(err: ProxyError): Buffer {
-  // The reason leads DETAIL so a program can switch on it; the operator hint stays in the audit trail and log.
+  // The reason leads DETAIL so a program can switch on it, and ends the message for clients that show only that;
+  // the operator hint stays in the audit trail and log.
   return encodeErrorResponse({
     severity: err.severity,
     sqlstate: err.sqlstate,
-    message: err.message,
+    message: clientMessage(err),
     detail: detailWithReason(err.reason, err.detail),
     hint: err.hint,
     position: err.position,

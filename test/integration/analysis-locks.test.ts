@@ -66,7 +66,7 @@ function expectSelfLock(
 ): void {
   expect(e.code, e.message).toBe('55P03');
   expect(e.message).toBe(
-    `pgwarden cannot analyse this statement while this session's own transaction holds a lock on "${table}" (taken by TRUNCATE, ALTER, DROP, CREATE INDEX or LOCK in it), so it was not run`,
+    `pgwarden cannot analyse this statement while this session's own transaction holds a lock on "${table}" (taken by TRUNCATE, ALTER, DROP, CREATE INDEX or LOCK in it), so it was not run; hint: commit the transaction that ran TRUNCATE/ALTER/LOCK on "${table}" before using it, or use it in a later transaction; this transaction is still open and usable (ROLLBACK or COMMIT it) (reason=unsupported)`,
   );
   expect(e.detail?.split('\n')[0]).toBe('reason=unsupported');
   expect(e.hint).toContain(`commit the transaction that ran TRUNCATE/ALTER/LOCK on "${table}" before using it`);
@@ -233,7 +233,7 @@ describe("another session's lock", () => {
       const e = await pgError(() => c.query(`SELECT a FROM ${S}.t_slow`));
       expect(e.code, e.message).toBe('55P03');
       expect(e.message).toMatch(
-        /^statement refused by pgwarden: relation "t_slow" is locked by another transaction; PostgreSQL's analysis of it waited \d+ ms, so it was not run$/,
+        /^statement refused by pgwarden: relation "t_slow" is locked by another transaction; PostgreSQL's analysis of it waited \d+ ms, so it was not run; hint: retry when the other transaction has ended \(reason=unavailable\)$/,
       );
       expect(e.detail?.split('\n')[0]).toBe('reason=unavailable');
       await c.query('ROLLBACK');

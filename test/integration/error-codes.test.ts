@@ -197,7 +197,8 @@ describe("text pgwarden's grammar (PostgreSQL 18) rejects and an older server ac
       expect((await direct.query(text)).rows).toHaveLength(1);
       expect(got).toMatchObject({
         code: '0A000',
-        message: 'pgwarden cannot parse this statement: syntax error at or near "system_user"',
+        message:
+          'pgwarden cannot parse this statement: syntax error at or near "system_user"; hint: write it as a quoted identifier ("system_user"), which both grammars read alike (reason=unsupported)',
         position: '23',
       });
       expect(got.detail).toMatch(

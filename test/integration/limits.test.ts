@@ -134,7 +134,7 @@ describe('protocol and login', () => {
     const t0 = Date.now();
     c.socket.write(packet);
     expect(await c.until(() => c.error() !== undefined, 2000)).toBe(true);
-    expect(c.error()).toEqual({ code: '08P01', message: 'invalid frontend message type 0' });
+    expect(c.error()).toEqual({ code: '08P01', message: 'invalid frontend message type 0 (reason=protocol_error)' });
     // The proxy half-closes at once; without the type check it waited for a 2 KB "body" that never came.
     expect(await c.closedWithin(2000)).toBe(true);
     expect(Date.now() - t0).toBeLessThan(2000);
@@ -154,7 +154,7 @@ describe('protocol and login', () => {
     );
     expect(await c.until(() => c.error() !== undefined, 2000)).toBe(true);
     expect(c.error()?.code).toBe('08P01');
-    expect(c.error()?.message).toBe('invalid message length');
+    expect(c.error()?.message).toBe('invalid message length (reason=protocol_error)');
     expect(await c.closedWithin(2000)).toBe(true);
   });
 
@@ -272,7 +272,8 @@ describe('admission', () => {
       expect(await overAddress.until(() => overAddress.error() !== undefined)).toBe(true);
       expect(overAddress.error()).toEqual({
         code: '53300',
-        message: 'too many connections not yet logged in from this address (limits.maxUnauthenticatedPerAddress = 2)',
+        message:
+          'too many connections not yet logged in from this address (limits.maxUnauthenticatedPerAddress = 2); hint: complete or close pending logins before opening more connections (reason=rate_limited)',
       });
       // Other addresses fill the rest; the next one is refused by the overall cap.
       await idleSockets(tp, 2, '127.0.0.2');
@@ -281,7 +282,8 @@ describe('admission', () => {
       expect(await overAll.until(() => overAll.error() !== undefined)).toBe(true);
       expect(overAll.error()).toEqual({
         code: '53300',
-        message: 'too many connections not yet logged in (limits.maxUnauthenticated = 4)',
+        message:
+          'too many connections not yet logged in (limits.maxUnauthenticated = 4); hint: try again later; logged-in sessions are not affected by this limit (reason=limit_reached)',
       });
       // Closing idle sockets frees their slots.
       for (const c of [...first, ...second]) c.destroy();
@@ -312,11 +314,15 @@ describe('admission', () => {
       open.push(await connectPg(tp, await tp.token({ sub: 's1', agent: 'bot' })));
       const agent = await loginError(tp.pgConfig(await tp.token({ sub: 's2', agent: 'bot' })));
       expect(agent.code).toBe('53300');
-      expect(agent.message).toBe('too many sessions for agent "bot" (limits.maxSessionsPerAgent = 1)');
+      expect(agent.message).toBe(
+        'too many sessions for agent "bot" (limits.maxSessionsPerAgent = 1); hint: close an idle session and try again (reason=limit_reached)',
+      );
       open.push(await connectPg(tp, await tp.token({ sub: 's1', agent: 'other-bot' })));
       const sub = await loginError(tp.pgConfig(await tp.token({ sub: 's1', agent: 'third-bot' })));
       expect(sub.code).toBe('53300');
-      expect(sub.message).toBe('too many sessions for subject "s1" (limits.maxSessionsPerSub = 2)');
+      expect(sub.message).toBe(
+        'too many sessions for subject "s1" (limits.maxSessionsPerSub = 2); hint: close an idle session and try again (reason=limit_reached)',
+      );
     } finally {
       await Promise.all(open.map((c) => c.end()));
       await tp.close();

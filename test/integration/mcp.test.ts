@@ -144,14 +144,22 @@ async function auditedRefusal(sql: string): Promise<Record<string, unknown>> {
   return find()!;
 }
 
-/** What a refusal looks like to the MCP client: pgwarden's message, naming what was refused. The DETAIL (reason=…) and HINT never arrive. */
-function expectReadableRefusal(err: string, what: RegExp): void {
-  expect(err).toMatch(/permission denied by pgwarden: /);
-  expect(err).toMatch(what);
-  expect(err).toMatch(/role "agent"/);
-  // Both servers forward only the error's message (docs/mcp.md says so); when a server or pgwarden starts carrying
-  // the reason to the client, this fails and docs/mcp.md must change with it.
-  expect(err).not.toMatch(/reason=/);
+/** The messages pgwarden refuses this test's statements with: each ends with its hint and reason (docs/errors.md). */
+const REFUSED = {
+  ssn: 'permission denied by pgwarden: SELECT references column public.customers.ssn, which role "agent" may not read; hint: allowed columns of public.customers: id, name, email, created_at (reason=scope_missing)',
+  secrets:
+    'permission denied by pgwarden: SELECT reads relation public.secrets, which role "agent" may not read; hint: allowed relations: public.orders, public.customers; otherwise request a token whose role includes public.secrets (reason=scope_missing)',
+  deleteCanary:
+    'permission denied by pgwarden: DELETE writes to public.canary and role "agent" is read-only; hint: read-only roles may run SELECT, VALUES, TABLE, SHOW, EXPLAIN, transaction control, cursors and COPY … TO STDOUT (reason=policy_denied)',
+};
+
+/**
+ * What a refusal looks like to the MCP client: the server's own words, then pgwarden's whole message, which ends with
+ * the hint and the reason. Both servers drop DETAIL and HINT, so the message is the only way these reach the agent.
+ */
+function expectReadableRefusal(err: string, message: string): void {
+  expect(err.endsWith(message), err).toBe(true);
+  expect(/\(reason=([a-z_]+)\)$/.exec(err)?.[1]).toBe(/\(reason=([a-z_]+)\)$/.exec(message)?.[1]);
 }
 
 describe('@modelcontextprotocol/server-postgres (the reference server)', () => {
@@ -203,19 +211,19 @@ describe('@modelcontextprotocol/server-postgres (the reference server)', () => {
         REQUEST,
       ),
     );
-    expectReadableRefusal(col, /column public\.customers\.ssn/);
+    expectReadableRefusal(col, REFUSED.ssn);
     expect(col).toMatch(/MCP error -32603/);
     expect((await auditedRefusal('SELECT name, ssn FROM public.customers')).refusal).toBe('scope_missing');
     const rel = await toolError(
       s.client.callTool({ name: 'query', arguments: { sql: 'SELECT value FROM public.secrets' } }, undefined, REQUEST),
     );
-    expectReadableRefusal(rel, /relation public\.secrets/);
+    expectReadableRefusal(rel, REFUSED.secrets);
     expect(rel).not.toMatch(/launch codes/);
     // The server's own BEGIN READ ONLY is not the guard here: pgwarden refuses the write before it reaches the database.
     const del = await toolError(
       s.client.callTool({ name: 'query', arguments: { sql: 'DELETE FROM public.canary' } }, undefined, REQUEST),
     );
-    expectReadableRefusal(del, /DELETE writes to public\.canary/);
+    expectReadableRefusal(del, REFUSED.deleteCanary);
     expect(await canaryCount()).toBe(2);
     // The session is still usable after the refusals (the server rolls back and reuses its pooled connection).
     const again = await s.client.callTool({ name: 'query', arguments: { sql: ALLOWED_SQL } }, undefined, REQUEST);
@@ -334,7 +342,7 @@ describe('@henkey/postgres-mcp-server', () => {
         REQUEST,
       ),
     );
-    expectReadableRefusal(col, /column public\.customers\.ssn/);
+    expectReadableRefusal(col, REFUSED.ssn);
     expect((await auditedRefusal('SELECT name, ssn FROM public.customers')).refusal).toBe('scope_missing');
     // count wraps the agent's query in a subquery: still refused, still named.
     const count = await toolError(
@@ -344,7 +352,7 @@ describe('@henkey/postgres-mcp-server', () => {
         REQUEST,
       ),
     );
-    expectReadableRefusal(count, /relation public\.secrets/);
+    expectReadableRefusal(count, REFUSED.secrets);
     const del = await toolError(
       s.client.callTool(
         { name: 'pg_execute_sql', arguments: { sql: 'DELETE FROM public.canary' } },
@@ -352,7 +360,7 @@ describe('@henkey/postgres-mcp-server', () => {
         REQUEST,
       ),
     );
-    expectReadableRefusal(del, /DELETE writes to public\.canary/);
+    expectReadableRefusal(del, REFUSED.deleteCanary);
     expect((await auditedRefusal('DELETE FROM public.canary')).refusal).toBe('policy_denied');
     const create = await toolError(
       s.client.callTool(
@@ -387,7 +395,7 @@ describe('a role without catalog access', () => {
       url.replace(/:[^:@]+@/, `:${encodeURIComponent(token)}@`),
     ]);
     await expect(s.client.listResources(undefined, REQUEST)).rejects.toThrow(
-      /permission denied by pgwarden: .*information_schema/,
+      /permission denied by pgwarden: .*information_schema.*; hint: .* \(reason=policy_denied\)$/,
     );
     const denial = () =>
       tp

@@ -67,7 +67,7 @@ describe('network binding (IPv4 listener)', () => {
     expect(err.code).toBe('28000');
     expect(err.severity).toBe('FATAL');
     expect(err.message).toBe(
-      'token may not be used from address 127.0.0.1: it is outside the networks role "bound" is bound to',
+      'token may not be used from address 127.0.0.1: it is outside the networks role "bound" is bound to; hint: connect from a network this token may be used from, or ask for a token bound to yours; only the connection\'s own source address counts (reason=network_denied)',
     );
     expect(err.detail).toMatch(/^reason=network_denied/);
     const refused = tp

@@ -88,7 +88,9 @@ describe('limits.loginFailuresPerMinute', () => {
     // A valid token from the same address: refused at accept, nothing verified, nothing opened upstream.
     const refused = await loginError(tp.pgConfig(await tp.token({ sub: 'rl-valid-same-address' })));
     expect(refused.code).toBe('53300');
-    expect(refused.message).toBe('too many failed logins from this address (limits.loginFailuresPerMinute = 3)');
+    expect(refused.message).toMatch(
+      /^too many failed logins from this address \(limits\.loginFailuresPerMinute = 3\); hint: try again in \d+ s with a valid token \(reason=rate_limited\)$/,
+    );
     expect(refused.hint).toMatch(/^try again in \d+ s with a valid token$/);
     expect(await upstreamSessions('pgwarden:rl-valid-same-address')).toBe(0);
     expect(await metricValue(tp, 'pgwarden_rate_limited_total', { limit: 'login_failures' })).toBe(1);
@@ -173,7 +175,9 @@ describe('limits.maxUpstreamConnections', () => {
     clients.push(b);
     const err = await loginError(tp.pgConfig(await tp.token({ sub: 'cap-c' })));
     expect(err.code).toBe('53300');
-    expect(err.message).toBe('too many upstream connections (limits.maxUpstreamConnections = 5)');
+    expect(err.message).toBe(
+      "too many upstream connections (limits.maxUpstreamConnections = 5); hint: try again later; pgwarden keeps its upstream connections below the database server's max_connections (reason=limit_reached)",
+    );
     expect(await upstreamSessions('pgwarden:cap-')).toBe(2);
     expect(await metricValue(tp, 'pgwarden_upstream_connections', { kind: 'session' })).toBe(2);
     await a.end();

@@ -87,7 +87,9 @@ describe('single-use tokens on two replicas sharing the revocation table', () =>
       const err = await loginError(tp.pgConfig(token));
       expect(err.code).toBe('28000');
       expect(err.detail).toMatch(/^reason=credential_used/);
-      expect(err.message).toMatch(/single-use token has already been used/);
+      expect(err.message).toBe(
+        'single-use token has already been used; hint: Request a new single-use token for each connection and reconnect with it as the password (reason=credential_used)',
+      );
     }
     // An ordinary token logs in as often as it likes beside it.
     const ordinary = await a.token();

@@ -71,15 +71,26 @@ describe('pg (node-postgres sends these as startup parameters)', () => {
   });
 
   it.each([
-    ["statement_timeout above the role's", { statement_timeout: 10_000 }],
-    ['idle_in_transaction_session_timeout above the stamped 60 s', { idle_in_transaction_session_timeout: 3_600_000 }],
-  ] as [string, Partial<pg.ClientConfig>][])(
+    [
+      "statement_timeout above the role's",
+      { statement_timeout: 10_000 },
+      'statement_timeout may be set between 1 and 5000 ms',
+    ],
+    [
+      'idle_in_transaction_session_timeout above the stamped 60 s',
+      { idle_in_transaction_session_timeout: 3_600_000 },
+      'idle_in_transaction_session_timeout may be set between 1 and 60000 ms',
+    ],
+  ] as [string, Partial<pg.ClientConfig>, string][])(
     '%s is refused FATAL 42501 as the SET would be, and no upstream session opens',
-    async (_what, extra) => {
+    async (_what, extra, hint) => {
       const sub = `sp-refused-${Object.keys(extra)[0]}-${Object.values(extra)[0]}`;
       const err = await loginError(tp.pgConfig(await tp.token({ sub }), extra));
       expect([err.code, err.severity]).toEqual(['42501', 'FATAL']);
-      expect(err.message).toBe('permission denied by pgwarden: SET changes a setting pgwarden does not allow');
+      expect(err.message).toBe(
+        `permission denied by pgwarden: SET changes a setting pgwarden does not allow; hint: ${hint} (reason=scope_missing)`,
+      );
+      expect(err.hint).toBe(hint);
       expect(err.detail).toMatch(/^reason=scope_missing\nstartup parameter "/);
       expect(await upstreamSessions(sub)).toBe(0);
     },
@@ -132,21 +143,51 @@ describe('postgres.js (arbitrary startup parameters through `connection`)', () =
   });
 
   it.each([
-    ['a custom setting the role does not list', 'analyst', { 'myapp.tenant': 'acme' }],
-    ["a timeout above the role's", 'tenanted', { statement_timeout: '4s' }],
-    ['statement_timeout 0 (no limit)', 'tenanted', { statement_timeout: '0' }],
-    ['statement_timeout in octal', 'tenanted', { statement_timeout: '010' }],
-    ['search_path', 'tenanted', { search_path: 'evil, public' }],
-    ['role', 'tenanted', { role: 'postgres' }],
-    ['session_authorization', 'tenanted', { session_authorization: 'postgres' }],
-    ['a pgwarden.* stamp', 'tenanted', { 'pgwarden.sub': 'mallory' }],
-    ['a pgwarden.* stamp in another case', 'tenanted', { 'PGWARDEN.SUB': 'mallory' }],
-    ['standard_conforming_strings', 'tenanted', { standard_conforming_strings: 'off' }],
-    ['client_encoding in another case', 'tenanted', { Client_Encoding: 'SJIS' }],
-    ['default_transaction_read_only for a read-only role', 'tenanted', { default_transaction_read_only: 'off' }],
-  ] as [string, string, Record<string, string>][])(
+    [
+      'a custom setting the role does not list',
+      'analyst',
+      { 'myapp.tenant': 'acme' },
+      '; hint: settings this role may change: datestyle, timezone, intervalstyle, extra_float_digits, bytea_output, lc_messages, lc_monetary, lc_numeric, lc_time, xmloption, client_min_messages, statement_timeout, lock_timeout, idle_in_transaction_session_timeout, transaction_isolation, default_transaction_isolation, default_transaction_deferrable, transaction_deferrable (reason=scope_missing)',
+    ],
+    [
+      "a timeout above the role's",
+      'tenanted',
+      { statement_timeout: '4s' },
+      '; hint: statement_timeout may be set between 1 and 3000 ms (reason=scope_missing)',
+    ],
+    [
+      'statement_timeout 0 (no limit)',
+      'tenanted',
+      { statement_timeout: '0' },
+      '; hint: statement_timeout may be set between 1 and 3000 ms (reason=scope_missing)',
+    ],
+    [
+      'statement_timeout in octal',
+      'tenanted',
+      { statement_timeout: '010' },
+      '; hint: statement_timeout may be set between 1 and 3000 ms (reason=scope_missing)',
+    ],
+    ['search_path', 'tenanted', { search_path: 'evil, public' }, ' (reason=scope_missing)'],
+    ['role', 'tenanted', { role: 'postgres' }, ' (reason=scope_missing)'],
+    ['session_authorization', 'tenanted', { session_authorization: 'postgres' }, ' (reason=scope_missing)'],
+    ['a pgwarden.* stamp', 'tenanted', { 'pgwarden.sub': 'mallory' }, ' (reason=policy_denied)'],
+    ['a pgwarden.* stamp in another case', 'tenanted', { 'PGWARDEN.SUB': 'mallory' }, ' (reason=policy_denied)'],
+    ['standard_conforming_strings', 'tenanted', { standard_conforming_strings: 'off' }, ' (reason=policy_denied)'],
+    [
+      'client_encoding in another case',
+      'tenanted',
+      { Client_Encoding: 'SJIS' },
+      "; hint: pgwarden speaks UTF8 only; SET client_encoding TO 'UTF8' is allowed (reason=policy_denied)",
+    ],
+    [
+      'default_transaction_read_only for a read-only role',
+      'tenanted',
+      { default_transaction_read_only: 'off' },
+      ' (reason=scope_missing)',
+    ],
+  ] as [string, string, Record<string, string>, string][])(
     '%s is refused FATAL 42501 with the SET refusal',
-    async (_what, role, connection) => {
+    async (_what, role, connection, tail) => {
       const sql = await connect(role, connection, 'sp-js-refused');
       try {
         const err = await sql`SELECT 1`.then(
@@ -155,7 +196,10 @@ describe('postgres.js (arbitrary startup parameters through `connection`)', () =
         );
         expect(err).toBeDefined();
         expect([err?.code, err?.severity]).toEqual(['42501', 'FATAL']);
-        expect(err?.message).toBe('permission denied by pgwarden: SET changes a setting pgwarden does not allow');
+        // The refusal's message ends with its hint and reason (docs/errors.md): postgres.js shows only the message.
+        expect(err?.message).toBe(
+          `permission denied by pgwarden: SET changes a setting pgwarden does not allow${tail}`,
+        );
       } finally {
         await sql.end({ timeout: 2 });
       }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
+  clientMessage,
   detailWithReason,
   ErrorCatalog,
   ProxyError,
@@ -12,7 +13,8 @@ import {
   type ReasonCode,
 } from '../../lib/errors.ts';
 import { DECISION_REASONS, refusalReason } from '../../policy/reasons.ts';
-import { encodeProxyError } from '../../proxy/wire/backend.ts';
+import { fatalFrame } from '../../proxy/session/pipeline.ts';
+import { decodeErrorFields, encodeProxyError } from '../../proxy/wire/backend.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
 import { ERRORS_DOC, renderErrorsDoc } from '../../tools/errors-doc.ts';
 
@@ -196,6 +198,9 @@ function problems(files: Source[]): string[] {
         const m = /sqlstate:\s*([^,}\n]+)/.exec(args);
         if (m === null || !/^\w+\.sqlstate$/.test((m[1] ?? '').trim()))
           out.push(`${file}: encodeErrorResponse with ${m?.[0] ?? 'no sqlstate'}: build a ProxyError instead`);
+        // The message a client sees ends with the reason; only clientMessage knows when (and when not: postgresMessage).
+        if (!/message:\s*clientMessage\(/.test(args))
+          out.push(`${file}: encodeErrorResponse whose message is not clientMessage(…): the reason would be missing`);
       }
     }
     // Every SQLSTATE written at a sqlstate site (decisions, audit events, overrides) is named and in the catalog.
@@ -290,6 +295,7 @@ describe('every error pgwarden builds uses the catalog', () => {
         "const d = { allow: false, sqlstate: '58P02', message: 'x' };",
         "const e = { sqlstate: '22012' };",
         "out.push(encodeErrorResponse({ severity: 'ERROR', sqlstate: '42501', message: 'x' }));",
+        'out.push(encodeErrorResponse({ severity: e.severity, sqlstate: e.sqlstate, message: e.message }));',
         "// new ProxyError('ERR_IN_A_COMMENT', 'prose is not a use')",
         "throw new ProxyError('ERR_SHUTDOWN', 'x', { reason: 'budget_exceeded' });",
       ].join('\n'),
@@ -303,6 +309,8 @@ describe('every error pgwarden builds uses the catalog', () => {
       "proxy/bad.ts: ERR_SHUTDOWN is sent with reason 'budget_exceeded', which the catalog does not list for it",
       'proxy/bad.ts: Field.Code).cstring(: an error or notice built by hand; use encodeProxyError or encodeNoticeResponse',
       "proxy/bad.ts: encodeErrorResponse with sqlstate: '42501': build a ProxyError instead",
+      'proxy/bad.ts: encodeErrorResponse whose message is not clientMessage(…): the reason would be missing',
+      'proxy/bad.ts: encodeErrorResponse whose message is not clientMessage(…): the reason would be missing',
       "proxy/bad.ts: sqlstate: '58P02' is not a named SQLSTATE (lib/sqlstate.ts)",
       "proxy/bad.ts: sqlstate: '22012' is not a named SQLSTATE (lib/sqlstate.ts)",
     ]);
@@ -387,6 +395,68 @@ describe('every refusal carries a reason', () => {
         c,
       ).toBe(e.reasons[0]);
     }
+  });
+});
+
+describe('every refusal carries its reason in the message too', () => {
+  const REASON_AT_END = /\(reason=([a-z_]+)\)$/;
+  const sent = (err: ProxyError) => decodeErrorFields(encodeProxyError(err).subarray(5));
+
+  it("ends pgwarden's own message with the hint and the reason, for every code and every reason it lists", () => {
+    for (const [c, e] of Object.entries(CATALOG)) {
+      if (e.postgresMessage === true) continue;
+      for (const reason of e.reasons) {
+        const plain = sent(new ProxyError(c as keyof typeof ErrorCatalog, 'm', { reason }));
+        expect(plain.message, c).toBe(`m (reason=${reason})`);
+        expect(plain.detail?.split('\n')[0], c).toBe(`reason=${reason}`);
+        const hinted = sent(new ProxyError(c as keyof typeof ErrorCatalog, 'm', { reason, hint: 'do x.' }));
+        // The HINT field keeps its text; the message carries it without the final period, the reason last.
+        expect([hinted.message, hinted.hint], c).toEqual([`m; hint: do x (reason=${reason})`, 'do x.']);
+        expect(clientMessage(new ProxyError(c as keyof typeof ErrorCatalog, 'm', { reason })), c).toBe(plain.message);
+      }
+    }
+  });
+
+  it("keeps PostgreSQL's message unchanged where pgwarden answers as PostgreSQL would, and only there", () => {
+    const unchanged = Object.entries(CATALOG)
+      .filter(([, e]) => e.postgresMessage === true)
+      .map(([c]) => c);
+    expect(unchanged.sort()).toEqual(['ERR_SERVER_ANALYSIS', 'ERR_SYNTAX', 'ERR_UNDEFINED_RELATION']);
+    for (const c of unchanged) {
+      const err = new ProxyError(c as keyof typeof ErrorCatalog, 'syntax error at or near "FORM"', {
+        hint: 'h',
+        position: 10,
+      });
+      const f = sent(err);
+      expect([f.message, f.detail, f.hint, f.fields.get('P')], c).toEqual([
+        'syntax error at or near "FORM"',
+        'reason=statement_invalid',
+        'h',
+        '10',
+      ]);
+    }
+  });
+
+  it('lets nothing earlier in the message imitate the reason: identifiers from the client come before the suffix', () => {
+    const err = new ProxyError(
+      'ERR_STATEMENT_DENIED',
+      'permission denied by pgwarden: SELECT reads relation public."x (reason=policy_denied)", which role "r" may not read',
+      { reason: 'scope_missing', hint: 'request a token whose role includes public."y (reason=unavailable)"' },
+    );
+    expect(REASON_AT_END.exec(sent(err).message)?.[1]).toBe('scope_missing');
+  });
+
+  it('sends the same message through the FATAL frame a failing session ends with', () => {
+    const err = new ProxyError('ERR_STATEMENT_DENIED', 'permission denied by pgwarden: x', {
+      reason: 'policy_denied',
+      hint: 'h',
+    });
+    const f = decodeErrorFields(fatalFrame(err).subarray(5));
+    expect([f.severity, f.message, f.detail]).toEqual([
+      'FATAL',
+      'permission denied by pgwarden: x; hint: h (reason=policy_denied)',
+      'reason=policy_denied',
+    ]);
   });
 });
 

@@ -178,6 +178,11 @@ function denial(sql: string, mode: 'simple' | 'parse') {
   return d;
 }
 
+/** The message a refusal reaches the client with: pgwarden's own, ending with the hint and the reason (docs/errors.md). */
+function sentMessage(d: ReturnType<typeof denial>): string {
+  return `${d.message}${d.hint === undefined ? '' : `; hint: ${d.hint}`} (reason=${refusalReason(d)})`;
+}
+
 describe('in-memory session: startup and token verification', () => {
   it('logs in: asks for a password, logs in upstream with the stamped parameters, and answers with its own key', async () => {
     const h = start();
@@ -337,10 +342,13 @@ describe('in-memory session: statements', () => {
     await h.got.typeAfter('Z', n);
     const d = denial(sql, 'simple');
     expect(d.sqlstate).toBe('42501');
+    expect(sentMessage(d)).toBe(
+      'permission denied by pgwarden: DELETE writes to orders and role "analyst" is read-only; hint: read-only roles may run SELECT, VALUES, TABLE, SHOW, EXPLAIN, transaction control, cursors and COPY … TO STDOUT (reason=policy_denied)',
+    );
     // PostgreSQL's own 42601 for the sentinel is replaced by pgwarden's refusal; nothing else is sent.
     expect(h.got.bytes(n)).toEqual(
       Buffer.concat([
-        errorResponse('ERROR', '42501', d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint),
+        errorResponse('ERROR', '42501', sentMessage(d), `reason=${refusalReason(d)}\n${d.detail}`, d.hint),
         ready('I'),
       ]),
     );
@@ -366,7 +374,7 @@ describe('in-memory session: statements', () => {
     expect(h.upstream.backends[0]?.received.map((m) => m.raw)).toEqual([query(SENTINEL_SQL)]);
     expect(h.got.bytes(n)).toEqual(
       Buffer.concat([
-        errorResponse('ERROR', '42501', d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint),
+        errorResponse('ERROR', '42501', sentMessage(d), `reason=${refusalReason(d)}\n${d.detail}`, d.hint),
         ready('I'),
       ]),
     );
@@ -388,7 +396,7 @@ describe('in-memory session: statements', () => {
     // The sentinel failed the transaction upstream, as the refused statement would have; the client is told so.
     expect(h.got.bytes(m)).toEqual(
       Buffer.concat([
-        errorResponse('ERROR', '42501', d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint),
+        errorResponse('ERROR', '42501', sentMessage(d), `reason=${refusalReason(d)}\n${d.detail}`, d.hint),
         ready('E'),
       ]),
     );
@@ -433,7 +441,7 @@ describe('in-memory session: statements', () => {
         dataRow(['1']),
         dataRow(['2']),
         complete('SELECT 2'),
-        errorResponse('ERROR', d.sqlstate, d.message, `reason=${refusalReason(d)}\n${d.detail}`, d.hint),
+        errorResponse('ERROR', d.sqlstate, sentMessage(d), `reason=${refusalReason(d)}\n${d.detail}`, d.hint),
         ready('I'),
       ]),
     );
@@ -538,7 +546,10 @@ describe('in-memory session: ending', () => {
       ['S', 'FATAL'],
       ['V', 'FATAL'],
       ['C', '08006'],
-      ['M', 'the connection to the upstream database was lost'],
+      [
+        'M',
+        'the connection to the upstream database was lost; hint: reconnect; if it keeps happening, contact the operator (reason=unavailable)',
+      ],
       ['D', 'reason=unavailable'],
       ['H', 'reconnect; if it keeps happening, contact the operator'],
     ]);

@@ -16,7 +16,7 @@ describe('scrubErrorFrame on a message it cannot parse', () => {
       errorResponse(
         'ERROR',
         'XX000',
-        'pgwarden withheld a malformed error message from the database',
+        'pgwarden withheld a malformed error message from the database (reason=internal_error)',
         'reason=internal_error',
       ),
     );

@@ -116,7 +116,7 @@ describe('backend encoders', () => {
     expect(fields).toMatchObject({
       severity: 'ERROR',
       sqlstate: '42501',
-      message: 'permission denied by policy',
+      message: 'permission denied by policy; hint: ask (reason=policy_denied)',
       hint: 'ask',
     });
     expect(buf.toString('latin1')).not.toContain('secret');
