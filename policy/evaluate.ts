@@ -36,7 +36,7 @@ import {
   UTILITY_KINDS,
   type NamedNeed,
 } from './ddl.ts';
-import { rewriteScope } from './scope.ts';
+import { rewriteScope, scopeRows } from './scope.ts';
 import { rewriteCatalog, SCOPED_INNER_FUNCTIONS, SCOPED_INNER_RELATIONS, SCOPED_RELATIONS } from './catalog-scope.ts';
 import { errorMessage } from '../lib/error-message.ts';
 
@@ -1672,7 +1672,23 @@ export function evaluateWithFacts(
     }
     if (scoped === undefined && filtered === undefined) return evaluateInner(sql, mode, session, catalog, true);
     const run = filtered?.ok === true ? filtered.sql : text;
-    const facts = evaluateInner(run, mode, session, catalog, true, { catalogFiltered: filtered?.ok === true });
+    let facts = evaluateInner(run, mode, session, catalog, true, { catalogFiltered: filtered?.ok === true });
+    // An agent must be able to read its whole scope at once: a statement that reads no relation, only pgwarden's own
+    // listing, may return as many rows as the scope has; anything more (a self-join, a generate_series beside it) is
+    // still cut at that. A statement that also reads a relation (a catalog filter reads several) keeps the role's maxRows.
+    const first = facts.decision;
+    if (
+      scoped?.ok === true &&
+      first.allow &&
+      first.rowCap !== undefined &&
+      first.statements.every((st) => st.relations.length === 0)
+    ) {
+      const listed = scopeRows(session.role, catalog).length;
+      if (listed > first.rowCap.maxRows) {
+        const roomier = { ...session, role: { ...session.role, maxRows: listed } };
+        facts = evaluateInner(run, mode, roomier, catalog, true, { catalogFiltered: filtered?.ok === true });
+      }
+    }
     const d = facts.decision;
     // The rewrite depends on the role and the catalog (both in the cache key) and on no literal of the text, but its
     // text differs from the client's before the last constant: cached by exact text only. A prepared statement keeps

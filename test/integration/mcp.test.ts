@@ -22,6 +22,13 @@ const POLICY = `roles:
   plain:
     readOnly: true
     relations: [public.orders]
+  newcomer:
+    readOnly: true
+    relations: [public.orders, public.customers]
+    deniedColumns: { public.customers: [ssn] }
+    maxRows: 5
+    onRowCap: error
+    catalog: none
 `;
 
 const REQUEST = { timeout: 5_000 };
@@ -410,6 +417,106 @@ describe('a role without catalog access', () => {
       REQUEST,
     );
     expect(JSON.parse(text(scope))).toEqual([{ table_name: 'orders' }]);
+  });
+});
+
+/** How the agent runs a query through each server, and what it gets: the rows, or the error text the MCP client sees. */
+const SERVERS = [
+  {
+    name: '@modelcontextprotocol/server-postgres',
+    args: (u: string) => [binOf('@modelcontextprotocol/server-postgres', 'mcp-server-postgres'), u],
+    async query(s: Spawned, sql: string): Promise<Record<string, unknown>[] | string> {
+      try {
+        const r = await s.client.callTool({ name: 'query', arguments: { sql } }, undefined, REQUEST);
+        return r.isError === true ? text(r) : (JSON.parse(text(r)) as Record<string, unknown>[]);
+      } catch (err) {
+        return String(err);
+      }
+    },
+    /** Its table list: one resource per row of information_schema.tables. */
+    async listTables(s: Spawned): Promise<string> {
+      return s.client.listResources(undefined, REQUEST).then(
+        (r) => JSON.stringify(r.resources),
+        (err: unknown) => String(err),
+      );
+    },
+  },
+  {
+    name: '@henkey/postgres-mcp-server',
+    args: (u: string) => [binOf('@henkey/postgres-mcp-server', 'postgres-mcp'), '--connection-string', u],
+    async query(s: Spawned, sql: string): Promise<Record<string, unknown>[] | string> {
+      const r = await s.client.callTool(
+        { name: 'pg_execute_query', arguments: { operation: 'select', query: sql } },
+        undefined,
+        REQUEST,
+      );
+      const t = text(r);
+      return r.isError === true
+        ? t
+        : (JSON.parse(t.slice(t.indexOf('Results:\n') + 'Results:\n'.length)) as Record<string, unknown>[]);
+    },
+    async listTables(s: Spawned): Promise<string> {
+      const r = await s.client.callTool(
+        { name: 'pg_manage_schema', arguments: { operation: 'get_info' } },
+        undefined,
+        REQUEST,
+      );
+      return text(r);
+    },
+  },
+];
+
+describe.each(SERVERS)('a new agent with only a token and no catalog access, through $name', (server) => {
+  it('finds its scope, describes a table from it, queries it, and reads the reason of each refusal and of the row cap', async () => {
+    const token = await tp.token({ role: 'newcomer', sub: 'mcp-user', agent: `mcp-newcomer-${server.name}` });
+    const s = await spawnServer(server.args(url.replace(/:[^:@]+@/, `:${encodeURIComponent(token)}@`)));
+    const ends = (got: unknown, message: string) => {
+      expect(typeof got, JSON.stringify(got)).toBe('string');
+      expect((got as string).endsWith(message), got as string).toBe(true);
+    };
+    // The server's own table list reads information_schema: refused, and the reason says it is the policy.
+    expect(await server.listTables(s)).toMatch(
+      /permission denied by pgwarden: [^\n]*information_schema\.tables[^\n]*; hint: [^\n]* \(reason=policy_denied\)/,
+    );
+    // What it may query, whole (9 rows; maxRows is 5): the same as node-postgres gets from the same role.
+    const truth = await connectPg(tp, await tp.token({ role: 'newcomer', sub: 'mcp-truth' }));
+    const listing = 'SELECT table_name, column_name, data_type FROM pgwarden.scope ORDER BY table_name, column_name';
+    let expected: Record<string, unknown>[];
+    try {
+      expected = (await truth.query(listing)).rows;
+    } finally {
+      await truth.end();
+    }
+    expect(expected.length).toBeGreaterThan(5);
+    expect(expected.map((r) => `${r.table_name}.${r.column_name}`)).not.toContain('customers.ssn');
+    expect(await server.query(s, listing)).toEqual(expected);
+    // A description of one table, from the listing.
+    expect(
+      await server.query(
+        s,
+        "SELECT column_name, data_type FROM pgwarden.scope WHERE table_name = 'customers' ORDER BY column_name",
+      ),
+    ).toEqual(expected.filter((r) => r.table_name === 'customers').map(({ table_name: _, ...rest }) => rest));
+    expect(await server.query(s, ALLOWED_SQL)).toEqual(allowedRows);
+    // Refusals: the whole message reaches the MCP client, the hint and the reason at its end.
+    ends(
+      await server.query(s, 'SELECT name, ssn FROM public.customers'),
+      'permission denied by pgwarden: SELECT references column public.customers.ssn, which role "newcomer" may not read; hint: allowed columns of public.customers: id, name, email, created_at (reason=scope_missing)',
+    );
+    ends(
+      await server.query(s, 'SELECT value FROM public.secrets'),
+      'permission denied by pgwarden: SELECT reads relation public.secrets, which role "newcomer" may not read; hint: allowed relations: public.orders, public.customers; otherwise request a token whose role includes public.secrets (reason=scope_missing)',
+    );
+    // The row cap: both servers drop notices, so this role's cap is an error, which they pass on.
+    ends(
+      await server.query(s, 'SELECT id FROM public.orders'),
+      'result exceeds the limit of 5 rows for this role; hint: narrow the query with WHERE or add LIMIT so it returns fewer rows (reason=limit_reached)',
+    );
+    expect(await server.query(s, 'SELECT max_rows, on_row_cap FROM pgwarden.session')).toEqual([
+      { max_rows: '5', on_row_cap: 'error' },
+    ]);
+    expect(await server.query(s, 'SELECT id FROM public.orders ORDER BY id LIMIT 5')).toHaveLength(5);
+    await stop(s);
   });
 });
 

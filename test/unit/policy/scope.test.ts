@@ -186,7 +186,33 @@ describe('rewriteScope', () => {
       CATALOG,
     );
     expect(denied.allow === false && denied.reason).toBe('relation_not_allowed');
-    const capped = evaluate('SELECT * FROM pgwarden.scope', 'simple', sessionFor(makeRole({ maxRows: 5 })), CATALOG);
-    expect(capped.allow && capped.rewrittenSql).toMatch(/AS scope\s+LIMIT 6$/);
+    // Beside a relation the role reads, the role's own cap.
+    const capped = evaluate(
+      'SELECT * FROM pgwarden.scope, public.orders',
+      'simple',
+      sessionFor(makeRole({ maxRows: 5 })),
+      CATALOG,
+    );
+    expect(capped.allow && [capped.rewrittenSql?.match(/LIMIT (\d+)$/)?.[1], capped.rowCap?.maxRows]).toEqual(['6', 5]);
+  });
+
+  it('lists the whole scope in one statement whatever maxRows is, and no more than that without a relation', () => {
+    const small = makeRole({ maxRows: 5, onRowCap: 'error' });
+    const listed = scopeRows(small, CATALOG).length;
+    expect(listed).toBeGreaterThan(5);
+    const cap = (sql: string) => {
+      const d = evaluate(sql, 'simple', sessionFor(small), CATALOG);
+      if (!d.allow) throw new Error(`${sql}: refused (${d.message})`);
+      return [d.rewrittenSql?.match(/LIMIT (\d+)$/)?.[1], d.rowCap];
+    };
+    const whole = [String(listed + 1), { maxRows: listed, onRowCap: 'error' }];
+    expect(cap('SELECT * FROM pgwarden.scope')).toEqual(whole);
+    // A self-join or a series beside it gets no further than the listing's size.
+    expect(cap('SELECT * FROM pgwarden.scope a, pgwarden.scope b')).toEqual(whole);
+    expect(cap('SELECT * FROM pgwarden.scope, generate_series(1, 1000000) g')).toEqual(whole);
+    // A role whose scope fits in maxRows keeps its cap.
+    const roomy = makeRole({ maxRows: listed + 10 });
+    const d = evaluate('SELECT * FROM pgwarden.scope', 'simple', sessionFor(roomy), CATALOG);
+    expect(d.allow && d.rowCap?.maxRows).toBe(listed + 10);
   });
 });
