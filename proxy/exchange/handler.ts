@@ -13,6 +13,7 @@ import {
   type Narrowing,
 } from '../../policy/issuance.ts';
 import { parseNarrowing } from '../../policy/narrow.ts';
+import { KeyUnavailableError } from '../auth/keys.ts';
 import type { IdpVerifier } from './subject.ts';
 import type { IssuingKeys } from './signing-keys.ts';
 import { claimedIssuer } from './trust.ts';
@@ -447,7 +448,9 @@ async function verifySubject(
       now: nowMs,
     });
     if (!r.ok) {
-      if (r.reason === 'key_unavailable' && r.error.cause !== undefined)
+      // Keys that could not be fetched (a peer's JWKS) may be back soon; a kid no source has is a bad token.
+      const cause = r.error.cause;
+      if (r.reason === 'key_unavailable' && cause instanceof KeyUnavailableError && cause.kind === 'fetch_failed')
         throw new Refusal(
           503,
           'temporarily_unavailable',

@@ -820,3 +820,34 @@ describe.skipIf(!openssl)('HTTPS', () => {
     }
   });
 });
+
+describe('issuer confusion', () => {
+  it('a token claiming the exchange issuer is checked with the issuing keys only, and an auth token is not a subject token', async () => {
+    const now = nowSec();
+    const claims = { iss: ISSUER, aud: 'pgwarden', sub: 'alice', role: 'analyst', iat: now, exp: now + 60, jti: 'x1' };
+    // Signed with the auth HMAC secret: HS256 is not an issuing algorithm, so the issued-token verifier refuses it.
+    const hmac = await a.sign(claims);
+    expect((await pgError(() => query(a, hmac, 'SELECT 1'))).code).toBe('28P01');
+    // Signed with the IdP's key under a kid the issuer never published.
+    const idpSigned = await signToken(idpKey.privateKey, claims, { alg: 'ES256', kid: idpKey.kid });
+    expect((await pgError(() => query(a, idpSigned, 'SELECT 1'))).code).toBe('28P01');
+    const asParent = await exchange({ subject_token: idpSigned, role: 'analyst' });
+    expect(asParent.body.error).toBe('invalid_grant');
+    // A token pgwarden accepts at login (auth.issuer) is not an identity to exchange.
+    const minted = await a.token({ sub: 'alice', role: 'analyst' });
+    const viaMint = await exchange({ subject_token: minted, role: 'analyst' });
+    expect(viaMint.body.error).toBe('invalid_grant');
+    // An issued token is not an actor token.
+    const issuedToken = (await exchange({ subject_token: await idpToken(), role: 'analyst' })).body
+      .access_token as string;
+    const asActor = await exchange({
+      subject_token: await idpToken(),
+      role: 'analyst',
+      actor_token: issuedToken,
+      actor_token_type: JWT,
+    });
+    expect(asActor.body.error).toBe('invalid_grant');
+    // The IdP token itself never logs in.
+    expect((await pgError(async () => query(a, await idpToken(), 'SELECT 1'))).code).toBe('28P01');
+  });
+});
