@@ -141,6 +141,13 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
     labelNames: ['secret', 'result'] as const,
     registers: [metrics.registry],
   });
+  // Token exchange outcomes (docs/issuance.md): issued, or refused with the RFC error returned (a fixed set of codes).
+  const tokenExchanges = new client.Counter({
+    name: 'pgwarden_token_exchanges_total',
+    help: 'Token-exchange requests that reached a decision, by result (issued, refused) and error (the RFC 6749 / 8693 error code; empty when issued)',
+    labelNames: ['result', 'error'] as const,
+    registers: [metrics.registry],
+  });
   const secretOpts = {
     watch: deps.watchSecrets ?? deps.watchPolicy ?? true,
     log: ((level, msg, fields) => log[level](fields ?? {}, msg)) satisfies SecretLog,
@@ -482,7 +489,14 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
         isRevoked: (id) => revocations.match(id)?.reason,
         signer,
         now: deps.now ?? Date.now,
-        audit: (event) => audit.write(event),
+        audit: (event) => {
+          tokenExchanges.inc(
+            event.event === 'token_issued'
+              ? { result: 'issued', error: '' }
+              : { result: 'refused', error: event.error },
+          );
+          audit.write(event);
+        },
         auditable: () => auditGate(audit),
       },
       {

@@ -124,7 +124,7 @@ export function createMetrics(opts: { collectDefault?: boolean } = {}): Metrics 
   });
   const rateLimited = new client.Counter({
     name: 'pgwarden_rate_limited_total',
-    help: 'Per-address rate limits: connections refused because their address had too many failed logins (login_failures), CancelRequests dropped (cancel_requests)',
+    help: 'Per-address rate limits: connections refused because their address had too many failed logins (login_failures), CancelRequests dropped (cancel_requests), token requests refused with 429 (token_requests)',
     labelNames: ['limit'] as const,
     registers: [registry],
   });
