@@ -854,3 +854,26 @@ describe('issuer confusion', () => {
     expect((await pgError(async () => query(a, await idpToken(), 'SELECT 1'))).code).toBe('28P01');
   });
 });
+
+describe('rate limit', () => {
+  it('answers 429 with Retry-After past exchange.requestsPerMinute from one address', async () => {
+    const file = join(tmp.dir, 'signing-e.pem');
+    const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
+    writeFileSync(file, await jose.exportPKCS8(privateKey), { mode: 0o600 });
+    const e = await startTestProxy({
+      policy: POLICY,
+      config: { exchange: exchangeConfig({ signingKeyFile: file, requestsPerMinute: 2 }) },
+    });
+    try {
+      const port = e.proxy.exchangePort ?? 0;
+      expect((await exchange({ subject_token: await idpToken(), role: 'analyst' }, port)).status).toBe(200);
+      expect((await exchange({ subject_token: await idpToken(), role: 'analyst' }, port)).status).toBe(200);
+      const third = await exchange({ subject_token: await idpToken(), role: 'analyst' }, port);
+      expect([third.status, third.body.error]).toEqual([429, 'temporarily_unavailable']);
+      expect(Number(third.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(third.headers.get('cache-control')).toBe('no-store');
+    } finally {
+      await e.close();
+    }
+  });
+});

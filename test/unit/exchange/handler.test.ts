@@ -5,6 +5,7 @@ import * as jose from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { exchangeToken, type ExchangeAuditEvent, type ExchangeDeps } from '../../../proxy/exchange/handler.ts';
 import { IssuingKeys } from '../../../proxy/exchange/signing-keys.ts';
+import { startExchangeListener } from '../../../proxy/exchange/server.ts';
 import type { IdpVerifier } from '../../../proxy/exchange/subject.ts';
 import { compilePolicy, parsePolicyText } from '../../../policy/load.ts';
 import { makeTempDir, testAuthConfig } from '../../helpers/keys.ts';
@@ -103,5 +104,21 @@ describe('exchangeToken', () => {
     );
     expect(r).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
     expect(events[0]).toMatchObject({ event: 'token_refused', reason: 'revoked' });
+  });
+});
+
+describe('startExchangeListener', () => {
+  it('refuses plain HTTP on an address that is not loopback', async () => {
+    const opts = {
+      port: 0,
+      tlsContext: undefined,
+      maxBodyBytes: 16384,
+      requestsPerMinute: 60,
+      requestTimeoutMs: 1000,
+      log: () => {},
+      jwks: () => ({ keys: [] }),
+    };
+    for (const host of ['0.0.0.0', '::', '10.0.0.1', 'pgwarden.example'])
+      await expect(startExchangeListener(deps({}, []), { ...opts, host })).rejects.toThrow(/not a loopback address/);
   });
 });
