@@ -130,6 +130,20 @@ function unavailable(why: string): Deny {
 
 /** The statement would fail on the server with this error: say so exactly as PostgreSQL would, values scrubbed as for any upstream error. */
 function fromServerError(raw: ServerError, t: AnalysisText, statements: Deny['statements']): Deny {
+  if (raw.own === true) {
+    // pgwarden's own limit, not PostgreSQL's error: a refusal like pgwarden's others (ERR_STATEMENT_DENIED, its
+    // SQLSTATE kept), so its message carries the reason as theirs do; PostgreSQL would have run the statement.
+    return {
+      allow: false,
+      ruleId: 'builtin.analysis',
+      sqlstate: raw.sqlstate,
+      message: raw.message,
+      detail: raw.detail,
+      hint: raw.hint,
+      reason: 'statement_too_complex',
+      statements,
+    };
+  }
   let e = raw;
   if (raw.body !== undefined) {
     const scrubbed = scrubErrorFrame({ type: BackendType.ErrorResponse, body: raw.body, raw: raw.body });

@@ -33,6 +33,8 @@ export interface ServerError {
   position: number | undefined;
   /** CONTEXT: present when the error came from inside a function, i.e. from user code run by the analysis. */
   context: string | undefined;
+  /** Set when pgwarden made this error itself (no server sent it): the client gets it as pgwarden's, reason in the message. */
+  own?: true;
 }
 
 /** A relation lock that can block parse analysis, from pg_locks. */
@@ -434,6 +436,7 @@ function tooLarge(): ServerError {
     hint: 'split the statement into simpler ones',
     position: undefined,
     context: undefined,
+    own: true,
   };
 }
 
