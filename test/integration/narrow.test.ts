@@ -201,6 +201,17 @@ describe('only these columns', () => {
     });
   });
 
+  it('a long statement (decided on a worker thread) is judged with the narrowed role too', async () => {
+    const c = await connect(narrowing);
+    const pad = `/* ${'x'.repeat(6000)} */`;
+    expect((await c.query(`SELECT id ${pad} FROM ${P} WHERE id = 1`)).rows).toEqual([{ id: 1 }]);
+    for (const q of [`SELECT email ${pad} FROM ${P}`, { text: `SELECT * ${pad} FROM ${P}`, values: [] }]) {
+      const e = await refused(c, q);
+      expect(e.code).toBe('42501');
+      expect(e.detail).toMatch(/^reason=scope_missing\n.*narrowing/);
+    }
+  });
+
   it('a view over the limited relation is refused unless the narrowing names it (it shows email as contact)', async () => {
     const c = await connect(narrowing);
     for (const q of [`SELECT contact FROM ${S}.people_v`, { text: `SELECT id FROM ${S}.people_v`, values: [] }]) {
@@ -279,6 +290,17 @@ describe('readOnly and limits', () => {
     await c.query("SET statement_timeout = '1s'");
     expect((await c.query('SHOW statement_timeout')).rows[0].statement_timeout).toBe('1s');
     // A claim above the role's values leaves the role's.
+    // A startup setting is judged as SET is: above the narrowed timeout, the login is refused.
+    const err = await loginError(
+      tp.pgConfig(await token({ statementTimeout: 1500 }), { options: '-c statement_timeout=10s' }),
+    );
+    expect(err.code).toBe('42501');
+    const ok = new pg.Client(
+      tp.pgConfig(await token({ statementTimeout: 1500 }), { options: '-c statement_timeout=1s' }),
+    );
+    await ok.connect();
+    clients.push(ok);
+    expect((await ok.query('SHOW statement_timeout')).rows[0].statement_timeout).toBe('1s');
     const high = await connect({ maxRows: 1000, statementTimeout: 60_000 });
     expect((await high.query('SHOW statement_timeout')).rows[0].statement_timeout).toBe('5s');
     expect((await high.query(`SELECT g FROM ${S}.people, generate_series(1, 10) g`)).rows).toHaveLength(100);
