@@ -267,6 +267,10 @@ async function exchange(
     role = roles[0];
   }
   if (role === undefined) throw bad('missing_parameter', 'role is required (role=NAME or scope=role:NAME)');
+  // A role name as the policy file allows it (policy/load.ts ROLE_NAME): anything else is no role, and is not
+  // written to the audit trail as one.
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(role))
+    throw new Refusal(400, 'invalid_scope', 'unknown_role', 'role is not a role name (letters, digits and _)');
   seen.role = role;
 
   let narrow: Narrowing | undefined;

@@ -480,6 +480,17 @@ describe('errors (RFC 6749 §5.2, RFC 8693 §2.2.2)', () => {
       'invalid_scope',
     ],
     [
+      'a role that is not a role name',
+      async () => ({
+        grant_type: GRANT,
+        subject_token_type: JWT,
+        subject_token: await idpToken(),
+        role: 'x'.repeat(64),
+      }),
+      400,
+      'invalid_scope',
+    ],
+    [
       'an unknown role',
       async () => ({ grant_type: GRANT, subject_token_type: JWT, subject_token: await idpToken(), role: 'root' }),
       400,
