@@ -58,6 +58,11 @@ export interface FunctionUse {
   argc: number;
   /** The first argument is a call of pg_catalog.pg_backend_pid() (see SELF_BACKEND_FUNCTIONS in evaluate.ts). */
   ownBackend?: true;
+  /**
+   * pg_notify's channel is the bare parameter $n (1-based), of type text in the server's analysis: its value is only
+   * known at Bind, where the session checks it against channels.notify (evaluate.ts attaches that check).
+   */
+  channelParam?: number;
 }
 
 /** `pg_backend_pid()` or `pg_catalog.pg_backend_pid()` as written: a call with no arguments, no aggregate or window parts. */
@@ -137,6 +142,8 @@ export interface Analysis {
   literalSensitive: boolean;
   /** Columns are exactly those the server will check (PostgreSQL's own analysis), not pgwarden's estimate. */
   exactColumns?: boolean;
+  /** pgwarden's own analysis: how often each parameter $n occurs anywhere in the statement. */
+  paramRefs?: Map<number, number>;
 }
 
 /** Object-identifier types whose input function looks names up in the catalog. */
@@ -253,6 +260,12 @@ function outputColumns(item: FromItem): readonly string[] | undefined {
   return all;
 }
 
+/** The parameter number of a bare `$n` (no cast, no expression around it). */
+function bareParam(n: AnyNode | undefined): number | undefined {
+  const k = n?.ParamRef?.number;
+  return typeof k === 'number' && k > 0 ? k : undefined;
+}
+
 function constString(n: AnyNode | undefined): string | undefined {
   if (n === undefined || n === null) return undefined;
   const c = n.A_Const;
@@ -303,6 +316,7 @@ class Analyzer {
       limit: undefined,
       problems: [],
       literalSensitive: false,
+      paramRefs: new Map(),
     };
   }
 
@@ -454,9 +468,13 @@ class Analyzer {
       case 'WithClause':
         this.withClause(n, ctx);
         return;
+      case 'ParamRef': {
+        const k = Number(n.number ?? 0);
+        this.out.paramRefs?.set(k, (this.out.paramRefs.get(k) ?? 0) + 1);
+        return;
+      }
       case 'String':
       case 'A_Const':
-      case 'ParamRef':
       case 'Integer':
       case 'Float':
       case 'Boolean':
@@ -868,6 +886,7 @@ class Analyzer {
       args.map((a) => constString(a)),
       args.length,
       isOwnBackendPid(args[0]),
+      bareParam(args[0]),
     );
     this.walk(n.args, ctx);
     this.walk(n.agg_order, ctx);
@@ -876,7 +895,13 @@ class Analyzer {
   }
 
   /** Records every function a call may reach (all schemas of the path that define the name). */
-  resolveFunction(names: string[], constArgs: (string | undefined)[], argc: number, ownBackend = false): void {
+  resolveFunction(
+    names: string[],
+    constArgs: (string | undefined)[],
+    argc: number,
+    ownBackend = false,
+    firstParam?: number,
+  ): void {
     let candidates: string[];
     let fname: string;
     if (names.length === 1) {
@@ -898,7 +923,9 @@ class Analyzer {
       const overloads = this.catalog.functions.get(key);
       if (fname === 'current_setting' || fname === 'set_config' || fname === 'pg_notify' || /^to_reg/.test(fname))
         this.out.literalSensitive = true;
-      const dedupe = `${key}\u0000${constArgs.join('\u0001')}\u0000${ownBackend ? 'own' : ''}`;
+      // Only pg_notify's channel is ever checked at Bind; for other functions the parameter is irrelevant.
+      const channelParam = fname === 'pg_notify' ? firstParam : undefined;
+      const dedupe = `${key}\u0000${constArgs.join('\u0001')}\u0000${ownBackend ? 'own' : ''}\u0000${channelParam ?? ''}`;
       if (this.seenFn.has(dedupe)) continue;
       this.seenFn.add(dedupe);
       this.out.functions.push({
@@ -909,6 +936,7 @@ class Analyzer {
         constArgs,
         argc,
         ...(ownBackend ? { ownBackend: true as const } : {}),
+        ...(channelParam !== undefined ? { channelParam } : {}),
       });
     }
   }

@@ -7,6 +7,7 @@ import type {
   Effect,
   RelationPattern,
   RolePolicy,
+  BindCheck,
   SessionView,
   StatementSummary,
 } from './types.ts';
@@ -626,6 +627,9 @@ export function checkFacts(
     if (f.schema === 'pg_catalog' && f.name === 'pg_notify' && (role.channels?.notify.length ?? 0) > 0) {
       const channel = f.constArgs[0];
       if (channel !== undefined && channelAllowed(role.channels?.notify, channel)) continue;
+      // A bare text parameter: its value is checked at Bind (evaluateInner attaches the check, and refuses it where
+      // nothing is bound: the simple protocol, PREPARE, a restated DDL expression).
+      if (channel === undefined && f.channelParam !== undefined) continue;
       return {
         reason: 'channel_denied',
         ruleId: `${r}.channels.notify`,
@@ -1510,6 +1514,16 @@ function restatedChecks(
     // What a stored expression or view body calls runs later, in other sessions' statements, under their timeouts:
     // judged as if the role had none, so a sleep (TIMEOUT_BOUNDED) is never stored.
     const later: RolePolicy = { ...role, statementTimeout: undefined };
+    // Nothing is bound to a utility statement's expressions: a parameter channel has no value to check.
+    if (qa.functions.some((f) => f.channelParam !== undefined))
+      return {
+        reason: 'channel_denied',
+        ruleId: `roles.${role.name}.channels.notify`,
+        sqlstate: SqlState.InsufficientPrivilege,
+        what: 'calls pg_notify with a parameter channel in a stored expression',
+        detail: `a stored expression's channel must be a string constant (rule: roles.${role.name}.channels.notify)`,
+        hint: undefined,
+      };
     const v = q.named !== undefined ? checkNamed(facts, role, q.named) : checkFacts(facts, later);
     if ('reason' in v) return v;
   }
@@ -1842,6 +1856,7 @@ function evaluateInner(
   const effects: Effect[] = [];
   let rank = -1;
   let ruleId = `roles.${role.name}.statements`;
+  const bindChecks: BindCheck[] = [];
   // Statements later in one Query see the PREPAREs and DECLAREs earlier in it (`DECLARE c …; FETCH 10 FROM c`).
   let view: SessionView = session;
   for (let i = 0; i < stmts.length; i++) {
@@ -1856,6 +1871,9 @@ function evaluateInner(
       // A position moves with the length of the literals before it: such a denial is never shared across literals.
       return shadowed(role, deny, literalSensitive || position !== undefined, true);
     }
+    const bound = notifyBindChecks(a, mode, role);
+    if ('reason' in bound) return shadowed(role, toDeny(a.kind, bound, summaries), literalSensitive, true);
+    bindChecks.push(...bound);
     effects.push(...res.effects);
     view = withEffects(view, res.effects);
     if (res.sessionDependent) sessionDependent = true;
@@ -1878,8 +1896,50 @@ function evaluateInner(
     rowCap,
     effects,
     shadowDenied: undefined,
+    ...(bindChecks.length > 0 ? { bindChecks } : {}),
   };
   return { decision: allow, literalSensitive, sessionDependent };
+}
+
+/**
+ * The Bind checks a statement's pg_notify calls with a parameter channel need (checkFacts let them through). Refused
+ * when nothing will be bound (a simple Query; PREPARE, whose EXECUTE binds nothing pgwarden sees), or when $n also
+ * appears elsewhere in the statement, where PostgreSQL could give it a type other than text (bpchar trims it).
+ */
+function notifyBindChecks(a: Analysis, mode: 'simple' | 'parse', role: RolePolicy): BindCheck[] | Denial {
+  const checks: BindCheck[] = [];
+  const uses = new Map<number, number>();
+  for (const f of a.functions) {
+    if (f.channelParam === undefined || f.constArgs[0] !== undefined) continue;
+    if (f.schema !== 'pg_catalog' || f.name !== 'pg_notify') continue;
+    uses.set(f.channelParam, (uses.get(f.channelParam) ?? 0) + 1);
+    if (!checks.some((c) => c.param === f.channelParam))
+      checks.push({ kind: 'notify_channel', param: f.channelParam, channels: role.channels?.notify ?? [] });
+  }
+  if (checks.length === 0) return checks;
+  const r = `roles.${role.name}`;
+  const refuse = (what: string, why: string): Denial => ({
+    reason: 'channel_denied',
+    ruleId: `${r}.channels.notify`,
+    sqlstate: SqlState.InsufficientPrivilege,
+    what,
+    detail: `${why} (rule: ${r}.channels.notify)`,
+    hint: "pass the channel as a string constant, or as a parameter used only as pg_notify's channel",
+  });
+  if (mode !== 'parse' || a.kind === 'PrepareStmt')
+    return refuse(
+      'calls pg_notify with a channel that is a parameter pgwarden does not see bound',
+      "a parameter channel is checked at Bind, so only in a Parse message's statement",
+    );
+  for (const c of checks) {
+    // Counted by pgwarden's own analysis; uses of the parameter that are not pg_notify's channel make it ambiguous.
+    if ((a.paramRefs?.get(c.param) ?? 0) !== (uses.get(c.param) ?? 0))
+      return refuse(
+        `uses parameter $${c.param} as pg_notify's channel and elsewhere`,
+        `$${c.param} must appear only as pg_notify's channel, so that its type is text`,
+      );
+  }
+  return checks;
 }
 
 /**

@@ -236,6 +236,8 @@ const TEXT_OID = 25;
 
 /** CoercionForm: a plain call `f(x)`, not a cast written as `x::t` or inserted implicitly. */
 const COERCE_EXPLICIT_CALL = 0;
+/** ParamKind PARAM_EXTERN (nodes/primnodes.h): a parameter the client supplies at Bind. */
+const PARAM_EXTERN = 0;
 
 /** Functions whose reg* result names only the type of their own argument, which the statement already has. */
 const REG_RESULT_HARMLESS = new Set(['pg_catalog.pg_typeof']);
@@ -271,7 +273,7 @@ interface Collected {
   operators: Set<number>;
   types: Set<number>;
   /** Every plain call's first argument when it is a text constant (undefined otherwise), by function: current_setting's setting names. */
-  firstArgs: { funcid: number; text: string | undefined; call?: number }[];
+  firstArgs: { funcid: number; text: string | undefined; call?: number; param?: number }[];
   /** Types that are the result of a plain function call, with the function: pg_typeof's regtype names no catalog object of its own. */
   resultOf: Map<number, Set<number>>;
   /** Types used by anything other than a function's result. */
@@ -415,7 +417,21 @@ function collector(c: Collected, baseDepth: number): (node: PgNode) => void {
           !(Array.isArray(first.fields.get('args')) && (first.fields.get('args') as unknown[]).length > 0)
             ? numberField(first, 'funcid')
             : undefined;
-        c.firstArgs.push({ funcid: id, text: constText(first), ...(inner !== undefined ? { call: inner } : {}) });
+        // A first argument that is a bare client parameter of type text, with no coercion around it (pg_notify's channel
+        // given as $n: its value is checked at Bind). Any other type would be converted on its way in (bpchar trims).
+        const param =
+          isNode(first) &&
+          first.type === 'PARAM' &&
+          numberField(first, 'paramkind') === PARAM_EXTERN &&
+          numberField(first, 'paramtype') === TEXT_OID
+            ? numberField(first, 'paramid')
+            : undefined;
+        c.firstArgs.push({
+          funcid: id,
+          text: constText(first),
+          ...(inner !== undefined ? { call: inner } : {}),
+          ...(param !== undefined && param > 0 ? { param } : {}),
+        });
       }
     }
     if (node.type === 'RANGETBLENTRY' && numberField(node, 'rtekind') === 0) {
@@ -687,11 +703,12 @@ export function factsFromTrees(
   const functions: FunctionUse[] = [];
   // current_setting('name'): each constant setting name is judged (policy/settings.ts judgeSettingRead); pg_notify('channel', …):
   // each constant channel (evaluate.ts checkFacts).
-  const settingByFunc = new Map<number, (string | undefined)[]>();
+  const settingByFunc = new Map<number, { text: string | undefined; param: number | undefined }[]>();
   for (const a of c.firstArgs) {
     const f = cat.functions.get(a.funcid);
     if (f?.schema !== 'pg_catalog' || (f.name !== 'current_setting' && f.name !== 'pg_notify')) continue;
-    settingByFunc.set(a.funcid, [...(settingByFunc.get(a.funcid) ?? []), a.text]);
+    const param = f.name === 'pg_notify' ? a.param : undefined;
+    settingByFunc.set(a.funcid, [...(settingByFunc.get(a.funcid) ?? []), { text: a.text, param }]);
   }
   for (const oid of c.functions) {
     const f = cat.functions.get(oid);
@@ -721,7 +738,9 @@ export function factsFromTrees(
     const settings = settingByFunc.get(oid);
     if (settings === undefined) functions.push(use);
     // One use per call, so each constant setting name is judged.
-    else for (const s of settings) functions.push({ ...use, constArgs: [s] });
+    else
+      for (const s of settings)
+        functions.push({ ...use, constArgs: [s.text], ...(s.param !== undefined ? { channelParam: s.param } : {}) });
   }
   for (const oid of c.operators) {
     const op = cat.operators.get(oid);

@@ -38,6 +38,16 @@ export interface RoleDdl {
 export type MaintenanceKind = 'analyze' | 'vacuum';
 
 /** A channel name from the policy: exact, or every channel starting with `prefix` (`jobs_*`). */
+/**
+ * pg_notify's channel given as the bare text parameter $param: allowed only if the value bound for it is a channel in
+ * `channels` (the role's channels.notify when decided). Text and binary format of text are the same bytes.
+ */
+export interface BindCheck {
+  kind: 'notify_channel';
+  param: number;
+  channels: readonly ChannelPattern[];
+}
+
 export interface ChannelPattern {
   name: string;
   prefix: boolean;
@@ -234,6 +244,8 @@ export type Decision =
       effects: Effect[];
       /** Set in shadow mode when enforcement would have denied. */
       shadowDenied: { reason: string; message: string } | undefined;
+      /** Values the session must check when the statement is bound (Bind), before it runs. */
+      bindChecks?: readonly BindCheck[];
       /**
        * The text run lists pgwarden.scope / pgwarden.session (or SHOW pgwarden.<name>) as the policy has it now: a
        * prepared statement, portal or cursor made from it keeps that copy upstream, so it is not decided again after a

@@ -10,7 +10,7 @@ import { ProxyError, toClientError, type ErrorCode } from '../../lib/errors.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
 import type { Identity, TokenVerifier } from '../auth/jwt.ts';
 import { MAX_PASSWORD_MESSAGE_LENGTH } from '../auth/jwt.ts';
-import type { Decision, RoleBudget, RolePolicy, SessionView } from '../../policy/types.ts';
+import type { BindCheck, Decision, RoleBudget, RolePolicy, SessionView } from '../../policy/types.ts';
 import { BackendType, FrontendType } from '../wire/codes.ts';
 import {
   FRONTEND_MESSAGE_TYPES,
@@ -32,6 +32,8 @@ import {
   encodeSSLResponse,
 } from '../wire/backend.ts';
 import { decodeBind, decodeClose, decodeExecute, decodeParse, decodePassword, decodeQuery } from '../wire/frontend.ts';
+import { NO_VALUES, bindRefusal } from './bind-checks.ts';
+import type { BindMessage } from '../wire/frontend.ts';
 import { encodeClose, encodeParse, encodeQuery, encodeSync, encodeTerminate } from '../wire/frontend.ts';
 import {
   tcpUpstream,
@@ -240,6 +242,8 @@ interface NamedStatement {
   revoked?: string;
   /** Set with `revoked` when the refusal was of a new Parse under the name of an allowed statement (not a reload). */
   replaced?: boolean;
+  /** What the decision left to check at Bind (bind-checks.ts). */
+  bindChecks?: readonly BindCheck[] | undefined;
 }
 
 /**
@@ -261,6 +265,8 @@ interface BoundPortal {
   paramTypes: readonly number[];
   version: number;
   rowCap: RowCap | undefined;
+  /** The Bind, kept when values in it were checked (bind-checks.ts): checked again if decided again at Execute. */
+  bind?: BindMessage;
 }
 
 /**
@@ -1603,6 +1609,7 @@ export class Session {
             allowed: d.allow,
             seq: this.seq,
             rowCap: d.allow ? d.rowCap : undefined,
+            bindChecks: d.allow ? d.bindChecks : undefined,
           };
           if (
             !d.allow &&
@@ -1671,6 +1678,12 @@ export class Session {
                 return;
               }
               st.rowCap = d.rowCap;
+              st.bindChecks = d.bindChecks;
+              const unbound = bindRefusal(st.bindChecks, b, st.paramTypes);
+              if (unbound !== undefined) {
+                refuseMessage(tracker, unbound, o);
+                return;
+              }
               this.bindPortal(tracker, b.portal, frame, o, {
                 seq: st.seq,
                 sql: st.sql,
@@ -1678,8 +1691,14 @@ export class Session {
                 paramTypes: st.paramTypes,
                 version,
                 rowCap: d.rowCap,
+                ...(st.bindChecks !== undefined ? { bind: b } : {}),
               });
             });
+            return false;
+          }
+          const unbound = bindRefusal(st.bindChecks, b, st.paramTypes);
+          if (unbound !== undefined) {
+            refuseMessage(tracker, unbound, out);
             return false;
           }
           this.bindPortal(tracker, b.portal, frame, out, {
@@ -1689,6 +1708,7 @@ export class Session {
             paramTypes: st.paramTypes,
             version: st.version,
             rowCap: st.rowCap,
+            ...(st.bindChecks !== undefined ? { bind: b } : {}),
           });
           return false;
         }
@@ -1738,6 +1758,16 @@ export class Session {
               if (!d.allow) {
                 this.portals.delete(e.portal);
                 refuseMessage(tracker, policyChangedError('portal', e.portal, this.denial(d).message), o);
+                return;
+              }
+              // Its bound values against the new policy's checks (a channel the reload took away).
+              const unbound =
+                d.bindChecks === undefined
+                  ? undefined
+                  : bindRefusal(d.bindChecks, portal.bind ?? NO_VALUES, portal.paramTypes);
+              if (unbound !== undefined) {
+                this.portals.delete(e.portal);
+                refuseMessage(tracker, policyChangedError('portal', e.portal, unbound.message), o);
                 return;
               }
               portal.version = version;

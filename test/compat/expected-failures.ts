@@ -21,8 +21,6 @@ export const EXPECTED_PROXIED_FAILURES: Record<Driver, Record<string, string>> =
     'temporary table': TEMP_TABLE_DML,
   },
   'postgres.js': {
-    'LISTEN / NOTIFY':
-      "item 2 as landed: postgres.js's sql.notify sends SELECT pg_notify($1, $2), and a channel that is a bind parameter is refused (only a string constant is compared with channels.notify)",
     'temporary table': TEMP_TABLE_DML,
   },
   psycopg: {

@@ -6,6 +6,7 @@ import {
   connectAs,
   pgError,
   startTestProxy,
+  superClient,
   withSuperClient as su,
   type TestProxy,
 } from '../helpers/proxy.ts';
@@ -364,6 +365,48 @@ describe('LISTEN, NOTIFY and pg_notify on named channels', () => {
     for (let i = 0; i < 50 && got.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
     expect(got).toEqual(['jobs_done:one', 'jobs_done:two']);
     await listener.query('UNLISTEN *');
+  });
+});
+
+describe('pg_notify with the channel as a parameter (postgres.js sql.notify)', () => {
+  it('is checked when bound, in text and binary format; a refused one never notifies', async () => {
+    const spy = await superClient();
+    try {
+      const got: string[] = [];
+      spy.on('notification', (n) => got.push(`${n.channel}:${n.payload ?? ''}`));
+      for (const ch of ['jobs_done', 'jobs_other', 'other']) await spy.query(`LISTEN ${ch}`);
+      const c = await as('migrator');
+      await c.query('SELECT pg_notify($1, $2)', ['jobs_done', 'text']);
+      // node-postgres sends a Buffer in binary format.
+      await c.query('SELECT pg_notify($1, $2)', [Buffer.from('jobs_done'), 'binary']);
+      // A named statement bound again with another channel: each Bind is checked.
+      const named = { name: 'notify_named', text: 'SELECT pg_notify($1, $2)' };
+      await c.query({ ...named, values: ['jobs_done', 'named'] });
+      expect((await pgError(() => c.query({ ...named, values: ['jobs_other', 'x'] }))).code).toBe('42501');
+      for (const values of [
+        ['jobs_other', 'x'],
+        [Buffer.from('other'), 'x'],
+        [null, 'x'],
+        [Buffer.from([0xff, 0xfe]), 'x'],
+      ] as unknown[][]) {
+        const e = await pgError(() => c.query('SELECT pg_notify($1, $2)', values));
+        expect(e.code, String(values[0])).toBe('42501');
+      }
+      // Refused at Parse: $1 used elsewhere too (it might not be text there), or nothing bound (PREPARE, simple Query).
+      expect((await pgError(() => c.query('SELECT pg_notify($1, $2) WHERE $1 <> $2', ['jobs_done', 'x']))).code).toBe(
+        '42501',
+      );
+      expect((await pgError(() => c.query(`PREPARE pn (text) AS SELECT pg_notify($1, 'x')`))).code).toBe('42501');
+      // The connection stays usable after a refused Bind.
+      expect((await c.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }]);
+      await spy.query('SELECT 1');
+      for (let i = 0; i < 50 && got.length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 100));
+      await spy.query('SELECT 1');
+      expect(got).toEqual(['jobs_done:text', 'jobs_done:binary', 'jobs_done:named']);
+    } finally {
+      await spy.end();
+    }
   });
 });
 

@@ -598,3 +598,33 @@ describe('validation', () => {
     ]);
   });
 });
+
+describe("pg_notify's channel as a parameter", () => {
+  const parse = (sql: string, role: RolePolicy = migrator) => evaluate(sql, 'parse', sessionFor(role), CATALOG);
+  it('a bare $n in a Parse message is allowed with a Bind check of the role channels', () => {
+    const d = parse('SELECT pg_notify($1, $2)');
+    expect(d).toMatchObject({
+      allow: true,
+      bindChecks: [{ kind: 'notify_channel', param: 1, channels: migrator.channels?.notify }],
+    });
+    // Two calls with the same parameter: one check; a constant channel needs none.
+    expect(parse(`SELECT pg_notify($2, 'a'), pg_notify($2, 'b'), pg_notify('jobs_done', $1)`)).toMatchObject({
+      allow: true,
+      bindChecks: [{ param: 2 }],
+    });
+    expect(parse(`SELECT pg_notify('jobs_done', $1)`)).not.toHaveProperty('bindChecks');
+  });
+  it.each([
+    ['the simple protocol, where nothing is bound', 'simple', 'SELECT pg_notify($1, $2)'],
+    ['PREPARE (EXECUTE binds nothing pgwarden sees)', 'parse', `PREPARE p (text) AS SELECT pg_notify($1, 'x')`],
+    ['$1 also used elsewhere', 'parse', 'SELECT pg_notify($1, $2) WHERE $1 IS NOT NULL'],
+    ['$1 in an expression', 'parse', `SELECT pg_notify($1 || '', 'x')`],
+    ['$1 cast', 'parse', `SELECT pg_notify($1::varchar, 'x')`],
+    ['a stored expression', 'parse', `CREATE TABLE scratch.t (a text DEFAULT pg_notify($1, 'x')::text)`],
+  ] as const)('refused: %s', (_n, mode, sql) => {
+    expect(evaluate(sql, mode, sessionFor(migrator), CATALOG)).toMatchObject({ allow: false, sqlstate: '42501' });
+  });
+  it('a role without channels.notify may not call pg_notify at all', () => {
+    expect(parse('SELECT pg_notify($1, $2)', ROLES.writer)).toMatchObject({ allow: false, reason: 'function_denied' });
+  });
+});
