@@ -71,12 +71,18 @@ function fail(path: string, message: string): never {
   throw new Malformed(`${path} ${message}`);
 }
 
+/** No PostgreSQL name holds a NUL; one in a claim could only reach SQL text pgwarden builds from the narrowing. */
+function noNul(s: string, path: string): string {
+  if (s.includes('\0')) fail(path, 'contains a NUL character, which no PostgreSQL name can');
+  return s;
+}
+
 function stringList(v: unknown, path: string): string[] {
   if (!Array.isArray(v)) fail(path, `must be a list (got ${describe(v)})`);
   if (v.length > MAX_NARROW_ITEMS) fail(path, `has more than ${MAX_NARROW_ITEMS} entries`);
   return v.map((s, i) => {
     if (typeof s !== 'string') fail(`${path}[${i}]`, `must be a string (got ${describe(s)})`);
-    return s;
+    return noNul(s, `${path}[${i}]`);
   });
 }
 
@@ -136,7 +142,7 @@ export function parseNarrowing(value: unknown): NarrowingResult {
   try {
     if (!isRecord(value)) fail(at, `must be a JSON object (got ${describe(value)})`);
     checkKeys(value, NARROW_KEYS, at);
-    const n: Omit<TokenNarrowing, 'digest'> & { -readonly [K in keyof TokenNarrowing]?: TokenNarrowing[K] } = {};
+    const n: Omit<TokenNarrowing, 'digest'> = {};
     if ('relations' in value) n.relations = Object.freeze(patterns(value.relations, `${at}.relations`));
     if ('columns' in value) {
       const c = value.columns;
@@ -147,6 +153,7 @@ export function parseNarrowing(value: unknown): NarrowingResult {
       const map = new Map<string, Set<string>>();
       for (const [rel, cols] of entries) {
         const path = `${at}.columns[${JSON.stringify(rel)}]`;
+        noNul(rel, path);
         const r = parseRelationPattern(rel, { allowWildcard: false });
         if (!r.ok) fail(path, `names no single relation: ${JSON.stringify(rel)} ${r.message}`);
         const key = relationKey(r.pattern.schema, r.pattern.name);

@@ -116,6 +116,9 @@ describe('parseNarrowing', () => {
     ['statementTimeout a duration string', { statementTimeout: '5s' }, /statementTimeout must be an integer/],
     ['statementTimeout over the server limit', { statementTimeout: 2 ** 31 }, /statementTimeout must be an integer/],
     ['utility not a boolean', { utility: 0 }, /utility must be true or false/],
+    ['a NUL in a quoted relation name', { relations: ['public."a\u0000b"'] }, /NUL character/],
+    ['a NUL in a column key', { columns: { 'public."a\u0000b"': ['id'] } }, /NUL character/],
+    ['a NUL in a column', { columns: { 'public.customers': ['"a\u0000b"'] } }, /NUL character/],
   ])('refuses %s', (_what, value, message) => {
     expect(problem(value)).toMatch(message);
     expect(problem(value)).toMatch(/^pgwarden_narrow/);
