@@ -291,9 +291,13 @@ class Analyzer {
   private readonly seenFn = new Set<string>();
   private root: unknown;
 
-  constructor(kind: string, catalog: CatalogSnapshot, role: RolePolicy) {
+  /** The session's temporary objects (SessionView.tempObjects, deferTemporary). */
+  private readonly temporary: TemporaryNames;
+
+  constructor(kind: string, catalog: CatalogSnapshot, role: RolePolicy, temporary: TemporaryNames = {}) {
     this.catalog = catalog;
     this.role = role;
+    this.temporary = temporary;
     const path: string[] = [];
     for (const s of role.searchPath) {
       if (s === '$user') {
@@ -508,7 +512,15 @@ class Analyzer {
       return undefined;
     }
     let schema: string | undefined;
-    if (schemaname !== undefined) {
+    // The session's own temporary relations are never in the snapshot: a name written pg_temp.x is one of them (it can
+    // be nothing else), and so, when deferring, is an unqualified name (PostgreSQL searches pg_temp first). The server's
+    // analysis, which always follows for statements that read or write relations, resolves it and judges what it is.
+    const temporary =
+      this.role.ddl?.temporary === true &&
+      (schemaname === 'pg_temp' || (schemaname === undefined && this.temporary.defer === true));
+    if (temporary) {
+      schema = 'pg_temp';
+    } else if (schemaname !== undefined) {
       if (this.relationExists(schemaname, relname)) schema = schemaname;
     } else {
       for (const s of this.relPath) {
@@ -536,7 +548,7 @@ class Analyzer {
       const candidates =
         schemaname !== undefined
           ? [schemaname]
-          : this.role.ddl?.temporary === true
+          : this.role.ddl?.temporary === true && this.temporary.objects !== false
             ? ['pg_temp', ...this.relPath]
             : this.relPath;
       const outside = candidates.find((s) => !this.inScope(s, relname) && !this.ownSchema(s));
@@ -1538,8 +1550,21 @@ function targetColumns(list: unknown): readonly string[] | undefined {
   return out;
 }
 
+/** What the session's temporary objects mean for name resolution (from SessionView). */
+export interface TemporaryNames {
+  /** False: the session has none, so pg_temp is not searched. */
+  objects?: boolean;
+  /** Unqualified relation names are judged as the session's temporary relations (SessionView.deferTemporary). */
+  defer?: boolean;
+}
+
 /** Analyses one statement (the `stmt` of a RawStmt). Throws only on programming errors; evaluate catches. */
-export function analyzeStatement(stmt: AnyNode, catalog: CatalogSnapshot, role: RolePolicy): Analysis {
+export function analyzeStatement(
+  stmt: AnyNode,
+  catalog: CatalogSnapshot,
+  role: RolePolicy,
+  temporary: TemporaryNames = {},
+): Analysis {
   const kind = Object.keys(stmt)[0] ?? 'Unknown';
-  return new Analyzer(kind, catalog, role).run(stmt);
+  return new Analyzer(kind, catalog, role, temporary).run(stmt);
 }

@@ -229,7 +229,16 @@ export class DecisionCache {
       this.clear();
       this.catalog = catalog;
     }
-    const prefix = this.prefixFor(policyVersion, session.role.name, session.role.narrowing?.digest ?? '', mode);
+    // The session's temporary objects change how unqualified names resolve (SessionView.tempObjects, deferTemporary).
+    const temporaryMode =
+      session.tempObjects === false
+        ? session.deferTemporary === true
+          ? `${mode}-+`
+          : `${mode}-`
+        : session.deferTemporary === true
+          ? `${mode}+`
+          : mode;
+    const prefix = this.prefixFor(policyVersion, session.role.name, session.role.narrowing?.digest ?? '', temporaryMode);
     // The shared entry first: a text with literals rarely repeats exactly (pgbench's simple mode never does).
     const shape = literalShape(sql);
     const normKey = shape === undefined ? undefined : prefix + shape.key;

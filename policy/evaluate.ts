@@ -282,6 +282,15 @@ function viewOutsideNarrowing(
   };
 }
 
+/**
+ * The session's own temporary relations (schema pg_temp: pgwarden's name for the session's temporary schema, never
+ * another session's pg_temp_N) are the role's to read and write when it may make them (ddl.temporary): it made them,
+ * and nobody else can see them. The statement kinds (write.kinds) still apply.
+ */
+export function temporaryRelation(role: RolePolicy, schema: string): boolean {
+  return schema === 'pg_temp' && role.ddl?.temporary === true && !role.readOnly;
+}
+
 export function matchesRelation(patterns: readonly RelationPattern[], schema: string, name: string): boolean {
   for (const p of patterns) if (p.schema === schema && (p.name === '*' || p.name === name)) return true;
   return false;
@@ -477,7 +486,13 @@ export function checkFacts(
         hint: 'write the base table itself',
       };
     }
-    if (w.relation === undefined || !matchesRelation(role.write.relations, w.relation.schema, w.relation.name)) {
+    if (
+      w.relation === undefined ||
+      !(
+        matchesRelation(role.write.relations, w.relation.schema, w.relation.name) ||
+        temporaryRelation(role, w.relation.schema)
+      )
+    ) {
       return {
         reason: 'relation_not_allowed',
         ruleId: `${r}.write.relations`,
@@ -494,6 +509,13 @@ export function checkFacts(
   }
   for (const rel of a.relations) {
     if (rel.access !== 'read') continue;
+    if (temporaryRelation(role, rel.schema) && rel.absent !== true) {
+      if (rank < ALLOW_RANK.relations) {
+        rank = ALLOW_RANK.relations;
+        ruleId = `${r}.ddl.temporary`;
+      }
+      continue;
+    }
     // A missing name outside the role's relations (absent) is refused as a relation, whatever schema it was placed in.
     if (isSystemRelation(rel.schema) && rel.absent !== true) {
       const why = DENIED_SYSTEM_RELATIONS.get(rel.key);
@@ -776,7 +798,10 @@ function checkKind(
           role.write !== undefined &&
           role.write.kinds.includes('update') &&
           a.relations.every(
-            (x) => x.access !== 'read' || matchesRelation(role.write?.relations ?? [], x.schema, x.name),
+            (x) =>
+              x.access !== 'read' ||
+              matchesRelation(role.write?.relations ?? [], x.schema, x.name) ||
+              temporaryRelation(role, x.schema),
           );
         if (!canLock) {
           return {
@@ -1558,6 +1583,7 @@ export function checkNamed(a: Analysis, role: RolePolicy, need: NamedNeed): Deni
   const base = checkFacts({ ...a, relations: [], columns: [] }, role);
   if ('reason' in base) return base;
   for (const rel of a.relations) {
+    if (temporaryRelation(role, rel.schema)) continue;
     const writable = !role.readOnly && matchesRelation(role.write?.relations ?? [], rel.schema, rel.name);
     const readable = matchesRelation(role.relations, rel.schema, rel.name);
     // LOCK on a view locks every relation its query reads, in the same mode.
@@ -1847,7 +1873,10 @@ function evaluateInner(
   const summaries: StatementSummary[] = [];
   const analyses: Analysis[] = [];
   for (const raw of stmts) {
-    const a = analyzeStatement((raw.stmt ?? {}) as AnyNode, catalog, role);
+    const a = analyzeStatement((raw.stmt ?? {}) as AnyNode, catalog, role, {
+      objects: session.tempObjects,
+      defer: session.deferTemporary,
+    });
     analyses.push(a);
     summaries.push(summarize(a));
   }

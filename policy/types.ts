@@ -213,6 +213,17 @@ export interface SessionView {
   holdCursorNames?: ReadonlySet<string>;
   /** The session's upstream backend pid: the server's analysis tells a lock the session's own transaction holds from another's. */
   backendPid?: number;
+  /**
+   * False when the session has made no temporary object (so an unqualified name cannot be one of them); true or
+   * undefined when it may have (a role with ddl.temporary), so its temporary schema is among the places a name resolves.
+   */
+  tempObjects?: boolean;
+  /**
+   * Judge unqualified relation names (and pg_temp ones) as the session's own temporary relations, leaving the truth to
+   * the server's analysis on the session's own connection (proxy/session/policy-gate.ts): used only to ask again about
+   * a statement refused over a relation, for a session that has temporary objects.
+   */
+  deferTemporary?: boolean;
 }
 
 /** What a statement does, for the session, the audit trail and `policy explain`. */
@@ -254,6 +265,13 @@ export type Decision =
       listsScope?: true;
       /** The text run is policy/catalog-scope.ts's filtered rewrite: the server's analysis judges it as such. */
       catalogFiltered?: true;
+      /** Where PostgreSQL's own analysis ran, when not on pgwarden's analysis connections (audit field analysedOn). */
+      analysedOn?: 'session';
+      /**
+       * Allowed only as the session's temporary relations resolve now (SessionView.deferTemporary): valid where it was
+       * analysed, so a prepared statement of it is analysed again before each later use.
+       */
+      dependsOnTemporary?: true;
     }
   | {
       allow: false;
@@ -272,4 +290,6 @@ export type Decision =
       statements: StatementSummary[];
       /** 1-based character position in the client's text, when PostgreSQL's analysis reported one. */
       position?: number;
+      /** Where PostgreSQL's own analysis ran, when not on pgwarden's analysis connections (audit field analysedOn). */
+      analysedOn?: 'session';
     };

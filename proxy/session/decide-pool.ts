@@ -175,6 +175,8 @@ function workerView(v: SessionView): { [K in keyof Required<SessionView>]: Sessi
     cursorNames: v.cursorNames,
     holdCursorNames: v.holdCursorNames,
     backendPid: v.backendPid,
+    tempObjects: v.tempObjects,
+    deferTemporary: v.deferTemporary,
   };
 }
 
