@@ -238,7 +238,12 @@ export class DecisionCache {
         : session.deferTemporary === true
           ? `${mode}+`
           : mode;
-    const prefix = this.prefixFor(policyVersion, session.role.name, session.role.narrowing?.digest ?? '', temporaryMode);
+    const prefix = this.prefixFor(
+      policyVersion,
+      session.role.name,
+      session.role.narrowing?.digest ?? '',
+      temporaryMode,
+    );
     // The shared entry first: a text with literals rarely repeats exactly (pgbench's simple mode never does).
     const shape = literalShape(sql);
     const normKey = shape === undefined ? undefined : prefix + shape.key;

@@ -207,6 +207,7 @@ export function decisionFragment(d: Decision): string {
     json += `,"reason":${JSON.stringify(d.reason)},"refusal":${JSON.stringify(refusalReason(d))},"sqlstate":${JSON.stringify(d.sqlstate)}`;
     if (d.operatorHint !== undefined) json += `,"operatorHint":${JSON.stringify(d.operatorHint)}`;
   } else if (d.shadowDenied) json += `,"reason":${JSON.stringify(d.shadowDenied.reason)}`;
+  if (d.analysedOn !== undefined) json += `,"analysedOn":"${d.analysedOn}"`;
   json = scrubText(json);
   decisionFragments.set(d.statements, { d, json });
   return json;
@@ -214,7 +215,7 @@ export function decisionFragment(d: Decision): string {
 
 function sameOutcome(a: Decision, b: Decision): boolean {
   if (a === b) return true;
-  if (a.allow !== b.allow || a.ruleId !== b.ruleId) return false;
+  if (a.allow !== b.allow || a.ruleId !== b.ruleId || a.analysedOn !== b.analysedOn) return false;
   if (!a.allow && !b.allow)
     return a.reason === b.reason && a.sqlstate === b.sqlstate && a.operatorHint === b.operatorHint;
   if (a.allow && b.allow) return a.shadowDenied?.reason === b.shadowDenied?.reason;

@@ -28,8 +28,8 @@ export function withAuditGate(gate: StatementGate, audit: Pick<Audit, 'healthy' 
       return gate.version;
     },
     role: (name) => gate.role(name),
-    decide(sql, mode, view, paramTypes): Decision | Promise<Decision> {
-      if (auditGate(audit)) return gate.decide(sql, mode, view, paramTypes);
+    decide(sql, mode, view, paramTypes, own): Decision | Promise<Decision> {
+      if (auditGate(audit)) return gate.decide(sql, mode, view, paramTypes, own);
       return {
         allow: false,
         ruleId: undefined,

@@ -8,9 +8,15 @@ import { judgeParameterTypes } from '../../policy/param-types.ts';
 import { CacheMiss, DecisionCache, DEFAULT_CACHE_BYTES, type DecisionSlot } from '../../policy/decision-cache.ts';
 import { DEFAULT_PARSER_LIMITS, currentParserLimits } from '../../policy/parser.ts';
 import type { PolicyStore } from '../../policy/store.ts';
-import type { StatementGate } from './gate.ts';
+import type { OwnAnalysis, StatementGate } from './gate.ts';
 import { DecidePool, failedRefusal, type DecidePoolOptions } from './decide-pool.ts';
-import { needsServerAnalysis, type AnalysisPlanner, type ServerChecker, type ServerVerdict } from './server-check.ts';
+import {
+  analysableInOrder,
+  needsServerAnalysis,
+  type AnalysisPlanner,
+  type ServerChecker,
+  type ServerVerdict,
+} from './server-check.ts';
 import { CATALOG_CHANGING_KINDS } from '../../policy/ddl.ts';
 import { CatalogFollower, type CatalogFollowOptions } from './catalog-follow.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
@@ -38,6 +44,13 @@ function combine(local: Allow, v: ServerVerdict, role: RolePolicy): Decision {
   if (role.mode === 'shadow') return { ...local, shadowDenied: { reason: v.deny.reason, message: v.deny.message } };
   return v.deny;
 }
+
+/**
+ * Refusals over a relation that a temporary relation of the session could be behind (an unqualified name is looked
+ * up in pg_temp first): for a session with temporary objects, such a statement is judged again with its unqualified
+ * names as temporary relations, and PostgreSQL's analysis on the session's own connection tells what they are.
+ */
+const DEFERRABLE_REASONS = new Set(['unknown_relation', 'relation_not_allowed', 'undefined_relation', 'column_denied']);
 
 /** Asks the server and keeps the verdict in the entry's slot; concurrent misses of the entry wait for this one. */
 function analyse(
@@ -121,6 +134,32 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
   const plannerFor = (sql: string): AnalysisPlanner | undefined =>
     longerThan(sql, offloadAbove) ? workerPlanner : undefined;
 
+  /**
+   * PostgreSQL's analysis on the session's own connection: never cached (it holds for this session at this point only).
+   * Undefined when it cannot run there (no connection offered, or an earlier statement of the same text may change
+   * what this one resolves to before it runs).
+   */
+  const onOwn = (
+    decision: Allow,
+    sql: string,
+    role: RolePolicy,
+    paramTypes: readonly number[] | undefined,
+    pid: number | undefined,
+    own: OwnAnalysis | undefined,
+  ): Promise<Decision> | undefined => {
+    if (server === undefined || own?.target === undefined || !analysableInOrder(decision, sql)) return undefined;
+    return server
+      .check(
+        sql,
+        paramTypes ?? [],
+        role,
+        { dbRole: role.dbRole, searchPath: role.searchPath, display: {}, sessionPid: pid, own: own.target },
+        decision,
+        plannerFor(sql),
+      )
+      .then((v) => ({ ...combine(decision, v, role), analysedOn: 'session' as const }));
+  };
+
   /** The local decision is known: PostgreSQL's own analysis confirms what it allows. */
   const confirm = (
     decision: Decision,
@@ -129,6 +168,7 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     role: RolePolicy,
     paramTypes: readonly number[] | undefined,
     pid: number | undefined,
+    own?: OwnAnalysis,
   ): Decision | Promise<Decision> => {
     // Scoped DDL (or DO) is about to change the catalog: what the server's analysis cached about it may go stale, and
     // the session's next statement must be analysed against what the DDL made (a column it added, a table it dropped).
@@ -136,6 +176,59 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
       server.invalidate();
     follower?.note(decision, pid);
     if (server === undefined || !decision.allow || !needsServerAnalysis(decision)) return decision;
+    if (own?.required === true) {
+      const there = onOwn(decision, sql, role, paramTypes, pid, own);
+      if (there !== undefined) return there;
+    }
+    const separate = onSeparate(decision, slot, sql, role, paramTypes, pid);
+    if (own?.target === undefined) return separate;
+    // The session's own open transaction holds a lock the analysis connection would wait for (TRUNCATE, ALTER, LOCK in
+    // it): its own connection can analyse the statement, since nothing there waits for itself.
+    const again = (d: Decision): Decision | Promise<Decision> =>
+      !d.allow && d.reason === 'analysis_self_locked' ? (onOwn(decision, sql, role, paramTypes, pid, own) ?? d) : d;
+    return separate instanceof Promise ? separate.then(again) : again(separate);
+  };
+
+  /**
+   * A statement refused over a relation, for a session with temporary objects: judged again with its unqualified names
+   * as the session's temporary relations, it is allowed if PostgreSQL's analysis of it (on the session's own connection
+   * where possible) allows what the names really are; otherwise the first refusal stands, so a name that is not a
+   * temporary relation gets the answer it always got (and existence outside the role's relations stays hidden).
+   */
+  const deferred = (
+    refused: Extract<Decision, { allow: false }>,
+    sql: string,
+    mode: 'simple' | 'parse',
+    view: SessionView,
+    role: RolePolicy,
+    catalog: typeof store.current.catalog,
+    version: number,
+    paramTypes: readonly number[] | undefined,
+    own: OwnAnalysis | undefined,
+  ): Promise<Decision> | undefined => {
+    if (server === undefined || view.tempObjects !== true || role.ddl?.temporary !== true) return undefined;
+    if (!DEFERRABLE_REASONS.has(refused.reason)) return undefined;
+    const again = cache.lookup(sql, mode, { ...view, deferTemporary: true }, catalog, version);
+    const d = again.decision;
+    if (!d.allow || !needsServerAnalysis(d)) return undefined;
+    const judged =
+      onOwn(d, sql, role, paramTypes, view.backendPid, own) ??
+      Promise.resolve(onSeparate(d, again.slot, sql, role, paramTypes, view.backendPid));
+    return judged.then((j) =>
+      j.allow && j.shadowDenied === undefined ? { ...j, dependsOnTemporary: true as const } : refused,
+    );
+  };
+
+  /** PostgreSQL's analysis on pgwarden's own connections, its verdicts kept in the entry's slot. */
+  const onSeparate = (
+    decision: Allow,
+    slot: DecisionSlot,
+    sql: string,
+    role: RolePolicy,
+    paramTypes: readonly number[] | undefined,
+    pid: number | undefined,
+  ): Decision | Promise<Decision> => {
+    if (server === undefined) return decision;
     const paramKey = paramTypes === undefined || paramTypes.length === 0 ? '' : paramTypes.join(',');
     // The hit path first and without allocating: a closure per decision costs more than the lookup.
     const v = server.cached(slot.server, paramKey, sql);
@@ -179,13 +272,14 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
       mode: 'simple' | 'parse',
       view: SessionView,
       paramTypes?: readonly number[],
+      own?: OwnAnalysis,
     ): Decision | Promise<Decision> {
-      const d = decideNow(sql, mode, view, paramTypes);
+      const d = decideNow(sql, mode, view, paramTypes, own);
       if (follower === undefined) return d;
       // A refusal the snapshot may owe to DDL since it was read: decided again once the catalog has been read again.
       const again = (x: Decision): Decision | Promise<Decision> =>
         follower.mayBeStale(x)
-          ? follower.awaitRefresh().then((ok) => (ok ? decideNow(sql, mode, view, paramTypes) : x))
+          ? follower.awaitRefresh().then((ok) => (ok ? decideNow(sql, mode, view, paramTypes, own) : x))
           : x;
       return d instanceof Promise ? d.then(again) : again(d);
     },
@@ -196,6 +290,7 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     mode: 'simple' | 'parse',
     view: SessionView,
     paramTypes?: readonly number[],
+    own?: OwnAnalysis,
   ): Decision | Promise<Decision> {
     // One read of the store per decision: policy and catalog come from the same swap.
     const { policy, catalog } = store.current;
@@ -225,14 +320,14 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
       const probe = cache.probe(sql, mode, current, catalog, policy.version);
       opts.onLookup?.(!(probe instanceof CacheMiss));
       if (!(probe instanceof CacheMiss))
-        return confirm(probe.decision, probe.slot, sql, role, paramTypes, current.backendPid);
+        return confirm(probe.decision, probe.slot, sql, role, paramTypes, current.backendPid, own);
       return (
         getPool()
           .decide({ sql, mode, view: current, catalog, policyVersion: policy.version })
           .then((answer) => {
             if (!answer.ok) return answer.decision;
             const { decision, slot } = cache.store(probe, answer.facts);
-            return confirm(decision, slot, sql, role, paramTypes, current.backendPid);
+            return confirm(decision, slot, sql, role, paramTypes, current.backendPid, own);
           })
           // Never rejects: anything unexpected on the way back is a refusal, as on the main thread.
           .catch(() => failedRefusal('decide_worker_failed', 'internal error'))
@@ -241,6 +336,10 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     const misses = cache.stats.misses;
     const { decision, slot } = cache.lookup(sql, mode, current, catalog, policy.version);
     opts.onLookup?.(cache.stats.misses === misses);
-    return confirm(decision, slot, sql, role, paramTypes, current.backendPid);
+    if (!decision.allow) {
+      const temporary = deferred(decision, sql, mode, current, role, catalog, policy.version, paramTypes, own);
+      if (temporary !== undefined) return temporary;
+    }
+    return confirm(decision, slot, sql, role, paramTypes, current.backendPid, own);
   }
 }

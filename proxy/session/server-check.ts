@@ -27,6 +27,7 @@ import {
 } from '../../policy/server-analysis.ts';
 import { planServerAnalysis, type AnalysisPlan, type AnalysisText } from '../../policy/server-plan.ts';
 import type { Decision, RolePolicy } from '../../policy/types.ts';
+import { parseStatements } from '../../policy/parser.ts';
 import { BackendType } from '../wire/codes.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
 import { scrubErrorFrame } from './scrub.ts';
@@ -37,6 +38,7 @@ import {
   type TreeResult,
   type AnalysisConnection,
   type AnalysisContext,
+  type AnalysisTarget,
   type AnalysisPool,
   type RelationLock,
   type ServerError,
@@ -108,6 +110,70 @@ const ANALYSED_KINDS = new Set([
   'ExecuteStmt',
   ...UTILITY_ANALYSED_KINDS,
 ]);
+
+/**
+ * Kinds that cannot change what a later statement's names resolve to (or what it sees of the catalog): DML, reads,
+ * cursors, settings (search_path is pinned), locks. Everything else (DDL, DISCARD, DO, CALL, …) may.
+ */
+const RESOLUTION_NEUTRAL_KINDS = new Set([
+  'SelectStmt',
+  'InsertStmt',
+  'UpdateStmt',
+  'DeleteStmt',
+  'MergeStmt',
+  'ExplainStmt',
+  'DeclareCursorStmt',
+  'FetchStmt',
+  'ClosePortalStmt',
+  'PrepareStmt',
+  'ExecuteStmt',
+  'DeallocateStmt',
+  'VariableSetStmt',
+  'VariableShowStmt',
+  'CopyStmt',
+  'LockStmt',
+  'TruncateStmt',
+  'VacuumStmt',
+  'ListenStmt',
+  'UnlistenStmt',
+  'NotifyStmt',
+  'CommentStmt',
+]);
+
+/** Transaction statements that leave every object as it was: the ones that end or roll back a (sub)transaction do not. */
+const NEUTRAL_TRANSACTION_KINDS = new Set([
+  'TRANS_STMT_BEGIN',
+  'TRANS_STMT_START',
+  'TRANS_STMT_SAVEPOINT',
+  'TRANS_STMT_RELEASE',
+]);
+
+/**
+ * Whether the session's own connection, idle before `sql` runs, shows each analysed statement of it the catalog that
+ * statement will run against: true unless a statement before an analysed one may change it (`DROP TABLE pg_temp.t;
+ * SELECT * FROM t`, DISCARD TEMP, ROLLBACK …), which would run only after every statement of the text was analysed.
+ */
+export function analysableInOrder(d: Allow, sql: string): boolean {
+  if (d.statements.length <= 1) return true;
+  let changed = false;
+  let raws: readonly { stmt?: unknown }[] | undefined;
+  for (let i = 0; i < d.statements.length; i++) {
+    const kind = d.statements[i]?.kind ?? '';
+    if (changed && ANALYSED_KINDS.has(kind)) return false;
+    if (RESOLUTION_NEUTRAL_KINDS.has(kind)) continue;
+    if (kind === 'TransactionStmt') {
+      if (raws === undefined) {
+        const parsed = parseStatements(sql);
+        if (!parsed.ok || parsed.stmts.length !== d.statements.length) return false;
+        raws = parsed.stmts;
+      }
+      const t = (raws[i]?.stmt as { TransactionStmt?: { kind?: unknown } } | undefined)?.TransactionStmt?.kind;
+      if (typeof t === 'string' && NEUTRAL_TRANSACTION_KINDS.has(t)) continue;
+    }
+    changed = true;
+  }
+  return true;
+}
 
 export function needsServerAnalysis(d: Allow): boolean {
   for (const s of d.statements) if (ANALYSED_KINDS.has(s.kind)) return true;
@@ -338,9 +404,10 @@ export class ServerChecker {
       this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
       return { deny: toDeny(undefined, unanalysable(NOT_ANALYSED, plan.why), local.statements), expires, sql };
     }
-    let conn: AnalysisConnection;
+    let conn: AnalysisTarget;
+    const own = ctx.own !== undefined;
     try {
-      conn = await this.opts.pool.connection(ctx);
+      conn = ctx.own ?? (await this.opts.pool.connection(ctx));
     } catch (err) {
       this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
       return { deny: { ...unavailable(errorMessage(err)), statements: local.statements }, expires: 0, sql };
@@ -357,7 +424,15 @@ export class ServerChecker {
         }
         if (Array.isArray(types)) parsedTypes = types;
         const parsed: TreeResult | Locked = Array.isArray(types)
-          ? await this.parseWaitingForLocks(conn, t.text, types, ctx.sessionPid, local.statements)
+          ? own
+            ? await this.parseOwn(conn, t.text, types, local.statements)
+            : await this.parseWaitingForLocks(
+                conn as AnalysisConnection,
+                t.text,
+                types,
+                ctx.sessionPid,
+                local.statements,
+              )
           : { ok: false, error: types as ServerError };
         if ('locked' in parsed) {
           this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'deny' });
@@ -380,9 +455,15 @@ export class ServerChecker {
       }
       let judged: { denial: Denial | undefined; literalSensitive: boolean };
       try {
-        judged = await this.judge(conn, t, await readTree(result.tree), role, parsedTypes, {
-          catalogFiltered: local.catalogFiltered === true,
-        });
+        judged = await this.judge(
+          conn,
+          t,
+          await readTree(result.tree),
+          role,
+          parsedTypes,
+          { catalogFiltered: local.catalogFiltered === true },
+          own,
+        );
       } catch (err) {
         if (err instanceof AnalysisUnavailable) {
           this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
@@ -439,13 +520,38 @@ export class ServerChecker {
     return { locked: lockWaitTimedOut(waited, held.others, statements), lockHolders };
   }
 
+  /**
+   * parseTree on the session's own connection: no lock probe (the session's own locks cannot block it there), and a
+   * wait for another transaction's lock ends at the statement_timeout the analysis sets for itself.
+   */
+  private async parseOwn(
+    conn: AnalysisTarget,
+    text: string,
+    types: readonly number[],
+    statements: Deny['statements'],
+  ): Promise<TreeResult | Locked> {
+    const t0 = performance.now();
+    const result = await conn.parseTree(text, types);
+    if (!serverFailed(result, OPERATOR_INTERVENTION)) return result;
+    return {
+      locked: {
+        ...unavailable(
+          `the analysis on the session's own connection did not finish within ${Math.round(performance.now() - t0)} ms`,
+        ),
+        statements,
+      },
+    };
+  }
+
+  /** `own`: the facts come from the session's own connection and are neither read from nor kept in the shared cache. */
   private async judge(
-    conn: AnalysisConnection,
+    conn: AnalysisTarget,
     t: AnalysisText,
     tree: PgValue,
     role: RolePolicy,
     paramTypes: readonly number[],
     factsCtx: FactsContext,
+    own: boolean,
   ): Promise<{ denial: Denial | undefined; literalSensitive: boolean }> {
     const known = {
       relations: new Map<number, ServerRelation | null>(),
@@ -459,7 +565,9 @@ export class ServerChecker {
       const { missing } = collectReferences([tree], known, paramTypes);
       if (!hasMissing(missing)) break;
       if (round >= MAX_LOOKUP_ROUNDS) throw new ServerAnalysisError('catalog references nest too deeply');
-      const cached = this.oids.snapshot(missing);
+      const cached: OidCatalog = own
+        ? { relations: new Map(), functions: new Map(), operators: new Map(), types: new Map() }
+        : this.oids.snapshot(missing);
       merge(known, cached);
       const lacking: OidSets = {
         relations: new Set([...missing.relations].filter((o) => !cached.relations.has(o))),
@@ -469,7 +577,7 @@ export class ServerChecker {
       };
       if (!hasMissing(lacking)) continue;
       const fetched = await fetchOids(conn, lacking);
-      this.oids.store(fetched);
+      if (!own) this.oids.store(fetched);
       merge(known, fetched);
     }
     const facts = factsFromTrees(t.kind, [tree], known, { copyFrom: t.copyFrom, extraTypes: paramTypes });

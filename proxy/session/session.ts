@@ -54,6 +54,10 @@ import { scrubForwarded } from './scrub.ts';
 import { acceptStartupSettings, readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
 import { rewriteApplicationName } from './app-name.ts';
 import { refuseSingleUse, type SingleUseCheck } from '../revocation/consumed.ts';
+import type { OwnAnalysis } from './gate.ts';
+import { CATALOG_CHANGING_KINDS } from '../../policy/ddl.ts';
+import { SessionAnalysis, UpstreamExchange, type SessionExchange, type TxStatus } from '../upstream/own-analysis.ts';
+import { AnalysisUnavailable } from '../upstream/analysis.ts';
 
 /** Why a session ended; a low-cardinality metric label. */
 export type EndReason =
@@ -244,6 +248,12 @@ interface NamedStatement {
   replaced?: boolean;
   /** What the decision left to check at Bind (bind-checks.ts). */
   bindChecks?: readonly BindCheck[] | undefined;
+  /**
+   * Allowed as the session's temporary relations resolved when it was decided (Decision.dependsOnTemporary): the
+   * session's execution count then. PostgreSQL analyses a prepared statement again when what it uses changes (a
+   * temporary table dropped), so once anything has run since, it is decided again before it is bound.
+   */
+  temporaryAt?: number;
 }
 
 /**
@@ -366,6 +376,29 @@ function usedNames(sql: string): { prepared: Set<string>; cursors: Set<string> }
   return { prepared, cursors };
 }
 
+/** Largest parse tree read from the session's own connection, as from pgwarden's analysis connections. */
+const OWN_ANALYSIS_MAX_TREE = 16 * 1024 * 1024;
+
+/**
+ * SQL PREPARE of a statement allowed only as the session's temporary relations resolve now: PostgreSQL would resolve
+ * its unqualified names again whenever they change (a temporary table dropped makes the name the permanent one), long
+ * after pgwarden decided, so it is refused; written pg_temp.name, a name can only ever be the temporary relation.
+ */
+function temporaryPrepare(d: Extract<Decision, { allow: true }>): Decision {
+  return {
+    allow: false,
+    ruleId: 'builtin.analysis',
+    sqlstate: SqlState.InsufficientPrivilege,
+    message: 'permission denied by pgwarden: PREPARE of a statement that uses a temporary table by an unqualified name',
+    detail:
+      'PostgreSQL resolves the names of a prepared statement again when the tables change, after pgwarden decided (rule: builtin.analysis)',
+    hint: 'write temporary tables as pg_temp.name in prepared statements',
+    reason: 'policy_denied',
+    statements: d.statements,
+    analysedOn: d.analysedOn,
+  };
+}
+
 /** A refused extended-protocol message: the sentinel makes the refusal land where PostgreSQL would put the error. */
 function refuseMessage(tracker: ResponseTracker, err: ProxyError, o: Buffer[]): void {
   tracker.expect(FrontendType.Parse, err);
@@ -458,6 +491,31 @@ export class Session {
   /** The role's budget under policy version `budgetVersion`. */
   private budget: RoleBudget | undefined;
   private budgetVersion = -1;
+  /** Whether the session may have temporary objects: set when its role, which may make them, ran a statement that can. */
+  private tempObjects = false;
+  /** Set when an allowed statement changed or locked relations (DDL, TRUNCATE, LOCK): until no transaction is open, its changes are the session's alone. */
+  private txChanged = false;
+  /** True after an extended-protocol message that opens or continues a batch, until the Sync (or Query) that ends it. */
+  private batchOpen = false;
+  /** Statements run (Query, Execute, Sync, FunctionCall sent): a temporary-dependent prepared statement decided at another count is decided again. */
+  private executions = 0;
+  /** The server's analysis on this session's own upstream connection (own-analysis.ts). */
+  private ownTarget: SessionAnalysis | undefined;
+  /** Exchanges of pgwarden's own messages waiting for the upstream connection to be idle, and the one running. */
+  private readonly exchanges: {
+    make: Parameters<SessionExchange>[0];
+    resolve(r: { status: TxStatus; frames: Frame[] }): void;
+    reject(err: Error): void;
+  }[] = [];
+  private exchange:
+    | {
+        reader: UpstreamExchange;
+        status: TxStatus;
+        resolve(r: { status: TxStatus; frames: Frame[] }): void;
+        reject(err: Error): void;
+        timer: NodeJS.Timeout;
+      }
+    | undefined;
 
   constructor(
     socket: ClientStream,
@@ -650,6 +708,8 @@ export class Session {
       }
     } finally {
       this.processingClient = false;
+      // An analysis on this session's connection, asked for by a message just handled, may start now.
+      this.pumpExchanges();
     }
   }
 
@@ -877,6 +937,18 @@ export class Session {
     if (leftover.length > 0) this.upstreamFramer.push(leftover);
     // Each entry carries its own decision's row cap; there is no session-wide default.
     this.tracker = new ResponseTracker(undefined);
+    this.ownTarget = new SessionAnalysis(this.exchangeUpstream, {
+      timeoutMs: this.deps.config.analysis?.timeout ?? 5_000,
+      onBroken: (err) => {
+        this.log.error({ err }, "the analysis on the session's own connection left it in an unknown state");
+        this.fail(
+          new ProxyError('ERR_UPSTREAM', 'terminating connection: pgwarden lost track of the transaction state', {
+            hint: 'reconnect; if it keeps happening, contact the operator',
+          }),
+          'internal',
+        );
+      },
+    });
     this.checkedVersion = this.deps.gate.version;
     this.tracker.onFinish = (t) => {
       if (t.budgeted === true) this.endBudgeted();
@@ -986,13 +1058,22 @@ export class Session {
     const role = this.role;
     if (!role) throw new Error('no role');
     const v = this.cachedView;
-    if (v !== undefined && v.role === role && v.backendPid === this.upstream?.processId) return v;
+    // Only a role that may make temporary objects can have them (and only such a role's names are looked up in pg_temp).
+    const tempObjects = role.ddl?.temporary === true ? this.tempObjects : undefined;
+    if (
+      v !== undefined &&
+      v.role === role &&
+      v.backendPid === this.upstream?.processId &&
+      v.tempObjects === tempObjects
+    )
+      return v;
     this.cachedView = {
       role,
       preparedNames: this.preparedNames,
       cursorNames: this.cursorNames,
       holdCursorNames: this.holdCursorNames,
       backendPid: this.upstream?.processId,
+      tempObjects,
     };
     return this.cachedView;
   }
@@ -1010,7 +1091,13 @@ export class Session {
   ): Decision | Promise<Decision> {
     const version = this.deps.gate.version;
     const t0 = performance.now();
-    const decision = this.deps.gate.decide(sql, mode === 'bind' ? 'parse' : mode, this.view(), paramTypes);
+    const decision = this.deps.gate.decide(
+      sql,
+      mode === 'bind' ? 'parse' : mode,
+      this.view(),
+      paramTypes,
+      this.ownAnalysis(),
+    );
     if (decision instanceof Promise) return decision.then((d) => this.decided(d, sql, mode, t0, version, again));
     return this.decided(decision, sql, mode, t0, version, again);
   }
@@ -1030,6 +1117,13 @@ export class Session {
     if (!decision.allow) decision = this.explainRevokedUse(decision, sql);
     else if (decision.statements.some((st) => st.kind === 'VariableSetStmt'))
       decision = this.withApplicationName(decision, sql);
+    if (
+      decision.allow &&
+      decision.dependsOnTemporary === true &&
+      decision.statements.some((st) => st.kind === 'PrepareStmt')
+    )
+      decision = temporaryPrepare(decision);
+    if (decision.allow) this.noteChanges(decision);
     this.deps.events?.statementDecided?.(this, { seq: this.seq, mode, sql, decision, micros });
     if (decision.allow) {
       // The text is parsed once for all the PREPAREs and DECLAREs it holds, not once for each.
@@ -1094,6 +1188,21 @@ export class Session {
       this.log.info({ reason: decision.reason, rule: decision.ruleId }, 'statement denied');
     }
     return decision;
+  }
+
+  /**
+   * What an allowed statement means for where the server's analysis can run: DDL may make temporary objects (for a role
+   * that may) and, like TRUNCATE and LOCK, changes or locks relations for the rest of its transaction.
+   */
+  private noteChanges(d: Extract<Decision, { allow: true }>): void {
+    for (const st of d.statements) {
+      if (CATALOG_CHANGING_KINDS.has(st.kind)) {
+        this.txChanged = true;
+        if (this.role?.ddl?.temporary === true) this.tempObjects = true;
+      } else if (st.kind === 'TruncateStmt' || st.kind === 'LockStmt') {
+        this.txChanged = true;
+      }
+    }
   }
 
   /**
@@ -1514,6 +1623,7 @@ export class Session {
       }
       const before = out.length;
       const end = this.handleClientFrame(frame, tracker, out);
+      this.noteSent(frame.type);
       if (verbatim && (out.length !== before + 1 || out[before] !== frame.raw)) verbatim = false;
       bytes += frame.raw.length;
       if (end) {
@@ -1610,6 +1720,7 @@ export class Session {
             seq: this.seq,
             rowCap: d.allow ? d.rowCap : undefined,
             bindChecks: d.allow ? d.bindChecks : undefined,
+            temporaryAt: d.allow && d.dependsOnTemporary === true ? this.executions : undefined,
           };
           if (
             !d.allow &&
@@ -1659,11 +1770,42 @@ export class Session {
             );
             return false;
           }
+          const temporary = st.temporaryAt !== undefined && st.temporaryAt !== this.executions;
+          if (st.allowed && st.version === version && temporary) {
+            // Allowed as the session's temporary relations were when it was parsed, and statements have run since:
+            // PostgreSQL resolves its names again if they changed, so pgwarden analyses it again first.
+            this.withDecision(this.decide(st.sql, 'bind', st.paramTypes, true), out, (d, o) => {
+              st.seq = this.seq;
+              if (!d.allow) {
+                refuseMessage(tracker, this.denial(d), o);
+                return;
+              }
+              st.temporaryAt = d.dependsOnTemporary === true ? this.executions : undefined;
+              st.rowCap = d.rowCap;
+              st.bindChecks = d.bindChecks;
+              const unbound = bindRefusal(st.bindChecks, b, st.paramTypes);
+              if (unbound !== undefined) {
+                refuseMessage(tracker, unbound, o);
+                return;
+              }
+              this.bindPortal(tracker, b.portal, frame, o, {
+                seq: st.seq,
+                sql: st.sql,
+                mode: 'bind',
+                paramTypes: st.paramTypes,
+                version,
+                rowCap: d.rowCap,
+                ...(st.bindChecks !== undefined ? { bind: b } : {}),
+              });
+            });
+            return false;
+          }
           if (st.allowed && st.version !== version) {
             // Decided under an older policy: decide again before it runs.
             this.withDecision(this.decide(st.sql, 'bind', st.paramTypes, true), out, (d, o) => {
               st.version = version;
               st.seq = this.seq;
+              st.temporaryAt = d.allow && d.dependsOnTemporary === true ? this.executions : undefined;
               if (!d.allow) {
                 st.allowed = false;
                 st.revoked = this.denial(d).message;
@@ -1863,6 +2005,15 @@ export class Session {
   private readonly onUpstreamData = (chunk: Buffer): void => {
     // Counted here rather than read from net.Socket's bytesRead, so an in-memory upstream is checked the same way.
     this.upstreamBytesRead += chunk.length;
+    if (this.exchange !== undefined) {
+      this.feedExchange(chunk);
+      return;
+    }
+    this.relayUpstream(chunk);
+  };
+
+  /** Upstream bytes answering the client's messages (everything but pgwarden's own exchanges). */
+  private relayUpstream(chunk: Buffer): void {
     const framer = this.upstreamFramer;
     const tracker = this.tracker;
     if (!framer || !tracker || this.closed) return;
@@ -1904,10 +2055,150 @@ export class Session {
       if (this.stampChange !== undefined) this.endIfIdle();
       // Shutting down: the running statement has completed, so the session ends now.
       if (this.drainError !== undefined && !tracker.busy && !this.holding) this.fail(this.drainError, 'shutdown');
+      // An analysis waiting for the connection to be idle may start now.
+      this.pumpExchanges();
     } catch (err) {
       this.fail(err, 'internal');
     }
-  };
+  }
+
+  // ---- the server's analysis on this session's own connection (own-analysis.ts) ------------------
+
+  /** SessionExchange for SessionAnalysis: queued until the upstream connection is idle (pumpExchanges). */
+  private readonly exchangeUpstream: SessionExchange = (make) =>
+    new Promise((resolve, reject) => {
+      if (this.closed) {
+        reject(new AnalysisUnavailable('the session has ended'));
+        return;
+      }
+      this.exchanges.push({ make, resolve, reject });
+      this.pumpExchanges();
+    });
+
+  /**
+   * Starts the next exchange once the upstream connection is idle from the client's view: every message sent has
+   * been answered through its ReadyForQuery, no extended-protocol batch is open (the session offers its connection
+   * only then: OwnAnalysis.target), and no client message is being handled. The client is held meanwhile (a decision
+   * is pending), so nothing of its can come between.
+   */
+  private pumpExchanges(): void {
+    if (this.exchange !== undefined || this.exchanges.length === 0 || this.processingClient) return;
+    const tracker = this.tracker;
+    const up = this.upstream;
+    const framer = this.upstreamFramer;
+    if (this.closed || tracker === undefined || up === undefined || framer === undefined) {
+      for (const x of this.exchanges.splice(0)) x.reject(new AnalysisUnavailable('the session has ended'));
+      return;
+    }
+    if (tracker.busy) return;
+    const next = this.exchanges.shift();
+    if (next === undefined) return;
+    // batchOpen may already count the message whose decision asked for this exchange (it is sent only once decided):
+    // the connection was offered only when no batch was open before it (ownAnalysis), and nothing is sent meanwhile.
+    if (framer.buffered > 0) {
+      next.reject(new AnalysisUnavailable("the session's connection is not idle"));
+      this.pumpExchanges();
+      return;
+    }
+    const status = tracker.txStatus;
+    const plan = next.make(status);
+    if (plan === undefined) {
+      next.resolve({ status, frames: [] });
+      this.pumpExchanges();
+      return;
+    }
+    const timeoutMs = (this.deps.config.analysis?.timeout ?? 5_000) + 2_000;
+    const timer = setTimeout(() => {
+      this.log.warn({ timeoutMs }, "the analysis on the session's own connection got no answer; ending the session");
+      this.fail(
+        new ProxyError('ERR_UPSTREAM', `the upstream connection did not answer within ${timeoutMs} ms`, {
+          hint: 'reconnect; if it keeps happening, contact the operator',
+        }),
+        'upstream_lost',
+      );
+    }, timeoutMs);
+    timer.unref?.();
+    this.exchange = {
+      reader: new UpstreamExchange(plan.readyCount, OWN_ANALYSIS_MAX_TREE),
+      status,
+      resolve: next.resolve,
+      reject: next.reject,
+      timer,
+    };
+    // Nothing of the answers goes to the client: read them even while the client is slow to read its results.
+    if (up.socket.isPaused()) up.socket.resume();
+    this.writeUpstream(plan.messages);
+  }
+
+  /** Upstream bytes while an exchange runs: its answers, then (once complete) whatever follows, relayed as usual. */
+  private feedExchange(chunk: Buffer): void {
+    const ex = this.exchange;
+    if (ex === undefined) return;
+    let rest: Buffer | undefined;
+    try {
+      rest = ex.reader.push(chunk);
+    } catch (err) {
+      clearTimeout(ex.timer);
+      this.exchange = undefined;
+      ex.reject(err instanceof Error ? err : new AnalysisUnavailable(String(err)));
+      this.fail(
+        new ProxyError('ERR_UPSTREAM', 'the connection to the upstream database was lost', {
+          hint: 'reconnect; if it keeps happening, contact the operator',
+        }),
+        'upstream_lost',
+      );
+      return;
+    }
+    // A notification (LISTEN) is the client's, whenever it arrives.
+    if (ex.reader.notifications.length > 0) this.writeClient(ex.reader.notifications.splice(0));
+    if (rest === undefined) return;
+    clearTimeout(ex.timer);
+    this.exchange = undefined;
+    if (this.upstreamHolds !== 0) this.upstream?.socket.pause();
+    ex.resolve({ status: ex.status, frames: ex.reader.frames });
+    if (rest.length > 0) this.relayUpstream(rest);
+    this.pumpExchanges();
+  }
+
+  /**
+   * What the session offers the server's analysis: its own connection, usable when no batch is open, and required
+   * when pgwarden's analysis connections cannot tell what this session sees.
+   */
+  private ownAnalysis(): OwnAnalysis | undefined {
+    const target = this.ownTarget;
+    const tracker = this.tracker;
+    if (target === undefined || tracker === undefined) return undefined;
+    // Idle outside a transaction: whatever the session's statements changed is committed (or gone) and visible to all.
+    if (this.txChanged && !tracker.busy && !this.batchOpen && tracker.txStatus === 'I') this.txChanged = false;
+    return { target: this.batchOpen ? undefined : target, required: this.tempObjects || this.txChanged };
+  }
+
+  /** Bookkeeping of what was sent upstream for a client message: batches and executions (see batchOpen, executions). */
+  private noteSent(type: number): void {
+    switch (type) {
+      case FrontendType.Query:
+      case FrontendType.FunctionCall:
+        this.batchOpen = false;
+        this.executions++;
+        return;
+      case FrontendType.Sync:
+        this.batchOpen = false;
+        this.executions++;
+        return;
+      case FrontendType.Execute:
+        this.batchOpen = true;
+        this.executions++;
+        return;
+      case FrontendType.Parse:
+      case FrontendType.Bind:
+      case FrontendType.Describe:
+      case FrontendType.Close:
+        this.batchOpen = true;
+        return;
+      default:
+        return;
+    }
+  }
 
   /**
    * One whole upstream message: the tracker decides what the client gets (pushed onto `out`). Returns true when that
@@ -2013,6 +2304,13 @@ export class Session {
     this.endReason = reason;
     if (this.phase !== Phase.Closing) this.phase = Phase.Closing;
     for (const t of [this.handshakeTimer, this.expiryTimer, this.idleTimer, this.upstreamCheck]) if (t) clearTimeout(t);
+    const ex = this.exchange;
+    this.exchange = undefined;
+    if (ex !== undefined) {
+      clearTimeout(ex.timer);
+      ex.reject(new AnalysisUnavailable('the session has ended'));
+    }
+    for (const x of this.exchanges.splice(0)) x.reject(new AnalysisUnavailable('the session has ended'));
     if (this.backendKey) this.deps.cancels.release(this.backendKey);
     if (this.budgetAccount !== undefined) {
       this.budgetAccount.sessions--;

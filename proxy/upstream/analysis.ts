@@ -53,6 +53,17 @@ export type TreeResult =
   /** Analysing the statement ran SQL of its own (a domain CHECK or a comparison function reached by a constant's input function). */
   | { ok: false; userCode: true };
 
+/**
+ * What the server's analysis needs of a connection: the analysed tree of a text, type OIDs of type names, catalog rows.
+ * AnalysisConnection (pgwarden's own connections) and SessionAnalysis (own-analysis.ts: the session's own upstream
+ * connection, for what only the session can see) both provide it.
+ */
+export interface AnalysisTarget {
+  parseTree(text: string, paramTypes: readonly number[], lockTimeoutMs?: number): Promise<TreeResult>;
+  typeOids(names: readonly string[]): Promise<{ ok: true; oids: number[] } | { ok: false; error: ServerError }>;
+  rows(sql: string): Promise<(string | null)[][]>;
+}
+
 /** Raised when the connection cannot answer (down, timed out, protocol trouble): the caller denies. */
 export class AnalysisUnavailable extends Error {
   override readonly name = 'AnalysisUnavailable';
@@ -68,6 +79,12 @@ export interface AnalysisContext {
    * own open transaction holds would make the analysis wait for a transaction that waits for the analysis.
    */
   sessionPid?: number;
+  /**
+   * The session's own connection (own-analysis.ts; not part of the context's key): when set, the statement is analysed
+   * there, where the session's temporary tables and its open transaction's changes are visible, instead of on one of
+   * pgwarden's connections. Its catalog facts are the session's own and are never shared.
+   */
+  own?: AnalysisTarget;
 }
 
 export function contextKey(c: AnalysisContext): string {
@@ -84,7 +101,7 @@ interface Pending {
 }
 
 /** Fields of an ErrorResponse/NoticeResponse body by type letter, as raw bytes (node text is read as latin1, one character per byte). */
-function rawFields(body: Buffer): Map<string, Buffer> {
+export function rawFields(body: Buffer): Map<string, Buffer> {
   const fields = splitErrorFields(body);
   if (fields === undefined) throw new AnalysisUnavailable('malformed notice or error from the analysis connection');
   return new Map(fields.map((f) => [String.fromCharCode(f.code), f.bytes]));
@@ -106,7 +123,7 @@ export function serverError(body: Buffer): ServerError {
 }
 
 /** Parse trees carried by LOG notices among `frames`. */
-function parseTrees(frames: readonly Frame[]): string[] {
+export function parseTrees(frames: readonly Frame[]): string[] {
   const out: string[] = [];
   for (const fr of frames) {
     if (fr.type !== BackendType.NoticeResponse) continue;
@@ -120,7 +137,7 @@ function parseTrees(frames: readonly Frame[]): string[] {
 }
 
 /** The frames answering the n-th message run that ends in ReadyForQuery (0-based), without that ReadyForQuery. */
-function segment(frames: readonly Frame[], n: number): Frame[] {
+export function segment(frames: readonly Frame[], n: number): Frame[] {
   let seen = 0;
   const out: Frame[] = [];
   for (const f of frames) {
@@ -133,7 +150,7 @@ function segment(frames: readonly Frame[], n: number): Frame[] {
   return out;
 }
 
-function firstError(frames: readonly Frame[]): ServerError | undefined {
+export function firstError(frames: readonly Frame[]): ServerError | undefined {
   const e = frames.find((f) => f.type === BackendType.ErrorResponse);
   return e === undefined ? undefined : serverError(e.body);
 }
@@ -156,7 +173,7 @@ function notificationChannel(body: Buffer): string | undefined {
   return end < 0 ? undefined : body.subarray(4, end).toString('utf8');
 }
 
-export class AnalysisConnection {
+export class AnalysisConnection implements AnalysisTarget {
   private readonly framer = new MessageFramer({ maxMessageSize: 64 * 1024 * 1024 });
   private readonly queue: Pending[] = [];
   private failed: Error | undefined;
@@ -412,7 +429,7 @@ export class AnalysisConnection {
 }
 
 /** A DataRow's columns as text (null for SQL NULL). */
-function dataRow(b: Buffer): (string | null)[] {
+export function dataRow(b: Buffer): (string | null)[] {
   const n = b.readInt16BE(0);
   let p = 2;
   const row: (string | null)[] = [];
@@ -428,7 +445,7 @@ function dataRow(b: Buffer): (string | null)[] {
   return row;
 }
 
-function tooLarge(): ServerError {
+export function tooLarge(): ServerError {
   return {
     sqlstate: '54000',
     message: 'statement is too complex for pgwarden to analyse',
@@ -455,10 +472,14 @@ function oidArray(s: ReadonlySet<number>): string {
  * Looks the OIDs up in one round trip. Every object is schema-qualified so nothing on the search_path can
  * stand in for a catalog. OIDs not found come back as null (the caller denies statements that use them).
  */
-export async function fetchOids(conn: AnalysisConnection, want: OidSets): Promise<FetchedOids> {
+export async function fetchOids(conn: Pick<AnalysisTarget, 'rows'>, want: OidSets): Promise<FetchedOids> {
   const parts: string[] = [];
   if (want.relations.size > 0) {
-    parts.push(`select 'r', c.oid::pg_catalog.text, n.nspname::pg_catalog.text, c.relname::pg_catalog.text, c.relkind::pg_catalog.text,
+    // The session's own temporary schema is named pg_temp, as a statement names it: only the session's own connection
+    // has one (pgwarden's analysis connections never make temporary objects), and pg_temp_N of another session is not it.
+    parts.push(`select 'r', c.oid::pg_catalog.text,
+      case when c.relnamespace = pg_catalog.pg_my_temp_schema() then 'pg_temp' else n.nspname::pg_catalog.text end,
+      c.relname::pg_catalog.text, c.relkind::pg_catalog.text,
       coalesce((select pg_catalog.json_agg(pg_catalog.json_build_array(a.attnum, a.attname))::pg_catalog.text
         from pg_catalog.pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped), '[]')
       from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = any(${oidArray(want.relations)})`);
