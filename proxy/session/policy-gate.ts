@@ -52,6 +52,13 @@ function combine(local: Allow, v: ServerVerdict, role: RolePolicy): Decision {
  */
 const DEFERRABLE_REASONS = new Set(['unknown_relation', 'relation_not_allowed', 'undefined_relation', 'column_denied']);
 
+/** The unqualified names a decision made with deferTemporary took as the session's temporary relations. */
+function temporaryNamesOf(d: Decision): string[] {
+  const out = new Set<string>();
+  for (const st of d.statements) for (const r of st.relations) if (r.startsWith('pg_temp.')) out.add(r.slice(8));
+  return [...out];
+}
+
 /** Asks the server and keeps the verdict in the entry's slot; concurrent misses of the entry wait for this one. */
 function analyse(
   server: ServerChecker,
@@ -214,9 +221,25 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     const judged =
       onOwn(d, sql, role, paramTypes, view.backendPid, own) ??
       Promise.resolve(onSeparate(d, again.slot, sql, role, paramTypes, view.backendPid));
-    return judged.then((j) =>
-      j.allow && j.shadowDenied === undefined ? { ...j, dependsOnTemporary: true as const } : refused,
-    );
+    return judged.then(async (j) => {
+      if (j.allow && j.shadowDenied === undefined) return { ...j, dependsOnTemporary: true as const };
+      // The transaction is aborted: PostgreSQL refuses every statement alike (25P02), whatever its names are.
+      if (!j.allow && j.sqlstate === '25P02' && j.analysedOn === 'session') return j;
+      // PostgreSQL itself refused it (an unknown column, a type mismatch): its answer is the client's when every name
+      // taken as temporary is one of the session's temporary relations, so it can say nothing about another relation.
+      const temporary = temporaryNamesOf(d);
+      const target = own?.target;
+      if (
+        !j.allow &&
+        j.reason === 'server_error' &&
+        j.analysedOn === 'session' &&
+        temporary.length > 0 &&
+        target?.temporaryNames !== undefined &&
+        (await target.temporaryNames(temporary).catch(() => false))
+      )
+        return j;
+      return refused;
+    });
   };
 
   /** PostgreSQL's analysis on pgwarden's own connections, its verdicts kept in the entry's slot. */

@@ -62,6 +62,11 @@ export interface AnalysisTarget {
   parseTree(text: string, paramTypes: readonly number[], lockTimeoutMs?: number): Promise<TreeResult>;
   typeOids(names: readonly string[]): Promise<{ ok: true; oids: number[] } | { ok: false; error: ServerError }>;
   rows(sql: string): Promise<(string | null)[][]>;
+  /**
+   * Whether each unqualified relation name resolves, as the session would resolve it now, to one of the session's own
+   * temporary relations (only the session's own connection can tell).
+   */
+  temporaryNames?(names: readonly string[]): Promise<boolean>;
 }
 
 /** Raised when the connection cannot answer (down, timed out, protocol trouble): the caller denies. */

@@ -187,6 +187,28 @@ export class SessionAnalysis implements AnalysisTarget {
     return { ok: true, oids };
   }
 
+  async temporaryNames(names: readonly string[]): Promise<boolean> {
+    const own = await this.wrapped(
+      (n) => [
+        // The names travel as bind parameters; to_regclass resolves each as the session's search_path does (pg_temp first).
+        ...names.flatMap((name) =>
+          run(
+            n,
+            `SELECT coalesce((SELECT c.relnamespace = pg_catalog.pg_my_temp_schema() FROM pg_catalog.pg_class c
+                WHERE c.oid = pg_catalog.to_regclass(pg_catalog.quote_ident($1))), false)::pg_catalog.text`,
+            [Buffer.from(name, 'utf8')],
+            [25],
+          ),
+        ),
+        encodeSync(),
+      ],
+      false,
+    );
+    if (own === ABORTED || firstError(own) !== undefined) return false;
+    const answers = own.filter((f) => f.type === BackendType.DataRow).map((f) => dataRow(f.body)[0]);
+    return answers.length === names.length && answers.every((a) => a === 'true');
+  }
+
   async rows(sql: string): Promise<(string | null)[][]> {
     const own = await this.wrapped((n) => [...run(n, sql), encodeSync()], false);
     if (own === ABORTED) throw new AnalysisUnavailable('the transaction is aborted');

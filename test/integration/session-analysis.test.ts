@@ -1,7 +1,14 @@
 // The server's analysis on the session's own connection (issue 13): temporary tables and the session's open transaction, through a real pgwarden and Postgres, and the red team's disagreements (a temporary name gone, the permanent one read) refused.
+import { execFile, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import type pg from 'pg';
+import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tcpUpstream } from '../../proxy/upstream/connect.ts';
+import { BackendType } from '../../proxy/wire/codes.ts';
+import { MessageFramer } from '../../proxy/wire/framer.ts';
 import { connectAs, pgError, startTestProxy, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
+import { bind, errorCode, execute, parse, query, RawClient, sync } from '../helpers/raw-client.ts';
 
 /** A permanent relation the role may not read, whose value must never reach the client. */
 const SECRET = 'sa_secret_canary_7f3a';
@@ -10,7 +17,7 @@ const POLICY = `roles:
   tmp:
     readOnly: false
     relations: [public.orders, public.canary, sa_scratch.*]
-    write: { statements: [insert, update, delete, truncate], relations: [public.canary, sa_scratch.*] }
+    write: { statements: [insert, update, delete, truncate, copy_from], relations: [public.canary, sa_scratch.*] }
     ddl:
       kinds: [create_table, create_index, create_sequence, alter_table, drop]
       schemas: [sa_scratch]
@@ -100,3 +107,298 @@ describe("the session's open transaction", () => {
     expect((await pgError(() => c.query('SELECT a FROM sa_scratch.fresh'))).code).toBe('42P01');
   });
 });
+
+/** Every value the client got, as text: the canary must never be among them. */
+function seen(x: unknown): string {
+  return JSON.stringify(x);
+}
+
+/** The relation an unqualified `secrets` means to the session, as PostgreSQL resolves it now (superuser view of the backend is not needed: the result tells). */
+async function readsSecrets(c: pg.Client): Promise<'refused' | 'temporary'> {
+  try {
+    const r = await c.query('SELECT * FROM secrets');
+    expect(seen(r.rows)).not.toContain(SECRET);
+    return 'temporary';
+  } catch (err) {
+    expect(seen(err)).not.toContain(SECRET);
+    expect((err as { code?: string }).code).toBe('42501');
+    return 'refused';
+  }
+}
+
+describe('disagreements: the temporary name gone, the permanent one must not be read', () => {
+  it('ROLLBACK of the transaction that created it', async () => {
+    const c = await as();
+    await c.query('BEGIN');
+    await c.query('CREATE TEMP TABLE secrets (id int, v text)');
+    expect(await readsSecrets(c)).toBe('temporary');
+    await c.query('ROLLBACK');
+    expect(await readsSecrets(c)).toBe('refused');
+  });
+
+  it('ON COMMIT DROP, DISCARD TEMP, savepoint rollback', async () => {
+    const c = await as();
+    await c.query('BEGIN');
+    await c.query('CREATE TEMP TABLE secrets (id int, v text) ON COMMIT DROP');
+    expect(await readsSecrets(c)).toBe('temporary');
+    await c.query('COMMIT');
+    expect(await readsSecrets(c)).toBe('refused');
+
+    await c.query('CREATE TEMP TABLE secrets (id int, v text)');
+    expect(await readsSecrets(c)).toBe('temporary');
+    await c.query('DISCARD TEMP');
+    expect(await readsSecrets(c)).toBe('refused');
+
+    await c.query('BEGIN');
+    await c.query('SAVEPOINT a');
+    await c.query('CREATE TEMP TABLE secrets (id int, v text)');
+    expect(await readsSecrets(c)).toBe('temporary');
+    await c.query('ROLLBACK TO SAVEPOINT a');
+    expect(await readsSecrets(c)).toBe('refused');
+    await c.query('COMMIT');
+  });
+
+  it('dropped earlier in the same query, or in the same pipeline', async () => {
+    const c = await as();
+    for (const drop of ['DROP TABLE pg_temp.secrets', 'DISCARD TEMP']) {
+      await c.query('CREATE TEMP TABLE secrets (id int, v text)');
+      const err = await pgError(() => c.query(`${drop}; SELECT * FROM secrets`));
+      expect(err.code, drop).toBe('42501');
+      expect(seen(err)).not.toContain(SECRET);
+      await c.query('DROP TABLE IF EXISTS pg_temp.secrets');
+    }
+    // The extended protocol: the DROP and the read in one batch before Sync.
+    const raw = await RawClient.connect(port(), await tp.token({ role: 'tmp' }));
+    try {
+      const got: { type: string; body: Buffer }[] = [];
+      raw.onMessage = (type, body) => got.push({ type, body });
+      let ready = raw.next((t) => t === 'Z');
+      raw.socket.write(query('CREATE TEMP TABLE secrets (id int, v text)'));
+      await ready;
+      got.length = 0;
+      ready = raw.next((t) => t === 'Z');
+      raw.socket.write(
+        Buffer.concat([
+          parse('', 'DROP TABLE pg_temp.secrets'),
+          bind('', ''),
+          execute(''),
+          parse('', 'SELECT * FROM secrets'),
+          bind('', ''),
+          execute(''),
+          sync(),
+        ]),
+      );
+      await ready;
+      // ParseComplete, BindComplete, DROP's CommandComplete, then the refusal where the second Parse's error goes.
+      expect(got.map((m) => m.type).join('')).toBe('12CEZ');
+      const e = got.find((m) => m.type === 'E');
+      expect(e && errorCode(e.body)).toBe('42501');
+      expect(Buffer.concat(got.map((m) => m.body)).toString('latin1')).not.toContain(SECRET);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it('a prepared statement made while the temporary table existed is analysed again before it runs', async () => {
+    const c = await as();
+    await c.query('CREATE TEMP TABLE secrets (id int, v text)');
+    await c.query("INSERT INTO secrets VALUES (5, 'temp')");
+    const named = { name: 'read_secrets', text: 'SELECT * FROM secrets WHERE id > $1', values: [0] };
+    expect((await c.query(named)).rows).toEqual([{ id: 5, v: 'temp' }]);
+    await c.query('DROP TABLE pg_temp.secrets');
+    const err = await pgError(() => c.query(named));
+    expect(err.code).toBe('42501');
+    expect(seen(err)).not.toContain(SECRET);
+    // SQL PREPARE of it is refused: PostgreSQL would resolve its names again long after.
+    await c.query('CREATE TEMP TABLE secrets (id int, v text)');
+    expect((await pgError(() => c.query('PREPARE p AS SELECT * FROM secrets'))).code).toBe('42501');
+    await c.query('PREPARE q AS SELECT * FROM pg_temp.secrets');
+    await c.query('DROP TABLE pg_temp.secrets');
+    const gone = await pgError(() => c.query('EXECUTE q'));
+    expect(seen(gone)).not.toContain(SECRET);
+  });
+});
+
+describe('postgres.js and COPY', () => {
+  it('temporary tables through postgres.js (named statements reused), COPY in and out', async () => {
+    const sql = postgres({ ...pjsConfig(await tp.token({ role: 'tmp' })), max: 1, onnotice: () => {} });
+    try {
+      await sql`CREATE TEMP TABLE pj (id int, note text)`;
+      for (let i = 0; i < 3; i++) await sql`INSERT INTO pj VALUES (${i}, ${`n${i}`})`;
+      expect(await sql`SELECT id, note FROM pj ORDER BY id`).toEqual([
+        { id: 0, note: 'n0' },
+        { id: 1, note: 'n1' },
+        { id: 2, note: 'n2' },
+      ]);
+      const out: string[] = [];
+      const reader = await sql`COPY pj TO STDOUT`.readable();
+      for await (const chunk of reader) out.push(chunk.toString());
+      expect(out.join('')).toBe('0\tn0\n1\tn1\n2\tn2\n');
+      const writer = await sql`COPY pj FROM STDIN`.writable();
+      await new Promise<void>((resolve, reject) => {
+        writer.on('error', reject);
+        writer.end('7\tseven\n', () => resolve());
+      });
+      expect(await sql`SELECT count(*)::int AS n FROM pj`).toEqual([{ n: 4 }]);
+      await sql`DROP TABLE pg_temp.pj`;
+    } finally {
+      await sql.end();
+    }
+  });
+});
+
+const hasPsql = spawnSync('psql', ['--version']).status === 0;
+
+describe.skipIf(!hasPsql)('psql', () => {
+  it('a temporary table made, filled with \\copy, read, and the permanent name refused once it is gone', async () => {
+    const token = await tp.token({ role: 'tmp' });
+    const { stdout } = await promisify(execFile)(
+      'psql',
+      [
+        '-X',
+        '-A',
+        '-t',
+        '-v',
+        'ON_ERROR_STOP=0',
+        '-c',
+        'CREATE TEMP TABLE secrets (id int, v text)',
+        '-c',
+        '\\copy secrets from program \'printf "4\\tfour\\n"\'',
+        '-c',
+        'SELECT id, v FROM secrets',
+        '-c',
+        'DROP TABLE pg_temp.secrets',
+        '-c',
+        'SELECT v FROM secrets',
+        `host=127.0.0.1 port=${port()} dbname=app user=alice sslmode=disable`,
+      ],
+      { env: { ...process.env, PGPASSWORD: token }, timeout: 10_000 },
+    ).catch((err: { stdout: string; stderr: string }) => err);
+    expect(stdout.trim().split('\n')).toEqual(['CREATE TABLE', 'COPY 1', '4|four', 'DROP TABLE']);
+    expect(stdout).not.toContain(SECRET);
+  });
+});
+
+describe('the stream the client sees', () => {
+  it("is PostgreSQL's own, message for message and status for status, and the unnamed statement and portal survive", async () => {
+    // One sequence sent directly and through pgwarden: after the temporary table, every statement through pgwarden is
+    // analysed on the session's own connection, between the client's messages.
+    const steps: Buffer[] = [
+      query('CREATE TEMP TABLE st (a int)'),
+      query('INSERT INTO st VALUES (1), (2), (3)'),
+      query('BEGIN'),
+      Buffer.concat([parse('', 'SELECT a FROM st ORDER BY a'), bind('', ''), execute('', 1), sync()]),
+      Buffer.concat([parse('n1', 'SELECT a FROM st WHERE a > 1 ORDER BY a'), bind('p1', 'n1'), execute('p1'), sync()]),
+      Buffer.concat([execute('', 1), sync()]),
+      Buffer.concat([bind('', ''), execute(''), sync()]),
+      Buffer.concat([
+        parse('bad', 'SELECT nope FROM st'),
+        bind('pb', 'bad'),
+        execute('pb'),
+        parse('n3', 'SELECT a FROM st'),
+        bind('p3', 'n3'),
+        execute('p3'),
+        sync(),
+      ]),
+      query('SELECT a FROM st'),
+      query('ROLLBACK'),
+      query('SELECT count(*) FROM st'),
+    ];
+    const proxied = await RawClient.connect(port(), await tp.token({ role: 'tmp' }));
+    const viaProxy = await transcript(steps, (b) => proxied.socket.write(b), proxied);
+    proxied.close();
+    const direct = await directTranscript(steps);
+    expect(viaProxy).toEqual(direct);
+    // The statuses, spelled out: the unnamed portal continued (2), was bound again (1, 2, 3), the batch failed.
+    expect(viaProxy.filter((m) => m.startsWith('Z'))).toEqual([
+      'ZI',
+      'ZI',
+      'ZT',
+      'ZT',
+      'ZT',
+      'ZT',
+      'ZT',
+      'ZE',
+      'ZE',
+      'ZI',
+      'ZI',
+    ]);
+  });
+});
+
+function port(): number {
+  return tp.proxy.port;
+}
+
+function pjsConfig(password: string): postgres.Options<Record<string, never>> {
+  const c = tp.pgConfig(password);
+  // No type fetch at connect: the role has no catalog access.
+  return {
+    host: '127.0.0.1',
+    port: port(),
+    user: String(c.user),
+    password,
+    database: String(c.database),
+    fetch_types: false,
+  };
+}
+
+/** Each message as a short string: type, and for the ones that carry it the status, SQLSTATE, row or tag. */
+function describeMessage(type: string, body: Buffer): string | undefined {
+  switch (type) {
+    case 'Z':
+      return `Z${String.fromCharCode(body[0] ?? 0)}`;
+    case 'E':
+      return `E${errorCode(body)}`;
+    case 'D':
+      return `D${body.subarray(6).toString('utf8')}`;
+    case 'C':
+      return `C${body.subarray(0, body.length - 1).toString('utf8')}`;
+    case 'N':
+    case 'S':
+      return undefined;
+    default:
+      return type;
+  }
+}
+
+async function transcript(steps: Buffer[], write: (b: Buffer) => void, raw: RawClient): Promise<string[]> {
+  const out: string[] = [];
+  raw.onMessage = (type, body) => {
+    const d = describeMessage(type, body);
+    if (d !== undefined) out.push(d);
+  };
+  for (const step of steps) {
+    const ready = raw.next((t) => t === 'Z');
+    write(step);
+    await ready;
+  }
+  return out;
+}
+
+/** The same steps on a direct connection as pgwarden's upstream user, read with pgwarden's own framer. */
+async function directTranscript(steps: Buffer[]): Promise<string[]> {
+  const up = await tcpUpstream.connect(tp.config.upstream, { application_name: 'direct' });
+  const framer = new MessageFramer({ maxMessageSize: 1024 * 1024 });
+  const out: string[] = [];
+  let onReady: (() => void) | undefined;
+  up.socket.on('data', (chunk: Buffer) => {
+    framer.push(chunk);
+    for (let f = framer.next(); f; f = framer.next()) {
+      const d = describeMessage(String.fromCharCode(f.type), f.body);
+      if (d !== undefined) out.push(d);
+      if (f.type === BackendType.ReadyForQuery) onReady?.();
+    }
+  });
+  try {
+    for (const step of steps) {
+      await new Promise<void>((resolve) => {
+        onReady = resolve;
+        up.socket.write(step);
+      });
+    }
+  } finally {
+    up.socket.destroy();
+  }
+  return out;
+}
