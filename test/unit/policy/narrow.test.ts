@@ -516,6 +516,14 @@ describe('property: narrowing never widens', () => {
         if (role.maxRows !== undefined) expect(eff.maxRows).toBeLessThanOrEqual(role.maxRows);
         if (role.statementTimeout !== undefined)
           expect(eff.statementTimeout).toBeLessThanOrEqual(role.statementTimeout);
+        // pgwarden.scope of the narrowed role lists nothing the role's does not, and nothing more writable.
+        const scope = new Map(scopeRows(role, CATALOG).map((x) => [`${x.schema}.${x.relation}.${x.column}`, x]));
+        for (const x of scopeRows(eff, CATALOG)) {
+          const wide = scope.get(`${x.schema}.${x.relation}.${x.column}`);
+          expect(wide, `${x.schema}.${x.relation}.${x.column}`).toBeDefined();
+          if (x.readable) expect(wide?.readable).toBe(true);
+          if (x.writable) expect(wide?.writable).toBe(true);
+        }
         const base = baseline.get(role) ?? [];
         statements.forEach((sql, i) => {
           const d = decide(eff, sql);
