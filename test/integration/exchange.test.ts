@@ -1,5 +1,5 @@
 // The RFC 8693 token-exchange endpoint end to end: IdP JWTs (JWKS on loopback) and parent tokens exchanged for narrowed pgwarden tokens, every RFC error, policy refusals, a second replica verifying through the JWKS, and no token in the trail.
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
@@ -686,6 +686,39 @@ describe('pgwarden token exchange (CLI)', () => {
     expect(clear.code).toBe(2);
     expect(clear.stderr).toContain('must use https');
     expect((await tokenExchange(['--url', url, '--role', 'analyst'])).code).toBe(2);
+  });
+
+  it('runs as a process (bin/pgwarden.js), the subject token read from standard input', async () => {
+    const child = execFile(
+      process.execPath,
+      [
+        'bin/pgwarden.js',
+        'token',
+        'exchange',
+        '--url',
+        `http://127.0.0.1:${a.proxy.exchangePort}`,
+        '--subject-token-file',
+        '-',
+        '--role',
+        'analyst',
+      ],
+      { timeout: 30_000 },
+    );
+    const done = new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      let stdout = '';
+      child.stdout?.on('data', (c) => (stdout += c));
+      child.on('close', (code) => resolve({ code, stdout }));
+    });
+    try {
+      child.stdin?.end(await idpToken());
+      const { code, stdout } = await done;
+      expect(code).toBe(0);
+      issued.push(stdout.trim());
+      const who = await query(a, stdout.trim(), "SELECT current_setting('pgwarden.sub') AS s");
+      expect(who.rows[0].s).toBe('alice');
+    } finally {
+      if (child.exitCode === null && child.pid !== undefined) child.kill();
+    }
   });
 });
 
