@@ -268,7 +268,8 @@ export function composeNarrowing(
 // The policy file's issuance section
 // ---------------------------------------------------------------------------------------------
 
-export const ISSUANCE_KEYS = ['delegation', 'defaultLifetime', 'rules'] as const;
+export const ISSUANCE_KEYS = ['delegation', 'defaultLifetime', 'rules', 'approvers', 'approvalTimeout'] as const;
+export const ISSUANCE_APPROVER_KEYS = ['id', 'subjects', 'rules'] as const;
 export const ISSUANCE_RULE_KEYS = [
   'id',
   'subjects',
@@ -284,6 +285,11 @@ export const ISSUANCE_SINGLE_USE = ['allowed', 'required'] as const;
 export const ISSUANCE_APPROVAL = ['none', 'required'] as const;
 /** Lifetime of an issued token when the request names none (and no cap is lower). */
 export const DEFAULT_ISSUED_LIFETIME_MS = 5 * 60_000;
+/** How long a request needing approval waits for a decision and then for its retrieval (issuance.approvalTimeout). */
+export const DEFAULT_APPROVAL_TIMEOUT_MS = 15 * 60_000;
+/** approvalTimeout bounds: a second at least (tests, demos), a day at most (an approval is for a task, not a standing grant). */
+export const MIN_APPROVAL_TIMEOUT_MS = 1000;
+export const MAX_APPROVAL_TIMEOUT_MS = 24 * 3600_000;
 
 /** Which subjects a rule is for: all given keys must match (an IdP issuer, a `sub`, claim values such as groups). */
 export interface SubjectMatch {
@@ -306,11 +312,22 @@ export interface IssuanceRule {
   approval: (typeof ISSUANCE_APPROVAL)[number];
 }
 
+/** Who may approve requests that need approval: IdP subjects (matched like a rule's), for some rules or all. */
+export interface ApproverRule {
+  id: string;
+  subjects: readonly SubjectMatch[];
+  /** Issuance rule ids whose requests these approvers decide; absent: every rule. */
+  rules?: ReadonlySet<string>;
+}
+
 export interface CompiledIssuance {
   /** A pgwarden-issued token may be exchanged for a narrower, shorter one (same role). */
   delegation: boolean;
   defaultLifetime: Millis;
   rules: readonly IssuanceRule[];
+  approvers: readonly ApproverRule[];
+  /** How long a pending request waits for a decision, and an approved one for its retrieval. */
+  approvalTimeout: Millis;
 }
 
 type Seg = string | number;
@@ -340,6 +357,14 @@ export function validateIssuance(raw: unknown, roles: Record<string, unknown>, a
     const d = parseDurationMs(raw.defaultLifetime);
     if (!d.ok) add([...at, 'defaultLifetime'], d.message);
   }
+  if ('approvalTimeout' in raw) {
+    const d = parseDurationMs(raw.approvalTimeout);
+    if (!d.ok) add([...at, 'approvalTimeout'], d.message);
+    else if (d.ms < MIN_APPROVAL_TIMEOUT_MS || d.ms > MAX_APPROVAL_TIMEOUT_MS)
+      add([...at, 'approvalTimeout'], 'must be from 1s to 24h');
+  }
+  if ('approvers' in raw)
+    validateApprovers(raw.approvers, Array.isArray(raw.rules) ? raw.rules : [], [...at, 'approvers'], add);
   if (!('rules' in raw)) {
     add([...at, 'rules'], 'is required: a list of rules saying who may obtain which roles');
     return;
@@ -360,35 +385,7 @@ export function validateIssuance(raw: unknown, roles: Record<string, unknown>, a
       add([...rs, 'id'], 'is required: a name of letters, digits and _ . : - (at most 64), shown in the audit trail');
     else if (ids.has(rule.id)) add([...rs, 'id'], `is also the id of rules[${ids.get(rule.id)}]`);
     else ids.set(rule.id, i);
-    if (!Array.isArray(rule.subjects) || rule.subjects.length === 0)
-      add([...rs, 'subjects'], 'is required: a non-empty list of { issuer, sub, claims } the rule is for');
-    else
-      rule.subjects.forEach((s, j) => {
-        const ss: Seg[] = [...rs, 'subjects', j];
-        if (!isRecord(s)) {
-          add(ss, 'must be a mapping with issuer, sub and/or claims');
-          return;
-        }
-        unknownKeys(s, ISSUANCE_SUBJECT_KEYS, ss, add);
-        if ('issuer' in s && (typeof s.issuer !== 'string' || s.issuer.length === 0))
-          add([...ss, 'issuer'], 'must be a non-empty string (the IdP token issuer, iss)');
-        if ('sub' in s && stringOrList(s.sub) === undefined)
-          add([...ss, 'sub'], 'must be a subject or a non-empty list of subjects');
-        if ('claims' in s) {
-          if (!isRecord(s.claims) || Object.keys(s.claims).length === 0)
-            add([...ss, 'claims'], 'must be a non-empty mapping of claim name to a value or list of values');
-          else
-            for (const [name, value] of Object.entries(s.claims)) {
-              if (stringOrList(value) === undefined)
-                add([...ss, 'claims', name], 'must be a string or a non-empty list of strings');
-              if (['sub', 'iss', 'aud', 'exp', 'iat', 'nbf', 'jti'].includes(name))
-                add([...ss, 'claims', name], `cannot match ${name}: use the sub and issuer keys`);
-            }
-        }
-        // Matching only an issuer would hand the role to everyone that IdP knows: say who, or by which claim.
-        if (!('sub' in s) && !('claims' in s))
-          add(ss, 'must name sub or claims (an issuer alone would match every user of that identity provider)');
-      });
+    validateSubjects(rule.subjects, rs, add, 'the rule is for');
     if ('agents' in rule && (!Array.isArray(rule.agents) || stringOrList(rule.agents) === undefined))
       add([...rs, 'agents'], 'must be a non-empty list of actor subjects (leave it out to allow any requester)');
     if (!Array.isArray(rule.roles) || rule.roles.length === 0)
@@ -414,15 +411,79 @@ export function validateIssuance(raw: unknown, roles: Record<string, unknown>, a
   });
 }
 
+/** One subjects list (a rule's or an approver's): entries of issuer, sub and/or claims, each naming sub or claims. */
+function validateSubjects(subjects: unknown, rs: Seg[], add: Add, what: string): void {
+  if (!Array.isArray(subjects) || subjects.length === 0) {
+    add([...rs, 'subjects'], `is required: a non-empty list of { issuer, sub, claims } ${what}`);
+    return;
+  }
+  subjects.forEach((s, j) => {
+    const ss: Seg[] = [...rs, 'subjects', j];
+    if (!isRecord(s)) {
+      add(ss, 'must be a mapping with issuer, sub and/or claims');
+      return;
+    }
+    unknownKeys(s, ISSUANCE_SUBJECT_KEYS, ss, add);
+    if ('issuer' in s && (typeof s.issuer !== 'string' || s.issuer.length === 0))
+      add([...ss, 'issuer'], 'must be a non-empty string (the IdP token issuer, iss)');
+    if ('sub' in s && stringOrList(s.sub) === undefined)
+      add([...ss, 'sub'], 'must be a subject or a non-empty list of subjects');
+    if ('claims' in s) {
+      if (!isRecord(s.claims) || Object.keys(s.claims).length === 0)
+        add([...ss, 'claims'], 'must be a non-empty mapping of claim name to a value or list of values');
+      else
+        for (const [name, value] of Object.entries(s.claims)) {
+          if (stringOrList(value) === undefined)
+            add([...ss, 'claims', name], 'must be a string or a non-empty list of strings');
+          if (['sub', 'iss', 'aud', 'exp', 'iat', 'nbf', 'jti'].includes(name))
+            add([...ss, 'claims', name], `cannot match ${name}: use the sub and issuer keys`);
+        }
+    }
+    // Matching only an issuer would hand the role to everyone that IdP knows: say who, or by which claim.
+    if (!('sub' in s) && !('claims' in s))
+      add(ss, 'must name sub or claims (an issuer alone would match every user of that identity provider)');
+  });
+}
+
+/** issuance.approvers: ids unique, subjects as a rule's, `rules` naming rules of the section. */
+function validateApprovers(raw: unknown, rules: unknown[], at: Seg[], add: Add): void {
+  if (!Array.isArray(raw)) {
+    add(at, 'must be a list of approvers ({ id, subjects, rules })');
+    return;
+  }
+  const ruleIds = new Set(rules.filter(isRecord).map((r) => r.id));
+  const ids = new Map<string, number>();
+  raw.forEach((entry, i) => {
+    const es: Seg[] = [...at, i];
+    if (!isRecord(entry)) {
+      add(es, 'must be a mapping with id and subjects');
+      return;
+    }
+    unknownKeys(entry, ISSUANCE_APPROVER_KEYS, es, add);
+    if (typeof entry.id !== 'string' || !/^[A-Za-z0-9_.:-]{1,64}$/.test(entry.id))
+      add([...es, 'id'], 'is required: a name of letters, digits and _ . : - (at most 64), shown in the audit trail');
+    else if (ids.has(entry.id)) add([...es, 'id'], `is also the id of approvers[${ids.get(entry.id)}]`);
+    else ids.set(entry.id, i);
+    validateSubjects(entry.subjects, es, add, 'who may approve');
+    if ('rules' in entry) {
+      if (!Array.isArray(entry.rules) || stringOrList(entry.rules) === undefined)
+        add([...es, 'rules'], 'must be a non-empty list of issuance rule ids (leave it out for every rule)');
+      else
+        entry.rules.forEach((r, j) => {
+          if (!ruleIds.has(r)) add([...es, 'rules', j], `${JSON.stringify(r)} is not the id of an issuance rule`);
+        });
+    }
+  });
+}
+
 function mustRead<T>(r: Read<T>, what: string): T {
   if (!r.ok) throw new TypeError(`compileIssuance: ${what} ${r.message} (validate first)`);
   return r.value;
 }
 
-/** The validated section, compiled and frozen. */
-export function compileIssuance(raw: Record<string, unknown>): CompiledIssuance {
-  const rules = (raw.rules as Record<string, unknown>[]).map((rule): IssuanceRule => {
-    const subjects = (rule.subjects as Record<string, unknown>[]).map((s): SubjectMatch => {
+function compileSubjects(raw: unknown): readonly SubjectMatch[] {
+  return Object.freeze(
+    (raw as Record<string, unknown>[]).map((s): SubjectMatch => {
       const m: SubjectMatch = {};
       if (typeof s.issuer === 'string') m.issuer = s.issuer;
       const sub = stringOrList(s.sub);
@@ -432,7 +493,14 @@ export function compileIssuance(raw: Record<string, unknown>): CompiledIssuance 
           Object.entries(s.claims).map(([k, v]) => [k, Object.freeze(stringOrList(v) ?? [])] as const),
         );
       return Object.freeze(m);
-    });
+    }),
+  );
+}
+
+/** The validated section, compiled and frozen. */
+export function compileIssuance(raw: Record<string, unknown>): CompiledIssuance {
+  const rules = (raw.rules as Record<string, unknown>[]).map((rule): IssuanceRule => {
+    const subjects = compileSubjects(rule.subjects);
     const out: IssuanceRule = {
       id: rule.id as string,
       subjects: Object.freeze(subjects),
@@ -448,11 +516,21 @@ export function compileIssuance(raw: Record<string, unknown>): CompiledIssuance 
     }
     return Object.freeze(out);
   });
+  const approvers = (Array.isArray(raw.approvers) ? (raw.approvers as Record<string, unknown>[]) : []).map(
+    (a): ApproverRule => {
+      const out: ApproverRule = { id: a.id as string, subjects: compileSubjects(a.subjects) };
+      if (Array.isArray(a.rules)) out.rules = new Set(a.rules as string[]);
+      return Object.freeze(out);
+    },
+  );
   const d = 'defaultLifetime' in raw ? parseDurationMs(raw.defaultLifetime) : undefined;
+  const t = 'approvalTimeout' in raw ? parseDurationMs(raw.approvalTimeout) : undefined;
   return Object.freeze({
     delegation: raw.delegation !== false,
     defaultLifetime: d?.ok ? d.ms : DEFAULT_ISSUED_LIFETIME_MS,
     rules: Object.freeze(rules),
+    approvers: Object.freeze(approvers),
+    approvalTimeout: t?.ok ? t.ms : DEFAULT_APPROVAL_TIMEOUT_MS,
   });
 }
 
@@ -660,8 +738,60 @@ export function decideIssuance(
   if (approval)
     return {
       outcome: 'approval_required',
-      message: `issuance rule ${ruleId} requires approval, which this pgwarden cannot grant yet: no token is issued`,
+      message: `issuance rule ${ruleId} requires approval: an approver must approve this request before a token is issued`,
       ...grant,
     };
   return { outcome: 'issue', ...grant };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Approvers
+// ---------------------------------------------------------------------------------------------
+
+/** A verified approver (the IdP token presented to the approvals API). */
+export interface ApproverSubject {
+  issuer: string;
+  sub: string;
+  claims: Readonly<Record<string, unknown>>;
+}
+
+/** Who asked for a pending request: the subject the token is for, and the actor acting for it. */
+export interface ApprovalParties {
+  ruleId: string;
+  sub: string;
+  actor: string | undefined;
+}
+
+export type ApproverDecision =
+  | { ok: true; approverRule: string }
+  | { ok: false; reason: 'not_an_approver' | 'self_approval'; message: string };
+
+/**
+ * Whether `approver` may decide `request`: an approvers entry must name the approver and cover the request's rule,
+ * and the approver may never be the request's subject or actor (compared by `sub` alone, whatever the issuer: one
+ * name in two roles is still one party). Pure; `decide: false` asks only whether they may see it.
+ */
+export function decideApprover(
+  issuance: CompiledIssuance | undefined,
+  approver: ApproverSubject,
+  request: ApprovalParties,
+  decide = true,
+): ApproverDecision {
+  const entry = issuance?.approvers.find(
+    (a) =>
+      (a.rules === undefined || a.rules.has(request.ruleId)) && a.subjects.some((m) => subjectMatches(m, approver)),
+  );
+  if (entry === undefined)
+    return {
+      ok: false,
+      reason: 'not_an_approver',
+      message: `no approvers entry of the issuance policy lets ${approver.sub} decide requests of rule ${request.ruleId}`,
+    };
+  if (decide && (approver.sub === request.sub || approver.sub === request.actor))
+    return {
+      ok: false,
+      reason: 'self_approval',
+      message: 'a request cannot be approved or denied by its own requester',
+    };
+  return { ok: true, approverRule: entry.id };
 }

@@ -4,7 +4,7 @@ import { quoteIdent } from '../../lib/ident.ts';
 import { holdCursorLimit } from '../../policy/evaluate.ts';
 import { idleInTransactionTimeoutMs } from '../../policy/settings.ts';
 import type { RelationPattern, RoleBudget, RolePolicy } from '../../policy/types.ts';
-import { narrowingClaim, type CompiledIssuance } from '../../policy/issuance.ts';
+import { narrowingClaim, type CompiledIssuance, type IssuanceRule } from '../../policy/issuance.ts';
 
 function pattern(p: RelationPattern): string {
   return `${quoteIdent(p.schema)}.${p.name === '*' ? '*' : quoteIdent(p.name)}`;
@@ -77,8 +77,8 @@ export function describeIssuance(issuance: CompiledIssuance): string[] {
   const lines = [
     `issuance: ${n} rule${n === 1 ? '' : 's'}, default lifetime ${durationText(issuance.defaultLifetime)}, delegation ${issuance.delegation ? 'allowed' : 'off'}`,
   ];
-  for (const r of issuance.rules) {
-    const who = r.subjects
+  const whom = (subjects: IssuanceRule['subjects']) =>
+    subjects
       .map((m) =>
         [
           m.issuer === undefined ? undefined : `issuer ${m.issuer}`,
@@ -89,6 +89,8 @@ export function describeIssuance(issuance: CompiledIssuance): string[] {
           .join(', '),
       )
       .join('; ');
+  for (const r of issuance.rules) {
+    const who = whom(r.subjects);
     lines.push(
       `  ${r.id}: ${r.roles.join(', ')} for ${who}${r.agents ? ` acting through ${[...r.agents].join(', ')}` : ''}`,
     );
@@ -98,10 +100,16 @@ export function describeIssuance(issuance: CompiledIssuance): string[] {
         : `narrowed at most to ${JSON.stringify(narrowingClaim(r.narrow))}`,
       r.maxLifetime === undefined ? undefined : `max lifetime ${durationText(r.maxLifetime)}`,
       r.singleUse === 'required' ? 'single-use' : undefined,
-      r.approval === 'required' ? 'needs approval (refused: approvals are not available yet)' : undefined,
+      r.approval === 'required'
+        ? issuance.approvers.some((a) => a.rules === undefined || a.rules.has(r.id))
+          ? `needs approval (within ${durationText(issuance.approvalTimeout)})`
+          : 'needs approval, but no approvers entry covers this rule: its requests expire undecided'
+        : undefined,
     ].filter((x) => x !== undefined);
     lines.push(`    ${extra.join('; ')}`);
   }
+  for (const a of issuance.approvers)
+    lines.push(`  approver ${a.id}: ${whom(a.subjects)} decides ${a.rules ? [...a.rules].join(', ') : 'every rule'}`);
   return lines;
 }
 

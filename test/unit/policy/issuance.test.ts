@@ -7,6 +7,7 @@ import { policyCheck } from '../../../proxy/cli/policy.ts';
 import { compilePolicy, parsePolicyText } from '../../../policy/load.ts';
 import {
   composeNarrowing,
+  decideApprover,
   decideIssuance,
   DELEGATION_RULE_ID,
   narrowingClaim,
@@ -124,6 +125,31 @@ describe('issuance section: validation', () => {
       'bad lifetime',
       'issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [analyst], maxLifetime: 500ms }] }',
       'issuance.rules[0].maxLifetime: must be at least 1s',
+    ],
+    [
+      'an approver for a rule that does not exist',
+      'issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [analyst] }], approvers: [{ id: x, subjects: [{ sub: b }], rules: [b] }] }',
+      'issuance.approvers[0].rules[0]: "b" is not the id of an issuance rule',
+    ],
+    [
+      'an approver matching a whole identity provider',
+      'issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [analyst] }], approvers: [{ id: x, subjects: [{ issuer: i }] }] }',
+      'issuance.approvers[0].subjects[0]: must name sub or claims',
+    ],
+    [
+      'two approvers entries with one id',
+      'issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [analyst] }], approvers: [{ id: x, subjects: [{ sub: b }] }, { id: x, subjects: [{ sub: c }] }] }',
+      'issuance.approvers[1].id: is also the id of approvers[0]',
+    ],
+    [
+      'an approver with an unknown key',
+      'issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [analyst] }], approvers: [{ id: x, subjects: [{ sub: b }], roles: [analyst] }] }',
+      'issuance.approvers[0].roles: unknown key',
+    ],
+    [
+      'an approval timeout under a second',
+      'issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [analyst] }], approvalTimeout: 200ms }',
+      'issuance.approvalTimeout: must be from 1s to 24h',
     ],
     [
       'empty agents',
@@ -332,6 +358,68 @@ describe('decideIssuance', () => {
     expect(decideIssuance(q.issuance, q.roles, input({ role: 'once' }))).toMatchObject({
       outcome: 'issue',
       singleUse: true,
+    });
+  });
+});
+
+describe('decideApprover', () => {
+  const p = policy(`issuance:
+  approvalTimeout: 2m
+  rules:
+    - id: writers
+      subjects: [{ claims: { groups: writers } }]
+      roles: [writer]
+      approval: required
+    - id: readers
+      subjects: [{ claims: { groups: analysts } }]
+      roles: [analyst]
+      approval: required
+  approvers:
+    - id: dba
+      subjects: [{ issuer: https://idp, claims: { groups: dba } }]
+      rules: [writers]
+    - id: lead
+      subjects: [{ sub: carol }]
+`);
+  const who = (sub: string, groups: string[] = [], issuer = 'https://idp') => ({ issuer, sub, claims: { groups } });
+  const req = (ruleId: string, sub = 'alice', actor: string | undefined = 'report-bot') => ({ ruleId, sub, actor });
+
+  it('compiles the approvers and the timeout', () => {
+    expect(p.issuance?.approvalTimeout).toBe(120_000);
+    expect(p.issuance?.approvers.map((a) => a.id)).toEqual(['dba', 'lead']);
+    expect(policy('issuance: { rules: [{ id: a, subjects: [{ sub: a }], roles: [analyst] }] }').issuance).toMatchObject(
+      { approvalTimeout: 15 * 60_000, approvers: [] },
+    );
+  });
+
+  it('lets an approvers entry decide the rules it names, and only those', () => {
+    expect(decideApprover(p.issuance, who('dave', ['dba']), req('writers'))).toEqual({ ok: true, approverRule: 'dba' });
+    expect(decideApprover(p.issuance, who('dave', ['dba']), req('readers'))).toMatchObject({
+      ok: false,
+      reason: 'not_an_approver',
+    });
+    // An entry without rules covers every rule.
+    expect(decideApprover(p.issuance, who('carol'), req('readers'))).toEqual({ ok: true, approverRule: 'lead' });
+    // The issuer is part of the match: the same claims from another IdP are nobody.
+    expect(decideApprover(p.issuance, who('dave', ['dba'], 'https://other'), req('writers'))).toMatchObject({
+      ok: false,
+      reason: 'not_an_approver',
+    });
+    expect(decideApprover(undefined, who('carol'), req('readers'))).toMatchObject({ ok: false });
+  });
+
+  it('never lets the subject or the actor decide its own request, though it may see it', () => {
+    expect(decideApprover(p.issuance, who('carol'), req('readers', 'carol'))).toMatchObject({
+      ok: false,
+      reason: 'self_approval',
+    });
+    expect(decideApprover(p.issuance, who('carol'), req('readers', 'alice', 'carol'))).toMatchObject({
+      ok: false,
+      reason: 'self_approval',
+    });
+    expect(decideApprover(p.issuance, who('carol'), req('readers', 'carol'), false)).toEqual({
+      ok: true,
+      approverRule: 'lead',
     });
   });
 });
