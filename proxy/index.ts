@@ -41,6 +41,9 @@ import { IssuingKeys } from './exchange/signing-keys.ts';
 import { createIssuedTokenVerifier, issuedTokenKeys, routeByIssuer } from './exchange/trust.ts';
 import { createIdpVerifier, type IdpVerifier } from './exchange/subject.ts';
 import { startExchangeListener, type ExchangeListener } from './exchange/server.ts';
+import { MemoryApprovalStore, TableApprovalStore, type ApprovalStore } from './exchange/approval-store.ts';
+import { sweepApprovals, type ExchangeDeps } from './exchange/handler.ts';
+import { errorMessage } from '../lib/error-message.ts';
 import { initParser } from '../policy/parser.ts';
 import { PolicyStore } from '../policy/store.ts';
 import { policyRelations } from '../policy/load.ts';
@@ -472,45 +475,69 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
 
   let idp: IdpVerifier | undefined;
   let exchangeListener: ExchangeListener | undefined;
+  let approvals: ApprovalStore | undefined;
+  let approvalSweep: NodeJS.Timeout | undefined;
   if (exchangeConfig?.listen !== undefined && issuingKeys !== undefined && issuedVerifier !== undefined) {
     idp = exchangeConfig.idp === undefined ? undefined : await createIdpVerifier(exchangeConfig.idp, config.auth);
     const tlsFiles = exchangeConfig.listen.tls;
     exchangeTls = tlsFiles === undefined ? undefined : TlsPair.open(tlsFiles, secretOpts);
     const exchangeLog = log.child({ component: 'exchange' });
+    const logExchange = (level: 'warn' | 'error', msg: string, fields?: object) =>
+      exchangeLog[level](fields ?? {}, msg);
     const signer = issuingKeys;
     const tlsNow = exchangeTls;
-    exchangeListener = await startExchangeListener(
-      {
-        exchange: exchangeConfig,
-        auth: config.auth,
-        policy: () => store.current.policy,
-        idp,
-        issued: issuedVerifier,
-        isRevoked: (id) => revocations.match(id)?.reason,
-        signer,
-        now: deps.now ?? Date.now,
-        audit: (event) => {
-          tokenExchanges.inc(
-            event.event === 'token_issued'
-              ? { result: 'issued', error: '' }
-              : { result: 'refused', error: event.error },
-          );
-          audit.write(event);
-        },
-        auditable: () => auditGate(audit),
+    // Requests waiting for approval: in the table beside the revocation table (every replica sees one state), in
+    // memory for a lone replica, and nowhere for replicas without a shared table (such requests are answered 503).
+    approvals = config.revocation?.table
+      ? new TableApprovalStore({
+          connection: revocationClientConfig(config.upstream),
+          schema: config.revocation.table.schema,
+          table: config.revocation.table.name,
+          log: logExchange,
+          ...(upstreamCap ? { acquire: () => upstreamCap.acquireOwn() } : {}),
+        })
+      : (config.cluster?.peers.length ?? 0) > 0
+        ? undefined
+        : new MemoryApprovalStore(deps.now);
+    const exchangeDeps: ExchangeDeps = {
+      exchange: exchangeConfig,
+      auth: config.auth,
+      policy: () => store.current.policy,
+      idp,
+      issued: issuedVerifier,
+      isRevoked: (id) => revocations.match(id)?.reason,
+      signer,
+      now: deps.now ?? Date.now,
+      audit: (event) => {
+        if (event.event === 'token_issued') tokenExchanges.inc({ result: 'issued', error: '' });
+        else if (event.event === 'token_refused') tokenExchanges.inc({ result: 'refused', error: event.error });
+        audit.write(event);
       },
-      {
-        host: exchangeConfig.listen.host,
-        port: exchangeConfig.listen.port,
-        tlsContext: tlsNow === undefined ? undefined : () => tlsNow.context,
-        maxBodyBytes: exchangeConfig.maxBodyBytes,
-        requestsPerMinute: exchangeConfig.requestsPerMinute,
-        requestTimeoutMs: exchangeConfig.requestTimeout,
-        log: (level, msg, fields) => exchangeLog[level](fields ?? {}, msg),
-        jwks: () => signer.jwks(),
-        onRateLimited: () => metrics.rateLimited.inc({ limit: 'token_requests' }),
-      },
-    );
+      auditable: () => auditGate(audit),
+      approvals,
+      replica: `replica ${replicaId} on ${os.hostname()}`,
+      log: logExchange,
+    };
+    // Expiries are audited when a sweep finds them (each by one replica), also when nobody asks about the request again.
+    if (approvals !== undefined) {
+      approvalSweep = setInterval(() => {
+        sweepApprovals(exchangeDeps).catch((err: unknown) =>
+          logExchange('warn', 'approval expiry sweep failed', { error: errorMessage(err) }),
+        );
+      }, 15_000);
+      approvalSweep.unref();
+    }
+    exchangeListener = await startExchangeListener(exchangeDeps, {
+      host: exchangeConfig.listen.host,
+      port: exchangeConfig.listen.port,
+      tlsContext: tlsNow === undefined ? undefined : () => tlsNow.context,
+      maxBodyBytes: exchangeConfig.maxBodyBytes,
+      requestsPerMinute: exchangeConfig.requestsPerMinute,
+      requestTimeoutMs: exchangeConfig.requestTimeout,
+      log: (level, msg, fields) => exchangeLog[level](fields ?? {}, msg),
+      jwks: () => signer.jwks(),
+      onRateLimited: () => metrics.rateLimited.inc({ limit: 'token_requests' }),
+    });
   }
 
   // SIGHUP: the policy and every revocation source reload side by side, so a revocation never waits for the policy's
@@ -569,6 +596,8 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
       metricsServer?.markDraining();
       clearInterval(checkTimer);
       await exchangeListener?.close();
+      clearInterval(approvalSweep);
+      await approvals?.close();
       await server.close(drainMs);
       await metricsServer?.close();
       store.close();

@@ -6,7 +6,10 @@ import { isLoopbackHost } from '../config/load.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 
 export const EXCHANGE_USAGE =
-  'pgwarden token exchange --url URL --subject-token-file FILE --role R [--narrow JSON] [--ttl 10m] [--actor-token-file FILE] [--single-use] [--json]';
+  'pgwarden token exchange --url URL --subject-token-file FILE --role R [--narrow JSON] [--ttl 10m] [--actor-token-file FILE] [--single-use] [--approval-id ID [--wait]] [--json]';
+
+/** Exit code when the request waits for an approval (approval_required, or authorization_pending with --approval-id). */
+export const EXIT_PENDING = 3;
 
 const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const JWT = 'urn:ietf:params:oauth:token-type:jwt';
@@ -60,6 +63,8 @@ export async function tokenExchange(
         ttl: { type: 'string' },
         audience: { type: 'string' },
         'single-use': { type: 'boolean', default: false },
+        'approval-id': { type: 'string' },
+        wait: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
       },
     }));
@@ -107,29 +112,50 @@ export async function tokenExchange(
   if (values['single-use'] === true) form.set('single_use', 'true');
   const audience = values.audience as string | undefined;
   if (audience !== undefined) form.set('audience', audience);
+  const approvalId = values['approval-id'] as string | undefined;
+  if (approvalId !== undefined) form.set('approval_id', approvalId);
+  if (values.wait === true && approvalId === undefined) return fail('--wait needs --approval-id');
 
   let status: number;
   let body: Record<string, unknown>;
-  try {
-    const res = await fetch(endpoint, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-      body: form.toString(),
-      redirect: 'error',
-      signal: AbortSignal.timeout(30_000),
-    });
-    status = res.status;
-    const text = await res.text();
+  // --wait: a pending request is asked again every `interval` seconds (RFC 8628 §3.5) until it is decided or expires.
+  for (;;) {
     try {
-      body = JSON.parse(text) as Record<string, unknown>;
-    } catch {
-      return fail(
-        `${endpoint.origin} answered HTTP ${status} without a JSON body; is it a pgwarden exchange endpoint?`,
-        1,
-      );
+      const res = await fetch(endpoint, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+        body: form.toString(),
+        redirect: 'error',
+        signal: AbortSignal.timeout(30_000),
+      });
+      status = res.status;
+      const text = await res.text();
+      try {
+        body = JSON.parse(text) as Record<string, unknown>;
+      } catch {
+        return fail(
+          `${endpoint.origin} answered HTTP ${status} without a JSON body; is it a pgwarden exchange endpoint?`,
+          1,
+        );
+      }
+    } catch (err) {
+      return fail(`cannot reach ${endpoint.origin}: ${errorMessage(err)}`, 1);
     }
-  } catch (err) {
-    return fail(`cannot reach ${endpoint.origin}: ${errorMessage(err)}`, 1);
+    if (values.wait !== true || body.error !== 'authorization_pending') break;
+    const interval = typeof body.interval === 'number' && body.interval >= 1 ? body.interval : 5;
+    await new Promise((r) => setTimeout(r, interval * 1000));
+  }
+  if (body.error === 'approval_required' || body.error === 'authorization_pending') {
+    const id = typeof body.approval_id === 'string' ? body.approval_id : approvalId;
+    const next =
+      body.error === 'approval_required'
+        ? `\napproval id: ${String(id)} (expires ${String(body.expires_at)})\nan approver runs:  pgwarden approve ${String(id)} --url ${endpoint.origin} --token-file APPROVER.jwt\nthen repeat this command with --approval-id ${String(id)} (add --wait to wait for the decision)`
+        : '';
+    return {
+      code: EXIT_PENDING,
+      stdout: values.json === true ? `${JSON.stringify(body)}\n` : '',
+      stderr: `pgwarden: ${String(body.error)}: ${String(body.error_description ?? '')}${next}\n`,
+    };
   }
   if (status !== 200 || typeof body.access_token !== 'string') {
     const error = typeof body.error === 'string' ? body.error : `HTTP ${status}`;

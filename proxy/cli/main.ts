@@ -1,4 +1,4 @@
-// The pgwarden command line: serve, token mint/exchange, demo, policy check/explain; SIGTERM drains, SIGHUP reloads.
+// The pgwarden command line: serve, token mint/exchange, approve, demo, policy check/explain; SIGTERM drains, SIGHUP reloads.
 import { parseArgs } from 'node:util';
 import { loadConfig, formatConfigIssues } from '../config/load.ts';
 import { parseDuration } from '../config/duration.ts';
@@ -10,7 +10,9 @@ import { errorMessage } from '../../lib/error-message.ts';
 const USAGE = `usage:
   pgwarden serve --config FILE
   pgwarden token mint --config FILE --sub S --role R [--agent A] [--tenant T] [--ttl 300s] [--jti ID] [--single-use] [--networks CIDR,CIDR]
-  pgwarden token exchange --url URL --subject-token-file FILE --role R [--narrow JSON] [--ttl 10m] [--actor-token-file FILE] [--single-use] [--json]
+  pgwarden token exchange --url URL --subject-token-file FILE --role R [--narrow JSON] [--ttl 10m] [--actor-token-file FILE] [--single-use] [--approval-id ID [--wait]] [--json]
+  pgwarden approve ID --url URL --token-file FILE [--deny] [--reason TEXT] [--show] [--json]
+  pgwarden approve --list --url URL --token-file FILE [--json]
   pgwarden demo [--port 6432] [--metrics-port 9187]
   pgwarden revoke --config FILE (--jti J | --sub S | --agent A) [--reason TEXT] [--expires 1h]
   pgwarden policy check FILE
@@ -149,6 +151,13 @@ export async function main(argv: string[]): Promise<void> {
     }
     case 'policy':
       return await policy(rest);
+    case 'approve': {
+      const { approveCommand } = await import('./approve.ts');
+      const r = await approveCommand(rest);
+      process.stdout.write(r.stdout);
+      process.stderr.write(r.stderr);
+      return process.exit(r.code);
+    }
     case 'revoke': {
       const { revokeCommand } = await import('./revoke.ts');
       return process.exit(await revokeCommand(rest, loadConfig));

@@ -1,5 +1,5 @@
 // One RFC 8693 token-exchange request: form parameters → verified subject (and actor) → decideIssuance (policy/issuance.ts) → a signed token, or an RFC 6749 §5.2 error; every outcome audited, no token ever in the trail.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import * as jose from 'jose';
 import type { AuthConfig, ExchangeConfig } from '../config/types.ts';
 import { MAX_ACT_DEPTH, SINGLE_USE_CLAIM, type Identity, type TokenVerifier } from '../auth/jwt.ts';
@@ -14,9 +14,11 @@ import {
 } from '../../policy/issuance.ts';
 import { parseNarrowing } from '../../policy/narrow.ts';
 import { KeyUnavailableError } from '../auth/keys.ts';
+import type { ApprovalRecord, ApprovalRequestInfo, ApprovalStore } from './approval-store.ts';
 import type { IdpVerifier } from './subject.ts';
 import type { IssuingKeys } from './signing-keys.ts';
 import { claimedIssuer } from './trust.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 export const GRANT_TYPE_TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 /** RFC 8693 §3 token type identifiers pgwarden reads: all three are JWTs here, told apart by their issuer. */
@@ -43,9 +45,20 @@ const SINGLE_PARAMS = [
   'narrow',
   'ttl',
   'single_use',
+  'approval_id',
 ] as const;
 
-/** RFC 6749 §5.2 / RFC 8693 §2.2.2 error codes, plus pgwarden's approval_required (RFC 6749 §8.5 extension). */
+/** Open (pending or approved) requests one subject may have at once; a further one is answered 429. */
+export const MAX_OPEN_APPROVALS_PER_SUBJECT = 10;
+/** Seconds a requester should wait between retrievals of a pending request (RFC 8628 §3.5 `interval`). */
+export const APPROVAL_POLL_INTERVAL_SECONDS = 5;
+/** An approval id: apr_ and 32 random bytes, base64url (the store accepts 16 to 128 such characters). */
+export const APPROVAL_ID_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
+
+/**
+ * RFC 6749 §5.2 / RFC 8693 §2.2.2 error codes; RFC 8628 §3.5's authorization_pending for a request still waiting;
+ * and pgwarden's approval_required, approval_denied and approval_expired (RFC 6749 §8.5 extensions).
+ */
 export type OAuthError =
   | 'invalid_request'
   | 'invalid_grant'
@@ -54,6 +67,9 @@ export type OAuthError =
   | 'invalid_scope'
   | 'invalid_target'
   | 'approval_required'
+  | 'authorization_pending'
+  | 'approval_denied'
+  | 'approval_expired'
   | 'temporarily_unavailable';
 
 export interface ExchangeResponse {
@@ -61,6 +77,8 @@ export interface ExchangeResponse {
   body: Record<string, unknown>;
   /** Seconds, for a 429 or 503. */
   retryAfter?: number;
+  /** More response headers (WWW-Authenticate on a 401). */
+  headers?: Record<string, string>;
 }
 
 /** An RFC 8693 actor claim: who acts, and before them who acted (RFC 8693 §4.1). */
@@ -88,6 +106,8 @@ export type ExchangeAuditEvent =
       singleUse?: true;
       tenant?: string;
       parentJti?: string;
+      /** The approval it was retrieved with. */
+      approvalId?: string;
     }
   | {
       event: 'token_refused';
@@ -101,6 +121,64 @@ export type ExchangeAuditEvent =
       actor?: string;
       role?: string;
       narrow?: Record<string, unknown>;
+      approvalId?: string;
+    }
+  /** A request needing approval stored as pending: what will be approved, never a token. */
+  | ({
+      event: 'approval_requested';
+      approvalId: string;
+      /** ISO 8601. */
+      expiresAt: string;
+    } & Omit<ApprovalRequestInfo, 'requestedNarrow' | 'requestedTtl' | 'requestedSingleUse' | 'audience'>)
+  | {
+      event: 'approval_decided';
+      approvalId: string;
+      decision: 'approved' | 'denied';
+      /** The approver's IdP subject and issuer, and the approvers entry that let them decide. */
+      approver: string;
+      approverIssuer: string;
+      approvers: string;
+      reason?: string;
+      requester: string | undefined;
+      rule: string;
+      sub: string;
+      actor?: string;
+      role: string;
+    }
+  | {
+      event: 'approval_refused';
+      approvalId: string;
+      approver: string;
+      approverIssuer: string;
+      /** not_an_approver | self_approval | not_pending (already decided, retrieved or expired) */
+      reason: string;
+      message: string;
+      requester: string | undefined;
+      rule?: string;
+      sub?: string;
+      role?: string;
+    }
+  | {
+      event: 'approval_retrieved';
+      approvalId: string;
+      requester: string | undefined;
+      rule: string;
+      sub: string;
+      role: string;
+      approver?: string;
+      /** The token issued (its jti; the token itself never). */
+      jti: string;
+    }
+  | {
+      event: 'approval_expired';
+      approvalId: string;
+      /** Whether it expired waiting for a decision or, approved, waiting for its retrieval. */
+      expiredWhile: 'pending' | 'approved';
+      rule: string;
+      sub: string;
+      actor?: string;
+      role: string;
+      approver?: string;
     };
 
 export interface ExchangeDeps {
@@ -117,6 +195,14 @@ export interface ExchangeDeps {
   audit: (event: ExchangeAuditEvent) => void;
   /** False while the audit trail is down and audit.onFailure is refuse: no token is issued unrecorded. */
   auditable: () => boolean;
+  /**
+   * Where requests needing approval wait (approval-store.ts); undefined: approvals cannot be kept consistently here
+   * (several replicas without revocation.table), and such requests are answered 503.
+   */
+  approvals: ApprovalStore | undefined;
+  /** Names this replica in the approvals table. */
+  replica: string;
+  log?: (level: 'warn' | 'error', msg: string, fields?: object) => void;
 }
 
 class Refusal {
@@ -127,6 +213,10 @@ class Refusal {
     readonly message: string,
     readonly retryAfter?: number,
     readonly ruleId?: string,
+    /** Extra members of the error body (approval_id, expires_at, interval). */
+    readonly extra?: Record<string, unknown>,
+    /** Not written to the trail (a pending request polled again changes nothing). */
+    readonly quiet?: boolean,
   ) {}
 }
 
@@ -170,37 +260,48 @@ export async function exchangeToken(
   requester: string | undefined,
   deps: ExchangeDeps,
 ): Promise<ExchangeResponse> {
-  const seen: { sub?: string; subjectIssuer?: string; actor?: string; role?: string; narrow?: Narrowing } = {};
+  const seen: Seen = {};
   try {
     return await exchange(form, requester, deps, seen);
   } catch (err) {
     if (!(err instanceof Refusal)) throw err;
-    deps.audit({
-      event: 'token_refused',
-      requester,
-      error: err.error,
-      reason: err.reason,
-      message: err.message,
-      ...(err.ruleId === undefined ? {} : { rule: err.ruleId }),
-      ...(seen.subjectIssuer === undefined ? {} : { subjectIssuer: seen.subjectIssuer }),
-      ...(seen.sub === undefined ? {} : { sub: seen.sub }),
-      ...(seen.actor === undefined ? {} : { actor: seen.actor }),
-      ...(seen.role === undefined ? {} : { role: seen.role }),
-      ...(seen.narrow === undefined ? {} : { narrow: narrowingClaim(seen.narrow) }),
-    });
+    if (!err.quiet)
+      deps.audit({
+        event: 'token_refused',
+        requester,
+        error: err.error,
+        reason: err.reason,
+        message: err.message,
+        ...(err.ruleId === undefined ? {} : { rule: err.ruleId }),
+        ...(seen.subjectIssuer === undefined ? {} : { subjectIssuer: seen.subjectIssuer }),
+        ...(seen.sub === undefined ? {} : { sub: seen.sub }),
+        ...(seen.actor === undefined ? {} : { actor: seen.actor }),
+        ...(seen.role === undefined ? {} : { role: seen.role }),
+        ...(seen.narrow === undefined ? {} : { narrow: narrowingClaim(seen.narrow) }),
+        ...(seen.approvalId === undefined ? {} : { approvalId: seen.approvalId }),
+      });
     return {
       status: err.status,
-      body: { error: err.error, error_description: err.message },
+      body: { error: err.error, error_description: err.message, ...err.extra },
       ...(err.retryAfter === undefined ? {} : { retryAfter: err.retryAfter }),
     };
   }
+}
+
+interface Seen {
+  sub?: string;
+  subjectIssuer?: string;
+  actor?: string;
+  role?: string;
+  narrow?: Narrowing;
+  approvalId?: string;
 }
 
 async function exchange(
   form: URLSearchParams,
   requester: string | undefined,
   deps: ExchangeDeps,
-  seen: { sub?: string; subjectIssuer?: string; actor?: string; role?: string; narrow?: Narrowing },
+  seen: Seen,
 ): Promise<ExchangeResponse> {
   for (const name of SINGLE_PARAMS)
     if (form.getAll(name).length > 1) throw bad('duplicate_parameter', `parameter ${name} is given more than once`);
@@ -298,6 +399,12 @@ async function exchange(
   const singleUseParam = param('single_use');
   if (singleUseParam !== undefined && singleUseParam !== 'true' && singleUseParam !== 'false')
     throw bad('invalid_single_use', 'single_use must be true or false');
+  const approvalId = param('approval_id');
+  if (approvalId !== undefined) {
+    if (!APPROVAL_ID_PATTERN.test(approvalId))
+      throw bad('invalid_approval_id', 'approval_id is not an approval id this endpoint gave');
+    seen.approvalId = approvalId;
+  }
 
   const nowMs = deps.now();
   const subject = await verifySubject(subjectToken, deps, nowMs, seen);
@@ -335,8 +442,6 @@ async function exchange(
   });
   if (decision.outcome === 'deny')
     throw new Refusal(400, decision.error, decision.reason, decision.message, undefined, decision.ruleId);
-  if (decision.outcome === 'approval_required')
-    throw new Refusal(400, 'approval_required', 'approval_required', decision.message, undefined, decision.ruleId);
 
   // The new actor acts for the subject on top of whoever acted before (RFC 8693 §4.1: the current actor outermost).
   const act: ActClaim | undefined =
@@ -359,6 +464,30 @@ async function exchange(
       30,
       decision.ruleId,
     );
+  // Approvals (docs/issuance.md, "Approvals"): what would be granted is stored as pending, or retrieved once approved.
+  // The decision above is taken again at retrieval with the policy then in force, and must grant what was approved.
+  let approved: ApprovalRecord | undefined;
+  if (approvalId !== undefined || decision.outcome === 'approval_required') {
+    const info: ApprovalRequestInfo = {
+      rule: decision.ruleId,
+      subjectIssuer: subject.issuer,
+      sub: subject.sub,
+      ...(actor === undefined ? {} : { actor }),
+      ...(subject.tenant === undefined ? {} : { tenant: subject.tenant }),
+      role: decision.role,
+      ...(decision.narrow === undefined ? {} : { narrow: narrowingClaim(decision.narrow) }),
+      ...(narrow === undefined ? {} : { requestedNarrow: narrowingClaim(narrow) }),
+      ...(ttlMs === undefined ? {} : { requestedTtl: ttlMs / 1000 }),
+      lifetime: decision.lifetimeMs / 1000,
+      singleUse: decision.singleUse,
+      requestedSingleUse: singleUseParam === 'true',
+      audience,
+      ...(requester === undefined ? {} : { requester }),
+    };
+    if (approvalId === undefined) return await requestApproval(info, deps);
+    approved = await retrieveApproval(approvalId, info, deps);
+  }
+
   const key = deps.signer.current;
   const iat = Math.floor(nowMs / 1000);
   const exp = iat + decision.lifetimeMs / 1000;
@@ -400,7 +529,19 @@ async function exchange(
     ...(decision.singleUse ? { singleUse: true as const } : {}),
     ...(subject.tenant === undefined ? {} : { tenant: subject.tenant }),
     ...(subject.parentJti === undefined ? {} : { parentJti: subject.parentJti }),
+    ...(approved === undefined ? {} : { approvalId: approved.id }),
   });
+  if (approved !== undefined)
+    deps.audit({
+      event: 'approval_retrieved',
+      approvalId: approved.id,
+      requester,
+      rule: decision.ruleId,
+      sub: subject.sub,
+      role: decision.role,
+      ...(approved.decidedBy === undefined ? {} : { approver: approved.decidedBy.sub }),
+      jti,
+    });
   return {
     status: 200,
     body: {
@@ -428,6 +569,221 @@ function revocationProbe(subject: Subject, actor: string | undefined, nowMs: num
     iat: nowSec,
     nbf: undefined,
   };
+}
+
+/** What must be the same at retrieval as when approved: the request's parameters and what the policy grants for them. */
+export function approvalFingerprint(info: ApprovalRequestInfo): Buffer {
+  const canonical = JSON.stringify([
+    info.rule,
+    info.subjectIssuer,
+    info.sub,
+    info.actor ?? null,
+    info.tenant ?? null,
+    info.role,
+    info.narrow ?? null,
+    info.requestedNarrow ?? null,
+    info.requestedTtl ?? null,
+    info.lifetime,
+    info.singleUse,
+    info.requestedSingleUse,
+    info.audience,
+  ]);
+  return createHash('sha256').update(canonical, 'utf8').digest();
+}
+
+/** The fields of a retrieval that differ from the approved request (names as the request gives them). */
+function approvalDifferences(approved: ApprovalRequestInfo, now: ApprovalRequestInfo): string[] {
+  const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+  const fields: [string, unknown, unknown][] = [
+    ['subject_token issuer', approved.subjectIssuer, now.subjectIssuer],
+    ['actor_token', approved.actor, now.actor],
+    ['tenant', approved.tenant, now.tenant],
+    ['role', approved.role, now.role],
+    ['narrow', approved.requestedNarrow, now.requestedNarrow],
+    ['ttl', approved.requestedTtl, now.requestedTtl],
+    ['single_use', approved.requestedSingleUse, now.requestedSingleUse],
+    ['audience', approved.audience, now.audience],
+    ['issuance rule', approved.rule, now.rule],
+    ['granted narrowing', approved.narrow, now.narrow],
+    ['granted lifetime', approved.lifetime, now.lifetime],
+    ['granted single use', approved.singleUse, now.singleUse],
+  ];
+  return fields.filter(([, a, b]) => !same(a, b)).map(([name]) => name);
+}
+
+function approvalsUnavailable(deps: ExchangeDeps): ApprovalStore {
+  if (deps.approvals === undefined) {
+    deps.log?.(
+      'error',
+      'a request needs approval, but approvals cannot be kept across replicas: cluster.peers is set without revocation.table (docs/issuance.md, "Approvals")',
+    );
+    throw new Refusal(
+      503,
+      'temporarily_unavailable',
+      'approvals_unavailable',
+      'approvals are not available on this pgwarden deployment; tell the operator',
+    );
+  }
+  return deps.approvals;
+}
+
+/** A store failure is a 503 (fail closed: no pending request and no token without the shared state). */
+async function stored<T>(deps: ExchangeDeps, what: string, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    deps.log?.('error', `the approval store failed (${what})`, { error: errorMessage(err) });
+    throw new Refusal(
+      503,
+      'temporarily_unavailable',
+      'approvals_unavailable',
+      'the approval could not be read or recorded; retry later',
+      30,
+    );
+  }
+}
+
+/** Audits the requests that expired since the last sweep (on any replica, each once). */
+export async function sweepApprovals(deps: ExchangeDeps): Promise<void> {
+  if (deps.approvals === undefined) return;
+  for (const r of await deps.approvals.expire(1000))
+    deps.audit({
+      event: 'approval_expired',
+      approvalId: r.id,
+      expiredWhile: r.decidedAt === undefined ? 'pending' : 'approved',
+      rule: r.request.rule,
+      sub: r.sub,
+      ...(r.request.actor === undefined ? {} : { actor: r.request.actor }),
+      role: r.request.role,
+      ...(r.decidedBy === undefined ? {} : { approver: r.decidedBy.sub }),
+    });
+}
+
+async function requestApproval(info: ApprovalRequestInfo, deps: ExchangeDeps): Promise<ExchangeResponse> {
+  const store = approvalsUnavailable(deps);
+  const timeoutMs = deps.policy().issuance?.approvalTimeout ?? 0;
+  // A prefix, so an id never starts with '-' (a command line would read it as an option).
+  const id = `apr_${randomBytes(32).toString('base64url')}`;
+  const created = await stored(deps, 'request', () =>
+    store.create({
+      id,
+      sub: info.sub,
+      fingerprint: approvalFingerprint(info),
+      request: info,
+      timeoutMs,
+      maxOpen: MAX_OPEN_APPROVALS_PER_SUBJECT,
+      by: deps.replica,
+    }),
+  );
+  if (created === undefined)
+    throw new Refusal(
+      429,
+      'temporarily_unavailable',
+      'approval_limit',
+      `this subject already has ${MAX_OPEN_APPROVALS_PER_SUBJECT} requests waiting for approval or retrieval`,
+      60,
+      info.rule,
+    );
+  const { requestedNarrow: _n, requestedTtl: _t, requestedSingleUse: _s, audience: _a, ...shown } = info;
+  deps.audit({ event: 'approval_requested', approvalId: id, expiresAt: created.expiresAt.toISOString(), ...shown });
+  return {
+    status: 400,
+    body: {
+      error: 'approval_required',
+      error_description: `issuance rule ${info.rule} requires approval: an approver must approve request ${id}, then repeat this request with approval_id`,
+      approval_id: id,
+      expires_at: created.expiresAt.toISOString(),
+      expires_in: Math.max(0, Math.round((created.expiresAt.getTime() - deps.now()) / 1000)),
+      interval: APPROVAL_POLL_INTERVAL_SECONDS,
+    },
+  };
+}
+
+/** The approval `id` retrieved once for `info`, or the refusal saying why not. */
+async function retrieveApproval(id: string, info: ApprovalRequestInfo, deps: ExchangeDeps): Promise<ApprovalRecord> {
+  const store = approvalsUnavailable(deps);
+  await stored(deps, 'sweep', () => sweepApprovals(deps));
+  const rec = await stored(deps, 'get', () => store.get(id));
+  const unknown = () =>
+    new Refusal(400, 'invalid_grant', 'approval_unknown', 'no approval request of this subject has this approval_id');
+  // Another subject's request is answered as an unknown id: its existence is not revealed.
+  if (rec === undefined || rec.sub !== info.sub || rec.request.subjectIssuer !== info.subjectIssuer) throw unknown();
+  const refusal = (state: string): Refusal => {
+    switch (state) {
+      case 'pending':
+        return new Refusal(
+          400,
+          'authorization_pending',
+          'approval_pending',
+          'the request is waiting for an approver; repeat it later',
+          undefined,
+          rec.request.rule,
+          {
+            approval_id: id,
+            expires_at: rec.expiresAt.toISOString(),
+            interval: APPROVAL_POLL_INTERVAL_SECONDS,
+          },
+          true,
+        );
+      case 'denied':
+        return new Refusal(
+          400,
+          'approval_denied',
+          'approval_denied',
+          `the request was denied${rec.reason === undefined ? '' : `: ${rec.reason}`}`,
+          undefined,
+          rec.request.rule,
+        );
+      case 'expired':
+        return new Refusal(
+          400,
+          'approval_expired',
+          'approval_expired',
+          rec.decidedAt === undefined
+            ? 'the request expired before an approver decided it; ask again'
+            : 'the approved request was not retrieved in time; ask again',
+          undefined,
+          rec.request.rule,
+        );
+      case 'retrieved':
+        return new Refusal(
+          400,
+          'invalid_grant',
+          'approval_used',
+          'the token of this approval was already retrieved; an approval gives one token',
+          undefined,
+          rec.request.rule,
+        );
+      default:
+        return unknown();
+    }
+  };
+  if (rec.state !== 'approved') throw refusal(rec.state);
+  const differs = approvalDifferences(rec.request, info);
+  if (differs.length > 0)
+    throw new Refusal(
+      400,
+      'invalid_grant',
+      'approval_mismatch',
+      `the request differs from the approved one in: ${differs.join(', ')}; repeat it exactly, or ask for a new approval`,
+      undefined,
+      rec.request.rule,
+    );
+  const outcome = await stored(deps, 'retrieve', () =>
+    store.retrieve(id, info.sub, approvalFingerprint(info), deps.replica),
+  );
+  // Only `taken` is this call's retrieval; `retrieved` means another (concurrent) call had it first.
+  if (outcome === 'taken') return rec;
+  if (outcome === 'mismatch')
+    throw new Refusal(
+      400,
+      'invalid_grant',
+      'approval_mismatch',
+      'the request differs from the approved one',
+      undefined,
+      rec.request.rule,
+    );
+  throw refusal(outcome);
 }
 
 function idpRefusal(checked: { unavailable: boolean; message: string }, what: string): Refusal {

@@ -1,4 +1,4 @@
-// The token-exchange listener: POST /token (RFC 8693, form-encoded) and GET /.well-known/jwks.json, over HTTPS or over plain HTTP on loopback only; body size, per-address rate and time limits.
+// The token-exchange listener: POST /token (RFC 8693, form-encoded), the approvals API (/approvals) and GET /.well-known/jwks.json, over HTTPS or over plain HTTP on loopback only; body size, per-address rate and time limits.
 import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -6,6 +6,7 @@ import { AddressRateLimiter } from '../../lib/rate-limit.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 import { isLoopbackHost } from '../config/load.ts';
 import { exchangeToken, type ExchangeDeps, type ExchangeResponse } from './handler.ts';
+import { handleApprovals } from './approvals.ts';
 
 export interface ExchangeListenerOptions {
   host: string;
@@ -39,6 +40,7 @@ function send(res: http.ServerResponse, r: ExchangeResponse): void {
     pragma: 'no-cache',
     ...(r.retryAfter === undefined ? {} : { 'retry-after': String(r.retryAfter) }),
     ...(r.status === 405 ? { allow: 'POST' } : {}),
+    ...r.headers,
   });
   res.end(body);
 }
@@ -74,12 +76,13 @@ export async function startExchangeListener(
       res.end(req.method === 'HEAD' ? undefined : JSON.stringify(opts.jwks()));
       return;
     }
-    if (path !== '/token') {
+    const approvals = /^\/approvals(?:\/([^/]*))?$/.exec(path ?? '');
+    if (path !== '/token' && approvals === null) {
       res.writeHead(404);
       res.end();
       return;
     }
-    if (req.method !== 'POST') return send(res, { ...error(405, 'invalid_request', 'use POST') });
+    if (path === '/token' && req.method !== 'POST') return send(res, { ...error(405, 'invalid_request', 'use POST') });
     const address = req.socket.remoteAddress;
     if (!limiter.take(address)) {
       opts.onRateLimited?.();
@@ -87,32 +90,50 @@ export async function startExchangeListener(
       const retry = Math.max(1, Math.ceil(limiter.retryAfter(address) / 1000));
       return send(res, error(429, 'temporarily_unavailable', 'too many token requests from this address', retry));
     }
-    const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
-    if (type !== FORM) {
-      req.resume();
-      return send(res, error(400, 'invalid_request', `the request body must be ${FORM} (RFC 6749 §4.1.3)`));
-    }
-    const declared = Number(req.headers['content-length'] ?? Number.NaN);
-    if (Number.isFinite(declared) && declared > opts.maxBodyBytes) {
-      res.setHeader('connection', 'close');
-      send(res, error(413, 'invalid_request', `the request body is larger than ${opts.maxBodyBytes} bytes`));
-      req.destroy();
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let total = 0;
-    for await (const chunk of req) {
-      total += (chunk as Buffer).length;
-      if (total > opts.maxBodyBytes) {
+    let form: URLSearchParams | undefined;
+    if (req.method === 'POST') {
+      const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+      if (type !== FORM) {
+        req.resume();
+        return send(res, error(400, 'invalid_request', `the request body must be ${FORM} (RFC 6749 §4.1.3)`));
+      }
+      const declared = Number(req.headers['content-length'] ?? Number.NaN);
+      if (Number.isFinite(declared) && declared > opts.maxBodyBytes) {
         res.setHeader('connection', 'close');
         send(res, error(413, 'invalid_request', `the request body is larger than ${opts.maxBodyBytes} bytes`));
         req.destroy();
         return;
       }
-      chunks.push(chunk as Buffer);
+      const chunks: Buffer[] = [];
+      let total = 0;
+      for await (const chunk of req) {
+        total += (chunk as Buffer).length;
+        if (total > opts.maxBodyBytes) {
+          res.setHeader('connection', 'close');
+          send(res, error(413, 'invalid_request', `the request body is larger than ${opts.maxBodyBytes} bytes`));
+          req.destroy();
+          return;
+        }
+        chunks.push(chunk as Buffer);
+      }
+      form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+    } else req.resume();
+    if (approvals !== null) {
+      let id: string | undefined;
+      try {
+        id = approvals[1] === undefined || approvals[1] === '' ? undefined : decodeURIComponent(approvals[1]);
+      } catch {
+        return send(res, error(404, 'not_found', 'no approval request has this id'));
+      }
+      return send(
+        res,
+        await handleApprovals(
+          { method: req.method ?? 'GET', id, authorization: req.headers.authorization, form, requester: address },
+          deps,
+        ),
+      );
     }
-    const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
-    send(res, await exchangeToken(form, address, deps));
+    send(res, await exchangeToken(form ?? new URLSearchParams(), address, deps));
   };
 
   const server = http.createServer(

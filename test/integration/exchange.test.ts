@@ -620,9 +620,9 @@ describe('errors (RFC 6749 §5.2, RFC 8693 §2.2.2)', () => {
     expect(refused.length).toBeGreaterThanOrEqual(cases.length);
     expect(issuedEvents[0]).toMatchObject({ rule: 'analysts', subjectIssuer: IDP, sub: 'alice', role: 'analyst' });
     expect(issuedEvents.every((e) => typeof e.jti === 'string' && typeof e.exp === 'string')).toBe(true);
-    expect(refused.find((e) => e.error === 'approval_required')).toMatchObject({
+    // A request needing approval is not refused: it is stored as pending (approvals.test.ts follows it through).
+    expect(events.find((e) => e.event === 'approval_requested')).toMatchObject({
       rule: 'writers',
-      reason: 'approval_required',
       role: 'writer',
       sub: 'alice',
     });
@@ -673,8 +673,9 @@ describe('pgwarden token exchange (CLI)', () => {
     issued.push(body.access_token as string);
     expect(body).toMatchObject({ token_type: 'N_A', expires_in: 300 });
     const refused = await tokenExchange(['--url', url, '--subject-token-file', file, '--role', 'writer']);
-    expect(refused).toMatchObject({ code: 1, stdout: '' });
+    expect(refused).toMatchObject({ code: 3, stdout: '' });
     expect(refused.stderr).toMatch(/^pgwarden: approval_required: /);
+    expect(refused.stderr).toMatch(/\napproval id: apr_[A-Za-z0-9_-]{43} /);
     const clear = await tokenExchange([
       '--url',
       'http://pgwarden.example:8080',

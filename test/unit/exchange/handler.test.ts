@@ -68,6 +68,8 @@ function deps(over: Partial<ExchangeDeps>, events: ExchangeAuditEvent[]): Exchan
     now: () => Date.now(),
     audit: (e) => events.push(e),
     auditable: () => true,
+    approvals: undefined,
+    replica: 'test',
     ...over,
   };
 }

@@ -1,0 +1,187 @@
+// The approvals API (GET /approvals, GET and POST /approvals/<id>): approvers authenticated by an IdP JWT (Bearer), authorised by the issuance policy's approvers, never for their own requests; every decision and refusal audited.
+import { decideApprover, type ApproverSubject } from '../../policy/issuance.ts';
+import { errorMessage } from '../../lib/error-message.ts';
+import type { ApprovalRecord } from './approval-store.ts';
+import { APPROVAL_ID_PATTERN, sweepApprovals, type ExchangeDeps, type ExchangeResponse } from './handler.ts';
+
+/** Longest reason an approver may give (it is stored, audited and shown to the requester). */
+export const MAX_APPROVAL_REASON_LENGTH = 500;
+/** Most pending requests one listing shows. */
+export const MAX_APPROVALS_LISTED = 200;
+
+export interface ApprovalsRequest {
+  method: string;
+  /** The id from /approvals/<id>; undefined for /approvals. */
+  id: string | undefined;
+  authorization: string | undefined;
+  /** The form body of a POST. */
+  form: URLSearchParams | undefined;
+  requester: string | undefined;
+}
+
+const answer = (status: number, body: Record<string, unknown>): ExchangeResponse => ({ status, body });
+const failure = (status: number, error: string, description: string): ExchangeResponse =>
+  answer(status, { error, error_description: description });
+
+/** A record as approvers see it: who asks, for what, and what has happened to it. */
+export function approvalView(r: ApprovalRecord, approverSub?: string): Record<string, unknown> {
+  const q = r.request;
+  return {
+    approval_id: r.id,
+    status: r.state,
+    rule: q.rule,
+    subject_issuer: q.subjectIssuer,
+    sub: q.sub,
+    ...(q.actor === undefined ? {} : { actor: q.actor }),
+    ...(q.tenant === undefined ? {} : { tenant: q.tenant }),
+    role: q.role,
+    ...(q.narrow === undefined ? {} : { narrow: q.narrow }),
+    lifetime: q.lifetime,
+    single_use: q.singleUse,
+    audience: q.audience,
+    ...(q.requester === undefined ? {} : { requester: q.requester }),
+    created_at: r.createdAt.toISOString(),
+    expires_at: r.expiresAt.toISOString(),
+    ...(r.decidedAt === undefined ? {} : { decided_at: r.decidedAt.toISOString() }),
+    ...(r.decidedBy === undefined ? {} : { decided_by: r.decidedBy.sub, decided_by_issuer: r.decidedBy.issuer }),
+    ...(r.reason === undefined ? {} : { reason: r.reason }),
+    ...(r.retrievedAt === undefined ? {} : { retrieved_at: r.retrievedAt.toISOString() }),
+    ...(approverSub !== undefined && (approverSub === q.sub || approverSub === q.actor) ? { own: true } : {}),
+  };
+}
+
+/** Handles one approvals call; never throws for a request's content (the caller turns a throw into a 500). */
+export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps): Promise<ExchangeResponse> {
+  const store = deps.approvals;
+  if (store === undefined)
+    return failure(503, 'temporarily_unavailable', 'approvals are not available on this pgwarden deployment');
+  if (deps.idp === undefined)
+    return failure(404, 'not_found', 'approvals need an identity provider (exchange.idp) to authenticate approvers');
+  // RFC 6750 §2.1: the approver's IdP token as a Bearer token.
+  const m = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(req.authorization ?? '');
+  if (m === null)
+    return {
+      ...failure(401, 'invalid_token', 'an approver IdP token is required (Authorization: Bearer)'),
+      headers: { 'www-authenticate': 'Bearer realm="pgwarden approvals"' },
+    };
+  const checked = await deps.idp.verify(m[1] as string, deps.now());
+  if (!checked.ok)
+    return checked.unavailable
+      ? { ...failure(503, 'temporarily_unavailable', checked.message), retryAfter: 30 }
+      : {
+          ...failure(401, 'invalid_token', `approver token: ${checked.message}`),
+          headers: { 'www-authenticate': 'Bearer realm="pgwarden approvals", error="invalid_token"' },
+        };
+  const approver: ApproverSubject = {
+    issuer: checked.subject.issuer,
+    sub: checked.subject.sub,
+    claims: checked.subject.claims,
+  };
+  const issuance = deps.policy().issuance;
+  // A decision nobody could audit is not taken (audit.onFailure: refuse), as no token is issued unrecorded.
+  if (req.method === 'POST' && !deps.auditable())
+    return {
+      ...failure(503, 'temporarily_unavailable', 'pgwarden cannot record an audit trail right now; retry later'),
+      retryAfter: 30,
+    };
+
+  try {
+    await sweepApprovals(deps);
+    if (req.id === undefined) {
+      if (req.method !== 'GET')
+        return { ...failure(405, 'invalid_request', 'use GET to list pending approvals'), headers: { allow: 'GET' } };
+      const pending = await store.list(MAX_APPROVALS_LISTED);
+      // Only the requests this approver may decide are listed (their own marked own: they may see, never decide, them).
+      const mine = pending.filter(
+        (r) =>
+          decideApprover(issuance, approver, { ruleId: r.request.rule, sub: r.sub, actor: r.request.actor }, false).ok,
+      );
+      return answer(200, { approvals: mine.map((r) => approvalView(r, approver.sub)) });
+    }
+    if (!APPROVAL_ID_PATTERN.test(req.id)) return failure(404, 'not_found', 'no approval request has this id');
+    const rec = await store.get(req.id);
+    if (rec === undefined) return failure(404, 'not_found', 'no approval request has this id');
+    const parties = { ruleId: rec.request.rule, sub: rec.sub, actor: rec.request.actor };
+    const may = decideApprover(issuance, approver, parties, req.method === 'POST');
+    const refuse = (status: number, reason: string, message: string): ExchangeResponse => {
+      deps.audit({
+        event: 'approval_refused',
+        approvalId: rec.id,
+        approver: approver.sub,
+        approverIssuer: approver.issuer,
+        reason,
+        message,
+        requester: req.requester,
+        rule: rec.request.rule,
+        sub: rec.sub,
+        role: rec.request.role,
+      });
+      return failure(status, 'access_denied', message);
+    };
+    if (req.method === 'GET') {
+      if (!may.ok) return refuse(403, may.reason, may.message);
+      return answer(200, approvalView(rec, approver.sub));
+    }
+    if (req.method !== 'POST')
+      return { ...failure(405, 'invalid_request', 'use GET or POST'), headers: { allow: 'GET, POST' } };
+    const form = req.form ?? new URLSearchParams();
+    for (const name of ['decision', 'reason'])
+      if (form.getAll(name).length > 1) return failure(400, 'invalid_request', `${name} is given more than once`);
+    const decision = form.get('decision');
+    if (decision !== 'approve' && decision !== 'deny')
+      return failure(400, 'invalid_request', 'decision must be approve or deny');
+    const reasonText = form.get('reason') ?? '';
+    if (reasonText.length > MAX_APPROVAL_REASON_LENGTH || reasonText.includes('\0'))
+      return failure(400, 'invalid_request', `reason must be at most ${MAX_APPROVAL_REASON_LENGTH} characters`);
+    const reason = reasonText === '' ? undefined : reasonText;
+    if (!may.ok) return refuse(403, may.reason, may.message);
+    const timeoutMs = issuance?.approvalTimeout ?? 0;
+    const outcome = await store.decide(
+      rec.id,
+      decision === 'approve',
+      { sub: approver.sub, issuer: approver.issuer, approvers: may.approverRule },
+      reason,
+      timeoutMs,
+    );
+    if (outcome === 'unknown') return failure(404, 'not_found', 'no approval request has this id');
+    if (outcome !== 'decided') {
+      const message =
+        outcome === 'expired' ? 'the request has expired' : `the request is no longer pending (${outcome})`;
+      deps.audit({
+        event: 'approval_refused',
+        approvalId: rec.id,
+        approver: approver.sub,
+        approverIssuer: approver.issuer,
+        reason: 'not_pending',
+        message,
+        requester: req.requester,
+        rule: rec.request.rule,
+        sub: rec.sub,
+        role: rec.request.role,
+      });
+      return failure(409, outcome === 'expired' ? 'approval_expired' : 'approval_decided', message);
+    }
+    deps.audit({
+      event: 'approval_decided',
+      approvalId: rec.id,
+      decision: decision === 'approve' ? 'approved' : 'denied',
+      approver: approver.sub,
+      approverIssuer: approver.issuer,
+      approvers: may.approverRule,
+      ...(reason === undefined ? {} : { reason }),
+      requester: req.requester,
+      rule: rec.request.rule,
+      sub: rec.sub,
+      ...(rec.request.actor === undefined ? {} : { actor: rec.request.actor }),
+      role: rec.request.role,
+    });
+    const after = await store.get(rec.id);
+    return answer(200, approvalView(after ?? rec, approver.sub));
+  } catch (err) {
+    deps.log?.('error', 'the approval store failed', { error: errorMessage(err) });
+    return {
+      ...failure(503, 'temporarily_unavailable', 'the approvals could not be read or recorded; retry later'),
+      retryAfter: 30,
+    };
+  }
+}
