@@ -144,10 +144,11 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
     labelNames: ['secret', 'result'] as const,
     registers: [metrics.registry],
   });
-  // Token exchange outcomes (docs/issuance.md): issued, or refused with the RFC error returned (a fixed set of codes).
+  // Token exchange outcomes (docs/issuance.md): issued, pending an approval, or refused with the RFC error returned (a
+  // fixed set of codes).
   const tokenExchanges = new client.Counter({
     name: 'pgwarden_token_exchanges_total',
-    help: 'Token-exchange requests that reached a decision, by result (issued, refused) and error (the RFC 6749 / 8693 error code; empty when issued)',
+    help: 'Token-exchange requests that reached a decision, by result (issued, pending, refused) and error (the RFC 6749 / 8693 error code; approval_required when pending; empty when issued)',
     labelNames: ['result', 'error'] as const,
     registers: [metrics.registry],
   });
@@ -510,6 +511,8 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
       now: deps.now ?? Date.now,
       audit: (event) => {
         if (event.event === 'token_issued') tokenExchanges.inc({ result: 'issued', error: '' });
+        else if (event.event === 'approval_requested')
+          tokenExchanges.inc({ result: 'pending', error: 'approval_required' });
         else if (event.event === 'token_refused') tokenExchanges.inc({ result: 'refused', error: event.error });
         audit.write(event);
       },

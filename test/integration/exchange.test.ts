@@ -628,7 +628,7 @@ describe('errors (RFC 6749 §5.2, RFC 8693 §2.2.2)', () => {
     });
     const scrape = await a.proxy.metrics.registry.getSingleMetricAsString('pgwarden_token_exchanges_total');
     expect(scrape).toMatch(/pgwarden_token_exchanges_total\{result="issued",error=""\} [1-9]/);
-    expect(scrape).toMatch(/pgwarden_token_exchanges_total\{result="refused",error="approval_required"\} [1-9]/);
+    expect(scrape).toMatch(/pgwarden_token_exchanges_total\{result="pending",error="approval_required"\} [1-9]/);
     const trail = [...a.auditLines(), ...a.logs, ...b.auditLines(), ...b.logs].join('\n');
     for (const t of [...issued, ...presented]) {
       expect(trail).not.toContain(t);
