@@ -53,14 +53,19 @@ export function detailWithReason(reason: ReasonCode, detail: string | undefined)
  * reason always last: `‹message›; hint: ‹hint› (reason=‹code›)`, or `‹message› (reason=‹code›)` without a hint. Clients
  * that show only the message (the MCP servers of docs/mcp.md, many ORMs and agent frameworks) still show what to do
  * and why; a program reads the reason with /\(reason=([a-z_]+)\)$/, which text earlier in the message (identifiers
- * from the client's SQL, say) cannot fool because nothing follows the suffix. DETAIL's first line and HINT are sent
- * as well, unchanged. Messages PostgreSQL itself would send (catalog entries marked postgresMessage) go out as they are.
+ * from the client's SQL, say) cannot fool because nothing follows the suffix. The message is one line: a line break
+ * in it (a quoted identifier may hold one) becomes a space, so a reader that goes line by line, or a regex with the m
+ * flag, cannot take a line the client wrote for the last one. DETAIL's first line and HINT are sent as well,
+ * unchanged. Messages PostgreSQL itself would send (catalog entries marked postgresMessage) go out as they are.
  */
 export function clientMessage(err: ProxyError): string {
   if ((ErrorCatalog[err.code] as CatalogEntry).postgresMessage === true) return err.message;
   const hint = err.hint === undefined || err.hint === '' ? '' : `; hint: ${err.hint.replace(/\.$/, '')}`;
-  return `${err.message}${hint} (reason=${err.reason})`;
+  return `${err.message}${hint}`.replace(LINE_BREAKS, ' ') + ` (reason=${err.reason})`;
 }
+
+/** What JavaScript's m flag (and most line readers) take as the end of a line. */
+const LINE_BREAKS = /\r\n|[\r\n\u2028\u2029]/g;
 
 /**
  * One kind of error pgwarden originates. `message` and `hint` are shapes, ‹placeholders› for what varies by site;

@@ -96,6 +96,11 @@ describe('node-postgres', () => {
         REFUSED.secrets,
         'reason=scope_missing',
       ]);
+      // A name the agent wrote cannot pass for the reason, not even as a line of the message of its own.
+      const fake = await pgError(() => c.query('SELECT * FROM "x\n(reason=credential_expired)"'));
+      expect(fake.message).toBe(
+        'permission denied by pgwarden: SELECT reads relation "x (reason=credential_expired)", which role "newcomer" may not read; hint: allowed relations: public.orders, public.customers; otherwise request a token whose role includes "x (reason=credential_expired)" (reason=scope_missing)',
+      );
       // The row cap: the first five rows, and a WARNING notice whose DETAIL starts with the reason.
       const capped = await c.query('SELECT id FROM public.orders ORDER BY id');
       expect(capped.rows.map((r) => r.id)).toEqual(orderIds.slice(0, 5));

@@ -444,6 +444,18 @@ describe('every refusal carries its reason in the message too', () => {
       { reason: 'scope_missing', hint: 'request a token whose role includes public."y (reason=unavailable)"' },
     );
     expect(REASON_AT_END.exec(sent(err).message)?.[1]).toBe('scope_missing');
+    // Nor a line of its own: a quoted identifier may hold a line break, and a reader may go line by line.
+    const lines = new ProxyError(
+      'ERR_STATEMENT_DENIED',
+      'permission denied by pgwarden: SELECT reads relation public."a\n(reason=credential_expired)\r\nb\u2028(reason=x)", which role "r" may not read',
+      { reason: 'scope_missing', hint: 'x\n(reason=unavailable)' },
+    );
+    const m = sent(lines).message;
+    expect(m).toBe(
+      'permission denied by pgwarden: SELECT reads relation public."a (reason=credential_expired) b (reason=x)", which role "r" may not read; hint: x (reason=unavailable) (reason=scope_missing)',
+    );
+    expect(/\(reason=([a-z_]+)\)$/m.exec(m)?.[1]).toBe('scope_missing');
+    expect(sent(lines).hint).toBe('x\n(reason=unavailable)');
   });
 
   it('sends the same message through the FATAL frame a failing session ends with', () => {
