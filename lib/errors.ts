@@ -202,7 +202,8 @@ export const ErrorCatalog = {
   },
   ERR_SERVER_ANALYSIS: {
     sqlstate: SqlState.InsufficientPrivilege,
-    alsoSqlstates: [SqlState.ProgramLimitExceeded],
+    // 25P02: the session's transaction is aborted, and PostgreSQL refuses every statement in it alike (session analysis).
+    alsoSqlstates: [SqlState.ProgramLimitExceeded, SqlState.InFailedSqlTransaction],
     serverSqlstate: true,
     severity: 'ERROR',
     doc: "PostgreSQL's own analysis of the statement failed (it would fail the same way when run); passed on with PostgreSQL's SQLSTATE, message and position (54000 when too complex to analyse)",
