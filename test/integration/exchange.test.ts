@@ -922,3 +922,22 @@ describe('rate limit', () => {
     }
   });
 });
+
+describe('hot reload', () => {
+  it('follows the policy file: a rule removed stops issuing, an invalid file changes nothing', async () => {
+    const ask = async () => (await exchange({ subject_token: await idpToken({ sub: 'frank' }), role: 'analyst' })).body;
+    expect((await ask()).access_token).toBeDefined();
+    try {
+      writeFileSync(a.policyFile, POLICY.replace('roles: [analyst]\n      maxLifetime: 10m', 'roles: [capped]'));
+      await a.proxy.reload();
+      expect((await ask()).error).toBe('invalid_scope');
+      writeFileSync(a.policyFile, `${POLICY}    - id: broken\n      roles: [nobody]\n`);
+      await a.proxy.reload();
+      expect((await ask()).error).toBe('invalid_scope');
+    } finally {
+      writeFileSync(a.policyFile, POLICY);
+      await a.proxy.reload();
+    }
+    expect((await ask()).access_token).toBeDefined();
+  });
+});
