@@ -90,6 +90,15 @@ describe('node-postgres', () => {
         'reason=scope_missing',
         'allowed columns of public.customers: id, name, email, created_at',
       ]);
+      // The same message over the extended protocol, and again once the decision is cached.
+      for (let i = 0; i < 2; i++) {
+        const ext = await pgError(() => c.query({ text: 'SELECT name, ssn FROM public.customers', values: [] }));
+        expect([ext.code, ext.message, ext.detail?.split('\n')[0]]).toEqual([
+          '42501',
+          REFUSED.ssn,
+          'reason=scope_missing',
+        ]);
+      }
       const rel = await pgError(() => c.query('SELECT * FROM public.secrets'));
       expect([rel.code, rel.message, rel.detail?.split('\n')[0]]).toEqual([
         '42501',
