@@ -1,7 +1,13 @@
 // The single-replica approval store (in memory) keeps the table's rules: one decision, one retrieval by the same subject with the same fingerprint, expiry by the clock, a cap on open requests per subject.
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { MemoryApprovalStore, type NewApproval } from '../../../proxy/exchange/approval-store.ts';
+import {
+  APPROVALS_GRANT_SQL,
+  APPROVALS_SQL,
+  MemoryApprovalStore,
+  type NewApproval,
+} from '../../../proxy/exchange/approval-store.ts';
 
 const fp = (s: string) => createHash('sha256').update(s).digest();
 const by = { sub: 'dave', issuer: 'https://idp', approvers: 'dba' };
@@ -69,5 +75,13 @@ describe('MemoryApprovalStore', () => {
     expect(await store.list(10)).toEqual([]);
     // Expired requests no longer count against the subject.
     expect(await store.create(request('apr_ffffffffffffffffffff'))).toBeDefined();
+  });
+});
+
+describe('the approvals SQL in docs/issuance.md', () => {
+  it('is what APPROVALS_SQL and APPROVALS_GRANT_SQL produce for pgwarden_admin.revocations', () => {
+    const doc = readFileSync('docs/issuance.md', 'utf8');
+    const sql = `${APPROVALS_SQL('pgwarden_admin', 'revocations')}\n${APPROVALS_GRANT_SQL('pgwarden_admin', 'revocations', 'pgwarden')}`;
+    expect(doc).toContain(`\`\`\`sql\n${sql}\`\`\`\n`);
   });
 });
