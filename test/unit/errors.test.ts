@@ -317,10 +317,15 @@ describe('every error pgwarden builds uses the catalog', () => {
   });
 });
 
-/** Files that build refusing decisions (the policy and the session's own refusals). */
+/**
+ * Files that build refusing decisions (the policy and the session's own refusals). Not policy/issuance.ts: the token
+ * endpoint's decisions are answered over HTTP with RFC 6749 errors (docs/issuance.md), never as a PostgreSQL refusal.
+ */
 const DECISION_SOURCES = (files: Source[]): Source[] =>
   files.filter(
-    (f) => f.file.startsWith(`policy${path.sep}`) || f.file.startsWith(path.join('proxy', 'session') + path.sep),
+    (f) =>
+      (f.file.startsWith(`policy${path.sep}`) && f.file !== path.join('policy', 'issuance.ts')) ||
+      f.file.startsWith(path.join('proxy', 'session') + path.sep),
   );
 
 /** Reasons spelled in those files that are not a refusal's: the policy store's load reason. */
