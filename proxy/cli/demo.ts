@@ -1,8 +1,9 @@
-// `pgwarden demo`: a real embedded Postgres with a sample schema behind pgwarden, a fresh 10-minute token, and psql commands to paste.
+// `pgwarden demo`: a real embedded Postgres with a sample schema behind pgwarden, a fresh 10-minute token, a token-exchange endpoint with a demo identity provider's token for a task token, and psql commands to paste.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import * as jose from 'jose';
 import pg from 'pg';
 import { startPostgres } from '../embedded/postgres.ts';
 import { SAMPLE_DATABASE, SAMPLE_POLICY_YAML, SAMPLE_UPSTREAM_USER, sampleSchemaSql } from '../embedded/sample.ts';
@@ -16,7 +17,10 @@ function step(msg: string): void {
   process.stderr.write(`pgwarden demo: ${msg}\n`);
 }
 
-export async function runDemo(opts: { port: number; metricsPort: number }): Promise<void> {
+/** The stand-in identity provider's issuer (its key is made by each demo run and trusted by that run only). */
+const DEMO_IDP = 'https://idp.demo.invalid';
+
+export async function runDemo(opts: { port: number; metricsPort: number; exchangePort?: number }): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-demo-'));
   step('starting an embedded PostgreSQL (from npm)…');
   const db = await startPostgres();
@@ -62,7 +66,36 @@ export async function runDemo(opts: { port: number; metricsPort: number }): Prom
     writeFileSync(path.join(dir, 'secrets', 'jwt-secret'), randomBytes(32).toString('base64url') + '\n', {
       mode: 0o600,
     });
-    writeFileSync(path.join(dir, 'policy.yaml'), SAMPLE_POLICY_YAML);
+    // Task-time issuance (docs/issuance.md): a stand-in identity provider (its key made here), pgwarden's own
+    // issuing key, and a rule letting alice exchange the IdP's token for an analyst token of at most 10 minutes.
+    const idp = await jose.generateKeyPair('ES256', { extractable: true });
+    writeFileSync(path.join(dir, 'idp-public.pem'), await jose.exportSPKI(idp.publicKey), { mode: 0o644 });
+    const issuing = await jose.generateKeyPair('EdDSA', { extractable: true });
+    writeFileSync(path.join(dir, 'secrets', 'issuing-key.pem'), await jose.exportPKCS8(issuing.privateKey), {
+      mode: 0o600,
+    });
+    const idpTokenFile = path.join(dir, 'idp-token-alice.jwt');
+    const idpToken = await new jose.SignJWT({ groups: ['analysts'] })
+      .setProtectedHeader({ alg: 'ES256' })
+      .setIssuer(DEMO_IDP)
+      .setAudience('pgwarden-exchange')
+      .setSubject('alice')
+      .setIssuedAt()
+      .setExpirationTime('1h')
+      .sign(idp.privateKey);
+    writeFileSync(idpTokenFile, `${idpToken}\n`, { mode: 0o600 });
+    writeFileSync(
+      path.join(dir, 'policy.yaml'),
+      `${SAMPLE_POLICY_YAML}
+# Who may obtain task tokens from the token-exchange endpoint (docs/issuance.md).
+issuance:
+  rules:
+    - id: analysts
+      subjects: [{ issuer: ${DEMO_IDP}, claims: { groups: analysts } }]
+      roles: [analyst]
+      maxLifetime: 10m
+`,
+    );
     // pgwarden refuses to start without its revocation list (a lost file must not un-revoke anybody).
     writeFileSync(path.join(dir, 'revocations.yaml'), 'revoked: []\n');
     const configFile = path.join(dir, 'pgwarden.yaml');
@@ -86,6 +119,11 @@ policyFile: ./policy.yaml
 revocation: { file: ./revocations.yaml }
 metrics: { host: 127.0.0.1, port: ${opts.metricsPort} }
 audit: { destination: ./audit.jsonl, sql: full }
+exchange:
+  issuer: pgwarden-demo
+  port: ${opts.exchangePort ?? 0}
+  signingKeyFile: ./secrets/issuing-key.pem
+  idp: { issuer: ${DEMO_IDP}, audience: pgwarden-exchange, algorithms: [ES256], publicKeyFile: ./idp-public.pem }
 `,
     );
     const loaded = loadConfig(configFile);
@@ -110,6 +148,13 @@ Then, in another terminal with that variable set:
   psql "${conn}" -c "SELECT ssn FROM customers"          # refused: denied column
   psql "${conn}" -c "DELETE FROM orders"                 # refused: read-only role
   psql "${conn}"                                         # interactive; try \\dt and \\d orders
+
+A task token (docs/issuance.md): exchange the demo identity provider's token for alice for a single-use token
+narrowed to orders, valid 5 minutes, and use it once:
+
+  export PGPASSWORD=$(npx pgwarden token exchange --url http://127.0.0.1:${proxy.exchangePort} --subject-token-file ${idpTokenFile} --role analyst --narrow '{"relations":["public.orders"]}' --ttl 5m --single-use)
+  psql "${conn}" -c "SELECT * FROM pgwarden.scope"       # orders only; the token is now used
+  psql "${conn}" -c "SELECT 1"                           # refused: single-use token already used
 
 Mint another token:  npx pgwarden token mint --config ${configFile} --sub alice --role analyst --ttl 10m
 Edit the policy:     ${path.join(dir, 'policy.yaml')} (reloaded on save)

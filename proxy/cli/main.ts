@@ -13,7 +13,7 @@ const USAGE = `usage:
   pgwarden token exchange --url URL --subject-token-file FILE --role R [--narrow JSON] [--ttl 10m] [--actor-token-file FILE] [--single-use] [--approval-id ID [--wait]] [--json]
   pgwarden approve ID --url URL --token-file FILE [--deny] [--reason TEXT] [--show] [--json]
   pgwarden approve --list --url URL --token-file FILE [--json]
-  pgwarden demo [--port 6432] [--metrics-port 9187]
+  pgwarden demo [--port 6432] [--metrics-port 9187] [--exchange-port 6480]
   pgwarden revoke --config FILE (--jti J | --sub S | --agent A) [--reason TEXT] [--expires 1h]
   pgwarden policy check FILE
   pgwarden policy explain --config FILE --role R --sql "SQL"
@@ -145,9 +145,17 @@ export async function main(argv: string[]): Promise<void> {
     case 'demo': {
       const { values } = parseArgs({
         args: rest,
-        options: { port: { type: 'string', default: '6432' }, 'metrics-port': { type: 'string', default: '9187' } },
+        options: {
+          port: { type: 'string', default: '6432' },
+          'metrics-port': { type: 'string', default: '9187' },
+          'exchange-port': { type: 'string', default: '6480' },
+        },
       });
-      return await runDemo({ port: Number(values.port), metricsPort: Number(values['metrics-port']) });
+      return await runDemo({
+        port: Number(values.port),
+        metricsPort: Number(values['metrics-port']),
+        exchangePort: Number(values['exchange-port']),
+      });
     }
     case 'policy':
       return await policy(rest);

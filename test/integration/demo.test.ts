@@ -1,6 +1,7 @@
-// The README's quick start (`npm run demo`): pgwarden in front of npm's PostgreSQL, a token that works, refusals, and a clean stop.
+// The README's quick start (`npm run demo`): pgwarden in front of npm's PostgreSQL, a token that works, refusals, a single-use task token from the exchange endpoint, and a clean stop.
 import { spawn } from 'node:child_process';
 import net from 'node:net';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import pg from 'pg';
@@ -40,13 +41,17 @@ function portOpen(port: number): Promise<boolean> {
 }
 
 describe('the quick-start demo', () => {
-  it('prints a token that logs in, refuses what the policy denies, and stops everything on Ctrl-C', {
+  it('prints a token that logs in, refuses what the policy denies, a task token exchanged and used once, and stops everything on Ctrl-C', {
     timeout: 120_000,
   }, async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'demo', '--port', '0', '--metrics-port', '0'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, NODE_ENV: 'production' },
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', CLI, 'demo', '--port', '0', '--metrics-port', '0', '--exchange-port', '0'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, NODE_ENV: 'production' },
+      },
+    );
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
     child.stderr.on('data', (d: Buffer) => (out += d.toString('utf8')));
@@ -79,6 +84,37 @@ describe('the quick-start demo', () => {
       } finally {
         await c.end();
       }
+      // The task token it prints how to get: the exchange, as the printed command makes it, then one use.
+      const [, url, file] = (await waitFor(
+        () => out,
+        child,
+        /token exchange --url (http:\/\/127\.0\.0\.1:\d+) --subject-token-file (\S+) --role analyst/,
+        10_000,
+      )) as unknown as [string, string, string];
+      const res = await fetch(`${url}/token`, {
+        method: 'POST',
+        body: new URLSearchParams({
+          grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+          subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+          subject_token: readFileSync(file, 'utf8').trim(),
+          role: 'analyst',
+          narrow: '{"relations":["public.orders"]}',
+          ttl: '300',
+          single_use: 'true',
+        }),
+      });
+      expect(res.status).toBe(200);
+      const task = ((await res.json()) as { access_token: string }).access_token;
+      const t = new pg.Client({ host: '127.0.0.1', port, database: 'app', user: 'alice', password: task });
+      await t.connect();
+      try {
+        const tables = (await t.query('SELECT DISTINCT table_name FROM pgwarden.scope ORDER BY 1')).rows;
+        expect(tables.map((r) => r.table_name)).toEqual(['orders']);
+      } finally {
+        await t.end();
+      }
+      const again = new pg.Client({ host: '127.0.0.1', port, database: 'app', user: 'alice', password: task });
+      await expect(again.connect()).rejects.toMatchObject({ code: '28000' });
       child.kill('SIGINT');
       expect(await exited).toBe(0);
       expect(out).toContain('nothing left running');
