@@ -1,0 +1,168 @@
+// Red team of issue 16 item 1 (token narrowing and the RFC 8693 exchange): a token the endpoint issues never reaches more than the bound it was issued within, checked against the real Postgres through pg.
+import { writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+import * as jose from 'jose';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pgError, startTestProxy, withSuperClient, type TestProxy } from '../helpers/proxy.ts';
+import { generateKeyFiles, makeTempDir, signToken, type TestKeyPair } from '../helpers/keys.ts';
+import { SAMPLE_UPSTREAM_USER } from '../../proxy/embedded/sample.ts';
+
+const S = 'rt_iss';
+const IDP = 'https://idp.rt-iss.test';
+const IDP_AUDIENCE = 'pgwarden-exchange';
+const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const JWT = 'urn:ietf:params:oauth:token-type:jwt';
+
+// The rule's bound limits rt_iss.people to id and name; the view people_v shows people.email as contact.
+const POLICY = `roles:
+  reader:
+    readOnly: true
+    relations: [${S}.*]
+issuance:
+  rules:
+    - id: bounded
+      subjects: [{ sub: alice }]
+      roles: [reader]
+      narrow: { columns: { ${S}.people: [id, name] } }
+`;
+
+const tmp = makeTempDir();
+let idpKey: TestKeyPair;
+let idpServer: http.Server;
+let tp: TestProxy;
+
+const nowSec = () => Math.floor(Date.now() / 1000);
+
+async function idpToken(): Promise<string> {
+  return await signToken(
+    idpKey.privateKey,
+    { iss: IDP, aud: IDP_AUDIENCE, sub: 'alice', iat: nowSec(), exp: nowSec() + 300 },
+    { alg: 'ES256', kid: idpKey.kid },
+  );
+}
+
+async function exchange(params: Record<string, string>): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`http://127.0.0.1:${tp.proxy.exchangePort}/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: GRANT, subject_token_type: JWT, role: 'reader', ...params }).toString(),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+async function query(token: string, sql: string): Promise<pg.QueryResult> {
+  const c = new pg.Client(tp.pgConfig(token));
+  c.on('error', () => {});
+  await c.connect();
+  try {
+    return await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+beforeAll(async () => {
+  await withSuperClient(async (c) => {
+    await c.query(`DROP SCHEMA IF EXISTS ${S} CASCADE`);
+    await c.query(`CREATE SCHEMA ${S}`);
+    await c.query(`CREATE TABLE ${S}.people (id int PRIMARY KEY, name text, email text)`);
+    await c.query(`INSERT INTO ${S}.people VALUES (1, 'one', 'secret-1@example.com')`);
+    await c.query(`CREATE TABLE ${S}.orders (id int PRIMARY KEY, total int)`);
+    await c.query(`INSERT INTO ${S}.orders VALUES (1, 10)`);
+    await c.query(`CREATE VIEW ${S}.people_v AS SELECT id, email AS contact FROM ${S}.people`);
+    await c.query(`CREATE MATERIALIZED VIEW ${S}.people_m AS SELECT id, email AS contact FROM ${S}.people`);
+    await c.query(`GRANT USAGE ON SCHEMA ${S} TO ${SAMPLE_UPSTREAM_USER}`);
+    await c.query(`GRANT SELECT ON ALL TABLES IN SCHEMA ${S} TO ${SAMPLE_UPSTREAM_USER}`);
+  });
+  idpKey = await generateKeyFiles(tmp.dir, 'ES256', 'idp-rt');
+  idpServer = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ keys: [idpKey.publicJwk] }));
+  });
+  await new Promise<void>((r) => idpServer.listen(0, '127.0.0.1', () => r()));
+  const addr = idpServer.address();
+  const jwksUrl = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/jwks.json`;
+  const signing = join(tmp.dir, 'signing.pem');
+  const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
+  writeFileSync(signing, await jose.exportPKCS8(privateKey), { mode: 0o600 });
+  tp = await startTestProxy({
+    policy: POLICY,
+    config: {
+      exchange: {
+        issuer: 'pgwarden-issued',
+        audience: 'pgwarden',
+        listen: { host: '127.0.0.1', port: 0, tls: undefined },
+        signingKeyFile: signing,
+        peerJwksUrls: [],
+        idp: { issuer: IDP, audience: IDP_AUDIENCE, algorithms: ['ES256'], jwksUrl, publicKeyFile: undefined },
+        maxBodyBytes: 16 * 1024,
+        requestsPerMinute: 1000,
+        requestTimeout: 5_000,
+      },
+    },
+  });
+});
+
+afterAll(async () => {
+  await tp?.close();
+  await new Promise((r) => idpServer?.close(r));
+  await withSuperClient((c) => c.query(`DROP SCHEMA IF EXISTS ${S} CASCADE`));
+  tmp.cleanup();
+});
+
+describe('a child narrowing never names a view its column-limited bound reaches only through schema.*', () => {
+  it('the bound itself cannot read the view that shows people.email', async () => {
+    const res = await exchange({ subject_token: await idpToken() });
+    expect(res.status).toBe(200);
+    const token = res.body.access_token as string;
+    expect((await query(token, `SELECT id, name FROM ${S}.people`)).rows).toEqual([{ id: 1, name: 'one' }]);
+    expect((await pgError(() => query(token, `SELECT contact FROM ${S}.people_v`))).code).toBe('42501');
+    expect((await pgError(() => query(token, `SELECT email FROM ${S}.people`))).code).toBe('42501');
+  });
+
+  // Before: the request named the view exactly, covered by the bound's rt_iss.* (the role's), and the issued token
+  // read every email through it.
+  it.each([
+    ['relations naming the view', { relations: [`${S}.people_v`] }],
+    ['relations naming the materialized view', { relations: [`${S}.people_m`] }],
+    ['a columns key naming the view', { columns: { [`${S}.people_v`]: ['contact'] } }],
+  ])('an IdP exchange whose request has %s is refused (invalid_scope)', async (_name, narrow) => {
+    const res = await exchange({ subject_token: await idpToken(), narrow: JSON.stringify(narrow) });
+    expect(res.status).toBe(400);
+    expect(res.body.error).toBe('invalid_scope');
+    expect(String(res.body.error_description)).toMatch(/view|not known/);
+    expect(res.body.access_token).toBeUndefined();
+  });
+
+  it('a parent token whose narrowing limits columns cannot be exchanged for a child naming the view', async () => {
+    const parent = await exchange({ subject_token: await idpToken() });
+    const parentToken = parent.body.access_token as string;
+    for (const narrow of [{ relations: [`${S}.people_v`] }, { columns: { [`${S}.people_v`]: ['contact'] } }]) {
+      const child = await exchange({ subject_token: parentToken, narrow: JSON.stringify(narrow) });
+      expect(child.status).toBe(400);
+      expect(child.body.error).toBe('invalid_scope');
+      expect(child.body.access_token).toBeUndefined();
+    }
+  });
+
+  it('a relation pgwarden does not know yet is refused too (it could be made a view later); a table is issued', async () => {
+    const unknown = await exchange({
+      subject_token: await idpToken(),
+      narrow: JSON.stringify({ relations: [`${S}.not_yet`] }),
+    });
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.error).toBe('invalid_scope');
+    const table = await exchange({
+      subject_token: await idpToken(),
+      narrow: JSON.stringify({ relations: [`${S}.orders`, `${S}.people`] }),
+    });
+    expect(table.status).toBe(200);
+    const token = table.body.access_token as string;
+    // The child keeps the bound's column list and reads the tables it names.
+    expect(jose.decodeJwt(token).pgwarden_narrow).toMatchObject({ columns: { [`${S}.people`]: ['id', 'name'] } });
+    expect((await query(token, `SELECT total FROM ${S}.orders`)).rows).toEqual([{ total: 10 }]);
+    expect((await pgError(() => query(token, `SELECT email FROM ${S}.people`))).code).toBe('42501');
+  });
+});
