@@ -186,6 +186,40 @@ function covers(set: readonly RelationPattern[], p: RelationPattern): boolean {
 }
 
 /**
+ * What the catalog says a relation is (pg_class.relkind: r table, p partitioned, v view, m materialized view, f
+ * foreign table), or undefined when pgwarden does not know the relation.
+ */
+export type RelationKind = (schema: string, name: string) => string | undefined;
+
+/**
+ * A narrowing with column lists reads a view only when it names the view itself (policy/evaluate.ts
+ * viewOutsideNarrowing: a view may show a limited column under another name). A request naming exactly (in relations
+ * or as a columns key) a relation its column-limited bound reaches only through `schema.*` would turn a view the
+ * bound cannot read into one its token reads: such a name must be a relation the catalog knows and not a view. An
+ * unknown name is refused as well (it could be created as a view later); so is every such name without a catalog.
+ * Returns the problem, or undefined.
+ */
+function viewBeyondBound(b: Narrowing, r: Narrowing, relationKind: RelationKind | undefined): string | undefined {
+  if (b.columns === undefined || b.columns.size === 0) return undefined;
+  const exact = [
+    ...(r.relations ?? []).filter((p) => p.name !== '*'),
+    ...[...(r.columns?.values() ?? [])].map((c) => c.relation),
+  ];
+  const unnamed =
+    'is not named by the narrowing it is bounded by, which limits columns (a view may show them under other names)';
+  for (const p of exact) {
+    const key = relationKey(p.schema, p.name);
+    if (b.columns.has(key) || (b.relations ?? []).some((q) => q.schema === p.schema && q.name === p.name)) continue;
+    const kind = relationKind?.(p.schema, p.name);
+    if (kind === 'v' || kind === 'm')
+      return `${kind === 'm' ? 'materialized view' : 'view'} ${patternText(p)} ${unnamed}`;
+    if (kind === undefined)
+      return `relation ${patternText(p)} is not known to pgwarden (it could be a view) and ${unnamed}`;
+  }
+  return undefined;
+}
+
+/**
  * `request` applied within `bound` for `role`: each key the request gives must lie within the bound's (or, where the
  * bound leaves it out, the role's), and each key it leaves out keeps the bound's. The result never allows more than
  * the bound; a request asking for more is refused with the first key that would widen, never silently clipped.
@@ -194,11 +228,15 @@ export function composeNarrowing(
   role: RolePolicy,
   bound: Narrowing | undefined,
   request: Narrowing | undefined,
+  relationKind?: RelationKind,
 ): Read<Narrowing> {
   const b = bound ?? {};
   const r = request ?? {};
   const out: Narrowing = {};
   const whose = bound === undefined ? `role ${role.name}` : 'the narrowing it is bounded by';
+
+  const unnamedView = viewBeyondBound(b, r, relationKind);
+  if (unnamedView !== undefined) return { ok: false, message: unnamedView };
 
   const readable = b.relations ?? role.relations;
   if (r.relations !== undefined) {
@@ -564,6 +602,8 @@ export interface IssuanceInput {
   nowMs: number;
   /** auth.maxTokenLifetime: the verifier refuses longer tokens, so none is issued. */
   maxLifetimeMs: number;
+  /** The catalog's kind of a relation (composeNarrowing: views under a column-limited bound); absent: none known. */
+  relationKind?: RelationKind;
 }
 
 /** RFC 6749 §5.2 / RFC 8693 §2.2.2 error codes a decision can carry. */
@@ -720,7 +760,7 @@ export function decideIssuance(
         ruleId,
       );
   }
-  const composed = composeNarrowing(role, bound, input.narrow);
+  const composed = composeNarrowing(role, bound, input.narrow, input.relationKind);
   if (!composed.ok) return refuseIssuance('invalid_scope', 'narrowing_exceeds', composed.message, ruleId);
   const narrow = isEmptyNarrowing(composed.value) ? undefined : composed.value;
 

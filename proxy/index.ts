@@ -504,6 +504,7 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
       exchange: exchangeConfig,
       auth: config.auth,
       policy: () => store.current.policy,
+      catalog: () => store.current.catalog,
       idp,
       issued: issuedVerifier,
       isRevoked: (id) => revocations.match(id)?.reason,

@@ -3,7 +3,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import * as jose from 'jose';
 import type { AuthConfig, ExchangeConfig } from '../config/types.ts';
 import { MAX_ACT_DEPTH, SINGLE_USE_CLAIM, type Identity, type TokenVerifier } from '../auth/jwt.ts';
-import type { CompiledPolicy } from '../../policy/types.ts';
+import type { CatalogSnapshot, CompiledPolicy } from '../../policy/types.ts';
 import {
   decideIssuance,
   NARROW_CLAIM,
@@ -186,6 +186,11 @@ export interface ExchangeDeps {
   auth: AuthConfig;
   /** The policy in force (read once per request). */
   policy: () => CompiledPolicy;
+  /**
+   * The catalog in force: what a relation a request names is (a view under a column-limited bound is refused,
+   * policy/issuance.ts composeNarrowing); absent: no relation is known, so such names are refused.
+   */
+  catalog?: () => CatalogSnapshot;
   idp: IdpVerifier | undefined;
   /** Verifies parent pgwarden tokens: signature by an issuing key, lifetime, claims, revocation. */
   issued: TokenVerifier;
@@ -430,6 +435,7 @@ async function exchange(
     throw new Refusal(400, 'invalid_grant', 'revoked', `the subject or actor is revoked: ${revoked}`);
 
   const policy = deps.policy();
+  const relations = deps.catalog?.().relations;
   const decision = decideIssuance(policy.issuance, policy.roles, {
     subject: subject.decide,
     actor,
@@ -439,6 +445,7 @@ async function exchange(
     singleUse: singleUseParam === 'true',
     nowMs,
     maxLifetimeMs: deps.auth.maxTokenLifetime,
+    relationKind: (schema, name) => relations?.get(`${schema}.${name}`)?.kind,
   });
   if (decision.outcome === 'deny')
     throw new Refusal(400, decision.error, decision.reason, decision.message, undefined, decision.ruleId);

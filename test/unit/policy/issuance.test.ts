@@ -211,12 +211,39 @@ describe('composeNarrowing', () => {
       maxRows: 10,
       columns: { 'public.orders': ['id'] },
     });
-    const ok = composeNarrowing(analyst, bound, narrowing({ relations: ['sales.q1'] }));
+    // The catalog's kinds: sales.q1 a table (the bound limits columns, so a name it reaches only through sales.*
+    // must be a known relation that is not a view).
+    const catalog = new Map([
+      ['sales.q1', 'r'],
+      ['sales.q1_v', 'v'],
+      ['sales.q1_m', 'm'],
+    ]);
+    const kinds = (schema: string, name: string) => catalog.get(`${schema}.${name}`);
+    const ok = composeNarrowing(analyst, bound, narrowing({ relations: ['sales.q1'] }), kinds);
     expect(ok.ok && narrowingClaim(ok.value)).toEqual({
       relations: ['sales.q1'],
       columns: { 'public.orders': ['id'] },
       maxRows: 10,
     });
+    // A view or an unknown name the bound does not name itself would read what the bound's column list hides.
+    for (const rel of ['sales.q1_v', 'sales.q1_m', 'sales.unknown']) {
+      expect(composeNarrowing(analyst, bound, narrowing({ relations: [rel] }), kinds)).toMatchObject({ ok: false });
+      expect(composeNarrowing(analyst, bound, narrowing({ columns: { [rel]: ['id'] } }), kinds)).toMatchObject({
+        ok: false,
+      });
+    }
+    expect(composeNarrowing(analyst, bound, narrowing({ relations: ['sales.q1'] })).ok).toBe(false);
+    // Named by the bound itself, or under a bound without column lists: as before.
+    expect(
+      composeNarrowing(analyst, narrowing({ relations: ['sales.q1_v'] }), narrowing({ relations: ['sales.q1_v'] })).ok,
+    ).toBe(true);
+    expect(
+      composeNarrowing(
+        analyst,
+        narrowing({ relations: ['sales.q1_v'], columns: { 'public.orders': ['id'] } }),
+        narrowing({ relations: ['sales.q1_v'] }),
+      ).ok,
+    ).toBe(true);
     expect(composeNarrowing(analyst, bound, narrowing({ relations: ['public.customers'] })).ok).toBe(false);
     expect(composeNarrowing(analyst, bound, narrowing({ relations: ['sales.*'] })).ok).toBe(true);
     expect(
