@@ -1713,15 +1713,16 @@ export function evaluateWithFacts(
     if (scoped === undefined && filtered === undefined) return evaluateInner(sql, mode, session, catalog, true);
     const run = filtered?.ok === true ? filtered.sql : text;
     let facts = evaluateInner(run, mode, session, catalog, true, { catalogFiltered: filtered?.ok === true });
-    // An agent must be able to read its whole scope at once: a statement that reads no relation, only pgwarden's own
-    // listing, may return as many rows as the scope has; anything more (a self-join, a generate_series beside it) is
-    // still cut at that. A statement that also reads a relation (a catalog filter reads several) keeps the role's maxRows.
+    // An agent must be able to read its whole scope at once: a statement that reads no relation and calls no function,
+    // only pgwarden's own listing, may return as many rows as the scope has; anything more (a self-join) is still cut
+    // at that. A statement that also reads a relation (a catalog filter reads several) or calls a function (a
+    // set-returning one could make rows of anything it may read) keeps the role's maxRows.
     const first = facts.decision;
     if (
       scoped?.ok === true &&
       first.allow &&
       first.rowCap !== undefined &&
-      first.statements.every((st) => st.relations.length === 0)
+      first.statements.every((st) => st.relations.length === 0 && st.functions.length === 0)
     ) {
       const listed = scopeRows(session.role, catalog).length;
       if (listed > first.rowCap.maxRows) {

@@ -196,7 +196,7 @@ describe('rewriteScope', () => {
     expect(capped.allow && [capped.rewrittenSql?.match(/LIMIT (\d+)$/)?.[1], capped.rowCap?.maxRows]).toEqual(['6', 5]);
   });
 
-  it('lists the whole scope in one statement whatever maxRows is, and no more than that without a relation', () => {
+  it('lists the whole scope in one statement whatever maxRows is, and no more than that without a relation or function', () => {
     const small = makeRole({ maxRows: 5, onRowCap: 'error' });
     const listed = scopeRows(small, CATALOG).length;
     expect(listed).toBeGreaterThan(5);
@@ -206,10 +206,14 @@ describe('rewriteScope', () => {
       return [d.rewrittenSql?.match(/LIMIT (\d+)$/)?.[1], d.rowCap];
     };
     const whole = [String(listed + 1), { maxRows: listed, onRowCap: 'error' }];
+    const role5 = ['6', { maxRows: 5, onRowCap: 'error' }];
     expect(cap('SELECT * FROM pgwarden.scope')).toEqual(whole);
-    // A self-join or a series beside it gets no further than the listing's size.
+    expect(cap("SELECT column_name || ' ' || data_type FROM pgwarden.scope WHERE table_name <> 'x'")).toEqual(whole);
+    // A self-join gets no further than the listing's size.
     expect(cap('SELECT * FROM pgwarden.scope a, pgwarden.scope b')).toEqual(whole);
-    expect(cap('SELECT * FROM pgwarden.scope, generate_series(1, 1000000) g')).toEqual(whole);
+    // A function beside it (a set-returning one makes rows of its own) or a relation: the role's cap.
+    expect(cap('SELECT * FROM pgwarden.scope, generate_series(1, 1000000) g')).toEqual(role5);
+    expect(cap('SELECT * FROM pgwarden.scope, public.orders')).toEqual(role5);
     // A role whose scope fits in maxRows keeps its cap.
     const roomy = makeRole({ maxRows: listed + 10 });
     const d = evaluate('SELECT * FROM pgwarden.scope', 'simple', sessionFor(roomy), CATALOG);
