@@ -2170,8 +2170,19 @@ export class Session {
     if (target === undefined || tracker === undefined) return undefined;
     // Idle outside a transaction: whatever the session's statements changed is committed (or gone) and visible to all.
     if (this.txChanged && !tracker.busy && !this.batchOpen && tracker.txStatus === 'I') this.txChanged = false;
-    return { target: this.batchOpen ? undefined : target, required: this.tempObjects || this.txChanged };
+    const i = (this.batchOpen ? 0 : 1) + (this.tempObjects || this.txChanged ? 2 : 0);
+    // Four fixed offers, made once: this runs for every statement decided.
+    this.ownOffers ??= [
+      { target: undefined, required: false },
+      { target, required: false },
+      { target: undefined, required: true },
+      { target, required: true },
+    ];
+    return this.ownOffers[i];
   }
+
+  /** ownAnalysis()'s answers: [batch open, idle] × [not required, required]. */
+  private ownOffers: readonly OwnAnalysis[] | undefined;
 
   /** Bookkeeping of what was sent upstream for a client message: batches and executions (see batchOpen, executions). */
   private noteSent(type: number): void {
