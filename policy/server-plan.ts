@@ -31,6 +31,8 @@ export interface AnalysisText {
   clientOffset?: number;
   /** The relations `text` names are judged by this need (LOCK, ANALYZE, VACUUM), not as reads. */
   named?: NamedNeed;
+  /** Index of the top-level statement of the analysed text this one stands for (texts come in statement order). */
+  statement?: number;
 }
 
 export type AnalysisPlan = { ok: true; texts: AnalysisText[] } | { ok: false; why: string };
@@ -190,7 +192,13 @@ export function planServerAnalysis(sql: string, paramTypes: readonly number[], d
   if (!parsed.ok) return { ok: false, why: parsed.message };
   const buf = Buffer.from(sql, 'utf8');
   const texts: AnalysisText[] = [];
-  for (const s of parsed.stmts) {
+  // Each text is marked with its statement's index once the statement is done (a statement makes zero or more texts).
+  let marked = 0;
+  const mark = (index: number): void => {
+    for (; marked < texts.length; marked++) (texts[marked] as AnalysisText).statement = index;
+  };
+  for (const [index, s] of parsed.stmts.entries()) {
+    mark(index - 1);
     const node = s.stmt as Record<string, Record<string, unknown>> | undefined;
     const kind = node === undefined ? undefined : Object.keys(node)[0];
     if (node === undefined || kind === undefined) return { ok: false, why: 'a statement without a node' };
@@ -270,5 +278,6 @@ export function planServerAnalysis(sql: string, paramTypes: readonly number[], d
       return { ok: false, why: `${kind} is not analysed by the server` };
     }
   }
+  mark(parsed.stmts.length - 1);
   return { ok: true, texts };
 }

@@ -213,7 +213,9 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     paramTypes: readonly number[] | undefined,
     own: OwnAnalysis | undefined,
   ): Promise<Decision> | undefined => {
-    if (server === undefined || view.tempObjects !== true || role.ddl?.temporary !== true) return undefined;
+    // The session has temporary objects, or this very text may make one (`CREATE TEMP TABLE t …; INSERT INTO t …`).
+    const temporary = view.tempObjects === true || refused.statements.some((st) => CATALOG_CHANGING_KINDS.has(st.kind));
+    if (server === undefined || !temporary || role.ddl?.temporary !== true) return undefined;
     if (!DEFERRABLE_REASONS.has(refused.reason)) return undefined;
     const again = cache.lookup(sql, mode, { ...view, deferTemporary: true }, catalog, version);
     const d = again.decision;

@@ -39,6 +39,7 @@ import {
   type AnalysisConnection,
   type AnalysisContext,
   type AnalysisTarget,
+  type ReplayTarget,
   type AnalysisPool,
   type RelationLock,
   type ServerError,
@@ -149,30 +150,74 @@ const NEUTRAL_TRANSACTION_KINDS = new Set([
 ]);
 
 /**
- * Whether the session's own connection, idle before `sql` runs, shows each analysed statement of it the catalog that
- * statement will run against: true unless a statement before an analysed one may change it (`DROP TABLE pg_temp.t;
- * SELECT * FROM t`, DISCARD TEMP, ROLLBACK …), which would run only after every statement of the text was analysed.
+ * Catalog-changing statements the session's own analysis may run itself, inside its wrapper that is rolled back, so
+ * that a later statement of the same text is analysed against what they make (`CREATE TEMP TABLE t …; INSERT INTO t …`):
+ * DDL the policy allowed, cheap and undone by the rollback. Not DO (any code), CREATE TABLE AS (runs its query),
+ * DISCARD, or what ends or rolls back a transaction.
  */
-export function analysableInOrder(d: Allow, sql: string): boolean {
-  if (d.statements.length <= 1) return true;
-  let changed = false;
-  let raws: readonly { stmt?: unknown }[] | undefined;
+const REPLAYABLE_KINDS = new Set([
+  'CreateStmt',
+  'IndexStmt',
+  'AlterTableStmt',
+  'RenameStmt',
+  'DropStmt',
+  'CreateSeqStmt',
+  'AlterSeqStmt',
+  'ViewStmt',
+]);
+
+/** A statement the own analysis runs before analysing the later ones: its text, and its offset in the client's text (characters). */
+export interface Replayed {
+  text: string;
+  clientOffset: number;
+}
+
+/**
+ * How the session's own connection, idle before `sql` runs, can show each analysed statement of it the catalog that
+ * statement will run against: the statements to run first (by index), in the analysis's own wrapper, or undefined
+ * when a statement before an analysed one may change the catalog in a way that cannot be run there (DISCARD TEMP,
+ * ROLLBACK, DO, …): such a text is analysed on pgwarden's connections, which never see temporary tables.
+ */
+export function replayPlan(d: Allow, sql: string): Map<number, Replayed> | undefined {
+  const replay = new Map<number, Replayed>();
+  if (d.statements.length <= 1) return replay;
+  let blocked = false;
+  let raws: readonly { stmt?: unknown; stmt_location?: number; stmt_len?: number }[] | undefined;
+  const raw = (i: number) => {
+    if (raws === undefined) {
+      const parsed = parseStatements(sql);
+      raws = parsed.ok && parsed.stmts.length === d.statements.length ? parsed.stmts : [];
+    }
+    return raws[i];
+  };
   for (let i = 0; i < d.statements.length; i++) {
     const kind = d.statements[i]?.kind ?? '';
-    if (changed && ANALYSED_KINDS.has(kind)) return false;
+    if (blocked && ANALYSED_KINDS.has(kind)) return undefined;
     if (RESOLUTION_NEUTRAL_KINDS.has(kind)) continue;
+    const r = raw(i);
+    if (r === undefined) return undefined;
     if (kind === 'TransactionStmt') {
-      if (raws === undefined) {
-        const parsed = parseStatements(sql);
-        if (!parsed.ok || parsed.stmts.length !== d.statements.length) return false;
-        raws = parsed.stmts;
-      }
-      const t = (raws[i]?.stmt as { TransactionStmt?: { kind?: unknown } } | undefined)?.TransactionStmt?.kind;
+      const t = (r.stmt as { TransactionStmt?: { kind?: unknown } } | undefined)?.TransactionStmt?.kind;
       if (typeof t === 'string' && NEUTRAL_TRANSACTION_KINDS.has(t)) continue;
     }
-    changed = true;
+    if (!REPLAYABLE_KINDS.has(kind)) {
+      blocked = true;
+      continue;
+    }
+    const buf = Buffer.from(sql, 'utf8');
+    const start = r.stmt_location ?? 0;
+    const len = r.stmt_len ?? 0;
+    replay.set(i, {
+      text: buf.subarray(start, len > 0 ? start + len : buf.length).toString('utf8'),
+      clientOffset: buf.subarray(0, start).toString('utf8').length,
+    });
   }
-  return true;
+  return replay;
+}
+
+/** Whether replayPlan finds a way (the gate's question before offering the session's own connection). */
+export function analysableInOrder(d: Allow, sql: string): boolean {
+  return replayPlan(d, sql) !== undefined;
 }
 
 export function needsServerAnalysis(d: Allow): boolean {
@@ -412,8 +457,90 @@ export class ServerChecker {
       this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
       return { deny: { ...unavailable(errorMessage(err)), statements: local.statements }, expires: 0, sql };
     }
+    // On the session's own connection, a text of several statements may need earlier DDL of it run first (replayPlan).
+    const replay = own ? replayPlan(local, text) : new Map<number, Replayed>();
+    if (replay === undefined) {
+      this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
+      return {
+        deny: {
+          ...unavailable('an earlier statement of the text changes what it resolves to'),
+          statements: local.statements,
+        },
+        expires: 0,
+        sql,
+      };
+    }
+    if (replay.size > 0) {
+      const target = ctx.own;
+      if (target?.within === undefined) {
+        this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
+        return {
+          deny: { ...unavailable('no replay on this connection'), statements: local.statements },
+          expires: 0,
+          sql,
+        };
+      }
+      try {
+        return await target.within((scoped) =>
+          this.judgeTexts(scoped, plan, sql, role, ctx, local, t0, expires, own, replay, scoped),
+        );
+      } catch (err) {
+        this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
+        return { deny: { ...unavailable(errorMessage(err)), statements: local.statements }, expires: 0, sql };
+      }
+    }
+    return this.judgeTexts(conn, plan, sql, role, ctx, local, t0, expires, own, replay, undefined);
+  }
+
+  /**
+   * The analysis of each text of the plan on `conn`, judged. With `replayer`, the statements of `replay` are run on it
+   * (inside the analysis's wrapper) before the first text of a later statement is analysed.
+   */
+  private async judgeTexts(
+    conn: AnalysisTarget,
+    plan: Extract<AnalysisPlan, { ok: true }>,
+    sql: string,
+    role: RolePolicy,
+    ctx: AnalysisContext,
+    local: Allow,
+    t0: number,
+    expires: number,
+    own: boolean,
+    replay: ReadonlyMap<number, Replayed>,
+    replayer: ReplayTarget | undefined,
+  ): Promise<Omit<ServerVerdict, 'generation'>> {
     let literalSensitive = false;
+    const pending = [...replay.keys()].sort((a, b) => a - b);
     for (const t of plan.texts) {
+      if (replayer !== undefined) {
+        if (t.statement === undefined) {
+          this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
+          return {
+            deny: { ...unavailable('a text without its statement'), statements: local.statements },
+            expires: 0,
+            sql,
+          };
+        }
+        while (pending.length > 0 && (pending[0] as number) < t.statement) {
+          const r = replay.get(pending.shift() as number) as Replayed;
+          let failed: ServerError | undefined;
+          try {
+            failed = await replayer.replay(r.text);
+          } catch (err) {
+            this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
+            return { deny: { ...unavailable(errorMessage(err)), statements: local.statements }, expires: 0, sql };
+          }
+          if (failed !== undefined) {
+            // The earlier statement itself fails as it will when it runs: its error is the text's answer.
+            this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
+            return {
+              deny: fromServerError(failed, { ...t, clientOffset: r.clientOffset }, local.statements),
+              expires: 0,
+              sql,
+            };
+          }
+        }
+      }
       let parsedTypes: readonly number[] = [];
       let result: TreeResult;
       try {

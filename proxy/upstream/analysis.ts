@@ -67,6 +67,16 @@ export interface AnalysisTarget {
    * temporary relations (only the session's own connection can tell).
    */
   temporaryNames?(names: readonly string[]): Promise<boolean>;
+  /**
+   * Runs `fn` with the connection held inside one wrapper of the analysis's own, where statements can be run (replay)
+   * before others are analysed, all undone when `fn` is done (only the session's own connection can).
+   */
+  within?<T>(fn: (scoped: ReplayTarget) => Promise<T>): Promise<T>;
+}
+
+/** An AnalysisTarget inside SessionAnalysis.within: `replay` runs one statement there, returning its error if it fails. */
+export interface ReplayTarget extends AnalysisTarget {
+  replay(text: string): Promise<ServerError | undefined>;
 }
 
 /** Raised when the connection cannot answer (down, timed out, protocol trouble): the caller denies. */

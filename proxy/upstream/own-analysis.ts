@@ -27,6 +27,7 @@ import {
   serverError,
   tooLarge,
   type AnalysisTarget,
+  type ReplayTarget,
   type ServerError,
   type TreeResult,
 } from './analysis.ts';
@@ -96,12 +97,27 @@ export interface SessionAnalysisOptions {
   onBroken(err: SessionAnalysisBroken): void;
 }
 
-/** An AnalysisTarget over the session's own connection (see the file header). */
-export class SessionAnalysis implements AnalysisTarget {
+/** The wrapper SessionAnalysis.within holds open: the status before it, and its savepoint and statement names. */
+interface Outer {
+  status: 'I' | 'T';
+  names: Names;
+}
+
+/** The analysis's requests, each in its own wrapper; inside `outer` (within), a savepoint nested in it. */
+class Requests implements ReplayTarget {
   constructor(
     private readonly exchange: SessionExchange,
     private readonly opts: SessionAnalysisOptions,
+    private readonly outer: Outer | undefined,
   ) {}
+
+  private broken(why: string): never {
+    const err = new SessionAnalysisBroken(
+      `the analysis wrapper on the session's connection did not run as planned (${why})`,
+    );
+    this.opts.onBroken(err);
+    throw err;
+  }
 
   /**
    * Runs `middle` (messages ending in Sync, built with the wrapper's names) inside the wrapper and returns its answers
@@ -120,9 +136,10 @@ export class SessionAnalysis implements AnalysisTarget {
           ]
         : []),
     ];
+    // Inside `within`'s wrapper the connection is in a transaction of pgwarden's own, whatever the client's status was.
     const { status, frames } = await this.exchange((status) => {
       if (status === 'E') return undefined;
-      const inTx = status === 'T';
+      const inTx = this.outer !== undefined || status === 'T';
       const messages = [
         ...run(names, inTx ? `SAVEPOINT ${sp}` : 'BEGIN READ ONLY'),
         ...run(names, `SELECT ${settings.join(', ')}`),
@@ -142,13 +159,9 @@ export class SessionAnalysis implements AnalysisTarget {
       .map((f) => String.fromCharCode(f.body[0] ?? 0));
     const opened = firstError(segment(frames, 0));
     const closed = firstError(segment(frames, 2));
-    if (opened !== undefined || closed !== undefined || ready[0] !== 'T' || ready[2] !== status) {
-      const err = new SessionAnalysisBroken(
-        `the analysis wrapper on the session's connection did not run as planned (${opened?.message ?? closed?.message ?? `status ${ready.join('')}`})`,
-      );
-      this.opts.onBroken(err);
-      throw err;
-    }
+    const end = this.outer !== undefined ? 'T' : status;
+    if (opened !== undefined || closed !== undefined || ready[0] !== 'T' || ready[2] !== end)
+      this.broken(opened?.message ?? closed?.message ?? `status ${ready.join('')}`);
     return segment(frames, 1);
   }
 
@@ -215,6 +228,134 @@ export class SessionAnalysis implements AnalysisTarget {
     const err = firstError(own);
     if (err !== undefined) throw new AnalysisUnavailable(`catalog lookup failed: ${err.message}`);
     return own.filter((f) => f.type === BackendType.DataRow).map((f) => dataRow(f.body));
+  }
+
+  /**
+   * Runs one statement of the client's text (DDL the policy allowed) inside `within`'s wrapper, which rolls it back;
+   * its error, if it fails (then the wrapper's transaction is aborted and the caller stops). Its statement and portal
+   * are closed after the Sync, so they are closed even then.
+   */
+  async replay(text: string): Promise<ServerError | undefined> {
+    if (this.outer === undefined) return abortedTransaction();
+    const names = newNames();
+    const { frames } = await this.exchange(() => ({
+      messages: [
+        ...run(names, text),
+        encodeSync(),
+        ...names.statements.map((n) => encodeClose('S', n)),
+        ...names.portals.map((n) => encodeClose('P', n)),
+        encodeSync(),
+      ],
+      readyCount: 2,
+    }));
+    return firstError(segment(frames, 0));
+  }
+
+  /** Opens `within`'s wrapper: BEGIN (read-write: statements are run in it) or a savepoint, with the analysis's timeout. */
+  static async open(exchange: SessionExchange, opts: SessionAnalysisOptions): Promise<Outer | typeof ABORTED> {
+    const names = newNames();
+    const { status, frames } = await exchange((status) => {
+      if (status === 'E') return undefined;
+      return {
+        messages: [
+          ...run(names, status === 'T' ? `SAVEPOINT ${names.savepoint}` : 'BEGIN'),
+          ...run(
+            names,
+            `SELECT pg_catalog.set_config('statement_timeout', '${Math.max(1, Math.floor(opts.timeoutMs))}', true)`,
+          ),
+          encodeSync(),
+        ],
+        readyCount: 1,
+      };
+    });
+    if (status === 'E') return ABORTED;
+    const ready = frames.find((f) => f.type === BackendType.ReadyForQuery);
+    const err = firstError(frames);
+    if (err !== undefined || ready === undefined || ready.body[0] !== 0x54) {
+      const broken = new SessionAnalysisBroken(`could not open the analysis wrapper (${err?.message ?? 'status'})`);
+      opts.onBroken(broken);
+      throw broken;
+    }
+    return { status: status === 'T' ? 'T' : 'I', names };
+  }
+
+  /** Undoes `within`'s wrapper and everything run in it; the connection must be back where it was. */
+  static async close(exchange: SessionExchange, opts: SessionAnalysisOptions, outer: Outer): Promise<void> {
+    const names = outer.names;
+    const inTx = outer.status === 'T';
+    const { frames } = await exchange(() => {
+      const end = [
+        ...run(names, inTx ? `ROLLBACK TO SAVEPOINT ${names.savepoint}` : 'ROLLBACK'),
+        ...(inTx ? run(names, `RELEASE SAVEPOINT ${names.savepoint}`) : []),
+      ];
+      return {
+        messages: [
+          ...end,
+          ...names.statements.map((n) => encodeClose('S', n)),
+          ...names.portals.map((n) => encodeClose('P', n)),
+          encodeSync(),
+        ],
+        readyCount: 1,
+      };
+    });
+    const ready = frames.find((f) => f.type === BackendType.ReadyForQuery);
+    const err = firstError(frames);
+    if (err !== undefined || ready === undefined || String.fromCharCode(ready.body[0] ?? 0) !== outer.status) {
+      const broken = new SessionAnalysisBroken(`could not undo the analysis wrapper (${err?.message ?? 'status'})`);
+      opts.onBroken(broken);
+      throw broken;
+    }
+  }
+}
+
+/**
+ * An AnalysisTarget over the session's own connection (see the file header). Its requests run one at a time, so one
+ * decision's `within` (statements run, then analyses, then all undone) is never interleaved with another's.
+ */
+export class SessionAnalysis implements AnalysisTarget {
+  private readonly requests: Requests;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly exchange: SessionExchange,
+    private readonly opts: SessionAnalysisOptions,
+  ) {
+    this.requests = new Requests(exchange, opts, undefined);
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  parseTree(text: string, paramTypes: readonly number[]): Promise<TreeResult> {
+    return this.exclusive(() => this.requests.parseTree(text, paramTypes));
+  }
+
+  typeOids(names: readonly string[]): Promise<{ ok: true; oids: number[] } | { ok: false; error: ServerError }> {
+    return this.exclusive(() => this.requests.typeOids(names));
+  }
+
+  temporaryNames(names: readonly string[]): Promise<boolean> {
+    return this.exclusive(() => this.requests.temporaryNames(names));
+  }
+
+  rows(sql: string): Promise<(string | null)[][]> {
+    return this.exclusive(() => this.requests.rows(sql));
+  }
+
+  within<T>(fn: (scoped: ReplayTarget) => Promise<T>): Promise<T> {
+    return this.exclusive(async () => {
+      const outer = await Requests.open(this.exchange, this.opts);
+      // An aborted transaction: nothing was opened, and every request answers PostgreSQL's 25P02.
+      if (outer === ABORTED) return fn(this.requests);
+      try {
+        return await fn(new Requests(this.exchange, this.opts, outer));
+      } finally {
+        await Requests.close(this.exchange, this.opts, outer);
+      }
+    });
   }
 }
 

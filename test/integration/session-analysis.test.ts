@@ -84,6 +84,46 @@ describe('temporary tables', () => {
   });
 });
 
+describe('a temporary table made and used in one query', () => {
+  it('is analysed with the earlier DDL run first, inside the analysis wrapper, and rolled back there', async () => {
+    const c = await as();
+    await c.query(
+      'CREATE TEMP TABLE boom (age integer); INSERT INTO boom (age) VALUES (1); INSERT INTO boom (age) VALUES (2)',
+    );
+    const r = (await c.query('SELECT age FROM boom WHERE age < 2; SELECT count(*)::int AS n FROM boom')) as unknown as {
+      rows: unknown[];
+    }[];
+    expect(r.map((x) => x.rows)).toEqual([[{ age: 1 }], [{ n: 2 }]]);
+    // The same inside a transaction, with a table in a ddl schema.
+    await c.query('BEGIN');
+    await c.query('CREATE TABLE sa_scratch.q (a int); INSERT INTO sa_scratch.q VALUES (1)');
+    expect((await c.query('SELECT a FROM sa_scratch.q')).rows).toEqual([{ a: 1 }]);
+    await c.query('ROLLBACK');
+  });
+
+  it('a temporary secrets made, filled and read in one query; made and dropped before the read: refused', async () => {
+    const c = await as();
+    const r = (await c.query(
+      "CREATE TEMP TABLE secrets (id int, v text); INSERT INTO secrets VALUES (3, 'own'); SELECT * FROM secrets",
+    )) as unknown as { rows: unknown[] }[];
+    expect(r[2]?.rows).toEqual([{ id: 3, v: 'own' }]);
+    await c.query('DROP TABLE pg_temp.secrets');
+    const err = await pgError(() =>
+      c.query('CREATE TEMP TABLE secrets (id int, v text); DROP TABLE pg_temp.secrets; SELECT * FROM secrets'),
+    );
+    expect(err.code).toBe('42501');
+    expect(seen(err)).not.toContain(SECRET);
+    // Refused whole: the first CREATE did not run either.
+    expect((await pgError(() => c.query('SELECT * FROM pg_temp.secrets'))).code).toBe('42P01');
+  });
+
+  it('an earlier statement that fails when replayed refuses the text, and nothing of it stays', async () => {
+    const c = await as();
+    await pgError(() => c.query('CREATE TEMP TABLE dup (a int); CREATE TEMP TABLE dup (a int); SELECT * FROM dup'));
+    expect((await pgError(() => c.query('SELECT * FROM pg_temp.dup'))).code).toBe('42P01');
+  });
+});
+
 describe("the session's open transaction", () => {
   it('TRUNCATE then SELECT in one transaction', async () => {
     const c = await as();
