@@ -1,4 +1,4 @@
-// `pgwarden demo`: a real embedded Postgres with a sample schema behind pgwarden, a fresh 10-minute token, a token-exchange endpoint with a demo identity provider's token for a task token, and psql commands to paste.
+// `pgwarden demo`: a real embedded Postgres with a sample schema behind pgwarden, a fresh 10-minute token, a token-exchange endpoint with a demo identity provider's token for a task token and an approval round trip, and psql commands to paste.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -74,19 +74,27 @@ export async function runDemo(opts: { port: number; metricsPort: number; exchang
     writeFileSync(path.join(dir, 'secrets', 'issuing-key.pem'), await jose.exportPKCS8(issuing.privateKey), {
       mode: 0o600,
     });
+    const idpToken = (sub: string, groups: string[]) =>
+      new jose.SignJWT({ groups })
+        .setProtectedHeader({ alg: 'ES256' })
+        .setIssuer(DEMO_IDP)
+        .setAudience('pgwarden-exchange')
+        .setSubject(sub)
+        .setIssuedAt()
+        .setExpirationTime('1h')
+        .sign(idp.privateKey);
     const idpTokenFile = path.join(dir, 'idp-token-alice.jwt');
-    const idpToken = await new jose.SignJWT({ groups: ['analysts'] })
-      .setProtectedHeader({ alg: 'ES256' })
-      .setIssuer(DEMO_IDP)
-      .setAudience('pgwarden-exchange')
-      .setSubject('alice')
-      .setIssuedAt()
-      .setExpirationTime('1h')
-      .sign(idp.privateKey);
-    writeFileSync(idpTokenFile, `${idpToken}\n`, { mode: 0o600 });
+    writeFileSync(idpTokenFile, `${await idpToken('alice', ['analysts'])}\n`, { mode: 0o600 });
+    // dave leads the analysts: he approves what needs approval (never his own requests).
+    const leadTokenFile = path.join(dir, 'idp-token-dave.jwt');
+    writeFileSync(leadTokenFile, `${await idpToken('dave', ['leads'])}\n`, { mode: 0o600 });
     writeFileSync(
       path.join(dir, 'policy.yaml'),
-      `${SAMPLE_POLICY_YAML}
+      `${SAMPLE_POLICY_YAML}  support:
+    # Customer records in full (ssn included): a wider scope, issued only with a lead's approval.
+    readOnly: true
+    relations: [public.customers]
+    maxRows: 20
 # Who may obtain task tokens from the token-exchange endpoint (docs/issuance.md).
 issuance:
   rules:
@@ -94,6 +102,16 @@ issuance:
       subjects: [{ issuer: ${DEMO_IDP}, claims: { groups: analysts } }]
       roles: [analyst]
       maxLifetime: 10m
+    - id: customer-records
+      subjects: [{ issuer: ${DEMO_IDP}, claims: { groups: analysts } }]
+      roles: [support]
+      maxLifetime: 10m
+      singleUse: required
+      approval: required
+  approvers:
+    - id: leads
+      subjects: [{ issuer: ${DEMO_IDP}, claims: { groups: leads } }]
+  approvalTimeout: 15m
 `,
     );
     // pgwarden refuses to start without its revocation list (a lost file must not un-revoke anybody).
@@ -134,6 +152,8 @@ exchange:
     proxy = await createProxy(config, { logger: createLogger(process.env.PGWARDEN_LOG_LEVEL ?? 'warn') });
     const token = await mintToken(config.auth, { sub: 'alice', role: 'analyst', agent: 'demo-agent' }, 10 * 60_000);
     const conn = `host=127.0.0.1 port=${proxy.port} dbname=${SAMPLE_DATABASE} user=alice sslmode=disable`;
+    const exchangeUrl = `http://127.0.0.1:${proxy.exchangePort}`;
+    const wide = `npx pgwarden token exchange --url ${exchangeUrl} --subject-token-file ${idpTokenFile} --role support --ttl 5m`;
     process.stdout.write(`
 pgwarden is running on 127.0.0.1:${proxy.port} in front of a real PostgreSQL (database "${SAMPLE_DATABASE}").
 Your token (role "analyst", subject "alice", valid 10 minutes) is the password:
@@ -155,6 +175,14 @@ narrowed to orders, valid 5 minutes, and use it once:
   export PGPASSWORD=$(npx pgwarden token exchange --url http://127.0.0.1:${proxy.exchangePort} --subject-token-file ${idpTokenFile} --role analyst --narrow '{"relations":["public.orders"]}' --ttl 5m --single-use)
   psql "${conn}" -c "SELECT * FROM pgwarden.scope"       # orders only; the token is now used
   psql "${conn}" -c "SELECT 1"                           # refused: single-use token already used
+
+Wider access needs approval: customer records in full (role support) need a lead's OK (docs/issuance.md, Approvals).
+
+  ${wide}    # pending: prints an approval id
+  npx pgwarden approve --list --url ${exchangeUrl} --token-file ${leadTokenFile}    # dave, a lead, sees who asks for what
+  npx pgwarden approve APPROVAL_ID --url ${exchangeUrl} --token-file ${leadTokenFile} --reason "ticket 7"
+  export PGPASSWORD=$(${wide} --approval-id APPROVAL_ID)    # alice's token, once
+  psql "${conn}" -c "SELECT name, ssn FROM customers LIMIT 3"
 
 Mint another token:  npx pgwarden token mint --config ${configFile} --sub alice --role analyst --ttl 10m
 Edit the policy:     ${path.join(dir, 'policy.yaml')} (reloaded on save)

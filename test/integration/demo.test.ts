@@ -1,5 +1,5 @@
-// The README's quick start (`npm run demo`): pgwarden in front of npm's PostgreSQL, a token that works, refusals, a single-use task token from the exchange endpoint, and a clean stop.
-import { spawn } from 'node:child_process';
+// The README's quick start (`npm run demo`): pgwarden in front of npm's PostgreSQL, a token that works, refusals, a single-use task token from the exchange endpoint (the printed command run as printed), the printed approval round trip, and a clean stop.
+import { execFile, spawn } from 'node:child_process';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -30,6 +30,33 @@ function waitFor(out: () => string, child: ReturnType<typeof spawn>, re: RegExp,
   });
 }
 
+const BIN = path.resolve('bin/pgwarden.js');
+
+/** Runs a command line the demo printed, as a user's shell would, with `npx pgwarden` as this checkout's bin. */
+function shell(line: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  const command = line.replaceAll('npx pgwarden ', `${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} `);
+  return new Promise((resolve) => {
+    execFile('bash', ['-c', command], { timeout: 60_000 }, (err, stdout, stderr) =>
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr }),
+    );
+  });
+}
+
+/** Logs in with `password` and out again: undefined, or the login's error. */
+async function loginError(port: number, password: string): Promise<{ code?: string; detail?: string } | undefined> {
+  const c = new pg.Client({ host: '127.0.0.1', port, database: 'app', user: 'alice', password });
+  c.on('error', () => {});
+  try {
+    await c.connect();
+    await c.query('SELECT 1');
+    return undefined;
+  } catch (err) {
+    return err as { code?: string; detail?: string };
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
 function portOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ host: '127.0.0.1', port }, () => {
@@ -42,7 +69,7 @@ function portOpen(port: number): Promise<boolean> {
 
 describe('the quick-start demo', () => {
   it('prints a token that logs in, refuses what the policy denies, a task token exchanged and used once, and stops everything on Ctrl-C', {
-    timeout: 120_000,
+    timeout: 180_000,
   }, async () => {
     const child = spawn(
       process.execPath,
@@ -115,6 +142,53 @@ describe('the quick-start demo', () => {
       }
       const again = new pg.Client({ host: '127.0.0.1', port, database: 'app', user: 'alice', password: task });
       await expect(again.connect()).rejects.toMatchObject({ code: '28000' });
+
+      // The printed command itself, run as a shell would: its token logs in once, and a second login is refused
+      // with reason credential_used.
+      const printed = (
+        await waitFor(() => out, child, /export PGPASSWORD=\$\((npx pgwarden token exchange [^)]+)\)/, 10_000)
+      )[1] as string;
+      const exchanged = await shell(printed);
+      expect(exchanged).toMatchObject({ code: 0, stderr: '' });
+      const once = exchanged.stdout.trim();
+      expect(await loginError(port, once)).toBeUndefined();
+      const used = await loginError(port, once);
+      expect(used?.code).toBe('28000');
+      expect(used?.detail).toMatch(/^reason=credential_used/);
+
+      // The approval round trip, as printed: pending, the lead lists and approves, alice retrieves once.
+      const lines = out.split('\n').map((l) => l.trim().replace(/\s+#.*$/, ''));
+      const wide = lines.find((l) => l.startsWith('npx pgwarden token exchange') && l.includes('--role support'));
+      const list = lines.find((l) => l.startsWith('npx pgwarden approve --list'));
+      const approve = lines.find((l) => l.startsWith('npx pgwarden approve APPROVAL_ID'));
+      const retrieve = /export PGPASSWORD=\$\((npx pgwarden token exchange [^)]+--approval-id APPROVAL_ID)\)/.exec(
+        out,
+      )?.[1];
+      expect([wide, list, approve, retrieve].every((l) => l !== undefined)).toBe(true);
+      const pending = await shell(wide as string);
+      expect(pending.code).toBe(3);
+      const id = /approval id: (apr_[A-Za-z0-9_-]+)/.exec(pending.stderr)?.[1] as string;
+      expect(id).toBeDefined();
+      expect((await shell(list as string)).stdout).toContain(id);
+      const approved = await shell((approve as string).replace('APPROVAL_ID', id));
+      expect(approved.code).toBe(0);
+      expect(approved.stdout).toContain('decided by dave');
+      const retrieved = await shell((retrieve as string).replace('APPROVAL_ID', id));
+      expect(retrieved.code).toBe(0);
+      const support = new pg.Client({
+        host: '127.0.0.1',
+        port,
+        database: 'app',
+        user: 'alice',
+        password: retrieved.stdout.trim(),
+      });
+      await support.connect();
+      try {
+        expect((await support.query('SELECT name, ssn FROM customers LIMIT 3')).rows).toHaveLength(3);
+      } finally {
+        await support.end();
+      }
+      expect((await shell((retrieve as string).replace('APPROVAL_ID', id))).stderr).toMatch(/already retrieved/);
       child.kill('SIGINT');
       expect(await exited).toBe(0);
       expect(out).toContain('nothing left running');
