@@ -40,7 +40,47 @@ function visibleRelations(role: RolePolicy): string {
   return `SELECT vc.oid FROM pg_catalog.pg_class vc JOIN pg_catalog.pg_namespace vn ON vn.oid = vc.relnamespace WHERE vc.relkind IN ${POLICY_KINDS} AND (${pred})`;
 }
 
-/** SQL predicate: attribute (attrelid, attnum) given by the two expressions is one of the role's denied columns. */
+/**
+ * SQL text of the visible types' OIDs: every type that is not a relation's row type (or an array of one), and the
+ * row types of visible relations. A table's row type is named after the table.
+ */
+function visibleTypes(vis: string): string {
+  return `SELECT vt.oid FROM pg_catalog.pg_type vt LEFT JOIN pg_catalog.pg_type ve ON ve.oid = vt.typelem AND vt.typelem <> 0 WHERE (vt.typrelid = 0 OR vt.typrelid IN (${vis})) AND (ve.oid IS NULL OR ve.typrelid = 0 OR ve.typrelid IN (${vis}))`;
+}
+
+/** Fixed OIDs of the catalogs pg_depend and pg_description point into (the same in every release). */
+const CLASS = {
+  pg_class: 1259,
+  pg_proc: 1255,
+  pg_type: 1247,
+  pg_namespace: 2615,
+  pg_constraint: 2606,
+  pg_attrdef: 2604,
+  pg_operator: 2617,
+  pg_rewrite: 2618,
+  pg_trigger: 2620,
+} as const;
+
+/** The role's visibility predicates as SQL text. */
+interface Predicates {
+  /** OIDs of the role's relations (kinds r v m p f). */
+  vis: string;
+  /** OIDs of indexes of those relations whose columns and expressions name only visible objects. */
+  idx: string;
+  types: string;
+  /** OIDs of functions the role may see: pg_catalog's and information_schema's, and its functions.allow. */
+  fns: string;
+  cons: string;
+  trigs: string;
+  /** A row of pg_namespace under this alias is visible. */
+  nspVisible: (n: string) => string;
+  /** A row of pg_attribute under this alias is a visible column. */
+  attrVisible: (a: string) => string;
+  /** Object (classid, objid) depends on nothing the role may not see. */
+  depsOk: (classid: number, objid: string) => string;
+}
+
+/** SQL predicate: column (relid, attnum) is one of the role's denied columns. */
 function deniedAttribute(role: RolePolicy, relid: string, attnum: string): string {
   const rows: string[] = [];
   for (const [rel, cols] of role.deniedColumns) {
@@ -71,12 +111,51 @@ function outsideAllowed(role: RolePolicy, relid: string, attname: string): strin
   return `EXISTS (SELECT 1 FROM pg_catalog.pg_class ac JOIN pg_catalog.pg_namespace an ON an.oid = ac.relnamespace WHERE ac.oid = ${relid} AND (${terms.join(' OR ')}))`;
 }
 
-/**
- * SQL text of the visible types' OIDs: every type that is not a relation's row type (or an array of one), and the
- * row types of visible relations. A table's row type is named after the table.
- */
-function visibleTypes(vis: string): string {
-  return `SELECT vt.oid FROM pg_catalog.pg_type vt LEFT JOIN pg_catalog.pg_type ve ON ve.oid = vt.typelem AND vt.typelem <> 0 WHERE (vt.typrelid = 0 OR vt.typrelid IN (${vis})) AND (ve.oid IS NULL OR ve.typrelid = 0 OR ve.typrelid IN (${vis}))`;
+function predicates(role: RolePolicy): Predicates {
+  const vis = visibleRelations(role);
+  const types = visibleTypes(vis);
+  const paths = new Set<string>(['pg_catalog', 'information_schema', ...role.searchPath]);
+  for (const p of role.relations) if (p.name === '*') paths.add(p.schema);
+  if (!role.readOnly) for (const p of role.write?.relations ?? []) if (p.name === '*') paths.add(p.schema);
+  const schemas = [...paths].map(quoteLiteral).join(', ');
+  // A column the role may not see: denied, or (a narrowed token) outside its allowedColumns.
+  const denied = (relid: string, attnum: string) => {
+    const d = deniedAttribute(role, relid, attnum);
+    const o = outsideAllowed(role, relid, 'hx.attname');
+    if (o === 'false') return d;
+    const byNum = `EXISTS (SELECT 1 FROM pg_catalog.pg_attribute hx WHERE hx.attrelid = ${relid} AND hx.attnum = ${attnum} AND ${o})`;
+    return d === 'false' ? byNum : `(${d} OR ${byNum})`;
+  };
+  const allowed = [...role.functions.allow].flatMap((k) => {
+    const dot = k.indexOf('.');
+    return dot < 0 ? [] : [`(${quoteLiteral(k.slice(0, dot))}, ${quoteLiteral(k.slice(dot + 1))})`];
+  });
+  const fns = `SELECT fp.oid FROM pg_catalog.pg_proc fp JOIN pg_catalog.pg_namespace fn ON fn.oid = fp.pronamespace WHERE (fn.nspname IN ('pg_catalog', 'information_schema')${allowed.length === 0 ? '' : ` OR (fn.nspname::text, fp.proname::text) IN (${allowed.join(', ')})`}) AND fp.prorettype IN (${types}) AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(fp.proargtypes::pg_catalog.oid[]) fa(t) WHERE fa.t NOT IN (${types}))`;
+  // What an object's definition names, by pg_depend: relations (and their columns), functions, types, operators.
+  const bad = (d: string) =>
+    `(${d}.refclassid = ${CLASS.pg_class} AND ((${d}.refobjid NOT IN (${vis}) AND ${d}.refobjid NOT IN (SELECT bi.indexrelid FROM pg_catalog.pg_index bi WHERE bi.indrelid IN (${vis}))) OR (${d}.refobjsubid > 0 AND ${denied(`${d}.refobjid`, `${d}.refobjsubid`)}))) OR (${d}.refclassid = ${CLASS.pg_proc} AND ${d}.refobjid NOT IN (${fns})) OR (${d}.refclassid = ${CLASS.pg_type} AND ${d}.refobjid NOT IN (${types})) OR (${d}.refclassid = ${CLASS.pg_operator} AND ${d}.refobjid NOT IN (SELECT bo.oid FROM pg_catalog.pg_operator bo JOIN pg_catalog.pg_namespace bn ON bn.oid = bo.oprnamespace WHERE bn.nspname = 'pg_catalog'))`;
+  const depsOk = (classid: number, objid: string) =>
+    `NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend dd WHERE dd.classid = ${classid} AND dd.objid = ${objid} AND (${bad('dd')}))`;
+  const noDeniedIn = (relid: string, list: string) =>
+    denied('0', '0') === 'false'
+      ? 'true'
+      : `NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(${list}) nk(n) WHERE ${denied(relid, 'nk.n')})`;
+  const idx = `SELECT xi.indexrelid FROM pg_catalog.pg_index xi WHERE xi.indrelid IN (${vis}) AND ${noDeniedIn('xi.indrelid', 'xi.indkey::pg_catalog.int2[]')} AND ${depsOk(CLASS.pg_class, 'xi.indexrelid')}`;
+  const cons = `SELECT xc.oid FROM pg_catalog.pg_constraint xc WHERE ((xc.conrelid <> 0 AND xc.conrelid IN (${vis})) OR (xc.conrelid = 0 AND xc.contypid <> 0 AND xc.contypid IN (${types}))) AND (xc.confrelid = 0 OR xc.confrelid IN (${vis})) AND ${noDeniedIn('xc.conrelid', 'xc.conkey')} AND ${noDeniedIn('xc.confrelid', 'xc.confkey')} AND ${depsOk(CLASS.pg_constraint, 'xc.oid')}`;
+  const trigs = `SELECT xt.oid FROM pg_catalog.pg_trigger xt WHERE xt.tgrelid IN (${vis}) AND (xt.tgconstrrelid = 0 OR xt.tgconstrrelid IN (${vis})) AND xt.tgfoid IN (${fns}) AND ${noDeniedIn('xt.tgrelid', 'xt.tgattr::pg_catalog.int2[]')} AND ${depsOk(CLASS.pg_trigger, 'xt.oid')}`;
+  return {
+    vis,
+    idx,
+    types,
+    fns,
+    cons,
+    trigs,
+    nspVisible: (n) =>
+      `(${n}.oid IN (SELECT sc.relnamespace FROM pg_catalog.pg_class sc WHERE sc.oid IN (${vis})) OR ${n}.nspname IN (${schemas}))`,
+    attrVisible: (a) =>
+      `${a}.attrelid IN (${vis}) AND NOT ${denied(`${a}.attrelid`, `${a}.attnum`)} AND ${a}.atttypid IN (${types})`,
+    depsOk,
+  };
 }
 
 /** A filter: the predicate over INNER and the columns read as NULL instead (ACLs name roles; expressions name anything). */
@@ -89,57 +168,104 @@ interface FilterSpec {
 interface Filters {
   /** `schema.name` → the wrapper SelectStmt node (cloned at each use). */
   wrappers: Map<string, AnyNode>;
-  /** Expression templates (a SelectStmt's first target) for the guards, with placeholder column `pgwarden_x`. */
-  relGuard: AnyNode;
-  typeGuard: AnyNode;
-  nspGuard: AnyNode;
-  roleGuard: AnyNode;
-}
-
-/** The role's visibility predicates as SQL text: relations' OIDs, types' OIDs, a namespace row, an attribute row. */
-function predicates(role: RolePolicy): {
-  vis: string;
-  types: string;
-  nspVisible: (n: string) => string;
-  attrVisible: (a: string) => string;
-} {
-  const vis = visibleRelations(role);
-  const types = visibleTypes(vis);
-  const paths = new Set<string>(['pg_catalog', 'information_schema', ...role.searchPath]);
-  for (const p of role.relations) if (p.name === '*') paths.add(p.schema);
-  if (!role.readOnly) for (const p of role.write?.relations ?? []) if (p.name === '*') paths.add(p.schema);
-  const schemas = [...paths].map(quoteLiteral).join(', ');
-  return {
-    vis,
-    types,
-    nspVisible: (n) =>
-      `(${n}.oid IN (SELECT sc.relnamespace FROM pg_catalog.pg_class sc WHERE sc.oid IN (${vis})) OR ${n}.nspname IN (${schemas}))`,
-    attrVisible: (a) =>
-      `${a}.attrelid IN (${vis}) AND NOT ${deniedAttribute(role, `${a}.attrelid`, `${a}.attnum`)} AND NOT ${outsideAllowed(role, `${a}.attrelid`, `${a}.attname`)} AND ${a}.atttypid IN (${types})`,
-  };
+  /** Guard conditions (a SelectStmt's first target) by kind, with placeholder columns `pgwarden_x`, `pgwarden_y`. */
+  guards: Map<GuardKind, AnyNode>;
 }
 
 /** Catalog relations a scoped role may name, each with its filter; any other system relation is refused. */
 function filterSpecs(role: RolePolicy): Map<string, FilterSpec> {
-  const { vis, nspVisible, attrVisible } = predicates(role);
+  const { vis, idx, types, fns, cons, trigs, nspVisible, attrVisible, depsOk } = predicates(role);
+  const f = INNER;
+  const relPair = (schema: string, name: string) =>
+    `(${f}.${schema}::text, ${f}.${name}::text) IN (SELECT tn.nspname::text, tc.relname::text FROM pg_catalog.pg_class tc JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace WHERE tc.oid IN (${vis}))`;
+  const conPair = (schema: string, name: string) =>
+    `(${f}.${schema}::text, ${f}.${name}::text) IN (SELECT kn.nspname::text, kc.conname::text FROM pg_catalog.pg_constraint kc JOIN pg_catalog.pg_namespace kn ON kn.oid = kc.connamespace WHERE kc.oid IN (${cons}))`;
+  const colTriple = (schema: string, table: string, column: string) =>
+    `(${f}.${schema}::text, ${f}.${table}::text, ${f}.${column}::text) IN (SELECT tn.nspname::text, tc.relname::text, ta.attname::text FROM pg_catalog.pg_attribute ta JOIN pg_catalog.pg_class tc ON tc.oid = ta.attrelid JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace WHERE ta.attnum > 0 AND NOT ta.attisdropped AND ${attrVisible('ta')})`;
+  const nsps = `SELECT gn.oid FROM pg_catalog.pg_namespace gn WHERE ${nspVisible('gn')}`;
   const m = new Map<string, FilterSpec>();
-  m.set('pg_catalog.pg_class', { where: `${INNER}.oid IN (${vis})`, nulled: ['relacl'] });
-  m.set('pg_catalog.pg_attribute', { where: attrVisible(INNER), nulled: ['attacl', 'attmissingval'] });
-  m.set('pg_catalog.pg_namespace', {
-    where: nspVisible(INNER),
-    nulled: ['nspacl'],
-  });
-  // Access methods (heap, btree, …) name no relation, column, function or role.
+  const none = { where: 'false', nulled: [] };
+  m.set('pg_catalog.pg_class', { where: `${f}.oid IN (${vis}) OR ${f}.oid IN (${idx})`, nulled: ['relacl'] });
+  m.set('pg_catalog.pg_attribute', { where: attrVisible(f), nulled: ['attacl', 'attmissingval'] });
+  m.set('pg_catalog.pg_namespace', { where: nspVisible(f), nulled: ['nspacl'] });
+  // Access methods (heap, btree, …) and collations name no relation, column, function or role.
   m.set('pg_catalog.pg_am', { where: 'true', nulled: [] });
-  m.set('information_schema.tables', {
-    where: `(${INNER}.table_schema::text, ${INNER}.table_name::text) IN (SELECT tn.nspname::text, tc.relname::text FROM pg_catalog.pg_class tc JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace WHERE tc.oid IN (${vis}))`,
+  m.set('pg_catalog.pg_collation', { where: 'true', nulled: [] });
+  m.set('pg_catalog.pg_type', { where: `${f}.oid IN (${types})`, nulled: ['typacl', 'typdefaultbin', 'typdefault'] });
+  m.set('pg_catalog.pg_enum', { where: `${f}.enumtypid IN (${types})`, nulled: [] });
+  m.set('pg_catalog.pg_index', { where: `${f}.indexrelid IN (${idx})`, nulled: [] });
+  m.set('pg_catalog.pg_constraint', { where: `${f}.oid IN (${cons})`, nulled: [] });
+  m.set('pg_catalog.pg_attrdef', {
+    where: `EXISTS (SELECT 1 FROM pg_catalog.pg_attribute aa WHERE aa.attrelid = ${f}.adrelid AND aa.attnum = ${f}.adnum AND ${attrVisible('aa')}) AND ${depsOk(CLASS.pg_attrdef, `${f}.oid`)}`,
     nulled: [],
   });
+  m.set('pg_catalog.pg_inherits', { where: `${f}.inhrelid IN (${vis}) AND ${f}.inhparent IN (${vis})`, nulled: [] });
+  m.set('pg_catalog.pg_partitioned_table', { where: `${f}.partrelid IN (${vis})`, nulled: ['partexprs'] });
+  m.set('pg_catalog.pg_trigger', { where: `${f}.oid IN (${trigs})`, nulled: [] });
+  m.set('pg_catalog.pg_proc', {
+    where: `${f}.oid IN (${fns})`,
+    // A function's body may name anything; its settings and ACL name roles and paths.
+    nulled: ['proacl', 'prosrc', 'probin', 'prosqlbody', 'proconfig'],
+  });
+  m.set('pg_catalog.pg_description', {
+    where: `(${f}.classoid = ${CLASS.pg_class} AND (${f}.objoid IN (${vis}) OR ${f}.objoid IN (${idx})) AND (${f}.objsubid = 0 OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute oa WHERE oa.attrelid = ${f}.objoid AND oa.attnum = ${f}.objsubid AND ${attrVisible('oa')}))) OR (${f}.classoid = ${CLASS.pg_namespace} AND ${f}.objoid IN (${nsps})) OR (${f}.classoid = ${CLASS.pg_proc} AND ${f}.objoid IN (${fns})) OR (${f}.classoid = ${CLASS.pg_type} AND ${f}.objoid IN (${types})) OR (${f}.classoid = ${CLASS.pg_constraint} AND ${f}.objoid IN (${cons}))`,
+    nulled: [],
+  });
+  // Only the session's own database role, and the current database.
+  m.set('pg_catalog.pg_roles', { where: `${f}.rolname = CURRENT_USER`, nulled: [] });
+  m.set('pg_catalog.pg_database', { where: `${f}.datname = pg_catalog.current_database()`, nulled: ['datacl'] });
+  m.set('pg_catalog.pg_extension', { where: 'true', nulled: ['extconfig', 'extcondition'] });
+  // Shown empty: what they hold (rules, row-security and statistics expressions, publications, memberships,
+  // sequences' state) may name anything; psql's \d reads them.
+  for (const k of [
+    'pg_rewrite',
+    'pg_policy',
+    'pg_statistic_ext',
+    'pg_publication',
+    'pg_publication_rel',
+    'pg_publication_namespace',
+    'pg_auth_members',
+    'pg_sequence',
+  ])
+    m.set(`pg_catalog.${k}`, none);
+  m.set('pg_catalog.pg_tables', { where: relPair('schemaname', 'tablename'), nulled: ['tableowner'] });
+  m.set('pg_catalog.pg_views', { where: relPair('schemaname', 'viewname'), nulled: ['viewowner', 'definition'] });
+  m.set('pg_catalog.pg_matviews', {
+    where: relPair('schemaname', 'matviewname'),
+    nulled: ['matviewowner', 'definition'],
+  });
+  m.set('pg_catalog.pg_indexes', {
+    where: `(${f}.schemaname::text, ${f}.indexname::text) IN (SELECT iin.nspname::text, iic.relname::text FROM pg_catalog.pg_class iic JOIN pg_catalog.pg_namespace iin ON iin.oid = iic.relnamespace WHERE iic.oid IN (${idx}))`,
+    nulled: [],
+  });
+  m.set('information_schema.tables', { where: relPair('table_schema', 'table_name'), nulled: [] });
+  m.set('information_schema.views', { where: relPair('table_schema', 'table_name'), nulled: ['view_definition'] });
   m.set('information_schema.columns', {
-    where: `(${INNER}.table_schema::text, ${INNER}.table_name::text, ${INNER}.column_name::text) IN (SELECT tn.nspname::text, tc.relname::text, ta.attname::text FROM pg_catalog.pg_attribute ta JOIN pg_catalog.pg_class tc ON tc.oid = ta.attrelid JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace WHERE ta.attnum > 0 AND NOT ta.attisdropped AND ${attrVisible('ta')})`,
+    where: colTriple('table_schema', 'table_name', 'column_name'),
     // A default or generation expression may name a sequence, function or column the role may not see.
     nulled: ['column_default', 'generation_expression'],
   });
+  m.set('information_schema.schemata', {
+    where: `${f}.schema_name::text IN (SELECT gn.nspname::text FROM pg_catalog.pg_namespace gn WHERE ${nspVisible('gn')})`,
+    nulled: ['schema_owner'],
+  });
+  m.set('information_schema.table_constraints', {
+    where: `${relPair('table_schema', 'table_name')} AND ${conPair('constraint_schema', 'constraint_name')}`,
+    nulled: [],
+  });
+  m.set('information_schema.key_column_usage', {
+    where: `${conPair('constraint_schema', 'constraint_name')} AND ${colTriple('table_schema', 'table_name', 'column_name')}`,
+    nulled: [],
+  });
+  m.set('information_schema.constraint_column_usage', {
+    where: `${conPair('constraint_schema', 'constraint_name')} AND ${colTriple('table_schema', 'table_name', 'column_name')}`,
+    nulled: [],
+  });
+  m.set('information_schema.referential_constraints', {
+    where: `${conPair('constraint_schema', 'constraint_name')} AND ${conPair('unique_constraint_schema', 'unique_constraint_name')}`,
+    nulled: [],
+  });
+  m.set('information_schema.check_constraints', { where: conPair('constraint_schema', 'constraint_name'), nulled: [] });
   return m;
 }
 
@@ -150,6 +276,13 @@ export const SCOPED_INNER_RELATIONS: ReadonlySet<string> = new Set([
   'pg_catalog.pg_attribute',
   'pg_catalog.pg_type',
   'pg_catalog.pg_roles',
+  'pg_catalog.pg_index',
+  'pg_catalog.pg_constraint',
+  'pg_catalog.pg_depend',
+  'pg_catalog.pg_proc',
+  'pg_catalog.pg_operator',
+  'pg_catalog.pg_trigger',
+  'pg_catalog.pg_rewrite',
 ]);
 
 /** Every catalog relation a scoped role may name (each through its filter). */
@@ -174,34 +307,102 @@ function emptyRole(): RolePolicy {
   };
 }
 
-/** How a guarded function's first argument names its object. */
-type GuardKind = 'relation' | 'type' | 'role' | 'namespace';
+/** What a guarded call's object must be for the call to run. */
+type GuardKind =
+  | 'relation'
+  | 'regclass'
+  | 'index'
+  | 'type'
+  | 'role'
+  | 'namespace'
+  | 'constraint'
+  | 'function'
+  | 'trigger'
+  | 'view'
+  | 'exprrel'
+  | 'column'
+  | 'never';
+
+/** A guarded function: the guard, and which arguments it reads (x, and y for a column's number). */
+interface GuardedFunction {
+  kind: GuardKind;
+  x: number;
+  y?: number;
+}
 
 /**
- * pg_catalog functions a scoped role may call, guarded: the call runs only when its first argument names a visible
- * object (else NULL), so an OID or a name the client makes up reveals nothing. Every other introspection function is
- * refused under scoped.
+ * pg_catalog functions a scoped role may call, guarded: the call gets its argument only when the object it names is
+ * visible (else NULL), so an OID or a name the client makes up reveals nothing. Every other introspection function
+ * is refused under scoped, as for catalog: none (obj_description is handled apart: its guard depends on its catalog).
  */
-export const SCOPED_FUNCTIONS: ReadonlyMap<string, GuardKind> = new Map([
-  ['pg_table_is_visible', 'relation'],
-  ['format_type', 'type'],
-  ['pg_get_userbyid', 'role'],
-  ['to_regclass', 'relation'],
-  ['to_regtype', 'type'],
-  ['to_regnamespace', 'namespace'],
+export const SCOPED_FUNCTIONS: ReadonlyMap<string, GuardedFunction> = new Map<string, GuardedFunction>([
+  ['pg_table_is_visible', { kind: 'relation', x: 0 }],
+  ['pg_type_is_visible', { kind: 'type', x: 0 }],
+  ['pg_function_is_visible', { kind: 'function', x: 0 }],
+  ['format_type', { kind: 'type', x: 0 }],
+  ['pg_get_userbyid', { kind: 'role', x: 0 }],
+  ['to_regclass', { kind: 'regclass', x: 0 }],
+  ['to_regtype', { kind: 'type', x: 0 }],
+  ['to_regnamespace', { kind: 'namespace', x: 0 }],
+  ['pg_get_indexdef', { kind: 'index', x: 0 }],
+  ['pg_get_constraintdef', { kind: 'constraint', x: 0 }],
+  ['pg_get_triggerdef', { kind: 'trigger', x: 0 }],
+  ['pg_get_viewdef', { kind: 'view', x: 0 }],
+  // pg_get_expr(tree, relation): the tree comes from a filtered row; the relation names its columns.
+  ['pg_get_expr', { kind: 'exprrel', x: 1 }],
+  ['pg_get_partkeydef', { kind: 'exprrel', x: 0 }],
+  ['pg_get_partition_constraintdef', { kind: 'exprrel', x: 0 }],
+  ['pg_get_function_arguments', { kind: 'function', x: 0 }],
+  ['pg_get_function_result', { kind: 'function', x: 0 }],
+  ['pg_get_function_identity_arguments', { kind: 'function', x: 0 }],
+  ['col_description', { kind: 'column', x: 0, y: 1 }],
+  ['pg_relation_size', { kind: 'relation', x: 0 }],
+  ['pg_table_size', { kind: 'relation', x: 0 }],
+  ['pg_total_relation_size', { kind: 'relation', x: 0 }],
+  ['pg_indexes_size', { kind: 'relation', x: 0 }],
+  ['pg_relation_is_publishable', { kind: 'relation', x: 0 }],
+  ['pg_partition_ancestors', { kind: 'relation', x: 0 }],
+  ['pg_partition_root', { kind: 'relation', x: 0 }],
+  ['pg_partition_tree', { kind: 'relation', x: 0 }],
+  // Their catalogs are shown empty under scoped.
+  ['pg_get_statisticsobjdef_columns', { kind: 'never', x: 0 }],
+  ['pg_get_ruledef', { kind: 'never', x: 0 }],
 ]);
+
+/** obj_description(oid, catalog): the guard its (constant) catalog name calls for. */
+const DESCRIPTION_GUARDS: ReadonlyMap<string, GuardKind> = new Map<string, GuardKind>([
+  ['pg_class', 'relation'],
+  ['pg_namespace', 'namespace'],
+  ['pg_proc', 'function'],
+  ['pg_type', 'type'],
+  ['pg_constraint', 'constraint'],
+  ['pg_trigger', 'trigger'],
+]);
+
+/** Introspection functions a scoped role may call unguarded: they name nothing of the database. */
+export const SCOPED_FREE_FUNCTIONS: ReadonlySet<string> = new Set(['pg_catalog.pg_get_keywords']);
 
 /** reg* types a cast may produce under scoped, with the to_reg* function that looks a name up without an error. */
 const REG_CASTS: ReadonlyMap<string, { guard: GuardKind; lookup: string }> = new Map([
-  ['regclass', { guard: 'relation', lookup: 'to_regclass' }],
+  ['regclass', { guard: 'regclass', lookup: 'to_regclass' }],
   ['regtype', { guard: 'type', lookup: 'to_regtype' }],
   ['regnamespace', { guard: 'namespace', lookup: 'to_regnamespace' }],
 ]);
 
-/** Functions the rewritten text itself calls (the guards' lookups): allowed with catalogFiltered. */
+/** The lookup a string constant naming a guard's object goes through (hidden and missing names both give NULL). */
+const LOOKUPS: Partial<Record<GuardKind, string>> = {
+  relation: 'to_regclass',
+  regclass: 'to_regclass',
+  view: 'to_regclass',
+  exprrel: 'to_regclass',
+  type: 'to_regtype',
+  namespace: 'to_regnamespace',
+};
+
+/** Functions the rewritten text itself calls (the guards and their lookups): allowed with catalogFiltered. */
 export const SCOPED_INNER_FUNCTIONS: ReadonlySet<string> = new Set([
   ...[...SCOPED_FUNCTIONS.keys()].map((n) => `pg_catalog.${n}`),
-  ...[...REG_CASTS.values()].map((r) => `pg_catalog.${r.lookup}`),
+  'pg_catalog.obj_description',
   'pg_catalog.regclassout',
   'pg_catalog.regtypeout',
   'pg_catalog.regnamespaceout',
@@ -239,33 +440,48 @@ function filtersFor(role: RolePolicy, catalog: CatalogSnapshot): Filters | strin
 }
 
 function buildFilters(role: RolePolicy, catalog: CatalogSnapshot): Filters {
-  const { vis, types, nspVisible } = predicates(role);
+  const p = predicates(role);
   const wrappers = new Map<string, AnyNode>();
   for (const [key, spec] of filterSpecs(role)) {
     const rel = catalog.relations.get(key);
-    // Without the catalog's column list the wrapper cannot keep the relation's shape: the name stays unfiltered,
-    // and the policy refuses it.
+    // Without the catalog's column list the wrapper cannot keep the relation's shape: such a name is refused.
     if (rel === undefined || rel.columns.length === 0) continue;
     const hidden = SYSTEM_DENIED_COLUMNS.get(key);
-    const cols = rel.columns.map((c) =>
-      spec.nulled.includes(c.name) || hidden?.has(c.name) === true
-        ? `NULL::${nullType(c.type)} AS ${quoteIdent(c.name)}`
-        : // A reg* column prints the name of whatever its OID names: the wrapper hands out the OID.
-          REG_TYPES.has(c.type)
-          ? `${INNER}.${quoteIdent(c.name)}::pg_catalog.oid AS ${quoteIdent(c.name)}`
-          : `${INNER}.${quoteIdent(c.name)}`,
-    );
+    const cols = rel.columns.map((c) => {
+      const name = quoteIdent(c.name);
+      const array = c.type.endsWith('[]');
+      if (spec.nulled.includes(c.name) || hidden?.has(c.name) === true) return `NULL::${nullType(c.type)} AS ${name}`;
+      // A reg* column prints the name of whatever its OID names: the wrapper hands out the OID.
+      if (REG_TYPES.has(array ? c.type.slice(0, -2) : c.type))
+        return `${INNER}.${name}::pg_catalog.oid${array ? '[]' : ''} AS ${name}`;
+      return `${INNER}.${name}`;
+    });
     const [schema, name] = key.split('.') as [string, string];
     wrappers.set(key, selectNode(`SELECT ${cols.join(', ')} FROM ${schema}.${name} ${INNER} WHERE ${spec.where}`));
   }
   const x = '(pgwarden_x)::pg_catalog.oid';
-  return {
-    wrappers,
-    relGuard: firstTarget(`SELECT ${x} IN (${vis})`),
-    typeGuard: firstTarget(`SELECT ${x} IN (${types})`),
-    nspGuard: firstTarget(`SELECT ${x} IN (SELECT gn.oid FROM pg_catalog.pg_namespace gn WHERE ${nspVisible('gn')})`),
-    roleGuard: firstTarget(`SELECT ${x} IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER)`),
+  const conds: Record<GuardKind, string> = {
+    relation: `${x} IN (${p.vis}) OR ${x} IN (${p.idx})`,
+    // A regclass also names the system catalogs themselves (`'pg_class'::regclass`, as drivers write), which are the
+    // same in every database.
+    regclass: `${x} IN (${p.vis}) OR ${x} IN (${p.idx}) OR ${x} IN (SELECT sc.oid FROM pg_catalog.pg_class sc JOIN pg_catalog.pg_namespace sn ON sn.oid = sc.relnamespace WHERE sn.nspname IN ('pg_catalog', 'information_schema') AND sc.relkind IN ('r', 'v'))`,
+    index: `${x} IN (${p.idx})`,
+    type: `${x} IN (${p.types})`,
+    role: `${x} IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER)`,
+    namespace: `${x} IN (SELECT gn.oid FROM pg_catalog.pg_namespace gn WHERE ${p.nspVisible('gn')})`,
+    constraint: `${x} IN (${p.cons})`,
+    function: `${x} IN (${p.fns})`,
+    trigger: `${x} IN (${p.trigs})`,
+    // A view's text names what its rule depends on.
+    view: `${x} IN (${p.vis}) AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite gr WHERE gr.ev_class = ${x} AND NOT ${p.depsOk(CLASS.pg_rewrite, 'gr.oid')})`,
+    // Any of the relation's column names may appear: none may be denied or hidden.
+    exprrel: `${x} IN (${p.vis}) AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute ga WHERE ga.attrelid = ${x} AND ga.attnum > 0 AND NOT ga.attisdropped AND NOT (${p.attrVisible('ga')}))`,
+    column: `EXISTS (SELECT 1 FROM pg_catalog.pg_attribute ga WHERE ga.attrelid = ${x} AND ga.attnum = (pgwarden_y)::pg_catalog.int4 AND ${p.attrVisible('ga')})`,
+    never: `false AND ${x} IS NULL`,
   };
+  const guards = new Map<GuardKind, AnyNode>();
+  for (const [k, cond] of Object.entries(conds)) guards.set(k as GuardKind, firstTarget(`SELECT ${cond}`));
+  return { wrappers, guards };
 }
 
 /** A type a NULL can be cast to: pseudo-types (attmissingval's anyarray) read as text[]. */
@@ -273,14 +489,15 @@ function nullType(t: string): string {
   return t === 'anyarray' ? 'text[]' : t;
 }
 
-/** A deep copy of a template with each `pgwarden_x` column reference replaced by `x` (not copied, not searched). */
-function instantiate(template: AnyNode, x: AnyNode): AnyNode {
+/** A deep copy of a template with each `pgwarden_x` / `pgwarden_y` column reference replaced by x / y (not copied, not searched). */
+function instantiate(template: AnyNode, subs: Readonly<Record<string, AnyNode>>): AnyNode {
   const copy = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(copy);
     if (v === null || typeof v !== 'object') return v;
     const o = v as AnyNode;
     const fields = o.ColumnRef?.fields;
-    if (Array.isArray(fields) && fields.length === 1 && fields[0]?.String?.sval === 'pgwarden_x') return x;
+    const name = Array.isArray(fields) && fields.length === 1 ? fields[0]?.String?.sval : undefined;
+    if (typeof name === 'string' && Object.hasOwn(subs, name)) return subs[name];
     const out: AnyNode = {};
     for (const [k, c] of Object.entries(o)) out[k] = copy(c);
     return out;
@@ -299,7 +516,7 @@ function strings(list: unknown): string[] | undefined {
   return out;
 }
 
-const MAY_NAME_CATALOG = /pg_|information_schema|format_type|reg|u&/i;
+const MAY_NAME_CATALOG = /pg_|information_schema|format_type|reg|description|u&/i;
 
 export type CatalogRewrite =
   | { ok: true; sql: string }
@@ -327,7 +544,7 @@ const QUERY_KINDS = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteSt
 export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSnapshot): CatalogRewrite | undefined {
   if (role.catalog !== 'scoped') return undefined;
   // Every catalog relation name starts with pg_ or is in information_schema, every guarded call and reg* cast names
-  // pg_*, format_type, to_reg* or reg*; U& identifiers may spell any of them in escapes.
+  // pg_*, format_type, *_description, to_reg* or reg*; U& identifiers may spell any of them in escapes.
   if (!MAY_NAME_CATALOG.test(sql)) return undefined;
   const parsed = parseStatements(sql);
   if (!parsed.ok) return undefined;
@@ -380,18 +597,23 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
     return { RangeSubselect: { subquery: structuredClone(wrapper), alias } };
   };
 
-  const guard = (kind: GuardKind, x: AnyNode, result: AnyNode): AnyNode => {
-    const t =
-      kind === 'relation'
-        ? filters.relGuard
-        : kind === 'type'
-          ? filters.typeGuard
-          : kind === 'role'
-            ? filters.roleGuard
-            : filters.nspGuard;
+  const guard = (kind: GuardKind, x: AnyNode, result: AnyNode, y?: AnyNode): AnyNode => {
+    const t = filters.guards.get(kind);
+    if (t === undefined) throw new Refusal(`no guard for ${kind}`);
     changed = true;
-    return { CaseExpr: { args: [{ CaseWhen: { expr: instantiate(t, x), result } }] } };
+    const subs: Record<string, AnyNode> = { pgwarden_x: x };
+    if (y !== undefined) subs.pgwarden_y = y;
+    return { CaseExpr: { args: [{ CaseWhen: { expr: instantiate(t, subs), result } }] } };
   };
+
+  /** `pg_catalog.<lookup>(constant)`: a name looked up without an error. */
+  const lookup = (fn: string, arg: AnyNode): AnyNode => ({
+    FuncCall: {
+      funcname: [{ String: { sval: 'pg_catalog' } }, { String: { sval: fn } }],
+      args: [arg],
+      funcformat: 'COERCE_EXPLICIT_CALL',
+    },
+  });
 
   /** A FROM item: a catalog RangeVar is replaced; joins are searched on both sides. */
   const fromItem = (item: AnyNode): AnyNode => {
@@ -440,27 +662,31 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
     if (names === undefined) return node;
     const name = names[names.length - 1] ?? '';
     if (names.length > 2 || (names.length === 2 && names[0] !== 'pg_catalog')) return node;
-    const kind = SCOPED_FUNCTIONS.get(name);
-    if (kind === undefined) return node;
-    const args: unknown[] = Array.isArray(f.args) ? f.args : [];
-    const first = args[0] as AnyNode | undefined;
-    if (first === undefined || f.func_variadic === true || first.NamedArgExpr !== undefined)
-      throw new Refusal(`${name} called without a plain first argument`);
-    // A string constant names the object: looked up without an error, so hidden and missing read alike.
-    // to_regclass / to_regtype: the looked-up value itself is what must be visible.
-    if (name.startsWith('to_reg')) return guard(kind, node, node);
-    if (first.A_Const?.sval !== undefined && kind !== 'role') {
-      const lookup = kind === 'relation' ? 'to_regclass' : 'to_regtype';
-      const looked: AnyNode = {
-        FuncCall: {
-          funcname: [{ String: { sval: 'pg_catalog' } }, { String: { sval: lookup } }],
-          args: [first],
-          funcformat: 'COERCE_EXPLICIT_CALL',
-        },
-      };
-      return guard(kind, looked, { FuncCall: { ...f, args: [looked, ...args.slice(1)] } });
+    const args: AnyNode[] = Array.isArray(f.args) ? f.args : [];
+    let spec = SCOPED_FUNCTIONS.get(name);
+    if (name === 'obj_description') {
+      // Its guard depends on the catalog it is asked about, which must be a constant.
+      const cat = args[1]?.A_Const?.sval?.sval;
+      const kind = typeof cat === 'string' && args.length === 2 ? DESCRIPTION_GUARDS.get(cat) : undefined;
+      spec = { kind: kind ?? 'never', x: 0 };
     }
-    return guard(kind, first, node);
+    if (spec === undefined) return node;
+    if (f.func_variadic === true || f.agg_star === true || args.some((a) => a?.NamedArgExpr !== undefined))
+      throw new Refusal(`${name} called with named or variadic arguments`);
+    const x = args[spec.x];
+    const y = spec.y === undefined ? undefined : args[spec.y];
+    if (x === undefined || (spec.y !== undefined && y === undefined))
+      throw new Refusal(`${name} called without the argument its guard reads`);
+    // to_regclass / to_regtype / to_regnamespace: the looked-up value itself is what must be visible.
+    if (name.startsWith('to_reg')) return guard(spec.kind, node, node);
+    // The argument is guarded, not the call: `f(CASE WHEN <visible> THEN x END)`, so the call stays where a function
+    // call must be (a set-returning function in FROM) and gets NULL for an object the role may not see (every guarded
+    // function is strict or answers NULL for NULL). A string constant naming the object is looked up without an
+    // error, so hidden and missing names read alike.
+    const fn = LOOKUPS[spec.kind];
+    const value = x.A_Const?.sval !== undefined && fn !== undefined ? lookup(fn, x) : x;
+    const guarded = guard(spec.kind, value, value, y);
+    return { FuncCall: { ...f, args: args.map((a, i) => (i === spec.x ? guarded : a)) } };
   };
 
   const guardCast = (node: AnyNode): AnyNode => {
@@ -476,13 +702,7 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
     if ((t.typeName?.arrayBounds ?? []).length > 0) throw new Refusal(`a cast to ${name}[]`);
     const arg = t.arg as AnyNode;
     if (arg?.A_Const?.sval !== undefined) {
-      const looked: AnyNode = {
-        FuncCall: {
-          funcname: [{ String: { sval: 'pg_catalog' } }, { String: { sval: reg.lookup } }],
-          args: [arg],
-          funcformat: 'COERCE_EXPLICIT_CALL',
-        },
-      };
+      const looked = lookup(reg.lookup, arg);
       return guard(reg.guard, looked, looked);
     }
     return guard(reg.guard, arg, node);
@@ -495,7 +715,7 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
       if (kind === undefined) continue;
       if (kind === 'ExplainStmt' || kind === 'PrepareStmt' || kind === 'DeclareCursorStmt' || kind === 'CopyStmt') {
         const inner = (stmt as AnyNode)[kind] as AnyNode;
-        const before = changed;
+        const before: boolean = changed;
         if (inner.query !== undefined) inner.query = walk(inner.query);
         else walk(inner);
         // EXPLAIN prints the filter, which names the role's denied columns.
@@ -504,7 +724,12 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
         continue;
       }
       if (!QUERY_KINDS.has(kind)) {
+        // Anything else (DDL, EXECUTE's arguments, CALL) is not rewritten: a catalog relation or a guarded call in it
+        // is refused.
+        const before: boolean = changed;
         walk(stmt);
+        if (changed !== before)
+          throw new Refusal('a statement other than a query reads system catalogs or calls a catalog function');
         continue;
       }
       raw.stmt = walk(stmt) as typeof raw.stmt;

@@ -38,7 +38,13 @@ import {
   type NamedNeed,
 } from './ddl.ts';
 import { rewriteScope, scopeRows } from './scope.ts';
-import { rewriteCatalog, SCOPED_INNER_FUNCTIONS, SCOPED_INNER_RELATIONS, SCOPED_RELATIONS } from './catalog-scope.ts';
+import {
+  rewriteCatalog,
+  SCOPED_FREE_FUNCTIONS,
+  SCOPED_INNER_FUNCTIONS,
+  SCOPED_INNER_RELATIONS,
+  SCOPED_RELATIONS,
+} from './catalog-scope.ts';
 import { errorMessage } from '../lib/error-message.ts';
 
 type Deny = Extract<Decision, { allow: false }>;
@@ -317,7 +323,7 @@ type StatementResult = StatementOk | { ok: false; denial: Denial };
 const ALLOW_RANK = { statements: 0, catalog: 1, relations: 2, write: 3 } as const;
 
 const SCOPED_HINT =
-  'SELECT * FROM pgwarden.scope lists the relations and columns this role may use; under catalog: scoped, pg_class, pg_attribute, pg_namespace, pg_am and information_schema.tables/columns show them too';
+  "SELECT * FROM pgwarden.scope lists the relations and columns this role may use; psql's \\d, information_schema and the pg_catalog relations docs/policy.md lists show them too";
 
 /** A system relation a `catalog: scoped` role named that no filter covers, or in a place a filter cannot stand. */
 export function scopedCatalogDenial(role: RolePolicy, key: string, why?: string): Denial {
@@ -643,6 +649,7 @@ export function checkFacts(
     if (role.catalog !== 'none' && INTROSPECTION_EXTRA_FUNCTIONS.includes(f.key)) continue;
     // Under a scoped catalog the guards' own calls (each client call of these is inside a guard).
     if (filtered && SCOPED_INNER_FUNCTIONS.has(f.key)) continue;
+    if (role.catalog === 'scoped' && SCOPED_FREE_FUNCTIONS.has(f.key)) continue;
     // Ending or cancelling the session's own backend is what closing the connection or a CancelRequest does.
     if (f.ownBackend === true && f.schema === 'pg_catalog' && SELF_BACKEND_FUNCTIONS.has(f.name)) continue;
     // pg_notify is NOTIFY as a function: the same channels rule, so its channel must be a constant.

@@ -1,7 +1,9 @@
 // catalog: scoped through the real proxy: psql's \d family, information_schema and driver metadata queries show only the role's relations and columns; no hidden name leaks through rows, OID functions, reg* casts or errors.
 import { execFile, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SCOPED_FUNCTIONS, SCOPED_RELATIONS } from '../../policy/catalog-scope.ts';
 import { connectPg, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
 
 // Every name the role must never see starts with zz: tables, columns, functions, types, roles, schemas' relations.
@@ -53,10 +55,15 @@ let tp: TestProxy;
 let su: pg.Client;
 let c: pg.Client;
 let hiddenOid: number;
+/** The OIDs the setup's objects were given: every probe over this range must name nothing hidden. */
+let lo: number;
+let hi: number;
 beforeAll(async () => {
   su = await superClient();
   await su.query(SETUP);
   hiddenOid = Number((await su.query(`SELECT 'cs_zz_hidden.zz_hidden_tbl'::regclass::oid AS o`)).rows[0].o);
+  lo = Number((await su.query(`SELECT oid FROM pg_namespace WHERE nspname = 'cs_zz_hidden'`)).rows[0].oid) - 2;
+  hi = Number((await su.query(`SELECT max(oid) AS o FROM pg_class`)).rows[0].o) + 40;
   tp = await startTestProxy({ policy: POLICY });
   c = await connectPg(tp, await tp.token({ role: 'scoped', sub: 'cs' }));
 });
@@ -88,7 +95,14 @@ describe('catalog: scoped rows', () => {
     const rels = await run(
       "SELECT n.nspname || '.' || c.relname AS r FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ORDER BY 1",
     );
-    expect(rels.rows.map((r) => r.r)).toEqual(['cs_open.notes', 'cs_open.recent', 'cs_vis.items', 'cs_vis.tags']);
+    // The primary key's index is shown; the index on the denied column is not.
+    expect(rels.rows.map((r) => r.r)).toEqual([
+      'cs_open.notes',
+      'cs_open.recent',
+      'cs_vis.items',
+      'cs_vis.items_pkey',
+      'cs_vis.tags',
+    ]);
     const cols = await run(
       "SELECT attname FROM pg_attribute WHERE attrelid = (SELECT oid FROM pg_class WHERE relname = 'items') AND attnum > 0 ORDER BY attnum",
     );
@@ -133,6 +147,108 @@ describe('catalog: scoped rows', () => {
   });
 });
 
+describe('catalog: scoped: every filtered relation, every guarded function', () => {
+  it('SELECT * from each filtered catalog relation runs and names nothing hidden', async () => {
+    for (const key of SCOPED_RELATIONS) {
+      const r = await run(`SELECT * FROM ${key}`);
+      expect(r.code, `${key}: ${r.text.slice(0, 300)}`).toBeUndefined();
+      expect(r.text, key).not.toMatch(HIDDEN);
+    }
+  });
+
+  it('each guarded function over every OID the setup made names nothing hidden', async () => {
+    for (const [name, spec] of SCOPED_FUNCTIONS) {
+      if (name.startsWith('to_reg')) continue;
+      const args = spec.y === undefined ? (name === 'format_type' ? 'o, NULL' : 'o') : 'o, 1';
+      const pad = name === 'pg_get_expr' ? '(SELECT adbin FROM pg_attrdef LIMIT 1), o' : args;
+      const r = await run(`SELECT ${name}(${pad})::text AS v FROM generate_series(${lo}, ${hi}) o`);
+      expect(r.code, `${name}: ${r.text.slice(0, 300)}`).toBeUndefined();
+      expect(r.text, name).not.toMatch(HIDDEN);
+    }
+    for (const cat of ['pg_class', 'pg_namespace', 'pg_proc', 'pg_type', 'pg_constraint', 'pg_trigger', 'pg_attrdef']) {
+      const r = await run(`SELECT obj_description(o, '${cat}') AS v FROM generate_series(${lo}, ${hi}) o`);
+      expect(r.code, cat).toBeUndefined();
+      expect(r.text, cat).not.toMatch(HIDDEN);
+    }
+    for (const t of ['regclass', 'regtype', 'regnamespace']) {
+      const r = await run(`SELECT o::${t}::text AS v FROM generate_series(${lo}, ${hi}) o`);
+      expect(r.text, t).not.toMatch(HIDDEN);
+    }
+  });
+
+  it('joins through visible rows to hidden ones find nothing: constraints, defaults, indexes, inheritance, types, owners', async () => {
+    for (const q of [
+      // A visible table's foreign key to a hidden table.
+      'SELECT conname, pg_get_constraintdef(oid), confrelid::regclass::text FROM pg_constraint',
+      'SELECT c.relname FROM pg_constraint k JOIN pg_class c ON c.oid = k.confrelid',
+      // A default calling a hidden function; the index on the denied column.
+      'SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef',
+      'SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index',
+      'SELECT * FROM pg_indexes',
+      'SELECT * FROM information_schema.key_column_usage',
+      'SELECT * FROM information_schema.referential_constraints',
+      'SELECT * FROM information_schema.table_constraints',
+      'SELECT * FROM information_schema.constraint_column_usage',
+      // The column typed as a hidden table's row type, and that type.
+      'SELECT t.typname FROM pg_type t WHERE t.typrelid <> 0',
+      'SELECT format_type(atttypid, atttypmod) FROM pg_attribute',
+      // Owners are other roles.
+      'SELECT pg_get_userbyid(relowner), pg_get_userbyid(relowner) IS NULL FROM pg_class',
+      'SELECT rolname FROM pg_roles',
+      'SELECT * FROM pg_tables',
+      'SELECT * FROM information_schema.schemata',
+      // Functions: only pg_catalog's and the role's.
+      "SELECT proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')",
+      "SELECT * FROM pg_description WHERE classoid = 'pg_class'::regclass",
+      `SELECT obj_description(${'$'}{0}, 'pg_class')`,
+      // Sizes and statistics of hidden relations.
+      `SELECT pg_relation_size(${'$'}{0}), pg_total_relation_size('cs_zz_hidden.zz_hidden_tbl')`,
+      'SELECT relname, reltuples, relpages FROM pg_class',
+      // Subqueries in every clause, LATERAL, CTEs and set operations.
+      'WITH x AS (SELECT oid FROM pg_class) SELECT (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = x.oid) FROM x',
+      'SELECT * FROM pg_namespace n, LATERAL (SELECT relname FROM pg_class c WHERE c.relnamespace = n.oid) l',
+      'SELECT relname FROM pg_class UNION ALL SELECT table_name FROM information_schema.tables ORDER BY 1',
+      'SELECT relname FROM pg_class GROUP BY relname HAVING count(*) > (SELECT 0 FROM pg_attribute LIMIT 1)',
+      'SELECT x FROM (SELECT relname AS x FROM pg_catalog."pg_class") s',
+      'SELECT relname FROM "pg_catalog" . pg_class ORDER BY (SELECT max(attname) FROM pg_attribute)',
+    ]) {
+      const text = q.replaceAll(`${'$'}{0}`, String(hiddenOid));
+      const r = await run(text);
+      expect(r.code, `${text}: ${r.text.slice(0, 300)}`).toBeUndefined();
+      expect(r.text, text).not.toMatch(HIDDEN);
+    }
+  });
+
+  it('prepared statements and cursors are filtered too, and a prepared catalog query is refused after a reload', async () => {
+    await c.query('BEGIN');
+    await c.query('DECLARE cur CURSOR FOR SELECT relname FROM pg_class ORDER BY 1');
+    const f = await c.query('FETCH ALL FROM cur');
+    expect(JSON.stringify(f.rows)).not.toMatch(HIDDEN);
+    await c.query('COMMIT');
+    await c.query('PREPARE pc AS SELECT relname FROM pg_class WHERE relname = $1');
+    expect((await c.query("EXECUTE pc('items')")).rows).toEqual([{ relname: 'items' }]);
+    expect((await c.query("EXECUTE pc('zz_hidden_tbl')")).rows).toEqual([]);
+    // An extended-protocol statement prepared under the old policy.
+    const named = { name: 'scoped-named', text: 'SELECT relname FROM pg_class WHERE relname = $1' };
+    expect((await c.query({ ...named, values: ['tags'] })).rows).toEqual([{ relname: 'tags' }]);
+    // A reload that takes cs_vis.tags away: the statements prepared with the old filter are refused, not run.
+    writeFileSync(
+      tp.policyFile,
+      POLICY.replace('relations: [cs_vis.items, cs_vis.tags, cs_open.*]', 'relations: [cs_vis.items, cs_open.*]'),
+    );
+    try {
+      await tp.proxy.reload();
+      const stale = await run("EXECUTE pc('tags')");
+      expect(stale.code).toBe('42501');
+      const again = await run('SELECT relname FROM pg_class WHERE relname = $1', ['tags']);
+      expect(again.rows).toEqual([]);
+    } finally {
+      writeFileSync(tp.policyFile, POLICY);
+      await tp.proxy.reload();
+    }
+  });
+});
+
 describe('catalog: scoped functions, casts and errors', () => {
   it('reg* casts and OID functions name visible objects only; hidden and missing read alike', async () => {
     const probes = [
@@ -159,24 +275,41 @@ describe('catalog: scoped functions, casts and errors', () => {
     const visible = await run("SELECT 'cs_vis.items'::regclass::text AS v");
     // On the role's search_path, so unqualified, as PostgreSQL prints it.
     expect(visible.rows).toEqual([{ v: 'items' }]);
+    // The system catalogs themselves are named as drivers name them.
+    expect((await run("SELECT 'pg_class'::regclass::oid::int AS v")).rows).toEqual([{ v: 1259 }]);
   });
 
   it('catalog relations without a filter are refused, in every position', async () => {
     for (const q of [
-      'SELECT * FROM pg_catalog.pg_description',
       'SELECT * FROM pg_stat_user_tables',
-      'SELECT * FROM pg_catalog.pg_proc',
+      'SELECT * FROM pg_statio_user_tables',
+      'SELECT * FROM pg_catalog.pg_depend',
+      'SELECT * FROM pg_catalog.pg_shdepend',
+      'SELECT * FROM pg_catalog.pg_authid',
+      'SELECT * FROM pg_catalog.pg_stats',
+      'SELECT * FROM pg_catalog.pg_class_oid_index',
+      'SELECT * FROM pg_toast.pg_toast_2619',
+      'SELECT * FROM information_schema.routines',
+      'SELECT * FROM information_schema.role_table_grants',
+      "SELECT shobj_description(1, 'pg_database')",
+      `SELECT pg_get_functiondef(${hiddenOid})`,
+      "SELECT has_table_privilege('cs_zz_hidden.zz_hidden_tbl', 'select')",
+      "SELECT pg_get_serial_sequence('cs_vis.items', 'id')",
+      'SELECT pg_describe_object(1259, 1259, 0)',
+      'SELECT * FROM pg_identify_object(1259, 1259, 0)',
+      'SELECT 1::regproc',
+      "SELECT 'zz_hidden_fn'::regprocedure",
+      'SELECT 10::regrole',
+      'SELECT pg_get_viewdef(1) FROM pg_class; CREATE VIEW v AS SELECT 1',
       'COPY pg_catalog.pg_class TO STDOUT',
       'SELECT 1 FROM pg_class; COPY pg_class TO STDOUT',
-      'SELECT 1 FROM pg_class; COPY (SELECT * FROM pg_proc) TO STDOUT',
+      'SELECT 1 FROM pg_class; COPY (SELECT * FROM pg_depend) TO STDOUT',
       'SELECT * INTO pg_temp.x FROM pg_class',
       'SELECT relname FROM pg_class c, LATERAL (SELECT * FROM pg_catalog.pg_depend d WHERE d.objid = c.oid) x',
       'WITH pg_class AS (SELECT 1) SELECT * FROM pg_class',
       'SELECT * FROM app.pg_catalog.pg_class',
       'EXPLAIN SELECT * FROM pg_class',
-      'SELECT obj_description(oid) FROM pg_class',
       `SELECT ${hiddenOid}::regrole`,
-      `SELECT pg_relation_size(${hiddenOid})`,
     ]) {
       const r = await run(q);
       expect(r.code ?? `allowed: ${q} ${r.text}`, q).toMatch(/^(42501|0A000)$/);
@@ -219,5 +352,47 @@ describe.skipIf(!hasPsql)('psql', () => {
     expect(r.stdout).toMatch(/cs_vis \| items/);
     expect(r.stdout).toMatch(/cs_open \| recent/);
     expect(r.stdout).not.toMatch(HIDDEN);
+  });
+
+  it('the \\d family runs to its end: a table with a hidden foreign key, default, column type and index, views, indexes, types, functions', async () => {
+    const commands = [
+      '\\d items',
+      '\\d+ items',
+      '\\d cs_vis.tags',
+      '\\d+ recent',
+      '\\dv',
+      '\\di',
+      '\\ds',
+      '\\dm',
+      '\\dT',
+      '\\df',
+      '\\dn+',
+      '\\dt+',
+      '\\l',
+      '\\du',
+    ];
+    for (const cmd of commands) {
+      const r = await psql(cmd);
+      const out = `${r.stdout}${r.stderr}`;
+      expect(out, cmd).not.toMatch(HIDDEN);
+      // psql stops a describe at the first refused query.
+      expect(r.stderr, `${cmd}: ${r.stderr}`).not.toMatch(/ERROR/);
+      if (cmd === '\\d items') {
+        expect(out).toMatch(/id +\| integer/);
+        expect(out).toMatch(/"items_pkey" PRIMARY KEY, btree \(id\)/);
+        expect(out).not.toMatch(/Foreign-key/);
+      }
+    }
+    // Naming a hidden object gets what naming a missing one gets (psql echoes the name it was given).
+    for (const [hidden, missing] of [
+      ['\\d cs_zz_hidden.zz_hidden_tbl', '\\d cs_zz_hidden.zz_nope_tbl'],
+      ['\\d zz_hidden_tbl', '\\d zz_nope_tbl'],
+      ['\\df cs_zz_hidden.zz_hidden_fn', '\\df cs_zz_hidden.zz_nope_fn'],
+      ['\\dT cs_zz_hidden.zz_hidden_tbl', '\\dT cs_zz_hidden.zz_nope_tbl'],
+    ] as const) {
+      const a = await psql(hidden);
+      const b = await psql(missing);
+      expect(`${a.stdout}${a.stderr}`.replace(/zz_hidden_(tbl|fn)/g, 'zz_nope_$1')).toBe(`${b.stdout}${b.stderr}`);
+    }
   });
 });
