@@ -20,6 +20,7 @@ import { canonicalTree, parseStatements } from './parser.ts';
 import type { CatalogSnapshot, RelationPattern, RolePolicy } from './types.ts';
 import { quoteIdent, quoteLiteral } from '../lib/ident.ts';
 import { SESSION_RELATIONS, SYSTEM_DENIED_COLUMNS } from './introspection.ts';
+import { READABLE_SETTINGS } from './functions.ts';
 
 /** The alias the wrapped catalog relation has inside its filter subquery. */
 const INNER = 'pgwarden_f';
@@ -215,6 +216,16 @@ function filterSpecs(role: RolePolicy): Map<string, FilterSpec> {
   m.set('pg_catalog.pg_roles', { where: `${f}.rolname = CURRENT_USER`, nulled: [] });
   m.set('pg_catalog.pg_database', { where: `${f}.datname = pg_catalog.current_database()`, nulled: ['datacl'] });
   m.set('pg_catalog.pg_extension', { where: 'true', nulled: ['extconfig', 'extcondition'] });
+  // The settings SHOW and current_setting() may read, and the server's compile-time limits drivers ask for.
+  const readable = READABLE_SETTINGS.map((e) =>
+    e.pattern.includes('*')
+      ? `${f}.name LIKE ${quoteLiteral(e.pattern.replaceAll('_', '\\_').replaceAll('*', '%'))}`
+      : `${f}.name = ${quoteLiteral(e.pattern)}`,
+  );
+  m.set('pg_catalog.pg_settings', {
+    where: `${readable.join(' OR ')} OR ${f}.name IN (${LIMIT_SETTINGS.map(quoteLiteral).join(', ')})`,
+    nulled: [],
+  });
   // Shown empty: what they hold (rules, row-security and statistics expressions, publications, memberships,
   // sequences' state) may name anything; psql's \d reads them.
   for (const k of [
@@ -268,6 +279,19 @@ function filterSpecs(role: RolePolicy): Map<string, FilterSpec> {
   m.set('information_schema.check_constraints', { where: conPair('constraint_schema', 'constraint_name'), nulled: [] });
   return m;
 }
+
+/** Settings fixed when the server was built or started that drivers read (pgJDBC's getImportedKeys reads max_index_keys). */
+const LIMIT_SETTINGS = [
+  'max_index_keys',
+  'max_function_args',
+  'max_identifier_length',
+  'block_size',
+  'segment_size',
+  'wal_block_size',
+  'integer_datetimes',
+  'server_version',
+  'server_version_num',
+];
 
 /** Relations the wrappers and guards themselves read: allowed in a rewritten text (every client reference is wrapped or refused). */
 export const SCOPED_INNER_RELATIONS: ReadonlySet<string> = new Set([

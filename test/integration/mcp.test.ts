@@ -9,8 +9,9 @@ import { SAMPLE_DATABASE } from '../../proxy/embedded/sample.ts';
 import { until } from '../helpers/until.ts';
 import { canaryCount, connectPg, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
 
-// catalog: introspection is what both servers' list and describe queries need (information_schema, and pg_constraint and
-// pg_index for the second) while no catalog filtered to the role exists; secrets and canary stay outside the role, ssn is denied.
+// catalog: introspection shows both servers' list and describe queries (information_schema, and pg_constraint and pg_index
+// for the second) every name; catalog: scoped (its own describe block) the role's own; secrets and canary stay outside
+// the role, ssn is denied.
 const POLICY = `roles:
   agent:
     readOnly: true
@@ -29,6 +30,11 @@ const POLICY = `roles:
     maxRows: 5
     onRowCap: error
     catalog: none
+  scoped:
+    readOnly: true
+    relations: [public.orders, public.customers]
+    deniedColumns: { public.customers: [ssn] }
+    catalog: scoped
 `;
 
 const REQUEST = { timeout: 5_000 };
@@ -516,6 +522,73 @@ describe.each(SERVERS)('a new agent with only a token and no catalog access, thr
       { max_rows: '5', on_row_cap: 'error' },
     ]);
     expect(await server.query(s, 'SELECT id FROM public.orders ORDER BY id LIMIT 5')).toHaveLength(5);
+    await stop(s);
+  });
+});
+
+describe('catalog: scoped', () => {
+  /** The URL of this test's server, with a token for the scoped role. */
+  async function scopedUrl(agent: string): Promise<string> {
+    const token = await tp.token({ role: 'scoped', sub: 'mcp-user', agent });
+    return url.replace(/:[^:@]+@/, `:${encodeURIComponent(token)}@`);
+  }
+
+  it("the reference server lists and describes only the role's tables, denied columns absent", async () => {
+    const s = await spawnServer([
+      binOf('@modelcontextprotocol/server-postgres', 'mcp-server-postgres'),
+      await scopedUrl('mcp-scoped-ref'),
+    ]);
+    const { resources } = await s.client.listResources(undefined, REQUEST);
+    expect(resources.map((r) => r.name).sort()).toEqual(['"customers" database schema', '"orders" database schema']);
+    const customers = resources.find((r) => r.name === '"customers" database schema')!;
+    const read = await s.client.readResource({ uri: customers.uri }, REQUEST);
+    const columns = JSON.parse((read.contents[0] as { text: string }).text) as { column_name: string }[];
+    expect(columns.map((c) => c.column_name).sort()).toEqual(['created_at', 'email', 'id', 'name']);
+    const r = await s.client.callTool({ name: 'query', arguments: { sql: ALLOWED_SQL } }, undefined, REQUEST);
+    expect(JSON.parse(text(r))).toEqual(allowedRows);
+    await stop(s);
+  });
+
+  it("@henkey/postgres-mcp-server lists only the role's tables and describes them with constraints and indexes", async () => {
+    const s = await spawnServer([
+      binOf('@henkey/postgres-mcp-server', 'postgres-mcp'),
+      '--connection-string',
+      await scopedUrl('mcp-scoped-henkey'),
+    ]);
+    const r = await s.client.callTool(
+      { name: 'pg_manage_schema', arguments: { operation: 'get_info' } },
+      undefined,
+      REQUEST,
+    );
+    expect(r.isError, text(r)).toBeFalsy();
+    expect(JSON.parse(text(r).slice(text(r).indexOf('[')))).toEqual(['customers', 'orders']);
+    const d = await s.client.callTool(
+      { name: 'pg_manage_schema', arguments: { operation: 'get_info', tableName: 'orders' } },
+      undefined,
+      REQUEST,
+    );
+    expect(d.isError, text(d)).toBeFalsy();
+    const info = JSON.parse(text(d).slice(text(d).indexOf('{'))) as {
+      columns: { name: string }[];
+      constraints: { type: string }[];
+      indexes: { name: string }[];
+    };
+    expect(info.columns.map((c) => c.name).sort()).toEqual(['created_at', 'customer_id', 'id', 'status', 'total']);
+    // The foreign key to customers (also the role's) is shown.
+    expect(info.constraints.map((c) => c.type).sort()).toEqual(['FOREIGN KEY', 'PRIMARY KEY']);
+    expect(info.indexes.map((i) => i.name)).toContain('orders_pkey');
+    const hidden = await s.client.callTool(
+      { name: 'pg_manage_schema', arguments: { operation: 'get_info', tableName: 'secrets' } },
+      undefined,
+      REQUEST,
+    );
+    expect(text(hidden)).not.toMatch(/"name": "(id|value)"/);
+    const customers = await s.client.callTool(
+      { name: 'pg_manage_schema', arguments: { operation: 'get_info', tableName: 'customers' } },
+      undefined,
+      REQUEST,
+    );
+    expect(text(customers)).not.toMatch(/ssn/);
     await stop(s);
   });
 });

@@ -1,6 +1,9 @@
 // catalog: scoped through the real proxy: psql's \d family, information_schema and driver metadata queries show only the role's relations and columns; no hidden name leaks through rows, OID functions, reg* casts or errors.
-import { execFile, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SCOPED_FUNCTIONS, SCOPED_RELATIONS } from '../../policy/catalog-scope.ts';
@@ -393,6 +396,52 @@ describe.skipIf(!hasPsql)('psql', () => {
       const a = await psql(hidden);
       const b = await psql(missing);
       expect(`${a.stdout}${a.stderr}`.replace(/zz_hidden_(tbl|fn)/g, 'zz_nope_$1')).toBe(`${b.stdout}${b.stderr}`);
+    }
+  });
+});
+
+const JAR = '/usr/share/java/postgresql.jar';
+const hasJava = existsSync(JAR) && spawnSync('javac', ['-version']).status === 0;
+describe.skipIf(!hasJava)('pgJDBC DatabaseMetaData', () => {
+  it("getTables, getColumns, getPrimaryKeys, getIndexInfo, getImportedKeys run and list only the role's objects", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-scoped-jdbc-'));
+    try {
+      const source = fileURLToPath(new URL('../fixtures/jdbc/ScopedMetadata.java', import.meta.url));
+      execFileSync('javac', ['-encoding', 'UTF-8', '-cp', JAR, '-d', dir, source], { stdio: 'pipe' });
+      const token = await tp.token({ role: 'scoped', sub: 'cs-jdbc' });
+      // Asynchronously: the proxy runs in this process.
+      const out = await new Promise<string>((resolve) => {
+        execFile(
+          'java',
+          ['-Xshare:auto', '-XX:TieredStopAtLevel=1', '-cp', `${dir}:${JAR}`, 'ScopedMetadata'],
+          {
+            env: {
+              ...process.env,
+              SCOPED_JDBC_URL: `jdbc:postgresql://127.0.0.1:${tp.proxy.port}/app?sslmode=disable`,
+              SCOPED_JDBC_USER: 'alice',
+              SCOPED_JDBC_PASSWORD: token,
+            },
+            timeout: 60_000,
+            encoding: 'utf8',
+          },
+          (_err, stdout, stderr) => resolve(`${stdout}${stderr}`),
+        );
+      });
+      expect(out).not.toMatch(HIDDEN);
+      for (const call of ['getTables', 'getColumns', 'getPrimaryKeys', 'getIndexInfo', 'getImportedKeys', 'getSchemas'])
+        expect(out, out).toMatch(new RegExp(`^${call} OK `, 'm'));
+      const tables = out.split('\n').filter((l) => l.startsWith('getTables ROW'));
+      expect(tables.map((l) => /TABLE_NAME=([^ ]+)/.exec(l)?.[1]).sort()).toEqual(
+        expect.arrayContaining(['items', 'notes', 'recent', 'tags']),
+      );
+      const columns = out.split('\n').filter((l) => l.startsWith('getColumns ROW') && / TABLE_NAME=items( |$)/.test(l));
+      expect(columns.map((l) => /COLUMN_NAME=([^ ]+)/.exec(l)?.[1])).toEqual(['id', 'name', 'ref', 'computed']);
+      expect(out).toMatch(/^getPrimaryKeys ROW .*column_name=id \| key_seq=1 \| pk_name=items_pkey$/m);
+      // The index on the denied column is not listed.
+      expect(out.split('\n').filter((l) => l.startsWith('getIndexInfo ROW'))).toHaveLength(1);
+      expect(out).toMatch(/^getImportedKeys OK 0$/m);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
