@@ -523,8 +523,10 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
       log: logExchange,
     };
     // Expiries are audited when a sweep finds them (each by one replica), also when nobody asks about the request again.
+    // Only while the policy has a rule needing approval: a deployment without approvals never opens the connection.
     if (approvals !== undefined) {
       approvalSweep = setInterval(() => {
+        if (!store.current.policy.issuance?.rules.some((r) => r.approval === 'required')) return;
         sweepApprovals(exchangeDeps).catch((err: unknown) =>
           logExchange('warn', 'approval expiry sweep failed', { error: errorMessage(err) }),
         );
