@@ -463,6 +463,25 @@ describe('expiry', () => {
         sub: 'alice',
         role: 'writer',
       });
+      // Approved, then not retrieved within the window the approval opened: expired too.
+      const approvedId = await requestWriter(a);
+      expect((await decide(a, approvedId, await approverToken(), { decision: 'approve' })).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 1_500));
+      const late2 = await exchange(b, {
+        subject_token: await idpToken(),
+        role: 'writer',
+        ttl: '120',
+        approval_id: approvedId,
+      });
+      expect([late2.status, late2.body.error]).toEqual([400, 'approval_expired']);
+      expect(late2.body.error_description).toMatch(/not retrieved in time/);
+      await expect
+        .poll(() =>
+          [...events(a, 'approval_expired'), ...events(b, 'approval_expired')].filter(
+            (e) => e.approvalId === approvedId,
+          ),
+        )
+        .toMatchObject([{ expiredWhile: 'approved', approver: 'dave' }]);
     } finally {
       writeFileSync(a.policyFile, policy('2m'));
       await a.proxy.reload();

@@ -465,6 +465,15 @@ describe('pgwarden policy check', () => {
       expect(ok.output).toContain('issuance: 1 rule, default lifetime 5m, delegation allowed');
       expect(ok.output).toContain('a: analyst for groups x|y');
       expect(ok.output).toContain('narrowed at most to {"relations":["public.orders"]}; needs approval');
+      // No approvers entry covers rule a: its requests could only expire, and policy check says so.
+      expect(ok.output).toContain('needs approval, but no approvers entry covers this rule');
+      writeFileSync(
+        file,
+        `${ROLES}issuance:\n  approvalTimeout: 30m\n  rules:\n    - id: a\n      subjects: [{ sub: x }]\n      roles: [writer]\n      approval: required\n  approvers:\n    - id: dba\n      subjects: [{ claims: { groups: dba } }]\n      rules: [a]\n`,
+      );
+      const approvers = await policyCheck(file);
+      expect(approvers.output).toContain('needs approval (within 30m)');
+      expect(approvers.output).toContain('approver dba: groups dba decides a');
       writeFileSync(
         file,
         `${ROLES}issuance:\n  rules:\n    - id: a\n      subjects: [{ sub: a }]\n      roles: [nobody]\n`,
