@@ -496,6 +496,10 @@ describe('the approvals table is out of the sessions’ reach', () => {
     expect(approved.status).toBe(200);
     const res = await exchange(a, { subject_token: await idpToken(), role: 'writer', ttl: '120', approval_id: id });
     const token = res.body.access_token as string;
+    // A pgwarden token is no approver credential, whoever it names: only the identity provider's tokens are.
+    const other = await requestWriter(a);
+    const withIssued = await decide(b, other, token, { decision: 'approve' });
+    expect([withIssued.status, withIssued.body.error]).toEqual([401, 'invalid_token']);
     const c = new pg.Client(a.pgConfig(token));
     await c.connect();
     try {
