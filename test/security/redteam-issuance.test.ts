@@ -166,3 +166,78 @@ describe('a child narrowing never names a view its column-limited bound reaches 
     expect((await pgError(() => query(token, `SELECT email FROM ${S}.people`))).code).toBe('42501');
   });
 });
+
+describe('revoking a token or an agent revokes what was exchanged from it', () => {
+  const revoke = async (yaml: string) => {
+    writeFileSync(tp.config.revocation?.file ?? '', yaml);
+    await tp.proxy.reload();
+  };
+
+  async function actorToken(sub: string): Promise<string> {
+    return await signToken(
+      idpKey.privateKey,
+      { iss: IDP, aud: IDP_AUDIENCE, sub, iat: nowSec(), exp: nowSec() + 300 },
+      { alg: 'ES256', kid: idpKey.kid },
+    );
+  }
+
+  // Before: a leaked parent exchanged for a child (and a grandchild) stayed usable through them after its jti was
+  // revoked: the child carries its own jti only.
+  it('a revoked parent jti refuses its child and grandchild at login, ends their live sessions, and stops exchanges', async () => {
+    const parent = await exchange({ subject_token: await idpToken() });
+    const parentJti = jose.decodeJwt(parent.body.access_token as string).jti as string;
+    const child = await exchange({ subject_token: parent.body.access_token as string });
+    expect(child.status).toBe(200);
+    const childToken = child.body.access_token as string;
+    const grandchild = await exchange({ subject_token: childToken });
+    expect(grandchild.status).toBe(200);
+    const grandchildToken = grandchild.body.access_token as string;
+    const live = new pg.Client(tp.pgConfig(childToken));
+    const ended = new Promise<Error>((resolve) => live.on('error', resolve));
+    await live.connect();
+    try {
+      expect((await live.query(`SELECT id FROM ${S}.people`)).rowCount).toBe(1);
+      await revoke(`revoked:\n  - jti: ${parentJti}\n    reason: leaked parent\n`);
+      // Hang guard: a session the revocation does not end would leave this waiting.
+      const err = (await Promise.race([ended, new Promise((r) => setTimeout(() => r(undefined), 10_000))])) as
+        | (Error & { code?: string })
+        | undefined;
+      expect(err?.code).toBe('57P01');
+      for (const t of [childToken, grandchildToken]) {
+        const refused = await pgError(() => query(t, 'SELECT 1'));
+        expect(refused.code).toBe('28000');
+        expect(refused.message).toContain('leaked parent');
+      }
+      const again = await exchange({ subject_token: childToken });
+      expect([again.status, again.body.error]).toEqual([400, 'invalid_grant']);
+    } finally {
+      await live.end().catch(() => {});
+      await revoke('revoked: []\n');
+    }
+  });
+
+  it('a revoked agent refuses a token another actor obtained from that agent’s token', async () => {
+    const parent = await exchange({
+      subject_token: await idpToken(),
+      actor_token: await actorToken('bot-x'),
+      actor_token_type: JWT,
+    });
+    expect(jose.decodeJwt(parent.body.access_token as string)).toMatchObject({ agent: 'bot-x' });
+    const child = await exchange({
+      subject_token: parent.body.access_token as string,
+      actor_token: await actorToken('bot-y'),
+      actor_token_type: JWT,
+    });
+    const childToken = child.body.access_token as string;
+    expect(jose.decodeJwt(childToken)).toMatchObject({ agent: 'bot-y', act: { sub: 'bot-y', act: { sub: 'bot-x' } } });
+    expect((await query(childToken, 'SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    try {
+      await revoke('revoked:\n  - agent: bot-x\n    reason: runaway bot-x\n');
+      const refused = await pgError(() => query(childToken, 'SELECT 1'));
+      expect(refused.code).toBe('28000');
+      expect(refused.message).toContain('runaway bot-x');
+    } finally {
+      await revoke('revoked: []\n');
+    }
+  });
+});
