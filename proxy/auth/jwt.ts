@@ -34,7 +34,18 @@ export interface Identity {
   narrowing?: TokenNarrowing | undefined;
   /** RFC 8693 `act` chain: the actors' subjects, the current one first (for the audit trail); absent without `act`. */
   act?: readonly string[];
+  /**
+   * The PARENTS_CLAIM: jtis of the tokens this one was exchanged from, nearest first. Revoking any of them revokes
+   * this token (proxy/revocation/entry-index.ts); absent: not exchanged from a pgwarden token.
+   */
+  parentJtis?: readonly string[];
 }
+
+/**
+ * The claim the exchange endpoint writes on a token exchanged from a parent token: the parent's jti and the parent's
+ * own parent jtis, nearest first (at most MAX_ACT_DEPTH). A JSON list of non-empty strings; any other value is refused.
+ */
+export const PARENTS_CLAIM = 'pgwarden_parent_jtis';
 
 /** Deepest `act` nesting read; a deeper chain is refused (an issued token adds one level per exchange). */
 export const MAX_ACT_DEPTH = 8;
@@ -306,6 +317,20 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
   if (once === true && optional.jti === undefined)
     return bad(`token claim "${SINGLE_USE_CLAIM}" needs a "jti" claim (the single use is recorded by it)`);
 
+  // Read only to revoke more: a token naming parents is refused when any of them is revoked.
+  let parentJtis: string[] | undefined;
+  const parents = payload[PARENTS_CLAIM];
+  if (parents !== undefined) {
+    if (
+      !Array.isArray(parents) ||
+      parents.length === 0 ||
+      parents.length > MAX_ACT_DEPTH ||
+      !parents.every((j) => typeof j === 'string' && j.length > 0 && identityClaimProblem('jti', j) === undefined)
+    )
+      return bad(`token claim "${PARENTS_CLAIM}" must be a list of 1 to ${MAX_ACT_DEPTH} token ids`);
+    parentJtis = parents as string[];
+  }
+
   const networks = readNetworksClaim(payload['pgwarden_networks']);
   if (!networks.ok) return bad(networks.message);
 
@@ -341,6 +366,7 @@ function readClaims(payload: jose.JWTPayload): ClaimsResult {
     // Present only on narrowed tokens, like singleUse.
     ...(narrowing === undefined ? {} : { narrowing }),
     ...(act === undefined ? {} : { act: Object.freeze(act) }),
+    ...(parentJtis === undefined ? {} : { parentJtis: Object.freeze([...parentJtis]) }),
   };
   return { ok: true, identity: Object.freeze(identity) };
 }

@@ -2,7 +2,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import * as jose from 'jose';
 import type { AuthConfig, ExchangeConfig } from '../config/types.ts';
-import { MAX_ACT_DEPTH, SINGLE_USE_CLAIM, type Identity, type TokenVerifier } from '../auth/jwt.ts';
+import { MAX_ACT_DEPTH, PARENTS_CLAIM, SINGLE_USE_CLAIM, type Identity, type TokenVerifier } from '../auth/jwt.ts';
 import type { CatalogSnapshot, CompiledPolicy } from '../../policy/types.ts';
 import {
   decideIssuance,
@@ -257,6 +257,8 @@ interface Subject {
   agent: string | undefined;
   act: ActClaim | undefined;
   parentJti: string | undefined;
+  /** The parent's own PARENTS_CLAIM (the tokens it was exchanged from). */
+  parentJtis: readonly string[] | undefined;
 }
 
 /** Handles one request's parameters; `requester` is the client address, for the audit trail only. */
@@ -461,6 +463,17 @@ async function exchange(
       `the actor chain would be longer than ${MAX_ACT_DEPTH}`,
     );
   const agent = actor ?? subject.agent;
+  // The tokens this one is exchanged from, nearest first: revoking any of them revokes it (Identity.parentJtis), so a
+  // revoked parent cannot live on through a child it was exchanged for.
+  const parentJtis =
+    subject.parentJti === undefined ? subject.parentJtis : [subject.parentJti, ...(subject.parentJtis ?? [])];
+  if (parentJtis !== undefined && parentJtis.length > MAX_ACT_DEPTH)
+    throw new Refusal(
+      400,
+      'invalid_grant',
+      'delegation_chain_too_long',
+      `the token would descend from more than ${MAX_ACT_DEPTH} exchanged tokens`,
+    );
 
   if (!deps.auditable())
     throw new Refusal(
@@ -503,6 +516,7 @@ async function exchange(
   if (agent !== undefined) claims['agent'] = agent;
   if (subject.tenant !== undefined) claims['tenant'] = subject.tenant;
   if (act !== undefined) claims['act'] = act;
+  if (parentJtis !== undefined && parentJtis.length > 0) claims[PARENTS_CLAIM] = parentJtis;
   const narrowClaim = decision.narrow === undefined ? undefined : narrowingClaim(decision.narrow);
   if (narrowClaim !== undefined) {
     // Never sign a narrowing enforcement would read otherwise (or refuse): a bug here must fail closed.
@@ -863,6 +877,7 @@ async function verifySubject(
       agent: typeof payload['agent'] === 'string' ? payload['agent'] : undefined,
       act: act.act,
       parentJti: id.jti,
+      parentJtis: id.parentJtis,
     };
   }
   if (deps.idp === undefined)
@@ -880,5 +895,6 @@ async function verifySubject(
     agent: undefined,
     act: undefined,
     parentJti: undefined,
+    parentJtis: undefined,
   };
 }

@@ -96,15 +96,33 @@ export class RevocationIndex {
     return out;
   }
 
-  match(id: Pick<Identity, 'jti' | 'sub' | 'agent'>, now = Date.now()): { reason: string } | undefined {
+  /**
+   * The revocation in force for a token, if any. A token exchanged from others (docs/issuance.md) is revoked with them:
+   * a `jti` entry also matches the jtis of the tokens it was exchanged from (`parentJtis`), an `agent` entry also
+   * matches every actor of its `act` chain (an agent that obtained it before another actor took over).
+   */
+  match(
+    id: Pick<Identity, 'jti' | 'sub' | 'agent' | 'parentJtis' | 'act'>,
+    now = Date.now(),
+  ): { reason: string } | undefined {
     for (const k of KEYS) {
-      const v = id[k];
-      if (v === undefined) continue;
-      const slot = (this.#maps[k][shardOf(v)] as Map<string, number>).get(v);
-      if (slot === undefined || (this.#expires[slot] as number) <= now) continue;
-      return { reason: this.#reasons[slot] ?? `${k} revoked` };
+      const hit = this.#lookup(k, id[k], now);
+      if (hit !== undefined) return hit;
+      const more = k === 'jti' ? id.parentJtis : k === 'agent' ? id.act : undefined;
+      if (more === undefined) continue;
+      for (const v of more) {
+        const m = this.#lookup(k, v, now);
+        if (m !== undefined) return m;
+      }
     }
     return undefined;
+  }
+
+  #lookup(k: RevocationKey, v: string | undefined, now: number): { reason: string } | undefined {
+    if (v === undefined) return undefined;
+    const slot = (this.#maps[k][shardOf(v)] as Map<string, number>).get(v);
+    if (slot === undefined || (this.#expires[slot] as number) <= now) return undefined;
+    return { reason: this.#reasons[slot] ?? `${k} revoked` };
   }
 
   /** Adds an entry (each key it names); returns whether anything is new or now revokes differently. */

@@ -163,6 +163,23 @@ describe('HS256', () => {
     expectRefused(await verifier.verify(badInner, ctx), 'missing_claim', badInner);
   });
 
+  it('carries the parent jtis of an exchanged token, and refuses a malformed or over-long list', async () => {
+    const { verifier, secret } = await hmacSetup();
+    const sign = (v: unknown) => signToken(secret, validClaims(NOW, { pgwarden_parent_jtis: v }), { alg: 'HS256' });
+    const ok = await verifier.verify(await sign(['p1', 'p0']), ctx);
+    expect(ok.ok && ok.identity.parentJtis).toEqual(['p1', 'p0']);
+    // Revoking a parent revokes the token (the login's isRevoked sees the whole list).
+    const revokedParent = await verifier.verify(await sign(['p1', 'p0']), {
+      ...ctx,
+      isRevoked: (id) => (id.parentJtis?.includes('p0') ? 'leaked' : undefined),
+    });
+    expect(!revokedParent.ok && revokedParent.reason).toBe('revoked');
+    for (const bad of ['p1', [], [''], [3], Array.from({ length: 9 }, (_, i) => `p${i}`), ['a\u0000b']]) {
+      const t = await sign(bad);
+      expectRefused(await verifier.verify(t, ctx), 'missing_claim', t);
+    }
+  });
+
   it('accepts tokens several KB long with big claims', async () => {
     const { verifier, secret } = await hmacSetup();
     for (const size of [4 * 1024, 16 * 1024]) {

@@ -55,6 +55,16 @@ describe('file entries', () => {
     expect(index.match(id({ jti: 'other', agent: LONG_AGENT }))).toEqual({ reason: 'agent revoked' });
     // Exact match only: a prefix of a long value is not it.
     expect(index.match(id({ jti: LONG_JTI.slice(1), sub: 'bob', agent: 'x' }))).toBeUndefined();
+    // A token exchanged from a revoked one (its parentJtis), or obtained through a revoked agent (its act chain).
+    expect(index.match({ ...id({ jti: 'child', sub: 'bob', agent: 'x' }), parentJtis: ['p', LONG_JTI] })).toEqual({
+      reason: 'jti revoked',
+    });
+    expect(index.match({ ...id({ jti: 'child', sub: 'bob', agent: 'x' }), act: ['x', LONG_AGENT] })).toEqual({
+      reason: 'agent revoked',
+    });
+    expect(index.match({ ...id({ jti: 'child', sub: 'bob', agent: 'x' }), parentJtis: ['p'], act: ['x'] })).toBe(
+      undefined,
+    );
   });
 
   it('revoke() appends entries that used to be refused (long values, long reasons)', async () => {
