@@ -11,6 +11,40 @@ export interface OwnAnalysis {
    * transaction changed or locked relations): statements are analysed on `target` when it can be used.
    */
   required: boolean;
+  /** What the session's own analysis allowed since the session last changed what names resolve to (OwnMemo). */
+  memo?: OwnMemo;
+}
+
+/**
+ * Allowed decisions of the session's own analysis, by statement, valid while the session has run nothing that can
+ * change what its names resolve to (the session clears it when it sends DDL, DISCARD, DO, CALL, transaction control,
+ * or executes a prepared statement of such a kind) and for MEMO_MS at most (another session's committed DDL). A
+ * statement in the middle of an extended-protocol batch, where no analysis can run, reuses one made at an idle point
+ * (a driver's batch Parses the same INSERT into a temporary table again and again before its Sync).
+ */
+export class OwnMemo {
+  static readonly MEMO_MS = 5_000;
+  static readonly MAX = 256;
+  private readonly entries = new Map<string, { decision: Decision; at: number }>();
+
+  get(key: string, now: number): Decision | undefined {
+    const e = this.entries.get(key);
+    if (e === undefined) return undefined;
+    if (now - e.at > OwnMemo.MEMO_MS) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    return e.decision;
+  }
+
+  set(key: string, decision: Decision, now: number): void {
+    if (this.entries.size >= OwnMemo.MAX) this.entries.clear();
+    this.entries.set(key, { decision, at: now });
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
 }
 
 export interface StatementGate {

@@ -52,6 +52,17 @@ function combine(local: Allow, v: ServerVerdict, role: RolePolicy): Decision {
  */
 const DEFERRABLE_REASONS = new Set(['unknown_relation', 'relation_not_allowed', 'undefined_relation', 'column_denied']);
 
+/** The OwnMemo key of a statement: policy version, role (and its narrowing), protocol mode, parameter types, text. */
+function memoKey(
+  version: number,
+  mode: string,
+  role: RolePolicy,
+  paramTypes: readonly number[] | undefined,
+  sql: string,
+): string {
+  return `${version}\u0000${role.name}\u0000${role.narrowing?.digest ?? ''}\u0000${mode}\u0000${paramTypes?.join(',') ?? ''}\u0000${sql}`;
+}
+
 /** The unqualified names a decision made with deferTemporary took as the session's temporary relations. */
 function temporaryNamesOf(d: Decision): string[] {
   const out = new Set<string>();
@@ -153,8 +164,17 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     paramTypes: readonly number[] | undefined,
     pid: number | undefined,
     own: OwnAnalysis | undefined,
+    key: string,
   ): Promise<Decision> | undefined => {
-    if (server === undefined || own?.target === undefined || !analysableInOrder(decision, sql)) return undefined;
+    if (server === undefined || own === undefined) return undefined;
+    const now = Date.now();
+    const memo = key === '' ? undefined : own.memo;
+    if (own.target === undefined) {
+      // No analysis can run here (an open batch): what it allowed at an idle point since nothing changed still holds.
+      const known = memo?.get(key, now);
+      return known === undefined ? undefined : Promise.resolve(known);
+    }
+    if (!analysableInOrder(decision, sql)) return undefined;
     return server
       .check(
         sql,
@@ -164,7 +184,11 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
         decision,
         plannerFor(sql),
       )
-      .then((v) => ({ ...combine(decision, v, role), analysedOn: 'session' as const }));
+      .then((v) => {
+        const d = { ...combine(decision, v, role), analysedOn: 'session' as const };
+        if (d.allow && d.shadowDenied === undefined) memo?.set(key, d, now);
+        return d;
+      });
   };
 
   /** The local decision is known: PostgreSQL's own analysis confirms what it allows. */
@@ -176,6 +200,7 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     paramTypes: readonly number[] | undefined,
     pid: number | undefined,
     own?: OwnAnalysis,
+    key = '',
   ): Decision | Promise<Decision> => {
     // Scoped DDL (or DO) is about to change the catalog: what the server's analysis cached about it may go stale, and
     // the session's next statement must be analysed against what the DDL made (a column it added, a table it dropped).
@@ -184,7 +209,7 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     follower?.note(decision, pid);
     if (server === undefined || !decision.allow || !needsServerAnalysis(decision)) return decision;
     if (own?.required === true) {
-      const there = onOwn(decision, sql, role, paramTypes, pid, own);
+      const there = onOwn(decision, sql, role, paramTypes, pid, own, key);
       if (there !== undefined) return there;
     }
     const separate = onSeparate(decision, slot, sql, role, paramTypes, pid);
@@ -192,7 +217,9 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     // The session's own open transaction holds a lock the analysis connection would wait for (TRUNCATE, ALTER, LOCK in
     // it): its own connection can analyse the statement, since nothing there waits for itself.
     const again = (d: Decision): Decision | Promise<Decision> =>
-      !d.allow && d.reason === 'analysis_self_locked' ? (onOwn(decision, sql, role, paramTypes, pid, own) ?? d) : d;
+      !d.allow && d.reason === 'analysis_self_locked'
+        ? (onOwn(decision, sql, role, paramTypes, pid, own, key) ?? d)
+        : d;
     return separate instanceof Promise ? separate.then(again) : again(separate);
   };
 
@@ -221,7 +248,7 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     const d = again.decision;
     if (!d.allow || !needsServerAnalysis(d)) return undefined;
     const judged =
-      onOwn(d, sql, role, paramTypes, view.backendPid, own) ??
+      onOwn(d, sql, role, paramTypes, view.backendPid, own, `t${memoKey(version, mode, role, paramTypes, sql)}`) ??
       Promise.resolve(onSeparate(d, again.slot, sql, role, paramTypes, view.backendPid));
     return judged.then(async (j) => {
       if (j.allow && j.shadowDenied === undefined) return { ...j, dependsOnTemporary: true as const };
@@ -365,6 +392,15 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
       const temporary = deferred(decision, sql, mode, current, role, catalog, policy.version, paramTypes, own);
       if (temporary !== undefined) return temporary;
     }
-    return confirm(decision, slot, sql, role, paramTypes, current.backendPid, own);
+    return confirm(
+      decision,
+      slot,
+      sql,
+      role,
+      paramTypes,
+      current.backendPid,
+      own,
+      memoKey(policy.version, mode, role, paramTypes, sql),
+    );
   }
 }

@@ -215,6 +215,14 @@ export function replayPlan(d: Allow, sql: string): Map<number, Replayed> | undef
   return replay;
 }
 
+/**
+ * Whether running the statements of `d` cannot change what names resolve to for the session afterwards (OwnMemo):
+ * only the neutral kinds; every transaction statement counts as a change (ROLLBACK, COMMIT … do change it).
+ */
+export function resolutionNeutral(d: Allow): boolean {
+  return d.statements.every((st) => RESOLUTION_NEUTRAL_KINDS.has(st.kind));
+}
+
 /** Whether replayPlan finds a way (the gate's question before offering the session's own connection). */
 export function analysableInOrder(d: Allow, sql: string): boolean {
   return replayPlan(d, sql) !== undefined;

@@ -54,8 +54,9 @@ import { scrubForwarded } from './scrub.ts';
 import { acceptStartupSettings, readClientStartup, stampParameters, type ClientStartup } from './startup.ts';
 import { rewriteApplicationName } from './app-name.ts';
 import { refuseSingleUse, type SingleUseCheck } from '../revocation/consumed.ts';
-import type { OwnAnalysis } from './gate.ts';
+import { OwnMemo, type OwnAnalysis } from './gate.ts';
 import { CATALOG_CHANGING_KINDS } from '../../policy/ddl.ts';
+import { resolutionNeutral } from './server-check.ts';
 import { SessionAnalysis, UpstreamExchange, type SessionExchange, type TxStatus } from '../upstream/own-analysis.ts';
 import { AnalysisUnavailable } from '../upstream/analysis.ts';
 
@@ -254,6 +255,8 @@ interface NamedStatement {
    * temporary table dropped), so once anything has run since, it is decided again before it is bound.
    */
   temporaryAt?: number;
+  /** Running it cannot change what names resolve to (server-check.ts resolutionNeutral): its Execute keeps the OwnMemo. */
+  neutral?: boolean;
 }
 
 /**
@@ -277,6 +280,8 @@ interface BoundPortal {
   rowCap: RowCap | undefined;
   /** The Bind, kept when values in it were checked (bind-checks.ts): checked again if decided again at Execute. */
   bind?: BindMessage;
+  /** Executing it cannot change what names resolve to (NamedStatement.neutral; SQL PREPAREs are DML). */
+  neutral?: boolean;
 }
 
 /**
@@ -1124,6 +1129,8 @@ export class Session {
     )
       decision = temporaryPrepare(decision);
     if (decision.allow) this.noteChanges(decision);
+    // What the session's own analysis allowed may no longer hold once this runs (a Query runs as soon as it is sent).
+    if (decision.allow && !resolutionNeutral(decision)) this.ownMemo.clear();
     this.deps.events?.statementDecided?.(this, { seq: this.seq, mode, sql, decision, micros });
     if (decision.allow) {
       // The text is parsed once for all the PREPAREs and DECLAREs it holds, not once for each.
@@ -1721,6 +1728,7 @@ export class Session {
             rowCap: d.allow ? d.rowCap : undefined,
             bindChecks: d.allow ? d.bindChecks : undefined,
             temporaryAt: d.allow && d.dependsOnTemporary === true ? this.executions : undefined,
+            neutral: d.allow && resolutionNeutral(d),
           };
           if (
             !d.allow &&
@@ -1793,6 +1801,7 @@ export class Session {
                 sql: st.sql,
                 mode: 'bind',
                 paramTypes: st.paramTypes,
+                neutral: st.neutral,
                 version,
                 rowCap: d.rowCap,
                 ...(st.bindChecks !== undefined ? { bind: b } : {}),
@@ -1831,6 +1840,7 @@ export class Session {
                 sql: st.sql,
                 mode: 'bind',
                 paramTypes: st.paramTypes,
+                neutral: st.neutral,
                 version,
                 rowCap: d.rowCap,
                 ...(st.bindChecks !== undefined ? { bind: b } : {}),
@@ -1848,6 +1858,7 @@ export class Session {
             sql: st.sql,
             mode: 'bind',
             paramTypes: st.paramTypes,
+            neutral: st.neutral,
             version: st.version,
             rowCap: st.rowCap,
             ...(st.bindChecks !== undefined ? { bind: b } : {}),
@@ -1863,6 +1874,7 @@ export class Session {
             paramTypes: [],
             version: sp.version,
             rowCap: sp.rowCap,
+            neutral: true,
           });
           return false;
         }
@@ -1894,6 +1906,8 @@ export class Session {
         const cursor = portal === undefined ? this.sqlCursors.get(e.portal) : undefined;
         const version = this.deps.gate.version;
         if (portal !== undefined) {
+          // A prepared DDL or transaction statement runs now: what the session's own analysis allowed may not hold.
+          if (portal.neutral !== true) this.ownMemo.clear();
           if (portal.version !== version) {
             // Bound under an older policy: decide its statement again before it runs.
             this.withDecision(this.decide(portal.sql, portal.mode, portal.paramTypes, true), out, (d, o) => {
@@ -2172,14 +2186,18 @@ export class Session {
     if (this.txChanged && !tracker.busy && !this.batchOpen && tracker.txStatus === 'I') this.txChanged = false;
     const i = (this.batchOpen ? 0 : 1) + (this.tempObjects || this.txChanged ? 2 : 0);
     // Four fixed offers, made once: this runs for every statement decided.
+    const memo = this.ownMemo;
     this.ownOffers ??= [
-      { target: undefined, required: false },
-      { target, required: false },
-      { target: undefined, required: true },
-      { target, required: true },
+      { target: undefined, required: false, memo },
+      { target, required: false, memo },
+      { target: undefined, required: true, memo },
+      { target, required: true, memo },
     ];
     return this.ownOffers[i];
   }
+
+  /** What the session's own analysis allowed since the session last ran something that may change name resolution. */
+  private readonly ownMemo = new OwnMemo();
 
   /** ownAnalysis()'s answers: [batch open, idle] × [not required, required]. */
   private ownOffers: readonly OwnAnalysis[] | undefined;

@@ -259,6 +259,65 @@ describe('disagreements: the temporary name gone, the permanent one must not be 
   });
 });
 
+describe('a batch of several Parse/Bind/Execute before one Sync', () => {
+  /** Sends `messages` on a raw pgwarden connection and returns what came back up to the ReadyForQuery, as in the transcript test. */
+  async function batch(raw: RawClient, messages: Buffer[]): Promise<string[]> {
+    const got: string[] = [];
+    raw.onMessage = (type, body) => {
+      const d = describeMessage(type, body);
+      if (d !== undefined) got.push(d);
+    };
+    const ready = raw.next((t) => t === 'Z');
+    raw.socket.write(Buffer.concat(messages));
+    await ready;
+    return got;
+  }
+
+  it("reuses the session's own analysis made at the batch's start while nothing that changes names has run", async () => {
+    const raw = await RawClient.connect(port(), await tp.token({ role: 'tmp' }));
+    try {
+      await batch(raw, [query('CREATE TEMP TABLE tb (a int)')]);
+      const insert = 'INSERT INTO tb VALUES (1)';
+      const got = await batch(raw, [
+        ...[1, 2, 3].flatMap(() => [parse('', insert), bind('', ''), execute('')]),
+        sync(),
+      ]);
+      expect(got).toEqual(['1', '2', 'CINSERT 0 1', '1', '2', 'CINSERT 0 1', '1', '2', 'CINSERT 0 1', 'ZI']);
+      expect(await batch(raw, [query('SELECT count(*) FROM tb')])).toEqual(['T', 'D3', 'CSELECT 1', 'ZI']);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it('not once a prepared DROP of the temporary table has run in the batch: the read is the permanent relation, refused', async () => {
+    const raw = await RawClient.connect(port(), await tp.token({ role: 'tmp' }));
+    try {
+      await batch(raw, [query('CREATE TEMP TABLE secrets (id int, v text)')]);
+      await batch(raw, [parse('dropper', 'DROP TABLE pg_temp.secrets'), sync()]);
+      const read = 'SELECT v FROM secrets';
+      // Analysed at an idle point while the temporary table exists: allowed.
+      expect(await batch(raw, [parse('', read), bind('', ''), execute(''), sync()])).toEqual([
+        '1',
+        '2',
+        'CSELECT 0',
+        'ZI',
+      ]);
+      const got = await batch(raw, [
+        bind('', 'dropper'),
+        execute(''),
+        parse('', read),
+        bind('', ''),
+        execute(''),
+        sync(),
+      ]);
+      expect(got).toEqual(['2', 'CDROP TABLE', 'E42501', 'ZI']);
+      expect(got.join()).not.toContain(SECRET);
+    } finally {
+      raw.close();
+    }
+  });
+});
+
 describe('postgres.js and COPY', () => {
   it('temporary tables through postgres.js (named statements reused), COPY in and out', async () => {
     const sql = postgres({ ...pjsConfig(await tp.token({ role: 'tmp' })), max: 1, onnotice: () => {} });
