@@ -509,7 +509,15 @@ describe('restated queries', () => {
     );
     expect(plan).toEqual({
       ok: true,
-      texts: [{ text: 'SELECT id FROM orders WHERE total > 10', paramTypes: [], kind: 'ViewStmt', copyFrom: false }],
+      texts: [
+        {
+          text: 'SELECT id FROM orders WHERE total > 10',
+          paramTypes: [],
+          kind: 'ViewStmt',
+          copyFrom: false,
+          statement: 0,
+        },
+      ],
     });
   });
 });
