@@ -79,6 +79,8 @@ interface Predicates {
   attrVisible: (a: string) => string;
   /** Object (classid, objid) depends on nothing the role may not see. */
   depsOk: (classid: number, objid: string) => string;
+  /** The WITH clause defining the sets a text names (empty when it names none). */
+  withCtes: (text: string) => string;
 }
 
 /** SQL predicate: column (relid, attnum) is one of the role's denied columns. */
@@ -113,8 +115,11 @@ function outsideAllowed(role: RolePolicy, relid: string, attname: string): strin
 }
 
 function predicates(role: RolePolicy): Predicates {
-  const vis = visibleRelations(role);
-  const types = visibleTypes(vis);
+  // Each set is a CTE (WITH pgwarden_vis AS (…), …) the filters name by reference, so a filter's text holds each
+  // definition once however often it is used (withCtes adds the ones a text needs).
+  const vis = 'SELECT oid FROM pgwarden_vis';
+  const types = 'SELECT oid FROM pgwarden_types';
+  const fns = 'SELECT oid FROM pgwarden_fns';
   const paths = new Set<string>(['pg_catalog', 'information_schema', ...role.searchPath]);
   for (const p of role.relations) if (p.name === '*') paths.add(p.schema);
   if (!role.readOnly) for (const p of role.write?.relations ?? []) if (p.name === '*') paths.add(p.schema);
@@ -131,7 +136,7 @@ function predicates(role: RolePolicy): Predicates {
     const dot = k.indexOf('.');
     return dot < 0 ? [] : [`(${quoteLiteral(k.slice(0, dot))}, ${quoteLiteral(k.slice(dot + 1))})`];
   });
-  const fns = `SELECT fp.oid FROM pg_catalog.pg_proc fp JOIN pg_catalog.pg_namespace fn ON fn.oid = fp.pronamespace WHERE (fn.nspname IN ('pg_catalog', 'information_schema')${allowed.length === 0 ? '' : ` OR (fn.nspname::text, fp.proname::text) IN (${allowed.join(', ')})`}) AND fp.prorettype IN (${types}) AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(fp.proargtypes::pg_catalog.oid[]) fa(t) WHERE fa.t NOT IN (${types}))`;
+  const defFns = `SELECT fp.oid FROM pg_catalog.pg_proc fp JOIN pg_catalog.pg_namespace fn ON fn.oid = fp.pronamespace WHERE (fn.nspname IN ('pg_catalog', 'information_schema')${allowed.length === 0 ? '' : ` OR (fn.nspname::text, fp.proname::text) IN (${allowed.join(', ')})`}) AND fp.prorettype IN (${types}) AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(fp.proargtypes::pg_catalog.oid[]) fa(t) WHERE fa.t NOT IN (${types}))`;
   // What an object's definition names, by pg_depend: relations (and their columns), functions, types, operators.
   const bad = (d: string) =>
     `(${d}.refclassid = ${CLASS.pg_class} AND ((${d}.refobjid NOT IN (${vis}) AND ${d}.refobjid NOT IN (SELECT bi.indexrelid FROM pg_catalog.pg_index bi WHERE bi.indrelid IN (${vis}))) OR (${d}.refobjsubid > 0 AND ${denied(`${d}.refobjid`, `${d}.refobjsubid`)}))) OR (${d}.refclassid = ${CLASS.pg_proc} AND ${d}.refobjid NOT IN (${fns})) OR (${d}.refclassid = ${CLASS.pg_type} AND ${d}.refobjid NOT IN (${types})) OR (${d}.refclassid = ${CLASS.pg_operator} AND ${d}.refobjid NOT IN (SELECT bo.oid FROM pg_catalog.pg_operator bo JOIN pg_catalog.pg_namespace bn ON bn.oid = bo.oprnamespace WHERE bn.nspname = 'pg_catalog'))`;
@@ -141,16 +146,35 @@ function predicates(role: RolePolicy): Predicates {
     denied('0', '0') === 'false'
       ? 'true'
       : `NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(${list}) nk(n) WHERE ${denied(relid, 'nk.n')})`;
-  const idx = `SELECT xi.indexrelid FROM pg_catalog.pg_index xi WHERE xi.indrelid IN (${vis}) AND ${noDeniedIn('xi.indrelid', 'xi.indkey::pg_catalog.int2[]')} AND ${depsOk(CLASS.pg_class, 'xi.indexrelid')}`;
-  const cons = `SELECT xc.oid FROM pg_catalog.pg_constraint xc WHERE ((xc.conrelid <> 0 AND xc.conrelid IN (${vis})) OR (xc.conrelid = 0 AND xc.contypid <> 0 AND xc.contypid IN (${types}))) AND (xc.confrelid = 0 OR xc.confrelid IN (${vis})) AND ${noDeniedIn('xc.conrelid', 'xc.conkey')} AND ${noDeniedIn('xc.confrelid', 'xc.confkey')} AND ${depsOk(CLASS.pg_constraint, 'xc.oid')}`;
-  const trigs = `SELECT xt.oid FROM pg_catalog.pg_trigger xt WHERE xt.tgrelid IN (${vis}) AND (xt.tgconstrrelid = 0 OR xt.tgconstrrelid IN (${vis})) AND xt.tgfoid IN (${fns}) AND ${noDeniedIn('xt.tgrelid', 'xt.tgattr::pg_catalog.int2[]')} AND ${depsOk(CLASS.pg_trigger, 'xt.oid')}`;
+  const defIdx = `SELECT xi.indexrelid AS oid FROM pg_catalog.pg_index xi WHERE xi.indrelid IN (${vis}) AND ${noDeniedIn('xi.indrelid', 'xi.indkey::pg_catalog.int2[]')} AND ${depsOk(CLASS.pg_class, 'xi.indexrelid')}`;
+  const defCons = `SELECT xc.oid FROM pg_catalog.pg_constraint xc WHERE ((xc.conrelid <> 0 AND xc.conrelid IN (${vis})) OR (xc.conrelid = 0 AND xc.contypid <> 0 AND xc.contypid IN (${types}))) AND (xc.confrelid = 0 OR xc.confrelid IN (${vis})) AND ${noDeniedIn('xc.conrelid', 'xc.conkey')} AND ${noDeniedIn('xc.confrelid', 'xc.confkey')} AND ${depsOk(CLASS.pg_constraint, 'xc.oid')}`;
+  const defTrigs = `SELECT xt.oid FROM pg_catalog.pg_trigger xt WHERE xt.tgrelid IN (${vis}) AND (xt.tgconstrrelid = 0 OR xt.tgconstrrelid IN (${vis})) AND xt.tgfoid IN (${fns}) AND ${noDeniedIn('xt.tgrelid', 'xt.tgattr::pg_catalog.int2[]')} AND ${depsOk(CLASS.pg_trigger, 'xt.oid')}`;
+  // In dependency order: each may name the ones before it.
+  const ctes: [string, string][] = [
+    ['pgwarden_vis', visibleRelations(role)],
+    ['pgwarden_types', visibleTypes(vis)],
+    ['pgwarden_fns', defFns],
+    ['pgwarden_idx', defIdx],
+    ['pgwarden_cons', defCons],
+    ['pgwarden_trigs', defTrigs],
+  ];
   return {
     vis,
-    idx,
+    idx: 'SELECT oid FROM pgwarden_idx',
     types,
     fns,
-    cons,
-    trigs,
+    cons: 'SELECT oid FROM pgwarden_cons',
+    trigs: 'SELECT oid FROM pgwarden_trigs',
+    withCtes: (text) => {
+      const needed = new Set<string>();
+      for (let i = ctes.length - 1; i >= 0; i--) {
+        const [name] = ctes[i] ?? [''];
+        const users = [text, ...ctes.filter(([n]) => needed.has(n)).map(([, d]) => d)];
+        if (users.some((u) => new RegExp(`\\b${name}\\b`).test(u))) needed.add(name);
+      }
+      const defs = ctes.filter(([n]) => needed.has(n)).map(([n, d]) => `${n} AS (${d})`);
+      return defs.length === 0 ? '' : `WITH ${defs.join(', ')} `;
+    },
     nspVisible: (n) =>
       `(${n}.oid IN (SELECT sc.relnamespace FROM pg_catalog.pg_class sc WHERE sc.oid IN (${vis})) OR ${n}.nspname IN (${schemas}))`,
     attrVisible: (a) =>
@@ -481,26 +505,42 @@ function buildFilters(role: RolePolicy, catalog: CatalogSnapshot): Filters {
       return `${INNER}.${name}`;
     });
     const [schema, name] = key.split('.') as [string, string];
-    wrappers.set(key, selectNode(`SELECT ${cols.join(', ')} FROM ${schema}.${name} ${INNER} WHERE ${spec.where}`));
+    wrappers.set(
+      key,
+      selectNode(
+        `${p.withCtes(spec.where)}SELECT ${cols.join(', ')} FROM ${schema}.${name} ${INNER} WHERE ${spec.where}`,
+      ),
+    );
   }
   const x = '(pgwarden_x)::pg_catalog.oid';
+  /** `x IN (<the query>)`, the query with the sets it names: x stays outside the WITH's scope. */
+  const among = (query: string) => `${x} IN (${p.withCtes(query)}${query})`;
   const conds: Record<GuardKind, string> = {
-    relation: `${x} IN (${p.vis}) OR ${x} IN (${p.idx})`,
+    relation: among(`${p.vis} UNION ALL ${p.idx}`),
     // A regclass also names the system catalogs themselves (`'pg_class'::regclass`, as drivers write), which are the
     // same in every database.
-    regclass: `${x} IN (${p.vis}) OR ${x} IN (${p.idx}) OR ${x} IN (SELECT sc.oid FROM pg_catalog.pg_class sc JOIN pg_catalog.pg_namespace sn ON sn.oid = sc.relnamespace WHERE sn.nspname IN ('pg_catalog', 'information_schema') AND sc.relkind IN ('r', 'v'))`,
-    index: `${x} IN (${p.idx})`,
-    type: `${x} IN (${p.types})`,
+    regclass: among(
+      `${p.vis} UNION ALL ${p.idx} UNION ALL SELECT sc.oid FROM pg_catalog.pg_class sc JOIN pg_catalog.pg_namespace sn ON sn.oid = sc.relnamespace WHERE sn.nspname IN ('pg_catalog', 'information_schema') AND sc.relkind IN ('r', 'v')`,
+    ),
+    index: among(p.idx),
+    type: among(p.types),
     role: `${x} IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER)`,
-    namespace: `${x} IN (SELECT gn.oid FROM pg_catalog.pg_namespace gn WHERE ${p.nspVisible('gn')})`,
-    constraint: `${x} IN (${p.cons})`,
-    function: `${x} IN (${p.fns})`,
-    trigger: `${x} IN (${p.trigs})`,
+    namespace: among(`SELECT gn.oid FROM pg_catalog.pg_namespace gn WHERE ${p.nspVisible('gn')}`),
+    constraint: among(p.cons),
+    function: among(p.fns),
+    trigger: among(p.trigs),
     // A view's text names what its rule depends on.
-    view: `${x} IN (${p.vis}) AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite gr WHERE gr.ev_class = ${x} AND NOT ${p.depsOk(CLASS.pg_rewrite, 'gr.oid')})`,
+    view: among(
+      `SELECT gv.oid FROM pgwarden_vis gv WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite gr WHERE gr.ev_class = gv.oid AND NOT ${p.depsOk(CLASS.pg_rewrite, 'gr.oid')})`,
+    ),
     // Any of the relation's column names may appear: none may be denied or hidden.
-    exprrel: `${x} IN (${p.vis}) AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute ga WHERE ga.attrelid = ${x} AND ga.attnum > 0 AND NOT ga.attisdropped AND NOT (${p.attrVisible('ga')}))`,
-    column: `EXISTS (SELECT 1 FROM pg_catalog.pg_attribute ga WHERE ga.attrelid = ${x} AND ga.attnum = (pgwarden_y)::pg_catalog.int4 AND ${p.attrVisible('ga')})`,
+    exprrel: among(
+      `SELECT gv.oid FROM pgwarden_vis gv WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute ga WHERE ga.attrelid = gv.oid AND ga.attnum > 0 AND NOT ga.attisdropped AND NOT (${p.attrVisible('ga')}))`,
+    ),
+    column: (() => {
+      const q = `SELECT ga.attrelid, ga.attnum::pg_catalog.int4 FROM pg_catalog.pg_attribute ga WHERE ${p.attrVisible('ga')}`;
+      return `(${x}, (pgwarden_y)::pg_catalog.int4) IN (${p.withCtes(q)}${q})`;
+    })(),
     never: `false AND ${x} IS NULL`,
   };
   const guards = new Map<GuardKind, AnyNode>();
