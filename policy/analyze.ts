@@ -983,8 +983,10 @@ class Analyzer {
   private typeName(t: AnyNode, fromString = false): void {
     const names = stringsOf(t.names);
     const last = names[names.length - 1];
-    if (last !== undefined && REG_TYPES.has(last) && (names.length === 1 || names[0] === 'pg_catalog')) {
-      this.out.regTypes.push(last);
+    // `_regclass` is regclass[] by its catalog name: an array of them prints every element's name.
+    const reg = last?.replace(/^_/, '');
+    if (reg !== undefined && REG_TYPES.has(reg) && (names.length === 1 || names[0] === 'pg_catalog')) {
+      this.out.regTypes.push(reg);
       this.out.literalSensitive = true;
     }
     const found = this.resolveType(names);
@@ -1492,7 +1494,7 @@ const HANDLED_DML_FIELDS = new Set([
 function isRegType(t: AnyNode): boolean {
   const names = stringsOf(t.names);
   const last = names[names.length - 1];
-  return last !== undefined && REG_TYPES.has(last);
+  return last !== undefined && REG_TYPES.has(last.replace(/^_/, ''));
 }
 
 function aliasColumns(alias: AnyNode | undefined, cols: readonly string[] | undefined): readonly string[] | undefined {

@@ -437,6 +437,13 @@ const REG_CASTS: ReadonlyMap<string, { guard: GuardKind; lookup: string }> = new
   ['regnamespace', { guard: 'namespace', lookup: 'to_regnamespace' }],
 ]);
 
+/**
+ * reg* types a filtered text may carry: those of guarded casts and lookups, and regproc, the type of pg_type's and
+ * pg_proc's own columns the filters read (a client's cast to regproc is refused, and the wrappers hand out every reg*
+ * column as its oid).
+ */
+export const SCOPED_REG_TYPES: ReadonlySet<string> = new Set([...REG_CASTS.keys(), 'regproc']);
+
 /** The lookup a string constant naming a guard's object goes through (hidden and missing names both give NULL). */
 const LOOKUPS: Partial<Record<GuardKind, string>> = {
   relation: 'to_regclass',
@@ -758,12 +765,16 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
     const names = strings(t.typeName?.names);
     if (names === undefined) return node;
     const name = names[names.length - 1] ?? '';
-    if (!REG_TYPES.has(name) || (names.length === 2 && names[0] !== 'pg_catalog') || names.length > 2) return node;
+    if (names.length > 2 || (names.length === 2 && names[0] !== 'pg_catalog')) return node;
+    // `_regclass` is regclass[] by its catalog name.
+    if (name.startsWith('_') && REG_TYPES.has(name.slice(1)))
+      throw new Refusal(`a cast to ${name.slice(1)}[]`, undefined, true);
+    if (!REG_TYPES.has(name)) return node;
     const reg = REG_CASTS.get(name);
     // regproc, regrole, regoper, …: no guard, so refused (the rewritten text may carry reg* types only from guards).
     if (reg === undefined)
       throw new Refusal(`a cast to ${name}, which prints the name of any object its OID names`, undefined, true);
-    if ((t.typeName?.arrayBounds ?? []).length > 0) throw new Refusal(`a cast to ${name}[]`);
+    if ((t.typeName?.arrayBounds ?? []).length > 0) throw new Refusal(`a cast to ${name}[]`, undefined, true);
     const arg = t.arg as AnyNode;
     if (arg?.A_Const?.sval !== undefined) {
       const looked = lookup(reg.lookup, arg);

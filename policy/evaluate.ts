@@ -43,6 +43,7 @@ import {
   SCOPED_FREE_FUNCTIONS,
   SCOPED_INNER_FUNCTIONS,
   SCOPED_INNER_RELATIONS,
+  SCOPED_REG_TYPES,
   SCOPED_RELATIONS,
 } from './catalog-scope.ts';
 import { errorMessage } from '../lib/error-message.ts';
@@ -725,9 +726,8 @@ export function checkFacts(
   if (
     a.regTypes.length > 0 &&
     role.catalog !== 'introspection' &&
-    // Every client cast to a reg* type in a filtered text is guarded or was refused; the filters' own catalog reads
-    // (pg_type and the like) carry reg* columns.
-    !filtered
+    // In a filtered text every client cast to regclass, regtype or regnamespace is guarded (the others were refused).
+    !(filtered && a.regTypes.every((t) => SCOPED_REG_TYPES.has(t)))
   ) {
     return {
       reason: 'catalog_denied',

@@ -773,15 +773,16 @@ export function factsFromTrees(
     // Text search configurations and dictionaries are named by every full-text query (`to_tsvector('english', …)`)
     // and name nothing a role could not already see; the other reg* types name relations, functions, types, roles
     // (a cast of any number to regclass prints a relation's name), unless the value is pg_typeof's own answer.
-    if (t.schema !== 'pg_catalog' || !REG_TYPES.has(t.name) || t.name === 'regconfig' || t.name === 'regdictionary')
-      continue;
+    // An array of them (`_regclass`) prints each element's name as the element type does.
+    const base = t.name.replace(/^_/, '');
+    if (t.schema !== 'pg_catalog' || !REG_TYPES.has(base) || base === 'regconfig' || base === 'regdictionary') continue;
     const onlyHarmless =
       !c.typesElsewhere.has(oid) &&
       [...(c.resultOf.get(oid) ?? [])].every((f) => {
         const fn = cat.functions.get(f);
         return fn !== undefined && fn !== null && REG_RESULT_HARMLESS.has(`${fn.schema}.${fn.name}`);
       });
-    if (!onlyHarmless) regTypes.push(t.name);
+    if (!onlyHarmless) regTypes.push(base);
   }
   const analysis: Analysis = {
     kind,

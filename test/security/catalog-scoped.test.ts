@@ -23,6 +23,9 @@ const POLICY = `roles:
     readOnly: true
     relations: [cs_vis.tags]
     catalog: scoped
+  plain:
+    readOnly: true
+    relations: [cs_vis.tags]
 `;
 
 const SETUP = `
@@ -301,6 +304,12 @@ describe('catalog: scoped functions, casts and errors', () => {
       'SELECT pg_describe_object(1259, 1259, 0)',
       'SELECT * FROM pg_identify_object(1259, 1259, 0)',
       'SELECT 1::regproc',
+      `SELECT '{${'$'}{0}}'::_regclass`,
+      `SELECT '{${'$'}{0}}'::pg_catalog._regclass FROM pg_class`,
+      `SELECT ARRAY[${'$'}{0}]::regclass[] FROM pg_class`,
+      `SELECT array_agg(o)::text::_regclass FROM generate_series(1, 20000) o`,
+      'SELECT regclass(relname::text) FROM pg_class',
+      'SELECT relname FROM pg_class TABLESAMPLE SYSTEM (100)',
       "SELECT 'zz_hidden_fn'::regprocedure",
       'SELECT 10::regrole',
       'SELECT pg_get_viewdef(1) FROM pg_class; CREATE VIEW v AS SELECT 1',
@@ -314,9 +323,31 @@ describe('catalog: scoped functions, casts and errors', () => {
       'EXPLAIN SELECT * FROM pg_class',
       `SELECT ${hiddenOid}::regrole`,
     ]) {
-      const r = await run(q);
-      expect(r.code ?? `allowed: ${q} ${r.text}`, q).toMatch(/^(42501|0A000)$/);
+      const text = q.replaceAll(`${'$'}{0}`, String(hiddenOid));
+      const r = await run(text);
+      expect(r.code ?? `allowed: ${text} ${r.text}`, text).toMatch(/^(42501|0A000)$/);
       expect(r.text, q).not.toMatch(HIDDEN);
+    }
+  });
+
+  it('a role without catalog access cannot read names through arrays of reg* types either', async () => {
+    const p = await connectPg(tp, await tp.token({ role: 'plain', sub: 'cs-plain' }));
+    p.on('error', () => {});
+    try {
+      for (const q of [
+        `SELECT '{${hiddenOid}}'::_regclass AS v`,
+        `SELECT array_agg(o)::text::pg_catalog._regclass AS v FROM generate_series(1, 20000) o`,
+        `SELECT '{10}'::_regrole AS v`,
+      ]) {
+        const e = await p.query(q).then(
+          (r) => ({ code: undefined, text: JSON.stringify(r.rows) }),
+          (err: pg.DatabaseError) => ({ code: err.code, text: err.message }),
+        );
+        expect(e.code ?? `allowed: ${q} ${e.text}`, q).toBe('42501');
+        expect(e.text).not.toMatch(HIDDEN);
+      }
+    } finally {
+      await p.end();
     }
   });
 
