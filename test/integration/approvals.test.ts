@@ -23,7 +23,13 @@ const JWT = 'urn:ietf:params:oauth:token-type:jwt';
 const SCHEMA = 'pgwarden_approvals_test';
 const CHANNEL = 'pgwarden_approvals_test';
 
-const policy = (timeout: string) => `${DEFAULT_POLICY}issuance:
+// scripter: a role running code pgwarden cannot see (DO) as the upstream role, which holds EXECUTE on the functions.
+const policy = (timeout: string) => `${DEFAULT_POLICY}  scripter:
+    readOnly: false
+    relations: [public.orders, public.canary]
+    write: { statements: [insert], relations: [public.canary] }
+    do: true
+issuance:
   approvalTimeout: ${timeout}
   rules:
     - id: writers
@@ -532,6 +538,48 @@ describe('the approvals table is out of the sessions’ reach', () => {
     } finally {
       await direct.end();
     }
+  });
+
+  it('a session running code as the upstream role (DO) cannot approve: the retrieval checks a decision pgwarden signed', async () => {
+    // The class: anything holding the upstream role's EXECUTE (a DO block, a function a policy allows) can write
+    // any decision through the definer functions; only a decision a replica signed after verifying an approver counts.
+    const id = await requestWriter(a);
+    const script = await a.token({ sub: 'alice', role: 'scripter' });
+    const c = new pg.Client(a.pgConfig(script));
+    await c.connect();
+    try {
+      await c.query(
+        `DO $$ BEGIN PERFORM ${SCHEMA}.revocations_approval_decide('${id}', true, '{"sub":"dave","issuer":"${IDP}","approvers":"dba"}'::jsonb, NULL, 60000); END $$`,
+      );
+    } finally {
+      await c.end();
+    }
+    const res = await exchange(b, { subject_token: await idpToken(), role: 'writer', ttl: '120', approval_id: id });
+    expect(res.body.access_token).toBeUndefined();
+    expect([res.status, res.body.error]).toEqual([400, 'invalid_grant']);
+    expect(res.body.error_description).toMatch(/not signed by this deployment/);
+    expect(events(b, 'token_refused').find((e) => e.approvalId === id)).toMatchObject({ reason: 'approval_unverified' });
+    expect(events(b, 'token_issued').find((e) => e.approvalId === id)).toBeUndefined();
+    // A genuine decision's signature copied onto another request does not carry over either.
+    const real = await requestWriter(a);
+    expect((await decide(a, real, await approverToken(), { decision: 'approve' })).status).toBe(200);
+    const forged = await requestWriter(a, { ttl: '60' });
+    const c2 = new pg.Client(a.pgConfig(script));
+    await c2.connect();
+    try {
+      await c2.query(
+        `DO $$ BEGIN PERFORM ${SCHEMA}.revocations_approval_decide('${forged}', true, (SELECT o_decided_by FROM ${SCHEMA}.revocations_approval_get('${real}')), NULL, 60000); END $$`,
+      );
+    } finally {
+      await c2.end();
+    }
+    const copied = await exchange(a, { subject_token: await idpToken(), role: 'writer', ttl: '60', approval_id: forged });
+    expect(copied.body.access_token).toBeUndefined();
+    expect([copied.status, copied.body.error]).toEqual([400, 'invalid_grant']);
+    // The genuine approval still gives its one token.
+    const ok = await exchange(b, { subject_token: await idpToken(), role: 'writer', ttl: '120', approval_id: real });
+    expect(ok.status).toBe(200);
+    expect(typeof ok.body.access_token).toBe('string');
   });
 
   it('no token, subject token or approver token is in either trail or log', () => {
