@@ -205,15 +205,12 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
           overlapMs: config.auth.keyOverlap,
           ...(deps.now ? { now: deps.now } : {}),
         });
+  const issuedKeys =
+    exchangeConfig === undefined ? undefined : await issuedTokenKeys(config.auth, exchangeConfig, issuingKeys);
   const issuedVerifier =
-    exchangeConfig === undefined
+    exchangeConfig === undefined || issuedKeys === undefined
       ? undefined
-      : await createIssuedTokenVerifier(
-          config.auth,
-          exchangeConfig,
-          await issuedTokenKeys(config.auth, exchangeConfig, issuingKeys),
-          deps.now,
-        );
+      : await createIssuedTokenVerifier(config.auth, exchangeConfig, issuedKeys, deps.now);
   const verifier =
     exchangeConfig === undefined || issuedVerifier === undefined
       ? authVerifier
@@ -478,7 +475,12 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
   let exchangeListener: ExchangeListener | undefined;
   let approvals: ApprovalStore | undefined;
   let approvalSweep: NodeJS.Timeout | undefined;
-  if (exchangeConfig?.listen !== undefined && issuingKeys !== undefined && issuedVerifier !== undefined) {
+  if (
+    exchangeConfig?.listen !== undefined &&
+    issuingKeys !== undefined &&
+    issuedVerifier !== undefined &&
+    issuedKeys !== undefined
+  ) {
     idp = exchangeConfig.idp === undefined ? undefined : await createIdpVerifier(exchangeConfig.idp, config.auth);
     const tlsFiles = exchangeConfig.listen.tls;
     exchangeTls = tlsFiles === undefined ? undefined : TlsPair.open(tlsFiles, secretOpts);
@@ -507,6 +509,7 @@ export async function createProxy(loaded: Config, deps: ProxyDeps = {}): Promise
       catalog: () => store.current.catalog,
       idp,
       issued: issuedVerifier,
+      issuedKeys,
       isRevoked: (id) => revocations.match(id)?.reason,
       signer,
       now: deps.now ?? Date.now,

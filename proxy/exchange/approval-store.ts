@@ -33,6 +33,8 @@ export interface ApproverInfo {
   sub: string;
   issuer: string;
   approvers: string;
+  /** The deciding replica's signature of the decision (approval-seal.ts); checked before a token is issued. */
+  seal?: string;
 }
 
 export interface ApprovalRecord {

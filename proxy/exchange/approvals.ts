@@ -2,7 +2,14 @@
 import { decideApprover, type ApproverSubject } from '../../policy/issuance.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 import type { ApprovalRecord } from './approval-store.ts';
-import { APPROVAL_ID_PATTERN, sweepApprovals, type ExchangeDeps, type ExchangeResponse } from './handler.ts';
+import {
+  APPROVAL_ID_PATTERN,
+  approvalFingerprint,
+  sweepApprovals,
+  type ExchangeDeps,
+  type ExchangeResponse,
+} from './handler.ts';
+import { sealDecision } from './approval-seal.ts';
 
 /** Longest reason an approver may give (it is stored, audited and shown to the requester). */
 export const MAX_APPROVAL_REASON_LENGTH = 500;
@@ -136,10 +143,20 @@ export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps)
     const reason = reasonText === '' ? undefined : reasonText;
     if (!may.ok) return refuse(403, may.reason, may.message);
     const timeoutMs = issuance?.approvalTimeout ?? 0;
+    // Signed here, after the approver was verified and authorised: the retrieval issues only for a sealed decision.
+    const seal = await sealDecision(deps.signer.current, {
+      issuer: deps.exchange.issuer,
+      approvalId: rec.id,
+      fingerprint: approvalFingerprint(rec.request),
+      decision: decision === 'approve' ? 'approved' : 'denied',
+      approverSub: approver.sub,
+      approverIssuer: approver.issuer,
+      approvers: may.approverRule,
+    });
     const outcome = await store.decide(
       rec.id,
       decision === 'approve',
-      { sub: approver.sub, issuer: approver.issuer, approvers: may.approverRule },
+      { sub: approver.sub, issuer: approver.issuer, approvers: may.approverRule, seal },
       reason,
       timeoutMs,
     );

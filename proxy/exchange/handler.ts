@@ -13,7 +13,8 @@ import {
   type Narrowing,
 } from '../../policy/issuance.ts';
 import { parseNarrowing } from '../../policy/narrow.ts';
-import { KeyUnavailableError } from '../auth/keys.ts';
+import { KeyUnavailableError, type VerificationKeys } from '../auth/keys.ts';
+import { sealHolds } from './approval-seal.ts';
 import type { ApprovalRecord, ApprovalRequestInfo, ApprovalStore } from './approval-store.ts';
 import type { IdpVerifier } from './subject.ts';
 import type { IssuingKeys } from './signing-keys.ts';
@@ -194,6 +195,8 @@ export interface ExchangeDeps {
   idp: IdpVerifier | undefined;
   /** Verifies parent pgwarden tokens: signature by an issuing key, lifetime, claims, revocation. */
   issued: TokenVerifier;
+  /** The deployment's issuing keys (this replica's and the peers' JWKS): approval seals are checked with them. */
+  issuedKeys: VerificationKeys;
   isRevoked: (id: Identity) => string | undefined;
   signer: IssuingKeys;
   now: () => number;
@@ -790,9 +793,35 @@ async function retrieveApproval(id: string, info: ApprovalRequestInfo, deps: Exc
       undefined,
       rec.request.rule,
     );
-  const outcome = await stored(deps, 'retrieve', () =>
-    store.retrieve(id, info.sub, approvalFingerprint(info), deps.replica),
-  );
+  // The row may have been written by anything holding the upstream role's EXECUTE (a DO block): only a decision a
+  // replica of this deployment signed, for this request and this approver, issues a token (approval-seal.ts).
+  const fingerprint = approvalFingerprint(info);
+  const by = rec.decidedBy;
+  const sealed =
+    by !== undefined &&
+    (await sealHolds(deps.issuedKeys, by.seal, {
+      issuer: deps.exchange.issuer,
+      approvalId: id,
+      fingerprint,
+      decision: 'approved',
+      approverSub: by.sub,
+      approverIssuer: by.issuer,
+      approvers: by.approvers,
+    }));
+  if (!sealed) {
+    deps.log?.('error', 'an approved request carries no decision signed by this deployment: no token is issued', {
+      approvalId: id,
+    });
+    throw new Refusal(
+      400,
+      'invalid_grant',
+      'approval_unverified',
+      'the approval was not signed by this deployment (forged, or signed with a key rotated out since); ask for a new approval',
+      undefined,
+      rec.request.rule,
+    );
+  }
+  const outcome = await stored(deps, 'retrieve', () => store.retrieve(id, info.sub, fingerprint, deps.replica));
   // Only `taken` is this call's retrieval; `retrieved` means another (concurrent) call had it first.
   if (outcome === 'taken') return rec;
   if (outcome === 'mismatch')

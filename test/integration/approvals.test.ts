@@ -558,7 +558,9 @@ describe('the approvals table is out of the sessions’ reach', () => {
     expect(res.body.access_token).toBeUndefined();
     expect([res.status, res.body.error]).toEqual([400, 'invalid_grant']);
     expect(res.body.error_description).toMatch(/not signed by this deployment/);
-    expect(events(b, 'token_refused').find((e) => e.approvalId === id)).toMatchObject({ reason: 'approval_unverified' });
+    expect(events(b, 'token_refused').find((e) => e.approvalId === id)).toMatchObject({
+      reason: 'approval_unverified',
+    });
     expect(events(b, 'token_issued').find((e) => e.approvalId === id)).toBeUndefined();
     // A genuine decision's signature copied onto another request does not carry over either.
     const real = await requestWriter(a);
@@ -573,7 +575,12 @@ describe('the approvals table is out of the sessions’ reach', () => {
     } finally {
       await c2.end();
     }
-    const copied = await exchange(a, { subject_token: await idpToken(), role: 'writer', ttl: '60', approval_id: forged });
+    const copied = await exchange(a, {
+      subject_token: await idpToken(),
+      role: 'writer',
+      ttl: '60',
+      approval_id: forged,
+    });
     expect(copied.body.access_token).toBeUndefined();
     expect([copied.status, copied.body.error]).toEqual([400, 'invalid_grant']);
     // The genuine approval still gives its one token.

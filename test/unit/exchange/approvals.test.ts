@@ -75,6 +75,7 @@ function deps(over: Partial<ExchangeDeps>, events: ExchangeAuditEvent[]): Exchan
     },
     isRevoked: () => undefined,
     signer,
+    issuedKeys: signer.verificationKeys(),
     now: () => Date.now(),
     audit: (e) => events.push(e),
     auditable: () => true,
@@ -123,6 +124,44 @@ describe('approvals through exchangeToken and handleApprovals', () => {
       'approval_retrieved',
       'token_refused',
     ]);
+  });
+
+  it('a decision written to the store without a seal of this deployment issues nothing (a DO block, another deployment)', async () => {
+    const events: ExchangeAuditEvent[] = [];
+    const store = new MemoryApprovalStore();
+    const d = deps({ approvals: store }, events);
+    const ask = async () => (await exchangeToken(form(), '127.0.0.1', d)).body.approval_id as string;
+    const by = { sub: 'dave', issuer: 'https://idp', approvers: 'dba' };
+    // Written as the definer function would for any caller holding EXECUTE: no seal, a made-up one.
+    const bare = await ask();
+    expect(await store.decide(bare, true, by, undefined, 60_000)).toBe('decided');
+    const junk = await ask();
+    expect(await store.decide(junk, true, { ...by, seal: 'a.b.c' }, undefined, 60_000)).toBe('decided');
+    // A genuine seal of one request does not approve another, nor is it a token.
+    const real = await ask();
+    expect((await decide(d, real, 'dave~dba')).status).toBe(200);
+    const seal = (await store.get(real))?.decidedBy?.seal as string;
+    expect(() => jose.decodeJwt(seal)).toThrow();
+    const copied = await ask();
+    expect(await store.decide(copied, true, { ...by, seal }, undefined, 60_000)).toBe('decided');
+    for (const id of [bare, junk, copied]) {
+      const r = await exchangeToken(form({ approval_id: id }), '127.0.0.1', d);
+      expect([r.status, r.body.error, r.body.access_token]).toEqual([400, 'invalid_grant', undefined]);
+      expect(r.body.error_description).toMatch(/not signed by this deployment/);
+    }
+    // Signed for another deployment (its exchange.issuer) sharing the key file: not this deployment's decision.
+    const other = deps({ approvals: store, exchange: { ...d.exchange, issuer: 'elsewhere' } }, []);
+    const theirs = await ask();
+    expect((await decide(other, theirs, 'dave~dba')).status).toBe(200);
+    expect((await exchangeToken(form({ approval_id: theirs }), '127.0.0.1', d)).body.error).toBe('invalid_grant');
+    expect(events.filter((e) => e.event === 'token_refused').map((e) => 'reason' in e && e.reason)).toEqual([
+      'approval_unverified',
+      'approval_unverified',
+      'approval_unverified',
+      'approval_unverified',
+    ]);
+    // The genuine one still gives its token.
+    expect((await exchangeToken(form({ approval_id: real }), '127.0.0.1', d)).status).toBe(200);
   });
 
   it('a replica with peers and no shared store answers 503 and stores nothing', async () => {

@@ -65,6 +65,7 @@ function deps(over: Partial<ExchangeDeps>, events: ExchangeAuditEvent[]): Exchan
     },
     isRevoked: () => undefined,
     signer,
+    issuedKeys: signer.verificationKeys(),
     now: () => Date.now(),
     audit: (e) => events.push(e),
     auditable: () => true,
