@@ -19,7 +19,7 @@ import { REG_TYPES } from './analyze.ts';
 import { canonicalTree, parseStatements } from './parser.ts';
 import type { CatalogSnapshot, RelationPattern, RolePolicy } from './types.ts';
 import { quoteIdent, quoteLiteral } from '../lib/ident.ts';
-import { SESSION_RELATIONS, SYSTEM_DENIED_COLUMNS } from './introspection.ts';
+import { INTROSPECTION_RELATION_NAMES, SESSION_RELATIONS, SYSTEM_DENIED_COLUMNS } from './introspection.ts';
 import { READABLE_SETTINGS } from './functions.ts';
 
 /** The alias the wrapped catalog relation has inside its filter subquery. */
@@ -623,7 +623,10 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
   if (typeof filters === 'string') return { ok: false, why: filters };
   const systemNames = new Set<string>();
   for (const key of catalog.relations.keys()) if (key.startsWith('pg_catalog.')) systemNames.add(key.slice(11));
-  for (const key of SCOPED_RELATIONS) if (key.startsWith('pg_catalog.')) systemNames.add(key.slice(11));
+  // Every name a filtered text may read (SCOPED_RELATIONS, SCOPED_INNER_RELATIONS) must be known here, so that a
+  // client's reference to it is wrapped or refused, never left as written.
+  for (const key of [...SCOPED_RELATIONS, ...SCOPED_INNER_RELATIONS, ...INTROSPECTION_RELATION_NAMES])
+    if (key.startsWith('pg_catalog.')) systemNames.add(key.slice(11));
   const stmts = structuredClone(parsed.stmts);
   let changed = false;
   const cteNames = new Set<string>();

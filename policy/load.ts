@@ -487,7 +487,7 @@ function checkSystemRelationItem(s: string, catalog: unknown): string | undefine
     return `names ${schema}.${name}, which holds ${never}: pgwarden lets no role read it, so the entry would have no effect; remove it`;
   }
   if (catalog !== 'introspection') {
-    return `names a system catalog relation, which a role reads only with catalog: introspection (the entry then adds ${schema}.${name} to the introspection relations); set catalog: introspection on the role or remove the entry`;
+    return `names a system catalog relation, which a role reads only with catalog: introspection (the entry then adds ${schema}.${name} to the introspection relations) or, filtered to the role, with catalog: scoped (which takes no entries); set catalog: introspection on the role or remove the entry`;
   }
   return undefined;
 }
