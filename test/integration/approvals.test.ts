@@ -558,9 +558,10 @@ describe('the approvals table is out of the sessions’ reach', () => {
     expect(res.body.access_token).toBeUndefined();
     expect([res.status, res.body.error]).toEqual([400, 'invalid_grant']);
     expect(res.body.error_description).toMatch(/not signed by this deployment/);
-    expect(events(b, 'token_refused').find((e) => e.approvalId === id)).toMatchObject({
-      reason: 'approval_unverified',
-    });
+    // The trail is written asynchronously: wait for the refusal to reach it.
+    await expect
+      .poll(() => events(b, 'token_refused').find((e) => e.approvalId === id))
+      .toMatchObject({ reason: 'approval_unverified' });
     expect(events(b, 'token_issued').find((e) => e.approvalId === id)).toBeUndefined();
     // A genuine decision's signature copied onto another request does not carry over either.
     const real = await requestWriter(a);
