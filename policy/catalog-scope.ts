@@ -616,7 +616,7 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
   if (role.catalog !== 'scoped') return undefined;
   // Every catalog relation name starts with pg_ or is in information_schema, every guarded call and reg* cast names
   // pg_*, format_type, *_description, to_reg* or reg*; U& identifiers may spell any of them in escapes.
-  if (!MAY_NAME_CATALOG.test(sql)) return undefined;
+  if (!MAY_NAME_CATALOG.test(sql) && !role.searchPath.includes('information_schema')) return undefined;
   const parsed = parseStatements(sql);
   if (!parsed.ok) return undefined;
   const filters = filtersFor(role, catalog);
@@ -645,6 +645,9 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
     const rel = String(rv.relname ?? '');
     const schema = typeof rv.schemaname === 'string' ? rv.schemaname : undefined;
     if (schema === undefined) {
+      // load.ts refuses information_schema on a scoped role's searchPath; a role built otherwise is refused here.
+      if (role.searchPath.includes('information_schema') && catalog.relations.has(`information_schema.${rel}`))
+        throw new Refusal(`an unqualified ${rel} may name information_schema.${rel} through the search path`);
       if (!systemNames.has(rel)) return undefined;
       // A CTE of a catalog's name: which one a reference means depends on scoping; refused rather than guessed.
       // The session's own prepared statements and cursors: open to every role, as written.

@@ -631,6 +631,18 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
   }
 
   if ('catalog' in raw) val.oneOf(raw.catalog, CATALOG_MODES, at('catalog'));
+  // catalog: scoped filters every catalog relation a statement names; an unqualified name it cannot place in
+  // pg_catalog (`tables`, `columns`) would reach information_schema unfiltered through the search path.
+  if (raw.catalog === 'scoped' && Array.isArray(raw.searchPath)) {
+    for (const s of raw.searchPath) {
+      const r = typeof s === 'string' ? parseIdentifier(s) : undefined;
+      if (r?.ok === true && r.name === 'information_schema')
+        val.add(
+          at('searchPath'),
+          'cannot include information_schema with catalog: scoped: its views must be named qualified (information_schema.tables) to be filtered',
+        );
+    }
+  }
   if ('singleUse' in raw) val.oneOf(raw.singleUse, SINGLE_USE_MODES, at('singleUse'));
 
   if ('maxRows' in raw) {

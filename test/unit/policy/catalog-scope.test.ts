@@ -3,6 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { AnyNode } from '../../../policy/analyze.ts';
 import { rewriteCatalog } from '../../../policy/catalog-scope.ts';
 import { evaluate } from '../../../policy/evaluate.ts';
+import { parsePolicyText } from '../../../policy/load.ts';
 import { canonicalTree, initParser, parseStatements } from '../../../policy/parser.ts';
 import type { CatalogRelation, CatalogSnapshot } from '../../../policy/types.ts';
 import { CATALOG, makeRole, sessionFor } from '../../fixtures/catalog.ts';
@@ -144,6 +145,20 @@ describe('rewriteCatalog', () => {
     const b = rewrite('SELECT relname FROM pg_class', narrow);
     expect(a?.ok === true && a.sql).toContain("vn.nspname = 'sales'");
     expect(b?.ok === true && b.sql).not.toContain("vn.nspname = 'sales'");
+  });
+});
+
+describe("a scoped role's search path", () => {
+  it('may not hold information_schema, whose views an unqualified name would reach unfiltered', () => {
+    const text = (sp: string) =>
+      `roles:\n  s:\n    relations: [public.orders]\n    catalog: scoped\n    searchPath: ${sp}\n`;
+    const bad = parsePolicyText(text('[public, information_schema]'), 'yaml', 'p.yaml');
+    expect(bad.ok).toBe(false);
+    if (!bad.ok) expect(bad.issues.map((i) => i.message).join('\n')).toMatch(/information_schema with catalog: scoped/);
+    expect(parsePolicyText(text('[public]'), 'yaml', 'p.yaml').ok).toBe(true);
+    const built = makeRole({ catalog: 'scoped', searchPath: ['public', 'information_schema'] });
+    const r = rewrite('SELECT table_name FROM tables', built);
+    expect(r?.ok).toBe(false);
   });
 });
 
