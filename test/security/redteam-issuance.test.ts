@@ -73,6 +73,13 @@ beforeAll(async () => {
     await c.query(`INSERT INTO ${S}.orders VALUES (1, 10)`);
     await c.query(`CREATE VIEW ${S}.people_v AS SELECT id, email AS contact FROM ${S}.people`);
     await c.query(`CREATE MATERIALIZED VIEW ${S}.people_m AS SELECT id, email AS contact FROM ${S}.people`);
+    // An inheritance child and a two-level partition tree: their rows are the parent's, read under their own names.
+    await c.query(`CREATE TABLE ${S}.people_kid () INHERITS (${S}.people)`);
+    await c.query(`INSERT INTO ${S}.people_kid VALUES (2, 'two', 'secret-2@example.com')`);
+    await c.query(`CREATE TABLE ${S}.pt (id int, secret text) PARTITION BY RANGE (id)`);
+    await c.query(`CREATE TABLE ${S}.pt_sub PARTITION OF ${S}.pt FOR VALUES FROM (0) TO (100) PARTITION BY RANGE (id)`);
+    await c.query(`CREATE TABLE ${S}.pt_leaf PARTITION OF ${S}.pt_sub FOR VALUES FROM (0) TO (50)`);
+    await c.query(`INSERT INTO ${S}.pt VALUES (1, 'pt-secret')`);
     await c.query(`GRANT USAGE ON SCHEMA ${S} TO ${SAMPLE_UPSTREAM_USER}`);
     await c.query(`GRANT SELECT ON ALL TABLES IN SCHEMA ${S} TO ${SAMPLE_UPSTREAM_USER}`);
   });
@@ -117,7 +124,7 @@ describe('a child narrowing never names a view its column-limited bound reaches 
     const res = await exchange({ subject_token: await idpToken() });
     expect(res.status).toBe(200);
     const token = res.body.access_token as string;
-    expect((await query(token, `SELECT id, name FROM ${S}.people`)).rows).toEqual([{ id: 1, name: 'one' }]);
+    expect((await query(token, `SELECT id, name FROM ONLY ${S}.people`)).rows).toEqual([{ id: 1, name: 'one' }]);
     expect((await pgError(() => query(token, `SELECT contact FROM ${S}.people_v`))).code).toBe('42501');
     expect((await pgError(() => query(token, `SELECT email FROM ${S}.people`))).code).toBe('42501');
   });
@@ -196,7 +203,7 @@ describe('revoking a token or an agent revokes what was exchanged from it', () =
     const ended = new Promise<Error>((resolve) => live.on('error', resolve));
     await live.connect();
     try {
-      expect((await live.query(`SELECT id FROM ${S}.people`)).rowCount).toBe(1);
+      expect((await live.query(`SELECT id FROM ONLY ${S}.people`)).rowCount).toBe(1);
       await revoke(`revoked:\n  - jti: ${parentJti}\n    reason: leaked parent\n`);
       // Hang guard: a session the revocation does not end would leave this waiting.
       const err = (await Promise.race([ended, new Promise((r) => setTimeout(() => r(undefined), 10_000))])) as
@@ -239,5 +246,52 @@ describe('revoking a token or an agent revokes what was exchanged from it', () =
     } finally {
       await revoke('revoked: []\n');
     }
+  });
+});
+
+// Before: a column list applied to the relation it named only, so the rows of an inheritance child or a partition,
+// read under the child's own name, showed every column (docs called it a limit of column lists).
+describe('a column list limits the inheritance children and partitions of the relation it names', () => {
+  async function narrowed(): Promise<string> {
+    return await tp.sign({
+      iss: 'pgwarden-test',
+      aud: 'pgwarden',
+      sub: 'rt-iss',
+      role: 'reader',
+      iat: nowSec(),
+      exp: nowSec() + 300,
+      pgwarden_narrow: { columns: { [`${S}.people`]: ['id', 'name'], [`${S}.pt`]: ['id'] } },
+    });
+  }
+
+  it.each([
+    `SELECT email FROM ${S}.people_kid`,
+    `SELECT * FROM ${S}.people_kid`,
+    `SELECT k FROM ${S}.people_kid k`,
+    `SELECT id FROM ${S}.people_kid WHERE email LIKE 'secret%'`,
+    `SELECT id FROM ${S}.people WHERE EXISTS (SELECT 1 FROM ${S}.people_kid k WHERE k.email LIKE 's%')`,
+    `COPY ${S}.people_kid TO STDOUT`,
+    `SELECT secret FROM ${S}.pt_leaf`,
+    `SELECT secret FROM ${S}.pt_sub`,
+  ])('%s is refused (42501)', async (sql) => {
+    const token = await narrowed();
+    const err = await pgError(() => query(token, sql));
+    expect(err.code).toBe('42501');
+    expect(err.message).toMatch(/column|whole-row|\*/);
+  });
+
+  it('the listed columns of a child or partition are read, and pgwarden.scope lists only them', async () => {
+    const token = await narrowed();
+    expect((await query(token, `SELECT id, name FROM ${S}.people_kid`)).rows).toEqual([{ id: 2, name: 'two' }]);
+    expect((await query(token, `SELECT id FROM ${S}.pt_leaf`)).rows).toEqual([{ id: 1 }]);
+    const listed = await query(
+      token,
+      `SELECT table_name, column_name FROM pgwarden.scope WHERE table_name IN ('people_kid', 'pt_leaf') ORDER BY 1, 2`,
+    );
+    expect(listed.rows).toEqual([
+      { table_name: 'people_kid', column_name: 'id' },
+      { table_name: 'people_kid', column_name: 'name' },
+      { table_name: 'pt_leaf', column_name: 'id' },
+    ]);
   });
 });
