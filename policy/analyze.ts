@@ -7,6 +7,7 @@
 // Nothing here decides; evaluate.ts applies the role to these facts. Where a fact is uncertain
 // (an unqualified column that several FROM items could supply) every possibility is reported, so
 // the decision errs towards denying.
+import { narrowedColumns } from './narrow.ts';
 import type { CatalogType, CatalogFunction, CatalogRelation, CatalogSnapshot, RolePolicy, WriteKind } from './types.ts';
 import { INTROSPECTION_RELATION_NAMES, SYSTEM_DENIED_COLUMNS, SYSTEM_DENIED_COLUMN_REASONS } from './introspection.ts';
 
@@ -811,7 +812,10 @@ class Analyzer {
     // A column the snapshot does not know of a relation the token limits to some columns: one added since the
     // snapshot was read, judged by its name (the server's analysis would see it too, but a cached verdict may not).
     for (const leaf of leaves(item)) {
-      if (leaf.base !== undefined && this.role.allowedColumns?.has(leaf.base.key) === true)
+      if (
+        leaf.base !== undefined &&
+        narrowedColumns(this.role, leaf.base.key, this.catalog.relations.get(leaf.base.key)) !== undefined
+      )
         this.useLeaf(leaf, col, 'column');
     }
   }

@@ -35,6 +35,16 @@ export const CATALOG_QUERIES = {
       and exists (select 1 from wanted w where w.schema = n.nspname and (w.name is null or w.name = c.relname))
     order by n.nspname, c.relname`,
 
+  // Inheritance and partition edges (child → parent): a token narrowing's column list of a parent limits its
+  // children and partitions too (CatalogRelation.ancestors).
+  inherits: `
+    select cn.nspname as schema, c.relname as name, pn.nspname as parent_schema, p.relname as parent_name
+    from pg_catalog.pg_inherits i
+    join pg_catalog.pg_class c on c.oid = i.inhrelid
+    join pg_catalog.pg_namespace cn on cn.oid = c.relnamespace
+    join pg_catalog.pg_class p on p.oid = i.inhparent
+    join pg_catalog.pg_namespace pn on pn.oid = p.relnamespace`,
+
   // Every schema: the engine must know the volatility and kind of any function a statement can name.
   functions: `
     select n.nspname as schema, p.proname as name, p.provolatile::text as volatility, p.prokind::text as kind,
@@ -177,6 +187,7 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
   const db = await query(CATALOG_QUERIES.database);
   const schemas = await query(CATALOG_QUERIES.schemas);
   const rels = patterns.length > 0 ? await query(CATALOG_QUERIES.relations, [patternsParam(patterns)]) : { rows: [] };
+  const edges = patterns.length > 0 ? await query(CATALOG_QUERIES.inherits) : { rows: [] };
   const fns = await query(CATALOG_QUERIES.functions);
   const ops = await query(CATALOG_QUERIES.operators);
   const typeRows = await query(CATALOG_QUERIES.types);
@@ -185,9 +196,27 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
   const database = String(db.rows[0]?.database ?? '');
   if (database === '') throw new Error('loadCatalog: current_database() returned nothing');
 
+  const parents = new Map<string, string[]>();
+  for (const e of edges.rows) {
+    const child = relationKey(e.schema, e.name);
+    parents.set(child, [...(parents.get(child) ?? []), relationKey(e.parent_schema, e.parent_name)]);
+  }
+  /** Every relation `key` inherits from or is a partition of, at any depth (pg_inherits has no cycles; guarded anyway). */
+  const ancestorsOf = (key: string): string[] => {
+    const seen = new Set<string>();
+    const todo = [...(parents.get(key) ?? [])];
+    for (let up = todo.pop(); up !== undefined; up = todo.pop()) {
+      if (seen.has(up) || up === key) continue;
+      seen.add(up);
+      todo.push(...(parents.get(up) ?? []));
+    }
+    return [...seen];
+  };
+
   const relations = new Map<string, CatalogRelation>();
   for (const r of rels.rows) {
     const columns = json<[string, string][]>(r.columns, []).map(([name, type]) => Object.freeze({ name, type }));
+    const ancestors = ancestorsOf(relationKey(r.schema, r.name));
     relations.set(
       relationKey(r.schema, r.name),
       Object.freeze({
@@ -196,6 +225,7 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
         kind: r.kind,
         columns: Object.freeze(columns) as typeof columns,
         ...(r.has_children === true || r.has_children === 't' ? { hasChildren: true } : {}),
+        ...(ancestors.length > 0 ? { ancestors: Object.freeze(ancestors) } : {}),
       }),
     );
   }

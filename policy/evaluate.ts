@@ -1,4 +1,5 @@
 // SQL text + session + catalog → Decision: the pure, synchronous statement policy (fail closed; never throws).
+import { narrowedColumns } from './narrow.ts';
 import type {
   CatalogRelation,
   CatalogSnapshot,
@@ -610,7 +611,7 @@ export function checkFacts(
         hint: 'select the columns you need by name',
       };
     }
-    const only = role.allowedColumns?.get(c.relation);
+    const only = narrowedColumns(role, c.relation, a.relations.find((x) => x.key === c.relation)?.relation);
     if (only !== undefined) {
       const refused = columnOutsideNarrowing(c, only, role, a);
       if (refused !== undefined) return refused;

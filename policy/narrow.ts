@@ -5,7 +5,7 @@
 // docs/policy.md, "Narrowed tokens"; parsing reuses the policy file's name rules (policy/load.ts), so a relation in a
 // claim reads exactly as the same text in the policy file.
 import { createHash } from 'node:crypto';
-import type { Millis, RelationPattern, RolePolicy, WriteKind } from './types.ts';
+import type { CatalogRelation, Millis, RelationPattern, RolePolicy, WriteKind } from './types.ts';
 import {
   frozenMap,
   frozenSet,
@@ -330,4 +330,25 @@ export function narrowingJson(n: TokenNarrowing): Record<string, unknown> {
   if (n.statementTimeout !== undefined) out.statementTimeout = n.statementTimeout;
   if (n.utility !== undefined) out.utility = n.utility;
   return out;
+}
+
+/**
+ * The only columns of `key` a narrowed token may use: its own column list (RolePolicy.allowedColumns) and the lists
+ * of every relation it inherits from or is a partition of (an inheritance child or partition holds rows of its
+ * parent, read by its own name: a list on the parent limits it too), intersected; undefined when none applies.
+ */
+export function narrowedColumns(
+  role: RolePolicy,
+  key: string,
+  relation: CatalogRelation | undefined,
+): ReadonlySet<string> | undefined {
+  const lists = role.allowedColumns;
+  if (lists === undefined) return undefined;
+  let only = lists.get(key);
+  for (const up of relation?.ancestors ?? []) {
+    const theirs = lists.get(up);
+    if (theirs === undefined) continue;
+    only = only === undefined ? theirs : new Set([...only].filter((col) => theirs.has(col)));
+  }
+  return only;
 }

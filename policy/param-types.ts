@@ -1,4 +1,5 @@
 // Parameter type OIDs of a Parse message judged like casts: reg* types look objects up by name, and a row type reveals its table.
+import { narrowedColumns } from './narrow.ts';
 import type { CatalogSnapshot, Decision, SessionView } from './types.ts';
 import { REG_TYPES } from './analyze.ts';
 import { matchesRelation, shadowed, toDeny, type Denial } from './evaluate.ts';
@@ -60,7 +61,10 @@ export function judgeParameterTypes(
       // The row type of a relation outside the role's relations is refused as an unknown OID is: naming it would
       // tell which relation an OID belongs to (docs/policy.md, "Unknown and forbidden relations").
       if (!allowed) denial = unusableTypeOid(oid, r);
-      else if ((denied !== undefined && denied.size > 0) || role.allowedColumns?.has(type.relation) === true) {
+      else if (
+        (denied !== undefined && denied.size > 0) ||
+        narrowedColumns(role, type.relation, catalog.relations.get(type.relation)) !== undefined
+      ) {
         denial = {
           reason: 'column_denied',
           ruleId: `${r}.deniedColumns`,

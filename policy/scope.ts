@@ -5,6 +5,7 @@
 // session has now and the catalog snapshot, and `SHOW pgwarden.<name>` becomes a one-row SELECT; the rewritten text
 // then goes through the normal decision and PostgreSQL's own analysis, so WHERE, ORDER BY, joins, both protocols and
 // every driver work unchanged. The server sees only constants and current_setting() of pgwarden's own stamps.
+import { narrowedColumns } from './narrow.ts';
 import type { AnyNode } from './analyze.ts';
 import { parseStatements, scanTokens, type RawStmt } from './parser.ts';
 import type { CatalogRelation, CatalogSnapshot, RelationPattern, RolePolicy } from './types.ts';
@@ -70,7 +71,8 @@ export function scopeRows(
     const writable = !role.readOnly && role.write !== undefined && matches(role.write.relations, rel);
     if (!readable && !writable) continue;
     const denied = role.deniedColumns.get(`${rel.schema}.${rel.name}`);
-    const only = role.allowedColumns?.get(`${rel.schema}.${rel.name}`);
+    // A narrowed token's column lists, its own and those of what it inherits from (policy/narrow.ts).
+    const only = narrowedColumns(role, `${rel.schema}.${rel.name}`, rel);
     for (const c of rel.columns) {
       if (denied?.has(c.name) === true) continue;
       if (only !== undefined && !only.has(c.name)) continue;

@@ -155,6 +155,11 @@ export interface CatalogRelation {
   columns: CatalogColumn[];
   /** It has (or has had: PostgreSQL clears the flag lazily) inheritance children or partitions (relhassubclass). */
   hasChildren?: boolean;
+  /**
+   * `schema.name` of every relation it inherits from or is a partition of, at any depth (pg_inherits): its rows are
+   * theirs too, so a token narrowing's column list of one of them limits it as well (policy/evaluate.ts).
+   */
+  ancestors?: readonly string[];
 }
 
 export interface CatalogFunction {
