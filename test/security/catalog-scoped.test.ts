@@ -50,6 +50,8 @@ CREATE TABLE cs_vis.zz_sibling (x int);
 CREATE SCHEMA cs_open;
 CREATE TABLE cs_open.notes (id int, body text);
 CREATE VIEW cs_open.recent AS SELECT id FROM cs_open.notes;
+-- A view of the role's whose query reads a hidden table: its definition must never be shown.
+CREATE VIEW cs_open.peek AS SELECT zz_hidden_col AS peeked FROM cs_zz_hidden.zz_hidden_tbl;
 COMMENT ON TABLE cs_zz_hidden.zz_hidden_tbl IS 'zz hidden comment';
 ALTER TABLE cs_vis.items OWNER TO zz_hidden_owner;
 GRANT USAGE ON SCHEMA cs_vis, cs_open, cs_zz_hidden TO pgwarden;
@@ -104,6 +106,7 @@ describe('catalog: scoped rows', () => {
     // The primary key's index is shown; the index on the denied column is not.
     expect(rels.rows.map((r) => r.r)).toEqual([
       'cs_open.notes',
+      'cs_open.peek',
       'cs_open.recent',
       'cs_vis.items',
       'cs_vis.items_pkey',
@@ -127,6 +130,7 @@ describe('catalog: scoped rows', () => {
     );
     expect(t.rows.map((r) => `${r.table_schema}.${r.table_name}`)).toEqual([
       'cs_open.notes',
+      'cs_open.peek',
       'cs_open.recent',
       'cs_vis.items',
       'cs_vis.tags',
@@ -191,6 +195,10 @@ describe('catalog: scoped: every filtered relation, every guarded function', () 
       'SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef',
       'SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index',
       'SELECT * FROM pg_indexes',
+      // A view of the role's that reads a hidden table: its text is never given.
+      "SELECT pg_get_viewdef('cs_open.peek'), pg_get_viewdef('cs_open.peek'::regclass, true)",
+      'SELECT definition FROM pg_views',
+      'SELECT view_definition FROM information_schema.views',
       'SELECT * FROM information_schema.key_column_usage',
       'SELECT * FROM information_schema.referential_constraints',
       'SELECT * FROM information_schema.table_constraints',
@@ -394,6 +402,8 @@ describe.skipIf(!hasPsql)('psql', () => {
       '\\d+ items',
       '\\d cs_vis.tags',
       '\\d+ recent',
+      '\\d+ peek',
+      '\\sv peek',
       '\\dv',
       '\\di',
       '\\ds',
