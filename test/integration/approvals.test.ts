@@ -445,6 +445,65 @@ describe('who may decide', () => {
   });
 });
 
+describe('an approver whose authority is withdrawn before the retrieval', () => {
+  it('removed from the policy’s approvers, or revoked: their approvals issue nothing, and a revoked approver decides nothing', async () => {
+    // Approved by dave (dba), then the policy in force no longer names the dba group as approvers.
+    const id = await requestWriter(a);
+    expect((await decide(a, id, await approverToken(), { decision: 'approve' })).status).toBe(200);
+    const without = policy('2m').replace(
+      'claims: { groups: dba } }]\n      rules: [writers]',
+      'claims: { groups: dba-leads } }]\n      rules: [writers]',
+    );
+    expect(without).not.toBe(policy('2m'));
+    writeFileSync(b.policyFile, without);
+    await b.proxy.reload();
+    try {
+      const res = await exchange(b, { subject_token: await idpToken(), role: 'writer', ttl: '120', approval_id: id });
+      expect([res.status, res.body.error, res.body.access_token]).toEqual([400, 'invalid_grant', undefined]);
+      expect(res.body.error_description).toMatch(/no longer an approver/);
+    } finally {
+      writeFileSync(b.policyFile, policy('2m'));
+      await b.proxy.reload();
+    }
+    // The approval stays usable under the policy that allowed it (nothing was used up).
+    const back = await exchange(b, { subject_token: await idpToken(), role: 'writer', ttl: '120', approval_id: id });
+    expect(back.status).toBe(200);
+
+    // Approved by erin, then erin's subject revoked (pgwarden revoke --sub erin): her approval issues nothing, and
+    // she can neither list, look at nor decide requests while revoked.
+    const id2 = await requestWriter(a);
+    expect((await decide(a, id2, await approverToken('erin'), { decision: 'approve' })).status).toBe(200);
+    const pendingOne = await requestWriter(a);
+    const su = await superClient();
+    try {
+      await su.query(`INSERT INTO ${SCHEMA}.revocations (sub, reason) VALUES ('erin', 'approver account compromised')`);
+      const refused = async () => {
+        const r = await exchange(a, { subject_token: await idpToken(), role: 'writer', ttl: '120', approval_id: id2 });
+        return [r.status, r.body.error, r.body.access_token, r.body.error_description];
+      };
+      await expect
+        .poll(refused, { timeout: 10_000 })
+        .toEqual([400, 'invalid_grant', undefined, expect.stringMatching(/approver .*revoked/)]);
+      const d = await decide(a, pendingOne, await approverToken('erin'), { decision: 'approve' });
+      expect([d.status, d.body.error]).toEqual([403, 'access_denied']);
+      const list = await fetch(`${url(a)}/approvals`, {
+        headers: { authorization: `Bearer ${await approverToken('erin')}` },
+      });
+      expect(list.status).toBe(403);
+      const still = await exchange(a, {
+        subject_token: await idpToken(),
+        role: 'writer',
+        ttl: '120',
+        approval_id: pendingOne,
+      });
+      expect(still.body.error).toBe('authorization_pending');
+    } finally {
+      await su.query(`DELETE FROM ${SCHEMA}.revocations WHERE sub = 'erin'`);
+      await su.end();
+    }
+  });
+});
+
 describe('expiry', () => {
   it('a request not decided within issuance.approvalTimeout answers approval_expired, and its expiry is audited', async () => {
     writeFileSync(a.policyFile, policy('1s'));
