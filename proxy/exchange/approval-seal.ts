@@ -20,6 +20,15 @@ export interface SealedDecision {
   approverSub: string;
   approverIssuer: string;
   approvers: string;
+  /** The approver's claims kept beside the decision (ApproverInfo.claims); absent: none. */
+  claims?: Readonly<Record<string, unknown>>;
+}
+
+/** Claims in one order whatever the store did to it (jsonb orders an object's keys its own way). */
+function canonicalClaims(claims: Readonly<Record<string, unknown>> | undefined): [string, unknown][] {
+  return Object.keys(claims ?? {})
+    .sort()
+    .map((k) => [k, (claims as Record<string, unknown>)[k]]);
 }
 
 function payload(d: SealedDecision): Uint8Array {
@@ -31,6 +40,7 @@ function payload(d: SealedDecision): Uint8Array {
     d.approverSub,
     d.approverIssuer,
     d.approvers,
+    canonicalClaims(d.claims),
   ]);
   return new TextEncoder().encode(`${SEAL_PREFIX}${body}`);
 }

@@ -33,6 +33,11 @@ export interface ApproverInfo {
   sub: string;
   issuer: string;
   approvers: string;
+  /**
+   * The approver's verified claims that the policy's approvers entries match on (string or list of strings), so the
+   * retrieval can ask again whether they are still an approver.
+   */
+  claims?: Record<string, string | string[]>;
   /** The deciding replica's signature of the decision (approval-seal.ts); checked before a token is issued. */
   seal?: string;
 }

@@ -1,10 +1,11 @@
 // The approvals API (GET /approvals, GET and POST /approvals/<id>): approvers authenticated by an IdP JWT (Bearer), authorised by the issuance policy's approvers, never for their own requests; every decision and refusal audited.
-import { decideApprover, type ApproverSubject } from '../../policy/issuance.ts';
+import { decideApprover, type ApproverSubject, type CompiledIssuance } from '../../policy/issuance.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 import type { ApprovalRecord } from './approval-store.ts';
 import {
   APPROVAL_ID_PATTERN,
   approvalFingerprint,
+  approverProbe,
   sweepApprovals,
   type ExchangeDeps,
   type ExchangeResponse,
@@ -57,6 +58,27 @@ export function approvalView(r: ApprovalRecord, approverSub?: string): Record<st
   };
 }
 
+/**
+ * The approver's claims the approvers entries match on (kept with the decision, so the retrieval can match the
+ * approver again under the policy then in force): strings and lists of strings only, as subjectMatches reads them.
+ */
+export function approverClaims(
+  issuance: CompiledIssuance | undefined,
+  claims: Readonly<Record<string, unknown>>,
+): Record<string, string | string[]> {
+  const names = new Set<string>();
+  for (const a of issuance?.approvers ?? [])
+    for (const m of a.subjects) if (m.claims !== undefined) for (const [name] of m.claims) names.add(name);
+  const out: Record<string, string | string[]> = {};
+  for (const name of [...names].sort()) {
+    if (!Object.hasOwn(claims, name)) continue;
+    const v = claims[name];
+    if (typeof v === 'string') out[name] = v;
+    else if (Array.isArray(v)) out[name] = v.filter((x): x is string => typeof x === 'string');
+  }
+  return out;
+}
+
 /** Handles one approvals call; never throws for a request's content (the caller turns a throw into a 500). */
 export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps): Promise<ExchangeResponse> {
   const store = deps.approvals;
@@ -85,6 +107,21 @@ export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps)
     claims: checked.subject.claims,
   };
   const issuance = deps.policy().issuance;
+  // A revoked approver (pgwarden revoke --sub) neither sees nor decides requests, as a revoked subject gets no token.
+  const revoked = deps.isRevoked(approverProbe(approver, deps.now()));
+  if (revoked !== undefined) {
+    const message = `the approver is revoked: ${revoked}`;
+    deps.audit({
+      event: 'approval_refused',
+      ...(req.id !== undefined && APPROVAL_ID_PATTERN.test(req.id) ? { approvalId: req.id } : {}),
+      approver: approver.sub,
+      approverIssuer: approver.issuer,
+      reason: 'revoked',
+      message,
+      requester: req.requester,
+    });
+    return failure(403, 'access_denied', message);
+  }
   // A decision nobody could audit is not taken (audit.onFailure: refuse), as no token is issued unrecorded.
   if (req.method === 'POST' && !deps.auditable())
     return {
@@ -144,6 +181,7 @@ export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps)
     if (!may.ok) return refuse(403, may.reason, may.message);
     const timeoutMs = issuance?.approvalTimeout ?? 0;
     // Signed here, after the approver was verified and authorised: the retrieval issues only for a sealed decision.
+    const claims = approverClaims(issuance, approver.claims);
     const seal = await sealDecision(deps.signer.current, {
       issuer: deps.exchange.issuer,
       approvalId: rec.id,
@@ -152,11 +190,12 @@ export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps)
       approverSub: approver.sub,
       approverIssuer: approver.issuer,
       approvers: may.approverRule,
+      claims,
     });
     const outcome = await store.decide(
       rec.id,
       decision === 'approve',
-      { sub: approver.sub, issuer: approver.issuer, approvers: may.approverRule, seal },
+      { sub: approver.sub, issuer: approver.issuer, approvers: may.approverRule, claims, seal },
       reason,
       timeoutMs,
     );

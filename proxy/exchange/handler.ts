@@ -5,10 +5,12 @@ import type { AuthConfig, ExchangeConfig } from '../config/types.ts';
 import { MAX_ACT_DEPTH, PARENTS_CLAIM, SINGLE_USE_CLAIM, type Identity, type TokenVerifier } from '../auth/jwt.ts';
 import type { CatalogSnapshot, CompiledPolicy } from '../../policy/types.ts';
 import {
+  decideApprover,
   decideIssuance,
   NARROW_CLAIM,
   narrowingClaim,
   readNarrowing,
+  type ApproverSubject,
   type IssuanceSubject,
   type Narrowing,
 } from '../../policy/issuance.ts';
@@ -148,10 +150,11 @@ export type ExchangeAuditEvent =
     }
   | {
       event: 'approval_refused';
-      approvalId: string;
+      /** Absent for a listing (GET /approvals). */
+      approvalId?: string;
       approver: string;
       approverIssuer: string;
-      /** not_an_approver | self_approval | not_pending (already decided, retrieved or expired) */
+      /** not_an_approver | self_approval | not_pending (already decided, retrieved or expired) | revoked */
       reason: string;
       message: string;
       requester: string | undefined;
@@ -807,7 +810,16 @@ async function retrieveApproval(id: string, info: ApprovalRequestInfo, deps: Exc
       approverSub: by.sub,
       approverIssuer: by.issuer,
       approvers: by.approvers,
+      ...(by.claims === undefined ? {} : { claims: by.claims }),
     }));
+  // The approver's authority is checked again with the policy and revocations in force: withdrawing it (removing the
+  // approvers entry, revoking the approver's subject) stops the approvals they gave that are not yet retrieved.
+  const withdrawn =
+    !sealed || by === undefined
+      ? undefined
+      : approverWithdrawn(deps, { issuer: by.issuer, sub: by.sub, claims: by.claims ?? {} }, rec);
+  if (withdrawn !== undefined)
+    throw new Refusal(400, 'invalid_grant', withdrawn.reason, withdrawn.message, undefined, rec.request.rule);
   if (!sealed) {
     deps.log?.('error', 'an approved request carries no decision signed by this deployment: no token is issued', {
       approvalId: id,
@@ -834,6 +846,47 @@ async function retrieveApproval(id: string, info: ApprovalRequestInfo, deps: Exc
       rec.request.rule,
     );
   throw refusal(outcome);
+}
+
+/** The identity a revocation entry is matched against for an approver (an IdP subject: its `sub`, also as an agent). */
+export function approverProbe(approver: { issuer: string; sub: string }, nowMs: number): Identity {
+  const nowSec = Math.floor(nowMs / 1000);
+  return {
+    sub: approver.sub,
+    role: '',
+    agent: approver.sub,
+    tenant: undefined,
+    jti: undefined,
+    iss: approver.issuer,
+    exp: nowSec + 1,
+    iat: nowSec,
+    nbf: undefined,
+  };
+}
+
+/** Why `approver` may no longer stand behind an approval of `rec` (policy or revocations in force), or undefined. */
+function approverWithdrawn(
+  deps: ExchangeDeps,
+  approver: ApproverSubject,
+  rec: ApprovalRecord,
+): { reason: string; message: string } | undefined {
+  const revoked = deps.isRevoked(approverProbe(approver, deps.now()));
+  if (revoked !== undefined)
+    return {
+      reason: 'approver_revoked',
+      message: `the approver ${approver.sub} is revoked (${revoked}); ask for a new approval`,
+    };
+  const may = decideApprover(deps.policy().issuance, approver, {
+    ruleId: rec.request.rule,
+    sub: rec.sub,
+    actor: rec.request.actor,
+  });
+  if (!may.ok)
+    return {
+      reason: 'approver_withdrawn',
+      message: `${approver.sub} is no longer an approver of this request under the policy in force (${may.reason}); ask for a new approval`,
+    };
+  return undefined;
 }
 
 function idpRefusal(checked: { unavailable: boolean; message: string }, what: string): Refusal {
