@@ -98,7 +98,8 @@ function deniedAttribute(role: RolePolicy, relid: string, attnum: string): strin
 
 /**
  * SQL predicate: attribute (attrelid, attname) given by the two expressions is a column of a relation the token
- * narrowing limits to some columns (allowedColumns, policy/narrow.ts) and not one of them.
+ * narrowing limits to some columns (allowedColumns, policy/narrow.ts), or of an inheritance child or partition of one
+ * at any depth (narrowedColumns: a list limits the relation's children too), and not one of them.
  */
 function outsideAllowed(role: RolePolicy, relid: string, attname: string): string {
   const terms: string[] = [];
@@ -111,7 +112,8 @@ function outsideAllowed(role: RolePolicy, relid: string, attname: string): strin
     );
   }
   if (terms.length === 0) return 'false';
-  return `EXISTS (SELECT 1 FROM pg_catalog.pg_class ac JOIN pg_catalog.pg_namespace an ON an.oid = ac.relnamespace WHERE ac.oid = ${relid} AND (${terms.join(' OR ')}))`;
+  // The relation and its ancestors, read from pg_inherits at the time the statement runs (not from the snapshot).
+  return `EXISTS (WITH RECURSIVE pgwarden_up(oid) AS (SELECT ${relid} UNION SELECT ui.inhparent FROM pg_catalog.pg_inherits ui JOIN pgwarden_up uu ON ui.inhrelid = uu.oid) SELECT 1 FROM pgwarden_up uo JOIN pg_catalog.pg_class ac ON ac.oid = uo.oid JOIN pg_catalog.pg_namespace an ON an.oid = ac.relnamespace WHERE ${terms.join(' OR ')})`;
 }
 
 function predicates(role: RolePolicy): Predicates {
@@ -331,6 +333,7 @@ export const SCOPED_INNER_RELATIONS: ReadonlySet<string> = new Set([
   'pg_catalog.pg_operator',
   'pg_catalog.pg_trigger',
   'pg_catalog.pg_rewrite',
+  'pg_catalog.pg_inherits',
 ]);
 
 /** Every catalog relation a scoped role may name (each through its filter). */

@@ -50,6 +50,9 @@ CREATE TABLE cs_vis.zz_sibling (x int);
 CREATE SCHEMA cs_open;
 CREATE TABLE cs_open.notes (id int, body text);
 CREATE VIEW cs_open.recent AS SELECT id FROM cs_open.notes;
+-- A narrowed token limits cs_open.parent to column a: its inheritance child shares the hidden column.
+CREATE TABLE cs_open.parent (a int, nx_narrowed_col int);
+CREATE TABLE cs_open.child () INHERITS (cs_open.parent);
 -- A view of the role's whose query reads a hidden table: its definition must never be shown.
 CREATE VIEW cs_open.peek AS SELECT zz_hidden_col AS peeked FROM cs_zz_hidden.zz_hidden_tbl;
 COMMENT ON TABLE cs_zz_hidden.zz_hidden_tbl IS 'zz hidden comment';
@@ -105,7 +108,9 @@ describe('catalog: scoped rows', () => {
     );
     // The primary key's index is shown; the index on the denied column is not.
     expect(rels.rows.map((r) => r.r)).toEqual([
+      'cs_open.child',
       'cs_open.notes',
+      'cs_open.parent',
       'cs_open.peek',
       'cs_open.recent',
       'cs_vis.items',
@@ -129,7 +134,9 @@ describe('catalog: scoped rows', () => {
       "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
     );
     expect(t.rows.map((r) => `${r.table_schema}.${r.table_name}`)).toEqual([
+      'cs_open.child',
       'cs_open.notes',
+      'cs_open.parent',
       'cs_open.peek',
       'cs_open.recent',
       'cs_vis.items',
@@ -260,6 +267,38 @@ describe('catalog: scoped: every filtered relation, every guarded function', () 
       writeFileSync(tp.policyFile, POLICY);
       await tp.proxy.reload();
     }
+  });
+});
+
+describe('catalog: scoped with a narrowed token', () => {
+  it('a column list on a parent leaves the column out of the parent and of its inheritance children', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const token = await tp.sign({
+      iss: 'pgwarden-test',
+      aud: 'pgwarden',
+      sub: 'cs-narrow',
+      role: 'scoped',
+      iat: now,
+      exp: now + 300,
+      jti: `cs-narrow-${Math.random()}`,
+      pgwarden_narrow: { columns: { 'cs_open.parent': ['a'] } },
+    });
+    const n = await connectPg(tp, token);
+    try {
+      const atts = await n.query(
+        "SELECT c.relname || '.' || a.attname AS c FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid WHERE c.relname IN ('parent', 'child') AND a.attnum > 0 ORDER BY 1",
+      );
+      expect(atts.rows.map((r) => r.c)).toEqual(['child.a', 'parent.a']);
+      const cols = await n.query(
+        "SELECT table_name || '.' || column_name AS c FROM information_schema.columns WHERE table_schema = 'cs_open' AND table_name IN ('parent', 'child') ORDER BY 1",
+      );
+      expect(cols.rows.map((r) => r.c)).toEqual(['child.a', 'parent.a']);
+    } finally {
+      await n.end();
+    }
+    // Without the narrowing the role sees both columns.
+    const all = await run("SELECT attname FROM pg_attribute WHERE attrelid = 'cs_open.child'::regclass AND attnum > 0");
+    expect(all.rows.map((r) => r.attname)).toEqual(['a', 'nx_narrowed_col']);
   });
 });
 
