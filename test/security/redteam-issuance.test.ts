@@ -16,10 +16,16 @@ const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const JWT = 'urn:ietf:params:oauth:token-type:jwt';
 
 // The rule's bound limits rt_iss.people to id and name; the view people_v shows people.email as contact.
+const D = 'rt_iss_ddl';
 const POLICY = `roles:
   reader:
     readOnly: true
     relations: [${S}.*]
+  builder:
+    readOnly: false
+    relations: [${D}.*]
+    write: { statements: [insert, update, delete], relations: [${D}.*] }
+    ddl: { kinds: [create_table, create_index, alter_table, drop, comment], schemas: [${D}] }
 issuance:
   rules:
     - id: bounded
@@ -80,6 +86,14 @@ beforeAll(async () => {
     await c.query(`CREATE TABLE ${S}.pt_sub PARTITION OF ${S}.pt FOR VALUES FROM (0) TO (100) PARTITION BY RANGE (id)`);
     await c.query(`CREATE TABLE ${S}.pt_leaf PARTITION OF ${S}.pt_sub FOR VALUES FROM (0) TO (50)`);
     await c.query(`INSERT INTO ${S}.pt VALUES (1, 'pt-secret')`);
+    // Tables the upstream user owns, so PostgreSQL itself would let DDL on them through.
+    await c.query(`DROP SCHEMA IF EXISTS ${D} CASCADE`);
+    await c.query(`CREATE SCHEMA ${D} AUTHORIZATION ${SAMPLE_UPSTREAM_USER}`);
+    for (const t of ['keep', 'scratch']) {
+      await c.query(`CREATE TABLE ${D}.${t} (id int PRIMARY KEY, note text)`);
+      await c.query(`INSERT INTO ${D}.${t} VALUES (1, 'canary')`);
+      await c.query(`ALTER TABLE ${D}.${t} OWNER TO ${SAMPLE_UPSTREAM_USER}`);
+    }
     await c.query(`GRANT USAGE ON SCHEMA ${S} TO ${SAMPLE_UPSTREAM_USER}`);
     await c.query(`GRANT SELECT ON ALL TABLES IN SCHEMA ${S} TO ${SAMPLE_UPSTREAM_USER}`);
   });
@@ -115,7 +129,10 @@ beforeAll(async () => {
 afterAll(async () => {
   await tp?.close();
   await new Promise((r) => idpServer?.close(r));
-  await withSuperClient((c) => c.query(`DROP SCHEMA IF EXISTS ${S} CASCADE`));
+  await withSuperClient(async (c) => {
+    await c.query(`DROP SCHEMA IF EXISTS ${S} CASCADE`);
+    await c.query(`DROP SCHEMA IF EXISTS ${D} CASCADE`);
+  });
   tmp.cleanup();
 });
 
@@ -293,5 +310,80 @@ describe('a column list limits the inheritance children and partitions of the re
       { table_name: 'people_kid', column_name: 'name' },
       { table_name: 'pt_leaf', column_name: 'id' },
     ]);
+  });
+});
+
+// Before: a narrowed token kept the role's ddl on its ddl.schemas "whatever relations says", so a token narrowed to
+// one scratch table could drop, rename or alter every other table there.
+describe('DDL of a narrowed token changes only relations its narrowing lets it write', () => {
+  async function builder(narrow: unknown): Promise<pg.Client> {
+    const token = await tp.sign({
+      iss: 'pgwarden-test',
+      aud: 'pgwarden',
+      sub: 'rt-iss-ddl',
+      role: 'builder',
+      iat: nowSec(),
+      exp: nowSec() + 300,
+      pgwarden_narrow: narrow,
+    });
+    const c = new pg.Client(tp.pgConfig(token));
+    c.on('error', () => {});
+    await c.connect();
+    return c;
+  }
+  const keep = () =>
+    withSuperClient(async (c) => ({
+      rows: (await c.query(`SELECT id, note FROM ${D}.keep`)).rows,
+      columns: (
+        await c.query(
+          `SELECT array_agg(attname::text ORDER BY attnum) AS a FROM pg_attribute WHERE attrelid = '${D}.keep'::regclass AND attnum > 0 AND NOT attisdropped`,
+        )
+      ).rows[0].a,
+      indexes: Number((await c.query(`SELECT count(*) FROM pg_indexes WHERE tablename = 'keep'`)).rows[0].count),
+      comment: (await c.query(`SELECT obj_description('${D}.keep'::regclass, 'pg_class') AS d`)).rows[0].d,
+    }));
+
+  it.each([
+    `DROP TABLE ${D}.keep`,
+    `ALTER TABLE ${D}.keep ADD COLUMN extra int`,
+    `ALTER TABLE ${D}.keep DROP COLUMN note`,
+    `ALTER TABLE ${D}.keep RENAME TO gone`,
+    `ALTER TABLE ${D}.keep RENAME COLUMN note TO n2`,
+    `CREATE INDEX ON ${D}.keep (note)`,
+    `COMMENT ON TABLE ${D}.keep IS 'x'`,
+    `COMMENT ON COLUMN ${D}.keep.note IS 'x'`,
+    `DROP TABLE ${D}.scratch, ${D}.keep`,
+  ])('a token narrowed to scratch is refused %s (42501), and keep is untouched', async (sql) => {
+    const before = await keep();
+    const c = await builder({ relations: [`${D}.scratch`] });
+    try {
+      const err = await pgError(() => c.query(sql));
+      expect(err.code).toBe('42501');
+      expect(err.message).toContain('narrowing');
+    } finally {
+      await c.end();
+    }
+    expect(await keep()).toEqual(before);
+    expect(before.rows).toEqual([{ id: 1, note: 'canary' }]);
+  });
+
+  it('the narrowed relation itself may still be changed, new tables made, and an unnarrowed token is as before', async () => {
+    const c = await builder({ relations: [`${D}.scratch`] });
+    try {
+      await c.query(`ALTER TABLE ${D}.scratch ADD COLUMN extra int`);
+      await c.query(`CREATE INDEX scratch_note ON ${D}.scratch (note)`);
+      await c.query(`COMMENT ON TABLE ${D}.scratch IS 'scratch'`);
+      await c.query(`CREATE TABLE ${D}.fresh (id int)`);
+    } finally {
+      await c.end();
+    }
+    const wide = await builder({ maxRows: 10 });
+    try {
+      await wide.query(`COMMENT ON TABLE ${D}.keep IS 'kept'`);
+      await wide.query(`DROP TABLE ${D}.fresh`);
+    } finally {
+      await wide.end();
+    }
+    expect((await keep()).comment).toBe('kept');
   });
 });
