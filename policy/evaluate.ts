@@ -1229,6 +1229,8 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
   let late: Denial | undefined;
   /** The relation whose children the statement also changes (unless ONLY), or always (DROP). */
   const recursive: { rv: AnyNode; always: boolean }[] = [];
+  /** Existing relations the statement changes (not ones it creates): a token narrowing bounds them (narrowedTarget). */
+  const targets: AnyNode[] = [];
   const refuse = (what: string, why: string): Denial => deny('statement_kind_denied', 'builtin.ddl', what, why);
   switch (kind) {
     case 'CreateStmt':
@@ -1275,10 +1277,12 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     case 'RefreshMatViewStmt':
       ddlKind = 'create_materialized_view';
       if (!rvPlace(body.relation, false)) return internalDenial('REFRESH without a name');
+      targets.push(body.relation);
       break;
     case 'IndexStmt':
       ddlKind = 'create_index';
       if (!rvPlace(body.relation, false)) return internalDenial('CREATE INDEX without a table');
+      targets.push(body.relation);
       recursive.push({ rv: body.relation, always: false });
       for (const p of [...(body.indexParams ?? []), ...(body.indexIncludingParams ?? [])]) {
         const opclass = stringsOf(p?.IndexElem?.opclass);
@@ -1293,6 +1297,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     case 'AlterSeqStmt':
       ddlKind = kind === 'CreateSeqStmt' ? 'create_sequence' : 'alter_table';
       if (!rvPlace(body.sequence, kind === 'CreateSeqStmt')) return internalDenial('sequence without a name');
+      if (kind === 'AlterSeqStmt') targets.push(body.sequence);
       for (const o of Array.isArray(body.options) ? body.options : []) {
         if (o?.DefElem?.defname !== 'owned_by') continue;
         const list: unknown[] = o.DefElem.arg?.List?.items ?? [];
@@ -1323,6 +1328,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
           return refuse('with an exclusion constraint is not allowed', 'exclusion operators run user code');
       }
       if (!rvPlace(body.relation, false)) return internalDenial('ALTER TABLE without a name');
+      targets.push(body.relation);
       recursive.push({ rv: body.relation, always: false });
       break;
     case 'RenameStmt': {
@@ -1334,6 +1340,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
         );
       if (!rvPlace(body.relation, false))
         return refuse('of this object is not allowed', 'the object has no relation name');
+      targets.push(body.relation);
       if (body.renameType === 'OBJECT_COLUMN' || body.renameType === 'OBJECT_TABCONSTRAINT')
         recursive.push({ rv: body.relation, always: false });
       // The policy names relations and columns: a rename must not move data from under one rule to another.
@@ -1384,6 +1391,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
         places.push({ schema: p.schema, temporary: false, catalogName: p.catalogName });
         const names = stringsOf(o?.List?.items);
         recursive.push({ rv: { schemaname: p.schema, relname: names[names.length - 1] }, always: true });
+        targets.push({ schemaname: p.schema, relname: names[names.length - 1] });
       }
       break;
     case 'CommentStmt': {
@@ -1399,6 +1407,9 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       );
       if (p === undefined) return internalDenial('COMMENT on an unreadable name');
       places.push({ schema: p.schema, temporary: false, catalogName: p.catalogName });
+      const items = stringsOf(body.object?.List?.items);
+      const trailing = body.objtype === 'OBJECT_COLUMN' || body.objtype === 'OBJECT_TABCONSTRAINT' ? 1 : 0;
+      targets.push({ schemaname: p.schema, relname: items[items.length - 1 - trailing] });
       break;
     }
     default:
@@ -1450,6 +1461,21 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     }
   }
   if (late !== undefined) return late;
+  // A token narrowing bounds everything the token touches (policy/narrow.ts): DDL that changes or drops an existing
+  // relation needs it among the narrowed write relations, as maintenance and LOCK beyond ACCESS SHARE do. Without
+  // this, a token narrowed to one table could ALTER, rename or DROP every other table of the role's ddl.schemas.
+  if (role.narrowing !== undefined)
+    for (const rv of targets) {
+      const outside = narrowedTarget(rv, role, catalog);
+      if (outside !== undefined)
+        return deny(
+          'relation_not_allowed',
+          `${r}.narrowing.relations`,
+          `changes relation ${outside}, which the token's narrowing does not let it write`,
+          `DDL on an existing relation needs it in ${r}.write.relations as narrowed by the token (claim pgwarden_narrow)`,
+          'request a token whose narrowing lists the relation in relations and write.relations',
+        );
+    }
   // DDL on a parent reaches its inheritance children and partitions, which may lie in any schema: ALTER TABLE (and a
   // column or constraint RENAME) without ONLY changes them, CREATE INDEX without ONLY indexes every partition (in the
   // partition's schema), DROP of a partitioned table drops its partitions.
@@ -1573,6 +1599,25 @@ function resolveRelation(rv: AnyNode, role: RolePolicy, catalog: CatalogSnapshot
   for (const schema of role.searchPath) {
     const r = catalog.relations.get(relationKey(schema, rv.relname));
     if (r !== undefined) return r;
+  }
+  return undefined;
+}
+
+/**
+ * The display name of `rv` when a narrowed role may not change it: resolved like the statement would resolve it (an
+ * unqualified name that pgwarden does not know is judged under every schema of the search_path), and allowed when the
+ * narrowed write relations match it or it is one of the session's temporary relations. Undefined: allowed.
+ */
+function narrowedTarget(rv: AnyNode, role: RolePolicy, catalog: CatalogSnapshot): string | undefined {
+  if (typeof rv.relname !== 'string') return undefined;
+  const name = rv.relname;
+  const known = resolveRelation(rv, role, catalog);
+  const candidates =
+    known !== undefined ? [known.schema] : typeof rv.schemaname === 'string' ? [rv.schemaname] : role.searchPath;
+  const writable = role.readOnly ? [] : (role.write?.relations ?? []);
+  for (const schema of candidates) {
+    if (temporaryRelation(role, schema)) continue;
+    if (!matchesRelation(writable, schema, name)) return displayRel(relationKey(schema, name));
   }
   return undefined;
 }
