@@ -13,7 +13,7 @@
 // What the role sees: its relations (relations and write.relations patterns, kinds r v m p f), their columns minus
 // deniedColumns (and, for a narrowed token, minus those outside its allowedColumns) and columns whose type is another relation's row type, their schemas, its own database role's name;
 // nothing of other relations, columns, functions or roles (docs/policy.md, "catalog: scoped").
-import { deparseSync } from 'pgsql-deparser';
+import { Deparser } from 'pgsql-deparser';
 import type { AnyNode } from './analyze.ts';
 import { REG_TYPES } from './analyze.ts';
 import { canonicalTree, parseStatements } from './parser.ts';
@@ -563,6 +563,51 @@ function nullType(t: string): string {
   return t === 'anyarray' ? 'text[]' : t;
 }
 
+/** The pg_catalog types the grammar itself names for SQL's keyword types (`integer`, `varchar(n)`, `timestamp with time zone`, …). */
+const GRAMMAR_TYPES: ReadonlySet<string> = new Set([
+  'bool',
+  'int2',
+  'int4',
+  'int8',
+  'float4',
+  'float8',
+  'numeric',
+  'bpchar',
+  'varchar',
+  'bit',
+  'varbit',
+  'timestamp',
+  'timestamptz',
+  'time',
+  'timetz',
+  'interval',
+]);
+
+type DeparseContext = Parameters<Deparser['TypeName']>[1];
+
+/**
+ * The deparser, except that a type the client qualified with pg_catalog (`polcmd::pg_catalog.text`, as psql writes) is
+ * printed qualified: the stock one prints it bare (`text`), which parses back as another tree, and the round-trip check
+ * then refused psql's \dp. The grammar's own keyword types keep the stock printing, which parses back the same.
+ */
+class CatalogDeparser extends Deparser {
+  override TypeName(node: Parameters<Deparser['TypeName']>[0], context: DeparseContext): string {
+    const names = strings(node.names);
+    const name = names?.[1];
+    if (names?.length !== 2 || names[0] !== 'pg_catalog' || name === undefined || GRAMMAR_TYPES.has(name))
+      return super.TypeName(node, context);
+    if (node.setof === true || node.pct_type === true) return super.TypeName(node, context);
+    let text = `pg_catalog.${quoteIdent(name) === name ? `"${name}"` : quoteIdent(name)}`;
+    if (node.typmods !== undefined && node.typmods.length > 0)
+      text += `(${node.typmods.map((m) => this.deparse(m, context)).join(', ')})`;
+    for (const b of node.arrayBounds ?? []) {
+      const n = (b as AnyNode)?.Integer?.ival;
+      text += typeof n === 'number' && n !== -1 ? `[${n}]` : '[]';
+    }
+    return text;
+  }
+}
+
 /** A deep copy of a template with each `pgwarden_x` / `pgwarden_y` column reference replaced by x / y (not copied, not searched). */
 function instantiate(template: AnyNode, subs: Readonly<Record<string, AnyNode>>): AnyNode {
   const copy = (v: unknown): unknown => {
@@ -831,7 +876,12 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
   if (!changed) return undefined;
   const pieces: string[] = [];
   for (const raw of stmts) {
-    const text = deparseSync({ version: 0, stmts: [{ stmt: raw.stmt }] } as never, { pretty: false });
+    let text: string | undefined;
+    try {
+      text = new CatalogDeparser(raw.stmt as never, { pretty: false }).deparseQuery();
+    } catch {
+      text = undefined;
+    }
     if (typeof text !== 'string' || text.trim() === '')
       return { ok: false, why: 'the rewritten statement did not deparse' };
     pieces.push(text);

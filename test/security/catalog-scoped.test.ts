@@ -453,6 +453,11 @@ describe.skipIf(!hasPsql)('psql', () => {
       '\\dt+',
       '\\l',
       '\\du',
+      '\\dx',
+      '\\dp',
+      '\\dD',
+      '\\dE',
+      '\\z items',
     ];
     for (const cmd of commands) {
       const r = await psql(cmd);
