@@ -164,6 +164,49 @@ describe('approvals through exchangeToken and handleApprovals', () => {
     expect((await exchangeToken(form({ approval_id: real }), '127.0.0.1', d)).status).toBe(200);
   });
 
+  it('a decision whose answer was lost is still audited as taken, with its approver (the table store asks once more)', async () => {
+    // What TableApprovalStore does when the connection drops after the UPDATE committed: it asks again, and the second
+    // call sees the request already approved — by this very call.
+    const lossy = (onDecide: 'ask again' | 'throw'): ApprovalStore => {
+      const inner = new MemoryApprovalStore();
+      return Object.assign(Object.create(inner) as ApprovalStore, {
+        kind: 'table' as const,
+        create: inner.create.bind(inner),
+        get: inner.get.bind(inner),
+        list: inner.list.bind(inner),
+        retrieve: inner.retrieve.bind(inner),
+        expire: inner.expire.bind(inner),
+        close: inner.close.bind(inner),
+        decide: async (...args: Parameters<ApprovalStore['decide']>) => {
+          await inner.decide(...args);
+          if (onDecide === 'throw') throw new Error('Connection terminated unexpectedly');
+          return await inner.decide(...args);
+        },
+      });
+    };
+    for (const mode of ['ask again', 'throw'] as const) {
+      const events: ExchangeAuditEvent[] = [];
+      const d = deps({ approvals: lossy(mode) }, events);
+      const id = (await exchangeToken(form(), '127.0.0.1', d)).body.approval_id as string;
+      const res = await decide(d, id, 'dave~dba');
+      if (mode === 'ask again') {
+        expect(res.status).toBe(200);
+        expect(events.filter((e) => e.event === 'approval_decided')).toMatchObject([
+          { approvalId: id, decision: 'approved', approver: 'dave' },
+        ]);
+      } else {
+        expect(res.status).toBe(503);
+        // Whether it was recorded is unknown: the trail says who tried to decide what, when.
+        expect(events.filter((e) => e.event === 'approval_refused')).toMatchObject([
+          { approvalId: id, approver: 'dave', reason: 'unavailable', decision: 'approved' },
+        ]);
+      }
+      // Either way the token it gives is retrieved once, naming its approver.
+      expect((await exchangeToken(form({ approval_id: id }), '127.0.0.1', d)).status).toBe(200);
+      expect(events.filter((e) => e.event === 'approval_retrieved')).toMatchObject([{ approver: 'dave' }]);
+    }
+  });
+
   it('a replica with peers and no shared store answers 503 and stores nothing', async () => {
     const events: ExchangeAuditEvent[] = [];
     const r = await exchangeToken(form(), '127.0.0.1', deps({ approvals: undefined }, events));
