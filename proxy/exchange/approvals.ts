@@ -129,6 +129,7 @@ export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps)
       retryAfter: 30,
     };
 
+  let attempted: { id: string; decision: 'approved' | 'denied'; rec: ApprovalRecord } | undefined;
   try {
     await sweepApprovals(deps);
     if (req.id === undefined) {
@@ -192,13 +193,20 @@ export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps)
       approvers: may.approverRule,
       claims,
     });
-    const outcome = await store.decide(
+    attempted = { id: rec.id, decision: decision === 'approve' ? 'approved' : 'denied', rec };
+    let outcome = await store.decide(
       rec.id,
       decision === 'approve',
       { sub: approver.sub, issuer: approver.issuer, approvers: may.approverRule, claims, seal },
       reason,
       timeoutMs,
     );
+    // A call asked again after a lost answer sees its own committed write as someone else's: the seal, which only this
+    // call made, tells it apart, so the decision taken is audited as taken (and its approver with it).
+    if (outcome !== 'decided' && outcome !== 'unknown') {
+      const now = await store.get(rec.id);
+      if (now?.decidedBy?.seal === seal) outcome = 'decided';
+    }
     if (outcome === 'unknown') return failure(404, 'not_found', 'no approval request has this id');
     if (outcome !== 'decided') {
       const message =
@@ -217,6 +225,7 @@ export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps)
       });
       return failure(409, outcome === 'expired' ? 'approval_expired' : 'approval_decided', message);
     }
+    attempted = undefined;
     deps.audit({
       event: 'approval_decided',
       approvalId: rec.id,
@@ -235,6 +244,22 @@ export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps)
     return answer(200, approvalView(after ?? rec, approver.sub));
   } catch (err) {
     deps.log?.('error', 'the approval store failed', { error: errorMessage(err) });
+    // The decision may or may not have been recorded (the table may have committed it before the answer was lost):
+    // the trail says who tried to decide what, so an approval that later issues a token is never without its approver.
+    if (attempted !== undefined)
+      deps.audit({
+        event: 'approval_refused',
+        approvalId: attempted.id,
+        approver: approver.sub,
+        approverIssuer: approver.issuer,
+        reason: 'unavailable',
+        decision: attempted.decision,
+        message: 'the approvals table failed during the decision: it may have been recorded',
+        requester: req.requester,
+        rule: attempted.rec.request.rule,
+        sub: attempted.rec.sub,
+        role: attempted.rec.request.role,
+      });
     return {
       ...failure(503, 'temporarily_unavailable', 'the approvals could not be read or recorded; retry later'),
       retryAfter: 30,

@@ -154,8 +154,10 @@ export type ExchangeAuditEvent =
       approvalId?: string;
       approver: string;
       approverIssuer: string;
-      /** not_an_approver | self_approval | not_pending (already decided, retrieved or expired) | revoked */
+      /** not_an_approver | self_approval | not_pending (already decided, retrieved or expired) | revoked | unavailable */
       reason: string;
+      /** With `unavailable`: the decision tried (the store failed while recording it; it may have been). */
+      decision?: 'approved' | 'denied';
       message: string;
       requester: string | undefined;
       rule?: string;
