@@ -989,7 +989,11 @@ class Analyzer {
     const last = names[names.length - 1];
     // `_regclass` is regclass[] by its catalog name: an array of them prints every element's name.
     const reg = last?.replace(/^_/, '');
-    if (reg !== undefined && REG_TYPES.has(reg) && (names.length === 1 || names[0] === 'pg_catalog')) {
+    if (
+      reg !== undefined &&
+      REG_TYPES.has(reg) &&
+      (names.length === 1 || names[0] === 'pg_catalog' || (names.length === 3 && names[1] === 'pg_catalog'))
+    ) {
       this.out.regTypes.push(reg);
       this.out.literalSensitive = true;
     }

@@ -786,6 +786,9 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
     const names = strings(f.funcname);
     if (names === undefined) return node;
     const name = names[names.length - 1] ?? '';
+    // `app.pg_catalog.format_type` names pg_catalog's function too (the database part must be the current one).
+    if (names.length > 2 && (SCOPED_FUNCTIONS.has(name) || name === 'obj_description'))
+      throw new Refusal(`a three-part name of ${name}`, undefined, true);
     if (names.length > 2 || (names.length === 2 && names[0] !== 'pg_catalog')) return node;
     const args: AnyNode[] = Array.isArray(f.args) ? f.args : [];
     let spec = SCOPED_FUNCTIONS.get(name);
@@ -819,6 +822,8 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
     const names = strings(t.typeName?.names);
     if (names === undefined) return node;
     const name = names[names.length - 1] ?? '';
+    if (names.length > 2 && REG_TYPES.has(name.replace(/^_/, '')))
+      throw new Refusal(`a three-part name of type ${name}`, undefined, true);
     if (names.length > 2 || (names.length === 2 && names[0] !== 'pg_catalog')) return node;
     // `_regclass` is regclass[] by its catalog name.
     if (name.startsWith('_') && REG_TYPES.has(name.slice(1)))

@@ -122,6 +122,8 @@ describe('rewriteCatalog', () => {
       ['SELECT ARRAY[1]::regclass[]', /regclass\[\]/],
       ['CREATE VIEW v AS SELECT format_type(1, NULL)', /other than a query/],
       ['SELECT format_type(VARIADIC ARRAY[1])', /named or variadic/],
+      ['SELECT app.pg_catalog.format_type(1, NULL)', /three-part name of format_type/],
+      ['SELECT 16400::app.pg_catalog.regclass', /three-part name of type regclass/],
     ];
     for (const [sql, why] of refused) {
       const r = rewrite(sql);
