@@ -41,10 +41,10 @@ let tp: TestProxy;
 
 const nowSec = () => Math.floor(Date.now() / 1000);
 
-async function idpToken(): Promise<string> {
+async function idpToken(claims: jose.JWTPayload = {}): Promise<string> {
   return await signToken(
     idpKey.privateKey,
-    { iss: IDP, aud: IDP_AUDIENCE, sub: 'alice', iat: nowSec(), exp: nowSec() + 300 },
+    { iss: IDP, aud: IDP_AUDIENCE, sub: 'alice', iat: nowSec(), exp: nowSec() + 300, ...claims },
     { alg: 'ES256', kid: idpKey.kid },
   );
 }
@@ -238,6 +238,28 @@ describe('revoking a token or an agent revokes what was exchanged from it', () =
       await live.end().catch(() => {});
       await revoke('revoked: []\n');
     }
+  });
+
+  it('a revoked IdP token jti refuses the pgwarden tokens obtained with it, and its further exchanges', async () => {
+    const idp = await idpToken({ jti: 'idp-jti-leaked' });
+    const res = await exchange({ subject_token: idp });
+    expect(res.status).toBe(200);
+    const token = res.body.access_token as string;
+    expect((await query(token, 'SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    try {
+      await revoke('revoked:\n  - jti: idp-jti-leaked\n    reason: leaked idp token\n');
+      const refused = await pgError(() => query(token, 'SELECT 1'));
+      expect(refused.code).toBe('28000');
+      expect(refused.message).toContain('leaked idp token');
+      const again = await exchange({ subject_token: idp });
+      expect([again.status, again.body.error]).toEqual([400, 'invalid_grant']);
+      expect(again.body.access_token).toBeUndefined();
+    } finally {
+      await revoke('revoked: []\n');
+    }
+    // An IdP jti pgwarden could not carry is refused rather than dropped.
+    const odd = await exchange({ subject_token: await idpToken({ jti: 'x'.repeat(2000) }) });
+    expect([odd.status, odd.body.error]).toEqual([400, 'invalid_grant']);
   });
 
   it('a revoked agent refuses a token another actor obtained from that agent’s token', async () => {
