@@ -2,7 +2,14 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import * as jose from 'jose';
 import type { AuthConfig, ExchangeConfig } from '../config/types.ts';
-import { MAX_ACT_DEPTH, PARENTS_CLAIM, SINGLE_USE_CLAIM, type Identity, type TokenVerifier } from '../auth/jwt.ts';
+import {
+  MAX_ACT_DEPTH,
+  MAX_IDENTITY_CLAIM_BYTES,
+  PARENTS_CLAIM,
+  SINGLE_USE_CLAIM,
+  type Identity,
+  type TokenVerifier,
+} from '../auth/jwt.ts';
 import type { CatalogSnapshot, CompiledPolicy } from '../../policy/types.ts';
 import {
   decideApprover,
@@ -593,6 +600,8 @@ function revocationProbe(subject: Subject, actor: string | undefined, nowMs: num
     agent: actor ?? subject.agent,
     tenant: subject.tenant,
     jti: undefined,
+    // The tokens it is exchanged from: a parent's were checked with it; an IdP token's jti is checked here.
+    ...(subject.parentJtis === undefined ? {} : { parentJtis: subject.parentJtis }),
     iss: subject.issuer,
     exp: nowSec + 1,
     iat: nowSec,
@@ -971,6 +980,22 @@ async function verifySubject(
   const s = checked.subject;
   seen.sub = s.sub;
   seen.subjectIssuer = s.issuer;
+  // The IdP token's jti is carried like a parent's (PARENTS_CLAIM): revoking a leaked IdP token by its jti revokes the
+  // pgwarden tokens obtained with it. One that could not be carried (not a usable id) is refused, not dropped.
+  const idpJti = s.claims['jti'];
+  if (
+    idpJti !== undefined &&
+    (typeof idpJti !== 'string' ||
+      idpJti.length === 0 ||
+      idpJti.includes('\0') ||
+      Buffer.byteLength(idpJti, 'utf8') > MAX_IDENTITY_CLAIM_BYTES)
+  )
+    throw new Refusal(
+      400,
+      'invalid_grant',
+      'subject_token_malformed',
+      `subject_token: its "jti" is not a non-empty string of at most ${MAX_IDENTITY_CLAIM_BYTES} bytes without NUL`,
+    );
   return {
     decide: { kind: 'idp', issuer: s.issuer, sub: s.sub, claims: s.claims },
     issuer: s.issuer,
@@ -979,6 +1004,6 @@ async function verifySubject(
     agent: undefined,
     act: undefined,
     parentJti: undefined,
-    parentJtis: undefined,
+    parentJtis: idpJti === undefined ? undefined : [idpJti],
   };
 }
