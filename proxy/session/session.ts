@@ -285,18 +285,22 @@ interface BoundPortal {
 }
 
 /**
- * The refusal of a prepared statement, portal or cursor over pgwarden.scope / pgwarden.session after a reload: its
- * upstream copy lists the scope the role had when it was prepared, which may name relations the role no longer has.
+ * The refusal of a prepared statement, portal or cursor over pgwarden.scope / pgwarden.session, or over system
+ * catalogs filtered for a `catalog: scoped` role, after a reload: its upstream copy lists the scope (or holds the
+ * filter) the role had when it was prepared, which may name relations the role no longer has.
  */
 function staleScopeListing(d: Extract<Decision, { allow: true }>): Decision {
+  const filtered = d.catalogFiltered === true;
   return {
     allow: false,
-    ruleId: 'builtin.scope',
+    ruleId: filtered ? 'builtin.catalog' : 'builtin.scope',
     sqlstate: SqlState.InsufficientPrivilege,
-    message:
-      'permission denied by pgwarden: statement lists pgwarden.scope or pgwarden.session as the policy was when it was prepared',
-    detail:
-      'the listing was fixed when the statement was prepared and the policy has changed since (rule: builtin.scope)',
+    message: filtered
+      ? 'permission denied by pgwarden: statement reads system catalogs filtered as the policy was when it was prepared'
+      : 'permission denied by pgwarden: statement lists pgwarden.scope or pgwarden.session as the policy was when it was prepared',
+    detail: filtered
+      ? 'the catalog filter was fixed when the statement was prepared and the policy has changed since (rule: builtin.catalog)'
+      : 'the listing was fixed when the statement was prepared and the policy has changed since (rule: builtin.scope)',
     hint: 'prepare the statement again for the current listing',
     reason: 'policy_denied',
     statements: d.statements,

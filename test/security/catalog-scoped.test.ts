@@ -261,6 +261,7 @@ describe('catalog: scoped: every filtered relation, every guarded function', () 
       await tp.proxy.reload();
       const stale = await run("EXECUTE pc('tags')");
       expect(stale.code).toBe('42501');
+      expect(stale.text).toMatch(/system catalogs filtered as the policy was when it was prepared/);
       const again = await run('SELECT relname FROM pg_class WHERE relname = $1', ['tags']);
       expect(again.rows).toEqual([]);
     } finally {
