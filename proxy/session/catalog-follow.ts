@@ -22,6 +22,10 @@ export const STALE_CATALOG_REASONS: ReadonlySet<string> = new Set([
   'column_denied',
 ]);
 
+/** A transaction statement that opens a block; ENDS one that ends it (not ROLLBACK TO a savepoint, nor … PREPARED). */
+const BEGINS = /^\s*(begin|start\s+transaction)\b/i;
+const ENDS = /^\s*(commit|end|abort|prepare\s+transaction|rollback(?!\s+(to|prepared)\b))\b/i;
+
 /** Sessions whose transaction may hold uncommitted DDL are remembered up to this many (oldest forgotten first). */
 const MAX_TRACKED_SESSIONS = 10_000;
 
@@ -47,8 +51,10 @@ export class CatalogFollower {
   /** The value of #seq when the last refresh started: what it can have seen. */
   #covered = 0;
   #lastStart = Number.NEGATIVE_INFINITY;
-  /** Upstream pids of sessions whose DDL was allowed since their transaction last ended (its effect may await COMMIT). */
+  /** Upstream pids of sessions whose DDL was allowed and has not been counted yet (it may await its block's end). */
   readonly #ddlSessions = new Set<number>();
+  /** Upstream pids of sessions inside a transaction block (BEGIN or START TRANSACTION seen, no end yet). */
+  readonly #inBlock = new Set<number>();
   /**
    * Upstream pids of sessions whose last allowed statement may change the catalog once it has run. The session's next
    * decision is the sign that it has (a client sends it after the answer; one that pipelines past its own DDL may
@@ -72,25 +78,32 @@ export class CatalogFollower {
   }
 
   /**
-   * Notes a decision of the session with upstream pid `pid` (before its verdict is used). Its previous statement has
-   * run by now; if that one could change the catalog, the change counts from here. An allowed DDL statement changes it
-   * once run (autocommit), and a transaction statement of a session with DDL in its transaction when it has run
-   * (COMMIT, ROLLBACK, PREPARE TRANSACTION, …: what it made is visible to a new read, or gone).
+   * Notes a decision of the session with upstream pid `pid` (before its verdict is used); `sql` is its text. The
+   * session's previous statement has run by now; if that one could change the catalog, the change counts from here.
+   * DDL outside a transaction block changes the catalog once run; DDL inside one only when the block ends (COMMIT,
+   * ROLLBACK, END, ABORT, PREPARE TRANSACTION: what it made is visible to a new read, or gone). A refresh while the
+   * block is open could not see it, and every refresh makes sessions decide their prepared statements again, so a
+   * refusal inside the block does not ask for one.
    */
-  note(decision: Decision, pid: number | undefined): void {
+  note(decision: Decision, pid: number | undefined, sql = ''): void {
     if (pid === undefined) return;
     if (this.#running.delete(pid)) this.#changed = ++this.#seq;
     if (!decision.allow) return;
     let ddl = false;
-    let tx = false;
+    let ended = false;
     for (const s of decision.statements) {
       if (CATALOG_CHANGING_KINDS.has(s.kind)) ddl = true;
-      else if (s.kind === 'TransactionStmt') tx = true;
+      else if (s.kind === 'TransactionStmt') {
+        // A simple Query with DDL and a transaction statement after it ("BEGIN; CREATE …; COMMIT"): counted as ended.
+        if (ddl || ENDS.test(sql)) ended = true;
+        else if (BEGINS.test(sql)) remember(this.#inBlock, pid);
+      }
     }
-    if (ddl) {
-      remember(this.#ddlSessions, pid);
-      remember(this.#running, pid);
-    } else if (tx && this.#ddlSessions.delete(pid)) {
+    if (ddl) remember(this.#ddlSessions, pid);
+    if (ended) this.#inBlock.delete(pid);
+    if (!this.#ddlSessions.has(pid)) return;
+    if (ended || !this.#inBlock.has(pid)) {
+      this.#ddlSessions.delete(pid);
       remember(this.#running, pid);
     }
   }

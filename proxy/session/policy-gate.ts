@@ -206,7 +206,7 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     // the session's next statement must be analysed against what the DDL made (a column it added, a table it dropped).
     if (server !== undefined && decision.allow && decision.statements.some((s) => CATALOG_CHANGING_KINDS.has(s.kind)))
       server.invalidate();
-    follower?.note(decision, pid);
+    follower?.note(decision, pid, sql);
     if (server === undefined || !decision.allow || !needsServerAnalysis(decision)) return decision;
     if (own?.required === true) {
       const there = onOwn(decision, sql, role, paramTypes, pid, own, key);

@@ -70,15 +70,33 @@ describe('CatalogFollower', () => {
     expect(await waiting).toBe(true);
   });
 
-  it('DDL inside a transaction counts again when the transaction ends; a transaction without DDL does not', () => {
+  it('DDL inside a transaction block counts when the block ends, not before; a block without DDL does not count', () => {
     const { f } = follower();
-    f.note(allowed('TransactionStmt'), 20);
-    f.note(allowed('TransactionStmt'), 20);
+    f.note(allowed('TransactionStmt'), 20, 'BEGIN');
+    f.note(allowed('TransactionStmt'), 20, 'COMMIT');
     f.note(refused('unknown_relation'), 20);
     expect(f.mayBeStale(refused('unknown_relation'))).toBe(false);
-    f.note(allowed('TransactionStmt'), 21); // BEGIN
-    f.note(allowed('CreateStmt'), 21);
-    f.note(allowed('TransactionStmt'), 21); // COMMIT: the CREATE has run
+    f.note(allowed('TransactionStmt'), 21, 'begin isolation level serializable');
+    f.note(allowed('CreateStmt'), 21, 'CREATE TABLE app.t (a int)');
+    f.note(allowed('InsertStmt'), 21, 'INSERT INTO t VALUES (1)');
+    f.note(allowed('TransactionStmt'), 21, 'SAVEPOINT s');
+    f.note(allowed('TransactionStmt'), 21, 'ROLLBACK TO s');
+    // Still inside the block: a refresh could not see the table, so a refusal does not wait for one.
+    f.note(refused('unknown_relation'), 21);
+    expect(f.mayBeStale(refused('unknown_relation'))).toBe(false);
+    f.note(allowed('TransactionStmt'), 21, 'COMMIT'); // the CREATE is visible once this has run
+    f.note(refused('unknown_relation'), 21);
+    expect(f.mayBeStale(refused('unknown_relation'))).toBe(true);
+  });
+
+  it('a whole block in one simple Query counts once it has run', () => {
+    const { f } = follower();
+    f.note(
+      allowed('TransactionStmt', 'CreateStmt', 'TransactionStmt'),
+      22,
+      'BEGIN; CREATE TABLE app.t (a int); COMMIT',
+    );
+    f.note(refused('unknown_relation'), 22);
     expect(f.mayBeStale(refused('unknown_relation'))).toBe(true);
   });
 
