@@ -1,0 +1,77 @@
+// Red team (issue 13): the session's own analysis and temporary names against what PostgreSQL runs — a name taken as temporary that is not, a statement never analysed, an error describing another relation.
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectAs, pgError, startTestProxy, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
+
+const POLICY = `roles:
+  tmp:
+    readOnly: false
+    relations: [public.orders, public.canary, rt_scratch.*, public.rt_people]
+    deniedColumns: { public.rt_people: [ssn] }
+    write: { statements: [insert, update, delete, truncate, copy_from], relations: [public.canary, rt_scratch.*] }
+    ddl:
+      kinds: [create_table, create_index, create_sequence, alter_table, drop, comment]
+      schemas: [rt_scratch]
+      temporary: true
+    lock: true
+`;
+
+let tp: TestProxy;
+const clients: pg.Client[] = [];
+async function as(role = 'tmp'): Promise<pg.Client> {
+  const c = await connectAs(tp, role);
+  clients.push(c);
+  return c;
+}
+async function count(t: string): Promise<number> {
+  return su(async (c) => Number((await c.query(`SELECT count(*)::int AS n FROM ${t}`)).rows[0].n));
+}
+
+beforeAll(async () => {
+  await su((c) =>
+    c.query(`
+    DROP TABLE IF EXISTS public.rt_secrets, public.rt_people;
+    CREATE TABLE public.rt_secrets (id int, v text);
+    INSERT INTO public.rt_secrets VALUES (1, 'canary');
+    ALTER TABLE public.rt_secrets OWNER TO pgwarden;
+    CREATE TABLE public.rt_people (id int, name text, ssn text);
+    INSERT INTO public.rt_people VALUES (1, 'a', '123-45-6789');
+    ALTER TABLE public.rt_people OWNER TO pgwarden;
+    DROP SCHEMA IF EXISTS rt_scratch CASCADE;
+    CREATE SCHEMA rt_scratch;
+    GRANT USAGE, CREATE ON SCHEMA rt_scratch TO pgwarden;
+  `),
+  );
+  tp = await startTestProxy({ policy: POLICY });
+});
+afterAll(async () => {
+  for (const c of clients) await c.end().catch(() => {});
+  await tp?.close();
+  await su((c) =>
+    c.query('DROP TABLE IF EXISTS public.rt_secrets, public.rt_people; DROP SCHEMA IF EXISTS rt_scratch CASCADE'),
+  );
+});
+
+describe('a statement PostgreSQL never analyses, beside one it does, in a text judged with temporary names', () => {
+  it('TRUNCATE of an unqualified name that is not a temporary table is refused, and the permanent rows stay', async () => {
+    const c = await as();
+    await c.query('CREATE TEMP TABLE other (a int)');
+    // Alone it was refused; beside an analysed statement, the text was judged with rt_secrets as pg_temp.rt_secrets,
+    // the server analysed only SELECT 1, and TRUNCATE emptied the permanent relation the role may not write.
+    for (const text of [
+      'TRUNCATE rt_secrets; SELECT 1',
+      'SELECT 1; TRUNCATE rt_secrets',
+      'CREATE TEMP TABLE o2 (a int); TRUNCATE rt_secrets; SELECT 1',
+    ]) {
+      expect((await pgError(() => c.query(text))).code, text).toBe('42501');
+      expect(await count('public.rt_secrets'), text).toBe(1);
+    }
+    // A temporary table of that name is still truncated when it is named pg_temp.x (it can be nothing else).
+    await c.query('CREATE TEMP TABLE rt_secrets (id int, v text)');
+    await c.query("INSERT INTO rt_secrets VALUES (2, 'own')");
+    await c.query('TRUNCATE pg_temp.rt_secrets; SELECT 1');
+    expect((await c.query('SELECT count(*)::int AS n FROM pg_temp.rt_secrets')).rows).toEqual([{ n: 0 }]);
+    await c.query('DROP TABLE pg_temp.rt_secrets');
+    expect(await count('public.rt_secrets')).toBe(1);
+  });
+});
