@@ -516,9 +516,12 @@ class Analyzer {
     // The session's own temporary relations are never in the snapshot: a name written pg_temp.x is one of them (it can
     // be nothing else), and so, when deferring, is an unqualified name (PostgreSQL searches pg_temp first). The server's
     // analysis, which always follows for statements that read or write relations, resolves it and judges what it is.
+    // Only in a statement whose every relation that analysis resolves, though: TRUNCATE, DROP, COMMENT, … are decided by
+    // their names alone, so there an unqualified name stays what the snapshot says (DEFERRABLE_KINDS).
     const temporary =
       this.role.ddl?.temporary === true &&
-      (schemaname === 'pg_temp' || (schemaname === undefined && this.temporary.defer === true));
+      (schemaname === 'pg_temp' ||
+        (schemaname === undefined && this.temporary.defer === true && DEFERRABLE_KINDS.has(this.out.kind)));
     if (temporary) {
       schema = 'pg_temp';
     } else if (schemaname !== undefined) {
@@ -1559,6 +1562,26 @@ function targetColumns(list: unknown): readonly string[] | undefined {
   }
   return out;
 }
+
+/**
+ * Statement kinds whose every relation PostgreSQL's analysis resolves (policy/server-plan.ts gives each a text naming
+ * them), so that an unqualified name in them may be judged as the session's temporary relation (deferTemporary): the
+ * server's answer then says what the name really is when the statement runs. Not TRUNCATE, DROP, COMMENT, RENAME,
+ * REFRESH, … which server-plan.ts leaves to pgwarden alone: there a name taken as temporary was never checked, and
+ * `TRUNCATE secrets; SELECT 1` emptied the permanent relation when no temporary one of that name existed.
+ */
+export const DEFERRABLE_KINDS: ReadonlySet<string> = new Set([
+  'SelectStmt',
+  'InsertStmt',
+  'UpdateStmt',
+  'DeleteStmt',
+  'MergeStmt',
+  'ExplainStmt',
+  'DeclareCursorStmt',
+  'PrepareStmt',
+  'CopyStmt',
+  'LockStmt',
+]);
 
 /** What the session's temporary objects mean for name resolution (from SessionView). */
 export interface TemporaryNames {
