@@ -515,10 +515,14 @@ function buildFilters(role: RolePolicy, catalog: CatalogSnapshot): Filters {
       return `${INNER}.${name}`;
     });
     const [schema, name] = key.split('.') as [string, string];
+    // OFFSET 0 is the planner's fence: without it Postgres pushes the client's WHERE conditions on the wrapper's
+    // output down into the wrapper, next to the filter, and runs the cheaper first, so a client expression would see
+    // the rows the filter drops (`CASE WHEN relname LIKE 'a%' THEN 1/0 END` raising on a hidden row is an oracle of
+    // its name, a character at a time). Fenced, the client's conditions only ever see filtered rows.
     wrappers.set(
       key,
       selectNode(
-        `${p.withCtes(spec.where)}SELECT ${cols.join(', ')} FROM ${schema}.${name} ${INNER} WHERE ${spec.where}`,
+        `${p.withCtes(spec.where)}SELECT ${cols.join(', ')} FROM ${schema}.${name} ${INNER} WHERE ${spec.where} OFFSET 0`,
       ),
     );
   }

@@ -1,0 +1,108 @@
+// Red team of catalog: scoped through the real proxy: a client's expression evaluated on catalog rows the filter would drop, and catalog functions reached in forms the rewrite did not guard.
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectPg, startTestProxy, superClient, type TestProxy } from '../helpers/proxy.ts';
+
+// Every name and text the role must never see contains qq: tables, columns, a view's text, a function, a comment.
+const HIDDEN = /qq/i;
+
+const POLICY = `roles:
+  scoped:
+    readOnly: true
+    relations: [rtc_vis.items]
+    deniedColumns: { rtc_vis.items: [qq_denied_col] }
+    searchPath: [public, rtc_vis]
+    catalog: scoped
+`;
+
+const SETUP = `
+DROP SCHEMA IF EXISTS rtc_vis CASCADE; DROP SCHEMA IF EXISTS rtc_qq CASCADE;
+CREATE SCHEMA rtc_qq;
+CREATE TABLE rtc_qq.qq_hidden_tbl (id int PRIMARY KEY, qq_hidden_col text);
+CREATE VIEW rtc_qq.qq_hidden_view AS SELECT qq_hidden_col FROM rtc_qq.qq_hidden_tbl;
+CREATE FUNCTION rtc_qq.qq_hidden_fn() RETURNS int LANGUAGE sql IMMUTABLE AS 'select 1';
+COMMENT ON TABLE rtc_qq.qq_hidden_tbl IS 'qq hidden comment';
+CREATE SCHEMA rtc_vis;
+CREATE TABLE rtc_vis.items (id int PRIMARY KEY, name text, qq_denied_col text);
+GRANT USAGE ON SCHEMA rtc_vis, rtc_qq TO pgwarden;
+GRANT SELECT ON ALL TABLES IN SCHEMA rtc_vis, rtc_qq TO pgwarden;
+`;
+
+let tp: TestProxy;
+let su: pg.Client;
+let c: pg.Client;
+let tblOid: number;
+let viewOid: number;
+let fnOid: number;
+let rowTypeOid: number;
+beforeAll(async () => {
+  su = await superClient();
+  await su.query(SETUP);
+  const o = (
+    await su.query(`SELECT 'rtc_qq.qq_hidden_tbl'::regclass::oid AS t, 'rtc_qq.qq_hidden_view'::regclass::oid AS v,
+      'rtc_qq.qq_hidden_fn'::regproc::oid AS f, 'rtc_qq.qq_hidden_tbl'::regtype::oid AS r`)
+  ).rows[0];
+  [tblOid, viewOid, fnOid, rowTypeOid] = [Number(o.t), Number(o.v), Number(o.f), Number(o.r)];
+  tp = await startTestProxy({ policy: POLICY });
+  c = await connectPg(tp, await tp.token({ role: 'scoped', sub: 'rt' }));
+});
+afterAll(async () => {
+  await c?.end();
+  await tp?.close();
+  await su?.query('DROP SCHEMA IF EXISTS rtc_vis CASCADE; DROP SCHEMA IF EXISTS rtc_qq CASCADE');
+  await su?.end();
+});
+
+/** Runs a query; returns its rows, or the error, as text (both must be free of hidden names). */
+async function run(sql: string): Promise<{ text: string; rows: Record<string, unknown>[]; code?: string }> {
+  try {
+    const r = await c.query(sql);
+    return { text: JSON.stringify(r.rows), rows: r.rows };
+  } catch (err) {
+    const e = err as pg.DatabaseError;
+    return { text: `${e.message} ${e.detail ?? ''} ${e.hint ?? ''}`, rows: [], code: e.code };
+  }
+}
+
+describe('catalog: scoped: a client expression never sees a row the filter drops', () => {
+  // Postgres pushes a WHERE clause on a subquery's output down into the subquery, where it may run before the
+  // filter's own condition (cheaper quals first): an expression that fails on a hidden row tells the row is there,
+  // and a condition on a hidden name or comment, one character at a time, reads it.
+  it.each([
+    ['pg_attribute', 'attname', 'qq_denied_col', 'attnum'],
+    ['pg_attribute', 'attname', 'qq_hidden_col', 'attnum'],
+    ['pg_class', 'relname', 'qq_hidden_tbl', 'relnatts'],
+    ['pg_class', 'relname', 'qq_hidden_view', 'relnatts'],
+    ['pg_description', 'description', 'qq hidden comment', 'objsubid'],
+    ['pg_proc', 'proname', 'qq_hidden_fn', 'pronargs'],
+    ['pg_type', 'typname', 'qq_hidden_tbl', 'typlen'],
+  ])('%s.%s: a failing expression on a hidden row raises nothing', async (rel, col, value, num) => {
+    for (const v of [value, value.slice(0, 4)]) {
+      const sql = `SELECT 1 FROM pg_catalog.${rel} x WHERE CASE WHEN x.${col}::text LIKE '${v}%' THEN 1 / (x.${num} - x.${num}) ELSE 0 END = 1`;
+      const r = await run(sql);
+      expect(r.code, sql).toBeUndefined();
+      expect(r.rows).toEqual([]);
+      // The same inside COPY (query) and a cursor.
+      const copied = await run(`COPY (${sql}) TO STDOUT`);
+      expect(copied.code).toBeUndefined();
+    }
+    // A column the role may see: the expression does run on it (the probe itself works).
+    const seen = await run(
+      "SELECT 1 FROM pg_catalog.pg_attribute x WHERE CASE WHEN x.attname = 'name' THEN 1 / (x.attnum - x.attnum) ELSE 0 END = 1",
+    );
+    expect(seen.code).toBe('22012');
+  });
+
+  it('information_schema and pg_views: the same', async () => {
+    for (const sql of [
+      "SELECT 1 FROM information_schema.columns x WHERE CASE WHEN x.column_name::text LIKE 'qq%' THEN 1 / (x.ordinal_position - x.ordinal_position) ELSE 0 END = 1",
+      "SELECT 1 FROM information_schema.tables x WHERE CASE WHEN x.table_name::text LIKE 'qq%' THEN 1 / (length(x.table_name) - length(x.table_name)) ELSE 0 END = 1",
+      "SELECT 1 FROM pg_catalog.pg_views x WHERE CASE WHEN x.viewname::text LIKE 'qq%' THEN 1 / (length(x.viewname) - length(x.viewname)) ELSE 0 END = 1",
+      "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE CASE WHEN c.relname LIKE 'qq%' THEN 1 / (c.relnatts - c.relnatts) ELSE 0 END = 1",
+    ]) {
+      const r = await run(sql);
+      expect(r.code, sql).toBeUndefined();
+      expect(r.rows).toEqual([]);
+    }
+  });
+});
