@@ -466,6 +466,24 @@ export const SCOPED_INNER_FUNCTIONS: ReadonlySet<string> = new Set([
   'pg_catalog.regnamespaceout',
 ]);
 
+/** Functions a filtered text may call that the rewrite does not guard: the guards' own, never the client's. */
+const UNGUARDED_INNER_FUNCTIONS: ReadonlySet<string> = new Set(['regclassout', 'regtypeout', 'regnamespaceout']);
+
+/** A reg* type by its name or its array's (`_regclass`). */
+function isRegTypeName(name: string): boolean {
+  return REG_TYPES.has(name) || (name.startsWith('_') && REG_TYPES.has(name.slice(1)));
+}
+
+/** A name that, called in field notation, a filtered text would let through unguarded. */
+function namesFilterFunction(name: string): boolean {
+  return (
+    SCOPED_FUNCTIONS.has(name) ||
+    name === 'obj_description' ||
+    UNGUARDED_INNER_FUNCTIONS.has(name) ||
+    isRegTypeName(name)
+  );
+}
+
 function firstTarget(sql: string): AnyNode {
   const p = parseStatements(sql);
   const sel = p.ok ? (p.stmts[0]?.stmt as AnyNode | undefined)?.SelectStmt : undefined;
@@ -782,7 +800,21 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
     }
     if (out.FuncCall !== undefined) return guardCall(out);
     if (out.TypeCast !== undefined) return guardCast(out);
+    if (out.A_Indirection !== undefined) fieldNotation(out.A_Indirection as AnyNode);
     return out;
+  };
+
+  /**
+   * `(x).f` is `f(x)` to Postgres when x has no field f (field notation), and `(x).regclass` a cast: neither is a
+   * FuncCall or a TypeCast, so neither would be guarded, while a filtered text may call the guards' functions and
+   * carry their reg* values. A field named like a guarded function or a reg* type is refused.
+   */
+  const fieldNotation = (ind: AnyNode): void => {
+    for (const i of Array.isArray(ind.indirection) ? ind.indirection : []) {
+      const field = (i as AnyNode)?.String?.sval;
+      if (typeof field === 'string' && namesFilterFunction(field))
+        throw new Refusal(`${field} in field notation ((x).${field}), which the rewrite cannot guard`, undefined, true);
+    }
   };
 
   const guardCall = (node: AnyNode): AnyNode => {
@@ -795,6 +827,10 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
       throw new Refusal(`a three-part name of ${name}`, undefined, true);
     if (names.length > 2 || (names.length === 2 && names[0] !== 'pg_catalog')) return node;
     const args: AnyNode[] = Array.isArray(f.args) ? f.args : [];
+    // The guards' own output functions (regclassout(oid) prints any relation's name) and reg* casts written as
+    // function calls (regclass(x)) are the filters' alone.
+    if (UNGUARDED_INNER_FUNCTIONS.has(name) || isRegTypeName(name))
+      throw new Refusal(`a call of ${name}, which prints the name of any object its OID names`, undefined, true);
     let spec = SCOPED_FUNCTIONS.get(name);
     if (name === 'obj_description') {
       // Its guard depends on the catalog it is asked about, which must be a constant.

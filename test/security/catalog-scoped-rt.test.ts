@@ -106,3 +106,40 @@ describe('catalog: scoped: a client expression never sees a row the filter drops
     }
   });
 });
+
+describe('catalog: scoped: catalog functions only in the forms the rewrite guards', () => {
+  // A filtered text may call the guards' own functions (regclassout, …) and carry regclass / regtype / regproc
+  // values: a client that writes those functions itself, or calls a guarded function or casts in field notation
+  // (`(x).f`, which Postgres reads as f(x)), must be refused, not let through as the filter's own.
+  it.each([
+    ['regclassout', () => `SELECT pg_catalog.regclassout(${tblOid}::oid) AS v FROM pg_catalog.pg_class LIMIT 1`],
+    ['regclassout unqualified', () => `SELECT regclassout(${viewOid}::oid) AS v FROM pg_class LIMIT 1`],
+    ['regtypeout', () => `SELECT pg_catalog.regtypeout(${rowTypeOid}::oid) AS v FROM pg_catalog.pg_class LIMIT 1`],
+    ['field-notation regclass', () => `SELECT (${tblOid}::oid).regclass::text AS v FROM pg_catalog.pg_class LIMIT 1`],
+    ['field-notation regproc', () => `SELECT (${fnOid}::oid).regproc::text AS v FROM pg_catalog.pg_class LIMIT 1`],
+    ['field-notation regtype', () => `SELECT (${rowTypeOid}::oid).regtype::text AS v FROM pg_catalog.pg_class LIMIT 1`],
+    [
+      'field-notation pg_get_viewdef',
+      () => `SELECT (${viewOid}::oid).pg_get_viewdef AS v FROM pg_catalog.pg_class LIMIT 1`,
+    ],
+    [
+      'field-notation format_type',
+      () => `SELECT (${rowTypeOid}::oid).format_type AS v FROM pg_catalog.pg_class LIMIT 1`,
+    ],
+    [
+      'field-notation obj_description',
+      () => `SELECT (${tblOid}::oid).obj_description AS v FROM pg_catalog.pg_class LIMIT 1`,
+    ],
+    [
+      'field-notation to_regclass',
+      () => `SELECT ('rtc_qq.qq_hidden_tbl'::text).to_regclass::text AS v FROM pg_catalog.pg_class LIMIT 1`,
+    ],
+  ])('%s: refused, never a hidden name', async (_, sql) => {
+    const r = await run(sql());
+    expect(r.text).not.toMatch(HIDDEN);
+    expect(r.code).toBe('42501');
+    // The same in a prepared statement and COPY.
+    const copied = await run(`COPY (${sql()}) TO STDOUT`);
+    expect(copied.code).toBe('42501');
+  });
+});
