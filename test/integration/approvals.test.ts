@@ -413,6 +413,26 @@ describe('who may decide', () => {
     });
   });
 
+  it('a token handed to an agent for exchanges never approves: an agent holding its approver user’s token cannot approve its own request', async () => {
+    // dave (an approver) lets agent bot exchange his IdP token for task tokens; bot's own rule needs approval.
+    const davesSubjectToken = await idpToken({ sub: 'dave', groups: ['dba'] });
+    const id = await requestWriter(a, { subject_token: await idpToken({ sub: 'bot', groups: ['writers'] }) });
+    const res = await decide(b, id, davesSubjectToken, { decision: 'approve' });
+    expect([res.status, res.body.error]).toEqual([401, 'invalid_token']);
+    const look = await fetch(`${url(a)}/approvals`, { headers: { authorization: `Bearer ${davesSubjectToken}` } });
+    expect(look.status).toBe(401);
+    const still = await exchange(a, {
+      subject_token: await idpToken({ sub: 'bot', groups: ['writers'] }),
+      role: 'writer',
+      ttl: '120',
+      approval_id: id,
+    });
+    expect([still.body.error, still.body.access_token]).toEqual(['authorization_pending', undefined]);
+    // Nor is an approver's token (its own audience) a subject token: it is never exchanged for a role.
+    const asSubject = await exchange(a, { subject_token: await approverToken(), role: 'writer', ttl: '120' });
+    expect([asSubject.status, asSubject.body.error]).toEqual([400, 'invalid_grant']);
+  });
+
   it('refuses an approver the policy does not name, a forged or missing approver token', async () => {
     const id = await requestWriter(a);
     const mallory = await decide(a, id, await approverToken('mallory', ['writers']), { decision: 'approve' });
