@@ -74,20 +74,21 @@ export async function runDemo(opts: { port: number; metricsPort: number; exchang
     writeFileSync(path.join(dir, 'secrets', 'issuing-key.pem'), await jose.exportPKCS8(issuing.privateKey), {
       mode: 0o600,
     });
-    const idpToken = (sub: string, groups: string[]) =>
+    const idpToken = (sub: string, groups: string[], audience = 'pgwarden-exchange') =>
       new jose.SignJWT({ groups })
         .setProtectedHeader({ alg: 'ES256' })
         .setIssuer(DEMO_IDP)
-        .setAudience('pgwarden-exchange')
+        .setAudience(audience)
         .setSubject(sub)
         .setIssuedAt()
         .setExpirationTime('1h')
         .sign(idp.privateKey);
     const idpTokenFile = path.join(dir, 'idp-token-alice.jwt');
     writeFileSync(idpTokenFile, `${await idpToken('alice', ['analysts'])}\n`, { mode: 0o600 });
-    // dave leads the analysts: he approves what needs approval (never his own requests).
+    // dave leads the analysts: he approves what needs approval (never his own requests), with a token for the
+    // approvals API only (exchange.idp.approverAudience), never one he would hand to an agent for exchanges.
     const leadTokenFile = path.join(dir, 'idp-token-dave.jwt');
-    writeFileSync(leadTokenFile, `${await idpToken('dave', ['leads'])}\n`, { mode: 0o600 });
+    writeFileSync(leadTokenFile, `${await idpToken('dave', ['leads'], 'pgwarden-approvals')}\n`, { mode: 0o600 });
     writeFileSync(
       path.join(dir, 'policy.yaml'),
       `${SAMPLE_POLICY_YAML}  support:
@@ -141,7 +142,12 @@ exchange:
   issuer: pgwarden-demo
   port: ${opts.exchangePort ?? 0}
   signingKeyFile: ./secrets/issuing-key.pem
-  idp: { issuer: ${DEMO_IDP}, audience: pgwarden-exchange, algorithms: [ES256], publicKeyFile: ./idp-public.pem }
+  idp:
+    issuer: ${DEMO_IDP}
+    audience: pgwarden-exchange
+    approverAudience: pgwarden-approvals
+    algorithms: [ES256]
+    publicKeyFile: ./idp-public.pem
 `,
     );
     const loaded = loadConfig(configFile);

@@ -182,6 +182,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadResult {
           ? {
               issuer: must('exchange.idp.issuer'),
               audience: must('exchange.idp.audience'),
+              approverAudience: get('exchange.idp.approverAudience'),
               algorithms: must('exchange.idp.algorithms'),
               jwksUrl: get('exchange.idp.jwksUrl'),
               publicKeyFile: get('exchange.idp.publicKeyFile'),
@@ -739,6 +740,12 @@ function checkExchange(
   const idpIssuers = asList(get<string | string[]>('exchange.idp.issuer'));
   if (issuer !== undefined && idpIssuers.includes(issuer))
     issue('exchange.idp.issuer', 'must differ from exchange.issuer: subject tokens are told apart by issuer');
+  const idpAudiences = asList(get<string | string[]>('exchange.idp.audience'));
+  if (asList(get<string | string[]>('exchange.idp.approverAudience')).some((a) => idpAudiences.includes(a)))
+    issue(
+      'exchange.idp.approverAudience',
+      'must differ from every exchange.idp.audience: a token handed to an agent for exchanges must never approve',
+    );
   const sources = (['jwksUrl', 'publicKeyFile'] as const).filter((k) => provided.has(`exchange.idp.${k}`));
   if (sources.length !== 1) issue('exchange.idp', 'set exactly one of jwksUrl and publicKeyFile');
   const algorithms = get<string[]>('exchange.idp.algorithms') ?? [];

@@ -278,6 +278,11 @@ export const settings = [
     doc: '"aud" an IdP token must name (the client id pgwarden is registered as)',
   },
   {
+    key: 'exchange.idp.approverAudience',
+    type: 'stringOrList',
+    doc: '"aud" an approver\'s IdP token must name at the approvals API (a client id of its own, never one of exchange.idp.audience): the tokens users hand to agents for exchanges never approve, and an approver token is never exchanged; required for approvals',
+  },
+  {
     key: 'exchange.idp.algorithms',
     type: 'stringList',
     required: true,

@@ -55,6 +55,11 @@ export interface AuthConfig {
 export interface IdpConfig {
   issuer: string | string[];
   audience: string | string[];
+  /**
+   * The audience of approvers' tokens (the approvals API), disjoint from `audience`: a token given to an agent for
+   * exchanges is never an approver credential, nor an approver's token a subject token. Unset: no approvals.
+   */
+  approverAudience?: string | string[] | undefined;
   /** Pinned, asymmetric only. */
   algorithms: string[];
   /** Exactly one key source. */

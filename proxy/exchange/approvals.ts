@@ -84,8 +84,12 @@ export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps)
   const store = deps.approvals;
   if (store === undefined)
     return failure(503, 'temporarily_unavailable', 'approvals are not available on this pgwarden deployment');
-  if (deps.idp === undefined)
-    return failure(404, 'not_found', 'approvals need an identity provider (exchange.idp) to authenticate approvers');
+  if (deps.idp === undefined || !deps.idp.approvers)
+    return failure(
+      404,
+      'not_found',
+      'approvals need an identity provider audience of their own for approvers (exchange.idp.approverAudience)',
+    );
   // RFC 6750 §2.1: the approver's IdP token as a Bearer token.
   const m = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(req.authorization ?? '');
   if (m === null)
@@ -93,7 +97,7 @@ export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps)
       ...failure(401, 'invalid_token', 'an approver IdP token is required (Authorization: Bearer)'),
       headers: { 'www-authenticate': 'Bearer realm="pgwarden approvals"' },
     };
-  const checked = await deps.idp.verify(m[1] as string, deps.now());
+  const checked = await deps.idp.verify(m[1] as string, deps.now(), 'approver');
   if (!checked.ok)
     return checked.unavailable
       ? { ...failure(503, 'temporarily_unavailable', checked.message), retryAfter: 30 }

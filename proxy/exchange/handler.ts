@@ -650,6 +650,19 @@ function approvalDifferences(approved: ApprovalRequestInfo, now: ApprovalRequest
 }
 
 function approvalsUnavailable(deps: ExchangeDeps): ApprovalStore {
+  // No approver could authenticate (approvals.ts): a pending request would only wait to expire.
+  if (deps.idp?.approvers !== true) {
+    deps.log?.(
+      'error',
+      'a request needs approval, but exchange.idp.approverAudience is not set, so no approver can decide it (docs/issuance.md, "Approvals")',
+    );
+    throw new Refusal(
+      503,
+      'temporarily_unavailable',
+      'approvals_unavailable',
+      'approvals are not available on this pgwarden deployment; tell the operator',
+    );
+  }
   if (deps.approvals === undefined) {
     deps.log?.(
       'error',

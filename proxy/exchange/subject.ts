@@ -20,8 +20,17 @@ export type IdpCheck =
   /** `unavailable`: the IdP's keys could not be fetched (the requester may retry); otherwise the token is refused. */
   | { ok: false; unavailable: boolean; message: string };
 
+/**
+ * What an IdP token is presented for: `subject` (a subject or actor token, exchange.idp.audience) or `approver` (the
+ * approvals API, exchange.idp.approverAudience). The audiences are disjoint and a token naming both is refused for
+ * either, so the tokens users hand to agents for exchanges never approve.
+ */
+export type IdpPurpose = 'subject' | 'approver';
+
 export interface IdpVerifier {
-  verify(token: string, nowMs: number): Promise<IdpCheck>;
+  /** Whether approver tokens are accepted at all (exchange.idp.approverAudience is set). */
+  readonly approvers: boolean;
+  verify(token: string, nowMs: number, purpose?: IdpPurpose): Promise<IdpCheck>;
   close(): void;
 }
 
@@ -48,8 +57,18 @@ export async function createIdpVerifier(idp: IdpConfig, auth: AuthConfig): Promi
   const allowed = new Set(idp.algorithms);
   const issuers = typeof idp.issuer === 'string' ? [idp.issuer] : idp.issuer;
   const refuse = (message: string): IdpCheck => ({ ok: false, unavailable: false, message });
+  const subjectAudiences = typeof idp.audience === 'string' ? [idp.audience] : idp.audience;
+  const approverAudiences =
+    idp.approverAudience === undefined
+      ? []
+      : typeof idp.approverAudience === 'string'
+        ? [idp.approverAudience]
+        : idp.approverAudience;
   return {
-    async verify(token, nowMs) {
+    approvers: approverAudiences.length > 0,
+    async verify(token, nowMs, purpose = 'subject') {
+      if (purpose === 'approver' && approverAudiences.length === 0)
+        return refuse('approver tokens are not accepted: exchange.idp.approverAudience is not set');
       if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) return refuse('the token is not a signed JWT');
       let header: jose.ProtectedHeaderParameters;
       try {
@@ -66,7 +85,7 @@ export async function createIdpVerifier(idp: IdpConfig, auth: AuthConfig): Promi
         ({ payload } = await verifyJwt(token, keys.resolve, {
           algorithms: idp.algorithms,
           issuer: issuers,
-          audience: idp.audience,
+          audience: purpose === 'approver' ? approverAudiences : idp.audience,
           clockTolerance: auth.clockSkew / 1000,
           currentDate: new Date(nowMs),
           requiredClaims: ['sub', 'exp'],
@@ -74,6 +93,15 @@ export async function createIdpVerifier(idp: IdpConfig, auth: AuthConfig): Promi
       } catch (err) {
         return failure(err);
       }
+      // A token for both purposes is refused for either: an approver's credential is never handed to an agent.
+      const aud = typeof payload.aud === 'string' ? [payload.aud] : Array.isArray(payload.aud) ? payload.aud : [];
+      const other = purpose === 'approver' ? subjectAudiences : approverAudiences;
+      if (aud.some((a) => other.includes(a)))
+        return refuse(
+          purpose === 'approver'
+            ? 'the token is also for token exchange (exchange.idp.audience): an approver token must be for approvals only'
+            : 'the token is an approver token (exchange.idp.approverAudience): it is never exchanged',
+        );
       const sub = payload.sub;
       if (typeof sub !== 'string' || sub.length === 0) return refuse('the token has no "sub"');
       // The subject is stamped on every session of the issued token (pgwarden.sub), so held to the login rules.

@@ -17,6 +17,8 @@ import { generateKeyFiles, makeTempDir, signToken, type TestKeyPair } from '../h
 
 const IDP = 'https://idp.approvals.test';
 const IDP_AUDIENCE = 'pgwarden-exchange';
+/** Approvers' tokens are for the approvals API only (exchange.idp.approverAudience). */
+const APPROVER_AUDIENCE = 'pgwarden-approvals';
 const ISSUER = 'pgwarden-issued';
 const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const JWT = 'urn:ietf:params:oauth:token-type:jwt';
@@ -64,7 +66,7 @@ async function idpToken(claims: jose.JWTPayload = {}, key: TestKeyPair = idpKey)
   return t;
 }
 
-const approverToken = (sub = 'dave', groups = ['dba']) => idpToken({ sub, groups });
+const approverToken = (sub = 'dave', groups = ['dba']) => idpToken({ sub, groups, aud: APPROVER_AUDIENCE });
 
 async function tokenFile(name: string, token: string): Promise<string> {
   const file = join(tmp.dir, name);
@@ -128,7 +130,14 @@ function exchangeConfig(signingKeyFile: string): ExchangeConfig {
     listen: { host: '127.0.0.1', port: 0, tls: undefined },
     signingKeyFile,
     peerJwksUrls: [],
-    idp: { issuer: IDP, audience: IDP_AUDIENCE, algorithms: ['ES256'], jwksUrl: idpJwksUrl, publicKeyFile: undefined },
+    idp: {
+      issuer: IDP,
+      audience: IDP_AUDIENCE,
+      approverAudience: APPROVER_AUDIENCE,
+      algorithms: ['ES256'],
+      jwksUrl: idpJwksUrl,
+      publicKeyFile: undefined,
+    },
     maxBodyBytes: 16 * 1024,
     requestsPerMinute: 10_000,
     requestTimeout: 5_000,
@@ -395,7 +404,7 @@ describe('an approval round trip across two replicas', () => {
 describe('who may decide', () => {
   it('the requester can never approve its own request, even when it is an approver', async () => {
     const id = await requestWriter(a);
-    const self = await idpToken({ groups: ['writers', 'dba'] });
+    const self = await idpToken({ groups: ['writers', 'dba'], aud: APPROVER_AUDIENCE });
     const res = await decide(b, id, self, { decision: 'approve' });
     expect([res.status, res.body.error]).toEqual([403, 'access_denied']);
     expect(res.body.error_description).toMatch(/own requester/);
@@ -449,9 +458,14 @@ describe('who may decide', () => {
       await tokenFile('mallory.jwt', await approverToken('mallory', ['writers'])),
     ]);
     expect(list.stdout).not.toContain(id);
-    const forged = await decide(a, id, await idpToken({ sub: 'dave', groups: ['dba'] }, otherKey), {
-      decision: 'approve',
-    });
+    const forged = await decide(
+      a,
+      id,
+      await idpToken({ sub: 'dave', groups: ['dba'], aud: APPROVER_AUDIENCE }, otherKey),
+      {
+        decision: 'approve',
+      },
+    );
     expect([forged.status, forged.body.error]).toEqual([401, 'invalid_token']);
     expect(forged.headers.get('www-authenticate')).toMatch(/^Bearer /);
     const none = await decide(a, id, undefined, { decision: 'approve' });

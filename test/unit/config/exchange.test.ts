@@ -119,10 +119,17 @@ describe('exchange', () => {
           '  issuer: x\n  port: 0\n  signingKeyFile: ./secrets/ES256.pem\n  idp: { issuer: i, audience: a, algorithms: [ES256] }\n',
         ),
       ),
+      ...issues(
+        config(
+          '  issuer: x\n  port: 0\n  signingKeyFile: ./secrets/ES256.pem\n  idp: { issuer: i, audience: [a, b], approverAudience: b, algorithms: [ES256], jwksUrl: https://idp/jwks }\n',
+        ),
+      ),
     ].join('\n');
     expect(found).toContain('exchange.idp.algorithms: "HS256" is not an asymmetric JWS algorithm');
     expect(found).toContain('exchange.idp.issuer: must differ from exchange.issuer');
     expect(found).toContain('exchange.idp.algorithms: RS256 cannot be used with the key in exchange.idp.publicKeyFile');
     expect(found).toContain('exchange.idp: set exactly one of jwksUrl and publicKeyFile');
+    // A token handed to an agent for exchanges must never be an approver's credential.
+    expect(found).toContain('exchange.idp.approverAudience: must differ from every exchange.idp.audience');
   });
 });

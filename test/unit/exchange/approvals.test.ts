@@ -22,6 +22,7 @@ issuance:
 
 /** Stand-in IdP: the token text names the subject and its groups ("alice~writers"). */
 const idp: IdpVerifier = {
+  approvers: true,
   verify: async (token) => {
     const [sub, groups] = token.split('~');
     return sub === undefined || groups === undefined

@@ -36,6 +36,7 @@ function deps(over: Partial<ExchangeDeps>, events: ExchangeAuditEvent[]): Exchan
   if (!parsed.ok) throw new Error('policy');
   const policy = compilePolicy(parsed.doc, 1, 'x');
   const idp: IdpVerifier = {
+    approvers: false,
     verify: async (token) =>
       token === 'idp-token-for-alice'
         ? { ok: true, subject: { issuer: 'https://idp', sub: 'alice', tenant: undefined, claims: {}, exp: 0 } }
