@@ -25,7 +25,7 @@ const POLICY = `roles:
     readOnly: false
     relations: [${D}.*]
     write: { statements: [insert, update, delete], relations: [${D}.*] }
-    ddl: { kinds: [create_table, create_index, alter_table, drop, comment], schemas: [${D}] }
+    ddl: { kinds: [create_table, create_view, create_index, alter_table, drop, comment], schemas: [${D}] }
 issuance:
   rules:
     - id: bounded
@@ -94,6 +94,8 @@ beforeAll(async () => {
       await c.query(`INSERT INTO ${D}.${t} VALUES (1, 'canary')`);
       await c.query(`ALTER TABLE ${D}.${t} OWNER TO ${SAMPLE_UPSTREAM_USER}`);
     }
+    await c.query(`CREATE VIEW ${D}.keep_v AS SELECT id FROM ${D}.keep`);
+    await c.query(`ALTER VIEW ${D}.keep_v OWNER TO ${SAMPLE_UPSTREAM_USER}`);
     await c.query(`GRANT USAGE ON SCHEMA ${S} TO ${SAMPLE_UPSTREAM_USER}`);
     await c.query(`GRANT SELECT ON ALL TABLES IN SCHEMA ${S} TO ${SAMPLE_UPSTREAM_USER}`);
   });
@@ -362,6 +364,7 @@ describe('DDL of a narrowed token changes only relations its narrowing lets it w
         )
       ).rows[0].a,
       indexes: Number((await c.query(`SELECT count(*) FROM pg_indexes WHERE tablename = 'keep'`)).rows[0].count),
+      view: (await c.query(`SELECT pg_get_viewdef('${D}.keep_v'::regclass) AS v`)).rows[0].v,
       comment: (await c.query(`SELECT obj_description('${D}.keep'::regclass, 'pg_class') AS d`)).rows[0].d,
     }));
 
@@ -375,6 +378,7 @@ describe('DDL of a narrowed token changes only relations its narrowing lets it w
     `COMMENT ON TABLE ${D}.keep IS 'x'`,
     `COMMENT ON COLUMN ${D}.keep.note IS 'x'`,
     `DROP TABLE ${D}.scratch, ${D}.keep`,
+    `CREATE OR REPLACE VIEW ${D}.keep_v AS SELECT id FROM ${D}.scratch`,
   ])('a token narrowed to scratch is refused %s (42501), and keep is untouched', async (sql) => {
     const before = await keep();
     const c = await builder({ relations: [`${D}.scratch`] });
