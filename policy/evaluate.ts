@@ -1272,6 +1272,8 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
           `${quoteIdent(onPath)} is both in ${r}.ddl.schemas and ${r}.searchPath, so a view made there could stand in for a relation of the same name`,
         );
       if (!rvPlace(rv, true)) return internalDenial('CREATE VIEW without a name');
+      // OR REPLACE of a view that exists changes it.
+      if (body.replace === true && resolveRelation(rv, role, catalog) !== undefined) targets.push(rv);
       break;
     }
     case 'RefreshMatViewStmt':
