@@ -75,3 +75,36 @@ describe('a statement PostgreSQL never analyses, beside one it does, in a text j
     expect(await count('public.rt_secrets')).toBe(1);
   });
 });
+
+describe("PostgreSQL's errors name only what the client wrote", () => {
+  it("a misspelt column's hint never names a denied column (the fuzzy match), with or without a temporary table", async () => {
+    const c = await as();
+    for (const text of ['SELECT ss FROM public.rt_people', 'SELECT p.ss FROM public.rt_people p']) {
+      const err = (await pgError(() => c.query(text))) as { code?: string; hint?: string; message: string };
+      expect(err.code, text).toBe('42703');
+      expect(JSON.stringify(err), text).not.toContain('ssn');
+    }
+    await c.query('CREATE TEMP TABLE hinted (a int)');
+    const err = await pgError(() => c.query('SELECT ss FROM hinted, public.rt_people'));
+    expect(err.code).toBe('42703');
+    expect(JSON.stringify(err)).not.toContain('ssn');
+  });
+
+  it("a DROP refused for its dependants does not name a view outside the role's relations", async () => {
+    const c = await as();
+    await c.query('CREATE TABLE rt_scratch.dep (id int)');
+    await su((s) =>
+      s.query(
+        'DROP SCHEMA IF EXISTS rt_hidden CASCADE; CREATE SCHEMA rt_hidden; CREATE VIEW rt_hidden.payroll_view AS SELECT id FROM rt_scratch.dep',
+      ),
+    );
+    try {
+      const err = await pgError(() => c.query('DROP TABLE rt_scratch.dep'));
+      expect(err.code).toBe('2BP01');
+      expect(JSON.stringify(err)).not.toContain('payroll_view');
+      expect(JSON.stringify(err)).not.toContain('rt_hidden');
+    } finally {
+      await su((s) => s.query('DROP SCHEMA IF EXISTS rt_hidden CASCADE'));
+    }
+  });
+});
