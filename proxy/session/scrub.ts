@@ -28,6 +28,13 @@
 //   src/backend/utils/adt/xml.c         DETAIL: libxml's message with the offending input line (2200M, 2200N)
 //   src/backend/commands/copyfromparse.c CopyFromErrorCallback: CONTEXT `COPY t, line 1, column c: "v"` and `COPY t, line 1: "…"`
 // Hints (errhint) never carry row values in these paths; they are kept unless they match a value pattern anyway.
+//
+// Names the client never wrote are withheld too: the session's role may not see every object the upstream login sees
+// (deniedColumns, narrowed column lists, catalog: scoped), and PostgreSQL names some it found by itself:
+//   src/backend/parser/parse_relation.c errorMissingColumn: HINT `Perhaps you meant to reference the column "t.c".`
+//                                       (a fuzzy match over every column of the query's relations, denied ones too) (42703)
+//   src/backend/catalog/dependency.c    reportDependentObjects: DETAIL `view s.v depends on table t`, one line per
+//                                       dependant in any schema, `and N other objects (see server log for list)` (2BP01)
 import { encodeNoticeResponse, encodeProxyError, splitErrorFields } from '../wire/backend.ts';
 import { BackendType } from '../wire/codes.ts';
 import type { Frame } from '../wire/framer.ts';
@@ -120,6 +127,15 @@ const lossyUtf8 = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
 const carriesRowValues = (text: string): boolean => ROW_VALUES.some((re) => re.test(text));
 
+/** HINTs that name an object PostgreSQL found by itself, not one the client wrote (see the file header). */
+const FOUND_NAMES_HINT = [/^Perhaps you meant to reference the column /];
+
+/** SQLSTATE class 2B, dependent objects still exist: its DETAIL lists the dependants, wherever they are. */
+const DependentObjectsStillExist = '2B';
+
+/** What replaces a DETAIL that listed objects the client did not name. */
+export const WITHHELD_DEPENDANTS = 'the dependent objects are not listed by pgwarden (they may lie outside this role)';
+
 /**
  * Returns a copy of an ErrorResponse or NoticeResponse with the row values Postgres quoted in it removed, or
  * undefined when there is nothing to remove (the caller then forwards the original bytes).
@@ -190,6 +206,7 @@ function scrubField(code: number, text: string, cls: string): string | undefined
     case Field.Detail:
       return scrubDetail(text, cls);
     case Field.Hint:
+      return carriesRowValues(text) || FOUND_NAMES_HINT.some((re) => re.test(text)) ? undefined : text;
     case Field.InternalQuery:
       return carriesRowValues(text) ? undefined : text;
     case Field.Where:
@@ -210,6 +227,7 @@ function scrubMessage(text: string, cls: string): string {
 
 function scrubDetail(text: string, cls: string): string {
   if (carriesRowValues(text)) return WITHHELD_DETAIL;
+  if (cls === DependentObjectsStillExist) return WITHHELD_DEPENDANTS;
   if (cls === IntegrityConstraintViolation || cls === WithCheckOptionViolation) {
     return SAFE_CONSTRAINT_DETAIL.some((re) => re.test(text)) ? text : WITHHELD_DETAIL;
   }

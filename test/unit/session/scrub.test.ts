@@ -1,7 +1,13 @@
 // The error scrubber: row values Postgres quotes in errors and notices never pass; SQLSTATE, message and names do, byte for byte.
 import { Parser } from 'pg-protocol/dist/parser.js';
 import { describe, expect, it } from 'vitest';
-import { REDACTED_VALUE, WITHHELD_DETAIL, scrubErrorFrame, scrubForwarded } from '../../../proxy/session/scrub.ts';
+import {
+  REDACTED_VALUE,
+  WITHHELD_DEPENDANTS,
+  WITHHELD_DETAIL,
+  scrubErrorFrame,
+  scrubForwarded,
+} from '../../../proxy/session/scrub.ts';
 import type { Frame } from '../../../proxy/wire/framer.ts';
 import { Bytes, typed } from '../../helpers/bytes.ts';
 
@@ -696,6 +702,29 @@ describe('scrubErrorFrame: re-encoding', () => {
     expect(pg.hint).toBeUndefined();
     expect(pg.internalQuery).toBeUndefined();
     expect(out.toString('utf8')).not.toContain(SSN);
+  });
+
+  it('drops a HINT naming a column PostgreSQL matched by itself, and a 2BP01 DETAIL listing dependants; keeps other hints', () => {
+    const missing = error('42703', 'column "ss" does not exist', [
+      ['P', '8'],
+      ['H', 'Perhaps you meant to reference the column "people.ssn".'],
+    ]);
+    const m = parseWithPg(scrubErrorFrame(frameOf(missing)) as Buffer);
+    expect(m.message).toBe('column "ss" does not exist');
+    expect(m.position).toBe('8');
+    expect(m.hint).toBeUndefined();
+    const dependants = error('2BP01', 'cannot drop table dep because other objects depend on it', [
+      ['D', 'view hidden.payroll depends on table dep'],
+      ['H', 'Use DROP ... CASCADE to drop the dependent objects too.'],
+    ]);
+    const d = parseWithPg(scrubErrorFrame(frameOf(dependants)) as Buffer);
+    expect(d.message).toBe('cannot drop table dep because other objects depend on it');
+    expect(d.detail).toBe(WITHHELD_DEPENDANTS);
+    expect(d.hint).toBe('Use DROP ... CASCADE to drop the dependent objects too.');
+    const other = error('42883', 'function f(integer) does not exist', [
+      ['H', 'No function matches the given name and argument types. You might need to add explicit type casts.'],
+    ]);
+    expect(scrubErrorFrame(frameOf(other))).toBeUndefined();
   });
 
   it('drops field types the protocol does not define', () => {
