@@ -39,10 +39,17 @@ issuance:
       roles: [writer]
       maxLifetime: 10m
       approval: required
+    - id: analysts
+      subjects: [{ issuer: "${IDP}", claims: { groups: analysts } }]
+      roles: [analyst]
+      approval: required
   approvers:
     - id: dba
       subjects: [{ issuer: "${IDP}", claims: { groups: dba } }]
       rules: [writers]
+    - id: leads
+      subjects: [{ issuer: "${IDP}", claims: { groups: leads } }]
+      rules: [analysts]
 `;
 
 const tmp = makeTempDir();
@@ -685,6 +692,29 @@ describe('the approvals table is out of the sessions’ reach', () => {
     expect(ok.status).toBe(200);
     expect(typeof ok.body.access_token).toBe('string');
   });
+
+  it('a flood of pending requests of one rule does not hide another rule’s requests from its approvers', async () => {
+    // 21 subjects × 10 open requests each (the per-subject cap) of rule writers: more than one listing holds.
+    const flood: string[] = [];
+    for (let i = 0; i < 21; i++) {
+      const subject_token = await idpToken({ sub: `flooder-${i}`, groups: ['writers'] });
+      for (let j = 0; j < 10; j++) flood.push(await requestWriter(a, { subject_token }));
+    }
+    const res = await exchange(a, {
+      subject_token: await idpToken({ sub: 'carol', groups: ['analysts'] }),
+      role: 'analyst',
+      ttl: '60',
+    });
+    expect(res.body.error).toBe('approval_required');
+    const carols = res.body.approval_id as string;
+    const lead = await approverToken('lena', ['leads']);
+    const listed = await fetch(`${url(b)}/approvals`, { headers: { authorization: `Bearer ${lead}` } });
+    const ids = ((await listed.json()) as { approvals: { approval_id: string }[] }).approvals.map((x) => x.approval_id);
+    expect(ids).toEqual([carols]);
+    // The flood is denied (it would otherwise stay pending for the next two minutes).
+    const dave = await approverToken();
+    for (const id of flood) expect((await decide(b, id, dave, { decision: 'deny' })).status).toBe(200);
+  }, 60_000);
 
   it('no token, subject token or approver token is in either trail or log', () => {
     const trail = [...a.auditLines(), ...a.logs, ...b.auditLines(), ...b.logs].join('\n');
