@@ -77,8 +77,8 @@ export interface ApprovalStore {
   /** Stores a pending request; undefined when the subject already has `maxOpen` open requests. */
   create(a: NewApproval): Promise<{ expiresAt: Date } | undefined>;
   get(id: string): Promise<ApprovalRecord | undefined>;
-  /** Pending requests, oldest first. */
-  list(limit: number): Promise<ApprovalRecord[]>;
+  /** Pending requests, oldest first; only those of `rules` when given (an approver's rules: a bound after the filter). */
+  list(limit: number, rules?: readonly string[]): Promise<ApprovalRecord[]>;
   /** Approves or denies a pending request; an approval opens a new window of `timeoutMs` for the retrieval. */
   decide(
     id: string,
@@ -117,7 +117,7 @@ export function approvalFunctions(schema: string, table: string): string[] {
   return [
     `${n.request}(text, text, bytea, jsonb, bigint, integer, text)`,
     `${n.get}(text)`,
-    `${n.list}(integer)`,
+    `${n.list}(integer, text[])`,
     `${n.decide}(text, boolean, jsonb, text, bigint)`,
     `${n.retrieve}(text, text, bytea, text)`,
     `${n.expire}(integer)`,
@@ -193,9 +193,12 @@ CREATE OR REPLACE FUNCTION ${n.get}(p_id text) RETURNS TABLE (${COLUMNS})
   LANGUAGE sql STABLE ${definer} AS $fn$
   SELECT ${row} FROM ${n.table} a WHERE a.id = p_id
 $fn$;
-CREATE OR REPLACE FUNCTION ${n.list}(p_limit integer) RETURNS TABLE (${COLUMNS})
+CREATE OR REPLACE FUNCTION ${n.list}(p_limit integer, p_rules text[]) RETURNS TABLE (${COLUMNS})
   LANGUAGE sql STABLE ${definer} AS $fn$
-  SELECT ${row} FROM ${n.table} a WHERE a.state = 'pending' AND a.expires_at > now() ORDER BY a.created_at, a.id LIMIT p_limit
+  -- The approver's rules filter before the limit: requests of other rules never crowd theirs out of a listing.
+  SELECT ${row} FROM ${n.table} a WHERE a.state = 'pending' AND a.expires_at > now()
+    AND (p_rules IS NULL OR a.request->>'rule' = ANY (p_rules))
+    ORDER BY a.created_at, a.id LIMIT p_limit
 $fn$;
 CREATE OR REPLACE FUNCTION ${n.decide}(p_id text, p_approve boolean, p_by jsonb, p_reason text, p_timeout_ms bigint)
   RETURNS text LANGUAGE plpgsql ${definer} AS $fn$
@@ -328,8 +331,13 @@ export class TableApprovalStore implements ApprovalStore {
     return rows[0] === undefined ? undefined : fromRow(rows[0]);
   }
 
-  async list(limit: number): Promise<ApprovalRecord[]> {
-    return (await this.#query<Row>(`SELECT * FROM ${this.#n.list}($1)`, [limit])).map(fromRow);
+  async list(limit: number, rules?: readonly string[]): Promise<ApprovalRecord[]> {
+    return (
+      await this.#query<Row>(`SELECT * FROM ${this.#n.list}($1, $2::text[])`, [
+        limit,
+        rules === undefined ? null : [...rules],
+      ])
+    ).map(fromRow);
   }
 
   async decide(
@@ -485,9 +493,9 @@ export class MemoryApprovalStore implements ApprovalStore {
     return r === undefined ? undefined : this.#view(r);
   }
 
-  async list(limit: number): Promise<ApprovalRecord[]> {
+  async list(limit: number, rules?: readonly string[]): Promise<ApprovalRecord[]> {
     return [...this.#rows.values()]
-      .filter((r) => this.#state(r) === 'pending')
+      .filter((r) => this.#state(r) === 'pending' && (rules === undefined || rules.includes(r.request.rule)))
       .slice(0, limit)
       .map((r) => this.#view(r));
   }

@@ -1,5 +1,5 @@
 // The approvals API (GET /approvals, GET and POST /approvals/<id>): approvers authenticated by an IdP JWT (Bearer), authorised by the issuance policy's approvers, never for their own requests; every decision and refusal audited.
-import { decideApprover, type ApproverSubject, type CompiledIssuance } from '../../policy/issuance.ts';
+import { decideApprover, subjectMatches, type ApproverSubject, type CompiledIssuance } from '../../policy/issuance.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 import type { ApprovalRecord } from './approval-store.ts';
 import {
@@ -139,7 +139,12 @@ export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps)
     if (req.id === undefined) {
       if (req.method !== 'GET')
         return { ...failure(405, 'invalid_request', 'use GET to list pending approvals'), headers: { allow: 'GET' } };
-      const pending = await store.list(MAX_APPROVALS_LISTED);
+      // The rules this approver decides, asked of the store before its bound (undefined: an entry covers every rule).
+      const entries = (issuance?.approvers ?? []).filter((a) => a.subjects.some((m) => subjectMatches(m, approver)));
+      const rules = entries.some((a) => a.rules === undefined)
+        ? undefined
+        : [...new Set(entries.flatMap((a) => [...(a.rules ?? [])]))];
+      const pending = rules !== undefined && rules.length === 0 ? [] : await store.list(MAX_APPROVALS_LISTED, rules);
       // Only the requests this approver may decide are listed (their own marked own: they may see, never decide, them).
       const mine = pending.filter(
         (r) =>

@@ -63,6 +63,9 @@ describe('MemoryApprovalStore', () => {
     expect(await store.create(request('apr_dddddddddddddddddddd'))).toBeUndefined();
     expect(await store.create(request('apr_eeeeeeeeeeeeeeeeeeee', { sub: 'bob' }))).toBeDefined();
     expect((await store.list(10)).map((r) => r.id)).toHaveLength(3);
+    // An approver's rules filter before the bound.
+    expect((await store.list(1, ['writers'])).map((r) => r.id)).toEqual(['apr_bbbbbbbbbbbbbbbbbbbb']);
+    expect(await store.list(10, ['readers'])).toEqual([]);
     now += 60_000;
     expect(await store.decide('apr_bbbbbbbbbbbbbbbbbbbb', true, by, undefined, 60_000)).toBe('expired');
     expect(await store.retrieve('apr_cccccccccccccccccccc', 'alice', fp('the request'), 'r')).toBe('expired');
