@@ -744,14 +744,65 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
     return { RangeSubselect: { subquery: structuredClone(wrapper), alias } };
   };
 
-  const guard = (kind: GuardKind, x: AnyNode, result: AnyNode, y?: AnyNode): AnyNode => {
+  /**
+   * `(SELECT CASE WHEN <g.v is visible> THEN <result> END FROM (SELECT <bound> AS v[, <y> AS w]) g)`: the client's
+   * expression is evaluated once, and what the guard checks is what the call gets. Written `CASE WHEN <x is
+   * visible> THEN x END`, a volatile x (`CASE WHEN random() < 0.5 THEN <visible> ELSE <hidden> END`) was checked as
+   * one object and used as another. The result is g.v unless given (built from g.v and g.w).
+   */
+  const guard = (
+    kind: GuardKind,
+    bound: AnyNode,
+    y?: AnyNode,
+    result?: (v: AnyNode, w: AnyNode) => AnyNode,
+  ): AnyNode => {
     const t = filters.guards.get(kind);
     if (t === undefined) throw new Refusal(`no guard for ${kind}`);
     changed = true;
-    const subs: Record<string, AnyNode> = { pgwarden_x: x };
-    if (y !== undefined) subs.pgwarden_y = y;
-    return { CaseExpr: { args: [{ CaseWhen: { expr: instantiate(t, subs), result } }] } };
+    const col = (name: string): AnyNode => ({
+      ColumnRef: { fields: [{ String: { sval: 'pgwarden_g' } }, { String: { sval: name } }] },
+    });
+    const v = col('pgwarden_v');
+    const w = col('pgwarden_w');
+    const targets: AnyNode[] = [{ ResTarget: { name: 'pgwarden_v', val: bound } }];
+    if (y !== undefined) targets.push({ ResTarget: { name: 'pgwarden_w', val: y } });
+    const cond = instantiate(t, y === undefined ? { pgwarden_x: v } : { pgwarden_x: v, pgwarden_y: w });
+    const select: AnyNode = {
+      SelectStmt: {
+        targetList: [
+          {
+            ResTarget: {
+              val: {
+                CaseExpr: { args: [{ CaseWhen: { expr: cond, result: result === undefined ? v : result(v, w) } }] },
+              },
+            },
+          },
+        ],
+        fromClause: [
+          {
+            RangeSubselect: {
+              subquery: { SelectStmt: { targetList: targets, limitOption: 'LIMIT_OPTION_DEFAULT', op: 'SETOP_NONE' } },
+              alias: { aliasname: 'pgwarden_g' },
+            },
+          },
+        ],
+        limitOption: 'LIMIT_OPTION_DEFAULT',
+        op: 'SETOP_NONE',
+      },
+    };
+    return { SubLink: { subLinkType: 'EXPR_SUBLINK', subselect: select } };
   };
+
+  /** `(x)::pg_catalog.<type>`. */
+  const castTo = (x: AnyNode, type: string): AnyNode => ({
+    TypeCast: {
+      arg: x,
+      typeName: {
+        names: [{ String: { sval: 'pg_catalog' } }, { String: { sval: type } }],
+        typemod: -1,
+      },
+    },
+  });
 
   /** `pg_catalog.<lookup>(constant)`: a name looked up without an error. */
   const lookup = (fn: string, arg: AnyNode): AnyNode => ({
@@ -846,15 +897,26 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
     if (x === undefined || (spec.y !== undefined && y === undefined))
       throw new Refusal(`${name} called without the argument its guard reads`);
     // to_regclass / to_regtype / to_regnamespace: the looked-up value itself is what must be visible.
-    if (name.startsWith('to_reg')) return guard(spec.kind, node, node);
+    if (name.startsWith('to_reg')) return guard(spec.kind, node);
+    // col_description(relation, column): both arguments are bound once and the call made inside the guard.
+    if (spec.y !== undefined && y !== undefined)
+      return guard(spec.kind, castTo(value0(spec.kind, x), 'oid'), castTo(y, 'int4'), (v, w) => ({
+        FuncCall: { ...f, args: args.map((a, i) => (i === spec.x ? v : i === spec.y ? w : a)) },
+      }));
     // The argument is guarded, not the call: `f(CASE WHEN <visible> THEN x END)`, so the call stays where a function
     // call must be (a set-returning function in FROM) and gets NULL for an object the role may not see (every guarded
     // function is strict or answers NULL for NULL). A string constant naming the object is looked up without an
     // error, so hidden and missing names read alike.
-    const fn = LOOKUPS[spec.kind];
-    const value = x.A_Const?.sval !== undefined && fn !== undefined ? lookup(fn, x) : x;
-    const guarded = guard(spec.kind, value, value, y);
+    // The bound value is the argument as an oid (every guarded function takes an oid, or a reg* an oid casts to
+    // implicitly), so an untyped parameter is typed as before.
+    const guarded = guard(spec.kind, castTo(value0(spec.kind, x), 'oid'));
     return { FuncCall: { ...f, args: args.map((a, i) => (i === spec.x ? guarded : a)) } };
+  };
+
+  /** A guarded argument: a string constant naming the object is looked up without an error. */
+  const value0 = (kind: GuardKind, x: AnyNode): AnyNode => {
+    const fn = LOOKUPS[kind];
+    return x.A_Const?.sval !== undefined && fn !== undefined ? lookup(fn, x) : x;
   };
 
   const guardCast = (node: AnyNode): AnyNode => {
@@ -876,10 +938,9 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
     if ((t.typeName?.arrayBounds ?? []).length > 0) throw new Refusal(`a cast to ${name}[]`, undefined, true);
     const arg = t.arg as AnyNode;
     if (arg?.A_Const?.sval !== undefined) {
-      const looked = lookup(reg.lookup, arg);
-      return guard(reg.guard, looked, looked);
+      return guard(reg.guard, lookup(reg.lookup, arg));
     }
-    return guard(reg.guard, arg, node);
+    return guard(reg.guard, node);
   };
 
   try {

@@ -24,6 +24,7 @@ CREATE FUNCTION rtc_qq.qq_hidden_fn() RETURNS int LANGUAGE sql IMMUTABLE AS 'sel
 COMMENT ON TABLE rtc_qq.qq_hidden_tbl IS 'qq hidden comment';
 CREATE SCHEMA rtc_vis;
 CREATE TABLE rtc_vis.items (id int PRIMARY KEY, name text, qq_denied_col text);
+COMMENT ON COLUMN rtc_vis.items.qq_denied_col IS 'qq denied comment';
 GRANT USAGE ON SCHEMA rtc_vis, rtc_qq TO pgwarden;
 GRANT SELECT ON ALL TABLES IN SCHEMA rtc_vis, rtc_qq TO pgwarden;
 `;
@@ -32,6 +33,7 @@ let tp: TestProxy;
 let su: pg.Client;
 let c: pg.Client;
 let tblOid: number;
+let itemsOid: number;
 let viewOid: number;
 let fnOid: number;
 let rowTypeOid: number;
@@ -40,9 +42,9 @@ beforeAll(async () => {
   await su.query(SETUP);
   const o = (
     await su.query(`SELECT 'rtc_qq.qq_hidden_tbl'::regclass::oid AS t, 'rtc_qq.qq_hidden_view'::regclass::oid AS v,
-      'rtc_qq.qq_hidden_fn'::regproc::oid AS f, 'rtc_qq.qq_hidden_tbl'::regtype::oid AS r`)
+      'rtc_qq.qq_hidden_fn'::regproc::oid AS f, 'rtc_qq.qq_hidden_tbl'::regtype::oid AS r, 'rtc_vis.items'::regclass::oid AS i`)
   ).rows[0];
-  [tblOid, viewOid, fnOid, rowTypeOid] = [Number(o.t), Number(o.v), Number(o.f), Number(o.r)];
+  [tblOid, viewOid, fnOid, rowTypeOid, itemsOid] = [Number(o.t), Number(o.v), Number(o.f), Number(o.r), Number(o.i)];
   tp = await startTestProxy({ policy: POLICY });
   c = await connectPg(tp, await tp.token({ role: 'scoped', sub: 'rt' }));
 });
@@ -141,5 +143,26 @@ describe('catalog: scoped: catalog functions only in the forms the rewrite guard
     // The same in a prepared statement and COPY.
     const copied = await run(`COPY (${sql()}) TO STDOUT`);
     expect(copied.code).toBe('42501');
+  });
+});
+
+describe('catalog: scoped: a guard checks the very value the call gets', () => {
+  // Each row picks a visible or a hidden object at random: a guard that evaluates the client's expression once to
+  // check it and again to use it lets a quarter of the rows through with the hidden one.
+  const pick = (visible: string, hidden: string) => `CASE WHEN random() < 0.5 THEN ${visible} ELSE ${hidden} END`;
+  it.each([
+    ['a regclass cast', () => `(${pick(String(itemsOid), String(tblOid))})::oid::regclass::text`],
+    ['to_regclass', () => `to_regclass(${pick("'rtc_vis.items'", "'rtc_qq.qq_hidden_tbl'")})::text`],
+    ['pg_get_viewdef', () => `pg_get_viewdef(${pick(String(itemsOid), String(viewOid))})`],
+    ['obj_description', () => `obj_description(${pick(String(itemsOid), String(tblOid))}, 'pg_class')`],
+    ['format_type', () => `format_type(${pick('23', String(rowTypeOid))}, NULL)`],
+    ['col_description', () => `col_description(${itemsOid}, ${pick('2', '3')})`],
+  ])('%s: never a hidden name over many rows', async (_, expr) => {
+    // A row of the catalog makes the text a filtered one (every guard is allowed there).
+    const r = await run(
+      `SELECT ${expr()} AS v FROM generate_series(1, 300) g, (SELECT 1 FROM pg_catalog.pg_class LIMIT 1) k`,
+    );
+    expect(r.code).toBeUndefined();
+    expect(r.text).not.toMatch(HIDDEN);
   });
 });
