@@ -693,6 +693,27 @@ describe('the approvals table is out of the sessions’ reach', () => {
     expect(typeof ok.body.access_token).toBe('string');
   });
 
+  it('a subject cycling requests through denial or expiry is bounded too: requests kept for the hour after count', async () => {
+    // The open cap (10) alone let a subject add ten more every time ten were decided or expired, each kept an hour.
+    const subject_token = await idpToken({ sub: 'churner', groups: ['writers'] });
+    const dave = await approverToken();
+    let refused: { status: number; body: Record<string, unknown> } | undefined;
+    for (let round = 0; round < 12 && refused === undefined; round++) {
+      const ids: string[] = [];
+      for (let j = 0; j < 10; j++) {
+        const res = await exchange(a, { subject_token, role: 'writer', ttl: '120' });
+        if (res.body.error !== 'approval_required') {
+          refused = res;
+          break;
+        }
+        ids.push(res.body.approval_id as string);
+      }
+      for (const id of ids) expect((await decide(b, id, dave, { decision: 'deny' })).status).toBe(200);
+      if (refused !== undefined) expect(round * 10 + ids.length).toBe(100);
+    }
+    expect([refused?.status, refused?.body.error]).toEqual([429, 'temporarily_unavailable']);
+  }, 60_000);
+
   it('a flood of pending requests of one rule does not hide another rule’s requests from its approvers', async () => {
     // 21 subjects × 10 open requests each (the per-subject cap) of rule writers: more than one listing holds.
     const flood: string[] = [];
