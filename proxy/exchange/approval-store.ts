@@ -74,7 +74,10 @@ export type RetrieveOutcome = 'taken' | 'unknown' | 'mismatch' | ApprovalState;
 
 export interface ApprovalStore {
   readonly kind: 'table' | 'memory';
-  /** Stores a pending request; undefined when the subject already has `maxOpen` open requests. */
+  /**
+   * Stores a pending request; undefined when the subject already has `maxOpen` open requests or
+   * MAX_KEPT_APPROVALS_PER_SUBJECT in any state (or a memory store is full).
+   */
   create(a: NewApproval): Promise<{ expiresAt: Date } | undefined>;
   get(id: string): Promise<ApprovalRecord | undefined>;
   /** Pending requests, oldest first; only those of `rules` when given (an approver's rules: a bound after the filter). */
@@ -96,6 +99,13 @@ export interface ApprovalStore {
 
 /** Terminal rows are purged this long after their window closed (by the store's clock). */
 export const APPROVAL_PURGE_MARGIN_SECONDS = 3600;
+/**
+ * Requests one subject may have in the store in any state (decided, retrieved and expired ones are kept until purged):
+ * the open cap alone let a subject add ten more each time ten were denied or expired.
+ */
+export const MAX_KEPT_APPROVALS_PER_SUBJECT = 100;
+/** Requests a memory store holds at most, whoever asked (a lone replica's memory). */
+export const MAX_APPROVALS_IN_MEMORY = 10_000;
 
 function names(schema: string, table: string) {
   const s = pg.escapeIdentifier(schema);
@@ -164,11 +174,13 @@ CREATE TABLE IF NOT EXISTS ${n.table} (
 );
 CREATE INDEX IF NOT EXISTS ${idx('open')} ON ${n.table} (expires_at) WHERE state IN ('pending', 'approved');
 CREATE INDEX IF NOT EXISTS ${idx('sub')} ON ${n.table} (sub) WHERE state IN ('pending', 'approved');
+CREATE INDEX IF NOT EXISTS ${idx('sub_kept')} ON ${n.table} (sub);
 REVOKE ALL ON ${n.table} FROM PUBLIC;
 CREATE OR REPLACE FUNCTION ${n.request}(p_id text, p_sub text, p_fingerprint bytea, p_request jsonb, p_timeout_ms bigint, p_max_open integer, p_by text)
   RETURNS timestamptz LANGUAGE plpgsql ${definer} AS $fn$
 DECLARE
   open_count integer;
+  kept_count integer;
   expires timestamptz;
 BEGIN
   IF p_id IS NULL OR p_sub IS NULL OR p_fingerprint IS NULL OR p_request IS NULL OR coalesce(p_timeout_ms, 0) < 1 THEN
@@ -178,9 +190,10 @@ BEGIN
   DELETE FROM ${n.table} WHERE state IN ('denied', 'retrieved', 'expired') AND expires_at < now() - interval '${APPROVAL_PURGE_MARGIN_SECONDS} seconds';
   -- One subject's requests are counted and added one at a time, on any replica.
   PERFORM pg_advisory_xact_lock(hashtextextended('pgwarden approvals ' || p_sub, 0));
-  SELECT count(*) INTO open_count FROM ${n.table} a
-    WHERE a.sub = p_sub AND a.state IN ('pending', 'approved') AND a.expires_at > now();
-  IF open_count >= p_max_open THEN
+  -- Open requests are capped, and so is every request kept (until purged), so cycling through denials is bounded too.
+  SELECT count(*) FILTER (WHERE a.state IN ('pending', 'approved') AND a.expires_at > now()), count(*)
+    INTO open_count, kept_count FROM ${n.table} a WHERE a.sub = p_sub;
+  IF open_count >= p_max_open OR kept_count >= ${MAX_KEPT_APPROVALS_PER_SUBJECT} THEN
     RETURN NULL;
   END IF;
   expires := now() + p_timeout_ms * interval '1 millisecond';
@@ -471,9 +484,14 @@ export class MemoryApprovalStore implements ApprovalStore {
       )
         this.#rows.delete(id);
     let open = 0;
+    let kept = 0;
     for (const r of this.#rows.values())
-      if (r.sub === a.sub && (this.#state(r) === 'pending' || this.#state(r) === 'approved')) open++;
-    if (open >= a.maxOpen) return undefined;
+      if (r.sub === a.sub) {
+        kept++;
+        if (this.#state(r) === 'pending' || this.#state(r) === 'approved') open++;
+      }
+    if (open >= a.maxOpen || kept >= MAX_KEPT_APPROVALS_PER_SUBJECT || this.#rows.size >= MAX_APPROVALS_IN_MEMORY)
+      return undefined;
     if (this.#rows.has(a.id)) throw new Error('approval id collision');
     const expiresAt = new Date(now + a.timeoutMs);
     this.#rows.set(a.id, {

@@ -24,7 +24,12 @@ import {
 import { parseNarrowing } from '../../policy/narrow.ts';
 import { KeyUnavailableError, type VerificationKeys } from '../auth/keys.ts';
 import { sealHolds } from './approval-seal.ts';
-import type { ApprovalRecord, ApprovalRequestInfo, ApprovalStore } from './approval-store.ts';
+import {
+  MAX_KEPT_APPROVALS_PER_SUBJECT,
+  type ApprovalRecord,
+  type ApprovalRequestInfo,
+  type ApprovalStore,
+} from './approval-store.ts';
 import type { IdpVerifier } from './subject.ts';
 import type { IssuingKeys } from './signing-keys.ts';
 import { claimedIssuer } from './trust.ts';
@@ -731,7 +736,7 @@ async function requestApproval(info: ApprovalRequestInfo, deps: ExchangeDeps): P
       429,
       'temporarily_unavailable',
       'approval_limit',
-      `this subject already has ${MAX_OPEN_APPROVALS_PER_SUBJECT} requests waiting for approval or retrieval`,
+      `this subject already has ${MAX_OPEN_APPROVALS_PER_SUBJECT} requests waiting for approval or retrieval, or ${MAX_KEPT_APPROVALS_PER_SUBJECT} made within the last hour or so (or this replica holds as many requests as it may)`,
       60,
       info.rule,
     );

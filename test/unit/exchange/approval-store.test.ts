@@ -3,8 +3,10 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
+  APPROVAL_PURGE_MARGIN_SECONDS,
   APPROVALS_GRANT_SQL,
   APPROVALS_SQL,
+  MAX_KEPT_APPROVALS_PER_SUBJECT,
   MemoryApprovalStore,
   type NewApproval,
 } from '../../../proxy/exchange/approval-store.ts';
@@ -76,8 +78,23 @@ describe('MemoryApprovalStore', () => {
     ]);
     expect(await store.expire(10)).toEqual([]);
     expect(await store.list(10)).toEqual([]);
-    // Expired requests no longer count against the subject.
+    // Expired requests no longer count against the subject's open ones.
     expect(await store.create(request('apr_ffffffffffffffffffff'))).toBeDefined();
+  });
+
+  it('bounds what one subject keeps in any state, denied ones included, until they are purged', async () => {
+    let now = 9_000_000;
+    const store = new MemoryApprovalStore(() => now);
+    const id = (i: number) => `apr_${String(i).padStart(20, 'k')}`;
+    for (let i = 0; i < MAX_KEPT_APPROVALS_PER_SUBJECT; i++) {
+      expect(await store.create(request(id(i)))).toBeDefined();
+      expect(await store.decide(id(i), false, by, undefined, 60_000)).toBe('decided');
+    }
+    expect(await store.create(request(id(1000)))).toBeUndefined();
+    expect(await store.create(request(id(1001), { sub: 'bob' }))).toBeDefined();
+    // Purged an hour after their window: the subject may ask again.
+    now += 60_000 + APPROVAL_PURGE_MARGIN_SECONDS * 1000 + 1;
+    expect(await store.create(request(id(1002)))).toBeDefined();
   });
 });
 
