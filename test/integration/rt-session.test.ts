@@ -14,6 +14,10 @@ const POLICY = `roles:
       schemas: [rt_scratch]
       temporary: true
     lock: true
+  scoped:
+    relations: [public.rt_people]
+    deniedColumns: { public.rt_people: [ssn] }
+    catalog: scoped
 `;
 
 let tp: TestProxy;
@@ -106,5 +110,37 @@ describe("PostgreSQL's errors name only what the client wrote", () => {
     } finally {
       await su((s) => s.query('DROP SCHEMA IF EXISTS rt_hidden CASCADE'));
     }
+  });
+});
+
+describe('pg_prepared_statements and pg_cursors show what pgwarden sent, not only what the client wrote', () => {
+  it("a scoped role's catalog filter text, with its denied column names, is not read back from them", async () => {
+    const c = await as('scoped');
+    const text = 'SELECT attname FROM pg_catalog.pg_attribute WHERE attnum > 0 LIMIT 1';
+    await c.query({ name: 'cols', text });
+    await c.query('BEGIN');
+    await c.query(`DECLARE cur CURSOR FOR ${text}`);
+    const reads = [
+      'SELECT statement FROM pg_prepared_statements',
+      'SELECT statement FROM pg_cursors',
+      'SELECT p FROM pg_prepared_statements p',
+      'SELECT * FROM pg_catalog.pg_cursor()',
+      'SELECT * FROM pg_catalog.pg_prepared_statement()',
+      "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%ssn%'",
+    ];
+    for (const read of reads) {
+      await c.query('SAVEPOINT s');
+      const seen = await c.query(read).then(
+        (r) => JSON.stringify(r.rows),
+        (e: { code?: string; message: string }) => `${e.code} ${e.message}`,
+      );
+      await c.query('ROLLBACK TO SAVEPOINT s');
+      expect(seen, read).toMatch(/^42501 /);
+      expect(seen, read).not.toContain('ssn');
+    }
+    // The names stay readable: a driver checks that its statement was prepared.
+    expect((await c.query('SELECT name FROM pg_prepared_statements')).rows).toEqual([{ name: 'cols' }]);
+    await c.query('SELECT name FROM pg_cursors');
+    await c.query('COMMIT');
   });
 });
