@@ -24,6 +24,8 @@ import {
   INTROSPECTION_EXTRA_FUNCTIONS,
   INTROSPECTION_RELATIONS,
   SESSION_RELATIONS,
+  SESSION_TEXT_COLUMNS,
+  SESSION_TEXT_FUNCTIONS,
   SYSTEM_DENIED_COLUMNS,
   isSystemRelation,
 } from './introspection.ts';
@@ -297,6 +299,18 @@ function viewOutsideNarrowing(
  */
 export function temporaryRelation(role: RolePolicy, schema: string): boolean {
   return schema === 'pg_temp' && role.ddl?.temporary === true && !role.readOnly;
+}
+
+/** A scoped role reading back statement texts pgwarden sent upstream (introspection.ts SESSION_TEXT_COLUMNS). */
+function sessionTextDenied(what: string): Denial {
+  return {
+    reason: 'column_denied',
+    ruleId: 'builtin.catalog',
+    sqlstate: SqlState.InsufficientPrivilege,
+    what: `reads the statement texts of ${what}, which under catalog: scoped hold pgwarden's catalog filters (they name columns this role may not see)`,
+    detail: `${what}: statement (rule: builtin.catalog)`,
+    hint: 'select the columns you need by name, without statement (name, prepare_time, parameter_types, …)',
+  };
 }
 
 export function matchesRelation(patterns: readonly RelationPattern[], schema: string, name: string): boolean {
@@ -611,6 +625,9 @@ export function checkFacts(
         hint: 'select the columns you need by name',
       };
     }
+    // Under a scoped catalog, the text pgwarden sent upstream (its filters name the role's denied columns).
+    const sent = role.catalog === 'scoped' ? SESSION_TEXT_COLUMNS.get(c.relation) : undefined;
+    if (sent !== undefined && (c.column === sent || c.column === '*')) return sessionTextDenied(displayRel(c.relation));
     const only = narrowedColumns(role, c.relation, a.relations.find((x) => x.key === c.relation)?.relation);
     if (only !== undefined) {
       const refused = columnOutsideNarrowing(c, only, role, a);
@@ -648,6 +665,7 @@ export function checkFacts(
     }
   }
   for (const f of a.functions) {
+    if (role.catalog === 'scoped' && SESSION_TEXT_FUNCTIONS.has(f.key)) return sessionTextDenied(displayRel(f.key));
     if (role.catalog !== 'none' && INTROSPECTION_EXTRA_FUNCTIONS.includes(f.key)) continue;
     // Under a scoped catalog the guards' own calls (each client call of these is inside a guard).
     if (filtered && SCOPED_INNER_FUNCTIONS.has(f.key)) continue;

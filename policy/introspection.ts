@@ -209,6 +209,21 @@ export const SESSION_RELATIONS: ReadonlyMap<string, string> = new Map([
 ]);
 
 /**
+ * What those views and their functions show is the text pgwarden sent upstream, not only what the client wrote: under
+ * `catalog: scoped`, a statement over the catalogs is sent rewritten, and its filters name the role's denied columns
+ * (catalog-scope.ts deniedAttribute), which that mode hides everywhere else. For a scoped role these columns (and any
+ * whole-row or `*` use of the view) and the functions behind them are refused; their other columns stay readable.
+ */
+export const SESSION_TEXT_COLUMNS: ReadonlyMap<string, string> = new Map([
+  ['pg_catalog.pg_prepared_statements', 'statement'],
+  ['pg_catalog.pg_cursors', 'statement'],
+]);
+export const SESSION_TEXT_FUNCTIONS: ReadonlySet<string> = new Set([
+  'pg_catalog.pg_prepared_statement',
+  'pg_catalog.pg_cursor',
+]);
+
+/**
  * Columns of allowed introspection relations that no role may read, and why: other roles' settings,
  * data values and server file paths. Reading one by name, through `*` or a whole-row reference is
  * refused as if the role's deniedColumns listed it. Keys are qualified relation names.

@@ -92,4 +92,21 @@ describe('system relations in relations:', () => {
       }
     }
   });
+
+  it("under catalog: scoped their statement texts (pgwarden's filters, naming denied columns) are refused; their names are not", () => {
+    const scoped = { ...ROLES.analyst, name: 'scopedr', catalog: 'scoped' as const };
+    for (const sql of [
+      'SELECT statement FROM pg_prepared_statements',
+      'SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE $1',
+      'SELECT * FROM pg_cursors',
+      'SELECT * FROM pg_catalog.pg_cursor()',
+      'SELECT name FROM pg_catalog.pg_prepared_statement()',
+    ]) {
+      const d = evaluate(sql, sql.includes('$1') ? 'parse' : 'simple', sessionFor(scoped), CATALOG);
+      expect(d, sql).toMatchObject({ allow: false, reason: 'column_denied', ruleId: 'builtin.catalog' });
+    }
+    for (const sql of ['SELECT name, prepare_time FROM pg_prepared_statements', 'SELECT name FROM pg_cursors']) {
+      expect(evaluate(sql, 'simple', sessionFor(scoped), CATALOG), sql).toMatchObject({ allow: true });
+    }
+  });
 });
