@@ -371,6 +371,8 @@ type GuardKind =
   | 'trigger'
   | 'view'
   | 'exprrel'
+  | 'family'
+  | 'partdef'
   | 'column'
   | 'never';
 
@@ -401,8 +403,8 @@ export const SCOPED_FUNCTIONS: ReadonlyMap<string, GuardedFunction> = new Map<st
   ['pg_get_viewdef', { kind: 'view', x: 0 }],
   // pg_get_expr(tree, relation): the tree comes from a filtered row; the relation names its columns.
   ['pg_get_expr', { kind: 'exprrel', x: 1 }],
-  ['pg_get_partkeydef', { kind: 'exprrel', x: 0 }],
-  ['pg_get_partition_constraintdef', { kind: 'exprrel', x: 0 }],
+  ['pg_get_partkeydef', { kind: 'partdef', x: 0 }],
+  ['pg_get_partition_constraintdef', { kind: 'partdef', x: 0 }],
   ['pg_get_function_arguments', { kind: 'function', x: 0 }],
   ['pg_get_function_result', { kind: 'function', x: 0 }],
   ['pg_get_function_identity_arguments', { kind: 'function', x: 0 }],
@@ -412,9 +414,9 @@ export const SCOPED_FUNCTIONS: ReadonlyMap<string, GuardedFunction> = new Map<st
   ['pg_total_relation_size', { kind: 'relation', x: 0 }],
   ['pg_indexes_size', { kind: 'relation', x: 0 }],
   ['pg_relation_is_publishable', { kind: 'relation', x: 0 }],
-  ['pg_partition_ancestors', { kind: 'relation', x: 0 }],
-  ['pg_partition_root', { kind: 'relation', x: 0 }],
-  ['pg_partition_tree', { kind: 'relation', x: 0 }],
+  ['pg_partition_ancestors', { kind: 'family', x: 0 }],
+  ['pg_partition_root', { kind: 'family', x: 0 }],
+  ['pg_partition_tree', { kind: 'family', x: 0 }],
   // Their catalogs are shown empty under scoped.
   ['pg_get_statisticsobjdef_columns', { kind: 'never', x: 0 }],
   ['pg_get_ruledef', { kind: 'never', x: 0 }],
@@ -453,6 +455,8 @@ const LOOKUPS: Partial<Record<GuardKind, string>> = {
   regclass: 'to_regclass',
   view: 'to_regclass',
   exprrel: 'to_regclass',
+  family: 'to_regclass',
+  partdef: 'to_regclass',
   type: 'to_regtype',
   namespace: 'to_regnamespace',
 };
@@ -547,6 +551,21 @@ function buildFilters(role: RolePolicy, catalog: CatalogSnapshot): Filters {
   const x = '(pgwarden_x)::pg_catalog.oid';
   /** `x IN (<the query>)`, the query with the sets it names: x stays outside the WITH's scope. */
   const among = (query: string) => `${x} IN (${p.withCtes(query)}${query})`;
+  /**
+   * `SELECT 1 FROM <x's inheritance family: x, its ancestors (up) and descendants, any depth, by pg_inherits> WHERE
+   * <a member is not the role's, or matches the condition>`: one recursive query, so x stays outside the WITH's scope
+   * only where it seeds the recursion.
+   */
+  const family = (cond: string): string => {
+    const outside = `pgwarden_fam.oid NOT IN (${p.vis} UNION ALL ${p.idx})`;
+    const body = `SELECT 1 FROM (SELECT oid, true AS up FROM pgwarden_up UNION ALL SELECT oid, false FROM pgwarden_down) pgwarden_fam WHERE ${outside} OR (${cond})`;
+    const defs = p
+      .withCtes(body)
+      .replace(/^WITH /, '')
+      .trimEnd();
+    const sets = defs === '' ? '' : `${defs}, `;
+    return `WITH RECURSIVE ${sets}pgwarden_up(oid) AS (SELECT ${x} UNION SELECT fu.inhparent FROM pg_catalog.pg_inherits fu JOIN pgwarden_up fuu ON fu.inhrelid = fuu.oid), pgwarden_down(oid) AS (SELECT ${x} UNION SELECT fd.inhrelid FROM pg_catalog.pg_inherits fd JOIN pgwarden_down fdd ON fd.inhparent = fdd.oid) ${body}`;
+  };
   const conds: Record<GuardKind, string> = {
     relation: among(`${p.vis} UNION ALL ${p.idx}`),
     // A regclass also names the system catalogs themselves (`'pg_class'::regclass`, as drivers write), which are the
@@ -569,6 +588,12 @@ function buildFilters(role: RolePolicy, catalog: CatalogSnapshot): Filters {
     exprrel: among(
       `SELECT gv.oid FROM pgwarden_vis gv WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute ga WHERE ga.attrelid = gv.oid AND ga.attnum > 0 AND NOT ga.attisdropped AND NOT (${p.attrVisible('ga')}))`,
     ),
+    // The relation's partition or inheritance family, which pg_partition_root / _ancestors / _tree hand out as
+    // regclass values (printed as names), must be the role's at every depth, up and down.
+    family: `${among(`${p.vis} UNION ALL ${p.idx}`)} AND NOT EXISTS (${family('false')})`,
+    // A partition key or a partition's constraint is built from every ancestor's key, whose expressions may call
+    // functions or name columns: each ancestor (and the relation) must name nothing hidden and have no denied column.
+    partdef: `${among(`${p.vis} UNION ALL ${p.idx}`)} AND NOT EXISTS (${family('false')}) AND NOT EXISTS (${family(`pgwarden_fam.up AND NOT (${p.depsOk(CLASS.pg_class, 'pgwarden_fam.oid')} AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute ga WHERE ga.attrelid = pgwarden_fam.oid AND ga.attnum > 0 AND NOT ga.attisdropped AND NOT (${p.attrVisible('ga')})))`)})`,
     column: (() => {
       const q = `SELECT ga.attrelid, ga.attnum::pg_catalog.int4 FROM pg_catalog.pg_attribute ga WHERE ${p.attrVisible('ga')}`;
       return `(${x}, (pgwarden_y)::pg_catalog.int4) IN (${p.withCtes(q)}${q})`;

@@ -9,7 +9,7 @@ const HIDDEN = /qq/i;
 const POLICY = `roles:
   scoped:
     readOnly: true
-    relations: [rtc_vis.items]
+    relations: [rtc_vis.items, rtc_vis.leaf, rtc_vis.vparent, rtc_vis.vkid, rtc_vis.fleaf, rtc_vis.fparent, rtc_vis.okp, rtc_vis.okk]
     deniedColumns: { rtc_vis.items: [qq_denied_col] }
     searchPath: [public, rtc_vis]
     catalog: scoped
@@ -25,6 +25,17 @@ COMMENT ON TABLE rtc_qq.qq_hidden_tbl IS 'qq hidden comment';
 CREATE SCHEMA rtc_vis;
 CREATE TABLE rtc_vis.items (id int PRIMARY KEY, name text, qq_denied_col text);
 COMMENT ON COLUMN rtc_vis.items.qq_denied_col IS 'qq denied comment';
+-- A visible partition of a hidden parent, a visible parent with a hidden partition under a visible one, and a
+-- visible parent and partition whose key calls a hidden function.
+CREATE TABLE rtc_qq.qq_parted (k int, v int) PARTITION BY LIST (k);
+CREATE TABLE rtc_vis.leaf PARTITION OF rtc_qq.qq_parted FOR VALUES IN (1);
+CREATE TABLE rtc_vis.vparent (k int) PARTITION BY LIST (k);
+CREATE TABLE rtc_vis.vkid PARTITION OF rtc_vis.vparent FOR VALUES IN (1) PARTITION BY LIST (k);
+CREATE TABLE rtc_qq.qq_part2 PARTITION OF rtc_vis.vkid FOR VALUES IN (1);
+CREATE TABLE rtc_vis.fparent (k int) PARTITION BY LIST ((k + rtc_qq.qq_hidden_fn()));
+CREATE TABLE rtc_vis.fleaf PARTITION OF rtc_vis.fparent FOR VALUES IN (2);
+CREATE TABLE rtc_vis.okp (k int) PARTITION BY LIST (k);
+CREATE TABLE rtc_vis.okk PARTITION OF rtc_vis.okp FOR VALUES IN (1);
 GRANT USAGE ON SCHEMA rtc_vis, rtc_qq TO pgwarden;
 GRANT SELECT ON ALL TABLES IN SCHEMA rtc_vis, rtc_qq TO pgwarden;
 `;
@@ -164,5 +175,36 @@ describe('catalog: scoped: a guard checks the very value the call gets', () => {
     );
     expect(r.code).toBeUndefined();
     expect(r.text).not.toMatch(HIDDEN);
+  });
+});
+
+describe("catalog: scoped: partition functions hand out only the role's relations", () => {
+  // pg_partition_root / _ancestors / _tree return regclass values (printed as names) of the relation's whole family,
+  // and a partition key or partition constraint prints what its ancestors' keys call: a guard on the argument alone
+  // let a visible partition name its hidden parent, a visible parent its hidden grandchild.
+  it.each([
+    "SELECT pg_partition_root('rtc_vis.leaf')::text AS v",
+    "SELECT relid::text AS v FROM pg_partition_ancestors('rtc_vis.leaf')",
+    "SELECT relid::text AS v, parentrelid::text AS p FROM pg_partition_tree('rtc_vis.vparent')",
+    "SELECT relid::text AS v, parentrelid::text AS p FROM pg_partition_tree('rtc_vis.vkid')",
+    "SELECT pg_get_partkeydef('rtc_vis.fparent') AS v",
+    "SELECT pg_get_partition_constraintdef('rtc_vis.fleaf') AS v",
+    'SELECT pg_get_partkeydef(c.oid) AS v FROM pg_catalog.pg_class c',
+    'SELECT pg_get_partition_constraintdef(c.oid) AS v FROM pg_catalog.pg_class c',
+  ])('%s names nothing hidden', async (sql) => {
+    const r = await run(sql);
+    expect(r.code).toBeUndefined();
+    expect(r.text).not.toMatch(HIDDEN);
+  });
+
+  it("a family wholly the role's is still described", async () => {
+    const r = await run(
+      "SELECT pg_get_partition_constraintdef('rtc_vis.okk') AS v, pg_partition_root('rtc_vis.okk')::text AS root",
+    );
+    expect(r.rows).toEqual([{ v: '((k IS NOT NULL) AND (k = 1))', root: 'okp' }]);
+    const key = await run("SELECT pg_get_partkeydef('rtc_vis.okp') AS v");
+    expect(key.rows).toEqual([{ v: 'LIST (k)' }]);
+    const tree = await run("SELECT relid::text AS v FROM pg_partition_tree('rtc_vis.okp') ORDER BY 1");
+    expect(tree.rows).toEqual([{ v: 'okk' }, { v: 'okp' }]);
   });
 });
