@@ -413,3 +413,13 @@ describe('DDL of a narrowed token changes only relations its narrowing lets it w
     expect((await keep()).comment).toBe('kept');
   });
 });
+
+// Found and left open (each a precise description of what is still possible).
+describe('left open', () => {
+  it.todo(
+    'catalog: scoped — the filters hide the columns outside a column list of the relation the narrowing names, but not of its inheritance children and partitions: pg_attribute and information_schema.columns still list the child’s other column names (names only; reading them is refused by narrowedColumns)',
+  );
+  it.todo(
+    'exchange — a relation a child token names exactly under a column-limited bound is checked to be no view when the token is issued; a table dropped and re-created as a view of the same name during the token’s life is then read through that view by its exact name',
+  );
+});
