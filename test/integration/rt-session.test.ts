@@ -14,6 +14,11 @@ const POLICY = `roles:
       schemas: [rt_scratch]
       temporary: true
     lock: true
+  notifier:
+    readOnly: false
+    relations: [public.orders]
+    write: { statements: [insert], relations: [public.orders] }
+    channels: { listen: [jobs_*], notify: [jobs_done] }
   scoped:
     relations: [public.rt_people]
     deniedColumns: { public.rt_people: [ssn] }
@@ -142,5 +147,25 @@ describe('pg_prepared_statements and pg_cursors show what pgwarden sent, not onl
     expect((await c.query('SELECT name FROM pg_prepared_statements')).rows).toEqual([{ name: 'cols' }]);
     await c.query('SELECT name FROM pg_cursors');
     await c.query('COMMIT');
+  });
+});
+
+describe("pg_notify's channel bound as a parameter", () => {
+  it('is the bytes PostgreSQL reads: a leading byte order mark is part of the channel, not dropped', async () => {
+    const c = await as('notifier');
+    const heard: string[] = [];
+    await su(async (s) => {
+      s.on('notification', (n) => heard.push(n.channel));
+      await s.query('LISTEN "\uFEFFjobs_done"');
+      await s.query('LISTEN jobs_done');
+      const err = await pgError(() => c.query('SELECT pg_notify($1, $2)', ['\uFEFFjobs_done', 'x']));
+      expect(err.code).toBe('42501');
+      // The allowed channel itself still works, and the listener's connection sees only that one.
+      await c.query('SELECT pg_notify($1, $2)', ['jobs_done', 'y']);
+      await s.query('SELECT 1');
+      await new Promise((r) => setTimeout(r, 200));
+      await s.query('SELECT 1');
+    });
+    expect(heard).toEqual(['jobs_done']);
   });
 });
