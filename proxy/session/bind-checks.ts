@@ -8,7 +8,8 @@ import type { BindMessage } from '../wire/frontend.ts';
 /** Parameter types whose value reaches pg_notify's text channel unchanged: unspecified (the server infers text) and text. */
 const TEXT_PARAM_TYPES: ReadonlySet<number> = new Set([0, 25]);
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the value PostgreSQL reads (the default decoder drops it, and judged another channel).
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** A Bind without values: what a portal whose Bind was not kept is checked with (every check then refuses). */
 export const NO_VALUES: BindMessage = { portal: '', statement: '', paramFormats: [], params: [], resultFormats: [] };

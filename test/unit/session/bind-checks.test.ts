@@ -35,6 +35,7 @@ describe('bindRefusal', () => {
     ['a longer exact name', bind(Buffer.from('done2')), [0, 0]],
     ['NULL', bind(null), [0, 0]],
     ['not UTF-8', bind(Buffer.from([0x6a, 0xff])), [0, 0]],
+    ['an allowed name after a byte order mark (part of the channel)', bind(Buffer.from('\uFEFFdone')), [0, 0]],
     ['a declared type that is not text (bpchar trims)', bind(Buffer.from('done')), [0, 1042]],
     ['a missing value', { ...bind(null), params: [Buffer.from('p')] }, [0, 0]],
   ])('refuses %s with 42501', (_n, b, types) => {
