@@ -737,6 +737,33 @@ describe('the approvals table is out of the sessions’ reach', () => {
     for (const id of flood) expect((await decide(b, id, dave, { decision: 'deny' })).status).toBe(200);
   }, 60_000);
 
+  it('`pgwarden approve` never writes a request’s control characters to the approver’s terminal', async () => {
+    // A row written through the definer functions by a session running code as the upstream role (DO) holds any text:
+    // an OSC 52 sequence in it would set the approver's clipboard when the listing is printed.
+    const script = await a.token({ sub: 'mallory', role: 'scripter' });
+    const c = new pg.Client(a.pgConfig(script));
+    await c.connect();
+    const forged = `apr_${'f'.repeat(43)}`;
+    try {
+      await c.query(
+        `DO $$ BEGIN PERFORM ${SCHEMA}.revocations_approval_request('${forged}', 'mallory', sha256('x'::bytea),
+          jsonb_build_object('rule', 'writers', 'subjectIssuer', '${IDP}', 'sub', 'mallory' || chr(27) || '[2K', 'role', 'writer',
+            'lifetime', 60, 'singleUse', false, 'requestedSingleUse', false, 'audience', 'pgwarden',
+            'requester', chr(27) || ']52;c;cm0gLXJmIH4=' || chr(7)), 60000, 10, 'x'); END $$`,
+      );
+    } finally {
+      await c.end();
+    }
+    const dave = await tokenFile('dave-list.jwt', await approverToken());
+    for (const args of [['--list'], [forged, '--show']]) {
+      const out = await approveCommand([...args, '--url', url(a), '--token-file', dave]);
+      expect(out.code).toBe(0);
+      expect(out.stdout).toContain('mallory');
+      expect(out.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+    }
+    expect((await decide(a, forged, await approverToken(), { decision: 'deny' })).status).toBe(200);
+  });
+
   it('no token, subject token or approver token is in either trail or log', () => {
     const trail = [...a.auditLines(), ...a.logs, ...b.auditLines(), ...b.logs].join('\n');
     for (const t of [...issued, ...presented]) expect(trail).not.toContain(t.split('.')[2]);
