@@ -3,17 +3,26 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { errorMessage } from '../../lib/error-message.ts';
 import { tokenUrl, type CliResult } from './exchange.ts';
+import { printable } from '../../lib/printable.ts';
 
 export const APPROVE_USAGE = `pgwarden approve ID --url URL --token-file FILE [--deny] [--reason TEXT] [--json]
   pgwarden approve ID --show --url URL --token-file FILE [--json]
   pgwarden approve --list --url URL --token-file FILE [--json]`;
 
 /** One request as a few lines: who asks, for which role and narrowing, for how long, and where it stands. */
-export function describeApproval(a: Record<string, unknown>): string {
+export function describeApproval(raw: Record<string, unknown>): string {
+  const a = Object.fromEntries(
+    Object.entries(raw).map(([k, v]) => [
+      k,
+      v === undefined || typeof v === 'boolean'
+        ? v
+        : printable(typeof v === 'object' && v !== null ? JSON.stringify(v) : v),
+    ]),
+  ) as Record<string, unknown>;
   const lines = [
     `${String(a.approval_id)}  ${String(a.status)}${a.own === true ? '  (your own request: you cannot decide it)' : ''}`,
     `  subject ${String(a.sub)} (${String(a.subject_issuer)})${a.actor === undefined ? '' : ` acting through ${String(a.actor)}`}${a.tenant === undefined ? '' : `, tenant ${String(a.tenant)}`}`,
-    `  role ${String(a.role)} under rule ${String(a.rule)}, ${a.narrow === undefined ? 'not narrowed' : `narrowed to ${JSON.stringify(a.narrow)}`}`,
+    `  role ${String(a.role)} under rule ${String(a.rule)}, ${a.narrow === undefined ? 'not narrowed' : `narrowed to ${String(a.narrow)}`}`,
     `  token: ${String(a.lifetime)} s from its retrieval${a.single_use === true ? ', single-use' : ''}; asked from ${String(a.requester ?? 'an unknown address')} at ${String(a.created_at)}; expires ${String(a.expires_at)}`,
   ];
   if (a.decided_by !== undefined)
@@ -103,7 +112,7 @@ export async function approveCommand(argv: string[]): Promise<CliResult> {
     return {
       code: 1,
       stdout: values.json === true ? `${JSON.stringify(body)}\n` : '',
-      stderr: `pgwarden: ${error}${description}\n`,
+      stderr: `pgwarden: ${printable(error)}${printable(description)}\n`,
     };
   }
   if (values.json === true) return { code: 0, stdout: `${JSON.stringify(body, null, 2)}\n`, stderr: '' };

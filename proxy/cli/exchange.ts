@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { parseDuration } from '../config/duration.ts';
 import { isLoopbackHost } from '../config/load.ts';
 import { errorMessage } from '../../lib/error-message.ts';
+import { printable } from '../../lib/printable.ts';
 
 export const EXCHANGE_USAGE =
   'pgwarden token exchange --url URL --subject-token-file FILE --role R [--narrow JSON] [--ttl 10m] [--actor-token-file FILE] [--single-use] [--approval-id ID [--wait]] [--json]';
@@ -154,7 +155,7 @@ export async function tokenExchange(
     return {
       code: EXIT_PENDING,
       stdout: values.json === true ? `${JSON.stringify(body)}\n` : '',
-      stderr: `pgwarden: ${String(body.error)}: ${String(body.error_description ?? '')}${next}\n`,
+      stderr: `pgwarden: ${printable(body.error)}: ${printable(body.error_description ?? '')}${next}\n`,
     };
   }
   if (status !== 200 || typeof body.access_token !== 'string') {
@@ -163,7 +164,7 @@ export async function tokenExchange(
     return {
       code: 1,
       stdout: values.json === true ? `${JSON.stringify(body)}\n` : '',
-      stderr: `pgwarden: ${error}${description}\n`,
+      stderr: `pgwarden: ${printable(error)}${printable(description)}\n`,
     };
   }
   return {

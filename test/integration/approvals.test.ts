@@ -761,7 +761,26 @@ describe('the approvals table is out of the sessions’ reach', () => {
       expect(out.stdout).toContain('mallory');
       expect(out.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
     }
-    expect((await decide(a, forged, await approverToken(), { decision: 'deny' })).status).toBe(200);
+    // An approver's reason reaches the requester's terminal the same way: printed escaped.
+    const denied = await decide(a, forged, await approverToken(), {
+      decision: 'deny',
+      reason: '\u001b]52;c;cm0gLXJmIH4=\u0007 no',
+    });
+    expect(denied.status).toBe(200);
+    const asker = await tokenFile('mallory.jwt', await idpToken({ sub: 'mallory' }));
+    const got = await tokenExchange([
+      '--url',
+      url(a),
+      '--subject-token-file',
+      asker,
+      '--role',
+      'writer',
+      '--approval-id',
+      forged,
+    ]);
+    expect(got.code).not.toBe(0);
+    expect(got.stderr).toContain('approval_denied');
+    expect(got.stderr).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
   });
 
   it('no token, subject token or approver token is in either trail or log', () => {
