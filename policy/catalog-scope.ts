@@ -711,6 +711,17 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
   if (role.catalog !== 'scoped') return undefined;
   // Every catalog relation name starts with pg_ or is in information_schema, every guarded call and reg* cast names
   // pg_*, format_type, *_description, to_reg* or reg*; U& identifiers may spell any of them in escapes.
+  // A plan names what the statement reaches beyond what it names: the tables a view reads, a parent's partitions,
+  // indexes (on denied columns too), inheritance children. None of that is the role's to see, and no filter applies
+  // to a plan's text, so EXPLAIN of anything is refused under scoped.
+  if (/explain/i.test(sql)) {
+    const p = parseStatements(sql);
+    if (p.ok && p.stmts.some((s) => (s.stmt as AnyNode | undefined)?.ExplainStmt !== undefined))
+      return {
+        ok: false,
+        why: 'EXPLAIN under catalog: scoped: a plan names the relations a view reads, partitions and indexes',
+      };
+  }
   if (!MAY_NAME_CATALOG.test(sql) && !role.searchPath.includes('information_schema')) return undefined;
   const parsed = parseStatements(sql);
   if (!parsed.ok) return undefined;

@@ -9,7 +9,7 @@ const HIDDEN = /qq/i;
 const POLICY = `roles:
   scoped:
     readOnly: true
-    relations: [rtc_vis.items, rtc_vis.leaf, rtc_vis.vparent, rtc_vis.vkid, rtc_vis.fleaf, rtc_vis.fparent, rtc_vis.okp, rtc_vis.okk]
+    relations: [rtc_vis.items, rtc_vis.leaf, rtc_vis.vparent, rtc_vis.vkid, rtc_vis.fleaf, rtc_vis.fparent, rtc_vis.okp, rtc_vis.okk, rtc_vis.peek]
     deniedColumns: { rtc_vis.items: [qq_denied_col] }
     searchPath: [public, rtc_vis]
     catalog: scoped
@@ -34,6 +34,7 @@ CREATE TABLE rtc_vis.vkid PARTITION OF rtc_vis.vparent FOR VALUES IN (1) PARTITI
 CREATE TABLE rtc_qq.qq_part2 PARTITION OF rtc_vis.vkid FOR VALUES IN (1);
 CREATE TABLE rtc_vis.fparent (k int) PARTITION BY LIST ((k + rtc_qq.qq_hidden_fn()));
 CREATE TABLE rtc_vis.fleaf PARTITION OF rtc_vis.fparent FOR VALUES IN (2);
+CREATE VIEW rtc_vis.peek AS SELECT qq_hidden_col AS p FROM rtc_qq.qq_hidden_tbl;
 CREATE TABLE rtc_vis.okp (k int) PARTITION BY LIST (k);
 CREATE TABLE rtc_vis.okk PARTITION OF rtc_vis.okp FOR VALUES IN (1);
 GRANT USAGE ON SCHEMA rtc_vis, rtc_qq TO pgwarden;
@@ -206,5 +207,30 @@ describe("catalog: scoped: partition functions hand out only the role's relation
     expect(key.rows).toEqual([{ v: 'LIST (k)' }]);
     const tree = await run("SELECT relid::text AS v FROM pg_partition_tree('rtc_vis.okp') ORDER BY 1");
     expect(tree.rows).toEqual([{ v: 'okk' }, { v: 'okp' }]);
+  });
+});
+
+describe('catalog: scoped: EXPLAIN', () => {
+  // A plan names what a statement reaches beyond the names it was written with: a visible view's hidden table and
+  // its columns, a visible parent's hidden partitions. Refused, whatever the statement.
+  it.each([
+    'EXPLAIN SELECT * FROM rtc_vis.peek',
+    'EXPLAIN VERBOSE SELECT * FROM rtc_vis.peek',
+    'EXPLAIN (FORMAT JSON) SELECT * FROM rtc_vis.vparent',
+    'EXPLAIN SELECT id FROM rtc_vis.items',
+  ])('%s: refused, naming nothing hidden', async (sql) => {
+    const r = await run(sql);
+    expect(r.text).not.toMatch(HIDDEN);
+    expect(r.code).toBe('0A000');
+    // The statement itself runs.
+    expect((await run(sql.replace(/^EXPLAIN (VERBOSE |\(FORMAT JSON\) )?/, ''))).code).toBeUndefined();
+  });
+
+  it('EXPLAIN EXECUTE of a prepared statement: refused', async () => {
+    await c.query('PREPARE rt_peek AS SELECT * FROM rtc_vis.peek');
+    const r = await run('EXPLAIN EXECUTE rt_peek');
+    expect(r.text).not.toMatch(HIDDEN);
+    expect(r.code).toBe('0A000');
+    await c.query('DEALLOCATE rt_peek');
   });
 });
