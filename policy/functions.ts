@@ -163,10 +163,12 @@ export const ALWAYS_DENIED: readonly FunctionEntry[] = [
  * pg_catalog's sleeps: callable only by a role with a `statementTimeout`, which pgwarden stamps on the upstream
  * session and which the client may only lower (never RESET or raise): the server ends the sleep, with 57014, by
  * then at the latest, and the role's concurrency budget bounds how many sleep at once. Without it a sleep would hold
- * a backend and its snapshot for as long as the client asks. A sleep spends no more than any slow query the same
- * role may already run (a large generate_series); drivers' cancel and timeout tests use it. functions.allow does not
- * decide these (the timeout does), and a stored expression (DEFAULT, CHECK, view body) that would sleep later, in
- * someone else's statement, is refused whatever the role (policy/evaluate.ts restatedChecks).
+ * a backend and its snapshot for as long as the client asks, and functions.allow cannot change that. With it, a
+ * read-write role (an application's: drivers' cancel and timeout tests sleep) may sleep by default, since it can
+ * already hold row locks as long with a write; a read-only role (an agent reading data, for which a sleep is only a
+ * way to hold a backend) sleeps only when its functions.allow lists the function. A stored expression (DEFAULT,
+ * CHECK, view body) that would sleep later, in someone else's statement, is refused whatever the role
+ * (policy/evaluate.ts restatedChecks).
  */
 export const TIMEOUT_BOUNDED: readonly FunctionEntry[] = [
   { pattern: 'pg_sleep', reason: 'holds a backend and its snapshot for as long as it sleeps' },
@@ -373,7 +375,7 @@ export const UNCLASSIFIED_HINT =
  * `overloads` are the catalog's entries for `schema.name` (undefined when the catalog has none).
  *
  * Order: ALWAYS_DENIED (any schema) → the role's functions.deny → unknown to the catalog → pg_catalog's sleeps
- * (TIMEOUT_BOUNDED: allowed exactly when the role has statementTimeout) → the review's
+ * (TIMEOUT_BOUNDED: only with statementTimeout; read-only roles also need functions.allow) → the review's
  * `denied` class (builtin) → the role's functions.allow → outside pg_catalog/information_schema →
  * not in the review (`unclassified`) → the review's class (introspection, volatile, volatile_allowed, safe).
  * functions.allow lifts `unclassified` like every other 'default' rule, but never a `denied` one.
@@ -397,16 +399,25 @@ export function judgeFunction(
   if (sleep !== undefined) {
     // Both the session's timeout and the policy's: a token narrowing that adds a timeout grants nothing (policy/narrow.ts).
     if (
-      role.statementTimeout !== undefined &&
-      (role.narrowedFrom === undefined || role.narrowedFrom.statementTimeout !== undefined)
+      role.statementTimeout === undefined ||
+      (role.narrowedFrom?.statementTimeout === undefined && role.narrowedFrom !== undefined)
     )
+      return {
+        allow: false,
+        rule: 'builtin',
+        code: 'needs_statement_timeout',
+        why: `${sleep.reason}: callable only by a role with statementTimeout, which ends it`,
+        hint: 'set statementTimeout on the role',
+      };
+    // A narrowing may make the role read-only (never the reverse), and grants no function: both read off `role`.
+    if (!role.readOnly || role.functions.allow.has(`pg_catalog.${sleep.pattern}`))
       return { allow: true, via: 'timeout_bounded' };
     return {
       allow: false,
-      rule: 'builtin',
-      code: 'needs_statement_timeout',
-      why: `${sleep.reason}: callable only by a role with statementTimeout, which ends it`,
-      hint: 'set statementTimeout on the role',
+      rule: 'default',
+      code: 'volatile',
+      why: `${sleep.reason}: a read-only role sleeps only if its functions.allow lists pg_catalog.${sleep.pattern}`,
+      hint: `add pg_catalog.${sleep.pattern} to functions.allow`,
     };
   }
   const system = REVIEWED_SCHEMAS.has(schema);

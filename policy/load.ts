@@ -612,8 +612,9 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
             k === 'allow' && (r.pattern.schema === 'pg_catalog' || r.pattern.schema === undefined)
               ? findEntry(TIMEOUT_BOUNDED, r.pattern.name)
               : undefined;
-          if (sleep !== undefined)
-            return `names ${r.pattern.name}, which functions.allow does not decide: a role may call it exactly when it has statementTimeout (which ends the sleep); see docs/functions.md`;
+          // functions.allow lets a read-only role sleep; without statementTimeout no role may, so the entry would do nothing.
+          if (sleep !== undefined && !('statementTimeout' in raw))
+            return `names ${r.pattern.name}, which a role may call only when it has statementTimeout (which ends the sleep): set statementTimeout on the role; see docs/functions.md`;
           if (k === 'allow') seen.set(key, i);
           return undefined;
         });

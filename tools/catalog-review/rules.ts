@@ -93,7 +93,7 @@ export function suggestFunction(f: ServerFunction): Suggestion {
     return {
       class: 'volatile',
       reason:
-        'sleeps: callable only by a role with statementTimeout (TIMEOUT_BOUNDED in policy/functions.ts), whatever functions.allow says',
+        'sleeps: callable only by a role with statementTimeout; read-only roles also need functions.allow (TIMEOUT_BOUNDED in policy/functions.ts)',
       rule: 'TIMEOUT_BOUNDED',
     };
   if (f.revoked)

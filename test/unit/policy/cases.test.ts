@@ -255,10 +255,15 @@ const families: Record<string, Case[]> = {
     ['analyst', "SELECT setval('s', 1)", 'deny', 'function_denied'],
     ['analyst', 'SELECT pg_sleep(10)', 'deny', 'function_denied'],
     ['analyst', "SELECT pg_sleep_for('1 hour')", 'deny', 'function_denied'],
-    // Sleeps: only a role with statementTimeout (which ends them) may sleep; functions.allow does not decide it.
-    ['timed', 'SELECT pg_sleep(10)', 'allow'],
-    ['timed', "SELECT pg_catalog.pg_sleep_for('1 hour')", 'allow'],
-    ['timed', "SELECT pg_sleep_until(now() + '1 hour')", 'allow'],
+    // Sleeps: only a role with statementTimeout (which ends them) may sleep; a read-write role by default, a read-only
+    // one only with functions.allow naming the function.
+    ['writer', 'SELECT pg_sleep(10)', 'allow'],
+    ['writer', "SELECT pg_catalog.pg_sleep_for('1 hour')", 'allow'],
+    ['writer', "SELECT pg_sleep_until(now() + '1 hour')", 'allow'],
+    ['timed', 'SELECT pg_sleep(10)', 'deny', 'function_denied'],
+    ['timed', "SELECT pg_catalog.pg_sleep_for('1 hour')", 'deny', 'function_denied'],
+    ['sleeper', 'SELECT pg_sleep(1)', 'allow'],
+    ['sleeper', "SELECT pg_sleep_for('1 second')", 'deny', 'function_denied'],
     ['analyst', "SELECT pg_sleep_until(now() + '1 hour')", 'deny', 'function_denied'],
     ['analyst', 'SELECT pg_catalog.pg_sleep(0)', 'deny', 'function_denied'],
     ['analyst', 'SELECT pg_terminate_backend(1)', 'deny', 'function_denied'],

@@ -768,7 +768,14 @@ describe('functions.allow and the never-callable list', () => {
     const r = parsePolicyText('roles: { a: { functions: { allow: [pg_catalog.pg_sleep] } } }\n', 'yaml', 'p.yaml');
     expect(r.ok).toBe(false);
     const text = r.ok ? '' : r.issues.map((i) => formatIssue(i, 'p')).join('\n');
-    expect(text).toContain('pg_sleep, which functions.allow does not decide: a role may call it exactly when it has');
+    expect(text).toContain('pg_sleep, which a role may call only when it has statementTimeout (which ends the sleep)');
+    expect(
+      parsePolicyText(
+        'roles: { a: { statementTimeout: 5s, functions: { allow: [pg_catalog.pg_sleep] } } }\n',
+        'yaml',
+        'p.yaml',
+      ).ok,
+    ).toBe(true);
     const never = parsePolicyText('roles: { a: { functions: { allow: [pg_catalog.lo_import] } } }\n', 'yaml', 'p.yaml');
     expect(never.ok ? '' : never.issues.map((i) => formatIssue(i, 'p')).join('\n')).toContain(
       'lo_import, which no role may call whatever functions.allow says (large objects',

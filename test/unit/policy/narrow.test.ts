@@ -342,9 +342,18 @@ describe('narrowRole', () => {
     const role = narrowRole(ROLES.analyst, narrowing({ statementTimeout: 1000 }));
     expect(role.statementTimeout).toBe(1000);
     expect(decide(role, 'SELECT pg_sleep(1)')).toMatchObject({ allow: false, reason: 'function_denied' });
-    expect(decide(ROLES.timed, 'SELECT pg_sleep(1)')).toMatchObject({ allow: true });
-    expect(decide(narrowRole(ROLES.timed, narrowing({ statementTimeout: 1000 })), 'SELECT pg_sleep(1)')).toMatchObject({
+    // sleeper: read-only with its own statementTimeout and functions.allow naming pg_sleep.
+    expect(decide(ROLES.sleeper, 'SELECT pg_sleep(1)')).toMatchObject({ allow: true });
+    expect(
+      decide(narrowRole(ROLES.sleeper, narrowing({ statementTimeout: 1000 })), 'SELECT pg_sleep(1)'),
+    ).toMatchObject({
       allow: true,
+    });
+    // A read-write role with a timeout sleeps by default; narrowed to read-only it no longer does.
+    expect(decide(ROLES.writer, 'SELECT pg_sleep(1)')).toMatchObject({ allow: true });
+    expect(decide(narrowRole(ROLES.writer, narrowing({ readOnly: true })), 'SELECT pg_sleep(1)')).toMatchObject({
+      allow: false,
+      reason: 'function_denied',
     });
   });
 
