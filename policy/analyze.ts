@@ -1581,6 +1581,9 @@ export const DEFERRABLE_KINDS: ReadonlySet<string> = new Set([
   'PrepareStmt',
   'CopyStmt',
   'LockStmt',
+  // Their bodies (the query a table is created from, a view's query); the new object's name is placed by ddl.ts.
+  'CreateTableAsStmt',
+  'ViewStmt',
 ]);
 
 /** What the session's temporary objects mean for name resolution (from SessionView). */

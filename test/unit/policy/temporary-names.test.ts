@@ -47,12 +47,17 @@ describe('deferTemporary', () => {
       PrepareStmt: 'PREPARE p AS SELECT * FROM t',
       CopyStmt: 'COPY t TO STDOUT',
       LockStmt: 'LOCK t',
+      CreateTableAsStmt: 'CREATE TEMP TABLE n AS SELECT * FROM t',
+      ViewStmt: 'CREATE TEMP VIEW n AS SELECT * FROM t',
     };
     expect(Object.keys(samples).sort()).toEqual([...DEFERRABLE_KINDS].sort());
     for (const [kind, sql] of Object.entries(samples)) {
       const plan = planServerAnalysis(sql, []);
       expect(plan.ok && plan.texts.length > 0, kind).toBe(true);
     }
+    // The body's names are what the server resolves there; the new object's own name is never taken as temporary.
+    const ctas = evaluate('CREATE TABLE n AS SELECT * FROM orders', 'simple', deferring, CATALOG);
+    expect(ctas).toMatchObject({ allow: false, reason: 'ddl_denied' });
     const truncate = planServerAnalysis('TRUNCATE t', []);
     expect(truncate.ok && truncate.texts.length).toBe(0);
   });
