@@ -372,6 +372,7 @@ type GuardKind =
   | 'view'
   | 'exprrel'
   | 'family'
+  | 'fndef'
   | 'partdef'
   | 'column'
   | 'never';
@@ -405,7 +406,7 @@ export const SCOPED_FUNCTIONS: ReadonlyMap<string, GuardedFunction> = new Map<st
   ['pg_get_expr', { kind: 'exprrel', x: 1 }],
   ['pg_get_partkeydef', { kind: 'partdef', x: 0 }],
   ['pg_get_partition_constraintdef', { kind: 'partdef', x: 0 }],
-  ['pg_get_function_arguments', { kind: 'function', x: 0 }],
+  ['pg_get_function_arguments', { kind: 'fndef', x: 0 }],
   ['pg_get_function_result', { kind: 'function', x: 0 }],
   ['pg_get_function_identity_arguments', { kind: 'function', x: 0 }],
   ['col_description', { kind: 'column', x: 0, y: 1 }],
@@ -579,6 +580,11 @@ function buildFilters(role: RolePolicy, catalog: CatalogSnapshot): Filters {
     namespace: among(`SELECT gn.oid FROM pg_catalog.pg_namespace gn WHERE ${p.nspVisible('gn')}`),
     constraint: among(p.cons),
     function: among(p.fns),
+    // An argument list prints its defaults, whose expressions may call a function or name a type the role may not see.
+    fndef: (() => {
+      const d = p.depsOk(CLASS.pg_proc, x);
+      return `${among(p.fns)} AND (${p.withCtes(d)}SELECT ${d})`;
+    })(),
     trigger: among(p.trigs),
     // A view's text names what its rule depends on.
     view: among(

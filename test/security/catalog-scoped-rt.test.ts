@@ -13,6 +13,7 @@ const POLICY = `roles:
     deniedColumns: { rtc_vis.items: [qq_denied_col] }
     searchPath: [public, rtc_vis]
     catalog: scoped
+    functions: { allow: [rtc_vis.okfn, rtc_vis.okfn2] }
 `;
 
 const SETUP = `
@@ -23,6 +24,8 @@ CREATE VIEW rtc_qq.qq_hidden_view AS SELECT qq_hidden_col FROM rtc_qq.qq_hidden_
 CREATE FUNCTION rtc_qq.qq_hidden_fn() RETURNS int LANGUAGE sql IMMUTABLE AS 'select 1';
 COMMENT ON TABLE rtc_qq.qq_hidden_tbl IS 'qq hidden comment';
 CREATE SCHEMA rtc_vis;
+CREATE FUNCTION rtc_vis.okfn(a int DEFAULT rtc_qq.qq_hidden_fn()) RETURNS int LANGUAGE sql IMMUTABLE AS 'select a';
+CREATE FUNCTION rtc_vis.okfn2(a int DEFAULT 7) RETURNS int LANGUAGE sql IMMUTABLE AS 'select a';
 CREATE TABLE rtc_vis.items (id int PRIMARY KEY, name text, qq_denied_col text);
 COMMENT ON COLUMN rtc_vis.items.qq_denied_col IS 'qq denied comment';
 -- A visible partition of a hidden parent, a visible parent with a hidden partition under a visible one, and a
@@ -232,5 +235,20 @@ describe('catalog: scoped: EXPLAIN', () => {
     expect(r.text).not.toMatch(HIDDEN);
     expect(r.code).toBe('0A000');
     await c.query('DEALLOCATE rt_peek');
+  });
+});
+
+describe('catalog: scoped: what an allowed function prints', () => {
+  // An allowed function's argument list prints its defaults, which may call a function the role may not see.
+  it('pg_get_function_arguments names no hidden function; a default naming nothing hidden is shown', async () => {
+    const r = await run(
+      "SELECT p.proname, pg_get_function_arguments(p.oid) AS a FROM pg_catalog.pg_proc p WHERE p.proname IN ('okfn', 'okfn2') ORDER BY 1",
+    );
+    expect(r.text).not.toMatch(HIDDEN);
+    expect(r.code, r.text).toBeUndefined();
+    expect(r.rows).toEqual([
+      { proname: 'okfn', a: null },
+      { proname: 'okfn2', a: 'a integer DEFAULT 7' },
+    ]);
   });
 });
