@@ -641,14 +641,16 @@ export function checkFacts(
       .map((x) => x.name)
       .filter((n) => !denied.has(n) && (only === undefined || only.has(n)));
     if (c.column === '*') {
-      const deniedList = [...denied].join(', ');
+      // Under a scoped catalog the role's denied columns are names it never sees (the catalogs leave them out): the
+      // refusal of a whole row says that it holds one, not which.
+      const deniedList = role.catalog === 'scoped' ? 'columns' : [...denied].join(', ');
       const form =
         c.how === 'star' ? '* over' : c.how === 'write' ? 'writes every column of' : 'a whole-row reference to';
       return {
         reason: 'column_denied',
         ruleId: `${r}.deniedColumns`,
         sqlstate: SqlState.InsufficientPrivilege,
-        what: `uses ${form} ${displayRel(c.relation)}, which includes denied column ${deniedList}`,
+        what: `uses ${form} ${displayRel(c.relation)}, which includes denied ${role.catalog === 'scoped' ? 'columns' : `column ${deniedList}`}`,
         detail: `${displayRel(c.relation)}: ${deniedList} denied by ${r}.deniedColumns (rule: ${r}.deniedColumns)`,
         hint: `list the columns explicitly; ${listHint(`allowed columns of ${displayRel(c.relation)}`, allowedCols)}`,
       };

@@ -252,3 +252,16 @@ describe('catalog: scoped: what an allowed function prints', () => {
     ]);
   });
 });
+
+describe('catalog: scoped: refusals name no denied column', () => {
+  // The catalogs leave a denied column out; the refusal of * or a whole row must not name it either.
+  it.each([
+    'SELECT * FROM rtc_vis.items',
+    'SELECT i FROM rtc_vis.items i',
+    'SELECT row_to_json(i) FROM rtc_vis.items i',
+  ])('%s', async (sql) => {
+    const r = await run(sql);
+    expect(r.code).toBe('42501');
+    expect(r.text).not.toMatch(HIDDEN);
+  });
+});
