@@ -449,6 +449,21 @@ describe('who may decide', () => {
     expect([asSubject.status, asSubject.body.error]).toEqual([400, 'invalid_grant']);
   });
 
+  it('an approver whose sub differs from the requester’s only by case, width or invisible characters is the requester', async () => {
+    // Identity providers that take sub from what the user typed (a UPN, an e-mail) give one person several spellings.
+    for (const [requester, approver] of [
+      ['Dave', 'dave'],
+      ['ｄａｖｅ', 'dave'],
+      ['da\u200bve', 'dave'],
+    ] as const) {
+      const id = await requestWriter(a, { subject_token: await idpToken({ sub: requester, groups: ['writers'] }) });
+      const res = await decide(b, id, await approverToken(approver), { decision: 'approve' });
+      expect([res.status, res.body.error]).toEqual([403, 'access_denied']);
+      expect(res.body.error_description).toMatch(/own requester/);
+      expect((await decide(b, id, await approverToken('frank'), { decision: 'deny' })).status).toBe(200);
+    }
+  });
+
   it('refuses an approver the policy does not name, a forged or missing approver token', async () => {
     const id = await requestWriter(a);
     const mallory = await decide(a, id, await approverToken('mallory', ['writers']), { decision: 'approve' });
