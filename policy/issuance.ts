@@ -807,9 +807,27 @@ export type ApproverDecision =
   | { ok: false; reason: 'not_an_approver' | 'self_approval'; message: string };
 
 /**
+ * A subject name as one party is recognised by: Unicode compatibility forms folded (NFKC: full-width letters,
+ * ligatures), case folded, and invisible characters dropped (zero-width spaces and joiners, soft hyphen, BOM, bidi
+ * marks). Identity providers that take `sub` from what the user typed (a UPN, an e-mail) give one person such
+ * spellings; two different people whose subjects differ only so are treated as one, the safe direction.
+ */
+export function sameParty(a: string, b: string): boolean {
+  const fold = (s: string) =>
+    s
+      .normalize('NFKC')
+      .replace(/\p{Default_Ignorable_Code_Point}/gu, '')
+      .toLowerCase()
+      .toUpperCase()
+      .toLowerCase();
+  return a === b || fold(a) === fold(b);
+}
+
+/**
  * Whether `approver` may decide `request`: an approvers entry must name the approver and cover the request's rule,
  * and the approver may never be the request's subject or actor (compared by `sub` alone, whatever the issuer: one
- * name in two roles is still one party). Pure; `decide: false` asks only whether they may see it.
+ * name in two roles is still one party; and as sameParty folds spellings). Pure; `decide: false` asks only whether
+ * they may see it.
  */
 export function decideApprover(
   issuance: CompiledIssuance | undefined,
@@ -827,7 +845,10 @@ export function decideApprover(
       reason: 'not_an_approver',
       message: `no approvers entry of the issuance policy lets ${approver.sub} decide requests of rule ${request.ruleId}`,
     };
-  if (decide && (approver.sub === request.sub || approver.sub === request.actor))
+  if (
+    decide &&
+    (sameParty(approver.sub, request.sub) || (request.actor !== undefined && sameParty(approver.sub, request.actor)))
+  )
     return {
       ok: false,
       reason: 'self_approval',

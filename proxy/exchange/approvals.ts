@@ -1,5 +1,11 @@
 // The approvals API (GET /approvals, GET and POST /approvals/<id>): approvers authenticated by an IdP JWT (Bearer), authorised by the issuance policy's approvers, never for their own requests; every decision and refusal audited.
-import { decideApprover, subjectMatches, type ApproverSubject, type CompiledIssuance } from '../../policy/issuance.ts';
+import {
+  decideApprover,
+  sameParty,
+  subjectMatches,
+  type ApproverSubject,
+  type CompiledIssuance,
+} from '../../policy/issuance.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 import type { ApprovalRecord } from './approval-store.ts';
 import {
@@ -54,7 +60,10 @@ export function approvalView(r: ApprovalRecord, approverSub?: string): Record<st
     ...(r.decidedBy === undefined ? {} : { decided_by: r.decidedBy.sub, decided_by_issuer: r.decidedBy.issuer }),
     ...(r.reason === undefined ? {} : { reason: r.reason }),
     ...(r.retrievedAt === undefined ? {} : { retrieved_at: r.retrievedAt.toISOString() }),
-    ...(approverSub !== undefined && (approverSub === q.sub || approverSub === q.actor) ? { own: true } : {}),
+    ...(approverSub !== undefined &&
+    (sameParty(approverSub, q.sub) || (q.actor !== undefined && sameParty(approverSub, q.actor)))
+      ? { own: true }
+      : {}),
   };
 }
 

@@ -8,6 +8,7 @@ import { compilePolicy, parsePolicyText } from '../../../policy/load.ts';
 import {
   composeNarrowing,
   decideApprover,
+  sameParty,
   decideIssuance,
   DELEGATION_RULE_ID,
   narrowingClaim,
@@ -448,6 +449,12 @@ describe('decideApprover', () => {
       ok: true,
       approverRule: 'lead',
     });
+    // One person's spellings: case, compatibility forms, invisible characters, as subject or as actor.
+    for (const other of ['Carol', 'CAROL', 'ｃａｒｏｌ', 'ca\u200drol', '\ufeffcarol', 'car\u00adol'])
+      for (const r of [req('readers', other), req('readers', 'alice', other)])
+        expect(decideApprover(p.issuance, who('carol'), r)).toMatchObject({ ok: false, reason: 'self_approval' });
+    expect(sameParty('carol', 'carl')).toBe(false);
+    expect(sameParty('straße', 'STRASSE')).toBe(true);
   });
 });
 
