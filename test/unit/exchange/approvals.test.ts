@@ -7,6 +7,7 @@ import { exchangeToken, type ExchangeAuditEvent, type ExchangeDeps } from '../..
 import { handleApprovals } from '../../../proxy/exchange/approvals.ts';
 import { MemoryApprovalStore, type ApprovalStore } from '../../../proxy/exchange/approval-store.ts';
 import { IssuingKeys } from '../../../proxy/exchange/signing-keys.ts';
+import { KeyUnavailableError } from '../../../proxy/auth/keys.ts';
 import type { IdpVerifier } from '../../../proxy/exchange/subject.ts';
 import { compilePolicy, parsePolicyText } from '../../../policy/load.ts';
 import { makeTempDir, testAuthConfig } from '../../helpers/keys.ts';
@@ -206,6 +207,29 @@ describe('approvals through exchangeToken and handleApprovals', () => {
       expect((await exchangeToken(form({ approval_id: id }), '127.0.0.1', d)).status).toBe(200);
       expect(events.filter((e) => e.event === 'approval_retrieved')).toMatchObject([{ approver: 'dave' }]);
     }
+  });
+
+  it('a seal that cannot be checked for want of a peer’s keys answers 503 and leaves the approval usable', async () => {
+    const events: ExchangeAuditEvent[] = [];
+    const d = deps({}, events);
+    const id = (await exchangeToken(form(), '127.0.0.1', d)).body.approval_id as string;
+    expect((await decide(d, id, 'dave~dba')).status).toBe(200);
+    // The peers' JWKS cannot be fetched: nothing is known about the seal, so nothing is decided about it.
+    const down = deps(
+      {
+        approvals: d.approvals,
+        issuedKeys: {
+          resolve: async () => {
+            throw new KeyUnavailableError('fetch_failed', 'the peer JWKS could not be fetched');
+          },
+          close: () => {},
+        },
+      },
+      events,
+    );
+    const res = await exchangeToken(form({ approval_id: id }), '127.0.0.1', down);
+    expect([res.status, res.body.error, res.body.access_token]).toEqual([503, 'temporarily_unavailable', undefined]);
+    expect((await exchangeToken(form({ approval_id: id }), '127.0.0.1', d)).status).toBe(200);
   });
 
   it('a replica with peers and no shared store answers 503 and stores nothing', async () => {
