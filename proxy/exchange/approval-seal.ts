@@ -1,7 +1,7 @@
 // An approver's decision sealed with the deciding replica's issuing key and checked at retrieval: the approvals table's functions are reachable by anything holding the upstream role's EXECUTE (a DO block of a session pgwarden brokers), so a row saying "approved" proves nothing unless a replica signed it after verifying the approver.
 import * as jose from 'jose';
 import { ISSUING_ALGORITHMS } from '../config/key-files.ts';
-import type { VerificationKeys } from '../auth/keys.ts';
+import { KeyUnavailableError, type VerificationKeys } from '../auth/keys.ts';
 import type { IssuingKey } from './signing-keys.ts';
 
 /** The JWS `typ` of a seal: never a token (its payload is not JSON, so no JWT verifier reads it as one). */
@@ -53,17 +53,21 @@ export async function sealDecision(key: IssuingKey, d: SealedDecision): Promise<
 }
 
 /**
- * Whether `seal` is a signature, by an issuing key of this deployment (this replica's or a peer's), of exactly `d`.
- * Any failure (forged, another request's, a key rotated out past its overlap, a peer's keys unreachable) is false:
- * the retrieval then issues nothing.
+ * Whether `seal` is a signature, by an issuing key of this deployment (this replica's or a peer's), of exactly `d`:
+ * `valid`; `unavailable` when the keys that could tell could not be fetched (a peer's JWKS: ask again later);
+ * `invalid` for anything else (forged, another request's, a key rotated out past its overlap). Only `valid` issues.
  */
-export async function sealHolds(keys: VerificationKeys, seal: unknown, d: SealedDecision): Promise<boolean> {
-  if (typeof seal !== 'string' || seal.length > 4096) return false;
+export async function sealHolds(
+  keys: VerificationKeys,
+  seal: unknown,
+  d: SealedDecision,
+): Promise<'valid' | 'invalid' | 'unavailable'> {
+  if (typeof seal !== 'string' || seal.length > 4096) return 'invalid';
   try {
     const r = await jose.compactVerify(seal, keys.resolve, { algorithms: [...ISSUING_ALGORITHMS] });
-    if (r.protectedHeader.typ !== SEAL_TYP) return false;
-    return Buffer.from(r.payload).equals(Buffer.from(payload(d)));
-  } catch {
-    return false;
+    if (r.protectedHeader.typ !== SEAL_TYP) return 'invalid';
+    return Buffer.from(r.payload).equals(Buffer.from(payload(d))) ? 'valid' : 'invalid';
+  } catch (err) {
+    return err instanceof KeyUnavailableError && err.kind === 'fetch_failed' ? 'unavailable' : 'invalid';
   }
 }

@@ -829,18 +829,30 @@ async function retrieveApproval(id: string, info: ApprovalRequestInfo, deps: Exc
   // replica of this deployment signed, for this request and this approver, issues a token (approval-seal.ts).
   const fingerprint = approvalFingerprint(info);
   const by = rec.decidedBy;
-  const sealed =
-    by !== undefined &&
-    (await sealHolds(deps.issuedKeys, by.seal, {
-      issuer: deps.exchange.issuer,
-      approvalId: id,
-      fingerprint,
-      decision: 'approved',
-      approverSub: by.sub,
-      approverIssuer: by.issuer,
-      approvers: by.approvers,
-      ...(by.claims === undefined ? {} : { claims: by.claims }),
-    }));
+  const check =
+    by === undefined
+      ? 'invalid'
+      : await sealHolds(deps.issuedKeys, by.seal, {
+          issuer: deps.exchange.issuer,
+          approvalId: id,
+          fingerprint,
+          decision: 'approved',
+          approverSub: by.sub,
+          approverIssuer: by.issuer,
+          approvers: by.approvers,
+          ...(by.claims === undefined ? {} : { claims: by.claims }),
+        });
+  // A peer's keys that could not be fetched say nothing either way: ask again (the approval stays usable).
+  if (check === 'unavailable')
+    throw new Refusal(
+      503,
+      'temporarily_unavailable',
+      'issuing_keys_unavailable',
+      'the issuing keys that signed the approval could not be fetched; retry later',
+      30,
+      rec.request.rule,
+    );
+  const sealed = check === 'valid';
   // The approver's authority is checked again with the policy and revocations in force: withdrawing it (removing the
   // approvers entry, revoking the approver's subject) stops the approvals they gave that are not yet retrieved.
   const withdrawn =
