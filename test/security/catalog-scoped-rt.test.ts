@@ -16,6 +16,14 @@ const POLICY = `roles:
     functions: { allow: [rtc_vis.okfn, rtc_vis.okfn2] }
 `;
 
+const WRITER = `  writer:
+    readOnly: false
+    relations: [rtc_w.*]
+    write: { relations: [rtc_w.*], statements: [insert, update, delete] }
+    searchPath: [public, rtc_w]
+    catalog: scoped
+`;
+
 const SETUP = `
 DROP SCHEMA IF EXISTS rtc_vis CASCADE; DROP SCHEMA IF EXISTS rtc_qq CASCADE;
 CREATE SCHEMA rtc_qq;
@@ -40,6 +48,17 @@ CREATE TABLE rtc_vis.fleaf PARTITION OF rtc_vis.fparent FOR VALUES IN (2);
 CREATE VIEW rtc_vis.peek AS SELECT qq_hidden_col AS p FROM rtc_qq.qq_hidden_tbl;
 CREATE TABLE rtc_vis.okp (k int) PARTITION BY LIST (k);
 CREATE TABLE rtc_vis.okk PARTITION OF rtc_vis.okp FOR VALUES IN (1);
+-- A writer's table referenced by a hidden table's foreign key, with a trigger calling a hidden function.
+DROP SCHEMA IF EXISTS rtc_w CASCADE;
+CREATE SCHEMA rtc_w;
+CREATE TABLE rtc_w.wt (id int PRIMARY KEY, v int);
+CREATE TABLE rtc_qq.qq_ref (id int REFERENCES rtc_w.wt (id));
+INSERT INTO rtc_w.wt VALUES (1, 1), (2, 2);
+INSERT INTO rtc_qq.qq_ref VALUES (1);
+CREATE FUNCTION rtc_qq.qq_trig_fn() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF NEW.v < 0 THEN RAISE EXCEPTION 'negative'; END IF; RETURN NEW; END$$;
+CREATE TRIGGER wt_check BEFORE UPDATE ON rtc_w.wt FOR EACH ROW EXECUTE FUNCTION rtc_qq.qq_trig_fn();
+GRANT USAGE ON SCHEMA rtc_w TO pgwarden;
+GRANT ALL ON ALL TABLES IN SCHEMA rtc_w, rtc_qq TO pgwarden;
 GRANT USAGE ON SCHEMA rtc_vis, rtc_qq TO pgwarden;
 GRANT SELECT ON ALL TABLES IN SCHEMA rtc_vis, rtc_qq TO pgwarden;
 `;
@@ -60,13 +79,15 @@ beforeAll(async () => {
       'rtc_qq.qq_hidden_fn'::regproc::oid AS f, 'rtc_qq.qq_hidden_tbl'::regtype::oid AS r, 'rtc_vis.items'::regclass::oid AS i`)
   ).rows[0];
   [tblOid, viewOid, fnOid, rowTypeOid, itemsOid] = [Number(o.t), Number(o.v), Number(o.f), Number(o.r), Number(o.i)];
-  tp = await startTestProxy({ policy: POLICY });
+  tp = await startTestProxy({ policy: POLICY + WRITER });
   c = await connectPg(tp, await tp.token({ role: 'scoped', sub: 'rt' }));
 });
 afterAll(async () => {
   await c?.end();
   await tp?.close();
-  await su?.query('DROP SCHEMA IF EXISTS rtc_vis CASCADE; DROP SCHEMA IF EXISTS rtc_qq CASCADE');
+  await su?.query(
+    'DROP SCHEMA IF EXISTS rtc_vis CASCADE; DROP SCHEMA IF EXISTS rtc_qq CASCADE; DROP SCHEMA IF EXISTS rtc_w CASCADE',
+  );
   await su?.end();
 });
 
@@ -263,5 +284,39 @@ describe('catalog: scoped: refusals name no denied column', () => {
     const r = await run(sql);
     expect(r.code).toBe('42501');
     expect(r.text).not.toMatch(HIDDEN);
+  });
+});
+
+describe('catalog: scoped: open (too big for the red-team window)', () => {
+  // A denied column of a visible table answers 42501 (pgwarden's column_denied), a column that does not exist 42703
+  // (the server analysis): a guessed name is confirmed as a denied column. Closing it means answering a scoped
+  // role's denied column as PostgreSQL answers a missing one (SQLSTATE, message in the client's spelling, fields).
+  it.fails('a denied column and a missing one answer alike', async () => {
+    const denied = await run('SELECT qq_denied_col FROM rtc_vis.items');
+    const missing = await run('SELECT qq_missing_col FROM rtc_vis.items');
+    expect(denied.code).toBe(missing.code);
+  });
+
+  // Errors PostgreSQL raises while running a write name objects it reached by itself: a foreign key of a hidden
+  // table referencing the role's table ('violates foreign key constraint … on table "<hidden>"', with the hidden
+  // table, schema and constraint in the error's name fields), a trigger's hidden function in CONTEXT. Closing it
+  // means withholding, for a scoped role, every name in a relayed error the client did not write.
+  it.fails("a write's upstream error names no hidden table or function", async () => {
+    const w = await connectPg(tp, await tp.token({ role: 'writer', sub: 'rt-w' }));
+    try {
+      const seen: string[] = [];
+      for (const sql of ['DELETE FROM rtc_w.wt WHERE id = 1', 'UPDATE rtc_w.wt SET v = -1 WHERE id = 2']) {
+        try {
+          await w.query(sql);
+        } catch (err) {
+          const e = err as pg.DatabaseError;
+          seen.push(JSON.stringify([e.message, e.detail, e.hint, e.where, e.table, e.schema, e.constraint]));
+        }
+      }
+      expect(seen).toHaveLength(2);
+      expect(seen.join(' ')).not.toMatch(HIDDEN);
+    } finally {
+      await w.end();
+    }
   });
 });
