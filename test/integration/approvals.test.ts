@@ -798,6 +798,10 @@ describe('the approvals table is out of the sessions’ reach', () => {
     expect(got.stderr).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
   });
 
+  it.todo(
+    'a session running code as the upstream role (a role with do: true and no dbRole, or a function in functions.allow that calls them) can still call the approval functions directly: read every pending request (who asked for what, from where), deny, expire or mark retrieved any request, and create requests past the per-subject caps (filling the table and the 200-row listing of a rule); it can no longer obtain a token (the seal). Closing it needs pgwarden’s own connections (approvals, revocation) to log in as a database role the brokered sessions never are (a revocation.table user of its own), with EXECUTE granted to that role only',
+  );
+
   it('no token, subject token or approver token is in either trail or log', () => {
     const trail = [...a.auditLines(), ...a.logs, ...b.auditLines(), ...b.logs].join('\n');
     for (const t of [...issued, ...presented]) expect(trail).not.toContain(t.split('.')[2]);
