@@ -19,6 +19,11 @@ const POLICY = `roles:
     relations: [public.orders]
     write: { statements: [insert], relations: [public.orders] }
     channels: { listen: [jobs_*], notify: [jobs_done] }
+  fkwriter:
+    readOnly: false
+    relations: [public.rtf_people]
+    write: { statements: [delete, insert], relations: [public.rtf_people] }
+    catalog: scoped
   scoped:
     relations: [public.rt_people]
     deniedColumns: { public.rt_people: [ssn] }
@@ -46,6 +51,12 @@ beforeAll(async () => {
     CREATE TABLE public.rt_people (id int, name text, ssn text);
     INSERT INTO public.rt_people VALUES (1, 'a', '123-45-6789');
     ALTER TABLE public.rt_people OWNER TO pgwarden;
+    DROP TABLE IF EXISTS public.rtf_hidden_payroll, public.rtf_people;
+    CREATE TABLE public.rtf_people (id int PRIMARY KEY);
+    INSERT INTO public.rtf_people VALUES (1);
+    CREATE TABLE public.rtf_hidden_payroll (pid int REFERENCES public.rtf_people (id));
+    INSERT INTO public.rtf_hidden_payroll VALUES (1);
+    GRANT ALL ON public.rtf_people, public.rtf_hidden_payroll TO pgwarden;
     DROP SCHEMA IF EXISTS rt_scratch CASCADE;
     CREATE SCHEMA rt_scratch;
     GRANT USAGE, CREATE ON SCHEMA rt_scratch TO pgwarden;
@@ -57,7 +68,9 @@ afterAll(async () => {
   for (const c of clients) await c.end().catch(() => {});
   await tp?.close();
   await su((c) =>
-    c.query('DROP TABLE IF EXISTS public.rt_secrets, public.rt_people; DROP SCHEMA IF EXISTS rt_scratch CASCADE'),
+    c.query(
+      'DROP TABLE IF EXISTS public.rt_secrets, public.rt_people, public.rtf_hidden_payroll, public.rtf_people; DROP SCHEMA IF EXISTS rt_scratch CASCADE',
+    ),
   );
 });
 
@@ -167,5 +180,17 @@ describe("pg_notify's channel bound as a parameter", () => {
       await s.query('SELECT 1');
     });
     expect(heard).toEqual(['jobs_done']);
+  });
+});
+
+describe("a foreign key's other table", () => {
+  it("is not named to a role that cannot see it: a DELETE blocked by a hidden table's reference", async () => {
+    const c = await as('fkwriter');
+    const err = await pgError(() => c.query('DELETE FROM rtf_people'));
+    expect(err.code).toBe('23503');
+    expect(JSON.stringify(err)).not.toContain('payroll');
+    // What the client wrote is still named.
+    expect(err.message).toContain('"rtf_people"');
+    expect(await count('public.rtf_people')).toBe(1);
   });
 });
