@@ -35,6 +35,11 @@
 //                                       (a fuzzy match over every column of the query's relations, denied ones too) (42703)
 //   src/backend/catalog/dependency.c    reportDependentObjects: DETAIL `view s.v depends on table t`, one line per
 //                                       dependant in any schema, `and N other objects (see server log for list)` (2BP01)
+//   src/backend/utils/adt/ri_triggers.c ri_ReportViolation on the referenced side: MESSAGE `update or delete on table
+//                                       "b" violates foreign key constraint "c" on table "a"`, DETAIL `Key … is still
+//                                       referenced from table "a".`, fields s/t/n naming a and c — the referencing
+//                                       table, which the client never wrote and its role may not see (23503); and
+//                                       on the referencing side DETAIL `Key is not present in table "b".`
 import { encodeNoticeResponse, encodeProxyError, splitErrorFields } from '../wire/backend.ts';
 import { BackendType } from '../wire/codes.ts';
 import type { Frame } from '../wire/framer.ts';
@@ -130,6 +135,14 @@ const carriesRowValues = (text: string): boolean => ROW_VALUES.some((re) => re.t
 /** HINTs that name an object PostgreSQL found by itself, not one the client wrote (see the file header). */
 const FOUND_NAMES_HINT = [/^Perhaps you meant to reference the column /];
 
+/** foreign_key_violation raised on the referenced table: the MESSAGE and the name fields name the referencing one. */
+const FK_FROM_ELSEWHERE = /^(update or delete on table ".*") violates foreign key constraint ".*" on table ".*"$/s;
+/** The referenced side's DETAILs naming the other table, value-free (SAFE_CONSTRAINT_DETAIL), and what replaces them. */
+const FK_OTHER_TABLE_DETAIL: readonly [RegExp, string][] = [
+  [/^Key is not present in table ".*"\.$/s, 'Key is not present in the referenced table.'],
+  [/^Key is still referenced from table ".*"\.$/s, 'Key is still referenced from another table.'],
+];
+
 /** SQLSTATE class 2B, dependent objects still exist: its DETAIL lists the dependants, wherever they are. */
 const DependentObjectsStillExist = '2B';
 
@@ -151,12 +164,22 @@ export function scrubErrorFrame(frame: Frame): Buffer | undefined {
   const fields = splitErrorFields(frame.body);
   if (fields === undefined) return malformedReplacement(frame.type);
   let sqlstate = '';
-  for (const f of fields) if (f.code === Field.Code) sqlstate = f.bytes.toString('latin1');
+  let message = '';
+  for (const f of fields) {
+    if (f.code === Field.Code) sqlstate = f.bytes.toString('latin1');
+    if (f.code === Field.Message) message = lossyUtf8.decode(f.bytes);
+  }
   const cls = sqlstate.slice(0, 2);
+  // A foreign key's other table (the referencing one, reported on the referenced side): its name goes everywhere.
+  const otherTable = cls === IntegrityConstraintViolation && FK_FROM_ELSEWHERE.test(message);
 
   let changed = false;
   const out: { code: number; bytes: Buffer | undefined; text: string | undefined }[] = [];
   for (const f of fields) {
+    if (otherTable && (f.code === Field.SchemaName || f.code === Field.TableName || f.code === Field.ConstraintName)) {
+      changed = true;
+      continue;
+    }
     if (METADATA_FIELDS.has(f.code)) {
       out.push({ code: f.code, bytes: f.bytes, text: undefined });
       continue;
@@ -220,6 +243,9 @@ function scrubField(code: number, text: string, cls: string): string | undefined
 function scrubMessage(text: string, cls: string): string {
   // Postgres never writes these into a MESSAGE; a function raising one (RAISE EXCEPTION) might.
   if (carriesRowValues(text)) return `message withheld by pgwarden: it quoted row values`;
+  const fk = FK_FROM_ELSEWHERE.exec(text);
+  if (fk !== null && cls === IntegrityConstraintViolation)
+    return `${fk[1] ?? 'update or delete'} violates a foreign key constraint of another table`;
   if (cls === DataException) return redactDataMessage(text);
   if (cls === IntegrityConstraintViolation) return redactAfterColon(text);
   return text;
@@ -229,6 +255,7 @@ function scrubDetail(text: string, cls: string): string {
   if (carriesRowValues(text)) return WITHHELD_DETAIL;
   if (cls === DependentObjectsStillExist) return WITHHELD_DEPENDANTS;
   if (cls === IntegrityConstraintViolation || cls === WithCheckOptionViolation) {
+    for (const [re, instead] of FK_OTHER_TABLE_DETAIL) if (re.test(text)) return instead;
     return SAFE_CONSTRAINT_DETAIL.some((re) => re.test(text)) ? text : WITHHELD_DETAIL;
   }
   if (cls === DataException) {
