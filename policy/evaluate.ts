@@ -714,6 +714,21 @@ export function checkFacts(
         hint = 'use a function pgwarden has reviewed for this PostgreSQL version (docs/functions.md lists them)';
         operatorHint = v.hint;
       }
+      // Under a scoped catalog a function outside the role's functions.allow is a name the role never sees (pg_proc
+      // leaves it out): one that exists and one that does not are refused in the same words, by the name as called,
+      // without the schema it resolved to (an unqualified name would tell which search-path schema holds it).
+      if (role.catalog === 'scoped' && (v.code === 'not_pg_catalog' || v.code === 'unknown_function')) {
+        const called = quoteIdent(f.name);
+        return {
+          reason: 'function_denied',
+          ruleId: `${r}.functions`,
+          sqlstate: SqlState.InsufficientPrivilege,
+          what: `calls function ${called}, which role "${role.name}" may not call`,
+          detail: `${called}: not a function of ${r}.functions.allow (rule: ${r}.functions)`,
+          hint: `request a token whose role may call ${called}`,
+          operatorHint: `add the function to ${r}.functions.allow`,
+        };
+      }
       return {
         // set_config can change what SET may not (client_encoding, the lexer settings, the identity stamps): refused in shadow mode too.
         reason: f.name === 'set_config' && v.rule === 'builtin' ? 'setting_pinned' : 'function_denied',

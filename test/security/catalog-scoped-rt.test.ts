@@ -33,6 +33,7 @@ CREATE FUNCTION rtc_qq.qq_hidden_fn() RETURNS int LANGUAGE sql IMMUTABLE AS 'sel
 COMMENT ON TABLE rtc_qq.qq_hidden_tbl IS 'qq hidden comment';
 CREATE SCHEMA rtc_vis;
 CREATE FUNCTION rtc_vis.okfn(a int DEFAULT rtc_qq.qq_hidden_fn()) RETURNS int LANGUAGE sql IMMUTABLE AS 'select a';
+CREATE FUNCTION rtc_vis.qq_path_fn() RETURNS int LANGUAGE sql IMMUTABLE AS 'select 1';
 CREATE FUNCTION rtc_vis.okfn2(a int DEFAULT 7) RETURNS int LANGUAGE sql IMMUTABLE AS 'select a';
 CREATE TABLE rtc_vis.items (id int PRIMARY KEY, name text, qq_denied_col text);
 COMMENT ON COLUMN rtc_vis.items.qq_denied_col IS 'qq denied comment';
@@ -318,5 +319,33 @@ describe('catalog: scoped: open (too big for the red-team window)', () => {
     } finally {
       await w.end();
     }
+  });
+});
+
+describe('catalog: scoped: hidden and missing answer alike', () => {
+  /** The whole answer with the name the client wrote replaced: equal answers tell nothing about existence. */
+  async function answer(sql: string, name: string): Promise<string> {
+    try {
+      await c.query(sql);
+      return 'ok';
+    } catch (err) {
+      const e = err as pg.DatabaseError;
+      const bare = name.slice(name.lastIndexOf('.') + 1);
+      return JSON.stringify([e.code, e.message, e.detail, e.hint, e.where])
+        .replaceAll(name, '<name>')
+        .replaceAll(bare, '<name>');
+    }
+  }
+  it.each([
+    ['a function', 'SELECT <name>()', 'rtc_qq.qq_hidden_fn', 'rtc_qq.qq_missing_fn'],
+    ['a function in a missing schema', 'SELECT <name>()', 'rtc_qq.qq_hidden_fn', 'rtc_nosuch.qq_missing_fn'],
+    ['a function on the search path', 'SELECT <name>()', 'qq_path_fn', 'qq_missing_fn'],
+    ['a function on the search path, qualified', 'SELECT <name>()', 'rtc_vis.qq_path_fn', 'rtc_vis.qq_missing_fn'],
+    ['a relation', 'SELECT 1 FROM <name>', 'rtc_qq.qq_hidden_tbl', 'rtc_qq.qq_missing_tbl'],
+    ['a row type', 'SELECT NULL::<name>', 'rtc_qq.qq_hidden_tbl', 'rtc_qq.qq_missing_tbl'],
+  ])('%s', async (_, sql, hidden, missing) => {
+    const h = await answer(sql.replace('<name>', hidden), hidden);
+    const m = await answer(sql.replace('<name>', missing), missing);
+    expect(h).toBe(m);
   });
 });
