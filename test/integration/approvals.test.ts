@@ -387,6 +387,21 @@ describe('an approval round trip across two replicas', () => {
     expect(ok.status).toBe(200);
   });
 
+  it('an approved request whose narrowing has several keys is retrieved (the table stores it as jsonb, in its own key order)', async () => {
+    const narrow = '{"relations":["public.canary","public.orders"],"maxRows":5,"columns":{"public.orders":["id"]}}';
+    const id = await requestWriter(a, { narrow });
+    expect((await decide(b, id, await approverToken(), { decision: 'approve' })).status).toBe(200);
+    const res = await exchange(b, {
+      subject_token: await idpToken(),
+      role: 'writer',
+      ttl: '120',
+      narrow,
+      approval_id: id,
+    });
+    expect([res.status, res.body.error]).toEqual([200, undefined]);
+    expect(typeof res.body.access_token).toBe('string');
+  });
+
   it('concurrent retrievals on both replicas: exactly one token', async () => {
     const id = await requestWriter(a);
     expect((await decide(a, id, await approverToken(), { decision: 'approve' })).status).toBe(200);
