@@ -614,9 +614,25 @@ function revocationProbe(subject: Subject, actor: string | undefined, nowMs: num
   };
 }
 
+/**
+ * JSON text of `value` with every object's keys sorted: the same for a value and its round trip through jsonb (which
+ * orders keys by length, then bytes), so what was stored and what is asked again compare equal when they are.
+ */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(
+          Object.keys(v)
+            .sort()
+            .map((k) => [k, (v as Record<string, unknown>)[k]]),
+        )
+      : v,
+  );
+}
+
 /** What must be the same at retrieval as when approved: the request's parameters and what the policy grants for them. */
 export function approvalFingerprint(info: ApprovalRequestInfo): Buffer {
-  const canonical = JSON.stringify([
+  const canonical = canonicalJson([
     info.rule,
     info.subjectIssuer,
     info.sub,
@@ -636,7 +652,7 @@ export function approvalFingerprint(info: ApprovalRequestInfo): Buffer {
 
 /** The fields of a retrieval that differ from the approved request (names as the request gives them). */
 function approvalDifferences(approved: ApprovalRequestInfo, now: ApprovalRequestInfo): string[] {
-  const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+  const same = (a: unknown, b: unknown) => canonicalJson(a ?? null) === canonicalJson(b ?? null);
   const fields: [string, unknown, unknown][] = [
     ['subject_token issuer', approved.subjectIssuer, now.subjectIssuer],
     ['actor_token', approved.actor, now.actor],
