@@ -123,6 +123,7 @@ export class ResponseTracker {
   /** Records a message sent upstream that will produce responses. */
   expect(kind: number, denial?: ProxyError, portal?: string, trace?: StatementTrace, opts?: ExpectOptions): void {
     this.idleSinceReady = false;
+    this.batchOpen = kind !== FrontendType.Sync && kind !== FrontendType.Query && kind !== FrontendType.FunctionCall;
     if (this.skippingToSync) {
       if (kind === FrontendType.Sync) {
         // This Sync ends the skipping upstream; it and what follows are answered again.
@@ -155,14 +156,19 @@ export class ResponseTracker {
     else this.cursorRows.delete(name);
   }
 
-  /** True when no extended-protocol batch is open: nothing is pending, or the last message sent ends a batch. */
+  /**
+   * True when no extended-protocol batch is open: the last message sent ends one (Sync, Query, FunctionCall), or none
+   * was sent. Not "nothing pending": a batch whose messages are all answered (after a Flush, or just quickly) is still
+   * open until its Sync, and a message of pgwarden's own put there (a Sync closing refused statements) would end the
+   * client's implicit transaction, drop its portals and stop PostgreSQL skipping after an error, so the client would
+   * get replies PostgreSQL never sends for its batch (and a driver counting them waits forever).
+   */
   get atBatchBoundary(): boolean {
-    const last = this.queue[this.queue.length - 1];
-    if (this.head >= this.queue.length || last === undefined) return true;
-    return (
-      last.kind === FrontendType.Query || last.kind === FrontendType.Sync || last.kind === FrontendType.FunctionCall
-    );
+    return !this.batchOpen;
   }
+
+  /** Set by every extended-protocol message sent (Parse, Bind, Describe, Execute, Close), cleared by Sync, Query, FunctionCall. */
+  private batchOpen = false;
 
   /** A Bind resets the row count of its portal. */
   portalBound(portal: string): void {

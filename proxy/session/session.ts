@@ -1441,18 +1441,25 @@ export class Session {
       return;
     }
     this.holdClient(Hold.Deciding);
-    void d.then((decision) => {
-      if (this.closed) return;
-      const later: Buffer[] = [];
-      try {
-        then(decision, later);
-      } catch (err) {
-        this.fail(err, 'internal');
-        return;
-      }
-      this.writeUpstream(later);
-      this.decisionsKnown();
-    });
+    d.then(
+      (decision) => {
+        if (this.closed) return;
+        const later: Buffer[] = [];
+        try {
+          then(decision, later);
+        } catch (err) {
+          this.fail(err, 'internal');
+          return;
+        }
+        this.writeUpstream(later);
+        this.decisionsKnown();
+      },
+      // The gate never rejects, but the session's own bookkeeping of a decision (decided(), its audit event) may
+      // throw: the client is held until this settles, so it must end the session, never leave the client waiting.
+      (err: unknown) => {
+        if (!this.closed) this.fail(err, 'internal');
+      },
+    );
   }
 
   private denial(decision: Extract<Decision, { allow: false }>): ProxyError {
