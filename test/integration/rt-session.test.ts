@@ -2,6 +2,7 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectAs, pgError, startTestProxy, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
+import { bind, errorCode, execute, parse, query, RawClient, sync } from '../helpers/raw-client.ts';
 
 const POLICY = `roles:
   tmp:
@@ -19,6 +20,11 @@ const POLICY = `roles:
     relations: [public.orders]
     write: { statements: [insert], relations: [public.orders] }
     channels: { listen: [jobs_*], notify: [jobs_done] }
+  ctxwriter:
+    readOnly: false
+    relations: [public.rtc_t]
+    write: { statements: [insert], relations: [public.rtc_t] }
+    do: true
   fkwriter:
     readOnly: false
     relations: [public.rtf_people]
@@ -57,6 +63,12 @@ beforeAll(async () => {
     CREATE TABLE public.rtf_hidden_payroll (pid int REFERENCES public.rtf_people (id));
     INSERT INTO public.rtf_hidden_payroll VALUES (1);
     GRANT ALL ON public.rtf_people, public.rtf_hidden_payroll TO pgwarden;
+    DROP TABLE IF EXISTS public.rtc_t;
+    DROP FUNCTION IF EXISTS public.rtc_hidden_payroll_fn();
+    CREATE FUNCTION public.rtc_hidden_payroll_fn() RETURNS int LANGUAGE plpgsql
+      AS $$ BEGIN RETURN 1 / (SELECT count(*)::int - 1 FROM public.rt_secrets WHERE v <> 'payroll_key_55'); END $$;
+    CREATE TABLE public.rtc_t (a int DEFAULT public.rtc_hidden_payroll_fn(), b int);
+    GRANT ALL ON public.rtc_t TO pgwarden;
     DROP SCHEMA IF EXISTS rt_scratch CASCADE;
     CREATE SCHEMA rt_scratch;
     GRANT USAGE, CREATE ON SCHEMA rt_scratch TO pgwarden;
@@ -69,7 +81,7 @@ afterAll(async () => {
   await tp?.close();
   await su((c) =>
     c.query(
-      'DROP TABLE IF EXISTS public.rt_secrets, public.rt_people, public.rtf_hidden_payroll, public.rtf_people; DROP SCHEMA IF EXISTS rt_scratch CASCADE',
+      'DROP TABLE IF EXISTS public.rt_secrets, public.rt_people, public.rtf_hidden_payroll, public.rtf_people, public.rtc_t; DROP FUNCTION IF EXISTS public.rtc_hidden_payroll_fn(); DROP SCHEMA IF EXISTS rt_scratch CASCADE',
     ),
   );
 });
@@ -192,5 +204,53 @@ describe("a foreign key's other table", () => {
     // What the client wrote is still named.
     expect(err.message).toContain('"rtf_people"');
     expect(await count('public.rtf_people')).toBe(1);
+  });
+});
+
+describe("one session's temporary table is no other session's", () => {
+  it('a read allowed as session A temporary rt_secrets is refused for session B, idle and in the middle of a batch', async () => {
+    const a = await as();
+    await a.query('CREATE TEMP TABLE rt_secrets (id int, v text)');
+    await a.query("INSERT INTO rt_secrets VALUES (7, 'mine')");
+    for (let i = 0; i < 2; i++) expect((await a.query('SELECT v FROM rt_secrets')).rows).toEqual([{ v: 'mine' }]);
+    const b = await as();
+    await b.query('CREATE TEMP TABLE other_b (a int)');
+    expect((await pgError(() => b.query('SELECT v FROM rt_secrets'))).code).toBe('42501');
+    const raw = await RawClient.connect(tp.proxy.port, await tp.token({ role: 'tmp' }));
+    try {
+      const got: string[] = [];
+      raw.onMessage = (type, body) => got.push(type === 'E' ? `E${errorCode(body)}` : type);
+      let ready = raw.next((t) => t === 'Z');
+      raw.socket.write(query('CREATE TEMP TABLE other_c (a int)'));
+      await ready;
+      got.length = 0;
+      ready = raw.next((t) => t === 'Z');
+      raw.socket.write(
+        Buffer.concat([
+          parse('', 'SELECT 1'),
+          bind('', ''),
+          execute(''),
+          parse('', 'SELECT v FROM rt_secrets'),
+          bind('', ''),
+          execute(''),
+          sync(),
+        ]),
+      );
+      await ready;
+      // SELECT 1 runs; the read is refused where its Parse's answer goes, and no row of it is sent.
+      expect(got).toEqual(['1', '2', 'D', 'C', 'E42501', 'Z']);
+    } finally {
+      raw.close();
+    }
+  });
+});
+
+describe("an error's CONTEXT", () => {
+  it("does not quote the source of a function the role cannot read (a column default's), nor name it", async () => {
+    const c = await as('ctxwriter');
+    const err = await pgError(() => c.query('INSERT INTO rtc_t (b) VALUES (1)'));
+    expect(err.code).toBe('22012');
+    expect(JSON.stringify(err)).not.toContain('payroll');
+    expect(JSON.stringify(err)).not.toContain('rt_secrets');
   });
 });
