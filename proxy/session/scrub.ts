@@ -35,6 +35,9 @@
 //                                       (a fuzzy match over every column of the query's relations, denied ones too) (42703)
 //   src/backend/catalog/dependency.c    reportDependentObjects: DETAIL `view s.v depends on table t`, one line per
 //                                       dependant in any schema, `and N other objects (see server log for list)` (2BP01)
+//   src/pl/plpgsql/src/pl_exec.c, src/backend/executor/functions.c  CONTEXT frames `PL/pgSQL function f() line 3
+//                                       at …` / `SQL function "f" statement 1` under `SQL statement "…"` lines quoting
+//                                       the function's source: withheld unless the code is the client's own DO block
 //   src/backend/utils/adt/ri_triggers.c ri_ReportViolation on the referenced side: MESSAGE `update or delete on table
 //                                       "b" violates foreign key constraint "c" on table "a"`, DETAIL `Key … is still
 //                                       referenced from table "a".`, fields s/t/n naming a and c — the referencing
@@ -143,6 +146,16 @@ const FK_OTHER_TABLE_DETAIL: readonly [RegExp, string][] = [
   [/^Key is still referenced from table ".*"\.$/s, 'Key is still referenced from another table.'],
 ];
 
+/**
+ * A CONTEXT with a frame of a named function's code (`PL/pgSQL function f() line 3 at …`, `SQL function "f" statement
+ * 1`, another language's): its lines name that function and quote its source (`SQL statement "…"`), which the role
+ * may not read (a column default's, a trigger's, a view's). The client's own DO block (`inline_code_block`) is not
+ * such a frame. Any mention of a function other than that one withholds the whole CONTEXT.
+ */
+function inFunctionCode(text: string): boolean {
+  return /function/i.test(text.replaceAll('PL/pgSQL function inline_code_block', ''));
+}
+
 /** SQLSTATE class 2B, dependent objects still exist: its DETAIL lists the dependants, wherever they are. */
 const DependentObjectsStillExist = '2B';
 
@@ -233,7 +246,9 @@ function scrubField(code: number, text: string, cls: string): string | undefined
     case Field.InternalQuery:
       return carriesRowValues(text) ? undefined : text;
     case Field.Where:
-      return carriesRowValues(text) || CONTEXT_VALUES.some((re) => re.test(text)) ? undefined : text;
+      return carriesRowValues(text) || CONTEXT_VALUES.some((re) => re.test(text)) || inFunctionCode(text)
+        ? undefined
+        : text;
     default:
       // A field type this version of the protocol does not define: unknown content, so it does not pass.
       return undefined;

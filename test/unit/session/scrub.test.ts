@@ -468,7 +468,7 @@ const cases: Case[] = [
     keepsWhere: false,
   },
   {
-    family: 'PL/pgSQL context without values is kept',
+    family: 'PL/pgSQL context of a named function is withheld (it names the function and quotes its source)',
     source: 'pl/plpgsql/src/pl_exec.c plpgsql_exec_error_callback',
     code: '23505',
     message: 'duplicate key value violates unique constraint "scrub_people_ssn_key"',
@@ -478,7 +478,7 @@ const cases: Case[] = [
     secret: SSN,
     expectMessage: 'duplicate key value violates unique constraint "scrub_people_ssn_key"',
     expectDetail: WITHHELD_DETAIL,
-    keepsWhere: true,
+    keepsWhere: false,
   },
 ];
 
@@ -744,6 +744,26 @@ describe('scrubErrorFrame: re-encoding', () => {
     expect(d.table).toBeUndefined();
     expect(d.constraint).toBeUndefined();
     expect(out.toString('utf8')).not.toContain('a_b_fkey');
+  });
+
+  it("keeps the CONTEXT of the client's own DO block, withholds one that reaches a named function", () => {
+    const own = error('P0001', 'boom', [['W', 'PL/pgSQL function inline_code_block line 3 at RAISE']]);
+    expect(scrubErrorFrame(frameOf(own))).toBeUndefined();
+    const reached = error('22012', 'division by zero', [
+      [
+        'W',
+        'PL/pgSQL function hidden_fn() line 1 at RETURN\nSQL statement "SELECT hidden_fn()"\nPL/pgSQL function inline_code_block line 1 at PERFORM',
+      ],
+    ]);
+    expect(parseWithPg(scrubErrorFrame(frameOf(reached)) as Buffer).where).toBeUndefined();
+    for (const where of [
+      'SQL expression "1/0"\nPL/pgSQL function hidden_fn() line 1 at RETURN',
+      'SQL function "hidden_sql" statement 1',
+      'PL/Python function "hidden_py"',
+    ]) {
+      const raw = error('22012', 'division by zero', [['W', where]]);
+      expect(parseWithPg(scrubErrorFrame(frameOf(raw)) as Buffer).where, where).toBeUndefined();
+    }
   });
 
   it('drops field types the protocol does not define', () => {
