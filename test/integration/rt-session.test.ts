@@ -254,3 +254,9 @@ describe("an error's CONTEXT", () => {
     expect(JSON.stringify(err)).not.toContain('rt_secrets');
   });
 });
+
+describe('left open', () => {
+  it.todo(
+    "an error raised by a trigger's or a column default's code on a relation the role cannot see (23505 on a hidden audit table a trigger writes, 23514 of its CHECK) still names that relation and its constraint in MESSAGE and in the schema/table/constraint fields: the scrubber is role-blind and keeps names; hiding them needs the session to compare the named relation with the role's relations before relaying",
+  );
+});
