@@ -894,11 +894,18 @@ export function rewriteCatalog(sql: string, role: RolePolicy, catalog: CatalogSn
     if (out.FuncCall !== undefined) return guardCall(out);
     if (out.TypeCast !== undefined) return guardCast(out);
     if (out.A_Indirection !== undefined) fieldNotation(out.A_Indirection as AnyNode);
+    // `g.f` is f(g) when g (a FROM item's alias; a function returning a scalar makes it that scalar) has no column f.
+    if (out.ColumnRef !== undefined && Array.isArray(out.ColumnRef.fields) && out.ColumnRef.fields.length > 1) {
+      const last = (out.ColumnRef.fields.at(-1) as AnyNode)?.String?.sval;
+      if (typeof last === 'string' && namesFilterFunction(last))
+        throw new Refusal(`${last} in column notation (g.${last}), which the rewrite cannot guard`, undefined, true);
+    }
     return out;
   };
 
   /**
-   * `(x).f` is `f(x)` to Postgres when x has no field f (field notation), and `(x).regclass` a cast: neither is a
+   * `(x).f` is `f(x)` to Postgres when x has no field f (field notation), and `(x).regclass` a cast (column notation
+   * `g.f` likewise, checked in walk): neither is a
    * FuncCall or a TypeCast, so neither would be guarded, while a filtered text may call the guards' functions and
    * carry their reg* values. A field named like a guarded function or a reg* type is refused.
    */

@@ -173,6 +173,19 @@ describe('catalog: scoped: catalog functions only in the forms the rewrite guard
       'field-notation to_regclass',
       () => `SELECT ('rtc_qq.qq_hidden_tbl'::text).to_regclass::text AS v FROM pg_catalog.pg_class LIMIT 1`,
     ],
+    // A function in FROM returning a scalar: its alias is the value itself, so `g.f` is f(g) when g has no column f.
+    [
+      'column notation regclass',
+      () => `SELECT g.regclass::text AS v FROM unnest(ARRAY[${tblOid}::oid]) g, pg_catalog.pg_class k LIMIT 1`,
+    ],
+    [
+      'column notation pg_get_viewdef',
+      () => `SELECT g.pg_get_viewdef AS v FROM unnest(ARRAY[${viewOid}::oid]) g, pg_catalog.pg_class k LIMIT 1`,
+    ],
+    [
+      'column notation regclassout',
+      () => `SELECT g.regclassout AS v FROM unnest(ARRAY[${tblOid}::oid]) g, pg_catalog.pg_class k LIMIT 1`,
+    ],
   ])('%s: refused, never a hidden name', async (_, sql) => {
     const r = await run(sql());
     expect(r.text).not.toMatch(HIDDEN);
