@@ -1,6 +1,7 @@
 // The SQL text a statement event records: as sent or with its literals taken out ('normalized'), cut to a bound before any pass over it.
-import { normalizeSync, scanSync } from 'libpg-query';
+import { normalizeSync } from 'libpg-query';
 import { replaceLiterals, scanLiterals } from '../../policy/literals.ts';
+import { scanTokens } from '../../policy/parser.ts';
 
 export type AuditSqlMode = 'full' | 'normalized' | 'none';
 
@@ -146,14 +147,15 @@ function isCleanNormalization(text: string): boolean {
   );
 }
 
-/** Rebuilds the statement from scanner tokens: literals become `?`, comments are dropped; undefined when it does not scan. */
+/**
+ * Rebuilds the statement from scanner tokens: literals become `?`, comments are dropped; undefined when it does not scan.
+ * The policy parser's scanTokens, not libpg-query's scanSync: scanSync fails on any raw control byte (it copies them
+ * into its JSON), so a statement with one in a comment, a dollar quote or an identifier was audited as an unscannable
+ * placeholder, its text lost, although the policy parser had read it (e90df77); the two now read the same tokens.
+ */
 function normalizeByTokens(sql: string): string | undefined {
-  let tokens: ReturnType<typeof scanSync>['tokens'];
-  try {
-    tokens = scanSync(sql).tokens;
-  } catch {
-    return undefined;
-  }
+  const tokens = scanTokens(sql);
+  if (tokens === undefined) return undefined;
   let out = '';
   let prevEnd = 0;
   for (const t of tokens) {

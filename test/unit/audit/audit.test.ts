@@ -11,6 +11,7 @@ import { ProxyError } from '../../../lib/errors.ts';
 import { createAudit, type Audit, type AuditOptions } from '../../../proxy/audit/sink.ts';
 import { auditGate, withAuditGate } from '../../../proxy/audit/gate.ts';
 import { auditSqlText, MAX_NORMALIZED_SQL_INPUT, needsCollapse, normalizeSql } from '../../../proxy/audit/sql-text.ts';
+import { initParser } from '../../../policy/parser.ts';
 import { fixed3, jsonString } from '../../../proxy/audit/events.ts';
 import type { StatementGate } from '../../../proxy/session/gate.ts';
 import type { Session } from '../../../proxy/session/session.ts';
@@ -101,6 +102,8 @@ function tmpDir(): string {
 
 beforeAll(async () => {
   await loadModule();
+  // Normalising by tokens reads them through the policy parser's scanner, as the proxy does (createProxy initialises it).
+  await initParser();
 });
 
 afterEach(async () => {
@@ -352,6 +355,27 @@ describe('SQL modes', () => {
     expect(n).toBe(
       'SELECT name FROM customers WHERE ssn = ? AND id = ? AND score > ? AND b = ? AND x = ? AND e = ? AND d = ? AND t = ? AND u = ? AND n = N? AND p = $1',
     );
+  });
+
+  it('reads texts with raw control bytes as the policy parser does: the statement is written, its literals and comments are not', () => {
+    // libpg-query's scanSync fails on a raw control byte, and these texts (comment or dollar quote: past the fast
+    // paths) were written as an unscannable placeholder, the statement lost.
+    const cases: [string, string][] = [
+      ['SELECT 1 /* c\u0001 secret */ FROM t', 'SELECT ? FROM t'],
+      ['SELECT 1 -- c\u0002 secret\nFROM t', 'SELECT ? FROM t'],
+      ["SELECT $$a\u0001secret$$, 'x' /* k */ FROM t", 'SELECT ?, ? FROM t'],
+      ['SELECT "a\u0001b" FROM t /* k */', 'SELECT "a\u0001b" FROM t'],
+      ["COPY (SELECT 'a\u0007secret' /*x*/) TO STDOUT", 'COPY (SELECT ? ) TO STDOUT'],
+    ];
+    for (const [sql, want] of cases) {
+      expect(normalizeSql(sql), JSON.stringify(sql)).toBe(want);
+      expect(auditSqlText(sql, 'normalized')).toEqual({ text: want, truncated: false });
+    }
+    // Cut to the normaliser's input bound, a long one is still written from its tokens.
+    const long = `SELECT 1 /* \u0001 */, ${'x, '.repeat(MAX_NORMALIZED_SQL_INPUT)}y FROM t`;
+    const cut = auditSqlText(long, 'normalized');
+    expect(cut.truncated).toBe(true);
+    expect(cut.text.startsWith('SELECT ? , x, x,')).toBe(true);
   });
 
   it('keeps non-ASCII identifiers intact (scanner offsets are bytes)', () => {
