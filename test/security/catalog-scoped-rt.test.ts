@@ -313,9 +313,9 @@ describe('catalog: scoped: open (too big for the red-team window)', () => {
 
   // Errors PostgreSQL raises while running a write name objects it reached by itself: a foreign key of a hidden
   // table referencing the role's table ('violates foreign key constraint … on table "<hidden>"', with the hidden
-  // table, schema and constraint in the error's name fields), a trigger's hidden function in CONTEXT. Closing it
-  // means withholding, for a scoped role, every name in a relayed error the client did not write.
-  it.fails("a write's upstream error names no hidden table or function", async () => {
+  // table, schema and constraint in the error's name fields), a trigger's hidden function in CONTEXT. Closed on main
+  // by the relay's scrub while this red team ran (names the client never wrote are withheld): kept as a regression test.
+  it("a write's upstream error names no hidden table or function", async () => {
     const w = await connectPg(tp, await tp.token({ role: 'writer', sub: 'rt-w' }));
     try {
       const seen: string[] = [];
