@@ -1,6 +1,6 @@
 // Task-time issuance, pure: the policy's issuance section (validated and compiled), the pgwarden_narrow claim read and composed, and decideIssuance (issue | deny | approval_required).
 import { quoteIdent } from '../lib/ident.ts';
-import { parseDurationMs, parseIdentifier, parseRelationPattern, relationKey, WRITE_KINDS } from './load.ts';
+import { isRecord, parseDurationMs, parseIdentifier, parseRelationPattern, relationKey, WRITE_KINDS } from './load.ts';
 import { NARROW_KEYS, NARROW_WRITE_KEYS, parseNarrowing } from './narrow.ts';
 import type { Millis, RelationPattern, RolePolicy, WriteKind } from './types.ts';
 
@@ -33,10 +33,6 @@ export interface NarrowColumns {
 export const MAX_ISSUED_NARROW_ITEMS = 256;
 
 type Read<T> = { ok: true; value: T } | { ok: false; message: string };
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function patternList(v: unknown, where: string): Read<RelationPattern[]> {
   if (!Array.isArray(v)) return { ok: false, message: `${where} must be a list of relation names` };

@@ -7,8 +7,10 @@
 import { createHash } from 'node:crypto';
 import type { CatalogRelation, Millis, RelationPattern, RolePolicy, WriteKind } from './types.ts';
 import {
+  describe,
   frozenMap,
   frozenSet,
+  isRecord,
   MAX_TIMEOUT_MS,
   parseIdentifier,
   parseRelationPattern,
@@ -53,17 +55,6 @@ export interface TokenNarrowing {
 }
 
 export type NarrowingResult = { ok: true; narrowing: TokenNarrowing } | { ok: false; problem: string };
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'a list';
-  if (typeof v === 'object') return 'a mapping';
-  return `${typeof v} ${JSON.stringify(v)}`;
-}
 
 class Malformed extends Error {}
 
