@@ -28,3 +28,8 @@ export const SqlState = {
   InternalError: 'XX000',
 } as const;
 export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState];
+
+/** Connection exceptions (08) and the backend ended by the server (57P01 admin shutdown and its kin, 57P02, 57P03); no code at all is a lost socket. */
+export function isConnectionLoss(code: string | undefined): boolean {
+  return code === undefined || code.startsWith('08') || code.startsWith('57P');
+}

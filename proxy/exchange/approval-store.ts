@@ -1,6 +1,7 @@
 // Requests waiting for approval (docs/issuance.md, "Approvals"): kept in an upstream table beside the revocation table, reached only through SECURITY DEFINER functions, so every replica sees one state; or in memory for a lone replica.
 import pg from 'pg';
 import { errorMessage } from '../../lib/error-message.ts';
+import { isConnectionLoss } from '../../lib/sqlstate.ts';
 
 /** `expired`: not decided, or approved and not retrieved, within its window (by the store's clock). */
 export type ApprovalState = 'pending' | 'approved' | 'denied' | 'retrieved' | 'expired';
@@ -441,10 +442,6 @@ export class TableApprovalStore implements ApprovalStore {
     if (this.#conn === c) this.#conn = undefined;
     c.release?.();
   }
-}
-
-function isConnectionLoss(code: string | undefined): boolean {
-  return code === undefined || code.startsWith('08') || code.startsWith('57P');
 }
 
 interface MemoryRow extends ApprovalRecord {

@@ -4,6 +4,7 @@ import pg from 'pg';
 import type { Identity } from '../auth/jwt.ts';
 import { ProxyError } from '../../lib/errors.ts';
 import { errorMessage } from '../../lib/error-message.ts';
+import { isConnectionLoss } from '../../lib/sqlstate.ts';
 import type { RevocationLog } from './source.ts';
 
 /**
@@ -211,11 +212,6 @@ export class TableJtiConsumer implements JtiConsumer {
     conn.release?.();
     conn.ended = conn.client.end().catch(() => {});
   }
-}
-
-/** Connection exceptions (08) and the backend ended by the server (57P01 admin shutdown and its kin, 57P02, 57P03). */
-function isConnectionLoss(code: string | undefined): boolean {
-  return code === undefined || code.startsWith('08') || code.startsWith('57P');
 }
 
 interface ConsumerOptions {
