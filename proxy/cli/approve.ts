@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { errorMessage } from '../../lib/error-message.ts';
-import { tokenUrl, type CliResult } from './exchange.ts';
+import { failure, readToken, refusal, requestJson, tokenUrl, type CliResult } from './exchange.ts';
 import { printable } from '../../lib/printable.ts';
 
 export const APPROVE_USAGE = `pgwarden approve ID --url URL --token-file FILE [--deny] [--reason TEXT] [--json]
@@ -35,7 +35,6 @@ export function describeApproval(raw: Record<string, unknown>): string {
 
 /** Runs the command; never throws (every failure is a message and an exit code). */
 export async function approveCommand(argv: string[]): Promise<CliResult> {
-  const fail = (message: string, code = 2): CliResult => ({ code, stdout: '', stderr: `pgwarden: ${message}\n` });
   let values: Record<string, string | boolean | undefined>;
   let positionals: string[];
   try {
@@ -53,26 +52,25 @@ export async function approveCommand(argv: string[]): Promise<CliResult> {
       },
     }));
   } catch (err) {
-    return fail(`${errorMessage(err)}\nusage: ${APPROVE_USAGE}`);
+    return failure(`${errorMessage(err)}\nusage: ${APPROVE_USAGE}`);
   }
   const url = values.url as string | undefined;
   const tokenFile = values['token-file'] as string | undefined;
-  if (!url || !tokenFile) return fail(`--url and --token-file are required\nusage: ${APPROVE_USAGE}`);
+  if (!url || !tokenFile) return failure(`--url and --token-file are required\nusage: ${APPROVE_USAGE}`);
   const list = values.list === true;
   const id = positionals[0];
   if (list === (id !== undefined) || positionals.length > 1)
-    return fail(`give one approval id, or --list\nusage: ${APPROVE_USAGE}`);
+    return failure(`give one approval id, or --list\nusage: ${APPROVE_USAGE}`);
   if ((list || values.show === true) && (values.deny === true || values.reason !== undefined))
-    return fail('--deny and --reason decide a request; --list and --show only look');
+    return failure('--deny and --reason decide a request; --list and --show only look');
 
   let base: URL;
   let token: string;
   try {
     base = tokenUrl(url);
-    token = (tokenFile === '-' ? readFileSync(0, 'utf8') : readFileSync(tokenFile, 'utf8')).trim();
-    if (token === '') throw new Error('--token-file is empty');
+    token = readToken(tokenFile, '--token-file', () => readFileSync(0, 'utf8'));
   } catch (err) {
-    return fail(errorMessage(err));
+    return failure(errorMessage(err));
   }
   const target = new URL(list ? '/approvals' : `/approvals/${encodeURIComponent(id ?? '')}`, base);
   const decide = !list && values.show !== true;
@@ -80,41 +78,18 @@ export async function approveCommand(argv: string[]): Promise<CliResult> {
   const reason = values.reason as string | undefined;
   if (reason !== undefined) form.set('reason', reason);
 
-  let status: number;
-  let body: Record<string, unknown>;
-  try {
-    const res = await fetch(target, {
-      method: decide ? 'POST' : 'GET',
-      headers: {
-        authorization: `Bearer ${token}`,
-        accept: 'application/json',
-        ...(decide ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
-      },
-      ...(decide ? { body: form.toString() } : {}),
-      redirect: 'error',
-      signal: AbortSignal.timeout(30_000),
-    });
-    status = res.status;
-    try {
-      body = JSON.parse(await res.text()) as Record<string, unknown>;
-    } catch {
-      return fail(
-        `${target.origin} answered HTTP ${status} without a JSON body; is it a pgwarden exchange endpoint?`,
-        1,
-      );
-    }
-  } catch (err) {
-    return fail(`cannot reach ${target.origin}: ${errorMessage(err)}`, 1);
-  }
-  if (status !== 200) {
-    const error = typeof body.error === 'string' ? body.error : `HTTP ${status}`;
-    const description = typeof body.error_description === 'string' ? `: ${body.error_description}` : '';
-    return {
-      code: 1,
-      stdout: values.json === true ? `${JSON.stringify(body)}\n` : '',
-      stderr: `pgwarden: ${printable(error)}${printable(description)}\n`,
-    };
-  }
+  const answer = await requestJson(target, {
+    method: decide ? 'POST' : 'GET',
+    headers: {
+      authorization: `Bearer ${token}`,
+      accept: 'application/json',
+      ...(decide ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
+    },
+    ...(decide ? { body: form.toString() } : {}),
+  });
+  if ('failed' in answer) return answer.failed;
+  const { status, body } = answer;
+  if (status !== 200) return refusal(status, body, values.json === true);
   if (values.json === true) return { code: 0, stdout: `${JSON.stringify(body, null, 2)}\n`, stderr: '' };
   if (list) {
     const items = Array.isArray(body.approvals) ? (body.approvals as Record<string, unknown>[]) : [];

@@ -21,7 +21,13 @@ export interface CliResult {
   stderr: string;
 }
 
-function readToken(file: string, what: string, stdin: () => string): string {
+/** A failure as the command's result: usage errors exit 2, the endpoint's and the network's 1. */
+export function failure(message: string, code = 2): CliResult {
+  return { code, stdout: '', stderr: `pgwarden: ${message}\n` };
+}
+
+/** A token read from a file (`-`: standard input), trimmed; an empty one is an error naming the option. */
+export function readToken(file: string, what: string, stdin: () => string): string {
   const text = file === '-' ? stdin() : readFileSync(file, 'utf8');
   const token = text.trim();
   if (token === '') throw new Error(`${what} is empty`);
@@ -44,12 +50,49 @@ export function tokenUrl(text: string): URL {
   return url;
 }
 
+/**
+ * One request to the endpoint and its JSON answer, or the command's result when it cannot be reached or answers
+ * something else (exit 1). Redirects are refused and the request gives up after 30 s.
+ */
+export async function requestJson(
+  url: URL,
+  init: { method: 'GET' | 'POST'; headers: Record<string, string>; body?: string },
+): Promise<{ status: number; body: Record<string, unknown> } | { failed: CliResult }> {
+  try {
+    const res = await fetch(url, { ...init, redirect: 'error', signal: AbortSignal.timeout(30_000) });
+    const status = res.status;
+    const text = await res.text();
+    try {
+      return { status, body: JSON.parse(text) as Record<string, unknown> };
+    } catch {
+      return {
+        failed: failure(
+          `${url.origin} answered HTTP ${status} without a JSON body; is it a pgwarden exchange endpoint?`,
+          1,
+        ),
+      };
+    }
+  } catch (err) {
+    return { failed: failure(`cannot reach ${url.origin}: ${errorMessage(err)}`, 1) };
+  }
+}
+
+/** The endpoint's refusal: its error and description in one printable line (exit 1); with --json its body on stdout too. */
+export function refusal(status: number, body: Record<string, unknown>, json: boolean): CliResult {
+  const error = typeof body.error === 'string' ? body.error : `HTTP ${status}`;
+  const description = typeof body.error_description === 'string' ? `: ${body.error_description}` : '';
+  return {
+    code: 1,
+    stdout: json ? `${JSON.stringify(body)}\n` : '',
+    stderr: `pgwarden: ${printable(error)}${printable(description)}\n`,
+  };
+}
+
 /** Runs the command; never throws (every failure is a message and an exit code). */
 export async function tokenExchange(
   argv: string[],
   stdin: () => string = () => readFileSync(0, 'utf8'),
 ): Promise<CliResult> {
-  const fail = (message: string, code = 2): CliResult => ({ code, stdout: '', stderr: `pgwarden: ${message}\n` });
   let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({
@@ -70,13 +113,13 @@ export async function tokenExchange(
       },
     }));
   } catch (err) {
-    return fail(`${errorMessage(err)}\nusage: ${EXCHANGE_USAGE}`);
+    return failure(`${errorMessage(err)}\nusage: ${EXCHANGE_USAGE}`);
   }
   const url = values.url as string | undefined;
   const subjectFile = values['subject-token-file'] as string | undefined;
   const role = values.role as string | undefined;
   if (!url || !subjectFile || !role)
-    return fail(`--url, --subject-token-file and --role are required\nusage: ${EXCHANGE_USAGE}`);
+    return failure(`--url, --subject-token-file and --role are required\nusage: ${EXCHANGE_USAGE}`);
 
   const form = new URLSearchParams({
     grant_type: GRANT,
@@ -93,21 +136,21 @@ export async function tokenExchange(
       form.set('actor_token_type', JWT);
     }
   } catch (err) {
-    return fail(errorMessage(err));
+    return failure(errorMessage(err));
   }
   const narrow = values.narrow as string | undefined;
   if (narrow !== undefined) {
     try {
       JSON.parse(narrow);
     } catch {
-      return fail('--narrow is not valid JSON');
+      return failure('--narrow is not valid JSON');
     }
     form.set('narrow', narrow);
   }
   const ttl = values.ttl as string | undefined;
   if (ttl !== undefined) {
     const ms = parseDuration(ttl);
-    if (ms === undefined || ms < 1000) return fail(`--ttl: not a duration of at least 1s ("${ttl}")`);
+    if (ms === undefined || ms < 1000) return failure(`--ttl: not a duration of at least 1s ("${ttl}")`);
     form.set('ttl', String(Math.floor(ms / 1000)));
   }
   if (values['single-use'] === true) form.set('single_use', 'true');
@@ -115,33 +158,19 @@ export async function tokenExchange(
   if (audience !== undefined) form.set('audience', audience);
   const approvalId = values['approval-id'] as string | undefined;
   if (approvalId !== undefined) form.set('approval_id', approvalId);
-  if (values.wait === true && approvalId === undefined) return fail('--wait needs --approval-id');
+  if (values.wait === true && approvalId === undefined) return failure('--wait needs --approval-id');
 
   let status: number;
   let body: Record<string, unknown>;
   // --wait: a pending request is asked again every `interval` seconds (RFC 8628 §3.5) until it is decided or expires.
   for (;;) {
-    try {
-      const res = await fetch(endpoint, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-        body: form.toString(),
-        redirect: 'error',
-        signal: AbortSignal.timeout(30_000),
-      });
-      status = res.status;
-      const text = await res.text();
-      try {
-        body = JSON.parse(text) as Record<string, unknown>;
-      } catch {
-        return fail(
-          `${endpoint.origin} answered HTTP ${status} without a JSON body; is it a pgwarden exchange endpoint?`,
-          1,
-        );
-      }
-    } catch (err) {
-      return fail(`cannot reach ${endpoint.origin}: ${errorMessage(err)}`, 1);
-    }
+    const answer = await requestJson(endpoint, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+      body: form.toString(),
+    });
+    if ('failed' in answer) return answer.failed;
+    ({ status, body } = answer);
     if (values.wait !== true || body.error !== 'authorization_pending') break;
     const interval = typeof body.interval === 'number' && body.interval >= 1 ? body.interval : 5;
     await new Promise((r) => setTimeout(r, interval * 1000));
@@ -158,15 +187,7 @@ export async function tokenExchange(
       stderr: `pgwarden: ${printable(body.error)}: ${printable(body.error_description ?? '')}${next}\n`,
     };
   }
-  if (status !== 200 || typeof body.access_token !== 'string') {
-    const error = typeof body.error === 'string' ? body.error : `HTTP ${status}`;
-    const description = typeof body.error_description === 'string' ? `: ${body.error_description}` : '';
-    return {
-      code: 1,
-      stdout: values.json === true ? `${JSON.stringify(body)}\n` : '',
-      stderr: `pgwarden: ${printable(error)}${printable(description)}\n`,
-    };
-  }
+  if (status !== 200 || typeof body.access_token !== 'string') return refusal(status, body, values.json === true);
   return {
     code: 0,
     stdout: values.json === true ? `${JSON.stringify(body, null, 2)}\n` : `${body.access_token}\n`,
