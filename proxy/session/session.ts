@@ -142,6 +142,12 @@ const DENIAL_CODES: ReadonlyMap<string, ErrorCode> = new Map<string, ErrorCode>(
   [SqlState.LockNotAvailable, 'ERR_ANALYSIS_LOCKED'],
 ]);
 
+/**
+ * Largest TLS record pgwarden sends a client: libpq reads with 8192 bytes free at least, so a record this size is
+ * read whole and no decrypted byte waits inside OpenSSL unseen by a driver that polls the socket (see upgradeToTls).
+ */
+export const TLS_MAX_RECORD = 8192;
+
 const TOKEN_HINT = 'request a new token from your token issuer and reconnect with it as the password';
 
 // ---- memory bounds (docs/limits.md, "Memory") ----------------------------------------------------
@@ -759,6 +765,11 @@ export class Session {
     const raw = this.socket;
     this.detachClient(raw);
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: this.deps.tlsContext });
+    // Records of at most 8192 bytes, as PostgreSQL's own 8 KiB send buffer makes them. libpq reads with at least
+    // 8192 bytes free (pqReadData), so it then always takes a whole record; Node's default 16 KiB records left the
+    // rest decrypted inside OpenSSL, where a driver waiting on the socket itself (psycopg) never sees it: a
+    // response whose last record was split that way hung (docs/compat.md, "TLS record size").
+    secure.setMaxSendFragment(TLS_MAX_RECORD);
     this.socket = secure;
     secure.once('secure', () => {
       this.isTls = true;

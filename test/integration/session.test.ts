@@ -16,6 +16,8 @@ import {
   sendCancel,
   loginError,
 } from '../helpers/proxy.ts';
+import { startForwarder } from '../helpers/forwarder.ts';
+import { TLS_MAX_RECORD } from '../../proxy/session/session.ts';
 
 let tp: TestProxy;
 beforeAll(async () => {
@@ -236,6 +238,35 @@ describe.skipIf(!openssl)('TLS termination', () => {
     } finally {
       await c.end();
     }
+  });
+
+  it('sends TLS records of at most 8192 bytes, which libpq always reads whole (a psycopg hang otherwise)', async () => {
+    // A forwarder between client and pgwarden sees the ciphertext: 5-byte record headers with their lengths.
+    const fwd = await startForwarder({ host: '127.0.0.1', port: tlsProxy.proxy.port });
+    const records: number[] = [];
+    let pending = Buffer.alloc(0);
+    const c = new pg.Client({
+      ...tlsProxy.pgConfig(await tlsProxy.token(), { ssl: { ca, servername: 'localhost' } }),
+      port: fwd.port,
+    });
+    try {
+      await c.connect();
+      fwd.pairs[0]!.server!.on('data', (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk]);
+        while (pending.length >= 5 && pending.length >= 5 + pending.readUInt16BE(3)) {
+          records.push(pending.readUInt16BE(3));
+          pending = pending.subarray(5 + pending.readUInt16BE(3));
+        }
+      });
+      const r = await c.query(`SELECT repeat('x', 200000) AS big, g FROM generate_series(1, 40) g`);
+      expect(r.rows).toHaveLength(40);
+    } finally {
+      await c.end();
+      await fwd.close();
+    }
+    // 8 MB of rows went by; each record's ciphertext is its plaintext plus the AEAD's tag and type byte at most.
+    expect(records.reduce((a, b) => a + b, 0)).toBeGreaterThan(8_000_000);
+    expect(Math.max(...records)).toBeLessThanOrEqual(TLS_MAX_RECORD + 256);
   });
 
   it('refuses a cleartext token without TLS when the config says never', async () => {
