@@ -28,7 +28,8 @@ function psycopgVersion(): string | undefined {
   }
 }
 const version = psycopgVersion();
-const targets = [{ name: 'direct' }, { name: 'proxied' }] as const;
+// proxied_tls: the same checks through pgwarden over TLS (sslmode=require), where libpq reads TLS records.
+const targets = [{ name: 'direct' }, { name: 'proxied' }, { name: 'proxied_tls' }] as const;
 
 describe.skipIf(version === undefined)(
   version === undefined
@@ -37,7 +38,7 @@ describe.skipIf(version === undefined)(
   () => {
     let env: CompatEnv;
     beforeAll(async () => {
-      env = await startCompat('psycopg');
+      env = await startCompat('psycopg', { tls: true });
     });
     afterAll(async () => {
       await env?.close();
@@ -50,7 +51,7 @@ describe.skipIf(version === undefined)(
         run = await runCheckProgram(
           PYTHON,
           [SCRIPT],
-          { ...targetEnv(env[name]), COMPAT_SUPER_DSN: testPg().superUrl },
+          { ...targetEnv(env[name]!), COMPAT_SUPER_DSN: testPg().superUrl },
           45_000,
         );
       }, 50_000);
@@ -61,7 +62,7 @@ describe.skipIf(version === undefined)(
       for (const check of CHECK_NAMES) {
         checkTest(
           'psycopg',
-          name,
+          name === 'direct' ? 'direct' : 'proxied',
           check,
         )(check, () => {
           const r = run.results.get(check);

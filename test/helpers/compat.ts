@@ -2,13 +2,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER } from '../../proxy/embedded/sample.ts';
 import { startTestProxy, superClient, testPg, type TestProxy } from './proxy.ts';
 
 /** Where a driver connects: the same database, either straight to Postgres or through pgwarden. */
 export interface CompatTarget {
-  name: 'direct' | 'proxied';
+  name: 'direct' | 'proxied' | 'proxied_tls';
   host: string;
   port: number;
   user: string;
@@ -23,6 +23,8 @@ export interface CompatEnv {
   proxy: TestProxy;
   direct: CompatTarget;
   proxied: CompatTarget;
+  /** pgwarden again, the driver asked to connect with TLS (sslmode=require); only when startCompat was given tls. */
+  proxied_tls: CompatTarget | undefined;
   /** Both targets, in the order describe.each runs them. */
   targets: CompatTarget[];
   close(): Promise<void>;
@@ -84,7 +86,7 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${schema} TO ${u};
  * permissive role. maxMessageSize is raised to 8MB, as a deployment whose clients bind 1 MiB values would set it
  * (the default 1MB would refuse such a Bind with 08P01 before it reaches the policy).
  */
-export async function startCompat(name: string): Promise<CompatEnv> {
+export async function startCompat(name: string, opts: { tls?: boolean } = {}): Promise<CompatEnv> {
   const schema = `compat_${name}`;
   const su = await superClient();
   try {
@@ -92,7 +94,12 @@ export async function startCompat(name: string): Promise<CompatEnv> {
   } finally {
     await su.end();
   }
-  const proxy = await startTestProxy({ policy: compatPolicy(schema), limits: { maxMessageSize: 8 * 1024 * 1024 } });
+  const certs = opts.tls ? selfSignedPair() : undefined;
+  const proxy = await startTestProxy({
+    policy: compatPolicy(schema),
+    limits: { maxMessageSize: 8 * 1024 * 1024 },
+    listen: certs ? { tls: { certFile: certs.certFile, keyFile: certs.keyFile } } : {},
+  });
   const info = testPg();
   const direct: CompatTarget = {
     name: 'direct',
@@ -119,9 +126,11 @@ export async function startCompat(name: string): Promise<CompatEnv> {
     proxy,
     direct,
     proxied,
+    proxied_tls: certs ? { ...proxied, name: 'proxied_tls' } : undefined,
     targets: [direct, proxied],
     async close() {
       await proxy.close();
+      certs?.remove();
       const c = await superClient();
       try {
         await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
@@ -130,6 +139,37 @@ export async function startCompat(name: string): Promise<CompatEnv> {
       }
     },
   };
+}
+
+/** A self-signed certificate for localhost/127.0.0.1 and its key, made by openssl in a temporary directory. */
+function selfSignedPair(): { certFile: string; keyFile: string; remove(): void } {
+  const { dir, remove } = tempDir('pgwarden-compat-tls-');
+  const keyFile = path.join(dir, 'key.pem');
+  const certFile = path.join(dir, 'cert.pem');
+  const r = spawnSync('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    keyFile,
+    '-out',
+    certFile,
+    '-days',
+    '1',
+    '-subj',
+    '/CN=localhost',
+    '-addext',
+    'subjectAltName=DNS:localhost,IP:127.0.0.1',
+  ]);
+  if (r.status !== 0) {
+    remove();
+    throw new Error(`openssl could not make a test certificate: ${String(r.stderr)}`);
+  }
+  return { certFile, keyFile, remove };
 }
 
 /** Empties the schema's tables between the direct and the proxied run, so each starts from the same rows. */
@@ -198,6 +238,8 @@ export function targetEnv(t: CompatTarget): Record<string, string> {
     COMPAT_DATABASE: t.database,
     COMPAT_SCHEMA: t.schema,
     COMPAT_TARGET: t.name,
+    // The drivers' programs connect with TLS for this target only (psycopg_checks.py reads it).
+    COMPAT_SSLMODE: t.name === 'proxied_tls' ? 'require' : 'disable',
   };
 }
 
