@@ -189,6 +189,8 @@ function predicates(role: RolePolicy): Predicates {
 interface FilterSpec {
   where: string;
   nulled: readonly string[];
+  /** Columns shown only on rows where the condition (over INNER) holds, NULL on the others. */
+  shownWhen?: Readonly<Record<string, string>>;
 }
 
 /** Everything the rewrite needs for one role and catalog snapshot. */
@@ -233,6 +235,8 @@ function filterSpecs(role: RolePolicy): Map<string, FilterSpec> {
     where: `${f}.oid IN (${fns})`,
     // A function's body may name anything; its settings and ACL name roles and paths.
     nulled: ['proacl', 'prosrc', 'probin', 'prosqlbody', 'proconfig'],
+    // Its argument defaults (pg_get_expr decompiles them) may call a function or name a type the role may not see.
+    shownWhen: { proargdefaults: depsOk(CLASS.pg_proc, `${f}.oid`) },
   });
   m.set('pg_catalog.pg_description', {
     where: `(${f}.classoid = ${CLASS.pg_class} AND (${f}.objoid IN (${vis}) OR ${f}.objoid IN (${idx})) AND (${f}.objsubid = 0 OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute oa WHERE oa.attrelid = ${f}.objoid AND oa.attnum = ${f}.objsubid AND ${attrVisible('oa')}))) OR (${f}.classoid = ${CLASS.pg_namespace} AND ${f}.objoid IN (${nsps})) OR (${f}.classoid = ${CLASS.pg_proc} AND ${f}.objoid IN (${fns})) OR (${f}.classoid = ${CLASS.pg_type} AND ${f}.objoid IN (${types})) OR (${f}.classoid = ${CLASS.pg_constraint} AND ${f}.objoid IN (${cons}))`,
@@ -532,6 +536,8 @@ function buildFilters(role: RolePolicy, catalog: CatalogSnapshot): Filters {
       const name = quoteIdent(c.name);
       const array = c.type.endsWith('[]');
       if (spec.nulled.includes(c.name) || hidden?.has(c.name) === true) return `NULL::${nullType(c.type)} AS ${name}`;
+      const when = spec.shownWhen?.[c.name];
+      if (when !== undefined) return `CASE WHEN ${when} THEN ${INNER}.${name} END AS ${name}`;
       // A reg* column prints the name of whatever its OID names: the wrapper hands out the OID.
       if (REG_TYPES.has(array ? c.type.slice(0, -2) : c.type))
         return `${INNER}.${name}::pg_catalog.oid${array ? '[]' : ''} AS ${name}`;
@@ -545,7 +551,7 @@ function buildFilters(role: RolePolicy, catalog: CatalogSnapshot): Filters {
     wrappers.set(
       key,
       selectNode(
-        `${p.withCtes(spec.where)}SELECT ${cols.join(', ')} FROM ${schema}.${name} ${INNER} WHERE ${spec.where} OFFSET 0`,
+        `${p.withCtes(`${spec.where} ${cols.join(', ')}`)}SELECT ${cols.join(', ')} FROM ${schema}.${name} ${INNER} WHERE ${spec.where} OFFSET 0`,
       ),
     );
   }

@@ -362,3 +362,17 @@ describe('catalog: scoped: hidden and missing answer alike', () => {
     expect(h).toBe(m);
   });
 });
+
+describe('catalog: scoped: expression trees', () => {
+  // pg_get_expr decompiles any tree a filtered row holds against a visible relation: an allowed function's argument
+  // defaults (pg_proc.proargdefaults) may call a hidden function.
+  it("pg_get_expr of an allowed function's defaults names no hidden function", async () => {
+    const r = await run(
+      "SELECT pg_get_expr(p.proargdefaults, 'rtc_vis.okp'::regclass) AS v FROM pg_catalog.pg_proc p WHERE p.proname IN ('okfn', 'okfn2')",
+    );
+    expect(r.code).toBeUndefined();
+    expect(r.text).not.toMatch(HIDDEN);
+    // A default that names nothing hidden is still shown.
+    expect(r.rows.map((x) => x.v).sort()).toEqual(['7', null]);
+  });
+});
