@@ -767,9 +767,7 @@ describe('the approvals table is out of the sessions’ reach', () => {
     for (const id of flood) expect((await decide(b, id, dave, { decision: 'deny' })).status).toBe(200);
   }, 60_000);
 
-  it('`pgwarden approve` never writes a request’s control characters to the approver’s terminal', async () => {
-    // A row written through the definer functions by a session running code as the upstream role (DO) holds any text:
-    // an OSC 52 sequence in it would set the approver's clipboard when the listing is printed.
+  it('approvers see only requests a replica sealed: a row written through the functions (DO) is neither listed nor decided', async () => {
     const script = await a.token({ sub: 'mallory', role: 'scripter' });
     const c = new pg.Client(a.pgConfig(script));
     await c.connect();
@@ -777,27 +775,42 @@ describe('the approvals table is out of the sessions’ reach', () => {
     try {
       await c.query(
         `DO $$ BEGIN PERFORM ${SCHEMA}.revocations_approval_request('${forged}', 'mallory', sha256('x'::bytea),
-          jsonb_build_object('rule', 'writers', 'subjectIssuer', '${IDP}', 'sub', 'mallory' || chr(27) || '[2K', 'role', 'writer',
+          jsonb_build_object('rule', 'writers', 'subjectIssuer', '${IDP}', 'sub', 'mallory', 'role', 'writer',
             'lifetime', 60, 'singleUse', false, 'requestedSingleUse', false, 'audience', 'pgwarden',
-            'requester', chr(27) || ']52;c;cm0gLXJmIH4=' || chr(7)), 60000, 10, 'x'); END $$`,
+            'requester', 'the on-call lead'), 60000, 10, 'x'); END $$`,
       );
     } finally {
       await c.end();
     }
+    const dave = await approverToken();
+    const listed = await fetch(`${url(a)}/approvals`, { headers: { authorization: `Bearer ${dave}` } });
+    const ids = ((await listed.json()) as { approvals: { approval_id: string }[] }).approvals.map((x) => x.approval_id);
+    expect(ids).not.toContain(forged);
+    const shown = await fetch(`${url(b)}/approvals/${forged}`, { headers: { authorization: `Bearer ${dave}` } });
+    expect(shown.status).toBe(404);
+    expect((await decide(a, forged, dave, { decision: 'approve' })).status).toBe(404);
+  });
+
+  it('`pgwarden approve` never writes a request’s control characters to the approver’s terminal', async () => {
+    // A request's text comes from elsewhere (here the identity provider's sub): an OSC 52 sequence in it would set the
+    // approver's clipboard when the listing is printed, a line erase rewrite what they read.
+    const sub = 'mallory\u001b[2K\u001b]52;c;cm0gLXJmIH4=\u0007';
+    const subject_token = await idpToken({ sub, groups: ['writers'] });
+    const id = await requestWriter(a, { subject_token });
     const dave = await tokenFile('dave-list.jwt', await approverToken());
-    for (const args of [['--list'], [forged, '--show']]) {
+    for (const args of [['--list'], [id, '--show']]) {
       const out = await approveCommand([...args, '--url', url(a), '--token-file', dave]);
       expect(out.code).toBe(0);
       expect(out.stdout).toContain('mallory');
       expect(out.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
     }
     // An approver's reason reaches the requester's terminal the same way: printed escaped.
-    const denied = await decide(a, forged, await approverToken(), {
+    const denied = await decide(a, id, await approverToken(), {
       decision: 'deny',
       reason: '\u001b]52;c;cm0gLXJmIH4=\u0007 no',
     });
     expect(denied.status).toBe(200);
-    const asker = await tokenFile('mallory.jwt', await idpToken({ sub: 'mallory' }));
+    const asker = await tokenFile('mallory.jwt', subject_token);
     const got = await tokenExchange([
       '--url',
       url(a),
@@ -805,8 +818,10 @@ describe('the approvals table is out of the sessions’ reach', () => {
       asker,
       '--role',
       'writer',
+      '--ttl',
+      '2m',
       '--approval-id',
-      forged,
+      id,
     ]);
     expect(got.code).not.toBe(0);
     expect(got.stderr).toContain('approval_denied');
@@ -814,7 +829,7 @@ describe('the approvals table is out of the sessions’ reach', () => {
   });
 
   it.todo(
-    'a session running code as the upstream role (a role with do: true and no dbRole, or a function in functions.allow that calls them) can still call the approval functions directly: read every pending request (who asked for what, from where), deny, expire or mark retrieved any request, and create requests past the per-subject caps (filling the table and the 200-row listing of a rule); it can no longer obtain a token (the seal). Closing it needs pgwarden’s own connections (approvals, revocation) to log in as a database role the brokered sessions never are (a revocation.table user of its own), with EXECUTE granted to that role only',
+    'a session running code as the upstream role (a role with do: true and no dbRole, or a function in functions.allow that calls them) can still call the approval functions directly: read every pending request (who asked for what, from where), deny, expire or mark retrieved any request, and create requests past the per-subject caps (filling the table and the 200-row listing of a rule, though approvers are shown only sealed ones); it can no longer obtain a token (the seal). Closing it needs pgwarden’s own connections (approvals, revocation) to log in as a database role the brokered sessions never are (a revocation.table user of its own), with EXECUTE granted to that role only',
   );
 
   it('no token, subject token or approver token is in either trail or log', () => {
