@@ -9,14 +9,18 @@ const SEAL_TYP = 'pgwarden-approval-decision';
 /** The payload's first line: a text, not a JSON claims set (RFC 7519 §7.2 step 10 fails on it). */
 const SEAL_PREFIX = 'pgwarden approval decision v1\n';
 
-/** What a seal binds: one request (its id and the fingerprint of what was asked), one decision, one approver. */
+/**
+ * What a seal binds: one request (its id and the fingerprint of what was asked), one decision, one approver. A
+ * request is sealed too when stored (`requested`, its subject in the approver fields), so approvers are shown and
+ * decide only requests a replica made: a row written through the functions by anything else is never listed.
+ */
 export interface SealedDecision {
   /** exchange.issuer: a seal of another deployment sharing a key file is not this one's. */
   issuer: string;
   approvalId: string;
   /** approvalFingerprint of the request (handler.ts): at retrieval, of the request as repeated. */
   fingerprint: Buffer;
-  decision: 'approved' | 'denied';
+  decision: 'approved' | 'denied' | 'requested';
   approverSub: string;
   approverIssuer: string;
   approvers: string;

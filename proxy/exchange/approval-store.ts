@@ -27,6 +27,8 @@ export interface ApprovalRequestInfo {
   audience: string;
   /** The client address the request came from. */
   requester?: string;
+  /** The storing replica's seal of the request (approval-seal.ts, `requested`): approvers see only sealed requests. */
+  seal?: string;
 }
 
 /** Who decided: the approver's IdP subject and the approvers entry that let them. */

@@ -12,6 +12,7 @@ import {
   APPROVAL_ID_PATTERN,
   approvalFingerprint,
   approverProbe,
+  requestGenuine,
   sweepApprovals,
   type ExchangeDeps,
   type ExchangeResponse,
@@ -34,6 +35,14 @@ export interface ApprovalsRequest {
 }
 
 const answer = (status: number, body: Record<string, unknown>): ExchangeResponse => ({ status, body });
+const keysUnavailable = (): ExchangeResponse => ({
+  status: 503,
+  body: {
+    error: 'temporarily_unavailable',
+    error_description: 'the issuing keys that sealed a request could not be fetched; retry later',
+  },
+  retryAfter: 30,
+});
 const failure = (status: number, error: string, description: string): ExchangeResponse =>
   answer(status, { error, error_description: description });
 
@@ -159,11 +168,25 @@ export async function handleApprovals(req: ApprovalsRequest, deps: ExchangeDeps)
         (r) =>
           decideApprover(issuance, approver, { ruleId: r.request.rule, sub: r.sub, actor: r.request.actor }, false).ok,
       );
-      return answer(200, { approvals: mine.map((r) => approvalView(r, approver.sub)) });
+      // Only requests a replica sealed are shown: a row written through the functions by anything else is not.
+      const checked = await Promise.all(mine.map(async (r) => ({ r, seal: await requestGenuine(deps, r) })));
+      if (checked.some((c) => c.seal === 'unavailable')) return keysUnavailable();
+      for (const c of checked)
+        if (c.seal === 'invalid')
+          deps.log?.('error', 'a stored approval request is not sealed by this deployment', { approvalId: c.r.id });
+      return answer(200, {
+        approvals: checked.filter((c) => c.seal === 'valid').map((c) => approvalView(c.r, approver.sub)),
+      });
     }
     if (!APPROVAL_ID_PATTERN.test(req.id)) return failure(404, 'not_found', 'no approval request has this id');
     const rec = await store.get(req.id);
     if (rec === undefined) return failure(404, 'not_found', 'no approval request has this id');
+    const genuine = await requestGenuine(deps, rec);
+    if (genuine === 'unavailable') return keysUnavailable();
+    if (genuine === 'invalid') {
+      deps.log?.('error', 'a stored approval request is not sealed by this deployment', { approvalId: rec.id });
+      return failure(404, 'not_found', 'no approval request has this id');
+    }
     const parties = { ruleId: rec.request.rule, sub: rec.sub, actor: rec.request.actor };
     const may = decideApprover(issuance, approver, parties, req.method === 'POST');
     const refuse = (status: number, reason: string, message: string): ExchangeResponse => {

@@ -23,7 +23,7 @@ import {
 } from '../../policy/issuance.ts';
 import { parseNarrowing } from '../../policy/narrow.ts';
 import { KeyUnavailableError, type VerificationKeys } from '../auth/keys.ts';
-import { sealHolds } from './approval-seal.ts';
+import { sealDecision, sealHolds, type SealedDecision } from './approval-seal.ts';
 import {
   MAX_KEPT_APPROVALS_PER_SUBJECT,
   type ApprovalRecord,
@@ -715,6 +715,37 @@ async function stored<T>(deps: ExchangeDeps, what: string, op: () => Promise<T>)
   }
 }
 
+/** What a request's seal binds (approval-seal.ts, `requested`): its id, what was asked, and who asked. */
+export function requestSealed(
+  deps: ExchangeDeps,
+  id: string,
+  fingerprint: Buffer,
+  info: ApprovalRequestInfo,
+): SealedDecision {
+  return {
+    issuer: deps.exchange.issuer,
+    approvalId: id,
+    fingerprint,
+    decision: 'requested',
+    approverSub: info.sub,
+    approverIssuer: info.subjectIssuer,
+    approvers: '',
+  };
+}
+
+/** Whether a stored request is one a replica of this deployment made (its seal), or its keys cannot tell now. */
+export async function requestGenuine(
+  deps: ExchangeDeps,
+  rec: ApprovalRecord,
+): Promise<'valid' | 'invalid' | 'unavailable'> {
+  if (rec.sub !== rec.request.sub) return 'invalid';
+  return await sealHolds(
+    deps.issuedKeys,
+    rec.request.seal,
+    requestSealed(deps, rec.id, approvalFingerprint(rec.request), rec.request),
+  );
+}
+
 /** Audits the requests that expired since the last sweep (on any replica, each once). */
 export async function sweepApprovals(deps: ExchangeDeps): Promise<void> {
   if (deps.approvals === undefined) return;
@@ -736,12 +767,14 @@ async function requestApproval(info: ApprovalRequestInfo, deps: ExchangeDeps): P
   const timeoutMs = deps.policy().issuance?.approvalTimeout ?? 0;
   // A prefix, so an id never starts with '-' (a command line would read it as an option).
   const id = `apr_${randomBytes(32).toString('base64url')}`;
+  const fingerprint = approvalFingerprint(info);
+  const seal = await sealDecision(deps.signer.current, requestSealed(deps, id, fingerprint, info));
   const created = await stored(deps, 'request', () =>
     store.create({
       id,
       sub: info.sub,
-      fingerprint: approvalFingerprint(info),
-      request: info,
+      fingerprint,
+      request: { ...info, seal },
       timeoutMs,
       maxOpen: MAX_OPEN_APPROVALS_PER_SUBJECT,
       by: deps.replica,
@@ -756,7 +789,7 @@ async function requestApproval(info: ApprovalRequestInfo, deps: ExchangeDeps): P
       60,
       info.rule,
     );
-  const { requestedNarrow: _n, requestedTtl: _t, requestedSingleUse: _s, audience: _a, ...shown } = info;
+  const { requestedNarrow: _n, requestedTtl: _t, requestedSingleUse: _s, audience: _a, seal: _x, ...shown } = info;
   deps.audit({ event: 'approval_requested', approvalId: id, expiresAt: created.expiresAt.toISOString(), ...shown });
   return {
     status: 400,

@@ -153,7 +153,7 @@ describe('approvals through exchangeToken and handleApprovals', () => {
     }
     // Signed for another deployment (its exchange.issuer) sharing the key file: not this deployment's decision.
     const other = deps({ approvals: store, exchange: { ...d.exchange, issuer: 'elsewhere' } }, []);
-    const theirs = await ask();
+    const theirs = (await exchangeToken(form(), '127.0.0.1', other)).body.approval_id as string;
     expect((await decide(other, theirs, 'dave~dba')).status).toBe(200);
     expect((await exchangeToken(form({ approval_id: theirs }), '127.0.0.1', d)).body.error).toBe('invalid_grant');
     expect(events.filter((e) => e.event === 'token_refused').map((e) => 'reason' in e && e.reason)).toEqual([
