@@ -17,6 +17,7 @@ import { Deparser } from 'pgsql-deparser';
 import type { AnyNode } from './analyze.ts';
 import { REG_TYPES } from './analyze.ts';
 import { canonicalTree, parseStatements } from './parser.ts';
+import { typeNameSuffix, type DeparseContext } from './ddl.ts';
 import type { CatalogSnapshot, RelationPattern, RolePolicy } from './types.ts';
 import { quoteIdent, quoteLiteral } from '../lib/ident.ts';
 import { INTROSPECTION_RELATION_NAMES, SESSION_RELATIONS, SYSTEM_DENIED_COLUMNS } from './introspection.ts';
@@ -642,8 +643,6 @@ const GRAMMAR_TYPES: ReadonlySet<string> = new Set([
   'interval',
 ]);
 
-type DeparseContext = Parameters<Deparser['TypeName']>[1];
-
 /**
  * The deparser, except that a type the client qualified with pg_catalog (`polcmd::pg_catalog.text`, as psql writes) is
  * printed qualified: the stock one prints it bare (`text`), which parses back as another tree, and the round-trip check
@@ -656,14 +655,7 @@ class CatalogDeparser extends Deparser {
     if (names?.length !== 2 || names[0] !== 'pg_catalog' || name === undefined || GRAMMAR_TYPES.has(name))
       return super.TypeName(node, context);
     if (node.setof === true || node.pct_type === true) return super.TypeName(node, context);
-    let text = `pg_catalog.${quoteIdent(name) === name ? `"${name}"` : quoteIdent(name)}`;
-    if (node.typmods !== undefined && node.typmods.length > 0)
-      text += `(${node.typmods.map((m) => this.deparse(m, context)).join(', ')})`;
-    for (const b of node.arrayBounds ?? []) {
-      const n = (b as AnyNode)?.Integer?.ival;
-      text += typeof n === 'number' && n !== -1 ? `[${n}]` : '[]';
-    }
-    return text;
+    return `pg_catalog.${quoteIdent(name) === name ? `"${name}"` : quoteIdent(name)}${typeNameSuffix(this, node, context)}`;
   }
 }
 

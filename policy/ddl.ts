@@ -81,7 +81,26 @@ function same(a: unknown, b: unknown): boolean {
   return canonicalTree(a) === canonicalTree(b);
 }
 
-type DeparseContext = Parameters<Deparser['TypeName']>[1];
+export type DeparseContext = Parameters<Deparser['TypeName']>[1];
+
+/**
+ * A type's typmods and array bounds (`(10, 2)`, `[3]`, `[]`), printed after the name by the TypeName overrides here and
+ * in catalog-scope.ts, which print the name themselves.
+ */
+export function typeNameSuffix(
+  deparser: Deparser,
+  node: Parameters<Deparser['TypeName']>[0],
+  context: DeparseContext,
+): string {
+  let text = '';
+  if (node.typmods !== undefined && node.typmods.length > 0)
+    text += `(${node.typmods.map((m) => deparser.deparse(m, context)).join(', ')})`;
+  for (const b of node.arrayBounds ?? []) {
+    const n = (b as AnyNode)?.Integer?.ival;
+    text += typeof n === 'number' && n !== -1 ? `[${n}]` : '[]';
+  }
+  return text;
+}
 
 /**
  * The deparser, except that a type name the client wrote is printed quoted, part by part. The stock deparser leaves a
@@ -96,14 +115,7 @@ class RestatingDeparser extends Deparser {
     if (names.length === 0 || names.length !== (node.names?.length ?? 0) || names[0] === 'pg_catalog')
       return super.TypeName(node, context);
     if (node.setof === true || node.pct_type === true) return super.TypeName(node, context);
-    let text = names.map((n) => `"${n.replace(/"/g, '""')}"`).join('.');
-    if (node.typmods !== undefined && node.typmods.length > 0)
-      text += `(${node.typmods.map((m) => this.deparse(m, context)).join(', ')})`;
-    for (const b of node.arrayBounds ?? []) {
-      const n = (b as AnyNode)?.Integer?.ival;
-      text += typeof n === 'number' && n !== -1 ? `[${n}]` : '[]';
-    }
-    return text;
+    return names.map((n) => `"${n.replace(/"/g, '""')}"`).join('.') + typeNameSuffix(this, node, context);
   }
 }
 
