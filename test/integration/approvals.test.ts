@@ -1,6 +1,6 @@
 // Approvals end to end against a real PostgreSQL: two replicas sharing the approvals table, IdP JWTs (JWKS on loopback) for requesters and approvers, the round trip through `pgwarden approve` to a login, deny, expiry, self-approval, unauthorised approvers, changed parameters, and the table out of the sessions' reach.
 import { writeFileSync } from 'node:fs';
-import http from 'node:http';
+import type http from 'node:http';
 import { join } from 'node:path';
 import * as jose from 'jose';
 import pg from 'pg';
@@ -13,6 +13,7 @@ import type { ExchangeConfig } from '../../proxy/config/types.ts';
 import { approveCommand } from '../../proxy/cli/approve.ts';
 import { tokenExchange } from '../../proxy/cli/exchange.ts';
 import { DEFAULT_POLICY, pgError, startTestProxy, superClient, testPg, type TestProxy } from '../helpers/proxy.ts';
+import { serveJwks, writeSigningKey } from '../helpers/exchange.ts';
 import { generateKeyFiles, makeTempDir, signToken, type TestKeyPair } from '../helpers/keys.ts';
 
 const IDP = 'https://idp.approvals.test';
@@ -165,17 +166,10 @@ beforeAll(async () => {
   }
   idpKey = await generateKeyFiles(tmp.dir, 'ES256', 'idp-1');
   otherKey = await generateKeyFiles(tmp.dir, 'ES256', 'idp-1');
-  idpServer = http.createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ keys: [idpKey.publicJwk] }));
-  });
-  await new Promise<void>((r) => idpServer.listen(0, '127.0.0.1', () => r()));
-  const addr = idpServer.address();
-  idpJwksUrl = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/jwks.json`;
+  ({ server: idpServer, url: idpJwksUrl } = await serveJwks(() => [idpKey.publicJwk]));
   // One issuing key for the deployment: a token either replica signs logs in on both.
   const signing = join(tmp.dir, 'signing.pem');
-  const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
-  writeFileSync(signing, await jose.exportPKCS8(privateKey), { mode: 0o600 });
+  await writeSigningKey(signing);
   const [pa, pb] = [await freePort(), await freePort()];
   const revocation = {
     file: undefined,

@@ -1,12 +1,13 @@
 // The RFC 8693 token-exchange endpoint end to end: IdP JWTs (JWKS on loopback) and parent tokens exchanged for narrowed pgwarden tokens, every RFC error, policy refusals, a second replica verifying through the JWKS, and no token in the trail.
 import { execFile, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
+import type http from 'node:http';
 import { join } from 'node:path';
 import * as jose from 'jose';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_POLICY, pgError, startTestProxy, type TestProxy } from '../helpers/proxy.ts';
+import { serveJwks, writeSigningKey } from '../helpers/exchange.ts';
 import { generateKeyFiles, makeTempDir, signToken, type TestKeyPair } from '../helpers/keys.ts';
 import type { ExchangeConfig } from '../../proxy/config/types.ts';
 import { tokenExchange } from '../../proxy/cli/exchange.ts';
@@ -120,15 +121,8 @@ function exchangeConfig(extra: Partial<ExchangeConfig>): ExchangeConfig {
 beforeAll(async () => {
   idpKey = await generateKeyFiles(tmp.dir, 'ES256', 'idp-1');
   otherKey = await generateKeyFiles(tmp.dir, 'ES256', 'idp-1');
-  idpServer = http.createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ keys: [idpKey.publicJwk] }));
-  });
-  await new Promise<void>((r) => idpServer.listen(0, '127.0.0.1', () => r()));
-  const addr = idpServer.address();
-  idpJwksUrl = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/jwks.json`;
-  const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
-  writeFileSync(signingA, await jose.exportPKCS8(privateKey), { mode: 0o600 });
+  ({ server: idpServer, url: idpJwksUrl } = await serveJwks(() => [idpKey.publicJwk]));
+  await writeSigningKey(signingA);
   a = await startTestProxy({
     policy: POLICY,
     config: { exchange: exchangeConfig({ signingKeyFile: signingA }) },
@@ -755,8 +749,7 @@ describe('issuing key rotation', () => {
   it('the new key signs at once; tokens of the replaced key keep logging in on every replica for the overlap', async () => {
     const before = await exchange({ subject_token: await idpToken({ sub: 'erin' }), role: 'analyst' });
     const oldKid = jose.decodeProtectedHeader(before.body.access_token as string).kid;
-    const { privateKey } = await jose.generateKeyPair('EdDSA', { extractable: true });
-    writeFileSync(signingA, await jose.exportPKCS8(privateKey), { mode: 0o600 });
+    await writeSigningKey(signingA, 'EdDSA');
     await a.proxy.reload();
     const after = await exchange({ subject_token: await idpToken({ sub: 'erin' }), role: 'analyst' });
     const header = jose.decodeProtectedHeader(after.body.access_token as string);
@@ -776,8 +769,7 @@ describe('issuing key rotation', () => {
   it('with no overlap, a token of the replaced key is refused at once', async () => {
     const file = join(tmp.dir, 'signing-c.pem');
     const write = async () => {
-      const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
-      writeFileSync(file, await jose.exportPKCS8(privateKey), { mode: 0o600 });
+      await writeSigningKey(file);
     };
     await write();
     const c = await startTestProxy({
@@ -825,8 +817,7 @@ describe.skipIf(!openssl)('HTTPS', () => {
     ]);
     expect(r.status).toBe(0);
     const file = join(tmp.dir, 'signing-tls.pem');
-    const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
-    writeFileSync(file, await jose.exportPKCS8(privateKey), { mode: 0o600 });
+    await writeSigningKey(file);
     const d = await startTestProxy({
       policy: POLICY,
       config: {
@@ -910,8 +901,7 @@ describe('issuer confusion', () => {
 describe('rate limit', () => {
   it('answers 429 with Retry-After past exchange.requestsPerMinute from one address', async () => {
     const file = join(tmp.dir, 'signing-e.pem');
-    const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
-    writeFileSync(file, await jose.exportPKCS8(privateKey), { mode: 0o600 });
+    await writeSigningKey(file);
     const e = await startTestProxy({
       policy: POLICY,
       config: { exchange: exchangeConfig({ signingKeyFile: file, requestsPerMinute: 2 }) },

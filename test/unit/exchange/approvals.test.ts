@@ -1,5 +1,4 @@
 // Approvals with their dependencies in memory: fail closed when they cannot be kept (no shared store, a store that fails, an audit trail that cannot record), and the round trip through exchangeToken and handleApprovals.
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as jose from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -9,8 +8,8 @@ import { MemoryApprovalStore, type ApprovalStore } from '../../../proxy/exchange
 import { IssuingKeys } from '../../../proxy/exchange/signing-keys.ts';
 import { KeyUnavailableError } from '../../../proxy/auth/keys.ts';
 import type { IdpVerifier } from '../../../proxy/exchange/subject.ts';
-import { compilePolicy, parsePolicyText } from '../../../policy/load.ts';
-import { makeTempDir, testAuthConfig } from '../../helpers/keys.ts';
+import { memoryExchangeDeps, writeSigningKey } from '../../helpers/exchange.ts';
+import { makeTempDir } from '../../helpers/keys.ts';
 
 const POLICY = `roles:
   writer: { readOnly: false, relations: [public.canary], write: { statements: [insert], relations: [public.canary] } }
@@ -41,8 +40,7 @@ let signer: IssuingKeys;
 beforeEach(async () => {
   tmp = makeTempDir();
   const file = join(tmp.dir, 'k.pem');
-  const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
-  writeFileSync(file, await jose.exportPKCS8(privateKey), { mode: 0o600 });
+  await writeSigningKey(file);
   signer = await IssuingKeys.open(file, { watch: false, log: () => {} });
 });
 afterEach(() => {
@@ -51,40 +49,7 @@ afterEach(() => {
 });
 
 function deps(over: Partial<ExchangeDeps>, events: ExchangeAuditEvent[]): ExchangeDeps {
-  const parsed = parsePolicyText(POLICY, 'yaml', 't');
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
-  const policy = compilePolicy(parsed.doc, 1, 'x');
-  return {
-    exchange: {
-      issuer: 'pgwarden-issued',
-      audience: 'pgwarden',
-      listen: undefined,
-      signingKeyFile: undefined,
-      peerJwksUrls: [],
-      idp: undefined,
-      maxBodyBytes: 16384,
-      requestsPerMinute: 60,
-      requestTimeout: 10_000,
-    },
-    auth: testAuthConfig({}),
-    policy: () => policy,
-    idp,
-    issued: {
-      verify: async () => {
-        throw new Error('not used');
-      },
-      close: () => {},
-    },
-    isRevoked: () => undefined,
-    signer,
-    issuedKeys: signer.verificationKeys(),
-    now: () => Date.now(),
-    audit: (e) => events.push(e),
-    auditable: () => true,
-    approvals: new MemoryApprovalStore(),
-    replica: 'test',
-    ...over,
-  };
+  return memoryExchangeDeps({ policy: POLICY, idp, signer, events }, { approvals: new MemoryApprovalStore(), ...over });
 }
 
 const form = (extra: Record<string, string> = {}) =>

@@ -1,14 +1,12 @@
 // exchangeToken with its dependencies in memory: no token is issued while the audit trail cannot record it, and every refusal is audited without a token.
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as jose from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { exchangeToken, type ExchangeAuditEvent, type ExchangeDeps } from '../../../proxy/exchange/handler.ts';
 import { IssuingKeys } from '../../../proxy/exchange/signing-keys.ts';
 import { startExchangeListener } from '../../../proxy/exchange/server.ts';
 import type { IdpVerifier } from '../../../proxy/exchange/subject.ts';
-import { compilePolicy, parsePolicyText } from '../../../policy/load.ts';
-import { makeTempDir, testAuthConfig } from '../../helpers/keys.ts';
+import { memoryExchangeDeps, writeSigningKey } from '../../helpers/exchange.ts';
+import { makeTempDir } from '../../helpers/keys.ts';
 
 const POLICY = `roles:
   analyst: { relations: [public.orders] }
@@ -22,8 +20,7 @@ let signer: IssuingKeys;
 beforeEach(async () => {
   tmp = makeTempDir();
   const file = join(tmp.dir, 'k.pem');
-  const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
-  writeFileSync(file, await jose.exportPKCS8(privateKey), { mode: 0o600 });
+  await writeSigningKey(file);
   signer = await IssuingKeys.open(file, { watch: false, log: () => {} });
 });
 afterEach(() => {
@@ -32,9 +29,6 @@ afterEach(() => {
 });
 
 function deps(over: Partial<ExchangeDeps>, events: ExchangeAuditEvent[]): ExchangeDeps {
-  const parsed = parsePolicyText(POLICY, 'yaml', 't');
-  if (!parsed.ok) throw new Error('policy');
-  const policy = compilePolicy(parsed.doc, 1, 'x');
   const idp: IdpVerifier = {
     approvers: false,
     verify: async (token) =>
@@ -43,37 +37,7 @@ function deps(over: Partial<ExchangeDeps>, events: ExchangeAuditEvent[]): Exchan
         : { ok: false, unavailable: false, message: 'bad' },
     close: () => {},
   };
-  return {
-    exchange: {
-      issuer: 'pgwarden-issued',
-      audience: 'pgwarden',
-      listen: undefined,
-      signingKeyFile: undefined,
-      peerJwksUrls: [],
-      idp: undefined,
-      maxBodyBytes: 16384,
-      requestsPerMinute: 60,
-      requestTimeout: 10_000,
-    },
-    auth: testAuthConfig({}),
-    policy: () => policy,
-    idp,
-    issued: {
-      verify: async () => {
-        throw new Error('not used');
-      },
-      close: () => {},
-    },
-    isRevoked: () => undefined,
-    signer,
-    issuedKeys: signer.verificationKeys(),
-    now: () => Date.now(),
-    audit: (e) => events.push(e),
-    auditable: () => true,
-    approvals: undefined,
-    replica: 'test',
-    ...over,
-  };
+  return memoryExchangeDeps({ policy: POLICY, idp, signer, events }, over);
 }
 
 const form = (extra: Record<string, string> = {}) =>
