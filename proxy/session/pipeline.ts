@@ -65,6 +65,8 @@ interface Pending {
   statement: number;
   /** Sent by pgwarden itself: successful responses are swallowed. */
   internal: boolean;
+  /** Told once whether the message took effect upstream (its own completion) or not (it failed, or PostgreSQL skipped it). */
+  settled: ((ok: boolean) => void) | undefined;
 }
 
 /** Per-entry options of `expect`. */
@@ -72,6 +74,11 @@ export interface ExpectOptions {
   cap?: RowCap | undefined;
   cursors?: readonly (string | undefined)[];
   internal?: boolean;
+  /**
+   * Parse, Bind, Close: told whether PostgreSQL carried the message out. One it failed or skipped (after an error
+   * until Sync) left the name as it was upstream, whatever the session recorded when it sent it.
+   */
+  settled?: (ok: boolean) => void;
 }
 
 /** Per result set being streamed: how many rows went to the client and whether the cap cut it. */
@@ -130,6 +137,7 @@ export class ResponseTracker {
         this.skippingToSync = false;
       } else {
         // Discarded upstream: never ran, reported with the batch's error.
+        opts?.settled?.(false);
         if (trace !== undefined) {
           trace.sqlstate ??= this.skipCode;
           this.onFinish?.(trace);
@@ -147,6 +155,7 @@ export class ResponseTracker {
       cursors: opts?.cursors,
       statement: 0,
       internal: opts?.internal ?? false,
+      settled: opts?.settled,
     });
   }
 
@@ -198,8 +207,9 @@ export class ResponseTracker {
     return this.queue[this.head];
   }
 
-  private pop(): void {
+  private pop(ok = false): void {
     const done = this.queue[this.head];
+    done?.settled?.(ok);
     if (done?.trace !== undefined) this.onFinish?.(done.trace);
     this.head++;
     if (this.head === this.queue.length) {
@@ -242,7 +252,7 @@ export class ResponseTracker {
       case BackendType.BindComplete:
       case BackendType.CloseComplete:
       case BackendType.NoData:
-        this.pop();
+        this.pop(true);
         return this.forward(frame, out);
       case BackendType.RowDescription:
         // Describe answers with RowDescription and is done; a simple Query or Execute streams rows next.

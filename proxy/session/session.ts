@@ -253,6 +253,15 @@ interface NamedStatement {
   revoked?: string;
   /** Set with `revoked` when the refusal was of a new Parse under the name of an allowed statement (not a reload). */
   replaced?: boolean;
+  /**
+   * While its Parse is unanswered: the statement the name held before (or null for none), which stays upstream if
+   * PostgreSQL fails or skips the Parse (name in use, an earlier error in the batch) and is the name's again then.
+   */
+  previous?: NamedStatement | null;
+  /** The client batch its Parse was sent in (Session.batchSeq), while unanswered. */
+  batch?: number;
+  /** Called once its Parse is answered (a Bind of a later batch waits for that). */
+  onSettled?: () => void;
   /** What the decision left to check at Bind (bind-checks.ts). */
   bindChecks?: readonly BindCheck[] | undefined;
   /**
@@ -512,6 +521,8 @@ export class Session {
   private txChanged = false;
   /** True after an extended-protocol message that opens or continues a batch, until the Sync (or Query) that ends it. */
   private batchOpen = false;
+  /** Counts the client's batches: bumped by each Sync, Query and FunctionCall sent. */
+  private batchSeq = 0;
   /** Statements run (Query, Execute, Sync, FunctionCall sent): a temporary-dependent prepared statement decided at another count is decided again. */
   private executions = 0;
   /** The server's analysis on this session's own upstream connection (own-analysis.ts). */
@@ -1442,11 +1453,7 @@ export class Session {
    * Runs `then` with the decision now, or once it is known; in the meantime nothing more is read from the client,
    * so the messages after this one keep their order.
    */
-  private withDecision(
-    d: Decision | Promise<Decision>,
-    out: Buffer[],
-    then: (d: Decision, out: Buffer[]) => void,
-  ): void {
+  private withDecision<T>(d: T | Promise<T>, out: Buffer[], then: (d: T, out: Buffer[]) => void): void {
     if (!(d instanceof Promise)) {
       then(d, out);
       return;
@@ -1494,6 +1501,33 @@ export class Session {
       sqlstate: decision.sqlstate,
       position: decision.position,
     });
+  }
+
+  /**
+   * The answer to the Parse that made `entry` (or a Close of its name, `ok` false, which ends the wait for it). Failed
+   * or skipped, the name holds upstream what it held before: that statement is the name's again (or none), here too.
+   */
+  private parseSettled(name: string, entry: NamedStatement, ok: boolean): void {
+    const previous = entry.previous;
+    if (previous === undefined) return;
+    entry.previous = undefined;
+    entry.batch = undefined;
+    if (!ok) {
+      if (this.statements.get(name) === entry) {
+        if (previous === null) this.statements.delete(name);
+        else this.statements.set(name, previous);
+      } else {
+        // A later Parse of the name is pending behind it: what it would fall back to is what this one fell back to.
+        for (let e: NamedStatement | null | undefined = this.statements.get(name); e; e = e.previous)
+          if (e.previous === entry) {
+            e.previous = previous;
+            break;
+          }
+      }
+    }
+    const waiting = entry.onSettled;
+    entry.onSettled = undefined;
+    waiting?.();
   }
 
   /** Bind of an allowed statement: the portal is tracked with the decision it runs under. */
@@ -1765,7 +1799,11 @@ export class Session {
           }
           this.statements.set(p.name, entry);
           if (d.allow) {
-            tracker.expect(FrontendType.Parse);
+            entry.previous = previous ?? null;
+            entry.batch = this.batchSeq;
+            tracker.expect(FrontendType.Parse, undefined, undefined, undefined, {
+              settled: (ok) => this.parseSettled(p.name, entry, ok),
+            });
             o.push(d.rewrittenSql !== undefined ? encodeParse(p.name, d.rewrittenSql, p.paramTypes) : frame.raw);
           } else {
             tracker.expect(FrontendType.Parse, this.denial(d));
@@ -1780,6 +1818,22 @@ export class Session {
         const st = this.statements.get(b.statement);
         const sp = st === undefined ? this.sqlPrepared.get(b.statement) : undefined;
         const version = this.deps.gate.version;
+        if (st?.previous !== undefined && st.batch !== this.batchSeq) {
+          // Its Parse, sent in an earlier batch, is unanswered: if PostgreSQL failed or skipped it, the name still holds
+          // the statement before it, and this Bind would run that under this one's decision. Decided once it is known
+          // (that batch's Sync is sent, so the answer comes without anything more from the client).
+          const known = new Promise<void>((resolve) => {
+            const before = st.onSettled;
+            st.onSettled = () => {
+              before?.();
+              resolve();
+            };
+          });
+          this.withDecision(known, out, (_, o) => {
+            this.handleClientFrame(frame, tracker, o);
+          });
+          return false;
+        }
         // Methods, not closures: a named closure per message costs more than the rest of this path.
         if (st !== undefined) {
           if (st.revoked !== undefined) {
@@ -1992,7 +2046,16 @@ export class Session {
           this.statements.delete(c.name);
           this.preparedNames.delete(c.name);
           this.sqlPrepared.delete(c.name);
-        } else {
+          // Skipped after an error, it left the statement upstream: closed by pgwarden after the batch (as forgotten here).
+          tracker.expect(FrontendType.Close, undefined, undefined, undefined, {
+            settled: (ok) => {
+              if (!ok) this.pendingClose.push({ target: 'S', name: c.name });
+            },
+          });
+          out.push(frame.raw);
+          return false;
+        }
+        {
           tracker.portalClosed(c.name);
           this.portals.delete(c.name);
           // Portals and cursors share one namespace too.
@@ -2230,10 +2293,12 @@ export class Session {
       case FrontendType.Query:
       case FrontendType.FunctionCall:
         this.batchOpen = false;
+        this.batchSeq++;
         this.executions++;
         return;
       case FrontendType.Sync:
         this.batchOpen = false;
+        this.batchSeq++;
         this.executions++;
         return;
       case FrontendType.Execute:

@@ -364,7 +364,18 @@ export class FakeBackend {
         if (m.type === 'P') {
           const [name, p] = cstrAt(m.body, 0);
           const [sql] = cstrAt(m.body, p);
-          if (!this.results.has(sql)) {
+          if (name !== '' && this.prepared.has(name)) {
+            // As PostgreSQL: a named statement is replaced only after a Close.
+            out.push(
+              encodeErrorResponse({
+                severity: 'ERROR',
+                sqlstate: '42P05',
+                message: `prepared statement "${name}" already exists`,
+              }),
+            );
+            this.failed = true;
+            this.txFailed();
+          } else if (!this.results.has(sql)) {
             this.run(sql, out, false);
             this.failed = true;
             this.txFailed();
@@ -405,6 +416,9 @@ export class FakeBackend {
           }
           if (this.end.destroyed) return;
         } else if (m.type === 'C') {
+          const [name] = cstrAt(m.body, 1);
+          if (m.body[0] === 0x53) this.prepared.delete(name);
+          else this.portals.delete(name);
           out.push(encodeCloseComplete());
         } else {
           out.push(

@@ -144,6 +144,37 @@ describe('a reload between Parse and Bind of one open batch', () => {
   });
 });
 
+describe('a Parse or Close that PostgreSQL fails or skips leaves the name as it was', () => {
+  const closeStatement = (name: string) => typed('C', new Bytes().u8(0x53).cstr(name));
+  for (const how of ['skipped after an error', 'refused as already existing'] as const)
+    it(`${how}: after a reload revoking the old statement, a Bind of the name is refused, never runs it`, async () => {
+      const raw = await Raw.open(tp.proxy.port, await tp.token());
+      try {
+        raw.send(parseMsg('s3', 'SELECT name FROM customers ORDER BY id'), SYNC);
+        await raw.until(() => raw.types() === '1Z');
+        raw.got.length = 0;
+        // Either way PostgreSQL keeps s3 as the customers query while pgwarden saw a Parse of an orders query.
+        raw.send(
+          ...(how === 'skipped after an error'
+            ? [parseMsg('', 'SELECT 1/0 FROM orders'), bindMsg('', ''), executeMsg(''), closeStatement('s3')]
+            : []),
+          parseMsg('s3', 'SELECT id FROM orders ORDER BY id LIMIT 1'),
+          SYNC,
+        );
+        await raw.until(() => raw.got.some((m) => m.type === 'Z'));
+        raw.got.length = 0;
+        await setPolicy(NO_CUSTOMERS);
+        raw.send(bindMsg('', 's3'), executeMsg(''), SYNC);
+        await raw.until(() => raw.got.some((m) => m.type === 'Z'));
+        // Before the fix: 2, 50 rows of customers, C.
+        expect(raw.got.filter((m) => m.type === 'D')).toHaveLength(0);
+        expect(raw.codes()).toEqual(['42501']);
+      } finally {
+        raw.end();
+      }
+    });
+});
+
 describe('postgres.js pipelining prepared statements while reloads land', () => {
   it('every query settles (rows or 42501), none hangs', async () => {
     const sql = postgres({

@@ -37,6 +37,8 @@ const POLICY = `roles:
 
 const SELECT_ORDERS = 'SELECT id FROM orders';
 const ORDERS = { columns: ['id'], rows: [['1'], ['2']], tag: 'SELECT 2' };
+const SELECT_CUSTOMERS = 'SELECT id FROM customers';
+const CUSTOMERS = { columns: ['id'], rows: [['7']], tag: 'SELECT 1' };
 /** Not a statement the backend knows: it fails as PostgreSQL fails text it cannot parse (an error mid-pipeline). */
 const BAD = 'SELECT FROM nowhere_at_all';
 
@@ -151,7 +153,10 @@ function start(async: boolean): Harness {
   const [client, server] = duplexPair();
   Object.assign(server, { remoteAddress: '127.0.0.1' });
   const upstream = new FakeUpstream();
-  upstream.onBackend = (b) => b.results.set(SELECT_ORDERS, ORDERS);
+  upstream.onBackend = (b) => {
+    b.results.set(SELECT_ORDERS, ORDERS);
+    b.results.set(SELECT_CUSTOMERS, CUSTOMERS);
+  };
   const gate = new ReloadingGate(async);
   const session = new Session(server, {
     config,
@@ -251,9 +256,48 @@ describe('a policy version change between Parse and Bind of one pipeline', () =>
       });
 });
 
+describe('a Parse or Close that PostgreSQL skips after an error leaves the name as it was upstream', () => {
+  // S1 is prepared as SELECT_ORDERS; then a batch fails before its Close S1 and Parse S1 (another text), so upstream
+  // S1 is still SELECT_ORDERS. A reload revokes SELECT_ORDERS: a Bind of S1 must be decided as SELECT_ORDERS (refused),
+  // never as the text of the skipped Parse (allowed) while PostgreSQL runs the old one.
+  const replace = [
+    parse('', BAD),
+    bind('', ''),
+    execute(''),
+    closeMessage('S', 'S1'),
+    parse('S1', SELECT_CUSTOMERS),
+    sync(),
+  ];
+  for (const together of [false, true])
+    it(`a Bind of the name is decided as the statement PostgreSQL still holds (${together ? 'all pipelined: the Bind waits for the answer' : 'batch by batch'})`, async () => {
+      const h = start(false);
+      const from = await login(h);
+      h.client.write(Buffer.concat([parse('S1', SELECT_ORDERS), sync()]));
+      await h.got.until(() => h.got.messages.slice(from).filter((m) => m.type === 'Z').length === 1, 'Z');
+      const use = Buffer.concat([bind('', 'S1'), execute(''), sync()]);
+      if (together) {
+        h.gate.bump(true);
+        h.client.write(Buffer.concat([...replace, use]));
+      } else {
+        h.client.write(Buffer.concat(replace));
+        await h.got.until(() => h.got.messages.slice(from).filter((m) => m.type === 'Z').length === 2, 'Z');
+        h.gate.bump(true);
+        h.client.write(use);
+      }
+      await h.got.until(() => h.got.messages.slice(from).filter((m) => m.type === 'Z').length === 3, 'Z');
+      for (let k = 0; k < 8; k++) await tick();
+      const got = h.got.messages.slice(from);
+      // Before: 1Z EZ 2DDCZ — the revoked SELECT_ORDERS ran under the skipped Parse's decision.
+      expect(T(got)).toBe('1ZEZEZ');
+      const refusal = errorFields(got[4]?.raw.subarray(5) as Buffer);
+      expect(refusal).toContainEqual(['C', '42501']);
+      expect(h.upstream.backends[0]?.received.filter((m) => m.type === 'E')).toHaveLength(1);
+    });
+});
+
 /** One message of a random pipeline. */
 type Step =
-  | { m: 'parse'; name: string; bad: boolean }
+  | { m: 'parse'; name: string; text: string }
   | { m: 'bind'; portal: string; name: string }
   | { m: 'describe'; target: 'S' | 'P'; name: string }
   | { m: 'execute'; portal: string }
@@ -264,7 +308,11 @@ type Step =
 const NAMES = ['', 'S1'];
 const PORTALS = ['', 'P1'];
 const step: fc.Arbitrary<Step> = fc.oneof(
-  fc.record({ m: fc.constant('parse' as const), name: fc.constantFrom(...NAMES), bad: fc.boolean() }),
+  fc.record({
+    m: fc.constant('parse' as const),
+    name: fc.constantFrom(...NAMES),
+    text: fc.constantFrom(SELECT_ORDERS, SELECT_CUSTOMERS, BAD),
+  }),
   fc.record({ m: fc.constant('bind' as const), portal: fc.constantFrom(...PORTALS), name: fc.constantFrom(...NAMES) }),
   fc.record({
     m: fc.constant('describe' as const),
@@ -284,7 +332,7 @@ const step: fc.Arbitrary<Step> = fc.oneof(
 function encode(s: Step): Buffer {
   switch (s.m) {
     case 'parse':
-      return parse(s.name, s.bad ? BAD : SELECT_ORDERS);
+      return parse(s.name, s.text);
     case 'bind':
       return bind(s.portal, s.name);
     case 'describe':
@@ -300,10 +348,23 @@ function encode(s: Step): Buffer {
   }
 }
 
+/** Whole moves on S1: an error that makes PostgreSQL skip to Sync, closing and preparing S1 again, using it. */
+const MOVES: Step[][] = [
+  [{ m: 'parse', name: '', text: BAD }],
+  [{ m: 'close', target: 'S', name: 'S1' }],
+  [{ m: 'parse', name: 'S1', text: SELECT_CUSTOMERS }],
+  [{ m: 'parse', name: 'S1', text: SELECT_ORDERS }],
+  [
+    { m: 'bind', portal: '', name: 'S1' },
+    { m: 'execute', portal: '' },
+  ],
+  [{ m: 'sync' }],
+];
+
 /** A pipeline that prepares S1 first (so there is something to decide again), then random messages, then Sync. */
 const pipeline = fc
   .array(step, { minLength: 1, maxLength: 12 })
-  .map((steps) => [{ m: 'parse', name: 'S1', bad: false } as Step, ...steps, { m: 'sync' } as Step]);
+  .map((steps) => [{ m: 'parse', name: 'S1', text: SELECT_ORDERS } as Step, ...steps, { m: 'sync' } as Step]);
 
 describe('property: version changes at random points of random pipelines', () => {
   it('a change that alters no decision never alters a reply', async () => {
@@ -328,6 +389,53 @@ describe('property: version changes at random points of random pipelines', () =>
         },
       ),
       { numRuns: 60 },
+    );
+  });
+
+  it('after a reload revokes a prepared statement, none of its rows reaches the client, whatever the pipeline does with its name', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        // Moves on the name S1 and errors between them: the random steps above, and whole moves often enough to meet.
+        fc
+          .array(
+            fc.oneof(
+              step.map((x) => [x]),
+              fc.constantFrom(...MOVES),
+            ),
+            { minLength: 1, maxLength: 10 },
+          )
+          .map((moves) => moves.flat()),
+        fc.boolean(),
+        fc.boolean(),
+        async (steps, async, together) => {
+          const h = start(async);
+          const from = await login(h);
+          h.client.write(Buffer.concat([parse('S1', SELECT_ORDERS), sync()]));
+          await h.got.until(() => h.got.messages.slice(from).some((m) => m.type === 'Z'), 'Z');
+          h.gate.bump(true);
+          const all = [...steps, { m: 'sync' } as Step];
+          if (together) h.client.write(Buffer.concat(all.map(encode)));
+          else
+            for (const st of all) {
+              h.client.write(encode(st));
+              for (let k = 0; k < 3; k++) await tick();
+            }
+          const syncs = 1 + all.filter((x) => x.m === 'sync').length;
+          await h.got.until(
+            () => h.got.messages.slice(from).filter((m) => m.type === 'Z').length >= syncs,
+            'every ReadyForQuery',
+            3_000,
+          );
+          // SELECT_ORDERS's rows are '1' and '2'; only SELECT_CUSTOMERS ('7') may run now.
+          const rows = h.got.messages.slice(from).filter((m) => m.type === 'D');
+          for (const r of rows) expect(r.raw.subarray(11).toString()).toBe('7');
+          for (const x of open.splice(0)) {
+            x.session.close('client');
+            x.client.destroy();
+          }
+        },
+      ),
+      { numRuns: 300 },
     );
   });
 
