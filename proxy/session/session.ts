@@ -287,6 +287,13 @@ interface SqlObject {
 
 /** A portal bound by a Bind message: what to decide again if it is executed under a newer policy. */
 interface BoundPortal {
+  /**
+   * While its Bind is unanswered: the portal the name held before (or null), which stays upstream if PostgreSQL fails
+   * or skips the Bind (a portal that survived ROLLBACK TO SAVEPOINT can be executed after), and the batch it was sent in.
+   */
+  previous?: BoundPortal | null;
+  batch?: number;
+  onSettled?: () => void;
   seq: number;
   sql: string;
   mode: 'simple' | 'bind';
@@ -1533,9 +1540,36 @@ export class Session {
   /** Bind of an allowed statement: the portal is tracked with the decision it runs under. */
   private bindPortal(tracker: ResponseTracker, name: string, frame: Frame, o: Buffer[], portal: BoundPortal): void {
     tracker.portalBound(name);
+    portal.previous = this.portals.get(name) ?? null;
+    portal.batch = this.batchSeq;
     this.portals.set(name, portal);
-    tracker.expect(FrontendType.Bind);
+    tracker.expect(FrontendType.Bind, undefined, undefined, undefined, {
+      settled: (ok) => this.bindSettled(name, portal, ok),
+    });
     o.push(frame.raw);
+  }
+
+  /** The answer to the Bind that made `portal`: failed or skipped, the name holds upstream what it held before, here too. */
+  private bindSettled(name: string, portal: BoundPortal, ok: boolean): void {
+    const previous = portal.previous;
+    if (previous === undefined) return;
+    portal.previous = undefined;
+    portal.batch = undefined;
+    if (!ok) {
+      if (this.portals.get(name) === portal) {
+        if (previous === null) this.portals.delete(name);
+        else this.portals.set(name, previous);
+      } else {
+        for (let e: BoundPortal | null | undefined = this.portals.get(name); e; e = e.previous)
+          if (e.previous === portal) {
+            e.previous = previous;
+            break;
+          }
+      }
+    }
+    const waiting = portal.onSettled;
+    portal.onSettled = undefined;
+    waiting?.();
   }
 
   /** Execute of a portal (or of a DECLAREd cursor read through the protocol) under its decision's row cap. */
@@ -1981,6 +2015,20 @@ export class Session {
         const portal = this.portals.get(e.portal);
         const cursor = portal === undefined ? this.sqlCursors.get(e.portal) : undefined;
         const version = this.deps.gate.version;
+        if (portal?.previous !== undefined && portal.batch !== this.batchSeq) {
+          // Its Bind, sent in an earlier batch, is unanswered: executed once it is known which portal the name holds.
+          const known = new Promise<void>((resolve) => {
+            const before = portal.onSettled;
+            portal.onSettled = () => {
+              before?.();
+              resolve();
+            };
+          });
+          this.withDecision(known, out, (_, o) => {
+            this.handleClientFrame(frame, tracker, o);
+          });
+          return false;
+        }
         if (portal !== undefined) {
           // A prepared DDL or transaction statement runs now: what the session's own analysis allowed may not hold.
           if (portal.neutral !== true) this.ownMemo.clear();

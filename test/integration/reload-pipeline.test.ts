@@ -175,6 +175,41 @@ describe('a Parse or Close that PostgreSQL fails or skips leaves the name as it 
     });
 });
 
+describe('a Bind that PostgreSQL skips leaves the portal as it was', () => {
+  it('a portal kept by ROLLBACK TO SAVEPOINT is executed as what it is: refused after a reload revoking it', async () => {
+    const raw = await Raw.open(tp.proxy.port, await tp.token());
+    const query = (sql: string) => typed('Q', new Bytes().cstr(sql));
+    const step = async (...frames: Buffer[]) => {
+      raw.got.length = 0;
+      raw.send(...frames);
+      await raw.until(() => raw.got.some((m) => m.type === 'Z'));
+      return raw.types();
+    };
+    try {
+      expect(await step(query('BEGIN'))).toBe('CZ');
+      // p4 (customers) made before the savepoint: it survives ROLLBACK TO.
+      expect(await step(parseMsg('s4', 'SELECT name FROM customers ORDER BY id'), bindMsg('p4', 's4'), SYNC)).toBe(
+        '12Z',
+      );
+      expect(await step(query('SAVEPOINT a'))).toBe('CZ');
+      expect(await step(parseMsg('s5', 'SELECT id FROM orders ORDER BY id LIMIT 1'), SYNC)).toBe('1Z');
+      // The Bind of p4 to s5 is skipped after the error: p4 is still the customers portal.
+      expect(
+        await step(parseMsg('', 'SELECT 1/0 FROM orders'), bindMsg('', ''), executeMsg(''), bindMsg('p4', 's5'), SYNC),
+      ).toBe('1EZ');
+      expect(await step(query('ROLLBACK TO a'))).toBe('CZ');
+      await setPolicy(NO_CUSTOMERS);
+      await step(executeMsg('p4'), SYNC);
+      // Before the fix: 50 rows of customers, decided as the skipped Bind's orders query.
+      expect(raw.got.filter((m) => m.type === 'D')).toHaveLength(0);
+      expect(raw.codes()).toEqual(['42501']);
+      await step(query('ROLLBACK'));
+    } finally {
+      raw.end();
+    }
+  });
+});
+
 describe('postgres.js pipelining prepared statements while reloads land', () => {
   it('every query settles (rows or 42501), none hangs', async () => {
     const sql = postgres({
