@@ -194,7 +194,7 @@ export const ErrorCatalog = {
   ERR_FEATURE: {
     sqlstate: SqlState.FeatureNotSupported,
     severity: 'ERROR',
-    doc: "a protocol feature pgwarden does not pass (FunctionCall, COPY FROM STDIN, replication), or a statement it cannot analyse: too large, too deeply nested, or parseable only by the older server's grammar",
+    doc: "a protocol feature pgwarden does not pass (FunctionCall, COPY FROM STDIN, replication, a simple Query inside an unfinished extended-protocol batch), or a statement it cannot analyse: too large, too deeply nested, or parseable only by the older server's grammar",
     message:
       "‹feature› is not supported by pgwarden (or: permission denied by pgwarden: statement is too large | is too deeply nested; pgwarden cannot parse this statement: ‹the parser's message›)",
     hint: 'the supported way to do the same, e.g. call the function with a SELECT statement instead',

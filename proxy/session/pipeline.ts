@@ -130,7 +130,10 @@ export class ResponseTracker {
   /** Records a message sent upstream that will produce responses. */
   expect(kind: number, denial?: ProxyError, portal?: string, trace?: StatementTrace, opts?: ExpectOptions): void {
     this.idleSinceReady = false;
-    this.batchOpen = kind !== FrontendType.Sync && kind !== FrontendType.Query && kind !== FrontendType.FunctionCall;
+    // A Query or FunctionCall inside an open batch may be ignored by PostgreSQL (after an error, until Sync): only Sync
+    // is sure to end it.
+    if (kind === FrontendType.Sync) this.batchOpen = false;
+    else if (kind !== FrontendType.Query && kind !== FrontendType.FunctionCall) this.batchOpen = true;
     if (this.skippingToSync) {
       if (kind === FrontendType.Sync) {
         // This Sync ends the skipping upstream; it and what follows are answered again.

@@ -1758,6 +1758,21 @@ export class Session {
   private handleClientFrame(frame: Frame, tracker: ResponseTracker, out: Buffer[]): boolean {
     switch (frame.type) {
       case FrontendType.Query: {
+        if (this.batchOpen) {
+          // After an error in the batch PostgreSQL ignores a Query until Sync, otherwise it runs it: which one is not
+          // known when it is sent, so neither its effects (PREPARE, DECLARE) nor the batch's end could be recorded truly.
+          // Refused, answered as PostgreSQL answers a failed Query (or not at all when it is ignored); the batch stays open.
+          tracker.expect(
+            FrontendType.Query,
+            new ProxyError(
+              'ERR_FEATURE',
+              'a simple Query inside an unfinished extended-protocol batch is not supported by pgwarden',
+              { hint: 'send Sync to end the batch before a simple Query', reason: 'unsupported' },
+            ),
+          );
+          out.push(encodeQuery(SENTINEL_SQL));
+          return false;
+        }
         const { sql } = decodeQuery(frame.body);
         this.withDecision(this.decide(sql, 'simple'), out, (d, o) => {
           const overBudget = d.allow ? this.spendBudget(Math.max(1, d.statements.length)) : undefined;
@@ -2340,7 +2355,8 @@ export class Session {
     switch (type) {
       case FrontendType.Query:
       case FrontendType.FunctionCall:
-        this.batchOpen = false;
+        // Inside a batch it may be ignored (after an error, until Sync): the batch is open until the client's Sync.
+        if (this.batchOpen) return;
         this.batchSeq++;
         this.executions++;
         return;

@@ -295,6 +295,22 @@ describe('a Parse or Close that PostgreSQL skips after an error leaves the name 
     });
 });
 
+describe('a simple Query inside an unfinished extended-protocol batch', () => {
+  it('is refused (0A000), answered with its ReadyForQuery, and the batch stays open until its Sync', async () => {
+    const h = start(false);
+    const from = await login(h);
+    h.client.write(Buffer.concat([parse('S1', SELECT_ORDERS), typed('Q', new Bytes().cstr(SELECT_ORDERS)), sync()]));
+    await h.got.until(() => h.got.messages.slice(from).filter((m) => m.type === 'Z').length === 2, 'Z');
+    const got = h.got.messages.slice(from);
+    expect(T(got)).toBe('1EZZ');
+    expect(errorFields(got[1]?.raw.subarray(5) as Buffer)).toContainEqual(['C', '0A000']);
+    // Never run: PostgreSQL would ignore it after an error in the batch, and pgwarden cannot know at send time.
+    expect(h.upstream.backends[0]?.received.filter((m) => m.type === 'Q').map((m) => m.body.toString())).not.toContain(
+      `${SELECT_ORDERS}\0`,
+    );
+  });
+});
+
 /** One message of a random pipeline. */
 type Step =
   | { m: 'parse'; name: string; text: string }
