@@ -36,10 +36,10 @@ async function as(role = 'tmp'): Promise<pg.Client> {
 beforeAll(async () => {
   await su((c) =>
     c.query(`
-    DROP TABLE IF EXISTS public.secrets;
-    CREATE TABLE public.secrets (id int, v text);
-    INSERT INTO public.secrets VALUES (1, '${SECRET}');
-    GRANT SELECT, INSERT, UPDATE, DELETE ON public.secrets TO pgwarden;
+    DROP TABLE IF EXISTS public.sa_secrets;
+    CREATE TABLE public.sa_secrets (id int, v text);
+    INSERT INTO public.sa_secrets VALUES (1, '${SECRET}');
+    GRANT SELECT, INSERT, UPDATE, DELETE ON public.sa_secrets TO pgwarden;
     DROP SCHEMA IF EXISTS sa_scratch CASCADE;
     CREATE SCHEMA sa_scratch;
     GRANT USAGE, CREATE ON SCHEMA sa_scratch TO pgwarden;
@@ -50,7 +50,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of clients) await c.end().catch(() => {});
   await tp?.close();
-  await su((c) => c.query('DROP TABLE IF EXISTS public.secrets; DROP SCHEMA IF EXISTS sa_scratch CASCADE'));
+  await su((c) => c.query('DROP TABLE IF EXISTS public.sa_secrets; DROP SCHEMA IF EXISTS sa_scratch CASCADE'));
 });
 
 describe('temporary tables', () => {
@@ -73,12 +73,12 @@ describe('temporary tables', () => {
 
   it('a temporary table shadowing a denied permanent name is read, never the permanent one', async () => {
     const c = await as();
-    expect((await pgError(() => c.query('SELECT * FROM secrets'))).code).toBe('42501');
-    await c.query('CREATE TEMP TABLE secrets (id int, v text)');
-    await c.query("INSERT INTO secrets VALUES (9, 'mine')");
-    expect((await c.query('SELECT * FROM secrets')).rows).toEqual([{ id: 9, v: 'mine' }]);
-    await c.query('DROP TABLE pg_temp.secrets');
-    const err = await pgError(() => c.query('SELECT * FROM secrets'));
+    expect((await pgError(() => c.query('SELECT * FROM sa_secrets'))).code).toBe('42501');
+    await c.query('CREATE TEMP TABLE sa_secrets (id int, v text)');
+    await c.query("INSERT INTO sa_secrets VALUES (9, 'mine')");
+    expect((await c.query('SELECT * FROM sa_secrets')).rows).toEqual([{ id: 9, v: 'mine' }]);
+    await c.query('DROP TABLE pg_temp.sa_secrets');
+    const err = await pgError(() => c.query('SELECT * FROM sa_secrets'));
     expect(err.code).toBe('42501');
     expect(JSON.stringify(err)).not.toContain(SECRET);
   });
@@ -101,20 +101,20 @@ describe('a temporary table made and used in one query', () => {
     await c.query('ROLLBACK');
   });
 
-  it('a temporary secrets made, filled and read in one query; made and dropped before the read: refused', async () => {
+  it('a temporary sa_secrets made, filled and read in one query; made and dropped before the read: refused', async () => {
     const c = await as();
     const r = (await c.query(
-      "CREATE TEMP TABLE secrets (id int, v text); INSERT INTO secrets VALUES (3, 'own'); SELECT * FROM secrets",
+      "CREATE TEMP TABLE sa_secrets (id int, v text); INSERT INTO sa_secrets VALUES (3, 'own'); SELECT * FROM sa_secrets",
     )) as unknown as { rows: unknown[] }[];
     expect(r[2]?.rows).toEqual([{ id: 3, v: 'own' }]);
-    await c.query('DROP TABLE pg_temp.secrets');
+    await c.query('DROP TABLE pg_temp.sa_secrets');
     const err = await pgError(() =>
-      c.query('CREATE TEMP TABLE secrets (id int, v text); DROP TABLE pg_temp.secrets; SELECT * FROM secrets'),
+      c.query('CREATE TEMP TABLE sa_secrets (id int, v text); DROP TABLE pg_temp.sa_secrets; SELECT * FROM sa_secrets'),
     );
     expect(err.code).toBe('42501');
     expect(seen(err)).not.toContain(SECRET);
     // Refused whole: the first CREATE did not run either.
-    expect((await pgError(() => c.query('SELECT * FROM pg_temp.secrets'))).code).toBe('42P01');
+    expect((await pgError(() => c.query('SELECT * FROM pg_temp.sa_secrets'))).code).toBe('42P01');
   });
 
   it('an earlier statement that fails when replayed refuses the text, and nothing of it stays', async () => {
@@ -153,10 +153,10 @@ function seen(x: unknown): string {
   return JSON.stringify(x);
 }
 
-/** The relation an unqualified `secrets` means to the session, as PostgreSQL resolves it now (superuser view of the backend is not needed: the result tells). */
+/** The relation an unqualified `sa_secrets` means to the session, as PostgreSQL resolves it now (superuser view of the backend is not needed: the result tells). */
 async function readsSecrets(c: pg.Client): Promise<'refused' | 'temporary'> {
   try {
-    const r = await c.query('SELECT * FROM secrets');
+    const r = await c.query('SELECT * FROM sa_secrets');
     expect(seen(r.rows)).not.toContain(SECRET);
     return 'temporary';
   } catch (err) {
@@ -170,7 +170,7 @@ describe('disagreements: the temporary name gone, the permanent one must not be 
   it('ROLLBACK of the transaction that created it', async () => {
     const c = await as();
     await c.query('BEGIN');
-    await c.query('CREATE TEMP TABLE secrets (id int, v text)');
+    await c.query('CREATE TEMP TABLE sa_secrets (id int, v text)');
     expect(await readsSecrets(c)).toBe('temporary');
     await c.query('ROLLBACK');
     expect(await readsSecrets(c)).toBe('refused');
@@ -179,19 +179,19 @@ describe('disagreements: the temporary name gone, the permanent one must not be 
   it('ON COMMIT DROP, DISCARD TEMP, savepoint rollback', async () => {
     const c = await as();
     await c.query('BEGIN');
-    await c.query('CREATE TEMP TABLE secrets (id int, v text) ON COMMIT DROP');
+    await c.query('CREATE TEMP TABLE sa_secrets (id int, v text) ON COMMIT DROP');
     expect(await readsSecrets(c)).toBe('temporary');
     await c.query('COMMIT');
     expect(await readsSecrets(c)).toBe('refused');
 
-    await c.query('CREATE TEMP TABLE secrets (id int, v text)');
+    await c.query('CREATE TEMP TABLE sa_secrets (id int, v text)');
     expect(await readsSecrets(c)).toBe('temporary');
     await c.query('DISCARD TEMP');
     expect(await readsSecrets(c)).toBe('refused');
 
     await c.query('BEGIN');
     await c.query('SAVEPOINT a');
-    await c.query('CREATE TEMP TABLE secrets (id int, v text)');
+    await c.query('CREATE TEMP TABLE sa_secrets (id int, v text)');
     expect(await readsSecrets(c)).toBe('temporary');
     await c.query('ROLLBACK TO SAVEPOINT a');
     expect(await readsSecrets(c)).toBe('refused');
@@ -200,12 +200,12 @@ describe('disagreements: the temporary name gone, the permanent one must not be 
 
   it('dropped earlier in the same query, or in the same pipeline', async () => {
     const c = await as();
-    for (const drop of ['DROP TABLE pg_temp.secrets', 'DISCARD TEMP']) {
-      await c.query('CREATE TEMP TABLE secrets (id int, v text)');
-      const err = await pgError(() => c.query(`${drop}; SELECT * FROM secrets`));
+    for (const drop of ['DROP TABLE pg_temp.sa_secrets', 'DISCARD TEMP']) {
+      await c.query('CREATE TEMP TABLE sa_secrets (id int, v text)');
+      const err = await pgError(() => c.query(`${drop}; SELECT * FROM sa_secrets`));
       expect(err.code, drop).toBe('42501');
       expect(seen(err)).not.toContain(SECRET);
-      await c.query('DROP TABLE IF EXISTS pg_temp.secrets');
+      await c.query('DROP TABLE IF EXISTS pg_temp.sa_secrets');
     }
     // The extended protocol: the DROP and the read in one batch before Sync.
     const raw = await RawClient.connect(port(), await tp.token({ role: 'tmp' }));
@@ -213,16 +213,16 @@ describe('disagreements: the temporary name gone, the permanent one must not be 
       const got: { type: string; body: Buffer }[] = [];
       raw.onMessage = (type, body) => got.push({ type, body });
       let ready = raw.next((t) => t === 'Z');
-      raw.socket.write(query('CREATE TEMP TABLE secrets (id int, v text)'));
+      raw.socket.write(query('CREATE TEMP TABLE sa_secrets (id int, v text)'));
       await ready;
       got.length = 0;
       ready = raw.next((t) => t === 'Z');
       raw.socket.write(
         Buffer.concat([
-          parse('', 'DROP TABLE pg_temp.secrets'),
+          parse('', 'DROP TABLE pg_temp.sa_secrets'),
           bind('', ''),
           execute(''),
-          parse('', 'SELECT * FROM secrets'),
+          parse('', 'SELECT * FROM sa_secrets'),
           bind('', ''),
           execute(''),
           sync(),
@@ -241,19 +241,19 @@ describe('disagreements: the temporary name gone, the permanent one must not be 
 
   it('a prepared statement made while the temporary table existed is analysed again before it runs', async () => {
     const c = await as();
-    await c.query('CREATE TEMP TABLE secrets (id int, v text)');
-    await c.query("INSERT INTO secrets VALUES (5, 'temp')");
-    const named = { name: 'read_secrets', text: 'SELECT * FROM secrets WHERE id > $1', values: [0] };
+    await c.query('CREATE TEMP TABLE sa_secrets (id int, v text)');
+    await c.query("INSERT INTO sa_secrets VALUES (5, 'temp')");
+    const named = { name: 'read_secrets', text: 'SELECT * FROM sa_secrets WHERE id > $1', values: [0] };
     expect((await c.query(named)).rows).toEqual([{ id: 5, v: 'temp' }]);
-    await c.query('DROP TABLE pg_temp.secrets');
+    await c.query('DROP TABLE pg_temp.sa_secrets');
     const err = await pgError(() => c.query(named));
     expect(err.code).toBe('42501');
     expect(seen(err)).not.toContain(SECRET);
     // SQL PREPARE of it is refused: PostgreSQL would resolve its names again long after.
-    await c.query('CREATE TEMP TABLE secrets (id int, v text)');
-    expect((await pgError(() => c.query('PREPARE p AS SELECT * FROM secrets'))).code).toBe('42501');
-    await c.query('PREPARE q AS SELECT * FROM pg_temp.secrets');
-    await c.query('DROP TABLE pg_temp.secrets');
+    await c.query('CREATE TEMP TABLE sa_secrets (id int, v text)');
+    expect((await pgError(() => c.query('PREPARE p AS SELECT * FROM sa_secrets'))).code).toBe('42501');
+    await c.query('PREPARE q AS SELECT * FROM pg_temp.sa_secrets');
+    await c.query('DROP TABLE pg_temp.sa_secrets');
     const gone = await pgError(() => c.query('EXECUTE q'));
     expect(seen(gone)).not.toContain(SECRET);
   });
@@ -292,9 +292,9 @@ describe('a batch of several Parse/Bind/Execute before one Sync', () => {
   it('not once a prepared DROP of the temporary table has run in the batch: the read is the permanent relation, refused', async () => {
     const raw = await RawClient.connect(port(), await tp.token({ role: 'tmp' }));
     try {
-      await batch(raw, [query('CREATE TEMP TABLE secrets (id int, v text)')]);
-      await batch(raw, [parse('dropper', 'DROP TABLE pg_temp.secrets'), sync()]);
-      const read = 'SELECT v FROM secrets';
+      await batch(raw, [query('CREATE TEMP TABLE sa_secrets (id int, v text)')]);
+      await batch(raw, [parse('dropper', 'DROP TABLE pg_temp.sa_secrets'), sync()]);
+      const read = 'SELECT v FROM sa_secrets';
       // Analysed at an idle point while the temporary table exists: allowed.
       expect(await batch(raw, [parse('', read), bind('', ''), execute(''), sync()])).toEqual([
         '1',
@@ -360,15 +360,15 @@ describe.skipIf(!hasPsql)('psql', () => {
         '-v',
         'ON_ERROR_STOP=0',
         '-c',
-        'CREATE TEMP TABLE secrets (id int, v text)',
+        'CREATE TEMP TABLE sa_secrets (id int, v text)',
         '-c',
-        '\\copy secrets from program \'printf "4\\tfour\\n"\'',
+        '\\copy sa_secrets from program \'printf "4\\tfour\\n"\'',
         '-c',
-        'SELECT id, v FROM secrets',
+        'SELECT id, v FROM sa_secrets',
         '-c',
-        'DROP TABLE pg_temp.secrets',
+        'DROP TABLE pg_temp.sa_secrets',
         '-c',
-        'SELECT v FROM secrets',
+        'SELECT v FROM sa_secrets',
         `host=127.0.0.1 port=${port()} dbname=app user=alice sslmode=disable`,
       ],
       { env: { ...process.env, PGPASSWORD: token }, timeout: 10_000 },
