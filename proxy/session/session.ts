@@ -306,6 +306,40 @@ interface BoundPortal {
   neutral?: boolean;
 }
 
+/** A statement or portal whose Parse or Bind is unanswered: what its name held before, and who waits for the answer. */
+interface Settling<T> {
+  previous?: T | null;
+  batch?: number;
+  onSettled?: () => void;
+}
+
+/**
+ * The answer to the message that made `entry` under `name` (a Parse for statements, a Bind for portals). Failed or
+ * skipped, the name holds upstream what it held before, so it does here too: the previous entry is the name's again
+ * (or none), or, when a later message for the name is pending behind this one, that one falls back to it instead.
+ */
+function settleName<T extends Settling<T>>(map: Map<string, T>, name: string, entry: T, ok: boolean): void {
+  const previous = entry.previous;
+  if (previous === undefined) return;
+  entry.previous = undefined;
+  entry.batch = undefined;
+  if (!ok) {
+    if (map.get(name) === entry) {
+      if (previous === null) map.delete(name);
+      else map.set(name, previous);
+    } else {
+      for (let e: T | null | undefined = map.get(name); e; e = e.previous)
+        if (e.previous === entry) {
+          e.previous = previous;
+          break;
+        }
+    }
+  }
+  const waiting = entry.onSettled;
+  entry.onSettled = undefined;
+  waiting?.();
+}
+
 /**
  * The refusal of a prepared statement, portal or cursor over pgwarden.scope / pgwarden.session, or over system
  * catalogs filtered for a `catalog: scoped` role, after a reload: its upstream copy lists the scope (or holds the
@@ -1515,26 +1549,7 @@ export class Session {
    * or skipped, the name holds upstream what it held before: that statement is the name's again (or none), here too.
    */
   private parseSettled(name: string, entry: NamedStatement, ok: boolean): void {
-    const previous = entry.previous;
-    if (previous === undefined) return;
-    entry.previous = undefined;
-    entry.batch = undefined;
-    if (!ok) {
-      if (this.statements.get(name) === entry) {
-        if (previous === null) this.statements.delete(name);
-        else this.statements.set(name, previous);
-      } else {
-        // A later Parse of the name is pending behind it: what it would fall back to is what this one fell back to.
-        for (let e: NamedStatement | null | undefined = this.statements.get(name); e; e = e.previous)
-          if (e.previous === entry) {
-            e.previous = previous;
-            break;
-          }
-      }
-    }
-    const waiting = entry.onSettled;
-    entry.onSettled = undefined;
-    waiting?.();
+    settleName(this.statements, name, entry, ok);
   }
 
   /** Bind of an allowed statement: the portal is tracked with the decision it runs under. */
@@ -1551,25 +1566,7 @@ export class Session {
 
   /** The answer to the Bind that made `portal`: failed or skipped, the name holds upstream what it held before, here too. */
   private bindSettled(name: string, portal: BoundPortal, ok: boolean): void {
-    const previous = portal.previous;
-    if (previous === undefined) return;
-    portal.previous = undefined;
-    portal.batch = undefined;
-    if (!ok) {
-      if (this.portals.get(name) === portal) {
-        if (previous === null) this.portals.delete(name);
-        else this.portals.set(name, previous);
-      } else {
-        for (let e: BoundPortal | null | undefined = this.portals.get(name); e; e = e.previous)
-          if (e.previous === portal) {
-            e.previous = previous;
-            break;
-          }
-      }
-    }
-    const waiting = portal.onSettled;
-    portal.onSettled = undefined;
-    waiting?.();
+    settleName(this.portals, name, portal, ok);
   }
 
   /** Execute of a portal (or of a DECLAREd cursor read through the protocol) under its decision's row cap. */
