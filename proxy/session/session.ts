@@ -1552,6 +1552,28 @@ export class Session {
     settleName(this.statements, name, entry, ok);
   }
 
+  /**
+   * Bind of a named statement decided as it is now (st.version, st.rowCap and st.bindChecks current): the values are
+   * checked against what the decision left to Bind (bind-checks.ts), then the portal is bound under that decision.
+   */
+  private bindStatement(tracker: ResponseTracker, st: NamedStatement, b: BindMessage, frame: Frame, o: Buffer[]): void {
+    const unbound = bindRefusal(st.bindChecks, b, st.paramTypes);
+    if (unbound !== undefined) {
+      refuseMessage(tracker, unbound, o);
+      return;
+    }
+    this.bindPortal(tracker, b.portal, frame, o, {
+      seq: st.seq,
+      sql: st.sql,
+      mode: 'bind',
+      paramTypes: st.paramTypes,
+      neutral: st.neutral,
+      version: st.version,
+      rowCap: st.rowCap,
+      ...(st.bindChecks !== undefined ? { bind: b } : {}),
+    });
+  }
+
   /** Bind of an allowed statement: the portal is tracked with the decision it runs under. */
   private bindPortal(tracker: ResponseTracker, name: string, frame: Frame, o: Buffer[], portal: BoundPortal): void {
     tracker.portalBound(name);
@@ -1913,21 +1935,7 @@ export class Session {
               st.temporaryAt = d.dependsOnTemporary === true ? this.executions : undefined;
               st.rowCap = d.rowCap;
               st.bindChecks = d.bindChecks;
-              const unbound = bindRefusal(st.bindChecks, b, st.paramTypes);
-              if (unbound !== undefined) {
-                refuseMessage(tracker, unbound, o);
-                return;
-              }
-              this.bindPortal(tracker, b.portal, frame, o, {
-                seq: st.seq,
-                sql: st.sql,
-                mode: 'bind',
-                paramTypes: st.paramTypes,
-                neutral: st.neutral,
-                version,
-                rowCap: d.rowCap,
-                ...(st.bindChecks !== undefined ? { bind: b } : {}),
-              });
+              this.bindStatement(tracker, st, b, frame, o);
             });
             return false;
           }
@@ -1952,39 +1960,11 @@ export class Session {
               }
               st.rowCap = d.rowCap;
               st.bindChecks = d.bindChecks;
-              const unbound = bindRefusal(st.bindChecks, b, st.paramTypes);
-              if (unbound !== undefined) {
-                refuseMessage(tracker, unbound, o);
-                return;
-              }
-              this.bindPortal(tracker, b.portal, frame, o, {
-                seq: st.seq,
-                sql: st.sql,
-                mode: 'bind',
-                paramTypes: st.paramTypes,
-                neutral: st.neutral,
-                version,
-                rowCap: d.rowCap,
-                ...(st.bindChecks !== undefined ? { bind: b } : {}),
-              });
+              this.bindStatement(tracker, st, b, frame, o);
             });
             return false;
           }
-          const unbound = bindRefusal(st.bindChecks, b, st.paramTypes);
-          if (unbound !== undefined) {
-            refuseMessage(tracker, unbound, out);
-            return false;
-          }
-          this.bindPortal(tracker, b.portal, frame, out, {
-            seq: st.seq,
-            sql: st.sql,
-            mode: 'bind',
-            paramTypes: st.paramTypes,
-            neutral: st.neutral,
-            version: st.version,
-            rowCap: st.rowCap,
-            ...(st.bindChecks !== undefined ? { bind: b } : {}),
-          });
+          this.bindStatement(tracker, st, b, frame, out);
           return false;
         }
         if (sp !== undefined && sp.sql !== undefined) {
