@@ -127,6 +127,45 @@ export class ResponseTracker {
   private skippingToSync = false;
   private skipCode: string | undefined;
 
+  /** True while PostgreSQL is discarding the open batch's messages after an error in it (until the client's Sync). */
+  get skipping(): boolean {
+    return this.skippingToSync;
+  }
+
+  /**
+   * Whether the statements answered so far leave the connection inside an explicit transaction block ('T' at the last
+   * ReadyForQuery or a BEGIN since, and nothing since that may have ended it): read from the CommandComplete tags of
+   * the open batch, since only Sync brings a ReadyForQuery. ROLLBACK TO SAVEPOINT and ROLLBACK share the tag
+   * ROLLBACK, so either ends what this can tell ('other'), which errs on the side of "not known to be in a block".
+   */
+  private batchTx: 'I' | 'T' | 'other' = 'I';
+
+  /** In an explicit transaction block by everything answered so far (see batchTx); the own analysis may sync there. */
+  get inExplicitBlock(): boolean {
+    return this.batchTx === 'T';
+  }
+
+  /** Set by CopyInResponse until its COPY ends: PostgreSQL waits for the client's CopyData, so nothing else is answered. */
+  awaitingCopyData = false;
+
+  private noteTag(frame: Frame): void {
+    const first = frame.body[0];
+    // Only tags of transaction control matter: B(EGIN), S(TART TRANSACTION), C(OMMIT…), R(OLLBACK…), P(REPARE TRANSACTION).
+    if (first !== 0x42 && first !== 0x53 && first !== 0x43 && first !== 0x52 && first !== 0x50) return;
+    const tag = decodeCommandComplete(frame.body);
+    if (tag === 'BEGIN' || tag === 'START TRANSACTION') {
+      if (this.batchTx !== 'other') this.batchTx = 'T';
+    } else if (
+      tag === 'COMMIT' ||
+      tag === 'ROLLBACK' ||
+      tag === 'PREPARE TRANSACTION' ||
+      tag === 'COMMIT PREPARED' ||
+      tag === 'ROLLBACK PREPARED'
+    ) {
+      this.batchTx = 'other';
+    }
+  }
+
   /** Records a message sent upstream that will produce responses. */
   expect(kind: number, denial?: ProxyError, portal?: string, trace?: StatementTrace, opts?: ExpectOptions): void {
     this.idleSinceReady = false;
@@ -263,6 +302,10 @@ export class ResponseTracker {
         else this.resetRows();
         if (this.swallowUntilReady) return false;
         return this.forward(frame, out);
+      case BackendType.CopyInResponse:
+        this.awaitingCopyData = true;
+        if (this.swallowUntilReady) return false;
+        return this.forward(frame, out);
       case BackendType.CopyOutResponse:
         this.resetRows();
         if (this.swallowUntilReady) return false;
@@ -271,6 +314,8 @@ export class ResponseTracker {
         return this.onError(frame, head, out);
       case BackendType.ReadyForQuery: {
         this.txStatus = decodeReadyForQuery(frame.body);
+        this.batchTx = this.txStatus === 'E' ? 'other' : this.txStatus;
+        this.awaitingCopyData = false;
         this.skippingToSync = false;
         this.popThroughReady();
         this.swallowUntilReady = false;
@@ -401,6 +446,8 @@ export class ResponseTracker {
   }
 
   private onCommandComplete(frame: Frame, head: Pending | undefined, out: Buffer[]): boolean {
+    this.awaitingCopyData = false;
+    this.noteTag(frame);
     // Each statement of a simple Query ends with one CommandComplete: the next rows belong to the next statement.
     if (head?.kind === FrontendType.Query) head.statement++;
     if (this.swallowUntilReady) {
@@ -442,6 +489,7 @@ export class ResponseTracker {
   }
 
   private onError(frame: Frame, head: Pending | undefined, out: Buffer[]): boolean {
+    this.awaitingCopyData = false;
     let verbatim = true;
     // Only errors of traced entries are decoded: the fast path never reads error text.
     const extended = head !== undefined && head.kind !== FrontendType.Query && head.kind !== FrontendType.FunctionCall;

@@ -34,7 +34,7 @@ import {
 import { decodeBind, decodeClose, decodeExecute, decodeParse, decodePassword, decodeQuery } from '../wire/frontend.ts';
 import { NO_VALUES, bindRefusal } from './bind-checks.ts';
 import type { BindMessage } from '../wire/frontend.ts';
-import { encodeClose, encodeParse, encodeQuery, encodeSync, encodeTerminate } from '../wire/frontend.ts';
+import { encodeClose, encodeFlush, encodeParse, encodeQuery, encodeSync, encodeTerminate } from '../wire/frontend.ts';
 import {
   tcpUpstream,
   UPSTREAM_MAX_MESSAGE,
@@ -2229,7 +2229,34 @@ export class Session {
       for (const x of this.exchanges.splice(0)) x.reject(new AnalysisUnavailable('the session has ended'));
       return;
     }
-    if (tracker.busy) return;
+    // In the middle of the client's batch (offered only inside an explicit transaction block: ownAnalysis), PostgreSQL
+    // keeps its answers to the batch until a Sync or Flush: a Flush of pgwarden's own asks for them, and changes nothing
+    // else. The exchange waits for every one of them, so it knows how the batch went before it adds to it.
+    const midBatch = !tracker.atBatchBoundary;
+    if (midBatch && tracker.awaitingCopyData) {
+      this.rejectNextExchange("the session's connection is in the middle of a COPY");
+      return;
+    }
+    if (tracker.busy) {
+      if (midBatch && !this.flushAsked) {
+        this.flushAsked = true;
+        this.writeUpstream([encodeFlush()]);
+      }
+      return;
+    }
+    this.flushAsked = false;
+    let status = tracker.txStatus;
+    if (midBatch) {
+      // A Sync of pgwarden's own in the client's batch ends neither an explicit transaction block nor its portals, and
+      // an error before it would already have made PostgreSQL skip the rest (then the client's message is skipped too,
+      // and no analysis is needed). Anywhere else (an implicit transaction that Sync would commit, a batch whose
+      // transaction control may have ended the block, an error) the messages cannot go there.
+      if (!tracker.inExplicitBlock || tracker.skipping) {
+        this.rejectNextExchange("the session's connection is in the middle of a batch outside a transaction block");
+        return;
+      }
+      status = 'T';
+    }
     const next = this.exchanges.shift();
     if (next === undefined) return;
     // batchOpen may already count the message whose decision asked for this exchange (it is sent only once decided):
@@ -2239,7 +2266,6 @@ export class Session {
       this.pumpExchanges();
       return;
     }
-    const status = tracker.txStatus;
     const plan = next.make(status);
     if (plan === undefined) {
       next.resolve({ status, frames: [] });
@@ -2268,6 +2294,16 @@ export class Session {
     if (up.socket.isPaused()) up.socket.resume();
     this.writeUpstream(plan.messages);
   }
+
+  /** Refuses the next waiting exchange (its analysis is unavailable: the decision refuses) and tries the one after. */
+  private rejectNextExchange(why: string): void {
+    this.flushAsked = false;
+    this.exchanges.shift()?.reject(new AnalysisUnavailable(why));
+    this.pumpExchanges();
+  }
+
+  /** Set when pumpExchanges sent a Flush in the client's open batch and waits for its answers. */
+  private flushAsked = false;
 
   /** Upstream bytes while an exchange runs: its answers, then (once complete) whatever follows, relayed as usual. */
   private feedExchange(chunk: Buffer): void {
@@ -2309,7 +2345,10 @@ export class Session {
     if (target === undefined || tracker === undefined) return undefined;
     // Idle outside a transaction: whatever the session's statements changed is committed (or gone) and visible to all.
     if (this.txChanged && !tracker.busy && !this.batchOpen && tracker.txStatus === 'I') this.txChanged = false;
-    const i = (this.batchOpen ? 0 : 1) + (this.tempObjects || this.txChanged ? 2 : 0);
+    // In an open batch the connection is offered only inside an explicit transaction block with no error so far (as
+    // far as answered: pumpExchanges checks again once every answer is in).
+    const usable = !this.batchOpen || (tracker.inExplicitBlock && !tracker.skipping && !tracker.awaitingCopyData);
+    const i = (usable ? 1 : 0) + (this.tempObjects || this.txChanged ? 2 : 0);
     // Four fixed offers, made once: this runs for every statement decided.
     const memo = this.ownMemo;
     this.ownOffers ??= [

@@ -425,6 +425,134 @@ describe('the stream the client sees', () => {
   });
 });
 
+describe('in the middle of a batch inside a transaction block (psycopg executemany after its own CREATE TABLE)', () => {
+  it("is analysed there, between the client's messages, and the stream is PostgreSQL's own", async () => {
+    // A table the open transaction made: pgwarden's analysis connections cannot see it, and each statement on it comes
+    // in the middle of a batch. pgwarden asks for the batch's answers (Flush), then runs its wrapper (with Syncs of its
+    // own, which inside a transaction block end nothing) and goes on with the client's messages.
+    const steps: Buffer[] = [
+      query('BEGIN'),
+      query('CREATE TABLE sa_scratch.mb (a int, b text)'),
+      Buffer.concat([
+        parse('', 'SELECT 42'),
+        bind('early', ''),
+        parse('i1', "INSERT INTO sa_scratch.mb VALUES (1, 'x')"),
+        bind('', 'i1'),
+        execute(''),
+        parse('i2', "INSERT INTO sa_scratch.mb VALUES (2, 'y') RETURNING a"),
+        bind('', 'i2'),
+        execute(''),
+        parse('', 'SELECT a || b FROM sa_scratch.mb ORDER BY a'),
+        bind('', ''),
+        execute('', 1),
+        execute('early'),
+        execute(''),
+        sync(),
+      ]),
+      // An error earlier in the batch: PostgreSQL skips the rest, the statement needing analysis too.
+      Buffer.concat([
+        parse('bad', 'SELECT nope FROM sa_scratch.mb'),
+        bind('pb', 'bad'),
+        execute('pb'),
+        parse('n3', 'SELECT a FROM sa_scratch.mb WHERE a > 0'),
+        bind('p3', 'n3'),
+        execute('p3'),
+        sync(),
+      ]),
+      query('ROLLBACK'),
+    ];
+    const proxied = await RawClient.connect(port(), await tp.token({ role: 'tmp' }));
+    const viaProxy = await transcript(steps, (b) => proxied.socket.write(b), proxied);
+    proxied.close();
+    const direct = await directTranscript(steps);
+    expect(viaProxy).toEqual(direct);
+    expect(viaProxy).toEqual([
+      'CBEGIN',
+      'ZT',
+      'CCREATE TABLE',
+      'ZT',
+      '1',
+      '2',
+      '1',
+      '2',
+      'CINSERT 0 1',
+      '1',
+      '2',
+      'D2',
+      'CINSERT 0 1',
+      '1',
+      '2',
+      'D1x',
+      's',
+      'D42',
+      'CSELECT 1',
+      'D2y',
+      'CSELECT 1',
+      'ZT',
+      'E42703',
+      'ZE',
+      'CROLLBACK',
+      'ZI',
+    ]);
+    // The rollback took the table with it: nothing of pgwarden's wrapper committed anything.
+    const left = await su((c) => c.query("SELECT count(*)::int AS n FROM pg_class WHERE relname = 'mb'"));
+    expect(left.rows).toEqual([{ n: 0 }]);
+  });
+
+  it('sees what the batch did before it: a temporary table dropped there leaves the permanent one, refused', async () => {
+    const raw = await RawClient.connect(port(), await tp.token({ role: 'tmp' }));
+    try {
+      const steps = [
+        query('BEGIN'),
+        query('CREATE TEMP TABLE sa_secrets (id int, v text)'),
+        Buffer.concat([
+          parse('', 'DROP TABLE pg_temp.sa_secrets'),
+          bind('', ''),
+          execute(''),
+          parse('', 'SELECT v FROM sa_secrets'),
+          bind('', ''),
+          execute(''),
+          sync(),
+        ]),
+        query('ROLLBACK'),
+      ];
+      const got = await transcript(steps, (b) => raw.socket.write(b), raw);
+      expect(got).toEqual(['CBEGIN', 'ZT', 'CCREATE TABLE', 'ZT', '1', '2', 'CDROP TABLE', 'E42501', 'ZE', 'CROLLBACK', 'ZI']);
+      expect(got.join()).not.toContain(SECRET);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it('not once the batch may have ended the block (COMMIT in it): refused as before', async () => {
+    const raw = await RawClient.connect(port(), await tp.token({ role: 'tmp' }));
+    try {
+      const steps = [
+        query('CREATE TEMP TABLE mbc (a int)'),
+        query('BEGIN'),
+        Buffer.concat([
+          parse('', 'COMMIT'),
+          bind('', ''),
+          execute(''),
+          parse('', 'INSERT INTO mbc VALUES (7)'),
+          bind('', ''),
+          execute(''),
+          sync(),
+        ]),
+        query('SELECT count(*) FROM pg_temp.mbc'),
+      ];
+      const got = await transcript(steps, (b) => raw.socket.write(b), raw);
+      // The INSERT was not analysed in the middle of that batch (pgwarden's Sync would have committed PostgreSQL's
+      // implicit transaction): refused, and nothing was inserted.
+      expect(got.slice(0, 7)).toEqual(['CCREATE TABLE', 'ZI', 'CBEGIN', 'ZT', '1', '2', 'CCOMMIT']);
+      expect(got[7]?.startsWith('E')).toBe(true);
+      expect(got.slice(-3)).toEqual(['D0', 'CSELECT 1', 'ZI']);
+    } finally {
+      raw.close();
+    }
+  });
+});
+
 function port(): number {
   return tp.proxy.port;
 }
