@@ -517,7 +517,19 @@ describe('in the middle of a batch inside a transaction block (psycopg executema
         query('ROLLBACK'),
       ];
       const got = await transcript(steps, (b) => raw.socket.write(b), raw);
-      expect(got).toEqual(['CBEGIN', 'ZT', 'CCREATE TABLE', 'ZT', '1', '2', 'CDROP TABLE', 'E42501', 'ZE', 'CROLLBACK', 'ZI']);
+      expect(got).toEqual([
+        'CBEGIN',
+        'ZT',
+        'CCREATE TABLE',
+        'ZT',
+        '1',
+        '2',
+        'CDROP TABLE',
+        'E42501',
+        'ZE',
+        'CROLLBACK',
+        'ZI',
+      ]);
       expect(got.join()).not.toContain(SECRET);
     } finally {
       raw.close();
