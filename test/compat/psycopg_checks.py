@@ -456,6 +456,21 @@ def ddl_in_writable_schema():
 
 
 @check
+def executemany_after_own_ddl_in_transaction():
+    # psycopg's test_leak: in one transaction, DROP and CREATE a table, then executemany into it. executemany is a
+    # pipeline (one batch, one Sync); rows with NULLs change the parameter types, so later INSERTs are new statements
+    # in the middle of that batch, on a table only this transaction can see (and holds locked).
+    with connect() as c:
+        with c.transaction(force_rollback=True):
+            with c.cursor() as cur:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(t("leak")))
+                cur.execute(sql.SQL("CREATE TABLE {} (id serial PRIMARY KEY, a int, b text, c float8)").format(t("leak")))
+                rows = [(i, None if i % 3 == 0 else f"b{i}", None if i % 4 == 0 else i / 2) for i in range(12)]
+                cur.executemany(sql.SQL("INSERT INTO {} (a, b, c) VALUES (%s, %s, %s)").format(t("leak")), rows)
+                eq(cur.execute(sql.SQL("SELECT count(*), count(b), count(c) FROM {}").format(t("leak"))).fetchone(), (12, 8, 9))
+
+
+@check
 def ddl_quoted_type_names():
     # psycopg's own tests quote every type name they compose (sql.Identifier): "numeric", "int4", "varchar", ...
     types = ["numeric", "int4", "varchar", "interval", "timestamp", "time", "bit", "text"]
