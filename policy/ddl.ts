@@ -35,6 +35,9 @@ export const UTILITY_ANALYSED_KINDS: ReadonlySet<string> = new Set([
   'AlterTableStmt',
   'LockStmt',
   'VacuumStmt',
+  'CompositeTypeStmt',
+  'CreateDomainStmt',
+  'CreateRangeStmt',
 ]);
 
 /** Utility statement kinds decided by this file (beyond the ones above: names only, or nothing to analyse). */
@@ -49,6 +52,9 @@ export const UTILITY_KINDS: ReadonlySet<string> = new Set([
   'ListenStmt',
   'NotifyStmt',
   'DoStmt',
+  'CreateEnumStmt',
+  'AlterEnumStmt',
+  'CreateSchemaStmt',
 ]);
 
 /**
@@ -66,6 +72,12 @@ export const CATALOG_CHANGING_KINDS: ReadonlySet<string> = new Set([
   'CreateSeqStmt',
   'AlterSeqStmt',
   'DoStmt',
+  'CompositeTypeStmt',
+  'CreateDomainStmt',
+  'CreateRangeStmt',
+  'CreateEnumStmt',
+  'AlterEnumStmt',
+  'CreateSchemaStmt',
 ]);
 
 /** PostgreSQL's lock modes (storage/lockdefs.h); 1 is ACCESS SHARE, what every SELECT takes. */
@@ -463,6 +475,56 @@ export function utilityQueries(kind: string, body: AnyNode): UtilityQueries {
         sink.queries.push({ text: t });
       }
       return { ok: true, queries: sink.queries };
+    }
+    case 'CompositeTypeStmt': {
+      // A composite type's attributes are only names and types (the grammar allows a COLLATE, nothing else): each type
+      // is judged as a column of a new table is, by the restated NULL::type.
+      const cols: NewColumn[] = [];
+      for (const e of Array.isArray(body.coldeflist) ? body.coldeflist : []) {
+        const cd: AnyNode | undefined = (e as AnyNode)?.ColumnDef;
+        if (cd === undefined || typeof cd.colname !== 'string' || cd.typeName === undefined)
+          return fail('an attribute without a name or type');
+        if (cd.raw_default !== undefined || (cd.constraints?.length ?? 0) > 0)
+          return fail('an attribute with a default or constraint');
+        cols.push({ name: cd.colname, typeName: cd.typeName });
+      }
+      if (cols.length === 0) return { ok: true, queries: [] };
+      const t = restate([], { alias: String(body.typevar?.relname ?? 'pgwarden new type'), newColumns: cols });
+      if (t === undefined) return fail('an attribute type could not be restated for analysis');
+      return { ok: true, queries: [{ text: t }] };
+    }
+    case 'CreateDomainStmt': {
+      // The domain's DEFAULT and CHECK run in every statement that stores a value of it, in any session: restated as a
+      // read over one column named value, of the base type (a CHECK's VALUE is that column reference).
+      if (body.typeName === undefined) return fail('a domain without a base type');
+      for (const item of Array.isArray(body.constraints) ? body.constraints : []) {
+        const c = (item as AnyNode)?.Constraint?.contype;
+        if (c !== 'CONSTR_CHECK' && c !== 'CONSTR_DEFAULT' && c !== 'CONSTR_NULL' && c !== 'CONSTR_NOTNULL')
+          return fail('a domain constraint other than CHECK, DEFAULT, NULL or NOT NULL');
+      }
+      constraintParts(body.constraints, sink, ['value'], body.typeName);
+      if (sink.bad !== undefined) return fail(sink.bad);
+      const t = restate(sink.exprs, {
+        alias: 'pgwarden new domain',
+        newColumns: [{ name: 'value', typeName: body.typeName }],
+      });
+      if (t === undefined) return fail('an expression of the domain could not be restated for analysis');
+      return { ok: true, queries: [{ text: t }] };
+    }
+    case 'CreateRangeStmt': {
+      // Only the subtype: a canonical or subtype_diff function, an operator class or a collation of the role's
+      // choosing would run user code or reach objects elsewhere.
+      let subtype: AnyNode | undefined;
+      for (const p of Array.isArray(body.params) ? body.params : []) {
+        const d: AnyNode | undefined = (p as AnyNode)?.DefElem;
+        if (d?.defname !== 'subtype' || d.arg?.TypeName === undefined || subtype !== undefined)
+          return fail('a range type option other than subtype');
+        subtype = d.arg.TypeName;
+      }
+      if (subtype === undefined) return fail('a range type without a subtype');
+      const t = restate([], { alias: 'pgwarden new range', newColumns: [{ name: 'subtype', typeName: subtype }] });
+      if (t === undefined) return fail('the range subtype could not be restated for analysis');
+      return { ok: true, queries: [{ text: t }] };
     }
     case 'LockStmt':
     case 'VacuumStmt': {

@@ -1249,6 +1249,8 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
   }
   // DDL.
   let ddlKind: DdlKind;
+  /** A second kind the statement needs too: dropping a type or schema needs drop and the kind that makes one. */
+  let alsoKind: DdlKind | undefined;
   const places: { schema: string | undefined; temporary: boolean; catalogName?: string | undefined }[] = [];
   const rvPlace = (rv: AnyNode | undefined, creating: boolean) => {
     if (rv === undefined || typeof rv.relname !== 'string') return false;
@@ -1260,6 +1262,8 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     return true;
   };
   const cascade = (b: unknown) => b === 'DROP_CASCADE';
+  /** Schemas the statement creates or drops: each must be one of ddl.schemas itself. */
+  const schemaNames: string[] = [];
   /** A refusal that depends on the objects being placed first (so a name outside ddl.schemas is reported as such). */
   let late: Denial | undefined;
   /** The relation whose children the statement also changes (unless ONLY), or always (DROP). */
@@ -1370,6 +1374,14 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       break;
     case 'RenameStmt': {
       ddlKind = 'alter_table';
+      if (body.renameType === 'OBJECT_TYPE' || body.renameType === 'OBJECT_DOMAIN') {
+        // ALTER TYPE/DOMAIN … RENAME TO: the type stays in its schema (PostgreSQL refuses it for a table's row type).
+        ddlKind = 'alter_type';
+        const p = nameListPlace(body.object?.List?.items, 0);
+        if (p === undefined) return internalDenial('ALTER TYPE of an unreadable name');
+        places.push({ schema: p.schema, temporary: false, catalogName: p.catalogName });
+        break;
+      }
       if (!RENAME_TYPES.has(String(body.renameType)))
         return refuse(
           'of this kind of object is not allowed',
@@ -1415,6 +1427,32 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     }
     case 'DropStmt':
       ddlKind = 'drop';
+      if (body.removeType === 'OBJECT_TYPE' || body.removeType === 'OBJECT_DOMAIN') {
+        alsoKind = 'create_type';
+        if (cascade(body.behavior))
+          return refuse('… CASCADE is not allowed', 'CASCADE drops dependent objects in any schema, whoever owns them');
+        for (const o of Array.isArray(body.objects) ? body.objects : []) {
+          const p = nameListPlace(o?.TypeName?.names, 0);
+          if (p === undefined) return internalDenial('DROP TYPE of an unreadable name');
+          places.push({ schema: p.schema, temporary: false, catalogName: p.catalogName });
+        }
+        break;
+      }
+      if (body.removeType === 'OBJECT_SCHEMA') {
+        alsoKind = 'create_schema';
+        // CASCADE would drop what depends on the schema's objects elsewhere (a view, a column of one of its types).
+        if (cascade(body.behavior))
+          return refuse(
+            '… CASCADE is not allowed',
+            'CASCADE drops dependent objects in any schema, whoever owns them; drop the objects in the schema first',
+          );
+        for (const o of Array.isArray(body.objects) ? body.objects : []) {
+          const name = (o as AnyNode)?.String?.sval;
+          if (typeof name !== 'string') return internalDenial('DROP SCHEMA of an unreadable name');
+          schemaNames.push(name);
+        }
+        break;
+      }
       if (!DDL_OBJECT_TYPES.has(String(body.removeType)))
         return refuse(
           'of this kind of object is not allowed',
@@ -1449,6 +1487,58 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       targets.push({ schemaname: p.schema, relname: items[items.length - 1 - trailing] });
       break;
     }
+    case 'CreateEnumStmt':
+    case 'CreateDomainStmt':
+    case 'CreateRangeStmt': {
+      ddlKind = 'create_type';
+      const p = nameListPlace(kind === 'CreateDomainStmt' ? body.domainname : body.typeName, 0);
+      if (p === undefined) return internalDenial('CREATE TYPE of an unreadable name');
+      places.push({ schema: p.schema, temporary: false, catalogName: p.catalogName });
+      if (kind === 'CreateRangeStmt') {
+        // Comparing range bounds calls the subtype's btree operators: pg_catalog's only (policy/ddl.ts refuses the
+        // options that would name other functions).
+        const sub = (Array.isArray(body.params) ? body.params : [])
+          .map((d: AnyNode) => d?.DefElem?.arg?.TypeName)
+          .find((t: AnyNode | undefined) => t !== undefined);
+        const names = stringsOf(sub?.names);
+        const builtIn =
+          names.length === 2
+            ? names[0] === 'pg_catalog'
+            : names.length === 1 && catalog.types?.get(`pg_catalog.${names[0]}`) !== undefined;
+        if (!builtIn || (sub?.arrayBounds?.length ?? 0) > 0)
+          return refuse(
+            'with a subtype outside pg_catalog is not allowed',
+            "a range compares its bounds with the subtype's operators, which run user code for a type outside pg_catalog",
+          );
+      }
+      break;
+    }
+    case 'CompositeTypeStmt':
+      ddlKind = 'create_type';
+      if (!rvPlace(body.typevar, false)) return internalDenial('CREATE TYPE without a name');
+      break;
+    case 'AlterEnumStmt': {
+      ddlKind = 'alter_type';
+      const p = nameListPlace(body.typeName, 0);
+      if (p === undefined) return internalDenial('ALTER TYPE of an unreadable name');
+      places.push({ schema: p.schema, temporary: false, catalogName: p.catalogName });
+      break;
+    }
+    case 'CreateSchemaStmt':
+      ddlKind = 'create_schema';
+      if (body.authrole !== undefined)
+        return refuse(
+          'with AUTHORIZATION is not allowed',
+          'AUTHORIZATION makes another role own the schema and everything created in it',
+        );
+      if ((body.schemaElts?.length ?? 0) > 0)
+        return refuse(
+          'with schema elements is not allowed',
+          'create the schema, then its objects as separate statements (each is decided on its own)',
+        );
+      if (typeof body.schemaname !== 'string') return internalDenial('CREATE SCHEMA without a name');
+      schemaNames.push(body.schemaname);
+      break;
     default:
       return kindDenial(kind, role);
   }
@@ -1473,14 +1563,16 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       'add ddl: { kinds: [...], schemas: [...] } to the role',
     );
   }
-  if (!role.ddl.kinds.includes(ddlKind)) {
-    return deny(
-      'ddl_denied',
-      `${r}.ddl.kinds`,
-      `is DDL of kind ${ddlKind}, which role "${role.name}" may not run`,
-      `${ddlKind} is not in ${r}.ddl.kinds`,
-      listHint('DDL this role may run', [...role.ddl.kinds]),
-    );
+  for (const k of alsoKind === undefined ? [ddlKind] : [ddlKind, alsoKind]) {
+    if (!role.ddl.kinds.includes(k)) {
+      return deny(
+        'ddl_denied',
+        `${r}.ddl.kinds`,
+        `is DDL of kind ${k}, which role "${role.name}" may not run`,
+        `${k} is not in ${r}.ddl.kinds`,
+        listHint('DDL this role may run', [...role.ddl.kinds]),
+      );
+    }
   }
   for (const p of places) {
     const placed = placeObject(p.schema, p.temporary, role, catalog, p.catalogName);
@@ -1496,6 +1588,16 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
         placed.hint,
       );
     }
+  }
+  for (const name of schemaNames) {
+    if (!role.ddl.schemas.includes(name))
+      return deny(
+        'ddl_denied',
+        `${r}.ddl.schemas`,
+        `creates or drops schema ${quoteIdent(name)}, which is not in ddl.schemas`,
+        `a schema the role creates or drops must be in ${r}.ddl.schemas`,
+        `schemas this role may change: ${role.ddl.schemas.map(quoteIdent).join(', ') || 'none'}`,
+      );
   }
   if (late !== undefined) return late;
   // A token narrowing bounds everything the token touches (policy/narrow.ts): DDL that changes or drops an existing

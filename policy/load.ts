@@ -46,6 +46,9 @@ export const DDL_KINDS = [
   'alter_table',
   'drop',
   'comment',
+  'create_type',
+  'alter_type',
+  'create_schema',
 ] as const satisfies readonly DdlKind[];
 const ddlKindsAreComplete: Exclude<DdlKind, (typeof DDL_KINDS)[number]> extends never ? true : never = true;
 void ddlKindsAreComplete;

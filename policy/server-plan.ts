@@ -63,6 +63,9 @@ const LOCAL_ONLY = new Set([
   'RenameStmt',
   'DropStmt',
   'CommentStmt',
+  'CreateEnumStmt',
+  'AlterEnumStmt',
+  'CreateSchemaStmt',
 ]);
 
 function byteSlice(buf: Buffer, start: number, end: number): string {

@@ -25,7 +25,10 @@ export type DdlKind =
   | 'create_sequence'
   | 'alter_table'
   | 'drop'
-  | 'comment';
+  | 'comment'
+  | 'create_type'
+  | 'alter_type'
+  | 'create_schema';
 
 /** Scoped DDL: the kinds, the schemas they may touch, and whether temporary objects (pg_temp) may be made. */
 export interface RoleDdl {

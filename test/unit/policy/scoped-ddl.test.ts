@@ -329,7 +329,7 @@ const families: Record<string, Case[]> = {
     ['migrator', 'DROP TABLE scratch.t, public.orders', 'deny', 'ddl_denied'],
     ['migrator', 'DROP TABLE scratch.t CASCADE', 'deny', 'statement_kind_denied'],
     ['migrator', 'DROP TABLE t', 'deny', 'ddl_denied'],
-    ['migrator', 'DROP SCHEMA scratch', 'deny', 'statement_kind_denied'],
+    ['migrator', 'DROP SCHEMA scratch', 'deny', 'ddl_denied'],
     ['migrator', 'DROP FUNCTION public.leak', 'deny', 'statement_kind_denied'],
     ['migrator', 'CREATE SEQUENCE scratch.s OWNED BY scratch.t.a', 'allow'],
     ['migrator', 'CREATE SEQUENCE scratch.s OWNED BY public.orders.id', 'deny', 'ddl_denied'],
@@ -352,7 +352,7 @@ const families: Record<string, Case[]> = {
       'statement_kind_denied',
     ],
     ['migrator', 'CREATE RULE r AS ON INSERT TO scratch.t DO INSTEAD NOTHING', 'deny', 'statement_kind_denied'],
-    ['migrator', 'CREATE SCHEMA s2', 'deny', 'statement_kind_denied'],
+    ['migrator', 'CREATE SCHEMA s2', 'deny', 'ddl_denied'],
     ['migrator', 'CREATE EXTENSION dblink', 'deny', 'statement_kind_denied'],
     ['migrator', 'GRANT SELECT ON scratch.t TO PUBLIC', 'deny', 'statement_kind_denied'],
     ['migrator', 'ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC', 'deny', 'statement_kind_denied'],
@@ -539,7 +539,7 @@ describe('validation', () => {
     ]);
     expect(check({ ddl: { kinds: ['create_tabel'], schemas: ['s'], temprary: true } })).toEqual([
       'roles.m.ddl.temprary: unknown key (did you mean "temporary"?)',
-      'roles.m.ddl.kinds[0]: must be one of create_table, create_index, create_view, create_materialized_view, create_sequence, alter_table, drop, comment (did you mean "create_table"?)',
+      'roles.m.ddl.kinds[0]: must be one of create_table, create_index, create_view, create_materialized_view, create_sequence, alter_table, drop, comment, create_type, alter_type, create_schema (did you mean "create_table"?)',
     ]);
     expect(check({ ddl: { kinds: ['create_view'], schemas: ['app', 'public'] } })).toEqual([
       "roles.m.ddl.kinds: cannot include create_view while public is also on searchPath: a view made there in a transaction could stand in for a relation of the same name, which pgwarden's analysis would resolve to the other one",
