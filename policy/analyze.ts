@@ -107,6 +107,11 @@ export interface Problem {
   message: string;
   /** Byte offset of the construct in the statement text (libpg-query's `location`), when known. */
   location?: number;
+  /**
+   * unknown_relation only: every place the name could resolve is a schema the role may create in (never pg_temp), so
+   * once a catalog read after the statement arrived confirms it absent, it is PostgreSQL's 42P01.
+   */
+  confirmable?: true;
 }
 
 export interface WriteUse {
@@ -559,11 +564,18 @@ class Analyzer {
       if (outside === undefined) {
         const where = schemaname !== undefined ? '' : ` on the search path (${this.relPath.join(', ')})`;
         if (candidates.some((s) => this.ownSchema(s))) {
-          this.problem(
-            'unknown_relation',
-            written,
-            `relation ${display} is not in pgwarden's catalog snapshot${where}; objects made since pgwarden read the catalog are known after a reload`,
-          );
+          const problem: Problem = {
+            code: 'unknown_relation',
+            subject: written,
+            message: `relation ${display} is not in pgwarden's catalog snapshot${where}; objects made since pgwarden read the catalog are known after a reload`,
+          };
+          // Absent from a catalog read after the statement arrived, it does not exist (the session's own temporary
+          // relations are never in the catalog, so a name that may be one of them is never confirmed absent).
+          if (!candidates.includes('pg_temp')) {
+            problem.confirmable = true;
+            if (typeof rv.location === 'number') problem.location = rv.location;
+          }
+          this.out.problems.push(problem);
         } else {
           this.problem(
             'undefined_relation',

@@ -70,6 +70,8 @@ export interface Denial {
   message?: string;
   /** Byte offset in the statement text PostgreSQL would point at (a RangeVar's location); sent as a 1-based character position. */
   location?: number;
+  /** The 42P01 this refusal becomes once a catalog read after the statement arrived confirms the relation absent. */
+  absent?: { message: string; detail: string; location?: number };
 }
 
 /** Extra facts for the decision cache. */
@@ -413,6 +415,15 @@ export function checkFacts(
           what: `reads relation ${p.subject}, which pgwarden cannot resolve`,
           detail: p.message,
           hint: listHint('allowed relations', role.relations.map(patternText)),
+          ...(p.confirmable === true
+            ? {
+                absent: {
+                  message: `relation "${p.subject}" does not exist`,
+                  detail: `pgwarden read the catalog again: no relation ${p.subject} is in a schema role "${role.name}" may create in (rule: ${r}.ddl.schemas)`,
+                  ...(p.location === undefined ? {} : { location: p.location }),
+                },
+              }
+            : {}),
         };
       case 'unknown_function':
         return {
@@ -2090,8 +2101,17 @@ function evaluateInner(
       const deny = toDeny(a.kind, res.denial, summaries);
       const position = res.denial.location === undefined ? undefined : characterPosition(sql, res.denial.location);
       if (position !== undefined) deny.position = position;
+      const absent = res.denial.absent;
+      if (absent !== undefined) {
+        const at = absent.location === undefined ? undefined : characterPosition(sql, absent.location);
+        deny.confirmAbsent = {
+          message: absent.message,
+          detail: absent.detail,
+          ...(at === undefined ? {} : { position: at }),
+        };
+      }
       // A position moves with the length of the literals before it: such a denial is never shared across literals.
-      return shadowed(role, deny, literalSensitive || position !== undefined, true);
+      return shadowed(role, deny, literalSensitive || position !== undefined || absent?.location !== undefined, true);
     }
     const bound = notifyBindChecks(a, mode, role);
     if ('reason' in bound) return shadowed(role, toDeny(a.kind, bound, summaries), literalSensitive, true);

@@ -298,6 +298,11 @@ export type Decision =
       statements: StatementSummary[];
       /** 1-based character position in the client's text, when PostgreSQL's analysis reported one. */
       position?: number;
+      /**
+       * An unknown relation in a schema the role may create in (reason unknown_relation): the 42P01 to answer instead
+       * once a catalog read that started after the statement arrived does not have it either (proxy/session/policy-gate.ts).
+       */
+      confirmAbsent?: { message: string; detail: string; position?: number };
       /** Where PostgreSQL's own analysis ran, when not on pgwarden's analysis connections (audit field analysedOn). */
       analysedOn?: 'session';
     };

@@ -52,6 +52,23 @@ function combine(local: Allow, v: ServerVerdict, role: RolePolicy): Decision {
  */
 const DEFERRABLE_REASONS = new Set(['unknown_relation', 'relation_not_allowed', 'undefined_relation', 'column_denied']);
 
+/** A refusal over an unknown relation, confirmed absent by a fresh catalog read: PostgreSQL's own 42P01. */
+function undefinedTable(
+  x: Extract<Decision, { allow: false }>,
+  absent: NonNullable<Extract<Decision, { allow: false }>['confirmAbsent']>,
+): Decision {
+  const { confirmAbsent: _, position: __, ...rest } = x;
+  return {
+    ...rest,
+    sqlstate: SqlState.UndefinedTable,
+    reason: 'undefined_relation',
+    message: absent.message,
+    detail: absent.detail,
+    hint: undefined,
+    ...(absent.position === undefined ? {} : { position: absent.position }),
+  };
+}
+
 /** The OwnMemo key of a statement: policy version, role (and its narrowing), protocol mode, parameter types, text. */
 function memoKey(
   version: number,
@@ -328,11 +345,21 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     ): Decision | Promise<Decision> {
       const d = decideNow(sql, mode, view, paramTypes, own);
       if (follower === undefined) return d;
+      const refreshed = (x: Decision): Promise<Decision> =>
+        follower
+          .awaitRefresh()
+          .then((ok) =>
+            ok ? Promise.resolve(decideNow(sql, mode, view, paramTypes, own)).then((y) => absent(y, true)) : x,
+          );
+      // An unknown relation in a schema the role may create in (docs/policy.md, "Unknown and forbidden relations"):
+      // once a catalog read that started after the statement arrived has not found it either, PostgreSQL's 42P01.
+      const absent = (x: Decision, fresh: boolean): Decision | Promise<Decision> => {
+        if (x.allow || x.confirmAbsent === undefined) return x;
+        return fresh ? undefinedTable(x, x.confirmAbsent) : refreshed(x);
+      };
       // A refusal the snapshot may owe to DDL since it was read: decided again once the catalog has been read again.
       const again = (x: Decision): Decision | Promise<Decision> =>
-        follower.mayBeStale(x)
-          ? follower.awaitRefresh().then((ok) => (ok ? decideNow(sql, mode, view, paramTypes, own) : x))
-          : x;
+        follower.mayBeStale(x) ? refreshed(x) : absent(x, false);
       return d instanceof Promise ? d.then(again) : again(d);
     },
   };

@@ -229,6 +229,40 @@ describe('restated queries', () => {
   });
 });
 
+describe('an unknown relation where the role may create one', () => {
+  const local: RolePolicy = { ...typerPath, name: 'local', ddl: { ...typer.ddl!, temporary: false } };
+  const deny = (role: RolePolicy, sql: string, view: Partial<ReturnType<typeof sessionFor>> = {}) => {
+    const d = evaluate(sql, 'parse', { ...sessionFor(role), ...view }, CATALOG);
+    if (d.allow) throw new Error(`allowed: ${sql}`);
+    return d;
+  };
+  it('is refused as unresolved, carrying the 42P01 a fresh catalog read confirms (with its position)', () => {
+    const d = deny(local, 'SELECT 1, x FROM  nosuch');
+    expect([d.sqlstate, d.reason]).toEqual(['42501', 'unknown_relation']);
+    expect(d.confirmAbsent).toEqual({
+      message: 'relation "nosuch" does not exist',
+      detail:
+        'pgwarden read the catalog again: no relation nosuch is in a schema role "local" may create in (rule: roles.local.ddl.schemas)',
+      position: 19,
+    });
+    // Counted in characters, as PostgreSQL does.
+    expect(deny(local, "SELECT '€€', x FROM nosuch").confirmAbsent?.position).toBe(21);
+  });
+  it("a name that may be one of the session's temporary relations is never confirmed absent", () => {
+    expect(deny(typerPath, 'SELECT * FROM nosuch', { tempObjects: true }).confirmAbsent).toBeUndefined();
+    expect(deny(typerPath, 'SELECT * FROM nosuch').confirmAbsent).toBeUndefined();
+    expect(deny(typerPath, 'SELECT * FROM nosuch', { tempObjects: false }).confirmAbsent?.message).toBe(
+      'relation "nosuch" does not exist',
+    );
+  });
+  it("a name that could resolve outside the role's relations stays 42501 without a confirmation", () => {
+    const mixed: RolePolicy = { ...local, name: 'mixed', searchPath: ['scratch', 'public'] };
+    const d = deny(mixed, 'SELECT * FROM nosuch');
+    expect([d.sqlstate, d.reason, d.confirmAbsent]).toEqual(['42501', 'relation_not_allowed', undefined]);
+    expect(deny(typer, 'SELECT * FROM public.nosuch').confirmAbsent).toBeUndefined();
+  });
+});
+
 describe('validation', () => {
   it('accepts the new kinds', () => {
     const r = parsePolicyText(
