@@ -27,6 +27,7 @@ import {
   encodeBackendKeyData,
   encodeNegotiateProtocolVersion,
   encodeParameterStatus,
+  decodeParameterStatus,
   encodeProxyError,
   encodeReadyForQuery,
   encodeSSLResponse,
@@ -2295,6 +2296,25 @@ export class Session {
     this.writeUpstream(plan.messages);
   }
 
+  /**
+   * ParameterStatus that PostgreSQL sent during an exchange: a setting the client changed (in the middle of its batch:
+   * SET DateStyle, TimeZone, application_name before the statement analysed there), reported at the wrapper's
+   * ReadyForQuery and never again. In the middle of a batch they wait for the client's own ReadyForQuery, where
+   * PostgreSQL alone would have put them (a report PostgreSQL makes there of the same setting is newer and replaces
+   * it); elsewhere they go to the client at once, as asynchronous messages may.
+   */
+  private holdParameters(frames: Buffer[]): void {
+    if (this.tracker === undefined || this.tracker.atBatchBoundary) {
+      this.writeClient(frames);
+      return;
+    }
+    this.heldParameters ??= new Map();
+    for (const f of frames) this.heldParameters.set(decodeParameterStatus(f.subarray(5)).name, f);
+  }
+
+  /** ParameterStatus frames from exchanges in the middle of the client's batch, by name, for its next ReadyForQuery. */
+  private heldParameters: Map<string, Buffer> | undefined;
+
   /** Refuses the next waiting exchange (its analysis is unavailable: the decision refuses) and tries the one after. */
   private rejectNextExchange(why: string): void {
     this.flushAsked = false;
@@ -2326,6 +2346,7 @@ export class Session {
     }
     // A notification (LISTEN) is the client's, whenever it arrives.
     if (ex.reader.notifications.length > 0) this.writeClient(ex.reader.notifications.splice(0));
+    if (ex.reader.parameters.length > 0) this.holdParameters(ex.reader.parameters.splice(0));
     if (rest === undefined) return;
     clearTimeout(ex.timer);
     this.exchange = undefined;
@@ -2401,8 +2422,18 @@ export class Session {
    * is the message unchanged, false when it was changed or held back, 'closed' when the session ended.
    */
   private relayUpstreamFrame(frame: Frame, tracker: ResponseTracker, out: Buffer[]): boolean | 'closed' {
+    let held = false;
+    if (this.heldParameters !== undefined) {
+      if (frame.type === BackendType.ParameterStatus) {
+        this.heldParameters.delete(decodeParameterStatus(frame.body).name);
+      } else if (frame.type === BackendType.ReadyForQuery) {
+        for (const f of this.heldParameters.values()) out.push(f);
+        this.heldParameters = undefined;
+        held = true;
+      }
+    }
     const before = out.length;
-    let verbatim = tracker.onFrame(frame, out);
+    let verbatim = tracker.onFrame(frame, out) && !held;
     // Postgres quotes row values in some errors and notices (constraint violations, rejected input); the
     // scrubbed copy replaces the original. Only these two types are looked at, so rows stay on the fast path.
     if (

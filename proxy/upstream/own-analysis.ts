@@ -12,7 +12,9 @@
 // set_config(…, true) inside that wrapper, so the rollback restores the client's values. Only the extended protocol is
 // used, with statement and portal names nobody can guess, each closed again: a simple Query message would destroy the
 // client's unnamed prepared statement and portal. Every answer to these messages is the session's to swallow; only
-// notifications (LISTEN) are the client's, and are handed back to it.
+// notifications (LISTEN) and ParameterStatus are the client's, and are handed back to it: PostgreSQL reports a setting
+// changed by the client's batch (SET DateStyle, TimeZone, application_name before the statement analysed in the middle
+// of it) at the next ReadyForQuery, which is the wrapper's, and never again.
 import { randomBytes } from 'node:crypto';
 import { BackendType } from '../wire/codes.ts';
 import { MessageFramer, type Frame } from '../wire/framer.ts';
@@ -361,7 +363,7 @@ export class SessionAnalysis implements AnalysisTarget {
 
 /**
  * Reads the answers to one exchange from the session's upstream bytes: whole messages (a parse tree can be megabytes),
- * up to the `readyCount`-th ReadyForQuery. Notifications are set aside for the client; a FATAL ends the exchange with
+ * up to the `readyCount`-th ReadyForQuery. Notifications and ParameterStatus are set aside for the client; a FATAL ends the exchange with
  * an error; a notice larger than `maxTreeBytes` is kept as an empty ErrorResponse (the caller refuses: too large).
  */
 export class UpstreamExchange {
@@ -369,6 +371,8 @@ export class UpstreamExchange {
   readonly frames: Frame[] = [];
   /** NotificationResponse messages that arrived meanwhile, whole, for the client. */
   readonly notifications: Buffer[] = [];
+  /** ParameterStatus messages that arrived meanwhile (settings the client changed), whole, for the client. */
+  readonly parameters: Buffer[] = [];
   private readyLeft: number;
 
   constructor(
@@ -390,6 +394,10 @@ export class UpstreamExchange {
       if (!f) break;
       if (f.type === BackendType.NotificationResponse) {
         this.notifications.push(Buffer.from(f.raw));
+        continue;
+      }
+      if (f.type === BackendType.ParameterStatus) {
+        this.parameters.push(Buffer.from(f.raw));
         continue;
       }
       if (f.type === BackendType.ErrorResponse && rawFields(f.body).get('V')?.toString('latin1') === 'FATAL')

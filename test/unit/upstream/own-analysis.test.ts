@@ -6,6 +6,7 @@ import {
   encodeCommandComplete,
   encodeErrorResponse,
   encodeNoticeResponse,
+  encodeParameterStatus,
   encodeParseComplete,
   encodeReadyForQuery,
 } from '../../../proxy/wire/backend.ts';
@@ -196,6 +197,15 @@ describe('UpstreamExchange', () => {
     expect(rest).toEqual(after);
     expect(r.notifications).toEqual([notification]);
     expect(r.frames.map((f) => String.fromCharCode(f.type)).join('')).toBe('1ZZ');
+  });
+
+  it("sets ParameterStatus aside for the client: a setting the client's batch changed is reported at the wrapper's ReadyForQuery", () => {
+    const status = encodeParameterStatus('DateStyle', 'SQL, DMY');
+    const r = new UpstreamExchange(1, 1 << 20);
+    const rest = r.push(Buffer.concat([encodeParseComplete(), status, encodeReadyForQuery('T')]));
+    expect(rest).toEqual(Buffer.alloc(0));
+    expect(r.parameters).toEqual([status]);
+    expect(r.frames.map((f) => String.fromCharCode(f.type)).join('')).toBe('1Z');
   });
 
   it('a FATAL ends the exchange with an error; a notice past the tree limit is kept as an empty error', () => {

@@ -1,0 +1,266 @@
+// Red team of the analysis on the session's own connection in the middle of a batch inside a transaction block: what the client sees and what runs must be what PostgreSQL alone gives, message for message (ParameterStatus included).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tcpUpstream } from '../../proxy/upstream/connect.ts';
+import { BackendType } from '../../proxy/wire/codes.ts';
+import { MessageFramer } from '../../proxy/wire/framer.ts';
+import { startTestProxy, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
+import { bind, errorCode, execute, parse, query, RawClient, sync } from '../helpers/raw-client.ts';
+
+/** A permanent relation the role may not read, whose value must never reach the client. */
+const SECRET = 'sam_secret_canary_41c9';
+
+const POLICY = `roles:
+  tmp:
+    readOnly: false
+    relations: [public.canary, sam_scratch.*]
+    write: { statements: [insert, update, delete, truncate, copy_from], relations: [public.canary, sam_scratch.*] }
+    ddl:
+      kinds: [create_table, create_index, create_sequence, alter_table, drop]
+      schemas: [sam_scratch]
+      temporary: true
+    lock: true
+`;
+
+let tp: TestProxy;
+
+beforeAll(async () => {
+  await su((c) =>
+    c.query(`
+    DROP TABLE IF EXISTS public.sam_secrets;
+    CREATE TABLE public.sam_secrets (id int, v text);
+    INSERT INTO public.sam_secrets VALUES (1, '${SECRET}');
+    GRANT SELECT, INSERT, UPDATE, DELETE ON public.sam_secrets TO pgwarden;
+    DROP SCHEMA IF EXISTS sam_scratch CASCADE;
+    CREATE SCHEMA sam_scratch;
+    GRANT USAGE, CREATE ON SCHEMA sam_scratch TO pgwarden;
+  `),
+  );
+  tp = await startTestProxy({ policy: POLICY });
+});
+afterAll(async () => {
+  await tp?.close();
+  await su((c) => c.query('DROP TABLE IF EXISTS public.sam_secrets; DROP SCHEMA IF EXISTS sam_scratch CASCADE'));
+});
+
+async function both(steps: Buffer[]): Promise<{ proxied: string[]; direct: string[] }> {
+  const raw = await RawClient.connect(tp.proxy.port, await tp.token({ role: 'tmp' }));
+  try {
+    const proxied = sortReports(await transcript(steps, raw));
+    const direct = sortReports(await directTranscript(steps));
+    return { proxied, direct };
+  } finally {
+    raw.close();
+  }
+}
+
+describe("settings the client's batch changed before the statement analysed in it", () => {
+  it('are reported to the client (ParameterStatus) where PostgreSQL alone reports them, and stay reported after COMMIT', async () => {
+    // PostgreSQL reports a changed DateStyle, TimeZone or IntervalStyle once, at the next ReadyForQuery: in the middle
+    // of the batch that is the one of pgwarden's wrapper. Lost there, the client would read dates in the old style.
+    const steps = [
+      query('CREATE TEMP TABLE ps (a int)'),
+      query('BEGIN'),
+      Buffer.concat([
+        parse('', "SET DateStyle = 'SQL, DMY'"),
+        bind('', ''),
+        execute(''),
+        parse('', "SET TimeZone = 'Asia/Tokyo'"),
+        bind('', ''),
+        execute(''),
+        parse('', 'INSERT INTO ps VALUES (1)'),
+        bind('', ''),
+        execute(''),
+        parse('', "SET IntervalStyle = 'sql_standard'"),
+        bind('', ''),
+        execute(''),
+        parse('', 'SELECT count(*) FROM ps'),
+        bind('', ''),
+        execute(''),
+        parse('', "SET TimeZone = 'Europe/Paris'"),
+        bind('', ''),
+        execute(''),
+        sync(),
+      ]),
+      query('COMMIT'),
+      query("SELECT current_setting('DateStyle')"),
+    ];
+    const { proxied, direct } = await both(steps);
+    expect(proxied).toEqual(direct);
+    const reported = proxied.filter((m) => m.startsWith('S'));
+    expect(reported).toEqual(['SDateStyle=SQL, DMY', 'SIntervalStyle=sql_standard', 'STimeZone=Europe/Paris']);
+  });
+
+  it('a setting changed in the batch and reverted by its ROLLBACK is reported both ways, as PostgreSQL does', async () => {
+    const steps = [
+      query('CREATE TEMP TABLE pr (a int)'),
+      query('BEGIN'),
+      Buffer.concat([
+        parse('', "SET DateStyle = 'German'"),
+        bind('', ''),
+        execute(''),
+        parse('', 'INSERT INTO pr VALUES (1)'),
+        bind('', ''),
+        execute(''),
+        sync(),
+      ]),
+      query('ROLLBACK'),
+    ];
+    const { proxied, direct } = await both(steps);
+    expect(proxied).toEqual(direct);
+    expect(proxied.filter((m) => m.startsWith('SDateStyle'))).toEqual([
+      'SDateStyle=German, DMY',
+      'SDateStyle=ISO, MDY',
+    ]);
+  });
+});
+
+describe('names the batch changes after the statement analysed in it (held)', () => {
+  it('a savepoint rolled back after the wrapper takes the temporary table: the statement bound again is refused', async () => {
+    const steps = [
+      query('BEGIN'),
+      Buffer.concat([
+        parse('', 'SAVEPOINT a'),
+        bind('', ''),
+        execute(''),
+        parse('', 'CREATE TEMP TABLE sam_secrets (id int, v text)'),
+        bind('', ''),
+        execute(''),
+        parse('s1', 'SELECT v FROM sam_secrets'),
+        bind('p1', 's1'),
+        execute('p1'),
+        parse('', 'ROLLBACK TO SAVEPOINT a'),
+        bind('', ''),
+        execute(''),
+        bind('p2', 's1'),
+        execute('p2'),
+        sync(),
+      ]),
+      query('ROLLBACK'),
+    ];
+    const { proxied } = await both(steps);
+    expect(proxied).toEqual([
+      'CBEGIN',
+      'ZT',
+      '1',
+      '2',
+      'CSAVEPOINT',
+      '1',
+      '2',
+      'CCREATE TABLE',
+      '1',
+      '2',
+      'CSELECT 0',
+      '1',
+      '2',
+      'CROLLBACK',
+      'E42501',
+      'ZE',
+      'CROLLBACK',
+      'ZI',
+    ]);
+    expect(proxied.join()).not.toContain(SECRET);
+  });
+
+  it('the temporary table renamed away later in the batch: the statement bound again is refused', async () => {
+    const steps = [
+      query('CREATE TEMP TABLE sam_secrets (id int, v text)'),
+      query('BEGIN'),
+      Buffer.concat([
+        parse('', 'CREATE TEMP TABLE other (a int)'),
+        bind('', ''),
+        execute(''),
+        parse('s1', 'SELECT v FROM sam_secrets'),
+        bind('p1', 's1'),
+        execute('p1'),
+        parse('', 'ALTER TABLE pg_temp.sam_secrets RENAME TO gone'),
+        bind('', ''),
+        execute(''),
+        bind('p2', 's1'),
+        execute('p2'),
+        sync(),
+      ]),
+      query('ROLLBACK'),
+    ];
+    const { proxied } = await both(steps);
+    expect(proxied.slice(-7)).toEqual(['1', '2', 'CALTER TABLE', 'E42501', 'ZE', 'CROLLBACK', 'ZI']);
+    expect(proxied.join()).not.toContain(SECRET);
+  });
+});
+
+/** ParameterStatus messages in a row carry no order (PostgreSQL's own differs between versions): sorted by name. */
+function sortReports(messages: string[]): string[] {
+  const out: string[] = [];
+  let run: string[] = [];
+  for (const m of [...messages, '']) {
+    if (m.startsWith('S')) {
+      run.push(m);
+      continue;
+    }
+    out.push(...run.sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase())));
+    run = [];
+    if (m !== '') out.push(m);
+  }
+  return out;
+}
+
+/** Each message as a short string: type, and for the ones that carry it the status, SQLSTATE, row, tag or parameter. */
+function describeMessage(type: string, body: Buffer): string | undefined {
+  switch (type) {
+    case 'Z':
+      return `Z${String.fromCharCode(body[0] ?? 0)}`;
+    case 'E':
+      return `E${errorCode(body)}`;
+    case 'D':
+      return `D${body.subarray(6).toString('utf8')}`;
+    case 'C':
+      return `C${body.subarray(0, body.length - 1).toString('utf8')}`;
+    case 'S': {
+      const [name, value] = body.toString('utf8').split('\0');
+      return `S${name}=${value}`;
+    }
+    case 'N':
+      return undefined;
+    default:
+      return type;
+  }
+}
+
+async function transcript(steps: Buffer[], raw: RawClient): Promise<string[]> {
+  const out: string[] = [];
+  raw.onMessage = (type, body) => {
+    const d = describeMessage(type, body);
+    if (d !== undefined) out.push(d);
+  };
+  for (const step of steps) {
+    const ready = raw.next((t) => t === 'Z');
+    raw.socket.write(step);
+    await ready;
+  }
+  return out;
+}
+
+async function directTranscript(steps: Buffer[]): Promise<string[]> {
+  const up = await tcpUpstream.connect(tp.config.upstream, { application_name: 'direct' });
+  const framer = new MessageFramer({ maxMessageSize: 1024 * 1024 });
+  const out: string[] = [];
+  let onReady: (() => void) | undefined;
+  up.socket.on('data', (chunk: Buffer) => {
+    framer.push(chunk);
+    for (let f = framer.next(); f; f = framer.next()) {
+      const d = describeMessage(String.fromCharCode(f.type), f.body);
+      if (d !== undefined) out.push(d);
+      if (f.type === BackendType.ReadyForQuery) onReady?.();
+    }
+  });
+  try {
+    for (const step of steps) {
+      await new Promise<void>((resolve) => {
+        onReady = resolve;
+        up.socket.write(step);
+      });
+    }
+  } finally {
+    up.socket.destroy();
+  }
+  return out;
+}
