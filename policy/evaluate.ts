@@ -1282,6 +1282,18 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
   /** Existing relations the statement changes (not ones it creates): a token narrowing bounds them (narrowedTarget). */
   const targets: AnyNode[] = [];
   const refuse = (what: string, why: string): Denial => deny('statement_kind_denied', 'builtin.ddl', what, why);
+  /**
+   * A new type name that shadows pg_catalog's for this role: with pg_catalog named after another schema on its
+   * searchPath, PostgreSQL would resolve the unqualified name to the new type, which pgwarden's snapshot does not know yet.
+   */
+  const catalogFirst = !role.searchPath.includes('pg_catalog') || role.searchPath[0] === 'pg_catalog';
+  const shadowsBuiltIn = (name: unknown): Denial | undefined =>
+    !catalogFirst && typeof name === 'string' && catalog.types?.get(`pg_catalog.${name}`) !== undefined
+      ? refuse(
+          `names a type ${quoteIdent(name)} as pg_catalog's`,
+          "pg_catalog comes after another schema on the role's searchPath, so the new type would stand in for the built-in one",
+        )
+      : undefined;
   switch (kind) {
     case 'CreateStmt':
       ddlKind = 'create_table';
@@ -1391,6 +1403,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
         const p = nameListPlace(body.object?.List?.items, 0);
         if (p === undefined) return internalDenial('ALTER TYPE of an unreadable name');
         places.push({ schema: p.schema, temporary: false, catalogName: p.catalogName });
+        late = shadowsBuiltIn(body.newname);
         break;
       }
       if (!RENAME_TYPES.has(String(body.renameType)))
@@ -1502,9 +1515,11 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     case 'CreateDomainStmt':
     case 'CreateRangeStmt': {
       ddlKind = 'create_type';
-      const p = nameListPlace(kind === 'CreateDomainStmt' ? body.domainname : body.typeName, 0);
+      const list = kind === 'CreateDomainStmt' ? body.domainname : body.typeName;
+      const p = nameListPlace(list, 0);
       if (p === undefined) return internalDenial('CREATE TYPE of an unreadable name');
       places.push({ schema: p.schema, temporary: false, catalogName: p.catalogName });
+      late = shadowsBuiltIn(stringsOf(list).at(-1));
       if (kind === 'CreateRangeStmt') {
         // Comparing range bounds calls the subtype's btree operators: pg_catalog's only (policy/ddl.ts refuses the
         // options that would name other functions).
@@ -1512,10 +1527,12 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
           .map((d: AnyNode) => d?.DefElem?.arg?.TypeName)
           .find((t: AnyNode | undefined) => t !== undefined);
         const names = stringsOf(sub?.names);
+        // Unqualified, pg_catalog's type only where PostgreSQL looks there first (a searchPath naming pg_catalog after
+        // another schema would find a type of that name there first, one the snapshot may not know yet).
         const builtIn =
           names.length === 2
             ? names[0] === 'pg_catalog'
-            : names.length === 1 && catalog.types?.get(`pg_catalog.${names[0]}`) !== undefined;
+            : names.length === 1 && catalogFirst && catalog.types?.get(`pg_catalog.${names[0]}`) !== undefined;
         if (!builtIn || (sub?.arrayBounds?.length ?? 0) > 0)
           return refuse(
             'with a subtype outside pg_catalog is not allowed',
@@ -1527,6 +1544,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     case 'CompositeTypeStmt':
       ddlKind = 'create_type';
       if (!rvPlace(body.typevar, false)) return internalDenial('CREATE TYPE without a name');
+      late = shadowsBuiltIn(body.typevar?.relname);
       break;
     case 'AlterEnumStmt': {
       ddlKind = 'alter_type';

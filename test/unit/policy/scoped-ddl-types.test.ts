@@ -33,7 +33,9 @@ const noDrop: RolePolicy = {
   name: 'noDrop',
   ddl: { kinds: ['create_type', 'create_schema'], schemas: ['scratch'], temporary: false },
 };
-const roles = { typer, typerPath, tables, noDrop };
+/** Names pg_catalog after its own schema: an unqualified type name is looked up in scratch first. */
+const catalogLast: RolePolicy = { ...typer, name: 'catalogLast', searchPath: ['scratch', 'pg_catalog'] };
+const roles = { typer, typerPath, tables, noDrop, catalogLast };
 type Case = [keyof typeof roles, string, 'allow' | 'deny', string?];
 
 const families: Record<string, Case[]> = {
@@ -119,6 +121,14 @@ const families: Record<string, Case[]> = {
     ],
     ['typer', 'CREATE TYPE scratch.r AS RANGE (subtype = scratch.e)', 'deny', 'statement_kind_denied'],
     ['typer', 'CREATE TYPE scratch.r AS RANGE (subtype = int4[])', 'deny', 'statement_kind_denied'],
+    ['catalogLast', 'CREATE TYPE scratch.r AS RANGE (subtype = int4)', 'deny', 'statement_kind_denied'],
+    ['catalogLast', 'CREATE TYPE scratch.r AS RANGE (subtype = pg_catalog.int4)', 'allow'],
+    ['catalogLast', "CREATE TYPE scratch.int4 AS ENUM ('a')", 'deny', 'statement_kind_denied'],
+    ['catalogLast', 'CREATE TYPE scratch.text AS (a int)', 'deny', 'statement_kind_denied'],
+    ['catalogLast', 'CREATE DOMAIN scratch.bool AS int', 'deny', 'statement_kind_denied'],
+    ['catalogLast', 'ALTER TYPE scratch.e RENAME TO numeric', 'deny', 'statement_kind_denied'],
+    ['catalogLast', "CREATE TYPE scratch.mood AS ENUM ('a')", 'allow'],
+    ['typer', "CREATE TYPE scratch.int4 AS ENUM ('a')", 'allow'],
     // Base and shell types name input/output functions: refused whatever the policy says.
     ['typer', 'CREATE TYPE scratch.b (input = scratch.f_in, output = scratch.f_out)', 'deny', 'statement_kind_denied'],
     ['typer', 'CREATE TYPE scratch.b', 'deny', 'statement_kind_denied'],
