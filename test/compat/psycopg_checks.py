@@ -503,6 +503,31 @@ def ddl_self_referencing_foreign_key():
 
 
 @check
+def ddl_enum_and_composite_types():
+    # psycopg's typeinfo/adapt fixtures: enums (quoted names too) and composites, fetched and registered, then dropped.
+    from psycopg.types.composite import CompositeInfo, register_composite
+    from psycopg.types.enum import EnumInfo, register_enum
+    with connect(autocommit=True) as c:
+        c.execute(sql.SQL("CREATE TYPE {} AS ENUM ('foo', 'bar', 'baz')").format(t("prepenum")))
+        c.execute(sql.SQL("CREATE TYPE {} AS ENUM ('a', 'b')").format(t("a-b")))
+        c.execute(sql.SQL("CREATE TYPE {} AS (a int, b text)").format(t("comp")))
+        try:
+            info = EnumInfo.fetch(c, f"{SCHEMA}.prepenum")
+            eq(info.labels, ["foo", "bar", "baz"])
+            register_enum(info, c)
+            eq(c.execute(sql.SQL("SELECT 'bar'::{}").format(t("prepenum"))).fetchone()[0].name, "bar")
+            c.execute(sql.SQL("ALTER TYPE {} ADD VALUE 'qux'").format(t("prepenum")))
+            eq(EnumInfo.fetch(c, f"{SCHEMA}.prepenum").labels, ["foo", "bar", "baz", "qux"])
+            eq(EnumInfo.fetch(c, sql.Identifier(SCHEMA, "a-b")).labels, ["a", "b"])
+            comp = CompositeInfo.fetch(c, f"{SCHEMA}.comp")
+            register_composite(comp, c)
+            got = c.execute(sql.SQL("SELECT ROW(1, 'x')::{}").format(t("comp"))).fetchone()[0]
+            eq((got.a, got.b), (1, "x"))
+        finally:
+            c.execute(sql.SQL("DROP TYPE {}, {}, {}").format(t("prepenum"), t("a-b"), t("comp")))
+
+
+@check
 def analyze_vacuum_lock():
     with connect(autocommit=True) as c:
         c.execute(sql.SQL("ANALYZE {}").format(t("items")))

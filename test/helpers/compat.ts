@@ -49,7 +49,7 @@ export function compatPolicy(schema: string): string {
     catalog: introspection
     statementTimeout: 60s
     ddl:
-      kinds: [create_table, create_index, create_sequence, alter_table, drop, comment]
+      kinds: [create_table, create_index, create_sequence, alter_table, drop, comment, create_type, alter_type]
       schemas: [${schema}]
       temporary: true
     maintenance: [analyze, vacuum]
