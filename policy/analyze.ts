@@ -64,6 +64,11 @@ export interface FunctionUse {
    * known at Bind, where the session checks it against channels.notify (evaluate.ts attaches that check).
    */
   channelParam?: number;
+  /**
+   * pg_terminate_backend / pg_cancel_backend's pid is the parameter $n (1-based), bare or cast to an integer type: its
+   * value is only known at Bind, where the session checks it is one of its subject's own backends (evaluate.ts).
+   */
+  pidParam?: number;
 }
 
 /** `pg_backend_pid()` or `pg_catalog.pg_backend_pid()` as written: a call with no arguments, no aggregate or window parts. */
@@ -270,6 +275,22 @@ function outputColumns(item: FromItem): readonly string[] | undefined {
 function bareParam(n: AnyNode | undefined): number | undefined {
   const k = n?.ParamRef?.number;
   return typeof k === 'number' && k > 0 ? k : undefined;
+}
+
+/** Integer type names a pid parameter may be cast to as written (`$1::int`): the value reaches the call unchanged. */
+const INT_CAST_NAMES: ReadonlySet<string> = new Set(['int2', 'int4', 'int8', 'smallint', 'integer', 'int', 'bigint']);
+
+/** `$n`, or `$n::int` (any integer type, pg_catalog's or unqualified): the parameter's number. */
+function intParam(n: AnyNode | undefined): number | undefined {
+  const tc = n?.TypeCast;
+  if (tc === undefined) return bareParam(n);
+  const names = stringsOf(tc.typeName?.names);
+  const last = names[names.length - 1];
+  const qualified = names.length === 1 || (names.length === 2 && names[0] === 'pg_catalog');
+  const array = Array.isArray(tc.typeName?.arrayBounds) && tc.typeName.arrayBounds.length > 0;
+  if (!qualified || last === undefined || !INT_CAST_NAMES.has(last) || array || tc.typeName?.typmods !== undefined)
+    return undefined;
+  return bareParam(tc.arg);
 }
 
 function constString(n: AnyNode | undefined): string | undefined {
@@ -918,6 +939,7 @@ class Analyzer {
       args.length,
       isOwnBackendPid(args[0]),
       bareParam(args[0]),
+      intParam(args[0]),
     );
     this.walk(n.args, ctx);
     this.walk(n.agg_order, ctx);
@@ -932,6 +954,7 @@ class Analyzer {
     argc: number,
     ownBackend = false,
     firstParam?: number,
+    firstIntParam?: number,
   ): void {
     let candidates: string[];
     let fname: string;
@@ -956,7 +979,9 @@ class Analyzer {
         this.out.literalSensitive = true;
       // Only pg_notify's channel is ever checked at Bind; for other functions the parameter is irrelevant.
       const channelParam = fname === 'pg_notify' ? firstParam : undefined;
-      const dedupe = `${key}\u0000${constArgs.join('\u0001')}\u0000${ownBackend ? 'own' : ''}\u0000${channelParam ?? ''}`;
+      // Only the backend-signalling functions' pid is ever checked at Bind (evaluate.ts SELF_BACKEND_FUNCTIONS).
+      const pidParam = fname === 'pg_terminate_backend' || fname === 'pg_cancel_backend' ? firstIntParam : undefined;
+      const dedupe = `${key}\u0000${constArgs.join('\u0001')}\u0000${ownBackend ? 'own' : ''}\u0000${channelParam ?? ''}\u0000${pidParam ?? ''}`;
       if (this.seenFn.has(dedupe)) continue;
       this.seenFn.add(dedupe);
       this.out.functions.push({
@@ -968,6 +993,7 @@ class Analyzer {
         argc,
         ...(ownBackend ? { ownBackend: true as const } : {}),
         ...(channelParam !== undefined ? { channelParam } : {}),
+        ...(pidParam !== undefined ? { pidParam } : {}),
       });
     }
   }

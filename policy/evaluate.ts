@@ -685,6 +685,9 @@ export function checkFacts(
     if (role.catalog === 'scoped' && SCOPED_FREE_FUNCTIONS.has(f.key)) continue;
     // Ending or cancelling the session's own backend is what closing the connection or a CancelRequest does.
     if (f.ownBackend === true && f.schema === 'pg_catalog' && SELF_BACKEND_FUNCTIONS.has(f.name)) continue;
+    // Another backend given as a parameter: allowed only if the value bound is one of this subject's own sessions'
+    // (evaluateInner attaches that check, and refuses it where nothing is bound).
+    if (f.pidParam !== undefined && f.schema === 'pg_catalog' && SELF_BACKEND_FUNCTIONS.has(f.name)) continue;
     // pg_notify is NOTIFY as a function: the same channels rule, so its channel must be a constant.
     if (f.schema === 'pg_catalog' && f.name === 'pg_notify' && (role.channels?.notify.length ?? 0) > 0) {
       const channel = f.constArgs[0];
@@ -2134,6 +2137,9 @@ function evaluateInner(
     const bound = notifyBindChecks(a, mode, role);
     if ('reason' in bound) return shadowed(role, toDeny(a.kind, bound, summaries), literalSensitive, true);
     bindChecks.push(...bound);
+    const signals = backendBindChecks(a, mode, role);
+    if ('reason' in signals) return shadowed(role, toDeny(a.kind, signals, summaries), literalSensitive, true);
+    bindChecks.push(...signals);
     effects.push(...res.effects);
     view = withEffects(view, res.effects);
     if (res.sessionDependent) sessionDependent = true;
@@ -2199,6 +2205,43 @@ function notifyBindChecks(a: Analysis, mode: 'simple' | 'parse', role: RolePolic
         `$${c.param} must appear only as pg_notify's channel, so that its type is text`,
       );
   }
+  return checks;
+}
+
+/**
+ * The Bind checks of pg_terminate_backend / pg_cancel_backend calls whose pid is a parameter (checkFacts let them
+ * through): the value bound must be a backend of this subject's own sessions. Refused as notifyBindChecks refuses:
+ * where nothing is bound, or when $n is also used elsewhere (its type, and so how its value is read, must be the call's).
+ */
+function backendBindChecks(a: Analysis, mode: 'simple' | 'parse', role: RolePolicy): BindCheck[] | Denial {
+  const checks: BindCheck[] = [];
+  const uses = new Map<number, number>();
+  for (const f of a.functions) {
+    if (f.pidParam === undefined || f.ownBackend === true) continue;
+    if (f.schema !== 'pg_catalog' || !SELF_BACKEND_FUNCTIONS.has(f.name)) continue;
+    uses.set(f.pidParam, (uses.get(f.pidParam) ?? 0) + 1);
+    if (!checks.some((c) => c.param === f.pidParam)) checks.push({ kind: 'sibling_backend', param: f.pidParam });
+  }
+  if (checks.length === 0) return checks;
+  const refuse = (what: string, why: string): Denial => ({
+    reason: 'function_denied',
+    ruleId: 'builtin.functions',
+    sqlstate: SqlState.InsufficientPrivilege,
+    what,
+    detail: `${why} (rule: builtin.functions)`,
+    hint: 'pass the process id as a parameter used only there, or end this session with pg_backend_pid()',
+  });
+  if (mode !== 'parse' || a.kind === 'PrepareStmt')
+    return refuse(
+      `signals a backend given by a parameter pgwarden does not see bound (role "${role.name}")`,
+      "a backend given as a parameter is checked at Bind, so only in a Parse message's statement",
+    );
+  for (const c of checks)
+    if ((a.paramRefs?.get(c.param) ?? 0) !== (uses.get(c.param) ?? 0))
+      return refuse(
+        `uses parameter $${c.param} as a backend's process id and elsewhere`,
+        `$${c.param} must appear only as the process id, so that its type is the call's`,
+      );
   return checks;
 }
 

@@ -29,11 +29,13 @@ export const ALWAYS_DENIED: readonly FunctionEntry[] = [
   },
   {
     pattern: 'pg_terminate_backend',
-    reason: "ends other sessions (pg_terminate_backend(pg_backend_pid()), the session's own backend, is allowed)",
+    reason:
+      "ends other sessions (allowed: pg_terminate_backend(pg_backend_pid()), the session's own backend, and a Parse's bare pid parameter bound to a session of the same subject and agent)",
   },
   {
     pattern: 'pg_cancel_backend',
-    reason: "cancels other sessions' queries (pg_cancel_backend(pg_backend_pid()) is allowed)",
+    reason:
+      "cancels other sessions' queries (allowed: pg_cancel_backend(pg_backend_pid()), and a Parse's bare pid parameter bound to a session of the same subject and agent)",
   },
   { pattern: 'pg_reload_conf', reason: 'reloads the server configuration' },
   { pattern: 'pg_rotate_logfile*', reason: 'rotates the server log' },

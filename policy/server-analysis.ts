@@ -273,7 +273,14 @@ interface Collected {
   operators: Set<number>;
   types: Set<number>;
   /** Every plain call's first argument when it is a text constant (undefined otherwise), by function: current_setting's setting names. */
-  firstArgs: { funcid: number; text: string | undefined; call?: number; param?: number }[];
+  firstArgs: {
+    funcid: number;
+    text: string | undefined;
+    call?: number;
+    param?: number;
+    /** An integer client parameter, bare or under one cast function (`cast`, checked against the catalog later). */
+    intParam?: { param: number; cast?: number };
+  }[];
   /** Types that are the result of a plain function call, with the function: pg_typeof's regtype names no catalog object of its own. */
   resultOf: Map<number, Set<number>>;
   /** Types used by anything other than a function's result. */
@@ -332,6 +339,32 @@ function mergeInto(into: Collected, from: Collected): void {
   }
   for (const x of from.typesElsewhere) into.typesElsewhere.add(x);
   for (const x of from.unknownNodes) into.unknownNodes.add(x);
+}
+
+/** Integer types a backend's process id may be bound as (int2, int4, int8). */
+const INT_PARAM_TYPES: ReadonlySet<number> = new Set([21, 23, 20]);
+
+/**
+ * A client parameter of an integer type as a call's argument: bare, or the single argument of a cast function (its
+ * OID returned as `cast`, for the caller to check against the catalog). Anything else (an expression, a coercion
+ * via I/O, a Param of another type) is undefined.
+ */
+function integerParam(v: PgValue | undefined): { param: number; cast?: number } | undefined {
+  const bare = (p: PgValue | undefined): number | undefined =>
+    isNode(p) &&
+    p.type === 'PARAM' &&
+    numberField(p, 'paramkind') === PARAM_EXTERN &&
+    INT_PARAM_TYPES.has(numberField(p, 'paramtype') ?? -1)
+      ? numberField(p, 'paramid')
+      : undefined;
+  const direct = bare(v);
+  if (direct !== undefined) return direct > 0 ? { param: direct } : undefined;
+  if (!isNode(v) || v.type !== 'FUNCEXPR') return undefined;
+  const args = v.fields.get('args');
+  if (!Array.isArray(args) || args.length !== 1) return undefined;
+  const inner = bare(args[0] as PgValue);
+  const cast = numberField(v, 'funcid');
+  return inner !== undefined && inner > 0 && cast !== undefined ? { param: inner, cast } : undefined;
 }
 
 /** A text Const's value (varlena, little-endian header), or undefined. */
@@ -426,11 +459,13 @@ function collector(c: Collected, baseDepth: number): (node: PgNode) => void {
           numberField(first, 'paramtype') === TEXT_OID
             ? numberField(first, 'paramid')
             : undefined;
+        const intParam = integerParam(first);
         c.firstArgs.push({
           funcid: id,
           text: constText(first),
           ...(inner !== undefined ? { call: inner } : {}),
           ...(param !== undefined && param > 0 ? { param } : {}),
+          ...(intParam !== undefined ? { intParam } : {}),
         });
       }
     }
@@ -735,6 +770,19 @@ export function factsFromTrees(
       return g !== undefined && g !== null && g.schema === 'pg_catalog' && g.name === 'pg_backend_pid';
     };
     if (f.schema === 'pg_catalog' && calls.length > 0 && calls.every((a) => isOwnPid(a.call))) use.ownBackend = true;
+    // Every call's pid is one integer client parameter, bare or under pg_catalog's int4(int2) / int4(int8) cast (which
+    // keep the value): the session checks the value bound (evaluate.ts backendBindChecks).
+    const castKeeps = (cast: number | undefined) => {
+      if (cast === undefined) return true;
+      const g = cat.functions.get(cast);
+      return g !== undefined && g !== null && g.schema === 'pg_catalog' && g.name === 'int4' && g.argTypes.length === 1;
+    };
+    const pidParams = new Set(
+      calls.map((a) => (a.intParam !== undefined && castKeeps(a.intParam.cast) ? a.intParam.param : 0)),
+    );
+    const pidParam = pidParams.size === 1 ? [...pidParams][0] : undefined;
+    if (f.schema === 'pg_catalog' && use.ownBackend !== true && pidParam !== undefined && pidParam > 0)
+      use.pidParam = pidParam;
     const settings = settingByFunc.get(oid);
     if (settings === undefined) functions.push(use);
     // One use per call, so each constant setting name is judged.

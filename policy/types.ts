@@ -45,11 +45,21 @@ export type MaintenanceKind = 'analyze' | 'vacuum';
  * pg_notify's channel given as the bare text parameter $param: allowed only if the value bound for it is a channel in
  * `channels` (the role's channels.notify when decided). Text and binary format of text are the same bytes.
  */
-export interface BindCheck {
-  kind: 'notify_channel';
-  param: number;
-  channels: readonly ChannelPattern[];
-}
+export type BindCheck =
+  | {
+      kind: 'notify_channel';
+      param: number;
+      channels: readonly ChannelPattern[];
+    }
+  | {
+      /**
+       * pg_terminate_backend / pg_cancel_backend of the bare integer parameter $param: allowed only if the value bound
+       * is the backend of a live session of the same token subject and agent on this pgwarden (or NULL, which ends
+       * nothing), as PostgreSQL lets a role signal its own backends.
+       */
+      kind: 'sibling_backend';
+      param: number;
+    };
 
 export interface ChannelPattern {
   name: string;

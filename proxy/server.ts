@@ -84,6 +84,16 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
     }
     const session = new Session(socket, {
       ...deps,
+      siblingBackends: (self) => {
+        const pids = new Set<number>();
+        const me = self.identity;
+        if (me === undefined) return pids;
+        for (const s of sessions) {
+          const pid = s.backendPid;
+          if (pid !== undefined && s.identity?.sub === me.sub && s.identity.agent === me.agent) pids.add(pid);
+        }
+        return pids;
+      },
       admitIdentity: (id, self) => {
         const err = admitIdentity(id, self);
         // Admitted: from here on the session is counted as logged in, not as unauthenticated.

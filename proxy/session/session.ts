@@ -33,7 +33,7 @@ import {
   encodeSSLResponse,
 } from '../wire/backend.ts';
 import { decodeBind, decodeClose, decodeExecute, decodeParse, decodePassword, decodeQuery } from '../wire/frontend.ts';
-import { NO_VALUES, bindRefusal } from './bind-checks.ts';
+import { NO_VALUES, bindRefusal, type BindContext } from './bind-checks.ts';
 import type { BindMessage } from '../wire/frontend.ts';
 import { encodeClose, encodeFlush, encodeParse, encodeQuery, encodeSync, encodeTerminate } from '../wire/frontend.ts';
 import {
@@ -115,6 +115,12 @@ export interface SessionDeps {
   events?: SessionEvents;
   /** Per-identity admission (session limits per sub/agent); an error refuses the login. */
   admitIdentity?(id: Identity, self: Session): ProxyError | undefined;
+  /**
+   * Upstream backend pids of the live sessions of `self`'s token subject and agent on this pgwarden, `self` included:
+   * the backends pg_terminate_backend / pg_cancel_backend of a bound pid may signal (bind-checks.ts). Without it,
+   * only the session's own backend.
+   */
+  siblingBackends?(self: Session): ReadonlySet<number>;
   /** Per-agent budget accounts shared by the sessions of this process; without it budgets are not enforced. */
   budgets?: BudgetLedger;
   /** Revocation check at login; returns a reason when the identity is revoked. */
@@ -1558,7 +1564,7 @@ export class Session {
    * checked against what the decision left to Bind (bind-checks.ts), then the portal is bound under that decision.
    */
   private bindStatement(tracker: ResponseTracker, st: NamedStatement, b: BindMessage, frame: Frame, o: Buffer[]): void {
-    const unbound = bindRefusal(st.bindChecks, b, st.paramTypes);
+    const unbound = bindRefusal(st.bindChecks, b, st.paramTypes, this.bindContext);
     if (unbound !== undefined) {
       refuseMessage(tracker, unbound, o);
       return;
@@ -2037,7 +2043,7 @@ export class Session {
               const unbound =
                 d.bindChecks === undefined
                   ? undefined
-                  : bindRefusal(d.bindChecks, portal.bind ?? NO_VALUES, portal.paramTypes);
+                  : bindRefusal(d.bindChecks, portal.bind ?? NO_VALUES, portal.paramTypes, this.bindContext);
               if (unbound !== undefined) {
                 this.portals.delete(e.portal);
                 refuseMessage(tracker, policyChangedError('portal', e.portal, unbound.message), o);
@@ -2314,6 +2320,19 @@ export class Session {
 
   /** ParameterStatus frames from exchanges in the middle of the client's batch, by name, for its next ReadyForQuery. */
   private heldParameters: Map<string, Buffer> | undefined;
+
+  /** What Bind checks read from the session besides the bound values (bind-checks.ts). */
+  private readonly bindContext: BindContext = {
+    siblingBackends: () => {
+      const own = this.upstream?.processId;
+      return this.deps.siblingBackends?.(this) ?? new Set(own === undefined ? [] : [own]);
+    },
+  };
+
+  /** The upstream backend's process id once connected (what pg_backend_pid() answers for this session). */
+  get backendPid(): number | undefined {
+    return this.closed ? undefined : this.upstream?.processId;
+  }
 
   /** Refuses the next waiting exchange (its analysis is unavailable: the decision refuses) and tries the one after. */
   private rejectNextExchange(why: string): void {

@@ -127,6 +127,129 @@ describe("the reported backend pid is the server's", () => {
   });
 });
 
+describe("another session of the same subject and agent, given as a bound parameter (psycopg's and postgres.js's own tests)", () => {
+  /** A pg client with this token's claims; errors of its own ending are expected and collected. */
+  async function as(claims: Partial<{ sub: string; agent: string }> = {}): Promise<Keyed & { errors: string[] }> {
+    const c = new pg.Client(tp.pgConfig(await tp.token(claims))) as Keyed & { errors: string[] };
+    c.errors = [];
+    c.on('error', (e) => c.errors.push(String((e as { code?: string }).code)));
+    await c.connect();
+    return c;
+  }
+  const alive = async (pid: number) =>
+    (await su.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1', [pid])).rows[0].n === 1;
+
+  it('pg_terminate_backend($1) ends a sibling session (57P01 there), in text and as $1::int', async () => {
+    for (const sql of [
+      'SELECT pg_terminate_backend($1) AS ok',
+      'SELECT pg_catalog.pg_terminate_backend($1::int) AS ok',
+    ]) {
+      const killer = await as();
+      const victim = await as();
+      const ended = new Promise<void>((r) => victim.once('end', () => r()));
+      expect((await killer.query(sql, [victim.processID])).rows[0].ok).toBe(true);
+      await ended;
+      expect(victim.errors).toContain('57P01');
+      await until(async () => !(await alive(victim.processID)), 5_000);
+      await killer.end();
+    }
+  });
+
+  it("pg_cancel_backend($1) cancels a sibling's running statement (57014) and the sibling stays usable", async () => {
+    const canceller = await as();
+    const busy = await as();
+    try {
+      const q = busy.query(SLOW_SQL);
+      await running(busy.processID);
+      expect((await canceller.query('SELECT pg_cancel_backend($1) AS ok', [busy.processID])).rows[0].ok).toBe(true);
+      expect((await pgError(() => q)).code).toBe('57014');
+      expect((await busy.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+    } finally {
+      await canceller.end();
+      await busy.end();
+    }
+  });
+
+  it.each([
+    ['another subject', { sub: 'mallory' }],
+    ['the same subject with another agent', { agent: 'other-agent' }],
+  ])('a session of %s cannot signal it (42501 at Bind), and it lives on', async (_n, claims) => {
+    const victim = await as();
+    const attacker = await as(claims);
+    try {
+      for (const sql of ['SELECT pg_terminate_backend($1)', 'SELECT pg_cancel_backend($1)']) {
+        const e = await pgError(() => attacker.query(sql, [victim.processID]));
+        expect(e.code).toBe('42501');
+        expect(e.message).toContain('not the process id of a session of this token');
+      }
+      // Not a live pgwarden session at all (the superuser's own backend): refused too.
+      const suPid = (await su.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+      expect((await pgError(() => attacker.query('SELECT pg_terminate_backend($1)', [suPid]))).code).toBe('42501');
+      expect((await attacker.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+      expect(await alive(victim.processID)).toBe(true);
+      expect((await victim.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+    } finally {
+      await attacker.end();
+      await victim.end();
+    }
+  });
+
+  it.each([
+    // Only a bare parameter (or one cast to an integer type) is checked at Bind: anything computed from it is not.
+    'SELECT pg_terminate_backend($1 + 0)',
+    'SELECT pg_terminate_backend($1::text::int)',
+    'SELECT pg_terminate_backend($1), $1',
+    'SELECT pg_terminate_backend(CASE WHEN true THEN $1::int END)',
+  ])('%s stays refused (42501)', async (sql) => {
+    const c = await as();
+    const sib = await as();
+    try {
+      expect((await pgError(() => c.query(sql, [sib.processID]))).code).toBe('42501');
+      expect(await alive(sib.processID)).toBe(true);
+    } finally {
+      await c.end();
+      await sib.end();
+    }
+  });
+
+  it('a literal pid in the simple protocol stays refused: nothing is bound to check', async () => {
+    const c = await as();
+    const sib = await as();
+    try {
+      expect((await pgError(() => c.query(`SELECT pg_terminate_backend(${sib.processID})`))).code).toBe('42501');
+      expect(await alive(sib.processID)).toBe(true);
+    } finally {
+      await c.end();
+      await sib.end();
+    }
+  });
+
+  it("postgres.js: one client's connection ends its other one, which reconnects on its next query (its reconnect tests)", async () => {
+    const opts = {
+      host: '127.0.0.1',
+      port: tp.proxy.port,
+      user: 'alice',
+      database: 'app',
+      pass: await tp.token(),
+      max: 1,
+      onnotice: () => {},
+    };
+    const s1 = postgres(opts);
+    const s2 = postgres(opts);
+    try {
+      const [{ pid }] = (await s1`SELECT pg_backend_pid() AS pid`) as unknown as [{ pid: number }];
+      const [{ ok }] = (await s2`SELECT pg_terminate_backend(${pid}) AS ok`) as unknown as [{ ok: boolean }];
+      expect(ok).toBe(true);
+      await until(async () => !(await alive(pid)), 5_000);
+      const [{ pid: again }] = (await s1`SELECT pg_backend_pid() AS pid`) as unknown as [{ pid: number }];
+      expect(again).not.toBe(pid);
+    } finally {
+      await s1.end({ timeout: 2 });
+      await s2.end({ timeout: 2 });
+    }
+  });
+});
+
 describe('cancel still works and is still isolated', () => {
   it("the client's own key (server pid, pgwarden secret) cancels its running statement (57014)", async () => {
     const c = await keyed();

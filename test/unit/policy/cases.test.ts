@@ -824,6 +824,34 @@ describe('policy cases', () => {
   });
 });
 
+describe('pg_terminate_backend / pg_cancel_backend of a parameter: allowed with a Bind check of the value', () => {
+  const s = () => sessionFor(ROLES.analyst);
+  it.each([
+    'SELECT pg_terminate_backend($1)',
+    'SELECT pg_catalog.pg_cancel_backend($1)',
+    'SELECT pg_terminate_backend($1::int)',
+    'SELECT pg_terminate_backend($1::bigint, 1000)',
+    'SELECT pg_cancel_backend($1::pg_catalog.int2)',
+  ])('%s (Parse): allowed, $1 checked when bound', (sql) => {
+    const d = evaluate(sql, 'parse', s(), CATALOG);
+    expect(d.allow).toBe(true);
+    if (d.allow) expect(d.bindChecks).toEqual([{ kind: 'sibling_backend', param: 1 }]);
+  });
+  it.each([
+    ['the simple protocol (nothing is bound)', 'SELECT pg_terminate_backend($1)', 'simple'],
+    ['PREPARE (its EXECUTE binds nothing pgwarden sees)', 'PREPARE p AS SELECT pg_terminate_backend($1)', 'parse'],
+    ['an expression of the parameter', 'SELECT pg_terminate_backend($1 + 0)', 'parse'],
+    ['a cast through text', 'SELECT pg_terminate_backend($1::text::int)', 'parse'],
+    ['a cast to a non-integer type', 'SELECT pg_terminate_backend($1::numeric)', 'parse'],
+    ['the parameter used elsewhere too', 'SELECT pg_terminate_backend($1), $1', 'parse'],
+    ['a literal', 'SELECT pg_terminate_backend(4242)', 'parse'],
+    ['a subquery', 'SELECT pg_terminate_backend((SELECT $1::int))', 'parse'],
+    ['a function of that name outside pg_catalog', 'SELECT public.pg_terminate_backend($1)', 'parse'],
+  ] as const)('refused: %s', (_n, sql, mode) => {
+    expect(evaluate(sql, mode, s(), CATALOG).allow).toBe(false);
+  });
+});
+
 describe('decision details', () => {
   const s = () => sessionFor(ROLES.analyst, ['p'], ['c']);
 
