@@ -38,6 +38,7 @@ import {
   stringsOf,
   utilityQueries,
   UTILITY_KINDS,
+  CATALOG_CHANGING_KINDS,
   type NamedNeed,
 } from './ddl.ts';
 import { rewriteScope, scopeRows } from './scope.ts';
@@ -2122,7 +2123,10 @@ function evaluateInner(
       const deny = toDeny(a.kind, res.denial, summaries);
       const position = res.denial.location === undefined ? undefined : characterPosition(sql, res.denial.location);
       if (position !== undefined) deny.position = position;
-      const absent = res.denial.absent;
+      // A statement earlier in the same text may make the relation (`CREATE TABLE t …; SELECT * FROM t`): it is not
+      // absent for PostgreSQL, which would run them in order.
+      const madeBefore = analyses.slice(0, i).some((x) => CATALOG_CHANGING_KINDS.has(x.kind));
+      const absent = madeBefore ? undefined : res.denial.absent;
       if (absent !== undefined) {
         const at = absent.location === undefined ? undefined : characterPosition(sql, absent.location);
         deny.confirmAbsent = {

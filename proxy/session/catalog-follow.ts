@@ -108,6 +108,14 @@ export class CatalogFollower {
     }
   }
 
+  /**
+   * True when the session with upstream pid `pid` ran allowed DDL in a transaction block that is still open: what it
+   * made is invisible to any catalog read until the block ends, so no read can show a name absent for that session.
+   */
+  uncommittedDdl(pid: number | undefined): boolean {
+    return pid !== undefined && this.#ddlSessions.has(pid);
+  }
+
   /** True when `decision` is a refusal that a refresh started now could change. */
   mayBeStale(decision: Decision): boolean {
     return !decision.allow && STALE_CATALOG_REASONS.has(decision.reason) && this.#changed > this.#covered;

@@ -355,6 +355,8 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
       // once a catalog read that started after the statement arrived has not found it either, PostgreSQL's 42P01.
       const absent = (x: Decision, fresh: boolean): Decision | Promise<Decision> => {
         if (x.allow || x.confirmAbsent === undefined) return x;
+        // The session's own open transaction may have made it: no catalog read can tell, so the 42501 stands.
+        if (follower.uncommittedDdl(view.backendPid)) return x;
         return fresh ? undefinedTable(x, x.confirmAbsent) : refreshed(x);
       };
       // A refusal the snapshot may owe to DDL since it was read: decided again once the catalog has been read again.

@@ -235,6 +235,26 @@ describe('an unknown table where the role may create one is 42P01', () => {
       'relation "nosuch_here" does not exist',
       '24',
     ]);
+    // Where the session itself may have made it, no catalog read can say it is absent: the 42501 stands. Made earlier
+    // in the same Query (refused whole, so never made) …
+    const sameQuery = await pgError(() => c.query('CREATE TABLE same_query (a int); SELECT * FROM same_query'));
+    expect([sameQuery.code, sameQuery.message]).toEqual([
+      '42501',
+      expect.stringContaining('which pgwarden cannot resolve'),
+    ]);
+    // … or in the session's open transaction, which no other connection sees.
+    await c.query('BEGIN');
+    await c.query('CREATE TABLE in_block (a int)');
+    const inBlock = await pgError(() => c.query('SELECT * FROM in_block'));
+    expect(inBlock.code).toBe('42501');
+    await c.query('ROLLBACK');
+    expect((await pgError(() => c.query('SELECT * FROM in_block'))).code).toBe('42P01');
+    expect(
+      await su(
+        async (s) =>
+          (await s.query(`SELECT to_regclass('${S}.same_query') AS r, to_regclass('${S}.in_block') AS b`)).rows[0],
+      ),
+    ).toEqual({ r: null, b: null });
     // A table made outside pgwarden since its last catalog read is not answered as absent: the read finds it.
     await su((s) => s.query(`CREATE TABLE ${S}.made_outside (a int); GRANT SELECT ON ${S}.made_outside TO pgwarden`));
     expect((await c.query('SELECT count(*)::int AS n FROM made_outside')).rows).toEqual([{ n: 0 }]);

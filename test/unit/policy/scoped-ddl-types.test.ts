@@ -242,7 +242,7 @@ describe('restated queries', () => {
 describe('an unknown relation where the role may create one', () => {
   const local: RolePolicy = { ...typerPath, name: 'local', ddl: { ...typer.ddl!, temporary: false } };
   const deny = (role: RolePolicy, sql: string, view: Partial<ReturnType<typeof sessionFor>> = {}) => {
-    const d = evaluate(sql, 'parse', { ...sessionFor(role), ...view }, CATALOG);
+    const d = evaluate(sql, 'simple', { ...sessionFor(role), ...view }, CATALOG);
     if (d.allow) throw new Error(`allowed: ${sql}`);
     return d;
   };
@@ -257,6 +257,13 @@ describe('an unknown relation where the role may create one', () => {
     });
     // Counted in characters, as PostgreSQL does.
     expect(deny(local, "SELECT '€€', x FROM nosuch").confirmAbsent?.position).toBe(21);
+  });
+  it('nor one a statement earlier in the same text may make', () => {
+    const d = deny(local, 'CREATE TABLE nosuch (a int); SELECT * FROM nosuch');
+    expect([d.reason, d.confirmAbsent]).toEqual(['unknown_relation', undefined]);
+    expect(deny(local, 'SELECT 1; SELECT * FROM nosuch').confirmAbsent?.message).toBe(
+      'relation "nosuch" does not exist',
+    );
   });
   it("a name that may be one of the session's temporary relations is never confirmed absent", () => {
     expect(deny(typerPath, 'SELECT * FROM nosuch', { tempObjects: true }).confirmAbsent).toBeUndefined();

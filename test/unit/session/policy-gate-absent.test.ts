@@ -83,6 +83,24 @@ describe('an unknown relation in a ddl schema', () => {
     await g.close();
   });
 
+  it("stays the 42501 refusal while the session's open transaction holds DDL, which no catalog read sees", async () => {
+    const g = gate();
+    const v = { ...view(), backendPid: 4242 };
+    try {
+      for (const sql of ['BEGIN', 'CREATE TABLE scratch.in_block (a int)'])
+        expect((await g.decide(sql, 'simple', v)).allow, sql).toBe(true);
+      const before = upstream.reads;
+      const d = await g.decide('SELECT a FROM in_block', 'simple', v);
+      expect(d).toMatchObject({ allow: false, sqlstate: '42501', reason: 'unknown_relation' });
+      expect(upstream.reads).toBe(before);
+      expect((await g.decide('COMMIT', 'simple', v)).allow).toBe(true);
+      // Once the block has ended, a read after it can tell.
+      expect(await g.decide('SELECT a FROM in_block', 'simple', v)).toMatchObject({ allow: false, sqlstate: '42P01' });
+    } finally {
+      await g.close();
+    }
+  });
+
   it('stays the 42501 refusal when the catalog cannot be read again', async () => {
     const g = gate();
     upstream.failing = true;
