@@ -30,6 +30,12 @@ const POLICY = `roles:
     write: { statements: [insert], relations: [${S}.*] }
     ddl: { kinds: [create_table, drop], schemas: [${S}] }
     searchPath: [${S}]
+  inmade:
+    readOnly: false
+    relations: [${M}.*]
+    write: { statements: [insert], relations: [${M}.*] }
+    ddl: { kinds: [create_table, drop, create_schema], schemas: [${M}] }
+    searchPath: [${M}]
   tables:
     readOnly: false
     relations: [${S}.*]
@@ -96,6 +102,8 @@ describe('types in an allowed schema', () => {
     await c.query(`CREATE TYPE ${S}.comp AS (a int, b text)`);
     await c.query(`CREATE DOMAIN ${S}.small AS int DEFAULT 1 NOT NULL CHECK (VALUE < 10)`);
     await c.query(`CREATE TYPE ${S}.irange AS RANGE (subtype = int4)`);
+    await c.query(`CREATE TYPE ${S}.empty AS ()`);
+    await c.query(`DROP TYPE ${S}.empty`);
     for (const n of ['prepenum', 'a-b', '€', 'comp', 'small', 'irange']) expect(await typeExists(S, n), n).toBe(true);
     // Used at once: pgwarden's snapshot learns them from a catalog read after the DDL.
     expect((await c.query(`SELECT 'bar'::${S}.prepenum AS e, ROW(1, 'x')::${S}.comp AS r`)).rows).toEqual([
@@ -171,6 +179,8 @@ describe('types in an allowed schema', () => {
 describe('schemas', () => {
   it('CREATE SCHEMA of one of ddl.schemas, its tables usable at once, DROP SCHEMA once it is empty', async () => {
     const c = await as('typer');
+    // Connected before the schema exists: its searchPath names it all the same.
+    const inmade = await as('inmade');
     // postgres.js's 'Escaping supports schemas and tables', with the schema named in ddl.schemas.
     await c.query(`create schema if not exists ${M}`);
     await c.query(`create schema if not exists ${M}`);
@@ -178,6 +188,9 @@ describe('schemas', () => {
     await c.query(`create table ${M}.b (c int)`);
     await c.query(`insert into ${M}.b values (1)`);
     expect((await c.query(`select * from ${M}.b`)).rows).toEqual([{ c: 1 }]);
+    // By its unqualified name too, for a role whose searchPath is the new schema: the catalog is read again.
+    await inmade.query('insert into b values (2)');
+    expect((await inmade.query('select c from b order by c')).rows).toEqual([{ c: 1 }, { c: 2 }]);
     // CASCADE would drop what depends on its objects in other schemas too.
     expect((await pgError(() => c.query(`drop schema ${M} cascade`))).code).toBe('42501');
     expect(await schemaExists(M)).toBe(true);
