@@ -100,6 +100,22 @@ export class ResponseTracker {
   private readonly cursorRows = new Map<string, number>();
   /** Set after an error inside a simple Query so later results of the same Query are not forwarded (capped error mode). */
   private swallowUntilReady = false;
+
+  /**
+   * Set when pgwarden reported a row cap error (onRowCap: error) for an Execute of the open batch: PostgreSQL never
+   * saw that error and goes on running the batch, so the session makes it fail before the client's Sync (see
+   * errorCapPending), or the rest of the batch would commit while the client was told it failed.
+   */
+  capErrorInBatch = false;
+
+  /** Whether an Execute under an error-mode row cap is still unanswered: only its answer tells whether it failed. */
+  get errorCapPending(): boolean {
+    for (let i = this.head; i < this.queue.length; i++) {
+      const p = this.queue[i] as Pending;
+      if (p.kind === FrontendType.Execute && p.cap?.onRowCap === 'error') return true;
+    }
+    return false;
+  }
   txStatus: TxStatus = 'I';
 
   /** Rows (DataRow and CopyData) forwarded to the client since the tracker was made; per-agent budgets read the growth. */
@@ -282,6 +298,7 @@ export class ResponseTracker {
         return this.onCommandComplete(frame, head, out);
       case BackendType.EmptyQueryResponse:
         if (head?.kind === FrontendType.Execute) this.pop();
+        if (this.swallowUntilReady) return false;
         return this.forward(frame, out);
       case BackendType.PortalSuspended:
         if (head?.kind === FrontendType.Execute) {
@@ -295,6 +312,8 @@ export class ResponseTracker {
       case BackendType.CloseComplete:
       case BackendType.NoData:
         this.pop(true);
+        // After a row cap error in a batch: answers PostgreSQL would not have sent after an error (it runs on, unaware).
+        if (this.swallowUntilReady) return false;
         return this.forward(frame, out);
       case BackendType.RowDescription:
         // Describe answers with RowDescription and is done; a simple Query or Execute streams rows next.
@@ -315,6 +334,7 @@ export class ResponseTracker {
       case BackendType.ReadyForQuery: {
         this.txStatus = decodeReadyForQuery(frame.body);
         this.batchTx = this.txStatus === 'E' ? 'other' : this.txStatus;
+        this.capErrorInBatch = false;
         this.awaitingCopyData = false;
         this.skippingToSync = false;
         this.popThroughReady();
@@ -441,6 +461,7 @@ export class ResponseTracker {
       );
       // The rest of this Query's (or batch's) results are not the client's to see after an error.
       this.swallowUntilReady = true;
+      if (head?.kind === FrontendType.Execute) this.capErrorInBatch = true;
     }
     return false;
   }

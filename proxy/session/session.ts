@@ -2115,8 +2115,19 @@ export class Session {
         return false;
       }
       case FrontendType.Sync:
-        tracker.expect(FrontendType.Sync);
-        out.push(frame.raw);
+        if (tracker.errorCapPending) {
+          // An Execute of this batch may still pass its error-mode row cap, an error only pgwarden would report: the
+          // Sync waits until every answer is in (a Flush asks for them), so the batch can be made to fail before it.
+          const answered = new Promise<void>((resolve) => {
+            this.exchangeUpstream(() => undefined).then(
+              () => resolve(),
+              () => resolve(),
+            );
+          });
+          this.withDecision(answered, out, (_, o) => this.syncBatch(tracker, frame, o));
+          return false;
+        }
+        this.syncBatch(tracker, frame, out);
         return false;
       case FrontendType.Flush:
         out.push(frame.raw);
@@ -2332,6 +2343,22 @@ export class Session {
   /** The upstream backend's process id once connected (what pg_backend_pid() answers for this session). */
   get backendPid(): number | undefined {
     return this.closed ? undefined : this.upstream?.processId;
+  }
+
+  /**
+   * The client's Sync. After a row cap error pgwarden reported in the batch (onRowCap: error), PostgreSQL, which never
+   * saw that error, ran the rest of the batch: a statement of pgwarden's own that fails (its error is not the
+   * client's) goes before the Sync, so PostgreSQL rolls the batch's implicit transaction back, or leaves an explicit
+   * one aborted, as an error of its own would have. Nothing the client was told failed commits.
+   */
+  private syncBatch(tracker: ResponseTracker, frame: Frame, out: Buffer[]): void {
+    if (tracker.capErrorInBatch) {
+      tracker.expect(FrontendType.Parse, undefined, undefined, undefined, { internal: true });
+      // A named statement: a failed Parse of it leaves the client's unnamed statement alone.
+      out.push(encodeParse(`pgwarden_${randomUUID().replaceAll('-', '')}`, SENTINEL_SQL, []));
+    }
+    tracker.expect(FrontendType.Sync);
+    out.push(frame.raw);
   }
 
   /** Refuses the next waiting exchange (its analysis is unavailable: the decision refuses) and tries the one after. */
