@@ -8,6 +8,7 @@
 // (an unqualified column that several FROM items could supply) every possibility is reported, so
 // the decision errs towards denying.
 import { narrowedColumns } from './narrow.ts';
+import { plainSetConfigCalls, type SetConfigCall } from './settings.ts';
 import type { CatalogType, CatalogFunction, CatalogRelation, CatalogSnapshot, RolePolicy, WriteKind } from './types.ts';
 import { INTROSPECTION_RELATION_NAMES, SYSTEM_DENIED_COLUMNS, SYSTEM_DENIED_COLUMN_REASONS } from './introspection.ts';
 
@@ -155,6 +156,11 @@ export interface Analysis {
   exactColumns?: boolean;
   /** pgwarden's own analysis: how often each parameter $n occurs anywhere in the statement. */
   paramRefs?: Map<number, number>;
+  /**
+   * The statement is a plain `SELECT set_config(…)` with constant arguments (settings.ts plainSetConfigCalls; for the
+   * server's analysis, server-analysis.ts serverSetConfigCalls): its calls, decided as SETs by checkFacts.
+   */
+  setConfigs?: SetConfigCall[];
 }
 
 /** Object-identifier types whose input function looks names up in the catalog. */
@@ -1640,5 +1646,10 @@ export function analyzeStatement(
   temporary: TemporaryNames = {},
 ): Analysis {
   const kind = Object.keys(stmt)[0] ?? 'Unknown';
-  return new Analyzer(kind, catalog, role, temporary).run(stmt);
+  const a = new Analyzer(kind, catalog, role, temporary).run(stmt);
+  if (kind === 'SelectStmt') {
+    const calls = plainSetConfigCalls(stmt.SelectStmt ?? {});
+    if (calls !== undefined) a.setConfigs = calls;
+  }
+  return a;
 }

@@ -18,7 +18,13 @@ import { analyzeStatement, type Analysis, type AnyNode } from './analyze.ts';
 import { judgeFunction } from './functions.ts';
 import { DEFAULT_HOLD_CURSORS, relationKey } from './load.ts';
 import { quoteIdent } from '../lib/ident.ts';
-import { judgeSettingRead, judgeVariableSet, judgeTransactionOptions } from './settings.ts';
+import {
+  judgeSettingRead,
+  judgeSetConfig,
+  judgeVariableSet,
+  judgeTransactionOptions,
+  type SettingVerdict,
+} from './settings.ts';
 import {
   DENIED_SYSTEM_RELATIONS,
   INTROSPECTION_EXTRA_FUNCTIONS,
@@ -711,6 +717,15 @@ export function checkFacts(
         ),
       };
     }
+    // A plain `SELECT set_config('name', 'value', is_local)` of constants is that SET, decided by the same rule
+    // (docs/policy.md, "set_config"); set_config anywhere else, or with anything but constants, is refused below.
+    if (f.schema === 'pg_catalog' && f.name === 'set_config' && a.setConfigs !== undefined) {
+      for (const call of a.setConfigs) {
+        const s = judgeSetConfig(call, role);
+        if (!s.allow) return settingDenial(s, role, 'calls set_config to change a setting pgwarden does not allow');
+      }
+      continue;
+    }
     const v = judgeFunction(f.schema, f.name, f.overloads, role);
     if (!v.allow) {
       const rule = v.rule === 'builtin' ? 'builtin.functions' : `${r}.functions`;
@@ -790,6 +805,19 @@ export function checkFacts(
     };
   }
   return { rank, ruleId };
+}
+
+/** A SET's refusal (and a set_config call's, decided as that SET); pinned settings are refused in shadow mode too. */
+function settingDenial(v: Extract<SettingVerdict, { allow: false }>, role: RolePolicy, what: string): Denial {
+  const rule = v.rule === 'builtin' ? 'builtin.settings' : `roles.${role.name}.settings`;
+  return {
+    reason: v.pinned === true ? 'setting_pinned' : 'setting_denied',
+    ruleId: rule,
+    sqlstate: SqlState.InsufficientPrivilege,
+    what,
+    detail: `${v.why} (rule: ${rule})`,
+    hint: v.hint,
+  };
 }
 
 function kindDenial(kind: string, role: RolePolicy, why?: string): Denial {
@@ -989,18 +1017,7 @@ function checkKind(
       return ok();
     case 'VariableSetStmt': {
       const v = judgeVariableSet(body, role);
-      if (!v.allow) {
-        const rule = v.rule === 'builtin' ? 'builtin.settings' : `${r}.settings`;
-        // Pinned settings (client_encoding, the lexer, the identity stamps) are refused in shadow mode too.
-        return {
-          reason: v.pinned === true ? 'setting_pinned' : 'setting_denied',
-          ruleId: rule,
-          sqlstate: SqlState.InsufficientPrivilege,
-          what: `changes a setting pgwarden does not allow`,
-          detail: `${v.why} (rule: ${rule})`,
-          hint: v.hint,
-        };
-      }
+      if (!v.allow) return settingDenial(v, role, 'changes a setting pgwarden does not allow');
       return ok(v.restamp ? [{ type: 'restamp' }] : []);
     }
     case 'VariableShowStmt': {

@@ -17,7 +17,8 @@ export interface FunctionEntry {
 export const ALWAYS_DENIED: readonly FunctionEntry[] = [
   {
     pattern: 'set_config',
-    reason: 'changes settings (search_path, read-only mode, lexer settings) behind the SET policy',
+    reason:
+      "changes settings (search_path, read-only mode, lexer settings) behind the SET policy; a plain SELECT set_config('name', 'value', is_local) of constants is decided as that SET (policy.md, settings)",
   },
   {
     pattern: 'txid_current',

@@ -2,6 +2,7 @@
 import { deparseSync } from 'pgsql-deparser';
 import type { AnyNode } from './analyze.ts';
 import { parseStatements, type RawStmt } from './parser.ts';
+import { plainSetConfigCalls } from './settings.ts';
 
 /** Builds an A_Const integer node; 0 is `{ ival: {} }` exactly as the parser produces it. */
 function intConst(n: number): AnyNode {
@@ -55,6 +56,8 @@ export function cappable(
   stmt: AnyNode | undefined,
   cap: number,
 ): { sel: AnyNode; cap: number; wrap: (sel: AnyNode) => AnyNode } | undefined {
+  // A plain SELECT set_config(…) returns one row, and the server's analysis must see it as written (settings.ts).
+  if (stmt?.SelectStmt !== undefined && plainSetConfigCalls(stmt.SelectStmt) !== undefined) return undefined;
   if (stmt?.SelectStmt !== undefined) return { sel: stmt.SelectStmt, cap, wrap: (sel) => ({ SelectStmt: sel }) };
   const decl: AnyNode | undefined = stmt?.DeclareCursorStmt;
   const inner: AnyNode | undefined = decl?.query?.SelectStmt;
@@ -110,6 +113,7 @@ export function spliceLimit(sql: string, stmts: RawStmt[], cap: number): string 
   const sel: AnyNode | undefined = (raw?.stmt as AnyNode | undefined)?.SelectStmt;
   if (raw === undefined || sel === undefined || sel.limitCount !== undefined || sel.intoClause !== undefined)
     return undefined;
+  if (cappable(raw.stmt as AnyNode, cap) === undefined) return undefined;
   if ((raw.stmt_location ?? 0) !== 0) return undefined;
   const text = sliceStatement(Buffer.from(sql, 'utf8'), raw).trimEnd();
   const candidate = `${text}\nLIMIT ${cap}`;

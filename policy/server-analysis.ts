@@ -11,6 +11,7 @@
 // number the relation does not have, or a tree shape that is not a Query is a denial.
 import type { Analysis, ColumnUse, FunctionUse, RelationUse, WriteUse } from './analyze.ts';
 import { REG_TYPES } from './analyze.ts';
+import type { SetConfigCall } from './settings.ts';
 import type { Denial } from './evaluate.ts';
 import {
   bitmapField,
@@ -847,5 +848,90 @@ export function factsFromTrees(
     literalSensitive: regTypes.length > 0 || settingByFunc.size > 0,
     exactColumns: true,
   };
+  const setConfigs = serverSetConfigCalls(trees, cat);
+  if (setConfigs !== undefined) {
+    analysis.setConfigs = setConfigs;
+    analysis.literalSensitive = true;
+  }
   return { analysis, denial: undefined, literalSensitive: analysis.literalSensitive };
+}
+
+const BOOL_OID = 16;
+/** CmdType CMD_SELECT (nodes/nodes.h). */
+const CMD_SELECT = 1;
+
+/** A field that holds nothing: `<>` (an empty list, a NULL pointer) or absent. */
+function empty(node: PgNode, field: string): boolean {
+  const v = node.fields.get(field);
+  return v === null || v === undefined;
+}
+
+/** A Const of type `type`: its value's bytes, or null when it is NULL; undefined for anything else. */
+function constOf(v: PgValue | undefined, type: number): PgValue | null | undefined {
+  if (!isNode(v) || v.type !== 'CONST' || numberField(v, 'consttype') !== type) return undefined;
+  const isNull = wordField(v, 'constisnull');
+  if (isNull === 'true') return null;
+  if (isNull !== 'false') return undefined;
+  return v.fields.get('constvalue') ?? undefined;
+}
+
+/**
+ * The server's side of settings.ts plainSetConfigCalls: the one analysed query is a SELECT of nothing but
+ * pg_catalog.set_config calls (resolved by the server to that function, whatever the client wrote), each with constants
+ * as the server coerced them (text, text or NULL, boolean or NULL), and no range table, WHERE, GROUP BY, HAVING, window,
+ * ORDER BY, DISTINCT, LIMIT, CTE, set operation or row lock. Undefined otherwise, and set_config is then refused as an
+ * always-denied function.
+ */
+function serverSetConfigCalls(trees: readonly PgValue[], cat: OidCatalog): SetConfigCall[] | undefined {
+  const q = trees.length === 1 ? trees[0] : undefined;
+  if (!isNode(q) || q.type !== 'QUERY' || numberField(q, 'commandType') !== CMD_SELECT) return undefined;
+  const nothing = [
+    'utilityStmt',
+    'cteList',
+    'rtable',
+    'groupClause',
+    'groupingSets',
+    'havingQual',
+    'windowClause',
+    'distinctClause',
+    'sortClause',
+    'limitOffset',
+    'limitCount',
+    'rowMarks',
+    'setOperations',
+    'returningList',
+    'onConflict',
+  ];
+  if (!nothing.every((f) => empty(q, f))) return undefined;
+  const join = q.fields.get('jointree');
+  if (!isNode(join) || join.type !== 'FROMEXPR' || !empty(join, 'fromlist') || !empty(join, 'quals')) return undefined;
+  const targets = q.fields.get('targetList');
+  if (!Array.isArray(targets) || targets.length === 0) return undefined;
+  const calls: SetConfigCall[] = [];
+  for (const t of targets as PgValue[]) {
+    if (!isNode(t) || t.type !== 'TARGETENTRY' || wordField(t, 'resjunk') !== 'false') return undefined;
+    const e = t.fields.get('expr');
+    if (!isNode(e) || e.type !== 'FUNCEXPR' || numberField(e, 'funcformat') !== COERCE_EXPLICIT_CALL) return undefined;
+    if (wordField(e, 'funcvariadic') !== 'false' || wordField(e, 'funcretset') !== 'false') return undefined;
+    const fid = numberField(e, 'funcid');
+    const fn = fid === undefined ? undefined : cat.functions.get(fid);
+    if (fn === undefined || fn === null || fn.schema !== 'pg_catalog' || fn.name !== 'set_config') return undefined;
+    const args = e.fields.get('args');
+    if (!Array.isArray(args) || args.length !== 3) return undefined;
+    const [a0, a1, a2] = args as PgValue[];
+    const name = constOf(a0, TEXT_OID) === null ? undefined : constText(a0);
+    if (name === undefined) return undefined;
+    let value: string | null;
+    if (constOf(a1, TEXT_OID) === null) value = null;
+    else {
+      const text = constText(a1);
+      if (text === undefined) return undefined;
+      value = text;
+    }
+    const local = constOf(a2, BOOL_OID);
+    if (local === undefined) return undefined;
+    const isLocal = local === null ? null : typeof local === 'object' && 'bytes' in local ? local.bytes[0] === 1 : null;
+    calls.push({ name, value, isLocal });
+  }
+  return calls;
 }

@@ -153,10 +153,123 @@ function settingListed(role: RolePolicy, name: string): boolean {
 }
 
 /**
+ * How a setting's value is written: `sql` as SET's arguments (each string of a list setting is one element, quoted as an
+ * identifier by PostgreSQL's flatten_set_variable_args); `raw` as the setting's own text (a startup parameter,
+ * set_config's value), which PostgreSQL splits itself.
+ */
+export type ValueForm = 'sql' | 'raw';
+
+/**
+ * PostgreSQL's parse_bool for a setting's text (parse_bool_with_len, no white space trimmed): a case-insensitive prefix
+ * of true/false/yes/no, at least two letters of on/off, or 1/0; undefined for anything else (the server rejects it).
+ */
+export function pgBool(text: string): boolean | undefined {
+  const v = text.toLowerCase();
+  if (v === '') return undefined;
+  const prefixOf = (word: string, min = 1) => v.length >= min && v.length <= word.length && word.startsWith(v);
+  if (prefixOf('true') || prefixOf('yes') || prefixOf('on', 2) || v === '1') return true;
+  if (prefixOf('false') || prefixOf('no') || prefixOf('off', 2) || v === '0') return false;
+  return undefined;
+}
+
+/** The text of one SET argument as flatten_set_variable_args makes it (a string as is, an integer in decimal), or undefined. */
+function argText(arg: Node | undefined): string | undefined {
+  if (arg === undefined || !('A_Const' in arg)) return undefined;
+  const c = arg.A_Const;
+  if (c.isnull === true) return undefined;
+  if (c.sval !== undefined) return c.sval.sval ?? '';
+  if (c.ival !== undefined) return String(c.ival.ival ?? 0);
+  return undefined;
+}
+
+/**
+ * PostgreSQL's SplitIdentifierString for a list setting's raw text (search_path): elements separated by commas, white
+ * space around them ignored, a double-quoted element taken as written ("" is a quote), an unquoted one lower-cased
+ * (ASCII only, as for UTF8 databases). Undefined for any text the server would reject, and for names over 63 bytes
+ * (truncated by the server: refused here rather than compared after the cut).
+ */
+export function splitIdentifierList(raw: string): string[] | undefined {
+  const space = (c: string | undefined) => c !== undefined && ' \t\n\v\f\r'.includes(c) && c.length === 1;
+  const out: string[] = [];
+  let i = 0;
+  while (space(raw[i])) i++;
+  if (i >= raw.length) return out;
+  for (;;) {
+    let name: string;
+    if (raw[i] === '"') {
+      name = '';
+      i++;
+      for (;;) {
+        const q = raw.indexOf('"', i);
+        if (q < 0) return undefined;
+        name += raw.slice(i, q);
+        if (raw[q + 1] === '"') {
+          name += '"';
+          i = q + 2;
+        } else {
+          i = q + 1;
+          break;
+        }
+      }
+      if (name === '') return undefined;
+    } else {
+      const start = i;
+      while (i < raw.length && raw[i] !== ',' && !space(raw[i]) && raw[i] !== '"') i++;
+      if (i === start) return undefined;
+      name = raw.slice(start, i).replace(/[A-Z]/g, (c) => c.toLowerCase());
+    }
+    if (Buffer.byteLength(name, 'utf8') > 63) return undefined;
+    out.push(name);
+    while (space(raw[i])) i++;
+    if (i >= raw.length) return out;
+    if (raw[i] !== ',') return undefined;
+    i++;
+    while (space(raw[i])) i++;
+  }
+}
+
+/**
+ * A SET of a pinned setting that leaves it as pgwarden stamped it, so PostgreSQL-side nothing changes: drivers' test
+ * suites do `SET standard_conforming_strings = on` and `RESET search_path`. RESET and DEFAULT restore the stamped
+ * startup value of both. standard_conforming_strings: any spelling parse_bool reads as on. search_path: exactly the
+ * role's searchPath, element by element, compared as PostgreSQL reads the list. Every other pinned setting, and any
+ * other value, stays refused.
+ */
+function pinnedNoOp(name: string, stmt: VariableSetStmt, role: RolePolicy, form: ValueForm): boolean {
+  if (name !== 'standard_conforming_strings' && name !== 'search_path') return false;
+  if (stmt.kind === 'VAR_RESET' || stmt.kind === 'VAR_SET_DEFAULT') return true;
+  if (stmt.kind !== 'VAR_SET_VALUE') return false;
+  const args = stmt.args ?? [];
+  if (name === 'standard_conforming_strings') {
+    const text = args.length === 1 ? argText(args[0]) : undefined;
+    return text !== undefined && pgBool(text) === true;
+  }
+  let list: string[] | undefined;
+  if (form === 'raw') {
+    const text = args.length === 1 ? argText(args[0]) : undefined;
+    list = text === undefined ? undefined : splitIdentifierList(text);
+  } else {
+    // Each SET argument is one element, quoted as an identifier whatever it holds; only strings are compared.
+    list = [];
+    for (const a of args) {
+      if (!('A_Const' in a) || a.A_Const.sval === undefined) return false;
+      list.push(a.A_Const.sval.sval ?? '');
+    }
+  }
+  const pinned = role.searchPath;
+  return (
+    list !== undefined &&
+    list.length > 0 &&
+    list.length === pinned.length &&
+    list.every((x, k) => x === pinned[k] && Buffer.byteLength(x, 'utf8') <= 63)
+  );
+}
+
+/**
  * Judges a SET / SET LOCAL / RESET / SET … TO DEFAULT / RESET ALL statement.
  * SET TRANSACTION and SET SESSION CHARACTERISTICS (VAR_SET_MULTI) are judged by judgeTransactionOptions.
  */
-export function judgeVariableSet(stmt: VariableSetStmt, role: RolePolicy): SettingVerdict {
+export function judgeVariableSet(stmt: VariableSetStmt, role: RolePolicy, form: ValueForm = 'sql'): SettingVerdict {
   const kind = stmt.kind;
   if (kind === 'VAR_RESET_ALL') return { allow: true, restamp: true };
   if (kind === 'VAR_SET_MULTI') {
@@ -174,6 +287,7 @@ export function judgeVariableSet(stmt: VariableSetStmt, role: RolePolicy): Setti
   if (name === 'client_encoding') return judgeClientEncoding(stmt);
   if (name === 'application_name') return judgeApplicationName(stmt);
   const never = NEVER_SETTINGS.get(name);
+  if (never !== undefined && pinnedNoOp(name, stmt, role, form)) return { allow: true, restamp: false };
   if (never !== undefined && !(READ_WRITE_ONLY.has(name) && !role.readOnly)) {
     return {
       allow: false,
@@ -208,7 +322,8 @@ export function judgeVariableSet(stmt: VariableSetStmt, role: RolePolicy): Setti
 
 /**
  * The same rule for a startup parameter `name=value` as for `SET name = 'value'` (a startup parameter is a string, as
- * a quoted SET value is; PostgreSQL parses both with the setting's own input function).
+ * a quoted SET value is; PostgreSQL parses both with the setting's own input function). The value is the setting's
+ * raw text, as set_config's is: for a list setting (search_path) it is the whole list, not one quoted element.
  */
 export function judgeStartupSetting(name: string, value: string, role: RolePolicy): SettingVerdict {
   const stmt: VariableSetStmt = {
@@ -217,7 +332,104 @@ export function judgeStartupSetting(name: string, value: string, role: RolePolic
     args: [{ A_Const: { sval: { sval: value } } }],
     is_local: false,
   };
-  return judgeVariableSet(stmt, role);
+  return judgeVariableSet(stmt, role, 'raw');
+}
+
+/**
+ * One `set_config(name, value, is_local)` call whose arguments are constants, as PostgreSQL reads them: `value` null
+ * is a RESET (set_config_by_name passes NULL on as "reset to default"); `isLocal` null is false.
+ */
+export interface SetConfigCall {
+  name: string;
+  value: string | null;
+  isLocal: boolean | null;
+}
+
+/**
+ * set_config with constant arguments, decided as `SET [LOCAL] name = 'value'` (`RESET name` for a NULL value) is,
+ * with the value read as the setting's raw text (set_config does not quote list elements as SET does).
+ * application_name is refused: SET application_name is rewritten under the identity prefix (proxy/session/app-name.ts),
+ * a set_config call would replace the prefix.
+ */
+export function judgeSetConfig(call: SetConfigCall, role: RolePolicy): SettingVerdict {
+  const name = call.name.toLowerCase();
+  if (name === 'application_name')
+    return {
+      allow: false,
+      rule: 'builtin',
+      why: "set_config('application_name', …) would replace pgwarden's identity prefix",
+      hint: "SET application_name = 'my-app' keeps the prefix and is allowed",
+      pinned: true,
+    };
+  const stmt: VariableSetStmt =
+    call.value === null
+      ? { kind: 'VAR_RESET', name: call.name, is_local: call.isLocal === true }
+      : {
+          kind: 'VAR_SET_VALUE',
+          name: call.name,
+          args: [{ A_Const: { sval: { sval: call.value } } }],
+          is_local: call.isLocal === true,
+        };
+  return judgeVariableSet(stmt, role, 'raw');
+}
+
+/** `set_config` or `pg_catalog.set_config` as written, called plainly (no aggregate, window, VARIADIC or named arguments). */
+function setConfigCall(n: Node | undefined): SetConfigCall | undefined {
+  if (n === undefined || !('FuncCall' in n)) return undefined;
+  const f = n.FuncCall;
+  const names = (f.funcname ?? []).map((x) => ('String' in x ? x.String.sval : undefined));
+  const named =
+    (names.length === 1 && names[0] === 'set_config') ||
+    (names.length === 2 && names[0] === 'pg_catalog' && names[1] === 'set_config');
+  const plain = Object.keys(f).every((k) => k === 'funcname' || k === 'args' || k === 'funcformat' || k === 'location');
+  if (!named || !plain || f.funcformat !== 'COERCE_EXPLICIT_CALL') return undefined;
+  const args = f.args ?? [];
+  if (args.length !== 3) return undefined;
+  const [a0, a1, a2] = args.map((a) => ('A_Const' in a ? a.A_Const : undefined));
+  if (a0 === undefined || a1 === undefined || a2 === undefined) return undefined;
+  // The name and the value are string literals (an unknown-type constant PostgreSQL reads as text; a number has no
+  // implicit cast to text and fails to resolve); the value may be NULL. is_local does not change the decision, but must
+  // be a constant too: true/false, NULL, or a string boolin reads (or rejects, and then PostgreSQL refuses the call).
+  if (a0.sval === undefined || a0.isnull === true) return undefined;
+  let value: string | null;
+  if (a1.isnull === true) value = null;
+  else if (a1.sval !== undefined) value = a1.sval.sval ?? '';
+  else return undefined;
+  let isLocal: boolean | null;
+  if (a2.isnull === true) isLocal = null;
+  else if (a2.boolval !== undefined) isLocal = a2.boolval.boolval === true;
+  else if (a2.sval !== undefined) isLocal = null;
+  else return undefined;
+  return { name: a0.sval.sval ?? '', value, isLocal };
+}
+
+/**
+ * The calls of a plain `SELECT set_config(…)[, set_config(…)…]`: a target list of nothing but set_config calls with
+ * constant arguments (each may have an alias), and no FROM, WHERE, GROUP BY, HAVING, WINDOW, ORDER BY, LIMIT, DISTINCT,
+ * INTO, locking clause, WITH, VALUES or set operation. Undefined for any other statement: set_config anywhere else (in a
+ * WHERE clause, a CTE, a function's argument, with a parameter or a column as an argument) stays refused as an
+ * always-denied function (policy/functions.ts). The server's own analysis of the statement must find the same shape
+ * (server-analysis.ts serverSetConfigCalls).
+ */
+export function plainSetConfigCalls(select: Record<string, unknown>): SetConfigCall[] | undefined {
+  for (const [k, v] of Object.entries(select)) {
+    if (k === 'targetList') continue;
+    if (k === 'limitOption' && v === 'LIMIT_OPTION_DEFAULT') continue;
+    if (k === 'op' && v === 'SETOP_NONE') continue;
+    return undefined;
+  }
+  const targets = select.targetList;
+  if (!Array.isArray(targets) || targets.length === 0) return undefined;
+  const calls: SetConfigCall[] = [];
+  for (const t of targets as Node[]) {
+    if (!('ResTarget' in t)) return undefined;
+    const r = t.ResTarget;
+    if (r.indirection !== undefined && r.indirection.length > 0) return undefined;
+    const call = setConfigCall(r.val);
+    if (call === undefined) return undefined;
+    calls.push(call);
+  }
+  return calls;
 }
 
 /** Encoding names PostgreSQL reads as UTF8: it drops every non-alphanumeric character and lower-cases (clean_encoding_name). */

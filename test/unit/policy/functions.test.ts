@@ -536,13 +536,18 @@ describe('settings lists', () => {
     'SET %s is never allowed to read-only roles, whatever the policy says',
     (name) => {
       const role = makeRole({ settings: new Set([name]) });
-      // client_encoding's DEFAULT is the stamped UTF8, which is allowed: a change to another encoding is what is never allowed.
+      // client_encoding's DEFAULT is the stamped UTF8, standard_conforming_strings' the stamped on, search_path's the
+      // role's searchPath: those no-ops are allowed; a change to another value is what is never allowed.
       const sql =
         name === 'role' || name === 'session_authorization'
           ? `RESET ${name}`
           : name === 'client_encoding'
             ? `SET ${name} = 'LATIN1'`
-            : `SET ${name} = DEFAULT`;
+            : name === 'standard_conforming_strings'
+              ? `SET ${name} = off`
+              : name === 'search_path'
+                ? `SET ${name} = evil`
+                : `SET ${name} = DEFAULT`;
       const d = evaluate(sql, 'simple', sessionFor(role), makeCatalog());
       expect(d.allow).toBe(false);
     },
