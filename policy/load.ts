@@ -79,7 +79,7 @@ export interface RoleDoc {
   onRowCap?: (typeof ON_ROW_CAP)[number];
   /** "5s", "250ms", "2m", "1h", or a number of seconds. */
   statementTimeout?: string | number;
-  /** idle_in_transaction_session_timeout stamped on the role's sessions; default 60s. Clients may only lower it. */
+  /** idle_in_transaction_session_timeout stamped on the role's sessions; default 60s, 0 stamps none. Clients may only lower it. */
   idleInTransactionTimeout?: string | number;
   /** WITH HOLD cursors one session may have open; default 0 for read-only roles, 2 for read-write ones. */
   holdCursors?: number;
@@ -368,6 +368,16 @@ export function parseDurationMs(v: unknown): { ok: true; ms: Millis } | { ok: fa
   if (Math.round(ms) > MAX_TIMEOUT_MS)
     return { ok: false, message: `must be at most ${MAX_TIMEOUT_MS}ms (Postgres's limit)` };
   return { ok: true, ms: Math.round(ms) };
+}
+
+/**
+ * idleInTransactionTimeout: a duration as statementTimeout takes, or 0 (`0`, `0s`, `0ms`…): stamp none, so the
+ * server's own idle_in_transaction_session_timeout holds and clients may set any value.
+ */
+export function parseIdleInTransactionMs(v: unknown): { ok: true; ms: Millis } | { ok: false; message: string } {
+  if (v === 0 || (typeof v === 'string' && /^0+(?:\.0+)?(ms|s|m|h)$/.test(v))) return { ok: true, ms: 0 as Millis };
+  const d = parseDurationMs(v);
+  return d.ok ? d : { ok: false, message: d.message.replace('(leave it out for no timeout)', '(or 0 to stamp none)') };
 }
 
 /** A role name: what tokens carry and logs print, so kept to a plain identifier. */
@@ -665,7 +675,7 @@ function checkRole(val: Validator, raw: unknown, segs: Seg[]): void {
     if (!d.ok) val.add(at('statementTimeout'), d.message);
   }
   if ('idleInTransactionTimeout' in raw) {
-    const d = parseDurationMs(raw.idleInTransactionTimeout);
+    const d = parseIdleInTransactionMs(raw.idleInTransactionTimeout);
     if (!d.ok) val.add(at('idleInTransactionTimeout'), d.message);
   }
 
@@ -1063,7 +1073,7 @@ function compileRole(name: string, doc: RoleDoc): RolePolicy {
     idleInTransactionTimeout:
       doc.idleInTransactionTimeout === undefined
         ? undefined
-        : must(parseDurationMs(doc.idleInTransactionTimeout), 'idleInTransactionTimeout').ms,
+        : must(parseIdleInTransactionMs(doc.idleInTransactionTimeout), 'idleInTransactionTimeout').ms,
     holdCursors: doc.holdCursors ?? (readOnly ? DEFAULT_HOLD_CURSORS.readOnly : DEFAULT_HOLD_CURSORS.readWrite),
     budget: doc.budget === undefined ? undefined : compileBudget(doc.budget),
     dbRole: doc.dbRole === undefined ? undefined : must(parseIdentifier(doc.dbRole), 'dbRole').name,

@@ -23,7 +23,7 @@ export const HARMLESS_SETTINGS: ReadonlyMap<string, string> = new Map([
   ['lock_timeout', 'gives up on locks sooner (0, wait forever, is allowed: statement_timeout still bounds the wait)'],
   [
     'idle_in_transaction_session_timeout',
-    "only between 1 ms and the stamped value (the role's idleInTransactionTimeout, default 60 s); never 0",
+    "only between 1 ms and the stamped value (the role's idleInTransactionTimeout, default 60 s); never 0 (any value when the role's is 0: none stamped)",
   ],
   ['transaction_isolation', 'stricter or looser isolation for this transaction'],
   ['default_transaction_isolation', 'isolation of later transactions'],
@@ -118,7 +118,7 @@ const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, min: 60_000
 /** idle_in_transaction_session_timeout stamped for roles without idleInTransactionTimeout (milliseconds). */
 export const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
 
-/** The idle_in_transaction_session_timeout stamped on a role's sessions. */
+/** The idle_in_transaction_session_timeout stamped on a role's sessions; 0 when none is (the role's idleInTransactionTimeout: 0). */
 export function idleInTransactionTimeoutMs(role: RolePolicy): number {
   return role.idleInTransactionTimeout ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS;
 }
@@ -541,6 +541,8 @@ function judgeStatementTimeout(stmt: VariableSetStmt, role: RolePolicy): Setting
 function judgeIdleInTransactionTimeout(stmt: VariableSetStmt, role: RolePolicy): SettingVerdict {
   if (stmt.kind === 'VAR_SET_DEFAULT' || stmt.kind === 'VAR_RESET') return { allow: true, restamp: false };
   const limit = idleInTransactionTimeoutMs(role);
+  // The operator stamps none (idleInTransactionTimeout: 0): the server's own value holds, and the client may set any.
+  if (limit === 0) return { allow: true, restamp: false };
   if (stmt.kind !== 'VAR_SET_VALUE') {
     return {
       allow: false,

@@ -103,7 +103,7 @@ export interface RolePolicy {
   maxRows: number | undefined;
   onRowCap: 'truncate' | 'error';
   statementTimeout: Millis | undefined;
-  /** Stamped idle_in_transaction_session_timeout; absent means the built-in default (60 s, policy/settings.ts). */
+  /** Stamped idle_in_transaction_session_timeout; absent means the built-in default (60 s, policy/settings.ts), 0 none. */
   idleInTransactionTimeout?: Millis | undefined;
   /** WITH HOLD cursors one session may have open; absent means the default for the role (holdCursorLimit in evaluate.ts). */
   holdCursors?: number;

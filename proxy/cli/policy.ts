@@ -50,7 +50,9 @@ export function describeRole(r: RolePolicy): string[] {
   const limits = [
     r.maxRows === undefined ? 'no row cap' : `maxRows ${r.maxRows} (${r.onRowCap})`,
     r.statementTimeout === undefined ? 'no statement timeout' : `statementTimeout ${durationText(r.statementTimeout)}`,
-    `idleInTransactionTimeout ${durationText(idleInTransactionTimeoutMs(r))}`,
+    idleInTransactionTimeoutMs(r) === 0
+      ? 'no idleInTransactionTimeout'
+      : `idleInTransactionTimeout ${durationText(idleInTransactionTimeoutMs(r))}`,
     `holdCursors ${holdCursorLimit(r)}`,
     `catalog ${r.catalog}`,
     `searchPath ${r.searchPath.map(quoteIdent).join(', ') || '(empty)'}`,

@@ -260,7 +260,7 @@ export interface StampInput {
   expiresAt?: number | undefined;
   readOnly: boolean;
   statementTimeoutMs: number | undefined;
-  /** idle_in_transaction_session_timeout; the built-in default (60 s) when undefined, so a session never has none. */
+  /** idle_in_transaction_session_timeout; the built-in default (60 s) when undefined; 0 stamps none (the role's choice). */
   idleInTransactionTimeoutMs?: number | undefined;
   dbRole: string | undefined;
   searchPath: string[];
@@ -306,10 +306,10 @@ export function stampParameters(s: StampInput): Record<string, string> {
     'pgwarden.expires_at': expiresText(s.expiresAt),
   };
   if (s.statementTimeoutMs !== undefined) out.statement_timeout = String(Math.max(0, Math.round(s.statementTimeoutMs)));
-  // Always stamped: an idle open transaction holds its locks, and DDL queued behind them blocks every reader.
-  out.idle_in_transaction_session_timeout = String(
-    Math.max(1, Math.round(s.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS)),
-  );
+  // Stamped unless the operator chose none for the role (0): an idle open transaction holds its locks, and DDL queued
+  // behind them blocks every reader.
+  const idle = Math.round(s.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS);
+  if (idle > 0) out.idle_in_transaction_session_timeout = String(idle);
   if (s.readOnly) out.default_transaction_read_only = 'on';
   if (s.dbRole !== undefined) out.role = s.dbRole;
   // Accepted client settings: the timeouts were judged within the role's bounds, so the client's lower value is the

@@ -2,7 +2,13 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initParser } from '../../../policy/parser.ts';
 import { evaluate } from '../../../policy/evaluate.ts';
-import { DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS, HARMLESS_SETTINGS } from '../../../policy/settings.ts';
+import {
+  DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+  HARMLESS_SETTINGS,
+  judgeStartupSetting,
+  pgBool,
+  splitIdentifierList,
+} from '../../../policy/settings.ts';
 import { compilePolicy, parsePolicyText } from '../../../policy/load.ts';
 import { stampParameters } from '../../../proxy/session/startup.ts';
 import { makeCatalog, makeRole, sessionFor } from '../../fixtures/catalog.ts';
@@ -15,6 +21,7 @@ beforeAll(async () => {
 const timed = makeRole({ name: 'timed', statementTimeout: 5_000 });
 const untimed = makeRole({ name: 'untimed', statementTimeout: undefined });
 const idle30 = makeRole({ name: 'idle30', idleInTransactionTimeout: 30_000 });
+const ROLES_DEFAULT = makeRole({ name: 'default' });
 
 function decide(sql: string, role: RolePolicy): { allow: boolean; detail: string | undefined } {
   const d = evaluate(sql, 'simple', sessionFor(role), makeCatalog());
@@ -126,7 +133,7 @@ describe('idle_in_transaction_session_timeout only goes down, and never to 0', (
   });
 });
 
-describe('idle_in_transaction_session_timeout is stamped on every session', () => {
+describe('idle_in_transaction_session_timeout is stamped on every session, unless the role says 0', () => {
   const base = {
     sessionId: 's',
     sub: 'alice',
@@ -149,20 +156,83 @@ describe('idle_in_transaction_session_timeout is stamped on every session', () =
     );
   });
 
-  it('is a role setting of the policy file, at least 1ms', () => {
-    const ok = parsePolicyText(
-      JSON.stringify({ roles: { r: { relations: ['public.t'], idleInTransactionTimeout: '2m' } } }),
+  const load = (v: unknown) =>
+    parsePolicyText(
+      JSON.stringify({ roles: { r: { relations: ['public.t'], idleInTransactionTimeout: v } } }),
       'json',
       'p',
     );
+
+  it('is a role setting of the policy file: a duration of at least 1ms, or 0 for none', () => {
+    const ok = load('2m');
     expect(ok.ok).toBe(true);
     if (!ok.ok) return;
     expect(compilePolicy(ok.doc, 1, 'd').roles.get('r')?.idleInTransactionTimeout).toBe(120_000);
-    const zero = parsePolicyText(
-      JSON.stringify({ roles: { r: { relations: ['public.t'], idleInTransactionTimeout: 0 } } }),
-      'json',
-      'p',
+    for (const none of [0, '0s', '0ms', '0.0m']) {
+      const zero = load(none);
+      expect(zero.ok, String(none)).toBe(true);
+      if (zero.ok) expect(compilePolicy(zero.doc, 1, 'd').roles.get('r')?.idleInTransactionTimeout).toBe(0);
+    }
+    for (const bad of ['0.4ms', -1, '-1s', '0', '0x', '', 'none']) {
+      const r = load(bad);
+      expect(r.ok, String(bad)).toBe(false);
+      if (!r.ok) expect(JSON.stringify(r)).toMatch(/idleInTransactionTimeout/);
+    }
+  });
+
+  it('0 stamps none, and the client may then set any value, 0 included', () => {
+    expect(stampParameters({ ...base, idleInTransactionTimeoutMs: 0 })).not.toHaveProperty(
+      'idle_in_transaction_session_timeout',
     );
-    expect(zero.ok).toBe(false);
+    expect(
+      stampParameters({
+        ...base,
+        idleInTransactionTimeoutMs: 0,
+        settings: { idle_in_transaction_session_timeout: '3000' },
+      }).idle_in_transaction_session_timeout,
+    ).toBe('3000');
+    const none = makeRole({ name: 'none', idleInTransactionTimeout: 0 });
+    for (const sql of [
+      'SET idle_in_transaction_session_timeout = 0',
+      "SET idle_in_transaction_session_timeout = '1h'",
+      "SELECT set_config('idle_in_transaction_session_timeout', '0', false)",
+    ])
+      expect(decide(sql, none).allow, sql).toBe(true);
+    expect(judgeStartupSetting('idle_in_transaction_session_timeout', '3000', none).allow).toBe(true);
+    expect(judgeStartupSetting('idle_in_transaction_session_timeout', '0', ROLES_DEFAULT).allow).toBe(false);
+  });
+});
+
+describe('no-op SETs of pinned settings, compared as PostgreSQL reads the value', () => {
+  it('pgBool is parse_bool: prefixes of true/false/yes/no, two letters of on/off, 1/0, no white space', () => {
+    for (const t of ['on', 'ON', 'true', 't', 'TR', 'yes', 'y', '1']) expect(pgBool(t), t).toBe(true);
+    for (const f of ['off', 'of', 'false', 'F', 'no', 'n', '0']) expect(pgBool(f), f).toBe(false);
+    for (const x of ['', 'o', ' on', 'on ', 'onn', 'truee', '01', '2', 'yess']) expect(pgBool(x), x).toBeUndefined();
+  });
+
+  it('splitIdentifierList is SplitIdentifierString: commas, white space, quotes, ASCII lower-casing', () => {
+    expect(splitIdentifierList('public')).toEqual(['public']);
+    expect(splitIdentifierList(' PUBLIC , "$user" ')).toEqual(['public', '$user']);
+    expect(splitIdentifierList('"a""b", "C"')).toEqual(['a"b', 'C']);
+    expect(splitIdentifierList('')).toEqual([]);
+    expect(splitIdentifierList('   ')).toEqual([]);
+    expect(splitIdentifierList('ÄBC')).toEqual(['Äbc']);
+    for (const bad of ['public,', ',public', 'a b', '"unterminated', 'a,,b', '"a"b', `${'x'.repeat(64)}`])
+      expect(splitIdentifierList(bad), bad).toBeUndefined();
+  });
+
+  it("a startup search_path is the raw list: the role's own is a no-op, anything else refused", () => {
+    const role = makeRole({ name: 'two', searchPath: ['app', 'public'] });
+    expect(judgeStartupSetting('search_path', 'app, public', role).allow).toBe(true);
+    expect(judgeStartupSetting('search_path', 'APP,"public"', role).allow).toBe(true);
+    expect(judgeStartupSetting('search_path', 'foo', role).allow).toBe(false);
+    expect(judgeStartupSetting('search_path', 'public, app', role).allow).toBe(false);
+    expect(judgeStartupSetting('search_path', '"app, public"', role).allow).toBe(false);
+    // As SET arguments each string is one element: 'app, public' is one schema of that name.
+    expect(decide("SET search_path = 'app, public'", role).allow).toBe(false);
+    expect(decide('SET search_path = app, public', role).allow).toBe(true);
+    expect(decide("SELECT set_config('search_path', 'app, public', true)", role).allow).toBe(true);
+    expect(judgeStartupSetting('standard_conforming_strings', 'on', role).allow).toBe(true);
+    expect(judgeStartupSetting('standard_conforming_strings', 'off', role).allow).toBe(false);
   });
 });
