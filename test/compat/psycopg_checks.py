@@ -422,6 +422,26 @@ def statement_timeout_set():
 
 
 @check
+def pinned_settings_no_op():
+    # psycopg's own tests: test_quote_roundtrip[on] sets standard_conforming_strings to the value pgwarden stamps,
+    # test_no_result and test_row_factory reset search_path and expect no row; set_config of constants is a SET.
+    with connect(autocommit=True) as c:
+        path = c.execute("SHOW search_path").fetchone()[0]
+        c.execute("SET standard_conforming_strings = on")
+        cur = c.cursor()
+        cur.execute("reset search_path")
+        try:
+            cur.fetchone()
+            raise AssertionError("a row after RESET")
+        except psycopg.ProgrammingError:
+            pass
+        eq(c.execute("SHOW standard_conforming_strings").fetchone()[0], "on")
+        eq(c.execute("SHOW search_path").fetchone()[0], path)
+        eq(c.execute("select set_config('TimeZone', 'Pacific/Chatham', false)").fetchone()[0], "Pacific/Chatham")
+        eq(c.execute("SHOW TimeZone").fetchone()[0], "Pacific/Chatham")
+
+
+@check
 def listen_notify():
     with connect(autocommit=True) as c:
         got = []
