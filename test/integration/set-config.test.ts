@@ -2,7 +2,16 @@
 import type pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_POLICY, connectPg, loginError, pgError, startTestProxy, type TestProxy } from '../helpers/proxy.ts';
+import {
+  DEFAULT_POLICY,
+  connectPg,
+  loginError,
+  pgError,
+  startTestProxy,
+  withSuperClient,
+  type TestProxy,
+} from '../helpers/proxy.ts';
+import { SAMPLE_UPSTREAM_USER } from '../../proxy/embedded/sample.ts';
 
 // analyst (DEFAULT_POLICY): read-only, statementTimeout 5s, searchPath public, idle-in-transaction 60 s (the default).
 // jsrole: what postgres.js's own suite needs (a custom setting), no statement timeout, no idle-in-transaction stamp.
@@ -15,6 +24,10 @@ const POLICY = `${DEFAULT_POLICY}  jsrole:
     readOnly: true
     relations: [public.orders]
     searchPath: [app, public]
+  shadowed:
+    readOnly: true
+    relations: [public.orders]
+    searchPath: [sc_shadow, public]
 `;
 
 let tp: TestProxy;
@@ -151,6 +164,31 @@ describe('set_config with constant arguments is decided as SET', () => {
       expect(stamps.rows[0].role).toBe('analyst');
       expect(stamps.rows[0].app).toMatch(/^pgwarden:sc-analyst\//);
     });
+  });
+});
+
+describe("the server's analysis is the second opinion", () => {
+  it("a set_config the server resolves to another schema's function, made after pgwarden read the catalog, is refused", async () => {
+    await withSuperClient(async (su) => {
+      await su.query(`DROP SCHEMA IF EXISTS sc_shadow CASCADE; CREATE SCHEMA sc_shadow;
+        GRANT USAGE ON SCHEMA sc_shadow TO ${SAMPLE_UPSTREAM_USER};
+        CREATE FUNCTION sc_shadow.set_config(text, text, text) RETURNS text LANGUAGE sql AS $$ SELECT 'shadowed' $$`);
+      // What PostgreSQL itself does with this text on that path: an unknown third argument prefers the text overload.
+      await su.query('BEGIN; SET LOCAL search_path = sc_shadow, public');
+      const direct = await su.query("SELECT set_config('timezone', 'UTC', 'x') AS v");
+      await su.query('ROLLBACK');
+      expect(direct.rows[0].v).toBe('shadowed');
+    });
+    try {
+      await withClient('shadowed', async (c) => {
+        const err = await pgError(() => c.query("SELECT set_config('timezone', 'UTC', 'x')"));
+        expect(err.code).toBe('42501');
+        expect(err.message).toContain('calls function sc_shadow.set_config');
+        expect(await show(c, 'timezone')).not.toBe('UTC');
+      });
+    } finally {
+      await withSuperClient((su) => su.query('DROP SCHEMA IF EXISTS sc_shadow CASCADE'));
+    }
   });
 });
 
