@@ -862,6 +862,14 @@ const families: Record<string, Case[]> = {
     ['analyst', "SELECT set_config('application_name', NULL, false)", 'deny', 'setting_pinned'],
     // The name as PostgreSQL's scanner reads it, escapes and all.
     ['analyst', "SELECT set_config(E'search\\x5fpath', 'evil', false)", 'deny', 'setting_denied'],
+    // A quoted name is the name with its quotes to set_config (no such setting); SET's quoted identifier keeps its case,
+    // which PostgreSQL's setting lookup ignores.
+    ['analyst', "SELECT set_config('\"search_path\"', 'evil', false)", 'deny', 'setting_denied'],
+    ['analyst', "SELECT set_config('search_path ', 'evil', false)", 'deny', 'setting_denied'],
+    ['analyst', 'SET "Search_Path" = evil', 'deny', 'setting_denied'],
+    ['analyst', 'SET "Search_Path" = public', 'allow'],
+    ['analyst', 'SET "STANDARD_CONFORMING_STRINGS" = off', 'deny', 'setting_pinned'],
+    ['analyst', "SELECT set_config('pgwarden.sub', 'alice', false)", 'deny', 'setting_pinned'],
     ['analyst', "SELECT set_config(U&'search\\005fpath', 'evil', false)", 'deny', 'setting_denied'],
     ['analyst', 'SELECT set_config($$search_path$$, $$evil$$, false)', 'deny', 'setting_denied'],
     ['analyst', "SELECT set_config('timezone', 'UTC', true), set_config('search_path', 'evil', true)", 'deny'],
