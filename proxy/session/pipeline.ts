@@ -67,6 +67,13 @@ interface Pending {
   internal: boolean;
   /** Told once whether the message took effect upstream (its own completion) or not (it failed, or PostgreSQL skipped it). */
   settled: ((ok: boolean) => void) | undefined;
+  /**
+   * Execute of a COPY statement: 'pending' until its first answer tells whether PostgreSQL went into COPY IN ('in'),
+   * which makes it ignore every Sync until the client's CopyDone or CopyFail, or not ('other').
+   */
+  copy?: 'pending' | 'in' | 'other';
+  /** Told once `copy` is settled: true for COPY IN. */
+  copyWaiters?: ((copyIn: boolean) => void)[];
 }
 
 /** Per-entry options of `expect`. */
@@ -74,6 +81,8 @@ export interface ExpectOptions {
   cap?: RowCap | undefined;
   cursors?: readonly (string | undefined)[];
   internal?: boolean;
+  /** Execute of a COPY statement (FROM STDIN or TO STDOUT): see Pending.copy. */
+  copy?: boolean;
   /**
    * Parse, Bind, Close: told whether PostgreSQL carried the message out. One it failed or skipped (after an error
    * until Sync) left the name as it was upstream, whatever the session recorded when it sent it.
@@ -204,7 +213,7 @@ export class ResponseTracker {
       }
     }
     const cap = opts !== undefined && 'cap' in opts ? opts.cap : this.rowCap;
-    this.queue.push({
+    const entry: Pending = {
       kind,
       denial,
       portal,
@@ -214,7 +223,46 @@ export class ResponseTracker {
       statement: 0,
       internal: opts?.internal ?? false,
       settled: opts?.settled,
+    };
+    if (kind === FrontendType.Execute && opts?.copy === true) {
+      entry.copy = 'pending';
+      this.copyExecute = entry;
+    }
+    this.queue.push(entry);
+  }
+
+  /**
+   * The Execute of a COPY whose input has not ended (no CopyDone or CopyFail from the client since, and it is not
+   * answered): while PostgreSQL is in COPY IN for it, it reads Flush and Sync and ignores them (libpq sends Execute
+   * and Sync together, then waits for CopyInResponse), so such a Sync gets no ReadyForQuery.
+   */
+  private copyExecute: Pending | undefined;
+
+  /**
+   * What to do with a Sync of the client's now: 'drop' when PostgreSQL is in COPY IN for the client's COPY and would
+   * ignore it (expecting an answer to it would leave every later answer one ReadyForQuery behind, and the session's
+   * own analysis waiting forever for the connection to be idle); a promise when the COPY's first answer is still due
+   * (true: COPY IN, drop it); otherwise 'forward'.
+   */
+  copySync(): 'forward' | 'drop' | Promise<boolean> {
+    const c = this.copyExecute;
+    if (c === undefined || c.copy === 'other') return 'forward';
+    if (c.copy === 'in') return 'drop';
+    return new Promise((resolve) => {
+      c.copyWaiters ??= [];
+      c.copyWaiters.push(resolve);
     });
+  }
+
+  /** The client's CopyDone or CopyFail was sent: PostgreSQL answers Sync again after it. */
+  copyInputEnded(): void {
+    this.copyExecute = undefined;
+  }
+
+  private settleCopy(entry: Pending, copyIn: boolean): void {
+    if (entry.copy !== 'pending') return;
+    entry.copy = copyIn ? 'in' : 'other';
+    for (const w of entry.copyWaiters?.splice(0) ?? []) w(copyIn);
   }
 
   /** A cursor was declared (or closed): its row count starts again. */
@@ -269,6 +317,11 @@ export class ResponseTracker {
     const done = this.queue[this.head];
     done?.settled?.(ok);
     if (done?.trace !== undefined) this.onFinish?.(done.trace);
+    if (done?.copy !== undefined) {
+      // Answered (or skipped after an earlier error): its COPY, if any, is over.
+      this.settleCopy(done, false);
+      if (done === this.copyExecute) this.copyExecute = undefined;
+    }
     this.head++;
     if (this.head === this.queue.length) {
       this.queue.length = 0;
@@ -290,6 +343,13 @@ export class ResponseTracker {
   onFrame(frame: Frame, out: Buffer[]): boolean {
     const head = this.current();
     if (head?.internal) return this.onInternal(frame, out);
+    if (
+      head?.copy === 'pending' &&
+      frame.type !== BackendType.NoticeResponse &&
+      frame.type !== BackendType.ParameterStatus &&
+      frame.type !== BackendType.NotificationResponse
+    )
+      this.settleCopy(head, frame.type === BackendType.CopyInResponse);
     switch (frame.type) {
       case BackendType.DataRow:
       case BackendType.CopyData:

@@ -279,6 +279,8 @@ interface NamedStatement {
   temporaryAt?: number;
   /** Running it cannot change what names resolve to (server-check.ts resolutionNeutral): its Execute keeps the OwnMemo. */
   neutral?: boolean;
+  /** A COPY statement: its Execute may put PostgreSQL in COPY IN (ResponseTracker.copySync). */
+  copy?: boolean;
 }
 
 /**
@@ -311,6 +313,8 @@ interface BoundPortal {
   bind?: BindMessage;
   /** Executing it cannot change what names resolve to (NamedStatement.neutral; SQL PREPAREs are DML). */
   neutral?: boolean;
+  /** NamedStatement.copy. */
+  copy?: boolean;
 }
 
 /** A statement or portal whose Parse or Bind is unanswered: what its name held before, and who waits for the answer. */
@@ -1575,6 +1579,7 @@ export class Session {
       mode: 'bind',
       paramTypes: st.paramTypes,
       neutral: st.neutral,
+      copy: st.copy,
       version: st.version,
       rowCap: st.rowCap,
       ...(st.bindChecks !== undefined ? { bind: b } : {}),
@@ -1607,6 +1612,7 @@ export class Session {
     o: Buffer[],
     cap: RowCap | undefined,
     seq: number,
+    copy = false,
   ): void {
     const overBudget = this.spendBudget(1, seq);
     if (overBudget !== undefined) {
@@ -1616,8 +1622,12 @@ export class Session {
     tracker.expect(FrontendType.Execute, undefined, name, this.startBudgeted(this.trace(seq)), {
       cap,
       cursors: isCursor ? [name] : undefined,
+      copy,
     });
     o.push(frame.raw);
+    // A COPY's first answer (CopyInResponse or not) decides what a Sync after it means (ResponseTracker.copySync):
+    // ask for it now rather than at that Sync.
+    if (copy) o.push(encodeFlush());
   }
 
   // ---- per-agent budgets (budget.ts) -------------------------------------------------------------
@@ -1860,6 +1870,7 @@ export class Session {
             bindChecks: d.allow ? d.bindChecks : undefined,
             temporaryAt: d.allow && d.dependsOnTemporary === true ? this.executions : undefined,
             neutral: d.allow && resolutionNeutral(d),
+            copy: d.allow && d.statements.some((st) => st.kind === 'CopyStmt'),
           };
           if (
             !d.allow &&
@@ -2051,11 +2062,11 @@ export class Session {
               }
               portal.version = version;
               portal.rowCap = d.rowCap;
-              this.executePortal(tracker, e.portal, false, frame, o, d.rowCap, portal.seq);
+              this.executePortal(tracker, e.portal, false, frame, o, d.rowCap, portal.seq, portal.copy === true);
             });
             return false;
           }
-          this.executePortal(tracker, e.portal, false, frame, out, portal.rowCap, portal.seq);
+          this.executePortal(tracker, e.portal, false, frame, out, portal.rowCap, portal.seq, portal.copy === true);
           return false;
         }
         if (cursor !== undefined) {
@@ -2114,7 +2125,18 @@ export class Session {
         out.push(frame.raw);
         return false;
       }
-      case FrontendType.Sync:
+      case FrontendType.Sync: {
+        const copy = tracker.copySync();
+        // PostgreSQL is in COPY IN for the client's COPY and ignores this Sync: so does pgwarden.
+        if (copy === 'drop') return false;
+        if (copy instanceof Promise) {
+          // Sent with the COPY's Execute, before its first answer (libpq does): only that answer tells whether
+          // PostgreSQL will read this Sync. The Execute was followed by a Flush, so the answer comes.
+          this.withDecision(copy, out, (copyIn, o) => {
+            if (!copyIn) this.syncBatch(tracker, frame, o);
+          });
+          return false;
+        }
         if (tracker.errorCapPending) {
           // An Execute of this batch may still pass its error-mode row cap, an error only pgwarden would report: the
           // Sync waits until every answer is in (a Flush asks for them), so the batch can be made to fail before it.
@@ -2129,6 +2151,7 @@ export class Session {
         }
         this.syncBatch(tracker, frame, out);
         return false;
+      }
       case FrontendType.Flush:
         out.push(frame.raw);
         return false;
@@ -2143,9 +2166,13 @@ export class Session {
         );
         out.push(encodeQuery(SENTINEL_SQL));
         return false;
-      case FrontendType.CopyData:
       case FrontendType.CopyDone:
       case FrontendType.CopyFail:
+        // The COPY's input ends: PostgreSQL answers a Sync after it again.
+        tracker.copyInputEnded();
+        out.push(frame.raw);
+        return false;
+      case FrontendType.CopyData:
         // Only reachable upstream when a policy allowed COPY FROM STDIN; otherwise Postgres ignores them.
         out.push(frame.raw);
         return false;

@@ -50,7 +50,7 @@ afterAll(async () => {
   await su((c) => c.query('DROP TABLE IF EXISTS public.sam_secrets; DROP SCHEMA IF EXISTS sam_scratch CASCADE'));
 });
 
-async function both(steps: Buffer[], role = 'tmp'): Promise<{ proxied: string[]; direct: string[] }> {
+async function both(steps: Step[], role = 'tmp'): Promise<{ proxied: string[]; direct: string[] }> {
   const raw = await RawClient.connect(tp.proxy.port, await tp.token({ role }));
   try {
     const proxied = sortReports(await transcript(steps, raw));
@@ -204,7 +204,7 @@ const canaryRows = (from: number, to: number) =>
   );
 
 /** Through pgwarden only (the direct connection has no row cap): rows as 'D'. */
-async function capped(steps: Buffer[]): Promise<string[]> {
+async function capped(steps: Step[]): Promise<string[]> {
   const raw = await RawClient.connect(tp.proxy.port, await tp.token({ role: 'capw' }));
   try {
     return (await transcript(steps, raw)).map((m) => (m.startsWith('D') ? 'D' : m));
@@ -342,21 +342,32 @@ function describeMessage(type: string, body: Buffer): string | undefined {
   }
 }
 
-async function transcript(steps: Buffer[], raw: RawClient): Promise<string[]> {
+/** Messages to send, and the message type to wait for before the next step ('Z' unless told: 'G' for CopyInResponse). */
+type Step = Buffer | { send: Buffer; until: string };
+const sendOf = (s: Step): Buffer => (Buffer.isBuffer(s) ? s : s.send);
+const untilOf = (s: Step): string => (Buffer.isBuffer(s) ? 'Z' : s.until);
+
+async function transcript(steps: Step[], raw: RawClient): Promise<string[]> {
   const out: string[] = [];
   raw.onMessage = (type, body) => {
     const d = describeMessage(type, body);
     if (d !== undefined) out.push(d);
   };
   for (const step of steps) {
-    const ready = raw.next((t) => t === 'Z');
-    raw.socket.write(step);
-    await ready;
+    const until = untilOf(step);
+    const ready = raw.next((t) => t === until);
+    raw.socket.write(sendOf(step));
+    // A hang guard: a step whose answer never comes fails the test instead of its timeout.
+    const late = await Promise.race([ready.then(() => false), new Promise((r) => setTimeout(() => r(true), 5_000))]);
+    if (late) {
+      out.push(`(no ${until})`);
+      break;
+    }
   }
   return out;
 }
 
-async function directTranscript(steps: Buffer[]): Promise<string[]> {
+async function directTranscript(steps: Step[]): Promise<string[]> {
   const up = await tcpUpstream.connect(tp.config.upstream, { application_name: 'direct' });
   const framer = new MessageFramer({ maxMessageSize: 1024 * 1024 });
   const out: string[] = [];
@@ -366,15 +377,25 @@ async function directTranscript(steps: Buffer[]): Promise<string[]> {
     for (let f = framer.next(); f; f = framer.next()) {
       const d = describeMessage(String.fromCharCode(f.type), f.body);
       if (d !== undefined) out.push(d);
-      if (f.type === BackendType.ReadyForQuery) onReady?.();
+      if (String.fromCharCode(f.type) === until) onReady?.();
     }
   });
+  let until = 'Z';
   try {
     for (const step of steps) {
-      await new Promise<void>((resolve) => {
-        onReady = resolve;
-        up.socket.write(step);
+      until = untilOf(step);
+      const late = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(true), 5_000);
+        onReady = () => {
+          clearTimeout(timer);
+          resolve(false);
+        };
+        up.socket.write(sendOf(step));
       });
+      if (late) {
+        out.push(`(no ${until})`);
+        break;
+      }
     }
   } finally {
     up.socket.destroy();
@@ -435,5 +456,71 @@ describe('COPY, a Flush of the client and its SET LOCAL around the statement ana
     const { proxied, direct } = await both(steps);
     expect(proxied).toEqual(direct);
     expect(proxied).toContain('D1234ms');
+  });
+});
+
+describe("a Sync sent with a COPY's Execute (libpq: PostgreSQL ignores it in COPY IN)", () => {
+  const copyData = (t: string) => typed('d', Buffer.from(t));
+  const copyDone = () => typed('c', Buffer.alloc(0));
+  it('gets no answer, and the session stays in step: the next statements (one analysed on its connection) answer', async () => {
+    const steps: Step[] = [
+      query('CREATE TEMP TABLE lc (a int)'),
+      { send: Buffer.concat([parse('', 'COPY lc FROM STDIN'), bind('', ''), execute(''), sync()]), until: 'G' },
+      Buffer.concat([copyData('1\n'), copyData('2\n'), copyDone(), sync()]),
+      Buffer.concat([parse('', 'SELECT sum(a) FROM lc'), bind('', ''), execute(''), sync()]),
+      Buffer.concat([parse('', 'SELECT 7'), bind('', ''), execute(''), sync()]),
+      query('BEGIN'),
+      { send: Buffer.concat([parse('', 'COPY lc FROM STDIN'), bind('', ''), execute(''), sync()]), until: 'G' },
+      Buffer.concat([copyData('4\n'), copyDone(), sync()]),
+      Buffer.concat([parse('', 'SELECT sum(a) FROM lc'), bind('', ''), execute(''), sync()]),
+      query('ROLLBACK'),
+    ];
+    const { proxied, direct } = await both(steps);
+    expect(proxied).toEqual(direct);
+    expect(proxied.filter((m) => m.startsWith('D'))).toEqual(['D3', 'D7', 'D7']);
+  });
+
+  it('COPY TO STDOUT with its Sync: answered as PostgreSQL answers it', async () => {
+    const steps: Step[] = [
+      query('CREATE TEMP TABLE lo (a int); INSERT INTO lo VALUES (5)'),
+      Buffer.concat([parse('', 'COPY lo TO STDOUT'), bind('', ''), execute(''), sync()]),
+      Buffer.concat([parse('', 'SELECT a FROM lo'), bind('', ''), execute(''), sync()]),
+    ];
+    const { proxied, direct } = await both(steps);
+    expect(proxied).toEqual(direct);
+  });
+
+  it('a COPY that fails at its start, before COPY IN (no privilege upstream): the Sync ends the batch', async () => {
+    await su((c) =>
+      c.query(
+        'DROP TABLE IF EXISTS sam_scratch.nogrant; CREATE TABLE sam_scratch.nogrant (a int); REVOKE ALL ON sam_scratch.nogrant FROM pgwarden',
+      ),
+    );
+    const steps: Step[] = [
+      Buffer.concat([parse('', 'COPY sam_scratch.nogrant FROM STDIN'), bind('', ''), execute(''), sync()]),
+      Buffer.concat([parse('', 'SELECT 8'), bind('', ''), execute(''), sync()]),
+    ];
+    const { proxied, direct } = await both(steps);
+    expect(proxied).toEqual(direct);
+    expect(proxied).toContain('D8');
+  });
+
+  it('a COPY that fails just after CopyInResponse (FREEZE): one ReadyForQuery fewer, and the session in step', async () => {
+    const steps: Step[] = [
+      query('CREATE TEMP TABLE lf (a int)'),
+      {
+        send: Buffer.concat([parse('', 'COPY lf FROM STDIN (FREEZE)'), bind('', ''), execute(''), sync()]),
+        until: 'G',
+      },
+      Buffer.concat([copyData('1\n'), copyDone(), sync()]),
+      Buffer.concat([parse('', 'SELECT 9'), bind('', ''), execute(''), sync()]),
+    ];
+    const { proxied, direct } = await both(steps);
+    // PostgreSQL answers the Sync it read after the error; pgwarden, which cannot tell from the answers whether
+    // PostgreSQL read that Sync in COPY IN, held it back: the client gets the one ReadyForQuery it gets when a COPY
+    // fails on its data (what libpq is made for), and everything after is answered in step.
+    // (Directly, that ReadyForQuery comes at once after the error, before the client's CopyData and its own Sync.)
+    expect(direct.slice(0, 7)).toEqual(['CCREATE TABLE', 'ZI', '1', '2', 'G', 'E55000', 'ZI']);
+    expect(proxied).toEqual(['CCREATE TABLE', 'ZI', '1', '2', 'G', 'E55000', 'ZI', '1', '2', 'D9', 'CSELECT 1', 'ZI']);
   });
 });
