@@ -206,7 +206,7 @@ export const ErrorCatalog = {
     alsoSqlstates: [SqlState.ProgramLimitExceeded, SqlState.InFailedSqlTransaction],
     serverSqlstate: true,
     severity: 'ERROR',
-    doc: "PostgreSQL's own analysis of the statement failed (it would fail the same way when run); passed on with PostgreSQL's SQLSTATE, message and position (54000 when too complex to analyse)",
+    doc: "PostgreSQL's own analysis of the statement failed (it would fail the same way when run); passed on with PostgreSQL's SQLSTATE, message, position and source fields (file, line, routine) (54000 when too complex to analyse)",
     message: "PostgreSQL's own message, values scrubbed as in any upstream error",
     hint: "PostgreSQL's own hint",
     reasons: ['statement_invalid', 'limit_reached'],
@@ -306,6 +306,13 @@ export const ErrorCatalog = {
 
 export type ErrorCode = keyof typeof ErrorCatalog;
 
+/** The ErrorResponse fields naming where in PostgreSQL's source an error was raised (drivers expose `routine`). */
+export interface ErrorSource {
+  file?: string;
+  line?: string;
+  routine?: string;
+}
+
 export interface ProxyErrorOptions {
   detail?: string;
   hint?: string;
@@ -316,6 +323,8 @@ export interface ProxyErrorOptions {
   sqlstate?: SqlStateCode | string;
   /** 1-based character position in the client's query text. */
   position?: number;
+  /** ERR_SERVER_ANALYSIS: where in PostgreSQL's source the error was raised (F, L, R), as PostgreSQL sends them. */
+  source?: ErrorSource;
   /** One of the catalog entry's reasons; its first when left out. */
   reason?: ReasonCode;
   /** What the operator could change, for the audit trail and log only; never sent to the client. */
@@ -328,6 +337,7 @@ export class ProxyError extends Error {
   readonly sqlstate: SqlStateCode | string;
   readonly severity: Severity;
   readonly position: number | undefined;
+  readonly source: ErrorSource | undefined;
   readonly detail: string | undefined;
   readonly hint: string | undefined;
   readonly reason: ReasonCode;
@@ -343,6 +353,7 @@ export class ProxyError extends Error {
     this.detail = opts.detail;
     this.hint = opts.hint;
     this.position = opts.position;
+    this.source = opts.source;
     // A reason the entry does not list would make docs/errors.md untrue; the entry's first is the honest fallback.
     const reasons: readonly ReasonCode[] = entry.reasons;
     this.reason = opts.reason !== undefined && reasons.includes(opts.reason) ? opts.reason : entry.reasons[0];

@@ -308,6 +308,8 @@ export type Decision =
       statements: StatementSummary[];
       /** 1-based character position in the client's text, when PostgreSQL's analysis reported one. */
       position?: number;
+      /** reason server_error: where in its source PostgreSQL raised the error (ErrorResponse F, L, R), passed on as sent. */
+      source?: { file?: string; line?: string; routine?: string };
       /**
        * An unknown relation in a schema the role may create in (reason unknown_relation): the 42P01 to answer instead
        * once a catalog read that started after the statement arrived does not have it either (proxy/session/policy-gate.ts).

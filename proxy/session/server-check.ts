@@ -278,6 +278,7 @@ function fromServerError(raw: ServerError, t: AnalysisText, statements: Deny['st
     reason: 'server_error',
     statements,
     position: e.position !== undefined && t.clientOffset !== undefined ? e.position + t.clientOffset : undefined,
+    ...(e.source !== undefined ? { source: e.source } : {}),
   };
 }
 

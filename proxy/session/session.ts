@@ -1540,6 +1540,7 @@ export class Session {
         hint: decision.hint,
         sqlstate: decision.sqlstate,
         position: decision.position,
+        source: decision.source,
         reason: refusalReason(decision),
       });
     }

@@ -6,7 +6,7 @@
 // after parse analysis. Parse analysis resolves names, functions, operators and coercions but neither plans
 // nor executes. Requests are pipelined: each is a run of messages ending in Sync, answered in order.
 import type { UpstreamConfig } from '../config/types.ts';
-import { ProxyError } from '../../lib/errors.ts';
+import { ProxyError, type ErrorSource } from '../../lib/errors.ts';
 import { splitErrorFields } from '../wire/backend.ts';
 import { BackendType } from '../wire/codes.ts';
 import { MessageFramer, type Frame } from '../wire/framer.ts';
@@ -33,6 +33,8 @@ export interface ServerError {
   position: number | undefined;
   /** CONTEXT: present when the error came from inside a function, i.e. from user code run by the analysis. */
   context: string | undefined;
+  /** Where PostgreSQL raised it (F, L, R): passed on as PostgreSQL sends them (drivers expose the routine). */
+  source?: ErrorSource;
   /** Set when pgwarden made this error itself (no server sent it): the client gets it as pgwarden's, reason in the message. */
   own?: true;
 }
@@ -134,6 +136,9 @@ export function serverError(body: Buffer): ServerError {
     hint: text('H'),
     position: pos === undefined ? undefined : Number(pos),
     context: text('W'),
+    ...(f.has('R') || f.has('F') || f.has('L')
+      ? { source: { file: text('F'), line: text('L'), routine: text('R') } }
+      : {}),
   };
 }
 

@@ -1,5 +1,5 @@
 // Backend (server → client) message bodies: encoders for what the proxy originates, decoders for the upstream messages it acts on.
-import { clientMessage, detailWithReason, type ProxyError } from '../../lib/errors.ts';
+import { clientMessage, detailWithReason, type ErrorSource, type ProxyError } from '../../lib/errors.ts';
 import {
   AuthenticationCode,
   BackendType,
@@ -23,6 +23,8 @@ export interface ErrorFieldsInput<S extends string> {
   hint?: string;
   /** 1-based character position in the query string the error refers to. */
   position?: number;
+  /** Where PostgreSQL raised an error pgwarden passes on (F, L, R). */
+  source?: ErrorSource;
 }
 
 export interface DecodedErrorFields {
@@ -77,6 +79,9 @@ function encodeFields(type: number, input: ErrorFieldsInput<string>): Buffer {
   if (input.detail !== undefined) field(ErrorField.Detail, input.detail);
   if (input.hint !== undefined) field(ErrorField.Hint, input.hint);
   if (input.position !== undefined) field(ErrorField.Position, String(input.position));
+  if (input.source?.file !== undefined) field(ErrorField.File, input.source.file);
+  if (input.source?.line !== undefined) field(ErrorField.Line, input.source.line);
+  if (input.source?.routine !== undefined) field(ErrorField.Routine, input.source.routine);
   return w.uint8(0).frame(type);
 }
 
@@ -107,6 +112,7 @@ export function encodeProxyError(err: ProxyError): Buffer {
     detail: detailWithReason(err.reason, err.detail),
     hint: err.hint,
     position: err.position,
+    source: err.source,
   });
 }
 

@@ -113,5 +113,8 @@ export const ErrorField = {
   Detail: 'D',
   Hint: 'H',
   Position: 'P', // 1-based character index into the query string
+  File: 'F', // server source file that reported the error
+  Line: 'L', // its line
+  Routine: 'R', // its routine
 } as const;
 export type ErrorFieldCode = (typeof ErrorField)[keyof typeof ErrorField];

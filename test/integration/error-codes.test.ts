@@ -399,3 +399,23 @@ describe('unknown and forbidden relations (docs/policy.md, "Unknown and forbidde
     }
   });
 });
+
+describe("errors of PostgreSQL's own analysis keep where PostgreSQL raised them (drivers' `routine`, `file`, `line`)", () => {
+  it.each([
+    // postgres.js's 'Properly throws routine error …' tests compare the routine (transformAssignedExpr there).
+    'SELECT id FROM orders WHERE id = ROW(1, 2)',
+    'SELECT nope FROM orders',
+    'SELECT id FROM orders WHERE id = 1::text',
+  ])('%s: same SQLSTATE, message and source fields as directly', async (text) => {
+    for (const protocol of ['simple', 'parse'] as const) {
+      const q = protocol === 'parse' ? { name: `src_${++statementSeq}`, text } : text;
+      const want = (await pgError(() => direct.query(q))) as Seen & { routine?: string; file?: string; line?: string };
+      const got = (await pgError(() => proxied.query(q))) as Seen & { routine?: string; file?: string; line?: string };
+      expect(want.routine, text).toBeTruthy();
+      expect(
+        { code: got.code, message: got.message, routine: got.routine, file: got.file, line: got.line },
+        `${text} (${protocol})`,
+      ).toEqual({ code: want.code, message: want.message, routine: want.routine, file: want.file, line: want.line });
+    }
+  });
+});
