@@ -227,6 +227,8 @@ export class ResponseTracker {
     if (kind === FrontendType.Execute && opts?.copy === true) {
       entry.copy = 'pending';
       this.copyExecute = entry;
+    } else if (kind === FrontendType.Query && opts?.copy === true) {
+      entry.copy = 'pending';
     }
     this.queue.push(entry);
   }
@@ -252,6 +254,15 @@ export class ResponseTracker {
       c.copyWaiters ??= [];
       c.copyWaiters.push(resolve);
     });
+  }
+
+  /** A simple Query with a COPY statement is unanswered (see Session's handling of Sync). */
+  get copyQueryRunning(): boolean {
+    for (let i = this.head; i < this.queue.length; i++) {
+      const p = this.queue[i] as Pending;
+      if (p.kind === FrontendType.Query && p.copy !== undefined) return true;
+    }
+    return false;
   }
 
   /** The client's CopyDone or CopyFail was sent: PostgreSQL answers Sync again after it. */

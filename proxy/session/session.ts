@@ -735,7 +735,8 @@ export class Session {
 
   private writeUpstream(data: Buffer[]): void {
     const up = this.upstream;
-    if (!up || data.length === 0) return;
+    // Once closed (a protocol error found in the middle of a client chunk), what was read before it goes nowhere.
+    if (!up || data.length === 0 || this.closed) return;
     const ok = up.socket.write(data.length === 1 ? (data[0] as Buffer) : Buffer.concat(data));
     if (!ok) this.holdClient(Hold.UpstreamFull);
   }
@@ -1827,6 +1828,7 @@ export class Session {
             tracker.expect(FrontendType.Query, undefined, undefined, this.startBudgeted(this.trace(this.seq)), {
               cap: d.rowCap,
               cursors,
+              copy: d.statements.some((st) => st.kind === 'CopyStmt'),
             });
             o.push(d.rewrittenSql !== undefined ? encodeQuery(d.rewrittenSql) : frame.raw);
           } else {
@@ -2127,6 +2129,17 @@ export class Session {
         return false;
       }
       case FrontendType.Sync: {
+        if (tracker.copyQueryRunning) {
+          // PostgreSQL reads a Sync sent during a simple Query's COPY FROM STDIN as part of its input and ignores it,
+          // or answers it once the Query is done, depending on which of the Query's statements is running when it
+          // is read: pgwarden could not tell which, and would expect answers that never come. No client library
+          // sends one there.
+          this.fail(
+            new ProxyError('ERR_PROTOCOL', 'Sync received while a simple Query with COPY is running'),
+            'protocol_error',
+          );
+          return true;
+        }
         const copy = tracker.copySync();
         // PostgreSQL is in COPY IN for the client's COPY and ignores this Sync: so does pgwarden.
         if (copy === 'drop') return false;

@@ -523,4 +523,24 @@ describe("a Sync sent with a COPY's Execute (libpq: PostgreSQL ignores it in COP
     expect(direct.slice(0, 7)).toEqual(['CCREATE TABLE', 'ZI', '1', '2', 'G', 'E55000', 'ZI']);
     expect(proxied).toEqual(['CCREATE TABLE', 'ZI', '1', '2', 'G', 'E55000', 'ZI', '1', '2', 'D9', 'CSELECT 1', 'ZI']);
   });
+
+  it('a Sync sent during a simple Query COPY (no client library does): the session ends (08P01), never out of step', async () => {
+    const raw = await RawClient.connect(tp.proxy.port, await tp.token({ role: 'tmp' }));
+    try {
+      const got = await transcript(
+        [
+          query('CREATE TEMP TABLE lq (a int)'),
+          { send: Buffer.concat([query('COPY lq FROM STDIN'), sync()]), until: 'E' },
+        ],
+        raw,
+      );
+      expect(got.slice(-1)).toEqual(['E08P01']);
+      await new Promise<void>((resolve) => {
+        if (raw.socket.destroyed || raw.socket.readableEnded) resolve();
+        raw.socket.once('close', () => resolve());
+      });
+    } finally {
+      raw.close();
+    }
+  });
 });
