@@ -491,6 +491,26 @@ def executemany_after_own_ddl_in_transaction():
 
 
 @check
+def pipeline_setting_before_own_analysis():
+    # A SET earlier in a pipeline (inside the transaction psycopg opens) than a statement on a temporary table, which
+    # pgwarden analyses on the session's own connection in the middle of the batch: PostgreSQL reports the new
+    # TimeZone once, at the next ReadyForQuery, which is the analysis's own; psycopg reads the reported TimeZone to
+    # give timestamptz values their zone.
+    with connect() as c:
+        c.execute("CREATE TEMP TABLE pz (a int)")
+        c.commit()
+        with c.pipeline():
+            c.execute("SET TimeZone = 'Asia/Tokyo'")
+            c.execute("INSERT INTO pz VALUES (1)")
+            cur = c.execute("SELECT '2024-01-01 00:00+00'::timestamptz, count(*) FROM pz")
+        row = cur.fetchone()
+        eq(c.pgconn.parameter_status(b"TimeZone"), b"Asia/Tokyo")
+        eq(row[0].tzinfo, ZoneInfo("Asia/Tokyo"))
+        eq(row[1], 1)
+        c.rollback()
+
+
+@check
 def ddl_quoted_type_names():
     # psycopg's own tests quote every type name they compose (sql.Identifier): "numeric", "int4", "varchar", ...
     types = ["numeric", "int4", "varchar", "interval", "timestamp", "time", "bit", "text"]
