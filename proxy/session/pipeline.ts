@@ -65,6 +65,8 @@ interface Pending {
   statement: number;
   /** Sent by pgwarden itself: successful responses are swallowed. */
   internal: boolean;
+  /** Internal: its notices are dropped too (a ROLLBACK's "there is no transaction in progress" is not the client's). */
+  quiet: boolean;
   /** Told once whether the message took effect upstream (its own completion) or not (it failed, or PostgreSQL skipped it). */
   settled: ((ok: boolean) => void) | undefined;
   /**
@@ -83,6 +85,8 @@ export interface ExpectOptions {
   internal?: boolean;
   /** Execute of a COPY statement (FROM STDIN or TO STDOUT): see Pending.copy. */
   copy?: boolean;
+  /** With internal: the message's notices are not forwarded either. */
+  quiet?: boolean;
   /**
    * Parse, Bind, Close: told whether PostgreSQL carried the message out. One it failed or skipped (after an error
    * until Sync) left the name as it was upstream, whatever the session recorded when it sent it.
@@ -183,9 +187,9 @@ export class ResponseTracker {
     } else if (
       tag === 'COMMIT' ||
       tag === 'ROLLBACK' ||
-      tag === 'PREPARE TRANSACTION' ||
-      tag === 'COMMIT PREPARED' ||
-      tag === 'ROLLBACK PREPARED'
+      // PREPARE TRANSACTION's tag is PREPARE, the same as SQL PREPARE's: either is taken as possibly ending the block.
+      // COMMIT PREPARED and ROLLBACK PREPARED answer COMMIT and ROLLBACK (and run only outside a block).
+      tag === 'PREPARE'
     ) {
       this.batchTx = 'other';
     }
@@ -222,6 +226,7 @@ export class ResponseTracker {
       cursors: opts?.cursors,
       statement: 0,
       internal: opts?.internal ?? false,
+      quiet: opts?.quiet ?? false,
       settled: opts?.settled,
     };
     if (kind === FrontendType.Execute && opts?.copy === true) {
@@ -353,7 +358,10 @@ export class ResponseTracker {
    */
   onFrame(frame: Frame, out: Buffer[]): boolean {
     const head = this.current();
-    if (head?.internal) return this.onInternal(frame, out);
+    // A ReadyForQuery is the internal entry's only when it closes one of pgwarden's own (its Sync or Query): after an
+    // error earlier in the batch PostgreSQL skips pgwarden's messages in it too, and the client's Sync is answered.
+    if (head?.internal && (frame.type !== BackendType.ReadyForQuery || this.readyIsInternal()))
+      return this.onInternal(frame, out);
     if (
       head?.copy === 'pending' &&
       frame.type !== BackendType.NoticeResponse &&
@@ -444,16 +452,31 @@ export class ResponseTracker {
         )
           this.pop();
         return false;
-      case BackendType.ParameterStatus:
       case BackendType.NoticeResponse:
+        if (this.current()?.quiet) return false;
+        return this.forward(frame, out);
+      case BackendType.ParameterStatus:
       case BackendType.NotificationResponse:
         return this.forward(frame, out);
       case BackendType.CommandComplete:
+        // pgwarden's own ROLLBACK (an Execute, or a Query) ends the transaction: noted as the client's would be.
+        this.noteTag(frame);
+        if (this.current()?.kind === FrontendType.Execute) this.pop();
         return false;
       default:
         if (this.current()?.kind !== FrontendType.Query) this.pop();
         return false;
     }
+  }
+
+  /** Whether the next ReadyForQuery answers a message of pgwarden's own (the first Query, Sync or FunctionCall pending). */
+  private readyIsInternal(): boolean {
+    for (let i = this.head; i < this.queue.length; i++) {
+      const p = this.queue[i];
+      if (p?.kind === FrontendType.Query || p?.kind === FrontendType.Sync || p?.kind === FrontendType.FunctionCall)
+        return p.internal;
+    }
+    return true;
   }
 
   /** ReadyForQuery closes a simple Query, a FunctionCall or a Sync: pops that entry and anything before it Postgres skipped. */

@@ -10,7 +10,7 @@ import { ProxyError, toClientError, type ErrorCode } from '../../lib/errors.ts';
 import { SqlState } from '../../lib/sqlstate.ts';
 import type { Identity, TokenVerifier } from '../auth/jwt.ts';
 import { MAX_PASSWORD_MESSAGE_LENGTH } from '../auth/jwt.ts';
-import type { BindCheck, Decision, RoleBudget, RolePolicy, SessionView } from '../../policy/types.ts';
+import type { BindCheck, Decision, RoleBudget, RolePolicy, SessionView, StatementSummary } from '../../policy/types.ts';
 import { BackendType, FrontendType } from '../wire/codes.ts';
 import {
   FRONTEND_MESSAGE_TYPES,
@@ -35,7 +35,16 @@ import {
 import { decodeBind, decodeClose, decodeExecute, decodeParse, decodePassword, decodeQuery } from '../wire/frontend.ts';
 import { NO_VALUES, bindRefusal, type BindContext } from './bind-checks.ts';
 import type { BindMessage } from '../wire/frontend.ts';
-import { encodeClose, encodeFlush, encodeParse, encodeQuery, encodeSync, encodeTerminate } from '../wire/frontend.ts';
+import {
+  encodeBind,
+  encodeClose,
+  encodeExecute,
+  encodeFlush,
+  encodeParse,
+  encodeQuery,
+  encodeSync,
+  encodeTerminate,
+} from '../wire/frontend.ts';
 import {
   tcpUpstream,
   UPSTREAM_MAX_MESSAGE,
@@ -473,6 +482,54 @@ function temporaryPrepare(d: Extract<Decision, { allow: true }>): Decision {
     statements: d.statements,
     analysedOn: d.analysedOn,
   };
+}
+
+/**
+ * Whether `sql`, refused, is one PostgreSQL would have failed by ending the transaction: its first statement is COMMIT
+ * (END), PREPARE TRANSACTION or ROLLBACK (ABORT), and nothing after it starts a block. A failed COMMIT or PREPARE
+ * TRANSACTION rolls the transaction back (ReadyForQuery 'I'), and a driver that does not roll back after one
+ * (postgres.js after a failed prepare) would otherwise wait on an aborted transaction forever; PostgreSQL then runs
+ * whatever follows in the text outside a block, so a refusal there leaves 'I' too. Parsed only when the decision saw
+ * a transaction statement (or could not list the statements).
+ */
+function endsTransaction(sql: string, statements: readonly StatementSummary[]): boolean {
+  if (statements.length > 0 && !statements.some((st) => st.kind === 'TransactionStmt')) return false;
+  const parsed = parseStatements(sql);
+  if (!parsed.ok) return false;
+  const kinds = parsed.stmts.map(
+    // biome-ignore lint/suspicious/noExplicitAny: a parse-tree node, read through checked field access
+    (raw) => (raw.stmt as Record<string, any> | undefined)?.TransactionStmt?.kind as string | undefined,
+  );
+  const first = kinds[0];
+  return (
+    (first === 'TRANS_STMT_COMMIT' || first === 'TRANS_STMT_PREPARE' || first === 'TRANS_STMT_ROLLBACK') &&
+    !kinds.some((k) => k === 'TRANS_STMT_BEGIN' || k === 'TRANS_STMT_START')
+  );
+}
+
+/**
+ * Goes before the sentinel of a refused statement that ends the transaction (endsTransaction): a ROLLBACK of
+ * pgwarden's own, whose answers the client never sees, so the refusal leaves the client where PostgreSQL's own failure
+ * would (the transaction rolled back, ReadyForQuery 'I'). A ROLLBACK runs no code (a failing PREPARE TRANSACTION
+ * sentinel would fire deferred triggers first). In a batch it is the unnamed statement and portal, which the session
+ * then forgets (a later Bind of the unnamed statement is refused as never prepared); after an earlier error in the
+ * batch PostgreSQL skips it like the rest, and the batch ends as that error left it.
+ */
+function rollbackFirst(tracker: ResponseTracker, extended: boolean, o: Buffer[]): void {
+  const own = { internal: true, quiet: true } as const;
+  if (!extended) {
+    tracker.expect(FrontendType.Query, undefined, undefined, undefined, own);
+    o.push(encodeQuery('ROLLBACK'));
+    return;
+  }
+  tracker.expect(FrontendType.Parse, undefined, undefined, undefined, own);
+  tracker.expect(FrontendType.Bind, undefined, undefined, undefined, own);
+  tracker.expect(FrontendType.Execute, undefined, undefined, undefined, own);
+  o.push(
+    encodeParse('', 'ROLLBACK', []),
+    encodeBind({ portal: '', statement: '', paramFormats: [], params: [], resultFormats: [] }),
+    encodeExecute('', 0),
+  );
 }
 
 /** A refused extended-protocol message: the sentinel makes the refusal land where PostgreSQL would put the error. */
@@ -1816,6 +1873,7 @@ export class Session {
           const overBudget = d.allow ? this.spendBudget(Math.max(1, d.statements.length)) : undefined;
           if (overBudget !== undefined) {
             // Refused like a denied statement: the sentinel runs nothing, and the session stays usable.
+            if (endsTransaction(sql, d.statements)) rollbackFirst(tracker, false, o);
             tracker.expect(FrontendType.Query, overBudget);
             o.push(encodeQuery(SENTINEL_SQL));
           } else if (d.allow) {
@@ -1832,6 +1890,7 @@ export class Session {
             });
             o.push(d.rewrittenSql !== undefined ? encodeQuery(d.rewrittenSql) : frame.raw);
           } else {
+            if (endsTransaction(sql, d.statements)) rollbackFirst(tracker, false, o);
             tracker.expect(FrontendType.Query, this.denial(d));
             o.push(encodeQuery(SENTINEL_SQL));
           }
@@ -1895,6 +1954,12 @@ export class Session {
             });
             o.push(d.rewrittenSql !== undefined ? encodeParse(p.name, d.rewrittenSql, p.paramTypes) : frame.raw);
           } else {
+            if (endsTransaction(p.sql, d.statements)) {
+              rollbackFirst(tracker, true, o);
+              // Upstream the unnamed statement and portal are now pgwarden's ROLLBACK.
+              if (p.name !== '') this.statements.delete('');
+              this.portals.delete('');
+            }
             tracker.expect(FrontendType.Parse, this.denial(d));
             // Same statement name, so a later Bind to it fails as the name was never created.
             o.push(encodeParse(p.name, SENTINEL_SQL, []));
