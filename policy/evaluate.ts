@@ -347,6 +347,17 @@ type StatementResult = StatementOk | { ok: false; denial: Denial };
 
 const ALLOW_RANK = { statements: 0, catalog: 1, relations: 2, write: 3 } as const;
 
+/** The one denied system view a role key opens: twoPhase (docs/policy.md, two-phase commit). */
+const PREPARED_XACTS = 'pg_catalog.pg_prepared_xacts';
+
+/**
+ * twoPhase as it applies to this session: never on a read-only role (policy/load.ts drops it there; a token narrowed
+ * to read-only keeps the role's field), and off under a narrowing with utility: false, like the other switches.
+ */
+function twoPhaseAllowed(role: RolePolicy): boolean {
+  return role.twoPhase === true && !role.readOnly && role.narrowing?.utility !== false;
+}
+
 const SCOPED_HINT =
   "SELECT * FROM pgwarden.scope lists the relations and columns this role may use; psql's \\d, information_schema and the pg_catalog relations docs/policy.md lists show them too";
 
@@ -558,6 +569,14 @@ export function checkFacts(
     }
     // A missing name outside the role's relations (absent) is refused as a relation, whatever schema it was placed in.
     if (isSystemRelation(rel.schema) && rel.absent !== true) {
+      if (rel.key === PREPARED_XACTS && twoPhaseAllowed(role)) {
+        // The prepared transactions a two-phase role must be able to find again (recovery), whatever its catalog mode.
+        if (rank < ALLOW_RANK.catalog) {
+          rank = ALLOW_RANK.catalog;
+          ruleId = `${r}.twoPhase`;
+        }
+        continue;
+      }
       const why = DENIED_SYSTEM_RELATIONS.get(rel.key);
       if (why !== undefined) {
         return {
@@ -567,6 +586,12 @@ export function checkFacts(
           what: `reads ${displayRel(rel.key)}, which pgwarden never allows`,
           detail: `${displayRel(rel.key)} holds ${why} (rule: builtin.catalog)`,
           hint: undefined,
+          ...(rel.key === PREPARED_XACTS
+            ? {
+                what: `reads ${displayRel(rel.key)}, which only roles with twoPhase may read`,
+                operatorHint: 'set twoPhase: true on a read-write role to allow two-phase commit and this view',
+              }
+            : {}),
         };
       }
       const listed = matchesRelation(role.relations, rel.schema, rel.name);
@@ -1062,6 +1087,17 @@ function checkKind(
         case 'TRANS_STMT_RELEASE':
         case 'TRANS_STMT_ROLLBACK_TO':
           return ok();
+        case 'TRANS_STMT_PREPARE':
+        case 'TRANS_STMT_COMMIT_PREPARED':
+        case 'TRANS_STMT_ROLLBACK_PREPARED':
+          // Runs no code of its own beyond what COMMIT runs: PREPARE TRANSACTION fires the deferred triggers COMMIT would,
+          // COMMIT PREPARED and ROLLBACK PREPARED only finish what was prepared (every write in it passed the policy when
+          // it ran).
+          if (twoPhaseAllowed(role)) return ok();
+          return {
+            ...kindDenial(kind, role, 'of a two-phase (prepared) transaction is not allowed'),
+            ...(role.readOnly ? {} : { operatorHint: 'set twoPhase: true on the role to allow two-phase commit' }),
+          };
         default:
           return kindDenial(kind, role, 'of a two-phase (prepared) transaction is not allowed');
       }

@@ -99,6 +99,11 @@ export interface RoleDoc {
   channels?: { listen?: string[]; notify?: string[] };
   /** DO blocks, a full escape from statement-level policy (warned about at every load). Read-write roles only. */
   do?: boolean;
+  /**
+   * Two-phase commit: PREPARE TRANSACTION, COMMIT PREPARED, ROLLBACK PREPARED and reading pg_catalog.pg_prepared_xacts.
+   * Read-write roles only; every prepared transaction of the upstream login is visible to (and can be finished by) it.
+   */
+  twoPhase?: boolean;
   /** `required`: only single-use tokens (claim pgwarden_single_use) may log in as this role; default `allowed`. */
   singleUse?: (typeof SINGLE_USE_MODES)[number];
 }
@@ -163,6 +168,7 @@ export const ROLE_KEYS = [
   'lock',
   'channels',
   'do',
+  'twoPhase',
   'singleUse',
 ] as const satisfies readonly (keyof RoleDoc)[];
 export const WRITE_KEYS = ['statements', 'relations'] as const;
@@ -497,6 +503,9 @@ function checkSystemRelationItem(s: string, catalog: unknown): string | undefine
   }
   if (schema !== 'pg_catalog' && schema !== 'information_schema') return undefined;
   const never = name === '*' ? undefined : DENIED_SYSTEM_RELATIONS.get(`${schema}.${name}`);
+  if (never !== undefined && `${schema}.${name}` === 'pg_catalog.pg_prepared_xacts') {
+    return `names ${schema}.${name}, which holds ${never}: only twoPhase: true (on a read-write role) lets a role read it, so the entry would have no effect; remove it`;
+  }
   if (never !== undefined) {
     return `names ${schema}.${name}, which holds ${never}: pgwarden lets no role read it, so the entry would have no effect; remove it`;
   }
@@ -816,6 +825,12 @@ function checkUtilityKeys(val: Validator, raw: Record<string, unknown>, segs: Se
       at('do'),
       'is only allowed with readOnly: false (a DO block can do anything the database role can, including writes)',
     );
+  val.boolean(raw, 'twoPhase', segs);
+  if (raw.twoPhase === true && readOnly)
+    val.add(
+      at('twoPhase'),
+      'is only allowed with readOnly: false (PREPARE TRANSACTION keeps a transaction and its locks past the session, and COMMIT PREPARED commits writes of any session of the upstream login)',
+    );
 }
 
 function validateDoc(value: unknown): RawIssue[] {
@@ -1118,6 +1133,7 @@ function compileRole(name: string, doc: RoleDoc): RolePolicy {
                 ),
           }),
     do: doc.do === true && !readOnly ? true : undefined,
+    twoPhase: doc.twoPhase === true && !readOnly ? true : undefined,
     singleUse: doc.singleUse === 'required' ? 'required' : undefined,
   };
   return Object.freeze(role);

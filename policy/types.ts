@@ -124,6 +124,8 @@ export interface RolePolicy {
   channels?: { listen: readonly ChannelPattern[]; notify: readonly ChannelPattern[] } | undefined;
   /** DO blocks: a full escape from statement-level policy; absent: false. */
   do?: boolean | undefined;
+  /** PREPARE TRANSACTION, COMMIT PREPARED, ROLLBACK PREPARED and reading pg_prepared_xacts; read-write roles only. */
+  twoPhase?: boolean | undefined;
   /** 'required': only single-use tokens log in as this role (checked at login); absent: any token. */
   singleUse?: 'required' | undefined;
 }

@@ -41,6 +41,7 @@ export function describeRole(r: RolePolicy): string[] {
     ...(r.maintenance ?? []).map((m) => m.toUpperCase()),
     ...(r.lock === true ? ['LOCK'] : []),
     ...(r.do === true ? ['DO (unrestricted)'] : []),
+    ...(r.twoPhase === true ? ['two-phase commit'] : []),
   ];
   if (utility.length > 0) lines.push(`  also: ${utility.join(', ')}`);
   const ch = (ps: readonly { name: string; prefix: boolean }[]) =>

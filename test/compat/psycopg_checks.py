@@ -610,6 +610,32 @@ def metadata_queries():
 
 
 @check
+def two_phase_commit():
+    # psycopg's tpc_*: PREPARE TRANSACTION, COMMIT PREPARED, and tpc_recover's read of pg_prepared_xacts from another
+    # connection, which finishes the second transaction with ROLLBACK PREPARED.
+    run = uuid.uuid4().hex[:12]
+    # Closed, not left by `with`: its exit would call commit(), which psycopg refuses after tpc_prepare().
+    c = connect()
+    try:
+        # Plain-string gids (psycopg's other form) under tp-: the security corpus's fingerprint leaves those out.
+        c.tpc_begin(f"tp-compat-{run}-a")
+        c.execute(sql.SQL("INSERT INTO {} VALUES (700, 'tpc committed')").format(t("wide")))
+        c.tpc_prepare()
+        c.tpc_commit()
+        c.tpc_begin(f"tp-compat-{run}-b")
+        c.execute(sql.SQL("INSERT INTO {} VALUES (701, 'tpc rolled back')").format(t("wide")))
+        c.tpc_prepare()
+    finally:
+        c.close()
+    with connect() as c2:
+        found = [x for x in c2.tpc_recover() if x.gtrid == f"tp-compat-{run}-b"]
+        eq(len(found), 1)
+        c2.tpc_rollback(found[0])
+        eq(c2.execute(sql.SQL("SELECT id FROM {} WHERE id IN (700, 701) ORDER BY id").format(t("wide"))).fetchall(),
+           [(700,)])
+
+
+@check
 def function_call():
     with connect() as c:
         eq(c.execute(sql.SQL("SELECT {}(%s)").format(sql.Identifier(SCHEMA, "add_one")), (41,)).fetchone(), (42,))

@@ -33,7 +33,8 @@ export interface CompatEnv {
 /**
  * The role the issue measured with (issue 13): read-write, every write kind on the suite's schema, catalog
  * introspection, the schema's functions callable; plus what item 2's keys allow a real application role: DDL in
- * the suite's schema and temporary objects, ANALYZE/VACUUM, LOCK, and every notification channel. `do` stays off
+ * the suite's schema and temporary objects, ANALYZE/VACUUM, LOCK, every notification channel and two-phase commit
+ * (psycopg's tpc_* and postgres.js's sql.prepare). `do` stays off
  * (a full escape from the policy, which no driver needs). A statement timeout, as a production role has, is what
  * lets it call pg_sleep (docs/functions.md, sleeps); every driver check that sets statement_timeout sets it lower.
  */
@@ -55,6 +56,7 @@ export function compatPolicy(schema: string): string {
     maintenance: [analyze, vacuum]
     lock: true
     channels: { listen: ['*'], notify: ['*'] }
+    twoPhase: true
 `;
 }
 

@@ -32,7 +32,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
     server = await startPostgres({
       source,
       version: process.env.PGWARDEN_TEST_PG_VERSION ? Number(process.env.PGWARDEN_TEST_PG_VERSION) : undefined,
-      settings: { log_statement: 'all', log_min_messages: 'warning' },
+      // max_prepared_transactions: two-phase commit (role key twoPhase) is tested; PostgreSQL's default 0 refuses PREPARE TRANSACTION.
+      settings: { log_statement: 'all', log_min_messages: 'warning', max_prepared_transactions: '10' },
     });
     host = server.host;
     port = server.port;

@@ -193,6 +193,26 @@ roles:
     );
   });
 
+  it('allows twoPhase only on a read-write role, and compiles it only there', () => {
+    expect(issuesOf('roles:\n  ro:\n    twoPhase: true\n')).toEqual([
+      {
+        path: 'roles.ro.twoPhase',
+        message:
+          'is only allowed with readOnly: false (PREPARE TRANSACTION keeps a transaction and its locks past the session, and COMMIT PREPARED commits writes of any session of the upstream login)',
+        line: 3,
+      },
+    ]);
+    expect(issuesOf('roles:\n  ro:\n    twoPhase: 1\n')[0]?.message).toBe('must be true or false (got number 1)');
+    const policy = compile(
+      'roles:\n  rw:\n    readOnly: false\n    write: { statements: [insert], relations: [public.t] }\n    twoPhase: true\n  plain:\n    readOnly: false\n    write: { statements: [insert], relations: [public.t] }\n',
+    );
+    expect(policy.roles.get('rw')?.twoPhase).toBe(true);
+    expect(policy.roles.get('plain')?.twoPhase).toBeUndefined();
+    expect(
+      issuesOf('roles:\n  a:\n    catalog: introspection\n    relations: [pg_catalog.pg_prepared_xacts]\n')[0]?.message,
+    ).toMatch(/only twoPhase: true .* lets a role read it/);
+  });
+
   it('tells the user to qualify relation names', () => {
     const [issue] = issuesOf('roles:\n  analyst:\n    relations: [orders]\n');
     expect(issue?.path).toBe('roles.analyst.relations[0]');
@@ -663,6 +683,7 @@ describe('policy/schema.json', () => {
             lock: true,
             channels: { listen: ['jobs_*', '"Jobs"', '*'], notify: ['jobs_done'] },
             do: true,
+            twoPhase: true,
           },
         },
       },
@@ -730,6 +751,9 @@ describe('policy/schema.json', () => {
     ['notify on a read-only role', { roles: { m: { channels: { notify: ['x'] } } } }, false, false],
     ['listen on a read-only role', { roles: { m: { channels: { listen: ['x'] }, lock: true } } }, true, true],
     ['do on a read-only role', { roles: { m: { do: true } } }, false, false],
+    ['twoPhase on a read-only role', { roles: { m: { twoPhase: true } } }, false, false],
+    ['twoPhase false on a read-only role', { roles: { m: { twoPhase: false } } }, true, true],
+    ['twoPhase not a boolean', { roles: { m: { twoPhase: 'yes' } } }, false, false],
     ['bad channel', { roles: { m: { channels: { listen: ['a.b'] } } } }, false, false],
     // Checks only the loader makes:
     ['case-colliding role names', { roles: { a: {}, A: {} } }, false, true],
