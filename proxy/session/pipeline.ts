@@ -76,6 +76,8 @@ interface Pending {
   copy?: 'pending' | 'in' | 'other';
   /** Told once `copy` is settled: true for COPY IN. */
   copyWaiters?: ((copyIn: boolean) => void)[];
+  /** Internal: its ReadyForQuery is the client's (it stands for one the client's Query would have had). */
+  forwardReady?: boolean;
 }
 
 /** Per-entry options of `expect`. */
@@ -87,6 +89,8 @@ export interface ExpectOptions {
   copy?: boolean;
   /** With internal: the message's notices are not forwarded either. */
   quiet?: boolean;
+  /** Internal: see Pending.forwardReady. */
+  forwardReady?: boolean;
   /**
    * Parse, Bind, Close: told whether PostgreSQL carried the message out. One it failed or skipped (after an error
    * until Sync) left the name as it was upstream, whatever the session recorded when it sent it.
@@ -120,6 +124,13 @@ export class ResponseTracker {
    * errorCapPending), or the rest of the batch would commit while the client was told it failed.
    */
   capErrorInBatch = false;
+
+  /**
+   * Set when pgwarden reported a row cap error for a simple Query: PostgreSQL ran the rest of it. Inside a transaction
+   * block (its ReadyForQuery says T) the session makes the transaction fail before the client gets that
+   * ReadyForQuery, as PostgreSQL's own error would have; outside one PostgreSQL has committed already (docs/policy.md).
+   */
+  capErrorInQuery = false;
 
   /** Whether an Execute under an error-mode row cap is still unanswered: only its answer tells whether it failed. */
   get errorCapPending(): boolean {
@@ -229,6 +240,7 @@ export class ResponseTracker {
       quiet: opts?.quiet ?? false,
       settled: opts?.settled,
     };
+    if (opts?.forwardReady === true) entry.forwardReady = true;
     if (kind === FrontendType.Execute && opts?.copy === true) {
       entry.copy = 'pending';
       this.copyExecute = entry;
@@ -414,6 +426,7 @@ export class ResponseTracker {
         this.txStatus = decodeReadyForQuery(frame.body);
         this.batchTx = this.txStatus === 'E' ? 'other' : this.txStatus;
         this.capErrorInBatch = false;
+        this.capErrorInQuery = false;
         this.awaitingCopyData = false;
         this.skippingToSync = false;
         this.popThroughReady();
@@ -438,10 +451,15 @@ export class ResponseTracker {
   /** Responses to pgwarden's own messages: only asynchronous messages (notices, parameter changes) reach the client. */
   private onInternal(frame: Frame, out: Buffer[]): boolean {
     switch (frame.type) {
-      case BackendType.ReadyForQuery:
+      case BackendType.ReadyForQuery: {
         this.txStatus = decodeReadyForQuery(frame.body);
+        const client = this.current()?.forwardReady === true;
         this.popThroughReady();
-        return false;
+        if (!client) return false;
+        this.batchTx = this.txStatus === 'E' ? 'other' : this.txStatus;
+        this.idleSinceReady = this.txStatus === 'I' && !this.busy;
+        return this.forward(frame, out);
+      }
       case BackendType.ErrorResponse:
         // Postgres skips to the internal Sync; its ReadyForQuery closes the entry.
         while (
@@ -556,6 +574,7 @@ export class ResponseTracker {
       // The rest of this Query's (or batch's) results are not the client's to see after an error.
       this.swallowUntilReady = true;
       if (head?.kind === FrontendType.Execute) this.capErrorInBatch = true;
+      else if (head?.kind === FrontendType.Query) this.capErrorInQuery = true;
     }
     return false;
   }

@@ -2574,6 +2574,15 @@ export class Session {
    * is the message unchanged, false when it was changed or held back, 'closed' when the session ended.
    */
   private relayUpstreamFrame(frame: Frame, tracker: ResponseTracker, out: Buffer[]): boolean | 'closed' {
+    if (frame.type === BackendType.ReadyForQuery && tracker.capErrorInQuery && frame.body[0] === 0x54) {
+      // A simple Query pgwarden failed with a row cap error ran on in PostgreSQL, whose transaction block is still
+      // usable: a failing Query of pgwarden's own aborts it, and its ReadyForQuery (E) is the one the client gets, so
+      // nothing the client was told failed can be committed.
+      tracker.onFrame(frame, []);
+      tracker.expect(FrontendType.Query, undefined, undefined, undefined, { internal: true, forwardReady: true });
+      this.writeUpstream([encodeQuery(SENTINEL_SQL)]);
+      return false;
+    }
     let held = false;
     if (this.heldParameters !== undefined) {
       if (frame.type === BackendType.ParameterStatus) {

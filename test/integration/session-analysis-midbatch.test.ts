@@ -295,6 +295,32 @@ describe('a row cap error (onRowCap: error) in a batch: an error PostgreSQL neve
     expect(await canaryRows(77005, 77005)).toBe(1);
   });
 
+  it('a simple Query inside a transaction block: the transaction is aborted (E), so its COMMIT commits nothing', async () => {
+    const got = await capped([
+      query('BEGIN'),
+      query(
+        "INSERT INTO public.canary VALUES (77008, 'before'); SELECT id FROM public.orders; INSERT INTO public.canary VALUES (77009, 'after')",
+      ),
+      query('SELECT 1'),
+      query('COMMIT'),
+    ]);
+    expect(got).toEqual([
+      'CBEGIN',
+      'ZT',
+      'CINSERT 0 1',
+      'T',
+      'D',
+      'D',
+      'E54000',
+      'ZE',
+      'E25P02',
+      'ZE',
+      'CROLLBACK',
+      'ZI',
+    ]);
+    expect(await canaryRows(77008, 77009)).toBe(0);
+  });
+
   // Open: a simple Query is run and committed by PostgreSQL in one go, before pgwarden sees the row past the cap, so
   // no statement of pgwarden's own can come between; closing it needs the Query run in a transaction pgwarden ends.
   it.fails('a simple Query: the INSERT after the capped SELECT does not commit', async () => {
