@@ -2210,8 +2210,13 @@ export class Session {
         if (copy === 'drop') return false;
         if (copy instanceof Promise) {
           // Sent with the COPY's Execute, before its first answer (libpq does): only that answer tells whether
-          // PostgreSQL will read this Sync. The Execute was followed by a Flush, so the answer comes.
-          this.withDecision(copy, out, (copyIn, o) => {
+          // PostgreSQL will read this Sync. The Execute was followed by a Flush, so the answer comes. Read, it may
+          // still have to wait for an error-mode row cap (a COPY TO's rows), as below.
+          const known = copy.then(async (copyIn) => {
+            if (!copyIn && tracker.errorCapPending) await this.answersIn();
+            return copyIn;
+          });
+          this.withDecision(known, out, (copyIn, o) => {
             if (!copyIn) this.syncBatch(tracker, frame, o);
           });
           return false;
@@ -2219,13 +2224,7 @@ export class Session {
         if (tracker.errorCapPending) {
           // An Execute of this batch may still pass its error-mode row cap, an error only pgwarden would report: the
           // Sync waits until every answer is in (a Flush asks for them), so the batch can be made to fail before it.
-          const answered = new Promise<void>((resolve) => {
-            this.exchangeUpstream(() => undefined).then(
-              () => resolve(),
-              () => resolve(),
-            );
-          });
-          this.withDecision(answered, out, (_, o) => this.syncBatch(tracker, frame, o));
+          this.withDecision(this.answersIn(), out, (_, o) => this.syncBatch(tracker, frame, o));
           return false;
         }
         this.syncBatch(tracker, frame, out);
@@ -2449,6 +2448,16 @@ export class Session {
   /** The upstream backend's process id once connected (what pg_backend_pid() answers for this session). */
   get backendPid(): number | undefined {
     return this.closed ? undefined : this.upstream?.processId;
+  }
+
+  /** Settles once every message sent upstream is answered (a Flush asks for the answers in an open batch). */
+  private answersIn(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.exchangeUpstream(() => undefined).then(
+        () => resolve(),
+        () => resolve(),
+      );
+    });
   }
 
   /**

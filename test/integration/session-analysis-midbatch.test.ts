@@ -279,6 +279,22 @@ describe('a row cap error (onRowCap: error) in a batch: an error PostgreSQL neve
     expect(await canaryRows(77101, 77103)).toBe(0);
   });
 
+  it('COPY … TO STDOUT past the cap, after an INSERT in the same batch: the INSERT does not commit', async () => {
+    const got = await capped([
+      Buffer.concat([
+        parse('', "INSERT INTO public.canary VALUES (77010, 'before copy')"),
+        bind('', ''),
+        execute(''),
+        parse('', 'COPY (SELECT id FROM public.orders) TO STDOUT'),
+        bind('', ''),
+        execute(''),
+        sync(),
+      ]),
+    ]);
+    expect(got.slice(-2)).toEqual(['E54000', 'ZI']);
+    expect(await canaryRows(77010, 77010)).toBe(0);
+  });
+
   it('a batch within the cap runs and commits as before', async () => {
     const got = await capped([
       Buffer.concat([
