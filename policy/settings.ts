@@ -187,9 +187,13 @@ function argText(arg: Node | undefined): string | undefined {
  * space around them ignored, a double-quoted element taken as written ("" is a quote), an unquoted one lower-cased
  * (ASCII only, as for UTF8 databases). Undefined for any text the server would reject, and for names over 63 bytes
  * (truncated by the server: refused here rather than compared after the cut).
+ * White space is scanner_isspace's: space, tab, newline, carriage return, form feed. A vertical tab anywhere makes the
+ * text unread: PostgreSQL 15's scanner_isspace keeps it in the name (`'app\v, public'` names a schema "app\v", so the
+ * server resolves unqualified names without app), later versions' scanner skips it; either reading could differ.
  */
 export function splitIdentifierList(raw: string): string[] | undefined {
-  const space = (c: string | undefined) => c !== undefined && ' \t\n\v\f\r'.includes(c) && c.length === 1;
+  if (raw.includes('\v')) return undefined;
+  const space = (c: string | undefined) => c !== undefined && ' \t\n\f\r'.includes(c) && c.length === 1;
   const out: string[] = [];
   let i = 0;
   while (space(raw[i])) i++;

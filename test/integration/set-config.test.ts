@@ -241,6 +241,21 @@ describe('SETs that leave a pinned setting as stamped are allowed; other values 
     });
   });
 
+  it("a vertical tab is not white space to the server's list splitter: a set_config list that would drop a schema is refused", async () => {
+    await withClient('pathrole', async (c) => {
+      const stamped = await show(c, 'search_path');
+      const before = await schemas(c);
+      // PostgreSQL 15's SplitIdentifierString (scanner_isspace) keeps \v in the name: 'app\v' and '\vpublic' are other
+      // schemas, so the server would resolve unqualified names without app (or public) while pgwarden resolves them in it.
+      for (const raw of ['app\v, public', 'app,\vpublic', '\vapp, public', 'app, public\v']) {
+        const err = await pgError(() => c.query(`SELECT set_config('search_path', '${raw}', false)`));
+        expect([JSON.stringify(raw), err.code]).toEqual([JSON.stringify(raw), '42501']);
+        expect(await schemas(c)).toBe(before);
+      }
+      expect(await show(c, 'search_path')).toBe(stamped);
+    });
+  });
+
   it("startup search_path (node-postgres gh-2416's options): the role's own is accepted, another refused FATAL 42501", async () => {
     await withClient('analyst', async (c) => expect(await show(c, 'search_path')).toBe('public'), {
       options: '--search_path=public',
