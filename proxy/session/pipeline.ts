@@ -370,8 +370,9 @@ export class ResponseTracker {
    */
   onFrame(frame: Frame, out: Buffer[]): boolean {
     const head = this.current();
-    // A ReadyForQuery is the internal entry's only when it closes one of pgwarden's own (its Sync or Query): after an
-    // error earlier in the batch PostgreSQL skips pgwarden's messages in it too, and the client's Sync is answered.
+    // A ReadyForQuery is the internal entry's only when it closes one of pgwarden's own (its Sync or Query). An error
+    // earlier in the batch pops pgwarden's skipped messages with the client's (onError), so this holds already; checked
+    // anyway because swallowing the ReadyForQuery of the client's Sync would leave the client waiting forever.
     if (head?.internal && (frame.type !== BackendType.ReadyForQuery || this.readyIsInternal()))
       return this.onInternal(frame, out);
     if (

@@ -1622,6 +1622,13 @@ export class Session {
     settleName(this.statements, name, entry, ok);
   }
 
+  /** rollbackFirst in a batch for the refused statement `name`: upstream the unnamed statement and portal are now its ROLLBACK. */
+  private rollbackFirstInBatch(tracker: ResponseTracker, name: string, o: Buffer[]): void {
+    rollbackFirst(tracker, true, o);
+    if (name !== '') this.statements.delete('');
+    this.portals.delete('');
+  }
+
   /**
    * Bind of a named statement decided as it is now (st.version, st.rowCap and st.bindChecks current): the values are
    * checked against what the decision left to Bind (bind-checks.ts), then the portal is bound under that decision.
@@ -1954,12 +1961,7 @@ export class Session {
             });
             o.push(d.rewrittenSql !== undefined ? encodeParse(p.name, d.rewrittenSql, p.paramTypes) : frame.raw);
           } else {
-            if (endsTransaction(p.sql, d.statements)) {
-              rollbackFirst(tracker, true, o);
-              // Upstream the unnamed statement and portal are now pgwarden's ROLLBACK.
-              if (p.name !== '') this.statements.delete('');
-              this.portals.delete('');
-            }
+            if (endsTransaction(p.sql, d.statements)) this.rollbackFirstInBatch(tracker, p.name, o);
             tracker.expect(FrontendType.Parse, this.denial(d));
             // Same statement name, so a later Bind to it fails as the name was never created.
             o.push(encodeParse(p.name, SENTINEL_SQL, []));
@@ -2035,6 +2037,8 @@ export class Session {
                 st.allowed = false;
                 st.revoked = this.denial(d).message;
                 this.pendingClose.push({ target: 'S', name: b.statement });
+                // A cached PREPARE TRANSACTION (postgres.js keeps its statements) whose key a reload removed.
+                if (endsTransaction(st.sql, d.statements)) this.rollbackFirstInBatch(tracker, b.statement, o);
                 refuseMessage(
                   tracker,
                   b.statement === ''

@@ -1,10 +1,12 @@
 // Two-phase commit through pgwarden: the twoPhase role key (PREPARE TRANSACTION, COMMIT/ROLLBACK PREPARED, pg_prepared_xacts), and a refused PREPARE TRANSACTION or COMMIT that ends the transaction as PostgreSQL's failure would.
 import type { EventEmitter } from 'node:events';
+import { writeFileSync } from 'node:fs';
 import type pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SAMPLE_UPSTREAM_USER } from '../../proxy/embedded/sample.ts';
 import { connectPg, pgError, startTestProxy, withSuperClient, type TestProxy } from '../helpers/proxy.ts';
+import { RawClient, bind, errorCode, execute, parse, query, sync } from '../helpers/raw-client.ts';
 
 const TABLE = 'public.twophase_items';
 const rw = (extra = '') => `    readOnly: false
@@ -56,15 +58,31 @@ async function preparedGids(): Promise<string[]> {
   );
 }
 
-/** A pg client for `role` whose last ReadyForQuery status is readable. */
-async function client(role: string): Promise<{ c: pg.Client; status: () => string }> {
+/**
+ * A pg client for `role`: status() is the last ReadyForQuery status; nextReady(), called before a query, resolves to the
+ * status of the ReadyForQuery that answers it (pg may reject an extended-protocol query at its ErrorResponse, before
+ * the ReadyForQuery arrives).
+ */
+async function client(role: string): Promise<{ c: pg.Client; status: () => string; nextReady: () => Promise<string> }> {
   const c = await connectPg(tp, await tp.token({ sub: `tp-${role}-${Math.random()}`, role }));
   c.on('error', () => {});
   let last = '';
+  let seen = 0;
+  const waiting: (() => void)[] = [];
   (c as unknown as { connection: EventEmitter }).connection.on('readyForQuery', (m: { status: string }) => {
     last = m.status;
+    seen++;
+    for (const w of waiting.splice(0)) w();
   });
-  return { c, status: () => last };
+  const nextReady = (): Promise<string> => {
+    const target = seen + 1;
+    const wait = async (): Promise<string> => {
+      while (seen < target) await new Promise<void>((r) => waiting.push(r));
+      return last;
+    };
+    return answered(wait(), 'ReadyForQuery');
+  };
+  return { c, status: () => last, nextReady };
 }
 
 function js(role: string, pass: string) {
@@ -158,18 +176,19 @@ describe('without twoPhase', () => {
   ] as const)(
     'pg (%s): a refused PREPARE TRANSACTION rolls the transaction back and leaves it ended',
     async (_, mode) => {
-      const { c, status } = await client('notpc');
+      const { c, status, nextReady } = await client('notpc');
       try {
         await c.query('BEGIN');
         await c.query(`INSERT INTO ${TABLE} VALUES (10, 'never committed')`);
         expect(status()).toBe('T');
+        const after = nextReady();
         const err = await pgError(() =>
           c.query({ text: "PREPARE TRANSACTION 'tp-refused'", queryMode: mode } as pg.QueryConfig),
         );
         expect(err.code).toBe('42501');
         expect(err.message).toMatch(/two-phase/);
         // As after PostgreSQL's own failed PREPARE: idle, not an aborted block (which would answer 25P02 here).
-        expect(status()).toBe('I');
+        expect(await after).toBe('I');
         expect((await c.query('SELECT count(*)::int AS n FROM public.twophase_items WHERE id = 10')).rows[0].n).toBe(0);
         // A COMMIT now commits nothing: there is no transaction.
         await c.query('COMMIT');
@@ -231,11 +250,12 @@ describe('without twoPhase', () => {
   });
 
   it('a read-only role cannot prepare a transaction either', async () => {
-    const { c, status } = await client('reader');
+    const { c, nextReady } = await client('reader');
     try {
       await c.query('BEGIN');
+      const after = nextReady();
       expect((await pgError(() => c.query("PREPARE TRANSACTION 'tp-ro'"))).code).toBe('42501');
-      expect(status()).toBe('I');
+      expect(await after).toBe('I');
     } finally {
       await c.end();
     }
@@ -243,16 +263,108 @@ describe('without twoPhase', () => {
   });
 
   it('a COMMIT refused by the budget rolls the transaction back, as a failed COMMIT does', async () => {
-    const { c, status } = await client('budgeted');
+    const { c, nextReady } = await client('budgeted');
     try {
       await c.query('BEGIN');
       await c.query(`INSERT INTO ${TABLE} VALUES (12, 'over budget')`);
       await c.query(`INSERT INTO ${TABLE} VALUES (13, 'over budget')`);
+      const after = nextReady();
       expect((await pgError(() => c.query('COMMIT'))).code).toBe('53400');
-      expect(status()).toBe('I');
+      expect(await after).toBe('I');
     } finally {
       await c.end();
     }
     expect(await ids()).not.toContain(12);
+  });
+
+  describe('in one extended-protocol batch (raw messages: nothing of the ROLLBACK reaches the client)', () => {
+    /** Writes `msgs` at once and returns what comes back up to the ReadyForQuery: types, SQLSTATEs, tags, status. */
+    async function batch(c: RawClient, msgs: Buffer[]): Promise<string[]> {
+      const got: string[] = [];
+      c.onMessage = (type, body) => {
+        if (type === 'E') got.push(`E ${errorCode(body)}`);
+        else if (type === 'C') got.push(`C ${body.subarray(0, body.length - 1).toString('utf8')}`);
+        else if (type === 'Z') got.push(`Z ${String.fromCharCode(body[0] as number)}`);
+        else got.push(type);
+      };
+      const done = c.next((t) => t === 'Z');
+      c.socket.write(Buffer.concat(msgs));
+      await answered(done, 'batch');
+      return got;
+    }
+    const prepareTx = (gid: string) => [parse('s1', `PREPARE TRANSACTION '${gid}'`), bind('', 's1'), execute('')];
+
+    it('after an allowed INSERT in the block: the refusal ends the block (I) and the INSERT is rolled back', async () => {
+      const c = await RawClient.connect(tp.proxy.port, await tp.token({ sub: 'tp-raw-1', role: 'notpc' }));
+      try {
+        expect(await batch(c, [query('BEGIN')])).toEqual(['C BEGIN', 'Z T']);
+        const got = await batch(c, [
+          parse('', `INSERT INTO ${TABLE} VALUES (20, 'raw')`),
+          bind('', ''),
+          execute(''),
+          ...prepareTx('tp-raw-1'),
+          sync(),
+        ]);
+        expect(got).toEqual(['1', '2', 'C INSERT 0 1', 'E 42501', 'Z I']);
+        expect(await batch(c, [query('SELECT 1')])).toEqual(['T', 'D', 'C SELECT 1', 'Z I']);
+      } finally {
+        c.close();
+      }
+      expect(await ids()).not.toContain(20);
+    });
+
+    it("after an earlier error in the batch PostgreSQL skips pgwarden's ROLLBACK too: the block stays aborted (E), as directly", async () => {
+      const c = await RawClient.connect(tp.proxy.port, await tp.token({ sub: 'tp-raw-2', role: 'notpc' }));
+      try {
+        expect(await batch(c, [query('BEGIN')])).toEqual(['C BEGIN', 'Z T']);
+        const got = await batch(c, [
+          parse('', 'SELECT 1 / 0'),
+          bind('', ''),
+          execute(''),
+          ...prepareTx('tp-raw-2'),
+          sync(),
+        ]);
+        // PostgreSQL folds 1 / 0 when it plans the statement at Bind: the error is Bind's.
+        expect(got).toEqual(['1', 'E 22012', 'Z E']);
+        expect(await batch(c, [query('ROLLBACK')])).toEqual(['C ROLLBACK', 'Z I']);
+      } finally {
+        c.close();
+      }
+    });
+
+    it('outside a block: the error and I, with no "no transaction in progress" notice', async () => {
+      const c = await RawClient.connect(tp.proxy.port, await tp.token({ sub: 'tp-raw-3', role: 'notpc' }));
+      try {
+        expect(await batch(c, [...prepareTx('tp-raw-3'), sync()])).toEqual(['E 42501', 'Z I']);
+        expect(await batch(c, [query("PREPARE TRANSACTION 'tp-raw-3'")])).toEqual(['E 42501', 'Z I']);
+      } finally {
+        c.close();
+      }
+    });
+  });
+
+  it('a prepared PREPARE TRANSACTION statement whose key a reload removed: refused at Bind, and the transaction ended', async () => {
+    const { c, nextReady } = await client('tpc');
+    // pg parses a named statement once and then only binds it: the Bind is decided again under the new policy.
+    const prepareTx = { name: 'tp_ptx', text: "PREPARE TRANSACTION 'tp-reload'" };
+    try {
+      await c.query('BEGIN');
+      await c.query(prepareTx);
+      await c.query("ROLLBACK PREPARED 'tp-reload'");
+      writeFileSync(tp.policyFile, POLICY.replace('    twoPhase: true\n', ''));
+      await tp.proxy.reload();
+      await c.query('BEGIN');
+      await c.query(`INSERT INTO ${TABLE} VALUES (30, 'after reload')`);
+      const after = nextReady();
+      expect((await pgError(() => c.query(prepareTx))).code).toBe('42501');
+      expect(await after).toBe('I');
+      expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await c.end();
+      writeFileSync(tp.policyFile, POLICY);
+      await tp.proxy.reload();
+    }
+    expect(await ids()).not.toContain(30);
+    expect(await preparedGids()).toEqual([]);
   });
 });

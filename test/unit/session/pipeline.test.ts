@@ -171,3 +171,56 @@ describe('ResponseTracker', () => {
     expect(rewriteTagCount('COPY 7', 5)).toBe('COPY 5');
   });
 });
+
+describe("ResponseTracker: pgwarden's own ROLLBACK before a refused statement that ends the transaction", () => {
+  const own = { internal: true, quiet: true } as const;
+  const notice = typed('N', new Bytes().u8(0x53).cstr('WARNING').u8(0x43).cstr('25P01').u8(0).u8(0));
+  const parseOk = typed('1', Buffer.alloc(0));
+  const bindOk = typed('2', Buffer.alloc(0));
+
+  function rollbackThenRefused(t: ResponseTracker): void {
+    t.expect(FrontendType.Parse, undefined, undefined, undefined, own);
+    t.expect(FrontendType.Bind, undefined, undefined, undefined, own);
+    t.expect(FrontendType.Execute, undefined, undefined, undefined, own);
+    t.expect(FrontendType.Parse, denied);
+  }
+
+  it('swallows its answers and notice; the client sees the refusal and the Sync', () => {
+    const t = new ResponseTracker(undefined);
+    rollbackThenRefused(t);
+    t.expect(FrontendType.Bind);
+    t.expect(FrontendType.Execute);
+    t.expect(FrontendType.Sync);
+    expect(run(t, [parseOk, bindOk, notice, complete('ROLLBACK'), error('42601'), ready('I')])).toEqual([
+      ['E', '42501'],
+      ['Z', 'I'],
+    ]);
+    expect(t.busy).toBe(false);
+  });
+
+  it("after an error earlier in the batch (PostgreSQL skips pgwarden's messages too), the client's Sync is answered", () => {
+    const t = new ResponseTracker(undefined);
+    t.expect(FrontendType.Parse);
+    t.expect(FrontendType.Bind);
+    // Sent before the earlier error was answered: the tracker does not know PostgreSQL is skipping.
+    rollbackThenRefused(t);
+    t.expect(FrontendType.Sync);
+    expect(run(t, [parseOk, error('22012', 'division by zero'), ready('E')])).toEqual([
+      ['1', ''],
+      ['E', '22012'],
+      ['Z', 'E'],
+    ]);
+    expect(t.busy).toBe(false);
+  });
+
+  it("a simple Query ROLLBACK of its own: its CommandComplete, notice and ReadyForQuery stay pgwarden's", () => {
+    const t = new ResponseTracker(undefined);
+    t.expect(FrontendType.Query, undefined, undefined, undefined, own);
+    t.expect(FrontendType.Query, denied);
+    expect(run(t, [notice, complete('ROLLBACK'), ready('I'), error('42601'), ready('I')])).toEqual([
+      ['E', '42501'],
+      ['Z', 'I'],
+    ]);
+    expect(t.busy).toBe(false);
+  });
+});
