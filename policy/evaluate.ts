@@ -1164,6 +1164,8 @@ const ALTER_TABLE_SUBTYPES = new Set([
 ]);
 
 const RENAME_TYPES = new Set([...DDL_OBJECT_TYPES, 'OBJECT_COLUMN', 'OBJECT_TABCONSTRAINT']);
+/** Renames that rename a row type too (an index has none). */
+const ROW_TYPE_RENAMES = new Set(['OBJECT_TABLE', 'OBJECT_VIEW', 'OBJECT_MATVIEW', 'OBJECT_SEQUENCE']);
 const COMMENT_TYPES = new Set([...DDL_OBJECT_TYPES, 'OBJECT_COLUMN', 'OBJECT_TABCONSTRAINT']);
 
 type UtilityOk = { rank: number; ruleId: string };
@@ -1340,17 +1342,55 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
   const targets: AnyNode[] = [];
   const refuse = (what: string, why: string): Denial => deny('statement_kind_denied', 'builtin.ddl', what, why);
   /**
-   * A new type name that shadows pg_catalog's for this role: with pg_catalog named after another schema on its
-   * searchPath, PostgreSQL would resolve the unqualified name to the new type, which pgwarden's snapshot does not know yet.
+   * Type names the statement makes or renames to, with where each lands: a table, view or composite brings its row
+   * type, an enum, domain or range a type of its name (a range also its multirange), each also an array type `_name`.
    */
-  const catalogFirst = !role.searchPath.includes('pg_catalog') || role.searchPath[0] === 'pg_catalog';
-  const shadowsBuiltIn = (name: unknown): Denial | undefined =>
-    !catalogFirst && typeof name === 'string' && catalog.types?.get(`pg_catalog.${name}`) !== undefined
-      ? refuse(
-          `names a type ${quoteIdent(name)} as pg_catalog's`,
-          "pg_catalog comes after another schema on the role's searchPath, so the new type would stand in for the built-in one",
-        )
-      : undefined;
+  const newTypes: { names: string[]; schema: string | undefined; temporary: boolean; existing: boolean }[] = [];
+  const newType = (name: unknown, schema: unknown, temporary: boolean, existing: boolean, more: string[] = []) => {
+    if (typeof name !== 'string') return;
+    newTypes.push({
+      names: [name, `_${name}`, ...more],
+      schema: typeof schema === 'string' ? schema : undefined,
+      temporary,
+      existing,
+    });
+  };
+  /**
+   * Where PostgreSQL looks up an unqualified type name: pg_temp first (once the session has made a temporary object,
+   * unless the path names it), pg_catalog next (unless the path names it), then the path. pgwarden's analysis, and the
+   * server's on its own connection, never see the session's pg_temp, and know only the snapshot's types: a new type
+   * that PostgreSQL would find before a type of the same name the snapshot knows further along would stand in for it,
+   * while pgwarden goes on judging the statement as using the other one (docs/policy.md, "Types, domains and schemas").
+   */
+  const typePath = role.searchPath.includes('pg_catalog') ? [...role.searchPath] : ['pg_catalog', ...role.searchPath];
+  const typeOrder = typePath.includes('pg_temp') ? typePath : ['pg_temp', ...typePath];
+  /** Whether an unqualified range subtype is pg_catalog's for PostgreSQL too (nothing but pg_temp comes before it). */
+  const catalogFirst = typeOrder.filter((x) => x !== 'pg_temp')[0] === 'pg_catalog';
+  const shadowedBy = (t: (typeof newTypes)[number]): { name: string; schema: string } | undefined => {
+    const types = catalog.types;
+    if (types === undefined) return undefined;
+    // Where on the path the new type lands: an unqualified existing object may be the session's temporary one.
+    const lands =
+      t.temporary || t.schema === 'pg_temp'
+        ? ['pg_temp']
+        : t.schema !== undefined
+          ? [t.schema]
+          : [...(t.existing && role.ddl?.temporary === true ? ['pg_temp'] : []), role.searchPath[0] ?? ''];
+    // pg_temp not on the path is searched first (-1); a schema not on the path is never searched for a bare name.
+    const rankOf = (x: string) => (x === 'pg_temp' || typePath.includes(x) ? typePath.indexOf(x) : Infinity);
+    const rank = Math.min(...lands.map(rankOf));
+    if (rank === Infinity) return undefined;
+    for (const schema of typePath.slice(rank + 1)) {
+      if (schema === 'pg_temp') continue;
+      for (const name of t.names) {
+        const known = types.get(`${schema}.${name}`);
+        // A user table's row type stands aside: pgwarden judges `NULL::t` as a read of that table, a stricter verdict
+        // than one about the new type, and a temporary table named like a table is ordinary practice.
+        if (known !== undefined && (schema === 'pg_catalog' || known.relation === undefined)) return { name, schema };
+      }
+    }
+    return undefined;
+  };
   switch (kind) {
     case 'CreateStmt':
       ddlKind = 'create_table';
@@ -1366,12 +1406,14 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
         );
       }
       if (!rvPlace(body.relation, true)) return internalDenial('CREATE TABLE without a name');
+      newType(body.relation.relname, body.relation.schemaname, body.relation.relpersistence === 't', false);
       break;
     case 'CreateTableAsStmt':
       ddlKind = body.objtype === 'OBJECT_MATVIEW' ? 'create_materialized_view' : 'create_table';
       if (body.query?.SelectStmt === undefined)
         return refuse('of anything but a query is not allowed', 'CREATE TABLE AS EXECUTE hides the query being stored');
       if (!rvPlace(body.into?.rel, true)) return internalDenial('CREATE TABLE AS without a name');
+      newType(body.into.rel.relname, body.into.rel.schemaname, body.into.rel.relpersistence === 't', false);
       break;
     case 'ViewStmt': {
       ddlKind = 'create_view';
@@ -1391,6 +1433,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
           `${quoteIdent(onPath)} is both in ${r}.ddl.schemas and ${r}.searchPath, so a view made there could stand in for a relation of the same name`,
         );
       if (!rvPlace(rv, true)) return internalDenial('CREATE VIEW without a name');
+      newType(rv.relname, rv.schemaname, false, false);
       // OR REPLACE of a view that exists changes it.
       if (body.replace === true && resolveRelation(rv, role, catalog) !== undefined) targets.push(rv);
       break;
@@ -1460,7 +1503,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
         const p = nameListPlace(body.object?.List?.items, 0);
         if (p === undefined) return internalDenial('ALTER TYPE of an unreadable name');
         places.push({ schema: p.schema, temporary: false, catalogName: p.catalogName });
-        late = shadowsBuiltIn(body.newname);
+        newType(body.newname, p.schema, false, true);
         break;
       }
       if (!RENAME_TYPES.has(String(body.renameType)))
@@ -1470,6 +1513,9 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
         );
       if (!rvPlace(body.relation, false))
         return refuse('of this object is not allowed', 'the object has no relation name');
+      // A relation's row type takes the relation's new name.
+      if (ROW_TYPE_RENAMES.has(String(body.renameType)))
+        newType(body.newname, body.relation.schemaname, body.relation.relpersistence === 't', true);
       targets.push(body.relation);
       if (body.renameType === 'OBJECT_COLUMN' || body.renameType === 'OBJECT_TABCONSTRAINT')
         recursive.push({ rv: body.relation, always: false });
@@ -1576,7 +1622,15 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       const p = nameListPlace(list, 0);
       if (p === undefined) return internalDenial('CREATE TYPE of an unreadable name');
       places.push({ schema: p.schema, temporary: false, catalogName: p.catalogName });
-      late = shadowsBuiltIn(stringsOf(list).at(-1));
+      {
+        const name = stringsOf(list).at(-1);
+        // A range also makes its multirange, named by PostgreSQL's makeMultirangeTypeName.
+        const multi =
+          kind !== 'CreateRangeStmt' || name === undefined
+            ? []
+            : [name.includes('range') ? name.replace('range', 'multirange') : `${name}_multirange`];
+        newType(name, p.schema, false, false, multi);
+      }
       if (kind === 'CreateRangeStmt') {
         // Comparing range bounds calls the subtype's btree operators: pg_catalog's only (policy/ddl.ts refuses the
         // options that would name other functions).
@@ -1601,7 +1655,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
     case 'CompositeTypeStmt':
       ddlKind = 'create_type';
       if (!rvPlace(body.typevar, false)) return internalDenial('CREATE TYPE without a name');
-      late = shadowsBuiltIn(body.typevar?.relname);
+      newType(body.typevar?.relname, body.typevar?.schemaname, false, false);
       break;
     case 'AlterEnumStmt': {
       ddlKind = 'alter_type';
@@ -1683,6 +1737,14 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
         `creates or drops schema ${quoteIdent(name)}, which is not in ddl.schemas`,
         `a schema the role creates or drops must be in ${r}.ddl.schemas`,
         `schemas this role may change: ${role.ddl.schemas.map(quoteIdent).join(', ') || 'none'}`,
+      );
+  }
+  for (const t of newTypes) {
+    const hit = shadowedBy(t);
+    if (hit !== undefined)
+      return refuse(
+        `makes a type ${quoteIdent(t.names[0] ?? '')} that would stand in for ${quoteIdent(hit.schema)}.${quoteIdent(hit.name)}`,
+        `PostgreSQL looks up an unqualified type name in ${t.temporary || t.schema === 'pg_temp' ? "the session's pg_temp first" : 'that schema before'} ${quoteIdent(hit.schema)} (search order ${typeOrder.map(quoteIdent).join(', ')}), while pgwarden's analysis would go on resolving it to the type it knows; choose another name`,
       );
   }
   if (late !== undefined) return late;

@@ -142,6 +142,32 @@ const families: Record<string, Case[]> = {
     ['typer', 'DROP DOMAIN scratch.d CASCADE', 'deny', 'statement_kind_denied'],
     ['typer', 'COMMENT ON TYPE scratch.e IS $$x$$', 'deny'],
   ],
+  // PostgreSQL looks up a bare type name in the session's pg_temp before pg_catalog and the search path; pgwarden's
+  // analysis never looks there, so a temporary type or table named like a known type would be judged as the other.
+  'types that would stand in for known ones': [
+    ['typer', "CREATE TYPE pg_temp.int4 AS ENUM ('a')", 'deny', 'statement_kind_denied'],
+    ['typer', 'CREATE DOMAIN pg_temp.text AS int CHECK (VALUE > 0)', 'deny', 'statement_kind_denied'],
+    ['typer', 'CREATE TYPE pg_temp.point AS (a int)', 'deny', 'statement_kind_denied'],
+    ['typer', 'CREATE TYPE pg_temp.numrange AS RANGE (subtype = int4)', 'deny', 'statement_kind_denied'],
+    // The multirange of pg_temp.num is pg_temp.num_multirange, of pg_temp.int8range int8multirange (both refused).
+    ['typer', 'CREATE TYPE pg_temp.int8range AS RANGE (subtype = int4)', 'deny', 'statement_kind_denied'],
+    ['typer', 'CREATE TEMP TABLE numeric (a int)', 'deny', 'statement_kind_denied'],
+    ['typer', 'CREATE TABLE pg_temp.bool (a int)', 'deny', 'statement_kind_denied'],
+    ['typer', 'CREATE TEMP TABLE regclass AS SELECT 1 AS a', 'deny', 'statement_kind_denied'],
+    ['typer', 'CREATE TEMP TABLE _int4 (a int)', 'deny', 'statement_kind_denied'],
+    ['typer', 'ALTER TYPE pg_temp.e RENAME TO bool', 'deny', 'statement_kind_denied'],
+    ['tables', 'ALTER TABLE pg_temp.t RENAME TO int8', 'deny', 'statement_kind_denied'],
+    ['tables', 'ALTER TABLE pg_temp.t RENAME COLUMN a TO int8', 'allow'],
+    ['typer', "CREATE TYPE pg_temp.mood AS ENUM ('a')", 'allow'],
+    ['typer', 'CREATE TEMP TABLE scratchpad (a int)', 'allow'],
+    // A table's row type: pgwarden judges `NULL::orders` as a read of public.orders, never less strictly.
+    ['typer', 'CREATE TEMP TABLE orders (a int)', 'allow'],
+    // Off the search path, a type is found by its qualified name only.
+    ['typer', "CREATE TYPE scratch.int4 AS ENUM ('a')", 'allow'],
+    ['typer', 'CREATE TABLE scratch.numeric (a int)', 'allow'],
+    // In a schema before pg_catalog on the path: a table's row type stands in too.
+    ['catalogLast', 'CREATE TABLE scratch.numeric (a int)', 'deny', 'statement_kind_denied'],
+  ],
   'kinds are separate switches': [
     ['tables', "CREATE TYPE scratch.e AS ENUM ('a')", 'deny', 'ddl_denied'],
     ['tables', 'DROP TYPE scratch.e', 'deny', 'ddl_denied'],

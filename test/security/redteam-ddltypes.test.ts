@@ -1,0 +1,105 @@
+// Red team of scoped type DDL (create_type, alter_type, create_table's row types): a new type PostgreSQL would find before a type pgwarden knows of the same name — in the session's pg_temp, searched first, or in a schema earlier on the search path — is refused, so what pgwarden judges is what PostgreSQL runs.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { connectAs, pgError, startTestProxy, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
+
+/** A schema the role may change, and one whose types it uses by their bare names after it on its search path. */
+const S = 'rt_types_own';
+const SHARED = 'rt_types_shared';
+
+const POLICY = `roles:
+  temper:
+    readOnly: false
+    relations: [public.orders, ${S}.*]
+    write: { statements: [insert], relations: [${S}.*] }
+    ddl: { kinds: [create_table, drop, create_type, alter_type], schemas: [${S}], temporary: true }
+  pathy:
+    readOnly: false
+    relations: [${S}.*, ${SHARED}.*]
+    write: { statements: [insert], relations: [${S}.*] }
+    ddl: { kinds: [create_table, drop, create_type, alter_type], schemas: [${S}] }
+    searchPath: [${S}, ${SHARED}]
+`;
+
+/** Types of these names in any temporary schema, or in `schema`, as the superuser sees them. */
+async function typesNamed(names: string[], schema?: string): Promise<string[]> {
+  return su(async (c) =>
+    (
+      await c.query(
+        `SELECT n.nspname || '.' || t.typname AS t FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+         WHERE t.typname = ANY($1) AND (n.nspname LIKE 'pg\\_temp\\_%' OR n.nspname = $2) ORDER BY 1`,
+        [names, schema ?? ''],
+      )
+    ).rows.map((r) => String(r.t)),
+  );
+}
+
+let tp: TestProxy;
+const clients: pg.Client[] = [];
+async function as(role: string): Promise<pg.Client> {
+  const c = await connectAs(tp, role);
+  clients.push(c);
+  return c;
+}
+
+beforeAll(async () => {
+  await su((c) =>
+    c.query(`
+    DROP SCHEMA IF EXISTS ${S} CASCADE;
+    DROP SCHEMA IF EXISTS ${SHARED} CASCADE;
+    CREATE SCHEMA ${S};
+    CREATE SCHEMA ${SHARED};
+    CREATE TYPE ${SHARED}.status AS ENUM ('open', 'closed');
+    GRANT USAGE, CREATE ON SCHEMA ${S} TO pgwarden;
+    GRANT USAGE ON SCHEMA ${SHARED} TO pgwarden;
+    GRANT TEMPORARY ON DATABASE app TO pgwarden;
+  `),
+  );
+  tp = await startTestProxy({ policy: POLICY });
+});
+afterAll(async () => {
+  for (const c of clients) await c.end().catch(() => {});
+  await tp?.close();
+  await su((c) => c.query(`DROP SCHEMA IF EXISTS ${S} CASCADE; DROP SCHEMA IF EXISTS ${SHARED} CASCADE`));
+});
+
+describe("a type in the session's pg_temp, which PostgreSQL searches before pg_catalog", () => {
+  it('named like a built-in type is refused (enum, domain, temporary table), and the built-in one stays what the name means', async () => {
+    const c = await as('temper');
+    for (const sql of [
+      `CREATE TYPE pg_temp.int4 AS ENUM ('zz')`,
+      'CREATE DOMAIN pg_temp.text AS pg_catalog.int4 CHECK (VALUE > 0)',
+      'CREATE TEMP TABLE numeric (a int)',
+      'CREATE TABLE pg_temp.point (a int)',
+    ]) {
+      const e = await pgError(() => c.query(sql));
+      expect([e.code, e.message], sql).toEqual([
+        '42501',
+        expect.stringMatching(/would stand in for pg_catalog\.(int4|text|numeric|point)/),
+      ]);
+    }
+    expect(await typesNamed(['int4', 'text', 'numeric', 'point'])).toEqual([]);
+    // The session goes on meaning pg_catalog's types by these names (with the enum, '1'::int4 was 22P02).
+    expect(
+      (await c.query(`SELECT '1'::int4 AS a, 'abc'::text AS b, pg_typeof(NULL::numeric)::text AS c`)).rows,
+    ).toEqual([{ a: 1, b: 'abc', c: 'numeric' }]);
+    // Names of their own are fine, temporary tables named like a user table too.
+    await c.query(`CREATE TYPE pg_temp.rt_mood AS ENUM ('a')`);
+    await c.query('CREATE TEMP TABLE orders (a int)');
+    expect((await c.query(`SELECT 'a'::pg_temp.rt_mood::text AS m`)).rows).toEqual([{ m: 'a' }]);
+  });
+});
+
+describe('a type in a schema earlier on the search path than a type of the same name', () => {
+  it('is refused, made or renamed; the later schema keeps the name', async () => {
+    const c = await as('pathy');
+    expect((await c.query(`SELECT 'open'::status::text AS s`)).rows).toEqual([{ s: 'open' }]);
+    const e = await pgError(() => c.query(`CREATE TYPE ${S}.status AS ENUM ('x')`));
+    expect([e.code, e.message]).toEqual(['42501', expect.stringContaining(`${SHARED}.status`)]);
+    await c.query(`CREATE TYPE ${S}.mine AS ENUM ('x')`);
+    const r = await pgError(() => c.query(`ALTER TYPE ${S}.mine RENAME TO status`));
+    expect([r.code, r.message]).toEqual(['42501', expect.stringContaining(`${SHARED}.status`)]);
+    expect(await typesNamed(['status'], S)).toEqual([]);
+    expect((await c.query(`SELECT 'open'::status::text AS s`)).rows).toEqual([{ s: 'open' }]);
+  });
+});
