@@ -320,10 +320,21 @@ interface BoundPortal {
   rowCap: RowCap | undefined;
   /** The Bind, kept when values in it were checked (bind-checks.ts): checked again if decided again at Execute. */
   bind?: BindMessage;
+  /**
+   * Its decision's sibling-backend checks (pg_terminate_backend / pg_cancel_backend of a bound pid): checked again at
+   * every Execute, as the sibling may have ended since the Bind (a portal outlives its batch in a transaction block).
+   */
+  signals?: readonly BindCheck[];
   /** Executing it cannot change what names resolve to (NamedStatement.neutral; SQL PREPAREs are DML). */
   neutral?: boolean;
   /** NamedStatement.copy. */
   copy?: boolean;
+}
+
+/** A decision's sibling-backend checks, as a portal keeps them to check again at Execute (BoundPortal.signals). */
+function siblingChecks(checks: readonly BindCheck[] | undefined): { signals?: readonly BindCheck[] } {
+  const signals = checks?.filter((c) => c.kind === 'sibling_backend') ?? [];
+  return signals.length > 0 ? { signals } : {};
 }
 
 /** A statement or portal whose Parse or Bind is unanswered: what its name held before, and who waits for the answer. */
@@ -1649,6 +1660,7 @@ export class Session {
       version: st.version,
       rowCap: st.rowCap,
       ...(st.bindChecks !== undefined ? { bind: b } : {}),
+      ...siblingChecks(st.bindChecks),
     });
   }
 
@@ -2134,8 +2146,18 @@ export class Session {
               }
               portal.version = version;
               portal.rowCap = d.rowCap;
+              portal.signals = siblingChecks(d.bindChecks).signals;
               this.executePortal(tracker, e.portal, false, frame, o, d.rowCap, portal.seq, portal.copy === true);
             });
+            return false;
+          }
+          // The backend it signals must still be a sibling's: checked at Bind, the sibling may have ended since.
+          const gone =
+            portal.signals === undefined
+              ? undefined
+              : bindRefusal(portal.signals, portal.bind ?? NO_VALUES, portal.paramTypes, this.bindContext);
+          if (gone !== undefined) {
+            refuseMessage(tracker, gone, out);
             return false;
           }
           this.executePortal(tracker, e.portal, false, frame, out, portal.rowCap, portal.seq, portal.copy === true);

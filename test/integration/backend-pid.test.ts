@@ -12,6 +12,23 @@ import {
   type TestProxy,
 } from '../helpers/proxy.ts';
 import { until } from '../helpers/until.ts';
+import { RawClient, errorCode, execute, parse, query, sync } from '../helpers/raw-client.ts';
+import { typed } from '../helpers/bytes.ts';
+
+/** Bind of `statement` to `portal` with one text parameter. */
+function bindText(portal: string, statement: string, value: string): Buffer {
+  const v = Buffer.from(value, 'utf8');
+  const len = Buffer.alloc(4);
+  len.writeInt32BE(v.length, 0);
+  const cs = (x: string) => Buffer.from(`${x}\0`, 'utf8');
+  return typed('B', Buffer.concat([cs(portal), cs(statement), Buffer.from([0, 0, 0, 1]), len, v, Buffer.from([0, 0])]));
+}
+
+/** The first column of a DataRow body, as text. */
+function dataText(body: Buffer): string | undefined {
+  const n = body.readInt32BE(2);
+  return n < 0 ? undefined : body.subarray(6, 6 + n).toString('utf8');
+}
 
 let tp: TestProxy;
 let su: pg.Client;
@@ -191,6 +208,59 @@ describe("another session of the same subject and agent, given as a bound parame
     } finally {
       await attacker.end();
       await victim.end();
+    }
+  });
+
+  it('a portal bound while the sibling lived is checked again at Execute: once the sibling has ended it is refused', async () => {
+    // The portal outlives its batch inside a transaction block, so its Execute can come long after the Bind; by then the
+    // pid is no sibling's (the kernel may even have given it to another subject's backend).
+    const raw = await RawClient.connect(tp.proxy.port, await tp.token());
+    const seen: { type: string; code?: string; text?: string }[] = [];
+    raw.onMessage = (type, body) =>
+      seen.push(
+        type === 'E' ? { type, code: errorCode(body) } : type === 'D' ? { type, text: dataText(body) } : { type },
+      );
+    const batch = async (...frames: Buffer[]) => {
+      seen.length = 0;
+      const ready = raw.next((t) => t === 'Z');
+      raw.socket.write(Buffer.concat(frames));
+      await ready;
+      return seen.filter((m) => m.type !== 'N' && m.type !== 'S');
+    };
+    const ended = await as();
+    const living = await as();
+    try {
+      expect(await batch(query('BEGIN'))).toEqual([{ type: 'C' }, { type: 'Z' }]);
+      const bound = await batch(
+        parse('pk', 'SELECT pg_terminate_backend($1) AS ok'),
+        bindText('gone', 'pk', String(ended.processID)),
+        bindText('live', 'pk', String(living.processID)),
+        sync(),
+      );
+      expect(bound.map((m) => m.type)).toEqual(['1', '2', '2', 'Z']);
+      const gone = new Promise<void>((r) => ended.once('end', () => r()));
+      await ended.end();
+      await gone;
+      await until(async () => !(await alive(ended.processID)), 5_000);
+      // The ended sibling's portal: refused before it reaches PostgreSQL.
+      const late = await batch(execute('gone'), sync());
+      expect(late[0]).toEqual({ type: 'E', code: '42501' });
+      expect(late.some((m) => m.type === 'D')).toBe(false);
+      // A sibling still alive at Execute: signalled as before (the block was aborted by the refusal, so a new one).
+      await batch(query('ROLLBACK'));
+      expect(await batch(query('BEGIN'))).toEqual([{ type: 'C' }, { type: 'Z' }]);
+      expect((await batch(bindText('live', 'pk', String(living.processID)), sync())).map((m) => m.type)).toEqual([
+        '2',
+        'Z',
+      ]);
+      const killed = new Promise<void>((r) => living.once('end', () => r()));
+      expect(await batch(execute('live'), sync())).toEqual([{ type: 'D', text: 't' }, { type: 'C' }, { type: 'Z' }]);
+      await killed;
+      expect(living.errors).toContain('57P01');
+    } finally {
+      raw.close();
+      await ended.end().catch(() => {});
+      await living.end().catch(() => {});
     }
   });
 
