@@ -213,6 +213,20 @@ describe.each(targets)('postgres.js $name', ({ name }) => {
     expect(await sql`SELECT count(*)::int AS n FROM ${sql(s())}.wide WHERE id = 20`).toEqual([{ n: 0 }]);
   });
 
+  check('two-phase commit: sql.prepare() in sql.begin, then COMMIT PREPARED', async () => {
+    const sql = connect();
+    // tp-<schema>-: the security corpus's fingerprint leaves tp- gids out, and resetCompatTables rolls back leftovers.
+    const gid = `tp-${s()}-${randomBytes(4).toString('hex')}`;
+    await sql.begin(async (tx) => {
+      await tx`INSERT INTO ${tx(s())}.wide VALUES (30, 'two-phase')`;
+      await tx.prepare(gid);
+    });
+    expect(await sql`SELECT count(*)::int AS n FROM ${sql(s())}.wide WHERE id = 30`).toEqual([{ n: 0 }]);
+    expect(await sql`SELECT gid FROM pg_catalog.pg_prepared_xacts WHERE gid = ${gid}`).toEqual([{ gid }]);
+    await sql.unsafe(`COMMIT PREPARED '${gid}'`);
+    expect(await sql`SELECT count(*)::int AS n FROM ${sql(s())}.wide WHERE id = 30`).toEqual([{ n: 1 }]);
+  });
+
   check('insert many rows with one helper (10,000 parameters)', async () => {
     const sql = connect();
     const rows = Array.from({ length: 5000 }, (_, i) => ({ id: 1000 + i, body: `row ${i}` }));

@@ -617,18 +617,19 @@ def two_phase_commit():
     # Closed, not left by `with`: its exit would call commit(), which psycopg refuses after tpc_prepare().
     c = connect()
     try:
-        # Plain-string gids (psycopg's other form) under tp-: the security corpus's fingerprint leaves those out.
-        c.tpc_begin(f"tp-compat-{run}-a")
+        # Plain-string gids (psycopg's other form), tp-<schema>-: the security corpus's fingerprint leaves tp- gids out,
+        # and resetCompatTables rolls back any a failure left prepared.
+        c.tpc_begin(f"tp-{SCHEMA}-{run}-a")
         c.execute(sql.SQL("INSERT INTO {} VALUES (700, 'tpc committed')").format(t("wide")))
         c.tpc_prepare()
         c.tpc_commit()
-        c.tpc_begin(f"tp-compat-{run}-b")
+        c.tpc_begin(f"tp-{SCHEMA}-{run}-b")
         c.execute(sql.SQL("INSERT INTO {} VALUES (701, 'tpc rolled back')").format(t("wide")))
         c.tpc_prepare()
     finally:
         c.close()
     with connect() as c2:
-        found = [x for x in c2.tpc_recover() if x.gtrid == f"tp-compat-{run}-b"]
+        found = [x for x in c2.tpc_recover() if x.gtrid == f"tp-{SCHEMA}-{run}-b"]
         eq(len(found), 1)
         c2.tpc_rollback(found[0])
         eq(c2.execute(sql.SQL("SELECT id FROM {} WHERE id IN (700, 701) ORDER BY id").format(t("wide"))).fetchall(),

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFile, spawnSync } from 'node:child_process';
+import type pg from 'pg';
 import { SAMPLE_DATABASE, SAMPLE_UPSTREAM_USER } from '../../proxy/embedded/sample.ts';
 import { startTestProxy, superClient, testPg, type TestProxy } from './proxy.ts';
 
@@ -92,6 +93,7 @@ export async function startCompat(name: string, opts: { tls?: boolean } = {}): P
   const schema = `compat_${name}`;
   const su = await superClient();
   try {
+    await rollbackLeftoverPrepared(su, schema);
     await su.query(schemaSql(schema));
   } finally {
     await su.end();
@@ -175,9 +177,21 @@ function selfSignedPair(): { certFile: string; keyFile: string; remove(): void }
 }
 
 /** Empties the schema's tables between the direct and the proxied run, so each starts from the same rows. */
+/**
+ * Two-phase checks name their transactions tp-<schema>-…: one a failed check left prepared would hold its locks on the
+ * fixture tables forever (past the session), and TRUNCATE or DROP SCHEMA would wait on it.
+ */
+async function rollbackLeftoverPrepared(c: pg.Client, schema: string): Promise<void> {
+  const left = await c.query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [
+    `tp-${schema}-`,
+  ]);
+  for (const { gid } of left.rows) await c.query(`ROLLBACK PREPARED '${gid.replaceAll("'", "''")}'`);
+}
+
 export async function resetCompatTables(schema: string): Promise<void> {
   const c = await superClient();
   try {
+    await rollbackLeftoverPrepared(c, schema);
     await c.query(`TRUNCATE ${schema}.items, ${schema}.copy_t, ${schema}.wide RESTART IDENTITY`);
   } finally {
     await c.end();
