@@ -35,9 +35,10 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await tp?.close();
-  // A prepared transaction outlives its session and holds its locks: none of this file's may stay behind.
+  // A prepared transaction outlives its session and holds its locks: none of this file's (tp-i-…) may stay behind; other
+  // files' tp- gids (the compat checks) are theirs to finish.
   await withSuperClient(async (c) => {
-    const left = await c.query<{ gid: string }>("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'tp-%'");
+    const left = await c.query<{ gid: string }>("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'tp-i-%'");
     for (const { gid } of left.rows) await c.query(`ROLLBACK PREPARED '${gid}'`);
     await c.query(`DROP TABLE IF EXISTS ${TABLE}`);
   });
@@ -52,7 +53,7 @@ async function ids(): Promise<number[]> {
 
 async function preparedGids(): Promise<string[]> {
   return withSuperClient(async (c) =>
-    (await c.query<{ gid: string }>("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'tp-%' ORDER BY gid")).rows.map(
+    (await c.query<{ gid: string }>("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'tp-i-%' ORDER BY gid")).rows.map(
       (r) => r.gid,
     ),
   );
@@ -113,25 +114,25 @@ describe('twoPhase: true', () => {
     try {
       await c.query('BEGIN');
       await c.query(`INSERT INTO ${TABLE} VALUES (1, 'two-phase committed')`);
-      expect((await c.query("PREPARE TRANSACTION 'tp-pg-1'")).command).toBe('PREPARE');
+      expect((await c.query("PREPARE TRANSACTION 'tp-i-pg-1'")).command).toBe('PREPARE');
       // Prepared, not committed: invisible until COMMIT PREPARED, and listed in pg_prepared_xacts.
       expect(await ids()).toEqual([0]);
-      const seen = await c.query("SELECT gid FROM pg_catalog.pg_prepared_xacts WHERE gid = 'tp-pg-1'");
-      expect(seen.rows).toEqual([{ gid: 'tp-pg-1' }]);
-      await c.query("COMMIT PREPARED 'tp-pg-1'");
+      const seen = await c.query("SELECT gid FROM pg_catalog.pg_prepared_xacts WHERE gid = 'tp-i-pg-1'");
+      expect(seen.rows).toEqual([{ gid: 'tp-i-pg-1' }]);
+      await c.query("COMMIT PREPARED 'tp-i-pg-1'");
       expect(await ids()).toEqual([0, 1]);
 
       // The extended protocol, and finished from another session of the role (they share the upstream login).
       await c.query('BEGIN');
       await c.query({ text: `INSERT INTO ${TABLE} VALUES ($1, 'rolled back')`, values: [2] });
-      await c.query({ text: "PREPARE TRANSACTION 'tp-pg-2'", queryMode: 'extended' } as pg.QueryConfig);
-      expect(await preparedGids()).toEqual(['tp-pg-2']);
+      await c.query({ text: "PREPARE TRANSACTION 'tp-i-pg-2'", queryMode: 'extended' } as pg.QueryConfig);
+      expect(await preparedGids()).toEqual(['tp-i-pg-2']);
     } finally {
       await c.end();
     }
     const other = await client('tpc');
     try {
-      await other.c.query({ text: "ROLLBACK PREPARED 'tp-pg-2'", queryMode: 'extended' } as pg.QueryConfig);
+      await other.c.query({ text: "ROLLBACK PREPARED 'tp-i-pg-2'", queryMode: 'extended' } as pg.QueryConfig);
     } finally {
       await other.c.end();
     }
@@ -140,14 +141,14 @@ describe('twoPhase: true', () => {
   });
 
   it("postgres.js: sql.prepare() in sql.begin, then COMMIT PREPARED (the driver's own test)", async () => {
-    const sql = js('tpc', await tp.token({ sub: 'tp-js-tpc', role: 'tpc' }));
+    const sql = js('tpc', await tp.token({ sub: 'tp-i-js-tpc', role: 'tpc' }));
     try {
       await sql.begin(async (tx) => {
         await tx`insert into public.twophase_items values (3, 'postgres.js')`;
-        await tx.prepare('tp-js-1');
+        await tx.prepare('tp-i-js-1');
       });
-      expect(await preparedGids()).toEqual(['tp-js-1']);
-      await sql.unsafe("commit prepared 'tp-js-1'");
+      expect(await preparedGids()).toEqual(['tp-i-js-1']);
+      await sql.unsafe("commit prepared 'tp-i-js-1'");
       expect(await ids()).toEqual([0, 1, 3]);
     } finally {
       await sql.end({ timeout: 1 });
@@ -160,7 +161,7 @@ describe('twoPhase: true', () => {
       await c.query('BEGIN');
       expect((await pgError(() => c.query('INSERT INTO public.canary VALUES (990, $1)', ['x']))).code).toBe('42501');
       // Aborted by the refusal: PostgreSQL's PREPARE of a failed transaction rolls it back (tag ROLLBACK).
-      expect((await c.query("PREPARE TRANSACTION 'tp-failed'")).command).toBe('ROLLBACK');
+      expect((await c.query("PREPARE TRANSACTION 'tp-i-failed'")).command).toBe('ROLLBACK');
       expect(await preparedGids()).toEqual([]);
       expect((await pgError(() => c.query('SELECT * FROM public.canary'))).code).toBe('42501');
     } finally {
@@ -183,7 +184,7 @@ describe('without twoPhase', () => {
         expect(status()).toBe('T');
         const after = nextReady();
         const err = await pgError(() =>
-          c.query({ text: "PREPARE TRANSACTION 'tp-refused'", queryMode: mode } as pg.QueryConfig),
+          c.query({ text: "PREPARE TRANSACTION 'tp-i-refused'", queryMode: mode } as pg.QueryConfig),
         );
         expect(err.code).toBe('42501');
         expect(err.message).toMatch(/two-phase/);
@@ -201,12 +202,12 @@ describe('without twoPhase', () => {
   );
 
   it('postgres.js: a refused sql.prepare() fails the transaction, the next query answers and the row is not there', async () => {
-    const sql = js('notpc', await tp.token({ sub: 'tp-js-notpc', role: 'notpc' }));
+    const sql = js('notpc', await tp.token({ sub: 'tp-i-js-notpc', role: 'notpc' }));
     try {
       const err = (await sql
         .begin(async (tx) => {
           await tx`insert into public.twophase_items values (11, 'refused prepare')`;
-          await tx.prepare('tp-js-refused');
+          await tx.prepare('tp-i-js-refused');
         })
         .then(
           () => undefined,
@@ -225,15 +226,15 @@ describe('without twoPhase', () => {
   it('COMMIT PREPARED, ROLLBACK PREPARED and pg_prepared_xacts are refused (42501)', async () => {
     await withSuperClient(async (s) => {
       await s.query('BEGIN');
-      await s.query("PREPARE TRANSACTION 'tp-foreign'");
+      await s.query("PREPARE TRANSACTION 'tp-i-foreign'");
     });
     try {
       for (const role of ['notpc', 'reader']) {
         const { c } = await client(role);
         try {
           for (const text of [
-            "COMMIT PREPARED 'tp-foreign'",
-            "ROLLBACK PREPARED 'tp-foreign'",
+            "COMMIT PREPARED 'tp-i-foreign'",
+            "ROLLBACK PREPARED 'tp-i-foreign'",
             'SELECT gid FROM pg_prepared_xacts',
             'SELECT count(*) FROM pg_catalog.pg_prepared_xacts',
           ]) {
@@ -243,9 +244,9 @@ describe('without twoPhase', () => {
           await c.end();
         }
       }
-      expect(await preparedGids()).toEqual(['tp-foreign']);
+      expect(await preparedGids()).toEqual(['tp-i-foreign']);
     } finally {
-      await withSuperClient((s) => s.query("ROLLBACK PREPARED 'tp-foreign'"));
+      await withSuperClient((s) => s.query("ROLLBACK PREPARED 'tp-i-foreign'"));
     }
   });
 
@@ -254,7 +255,7 @@ describe('without twoPhase', () => {
     try {
       await c.query('BEGIN');
       const after = nextReady();
-      expect((await pgError(() => c.query("PREPARE TRANSACTION 'tp-ro'"))).code).toBe('42501');
+      expect((await pgError(() => c.query("PREPARE TRANSACTION 'tp-i-ro'"))).code).toBe('42501');
       expect(await after).toBe('I');
     } finally {
       await c.end();
@@ -295,14 +296,14 @@ describe('without twoPhase', () => {
     const prepareTx = (gid: string) => [parse('s1', `PREPARE TRANSACTION '${gid}'`), bind('', 's1'), execute('')];
 
     it('after an allowed INSERT in the block: the refusal ends the block (I) and the INSERT is rolled back', async () => {
-      const c = await RawClient.connect(tp.proxy.port, await tp.token({ sub: 'tp-raw-1', role: 'notpc' }));
+      const c = await RawClient.connect(tp.proxy.port, await tp.token({ sub: 'tp-i-raw-1', role: 'notpc' }));
       try {
         expect(await batch(c, [query('BEGIN')])).toEqual(['C BEGIN', 'Z T']);
         const got = await batch(c, [
           parse('', `INSERT INTO ${TABLE} VALUES (20, 'raw')`),
           bind('', ''),
           execute(''),
-          ...prepareTx('tp-raw-1'),
+          ...prepareTx('tp-i-raw-1'),
           sync(),
         ]);
         expect(got).toEqual(['1', '2', 'C INSERT 0 1', 'E 42501', 'Z I']);
@@ -314,14 +315,14 @@ describe('without twoPhase', () => {
     });
 
     it("after an earlier error in the batch PostgreSQL skips pgwarden's ROLLBACK too: the block stays aborted (E), as directly", async () => {
-      const c = await RawClient.connect(tp.proxy.port, await tp.token({ sub: 'tp-raw-2', role: 'notpc' }));
+      const c = await RawClient.connect(tp.proxy.port, await tp.token({ sub: 'tp-i-raw-2', role: 'notpc' }));
       try {
         expect(await batch(c, [query('BEGIN')])).toEqual(['C BEGIN', 'Z T']);
         const got = await batch(c, [
           parse('', 'SELECT 1 / 0'),
           bind('', ''),
           execute(''),
-          ...prepareTx('tp-raw-2'),
+          ...prepareTx('tp-i-raw-2'),
           sync(),
         ]);
         // PostgreSQL folds 1 / 0 when it plans the statement at Bind: the error is Bind's.
@@ -333,10 +334,10 @@ describe('without twoPhase', () => {
     });
 
     it('outside a block: the error and I, with no "no transaction in progress" notice', async () => {
-      const c = await RawClient.connect(tp.proxy.port, await tp.token({ sub: 'tp-raw-3', role: 'notpc' }));
+      const c = await RawClient.connect(tp.proxy.port, await tp.token({ sub: 'tp-i-raw-3', role: 'notpc' }));
       try {
-        expect(await batch(c, [...prepareTx('tp-raw-3'), sync()])).toEqual(['E 42501', 'Z I']);
-        expect(await batch(c, [query("PREPARE TRANSACTION 'tp-raw-3'")])).toEqual(['E 42501', 'Z I']);
+        expect(await batch(c, [...prepareTx('tp-i-raw-3'), sync()])).toEqual(['E 42501', 'Z I']);
+        expect(await batch(c, [query("PREPARE TRANSACTION 'tp-i-raw-3'")])).toEqual(['E 42501', 'Z I']);
       } finally {
         c.close();
       }
@@ -346,11 +347,11 @@ describe('without twoPhase', () => {
   it('a prepared PREPARE TRANSACTION statement whose key a reload removed: refused at Bind, and the transaction ended', async () => {
     const { c, nextReady } = await client('tpc');
     // pg parses a named statement once and then only binds it: the Bind is decided again under the new policy.
-    const prepareTx = { name: 'tp_ptx', text: "PREPARE TRANSACTION 'tp-reload'" };
+    const prepareTx = { name: 'tp_ptx', text: "PREPARE TRANSACTION 'tp-i-reload'" };
     try {
       await c.query('BEGIN');
       await c.query(prepareTx);
-      await c.query("ROLLBACK PREPARED 'tp-reload'");
+      await c.query("ROLLBACK PREPARED 'tp-i-reload'");
       writeFileSync(tp.policyFile, POLICY.replace('    twoPhase: true\n', ''));
       await tp.proxy.reload();
       await c.query('BEGIN');
