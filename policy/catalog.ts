@@ -1,4 +1,5 @@
 // Reads the upstream catalog the policy engine needs (relations, columns, functions, operators) and checks the upstream user's privileges.
+import { createHash } from 'node:crypto';
 import { frozenMap, frozenSet, relationKey } from './load.ts';
 import { quoteIdent } from '../lib/ident.ts';
 import type { CatalogType, CatalogFunction, CatalogRelation, CatalogSnapshot, RelationPattern } from './types.ts';
@@ -195,6 +196,22 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
 
   const database = String(db.rows[0]?.database ?? '');
   if (database === '') throw new Error('loadCatalog: current_database() returned nothing');
+  // The snapshot below is a function of these rows and the patterns alone: equal digests, equal snapshots.
+  const digest = createHash('sha256')
+    .update(
+      JSON.stringify([
+        patterns,
+        db.rows,
+        schemas.rows,
+        rels.rows,
+        edges.rows,
+        fns.rows,
+        ops.rows,
+        typeRows.rows,
+        keywordRows.rows,
+      ]),
+    )
+    .digest('base64');
 
   const parents = new Map<string, string[]>();
   for (const e of edges.rows) {
@@ -300,6 +317,7 @@ export async function loadCatalog(query: CatalogQuery, opts: LoadCatalogOptions 
       [...operatorFunctions].map(([k, v]) => [k, Object.freeze([...v]) as string[]] as const),
     ),
     keywords: frozenMap(keywordRows.rows.map((k) => [String(k.word), String(k.catcode)] as const)),
+    digest,
   });
 }
 

@@ -175,7 +175,7 @@ export class PolicyStore {
     return this.#reloads.run();
   }
 
-  /** Re-reads the catalog for the current policy (after DDL upstream); bumps the version so cached decisions expire. */
+  /** Re-reads the catalog for the current policy (after DDL upstream); bumps the version so cached decisions expire, unless it read the same catalog. */
   refreshCatalog(): Promise<ReloadResult> {
     return this.#enqueue(() => this.#refreshCatalog());
   }
@@ -279,6 +279,14 @@ export class PolicyStore {
       const issues = [{ path: 'catalog', message: `could not be read: ${errorMessage(err)}` }];
       this.#log('error', 'catalog refresh failed; keeping the current catalog', { error: errorMessage(err) });
       return { ok: false, issues };
+    }
+    // The same catalog as before: nothing to swap. A new version would empty every session's decision cache, make
+    // every session decide its prepared statements again and write an audit record, for nothing; refreshes that read
+    // the same catalog are what a client asking about names that do not exist causes (42P01 confirmations, one per
+    // CatalogFollower interval), so they must cost no more than the read.
+    if (catalog.digest !== undefined && catalog.digest === before.catalog.digest) {
+      this.#log('debug', 'catalog unchanged', { version: before.policy.version, ms: Date.now() - started });
+      return { ok: true, version: before.policy.version, changed: false };
     }
     const version = before.policy.version + 1;
     // Same roles, new version: decisions cached against the old catalog must not be reused.

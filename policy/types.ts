@@ -220,6 +220,11 @@ export interface CatalogSnapshot {
   keywords?: ReadonlyMap<string, string>;
   /** Optional: operator key `schema.name` → the `schema.function`s implementing its overloads (from pg_operator.oprcode). */
   userOperatorFunctions?: ReadonlyMap<string, readonly string[]>;
+  /**
+   * Optional: a hash of everything the snapshot was built from (loadCatalog's rows and the relation patterns it read):
+   * two snapshots with the same digest are the same, so a refresh that reads one changes nothing (policy/store.ts).
+   */
+  digest?: string;
 }
 
 /** Per-session facts the policy reads (never mutates). */

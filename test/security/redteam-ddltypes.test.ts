@@ -13,6 +13,15 @@ const POLICY = `roles:
     relations: [public.orders, ${S}.*]
     write: { statements: [insert], relations: [${S}.*] }
     ddl: { kinds: [create_table, drop, create_type, alter_type], schemas: [${S}], temporary: true }
+  local:
+    readOnly: false
+    relations: [${S}.*]
+    write: { statements: [insert], relations: [${S}.*] }
+    ddl: { kinds: [create_table, drop], schemas: [${S}] }
+    searchPath: [${S}]
+  reader:
+    readOnly: true
+    relations: [public.orders]
   pathy:
     readOnly: false
     relations: [${S}.*, ${SHARED}.*]
@@ -101,5 +110,35 @@ describe('a type in a schema earlier on the search path than a type of the same 
     expect([r.code, r.message]).toEqual(['42501', expect.stringContaining(`${SHARED}.status`)]);
     expect(await typesNamed(['status'], S)).toEqual([]);
     expect((await c.query(`SELECT 'open'::status::text AS s`)).rows).toEqual([{ s: 'open' }]);
+  });
+});
+
+describe('42P01 for a name absent from the schemas the role may create in', () => {
+  /** Catalog refreshes that swapped a new snapshot in, as the audit trail records them. */
+  const swaps = () =>
+    tp.auditLines().filter((l) => {
+      const e = JSON.parse(l) as { event?: string; reason?: string };
+      return e.event === 'policy_reload' && e.reason === 'catalog';
+    }).length;
+
+  it("costs a catalog read, never a new snapshot for every session when nothing changed (each one emptied every session's decision cache and wrote an audit record)", async () => {
+    const c = await as('local');
+    const other = await as('reader');
+    await other.query({ name: 'rt-orders', text: 'SELECT count(*)::int AS n FROM public.orders' });
+    // The first read may still find what earlier tests of this file made; from then on nothing changes.
+    await pgError(() => c.query('SELECT * FROM rt_absent'));
+    const before = swaps();
+    for (let i = 0; i < 4; i++) {
+      const e = await pgError(() => c.query(`SELECT * FROM rt_absent_${i}`));
+      expect([e.code, e.message]).toEqual(['42P01', `relation "rt_absent_${i}" does not exist`]);
+    }
+    expect(swaps() - before).toBe(0);
+    // A real change is still read and swapped in: the table made outside pgwarden is found by its bare name.
+    await su((s) => s.query(`CREATE TABLE ${S}.rt_present (a int); GRANT SELECT ON ${S}.rt_present TO pgwarden`));
+    expect((await c.query('SELECT count(*)::int AS n FROM rt_present')).rows).toEqual([{ n: 0 }]);
+    expect(swaps() - before).toBe(1);
+    expect(
+      (await other.query({ name: 'rt-orders', text: 'SELECT count(*)::int AS n FROM public.orders' })).rowCount,
+    ).toBe(1);
   });
 });
