@@ -90,7 +90,17 @@ export function createServer(deps: SessionDeps, opts: ServerOptions = {}): Proxy
         if (me === undefined) return pids;
         for (const s of sessions) {
           const pid = s.backendPid;
-          if (pid !== undefined && s.identity?.sub === me.sub && s.identity.agent === me.agent) pids.add(pid);
+          const id = s.identity;
+          // The same principal: issuer, subject, agent and tenant (a tenant's sessions are its own even for one sub).
+          if (
+            pid !== undefined &&
+            id !== undefined &&
+            id.iss === me.iss &&
+            id.sub === me.sub &&
+            id.agent === me.agent &&
+            id.tenant === me.tenant
+          )
+            pids.add(pid);
         }
         return pids;
       },

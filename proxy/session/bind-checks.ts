@@ -111,7 +111,7 @@ function backendRefusal(
     {
       reason: 'scope_missing',
       detail:
-        'checked when bound: pg_terminate_backend and pg_cancel_backend may signal only the backends of sessions this subject and agent have open through this pgwarden (rule: builtin.functions)',
+        "checked when bound: pg_terminate_backend and pg_cancel_backend may signal only the backends of sessions with this token's issuer, subject, agent and tenant open through this pgwarden (rule: builtin.functions)",
       hint: 'signal one of your own sessions (its backend pid), or end this one with pg_backend_pid()',
     },
   );

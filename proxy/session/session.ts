@@ -125,7 +125,7 @@ export interface SessionDeps {
   /** Per-identity admission (session limits per sub/agent); an error refuses the login. */
   admitIdentity?(id: Identity, self: Session): ProxyError | undefined;
   /**
-   * Upstream backend pids of the live sessions of `self`'s token subject and agent on this pgwarden, `self` included:
+   * Upstream backend pids of the live sessions of `self`'s token issuer, subject, agent and tenant on this pgwarden, `self` included:
    * the backends pg_terminate_backend / pg_cancel_backend of a bound pid may signal (bind-checks.ts). Without it,
    * only the session's own backend.
    */
