@@ -648,11 +648,17 @@ class Analyzer {
     return false;
   }
 
-  /** A schema the role may make objects in (ddl.schemas, or pg_temp with ddl.temporary): the snapshot lags behind it. */
+  /**
+   * A schema the role may make objects in (ddl.schemas, or pg_temp with ddl.temporary): the snapshot lags behind it,
+   * and whether a name exists there is no secret to the role, which sees "already exists" (or "is a table's row
+   * type", or the object it drops or comments on). Not for a role whose only kind is create_schema: it makes the
+   * schema and nothing in it, so names there are as hidden from it as in any schema outside its relations.
+   */
   private ownSchema(schema: string): boolean {
     const ddl = this.role.ddl;
     if (ddl === undefined) return false;
-    return schema === 'pg_temp' ? ddl.temporary : ddl.schemas.includes(schema);
+    if (schema === 'pg_temp') return ddl.temporary;
+    return ddl.schemas.includes(schema) && ddl.kinds.some((k) => k !== 'create_schema');
   }
 
   private relationExists(schema: string, name: string): boolean {

@@ -19,6 +19,12 @@ const POLICY = `roles:
     write: { statements: [insert], relations: [${S}.*] }
     ddl: { kinds: [create_table, drop], schemas: [${S}] }
     searchPath: [${S}]
+  schemer:
+    readOnly: false
+    relations: [public.orders]
+    write: { statements: [insert], relations: [public.canary] }
+    ddl: { kinds: [create_schema], schemas: [${S}] }
+    searchPath: [${S}]
   reader:
     readOnly: true
     relations: [public.orders]
@@ -140,5 +146,17 @@ describe('42P01 for a name absent from the schemas the role may create in', () =
     expect(
       (await other.query({ name: 'rt-orders', text: 'SELECT count(*)::int AS n FROM public.orders' })).rowCount,
     ).toBe(1);
+  });
+});
+
+describe('a role that may only make the schema', () => {
+  it("learns nothing of the names in it: a table it may not read and an absent name are the same refusal (the absent one was 42P01, the table 'may not read')", async () => {
+    await su((s) => s.query(`CREATE TABLE ${S}.rt_hidden (a int); GRANT SELECT ON ${S}.rt_hidden TO pgwarden`));
+    const c = await as('schemer');
+    const hidden = await pgError(() => c.query('SELECT * FROM rt_hidden'));
+    const absent = await pgError(() => c.query('SELECT * FROM rt_nothere'));
+    expect([hidden.code, absent.code]).toEqual(['42501', '42501']);
+    expect(absent.message.replaceAll('rt_nothere', 'X')).toBe(hidden.message.replaceAll('rt_hidden', 'X'));
+    expect(absent.detail?.replaceAll('rt_nothere', 'X')).toBe(hidden.detail?.replaceAll('rt_hidden', 'X'));
   });
 });

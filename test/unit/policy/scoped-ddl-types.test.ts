@@ -298,6 +298,16 @@ describe('an unknown relation where the role may create one', () => {
       'relation "nosuch" does not exist',
     );
   });
+  it('nor for a role that may only make the schema: it could not learn names there otherwise', () => {
+    const schemer: RolePolicy = {
+      ...local,
+      name: 'schemer',
+      relations: [{ schema: 'public', name: 'orders' }],
+      ddl: { kinds: ['create_schema'], schemas: ['scratch'], temporary: false },
+    };
+    const d = deny(schemer, 'SELECT * FROM nosuch');
+    expect([d.sqlstate, d.reason, d.confirmAbsent]).toEqual(['42501', 'relation_not_allowed', undefined]);
+  });
   it("a name that could resolve outside the role's relations stays 42501 without a confirmation", () => {
     const mixed: RolePolicy = { ...local, name: 'mixed', searchPath: ['scratch', 'public'] };
     const d = deny(mixed, 'SELECT * FROM nosuch');
