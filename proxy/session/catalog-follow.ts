@@ -84,11 +84,19 @@ export class CatalogFollower {
    * ROLLBACK, END, ABORT, PREPARE TRANSACTION: what it made is visible to a new read, or gone). A refresh while the
    * block is open could not see it, and every refresh makes sessions decide their prepared statements again, so a
    * refusal inside the block does not ask for one.
+   *
+   * True when the catalog changes (or has just changed) for every other connection with this decision: the statement
+   * ends a block that held DDL, is DDL outside a block, or follows either. What other connections' analyses
+   * concluded before then may no longer hold (proxy/session/policy-gate.ts forgets the server's verdicts).
    */
-  note(decision: Decision, pid: number | undefined, sql = ''): void {
-    if (pid === undefined) return;
-    if (this.#running.delete(pid)) this.#changed = ++this.#seq;
-    if (!decision.allow) return;
+  note(decision: Decision, pid: number | undefined, sql = ''): boolean {
+    if (pid === undefined) return false;
+    let settles = false;
+    if (this.#running.delete(pid)) {
+      this.#changed = ++this.#seq;
+      settles = true;
+    }
+    if (!decision.allow) return settles;
     let ddl = false;
     let ended = false;
     for (const s of decision.statements) {
@@ -101,11 +109,13 @@ export class CatalogFollower {
     }
     if (ddl) remember(this.#ddlSessions, pid);
     if (ended) this.#inBlock.delete(pid);
-    if (!this.#ddlSessions.has(pid)) return;
+    if (!this.#ddlSessions.has(pid)) return settles;
     if (ended || !this.#inBlock.has(pid)) {
       this.#ddlSessions.delete(pid);
       remember(this.#running, pid);
+      settles = true;
     }
+    return settles;
   }
 
   /**

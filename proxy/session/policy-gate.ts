@@ -221,9 +221,16 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
   ): Decision | Promise<Decision> => {
     // Scoped DDL (or DO) is about to change the catalog: what the server's analysis cached about it may go stale, and
     // the session's next statement must be analysed against what the DDL made (a column it added, a table it dropped).
-    if (server !== undefined && decision.allow && decision.statements.some((s) => CATALOG_CHANGING_KINDS.has(s.kind)))
+    // DDL in a transaction block changes it for other connections only when the block commits: what they had analysed
+    // meanwhile (another role's `INSERT INTO t` as public.t, before this block's new app.t, earlier on that role's
+    // search_path, became visible) is forgotten then too, at the COMMIT and again at the session's next statement
+    // (by then the COMMIT has run), or it would be reused for analysis.cacheTtl against the new catalog.
+    const settles = follower?.note(decision, pid, sql) === true;
+    if (
+      server !== undefined &&
+      (settles || (decision.allow && decision.statements.some((s) => CATALOG_CHANGING_KINDS.has(s.kind))))
+    )
       server.invalidate();
-    follower?.note(decision, pid, sql);
     if (server === undefined || !decision.allow || !needsServerAnalysis(decision)) return decision;
     if (own?.required === true) {
       const there = onOwn(decision, sql, role, paramTypes, pid, own, key);

@@ -25,6 +25,16 @@ const POLICY = `roles:
     write: { statements: [insert], relations: [public.canary] }
     ddl: { kinds: [create_schema], schemas: [${S}] }
     searchPath: [${S}]
+  planter:
+    readOnly: false
+    relations: [${S}.*]
+    write: { statements: [insert], relations: [${S}.*] }
+    ddl: { kinds: [create_table, drop], schemas: [${S}] }
+  victim:
+    readOnly: false
+    relations: [public.rt_types_drop]
+    write: { statements: [insert], relations: [public.rt_types_drop] }
+    searchPath: [${S}, public]
   reader:
     readOnly: true
     relations: [public.orders]
@@ -68,6 +78,9 @@ beforeAll(async () => {
     GRANT USAGE, CREATE ON SCHEMA ${S} TO pgwarden;
     GRANT USAGE ON SCHEMA ${SHARED} TO pgwarden;
     GRANT TEMPORARY ON DATABASE app TO pgwarden;
+    DROP TABLE IF EXISTS public.rt_types_drop;
+    CREATE TABLE public.rt_types_drop (id int, note text);
+    GRANT SELECT, INSERT ON public.rt_types_drop TO pgwarden;
   `),
   );
   tp = await startTestProxy({ policy: POLICY });
@@ -75,7 +88,11 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of clients) await c.end().catch(() => {});
   await tp?.close();
-  await su((c) => c.query(`DROP SCHEMA IF EXISTS ${S} CASCADE; DROP SCHEMA IF EXISTS ${SHARED} CASCADE`));
+  await su((c) =>
+    c.query(
+      `DROP SCHEMA IF EXISTS ${S} CASCADE; DROP SCHEMA IF EXISTS ${SHARED} CASCADE; DROP TABLE IF EXISTS public.rt_types_drop`,
+    ),
+  );
 });
 
 describe("a type in the session's pg_temp, which PostgreSQL searches before pg_catalog", () => {
@@ -158,5 +175,24 @@ describe('a role that may only make the schema', () => {
     expect([hidden.code, absent.code]).toEqual(['42501', '42501']);
     expect(absent.message.replaceAll('rt_nothere', 'X')).toBe(hidden.message.replaceAll('rt_hidden', 'X'));
     expect(absent.detail?.replaceAll('rt_nothere', 'X')).toBe(hidden.detail?.replaceAll('rt_hidden', 'X'));
+  });
+});
+
+describe("a table committed earlier on another role's search path", () => {
+  it("is what that role's next statement is judged against, not the server verdict cached while the block was open (the victim's INSERT landed in the planter's table)", async () => {
+    const planter = await as('planter');
+    const victim = await as('victim');
+    await planter.query('BEGIN');
+    await planter.query(`CREATE TABLE ${S}.rt_types_drop (id int, note text)`);
+    // Analysed (and its verdict cached) while the new table is invisible to every other connection: public's table.
+    await victim.query(`INSERT INTO rt_types_drop VALUES (1, 'before')`);
+    await planter.query('COMMIT');
+    // The same text now means the planter's table, which the victim may not write.
+    const e = await pgError(() => victim.query(`INSERT INTO rt_types_drop VALUES (2, 'secret')`));
+    expect([e.code, e.message]).toEqual(['42501', expect.stringContaining(`${S}.rt_types_drop`)]);
+    expect((await planter.query(`SELECT * FROM ${S}.rt_types_drop`)).rows).toEqual([]);
+    expect(
+      await su(async (s) => (await s.query('SELECT id, note FROM public.rt_types_drop ORDER BY id')).rows),
+    ).toEqual([{ id: 1, note: 'before' }]);
   });
 });
