@@ -35,6 +35,12 @@ const POLICY = `roles:
     relations: [public.rt_types_drop]
     write: { statements: [insert], relations: [public.rt_types_drop] }
     searchPath: [${S}, public]
+  tempvictim:
+    readOnly: false
+    relations: [public.rt_types_drop2]
+    write: { statements: [insert], relations: [public.rt_types_drop2] }
+    ddl: { kinds: [create_table], schemas: [], temporary: true }
+    searchPath: [${S}, public]
   reader:
     readOnly: true
     relations: [public.orders]
@@ -81,6 +87,9 @@ beforeAll(async () => {
     DROP TABLE IF EXISTS public.rt_types_drop;
     CREATE TABLE public.rt_types_drop (id int, note text);
     GRANT SELECT, INSERT ON public.rt_types_drop TO pgwarden;
+    DROP TABLE IF EXISTS public.rt_types_drop2;
+    CREATE TABLE public.rt_types_drop2 (id int, note text);
+    GRANT SELECT, INSERT ON public.rt_types_drop2 TO pgwarden;
   `),
   );
   tp = await startTestProxy({ policy: POLICY });
@@ -90,7 +99,7 @@ afterAll(async () => {
   await tp?.close();
   await su((c) =>
     c.query(
-      `DROP SCHEMA IF EXISTS ${S} CASCADE; DROP SCHEMA IF EXISTS ${SHARED} CASCADE; DROP TABLE IF EXISTS public.rt_types_drop`,
+      `DROP SCHEMA IF EXISTS ${S} CASCADE; DROP SCHEMA IF EXISTS ${SHARED} CASCADE; DROP TABLE IF EXISTS public.rt_types_drop, public.rt_types_drop2`,
     ),
   );
 });
@@ -193,6 +202,25 @@ describe("a table committed earlier on another role's search path", () => {
     expect((await planter.query(`SELECT * FROM ${S}.rt_types_drop`)).rows).toEqual([]);
     expect(
       await su(async (s) => (await s.query('SELECT id, note FROM public.rt_types_drop ORDER BY id')).rows),
+    ).toEqual([{ id: 1, note: 'before' }]);
+  });
+});
+
+describe('the same, for a role analysed on its own connection (it has made temporary objects)', () => {
+  // Held before the fix above as well: the own connection's analysis of the INSERT is not kept past the block's end.
+  it('its own analysis remembered from before the COMMIT is not reused after it', async () => {
+    const planter = await as('planter');
+    const victim = await as('tempvictim');
+    await victim.query('CREATE TEMP TABLE rt_scratch (a int)');
+    await planter.query('BEGIN');
+    await planter.query(`CREATE TABLE ${S}.rt_types_drop2 (id int, note text)`);
+    await victim.query(`INSERT INTO rt_types_drop2 VALUES (1, 'before')`);
+    await planter.query('COMMIT');
+    const e = await pgError(() => victim.query(`INSERT INTO rt_types_drop2 VALUES (2, 'secret')`));
+    expect([e.code, e.message]).toEqual(['42501', expect.stringContaining('writes to rt_types_drop2')]);
+    expect((await planter.query(`SELECT * FROM ${S}.rt_types_drop2`)).rows).toEqual([]);
+    expect(
+      await su(async (s) => (await s.query('SELECT id, note FROM public.rt_types_drop2 ORDER BY id')).rows),
     ).toEqual([{ id: 1, note: 'before' }]);
   });
 });
