@@ -161,6 +161,19 @@ export interface Analysis {
    * server's analysis, server-analysis.ts serverSetConfigCalls): its calls, decided as SETs by checkFacts.
    */
   setConfigs?: SetConfigCall[];
+  /**
+   * Type names the snapshot does not know, left to PostgreSQL's analysis on the session's own connection because the
+   * session may have made them (TemporaryNames.deferTypes): each as written, at most its last two parts.
+   */
+  deferredTypes?: DeferredType[];
+}
+
+/** A type name judged by the server's analysis on the session's own connection (evaluate.ts, server-check.ts). */
+export interface DeferredType {
+  /** The name's parts as written (schema and name, or name). */
+  names: readonly string[];
+  /** A string constant is cast to it: PostgreSQL converts it while analysing, so it must be an enum (no user code). */
+  fromString: boolean;
 }
 
 /** Object-identifier types whose input function looks names up in the catalog. */
@@ -1050,7 +1063,7 @@ class Analyzer {
       this.out.regTypes.push(reg);
       this.out.literalSensitive = true;
     }
-    const found = this.resolveType(names);
+    const found = this.resolveType(names, fromString);
     // `'{1}'::some_domain[]`: the server converts the constant while analysing the statement, before any
     // decision, and that conversion would run the domain's CHECK (or a range subtype's comparison function).
     const isArray = Array.isArray(t.arrayBounds) && t.arrayBounds.length > 0;
@@ -1074,7 +1087,7 @@ class Analyzer {
    * type (`NULL::secrets`, `json_populate_record(NULL::t, …)`) reads that relation's shape, so it is
    * a relation reference and a whole-row use; a name that resolves to nothing is denied.
    */
-  private resolveType(names: string[]): CatalogType | undefined {
+  private resolveType(names: string[], fromString = false): CatalogType | undefined {
     const types = this.catalog.types;
     if (types === undefined || names.length === 0) return undefined;
     const last = names[names.length - 1] ?? '';
@@ -1103,6 +1116,16 @@ class Analyzer {
       const schemaname = names.length > 1 ? names[names.length - 2] : undefined;
       const candidates = schemaname !== undefined ? [schemaname] : this.relPath;
       if (candidates.every((s) => this.inScope(s, last))) {
+        // The session may have made it (its open transaction, its temporary objects, an earlier statement of the
+        // text): where PostgreSQL could find it is a schema the role may create in (pg_temp, searched first for types,
+        // when it may make temporary objects). PostgreSQL's analysis on the session's own connection resolves it and
+        // judges what it is (server-check.ts); the session asks for that only after this refusal (policy-gate.ts).
+        const mine =
+          schemaname === undefined && this.role.ddl?.temporary === true ? ['pg_temp', ...candidates] : candidates;
+        if (this.temporary.deferTypes === true && mine.some((s) => this.ownSchema(s))) {
+          (this.out.deferredTypes ??= []).push({ names: names.slice(-2), fromString });
+          return undefined;
+        }
         this.problem(
           'unknown_type',
           display,
@@ -1642,6 +1665,8 @@ export interface TemporaryNames {
   objects?: boolean;
   /** Unqualified relation names are judged as the session's temporary relations (SessionView.deferTemporary). */
   defer?: boolean;
+  /** Type names the snapshot lacks, where the session may have made them, are left to the server (SessionView.deferTypes). */
+  deferTypes?: boolean;
 }
 
 /** Analyses one statement (the `stmt` of a RawStmt). Throws only on programming errors; evaluate catches. */

@@ -242,7 +242,7 @@ export class DecisionCache {
       policyVersion,
       session.role.name,
       session.role.narrowing?.digest ?? '',
-      temporaryMode,
+      session.deferTypes === true ? `${temporaryMode}~` : temporaryMode,
     );
     // The shared entry first: a text with literals rarely repeats exactly (pgbench's simple mode never does).
     const shape = literalShape(sql);

@@ -14,7 +14,7 @@ import type {
 } from './types.ts';
 import { parseStatements, scanTokens, type RawStmt } from './parser.ts';
 import { cappable, cappedLimit, rewriteForCap, spliceLimit } from './rowcap.ts';
-import { analyzeStatement, type Analysis, type AnyNode } from './analyze.ts';
+import { analyzeStatement, type Analysis, type AnyNode, type DeferredType } from './analyze.ts';
 import { judgeFunction } from './functions.ts';
 import { DEFAULT_HOLD_CURSORS, relationKey } from './load.ts';
 import { quoteIdent } from '../lib/ident.ts';
@@ -1121,7 +1121,9 @@ function checkStatement(
   const un = unwrap(raw.stmt);
   if (un === undefined) return { ok: false, denial: internalDenial('statement without a node') };
   if (UTILITY_KINDS.has(un.kind)) {
-    const u = checkUtility(un.kind, un.body, session.role, catalog);
+    // With deferTypes, the type names its restated queries leave to the server's analysis are the statement's own.
+    const deferred = session.deferTypes === true ? (a.deferredTypes ??= []) : undefined;
+    const u = checkUtility(un.kind, un.body, session.role, catalog, deferred);
     if ('reason' in u) return { ok: false, denial: u };
     return { ok: true, effects: [], rank: u.rank, ruleId: u.ruleId, sessionDependent: false };
   }
@@ -1214,7 +1216,13 @@ function nameListPlace(
 }
 
 /** A DDL, maintenance, LOCK, LISTEN/NOTIFY or DO statement: its switch, the place of every object it names, and the queries its bodies amount to. */
-function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: CatalogSnapshot): Denial | UtilityOk {
+function checkUtility(
+  kind: string,
+  body: AnyNode,
+  role: RolePolicy,
+  catalog: CatalogSnapshot,
+  deferred?: DeferredType[],
+): Denial | UtilityOk {
   const r = `roles.${role.name}`;
   const deny = (
     reason: string,
@@ -1287,7 +1295,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
           `read-only roles may LOCK only IN ACCESS SHARE MODE`,
           'use LOCK … IN ACCESS SHARE MODE',
         );
-      return restatedChecks(kind, body, role, catalog, `${r}.lock`);
+      return restatedChecks(kind, body, role, catalog, `${r}.lock`, deferred);
     case 'VacuumStmt': {
       const opts: AnyNode[] = Array.isArray(body.options) ? body.options : [];
       const names = opts.map((o) => String(o?.DefElem?.defname ?? '').toLowerCase());
@@ -1314,7 +1322,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
           'FULL rewrites the table under an exclusive lock, which pgwarden does not allow',
           'VACUUM FULL is never allowed',
         );
-      return restatedChecks(kind, body, role, catalog, `${r}.maintenance`);
+      return restatedChecks(kind, body, role, catalog, `${r}.maintenance`, deferred);
     }
   }
   // DDL.
@@ -1777,7 +1785,7 @@ function checkUtility(kind: string, body: AnyNode, role: RolePolicy, catalog: Ca
       );
     }
   }
-  const restated = restatedChecks(kind, body, role, catalog, `${r}.ddl`);
+  const restated = restatedChecks(kind, body, role, catalog, `${r}.ddl`, deferred);
   if ('reason' in restated) return restated;
   // A foreign key adds triggers to the table it references, takes a lock on it, and from then on refuses deletes and key
   // updates there by anyone while a row refers to them: a change to that table, which must be one the role may change
@@ -1821,6 +1829,7 @@ function restatedChecks(
   role: RolePolicy,
   catalog: CatalogSnapshot,
   rule: string,
+  deferred?: DeferredType[],
 ): Denial | UtilityOk {
   const planned = utilityQueries(kind, body);
   if (!planned.ok)
@@ -1836,7 +1845,10 @@ function restatedChecks(
     const parsed = parseStatements(q.text);
     const stmt = parsed.ok && parsed.stmts.length === 1 ? (parsed.stmts[0]?.stmt as AnyNode | undefined) : undefined;
     if (stmt === undefined) return internalDenial('a restated query did not parse');
-    const qa = analyzeStatement(stmt, catalog, role);
+    // `deferred`: a type name the snapshot lacks, where the session may have made it, is left to the server's analysis
+    // of this restated query on the session's own connection (SessionView.deferTypes).
+    const qa = analyzeStatement(stmt, catalog, role, deferred === undefined ? {} : { deferTypes: true });
+    if (qa.deferredTypes !== undefined) deferred?.push(...qa.deferredTypes);
     // Row locks (FOR UPDATE/SHARE) in a view or CTAS body would be taken on relations the role may only read, and
     // SELECT … INTO inside one would create a table nowhere placed.
     if (qa.hasLocking || qa.hasInto)
@@ -2217,6 +2229,7 @@ function evaluateInner(
     const a = analyzeStatement((raw.stmt ?? {}) as AnyNode, catalog, role, {
       objects: session.tempObjects,
       defer: session.deferTemporary,
+      deferTypes: session.deferTypes,
     });
     analyses.push(a);
     summaries.push(summarize(a));
@@ -2283,6 +2296,13 @@ function evaluateInner(
     shadowDenied: undefined,
     ...(bindChecks.length > 0 ? { bindChecks } : {}),
   };
+  // Each name once per statement (a CREATE TABLE column type is met again in its restated query).
+  const deferredTypes = new Map<string, { statement: number; names: readonly string[]; fromString: boolean }>();
+  analyses.forEach((a, statement) => {
+    for (const t of a.deferredTypes ?? [])
+      deferredTypes.set(JSON.stringify([statement, t.names, t.fromString]), { statement, ...t });
+  });
+  if (deferredTypes.size > 0) allow.deferredTypes = [...deferredTypes.values()];
   return { decision: allow, literalSensitive, sessionDependent };
 }
 

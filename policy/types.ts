@@ -249,6 +249,12 @@ export interface SessionView {
    * a statement refused over a relation, for a session that has temporary objects.
    */
   deferTemporary?: boolean;
+  /**
+   * Leave a type name the snapshot lacks, in a schema the role may create in, to the server's analysis on the session's
+   * own connection (proxy/session/policy-gate.ts): used only to ask again about a statement refused over a type, for a
+   * session that may have made it (in its open transaction, as a temporary object, or earlier in the same text).
+   */
+  deferTypes?: boolean;
 }
 
 /** What a statement does, for the session, the audit trail and `policy explain`. */
@@ -297,6 +303,12 @@ export type Decision =
        * analysed, so a prepared statement of it is analysed again before each later use.
        */
       dependsOnTemporary?: true;
+      /**
+       * Type names the snapshot does not know (SessionView.deferTypes), by the index of the statement naming them: the
+       * server's analysis on the session's own connection resolves each and allows only a type in a schema the role may
+       * create in (server-check.ts); anywhere else this decision is refused.
+       */
+      deferredTypes?: readonly { statement: number; names: readonly string[]; fromString: boolean }[];
     }
   | {
       allow: false;

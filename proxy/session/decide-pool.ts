@@ -177,6 +177,7 @@ function workerView(v: SessionView): { [K in keyof Required<SessionView>]: Sessi
     backendPid: v.backendPid,
     tempObjects: v.tempObjects,
     deferTemporary: v.deferTemporary,
+    deferTypes: v.deferTypes,
   };
 }
 

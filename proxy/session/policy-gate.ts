@@ -252,6 +252,12 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
    * as the session's temporary relations, it is allowed if PostgreSQL's analysis of it (on the session's own connection
    * where possible) allows what the names really are; otherwise the first refusal stands, so a name that is not a
    * temporary relation gets the answer it always got (and existence outside the role's relations stays hidden).
+   *
+   * Likewise a statement refused over a type pgwarden's snapshot does not know, for a session that may have made it
+   * (DDL in its open transaction, a temporary object, or DDL earlier in the same text): judged again with such type
+   * names left to PostgreSQL's analysis on the session's own connection, which resolves them as the statement will and
+   * allows only a type in a schema the role may create in (server-check.ts); nowhere else, and the first refusal
+   * stands word for word when that does not allow it. Both at once when the statement needs both.
    */
   const deferred = (
     refused: Extract<Decision, { allow: false }>,
@@ -264,35 +270,63 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     paramTypes: readonly number[] | undefined,
     own: OwnAnalysis | undefined,
   ): Promise<Decision> | undefined => {
-    // The session has temporary objects, or this very text may make one (`CREATE TEMP TABLE t …; INSERT INTO t …`).
-    const temporary = view.tempObjects === true || refused.statements.some((st) => CATALOG_CHANGING_KINDS.has(st.kind));
-    if (server === undefined || !temporary || role.ddl?.temporary !== true) return undefined;
-    if (!DEFERRABLE_REASONS.has(refused.reason)) return undefined;
-    const again = cache.lookup(sql, mode, { ...view, deferTemporary: true }, catalog, version);
+    if (server === undefined) return undefined;
+    // This very text may make what a later statement of it names (`CREATE TEMP TABLE t …; INSERT INTO t …`).
+    const changing = refused.statements.some((st) => CATALOG_CHANGING_KINDS.has(st.kind));
+    // The session has temporary objects, or this text may make one.
+    const temporary = role.ddl?.temporary === true && (view.tempObjects === true || changing);
+    // Its open transaction (or temporary objects) may hold DDL only its own connection sees, or this text may make it.
+    const types = own !== undefined && (own.required || changing);
+    if (refused.reason === 'type_denied' ? !types : !(temporary && DEFERRABLE_REASONS.has(refused.reason)))
+      return undefined;
+    const again = cache.lookup(
+      sql,
+      mode,
+      { ...view, ...(temporary ? { deferTemporary: true } : {}), ...(types ? { deferTypes: true } : {}) },
+      catalog,
+      version,
+    );
     const d = again.decision;
     if (!d.allow || !needsServerAnalysis(d)) return undefined;
+    const key = `${temporary ? 't' : ''}${types ? 'y' : ''}${memoKey(version, mode, role, paramTypes, sql)}`;
+    // Type names left to the server resolve only on the session's own connection (server-check.ts refuses elsewhere).
     const judged =
-      onOwn(d, sql, role, paramTypes, view.backendPid, own, `t${memoKey(version, mode, role, paramTypes, sql)}`) ??
-      Promise.resolve(onSeparate(d, again.slot, sql, role, paramTypes, view.backendPid));
+      onOwn(d, sql, role, paramTypes, view.backendPid, own, key) ??
+      (d.deferredTypes === undefined
+        ? Promise.resolve(onSeparate(d, again.slot, sql, role, paramTypes, view.backendPid))
+        : undefined);
+    if (judged === undefined) return undefined;
     return judged.then(async (j) => {
-      if (j.allow && j.shadowDenied === undefined) return { ...j, dependsOnTemporary: true as const };
-      // The transaction is aborted: PostgreSQL refuses every statement alike (25P02), whatever its names are.
-      if (!j.allow && j.sqlstate === '25P02' && j.analysedOn === 'session') return j;
-      // PostgreSQL itself refused it (an unknown column, a type mismatch): its answer is the client's when every name
-      // taken as temporary is one of the session's temporary relations, so it can say nothing about another relation.
-      const temporary = temporaryNamesOf(d);
-      const target = own?.target;
-      if (
-        !j.allow &&
-        j.reason === 'server_error' &&
-        j.analysedOn === 'session' &&
-        temporary.length > 0 &&
-        target?.temporaryNames !== undefined &&
-        (await target.temporaryNames(temporary).catch(() => false))
-      )
-        return j;
-      return refused;
+      const out = await judgedAgain(j, refused, d, own);
+      // What confirm() does for a decision it is given: the server's caches and the catalog follower learn of DDL.
+      if (out.allow && out.statements.some((st) => CATALOG_CHANGING_KINDS.has(st.kind))) server.invalidate();
+      follower?.note(out, view.backendPid, sql);
+      return out;
     });
+  };
+
+  /** The answer to a statement judged again by `deferred`: PostgreSQL's where it speaks about what the session has, else the first refusal. */
+  const judgedAgain = async (
+    j: Decision,
+    refused: Extract<Decision, { allow: false }>,
+    d: Allow,
+    own: OwnAnalysis | undefined,
+  ): Promise<Decision> => {
+    // Allowed only as the names resolve now: a prepared statement of it is analysed again before each later use.
+    if (j.allow && j.shadowDenied === undefined) return { ...j, dependsOnTemporary: true as const };
+    // The transaction is aborted: PostgreSQL refuses every statement alike (25P02), whatever its names are.
+    if (!j.allow && j.sqlstate === '25P02' && j.analysedOn === 'session') return j;
+    if (j.allow || j.analysedOn !== 'session' || j.reason === 'type_denied') return refused;
+    // PostgreSQL itself refused it (an unknown column, a type mismatch, an unsafe new enum value): its answer is the
+    // client's when every name taken as temporary is one of the session's temporary relations, and every type name left
+    // to it resolved to one the session may have made (server-check.ts refused otherwise), so it can say nothing
+    // about another relation or type.
+    if (j.reason !== 'server_error') return refused;
+    const temporary = temporaryNamesOf(d);
+    if (temporary.length === 0) return d.deferredTypes !== undefined ? j : refused;
+    const target = own?.target;
+    if (target?.temporaryNames !== undefined && (await target.temporaryNames(temporary).catch(() => false))) return j;
+    return refused;
   };
 
   /** PostgreSQL's analysis on pgwarden's own connections, its verdicts kept in the entry's slot. */

@@ -151,8 +151,9 @@ const NEUTRAL_TRANSACTION_KINDS = new Set([
 
 /**
  * Catalog-changing statements the session's own analysis may run itself, inside its wrapper that is rolled back, so
- * that a later statement of the same text is analysed against what they make (`CREATE TEMP TABLE t …; INSERT INTO t …`):
- * DDL the policy allowed, cheap and undone by the rollback. Not DO (any code), CREATE TABLE AS (runs its query),
+ * that a later statement of the same text is analysed against what they make (`CREATE TEMP TABLE t …; INSERT INTO t …`,
+ * `CREATE TYPE e AS ENUM (…); CREATE TABLE t (a e)`): DDL the policy allowed, cheap and undone by the rollback (making
+ * a type, domain or schema runs none of its expressions). Not DO (any code), CREATE TABLE AS (runs its query),
  * DISCARD, or what ends or rolls back a transaction.
  */
 const REPLAYABLE_KINDS = new Set([
@@ -164,6 +165,12 @@ const REPLAYABLE_KINDS = new Set([
   'CreateSeqStmt',
   'AlterSeqStmt',
   'ViewStmt',
+  'CreateEnumStmt',
+  'AlterEnumStmt',
+  'CompositeTypeStmt',
+  'CreateDomainStmt',
+  'CreateRangeStmt',
+  'CreateSchemaStmt',
 ]);
 
 /** A statement the own analysis runs before analysing the later ones: its text, and its offset in the client's text (characters). */
@@ -454,6 +461,15 @@ export class ServerChecker {
       return { deny: { ...planned.refused, statements: local.statements }, expires: 0, sql };
     }
     const plan = planned;
+    // A type name the snapshot does not know is resolved only where the session may have made it: its own connection.
+    if (local.deferredTypes !== undefined && ctx.own === undefined) {
+      this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'deny' });
+      return {
+        deny: toDeny(undefined, unresolvedType(local.deferredTypes[0]?.names ?? [], role), local.statements),
+        expires: 0,
+        sql,
+      };
+    }
     if (!plan.ok) {
       this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
       return { deny: toDeny(undefined, unanalysable(NOT_ANALYSED, plan.why), local.statements), expires, sql };
@@ -520,6 +536,10 @@ export class ServerChecker {
   ): Promise<Omit<ServerVerdict, 'generation'>> {
     let literalSensitive = false;
     const pending = [...replay.keys()].sort((a, b) => a - b);
+    // Statements whose type names left to this analysis (local.deferredTypes) are still to be resolved; the relations
+    // whose row types they turned out to be, by statement.
+    const unresolved = new Set((local.deferredTypes ?? []).map((d) => d.statement));
+    const rowTypesOf = new Map<number, readonly number[]>();
     for (const t of plan.texts) {
       if (replayer !== undefined) {
         if (t.statement === undefined) {
@@ -549,6 +569,29 @@ export class ServerChecker {
             };
           }
         }
+      }
+      if (t.statement !== undefined && unresolved.delete(t.statement)) {
+        // After the earlier statements of the text ran (replay): the names resolve as they will when this one runs.
+        let resolved: Denial | { error: ServerError } | { rowTypes: number[] };
+        try {
+          resolved = await resolveDeferredTypes(
+            conn,
+            (local.deferredTypes ?? []).filter((d) => d.statement === t.statement),
+            role,
+          );
+        } catch (err) {
+          this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'unavailable' });
+          return { deny: { ...unavailable(errorMessage(err)), statements: local.statements }, expires: 0, sql };
+        }
+        if ('error' in resolved) {
+          this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'error' });
+          return { deny: fromServerError(resolved.error, t, local.statements), expires: 0, sql };
+        }
+        if ('reason' in resolved) {
+          this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'deny' });
+          return { deny: toDeny(t.kind, resolved, local.statements), expires: 0, sql };
+        }
+        rowTypesOf.set(t.statement, resolved.rowTypes);
       }
       let parsedTypes: readonly number[] = [];
       let result: TreeResult;
@@ -599,6 +642,7 @@ export class ServerChecker {
           parsedTypes,
           { catalogFiltered: local.catalogFiltered === true },
           own,
+          t.statement === undefined ? [] : (rowTypesOf.get(t.statement) ?? []),
         );
       } catch (err) {
         if (err instanceof AnalysisUnavailable) {
@@ -617,6 +661,12 @@ export class ServerChecker {
         this.opts.onDisagreement?.({ reason: deny.reason, role: role.name, sql });
         return { deny, expires, sql: judged.literalSensitive ? sql : undefined };
       }
+    }
+    if (unresolved.size > 0) {
+      // A statement whose type names no analysed text stood for: they were never resolved, so it is refused.
+      const first = (local.deferredTypes ?? []).find((d) => unresolved.has(d.statement));
+      this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'deny' });
+      return { deny: toDeny(undefined, unresolvedType(first?.names ?? [], role), local.statements), expires: 0, sql };
     }
     this.opts.onAnalysis?.({ ms: performance.now() - t0, outcome: 'allow' });
     return { deny: undefined, expires, sql: literalSensitive ? sql : undefined };
@@ -688,6 +738,7 @@ export class ServerChecker {
     paramTypes: readonly number[],
     factsCtx: FactsContext,
     own: boolean,
+    rowTypes: readonly number[] = [],
   ): Promise<{ denial: Denial | undefined; literalSensitive: boolean }> {
     const known = {
       relations: new Map<number, ServerRelation | null>(),
@@ -720,10 +771,102 @@ export class ServerChecker {
     if (facts.denial !== undefined) return { denial: facts.denial, literalSensitive: facts.literalSensitive };
     if (facts.analysis === undefined)
       return { denial: unanalysable(NOT_ANALYSED, 'no facts'), literalSensitive: false };
+    if (rowTypes.length > 0) {
+      // A row type the statement named, which pgwarden's snapshot did not know: it reads its relation's whole row, as
+      // pgwarden's own analysis counts a known one (analyze.ts resolveType).
+      const lacking = new Set(rowTypes.filter((o) => !known.relations.has(o)));
+      if (lacking.size > 0)
+        merge(
+          known,
+          await fetchOids(conn, { relations: lacking, functions: new Set(), operators: new Set(), types: new Set() }),
+        );
+      for (const oid of rowTypes) {
+        const r = known.relations.get(oid);
+        if (!r)
+          return {
+            denial: unanalysable(NOT_ANALYSED, `relation OID ${oid} is not in the server's catalog`),
+            literalSensitive: false,
+          };
+        const key = `${r.schema}.${r.name}`;
+        const columns = [...r.columns.values()].map((name) => ({ name, type: '' }));
+        facts.analysis.relations.push({
+          schema: r.schema,
+          name: r.name,
+          key,
+          access: 'read',
+          writeKind: undefined,
+          relation: { schema: r.schema, name: r.name, kind: r.kind, columns },
+        });
+        facts.analysis.columns.push({ relation: key, column: '*', how: 'whole_row' });
+      }
+    }
     const verdict =
       t.named !== undefined ? checkNamed(facts.analysis, role, t.named) : checkFacts(facts.analysis, role, factsCtx);
     return { denial: 'reason' in verdict ? verdict : undefined, literalSensitive: facts.literalSensitive };
   }
+}
+
+/** The refusal of a type name pgwarden's snapshot does not know, as its own analysis words it (evaluate.ts checkFacts). */
+function unresolvedType(names: readonly string[], role: RolePolicy): Denial {
+  const display = names.join('.');
+  return {
+    reason: 'type_denied',
+    ruleId: `roles.${role.name}.relations`,
+    sqlstate: SqlState.InsufficientPrivilege,
+    what: `uses type ${display}, which pgwarden cannot resolve`,
+    detail: `type ${display} is not in pgwarden's catalog snapshot, nor a type this session may have made in a schema role "${role.name}" may create in (rule: roles.${role.name}.ddl.schemas)`,
+    hint: 'use built-in types',
+  };
+}
+
+/** A name part quoted, as regtype's input reads it (so `a-b` and `Mixed` are the names written, not folded or split). */
+function quotedPart(part: string): string {
+  return `"${part.replaceAll('"', '""')}"`;
+}
+
+/**
+ * Resolves type names the snapshot does not know on the session's own connection, as PostgreSQL resolves them there
+ * now (its search_path, its open transaction, its temporary schema): each must be a type in a schema the role may
+ * create in (ddl.schemas), or, written unqualified or as pg_temp's, in the session's own temporary schema for a role
+ * that may make temporary objects. A string constant cast to one must be an enum: its input runs no user code while
+ * the statement is analysed. When all are: the relations whose row types they are (judge() counts each as a whole-row
+ * read of it, as pgwarden's own analysis counts a known row type); otherwise the refusal of an unknown type, or
+ * PostgreSQL's 25P02 in an aborted transaction.
+ */
+async function resolveDeferredTypes(
+  conn: AnalysisTarget,
+  deferred: readonly { names: readonly string[]; fromString: boolean }[],
+  role: RolePolicy,
+): Promise<Denial | { error: ServerError } | { rowTypes: number[] }> {
+  const rowTypes: number[] = [];
+  if (deferred.length === 0) return { rowTypes };
+  const first = deferred[0] as { names: readonly string[] };
+  const r = await conn.typeOids(deferred.map((d) => d.names.map(quotedPart).join('.')));
+  // The transaction is aborted: PostgreSQL's own answer to any statement (25P02), whatever its names are.
+  if (!r.ok) return r.error.sqlstate === '25P02' ? { error: r.error } : unresolvedType(first.names, role);
+  const oids = r.oids.filter((o) => Number.isSafeInteger(o) && o > 0);
+  if (oids.length !== deferred.length) return unresolvedType(first.names, role);
+  const rows = await conn.rows(
+    `select t.oid::pg_catalog.text, n.nspname::pg_catalog.text, t.typtype::pg_catalog.text,
+       (n.oid = pg_catalog.pg_my_temp_schema())::pg_catalog.text,
+       (select c.oid::pg_catalog.text from pg_catalog.pg_class c where c.oid = t.typrelid and c.relkind <> 'c')
+     from pg_catalog.pg_type t join pg_catalog.pg_namespace n on n.oid = t.typnamespace
+     where t.oid = any('{${oids.join(',')}}'::pg_catalog.oid[])`,
+  );
+  const byOid = new Map(rows.map((row) => [Number(row[0]), row]));
+  for (let i = 0; i < deferred.length; i++) {
+    const d = deferred[i] as { names: readonly string[]; fromString: boolean };
+    const row = byOid.get(oids[i] as number);
+    if (row === undefined) return unresolvedType(d.names, role);
+    const [, schema, typtype, temp, relation] = row;
+    const writtenTemp = d.names.length === 1 || d.names[0] === 'pg_temp';
+    const placed =
+      (typeof schema === 'string' && role.ddl?.schemas.includes(schema) === true) ||
+      (temp === 'true' && writtenTemp && role.ddl?.temporary === true);
+    if (!placed || (d.fromString && typtype !== 'e')) return unresolvedType(d.names, role);
+    if (typeof relation === 'string') rowTypes.push(Number(relation));
+  }
+  return { rowTypes };
 }
 
 /** Longest stretch of tree work, all trees together, in one turn of the event loop. */
