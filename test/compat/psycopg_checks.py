@@ -568,6 +568,32 @@ def ddl_enum_and_composite_types():
 
 
 @check
+def change_type_in_transaction():
+    # psycopg's test_prepared.py test_change_type*: not in autocommit, so the type, the table using it and the INSERT
+    # casting a parameter to it all run in one open transaction (prepared at once: prepare_threshold 0), and the type is
+    # dropped and made again in it; each round is rolled back, so nothing stays.
+    typ, tab = t("txenum"), t("txtable")
+    insert = sql.SQL("INSERT INTO {} (bar) VALUES (%(enum_col)s::{}[])").format(tab, typ)
+    with connect() as c:
+        c.prepare_threshold = 0
+        for _ in range(2):
+            c.execute(sql.SQL("CREATE TYPE {} AS ENUM ('foo', 'bar', 'baz')").format(typ))
+            c.execute(sql.SQL("CREATE TABLE {} (id integer, bar {}[])").format(tab, typ))
+            c.cursor().execute(insert, {"enum_col": ["foo"]})
+            c.cursor().executemany(insert, [{"enum_col": ["foo"]}, {"enum_col": ["foo", "bar"]}])
+            eq(c.execute(sql.SQL("SELECT count(*) FROM {}").format(tab)).fetchone(), (3,))
+            c.execute(sql.SQL("DROP TABLE {}").format(tab))
+            c.execute(sql.SQL("DROP TYPE {}").format(typ))
+            c.execute(sql.SQL("CREATE TYPE {} AS ENUM ('foo', 'bar', 'baz')").format(typ))
+            c.execute(sql.SQL("CREATE TABLE {} (id integer, bar {}[])").format(tab, typ))
+            c.cursor().execute(insert, {"enum_col": ["baz"]})
+            eq(c.execute(sql.SQL("SELECT bar::text[] FROM {}").format(tab)).fetchall(), [(["baz"],)])
+            c.rollback()
+        eq(c.execute("SELECT count(*) FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n "
+                     "ON n.oid = t.typnamespace WHERE n.nspname = %s AND t.typname = 'txenum'", (SCHEMA,)).fetchone(), (0,))
+
+
+@check
 def analyze_vacuum_lock():
     with connect(autocommit=True) as c:
         c.execute(sql.SQL("ANALYZE {}").format(t("items")))
