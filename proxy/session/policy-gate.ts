@@ -298,9 +298,11 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     if (judged === undefined) return undefined;
     return judged.then(async (j) => {
       const out = await judgedAgain(j, refused, d, own);
-      // What confirm() does for a decision it is given: the server's caches and the catalog follower learn of DDL.
-      if (out.allow && out.statements.some((st) => CATALOG_CHANGING_KINDS.has(st.kind))) server.invalidate();
-      follower?.note(out, view.backendPid, sql);
+      // What confirm() does for a decision it is given: the catalog follower learns of it, and the server's verdicts
+      // are forgotten when it is DDL or settles a catalog change (the end of a block that held DDL, or after one).
+      const settles = follower?.note(out, view.backendPid, sql) === true;
+      if (settles || (out.allow && out.statements.some((st) => CATALOG_CHANGING_KINDS.has(st.kind))))
+        server.invalidate();
       return out;
     });
   };
