@@ -340,6 +340,12 @@ class Analyzer {
   /** The session's temporary objects (SessionView.tempObjects, deferTemporary). */
   private readonly temporary: TemporaryNames;
 
+  /**
+   * RangeVars PostgreSQL opens outside parse analysis (COPY's table, TRUNCATE's): its 42P01 for them carries no
+   * position, so pgwarden's does not either.
+   */
+  private readonly unpositioned = new Set<AnyNode>();
+
   constructor(kind: string, catalog: CatalogSnapshot, role: RolePolicy, temporary: TemporaryNames = {}) {
     this.catalog = catalog;
     this.role = role;
@@ -453,6 +459,7 @@ class Analyzer {
         return;
       case 'TruncateStmt':
         for (const r of n.relations ?? []) {
+          if (r?.RangeVar !== undefined) this.unpositioned.add(r.RangeVar);
           const rel = r?.RangeVar !== undefined ? this.relation(r.RangeVar, 'write', 'truncate') : undefined;
           this.out.writes.push({
             kind: 'TruncateStmt',
@@ -584,6 +591,8 @@ class Analyzer {
     // for statements that read or write relations, resolves it and judges its columns.
     if (schema === undefined && schemaname !== undefined && this.role.ddl?.schemas.includes(schemaname) === true)
       schema = schemaname;
+    // Where PostgreSQL points its 42P01 for this name (nowhere for COPY's and TRUNCATE's own table).
+    const at = typeof rv.location === 'number' && !this.unpositioned.has(rv) ? rv.location : undefined;
     // PostgreSQL names a relation in its errors as written, without the database part.
     const written = schemaname !== undefined ? `${schemaname}.${relname}` : relname;
     let absent = false;
@@ -613,7 +622,7 @@ class Analyzer {
           // relations are never in the catalog, so a name that may be one of them is never confirmed absent).
           if (!candidates.includes('pg_temp')) {
             problem.confirmable = true;
-            if (typeof rv.location === 'number') problem.location = rv.location;
+            if (at !== undefined) problem.location = at;
           }
           this.out.problems.push(problem);
         } else {
@@ -621,7 +630,7 @@ class Analyzer {
             'undefined_relation',
             written,
             `pgwarden's catalog snapshot holds no table, view, materialized view, partitioned or foreign table ${display}${where}`,
-            typeof rv.location === 'number' ? rv.location : undefined,
+            at,
           );
         }
         return undefined;
@@ -1520,6 +1529,7 @@ class Analyzer {
   private copy(c: AnyNode, ctx: Ctx): void {
     const nested = c !== (this.root as AnyNode)?.CopyStmt;
     if (c.relation !== undefined) {
+      this.unpositioned.add(c.relation);
       const from = c.is_from === true;
       const use = this.relation(c.relation, from ? 'write' : 'read', from ? 'copy_from' : undefined);
       if (from) this.out.writes.push({ kind: 'CopyFrom', writeKind: 'copy_from', relation: use, nested });

@@ -224,3 +224,19 @@ describe('the same, for a role analysed on its own connection (it has made tempo
     ).toEqual([{ id: 1, note: 'before' }]);
   });
 });
+
+describe('the 42P01 for an absent name reads as PostgreSQL writes it', () => {
+  it("with no position for COPY's and TRUNCATE's own table (PostgreSQL opens them outside parse analysis), with one inside a query", async () => {
+    const c = await as('local');
+    for (const sql of [
+      'COPY rt_nocopy TO STDOUT',
+      'COPY (SELECT * FROM rt_nocopy) TO STDOUT',
+      'SELECT 1 FROM rt_nocopy',
+      'INSERT INTO rt_nocopy VALUES (1)',
+    ]) {
+      const via = (await pgError(() => c.query(sql))) as { code?: string; message: string; position?: string };
+      const direct = (await su((s) => pgError(() => s.query(sql)))) as typeof via;
+      expect([via.code, via.message, via.position], sql).toEqual([direct.code, direct.message, direct.position]);
+    }
+  });
+});

@@ -284,6 +284,22 @@ describe('an unknown relation where the role may create one', () => {
     // Counted in characters, as PostgreSQL does.
     expect(deny(local, "SELECT '€€', x FROM nosuch").confirmAbsent?.position).toBe(21);
   });
+  it("without a position for COPY's and TRUNCATE's own table, as PostgreSQL opens them outside parse analysis", () => {
+    const truncater: RolePolicy = {
+      ...local,
+      name: 'truncater',
+      write: { ...local.write!, kinds: [...local.write!.kinds, 'truncate'] },
+    };
+    expect(deny(local, 'COPY nosuch TO STDOUT').confirmAbsent).toEqual({
+      message: 'relation "nosuch" does not exist',
+      detail: expect.any(String),
+    });
+    expect(deny(truncater, 'TRUNCATE nosuch').confirmAbsent).toEqual({
+      message: 'relation "nosuch" does not exist',
+      detail: expect.any(String),
+    });
+    expect(deny(local, 'COPY (SELECT * FROM nosuch) TO STDOUT').confirmAbsent?.position).toBe(21);
+  });
   it('nor one a statement earlier in the same text may make', () => {
     const d = deny(local, 'CREATE TABLE nosuch (a int); SELECT * FROM nosuch');
     expect([d.reason, d.confirmAbsent]).toEqual(['unknown_relation', undefined]);
