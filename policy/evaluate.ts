@@ -1166,8 +1166,8 @@ const ALTER_TABLE_SUBTYPES = new Set([
 ]);
 
 const RENAME_TYPES = new Set([...DDL_OBJECT_TYPES, 'OBJECT_COLUMN', 'OBJECT_TABCONSTRAINT']);
-/** Renames that rename a row type too (an index has none). */
-const ROW_TYPE_RENAMES = new Set(['OBJECT_TABLE', 'OBJECT_VIEW', 'OBJECT_MATVIEW', 'OBJECT_SEQUENCE']);
+/** Renames that rename a row type too (an index or a sequence has none: pg_class.reltype is 0). */
+const ROW_TYPE_RENAMES = new Set(['OBJECT_TABLE', 'OBJECT_VIEW', 'OBJECT_MATVIEW']);
 const COMMENT_TYPES = new Set([...DDL_OBJECT_TYPES, 'OBJECT_COLUMN', 'OBJECT_TABCONSTRAINT']);
 
 type UtilityOk = { rank: number; ruleId: string };

@@ -158,6 +158,8 @@ const families: Record<string, Case[]> = {
     ['typer', 'ALTER TYPE pg_temp.e RENAME TO bool', 'deny', 'statement_kind_denied'],
     ['tables', 'ALTER TABLE pg_temp.t RENAME TO int8', 'deny', 'statement_kind_denied'],
     ['tables', 'ALTER TABLE pg_temp.t RENAME COLUMN a TO int8', 'allow'],
+    // A sequence has no row type.
+    ['tables', 'ALTER SEQUENCE pg_temp.s RENAME TO int8', 'allow'],
     ['typer', "CREATE TYPE pg_temp.mood AS ENUM ('a')", 'allow'],
     ['typer', 'CREATE TEMP TABLE scratchpad (a int)', 'allow'],
     // A table's row type: pgwarden judges `NULL::orders` as a read of public.orders, never less strictly.
