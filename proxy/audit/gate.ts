@@ -28,6 +28,7 @@ export function withAuditGate(gate: StatementGate, audit: Pick<Audit, 'healthy' 
       return gate.version;
     },
     role: (name) => gate.role(name),
+    catalogSettled: () => gate.catalogSettled(),
     decide(sql, mode, view, paramTypes, own): Decision | Promise<Decision> {
       if (auditGate(audit)) return gate.decide(sql, mode, view, paramTypes, own);
       return {

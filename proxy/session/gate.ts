@@ -63,4 +63,9 @@ export interface StatementGate {
     paramTypes?: readonly number[],
     own?: OwnAnalysis,
   ): Decision | Promise<Decision>;
+  /**
+   * The session's upstream is idle outside a transaction block after allowed DDL: what it made is committed and visible
+   * to every connection now, so what other connections' analyses concluded before may no longer hold.
+   */
+  catalogSettled(): void;
 }

@@ -368,6 +368,9 @@ export function createPolicyGate(store: PolicyStore, opts: PolicyGateOptions = {
     get pool() {
       return pool;
     },
+    catalogSettled() {
+      server?.invalidate();
+    },
     async close() {
       const p = pool;
       pool = undefined;

@@ -639,6 +639,12 @@ export class Session {
   private tempObjects = false;
   /** Set when an allowed statement changed or locked relations (DDL, TRUNCATE, LOCK): until no transaction is open, its changes are the session's alone. */
   private txChanged = false;
+  /**
+   * Allowed DDL has been sent and the upstream has not been idle outside a transaction block since: at that
+   * ReadyForQuery (I) it is committed, and the server analysis's verdicts are forgotten (the gate forgot them when the
+   * DDL was allowed, but another connection's analysis may have run before the DDL completed or its block committed).
+   */
+  private catalogPending = false;
   /** True after an extended-protocol message that opens or continues a batch, until the Sync (or Query) that ends it. */
   private batchOpen = false;
   /** Counts the client's batches: bumped by each Sync, Query and FunctionCall sent. */
@@ -1352,6 +1358,7 @@ export class Session {
     for (const st of d.statements) {
       if (CATALOG_CHANGING_KINDS.has(st.kind)) {
         this.txChanged = true;
+        this.catalogPending = true;
         if (this.role?.ddl?.temporary === true) this.tempObjects = true;
       } else if (st.kind === 'TruncateStmt' || st.kind === 'LockStmt') {
         this.txChanged = true;
@@ -2630,6 +2637,17 @@ export class Session {
     }
     const before = out.length;
     let verbatim = tracker.onFrame(frame, out) && !held;
+    // Every answer in, idle outside a block: the DDL sent so far has run and is committed (or rolled back).
+    if (
+      this.catalogPending &&
+      frame.type === BackendType.ReadyForQuery &&
+      frame.body[0] === 0x49 &&
+      !tracker.busy &&
+      !this.batchOpen
+    ) {
+      this.catalogPending = false;
+      this.deps.gate.catalogSettled();
+    }
     // Postgres quotes row values in some errors and notices (constraint violations, rejected input); the
     // scrubbed copy replaces the original. Only these two types are looked at, so rows stay on the fast path.
     if (

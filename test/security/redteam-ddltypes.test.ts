@@ -30,10 +30,11 @@ const POLICY = `roles:
     relations: [${S}.*]
     write: { statements: [insert], relations: [${S}.*] }
     ddl: { kinds: [create_table, drop], schemas: [${S}] }
+    lock: true
   victim:
     readOnly: false
-    relations: [public.rt_types_drop]
-    write: { statements: [insert], relations: [public.rt_types_drop] }
+    relations: [public.rt_types_drop, public.rt_types_drop3]
+    write: { statements: [insert], relations: [public.rt_types_drop, public.rt_types_drop3] }
     searchPath: [${S}, public]
   tempvictim:
     readOnly: false
@@ -90,6 +91,11 @@ beforeAll(async () => {
     DROP TABLE IF EXISTS public.rt_types_drop2;
     CREATE TABLE public.rt_types_drop2 (id int, note text);
     GRANT SELECT, INSERT ON public.rt_types_drop2 TO pgwarden;
+    DROP TABLE IF EXISTS public.rt_types_drop3;
+    CREATE TABLE public.rt_types_drop3 (id int, note text);
+    GRANT SELECT, INSERT ON public.rt_types_drop3 TO pgwarden;
+    CREATE TABLE ${S}.rt_parent (id int PRIMARY KEY);
+    GRANT ALL ON ${S}.rt_parent TO pgwarden;
   `),
   );
   tp = await startTestProxy({ policy: POLICY });
@@ -99,7 +105,7 @@ afterAll(async () => {
   await tp?.close();
   await su((c) =>
     c.query(
-      `DROP SCHEMA IF EXISTS ${S} CASCADE; DROP SCHEMA IF EXISTS ${SHARED} CASCADE; DROP TABLE IF EXISTS public.rt_types_drop, public.rt_types_drop2`,
+      `DROP SCHEMA IF EXISTS ${S} CASCADE; DROP SCHEMA IF EXISTS ${SHARED} CASCADE; DROP TABLE IF EXISTS public.rt_types_drop, public.rt_types_drop2, public.rt_types_drop3`,
     ),
   );
 });
@@ -202,6 +208,30 @@ describe("a table committed earlier on another role's search path", () => {
     expect((await planter.query(`SELECT * FROM ${S}.rt_types_drop`)).rows).toEqual([]);
     expect(
       await su(async (s) => (await s.query('SELECT id, note FROM public.rt_types_drop ORDER BY id')).rows),
+    ).toEqual([{ id: 1, note: 'before' }]);
+  });
+});
+
+describe("a table committed earlier on another role's search path, while the DDL waited", () => {
+  it("the verdict of the victim's statement analysed before the planter's CREATE completed is forgotten once it has, the planter idle since (held up behind the planter's own lock, the CREATE kept the window open for analysis.cacheTtl)", async () => {
+    const planter = await as('planter');
+    const holder = await as('planter');
+    const victim = await as('victim');
+    await holder.query('BEGIN');
+    await holder.query(`LOCK TABLE ${S}.rt_parent IN ACCESS EXCLUSIVE MODE`);
+    // Waits for holder's lock (its foreign key locks the referenced table): allowed and sent, not yet run.
+    const created = planter.query(
+      `CREATE TABLE ${S}.rt_types_drop3 (id int, note text, ref int REFERENCES ${S}.rt_parent)`,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    await victim.query(`INSERT INTO rt_types_drop3 VALUES (1, 'before')`);
+    await holder.query('COMMIT');
+    await created;
+    const e = await pgError(() => victim.query(`INSERT INTO rt_types_drop3 VALUES (2, 'secret')`));
+    expect([e.code, e.message]).toEqual(['42501', expect.stringMatching(/writes to (rt_types_own\.)?rt_types_drop3,/)]);
+    expect((await planter.query(`SELECT id, note FROM ${S}.rt_types_drop3`)).rows).toEqual([]);
+    expect(
+      await su(async (s) => (await s.query('SELECT id, note FROM public.rt_types_drop3 ORDER BY id')).rows),
     ).toEqual([{ id: 1, note: 'before' }]);
   });
 });

@@ -565,7 +565,7 @@ describe('failure policy', () => {
     expect(auditGate(audit)).toBe(false);
     expect(errors[0]).toMatch(/refusing new logins and statements/);
 
-    const inner: StatementGate = { version: 4, role: () => undefined, decide: () => allow() };
+    const inner: StatementGate = { version: 4, role: () => undefined, decide: () => allow(), catalogSettled: () => {} };
     const gated = withAuditGate(inner, audit);
     expect(gated.version).toBe(4);
     const d = gated.decide('SELECT 1', 'simple', {} as SessionView);
@@ -583,7 +583,7 @@ describe('failure policy', () => {
     audit.events.loginSucceeded?.(fakeSession());
     await until(() => !audit.healthy);
     expect(auditGate(audit)).toBe(true);
-    const inner: StatementGate = { version: 1, role: () => undefined, decide: () => allow() };
+    const inner: StatementGate = { version: 1, role: () => undefined, decide: () => allow(), catalogSettled: () => {} };
     expect((await withAuditGate(inner, audit).decide('SELECT 1', 'simple', {} as SessionView)).allow).toBe(true);
     expect(errors[0]).toMatch(/continuing without a complete audit trail/);
   });

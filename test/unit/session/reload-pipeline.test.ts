@@ -107,6 +107,9 @@ class ReloadingGate implements StatementGate {
   role(name: string) {
     return inner.role(name);
   }
+  catalogSettled(): void {
+    inner.catalogSettled();
+  }
   bump(revoke = false): void {
     this.bumps++;
     if (revoke) this.revoked = true;
