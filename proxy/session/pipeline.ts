@@ -76,6 +76,13 @@ interface Pending {
   copy?: 'pending' | 'in' | 'other';
   /** Told once `copy` is settled: true for COPY IN. */
   copyWaiters?: ((copyIn: boolean) => void)[];
+  /**
+   * Query: its text is one COPY statement, and the client has sent CopyDone or CopyFail since: no COPY of it can
+   * read a later Sync any more, so PostgreSQL answers that Sync after the Query's ReadyForQuery like any other.
+   */
+  copyInputDone?: boolean;
+  /** Query: its text is that one COPY statement alone (see copyInputDone). */
+  copySingle?: boolean;
   /** Internal: its ReadyForQuery is the client's (it stands for one the client's Query would have had). */
   forwardReady?: boolean;
 }
@@ -87,6 +94,8 @@ export interface ExpectOptions {
   internal?: boolean;
   /** Execute of a COPY statement (FROM STDIN or TO STDOUT): see Pending.copy. */
   copy?: boolean;
+  /** Query with copy: its text is that one statement alone (Pending.copySingle). */
+  copySingle?: boolean;
   /** With internal: the message's notices are not forwarded either. */
   quiet?: boolean;
   /** Internal: see Pending.forwardReady. */
@@ -246,6 +255,7 @@ export class ResponseTracker {
       this.copyExecute = entry;
     } else if (kind === FrontendType.Query && opts?.copy === true) {
       entry.copy = 'pending';
+      if (opts.copySingle === true) entry.copySingle = true;
     }
     this.queue.push(entry);
   }
@@ -277,7 +287,8 @@ export class ResponseTracker {
   get copyQueryRunning(): boolean {
     for (let i = this.head; i < this.queue.length; i++) {
       const p = this.queue[i] as Pending;
-      if (p.kind === FrontendType.Query && p.copy !== undefined) return true;
+      if (p.kind === FrontendType.Query && p.copy !== undefined && !(p.copySingle === true && p.copyInputDone === true))
+        return true;
     }
     return false;
   }
@@ -285,6 +296,14 @@ export class ResponseTracker {
   /** The client's CopyDone or CopyFail was sent: PostgreSQL answers Sync again after it. */
   copyInputEnded(): void {
     this.copyExecute = undefined;
+    for (let i = this.head; i < this.queue.length; i++) {
+      const p = this.queue[i] as Pending;
+      // The oldest Query still reading input: a pipelined later one has not started its COPY.
+      if (p.kind === FrontendType.Query && p.copy !== undefined && p.copyInputDone !== true) {
+        p.copyInputDone = true;
+        break;
+      }
+    }
   }
 
   private settleCopy(entry: Pending, copyIn: boolean): void {

@@ -1913,6 +1913,7 @@ export class Session {
               cap: d.rowCap,
               cursors,
               copy: d.statements.some((st) => st.kind === 'CopyStmt'),
+              copySingle: d.statements.length === 1,
             });
             o.push(d.rewrittenSql !== undefined ? encodeQuery(d.rewrittenSql) : frame.raw);
           } else {

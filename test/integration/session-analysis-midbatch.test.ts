@@ -566,6 +566,40 @@ describe("a Sync sent with a COPY's Execute (libpq: PostgreSQL ignores it in COP
     expect(proxied).toEqual(['CCREATE TABLE', 'ZI', '1', '2', 'G', 'E55000', 'ZI', '1', '2', 'D9', 'CSELECT 1', 'ZI']);
   });
 
+  it("a Sync after the client's CopyDone of a one-statement COPY Query (postgres.js pipelines its next query): answered as directly", async () => {
+    // postgres.js's 'Copy from works in transaction': COPY FROM STDIN as a simple Query, its data and CopyDone, then the
+    // next statement's Parse/Bind/Execute/Sync before the COPY's ReadyForQuery. After CopyDone no COPY of that Query
+    // can read the Sync, so PostgreSQL answers it after the Query: pgwarden ended the session here (08P01).
+    const steps: Step[] = [
+      query('CREATE TEMP TABLE lq2 (a int)'),
+      Buffer.concat([
+        query('COPY lq2 FROM STDIN'),
+        typed('d', Buffer.from('1\n2\n')),
+        typed('c', Buffer.alloc(0)),
+        parse('', 'SELECT count(*) FROM lq2'),
+        bind('', ''),
+        execute(''),
+        sync(),
+      ]),
+    ];
+    const raw = await RawClient.connect(tp.proxy.port, await tp.token({ role: 'tmp' }));
+    const proxied: string[] = [];
+    try {
+      raw.onMessage = (type, body) => {
+        const d = describeMessage(type, body);
+        if (d !== undefined) proxied.push(d);
+      };
+      for (const step of steps) raw.socket.write(sendOf(step));
+      // Three ReadyForQuery: CREATE's, the COPY Query's, the Sync's (a hang guard, not a timing assertion).
+      const deadline = Date.now() + 5_000;
+      while (proxied.filter((m) => m.startsWith('Z')).length < 3 && Date.now() < deadline && !raw.socket.destroyed)
+        await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      raw.close();
+    }
+    expect(proxied).toEqual(['CCREATE TABLE', 'ZI', 'G', 'CCOPY 2', 'ZI', '1', '2', 'D2', 'CSELECT 1', 'ZI']);
+  });
+
   it('a Sync sent during a simple Query COPY (no client library does): the session ends (08P01), never out of step', async () => {
     const raw = await RawClient.connect(tp.proxy.port, await tp.token({ role: 'tmp' }));
     try {
