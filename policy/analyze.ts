@@ -296,6 +296,16 @@ function bareParam(n: AnyNode | undefined): number | undefined {
   return typeof k === 'number' && k > 0 ? k : undefined;
 }
 
+/** CREATE TABLE's serial pseudo-types (PostgreSQL's transformColumnDefinition), never resolved as types. */
+const SERIAL_NAMES: ReadonlySet<string> = new Set([
+  'serial',
+  'serial2',
+  'serial4',
+  'serial8',
+  'smallserial',
+  'bigserial',
+]);
+
 /** Integer type names a pid parameter may be cast to as written (`$1::int`): the value reaches the call unchanged. */
 const INT_CAST_NAMES: ReadonlySet<string> = new Set(['int2', 'int4', 'int8', 'smallint', 'integer', 'int', 'bigint']);
 
@@ -1131,7 +1141,13 @@ class Analyzer {
         // judges what it is (server-check.ts); the session asks for that only after this refusal (policy-gate.ts).
         const mine =
           schemaname === undefined && this.role.ddl?.temporary === true ? ['pg_temp', ...candidates] : candidates;
-        if (this.temporary.deferTypes === true && mine.some((s) => this.ownSchema(s))) {
+        // serial and its kin are no types: CREATE TABLE turns them into an integer column and a sequence (no lookup
+        // resolves them, so leaving them to the server refused what the snapshot's own handling allows).
+        if (
+          this.temporary.deferTypes === true &&
+          !SERIAL_NAMES.has(names[names.length - 1] ?? '') &&
+          mine.some((s) => this.ownSchema(s))
+        ) {
           (this.out.deferredTypes ??= []).push({ names: names.slice(-2), fromString });
           return undefined;
         }

@@ -130,6 +130,16 @@ describe('a type made in the open transaction', () => {
     await c.query('DROP TABLE moods; DROP DOMAIN small; DROP TYPE mood');
   });
 
+  it("a serial column made in the same Query text as its INSERT (node-postgres's simple-query test): serial is no type to leave to the server", async () => {
+    const c = await as('maker');
+    await c.query("CREATE TEMP TABLE bang (id serial, name varchar(5)); INSERT INTO bang (name) VALUES ('boom')");
+    await c.query('CREATE TABLE sbang (id bigserial, n smallserial); INSERT INTO sbang DEFAULT VALUES');
+    expect((await c.query('SELECT b.id, b.name, s.id AS sid, s.n FROM bang b, sbang s')).rows).toEqual([
+      { id: 1, name: 'boom', sid: '1', n: 1 },
+    ]);
+    await c.query('DROP TABLE sbang; DROP TABLE pg_temp.bang');
+  });
+
   it('a domain, a composite, a table row type and a temporary table row type made in the transaction', async () => {
     const c = await as('maker');
     await c.query('BEGIN');
