@@ -578,8 +578,9 @@ describe('application_name and startup parameters', () => {
       expect((await shown(c)).startsWith(`${PREFIX} `), options).toBe(true);
     }
     for (const options of [
-      '-c search_path=public',
-      '--search-path=public',
+      // The role's own search_path is a no-op and accepted since c4ae6ed (docs/policy.md, settings); any other is not.
+      '-c search_path=pg_temp,public',
+      '--search-path=evil,public',
       '-c client_encoding=SJIS',
       '-c pgwarden.sub=admin',
       '-c standard_conforming_strings=off',
