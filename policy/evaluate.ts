@@ -14,7 +14,7 @@ import type {
 } from './types.ts';
 import { parseStatements, scanTokens, type RawStmt } from './parser.ts';
 import { cappable, cappedLimit, rewriteForCap, spliceLimit } from './rowcap.ts';
-import { analyzeStatement, type Analysis, type AnyNode, type DeferredType } from './analyze.ts';
+import { analyzeStatement, type Analysis, type AnyNode, type DeferredType, type FunctionUse } from './analyze.ts';
 import { judgeFunction } from './functions.ts';
 import { DEFAULT_HOLD_CURSORS, relationKey } from './load.ts';
 import { quoteIdent } from '../lib/ident.ts';
@@ -2307,81 +2307,106 @@ function evaluateInner(
 }
 
 /**
- * The Bind checks a statement's pg_notify calls with a parameter channel need (checkFacts let them through). Refused
- * when nothing will be bound (a simple Query; PREPARE, whose EXECUTE binds nothing pgwarden sees), or when $n also
- * appears elsewhere in the statement, where PostgreSQL could give it a type other than text (bpchar trims it).
+ * A kind of call whose argument is a client parameter checked when bound (pg_notify's channel, a signalled backend's
+ * pid): which calls leave which parameter to Bind, the check, and how a refusal reads.
  */
-function notifyBindChecks(a: Analysis, mode: 'simple' | 'parse', role: RolePolicy): BindCheck[] | Denial {
+interface BoundParamRule {
+  param(f: FunctionUse): number | undefined;
+  check(param: number): BindCheck;
+  refuse(what: string, why: string): Denial;
+  /** Nothing pgwarden sees is bound: a simple Query, PREPARE (its EXECUTE), a restated DDL expression. */
+  unbound: { what: string; why: string };
+  /** The parameter appears elsewhere in the statement too, where PostgreSQL could give it another type. */
+  elsewhere(param: number): { what: string; why: string };
+}
+
+/**
+ * The Bind checks the statement's calls of one rule need (checkFacts let them through), or the refusal: where nothing
+ * will be bound, or when $n is also used elsewhere, so that its type (and how its bound value is read) is the call's.
+ */
+function boundParamChecks(a: Analysis, mode: 'simple' | 'parse', rule: BoundParamRule): BindCheck[] | Denial {
   const checks: BindCheck[] = [];
   const uses = new Map<number, number>();
   for (const f of a.functions) {
-    if (f.channelParam === undefined || f.constArgs[0] !== undefined) continue;
-    if (f.schema !== 'pg_catalog' || f.name !== 'pg_notify') continue;
-    uses.set(f.channelParam, (uses.get(f.channelParam) ?? 0) + 1);
-    if (!checks.some((c) => c.param === f.channelParam))
-      checks.push({ kind: 'notify_channel', param: f.channelParam, channels: role.channels?.notify ?? [] });
+    const param = rule.param(f);
+    if (param === undefined) continue;
+    uses.set(param, (uses.get(param) ?? 0) + 1);
+    if (!checks.some((c) => c.param === param)) checks.push(rule.check(param));
   }
   if (checks.length === 0) return checks;
-  const r = `roles.${role.name}`;
-  const refuse = (what: string, why: string): Denial => ({
-    reason: 'channel_denied',
-    ruleId: `${r}.channels.notify`,
-    sqlstate: SqlState.InsufficientPrivilege,
-    what,
-    detail: `${why} (rule: ${r}.channels.notify)`,
-    hint: "pass the channel as a string constant, or as a parameter used only as pg_notify's channel",
-  });
-  if (mode !== 'parse' || a.kind === 'PrepareStmt')
-    return refuse(
-      'calls pg_notify with a channel that is a parameter pgwarden does not see bound',
-      "a parameter channel is checked at Bind, so only in a Parse message's statement",
-    );
+  if (mode !== 'parse' || a.kind === 'PrepareStmt') return rule.refuse(rule.unbound.what, rule.unbound.why);
   for (const c of checks) {
-    // Counted by pgwarden's own analysis; uses of the parameter that are not pg_notify's channel make it ambiguous.
-    if ((a.paramRefs?.get(c.param) ?? 0) !== (uses.get(c.param) ?? 0))
-      return refuse(
-        `uses parameter $${c.param} as pg_notify's channel and elsewhere`,
-        `$${c.param} must appear only as pg_notify's channel, so that its type is text`,
-      );
+    // Counted by pgwarden's own analysis; uses of the parameter other than the call's make its type ambiguous.
+    if ((a.paramRefs?.get(c.param) ?? 0) !== (uses.get(c.param) ?? 0)) {
+      const e = rule.elsewhere(c.param);
+      return rule.refuse(e.what, e.why);
+    }
   }
   return checks;
 }
 
+/** pg_notify with a parameter channel: the bound value must be a channel of the role's channels.notify. */
+function notifyBindChecks(a: Analysis, mode: 'simple' | 'parse', role: RolePolicy): BindCheck[] | Denial {
+  const r = `roles.${role.name}`;
+  return boundParamChecks(a, mode, {
+    param: (f) =>
+      f.channelParam !== undefined &&
+      f.constArgs[0] === undefined &&
+      f.schema === 'pg_catalog' &&
+      f.name === 'pg_notify'
+        ? f.channelParam
+        : undefined,
+    check: (param) => ({ kind: 'notify_channel', param, channels: role.channels?.notify ?? [] }),
+    refuse: (what, why) => ({
+      reason: 'channel_denied',
+      ruleId: `${r}.channels.notify`,
+      sqlstate: SqlState.InsufficientPrivilege,
+      what,
+      detail: `${why} (rule: ${r}.channels.notify)`,
+      hint: "pass the channel as a string constant, or as a parameter used only as pg_notify's channel",
+    }),
+    unbound: {
+      what: 'calls pg_notify with a channel that is a parameter pgwarden does not see bound',
+      why: "a parameter channel is checked at Bind, so only in a Parse message's statement",
+    },
+    elsewhere: (param) => ({
+      what: `uses parameter $${param} as pg_notify's channel and elsewhere`,
+      why: `$${param} must appear only as pg_notify's channel, so that its type is text`,
+    }),
+  });
+}
+
 /**
- * The Bind checks of pg_terminate_backend / pg_cancel_backend calls whose pid is a parameter (checkFacts let them
- * through): the value bound must be a backend of this subject's own sessions. Refused as notifyBindChecks refuses:
- * where nothing is bound, or when $n is also used elsewhere (its type, and so how its value is read, must be the call's).
+ * pg_terminate_backend / pg_cancel_backend whose pid is a parameter: the value bound must be a backend of this token's
+ * own sessions (proxy/session/bind-checks.ts).
  */
 function backendBindChecks(a: Analysis, mode: 'simple' | 'parse', role: RolePolicy): BindCheck[] | Denial {
-  const checks: BindCheck[] = [];
-  const uses = new Map<number, number>();
-  for (const f of a.functions) {
-    if (f.pidParam === undefined || f.ownBackend === true) continue;
-    if (f.schema !== 'pg_catalog' || !SELF_BACKEND_FUNCTIONS.has(f.name)) continue;
-    uses.set(f.pidParam, (uses.get(f.pidParam) ?? 0) + 1);
-    if (!checks.some((c) => c.param === f.pidParam)) checks.push({ kind: 'sibling_backend', param: f.pidParam });
-  }
-  if (checks.length === 0) return checks;
-  const refuse = (what: string, why: string): Denial => ({
-    reason: 'function_denied',
-    ruleId: 'builtin.functions',
-    sqlstate: SqlState.InsufficientPrivilege,
-    what,
-    detail: `${why} (rule: builtin.functions)`,
-    hint: 'pass the process id as a parameter used only there, or end this session with pg_backend_pid()',
+  return boundParamChecks(a, mode, {
+    param: (f) =>
+      f.pidParam !== undefined &&
+      f.ownBackend !== true &&
+      f.schema === 'pg_catalog' &&
+      SELF_BACKEND_FUNCTIONS.has(f.name)
+        ? f.pidParam
+        : undefined,
+    check: (param) => ({ kind: 'sibling_backend', param }),
+    refuse: (what, why) => ({
+      reason: 'function_denied',
+      ruleId: 'builtin.functions',
+      sqlstate: SqlState.InsufficientPrivilege,
+      what,
+      detail: `${why} (rule: builtin.functions)`,
+      hint: 'pass the process id as a parameter used only there, or end this session with pg_backend_pid()',
+    }),
+    unbound: {
+      what: `signals a backend given by a parameter pgwarden does not see bound (role "${role.name}")`,
+      why: "a backend given as a parameter is checked at Bind, so only in a Parse message's statement",
+    },
+    elsewhere: (param) => ({
+      what: `uses parameter $${param} as a backend's process id and elsewhere`,
+      why: `$${param} must appear only as the process id, so that its type is the call's`,
+    }),
   });
-  if (mode !== 'parse' || a.kind === 'PrepareStmt')
-    return refuse(
-      `signals a backend given by a parameter pgwarden does not see bound (role "${role.name}")`,
-      "a backend given as a parameter is checked at Bind, so only in a Parse message's statement",
-    );
-  for (const c of checks)
-    if ((a.paramRefs?.get(c.param) ?? 0) !== (uses.get(c.param) ?? 0))
-      return refuse(
-        `uses parameter $${c.param} as a backend's process id and elsewhere`,
-        `$${c.param} must appear only as the process id, so that its type is the call's`,
-      );
-  return checks;
 }
 
 /**
