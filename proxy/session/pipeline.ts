@@ -116,6 +116,22 @@ interface RowState {
 
 export type TxStatus = 'I' | 'T' | 'E';
 
+/**
+ * CommandComplete tags (NUL-terminated, as in the message) that open or may end a transaction block. PREPARE
+ * TRANSACTION's tag is PREPARE, the same as SQL PREPARE's: either is taken as possibly ending the block. COMMIT PREPARED
+ * and ROLLBACK PREPARED answer COMMIT and ROLLBACK (and run only outside a block); ROLLBACK TO SAVEPOINT answers
+ * ROLLBACK too, so it counts as possibly ending the block.
+ */
+const TX_TAGS: readonly (readonly [Buffer, 'begin' | 'end'])[] = (
+  [
+    ['BEGIN', 'begin'],
+    ['START TRANSACTION', 'begin'],
+    ['COMMIT', 'end'],
+    ['ROLLBACK', 'end'],
+    ['PREPARE', 'end'],
+  ] as const
+).map(([t, e]) => [Buffer.from(`${t}\0`, 'latin1'), e] as const);
+
 export class ResponseTracker {
   private queue: Pending[] = [];
   private head = 0;
@@ -198,20 +214,14 @@ export class ResponseTracker {
   awaitingCopyData = false;
 
   private noteTag(frame: Frame): void {
-    const first = frame.body[0];
-    // Only tags of transaction control matter: B(EGIN), S(TART TRANSACTION), C(OMMIT…), R(OLLBACK…), P(REPARE TRANSACTION).
-    if (first !== 0x42 && first !== 0x53 && first !== 0x43 && first !== 0x52 && first !== 0x50) return;
-    const tag = decodeCommandComplete(frame.body);
-    if (tag === 'BEGIN' || tag === 'START TRANSACTION') {
-      if (this.batchTx !== 'other') this.batchTx = 'T';
-    } else if (
-      tag === 'COMMIT' ||
-      tag === 'ROLLBACK' ||
-      // PREPARE TRANSACTION's tag is PREPARE, the same as SQL PREPARE's: either is taken as possibly ending the block.
-      // COMMIT PREPARED and ROLLBACK PREPARED answer COMMIT and ROLLBACK (and run only outside a block).
-      tag === 'PREPARE'
-    ) {
-      this.batchTx = 'other';
+    // Only the tags of transaction control matter, compared as bytes (a SELECT's tag is never decoded).
+    const body = frame.body;
+    for (const [tag, effect] of TX_TAGS) {
+      if (body.length !== tag.length || !body.equals(tag)) continue;
+      if (effect === 'begin') {
+        if (this.batchTx !== 'other') this.batchTx = 'T';
+      } else this.batchTx = 'other';
+      return;
     }
   }
 
