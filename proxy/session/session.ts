@@ -2474,7 +2474,7 @@ export class Session {
   /** What Bind checks read from the session besides the bound values (bind-checks.ts). */
   private readonly bindContext: BindContext = {
     siblingBackends: () => {
-      const own = this.upstream?.processId;
+      const own = this.backendPid;
       return this.deps.siblingBackends?.(this) ?? new Set(own === undefined ? [] : [own]);
     },
   };
