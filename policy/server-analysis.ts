@@ -342,6 +342,19 @@ function mergeInto(into: Collected, from: Collected): void {
   for (const x of from.unknownNodes) into.unknownNodes.add(x);
 }
 
+/** A client parameter ($n) of one of `types`, bare (no coercion around it): its number, else undefined. */
+function externParam(v: PgValue | undefined, types: ReadonlySet<number>): number | undefined {
+  return isNode(v) &&
+    v.type === 'PARAM' &&
+    numberField(v, 'paramkind') === PARAM_EXTERN &&
+    types.has(numberField(v, 'paramtype') ?? -1)
+    ? numberField(v, 'paramid')
+    : undefined;
+}
+
+/** pg_notify's channel parameter: text only (another type is converted on its way in; bpchar trims). */
+const TEXT_PARAM_TYPE: ReadonlySet<number> = new Set([TEXT_OID]);
+
 /** Integer types a backend's process id may be bound as (int2, int4, int8). */
 const INT_PARAM_TYPES: ReadonlySet<number> = new Set([21, 23, 20]);
 
@@ -351,13 +364,7 @@ const INT_PARAM_TYPES: ReadonlySet<number> = new Set([21, 23, 20]);
  * via I/O, a Param of another type) is undefined.
  */
 function integerParam(v: PgValue | undefined): { param: number; cast?: number } | undefined {
-  const bare = (p: PgValue | undefined): number | undefined =>
-    isNode(p) &&
-    p.type === 'PARAM' &&
-    numberField(p, 'paramkind') === PARAM_EXTERN &&
-    INT_PARAM_TYPES.has(numberField(p, 'paramtype') ?? -1)
-      ? numberField(p, 'paramid')
-      : undefined;
+  const bare = (p: PgValue | undefined) => externParam(p, INT_PARAM_TYPES);
   const direct = bare(v);
   if (direct !== undefined) return direct > 0 ? { param: direct } : undefined;
   if (!isNode(v) || v.type !== 'FUNCEXPR') return undefined;
@@ -453,13 +460,7 @@ function collector(c: Collected, baseDepth: number): (node: PgNode) => void {
             : undefined;
         // A first argument that is a bare client parameter of type text, with no coercion around it (pg_notify's channel
         // given as $n: its value is checked at Bind). Any other type would be converted on its way in (bpchar trims).
-        const param =
-          isNode(first) &&
-          first.type === 'PARAM' &&
-          numberField(first, 'paramkind') === PARAM_EXTERN &&
-          numberField(first, 'paramtype') === TEXT_OID
-            ? numberField(first, 'paramid')
-            : undefined;
+        const param = externParam(first, TEXT_PARAM_TYPE);
         const intParam = integerParam(first);
         c.firstArgs.push({
           funcid: id,
