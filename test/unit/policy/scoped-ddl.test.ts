@@ -6,6 +6,7 @@ import { utilityQueries } from '../../../policy/ddl.ts';
 import { planServerAnalysis } from '../../../policy/server-plan.ts';
 import { CATALOG, ROLES, makeRole, sessionFor } from '../../fixtures/catalog.ts';
 import type { CatalogSnapshot, RolePolicy } from '../../../policy/types.ts';
+import { decisionFamilies } from '../../helpers/decision-cases.ts';
 import { compilePolicy, parsePolicyText, policyWarnings } from '../../../policy/load.ts';
 
 const writer = ROLES.writer;
@@ -438,17 +439,7 @@ beforeAll(async () => {
   await initParser();
 });
 
-for (const [family, cases] of Object.entries(families)) {
-  describe(family, () => {
-    it.each(cases)('%s: %s → %s', (role, sql, expected, why) => {
-      const d = evaluate(sql, 'simple', sessionFor(roles[role]), catalog);
-      const got = d.allow ? 'allow' : 'deny';
-      expect(got, d.allow ? 'allowed' : `${d.reason}: ${d.message} / ${d.detail}`).toBe(expected);
-      if (why !== undefined) expect(d.allow ? d.ruleId : d.reason).toBe(why);
-      if (!d.allow) expect(d.sqlstate).toBe('42501');
-    });
-  });
-}
+decisionFamilies(families, roles, catalog);
 
 describe('messages', () => {
   it('names the schema, the rule and what is allowed', () => {
