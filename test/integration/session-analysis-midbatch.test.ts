@@ -1,7 +1,6 @@
 // Red team of the analysis on the session's own connection in the middle of a batch inside a transaction block: what the client sees and what runs must be what PostgreSQL alone gives, message for message (ParameterStatus included).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tcpUpstream } from '../../proxy/upstream/connect.ts';
-import { BackendType } from '../../proxy/wire/codes.ts';
 import { MessageFramer } from '../../proxy/wire/framer.ts';
 import { startTestProxy, withSuperClient as su, type TestProxy } from '../helpers/proxy.ts';
 import { bind, errorCode, execute, flush, parse, query, RawClient, sync } from '../helpers/raw-client.ts';
